@@ -1,0 +1,108 @@
+"""Chunk invariance and resets of the streaming windower + extractor."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pdm.dsp.bearings import BEARINGS
+from pdm.dsp.features import ChannelSpec, FeatureExtractor
+from pdm.dsp.windows import Windower
+from pdm.sources.base import Chunk
+
+FS = 2048.0
+N = 256
+HOP = 96
+SIGNAL = (
+    np.random.default_rng(7).standard_normal((3000, 2)) + np.sin(np.arange(3000) / 9.0)[:, None]
+)
+FX = FeatureExtractor(
+    FS,
+    N,
+    [ChannelSpec("a", BEARINGS["6205"]), ChannelSpec("b")],
+    rpm=600.0,
+    envelope_band_hz=(300.0, 700.0),
+)
+
+
+def run(cuts: list[int], data: np.ndarray = SIGNAL, t0: float = 1000.0):
+    """Feed ``data`` cut at ``cuts``; returns windows, features and events."""
+    w = Windower(N, HOP, [1.0, 0.5])
+    wins, events = [], []
+    edges = [0, *sorted(set(cuts)), len(data)]
+    for a, b in itertools.pairwise(edges):
+        if b > a:
+            out, ev = w.push(Chunk(data[a:b], FS, t0 + a / FS, ("a", "b")))
+            wins += out
+            events += ev
+    feats = [FX.extract(x.data).values for x in wins]
+    return wins, feats, events, w.tail_samples()
+
+
+WHOLE = run([])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(SIGNAL) - 1), max_size=40))
+def test_any_chunking_gives_identical_windows_and_features(cuts: list[int]) -> None:
+    wins, feats, events, tail = run(cuts)
+    ref_w, ref_f, _, ref_tail = WHOLE
+    assert events == [] and tail == ref_tail
+    assert [w.index for w in wins] == [w.index for w in ref_w]
+    assert [w.t_start for w in wins] == [w.t_start for w in ref_w]
+    for a, b in zip(wins, ref_w, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    for a, b in zip(feats, ref_f, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_one_sample_chunks() -> None:
+    wins, feats, _, _ = run(list(range(1, len(SIGNAL))))
+    assert len(wins) == len(WHOLE[0]) == (len(SIGNAL) - N) // HOP + 1
+    for a, b in zip(feats, WHOLE[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scaling_to_g_is_applied_per_channel() -> None:
+    wins = WHOLE[0]
+    np.testing.assert_allclose(wins[0].data[1], (SIGNAL[:N, 1] * 0.5).astype(np.float32))
+
+
+def test_gap_resets_and_is_reported() -> None:
+    w = Windower(N, HOP, [1.0, 1.0])
+    first, ev1 = w.push(Chunk(SIGNAL[:1000], FS, 0.0, ("a", "b")))
+    second, ev2 = w.push(Chunk(SIGNAL[1000:], FS, 10.0, ("a", "b")))
+    assert ev1 == [] and len(ev2) == 1 and ev2[0].kind == "gap"
+    # Windows at 0, 96, ..., 672 cover up to sample 928 of the first 1000: 72 unused.
+    assert ev2[0].unused_samples == 1000 - (672 + N)
+    assert second[0].t_start == 10.0 and second[0].segment == 1
+    assert second[0].index == first[-1].index + 1
+    np.testing.assert_array_equal(second[0].data, SIGNAL[1000 : 1000 + N].T.astype(np.float32))
+
+
+def test_small_jitter_is_not_a_gap_but_backwards_time_is() -> None:
+    w = Windower(N, HOP, [1.0, 1.0])
+    w.push(Chunk(SIGNAL[:500], FS, 0.0, ("a", "b")))
+    _, ev = w.push(Chunk(SIGNAL[500:900], FS, 500 / FS + 0.4 / FS, ("a", "b")))
+    assert ev == []
+    _, ev = w.push(Chunk(SIGNAL[900:], FS, 0.1, ("a", "b")))
+    assert [e.kind for e in ev] == ["time_backwards"]
+
+
+def test_rate_change_resets() -> None:
+    w = Windower(N, HOP, [1.0, 1.0])
+    w.push(Chunk(SIGNAL[:500], FS, 0.0, ("a", "b")))
+    wins, ev = w.push(Chunk(SIGNAL[500:], 2 * FS, 500 / FS, ("a", "b")))
+    assert [e.kind for e in ev] == ["rate_change"] and "2048 -> 4096" in ev[0].detail
+    assert wins[0].fs == 2 * FS and wins[0].t_start == 500 / FS
+
+
+def test_windower_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="hop=0"):
+        Windower(N, 0, [1.0])
+    with pytest.raises(ValueError, match="chunk shape"):
+        Windower(N, HOP, [1.0]).push(Chunk(SIGNAL, FS, 0.0, ("a", "b")))
