@@ -1,0 +1,1482 @@
+"""The pipeline: one TOML file per monitored machine, validated once, passed down.
+
+A pipeline says what machine is watched (ISO 10816-3 group and foundation, shaft
+speed), how it is sampled (sample rate, window, overlap, what to do with bad
+data), which sensors and channels it has (units, full scale, bearing) and which
+spectral bands to report. The schema is written out in ``pipelines/README.md``.
+
+Every model is frozen and forbids unknown keys, so a typo is an error rather than
+a silently ignored setting. Every problem a user can cause raises
+:class:`pdm.errors.ConfigError` with ONE line that says where::
+
+    pipelines/pump.toml:14: sensors[0].channels[0].unit: must be 'g' or 'm/s2' (got 'mm')
+
+The line number comes from a small locator (:func:`_locate_keys`) that walks the
+TOML text, because ``tomllib`` keeps no positions.
+
+The file carries an integer ``schema_version``. A future change to the schema
+adds one step ``migrate_N_to_N+1`` to :data:`MIGRATIONS`; the loader applies the
+steps from the file's version up to :data:`SCHEMA_VERSION` before validating.
+
+>>> p = pipeline_from_flags(fs=25600, columns=["x_g"], rpm=1797, bearing="6205")
+>>> round(p.bearing_for("x_g").defect_frequencies_hz(p.machine.speed.nominal / 60)["bpfo"], 1)
+107.4
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pdm.dsp.bearings import BEARINGS, BearingGeometry, lookup_bearing
+from pdm.dsp.iso import iso_band_hz, zone_limits
+from pdm.errors import ConfigError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Acquisition",
+    "Band",
+    "BearingSpec",
+    "Channel",
+    "Envelope",
+    "Machine",
+    "Pipeline",
+    "Sensor",
+    "Speed",
+    "check_pipeline",
+    "load_pipeline",
+    "pipeline_from_flags",
+]
+
+#: The schema version this code reads. Files with a lower version are migrated.
+SCHEMA_VERSION = 1
+
+#: Migration steps, keyed by the version they upgrade *from*: ``MIGRATIONS[1]``
+#: would be ``migrate_1_to_2``, taking the parsed TOML dict of a version-1 file
+#: and returning the equivalent version-2 dict (with ``schema_version`` set to 2).
+#: Empty while only version 1 exists.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+BAND_NAME_PATTERN = r"^[a-z0-9_]{1,32}$"
+
+# Regexes are shown to users in words; "must match ^[A-Za-z...$" helps no one.
+_PATTERN_WORDS = {
+    ID_PATTERN: "must be 1–64 characters from A–Z, a–z, 0–9, '_', '.', '-'",
+    BAND_NAME_PATTERN: "must be 1–32 characters from a–z, 0–9, '_'",
+}
+
+_UNIT_ALIASES = {"m/s^2": "m/s2", "m/s²": "m/s2"}
+
+_BEARING_TABLE_KEYS = "{rolling_elements, ball_diameter_mm, pitch_diameter_mm, contact_angle_deg}"
+
+Loc = tuple[str | int, ...]
+
+
+def _invalid(reason: str, *path: str | int, got: object = ...) -> PydanticCustomError:
+    """A validation error whose key path and shown value we choose ourselves.
+
+    Cross-field checks run in ``model_validator``s, where pydantic would report
+    the error at the model's own location; ``path`` (relative to that model)
+    lets the message name the exact key instead.
+    """
+    ctx: dict[str, Any] = {"reason": reason, "path": path}
+    if got is not ...:
+        ctx["got"] = got
+    return PydanticCustomError("pdm_config", "{reason}", ctx)
+
+
+def _fmt_num(x: float) -> str:
+    """A number as a user wrote it: ``1797`` rather than ``1797.0``."""
+    return f"{x:g}" if math.isfinite(x) and abs(x) < 1e15 else repr(x)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Speed(BaseModel):
+    """Shaft speed: either fixed, or nominal with a search range.
+
+    Give ``rpm`` when the machine runs at one known speed. Give ``nominal_rpm``
+    when the speed varies a little (induction motors slip with load): the
+    feature extractor then finds the running speed in the spectrum between
+    ``min_rpm`` and ``max_rpm``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=200_000,
+        description="Fixed shaft speed, r/min (revolutions per minute).",
+    )
+    nominal_rpm: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=200_000,
+        description="Nominal shaft speed, r/min; the actual speed is searched in the spectrum.",
+    )
+    min_rpm: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=200_000,
+        description="Lower end of the speed search range, r/min (default 0.9 × nominal_rpm).",
+    )
+    max_rpm: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=200_000,
+        description="Upper end of the speed search range, r/min (default 1.1 × nominal_rpm).",
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Speed:
+        if self.rpm is None and self.nominal_rpm is None:
+            raise _invalid(
+                "give rpm (fixed speed, r/min) or nominal_rpm (speed searched in the spectrum)"
+            )
+        if self.rpm is not None:
+            if self.nominal_rpm is not None:
+                raise _invalid(
+                    "cannot be combined with rpm: give a fixed rpm, or a nominal_rpm "
+                    "(with optional min_rpm/max_rpm), not both",
+                    "nominal_rpm",
+                    got=self.nominal_rpm,
+                )
+            for key in ("min_rpm", "max_rpm"):
+                if getattr(self, key) is not None:
+                    raise _invalid(
+                        "only applies with nominal_rpm (a fixed rpm is not searched)",
+                        key,
+                        got=getattr(self, key),
+                    )
+            return self
+        lo, hi = self.search_rpm or (0.0, 0.0)
+        nominal = self.nominal
+        if not lo < nominal:
+            raise _invalid(f"must be below nominal_rpm={_fmt_num(nominal)}", "min_rpm", got=lo)
+        if not nominal < hi:
+            raise _invalid(f"must be above nominal_rpm={_fmt_num(nominal)}", "max_rpm", got=hi)
+        return self
+
+    @property
+    def fixed_rpm(self) -> float | None:
+        """The fixed speed in r/min, or None when the speed is searched."""
+        return self.rpm
+
+    @property
+    def search_rpm(self) -> tuple[float, float] | None:
+        """``(min_rpm, max_rpm)`` search range in r/min, or None for a fixed speed."""
+        if self.nominal_rpm is None:
+            return None
+        lo = self.min_rpm if self.min_rpm is not None else 0.9 * self.nominal_rpm
+        hi = self.max_rpm if self.max_rpm is not None else 1.1 * self.nominal_rpm
+        return (lo, hi)
+
+    @property
+    def nominal(self) -> float:
+        """The fixed speed, or the nominal one, in r/min."""
+        value = self.rpm if self.rpm is not None else self.nominal_rpm
+        if value is None:  # only reachable through model_construct(), which skips checks
+            raise ValueError("Speed has neither rpm nor nominal_rpm")
+        return value
+
+
+def _iso_group(value: object) -> object:
+    # Literal[1, 2] alone accepts True and 2.0; a TOML user who wrote those made a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("pdm_config", "{reason}", {"reason": "must be 1 or 2"})
+    return value
+
+
+class Machine(BaseModel):
+    """The monitored machine, as ISO 10816-3 classifies it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: StrictStr = Field(
+        pattern=ID_PATTERN,
+        description="Machine identifier (no unit); used in history, alarms and file names.",
+    )
+    name: StrictStr = Field(
+        default="", max_length=200, description="Human-readable name (no unit); defaults to the id."
+    )
+    iso_group: Annotated[Literal[1, 2], BeforeValidator(_iso_group)] = Field(
+        default=2,
+        description="ISO 10816-3 machine group (no unit): 1 = 300 kW–50 MW or shaft "
+        "height >= 315 mm, 2 = 15–300 kW or 160–315 mm.",
+    )
+    foundation: Literal["rigid", "flexible"] = Field(
+        default="rigid",
+        description="ISO 10816-3 foundation class (no unit): 'rigid' or 'flexible'.",
+    )
+    speed: Speed | None = Field(
+        default=None,
+        description="Shaft speed, r/min. Omitted: speed unknown, so no order or "
+        "bearing-defect features.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_id(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not data.get("name") and isinstance(data.get("id"), str):
+            return {**data, "name": data["id"]}
+        return data
+
+
+class Acquisition(BaseModel):
+    """How the signal is sampled and cut into analysis windows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rate_hz: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=10_000_000,
+        description="Sample rate, Hz. Omitted: taken from the recording or stream.",
+    )
+    window_samples: StrictInt = Field(
+        default=16384, ge=256, le=2**22, description="Analysis window length, samples."
+    )
+    overlap: StrictFloat = Field(
+        default=0.5,
+        ge=0,
+        le=0.95,
+        description="Overlap of consecutive windows, fraction of a window.",
+    )
+    on_bad_data: Literal["error", "invalidate"] = Field(
+        default="error",
+        description="What a bad sample does (no unit): 'error' stops with a one-line "
+        "message, 'invalidate' marks the windows it touches invalid and counts them.",
+    )
+    max_gap_s: StrictFloat = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        description="A time gap larger than this, s, resets the window; 0 means "
+        "'more than 1.5 sample periods'.",
+    )
+
+    @property
+    def hop_samples(self) -> int:
+        """Samples between the starts of consecutive windows (at least 1)."""
+        return max(1, self.window_samples - round(self.window_samples * self.overlap))
+
+    def gap_threshold_s(self, fs: float) -> float:
+        """The time gap, s, above which the windower starts over, at sample rate ``fs`` Hz."""
+        return self.max_gap_s if self.max_gap_s > 0 else 1.5 / fs
+
+
+class Channel(BaseModel):
+    """One measured signal: a CSV column or stream channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: StrictStr = Field(
+        min_length=1,
+        max_length=128,
+        description="CSV column / stream channel name (no unit); unique across all sensors.",
+    )
+    unit: Literal["g", "m/s2"] = Field(
+        default="g", description="Unit of the samples: 'g' or 'm/s2' (aliases 'm/s^2', 'm/s²')."
+    )
+    full_scale: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        description="Sensor full scale, in the channel's unit; samples at it count as clipped.",
+    )
+    axis: Literal["radial", "horizontal", "vertical", "axial"] = Field(
+        default="radial", description="Measurement direction (no unit)."
+    )
+
+    @field_validator("unit", mode="before")
+    @classmethod
+    def _unit_alias(cls, value: object) -> object:
+        return _UNIT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class BearingSpec(BaseModel):
+    """A bearing given by its geometry rather than by a catalogue designation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rolling_elements: StrictInt = Field(
+        ge=1, le=200, description="Number of balls or rollers (count)."
+    )
+    ball_diameter_mm: StrictFloat = Field(
+        gt=0, le=2000, description="Rolling-element diameter d, mm."
+    )
+    pitch_diameter_mm: StrictFloat = Field(gt=0, le=10_000, description="Pitch diameter D, mm.")
+    contact_angle_deg: StrictFloat = Field(
+        default=0.0,
+        ge=0,
+        lt=90,
+        description="Contact angle φ, degrees (0 for deep-groove ball bearings).",
+    )
+
+    @model_validator(mode="after")
+    def _ball_fits(self) -> BearingSpec:
+        if not self.ball_diameter_mm < self.pitch_diameter_mm:
+            raise _invalid(
+                f"must be smaller than pitch_diameter_mm={_fmt_num(self.pitch_diameter_mm)}",
+                "ball_diameter_mm",
+                got=self.ball_diameter_mm,
+            )
+        return self
+
+    def geometry(self) -> BearingGeometry:
+        """This geometry as the DSP core's :class:`~pdm.dsp.bearings.BearingGeometry`."""
+        return BearingGeometry(
+            self.rolling_elements,
+            self.ball_diameter_mm,
+            self.pitch_diameter_mm,
+            self.contact_angle_deg,
+        )
+
+
+def _known_designation(value: str) -> str:
+    try:
+        lookup_bearing(value)
+    except KeyError:
+        known = ", ".join(sorted(BEARINGS))
+        reason = (
+            f"not in the built-in bearing table (known: {known}); give the geometry "
+            "as an inline table instead"
+        )
+        raise PydanticCustomError("pdm_config", "{reason}", {"reason": reason}) from None
+    return value
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+def _bearing_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "designation"
+    if isinstance(value, Mapping | BearingSpec):
+        return "geometry"
+    return None
+
+
+# The tags name the union member in pydantic's error locations; the message
+# formatter drops them so users see ``sensors[0].bearing.ball_diameter_mm``.
+_BEARING_TAGS = ("designation", "geometry")
+
+BearingField = Annotated[
+    Annotated[
+        StrictStr,
+        BeforeValidator(_strip),
+        AfterValidator(_known_designation),
+        Tag("designation"),
+    ]
+    | Annotated[BearingSpec, Tag("geometry")],
+    # _strip would crash on non-str input, but the discriminator only routes
+    # strings to that branch.
+    Discriminator(
+        _bearing_kind,
+        custom_error_type="bearing_type",
+        custom_error_message="must be a designation such as '6205' or an inline table with "
+        "rolling_elements, ball_diameter_mm, pitch_diameter_mm, contact_angle_deg",
+    ),
+]
+
+_BEARING_ADAPTER: TypeAdapter[Any] = TypeAdapter(BearingField)
+
+
+class Sensor(BaseModel):
+    """One sensor (usually a bearing housing) with one or more channels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: StrictStr = Field(
+        pattern=ID_PATTERN, description="Sensor identifier (no unit); unique across sensors."
+    )
+    location: StrictStr | None = Field(
+        default=None, max_length=200, description="Where the sensor sits, free text (no unit)."
+    )
+    bearing: BearingField | None = Field(
+        default=None,
+        description="Bearing under the sensor: a designation from the built-in table "
+        "(e.g. '6205') or an inline table " + _BEARING_TABLE_KEYS + " in mm and degrees.",
+    )
+    channels: tuple[Channel, ...] = Field(
+        min_length=1, max_length=64, description="The sensor's channels (axes)."
+    )
+
+    @property
+    def bearing_geometry(self) -> BearingGeometry | None:
+        """The bearing's geometry (designations resolved), or None without a bearing."""
+        if self.bearing is None:
+            return None
+        if isinstance(self.bearing, str):
+            return lookup_bearing(self.bearing)
+        return self.bearing.geometry()
+
+
+def _band_edges(value: object) -> object:
+    """Normalise ``band_hz``: "auto" or two increasing positive numbers, Hz."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        low, high = float(value[0]), float(value[1])
+        if not (0 < low < high and math.isfinite(high)):
+            raise PydanticCustomError(
+                "pdm_config", "{reason}", {"reason": "needs 0 < low < high, in Hz"}
+            )
+        return (low, high)
+    raise PydanticCustomError(
+        "pdm_config", "{reason}", {"reason": "must be 'auto' or [low_hz, high_hz]"}
+    )
+
+
+class Envelope(BaseModel):
+    """Envelope (demodulation) analysis for bearing defects."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    band_hz: Annotated[Literal["auto"] | tuple[float, float], BeforeValidator(_band_edges)] = Field(
+        default="auto",
+        description="Demodulation band, Hz: 'auto' (chosen by spectral kurtosis) "
+        "or [low, high] with 0 < low < high < Nyquist.",
+    )
+    slip_tolerance: StrictFloat = Field(
+        default=0.03,
+        gt=0,
+        le=0.2,
+        description="Search ± this fraction around each computed defect frequency "
+        "(bearings slip 1–2 %).",
+    )
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """The fixed band ``(low, high)`` in Hz, or None for 'auto'."""
+        return self.band_hz if isinstance(self.band_hz, tuple) else None
+
+
+class Band(BaseModel):
+    """An extra spectral band whose RMS is reported as a feature."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr = Field(
+        pattern=BAND_NAME_PATTERN,
+        description="Band name (no unit); part of the feature name, unique across bands.",
+    )
+    low_hz: StrictFloat = Field(ge=0, description="Lower band edge, Hz.")
+    high_hz: StrictFloat = Field(gt=0, description="Upper band edge, Hz (below Nyquist).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if not self.low_hz < self.high_hz:
+            raise _invalid(
+                f"must be above low_hz={_fmt_num(self.low_hz)}", "high_hz", got=self.high_hz
+            )
+        return self
+
+
+class Pipeline(BaseModel):
+    """A whole pipeline: one machine, its acquisition, sensors, envelope and bands.
+
+    Build one with :func:`load_pipeline` (from a TOML file) or
+    :func:`pipeline_from_flags` (from command-line options). Instances are
+    immutable; :meth:`with_sample_rate` and :meth:`with_columns` return
+    re-validated copies.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: StrictInt = Field(
+        description=f"Schema version of the file (no unit); this pdm-edge reads {SCHEMA_VERSION}."
+    )
+    machine: Machine = Field(description="The monitored machine.")
+    acquisition: Acquisition = Field(default=Acquisition(), description="Sampling and windowing.")
+    sensors: tuple[Sensor, ...] = Field(
+        default=(),
+        max_length=256,
+        validate_default=True,
+        description="Sensors and their channels; at least one in a pipeline file.",
+    )
+    envelope: Envelope = Field(
+        default=Envelope(), description="Envelope analysis for bearing defects."
+    )
+    bands: tuple[Band, ...] = Field(
+        default=(), max_length=64, description="Extra spectral bands for band RMS, Hz."
+    )
+
+    _source_path: str | None = PrivateAttr(default=None)
+    _source_text: str | None = PrivateAttr(default=None)
+    # Set for pipelines built from quick flags: the bearing to give the sensor that
+    # with_columns() creates, and which flag named it (for messages).
+    _pending_bearing: str | BearingSpec | None = PrivateAttr(default=None)
+    _bearing_flag: str | None = PrivateAttr(default=None)
+    _from_flags: bool = PrivateAttr(default=False)
+
+    @field_validator("schema_version", mode="after")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value > SCHEMA_VERSION:
+            raise PydanticCustomError(
+                "pdm_config",
+                "{reason}",
+                {
+                    "reason": f"schema_version {value} is newer than this pdm-edge "
+                    f"understands ({SCHEMA_VERSION})"
+                },
+            )
+        if value < SCHEMA_VERSION:
+            # load_pipeline migrates old files first; only direct construction gets here.
+            raise PydanticCustomError(
+                "pdm_config",
+                "{reason}",
+                {"reason": f"must be {SCHEMA_VERSION} (load older files with load_pipeline)"},
+            )
+        return value
+
+    @field_validator("sensors", mode="after")
+    @classmethod
+    def _sensors_required(cls, value: tuple[Sensor, ...], info: ValidationInfo) -> Any:
+        # Only files must name their sensors; quick flags may leave them to the recording.
+        if not value and info.context and info.context.get("require_sensors"):
+            raise PydanticCustomError(
+                "pdm_config",
+                "{reason}",
+                {"reason": "at least one [[sensors]] table with channels is required"},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Pipeline:
+        seen_ids: dict[str, int] = {}
+        seen_columns: dict[str, str] = {}
+        for i, sensor in enumerate(self.sensors):
+            if sensor.id in seen_ids:
+                raise _invalid(
+                    f"duplicate sensor id (also sensors[{seen_ids[sensor.id]}])",
+                    "sensors",
+                    i,
+                    "id",
+                    got=sensor.id,
+                )
+            seen_ids[sensor.id] = i
+            for j, ch in enumerate(sensor.channels):
+                if ch.column in seen_columns:
+                    raise _invalid(
+                        f"duplicate column (also {seen_columns[ch.column]}); "
+                        "each column belongs to one channel",
+                        "sensors",
+                        i,
+                        "channels",
+                        j,
+                        "column",
+                        got=ch.column,
+                    )
+                seen_columns[ch.column] = f"sensors[{i}].channels[{j}]"
+            if sensor.bearing is not None and self.machine.speed is None:
+                raise _invalid(
+                    "bearing defect frequencies need the shaft speed: add [machine.speed] "
+                    "with rpm or nominal_rpm",
+                    "sensors",
+                    i,
+                    "bearing",
+                )
+        seen_bands: dict[str, int] = {}
+        for i, band in enumerate(self.bands):
+            if band.name in seen_bands:
+                raise _invalid(
+                    f"duplicate band name (also bands[{seen_bands[band.name]}])",
+                    "bands",
+                    i,
+                    "name",
+                    got=band.name,
+                )
+            seen_bands[band.name] = i
+        fs = self.acquisition.sample_rate_hz
+        if fs is not None:
+            nyquist = fs / 2
+            why = f"must be below Nyquist {_fmt_num(nyquist)} Hz (sample rate {_fmt_num(fs)} Hz)"
+            edges = self.envelope.band
+            if edges is not None and not edges[1] < nyquist:
+                raise _invalid(f"high edge {why}", "envelope", "band_hz", got=list(edges))
+            for i, b in enumerate(self.bands):
+                if not b.high_hz < nyquist:
+                    raise _invalid(why, "bands", i, "high_hz", got=b.high_hz)
+        return self
+
+    # ----------------------------------------------------------------- lookups
+
+    @property
+    def source_path(self) -> str | None:
+        """The file this pipeline was loaded from, or None (built from flags)."""
+        return self._source_path
+
+    @property
+    def columns_from_file(self) -> bool:
+        """True when no sensors are named: use every numeric column of the recording.
+
+        Only pipelines built from quick flags without ``columns`` are like this;
+        call :meth:`with_columns` once the recording's columns are known.
+        """
+        return not self.sensors
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """All channel columns, in sensor order then channel order."""
+        return tuple(ch.column for s in self.sensors for ch in s.channels)
+
+    def channel(self, column: str) -> tuple[Sensor, Channel]:
+        """The sensor and channel that read ``column``.
+
+        Raises
+        ------
+        KeyError
+            When no channel reads that column (the message lists the known ones).
+        """
+        for sensor in self.sensors:
+            for ch in sensor.channels:
+                if ch.column == column:
+                    return sensor, ch
+        raise KeyError(f"no channel reads column {column!r} (columns: {', '.join(self.columns)})")
+
+    def bearing_for(self, column: str) -> BearingGeometry | None:
+        """The geometry of the bearing under ``column``'s sensor, or None.
+
+        Raises
+        ------
+        KeyError
+            When no channel reads that column.
+        """
+        return self.channel(column)[0].bearing_geometry
+
+    # ----------------------------------------------------------------- copies
+
+    def _revalidated(self, data: dict[str, Any], label: str | None = None) -> Pipeline:
+        try:
+            new = Pipeline.model_validate(data)
+        except ValidationError as exc:
+            if label is not None:
+                raise ConfigError(_format_errors(exc, label=label)) from exc
+            if self._from_flags:
+                raise ConfigError(_format_errors(exc, flag_for=self._flag_name)) from exc
+            raise ConfigError(
+                _format_errors(exc, path=self._source_path, text=self._source_text)
+            ) from exc
+        new._copy_private_from(self)
+        return new
+
+    def _copy_private_from(self, other: Pipeline) -> None:
+        self._source_path = other._source_path
+        self._source_text = other._source_text
+        self._pending_bearing = other._pending_bearing
+        self._bearing_flag = other._bearing_flag
+        self._from_flags = other._from_flags
+
+    def _flag_name(self, loc: Loc) -> str | None:
+        return _flag_for(loc, self._bearing_flag or "--bearing")
+
+    def with_sample_rate(self, fs: float) -> Pipeline:
+        """A copy with ``acquisition.sample_rate_hz`` set to ``fs`` (Hz), re-validated.
+
+        Use it when the sample rate comes from the recording (a rate given in
+        the file is replaced: compare the two first if that matters). Bands that do not
+        fit below the new Nyquist frequency raise :class:`ConfigError` naming
+        the key in the pipeline file.
+        """
+        data = self.model_dump()
+        data["acquisition"]["sample_rate_hz"] = float(fs)
+        return self._revalidated(data)
+
+    def with_columns(self, cols: Sequence[str]) -> Pipeline:
+        """A copy whose one sensor ``s1`` reads ``cols`` (unit g), for flag-built pipelines.
+
+        The bearing given with ``--bearing``/``--bearing-geometry`` goes to that
+        sensor.
+
+        Raises
+        ------
+        ValueError
+            When this pipeline already names its sensors (``columns_from_file`` is False).
+        ConfigError
+            When ``cols`` is empty or has duplicates.
+        """
+        if not self.columns_from_file:
+            raise ValueError("with_columns() is only for pipelines without sensors")
+        data = self.model_dump()
+        data["sensors"] = [_flag_sensor(list(cols), self._pending_bearing)]
+        return self._revalidated(data, label="columns of the recording")
+
+
+# --------------------------------------------------------------------------- errors
+
+_TYPE_WORDS = {
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "dict_type": "must be a table",
+    "tuple_type": "must be an array",
+    "list_type": "must be an array",
+    "missing": "required key is missing",
+}
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model that validates the table at ``loc`` (for key suggestions)."""
+    model: type[BaseModel] = Pipeline
+    for part in loc:
+        if isinstance(part, int) or part in _BEARING_TAGS:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        sub = _first_model(field.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _first_model(tp: object) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is not None:
+        for arg in typing.get_args(tp):
+            found = _first_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _clean_loc(loc: Loc) -> Loc:
+    out: list[str | int] = []
+    for part in loc:
+        if part in _BEARING_TAGS and (not out or out[-1] == "bearing"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _key_path(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it, short: ``'mm'``, ``1797``, ``true``, ``[1, 2]``."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = _fmt_num(value)
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, Mapping):
+        text = "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[Loc, str, str | None]:
+    """One pydantic error as (key path, reason, shown value or None)."""
+    etype = err["type"]
+    ctx = err.get("ctx") or {}
+    loc = tuple(err["loc"])
+    value = err.get("input")
+    got: str | None = None
+    if etype == "pdm_config":
+        loc = loc + tuple(ctx.get("path", ()))
+        reason = str(ctx["reason"])
+        if "got" in ctx:
+            got = _show(ctx["got"])
+        elif not ctx.get("path") and not isinstance(value, Mapping) and value not in ((), []):
+            got = _show(value)
+        return _clean_loc(loc), reason, got
+    loc = _clean_loc(loc)
+    if etype == "extra_forbidden":
+        key = str(loc[-1])
+        reason = f"unknown key {key!r}"
+        model = _model_at(loc[:-1])
+        if model is not None:
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
+            if close:
+                reason += f", did you mean {close[0]!r}?"
+        return loc, reason, None
+    if etype in _TYPE_WORDS:
+        reason = _TYPE_WORDS[etype]
+    elif etype == "literal_error":
+        reason = f"must be {ctx['expected']}"
+    elif etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(etype, "<=")
+        bound = next(iter(ctx.values()))
+        reason = f"must be {op} {_show(bound)}"
+    elif etype == "string_pattern_mismatch":
+        reason = _PATTERN_WORDS.get(ctx.get("pattern", ""), f"must match {ctx.get('pattern')}")
+    elif etype == "string_too_short":
+        reason = "must not be empty"
+    elif etype == "string_too_long":
+        reason = f"must be at most {ctx['max_length']} characters"
+    elif etype == "too_short":
+        reason = f"needs at least {ctx['min_length']} item(s)"
+    elif etype == "too_long":
+        reason = f"allows at most {ctx['max_length']} items"
+    else:
+        reason = str(err.get("msg", etype)).removeprefix("Value error, ")
+        reason = reason.replace("Input should be", "must be")
+    if etype != "missing" and not isinstance(value, Mapping):
+        got = _show(value)
+    return loc, reason, got
+
+
+def _format_errors(
+    exc: ValidationError,
+    *,
+    path: str | None = None,
+    text: str | None = None,
+    label: str | None = None,
+    flag_for: Callable[[Loc], str | None] | None = None,
+) -> str:
+    """All of ``exc`` as ONE line: the first error (by line) plus "(and N more)"."""
+    lines = _locate_keys(text) if text is not None else {}
+    described = []
+    for err in exc.errors():
+        loc, reason, got = _describe(err)
+        described.append((_line_for(lines, loc), loc, reason, got))
+    # An unknown key comes first: it is usually a typo that also explains a
+    # "missing" error. Otherwise users fix a file top to bottom; errors without
+    # a line go last.
+    described.sort(key=lambda d: (not d[2].startswith("unknown key"), d[0] is None, d[0] or 0))
+    line, loc, reason, got = described[0]
+    where = _key_path(loc)
+    flag = flag_for(loc) if flag_for is not None else None
+    if flag is not None:
+        head = flag
+    elif path is not None:
+        head = f"{path}:{line}" if line is not None else path
+        head = f"{head}: {where}" if where else head
+    else:
+        head = f"{label}: {where}" if label and where else (label or where or "pipeline")
+    message = f"{head}: {reason}"
+    if got is not None:
+        message += f" (got {got})"
+    if len(described) > 1:
+        message += f" (and {len(described) - 1} more)"
+    return " ".join(message.split())
+
+
+# --------------------------------------------------------------------------- locator
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Numbers, booleans and dates: everything up to the next separator.
+_SCALAR = re.compile(r"[^,\]}\n#]*")
+
+
+class _Scanner:
+    """Finds the line of every key path in valid TOML text (best effort, no values)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self.lines: dict[Loc, int] = {}
+
+    def line(self, pos: int) -> int:
+        return bisect.bisect_left(self.newlines, pos) + 1
+
+    def peek(self, n: int = 1) -> str:
+        return self.text[self.pos : self.pos + n]
+
+    def skip_space(self, newlines: bool) -> None:
+        text = self.text
+        while self.pos < len(text):
+            c = text[self.pos]
+            if c in " \t\r" or (newlines and c == "\n"):
+                self.pos += 1
+            elif c == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+            else:
+                return
+
+    def string(self) -> str:
+        text, start = self.text, self.pos
+        for quote in ('"""', "'''"):
+            if text.startswith(quote, start):
+                i = start + 3
+                while True:
+                    j = text.find(quote, i)
+                    if j < 0:
+                        raise ValueError("unterminated string")
+                    if quote == '"""' and _escaped(text, j):
+                        i = j + 1
+                        continue
+                    # A multi-line string may end in up to two extra quotes.
+                    while text.startswith(quote[0], j + 3):
+                        j += 1
+                    self.pos = j + 3
+                    return text[start + 3 : j]
+        quote = text[start]
+        i = start + 1
+        while True:
+            j = text.find(quote, i)
+            if j < 0:
+                raise ValueError("unterminated string")
+            if quote == '"' and _escaped(text, j):
+                i = j + 1
+                continue
+            self.pos = j + 1
+            # Escapes stay undecoded: a quoted key with escapes is rare enough to miss.
+            return text[start + 1 : j]
+
+    def key(self) -> list[str]:
+        parts: list[str] = []
+        while True:
+            self.skip_space(newlines=False)
+            c = self.peek()
+            if c in ('"', "'"):
+                parts.append(self.string())
+            else:
+                m = _BARE_KEY.match(self.text, self.pos)
+                if m is None:
+                    raise ValueError("bad key")
+                parts.append(m.group())
+                self.pos = m.end()
+            self.skip_space(newlines=False)
+            if self.peek() != ".":
+                return parts
+            self.pos += 1
+
+    def record(self, loc: Loc, pos: int) -> None:
+        self.lines.setdefault(loc, self.line(pos))
+
+    def value(self, loc: Loc) -> None:
+        self.skip_space(newlines=False)
+        c = self.peek()
+        if c in ('"', "'"):
+            self.string()
+        elif c == "[":
+            self.pos += 1
+            index = 0
+            while True:
+                self.skip_space(newlines=True)
+                if self.peek() == "]":
+                    self.pos += 1
+                    return
+                self.record((*loc, index), self.pos)
+                self.value((*loc, index))
+                self.skip_space(newlines=True)
+                if self.peek() == ",":
+                    self.pos += 1
+                    index += 1
+        elif c == "{":
+            self.pos += 1
+            while True:
+                self.skip_space(newlines=True)
+                if self.peek() == "}":
+                    self.pos += 1
+                    return
+                self.key_value(loc)
+                self.skip_space(newlines=True)
+                if self.peek() == ",":
+                    self.pos += 1
+        else:
+            m = _SCALAR.match(self.text, self.pos)
+            assert m is not None  # the pattern matches the empty string
+            if m.end() == self.pos:
+                raise ValueError("empty value")
+            self.pos = m.end()
+
+    def key_value(self, table: Loc) -> None:
+        start = self.pos
+        keys = self.key()
+        for n in range(1, len(keys) + 1):
+            self.record((*table, *keys[:n]), start)
+        self.skip_space(newlines=False)
+        if self.peek() != "=":
+            raise ValueError("expected '='")
+        self.pos += 1
+        self.value((*table, *keys))
+
+    def scan(self) -> dict[Loc, int]:
+        arrays: dict[Loc, int] = {}  # array-of-tables path -> index of its current element
+        table: Loc = ()
+        while True:
+            self.skip_space(newlines=True)
+            if self.pos >= len(self.text):
+                return self.lines
+            start = self.pos
+            if self.peek() == "[":
+                is_array = self.peek(2) == "[["
+                self.pos += 2 if is_array else 1
+                keys = self.key()
+                self.pos += 2 if is_array else 1
+                path: Loc = ()
+                for n, k in enumerate(keys):
+                    path = (*path, k)
+                    if is_array and n == len(keys) - 1:
+                        self.record(path, start)
+                        arrays[path] = arrays.get(path, -1) + 1
+                        path = (*path, arrays[path])
+                    elif path in arrays:
+                        path = (*path, arrays[path])
+                    self.record(path, start)
+                table = path
+            else:
+                self.key_value(table)
+
+
+def _escaped(text: str, quote_pos: int) -> bool:
+    n = 0
+    while quote_pos - 1 - n >= 0 and text[quote_pos - 1 - n] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _locate_keys(text: str) -> dict[Loc, int]:
+    """Map each key path of TOML ``text`` to the 1-based line where it is written.
+
+    Tables map to their header line, keys to the line where the key starts, and
+    elements of arrays (inline or ``[[array]]``) to the line where they start.
+    Best effort: on anything unexpected it returns what it found so far.
+    """
+    scanner = _Scanner(text)
+    try:
+        return scanner.scan()
+    except (ValueError, IndexError):
+        return scanner.lines
+
+
+def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
+    """The line of ``loc``, or of its nearest written parent (a missing key's table)."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+_TOML_POS = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def _migrate(data: dict[str, Any], name: str, text: str) -> dict[str, Any]:
+    """Check ``schema_version`` and bring ``data`` up to :data:`SCHEMA_VERSION`."""
+    line = _locate_keys(text).get(("schema_version",))
+    head = f"{name}:{line}" if line is not None else name
+    if "schema_version" not in data:
+        raise ConfigError(
+            f"{name}: schema_version: required key is missing "
+            f"(put 'schema_version = {SCHEMA_VERSION}' at the top)"
+        )
+    version = data["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"{head}: schema_version: must be an integer (got {_show(version)})")
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{head}: schema_version: schema_version {version} is newer than this "
+            f"pdm-edge understands ({SCHEMA_VERSION})"
+        )
+    if version < 1:
+        raise ConfigError(f"{head}: schema_version: must be >= 1 (got {version})")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ConfigError(
+                f"{head}: schema_version: no migration from version {version} to {version + 1}"
+            )
+        data = step(data)
+        version += 1
+        data["schema_version"] = version
+    return data
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    """Read, migrate and validate a pipeline TOML file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The pipeline file.
+
+    Returns
+    -------
+    Pipeline
+        The validated pipeline; ``source_path`` is ``path``.
+
+    Raises
+    ------
+    ConfigError
+        For any problem (missing or unreadable file, TOML syntax, a failed
+        check), with one line ``FILE[:LINE[:COL]]: key.path: reason (got VALUE)``.
+    """
+    name = os.fspath(path)
+    try:
+        raw = Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read pipeline file: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{name}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = " ".join(str(exc).split())
+        m = _TOML_POS.match(msg)
+        if m is not None:
+            where = f"{name}:{m['line']}:{m['col']}"
+            msg = m["msg"]
+        else:
+            where, msg = name, msg.replace("(at end of document)", "at end of file")
+        raise ConfigError(f"{where}: TOML syntax error: {msg[:1].lower()}{msg[1:]}") from exc
+    data = _migrate(data, name, text)
+    try:
+        pipeline = Pipeline.model_validate(data, context={"require_sensors": True})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path=name, text=text)) from exc
+    pipeline._source_path = name
+    pipeline._source_text = text
+    return pipeline
+
+
+# --------------------------------------------------------------------------- quick flags
+
+# Key paths (array indices dropped) -> the command-line flag that sets them.
+_FLAG_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("acquisition", "sample_rate_hz"), "--fs"),
+    (("acquisition", "window_samples"), "--window"),
+    (("acquisition", "overlap"), "--overlap"),
+    (("machine", "speed"), "--rpm"),
+    (("machine", "iso_group"), "--iso-group"),
+    (("machine", "foundation"), "--foundation"),
+    (("machine", "id"), "--machine-id"),
+    (("machine", "name"), "--machine-id"),
+    (("sensors", "bearing"), "--bearing"),
+    (("sensors",), "--columns"),
+    (("envelope", "band_hz"), "--envelope-band"),
+)
+
+
+def _flag_for(loc: Loc, bearing_flag: str) -> str | None:
+    keys = tuple(p for p in loc if isinstance(p, str))
+    for prefix, flag in _FLAG_PATHS:
+        if keys[: len(prefix)] == prefix:
+            return bearing_flag if flag == "--bearing" else flag
+    return None
+
+
+def _flag_sensor(columns: list[str], bearing: str | BearingSpec | None) -> dict[str, Any]:
+    sensor: dict[str, Any] = {
+        "id": "s1",
+        "channels": [{"column": c, "unit": "g"} for c in columns],
+    }
+    if bearing is not None:
+        sensor["bearing"] = bearing
+    return sensor
+
+
+def _flag_number(flag: str, value: object) -> float:
+    """A numeric flag as float; argparse may hand over int, float or str."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag}: must be a number (got {value!r})")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag}: must be a number (got {value!r})") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{flag}: must be a finite number (got {value!r})")
+    return number
+
+
+def _parse_numbers(flag: str, value: str, expected: str, counts: tuple[int, ...]) -> list[float]:
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in counts or not all(math.isfinite(x) for x in numbers):
+        raise ConfigError(f"{flag}: expected {expected} (got {value!r})")
+    return numbers
+
+
+def pipeline_from_flags(
+    *,
+    fs: float | None = None,
+    columns: Sequence[str] | None = None,
+    window: int | None = None,
+    overlap: float | None = None,
+    rpm: float | None = None,
+    bearing: str | None = None,
+    bearing_geometry: str | None = None,
+    iso_group: int | None = None,
+    foundation: str | None = None,
+    envelope_band: str | None = None,
+    machine_id: str = "adhoc",
+) -> Pipeline:
+    """A pipeline from command-line "quick flags", for runs without a pipeline file.
+
+    Parameters
+    ----------
+    fs : float, optional
+        ``--fs``: sample rate, Hz (default: from the recording).
+    columns : sequence of str, optional
+        ``--columns``: columns to analyse, each one channel (unit g) of one
+        sensor ``s1``. None: every numeric column of the recording
+        (``columns_from_file`` is True; call :meth:`Pipeline.with_columns`).
+    window : int, optional
+        ``--window``: window length, samples.
+    overlap : float, optional
+        ``--overlap``: window overlap, fraction.
+    rpm : float, optional
+        ``--rpm``: fixed shaft speed, r/min.
+    bearing : str, optional
+        ``--bearing``: designation from the built-in table, e.g. ``"6205"``.
+    bearing_geometry : str, optional
+        ``--bearing-geometry``: ``"N,d_mm,D_mm,angle_deg"`` (angle may be left out: 0).
+    iso_group : int, optional
+        ``--iso-group``: ISO 10816-3 group, 1 or 2.
+    foundation : str, optional
+        ``--foundation``: ``"rigid"`` or ``"flexible"``.
+    envelope_band : str, optional
+        ``--envelope-band``: ``"auto"`` or ``"LOW,HIGH"`` in Hz.
+    machine_id : str
+        ``--machine-id``: machine identifier.
+
+    Raises
+    ------
+    ConfigError
+        Naming the flag: ``--bearing-geometry: expected N,d_mm,D_mm,angle_deg (got '9,7.94')``.
+    """
+    machine: dict[str, Any] = {"id": machine_id}
+    if iso_group is not None:
+        machine["iso_group"] = iso_group
+    if foundation is not None:
+        machine["foundation"] = foundation
+    if rpm is not None:
+        machine["speed"] = {"rpm": _flag_number("--rpm", rpm)}
+    acquisition: dict[str, Any] = {}
+    if fs is not None:
+        acquisition["sample_rate_hz"] = _flag_number("--fs", fs)
+    if window is not None:
+        acquisition["window_samples"] = window
+    if overlap is not None:
+        acquisition["overlap"] = _flag_number("--overlap", overlap)
+    envelope: dict[str, Any] = {}
+    if envelope_band is not None:
+        if envelope_band.strip().lower() == "auto":
+            envelope["band_hz"] = "auto"
+        else:
+            envelope["band_hz"] = _parse_numbers(
+                "--envelope-band", envelope_band, "auto or LOW,HIGH in Hz", (2,)
+            )
+
+    if bearing is not None and bearing_geometry is not None:
+        raise ConfigError("--bearing, --bearing-geometry: give one of them, not both")
+    bearing_flag = "--bearing-geometry" if bearing_geometry is not None else "--bearing"
+    bearing_value: str | BearingSpec | None = None
+    raw_bearing: object = None
+    if bearing is not None:
+        raw_bearing = bearing
+    elif bearing_geometry is not None:
+        expected = "N,d_mm,D_mm,angle_deg"
+        nums = _parse_numbers("--bearing-geometry", bearing_geometry, expected, (3, 4))
+        if nums[0] != int(nums[0]):
+            raise ConfigError(
+                f"--bearing-geometry: N (rolling elements) must be a whole number "
+                f"(got {bearing_geometry!r})"
+            )
+        raw_bearing = {
+            "rolling_elements": int(nums[0]),
+            "ball_diameter_mm": nums[1],
+            "pitch_diameter_mm": nums[2],
+            "contact_angle_deg": nums[3] if len(nums) == 4 else 0.0,
+        }
+    if raw_bearing is not None:
+        shown = bearing if bearing is not None else bearing_geometry
+        try:
+            bearing_value = _BEARING_ADAPTER.validate_python(raw_bearing)
+        except ValidationError as exc:
+            loc, reason, _ = _describe(exc.errors()[0])
+            if loc:
+                reason = f"{_key_path(loc)}: {reason}"
+            raise ConfigError(f"{bearing_flag}: {reason} (got {shown!r})") from exc
+        if rpm is None:
+            raise ConfigError(
+                f"{bearing_flag}: needs --rpm (bearing defect frequencies depend on "
+                f"the shaft speed) (got {shown!r})"
+            )
+
+    if isinstance(columns, str):
+        # A caller that passed the raw option text: "DE_g,FE_g".
+        columns = [c.strip() for c in columns.split(",")]
+    if columns is not None and not list(columns):
+        raise ConfigError("--columns: needs at least one column name (got '')")
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "machine": machine,
+        "acquisition": acquisition,
+        "envelope": envelope,
+        "sensors": [] if columns is None else [_flag_sensor(list(columns), bearing_value)],
+    }
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_errors(exc, flag_for=lambda loc: _flag_for(loc, bearing_flag))
+        ) from exc
+    pipeline._from_flags = True
+    pipeline._bearing_flag = bearing_flag
+    pipeline._pending_bearing = bearing_value if columns is None else None
+    return pipeline
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _bearing_text(geometry: BearingGeometry, rpm: float | None, slip: float) -> str:
+    name = geometry.designation or "custom"
+    text = (
+        f"bearing {name}: {geometry.rolling_elements} elements, "
+        f"d {geometry.ball_diameter_mm:.2f} mm, D {geometry.pitch_diameter_mm:.2f} mm, "
+        f"contact angle {_fmt_num(geometry.contact_angle_deg)}°"
+    )
+    if rpm is None:
+        return text
+    freqs = geometry.defect_frequencies_hz(rpm / 60)
+    lines = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in freqs.items())
+    return f"{text}\n      at {_fmt_num(rpm)} r/min: {lines} (searched ±{slip:.0%})"
+
+
+def check_pipeline(path: str | os.PathLike[str]) -> str:
+    """Load a pipeline file and describe it in a few lines, for ``pdm-edge check``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The pipeline file.
+
+    Returns
+    -------
+    str
+        A multi-line summary: machine and ISO zones, speed, sampling and
+        windowing, sensors with bearing defect frequencies, envelope band, bands.
+
+    Raises
+    ------
+    ConfigError
+        When the file does not load (see :func:`load_pipeline`).
+    """
+    p = load_pipeline(path)
+    m, acq = p.machine, p.acquisition
+    out = [f"{os.fspath(path)}: OK (schema_version {p.schema_version})"]
+    name = f" ({m.name})" if m.name != m.id else ""
+    out.append(
+        f"machine   {m.id}{name}: ISO 10816-3 group {m.iso_group}, {m.foundation} foundation"
+    )
+    ab, bc, cd = zone_limits(m.iso_group, m.foundation)
+    speed = m.speed
+    low, high = iso_band_hz(speed.nominal if speed is not None else None)
+    out.append(
+        f"  zones   velocity RMS {_fmt_num(low)}–{_fmt_num(high)} Hz: A/B {ab} mm/s, "
+        f"B/C {bc} mm/s, C/D {cd} mm/s"
+    )
+    if speed is None:
+        out.append("speed     unknown (no order or bearing-defect features)")
+    elif speed.fixed_rpm is not None:
+        fixed = speed.fixed_rpm
+        out.append(f"speed     fixed {_fmt_num(fixed)} r/min ({fixed / 60:.2f} Hz shaft frequency)")
+    else:
+        lo, hi = speed.search_rpm or (0.0, 0.0)
+        out.append(
+            f"speed     nominal {_fmt_num(speed.nominal)} r/min, searched "
+            f"{_fmt_num(lo)}–{_fmt_num(hi)} r/min"
+        )
+    fs = acq.sample_rate_hz
+    hop = acq.hop_samples
+    if fs is not None:
+        out.append(
+            f"sampling  {_fmt_num(fs)} Hz; window {acq.window_samples} samples "
+            f"({acq.window_samples / fs:.3f} s, {fs / acq.window_samples:.3g} Hz resolution), "
+            f"overlap {acq.overlap:.0%} → hop {hop} samples ({hop / fs:.3f} s)"
+        )
+    else:
+        out.append(
+            f"sampling  rate from the recording; window {acq.window_samples} samples, "
+            f"overlap {acq.overlap:.0%} → hop {hop} samples (durations depend on the rate)"
+        )
+    gap = f"{_fmt_num(acq.max_gap_s)} s" if acq.max_gap_s > 0 else "1.5 sample periods"
+    out.append(f"  bad data: {acq.on_bad_data}; a time gap over {gap} restarts the window")
+    n_channels = sum(len(s.channels) for s in p.sensors)
+    out.append(f"sensors   {len(p.sensors)} sensor(s), {n_channels} channel(s)")
+    for s in p.sensors:
+        where = f" ({s.location})" if s.location else ""
+        chans = ", ".join(
+            f"{c.column} [{c.unit}, {c.axis}"
+            + (f", full scale {_fmt_num(c.full_scale)} {c.unit}" if c.full_scale else "")
+            + "]"
+            for c in s.channels
+        )
+        out.append(f"  {s.id}{where}: {chans}")
+        geometry = s.bearing_geometry
+        if geometry is not None:
+            rpm = speed.nominal if speed is not None else None
+            out.append("    " + _bearing_text(geometry, rpm, p.envelope.slip_tolerance))
+    band = p.envelope.band
+    if band is None:
+        out.append("envelope  band chosen automatically (spectral kurtosis)")
+    else:
+        out.append(f"envelope  band {_fmt_num(band[0])}–{_fmt_num(band[1])} Hz")
+    if p.bands:
+        out.append(
+            "bands     "
+            + ", ".join(f"{b.name} {_fmt_num(b.low_hz)}–{_fmt_num(b.high_hz)} Hz" for b in p.bands)
+        )
+    else:
+        out.append("bands     none")
+    return "\n".join(out)
