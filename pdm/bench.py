@@ -1,0 +1,159 @@
+"""``pdm-edge bench``: DSP speed as ratios measured in one run, medians of many.
+
+The machine this runs on is shared and noisy, so nothing here is an absolute
+target: every figure that matters is a ratio to a bare ``scipy.fft.rfft`` of
+the same (3, 16384) float32 window, timed in alternation with it, and the
+median over rounds is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy
+import scipy.fft as sfft
+
+from pdm.dsp.bearings import BEARINGS
+from pdm.dsp.features import ChannelSpec, FeatureExtractor
+from pdm.dsp.windows import Windower
+from pdm.sources.base import Chunk
+
+__all__ = ["run_bench"]
+
+FS = 25600.0
+N = 16384
+CHANNELS = 3
+OVERLAP = 0.5
+RPM = 1480.0
+ENVELOPE_BAND = (2000.0, 5000.0)
+
+
+def _window(seed: int = 0) -> np.ndarray:
+    """A realistic (3, N) float32 window: shaft tones, bearing-like impacts and noise, in g."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(N) / FS
+    fr = RPM / 60
+    x = 0.05 * np.sin(2 * np.pi * fr * t) + 0.02 * np.sin(2 * np.pi * 2 * fr * t)
+    impacts = np.zeros(N)
+    impacts[(np.arange(0, t[-1], 1 / 88.5) * FS).astype(int)] = 1.0
+    ring = np.exp(-np.arange(200) / 30) * np.sin(2 * np.pi * 3500 * np.arange(200) / FS)
+    x = x + 0.5 * np.convolve(impacts, ring)[:N]
+    return (x + 0.02 * rng.standard_normal((CHANNELS, N))).astype(np.float32)
+
+
+def _time_per_call(fn: Callable[[], object], reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def _ratio(
+    fn: Callable[[], object], base: Callable[[], object], rounds: int, reps: int
+) -> tuple[float, float, float]:
+    """Median over rounds of time(fn)/time(base), timed alternately; and both medians in µs."""
+    fn(), base()  # warm caches and plans
+    ratios, t_fn, t_base = [], [], []
+    for _ in range(rounds):
+        b = _time_per_call(base, reps)
+        f = _time_per_call(fn, reps)
+        ratios.append(f / b)
+        t_fn.append(f)
+        t_base.append(b)
+    return statistics.median(ratios), statistics.median(t_fn) * 1e6, statistics.median(t_base) * 1e6
+
+
+def _scipy_reference(x: np.ndarray) -> None:
+    """The plain way: welch + butter/sosfiltfilt + hilbert + scipy.stats (for comparison only)."""
+    import scipy.signal as sig
+    import scipy.stats as st
+
+    sig.welch(x, FS, nperseg=4096, axis=-1)
+    sos = sig.butter(4, ENVELOPE_BAND, btype="bandpass", fs=FS, output="sos")
+    env = np.abs(sig.hilbert(sig.sosfiltfilt(sos, x, axis=-1), axis=-1))
+    sfft.rfft(env - env.mean(axis=-1, keepdims=True), axis=-1)
+    st.kurtosis(x, axis=-1)
+    st.skew(x, axis=-1)
+    np.sqrt(np.mean(x**2, axis=-1))
+
+
+def run_bench(*, quick: bool = False) -> dict[str, Any]:
+    """Run the DSP benchmark; returns the figures (see docs/benchmarks.md)."""
+    rounds, reps = (5, 10) if quick else (31, 40)
+    x = _window()
+    base = lambda: sfft.rfft(x, axis=-1)  # noqa: E731
+    chans = [ChannelSpec(f"c{i}", BEARINGS["6205"]) for i in range(CHANNELS)]
+    bands = [("high", 1000.0, 10000.0)]
+    fixed = FeatureExtractor(FS, N, chans, rpm=RPM, envelope_band_hz=ENVELOPE_BAND, bands=bands)
+    search = FeatureExtractor(
+        FS, N, chans, rpm_range=(0.9 * RPM, 1.1 * RPM), envelope_band_hz=ENVELOPE_BAND, bands=bands
+    )
+    auto = FeatureExtractor(FS, N, chans, rpm=RPM, envelope_band_hz="auto", bands=bands)
+
+    r_fixed, t_fixed, t_rfft = _ratio(lambda: fixed.extract(x), base, rounds, reps)
+    r_search, _, _ = _ratio(lambda: search.extract(x), base, rounds, reps)
+
+    # "auto": the band is re-chosen every auto_band_refresh windows, as FeatureStream does.
+    calls = [0]
+    band: list[tuple[float, float]] = []
+
+    def auto_step() -> None:
+        if calls[0] % auto.auto_band_refresh == 0:
+            band[:] = [auto.extract(x).envelope_band_key]
+        else:
+            auto.extract(x, envelope_band_hz=band[0])
+        calls[0] += 1
+
+    r_auto, _, _ = _ratio(auto_step, base, rounds, max(reps, auto.auto_band_refresh))
+
+    # Streaming: windower + extractor over a hop's worth of new samples per window.
+    hop = round(N * (1 - OVERLAP))
+    w = Windower(N, hop, np.ones(CHANNELS))
+    stream_data = np.repeat(x.T.astype(np.float64), 1, axis=0)
+    stream_state = {"t": 0.0}
+
+    def stream_step() -> None:
+        # One hop of new samples completes one window (after the first).
+        chunk = Chunk(stream_data[:hop], FS, stream_state["t"], tuple(c.name for c in chans))
+        stream_state["t"] += hop / FS
+        for win in w.push(chunk)[0]:
+            fixed.extract(win.data)
+
+    for _ in range(3):
+        stream_step()
+    r_stream, t_stream, _ = _ratio(stream_step, base, rounds, reps)
+
+    ref_rounds = 3 if quick else 7
+    r_ref, _, _ = _ratio(lambda: _scipy_reference(x), base, ref_rounds, 3)
+
+    windows_per_sensor_s = FS / hop
+    return {
+        "dsp_ratio_to_rfft": round(r_fixed, 3),
+        "dsp_ratio_to_rfft_speed_search": round(r_search, 3),
+        "dsp_ratio_to_rfft_auto_band": round(r_auto, 3),
+        "dsp_stream_ratio_to_rfft": round(r_stream, 3),
+        "dsp_sensors_per_core": round(1e6 / (t_stream * windows_per_sensor_s), 1),
+        "scipy_reference_ratio_to_rfft": round(r_ref, 1),
+        "rfft_us": round(t_rfft, 1),
+        "extract_us": round(t_fixed, 1),
+        "window": {
+            "channels": CHANNELS,
+            "samples": N,
+            "dtype": "float32",
+            "fs_hz": FS,
+            "overlap": OVERLAP,
+        },
+        "envelope_band_hz": list(ENVELOPE_BAND),
+        "rounds": rounds,
+        "reps_per_round": reps,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "cpu_count": os.cpu_count(),
+    }

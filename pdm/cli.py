@@ -1,0 +1,262 @@
+"""The ``pdm-edge`` command.
+
+Every user error ends in one line on stderr, ``pdm-edge: error: …``, naming
+what and where, and exit status 2; never a traceback. Data goes to stdout
+(JSON Lines where it is data), human summaries to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pdm import __version__
+from pdm.errors import ConfigError, PdmError
+
+if TYPE_CHECKING:
+    from pdm.config import Pipeline
+
+__all__ = ["main"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """``--pipeline`` or the quick flags; every command that analyses a recording takes these."""
+    g = p.add_argument_group("pipeline (a file, or quick flags for any recording)")
+    g.add_argument(
+        "--pipeline", "-p", metavar="FILE", help="pipeline TOML (see pipelines/README.md)"
+    )
+    g.add_argument(
+        "--fs", type=float, metavar="HZ", help="sample rate, Hz (overrides the pipeline)"
+    )
+    g.add_argument("--columns", metavar="A,B", help="columns to analyse (default: all)")
+    g.add_argument("--window", type=int, metavar="N", help="window length, samples")
+    g.add_argument("--overlap", type=float, metavar="F", help="window overlap, fraction 0..0.95")
+    g.add_argument("--rpm", type=float, metavar="R", help="shaft speed, r/min")
+    g.add_argument(
+        "--bearing", metavar="DESIGNATION", help="bearing from the built-in table, e.g. 6205"
+    )
+    g.add_argument(
+        "--bearing-geometry",
+        metavar="N,d_mm,D_mm,angle_deg",
+        help="bearing geometry instead of --bearing",
+    )
+    g.add_argument("--iso-group", type=int, choices=(1, 2), help="ISO 10816-3 machine group")
+    g.add_argument("--foundation", choices=("rigid", "flexible"), help="ISO 10816-3 foundation")
+    g.add_argument("--envelope-band", metavar="auto|LOW,HIGH", help="envelope band, Hz")
+    g.add_argument(
+        "--start",
+        metavar="ISO8601",
+        help="time of the first sample when the file has no time column",
+    )
+
+
+_QUICK = (
+    "columns",
+    "window",
+    "overlap",
+    "rpm",
+    "bearing",
+    "bearing_geometry",
+    "iso_group",
+    "foundation",
+    "envelope_band",
+)
+
+
+def _pipeline_from_args(args: argparse.Namespace) -> Pipeline:
+    from pdm.config import load_pipeline, pipeline_from_flags
+
+    given = [f"--{k.replace('_', '-')}" for k in _QUICK if getattr(args, k) is not None]
+    if args.pipeline:
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: quick flags cannot be mixed with --pipeline "
+                f"(edit {args.pipeline} instead; only --fs and --start may be given with it)"
+            )
+        return load_pipeline(args.pipeline)
+    return pipeline_from_flags(
+        fs=args.fs,
+        columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
+        window=args.window,
+        overlap=args.overlap,
+        rpm=args.rpm,
+        bearing=args.bearing,
+        bearing_geometry=args.bearing_geometry,
+        iso_group=args.iso_group,
+        foundation=args.foundation,
+        envelope_band=args.envelope_band,
+    )
+
+
+def _start_time(args: argparse.Namespace) -> float | None:
+    if not args.start:
+        return None
+    text = args.start.strip().replace("Z", "+00:00")
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--start: not an ISO 8601 time (got {args.start!r})") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def _json_value(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pdm.config import check_pipeline
+
+    for path in args.pipelines:
+        print(check_pipeline(path))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from pdm.processing import FeatureStream, open_recording
+
+    pipeline = _pipeline_from_args(args)
+    out: TextIO = sys.stdout
+    summary: dict[str, Any] = {"files": []}
+    for path in args.files:
+        rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
+        with rec:
+            stream = FeatureStream(pl, rec.sample_rate_hz)
+            for chunk in rec.chunks():
+                for wf in stream.push(chunk):
+                    for row in wf.rows():
+                        out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+            summary["files"].append(
+                {
+                    "file": str(path),
+                    "sample_rate_hz": rec.sample_rate_hz,
+                    "sample_rate_from": rec.fs_source,
+                    "channels": list(pl.columns),
+                    "windows": stream.windows,
+                    "invalid_windows": stream.invalid_windows,
+                    "bad_samples": rec.bad_samples,
+                    "resets": [
+                        {
+                            "kind": e.kind,
+                            "t": e.t,
+                            "detail": e.detail,
+                            "unused_samples": e.unused_samples,
+                        }
+                        for e in stream.events
+                    ],
+                    "unused_tail_samples": stream.tail_samples(),
+                }
+            )
+    out.flush()
+    for f in summary["files"]:
+        msg = (
+            f"{f['file']}: {f['windows']} windows × {len(f['channels'])} channels at "
+            f"{f['sample_rate_hz']:g} Hz (rate from {f['sample_rate_from']})"
+        )
+        if f["invalid_windows"]:
+            msg += f", {f['invalid_windows']} invalid ({f['bad_samples']} bad samples)"
+        if f["resets"]:
+            msg += f", {len(f['resets'])} resets: " + "; ".join(r["detail"] for r in f["resets"])
+        print(msg, file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pdm.bench import run_bench
+
+    result = run_bench(quick=args.quick)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:32s} {v}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pdm.sources import simulator
+
+    return int(simulator.main(args.rest))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pdm.demo import run_demo
+
+    return run_demo(
+        recording=Path(args.recording) if args.recording else None,
+        pipeline=Path(args.pipeline) if args.pipeline else None,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pdm-edge",
+        description="Predictive maintenance for rotating machinery: vibration features, "
+        "anomaly scores and alarms at the edge.",
+    )
+    parser.add_argument("--version", action="version", version=f"pdm-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate pipeline files without running anything")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.toml")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "features",
+        help="features of every window of CSV recordings, as JSON Lines",
+        description="Prints one JSON object per window and channel: t_start (ISO 8601), window, "
+        "channel, and every feature (units in the names). A summary goes to stderr.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s), .csv or .csv.gz")
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("bench", help="measure DSP speed (ratios to a bare FFT, medians)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "simulate",
+        help="seeded vibration simulator (regenerate fixtures, write recordings)",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "demo", help="replay a fixture recording through the demo pipeline and say what it found"
+    )
+    p.add_argument("--recording", metavar="FILE", help="default: fixtures/outer_race.csv.gz")
+    p.add_argument("--pipeline", metavar="FILE", help="default: pipelines/demo.toml")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PdmError as exc:
+        print(f"pdm-edge: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `pdm-edge features ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("pdm-edge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""From a pipeline and a source to per-window features: the one path every command uses.
+
+``features``, the demo, and later ``score``/``replay``/``run`` all go through
+:class:`FeatureStream`, so a recording replayed on a laptop is processed
+exactly as the appliance processes a live stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pdm.config import Pipeline
+from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
+from pdm.dsp.windows import StreamEvent, Window, Windower
+from pdm.errors import DspError
+from pdm.sources.base import Chunk
+from pdm.sources.csv import CsvRecording
+
+__all__ = ["FeatureStream", "WindowFeatures", "build_extractor", "iso_time", "open_recording"]
+
+
+def iso_time(t: float) -> str:
+    """POSIX seconds → ISO 8601 UTC with microseconds, e.g. ``2026-01-01T00:00:00.640000Z``."""
+    return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def open_recording(
+    path: str | os.PathLike[str],
+    pipeline: Pipeline,
+    *,
+    fs: float | None = None,
+    start_time: float | None = None,
+) -> tuple[CsvRecording, Pipeline]:
+    """Open a CSV recording for a pipeline; returns it and the pipeline completed by it.
+
+    The sample rate comes from ``fs`` (``--fs``), else the pipeline, else the
+    file itself (comment, sidecar or time column); a pipeline built from quick
+    flags without ``--columns`` takes every column of the file.
+    """
+    rate = fs if fs is not None else pipeline.acquisition.sample_rate_hz
+    columns = None if pipeline.columns_from_file else list(pipeline.columns)
+    rec = CsvRecording(
+        path,
+        columns=columns,
+        fs=rate,
+        on_bad_data=pipeline.acquisition.on_bad_data,
+        start_time=start_time,
+    )
+    try:
+        if pipeline.columns_from_file:
+            pipeline = pipeline.with_columns(list(rec.channels))
+        if pipeline.acquisition.sample_rate_hz != rec.sample_rate_hz:
+            pipeline = pipeline.with_sample_rate(rec.sample_rate_hz)
+    except BaseException:
+        rec.close()
+        raise
+    return rec, pipeline
+
+
+def build_extractor(pipeline: Pipeline, fs: float) -> FeatureExtractor:
+    """The feature extractor for a pipeline at sample rate ``fs`` (Hz)."""
+    speed = pipeline.machine.speed
+    channels = [ChannelSpec(col, pipeline.bearing_for(col)) for col in pipeline.columns]
+    band = pipeline.envelope.band_hz
+    try:
+        return FeatureExtractor(
+            fs,
+            pipeline.acquisition.window_samples,
+            channels,
+            rpm=speed.fixed_rpm if speed is not None else None,
+            rpm_range=speed.search_rpm if speed is not None else None,
+            envelope_band_hz=band if isinstance(band, str) else (band[0], band[1]),
+            slip_tolerance=pipeline.envelope.slip_tolerance,
+            bands=[(b.name, b.low_hz, b.high_hz) for b in pipeline.bands],
+            iso_group=pipeline.machine.iso_group,
+            foundation=pipeline.machine.foundation,
+        )
+    except ValueError as exc:
+        where = pipeline.source_path or "command line"
+        raise DspError(f"{where}: {exc}") from exc
+
+
+@dataclass(slots=True)
+class WindowFeatures:
+    """A window's metadata and its features."""
+
+    window: Window
+    features: FeatureFrame
+
+    def rows(self) -> list[dict[str, Any]]:
+        """JSON-ready rows, one per channel: ``t_start`` (ISO 8601), ``window``, ``channel``, features."""
+        head = {
+            "t_start": iso_time(self.window.t_start),
+            "window": self.window.index,
+            "segment": self.window.segment,
+            "valid": self.features.valid,
+        }
+        return [{**head, **row} for row in self.features.as_dicts()]
+
+
+@dataclass
+class FeatureStream:
+    """Windower + extractor for one pipeline, fed with chunks.
+
+    Keeps the counts a summary needs: windows, invalid windows, resets.
+    In ``envelope.band_hz = "auto"`` mode, the band is chosen by spectral
+    kurtosis on the first window of each segment and every
+    ``extractor.auto_band_refresh`` windows after that.
+    """
+
+    pipeline: Pipeline
+    fs: float
+    windows: int = 0
+    invalid_windows: int = 0
+    events: list[StreamEvent] = field(default_factory=list)
+    _windower: Windower = field(init=False, repr=False)
+    _extractor: FeatureExtractor = field(init=False, repr=False)
+    _band: tuple[float, float] | None = field(default=None, init=False, repr=False)
+    _band_age: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._setup(self.fs)
+
+    def _setup(self, fs: float) -> None:
+        acq = self.pipeline.acquisition
+        scale = []
+        for col in self.pipeline.columns:
+            _sensor, ch = self.pipeline.channel(col)
+            scale.append(1.0 if ch.unit == "g" else 1.0 / STANDARD_G)
+        if not hasattr(self, "_windower"):
+            self._windower = Windower(
+                acq.window_samples,
+                acq.hop_samples,
+                np.array(scale),
+                max_gap_s=acq.max_gap_s or None,
+            )
+        self._extractor = build_extractor(self.pipeline, fs)
+        self.fs = fs
+        self._band = None
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        return self._extractor
+
+    def push(self, chunk: Chunk) -> Iterator[WindowFeatures]:
+        """Feed a chunk; yields the features of every window it completes."""
+        windows, events = self._windower.push(chunk)
+        for ev in events:
+            self.events.append(ev)
+            self._band = None  # a new segment chooses its own band
+            if ev.kind == "rate_change":
+                self.pipeline = self.pipeline.with_sample_rate(chunk.fs)
+                self._setup(chunk.fs)
+        for w in windows:
+            yield self._extract(w)
+
+    def _extract(self, w: Window) -> WindowFeatures:
+        ex = self._extractor
+        band = None
+        if ex.auto_band:
+            if self._band is None or self._band_age >= ex.auto_band_refresh:
+                self._band = None
+                self._band_age = 0
+            band = self._band
+        frame = ex.extract(w.data, envelope_band_hz=band)
+        if ex.auto_band and self._band is None and frame.valid:
+            self._band = frame.envelope_band_key
+        self._band_age += 1
+        self.windows += 1
+        if not frame.valid:
+            self.invalid_windows += 1
+        return WindowFeatures(w, frame)
+
+    def tail_samples(self) -> int:
+        """Samples after the last window (unused if the stream ends now)."""
+        return self._windower.tail_samples()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quick start, command 2: set up (once) and run the whole test suite, lint and type checks.
+# Extra arguments go to pytest (e.g. ./test.sh -k csv).
+set -euo pipefail
+cd "$(dirname "$0")"
+PDM_EXTRAS=test . ./scripts/setup-venv.sh
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
