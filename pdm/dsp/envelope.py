@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
+from pdm.dsp.spectrum import squared_parts
+
 __all__ = ["EnvelopePlan", "envelope_power", "plan_envelope", "spectral_kurtosis_band"]
 
 # E[w⁴]/E[w²]² of a Hann window: the kurtosis a steady band gains from the
@@ -102,14 +104,15 @@ def envelope_power(
 
     Returns
     -------
-    (n_channels, n_env_bins) float32; multiply by ``plan.scale²`` for the signal's
-    unit squared, then read it like any power spectrum with ``n = plan.m`` and
-    ``Σw² = plan.sum_w2``.
+    (n_channels, 2·n_env_bins) float32, squared real and imaginary parts
+    interleaved as :func:`pdm.dsp.spectrum.squared_parts` gives them; multiply
+    by ``plan.scale²`` for the signal's unit squared, then read it like any
+    power spectrum with ``n = plan.m`` and ``Σw² = plan.sum_w2``.
     """
     # never overwrite_x here: the slice is a view into the caller's spectrum.
     z = sfft.ifft(x_spec[:, plan.k1 : plan.k2], n=plan.m, axis=-1)
     e = sfft.rfft(np.abs(z), axis=-1, overwrite_x=True)[:, : plan.n_env_bins]
-    return (e.real * e.real + e.imag * e.imag).astype(np.float32, copy=False)
+    return squared_parts(np.ascontiguousarray(e, dtype=np.complex64))
 
 
 def candidate_bands(

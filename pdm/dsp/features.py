@@ -54,8 +54,9 @@ from pdm.dsp.spectrum import (
     band_weights,
     hann,
     interpolate_peak,
-    power_spectrum,
+    power_from_parts,
     rfft_freqs,
+    squared_parts,
 )
 
 __all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "feature_names"]
@@ -106,7 +107,8 @@ class FeatureFrame:
         :meth:`FeatureExtractor.extract` to use the same band again)
     iso_zones : ISO 10816-3 zone letter per channel (``'?'`` when invalid)
     valid : False when the window contained NaN/inf samples
-    power, env_power : unscaled power and envelope power spectra (kept for display)
+    parts, env_parts : squared real/imaginary parts of the spectrum and the envelope
+        spectrum (:func:`pdm.dsp.spectrum.squared_parts`), kept for display
     """
 
     names: tuple[str, ...]
@@ -117,8 +119,8 @@ class FeatureFrame:
     envelope_band_key: tuple[float, float]
     iso_zones: tuple[str, ...]
     valid: bool
-    power: npt.NDArray[np.float32] = field(repr=False)
-    env_power: npt.NDArray[np.float32] = field(repr=False)
+    parts: npt.NDArray[np.float32] = field(repr=False)
+    env_parts: npt.NDArray[np.float32] = field(repr=False)
     _extractor: FeatureExtractor = field(repr=False)
     _env_plan: EnvelopePlan = field(repr=False)
 
@@ -136,6 +138,16 @@ class FeatureFrame:
             row["env_band_lo_hz"], row["env_band_hi_hz"] = self.envelope_band_hz
             out.append(row)
         return out
+
+    @property
+    def power(self) -> npt.NDArray[np.float32]:
+        """Unscaled power spectrum ``|rfft(w·(x − mean))|²``, (n_channels, n//2+1)."""
+        return power_from_parts(self.parts)
+
+    @property
+    def env_power(self) -> npt.NDArray[np.float32]:
+        """Unscaled envelope power spectrum, (n_channels, n_env_bins)."""
+        return power_from_parts(self.env_parts)
 
     def amplitude_spectrum(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """``(freqs_hz, amplitude_g)``: (n_bins,), (n_channels, n_bins); a bin-centred sine of amplitude A reads A."""
@@ -255,7 +267,8 @@ class FeatureExtractor:
             if hi > nyq:
                 raise ValueError(f"band {name!r}: high edge {hi} Hz is above Nyquist ({nyq} Hz)")
             cols.append(band_weights(f, lo, hi))
-        self._band_w = np.stack(cols, axis=1).astype(np.float32)
+        # Rows repeated: the weights apply to squared real and imaginary parts alike.
+        self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -360,7 +373,7 @@ class FeatureExtractor:
         # The one FFT; the window is applied to the mean-removed signal so DC cannot leak.
         d *= self.window
         spec = sfft.rfft(d, axis=-1, overwrite_x=True)
-        p = power_spectrum(spec)
+        p = squared_parts(spec)
 
         if self.rpm is not None:
             shaft_hz = self.rpm / 60.0
@@ -419,8 +432,8 @@ class FeatureExtractor:
             envelope_band_key=band,
             iso_zones=zones,
             valid=valid,
-            power=p,
-            env_power=pe,
+            parts=p,
+            env_parts=pe,
             _extractor=self,
             _env_plan=plan,
         )
@@ -434,9 +447,9 @@ class FeatureExtractor:
         """
         assert self.rpm_range is not None
         lo_hz, hi_hz = self.rpm_range[0] / 60.0, self.rpm_range[1] / 60.0
-        n_bins = p.shape[1]
+        n_bins = p.shape[1] // 2
         k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
-        total = p[:, : k_max + 1].sum(axis=0).tolist()
+        total = power_from_parts(p[:, : 2 * (k_max + 1)]).sum(axis=0).tolist()
         best_power, best_hz = -1.0, self._nominal_rpm / 60.0
         for h in (1, 2, 3):
             k_lo = max(1, math.floor(h * lo_hz / self.df))

@@ -29,8 +29,9 @@ __all__ = [
     "band_weights",
     "hann",
     "interpolate_peak",
-    "power_spectrum",
+    "power_from_parts",
     "rfft_freqs",
+    "squared_parts",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -109,11 +110,20 @@ def interpolate_peak(p_km1: float, p_k: float, p_kp1: float) -> float:
     return min(0.5, max(-0.5, 0.5 * (a - c) / den))
 
 
-def power_spectrum(spec: npt.NDArray[np.complex64]) -> F32:
-    """``|spec|²`` as float32; a little faster than ``abs(spec)**2`` (no square root)."""
+def squared_parts(spec: npt.NDArray[np.complex64]) -> F32:
+    """Squared real and imaginary parts, interleaved: ``(..., 2·n_bins)`` float32.
+
+    ``|X[k]|² = sq[2k] + sq[2k+1]``. Weighted sums over bins read this directly
+    with row-repeated weights (one BLAS call), and tone searches gather the few
+    bins they need, so the full power spectrum is only formed for display.
+    """
     v = spec.view(np.float32)
-    v2 = v * v
-    return v2[..., 0::2] + v2[..., 1::2]
+    return v * v
+
+
+def power_from_parts(sq: npt.NDArray[np.float32]) -> F32:
+    """``|X|²`` (…, n_bins) from :func:`squared_parts`."""
+    return sq[..., 0::2] + sq[..., 1::2]
 
 
 class ToneSearch:
@@ -152,16 +162,18 @@ class ToneSearch:
 
     def __call__(
         self,
-        p: npt.NDArray[np.floating],
+        sq: npt.NDArray[np.floating],
         centre_bins: npt.NDArray[np.float64],
         half_widths: npt.NDArray[np.float64],
     ) -> F64:
         """Amplitudes, (n_rows, n_targets), in the signal's unit; NaN for targets off the spectrum.
 
+        ``sq`` is a spectrum as :func:`squared_parts` gives it, (n_rows, 2·n_bins).
+
         ``centre_bins`` and ``half_widths`` are (n_rows, n_targets) fractional bins;
         NaN centres give NaN.
         """
-        n_rows = p.shape[0]
+        n_rows = sq.shape[0]
         half = np.minimum(np.maximum(half_widths, 1.0), (self.width - 1) / 2)
         lo = np.ceil(centre_bins - half)
         hi = np.floor(centre_bins + half)
@@ -169,7 +181,11 @@ class ToneSearch:
         lo = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
         idx = (lo - HANN_LOBE_BINS)[..., None] + self._offs
         np.minimum(idx, self.n_bins - 1, out=idx)
-        g = p[self._rows(n_rows), idx]
+        rows = self._rows(n_rows)
+        idx += idx
+        g = sq[rows, idx]
+        idx += 1
+        g += sq[rows, idx]
         w = self.width
         lobe = (
             g[..., 0:w]
