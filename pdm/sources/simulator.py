@@ -84,12 +84,14 @@ __all__ = [
     "SimSpec",
     "Simulator",
     "TransientSpec",
+    "build_parser",
     "ground_truth",
     "impact_positions",
     "main",
     "simulate",
     "spec_from_dict",
     "spec_to_dict",
+    "truth_path",
     "write_fixtures",
     "write_recording",
 ]
@@ -186,6 +188,8 @@ class SensorFaultSpec:
     fill: Literal["zero", "nan"] = "zero"
 
     def __post_init__(self) -> None:
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(self.channels))
         if self.kind not in get_args(SensorFaultKind):
             raise ConfigError(
                 f"sensor fault kind={self.kind!r} must be one of {get_args(SensorFaultKind)}"
@@ -279,6 +283,9 @@ class SimSpec:
     lsb_g: float | None = None
 
     def __post_init__(self) -> None:
+        # Accept lists (e.g. from JSON) but store tuples, so a spec stays hashable.
+        for name in ("channels", "faults", "sensor_faults", "transients"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         _check_finite("fs", self.fs, minimum=0.0, strict=True)
         if not (self.duration_s > 0 and not math.isnan(self.duration_s)):
             raise ConfigError(f"duration_s={self.duration_s} must be > 0")
@@ -514,8 +521,9 @@ class _Synth:
         self.sin_psi = [(0.0, 1.0, 0.0, -1.0)[c % 4] for c in range(self.nch)]
         self.gain = np.array([_IMPACT_GAIN_STEP**c for c in range(self.nch)])
         fs, fr = spec.fs, spec.shaft_hz
-        # (n0, ramp, [(cycles per sample, amplitude g, phase rad)]) per tone fault
-        self.tones: list[tuple[int, int, list[tuple[float, float, float]]]] = []
+        self.fr_cps = fr / fs  # shaft cycles per sample
+        # (n0, ramp, [(order, complex amplitude a·e^{iφ} in g)]) per tone fault
+        self.tones: list[tuple[int, int, list[tuple[float, complex]]]] = []
         self.trains: list[_Train] = []
         for i, f in enumerate(spec.faults):
             rng = np.random.default_rng([spec.seed, 1, i])
@@ -526,7 +534,7 @@ class _Synth:
                 for order, amp in _tone_components(f.kind, f.amplitude_g):
                     phase = float(rng.uniform(0, 2 * math.pi))
                     if order * fr < fs / 2:  # a harmonic above Nyquist would alias
-                        comps.append((order * fr / fs, amp, phase))
+                        comps.append((order, amp * complex(math.cos(phase), math.sin(phase))))
                 self.tones.append((n0, ramp, comps))
             else:
                 rate = _impact_rate_hz(spec, f.kind)
@@ -563,38 +571,42 @@ class _Synth:
     def block(self) -> npt.NDArray[np.float64]:
         """The next block of :data:`BLOCK_SAMPLES` samples, (BLOCK_SAMPLES, n_channels) g."""
         spec = self.spec
-        k = self.next_block
+        blk = self.next_block
         self.next_block += 1
-        s0, s1 = k * BLOCK_SAMPLES, (k + 1) * BLOCK_SAMPLES
+        s0, s1 = blk * BLOCK_SAMPLES, (blk + 1) * BLOCK_SAMPLES
         pos = np.arange(s0, s1, dtype=np.float64)
         out = np.zeros((BLOCK_SAMPLES, self.nch))
 
-        # Tones: sum Σ a·cos θ and Σ a·sin θ once; channel c then gets
-        # cos(θ − ψ) = cos θ cos ψ + sin θ sin ψ from the two sums.
-        tc = np.zeros(BLOCK_SAMPLES)
-        ts = np.zeros(BLOCK_SAMPLES)
+        # Tones as one complex sum F = Σ a·e^{i(kθ + φ)}: channel c at angle ψ gets
+        # Re(F·e^{−iψ}) = Re F·cos ψ + Im F·sin ψ, so the trig is done once for all
+        # channels. Integer orders are powers of e^{iθ} (one complex multiply each,
+        # ~4× cheaper than cos + sin); θ is reduced to [0, 2π) first so hour-long
+        # streams keep their precision.
+        tone = np.zeros(BLOCK_SAMPLES, dtype=np.complex128)
+        powers: dict[int, npt.NDArray[np.complex128]] = {}
         for n0, ramp, comps in self.tones:
             if s1 <= n0:
                 continue
-            fc = np.zeros(BLOCK_SAMPLES)
-            fsn = np.zeros(BLOCK_SAMPLES)
-            for cps, tone_g, phase in comps:
-                # Reduce to [0, 1) cycles before the trig so hour-long streams keep precision.
-                theta = 2 * math.pi * np.mod(cps * pos, 1.0) + phase
-                fc += tone_g * np.cos(theta)
-                fsn += tone_g * np.sin(theta)
+            fsum = np.zeros(BLOCK_SAMPLES, dtype=np.complex128)
+            for order, camp in comps:
+                if order.is_integer():
+                    h = int(order)
+                    if not powers:
+                        powers[1] = np.exp(2j * math.pi * np.mod(self.fr_cps * pos, 1.0))
+                    for j in range(max(powers) + 1, h + 1):
+                        powers[j] = powers[j - 1] * powers[1]
+                    fsum += camp * powers[h]
+                else:
+                    fsum += camp * np.exp(2j * math.pi * np.mod(order * self.fr_cps * pos, 1.0))
             if s0 < n0 + ramp:  # onset or ramp inside this block
-                env = _envelope(pos, n0, ramp)
-                fc *= env
-                fsn *= env
-            tc += fc
-            ts += fsn
+                fsum *= _envelope(pos, n0, ramp)
+            tone += fsum
         if self.tones:
             for c in range(self.nch):
                 if self.cos_psi[c]:
-                    out[:, c] += self.cos_psi[c] * tc
+                    out[:, c] += self.cos_psi[c] * tone.real
                 if self.sin_psi[c]:
-                    out[:, c] += self.sin_psi[c] * ts
+                    out[:, c] += self.sin_psi[c] * tone.imag
 
         # Impacts whose two filter inputs (m+1, m+2) fall in this block: tau in [s0−2, s1−1).
         x = np.zeros(BLOCK_SAMPLES)
@@ -613,7 +625,7 @@ class _Synth:
         out += ring[:, None] * self.gain[None, :]
 
         if spec.noise_rms_g > 0:
-            rng = np.random.default_rng([spec.seed, 0, k])
+            rng = np.random.default_rng([spec.seed, 0, blk])
             out += spec.noise_rms_g * rng.standard_normal((BLOCK_SAMPLES, self.nch))
         if spec.dc_bias_g:
             out += spec.dc_bias_g
