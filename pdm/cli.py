@@ -243,8 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["simulate"]:
+        # The simulator owns its options (argparse.REMAINDER would not pass `--fixtures`).
+        args = argparse.Namespace(func=cmd_simulate, rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except PdmError as exc:
