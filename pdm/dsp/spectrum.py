@@ -149,16 +149,44 @@ class ToneSearch:
     def __init__(self, n_bins: int, max_half_width: float, n: int, sum_w2: float) -> None:
         self.n_bins = n_bins
         self.width = 2 * max(1, math.ceil(max_half_width)) + 1
-        self._offs = np.arange(self.width + 2 * HANN_LOBE_BINS, dtype=np.intp)
+        # Offsets of every (candidate position, lobe bin) pair, relative to the window start.
+        self._offs = (
+            np.arange(self.width, dtype=np.intp)[:, None]
+            + np.arange(2 * HANN_LOBE_BINS + 1, dtype=np.intp)[None, :]
+        )
         self._pos = np.arange(self.width, dtype=np.float64)
         self._scale = 4.0 / (n * sum_w2)
-        self._row_cache: dict[int, npt.NDArray[np.intp]] = {}
+        self._key: tuple[bytes, bytes, tuple[int, ...]] | None = None
+        self._plan: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32, npt.NDArray[np.bool_]]
 
-    def _rows(self, n_rows: int) -> npt.NDArray[np.intp]:
-        rows = self._row_cache.get(n_rows)
-        if rows is None:
-            rows = self._row_cache[n_rows] = np.arange(n_rows)[:, None, None]
-        return rows
+    def _prepare(
+        self,
+        shape: tuple[int, ...],
+        centre_bins: npt.NDArray[np.float64],
+        half_widths: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32, npt.NDArray[np.bool_]]:
+        """Flat gather indices (real and imaginary parts), lobe mask and validity for the targets.
+
+        Cached for the last targets: with a fixed speed they never change.
+        """
+        key = (centre_bins.tobytes(), half_widths.tobytes(), shape)
+        if key == self._key:
+            return self._plan
+        n_rows, n_parts = shape
+        half = np.minimum(np.maximum(half_widths, 1.0), (self.width - 1) / 2)
+        with np.errstate(invalid="ignore"):
+            lo = np.ceil(centre_bins - half)
+            hi = np.floor(centre_bins + half)
+            valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
+        lo_i = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
+        hi_i = np.where(valid, hi, 1 + HANN_LOBE_BINS).astype(np.intp)
+        bins = (lo_i - HANN_LOBE_BINS)[..., None, None] + self._offs  # (rows, targets, width, lobe)
+        np.minimum(bins, self.n_bins - 1, out=bins)
+        rows = np.arange(n_rows, dtype=np.intp).reshape(n_rows, *([1] * (bins.ndim - 1)))
+        even = rows * n_parts + 2 * bins
+        inside = (self._pos <= (hi_i - lo_i)[..., None]).astype(np.float32)
+        self._key, self._plan = key, (even, even + 1, inside, valid)
+        return self._plan
 
     def __call__(
         self,
@@ -168,32 +196,14 @@ class ToneSearch:
     ) -> F64:
         """Amplitudes, (n_rows, n_targets), in the signal's unit; NaN for targets off the spectrum.
 
-        ``sq`` is a spectrum as :func:`squared_parts` gives it, (n_rows, 2·n_bins).
-
-        ``centre_bins`` and ``half_widths`` are (n_rows, n_targets) fractional bins;
-        NaN centres give NaN.
+        ``sq`` is a spectrum as :func:`squared_parts` gives it, (n_rows, 2·n_bins),
+        C-contiguous. ``centre_bins`` and ``half_widths`` are (n_rows, n_targets)
+        fractional bins; NaN centres give NaN.
         """
-        n_rows = sq.shape[0]
-        half = np.minimum(np.maximum(half_widths, 1.0), (self.width - 1) / 2)
-        lo = np.ceil(centre_bins - half)
-        hi = np.floor(centre_bins + half)
-        valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
-        lo = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
-        idx = (lo - HANN_LOBE_BINS)[..., None] + self._offs
-        np.minimum(idx, self.n_bins - 1, out=idx)
-        rows = self._rows(n_rows)
-        idx += idx
-        g = sq[rows, idx]
-        idx += 1
-        g += sq[rows, idx]
-        w = self.width
-        lobe = (
-            g[..., 0:w]
-            + g[..., 1 : w + 1]
-            + g[..., 2 : w + 2]
-            + g[..., 3 : w + 3]
-            + g[..., 4 : w + 4]
-        )
-        lobe[self._pos > (hi - lo)[..., None]] = 0.0
+        even, odd, inside, valid = self._prepare(sq.shape, centre_bins, half_widths)
+        flat = sq.reshape(-1)
+        g = flat.take(even)
+        g += flat.take(odd)
+        lobe = g.sum(axis=-1) * inside
         amp = np.sqrt(lobe.max(axis=-1).astype(np.float64) * self._scale)
         return np.where(valid, amp, np.nan)

@@ -1,0 +1,458 @@
+"""End-to-end tests of the ``pdm-edge`` command: the real CLI as a subprocess.
+
+Each test runs ``python -m pdm.cli ...`` from the repository root and checks
+what a user sees: stdout (JSON Lines or text), the stderr summary or the
+one-line ``pdm-edge: error: ...`` message, and the exit status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pdm.dsp.features import feature_names
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+PIPELINES = REPO / "pipelines"
+DEMO_PIPELINE = PIPELINES / "demo.toml"
+TIMEOUT_S = 60
+
+# The numeric features a row of the demo pipeline carries (it has one band, "high").
+DEMO_FEATURES = feature_names(["high"])
+ORDER_AND_ENV = [n for n in feature_names() if n.startswith(("order_", "env_"))]
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pdm.cli ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "pdm.cli", *(str(a) for a in args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """The command and what it printed, for assertion messages."""
+    return (
+        f"$ {' '.join(proc.args)}\nexit {proc.returncode}\n"
+        f"--- stdout (head)\n{proc.stdout[:2000]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    return proc
+
+
+def jsonl(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """stdout parsed as JSON Lines: every line one JSON object."""
+    rows = []
+    for line in proc.stdout.splitlines():
+        obj = json.loads(line)
+        assert isinstance(obj, dict), line
+        rows.append(obj)
+    return rows
+
+
+def user_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the user-error contract; return the message after the prefix."""
+    assert proc.returncode == 2, describe(proc)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, describe(proc)
+    lines = proc.stderr.strip("\n").splitlines()
+    assert len(lines) == 1, describe(proc)
+    assert lines[0].startswith("pdm-edge: error: "), describe(proc)
+    return lines[0].removeprefix("pdm-edge: error: ")
+
+
+def n_windows(n_samples: int, window: int, hop: int) -> int:
+    return 0 if n_samples < window else (n_samples - window) // hop + 1
+
+
+def by_channel(rows: list[dict[str, Any]], channel: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["channel"] == channel]
+
+
+def truth(stem: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / f"{stem}.truth.json").read_text())
+    return data
+
+
+def write_pipeline(path: Path, **replace: str) -> Path:
+    """A copy of pipelines/demo.toml with whole lines ``key = ...`` replaced."""
+    text = DEMO_PIPELINE.read_text()
+    for key, new in replace.items():
+        text, n = re.subn(rf"(?m)^{key} = .*$", new, text)
+        assert n == 1, f"{key} not found once in {DEMO_PIPELINE}"
+    path.write_text(text)
+    return path
+
+
+def write_noise_csv(
+    path: Path, n: int, *, seed: int = 0, comments: tuple[str, ...] = ()
+) -> list[str]:
+    """A two-channel CSV of small random numbers; returns its lines (without newlines)."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0.0, 0.02, (n, 2))
+    lines = [*comments, "x_g,y_g", *(f"{a:.5f},{b:.5f}" for a, b in data)]
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+# --------------------------------------------------------------------------- features
+
+
+@pytest.fixture(scope="module")
+def outer_race_rows() -> list[dict[str, Any]]:
+    proc = ok(
+        run_cli("features", "fixtures/outer_race.csv.gz", "--pipeline", "pipelines/demo.toml")
+    )
+    rows = jsonl(proc)
+    summary = proc.stderr.strip().splitlines()
+    assert len(summary) == 1, describe(proc)
+    assert "outer_race.csv.gz" in summary[0] and "windows" in summary[0], describe(proc)
+    return rows
+
+
+def test_features_outer_race_json_lines(outer_race_rows: list[dict[str, Any]]) -> None:
+    t = truth("outer_race")
+    expected = n_windows(t["n_samples"], 16384, 8192)
+    assert expected == math.floor((t["n_samples"] - 16384) / 8192) + 1
+    rows = outer_race_rows
+    assert len(rows) == 2 * expected
+    assert {r["channel"] for r in rows} == {"x_g", "y_g"}
+    for ch in ("x_g", "y_g"):
+        assert [r["window"] for r in by_channel(rows, ch)] == list(range(expected))
+    assert rows[0]["t_start"].startswith("2026-01-01T00:00:00")
+    starts = []
+    for r in rows:
+        for key in ("t_start", "channel", "window", *DEMO_FEATURES, "iso_zone", "shaft_speed_rpm"):
+            assert key in r, (key, r)
+        starts.append(dt.datetime.fromisoformat(r["t_start"]))  # ISO 8601
+        assert r["valid"] is True
+        assert r["shaft_speed_rpm"] == pytest.approx(1480.0)
+        assert r["iso_zone"] in {"A", "B", "C", "D"}
+    # One hop (8192 / 25600 Hz = 0.32 s) between consecutive windows.
+    x_starts = [starts[i] for i, r in enumerate(rows) if r["channel"] == "x_g"]
+    assert (x_starts[1] - x_starts[0]).total_seconds() == pytest.approx(0.32, abs=1e-5)
+
+
+def test_features_outer_race_bpfo_rises_after_onset(
+    outer_race_rows: list[dict[str, Any]],
+) -> None:
+    t = truth("outer_race")
+    onset = next(f["onset_sample"] for f in t["faults"] if f["kind"] == "bpfo")
+    x = by_channel(outer_race_rows, "x_g")
+    base = x[0]["env_bpfo_g"]
+    assert isinstance(base, float) and base > 0
+    after = [r for r in x if r["window"] * 8192 >= onset]
+    assert after, "no window starts after the fault onset"
+    for r in after:
+        assert r["env_bpfo_g"] > 5 * base, (r["window"], r["env_bpfo_g"], base)
+
+
+QUICK = ("--columns", "x_g", "--rpm", "1480", "--window", "8192", "--overlap", "0.25")
+
+
+@pytest.fixture(scope="module")
+def healthy_6205_rows() -> list[dict[str, Any]]:
+    proc = ok(run_cli("features", "fixtures/healthy.csv.gz", *QUICK, "--bearing", "6205"))
+    return jsonl(proc)
+
+
+def test_features_quick_flags(healthy_6205_rows: list[dict[str, Any]]) -> None:
+    rows = healthy_6205_rows
+    hop = 8192 - round(8192 * 0.25)
+    assert hop == 6144
+    assert {r["channel"] for r in rows} == {"x_g"}
+    assert len(rows) == n_windows(truth("healthy")["n_samples"], 8192, hop)
+    assert [r["window"] for r in rows] == list(range(len(rows)))
+    for r in rows:
+        assert isinstance(r["env_bpfo_g"], float)
+        assert isinstance(r["order_1x_g"], float)
+    # 1x of the healthy fixture: 0.05 g peak unbalance.
+    assert np.median([r["order_1x_g"] for r in rows]) == pytest.approx(0.05, rel=0.1)
+
+
+def test_features_bearing_geometry_matches_table(
+    healthy_6205_rows: list[dict[str, Any]],
+) -> None:
+    proc = ok(
+        run_cli(
+            "features", "fixtures/healthy.csv.gz", *QUICK, "--bearing-geometry", "9,7.94,39.04,0"
+        )
+    )
+    rows = jsonl(proc)
+    assert len(rows) == len(healthy_6205_rows)
+    env = [n for n in feature_names() if n.startswith("env_")]
+    for a, b in zip(healthy_6205_rows, rows, strict=True):
+        for name in env:
+            # The table's 6205 is 0.3126 in / 1.537 in, within 0.01 % of 7.94 / 39.04 mm.
+            assert b[name] == pytest.approx(a[name], rel=2e-2, abs=1e-9), (a["window"], name)
+
+
+def test_features_without_rpm_has_null_orders_and_envelope() -> None:
+    proc = ok(
+        run_cli("features", "fixtures/healthy.csv.gz", "--columns", "x_g", "--window", "8192")
+    )
+    rows = jsonl(proc)
+    assert rows
+    assert ORDER_AND_ENV
+    for r in rows:
+        for name in ORDER_AND_ENV:
+            assert name in r and r[name] is None, (name, r[name])
+        assert isinstance(r["rms_g"], float) and r["rms_g"] > 0
+
+
+# --------------------------------------------------------------------------- user errors
+
+
+def test_error_pipeline_unknown_key(tmp_path: Path) -> None:
+    bad = write_pipeline(tmp_path / "typo.toml", overlap="overlpa = 0.5")
+    msg = user_error(run_cli("features", "fixtures/healthy.csv.gz", "--pipeline", bad))
+    assert str(bad) in msg
+    assert "overlpa" in msg
+
+
+def test_error_check_bad_pipeline(tmp_path: Path) -> None:
+    bad = write_pipeline(tmp_path / "typo.toml", overlap="overlpa = 0.5")
+    msg = user_error(run_cli("check", bad))
+    assert str(bad) in msg
+    assert "overlpa" in msg
+
+
+def test_error_csv_bad_cell_names_line_and_column(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("x_g,y_g\n0.1,0.2\n0.1,0.2\n0.1,0.2\n0.1,zz\n0.1,0.2\n")
+    msg = user_error(run_cli("features", csv, "--fs", "1000"))
+    assert f"{csv}:5" in msg
+    assert "y_g" in msg
+
+
+def test_error_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    msg = user_error(run_cli("features", missing, "--fs", "1000"))
+    assert str(missing) in msg
+
+
+def test_error_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    msg = user_error(run_cli("features", empty, "--fs", "1000"))
+    assert str(empty) in msg
+
+
+def test_error_pipeline_with_quick_flag() -> None:
+    msg = user_error(
+        run_cli(
+            "features",
+            "fixtures/healthy.csv.gz",
+            "--pipeline",
+            "pipelines/demo.toml",
+            "--rpm",
+            "1000",
+        )
+    )
+    assert "--rpm" in msg
+
+
+def test_error_bearing_geometry_too_short() -> None:
+    msg = user_error(
+        run_cli(
+            "features", "fixtures/healthy.csv.gz", "--rpm", "1480", "--bearing-geometry", "9,7.94"
+        )
+    )
+    assert "--bearing-geometry" in msg
+
+
+def test_error_fs_disagrees_with_sidecar(tmp_path: Path) -> None:
+    csv = tmp_path / "rec.csv"
+    write_noise_csv(csv, 100)
+    (tmp_path / "rec.json").write_text(json.dumps({"sample_rate_hz": 48000}))
+    msg = user_error(run_cli("features", csv, "--fs", "12000"))
+    assert str(csv) in msg
+    assert "12000" in msg and "48000" in msg
+
+
+# --------------------------------------------------------------------------- bad data, gaps
+
+
+BAD_ROW = 20000  # data row (0-based) holding "abc" in column x_g
+
+
+@pytest.fixture
+def csv_with_bad_cell(tmp_path: Path) -> Path:
+    csv = tmp_path / "bad_cell.csv"
+    lines = write_noise_csv(csv, 40000, comments=("# sample_rate_hz=25600",))
+    i = 2 + BAD_ROW  # after the comment and the header
+    lines[i] = "abc," + lines[i].split(",")[1]
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def test_invalidate_marks_windows_of_a_bad_sample(tmp_path: Path, csv_with_bad_cell: Path) -> None:
+    pipeline = tmp_path / "demo.toml"
+    pipeline.write_text(DEMO_PIPELINE.read_text())
+    assert 'on_bad_data = "invalidate"' in pipeline.read_text()
+    proc = ok(run_cli("features", csv_with_bad_cell, "--pipeline", pipeline))
+    rows = jsonl(proc)
+    n = n_windows(40000, 16384, 8192)
+    assert len(rows) == 2 * n
+    touched = {k for k in range(n) if k * 8192 <= BAD_ROW < k * 8192 + 16384}
+    assert touched == {1, 2}
+    for r in rows:
+        if r["window"] in touched:
+            assert r["valid"] is False, r
+            for name in DEMO_FEATURES:
+                assert r[name] is None, (r["window"], name, r[name])
+        else:
+            assert r["valid"] is True, r
+            assert isinstance(r["rms_g"], float)
+    m = re.search(r"(\d+) invalid", proc.stderr)
+    assert m, describe(proc)
+    assert int(m.group(1)) == len(touched)
+
+
+def test_bad_cell_with_on_bad_data_error(tmp_path: Path, csv_with_bad_cell: Path) -> None:
+    pipeline = write_pipeline(tmp_path / "strict.toml", on_bad_data='on_bad_data = "error"')
+    msg = user_error(run_cli("features", csv_with_bad_cell, "--pipeline", pipeline))
+    line = 3 + BAD_ROW  # 1-based: comment, header, then data
+    assert f"{csv_with_bad_cell}:{line}" in msg
+    assert "x_g" in msg
+
+
+def test_time_gap_resets_windowing(tmp_path: Path) -> None:
+    fs, n, gap_at = 25600, 30000, 15000
+    rng = np.random.default_rng(1)
+    t = np.arange(n) / fs
+    t[gap_at:] += 1.0
+    data = rng.normal(0.0, 0.02, (n, 2))
+    csv = tmp_path / "gap.csv"
+    lines = [f"# sample_rate_hz={fs}", "time,x_g,y_g"]
+    lines += [f"{ti:.7f},{a:.5f},{b:.5f}" for ti, (a, b) in zip(t, data, strict=True)]
+    csv.write_text("\n".join(lines) + "\n")
+    proc = ok(run_cli("features", csv, "--window", "4096"))
+    assert "reset" in proc.stderr, describe(proc)
+    x = by_channel(jsonl(proc), "x_g")
+    before = [r for r in x if r["segment"] == x[0]["segment"]]
+    after = [r for r in x if r["segment"] != x[0]["segment"]]
+    assert before and after, describe(proc)
+    assert after[0]["segment"] > before[-1]["segment"]
+    assert after[0]["window"] > before[-1]["window"]
+    t_before = dt.datetime.fromisoformat(before[-1]["t_start"])
+    t_after = dt.datetime.fromisoformat(after[0]["t_start"])
+    assert (t_after - t_before).total_seconds() > 1.0
+
+
+# --------------------------------------------------------------------------- other commands
+
+
+def test_check_pipelines() -> None:
+    proc = ok(run_cli("check", "pipelines/demo.toml", "pipelines/cwru_drive_end.toml"))
+    assert "BPFO" in proc.stdout
+    assert "demo.toml" in proc.stdout and "cwru_drive_end.toml" in proc.stdout
+
+
+def test_bench_json_quick() -> None:
+    proc = ok(run_cli("bench", "--json", "--quick"))
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, describe(proc)
+    result = json.loads(lines[0])
+    assert isinstance(result, dict)
+    ratio = result["dsp_ratio_to_rfft"]
+    assert isinstance(ratio, float) and 0.5 < ratio < 20, ratio
+    assert result["dsp_sensors_per_core"] > 0
+
+
+def test_demo() -> None:
+    proc = ok(run_cli("demo"))
+    assert "outer race (BPFO)" in proc.stdout
+    assert "zone" in proc.stdout
+
+
+def test_simulate_then_features(tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    ok(
+        run_cli(
+            "simulate",
+            "--out",
+            out,
+            "--duration",
+            "2",
+            "--fault",
+            "bpfo:0.5@1.0",
+            "--seed",
+            "3",
+        )
+    )
+    assert out.is_file()
+    proc = ok(run_cli("features", out, "--pipeline", "pipelines/demo.toml"))
+    rows = jsonl(proc)
+    assert len(rows) == 2 * n_windows(2 * 25600, 16384, 8192)
+
+
+def test_simulator_module_output_readable_by_features(tmp_path: Path) -> None:
+    """The same recording written by ``python -m pdm.sources.simulator`` directly."""
+    out = tmp_path / "y.csv"
+    sim = subprocess.run(
+        [
+            *(sys.executable, "-m", "pdm.sources.simulator", "--out", str(out)),
+            *("--duration", "2", "--fault", "bpfo:0.5@1.0", "--seed", "3"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    ok(sim)
+    proc = ok(run_cli("features", out, "--pipeline", "pipelines/demo.toml"))
+    rows = jsonl(proc)
+    assert len(rows) == 2 * n_windows(2 * 25600, 16384, 8192)
+    x = by_channel(rows, "x_g")
+    # Fault from 1.0 s: the last window (1.28-1.92 s) is all after the onset.
+    assert x[-1]["env_bpfo_g"] > 5 * x[0]["env_bpfo_g"]
+
+
+def test_features_reader_leaves_early() -> None:
+    """``pdm-edge features ... | head -1``: no traceback, a clean exit."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdm.cli",
+        "features",
+        "fixtures/healthy.csv.gz",
+        # Small windows: about 1 MB of JSON, far more than a pipe buffer holds.
+        "--window",
+        "1024",
+        "--rpm",
+        "1480",
+        "--bearing",
+        "6205",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        rc = proc.wait(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads(first)["window"] == 0
+    assert rc in (0, 141, -13), (rc, err)  # 141 / -13: killed by SIGPIPE, as `head` expects
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
