@@ -83,10 +83,11 @@ def _scipy_reference(x: np.ndarray) -> None:
     np.sqrt(np.mean(x**2, axis=-1))
 
 
-def run_bench(*, quick: bool = False) -> dict[str, Any]:
+def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     """Run the DSP benchmark; returns the figures (see docs/benchmarks.md)."""
-    rounds, reps = (5, 10) if quick else (31, 40)
+    rounds, reps = (5, 8) if quick else (31, 24)
     x = _window()
+    xs = np.stack([_window(seed) for seed in range(batch)])
     base = lambda: sfft.rfft(x, axis=-1)  # noqa: E731
     chans = [ChannelSpec(f"c{i}", BEARINGS["6205"]) for i in range(CHANNELS)]
     bands = [("high", 1000.0, 10000.0)]
@@ -96,52 +97,73 @@ def run_bench(*, quick: bool = False) -> dict[str, Any]:
     )
     auto = FeatureExtractor(FS, N, chans, rpm=RPM, envelope_band_hz="auto", bands=bands)
 
-    r_fixed, t_fixed, t_rfft = _ratio(lambda: fixed.extract(x), base, rounds, reps)
-    r_search, _, _ = _ratio(lambda: search.extract(x), base, rounds, reps)
+    r_batch, t_batch, t_rfft = _ratio(lambda: fixed.extract_batch(xs), base, rounds, reps)
+    r_batch /= batch
+    t_batch /= batch
+    r_single, t_single, _ = _ratio(lambda: fixed.extract(x), base, rounds, reps)
+    r_search, _, _ = _ratio(lambda: search.extract_batch(xs), base, rounds, reps)
+    r_search /= batch
+    r_rfft_batch, _, _ = _ratio(lambda: sfft.rfft(xs.reshape(-1, N), axis=-1), base, rounds, reps)
+    r_rfft_batch /= batch
 
     # "auto": the band is re-chosen every auto_band_refresh windows, as FeatureStream does.
     calls = [0]
     band: list[tuple[float, float]] = []
+    refresh_batches = max(1, auto.auto_band_refresh // batch)
 
     def auto_step() -> None:
-        if calls[0] % auto.auto_band_refresh == 0:
-            band[:] = [auto.extract(x).envelope_band_key]
+        if calls[0] % refresh_batches == 0:
+            band[:] = [auto.extract_batch(xs)[0].envelope_band_key]
         else:
-            auto.extract(x, envelope_band_hz=band[0])
+            auto.extract_batch(xs, envelope_band_hz=band[0])
         calls[0] += 1
 
-    r_auto, _, _ = _ratio(auto_step, base, rounds, max(reps, auto.auto_band_refresh))
+    r_auto, _, _ = _ratio(auto_step, base, rounds, max(reps, refresh_batches))
+    r_auto /= batch
 
-    # Streaming: windower + extractor over a hop's worth of new samples per window.
+    # Streaming, as `features`/replay run it: windower + FeatureStream-style batches,
+    # one hop of new samples per window.
     hop = round(N * (1 - OVERLAP))
     w = Windower(N, hop, np.ones(CHANNELS))
-    stream_data = np.repeat(x.T.astype(np.float64), 1, axis=0)
-    stream_state = {"t": 0.0}
+    copies = -(-hop * batch // N)
+    stream_data = np.ascontiguousarray(np.tile(x.T.astype(np.float64), (copies, 1))[: hop * batch])
+    clock = [0.0]
+    names = tuple(c.name for c in chans)
 
     def stream_step() -> None:
-        # One hop of new samples completes one window (after the first).
-        chunk = Chunk(stream_data[:hop], FS, stream_state["t"], tuple(c.name for c in chans))
-        stream_state["t"] += hop / FS
-        for win in w.push(chunk)[0]:
-            fixed.extract(win.data)
+        chunk = Chunk(stream_data, FS, clock[0], names)
+        clock[0] += len(stream_data) / FS
+        wins = w.push(chunk)[0]
+        assert len(wins) == batch  # one hop of new samples per window
+        fixed.extract_batch(np.stack([win.data for win in wins]))
 
+    # Prime the windower with n - hop samples: from then on each step completes `batch` windows.
+    w.push(Chunk(stream_data[: N - hop], FS, 0.0, names))
+    clock[0] = (N - hop) / FS
     for _ in range(3):
         stream_step()
     r_stream, t_stream, _ = _ratio(stream_step, base, rounds, reps)
+    r_stream /= batch
+    t_stream /= batch
 
     ref_rounds = 3 if quick else 7
     r_ref, _, _ = _ratio(lambda: _scipy_reference(x), base, ref_rounds, 3)
 
     windows_per_sensor_s = FS / hop
     return {
-        "dsp_ratio_to_rfft": round(r_fixed, 3),
+        "dsp_ratio_to_rfft": round(r_batch, 3),
+        "dsp_ratio_to_rfft_batch1": round(r_single, 3),
         "dsp_ratio_to_rfft_speed_search": round(r_search, 3),
         "dsp_ratio_to_rfft_auto_band": round(r_auto, 3),
         "dsp_stream_ratio_to_rfft": round(r_stream, 3),
+        "rfft_batched_ratio_to_rfft": round(r_rfft_batch, 3),
+        "dsp_ratio_to_batched_rfft": round(r_batch / r_rfft_batch, 3),
         "dsp_sensors_per_core": round(1e6 / (t_stream * windows_per_sensor_s), 1),
         "scipy_reference_ratio_to_rfft": round(r_ref, 1),
         "rfft_us": round(t_rfft, 1),
-        "extract_us": round(t_fixed, 1),
+        "extract_us_per_window": round(t_batch, 1),
+        "extract_us_batch1": round(t_single, 1),
+        "batch_windows": batch,
         "window": {
             "channels": CHANNELS,
             "samples": N,

@@ -131,10 +131,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
         with rec:
             stream = FeatureStream(pl, rec.sample_rate_hz)
-            for chunk in rec.chunks():
-                for wf in stream.push(chunk):
-                    for row in wf.rows():
-                        out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+            for wf in stream.feed(rec.chunks()):
+                for row in wf.rows():
+                    out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
             summary["files"].append(
                 {
                     "file": str(path),

@@ -53,18 +53,17 @@ def run_demo(
             file=out,
         )
         t0: float | None = None
-        for chunk in rec.chunks():
-            for wf in stream.push(chunk):
-                results.append(wf)
-                t0 = wf.window.t_start if t0 is None else t0
-                for r in wf.rows():
-                    print(
-                        f"{r['window']:>6} {wf.window.t_start - t0:>7.2f} {r['channel']:>8} "
-                        f"{_f(r['velocity_rms_mm_s'], 10, 2)} {r['iso_zone']:>4} {_f(r['rms_g'], 7, 3)} "
-                        f"{_f(r['kurtosis'], 5, 1)} {_f(r['env_bpfo_g'], 7, 4)} {_f(r['env_bpfi_g'], 7, 4)} "
-                        f"{_f(r['shaft_speed_rpm'], 6, 0)}",
-                        file=out,
-                    )
+        for wf in stream.feed(rec.chunks()):
+            results.append(wf)
+            t0 = wf.window.t_start if t0 is None else t0
+            for r in wf.rows():
+                print(
+                    f"{r['window']:>6} {wf.window.t_start - t0:>7.2f} {r['channel']:>8} "
+                    f"{_f(r['velocity_rms_mm_s'], 10, 2)} {r['iso_zone']:>4} {_f(r['rms_g'], 7, 3)} "
+                    f"{_f(r['kurtosis'], 5, 1)} {_f(r['env_bpfo_g'], 7, 4)} {_f(r['env_bpfi_g'], 7, 4)} "
+                    f"{_f(r['shaft_speed_rpm'], 6, 0)}",
+                    file=out,
+                )
     print("", file=out)
     for line in findings(results, pl.machine.iso_group, pl.machine.foundation):
         print(line, file=out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,74 +108,91 @@ class WindowFeatures:
 class FeatureStream:
     """Windower + extractor for one pipeline, fed with chunks.
 
-    Keeps the counts a summary needs: windows, invalid windows, resets.
+    Windows are extracted in groups of ``batch`` consecutive windows (grouped
+    by window index, so the grouping — and every feature value, to the bit —
+    does not depend on how the stream was chunked). Batching is what makes
+    the DSP core cheap (see :meth:`FeatureExtractor.extract_batch`); a live
+    single-sensor stream that needs each window at once uses ``batch=1``.
+    Call :meth:`flush` at the end of the stream for the last partial group.
+
     In ``envelope.band_hz = "auto"`` mode, the band is chosen by spectral
-    kurtosis on the first window of each segment and every
-    ``extractor.auto_band_refresh`` windows after that.
+    kurtosis on the first window of a group when the segment is new or the
+    band is ``extractor.auto_band_refresh`` windows old.
+
+    Keeps the counts a summary needs: windows, invalid windows, resets.
     """
 
     pipeline: Pipeline
     fs: float
+    batch: int = 8
     windows: int = 0
     invalid_windows: int = 0
     events: list[StreamEvent] = field(default_factory=list)
     _windower: Windower = field(init=False, repr=False)
     _extractor: FeatureExtractor = field(init=False, repr=False)
+    _pending: list[Window] = field(default_factory=list, init=False, repr=False)
     _band: tuple[float, float] | None = field(default=None, init=False, repr=False)
     _band_age: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._setup(self.fs)
-
-    def _setup(self, fs: float) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch={self.batch} must be >= 1")
         acq = self.pipeline.acquisition
         scale = []
         for col in self.pipeline.columns:
             _sensor, ch = self.pipeline.channel(col)
             scale.append(1.0 if ch.unit == "g" else 1.0 / STANDARD_G)
-        if not hasattr(self, "_windower"):
-            self._windower = Windower(
-                acq.window_samples,
-                acq.hop_samples,
-                np.array(scale),
-                max_gap_s=acq.max_gap_s or None,
-            )
-        self._extractor = build_extractor(self.pipeline, fs)
-        self.fs = fs
-        self._band = None
+        self._windower = Windower(
+            acq.window_samples, acq.hop_samples, np.array(scale), max_gap_s=acq.max_gap_s or None
+        )
+        self._extractor = build_extractor(self.pipeline, self.fs)
 
     @property
     def extractor(self) -> FeatureExtractor:
         return self._extractor
 
     def push(self, chunk: Chunk) -> Iterator[WindowFeatures]:
-        """Feed a chunk; yields the features of every window it completes."""
+        """Feed a chunk; yields the features of every complete group of windows."""
         windows, events = self._windower.push(chunk)
         for ev in events:
             self.events.append(ev)
             self._band = None  # a new segment chooses its own band
             if ev.kind == "rate_change":
+                yield from self.flush()  # windows before the change belong to the old rate
                 self.pipeline = self.pipeline.with_sample_rate(chunk.fs)
-                self._setup(chunk.fs)
+                self._extractor = build_extractor(self.pipeline, chunk.fs)
+                self.fs = chunk.fs
         for w in windows:
-            yield self._extract(w)
+            self._pending.append(w)
+            if (w.index + 1) % self.batch == 0:
+                yield from self.flush()
 
-    def _extract(self, w: Window) -> WindowFeatures:
+    def feed(self, chunks: Iterable[Chunk]) -> Iterator[WindowFeatures]:
+        """Push every chunk of a finite stream, then flush: all its windows' features."""
+        for chunk in chunks:
+            yield from self.push(chunk)
+        yield from self.flush()
+
+    def flush(self) -> Iterator[WindowFeatures]:
+        """Extract the windows still waiting for their group to fill (end of stream)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
         ex = self._extractor
         band = None
         if ex.auto_band:
             if self._band is None or self._band_age >= ex.auto_band_refresh:
-                self._band = None
-                self._band_age = 0
+                self._band, self._band_age = None, 0
             band = self._band
-        frame = ex.extract(w.data, envelope_band_hz=band)
-        if ex.auto_band and self._band is None and frame.valid:
-            self._band = frame.envelope_band_key
-        self._band_age += 1
-        self.windows += 1
-        if not frame.valid:
-            self.invalid_windows += 1
-        return WindowFeatures(w, frame)
+        frames = ex.extract_batch(np.stack([w.data for w in pending]), envelope_band_hz=band)
+        if ex.auto_band and self._band is None:
+            self._band = frames[0].envelope_band_key
+        self._band_age += len(pending)
+        for w, frame in zip(pending, frames, strict=True):
+            self.windows += 1
+            if not frame.valid:
+                self.invalid_windows += 1
+            yield WindowFeatures(w, frame)
 
     def tail_samples(self) -> int:
         """Samples after the last window (unused if the stream ends now)."""

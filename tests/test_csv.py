@@ -53,7 +53,7 @@ def csv_error(path: Path, line: int | None, column: str | None, **kw: object) ->
     prefix = f"{path}:{line}: " + (f"column {column!r}: " if column else "")
     assert msg.startswith(prefix), msg
     if column is None:
-        assert not msg[len(prefix):].startswith("column"), msg
+        assert not msg[len(prefix) :].startswith("column"), msg
     return exc
 
 
@@ -205,8 +205,12 @@ def test_numeric_first_line_is_not_a_header(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "comment",
-    ["# sample_rate_hz=25600", "# sample_rate_hz = 25600", "#sample_rate_hz: 25600",
-     "# Sample_Rate_Hz = 25600 Hz"],
+    [
+        "# sample_rate_hz=25600",
+        "# sample_rate_hz = 25600",
+        "#sample_rate_hz: 25600",
+        "# Sample_Rate_Hz = 25600 Hz",
+    ],
 )
 def test_comment_rate(tmp_path: Path, comment: str) -> None:
     p = write(tmp_path, f"# exported by X\n{comment}\n" + simple_text())
@@ -468,8 +472,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "column", "reason"),
-                         [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("text", "line", "column", "reason"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
 def test_bad_input(tmp_path: Path, text: str, line: int, column: str | None, reason: str) -> None:
     p = write(tmp_path, text)
     exc = csv_error(p, line, column, fs=10)
@@ -562,8 +567,14 @@ def test_invalidate_mode_counts(tmp_path: Path) -> None:
         assert rec.bad_samples == 13
     nan = math.nan
     expected = [
-        [1, 2, 3], [4, nan, 6], [7, nan, nan], [nan, nan, nan], [nan, nan, nan],
-        [nan, nan, nan], [19, 20, nan], [22, 23, 24],
+        [1, 2, 3],
+        [4, nan, 6],
+        [7, nan, nan],
+        [nan, nan, nan],
+        [nan, nan, nan],
+        [nan, nan, nan],
+        [19, 20, nan],
+        [22, 23, 24],
     ]
     np.testing.assert_array_equal(data, expected)
     assert [c.bad_samples for c in chunks] == [3, 6, 4]
@@ -622,8 +633,9 @@ def test_chunk_boundaries(tmp_path: Path) -> None:
     chunk_rows=st.integers(1, 70),
     gaps=st.sets(st.integers(1, 59), max_size=5),
 )
-def test_chunking_property(tmp_path_factory: pytest.TempPathFactory, n: int, chunk_rows: int,
-                           gaps: set[int]) -> None:
+def test_chunking_property(
+    tmp_path_factory: pytest.TempPathFactory, n: int, chunk_rows: int, gaps: set[int]
+) -> None:
     """Any chunk size gives the same samples; t0 and first_line follow the rows."""
     fs = 50.0
     t = np.arange(n) / fs

@@ -23,13 +23,7 @@ def drive_end_medians(path) -> dict[str, float]:
     rec, pl = open_recording(path, load_pipeline(PIPELINES / "cwru_drive_end.toml"))
     with rec:
         stream = FeatureStream(pl, rec.sample_rate_hz)
-        rows = [
-            r
-            for chunk in rec.chunks()
-            for wf in stream.push(chunk)
-            for r in wf.rows()
-            if r["channel"] == "DE_g"
-        ]
+        rows = [r for wf in stream.feed(rec.chunks()) for r in wf.rows() if r["channel"] == "DE_g"]
     assert len(rows) >= 4
     return {k: statistics.median(r[k] for r in rows) for k in (*DEFECTS, "shaft_speed_rpm")}
 

@@ -254,9 +254,7 @@ class CsvRecording:
         declared: list[tuple[float, str, str]] = []  # (rate, source, where)
         if "sample_rate_hz" in comments:
             value, line = comments["sample_rate_hz"]
-            declared.append(
-                (self._comment_rate(value, line), "comment", f"comment on line {line}")
-            )
+            declared.append((self._comment_rate(value, line), "comment", f"comment on line {line}"))
         if sidecar is not None and sidecar.get("sample_rate_hz") is not None:
             sidecar_rate = _check_rate(
                 sidecar["sample_rate_hz"], sidecar_path, "key 'sample_rate_hz'"
@@ -462,7 +460,9 @@ class CsvRecording:
                     key = m.group(1).lower()
                     if key in comments and comments[key][0] != m.group(2):
                         raise CsvError(
-                            self.path, lineno, None,
+                            self.path,
+                            lineno,
+                            None,
                             f"comment {key!r} repeats with a different value "
                             f"(line {comments[key][1]} says {comments[key][0]!r})",
                         )
@@ -479,7 +479,9 @@ class CsvRecording:
             return list(islice(f, n))
         except UnicodeDecodeError as exc:
             raise CsvError(
-                self.path, first_line, None,
+                self.path,
+                first_line,
+                None,
                 f"not valid {self.encoding} text in this line or the next {n - 1} "
                 f"({exc.reason}); re-save the file as UTF-8",
             ) from exc
@@ -536,13 +538,17 @@ class CsvRecording:
         for i, name in enumerate(names):
             if name in seen:
                 raise CsvError(
-                    self.path, self.header_line, name,
+                    self.path,
+                    self.header_line,
+                    name,
                     f"duplicate header name (fields {seen[name] + 1} and {i + 1})",
                 )
             seen[name] = i
         if all(_float_or_none(x) is not None for x in names):
             raise CsvError(
-                self.path, self.header_line, None,
+                self.path,
+                self.header_line,
+                None,
                 "no header row: the first line holds numbers; add a header naming the columns",
             )
         return names
@@ -564,7 +570,9 @@ class CsvRecording:
                     close = difflib.get_close_matches(c, names, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise CsvError(
-                        self.path, self.header_line, c,
+                        self.path,
+                        self.header_line,
+                        c,
                         f"not in the header; the columns are {header}{hint}",
                     )
         self._time_idx = None
@@ -575,7 +583,8 @@ class CsvRecording:
         self.time_column = None if self._time_idx is None else names[self._time_idx]
         if wanted is None:
             wanted = [
-                n for i, n in enumerate(names)
+                n
+                for i, n in enumerate(names)
                 if i != self._time_idx and not n.startswith("<unnamed column")
             ]
             if not wanted:
@@ -602,7 +611,9 @@ class CsvRecording:
         fields = line.rstrip("\r\n").split(self.delimiter)
         if self._time_idx >= len(fields):
             raise CsvError(
-                self.path, lineno, self.time_column,
+                self.path,
+                lineno,
+                self.time_column,
                 f"missing: the row has {len(fields)} fields, the header {self._nf}",
             )
         cell = fields[self._time_idx]
@@ -611,7 +622,9 @@ class CsvRecording:
         if _iso_to_ns(cell, {}) is not None:
             return "iso8601"
         raise CsvError(
-            self.path, lineno, self.time_column,
+            self.path,
+            lineno,
+            self.time_column,
             f"neither seconds nor an ISO 8601 date-time: {cell.strip()!r}",
         )
 
@@ -678,9 +691,7 @@ class CsvRecording:
             return (t_raw - np.int64(self._t_ref_raw)).astype(np.float64) / 1e9
         return np.asarray(t_raw - self._t_ref_raw, dtype=np.float64)
 
-    def _derive_rate(
-        self, start: int, lines: list[str], t_rel: npt.NDArray[np.float64]
-    ) -> float:
+    def _derive_rate(self, start: int, lines: list[str], t_rel: npt.NDArray[np.float64]) -> float:
         """Sample rate from the first block's time column, or CsvError if it is irregular.
 
         A step may differ from the median step by 1 %, plus the resolution the
@@ -705,7 +716,9 @@ class CsvRecording:
         if bad.size:
             k = int(bad[0])
             raise CsvError(
-                self.path, start + k + 1, self.time_column,
+                self.path,
+                start + k + 1,
+                self.time_column,
                 f"time step {steps[k]:.9g} s differs from the median step {med:.9g} s by more "
                 f"than 1 % (plus the stamps' rounding), so the sample rate cannot be derived "
                 f"from the time column; "
@@ -782,7 +795,9 @@ class CsvRecording:
         before = lines[k - 1] if k > 0 else prev_line
         assert self.time_column is not None
         raise CsvError(
-            self.path, start + k, self.time_column,
+            self.path,
+            start + k,
+            self.time_column,
             f"time {self._time_text(lines[k])!r} is not after the previous row's "
             f"{self._time_text(before)!r}; times must increase strictly",
         )
@@ -822,8 +837,13 @@ class CsvRecording:
                 source = io.StringIO(joined.replace(",", "."))
             try:
                 arr = np.loadtxt(
-                    source, delimiter=d, usecols=self._usecols, comments=None,
-                    dtype=np.float64, ndmin=2, quotechar=None,
+                    source,
+                    delimiter=d,
+                    usecols=self._usecols,
+                    comments=None,
+                    dtype=np.float64,
+                    ndmin=2,
+                    quotechar=None,
                 )
             except ValueError:
                 arr = None
@@ -848,14 +868,18 @@ class CsvRecording:
         d = self.delimiter
         cache = self._iso_cache
         out = np.empty(len(lines), dtype=np.int64)
-        cells = [ln.split(d, 1)[0] for ln in lines] if ti == 0 else [
-            ln.split(d, ti + 1)[ti] for ln in lines
-        ]
+        cells = (
+            [ln.split(d, 1)[0] for ln in lines]
+            if ti == 0
+            else [ln.split(d, ti + 1)[ti] for ln in lines]
+        )
         for i, cell in enumerate(cells):
             ns = _iso_to_ns(cell, cache)
             if ns is None:
                 raise CsvError(
-                    self.path, start + i, self.time_column,
+                    self.path,
+                    start + i,
+                    self.time_column,
                     f"not an ISO 8601 date-time: {cell.strip()!r}",
                 )
             out[i] = ns
@@ -891,9 +915,14 @@ class CsvRecording:
             if ti is not None and t_raw is not None:
                 # The time decides where the row goes, so a bad one is never repaired.
                 if ti >= nfields or not fields[ti].strip():
-                    reason = "empty line" if not line.strip() else (
-                        f"missing: the row has {nfields} fields, the header {self._nf}"
-                        if ti >= nfields else "empty cell"
+                    reason = (
+                        "empty line"
+                        if not line.strip()
+                        else (
+                            f"missing: the row has {nfields} fields, the header {self._nf}"
+                            if ti >= nfields
+                            else "empty cell"
+                        )
                     )
                     raise CsvError(
                         self.path, lineno, self.time_column, reason + " (time is required)"
@@ -903,7 +932,9 @@ class CsvRecording:
                     ns = _iso_to_ns(cell, self._iso_cache)
                     if ns is None:
                         raise CsvError(
-                            self.path, lineno, self.time_column,
+                            self.path,
+                            lineno,
+                            self.time_column,
                             f"not an ISO 8601 date-time: {cell.strip()!r}",
                         )
                     t_raw[i] = ns
@@ -940,8 +971,13 @@ class CsvRecording:
             source = [ln.replace(",", ".") for ln in lines]
         try:
             np.loadtxt(
-                source, delimiter=self.delimiter, usecols=self._usecols, comments=None,
-                dtype=np.float64, ndmin=2, quotechar=None,
+                source,
+                delimiter=self.delimiter,
+                usecols=self._usecols,
+                comments=None,
+                dtype=np.float64,
+                ndmin=2,
+                quotechar=None,
             )
         except ValueError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -1021,8 +1057,10 @@ def _float_or_none(text: str) -> float | None:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and (
-        math.isfinite(float(x))
+    return (
+        isinstance(x, int | float | np.integer | np.floating)
+        and not isinstance(x, bool)
+        and (math.isfinite(float(x)))
     )
 
 
