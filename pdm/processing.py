@@ -128,6 +128,8 @@ class FeatureStream:
     windows: int = 0
     invalid_windows: int = 0
     events: list[StreamEvent] = field(default_factory=list)
+    #: The most recent window's features, spectra included (for display).
+    latest: WindowFeatures | None = None
     _windower: Windower = field(init=False, repr=False)
     _extractor: FeatureExtractor = field(init=False, repr=False)
     _pending: list[Window] = field(default_factory=list, init=False, repr=False)
@@ -192,7 +194,8 @@ class FeatureStream:
             self.windows += 1
             if not frame.valid:
                 self.invalid_windows += 1
-            yield WindowFeatures(w, frame)
+            self.latest = WindowFeatures(w, frame)
+            yield self.latest
 
     def tail_samples(self) -> int:
         """Samples after the last window (unused if the stream ends now)."""

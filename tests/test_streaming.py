@@ -149,3 +149,25 @@ def test_batched_extraction_matches_single_windows() -> None:
     batch = FX.extract_batch(np.stack([w.data for w in wins]))
     for w, frame in zip(wins, batch, strict=True):
         np.testing.assert_allclose(frame.values, FX.extract(w.data).values, rtol=2e-5, atol=1e-9)
+
+
+def test_latest_spectra_stay_available_for_display() -> None:
+    from pdm.config import pipeline_from_flags
+    from pdm.processing import FeatureStream
+
+    pl = pipeline_from_flags(
+        fs=FS,
+        columns=["a", "b"],
+        window=N,
+        overlap=0.5,
+        rpm=600.0,
+        bearing="6205",
+        envelope_band="300,700",
+    )
+    stream = FeatureStream(pl, FS, batch=3)
+    out = list(stream.feed([Chunk(SIGNAL, FS, 0.0, ("a", "b"))]))
+    assert stream.latest is out[-1]
+    freqs, amp = stream.latest.features.amplitude_spectrum()
+    env_f, env = stream.latest.features.envelope_spectrum()
+    assert amp.shape == (2, N // 2 + 1) and freqs[-1] == FS / 2
+    assert env.shape[0] == 2 and env_f[1] == pytest.approx(FS / N)
