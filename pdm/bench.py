@@ -83,6 +83,46 @@ def _scipy_reference(x: np.ndarray) -> None:
     np.sqrt(np.mean(x**2, axis=-1))
 
 
+def bench_scoring(*, quick: bool = False) -> dict[str, Any]:
+    """Per-window scoring time with onnxruntime (one intra-op thread), default detector.
+
+    The model is trained on the feature vectors of the bench window's shape
+    (2 channels × the default model features), so the graph is the size a real
+    pipeline gets.
+    """
+    from pdm.config import ModelSettings
+    from pdm.scoring.detectors import fit_detector, raw_scores
+    from pdm.scoring.export import build_model
+    from pdm.scoring.preprocess import Preprocess
+    from pdm.scoring.runtime import make_session
+    from pdm.scoring.vector import MODEL_FEATURES
+
+    detector = ModelSettings().detector
+    per_channel = [f for f in MODEL_FEATURES if f != "band_*"] + ["band_high_rms_g"]
+    names = [f"{ch}.{f}" for ch in ("x_g", "y_g") for f in per_channel]
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.normal(-3.0, 0.3, (600, len(names)))).astype(np.float32)
+    pre = Preprocess.fit(x, names)
+    det = fit_detector(detector, pre.transform(x))
+    raw = raw_scores(det, pre.transform(x))
+    offset = float(np.median(raw))
+    model = build_model(pre, det, offset=offset, span=float(np.max(raw) - offset) or 1.0)
+    session = make_session(model.SerializeToString(), threads=1, where="bench model")
+    rounds, reps = (5, 200) if quick else (31, 400)
+    out: dict[str, Any] = {"score_detector": detector, "score_features": len(names)}
+    for batch in (1, 64):
+        feed = {"features": x[:batch]}
+
+        def call(feed: dict[str, Any] = feed) -> object:
+            return session.run(["score"], feed)
+
+        for _ in range(20):
+            call()
+        times = [_time_per_call(call, max(1, reps // batch * 4)) for _ in range(rounds)]
+        out[f"score_us_batch{batch}"] = round(statistics.median(times) * 1e6 / batch, 2)
+    return out
+
+
 def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     """Run the DSP benchmark; returns the figures (see docs/benchmarks.md)."""
     rounds, reps = (5, 8) if quick else (31, 24)
@@ -150,7 +190,9 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     r_ref, _, _ = _ratio(lambda: _scipy_reference(x), base, ref_rounds, 3)
 
     windows_per_sensor_s = FS / hop
+    scoring = bench_scoring(quick=quick)
     return {
+        **scoring,
         "dsp_ratio_to_rfft": round(r_batch, 3),
         "dsp_ratio_to_rfft_batch1": round(r_single, 3),
         "dsp_ratio_to_rfft_speed_search": round(r_search, 3),

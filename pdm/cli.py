@@ -169,6 +169,108 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pdm.scoring.train import collect, train
+
+    pipeline = _pipeline_from_args(args)
+    m = pipeline.model
+    detector = args.detector or m.detector
+    alerts = args.alerts_per_week if args.alerts_per_week is not None else m.alerts_per_week
+    holdout = args.holdout if args.holdout is not None else m.holdout
+    # disable=None: a bar on a terminal, silence in logs and pipes.
+    with tqdm(desc="windows", unit=" win", disable=None, file=sys.stderr) as bar:
+        ts = collect(
+            args.files, pipeline, fs=args.fs, start_time=_start_time(args), progress=bar.update
+        )
+    card = train(
+        ts,
+        Path(args.out),
+        detector=detector,
+        alerts_per_week=alerts,
+        holdout=holdout,
+        seed=args.seed,
+        force=args.force,
+        command="pdm-edge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None,
+    )
+    cal = card["calibration"]
+    print(
+        f"{args.out}: {detector} on {len(card['features'])} features, "
+        f"{card['training']['train_windows']} windows to train, {cal['holdout_windows']} held out; "
+        f"alert at 1.0 aims at {alerts:g} false alerts/week ({cal['window_rate_hz']:.3g} windows/s), "
+        f"danger at {card['score']['danger']:.3g}; held-out max score {cal['holdout_max_score']:.3f}",
+        file=sys.stderr,
+    )
+    for w in cal["warnings"]:
+        print(f"pdm-edge: warning: {w}", file=sys.stderr)
+    print(
+        json.dumps(
+            {"model": str(args.out), "onnx_sha256": card["onnx"]["sha256"], "calibration": cal}
+        )
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pdm.processing import FeatureStream, open_recording
+    from pdm.scoring.card import pipeline_from_card, read_card
+    from pdm.scoring.stream import ScoreStream
+
+    if args.model is None and not args.pipeline:
+        raise ConfigError(
+            "--model: give a model directory, or a --pipeline whose [model] names one"
+        )
+    if args.pipeline or any(getattr(args, k) is not None for k in _QUICK):
+        pipeline = _pipeline_from_args(args)
+    else:
+        pipeline = pipeline_from_card(
+            read_card(Path(args.model)), where=str(Path(args.model) / "model.json")
+        )
+    model_dir = Path(args.model) if args.model else pipeline.model_dir
+    if model_dir is None:
+        raise ConfigError(f"{pipeline.source_path}: [model] path is not set; give --model")
+    out = sys.stdout
+    for path in args.files:
+        rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
+        with rec:
+            features = FeatureStream(pl, rec.sample_rate_hz)
+            scores = ScoreStream(pl, rec.sample_rate_hz, model_dir, features.extractor.names)
+            if scores.learning:
+                print(
+                    f"{model_dir}: no model yet; learning for {pl.model.teach_in_s:g} s",
+                    file=sys.stderr,
+                )
+            group: list = []
+            for wf in features.feed(rec.chunks()):
+                group.append(wf)
+                if len(group) == features.batch:
+                    _write_rows(out, scores.process(group))
+                    group = []
+            _write_rows(out, scores.process(group))
+            if scores.trained_here:
+                print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
+    out.flush()
+    return 0
+
+
+def _write_rows(out: TextIO, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pdm.scoring.evaluate import evaluate_cwru, markdown_table
+
+    detectors = (
+        args.detectors.split(",") if args.detectors else ["mahalanobis", "gmm", "pca", "iforest"]
+    )
+    results = evaluate_cwru(Path(args.dataset), Path(args.pipeline), detectors)
+    print(markdown_table(results), file=sys.stderr)
+    print(json.dumps(results))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pdm.bench import run_bench
 
@@ -218,6 +320,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s), .csv or .csv.gz")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser(
+        "train",
+        help="learn a machine's healthy baseline from recordings; write models/NAME",
+        description="Trains on healthy recordings (split by time: the first part trains, the last "
+        "part calibrates the thresholds) and writes model.onnx and model.json to --out.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="healthy CSV recording(s)")
+    p.add_argument(
+        "--out", "-o", required=True, metavar="DIR", help="model directory, e.g. models/pump-01"
+    )
+    p.add_argument(
+        "--detector",
+        choices=("mahalanobis", "gmm", "pca", "iforest"),
+        help="default: the pipeline's",
+    )
+    p.add_argument(
+        "--alerts-per-week", type=float, metavar="R", help="target false alerts per week"
+    )
+    p.add_argument(
+        "--holdout", type=float, metavar="F", help="fraction of each file held out (0.1-0.6)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the detector")
+    p.add_argument("--force", action="store_true", help="replace an existing model directory")
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "score",
+        help="score every window of recordings with a model, as JSON Lines",
+        description="One JSON object per window: t_start, score (alert threshold 1.0), state "
+        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, model.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
+    p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate the detectors on the real CWRU recordings (false alarms, detection, diagnosis)",
+    )
+    p.add_argument(
+        "--dataset", default=str(REPO_ROOT.parent / "shared" / "datasets" / "cwru"), metavar="DIR"
+    )
+    p.add_argument(
+        "--pipeline", default=str(REPO_ROOT / "pipelines" / "cwru_drive_end.toml"), metavar="FILE"
+    )
+    p.add_argument("--detectors", metavar="A,B", help="default: all four")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure DSP speed (ratios to a bare FFT, medians)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -70,6 +70,7 @@ __all__ = [
     "Channel",
     "Envelope",
     "Machine",
+    "ModelSettings",
     "Pipeline",
     "Sensor",
     "Speed",
@@ -510,6 +511,51 @@ class Band(BaseModel):
         return self
 
 
+class ModelSettings(BaseModel):
+    """The anomaly model of the machine, and how to learn it (teach-in)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: StrictStr | None = Field(
+        default=None,
+        description="Model directory (holding model.onnx and model.json), relative to the "
+        "pipeline file or absolute; None: no model (features only).",
+    )
+    detector: Literal["mahalanobis", "gmm", "pca", "iforest"] = Field(
+        default="mahalanobis",
+        description="Detector trained on healthy windows (see docs/models.md for the evaluation "
+        "that chose the default).",
+    )
+    alerts_per_week: StrictFloat = Field(
+        default=1.0,
+        gt=0,
+        le=10_000,
+        description="False alerts per week the calibrated alert threshold aims at, 1/week, "
+        "at this pipeline's window rate, before any alarm on-delay.",
+    )
+    holdout: StrictFloat = Field(
+        default=0.3,
+        ge=0.1,
+        le=0.6,
+        description="Fraction (no unit) of each healthy recording's last windows held out to "
+        "calibrate thresholds (split by time, with a gap).",
+    )
+    teach_in_s: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 86_400,
+        description="Learning mode: when the model directory does not exist yet, collect this "
+        "many seconds of healthy windows, train, write the model, then monitor. s.",
+    )
+    intra_op_threads: StrictInt = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="onnxruntime threads per model session (no unit); sized here, not from the "
+        "host's core count.",
+    )
+
+
 class Pipeline(BaseModel):
     """A whole pipeline: one machine, its acquisition, sensors, envelope and bands.
 
@@ -537,6 +583,9 @@ class Pipeline(BaseModel):
     )
     bands: tuple[Band, ...] = Field(
         default=(), max_length=64, description="Extra spectral bands for band RMS, Hz."
+    )
+    model: ModelSettings = Field(
+        default=ModelSettings(), description="Anomaly model and teach-in settings."
     )
 
     _source_path: str | None = PrivateAttr(default=None)
@@ -639,6 +688,16 @@ class Pipeline(BaseModel):
         return self
 
     # ----------------------------------------------------------------- lookups
+
+    @property
+    def model_dir(self) -> Path | None:
+        """``model.path`` resolved against the pipeline file's folder, or None."""
+        if self.model.path is None:
+            return None
+        path = Path(self.model.path)
+        if not path.is_absolute() and self._source_path is not None:
+            return Path(self._source_path).parent / path
+        return path
 
     @property
     def source_path(self) -> str | None:

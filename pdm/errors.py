@@ -10,7 +10,9 @@ that names *what* and *where* (file, line, column, key path). The CLI prints
     ├── ConfigError               a pipeline file or a quick flag is wrong (permanent)
     ├── InputError                a recording cannot be read as asked (permanent)
     │   └── CsvError              a CSV line, cell or column is bad; names file:line:column
-    └── DspError                  parameters the DSP core cannot honour (permanent)
+    ├── DspError                  parameters the DSP core cannot honour (permanent)
+    └── ModelError                a model directory is missing, corrupt, tampered with,
+                                  or does not fit the pipeline (permanent)
 
 Lower-level exceptions (``OSError``, ``ValueError`` from parsers, pydantic's
 ``ValidationError``) are translated at the boundary with ``raise X(...) from exc``.
@@ -18,7 +20,7 @@ Lower-level exceptions (``OSError``, ``ValueError`` from parsers, pydantic's
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "CsvError", "DspError", "InputError", "PdmError"]
+__all__ = ["ConfigError", "CsvError", "DspError", "InputError", "ModelError", "PdmError"]
 
 
 class PdmError(Exception):
@@ -57,3 +59,7 @@ class CsvError(InputError):
 
 class DspError(PdmError):
     """DSP parameters that cannot work (e.g. a band above Nyquist)."""
+
+
+class ModelError(PdmError):
+    """A model cannot be trained, loaded or used as asked; the message says what differs."""

@@ -1,0 +1,189 @@
+"""Loading a model directory and scoring windows with onnxruntime.
+
+:meth:`Model.load` refuses, with one line saying what differs, a model whose
+card does not match the pipeline, whose ONNX file does not match the card's
+SHA-256, that onnxruntime cannot load, or that does not reproduce its own
+reference score. Sessions are sized from the pipeline (``model.intra_op_threads``,
+default 1), never from the host's core count, and warmed up at load so the
+first real window is not slow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.config import Pipeline
+from pdm.errors import ModelError
+from pdm.processing import WindowFeatures, iso_time
+from pdm.scoring.card import check_card, read_card, sha256_file
+from pdm.scoring.explain import diagnose, top_features
+from pdm.scoring.preprocess import Preprocess
+from pdm.scoring.vector import FeatureVectorizer
+
+__all__ = ["Model", "WindowScorer", "make_session"]
+
+# The reference window must score the same after loading as when the card was written.
+_REFERENCE_RTOL = 1e-4
+
+
+def make_session(model_bytes: bytes, *, threads: int = 1, where: str = "model") -> Any:
+    """An onnxruntime session with explicit thread counts; :class:`ModelError` if it cannot load."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors reach the user as ModelError, not as log spam
+    try:
+        return ort.InferenceSession(
+            model_bytes, sess_options=so, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{where}: onnxruntime cannot load it: {first}") from exc
+
+
+@dataclass
+class Model:
+    """A loaded, checked model: card, preprocess, onnxruntime session."""
+
+    directory: Path
+    card: dict[str, Any]
+    preprocess: Preprocess
+    session: Any
+    names: tuple[str, ...]
+    danger: float
+
+    alert: float = 1.0
+
+    @property
+    def version(self) -> str:
+        """Short model version: the first 12 hex digits of the ONNX file's SHA-256."""
+        return str(self.card["onnx"]["sha256"])[:12]
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, pipeline: Pipeline | None = None, fs: float | None = None
+    ) -> Model:
+        """Load ``directory`` (model.onnx + model.json), checking it against ``pipeline`` at ``fs``."""
+        directory = Path(directory)
+        card = read_card(directory)
+        onnx_path = directory / str(card["onnx"].get("file", "model.onnx"))
+        try:
+            data = onnx_path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{onnx_path}: cannot read: {exc.strerror or exc}") from exc
+        digest = sha256_file(onnx_path)
+        if digest != card["onnx"].get("sha256"):
+            raise ModelError(
+                f"{onnx_path}: SHA-256 {digest[:12]}… does not match the card's "
+                f"{str(card['onnx'].get('sha256'))[:12]}… (the file was changed or is corrupt); "
+                "retrain or restore the model directory"
+            )
+        if pipeline is not None:
+            check_card(
+                card,
+                pipeline,
+                fs if fs is not None else card["dsp"]["sample_rate_hz"],
+                where=str(directory / "model.json"),
+            )
+        threads = pipeline.model.intra_op_threads if pipeline is not None else 1
+        session = make_session(data, threads=threads, where=str(onnx_path))
+        names = tuple(f["name"] for f in card["features"])
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != "features" or inputs[0].shape[-1] != len(names):
+            raise ModelError(
+                f"{onnx_path}: expected one input 'features' of {len(names)} values, "
+                f"found {[(i.name, i.shape) for i in inputs]}"
+            )
+        model = cls(
+            directory=directory,
+            card=card,
+            preprocess=Preprocess.from_dict(card["preprocess"]),
+            session=session,
+            names=names,
+            danger=float(card["score"]["danger"]),
+        )
+        model._self_check()
+        return model
+
+    def _self_check(self) -> None:
+        """Warm the session up on the card's reference window and compare its score."""
+        ref = self.card.get("reference")
+        if not ref:
+            raise ModelError(f"{self.directory / 'model.json'}: the card has no reference window")
+        x = np.asarray([ref["features"]], dtype=np.float32)
+        for _ in range(3):  # warm-up: the first runs allocate
+            got = float(self.score(x)[0][0])
+        want = float(ref["score"])
+        if not math.isfinite(got) or abs(got - want) > _REFERENCE_RTOL * max(1.0, abs(want)):
+            raise ModelError(
+                f"{self.directory}: the reference window scores {got:.6g}, the card says {want:.6g}; "
+                "the model does not reproduce itself here (corrupt, or a different runtime)"
+            )
+
+    def score(self, x: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """Normalised scores (n,) and robust z-scores (n, d) of raw feature rows (n, d)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        score, z = self.session.run(["score", "z"], {"features": x})
+        return score.astype(np.float64), z
+
+    def state(self, score: float) -> str:
+        """``ok``, ``alert`` or ``danger`` for one window on its own (no debouncing)."""
+        if score >= self.danger:
+            return "danger"
+        if score >= self.alert:
+            return "alert"
+        return "ok"
+
+
+class WindowScorer:
+    """Scores windows and explains them: the ``pdm-edge score`` row for each window."""
+
+    def __init__(self, model: Model, channels: Sequence[str], available: Sequence[str]) -> None:
+        self.model = model
+        self.vectorizer = FeatureVectorizer(model.names, tuple(channels), tuple(available))
+
+    def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
+        """One JSON-ready dict per window: time, score, state, top features, diagnosis."""
+        if not windows:
+            return []
+        x = self.vectorizer.matrix([w.features for w in windows])
+        ok = np.array([w.features.valid for w in windows]) & np.isfinite(x).all(axis=1)
+        scores = np.full(len(windows), np.nan)
+        z = np.full(x.shape, np.nan, dtype=np.float32)
+        if ok.any():
+            scores[ok], z[ok] = self.model.score(x[ok])
+        out = []
+        for i, wf in enumerate(windows):
+            row: dict[str, Any] = {
+                "t_start": iso_time(wf.window.t_start),
+                "window": wf.window.index,
+                "valid": bool(ok[i]),
+            }
+            if ok[i]:
+                s = float(scores[i])
+                ev = diagnose(self.model.names, x[i].astype(np.float64), z[i].astype(np.float64))
+                row.update(
+                    score=round(s, 6),
+                    state=self.model.state(s),
+                    top_features=top_features(
+                        self.model.names, x[i].astype(np.float64), z[i].astype(np.float64), k=5
+                    ),
+                    diagnosis=ev.label,
+                    evidence=list(ev.reasons),
+                )
+            else:
+                row.update(score=None, state=None, top_features=[], diagnosis=None, evidence=[])
+            row["model"] = self.model.version
+            out.append(row)
+        return out

@@ -1,0 +1,389 @@
+"""Learn a machine's healthy baseline: split by time, fit, calibrate, export, write the card.
+
+Calibration: the windows of each healthy recording are split by time — the
+first part trains, the last ``holdout`` fraction calibrates, and the windows
+in between that share samples with both are dropped (no neighbouring windows
+on both sides). The alert threshold is the raw score that held-out healthy
+windows exceed with probability ``p = alerts_per_week / windows_per_week``,
+from a generalised Pareto fit to the upper tail of the held-out scores
+(peaks over threshold), and never below the highest held-out score. Danger is
+the same at a 52× rarer rate (about once a year), and at least 1.5 on the
+normalised scale. The card states the rate, the data it rests on and what the
+data alone can support (with n held-out windows and no exceedance, a 95 %
+upper bound of 3/n per window), and warns when the data are too few.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm import __version__
+from pdm.config import Pipeline
+from pdm.errors import ModelError
+from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, write_card
+from pdm.scoring.preprocess import Preprocess
+from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
+
+__all__ = ["TrainingSet", "calibrate", "collect", "split_by_time", "train"]
+
+SECONDS_PER_WEEK = 7 * 86_400
+#: Held-out windows below which the card warns that the thresholds rest on too little data.
+MIN_HOLDOUT_WINDOWS = 100
+DANGER_RATE_RATIO = 52.0
+DANGER_MIN = 1.5
+
+
+@dataclass
+class TrainingSet:
+    """Feature rows of healthy recordings, grouped per file, with where they came from."""
+
+    pipeline: Pipeline
+    fs: float
+    names: tuple[str, ...]
+    per_file: list[npt.NDArray[np.float32]]
+    files: list[dict[str, Any]]
+
+
+def collect(
+    files: Sequence[str | os.PathLike[str]],
+    pipeline: Pipeline,
+    *,
+    fs: float | None = None,
+    start_time: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainingSet:
+    """Run healthy recordings through the DSP and keep their model feature rows.
+
+    Invalid windows are left out (and counted in the file's entry).
+    """
+    per_file: list[npt.NDArray[np.float32]] = []
+    infos: list[dict[str, Any]] = []
+    names: tuple[str, ...] | None = None
+    rate: float | None = None
+    pl_out = pipeline
+    for path in files:
+        rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
+        with rec:
+            if rate is not None and rec.sample_rate_hz != rate:
+                raise ModelError(
+                    f"{path}: sample rate {rec.sample_rate_hz:g} Hz differs from {rate:g} Hz of the "
+                    "files before it; train one model per sample rate"
+                )
+            rate = rec.sample_rate_hz
+            stream = FeatureStream(pl, rec.sample_rate_hz)
+            frames: list[WindowFeatures] = []
+            for wf in stream.feed(rec.chunks()):
+                frames.append(wf)
+                if progress:
+                    progress(1)
+        if not frames:
+            raise ModelError(
+                f"{path}: shorter than one window ({pl.acquisition.window_samples} samples)"
+            )
+        available = frames[0].features.names
+        if names is None:
+            names = vector_names(pl.columns, available, MODEL_FEATURES)
+        vec = FeatureVectorizer(names, pl.columns, available)
+        valid = [wf for wf in frames if wf.features.valid]
+        x = vec.matrix([wf.features for wf in valid])
+        per_file.append(x)
+        infos.append(
+            {
+                "file": os.path.basename(os.fspath(path)),
+                "sha256": sha256_file(path),
+                "windows": len(valid),
+                "invalid_windows": len(frames) - len(valid),
+                "t_start": iso_time(frames[0].window.t_start),
+                "t_end": iso_time(
+                    frames[-1].window.t_start + pl.acquisition.window_samples / rec.sample_rate_hz
+                ),
+            }
+        )
+        pl_out = pl
+    assert names is not None and rate is not None
+    # A feature that is missing in the healthy data (no bearing, no speed) cannot be modelled.
+    allx = np.concatenate(per_file)
+    keep = np.asarray(np.isfinite(allx).all(axis=0), dtype=bool)
+    if not keep.any():
+        raise ModelError("no feature is finite in every healthy window; nothing to learn from")
+    names = tuple(n for n, k in zip(names, keep, strict=True) if k)
+    per_file = [x[:, keep] for x in per_file]
+    return TrainingSet(pl_out, rate, names, per_file, infos)
+
+
+def split_by_time(
+    n: int, holdout: float, gap: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Indices (train, holdout) of ``n`` time-ordered windows: first part, gap, last part.
+
+    ``gap`` windows between them are dropped so that no training window shares a
+    sample with a held-out one.
+    """
+    n_hold = max(1, round(n * holdout))
+    n_train = n - n_hold - gap
+    if n_train < 2:
+        return np.arange(0), np.arange(0)
+    return np.arange(n_train), np.arange(n_train + gap, n)
+
+
+def tail_quantile(scores: npt.NDArray[np.float64], p: float) -> tuple[float, dict[str, Any]]:
+    """Score exceeded with probability ``p``: generalised Pareto fit to the top 20 % (≥ 5)."""
+    from scipy.stats import genpareto
+
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    if n < 10:
+        # Too few for any tail model: the max plus the spread, and say so.
+        spread = (
+            float(np.subtract(*np.percentile(s, [75, 25]))) if n > 1 else abs(float(s[-1])) or 1.0
+        )
+        return float(s[-1] + 3 * spread), {
+            "method": "max + 3·IQR (too few windows for a tail fit)",
+            "n": n,
+        }
+    k = max(5, math.ceil(0.2 * n))
+    u = float(s[n - k - 1])
+    exc = s[n - k :] - u
+    c, _loc, scale = genpareto.fit(exc, floc=0.0)
+    # A short tail sample can suggest a very heavy or very light tail; bound the shape so
+    # the extrapolation stays within what such samples can support.
+    c = float(np.clip(c, -0.3, 0.3))
+    ratio = p * n / k
+    if ratio >= 1:
+        q = float(np.quantile(s, 1 - p))
+    elif abs(c) < 1e-9:
+        q = u - scale * math.log(ratio)
+    else:
+        q = u + scale / c * (ratio ** (-c) - 1.0)
+    return q, {
+        "method": "generalised Pareto tail (peaks over threshold)",
+        "n": n,
+        "k": k,
+        "u": u,
+        "shape": c,
+        "scale": float(scale),
+    }
+
+
+def calibrate(
+    train_raw: npt.NDArray[np.float64],
+    hold_raw: npt.NDArray[np.float64],
+    *,
+    alerts_per_week: float,
+    window_rate_hz: float,
+) -> dict[str, Any]:
+    """Offset, span and thresholds that put the alert at 1.0; what they rest on."""
+    windows_per_week = window_rate_hz * SECONDS_PER_WEEK
+    p_alert = min(0.5, alerts_per_week / windows_per_week)
+    q_alert, tail = tail_quantile(hold_raw, p_alert)
+    q_danger, _ = tail_quantile(hold_raw, p_alert / DANGER_RATE_RATIO)
+    offset = float(np.median(train_raw))
+    alert_raw = max(q_alert, float(np.max(hold_raw)) + 1e-9 * abs(float(np.max(hold_raw))))
+    if alert_raw <= offset:
+        alert_raw = offset + max(1e-6, float(np.std(train_raw)))
+    span = alert_raw - offset
+    danger = max(DANGER_MIN, (q_danger - offset) / span)
+    n = len(hold_raw)
+    warnings = []
+    if n < MIN_HOLDOUT_WINDOWS:
+        warnings.append(
+            f"only {n} held-out healthy windows (at least {MIN_HOLDOUT_WINDOWS} wanted): the thresholds "
+            "rest on too little data to support the stated false-alarm rate; record more healthy running"
+        )
+    supported = 3.0 / n * windows_per_week if n else math.inf
+    if supported > alerts_per_week * 10:
+        warnings.append(
+            f"the held-out data alone support at most ~{supported:.3g} alerts/week (95 % bound, "
+            f"{n} windows); {alerts_per_week:g}/week is an extrapolation by the tail model"
+        )
+    return {
+        "offset": offset,
+        "span": span,
+        "alert": 1.0,
+        "danger": float(danger),
+        "calibration": {
+            "target_alerts_per_week": alerts_per_week,
+            "window_rate_hz": window_rate_hz,
+            "p_alert_per_window": p_alert,
+            "tail": tail,
+            "holdout_windows": n,
+            "holdout_max_score": float((np.max(hold_raw) - offset) / span),
+            "holdout_p99_score": float((np.percentile(hold_raw, 99) - offset) / span),
+            "holdout_false_alerts": int(np.sum((hold_raw - offset) / span >= 1.0)),
+            "supported_alerts_per_week_95": supported,
+            "note": "rates are per window before any alarm on-delay; overlapping windows are correlated",
+            "warnings": warnings,
+        },
+    }
+
+
+def train(
+    ts: TrainingSet,
+    out: Path,
+    *,
+    detector: str,
+    alerts_per_week: float,
+    holdout: float,
+    seed: int = 0,
+    force: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Fit, calibrate, export and write ``out`` (model.onnx + model.json) atomically."""
+    import onnx
+    import onnxruntime
+    import scipy
+    import sklearn
+
+    from pdm.scoring.detectors import fit_detector, raw_scores
+    from pdm.scoring.export import build_model
+
+    acq = ts.pipeline.acquisition
+    gap = max(0, math.ceil(acq.window_samples / acq.hop_samples) - 1)
+    train_parts, hold_parts = [], []
+    for x in ts.per_file:
+        tr, ho = split_by_time(len(x), holdout, gap)
+        train_parts.append(x[tr])
+        hold_parts.append(x[ho])
+    x_train = np.concatenate(train_parts)
+    x_hold = np.concatenate(hold_parts)
+    d = len(ts.names)
+    if len(x_train) < 8 or len(x_hold) < 3:
+        total = sum(len(x) for x in ts.per_file)
+        raise ModelError(
+            f"too little healthy data: {total} windows give {len(x_train)} to train and {len(x_hold)} "
+            f"to calibrate (need at least 8 and 3); record longer or use a shorter window"
+        )
+    pre = Preprocess.fit(x_train, ts.names)
+    try:
+        det = fit_detector(detector, pre.transform(x_train), seed=seed)
+    except ValueError as exc:
+        raise ModelError(f"cannot fit {detector!r}: {exc}") from exc
+    train_raw = raw_scores(det, pre.transform(x_train))
+    hold_raw = raw_scores(det, pre.transform(x_hold))
+    window_rate = ts.fs / acq.hop_samples
+    cal = calibrate(
+        train_raw, hold_raw, alerts_per_week=alerts_per_week, window_rate_hz=window_rate
+    )
+    model = build_model(
+        pre,
+        det,
+        offset=cal["offset"],
+        span=cal["span"],
+        metadata={"detector": detector, "machine": ts.pipeline.machine.id},
+    )
+    model_bytes = model.SerializeToString()
+
+    from pdm.scoring.runtime import make_session
+
+    session = make_session(model_bytes, where="the trained model")
+    ref_x = x_hold[-1:].astype(np.float32)
+    ref_score = float(session.run(["score"], {"features": ref_x})[0][0])
+    card: dict[str, Any] = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "model": {
+            "name": out.name,
+            "detector": detector,
+            "params": det.params,
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "pdm_edge": __version__,
+            "seed": seed,
+        },
+        "machine": {
+            "id": ts.pipeline.machine.id,
+            "name": ts.pipeline.machine.name,
+            "iso_group": ts.pipeline.machine.iso_group,
+            "foundation": ts.pipeline.machine.foundation,
+        },
+        "features": [
+            {"name": n, "unit": _unit(n), "log": bool(lg)}
+            for n, lg in zip(ts.names, pre.log_mask, strict=True)
+        ],
+        "preprocess": pre.to_dict(),
+        "dsp": dsp_signature(ts.pipeline, ts.fs),
+        "score": {
+            "convention": "higher is more anomalous; alert threshold = 1.0",
+            "offset": cal["offset"],
+            "span": cal["span"],
+            "alert": 1.0,
+            "danger": cal["danger"],
+        },
+        "calibration": cal["calibration"],
+        "training": {
+            "files": ts.files,
+            "train_windows": len(x_train),
+            "holdout_windows": len(x_hold),
+            "gap_windows_per_file": gap,
+            "holdout_fraction": holdout,
+            "features": d,
+        },
+        "evaluation": {
+            "holdout_false_alerts": cal["calibration"]["holdout_false_alerts"],
+            "holdout_max_score": cal["calibration"]["holdout_max_score"],
+        },
+        "reference": {"features": [float(v) for v in ref_x[0]], "score": ref_score},
+        "packages": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": "",
+            "opset": [{"domain": o.domain, "version": o.version} for o in model.opset_import],
+        },
+        "regenerate": command or " ".join(["pdm-edge", *sys.argv[1:]]),
+    }
+    _write_dir(out, model_bytes, card, force=force)
+    return card
+
+
+def _unit(name: str) -> str:
+    feat = name.rsplit(".", 1)[-1]
+    if feat.endswith("_mm_s"):
+        return "mm/s"
+    if feat.endswith("_g"):
+        return "g"
+    return "1"
+
+
+def _write_dir(out: Path, model_bytes: bytes, card: dict[str, Any], *, force: bool) -> None:
+    """Write into a temporary sibling, then swap it in, so a crash never leaves half a model."""
+    if out.exists() and not force:
+        raise ModelError(f"{out}: already exists (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        onnx_path = tmp / "model.onnx"
+        with open(onnx_path, "wb") as f:
+            f.write(model_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+        card["onnx"]["sha256"] = sha256_file(onnx_path)
+        write_card(tmp, card)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
