@@ -522,7 +522,7 @@ class ModelSettings(BaseModel):
         "pipeline file or absolute; None: no model (features only).",
     )
     detector: Literal["mahalanobis", "gmm", "pca", "iforest"] = Field(
-        default="mahalanobis",
+        default="gmm",
         description="Detector trained on healthy windows (see docs/models.md for the evaluation "
         "that chose the default).",
     )
@@ -696,7 +696,7 @@ class Pipeline(BaseModel):
             return None
         path = Path(self.model.path)
         if not path.is_absolute() and self._source_path is not None:
-            return Path(self._source_path).parent / path
+            return Path(os.path.normpath(Path(self._source_path).parent / path))
         return path
 
     @property

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pdm.config import load_pipeline
 from pdm.dsp.features import feature_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +78,10 @@ def user_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0].removeprefix("pdm-edge: error: ")
 
 
+_DEMO_ACQ = load_pipeline(REPO / "pipelines" / "demo.toml").acquisition
+WINDOW, HOP = _DEMO_ACQ.window_samples, _DEMO_ACQ.hop_samples
+
+
 def n_windows(n_samples: int, window: int, hop: int) -> int:
     return 0 if n_samples < window else (n_samples - window) // hop + 1
 
@@ -128,8 +133,8 @@ def outer_race_rows() -> list[dict[str, Any]]:
 
 def test_features_outer_race_json_lines(outer_race_rows: list[dict[str, Any]]) -> None:
     t = truth("outer_race")
-    expected = n_windows(t["n_samples"], 16384, 8192)
-    assert expected == math.floor((t["n_samples"] - 16384) / 8192) + 1
+    expected = n_windows(t["n_samples"], WINDOW, HOP)
+    assert expected == math.floor((t["n_samples"] - WINDOW) / HOP) + 1
     rows = outer_race_rows
     assert len(rows) == 2 * expected
     assert {r["channel"] for r in rows} == {"x_g", "y_g"}
@@ -144,9 +149,9 @@ def test_features_outer_race_json_lines(outer_race_rows: list[dict[str, Any]]) -
         assert r["valid"] is True
         assert r["shaft_speed_rpm"] == pytest.approx(1480.0)
         assert r["iso_zone"] in {"A", "B", "C", "D"}
-    # One hop (8192 / 25600 Hz = 0.32 s) between consecutive windows.
+    # One hop (HOP / 25600 Hz) between consecutive windows.
     x_starts = [starts[i] for i, r in enumerate(rows) if r["channel"] == "x_g"]
-    assert (x_starts[1] - x_starts[0]).total_seconds() == pytest.approx(0.32, abs=1e-5)
+    assert (x_starts[1] - x_starts[0]).total_seconds() == pytest.approx(HOP / 25600, abs=1e-5)
 
 
 def test_features_outer_race_bpfo_rises_after_onset(
@@ -157,7 +162,7 @@ def test_features_outer_race_bpfo_rises_after_onset(
     x = by_channel(outer_race_rows, "x_g")
     base = x[0]["env_bpfo_g"]
     assert isinstance(base, float) and base > 0
-    after = [r for r in x if r["window"] * 8192 >= onset]
+    after = [r for r in x if r["window"] * HOP >= onset]
     assert after, "no window starts after the fault onset"
     for r in after:
         assert r["env_bpfo_g"] > 5 * base, (r["window"], r["env_bpfo_g"], base)
@@ -308,10 +313,10 @@ def test_invalidate_marks_windows_of_a_bad_sample(tmp_path: Path, csv_with_bad_c
     assert 'on_bad_data = "invalidate"' in pipeline.read_text()
     proc = ok(run_cli("features", csv_with_bad_cell, "--pipeline", pipeline))
     rows = jsonl(proc)
-    n = n_windows(40000, 16384, 8192)
+    n = n_windows(40000, WINDOW, HOP)
     assert len(rows) == 2 * n
-    touched = {k for k in range(n) if k * 8192 <= BAD_ROW < k * 8192 + 16384}
-    assert touched == {1, 2}
+    touched = {k for k in range(n) if k * HOP <= BAD_ROW < k * HOP + WINDOW}
+    assert len(touched) == WINDOW // HOP
     for r in rows:
         if r["window"] in touched:
             assert r["valid"] is False, r
@@ -378,8 +383,20 @@ def test_bench_json_quick() -> None:
 
 def test_demo() -> None:
     proc = ok(run_cli("demo"))
-    assert "outer race (BPFO)" in proc.stdout
-    assert "zone" in proc.stdout
+    # the committed demo model finds the outer-race fault and says why
+    assert "Diagnosis: bearing_outer_race" in proc.stdout
+    assert "env_bpfo_g" in proc.stdout and "zone" in proc.stdout
+
+
+def test_demo_without_a_model_reads_the_features(tmp_path: Path) -> None:
+    text = DEMO_PIPELINE.read_text().replace(
+        'path = "../models/demo-pump"', 'path = "no-model-here"'
+    )
+    text = text.replace("teach_in_s = 60.0", "")
+    pipeline = tmp_path / "demo.toml"
+    pipeline.write_text(text)
+    proc = ok(run_cli("demo", "--pipeline", str(pipeline)))
+    assert "no model" in proc.stdout and "outer race (BPFO)" in proc.stdout
 
 
 def test_simulate_then_features(tmp_path: Path) -> None:
@@ -400,7 +417,7 @@ def test_simulate_then_features(tmp_path: Path) -> None:
     assert out.is_file()
     proc = ok(run_cli("features", out, "--pipeline", "pipelines/demo.toml"))
     rows = jsonl(proc)
-    assert len(rows) == 2 * n_windows(2 * 25600, 16384, 8192)
+    assert len(rows) == 2 * n_windows(2 * 25600, WINDOW, HOP)
 
 
 def test_simulator_module_output_readable_by_features(tmp_path: Path) -> None:
@@ -419,7 +436,7 @@ def test_simulator_module_output_readable_by_features(tmp_path: Path) -> None:
     ok(sim)
     proc = ok(run_cli("features", out, "--pipeline", "pipelines/demo.toml"))
     rows = jsonl(proc)
-    assert len(rows) == 2 * n_windows(2 * 25600, 16384, 8192)
+    assert len(rows) == 2 * n_windows(2 * 25600, WINDOW, HOP)
     x = by_channel(rows, "x_g")
     # Fault from 1.0 s: the last window (1.28-1.92 s) is all after the onset.
     assert x[-1]["env_bpfo_g"] > 5 * x[0]["env_bpfo_g"]

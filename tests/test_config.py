@@ -85,7 +85,8 @@ def test_demo_pipeline_loads() -> None:
     assert p.machine.speed is not None and p.machine.speed.fixed_rpm == 1480
     assert (p.machine.iso_group, p.machine.foundation) == (2, "rigid")
     acq = p.acquisition
-    assert (acq.sample_rate_hz, acq.window_samples, acq.overlap) == (25600, 16384, 0.5)
+    assert (acq.sample_rate_hz, acq.window_samples, acq.overlap) == (25600, 8192, 0.75)
+    assert acq.hop_samples == 2048
     assert acq.on_bad_data == "invalidate"
     assert p.columns == ("x_g", "y_g")
     assert all(ch.unit == "g" and ch.full_scale == 16 for s in p.sensors for ch in s.channels)
@@ -93,6 +94,9 @@ def test_demo_pipeline_loads() -> None:
     assert p.envelope.band == (2000.0, 6000.0)
     assert [(b.name, b.low_hz, b.high_hz) for b in p.bands] == [("high", 1000.0, 10000.0)]
     assert not p.columns_from_file
+    assert p.model.detector == "gmm" and p.model.teach_in_s == 60.0
+    assert p.model_dir is not None and p.model_dir.name == "demo-pump"
+    assert p.model_dir.parent.name == "models"
 
 
 def test_cwru_pipeline_loads_and_fits_both_rates() -> None:

@@ -36,12 +36,10 @@ RACES = {"bearing_outer_race", "bearing_inner_race"}
 
 
 def pipeline_with_window(src: Path, window: int, out_dir: Path) -> Pipeline:
-    """A copy of pipeline ``src`` with ``acquisition.window_samples = window`` (overlap stays 0.5)."""
-    text = src.read_text()
-    assert "window_samples = 16384" in text and "overlap = 0.5" in text
-    path = out_dir / f"{src.stem}_{window}.toml"
-    path.write_text(text.replace("window_samples = 16384", f"window_samples = {window}"))
-    return load_pipeline(path)
+    """A copy of pipeline ``src`` with ``acquisition.window_samples = window`` and overlap 0.5."""
+    data = load_pipeline(src).model_dump()
+    data["acquisition"].update(window_samples=window, overlap=0.5)
+    return Pipeline.model_validate(data)
 
 
 def model_vectors(stream: FeatureStream, chunks) -> tuple[tuple[str, ...], Matrix]:

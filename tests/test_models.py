@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -24,11 +25,13 @@ FIX = REPO / "fixtures"
 
 
 def small_pipeline(tmp: Path, **model: object) -> Path:
-    """The demo pipeline with 4096-sample windows (more windows from 12 s fixtures)."""
+    """The demo pipeline with 4096-sample windows, overlap 0.5, and the given [model] table."""
     text = (REPO / "pipelines" / "demo.toml").read_text()
-    text = text.replace("window_samples = 16384", "window_samples = 4096")
-    if model:
-        text += "\n[model]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in model.items())
+    text = re.sub(r"(?m)^window_samples = \d+", "window_samples = 4096", text)
+    text = re.sub(r"(?m)^overlap = [0-9.]+", "overlap = 0.5", text)
+    text = text.split("\n[model]")[0]  # the demo's own model does not fit 4096-sample windows
+    settings = {"detector": "mahalanobis", **model}
+    text += "\n[model]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     path = tmp / "demo_small.toml"
     path.write_text(text)
     return path
@@ -112,8 +115,8 @@ def test_healthy_scores_low_and_outer_race_fault_is_flagged_after_onset(trained)
 
 def test_card_that_does_not_match_the_pipeline_is_refused(trained, tmp_path) -> None:
     out, _, _ = trained
-    other = load_pipeline(REPO / "pipelines" / "demo.toml")  # 16384-sample windows
-    with pytest.raises(ModelError, match=r"window_samples: model 4096 != pipeline 16384"):
+    other = load_pipeline(REPO / "pipelines" / "demo.toml")  # 8192-sample windows
+    with pytest.raises(ModelError, match=r"window_samples: model 4096 != pipeline 8192"):
         Model.load(out, other, 25600.0)
 
 
@@ -251,3 +254,40 @@ def test_model_scores_are_finite_for_every_healthy_window(trained) -> None:
     rows = score_file(out, pl, FIX / "healthy.csv.gz")
     scores = np.array([r["score"] for r in rows])
     assert np.isfinite(scores).all() and np.median(scores) < 0.5
+
+
+def test_teach_in_goes_on_until_the_detector_has_enough_windows(tmp_path) -> None:
+    from pdm.scoring.train import windows_needed
+
+    model_dir = tmp_path / "taught_gmm"
+    pl = load_pipeline(
+        small_pipeline(tmp_path, path=str(model_dir), teach_in_s=0.5, detector="gmm")
+    )
+    rec, pl = open_recording(FIX / "healthy.csv.gz", pl)
+    with rec:
+        fs = FeatureStream(pl, rec.sample_rate_hz)
+        stream = ScoreStream(pl, rec.sample_rate_hz, model_dir, fs.extractor.names)
+        rows = stream.process(list(fs.feed(rec.chunks())))
+    learning = sum(r["state"] == "learning" for r in rows)
+    d = len(read_card(model_dir)["features"])
+    # 0.5 s is 11 windows; gmm on d features needs more, and learning went on for them
+    assert learning == windows_needed("gmm", d, 0.3, gap=1) > 11
+    assert all(r["state"] == "ok" for r in rows[learning:])
+
+
+def test_committed_demo_model_is_what_its_command_regenerates(tmp_path) -> None:
+    """models/demo-pump is reproducible: same command, same scores (else: regenerate it)."""
+    committed = REPO / "models" / "demo-pump"
+    card = read_card(committed)
+    assert card["regenerate"] == (
+        "pdm-edge train fixtures/healthy.csv.gz -p pipelines/demo.toml -o models/demo-pump"
+    )
+    pl = load_pipeline(REPO / "pipelines" / "demo.toml")
+    ts = collect([FIX / "healthy.csv.gz"], pl)
+    fresh = tmp_path / "demo-pump"
+    train(ts, fresh, detector=card["model"]["detector"], alerts_per_week=1.0, holdout=0.3)
+    assert read_card(fresh)["training"]["files"] == card["training"]["files"]
+    for name in ("healthy.csv.gz", "outer_race.csv.gz"):
+        a = [r["score"] for r in score_file(committed, pl, FIX / name)]
+        b = [r["score"] for r in score_file(fresh, pl, FIX / name)]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -26,6 +26,7 @@ Detectors
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,15 @@ class FittedDetector:
     def n_features(self) -> int:
         """Number of input features ``d``."""
         return int(self.params["n_features"])
+
+
+def min_train_windows(kind: str, n_features: int) -> int:
+    """Fewest training windows :func:`fit_detector` accepts for ``kind`` with ``n_features``."""
+    if kind == "iforest":
+        return _IFOREST_MIN_WINDOWS
+    if kind == "mahalanobis":
+        return _MAHALANOBIS_MIN_WINDOWS
+    return n_features + 2
 
 
 def fit_detector(kind: str, z: npt.ArrayLike, *, seed: int = 0) -> FittedDetector:
@@ -261,5 +271,17 @@ def _fit_iforest(z: npt.NDArray[np.float64], base: dict[str, Any], seed: int) ->
         "max_samples": int(est.max_samples_),
         "n_nodes": int(sum(t.tree_.node_count for t in est.estimators_)),
         "max_depth": int(max(t.tree_.max_depth for t in est.estimators_)),
+        # The score cannot exceed 2^(-1/c(psi)): every tree isolates a point after one
+        # split at the earliest. Calibration must not put a threshold above it.
+        "raw_sup": float(2.0 ** (-1.0 / _c(int(est.max_samples_)))),
     }
     return FittedDetector("iforest", params, est)
+
+
+def _c(n: int) -> float:
+    """Average path length of an unsuccessful BST search among ``n`` points (Liu et al. 2008)."""
+    if n <= 1:
+        return 1.0
+    if n == 2:
+        return 1.0
+    return 2.0 * (math.log(n - 1) + 0.5772156649015329) - 2.0 * (n - 1) / n

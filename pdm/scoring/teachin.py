@@ -3,7 +3,8 @@
 While learning, windows are collected (valid ones only, and never a window in
 alarm: before a model exists the only alarm is the ISO 10816-3 zone, so a
 window with any channel in zone C or D is left out). Once the collected
-windows span ``teach_in_s`` seconds, the model is trained and calibrated
+windows span ``teach_in_s`` seconds (and are enough for the detector: learning
+goes on until they are), the model is trained and calibrated
 exactly as ``pdm-edge train`` does, written to the pipeline's model
 directory, loaded back through every check, and from then on windows are
 scored. After that nothing is learned: a model changes only by an explicit
@@ -12,6 +13,7 @@ retrain or model update, so a slowly developing fault cannot teach itself in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy.typing as npt
 from pdm.config import Pipeline
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.runtime import Model
-from pdm.scoring.train import TrainingSet, train
+from pdm.scoring.train import TrainingSet, train, windows_needed
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
 __all__ = ["TeachIn"]
@@ -44,6 +46,7 @@ class TeachIn:
     skipped_invalid: int = 0
     _t_first: float | None = None
     _vectorizer: FeatureVectorizer | None = None
+    _finite: npt.NDArray[np.bool_] | None = None
 
     def offer(self, windows: Sequence[WindowFeatures]) -> tuple[Model | None, int]:
         """Learn from ``windows``; returns the trained model once the span is covered
@@ -59,13 +62,28 @@ class TeachIn:
             if self._vectorizer is None:
                 names = vector_names(frame.channels, frame.names, MODEL_FEATURES)
                 self._vectorizer = FeatureVectorizer(names, frame.channels, frame.names)
-            self.collected.append(self._vectorizer.vector(frame))
+            vec = self._vectorizer.vector(frame)
+            self.collected.append(vec)
+            finite = np.isfinite(vec)
+            self._finite = finite if self._finite is None else self._finite & finite
             if self._t_first is None:
                 self._t_first = wf.window.t_start
             end = wf.window.t_start + self.pipeline.acquisition.window_samples / self.fs
-            if end - self._t_first >= self.span_s:
+            # The span is a minimum: learning goes on until the detector has enough windows.
+            if end - self._t_first >= self.span_s and len(self.collected) >= self._needed():
                 return self._train(wf), used
         return None, len(windows)
+
+    def _needed(self) -> int:
+        assert self._vectorizer is not None
+        acq = self.pipeline.acquisition
+        gap = max(0, math.ceil(acq.window_samples / acq.hop_samples) - 1)
+        m = self.pipeline.model
+        # Features missing in any window so far (no speed, a line off the spectrum) are dropped
+        # at training, so they do not count here either.
+        assert self._finite is not None
+        d = int(self._finite.sum())
+        return windows_needed(m.detector, d, m.holdout, gap)
 
     def _train(self, last: WindowFeatures) -> Model:
         assert self._vectorizer is not None

@@ -38,7 +38,7 @@ from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, wr
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
-__all__ = ["TrainingSet", "calibrate", "collect", "split_by_time", "train"]
+__all__ = ["TrainingSet", "calibrate", "collect", "split_by_time", "train", "windows_needed"]
 
 SECONDS_PER_WEEK = 7 * 86_400
 #: Held-out windows below which the card warns that the thresholds rest on too little data.
@@ -125,6 +125,18 @@ def collect(
     return TrainingSet(pl_out, rate, names, per_file, infos)
 
 
+def windows_needed(detector: str, n_features: int, holdout: float, gap: int) -> int:
+    """Healthy windows a recording must give so that ``detector`` can be trained and calibrated."""
+    from pdm.scoring.detectors import min_train_windows
+
+    need_train = min_train_windows(detector, n_features)
+    # n − round(n·holdout) − gap ≥ need_train, and at least 3 held out
+    n = need_train + gap + 3
+    while n - max(3, round(n * holdout)) - gap < need_train:
+        n += 1
+    return n
+
+
 def split_by_time(
     n: int, holdout: float, gap: int
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -185,14 +197,26 @@ def calibrate(
     *,
     alerts_per_week: float,
     window_rate_hz: float,
+    raw_sup: float | None = None,
 ) -> dict[str, Any]:
-    """Offset, span and thresholds that put the alert at 1.0; what they rest on."""
+    """Offset, span and thresholds that put the alert at 1.0; what they rest on.
+
+    ``raw_sup`` is the detector's largest possible raw score, if bounded (isolation
+    forest): a tail extrapolation beyond it would make alerts impossible, so the
+    thresholds are then placed between the held-out maximum and that bound.
+    """
     windows_per_week = window_rate_hz * SECONDS_PER_WEEK
     p_alert = min(0.5, alerts_per_week / windows_per_week)
     q_alert, tail = tail_quantile(hold_raw, p_alert)
     q_danger, _ = tail_quantile(hold_raw, p_alert / DANGER_RATE_RATIO)
+    hold_max = float(np.max(hold_raw))
+    capped = False
+    if raw_sup is not None and q_alert >= hold_max + 0.5 * (raw_sup - hold_max):
+        q_alert = hold_max + 0.5 * (raw_sup - hold_max)
+        q_danger = hold_max + 0.75 * (raw_sup - hold_max)
+        capped = True
     offset = float(np.median(train_raw))
-    alert_raw = max(q_alert, float(np.max(hold_raw)) + 1e-9 * abs(float(np.max(hold_raw))))
+    alert_raw = max(q_alert, hold_max + 1e-9 * abs(hold_max))
     if alert_raw <= offset:
         alert_raw = offset + max(1e-6, float(np.std(train_raw)))
     span = alert_raw - offset
@@ -203,6 +227,11 @@ def calibrate(
         warnings.append(
             f"only {n} held-out healthy windows (at least {MIN_HOLDOUT_WINDOWS} wanted): the thresholds "
             "rest on too little data to support the stated false-alarm rate; record more healthy running"
+        )
+    if capped:
+        warnings.append(
+            "the tail model put the alert above the highest score this detector can give; "
+            "thresholds placed half and three quarters of the way from the held-out maximum to it"
         )
     supported = 3.0 / n * windows_per_week if n else math.inf
     if supported > alerts_per_week * 10:
@@ -261,11 +290,20 @@ def train(
     x_train = np.concatenate(train_parts)
     x_hold = np.concatenate(hold_parts)
     d = len(ts.names)
-    if len(x_train) < 8 or len(x_hold) < 3:
+    from pdm.scoring.detectors import min_train_windows
+
+    need = min_train_windows(detector, d)
+    if len(x_train) < need or len(x_hold) < 3:
         total = sum(len(x) for x in ts.per_file)
+        hint = (
+            "; or --detector mahalanobis, whose shrinkage needs fewer windows than features"
+            if detector in ("gmm", "pca")
+            else ""
+        )
         raise ModelError(
-            f"too little healthy data: {total} windows give {len(x_train)} to train and {len(x_hold)} "
-            f"to calibrate (need at least 8 and 3); record longer or use a shorter window"
+            f"too little healthy data for {detector!r} on {d} features: {total} windows give "
+            f"{len(x_train)} to train and {len(x_hold)} to calibrate (need at least {need} and 3); "
+            f"record longer, or use more overlap or a shorter window{hint}"
         )
     pre = Preprocess.fit(x_train, ts.names)
     try:
@@ -276,7 +314,11 @@ def train(
     hold_raw = raw_scores(det, pre.transform(x_hold))
     window_rate = ts.fs / acq.hop_samples
     cal = calibrate(
-        train_raw, hold_raw, alerts_per_week=alerts_per_week, window_rate_hz=window_rate
+        train_raw,
+        hold_raw,
+        alerts_per_week=alerts_per_week,
+        window_rate_hz=window_rate,
+        raw_sup=det.params.get("raw_sup"),
     )
     model = build_model(
         pre,
@@ -369,6 +411,7 @@ def _write_dir(out: Path, model_bytes: bytes, card: dict[str, Any], *, force: bo
         raise ModelError(f"{out}: already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is read by the dashboard too
     try:
         onnx_path = tmp / "model.onnx"
         with open(onnx_path, "wb") as f:
