@@ -1538,4 +1538,22 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
         )
     else:
         out.append("bands     none")
+    m = p.model
+    if p.model_dir is None:
+        out.append("model     none (features only)")
+    else:
+        present = (p.model_dir / "model.json").exists()
+        state = (
+            "present"
+            if present
+            else (
+                f"absent: teach-in learns {_fmt_num(m.teach_in_s)} s first"
+                if m.teach_in_s
+                else "absent"
+            )
+        )
+        out.append(
+            f"model     {p.model_dir} ({state}); detector {m.detector}, alert aims at "
+            f"{_fmt_num(m.alerts_per_week)} false alerts/week, {m.holdout:.0%} held out"
+        )
     return "\n".join(out)
