@@ -1538,7 +1538,7 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
         )
     else:
         out.append("bands     none")
-    m = p.model
+    settings = p.model
     if p.model_dir is None:
         out.append("model     none (features only)")
     else:
@@ -1547,13 +1547,13 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
             "present"
             if present
             else (
-                f"absent: teach-in learns {_fmt_num(m.teach_in_s)} s first"
-                if m.teach_in_s
+                f"absent: teach-in learns {_fmt_num(settings.teach_in_s)} s first"
+                if settings.teach_in_s
                 else "absent"
             )
         )
         out.append(
-            f"model     {p.model_dir} ({state}); detector {m.detector}, alert aims at "
-            f"{_fmt_num(m.alerts_per_week)} false alerts/week, {m.holdout:.0%} held out"
+            f"model     {p.model_dir} ({state}); detector {settings.detector}, alert aims at "
+            f"{_fmt_num(settings.alerts_per_week)} false alerts/week, {settings.holdout:.0%} held out"
         )
     return "\n".join(out)
