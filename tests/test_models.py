@@ -290,4 +290,7 @@ def test_committed_demo_model_is_what_its_command_regenerates(tmp_path) -> None:
     for name in ("healthy.csv.gz", "outer_race.csv.gz"):
         a = [r["score"] for r in score_file(committed, pl, FIX / name)]
         b = [r["score"] for r in score_file(fresh, pl, FIX / name)]
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # Scores are normalised to the alert threshold (1.0). Fitting on another CPU/BLAS
+        # moves them by ~1e-5 (seen: 4e-5 between two machines); a stale model moves them
+        # by far more than 1e-3 of the threshold.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
