@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PDM_EXTRAS=test . ./scripts/setup-venv.sh
+# InfluxDB 1.x and VictoriaMetrics for the `influxdb` tests; warns (and those tests skip) on failure.
+./scripts/setup-test-servers.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -1,15 +1,21 @@
-"""Shared test helpers: where the real recordings are, and a skip when they are not."""
+"""Shared test helpers: where the real recordings are, real database servers, and skips when absent."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import SETUP_SCRIPT, Influx1Server, VictoriaServer, find_influxd, find_victoria
 
 REPO = Path(__file__).resolve().parents[1]
 CWRU = REPO.parent / "shared" / "datasets" / "cwru"
 FIXTURES = REPO / "fixtures"
 PIPELINES = REPO / "pipelines"
+
+# Fixtures that start a real server; a test using any of them gets the `influxdb` marker even when
+# its author forgot it, so `-m "not influxdb"` always deselects them.
+SERVER_FIXTURES = {"influxdb1", "influxdb1_session", "victoria", "victoria_session"}
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +24,59 @@ def cwru() -> Path:
     if not (CWRU / "de12k").is_dir():
         pytest.skip(f"CWRU recordings not found at {CWRU} (see ../shared/datasets/cwru/README.md)")
     return CWRU
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.influxdb)
+
+
+def _need(binary: str | None, missing: str) -> str:
+    if binary is None:
+        pytest.skip(f"{missing}; install it with {SETUP_SCRIPT}")
+    return binary
+
+
+def _influx(data_dir: Path) -> Iterator[Influx1Server]:
+    server = Influx1Server(
+        data_dir, _need(find_influxd(), "influxd (InfluxDB 1.x) not found on PATH")
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _victoria(data_dir: Path) -> Iterator[VictoriaServer]:
+    missing = "victoria-metrics not found in .cache/test-servers/ or on PATH"
+    server = VictoriaServer(data_dir, _need(find_victoria(), missing))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def influxdb1(tmp_path: Path) -> Iterator[Influx1Server]:
+    """A fresh influxd 1.x on a free loopback port, data in tmp_path; the test may stop/restart it."""
+    yield from _influx(tmp_path / "influxdb1")
+
+
+@pytest.fixture(scope="session")
+def influxdb1_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx1Server]:
+    """One influxd shared by the session (e.g. for Hypothesis tests, which reject function-scoped
+    fixtures). Use a database of your own and never stop or restart it."""
+    yield from _influx(tmp_path_factory.mktemp("influxdb1_session"))
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaServer]:
+    """A fresh VictoriaMetrics on a free loopback port, data in tmp_path; may be stopped/restarted."""
+    yield from _victoria(tmp_path / "victoria")
+
+
+@pytest.fixture(scope="session")
+def victoria_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaServer]:
+    """One VictoriaMetrics shared by the session: use distinct metric names or labels, never stop it."""
+    yield from _victoria(tmp_path_factory.mktemp("victoria_session"))
