@@ -254,6 +254,53 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import logging
+
+    from pdm.history import default_data_dir
+    from pdm.replay import ReplayOptions, check_speed, replay, resolve_store
+
+    logging.basicConfig(level=logging.WARNING, format="pdm-edge: %(message)s")
+    pipeline = _pipeline_from_args(args)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    captures = set()
+    for part in (args.capture or "").split(","):
+        if part.strip():
+            try:
+                captures.add(int(part))
+            except ValueError:
+                raise ConfigError(
+                    f"--capture: window indices, comma-separated (got {part!r})"
+                ) from None
+    opts = ReplayOptions(
+        store=resolve_store(args.store, pipeline, data_dir),
+        data_dir=data_dir,
+        model_dir=Path(args.model) if args.model else None,
+        speed=check_speed(args.speed),
+        fs=args.fs,
+        start_time=_start_time(args),
+        restart=args.restart,
+        drain_timeout_s=args.drain_timeout,
+        capture_windows=frozenset(captures),
+    )
+    summary = replay(args.files, pipeline, opts)
+    if summary["spool_rows"]:
+        print(
+            f"pdm-edge: {summary['spool_rows']} row(s) wait in the spool for {summary['store']}; "
+            "the next command that writes to it delivers them",
+            file=sys.stderr,
+        )
+    if summary["interrupted"]:
+        print(
+            f"pdm-edge: stopped by {summary['interrupted']}; run the same command to resume",
+            file=sys.stderr,
+        )
+    print(json.dumps(summary), flush=True)
+    if summary["interrupted"] == "SIGINT":
+        return 130
+    return 143 if summary["interrupted"] else 0
+
+
 def _write_rows(out: TextIO, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         out.write(json.dumps(row) + "\n")
@@ -357,6 +404,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "replay",
+        help="run recordings through features and scoring into the history store",
+        description="Features, scores, spectra, state changes and captures go to the store "
+        "(--store, else the pipeline's [history] store, else SQLite in the data directory). "
+        "The last line on stdout is a JSON summary. SIGTERM or Ctrl-C stops cleanly; the same "
+        "command then resumes.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///PATH, influx1://[USER@]HOST:PORT/DB[?rp=RP], "
+        "influx2://HOST:PORT?org=ORG&bucket=BUCKET (influx1s/influx2s: HTTPS)",
+    )
+    p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="pace to X times real time (default: as fast as possible)",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="spool, captures, checkpoints, default SQLite store (default: $PDM_EDGE_DATA or ./var)",
+    )
+    p.add_argument(
+        "--restart", action="store_true", help="ignore a checkpoint; replay from the start"
+    )
+    p.add_argument(
+        "--capture", metavar="I,J", help="also keep the raw windows with these indices (on demand)"
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="at the end, wait this long for a down store before leaving rows in the spool (s)",
+    )
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "evaluate",

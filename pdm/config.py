@@ -69,6 +69,7 @@ __all__ = [
     "BearingSpec",
     "Channel",
     "Envelope",
+    "HistorySettings",
     "Machine",
     "ModelSettings",
     "Pipeline",
@@ -556,6 +557,60 @@ class ModelSettings(BaseModel):
     )
 
 
+class HistorySettings(BaseModel):
+    """Where history goes and how much of it is kept (see docs/history.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: StrictStr | None = Field(
+        default=None,
+        description="Store URL: sqlite:///PATH (relative to the pipeline file), "
+        "influx1://[USER@]HOST:PORT/DATABASE[?rp=RP] or influx2://HOST:PORT?org=ORG&bucket=BUCKET "
+        "(influx1s/influx2s for HTTPS); secrets come from PDM_INFLUX_PASSWORD / PDM_INFLUX_TOKEN. "
+        "None: the embedded SQLite store in the data directory.",
+    )
+    retention_days: StrictFloat | None = Field(
+        default=90.0,
+        gt=0,
+        le=36_500,
+        description="SQLite: rows older than this are deleted, days (InfluxDB: the server's "
+        "retention policy applies). None: keep everything.",
+    )
+    spool_max_mb: StrictFloat = Field(
+        default=512.0,
+        gt=0,
+        le=1_000_000,
+        description="Bound on the disk spool that holds history while the store is down, MB "
+        "(when full: oldest spectra go first, then features; alarms and events never).",
+    )
+    spectra_every_s: StrictFloat = Field(
+        default=10.0,
+        ge=0,
+        le=86_400,
+        description="Keep a decimated spectrum and envelope spectrum of each channel this often, "
+        "s of signal; 0: every window.",
+    )
+    spectrum_lines: StrictInt = Field(
+        default=800,
+        ge=64,
+        le=16_384,
+        description="Lines per stored spectrum (peak-hold decimation of the FFT bins), no unit.",
+    )
+    envelope_max_hz: StrictFloat = Field(
+        default=1000.0,
+        gt=0,
+        le=100_000,
+        description="Upper frequency of the stored envelope spectrum, Hz.",
+    )
+    capture_windows: StrictInt = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Raw windows kept on each alarm transition (the window that changed the "
+        "state and the ones before it), no unit.",
+    )
+
+
 class Pipeline(BaseModel):
     """A whole pipeline: one machine, its acquisition, sensors, envelope and bands.
 
@@ -586,6 +641,9 @@ class Pipeline(BaseModel):
     )
     model: ModelSettings = Field(
         default=ModelSettings(), description="Anomaly model and teach-in settings."
+    )
+    history: HistorySettings = Field(
+        default=HistorySettings(), description="History store, retention and spool."
     )
 
     _source_path: str | None = PrivateAttr(default=None)
@@ -698,6 +756,13 @@ class Pipeline(BaseModel):
         if not path.is_absolute() and self._source_path is not None:
             return Path(os.path.normpath(Path(self._source_path).parent / path))
         return path
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the file resolve against (the cwd for flags)."""
+        if self._source_path is not None:
+            return Path(self._source_path).parent
+        return Path.cwd()
 
     @property
     def source_path(self) -> str | None:

@@ -1,0 +1,56 @@
+"""History: what the appliance saw and decided, in SQLite or InfluxDB, never lost to an outage.
+
+* :mod:`pdm.history.records` — the typed records every store writes.
+* :mod:`pdm.history.base` — the :class:`HistoryStore` protocol, store URLs, read results.
+* :mod:`pdm.history.sqlite`, :mod:`pdm.history.influx` — the stores.
+* :mod:`pdm.history.writer`, :mod:`pdm.history.spool` — the queue and disk spool in front.
+* :mod:`pdm.history.provenance` — the raw windows behind each decision.
+* :mod:`pdm.history.recorder` — from the pipeline's windows and scores to records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from pdm.history.base import HistoryError, HistoryStore, StoreURL, parse_store_url
+
+__all__ = [
+    "HistoryError",
+    "HistoryStore",
+    "StoreURL",
+    "default_data_dir",
+    "open_store",
+    "parse_store_url",
+    "spool_path",
+]
+
+
+def default_data_dir() -> Path:
+    """Where history, spool, captures and checkpoints live: ``$PDM_EDGE_DATA`` or ``./var``."""
+    return Path(os.environ.get("PDM_EDGE_DATA") or "var")
+
+
+def spool_path(data_dir: Path, url: StoreURL) -> Path:
+    """One spool file per store, named after the store (without secrets)."""
+    slug = "".join(c if c.isalnum() else "-" for c in f"{url.scheme}-{url.host or 'local'}")
+    digest = hashlib.sha256(str(url).encode()).hexdigest()[:8]
+    return data_dir / "spool" / f"{slug}-{digest}.db"
+
+
+def open_store(url: StoreURL | str, *, retention_days: float | None = None) -> HistoryStore:
+    """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline)."""
+    cfg = parse_store_url(url) if isinstance(url, str) else url
+    if cfg.scheme == "sqlite":
+        from pdm.history.sqlite import SqliteStore
+
+        assert cfg.path is not None
+        return SqliteStore(cfg.path, retention_days=retention_days)
+    if cfg.scheme == "influx1":
+        from pdm.history.influx import Influx1Store
+
+        return Influx1Store(cfg)
+    from pdm.history.influx import Influx2Store
+
+    return Influx2Store(cfg)

@@ -1,0 +1,273 @@
+"""From the pipeline's windows and scores to history records.
+
+One :class:`Recorder` per machine stream. It is the only place that decides
+what goes into history for a window:
+
+* a :class:`FeatureRows` row per (window, channel), every window;
+* a :class:`ScoreRows` row per scored window (also ``learning``/``invalid`` ones);
+* a decimated amplitude spectrum and envelope spectrum per channel every
+  ``[history] spectra_every_s`` seconds of signal (peak-hold, so a bearing line
+  never vanishes between stored lines);
+* an :class:`Event` per stream reset (gap, time going backwards, rate change);
+* on every state transition a :class:`StateChange`, with a :class:`Capture` of
+  the raw windows behind it (``[history] capture_windows``), the model version
+  and thresholds in force; and a capture on demand (:meth:`Recorder.capture_next`).
+
+Until the alarms issue lands, the transitions recorded are those of the
+per-window state (``ok``/``alert``/``danger`` of each window on its own, no
+debouncing); the alarm state machine will feed the same path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.config import Pipeline
+from pdm.dsp.windows import StreamEvent, Window
+from pdm.history.provenance import CaptureStore
+from pdm.history.records import (
+    Event,
+    FeatureRows,
+    Record,
+    ScoreRows,
+    Spectrum,
+    StateChange,
+    to_ns,
+)
+from pdm.processing import WindowFeatures, iso_time
+
+__all__ = ["Recorder", "Transition", "decimate_peak"]
+
+_RANK = {"ok": 0, "alert": 1, "danger": 2}
+
+
+def decimate_peak(amp: npt.NDArray[np.float64], lines: int) -> tuple[npt.NDArray[np.float32], int]:
+    """Peak-hold decimation of (channels, bins) to at most ``lines`` lines; returns (values, factor)."""
+    bins = amp.shape[-1]
+    factor = max(1, -(-bins // lines))
+    pad = (-bins) % factor
+    if pad:
+        amp = np.concatenate([amp, np.zeros((*amp.shape[:-1], pad))], axis=-1)
+    out = amp.reshape(*amp.shape[:-1], -1, factor).max(axis=-1)
+    return out.astype(np.float32), factor
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state transition, as the replay summary lists it."""
+
+    window: int
+    t: str
+    old: str
+    new: str
+    reason: str
+    capture: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "t": self.t,
+            "from": self.old,
+            "to": self.new,
+            "reason": self.reason,
+            "capture": self.capture,
+        }
+
+
+class Recorder:
+    """Builds the history records of one machine's stream."""
+
+    def __init__(self, pipeline: Pipeline, captures: CaptureStore | None = None) -> None:
+        self.pipeline = pipeline
+        self.machine = pipeline.machine.id
+        self.captures = captures
+        h = pipeline.history
+        self._spectra_every_ns = round(h.spectra_every_s * 1e9)
+        self._next_spectra_ns: int | None = None
+        self._recent: deque[Window] = deque(maxlen=h.capture_windows)
+        self._events_seen = 0
+        self._state = "ok"
+        self._capture_next: str | None = None
+        self.transitions: list[Transition] = []
+        cols = pipeline.columns
+        self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
+
+    def capture_next(self, reason: str = "on demand") -> None:
+        """Capture the next window (and those before it) whatever happens."""
+        self._capture_next = reason
+
+    def stream_events(self, events: Sequence[StreamEvent]) -> list[Record]:
+        """Events for the stream resets not recorded yet (pass ``FeatureStream.events``)."""
+        new = events[self._events_seen :]
+        self._events_seen = len(events)
+        return [
+            Event(
+                self.machine,
+                to_ns(ev.t),
+                f"stream_{ev.kind}",
+                "warning",
+                f"{ev.kind.replace('_', ' ')}: {ev.detail}",
+            )
+            for ev in new
+        ]
+
+    def records(
+        self,
+        group: Sequence[WindowFeatures],
+        score_rows: Sequence[dict[str, Any]] = (),
+        *,
+        model: str = "",
+        thresholds: dict[str, float] | None = None,
+    ) -> list[Record]:
+        """Records for a group of windows and their score rows (same order, or none)."""
+        if not group:
+            return []
+        out: list[Record] = [self.features(group)]
+        by_window = {r["window"]: r for r in score_rows}
+        if score_rows:
+            rows = [
+                {**r, "t_ns": to_ns(wf.window.t_start)}
+                for wf, r in zip(group, score_rows, strict=True)
+            ]
+            models = {r.get("model") or "" for r in rows}
+            for m in sorted(models):
+                out.append(
+                    ScoreRows.from_rows(
+                        self.machine, [r for r in rows if (r.get("model") or "") == m]
+                    )
+                )
+        for wf in group:
+            out += self._spectra(wf)
+            self._recent.append(wf.window)
+            out += self._transition(wf, by_window.get(wf.window.index), model, thresholds or {})
+        return out
+
+    def features(self, group: Sequence[WindowFeatures]) -> FeatureRows:
+        frames = [wf.features for wf in group]
+        first = frames[0]
+        n_ch = len(first.channels)
+        t = np.repeat([to_ns(wf.window.t_start) for wf in group], n_ch).astype(np.int64)
+        idx = np.repeat([wf.window.index for wf in group], n_ch).astype(np.int64)
+        chans = tuple(c for f in frames for c in f.channels)
+        return FeatureRows(
+            self.machine,
+            t,
+            idx,
+            tuple(self._sensor_of.get(c, "") for c in chans),
+            chans,
+            first.names,
+            np.concatenate([f.values for f in frames]).astype(np.float64, copy=False),
+            tuple(z for f in frames for z in f.iso_zones),
+            np.repeat([f.valid for f in frames], n_ch).astype(bool),
+        )
+
+    def _spectra(self, wf: WindowFeatures) -> list[Record]:
+        t = to_ns(wf.window.t_start)
+        if self._next_spectra_ns is not None and t < self._next_spectra_ns:
+            return []
+        if not wf.features.valid:
+            return []
+        self._next_spectra_ns = t + self._spectra_every_ns
+        h = self.pipeline.history
+        out: list[Record] = []
+        freqs, amp = wf.features.amplitude_spectrum()
+        df = float(freqs[1] - freqs[0])
+        vals, factor = decimate_peak(amp, h.spectrum_lines)
+        efreqs, eamp = wf.features.envelope_spectrum()
+        keep = max(2, int(np.searchsorted(efreqs, h.envelope_max_hz, side="right")))
+        evals, efactor = decimate_peak(eamp[:, :keep], h.spectrum_lines)
+        for c, ch in enumerate(wf.features.channels):
+            sensor = self._sensor_of.get(ch, "")
+            out.append(
+                Spectrum(self.machine, sensor, ch, t, "power", 0.0, df * factor, "g", vals[c])
+            )
+            out.append(
+                Spectrum(self.machine, sensor, ch, t, "envelope", 0.0, df * efactor, "g", evals[c])
+            )
+        return out
+
+    def _transition(
+        self,
+        wf: WindowFeatures,
+        row: dict[str, Any] | None,
+        model: str,
+        thresholds: dict[str, float],
+    ) -> list[Record]:
+        new = (row or {}).get("state")
+        on_demand, self._capture_next = self._capture_next, None
+        changed = new in _RANK and new != self._state
+        if not changed and on_demand is None:
+            return []
+        score = (row or {}).get("score")
+        if changed:
+            assert new is not None
+            up = _RANK[new] > _RANK[self._state]
+            limit = thresholds.get(new if up else self._state)
+            cmp = "≥" if up else "<"
+            reason = f"window score {score:.3g} {cmp} {self._state if not up else new} threshold"
+            if limit is not None:
+                reason += f" {limit:.3g}"
+            reason += " (per-window state, not debounced)"
+        else:
+            reason = on_demand or "on demand"
+        out: list[Record] = []
+        cap_id = ""
+        if self.captures is not None:
+            cap = self.captures.capture(
+                self.machine,
+                list(self._recent),
+                channels=self.pipeline.columns,
+                reason=reason,
+                model=model,
+                thresholds=thresholds,
+                context={
+                    "window": wf.window.index,
+                    "score": score,
+                    "diagnosis": (row or {}).get("diagnosis"),
+                    "top_features": (row or {}).get("top_features"),
+                    "pipeline": self.pipeline.source_path,
+                    "window_samples": self.pipeline.acquisition.window_samples,
+                    "overlap": self.pipeline.acquisition.overlap,
+                },
+            )
+            cap_id = cap.id
+            out.append(cap)
+        t_ns = to_ns(wf.window.t_start)
+        if changed:
+            assert new is not None
+            out.append(
+                StateChange(
+                    self.machine,
+                    t_ns,
+                    self._state,
+                    new,
+                    reason,
+                    score=float("nan") if score is None else float(score),
+                    capture=cap_id,
+                )
+            )
+            self.transitions.append(
+                Transition(
+                    wf.window.index, iso_time(wf.window.t_start), self._state, new, reason, cap_id
+                )
+            )
+            self._state = new
+        else:
+            out.append(
+                Event(
+                    self.machine,
+                    t_ns,
+                    "capture",
+                    "info",
+                    f"capture {cap_id}: {reason}",
+                    detail=json.dumps({"capture": cap_id, "window": wf.window.index}),
+                )
+            )
+        return out

@@ -1,0 +1,782 @@
+"""The embedded default history store: one SQLite file in WAL mode.
+
+One :class:`SqliteStore` is used from one thread at a time; the writer thread
+and a reader (the dashboard) each open their own store on the same file, and
+WAL lets the reader see committed batches while the writer goes on.
+
+Layout (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`, one function per
+step in :data:`MIGRATIONS`)::
+
+    features  (machine, channel, t_ns) → sensor, window, valid, iso_zone, one REAL per feature
+    scores    (machine, t_ns)          → window, score, state, model, diagnosis, top
+    spectra   (machine, channel, type, t_ns) → sensor, f0_hz, df_hz, unit, values (float32 LE blob)
+    states    (machine, t_ns, sensor, new)   → old, reason, score, capture
+    events    (id)                            → machine, t_ns, type, severity, message, sensor, detail
+    actions   (machine, t_ns, action, target, attempt) → outcome, detail, event_id
+    captures  (id)                            → machine, t_ns, reason, path, model, thresholds, …
+
+A feature name becomes a column the first time it is written (``ALTER TABLE
+ADD COLUMN``), so a pipeline with more bands simply widens the table. NaN is
+stored as NULL (SQLite has no NaN) and read back as NaN. Writing a record
+twice stores it once (``INSERT OR REPLACE`` on the keys above).
+
+Reads that need every channel or machine walk the primary key with
+``min(col) … WHERE col > ?`` (a few index probes per value) instead of a scan,
+so they stay fast on a file of many million rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pdm.history.base import HistoryError, LogRecord, MachineStatus, Trend, bucket_ns
+from pdm.history.records import (
+    ActionResult,
+    Capture,
+    Event,
+    FeatureRows,
+    Kind,
+    Record,
+    ScoreRows,
+    Spectrum,
+    StateChange,
+)
+
+__all__ = ["FEATURE_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+
+#: What a feature name (and so a column name) may look like.
+FEATURE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
+#: How long a statement waits for another connection's write lock before failing (retryable).
+BUSY_TIMEOUT_MS: Final = 5000
+#: Retention runs at open, then at most this often (wall time) during writes.
+PRUNE_EVERY_S: Final = 3600.0
+#: Rows fetched and turned into arrays at a time by the bulk reads.
+FETCH_ROWS: Final = 50_000
+
+_FIXED_FEATURE_COLUMNS: Final = (
+    "machine",
+    "channel",
+    "t_ns",
+    "sensor",
+    "window",
+    "valid",
+    "iso_zone",
+)
+_LOG_KINDS: Final[tuple[Kind, ...]] = ("states", "events", "actions", "captures")
+
+# SQLite primary result codes worth a retry: the file is busy or locked by another
+# connection, the disk failed or is full, or the file cannot be opened right now.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL = 5, 6, 10, 13
+_SQLITE_CANTOPEN, _SQLITE_PROTOCOL, _SQLITE_NOTADB = 14, 15, 26
+_RETRYABLE_CODES: Final = frozenset(
+    {_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL}
+)
+_RETRYABLE_WORDS: Final = ("locked", "busy", "disk i/o", "full", "unable to open")
+
+
+# --- schema and migrations -------------------------------------------------------------------
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    """The first schema: every table and the indexes the reads and retention use."""
+    statements = (
+        """CREATE TABLE features (
+            machine TEXT NOT NULL, channel TEXT NOT NULL, t_ns INTEGER NOT NULL,
+            sensor TEXT NOT NULL, "window" INTEGER NOT NULL, valid INTEGER NOT NULL,
+            iso_zone TEXT NOT NULL,
+            PRIMARY KEY (machine, channel, t_ns)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE scores (
+            machine TEXT NOT NULL, t_ns INTEGER NOT NULL, "window" INTEGER NOT NULL, score REAL,
+            state TEXT NOT NULL, model TEXT NOT NULL, diagnosis TEXT NOT NULL, top TEXT NOT NULL,
+            PRIMARY KEY (machine, t_ns)
+        ) WITHOUT ROWID""",
+        # A rowid table: spectra rows are large blobs, which WITHOUT ROWID handles badly.
+        """CREATE TABLE spectra (
+            machine TEXT NOT NULL, channel TEXT NOT NULL, type TEXT NOT NULL,
+            t_ns INTEGER NOT NULL, sensor TEXT NOT NULL, f0_hz REAL, df_hz REAL,
+            unit TEXT NOT NULL, "values" BLOB NOT NULL,
+            PRIMARY KEY (machine, channel, type, t_ns)
+        )""",
+        "CREATE INDEX spectra_t ON spectra (t_ns)",
+        """CREATE TABLE states (
+            machine TEXT NOT NULL, t_ns INTEGER NOT NULL, sensor TEXT NOT NULL,
+            new TEXT NOT NULL, old TEXT NOT NULL, reason TEXT NOT NULL, score REAL,
+            capture TEXT NOT NULL,
+            PRIMARY KEY (machine, t_ns, sensor, new)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX states_t ON states (t_ns)",
+        """CREATE TABLE events (
+            id TEXT NOT NULL PRIMARY KEY, machine TEXT NOT NULL, t_ns INTEGER NOT NULL,
+            type TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
+            sensor TEXT NOT NULL, detail TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_machine_t ON events (machine, t_ns)",
+        "CREATE INDEX events_t ON events (t_ns)",
+        """CREATE TABLE actions (
+            machine TEXT NOT NULL, t_ns INTEGER NOT NULL, "action" TEXT NOT NULL,
+            target TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,
+            detail TEXT NOT NULL, event_id TEXT NOT NULL,
+            PRIMARY KEY (machine, t_ns, "action", target, attempt)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX actions_t ON actions (t_ns)",
+        """CREATE TABLE captures (
+            id TEXT NOT NULL PRIMARY KEY, machine TEXT NOT NULL, t_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL, path TEXT NOT NULL, model TEXT NOT NULL,
+            thresholds TEXT NOT NULL, fs_hz REAL, channels TEXT NOT NULL, samples INTEGER NOT NULL
+        )""",
+        "CREATE INDEX captures_machine_t ON captures (machine, t_ns)",
+        "CREATE INDEX captures_t ON captures (t_ns)",
+    )
+    for sql in statements:
+        db.execute(sql)
+
+
+#: Schema steps in order: ``MIGRATIONS[i]`` takes a file from version ``i`` to ``i + 1``.
+#: Append, never edit: files in the field are at every version up to the newest. All
+#: pending steps run in one transaction, so a step must not VACUUM or change journal_mode.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+# --- rows of the small kinds -----------------------------------------------------------------
+
+_INSERT: Final[dict[str, str]] = {
+    "spectra": 'INSERT OR REPLACE INTO spectra (machine, channel, type, t_ns, sensor, f0_hz, df_hz, unit, "values") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    "states": "INSERT OR REPLACE INTO states (machine, t_ns, sensor, new, old, reason, score, capture) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "events": "INSERT OR REPLACE INTO events (id, machine, t_ns, type, severity, message, sensor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "actions": 'INSERT OR REPLACE INTO actions (machine, t_ns, "action", target, attempt, outcome, detail, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    "captures": "INSERT OR REPLACE INTO captures (id, machine, t_ns, reason, path, model, thresholds, fs_hz, channels, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "scores": 'INSERT OR REPLACE INTO scores (machine, t_ns, "window", score, state, model, diagnosis, top) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+}
+
+_SELECT_LOG: Final[dict[str, str]] = {
+    "states": "SELECT machine, t_ns, old, new, reason, sensor, score, capture FROM states",
+    "events": "SELECT machine, t_ns, type, severity, message, sensor, detail, id FROM events",
+    "actions": 'SELECT machine, t_ns, "action", target, outcome, attempt, detail, event_id FROM actions',
+    "captures": "SELECT machine, t_ns, id, reason, path, model, thresholds, fs_hz, channels, samples FROM captures",
+}
+# Ties in time come out in a fixed order, so that every read of the log agrees.
+_LOG_ORDER: Final[dict[str, str]] = {
+    "states": "t_ns DESC, machine, sensor, new",
+    "events": "t_ns DESC, machine, id",
+    "actions": 't_ns DESC, machine, "action", target, attempt DESC',
+    "captures": "t_ns DESC, machine, id",
+}
+
+
+def _nan(x: float | None) -> float:
+    """SQLite's NULL back to the NaN it was written as."""
+    return math.nan if x is None else float(x)
+
+
+def _small_row(rec: Record) -> tuple[Any, ...]:
+    """The parameters of one spectrum, state change, event, action result or capture."""
+    if isinstance(rec, Spectrum):
+        blob = np.ascontiguousarray(rec.values, dtype="<f4").tobytes()
+        return (rec.machine, rec.channel, rec.type, int(rec.t_ns), rec.sensor,
+                float(rec.f0_hz), float(rec.df_hz), rec.unit, blob)  # fmt: skip
+    if isinstance(rec, StateChange):
+        return (rec.machine, int(rec.t_ns), rec.sensor, rec.new, rec.old, rec.reason,
+                float(rec.score), rec.capture)  # fmt: skip
+    if isinstance(rec, Event):
+        return (rec.id, rec.machine, int(rec.t_ns), rec.type, rec.severity, rec.message,
+                rec.sensor, rec.detail)  # fmt: skip
+    if isinstance(rec, ActionResult):
+        return (rec.machine, int(rec.t_ns), rec.action, rec.target, int(rec.attempt),
+                rec.outcome, rec.detail, rec.event_id)  # fmt: skip
+    if isinstance(rec, Capture):
+        return (rec.id, rec.machine, int(rec.t_ns), rec.reason, rec.path, rec.model,
+                rec.thresholds, float(rec.fs_hz), json.dumps(list(rec.channels)),
+                int(rec.samples))  # fmt: skip
+    raise TypeError(f"not a history record: {type(rec).__name__}")
+
+
+def _log_record(kind: str, r: tuple[Any, ...]) -> LogRecord:
+    if kind == "states":
+        return StateChange(r[0], r[1], r[2], r[3], r[4], r[5], _nan(r[6]), r[7])
+    if kind == "events":
+        return Event(*r)
+    if kind == "actions":
+        return ActionResult(*r)
+    return Capture(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], _nan(r[7]), tuple(json.loads(r[8])), r[9]
+    )
+
+
+def _range(start_ns: int | None, end_ns: int | None) -> tuple[str, list[int]]:
+    """SQL and parameters for t_ns in [start, end); None leaves that side open."""
+    sql, args = "", list[int]()
+    if start_ns is not None:
+        sql, args = sql + " AND t_ns >= ?", [*args, int(start_ns)]
+    if end_ns is not None:
+        sql, args = sql + " AND t_ns < ?", [*args, int(end_ns)]
+    return sql, args
+
+
+class SqliteStore:
+    """History in one SQLite file (created with its folder when missing).
+
+    Parameters
+    ----------
+    path : the database file; its ``-wal`` and ``-shm`` companions live beside it
+    retention_days : delete rows older than this (by t_ns, every table) at open and
+        then at most once an hour during writes; None keeps everything. Capture
+        *files* are not touched: only their rows.
+
+    Raises :class:`HistoryError` (one line, naming the file) when the file cannot
+    be opened, is not an SQLite database, or has a newer schema than this code.
+    """
+
+    def __init__(self, path: str | Path, *, retention_days: float | None = None) -> None:
+        if retention_days is not None and not retention_days > 0:
+            raise ValueError(f"{retention_days=} must be > 0 (or None to keep everything)")
+        self.path = Path(path)
+        self.url = f"sqlite:///{path}"
+        self.retention_days = retention_days
+        self._columns: list[str] | None = None  # feature columns, in creation order
+        self._feature_sql: dict[tuple[str, ...], str] = {}
+        self._next_prune = math.inf
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(
+                f"{self.path}: cannot create its folder: {exc.strerror or exc}",
+                retryable=not isinstance(exc, PermissionError),
+            ) from exc
+        try:
+            # isolation_level=None: no implicit transactions; every batch is an explicit one.
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc, where=str(self.path)) from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = OFF")
+            self._migrate()
+            if self.retention_days is not None:
+                with self._transaction():
+                    self._prune()
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        except sqlite3.Error as exc:
+            raise self._error(exc, where=str(self.path)) from exc
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION`, all steps in one transaction."""
+        target = len(MIGRATIONS)
+        version = self._version()
+        if version == target:
+            return
+        self._check_version(version, target)
+        with self._transaction():
+            version = self._version()  # another connection may have migrated it meanwhile
+            self._check_version(version, target)
+            for step in MIGRATIONS[version:target]:
+                step(self._db)
+            self._db.execute(f"PRAGMA user_version = {int(target)}")
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self, version: int, target: int) -> None:
+        if version > target:
+            raise HistoryError(
+                f"{self.path}: history schema version {version} is newer than this pdm-edge "
+                f"knows ({target}); upgrade pdm-edge or use another file",
+                retryable=False,
+            )
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error, *, where: str | None = None) -> HistoryError:
+        """``sqlite3`` → :class:`HistoryError`, one line, retryable when waiting may help."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(code, int):
+            primary = code & 0xFF
+            if primary == _SQLITE_NOTADB:
+                return HistoryError(
+                    f"{self.path}: not an SQLite database ({reason})", retryable=False
+                )
+            retryable = primary in _RETRYABLE_CODES
+        else:
+            retryable = any(w in reason.lower() for w in _RETRYABLE_WORDS)
+        return HistoryError(f"{where or self.url}: {reason}", retryable=retryable)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (taking the write lock up front): all of it, or nothing."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite rolls back by itself after some errors
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            self._columns = None  # columns added in the failed transaction are gone
+            raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for all the queries of a read; sqlite3 errors become HistoryError."""
+        try:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _load_columns(self) -> list[str]:
+        """Feature columns in creation order, as the file has them now."""
+        rows = self._db.execute("PRAGMA table_info(features)").fetchall()
+        self._columns = [r[1] for r in rows if r[1] not in _FIXED_FEATURE_COLUMNS]
+        return self._columns
+
+    def _distinct(self, table: str, column: str, **equal: str) -> list[str]:
+        """Distinct values of ``column`` where the leading key columns equal ``equal``.
+
+        Each step is one primary-key probe, so this costs O(values · log rows), not a scan.
+        """
+        conds = [f"{k} = ?" for k in equal]
+        args: list[Any] = list(equal.values())
+        first = f"SELECT min({column}) FROM {table}" + (
+            " WHERE " + " AND ".join(conds) if conds else ""
+        )
+        after = f"SELECT min({column}) FROM {table} WHERE " + " AND ".join(
+            [*conds, f"{column} > ?"]
+        )
+        out: list[str] = []
+        value = self._db.execute(first, args).fetchone()[0]
+        while value is not None:
+            out.append(value)
+            value = self._db.execute(after, [*args, value]).fetchone()[0]
+        return out
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Store a batch in one transaction, all of it or nothing."""
+        if not records:
+            return
+        prune = self.retention_days is not None and time.monotonic() >= self._next_prune
+        try:
+            with self._transaction():
+                if prune:
+                    self._prune()
+                small: dict[str, list[tuple[Any, ...]]] = {}
+                for rec in records:
+                    if isinstance(rec, FeatureRows):
+                        self._write_features(rec)
+                    elif isinstance(rec, ScoreRows):
+                        self._write_scores(rec)
+                    else:
+                        small.setdefault(rec.kind, []).append(_small_row(rec))
+                for kind, rows in small.items():
+                    self._db.executemany(_INSERT[kind], rows)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+
+    def _write_features(self, rec: FeatureRows) -> None:
+        if len(rec) == 0:
+            return
+        names = tuple(rec.names)
+        sql = self._feature_sql.get(names)
+        if sql is None or self._columns is None or not set(names) <= set(self._columns):
+            sql = self._prepare_features(names)
+        # Column lists zipped into rows: no per-row Python work beyond the tuple itself.
+        columns: list[Any] = [
+            repeat(rec.machine),
+            rec.channel,
+            rec.t_ns.tolist(),
+            rec.sensor,
+            rec.window.tolist(),
+            rec.valid.tolist(),
+            rec.iso_zone,
+        ]
+        self._db.executemany(sql, zip(*columns, *rec.values.T.tolist(), strict=False))
+
+    def _prepare_features(self, names: tuple[str, ...]) -> str:
+        """Check the names, add the columns the file lacks, return the INSERT for them."""
+        seen: set[str] = set()
+        for name in names:
+            if not FEATURE_NAME.match(name) or name in _FIXED_FEATURE_COLUMNS or name in seen:
+                why = "used twice" if name in seen else "expected [a-z][a-z0-9_]*, not a key column"
+                raise HistoryError(
+                    f"{self.url}: invalid feature name {name!r} ({why})", retryable=False
+                )
+            seen.add(name)
+        # Inside the write transaction, so no other connection can add a column meanwhile.
+        known = self._load_columns()
+        for name in names:
+            if name not in known:
+                self._db.execute(f'ALTER TABLE features ADD COLUMN "{name}" REAL')
+                known.append(name)
+        cols = ", ".join(['machine, channel, t_ns, sensor, "window", valid, iso_zone',
+                          *(f'"{n}"' for n in names)])  # fmt: skip
+        marks = ", ".join("?" * (7 + len(names)))
+        sql = f"INSERT OR REPLACE INTO features ({cols}) VALUES ({marks})"
+        self._feature_sql[names] = sql
+        return sql
+
+    def _write_scores(self, rec: ScoreRows) -> None:
+        if len(rec) == 0:
+            return
+        rows = zip(
+            repeat(rec.machine),
+            rec.t_ns.tolist(),
+            rec.window.tolist(),
+            rec.score.tolist(),
+            rec.state,
+            repeat(rec.model),
+            rec.diagnosis,
+            rec.top,
+        )
+        self._db.executemany(_INSERT["scores"], rows)
+
+    def _prune(self) -> None:
+        """Delete rows older than the retention, walking the keys (no full-table scan).
+
+        "Older" counts back from now, or from a machine's newest row when that is
+        earlier: a recording from last year replayed for commissioning keeps its
+        last ``retention_days`` instead of vanishing at the next open.
+        """
+        assert self.retention_days is not None
+        keep_ns = int(self.retention_days * 86_400e9)
+        now = time.time_ns()
+        newest_all: int | None = None
+        for machine in self._distinct("features", "machine"):
+            channels = self._distinct("features", "channel", machine=machine)
+            newest = max(
+                self._db.execute(
+                    "SELECT max(t_ns) FROM features WHERE machine = ? AND channel = ?",
+                    (machine, ch),
+                ).fetchone()[0]
+                for ch in channels
+            )
+            newest_all = newest if newest_all is None else max(newest_all, newest)
+            cutoff = min(now, newest) - keep_ns
+            for channel in channels:
+                self._db.execute(
+                    "DELETE FROM features WHERE machine = ? AND channel = ? AND t_ns < ?",
+                    (machine, channel, cutoff),
+                )
+            self._db.execute("DELETE FROM scores WHERE machine = ? AND t_ns < ?", (machine, cutoff))
+        cutoff = min(now, newest_all if newest_all is not None else now) - keep_ns
+        for table in ("spectra", *_LOG_KINDS):  # each has an index on t_ns
+            self._db.execute(f"DELETE FROM {table} WHERE t_ns < ?", (cutoff,))
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        try:
+            self._db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error as exc:
+            err = self._error(exc)
+            raise HistoryError(str(err), retryable=True) from exc
+
+    def machines(self) -> list[str]:
+        with self._reading():
+            found = set(self._distinct("features", "machine")) | set(
+                self._distinct("scores", "machine")
+            )
+        return sorted(found)
+
+    def latest_status(self, machine: str | None = None) -> list[MachineStatus]:
+        with self._reading() as db:
+            names = self._load_columns()
+            if machine is not None:
+                ids = [machine]
+            else:
+                ids = sorted(
+                    set(self._distinct("features", "machine"))
+                    | set(self._distinct("scores", "machine"))
+                )
+            select = ", ".join(["t_ns", "iso_zone", *(f'"{n}"' for n in names)])
+            out = []
+            for m in ids:
+                channels: dict[str, dict[str, Any]] = {}
+                newest: list[int] = []
+                for ch in self._distinct("features", "channel", machine=m):
+                    r = db.execute(
+                        f"SELECT {select} FROM features WHERE machine = ? AND channel = ? "
+                        "ORDER BY t_ns DESC LIMIT 1",
+                        (m, ch),
+                    ).fetchone()
+                    row = {n: float(v) for n, v in zip(names, r[2:], strict=True) if v is not None}
+                    channels[ch] = {**row, "iso_zone": r[1], "t_ns": r[0]}
+                    newest.append(r[0])
+                s = db.execute(
+                    "SELECT t_ns, score, state, model, diagnosis FROM scores WHERE machine = ? "
+                    "ORDER BY t_ns DESC LIMIT 1",
+                    (m,),
+                ).fetchone()
+                if s is not None:
+                    newest.append(s[0])
+                # The machine's alarm state: a sensor's own transitions do not set it.
+                a = db.execute(
+                    "SELECT t_ns, new FROM states WHERE machine = ? AND sensor = '' "
+                    "ORDER BY t_ns DESC LIMIT 1",
+                    (m,),
+                ).fetchone()
+                out.append(
+                    MachineStatus(
+                        machine=m,
+                        t_ns=max(newest) if newest else None,
+                        score=None if s is None or s[1] is None else float(s[1]),
+                        state=None if s is None else s[2],
+                        model=None if s is None else s[3],
+                        diagnosis=None if s is None else s[4],
+                        alarm_state=None if a is None else a[1],
+                        alarm_t_ns=None if a is None else a[0],
+                        channels=channels,
+                    )
+                )
+        return out
+
+    def trend(
+        self,
+        machine: str,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        points: int = 500,
+        channel: str | None = None,
+    ) -> list[Trend]:
+        """Feature ``name`` (or ``score``) in [start, end), mean/min/max per epoch-aligned bucket.
+
+        One Trend per channel that has a value in the range, sorted by channel
+        (``score``: one Trend with channel ``''``). NULL (NaN) values are left
+        out of the aggregates; buckets without a value are left out altogether.
+        """
+        width = bucket_ns(start_ns, end_ns, points)
+        # ((t % w) + w) % w: SQLite's % truncates toward zero; this floors, for t < 0 too.
+        bucket = "t_ns - ((t_ns % :w) + :w) % :w"
+        with self._reading() as db:
+            if name == "score":
+                table, column, channels = "scores", "score", [""]
+            else:
+                if name not in self._load_columns():
+                    return []  # never written (InfluxDB cannot tell that from a typo either)
+                table, column = "features", f'"{name}"'
+                if channel is None:
+                    channels = self._distinct("features", "channel", machine=machine)
+                else:
+                    channels = [channel]
+            where = "machine = :m AND t_ns >= :s AND t_ns < :e AND " + f"{column} IS NOT NULL"
+            if table == "features":
+                where += " AND channel = :c"
+            sql = (
+                f"SELECT {bucket} AS b, avg({column}), min({column}), max({column}) "
+                f"FROM {table} WHERE {where} GROUP BY b ORDER BY b"
+            )
+            out = []
+            for ch in channels:
+                args = {"w": width, "m": machine, "s": int(start_ns), "e": int(end_ns), "c": ch}
+                rows = db.execute(sql, args).fetchall()
+                if not rows:
+                    continue
+                t, mean, lo, hi = zip(*rows, strict=True)
+                out.append(
+                    Trend(
+                        machine,
+                        name,
+                        ch,
+                        width,
+                        np.array(t, dtype=np.int64),
+                        np.array(mean, dtype=np.float64),
+                        np.array(lo, dtype=np.float64),
+                        np.array(hi, dtype=np.float64),
+                    )
+                )
+        return out
+
+    def log(
+        self,
+        machine: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        *,
+        limit: int = 200,
+        kinds: Sequence[Kind] = ("states", "events", "actions", "captures"),
+    ) -> list[LogRecord]:
+        """Newest first; records at the same time come in the order states, events, actions, captures."""
+        unknown = sorted(set(kinds) - set(_LOG_KINDS))
+        if unknown:
+            raise ValueError(f"log kinds must be among {_LOG_KINDS}, not {unknown}")
+        if limit <= 0:
+            return []
+        time_sql, time_args = _range(start_ns, end_ns)
+        where = "WHERE 1 = 1" + time_sql
+        args: list[Any] = list(time_args)
+        if machine is not None:
+            where, args = where + " AND machine = ?", [*args, machine]
+        found: list[LogRecord] = []
+        with self._reading() as db:
+            for kind in _LOG_KINDS:
+                if kind not in kinds:
+                    continue
+                sql = f"{_SELECT_LOG[kind]} {where} ORDER BY {_LOG_ORDER[kind]} LIMIT ?"
+                found.extend(_log_record(kind, r) for r in db.execute(sql, [*args, int(limit)]))
+        found.sort(key=lambda r: -r.t_ns)  # stable: keeps the kind and key order of ties
+        return found[:limit]
+
+    def latest_spectra(self, machine: str, channel: str | None = None) -> list[Spectrum]:
+        """Newest spectrum of each (channel, type), sorted by channel then type."""
+        out = []
+        with self._reading() as db:
+            channels = (
+                self._distinct("spectra", "channel", machine=machine)
+                if channel is None
+                else [channel]
+            )
+            for ch in channels:
+                for typ in self._distinct("spectra", "type", machine=machine, channel=ch):
+                    r = db.execute(
+                        'SELECT sensor, t_ns, f0_hz, df_hz, unit, "values" FROM spectra '
+                        "WHERE machine = ? AND channel = ? AND type = ? ORDER BY t_ns DESC LIMIT 1",
+                        (machine, ch, typ),
+                    ).fetchone()
+                    values = np.frombuffer(r[5], dtype="<f4").astype(np.float32)
+                    out.append(
+                        Spectrum(machine, r[0], ch, r[1], typ, _nan(r[2]), _nan(r[3]), r[4], values)
+                    )
+        return out
+
+    def features(
+        self, machine: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> FeatureRows:
+        """Every feature row of ``machine`` in [start, end), by time then channel.
+
+        ``names`` are the feature columns with at least one value (not NaN) in the
+        result, in the order they were first written.
+        """
+        time_sql, time_args = _range(start_ns, end_ns)
+        t_ns: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        window: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        valid: list[np.ndarray[Any, np.dtype[np.bool_]]] = []
+        values: list[np.ndarray[Any, np.dtype[np.float64]]] = []
+        sensor: list[str] = []
+        channel: list[str] = []
+        iso_zone: list[str] = []
+        with self._reading() as db:
+            names = self._load_columns()
+            k = len(names)
+            select = ", ".join(
+                ['t_ns, "window", valid, sensor, iso_zone', *(f'"{n}"' for n in names)]
+            )
+            sql = f"SELECT {select} FROM features WHERE machine = ? AND channel = ?{time_sql} ORDER BY t_ns"
+            for ch in self._distinct("features", "channel", machine=machine):
+                cursor = db.execute(sql, [machine, ch, *time_args])
+                # In chunks, each turned into arrays at once: a million rows as Python
+                # tuples at the same time would take gigabytes.
+                while rows := cursor.fetchmany(FETCH_ROWS):
+                    block = np.array(rows, dtype=object).reshape(len(rows), 5 + k)
+                    t_ns.append(block[:, 0].astype(np.int64))
+                    window.append(block[:, 1].astype(np.int64))
+                    valid.append(block[:, 2].astype(bool))
+                    sensor.extend(block[:, 3].tolist())
+                    iso_zone.extend(block[:, 4].tolist())
+                    channel.extend(repeat(ch, len(rows)))
+                    values.append(block[:, 5:].astype(np.float64))  # None (stored NaN) → NaN
+        if not t_ns:
+            e = np.zeros(0, dtype=np.int64)
+            return FeatureRows(
+                machine, e, e.copy(), (), (), (), np.zeros((0, 0)), (), np.zeros(0, dtype=bool)
+            )
+        t = np.concatenate(t_ns)
+        # Rows came channel by channel, each in time: a stable sort by time gives time, then channel.
+        order = np.argsort(t, kind="stable")
+        v = np.concatenate(values)[order]
+        keep = np.flatnonzero(~np.isnan(v).all(axis=0))
+        kept = set(keep.tolist())
+        idx = order.tolist()
+        return FeatureRows(
+            machine,
+            t[order],
+            np.concatenate(window)[order],
+            tuple([sensor[i] for i in idx]),
+            tuple([channel[i] for i in idx]),
+            tuple(n for j, n in enumerate(names) if j in kept),
+            np.ascontiguousarray(v[:, keep]),
+            tuple([iso_zone[i] for i in idx]),
+            np.concatenate(valid)[order],
+        )
+
+    def scores(
+        self, machine: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> ScoreRows:
+        """Every score row of ``machine`` in [start, end), by time; ``model`` is the newest row's."""
+        time_sql, time_args = _range(start_ns, end_ns)
+        with self._reading() as db:
+            rows = db.execute(
+                f'SELECT t_ns, "window", score, state, diagnosis, top, model FROM scores '
+                f"WHERE machine = ?{time_sql} ORDER BY t_ns",
+                [machine, *time_args],
+            ).fetchall()
+        if not rows:
+            e = np.zeros(0, dtype=np.int64)
+            return ScoreRows(machine, "", e, e.copy(), np.zeros(0), (), (), ())
+        t, window, score, state, diagnosis, top, model = zip(*rows, strict=True)
+        return ScoreRows(
+            machine,
+            model[-1],
+            np.array(t, dtype=np.int64),
+            np.array(window, dtype=np.int64),
+            np.array(score, dtype=np.float64),  # None (stored NaN) → NaN
+            state,
+            diagnosis,
+            top,
+        )
+
+    def count(self, kind: Kind, machine: str | None = None) -> int:
+        if kind not in ("features", "scores", "spectra", *_LOG_KINDS):
+            raise ValueError(f"unknown record kind {kind!r}")
+        sql = f"SELECT count(*) FROM {kind}" + ("" if machine is None else " WHERE machine = ?")
+        with self._reading() as db:
+            return int(db.execute(sql, () if machine is None else (machine,)).fetchone()[0])
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file (idempotent); WAL content is checkpointed by the last connection."""
+        self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"

@@ -1,0 +1,301 @@
+"""``pdm-edge replay``: recordings through features and scoring into a history store.
+
+The same path the service runs (FeatureStream → ScoreStream → Recorder →
+HistoryWriter), as fast as possible or paced (``--speed 1.0`` = real time).
+
+**Interrupted and resumed.** SIGTERM or Ctrl-C stops reading, delivers or
+spools what is queued, saves a checkpoint and exits 143 (130 for Ctrl-C).
+The checkpoint holds the writer's *durable mark*: the newest window whose
+rows are all in the store or the spool. Running the same command again (same
+file, pipeline, model and store) resumes after that window; windows before it
+are processed again (the DSP needs the stream) but not written. Records are
+keyed, so a window written twice is stored once. After kill -9 the
+checkpoint is at most ~1 s old and the rows after it are written again: a
+replay loses nothing even then. ``--restart`` ignores the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pdm.config import Pipeline
+from pdm.errors import ConfigError
+from pdm.history import open_store, parse_store_url, spool_path
+from pdm.history.base import HistoryError, StoreURL
+from pdm.history.provenance import CaptureStore
+from pdm.history.recorder import Recorder
+from pdm.history.records import to_ns
+from pdm.history.spool import Spool
+from pdm.history.writer import HistoryWriter
+from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+
+__all__ = ["ReplayOptions", "replay", "resolve_store"]
+
+log = logging.getLogger("pdm.replay")
+
+
+@dataclass
+class ReplayOptions:
+    store: StoreURL
+    data_dir: Path
+    model_dir: Path | None = None
+    speed: float | None = None
+    fs: float | None = None
+    start_time: float | None = None
+    restart: bool = False
+    drain_timeout_s: float = 30.0
+    capture_windows: frozenset[int] = frozenset()
+    progress: bool = True
+    checkpoint_every_s: float = 1.0
+
+
+def resolve_store(arg: str | None, pipeline: Pipeline, data_dir: Path) -> StoreURL:
+    """``--store``, else the pipeline's ``[history] store``, else SQLite in the data dir."""
+    if arg:
+        return parse_store_url(arg, where="--store")
+    if pipeline.history.store:
+        where = f"{pipeline.source_path}: history.store"
+        return parse_store_url(pipeline.history.store, base_dir=pipeline.base_dir, where=where)
+    return parse_store_url(f"sqlite:///{(data_dir / 'history.db').resolve()}")
+
+
+@dataclass
+class _Stop:
+    """Set by SIGTERM/SIGINT; the loop checks it between chunks."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    signal: str | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+
+def _checkpoint_key(path: str, pipeline: Pipeline, model: str, store: StoreURL) -> str:
+    st = os.stat(path)
+    ident = {
+        "file": os.path.abspath(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "pipeline": pipeline.model_dump_json(),
+        "model": model,
+        "store": str(store),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _save_checkpoint(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dict[str, Any]:
+    """Replay ``files`` into the store; returns the summary (``interrupted`` set on a signal)."""
+    from tqdm import tqdm
+
+    from pdm.scoring.stream import ScoreStream
+
+    started = time.monotonic()
+    # Fail fast on a store that can never work (a SQLite path that is not a database,
+    # a bad URL); a server that is merely down is fine: rows go to the spool.
+    try:
+        with open_store(opts.store, retention_days=pipeline.history.retention_days) as probe:
+            probe.ping()
+    except HistoryError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("%s; rows will be spooled until it answers", exc)
+        print(f"pdm-edge: warning: {exc}; spooling until it answers", flush=True, file=_stderr())
+
+    stop = _Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    spool = Spool(
+        spool_path(opts.data_dir, opts.store), max_bytes=int(pipeline.history.spool_max_mb * 2**20)
+    )
+    writer = HistoryWriter(
+        lambda: open_store(opts.store, retention_days=pipeline.history.retention_days),
+        spool,
+        label=pipeline.machine.id,
+    )
+    captures = CaptureStore(opts.data_dir)
+    summary: dict[str, Any] = {
+        "files": list(files),
+        "store": str(opts.store),
+        "machine": pipeline.machine.id,
+        "windows": 0,
+        "invalid_windows": 0,
+        "windows_skipped": 0,
+        "resumed_after": None,
+        "transitions": [],
+        "captures": 0,
+        "interrupted": None,
+    }
+    try:
+        for path in files:
+            _replay_one(path, pipeline, opts, writer, captures, summary, stop, ScoreStream, tqdm)
+            if stop.event.is_set():
+                break
+    finally:
+        signal_name = stop.signal
+        delivered = False
+        if signal_name is None:
+            delivered = writer.drain(opts.drain_timeout_s)
+        writer.close(timeout=5.0 if signal_name else 10.0)
+        stats = writer.snapshot()
+        spool.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    summary.update(
+        interrupted=signal_name,
+        rows_submitted=stats.rows_submitted,
+        rows_written=stats.rows_written,
+        rows_spooled=stats.rows_spooled,
+        rows_dropped=stats.rows_dropped,
+        rows_rejected=stats.rows_rejected,
+        dropped_by_kind=stats.dropped_by_kind,
+        spool_rows=stats.spool_rows,
+        store_outages=stats.outages,
+        all_delivered=delivered and stats.spool_rows == 0,
+        elapsed_s=round(time.monotonic() - started, 3),
+    )
+    return summary
+
+
+def _stderr() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+def _replay_one(
+    path: str,
+    pipeline: Pipeline,
+    opts: ReplayOptions,
+    writer: HistoryWriter,
+    captures: CaptureStore,
+    summary: dict[str, Any],
+    stop: _Stop,
+    score_stream_cls: Any,
+    tqdm: Any,
+) -> None:
+    rec, pl = open_recording(path, pipeline, fs=opts.fs, start_time=opts.start_time)
+    with rec:
+        features = FeatureStream(pl, rec.sample_rate_hz)
+        scores = None
+        model_dir = opts.model_dir or pl.model_dir
+        if model_dir is not None:
+            scores = score_stream_cls(
+                pl, rec.sample_rate_hz, Path(model_dir), features.extractor.names
+            )
+        model_version = scores.scorer.model.version if scores and scores.scorer else ""
+        recorder = Recorder(pl, captures)
+        ckpt = (
+            opts.data_dir
+            / "replay"
+            / f"{_checkpoint_key(path, pl, model_version, opts.store)}.json"
+        )
+        mark: int | None = None
+        if not opts.restart and ckpt.exists():
+            try:
+                state = json.loads(ckpt.read_text())
+                if not state.get("complete"):
+                    mark = state.get("mark_ns")
+            except (OSError, ValueError):
+                mark = None
+        if mark is not None:
+            summary["resumed_after"] = iso_time(mark / 1e9)
+            print(f"pdm-edge: {path}: resuming after {iso_time(mark / 1e9)}", file=_stderr())
+        last_ckpt = time.monotonic()
+        t_first: float | None = None
+        wall0 = time.monotonic()
+
+        def write_group(group: list[WindowFeatures]) -> None:
+            nonlocal last_ckpt
+            if not group:
+                return
+            rows = scores.process(group) if scores is not None else []
+            model = ""
+            thresholds: dict[str, float] = {}
+            if scores is not None and scores.scorer is not None:
+                m = scores.scorer.model
+                model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
+            for wf in group:
+                if wf.window.index in opts.capture_windows:
+                    recorder.capture_next(f"on demand (--capture {wf.window.index})")
+            recs = recorder.records(group, rows, model=model, thresholds=thresholds)
+            recs += recorder.stream_events(features.events)
+            t_last = to_ns(group[-1].window.t_start)
+            summary["windows"] += len(group)
+            summary["invalid_windows"] += sum(not wf.features.valid for wf in group)
+            if mark is not None and t_last <= mark:
+                summary["windows_skipped"] += len(group)
+                recorder.transitions.clear()
+                return
+            writer.submit(*recs, mark=t_last)
+            now = time.monotonic()
+            if now - last_ckpt >= opts.checkpoint_every_s:
+                _save_checkpoint(
+                    ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": False}
+                )
+                last_ckpt = now
+
+        group: list[WindowFeatures] = []
+        with tqdm(
+            desc=Path(path).name,
+            unit=" s",
+            disable=None if opts.progress else True,
+            file=_stderr(),
+            leave=False,
+        ) as bar:
+            for chunk in rec.chunks():
+                if stop.event.is_set():
+                    break
+                if t_first is None:
+                    t_first = chunk.t0
+                for wf in features.push(chunk):
+                    group.append(wf)
+                    if len(group) == features.batch:
+                        write_group(group)
+                        group = []
+                seconds = len(chunk.data) / chunk.fs
+                bar.update(seconds)
+                if opts.speed:
+                    due = (chunk.t0 + seconds - t_first) / opts.speed
+                    ahead = due - (time.monotonic() - wall0)
+                    if ahead > 0 and stop.event.wait(ahead):
+                        break
+            if not stop.event.is_set():
+                for wf in features.flush():
+                    group.append(wf)
+                write_group(group)
+        summary["transitions"] += [t.as_dict() for t in recorder.transitions]
+        summary["captures"] += sum(1 for t in recorder.transitions if t.capture)
+        if stop.event.is_set():
+            writer.flush(timeout=5.0)
+            _save_checkpoint(
+                ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": False}
+            )
+        else:
+            _save_checkpoint(ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": True})
+
+
+def check_speed(speed: float | None) -> float | None:
+    if speed is not None and not 0 < speed <= 1e6:
+        raise ConfigError(f"--speed: must be > 0 (1.0 = real time), got {speed:g}")
+    return speed

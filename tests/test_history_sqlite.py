@@ -1,0 +1,467 @@
+"""What only the SQLite store does: schema versions, WAL, columns per feature, errors, retention.
+
+The behaviour every store shares is in ``tests/test_history_contract.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from test_history_contract import (
+    NAMES,
+    T0,
+    S,
+    features,
+    log_records,
+    ramp,
+    scores,
+    spectrum,
+)
+
+import pdm.history.sqlite as sqlite_mod
+from pdm.history.base import HistoryError, parse_store_url
+from pdm.history.records import Event, FeatureRows, Record, ScoreRows, StateChange
+from pdm.history.sqlite import SCHEMA_VERSION, SqliteStore
+
+DAY = 86_400 * S
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection, to look at the file behind the store's back."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def columns(path: Path) -> list[str]:
+    with raw(path) as db:
+        return [r[1] for r in db.execute("PRAGMA table_info(features)")]
+
+
+def user_version(path: Path) -> int:
+    db = raw(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+def test_url_folders_and_context_manager(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "history.db"
+    with SqliteStore(path) as store:
+        assert store.url == f"sqlite:///{path}"
+        assert parse_store_url(store.url).path == path
+        assert path.parent.is_dir()
+        store.ping()
+    store.close()  # closing twice is fine
+    with pytest.raises(HistoryError):
+        store.count("features")
+
+
+def test_wal_and_pragmas(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "h.db") as store:
+        db = store._db
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+    # WAL is a property of the file: a plain connection sees it too.
+    with raw(tmp_path / "h.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_retention_days_must_be_positive(tmp_path: Path) -> None:
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="retention_days"):
+            SqliteStore(tmp_path / "h.db", retention_days=bad)
+
+
+# --- schema versions -------------------------------------------------------------------------------
+
+
+def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    SqliteStore(path).close()
+    assert user_version(path) == SCHEMA_VERSION == len(sqlite_mod.MIGRATIONS)
+    with raw(path) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert tables == {"features", "scores", "spectra", "states", "events", "actions", "captures"}
+    assert columns(path) == ["machine", "channel", "t_ns", "sensor", "window", "valid", "iso_zone"]
+
+
+@pytest.mark.parametrize("kind", ["empty file", "empty database"])
+def test_a_version_0_file_is_migrated(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "h.db"
+    if kind == "empty file":
+        path.touch()
+    else:
+        with raw(path) as db:
+            db.execute("CREATE TABLE notes (x)")  # something else's table: left alone
+    with SqliteStore(path) as store:
+        store.write([ramp("m1", "de", 3)])
+        assert store.count("features") == 3
+    assert user_version(path) == SCHEMA_VERSION
+
+
+def _add_notes(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE notes (t_ns INTEGER, text TEXT)")
+    db.execute("INSERT INTO notes VALUES (1, 'migrated')")
+
+
+def test_an_older_file_is_migrated_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        store.write([ramp("m1", "de", 3)])
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", [*sqlite_mod.MIGRATIONS, _add_notes])
+    with SqliteStore(path) as store:
+        assert store.count("features") == 3  # the data survives
+    SqliteStore(path).close()  # already at the new version: nothing runs again
+    assert user_version(path) == SCHEMA_VERSION + 1
+    with raw(path) as db:
+        assert db.execute("SELECT text FROM notes").fetchall() == [("migrated",)]
+
+
+def test_a_failed_migration_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.db"
+    SqliteStore(path).close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    # Step 2 works, step 3 fails: the file stays at version 1, without step 2's table.
+
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", [*sqlite_mod.MIGRATIONS, _add_notes, broken])
+    with pytest.raises(HistoryError, match="no_such_table") as info:
+        SqliteStore(path)
+    assert str(path) in one_line(info.value)
+    assert user_version(path) == SCHEMA_VERSION
+    with raw(path) as db:
+        assert db.execute("SELECT name FROM sqlite_schema WHERE name = 'notes'").fetchall() == []
+
+
+def test_a_newer_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    SqliteStore(path).close()
+    with raw(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 98}")
+    with pytest.raises(HistoryError) as info:
+        SqliteStore(path)
+    text = one_line(info.value)
+    assert info.value.retryable is False
+    assert str(path) in text and f"{SCHEMA_VERSION + 98}" in text and f"({SCHEMA_VERSION})" in text
+    assert user_version(path) == SCHEMA_VERSION + 98  # untouched
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not the rows you are looking for\n" * 100)
+    with pytest.raises(HistoryError) as info:
+        SqliteStore(path)
+    text = one_line(info.value)
+    assert text.startswith(f"{path}: not an SQLite database")
+    assert info.value.retryable is False
+    assert path.read_text().startswith("these are not")  # untouched
+
+
+# --- feature columns -------------------------------------------------------------------------------
+
+
+def test_new_feature_names_add_columns(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as writer, SqliteStore(path) as reader:
+        writer.write([features("m1", [0], ["de"], [[1.0, 2.0, 3.0, 4.0]])])
+        assert columns(path)[7:] == list(NAMES)
+        assert reader.features("m1").names == NAMES  # the reader had not seen the columns
+        more = ("rms_g", "band_x_rms_g", "order_1x_g")
+        writer.write([features("m1", [1], ["de"], [[5.0, 6.0, 7.0]], names=more)])
+        assert columns(path)[7:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
+        got = reader.features("m1")
+        assert got.names == (*NAMES, "band_x_rms_g", "order_1x_g")
+        assert_array_equal(got.values[1], [5.0, np.nan, np.nan, np.nan, 6.0, 7.0])
+        (tr,) = reader.trend("m1", "order_1x_g", T0, T0 + 10 * S)
+        assert_array_equal(tr.max, [7.0])
+    with SqliteStore(path) as again:  # a third store finds them in the file
+        again.write([features("m1", [2], ["de"], [[8.0]], names=("order_1x_g",))])
+    assert columns(path)[7:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
+
+
+@pytest.mark.parametrize(
+    "name", ["Rms_g", "1x_g", "rms-g", "rms g", 'a"b', "", "t_ns", "window", "valid", "_x"]
+)
+def test_bad_feature_names_are_refused_and_nothing_is_written(tmp_path: Path, name: str) -> None:
+    with SqliteStore(tmp_path / "h.db") as store:
+        bad = features("m1", [0], ["de"], [[1.0, 2.0]], names=("crest", name))
+        with pytest.raises(HistoryError) as info:
+            store.write([scores("m1", [0], [0.5]), ramp("m1", "de", 3), bad])
+        assert info.value.retryable is False
+        assert repr(name) in one_line(info.value)
+        assert store.count("scores") == 0 and store.count("features") == 0
+        assert "crest" not in columns(tmp_path / "h.db")  # the ALTER TABLE was rolled back too
+        store.write([ramp("m1", "de", 3)])  # and the store goes on
+        assert store.count("features") == 3
+
+
+def test_a_feature_name_twice_in_one_record_is_refused(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "h.db") as store:
+        rec = features("m1", [0], ["de"], [[1.0, 2.0]], names=("crest", "crest"))
+        with pytest.raises(HistoryError, match="used twice"):
+            store.write([rec])
+
+
+# --- how values are kept ---------------------------------------------------------------------------
+
+
+def test_nan_is_null_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        store.write(
+            [
+                features("m1", [0], ["de"], [[1.5, np.nan, np.nan, 2.5]]),
+                scores("m1", [0], [np.nan]),
+                StateChange("m1", T0, "ok", "alert", "x"),
+            ]
+        )
+    with raw(path) as db:
+        row = db.execute('SELECT rms_g, velocity_rms_mm_s, "kurtosis" FROM features').fetchone()
+        assert row == (1.5, None, 2.5)
+        assert db.execute("SELECT score FROM scores").fetchone() == (None,)
+        assert db.execute("SELECT score FROM states").fetchone() == (None,)
+
+
+def test_spectrum_values_are_a_little_endian_float32_blob(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    sp = spectrum("m1", "de", 0)
+    with SqliteStore(path) as store:
+        store.write([sp])
+    with raw(path) as db:
+        (blob,) = db.execute('SELECT "values" FROM spectra').fetchone()
+    assert len(blob) == 4 * len(sp.values)
+    assert_array_equal(np.frombuffer(blob, dtype="<f4"), sp.values)
+
+
+# --- errors while writing --------------------------------------------------------------------------
+
+
+def _batch() -> list[Record]:
+    return [ramp("m1", "de", 50), scores("m1", [0, 1], [0.1, 0.2]), *log_records("m1")]
+
+
+def test_disk_full_is_retryable_and_writes_nothing(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "h.db") as store:
+        store.write([ramp("m1", "de", 5)])
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # a file that cannot grow
+        big = ramp("m1", "fe", 20_000)
+        with pytest.raises(HistoryError) as info:
+            store.write([scores("m1", [0], [0.5]), big])
+        text = one_line(info.value)
+        assert info.value.retryable is True
+        assert text.startswith(f"{store.url}: ") and "full" in text
+        assert store.count("features") == 5 and store.count("scores") == 0
+        store._db.execute("PRAGMA max_page_count = 1073741823")
+        store.write([scores("m1", [0], [0.5]), big])  # the same batch, once there is room
+        assert store.count("features") == 20_005 and store.count("scores") == 1
+
+
+def test_a_locked_file_is_retryable(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        store._db.execute("PRAGMA busy_timeout = 50")  # do not wait the full 5 s here
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        try:
+            with pytest.raises(HistoryError) as info:
+                store.write(_batch())
+            assert info.value.retryable is True
+            assert "locked" in one_line(info.value)
+            assert store.count("features") == 0  # and reading still works meanwhile
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        store.write(_batch())
+        assert store.count("features") == 50
+
+
+def test_other_errors_are_permanent(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        with raw(path) as db:
+            db.execute(
+                "CREATE TRIGGER no_events BEFORE INSERT ON events "
+                "BEGIN SELECT RAISE(ABORT, 'events are switched off'); END"
+            )
+        with pytest.raises(HistoryError) as info:
+            store.write(_batch())
+        assert info.value.retryable is False
+        assert one_line(info.value) == f"{store.url}: events are switched off"
+        assert store.count("features") == 0 and store.count("states") == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
+def test_a_read_only_file_is_a_permanent_error(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    SqliteStore(path).close()
+    path.chmod(0o444)
+    try:
+        with SqliteStore(path) as store:
+            with pytest.raises(HistoryError, match="readonly") as info:
+                store.write(_batch())
+            assert info.value.retryable is False
+    finally:
+        path.chmod(0o644)
+
+
+def test_a_folder_that_cannot_be_opened_is_retryable(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    path.mkdir()  # a directory where the file should be
+    with pytest.raises(HistoryError) as info:
+        SqliteStore(path)
+    assert one_line(info.value).startswith(f"{path}: ")
+    assert info.value.retryable is True  # "unable to open database file": may be a mount coming up
+
+
+# --- retention -------------------------------------------------------------------------------------
+
+
+def _aged(now_ns: int, age_days: float, tag: str) -> list[Record]:
+    """One row of each kind, ``age_days`` old."""
+    t = now_ns - round(age_days * DAY)
+    rows = FeatureRows(
+        "m1",
+        np.array([t, t], dtype=np.int64),
+        np.array([1, 1], dtype=np.int64),
+        ("s1", "s1"),
+        ("de", "fe"),
+        ("rms_g",),
+        np.array([[1.0], [2.0]]),
+        ("A", "A"),
+        np.array([True, True]),
+    )
+    sc = ScoreRows("m1", "", np.array([t]), np.array([1]), np.array([0.5]), ("ok",), ("",), ("",))
+    sp = spectrum("m1", "de", 0)
+    sp = type(sp)(
+        sp.machine, sp.sensor, sp.channel, t, sp.type, sp.f0_hz, sp.df_hz, sp.unit, sp.values
+    )
+    return [rows, sc, sp, *(_shift(r, t) for r in log_records(f"m1-{tag}"))]
+
+
+def _shift(rec: Record, t: int) -> Record:
+    return dataclasses.replace(rec, t_ns=t)  # type: ignore[type-var]
+
+
+KINDS = ("features", "scores", "spectra", "states", "events", "actions", "captures")
+
+
+def test_retention_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    now = time.time_ns()
+    with SqliteStore(path) as store:
+        store.write([*_aged(now, 10, "old"), *_aged(now, 1, "new")])
+        assert [store.count(k) for k in KINDS] == [4, 2, 2, 2, 2, 2, 2]
+    with SqliteStore(path, retention_days=5) as store:
+        assert [store.count(k) for k in KINDS] == [2, 1, 1, 1, 1, 1, 1]
+        assert {r.machine for r in store.log()} == {"m1-new"}
+        assert store.features("m1").t_ns.min() > now - 5 * DAY
+
+
+def test_retention_during_writes_at_most_hourly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.db"
+    now = time.time_ns()
+    with SqliteStore(path, retention_days=5) as store:
+        store.write(_aged(now, 10, "a"))
+        store.write(_aged(now, 0.5, "b"))
+        assert store.count("features") == 4  # the hour has not passed yet
+        monkeypatch.setattr(store, "_next_prune", time.monotonic() - 1)  # … now it has
+        store.write([Event("x", now, "t", "info", "an hour later")])
+        assert store.count("features") == 2 and store.count("scores") == 1
+        assert {r.machine for r in store.log()} == {"m1-b", "x"}
+        assert store._next_prune > time.monotonic() + sqlite_mod.PRUNE_EVERY_S - 60
+
+
+def test_retention_counts_back_from_the_newest_row_of_an_old_recording(tmp_path: Path) -> None:
+    """A recording from last year, replayed for commissioning, keeps its last days."""
+    path = tmp_path / "h.db"
+    year_ago = time.time_ns() - 365 * DAY
+    with SqliteStore(path) as store:
+        store.write([*_aged(year_ago, 10, "old"), *_aged(year_ago, 1, "new")])
+    with SqliteStore(path, retention_days=5) as store:
+        assert [store.count(k) for k in KINDS] == [2, 1, 1, 1, 1, 1, 1]
+        assert {r.machine for r in store.log()} == {"m1-new"}
+
+
+def test_no_retention_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        store.write(_aged(time.time_ns(), 3650, "ancient"))
+    with SqliteStore(path) as store:
+        assert store.count("features") == 2
+
+
+# --- a writer and a reader on one file ---------------------------------------------------------------
+
+
+def test_a_reader_and_a_writer_at_the_same_time(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    batches = 200
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with SqliteStore(path) as writer:
+                for i in range(batches):
+                    rec = ramp("m1", "de", 50)
+                    shifted = FeatureRows(
+                        rec.machine,
+                        rec.t_ns + i * 50 * S,
+                        rec.window + i * 50,
+                        rec.sensor,
+                        rec.channel,
+                        rec.names,
+                        rec.values + i * 50,
+                        rec.iso_zone,
+                        rec.valid,
+                    )
+                    writer.write([shifted, scores("m1", [i * 50], [0.01 * i])])
+                    time.sleep(0.0005)  # a pipeline's pace, so that the reader sees the file grow
+        except BaseException as exc:
+            errors.append(exc)
+
+    SqliteStore(path).close()  # create the schema before the race starts
+    with SqliteStore(path) as reader:
+        thread = threading.Thread(target=write)
+        thread.start()
+        seen: list[int] = []
+        while thread.is_alive() or not seen:
+            n = reader.count("features")
+            # Every snapshot holds whole batches, and features and scores agree.
+            assert n % 50 == 0
+            assert reader.count("scores") >= n // 50
+            if n:
+                (tr,) = reader.trend("m1", "rms_g", T0, T0 + batches * 50 * S, points=20)
+                assert tr.max.max() >= n - 1
+            seen.append(n)
+        thread.join()
+        assert not errors, errors
+        assert seen == sorted(seen)
+        assert reader.count("features") == batches * 50
+        assert len(set(seen)) > 1  # the reader did see the file grow
+        assert_array_equal(reader.features("m1").values[:, 0], np.arange(batches * 50.0))
