@@ -123,6 +123,20 @@ def bench_scoring(*, quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def _history_figures(dsp_rows_per_s: float, *, quick: bool) -> dict[str, Any]:
+    """History write speed against its target: twice the feature rows (one per channel and
+    window) that ``dsp_sensors_per_core`` tri-axial sensors produce."""
+    from pdm.bench_history import bench_history
+
+    out = bench_history(quick=quick)
+    target = 2.0 * dsp_rows_per_s
+    out["history_target_rows_per_s"] = round(target)
+    for store in ("sqlite", "influx1"):
+        rate = out.get(f"history_rows_per_s_{store}")
+        out[f"history_{store}_over_target"] = None if rate is None else round(rate / target, 2)
+    return out
+
+
 def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     """Run the DSP benchmark; returns the figures (see docs/benchmarks.md)."""
     rounds, reps = (5, 8) if quick else (31, 24)
@@ -191,8 +205,11 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
 
     windows_per_sensor_s = FS / hop
     scoring = bench_scoring(quick=quick)
+    sensors_per_core = 1e6 / (t_stream * windows_per_sensor_s)
+    history = _history_figures(sensors_per_core * windows_per_sensor_s * CHANNELS, quick=quick)
     return {
         **scoring,
+        **history,
         "dsp_ratio_to_rfft": round(r_batch, 3),
         "dsp_ratio_to_rfft_batch1": round(r_single, 3),
         "dsp_ratio_to_rfft_speed_search": round(r_search, 3),
@@ -200,7 +217,7 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
         "dsp_stream_ratio_to_rfft": round(r_stream, 3),
         "rfft_batched_ratio_to_rfft": round(r_rfft_batch, 3),
         "dsp_ratio_to_batched_rfft": round(r_batch / r_rfft_batch, 3),
-        "dsp_sensors_per_core": round(1e6 / (t_stream * windows_per_sensor_s), 1),
+        "dsp_sensors_per_core": round(sensors_per_core, 1),
         "scipy_reference_ratio_to_rfft": round(r_ref, 1),
         "rfft_us": round(t_rfft, 1),
         "extract_us_per_window": round(t_batch, 1),

@@ -30,7 +30,10 @@ PIPELINE = REPO / "pipelines" / "demo.toml"
 MACHINE = "demo-pump"
 
 
-def _replay(store: str, data_dir: Path, *extra: str) -> subprocess.Popen[str]:
+def _replay(
+    store: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``pdm-edge replay`` of the outer-race fixture into ``store``, as a subprocess."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -50,6 +53,7 @@ def _replay(store: str, data_dir: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
 
 

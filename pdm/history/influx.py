@@ -20,6 +20,7 @@ import base64
 import json
 import math
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -101,6 +102,7 @@ class _InfluxQL:
     def __init__(self, cfg: StoreURL, *, client: httpx.Client | None = None) -> None:
         self.cfg = cfg
         self.url = str(cfg)
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdm-influx-send")
         self._http = client or httpx.Client(
             base_url=cfg.http_base,
             timeout=httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 3.0)),
@@ -144,14 +146,36 @@ class _InfluxQL:
         return HistoryError(f"{self.url}: {what}: {exc}", retryable=False)
 
     def write(self, records: Sequence[Record]) -> None:
-        batch: list[str] = []
-        for line in lines(records):
-            batch.append(line)
-            if len(batch) >= BATCH_LINES:
+        """Send ``records`` in requests of :data:`BATCH_LINES` lines.
+
+        The next request is encoded while the previous one is in flight (one
+        request at a time on the wire), so the Python encoder and the server's
+        parser work on both cores. Raises the first error; everything before it
+        may be stored, which is harmless — a resent point replaces itself.
+        """
+        in_flight: Future[None] | None = None
+        try:
+            batch: list[str] = []
+            for line in lines(records):
+                batch.append(line)
+                if len(batch) >= BATCH_LINES:
+                    body = ("\n".join(batch) + "\n").encode()
+                    batch = []
+                    if in_flight is not None:
+                        in_flight.result()
+                    in_flight = self._sender.submit(self._send, body)
+            if in_flight is not None:
+                in_flight.result()
+                in_flight = None
+            if batch:
                 self._send(("\n".join(batch) + "\n").encode())
-                batch = []
-        if batch:
-            self._send(("\n".join(batch) + "\n").encode())
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
+                try:
+                    in_flight.result()
+                except Exception:
+                    pass
 
     def ping(self) -> None:
         try:
@@ -401,6 +425,7 @@ class _InfluxQL:
         return total
 
     def close(self) -> None:
+        self._sender.shutdown(wait=True)
         self._http.close()
 
     def __enter__(self) -> _InfluxQL:

@@ -95,8 +95,12 @@ def _features(r: FeatureRows) -> Iterable[str]:
     for s, c in set(zip(r.sensor, r.channel, strict=True)):
         heads[s, c] = _tags("pdm_features", [("machine", r.machine), ("sensor", s), ("channel", c)])
     zones = [_str(z) for z in r.iso_zone]
-    for vals, s, c, zone, w, ok, t in zip(
+    # One C-level format for the rows without NaN (almost all of them).
+    every = ",".join(k.replace("%", "%%") + "%r" for k in keys)
+    finite = np.asarray(np.isfinite(r.values).all(axis=1), dtype=bool) & bool(keys)
+    for vals, fin, s, c, zone, w, ok, t in zip(
         r.values.tolist(),
+        finite.tolist(),
         r.sensor,
         r.channel,
         zones,
@@ -105,8 +109,10 @@ def _features(r: FeatureRows) -> Iterable[str]:
         r.t_ns.tolist(),
         strict=True,
     ):
-        # v - v == 0 is False exactly for NaN and ±inf: those are left out.
-        body = ",".join([k + repr(v) for k, v in zip(keys, vals, strict=True) if v - v == 0])
+        if fin:
+            body = every % tuple(vals)
+        else:  # v - v == 0 is False exactly for NaN and ±inf: those are left out.
+            body = ",".join([k + repr(v) for k, v in zip(keys, vals, strict=True) if v - v == 0])
         yield (
             f"{heads[s, c]} {body}{',' if body else ''}iso_zone={zone},"
             f"valid={'true' if ok else 'false'},window={w}i {t}"

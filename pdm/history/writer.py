@@ -85,7 +85,7 @@ class HistoryWriter:
         spool: Spool,
         *,
         label: str = "appliance",
-        batch_rows: int = 5000,
+        batch_rows: int = 20_000,
         queue_rows: int = 100_000,
         flush_interval_s: float = 1.0,
         retry_min_s: float = 0.5,

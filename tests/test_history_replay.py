@@ -1,0 +1,170 @@
+"""What a replay puts in history: features, scores, spectra that keep their peaks, transitions
+with the raw windows behind them, and a JSON summary on the last line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pdm.cli import main
+from pdm.config import pipeline_from_flags
+from pdm.history import open_store
+from pdm.history.provenance import load_capture
+from pdm.history.recorder import Recorder, decimate_peak
+from pdm.history.records import Capture, StateChange
+from pdm.processing import FeatureStream
+from pdm.scoring.runtime import Model
+from pdm.sources.base import Chunk
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = REPO / "fixtures"
+PIPELINE = REPO / "pipelines" / "demo.toml"
+
+
+def test_peak_hold_decimation_keeps_a_line_between_stored_lines() -> None:
+    amp = np.zeros((1, 4097))
+    amp[0, 1234] = 0.7  # a bearing line that falls inside a merged band
+    vals, factor = decimate_peak(amp, 800)
+    assert factor == 6 and vals.shape == (1, 683)
+    assert vals[0, 1234 // 6] == pytest.approx(0.7) and vals.sum() == pytest.approx(0.7)
+
+
+def test_stored_spectrum_reads_a_sine_at_its_amplitude_and_frequency() -> None:
+    fs, n, f, a = 25600.0, 8192, 1000.0, 0.25  # 1000 Hz is bin 320: bin-centred
+    pl = pipeline_from_flags(fs=fs, columns=["x_g"], rpm=1480, window=n, overlap=0.0)
+    pl = pl.model_copy(update={"history": pl.history.model_copy(update={"spectra_every_s": 0.0})})
+    t = np.arange(2 * n) / fs
+    stream = FeatureStream(pl, fs, batch=1)
+    wins = list(stream.feed([Chunk((a * np.sin(2 * np.pi * f * t))[:, None], fs, 0.0, ("x_g",))]))
+    spectra = [r for r in Recorder(pl).records(wins[:1]) if r.kind == "spectra"]
+    power = next(s for s in spectra if s.type == "power")
+    assert power.unit == "g" and power.df_hz == pytest.approx(fs / n * 6)
+    k = int(np.argmax(power.values))
+    assert power.freqs_hz[k] <= f < power.freqs_hz[k] + power.df_hz
+    assert float(power.values[k]) == pytest.approx(a, rel=1e-3)
+    env = next(s for s in spectra if s.type == "envelope")
+    assert env.freqs_hz[-1] <= pl.history.envelope_max_hz + env.df_hz
+
+
+def _replay(tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pdm.cli",
+            "replay",
+            str(FIX / "outer_race.csv.gz"),
+            "-p",
+            str(PIPELINE),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path) -> None:
+    code, summary, err = _replay(tmp_path, "--capture", "3")
+    assert code == 0, err
+    assert summary["windows"] == 147 and summary["all_delivered"]
+    for key in ("windows", "rows_written", "rows_spooled", "rows_dropped"):
+        assert key in summary
+    # The outer-race fixture turns faulty at 3.75 s: the first scored window past it.
+    (tr,) = summary["transitions"]
+    assert (tr["from"], tr["to"]) == ("ok", "danger") and tr["window"] == 47
+    assert tr["t"].startswith("2026-01-01T00:00:03.76")
+    data_dir = tmp_path / "data"
+    model = Model.load(REPO / "models" / "demo-pump")
+    with open_store(summary["store"]) as st:
+        assert st.count("features", "demo-pump") == 147 * 2
+        assert st.count("scores", "demo-pump") == 147
+        assert st.count("spectra", "demo-pump") == 2 * 2 * 2  # every 10 s of 11.8 s, 2 ch, 2 kinds
+        log = st.log("demo-pump")
+        status = st.latest_status("demo-pump")[0]
+    state = next(r for r in log if isinstance(r, StateChange))
+    caps = {r.id: r for r in log if isinstance(r, Capture)}
+    assert state.capture == tr["capture"] and state.capture in caps and len(caps) == 2
+    assert "on demand" in next(c.reason for c in caps.values() if c.id != state.capture)
+    cap = caps[state.capture]
+    assert cap.model == model.version
+    assert json.loads(cap.thresholds) == {"alert": 1.0, "danger": model.danger}
+    windows, meta = load_capture(data_dir, cap)
+    assert windows.shape == (2, 2, 8192) and windows.dtype == np.float32  # capture_windows = 2
+    assert [w["index"] for w in meta["windows"]] == [46, 47]
+    assert meta["context"]["score"] == pytest.approx(state.score)
+    # The captured samples are the recording's: window 47 starts at sample 47·2048.
+    raw = np.loadtxt(
+        FIX / "outer_race.csv.gz",
+        delimiter=",",
+        comments="#",
+        skiprows=3,
+        max_rows=47 * 2048 + 8192,
+    )
+    np.testing.assert_allclose(windows[1].T, raw[47 * 2048 :], rtol=1e-6)
+    assert status.state == "danger" and status.alarm_state == "danger"
+    assert status.model == model.version and math.isfinite(status.score)
+
+
+def test_replay_without_a_model_writes_features_only(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "replay",
+            str(FIX / "healthy.csv.gz"),
+            "--fs",
+            "25600",
+            "--columns",
+            "x_g,y_g",
+            "--rpm",
+            "1480",
+            "--store",
+            f"sqlite:///{tmp_path}/h.db",
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    summary = json.loads(out[-1])
+    assert summary["transitions"] == [] and summary["rows_dropped"] == 0
+    with open_store(f"sqlite:///{tmp_path}/h.db") as st:
+        assert st.count("scores") == 0 and st.count("features") == summary["windows"] * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speed", "0"], "--speed: must be > 0"),
+        (["--capture", "x"], "--capture: window indices"),
+        (["--model", "{tmp}/broken"], "model.json"),
+    ],
+)
+def test_replay_option_errors_are_one_line(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.json").write_text("{ not json")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = main(
+        [
+            "replay",
+            str(FIX / "healthy.csv.gz"),
+            "-p",
+            str(PIPELINE),
+            "--data-dir",
+            str(tmp_path),
+            *args,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
