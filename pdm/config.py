@@ -569,19 +569,35 @@ class HistorySettings(BaseModel):
         "(influx1s/influx2s for HTTPS); secrets come from PDM_INFLUX_PASSWORD / PDM_INFLUX_TOKEN. "
         "None: the embedded SQLite store in the data directory.",
     )
-    retention_days: StrictFloat | None = Field(
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from pdm.history.base import parse_store_url
+
+            try:
+                parse_store_url(value, where="\0", secrets=False)
+            except ConfigError as exc:
+                # got=None: never echo the URL back (it may hold a password).
+                raise _invalid(str(exc).removeprefix("\0: "), got=None) from None
+        return value
+
+    retention_days: StrictFloat = Field(
         default=90.0,
-        gt=0,
+        ge=0,
         le=36_500,
-        description="SQLite: rows older than this are deleted, days (InfluxDB: the server's "
-        "retention policy applies). None: keep everything.",
+        description="SQLite: rows older than this (counted back from now, or from a machine's "
+        "newest row when that is earlier) are deleted, days; 0 keeps everything. InfluxDB: the "
+        "server's retention policy applies.",
     )
     spool_max_mb: StrictFloat = Field(
         default=512.0,
         gt=0,
         le=1_000_000,
         description="Bound on the disk spool that holds history while the store is down, MB "
-        "(when full: oldest spectra go first, then features; alarms and events never).",
+        "(when full: the oldest spectra go first, then feature and score rows; alarm states, "
+        "events, actions and captures never).",
     )
     spectra_every_s: StrictFloat = Field(
         default=10.0,
@@ -955,7 +971,7 @@ def _describe(err: Mapping[str, Any]) -> tuple[Loc, str, str | None]:
         loc = loc + tuple(ctx.get("path", ()))
         reason = str(ctx["reason"])
         if "got" in ctx:
-            got = _show(ctx["got"])
+            got = None if ctx["got"] is None else _show(ctx["got"])  # None: show nothing
         elif not ctx.get("path") and not isinstance(value, Mapping) and value not in ((), []):
             got = _show(value)
         return _clean_loc(loc), reason, got
@@ -1603,6 +1619,12 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
         )
     else:
         out.append("bands     none")
+    h = p.history
+    keep = f"{_fmt_num(h.retention_days)} days" if h.retention_days else "everything"
+    out.append(
+        f"history   {h.store or 'sqlite:///<data dir>/history.db (embedded default)'}; "
+        f"keeps {keep} (SQLite), spool up to {_fmt_num(h.spool_max_mb)} MB"
+    )
     settings = p.model
     if p.model_dir is None:
         out.append("model     none (features only)")

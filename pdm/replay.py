@@ -118,10 +118,14 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
         with open_store(opts.store, retention_days=pipeline.history.retention_days) as probe:
             probe.ping()
     except HistoryError as exc:
-        if not exc.retryable:
-            raise
-        log.warning("%s; rows will be spooled until it answers", exc)
+        if not exc.retryable or opts.store.scheme == "sqlite":
+            raise  # a local file that cannot be opened now will not open later either
         print(f"pdm-edge: warning: {exc}; spooling until it answers", flush=True, file=_stderr())
+    try:
+        for sub in ("spool", "captures", "replay"):
+            (opts.data_dir / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {opts.data_dir}: {exc.strerror or exc}") from exc
 
     stop = _Stop()
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -171,7 +175,10 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
         dropped_by_kind=stats.dropped_by_kind,
         spool_rows=stats.spool_rows,
         store_outages=stats.outages,
-        all_delivered=delivered and stats.spool_rows == 0,
+        all_delivered=delivered
+        and stats.spool_rows == 0
+        and stats.rows_rejected == 0
+        and stats.rows_dropped == 0,
         elapsed_s=round(time.monotonic() - started, 3),
     )
     return summary
@@ -204,7 +211,7 @@ def _replay_one(
                 pl, rec.sample_rate_hz, Path(model_dir), features.extractor.names
             )
         model_version = scores.scorer.model.version if scores and scores.scorer else ""
-        recorder = Recorder(pl, captures)
+        recorder = Recorder(pl, captures, capture_windows=opts.capture_windows)
         ckpt = (
             opts.data_dir
             / "replay"
@@ -235,9 +242,6 @@ def _replay_one(
             if scores is not None and scores.scorer is not None:
                 m = scores.scorer.model
                 model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
-            for wf in group:
-                if wf.window.index in opts.capture_windows:
-                    recorder.capture_next(f"on demand (--capture {wf.window.index})")
             recs = recorder.records(group, rows, model=model, thresholds=thresholds)
             recs += recorder.stream_events(features.events)
             t_last = to_ns(group[-1].window.t_start)
@@ -246,6 +250,7 @@ def _replay_one(
             if mark is not None and t_last <= mark:
                 summary["windows_skipped"] += len(group)
                 recorder.transitions.clear()
+                recorder.captures_made = 0
                 return
             writer.submit(*recs, mark=t_last)
             now = time.monotonic()
@@ -285,7 +290,7 @@ def _replay_one(
                     group.append(wf)
                 write_group(group)
         summary["transitions"] += [t.as_dict() for t in recorder.transitions]
-        summary["captures"] += sum(1 for t in recorder.transitions if t.capture)
+        summary["captures"] += recorder.captures_made
         if stop.event.is_set():
             writer.flush(timeout=5.0)
             _save_checkpoint(

@@ -95,7 +95,9 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
     state = next(r for r in log if isinstance(r, StateChange))
     caps = {r.id: r for r in log if isinstance(r, Capture)}
     assert state.capture == tr["capture"] and state.capture in caps and len(caps) == 2
-    assert "on demand" in next(c.reason for c in caps.values() if c.id != state.capture)
+    on_demand = next(c for c in caps.values() if c.id != state.capture)
+    assert "on demand" in on_demand.reason and summary["captures"] == 2
+    assert [w["index"] for w in load_capture(data_dir, on_demand)[1]["windows"]] == [2, 3]
     cap = caps[state.capture]
     assert cap.model == model.version
     assert json.loads(cap.thresholds) == {"alert": 1.0, "danger": model.danger}
@@ -168,3 +170,51 @@ def test_replay_option_errors_are_one_line(
     )
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ("influx1://admin:hunter2@db:8086/pdm", "no password in the URL"),
+        ("influx3://db:8086", "unknown store"),
+        ("influx2://db:8086?org=o", "?bucket= is required"),
+    ],
+)
+def test_pipeline_history_store_is_checked_when_loaded_and_never_echoes_a_password(
+    tmp_path: Path, capsys, store: str, message: str
+) -> None:
+    text = PIPELINE.read_text().replace('path = "../models/demo-pump"', 'path = "x"')
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(text + f'\n[history]\nstore = "{store}"\n')
+    assert main(["check", str(pipeline)]) == 2
+    err = capsys.readouterr().err
+    assert f"{pipeline}:" in err and "history.store" in err and message in err
+    assert "hunter2" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_shows_where_history_goes(capsys) -> None:
+    assert main(["check", str(PIPELINE)]) == 0
+    assert "history   sqlite:///<data dir>/history.db (embedded default); keeps 90 days" in (
+        capsys.readouterr().out
+    )
+
+
+def test_unusable_data_dir_or_sqlite_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    base = ["replay", str(FIX / "healthy.csv.gz"), "-p", str(PIPELINE)]
+    assert main([*base, "--data-dir", str(blocker / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdm-edge: error: ") and str(blocker / "data") in err
+    assert len(err.splitlines()) == 1
+    # The same with the store elsewhere: the data dir itself is refused.
+    assert (
+        main([*base, "--data-dir", str(blocker / "data"), "--store", f"sqlite:///{tmp_path}/h.db"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith(f"pdm-edge: error: --data-dir {blocker / 'data'}: ")
+    store = f"sqlite:///{blocker}/history.db"
+    assert main([*base, "--data-dir", str(tmp_path / "d"), "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -77,7 +77,7 @@ def test_wal_and_pragmas(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "h.db") as store:
         db = store._db
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: see the store
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 0
     # WAL is a property of the file: a plain connection sees it too.

@@ -46,7 +46,7 @@ def open_store(url: StoreURL | str, *, retention_days: float | None = None) -> H
         from pdm.history.sqlite import SqliteStore
 
         assert cfg.path is not None
-        return SqliteStore(cfg.path, retention_days=retention_days)
+        return SqliteStore(cfg.path, retention_days=retention_days or None)  # 0: keep all
     if cfg.scheme == "influx1":
         from pdm.history.influx import Influx1Store
 

@@ -235,11 +235,16 @@ def _secret(var: str, where: str) -> str:
 
 
 def parse_store_url(
-    text: str, *, base_dir: str | os.PathLike[str] | None = None, where: str = "--store"
+    text: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    where: str = "--store",
+    secrets: bool = True,
 ) -> StoreURL:
     """Parse a store URL; relative SQLite paths resolve against ``base_dir`` (default: cwd).
 
-    Raises :class:`ConfigError` naming ``where`` and what is wrong.
+    With ``secrets=False`` (checking a file) the password or token is neither read nor
+    required. Raises :class:`ConfigError` naming ``where`` and what is wrong.
     """
     text = text.strip()
     parts = urlsplit(text)
@@ -295,8 +300,8 @@ def parse_store_url(
                 f"{where}: {text!r}: the database name is missing or invalid (/DATABASE)"
             )
         user = unquote(parts.username or "")
-        secret = _secret("PDM_INFLUX_PASSWORD", where) if user else ""
-        if user and not secret:
+        secret = _secret("PDM_INFLUX_PASSWORD", where) if user and secrets else ""
+        if user and secrets and not secret:
             raise ConfigError(
                 f"{where}: {text!r}: user {user!r} needs a password in PDM_INFLUX_PASSWORD "
                 "(or a file named by PDM_INFLUX_PASSWORD_FILE)"
@@ -309,8 +314,8 @@ def parse_store_url(
     for key in ("org", "bucket"):
         if not query.get(key):
             raise ConfigError(f"{where}: {text!r}: ?{key}= is required")
-    secret = _secret("PDM_INFLUX_TOKEN", where)
-    if not secret:
+    secret = _secret("PDM_INFLUX_TOKEN", where) if secrets else ""
+    if secrets and not secret:
         raise ConfigError(
             f"{where}: {text!r}: no token; set PDM_INFLUX_TOKEN (or PDM_INFLUX_TOKEN_FILE)"
         )

@@ -8,10 +8,10 @@ Writes are line protocol built by :mod:`pdm.history.lineproto` and sent in
 batches of :data:`BATCH_LINES`. Neither store queues anything: a failed write
 raises :class:`HistoryError` — permanent only when the data itself is refused
 (HTTP 400, 413, 422); connection errors, timeouts, 5xx, 429, and also 401/403/404
-(a token or database problem that someone will fix) are retryable, so the rows
-stay in the spool instead of being rejected, and :class:`pdm.history.writer.HistoryWriter`
-keeps the rows in its spool. A store can be created while the server is down;
-the first write or read tells.
+(a token or database problem that someone will fix) are retryable, so
+:class:`pdm.history.writer.HistoryWriter` keeps the rows in its spool instead of
+rejecting them. A store can be created while the server is down; the first
+write or read tells.
 """
 
 from __future__ import annotations
@@ -487,7 +487,7 @@ def _log_record(kind: str, r: dict[str, Any]) -> LogRecord:
 class Influx1Store(_InfluxQL):
     """InfluxDB 1.x over its HTTP API: ``/write`` and ``/query`` (basic auth when a user is set).
 
-    The database is created on first contact when it does not exist (``CREATE
+    The database is created by the first write that finds it missing (``CREATE
     DATABASE`` is idempotent); a user without that right gets a clear error.
     """
 

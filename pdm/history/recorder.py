@@ -84,7 +84,13 @@ class Transition:
 class Recorder:
     """Builds the history records of one machine's stream."""
 
-    def __init__(self, pipeline: Pipeline, captures: CaptureStore | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        captures: CaptureStore | None = None,
+        *,
+        capture_windows: frozenset[int] = frozenset(),
+    ) -> None:
         self.pipeline = pipeline
         self.machine = pipeline.machine.id
         self.captures = captures
@@ -95,7 +101,9 @@ class Recorder:
         self._events_seen = 0
         self._state = "ok"
         self._capture_next: str | None = None
+        self._capture_windows = capture_windows
         self.transitions: list[Transition] = []
+        self.captures_made = 0
         cols = pipeline.columns
         self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
 
@@ -202,6 +210,8 @@ class Recorder:
     ) -> list[Record]:
         new = (row or {}).get("state")
         on_demand, self._capture_next = self._capture_next, None
+        if wf.window.index in self._capture_windows:
+            on_demand = f"on demand (window {wf.window.index})"
         changed = new in _RANK and new != self._state
         if not changed and on_demand is None:
             return []
@@ -232,12 +242,13 @@ class Recorder:
                     "score": score,
                     "diagnosis": (row or {}).get("diagnosis"),
                     "top_features": (row or {}).get("top_features"),
-                    "pipeline": self.pipeline.source_path,
-                    "window_samples": self.pipeline.acquisition.window_samples,
-                    "overlap": self.pipeline.acquisition.overlap,
+                    "pipeline_file": self.pipeline.source_path,
+                    # Every DSP parameter the features depend on, to re-analyse the capture.
+                    "pipeline": self.pipeline.model_dump(mode="json"),
                 },
             )
             cap_id = cap.id
+            self.captures_made += 1
             out.append(cap)
         t_ns = to_ns(wf.window.t_start)
         if changed:

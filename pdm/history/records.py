@@ -245,8 +245,8 @@ def event_id(machine: str, t_ns: int, *parts: str) -> str:
 class Event:
     """Something that happened to a machine or to the appliance.
 
-    ``type`` examples: ``stream_gap``, ``rate_change``, ``capture``, ``model_trained``,
-    ``store_down``, ``store_up``, ``rows_dropped``. ``severity``: ``info``,
+    ``type``: ``stream_gap``, ``stream_time_backwards``, ``stream_rate_change``, ``capture``
+    (on demand), ``store_down``, ``store_up``, ``rows_dropped`` (the spool overflowed). ``severity``: ``info``,
     ``warning`` or ``alarm``. ``detail`` is JSON text.
     """
 

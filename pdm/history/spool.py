@@ -69,7 +69,7 @@ class Spool:
     max_bytes : the bound on spooled record bytes (see the module's overflow policy)
     """
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 512 * 2**20) -> None:
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()

@@ -275,7 +275,10 @@ class SqliteStore:
         try:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: a commit is on disk when write() returns. The spool deletes critical
+            # records (alarm states, events) once they are committed here, so NORMAL's
+            # "may roll back the last commits on power loss" would lose them.
+            self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = OFF")
             self._migrate()
             if self.retention_days is not None:
@@ -473,16 +476,24 @@ class SqliteStore:
         assert self.retention_days is not None
         keep_ns = int(self.retention_days * 86_400e9)
         now = time.time_ns()
+        machines = set(self._distinct("features", "machine"))
+        machines |= set(self._distinct("scores", "machine"))
         newest_all: int | None = None
-        for machine in self._distinct("features", "machine"):
+        for machine in sorted(machines):
             channels = self._distinct("features", "channel", machine=machine)
-            newest = max(
+            times = [
                 self._db.execute(
                     "SELECT max(t_ns) FROM features WHERE machine = ? AND channel = ?",
                     (machine, ch),
                 ).fetchone()[0]
                 for ch in channels
+            ]
+            times.append(
+                self._db.execute(
+                    "SELECT max(t_ns) FROM scores WHERE machine = ?", (machine,)
+                ).fetchone()[0]
             )
+            newest = max(t for t in times if t is not None)
             newest_all = newest if newest_all is None else max(newest_all, newest)
             cutoff = min(now, newest) - keep_ns
             for channel in channels:
@@ -491,6 +502,11 @@ class SqliteStore:
                     (machine, channel, cutoff),
                 )
             self._db.execute("DELETE FROM scores WHERE machine = ? AND t_ns < ?", (machine, cutoff))
+            for table in ("spectra", *_LOG_KINDS):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE machine = ? AND t_ns < ?", (machine, cutoff)
+                )
+        # Rows of machines with no features or scores (the appliance's own events).
         cutoff = min(now, newest_all if newest_all is not None else now) - keep_ns
         for table in ("spectra", *_LOG_KINDS):  # each has an index on t_ns
             self._db.execute(f"DELETE FROM {table} WHERE t_ns < ?", (cutoff,))

@@ -111,6 +111,7 @@ class HistoryWriter:
         self._backoff = retry_min_s
         self._mark: int | None = None
         self._rejections: set[str] = set()
+        self._pending_at_recovery = 0
         self.stats = WriterStats()
         self.last_error: str = ""
         self._thread = threading.Thread(target=self._run, name="pdm-history-writer", daemon=True)
@@ -292,6 +293,7 @@ class HistoryWriter:
 
     def _replay_spool(self, *, isolate: bool = False, first_reason: str = "") -> None:
         """Deliver the spool head to the store until it is empty or the store fails."""
+        self._pending_at_recovery = self.spool.rows
         one_by_one = isolate
         while len(self.spool) and not (self._stop and not isolate):
             entries = self.spool.peek(1 if one_by_one else self.batch_rows)
@@ -346,12 +348,14 @@ class HistoryWriter:
         self.stats.rows_spooled += sum(len(r) for r in records)
         if dropped:
             if self.stats.rows_dropped == 0:
-                log.warning(
-                    "history: spool %s full (%d MB): dropping oldest spectra, then features "
-                    "(alarms, events and actions are kept)",
-                    self.spool.path,
-                    self.spool.max_bytes // 2**20,
+                msg = (
+                    f"spool {self.spool.path} full ({self.spool.max_bytes // 2**20} MB): "
+                    "dropping the oldest spectra, then feature and score rows (alarm states, "
+                    "events, actions and captures are kept)"
                 )
+                log.warning("history: %s", msg)
+                # Into history too (once per writer), so the gap is explained where it shows.
+                self.spool.push([Event(self.label, time.time_ns(), "rows_dropped", "warning", msg)])
             self.stats.rows_dropped += dropped
 
     def _spill_queue(self) -> None:
@@ -401,7 +405,7 @@ class HistoryWriter:
     def _came_up(self) -> None:
         if not self.stats.store_up:
             self.stats.store_up = True
-            waiting = self.spool.rows
+            waiting = max(self._pending_at_recovery, self.spool.rows)
             log.warning("history store back; replaying %d spooled row(s)", waiting)
             self._push_spool(
                 [Event(self.label, time.time_ns(), "store_up", "info", "history store back")]
