@@ -1,0 +1,1 @@
+"""Alarm states (debounced, latched, acknowledged), sensor health, and the events actions get."""

@@ -1,0 +1,181 @@
+"""The alarm state machine as tables: window inputs in, states and transitions out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from pdm.alarms.state import (
+    AlarmRules,
+    FeatureLimit,
+    MachineAlarm,
+    WindowResult,
+    acknowledge,
+    relay_permissive,
+    step,
+)
+
+RULES = AlarmRules(on_windows=3, of_windows=5, off_windows=4, hysteresis=0.8, score_trip=10.0)
+ALERT, DANGER = 1.0, 1.5
+
+
+def win(
+    i: int, score: float | None = 0.1, vel: float = 1.0, health: str = "", env: float = 0.0
+) -> WindowResult:
+    """Window i: score, velocity of channel x (mm/s, group 2 rigid: C from 2.8, D from 4.5)."""
+    return WindowResult(
+        t_ns=i * 80_000_000,
+        window=i,
+        score=score,
+        alert=ALERT,
+        danger=DANGER,
+        features={
+            "x": {"velocity_rms_mm_s": vel, "env_bpfo_g": env},
+            "y": {"velocity_rms_mm_s": 0.5},
+        },
+        sensor_of={"x": "de", "y": "nde"},
+        health={"de": (health,)} if health else {},
+        health_detail={"de": f"{health}: test"} if health else {},
+    )
+
+
+def run(inputs: list[dict], rules: AlarmRules = RULES, state: MachineAlarm | None = None):
+    """States after each window, and every transition as (window, sensor, old, new)."""
+    state = state or MachineAlarm()
+    states, trans = [], []
+    for i, kw in enumerate(inputs):
+        state, out = step(state, win(i, **kw), rules)
+        states.append(state.state)
+        trans += [(t.window, t.sensor, t.old, t.new) for t in out]
+    return state, states, trans
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        # a single-window spike, even a huge one, raises nothing
+        ([0.1, 50.0, 0.1, 0.1, 0.1, 0.1], ["ok"] * 6),
+        # two of five: still nothing
+        ([2.0, 0.1, 2.0, 0.1, 0.1, 0.1], ["ok"] * 6),
+        # three of five at alert: alert on the third
+        ([1.2, 0.1, 1.2, 1.2, 0.1], ["ok", "ok", "ok", "alert", "alert"]),
+        # three of five at danger: straight to danger
+        ([2.0, 2.0, 2.0], ["ok", "ok", "danger"]),
+        # growing: alert, then danger, then trip, each after its on-delay
+        (
+            [1.1, 1.1, 1.1, 2.0, 2.0, 2.0, 12, 12, 12],
+            ["ok", "ok", "alert", "alert", "alert", "danger", "danger", "danger", "trip"],
+        ),
+    ],
+)
+def test_on_delay_is_n_of_the_last_m_windows(scores: list[float], expected: list[str]) -> None:
+    _, states, _ = run([{"score": s} for s in scores])
+    assert states == expected
+
+
+def test_alert_clears_after_off_windows_below_the_hysteresis_level() -> None:
+    # 0.9 is below alert (1.0) but above 0.8 = hysteresis × alert: not clear.
+    seq = [1.2] * 3 + [0.9] * 6 + [0.5] * 4
+    _, states, trans = run([{"score": s} for s in seq])
+    assert states[:9] == ["ok", "ok", "alert"] + ["alert"] * 6
+    assert states[9:] == ["alert", "alert", "alert", "ok"]  # the 4th clear window
+    assert trans == [(2, "", "ok", "alert"), (12, "", "alert", "ok")]
+
+
+def test_danger_latches_until_acknowledged_and_clear_in_either_order() -> None:
+    state, states, _ = run([{"score": 2.0}] * 3 + [{"score": 0.1}] * 10)
+    assert states[-1] == "danger"  # clear for long, but not acknowledged
+    state, trs, msg = acknowledge(state, "ana", 99, "bearing replaced", RULES)
+    assert state.state == "ok" and [(t.old, t.new) for t in trs] == [("danger", "ok")]
+    assert "ana" in trs[0].reason and "bearing replaced" in trs[0].reason
+    # Acknowledged first, clear later: it ends when clear.
+    state, _, _ = run([{"score": 2.0}] * 3)
+    state, trs, msg = acknowledge(state, "ben", 5, "", RULES)
+    assert trs == [] and state.state == "danger" and state.ack is not None and "ends when" in msg
+    state, states, trans = run([{"score": 0.1}] * 4, state=state)
+    assert states == ["danger", "danger", "danger", "ok"]
+    assert "acknowledged by ben" in state.reason or trans[-1][3] == "ok"
+
+
+def test_a_new_rise_needs_a_new_acknowledgement() -> None:
+    state, _, _ = run([{"score": 2.0}] * 3)
+    state, _, _ = acknowledge(state, "ana", 1, "", RULES)
+    state, states, _ = run([{"score": 12.0}] * 3 + [{"score": 0.1}] * 6, state=state)
+    assert states[2] == "trip" and state.ack is None and states[-1] == "trip"
+
+
+def test_latch_clears_to_alert_while_alert_evidence_remains() -> None:
+    state, _, _ = run([{"score": 2.0}] * 3)
+    state, _, _ = acknowledge(state, "ana", 1, "", RULES)
+    _, states, trans = run([{"score": 1.0}] * 4, state=state)  # below danger·0.8, at alert
+    assert states[-1] == "alert" and trans[-1][2:] == ("danger", "alert")
+
+
+def test_trip_is_what_drops_the_relay() -> None:
+    state, states, _ = run([{"score": 2.0}] * 3 + [{"score": 12.0}] * 3)
+    assert states[-1] == "trip" and not relay_permissive(state)
+    assert relay_permissive(run([{"score": 2.0}] * 3)[0])
+
+
+@pytest.mark.parametrize(
+    ("vel", "expected"),
+    [(2.0, "ok"), (3.0, "alert"), (5.0, "danger"), (4.5 * 1.25 + 0.01, "trip")],
+)
+def test_iso_zone_c_alerts_d_dangers_and_125_percent_of_cd_trips(vel: float, expected: str) -> None:
+    _, states, _ = run([{"vel": vel, "score": None}] * 3)
+    assert states[-1] == expected
+
+
+def test_iso_zone_boundary_belongs_to_the_lower_zone() -> None:
+    assert run([{"vel": 2.8, "score": None}] * 3)[1][-1] == "ok"  # B/C exactly: B
+
+
+def test_feature_limits() -> None:
+    rules = AlarmRules(
+        on_windows=3,
+        of_windows=5,
+        off_windows=4,
+        limits=(FeatureLimit("env_bpfo_g", alert=0.2, danger=0.5, trip=1.0, channel="x"),),
+    )
+    for env, expected in [(0.1, "ok"), (0.3, "alert"), (0.6, "danger"), (1.5, "trip")]:
+        states = run([{"env": env, "score": None}] * 3, rules)[1]
+        assert states[-1] == expected
+    state, _, _ = run([{"env": 1.5, "score": None}] * 3, rules)
+    assert "x.env_bpfo_g 1.5 ≥ trip limit 1" in state.reason
+
+
+def test_a_faulty_sensor_raises_sensor_fault_and_never_trips() -> None:
+    # A broken cable: the sensor flatlines, the score explodes and the zone reads D.
+    seq = [{"score": 50.0, "vel": 9.0, "health": "flatline"}] * 8 + [{"score": 0.1}] * 6
+    _, states, trans = run(seq)
+    assert set(states) == {"ok"}
+    assert trans == [(1, "de", "ok", "sensor_fault"), (12, "de", "sensor_fault", "ok")]
+
+
+def test_healthy_sensors_still_alarm_while_another_is_faulty() -> None:
+    rules = AlarmRules(on_windows=3, of_windows=5, off_windows=4)
+    state = MachineAlarm()
+    for i in range(3):
+        w = win(i, score=50.0, health="clipping")
+        w = dataclasses.replace(w, features={**w.features, "y": {"velocity_rms_mm_s": 5.0}})
+        state, _ = step(state, w, rules)
+    assert state.state == "danger" and "y velocity" in state.reason  # from nde, not the score
+
+
+def test_state_survives_json() -> None:
+    state, _, _ = run([{"score": 2.0}] * 3)
+    state, _, _ = acknowledge(state, "ana", 7, "ok", RULES)
+    back = MachineAlarm.from_json(json.loads(json.dumps(state.to_json())))
+    assert back == state
+
+
+def test_acknowledging_nothing_changes_nothing() -> None:
+    state = MachineAlarm()
+    assert acknowledge(state, "ana", 1, "", RULES)[1:] == (
+        [],
+        "nothing to acknowledge: the state is ok",
+    )
+    with pytest.raises(ValueError, match="name"):
+        acknowledge(run([{"score": 2.0}] * 3)[0], " ", 1, "", RULES)
