@@ -282,6 +282,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         restart=args.restart,
         drain_timeout_s=args.drain_timeout,
         capture_windows=frozenset(captures),
+        actions=args.actions,
     )
     summary = replay(args.files, pipeline, opts)
     if summary["spool_rows"]:
@@ -299,6 +300,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if summary["interrupted"] == "SIGINT":
         return 130
     return 143 if summary["interrupted"] else 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from pdm.alarms.ack import ack
+    from pdm.history import default_data_dir, parse_store_url
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    url = parse_store_url(args.store or f"sqlite:///{(data_dir / 'history.db').resolve()}")
+    print(ack(args.machine, args.by, args.comment or "", data_dir, url))
+    return 0
 
 
 def _write_rows(out: TextIO, rows: list[dict[str, Any]]) -> None:
@@ -439,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--capture", metavar="I,J", help="also keep the raw windows with these indices (on demand)"
     )
     p.add_argument(
+        "--actions",
+        choices=("dry-run", "live"),
+        default="dry-run",
+        help="dry-run (default): the relay is only logged and webhooks are recorded as skipped; "
+        "live: the pipeline's [alarms] relay and webhooks act",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -447,6 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "ack",
+        help="acknowledge a machine's latched alarm (danger, trip) in the state store",
+        description="Records who, when and why. A latch that is already clear ends now; one "
+        "that is not ends when the machine has been clear for the off-delay.",
+    )
+    p.add_argument("machine", metavar="MACHINE", help="machine id (the pipeline's machine.id)")
+    p.add_argument("--by", required=True, metavar="NAME", help="who acknowledges")
+    p.add_argument("--comment", metavar="TEXT", help="why (recorded with the acknowledgement)")
+    p.add_argument("--data-dir", metavar="DIR", help="default: $PDM_EDGE_DATA or ./var")
+    p.add_argument("--store", metavar="URL", help="history store (default: SQLite in the data dir)")
+    p.set_defaults(func=cmd_ack)
 
     p = sub.add_parser(
         "evaluate",

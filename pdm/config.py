@@ -45,6 +45,7 @@ from pydantic import (
     Discriminator,
     Field,
     PrivateAttr,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -65,16 +66,19 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Acquisition",
+    "AlarmSettings",
     "Band",
     "BearingSpec",
     "Channel",
     "Envelope",
+    "FeatureLimitSettings",
     "HistorySettings",
     "Machine",
     "ModelSettings",
     "Pipeline",
     "Sensor",
     "Speed",
+    "WebhookTargetSettings",
     "check_pipeline",
     "load_pipeline",
     "pipeline_from_flags",
@@ -627,6 +631,176 @@ class HistorySettings(BaseModel):
     )
 
 
+class FeatureLimitSettings(BaseModel):
+    """Alert/danger/trip levels on one feature (in the unit its name carries)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: StrictStr = Field(
+        description="Feature name as the features command prints it, e.g. env_bpfo_g, "
+        "velocity_rms_mm_s (the unit is in the name).",
+        pattern=r"^[a-z][a-z0-9_]*$",
+    )
+    channel: StrictStr | None = Field(
+        default=None, description="Channel (column) it applies to; None: every channel."
+    )
+    alert: StrictFloat | None = Field(default=None, description="Alert level, feature's unit.")
+    danger: StrictFloat | None = Field(default=None, description="Danger level, feature's unit.")
+    trip: StrictFloat | None = Field(default=None, description="Trip level, feature's unit.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeatureLimitSettings:
+        levels = [x for x in (self.alert, self.danger, self.trip) if x is not None]
+        if not levels:
+            raise _invalid("give at least one of alert, danger, trip", got=None)
+        if levels != sorted(levels) or len(set(levels)) != len(levels):
+            raise _invalid("levels must increase: alert < danger < trip", got=None)
+        return self
+
+
+class WebhookTargetSettings(BaseModel):
+    """One webhook receiver; the HMAC secret comes from the environment, never from this file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: StrictStr = Field(description="http(s) URL the alarm events are POSTed to.")
+    format: Literal["json", "slack", "teams"] = Field(
+        default="json",
+        description="Body: the pdm-edge.alarm/1 JSON event, or a Slack / Teams compatible message.",
+    )
+    secret_env: StrictStr = Field(
+        default="PDM_WEBHOOK_SECRET",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the HMAC-SHA256 secret (or <NAME>_FILE naming "
+        "a file that holds it).",
+    )
+    timeout_s: StrictFloat = Field(default=5.0, gt=0, le=120, description="Request timeout, s.")
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class AlarmSettings(BaseModel):
+    """How window results become alarm states, and what acts on them (docs/alarms.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_windows: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="On-delay: windows (of the last of_windows) that must reach a level before "
+        "the state rises to it, no unit. It must exceed the windows one sample falls in "
+        "(ceil(window_samples / hop)), so that one short event can never raise an alarm; "
+        "None: that count + 1, and at least 3.",
+    )
+    of_windows: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="On-delay window count M (N of the last M), no unit; None: on_windows + 3.",
+    )
+    off_windows: StrictInt = Field(
+        default=25,
+        ge=1,
+        le=100_000,
+        description="Off-delay: consecutive clear windows before "
+        "alert falls back, or a latch (danger, trip) may end once acknowledged, no unit.",
+    )
+    hysteresis: StrictFloat = Field(
+        default=0.8,
+        ge=0.3,
+        le=1.0,
+        description="A window is clear below every threshold × this factor, no unit.",
+    )
+    score_trip: StrictFloat | None = Field(
+        default=10.0,
+        gt=1.0,
+        description="Anomaly score that trips (the alert threshold is 1.0; "
+        "danger comes from the model card), no unit; None: the score never trips.",
+    )
+    iso_alert_zone: Literal["B", "C", "D"] | None = Field(
+        default="C",
+        description="ISO 10816-3 zone from which velocity RMS raises alert; None: never.",
+    )
+    iso_danger_zone: Literal["C", "D"] | None = Field(
+        default="D",
+        description="ISO 10816-3 zone from which velocity RMS raises danger; None: never.",
+    )
+    iso_trip: StrictFloat | None = Field(
+        default=1.25,
+        gt=0.5,
+        le=3.0,
+        description="Velocity RMS above this × the C/D boundary trips, "
+        "no unit (practice: trip ≤ 1.25 × C/D); None: velocity never trips.",
+    )
+    limits: tuple[FeatureLimitSettings, ...] = Field(
+        default=(), max_length=256, description="Limits on named features."
+    )
+    sensor_fault_inhibits: StrictBool = Field(
+        default=True,
+        description="Ignore a faulty sensor's evidence (its zones, limits and the "
+        "anomaly score) so a broken cable never trips the machine.",
+    )
+    sensor_on_windows: StrictInt = Field(
+        default=2,
+        ge=1,
+        le=10_000,
+        description="Faulty windows in a row before sensor_fault, no unit.",
+    )
+    sensor_off_windows: StrictInt = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Healthy windows in a row before it clears, no unit.",
+    )
+    relay: StrictStr = Field(
+        default="log:",
+        description="Shutdown relay: modbus://HOST[:PORT]?device=1&coil=0&polarity=normal, "
+        "gpio:///dev/gpiochip0?line=17, or log: (dry run). Energised = the machine may run.",
+    )
+    webhooks: tuple[WebhookTargetSettings, ...] = Field(
+        default=(), max_length=16, description="Webhook receivers of alarm events."
+    )
+
+    @field_validator("relay", mode="after")
+    @classmethod
+    def _relay_scheme(cls, value: str) -> str:
+        if not re.match(r"^(modbus://|gpio://|log:)", value):
+            raise ValueError("must start with modbus://, gpio:// or log:")
+        return value
+
+    def delays(self, acq: Acquisition) -> tuple[int, int]:
+        """(on_windows, of_windows) for an acquisition, defaults resolved."""
+        per_sample = -(-acq.window_samples // acq.hop_samples)
+        on = self.on_windows if self.on_windows is not None else max(3, per_sample + 1)
+        return on, self.of_windows if self.of_windows is not None else on + 3
+
+    @model_validator(mode="after")
+    def _delays(self) -> AlarmSettings:
+        if (
+            self.on_windows is not None
+            and self.of_windows is not None
+            and self.on_windows > self.of_windows
+        ):
+            raise _invalid("on_windows must be <= of_windows", "on_windows", got=self.on_windows)
+        if (
+            self.iso_alert_zone is not None
+            and self.iso_danger_zone is not None
+            and self.iso_alert_zone >= self.iso_danger_zone
+        ):
+            raise _invalid(
+                "must be a worse zone than iso_alert_zone",
+                "iso_danger_zone",
+                got=self.iso_danger_zone,
+            )
+        return self
+
+
 class Pipeline(BaseModel):
     """A whole pipeline: one machine, its acquisition, sensors, envelope and bands.
 
@@ -660,6 +834,9 @@ class Pipeline(BaseModel):
     )
     history: HistorySettings = Field(
         default=HistorySettings(), description="History store, retention and spool."
+    )
+    alarms: AlarmSettings = Field(
+        default=AlarmSettings(), description="Alarm states, debouncing, relay and webhooks."
     )
 
     _source_path: str | None = PrivateAttr(default=None)
@@ -705,6 +882,18 @@ class Pipeline(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Pipeline:
+        per_sample = -(-self.acquisition.window_samples // self.acquisition.hop_samples)
+        on, of = self.alarms.delays(self.acquisition)
+        if on <= per_sample:
+            raise _invalid(
+                f"must exceed {per_sample}, the windows one sample falls in at this window and "
+                "overlap, or one short event (a knock on the sensor) could raise an alarm",
+                "alarms",
+                "on_windows",
+                got=on,
+            )
+        if of < on:
+            raise _invalid(f"must be >= on_windows ({on})", "alarms", "of_windows", got=of)
         seen_ids: dict[str, int] = {}
         seen_columns: dict[str, str] = {}
         for i, sensor in enumerate(self.sensors):

@@ -11,8 +11,12 @@ that names *what* and *where* (file, line, column, key path). The CLI prints
     ├── InputError                a recording cannot be read as asked (permanent)
     │   └── CsvError              a CSV line, cell or column is bad; names file:line:column
     ├── DspError                  parameters the DSP core cannot honour (permanent)
-    └── ModelError                a model directory is missing, corrupt, tampered with,
-                                  or does not fit the pipeline (permanent)
+    ├── ModelError                a model directory is missing, corrupt, tampered with,
+    │                             or does not fit the pipeline (permanent)
+    ├── HistoryError              a history store cannot write or read (pdm.history.base;
+    │                             retryable when the server is down or slow)
+    └── OutboxError               the webhook outbox's disk refuses (pdm.actions.outbox;
+                                  retryable)
 
 Lower-level exceptions (``OSError``, ``ValueError`` from parsers, pydantic's
 ``ValidationError``) are translated at the boundary with ``raise X(...) from exc``.

@@ -29,6 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pdm.alarms.engine import AlarmEngine
+from pdm.alarms.state import MachineAlarm
+from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.errors import ConfigError
 from pdm.history import open_store, parse_store_url, spool_path
@@ -56,6 +59,8 @@ class ReplayOptions:
     restart: bool = False
     drain_timeout_s: float = 30.0
     capture_windows: frozenset[int] = frozenset()
+    actions: str = "dry-run"
+    alarm_store: AlarmStore = field(default=None)  # type: ignore[assignment]  # set by replay()
     progress: bool = True
     checkpoint_every_s: float = 1.0
 
@@ -138,6 +143,7 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
         label=pipeline.machine.id,
     )
     captures = CaptureStore(opts.data_dir)
+    opts.alarm_store = AlarmStore(opts.data_dir / "alarms.db")
     summary: dict[str, Any] = {
         "files": list(files),
         "store": str(opts.store),
@@ -163,6 +169,7 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
         writer.close(timeout=5.0 if signal_name else 10.0)
         stats = writer.snapshot()
         spool.close()
+        opts.alarm_store.close()
         for s, h in old.items():
             signal.signal(s, h)
     summary.update(
@@ -218,13 +225,41 @@ def _replay_one(
             / f"{_checkpoint_key(path, pl, model_version, opts.store)}.json"
         )
         mark: int | None = None
+        alarm_at_mark: MachineAlarm | None = None
         if not opts.restart and ckpt.exists():
             try:
                 state = json.loads(ckpt.read_text())
                 if not state.get("complete"):
                     mark = state.get("mark_ns")
-            except (OSError, ValueError):
-                mark = None
+                    if state.get("alarm") is not None:
+                        alarm_at_mark = MachineAlarm.from_json(state["alarm"])
+            except (OSError, ValueError, KeyError, TypeError):
+                mark, alarm_at_mark = None, None
+        # A replay re-analyses a recording: it starts from ok (or, resumed, from the alarm
+        # state at its checkpoint), whatever the machine's live state is.
+        engine = AlarmEngine(
+            pl,
+            opts.alarm_store,
+            writer.submit,
+            recorder,
+            opts.data_dir,
+            actions=opts.actions,
+            state=alarm_at_mark or MachineAlarm(),
+        )
+        # Alarm state after each group not yet known to be durable, by the group's last t_ns.
+        snapshots: dict[int, dict[str, Any]] = {}
+        if mark is not None and alarm_at_mark is not None:
+            snapshots[mark] = alarm_at_mark.to_json()
+
+        def checkpoint(complete: bool) -> None:
+            m = writer.durable_mark
+            alarm = snapshots.get(m) if m is not None else None
+            for t in [t for t in snapshots if m is not None and t < m]:
+                del snapshots[t]
+            _save_checkpoint(
+                ckpt, {"file": path, "mark_ns": m, "complete": complete, "alarm": alarm}
+            )
+
         if mark is not None:
             summary["resumed_after"] = iso_time(mark / 1e9)
             print(f"pdm-edge: {path}: resuming after {iso_time(mark / 1e9)}", file=_stderr())
@@ -242,22 +277,25 @@ def _replay_one(
             if scores is not None and scores.scorer is not None:
                 m = scores.scorer.model
                 model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
+            t_last = to_ns(group[-1].window.t_start)
+            skip = mark is not None and t_last <= mark
             recs = recorder.records(group, rows, model=model, thresholds=thresholds)
             recs += recorder.stream_events(features.events)
-            t_last = to_ns(group[-1].window.t_start)
             summary["windows"] += len(group)
             summary["invalid_windows"] += sum(not wf.features.valid for wf in group)
-            if mark is not None and t_last <= mark:
+            if skip:
+                # Before the checkpoint: already written, and the alarm state at the
+                # checkpoint already includes these windows.
                 summary["windows_skipped"] += len(group)
-                recorder.transitions.clear()
                 recorder.captures_made = 0
                 return
+            recs += engine.process(group, rows, model=model, thresholds=thresholds)
+            assert engine.state is not None
+            snapshots[t_last] = engine.state.to_json()
             writer.submit(*recs, mark=t_last)
             now = time.monotonic()
             if now - last_ckpt >= opts.checkpoint_every_s:
-                _save_checkpoint(
-                    ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": False}
-                )
+                checkpoint(False)
                 last_ckpt = now
 
         group: list[WindowFeatures] = []
@@ -289,15 +327,13 @@ def _replay_one(
                 for wf in features.flush():
                     group.append(wf)
                 write_group(group)
-        summary["transitions"] += [t.as_dict() for t in recorder.transitions]
+        summary["transitions"] += [t.as_dict() for t in engine.transitions]
         summary["captures"] += recorder.captures_made
+        summary["alarm_state"] = engine.state.state if engine.state else None
+        engine.close(timeout=opts.drain_timeout_s if not stop.event.is_set() else 2.0)
         if stop.event.is_set():
             writer.flush(timeout=5.0)
-            _save_checkpoint(
-                ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": False}
-            )
-        else:
-            _save_checkpoint(ckpt, {"file": path, "mark_ns": writer.durable_mark, "complete": True})
+        checkpoint(not stop.event.is_set())
 
 
 def check_speed(speed: float | None) -> float | None:

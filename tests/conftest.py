@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import SETUP_SCRIPT, Influx1Server, VictoriaServer, find_influxd, find_victoria
@@ -80,3 +81,17 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaServer]:
 def victoria_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaServer]:
     """One VictoriaMetrics shared by the session: use distinct metric names or labels, never stop it."""
     yield from _victoria(tmp_path_factory.mktemp("victoria_session"))
+
+
+@pytest.fixture
+def modbus_server() -> Iterator[Any]:
+    """A real pymodbus Modbus TCP server on a free loopback port (see test_relay.ModbusServer)."""
+    from test_relay import HAVE_PYMODBUS, ModbusServer
+
+    if not HAVE_PYMODBUS:
+        pytest.skip("pymodbus not installed (pip install -c constraints.txt -e .)")
+    srv = ModbusServer()
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()

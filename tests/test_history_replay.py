@@ -80,10 +80,13 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
     assert summary["windows"] == 147 and summary["all_delivered"]
     for key in ("windows", "rows_written", "rows_spooled", "rows_dropped"):
         assert key in summary
-    # The outer-race fixture turns faulty at 3.75 s: the first scored window past it.
+    # The outer-race fixture turns faulty at 3.75 s: window 47 is the first past it, and
+    # with the demo's on-delay (5 of the last 8 windows) the alarm rises at window 51.
+    # The simulated fault is severe (score ~3000 against a trip at 10): straight to trip.
     (tr,) = summary["transitions"]
-    assert (tr["from"], tr["to"]) == ("ok", "danger") and tr["window"] == 47
-    assert tr["t"].startswith("2026-01-01T00:00:03.76")
+    assert (tr["from"], tr["to"]) == ("ok", "trip") and tr["window"] == 51
+    assert tr["t"].startswith("2026-01-01T00:00:04.08") and "5 of the last 8" in tr["reason"]
+    assert summary["alarm_state"] == "trip"
     data_dir = tmp_path / "data"
     model = Model.load(REPO / "models" / "demo-pump")
     with open_store(summary["store"]) as st:
@@ -103,18 +106,18 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
     assert json.loads(cap.thresholds) == {"alert": 1.0, "danger": model.danger}
     windows, meta = load_capture(data_dir, cap)
     assert windows.shape == (2, 2, 8192) and windows.dtype == np.float32  # capture_windows = 2
-    assert [w["index"] for w in meta["windows"]] == [46, 47]
+    assert [w["index"] for w in meta["windows"]] == [50, 51]
     assert meta["context"]["score"] == pytest.approx(state.score)
-    # The captured samples are the recording's: window 47 starts at sample 47·2048.
+    # The captured samples are the recording's: window 51 starts at sample 51·2048.
     raw = np.loadtxt(
         FIX / "outer_race.csv.gz",
         delimiter=",",
         comments="#",
         skiprows=3,
-        max_rows=47 * 2048 + 8192,
+        max_rows=51 * 2048 + 8192,
     )
-    np.testing.assert_allclose(windows[1].T, raw[47 * 2048 :], rtol=1e-6)
-    assert status.state == "danger" and status.alarm_state == "danger"
+    np.testing.assert_allclose(windows[1].T, raw[51 * 2048 :], rtol=1e-6)
+    assert status.state == "danger" and status.alarm_state == "trip"
     assert status.model == model.version and math.isfinite(status.score)
 
 

@@ -9,21 +9,19 @@ what goes into history for a window:
   ``[history] spectra_every_s`` seconds of signal (peak-hold, so a bearing line
   never vanishes between stored lines);
 * an :class:`Event` per stream reset (gap, time going backwards, rate change);
-* on every state transition a :class:`StateChange`, with a :class:`Capture` of
-  the raw windows behind it (``[history] capture_windows``), the model version
-  and thresholds in force; and a capture on demand (:meth:`Recorder.capture_next`).
-
-Until the alarms issue lands, the transitions recorded are those of the
-per-window state (``ok``/``alert``/``danger`` of each window on its own, no
-debouncing); the alarm state machine will feed the same path.
+* on every alarm transition (:meth:`Recorder.transition`, called by
+  :class:`pdm.alarms.engine.AlarmEngine`) a :class:`StateChange` with a
+  :class:`Capture` of the raw windows behind it (``[history] capture_windows``),
+  the model version and thresholds in force; and captures on demand
+  (:meth:`Recorder.capture_next`, ``--capture``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,7 @@ from pdm.config import Pipeline
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.records import (
+    Capture,
     Event,
     FeatureRows,
     Record,
@@ -41,11 +40,9 @@ from pdm.history.records import (
     StateChange,
     to_ns,
 )
-from pdm.processing import WindowFeatures, iso_time
+from pdm.processing import WindowFeatures
 
-__all__ = ["Recorder", "Transition", "decimate_peak"]
-
-_RANK = {"ok": 0, "alert": 1, "danger": 2}
+__all__ = ["Recorder", "decimate_peak"]
 
 
 def decimate_peak(amp: npt.NDArray[np.float64], lines: int) -> tuple[npt.NDArray[np.float32], int]:
@@ -57,28 +54,6 @@ def decimate_peak(amp: npt.NDArray[np.float64], lines: int) -> tuple[npt.NDArray
         amp = np.concatenate([amp, np.zeros((*amp.shape[:-1], pad))], axis=-1)
     out = amp.reshape(*amp.shape[:-1], -1, factor).max(axis=-1)
     return out.astype(np.float32), factor
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A state transition, as the replay summary lists it."""
-
-    window: int
-    t: str
-    old: str
-    new: str
-    reason: str
-    capture: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "t": self.t,
-            "from": self.old,
-            "to": self.new,
-            "reason": self.reason,
-            "capture": self.capture,
-        }
 
 
 class Recorder:
@@ -99,10 +74,9 @@ class Recorder:
         self._next_spectra_ns: int | None = None
         self._recent: deque[Window] = deque(maxlen=h.capture_windows)
         self._events_seen = 0
-        self._state = "ok"
         self._capture_next: str | None = None
         self._capture_windows = capture_windows
-        self.transitions: list[Transition] = []
+        self._before: list[Window] = []
         self.captures_made = 0
         cols = pipeline.columns
         self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
@@ -151,10 +125,29 @@ class Recorder:
                         self.machine, [r for r in rows if (r.get("model") or "") == m]
                     )
                 )
-        for wf in group:
+        self._before = list(self._recent)
+        for i, wf in enumerate(group):
             out += self._spectra(wf)
-            self._recent.append(wf.window)
-            out += self._transition(wf, by_window.get(wf.window.index), model, thresholds or {})
+            reason, self._capture_next = self._capture_next, None
+            if wf.window.index in self._capture_windows:
+                reason = f"on demand (window {wf.window.index})"
+            if reason is not None:
+                upto = [w.window for w in group[: i + 1]]
+                row = by_window.get(wf.window.index)
+                cap = self._capture(wf, upto, reason, row, model, thresholds or {})
+                if cap is not None:
+                    out.append(cap)
+                    out.append(
+                        Event(
+                            self.machine,
+                            to_ns(wf.window.t_start),
+                            "capture",
+                            "info",
+                            f"capture {cap.id}: {reason}",
+                            detail=json.dumps({"capture": cap.id, "window": wf.window.index}),
+                        )
+                    )
+        self._recent.extend(wf.window for wf in group)
         return out
 
     def features(self, group: Sequence[WindowFeatures]) -> FeatureRows:
@@ -201,84 +194,64 @@ class Recorder:
             )
         return out
 
-    def _transition(
+    def transition(
         self,
         wf: WindowFeatures,
+        upto: Sequence[Window],
+        sensor: str,
+        old: str,
+        new: str,
+        reason: str,
         row: dict[str, Any] | None,
         model: str,
         thresholds: dict[str, float],
     ) -> list[Record]:
-        new = (row or {}).get("state")
-        on_demand, self._capture_next = self._capture_next, None
-        if wf.window.index in self._capture_windows:
-            on_demand = f"on demand (window {wf.window.index})"
-        changed = new in _RANK and new != self._state
-        if not changed and on_demand is None:
-            return []
+        """A state transition decided at ``wf``: its capture and its ``StateChange``.
+
+        ``upto`` are the windows of the current group up to and including ``wf``
+        (the capture also reaches back into the previous groups).
+        """
+        cap = self._capture(wf, upto, reason, row, model, thresholds)
         score = (row or {}).get("score")
-        if changed:
-            assert new is not None
-            up = _RANK[new] > _RANK[self._state]
-            limit = thresholds.get(new if up else self._state)
-            cmp = "≥" if up else "<"
-            reason = f"window score {score:.3g} {cmp} {self._state if not up else new} threshold"
-            if limit is not None:
-                reason += f" {limit:.3g}"
-            reason += " (per-window state, not debounced)"
-        else:
-            reason = on_demand or "on demand"
-        out: list[Record] = []
-        cap_id = ""
-        if self.captures is not None:
-            cap = self.captures.capture(
-                self.machine,
-                list(self._recent),
-                channels=self.pipeline.columns,
-                reason=reason,
-                model=model,
-                thresholds=thresholds,
-                context={
-                    "window": wf.window.index,
-                    "score": score,
-                    "diagnosis": (row or {}).get("diagnosis"),
-                    "top_features": (row or {}).get("top_features"),
-                    "pipeline_file": self.pipeline.source_path,
-                    # Every DSP parameter the features depend on, to re-analyse the capture.
-                    "pipeline": self.pipeline.model_dump(mode="json"),
-                },
-            )
-            cap_id = cap.id
-            self.captures_made += 1
-            out.append(cap)
-        t_ns = to_ns(wf.window.t_start)
-        if changed:
-            assert new is not None
-            out.append(
-                StateChange(
-                    self.machine,
-                    t_ns,
-                    self._state,
-                    new,
-                    reason,
-                    score=float("nan") if score is None else float(score),
-                    capture=cap_id,
-                )
-            )
-            self.transitions.append(
-                Transition(
-                    wf.window.index, iso_time(wf.window.t_start), self._state, new, reason, cap_id
-                )
-            )
-            self._state = new
-        else:
-            out.append(
-                Event(
-                    self.machine,
-                    t_ns,
-                    "capture",
-                    "info",
-                    f"capture {cap_id}: {reason}",
-                    detail=json.dumps({"capture": cap_id, "window": wf.window.index}),
-                )
-            )
-        return out
+        change = StateChange(
+            self.machine,
+            to_ns(wf.window.t_start),
+            old,
+            new,
+            reason,
+            sensor=sensor,
+            score=math.nan if score is None else float(score),
+            capture=cap.id if cap is not None else "",
+        )
+        return [*([cap] if cap is not None else []), change]
+
+    def _capture(
+        self,
+        wf: WindowFeatures,
+        upto: Sequence[Window],
+        reason: str,
+        row: dict[str, Any] | None,
+        model: str,
+        thresholds: dict[str, float],
+    ) -> Capture | None:
+        if self.captures is None:
+            return None
+        windows = [*self._before, *upto][-self.pipeline.history.capture_windows :]
+        self.captures_made += 1
+        return self.captures.capture(
+            self.machine,
+            windows,
+            channels=self.pipeline.columns,
+            reason=reason,
+            model=model,
+            thresholds=thresholds,
+            context={
+                "window": wf.window.index,
+                "score": (row or {}).get("score"),
+                "diagnosis": (row or {}).get("diagnosis"),
+                "top_features": (row or {}).get("top_features"),
+                "pipeline_file": self.pipeline.source_path,
+                # Every DSP parameter the features depend on, to re-analyse the capture.
+                "pipeline": self.pipeline.model_dump(mode="json"),
+            },
+        )

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from pdm.durable import open_or_set_aside
 from pdm.history.base import HistoryError
 from pdm.history.records import CRITICAL_KINDS, DROP_ORDER, KINDS, Record, decode, encode
 
@@ -73,22 +74,7 @@ class Spool:
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error(
-                "%s: spool unreadable (%s); moved aside to %s, starting a new one",
-                self.path,
-                exc,
-                aside.name,
-            )
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
-                if src.exists():
-                    src.rename(str(aside) + suffix)
-            self._db = self._open()
+        self._db = open_or_set_aside(self.path, self._open, "spool", log)
         self._load_totals()
 
     def _open(self) -> sqlite3.Connection:

@@ -1,0 +1,407 @@
+"""The alarm engine of one machine: windows in, states, actions and audit records out.
+
+Per window: sensor health (:mod:`pdm.alarms.health`) → :func:`pdm.alarms.state.step`
+→ for each transition: the state is saved (fsynced) *before* anything acts on
+it; a capture of the raw windows and a ``StateChange`` go to history; the
+relay follows the state (energised = the machine may run: it drops on trip and
+on ``appliance_fault``, and when the engine closes); each webhook gets the
+event through its durable outbox. Every relay attempt and webhook outcome is an
+``ActionResult`` in history.
+
+Restart safety: the state store holds the state the actions were taken for, so
+a restart (kill -9 included) sets the relay to what that state says and sends
+nothing new; a webhook event already queued or delivered is never queued again
+(its id is stable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pdm.actions.outbox import Outbox
+from pdm.actions.relay import LogRelay, Relay, RelayResult, relay_from_url
+from pdm.actions.webhook import WebhookSender, WebhookSettings, webhook_secret
+from pdm.alarms.events import AlarmEvent
+from pdm.alarms.health import HealthLimits, by_sensor, check_windows, full_scale_g
+from pdm.alarms.state import (
+    AlarmRules,
+    FeatureLimit,
+    MachineAlarm,
+    Transition,
+    acknowledge,
+    relay_permissive,
+    step,
+    window_result,
+)
+from pdm.alarms.store import AlarmStore
+from pdm.config import Pipeline
+from pdm.dsp.windows import Window
+from pdm.history.recorder import Recorder
+from pdm.history.records import ActionResult, Capture, Record, to_ns
+from pdm.processing import WindowFeatures, iso_time
+
+__all__ = ["AlarmEngine", "appliance_id", "rules_from"]
+
+log = logging.getLogger("pdm.alarms")
+
+Submit = Callable[..., None]
+
+
+def appliance_id() -> str:
+    """``PDM_APPLIANCE_ID``, else the host name."""
+    return os.environ.get("PDM_APPLIANCE_ID") or socket.gethostname()
+
+
+def rules_from(pipeline: Pipeline) -> AlarmRules:
+    a = pipeline.alarms
+    m = pipeline.machine
+    on, of = a.delays(pipeline.acquisition)
+    return AlarmRules(
+        on_windows=on,
+        of_windows=of,
+        off_windows=a.off_windows,
+        hysteresis=a.hysteresis,
+        score_trip=a.score_trip,
+        iso_alert_zone=a.iso_alert_zone,
+        iso_danger_zone=a.iso_danger_zone,
+        iso_trip=a.iso_trip,
+        iso_group=m.iso_group,
+        foundation=m.foundation,
+        limits=tuple(
+            FeatureLimit(lim.feature, lim.alert, lim.danger, lim.trip, lim.channel)
+            for lim in a.limits
+        ),
+        sensor_on_windows=a.sensor_on_windows,
+        sensor_off_windows=a.sensor_off_windows,
+        sensor_fault_inhibits=a.sensor_fault_inhibits,
+    )
+
+
+@dataclass
+class EngineTransition:
+    """A transition as the replay summary lists it."""
+
+    window: int
+    t: str
+    sensor: str
+    old: str
+    new: str
+    reason: str
+    capture: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "window": self.window,
+            "t": self.t,
+            "from": self.old,
+            "to": self.new,
+            "reason": self.reason,
+        }
+        if self.sensor:
+            d["sensor"] = self.sensor
+        if self.capture:
+            d["capture"] = self.capture
+        return d
+
+
+@dataclass
+class AlarmEngine:
+    """One machine's alarms. ``actions``: ``live`` (the pipeline's relay and webhooks) or
+    ``dry-run`` (a log relay, webhooks recorded as skipped)."""
+
+    pipeline: Pipeline
+    store: AlarmStore
+    submit: Submit
+    recorder: Recorder
+    data_dir: Path
+    actions: str = "dry-run"
+    state: MachineAlarm | None = None
+    transitions: list[EngineTransition] = field(default_factory=list)
+    relay: Relay = field(init=False)
+    webhooks: list[WebhookSender] = field(init=False, default_factory=list)
+    _outboxes: list[Outbox] = field(init=False, default_factory=list)
+    _appliance_fault: str = field(init=False, default="")
+    _permissive: bool | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.machine = self.pipeline.machine.id
+        self.rules = rules_from(self.pipeline)
+        self.appliance = appliance_id()
+        self.fullscale = full_scale_g(self.pipeline)
+        self.limits = HealthLimits()
+        self.sensor_of = {c: self.pipeline.channel(c)[0].id for c in self.pipeline.columns}
+        if self.state is None:
+            self.state = self.store.load(self.machine) or MachineAlarm()
+        live = self.actions == "live"
+        self.relay = relay_from_url(self.pipeline.alarms.relay) if live else LogRelay()
+        if live:
+            for i, hook in enumerate(self.pipeline.alarms.webhooks):
+                settings = WebhookSettings(
+                    url=hook.url,
+                    secret=webhook_secret(hook.secret_env),
+                    format=hook.format,
+                    timeout_s=hook.timeout_s,
+                    name=f"{self.machine}-{i}",
+                )
+                outbox = Outbox(self.data_dir / "outbox" / f"{self.machine}-{i}.db")
+                self._outboxes.append(outbox)
+                sender = WebhookSender(settings, outbox, on_result=self._webhook_result(settings))
+                self.webhooks.append(sender.start())
+        # Restart: the relay follows the stored state at once, and nothing is re-sent.
+        self._last_t_ns: int | None = None
+        self._pending: list[Record] = self._drive_relay(time.time_ns())
+
+    # -- per window ----------------------------------------------------------------------------
+    def process(
+        self,
+        group: Sequence[WindowFeatures],
+        rows: Sequence[dict[str, Any]],
+        *,
+        model: str,
+        thresholds: dict[str, float],
+        write: bool = True,
+    ) -> list[Record]:
+        """Step the state over a group of windows; returns the history records to write.
+
+        ``write=False`` (a resumed replay's windows before its checkpoint) steps the
+        state without acting or recording.
+        """
+        if not group:
+            return []
+        assert self.state is not None
+        # Records made before the first window (the relay set at start) carry its time.
+        t0 = to_ns(group[0].window.t_start)
+        out: list[Record] = [dataclasses.replace(r, t_ns=t0) for r in self._pending]  # type: ignore[arg-type]
+        self._pending = []
+        self._last_t_ns = to_ns(group[-1].window.t_start)
+        by_window = {r["window"]: r for r in rows}
+        fs = group[0].window.fs
+        import numpy as np
+
+        health = check_windows(
+            np.stack([wf.window.data for wf in group]), fs, self.fullscale, self.limits
+        )
+        for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
+            row = by_window.get(wf.window.index)
+            faults, details = by_sensor(verdicts, self.pipeline.columns, self.sensor_of)
+            frame = wf.features
+            win = window_result(
+                to_ns(wf.window.t_start),
+                wf.window.index,
+                row,
+                thresholds,
+                frame.channels,
+                frame.names,
+                frame.values,
+                self.sensor_of,
+                faults,
+                details,
+            )
+            self.state, trs = step(self.state, win, self.rules)
+            if not trs or not write:
+                continue
+            self.store.save(
+                self.machine, self.state, off_windows=self.rules.off_windows, now=True
+            )  # before acting on it
+            upto = [w.window for w in group[: i + 1]]
+            for tr in trs:
+                out += self._transition(wf, upto, tr, row, model, thresholds)
+            out += self._drive_relay(win.t_ns)
+        if write:
+            self.store.save(self.machine, self.state, off_windows=self.rules.off_windows)
+        return out
+
+    def _transition(
+        self,
+        wf: WindowFeatures,
+        upto: list[Window],
+        tr: Transition,
+        row: dict[str, Any] | None,
+        model: str,
+        thresholds: dict[str, float],
+    ) -> list[Record]:
+        recs = self.recorder.transition(
+            wf, upto, tr.sensor, tr.old, tr.new, tr.reason, row, model, thresholds
+        )
+        capture = next((r.id for r in recs if isinstance(r, Capture)), "")
+        self.transitions.append(
+            EngineTransition(
+                tr.window,
+                iso_time(wf.window.t_start),
+                tr.sensor,
+                tr.old,
+                tr.new,
+                tr.reason,
+                capture,
+            )
+        )
+        log.info(
+            "%s%s: %s → %s: %s",
+            self.machine,
+            f"/{tr.sensor}" if tr.sensor else "",
+            tr.old,
+            tr.new,
+            tr.reason,
+        )
+        event = AlarmEvent(
+            appliance=self.appliance,
+            machine=self.machine,
+            sensor=tr.sensor,
+            old=tr.old,
+            new=tr.new,
+            reason=tr.reason,
+            t_ns=tr.t_ns,
+            created_ns=time.time_ns(),
+            score=(row or {}).get("score"),
+            thresholds=dict(thresholds),
+            top_features=tuple((row or {}).get("top_features") or ()),
+            diagnosis=(row or {}).get("diagnosis"),
+            capture=capture,
+        )
+        if self.webhooks:
+            for sender in self.webhooks:
+                sender.enqueue(event)  # durable; delivery and its audit follow
+        elif self.pipeline.alarms.webhooks:
+            recs += [
+                ActionResult(
+                    self.machine,
+                    tr.t_ns,
+                    "webhook",
+                    hook.url,
+                    "skipped",
+                    0,
+                    "dry run (replay without --actions live)",
+                    event.id,
+                )
+                for hook in self.pipeline.alarms.webhooks
+            ]
+        return recs
+
+    # -- relay -----------------------------------------------------------------------------------
+    def _drive_relay(self, t_ns: int) -> list[Record]:
+        """Set the relay to what the state says (if it changed or is failing); audit it."""
+        assert self.state is not None
+        want = relay_permissive(self.state) and not self._appliance_fault
+        if want == self._permissive and not self._appliance_fault:
+            return []
+        result = self.relay.set_permissive(want)
+        recs: list[Record] = [self._relay_record(t_ns, result)]
+        if result.ok:
+            self._permissive = want
+            if self._appliance_fault:
+                recs += self._appliance(t_ns, "")
+                if relay_permissive(self.state):  # allowed again now that the relay answers
+                    r2 = self.relay.set_permissive(True)
+                    recs.append(self._relay_record(t_ns, r2))
+                    self._permissive = True if r2.ok else self._permissive
+        elif not self._appliance_fault:
+            recs += self._appliance(t_ns, f"relay {self.relay.target}: {result.detail}")
+        return recs
+
+    def _relay_record(self, t_ns: int, r: RelayResult) -> ActionResult:
+        what = "permissive (energised)" if r.permissive else "drop (de-energised)"
+        return ActionResult(
+            self.machine,
+            t_ns,
+            "relay",
+            self.relay.target,
+            "ok" if r.ok else "failed",
+            r.attempts,
+            f"{what}: {r.detail} ({r.elapsed_s * 1000:.0f} ms)",
+        )
+
+    def _appliance(self, t_ns: int, fault: str) -> list[Record]:
+        old = "appliance_fault" if self._appliance_fault else "ok"
+        new = "appliance_fault" if fault else "ok"
+        self._appliance_fault = fault
+        reason = fault or "relay answers again"
+        (log.error if fault else log.warning)("%s: %s → %s: %s", self.machine, old, new, reason)
+        from pdm.history.records import StateChange
+
+        self.transitions.append(
+            EngineTransition(-1, iso_time(t_ns / 1e9), "appliance", old, new, reason)
+        )
+        event = AlarmEvent(
+            self.appliance, self.machine, "appliance", old, new, reason, t_ns, time.time_ns()
+        )
+        for sender in self.webhooks:
+            sender.enqueue(event)
+        return [StateChange(self.machine, t_ns, old, new, reason, sensor="appliance")]
+
+    def retry_relay(self) -> list[Record]:
+        """Called periodically by a service: try a failing relay again."""
+        return self._drive_relay(time.time_ns()) if self._appliance_fault else []
+
+    # -- acknowledgement -----------------------------------------------------------------------
+    def acknowledge(
+        self, by: str, comment: str, t_ns: int | None = None
+    ) -> tuple[list[Record], str]:
+        assert self.state is not None
+        t_ns = time.time_ns() if t_ns is None else t_ns
+        self.state, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
+        from pdm.alarms.state import Ack
+        from pdm.history.records import Event, StateChange
+
+        self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)
+        self.store.record_ack(self.machine, Ack(by, t_ns, comment), self.state.state, msg)
+        recs: list[Record] = [
+            Event(
+                self.machine,
+                t_ns,
+                "acknowledge",
+                "info",
+                f"acknowledged by {by}: {msg}",
+                detail=comment,
+            )
+        ]
+        for tr in trs:
+            recs.append(StateChange(self.machine, t_ns, tr.old, tr.new, tr.reason))
+            event = AlarmEvent(
+                self.appliance, self.machine, "", tr.old, tr.new, tr.reason, t_ns, t_ns
+            )
+            for sender in self.webhooks:
+                sender.enqueue(event)
+        recs += self._drive_relay(t_ns)
+        return recs, msg
+
+    def _webhook_result(self, settings: WebhookSettings) -> Callable[[str, str, int, str], None]:
+        def done(event_id: str, outcome: str, attempt: int, detail: str) -> None:
+            self.submit(
+                ActionResult(
+                    self.machine,
+                    time.time_ns(),
+                    "webhook",
+                    settings.safe_url,
+                    outcome,
+                    attempt,
+                    detail,
+                    event_id,
+                )
+            )
+
+        return done
+
+    def close(self, *, drop_relay: bool = True, timeout: float = 10.0) -> None:
+        """Stop: webhooks get ``timeout`` to deliver; the relay drops (fail-safe) by default."""
+        for sender in self.webhooks:
+            sender.drain(timeout)
+            sender.close(timeout=2.0)
+        for outbox in self._outboxes:
+            outbox.close()
+        if drop_relay:
+            # Fail-safe: the appliance stops, the machine may not run on unsupervised.
+            result = self.relay.set_permissive(False)
+            t = self._last_t_ns if self._last_t_ns is not None else time.time_ns()
+            self.submit(*self._pending, self._relay_record(t, result))
+            self._pending = []
+            self.relay.close()
+        assert self.state is not None
+        self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)

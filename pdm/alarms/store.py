@@ -1,0 +1,123 @@
+"""The alarm state store: each machine's alarm state, latches and acknowledgements, on disk.
+
+One SQLite file (``<data dir>/alarms.db``, WAL, ``synchronous=FULL``). The
+engine saves a machine's state on every transition (before any action is
+taken, so a restart — kill -9 included — finds the state the actions were
+taken for and never re-fires them) and at most once a second otherwise (the
+debounce counters: losing a second of those costs nothing).
+``pdm-edge ack`` works against this file when no service is running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from pdm.alarms.state import Ack, MachineAlarm
+from pdm.errors import ConfigError
+
+__all__ = ["AlarmStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS machine_state (
+    machine TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acks (
+    machine TEXT NOT NULL,
+    t_ns INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (machine, t_ns, by)
+);
+"""
+
+
+class AlarmStore:
+    """Alarm states by machine. Thread-safe; one file per data directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"{self.path}: cannot open the alarm state store: {exc}") from exc
+        self._saved: dict[str, float] = {}
+
+    def load(self, machine: str) -> MachineAlarm | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM machine_state WHERE machine = ?", (machine,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return MachineAlarm.from_json(json.loads(row[0]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.path}: the stored alarm state of {machine!r} is unreadable ({exc}); "
+                "remove it with `pdm-edge ack --reset` only after checking the machine"
+            ) from exc
+
+    def save(
+        self, machine: str, state: MachineAlarm, *, off_windows: int, now: bool = False
+    ) -> None:
+        """Save (``now``: always, fsynced; else at most once a second).
+
+        ``off_windows`` (the pipeline's) is kept with it, so ``pdm-edge ack`` can tell
+        whether a latch is clear without the pipeline file.
+        """
+        wall = time.monotonic()
+        if not now and wall - self._saved.get(machine, -1e9) < 1.0:
+            return
+        text = json.dumps({**state.to_json(), "off_windows": off_windows}, separators=(",", ":"))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO machine_state(machine, state, updated_ns) VALUES (?,?,?) "
+                "ON CONFLICT(machine) DO UPDATE SET state = excluded.state, "
+                "updated_ns = excluded.updated_ns",
+                (machine, text, time.time_ns()),
+            )
+        self._saved[machine] = wall
+
+    def off_windows(self, machine: str) -> int | None:
+        """The off-delay saved with the machine's state (None: no state)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM machine_state WHERE machine = ?", (machine,)
+            ).fetchone()
+        return None if row is None else int(json.loads(row[0]).get("off_windows", 25))
+
+    def record_ack(self, machine: str, ack: Ack, state: str, result: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO acks VALUES (?,?,?,?,?,?)",
+                (machine, ack.t_ns, ack.by, ack.comment, state, result),
+            )
+
+    def machines(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT machine FROM machine_state ORDER BY 1")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AlarmStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

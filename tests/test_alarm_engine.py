@@ -1,0 +1,167 @@
+"""The alarm engine with a real relay: pymodbus's Modbus TCP server on loopback.
+
+The coil drops on trip, stays down while the trip is latched, and comes back
+only after acknowledge + clear; a relay that cannot be reached is an
+``appliance_fault`` within 2 s; a restart sets the relay from the stored state
+and sends nothing again.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_relay import HAVE_PYMODBUS, ModbusServer
+
+from pdm.alarms.engine import AlarmEngine
+from pdm.alarms.store import AlarmStore
+from pdm.config import Pipeline, load_pipeline
+from pdm.history.recorder import Recorder
+from pdm.history.records import ActionResult, Record, StateChange
+from pdm.processing import FeatureStream, WindowFeatures, open_recording
+from pdm.scoring.stream import ScoreStream
+
+pytestmark = pytest.mark.relay
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = REPO / "fixtures"
+
+
+def _pipeline(relay: str) -> Pipeline:
+    pl = load_pipeline(REPO / "pipelines" / "demo.toml")
+    return pl.model_copy(update={"alarms": pl.alarms.model_copy(update={"relay": relay})})
+
+
+def _groups(pl: Pipeline, name: str) -> Iterator[tuple[list[WindowFeatures], list[dict], dict]]:
+    rec, pl = open_recording(FIX / name, pl)
+    with rec:
+        fs = FeatureStream(pl, rec.sample_rate_hz)
+        scores = ScoreStream(pl, rec.sample_rate_hz, pl.model_dir, fs.extractor.names)  # type: ignore[arg-type]
+        model = scores.scorer.model  # type: ignore[union-attr]
+        thresholds = {"alert": model.alert, "danger": model.danger}
+        group: list[WindowFeatures] = []
+        for wf in fs.feed(rec.chunks()):
+            group.append(wf)
+            if len(group) == fs.batch:
+                yield group, scores.process(group), thresholds
+                group = []
+        if group:
+            yield group, scores.process(group), thresholds
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def __call__(self, *recs: Record) -> None:
+        self.records += recs
+
+
+def _engine(pl: Pipeline, tmp_path: Path, sink: Sink) -> AlarmEngine:
+    return AlarmEngine(
+        pl, AlarmStore(tmp_path / "alarms.db"), sink, Recorder(pl), tmp_path, actions="live"
+    )
+
+
+def _run(engine: AlarmEngine, pl: Pipeline, name: str, sink: Sink) -> None:
+    for group, rows, th in _groups(pl, name):
+        sink(*engine.process(group, rows, model="m", thresholds=th))
+
+
+def test_coil_drops_on_trip_and_returns_only_after_acknowledge_and_clear(
+    modbus_server: ModbusServer, tmp_path: Path
+) -> None:
+    pl = _pipeline(f"modbus://127.0.0.1:{modbus_server.port}?device=1&coil=0")
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    assert modbus_server.coil(0) is True  # healthy machine: permissive (energised)
+    _run(engine, pl, "outer_race.csv.gz", sink)
+    assert engine.state is not None and engine.state.state == "trip"
+    assert modbus_server.coil(0) is False  # tripped: dropped
+    _run(engine, pl, "healthy.csv.gz", sink)  # repaired and running clean…
+    assert engine.state.state == "trip" and modbus_server.coil(0) is False  # …but latched
+    recs, msg = engine.acknowledge("ana", "outer race replaced")
+    assert "back to ok" in msg or "now ok" in msg
+    assert engine.state.state == "ok" and modbus_server.coil(0) is True
+    sink(*recs)
+    relay = [r for r in sink.records if isinstance(r, ActionResult) and r.action == "relay"]
+    assert [r.outcome for r in relay] == ["ok", "ok", "ok"]
+    assert ["drop" in r.detail for r in relay] == [False, True, False]
+    engine.close()
+    assert modbus_server.coil(0) is False  # the appliance stops: fail-safe drop
+
+
+def test_acknowledge_before_clear_waits_for_clear(
+    modbus_server: ModbusServer, tmp_path: Path
+) -> None:
+    pl = _pipeline(f"modbus://127.0.0.1:{modbus_server.port}")
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    _run(engine, pl, "outer_race.csv.gz", sink)
+    _, msg = engine.acknowledge("ana", "")
+    assert "ends when" in msg and modbus_server.coil(0) is False
+    _run(engine, pl, "healthy.csv.gz", sink)
+    assert engine.state is not None and engine.state.state == "ok" and modbus_server.coil(0) is True
+    engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_relay_is_appliance_fault_within_2_s(tmp_path: Path) -> None:
+    pl = _pipeline(f"modbus://127.0.0.1:{_free_port()}")
+    sink = Sink()
+    t0 = time.monotonic()
+    engine = _engine(pl, tmp_path, sink)
+    assert time.monotonic() - t0 < 2.0
+    group, rows, th = next(_groups(pl, "healthy.csv.gz"))
+    recs = engine.process(group, rows, model="m", thresholds=th)
+    faults = [r for r in recs if isinstance(r, StateChange) and r.new == "appliance_fault"]
+    assert len(faults) == 1 and "relay" in faults[0].reason
+    assert any(isinstance(r, ActionResult) and r.outcome == "failed" for r in recs)
+    engine.close()
+
+
+def test_read_back_mismatch_is_appliance_fault_within_2_s(tmp_path: Path) -> None:
+    if not HAVE_PYMODBUS:
+        pytest.skip("pymodbus not installed")
+    srv = ModbusServer(ignore_writes=True).start()
+    try:
+        pl = _pipeline(f"modbus://127.0.0.1:{srv.port}")
+        sink = Sink()
+        t0 = time.monotonic()
+        engine = _engine(pl, tmp_path, sink)
+        elapsed = time.monotonic() - t0
+        group, rows, th = next(_groups(pl, "healthy.csv.gz"))
+        recs = engine.process(group, rows, model="m", thresholds=th)
+        (fault,) = [r for r in recs if isinstance(r, StateChange) and r.new == "appliance_fault"]
+        assert "read-back" in fault.reason and elapsed < 2.0
+        engine.close()
+    finally:
+        srv.stop()
+
+
+def test_restart_sets_the_relay_from_the_stored_state_and_sends_nothing_again(
+    modbus_server: ModbusServer, tmp_path: Path
+) -> None:
+    pl = _pipeline(f"modbus://127.0.0.1:{modbus_server.port}")
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    _run(engine, pl, "outer_race.csv.gz", sink)
+    n_changes = sum(isinstance(r, StateChange) for r in sink.records)
+    engine.store.close()  # a crash: no close(), the relay is left as it was
+    modbus_server.set_coil(0, True)  # and someone re-energised it by hand meanwhile
+    sink2 = Sink()
+    engine2 = _engine(pl, tmp_path, sink2)  # the restart
+    assert engine2.state is not None and engine2.state.state == "trip"
+    assert modbus_server.coil(0) is False  # dropped again at once: the stored trip
+    _run(engine2, pl, "outer_race.csv.gz", sink2)  # still faulty: no new transition
+    assert not any(isinstance(r, StateChange) for r in sink2.records)
+    assert n_changes == 1
+    engine2.close()
