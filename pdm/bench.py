@@ -207,9 +207,13 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     scoring = bench_scoring(quick=quick)
     sensors_per_core = 1e6 / (t_stream * windows_per_sensor_s)
     history = _history_figures(sensors_per_core * windows_per_sensor_s * CHANNELS, quick=quick)
+    from pdm.bench_alarms import bench_decision
+
+    decision = bench_decision(quick=quick)
     return {
         **scoring,
         **history,
+        **decision,
         "dsp_ratio_to_rfft": round(r_batch, 3),
         "dsp_ratio_to_rfft_batch1": round(r_single, 3),
         "dsp_ratio_to_rfft_speed_search": round(r_search, 3),

@@ -379,6 +379,11 @@ def test_bench_json_quick() -> None:
     ratio = result["dsp_ratio_to_rfft"]
     assert isinstance(ratio, float) and 0.5 < ratio < 20, ratio
     assert result["dsp_sensors_per_core"] > 0
+    # Later issues' keys: history write rates (a throwaway influxd when installed), decisions.
+    assert result["history_rows_per_s_sqlite"] > 0 and result["history_target_rows_per_s"] > 0
+    influx = result["history_rows_per_s_influx1"]
+    assert (influx is None) == ("history_influx1_skipped" in result)
+    assert 0 < result["decision_us_p50"] <= result["decision_us_p99"]
 
 
 def test_demo() -> None:

@@ -575,3 +575,51 @@ def test_public_names() -> None:
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
     assert set(webhook.__all__) >= {"WebhookSender", "WebhookSettings", "sign", "verify"}
     assert set(outbox.__all__) >= {"Outbox", "OutboxError"}
+
+
+def test_replay_with_live_actions_sends_each_transition_once_signed(
+    tmp_path: Path, receiver
+) -> None:
+    """End to end: replay → alarm engine → outbox → signed POST; a second replay of the same
+    recording makes the same transitions with the same ids, and sends nothing again."""
+    rx = receiver()
+    demo = REPO / "pipelines" / "demo.toml"
+    text = demo.read_text().replace(
+        'path = "../models/demo-pump"', f'path = "{REPO}/models/demo-pump"'
+    )
+    pipeline = tmp_path / "pump.toml"
+    pipeline.write_text(text + f'\n[alarms]\nwebhooks = [{{ url = "{rx.url}" }}]\n')
+    env = {**os.environ, "PDM_WEBHOOK_SECRET": SECRET.decode()}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdm.cli",
+        "replay",
+        str(REPO / "fixtures" / "outer_race.csv.gz"),
+        "-p",
+        str(pipeline),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--actions",
+        "live",
+    ]
+    for run in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert [(t["from"], t["to"]) for t in summary["transitions"]] == [("ok", "trip")]
+        got = rx.requests()
+        assert len(got) == 1, f"run {run}: {len(got)} requests"
+    (req,) = got
+    body = json.loads(req["body"])
+    assert req["valid"] and body["schema"] == "pdm-edge.alarm/1"
+    assert (body["machine"], body["old_state"], body["new_state"]) == ("demo-pump", "ok", "trip")
+    assert body["event_id"] == req["id"] and body["severity"] == "alarm"
+    assert body["diagnosis"] == "bearing_outer_race" and body["top_features"]
+    from pdm.history import open_store
+    from pdm.history.records import ActionResult
+
+    with open_store(summary["store"]) as st:
+        audit = [r for r in st.log("demo-pump", kinds=("actions",)) if isinstance(r, ActionResult)]
+    hooks = [r for r in audit if r.action == "webhook"]
+    assert [(r.outcome, r.event_id) for r in hooks] == [("ok", req["id"])]  # audited once

@@ -124,6 +124,8 @@ class AlarmEngine:
     data_dir: Path
     actions: str = "dry-run"
     state: MachineAlarm | None = None
+    #: A relay to use instead of the pipeline's (tests, the benchmark).
+    relay_override: Relay | None = None
     transitions: list[EngineTransition] = field(default_factory=list)
     relay: Relay = field(init=False)
     webhooks: list[WebhookSender] = field(init=False, default_factory=list)
@@ -141,7 +143,10 @@ class AlarmEngine:
         if self.state is None:
             self.state = self.store.load(self.machine) or MachineAlarm()
         live = self.actions == "live"
-        self.relay = relay_from_url(self.pipeline.alarms.relay) if live else LogRelay()
+        if self.relay_override is not None:
+            self.relay = self.relay_override
+        else:
+            self.relay = relay_from_url(self.pipeline.alarms.relay) if live else LogRelay()
         if live:
             for i, hook in enumerate(self.pipeline.alarms.webhooks):
                 settings = WebhookSettings(
@@ -208,13 +213,14 @@ class AlarmEngine:
             self.state, trs = step(self.state, win, self.rules)
             if not trs or not write:
                 continue
-            self.store.save(
-                self.machine, self.state, off_windows=self.rules.off_windows, now=True
-            )  # before acting on it
+            # Saved (fsynced) before acting on it; then the relay first — the captures,
+            # history and webhooks of the transition come after the machine is safe.
+            self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)
+            relay = self._drive_relay(win.t_ns)
             upto = [w.window for w in group[: i + 1]]
             for tr in trs:
                 out += self._transition(wf, upto, tr, row, model, thresholds)
-            out += self._drive_relay(win.t_ns)
+            out += relay
         if write:
             self.store.save(self.machine, self.state, off_windows=self.rules.off_windows)
         return out
