@@ -280,6 +280,7 @@ def _replay_one(
             t_last = to_ns(group[-1].window.t_start)
             skip = mark is not None and t_last <= mark
             recs = recorder.records(group, rows, model=model, thresholds=thresholds)
+            new_events = features.events[recorder.events_seen :]
             recs += recorder.stream_events(features.events)
             summary["windows"] += len(group)
             summary["invalid_windows"] += sum(not wf.features.valid for wf in group)
@@ -289,7 +290,7 @@ def _replay_one(
                 summary["windows_skipped"] += len(group)
                 recorder.captures_made = 0
                 return
-            recs += engine.process(group, rows, model=model, thresholds=thresholds)
+            recs += engine.process(group, rows, model=model, thresholds=thresholds, gaps=new_events)
             assert engine.state is not None
             snapshots[t_last] = engine.state.to_json()
             writer.submit(*recs, mark=t_last)

@@ -157,3 +157,21 @@ def test_ack_of_a_latch_that_is_not_clear_is_recorded_and_keeps_it(tmp_path: Pat
     with open_store(summary["store"]) as st:
         events = [e for e in st.log("demo-pump", kinds=("events",)) if e.type == "acknowledge"]
     assert events and "ana" in events[0].message and events[0].detail == "seen"
+
+
+def test_a_gap_in_the_recording_is_a_sensor_fault(tmp_path: Path) -> None:
+    import numpy as np
+
+    fs = 25600
+    t = np.arange(6 * fs) / fs
+    t[3 * fs :] += 1.0  # one second of samples never arrived
+    rng = np.random.default_rng(7)
+    x = 0.05 * np.sin(2 * np.pi * 24.67 * t) + 0.02 * rng.standard_normal((2, t.size))
+    path = tmp_path / "gap.csv"
+    with path.open("w") as f:
+        f.write("time,x_g,y_g\n")
+        np.savetxt(f, np.column_stack([t, x.T]), delimiter=",", fmt="%.6f")
+    summary = _replay(path, tmp_path / "data")
+    gaps = [tr for tr in summary["transitions"] if tr["to"] == "sensor_fault"]
+    assert len(gaps) == 1 and gaps[0]["reason"].startswith("gap: gap")
+    assert gaps[0]["t"].startswith("1970-01-01T00:00:04") and summary["alarm_state"] == "ok"

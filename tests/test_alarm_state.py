@@ -179,3 +179,12 @@ def test_acknowledging_nothing_changes_nothing() -> None:
     )
     with pytest.raises(ValueError, match="name"):
         acknowledge(run([{"score": 2.0}] * 3)[0], " ", 1, "", RULES)
+
+
+def test_a_stream_gap_is_a_sensor_fault_of_every_sensor_at_once() -> None:
+    state, _ = step(MachineAlarm(), win(0), RULES)
+    state, trs = step(
+        state, dataclasses.replace(win(1), gap="gap: 1.0 s of samples missing"), RULES
+    )
+    assert [(t.sensor, t.new) for t in trs] == [("de", "sensor_fault"), ("nde", "sensor_fault")]
+    assert trs[0].reason == "gap: gap: 1.0 s of samples missing" and state.state == "ok"

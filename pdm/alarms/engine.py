@@ -43,7 +43,7 @@ from pdm.alarms.state import (
 )
 from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
-from pdm.dsp.windows import Window
+from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Capture, Record, to_ns
 from pdm.processing import WindowFeatures, iso_time
@@ -162,6 +162,7 @@ class AlarmEngine:
                 self.webhooks.append(sender.start())
         # Restart: the relay follows the stored state at once, and nothing is re-sent.
         self._last_t_ns: int | None = None
+        self._gaps: list[StreamEvent] = []
         self._pending: list[Record] = self._drive_relay(time.time_ns())
 
     # -- per window ----------------------------------------------------------------------------
@@ -173,11 +174,14 @@ class AlarmEngine:
         model: str,
         thresholds: dict[str, float],
         write: bool = True,
+        gaps: Sequence[StreamEvent] = (),
     ) -> list[Record]:
         """Step the state over a group of windows; returns the history records to write.
 
         ``write=False`` (a resumed replay's windows before its checkpoint) steps the
-        state without acting or recording.
+        state without acting or recording. ``gaps``: stream resets (``gap``,
+        ``time_backwards``) since the previous group; the first window after each is a
+        sensor fault of every sensor (samples are missing), at once.
         """
         if not group:
             return []
@@ -188,6 +192,8 @@ class AlarmEngine:
         self._pending = []
         self._last_t_ns = to_ns(group[-1].window.t_start)
         by_window = {r["window"]: r for r in rows}
+        # Resets may come before the group whose first window follows them: keep them.
+        self._gaps += [e for e in gaps if e.kind != "rate_change"]
         fs = group[0].window.fs
         import numpy as np
 
@@ -198,6 +204,11 @@ class AlarmEngine:
             row = by_window.get(wf.window.index)
             faults, details = by_sensor(verdicts, self.pipeline.columns, self.sensor_of)
             frame = wf.features
+            gap = ""
+            t_win = to_ns(wf.window.t_start)
+            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
+                self._gaps.remove(ev)  # the first window after the reset carries it
+                gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
             win = window_result(
                 to_ns(wf.window.t_start),
                 wf.window.index,
@@ -209,6 +220,7 @@ class AlarmEngine:
                 self.sensor_of,
                 faults,
                 details,
+                gap,
             )
             self.state, trs = step(self.state, win, self.rules)
             if not trs or not write:

@@ -106,6 +106,9 @@ class WindowResult:
     sensor_of: Mapping[str, str]
     health: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     health_detail: Mapping[str, str] = field(default_factory=dict)
+    #: The stream had a gap (or went back in time) just before this window: samples of
+    #: every sensor are missing. A sensor fault at once, no debounce.
+    gap: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +268,15 @@ def _sensors(
     for sensor in sorted(set(win.sensor_of.values()) | set(faults)):
         bad = win.health.get(sensor, ())
         run = runs.get(sensor, 0)
+        if win.gap:
+            bad = (*bad, "gap")
+            run = max(run, rules.sensor_on_windows - 1)  # definite: confirm at once
         run = (max(run, 0) + 1) if bad else (min(run, 0) - 1)
         runs[sensor] = run
         if bad and sensor not in faults and run >= rules.sensor_on_windows:
             reason = win.health_detail.get(sensor) or ", ".join(bad)
+            if win.gap:
+                reason = f"gap: {win.gap}" + (f"; {reason}" if sensor in win.health else "")
             faults[sensor] = reason
             out.append(Transition(win.t_ns, win.window, sensor, "ok", "sensor_fault", reason))
         elif not bad and sensor in faults and -run >= rules.sensor_off_windows:
@@ -376,6 +384,7 @@ def window_result(
     sensor_of: Mapping[str, str],
     health: Mapping[str, tuple[str, ...]] | None = None,
     health_detail: Mapping[str, str] | None = None,
+    gap: str = "",
 ) -> WindowResult:
     """Build a WindowResult from a feature frame's rows and a ``score`` row."""
     feats = {
@@ -395,6 +404,7 @@ def window_result(
         sensor_of,
         health or {},
         health_detail or {},
+        gap,
     )
 
 

@@ -73,7 +73,7 @@ class Recorder:
         self._spectra_every_ns = round(h.spectra_every_s * 1e9)
         self._next_spectra_ns: int | None = None
         self._recent: deque[Window] = deque(maxlen=h.capture_windows)
-        self._events_seen = 0
+        self.events_seen = 0
         self._capture_next: str | None = None
         self._capture_windows = capture_windows
         self._before: list[Window] = []
@@ -87,8 +87,8 @@ class Recorder:
 
     def stream_events(self, events: Sequence[StreamEvent]) -> list[Record]:
         """Events for the stream resets not recorded yet (pass ``FeatureStream.events``)."""
-        new = events[self._events_seen :]
-        self._events_seen = len(events)
+        new = events[self.events_seen :]
+        self.events_seen = len(events)
         return [
             Event(
                 self.machine,
