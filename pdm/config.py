@@ -59,6 +59,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pdm.dsp.bearings import BEARINGS, BearingGeometry, lookup_bearing
+from pdm.dsp.features import feature_names
 from pdm.dsp.iso import iso_band_hz, zone_limits
 from pdm.errors import ConfigError
 
@@ -712,31 +713,29 @@ class AlarmSettings(BaseModel):
         "alert falls back, or a latch (danger, trip) may end once acknowledged, no unit.",
     )
     hysteresis: StrictFloat = Field(
-        default=0.8,
+        default=0.9,
         ge=0.3,
         le=1.0,
-        description="A window is clear below every threshold × this factor, no unit.",
+        description="A window is clear below every threshold × this factor, no unit (0.9: a "
+        "machine that alarmed on a velocity of 2.8 mm/s must fall below 2.52 to clear).",
     )
     score_trip: StrictFloat | None = Field(
         default=10.0,
-        gt=1.0,
         description="Anomaly score that trips (the alert threshold is 1.0; "
-        "danger comes from the model card), no unit; None: the score never trips.",
+        "danger comes from the model card), no unit; 0: the score never trips.",
     )
-    iso_alert_zone: Literal["B", "C", "D"] | None = Field(
+    iso_alert_zone: Literal["B", "C", "D", "none"] = Field(
         default="C",
-        description="ISO 10816-3 zone from which velocity RMS raises alert; None: never.",
+        description='ISO 10816-3 zone from which velocity RMS raises alert; "none": never.',
     )
-    iso_danger_zone: Literal["C", "D"] | None = Field(
+    iso_danger_zone: Literal["C", "D", "none"] = Field(
         default="D",
-        description="ISO 10816-3 zone from which velocity RMS raises danger; None: never.",
+        description='ISO 10816-3 zone from which velocity RMS raises danger; "none": never.',
     )
     iso_trip: StrictFloat | None = Field(
         default=1.25,
-        gt=0.5,
-        le=3.0,
         description="Velocity RMS above this × the C/D boundary trips, "
-        "no unit (practice: trip ≤ 1.25 × C/D); None: velocity never trips.",
+        "no unit (practice: trip ≤ 1.25 × C/D); 0: velocity never trips.",
     )
     limits: tuple[FeatureLimitSettings, ...] = Field(
         default=(), max_length=256, description="Limits on named features."
@@ -769,9 +768,34 @@ class AlarmSettings(BaseModel):
 
     @field_validator("relay", mode="after")
     @classmethod
-    def _relay_scheme(cls, value: str) -> str:
+    def _relay_url(cls, value: str) -> str:
         if not re.match(r"^(modbus://|gpio://|log:)", value):
             raise ValueError("must start with modbus://, gpio:// or log:")
+        if not value.startswith("gpio://"):  # gpio opens the chip: checked when it is used
+            from pdm.actions.relay import relay_from_url
+
+            try:
+                relay_from_url(value).close()
+            except ConfigError as exc:
+                raise _invalid(str(exc), got=None) from None
+        return value
+
+    @field_validator("score_trip", mode="after")
+    @classmethod
+    def _score_trip(cls, value: float | None) -> float | None:
+        if value == 0:
+            return None
+        if value is not None and not value > 1.0:
+            raise ValueError("must be above the alert threshold 1.0 (or 0: never)")
+        return value
+
+    @field_validator("iso_trip", mode="after")
+    @classmethod
+    def _iso_trip(cls, value: float | None) -> float | None:
+        if value == 0:
+            return None
+        if value is not None and not 0.5 < value <= 3.0:
+            raise ValueError("must be in (0.5, 3] × the C/D boundary (or 0: never)")
         return value
 
     def delays(self, acq: Acquisition) -> tuple[int, int]:
@@ -789,8 +813,8 @@ class AlarmSettings(BaseModel):
         ):
             raise _invalid("on_windows must be <= of_windows", "on_windows", got=self.on_windows)
         if (
-            self.iso_alert_zone is not None
-            and self.iso_danger_zone is not None
+            self.iso_alert_zone != "none"
+            and self.iso_danger_zone != "none"
             and self.iso_alert_zone >= self.iso_danger_zone
         ):
             raise _invalid(
@@ -894,6 +918,28 @@ class Pipeline(BaseModel):
             )
         if of < on:
             raise _invalid(f"must be >= on_windows ({on})", "alarms", "of_windows", got=of)
+        known = set(feature_names([b.name for b in self.bands]))
+        for i, lim in enumerate(self.alarms.limits):
+            if lim.feature not in known:
+                close = difflib.get_close_matches(lim.feature, sorted(known), n=1)
+                hint = f", did you mean {close[0]!r}?" if close else ""
+                raise _invalid(
+                    f"not a feature of this pipeline{hint}",
+                    "alarms",
+                    "limits",
+                    i,
+                    "feature",
+                    got=lim.feature,
+                )
+            if lim.channel is not None and self.sensors and lim.channel not in self.columns:
+                raise _invalid(
+                    f"not a channel of this pipeline ({', '.join(self.columns)})",
+                    "alarms",
+                    "limits",
+                    i,
+                    "channel",
+                    got=lim.channel,
+                )
         seen_ids: dict[str, int] = {}
         seen_columns: dict[str, str] = {}
         for i, sensor in enumerate(self.sensors):

@@ -188,6 +188,7 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
         and stats.rows_dropped == 0,
         elapsed_s=round(time.monotonic() - started, 3),
     )
+    summary.pop("_alarm", None)
     return summary
 
 
@@ -235,8 +236,12 @@ def _replay_one(
                         alarm_at_mark = MachineAlarm.from_json(state["alarm"])
             except (OSError, ValueError, KeyError, TypeError):
                 mark, alarm_at_mark = None, None
-        # A replay re-analyses a recording: it starts from ok (or, resumed, from the alarm
-        # state at its checkpoint), whatever the machine's live state is.
+        # Dry run: a re-analysis. It starts from ok (resumed: from the alarm state at its
+        # checkpoint; later files: from the previous file's end) and keeps its state apart
+        # from the machine's live one ("<id>#replay"). Live actions act for the machine: the
+        # state is the machine's own, continued from the store.
+        live = opts.actions == "live"
+        start = alarm_at_mark or (None if live else summary.get("_alarm") or MachineAlarm())
         engine = AlarmEngine(
             pl,
             opts.alarm_store,
@@ -244,7 +249,8 @@ def _replay_one(
             recorder,
             opts.data_dir,
             actions=opts.actions,
-            state=alarm_at_mark or MachineAlarm(),
+            state=start,
+            key=pl.machine.id if live else f"{pl.machine.id}#replay",
         )
         # Alarm state after each group not yet known to be durable, by the group's last t_ns.
         snapshots: dict[int, dict[str, Any]] = {}
@@ -331,6 +337,7 @@ def _replay_one(
         summary["transitions"] += [t.as_dict() for t in engine.transitions]
         summary["captures"] += recorder.captures_made
         summary["alarm_state"] = engine.state.state if engine.state else None
+        summary["_alarm"] = engine.state
         engine.close(timeout=opts.drain_timeout_s if not stop.event.is_set() else 2.0)
         if stop.event.is_set():
             writer.flush(timeout=5.0)

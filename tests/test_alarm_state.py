@@ -187,4 +187,27 @@ def test_a_stream_gap_is_a_sensor_fault_of_every_sensor_at_once() -> None:
         state, dataclasses.replace(win(1), gap="gap: 1.0 s of samples missing"), RULES
     )
     assert [(t.sensor, t.new) for t in trs] == [("de", "sensor_fault"), ("nde", "sensor_fault")]
-    assert trs[0].reason == "gap: gap: 1.0 s of samples missing" and state.state == "ok"
+    assert trs[0].reason == "gap: 1.0 s of samples missing" and state.state == "ok"
+
+
+def test_a_latch_that_clears_to_alert_does_not_flap() -> None:
+    state, _, _ = run([{"score": 2.0}] * 3)
+    state, _, _ = acknowledge(state, "ana", 1, "", RULES)
+    # At alert level (below danger × hysteresis): danger → alert, then alert stays.
+    _, states, trans = run([{"score": 1.0}] * 12, state=state)
+    assert trans == [(3, "", "danger", "alert")] and set(states[4:]) == {"alert"}
+
+
+def test_windows_that_cannot_be_judged_never_clear_an_alarm() -> None:
+    state, _, _ = run([{"score": 1.2}] * 3)
+    assert state.state == "alert"
+    # Unscored windows (invalid data) and windows with a faulty sensor: not clear.
+    _, states, _ = run(
+        [{"score": None}] * 6 + [{"score": 0.1, "health": "flatline"}] * 6, state=state
+    )
+    assert set(states) == {"alert"}
+    # …nor do they break a clear run that was under way: 2 clear + unknowns + 2 clear = 4.
+    _, states, _ = run(
+        [{"score": 0.1}] * 2 + [{"score": None}] * 3 + [{"score": 0.1}] * 2, state=state
+    )
+    assert states == ["alert"] * 6 + ["ok"]

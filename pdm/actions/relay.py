@@ -2,8 +2,11 @@
 
 The alarm logic calls ``set_permissive(False)`` on a trip and on ``appliance_fault``,
 ``set_permissive(True)`` when running is allowed again, and ``close()`` when the appliance stops,
-which drops the relay (de-energise, then release). Whatever breaks — the appliance, its power,
-the cable, the relay module — the contact falls open and the machine stops.
+which drops the relay (de-energise, then release). When the appliance's power, the cable or
+the relay module fails, the contact falls open and the machine stops. When the appliance
+*process* dies (kill -9, a hang), a Modbus coil keeps its last value: use the relay module's
+own communication watchdog (most Modbus I/O modules drop their outputs when no request
+arrives for a set time), and the service's watchdog (``pdm-edge run``) for a hung loop.
 
 Three implementations behind one small protocol, :class:`Relay`:
 

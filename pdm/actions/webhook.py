@@ -29,8 +29,10 @@ blocks those behind it, so a receiver never sees a ``back to ok`` before the
 ``danger`` it ends. 2xx: delivered. 408, 425, 429, 5xx, connection errors and
 timeouts: tried again after an exponential back-off with jitter between
 ``backoff_min_s`` and ``backoff_max_s`` (a ``Retry-After`` in seconds or as an
-HTTP date is honoured, capped at ``backoff_max_s``). Any other 4xx: the
-receiver refuses that payload for good — the event moves to the outbox's
+HTTP date is honoured, capped at ``backoff_max_s``). 401, 403, 404 and 405 are
+retried too: they say the receiver's configuration is wrong (a rotated secret,
+a moved endpoint), which someone fixes — the alarms must arrive then, as
+history rows do. Any other 4xx (400, 413, 422…): the receiver refuses that payload for good — the event moves to the outbox's
 ``rejected`` table with the status and a body excerpt, the status is logged
 once, and delivery moves on (a receiver that refuses one payload forever must
 not block every later alarm). Redirects are not followed and are retried: a
@@ -105,7 +107,9 @@ ResultCallback = Callable[[str, str, int, str], None]
 
 # Statuses worth trying again: the receiver (or a proxy in front of it) is busy or broken,
 # not refusing this payload.
-_RETRY_4XX = frozenset({408, 425, 429})
+# 408/425/429: try later. 401/403/404/405: the receiver's configuration (a rotated secret,
+# a moved endpoint) — someone will fix it, and the alarms must still arrive then.
+_RETRY_4XX = frozenset({401, 403, 404, 405, 408, 425, 429})
 # How much of a refusing receiver's answer is kept with the rejected event (bytes).
 _EXCERPT_BYTES = 300
 _TEAMS_COLOR = {"alarm": "D32F2F", "warning": "F9A825", "info": "2E7D32"}

@@ -70,8 +70,8 @@ def rules_from(pipeline: Pipeline) -> AlarmRules:
         off_windows=a.off_windows,
         hysteresis=a.hysteresis,
         score_trip=a.score_trip,
-        iso_alert_zone=a.iso_alert_zone,
-        iso_danger_zone=a.iso_danger_zone,
+        iso_alert_zone=None if a.iso_alert_zone == "none" else a.iso_alert_zone,
+        iso_danger_zone=None if a.iso_danger_zone == "none" else a.iso_danger_zone,
         iso_trip=a.iso_trip,
         iso_group=m.iso_group,
         foundation=m.foundation,
@@ -126,6 +126,8 @@ class AlarmEngine:
     state: MachineAlarm | None = None
     #: A relay to use instead of the pipeline's (tests, the benchmark).
     relay_override: Relay | None = None
+    #: The state store key: the machine id (the live state), or e.g. ``<id>#replay``.
+    key: str = ""
     transitions: list[EngineTransition] = field(default_factory=list)
     relay: Relay = field(init=False)
     webhooks: list[WebhookSender] = field(init=False, default_factory=list)
@@ -135,13 +137,14 @@ class AlarmEngine:
 
     def __post_init__(self) -> None:
         self.machine = self.pipeline.machine.id
+        self.key = self.key or self.machine
         self.rules = rules_from(self.pipeline)
         self.appliance = appliance_id()
         self.fullscale = full_scale_g(self.pipeline)
         self.limits = HealthLimits()
         self.sensor_of = {c: self.pipeline.channel(c)[0].id for c in self.pipeline.columns}
         if self.state is None:
-            self.state = self.store.load(self.machine) or MachineAlarm()
+            self.state = self.store.load(self.key) or MachineAlarm()
         live = self.actions == "live"
         if self.relay_override is not None:
             self.relay = self.relay_override
@@ -162,6 +165,7 @@ class AlarmEngine:
                 self.webhooks.append(sender.start())
         # Restart: the relay follows the stored state at once, and nothing is re-sent.
         self._last_t_ns: int | None = None
+        self._relay_retry_at = 0.0
         self._gaps: list[StreamEvent] = []
         self._pending: list[Record] = self._drive_relay(time.time_ns())
 
@@ -173,13 +177,11 @@ class AlarmEngine:
         *,
         model: str,
         thresholds: dict[str, float],
-        write: bool = True,
         gaps: Sequence[StreamEvent] = (),
     ) -> list[Record]:
         """Step the state over a group of windows; returns the history records to write.
 
-        ``write=False`` (a resumed replay's windows before its checkpoint) steps the
-        state without acting or recording. ``gaps``: stream resets (``gap``,
+        ``gaps``: stream resets (``gap``,
         ``time_backwards``) since the previous group; the first window after each is a
         sensor fault of every sensor (samples are missing), at once.
         """
@@ -223,18 +225,21 @@ class AlarmEngine:
                 gap,
             )
             self.state, trs = step(self.state, win, self.rules)
-            if not trs or not write:
+            if not trs:
                 continue
             # Saved (fsynced) before acting on it; then the relay first — the captures,
             # history and webhooks of the transition come after the machine is safe.
-            self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)
+            self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)
             relay = self._drive_relay(win.t_ns)
             upto = [w.window for w in group[: i + 1]]
             for tr in trs:
                 out += self._transition(wf, upto, tr, row, model, thresholds)
             out += relay
-        if write:
-            self.store.save(self.machine, self.state, off_windows=self.rules.off_windows)
+        if self._appliance_fault and time.monotonic() >= self._relay_retry_at:
+            # A failing relay is tried again about once a second (each try may take 1.5 s).
+            self._relay_retry_at = time.monotonic() + 1.0
+            out += self._drive_relay(self._last_t_ns or time.time_ns())
+        self.store.save(self.key, self.state, off_windows=self.rules.off_windows)
         return out
 
     def _transition(
@@ -279,7 +284,10 @@ class AlarmEngine:
             t_ns=tr.t_ns,
             created_ns=time.time_ns(),
             score=(row or {}).get("score"),
-            thresholds=dict(thresholds),
+            thresholds={
+                **thresholds,
+                **({"trip": self.rules.score_trip} if self.rules.score_trip else {}),
+            },
             top_features=tuple((row or {}).get("top_features") or ()),
             diagnosis=(row or {}).get("diagnosis"),
             capture=capture,
@@ -321,7 +329,7 @@ class AlarmEngine:
                     recs.append(self._relay_record(t_ns, r2))
                     self._permissive = True if r2.ok else self._permissive
         elif not self._appliance_fault:
-            recs += self._appliance(t_ns, f"relay {self.relay.target}: {result.detail}")
+            recs += self._appliance(t_ns, f"relay: {result.detail}")
         return recs
 
     def _relay_record(self, t_ns: int, r: RelayResult) -> ActionResult:
@@ -364,12 +372,13 @@ class AlarmEngine:
     ) -> tuple[list[Record], str]:
         assert self.state is not None
         t_ns = time.time_ns() if t_ns is None else t_ns
+        by = by.strip()
         self.state, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
         from pdm.alarms.state import Ack
         from pdm.history.records import Event, StateChange
 
-        self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)
-        self.store.record_ack(self.machine, Ack(by, t_ns, comment), self.state.state, msg)
+        self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)
+        self.store.record_ack(self.key, Ack(by, t_ns, comment), self.state.state, msg)
         recs: list[Record] = [
             Event(
                 self.machine,
@@ -422,4 +431,4 @@ class AlarmEngine:
             self._pending = []
             self.relay.close()
         assert self.state is not None
-        self.store.save(self.machine, self.state, off_windows=self.rules.off_windows, now=True)
+        self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)

@@ -74,7 +74,7 @@ class AlarmRules:
     on_windows: int = 3
     of_windows: int = 5
     off_windows: int = 25
-    hysteresis: float = 0.8
+    hysteresis: float = 0.9
     score_trip: float | None = 10.0
     iso_alert_zone: str | None = "C"
     iso_danger_zone: str | None = "D"
@@ -276,7 +276,7 @@ def _sensors(
         if bad and sensor not in faults and run >= rules.sensor_on_windows:
             reason = win.health_detail.get(sensor) or ", ".join(bad)
             if win.gap:
-                reason = f"gap: {win.gap}" + (f"; {reason}" if sensor in win.health else "")
+                reason = win.gap + (f"; {reason}" if sensor in win.health else "")
             faults[sensor] = reason
             out.append(Transition(win.t_ns, win.window, sensor, "ok", "sensor_fault", reason))
         elif not bad and sensor in faults and -run >= rules.sensor_off_windows:
@@ -305,7 +305,15 @@ def step(
     clear_level, _ = _evidence(win, rules, faulty, rules.hysteresis)
     recent = (*state.recent, level)[-rules.of_windows :]
     cur = LEVELS.index(state.state)
-    clear_run = state.clear_run + 1 if clear_level < _clear_below(cur) else 0
+    # A window that cannot be judged in full — a faulty sensor, or no score where a model
+    # scores — neither counts as clear nor breaks a clear run: broken data never clears.
+    known = not faulty and (
+        win.alert is None or (win.score is not None and math.isfinite(win.score))
+    )
+    if not known:
+        clear_run = state.clear_run
+    else:
+        clear_run = state.clear_run + 1 if clear_level < _clear_below(cur) else 0
     new = cur
     # On-delay: rise to the highest level reached by on_windows of the last of_windows.
     for lvl in (3, 2, 1):
@@ -329,9 +337,7 @@ def step(
         else:
             ack = None
         out.append(Transition(win.t_ns, win.window, "", LEVELS[cur], LEVELS[new], reason))
-        nxt = MachineAlarm(
-            LEVELS[new], win.t_ns, recent, 0 if new > cur else clear_run, ack, faults, runs, reason
-        )
+        nxt = MachineAlarm(LEVELS[new], win.t_ns, recent, 0, ack, faults, runs, reason)
     else:
         nxt = dataclasses.replace(
             state, recent=recent, clear_run=clear_run, sensor_faults=faults, sensor_runs=runs

@@ -69,7 +69,8 @@ class AlarmStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"{self.path}: the stored alarm state of {machine!r} is unreadable ({exc}); "
-                "remove it with `pdm-edge ack --reset` only after checking the machine"
+                "check the machine, then remove its row from machine_state (sqlite3) to start "
+                "again from ok"
             ) from exc
 
     def save(
