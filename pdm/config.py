@@ -775,7 +775,9 @@ class AlarmSettings(BaseModel):
             from pdm.actions.relay import relay_from_url
 
             try:
-                relay_from_url(value).close()
+                # Only parsed: the constructor does no I/O. Never close() it here — closing a
+                # relay drops it (fail-safe), and checking a file must not stop a machine.
+                relay_from_url(value)
             except ConfigError as exc:
                 raise _invalid(str(exc), got=None) from None
         return value

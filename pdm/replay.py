@@ -87,7 +87,9 @@ class _Stop:
         self.event.set()
 
 
-def _checkpoint_key(path: str, pipeline: Pipeline, model: str, store: StoreURL) -> str:
+def _checkpoint_key(
+    path: str, pipeline: Pipeline, model: str, store: StoreURL, actions: str
+) -> str:
     st = os.stat(path)
     ident = {
         "file": os.path.abspath(path),
@@ -96,6 +98,7 @@ def _checkpoint_key(path: str, pipeline: Pipeline, model: str, store: StoreURL) 
         "pipeline": pipeline.model_dump_json(),
         "model": model,
         "store": str(store),
+        "actions": actions,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -223,7 +226,7 @@ def _replay_one(
         ckpt = (
             opts.data_dir
             / "replay"
-            / f"{_checkpoint_key(path, pl, model_version, opts.store)}.json"
+            / f"{_checkpoint_key(path, pl, model_version, opts.store, opts.actions)}.json"
         )
         mark: int | None = None
         alarm_at_mark: MachineAlarm | None = None

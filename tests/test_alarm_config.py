@@ -64,3 +64,15 @@ def test_bad_alarm_settings_are_one_line_errors(tmp_path: Path, alarms: str, mes
         _load(tmp_path, alarms)
     text = str(info.value)
     assert message in text and "\n" not in text and text.startswith(str(tmp_path / "p.toml"))
+
+
+@pytest.mark.relay
+def test_loading_a_pipeline_never_touches_its_relay(tmp_path: Path, modbus_server) -> None:
+    """Checking a file must not stop a machine: the relay URL is parsed, never connected."""
+    modbus_server.set_coil(0, True)
+    pl = _load(tmp_path, f'relay = "modbus://127.0.0.1:{modbus_server.port}?coil=0"')
+    import gc
+
+    del pl
+    gc.collect()
+    assert modbus_server.coil(0) is True

@@ -33,6 +33,10 @@ def ack(machine: str, by: str, comment: str, data_dir: Path, store_url: StoreURL
     """Acknowledge ``machine``; returns the one-line result for the operator."""
     if not by.strip():
         raise ConfigError("--by: give the name of who acknowledges")
+    if "#" in machine:
+        raise ConfigError(
+            f"{machine!r}: a dry-run replay's state is a re-analysis, not an alarm to acknowledge"
+        )
     path = data_dir / "alarms.db"
     if not path.exists():
         raise ConfigError(f"{path}: no alarm state store here (use --data-dir)")

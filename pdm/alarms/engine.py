@@ -1,12 +1,12 @@
 """The alarm engine of one machine: windows in, states, actions and audit records out.
 
 Per window: sensor health (:mod:`pdm.alarms.health`) → :func:`pdm.alarms.state.step`
-→ for each transition: the state is saved (fsynced) *before* anything acts on
-it; a capture of the raw windows and a ``StateChange`` go to history; the
-relay follows the state (energised = the machine may run: it drops on trip and
-on ``appliance_fault``, and when the engine closes); each webhook gets the
-event through its durable outbox. Every relay attempt and webhook outcome is an
-``ActionResult`` in history.
+→ on a transition, in this order: the state is saved (fsynced) *before* anything
+acts on it; the relay follows the state (energised = the machine may run: it
+drops on trip and on ``appliance_fault``, and when the engine closes); then a
+capture of the raw windows and a ``StateChange`` go to history, and each
+webhook gets the event through its durable outbox. Every relay attempt and
+webhook outcome is an ``ActionResult`` in history.
 
 Restart safety: the state store holds the state the actions were taken for, so
 a restart (kill -9 included) sets the relay to what that state says and sends
@@ -45,7 +45,7 @@ from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
-from pdm.history.records import ActionResult, Capture, Record, to_ns
+from pdm.history.records import ActionResult, Capture, Record, StateChange, to_ns
 from pdm.processing import WindowFeatures, iso_time
 
 __all__ = ["AlarmEngine", "appliance_id", "rules_from"]
@@ -166,6 +166,7 @@ class AlarmEngine:
         # Restart: the relay follows the stored state at once, and nothing is re-sent.
         self._last_t_ns: int | None = None
         self._relay_retry_at = 0.0
+        self._forced_safe: dict[str, str] = {}  # reasons the service holds the relay down
         self._gaps: list[StreamEvent] = []
         self._pending: list[Record] = self._drive_relay(time.time_ns())
 
@@ -315,7 +316,7 @@ class AlarmEngine:
     def _drive_relay(self, t_ns: int) -> list[Record]:
         """Set the relay to what the state says (if it changed or is failing); audit it."""
         assert self.state is not None
-        want = relay_permissive(self.state) and not self._appliance_fault
+        want = relay_permissive(self.state) and not self._appliance_fault and not self._forced_safe
         if want == self._permissive and not self._appliance_fault:
             return []
         result = self.relay.set_permissive(want)
@@ -326,7 +327,7 @@ class AlarmEngine:
                 recs += self._appliance(t_ns, "")
                 if relay_permissive(self.state):  # allowed again now that the relay answers
                     r2 = self.relay.set_permissive(True)
-                    recs.append(self._relay_record(t_ns, r2))
+                    recs.append(self._relay_record(t_ns + 1, r2))  # +1 ns: its own history key
                     self._permissive = True if r2.ok else self._permissive
         elif not self._appliance_fault:
             recs += self._appliance(t_ns, f"relay: {result.detail}")
@@ -361,6 +362,52 @@ class AlarmEngine:
         for sender in self.webhooks:
             sender.enqueue(event)
         return [StateChange(self.machine, t_ns, old, new, reason, sensor="appliance")]
+
+    def force_safe(self, on: bool, reason: str, *, source: str = "backlog") -> list[Record]:
+        """The service holds the relay dropped (``on``) for ``source`` (backlog, watchdog), or
+        lets the alarm state drive it again; returns the relay's audit records."""
+        if on:
+            self._forced_safe[source] = reason
+        else:
+            self._forced_safe.pop(source, None)
+        return self._drive_relay(self._last_t_ns or time.time_ns())
+
+    def source_silent(self, sensors: list[str], reason: str) -> list[Record]:
+        """Sensors whose source went silent: ``sensor_fault`` at once (no window to judge).
+
+        They clear like any sensor fault: after ``sensor_off_windows`` healthy windows once
+        data flows again.
+        """
+        assert self.state is not None
+        t_ns = self._last_t_ns or time.time_ns()
+        faults = dict(self.state.sensor_faults)
+        recs: list[Record] = []
+        for sensor in sensors:
+            if sensor in faults:
+                continue
+            faults[sensor] = reason
+            tr = Transition(t_ns, -1, sensor, "ok", "sensor_fault", reason)
+            self.transitions.append(
+                EngineTransition(-1, iso_time(t_ns / 1e9), sensor, "ok", "sensor_fault", reason)
+            )
+            recs.append(StateChange(self.machine, t_ns, tr.old, tr.new, reason, sensor=sensor))
+            event = AlarmEvent(
+                self.appliance,
+                self.machine,
+                sensor,
+                "ok",
+                "sensor_fault",
+                reason,
+                t_ns,
+                time.time_ns(),
+            )
+            for sender in self.webhooks:
+                sender.enqueue(event)
+        if recs:
+            runs = {**self.state.sensor_runs, **dict.fromkeys(sensors, 0)}
+            self.state = dataclasses.replace(self.state, sensor_faults=faults, sensor_runs=runs)
+            self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)
+        return recs
 
     def retry_relay(self) -> list[Record]:
         """Called periodically by a service: try a failing relay again."""
