@@ -302,6 +302,51 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 143 if summary["interrupted"] else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from pdm.config import load_pipeline
+    from pdm.history import default_data_dir
+    from pdm.replay import check_speed, resolve_store
+    from pdm.service.app import Service, ServiceOptions, parse_fault
+
+    logging.basicConfig(level=logging.WARNING, format="pdm-edge: %(message)s")
+    pipelines = [load_pipeline(p) for p in args.pipelines]
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not (args.listen or args.simulate or args.replay):
+        raise ConfigError("run: give a source: --listen HOST:PORT, --simulate or --replay FILE")
+    if args.replay and len(pipelines) != 1:
+        raise ConfigError("--replay feeds one pipeline; give exactly one")
+    opts = ServiceOptions(
+        store=resolve_store(args.store, pipelines[0], data_dir),
+        data_dir=data_dir,
+        api=None if args.api == "off" else args.api,
+        listen=args.listen,
+        simulate=args.simulate,
+        faults=tuple(parse_fault(f) for f in args.fault or ()),
+        replay=tuple(args.replay or ()),
+        speed=check_speed(args.speed) or 1.0,
+        silence_s=args.silence_s,
+        stall_s=args.stall_s,
+        max_lag_s=args.max_lag_s,
+        actions=args.actions,
+        duration_s=args.duration if args.duration else math.inf,
+    )
+    return Service(pipelines, opts).start().run_forever()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from pdm.send import send_main
+
+    return send_main(args.rest)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from pdm.scoring.update import model_main
+
+    return model_main(args.rest)
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     from pdm.alarms.ack import ack
     from pdm.history import default_data_dir, parse_store_url
@@ -467,6 +512,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
+        "run",
+        help="the appliance service: live streams through DSP, scoring, alarms, actions, history",
+        description="Runs until SIGTERM or Ctrl-C (then flushes history and drops every relay). "
+        "Control API: GET /health, /status, /metrics; POST /ack/MACHINE (see docs/service.md).",
+    )
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.toml")
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="TCP stream input (docs/stream-protocol.md)"
+    )
+    p.add_argument("--simulate", action="store_true", help="feed each pipeline from the simulator")
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="KIND:AMP@ONSET[+RAMP]",
+        help="simulator fault on a schedule, e.g. bpfo:0.3@120+600 (g, s); repeatable",
+    )
+    p.add_argument("--replay", action="append", metavar="FILE", help="a CSV recording, paced")
+    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay/simulator pace")
+    p.add_argument(
+        "--duration", type=float, metavar="S", help="simulate this long (default: for ever)"
+    )
+    p.add_argument(
+        "--store", metavar="URL", help="history store (default: the pipeline's, else SQLite)"
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="default: $PDM_EDGE_DATA or ./var")
+    p.add_argument(
+        "--api",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="control API (off: none); any address but loopback needs PDM_API_TOKEN",
+    )
+    p.add_argument("--actions", choices=("live", "dry-run"), default="live")
+    p.add_argument(
+        "--silence-s", type=float, default=5.0, metavar="S", help="source silent → sensor_fault"
+    )
+    p.add_argument("--stall-s", type=float, default=5.0, metavar="S", help="watchdog limit")
+    p.add_argument("--max-lag-s", type=float, default=10.0, metavar="S", help="backlog limit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "send", help="send a CSV recording to a service's stream input", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser(
+        "model",
+        help="sign, verify and check model bundles (keygen|sign|verify|check)",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser(
         "ack",
         help="acknowledge a machine's latched alarm (danger, trip) in the state store",
         description="Records who, when and why. A latch that is already clear ends now; one "
@@ -517,9 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["simulate"]:
-        # The simulator owns its options (argparse.REMAINDER would not pass `--fixtures`).
-        args = argparse.Namespace(func=cmd_simulate, rest=argv[1:])
+    passthrough = {"simulate": cmd_simulate, "send": cmd_send, "model": cmd_model}
+    if argv[:1] and argv[0] in passthrough:
+        # These own their options (argparse.REMAINDER would not pass `--fixtures` etc.).
+        args = argparse.Namespace(func=passthrough[argv[0]], rest=argv[1:])
     else:
         args = parser.parse_args(argv)
     try:

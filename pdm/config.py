@@ -553,6 +553,12 @@ class ModelSettings(BaseModel):
         description="Learning mode: when the model directory does not exist yet, collect this "
         "many seconds of healthy windows, train, write the model, then monitor. s.",
     )
+    public_keys: tuple[StrictStr, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Ed25519 public keys (PEM files, relative to the pipeline file) that sign "
+        "model bundles; when set, the service accepts only models signed by one of them.",
+    )
     intra_op_threads: StrictInt = Field(
         default=1,
         ge=1,
@@ -1009,6 +1015,11 @@ class Pipeline(BaseModel):
         if not path.is_absolute() and self._source_path is not None:
             return Path(os.path.normpath(Path(self._source_path).parent / path))
         return path
+
+    @property
+    def model_public_keys(self) -> list[Path]:
+        """``model.public_keys`` resolved against the pipeline file's folder."""
+        return [self.base_dir / k for k in self.model.public_keys]
 
     @property
     def base_dir(self) -> Path:

@@ -54,7 +54,6 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import random
 import ssl
 import threading
@@ -69,6 +68,7 @@ import httpx
 
 from pdm import __version__
 from pdm.errors import ConfigError, PdmError
+from pdm.secrets import secret_bytes
 
 # Type-only: receivers import this module for `verify`, and the event module pulls in the whole
 # DSP stack (numpy, scipy: ~0.4 s). The sender only calls methods on the objects it is given.
@@ -204,24 +204,10 @@ def webhook_secret(env: str = "PDM_WEBHOOK_SECRET") -> bytes:
     A file's trailing newline is dropped (``echo key > file``). Raises :class:`ConfigError`
     (one line) when neither is set, both are, or the file is unreadable or empty.
     """
-    file_var = f"{env}_FILE"
-    value = os.environ.get(env, "")
-    path = os.environ.get(file_var, "")
-    if value and path:
-        raise ConfigError(f"webhook secret: set either {env} or {file_var}, not both")
-    if value:
-        return value.encode()
-    if path:
-        try:
-            data = Path(path).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"{file_var}={path}: cannot read the webhook secret: {exc.strerror or exc}"
-            ) from exc
-        if not data:
-            raise ConfigError(f"{file_var}={path}: the webhook secret file is empty")
-        return data
-    raise ConfigError(f"webhook secret missing: set {env}, or {file_var} to a file holding it")
+    data = secret_bytes(env, "webhook secret")
+    if data is None:
+        raise ConfigError(f"webhook secret missing: set {env}, or {env}_FILE to a file holding it")
+    return data
 
 
 # -- signing ----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from pdm.history.records import (
     Spectrum,
     StateChange,
 )
+from pdm.secrets import secret_bytes
 
 __all__ = [
     "HistoryError",
@@ -222,16 +223,8 @@ class StoreURL:
 
 def _secret(var: str, where: str) -> str:
     """A secret from ``VAR`` or the file named by ``VAR_FILE`` ('' when neither is set)."""
-    value = os.environ.get(var)
-    if value:
-        return value
-    path = os.environ.get(f"{var}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: {var}_FILE={path}: {exc.strerror or exc}") from exc
-    return ""
+    data = secret_bytes(var, f"{where}: secret")
+    return "" if data is None else data.decode()
 
 
 def parse_store_url(

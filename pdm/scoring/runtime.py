@@ -125,7 +125,11 @@ class Model:
         for _ in range(3):  # warm-up: the first runs allocate
             got = float(self.score(x)[0][0])
         want = float(ref["score"])
-        if not math.isfinite(got) or abs(got - want) > _REFERENCE_RTOL * max(1.0, abs(want)):
+        if (
+            not math.isfinite(got)
+            or not math.isfinite(want)
+            or abs(got - want) > _REFERENCE_RTOL * max(1.0, abs(want))
+        ):
             raise ModelError(
                 f"{self.directory}: the reference window scores {got:.6g}, the card says {want:.6g}; "
                 "the model does not reproduce itself here (corrupt, or a different runtime)"

@@ -1,0 +1,512 @@
+"""``pdm-edge send``: stream a CSV recording to a pdm-edge receiver over TCP.
+
+Reads the recording with :class:`~pdm.sources.csv.CsvRecording` (so the sample
+rate and times come from the file, its sidecar or ``--fs`` exactly as for every
+other command) and sends each chunk as one PDMS frame (``docs/stream-protocol.md``)
+with the recording's own timestamps, or shifted to now with ``--now`` so that a
+live service sees current times. It plays the part of a DAQ: to test a service,
+or to feed it recorded data.
+
+Pacing: as fast as possible by default; ``--speed X`` sends each frame when its
+last sample would have been acquired, at X times real time.
+
+Connection: when the receiver is down or the connection drops, ``send`` keeps
+trying for up to ``--retry-s`` seconds per outage, with back-off from 0.1 s to
+2 s, and says so once on stderr (not once per attempt). The frame that failed
+is sent again after reconnecting; frames the receiver had not read when it went
+away are lost (the protocol has no acknowledgements; the receiver sees a jump
+in time). After the last frame it waits for the receiver to close its end, so
+when ``send`` exits 0 every frame has been read.
+
+Exit status: 0 done; 1 the receiver could not be reached for ``--retry-s``,
+or it refused the data (it ended three connections in a row while accepting
+new ones, or reset the connection after the last frame: wrong sensor id or
+channel names, see its log); 2 a user error (options, the file); 130
+interrupted. Every error is one line ``pdm-edge: error: …`` on stderr; the
+summary (frames, samples, seconds, MB/s) is one line on stderr too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import selectors
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NoReturn, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.errors import ConfigError, PdmError
+from pdm.sources.csv import CsvRecording
+from pdm.sources.tcp import (
+    MAX_CHANNELS,
+    MAX_FRAME_BYTES,
+    MAX_NAME_BYTES,
+    MAX_SAMPLES,
+    encode_frame,
+    ns_from_seconds,
+)
+
+__all__ = ["SendStats", "parse_address", "send_main", "send_recording"]
+
+_ITEMSIZE = {"float32": 4, "float64": 8, "int16": 2}
+_BACKOFF_FIRST_S = 0.1
+_BACKOFF_MAX_S = 2.0
+_MAX_CLOSES_IN_A_ROW = 3
+_HEALTHY_CONNECTION_S = 10.0  # a connection that lasted this long was not refused
+# Generous room for the header: sensor id and every name at their maximum length.
+_HEADER_ROOM = 30 + MAX_NAME_BYTES + MAX_CHANNELS * (2 + MAX_NAME_BYTES) + 8 + 4
+
+
+class _Unreachable(PdmError):
+    """The receiver could not be reached within the retry budget, or refuses the data (exit 1)."""
+
+    retryable = True
+
+
+class _UsageError(ConfigError):
+    pass
+
+
+@dataclass
+class SendStats:
+    """What a send did; ``seconds`` is signal time (samples / fs), ``elapsed_s`` wall time."""
+
+    frames: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    reconnects: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self, to: str, n_channels: int) -> str:
+        rate = self.bytes / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
+        again = f", {self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}"
+        return (
+            f"pdm-edge send: {self.frames} frames, {self.samples} samples x {n_channels} "
+            f"channels ({self.seconds:.3f} s of signal) to {to} in {self.elapsed_s:.2f} s, "
+            f"{rate:.2f} MB/s{again if self.reconnects else ''}"
+        )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port).
+
+    >>> parse_address("127.0.0.1:9000"), parse_address("[::1]:9000")
+    (('127.0.0.1', 9000), ('::1', 9000))
+    """
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        sep = ""  # a bare IPv6 address: ambiguous
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"--to {text!r}: expected HOST:PORT with a port within 1..65535 "
+            f"(IPv6 as [ADDRESS]:PORT)"
+        )
+    return host, int(port_text)
+
+
+class _Link:
+    """One TCP connection to the receiver, re-established on failure within a budget."""
+
+    def __init__(
+        self, host: str, port: int, retry_s: float, timeout_s: float, stats: SendStats
+    ) -> None:
+        self.host, self.port = host, port
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        self.stats = stats
+        self._sock: socket.socket | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._ever_connected = False
+        self._connected_at = 0.0
+        self._closes_in_a_row = 0  # connections the receiver ended, no failed connect between
+
+    def send(self, frame: bytes) -> None:
+        outage_since: float | None = None
+        reason = ""
+        delay = _BACKOFF_FIRST_S
+        while True:
+            if self._sock is not None and self._peer_closed():
+                reason = "the receiver closed the connection"
+                self._lost()
+            if self._sock is None:
+                try:
+                    self._connect()
+                except OSError as exc:
+                    reason = exc.strerror or str(exc) or type(exc).__name__
+                    self._closes_in_a_row = 0  # really down (restarting), not refusing
+            if self._sock is not None:
+                try:
+                    self._sock.sendall(frame)
+                except OSError as exc:
+                    reason = exc.strerror or str(exc) or type(exc).__name__
+                    self._lost()
+                else:
+                    if outage_since is not None:
+                        took = time.monotonic() - outage_since
+                        print(
+                            f"pdm-edge send: {self.where}: connected after {took:.1f} s",
+                            file=sys.stderr,
+                        )
+                    return
+            now = time.monotonic()
+            if outage_since is None:
+                outage_since = now
+                if self.retry_s > 0:
+                    print(
+                        f"pdm-edge send: {self.where}: {reason}; "
+                        f"retrying for up to {self.retry_s:g} s",
+                        file=sys.stderr,
+                    )
+            left = outage_since + self.retry_s - now
+            if left <= 0:
+                raise _Unreachable(
+                    f"cannot send to {self.where}: {reason} (retried for {self.retry_s:g} s)"
+                )
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, _BACKOFF_MAX_S)
+
+    def _lost(self) -> None:
+        """The receiver ended the connection: drop it; stop if it keeps refusing the data."""
+        # The receiver cannot say why it closes (it never writes). A restart leaves the
+        # port closed for a moment, so a reconnect fails; a refusal (unknown sensor,
+        # protocol error) ends every new connection at once, and the reconnects succeed.
+        if time.monotonic() - self._connected_at >= _HEALTHY_CONNECTION_S:
+            self._closes_in_a_row = 0
+        self._closes_in_a_row += 1
+        self._drop()
+        if self._closes_in_a_row >= _MAX_CLOSES_IN_A_ROW:
+            raise _Unreachable(
+                f"{self.where} ended {self._closes_in_a_row} connections in a row although "
+                f"it accepts new ones: it refuses this data (check --sensor and the channel "
+                f"names against its pipeline; its log says why)"
+            )
+
+    def finish(self) -> None:
+        """Half-close and wait (up to the timeout) until the receiver has read everything."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self.timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                if not sock.recv(4096):
+                    break  # a normal close: every frame was read
+        except TimeoutError:
+            pass  # the frames were handed to TCP; nothing more to learn
+        except OSError as exc:
+            # pdm-edge resets a connection it refuses; any receiver resets one it
+            # leaves with unread bytes. Either way frames were lost.
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise _Unreachable(
+                f"{self.where} broke the connection before reading every frame ({reason}): "
+                f"it refused the data or stopped (its log says which)"
+            ) from exc
+        finally:
+            self._drop()
+
+    def close(self) -> None:
+        self._drop()
+
+    def _connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        sock.settimeout(self.timeout_s)  # a stalled receiver must not block for ever
+        self._sock = sock
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(sock, selectors.EVENT_READ)
+        self._connected_at = time.monotonic()
+        if self._ever_connected:
+            self.stats.reconnects += 1
+        self._ever_connected = True
+
+    def _peer_closed(self) -> bool:
+        """The receiver never writes, so readable means it closed (FIN or RST)."""
+        assert self._sel is not None and self._sock is not None
+        if not self._sel.select(0):
+            return False
+        try:
+            self._sock.setblocking(False)
+            data = self._sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        finally:
+            if self._sock.fileno() != -1:
+                self._sock.settimeout(self.timeout_s)
+        return not data
+
+    def _drop(self) -> None:
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _quantize(
+    x: npt.NDArray[np.float64], scale: float | None, where: str
+) -> tuple[npt.NDArray[np.int16], float]:
+    """Float samples -> int16 counts and the scale (units per count)."""
+    if scale is None:
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        scale = peak / 32767 if peak > 0 else 1.0
+    counts = np.rint(x / scale)
+    if np.abs(counts).max(initial=0) > 32767:
+        big = float(x.flat[int(np.argmax(np.abs(counts)))])
+        raise ConfigError(
+            f"{where}: value {big:g} is {abs(big / scale):.0f} counts at --scale {scale:g}; "
+            f"int16 holds at most 32767 (raise --scale or leave it out to scale per frame)"
+        )
+    return np.clip(counts, -32767, 32767).astype(np.int16), scale
+
+
+def send_recording(
+    rec: CsvRecording,
+    host: str,
+    port: int,
+    sensor_id: str,
+    *,
+    dtype: Literal["float32", "float64", "int16"] = "float64",
+    scale: float | None = None,
+    speed: float | None = None,
+    now: bool = False,
+    retry_s: float = 10.0,
+    timeout_s: float = 10.0,
+    stats: SendStats | None = None,
+) -> SendStats:
+    """Send every chunk of ``rec`` as one frame to ``host:port``; see the module docstring.
+
+    ``stats`` (updated as frames go out) lets a caller report progress after an error.
+
+    Raises
+    ------
+    PdmError
+        The recording cannot be read (:class:`~pdm.errors.CsvError`), a value does
+        not fit int16, the receiver was unreachable for ``retry_s`` seconds, or it
+        refuses the data.
+    """
+    stats = SendStats() if stats is None else stats
+    link = _Link(host, port, retry_s, timeout_s, stats)
+    started = time.monotonic()
+    t_first: float | None = None
+    shift_ns = 0
+    try:
+        for chunk in rec.chunks():
+            n = chunk.n_samples
+            if t_first is None:
+                t_first = chunk.t0
+                if now:
+                    shift_ns = time.time_ns() - ns_from_seconds(chunk.t0)
+            if speed:
+                # A DAQ sends a block once its last sample is acquired.
+                due = started + (chunk.t0 + n / chunk.fs - t_first) / speed
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+            t0_ns = ns_from_seconds(chunk.t0) + shift_ns
+            if dtype == "int16":
+                where = f"{rec.path}:{chunk.first_line}"
+                counts, frame_scale = _quantize(chunk.data, scale, where)
+                frame = encode_frame(
+                    sensor_id,
+                    counts,
+                    fs=chunk.fs,
+                    t0_ns=t0_ns,
+                    channels=chunk.channels,
+                    dtype="int16",
+                    scale=frame_scale,
+                )
+            else:
+                frame = encode_frame(
+                    sensor_id,
+                    chunk.data,
+                    fs=chunk.fs,
+                    t0_ns=t0_ns,
+                    channels=chunk.channels,
+                    dtype=dtype,
+                )
+            link.send(frame)
+            stats.frames += 1
+            stats.samples += n
+            stats.seconds += n / chunk.fs
+            stats.bytes += len(frame)
+            stats.elapsed_s = time.monotonic() - started
+        link.finish()
+    finally:
+        link.close()
+        stats.elapsed_s = time.monotonic() - started
+    return stats
+
+
+# ---------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"send: {message} (see pdm-edge send --help)")
+
+
+def _positive(what: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{what}: must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="pdm-edge send",
+        description="Stream a CSV recording to a pdm-edge receiver over TCP (PDMS frames, "
+        "docs/stream-protocol.md), as a DAQ would. A one-line summary goes to stderr.",
+    )
+    p.add_argument("file", metavar="FILE", help="CSV recording (.csv or .csv.gz)")
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver")
+    p.add_argument(
+        "--sensor", required=True, metavar="ID", help="sensor id sent in every frame (1-64 bytes)"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="pace to X times real time (default: as fast as possible)",
+    )
+    p.add_argument(
+        "--chunk-samples",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="samples per frame (default 4096; a gap in the file's time column ends a frame early)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "int16"),
+        default="float64",
+        help="sample type on the wire (default float64: the values arrive exactly as read)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        metavar="S",
+        help="int16 only: channel units per count (default: per frame, peak / 32767)",
+    )
+    p.add_argument("--fs", type=float, metavar="HZ", help="sample rate (default: from the file)")
+    p.add_argument("--columns", metavar="A,B", help="channels to send (default: every column)")
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="shift the timestamps so that the first sample is now (for a live service)",
+    )
+    p.add_argument(
+        "--retry-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="keep trying to (re)connect for this long per outage (default 10; 0: no retry)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="connect and write timeout, s (default 10)",
+    )
+    return p
+
+
+def send_main(argv: Sequence[str]) -> int:
+    """``pdm-edge send`` (``argv`` without the ``send``); returns the exit status."""
+    stats = SendStats()
+    to = "?"
+    n_channels = 0
+    try:
+        try:
+            args = build_parser().parse_args(list(argv))
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        host, port = parse_address(args.to)
+        to = args.to
+        _positive("--speed", args.speed)
+        _positive("--fs", args.fs)
+        _positive("--scale", args.scale)
+        _positive("--retry-s", args.retry_s, allow_zero=True)
+        _positive("--timeout", args.timeout)
+        if args.scale is not None and args.dtype != "int16":
+            raise ConfigError("--scale: only with --dtype int16")
+        sid = args.sensor.encode("utf-8")
+        if not 1 <= len(sid) <= MAX_NAME_BYTES or not args.sensor.isprintable():
+            raise ConfigError(
+                f"--sensor {args.sensor!r}: must be 1 to {MAX_NAME_BYTES} bytes of printable text"
+            )
+        n = args.chunk_samples
+        if not 1 <= n <= MAX_SAMPLES:
+            raise ConfigError(f"--chunk-samples: must be within 1..{MAX_SAMPLES}, got {n}")
+        columns = None
+        if args.columns is not None:
+            columns = [c.strip() for c in args.columns.split(",")]
+            if not all(columns):
+                raise ConfigError(f"--columns {args.columns!r}: an empty column name")
+        with CsvRecording(args.file, columns=columns, fs=args.fs, chunk_rows=n) as rec:
+            n_channels = len(rec.channels)
+            _check_channels(rec, n, args.dtype)
+            send_recording(
+                rec,
+                host,
+                port,
+                args.sensor,
+                dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
+                scale=args.scale,
+                speed=args.speed,
+                now=args.now,
+                retry_s=args.retry_s,
+                timeout_s=args.timeout,
+                stats=stats,
+            )
+    except KeyboardInterrupt:
+        if stats.frames:
+            print(stats.summary(to, n_channels), file=sys.stderr)
+        print("pdm-edge: interrupted", file=sys.stderr)
+        return 130
+    except PdmError as exc:
+        if stats.frames:
+            print(stats.summary(to, n_channels), file=sys.stderr)
+        print(f"pdm-edge: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, _Unreachable) else 2
+    print(stats.summary(to, n_channels), file=sys.stderr)
+    return 0
+
+
+def _check_channels(rec: CsvRecording, chunk_samples: int, dtype: str) -> None:
+    """Refuse, before connecting, what the protocol cannot carry."""
+    c = len(rec.channels)
+    if c > MAX_CHANNELS:
+        raise ConfigError(
+            f"{rec.path}: {c} channels; a frame carries at most {MAX_CHANNELS} "
+            f"(pick some with --columns)"
+        )
+    for name in rec.channels:
+        raw = name.encode("utf-8")
+        if len(raw) > MAX_NAME_BYTES or not name.isprintable():
+            raise ConfigError(
+                f"{rec.path}: column {name!r}: a channel name must be 1 to {MAX_NAME_BYTES} "
+                f"bytes of printable text"
+            )
+    size = chunk_samples * c * _ITEMSIZE[dtype]
+    if size + _HEADER_ROOM > MAX_FRAME_BYTES:
+        most = (MAX_FRAME_BYTES - _HEADER_ROOM) // (c * _ITEMSIZE[dtype])
+        raise ConfigError(
+            f"--chunk-samples {chunk_samples}: {c} channels of {dtype} make frames of "
+            f"{size} bytes, over the {MAX_FRAME_BYTES}-byte limit; use at most {most}"
+        )

@@ -1,0 +1,1 @@
+"""The appliance service's control and health API and its Prometheus metrics."""

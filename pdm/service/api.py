@@ -1,0 +1,747 @@
+"""The appliance's control and health API: standard-library HTTP on localhost, JSON in and out.
+
+Endpoints (all answers JSON, except ``/metrics``)::
+
+    GET  /health            200 {"ok": true, ...} or 503 {"ok": false, "reasons": [...]}; never
+                            needs a token (a load balancer or systemd probe has none)
+    GET  /status            200 [machine status, ...]             (see :func:`machine_status`)
+    GET  /status/<machine>  200 {machine status}; 404 unknown machine
+    POST /ack/<machine>     body {"by": "name", "comment": "..."} (Content-Type: application/json)
+                            200 {"machine": ..., "message": ...}; 400 bad JSON, no/empty "by",
+                            unknown keys; 404 unknown machine; 415 not JSON; 413 body > 64 KiB;
+                            411 chunked (no Content-Length)
+    GET  /metrics           200 Prometheus text format 0.0.4
+
+Errors are ``{"error": "one line"}``: 401 (token missing or wrong, with
+``WWW-Authenticate``), 403 (a foreign ``Host`` on a token-less loopback API),
+404 (no such endpoint), 405 (wrong method, with ``Allow``), 500 (the backend
+raised: the client gets no traceback; the log gets one line, and the traceback
+at debug level).
+
+**Who may call.** Bound to a loopback address (``127.0.0.1``, ``::1``; ``localhost``
+means ``127.0.0.1``) the API needs no token. Bound to anything else (``0.0.0.0``, a
+LAN address, a host name) it refuses to start without one (:class:`~pdm.errors.ConfigError`), and
+every request but ``GET /health`` must carry ``Authorization: Bearer <token>``
+(compared in constant time). A token given for a loopback bind is enforced too.
+Without a token the ``Host`` header must name a loopback address, so a web page
+in a browser on the appliance cannot reach the API through DNS rebinding; and
+``POST`` needs ``Content-Type: application/json``, which a cross-site browser
+form cannot send without a CORS preflight this API never answers.
+
+**Robustness.** One request per connection (HTTP/1.0 style, so no idle
+keep-alive threads), a socket timeout on every connection, bounded request
+bodies, at most :attr:`ControlAPI.max_connections` at once. ``stop()`` waits
+briefly for requests in flight, then cuts their connections.
+
+The real service implements :class:`ServiceBackend`; this module knows
+nothing of engines or stores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+from urllib.parse import unquote, urlsplit
+
+from pdm import __version__
+from pdm.errors import ConfigError
+from pdm.secrets import secret_bytes
+from pdm.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from pdm.alarms.state import MachineAlarm
+    from pdm.history.writer import WriterStats
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ControlAPI",
+    "ServiceBackend",
+    "api_token",
+    "health_report",
+    "history_health",
+    "machine_status",
+]
+
+log = logging.getLogger("pdm.service.api")
+
+DEFAULT_PORT = 8470
+#: Bodies up to this size are read and thrown away before an error answer (a client that is
+#: still sending when the server closes may get a connection reset instead of the answer).
+_DRAIN_MAX = 1 << 20
+_MIN_TOKEN = 16
+_TOKEN = re.compile(rf"^[\x21-\x7e]{{{_MIN_TOKEN},}}$")
+_ACK_KEYS = {"by", "comment"}
+
+
+# -- the service side ----------------------------------------------------------------------------
+
+
+class ServiceBackend(Protocol):
+    """What the control API asks of the service. Called from the API's request threads,
+    concurrently: implementations must be thread-safe and should answer in milliseconds."""
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per machine (see :func:`machine_status` for the keys); ``id`` is required."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": bool, "reasons": [...], ...}`` (see :func:`health_report`)."""
+        ...
+
+    def acknowledge(self, machine: str, by: str, comment: str) -> str:
+        """Acknowledge the machine's latched alarm; returns the one-line result.
+
+        Raises ``KeyError`` for an unknown machine and ``ValueError`` for an empty ``by``.
+        """
+        ...
+
+    def metrics(self) -> str:
+        """The Prometheus text exposition (``ServiceMetrics.render()``)."""
+        ...
+
+
+def _iso_ns(t_ns: int) -> str:
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def machine_status(
+    machine: str,
+    name: str,
+    alarm: MachineAlarm,
+    *,
+    score: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    diagnosis: str | None = None,
+    appliance_fault: str = "",
+    model_version: str | None = None,
+    last_window_ns: int | None = None,
+    now_ns: int | None = None,
+) -> dict[str, Any]:
+    """The status of one machine as ``GET /status`` shows it.
+
+    Parameters
+    ----------
+    alarm : the engine's current state
+    score : the newest window's anomaly score (None: not scored)
+    thresholds : the model's thresholds (``alert``, ``danger``, maybe ``trip``)
+    appliance_fault : why the appliance is faulty ('' when it is not)
+    last_window_ns : end of the newest processed window, ns since the epoch
+    now_ns : the clock (``time.time_ns()`` when None), for ``lag_s``
+
+    Returns keys ``id``, ``name``, ``state``, ``since`` (ISO 8601 UTC, None if
+    never changed), ``reason``, ``acknowledged`` (``{"by", "at", "comment"}`` or
+    None), ``score``, ``thresholds``, ``diagnosis``, ``sensor_faults`` (sensor →
+    reason), ``appliance_fault``, ``model_version``, ``last_window`` (ISO 8601
+    UTC or None) and ``lag_s`` (s behind real time, None before the first window).
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    ack = alarm.ack
+    return {
+        "id": machine,
+        "name": name,
+        "state": alarm.state,
+        "since": _iso_ns(alarm.since_ns) if alarm.since_ns else None,
+        "reason": alarm.reason,
+        "acknowledged": (
+            {"by": ack.by, "at": _iso_ns(ack.t_ns), "comment": ack.comment} if ack else None
+        ),
+        "score": score,
+        "thresholds": dict(thresholds or {}),
+        "diagnosis": diagnosis,
+        "sensor_faults": dict(alarm.sensor_faults),
+        "appliance_fault": appliance_fault,
+        "model_version": model_version,
+        "last_window": _iso_ns(last_window_ns) if last_window_ns is not None else None,
+        "lag_s": (now_ns - last_window_ns) / 1e9 if last_window_ns is not None else None,
+    }
+
+
+def health_report(checks: Mapping[str, tuple[bool, str]]) -> dict[str, Any]:
+    """``{"ok", "reasons", "checks"}`` from named checks ``name → (ok, detail)``.
+
+    ``reasons`` lists ``"name: detail"`` of the failing checks; ``ok`` is True when none fail.
+    """
+    reasons = [f"{name}: {detail}" for name, (ok, detail) in checks.items() if not ok]
+    return {
+        "ok": not reasons,
+        "reasons": reasons,
+        "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+    }
+
+
+def history_health(stats: WriterStats, max_spool_rows: int) -> tuple[bool, str]:
+    """The history check: healthy while the store is up, or down with the spool still below
+    ``max_spool_rows`` (the outage is being ridden out); unhealthy once rows are dropped."""
+    if stats.rows_dropped:
+        return False, f"{stats.rows_dropped} row(s) dropped by the spool (disk full or failing)"
+    if stats.store_up:
+        return True, f"store up; {stats.spool_rows} row(s) spooled"
+    if stats.spool_rows < max_spool_rows:
+        return True, f"store down; spooling ({stats.spool_rows} of {max_spool_rows} row(s))"
+    return False, f"store down and the spool holds {stats.spool_rows} row(s) (≥ {max_spool_rows})"
+
+
+def api_token(env: str = "PDM_API_TOKEN") -> str | None:
+    """The control API's bearer token: the variable ``env``, or the file named by ``{env}_FILE``
+    (its trailing newline dropped); None when neither is set.
+
+    Raises :class:`ConfigError` when both are set, or the file is unreadable, not UTF-8 or empty.
+    """
+    data = secret_bytes(env, "API token")
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{env}: the API token is not UTF-8 text") from exc
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _bare_host(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a loopback IP literal. Host names are not trusted (what they resolve to is up
+    to the resolver); ``ControlAPI`` turns ``localhost`` into ``127.0.0.1`` itself."""
+    try:
+        return ipaddress.ip_address(_bare_host(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_header_is_loopback(value: str) -> bool:
+    value = value.strip()
+    if value.startswith("["):
+        name = value[1 : value.find("]")] if "]" in value else value
+    elif value.count(":") == 1:
+        name = value.rsplit(":", 1)[0]
+    else:
+        name = value
+    return name.lower() in ("localhost", "localhost.") or _is_loopback(name)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: non-finite floats become null (JSON has no NaN), numpy scalars and
+    arrays become numbers and lists, datetimes ISO strings. Anything else is a bug (TypeError)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | int | bool):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, dt.datetime | dt.date):
+        return obj.isoformat()
+    tolist = getattr(obj, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return _jsonable(tolist())
+    raise TypeError(f"cannot send a {type(obj).__name__} as JSON")
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(_jsonable(obj), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _digest(token: bytes) -> bytes:
+    # Hashing first makes the comparison's time independent of the length of either side.
+    return hashlib.sha256(token).digest()
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a request stuck in the backend never keeps the process alive
+    block_on_close = False  # stop() joins the request threads itself, with a deadline
+
+    def __init__(self, address: tuple[str, int], api: ControlAPI, family: int) -> None:
+        self.api = api
+        self.address_family = family
+        self._active: dict[threading.Thread, socket.socket] = {}
+        self._active_lock = threading.Lock()
+        self._refused = 0
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(host): a reverse DNS lookup that can
+        # hang for seconds on an appliance without DNS. The name is never used here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            busy = len(self._active) >= self.api.max_connections
+            if not busy:
+                t = threading.Thread(
+                    target=self.process_request_thread,
+                    args=(request, client_address),
+                    name="pdm-api-request",
+                    daemon=True,
+                )
+                # Registered here, in the serving thread, so that once shutdown() returns
+                # every request thread is known to stop().
+                self._active[t] = request
+        if busy:
+            self._refused += 1
+            if self._refused == 1 or self._refused % 1000 == 0:
+                log.warning(
+                    "control API: %d connection(s) refused: %d requests already running",
+                    self._refused,
+                    self.api.max_connections,
+                )
+            self.shutdown_request(request)
+            return
+        t.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-answer, a timeout: nothing the operator can act on.
+        log.debug("control API: connection from %s failed", client_address, exc_info=True)
+
+    def finish_requests(self, timeout: float) -> int:
+        """Wait up to half of ``timeout`` for requests in flight, then cut their connections
+        and wait the rest; returns how many threads are still running."""
+        deadline = time.monotonic() + timeout
+        with self._active_lock:
+            running = list(self._active.items())
+        for t, _ in running:
+            t.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
+        for t, sock in running:
+            if t.is_alive():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for t, _ in running:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(t.is_alive() for t, _ in running)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    # One request per connection: no keep-alive connection holds a thread between requests.
+    protocol_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        # Before StreamRequestHandler.setup wraps the socket in files: every read and write
+        # of this connection gives up after timeout_s.
+        self.request.settimeout(self.server.api.timeout_s)
+        super().setup()
+        self._replied = False
+        self._unread = 0  # request body bytes not read yet
+
+    def version_string(self) -> str:
+        return f"pdm-edge/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        level = logging.INFO if self.server.api.access_log else logging.DEBUG
+        log.log(level, "control API: %s %s", self.address_string(), format % args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.debug("control API: %s %s", self.address_string(), format % args)
+
+    # -- answers -----------------------------------------------------------------------------
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._drain()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self._replied = True
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, _json_bytes(obj), "application/json", headers)
+
+    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        self._json(status, {"error": message}, headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (bad request line, 414, 431, 501): JSON like the rest.
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._error(code, message or phrase)
+
+    def _drain(self) -> None:
+        """Read and discard an unread request body (bounded), so that closing the connection
+        does not reset it before the client has read the answer."""
+        left, self._unread = self._unread, 0
+        if not 0 < left <= _DRAIN_MAX:
+            return
+        try:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    # -- requests ----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        api = self.server.api
+        try:
+            self._unread = self._content_length()
+            if self._unread < 0:
+                self._unread = 0
+                self._error(400, "bad Content-Length")
+                return
+            path = urlsplit(self.path).path
+            if api.token_digest is None and not _host_header_is_loopback(
+                self.headers.get("Host", "127.0.0.1")
+            ):
+                self._error(403, "this API answers only to loopback Host names without a token")
+                return
+            if not (method in ("GET", "HEAD") and path == "/health") and not self._authorized():
+                return
+            route, machine = self._route(path)
+            if route is None:
+                self._error(404, f"no such endpoint: {path}")
+                return
+            allowed = ("POST",) if route == "ack" else ("GET", "HEAD")
+            if method not in allowed:
+                self._error(405, f"{method} not allowed here", {"Allow": ", ".join(allowed)})
+                return
+            if route == "health":
+                self._health()
+            elif route == "status":
+                self._status(machine)
+            elif route == "metrics":
+                body = api.backend.metrics().encode("utf-8", "replace")
+                self._send(200, body, METRICS_CONTENT_TYPE)
+            else:
+                self._ack(machine or "")
+        except Exception as exc:
+            log.error(
+                "control API: %s %s failed: %s: %s",
+                method,
+                self.path[:200],
+                type(exc).__name__,
+                str(exc)[:300].replace("\n", " "),
+            )
+            log.debug("control API: traceback", exc_info=True)
+            if not self._replied:
+                try:
+                    self._error(500, "internal error (the appliance log says more)")
+                except OSError:
+                    pass
+
+    def _content_length(self) -> int:
+        """The declared body length; -1 when it cannot be parsed."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        raw = raw.strip()
+        return int(raw) if raw.isdigit() and raw.isascii() else -1
+
+    @staticmethod
+    def _route(path: str) -> tuple[str | None, str | None]:
+        if path in ("/health", "/status", "/metrics"):
+            return path[1:], None
+        for prefix, route in (("/status/", "status"), ("/ack/", "ack")):
+            if path.startswith(prefix):
+                machine = unquote(path[len(prefix) :])
+                if machine and "/" not in machine:
+                    return route, machine
+        return None, None
+
+    def _authorized(self) -> bool:
+        api = self.server.api
+        if api.token_digest is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        scheme, _, credential = given.strip().partition(" ")
+        # http.client decodes header bytes as latin-1: encoding back gives the bytes sent.
+        sent = credential.strip().encode("latin-1", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(_digest(sent), api.token_digest):
+            return True
+        api._auth_refused(self.address_string())
+        challenge = 'Bearer realm="pdm-edge"'
+        if given:
+            challenge += ', error="invalid_token"'
+        self._error(401, "a valid bearer token is required", {"WWW-Authenticate": challenge})
+        return False
+
+    def _health(self) -> None:
+        try:
+            health = self.server.api.backend.health()
+            ok = health.get("ok") is True
+        except Exception as exc:
+            log.error("control API: the health check raised %s: %s", type(exc).__name__, exc)
+            log.debug("control API: traceback", exc_info=True)
+            health, ok = {"ok": False, "reasons": ["the health check itself failed"]}, False
+        self._json(200 if ok else 503, health)
+
+    def _status(self, machine: str | None) -> None:
+        machines = self.server.api.backend.status()
+        if machine is None:
+            self._json(200, machines)
+            return
+        for m in machines:
+            if m.get("id") == machine:
+                self._json(200, m)
+                return
+        known = [m.get("id") for m in machines]
+        self._json(404, {"error": f"unknown machine {machine!r}", "known": known})
+
+    def _ack(self, machine: str) -> None:
+        api = self.server.api
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._error(411, "send the body with a Content-Length (not chunked)")
+            return
+        if self._unread > api.max_body:
+            self.close_connection = True
+            self._error(413, f"the body may have at most {api.max_body} bytes")
+            return
+        if ctype != "application/json":
+            self._error(415, "send the body as Content-Type: application/json")
+            return
+        n, self._unread = self._unread, 0
+        raw = self.rfile.read(n) if n else b""
+        if len(raw) < n:
+            self.close_connection = True
+            self._error(400, "the body ended early")
+            return
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._error(400, f"the body is not JSON: {exc}")
+            return
+        if not isinstance(body, dict):
+            self._error(400, 'the body must be a JSON object {"by": ..., "comment": ...}')
+            return
+        unknown = sorted(set(body) - _ACK_KEYS)
+        if unknown:
+            self._error(400, f"unknown key(s) {unknown}: only 'by' and 'comment'")
+            return
+        by, comment = body.get("by"), body.get("comment", "")
+        if not isinstance(by, str):
+            self._error(400, "'by' (who acknowledges, a string) is required")
+            return
+        if not isinstance(comment, str):
+            self._error(400, "'comment' must be a string")
+            return
+        try:
+            message = api.backend.acknowledge(machine, by, comment)
+        except KeyError:
+            self._json(404, {"error": f"unknown machine {machine!r}"})
+            return
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        log.info(
+            "control API: %s acknowledged by %r from %s: %s",
+            machine,
+            by.strip(),
+            self.address_string(),
+            message,
+        )
+        self._json(200, {"machine": machine, "message": message})
+
+
+# -- the API object ------------------------------------------------------------------------------
+
+
+class ControlAPI:
+    """The control and health API of one service, served from a background thread.
+
+    Parameters
+    ----------
+    backend : the service (:class:`ServiceBackend`)
+    host : address to listen on; a non-loopback one requires ``token``
+    port : TCP port; 0 picks a free one (read :attr:`port` after construction)
+    token : bearer token (:func:`api_token`), at least 16 printable ASCII characters
+    timeout_s : socket timeout of each connection, s
+    max_body : largest request body accepted, bytes (larger: 413)
+    max_connections : requests served at once; more connections are closed at once
+    access_log : log every request at INFO (otherwise at DEBUG)
+
+    The socket is bound here (so :attr:`port` is known and a busy port fails at once, as
+    :class:`ConfigError`); :meth:`start` serves; :meth:`stop` (or leaving the ``with``
+    block) stops and closes.
+    """
+
+    def __init__(
+        self,
+        backend: ServiceBackend,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        *,
+        timeout_s: float = 10.0,
+        max_body: int = 64 * 1024,
+        max_connections: int = 32,
+        access_log: bool = False,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"control API: {port=} must be in 0..65535")
+        if not timeout_s > 0:
+            raise ConfigError(f"control API: {timeout_s=} must be > 0")
+        if max_body < 0 or max_connections < 1:
+            raise ConfigError(f"control API: {max_body=} must be ≥ 0, {max_connections=} ≥ 1")
+        host = _bare_host(host.strip())
+        if host.lower() == "localhost":
+            host = "127.0.0.1"  # by definition, not by asking a resolver that may say otherwise
+        if token is not None and not _TOKEN.match(token):
+            raise ConfigError(
+                f"control API: the token must be at least {_MIN_TOKEN} printable ASCII "
+                "characters without spaces (e.g. `openssl rand -hex 32`)"
+            )
+        if token is None and not _is_loopback(host):
+            raise ConfigError(
+                f"control API: listening on {host or 'every address'!r} (not a loopback "
+                "address) needs a token: set PDM_API_TOKEN or PDM_API_TOKEN_FILE, or listen "
+                "on 127.0.0.1"
+            )
+        self.backend = backend
+        self.host = host
+        self.timeout_s = float(timeout_s)
+        self.max_body = int(max_body)
+        self.max_connections = int(max_connections)
+        self.access_log = access_log
+        #: SHA-256 of the token (the token itself is not kept), or None: no token needed.
+        self.token_digest: bytes | None = _digest(token.encode()) if token is not None else None
+        self._refused_lock = threading.Lock()
+        self._refused = 0
+        self._refused_logged_at = -math.inf
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            self._server = _Server((host, port), self, family)
+        except OSError as exc:
+            raise ConfigError(
+                f"control API: cannot listen on {self._hostport(host, port)}: {exc.strerror or exc}"
+            ) from exc
+        self.port: int = int(self._server.server_address[1])
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @staticmethod
+    def _hostport(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (for a wildcard bind, the host as given)."""
+        return f"http://{self._hostport(self.host, self.port)}"
+
+    def start(self) -> Self:
+        """Serve from a background thread (``pdm-api``)."""
+        if self._closed:
+            raise RuntimeError("control API: stopped; make a new one")
+        if self._thread is not None:
+            raise RuntimeError("control API: already started")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="pdm-api",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info(
+            "control API on %s (%s)",
+            self.url,
+            "bearer token required" if self.token_digest else "loopback, no token",
+        )
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop serving, finish or cut the requests in flight (≤ ``timeout`` s), close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._server.shutdown()  # returns once serve_forever has left its loop
+        left = self._server.finish_requests(timeout)
+        if left:
+            log.warning("control API: %d request thread(s) still running after stop", left)
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _auth_refused(self, client: str) -> None:
+        """Count a refused request; log at most once a minute (a scanner is no log storm)."""
+        with self._refused_lock:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged_at < 60.0:
+                return
+            n, self._refused, self._refused_logged_at = self._refused, 0, now
+        log.warning(
+            "control API: %d request(s) refused for a missing or wrong token (latest from %s)",
+            n,
+            client,
+        )

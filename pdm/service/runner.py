@@ -1,0 +1,250 @@
+"""One monitored machine inside the service: chunks in, everything else out.
+
+A :class:`MachineRunner` owns a bounded queue of chunks and a thread that
+takes them through the same path as ``pdm-edge replay`` — windows, features
+(one window at a time: a live stream wants each result at once), scoring
+(teach-in included), the alarm engine (actions live) and the history writer.
+
+**Backlog policy** (never a silent drop): sources put chunks with
+:meth:`MachineRunner.offer`; when the queue is full the source waits up to
+``put_timeout_s`` (a TCP sender is slowed by TCP's own flow control). If the
+machine's processing then lags real time by more than ``max_lag_s``, the
+runner raises ``appliance_fault`` (its relay drops — an unsupervised machine
+must not run), discards the queued backlog, counts it (``backlog_dropped``
+samples, an event in history) and restarts the windowing at the newest data.
+It clears the fault when it has kept up for ``max_lag_s`` again.
+
+**Watchdog**: :attr:`heartbeat` moves after every chunk; the service's
+watchdog drops the relay and raises ``appliance_fault`` when a runner with
+work waiting has not moved for ``stall_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pdm.alarms.engine import AlarmEngine
+from pdm.alarms.store import AlarmStore
+from pdm.config import Pipeline
+from pdm.history.provenance import CaptureStore
+from pdm.history.recorder import Recorder
+from pdm.history.records import Event, Record, StateChange, to_ns
+from pdm.history.writer import HistoryWriter
+from pdm.processing import FeatureStream, WindowFeatures
+from pdm.sources.base import Chunk
+
+__all__ = ["MachineRunner", "RunnerStats"]
+
+log = logging.getLogger("pdm.service")
+
+
+@dataclass
+class RunnerStats:
+    windows: int = 0
+    chunks: int = 0
+    samples_dropped: int = 0
+    last_window_t: float | None = None  # POSIX s, end of the newest window
+    lag_s: float = 0.0
+    stage_s: dict[str, float] | None = None
+    started: float = 0.0
+
+
+class MachineRunner:
+    """The processing thread of one pipeline (see the module docstring)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        fs: float,
+        *,
+        writer: HistoryWriter,
+        alarm_store: AlarmStore,
+        data_dir: Path,
+        actions: str = "live",
+        queue_chunks: int = 64,
+        put_timeout_s: float = 1.0,
+        max_lag_s: float = 10.0,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.pipeline = (
+            pipeline.with_sample_rate(fs) if pipeline.acquisition.sample_rate_hz != fs else pipeline
+        )
+        self.machine = pipeline.machine.id
+        self.fs = fs
+        self.writer = writer
+        self.put_timeout_s = put_timeout_s
+        self.max_lag_s = max_lag_s
+        self.observe = observe or (lambda stage, s: None)
+        self.queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=queue_chunks)
+        self.features = FeatureStream(self.pipeline, fs, batch=1)
+        self.scores: Any = None
+        model_dir = self.pipeline.model_dir
+        if model_dir is not None:
+            from pdm.scoring.stream import ScoreStream
+
+            self.scores = ScoreStream(self.pipeline, fs, model_dir, self.features.extractor.names)
+        self.recorder = Recorder(self.pipeline, CaptureStore(data_dir))
+        self.engine = AlarmEngine(
+            self.pipeline, alarm_store, writer.submit, self.recorder, data_dir, actions=actions
+        )
+        self.stats = RunnerStats(started=time.monotonic())
+        self.heartbeat = time.monotonic()
+        self.backlog_fault = False
+        self._kept_up_since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pdm-{self.machine}", daemon=True)
+        self.error: str = ""
+        self._next_model: Any = None
+        self.last_score: float | None = None
+        self.last_diagnosis: str | None = None
+
+    # -- feeding -----------------------------------------------------------------------------
+    def offer(self, chunk: Chunk) -> bool:
+        """Queue a chunk; False when it could not be queued within ``put_timeout_s`` (counted)."""
+        try:
+            self.queue.put(chunk, timeout=self.put_timeout_s)
+            return True
+        except queue.Full:
+            self._drop_backlog(extra=chunk.n_samples, why="queue full")
+            return False
+
+    def start(self) -> MachineRunner:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        """Work is waiting (the watchdog only worries about runners with work to do)."""
+        return not self.queue.empty()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (up to ``timeout``), then stop; the relay drops (fail-safe)."""
+        self._stop.set()
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        self.engine.close(timeout=min(timeout, 5.0))
+
+    # -- the thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                self.heartbeat = time.monotonic()
+                if self._stop.is_set():
+                    return
+                self.writer.submit(*self.engine.retry_relay())
+                continue
+            if chunk is None:
+                return
+            try:
+                self._process(chunk)
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: processing failed: %s", self.machine, exc)
+                self.writer.submit(
+                    Event(self.machine, time.time_ns(), "processing_error", "alarm", self.error)
+                )
+            self.heartbeat = time.monotonic()
+
+    def _process(self, chunk: Chunk) -> None:
+        t0 = time.perf_counter()
+        self.stats.chunks += 1
+        for wf in self.features.push(chunk):
+            self._window(wf)
+        self.observe("read", time.perf_counter() - t0)
+        self._check_lag()
+
+    def swap_model(self, model: Any) -> None:
+        """Score with ``model`` from the next window on (checked by the caller)."""
+        self._next_model = model
+
+    def _window(self, wf: WindowFeatures) -> None:
+        if self._next_model is not None and self.scores is not None:
+            from pdm.scoring.runtime import WindowScorer
+
+            model, self._next_model = self._next_model, None
+            self.scores.scorer = WindowScorer(
+                model, self.pipeline.columns, self.features.extractor.names
+            )
+            self.scores.teach = None
+        t1 = time.perf_counter()
+        rows = self.scores.process([wf]) if self.scores is not None else []
+        if rows:
+            self.last_score, self.last_diagnosis = rows[-1].get("score"), rows[-1].get("diagnosis")
+        t2 = time.perf_counter()
+        self.observe("score", t2 - t1)
+        model, thresholds = "", {}
+        if self.scores is not None and self.scores.scorer is not None:
+            m = self.scores.scorer.model
+            model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
+        recs: list[Record] = self.recorder.records([wf], rows, model=model, thresholds=thresholds)
+        new_events = self.features.events[self.recorder.events_seen :]
+        recs += self.recorder.stream_events(self.features.events)
+        recs += self.engine.process([wf], rows, model=model, thresholds=thresholds, gaps=new_events)
+        t3 = time.perf_counter()
+        self.observe("alarms", t3 - t2)
+        self.writer.submit(*recs, mark=to_ns(wf.window.t_start))
+        self.observe("history", time.perf_counter() - t3)
+        self.stats.windows += 1
+        self.stats.last_window_t = (
+            wf.window.t_start + self.pipeline.acquisition.window_samples / self.fs
+        )
+
+    # -- backlog ----------------------------------------------------------------------------
+    def _check_lag(self) -> None:
+        if self.stats.last_window_t is None:
+            return
+        lag = time.time() - self.stats.last_window_t
+        self.stats.lag_s = lag
+        if lag > self.max_lag_s and not self.backlog_fault:
+            self._drop_backlog(why=f"processing lags real time by {lag:.1f} s")
+        elif lag <= self.max_lag_s and self.backlog_fault:
+            now = time.monotonic()
+            self._kept_up_since = self._kept_up_since or now
+            if now - self._kept_up_since >= self.max_lag_s:
+                self._set_backlog_fault(False, "kept up with real time again")
+        else:
+            self._kept_up_since = None
+
+    def _drop_backlog(self, *, extra: int = 0, why: str) -> None:
+        dropped = extra
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.queue.put_nowait(None)
+                break
+            dropped += item.n_samples
+        self.stats.samples_dropped += dropped
+        msg = f"{why}: {dropped} samples of backlog discarded ({dropped / self.fs:.1f} s)"
+        log.error("%s: %s", self.machine, msg)
+        self.writer.submit(Event(self.machine, time.time_ns(), "backlog_dropped", "alarm", msg))
+        self._set_backlog_fault(True, msg)
+
+    def _set_backlog_fault(self, on: bool, reason: str) -> None:
+        if on == self.backlog_fault:
+            return
+        self.backlog_fault = on
+        self._kept_up_since = None
+        old, new = ("ok", "appliance_fault") if on else ("appliance_fault", "ok")
+        self.writer.submit(
+            StateChange(self.machine, time.time_ns(), old, new, reason, sensor="appliance"),
+            *self.engine.force_safe(on, reason),
+        )

@@ -1,0 +1,583 @@
+"""The control API and the metrics registry: a real server on loopback, real HTTP (httpx).
+
+The backend here is a TEST DOUBLE of the service (:class:`FakeService`): it implements
+:class:`pdm.service.api.ServiceBackend` over a few dicts, so these tests pin the HTTP
+contract — routes, status codes, auth, limits, error bodies — and the exposition format.
+The real service's wiring to that contract is tested by the service's own tests.
+
+Every test starts its own :class:`ControlAPI` on port 0 and stops it; an autouse fixture
+fails a test that leaves an API thread behind. The file runs in well under 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pdm.alarms.state import LEVELS, Ack, MachineAlarm
+from pdm.errors import ConfigError
+from pdm.history.writer import WriterStats
+from pdm.service.api import (
+    ControlAPI,
+    api_token,
+    health_report,
+    history_health,
+    machine_status,
+)
+from pdm.service.metrics import (
+    ALARM_STATES,
+    CONTENT_TYPE,
+    STAGES,
+    Counter,
+    Gauge,
+    Histogram,
+    Registry,
+    ServiceMetrics,
+)
+
+TOKEN = "t0ken-for-tests-0123456789abcdef"
+T_NS = 1_780_000_000_000_000_000  # 2026-05-28T20:26:40Z
+
+
+class FakeService:
+    """A test double of the service behind the API (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.machines = {
+            "pump-1": machine_status(
+                "pump-1",
+                "Cooling pump 1",
+                MachineAlarm(state="danger", since_ns=T_NS, reason="score 2.4 ≥ danger 2.0"),
+                score=math.nan,  # JSON has no NaN: the API must send null
+                thresholds={"alert": 1.0, "danger": 2.0},
+                diagnosis="bearing outer race",
+                model_version="pump-1@3",
+                last_window_ns=T_NS,
+                now_ns=T_NS + 1_500_000_000,
+            ),
+            "fan-2": machine_status("fan-2", "Fan 2", MachineAlarm(), now_ns=T_NS),
+        }
+        self.healthy = True
+        self.fail: Exception | None = None
+        self.acks: list[tuple[str, str, str]] = []
+        self.metrics_obj = ServiceMetrics()
+        self.metrics_obj.windows_total.labels(machine="pump-1").inc(3)
+
+    def _maybe_fail(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def status(self) -> list[dict[str, Any]]:
+        self._maybe_fail()
+        return list(self.machines.values())
+
+    def health(self) -> dict[str, Any]:
+        self._maybe_fail()
+        checks = {"loop": (self.healthy, "alive" if self.healthy else "stalled for 12 s")}
+        return health_report(checks)
+
+    def acknowledge(self, machine: str, by: str, comment: str) -> str:
+        self._maybe_fail()
+        if machine not in self.machines:
+            raise KeyError(machine)
+        if not by.strip():
+            raise ValueError("an acknowledgement needs a name")
+        self.acks.append((machine, by, comment))
+        return f"danger acknowledged by {by.strip()}"
+
+    def metrics(self) -> str:
+        self._maybe_fail()
+        return self.metrics_obj.render()
+
+
+def _api_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pdm-api")]
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 2.0
+    while _api_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _api_threads(), f"threads left behind: {_api_threads()}"
+
+
+@pytest.fixture
+def service() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def api(service: FakeService) -> Iterator[ControlAPI]:
+    with ControlAPI(service, port=0, timeout_s=2.0) as running:
+        yield running
+
+
+@pytest.fixture
+def client(api: ControlAPI) -> Iterator[httpx.Client]:
+    # trust_env=False: a proxy from the environment must not see loopback requests.
+    with httpx.Client(base_url=api.url, timeout=5.0, trust_env=False) as c:
+        yield c
+
+
+def raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes (what httpx would refuse to send); returns status, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5.0) as s:
+        s.sendall(data)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+# -- metrics: the exposition format --------------------------------------------------------------
+
+
+def test_exposition_format_known_answer() -> None:
+    r = Registry()
+    c = r.counter("demo_requests_total", "Requests.\nSecond line with a \\ backslash.", ["path"])
+    c.labels(path="/a").inc()
+    c.labels(path="/a").inc(2)
+    c.labels(path='we"ird\\pa\nth').inc(0.5)
+    g = r.gauge("demo_temperature_celsius", "Temperature, in °C.")
+    g.set(-3.25)
+    h = r.histogram("demo_latency_seconds", "Latency, in s.", ["stage"], (0.1, 1))
+    for v in (0.05, 0.1, 0.5, 3.0):
+        h.labels(stage="dsp").observe(v)
+    r.gauge("demo_empty", "A labelled family with no series yet.", ["machine"])
+    r.counter("demo_inf", "Not finite.").inc(math.inf)
+
+    expected = (
+        "# HELP demo_requests_total Requests.\\nSecond line with a \\\\ backslash.\n"
+        "# TYPE demo_requests_total counter\n"
+        'demo_requests_total{path="/a"} 3\n'
+        'demo_requests_total{path="we\\"ird\\\\pa\\nth"} 0.5\n'
+        "# HELP demo_temperature_celsius Temperature, in °C.\n"
+        "# TYPE demo_temperature_celsius gauge\n"
+        "demo_temperature_celsius -3.25\n"
+        "# HELP demo_latency_seconds Latency, in s.\n"
+        "# TYPE demo_latency_seconds histogram\n"
+        'demo_latency_seconds_bucket{stage="dsp",le="0.1"} 2\n'
+        'demo_latency_seconds_bucket{stage="dsp",le="1.0"} 3\n'
+        'demo_latency_seconds_bucket{stage="dsp",le="+Inf"} 4\n'
+        'demo_latency_seconds_sum{stage="dsp"} 3.65\n'
+        'demo_latency_seconds_count{stage="dsp"} 4\n'
+        "# HELP demo_empty A labelled family with no series yet.\n"
+        "# TYPE demo_empty gauge\n"
+        "# HELP demo_inf Not finite.\n"
+        "# TYPE demo_inf counter\n"
+        "demo_inf +Inf\n"
+    )
+    assert r.render() == expected
+
+
+def test_metric_misuse_is_refused_with_the_name() -> None:
+    r = Registry()
+    c = r.counter("x_total", "x", ["machine"])
+    with pytest.raises(ValueError, match=r"x_total: labels \['sensor'\] given"):
+        c.labels(sensor="a")
+    with pytest.raises(ValueError, match="x_total has labels"):
+        c.inc()
+    with pytest.raises(ValueError, match="only go up"):
+        c.labels(machine="m").inc(-1)
+    with pytest.raises(ValueError, match="already registered"):
+        r.counter("x_total", "again")
+    with pytest.raises(ValueError, match="reserved"):
+        Histogram("h", "h", ["le"], (1.0,))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Histogram("h", "h", [], (1.0, 1.0))
+    with pytest.raises(ValueError, match="must match"):
+        Gauge("bad-name", "h")
+    with pytest.raises(TypeError, match="not a string"):
+        Counter("c", "c", "machine")
+
+
+def test_counters_are_thread_safe() -> None:
+    c = Counter("n_total", "n", ["k"])
+    h = Histogram("h_seconds", "h", [], (0.5,))
+
+    def work() -> None:
+        for _ in range(2000):
+            c.labels(k="a").inc()
+            h.observe(0.25)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert c.labels(k="a").get() == 16_000
+    assert h.labels().get() == ([16_000, 16_000], 4000.0, 16_000)
+
+
+def test_service_metrics_are_declared_with_their_types() -> None:
+    m = ServiceMetrics()
+    text = m.render()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE"))
+    assert types == {
+        "pdm_windows_total": "counter",
+        "pdm_windows_per_second": "gauge",
+        "pdm_lag_seconds": "gauge",
+        "pdm_stage_seconds": "histogram",
+        "pdm_queue_depth": "gauge",
+        "pdm_history_spool_rows": "gauge",
+        "pdm_history_rows_dropped_total": "counter",
+        "pdm_history_store_up": "gauge",
+        "pdm_action_failures_total": "counter",
+        "pdm_alarm_state": "gauge",
+        "pdm_sensor_fault": "gauge",
+        "pdm_appliance_fault": "gauge",
+        "pdm_model_info": "gauge",
+        "pdm_watchdog_stalls_total": "counter",
+    }
+    # Every stage shows from the first scrape, with zero counts.
+    for stage in STAGES:
+        assert f'pdm_stage_seconds_count{{stage="{stage}"}} 0' in text
+    assert ALARM_STATES == LEVELS
+
+
+def test_service_metrics_helpers() -> None:
+    m = ServiceMetrics()
+    m.set_alarm_state("pump-1", "danger")
+    m.set_alarm_state("pump-1", "alert")
+    m.set_model("pump-1", "v1")
+    m.set_model("pump-1", "v2")
+    m.set_sensor_faults("pump-1", ["de", "fe"], faulty=["fe"])
+    m.observe_history(WriterStats(rows_dropped=7, spool_rows=120, store_up=False))
+    m.observe_history(WriterStats(rows_dropped=9, spool_rows=0, store_up=True))
+    with m.stage("dsp").time():
+        pass
+    m.watchdog_stalls_total.inc()
+    text = m.render()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[0] != "#")
+    for s in LEVELS:
+        want = "1" if s == "alert" else "0"
+        assert samples[f'pdm_alarm_state{{machine="pump-1",state="{s}"}}'] == want
+    assert samples['pdm_model_info{machine="pump-1",version="v2"}'] == "1"
+    assert 'version="v1"' not in text
+    assert samples['pdm_sensor_fault{machine="pump-1",sensor="de"}'] == "0"
+    assert samples['pdm_sensor_fault{machine="pump-1",sensor="fe"}'] == "1"
+    assert samples["pdm_history_rows_dropped_total"] == "9"
+    assert samples["pdm_history_spool_rows"] == "0"
+    assert samples["pdm_history_store_up"] == "1"
+    assert samples['pdm_stage_seconds_count{stage="dsp"}'] == "1"
+    assert samples["pdm_watchdog_stalls_total"] == "1"
+    m.forget_machine("pump-1")
+    assert "pump-1" not in m.render()
+
+
+# -- the helpers the service builds its answers with ---------------------------------------------
+
+
+def test_machine_status_known_answer() -> None:
+    alarm = MachineAlarm(
+        state="trip",
+        since_ns=T_NS,
+        reason="score trip",
+        ack=Ack("ana", T_NS + 10**9, "bearing ordered"),
+        sensor_faults={"fe": "flatline"},
+    )
+    st = machine_status(
+        "pump-1",
+        "Pump",
+        alarm,
+        score=12.5,
+        thresholds={"alert": 1.0, "danger": 2.0},
+        appliance_fault="relay: timeout",
+        model_version="v3",
+        last_window_ns=T_NS,
+        now_ns=T_NS + 2_250_000_000,
+    )
+    assert st == {
+        "id": "pump-1",
+        "name": "Pump",
+        "state": "trip",
+        "since": "2026-05-28T20:26:40.000000Z",
+        "reason": "score trip",
+        "acknowledged": {
+            "by": "ana",
+            "at": "2026-05-28T20:26:41.000000Z",
+            "comment": "bearing ordered",
+        },
+        "score": 12.5,
+        "thresholds": {"alert": 1.0, "danger": 2.0},
+        "diagnosis": None,
+        "sensor_faults": {"fe": "flatline"},
+        "appliance_fault": "relay: timeout",
+        "model_version": "v3",
+        "last_window": "2026-05-28T20:26:40.000000Z",
+        "lag_s": 2.25,
+    }
+    fresh = machine_status("fan", "Fan", MachineAlarm())
+    assert (fresh["since"], fresh["last_window"], fresh["lag_s"]) == (None, None, None)
+
+
+def test_health_helpers() -> None:
+    assert history_health(WriterStats(store_up=True), 1000)[0]
+    assert history_health(WriterStats(store_up=False, spool_rows=999), 1000)[0]
+    ok, why = history_health(WriterStats(store_up=False, spool_rows=1000), 1000)
+    assert not ok and "1000" in why
+    assert not history_health(WriterStats(rows_dropped=1), 1000)[0]
+    report = health_report({"loop": (True, "alive"), "history": (False, "store down")})
+    assert report["ok"] is False
+    assert report["reasons"] == ["history: store down"]
+
+
+def test_api_token_from_env_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PDM_API_TOKEN", raising=False)
+    monkeypatch.delenv("PDM_API_TOKEN_FILE", raising=False)
+    assert api_token() is None
+    monkeypatch.setenv("PDM_API_TOKEN", TOKEN)
+    assert api_token() == TOKEN
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    monkeypatch.setenv("PDM_API_TOKEN_FILE", str(f))
+    with pytest.raises(ConfigError, match="not both"):
+        api_token()
+    monkeypatch.delenv("PDM_API_TOKEN")
+    assert api_token() == TOKEN
+    f.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        api_token()
+    monkeypatch.setenv("PDM_API_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        api_token()
+
+
+# -- the API over HTTP ---------------------------------------------------------------------------
+
+
+def test_health_200_then_503(client: httpx.Client, service: FakeService) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["ok"] is True
+    service.healthy = False
+    r = client.get("/health")
+    assert r.status_code == 503
+    assert r.json()["reasons"] == ["loop: stalled for 12 s"]
+    service.fail = RuntimeError("boom")
+    r = client.get("/health")
+    assert r.status_code == 503
+    assert r.json() == {"ok": False, "reasons": ["the health check itself failed"]}
+    assert client.head("/health").status_code == 503
+
+
+def test_status_list_and_one(client: httpx.Client) -> None:
+    r = client.get("/status")
+    assert r.status_code == 200
+    machines = r.json()
+    assert [m["id"] for m in machines] == ["pump-1", "fan-2"]
+    pump = client.get("/status/pump-1").json()
+    assert pump["state"] == "danger"
+    assert pump["score"] is None  # NaN → null
+    assert pump["lag_s"] == 1.5
+    assert pump["model_version"] == "pump-1@3"
+    r = client.get("/status/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": "unknown machine 'nope'", "known": ["pump-1", "fan-2"]}
+
+
+def test_unknown_endpoint_and_wrong_method(client: httpx.Client) -> None:
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json() == {"error": "no such endpoint: /nope"}
+    r = client.post("/status", json={})
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    r = client.get("/ack/pump-1")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = client.request("OPTIONS", "/status")
+    assert r.status_code == 501 and "error" in r.json()  # http.server's own refusal, as JSON
+
+
+def test_ack_happy_path(client: httpx.Client, service: FakeService) -> None:
+    r = client.post("/ack/pump-1", json={"by": "ana", "comment": "bearing ordered"})
+    assert r.status_code == 200
+    assert r.json() == {"machine": "pump-1", "message": "danger acknowledged by ana"}
+    r = client.post("/ack/pump-1", json={"by": "bo"})  # the comment is optional
+    assert r.status_code == 200
+    assert service.acks == [("pump-1", "ana", "bearing ordered"), ("pump-1", "bo", "")]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'{"comment": "x"}', 400, "'by'"),
+        (b'{"by": 7}', 400, "'by'"),
+        (b'{"by": "ana", "comment": 1}', 400, "'comment'"),
+        (b'{"by": "ana", "commment": "typo"}', 400, "unknown key"),
+        (b'{"by": "  "}', 400, "needs a name"),  # the backend's ValueError
+        (b"", 400, "not JSON"),
+    ],
+)
+def test_ack_bad_bodies(
+    client: httpx.Client, service: FakeService, body: bytes, status: int, error: str
+) -> None:
+    r = client.post("/ack/pump-1", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status
+    assert error in r.json()["error"]
+    assert service.acks == []
+
+
+def test_ack_unknown_machine_wrong_type_too_large(
+    client: httpx.Client, service: FakeService
+) -> None:
+    r = client.post("/ack/nope", json={"by": "ana"})
+    assert r.status_code == 404 and r.json() == {"error": "unknown machine 'nope'"}
+    r = client.post("/ack/pump-1", content=b'{"by": "ana"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    big = b'{"by": "ana", "comment": "' + b"x" * (64 * 1024) + b'"}'
+    r = client.post("/ack/pump-1", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json() == {"error": "the body may have at most 65536 bytes"}
+    assert service.acks == []
+
+
+def test_backend_raising_gives_500_json_without_traceback(
+    client: httpx.Client, service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.fail = RuntimeError("sqlite at /var/lib/pdm/secret.db is locked")
+    with caplog.at_level(logging.ERROR, logger="pdm.service.api"):
+        for method, path in (("GET", "/status"), ("GET", "/metrics"), ("POST", "/ack/pump-1")):
+            r = client.request(method, path, json={"by": "ana"} if method == "POST" else None)
+            assert r.status_code == 500
+            assert r.headers["content-type"] == "application/json"
+            assert r.json() == {"error": "internal error (the appliance log says more)"}
+            assert "Traceback" not in r.text and "secret" not in r.text
+    errors = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert len(errors) == 3
+    for rec in errors:
+        assert rec.exc_info is None and "\n" not in rec.getMessage()
+        assert "RuntimeError: sqlite at /var/lib/pdm/secret.db is locked" in rec.getMessage()
+
+
+def test_metrics_endpoint(client: httpx.Client) -> None:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# TYPE pdm_windows_total counter\n" in r.text
+    assert 'pdm_windows_total{machine="pump-1"} 3\n' in r.text
+
+
+def test_malformed_requests_get_json_errors(api: ControlAPI) -> None:
+    status, headers, body = raw(api.port, b"GET / two words HTTP/1.0\r\n\r\n")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert "error" in json.loads(body)
+    req = b"POST /ack/pump-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n"
+    status, _, body = raw(api.port, req)
+    assert status == 400 and json.loads(body) == {"error": "bad Content-Length"}
+    req = (
+        b"POST /ack/pump-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    status, _, body = raw(api.port, req)
+    assert status == 411 and "Content-Length" in json.loads(body)["error"]
+
+
+def test_foreign_host_header_is_refused_without_token(client: httpx.Client) -> None:
+    # DNS rebinding: a web page whose name now points at 127.0.0.1 sends its own Host.
+    r = client.get("/status", headers={"Host": "attacker.example:8470"})
+    assert r.status_code == 403
+    for host in ("localhost:8470", "127.0.0.1", "[::1]:8470"):
+        assert client.get("/status", headers={"Host": host}).status_code == 200
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+
+def test_non_loopback_bind_requires_a_token(service: FakeService) -> None:
+    for host in ("0.0.0.0", "", "192.0.2.10", "pdm-edge.local"):
+        with pytest.raises(ConfigError, match="needs a token"):
+            ControlAPI(service, host=host, port=0)
+    with pytest.raises(ConfigError, match="at least 16"):
+        ControlAPI(service, host="0.0.0.0", port=0, token="short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        ControlAPI(service, port=0, token="has a space in it, sixteen+")
+
+
+def test_token_on_a_non_loopback_bind(service: FakeService) -> None:
+    with ControlAPI(service, host="0.0.0.0", port=0, token=TOKEN) as api:
+        url = f"http://127.0.0.1:{api.port}"
+        with httpx.Client(base_url=url, timeout=5.0, trust_env=False) as c:
+            r = c.get("/status")
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"] == 'Bearer realm="pdm-edge"'
+            assert r.json() == {"error": "a valid bearer token is required"}
+            r = c.get("/status", headers={"Authorization": f"Bearer {TOKEN}x"})
+            assert r.status_code == 401
+            assert 'error="invalid_token"' in r.headers["www-authenticate"]
+            assert c.get("/status", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+            assert c.get("/nope").status_code == 401  # no probing of paths without the token
+            assert c.post("/ack/pump-1", json={"by": "ana"}).status_code == 401
+            assert c.get("/metrics").status_code == 401
+            assert c.get("/health").status_code == 200  # open to probes
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            assert c.get("/status", headers=auth).status_code == 200
+            assert c.get("/metrics", headers=auth).status_code == 200
+            r = c.post("/ack/pump-1", json={"by": "ana"}, headers=auth)
+            assert r.status_code == 200
+            # With a token, the Host header does not matter (the LAN uses the appliance's name).
+            r = c.get("/status", headers={**auth, "Host": "pdm-edge.local:8470"})
+            assert r.status_code == 200
+    assert service.acks == [("pump-1", "ana", "")]
+
+
+def test_a_token_given_on_loopback_is_enforced(service: FakeService) -> None:
+    with (
+        ControlAPI(service, host="localhost", port=0, token=TOKEN) as api,
+        httpx.Client(base_url=api.url, timeout=5.0, trust_env=False) as c,
+    ):
+        assert api.url.startswith("http://127.0.0.1:")
+        assert c.get("/status").status_code == 401
+        assert c.get("/status", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_lifecycle(service: FakeService) -> None:
+    api = ControlAPI(service, port=0)
+    assert api.port > 0
+    with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:"):
+        ControlAPI(service, port=api.port)  # the port is taken (bound at construction)
+    api.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        api.start()
+    # A client that connects and says nothing must not hold stop() for the socket timeout.
+    idle = socket.create_connection(("127.0.0.1", api.port), timeout=5.0)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    api.stop(timeout=0.5)
+    assert time.monotonic() - t0 < 1.0
+    idle.close()
+    api.stop()  # idempotent
+    with pytest.raises(RuntimeError, match="stopped"):
+        api.start()
+    ControlAPI(service, port=0).stop()  # never started: closes its socket
+
+
+def test_ipv6_loopback(service: FakeService) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        api = ControlAPI(service, host="::1", port=0)
+    except ConfigError as exc:
+        pytest.skip(f"::1 unavailable here: {exc}")
+    with api, httpx.Client(base_url=api.url, timeout=5.0, trust_env=False) as c:
+        assert api.url == f"http://[::1]:{api.port}"
+        assert c.get("/status/fan-2").json()["state"] == "ok"
