@@ -246,7 +246,11 @@ class Event:
     """Something that happened to a machine or to the appliance.
 
     ``type``: ``stream_gap``, ``stream_time_backwards``, ``stream_rate_change``, ``capture``
-    (on demand), ``store_down``, ``store_up``, ``rows_dropped`` (the spool overflowed). ``severity``: ``info``,
+    (on demand), ``store_down``, ``store_up``, ``rows_dropped`` (the spool overflowed),
+    ``acknowledge``; from the service: ``service_start``, ``service_stop``,
+    ``backlog_dropped``, ``processing_error``, ``stream_*`` (connections), ``model_swapped``,
+    ``model_rejected``, ``model_shadow_started``, ``model_shadow_stopped``,
+    ``model_promoted``, ``model_rolled_back``. ``severity``: ``info``,
     ``warning`` or ``alarm``. ``detail`` is JSON text.
     """
 

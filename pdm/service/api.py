@@ -11,12 +11,28 @@ Endpoints (all answers JSON, except ``/metrics``)::
                             unknown keys; 404 unknown machine; 415 not JSON; 413 body > 64 KiB;
                             411 chunked (no Content-Length)
     GET  /metrics           200 Prometheus text format 0.0.4
+    PUT  /models/<machine>/candidate
+                            body: a tar.gz of the model bundle (Content-Type: application/gzip;
+                            model.onnx, model.json and model.sig when signed; nothing else);
+                            202 {"machine", "candidate", "active", ...}: checked, runs in shadow;
+                            400 with the one-line reason (not a safe bundle, or it fails its
+                            check: nothing written); 404; 408; 411; 413 body > 64 MiB; 415;
+                            503 the models directory cannot be written
+    POST /models/<machine>/promote   body {"by": "name", "comment": "..."} as for /ack:
+                            200 {"machine", "message", "active", "previous"}: the shadow
+                            candidate installed and scoring; 404 no candidate; 409 the
+                            candidate changed since it was checked (or was rejected); 503 as
+                            for the upload
+    POST /models/<machine>/rollback  body as for promote: 200 as for promote, ``NAME.previous``
+                            restored (after its check); 404 no previous model; 409 it fails its
+                            check now
 
 Errors are ``{"error": "one line"}``: 401 (token missing or wrong, with
 ``WWW-Authenticate``), 403 (a foreign ``Host`` on a token-less loopback API),
 404 (no such endpoint), 405 (wrong method, with ``Allow``), 500 (the backend
 raised: the client gets no traceback; the log gets one line, and the traceback
-at debug level).
+at debug level). A backend refuses with :class:`APIError` (status and one line),
+``KeyError`` (unknown machine: 404) or ``ValueError`` (400).
 
 **Who may call.** Bound to a loopback address (``127.0.0.1``, ``::1``; ``localhost``
 means ``127.0.0.1``) the API needs no token. Bound to anything else (``0.0.0.0``, a
@@ -26,11 +42,12 @@ every request but ``GET /health`` must carry ``Authorization: Bearer <token>``
 Without a token the ``Host`` header must name a loopback address, so a web page
 in a browser on the appliance cannot reach the API through DNS rebinding; and
 ``POST`` needs ``Content-Type: application/json``, which a cross-site browser
-form cannot send without a CORS preflight this API never answers.
+form cannot send without a CORS preflight this API never answers (nor can it send a ``PUT``).
 
 **Robustness.** One request per connection (HTTP/1.0 style, so no idle
 keep-alive threads), a socket timeout on every connection, bounded request
-bodies, at most :attr:`ControlAPI.max_connections` at once. ``stop()`` waits
+bodies (:attr:`ControlAPI.max_body`; :attr:`ControlAPI.max_upload` for a model upload only), at
+most :attr:`ControlAPI.max_connections` at once. ``stop()`` waits
 briefly for requests in flight, then cuts their connections.
 
 The real service implements :class:`ServiceBackend`; this module knows
@@ -69,7 +86,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PORT",
+    "APIError",
     "ControlAPI",
+    "Readable",
     "ServiceBackend",
     "api_token",
     "health_report",
@@ -86,6 +105,23 @@ _DRAIN_MAX = 1 << 20
 _MIN_TOKEN = 16
 _TOKEN = re.compile(rf"^[\x21-\x7e]{{{_MIN_TOKEN},}}$")
 _ACK_KEYS = {"by", "comment"}
+_MODEL_ACTIONS = {"promote": "POST", "rollback": "POST", "candidate": "PUT"}
+_GZIP_TYPES = ("application/gzip", "application/x-gzip")
+
+
+class Readable(Protocol):
+    """A byte stream to read from (a request body)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class APIError(Exception):
+    """A refusal the client should see: an HTTP status and one line (raised by a backend)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 # -- the service side ----------------------------------------------------------------------------
@@ -93,7 +129,8 @@ _ACK_KEYS = {"by", "comment"}
 
 class ServiceBackend(Protocol):
     """What the control API asks of the service. Called from the API's request threads,
-    concurrently: implementations must be thread-safe and should answer in milliseconds."""
+    concurrently: implementations must be thread-safe and should answer in milliseconds
+    (the model updates excepted: they load and check a model, and copy files)."""
 
     def status(self) -> list[dict[str, Any]]:
         """One dict per machine (see :func:`machine_status` for the keys); ``id`` is required."""
@@ -112,6 +149,24 @@ class ServiceBackend(Protocol):
 
     def metrics(self) -> str:
         """The Prometheus text exposition (``ServiceMetrics.render()``)."""
+        ...
+
+    def promote(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
+        """Make the machine's candidate (running in shadow) its live model.
+
+        Raises ``KeyError`` (unknown machine), ``ValueError`` (empty ``by``) and
+        :class:`APIError` (404 no candidate, 409 it changed since it was checked).
+        """
+        ...
+
+    def rollback(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
+        """Restore the machine's previous model. Raises as :meth:`promote` does."""
+        ...
+
+    def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
+        """Take a candidate bundle (a tar.gz stream; read what is needed, not more) and run it
+        in shadow. Raises ``KeyError`` (unknown machine) and ``ValueError`` (the one-line reason
+        it was refused)."""
         ...
 
 
@@ -458,7 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None:
                 self._error(404, f"no such endpoint: {path}")
                 return
-            allowed = ("POST",) if route == "ack" else ("GET", "HEAD")
+            allowed = (
+                ("POST",)
+                if route in ("ack", "promote", "rollback")
+                else ("PUT",)
+                if route == "candidate"
+                else ("GET", "HEAD")
+            )
             if method not in allowed:
                 self._error(405, f"{method} not allowed here", {"Allow": ", ".join(allowed)})
                 return
@@ -469,6 +530,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif route == "metrics":
                 body = api.backend.metrics().encode("utf-8", "replace")
                 self._send(200, body, METRICS_CONTENT_TYPE)
+            elif route == "candidate":
+                self._upload(machine or "")
+            elif route in ("promote", "rollback"):
+                self._model_action(route, machine or "")
             else:
                 self._ack(machine or "")
         except Exception as exc:
@@ -503,6 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
                 machine = unquote(path[len(prefix) :])
                 if machine and "/" not in machine:
                     return route, machine
+        if path.startswith("/models/"):
+            quoted, _, action = path[len("/models/") :].rpartition("/")
+            machine = unquote(quoted)
+            if action in _MODEL_ACTIONS and machine and "/" not in machine:
+                return action, machine
         return None, None
 
     def _authorized(self) -> bool:
@@ -544,45 +614,55 @@ class _Handler(BaseHTTPRequestHandler):
         known = [m.get("id") for m in machines]
         self._json(404, {"error": f"unknown machine {machine!r}", "known": known})
 
-    def _ack(self, machine: str) -> None:
+    def _json_body(self, who: str) -> tuple[str, str] | None:
+        """``by`` and ``comment`` of a JSON body ``{"by": ..., "comment": ...}``; None when the
+        error answer has been sent. ``who`` says what "by" names ("who acknowledges")."""
         api = self.server.api
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             self._error(411, "send the body with a Content-Length (not chunked)")
-            return
+            return None
         if self._unread > api.max_body:
             self.close_connection = True
             self._error(413, f"the body may have at most {api.max_body} bytes")
-            return
+            return None
         if ctype != "application/json":
             self._error(415, "send the body as Content-Type: application/json")
-            return
+            return None
         n, self._unread = self._unread, 0
         raw = self.rfile.read(n) if n else b""
         if len(raw) < n:
             self.close_connection = True
             self._error(400, "the body ended early")
-            return
+            return None
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             self._error(400, f"the body is not JSON: {exc}")
-            return
+            return None
         if not isinstance(body, dict):
             self._error(400, 'the body must be a JSON object {"by": ..., "comment": ...}')
-            return
+            return None
         unknown = sorted(set(body) - _ACK_KEYS)
         if unknown:
             self._error(400, f"unknown key(s) {unknown}: only 'by' and 'comment'")
-            return
+            return None
         by, comment = body.get("by"), body.get("comment", "")
         if not isinstance(by, str):
-            self._error(400, "'by' (who acknowledges, a string) is required")
-            return
+            self._error(400, f"'by' ({who}, a string) is required")
+            return None
         if not isinstance(comment, str):
             self._error(400, "'comment' must be a string")
+            return None
+        return by, comment
+
+    def _ack(self, machine: str) -> None:
+        api = self.server.api
+        got = self._json_body("who acknowledges")
+        if got is None:
             return
+        by, comment = got
         try:
             message = api.backend.acknowledge(machine, by, comment)
         except KeyError:
@@ -600,6 +680,111 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._json(200, {"machine": machine, "message": message})
 
+    def _model_action(self, action: str, machine: str) -> None:
+        """``POST /models/<machine>/promote`` and ``.../rollback``."""
+        api = self.server.api
+        got = self._json_body(f"who {'promotes' if action == 'promote' else 'rolls back'}")
+        if got is None:
+            return
+        by, comment = got
+        call = api.backend.promote if action == "promote" else api.backend.rollback
+        try:
+            result = call(machine, by, comment)
+        except KeyError:
+            self._json(404, {"error": f"unknown machine {machine!r}"})
+            return
+        except APIError as exc:
+            self._error(exc.status, exc.message)
+            return
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        log.info(
+            "control API: %s %s by %r from %s: %s",
+            machine,
+            "promoted" if action == "promote" else "rolled back",
+            by.strip(),
+            self.address_string(),
+            result.get("message", ""),
+        )
+        self._json(200, result)
+
+    def _upload(self, machine: str) -> None:
+        """``PUT /models/<machine>/candidate``: a tar.gz bundle, streamed to the backend."""
+        api = self.server.api
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if self.headers.get("Transfer-Encoding") or "Content-Length" not in self.headers:
+            self.close_connection = True
+            self._error(411, "send the body with a Content-Length (not chunked)")
+            return
+        if self._unread > api.max_upload:
+            self.close_connection = True
+            self._error(413, f"the body may have at most {api.max_upload} bytes")
+            return
+        if ctype not in _GZIP_TYPES:
+            self._error(415, "send the bundle as Content-Type: application/gzip (a tar.gz)")
+            return
+        body = _BodyReader(self.rfile, self._unread)
+        self._unread = 0
+        try:
+            try:
+                result = api.backend.upload_candidate(machine, body)
+            finally:
+                # Read what the backend left (bounded by max_upload), so the client that is
+                # still sending gets the answer rather than a reset connection.
+                body.drain()
+        except KeyError:
+            self._json(404, {"error": f"unknown machine {machine!r}"})
+            return
+        except APIError as exc:
+            self._error(exc.status, exc.message)
+            return
+        except ValueError as exc:
+            self._error(400, str(exc).strip().splitlines()[0] if str(exc).strip() else "refused")
+            return
+        except TimeoutError:
+            self.close_connection = True
+            self._error(408, f"the body did not arrive within {api.timeout_s:g} s")
+            return
+        if body.short:
+            self.close_connection = True
+            self._error(400, "the body ended early")
+            return
+        log.info(
+            "control API: %s: candidate %s uploaded from %s; it runs in shadow",
+            machine,
+            result.get("candidate"),
+            self.address_string(),
+        )
+        self._json(202, result)
+
+
+class _BodyReader:
+    """The request body as a stream: at most ``length`` bytes of ``raw``."""
+
+    def __init__(self, raw: Readable, length: int) -> None:
+        self.raw, self.left, self.short = raw, length, False
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        if want <= 0:
+            return b""
+        data = self.raw.read(want)
+        self.left -= len(data)
+        if not data:
+            self.short, self.left = True, 0
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        try:
+            while self.read(1 << 16):
+                pass
+        except OSError:
+            self.short = True
+
 
 # -- the API object ------------------------------------------------------------------------------
 
@@ -615,6 +800,7 @@ class ControlAPI:
     token : bearer token (:func:`api_token`), at least 16 printable ASCII characters
     timeout_s : socket timeout of each connection, s
     max_body : largest request body accepted, bytes (larger: 413)
+    max_upload : largest model upload (``PUT /models/<machine>/candidate``) accepted, bytes
     max_connections : requests served at once; more connections are closed at once
     access_log : log every request at INFO (otherwise at DEBUG)
 
@@ -632,6 +818,7 @@ class ControlAPI:
         *,
         timeout_s: float = 10.0,
         max_body: int = 64 * 1024,
+        max_upload: int = 64 * 1024 * 1024,
         max_connections: int = 32,
         access_log: bool = False,
     ) -> None:
@@ -639,8 +826,10 @@ class ControlAPI:
             raise ConfigError(f"control API: {port=} must be in 0..65535")
         if not timeout_s > 0:
             raise ConfigError(f"control API: {timeout_s=} must be > 0")
-        if max_body < 0 or max_connections < 1:
-            raise ConfigError(f"control API: {max_body=} must be ≥ 0, {max_connections=} ≥ 1")
+        if max_body < 0 or max_upload < 0 or max_connections < 1:
+            raise ConfigError(
+                f"control API: {max_body=} and {max_upload=} must be ≥ 0, {max_connections=} ≥ 1"
+            )
         host = _bare_host(host.strip())
         if host.lower() == "localhost":
             host = "127.0.0.1"  # by definition, not by asking a resolver that may say otherwise
@@ -659,6 +848,7 @@ class ControlAPI:
         self.host = host
         self.timeout_s = float(timeout_s)
         self.max_body = int(max_body)
+        self.max_upload = int(max_upload)
         self.max_connections = int(max_connections)
         self.access_log = access_log
         #: SHA-256 of the token (the token itself is not kept), or None: no token needed.

@@ -17,18 +17,27 @@ It clears the fault when it has kept up for ``max_lag_s`` again.
 **Watchdog**: :attr:`heartbeat` moves after every chunk; the service's
 watchdog drops the relay and raises ``appliance_fault`` when a runner with
 work waiting has not moved for ``stall_s``.
+
+**Shadow mode**: a checked candidate model set with :meth:`MachineRunner.set_shadow`
+scores every window the active model scores (the same feature vector, batch 1,
+after the window's alarms and history are done) and feeds a
+:class:`~pdm.scoring.update.ShadowStats`; its scores never reach the alarm
+engine, the actions or the history rows.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from pdm.alarms.engine import AlarmEngine
 from pdm.alarms.store import AlarmStore
@@ -40,7 +49,11 @@ from pdm.history.writer import HistoryWriter
 from pdm.processing import FeatureStream, WindowFeatures
 from pdm.sources.base import Chunk
 
-__all__ = ["MachineRunner", "RunnerStats"]
+if TYPE_CHECKING:
+    from pdm.scoring.runtime import Model
+    from pdm.scoring.vector import FeatureVectorizer
+
+__all__ = ["MachineRunner", "RunnerStats", "ShadowRun"]
 
 log = logging.getLogger("pdm.service")
 
@@ -54,6 +67,50 @@ class RunnerStats:
     lag_s: float = 0.0
     stage_s: dict[str, float] | None = None
     started: float = 0.0
+
+
+class ShadowRun:
+    """A candidate model scored beside the active one, and its agreement figures.
+
+    Written by the runner's thread (:meth:`add`), read by the API's (:meth:`as_dict`):
+    both under :attr:`lock`. The figures restart whenever the active model changes, so
+    they always compare the candidate with the model that is scoring now.
+    """
+
+    def __init__(self, model: Model, vectorizer: FeatureVectorizer, directory: Path) -> None:
+        from pdm.scoring.update import ShadowStats
+
+        self.model = model
+        self.vectorizer = vectorizer
+        self.directory = directory
+        self.version = model.version
+        self.since_ns = time.time_ns()
+        self.active_version = ""
+        self.stats = ShadowStats()
+        self.errors = 0
+        self.lock = threading.Lock()
+
+    def add(self, active_version: str, active: float, active_state: str, score: float) -> None:
+        """One window: the active model's score and state, the candidate's score."""
+        from pdm.scoring.update import ShadowStats
+
+        with self.lock:
+            if active_version != self.active_version:
+                self.active_version, self.stats = active_version, ShadowStats()
+                self.since_ns = time.time_ns()
+            self.stats.add(active, score, active_state, self.model.state(score))
+
+    def as_dict(self) -> dict[str, Any]:
+        """``GET /status``'s ``shadow``: versions, since when, and :meth:`ShadowStats.as_dict`."""
+        with self.lock:
+            return {
+                "version": self.version,
+                "active_version": self.active_version or None,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since_ns / 1e9)),
+                "thresholds": {"alert": self.model.alert, "danger": self.model.danger},
+                **self.stats.as_dict(),
+                "errors": self.errors,
+            }
 
 
 class MachineRunner:
@@ -102,6 +159,7 @@ class MachineRunner:
         self._thread = threading.Thread(target=self._run, name=f"pdm-{self.machine}", daemon=True)
         self.error: str = ""
         self._next_model: Any = None
+        self._shadow: ShadowRun | None = None
         self.last_score: float | None = None
         self.last_diagnosis: str | None = None
 
@@ -173,6 +231,36 @@ class MachineRunner:
         """Score with ``model`` from the next window on (checked by the caller)."""
         self._next_model = model
 
+    @property
+    def model_version(self) -> str:
+        """The version scoring now, or the one swapped in for the next window ('' for none)."""
+        nxt = self._next_model
+        if nxt is not None:
+            return str(nxt.version)
+        if self.scores is not None and self.scores.scorer is not None:
+            return str(self.scores.scorer.model.version)
+        return ""
+
+    @property
+    def shadow(self) -> ShadowRun | None:
+        return self._shadow
+
+    def make_shadow(self, model: Model, directory: Path | None = None) -> ShadowRun:
+        """A shadow run of ``model`` (checked by the caller), not yet scoring.
+
+        Raises ``ValueError`` when the model needs features this pipeline does not compute.
+        """
+        from pdm.scoring.vector import FeatureVectorizer
+
+        vectorizer = FeatureVectorizer(
+            model.names, tuple(self.pipeline.columns), tuple(self.features.extractor.names)
+        )
+        return ShadowRun(model, vectorizer, directory if directory is not None else model.directory)
+
+    def set_shadow(self, run: ShadowRun | None) -> None:
+        """Score ``run``'s model in shadow from the next window on; None stops the shadow."""
+        self._shadow = run  # one assignment: the runner's thread sees the old or the new one
+
     def _window(self, wf: WindowFeatures) -> None:
         if self._next_model is not None and self.scores is not None:
             from pdm.scoring.runtime import WindowScorer
@@ -204,6 +292,41 @@ class MachineRunner:
         self.stats.last_window_t = (
             wf.window.t_start + self.pipeline.acquisition.window_samples / self.fs
         )
+        shadow = self._shadow
+        if shadow is not None and rows and model:
+            # After the alarms and history: the candidate never delays a decision.
+            t4 = time.perf_counter()
+            self._shadow_window(shadow, wf, rows[-1], model)
+            self.observe("shadow", time.perf_counter() - t4)
+
+    def _shadow_window(
+        self, shadow: ShadowRun, wf: WindowFeatures, row: dict[str, Any], active_version: str
+    ) -> None:
+        """Score the window with the candidate and count the agreement; never raises."""
+        from pdm.scoring.update import STATES
+
+        score, state = row.get("score"), row.get("state")
+        if score is None or state not in STATES or not row.get("valid", True):
+            return  # the active model did not score this window (invalid, or still learning)
+        try:
+            x = shadow.vectorizer.matrix([wf.features])
+            cand = math.nan
+            if np.isfinite(x).all():
+                cand = float(shadow.model.score(x)[0][0])
+            shadow.add(active_version, float(score), str(state), cand)
+        except Exception as exc:
+            with shadow.lock:
+                shadow.errors += 1
+                first = shadow.errors == 1
+            if first:  # once per candidate: a broken shadow is no log storm
+                log.error(
+                    "%s: the shadow model %s failed to score a window (counted in its "
+                    "errors; alarms are unaffected): %s: %s",
+                    self.machine,
+                    shadow.version,
+                    type(exc).__name__,
+                    exc,
+                )
 
     # -- backlog ----------------------------------------------------------------------------
     def _check_lag(self) -> None:
