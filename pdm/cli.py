@@ -347,6 +347,18 @@ def cmd_model(args: argparse.Namespace) -> int:
     return model_main(args.rest)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pdm.dashboard.launch import dashboard_main
+
+    return dashboard_main(args.rest)
+
+
+def cmd_operators(args: argparse.Namespace) -> int:
+    from pdm.dashboard.pin import operators_main
+
+    return operators_main(args.rest)
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     from pdm.alarms.ack import ack
     from pdm.history import default_data_dir, parse_store_url
@@ -566,6 +578,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model)
 
     p = sub.add_parser(
+        "dashboard",
+        help="the plant-floor dashboard (Streamlit) on 127.0.0.1:8501",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser(
+        "operators",
+        help="operators who may acknowledge on the dashboard (PINs, hashed)",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_operators)
+
+    p = sub.add_parser(
         "ack",
         help="acknowledge a machine's latched alarm (danger, trip) in the state store",
         description="Records who, when and why. A latch that is already clear ends now; one "
@@ -616,7 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    passthrough = {"simulate": cmd_simulate, "send": cmd_send, "model": cmd_model}
+    passthrough = {
+        "simulate": cmd_simulate,
+        "send": cmd_send,
+        "model": cmd_model,
+        "dashboard": cmd_dashboard,
+        "operators": cmd_operators,
+    }
     if argv[:1] and argv[0] in passthrough:
         # These own their options (argparse.REMAINDER would not pass `--fixtures` etc.).
         args = argparse.Namespace(func=passthrough[argv[0]], rest=argv[1:])

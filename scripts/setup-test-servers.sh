@@ -10,6 +10,9 @@
 #                      The package does not install on bookworm, but its binary runs; it is
 #                      fetched with a throw-away apt configuration so the machine's apt state
 #                      (lists, cache, sources) is left exactly as it was.
+#   chromium           Debian's `chromium` and `chromium-driver` (/usr/bin/chromium,
+#                      /usr/bin/chromedriver) for the `browser` tests (tests/test_dashboard_browser.py);
+#                      Selenium is given both paths and never downloads a browser or driver.
 
 # The body runs in a subshell so that, when sourced, it leaks no variables, `set -e` of the
 # caller does not apply to it and nothing in it can exit the caller.
@@ -43,6 +46,28 @@ _pdm_setup_test_servers() (
       fi
       rm -f "$log"
     fi
+  fi
+
+  # --- Chromium and chromedriver (browser tests) ---------------------------------------------
+  deb_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+  }
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    :
+  elif ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+    warn "chromium/chromedriver not in /usr/bin and apt-get unavailable (install chromium and chromium-driver by hand)"
+  else
+    log="$(mktemp)"
+    chromium_install() {
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >>"$log" 2>&1
+    }
+    if { chromium_install || { $sudo apt-get update -qq >>"$log" 2>&1 && chromium_install; }; } \
+      && deb_installed chromium && deb_installed chromium-driver; then
+      echo "setup-test-servers: installed chromium $(dpkg-query -W -f='${Version}' chromium 2>/dev/null) and chromium-driver (apt)"
+    else
+      warn "apt-get install chromium chromium-driver failed: $(grep -E '^(E|W):' "$log" | tail -n 1)"
+    fi
+    rm -f "$log"
   fi
 
   # --- VictoriaMetrics ------------------------------------------------------------------------

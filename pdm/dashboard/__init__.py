@@ -1,0 +1,1 @@
+"""The plant-floor dashboard (Streamlit): overview, machine pages, alarms, commissioning, models."""

@@ -1,0 +1,75 @@
+"""What every dashboard page gets: where history is, the pipelines, and the service's API.
+
+Built once per browser session by :func:`load_context` from the command line the dashboard
+was started with (``pdm-edge dashboard [--store URL] [--data-dir DIR] [--pipelines DIR]
+[--api URL]``, passed through to ``streamlit run`` after ``--``) or from the environment
+(``PDM_DASHBOARD_STORE``, ``PDM_EDGE_DATA``, ``PDM_DASHBOARD_PIPELINES``, ``PDM_DASHBOARD_API``).
+The dashboard only *reads* history; it asks the service (control API) to acknowledge, or the
+alarm state store when no service runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdm.config import Pipeline, load_pipeline
+from pdm.errors import PdmError
+from pdm.history import default_data_dir, open_store, parse_store_url
+from pdm.history.base import HistoryStore, StoreURL
+
+__all__ = ["DashboardContext", "load_context", "parse_args"]
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class DashboardContext:
+    store_url: StoreURL
+    data_dir: Path
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)  # machine id → pipeline
+    api_url: str | None = None  # e.g. http://127.0.0.1:8470 (None: no service, use the state store)
+    api_token: str | None = None
+    problems: list[str] = field(default_factory=list)  # one-line messages to show, not raise
+
+    def store(self) -> HistoryStore:
+        """A new read handle on the history store (close it, or use ``with``)."""
+        return open_store(self.store_url)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pdm-edge dashboard", add_help=False)
+    p.add_argument("--store", default=os.environ.get("PDM_DASHBOARD_STORE"))
+    p.add_argument("--data-dir", default=os.environ.get("PDM_EDGE_DATA"))
+    p.add_argument(
+        "--pipelines", default=os.environ.get("PDM_DASHBOARD_PIPELINES", str(REPO / "pipelines"))
+    )
+    p.add_argument("--api", default=os.environ.get("PDM_DASHBOARD_API"))
+    args, _unknown = p.parse_known_args(list(argv))
+    return args
+
+
+def load_context(argv: Sequence[str]) -> DashboardContext:
+    """The context for these arguments; problems (a bad pipeline file) are collected, not raised."""
+    from pdm.service.api import api_token
+
+    args = parse_args(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    url = parse_store_url(args.store or f"sqlite:///{(data_dir / 'history.db').resolve()}")
+    ctx = DashboardContext(url, data_dir, api_url=args.api)
+    try:
+        ctx.api_token = api_token()
+    except PdmError as exc:
+        ctx.problems.append(str(exc))
+    folder = Path(args.pipelines)
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        try:
+            pl = load_pipeline(path)
+        except PdmError as exc:
+            ctx.problems.append(str(exc))
+            continue
+        ctx.pipelines[pl.machine.id] = pl
+    return ctx

@@ -1,0 +1,373 @@
+"""Dashboard pages (Streamlit AppTest) against history from a real replay, and the pure
+functions behind them (known answers)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+pytest.importorskip("altair")
+
+from streamlit.testing.v1 import AppTest
+
+from pdm.config import load_pipeline
+from pdm.dashboard import data
+from pdm.dashboard.launch import build_command, dashboard_main, parse_args
+from pdm.dsp.bearings import lookup_bearing
+from pdm.history.base import MachineStatus
+from pdm.history.records import StateChange
+
+REPO = Path(__file__).resolve().parent.parent
+APP = REPO / "pdm" / "dashboard" / "app.py"
+PIPELINES = REPO / "pipelines"
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory filled by ``pdm-edge replay`` of the outer-race fixture."""
+    out = tmp_path_factory.mktemp("dash")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pdm.cli",
+            "replay",
+            str(REPO / "fixtures" / "outer_race.csv.gz"),
+            "-p",
+            str(PIPELINES / "demo.toml"),
+            "--data-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "history.db").exists()
+    return out
+
+
+@pytest.fixture
+def argv(replayed: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``streamlit run app.py -- --data-dir DIR --pipelines DIR`` as AppTest sees it."""
+    monkeypatch.setattr(
+        sys, "argv", ["app.py", "--data-dir", str(replayed), "--pipelines", str(PIPELINES)]
+    )
+    monkeypatch.delenv("PDM_DASHBOARD_STORE", raising=False)
+    monkeypatch.delenv("PDM_API_TOKEN", raising=False)
+    monkeypatch.delenv("PDM_API_TOKEN_FILE", raising=False)
+    return replayed
+
+
+def _page_script(page: str, data_dir: str, pipelines: str) -> None:
+    import importlib
+
+    from pdm.dashboard.context import load_context
+
+    ctx = load_context(["--data-dir", data_dir, "--pipelines", pipelines])
+    importlib.import_module(f"pdm.dashboard.{page}").render(ctx)
+
+
+def _page(page: str, data_dir: Path) -> AppTest:
+    at = AppTest.from_function(
+        _page_script, args=(page, str(data_dir), str(PIPELINES)), default_timeout=20
+    )
+    return at.run()
+
+
+def _specs(at: AppTest) -> list[dict[str, Any]]:
+    """Each chart's Vega-Lite spec, with ``datasets``: name → rows (decoded from Arrow)."""
+    import pyarrow as pa
+
+    out = []
+    for c in at.get("vega_lite_chart"):
+        spec = json.loads(c.proto.spec)
+        spec["datasets"] = {
+            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pylist() for d in c.proto.datasets
+        }
+        out.append(spec)
+    return out
+
+
+def _rows(spec: dict[str, Any], layer: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = spec["datasets"][spec["layer"][layer]["data"]["name"]]
+    return rows
+
+
+def _marks(spec: dict[str, Any]) -> list[str]:
+    parts = spec.get("layer", [spec])
+    return [p["mark"]["type"] if isinstance(p["mark"], dict) else p["mark"] for p in parts]
+
+
+def _html(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+def test_app_runs_overview_by_default(argv: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=20).run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == []  # the demo pipelines load without problems
+    html = _html(at)
+    assert 'data-machine="demo-pump"' in html
+    assert at.title[0].value == "Overview"
+
+
+def test_checkout_shim_runs(argv: Path) -> None:
+    at = AppTest.from_file(str(REPO / "dashboards" / "app.py"), default_timeout=20).run()
+    assert not at.exception, at.exception
+    assert 'data-machine="demo-pump"' in _html(at)
+
+
+def test_app_shows_problems_as_warnings(
+    argv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken.toml").write_text("schema_version = 1\n[machine]\n")
+    monkeypatch.setattr(
+        sys, "argv", ["app.py", "--data-dir", str(argv), "--pipelines", str(tmp_path)]
+    )
+    at = AppTest.from_file(str(APP), default_timeout=20).run()
+    assert not at.exception, at.exception
+    assert len(at.warning) == 1 and "broken.toml" in at.warning[0].value
+
+
+def test_overview_tile_is_trip_and_stale(replayed: Path) -> None:
+    at = _page("overview", replayed)
+    assert not at.exception, at.exception
+    html = _html(at)
+    tile = next(m.value for m in at.markdown if 'data-machine="demo-pump"' in m.value)
+    assert 'data-state="trip"' in tile
+    assert 'data-stale="true"' in tile
+    assert "TRIP · STALE" in tile
+    assert data.STATE_COLOURS["stale"] in tile  # grey: old data never looks OK
+    assert data.STATE_COLOURS["ok"] not in html
+    # the other demo pipeline (no history) gets a "no data" tile, also stale
+    assert 'data-machine="cwru-rig"' in html and "NO DATA" in html
+
+
+def test_machine_page_charts(replayed: Path) -> None:
+    at = _page("machine", replayed)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pdm_machine").value == "cwru-rig" or True
+    at.selectbox(key="pdm_machine").set_value("demo-pump")
+    at.run()
+    assert not at.exception, at.exception
+    specs = _specs(at)
+    # score, velocity, band RMS, bearing, spectrum, envelope, waterfall, 2 capture channels
+    assert len(specs) == 9
+    score, velocity, band, bearing, spectrum, envelope, waterfall, wave_x, wave_y = specs
+    assert _marks(score) == ["line", "rule"]
+    levels = {r["level"]: r["y"] for r in _rows(score, 1)}
+    assert levels == {"alert": 1.0, "danger": 1.5, "trip": 10.0}  # demo model and pipeline
+    assert len(_rows(score, 0)) == 147
+    assert _marks(velocity) == ["rect", "line"]
+    zones = velocity["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert zones == ["A", "B", "C", "D"]
+    assert _marks(band) == ["line"] and _marks(bearing) == ["line"]
+    assert _marks(spectrum) == ["line", "rule", "text"] == _marks(envelope)
+    bpfo = next(r["freq_hz"] for r in _rows(envelope, 1) if r["label"] == "BPFO")
+    assert bpfo == pytest.approx(lookup_bearing("6205").defect_frequencies_hz(1480 / 60)["bpfo"])
+    assert [r["lo"] for r in _rows(velocity, 0)] == [0.0, 1.4, 2.8, 4.5]
+    assert _marks(waterfall) == ["rect"]
+    assert _marks(wave_x) == ["area"] == _marks(wave_y)
+    assert at.selectbox(key="pdm_range").value == "all"
+    subheaders = [s.value for s in at.subheader]
+    assert "Anomaly score" in subheaders and "Alarm captures" in subheaders
+    assert not at.error
+    # a range anchored at the newest data shows the replayed (old) data too
+    at.selectbox(key="pdm_range").set_value("last 1 h").run()
+    assert not at.exception and len(_specs(at)) == 9
+
+
+def test_machine_page_without_data(replayed: Path) -> None:
+    at = _page("machine", replayed)  # cwru-rig is first: a pipeline with no history
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pdm_machine").value == "cwru-rig"
+    assert any("No data" in i.value for i in at.info)
+
+
+def test_context_comes_from_argv(argv: Path) -> None:
+    from pdm.dashboard.context import load_context
+
+    ctx = load_context(sys.argv[1:])
+    assert "demo-pump" in ctx.pipelines
+
+
+# --- data.py known answers -----------------------------------------------------------------
+
+
+def test_markers_at_bearing_defect_frequencies() -> None:
+    pl = load_pipeline(PIPELINES / "demo.toml")
+    marks = {m.label: m.freq_hz for m in data.spectrum_markers(pl, "x_g")}
+    shaft = 1480 / 60
+    expected = lookup_bearing("6205").defect_frequencies_hz(shaft)
+    assert marks["BPFO"] == pytest.approx(expected["bpfo"])
+    assert marks["BPFO"] == pytest.approx(3.5848 * shaft, rel=1e-3)  # CWRU's 6205 BPFO order
+    assert marks["BPFI"] == pytest.approx(expected["bpfi"])
+    assert marks["FTF"] == pytest.approx(expected["ftf"])
+    assert marks["1×"] == pytest.approx(shaft) and marks["3×"] == pytest.approx(3 * shaft)
+    limited = data.spectrum_markers(pl, "x_g", max_hz=60)
+    assert {m.label for m in limited} == {"1×", "2×", "BSF", "FTF"}
+    assert data.spectrum_markers(pl, "x_g", rpm=600)[0].freq_hz == pytest.approx(10.0)
+
+
+def test_zone_bands_follow_iso_group_and_foundation() -> None:
+    pl = load_pipeline(PIPELINES / "demo.toml")  # group 2, rigid
+    bands = data.zone_bands(pl)
+    assert [(b["zone"], b["lo"], b["hi"]) for b in bands[:3]] == [
+        ("A", 0.0, 1.4),
+        ("B", 1.4, 2.8),
+        ("C", 2.8, 4.5),
+    ]
+    assert bands[3]["lo"] == 4.5 and bands[3]["hi"] == pytest.approx(6.75)
+    assert data.zone_bands(pl, top=20.0)[3]["hi"] == 20.0
+
+
+def _status(t_s: float | None, alarm: str | None = "ok") -> MachineStatus:
+    t = None if t_s is None else int(t_s * NS)
+    channels = {
+        "x_g": {"velocity_rms_mm_s": 2.0, "iso_zone": "B"},
+        "y_g": {"velocity_rms_mm_s": 3.1, "iso_zone": "C"},
+    }
+    return MachineStatus("demo-pump", t, 0.5, "ok", "m1", "", alarm, t, channels)
+
+
+def test_staleness_and_tile_state() -> None:
+    pl = load_pipeline(PIPELINES / "demo.toml")
+    assert data.stale_after_s(pl) == 10.0  # 3 × 0.08 s hop is below the 10 s floor
+    assert data.stale_after_s(None) == 10.0
+    fresh = data.machine_tile(_status(1000.0), pl, now_s=1005.0)
+    assert not fresh.stale and fresh.shown == "ok" and fresh.colour == data.STATE_COLOURS["ok"]
+    assert fresh.iso_zone == "C" and fresh.velocity_rms_mm_s == 3.1
+    assert fresh.danger == 1.5  # the demo model's danger threshold
+    old = data.machine_tile(_status(1000.0), pl, now_s=1011.0)
+    assert old.stale and old.colour == data.STATE_COLOURS["stale"] and "STALE" in old.label
+    nodata = data.machine_tile(_status(None, None), pl, now_s=1.0)
+    assert nodata.stale and nodata.state == "no data"
+    fault = [StateChange("demo-pump", 999, "ok", "sensor_fault", "flat", sensor="motor_de")]
+    t = data.machine_tile(_status(1000.0), pl, fault, now_s=1000.0)
+    assert t.shown == "sensor_fault" and t.sensor_faults == ("motor_de",)
+    assert t.colour == data.STATE_COLOURS["sensor_fault"]
+    cleared = [
+        StateChange("demo-pump", 1000, "sensor_fault", "ok", "back", sensor="motor_de"),
+        *fault,
+    ]
+    assert data.machine_tile(_status(1000.0), pl, cleared, now_s=1000.0).shown == "ok"
+    trip = [StateChange("demo-pump", 998, "ok", "trip", "score")]
+    assert data.machine_tile(_status(1000.0), pl, trip + fault, now_s=1000.0).shown == "trip"
+
+
+def test_ranges_anchor_at_newest_data() -> None:
+    span = (100 * NS, 10_000 * NS)
+    assert data.time_range(span, "all") == (100 * NS, 10_000 * NS + 1)
+    assert data.time_range(span, "last 1 h") == (10_000 * NS + 1 - 3600 * NS, 10_000 * NS + 1)
+    assert data.time_range(span, "last 7 d") == (100 * NS, 10_000 * NS + 1)
+    assert data.time_range(None, "all") is None
+
+
+def test_store_reads(replayed: Path) -> None:
+    from pdm.dashboard.context import load_context
+
+    ctx = load_context(["--data-dir", str(replayed), "--pipelines", str(PIPELINES)])
+    with ctx.store() as store:
+        span = data.data_span(store, "demo-pump")
+        assert span is not None
+        assert span[0] == 1767225600 * NS  # the recording starts at 2026-01-01T00:00:00Z
+        assert (span[1] - span[0]) / NS == pytest.approx(11.68)
+        start, end = data.time_range(span, "all") or (0, 0)
+        score = data.trend_rows(store, "demo-pump", "score", start, end)
+        assert len(score) == 147  # one bucket per window at this span
+        assert max(r["max"] for r in score) > 1000  # the outer-race fault
+        vel = data.trend_rows(store, "demo-pump", "velocity_rms_mm_s", start, end)
+        assert {r["channel"] for r in vel} == {"x_g", "y_g"}
+        spectra = data.recent_spectra(store, ctx.store_url, "demo-pump", "x_g", "power")
+        assert len(spectra) >= 1 and spectra == sorted(spectra, key=lambda s: s.t_ns)
+        rows = data.waterfall_rows(spectra, lines=100)
+        assert len(rows) <= 100 * len(spectra)
+        # peak-hold: the strongest line survives the merge
+        peak = max(float(sp.values.max()) for sp in spectra)
+        assert max(r["amplitude"] for r in rows) == pytest.approx(peak)
+        caps = [c for c in store.log("demo-pump", kinds=("captures",))]
+        wf = data.capture_waveform(replayed, caps[0], points=500)  # type: ignore[arg-type]
+        raw = np.load(replayed / caps[0].path)  # type: ignore[union-attr]
+        x = raw[-1, 0]
+        xs = [r for r in wf.rows if r["channel"] == "x_g"]
+        assert min(r["min_g"] for r in xs) == pytest.approx(float(x.min()))
+        assert max(r["max_g"] for r in xs) == pytest.approx(float(x.max()))
+        assert xs[-1]["t_s"] < 8192 / 25600
+        tiles = data.machine_tiles(store, ctx.pipelines)
+        demo = next(t for t in tiles if t.machine == "demo-pump")
+        assert demo.state == "trip" and demo.stale and demo.diagnosis == "bearing_outer_race"
+        assert not math.isnan(demo.score or math.nan)
+
+
+# --- launcher ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--store", "mysql://x"], "unknown store"),
+        (["--store", "influx1://pdm:secret@h:8086/db"], "no password in the URL"),
+        (["--port", "0"], "--port 0"),
+        (["--port", "http"], "invalid int value"),
+        (["--pipelines", "/nonexistent/pipelines"], "no such directory"),
+        (["--api", "127.0.0.1:8470"], "expected http"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_dashboard_main_argument_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dashboard_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert "secret" not in err
+
+
+def test_dashboard_command_line() -> None:
+    cmd = build_command(
+        parse_args(["--store", "sqlite:///x.db", "--port", "9000", "--data-dir", "/d"])
+    )
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("pdm/dashboard/app.py")
+    opts = dict(zip(cmd[5:-5:2], cmd[6:-4:2], strict=False))
+    assert opts["--server.port"] == "9000" and opts["--server.address"] == "127.0.0.1"
+    assert opts["--browser.gatherUsageStats"] == "false"
+    assert opts["--server.headless"] == "true"
+    assert cmd[cmd.index("--") + 1 :] == ["--store", "sqlite:///x.db", "--data-dir", "/d"]
+
+
+def test_dashboard_main_passes_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(cmd: list[str], env: dict[str, str]) -> int:
+        seen.append(cmd)
+        assert env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
+        return 3
+
+    monkeypatch.setattr("pdm.dashboard.launch.run_child", fake_run)
+    assert dashboard_main(["--port", "8600"]) == 3
+    assert "8600" in seen[0]
+
+
+def test_run_child_passes_exit_code_and_forwards_sigterm() -> None:
+    from pdm.dashboard.launch import run_child
+
+    assert run_child([sys.executable, "-c", "raise SystemExit(7)"], dict(os.environ)) == 7
+    # SIGTERM to us reaches the child: it exits by the signal, and we return its status
+    code = "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(30)"
+    assert run_child([sys.executable, "-c", code], dict(os.environ)) == -signal.SIGTERM

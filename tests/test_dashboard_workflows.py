@@ -1,0 +1,467 @@
+"""Dashboard workflows: operator PINs, acknowledging, commissioning (what-if, report), pages."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pdm.alarms.store import AlarmStore
+from pdm.config import load_pipeline
+from pdm.dashboard import alarms, commissioning, pin
+from pdm.dashboard.context import DashboardContext
+from pdm.dashboard.report import build_report
+from pdm.history import parse_store_url
+
+pytest.importorskip("streamlit")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+DEMO = REPO / "pipelines" / "demo.toml"
+
+
+def _ctx(data_dir: Path, **kw: Any) -> DashboardContext:
+    url = parse_store_url(f"sqlite:///{(data_dir / 'history.db').resolve()}")
+    return DashboardContext(url, data_dir, {"demo-pump": load_pipeline(DEMO)}, **kw)
+
+
+@pytest.fixture(scope="module")
+def tripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose live state is trip: the outer-race fixture replayed with live actions."""
+    d = tmp_path_factory.mktemp("live")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pdm.cli", "replay", str(FIXTURES / "outer_race.csv.gz")),
+            *("-p", str(DEMO), "--data-dir", str(d), "--actions", "live"),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    return d
+
+
+@pytest.fixture(scope="module")
+def outer_race() -> commissioning.CommissioningResult:
+    return commissioning.run_commissioning(FIXTURES / "outer_race.csv.gz", load_pipeline(DEMO))
+
+
+# --- PINs ----------------------------------------------------------------------------------------
+
+
+def test_pin_set_verify_wrong(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "bob", "s3cret-pass")
+    assert pin.verify_pin(tmp_path, "alice", "4711")
+    assert pin.verify_pin(tmp_path, " alice ", "4711")
+    assert not pin.verify_pin(tmp_path, "alice", "4712")
+    assert not pin.verify_pin(tmp_path, "alice", "")
+    assert not pin.verify_pin(tmp_path, "carol", "4711")
+    assert pin.verify_pin(tmp_path, "bob", "s3cret-pass")
+    path = tmp_path / "operators.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    data = json.loads(text)["operators"]
+    # No field holds a PIN (a substring test could match a random hex salt by chance).
+    stored = [str(v) for rec in data.values() for v in rec.values()]
+    assert "4711" not in stored and "s3cret-pass" not in stored and "s3cret" not in text
+    assert data["alice"]["salt"] != data["bob"]["salt"]
+    pin.set_pin(tmp_path, "alice", "9999")  # changed
+    assert not pin.verify_pin(tmp_path, "alice", "4711")
+    assert pin.verify_pin(tmp_path, "alice", "9999")
+    with pytest.raises(Exception, match="at least"):
+        pin.set_pin(tmp_path, "alice", "12")
+    assert not pin.verify_pin(tmp_path / "nowhere", "alice", "9999")
+
+
+def test_pin_same_pin_different_hash(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "a", "1234")
+    pin.set_pin(tmp_path, "b", "1234")
+    ops = json.loads((tmp_path / "operators.json").read_text())["operators"]
+    assert ops["a"]["hash"] != ops["b"]["hash"]
+
+
+def test_operators_main_reads_stdin_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2468\n2468\n"))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 0
+    assert pin.verify_pin(tmp_path, "dana", "2468")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1111\n2222\n"))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 2
+    assert pin.verify_pin(tmp_path, "dana", "2468")  # unchanged
+    assert pin.operators_main(["--data-dir", str(tmp_path), "remove", "dana"]) == 0
+    assert not pin.verify_pin(tmp_path, "dana", "2468")
+
+
+# --- acknowledging -------------------------------------------------------------------------------
+
+
+def test_acknowledge_against_the_state_store(tripped: Path) -> None:
+    ctx = _ctx(tripped)
+    assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
+    pin.set_pin(tripped, "alice", "4711")
+
+    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "0000", "checked")
+    assert not bad.ok and "PIN" in bad.message
+    with AlarmStore(tripped / "alarms.db") as store:
+        state = store.load("demo-pump")
+        assert state is not None and state.ack is None
+
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "bearing inspected")
+    assert res.ok, res.message
+    assert res.message.startswith("demo-pump: trip acknowledged")
+    with AlarmStore(tripped / "alarms.db") as store:
+        state = store.load("demo-pump")
+        assert state is not None and state.ack is not None
+        assert state.ack.by == "alice" and state.ack.comment == "bearing inspected"
+        acks = store._db.execute("SELECT machine, by, comment FROM acks").fetchall()
+    assert acks == [("demo-pump", "alice", "bearing inspected")]
+    # …and history got the acknowledge event; the log shows it first.
+    rows = alarms.log_rows(ctx, "demo-pump")
+    assert rows[0]["what"].startswith("acknowledge")
+    assert "alice" in rows[0]["detail"]
+    assert [r["time (UTC)"] for r in rows] == sorted((r["time (UTC)"] for r in rows), reverse=True)
+    assert {r["kind"] for r in rows} >= {"state change", "event", "action", "capture"}
+    only_states = alarms.log_rows(ctx, "demo-pump", ["states"])
+    assert [r["what"] for r in only_states] == ["ok → trip"]
+
+
+def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "4711")
+    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "4711")
+    assert not res.ok and "alarm state store" in res.message
+    assert "\n" not in res.message
+
+
+def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    seen: dict[str, Any] = {}
+
+    def fake_post(url: str, **kw: Any) -> httpx.Response:
+        seen.update(url=url, **kw)
+        return httpx.Response(
+            200,
+            json={"machine": "demo-pump", "message": "trip acknowledged by alice"},
+            request=httpx.Request("POST", url),
+        )
+
+    monkeypatch.setattr(httpx, "post", fake_post)
+    pin.set_pin(tmp_path, "alice", "4711")
+    ctx = _ctx(tmp_path, api_url="http://127.0.0.1:8470/", api_token="t" * 20)
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "ok")
+    assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
+    assert seen["url"] == "http://127.0.0.1:8470/ack/demo-pump"
+    assert seen["headers"]["Authorization"] == "Bearer " + "t" * 20
+    assert seen["headers"]["Content-Type"] == "application/json"
+    assert json.loads(seen["content"]) == {"by": "alice", "comment": "ok"}
+    assert seen["timeout"] > 0
+    # Wrong PIN: the API is never called.
+    seen.clear()
+    assert not alarms.acknowledge(ctx, "demo-pump", "alice", "1").ok
+    assert not seen
+
+
+# --- commissioning -------------------------------------------------------------------------------
+
+
+def test_commissioning_replay_finds_the_trip(outer_race: commissioning.CommissioningResult) -> None:
+    r = outer_race
+    assert r.windows == 147 and r.model == "c366eb7ae2f1"
+    assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [("ok", "trip", 51)]
+    assert r.alert == 1.0 and r.danger == 1.5
+    assert {(s["channel"], s["type"]) for s in r.spectra} == {
+        ("x_g", "power"),
+        ("x_g", "envelope"),
+        ("y_g", "power"),
+        ("y_g", "envelope"),
+    }
+    assert r.top_diagnosis() == "bearing_outer_race"
+
+
+def test_whatif_reproduces_the_replay(outer_race: commissioning.CommissioningResult) -> None:
+    wi = commissioning.whatif_for(outer_race)
+    assert [(t["from"], t["to"], t["window"]) for t in wi.transitions] == [
+        (t["from"], t["to"], t["window"]) for t in outer_race.transitions
+    ]
+    assert wi.alarms_raised == 1 and wi.final_state == "trip"
+
+
+def test_whatif_one_of_one_matches_a_hand_count(
+    outer_race: commissioning.CommissioningResult,
+) -> None:
+    s = outer_race.score
+    over = np.isfinite(s) & (s >= 1.0)
+    runs = int(over[0]) + int(np.sum(over[1:] & ~over[:-1]))  # rising edges
+    # 1 of 1, off-delay 1, no hysteresis, danger and trip out of reach: the state is alert
+    # exactly in the windows whose score reaches the alert threshold.
+    import dataclasses
+
+    res = dataclasses.replace(
+        outer_race, rules=dataclasses.replace(outer_race.rules, hysteresis=1.0)
+    )
+    wi = commissioning.whatif_for(res, danger_mult=1e9, on_windows=1, of_windows=1, off_windows=1)
+    assert wi.windows_over["alert"] == int(over.sum()) == wi.windows_by_state["alert"]
+    assert wi.alarms_raised == runs
+    assert wi.windows_over["danger"] == 0 and wi.final_state in ("ok", "alert")
+    assert [st == "alert" for st in wi.states] == over.tolist()
+    # Pure numbers, checked by hand: scores 0.5, 1.2, 1.1, 0.3, 2.0 → 3 windows, 2 alarms.
+    from pdm.alarms.state import AlarmRules
+
+    rules = AlarmRules(off_windows=1, hysteresis=1.0, score_trip=None)
+    small = commissioning.whatif(
+        [0.5, 1.2, 1.1, 0.3, 2.0],
+        range(5),
+        range(5),
+        alert=1.0,
+        danger=None,
+        rules=rules,
+        on_windows=1,
+        of_windows=1,
+    )
+    assert small.windows_over["alert"] == 3 and small.alarms_raised == 2
+    # Alert ×2 leaves one window over the alert threshold (2.0 ≥ 2.0).
+    double = commissioning.whatif(
+        [0.5, 1.2, 1.1, 0.3, 2.0],
+        range(5),
+        range(5),
+        alert=1.0,
+        danger=None,
+        rules=rules,
+        alert_mult=2.0,
+        on_windows=1,
+        of_windows=1,
+    )
+    assert double.windows_over["alert"] == 1 and double.alarms_raised == 1
+    # 2 of 3: the single spikes no longer raise anything once apart.
+    strict = commissioning.whatif(
+        [1.2, 0.1, 0.1, 1.3, 0.1, 0.1],
+        range(6),
+        range(6),
+        alert=1.0,
+        danger=None,
+        rules=rules,
+        on_windows=2,
+        of_windows=3,
+    )
+    assert strict.alarms_raised == 0
+
+
+def test_bad_upload_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a_g,b_g\n0.1,0.2\n" * 10)
+    with pytest.raises(Exception) as err:
+        commissioning.run_commissioning(bad, load_pipeline(DEMO))
+    from pdm.errors import PdmError
+
+    assert isinstance(err.value, PdmError)
+    assert "\n" not in str(err.value) and "bad.csv" in str(err.value)
+
+
+def test_report_is_self_contained(outer_race: commissioning.CommissioningResult) -> None:
+    html = build_report(outer_race, commissioning.whatif_for(outer_race, alert_mult=1.5))
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    low = html.lower()
+    assert "http://" not in low and "https://" not in low
+    assert "<script" not in low and "<link" not in low and "@import" not in low
+    assert "src=" not in low
+    assert low.count("<svg") == 1 + len(outer_race.spectra)
+    assert "demo-pump" in html and "ok" in html and "trip" in html and "<style>" in html
+
+
+# --- the pages, rendered -------------------------------------------------------------------------
+
+_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from pdm.config import load_pipeline
+from pdm.dashboard.context import DashboardContext
+from pdm.history import parse_store_url
+from pdm.dashboard import {module} as page
+
+data_dir = Path({data_dir!r})
+ctx = DashboardContext(
+    parse_store_url("sqlite:///" + str((data_dir / "history.db").resolve())),
+    data_dir,
+    {{"demo-pump": load_pipeline({demo!r})}},
+    api_url={api!r},
+    api_token={token!r},
+)
+page.render(ctx)
+"""
+
+
+def _app(
+    tmp_path: Path, module: str, data_dir: Path, api: str | None = None, token: str | None = None
+) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    script = tmp_path / f"page_{module}.py"
+    script.write_text(
+        textwrap.dedent(
+            _SCRIPT.format(
+                repo=str(REPO),
+                module=module,
+                data_dir=str(data_dir),
+                demo=str(DEMO),
+                api=api,
+                token=token,
+            )
+        )
+    )
+    return AppTest.from_file(str(script), default_timeout=60)
+
+
+def test_page_alarms_renders_and_acknowledges(tmp_path: Path, tripped: Path) -> None:
+    at = _app(tmp_path, "alarms", tripped).run()
+    assert not at.exception
+    assert at.dataframe, "the log table"
+    pin.set_pin(tripped, "bob", "1357")
+    at.text_input[0].input("bob")
+    at.text_input[1].input("1357")
+    at.text_input[2].input("from the page")
+    at.button[0].click().run()
+    assert not at.exception
+    msgs = [e.value for e in at.success] + [e.value for e in at.error]
+    assert any("demo-pump:" in m for m in msgs), msgs
+
+
+def test_page_models_renders(tmp_path: Path) -> None:
+    at = _app(tmp_path, "models", tmp_path).run()
+    assert not at.exception
+    assert any("demo-pump" in s.value for s in at.subheader)
+
+
+def test_page_commissioning_renders_and_replays(tmp_path: Path) -> None:
+    at = _app(tmp_path, "commissioning", tmp_path).run()
+    assert not at.exception
+    at.selectbox(key="com_fixture").set_value(FIXTURES / "outer_race.csv.gz")
+    at.button(key="com_run").click().run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.slider(key="wi_alert").value == 1.0
+    at.slider(key="wi_alert").set_value(2.0).run()
+    assert not at.exception
+    assert any(m.label == "Alarms raised" for m in at.metric)
+
+
+class _Backend:
+    """A service behind a real ControlAPI: one tripped machine with a shadow candidate."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[str, str, str]] = []
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": "demo-pump",
+                "state": "trip",
+                "model_version": "c366eb7ae2f1",
+                "shadow": {
+                    "version": "abcdef012345",
+                    "active_version": "c366eb7ae2f1",
+                    "since": "2026-01-01T00:00:00Z",
+                    "windows": 200,
+                    "agreement": 0.985,
+                    "confusion": {"ok": {"ok": 197, "alert": 3}},
+                    "mean_abs_diff": 0.02,
+                    "max_abs_diff": 0.4,
+                    "nonfinite": 0,
+                    "errors": 0,
+                },
+            }
+        ]
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "reasons": []}
+
+    def acknowledge(self, machine: str, by: str, comment: str) -> str:
+        if machine != "demo-pump":
+            raise KeyError(machine)
+        self.acks.append((machine, by, comment))
+        return "trip acknowledged by " + by
+
+    def metrics(self) -> str:
+        return ""
+
+
+def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> None:
+    from pdm.dashboard.models import card_summary, shadow_rows
+    from pdm.scoring.card import read_card
+    from pdm.service.api import ControlAPI
+
+    backend = _Backend()
+    token = "k" * 24
+    pin.set_pin(tmp_path, "alice", "4711")
+    with ControlAPI(backend, port=0, token=token, timeout_s=2.0) as api:  # type: ignore[arg-type]
+        ctx = _ctx(tmp_path, api_url=f"http://127.0.0.1:{api.port}", api_token=token)
+        assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
+        res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "seen")
+        assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
+        assert backend.acks == [("demo-pump", "alice", "seen")]
+        unknown = alarms.acknowledge(ctx, "other", "alice", "4711")
+        assert not unknown.ok and "404" in unknown.message
+        wrong_token = _ctx(tmp_path, api_url=ctx.api_url, api_token="x" * 24)
+        denied = alarms.acknowledge(wrong_token, "demo-pump", "alice", "4711")
+        assert not denied.ok and "401" in denied.message
+        rows = shadow_rows(alarms.api_status(ctx))
+    assert rows[0]["candidate"] == "abcdef012345" and rows[0]["agreement"] == "98.5 %"
+    gone = alarms.acknowledge(ctx, "demo-pump", "alice", "4711")  # the service stopped
+    assert not gone.ok and "control API" in gone.message
+    s = card_summary(read_card(REPO / "models" / "demo-pump"))
+    assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5
+    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "c366eb7ae2f1"
+    assert s["training_files"][0]["file"] == "healthy.csv.gz"
+
+
+def test_page_models_shows_the_shadow(tmp_path: Path) -> None:
+    from pdm.service.api import ControlAPI
+
+    token = "k" * 24
+    with ControlAPI(_Backend(), port=0, token=token, timeout_s=2.0) as api:  # type: ignore[arg-type]
+        at = _app(tmp_path, "models", tmp_path, f"http://127.0.0.1:{api.port}", token).run()
+        assert not at.exception
+    assert any("Shadow candidate" in m.value for m in at.markdown)
+
+
+def test_whatif_with_features_uses_iso_zones(outer_race: commissioning.CommissioningResult) -> None:
+    assert len(outer_race.features) == outer_race.windows
+    assert set(outer_race.features[0]) == {"x_g", "y_g"}
+    base = commissioning.whatif_for(outer_race, with_features=True)
+    assert [(t["to"], t["window"]) for t in base.transitions] == [("trip", 51)]
+    # ISO zone C at alert: with the score out of reach, velocity alone decides (zone B here).
+    far = commissioning.whatif_for(outer_race, alert_mult=1e9, danger_mult=1e9, with_features=True)
+    v = max(ch["velocity_rms_mm_s"] for w in outer_race.features.values() for ch in w.values())
+    from pdm.dsp.iso import iso_zone
+
+    zone = iso_zone(v, group=2, foundation="rigid")
+    assert (far.alarms_raised == 0) == (zone < "C")
+    # A velocity in zone D from window 10 on: danger after the on-delay, score or not.
+    loud = {
+        w: {ch: {**f, "velocity_rms_mm_s": 5.0 if w >= 10 else 1.0} for ch, f in chans.items()}
+        for w, chans in outer_race.features.items()
+    }
+    wi = commissioning.whatif(
+        outer_race.score,
+        outer_race.t_ns,
+        outer_race.window,
+        alert=outer_race.alert,
+        danger=outer_race.danger,
+        rules=outer_race.rules,
+        alert_mult=1e9,
+        danger_mult=1e9,
+        features=loud,
+        sensor_of=outer_race.sensor_of,
+    )
+    on = outer_race.rules.on_windows
+    assert [(t["to"], t["window"]) for t in wi.transitions] == [("danger", 10 + on - 1)]
+    assert "zone D" in wi.transitions[0]["reason"]
