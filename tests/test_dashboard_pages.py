@@ -371,3 +371,45 @@ def test_run_child_passes_exit_code_and_forwards_sigterm() -> None:
     # SIGTERM to us reaches the child: it exits by the signal, and we return its status
     code = "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(30)"
     assert run_child([sys.executable, "-c", code], dict(os.environ)) == -signal.SIGTERM
+
+
+def test_live_data_from_the_service_shows_fresh_on_the_overview(tmp_path: Path) -> None:
+    """What ./run.sh brings up: the service on the simulator writing the embedded store, and
+    the dashboard reading it — the demo tile is live (not stale) and its windows keep coming."""
+    import subprocess
+    import time
+
+    data_dir = tmp_path / "live"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pdm.cli",
+            "run",
+            str(PIPELINES / "demo.toml"),
+            "--simulate",
+            "--data-dir",
+            str(data_dir),
+            "--api",
+            "off",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        tile = ""
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if not (data_dir / "history.db").exists():
+                continue
+            at = _page("overview", data_dir)
+            assert not at.exception, at.exception
+            tile = next((m.value for m in at.markdown if 'data-machine="demo-pump"' in m.value), "")
+            if 'data-state="ok"' in tile and 'data-stale="false"' in tile:
+                break
+        assert 'data-state="ok"' in tile and 'data-stale="false"' in tile, tile
+    finally:
+        proc.terminate()
+        proc.wait(20)
