@@ -39,6 +39,20 @@ def _pipeline(tmp_path: Path, relay: str = "log:") -> Path:
     return p
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_service_left_running() -> Any:
+    """Whatever a test does (or fails to do), every service it started is stopped by handle."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class Service:
     """``pdm-edge run`` in a subprocess with its control API on a free port."""
 
@@ -63,6 +77,7 @@ class Service:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+        _started.append(self.proc)
         self.wait(lambda: self.get("/health") is not None, "the API")
 
     def get(self, path: str) -> Any:
