@@ -273,7 +273,9 @@ def render(ctx: DashboardContext) -> None:
     st.title("Machine")
     try:
         with ctx.store() as store:
-            machines = sorted(set(store.machines()) | set(ctx.pipelines))
+            with_data = sorted(store.machines())
+            # Machines with history first: the page opens on one that has something to show.
+            machines = with_data + sorted(set(ctx.pipelines) - set(with_data))
             if not machines:
                 st.info("No machines yet.")
                 return
