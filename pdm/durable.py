@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["open_or_set_aside"]
+__all__ = ["connect_durable", "open_or_set_aside"]
 
 
 def open_or_set_aside(
@@ -34,3 +34,20 @@ def open_or_set_aside(
             if src.exists():
                 src.rename(str(aside) + suffix)
         return open_db()
+
+
+def connect_durable(path: Path, schema: str, probe: str) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode with ``synchronous=FULL`` (a commit is on disk when
+    it returns), autocommit (callers run their own transactions), usable from any thread; the
+    ``schema`` script applied and table ``probe`` read once, so a damaged file fails here."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(schema)
+        db.execute(f"SELECT count(*) FROM {probe}").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pdm.alarms.events import AlarmEvent
-from pdm.durable import open_or_set_aside
+from pdm.durable import connect_durable, open_or_set_aside
 from pdm.errors import PdmError
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxError", "RejectedEntry"]
@@ -149,22 +149,12 @@ class Outbox:
         self.path = Path(path)
         self.retention_s = float(retention_s)
         self._lock = threading.Lock()
-        self._db = open_or_set_aside(self.path, self._open, "webhook outbox", log)
+        self._db = open_or_set_aside(
+            self.path, lambda: connect_durable(self.path, _SCHEMA, "outbox"), "webhook outbox", log
+        )
         self._pruned_at = 0.0
         with self._tx("prune"):
             self._prune(time.time())
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            db.execute("SELECT count(*) FROM outbox").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     # -- state -------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from pdm.alarms.state import Ack, MachineAlarm
+from pdm.durable import connect_durable
 from pdm.errors import ConfigError
 
 __all__ = ["AlarmStore"]
@@ -48,11 +49,7 @@ class AlarmStore:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+            self._db = connect_durable(self.path, _SCHEMA, "machine_state")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.path}: cannot open the alarm state store: {exc}") from exc
         self._saved: dict[str, float] = {}

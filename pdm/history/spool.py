@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from pdm.durable import open_or_set_aside
+from pdm.durable import connect_durable, open_or_set_aside
 from pdm.history.base import HistoryError
 from pdm.history.records import CRITICAL_KINDS, DROP_ORDER, KINDS, Record, decode, encode
 
@@ -74,20 +74,10 @@ class Spool:
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
-        self._db = open_or_set_aside(self.path, self._open, "spool", log)
+        self._db = open_or_set_aside(
+            self.path, lambda: connect_durable(self.path, _SCHEMA, "spool"), "spool", log
+        )
         self._load_totals()
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            db.execute("SELECT count(*) FROM spool").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     # -- state -------------------------------------------------------------------------------
     def __len__(self) -> int:
