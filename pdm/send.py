@@ -1,4 +1,4 @@
-"""``pdm-edge send``: stream a CSV recording to a pdm-edge receiver over TCP.
+"""``pdm-edge send``: stream a CSV recording to a pdm-edge receiver over TCP or MQTT.
 
 Reads the recording with :class:`~pdm.sources.csv.CsvRecording` (so the sample
 rate and times come from the file, its sidecar or ``--fs`` exactly as for every
@@ -18,12 +18,23 @@ away are lost (the protocol has no acknowledgements; the receiver sees a jump
 in time). After the last frame it waits for the receiver to close its end, so
 when ``send`` exits 0 every frame has been read.
 
+MQTT: with ``--to mqtt://HOST[:PORT]/TOPIC`` (``mqtts://`` for TLS; the
+password from ``PDM_MQTT_PASSWORD``, see :mod:`pdm.sources.mqtt`) each frame is
+published as one message to TOPIC with QoS 1 instead. Up to 32 messages are in
+flight; paho-mqtt reconnects by itself and publishes again what the broker had
+not acknowledged, and ``--retry-s`` bounds each outage as for TCP. ``send``
+exits 0 once the broker has acknowledged (PUBACK) every frame: it then holds
+them for the subscribers, including a pdm-edge that is disconnected but keeps a
+persistent session. A redelivered frame may reach the broker twice; the
+pdm-edge MQTT input drops such copies.
+
 Exit status: 0 done; 1 the receiver could not be reached for ``--retry-s``,
 or it refused the data (it ended three connections in a row while accepting
 new ones, or reset the connection after the last frame: wrong sensor id or
-channel names, see its log); 2 a user error (options, the file); 130
-interrupted. Every error is one line ``pdm-edge: error: …`` on stderr; the
-summary (frames, samples, seconds, MB/s) is one line on stderr too.
+channel names, see its log; MQTT: the broker refused the connection or a
+frame, or acknowledged nothing for ``--timeout``); 2 a user error (options,
+the file); 130 interrupted. Every error is one line ``pdm-edge: error: …`` on
+stderr; the summary (frames, samples, seconds, MB/s) is one line on stderr too.
 """
 
 from __future__ import annotations
@@ -33,10 +44,12 @@ import math
 import selectors
 import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NoReturn, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -52,13 +65,22 @@ from pdm.sources.tcp import (
     ns_from_seconds,
 )
 
-__all__ = ["SendStats", "parse_address", "send_main", "send_recording"]
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from pdm.sources.mqtt import MqttUrl
+
+__all__ = ["SendStats", "parse_address", "publish_recording", "send_main", "send_recording"]
 
 _ITEMSIZE = {"float32": 4, "float64": 8, "int16": 2}
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 2.0
 _MAX_CLOSES_IN_A_ROW = 3
 _HEALTHY_CONNECTION_S = 10.0  # a connection that lasted this long was not refused
+_MQTT_IN_FLIGHT = 32  # frames published and not yet acknowledged, at most
+_MQTT_POLL_S = 0.1
 # Generous room for the header: sensor id and every name at their maximum length.
 _HEADER_ROOM = 30 + MAX_NAME_BYTES + MAX_CHANNELS * (2 + MAX_NAME_BYTES) + 8 + 4
 
@@ -256,6 +278,185 @@ class _Link:
             self._sock = None
 
 
+class _Sink(Protocol):
+    def send(self, frame: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _MqttLink:
+    """Publishes frames to one topic with QoS 1; paho-mqtt's thread (re)connects.
+
+    ``send`` returns once the frame is handed to paho and no more than
+    ``_MQTT_IN_FLIGHT`` frames await their PUBACK; ``finish`` waits for the rest.
+    While waiting, an outage (no connection) longer than ``retry_s``, a refusal, or a
+    connection that acknowledges nothing for ``timeout_s`` is an error.
+    """
+
+    def __init__(self, url: MqttUrl, retry_s: float, timeout_s: float, stats: SendStats) -> None:
+        from pdm.sources.mqtt import connect_async, mqtt_client
+
+        self.url = url
+        self.where = str(url)
+        self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        self.stats = stats
+        self._cond = threading.Condition()
+        self._pending: deque[int] = deque()  # message ids awaiting a PUBACK, oldest first
+        self._acked: dict[int, ReasonCode] = {}
+        self._state = "connecting"  # "up", or "down" with _reason
+        self._reason = ""
+        self._ever_connected = False
+        self._resent = False
+        self._warned_no_subscriber = False
+        client = mqtt_client(url)  # clean session, client id assigned by the broker
+        client.connect_timeout = timeout_s
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        connect_async(client, url, persistent=False)
+        client.loop_start()
+
+    # -- paho's network thread ------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if reason.is_failure:
+                self._state, self._reason = "down", f"the broker refused the connection: {reason}"
+            else:
+                self._state = "up"
+                self._resent = bool(self._pending)  # paho sends those again after this call
+                if self._ever_connected:
+                    self.stats.reconnects += 1
+                self._ever_connected = True
+            self._cond.notify_all()
+
+    def _on_connect_fail(self, client: Client, userdata: Any) -> None:
+        with self._cond:
+            self._state, self._reason = "down", "cannot connect (broker down or unreachable)"
+            self._cond.notify_all()
+
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if self._state == "up":
+                self._state, self._reason = "down", f"connection lost ({reason})"
+            self._cond.notify_all()
+
+    def _on_publish(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            self._acked[mid] = reason
+            self._cond.notify_all()
+
+    # -- the sending thread ---------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        # paho publishes what it queued while disconnected only after on_connect, so a frame
+        # published at once could overtake it: publish when connected with nothing held back.
+        self._wait(lambda: self._state == "up" and not (self._resent and self._pending))
+        self._resent = False
+        info = self._client.publish(self.url.topic, frame, qos=1)
+        with self._cond:
+            self._pending.append(info.mid)
+        self._wait(lambda: len(self._pending) < _MQTT_IN_FLIGHT)
+
+    def finish(self) -> None:
+        """Wait for every PUBACK, then disconnect."""
+        self._wait(lambda: not self._pending)
+        self.close()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _wait(self, done: Callable[[], bool]) -> None:
+        """Block until ``done()`` (checked under the lock, as acknowledgements arrive).
+
+        Raises :class:`_Unreachable` when an outage outlasts ``retry_s``, or the broker,
+        connected, acknowledges nothing for ``timeout_s``.
+        """
+        outage_since: float | None = None
+        progress_at = time.monotonic()
+        with self._cond:
+            while True:
+                while self._pending and self._pending[0] in self._acked:
+                    reason = self._acked.pop(self._pending.popleft())
+                    progress_at = time.monotonic()
+                    self._check_ack(reason)
+                if done():
+                    return
+                now = time.monotonic()
+                if self._state == "down":
+                    if outage_since is None:
+                        outage_since = now
+                        if self.retry_s > 0:
+                            print(
+                                f"pdm-edge send: {self.where}: {self._reason}; "
+                                f"retrying for up to {self.retry_s:g} s",
+                                file=sys.stderr,
+                            )
+                    if now - outage_since >= self.retry_s:
+                        raise _Unreachable(
+                            f"cannot send to {self.where}: {self._reason} "
+                            f"(retried for {self.retry_s:g} s)"
+                        )
+                    progress_at = now
+                elif self._state == "up":
+                    if outage_since is not None:
+                        print(
+                            f"pdm-edge send: {self.where}: connected after "
+                            f"{now - outage_since:.1f} s",
+                            file=sys.stderr,
+                        )
+                        outage_since = None
+                        progress_at = now
+                    if now - progress_at > self.timeout_s:
+                        raise _Unreachable(
+                            f"{self.where}: the broker acknowledged nothing for "
+                            f"{self.timeout_s:g} s ({len(self._pending)} frames waiting)"
+                        )
+                elif now - progress_at > self.timeout_s + 1.0:
+                    # Still on the first attempt, and paho's connect timeout did not end it.
+                    raise _Unreachable(f"cannot send to {self.where}: no answer from the broker")
+                self._cond.wait(_MQTT_POLL_S)
+
+    def _check_ack(self, reason: ReasonCode) -> None:
+        if reason.is_failure:
+            raise _Unreachable(f"{self.where}: the broker refused a frame: {reason}")
+        if reason.getName() == "No matching subscribers" and not self._warned_no_subscriber:
+            self._warned_no_subscriber = True
+            print(
+                f"pdm-edge send: {self.where}: the broker says nobody subscribes to "
+                f"{self.url.topic!r}: frames are dropped until a subscriber (or its persistent "
+                f"session) exists",
+                file=sys.stderr,
+            )
+
+
 def _quantize(
     x: npt.NDArray[np.float64], scale: float | None, where: str
 ) -> tuple[npt.NDArray[np.int16], float]:
@@ -300,6 +501,52 @@ def send_recording(
     """
     stats = SendStats() if stats is None else stats
     link = _Link(host, port, retry_s, timeout_s, stats)
+    return _send(rec, link, sensor_id, dtype=dtype, scale=scale, speed=speed, now=now, stats=stats)
+
+
+def publish_recording(
+    rec: CsvRecording,
+    url: str | MqttUrl,
+    sensor_id: str,
+    *,
+    dtype: Literal["float32", "float64", "int16"] = "float64",
+    scale: float | None = None,
+    speed: float | None = None,
+    now: bool = False,
+    retry_s: float = 10.0,
+    timeout_s: float = 10.0,
+    stats: SendStats | None = None,
+) -> SendStats:
+    """Publish every chunk of ``rec`` as one PDMS frame to an MQTT topic, QoS 1.
+
+    ``url`` is ``mqtt://[USER@]HOST[:PORT]/TOPIC`` (no wildcards) or a parsed
+    :class:`~pdm.sources.mqtt.MqttUrl`. Returns once the broker has acknowledged
+    every frame; see the module docstring.
+
+    Raises
+    ------
+    PdmError
+        As :func:`send_recording`; and :class:`~pdm.errors.ConfigError` for a bad URL.
+    """
+    from pdm.sources.mqtt import parse_mqtt_url
+
+    parsed = parse_mqtt_url(url, wildcards=False) if isinstance(url, str) else url
+    stats = SendStats() if stats is None else stats
+    link = _MqttLink(parsed, retry_s, timeout_s, stats)
+    return _send(rec, link, sensor_id, dtype=dtype, scale=scale, speed=speed, now=now, stats=stats)
+
+
+def _send(
+    rec: CsvRecording,
+    link: _Sink,
+    sensor_id: str,
+    *,
+    dtype: Literal["float32", "float64", "int16"],
+    scale: float | None,
+    speed: float | None,
+    now: bool,
+    stats: SendStats,
+) -> SendStats:
     started = time.monotonic()
     t_first: float | None = None
     shift_ns = 0
@@ -369,11 +616,18 @@ def _positive(what: str, value: float | None, *, allow_zero: bool = False) -> No
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="pdm-edge send",
-        description="Stream a CSV recording to a pdm-edge receiver over TCP (PDMS frames, "
-        "docs/stream-protocol.md), as a DAQ would. A one-line summary goes to stderr.",
+        description="Stream a CSV recording to a pdm-edge receiver over TCP, or publish it to "
+        "an MQTT broker (PDMS frames, docs/stream-protocol.md), as a DAQ would. A one-line "
+        "summary goes to stderr.",
     )
     p.add_argument("file", metavar="FILE", help="CSV recording (.csv or .csv.gz)")
-    p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver")
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="HOST:PORT|mqtt://HOST[:PORT]/TOPIC",
+        help="the receiver, or an MQTT broker and topic: one frame per message, QoS 1 "
+        "(mqtts:// for TLS; password from PDM_MQTT_PASSWORD or PDM_MQTT_PASSWORD_FILE)",
+    )
     p.add_argument(
         "--sensor", required=True, metavar="ID", help="sensor id sent in every frame (1-64 bytes)"
     )
@@ -436,8 +690,16 @@ def send_main(argv: Sequence[str]) -> int:
             args = build_parser().parse_args(list(argv))
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else 0
-        host, port = parse_address(args.to)
-        to = args.to
+        mqtt_url: MqttUrl | None = None
+        host, port = "", 0
+        if args.to.lower().startswith(("mqtt://", "mqtts://")):
+            from pdm.sources.mqtt import parse_mqtt_url
+
+            mqtt_url = parse_mqtt_url(args.to, wildcards=False, what="--to")
+            to = str(mqtt_url)
+        else:
+            host, port = parse_address(args.to)
+            to = args.to
         _positive("--speed", args.speed)
         _positive("--fs", args.fs)
         _positive("--scale", args.scale)
@@ -460,20 +722,37 @@ def send_main(argv: Sequence[str]) -> int:
                 raise ConfigError(f"--columns {args.columns!r}: an empty column name")
         with CsvRecording(args.file, columns=columns, fs=args.fs, chunk_rows=n) as rec:
             n_channels = len(rec.channels)
-            _check_channels(rec, n, args.dtype)
-            send_recording(
-                rec,
-                host,
-                port,
-                args.sensor,
-                dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
-                scale=args.scale,
-                speed=args.speed,
-                now=args.now,
-                retry_s=args.retry_s,
-                timeout_s=args.timeout,
-                stats=stats,
-            )
+            if mqtt_url is not None:
+                from pdm.sources.mqtt import MAX_PAYLOAD_BYTES
+
+                _check_channels(rec, n, args.dtype, MAX_PAYLOAD_BYTES)
+                publish_recording(
+                    rec,
+                    mqtt_url,
+                    args.sensor,
+                    dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
+                    scale=args.scale,
+                    speed=args.speed,
+                    now=args.now,
+                    retry_s=args.retry_s,
+                    timeout_s=args.timeout,
+                    stats=stats,
+                )
+            else:
+                _check_channels(rec, n, args.dtype, MAX_FRAME_BYTES)
+                send_recording(
+                    rec,
+                    host,
+                    port,
+                    args.sensor,
+                    dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
+                    scale=args.scale,
+                    speed=args.speed,
+                    now=args.now,
+                    retry_s=args.retry_s,
+                    timeout_s=args.timeout,
+                    stats=stats,
+                )
     except KeyboardInterrupt:
         if stats.frames:
             print(stats.summary(to, n_channels), file=sys.stderr)
@@ -488,8 +767,8 @@ def send_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _check_channels(rec: CsvRecording, chunk_samples: int, dtype: str) -> None:
-    """Refuse, before connecting, what the protocol cannot carry."""
+def _check_channels(rec: CsvRecording, chunk_samples: int, dtype: str, limit: int) -> None:
+    """Refuse, before connecting, what the protocol cannot carry (frames of ``limit`` bytes)."""
     c = len(rec.channels)
     if c > MAX_CHANNELS:
         raise ConfigError(
@@ -504,9 +783,9 @@ def _check_channels(rec: CsvRecording, chunk_samples: int, dtype: str) -> None:
                 f"bytes of printable text"
             )
     size = chunk_samples * c * _ITEMSIZE[dtype]
-    if size + _HEADER_ROOM > MAX_FRAME_BYTES:
-        most = (MAX_FRAME_BYTES - _HEADER_ROOM) // (c * _ITEMSIZE[dtype])
+    if size + _HEADER_ROOM > limit:
+        most = (limit - _HEADER_ROOM) // (c * _ITEMSIZE[dtype])
         raise ConfigError(
             f"--chunk-samples {chunk_samples}: {c} channels of {dtype} make frames of "
-            f"{size} bytes, over the {MAX_FRAME_BYTES}-byte limit; use at most {most}"
+            f"{size} bytes, over the {limit}-byte limit; use at most {most}"
         )

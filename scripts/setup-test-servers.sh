@@ -13,6 +13,9 @@
 #   chromium           Debian's `chromium` and `chromium-driver` (/usr/bin/chromium,
 #                      /usr/bin/chromedriver) for the `browser` tests (tests/test_dashboard_browser.py);
 #                      Selenium is given both paths and never downloads a browser or driver.
+#   mosquitto          Debian's `mosquitto` (/usr/sbin/mosquitto), the MQTT broker that
+#                      tests/test_mqtt.py starts on a free loopback port. Where apt starts the
+#                      system service (no policy-rc.d forbidding it), it is stopped and disabled.
 
 # The body runs in a subshell so that, when sourced, it leaks no variables, `set -e` of the
 # caller does not apply to it and nothing in it can exit the caller.
@@ -66,6 +69,33 @@ _pdm_setup_test_servers() (
       echo "setup-test-servers: installed chromium $(dpkg-query -W -f='${Version}' chromium 2>/dev/null) and chromium-driver (apt)"
     else
       warn "apt-get install chromium chromium-driver failed: $(grep -E '^(E|W):' "$log" | tail -n 1)"
+    fi
+    rm -f "$log"
+  fi
+
+  # --- Mosquitto (MQTT broker) -----------------------------------------------------------------
+  if [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1; then
+    :
+  elif ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+    warn "mosquitto not found and apt-get unavailable (install the mosquitto broker by hand)"
+  else
+    log="$(mktemp)"
+    mosquitto_install() {
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >>"$log" 2>&1
+    }
+    if { mosquitto_install || { $sudo apt-get update -qq >>"$log" 2>&1 && mosquitto_install; }; } \
+      && deb_installed mosquitto; then
+      # Where policy-rc.d forbids it (containers) apt starts nothing; elsewhere the package
+      # starts and enables a system broker on port 1883, which the tests never use: stop it.
+      if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl disable --now mosquitto >>"$log" 2>&1 || true
+      elif command -v service >/dev/null 2>&1; then
+        $sudo service mosquitto stop >>"$log" 2>&1 || true
+        { command -v update-rc.d >/dev/null 2>&1 && $sudo update-rc.d mosquitto disable >>"$log" 2>&1; } || true
+      fi
+      echo "setup-test-servers: installed mosquitto $(dpkg-query -W -f='${Version}' mosquitto 2>/dev/null) (apt; its system service left stopped)"
+    else
+      warn "apt-get install mosquitto failed: $(grep -E '^(E|W):' "$log" | tail -n 1)"
     fi
     rm -f "$log"
   fi
