@@ -243,6 +243,7 @@ def test_service_metrics_are_declared_with_their_types() -> None:
         "pdm_appliance_fault": "gauge",
         "pdm_model_info": "gauge",
         "pdm_watchdog_stalls_total": "counter",
+        "pdm_decision_latency_seconds": "histogram",
     }
     # Every stage shows from the first scrape, with zero counts.
     for stage in STAGES:

@@ -441,6 +441,14 @@ STAGE_BUCKETS = (
 )  # fmt: skip
 
 
+#: Fine at the low end, where the decision latency of a keeping-up appliance lies (s).
+DECISION_BUCKETS = (
+    *(i * 0.00025 for i in range(1, 21)),  # 0.25 ms steps to 5 ms
+    0.006, 0.007, 0.008, 0.009, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+
+
 class ServiceMetrics:
     """The appliance service's metrics, declared once; :meth:`render` is ``GET /metrics``.
 
@@ -466,6 +474,13 @@ class ServiceMetrics:
             "Time spent in each processing stage per batch of windows, in s.",
             ["stage"],
             STAGE_BUCKETS,
+        )
+        self.decision_latency_seconds = r.histogram(
+            "pdm_decision_latency_seconds",
+            "From the arrival of a window's last sample (live inputs) to its alarm decision, "
+            "the relay command included when the state changes, in s.",
+            (),
+            DECISION_BUCKETS,
         )
         self.queue_depth = r.gauge(
             "pdm_queue_depth", "Windows read but not yet processed.", ["machine"]

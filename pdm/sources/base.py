@@ -37,6 +37,10 @@ class Chunk:
         1-based line in the source file of the first sample, for messages.
     bad_samples : int
         How many samples in this chunk were replaced by NaN because the input was bad.
+    received : float or None
+        ``time.monotonic()`` when the chunk's last sample reached the appliance (live
+        inputs; None for recordings): the start of the decision latency the service
+        measures (``pdm_decision_latency_seconds``).
     """
 
     data: npt.NDArray[np.float64]
@@ -46,6 +50,7 @@ class Chunk:
     first_line: int | None = None
     bad_samples: int = 0
     notes: tuple[str, ...] = field(default=())
+    received: float | None = None
 
     @property
     def n_samples(self) -> int:

@@ -70,6 +70,7 @@ __all__ = [
     "TcpStreamServer",
     "encode_frame",
     "ns_from_seconds",
+    "peek_sensor_id",
 ]
 
 log = logging.getLogger("pdm.sources.tcp")
@@ -253,6 +254,30 @@ def encode_frame(
     return b"".join(parts)
 
 
+def peek_sensor_id(head: bytes) -> str | None:
+    """The sensor id of the frame that ``head`` (a stream's first bytes) starts with.
+
+    None while too few bytes have come; ``InputError`` when they cannot start a frame.
+    Used to route a connection before any of it is consumed (``MSG_PEEK``).
+    """
+    if len(head) < _HEAD.size:
+        if not MAGIC.startswith(bytes(head[: len(MAGIC)])):
+            raise InputError("the stream does not start with a PDMS frame (bad magic)")
+        return None
+    magic, version, *_rest, sid_len = _HEAD.unpack_from(head)
+    if magic != MAGIC or version != VERSION:
+        raise InputError(f"the stream does not start with a PDMS version {VERSION} frame")
+    if not 1 <= sid_len <= MAX_NAME_BYTES:
+        raise InputError(f"sensor id is {sid_len} bytes; it must be 1 to {MAX_NAME_BYTES}")
+    if len(head) < _HEAD.size + sid_len:
+        return None
+    raw = bytes(head[_HEAD.size : _HEAD.size + sid_len])
+    problem = _name_problem(raw, "sensor id")
+    if problem:
+        raise InputError(problem)
+    return raw.decode()
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame.
@@ -300,8 +325,8 @@ class Frame:
             out *= self.scale
         return out
 
-    def to_chunk(self) -> Chunk:
-        """The frame as a :class:`~pdm.sources.base.Chunk`.
+    def to_chunk(self, received: float | None = None) -> Chunk:
+        """The frame as a :class:`~pdm.sources.base.Chunk` (``received``: see there).
 
         A non-finite sample (NaN: the sender could not read it; ±inf) becomes
         NaN and is counted in ``Chunk.bad_samples``.
@@ -318,6 +343,7 @@ class Frame:
             t0=self.t0,
             channels=self.channels,
             bad_samples=bad,
+            received=received,
         )
 
 
@@ -703,6 +729,7 @@ class TcpStreamServer:
         self._lock = threading.Lock()
         self._refusing = False  # log "refusing" once per episode, not per attempt
         self._scratch = bytearray(_RECV_BYTES)
+        self._adopted: list[tuple[socket.socket, str]] = []  # handed over, not yet registered
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -778,6 +805,21 @@ class TcpStreamServer:
             if thread.is_alive():
                 log.warning("stream receiver thread did not stop within %g s", timeout_s)
 
+    def adopt(self, sock: socket.socket, peer: str) -> None:
+        """Serve a connection accepted elsewhere (a multi-process service's supervisor
+        accepts on the public port and hands each connection to the worker that runs its
+        machine). Thread-safe; the connection counts against ``max_connections``."""
+        with self._lock:
+            if self._thread is None or self._stopping.is_set():
+                sock.close()
+                return
+            self._adopted.append((sock, peer))
+            if self._wake_w is not None:
+                try:
+                    self._wake_w.send(b"a")
+                except OSError:
+                    pass
+
     @property
     def connections(self) -> int:
         """Connections open now."""
@@ -810,6 +852,7 @@ class TcpStreamServer:
                         self._accept(sel)
                     elif key.data == "wake":
                         self._drain_wake()
+                        self._register_adopted(sel)
                     else:
                         self._read(sel, key.data)
                 self._close_idle(sel)
@@ -837,6 +880,12 @@ class TcpStreamServer:
         except OSError:
             pass
 
+    def _register_adopted(self, sel: selectors.BaseSelector) -> None:
+        with self._lock:
+            adopted, self._adopted = self._adopted, []
+        for sock, peer in adopted:
+            self._serve(sel, sock, peer)
+
     def _accept(self, sel: selectors.BaseSelector) -> None:
         assert self._listener is not None
         while True:
@@ -847,25 +896,27 @@ class TcpStreamServer:
             except OSError as exc:  # e.g. EMFILE: keep serving what we have
                 log.warning("stream receiver: accept failed: %s", exc)
                 return
-            peer = _peer_name(addr)
-            if len(self._conns) >= self.max_connections:
-                sock.close()
-                detail = f"{peer}: refused, {len(self._conns)} connections open (the maximum)"
-                if not self._refusing:
-                    log.warning("stream receiver: %s; refusing more until one closes", detail)
-                    self._refusing = True
-                self._event("refused", detail, log_level=None)
-                continue
-            sock.setblocking(False)
-            conn = _Conn(
-                sock,
-                peer,
-                FrameDecoder(peer, max_frame_bytes=self.max_frame_bytes),
-                time.monotonic(),
-            )
-            self._conns.add(conn)
-            sel.register(sock, selectors.EVENT_READ, conn)
-            self._event("connected", f"{peer}: connected", log_level=logging.INFO)
+            self._serve(sel, sock, _peer_name(addr))
+
+    def _serve(self, sel: selectors.BaseSelector, sock: socket.socket, peer: str) -> None:
+        if len(self._conns) >= self.max_connections:
+            sock.close()
+            detail = f"{peer}: refused, {len(self._conns)} connections open (the maximum)"
+            if not self._refusing:
+                log.warning("stream receiver: %s; refusing more until one closes", detail)
+                self._refusing = True
+            self._event("refused", detail, log_level=None)
+            return
+        sock.setblocking(False)
+        conn = _Conn(
+            sock,
+            peer,
+            FrameDecoder(peer, max_frame_bytes=self.max_frame_bytes),
+            time.monotonic(),
+        )
+        self._conns.add(conn)
+        sel.register(sock, selectors.EVENT_READ, conn)
+        self._event("connected", f"{peer}: connected", log_level=logging.INFO)
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -875,7 +926,7 @@ class TcpStreamServer:
         except OSError as exc:
             self._close(sel, conn, "disconnected", f"{conn.peer}: {exc.strerror or exc}")
             return
-        conn.last_rx = time.monotonic()
+        conn.last_rx = now = time.monotonic()
         try:
             if n == 0:
                 conn.decoder.close()
@@ -890,7 +941,7 @@ class TcpStreamServer:
             with memoryview(self._scratch) as mv:
                 frames = conn.decoder.feed(mv[:n])
             for frame in frames:
-                if not self._deliver(sel, conn, frame):
+                if not self._deliver(sel, conn, frame, now):
                     return
             if conn.decoder.error is not None:
                 raise conn.decoder.error
@@ -898,11 +949,13 @@ class TcpStreamServer:
             self.protocol_errors += 1
             self._close(sel, conn, "protocol_error", str(exc), log_level=logging.WARNING)
 
-    def _deliver(self, sel: selectors.BaseSelector, conn: _Conn, frame: Frame) -> bool:
+    def _deliver(
+        self, sel: selectors.BaseSelector, conn: _Conn, frame: Frame, received: float
+    ) -> bool:
         conn.frames += 1
         self.frames += 1
         try:
-            self._on_chunk(frame.sensor_id, frame.to_chunk())
+            self._on_chunk(frame.sensor_id, frame.to_chunk(received))
         except PdmError as exc:
             self._close(
                 sel,
