@@ -310,15 +310,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pdm.replay import check_speed, resolve_store
     from pdm.service.app import Service, ServiceOptions, parse_fault
 
-    logging.basicConfig(level=logging.WARNING, format="pdm-edge: %(message)s")
+    who = "pdm-edge" if args.worker is None else f"pdm-edge[w{args.worker}]"
+    logging.basicConfig(level=logging.WARNING, format=f"{who}: %(message)s")
     pipelines = [load_pipeline(p) for p in args.pipelines]
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    if not (args.listen or args.simulate or args.replay):
-        raise ConfigError("run: give a source: --listen HOST:PORT, --simulate or --replay FILE")
+    if not (args.listen or args.simulate or args.replay or args.mqtt):
+        raise ConfigError(
+            "run: give a source: --listen HOST:PORT, --mqtt URL, --simulate or --replay FILE"
+        )
     if args.replay and len(pipelines) != 1:
         raise ConfigError("--replay feeds one pipeline; give exactly one")
+    store = resolve_store(args.store, pipelines[0], data_dir)
+    if args.worker is None:
+        from pdm.service.workers import check_workers
+
+        n = check_workers(args.workers, pipelines)
+        if n > 1:
+            if args.replay:
+                raise ConfigError("--replay feeds one pipeline; it runs in one process")
+            return _run_supervisor(args, pipelines, n, store, data_dir)
     opts = ServiceOptions(
-        store=resolve_store(args.store, pipelines[0], data_dir),
+        store=store,
         data_dir=data_dir,
         api=None if args.api == "off" else args.api,
         listen=args.listen,
@@ -331,8 +343,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_lag_s=args.max_lag_s,
         actions=args.actions,
         duration_s=args.duration if args.duration else math.inf,
+        worker=args.worker,
+        control_fd=args.control_fd,
+        parent_pid=args.parent_pid,
+        mqtt=args.mqtt,
+        sibling_ids=frozenset(filter(None, (args.sibling_ids or "").split(","))),
     )
     return Service(pipelines, opts).start().run_forever()
+
+
+def _run_supervisor(
+    args: argparse.Namespace, pipelines: list[Any], n: int, store: Any, data_dir: Path
+) -> int:
+    """``run`` with a process per core: the workers get the same options, a private
+    stream port (the supervisor hands them connections) and the resolved store."""
+    from pdm.history import spool_path
+    from pdm.service.workers import Supervisor, adopt_orphan_spools, plan_workers
+
+    store_arg = (
+        f"sqlite:///{Path(store.path).resolve()}" if store.scheme == "sqlite" else store.text
+    )
+    common = ["--store", store_arg, "--data-dir", str(data_dir.resolve()), "--api", "127.0.0.1:0"]
+    if args.listen:
+        common += ["--listen", "127.0.0.1:0"]
+    if args.mqtt:
+        common += ["--mqtt", args.mqtt]
+    if args.simulate:
+        common.append("--simulate")
+    for f in args.fault or ():
+        common += ["--fault", f]
+    if args.duration:
+        common += ["--duration", str(args.duration)]
+    common += ["--speed", str(args.speed), "--actions", args.actions]
+    common += ["--silence-s", str(args.silence_s), "--stall-s", str(args.stall_s)]
+    common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
+    workers = len(plan_workers(pipelines, n))
+    base = spool_path(data_dir, store)
+    keep = [spool_path(data_dir, store, worker=k) for k in range(workers)]
+    if base.parent.is_dir():
+        adopt_orphan_spools(base, keep, keep[0])
+    sup = Supervisor(
+        args.pipelines,
+        pipelines,
+        n,
+        common_argv=common,
+        listen=args.listen,
+        api=None if args.api == "off" else args.api,
+    )
+    return sup.start().run_forever()
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -533,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen", metavar="HOST:PORT", help="TCP stream input (docs/stream-protocol.md)"
     )
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="MQTT input, mqtt://[USER@]HOST[:PORT]/TOPIC_FILTER (docs/stream-protocol.md)",
+    )
     p.add_argument("--simulate", action="store_true", help="feed each pipeline from the simulator")
     p.add_argument(
         "--fault",
@@ -561,6 +624,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stall-s", type=float, default=5.0, metavar="S", help="watchdog limit")
     p.add_argument("--max-lag-s", type=float, default=10.0, metavar="S", help="backlog limit")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        metavar="N",
+        help="processes that share the machines (auto: one per core, at most one per machine)",
+    )
+    # Set by the supervisor for its workers (pdm/service/workers.py); not for people.
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sibling-ids", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

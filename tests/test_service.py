@@ -56,7 +56,7 @@ def _no_service_left_running() -> Any:
 class Service:
     """``pdm-edge run`` in a subprocess with its control API on a free port."""
 
-    def __init__(self, tmp_path: Path, pipeline: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, pipeline: Path | list[Path], *args: str) -> None:
         self.port = _free_port()
         self.data = tmp_path / "data"
         self.log = tmp_path / f"service-{self.port}.log"
@@ -66,7 +66,7 @@ class Service:
                 "-m",
                 "pdm.cli",
                 "run",
-                str(pipeline),
+                *map(str, pipeline if isinstance(pipeline, list) else [pipeline]),
                 "--data-dir",
                 str(self.data),
                 "--api",

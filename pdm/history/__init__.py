@@ -32,11 +32,13 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("PDM_EDGE_DATA") or "var")
 
 
-def spool_path(data_dir: Path, url: StoreURL) -> Path:
-    """One spool file per store, named after the store (without secrets)."""
+def spool_path(data_dir: Path, url: StoreURL, *, worker: int | None = None) -> Path:
+    """One spool file per store, named after the store (without secrets); one per worker
+    process of a multi-process service (``-wK``)."""
     slug = "".join(c if c.isalnum() else "-" for c in f"{url.scheme}-{url.host or 'local'}")
     digest = hashlib.sha256(str(url).encode()).hexdigest()[:8]
-    return data_dir / "spool" / f"{slug}-{digest}.db"
+    suffix = "" if worker is None else f"-w{worker}"
+    return data_dir / "spool" / f"{slug}-{digest}{suffix}.db"
 
 
 def open_store(url: StoreURL | str, *, retention_days: float | None = None) -> HistoryStore:

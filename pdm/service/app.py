@@ -81,6 +81,17 @@ class ServiceOptions:
     seed: int = 1
     duration_s: float = math.inf
     extra: dict[str, Any] = field(default_factory=dict)
+    #: As worker K of a multi-process service (pdm/service/workers.py): its own spool, the
+    #: Unix socket to its supervisor (connections handed over, the API port reported) and
+    #: the supervisor's pid (gone: stop).
+    worker: int | None = None
+    control_fd: int | None = None
+    parent_pid: int | None = None
+    #: ``--mqtt mqtt://HOST:PORT/FILTER`` (pdm/sources/mqtt.py)
+    mqtt: str | None = None
+    #: A worker's view of the machine and sensor ids its siblings run (their MQTT messages
+    #: reach every worker; each keeps its own and leaves the others' alone).
+    sibling_ids: frozenset[str] = frozenset()
 
 
 def parse_fault(text: str) -> Any:
@@ -275,6 +286,48 @@ def _write_member(src: IO[bytes], path: Path, size: int) -> None:
         os.fsync(fd)
 
 
+def run_until_stopped(
+    stop_event: threading.Event, finished: Any, stop: Any, *, poll_s: float = 0.5
+) -> int:
+    """Wait for SIGTERM/SIGINT or ``finished()``; then ``stop()``; the old handlers back."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop_event.wait(poll_s):
+            if finished():
+                break
+    finally:
+        stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0
+
+
+def start_control_api(backend: Any, address: str) -> Any:
+    """The control API on ``HOST:PORT`` (a token from ``PDM_API_TOKEN`` off loopback)."""
+    from pdm.service.api import ControlAPI, api_token
+
+    host, port = _hostport(address, "--api")
+    if host in ("127.0.0.1", "::1", "localhost"):
+        return ControlAPI(backend, host=host, port=port).start()
+    return ControlAPI(backend, host=host, port=port, token=api_token()).start()
+
+
+def _raise_fd_limit() -> None:
+    """Soft open-files limit up to the hard one: a connection per machine needs descriptors."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 class Service:
     """The running appliance (see the module docstring)."""
 
@@ -310,6 +363,7 @@ class Service:
         self.started = time.monotonic()
         self.api: Any = None
         self.tcp: Any = None
+        self.mqtt: Any = None
         self.m: Any = None  # ServiceMetrics
         # Model updates: the watcher, promote, rollback and uploads take turns (RLock).
         self._model_lock = threading.RLock()
@@ -327,7 +381,7 @@ class Service:
                 probe.ping()
             except Exception as exc:
                 log.warning("%s; history is spooled until it answers", exc)
-        self.spool = Spool(spool_path(o.data_dir, o.store))
+        self.spool = Spool(spool_path(o.data_dir, o.store, worker=o.worker))
         self.writer = HistoryWriter(lambda: open_store(o.store), self.spool, label="appliance")
         self.alarm_store = AlarmStore(o.data_dir / "alarms.db")
         try:
@@ -336,6 +390,9 @@ class Service:
             self.m = ServiceMetrics()
         except ImportError:  # pragma: no cover — metrics module absent in a partial install
             self.m = None
+        from pdm.service.runner import RunnerPool
+
+        self.pool = RunnerPool()
         for p in self.pipelines:
             fs = float(p.acquisition.sample_rate_hz or 0)
             runner = MachineRunner(
@@ -347,6 +404,8 @@ class Service:
                 actions=o.actions,
                 max_lag_s=o.max_lag_s,
                 observe=self._observe,
+                on_decision=self._decided,
+                pool=self.pool,
             )
             self.runners[p.machine.id] = runner.start()
         self.writer.submit(
@@ -358,8 +417,16 @@ class Service:
                 f"pdm-edge run: {len(self.runners)} machine(s): {', '.join(self.runners)}",
             )
         )
+        if o.listen or o.mqtt:
+            from pdm.sources.tcp import SilenceWatch
+
+            # Expected from the start: a machine that never connects goes silent too.
+            self._seen = SilenceWatch(self.opts.silence_s, expected=list(self.runners))
+            self._spawn(self._silence, name="silence")
         if o.listen:
             self._start_tcp(*_hostport(o.listen, "--listen"))
+        if o.mqtt:
+            self._start_mqtt(o.mqtt)
         if o.simulate:
             for p in self.pipelines:
                 self._spawn(self._simulate, p, name=f"sim-{p.machine.id}")
@@ -372,16 +439,40 @@ class Service:
                 _clean_uploads(p.model_dir.parent, p.model_dir.name)
         self._spawn(self._models, name="models")
         if o.api:
-            from pdm.service.api import ControlAPI, api_token
-
-            host, port = _hostport(o.api, "--api")
-            self.api = (
-                ControlAPI(self, host=host, port=port, token=api_token()).start()
-                if host not in ("127.0.0.1", "::1", "localhost")
-                else ControlAPI(self, host=host, port=port).start()
-            )
-            log.warning("control API on http://%s:%d", host, self.api.port)
+            self.api = start_control_api(self, o.api)
+            if o.control_fd is None:
+                log.warning("control API on %s", self.api.url)
+        if o.control_fd is not None:
+            self._start_control(o.control_fd)
         return self
+
+    def _start_control(self, fd: int) -> None:
+        """Worker of a supervisor: report the API port, then adopt the connections it
+        hands over (SCM_RIGHTS) until it goes away — then stop."""
+        import socket
+
+        ctl = socket.socket(fileno=fd)
+        ctl.send(f"api {self.api.port if self.api is not None else 0}".encode())
+
+        def receive() -> None:
+            while not self.stop_event.is_set():
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(ctl, 1024, 16)
+                except OSError:
+                    break
+                if not msg and not fds:
+                    break  # the supervisor closed its end
+                for fd in fds:
+                    sock = socket.socket(fileno=fd)
+                    if self.tcp is not None:
+                        self.tcp.adopt(sock, msg.decode(errors="replace") or "peer")
+                    else:
+                        sock.close()
+            if not self.stop_event.is_set():
+                log.error("the supervisor went away; stopping")
+                self.stop_event.set()
+
+        self._spawn(receive, name="control")
 
     def _spawn(self, target: Any, *args: Any, name: str) -> None:
         t = threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True)
@@ -390,25 +481,15 @@ class Service:
 
     def run_forever(self) -> int:
         """Run until SIGTERM/SIGINT (or the sources end); then stop cleanly."""
-        got: list[str] = []
+        return run_until_stopped(self.stop_event, self._finished, self.stop)
 
-        def on_signal(signum: int, frame: Any) -> None:
-            got.append(signal.Signals(signum).name)
-            self.stop_event.set()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            while not self.stop_event.wait(0.5):
-                sources = [
-                    t for t in self._threads if t.name.startswith(("pdm-sim-", "pdm-replay"))
-                ]
-                if sources and not any(t.is_alive() for t in sources) and not self.opts.listen:
-                    break  # finite sources ended
-        finally:
-            self.stop()
-            for s, h in old.items():
-                signal.signal(s, h)
-        return 0
+    def _finished(self) -> bool:
+        if self.opts.parent_pid and os.getppid() != self.opts.parent_pid:
+            log.error("the supervisor (pid %d) is gone; stopping", self.opts.parent_pid)
+            return True
+        sources = [t for t in self._threads if t.name.startswith(("pdm-sim-", "pdm-replay"))]
+        live = self.opts.listen or self.opts.mqtt
+        return bool(sources) and not any(t.is_alive() for t in sources) and not live
 
     def stop(self, budget_s: float = 20.0) -> None:
         """Stop within ``budget_s`` in all (a container's stop grace is ~30 s): every relay
@@ -422,6 +503,8 @@ class Service:
             )
         if self.tcp is not None:
             self.tcp.stop()
+        if self.mqtt is not None:
+            self.mqtt.stop()
         for runner in self.runners.values():
             runner.stop(timeout=max(0.5, (deadline - time.monotonic()) / 2))
         self.writer.submit(
@@ -451,7 +534,7 @@ class Service:
         raise InputError(f"no pipeline watches {sensor_id!r} (a machine id or sensor id)")
 
     def _start_tcp(self, host: str, port: int) -> None:
-        from pdm.sources.tcp import SilenceWatch, TcpStreamServer
+        from pdm.sources.tcp import TcpStreamServer
 
         def on_chunk(sensor_id: str, chunk: Chunk) -> None:
             self.route(sensor_id, chunk)  # InputError: rejected, and no sign of life
@@ -462,11 +545,37 @@ class Service:
                 Event("appliance", time.time_ns(), f"stream_{kind}", "warning", detail)
             )
 
-        # Expected from the start: a machine that never connects goes silent too.
-        self._seen = SilenceWatch(self.opts.silence_s, expected=list(self.runners))
-        self.tcp = TcpStreamServer(host, port, on_chunk=on_chunk, on_event=on_event).start()
-        log.warning("stream input on %s:%d", host, self.tcp.port)
-        self._spawn(self._silence, name="silence")
+        _raise_fd_limit()
+        self.tcp = TcpStreamServer(
+            host, port, on_chunk=on_chunk, on_event=on_event, max_connections=512
+        ).start()
+        if self.opts.worker is None:
+            log.warning("stream input on %s:%d", host, self.tcp.port)
+
+    def _start_mqtt(self, url: str) -> None:
+        from pdm.sources.mqtt import MqttSource, default_client_id, parse_mqtt_url
+
+        worker = self.opts.worker
+
+        def on_chunk(sensor_id: str, chunk: Chunk) -> None:
+            if sensor_id in self.opts.sibling_ids:
+                return  # another worker's machine: it gets the same message
+            if worker not in (None, 0) and self._machine_of(sensor_id) not in self.runners:
+                return  # unknown everywhere: worker 0 reports it, once
+            self.route(sensor_id, chunk)  # InputError: rejected, and no sign of life
+            self._seen.seen(self._machine_of(sensor_id))
+
+        def on_event(kind: str, detail: str) -> None:
+            level = "info" if kind == "mqtt_connected" else "warning"
+            self.writer.submit(Event("appliance", time.time_ns(), kind, level, detail))
+
+        client_id = None
+        if worker is not None:  # one persistent session per worker
+            client_id = default_client_id(parse_mqtt_url(url))[:-3] + f"w{worker:02d}"
+        self.mqtt = MqttSource(url, on_chunk=on_chunk, on_event=on_event, client_id=client_id)
+        self.mqtt.start()
+        if worker is None:
+            log.warning("MQTT input: %r", self.mqtt)
 
     def _machine_of(self, sensor_id: str) -> str:
         for p in self.pipelines:
@@ -946,6 +1055,10 @@ class Service:
         m = self.m
         if m is not None:
             m.stage_seconds.labels(stage=stage).observe(seconds)
+
+    def _decided(self, seconds: float) -> None:
+        if self.m is not None:
+            self.m.decision_latency_seconds.observe(seconds)
 
     def _update_gauges(self) -> None:
         m = self.m

@@ -1,0 +1,208 @@
+"""A process per core: ``pdm-edge run --workers N`` (pdm/service/workers.py).
+
+Real processes throughout: the supervisor and its workers are ``pdm-edge run``
+subprocesses, the data come over TCP from ``pdm-edge send``, the API is asked over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_service import DEMO, REPO, Service, _free_port
+
+from pdm.config import load_pipeline
+from pdm.history import open_store, parse_store_url, spool_path
+from pdm.history.records import Event
+from pdm.history.spool import Spool
+from pdm.service.workers import adopt_orphan_spools, merge_expositions, plan_workers
+
+pytestmark = pytest.mark.slow
+
+
+def _pump(tmp_path: Path, letter: str) -> Path:
+    text = DEMO.read_text().replace(
+        'path = "../models/demo-pump"', f'path = "{REPO}/models/demo-pump"'
+    )
+    text = text.replace('id = "demo-pump"', f'id = "pump-{letter}"')
+    text = text.replace('id = "motor_de"', f'id = "{letter}_de"')
+    p = tmp_path / f"pump-{letter}.toml"
+    p.write_text(text + '\n[alarms]\nrelay = "log:"\n')
+    return p
+
+
+class Supervised(Service):
+    """``pdm-edge run A B … --listen …`` (dry-run actions) with its API on a free port."""
+
+    def __init__(self, tmp_path: Path, pipelines: list[Path], *args: str) -> None:
+        self.listen = _free_port()
+        super().__init__(
+            tmp_path,
+            pipelines,
+            "--listen",
+            f"127.0.0.1:{self.listen}",
+            "--actions",
+            "dry-run",
+            *args,
+        )
+
+    def workers(self) -> list[int]:
+        """Pids of the worker processes (children of the supervisor)."""
+        kids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():  # threads start them too
+            try:
+                kids += [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return sorted(kids)
+
+    def machines(self) -> dict[str, dict[str, Any]]:
+        return {m["id"]: m for m in self.get("/status") or []}
+
+    def send(self, sensor: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pdm.cli",
+                "send",
+                str(REPO / "fixtures" / "healthy.csv.gz"),
+                "--to",
+                f"127.0.0.1:{self.listen}",
+                "--sensor",
+                sensor,
+                "--now",
+                "--speed",
+                "8",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+
+
+def test_plan_puts_the_heaviest_machines_first_on_the_least_loaded_worker(tmp_path: Path) -> None:
+    a, b, c = (load_pipeline(_pump(tmp_path, x)) for x in "abc")
+    big = a.with_sample_rate(51200.0)
+    assert plan_workers([a, b, c], 2) == [[0, 2], [1]]
+    assert plan_workers([a, big, c], 2) == [[1], [0, 2]]  # big alone, the two small together
+    assert plan_workers([a], 2) == [[0]]  # never an empty worker
+
+
+def test_metrics_of_workers_merge_into_one_valid_exposition() -> None:
+    one = (
+        "# HELP pdm_windows_total Windows processed.\n# TYPE pdm_windows_total counter\n"
+        'pdm_windows_total{machine="a"} 5\n'
+        "# HELP pdm_appliance_fault Fault.\n# TYPE pdm_appliance_fault gauge\n"
+        "pdm_appliance_fault 0\n"
+    )
+    two = one.replace('"a"', '"b"').replace(" 5\n", " 7\n").replace("fault 0", "fault 1")
+    text = merge_expositions([("0", one), ("1", two)])
+    assert text.count("# TYPE pdm_windows_total counter") == 1
+    assert text.count("# HELP pdm_appliance_fault") == 1
+    assert 'pdm_windows_total{worker="0",machine="a"} 5' in text
+    assert 'pdm_windows_total{worker="1",machine="b"} 7' in text
+    assert 'pdm_appliance_fault{worker="1"} 1' in text
+    # every sample of a family follows its TYPE line, none before it
+    lines = text.splitlines()
+    assert lines.index("# TYPE pdm_appliance_fault gauge") < lines.index(
+        'pdm_appliance_fault{worker="0"} 0'
+    )
+
+
+def test_spools_of_another_worker_layout_are_moved_not_lost(tmp_path: Path) -> None:
+    url = parse_store_url(f"sqlite:///{tmp_path}/h.db")
+    base = spool_path(tmp_path, url)
+    base.parent.mkdir(parents=True)
+    for path, n in ((base, 3), (spool_path(tmp_path, url, worker=3), 2)):
+        with Spool(path) as sp:
+            sp.push([Event("m", i, "e", "info", str(path.name)) for i in range(n)])
+    keep = [spool_path(tmp_path, url, worker=k) for k in range(2)]
+    assert adopt_orphan_spools(base, keep, keep[0]) == 5
+    with Spool(keep[0]) as sp:
+        assert len(sp) == 5
+    assert not base.exists() and not spool_path(tmp_path, url, worker=3).exists()
+    assert adopt_orphan_spools(base, keep, keep[0]) == 0
+
+
+def test_two_workers_share_the_machines_behind_one_port_and_one_api(tmp_path: Path) -> None:
+    a, b = _pump(tmp_path, "a"), _pump(tmp_path, "b")
+    svc = Supervised(tmp_path, [a, b], "--workers", "2")
+    workers = svc.wait(lambda: len(svc.workers()) == 2 and svc.workers(), "two workers")
+    assert all(svc.machines()[m]["state"] for m in ("pump-a", "pump-b"))
+
+    # One public port: each connection goes to the worker that runs its machine.
+    for sensor in ("a_de", "pump-b"):
+        sent = svc.send(sensor)
+        assert sent.returncode == 0, sent.stderr
+    st = svc.wait(
+        lambda: all(s.get("windows", 0) > 50 for s in svc.machines().values()) and svc.machines(),
+        "windows of both machines",
+    )
+    assert set(st) == {"pump-a", "pump-b"}
+
+    # A sensor nobody watches is refused at the door, with a one-line reason in the log.
+    bad = svc.send("nobody", "--retry-s", "2")
+    assert bad.returncode == 1
+    assert "no pipeline watches 'nobody'" in svc.log.read_text()
+
+    # One API: acknowledgements reach the machine's worker; metrics merge.
+    r = httpx.post(
+        f"http://127.0.0.1:{svc.port}/ack/pump-b", json={"by": "test", "comment": "w"}, timeout=5
+    )
+    assert r.status_code == 200, r.text
+    assert (
+        httpx.post(
+            f"http://127.0.0.1:{svc.port}/ack/pump-z", json={"by": "t"}, timeout=5
+        ).status_code
+        == 404
+    )
+    text = svc.get("/metrics")
+    assert "pdm_workers_up 2" in text and "pdm_worker_restarts_total 0" in text
+    types = re.findall(r"^# TYPE (\S+)", text, re.M)
+    assert len(types) == len(set(types))
+    assert re.search(r'pdm_windows_total\{worker="\d",machine="pump-a"\} [1-9]', text)
+    assert re.search(r'pdm_windows_total\{worker="\d",machine="pump-b"\} [1-9]', text)
+    assert "pdm_decision_latency_seconds_count" in text
+    health = svc.get("/health")
+    assert health["ok"] and health["workers"] == 2, health
+
+    # A worker that dies is started again; meanwhile health says so.
+    os.kill(workers[1], signal.SIGKILL)
+    svc.wait(lambda: not svc.get("/health")["ok"], "health to notice the dead worker")
+    svc.wait(lambda: "pdm_worker_restarts_total 1" in svc.get("/metrics"), "the restart", 30)
+    svc.wait(lambda: svc.get("/health")["ok"], "health again", 30)
+    assert len(svc.workers()) == 2 and workers[1] not in svc.workers()
+
+    # SIGTERM: every worker stops (relays dropped, history flushed), then the supervisor.
+    kids = svc.workers()
+    svc.proc.send_signal(signal.SIGTERM)
+    assert svc.proc.wait(40) == 0
+    for pid in kids:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+    with open_store(f"sqlite:///{svc.data}/history.db") as store:
+        for machine in ("pump-a", "pump-b"):
+            assert store.latest_status(machine), machine
+
+
+def test_a_worker_stops_when_its_supervisor_is_killed(tmp_path: Path) -> None:
+    svc = Supervised(tmp_path, [_pump(tmp_path, "a"), _pump(tmp_path, "b")], "--workers", "2")
+    kids = svc.wait(lambda: len(svc.workers()) == 2 and svc.workers(), "two workers")
+    svc.proc.kill()
+    svc.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in kids):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() for p in kids), "orphaned workers kept running"
