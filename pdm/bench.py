@@ -210,7 +210,11 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     from pdm.bench_alarms import bench_decision
 
     decision = bench_decision(quick=quick)
+    from pdm.bench_run import bench_run
+
+    run = bench_run(sensors_per_core, quick=quick)
     return {
+        **run,
         **scoring,
         **history,
         **decision,

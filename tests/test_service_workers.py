@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_service import DEMO, REPO, Service, _free_port
+from test_service import DEMO, REPO, Service, _free_port, _no_service_left_running
 
 from pdm.config import load_pipeline
 from pdm.history import open_store, parse_store_url, spool_path
@@ -26,6 +26,7 @@ from pdm.history.spool import Spool
 from pdm.service.workers import adopt_orphan_spools, merge_expositions, plan_workers
 
 pytestmark = pytest.mark.slow
+__all__ = ["_no_service_left_running"]  # imported for its autouse: every process started is stopped
 
 
 def _pump(tmp_path: Path, letter: str) -> Path:
