@@ -33,14 +33,14 @@ DEMO_FEATURES = feature_names(["high"])
 ORDER_AND_ENV = [n for n in feature_names() if n.startswith(("order_", "env_"))]
 
 
-def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: object, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pdm.cli ARGS`` from the repository root."""
     return subprocess.run(
         [sys.executable, "-m", "pdm.cli", *(str(a) for a in args)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT_S,
+        timeout=timeout,
     )
 
 
@@ -371,7 +371,8 @@ def test_check_pipelines() -> None:
 
 
 def test_bench_json_quick() -> None:
-    proc = ok(run_cli("bench", "--json", "--quick"))
+    # The whole-service phases start `pdm-edge run` twice: ~60 s on a loaded 2-core machine.
+    proc = ok(run_cli("bench", "--json", "--quick", timeout=300))
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, describe(proc)
     result = json.loads(lines[0])
