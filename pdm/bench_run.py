@@ -244,6 +244,15 @@ def _sender(
 
 
 # -- the service ---------------------------------------------------------------------------------
+def _term_with_parent() -> None:
+    """In the child: SIGTERM when the bench dies (a killed bench leaves no service behind)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def _service(tmp: Path, files: list[Path], workers: int | None) -> Iterator[tuple[int, str, int]]:
     port, api = _free_port(), _free_port()
@@ -257,7 +266,7 @@ def _service(tmp: Path, files: list[Path], workers: int | None) -> Iterator[tupl
     if workers is not None:
         cmd += ["--workers", str(workers)]
     log = open(tmp / f"service-{port}.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_term_with_parent)
     base = f"http://127.0.0.1:{api}"
     try:
         deadline = time.monotonic() + 120
