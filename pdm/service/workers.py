@@ -232,7 +232,6 @@ class Supervisor:
         self._listener: socket.socket | None = None
         self._handshakes = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Supervisor:
