@@ -178,24 +178,56 @@ class FeatureStream:
     def flush(self) -> Iterator[WindowFeatures]:
         """Extract the windows still waiting for their group to fill (end of stream)."""
         pending, self._pending = self._pending, []
-        if not pending:
-            return
+        yield from self.extract(pending)
+
+    def cut(self, chunk: Chunk) -> list[Window]:
+        """Feed a chunk to the windower only; returns the windows it completed.
+
+        For a caller that extracts windows itself — the service batches the windows of
+        many machines into one pass (:func:`pdm.dsp.features.extract_many` with
+        :attr:`extractor`, then :meth:`take`; or :meth:`extract`). Windows of one call
+        share the extractor in force when it returns (a rate change rebuilds it first).
+        Not to be mixed with :meth:`push` on one stream.
+        """
+        if self._pending:
+            raise RuntimeError("cut() on a stream with windows waiting in push()'s groups")
+        windows, events = self._windower.push(chunk)
+        for ev in events:
+            self.events.append(ev)
+            self._band = None  # a new segment chooses its own band
+            if ev.kind == "rate_change":
+                self.pipeline = self.pipeline.with_sample_rate(chunk.fs)
+                self._extractor = build_extractor(self.pipeline, chunk.fs)
+                self.fs = chunk.fs
+        return windows
+
+    def extract(self, windows: list[Window]) -> list[WindowFeatures]:
+        """The features of ``windows`` (consecutive, of this stream) in one pass of its own."""
+        if not windows:
+            return []
         ex = self._extractor
         band = None
         if ex.auto_band:
             if self._band is None or self._band_age >= ex.auto_band_refresh:
                 self._band, self._band_age = None, 0
             band = self._band
-        frames = ex.extract_batch(np.stack([w.data for w in pending]), envelope_band_hz=band)
+        frames = ex.extract_windows([w.data for w in windows], envelope_band_hz=band)
         if ex.auto_band and self._band is None:
             self._band = frames[0].envelope_band_key
-        self._band_age += len(pending)
-        for w, frame in zip(pending, frames, strict=True):
+        self._band_age += len(windows)
+        return self.take(windows, frames)
+
+    def take(self, windows: list[Window], frames: list[FeatureFrame]) -> list[WindowFeatures]:
+        """Windows and their frames extracted elsewhere (see :meth:`cut`), counted as ours."""
+        out = []
+        for w, frame in zip(windows, frames, strict=True):
             self.windows += 1
             if not frame.valid:
                 self.invalid_windows += 1
-            self.latest = WindowFeatures(w, frame)
-            yield self.latest
+            out.append(WindowFeatures(w, frame))
+        if out:
+            self.latest = out[-1]
+        return out
 
     def tail_samples(self) -> int:
         """Samples after the last window (unused if the stream ends now)."""

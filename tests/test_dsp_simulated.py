@@ -80,3 +80,44 @@ def test_auto_band_finds_the_fault_like_a_hand_picked_band() -> None:
     wrong = fx(envelope_band_hz=(2000.0, 5000.0)).extract(x).as_dicts()[0]
     # The hand-picked band misses the resonance; the auto band sees the fault far better.
     assert auto.as_dicts()[0]["env_bpfo_g"] > 3 * wrong["env_bpfo_g"]
+
+
+def test_extract_many_matches_each_extractor_alone() -> None:
+    """Machines batched into one pass get what each extractor computes alone: the bearing
+    lines stay with their own rows, and configurations that differ run apart."""
+    from pdm.dsp.features import extract_many
+
+    a = FeatureExtractor(
+        FS, N, [ChannelSpec("a0"), ChannelSpec("a1", BEARING), ChannelSpec("a2", BEARING)],
+        rpm=1480.0, envelope_band_hz=(2000.0, 5000.0),
+    )  # fmt: skip
+    b = FeatureExtractor(
+        FS, N, [ChannelSpec("b0", BEARING), ChannelSpec("b1")],
+        rpm=1480.0, envelope_band_hz=(2000.0, 5000.0),
+    )  # fmt: skip
+    auto = fx(envelope_band_hz="auto")
+    assert a.batch_key == b.batch_key is not None
+    assert auto.batch_key is None
+    healthy = [window((FaultSpec("unbalance", 0.05),), seed=s)[0] for s in range(6)]
+    faulty = window((FaultSpec("bpfo", 0.8),), seed=9)[0]
+    xa = np.stack([np.stack(healthy[:3]), np.stack(healthy[3:])])  # 2 windows of 3 channels
+    xb = np.stack([np.stack([faulty, healthy[0]])])  # 1 window, the fault on b0
+    xauto = np.stack([faulty[None, :]])
+    got = extract_many([(a, xa), (b, xb), (auto, xauto)])
+    want = [a.extract_batch(xa), b.extract_batch(xb), auto.extract_batch(xauto)]
+    assert [len(g) for g in got] == [2, 1, 1]
+    for g_frames, w_frames in zip(got, want, strict=True):
+        for g, w in zip(g_frames, w_frames, strict=True):
+            assert g.channels == w.channels and g.valid == w.valid
+            # float32 reductions may round differently with the row count: ~1e-7 absolute
+            np.testing.assert_allclose(g.values, w.values, rtol=1e-4, atol=1e-6, equal_nan=True)
+    row_b0 = got[1][0].as_dicts()[0]
+    assert row_b0["env_bpfo_g"] > 3 * row_b0["env_bpfi_g"]  # the fault is b0's
+    assert all(got[0][0].as_dicts()[0][f"env_{d}_g"] is None for d in ("bpfo", "bpfi"))
+    assert got[1][0].as_dicts()[1]["env_bpfo_g"] is None  # b1 has no bearing
+    bad = np.stack([np.stack(healthy[:3])])
+    bad[0, 1, 5] = np.nan  # one invalid window among valid ones
+    got = extract_many([(a, np.concatenate([xa[:1], bad])), (b, xb)])
+    assert [f.valid for f in got[0]] == [True, False] and got[1][0].valid
+    with pytest.raises(ValueError, match="job 1"):
+        extract_many([(a, xa), (b, xa)])

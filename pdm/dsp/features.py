@@ -59,7 +59,7 @@ from pdm.dsp.spectrum import (
     squared_parts,
 )
 
-__all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "feature_names"]
+__all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
 
 STANDARD_G = 9.80665  # m/s² per g
 ORDERS: tuple[tuple[str, float], ...] = (
@@ -252,7 +252,7 @@ class FeatureExtractor:
         # window cost more in page faults than the arithmetic done in them (measured
         # ~2x on the whole extractor). So an extractor is not re-entrant: one per thread.
         self._scratch: dict[str, npt.NDArray[np.float32]] = {}
-        self._tile_cache: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+        self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
         if rpm is not None:
@@ -299,7 +299,8 @@ class FeatureExtractor:
                 m = ch.bearing.defect_multiples()
                 table[c] = [m[d] * h for d in DEFECTS for h in (1.0, 2.0)]
         self._defect_mult = table
-        self._order_mult = np.tile(np.array([m for _, m in ORDERS]), (len(self.channels), 1))
+        self._order_row = np.array([[m for _, m in ORDERS]])
+        self._channel_names = tuple(ch.name for ch in self.channels)
         n_bins = n // 2 + 1
         max_order_bin = max(m for _, m in ORDERS) * max_shaft_hz / self.df
         self._order_search = ToneSearch(
@@ -329,6 +330,13 @@ class FeatureExtractor:
         if self._fixed_band is not None:
             self.plan_for(self._fixed_band)  # validate now, not at the first window
         self._nominal_rpm = nominal
+        # What decides every computed number but the bearings' lines (see batch_key).
+        self._batch_key: tuple[object, ...] | None = None
+        if rpm is not None and self._fixed_band is not None:
+            self._batch_key = (
+                self.fs, self.n, rpm, self._fixed_band, self.env_max_hz, self.slip_tolerance,
+                self.orders_tolerance, v_lo, v_hi, tuple(bands), self._has_bearing,
+            )  # fmt: skip
 
     @property
     def auto_band(self) -> bool:
@@ -391,16 +399,54 @@ class FeatureExtractor:
                 f"window shape {xs.shape[1:] if xs.ndim == 3 else xs.shape} != "
                 f"(n_channels={n_ch}, n={self.n})"
             )
-        n_win = xs.shape[0]
+        return self._extract([(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz)[0]
+
+    def extract_windows(
+        self,
+        windows: Sequence[npt.NDArray[np.float32]],
+        *,
+        envelope_band_hz: tuple[float, float] | None = None,
+    ) -> list[FeatureFrame]:
+        """:meth:`extract_batch` of separate (n_channels, n) float32 windows, gathered into
+        the pass with one copy (none for a single window)."""
+        n_ch = len(self.channels)
+        for w in windows:
+            if w.shape != (n_ch, self.n) or w.dtype != np.float32:
+                raise ValueError(
+                    f"window {w.shape} {w.dtype} != (n_channels={n_ch}, n={self.n}) float32"
+                )
+        return self._extract([(self, list(windows), len(windows))], envelope_band_hz)[0]
+
+    @property
+    def batch_key(self) -> tuple[object, ...] | None:
+        """Extractors with equal keys compute identically but for their channels' bearings,
+        so :func:`extract_many` runs their windows through one pass; None: never shared
+        (the speed or the envelope band is decided per window)."""
+        return self._batch_key
+
+    def _extract(
+        self,
+        parts: Sequence[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]],
+        envelope_band_hz: tuple[float, float] | None,
+    ) -> list[list[FeatureFrame]]:
+        """The one pass: ``parts`` are (extractor, blocks of rows (·, n), n_windows),
+        all of extractors with this one's :attr:`batch_key` (or this one alone); returns each
+        part's frames. ``self`` lends the scratch buffers, plans and band weights."""
         n = self.n
         inv_n = 1.0 / n
         ones = self._ones
-        x = xs.reshape(n_win * n_ch, n)
+        blocks = [b for p in parts for b in p[1]]
+        x = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         rows = x.shape[0]
+        # Per row: its window's number in the whole pass, and per window its channel count.
+        win_ch = [len(ex.channels) for ex, _x, n_win in parts for _ in range(n_win)]
+        n_win_all = len(win_ch)
+        row_win = np.repeat(np.arange(n_win_all), win_ch)
 
         # Time-domain moments: BLAS reductions (x @ ones) beat ndarray.mean by ~2x here.
         mean = (x @ ones) * inv_n
-        valid = np.isfinite(mean).reshape(n_win, n_ch).all(axis=1)
+        finite_row = np.isfinite(mean)
+        valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         xmin = x.min(axis=1)
         xmax = x.max(axis=1)
         d = self._buffer("d", x.shape)
@@ -422,19 +468,20 @@ class FeatureExtractor:
         np.multiply(v, v, out=p)
 
         if self.rpm is not None:
-            shaft_hz = np.full(n_win, self.rpm / 60.0)
+            shaft_hz = np.full(n_win_all, self.rpm / 60.0)
         elif self.rpm_range is None:
-            shaft_hz = np.full(n_win, np.nan)
-        else:
+            shaft_hz = np.full(n_win_all, np.nan)
+        else:  # alone in its pass (no batch key)
+            n_ch = win_ch[0]
             shaft_hz = np.array(
                 [
                     self._find_speed_hz(p[w * n_ch : (w + 1) * n_ch])
                     if valid[w]
                     else self._nominal_rpm / 60.0
-                    for w in range(n_win)
+                    for w in range(n_win_all)
                 ]
             )
-        shaft_bins = np.repeat(shaft_hz / self.df, n_ch)[:, None]  # (rows, 1)
+        shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
 
         values = np.empty((rows, len(self.names)), dtype=np.float64)
         values[:, 0] = mean
@@ -452,7 +499,7 @@ class FeatureExtractor:
         k = i + self._band_w.shape[1]
         values[:, i:k] = np.sqrt(band_mean_square(p, self._band_w, n, self.sum_w2))
 
-        centres = self._tiled(self._order_mult, n_win) * shaft_bins
+        centres = self._tiled("orders", self._order_row, rows) * shaft_bins
         values[:, k : k + len(ORDERS)] = self._order_search(
             p, centres, centres * self.orders_tolerance
         )
@@ -460,52 +507,70 @@ class FeatureExtractor:
 
         band = envelope_band_hz or self._fixed_band
         if band is None:
-            band = self.choose_band(spec[:n_ch])
+            band = self.choose_band(spec[: win_ch[0]])
         plan = self.plan_for(band)
         pe = envelope_power(spec, plan)
         if self._has_bearing and self.speed_known:
-            centres = self._tiled(self._defect_mult, n_win) * shaft_bins
+            if len(parts) == 1:
+                table = self._tiled("defects", self._defect_mult, parts[0][2])
+            else:
+                table = np.concatenate([np.tile(ex._defect_mult, (nw, 1)) for ex, _x, nw in parts])
+            centres = table * shaft_bins
             values[:, k:] = (
                 self._env_search[plan.m](pe, centres, centres * self.slip_tolerance) * plan.scale
             )
         else:
             values[:, k:] = np.nan
-        frames = []
-        names = tuple(ch.name for ch in self.channels)
-        for w in range(n_win):
-            sl = slice(w * n_ch, (w + 1) * n_ch)
-            if not valid[w]:
-                values[sl] = np.nan
-            frames.append(
-                FeatureFrame(
-                    names=self.names,
-                    values=values[sl],
-                    channels=names,
-                    shaft_speed_rpm=float(shaft_hz[w]) * 60.0 if valid[w] else float("nan"),
-                    envelope_band_hz=(plan.lo_hz, plan.hi_hz),
-                    envelope_band_key=band,
-                    valid=bool(valid[w]),
-                    spectrum=spec[sl],
-                    env_parts=pe[sl],
-                    _extractor=self,
-                    _env_plan=plan,
+        out: list[list[FeatureFrame]] = []
+        row = w_all = 0
+        for ex, _x, n_win in parts:
+            n_ch = len(ex.channels)
+            names = ex._channel_names
+            frames = []
+            for _w in range(n_win):
+                sl = slice(row, row + n_ch)
+                ok = bool(valid[w_all])
+                if not ok:
+                    values[sl] = np.nan
+                frames.append(
+                    FeatureFrame(
+                        names=ex.names,
+                        values=values[sl],
+                        channels=names,
+                        shaft_speed_rpm=float(shaft_hz[w_all]) * 60.0 if ok else float("nan"),
+                        envelope_band_hz=(plan.lo_hz, plan.hi_hz),
+                        envelope_band_key=band,
+                        valid=ok,
+                        spectrum=spec[sl],
+                        env_parts=pe[sl],
+                        _extractor=ex,
+                        _env_plan=plan,
+                    )
                 )
-            )
-        return frames
-
-    def _tiled(self, table: npt.NDArray[np.float64], n_win: int) -> npt.NDArray[np.float64]:
-        """``table`` (n_channels, k) repeated for ``n_win`` windows, cached by batch size."""
-        key = (id(table), n_win)
-        out = self._tile_cache.get(key)
-        if out is None:
-            out = self._tile_cache[key] = np.tile(table, (n_win, 1))
+                row += n_ch
+                w_all += 1
+            out.append(frames)
         return out
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    def _tiled(
+        self, name: str, table: npt.NDArray[np.float64], reps: int
+    ) -> npt.NDArray[np.float64]:
+        """``table`` (k rows) repeated ``reps`` times, cached by count (the same few recur)."""
+        key = (name, reps)
+        out = self._tile_cache.get(key)
+        if out is None:
+            if len(self._tile_cache) > 64:
+                self._tile_cache.clear()
+            out = self._tile_cache[key] = np.tile(table, (reps, 1))
+        return out
+
+    def _buffer(self, name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+        """Scratch rows, reused: grown when a pass needs more rows, never shrunk (fresh
+        buffers per pass cost more in page faults than the arithmetic done in them)."""
         buf = self._scratch.get(name)
-        if buf is None or buf.shape != shape:
+        if buf is None or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
             buf = self._scratch[name] = np.empty(shape, dtype=np.float32)
-        return buf
+        return buf[: shape[0]]
 
     def _find_speed_hz(self, p: npt.NDArray[np.float32]) -> float:
         """Running speed (Hz) found in the summed power spectrum of all channels.
@@ -532,3 +597,37 @@ class FeatureExtractor:
             if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
                 best_power, best_hz = power, f_h
         return best_hz
+
+
+def extract_many(
+    jobs: Sequence[tuple[FeatureExtractor, Sequence[npt.ArrayLike]]],
+) -> list[list[FeatureFrame]]:
+    """The windows of many extractors (machines), in as few passes as their configurations allow.
+
+    ``jobs`` are (extractor, windows: (n_windows, n_channels, n) in g, or a sequence of
+    (n_channels, n) windows — gathered into the pass with one copy); returns each job's
+    frames, identical to ``extractor.extract_batch(windows)``. Extractors with the same
+    :attr:`~FeatureExtractor.batch_key` share one pass — one ``rfft`` call over all their
+    rows, which pocketfft vectorises (a window of a 3-channel sensor alone costs about
+    twice as much as one in a batch of eight; ``pdm-edge bench``); the others run alone.
+    """
+    out: list[list[FeatureFrame] | None] = [None] * len(jobs)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    checked: list[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]] = []
+    for j, (ex, xs) in enumerate(jobs):
+        n_ch = len(ex.channels)
+        wins = [np.asarray(w, dtype=np.float32) for w in xs]
+        for w in wins:
+            if w.shape != (n_ch, ex.n):
+                raise ValueError(
+                    f"job {j}: window shape {w.shape} != (n_channels={n_ch}, n={ex.n})"
+                )
+        checked.append((ex, wins, len(wins)))
+        key = ex.batch_key
+        groups.setdefault(key if key is not None else ("alone", j), []).append(j)
+    for idx in groups.values():
+        lead = checked[idx[0]][0]
+        frames = lead._extract([checked[j] for j in idx], None)
+        for j, f in zip(idx, frames, strict=True):
+            out[j] = f
+    return [f if f is not None else [] for f in out]
