@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pdm import __version__
+from pdm import __version__, tune_for_streaming
 from pdm.errors import ConfigError, PdmError
 
 if TYPE_CHECKING:
@@ -310,6 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pdm.replay import check_speed, resolve_store
     from pdm.service.app import Service, ServiceOptions, parse_fault
 
+    tune_for_streaming()
     who = "pdm-edge" if args.worker is None else f"pdm-edge[w{args.worker}]"
     logging.basicConfig(level=logging.WARNING, format=f"{who}: %(message)s")
     pipelines = [load_pipeline(p) for p in args.pipelines]
@@ -447,6 +448,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pdm.bench import run_bench
 
+    tune_for_streaming()
     result = run_bench(quick=args.quick)
     if args.json:
         print(json.dumps(result))

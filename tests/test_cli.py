@@ -483,3 +483,16 @@ def test_features_reader_leaves_early() -> None:
     assert rc in (0, 141, -13), (rc, err)  # 141 / -13: killed by SIGPIPE, as `head` expects
     assert "Traceback" not in err, err
     assert "Exception ignored" not in err, err
+
+
+def test_tune_for_streaming_keeps_blas_to_one_thread_and_tells_child_processes() -> None:
+    code = (
+        "import os, numpy, threadpoolctl, pdm; pdm.tune_for_streaming(); "
+        "print([i['num_threads'] for i in threadpoolctl.threadpool_info() "
+        "if i['user_api'] == 'blas'], os.environ['OPENBLAS_NUM_THREADS'], "
+        "os.environ['MALLOC_MMAP_THRESHOLD_'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert out[0].strip("[],") == "1" and out[1:] == ["1", str(32 << 20)]
