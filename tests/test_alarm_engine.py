@@ -165,3 +165,33 @@ def test_restart_sets_the_relay_from_the_stored_state_and_sends_nothing_again(
     assert not any(isinstance(r, StateChange) for r in sink2.records)
     assert n_changes == 1
     engine2.close()
+
+
+def test_alarm_states_without_a_transition_are_written_together_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    """``save`` without ``now`` waits in memory (read back at once), goes to disk with the
+    next save a second later or with a ``now`` save, and ``close`` writes what waits."""
+    import sqlite3
+
+    from pdm.alarms.state import MachineAlarm
+
+    def on_disk() -> dict[str, str]:
+        with sqlite3.connect(tmp_path / "alarms.db") as db:
+            return dict(db.execute("SELECT machine, state FROM machine_state"))
+
+    store = AlarmStore(tmp_path / "alarms.db")
+    store.save("a", MachineAlarm(since_ns=1), off_windows=5)  # the first save writes
+    store.save("a", MachineAlarm(since_ns=2), off_windows=5)
+    store.save("b", MachineAlarm(since_ns=3), off_windows=7)
+    assert store.load("a") == MachineAlarm(since_ns=2) and store.off_windows("b") == 7
+    assert store.machines() == ["a", "b"]
+    assert '"since_ns":1' in on_disk()["a"] and "b" not in on_disk()
+    store.save("c", MachineAlarm(state="trip", since_ns=4), off_windows=5, now=True)
+    disk = on_disk()
+    assert '"since_ns":2' in disk["a"] and '"since_ns":3' in disk["b"] and "trip" in disk["c"]
+    store.save("a", MachineAlarm(since_ns=5), off_windows=5)
+    store.close()
+    assert '"since_ns":5' in on_disk()["a"]
+    with AlarmStore(tmp_path / "alarms.db") as again:
+        assert again.load("a") == MachineAlarm(since_ns=5)

@@ -3,8 +3,9 @@
 One SQLite file (``<data dir>/alarms.db``, WAL, ``synchronous=FULL``). The
 engine saves a machine's state on every transition (before any action is
 taken, so a restart — kill -9 included — finds the state the actions were
-taken for and never re-fires them) and at most once a second otherwise (the
-debounce counters: losing a second of those costs nothing).
+taken for and never re-fires them) and otherwise within about a second, all
+machines' states in one transaction (the debounce counters: losing a second of
+those costs nothing).
 ``pdm-edge ack`` works against this file when no service is running.
 """
 
@@ -52,10 +53,13 @@ class AlarmStore:
             self._db = connect_durable(self.path, _SCHEMA, "machine_state")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.path}: cannot open the alarm state store: {exc}") from exc
-        self._saved: dict[str, float] = {}
+        self._due: dict[str, tuple[MachineAlarm, int]] = {}  # saved, not yet written
+        self._flushed = -1e9
 
     def load(self, machine: str) -> MachineAlarm | None:
         with self._lock:
+            if machine in self._due:
+                return self._due[machine][0]
             row = self._db.execute(
                 "SELECT state FROM machine_state WHERE machine = ?", (machine,)
             ).fetchone()
@@ -73,27 +77,49 @@ class AlarmStore:
     def save(
         self, machine: str, state: MachineAlarm, *, off_windows: int, now: bool = False
     ) -> None:
-        """Save (``now``: always, fsynced; else at most once a second).
+        """Save (``now``: at once, fsynced; else within about a second).
 
-        ``off_windows`` (the pipeline's) is kept with it, so ``pdm-edge ack`` can tell
-        whether a latch is clear without the pipeline file.
+        States saved without ``now`` wait in memory and go to disk together, every
+        machine's in one transaction at most once a second: a commit per machine per
+        second was one fsync each, and with a hundred machines per process those
+        fsyncs were a tenth of its time. ``off_windows`` (the pipeline's) is kept with
+        it, so ``pdm-edge ack`` can tell whether a latch is clear without the pipeline file.
         """
         wall = time.monotonic()
-        if not now and wall - self._saved.get(machine, -1e9) < 1.0:
-            return
-        text = json.dumps({**state.to_json(), "off_windows": off_windows}, separators=(",", ":"))
         with self._lock:
-            self._db.execute(
+            self._due[machine] = (state, off_windows)
+            if now or wall - self._flushed >= 1.0:
+                self._flush(wall)
+
+    def _flush(self, wall: float) -> None:
+        """Write every waiting state in one transaction (holding the lock)."""
+        if not self._due:
+            return
+        t_ns = time.time_ns()
+        rows = [
+            (m, json.dumps({**st.to_json(), "off_windows": off}, separators=(",", ":")), t_ns)
+            for m, (st, off) in self._due.items()
+        ]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
                 "INSERT INTO machine_state(machine, state, updated_ns) VALUES (?,?,?) "
                 "ON CONFLICT(machine) DO UPDATE SET state = excluded.state, "
                 "updated_ns = excluded.updated_ns",
-                (machine, text, time.time_ns()),
+                rows,
             )
-        self._saved[machine] = wall
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._due.clear()
+        self._flushed = wall
 
     def off_windows(self, machine: str) -> int | None:
         """The off-delay saved with the machine's state (None: no state)."""
         with self._lock:
+            if machine in self._due:
+                return self._due[machine][1]
             row = self._db.execute(
                 "SELECT state FROM machine_state WHERE machine = ?", (machine,)
             ).fetchone()
@@ -108,11 +134,28 @@ class AlarmStore:
 
     def machines(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT machine FROM machine_state ORDER BY 1")]
+            stored = {r[0] for r in self._db.execute("SELECT machine FROM machine_state")}
+            return sorted(stored | set(self._due))
+
+    def tick(self) -> None:
+        """Write the waiting states if the last write is a second old (a quiet process's
+        housekeeping: states otherwise wait for the next save)."""
+        wall = time.monotonic()
+        with self._lock:
+            if self._due and wall - self._flushed >= 1.0:
+                self._flush(wall)
+
+    def flush(self) -> None:
+        """Write the states waiting to be saved now."""
+        with self._lock:
+            self._flush(time.monotonic())
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            try:
+                self._flush(time.monotonic())
+            finally:
+                self._db.close()
 
     def __enter__(self) -> AlarmStore:
         return self
