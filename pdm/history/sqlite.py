@@ -266,7 +266,19 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error(exc, where=str(self.path)) from exc
         try:
-            self._open()
+            # Processes opening a new file together (the service's workers) can find it
+            # locked while one of them switches it to WAL, which SQLite reports at once,
+            # without waiting out busy_timeout: wait for it here.
+            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+            while True:
+                try:
+                    self._open()
+                    break
+                except HistoryError as exc:
+                    busy = any(w in str(exc).lower() for w in ("locked", "busy"))
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         except BaseException:
             self._db.close()
             raise
