@@ -565,7 +565,9 @@ def _send(
             t0_ns = ns_from_seconds(chunk.t0) + shift_ns
             if dtype == "int16":
                 where = f"{rec.path}:{chunk.first_line}"
-                counts, frame_scale = _quantize(chunk.data, scale, where)
+                counts, frame_scale = _quantize(
+                    chunk.data.astype(np.float64, copy=False), scale, where
+                )
                 frame = encode_frame(
                     sensor_id,
                     counts,

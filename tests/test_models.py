@@ -294,3 +294,22 @@ def test_committed_demo_model_is_what_its_command_regenerates(tmp_path) -> None:
         # moves them by ~1e-5 (seen: 4e-5 between two machines); a stale model moves them
         # by far more than 1e-3 of the threshold.
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_the_service_explains_only_windows_at_or_above_the_alert_threshold(trained) -> None:
+    """``explain_all=False`` (the service): same scores and states; top features and a
+    diagnosis only where the window's own score reaches the alert threshold."""
+    out, _, pl = trained
+    rec, pl2 = open_recording(FIX / "outer_race.csv.gz", pl)
+    with rec:
+        fs = FeatureStream(pl2, rec.sample_rate_hz)
+        frames = list(fs.feed(rec.chunks()))
+    model = Model.load(out, pl2, rec.sample_rate_hz)
+    full = WindowScorer(model, pl2.columns, fs.extractor.names).rows(frames)
+    lean = WindowScorer(model, pl2.columns, fs.extractor.names, explain_all=False).rows(frames)
+    assert [(r["score"], r["state"]) for r in lean] == [(r["score"], r["state"]) for r in full]
+    quiet = [(f, q) for f, q in zip(full, lean, strict=True) if f["state"] == "ok"]
+    loud = [(f, q) for f, q in zip(full, lean, strict=True) if f["state"] in ("alert", "danger")]
+    assert quiet and loud  # the recording has both
+    assert all(q["diagnosis"] is None and q["top_features"] == [] for _f, q in quiet)
+    assert all(q == f for f, q in loud)  # alerting windows are explained in full

@@ -186,14 +186,14 @@ def test_a_stalled_processing_loop_drops_the_relay(tmp_path: Path, modbus_server
         while not modbus_server.coil(0) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert modbus_server.coil(0) is True
-        real = runner._process
-        runner._process = lambda chunk: time.sleep(4) or real(chunk)  # type: ignore[method-assign]
+        real = runner._cut  # every chunk's first step, on the pool's thread
+        runner._cut = lambda chunk: time.sleep(4) or real(chunk)  # type: ignore[method-assign]
         deadline = time.monotonic() + 10
         while modbus_server.coil(0) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert modbus_server.coil(0) is False  # dropped by the watchdog
         assert not app.health()["ok"] and "stalled" in json.dumps(app.health())
-        runner._process = real  # type: ignore[method-assign]
+        runner._cut = real  # type: ignore[method-assign]
         deadline = time.monotonic() + 20
         while not modbus_server.coil(0) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -76,6 +76,7 @@ class Windower:
         self.hop = hop
         self.scale = np.asarray(scale, dtype=np.float64)
         self.n_channels = int(self.scale.shape[0])
+        self._unit = bool(np.all(self.scale == 1.0))  # every channel in g: a plain copy
         self.max_gap_s = max_gap_s
         # Capacity of a few windows keeps compaction rare (it moves < n samples).
         self._cap = max(4 * n, n + 4 * hop)
@@ -140,12 +141,15 @@ class Windower:
                 self._seg_pos += self._r
                 self._w, self._r = keep, 0
             take = min(self._cap - self._w, m - pos)
-            np.multiply(
-                data[pos : pos + take].T,
-                self.scale[:, None],
-                out=buf[:, self._w : self._w + take],
-                casting="unsafe",
-            )
+            if self._unit:
+                buf[:, self._w : self._w + take] = data[pos : pos + take].T
+            else:
+                np.multiply(
+                    data[pos : pos + take].T,
+                    self.scale[:, None],
+                    out=buf[:, self._w : self._w + take],
+                    casting="unsafe",
+                )
             self._w += take
             pos += take
             while self._w - self._r >= n:

@@ -153,9 +153,20 @@ class Model:
 class WindowScorer:
     """Scores windows and explains them: the ``pdm-edge score`` row for each window."""
 
-    def __init__(self, model: Model, channels: Sequence[str], available: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model: Model,
+        channels: Sequence[str],
+        available: Sequence[str],
+        *,
+        explain_all: bool = True,
+    ) -> None:
         self.model = model
         self.vectorizer = FeatureVectorizer(model.names, tuple(channels), tuple(available))
+        #: False: only windows scored at or above the alert threshold get top features and
+        #: a diagnosis (the service: explaining every healthy window cost more than scoring
+        #: it, and a healthy window has nothing to explain). Replays explain every window.
+        self.explain_all = explain_all
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
         """One JSON-ready dict per window: time, score, state, top features, diagnosis."""
@@ -174,7 +185,12 @@ class WindowScorer:
                 "window": wf.window.index,
                 "valid": bool(ok[i]),
             }
-            if ok[i]:
+            if ok[i] and not self.explain_all and scores[i] < self.model.alert:
+                s = float(scores[i])
+                row.update(
+                    score=round(s, 6), state="ok", top_features=[], diagnosis=None, evidence=[]
+                )
+            elif ok[i]:
                 s = float(scores[i])
                 ev = diagnose(self.model.names, x[i].astype(np.float64), z[i].astype(np.float64))
                 row.update(

@@ -23,12 +23,21 @@ class ScoreStream:
     model_dir : the model directory; when it holds no model and the pipeline sets
         ``model.teach_in_s``, the stream starts in learning mode
     available : feature names of the extractor (``FeatureStream.extractor.names``)
+    explain_all : False to explain only windows at or above the alert threshold
+        (:class:`~pdm.scoring.runtime.WindowScorer`)
     """
 
     def __init__(
-        self, pipeline: Pipeline, fs: float, model_dir: Path, available: Sequence[str]
+        self,
+        pipeline: Pipeline,
+        fs: float,
+        model_dir: Path,
+        available: Sequence[str],
+        *,
+        explain_all: bool = True,
     ) -> None:
         self.pipeline = pipeline
+        self.explain_all = explain_all
         self.available = tuple(available)
         self.teach: TeachIn | None = None
         self.scorer: WindowScorer | None = None
@@ -36,9 +45,13 @@ class ScoreStream:
         if not (model_dir / "model.json").exists() and pipeline.model.teach_in_s:
             self.teach = TeachIn(pipeline, fs, model_dir, pipeline.model.teach_in_s)
         else:
-            self.scorer = WindowScorer(
-                Model.load(model_dir, pipeline, fs), pipeline.columns, self.available
-            )
+            self.scorer = self.scorer_for(Model.load(model_dir, pipeline, fs))
+
+    def scorer_for(self, model: Model) -> WindowScorer:
+        """A scorer of ``model`` for this stream (explaining as the stream was told)."""
+        return WindowScorer(
+            model, self.pipeline.columns, self.available, explain_all=self.explain_all
+        )
 
     @property
     def learning(self) -> bool:
@@ -61,7 +74,7 @@ class ScoreStream:
             ]
             if model is None:
                 return rows
-            self.scorer = WindowScorer(model, self.pipeline.columns, self.available)
+            self.scorer = self.scorer_for(model)
             self.trained_here = True
             windows = windows[used:]
         return rows + self.scorer.rows(windows)

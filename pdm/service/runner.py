@@ -1,9 +1,10 @@
 """One monitored machine inside the service: chunks in, everything else out.
 
-A :class:`MachineRunner` owns a bounded queue of chunks and a thread that
-takes them through the same path as ``pdm-edge replay`` — windows, features
-(one window at a time: a live stream wants each result at once), scoring
-(teach-in included), the alarm engine (actions live) and the history writer.
+A :class:`MachineRunner` owns a bounded queue of chunks and takes them through the
+same path as ``pdm-edge replay`` — windows, features, scoring (teach-in included), the
+alarm engine (actions live) and the history writer — on a :class:`RunnerPool`'s thread,
+whose rounds extract the windows of all machines waiting in one pass (or on a thread
+of its own).
 
 **Backlog policy** (never a silent drop): sources put chunks with
 :meth:`MachineRunner.offer`; when the queue is full the source waits up to
@@ -42,6 +43,8 @@ import numpy as np
 from pdm.alarms.engine import AlarmEngine
 from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
+from pdm.dsp.features import FeatureExtractor, extract_many
+from pdm.dsp.windows import Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
 from pdm.history.records import Event, Record, StateChange, to_ns
@@ -125,7 +128,18 @@ class RunnerPool:
 
     The watchdog watches the pool: :attr:`heartbeat` moves after every turn and every idle
     half second, so a machine waiting for its turn is not "stalled" — the loop is.
+
+    A turn is taken in rounds (:meth:`_round`): every machine with a chunk waiting cuts its
+    windows, all the windows are extracted together, then each machine goes on with its
+    own. At light load a round is one chunk (nothing else waits); as load rises rounds
+    grow and the FFTs of many machines run as one call — the cost per window falls just
+    when it matters.
     """
+
+    #: A round stops taking turns at this many windows (or turns): the decision latency
+    #: of a round's first window includes the whole round's work.
+    max_windows = 8
+    max_turns = 64
 
     def __init__(self, name: str = "pdm-machines") -> None:
         self.ready: queue.SimpleQueue[MachineRunner] = queue.SimpleQueue()
@@ -155,7 +169,7 @@ class RunnerPool:
             except queue.Empty:
                 runner = None
             if runner is not None:
-                runner._turn()
+                self._round(runner)
             now = self.heartbeat = time.monotonic()
             if now >= housekeeping:
                 housekeeping = now + 0.5
@@ -164,8 +178,72 @@ class RunnerPool:
                 for r in runners:
                     if not r._done.is_set() and r.queue.empty():
                         r.writer.submit(*r.engine.retry_relay())
+                for store in {id(r.engine.store): r.engine.store for r in runners}.values():
+                    store.tick()
                 if runners and all(r._done.is_set() for r in runners):
                     return
+
+    def _round(self, first: MachineRunner) -> None:
+        """One turn for ``first`` and for every machine already waiting, up to
+        ``max_windows`` windows: cut them all, extract them in one pass (the windows of
+        machines with the same DSP configuration share one FFT call), then each machine
+        scores, decides and records its windows, in arrival order."""
+        cuts: list[_Cut] = []
+        windows = 0
+        runner: MachineRunner | None = first
+        while runner is not None:
+            cut = runner._cut_turn()
+            if cut is not None:
+                cuts.append(cut)
+                windows += len(cut.windows)
+            if windows >= self.max_windows or len(cuts) >= self.max_turns:
+                break
+            try:
+                runner = self.ready.get_nowait()
+            except queue.Empty:
+                runner = None
+        if windows:
+            t0 = time.perf_counter()
+            _extract_cuts([c for c in cuts if c.windows])
+            cuts[0].runner.observe("dsp", time.perf_counter() - t0)
+        for cut in cuts:
+            cut.runner._after_cut(cut)
+
+
+@dataclass
+class _Cut:
+    """One chunk's turn: the windows it completed, and then their features."""
+
+    runner: MachineRunner
+    windows: list[Window]
+    received: float | None
+    extractor: FeatureExtractor | None
+    stop: bool = False
+    features: list[WindowFeatures] | None = None
+    error: BaseException | None = None
+
+
+def _extract_cuts(cuts: list[_Cut]) -> None:
+    """Every cut's features: one :func:`extract_many` pass over the machines whose
+    extractors allow it; the others (and all of them, should the shared pass fail)
+    each on its own, so one machine's failure stays its own."""
+    shared = [c for c in cuts if c.extractor is not None and c.extractor.batch_key is not None]
+    if len(shared) > 1:
+        try:
+            jobs = [(c.extractor, [w.data for w in c.windows]) for c in shared]
+            frames = extract_many(jobs)  # type: ignore[arg-type]  # extractor is set
+            for c, f in zip(shared, frames, strict=True):
+                c.features = c.runner.features.take(c.windows, f)
+        except Exception:
+            log.exception("a batched extraction failed; extracting machine by machine")
+            for c in shared:
+                c.features = None
+    for c in cuts:
+        if c.features is None:
+            try:
+                c.features = c.runner.features.extract(c.windows)
+            except Exception as exc:
+                c.error = exc
 
 
 class MachineRunner:
@@ -198,7 +276,6 @@ class MachineRunner:
         self.max_lag_s = max_lag_s
         self.observe = observe or (lambda stage, s: None)
         self.on_decision = on_decision
-        self._received: float | None = None  # monotonic arrival of the chunk being processed
         self.queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=queue_chunks)
         self.features = FeatureStream(self.pipeline, fs, batch=1)
         self.scores: Any = None
@@ -206,7 +283,9 @@ class MachineRunner:
         if model_dir is not None:
             from pdm.scoring.stream import ScoreStream
 
-            self.scores = ScoreStream(self.pipeline, fs, model_dir, self.features.extractor.names)
+            self.scores = ScoreStream(
+                self.pipeline, fs, model_dir, self.features.extractor.names, explain_all=False
+            )
         self.recorder = Recorder(self.pipeline, CaptureStore(data_dir))
         self.engine = AlarmEngine(
             self.pipeline, alarm_store, writer.submit, self.recorder, data_dir, actions=actions
@@ -295,40 +374,59 @@ class MachineRunner:
                 continue
             if chunk is None:
                 return
-            self._one(chunk)
+            cut = self._cut(chunk)
+            if cut.windows:
+                _extract_cuts([cut])
+            self._after_cut(cut)
             self.heartbeat = time.monotonic()
 
-    def _turn(self) -> None:
-        """The pool's call: one queued chunk (or the stop mark)."""
+    def _cut_turn(self) -> _Cut | None:
+        """The pool's call: window one queued chunk (None: nothing queued, or done)."""
         if self._done.is_set():
-            return
+            return None
         try:
             chunk = self.queue.get_nowait()
         except queue.Empty:
-            return  # discarded by the backlog policy after it was offered
+            return None  # discarded by the backlog policy after it was offered
         if chunk is None:
-            self._done.set()
-            return
-        self._one(chunk)
+            return _Cut(self, [], None, None, stop=True)
+        return self._cut(chunk)
 
-    def _one(self, chunk: Chunk) -> None:
+    def _cut(self, chunk: Chunk) -> _Cut:
+        t0 = time.perf_counter()
+        self.stats.chunks += 1
         try:
-            self._process(chunk)
+            windows = self.features.cut(chunk)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("%s: processing failed: %s", self.machine, exc)
+            return _Cut(self, [], chunk.received, None, error=exc)
+        self.observe("read", time.perf_counter() - t0)
+        return _Cut(self, windows, chunk.received, self.features.extractor)
+
+    def _after_cut(self, cut: _Cut) -> None:
+        """Score, decide and record a cut's windows (features done); never raises."""
+        if cut.error is None:
+            try:
+                for wf in cut.features or ():
+                    self._window(wf, cut.received)
+                self._check_lag()
+            except Exception as exc:
+                cut.error = exc
+        failure = cut.error
+        if failure is not None:
+            self.error = f"{type(failure).__name__}: {failure}"
+            log.error("%s: processing failed: %s", self.machine, self.error, exc_info=failure)
             self.writer.submit(
                 Event(self.machine, time.time_ns(), "processing_error", "alarm", self.error)
             )
+        if cut.stop:
+            self._done.set()
 
     def _process(self, chunk: Chunk) -> None:
-        t0 = time.perf_counter()
-        self.stats.chunks += 1
-        self._received = chunk.received
-        for wf in self.features.push(chunk):
-            self._window(wf)
-        self.observe("read", time.perf_counter() - t0)
-        self._check_lag()
+        """One chunk all the way, on the caller's thread (tests and tools)."""
+        cut = self._cut(chunk)
+        if cut.windows:
+            _extract_cuts([cut])
+        self._after_cut(cut)
 
     def swap_model(self, model: Any) -> None:
         """Score with ``model`` from the next window on (checked by the caller)."""
@@ -364,14 +462,10 @@ class MachineRunner:
         """Score ``run``'s model in shadow from the next window on; None stops the shadow."""
         self._shadow = run  # one assignment: the runner's thread sees the old or the new one
 
-    def _window(self, wf: WindowFeatures) -> None:
+    def _window(self, wf: WindowFeatures, received: float | None = None) -> None:
         if self._next_model is not None and self.scores is not None:
-            from pdm.scoring.runtime import WindowScorer
-
             model, self._next_model = self._next_model, None
-            self.scores.scorer = WindowScorer(
-                model, self.pipeline.columns, self.features.extractor.names
-            )
+            self.scores.scorer = self.scores.scorer_for(model)
             self.scores.teach = None
         t1 = time.perf_counter()
         rows = self.scores.process([wf]) if self.scores is not None else []
@@ -389,10 +483,10 @@ class MachineRunner:
         recs += self.engine.process([wf], rows, model=model, thresholds=thresholds, gaps=new_events)
         t3 = time.perf_counter()
         self.observe("alarms", t3 - t2)
-        if self._received is not None and self.on_decision is not None:
-            # The window's last sample arrived with this chunk; the relay command (if the
+        if received is not None and self.on_decision is not None:
+            # The window's last sample arrived with its chunk; the relay command (if the
             # state changed) has been issued by now.
-            self.on_decision(time.monotonic() - self._received)
+            self.on_decision(time.monotonic() - received)
         self.writer.submit(*recs, mark=to_ns(wf.window.t_start))
         self.observe("history", time.perf_counter() - t3)
         self.stats.windows += 1

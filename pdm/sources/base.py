@@ -24,7 +24,7 @@ class Chunk:
 
     Attributes
     ----------
-    data : (n_samples, n_channels) float64
+    data : (n_samples, n_channels) float64, or float32 from a float32 stream
         Samples in the channels' own units (g or m/s², as the pipeline says).
         NaN marks a sample that could not be read (only with ``on_bad_data="invalidate"``).
     fs : float
@@ -43,7 +43,7 @@ class Chunk:
         measures (``pdm_decision_latency_seconds``).
     """
 
-    data: npt.NDArray[np.float64]
+    data: npt.NDArray[np.floating]
     fs: float
     t0: float
     channels: tuple[str, ...]

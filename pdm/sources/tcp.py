@@ -318,8 +318,12 @@ class Frame:
         """Time of the first sample, POSIX seconds (correctly rounded from ``t0_ns``)."""
         return self.t0_ns / 1_000_000_000
 
-    def values(self) -> npt.NDArray[np.float64]:
-        """(n_samples, n_channels) float64 in the channels' units (int16: ``count * scale``)."""
+    def values(self) -> npt.NDArray[np.floating]:
+        """(n_samples, n_channels) in the channels' units (int16: ``count * scale``), a copy:
+        float32 for a float32 frame (the windows are float32: widening would only cost a
+        copy twice the size), float64 otherwise."""
+        if self.data.dtype.kind == "f" and self.data.dtype.itemsize == 4:
+            return self.data.astype(np.float32)  # native order, and the frame's buffer is reused
         out = self.data.astype(np.float64)
         if self.scale is not None:
             out *= self.scale

@@ -1,0 +1,170 @@
+"""The service's processing pool, in process: rounds that batch the windows of many machines.
+
+A :class:`~pdm.service.runner.RunnerPool` round cuts the windows of every machine with a
+chunk waiting, extracts them in one pass, then lets each machine score, decide and record.
+These tests drive rounds by hand (the pool's thread is not started) so what is batched is
+known, and hold the pooled results against each machine processed alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import pdm.service.runner as runner_mod
+from pdm.alarms.store import AlarmStore
+from pdm.config import load_pipeline
+from pdm.dsp.features import feature_names
+from pdm.history import open_store, parse_store_url
+from pdm.history.spool import Spool
+from pdm.history.writer import HistoryWriter
+from pdm.service.runner import MachineRunner, RunnerPool
+from pdm.sources.base import Chunk
+from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
+
+FS = 25600.0
+N = 4096
+CHUNK = 1024
+
+
+def _pipeline_text(i: int, band: str) -> str:
+    return f"""schema_version = 1
+[machine]
+id = "m{i}"
+iso_group = 2
+[machine.speed]
+rpm = 1480
+[acquisition]
+sample_rate_hz = {FS}
+window_samples = {N}
+overlap = 0.5
+[[sensors]]
+id = "m{i}-de"
+bearing = "6205"
+channels = [
+  {{ column = "x_g", unit = "g", full_scale = 16.0 }},
+  {{ column = "y_g", unit = "g", full_scale = 16.0 }},
+]
+[envelope]
+band_hz = {band}
+"""
+
+
+def _chunks(seed: int, fault: bool) -> list[Chunk]:
+    faults = (FaultSpec("bpfo", 0.8),) if fault else (FaultSpec("unbalance", 0.05),)
+    spec = SimSpec(
+        fs=FS, duration_s=1.0, rpm=1480.0, channels=("x_g", "y_g"), faults=faults,
+        start_time=time.time() - 1.0, seed=seed,
+    )  # fmt: skip
+    return [
+        Chunk(c.data.astype(np.float32), c.fs, c.t0, c.channels, received=time.monotonic())
+        for c in Simulator(spec, chunk_samples=CHUNK).chunks()
+    ]
+
+
+class _Rig:
+    """Runners for a few machines sharing a history writer and an alarm store."""
+
+    def __init__(self, tmp: Path, bands: list[str], pool: bool) -> None:
+        url = parse_store_url(f"sqlite:///{tmp}/history.db")
+        self.writer = HistoryWriter(lambda: open_store(url), Spool(tmp / "spool.db"), label="t")
+        self.store = AlarmStore(tmp / "alarms.db")
+        self.pool = RunnerPool() if pool else None
+        self.seen: list[tuple[str, int, np.ndarray]] = []
+        self.runners = []
+        for i, band in enumerate(bands):
+            f = tmp / f"m{i}.toml"
+            f.write_text(_pipeline_text(i, band))
+            r = MachineRunner(
+                load_pipeline(f), FS, writer=self.writer, alarm_store=self.store,
+                data_dir=tmp, actions="live", pool=self.pool,
+            )  # fmt: skip
+            real = r._window
+
+            def spy(wf: Any, received: float | None = None, r=r, real=real) -> None:
+                self.seen.append((r.machine, wf.window.index, wf.features.values.copy()))
+                real(wf, received)
+
+            r._window = spy  # type: ignore[method-assign]
+            self.runners.append(r)
+
+    def close(self) -> None:
+        for r in self.runners:
+            r.engine.close(timeout=5)
+        self.writer.close()
+        self.store.close()
+
+
+def test_a_round_extracts_the_machines_waiting_together_and_matches_each_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bands = ["[2000.0, 6000.0]", "[2000.0, 6000.0]", "[2000.0, 6000.0]", '"auto"']
+    streams = [_chunks(seed=i, fault=(i == 1)) for i in range(len(bands))]
+    passes: list[int] = []
+    real_many = runner_mod.extract_many
+
+    def counting(jobs: Any) -> Any:  # the real function, counted
+        passes.append(len(jobs))
+        return real_many(jobs)
+
+    monkeypatch.setattr(runner_mod, "extract_many", counting)
+    (tmp_path / "pool").mkdir()
+    rig = _Rig(tmp_path / "pool", bands, pool=True)
+    try:
+        assert rig.pool is not None
+        for k in range(len(streams[0])):
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks[k])
+            while not rig.pool.ready.empty():
+                rig.pool._round(rig.pool.ready.get())
+        pooled = sorted(rig.seen, key=lambda s: (s[0], s[1]))
+        windows = [r.stats.windows for r in rig.runners]
+        errors = [r.error for r in rig.runners]
+    finally:
+        rig.close()
+    # 1 s at hop 2048 after the first 4096 samples: 11 windows per machine.
+    assert windows == [11] * 4 and errors == [""] * 4
+    # The three fixed-band machines share each pass; the auto-band one runs alone.
+    assert passes and set(passes) == {3}
+    (tmp_path / "alone").mkdir()
+    rig = _Rig(tmp_path / "alone", bands, pool=False)
+    try:
+        for r, chunks in zip(rig.runners, streams, strict=True):
+            for c in chunks:
+                r._process(c)
+        alone = sorted(rig.seen, key=lambda s: (s[0], s[1]))
+    finally:
+        rig.close()
+    assert [(m, i) for m, i, _ in pooled] == [(m, i) for m, i, _ in alone]
+    for (_m, _i, a), (_m2, _i2, b) in zip(pooled, alone, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, equal_nan=True)
+    # The fault stays with its machine: m1's outer-race line towers over the others'.
+    col = feature_names().index("env_bpfo_g")
+    bpfo = {m: v[:, col] for m, _i, v in pooled}
+    assert np.nanmin(bpfo["m1"]) > 5 * max(np.nanmax(bpfo["m0"]), np.nanmax(bpfo["m2"]))
+
+
+def test_a_failing_batched_pass_falls_back_machine_by_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(jobs: Any) -> Any:
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(runner_mod, "extract_many", broken)
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 2, pool=True)
+    try:
+        assert rig.pool is not None
+        streams = [_chunks(seed=i, fault=False) for i in range(2)]
+        for k in range(len(streams[0])):
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                r.offer(chunks[k])
+            while not rig.pool.ready.empty():
+                rig.pool._round(rig.pool.ready.get())
+        assert [r.stats.windows for r in rig.runners] == [11, 11]
+        assert [r.error for r in rig.runners] == ["", ""]
+    finally:
+        rig.close()
