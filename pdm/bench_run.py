@@ -58,7 +58,7 @@ FRAME_SAMPLES = 2560
 SENSORS_PER_MACHINE = 2
 WINDOWS_PER_SENSOR_S = FS / (N * (1 - OVERLAP))
 LAG_LIMIT_S = 2.0
-MAX_TRIES = 3
+MAX_TRIES = 5
 _MASK = 0xFFFFFFFF
 
 
@@ -179,7 +179,7 @@ def _get(url: str, timeout: float = 5.0) -> str:
 # -- the DAQs ------------------------------------------------------------------------------------
 def _sender(
     port: int, machines: list[str], channels: list[str], data: np.ndarray, paced: bool,
-    duration_s: float, t_start: float, out: Any,
+    duration_s: float, out: Any,
 ) -> None:  # fmt: skip
     """One connection per machine; frames of FRAME_SAMPLES from ``data`` in a loop."""
     from pdm.sources.tcp import _HEAD, _U16, MAGIC, VERSION
@@ -195,37 +195,44 @@ def _sender(
         socks.append(s)
     sids = [m.encode() for m in machines]
     dt = FRAME_SAMPLES / FS
+    # The DAQs' clock starts now, not when the bench started this process (a spawned
+    # interpreter takes a second or two to get here: that would read as lag).
+    t_start = time.time()
     wall0 = time.monotonic()
     late_max = 0.0
     k = 0
     sent = 0
     error = ""
+    m = len(socks)
     try:
         while True:
-            due = wall0 + (k + 1) * dt  # when the frame's last sample would be acquired
-            now = time.monotonic()
-            if now - wall0 >= duration_s:
+            if time.monotonic() - wall0 >= duration_s:
                 break
-            if paced:
-                if due > now:
-                    time.sleep(due - now)
-                else:
-                    late_max = max(late_max, now - due)
-            t0_ns = round((t_start + k * dt) * 1e9)
             block, crc = blocks[k % n_frames], makers[k % n_frames]
-            # Machine i starts i % 32 frames late: their windows complete spread over time,
-            # as unsynchronised DAQs' would, rather than all in the same 0.1 s.
             for i, (sock, sid) in enumerate(zip(socks, sids, strict=True)):
+                # Machine i starts i % 32 frames late, so that their windows complete spread
+                # over time; and its DAQ's clock runs i/m of a frame behind the first's: the
+                # frames of unsynchronised DAQs arrive spread over each 0.1 s, not together.
                 if k < i % 32:
                     continue
+                phase = k + i / m
+                if paced:
+                    due = wall0 + (phase + 1) * dt  # its last sample has been acquired
+                    now = time.monotonic()
+                    if due > now + 0.001:
+                        time.sleep(due - now)
+                    else:
+                        late_max = max(late_max, now - due)
+                t0_ns = round((t_start + phase * dt) * 1e9)
                 prefix = (
                     _HEAD.pack(MAGIC, VERSION, 1, len(channels), FS, t0_ns, FRAME_SAMPLES, len(sid))
                     + sid
                     + names
                 )
-                sock.sendall(prefix)
-                sock.sendall(block)
-                sock.sendall(crc(prefix).to_bytes(4, "little"))
+                tail = crc(prefix).to_bytes(4, "little")
+                done = sock.sendmsg([prefix, block, tail])  # one system call per frame
+                if done < len(prefix) + len(block) + 4:
+                    sock.sendall((prefix + block + tail)[done:])
                 sent += 1
             k += 1
     except OSError as exc:
@@ -301,10 +308,15 @@ _SAMPLE = re.compile(r"^(pdm_[a-z_]+)(\{[^}]*\})? (\S+)$")
 
 
 def _scrape(base: str) -> dict[str, Any]:
+    # The moment the counters were read: the middle of the request (under load the
+    # supervisor gathering its workers' metrics takes a noticeable part of a second).
+    t_ask = time.monotonic()
+    text = _get(base + "/metrics")
+    t_read = 0.5 * (t_ask + time.monotonic())
     windows = 0.0
     buckets: dict[float, float] = {}
     lag = 0.0
-    for line in _get(base + "/metrics").splitlines():
+    for line in text.splitlines():
         m = _SAMPLE.match(line)
         if not m:
             continue
@@ -318,7 +330,7 @@ def _scrape(base: str) -> dict[str, Any]:
             assert le is not None
             b = math.inf if le[1] == "+Inf" else float(le[1])
             buckets[b] = buckets.get(b, 0.0) + value
-    return {"t": time.monotonic(), "windows": windows, "buckets": buckets, "lag": lag}
+    return {"t": t_read, "windows": windows, "buckets": buckets, "lag": lag}
 
 
 def _quantile(b0: dict[float, float], b1: dict[float, float], q: float) -> float | None:
@@ -373,7 +385,6 @@ def _phase(
                 data,
                 paced,
                 warmup + seconds,
-                time.time(),
                 out,
             ),
             daemon=True,
