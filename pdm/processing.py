@@ -156,14 +156,9 @@ class FeatureStream:
     def push(self, chunk: Chunk) -> Iterator[WindowFeatures]:
         """Feed a chunk; yields the features of every complete group of windows."""
         windows, events = self._windower.push(chunk)
-        for ev in events:
-            self.events.append(ev)
-            self._band = None  # a new segment chooses its own band
-            if ev.kind == "rate_change":
-                yield from self.flush()  # windows before the change belong to the old rate
-                self.pipeline = self.pipeline.with_sample_rate(chunk.fs)
-                self._extractor = build_extractor(self.pipeline, chunk.fs)
-                self.fs = chunk.fs
+        if any(ev.kind == "rate_change" for ev in events):
+            yield from self.flush()  # windows before the change belong to the old rate
+        self._reset(events, chunk.fs)
         for w in windows:
             self._pending.append(w)
             if (w.index + 1) % self.batch == 0:
@@ -192,14 +187,18 @@ class FeatureStream:
         if self._pending:
             raise RuntimeError("cut() on a stream with windows waiting in push()'s groups")
         windows, events = self._windower.push(chunk)
+        self._reset(events, chunk.fs)
+        return windows
+
+    def _reset(self, events: list[StreamEvent], fs: float) -> None:
+        """Take the windower's resets: kept, a new band per segment, a new extractor per rate."""
         for ev in events:
             self.events.append(ev)
             self._band = None  # a new segment chooses its own band
             if ev.kind == "rate_change":
-                self.pipeline = self.pipeline.with_sample_rate(chunk.fs)
-                self._extractor = build_extractor(self.pipeline, chunk.fs)
-                self.fs = chunk.fs
-        return windows
+                self.pipeline = self.pipeline.with_sample_rate(fs)
+                self._extractor = build_extractor(self.pipeline, fs)
+                self.fs = fs
 
     def extract(self, windows: list[Window]) -> list[WindowFeatures]:
         """The features of ``windows`` (consecutive, of this stream) in one pass of its own."""

@@ -407,15 +407,24 @@ class FeatureExtractor:
         *,
         envelope_band_hz: tuple[float, float] | None = None,
     ) -> list[FeatureFrame]:
-        """:meth:`extract_batch` of separate (n_channels, n) float32 windows, gathered into
-        the pass with one copy (none for a single window)."""
+        """:meth:`extract_batch` of separate (n_channels, n) windows, gathered into the
+        pass with one copy (none for a single float32 window)."""
+        wins = self._checked(windows, "")
+        return self._extract([(self, wins, len(wins))], envelope_band_hz)[0]
+
+    def _checked(
+        self, windows: Sequence[npt.ArrayLike], where: str
+    ) -> list[npt.NDArray[np.float32]]:
+        """``windows`` as float32 arrays of this extractor's (n_channels, n); ``ValueError``
+        (prefixed with ``where``) for any other shape."""
         n_ch = len(self.channels)
-        for w in windows:
-            if w.shape != (n_ch, self.n) or w.dtype != np.float32:
+        out = [np.asarray(w, dtype=np.float32) for w in windows]
+        for w in out:
+            if w.shape != (n_ch, self.n):
                 raise ValueError(
-                    f"window {w.shape} {w.dtype} != (n_channels={n_ch}, n={self.n}) float32"
+                    f"{where}window shape {w.shape} != (n_channels={n_ch}, n={self.n})"
                 )
-        return self._extract([(self, list(windows), len(windows))], envelope_band_hz)[0]
+        return out
 
     @property
     def batch_key(self) -> tuple[object, ...] | None:
@@ -615,13 +624,7 @@ def extract_many(
     groups: dict[tuple[object, ...], list[int]] = {}
     checked: list[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]] = []
     for j, (ex, xs) in enumerate(jobs):
-        n_ch = len(ex.channels)
-        wins = [np.asarray(w, dtype=np.float32) for w in xs]
-        for w in wins:
-            if w.shape != (n_ch, ex.n):
-                raise ValueError(
-                    f"job {j}: window shape {w.shape} != (n_channels={n_ch}, n={ex.n})"
-                )
+        wins = ex._checked(xs, f"job {j}: ")
         checked.append((ex, wins, len(wins)))
         key = ex.batch_key
         groups.setdefault(key if key is not None else ("alone", j), []).append(j)

@@ -374,10 +374,7 @@ class MachineRunner:
                 continue
             if chunk is None:
                 return
-            cut = self._cut(chunk)
-            if cut.windows:
-                _extract_cuts([cut])
-            self._after_cut(cut)
+            self._process(chunk)
             self.heartbeat = time.monotonic()
 
     def _cut_turn(self) -> _Cut | None:
@@ -422,7 +419,7 @@ class MachineRunner:
             self._done.set()
 
     def _process(self, chunk: Chunk) -> None:
-        """One chunk all the way, on the caller's thread (tests and tools)."""
+        """One chunk all the way, on the caller's thread (a runner without a pool)."""
         cut = self._cut(chunk)
         if cut.windows:
             _extract_cuts([cut])
