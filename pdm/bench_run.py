@@ -197,6 +197,7 @@ def _sender(
     dt = FRAME_SAMPLES / FS
     # The DAQs' clock starts now, not when the bench started this process (a spawned
     # interpreter takes a second or two to get here: that would read as lag).
+    out.put({"started": True})  # the bench's warm-up counts from here
     t_start = time.time()
     wall0 = time.monotonic()
     late_max = 0.0
@@ -390,6 +391,11 @@ def _phase(
             daemon=True,
         )
         sender.start()
+        # Warm-up from the sender's first frame, not from its spawn (a second or two of
+        # interpreter start-up): the late-starting machines must be producing windows by the
+        # first scrape, or the rate reads low by the part of the interval they missed.
+        started = out.get(timeout=120)
+        assert started == {"started": True}, started
         time.sleep(warmup)
         s0, c0 = _scrape(base), _cpu_s(pid)
         time.sleep(seconds)

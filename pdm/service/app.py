@@ -354,6 +354,13 @@ class Service:
 
                 verify_bundle(p.model_dir, p.model_public_keys)  # ModelError: refuse to start
         self.pipelines = list(pipelines)
+        # Stream id (a machine id or a sensor id) → its pipeline and columns: looked up for
+        # every frame (a scan over the pipelines per frame was most of the network reader's
+        # time with a hundred machines). The first pipeline naming an id has it.
+        self._by_stream_id: dict[str, tuple[Pipeline, tuple[str, ...]]] = {}
+        for p in self.pipelines:
+            for key in (p.machine.id, *(s.id for s in p.sensors)):
+                self._by_stream_id.setdefault(key, (p, tuple(p.columns)))
         self.opts = opts
         self.stop_event = threading.Event()
         self.runners: dict[str, MachineRunner] = {}
@@ -521,17 +528,16 @@ class Service:
     # -- sources ------------------------------------------------------------------------------
     def route(self, sensor_id: str, chunk: Chunk) -> None:
         """A chunk from the network: to the machine it names (machine id or a sensor id)."""
-        for p in self.pipelines:
-            if sensor_id == p.machine.id or sensor_id in {s.id for s in p.sensors}:
-                runner = self.runners[p.machine.id]
-                if tuple(chunk.channels) != tuple(p.columns):
-                    raise InputError(
-                        f"{sensor_id}: channels {list(chunk.channels)} are not the pipeline's "
-                        f"{list(p.columns)} ({p.source_path})"
-                    )
-                runner.offer(chunk)
-                return
-        raise InputError(f"no pipeline watches {sensor_id!r} (a machine id or sensor id)")
+        found = self._by_stream_id.get(sensor_id)
+        if found is None:
+            raise InputError(f"no pipeline watches {sensor_id!r} (a machine id or sensor id)")
+        p, columns = found
+        if tuple(chunk.channels) != columns:
+            raise InputError(
+                f"{sensor_id}: channels {list(chunk.channels)} are not the pipeline's "
+                f"{list(columns)} ({p.source_path})"
+            )
+        self.runners[p.machine.id].offer(chunk)
 
     def _start_tcp(self, host: str, port: int) -> None:
         from pdm.sources.tcp import TcpStreamServer
@@ -578,10 +584,8 @@ class Service:
             log.warning("MQTT input: %r", self.mqtt)
 
     def _machine_of(self, sensor_id: str) -> str:
-        for p in self.pipelines:
-            if sensor_id == p.machine.id or sensor_id in {s.id for s in p.sensors}:
-                return p.machine.id
-        return sensor_id
+        found = self._by_stream_id.get(sensor_id)
+        return found[0].machine.id if found is not None else sensor_id
 
     def _silence(self) -> None:
         while not self.stop_event.wait(0.5):
