@@ -200,9 +200,12 @@ class AlarmEngine:
         fs = group[0].window.fs
         import numpy as np
 
-        health = check_windows(
-            np.stack([wf.window.data for wf in group]), fs, self.fullscale, self.limits
+        data = (
+            group[0].window.data[None]  # one window (the service): no copy
+            if len(group) == 1
+            else np.stack([wf.window.data for wf in group])
         )
+        health = check_windows(data, fs, self.fullscale, self.limits)
         for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
             row = by_window.get(wf.window.index)
             faults, details = by_sensor(verdicts, self.pipeline.columns, self.sensor_of)
