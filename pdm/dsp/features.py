@@ -32,6 +32,7 @@ envelope band used. ``iso_zone`` (A–D) is derived from ``velocity_rms_mm_s``.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +63,7 @@ from pdm.dsp.spectrum import (
 __all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
 
 STANDARD_G = 9.80665  # m/s² per g
+_SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
 ORDERS: tuple[tuple[str, float], ...] = (
     ("order_0_5x_g", 0.5),
     ("order_1x_g", 1.0),
@@ -248,10 +250,6 @@ class FeatureExtractor:
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
         self._ones = np.ones(n, dtype=np.float32)
-        # Scratch buffers reused by every extract(): fresh 100+ kB temporaries per
-        # window cost more in page faults than the arithmetic done in them (measured
-        # ~2x on the whole extractor). So an extractor is not re-entrant: one per thread.
-        self._scratch: dict[str, npt.NDArray[np.float32]] = {}
         self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
@@ -573,12 +571,24 @@ class FeatureExtractor:
             out = self._tile_cache[key] = np.tile(table, (reps, 1))
         return out
 
-    def _buffer(self, name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
-        """Scratch rows, reused: grown when a pass needs more rows, never shrunk (fresh
-        buffers per pass cost more in page faults than the arithmetic done in them)."""
-        buf = self._scratch.get(name)
-        if buf is None or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
-            buf = self._scratch[name] = np.empty(shape, dtype=np.float32)
+    @staticmethod
+    def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+        """Scratch rows for one pass, shared by every extractor on this thread (a pass
+        leaves nothing in them): grown when a pass needs more rows, never shrunk.
+
+        Fresh 100+ kB temporaries per window cost more in page faults than the arithmetic
+        done in them (~2x on the whole extractor), and buffers of its own per extractor
+        were cold in cache whenever a service with a hundred machines came back to one.
+        """
+        bufs: dict[tuple[str, int], npt.NDArray[np.float32]] | None = getattr(
+            _SCRATCH, "bufs", None
+        )
+        if bufs is None:
+            bufs = _SCRATCH.bufs = {}
+        key = (name, shape[1])
+        buf = bufs.get(key)
+        if buf is None or buf.shape[0] < shape[0]:
+            buf = bufs[key] = np.empty(shape, dtype=np.float32)
         return buf[: shape[0]]
 
     def _find_speed_hz(self, p: npt.NDArray[np.float32]) -> float:
