@@ -456,7 +456,13 @@ class FeatureExtractor:
         valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         xmin = x.min(axis=1)
         xmax = x.max(axis=1)
-        d = self._buffer("d", x.shape)
+        # pocketfft transforms rows four at a time (SIMD) and a remainder one by one: 3 rows
+        # cost 2.5x, 6 rows 1.5x per row what 4 or 8 cost (measured here). So the FFTs run
+        # over rows padded with zeros to a multiple of four, and the pad is cut off after.
+        rows_fft = -(-rows // 4) * 4
+        d_all = self._buffer("d", (rows_fft, n))
+        d_all[rows:] = 0.0
+        d = d_all[:rows]
         np.subtract(x, mean[:, None], out=d)
         # d² and, after the moments are taken, the squared spectrum share one buffer:
         # a smaller working set stays in cache (the extractor is memory-bound).
@@ -469,7 +475,8 @@ class FeatureExtractor:
 
         # The one FFT; the window is applied to the mean-removed signal so DC cannot leak.
         d *= self.window
-        spec = sfft.rfft(d, axis=-1, overwrite_x=True)
+        spec_all = sfft.rfft(d_all, axis=-1, overwrite_x=True)
+        spec = spec_all[:rows]
         p = shared
         v = spec.view(np.float32)
         np.multiply(v, v, out=p)
@@ -516,7 +523,7 @@ class FeatureExtractor:
         if band is None:
             band = self.choose_band(spec[: win_ch[0]])
         plan = self.plan_for(band)
-        pe = envelope_power(spec, plan)
+        pe = envelope_power(spec_all, plan)[:rows]
         if self._has_bearing and self.speed_known:
             if len(parts) == 1:
                 table = self._tiled("defects", self._defect_mult, parts[0][2])
