@@ -248,3 +248,28 @@ def test_amplitude_spectrum_matches_plain_rfft() -> None:
     w = hann(N).astype(np.float64)
     ref = 2 * np.abs(sfft.rfft((x - x.mean()) * w)) / w.sum()
     assert_allclose(a[0], ref, rtol=1e-3, atol=1e-6)
+
+
+def test_tone_search_plans_shared_by_searches_and_batch_sizes_read_the_same() -> None:
+    """The gather plans are cached for every search alike, by targets and shape: batches
+    of changing size and two searches of different widths alternate and each reads A."""
+    from pdm.dsp.spectrum import ToneSearch, squared_parts
+
+    w = hann(N)
+    narrow = ToneSearch(N // 2 + 1, 3.0, N, float(np.sum(w * w)))
+    wide = ToneSearch(N // 2 + 1, 40.0, N, float(np.sum(w * w)))
+    amps = np.array([0.3, 0.7, 1.1, 2.0])
+    x = np.stack([sine(a, 100.25 * DF) + sine(a / 2, 400.5 * DF) for a in amps])
+    sq = squared_parts(sfft.rfft((x * w).astype(np.float32), axis=-1))
+    for rows in (1, 4, 2, 4, 1, 3):
+        for search in (narrow, wide, narrow):
+            centres = np.tile([100.0, 401.0], (rows, 1))
+            got = search(np.ascontiguousarray(sq[:rows]), centres, np.full_like(centres, 2.0))
+            assert_allclose(got[:, 0], amps[:rows], rtol=2e-3)
+            assert_allclose(got[:, 1], amps[:rows] / 2, rtol=2e-3)
+            # 8 bins off the tones: only the wide search (±40 bins at most) reaches them.
+            off = search(np.ascontiguousarray(sq[:rows]), centres + 8, np.full_like(centres, 10.0))
+            if search is wide:
+                assert_allclose(off[:, 0], amps[:rows], rtol=2e-3)
+            else:
+                assert np.all(off[:, 0] < 0.05 * amps[:rows])
