@@ -202,6 +202,41 @@ def test_new_feature_names_add_columns(tmp_path: Path) -> None:
     assert columns(path)[7:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
 
 
+def test_a_big_batch_is_stored_row_for_row(tmp_path: Path) -> None:
+    """A service's second of history: many records, several statements of many rows each
+    (``ROWS_PER_INSERT``) plus a remainder, two sets of names, a row written twice."""
+    path = tmp_path / "h.db"
+    more = ("rms_g", "order_1x_g")
+    rng = np.random.default_rng(3)
+    recs: list[Record] = []
+    expect: dict[tuple[str, str, int], list[float]] = {}
+    for m in range(30):
+        for w in range(5):
+            names = NAMES if (m + w) % 3 else more
+            vals = rng.normal(size=(3, len(names)))
+            rows = features(
+                f"m{m:02d}", [w] * 3, ["x", "y", "z"], vals, names=names, window=[w] * 3
+            )
+            recs.append(rows)
+            for c, ch in enumerate("xyz"):
+                full = dict(zip(names, vals[c], strict=True))
+                expect[(f"m{m:02d}", ch, w)] = [full.get(n, np.nan) for n in (*NAMES, "order_1x_g")]
+    again = features("m00", [0], ["x"], [[9.0, 8.0, 7.0, 6.0]], window=[0])
+    recs.append(again)  # the same key later in the batch: it wins, as it would alone
+    expect[("m00", "x", 0)] = [9.0, 8.0, 7.0, 6.0, np.nan]
+    assert sum(len(r) for r in recs) > 3 * sqlite_mod.ROWS_PER_INSERT
+    with SqliteStore(path) as store:
+        store.write(recs)
+        assert store.count("features") == len(expect)
+        for m in range(30):
+            got = store.features(f"m{m:02d}")
+            assert sorted(got.names) == sorted((*NAMES, "order_1x_g"))
+            order = [got.names.index(n) for n in (*NAMES, "order_1x_g")]
+            for i in range(len(got)):
+                key = (f"m{m:02d}", got.channel[i], int(got.window[i]))
+                assert_array_equal(got.values[i, order], expect[key])
+
+
 @pytest.mark.parametrize(
     "name", ["Rms_g", "1x_g", "rms-g", "rms g", 'a"b', "", "t_ns", "window", "valid", "_x"]
 )

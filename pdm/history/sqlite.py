@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from itertools import repeat
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -54,6 +54,9 @@ from pdm.history.records import (
 )
 
 __all__ = ["FEATURE_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+
+#: Feature rows per INSERT statement (x ~47 parameters: well under SQLite's 32766).
+ROWS_PER_INSERT = 64
 
 #: What a feature name (and so a column name) may look like.
 FEATURE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -247,6 +250,7 @@ class SqliteStore:
         self.retention_days = retention_days
         self._columns: list[str] | None = None  # feature columns, in creation order
         self._feature_sql: dict[tuple[str, ...], str] = {}
+        self._feature_sql_many: dict[tuple[str, ...], str] = {}
         self._next_prune = math.inf
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,13 +411,17 @@ class SqliteStore:
                 if prune:
                     self._prune()
                 small: dict[str, list[tuple[Any, ...]]] = {}
+                features: dict[tuple[str, ...], list[FeatureRows]] = {}
                 for rec in records:
                     if isinstance(rec, FeatureRows):
-                        self._write_features(rec)
+                        if len(rec):
+                            features.setdefault(tuple(rec.names), []).append(rec)
                     elif isinstance(rec, ScoreRows):
                         self._write_scores(rec)
                     else:
                         small.setdefault(rec.kind, []).append(_small_row(rec))
+                for names, recs in features.items():
+                    self._write_features(names, recs)
                 for kind, rows in small.items():
                     self._db.executemany(_INSERT[kind], rows)
         except sqlite3.Error as exc:
@@ -421,24 +429,47 @@ class SqliteStore:
         if prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
 
-    def _write_features(self, rec: FeatureRows) -> None:
-        if len(rec) == 0:
-            return
-        names = tuple(rec.names)
-        sql = self._feature_sql.get(names)
-        if sql is None or self._columns is None or not set(names) <= set(self._columns):
-            sql = self._prepare_features(names)
+    def _write_features(self, names: tuple[str, ...], recs: list[FeatureRows]) -> None:
+        """Feature rows of several records with the same names, many rows a statement.
+
+        One ``INSERT`` per row (``executemany``) hands the interpreter lock back and forth
+        around every row, and a service's processing thread waited on those hand-overs;
+        statements of :data:`ROWS_PER_INSERT` rows hand it over once per statement.
+        """
+        sql_one = self._feature_sql.get(names)
+        if sql_one is None or self._columns is None or not set(names) <= set(self._columns):
+            sql_one = self._prepare_features(names)
         # Column lists zipped into rows: no per-row Python work beyond the tuple itself.
-        columns: list[Any] = [
-            repeat(rec.machine),
-            rec.channel,
-            rec.t_ns.tolist(),
-            rec.sensor,
-            rec.window.tolist(),
-            rec.valid.tolist(),
-            rec.iso_zone,
-        ]
-        self._db.executemany(sql, zip(*columns, *rec.values.T.tolist(), strict=False))
+        rows = chain.from_iterable(
+            zip(
+                repeat(rec.machine),
+                rec.channel,
+                rec.t_ns.tolist(),
+                rec.sensor,
+                rec.window.tolist(),
+                rec.valid.tolist(),
+                rec.iso_zone,
+                *rec.values.T.tolist(),
+                strict=False,
+            )
+            for rec in recs
+        )
+        total = sum(len(rec) for rec in recs)
+        full, rest = divmod(total, ROWS_PER_INSERT)
+        if full:
+            sql_many = self._feature_sql_many.get(names)
+            if sql_many is None:
+                marks = "(" + ", ".join("?" * (7 + len(names))) + ")"
+                sql_many = (
+                    sql_one.rsplit(" VALUES ", 1)[0]
+                    + " VALUES "
+                    + ", ".join([marks] * ROWS_PER_INSERT)
+                )
+                self._feature_sql_many[names] = sql_many
+            for _ in range(full):
+                self._db.execute(sql_many, list(chain.from_iterable(islice(rows, ROWS_PER_INSERT))))
+        if rest:
+            self._db.executemany(sql_one, rows)
 
     def _prepare_features(self, names: tuple[str, ...]) -> str:
         """Check the names, add the columns the file lacks, return the INSERT for them."""
@@ -461,6 +492,7 @@ class SqliteStore:
         marks = ", ".join("?" * (7 + len(names)))
         sql = f"INSERT OR REPLACE INTO features ({cols}) VALUES ({marks})"
         self._feature_sql[names] = sql
+        self._feature_sql_many.pop(names, None)
         return sql
 
     def _write_scores(self, rec: ScoreRows) -> None:
