@@ -291,6 +291,43 @@ def test_a_corrupt_model_is_rejected_and_the_old_one_keeps_scoring(tmp_path: Pat
         app.stop()
 
 
+def test_history_keeps_the_pipelines_retention_and_writes_at_low_priority(tmp_path: Path) -> None:
+    """A service runs for years: its SQLite history is pruned to ``[history] retention_days``
+    (the longest of its machines'); the writer thread runs at a lower CPU priority than the
+    processing; what the service set up at start is out of the garbage collector's sight."""
+    import gc
+    import threading
+
+    from pdm.history.records import Event
+
+    day = 86_400 * 10**9
+    with open_store(f"sqlite:///{tmp_path}/h.db") as st:
+        st.write([Event("old-machine", time.time_ns() - 30 * day, "note", "info", "a month ago")])
+    app, _ = _app(tmp_path)
+    text = (tmp_path / "pump.toml").read_text()
+    assert "[history]" not in text
+    (tmp_path / "pump.toml").write_text(text + "\n[history]\nretention_days = 7\n")
+    from pdm.config import load_pipeline
+
+    app.pipelines = [load_pipeline(tmp_path / "pump.toml")]
+    app.start()
+    try:
+        assert gc.get_freeze_count() > 0
+        deadline = time.monotonic() + 20
+        while app.runners["demo-pump"].stats.windows < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        app.writer.drain(5)
+        (writer,) = [t for t in threading.enumerate() if t.name == "pdm-history-writer"]
+        stat = Path(f"/proc/self/task/{writer.native_id}/stat").read_text().rsplit(")", 1)[1]
+        assert int(stat.split()[16]) == 10  # field 19 of stat: nice
+        with open_store(f"sqlite:///{tmp_path}/h.db") as st:
+            machines = {e.machine for e in st.log(None, limit=1000)}
+        assert "old-machine" not in machines and "appliance" in machines
+    finally:
+        app.stop()
+        gc.unfreeze()
+
+
 def test_only_signed_models_are_swapped_in_when_keys_are_set(tmp_path: Path) -> None:
     from pdm.scoring.update import generate_keypair, install_candidate, sign_bundle
 

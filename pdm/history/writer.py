@@ -30,7 +30,9 @@ replay how far it can resume from (see ``pdm-edge replay``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -77,6 +79,8 @@ class HistoryWriter:
     spool : the spool (shared by nothing else)
     label : who writes (a machine id or ``appliance``): the machine of the
         ``store_down``/``store_up`` events recorded in history
+    nice : CPU priority of the writer thread relative to the process (Linux; higher is
+        lower priority). The service lowers it: history may wait a moment, decisions may not.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class HistoryWriter:
         flush_interval_s: float = 1.0,
         retry_min_s: float = 0.5,
         retry_max_s: float = 5.0,
+        nice: int = 0,
     ) -> None:
         self.spool = spool
         self.label = label
@@ -98,6 +103,7 @@ class HistoryWriter:
         self.flush_interval_s = flush_interval_s
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        self.nice = nice
         self._open_store = open_store
         self._store: HistoryStore | None = None
         self._queue: deque[tuple[Record, int | None]] = deque()
@@ -209,6 +215,10 @@ class HistoryWriter:
 
     # -- writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        if self.nice:
+            # Linux schedules threads one by one: this lowers the writer thread alone.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         while True:
             with self._cond:
                 while not self._stop:

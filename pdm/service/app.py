@@ -24,6 +24,7 @@ moves again.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import io
 import json
@@ -62,6 +63,12 @@ if TYPE_CHECKING:
 __all__ = ["BUNDLE_LIMITS", "Service", "ServiceOptions", "extract_bundle", "parse_fault"]
 
 log = logging.getLogger("pdm.service")
+
+#: CPU priority of the history writer thread (see ``HistoryWriter``): a store's batch is
+#: tens of milliseconds of CPU once a second, and at full load it delayed the decisions of
+#: the windows that arrived meanwhile (measured, 300 machines on 2 workers: decision
+#: latency p99 26-30 ms at the same priority, 20-23 ms lowered by 10).
+WRITER_NICE = 10
 
 
 @dataclass
@@ -389,7 +396,16 @@ class Service:
             except Exception as exc:
                 log.warning("%s; history is spooled until it answers", exc)
         self.spool = Spool(spool_path(o.data_dir, o.store, worker=o.worker))
-        self.writer = HistoryWriter(lambda: open_store(o.store), self.spool, label="appliance")
+        # One store holds every machine: it keeps the longest retention any asks for
+        # (0: everything).
+        keep = [p.history.retention_days for p in self.pipelines]
+        retention = None if not keep or 0 in keep else max(keep)
+        self.writer = HistoryWriter(
+            lambda: open_store(o.store, retention_days=retention),
+            self.spool,
+            label="appliance",
+            nice=WRITER_NICE,
+        )
         self.alarm_store = AlarmStore(o.data_dir / "alarms.db")
         try:
             from pdm.service.metrics import ServiceMetrics
@@ -451,6 +467,11 @@ class Service:
                 log.warning("control API on %s", self.api.url)
         if o.control_fd is not None:
             self._start_control(o.control_fd)
+        # Everything built so far lives as long as the service: out of the collector's sight,
+        # a full collection no longer walks it (measured: 35-65 ms pauses of the processing
+        # thread every ~10 s with 150 machines a worker, ~3 ms after).
+        gc.collect()
+        gc.freeze()
         return self
 
     def _start_control(self, fd: int) -> None:
@@ -979,7 +1000,6 @@ class Service:
                         ),
                         *runner.engine.force_safe(False, "", source="watchdog"),
                     )
-            self._update_gauges()
 
     # -- the control API's backend --------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
