@@ -211,3 +211,37 @@ def test_windows_that_cannot_be_judged_never_clear_an_alarm() -> None:
         [{"score": 0.1}] * 2 + [{"score": None}] * 3 + [{"score": 0.1}] * 2, state=state
     )
     assert states == ["alert"] * 6 + ["ok"]
+
+
+def test_window_results_with_only_the_features_the_rules_read_step_the_same() -> None:
+    """The engine builds its WindowResults with ``keep=features_read(rules)``: the states,
+    transitions and reasons are those of the full feature dicts, window for window."""
+    import numpy as np
+
+    from pdm.alarms.state import features_read, window_result
+
+    names = ("rms_g", "velocity_rms_mm_s", "kurtosis", "env_bpfo_g", "crest")
+    rules = dataclasses.replace(
+        RULES,
+        limits=(
+            FeatureLimit("env_bpfo_g", alert=0.5, danger=0.9),
+            FeatureLimit("kurtosis", alert=6.0, channel="y"),
+        ),
+    )
+    keep = features_read(rules)
+    assert keep == {"velocity_rms_mm_s", "env_bpfo_g", "kurtosis"}
+    rng = np.random.default_rng(5)
+    full_state = kept_state = MachineAlarm()
+    seen = set()
+    for i in range(300):
+        values = np.abs(rng.normal([0.2, 1.5, 3.0, 0.3, 3.0], [0.1, 1.5, 2.0, 0.3, 1.0], (2, 5)))
+        args = (i * 80_000_000, i, {"score": float(rng.gamma(1.0, 0.5))}, {"alert": 1.0})
+        rest = (("x", "y"), names, values, {"x": "de", "y": "nde"})
+        full = window_result(*args, *rest)
+        kept = window_result(*args, *rest, keep=keep)
+        assert set(kept.features["x"]) == keep and full.features["y"]["crest"] == values[1, 4]
+        full_state, full_out = step(full_state, full, rules)
+        kept_state, kept_out = step(kept_state, kept, rules)
+        assert kept_state == full_state and kept_out == full_out
+        seen.add(full_state.state)
+    assert {"ok", "alert", "danger"} <= seen  # the comparison went through real transitions

@@ -37,6 +37,7 @@ from pdm.alarms.state import (
     MachineAlarm,
     Transition,
     acknowledge,
+    features_read,
     relay_permissive,
     step,
     window_result,
@@ -139,6 +140,7 @@ class AlarmEngine:
         self.machine = self.pipeline.machine.id
         self.key = self.key or self.machine
         self.rules = rules_from(self.pipeline)
+        self._read = features_read(self.rules)
         self.appliance = appliance_id()
         self.fullscale = full_scale_g(self.pipeline)
         self.limits = HealthLimits()
@@ -227,6 +229,7 @@ class AlarmEngine:
                 faults,
                 details,
                 gap,
+                keep=self._read,
             )
             self.state, trs = step(self.state, win, self.rules)
             if not trs:

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from pdm.dsp.iso import iso_zone, zone_limits
 
@@ -48,6 +50,7 @@ __all__ = [
     "Transition",
     "WindowResult",
     "acknowledge",
+    "features_read",
     "relay_permissive",
     "step",
 ]
@@ -379,6 +382,11 @@ def acknowledge(
     )
 
 
+def features_read(rules: AlarmRules) -> frozenset[str]:
+    """The features :func:`step` reads under ``rules``: velocity and the limits'."""
+    return frozenset({"velocity_rms_mm_s", *(lim.feature for lim in rules.limits)})
+
+
 def window_result(
     t_ns: int,
     window: int,
@@ -391,12 +399,26 @@ def window_result(
     health: Mapping[str, tuple[str, ...]] | None = None,
     health_detail: Mapping[str, str] | None = None,
     gap: str = "",
+    keep: Collection[str] | None = None,
 ) -> WindowResult:
-    """Build a WindowResult from a feature frame's rows and a ``score`` row."""
-    feats = {
-        ch: {n: float(v) for n, v in zip(names, row, strict=True)}
-        for ch, row in zip(channels, values.tolist(), strict=True)
-    }
+    """Build a WindowResult from a feature frame's rows and a ``score`` row.
+
+    ``keep``: only these features (those the rules read, :func:`features_read`), not all
+    of them — a window's forty-odd features per channel as dicts were a tenth of a
+    service's processing per window.
+    """
+    if keep is None:
+        feats = {
+            ch: {n: float(v) for n, v in zip(names, row, strict=True)}
+            for ch, row in zip(channels, values.tolist(), strict=True)
+        }
+    else:
+        cols = [(n, i) for i, n in enumerate(names) if n in keep]
+        vals = np.asarray(values)[:, [i for _, i in cols]].tolist()
+        feats = {
+            ch: {n: v for (n, _), v in zip(cols, row, strict=True)}
+            for ch, row in zip(channels, vals, strict=True)
+        }
     score = None
     if score_row is not None and score_row.get("score") is not None:
         score = float(score_row["score"])
