@@ -193,14 +193,28 @@ def test_round_trip_is_bit_exact(dtype: str) -> None:
     assert chunk.t0 == T0_NS / 10**9 and chunk.fs == 12000.0 and chunk.bad_samples == 0
 
 
-def test_non_finite_samples_become_nan_and_are_counted() -> None:
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_non_finite_samples_become_nan_and_are_counted(dtype: str) -> None:
     data = np.array([[1.0, np.nan], [np.inf, -np.inf], [2.0, 3.0]])
     (frame,) = FrameDecoder().feed(
-        encode_frame("s", data, fs=10.0, t0_ns=0, channels=("a", "b"), dtype="float64")
+        encode_frame("s", data, fs=10.0, t0_ns=0, channels=("a", "b"), dtype=dtype)
     )
     chunk = frame.to_chunk()
     assert chunk.bad_samples == 3
     np.testing.assert_array_equal(chunk.data, [[1.0, np.nan], [np.nan, np.nan], [2.0, 3.0]])
+    assert not frame.data.flags.writeable  # the frame's view stays read-only
+
+
+def test_huge_finite_samples_are_not_counted_bad() -> None:
+    """The finite check is a sum first: one that overflows is checked sample by sample."""
+    big = np.finfo(np.float32).max
+    data = np.array([[big, big], [big, 1.0]], dtype=np.float32)
+    (frame,) = FrameDecoder().feed(
+        encode_frame("s", data, fs=10.0, t0_ns=0, channels=("a", "b"), dtype="float32")
+    )
+    chunk = frame.to_chunk()
+    assert chunk.bad_samples == 0
+    np.testing.assert_array_equal(chunk.data, data)
 
 
 @given(st.floats(min_value=1e8, max_value=4e9, allow_nan=False))
