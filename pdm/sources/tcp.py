@@ -345,7 +345,9 @@ class Frame:
             out = self.values()
         bad = 0
         # A finite sum means every sample is finite (one pass, no mask); else count them.
-        if not math.isfinite(float(out.sum())):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(out.sum())
+        if not math.isfinite(total):
             finite = np.isfinite(out)
             if not finite.all():
                 bad = int(finite.size - np.count_nonzero(finite))
