@@ -168,3 +168,52 @@ def test_a_failing_batched_pass_falls_back_machine_by_machine(
         assert [r.error for r in rig.runners] == ["", ""]
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_under_load_a_round_waits_briefly_for_a_second_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    """When windows come faster than one per ``gather_s``, a round holding one window
+    waits (at most ``gather_s`` after its data arrived) for another machine's, and both
+    share one pass; at light load it does not wait."""
+    passes: list[int] = []
+    real_many = runner_mod.extract_many
+
+    def counting(jobs: Any) -> Any:
+        passes.append(len(jobs))
+        return real_many(jobs)
+
+    monkeypatch.setattr(runner_mod, "extract_many", counting)
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 2, pool=True)
+    pool = rig.pool
+    assert pool is not None
+    pool.gather_s = 0.5  # generous: this machine is shared and noisy
+    pool.gather_windows = 2  # the round ends as soon as the second window is in
+    pool.window_rate = 100.0 if busy else 1.0
+    try:
+        a, b = (_chunks(seed=i, fault=False) for i in range(2))
+        # The first four chunks fill both machines' first window up to its last chunk.
+        for k in range(3):
+            for r, chunks in zip(rig.runners, (a, b), strict=True):
+                r.offer(chunks[k])
+                pool._round(pool.ready.get())
+        assert rig.runners[0].stats.windows == rig.runners[1].stats.windows == 0
+        rig.runners[0].offer(a[3])  # m0's first window is complete ...
+        import threading
+
+        later = threading.Timer(0.05, lambda: rig.runners[1].offer(b[3]))  # ... m1's soon after
+        later.start()
+        t0 = time.monotonic()
+        pool._round(pool.ready.get())
+        waited = time.monotonic() - t0
+        later.join()
+        if not busy:
+            assert passes == [] and rig.runners[0].stats.windows == 1 and waited < 0.04
+            pool._round(pool.ready.get())
+            assert rig.runners[1].stats.windows == 1
+        else:
+            assert passes == [2] and [r.stats.windows for r in rig.runners] == [1, 1]
+            assert 0.04 < waited < 0.5
+    finally:
+        rig.close()

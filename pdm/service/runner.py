@@ -140,6 +140,14 @@ class RunnerPool:
     #: of a round's first window includes the whole round's work.
     max_windows = 8
     max_turns = 64
+    #: Under load, a round holding fewer than ``gather_windows`` windows waits for more,
+    #: up to ``gather_s`` after its first window's data arrived: a window extracted alone
+    #: costs ~1.3x one extracted with a second (measured: 150 machines a worker, 1.0 ms vs
+    #: 0.84 ms of processing per window; 0.78 ms with four). It waits only when windows
+    #: come faster than one per ``gather_s`` (:attr:`window_rate`): at light load nothing
+    #: would come, and each window is processed at once.
+    gather_windows = 4
+    gather_s = 0.004
 
     def __init__(self, name: str = "pdm-machines") -> None:
         self.ready: queue.SimpleQueue[MachineRunner] = queue.SimpleQueue()
@@ -147,6 +155,10 @@ class RunnerPool:
         self.heartbeat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
+        #: Windows cut per second, over the last housekeeping interval (~0.5 s).
+        self.window_rate = 0.0
+        self._rate_windows = 0
+        self._rate_since = time.monotonic()
 
     def add(self, runner: MachineRunner) -> None:
         with self._lock:
@@ -173,6 +185,8 @@ class RunnerPool:
             now = self.heartbeat = time.monotonic()
             if now >= housekeeping:
                 housekeeping = now + 0.5
+                self.window_rate = self._rate_windows / max(now - self._rate_since, 1e-3)
+                self._rate_windows, self._rate_since = 0, now
                 with self._lock:
                     runners = list(self.runners)
                 for r in runners:
@@ -191,17 +205,29 @@ class RunnerPool:
         cuts: list[_Cut] = []
         windows = 0
         runner: MachineRunner | None = first
+        gather = self.window_rate * self.gather_s >= 1.0
+        until: float | None = None  # how long this round may wait for more windows
         while runner is not None:
             cut = runner._cut_turn()
             if cut is not None:
                 cuts.append(cut)
                 windows += len(cut.windows)
+                if cut.windows and until is None and gather:
+                    arrived = cut.received if cut.received is not None else time.monotonic()
+                    until = arrived + self.gather_s
             if windows >= self.max_windows or len(cuts) >= self.max_turns:
                 break
             try:
                 runner = self.ready.get_nowait()
             except queue.Empty:
                 runner = None
+                left = 0.0 if until is None else until - time.monotonic()
+                if windows < self.gather_windows and left > 0:
+                    try:
+                        runner = self.ready.get(timeout=left)
+                    except queue.Empty:
+                        pass
+        self._rate_windows += windows
         if windows:
             t0 = time.perf_counter()
             _extract_cuts([c for c in cuts if c.windows])
