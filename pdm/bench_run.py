@@ -26,6 +26,12 @@ Two phases, each on a fresh service:
 come from its ``pdm_decision_latency_seconds`` histogram over the steady part (the last
 sample of a window received → its alarm decision, the relay command included when the
 state changes), interpolated within the histogram's buckets (0.25 ms wide below 5 ms).
+
+3. **in time**: when the load held decides slower than ``E2E_TARGET_MS`` at p99, the load
+   steps down 10 % at a time (at most ``LATENCY_TRIES``) to the highest that is held *and*
+   meets it: ``run_sensors_in_time`` and ``run_vs_dsp_in_time`` (0 when none does). Near
+   saturation the tail is queueing; this is the load the service carries with its decisions
+   in time.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ SENSORS_PER_MACHINE = 2
 WINDOWS_PER_SENSOR_S = FS / (N * (1 - OVERLAP))
 LAG_LIMIT_S = 2.0
 MAX_TRIES = 5
+#: The decision-latency target (issue 6: e2e p99 <= 20 ms at the load held) and the tries,
+#: 10 % lower each, to find the load that meets it when the load held does not.
+E2E_TARGET_MS = 20.0
+LATENCY_TRIES = 5
 _MASK = 0xFFFFFFFF
 
 
@@ -445,33 +455,57 @@ def bench_run(
             tmp, files(sat_machines), data, paced=False,
             seconds=3.0 if quick else 10.0, warmup=3.0, workers=workers,
         )  # fmt: skip
-        target = 0.9 * cap["sensors"]
         tries: list[dict[str, Any]] = []
-        held: dict[str, Any] | None = None
-        for _ in range(1 if quick else MAX_TRIES):
-            m = max(1, int(target // SENSORS_PER_MACHINE))
+
+        def attempt(sensors: float) -> dict[str, Any]:
+            m = max(1, int(sensors // SENSORS_PER_MACHINE))
             rt = _phase(
                 tmp, files(m), data, paced=True,
                 seconds=3.0 if quick else 15.0, warmup=4.0, workers=workers,
             )  # fmt: skip
             rt["machines"] = m
-            ok = (
+            rt["held"] = (
                 not rt["sender_error"]
                 and rt["windows_per_s"] >= 0.97 * m * WINDOWS_PER_SENSOR_S
                 and rt["dropped_samples"] == 0
                 and rt["lag_s"] < LAG_LIMIT_S
                 and rt["sender_late_max_s"] < LAG_LIMIT_S
             )
-            rt["held"] = ok
             tries.append(rt)
-            if ok:
+            return rt
+
+        def in_time(rt: dict[str, Any] | None) -> bool:
+            p99 = None if rt is None else rt["e2e_ms_p99"]
+            return rt is not None and rt["held"] and p99 is not None and p99 <= E2E_TARGET_MS
+
+        target = 0.9 * cap["sensors"]
+        held: dict[str, Any] | None = None
+        for _ in range(1 if quick else MAX_TRIES):
+            rt = attempt(target)
+            if rt["held"]:
                 held = rt
                 break
             target *= 0.85
+        # Held, but slower than the decision-latency target: the load at which it is not.
+        timely = held if in_time(held) else None
+        if held is not None and timely is None and not quick:
+            target = held["machines"] * SENSORS_PER_MACHINE
+            for _ in range(LATENCY_TRIES):
+                target *= 0.9
+                rt = attempt(target)
+                if in_time(rt):
+                    timely = rt
+                    break
     sensors = held["machines"] * SENSORS_PER_MACHINE if held else 0
+    timely_sensors = timely["machines"] * SENSORS_PER_MACHINE if timely else 0
     return {
         "run_sensors": sensors,
         "run_vs_dsp": round(sensors / dsp_sensors_per_core, 3) if dsp_sensors_per_core else None,
+        "run_sensors_in_time": timely_sensors,
+        "run_vs_dsp_in_time": round(timely_sensors / dsp_sensors_per_core, 3)
+        if dsp_sensors_per_core
+        else None,
+        "e2e_target_ms": E2E_TARGET_MS,
         "e2e_ms_p50": None
         if not held or held["e2e_ms_p50"] is None
         else round(held["e2e_ms_p50"], 2),

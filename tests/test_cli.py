@@ -389,6 +389,11 @@ def test_bench_json_quick() -> None:
     assert result["run_capacity_windows_per_s"] > 0 and result["run_sensors_per_machine"] == 2
     assert result["run_sensors"] >= 0 and len(result["run_tries"]) == 1
     assert result["run_tries"][0]["windows_per_s"] > 0
+    # --quick never searches the load that meets the latency target: reported as such.
+    assert (
+        result["e2e_target_ms"] == 20.0
+        and 0 <= result["run_sensors_in_time"] <= (result["run_sensors"])
+    )
 
 
 def test_demo() -> None:
