@@ -320,7 +320,7 @@ def test_history_keeps_the_pipelines_retention_and_writes_at_low_priority(tmp_pa
         (writer,) = [t for t in threading.enumerate() if t.name == "pdm-history-writer"]
         stat = Path(f"/proc/self/task/{writer.native_id}/stat").read_text().rsplit(")", 1)[1]
         assert int(stat.split()[16]) == 10  # field 19 of stat: nice
-        assert app.writer.flush_interval_s == 0.25  # what kill -9 can lose (docs/history.md)
+        assert app.writer.flush_interval_s == 0.5  # what kill -9 can lose (docs/history.md)
         with open_store(f"sqlite:///{tmp_path}/h.db") as st:
             machines = {e.machine for e in st.log(None, limit=1000)}
         assert "old-machine" not in machines and "appliance" in machines

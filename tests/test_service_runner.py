@@ -217,3 +217,54 @@ def test_under_load_a_round_waits_briefly_for_a_second_window(
             assert 0.04 < waited < 0.5
     finally:
         rig.close()
+
+
+def test_a_driven_pool_reads_between_rounds_and_never_waits_on_its_own_queues(
+    tmp_path: Path,
+) -> None:
+    """``RunnerPool.drive``: the pool's thread calls the poller between rounds (waiting in
+    it when idle, not at all when busy) and the chunks it offers there are processed. An
+    offer on that thread into a full queue does not wait for ``put_timeout_s`` — nothing
+    else would empty it — it is refused at once and counted."""
+    import threading
+
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 2, pool=True)
+    pool = rig.pool
+    assert pool is not None
+    streams = [_chunks(seed=i, fault=False) for i in range(2)]
+    calls: list[tuple[str, float]] = []
+    overfull: list[tuple[bool, float]] = []
+
+    def poll(timeout: float) -> None:
+        calls.append((threading.current_thread().name, timeout))
+        if streams[0]:
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks.pop(0))
+        elif not overfull:
+            r = rig.runners[0]
+            r.queue = __import__("queue").Queue(maxsize=1)
+            r.put_timeout_s = 5.0
+            extra = _chunks(seed=9, fault=False)
+            r.queue.put_nowait(extra[0])
+            t0 = time.monotonic()
+            overfull.append((r.offer(extra[1]), time.monotonic() - t0))
+        else:
+            time.sleep(min(timeout, 0.01))
+
+    pool.drive(poll)
+    for r in rig.runners:
+        r.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not overfull and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r.stats.windows for r in rig.runners] == [11, 11]
+        assert {name for name, _ in calls} == {"pdm-machines"}
+        assert any(t == 0.0 for _, t in calls) and any(t > 0.0 for _, t in calls)
+        ((accepted, waited),) = overfull
+        assert not accepted and waited < 1.0
+        assert rig.runners[0].stats.samples_dropped > 0
+    finally:
+        for r in rig.runners:
+            r.stop(timeout=5)
+        rig.close()

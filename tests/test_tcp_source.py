@@ -488,6 +488,65 @@ def test_stop_closes_connections_and_joins(col: Collector) -> None:
         connect(srv.port).close()
 
 
+def _frame(k: int) -> bytes:
+    data = np.full((10, 2), float(k), dtype=np.float32)
+    return encode_frame("s", data, fs=100.0, t0_ns=k * 10**8, channels=("a", "b"))
+
+
+def test_a_driven_receiver_reads_only_in_its_drivers_polls(col: Collector) -> None:
+    """``start(driven=True)``: no thread of its own; frames reach ``on_chunk`` on the
+    thread that calls ``poll``, and a stop from another thread is done at the next poll."""
+    before = {t.name for t in threading.enumerate()}
+    threads: list[str] = []
+
+    def on_chunk(sensor_id: str, chunk: Chunk) -> None:
+        threads.append(threading.current_thread().name)
+        col.on_chunk(sensor_id, chunk)
+
+    srv = TcpStreamServer(on_chunk=on_chunk, on_event=col.on_event).start(driven=True)
+    assert {t.name for t in threading.enumerate()} == before  # no I/O thread
+    with connect(srv.port) as client:
+        for k in range(3):
+            client.sendall(_frame(k))
+        time.sleep(0.2)
+        assert col.chunks == []  # nobody polled
+        deadline = time.monotonic() + 5
+        while len(col.chunks) < 3 and time.monotonic() < deadline:
+            srv.poll(0.1)
+        assert [c.t0 for _, c in col.chunks] == [0.0, 0.1, 0.2]
+        assert set(threads) == {threading.current_thread().name}
+        stopper = threading.Thread(target=srv.stop, kwargs={"timeout_s": 5.0})
+        stopper.start()
+        while stopper.is_alive():
+            srv.poll(0.05)  # the driver's next poll closes everything; stop() returns
+        wait_closed_by_peer(client)
+    assert srv.connections == 0
+    srv.poll(0.01)  # after the stop: nothing, no error
+    with pytest.raises(ConnectionRefusedError):
+        connect(srv.port).close()
+
+
+def test_a_driven_receiver_stopped_from_its_own_callback_or_without_a_driver(
+    col: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = TcpStreamServer(on_chunk=lambda sid, ch: srv.stop(timeout_s=5.0)).start(driven=True)
+    with connect(srv.port) as client:
+        client.sendall(_frame(0))
+        t0 = time.monotonic()
+        deadline = t0 + 5
+        while srv.connections or time.monotonic() < t0 + 0.2:
+            srv.poll(0.05)  # on_chunk stops it: no wait for itself, closed by this poll
+            assert time.monotonic() < deadline
+        wait_closed_by_peer(client)
+    lonely = TcpStreamServer(on_chunk=col.on_chunk).start(driven=True)
+    with connect(lonely.port) as client:
+        t0 = time.monotonic()
+        lonely.stop(timeout_s=0.3)  # nobody polls: closed here after the wait, said so
+        assert 0.25 < time.monotonic() - t0 < 3
+        wait_closed_by_peer(client)
+    assert "did not poll within 0.3 s" in caplog.text
+
+
 # --------------------------------------------------------------------------------------------
 # pdm-edge send into the server
 # --------------------------------------------------------------------------------------------

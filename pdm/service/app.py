@@ -69,10 +69,11 @@ log = logging.getLogger("pdm.service")
 #: the windows that arrived meanwhile (measured, 300 machines on 2 workers: decision
 #: latency p99 26-30 ms at the same priority, 20-23 ms lowered by 10).
 WRITER_NICE = 10
-#: The history writer's flush interval, s: a quarter of a second of rows a transaction, not
-#: a second's (measured at 330 machines on 2 workers: decision latency p99 17-25 ms vs 34-40
-#: ms; the same CPU); also the most feature and score rows a kill -9 can lose.
-WRITER_FLUSH_S = 0.25
+#: The history writer's flush interval, s: half a second of rows a transaction, not a
+#: second's (measured at 400 machines on 2 workers: decision latency p99 42 ms vs 120 ms;
+#: 0.25 s gave no better p99 for 50 % more writer CPU); also the most feature and score
+#: rows a kill -9 can lose.
+WRITER_FLUSH_S = 0.5
 
 
 @dataclass
@@ -535,7 +536,7 @@ class Service:
                 *runner.engine.force_safe(True, "the appliance stops", source="stop")
             )
         if self.tcp is not None:
-            self.tcp.stop()
+            self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
         if self.mqtt is not None:
             self.mqtt.stop()
         for runner in self.runners.values():
@@ -578,9 +579,13 @@ class Service:
             )
 
         _raise_fd_limit()
+        # Read by the processing thread between its rounds (RunnerPool.drive), not by a
+        # thread of its own that would contend with it for the interpreter lock.
         self.tcp = TcpStreamServer(
             host, port, on_chunk=on_chunk, on_event=on_event, max_connections=512
-        ).start()
+        ).start(driven=self.pool is not None)
+        if self.pool is not None:
+            self.pool.drive(self.tcp.poll)
         if self.opts.worker is None:
             log.warning("stream input on %s:%d", host, self.tcp.port)
 

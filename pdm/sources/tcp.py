@@ -745,6 +745,11 @@ class TcpStreamServer:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._started = False
+        self._sel: selectors.BaseSelector | None = None  # driven mode: polled by its driver
+        self._next_idle = 0.0
+        self._driver: int | None = None  # the thread that polls a driven receiver
+        self._closed = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._refusing = False  # log "refusing" once per episode, not per attempt
@@ -753,8 +758,10 @@ class TcpStreamServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> Self:
-        """Bind, listen and start the I/O thread.
+    def start(self, *, driven: bool = False) -> Self:
+        """Bind, listen and start the I/O thread — or, ``driven``, none: the caller's thread
+        then calls :meth:`poll` (the service's processing thread does, so frames and windows
+        never wait for each other's hold on the interpreter lock).
 
         Raises
         ------
@@ -762,7 +769,7 @@ class TcpStreamServer:
             The address cannot be resolved or bound (in use, not local).
         """
         with self._lock:
-            if self._thread is not None:
+            if self._started:
                 raise RuntimeError("TcpStreamServer.start() called twice; make a new server")
             where = f"{self.host}:{self.port}"
             try:
@@ -796,10 +803,14 @@ class TcpStreamServer:
                 )
             else:
                 log.info("stream receiver listening on %s:%d", self.host, self.port)
-            self._thread = threading.Thread(
-                target=self._run, name=f"pdm-tcp-{self.port}", daemon=True
-            )
-            self._thread.start()
+            self._started = True
+            if driven:
+                self._sel = self._open_selector()
+            else:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"pdm-tcp-{self.port}", daemon=True
+                )
+                self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -810,9 +821,11 @@ class TcpStreamServer:
         """
         with self._lock:
             thread = self._thread
-            if thread is None or self._stopping.is_set():
+            if not self._started or self._stopping.is_set():
                 if thread is not None and thread is not threading.current_thread():
                     thread.join(timeout_s)
+                elif self._sel is not None:
+                    self._closed.wait(timeout_s)
                 return
             self._stopping.set()
             if self._wake_w is not None:
@@ -820,7 +833,18 @@ class TcpStreamServer:
                     self._wake_w.send(b"x")
                 except OSError:
                     pass
-        if thread is not threading.current_thread():
+        if thread is None:  # driven: the driver's next poll closes everything
+            if threading.get_ident() == self._driver:
+                return  # called by the driver itself (from on_chunk): its poll closes it
+            if not self._closed.wait(timeout_s):
+                log.warning(
+                    "stream receiver: its driver did not poll within %g s; closing it here",
+                    timeout_s,
+                )
+                sel, self._sel = self._sel, None
+                if sel is not None:
+                    self._shut(sel)
+        elif thread is not threading.current_thread():
             thread.join(timeout_s)
             if thread.is_alive():
                 log.warning("stream receiver thread did not stop within %g s", timeout_s)
@@ -830,7 +854,7 @@ class TcpStreamServer:
         accepts on the public port and hands each connection to the worker that runs its
         machine). Thread-safe; the connection counts against ``max_connections``."""
         with self._lock:
-            if self._thread is None or self._stopping.is_set():
+            if not self._started or self._stopping.is_set():
                 sock.close()
                 return
             self._adopted.append((sock, peer))
@@ -846,7 +870,7 @@ class TcpStreamServer:
         return len(self._conns)
 
     def __enter__(self) -> Self:
-        if self._thread is None:
+        if not self._started:
             self.start()
         return self
 
@@ -858,38 +882,66 @@ class TcpStreamServer:
 
     # ------------------------------------------------------------------ I/O thread
 
-    def _run(self) -> None:
+    def _open_selector(self) -> selectors.BaseSelector:
         assert self._listener is not None and self._wake_r is not None
         sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, "listen")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        return sel
+
+    def _run(self) -> None:
+        sel = self._open_selector()
         try:
-            sel.register(self._listener, selectors.EVENT_READ, "listen")
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-            # The idle check walks every connection: at its deadline, not after every read
-            # (with 150 connections it was a third of the reader's time per frame).
-            next_idle = 0.0
             while not self._stopping.is_set():
-                timeout = min(1.0, max(0.0, next_idle - time.monotonic()))
-                for key, _ in sel.select(timeout):
-                    if self._stopping.is_set():
-                        break
-                    if key.data == "listen":
-                        self._accept(sel)
-                    elif key.data == "wake":
-                        self._drain_wake()
-                        self._register_adopted(sel)
-                    else:
-                        self._read(sel, key.data)
-                if time.monotonic() >= next_idle:
-                    next_idle = self._close_idle(sel)
+                self._poll_once(sel, 1.0)
         except Exception:  # a bug here must not leave a half-dead receiver silently
             log.exception("stream receiver on port %d failed; closing it", self.port)
         finally:
-            for conn in list(self._conns):
-                self._close(sel, conn, "disconnected", f"{conn.peer}: receiver stopped")
-            sel.close()
-            for s in (self._listener, self._wake_r, self._wake_w):
-                if s is not None:
-                    s.close()
+            self._shut(sel)
+
+    def poll(self, timeout: float) -> None:
+        """Driven mode (``start(driven=True)``): wait up to ``timeout`` s for the network,
+        then read what came (``on_chunk`` runs here, on the caller's thread). After
+        :meth:`stop`, the next call closes every connection. Never raises."""
+        sel = self._sel
+        if sel is None:
+            return
+        self._driver = threading.get_ident()
+        try:
+            if not self._stopping.is_set():
+                self._poll_once(sel, timeout)
+        except Exception:
+            log.exception("stream receiver on port %d failed; closing it", self.port)
+            self._stopping.set()
+        if self._stopping.is_set():
+            self._sel = None
+            self._shut(sel)
+
+    def _poll_once(self, sel: selectors.BaseSelector, timeout: float) -> None:
+        # The idle check walks every connection: at its deadline, not after every read
+        # (with 150 connections it was a third of the reader's time per frame).
+        timeout = min(timeout, max(0.0, self._next_idle - time.monotonic()))
+        for key, _ in sel.select(timeout):
+            if self._stopping.is_set():
+                break
+            if key.data == "listen":
+                self._accept(sel)
+            elif key.data == "wake":
+                self._drain_wake()
+                self._register_adopted(sel)
+            else:
+                self._read(sel, key.data)
+        if time.monotonic() >= self._next_idle:
+            self._next_idle = self._close_idle(sel)
+
+    def _shut(self, sel: selectors.BaseSelector) -> None:
+        for conn in list(self._conns):
+            self._close(sel, conn, "disconnected", f"{conn.peer}: receiver stopped")
+        sel.close()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        self._closed.set()
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
