@@ -170,8 +170,10 @@ def test_restart_sets_the_relay_from_the_stored_state_and_sends_nothing_again(
 def test_alarm_states_without_a_transition_are_written_together_and_none_is_lost(
     tmp_path: Path,
 ) -> None:
-    """``save`` without ``now`` waits in memory (read back at once), goes to disk with the
-    next save a second later or with a ``now`` save, and ``close`` writes what waits."""
+    """``save`` without ``now`` waits in memory (read back at once) and the store's own
+    thread writes it within ``flush_every_s``; a ``now`` save is on disk when it returns;
+    ``close`` writes what waits; an older state never replaces a newer one on disk (a
+    deferred batch landing after a transition's immediate write)."""
     import sqlite3
 
     from pdm.alarms.state import MachineAlarm
@@ -181,17 +183,27 @@ def test_alarm_states_without_a_transition_are_written_together_and_none_is_lost
             return dict(db.execute("SELECT machine, state FROM machine_state"))
 
     store = AlarmStore(tmp_path / "alarms.db")
-    store.save("a", MachineAlarm(since_ns=1), off_windows=5)  # the first save writes
+    store.flush_every_s = 0.3
+    store.save("a", MachineAlarm(since_ns=1), off_windows=5)
     store.save("a", MachineAlarm(since_ns=2), off_windows=5)
     store.save("b", MachineAlarm(since_ns=3), off_windows=7)
     assert store.load("a") == MachineAlarm(since_ns=2) and store.off_windows("b") == 7
     assert store.machines() == ["a", "b"]
-    assert '"since_ns":1' in on_disk()["a"] and "b" not in on_disk()
-    store.save("c", MachineAlarm(state="trip", since_ns=4), off_windows=5, now=True)
+    assert on_disk() == {}  # not on this thread: the store's writes them soon
+    deadline = time.monotonic() + 5
+    while len(on_disk()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     disk = on_disk()
-    assert '"since_ns":2' in disk["a"] and '"since_ns":3' in disk["b"] and "trip" in disk["c"]
+    assert '"since_ns":2' in disk["a"] and '"since_ns":3' in disk["b"]
+    store.save("c", MachineAlarm(state="trip", since_ns=4), off_windows=5, now=True)
+    assert "trip" in on_disk()["c"]  # a transition: on disk before save returns
     store.save("a", MachineAlarm(since_ns=5), off_windows=5)
     store.close()
     assert '"since_ns":5' in on_disk()["a"]
     with AlarmStore(tmp_path / "alarms.db") as again:
         assert again.load("a") == MachineAlarm(since_ns=5)
+        again.save("d", MachineAlarm(state="danger", since_ns=7), off_windows=5, now=True)
+        newer = again._db.execute("SELECT updated_ns FROM machine_state WHERE machine='d'")
+        t_newer = newer.fetchone()[0]
+        again._write(again._db, {"d": (MachineAlarm(since_ns=6), 5, t_newer - 1)})
+        assert "danger" in on_disk()["d"]

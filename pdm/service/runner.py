@@ -229,8 +229,6 @@ class RunnerPool:
                 for r in runners:
                     if not r._done.is_set() and r.queue.empty():
                         r.writer.submit(*r.engine.retry_relay())
-                for store in {id(r.engine.store): r.engine.store for r in runners}.values():
-                    store.tick()
                 if runners and all(r._done.is_set() for r in runners):
                     return
 
