@@ -8,7 +8,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["connect_durable", "open_or_set_aside"]
+__all__ = ["connect_durable", "open_or_set_aside", "retry_locked"]
+
+
+def retry_locked(fn: Callable[[], object], timeout_s: float) -> None:
+    """``fn()``, again every 50 ms for up to ``timeout_s`` while it fails with a "locked" or
+    "busy" error. Switching a file to WAL does not wait out ``busy_timeout``: processes
+    opening one file at once (a service's workers) could fail at the switch."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fn()
+            return
+        except Exception as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def open_or_set_aside(
@@ -42,11 +58,15 @@ def connect_durable(path: Path, schema: str, probe: str) -> sqlite3.Connection:
     ``schema`` script applied and table ``probe`` read once, so a damaged file fails here."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(schema)
-        db.execute(f"SELECT count(*) FROM {probe}").fetchone()
+
+        def setup() -> None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(schema)
+            db.execute(f"SELECT count(*) FROM {probe}").fetchone()
+
+        retry_locked(setup, 5.0)
     except BaseException:
         db.close()
         raise

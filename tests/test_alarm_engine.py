@@ -207,3 +207,30 @@ def test_alarm_states_without_a_transition_are_written_together_and_none_is_lost
         t_newer = newer.fetchone()[0]
         again._write(again._db, {"d": (MachineAlarm(since_ns=6), 5, t_newer - 1)})
         assert "danger" in on_disk()["d"]
+
+
+def test_alarm_stores_opened_at_once_by_many_workers_all_open(tmp_path: Path) -> None:
+    """Workers start together and open one new file at once: SQLite can refuse some of them
+    "database is locked" at once, without waiting out busy_timeout (switching to WAL,
+    creating the tables). Each open is retried until it succeeds."""
+    import threading
+
+    from pdm.alarms.state import MachineAlarm
+
+    errors: list[str] = []
+
+    def open_close(path: Path) -> None:
+        try:
+            with AlarmStore(path) as store:
+                store.save("m", store.load("m") or MachineAlarm(), off_windows=3, now=True)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    for k in range(15):
+        path = tmp_path / f"alarms-{k}.db"
+        threads = [threading.Thread(target=open_close, args=(path,)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

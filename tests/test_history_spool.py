@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -334,21 +335,30 @@ def test_close_with_the_store_down_spools_everything_and_a_restart_delivers(tmp_
     )
 
 
-def test_submit_never_blocks_on_a_hanging_store(tmp_path: Path) -> None:
-    gate = threading.Event()
+def _hanging_writer(
+    tmp_path: Path, gate: threading.Event, inside: threading.Event | None = None, **kw: Any
+) -> HistoryWriter:
+    """A writer whose store's writes wait for ``gate`` (``inside`` set once one does)."""
 
     class Hanging(Flaky):
         def write(self, records: Sequence[Record]) -> None:
+            if inside is not None:
+                inside.set()
             gate.wait(5)
             super().write(records)
 
     control = {"down": False, "calls": 0}
-    w = HistoryWriter(
+    return HistoryWriter(
         lambda: Hanging(tmp_path / "h.db", control),  # type: ignore[arg-type,return-value]
         Spool(tmp_path / "spool.db"),
         flush_interval_s=0.01,
-        queue_rows=1000,
+        **kw,
     )
+
+
+def test_submit_never_blocks_on_a_hanging_store(tmp_path: Path) -> None:
+    gate = threading.Event()
+    w = _hanging_writer(tmp_path, gate, queue_rows=1000)
     t0 = time.monotonic()
     for i in range(200):
         w.submit(features(i))
@@ -357,3 +367,25 @@ def test_submit_never_blocks_on_a_hanging_store(tmp_path: Path) -> None:
     assert w.drain(10)
     w.close()
     assert _feature_times(tmp_path).size == 800
+
+
+def test_critical_records_do_not_wait_for_a_delivery_in_progress(tmp_path: Path) -> None:
+    """An alarm state submitted while the writer is inside a slow store write is spooled
+    (fsynced) at once: the processing thread that submits it must not wait for the store."""
+    gate = threading.Event()
+    inside = threading.Event()
+    w = _hanging_writer(tmp_path, gate, inside)
+    try:
+        w.submit(features(0))
+        assert inside.wait(5)  # the writer holds a delivery open
+        t0 = time.monotonic()
+        w.submit(StateChange("m1", T0, "ok", "trip", "test"))
+        assert time.monotonic() - t0 < 1.0
+        with Spool(tmp_path / "spool.db") as other:
+            assert [e[3] for e in other.peek(100)] == ["states"]
+    finally:
+        gate.set()
+    assert w.drain(10)
+    w.close()
+    with SqliteStore(tmp_path / "h.db") as st:
+        assert [c.new for c in st.log("m1", kinds=("states",))] == ["trip"]

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from pdm.durable import retry_locked
 from pdm.history.base import HistoryError, LogRecord, MachineStatus, Trend, bucket_ns
 from pdm.history.records import (
     ActionResult,
@@ -271,18 +272,8 @@ class SqliteStore:
             raise self._error(exc, where=str(self.path)) from exc
         try:
             # Processes opening a new file together (the service's workers) can find it
-            # locked while one of them switches it to WAL, which SQLite reports at once,
-            # without waiting out busy_timeout: wait for it here.
-            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-            while True:
-                try:
-                    self._open()
-                    break
-                except HistoryError as exc:
-                    busy = any(w in str(exc).lower() for w in ("locked", "busy"))
-                    if not busy or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            # locked while one of them switches it to WAL: waited out.
+            retry_locked(self._open, BUSY_TIMEOUT_MS / 1000)
         except BaseException:
             self._db.close()
             raise

@@ -110,6 +110,7 @@ class HistoryWriter:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._io = threading.Lock()  # one delivery or spill at a time
+        self._push = threading.Lock()  # one push to the spool at a time (see _push_spool)
         self._stop = False
         self._busy = False
         self._flush_wanted = False
@@ -134,8 +135,10 @@ class HistoryWriter:
         bulk = [r for r in records if r.kind not in CRITICAL_KINDS]
         n = sum(len(r) for r in records)
         if critical:
-            with self._io:
-                self._push_spool(critical)
+            # Not behind ``_io``: a delivery to the store holds that for as long as the
+            # store takes (measured: 100-200 ms a batch under load), and this is the
+            # processing thread waiting.
+            self._push_spool(critical)
         spill = False
         with self._cond:
             self.stats.rows_submitted += n
@@ -348,7 +351,12 @@ class HistoryWriter:
             )
 
     def _push_spool(self, records: list[Record]) -> None:
-        """Spool records (the caller holds ``_io``); counts what the overflow policy drops."""
+        """Spool records; counts what the overflow policy drops. (The spool is thread-safe;
+        ``_push`` keeps the counting to one pusher at a time.)"""
+        with self._push:
+            self._push_spool_locked(records)
+
+    def _push_spool_locked(self, records: list[Record]) -> None:
         try:
             dropped = self.spool.push(records)
         except HistoryError as exc:
