@@ -80,6 +80,7 @@ def test_wal_and_pragmas(tmp_path: Path) -> None:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: see the store
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -sqlite_mod.CACHE_KIB
     # WAL is a property of the file: a plain connection sees it too.
     with raw(tmp_path / "h.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

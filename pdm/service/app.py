@@ -384,6 +384,7 @@ class Service:
         self.tcp: Any = None
         self.mqtt: Any = None
         self.m: Any = None  # ServiceMetrics
+        self._stages: dict[str, Any] = {}  # stage -> its latency histogram series
         # Model updates: the watcher, promote, rollback and uploads take turns (RLock).
         self._model_lock = threading.RLock()
         self._model_seen: dict[str, tuple[int, ...]] = {}
@@ -1086,9 +1087,12 @@ class Service:
         return self.m.render() if self.m is not None else ""
 
     def _observe(self, stage: str, seconds: float) -> None:
-        m = self.m
-        if m is not None:
-            m.stage_seconds.labels(stage=stage).observe(seconds)
+        series = self._stages.get(stage)  # a handful of stages, several times a window
+        if series is None:
+            if self.m is None:
+                return
+            series = self._stages[stage] = self.m.stage_seconds.labels(stage=stage)
+        series.observe(seconds)
 
     def _decided(self, seconds: float) -> None:
         if self.m is not None:
