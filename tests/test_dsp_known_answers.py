@@ -273,3 +273,16 @@ def test_tone_search_plans_shared_by_searches_and_batch_sizes_read_the_same() ->
                 assert_allclose(off[:, 0], amps[:rows], rtol=2e-3)
             else:
                 assert np.all(off[:, 0] < 0.05 * amps[:rows])
+
+
+def test_frames_carry_each_channels_min_max_and_sum() -> None:
+    """``FeatureFrame.stats``: what the sensor health check would otherwise compute again."""
+    rng = np.random.default_rng(4)
+    x = (rng.normal(0.3, 1.0, (3, N)) * [[1.0], [0.1], [5.0]]).astype(np.float32)
+    fx = extractor(channels=[ChannelSpec(c, BEARINGS["6205"]) for c in "xyz"])
+    (a, b) = fx.extract_windows([x, x[:, ::-1].copy()])
+    for frame, w in ((a, x), (b, x[:, ::-1])):
+        assert frame.stats is not None and frame.stats.shape == (3, 3)
+        assert_allclose(frame.stats[:, 0], w.min(axis=1))
+        assert_allclose(frame.stats[:, 1], w.max(axis=1))
+        assert_allclose(frame.stats[:, 2], w.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-2)

@@ -306,6 +306,12 @@ def test_screened_verdicts_equal_the_definitions() -> None:
         got = [h.faults for h in check_window(data, fs, full, lim)]
         want = [reference_faults(data[c], fs, full[c], lim) for c in range(3)]
         assert got == want, (case, fs, n, lim, full)
+        if data.dtype == np.float32:
+            # With min, max and sum as the feature extraction computes them (float32 BLAS).
+            mean = (data @ np.ones(n, np.float32)) * np.float32(1.0 / n)
+            stats = np.stack([data.min(axis=1), data.max(axis=1), mean * n], axis=1)
+            (win,) = check_windows(data[None], fs, full, lim, stats=stats.astype(np.float64))
+            assert [h.faults for h in win] == want, (case, "stats", fs, n, lim, full)
 
 
 # --------------------------------------------------------------------------- single checks

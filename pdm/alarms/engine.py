@@ -207,7 +207,12 @@ class AlarmEngine:
             if len(group) == 1
             else np.stack([wf.window.data for wf in group])
         )
-        health = check_windows(data, fs, self.fullscale, self.limits)
+        # The extraction's min, max and sum of the same float32 samples: not found again.
+        known = [wf.features.stats for wf in group]
+        stats: Any = None
+        if data.dtype == np.float32 and all(k is not None for k in known):
+            stats = np.concatenate(known)  # type: ignore[arg-type]
+        health = check_windows(data, fs, self.fullscale, self.limits, stats=stats)
         for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
             row = by_window.get(wf.window.index)
             faults, details = by_sensor(verdicts, self.pipeline.columns, self.sensor_of)

@@ -228,11 +228,15 @@ def check_windows(
     fs: float,
     full_scale_g: Sequence[float | None],
     limits: HealthLimits | None = None,
+    *,
+    stats: npt.NDArray[np.floating] | None = None,
 ) -> list[list[ChannelHealth]]:
     """:func:`check_window` over a batch: ``(n_windows, n_channels, n)`` in one pass.
 
     Same verdicts as calling :func:`check_window` on each window; cheaper per
-    window because the reductions run once over the whole batch.
+    window because the reductions run once over the whole batch. ``stats``
+    (``(n_windows · n_channels, 3)``: each row's min, max and sum, as the feature
+    extraction computed them over the same samples) saves the three passes that find them.
 
     Returns
     -------
@@ -242,7 +246,9 @@ def check_windows(
     x = _as_float(data, 3, "(n_windows, n_channels, n)")
     n_windows, n_channels, n = x.shape
     plan = _plan(full_scale_g, x.shape, fs, limits)
-    flat = _check(x.reshape(n_windows * n_channels, n), fs, plan)
+    if stats is not None and np.shape(stats) != (n_windows * n_channels, 3):
+        raise ValueError(f"stats shape {np.shape(stats)} != ({n_windows * n_channels}, 3)")
+    flat = _check(x.reshape(n_windows * n_channels, n), fs, plan, stats)
     return [flat[w * n_channels : (w + 1) * n_channels] for w in range(n_windows)]
 
 
@@ -320,8 +326,14 @@ def _make_plan(
     return _Plan(lim, tuple(levels) * math.prod(lead), run_flat, run_zero, step)
 
 
-def _check(x: npt.NDArray[np.floating], fs: float, plan: _Plan) -> list[ChannelHealth]:
-    """The checks over rows ``x`` (m, n); ``plan.levels[r]`` belongs to row r.
+def _check(
+    x: npt.NDArray[np.floating],
+    fs: float,
+    plan: _Plan,
+    stats: npt.NDArray[np.floating] | None = None,
+) -> list[ChannelHealth]:
+    """The checks over rows ``x`` (m, n); ``plan.levels[r]`` belongs to row r; ``stats``
+    (m, 3): the rows' min, max and sum when already known.
 
     Screens every row with its min and max and a subsample; a row the screen
     cannot clear gets the one statistic that decides, and a row with a fault
@@ -335,8 +347,11 @@ def _check(x: npt.NDArray[np.floating], fs: float, plan: _Plan) -> list[ChannelH
         plan.run_zero,
         plan.step,
     )
-    mn = np.minimum.reduce(x, axis=1).tolist()
-    mx = np.maximum.reduce(x, axis=1).tolist()
+    if stats is None:
+        mn = np.minimum.reduce(x, axis=1).tolist()
+        mx = np.maximum.reduce(x, axis=1).tolist()
+    else:
+        mn, mx = stats[:, 0].tolist(), stats[:, 1].tolist()
     p2p_limit, dc = lim.flatline_p2p_g, lim.dc_bias_g
     suspect: set[int] = set()
     big: list[tuple[int, float]] = []  # (row, peak) where the peak allows |mean| > dc_bias_g
@@ -356,7 +371,7 @@ def _check(x: npt.NDArray[np.floating], fs: float, plan: _Plan) -> list[ChannelH
         # (einsum is ~3× faster than sum for float32 rows). Its rounding error is at
         # most n·eps·Σ|x| <= n·eps·n·peak whatever the order of summation, so with
         # that margin no bias is missed; _exact then decides in float64.
-        sums = np.einsum("ij->i", x).tolist()
+        sums = (np.einsum("ij->i", x) if stats is None else stats[:, 2]).tolist()
         eps = n * float(np.finfo(np.float32).eps)
         suspect.update(r for r, peak in big if abs(sums[r]) > n * (dc - eps * peak))
     # The run screen (see _make_plan). Rows already suspect need no screen; a

@@ -124,6 +124,9 @@ class FeatureFrame:
     env_parts: npt.NDArray[np.float32] = field(repr=False)
     _extractor: FeatureExtractor = field(repr=False)
     _env_plan: EnvelopePlan = field(repr=False)
+    #: (n_channels, 3): min, max and sum of each channel's samples (g), as the extraction
+    #: computed them — the sensor health check reads these instead of three more passes.
+    stats: npt.NDArray[np.float64] | None = field(default=None, repr=False)
 
     def as_dicts(self) -> list[dict[str, float | str | None]]:
         """One dict per channel: ``channel``, every feature, ``iso_zone``, ``shaft_speed_rpm``."""
@@ -535,6 +538,7 @@ class FeatureExtractor:
             )
         else:
             values[:, k:] = np.nan
+        stats = np.stack([xmin, xmax, mean * n], axis=1).astype(np.float64)
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
         for ex, _x, n_win in parts:
@@ -559,6 +563,7 @@ class FeatureExtractor:
                         env_parts=pe[sl],
                         _extractor=ex,
                         _env_plan=plan,
+                        stats=stats[sl],
                     )
                 )
                 row += n_ch
