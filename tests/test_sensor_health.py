@@ -582,3 +582,17 @@ def test_cwru_recordings_are_healthy(cwru: Path, rate: str) -> None:
             if not h.ok
         ]
         assert bad == [], path.name
+
+
+def test_plans_are_shared_by_equal_limits() -> None:
+    """A service's machines each hold their own (mostly equal) limits: one plan serves them
+    all, so more machines than the cache's size do not rebuild a plan every window."""
+    import pdm.alarms.health as health
+
+    x = noise()[None]
+    health._PLANS.clear()
+    for _ in range(200):
+        check_windows(x, FS, FULL, HealthLimits(dc_bias_g=0.7))
+    assert len(health._PLANS) == 1
+    check_windows(x, FS, FULL, HealthLimits(dc_bias_g=0.8))
+    assert len(health._PLANS) == 2

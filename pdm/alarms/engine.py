@@ -144,7 +144,8 @@ class AlarmEngine:
         self.appliance = appliance_id()
         self.fullscale = full_scale_g(self.pipeline)
         self.limits = HealthLimits()
-        self.sensor_of = {c: self.pipeline.channel(c)[0].id for c in self.pipeline.columns}
+        self._columns = self.pipeline.columns  # a property that builds the tuple anew
+        self.sensor_of = {c: self.pipeline.channel(c)[0].id for c in self._columns}
         if self.state is None:
             self.state = self.store.load(self.key) or MachineAlarm()
         live = self.actions == "live"
@@ -215,7 +216,7 @@ class AlarmEngine:
         health = check_windows(data, fs, self.fullscale, self.limits, stats=stats)
         for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
             row = by_window.get(wf.window.index)
-            faults, details = by_sensor(verdicts, self.pipeline.columns, self.sensor_of)
+            faults, details = by_sensor(verdicts, self._columns, self.sensor_of)
             frame = wf.features
             gap = ""
             t_win = to_ns(wf.window.t_start)

@@ -273,7 +273,7 @@ def _as_float(data: npt.ArrayLike, ndim: int, layout: str) -> npt.NDArray[np.flo
 class _Plan:
     """What a window shape, rate, full scales and limits fix, worked out once."""
 
-    limits: HealthLimits  # held so that its id() in the cache key stays its own
+    limits: HealthLimits
     levels: tuple[tuple[float, float], ...]  # per row: (full scale g, clip level g)
     run_flat: int  # shortest faulty run of one value, samples
     run_zero: int  # shortest faulty run of zeros, samples
@@ -291,11 +291,14 @@ def _plan(
 ) -> _Plan:
     """The plan for windows of ``shape`` (..., n_channels, n); the same few come back every window."""
     lim = limits or _DEFAULT
-    key = (tuple(full_scale_g), shape, fs, id(lim))
+    # By value: a service's machines have limits of their own but mostly equal, and a
+    # cache keyed by identity (and cleared at 64 entries) missed on every window with
+    # more than 64 machines a process.
+    key = (tuple(full_scale_g), shape, fs, lim)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(key[0], shape, fs, lim)
-        if len(_PLANS) >= 64:
+        if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
     return plan
