@@ -268,3 +268,40 @@ def test_a_driven_pool_reads_between_rounds_and_never_waits_on_its_own_queues(
         for r in rig.runners:
             r.stop(timeout=5)
         rig.close()
+
+
+def test_a_driven_pool_stops_reading_while_a_queue_is_congested(tmp_path: Path) -> None:
+    """A sender faster than real time (``pdm-edge send`` without ``--speed``) through a
+    network input the pool polls: a queue half full stops the polling until it is down to a
+    quarter, so nothing is dropped and the queue stays bounded (over TCP, the sender waits)."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=True)
+    pool = rig.pool
+    assert pool is not None
+    (r,) = rig.runners
+    r.queue = __import__("queue").Queue(maxsize=8)
+    import dataclasses
+
+    pieces = [c for seed in range(4) for c in _chunks(seed=seed, fault=False)]
+    t0 = pieces[0].t0  # one continuous stream, four seconds of it
+    chunks = [dataclasses.replace(c, t0=t0 + k * CHUNK / FS) for k, c in enumerate(pieces)]
+    seen_at_poll: list[int] = []
+
+    def poll(timeout: float) -> None:
+        seen_at_poll.append(r.queue.qsize())
+        for _ in range(4):  # a read's worth each time: more than a round takes
+            if chunks:
+                assert r.offer(chunks.pop(0))
+
+    pool.drive(poll)
+    pool.max_turns = 2  # rounds of two chunks: the reading outpaces the processing
+    r.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (chunks or not r.queue.empty()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not chunks and r.stats.samples_dropped == 0 and not r.backlog_fault
+        assert max(seen_at_poll) <= 4 + 2  # never read while congested (half of 8 = 4)
+        assert r.stats.windows >= 40
+    finally:
+        r.stop(timeout=5)
+        rig.close()

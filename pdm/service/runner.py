@@ -157,6 +157,9 @@ class RunnerPool:
         self._lock = threading.Lock()
         #: A network input this thread polls between rounds (see :meth:`drive`).
         self.poller: Callable[[float], None] | None = None
+        #: Machines whose queue reached half full from that input: no more reading until
+        #: they are down to a quarter (the sender then waits on TCP's flow control).
+        self.congested: set[MachineRunner] = set()
         #: Windows cut per second, over the last housekeeping interval (~0.5 s).
         self.window_rate = 0.0
         self._rate_windows = 0
@@ -188,9 +191,17 @@ class RunnerPool:
         """True on the pool's own thread (where offering must never wait)."""
         return threading.current_thread() is self._thread
 
+    def _may_read(self) -> bool:
+        """Whether the network may be read now (no machine's queue is congested)."""
+        if self.congested:
+            self.congested = {r for r in self.congested if r.queue.qsize() > r.queue.maxsize // 4}
+        return not self.congested
+
     def _next(self, timeout: float) -> MachineRunner | None:
         """The next machine with a chunk waiting, waiting up to ``timeout`` s for one."""
         poll = self.poller
+        if poll is not None and not self._may_read():
+            poll = None  # work off the backlog first: nothing is read meanwhile
         if poll is None:
             try:
                 return self.ready.get(timeout=timeout) if timeout > 0 else self.ready.get_nowait()
@@ -214,7 +225,7 @@ class RunnerPool:
         housekeeping = time.monotonic() + 0.5
         while True:
             poll = self.poller
-            if poll is not None and not self.ready.empty():
+            if poll is not None and not self.ready.empty() and self._may_read():
                 poll(0.0)  # busy: take in what the network has, without waiting
             runner = self._next(max(0.0, min(0.5, housekeeping - time.monotonic())))
             if runner is not None:
@@ -366,11 +377,17 @@ class MachineRunner:
     def offer(self, chunk: Chunk) -> bool:
         """Queue a chunk; False when it could not be queued within ``put_timeout_s`` (counted).
 
-        On the pool's own thread (a network input it polls) it never waits: nothing else
-        would empty the queue meanwhile."""
-        wait = not (self.pool is not None and self.pool.on_thread)
+        On the pool's own thread (a network input it polls) it never waits — nothing else
+        would empty the queue meanwhile: a queue half full stops the pool reading the
+        network until it is down to a quarter, so a sender faster than real time is slowed
+        by TCP's flow control, as a waiting reader thread slowed it."""
+        pool = self.pool
+        wait = not (pool is not None and pool.on_thread)
         try:
             self.queue.put(chunk, timeout=self.put_timeout_s if wait else None, block=wait)
+            if not wait and self.queue.qsize() >= self.queue.maxsize // 2:
+                assert pool is not None
+                pool.congested.add(self)  # the pool stops reading until this drains
         except queue.Full:
             self._drop_backlog(extra=chunk.n_samples, why="queue full")
             return False
