@@ -514,6 +514,8 @@ def bench_run(
         else round(held["e2e_ms_p99"], 2),
         "run_capacity_sensors": round(cap["sensors"], 1),
         "run_capacity_windows_per_s": round(cap["windows_per_s"], 1),
+        # Fed as fast as TCP's flow control lets the sender: nothing may be dropped.
+        "run_capacity_dropped_samples": cap["dropped_samples"],
         "run_sensors_per_machine": SENSORS_PER_MACHINE,
         "run_frame_samples": FRAME_SAMPLES,
         "run_workers": workers if workers is not None else "auto",

@@ -387,6 +387,7 @@ def test_bench_json_quick() -> None:
     assert 0 < result["decision_us_p50"] <= result["decision_us_p99"]
     # The whole service fed over TCP (pdm/bench_run.py): a capacity and a real-time phase.
     assert result["run_capacity_windows_per_s"] > 0 and result["run_sensors_per_machine"] == 2
+    assert result["run_capacity_dropped_samples"] == 0  # flow control, not drops
     assert result["run_sensors"] >= 0 and len(result["run_tries"]) == 1
     assert result["run_tries"][0]["windows_per_s"] > 0
     # --quick never searches the load that meets the latency target: reported as such.
