@@ -12,7 +12,7 @@ operator (the samples repeat), so it costs little more than its ``sendmsg`` call
 still shares the machine's two cores with the service, which makes the figure
 conservative.
 
-Two phases, each on a fresh service:
+Three phases, each on a fresh service:
 
 1. **capacity**: a few machines sent as fast as the service reads them (TCP flow control
    paces the sender); windows processed per second in the steady part → sensors.

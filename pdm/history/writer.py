@@ -354,31 +354,30 @@ class HistoryWriter:
         """Spool records; counts what the overflow policy drops. (The spool is thread-safe;
         ``_push`` keeps the counting to one pusher at a time.)"""
         with self._push:
-            self._push_spool_locked(records)
-
-    def _push_spool_locked(self, records: list[Record]) -> None:
-        try:
-            dropped = self.spool.push(records)
-        except HistoryError as exc:
-            # The disk itself failed: nothing durable is left. Say so loudly and count.
-            n = sum(len(r) for r in records)
-            log.error("history: %s; %d row(s) lost", exc, n)
-            for r in records:
-                self.spool.count_dropped(r.kind, len(r))
-            self.stats.rows_dropped += n
-            return
-        self.stats.rows_spooled += sum(len(r) for r in records)
-        if dropped:
-            if self.stats.rows_dropped == 0:
-                msg = (
-                    f"spool {self.spool.path} full ({self.spool.max_bytes // 2**20} MB): "
-                    "dropping the oldest spectra, then feature and score rows (alarm states, "
-                    "events, actions and captures are kept)"
-                )
-                log.warning("history: %s", msg)
-                # Into history too (once per writer), so the gap is explained where it shows.
-                self.spool.push([Event(self.label, time.time_ns(), "rows_dropped", "warning", msg)])
-            self.stats.rows_dropped += dropped
+            try:
+                dropped = self.spool.push(records)
+            except HistoryError as exc:
+                # The disk itself failed: nothing durable is left. Say so loudly and count.
+                n = sum(len(r) for r in records)
+                log.error("history: %s; %d row(s) lost", exc, n)
+                for r in records:
+                    self.spool.count_dropped(r.kind, len(r))
+                self.stats.rows_dropped += n
+                return
+            self.stats.rows_spooled += sum(len(r) for r in records)
+            if dropped:
+                if self.stats.rows_dropped == 0:
+                    msg = (
+                        f"spool {self.spool.path} full ({self.spool.max_bytes // 2**20} MB): "
+                        "dropping the oldest spectra, then feature and score rows (alarm "
+                        "states, events, actions and captures are kept)"
+                    )
+                    log.warning("history: %s", msg)
+                    # Into history too (once per writer), so the gap is explained where it shows.
+                    self.spool.push(
+                        [Event(self.label, time.time_ns(), "rows_dropped", "warning", msg)]
+                    )
+                self.stats.rows_dropped += dropped
 
     def _spill_queue(self) -> None:
         """Move the whole in-memory queue to the spool (the caller holds ``_io``)."""

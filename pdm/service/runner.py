@@ -204,17 +204,11 @@ class RunnerPool:
         poll = self.poller
         if poll is not None and not self._may_read():
             poll = None  # work off the backlog first: nothing is read meanwhile
-        if poll is None:
-            try:
-                return self.ready.get(timeout=timeout) if timeout > 0 else self.ready.get_nowait()
-            except queue.Empty:
-                return None
         try:
-            return self.ready.get_nowait()
-        except queue.Empty:
-            pass
-        poll(timeout)
-        try:
+            if poll is None and timeout > 0:
+                return self.ready.get(timeout=timeout)
+            if poll is not None and self.ready.empty():
+                poll(timeout)  # waits for the network, which offers what it reads
             return self.ready.get_nowait()
         except queue.Empty:
             return None
