@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,7 +102,10 @@ def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
     assert user_version(path) == SCHEMA_VERSION == len(sqlite_mod.MIGRATIONS)
     with raw(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    assert tables == {"features", "scores", "spectra", "states", "events", "actions", "captures"}
+    assert tables == {
+        "features", "feature_channels", "scores", "spectra", "states", "events", "actions",
+        "captures",
+    }  # fmt: skip
     assert columns(path) == ["machine", "channel", "t_ns", "sensor", "window", "valid", "iso_zone"]
 
 
@@ -155,6 +159,132 @@ def test_a_failed_migration_changes_nothing(
     assert user_version(path) == SCHEMA_VERSION
     with raw(path) as db:
         assert db.execute("SELECT name FROM sqlite_schema WHERE name = 'notes'").fetchall() == []
+
+
+def _schema_sql(path: Path, name: str) -> str:
+    with raw(path) as db:
+        row = db.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (name,)).fetchone()
+    return " ".join(str(row[0]).split()) if row else ""
+
+
+def _version_1_file(path: Path, recs: list[FeatureRows]) -> None:
+    """A file as the first schema wrote it, with ``recs`` in its feature table."""
+    with raw(path) as db:
+        sqlite_mod._migration_1(db)
+        for name in dict.fromkeys(n for r in recs for n in r.names):
+            db.execute(f'ALTER TABLE features ADD COLUMN "{name}" REAL')
+        for r in recs:
+            cols = ", ".join(['machine, channel, t_ns, sensor, "window", valid, iso_zone',
+                              *(f'"{n}"' for n in r.names)])  # fmt: skip
+            marks = ", ".join("?" * (7 + len(r.names)))
+            db.executemany(
+                f"INSERT INTO features ({cols}) VALUES ({marks})",
+                [
+                    (r.machine, r.channel[i], int(r.t_ns[i]), r.sensor[i], int(r.window[i]),
+                     bool(r.valid[i]), r.iso_zone[i],
+                     *(None if np.isnan(v) else float(v) for v in r.values[i]))
+                    for i in range(len(r))
+                ],
+            )  # fmt: skip
+        db.execute("PRAGMA user_version = 1")
+
+
+def test_a_version_1_file_gets_time_keyed_features_with_its_rows(tmp_path: Path) -> None:
+    """Schema step 2 rebuilds the feature table keyed by time: every row, every column
+    the file had grown, the same answers from every read as a file written afresh."""
+    recs = [
+        ramp("m1", "de", 5), ramp("m1", "fe", 5, scale=2.0), ramp("m2", "de", 3),
+        features("m2", [0.0, 0.5], ["nde", "nde"], [[7.0], [8.0]], names=["crest"]),
+    ]  # fmt: skip
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    _version_1_file(old, recs)
+    assert "PRIMARY KEY (machine, channel, t_ns)" in _schema_sql(old, "features")
+    with SqliteStore(fresh) as store:
+        store.write(recs)
+
+    def reads(path: Path) -> tuple[Any, ...]:
+        with SqliteStore(path) as store:
+            assert store.count("features") == 15
+            return (
+                store.machines(), store.features("m1"), store.features("m2"),
+                store.trend("m1", "rms_g", T0, T0 + 10 * S, points=5),
+                store.trend("m2", "crest", T0, T0 + 10 * S, points=5),
+                store.latest_status(),
+            )  # fmt: skip
+
+    got, want = reads(old), reads(fresh)
+    assert user_version(old) == SCHEMA_VERSION
+    assert "PRIMARY KEY (t_ns, machine, channel)" in _schema_sql(old, "features")
+    assert "(machine, t_ns)" in _schema_sql(old, "features_machine_t")
+    assert columns(old)[-1] == "crest"
+    with raw(old) as db:
+        listed = db.execute("SELECT machine, channel FROM feature_channels").fetchall()
+    assert sorted(listed) == [("m1", "de"), ("m1", "fe"), ("m2", "de"), ("m2", "nde")]
+    assert got[0] == want[0] == ["m1", "m2"]
+    for a, b in zip(got[1:3], want[1:3], strict=True):
+        assert a.channel == b.channel and a.names == b.names and a.sensor == b.sensor
+        assert_array_equal(a.t_ns, b.t_ns)
+        assert_array_equal(a.values, b.values)
+    for a, b in zip(got[3:5], want[3:5], strict=True):
+        assert [(t.channel, t.t_ns.tolist(), t.mean.tolist()) for t in a] == [
+            (t.channel, t.t_ns.tolist(), t.mean.tolist()) for t in b
+        ]
+    assert got[5] == want[5]
+
+
+def test_per_machine_reads_use_the_machine_time_index(tmp_path: Path) -> None:
+    """The reads of one machine walk its (machine, t_ns) index, not the whole table."""
+    path = tmp_path / "h.db"
+    with SqliteStore(path) as store:
+        store.write([ramp("m1", "de", 3)])
+    queries = [
+        "SELECT * FROM features WHERE machine = ? AND t_ns >= ? AND t_ns < ? ORDER BY t_ns, channel",
+        "SELECT max(t_ns) FROM features WHERE machine = ?",
+        "SELECT * FROM features WHERE machine = ? AND channel = ? ORDER BY t_ns DESC LIMIT 1",
+        "DELETE FROM features WHERE machine = ? AND t_ns < ?",
+    ]
+    with raw(path) as db:
+        for sql in queries:
+            plan = " ".join(
+                r[-1]
+                for r in db.execute("EXPLAIN QUERY PLAN " + sql, ["m1", "de", 0][: sql.count("?")])
+            )
+            assert "features_machine_t" in plan and "TEMP B-TREE" not in plan, (sql, plan)
+
+
+def test_a_channel_whose_rows_retention_removed_is_no_longer_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.db"
+    now = time.time_ns()
+    old = features("m1", [0.0], ["gone"], [[1.0, 2.0, 3.0, 4.0]])
+    old = dataclasses.replace(old, t_ns=np.array([now - 10 * DAY], dtype=np.int64))
+    with SqliteStore(path, retention_days=5) as store:
+        store.write([old, *_aged(now, 1, "new")])  # kept until the hour has passed
+        assert [set(s.channels) for s in store.latest_status("m1")] == [{"de", "fe", "gone"}]
+        monkeypatch.setattr(store, "_next_prune", time.monotonic() - 1)
+        store.write([Event("x", now, "t", "info", "an hour later")])
+        assert [set(s.channels) for s in store.latest_status("m1")] == [{"de", "fe"}]
+        assert store.features("m1").channel == ("de", "fe")
+        assert [t.channel for t in store.trend("m1", "rms_g", now - 20 * DAY, now + S)] == [
+            "de", "fe",
+        ]  # fmt: skip
+        # Written again by the same store: listed again.
+        store.write([dataclasses.replace(old, t_ns=np.array([now], dtype=np.int64))])
+        assert [set(s.channels) for s in store.latest_status("m1")] == [{"de", "fe", "gone"}]
+
+
+def test_a_failed_batch_does_not_leave_its_channels_thought_listed(tmp_path: Path) -> None:
+    """The batch rolled back, the channel list with it: the next write lists them again."""
+    path = tmp_path / "h.db"
+    bad = dataclasses.replace(Event("m1", T0, "t", "info", "x"), detail=None)  # NOT NULL fails
+    with SqliteStore(path) as store:
+        with pytest.raises(HistoryError):
+            store.write([ramp("m1", "de", 2), bad])
+        assert store.machines() == []
+        store.write([ramp("m1", "de", 2)])
+        assert store.machines() == ["m1"]
+        assert [set(s.channels) for s in store.latest_status("m1")] == [{"de"}]
 
 
 def test_a_newer_file_is_refused(tmp_path: Path) -> None:
