@@ -446,19 +446,12 @@ class FeatureExtractor:
         inv_n = 1.0 / n
         ones = self._ones
         blocks = [b for p in parts for b in p[1]]
-        x = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-        rows = x.shape[0]
+        rows = sum(b.shape[0] for b in blocks)
         # Per row: its window's number in the whole pass, and per window its channel count.
         win_ch = [len(ex.channels) for ex, _x, n_win in parts for _ in range(n_win)]
         n_win_all = len(win_ch)
         row_win = np.repeat(np.arange(n_win_all), win_ch)
 
-        # Time-domain moments: BLAS reductions (x @ ones) beat ndarray.mean by ~2x here.
-        mean = (x @ ones) * inv_n
-        finite_row = np.isfinite(mean)
-        valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
-        xmin = x.min(axis=1)
-        xmax = x.max(axis=1)
         # pocketfft transforms rows four at a time (SIMD) and a remainder one by one: 3 rows
         # cost 2.5x, 6 rows 1.5x per row what 4 or 8 cost (measured here). So the FFTs run
         # over rows padded with zeros to a multiple of four, and the pad is cut off after.
@@ -466,7 +459,23 @@ class FeatureExtractor:
         d_all = self._buffer("d", (rows_fft, n))
         d_all[rows:] = 0.0
         d = d_all[:rows]
-        np.subtract(x, mean[:, None], out=d)
+        # Time-domain moments: BLAS reductions (x @ ones) beat ndarray.mean by ~2x here.
+        # Block by block (a window each, in the service): no copy gathers them first, and
+        # each block's passes find it in cache (four windows together did not fit).
+        mean = np.empty(rows, dtype=np.float32)
+        xmin = np.empty(rows, dtype=np.float32)
+        xmax = np.empty(rows, dtype=np.float32)
+        r = 0
+        for b in blocks:
+            k = r + b.shape[0]
+            np.matmul(b, ones, out=mean[r:k])
+            mean[r:k] *= inv_n
+            np.min(b, axis=1, out=xmin[r:k])
+            np.max(b, axis=1, out=xmax[r:k])
+            np.subtract(b, mean[r:k, None], out=d[r:k])
+            r = k
+        finite_row = np.isfinite(mean)
+        valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         # d² and, after the moments are taken, the squared spectrum share one buffer:
         # a smaller working set stays in cache (the extractor is memory-bound).
         shared = self._buffer("shared", (rows, 2 * (n // 2 + 1)))
