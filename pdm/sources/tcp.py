@@ -443,18 +443,22 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        self._buf += data
         frames: list[Frame] = []
         try:
-            while True:
-                if self._head is None:
-                    self._head = self._parse_head()
-                    if self._head is None:
-                        break
-                if len(self._buf) < self._head.total:
-                    break
-                frames.append(self._take(self._head))
-                self._head = None
+            if self._buf:
+                self._buf += data
+                while self._next_frame(self._buf, frames):
+                    del self._buf[: frames[-1].size]
+            else:
+                # Nothing held back: frames are cut straight out of ``data`` (one copy of
+                # their samples, none of the stream's bytes), and only an incomplete tail
+                # is kept for the next call.
+                view = data if isinstance(data, memoryview) else memoryview(data)
+                try:
+                    while view and self._next_frame(view, frames):
+                        view = view[frames[-1].size :]
+                finally:
+                    self._buf += view  # (a failed frame's bytes too, as pending shows)
         except InputError as exc:
             self._error = exc
             if not frames:
@@ -483,16 +487,29 @@ class FrameDecoder:
         self._error = InputError(f"stream from {self.peer}, byte {offset}: {reason}")
         raise self._error
 
-    def _parse_head(self) -> _Head | None:
-        """Check the header as far as it has arrived; its structure once complete."""
-        buf, base = self._buf, self._pos
+    def _next_frame(self, buf: bytearray | memoryview, frames: list[Frame]) -> bool:
+        """Cut the frame at the start of ``buf`` into ``frames``; False: not complete yet."""
+        if self._head is None:
+            self._head = self._parse_head(buf)
+            if self._head is None:
+                return False
+        if len(buf) < self._head.total:
+            return False
+        frames.append(self._take(buf, self._head))
+        self._head = None
+        return True
+
+    def _parse_head(self, buf: bytearray | memoryview) -> _Head | None:
+        """Check the header as far as it has arrived in ``buf`` (starting at the frame's
+        first byte); its structure once complete."""
+        base = self._pos
         n = len(buf)
         if n < len(MAGIC):
             if buf != MAGIC[:n]:
-                self._bad_magic()
+                self._bad_magic(buf)
             return None
         if buf[:4] != MAGIC:
-            self._bad_magic()
+            self._bad_magic(buf)
         if n > _OFF_VERSION and buf[_OFF_VERSION] != VERSION:
             self._fail(
                 base + _OFF_VERSION,
@@ -546,8 +563,8 @@ class FrameDecoder:
             )
         return _Head(code, n_ch, fs, t0_ns, n_s, sid_len, names_end, data_off, total)
 
-    def _bad_magic(self) -> NoReturn:
-        got = bytes(self._buf[:4])
+    def _bad_magic(self, buf: bytearray | memoryview) -> NoReturn:
+        got = bytes(buf[:4])
         hint = ""
         if got[:1] == b"\x16":
             hint = " (a TLS handshake? this port speaks plain PDMS frames)"
@@ -556,9 +573,10 @@ class FrameDecoder:
         where = "at the start of the stream" if self._pos == 0 else "where a frame should start"
         self._fail(self._pos, f"bad magic {got!r} {where}, expected {MAGIC!r}{hint}")
 
-    def _take(self, h: _Head) -> Frame:
-        """Verify and cut the complete frame at the head of the buffer."""
-        buf, base = self._buf, self._pos
+    def _take(self, buf: bytearray | memoryview, h: _Head) -> Frame:
+        """Verify and decode the complete frame at the start of ``buf`` (the caller
+        moves past its ``h.total`` bytes)."""
+        base = self._pos
         end = h.total - _CRC_BYTES
         with memoryview(buf) as mv:
             crc = zlib.crc32(mv[:end])
@@ -583,7 +601,6 @@ class FrameDecoder:
         owned = samples.reshape(h.n_samples, h.n_channels)
         data = owned.view()
         data.flags.writeable = False
-        del buf[: h.total]
         self._pos += h.total
         self.frames += 1
         return Frame(
