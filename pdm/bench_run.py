@@ -65,6 +65,11 @@ SENSORS_PER_MACHINE = 2
 WINDOWS_PER_SENSOR_S = FS / (N * (1 - OVERLAP))
 LAG_LIMIT_S = 2.0
 MAX_TRIES = 5
+#: The DAQs go on this long after the measured interval ends: when they stop, every
+#: connection closes at once, and the service's handling of 500 disconnections (an event
+#: each) delayed the last windows by 50-150 ms — the end of a phase, not the service's
+#: steady state, which is what the figures are about.
+SENDER_TAIL_S = 3.0
 #: The decision-latency target (issue 6: e2e p99 <= 20 ms at the load held) and the tries,
 #: 10 % lower each, to find the load that meets it when the load held does not.
 E2E_TARGET_MS = 20.0
@@ -395,7 +400,7 @@ def _phase(
                 _channels(SENSORS_PER_MACHINE),
                 data,
                 paced,
-                warmup + seconds,
+                warmup + seconds + SENDER_TAIL_S,
                 out,
             ),
             daemon=True,
