@@ -171,3 +171,25 @@ def test_latest_spectra_stay_available_for_display() -> None:
     env_f, env = stream.latest.features.envelope_spectrum()
     assert amp.shape == (2, N // 2 + 1) and freqs[-1] == FS / 2
     assert env.shape[0] == 2 and env_f[1] == pytest.approx(FS / N)
+
+
+def test_iso_time_rounds_as_datetime_does() -> None:
+    """The per-second cache gives what ``datetime.fromtimestamp`` gives, microsecond
+    rounding (half to even, carries into the next second) included."""
+    import datetime as dt
+    import math
+    import random
+
+    from pdm.processing import iso_time
+
+    def ref(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    rng = random.Random(1)
+    cases = [0.0, 1767225600.64, 1767225600.9999995, 1767225600.0000005, -0.5, -1.0000004]
+    cases += [rng.uniform(0, 2e9) for _ in range(20_000)] + [
+        rng.uniform(-1e6, 1e6) for _ in range(2000)
+    ]
+    cases += [math.floor(c) + k * 1e-7 for c in cases[:300] for k in (5, 9999995, 9999994, 9999996)]
+    assert [iso_time(t) for t in cases] == [ref(t) for t in cases]
+    assert iso_time(1767225600.64) == "2026-01-01T00:00:00.640000Z"

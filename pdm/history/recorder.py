@@ -80,6 +80,7 @@ class Recorder:
         self.captures_made = 0
         cols = pipeline.columns
         self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
+        self._sensors: dict[tuple[str, ...], tuple[str, ...]] = {}  # per channels tuple
 
     def capture_next(self, reason: str = "on demand") -> None:
         """Capture the next window (and those before it) whatever happens."""
@@ -112,17 +113,16 @@ class Recorder:
         if not group:
             return []
         out: list[Record] = [self.features(group)]
-        by_window = {r["window"]: r for r in score_rows}
         if score_rows:
-            rows = [
-                {**r, "t_ns": to_ns(wf.window.t_start)}
-                for wf, r in zip(group, score_rows, strict=True)
-            ]
-            models = {r.get("model") or "" for r in rows}
+            t_ns = [to_ns(wf.window.t_start) for wf in group]
+            models = {r.get("model") or "" for r in score_rows}
             for m in sorted(models):
+                pick = [i for i, r in enumerate(score_rows) if (r.get("model") or "") == m]
                 out.append(
                     ScoreRows.from_rows(
-                        self.machine, [r for r in rows if (r.get("model") or "") == m]
+                        self.machine,
+                        [score_rows[i] for i in pick],
+                        t_ns=[t_ns[i] for i in pick],
                     )
                 )
         self._before = list(self._recent)
@@ -133,7 +133,7 @@ class Recorder:
                 reason = f"on demand (window {wf.window.index})"
             if reason is not None:
                 upto = [w.window for w in group[: i + 1]]
-                row = by_window.get(wf.window.index)
+                row = next((r for r in score_rows if r["window"] == wf.window.index), None)
                 cap = self._capture(wf, upto, reason, row, model, thresholds or {})
                 if cap is not None:
                     out.append(cap)
@@ -154,6 +154,24 @@ class Recorder:
         frames = [wf.features for wf in group]
         first = frames[0]
         n_ch = len(first.channels)
+        if len(frames) == 1:  # the service: a window at a time
+            w = group[0].window
+            sensors = self._sensors.get(first.channels)
+            if sensors is None:
+                sensors = self._sensors[first.channels] = tuple(
+                    self._sensor_of.get(c, "") for c in first.channels
+                )
+            return FeatureRows(
+                self.machine,
+                np.full(n_ch, to_ns(w.t_start), dtype=np.int64),
+                np.full(n_ch, w.index, dtype=np.int64),
+                sensors,
+                first.channels,
+                first.names,
+                first.values.astype(np.float64, copy=False),
+                first.iso_zones,
+                np.full(n_ch, first.valid, dtype=bool),
+            )
         t = np.repeat([to_ns(wf.window.t_start) for wf in group], n_ch).astype(np.int64)
         idx = np.repeat([wf.window.index for wf in group], n_ch).astype(np.int64)
         chans = tuple(c for f in frames for c in f.channels)

@@ -166,19 +166,23 @@ class ScoreRows:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} rows")
 
     @classmethod
-    def from_rows(cls, machine: str, rows: Sequence[dict[str, Any]]) -> ScoreRows:
+    def from_rows(
+        cls, machine: str, rows: Sequence[dict[str, Any]], *, t_ns: Sequence[int] | None = None
+    ) -> ScoreRows:
         """From ``pdm-edge score`` rows (:meth:`pdm.scoring.runtime.WindowScorer.rows`).
 
-        Each row needs ``t_ns`` (added by the caller), ``window``, ``score``, ``state``;
-        ``model``, ``diagnosis`` and ``top_features`` are optional.
+        Each row needs ``t_ns`` (or give them all as ``t_ns``), ``window``, ``score``,
+        ``state``; ``model``, ``diagnosis`` and ``top_features`` are optional.
         """
         models = {r.get("model") or "" for r in rows}
         if len(models) > 1:
             raise ValueError(f"score rows of several models in one batch: {sorted(models)}")
+        if t_ns is not None and len(t_ns) != len(rows):
+            raise ValueError(f"{len(t_ns)} times for {len(rows)} score rows")
         return cls(
             machine,
             models.pop() if models else "",
-            np.array([r["t_ns"] for r in rows], dtype=np.int64),
+            np.array([r["t_ns"] for r in rows] if t_ns is None else t_ns, dtype=np.int64),
             np.array([r["window"] for r in rows], dtype=np.int64),
             np.array(
                 [np.nan if r.get("score") is None else r["score"] for r in rows], dtype=np.float64

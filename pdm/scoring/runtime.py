@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -172,38 +172,43 @@ class WindowScorer:
         """One JSON-ready dict per window: time, score, state, top features, diagnosis."""
         if not windows:
             return []
-        x = self.vectorizer.matrix([w.features for w in windows])
-        ok = np.array([w.features.valid for w in windows]) & np.isfinite(x).all(axis=1)
-        scores = np.full(len(windows), np.nan)
-        z = np.full(x.shape, np.nan, dtype=np.float32)
-        if ok.any():
-            scores[ok], z[ok] = self.model.score(x[ok])
+        frames = [w.features for w in windows]
+        vec = self.vectorizer
+        x = vec.vector(frames[0])[None] if len(frames) == 1 else vec.matrix(frames)
+        finite = cast(list[bool], np.isfinite(x).all(axis=1).tolist())
+        ok = [f.valid and fin for f, fin in zip(frames, finite, strict=True)]
+        scores: list[float] = [math.nan] * len(windows)
+        z: dict[int, npt.NDArray[np.float32]] = {}
+        good = [i for i, g in enumerate(ok) if g]
+        if good:
+            s_good, z_good = self.model.score(x if len(good) == len(ok) else x[good])
+            for i, v, zi in zip(good, s_good.tolist(), z_good, strict=True):
+                scores[i], z[i] = v, zi
+        alert, version = self.model.alert, self.model.version
         out = []
         for i, wf in enumerate(windows):
             row: dict[str, Any] = {
                 "t_start": iso_time(wf.window.t_start),
                 "window": wf.window.index,
-                "valid": bool(ok[i]),
+                "valid": ok[i],
             }
-            if ok[i] and not self.explain_all and scores[i] < self.model.alert:
-                s = float(scores[i])
+            s = scores[i]
+            if ok[i] and not self.explain_all and s < alert:
                 row.update(
                     score=round(s, 6), state="ok", top_features=[], diagnosis=None, evidence=[]
                 )
             elif ok[i]:
-                s = float(scores[i])
-                ev = diagnose(self.model.names, x[i].astype(np.float64), z[i].astype(np.float64))
+                xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)
+                ev = diagnose(self.model.names, xi, zi)
                 row.update(
                     score=round(s, 6),
                     state=self.model.state(s),
-                    top_features=top_features(
-                        self.model.names, x[i].astype(np.float64), z[i].astype(np.float64), k=5
-                    ),
+                    top_features=top_features(self.model.names, xi, zi, k=5),
                     diagnosis=ev.label,
                     evidence=list(ev.reasons),
                 )
             else:
                 row.update(score=None, state=None, top_features=[], diagnosis=None, evidence=[])
-            row["model"] = self.model.version
+            row["model"] = version
             out.append(row)
         return out
