@@ -193,13 +193,16 @@ class AlarmEngine:
             return []
         assert self.state is not None
         # Records made before the first window (the relay set at start) carry its time.
-        t0 = to_ns(group[0].window.t_start)
-        out: list[Record] = [dataclasses.replace(r, t_ns=t0) for r in self._pending]  # type: ignore[arg-type]
-        self._pending = []
+        out: list[Record] = []
+        if self._pending:
+            t0 = to_ns(group[0].window.t_start)
+            out = [dataclasses.replace(r, t_ns=t0) for r in self._pending]  # type: ignore[arg-type]
+            self._pending = []
         self._last_t_ns = to_ns(group[-1].window.t_start)
         by_window = {r["window"]: r for r in rows}
         # Resets may come before the group whose first window follows them: keep them.
-        self._gaps += [e for e in gaps if e.kind != "rate_change"]
+        if gaps:
+            self._gaps += [e for e in gaps if e.kind != "rate_change"]
         fs = group[0].window.fs
         import numpy as np
 
@@ -212,7 +215,7 @@ class AlarmEngine:
         known = [wf.features.stats for wf in group]
         stats: Any = None
         if data.dtype == np.float32 and all(k is not None for k in known):
-            stats = np.concatenate(known)  # type: ignore[arg-type]
+            stats = known[0] if len(known) == 1 else np.concatenate(known)  # type: ignore[arg-type]
         health = check_windows(data, fs, self.fullscale, self.limits, stats=stats)
         for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
             row = by_window.get(wf.window.index)
@@ -220,11 +223,11 @@ class AlarmEngine:
             frame = wf.features
             gap = ""
             t_win = to_ns(wf.window.t_start)
-            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
+            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win] if self._gaps else ():
                 self._gaps.remove(ev)  # the first window after the reset carries it
                 gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
             win = window_result(
-                to_ns(wf.window.t_start),
+                t_win,
                 wf.window.index,
                 row,
                 thresholds,

@@ -207,44 +207,38 @@ def _scaled(x: float | None, k: float) -> float | None:
 def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) -> tuple[int, str]:
     """The window's level with every threshold × k (k < 1: the clear test), and why."""
     best, why = 0, ""
-
-    def offer(level: int, text: str) -> None:
-        nonlocal best, why
-        if level > best:
-            best, why = level, text
-
-    score_ok = win.score is not None and math.isfinite(win.score)
-    if score_ok and not (faulty and rules.sensor_fault_inhibits):
-        assert win.score is not None
+    score = win.score
+    if score is not None and math.isfinite(score) and not (faulty and rules.sensor_fault_inhibits):
         lvl = _level_of(
-            win.score,
+            score,
             _scaled(win.alert, k),
             _scaled(win.danger, k),
             _scaled(rules.score_trip, k),
         )
         if lvl:
             limit = [win.alert, win.danger, rules.score_trip][lvl - 1]
-            offer(lvl, f"anomaly score {win.score:.3g} ≥ {LEVELS[lvl]} threshold {limit:.3g}")
-    _, _, cd = zone_limits(rules.iso_group, rules.foundation)
+            best, why = lvl, f"anomaly score {score:.3g} ≥ {LEVELS[lvl]} threshold {limit:.3g}"
+    group, foundation = rules.iso_group, rules.foundation
+    _, _, cd = zone_limits(group, foundation)
+    trip = _scaled(None if rules.iso_trip is None else rules.iso_trip * cd, k)
+    alert_zone, danger_zone = rules.iso_alert_zone, rules.iso_danger_zone
+    inhibit = rules.sensor_fault_inhibits and bool(faulty)
     for ch in sorted(win.features):
         feats = win.features[ch]
-        if rules.sensor_fault_inhibits and win.sensor_of.get(ch, "") in faulty:
+        if inhibit and win.sensor_of.get(ch, "") in faulty:
             continue
         v = feats.get("velocity_rms_mm_s", math.nan)
         if math.isfinite(v):
-            zone = iso_zone(
-                v / k if k != 1 else v, group=rules.iso_group, foundation=rules.foundation
-            )
+            zone = iso_zone(v / k if k != 1 else v, group=group, foundation=foundation)
             lvl = 0
-            if rules.iso_danger_zone and zone >= rules.iso_danger_zone:
+            if danger_zone and zone >= danger_zone:
                 lvl = 2
-            elif rules.iso_alert_zone and zone >= rules.iso_alert_zone:
+            elif alert_zone and zone >= alert_zone:
                 lvl = 1
-            trip = _scaled(None if rules.iso_trip is None else rules.iso_trip * cd, k)
             if trip is not None and v >= trip:
                 lvl = 3
-            if lvl:
-                offer(
+            if lvl > best:
+                best, why = (
                     lvl,
                     f"{ch} velocity {v:.3g} mm/s: ISO 10816-3 zone {zone}"
                     + (f", ≥ trip {trip:.3g} mm/s" if lvl == 3 and trip is not None else ""),
@@ -256,9 +250,9 @@ def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) 
             if not math.isfinite(x):
                 continue
             lvl = _level_of(x, _scaled(lim.alert, k), _scaled(lim.danger, k), _scaled(lim.trip, k))
-            if lvl:
+            if lvl > best:
                 limit = [lim.alert, lim.danger, lim.trip][lvl - 1]
-                offer(lvl, f"{ch}.{lim.feature} {x:.3g} ≥ {LEVELS[lvl]} limit {limit:.3g}")
+                best, why = lvl, f"{ch}.{lim.feature} {x:.3g} ≥ {LEVELS[lvl]} limit {limit:.3g}"
     return best, why
 
 
@@ -341,9 +335,9 @@ def step(
             ack = None
         out.append(Transition(win.t_ns, win.window, "", LEVELS[cur], LEVELS[new], reason))
         nxt = MachineAlarm(LEVELS[new], win.t_ns, recent, 0, ack, faults, runs, reason)
-    else:
-        nxt = dataclasses.replace(
-            state, recent=recent, clear_run=clear_run, sensor_faults=faults, sensor_runs=runs
+    else:  # (every window: the constructor, not dataclasses.replace's field-by-field copy)
+        nxt = MachineAlarm(
+            state.state, state.since_ns, recent, clear_run, state.ack, faults, runs, state.reason
         )
     return nxt, out
 
@@ -387,6 +381,10 @@ def features_read(rules: AlarmRules) -> frozenset[str]:
     return frozenset({"velocity_rms_mm_s", *(lim.feature for lim in rules.limits)})
 
 
+#: (names, features kept) → the kept names and their columns (the same few every window).
+_KEPT: dict[tuple[tuple[str, ...], frozenset[str]], tuple[tuple[str, ...], Any]] = {}
+
+
 def window_result(
     t_ns: int,
     window: int,
@@ -413,11 +411,17 @@ def window_result(
             for ch, row in zip(channels, values.tolist(), strict=True)
         }
     else:
-        cols = [(n, i) for i, n in enumerate(names) if n in keep]
-        vals = np.asarray(values)[:, [i for _, i in cols]].tolist()
+        key = (tuple(names), keep if isinstance(keep, frozenset) else frozenset(keep))
+        picked = _KEPT.get(key)
+        if picked is None:
+            if len(_KEPT) >= 256:
+                _KEPT.clear()
+            cols = [i for i, n in enumerate(names) if n in keep]
+            picked = _KEPT[key] = (tuple(names[i] for i in cols), np.array(cols, dtype=np.intp))
+        kept, idx = picked
         feats = {
-            ch: {n: v for (n, _), v in zip(cols, row, strict=True)}
-            for ch, row in zip(channels, vals, strict=True)
+            ch: dict(zip(kept, row, strict=True))
+            for ch, row in zip(channels, np.asarray(values)[:, idx].tolist(), strict=True)
         }
     score = None
     if score_row is not None and score_row.get("score") is not None:
