@@ -285,6 +285,23 @@ def _key(frames: list[Any]) -> list[tuple[Any, ...]]:
     ]
 
 
+def test_the_trailer_is_zlibs_crc32_whichever_implementation_computes_it() -> None:
+    """The protocol's CRC-32 is zlib's (any DAQ computes it with zlib or binascii); the
+    receiver computes it with zlib-ng's when installed, which must agree byte for byte."""
+    import zlib
+
+    import pdm.sources.tcp as tcp_mod
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 2560, 40_000):
+        data = rng.standard_normal((n, 3)).astype(np.float32)
+        raw = encode_frame("s", data, fs=1000.0, t0_ns=0, channels=("a", "b", "c"))
+        assert int.from_bytes(raw[-4:], "little") == zlib.crc32(raw[:-4])
+        assert tcp_mod.crc32(raw[:-4]) == zlib.crc32(raw[:-4])
+        assert tcp_mod.crc32(memoryview(raw)[:-4]) == zlib.crc32(raw[:-4])
+    assert tcp_mod.crc32(b"x", 12345) == zlib.crc32(b"x", 12345)  # running value carried
+
+
 def test_frames_fed_one_byte_at_a_time() -> None:
     raw = _frames(3, 6)
     stream = b"".join(raw)

@@ -43,7 +43,6 @@ import socket
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -51,6 +50,11 @@ from typing import Any, Literal, NamedTuple, NoReturn, Self
 
 import numpy as np
 import numpy.typing as npt
+
+try:  # the same CRC-32 as zlib's, 8x faster here (carry-less multiply instructions)
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - a platform without its wheels
+    from zlib import crc32
 
 from pdm.errors import InputError, PdmError
 from pdm.sources.base import Chunk
@@ -249,7 +253,7 @@ def encode_frame(
     ]
     crc = 0
     for p in parts:
-        crc = zlib.crc32(p, crc)
+        crc = crc32(p, crc)
     parts.append(_U32.pack(crc))
     return b"".join(parts)
 
@@ -579,7 +583,7 @@ class FrameDecoder:
         base = self._pos
         end = h.total - _CRC_BYTES
         with memoryview(buf) as mv:
-            crc = zlib.crc32(mv[:end])
+            crc = crc32(mv[:end])
             (sent,) = _U32.unpack_from(buf, end)
             if crc != sent:
                 self._fail(
