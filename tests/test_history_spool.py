@@ -389,3 +389,39 @@ def test_critical_records_do_not_wait_for_a_delivery_in_progress(tmp_path: Path)
     w.close()
     with SqliteStore(tmp_path / "h.db") as st:
         assert [c.new for c in st.log("m1", kinds=("states",))] == ["trip"]
+
+
+def test_a_writer_yielding_to_a_busy_thread_still_writes_waiting_a_bounded_time(
+    tmp_path: Path,
+) -> None:
+    """``yield_to``: before each statement the writer waits for the event (the urgent
+    thread idle), at most ``YIELD_MAX_S`` — a thread that is never idle delays history by
+    that much a statement, never stops it."""
+    from pdm.history import open_store, parse_store_url
+
+    class Never(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float | None] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits.append(timeout)
+            return super().wait(timeout)
+
+    busy = Never()
+    url = parse_store_url(f"sqlite:///{tmp_path}/h.db")
+    w = HistoryWriter(lambda: open_store(url), Spool(tmp_path / "spool.db"), yield_to=busy)
+    n = 40
+    rows = FeatureRows(
+        "m1", np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), ("s",) * n,
+        ("de",) * n, ("rms_g",), np.ones((n, 1)), ("A",) * n, np.ones(n, dtype=bool),
+    )  # fmt: skip
+    try:
+        w.submit(rows)
+        assert w.flush(timeout=10)
+        assert w.stats.rows_written == n
+        assert busy.waits and set(busy.waits) == {HistoryWriter.YIELD_MAX_S}
+    finally:
+        w.close()
+    with open_store(url) as st:
+        assert st.count("features") == n

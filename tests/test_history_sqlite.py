@@ -368,6 +368,19 @@ def test_a_big_batch_is_stored_row_for_row(tmp_path: Path) -> None:
                 assert_array_equal(got.values[i, order], expect[key])
 
 
+def test_pace_is_called_before_every_statement_that_binds_rows(tmp_path: Path) -> None:
+    """The hook a service's writer uses to bind while its processing thread waits."""
+    names = [f"f{i}" for i in range(5)]
+    n = 3 * sqlite_mod.ROWS_PER_INSERT + 5  # three full statements and a rest
+    rows = features("m1", [i * 0.1 for i in range(n)], ["de"] * n, np.ones((n, 5)), names=names)
+    with SqliteStore(tmp_path / "h.db") as store:
+        calls: list[int] = []
+        store.pace = lambda: calls.append(1)
+        store.write([rows, scores("m1", [0.0, 1.0], [0.1, 0.2])])
+        assert len(calls) == 3 + 1 + 1  # full statements, the rest, the scores
+        assert store.count("features") == n
+
+
 @pytest.mark.parametrize(
     "name", ["Rms_g", "1x_g", "rms-g", "rms g", 'a"b', "", "t_ns", "window", "valid", "_x"]
 )

@@ -270,6 +270,52 @@ def test_a_driven_pool_reads_between_rounds_and_never_waits_on_its_own_queues(
         rig.close()
 
 
+def test_the_pool_is_idle_only_while_it_waits_for_work(tmp_path: Path) -> None:
+    """``RunnerPool.idle`` (when the history writer may bind its statements) is set while
+    the pool's thread waits for the network, and never while it processes windows."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 2, pool=True)
+    pool = rig.pool
+    assert pool is not None
+    streams = [_chunks(seed=i, fault=False) for i in range(2)]
+    idle_while_polling: list[bool] = []
+    idle_while_processing: list[bool] = []
+
+    def poll(timeout: float) -> None:
+        if timeout > 0:
+            idle_while_polling.append(pool.idle.is_set())
+        if streams[0]:
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks.pop(0))
+        else:
+            time.sleep(min(timeout, 0.01))
+
+    for r in rig.runners:
+        real = r._window
+
+        def spy(wf: Any, received: float | None = None, real: Any = real) -> None:
+            idle_while_processing.append(pool.idle.is_set())
+            real(wf, received)
+
+        r._window = spy  # type: ignore[method-assign]
+    pool.drive(poll)
+    for r in rig.runners:
+        r.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum(r.stats.windows for r in rig.runners) < 22 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(idle_while_processing) == 22 and not any(idle_while_processing)
+        assert idle_while_polling and all(idle_while_polling)
+        deadline = time.monotonic() + 5
+        while not pool.idle.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool.idle.is_set()  # nothing left to do: waiting
+    finally:
+        for r in rig.runners:
+            r.stop(timeout=5)
+        rig.close()
+
+
 def test_a_driven_pool_stops_reading_while_a_queue_is_congested(tmp_path: Path) -> None:
     """A sender faster than real time (``pdm-edge send`` without ``--speed``) through a
     network input the pool polls: a queue half full stops the polling until it is down to a

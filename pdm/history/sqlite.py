@@ -309,6 +309,10 @@ class SqliteStore:
         #: (machine, channels) of records already checked against them.
         self._series: set[tuple[str, str]] | None = None
         self._series_seen: set[tuple[str, tuple[str, ...]]] = set()
+        #: Called before each statement that binds rows (None: nothing). Binding holds the
+        #: interpreter lock; a service's writer thread uses this to bind while its
+        #: processing thread waits for work (HistoryWriter.yield_to).
+        self.pace: Callable[[], object] | None = None
         self._next_prune = math.inf
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -520,10 +524,16 @@ class SqliteStore:
                 )
                 self._feature_sql_many[names] = sql_many
             for _ in range(full):
+                self._paced()
                 self._db.execute(sql_many, list(chain.from_iterable(islice(rows, ROWS_PER_INSERT))))
         if rest:
+            self._paced()
             self._db.executemany(sql_one, rows)
         self._list_channels(recs)
+
+    def _paced(self) -> None:
+        if self.pace is not None:
+            self.pace()
 
     def _list_channels(self, recs: list[FeatureRows]) -> None:
         """Add the (machine, channel) pairs of ``recs`` that ``feature_channels`` lacks."""
@@ -582,6 +592,7 @@ class SqliteStore:
             rec.diagnosis,
             rec.top,
         )
+        self._paced()
         self._db.executemany(_INSERT["scores"], rows)
 
     def _prune(self) -> None:

@@ -423,6 +423,8 @@ class Service:
         from pdm.service.runner import RunnerPool
 
         self.pool = RunnerPool()
+        # The history writer binds its statements while the processing waits for work.
+        self.writer.yield_to = self.pool.idle
         for p in self.pipelines:
             fs = float(p.acquisition.sample_rate_hz or 0)
             runner = MachineRunner(

@@ -164,6 +164,10 @@ class RunnerPool:
         self.congested: set[MachineRunner] = set()
         #: Windows cut per second, over the last housekeeping interval (~0.5 s).
         self.window_rate = 0.0
+        #: Set while this thread waits for work (the network or its queue): the history
+        #: writer binds its statements then (HistoryWriter.yield_to) rather than in the
+        #: middle of a round, where taking the interpreter lock delayed the windows waiting.
+        self.idle = threading.Event()
         self._rate_windows = 0
         self._rate_since = time.monotonic()
 
@@ -204,6 +208,9 @@ class RunnerPool:
         poll = self.poller
         if poll is not None and not self._may_read():
             poll = None  # work off the backlog first: nothing is read meanwhile
+        waits = timeout > 0 and self.ready.empty()
+        if waits:
+            self.idle.set()
         try:
             if poll is None and timeout > 0:
                 return self.ready.get(timeout=timeout)
@@ -212,6 +219,9 @@ class RunnerPool:
             return self.ready.get_nowait()
         except queue.Empty:
             return None
+        finally:
+            if waits:
+                self.idle.clear()
 
     @property
     def alive(self) -> bool:
