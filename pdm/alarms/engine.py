@@ -223,7 +223,7 @@ class AlarmEngine:
             frame = wf.features
             gap = ""
             t_win = to_ns(wf.window.t_start)
-            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win] if self._gaps else ():
+            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
                 self._gaps.remove(ev)  # the first window after the reset carries it
                 gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
             win = window_result(

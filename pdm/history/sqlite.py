@@ -44,7 +44,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from itertools import chain, islice, repeat
+from itertools import chain, groupby, islice, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -271,15 +272,6 @@ def _range(start_ns: int | None, end_ns: int | None) -> tuple[str, list[int]]:
     if end_ns is not None:
         sql, args = sql + " AND t_ns < ?", [*args, int(end_ns)]
     return sql, args
-
-
-def _runs(keys: Sequence[Any]) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` of each run of equal consecutive ``keys``."""
-    start = 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[start]:
-            yield start, i
-            start = i
 
 
 class SqliteStore:
@@ -752,13 +744,13 @@ class SqliteStore:
             args = {"w": width, "m": machine, "s": int(start_ns), "e": int(end_ns), "c": channel}
             rows = db.execute(sql, args).fetchall()
         out = []
-        for i, j in _runs([r[0] for r in rows]):
-            _ch, t, mean, lo, hi = zip(*rows[i:j], strict=True)
+        for ch, group in groupby(rows, key=itemgetter(0)):  # ordered by channel
+            _ch, t, mean, lo, hi = zip(*group, strict=True)
             out.append(
                 Trend(
                     machine,
                     name,
-                    rows[i][0],
+                    ch,
                     width,
                     np.array(t, dtype=np.int64),
                     np.array(mean, dtype=np.float64),
