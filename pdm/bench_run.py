@@ -28,7 +28,7 @@ sample of a window received → its alarm decision, the relay command included w
 state changes), interpolated within the histogram's buckets (0.25 ms wide below 5 ms).
 
 3. **in time**: when the load held decides slower than ``E2E_TARGET_MS`` at p99, the load
-   steps down 10 % at a time (at most ``LATENCY_TRIES``) to the highest that is held *and*
+   steps down 5 % at a time (at most ``LATENCY_TRIES``) to the highest that is held *and*
    meets it: ``run_sensors_in_time`` and ``run_vs_dsp_in_time`` (0 when none does). Near
    saturation the tail is queueing; this is the load the service carries with its decisions
    in time.
@@ -75,10 +75,16 @@ SENDER_TAIL_S = 3.0
 #: machine's first window spools its relay's initial state (an fsync each, ~700 a worker
 #: at 460 machines); the measured interval is the steady state after that.
 RT_WARMUP_S = 8.0
+#: How long a real-time phase is measured, s. A p99 over 15 s (~21 000 decisions at 0.5)
+#: was the 220th slowest: one hiccup of this shared VM's host (150 ms, every window of it
+#: late) decided it; over 30 s a hiccup has to be twice as long to.
+RT_SECONDS = 30.0
 #: The decision-latency target (issue 6: e2e p99 <= 20 ms at the load held) and the tries,
-#: 10 % lower each, to find the load that meets it when the load held does not.
+#: 5 % lower each, to find the load that meets it when the load held does not (steps of
+#: 10 % left the figure up to 10 % under the load that met it).
 E2E_TARGET_MS = 20.0
-LATENCY_TRIES = 5
+LATENCY_STEP = 0.95
+LATENCY_TRIES = 8
 _MASK = 0xFFFFFFFF
 
 
@@ -471,7 +477,7 @@ def bench_run(
             m = max(1, int(sensors // SENSORS_PER_MACHINE))
             rt = _phase(
                 tmp, files(m), data, paced=True,
-                seconds=3.0 if quick else 15.0, warmup=4.0 if quick else RT_WARMUP_S,
+                seconds=3.0 if quick else RT_SECONDS, warmup=4.0 if quick else RT_WARMUP_S,
                 workers=workers,
             )  # fmt: skip
             rt["machines"] = m
@@ -502,7 +508,7 @@ def bench_run(
         if held is not None and timely is None and not quick:
             target = held["machines"] * SENSORS_PER_MACHINE
             for _ in range(LATENCY_TRIES):
-                target *= 0.9
+                target *= LATENCY_STEP
                 rt = attempt(target)
                 if in_time(rt):
                     timely = rt
