@@ -425,3 +425,39 @@ def test_a_writer_yielding_to_a_busy_thread_still_writes_waiting_a_bounded_time(
         w.close()
     with open_store(url) as st:
         assert st.count("features") == n
+
+
+def test_together_spools_the_critical_records_of_a_block_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """Many machines changing state at once: one fsynced push for the block, not one per
+    submit; nothing in the spool (and no mark passed) before the block ends."""
+    from pdm.history import open_store, parse_store_url
+
+    url = parse_store_url(f"sqlite:///{tmp_path}/h.db")
+    spool = Spool(tmp_path / "spool.db")
+    pushes: list[int] = []
+    real_push = spool.push
+
+    def counting(records: Any) -> int:
+        pushes.append(len(records))
+        return real_push(records)
+
+    spool.push = counting  # type: ignore[method-assign]
+    w = HistoryWriter(lambda: open_store(url), spool)
+    try:
+        with w.together():
+            for i in range(20):
+                ev = Event(f"m{i}", 1_000 + i, "stream_gap", "warning", "gap")
+                w.submit(ev, mark=100 + i)
+                with w.together():  # nested: spooled with the outer block
+                    w.submit(Event(f"m{i}", 2_000 + i, "stream_gap", "warning", "again"))
+            assert pushes == [] and w.durable_mark is None
+        assert pushes == [40] and w.durable_mark == 119
+        w.submit(Event("m0", 5_000, "stream_gap", "warning", "alone"))
+        assert pushes == [40, 1]  # outside a block: spooled by submit itself, as before
+        assert w.drain(timeout=10)
+    finally:
+        w.close()
+    with open_store(url) as st:
+        assert st.count("events") == 41

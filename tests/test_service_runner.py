@@ -351,3 +351,46 @@ def test_a_driven_pool_stops_reading_while_a_queue_is_congested(tmp_path: Path) 
     finally:
         r.stop(timeout=5)
         rig.close()
+
+
+def test_a_round_spools_its_machines_critical_records_in_one_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each window of a round that has a state change, relay result or event to keep: one
+    fsynced spool write for the round, after its last window, not one per machine."""
+    from pdm.history.records import Event
+
+    real_after = MachineRunner._after_cut
+
+    def after(self: MachineRunner, cut: Any) -> None:
+        real_after(self, cut)
+        for wf in cut.features or []:
+            self.writer.submit(Event(self.machine, wf.window.index, "stream_gap", "info", "x"))
+
+    monkeypatch.setattr(MachineRunner, "_after_cut", after)
+    rig = _Rig(tmp_path, ['"auto"'] * 4, pool=True)
+    pushes: list[int] = []
+    real_push = rig.writer.spool.push
+
+    def counting(records: Any) -> int:
+        pushes.append(len(records))
+        return real_push(records)
+
+    monkeypatch.setattr(rig.writer.spool, "push", counting)
+    streams = [_chunks(seed=i, fault=False) for i in range(4)]
+    try:
+        assert rig.pool is not None
+        rig.pool.max_windows = 4
+        for k in range(7):  # windows complete at chunks 4 and 6 (4096, then every 2048)
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks[k])
+        rounds = 0
+        while not rig.pool.ready.empty():
+            rig.pool._round(rig.pool.ready.get())
+            rounds += 1
+        windows = sum(r.stats.windows for r in rig.runners)
+    finally:
+        rig.close()
+    assert windows == 8  # two windows a machine after seven chunks
+    events = [n for n in pushes if n]
+    assert sum(events) >= 8 and len(events) < 8, (pushes, rounds)

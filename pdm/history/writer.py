@@ -7,7 +7,8 @@ Instead:
 * :meth:`HistoryWriter.submit` never blocks the pipeline. Feature, score and
   spectrum records join an in-memory queue; alarm states, events, action
   results and captures are written to the spool (fsynced) before ``submit``
-  returns — they survive kill -9 and power loss.
+  returns (inside :meth:`~HistoryWriter.together`, when its block ends) — they
+  survive kill -9 and power loss.
 * A writer thread sends the queue to the store in batches of ``batch_rows``,
   at least every ``flush_interval_s``.
 * When the store fails with a retryable error (down, slow, timing out), the
@@ -36,7 +37,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,8 @@ class HistoryWriter:
         self._pending_at_recovery = 0
         self.stats = WriterStats()
         self.last_error: str = ""
+        #: Per thread, inside :meth:`together`: [critical records held, largest mark held].
+        self._held = threading.local()
         self._thread = threading.Thread(target=self._run, name="pdm-history-writer", daemon=True)
         self._thread.start()
 
@@ -145,6 +148,13 @@ class HistoryWriter:
         critical = [r for r in records if r.kind in CRITICAL_KINDS]
         bulk = [r for r in records if r.kind not in CRITICAL_KINDS]
         n = sum(len(r) for r in records)
+        held = getattr(self._held, "batch", None)
+        if held is not None:
+            # Inside ``together``: spooled (and the mark advanced) when the block ends.
+            held[0] += critical
+            if mark is not None:
+                held[1] = mark if held[1] is None else max(held[1], mark)
+            critical, mark = [], None
         if critical:
             # Not behind ``_io``: a delivery to the store holds that for as long as the
             # store takes (measured: 100-200 ms a batch under load), and this is the
@@ -167,6 +177,41 @@ class HistoryWriter:
         if spill:
             with self._io:
                 self._spill_queue()
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Critical records this thread submits inside the block are spooled together when it
+        ends: one fsynced transaction instead of one per ``submit``.
+
+        For work that submits for many machines at once — a round of the service's
+        processing, a check for silent sources. When many machines change state together (a
+        service starting: each one's relay set; a plant-wide upset: each one's alarm), an
+        fsync per machine on the processing thread delayed every decision behind it. Until
+        the block ends those records exist only in memory, so keep blocks to one round of
+        work; :attr:`durable_mark` does not pass the block's marks before then. Nested
+        blocks spool with the outermost.
+        """
+        if getattr(self._held, "batch", None) is not None:
+            yield
+            return
+        held: list[Any] = [[], None]
+        self._held.batch = held
+        try:
+            yield
+        finally:
+            self._held.batch = None
+            if held[0]:
+                self._push_spool(held[0])
+            if held[1] is not None:
+                with self._cond:
+                    if self._queue:  # the block's rows are at or before the tail: ride on it
+                        rec, m = self._queue[-1]
+                        self._queue[-1] = (rec, held[1] if m is None else max(m, held[1]))
+                    else:
+                        self._mark = held[1] if self._mark is None else max(self._mark, held[1])
+            if held[0]:
+                with self._cond:
+                    self._cond.notify()
 
     @property
     def durable_mark(self) -> int | None:

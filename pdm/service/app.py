@@ -644,11 +644,12 @@ class Service:
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
             silent = set(self._seen.silent(now)) & set(self.runners)
-            for machine in silent - self._silent:
-                runner = self.runners[machine]
-                sensors = [s.id for s in runner.pipeline.sensors]
-                reason = f"source silent for more than {self.opts.silence_s:g} s"
-                self.writer.submit(*runner.engine.source_silent(sensors, reason))
+            with self.writer.together():  # a switch that fails silences many at once
+                for machine in silent - self._silent:
+                    runner = self.runners[machine]
+                    sensors = [s.id for s in runner.pipeline.sensors]
+                    reason = f"source silent for more than {self.opts.silence_s:g} s"
+                    self.writer.submit(*runner.engine.source_silent(sensors, reason))
             self._silent = silent
 
     def _simulate(self, p: Pipeline) -> None:
