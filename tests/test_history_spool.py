@@ -461,3 +461,19 @@ def test_together_spools_the_critical_records_of_a_block_in_one_transaction(
         w.close()
     with open_store(url) as st:
         assert st.count("events") == 41
+
+
+def test_a_mark_given_with_critical_records_alone_waits_for_the_rows_queued_before_it(
+    tmp_path: Path,
+) -> None:
+    """The window whose only records are spooled at once is not durable before the rows of
+    earlier windows still in the queue: its mark rides on the queue's tail."""
+    w = _writer(tmp_path, {"down": False, "calls": 0}, flush_interval_s=60.0)
+    try:
+        w.submit(features(1), mark=1)  # queued, not yet written
+        w.submit(event(2), mark=2)  # spooled now
+        assert w.durable_mark is None
+        assert w.flush(5)
+        assert w.durable_mark == 2
+    finally:
+        w.close()

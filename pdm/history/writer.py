@@ -70,6 +70,14 @@ class WriterStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass
+class _Held:
+    """What a thread's :meth:`HistoryWriter.together` block holds until it ends."""
+
+    records: list[Record] = field(default_factory=list)
+    mark: int | None = None
+
+
 class HistoryWriter:
     """Bounded queue + writer thread + spool in front of one :class:`HistoryStore`.
 
@@ -133,7 +141,7 @@ class HistoryWriter:
         self._pending_at_recovery = 0
         self.stats = WriterStats()
         self.last_error: str = ""
-        #: Per thread, inside :meth:`together`: [critical records held, largest mark held].
+        #: Per thread, inside :meth:`together`: its _Held.
         self._held = threading.local()
         self._thread = threading.Thread(target=self._run, name="pdm-history-writer", daemon=True)
         self._thread.start()
@@ -148,12 +156,12 @@ class HistoryWriter:
         critical = [r for r in records if r.kind in CRITICAL_KINDS]
         bulk = [r for r in records if r.kind not in CRITICAL_KINDS]
         n = sum(len(r) for r in records)
-        held = getattr(self._held, "batch", None)
+        held: _Held | None = getattr(self._held, "batch", None)
         if held is not None:
             # Inside ``together``: spooled (and the mark advanced) when the block ends.
-            held[0] += critical
+            held.records += critical
             if mark is not None:
-                held[1] = mark if held[1] is None else max(held[1], mark)
+                held.mark = mark if held.mark is None else max(held.mark, mark)
             critical, mark = [], None
         if critical:
             # Not behind ``_io``: a delivery to the store holds that for as long as the
@@ -167,7 +175,7 @@ class HistoryWriter:
                 self._queue.append((r, mark if i == len(bulk) - 1 else None))
                 self._queued_rows += len(r)
             if not bulk and mark is not None:
-                self._mark = mark if self._mark is None else max(self._mark, mark)
+                self._mark_after_queue(mark)
             spill = self._queued_rows > self.queue_rows
             if critical or spill or self._queued_rows >= self.batch_rows:
                 # Only then has the writer something to do before its flush interval ends
@@ -194,24 +202,27 @@ class HistoryWriter:
         if getattr(self._held, "batch", None) is not None:
             yield
             return
-        held: list[Any] = [[], None]
-        self._held.batch = held
+        held = self._held.batch = _Held()
         try:
             yield
         finally:
             self._held.batch = None
-            if held[0]:
-                self._push_spool(held[0])
-            if held[1] is not None:
-                with self._cond:
-                    if self._queue:  # the block's rows are at or before the tail: ride on it
-                        rec, m = self._queue[-1]
-                        self._queue[-1] = (rec, held[1] if m is None else max(m, held[1]))
-                    else:
-                        self._mark = held[1] if self._mark is None else max(self._mark, held[1])
-            if held[0]:
-                with self._cond:
+            if held.records:
+                self._push_spool(held.records)
+            with self._cond:
+                if held.mark is not None:
+                    self._mark_after_queue(held.mark)
+                if held.records:
                     self._cond.notify()
+
+    def _mark_after_queue(self, mark: int) -> None:
+        """``mark`` for records already spooled: durable once the rows queued before them
+        are (it rides on the queue's tail), at once when nothing is queued. Holds ``_cond``."""
+        if self._queue:
+            rec, m = self._queue[-1]
+            self._queue[-1] = (rec, mark if m is None else max(m, mark))
+        else:
+            self._mark = mark if self._mark is None else max(self._mark, mark)
 
     @property
     def durable_mark(self) -> int | None:
