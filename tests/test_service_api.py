@@ -281,6 +281,41 @@ def test_service_metrics_helpers() -> None:
     assert "pump-1" not in m.render()
 
 
+def test_service_metrics_machines_keep_their_own_series() -> None:
+    """Each machine's alarm states and model version change only its own series, a state
+    outside ALARM_STATES is shown and later zeroed, and a forgotten machine starts afresh."""
+    m = ServiceMetrics()
+    m.set_alarm_state("pump-1", "trip")
+    m.set_alarm_state("fan-2", "appliance_fault")  # not a level: shown as it comes
+    m.set_alarm_state("fan-2", "normal")
+    m.set_model("pump-1", "v1")
+    m.set_model("fan-2", "v1")
+    m.set_model("fan-2", "v3")
+
+    def samples() -> dict[str, str]:
+        text = m.render()
+        return dict(line.rsplit(" ", 1) for line in text.splitlines() if line[0] != "#")
+
+    got = samples()
+    assert got['pdm_alarm_state{machine="pump-1",state="trip"}'] == "1"
+    assert got['pdm_alarm_state{machine="fan-2",state="appliance_fault"}'] == "0"
+    assert got['pdm_alarm_state{machine="fan-2",state="normal"}'] == "1"
+    assert 'pdm_alarm_state{machine="pump-1",state="appliance_fault"}' not in got
+    assert got['pdm_model_info{machine="pump-1",version="v1"}'] == "1"
+    assert got['pdm_model_info{machine="fan-2",version="v3"}'] == "1"
+    assert 'pdm_model_info{machine="fan-2",version="v1"}' not in got
+    m.forget_machine("fan-2")
+    m.set_alarm_state("fan-2", "alert")
+    m.set_model("fan-2", "v4")
+    got = samples()
+    assert 'pdm_alarm_state{machine="fan-2",state="appliance_fault"}' not in got
+    assert got['pdm_alarm_state{machine="fan-2",state="alert"}'] == "1"
+    assert [k for k in got if k.startswith('pdm_model_info{machine="fan-2"')] == [
+        'pdm_model_info{machine="fan-2",version="v4"}'
+    ]
+    assert got['pdm_alarm_state{machine="pump-1",state="trip"}'] == "1"
+
+
 # -- the helpers the service builds its answers with ---------------------------------------------
 
 

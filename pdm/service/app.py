@@ -137,14 +137,25 @@ _TAR_HEADER_MAX = 64 << 10
 _UPLOAD_LEFTOVER = re.compile(r"\.(upload|discard)-(?P<name>.+)-[0-9a-f]{8}")
 
 
+_STAMP_FILES = ("", "/model.json", "/model.onnx", "/model.sig")
+_ABSENT = (0,) * (3 * len(_STAMP_FILES))
+
+
 def _dir_stamp(d: Path) -> tuple[int, ...]:
-    """What changes when a model directory is replaced or one of its files is (all 0: absent)."""
+    """What changes when a model directory is replaced or one of its files is (all 0: absent).
+
+    The watcher stamps every machine's two directories each second: plain ``os.stat`` of
+    strings, and an absent directory (the usual candidate) is one call, not four.
+    """
     out: list[int] = []
-    for p in (d, d / "model.json", d / "model.onnx", d / "model.sig"):
+    base = os.fspath(d)
+    for suffix in _STAMP_FILES:
         try:
-            st = p.stat()
+            st = os.stat(base + suffix)
             out += [st.st_mtime_ns, st.st_size, st.st_ino]
         except OSError:
+            if not suffix:
+                return _ABSENT
             out += [0, 0, 0]
     return tuple(out)
 
