@@ -611,11 +611,11 @@ class HistorySettings(BaseModel):
         "events, actions and captures never).",
     )
     spectra_every_s: StrictFloat = Field(
-        default=10.0,
+        default=60.0,
         ge=0,
         le=86_400,
         description="Keep a decimated spectrum and envelope spectrum of each channel this often, "
-        "s of signal; 0: every window.",
+        "s of signal (and of the first valid window); 0: every window.",
     )
     spectrum_lines: StrictInt = Field(
         default=800,

@@ -52,6 +52,42 @@ def test_stored_spectrum_reads_a_sine_at_its_amplitude_and_frequency() -> None:
     assert env.freqs_hz[-1] <= pl.history.envelope_max_hz + env.df_hz
 
 
+def test_spectra_are_stored_first_then_on_a_grid_offset_per_machine() -> None:
+    """The first valid window's spectra, then one set per interval at the first window at or
+    after each grid point, the grid offset by the machine id: machines started together do not
+    store theirs in the same round."""
+    fs, n = 25600.0, 2560  # windows of 0.1 s, no overlap
+    base = pipeline_from_flags(fs=fs, columns=["x_g"], rpm=1480, window=n, overlap=0.0)
+    every = 1.0
+    t = np.arange(round(12 * fs)) / fs
+    x = (0.1 * np.sin(2 * np.pi * 100.0 * t))[:, None]
+    times: dict[str, list[int]] = {}
+    for machine in ("pump-1", "pump-2", "fan-7"):
+        pl = base.model_copy(
+            update={
+                "machine": base.machine.model_copy(update={"id": machine}),
+                "history": base.history.model_copy(update={"spectra_every_s": every}),
+            }
+        )
+        wins = list(FeatureStream(pl, fs, batch=8).feed([Chunk(x, fs, 1000.0, ("x_g",))]))
+        rec = Recorder(pl)
+        spectra = [r for r in rec.records(wins) if r.kind == "spectra" and r.type == "power"]
+        times[machine] = [s.t_ns for s in spectra]
+    hop_ns = round(n / fs * 1e9)
+    every_ns = round(every * 1e9)
+    phases = set()
+    for machine, ts in times.items():
+        assert ts[0] == 1000 * 10**9  # the first window's
+        assert 11 <= len(ts) <= 13
+        later = ts[1:]
+        offsets = {(t_ns % every_ns) // hop_ns for t_ns in later}
+        assert len(offsets) == 1, (machine, offsets)  # always the window after the same point
+        gaps = np.diff(later)
+        assert ((gaps >= every_ns - hop_ns) & (gaps <= every_ns + hop_ns)).all()
+        phases |= offsets
+    assert len(phases) > 1  # not all machines at the same point of the interval
+
+
 def _replay(tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
     proc = subprocess.run(
         [
@@ -92,7 +128,9 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
     with open_store(summary["store"]) as st:
         assert st.count("features", "demo-pump") == 147 * 2
         assert st.count("scores", "demo-pump") == 147
-        assert st.count("spectra", "demo-pump") == 2 * 2 * 2  # every 10 s of 11.8 s, 2 ch, 2 kinds
+        # The first window's, 2 ch x 2 kinds: demo-pump's next due time (every 60 s, on its
+        # grid) falls after these 11.8 s.
+        assert st.count("spectra", "demo-pump") == 2 * 2
         log = st.log("demo-pump")
         status = st.latest_status("demo-pump")[0]
     state = next(r for r in log if isinstance(r, StateChange))
