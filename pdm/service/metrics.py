@@ -147,11 +147,15 @@ class _Metric(Generic[C]):
         with self._lock:
             gone = [k for k in self._series if all(k[i] == v for i, v in want)]
             for k in gone:
-                del self._series[k]
-                self._labels_text.pop(k, None)
+                self._drop(k)
             if not self.labelnames:
                 self._series[()] = self._new()
         return len(gone)
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        """Forget the series of ``key`` (the caller holds the lock)."""
+        self._series.pop(key, None)
+        self._labels_text.pop(key, None)
 
     def _labelstr(self, key: tuple[str, ...], extra: Iterable[tuple[str, str]] = ()) -> str:
         extra = tuple(extra)
@@ -558,8 +562,7 @@ class ServiceMetrics:
         with g._lock:
             old = self._model_of.get(machine)
             if old is not None and old != version:
-                g._series.pop((machine, old), None)
-                g._labels_text.pop((machine, old), None)
+                g._drop((machine, old))
             self._model_of[machine] = version
             g._cell((machine, version)).value = 1.0
 
