@@ -20,6 +20,7 @@ import scipy
 import scipy.fft as sfft
 
 from pdm.dsp.bearings import BEARINGS
+from pdm.dsp.envelope import BandChoice
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.dsp.windows import Windower
 from pdm.sources.base import Chunk
@@ -162,14 +163,15 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
 
     # "auto": the band is re-chosen every auto_band_refresh windows, as FeatureStream does.
     calls = [0]
-    band: list[tuple[float, float]] = []
+    state: list[BandChoice | None] = [None]
     refresh_batches = max(1, auto.auto_band_refresh // batch)
 
     def auto_step() -> None:
         if calls[0] % refresh_batches == 0:
-            band[:] = [auto.extract_batch(xs)[0].envelope_band_key]
+            state[0] = auto.extract_batch(xs, band_state=state[0])[0].band_choice
         else:
-            auto.extract_batch(xs, envelope_band_hz=band[0])
+            assert state[0] is not None
+            auto.extract_batch(xs, envelope_band_hz=state[0].band, band_state=state[0])
         calls[0] += 1
 
     r_auto, _, _ = _ratio(auto_step, base, rounds, max(reps, refresh_batches))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pdm.config import Pipeline
+from pdm.dsp.envelope import BandChoice
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
 from pdm.errors import DspError
@@ -138,9 +139,11 @@ class FeatureStream:
     single-sensor stream that needs each window at once uses ``batch=1``.
     Call :meth:`flush` at the end of the stream for the last partial group.
 
-    In ``envelope.band_hz = "auto"`` mode, the band is chosen by spectral
-    kurtosis on the first window of a group when the segment is new or the
-    band is ``extractor.auto_band_refresh`` windows old.
+    In ``envelope.band_hz = "auto"`` mode, the band is chosen
+    (:meth:`FeatureExtractor.choose_band`) on the first window of a group when the
+    segment is new or the band is ``extractor.auto_band_refresh`` windows old; the
+    choice keeps its state (:class:`pdm.dsp.envelope.BandChoice`) across segments of
+    one sample rate, so that the band changes only for a clearly better one.
 
     Keeps the counts a summary needs: windows, invalid windows, resets.
     """
@@ -156,8 +159,9 @@ class FeatureStream:
     _windower: Windower = field(init=False, repr=False)
     _extractor: FeatureExtractor = field(init=False, repr=False)
     _pending: list[Window] = field(default_factory=list, init=False, repr=False)
-    _band: tuple[float, float] | None = field(default=None, init=False, repr=False)
+    _band: BandChoice | None = field(default=None, init=False, repr=False)
     _band_age: int = field(default=0, init=False, repr=False)
+    _band_due: bool = field(default=True, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -217,8 +221,9 @@ class FeatureStream:
         """Take the windower's resets: kept, a new band per segment, a new extractor per rate."""
         for ev in events:
             self.events.append(ev)
-            self._band = None  # a new segment chooses its own band
+            self._band_due = True  # a new segment chooses its band again (with hysteresis)
             if ev.kind == "rate_change":
+                self._band = None  # other candidates at another rate
                 self.pipeline = self.pipeline.with_sample_rate(fs)
                 self._extractor = build_extractor(self.pipeline, fs)
                 self.fs = fs
@@ -228,14 +233,16 @@ class FeatureStream:
         if not windows:
             return []
         ex = self._extractor
-        band = None
-        if ex.auto_band:
-            if self._band is None or self._band_age >= ex.auto_band_refresh:
-                self._band, self._band_age = None, 0
-            band = self._band
-        frames = ex.extract_windows([w.data for w in windows], envelope_band_hz=band)
-        if ex.auto_band and self._band is None:
-            self._band = frames[0].envelope_band_key
+        data = [w.data for w in windows]
+        if not ex.auto_band:
+            return self.take(windows, ex.extract_windows(data))
+        if self._band is None or self._band_due or self._band_age >= ex.auto_band_refresh:
+            frames = ex.extract_windows(data, band_state=self._band)
+            self._band, self._band_age, self._band_due = frames[0].band_choice, 0, False
+        else:
+            frames = ex.extract_windows(
+                data, envelope_band_hz=self._band.band, band_state=self._band
+            )
         self._band_age += len(windows)
         return self.take(windows, frames)
 

@@ -23,6 +23,7 @@ Its amplitude scaling follows :mod:`pdm.dsp.spectrum` with ``n = M`` and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,16 @@ import scipy.fft as sfft
 
 from pdm.dsp.spectrum import squared_parts
 
-__all__ = ["EnvelopePlan", "envelope_power", "plan_envelope", "spectral_kurtosis_band"]
+__all__ = [
+    "BandChoice",
+    "BandScorer",
+    "BandScores",
+    "EnvelopePlan",
+    "candidate_bands",
+    "envelope_power",
+    "plan_envelope",
+    "select_band",
+]
 
 # E[w⁴]/E[w²]² of a Hann window: the kurtosis a steady band gains from the
 # window alone, divided out so that Gaussian noise reads SK ≈ 0.
@@ -133,62 +143,409 @@ def _hann_cache(m: int) -> npt.NDArray[np.float32]:
     return w
 
 
-def candidate_bands(
-    fs: float, min_lo_hz: float, min_width_hz: float, levels: tuple[int, ...] = (2, 3, 4)
-) -> list[tuple[float, float]]:
-    """Candidate demodulation bands: dyadic widths ``fs/2 / 2**L``, half-overlapping.
+# --------------------------------------------------------------------------- automatic band
+#
+# The band is judged the way an analyst judges it: a band is worth demodulating when the
+# signal there stands above the sensor's floor, and the best such band is the one whose
+# envelope spectrum shows the bearing's defect lines most clearly. Spectral kurtosis alone
+# is not enough: a band at the floor can be very kurtotic (quantisation steps, spikes of
+# electrical noise) while holding none of the fault (CWRU 48 kHz: 10.5–12 and 17–19 kHz
+# were chosen, 40–60 dB under the band where the impacts ring).
 
-    Bands starting below ``min_lo_hz`` or narrower than ``min_width_hz`` are left out.
+#: Variance of the SK estimate of stationary Gaussian noise is ``SK_NOISE_VARIANCE / nb``
+#: for a band of ``nb`` bins. For ``nb`` independent complex Gaussian samples
+#: ``z_j = w_j·g_j`` weighted by the Hann window (moments S_k = mean(w^k) = 3/8, 35/128,
+#: 231/1024, 6435/32768 for k = 2, 4, 6, 8), the delta method on
+#: ``mean|z|⁴ / mean(|z|²)²`` gives ``20·S8/S4² + 16·S4/S2² − 32·S6/(S2·S4)`` ≈ 13.24
+#: (4 without the window; pinned by a test on simulated noise).
+SK_NOISE_VARIANCE = (
+    20 * (6435 / 32768) / (35 / 128) ** 2
+    + 16 * (35 / 128) / (3 / 8) ** 2
+    - 32 * (231 / 1024) / ((3 / 8) * (35 / 128))
+)
+
+#: A band rises above the floor when its mean power spectral density exceeds the floor by
+#: this many of the floor's own standard deviations (dB: colored noise is not flat) ...
+FLOOR_GATE_SIGMAS = 2.0
+#: ... and by at least this (dB; 1 dB is 26 % more power than the floor).
+FLOOR_GATE_MIN_DB = 1.0
+#: SK counts as impulsive when it exceeds this many standard deviations of Gaussian noise's.
+SK_Z_MIN = 8.0
+#: A line family counts as present when its prominence (dB over the local envelope floor,
+#: mean over its harmonics) reaches this.
+LINES_MIN_DB = 12.0
+#: The automatic band changes only for a band that scores this much better (dB, same
+#: criterion). A line family's prominence wanders by 1.1–1.9 dB (standard deviation) from
+#: window to window on a steady fault, the difference between two good bands' by ≤ 1.8 dB
+#: (CWRU and simulated faults, scripts/auto_band_figures.py): 4 dB is over two of those.
+HYSTERESIS_DB = 4.0
+#: Bands within this of the best score are as good as it (about one such deviation); of
+#: them, the one holding most signal power above the floor is chosen: where the fault's
+#: energy is, and the largest envelope amplitudes.
+TIE_DB = 2.0
+#: Bins either side of a line, beyond its search range, whose median is its local floor.
+_FLOOR_BINS = 8
+#: Blocks the floor range is cut into; the floor is the median of their mean PSDs.
+_FLOOR_BLOCKS = 32
+#: Order of the criteria (higher wins), as :attr:`BandChoice.criterion` names them.
+CRITERIA: tuple[str, ...] = ("energy", "impulsive", "lines")
+
+
+def candidate_bands(
+    fs: float, min_lo_hz: float, min_width_hz: float, *, n: int | None = None, max_level: int = 12
+) -> list[tuple[float, float]]:
+    """Candidate demodulation bands: the 1/3-binary tree of Antoni's fast kurtogram.
+
+    Levels 1, 1.6, 2, 2.6, … tile ``0 … nyq`` (``nyq = fs/2``) with bands of width
+    ``nyq/2, nyq/3, nyq/4, nyq/6, nyq/8, nyq/12, …``; bands starting below
+    ``min_lo_hz`` or narrower than ``min_width_hz`` are left out. Widest first.
+    With the window length ``n``, the edges fall on whole bins (``fs/n``) and every band
+    of a level has the same number of bins, ``⌊(n/2)/parts⌋``, so a level's bands are
+    contiguous runs of the spectrum (:class:`BandScorer` transforms them without copying).
+
+    J. Antoni, "Fast computation of the kurtogram for the detection of transient
+    faults", Mechanical Systems and Signal Processing 21 (2007) 108–124.
     """
     nyq = fs / 2
     out: list[tuple[float, float]] = []
-    for level in levels:
-        width = nyq / 2**level
-        if width < min_width_hz:
-            continue
-        step = width / 2
-        lo = 0.0
-        while lo + width <= nyq * 0.98:
-            if lo >= min_lo_hz:
-                out.append((lo, lo + width))
-            lo += step
-    return out
+    for level in range(1, max_level + 1):
+        for parts in (2**level, 3 * 2 ** (level - 1)):
+            width = nyq / parts
+            if n is not None:
+                width = (n // 2 // parts) * fs / n
+            if width < min_width_hz or width <= 0:
+                continue
+            out += [(i * width, (i + 1) * width) for i in range(parts) if i * width >= min_lo_hz]
+    return sorted(set(out), key=lambda b: (-(b[1] - b[0]), b[0]))
 
 
-def spectral_kurtosis_band(
-    x_spec: npt.NDArray[np.complexfloating],
-    fs: float,
-    n: int,
-    candidates: list[tuple[float, float]],
-) -> tuple[tuple[float, float], float]:
-    """The candidate band whose envelope is most impulsive (highest spectral kurtosis).
+@dataclass(frozen=True, slots=True)
+class BandScores:
+    """What :class:`BandScorer` measured on one window, per channel row and candidate band.
 
-    SK of a band is ``E|z|⁴ / (E|z|²)² − 2`` of its complex envelope ``z``
-    (0 for Gaussian noise, > 0 for repetitive impacts), averaged over channels;
-    ``z`` comes from the window's own bins at critical sampling, so this costs
-    inverse FFTs only, no filtering. Used by ``envelope.band_hz = "auto"``.
-
-    Returns ``((lo_hz, hi_hz), sk)``.
+    Attributes
+    ----------
+    bands : (n_bands,) the candidates, (lo_hz, hi_hz)
+    level_db : (n_rows, n_bands) mean power spectral density in the band over the row's
+        broadband floor, dB
+    gate_db : (n_rows,) the level a band must reach to rise above that row's floor, dB
+    excess_db : (n_rows, n_bands) the band's power above the floor (``(level − 1)·nb``
+        with the level in floor units), dB over the floor's power in one bin
+    sk : (n_rows, n_bands) spectral kurtosis of the band's complex envelope (0 for
+        Gaussian noise, > 0 for repetitive impacts)
+    sk_z : (n_rows, n_bands) ``sk`` in standard deviations of Gaussian noise's estimate
+    lines_db : (n_rows, n_bands) prominence of the strongest defect-line family in the
+        band's envelope spectrum, dB; NaN where not judged (no lines given, or the band
+        was not on the short list)
     """
-    if not candidates:
-        raise ValueError("no candidate bands for spectral kurtosis (sample rate too low?)")
-    df = fs / n
-    best: tuple[tuple[float, float], float] = (candidates[0], -np.inf)
-    by_width: dict[int, list[tuple[int, tuple[float, float]]]] = {}
-    for band in candidates:
-        k1 = max(1, round(band[0] / df))
-        nb = round((band[1] - band[0]) / df)
-        by_width.setdefault(nb, []).append((k1, band))
-    for nb, items in by_width.items():
-        starts = np.array([k1 for k1, _ in items])
-        idx = starts[:, None] + np.arange(nb)
-        z = sfft.ifft(x_spec[:, idx], axis=-1)  # (channels, bands, nb)
-        a2 = z.real * z.real + z.imag * z.imag
-        m2 = a2.mean(axis=-1)
-        m4 = (a2 * a2).mean(axis=-1)
-        sk = (m4 / np.maximum(m2 * m2, np.finfo(np.float32).tiny)) / _HANN_KURTOSIS_GAIN - 2.0
-        sk_mean = sk.mean(axis=0)
-        i = int(np.argmax(sk_mean))
-        if sk_mean[i] > best[1]:
-            best = (items[i][1], float(sk_mean[i]))
-    return best
+
+    bands: tuple[tuple[float, float], ...]
+    level_db: npt.NDArray[np.float64]
+    gate_db: npt.NDArray[np.float64]
+    excess_db: npt.NDArray[np.float64]
+    sk: npt.NDArray[np.float64]
+    sk_z: npt.NDArray[np.float64]
+    lines_db: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class BandChoice:
+    """The automatic band, and why: the state :func:`select_band` steps (its hysteresis).
+
+    Attributes
+    ----------
+    band : (lo_hz, hi_hz) as a candidate names it (what the extractor's plan is keyed by)
+    criterion : ``"lines"`` (a defect-line family stands out), ``"impulsive"``
+        (significant spectral kurtosis) or ``"energy"`` (neither: the band with most
+        signal above the floor); ``"none"`` when the window gave nothing to judge by
+    score_db : the band's score by that criterion at the last evaluation, dB
+    """
+
+    band: tuple[float, float]
+    criterion: str
+    score_db: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Candidates of one width, side by side: ``count`` bands of ``nb`` bins from ``start``."""
+
+    index: npt.NDArray[np.intp]  # positions in BandScorer.bands
+    start: int
+    count: int
+    nb: int
+    m_sk: int  # inverse-FFT length for SK alone: a fast one >= nb (padding changes no moment)
+    m_env: int  # ... for the envelope spectrum too: >= nb + n_env, free of aliasing there
+
+
+_Gather = tuple[
+    npt.NDArray[np.intp], npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.bool_]
+]
+
+
+class BandScorer:
+    """Scores candidate envelope bands on a window's spectrum (built once per extractor).
+
+    For every candidate band and channel row, from the window's own ``rfft`` bins:
+
+    * ``level_db``: the band's mean power spectral density over the row's broadband
+      floor, the median of the mean PSDs of :data:`_FLOOR_BLOCKS` blocks across
+      ``floor_range_hz`` (the level half the spectrum sits at or below: the sensor's and
+      the machine's broadband noise, not its resonances); and ``gate_db``, how far above
+      it a band must rise to stand out of the floor's own ups and downs:
+      :data:`FLOOR_GATE_SIGMAS` times the floor's spread (its median over its 10th
+      percentile, in dB, as a Gaussian standard deviation), at least
+      :data:`FLOOR_GATE_MIN_DB`;
+    * ``sk``: spectral kurtosis ``E|z|⁴/(E|z|²)² − 2`` of the band's complex envelope
+      ``z`` (the band's bins inverse-transformed, the Hann window's own kurtosis divided
+      out), and ``sk_z``, the same in standard deviations of Gaussian noise's estimate,
+      ``sqrt(SK_NOISE_VARIANCE / nb)``;
+    * ``lines_db`` (when line frequencies are given): the envelope spectrum
+      ``|rfft(|z|)|²`` and, for each family of lines (e.g. BPFO at 1× and 2×), the mean
+      over its harmonics of ``10·log10(line / floor)``: the line the largest bin within
+      ``± slip`` of its frequency (at least ± 1 bin), the floor the local noise (median of
+      :data:`_FLOOR_BINS` bins each side beyond the search, over ln 2: the mean of
+      exponentially distributed power); the strongest family counts.
+
+    Cost: the bands of one width are side by side in the spectrum, so each width is one
+    inverse FFT over all of them (``z`` zero-padded to ``m ≥ nb + n_env`` points when the
+    lines are judged, so that ``|z|`` is free of aliasing up to the envelope frequencies
+    wanted, as in :func:`plan_envelope`) and one real FFT of their envelopes: about as
+    many points as two or three FFTs of the window per width, for every row.
+
+    Parameters
+    ----------
+    fs, n : sample rate (Hz) and window length (samples) of the spectra to come
+    candidates : the bands, (lo_hz, hi_hz), e.g. from :func:`candidate_bands`
+    env_max_hz : the highest envelope frequency a line family needs, Hz
+    floor_range_hz : (lo, hi) Hz over which the broadband floor is estimated
+    """
+
+    def __init__(
+        self,
+        fs: float,
+        n: int,
+        candidates: list[tuple[float, float]],
+        env_max_hz: float,
+        floor_range_hz: tuple[float, float],
+    ) -> None:
+        if not candidates:
+            raise ValueError("no candidate bands (sample rate too low for the envelope?)")
+        df = fs / n
+        n_bins = n // 2 + 1
+        self.bands = tuple(candidates)
+        self.n_env = int(np.ceil(env_max_hz / df)) + 1 + _FLOOR_BINS + 2
+        k1 = np.array([max(1, round(lo / df)) for lo, _hi in self.bands])
+        nb = np.array([round(hi / df) - max(1, round(lo / df)) for lo, hi in self.bands])
+        if np.any(k1 + nb > n_bins) or np.any(nb < 4):
+            raise ValueError(f"candidate bands must lie within 0 … {fs / 2} Hz, >= 4 bins wide")
+        self._k1, self._k2 = k1, k1 + nb
+        self._nb = nb.astype(np.float64)
+        self._sk_sd = np.sqrt(SK_NOISE_VARIANCE / self._nb)
+        runs: list[tuple[list[int], int, int]] = []  # (bands, start bin, nb), widest first
+        for b in np.lexsort((k1, -nb)).tolist():
+            idx, start, width = runs[-1] if runs else ([], -1, -1)
+            if nb[b] == width and k1[b] == start + len(idx) * width:
+                idx.append(b)
+            else:
+                runs.append(([b], int(k1[b]), int(nb[b])))
+        self._groups = tuple(
+            _Group(
+                np.array(idx),
+                start,
+                len(idx),
+                width,
+                sfft.next_fast_len(width),
+                sfft.next_fast_len(width + self.n_env),
+            )
+            for idx, start, width in runs
+        )
+        f_lo, f_hi = floor_range_hz
+        edges = np.linspace(max(1, f_lo / df), min(n_bins - 1, f_hi / df), _FLOOR_BLOCKS + 1)
+        self._floor_edges = np.round(edges).astype(np.intp)
+        if np.any(np.diff(self._floor_edges) < 1):
+            raise ValueError(f"floor range {floor_range_hz} Hz is too narrow at fs={fs}, n={n}")
+
+    def __call__(
+        self,
+        x_spec: npt.NDArray[np.complexfloating],
+        line_bins: npt.NDArray[np.float64] | None = None,
+        slip: float = 0.03,
+    ) -> BandScores:
+        """Score every candidate on one window.
+
+        Parameters
+        ----------
+        x_spec : (n_rows, n//2+1) complex, ``rfft(w·x)`` of the window's channels
+        line_bins : (n_rows, n_families, n_harmonics) line frequencies in bins
+            (``f / (fs/n)``), NaN where a row has none; None to skip the lines
+        slip : lines are searched within ± this fraction of their frequency
+        """
+        x_spec = np.asarray(x_spec)
+        n_rows = x_spec.shape[0]
+        p = x_spec.real * x_spec.real + x_spec.imag * x_spec.imag
+        cum = np.zeros((n_rows, p.shape[1] + 1))
+        np.cumsum(p, axis=1, dtype=np.float64, out=cum[:, 1:])
+        e = self._floor_edges
+        blocks = (cum[:, e[1:]] - cum[:, e[:-1]]) / np.diff(e)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            blocks_db = 10.0 * np.log10(blocks)
+        q10, q50 = np.percentile(blocks_db, (10, 50), axis=1)
+        floor = 10.0 ** (q50 / 10.0)
+        gate_db = np.maximum(FLOOR_GATE_MIN_DB, FLOOR_GATE_SIGMAS * (q50 - q10) / 1.2816)
+        level = (cum[:, self._k2] - cum[:, self._k1]) / self._nb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            level_db = 10.0 * np.log10(level / floor[:, None])
+            excess_db = 10.0 * np.log10((level / floor[:, None] - 1.0) * self._nb)
+        sk = np.empty((n_rows, len(self.bands)))
+        gather = None if line_bins is None else self._line_gather(line_bins, slip)
+        power = None if gather is None else np.empty((n_rows, len(self.bands), self.n_env))
+        for g in self._groups:
+            run = x_spec[:, g.start : g.start + g.count * g.nb].reshape(n_rows, g.count, g.nb)
+            m = g.m_sk if gather is None else g.m_env
+            z = sfft.ifft(run, n=m, axis=-1)  # (rows, bands, m)
+            a2 = z.real * z.real
+            a2 += z.imag * z.imag
+            m2 = a2.mean(axis=-1)
+            m4 = np.einsum("...i,...i->...", a2, a2) / m
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                sk[:, g.index] = m4 / (m2 * m2) / _HANN_KURTOSIS_GAIN - 2.0
+            if power is not None:
+                # The envelope's mean leaves the Hann kernel in bins 0 and 1 only; no line
+                # or floor bin is read there (see _line_gather), so it stays.
+                spec = sfft.rfft(np.sqrt(a2, out=a2), axis=-1, overwrite_x=True)
+                spec = spec[..., : self.n_env]
+                power[:, g.index] = spec.real * spec.real + spec.imag * spec.imag
+        sk_z = sk / self._sk_sd
+        if power is None or gather is None:
+            lines_db = np.full((n_rows, len(self.bands)), np.nan)
+        else:
+            lines_db = self._prominence(power, gather)
+        return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db)
+
+    def _line_gather(self, line_bins: npt.NDArray[np.float64], slip: float) -> _Gather:
+        """Envelope bins to read for each line: its search range (with a mask for the
+        unused end), its local floor, and which lines lie on the spectrum at all."""
+        c = np.asarray(line_bins, dtype=np.float64)
+        finite = np.isfinite(c)
+        half = np.where(finite, np.maximum(1.0, np.abs(c) * slip), 1.0)
+        width = 2 * int(np.ceil(np.max(half))) + 1
+        c_safe = np.where(finite, c, 0.0)
+        lo = np.ceil(c_safe - half).astype(np.intp)
+        hi = np.floor(c_safe + half).astype(np.intp)
+        search = lo[..., None] + np.arange(width)
+        in_search = search <= hi[..., None]
+        side = np.arange(1, _FLOOR_BINS + 1)
+        floor_bins = np.concatenate(
+            [(lo - 2)[..., None] - side[::-1], (hi + 2)[..., None] + side], axis=-1
+        )
+        ok = finite & (floor_bins[..., 0] >= 2) & (hi + 2 + _FLOOR_BINS < self.n_env)
+        top = self.n_env - 1
+        return np.clip(search, 0, top), in_search, np.clip(floor_bins, 0, top), ok
+
+    @staticmethod
+    def _prominence(power: npt.NDArray[np.floating], gather: _Gather) -> npt.NDArray[np.float64]:
+        """(rows, bands): the strongest family's mean prominence over its harmonics, dB,
+        from envelope power spectra ``power`` (rows, bands, n_env)."""
+        search, in_search, floor_bins, ok = gather
+        rows = np.arange(power.shape[0])[:, None, None, None]
+        # (rows, families, harmonics, bins) gathered from each band: (..., bins, bands)
+        line = np.where(in_search[..., None], power[rows, :, search], 0.0).max(axis=-2)
+        # the median of the 2·_FLOOR_BINS floor bins (an even count): the mean of the middle two
+        mid = _FLOOR_BINS - 1, _FLOOR_BINS
+        noise = np.partition(power[rows, :, floor_bins], mid, axis=-2)[..., mid[0] : mid[1] + 1, :]
+        noise = noise.mean(axis=-2) / math.log(2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prom = 10.0 * np.log10(line / noise)
+        prom = np.where(ok[..., None] & np.isfinite(prom), prom, np.nan)
+        return _nanmax(_nanmean(prom, axis=2), axis=1)
+
+
+def _nanmax(a: npt.NDArray[np.float64], axis: int) -> npt.NDArray[np.float64]:
+    """``np.nanmax`` without its all-NaN warning (warning filters are not thread-safe)."""
+    out = np.max(np.where(np.isnan(a), -np.inf, a), axis=axis)
+    return np.where(out == -np.inf, np.nan, out)
+
+
+def _nanmean(a: npt.NDArray[np.float64], axis: int) -> npt.NDArray[np.float64]:
+    """``np.nanmean`` without its all-NaN warning."""
+    finite = np.isfinite(a)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, a, 0.0).sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def select_band(
+    scores: BandScores,
+    previous: BandChoice | None = None,
+    *,
+    sk_z_min: float = SK_Z_MIN,
+    lines_min_db: float = LINES_MIN_DB,
+    hysteresis_db: float = HYSTERESIS_DB,
+    tie_db: float = TIE_DB,
+) -> BandChoice:
+    """The automatic band for this window, one step from ``previous`` (a pure step).
+
+    Per band (the best of its channel rows), by the first criterion any band meets:
+
+    1. ``lines``: the defect-line prominence, where it reaches ``lines_min_db`` (lines
+       that stand out so far prove a modulated signal, however weak the band);
+    2. ``impulsive``: among the bands that rise above their row's floor
+       (``level_db ≥ gate_db``: a band at the floor is no candidate, however kurtotic;
+       quantisation steps and electrical spikes are kurtotic too) with
+       ``sk_z ≥ sk_z_min``, the impulsive energy above the floor
+       ``level_db + 10·log10(sk)`` (a very kurtotic band with little power loses to a
+       less kurtotic band that rings loud);
+    3. ``energy``: among the bands above the floor (all bands when none is), ``level_db``:
+       where the structure responds most.
+
+    ``previous`` stays unless the best beats it by ``hysteresis_db`` (one window's scores
+    are no more precise than that), so the band does not wander on noise. It keeps its
+    criterion down to ``lines_min_db − hysteresis_db`` and ``sk_z_min / 2``, and without
+    the floor gate (the gate admits new bands, it does not throw out the one in use when it
+    dips by a fraction of a dB). Else, of the bands within ``tie_db`` of the best, the one
+    with most signal power above the floor (``excess_db``) is chosen.
+    """
+    gate = scores.level_db >= scores.gate_db[:, None]
+    if not gate.any():
+        gate = np.isfinite(scores.level_db)
+    impulsive_db = scores.level_db + 10.0 * np.log10(np.maximum(scores.sk, 1e-12))
+    lines = _nanmax(scores.lines_db, axis=0)
+    strong = _nanmax(np.where(scores.sk_z >= sk_z_min, impulsive_db, np.nan), axis=0)
+    # What new bands are judged by: each criterion where its threshold is met, above the floor.
+    new = (
+        _nanmax(np.where(gate, scores.level_db, np.nan), axis=0),
+        _nanmax(np.where(gate, strong, np.nan), axis=0),
+        np.where(lines >= lines_min_db, lines, np.nan),
+    )
+    # The band in use: judged without the floor gate (the gate admits new bands, it does not
+    # throw out the one in use when it dips by a fraction of a dB), and it keeps the
+    # criterion it was chosen by down to a lower threshold (hysteresis on the thresholds too:
+    # a line near 12 dB must not flip the band at every choice).
+    held = [_nanmax(scores.level_db, axis=0), strong, new[2]]
+    kept = previous.criterion if previous is not None else "none"
+    kept_tier = CRITERIA.index(kept) if kept in CRITERIA else -1
+    if kept_tier == 1:
+        held[1] = _nanmax(np.where(scores.sk_z >= sk_z_min / 2, impulsive_db, np.nan), axis=0)
+    elif kept_tier == 2:
+        held[2] = np.where(lines >= lines_min_db - hysteresis_db, lines, np.nan)
+    i = -1
+    if previous is not None and previous.band in scores.bands:
+        i = scores.bands.index(previous.band)
+    for tier in (2, 1, 0):
+        if np.isfinite(new[tier]).any() or (i >= 0 and bool(np.isfinite(held[tier][i]))):
+            break
+    else:  # nothing to judge by (an invalid window): stay
+        return previous if previous is not None else BandChoice(scores.bands[0], "none", -np.inf)
+    score = new[tier]
+    top = np.max(score, initial=-np.inf, where=np.isfinite(score))
+    if i >= 0 and held[tier][i] >= top - hysteresis_db:
+        return BandChoice(
+            previous.band if previous else scores.bands[i], CRITERIA[tier], float(held[tier][i])
+        )
+    as_good = np.isfinite(score) & (score >= top - tie_db)
+    excess = _nanmax(scores.excess_db, axis=0)
+    best = int(np.argmax(np.where(as_good & np.isfinite(excess), excess, -np.inf)))
+    if not as_good[best]:  # no excess power anywhere (a flat spectrum): the best score
+        best = int(np.argmax(np.where(as_good, score, -np.inf)))
+    return BandChoice(scores.bands[best], CRITERIA[tier], float(score[best]))

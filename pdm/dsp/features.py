@@ -42,11 +42,13 @@ import scipy.fft as sfft
 
 from pdm.dsp.bearings import DEFECTS, BearingGeometry
 from pdm.dsp.envelope import (
+    BandChoice,
+    BandScorer,
     EnvelopePlan,
     candidate_bands,
     envelope_power,
     plan_envelope,
-    spectral_kurtosis_band,
+    select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
 from pdm.dsp.spectrum import (
@@ -107,6 +109,8 @@ class FeatureFrame:
     envelope_band_hz : (low, high) demodulation band used, snapped to bins
     envelope_band_key : the band as requested (what to pass back to
         :meth:`FeatureExtractor.extract` to use the same band again)
+    band_choice : in ``auto`` mode, the automatic band's state after this pass (the band,
+        the criterion that chose it and its score; see :func:`pdm.dsp.envelope.select_band`)
     valid : False when the window contained NaN/inf samples
     spectrum : (n_channels, n//2+1) complex64, ``rfft(w·(x − mean))``, kept for display
     env_parts : squared real/imaginary parts of the envelope spectrum
@@ -127,6 +131,7 @@ class FeatureFrame:
     #: (n_channels, 3): min, max and sum of each channel's samples (g), as the extraction
     #: computed them — the sensor health check reads these instead of three more passes.
     stats: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    band_choice: BandChoice | None = None
 
     def as_dicts(self) -> list[dict[str, float | str | None]]:
         """One dict per channel: ``channel``, every feature, ``iso_zone``, ``shaft_speed_rpm``."""
@@ -190,11 +195,15 @@ class FeatureExtractor:
     rpm : fixed running speed (r/min), or None to search ``rpm_range`` in each window
     rpm_range : (min, max) r/min searched when ``rpm`` is None; with neither, the
         speed is unknown and order and defect features are NaN
-    envelope_band_hz : (low, high) Hz, or ``"auto"`` for the spectral-kurtosis choice
+    envelope_band_hz : (low, high) Hz, or ``"auto"``: chosen by :meth:`choose_band`
     slip_tolerance : defect lines are searched within ± this fraction of their frequency
     bands : extra ``(name, low_hz, high_hz)`` bands for band RMS
     iso_group, foundation : ISO 10816-3 machine group (1, 2) and foundation
     orders_tolerance : order lines are searched within ± this fraction (≥ 1 bin)
+    auto_band_refresh : in ``auto`` mode, windows between two choices of the band by a
+        stream (:class:`pdm.processing.FeatureStream`): a choice costs about as much as
+        ten windows' features in a batch (three or four alone), so every 64 windows
+        adds ~15 % (measured in docs/pipelines)
 
     Examples
     --------
@@ -222,7 +231,7 @@ class FeatureExtractor:
         iso_group: int = 2,
         foundation: str = "rigid",
         orders_tolerance: float = 0.02,
-        auto_band_refresh: int = 32,
+        auto_band_refresh: int = 64,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"{fs=} must be > 0")
@@ -310,22 +319,33 @@ class FeatureExtractor:
         self._has_bearing = bool(np.any(np.isfinite(table)))
 
         self._fixed_band: tuple[float, float] | None = None
-        self._auto_candidates: list[tuple[float, float]] = []
+        self._band_scorer: BandScorer | None = None
         if isinstance(envelope_band_hz, str):
             if envelope_band_hz != "auto":
                 raise ValueError(
                     f"envelope_band_hz={envelope_band_hz!r} must be (low, high) or 'auto'"
                 )
-            # Leave out bands where shaft harmonics live and bands too narrow to hold the sidebands.
+            # Leave out bands where shaft harmonics live and bands too narrow to hold the
+            # defect lines and their sidebands; the floor is judged over the same range,
+            # below the anti-alias filter's roll-off (the top tenth before Nyquist).
             min_lo = max(500.0, 10.0 * max_mult * max_shaft_hz)
             min_width = 2.0 * self.env_max_hz
-            self._auto_candidates = candidate_bands(fs, min_lo, min_width)
-            if not self._auto_candidates:
+            candidates = candidate_bands(fs, min_lo, min_width, n=n)
+            if not candidates or min_lo >= 0.9 * nyq:
                 raise ValueError(
                     f"envelope band 'auto' has no candidate band at fs={fs} Hz; give the band explicitly"
                 )
+            self._band_scorer = BandScorer(fs, n, candidates, self.env_max_hz, (min_lo, 0.9 * nyq))
         else:
             self._fixed_band = (float(envelope_band_hz[0]), float(envelope_band_hz[1]))
+        # Line families that judge the automatic band, per channel: (n_channels, 3, 2)
+        # multiples of the shaft frequency, BPFO, BPFI, BSF at 1x and 2x (FTF is left out:
+        # its lines interleave with the shaft's own 1x modulation).
+        self._line_mult = np.full((len(self.channels), 3, 2), np.nan)
+        for c, ch in enumerate(self.channels):
+            if ch.bearing is not None:
+                m = ch.bearing.defect_multiples()
+                self._line_mult[c] = [[m[d], 2 * m[d]] for d in ("bpfo", "bpfi", "bsf")]
         self._plan_cache: dict[tuple[float, float], EnvelopePlan] = {}
         self._env_search: dict[int, ToneSearch] = {}
         if self._fixed_band is not None:
@@ -341,7 +361,7 @@ class FeatureExtractor:
 
     @property
     def auto_band(self) -> bool:
-        """True when the envelope band is chosen by spectral kurtosis."""
+        """True when the envelope band is chosen automatically (:meth:`choose_band`)."""
         return self._fixed_band is None
 
     def plan_for(self, band: tuple[float, float]) -> EnvelopePlan:
@@ -357,29 +377,65 @@ class FeatureExtractor:
                 )
         return plan
 
-    def choose_band(self, x_spec: npt.NDArray[np.complexfloating]) -> tuple[float, float]:
-        """The envelope band for ``auto`` mode, by spectral kurtosis of this window's spectrum."""
-        band, _sk = spectral_kurtosis_band(x_spec, self.fs, self.n, self._auto_candidates)
-        return band
+    def choose_band(
+        self,
+        x_spec: npt.NDArray[np.complexfloating],
+        shaft_hz: float = float("nan"),
+        previous: BandChoice | None = None,
+    ) -> BandChoice:
+        """The envelope band for ``auto`` mode, judged on one window's spectrum.
+
+        Candidates are the fast kurtogram's bands (:func:`~pdm.dsp.envelope.candidate_bands`);
+        each is scored by :class:`~pdm.dsp.envelope.BandScorer` and the band chosen by
+        :func:`~pdm.dsp.envelope.select_band`: by the prominence of the bearings' defect
+        lines in its envelope spectrum (when the channels have bearings and ``shaft_hz``
+        is known), else by impulsive energy above the floor, with hysteresis against
+        ``previous``.
+
+        Parameters
+        ----------
+        x_spec : (n_channels, n//2+1) complex, ``rfft(w·(x − mean))`` of one window
+        shaft_hz : running speed, Hz (NaN: unknown, the lines are not judged)
+        previous : the state the last choice returned (None: a first choice)
+        """
+        if self._band_scorer is None:
+            raise ValueError("choose_band() is for envelope_band_hz='auto'")
+        line_bins = None
+        if self._has_bearing and math.isfinite(shaft_hz):
+            line_bins = self._line_mult * (shaft_hz / self.df)
+        scores = self._band_scorer(x_spec, line_bins, self.slip_tolerance)
+        return select_band(scores, previous)
 
     def extract(
-        self, x: npt.ArrayLike, *, envelope_band_hz: tuple[float, float] | None = None
+        self,
+        x: npt.ArrayLike,
+        *,
+        envelope_band_hz: tuple[float, float] | None = None,
+        band_state: BandChoice | None = None,
     ) -> FeatureFrame:
         """Features of one window.
 
         Parameters
         ----------
         x : (n_channels, n) acceleration in g (float32 is fastest)
-        envelope_band_hz : the band to demodulate in ``auto`` mode (from
-            :meth:`choose_band`, which the streaming runner refreshes every
+        envelope_band_hz : the band to demodulate in ``auto`` mode (a band an earlier
+            :meth:`choose_band` gave: the streaming runner re-chooses every
             ``auto_band_refresh`` windows); when None in ``auto`` mode it is
             chosen from this window.
+        band_state : in ``auto`` mode, the automatic band's state (hysteresis): the
+            previous choice when the band is chosen here, else handed on to the frames
         """
         x = np.asarray(x, dtype=np.float32)
-        return self.extract_batch(x[None, ...], envelope_band_hz=envelope_band_hz)[0]
+        return self.extract_batch(
+            x[None, ...], envelope_band_hz=envelope_band_hz, band_state=band_state
+        )[0]
 
     def extract_batch(
-        self, xs: npt.ArrayLike, *, envelope_band_hz: tuple[float, float] | None = None
+        self,
+        xs: npt.ArrayLike,
+        *,
+        envelope_band_hz: tuple[float, float] | None = None,
+        band_state: BandChoice | None = None,
     ) -> list[FeatureFrame]:
         """Features of several windows in one pass; identical to calling :meth:`extract` on each.
 
@@ -390,8 +446,8 @@ class FeatureExtractor:
         Parameters
         ----------
         xs : (n_windows, n_channels, n) acceleration in g
-        envelope_band_hz : as for :meth:`extract`; in ``auto`` mode without it, the
-            band is chosen from the batch's first window
+        envelope_band_hz, band_state : as for :meth:`extract`; in ``auto`` mode without
+            a band, it is chosen from the batch's first window
         """
         xs = np.asarray(xs, dtype=np.float32)
         n_ch = len(self.channels)
@@ -400,18 +456,21 @@ class FeatureExtractor:
                 f"window shape {xs.shape[1:] if xs.ndim == 3 else xs.shape} != "
                 f"(n_channels={n_ch}, n={self.n})"
             )
-        return self._extract([(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz)[0]
+        return self._extract(
+            [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state
+        )[0]
 
     def extract_windows(
         self,
         windows: Sequence[npt.NDArray[np.float32]],
         *,
         envelope_band_hz: tuple[float, float] | None = None,
+        band_state: BandChoice | None = None,
     ) -> list[FeatureFrame]:
         """:meth:`extract_batch` of separate (n_channels, n) windows, gathered into the
         pass with one copy (none for a single float32 window)."""
         wins = self._checked(windows, "")
-        return self._extract([(self, wins, len(wins))], envelope_band_hz)[0]
+        return self._extract([(self, wins, len(wins))], envelope_band_hz, band_state)[0]
 
     def _checked(
         self, windows: Sequence[npt.ArrayLike], where: str
@@ -438,6 +497,7 @@ class FeatureExtractor:
         self,
         parts: Sequence[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]],
         envelope_band_hz: tuple[float, float] | None,
+        band_state: BandChoice | None = None,
     ) -> list[list[FeatureFrame]]:
         """The one pass: ``parts`` are (extractor, blocks of rows (·, n), n_windows),
         all of extractors with this one's :attr:`batch_key` (or this one alone); returns each
@@ -532,8 +592,10 @@ class FeatureExtractor:
         k += len(ORDERS)
 
         band = envelope_band_hz or self._fixed_band
+        choice = band_state if self.auto_band else None
         if band is None:
-            band = self.choose_band(spec[: win_ch[0]])
+            choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
+            band = choice.band
         plan = self.plan_for(band)
         pe = envelope_power(spec_all, plan)[:rows]
         if self._has_bearing and self.speed_known:
@@ -573,6 +635,7 @@ class FeatureExtractor:
                         _extractor=ex,
                         _env_plan=plan,
                         stats=stats[sl],
+                        band_choice=choice,
                     )
                 )
                 row += n_ch
