@@ -39,9 +39,22 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--columns", metavar="A,B", help="columns to analyse (default: all)")
     g.add_argument("--window", type=int, metavar="N", help="window length, samples")
     g.add_argument("--overlap", type=float, metavar="F", help="window overlap, fraction 0..0.95")
-    g.add_argument("--rpm", type=float, metavar="R", help="shaft speed, r/min")
+    g.add_argument("--rpm", type=float, metavar="R", help="fixed shaft speed, r/min")
     g.add_argument(
-        "--bearing", metavar="DESIGNATION", help="bearing from the built-in table, e.g. 6205"
+        "--nominal-rpm",
+        type=float,
+        metavar="R",
+        help="nominal shaft speed, r/min: the speed is searched within ±5%% of it",
+    )
+    g.add_argument(
+        "--rpm-range",
+        metavar="LO,HI",
+        help="speed search range, r/min (with or without --nominal-rpm)",
+    )
+    g.add_argument(
+        "--bearing",
+        metavar="DESIGNATION",
+        help="bearing from the built-in catalogue, e.g. 6309-2RS (suffixes ignored)",
     )
     g.add_argument(
         "--bearing-geometry",
@@ -63,6 +76,8 @@ _QUICK = (
     "window",
     "overlap",
     "rpm",
+    "nominal_rpm",
+    "rpm_range",
     "bearing",
     "bearing_geometry",
     "iso_group",
@@ -88,6 +103,8 @@ def _pipeline_from_args(args: argparse.Namespace) -> Pipeline:
         window=args.window,
         overlap=args.overlap,
         rpm=args.rpm,
+        nominal_rpm=args.nominal_rpm,
+        rpm_range=args.rpm_range,
         bearing=args.bearing,
         bearing_geometry=args.bearing_geometry,
         iso_group=args.iso_group,
@@ -221,12 +238,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--model: give a model directory, or a --pipeline whose [model] names one"
         )
-    if args.pipeline or any(getattr(args, k) is not None for k in _QUICK):
+    if args.pipeline or args.model is None:
         pipeline = _pipeline_from_args(args)
     else:
-        pipeline = pipeline_from_card(
-            read_card(Path(args.model)), where=str(Path(args.model) / "model.json")
-        )
+        pipeline = _model_pipeline(args, pipeline_from_card, read_card)
     model_dir = Path(args.model) if args.model else pipeline.model_dir
     if model_dir is None:
         raise ConfigError(f"{pipeline.source_path}: [model] path is not set; give --model")
@@ -252,6 +267,34 @@ def cmd_score(args: argparse.Namespace) -> int:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
     out.flush()
     return 0
+
+
+#: Quick flags that may change a model's pipeline in ``score --model``: the speed is where the
+#: orders and defect lines are read, not what the model learnt.
+_SPEED_FLAGS = ("rpm", "nominal_rpm", "rpm_range")
+
+
+def _model_pipeline(args: argparse.Namespace, from_card: Any, read: Any) -> Pipeline:
+    """``score --model M`` without --pipeline: the pipeline the model was trained with, its
+    speed replaced by --rpm/--nominal-rpm/--rpm-range; any other quick flag is refused."""
+    where = str(Path(args.model) / "model.json")
+    card = read(Path(args.model))
+    others = [k for k in _QUICK if k not in _SPEED_FLAGS and getattr(args, k) is not None]
+    if others:
+        flag = "--" + others[0].replace("_", "-")
+        raise ConfigError(
+            f"{flag}: cannot be changed with --model: the model learnt features of its own "
+            f"window, channels, bearings and envelope band ({where}); only the speed "
+            "(--rpm, --nominal-rpm, --rpm-range) may differ, or train a model for the new setting"
+        )
+    fs_card = card.get("dsp", {}).get("sample_rate_hz")
+    if args.fs is not None and fs_card is not None and float(args.fs) != float(fs_card):
+        raise ConfigError(
+            f"--fs: {args.fs:g} Hz is not the {float(fs_card):g} Hz the model was trained at "
+            f"({where}); resample the recording or train a model at this rate"
+        )
+    pipeline: Pipeline = from_card(card, where=where)
+    return pipeline.with_speed(rpm=args.rpm, nominal_rpm=args.nominal_rpm, rpm_range=args.rpm_range)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -58,7 +58,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pdm.dsp.bearings import BEARINGS, BearingGeometry, lookup_bearing
+from pdm.dsp.bearings import (
+    BearingGeometry,
+    BearingTableError,
+    lookup_bearing,
+    parse_bearing_table,
+)
 from pdm.dsp.features import feature_names
 from pdm.dsp.iso import iso_band_hz, zone_limits
 from pdm.errors import ConfigError
@@ -372,15 +377,17 @@ class BearingSpec(BaseModel):
         )
 
 
-def _known_designation(value: str) -> str:
+def _context_table(info: ValidationInfo) -> dict[str, BearingGeometry] | None:
+    """The pipeline's own bearing table, handed to validation in its context."""
+    table = info.context.get("bearing_table") if info.context else None
+    return table if isinstance(table, dict) else None
+
+
+def _known_designation(value: str, info: ValidationInfo) -> str:
     try:
-        lookup_bearing(value)
-    except KeyError:
-        known = ", ".join(sorted(BEARINGS))
-        reason = (
-            f"not in the built-in bearing table (known: {known}); give the geometry "
-            "as an inline table instead"
-        )
+        lookup_bearing(value, _context_table(info))
+    except KeyError as exc:
+        reason = str(exc.args[0])
         raise PydanticCustomError("pdm_config", "{reason}", {"reason": reason}) from None
     return value
 
@@ -435,21 +442,29 @@ class Sensor(BaseModel):
     )
     bearing: BearingField | None = Field(
         default=None,
-        description="Bearing under the sensor: a designation from the built-in table "
-        "(e.g. '6205') or an inline table " + _BEARING_TABLE_KEYS + " in mm and degrees.",
+        description="Bearing under the sensor: a designation from the pipeline's bearing_table "
+        "or the built-in catalogue (e.g. '6205', '6309-2RS'; suffixes ignored) or an inline "
+        "table " + _BEARING_TABLE_KEYS + " in mm and degrees.",
     )
     channels: tuple[Channel, ...] = Field(
         min_length=1, max_length=64, description="The sensor's channels (axes)."
     )
 
+    _geometry: BearingGeometry | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _resolve_bearing(self, info: ValidationInfo) -> Sensor:
+        # A designation is resolved once, against the pipeline's own table when it has one.
+        if isinstance(self.bearing, str):
+            self._geometry = lookup_bearing(self.bearing, _context_table(info))
+        elif self.bearing is not None:
+            self._geometry = self.bearing.geometry()
+        return self
+
     @property
     def bearing_geometry(self) -> BearingGeometry | None:
         """The bearing's geometry (designations resolved), or None without a bearing."""
-        if self.bearing is None:
-            return None
-        if isinstance(self.bearing, str):
-            return lookup_bearing(self.bearing)
-        return self.bearing.geometry()
+        return self._geometry
 
 
 def _band_edges(value: object) -> object:
@@ -848,6 +863,14 @@ class Pipeline(BaseModel):
         description=f"Schema version of the file (no unit); this pdm-edge reads {SCHEMA_VERSION}."
     )
     machine: Machine = Field(description="The monitored machine.")
+    bearing_table: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Your own bearings: a CSV file (path relative to this file) with the "
+        "columns designation, rolling_elements, element_diameter_mm, pitch_diameter_mm, "
+        "contact_angle_deg; its designations are looked up before the built-in catalogue.",
+    )
     acquisition: Acquisition = Field(default=Acquisition(), description="Sampling and windowing.")
     sensors: tuple[Sensor, ...] = Field(
         default=(),
@@ -878,6 +901,10 @@ class Pipeline(BaseModel):
     _pending_bearing: str | BearingSpec | None = PrivateAttr(default=None)
     _bearing_flag: str | None = PrivateAttr(default=None)
     _from_flags: bool = PrivateAttr(default=False)
+    # The bearings of bearing_table, read by load_pipeline (designation -> geometry).
+    _bearing_table: dict[str, BearingGeometry] | None = PrivateAttr(default=None)
+    # Set when the command line replaced the speed of a model's pipeline (score --model).
+    _speed_from_flags: bool = PrivateAttr(default=False)
 
     @field_validator("schema_version", mode="after")
     @classmethod
@@ -1075,7 +1102,7 @@ class Pipeline(BaseModel):
 
     def _revalidated(self, data: dict[str, Any], label: str | None = None) -> Pipeline:
         try:
-            new = Pipeline.model_validate(data)
+            new = Pipeline.model_validate(data, context={"bearing_table": self._bearing_table})
         except ValidationError as exc:
             if label is not None:
                 raise ConfigError(_format_errors(exc, label=label)) from exc
@@ -1093,6 +1120,8 @@ class Pipeline(BaseModel):
         self._pending_bearing = other._pending_bearing
         self._bearing_flag = other._bearing_flag
         self._from_flags = other._from_flags
+        self._bearing_table = other._bearing_table
+        self._speed_from_flags = other._speed_from_flags
 
     def _flag_name(self, loc: Loc) -> str | None:
         return _flag_for(loc, self._bearing_flag or "--bearing")
@@ -1108,6 +1137,34 @@ class Pipeline(BaseModel):
         data = self.model_dump()
         data["acquisition"]["sample_rate_hz"] = float(fs)
         return self._revalidated(data)
+
+    def with_speed(
+        self,
+        *,
+        rpm: float | None = None,
+        nominal_rpm: float | None = None,
+        rpm_range: str | None = None,
+    ) -> Pipeline:
+        """A copy whose ``machine.speed`` comes from the speed flags (as
+        :func:`pipeline_from_flags` reads them), everything else kept: ``score --model M
+        --rpm R`` scores a recording at another speed with the model's own pipeline.
+
+        ``speed_from_flags`` is then True: the orders and defect lines the model learnt are
+        read at this speed instead of the one it was trained at.
+        """
+        speed = _flag_speed(rpm, nominal_rpm, rpm_range)
+        if speed is None:
+            return self
+        data = self.model_dump()
+        data["machine"]["speed"] = speed
+        new = self._revalidated(data, label="command line")
+        new._speed_from_flags = True
+        return new
+
+    @property
+    def speed_from_flags(self) -> bool:
+        """True when the command line replaced the speed (:meth:`with_speed`)."""
+        return self._speed_from_flags
 
     def with_columns(self, cols: Sequence[str]) -> Pipeline:
         """A copy whose one sensor ``s1`` reads ``cols`` (unit g), for flag-built pipelines.
@@ -1564,13 +1621,51 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
             where, msg = name, msg.replace("(at end of document)", "at end of file")
         raise ConfigError(f"{where}: TOML syntax error: {msg[:1].lower()}{msg[1:]}") from exc
     data = _migrate(data, name, text)
+    table = _read_bearing_table(data.get("bearing_table"), name, text)
     try:
-        pipeline = Pipeline.model_validate(data, context={"require_sensors": True})
+        pipeline = Pipeline.model_validate(
+            data, context={"require_sensors": True, "bearing_table": table}
+        )
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, path=name, text=text)) from exc
     pipeline._source_path = name
     pipeline._source_text = text
+    pipeline._bearing_table = table
     return pipeline
+
+
+#: A bearing table larger than this is refused unread (a catalogue of thousands fits).
+BEARING_TABLE_MAX_BYTES = 1 << 20
+
+
+def _read_bearing_table(value: object, name: str, text: str) -> dict[str, BearingGeometry] | None:
+    """The bearings of ``bearing_table`` (a path relative to the pipeline file ``name``), or
+    None without one. ConfigError with the key's line, the table and its line on any problem."""
+    if not isinstance(value, str) or not value.strip():
+        return None  # absent, or not a string: the schema reports the latter with its line
+    line = _locate_keys(text).get(("bearing_table",))
+    where = f"{name}:{line}" if line else name
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path(name).parent / path
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(BEARING_TABLE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: bearing_table: cannot read {path}: {exc.strerror or exc}"
+        ) from exc
+    if len(raw) > BEARING_TABLE_MAX_BYTES:
+        raise ConfigError(
+            f"{where}: bearing_table: {path} is larger than {BEARING_TABLE_MAX_BYTES} bytes"
+        )
+    try:
+        return parse_bearing_table(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: bearing_table: {path} is not UTF-8 text") from None
+    except BearingTableError as exc:
+        at = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ConfigError(f"{where}: bearing_table: {at}: {exc.reason}") from None
 
 
 # --------------------------------------------------------------------------- quick flags
@@ -1580,6 +1675,9 @@ _FLAG_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("acquisition", "sample_rate_hz"), "--fs"),
     (("acquisition", "window_samples"), "--window"),
     (("acquisition", "overlap"), "--overlap"),
+    (("machine", "speed", "nominal_rpm"), "--nominal-rpm"),
+    (("machine", "speed", "min_rpm"), "--rpm-range"),
+    (("machine", "speed", "max_rpm"), "--rpm-range"),
     (("machine", "speed"), "--rpm"),
     (("machine", "iso_group"), "--iso-group"),
     (("machine", "foundation"), "--foundation"),
@@ -1633,6 +1731,42 @@ def _parse_numbers(flag: str, value: str, expected: str, counts: tuple[int, ...]
     return numbers
 
 
+#: ``--nominal-rpm`` alone searches the speed within this fraction either side of it.
+NOMINAL_SEARCH = 0.05
+
+
+def _flag_speed(rpm: object, nominal_rpm: object, rpm_range: str | None) -> dict[str, float] | None:
+    """``machine.speed`` from --rpm, --nominal-rpm and --rpm-range (ConfigError naming the flag)."""
+    if rpm is not None and (nominal_rpm is not None or rpm_range is not None):
+        given = "--nominal-rpm" if nominal_rpm is not None else "--rpm-range"
+        raise ConfigError(
+            f"--rpm, {given}: give a fixed --rpm, or a --nominal-rpm/--rpm-range to search, not both"
+        )
+    if rpm is not None:
+        return {"rpm": _flag_number("--rpm", rpm)}
+    nominal = None if nominal_rpm is None else _flag_number("--nominal-rpm", nominal_rpm)
+    if nominal is not None and nominal <= 0:
+        raise ConfigError(f"--nominal-rpm: must be > 0 r/min (got {nominal_rpm!r})")
+    if rpm_range is None:
+        if nominal is None:
+            return None
+        return {
+            "nominal_rpm": nominal,
+            "min_rpm": nominal * (1 - NOMINAL_SEARCH),
+            "max_rpm": nominal * (1 + NOMINAL_SEARCH),
+        }
+    lo, hi = _parse_numbers("--rpm-range", str(rpm_range), "LO,HI in r/min", (2,))
+    if not 0 < lo < hi:
+        raise ConfigError(f"--rpm-range: needs 0 < LO < HI r/min (got {rpm_range!r})")
+    if nominal is None:
+        nominal = (lo + hi) / 2
+    elif not lo < nominal < hi:
+        raise ConfigError(
+            f"--rpm-range: {rpm_range!r} does not hold --nominal-rpm {_fmt_num(nominal)}"
+        )
+    return {"nominal_rpm": nominal, "min_rpm": lo, "max_rpm": hi}
+
+
 def pipeline_from_flags(
     *,
     fs: float | None = None,
@@ -1640,6 +1774,8 @@ def pipeline_from_flags(
     window: int | None = None,
     overlap: float | None = None,
     rpm: float | None = None,
+    nominal_rpm: float | None = None,
+    rpm_range: str | None = None,
     bearing: str | None = None,
     bearing_geometry: str | None = None,
     iso_group: int | None = None,
@@ -1663,8 +1799,14 @@ def pipeline_from_flags(
         ``--overlap``: window overlap, fraction.
     rpm : float, optional
         ``--rpm``: fixed shaft speed, r/min.
+    nominal_rpm : float, optional
+        ``--nominal-rpm``: nominal shaft speed, r/min; the speed is searched in each window
+        within ±5 % of it (:data:`NOMINAL_SEARCH`), or within ``rpm_range``.
+    rpm_range : str, optional
+        ``--rpm-range``: ``"LO,HI"`` r/min searched (with ``nominal_rpm`` inside it, or alone:
+        the nominal speed is then the middle of the range).
     bearing : str, optional
-        ``--bearing``: designation from the built-in table, e.g. ``"6205"``.
+        ``--bearing``: designation from the built-in catalogue, e.g. ``"6309-2RS"``.
     bearing_geometry : str, optional
         ``--bearing-geometry``: ``"N,d_mm,D_mm,angle_deg"`` (angle may be left out: 0).
     iso_group : int, optional
@@ -1686,8 +1828,9 @@ def pipeline_from_flags(
         machine["iso_group"] = iso_group
     if foundation is not None:
         machine["foundation"] = foundation
-    if rpm is not None:
-        machine["speed"] = {"rpm": _flag_number("--rpm", rpm)}
+    speed = _flag_speed(rpm, nominal_rpm, rpm_range)
+    if speed is not None:
+        machine["speed"] = speed
     acquisition: dict[str, Any] = {}
     if fs is not None:
         acquisition["sample_rate_hz"] = _flag_number("--fs", fs)
@@ -1734,10 +1877,10 @@ def pipeline_from_flags(
             if loc:
                 reason = f"{_key_path(loc)}: {reason}"
             raise ConfigError(f"{bearing_flag}: {reason} (got {shown!r})") from exc
-        if rpm is None:
+        if speed is None:
             raise ConfigError(
-                f"{bearing_flag}: needs --rpm (bearing defect frequencies depend on "
-                f"the shaft speed) (got {shown!r})"
+                f"{bearing_flag}: needs --rpm or --nominal-rpm (bearing defect frequencies "
+                f"depend on the shaft speed) (got {shown!r})"
             )
 
     if isinstance(columns, str):
@@ -1842,6 +1985,11 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
     out.append(f"  bad data: {acq.on_bad_data}; a time gap over {gap} restarts the window")
     n_channels = sum(len(s.channels) for s in p.sensors)
     out.append(f"sensors   {len(p.sensors)} sensor(s), {n_channels} channel(s)")
+    if p.bearing_table is not None:
+        out.append(
+            f"  bearing table {p.bearing_table}: {len(p._bearing_table or {})} bearing(s), "
+            "looked up before the built-in catalogue"
+        )
     for s in p.sensors:
         where = f" ({s.location})" if s.location else ""
         chans = ", ".join(
@@ -1857,7 +2005,10 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
             out.append("    " + _bearing_text(geometry, rpm, p.envelope.slip_tolerance))
     band = p.envelope.band
     if band is None:
-        out.append("envelope  band chosen automatically (spectral kurtosis)")
+        out.append(
+            "envelope  band chosen automatically (where the defect lines stand out most "
+            "above the floor; docs/models.md)"
+        )
     else:
         out.append(f"envelope  band {_fmt_num(band[0])}–{_fmt_num(band[1])} Hz")
     if p.bands:

@@ -502,3 +502,64 @@ def test_tune_for_streaming_keeps_blas_to_one_thread_and_tells_child_processes()
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()
     assert out[0].strip("[],") == "1" and out[1:] == ["1", str(32 << 20)]
+
+
+# --------------------------------------------------------------------------- speed flags
+
+
+def test_score_model_with_another_speed() -> None:
+    """`score --model M FILE --rpm R` keeps the model's own pipeline (its window, channels,
+    bearings) and changes only the speed; so do --nominal-rpm and --rpm-range. (It was
+    refused: the quick flags built a default pipeline the card did not match.)"""
+    model = REPO / "models" / "demo-pump"
+    for flags in (["--rpm", "1500"], ["--nominal-rpm", "1480"], ["--rpm-range", "1400,1560"]):
+        proc = ok(run_cli("score", "--model", model, FIXTURES / "outer_race.csv.gz", *flags))
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert len(rows) > 100 and all(r["score"] is not None for r in rows), flags
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--window", "4096"], "--window: cannot be changed with --model"),
+        (["--columns", "x_g"], "--columns: cannot be changed with --model"),
+        (["--envelope-band", "auto"], "--envelope-band: cannot be changed with --model"),
+        (["--bearing", "6309"], "--bearing: cannot be changed with --model"),
+        (["--fs", "12000"], "--fs: 12000 Hz is not the 25600 Hz the model was trained at"),
+        (["--rpm", "1500", "--nominal-rpm", "1480"], "--rpm, --nominal-rpm: give a fixed"),
+    ],
+)
+def test_score_model_refuses_what_the_model_was_not_trained_on(flags, words) -> None:
+    proc = run_cli(
+        "score", "--model", REPO / "models" / "demo-pump", FIXTURES / "outer_race.csv.gz", *flags
+    )
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, describe(proc)
+
+
+def test_features_nominal_rpm_searches_and_bearing_suffix_works() -> None:
+    proc = ok(
+        run_cli(
+            "features", FIXTURES / "outer_race.csv.gz", "--nominal-rpm", "1500",
+            "--bearing", "6205-2RS JEM",
+        )
+    )  # fmt: skip
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    speeds = [r["shaft_speed_rpm"] for r in rows]
+    assert all(1425 <= s <= 1575 for s in speeds)  # searched within ±5 % of 1500
+    assert abs(np.median(speeds) - 1480) < 15  # the fixture runs at 1480 r/min
+    assert all(r["env_bpfo_g"] is not None for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--rpm-range", "1500"], "--rpm-range: expected LO,HI in r/min (got '1500')"),
+        (["--rpm-range", "1600,1400"], "--rpm-range: needs 0 < LO < HI r/min"),
+        (["--bearing", "6305", "--rpm", "1480"], "closest known: 6304, 6306"),
+    ],
+)
+def test_error_speed_and_bearing_flags(flags, words) -> None:
+    proc = run_cli("features", FIXTURES / "outer_race.csv.gz", *flags)
+    assert proc.returncode == 2 and proc.stderr.startswith("pdm-edge: error: "), describe(proc)
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, describe(proc)

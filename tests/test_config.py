@@ -296,7 +296,7 @@ def test_unknown_bearing_designation(tmp_path: Path) -> None:
     text = MINIMAL.replace('bearing = "6205"', 'bearing = "6999"')
     message = load_error(tmp_path, text)
     assert f"pump.toml:{line_of(text, 'bearing')}: sensors[0].bearing: " in message
-    assert "6203, 6205" in message
+    assert "29 known, e.g. 6205, 6309" in message and "bearing_table" in message
     assert "(got '6999')" in message
 
 
@@ -520,7 +520,23 @@ def test_with_columns_duplicates() -> None:
             {"bearing_geometry": "9,40,39.04,0", "rpm": 1797},
             "--bearing-geometry: ball_diameter_mm: must be smaller than pitch_diameter_mm=39.04",
         ),
-        ({"bearing": "6999", "rpm": 1797}, "--bearing: not in the built-in bearing table"),
+        ({"bearing": "6999", "rpm": 1797}, "--bearing: bearing '6999' is not in the bearing"),
+        (
+            {"bearing": "6305", "rpm": 1797},
+            "--bearing: bearing '6305' is not in the bearing table (closest known: 6304, 6306",
+        ),
+        ({"rpm_range": "1500"}, "--rpm-range: expected LO,HI in r/min (got '1500')"),
+        ({"rpm_range": "1500,1400"}, "--rpm-range: needs 0 < LO < HI r/min (got '1500,1400')"),
+        ({"rpm_range": "0,1400"}, "--rpm-range: needs 0 < LO < HI"),
+        ({"rpm_range": "a,b"}, "--rpm-range: expected LO,HI in r/min"),
+        (
+            {"rpm_range": "1700,1750", "nominal_rpm": 1797},
+            "--rpm-range: '1700,1750' does not hold --nominal-rpm 1797",
+        ),
+        ({"rpm": 1797, "nominal_rpm": 1797}, "--rpm, --nominal-rpm: give a fixed --rpm"),
+        ({"rpm": 1797, "rpm_range": "1700,1800"}, "--rpm, --rpm-range: give a fixed --rpm"),
+        ({"nominal_rpm": -5}, "--nominal-rpm: must be > 0"),
+        ({"nominal_rpm": "fast"}, "--nominal-rpm: must be a number"),
         ({"bearing": "6205"}, "--bearing: needs --rpm"),
         (
             {"bearing": "6205", "bearing_geometry": "9,7.94,39.04,0"},
@@ -616,3 +632,78 @@ def test_locator_finds_every_key(tables: dict[str, dict[str, str]]) -> None:
     found = _locate_keys(text)
     for loc, line in expected.items():
         assert found[loc] == line, (loc, text)
+
+
+# ----------------------------------------------------------------- speed flags and bearing tables
+
+
+def test_nominal_rpm_flag_searches_five_percent() -> None:
+    speed = pipeline_from_flags(nominal_rpm=1797).machine.speed
+    assert speed is not None and speed.fixed_rpm is None and speed.nominal == 1797
+    assert speed.search_rpm == pytest.approx((0.95 * 1797, 1.05 * 1797))
+
+
+def test_rpm_range_flag_with_and_without_nominal() -> None:
+    speed = pipeline_from_flags(nominal_rpm=1797, rpm_range="1700, 1850").machine.speed
+    assert speed is not None and (speed.nominal, speed.search_rpm) == (1797, (1700, 1850))
+    alone = pipeline_from_flags(rpm_range="1700,1800").machine.speed
+    assert alone is not None and (alone.nominal, alone.search_rpm) == (1750, (1700, 1800))
+    # a bearing needs the speed: a searched one will do
+    p = pipeline_from_flags(columns=["x"], nominal_rpm=1797, bearing="6309-2RS")
+    assert p.bearing_for("x") == BEARINGS["6309"]
+
+
+def test_with_speed_changes_only_the_speed() -> None:
+    p = pipeline_from_flags(fs=25600, columns=["x"], window=8192, rpm=1480, bearing="6205")
+    q = p.with_speed(rpm=1774)
+    assert q.speed_from_flags and not p.speed_from_flags
+    assert q.machine.speed is not None and q.machine.speed.fixed_rpm == 1774
+    assert q.model_dump(exclude={"machine"}) == p.model_dump(exclude={"machine"})
+    assert p.with_speed() is p
+    with pytest.raises(ConfigError, match="--rpm-range: needs 0 < LO < HI"):
+        p.with_speed(rpm_range="1800,1700")
+
+
+TABLE = """\
+designation,rolling_elements,element_diameter_mm,pitch_diameter_mm,contact_angle_deg
+NU 208 ECP,15,11,60,0
+6309,9,17,72.5,0
+"""
+
+
+def test_bearing_table_named_in_the_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "mine.csv").write_text(TABLE)
+    text = MINIMAL.replace('bearing = "6205"', 'bearing = "NU 208 ECP"').replace(
+        "[machine]\n", 'bearing_table = "tables/mine.csv"\n\n[machine]\n'
+    )
+    p = load_pipeline(write(tmp_path, text))
+    g = p.bearing_for("DE_g")
+    assert g is not None and (g.designation, g.rolling_elements) == ("NU208", 15)
+    # revalidated copies keep the table
+    assert p.with_sample_rate(51200).bearing_for("DE_g") == g
+    assert "bearing table tables/mine.csv: 2 bearing(s)" in check_pipeline(tmp_path / "pump.toml")
+    # the table's 6309 replaces the built-in one
+    p2 = load_pipeline(write(tmp_path, text.replace("NU 208 ECP", "6309-2RS")))
+    assert p2.bearing_for("DE_g").rolling_elements == 9  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (None, "bearing_table: cannot read"),
+        ("designation,rolling_elements\n", "mine.csv:1: header lacks column(s)"),
+        (TABLE + "6310,eight,17,70,0\n", "mine.csv:4: rolling_elements must be a whole number"),
+        (TABLE + "6310,8,80,70,0\n", "mine.csv:4: ball_diameter_mm=80.0 must be > 0 and smaller"),
+        (TABLE + "6309,8,17,70,0\n", "mine.csv:4: designation '6309' is listed twice"),
+    ],
+)
+def test_bad_bearing_table_names_file_key_and_line(
+    tmp_path: Path, table: str | None, expected: str
+) -> None:
+    if table is not None:
+        (tmp_path / "mine.csv").write_text(table)
+    text = MINIMAL.replace("[machine]\n", 'bearing_table = "mine.csv"\n\n[machine]\n')
+    message = load_error(tmp_path, text)
+    assert f"pump.toml:{line_of(text, 'bearing_table')}: bearing_table: " in message
+    assert expected in message

@@ -97,7 +97,12 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
 def check_card(card: dict[str, Any], pipeline: Pipeline, fs: float, *, where: str) -> None:
     """Raise :class:`ModelError` naming every DSP parameter where card and pipeline differ."""
     diffs: list[str] = []
-    _diff(card.get("dsp"), dsp_signature(pipeline, fs), "", diffs)
+    want, got = card.get("dsp"), dsp_signature(pipeline, fs)
+    if pipeline.speed_from_flags and isinstance(want, dict):
+        # score --model M --rpm R: the orders and defect lines the model learnt are read at
+        # the speed the user gave (the features are speed-normalised; nothing else changes).
+        want, got = {**want, "speed": None}, {**got, "speed": None}
+    _diff(want, got, "", diffs)
     if diffs:
         shown = "; ".join(diffs[:4]) + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
         raise ModelError(
