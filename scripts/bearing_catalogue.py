@@ -131,7 +131,7 @@ def rows() -> list[str]:
             d = r * pitch
             source = SOURCE_TIMKEN.format(size=size)
         out.append(
-            f"{iso},deep_groove_ball,{n},{d:.3f},{pitch:.3f},0,{bore:g},{od:g},{width:g},"
+            f"{iso},deep_groove_ball,{n},{d:.6g},{pitch:.6g},0,{bore:g},{od:g},{width:g},"
             f"{bpfo:.4f},{bpfi:.4f},{bsf:.4f},{ftf:.4f},{source}"
         )
     return out
