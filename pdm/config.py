@@ -494,7 +494,8 @@ class Envelope(BaseModel):
 
     band_hz: Annotated[Literal["auto"] | tuple[float, float], BeforeValidator(_band_edges)] = Field(
         default="auto",
-        description="Demodulation band, Hz: 'auto' (chosen by spectral kurtosis) "
+        description="Demodulation band, Hz: 'auto' (where the defect lines stand out most "
+        "above the floor, pipelines/README.md) "
         "or [low, high] with 0 < low < high < Nyquist.",
     )
     slip_tolerance: StrictFloat = Field(
