@@ -131,7 +131,9 @@ def rows() -> list[str]:
             d = r * pitch
             source = SOURCE_TIMKEN.format(size=size)
         out.append(
-            f"{iso},deep_groove_ball,{n},{d:.6g},{pitch:.6g},0,{bore:g},{od:g},{width:g},"
+            # repr for CWRU's inch values: the very floats the former built-in table held
+            f"{iso},deep_groove_ball,{n},{d if iso in CWRU else float(f'{d:.6g}')!r},"
+            f"{pitch if iso in CWRU else float(f'{pitch:.6g}')!r},0,{bore:g},{od:g},{width:g},"
             f"{bpfo:.4f},{bpfi:.4f},{bsf:.4f},{ftf:.4f},{source}"
         )
     return out
