@@ -114,10 +114,18 @@ def _json_value(v: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pdm.config import check_pipeline
+    from pdm.config import check_pipeline, load_pipeline
+    from pdm.scoring.card import read_card
+    from pdm.scoring.runtime import LEGACY_DIRECTIONS
 
     for path in args.pipelines:
         print(check_pipeline(path))
+        pl = load_pipeline(path)
+        model_dir = pl.model_dir
+        if model_dir is not None and (model_dir / "model.json").exists():
+            card = read_card(model_dir)
+            if "direction" not in card.get("preprocess", {}):
+                print(f"  warning: the model {LEGACY_DIRECTIONS}")
     return 0
 
 
@@ -192,7 +200,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         holdout=holdout,
         seed=args.seed,
         force=args.force,
-        command="pdm-edge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None,
+        # --force only allows replacing the directory: the model is the same without it.
+        command="pdm-edge " + " ".join(a for a in sys.argv[1:] if a != "--force")
+        if sys.argv[1:2] == ["train"]
+        else None,
     )
     cal = card["calibration"]
     print(
@@ -526,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score every window of recordings with a model, as JSON Lines",
         description="One JSON object per window: t_start, score (alert threshold 1.0), state "
-        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, model.",
+        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, below_baseline, model.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")

@@ -175,7 +175,7 @@ def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_commissioning_replay_finds_the_trip(outer_race: commissioning.CommissioningResult) -> None:
     r = outer_race
-    assert r.windows == 147 and r.model == "c366eb7ae2f1"
+    assert r.windows == 147 and r.model == "ec38bd59ae27"
     assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [("ok", "trip", 51)]
     assert r.alert == 1.0 and r.danger == 1.5
     assert {(s["channel"], s["type"]) for s in r.spectra} == {
@@ -365,10 +365,10 @@ class _Backend:
             {
                 "id": "demo-pump",
                 "state": "trip",
-                "model_version": "c366eb7ae2f1",
+                "model_version": "ec38bd59ae27",
                 "shadow": {
                     "version": "abcdef012345",
-                    "active_version": "c366eb7ae2f1",
+                    "active_version": "ec38bd59ae27",
                     "since": "2026-01-01T00:00:00Z",
                     "windows": 200,
                     "agreement": 0.985,
@@ -419,7 +419,7 @@ def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> No
     assert not gone.ok and "control API" in gone.message
     s = card_summary(read_card(REPO / "models" / "demo-pump"))
     assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5
-    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "c366eb7ae2f1"
+    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "ec38bd59ae27"
     assert s["training_files"][0]["file"] == "healthy.csv.gz"
 
 

@@ -1077,6 +1077,7 @@ class Service:
             )
             d.update(
                 learning=bool(r.scores is not None and r.scores.learning),
+                hint=r.last_hint,
                 windows=r.stats.windows,
                 samples_dropped=r.stats.samples_dropped,
                 error=r.error or None,
