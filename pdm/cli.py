@@ -114,6 +114,8 @@ def _json_value(v: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pdm.alarms.engine import rules_from
+    from pdm.alarms.state import trip_paths
     from pdm.config import check_pipeline, load_pipeline
     from pdm.scoring.card import read_card
     from pdm.scoring.runtime import LEGACY_DIRECTIONS
@@ -121,6 +123,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.pipelines:
         print(check_pipeline(path))
         pl = load_pipeline(path)
+        on, of = pl.alarms.delays(pl.acquisition)
+        print("trips     what can drop this machine's relay (docs/alarms.md, What may trip):")
+        for line in trip_paths(rules_from(pl), pl.columns, f"{on} of {of} windows"):
+            print(f"  - {line}")
         model_dir = pl.model_dir
         if model_dir is not None and (model_dir / "model.json").exists():
             card = read_card(model_dir)
