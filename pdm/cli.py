@@ -262,11 +262,18 @@ def cmd_score(args: argparse.Namespace) -> int:
             for wf in features.feed(rec.chunks()):
                 group.append(wf)
                 if len(group) == features.batch:
-                    _write_rows(out, scores.process(group))
+                    _write_rows(out, scores.process(group), teach_in=model_dir)
                     group = []
-            _write_rows(out, scores.process(group))
+            _write_rows(out, scores.process(group), teach_in=model_dir)
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
+            status = scores.teach_in_status()
+            if status is not None and status["state"] != "learning":
+                print(
+                    f"{model_dir}: teach-in refused to finish and asks for a decision "
+                    f"(docs/models.md, Teach-in): {status['reason']}",
+                    file=sys.stderr,
+                )
     out.flush()
     return 0
 
@@ -445,9 +452,15 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_rows(out: TextIO, rows: list[dict[str, Any]]) -> None:
+def _write_rows(out: TextIO, rows: list[dict[str, Any]], teach_in: Path | None = None) -> None:
     for row in rows:
         out.write(json.dumps(row) + "\n")
+        note = row.get("teach_in") if teach_in is not None else None
+        if isinstance(note, dict) and note.get("action"):
+            # what the teach-in did, on stderr too (the row has it for programs)
+            print(
+                f"{teach_in}: teach-in {note['action']}: {note.get('reason', '')}", file=sys.stderr
+            )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -553,6 +553,14 @@ class ModelSettings(BaseModel):
         description="Learning mode: when the model directory does not exist yet, collect this "
         "many seconds of healthy windows, train, write the model, then monitor. s.",
     )
+    teach_in_restarts: StrictInt = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Teach-in: how often learning starts again after the healthy windows "
+        "trended or stepped before it asks an operator to accept or restart, no unit "
+        "(docs/models.md, Teach-in).",
+    )
     public_keys: tuple[StrictStr, ...] = Field(
         default=(),
         max_length=16,

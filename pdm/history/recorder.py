@@ -180,7 +180,8 @@ class Recorder:
                         self.machine,
                         t,
                         f"teach_in_{action}",
-                        "info" if action == "trained" else "warning",
+                        # learnt on stationary windows: info; anything refused: warning
+                        "info" if action == "trained" and "verdict" not in verdict else "warning",
                         str(verdict.get("reason", "")),
                         detail=json.dumps(verdict, default=str),
                     )

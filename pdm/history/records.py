@@ -256,7 +256,8 @@ class Event:
     ``model_rejected``, ``model_shadow_started``, ``model_shadow_stopped``,
     ``model_promoted``, ``model_rolled_back``; from the scores: ``below_baseline``,
     ``below_baseline_cleared``, ``teach_in_restarted``, ``teach_in_needs_decision``,
-    ``teach_in_trained``, ``teach_in_decided``. ``severity``: ``info``,
+    ``teach_in_trained``, ``teach_in_decided``; ``teach_in_decision`` (the API took one).
+    ``severity``: ``info``,
     ``warning`` or ``alarm``. ``detail`` is JSON text.
     """
 
