@@ -131,10 +131,24 @@ def _json_value(v: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pdm.config import check_pipeline
+    from pdm.alarms.engine import rules_from
+    from pdm.alarms.state import trip_paths
+    from pdm.config import check_pipeline, load_pipeline
+    from pdm.scoring.card import read_card
+    from pdm.scoring.runtime import LEGACY_DIRECTIONS
 
     for path in args.pipelines:
         print(check_pipeline(path))
+        pl = load_pipeline(path)
+        on, of = pl.alarms.delays(pl.acquisition)
+        print("trips     what can drop this machine's relay (docs/alarms.md, What may trip):")
+        for line in trip_paths(rules_from(pl), pl.columns, f"{on} of {of} windows"):
+            print(f"  - {line}")
+        model_dir = pl.model_dir
+        if model_dir is not None and (model_dir / "model.json").exists():
+            card = read_card(model_dir)
+            if "direction" not in card.get("preprocess", {}):
+                print(f"  warning: the model {LEGACY_DIRECTIONS}")
     return 0
 
 
@@ -209,7 +223,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         holdout=holdout,
         seed=args.seed,
         force=args.force,
-        command="pdm-edge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None,
+        # --force only allows replacing the directory: the model is the same without it.
+        command="pdm-edge " + " ".join(a for a in sys.argv[1:] if a != "--force")
+        if sys.argv[1:2] == ["train"]
+        else None,
     )
     cal = card["calibration"]
     print(
@@ -260,11 +277,18 @@ def cmd_score(args: argparse.Namespace) -> int:
             for wf in features.feed(rec.chunks()):
                 group.append(wf)
                 if len(group) == features.batch:
-                    _write_rows(out, scores.process(group))
+                    _write_rows(out, scores.process(group), teach_in=model_dir)
                     group = []
-            _write_rows(out, scores.process(group))
+            _write_rows(out, scores.process(group), teach_in=model_dir)
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
+            status = scores.teach_in_status()
+            if status is not None and status["state"] != "learning":
+                print(
+                    f"{model_dir}: teach-in refused to finish and asks for a decision "
+                    f"(docs/models.md, Teach-in): {status['reason']}",
+                    file=sys.stderr,
+                )
     out.flush()
     return 0
 
@@ -471,9 +495,15 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_rows(out: TextIO, rows: list[dict[str, Any]]) -> None:
+def _write_rows(out: TextIO, rows: list[dict[str, Any]], teach_in: Path | None = None) -> None:
     for row in rows:
         out.write(json.dumps(row) + "\n")
+        note = row.get("teach_in") if teach_in is not None else None
+        if isinstance(note, dict) and note.get("action"):
+            # what the teach-in did, on stderr too (the row has it for programs)
+            print(
+                f"{teach_in}: teach-in {note['action']}: {note.get('reason', '')}", file=sys.stderr
+            )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -569,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score every window of recordings with a model, as JSON Lines",
         description="One JSON object per window: t_start, score (alert threshold 1.0), state "
-        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, model.",
+        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, below_baseline, model.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")

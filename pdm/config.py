@@ -569,6 +569,14 @@ class ModelSettings(BaseModel):
         description="Learning mode: when the model directory does not exist yet, collect this "
         "many seconds of healthy windows, train, write the model, then monitor. s.",
     )
+    teach_in_restarts: StrictInt = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Teach-in: how often learning starts again after the healthy windows "
+        "trended or stepped before it asks an operator to accept or restart, no unit "
+        "(docs/models.md, Teach-in).",
+    )
     public_keys: tuple[StrictStr, ...] = Field(
         default=(),
         max_length=16,
@@ -742,9 +750,27 @@ class AlarmSettings(BaseModel):
         "machine that alarmed on a velocity of 2.8 mm/s must fall below 2.52 to clear).",
     )
     score_trip: StrictFloat | None = Field(
-        default=10.0,
-        description="Anomaly score that trips (the alert threshold is 1.0; "
-        "danger comes from the model card), no unit; 0: the score never trips.",
+        default=None,
+        description="Anomaly score from which a window may trip, no unit (the alert threshold "
+        "is 1.0; danger comes from the model card), and then only with a second kind of "
+        "evidence in the same window (trip_requires); None or 0: the score never trips "
+        "(the default: a model's thresholds are statistical, not protection limits).",
+    )
+    trip_requires: tuple[Literal["iso", "limit", "diagnosis", "none"], ...] = Field(
+        default=("iso", "limit", "diagnosis"),
+        min_length=1,
+        max_length=3,
+        description="Evidence that must show in the same window for score_trip to trip, any "
+        'one of: "iso" (velocity RMS above the ISO 10816-3 C/D boundary on a channel), '
+        '"limit" (a feature limit at its danger level), "diagnosis" (a named bearing or '
+        'running-speed fault, confidence >= trip_diagnosis_confidence); ["none"]: the score '
+        "trips alone (not recommended).",
+    )
+    trip_diagnosis_confidence: StrictFloat = Field(
+        default=0.7,
+        ge=0.5,
+        le=1.0,
+        description="Confidence (0-1, no unit) from which a diagnosis corroborates a score trip.",
     )
     iso_alert_zone: Literal["B", "C", "D", "none"] = Field(
         default="C",
@@ -811,6 +837,15 @@ class AlarmSettings(BaseModel):
             return None
         if value is not None and not value > 1.0:
             raise ValueError("must be above the alert threshold 1.0 (or 0: never)")
+        return value
+
+    @field_validator("trip_requires", mode="after")
+    @classmethod
+    def _trip_requires(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each kind of evidence at most once")
+        if "none" in value and len(value) > 1:
+            raise ValueError('"none" (the score trips alone) cannot be combined with evidence')
         return value
 
     @field_validator("iso_trip", mode="after")

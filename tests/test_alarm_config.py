@@ -15,6 +15,7 @@ DEMO = (
     (REPO / "pipelines" / "demo.toml")
     .read_text()
     .replace('path = "../models/demo-pump"', 'path = "none"')
+    .split("\n[alarms]")[0]  # the demo's own [alarms] (its score trip): each test writes its own
 )
 
 
@@ -30,6 +31,21 @@ def test_on_delay_resolves_from_the_overlap(tmp_path: Path) -> None:
     half = DEMO.replace("overlap = 0.75", "overlap = 0.5")
     r = rules_from(_load(tmp_path, "", half))
     assert (r.on_windows, r.of_windows) == (3, 6)
+
+
+def test_the_score_trips_only_when_a_pipeline_opts_in_and_then_only_corroborated(
+    tmp_path: Path,
+) -> None:
+    r = rules_from(_load(tmp_path, ""))
+    assert r.score_trip is None  # the default: the score never trips
+    assert r.trip_requires == ("iso", "limit", "diagnosis") and r.trip_diagnosis_confidence == 0.7
+    r = rules_from(_load(tmp_path, 'score_trip = 10.0\ntrip_requires = ["diagnosis"]'))
+    assert (r.score_trip, r.trip_requires) == (10.0, ("diagnosis",))
+    r = rules_from(_load(tmp_path, 'score_trip = 10.0\ntrip_requires = ["none"]'))
+    assert r.trip_requires == ()  # alone: explicit, and check says it is not recommended
+    # the demo pipeline opts in, corroborated
+    demo = rules_from(load_pipeline(REPO / "pipelines" / "demo.toml"))
+    assert demo.score_trip == 10.0 and set(demo.trip_requires) == {"iso", "limit", "diagnosis"}
 
 
 def test_zero_and_none_turn_sources_off(tmp_path: Path) -> None:
@@ -57,6 +73,14 @@ def test_zero_and_none_turn_sources_off(tmp_path: Path) -> None:
         ('relay = "modbus://plc:502?coil=x"', "alarms.relay: relay URL"),
         ('relay = "http://plc"', "alarms.relay: must start with modbus://, gpio:// or log:"),
         ('webhooks = [{ url = "ftp://x" }]', "alarms.webhooks[0].url: must be an http"),
+        ('trip_requires = ["none", "iso"]', 'alarms.trip_requires: "none" (the score trips alone)'),
+        (
+            'trip_requires = ["iso", "iso"]',
+            "alarms.trip_requires: each kind of evidence at most once",
+        ),
+        ("trip_requires = []", "alarms.trip_requires"),
+        ('trip_requires = ["vibes"]', "alarms.trip_requires[0]"),
+        ("trip_diagnosis_confidence = 0.3", "alarms.trip_diagnosis_confidence"),
     ],
 )
 def test_bad_alarm_settings_are_one_line_errors(tmp_path: Path, alarms: str, message: str) -> None:

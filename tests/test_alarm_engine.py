@@ -163,7 +163,7 @@ def test_restart_sets_the_relay_from_the_stored_state_and_sends_nothing_again(
     assert modbus_server.coil(0) is False  # dropped again at once: the stored trip
     _run(engine2, pl, "outer_race.csv.gz", sink2)  # still faulty: no new transition
     assert not any(isinstance(r, StateChange) for r in sink2.records)
-    assert n_changes == 1
+    assert n_changes == 2  # ok → danger, danger → trip
     engine2.close()
 
 

@@ -19,12 +19,20 @@ from pdm.alarms.state import (
 
 RULES = AlarmRules(on_windows=3, of_windows=5, off_windows=4, hysteresis=0.8, score_trip=10.0)
 ALERT, DANGER = 1.0, 1.5
+OR = "bearing_outer_race"  # a named fault: corroborates a score trip at confidence 1
 
 
 def win(
-    i: int, score: float | None = 0.1, vel: float = 1.0, health: str = "", env: float = 0.0
+    i: int,
+    score: float | None = 0.1,
+    vel: float = 1.0,
+    health: str = "",
+    env: float = 0.0,
+    diag: str | None = None,
+    conf: float = 1.0,
 ) -> WindowResult:
-    """Window i: score, velocity of channel x (mm/s, group 2 rigid: C from 2.8, D from 4.5)."""
+    """Window i: score, velocity of channel x (mm/s, group 2 rigid: C from 2.8, D from 4.5),
+    and the window's diagnosis with its confidence."""
     return WindowResult(
         t_ns=i * 80_000_000,
         window=i,
@@ -38,6 +46,8 @@ def win(
         sensor_of={"x": "de", "y": "nde"},
         health={"de": (health,)} if health else {},
         health_detail={"de": f"{health}: test"} if health else {},
+        diagnosis=diag,
+        diagnosis_confidence=conf if diag else 0.0,
     )
 
 
@@ -63,7 +73,7 @@ def run(inputs: list[dict], rules: AlarmRules = RULES, state: MachineAlarm | Non
         ([1.2, 0.1, 1.2, 1.2, 0.1], ["ok", "ok", "ok", "alert", "alert"]),
         # three of five at danger: straight to danger
         ([2.0, 2.0, 2.0], ["ok", "ok", "danger"]),
-        # growing: alert, then danger, then trip, each after its on-delay
+        # growing (and diagnosed): alert, then danger, then trip, each after its on-delay
         (
             [1.1, 1.1, 1.1, 2.0, 2.0, 2.0, 12, 12, 12],
             ["ok", "ok", "alert", "alert", "alert", "danger", "danger", "danger", "trip"],
@@ -71,7 +81,7 @@ def run(inputs: list[dict], rules: AlarmRules = RULES, state: MachineAlarm | Non
     ],
 )
 def test_on_delay_is_n_of_the_last_m_windows(scores: list[float], expected: list[str]) -> None:
-    _, states, _ = run([{"score": s} for s in scores])
+    _, states, _ = run([{"score": s, "diag": OR} for s in scores])
     assert states == expected
 
 
@@ -102,7 +112,7 @@ def test_danger_latches_until_acknowledged_and_clear_in_either_order() -> None:
 def test_a_new_rise_needs_a_new_acknowledgement() -> None:
     state, _, _ = run([{"score": 2.0}] * 3)
     state, _, _ = acknowledge(state, "ana", 1, "", RULES)
-    state, states, _ = run([{"score": 12.0}] * 3 + [{"score": 0.1}] * 6, state=state)
+    state, states, _ = run([{"score": 12.0, "diag": OR}] * 3 + [{"score": 0.1}] * 6, state=state)
     assert states[2] == "trip" and state.ack is None and states[-1] == "trip"
 
 
@@ -114,7 +124,7 @@ def test_latch_clears_to_alert_while_alert_evidence_remains() -> None:
 
 
 def test_trip_is_what_drops_the_relay() -> None:
-    state, states, _ = run([{"score": 2.0}] * 3 + [{"score": 12.0}] * 3)
+    state, states, _ = run([{"score": 2.0}] * 3 + [{"score": 12.0, "diag": OR}] * 3)
     assert states[-1] == "trip" and not relay_permissive(state)
     assert relay_permissive(run([{"score": 2.0}] * 3)[0])
 
@@ -245,3 +255,129 @@ def test_window_results_with_only_the_features_the_rules_read_step_the_same() ->
         assert kept_state == full_state and kept_out == full_out
         seen.add(full_state.state)
     assert {"ok", "alert", "danger"} <= seen  # the comparison went through real transitions
+
+
+# ------------------------------------------------------------------- what may trip
+
+
+def test_by_default_the_anomaly_score_never_trips() -> None:
+    rules = AlarmRules(on_windows=3, of_windows=5, off_windows=4)
+    assert rules.score_trip is None
+    seq = [{"score": 1e6, "diag": OR, "vel": 5.0, "env": 9.0}] * 6
+    _, states, _ = run(seq, rules)
+    assert states[-1] == "danger"  # zone D and the score: danger, latched; no trip
+    # …while the physical limit still trips on its own
+    assert run([{"vel": 5.7, "score": None}] * 3, rules)[1][-1] == "trip"
+
+
+LIMITS = (FeatureLimit("env_bpfo_g", alert=0.2, danger=0.5, channel="x"),)
+
+
+@pytest.mark.parametrize(
+    ("window", "rules", "expected"),
+    [
+        # the score alone: danger at most
+        ({"score": 12.0}, {}, "danger"),
+        # a named fault, confident: trip
+        ({"score": 12.0, "diag": OR}, {}, "trip"),
+        ({"score": 12.0, "diag": "unbalance", "conf": 0.7}, {}, "trip"),
+        # not confident enough, or no fault named: danger
+        ({"score": 12.0, "diag": OR, "conf": 0.69}, {}, "danger"),
+        ({"score": 12.0, "diag": "bearing_uncertain"}, {}, "danger"),
+        ({"score": 12.0, "diag": "unknown"}, {}, "danger"),
+        ({"score": 12.0, "diag": "bearing_outer_race_maybe"}, {}, "danger"),
+        ({"score": 12.0, "diag": OR, "conf": float("nan")}, {}, "danger"),
+        # ISO velocity above C/D (4.5 mm/s, zone D) corroborates; zone C does not
+        ({"score": 12.0, "vel": 4.6}, {}, "trip"),
+        ({"score": 12.0, "vel": 4.5}, {}, "danger"),
+        # a feature limit at danger corroborates; at alert it does not
+        ({"score": 12.0, "env": 0.6}, {"limits": LIMITS}, "trip"),
+        ({"score": 12.0, "env": 0.3}, {"limits": LIMITS}, "danger"),
+        # only the kinds the pipeline accepts count
+        ({"score": 12.0, "vel": 4.6}, {"trip_requires": ("diagnosis",)}, "danger"),
+        ({"score": 12.0, "diag": OR}, {"trip_requires": ("iso", "limit")}, "danger"),
+        ({"score": 12.0, "diag": OR, "conf": 0.8}, {"trip_diagnosis_confidence": 0.9}, "danger"),
+        # corroborated, but the score below score_trip: danger
+        ({"score": 9.9, "diag": OR, "vel": 4.6}, {}, "danger"),
+        # trip_requires = (): the pipeline lets the score trip alone
+        ({"score": 12.0}, {"trip_requires": ()}, "trip"),
+        # a faulty sensor: the score is not evidence at all
+        ({"score": 12.0, "diag": OR, "health": "flatline"}, {}, "ok"),
+    ],
+)
+def test_a_score_trip_needs_a_second_kind_of_evidence_in_the_same_window(
+    window: dict, rules: dict, expected: str
+) -> None:
+    r = dataclasses.replace(RULES, **rules)
+    assert run([window] * 3, r)[1][-1] == expected
+
+
+def test_corroboration_in_other_windows_does_not_count() -> None:
+    # 3 of 5 windows at or above score_trip, but the diagnosis only in the others
+    seq = [{"score": 12.0}, {"score": 2.0, "diag": OR}] * 4
+    _, states, _ = run(seq)
+    assert "trip" not in states and states[-1] == "danger"
+
+
+@pytest.mark.parametrize(
+    ("seq", "rules", "want"),
+    [
+        # the bug: a rise to alert on a window that reached danger named the danger threshold
+        ([{"score": 1.2}, {"score": 1.2}, {"score": 2.0}], {}, "ok → alert: anomaly score 2 ≥ alert threshold 1 (3 of the last 3 windows)"),
+        ([{"score": 2.0}] * 3, {}, "ok → danger: anomaly score 2 ≥ danger threshold 1.5 (3 of the last 3 windows)"),
+        ([{"score": None, "vel": 3.0}] * 2 + [{"score": None, "vel": 5.0}], {}, "ok → alert: x velocity 5 mm/s (ISO 10816-3 zone D), above the alert boundary B/C 2.8 mm/s (3 of the last 3 windows)"),
+        ([{"score": None, "vel": 5.0}] * 3, {}, "ok → danger: x velocity 5 mm/s (ISO 10816-3 zone D), above the danger boundary C/D 4.5 mm/s (3 of the last 3 windows)"),
+        ([{"score": None, "env": 0.3}] * 2 + [{"score": None, "vel": 5.0}], {"iso_alert_zone": None, "limits": LIMITS}, "ok → alert: x velocity 5 mm/s (ISO 10816-3 zone D), above the danger boundary C/D 4.5 mm/s (counts for alert) (3 of the last 3 windows)"),
+        ([{"score": None, "env": 0.3}] * 2 + [{"score": None, "env": 0.6}], {"limits": LIMITS}, "ok → alert: x.env_bpfo_g 0.6 ≥ alert limit 0.2 (3 of the last 3 windows)"),
+        ([{"score": 12.0, "diag": OR}] * 3, {}, "ok → trip: anomaly score 12 ≥ trip threshold 10, corroborated by diagnosis bearing_outer_race (confidence 1.00) (3 of the last 3 windows)"),
+        ([{"score": 12.0, "vel": 5.7}] * 3, {}, "ok → trip: x velocity 5.7 mm/s (ISO 10816-3 zone D) ≥ trip 5.62 mm/s (1.25 × C/D) (3 of the last 3 windows)"),
+        ([{"score": 12.0, "vel": 4.6}] * 3, {}, "ok → trip: anomaly score 12 ≥ trip threshold 10, corroborated by x velocity 4.6 mm/s above C/D 4.5 mm/s (3 of the last 3 windows)"),
+        ([{"score": 12.0}] * 3, {"trip_requires": ()}, "ok → trip: anomaly score 12 ≥ trip threshold 10 (this pipeline lets the score trip alone) (3 of the last 3 windows)"),
+    ],
+)  # fmt: skip
+def test_a_transition_names_the_threshold_of_the_level_it_reached(
+    seq: list[dict], rules: dict, want: str
+) -> None:
+    state = MachineAlarm()
+    said = []
+    for i, kw in enumerate(seq):
+        state, out = step(state, win(i, **kw), dataclasses.replace(RULES, **rules))
+        said += [f"{t.old} → {t.new}: {t.reason}" for t in out if not t.sensor]
+    assert said == [want] and state.reason == want.split(": ", 1)[1]
+
+
+def test_what_can_trip_is_listed_for_check() -> None:
+    from pdm.alarms.state import trip_paths
+
+    lines = trip_paths(AlarmRules(on_windows=5, of_windows=8), ("x_g", "y_g"), "5 of 8 windows")
+    assert lines[0] == (
+        "velocity RMS ≥ 5.62 mm/s (1.25 × C/D 4.5 mm/s, ISO 10816-3 group 2 rigid) on any "
+        "channel (x_g, y_g) for 5 of 8 windows"
+    )
+    assert any("the anomaly score never trips" in line for line in lines)
+    opted = AlarmRules(score_trip=10.0, limits=(FeatureLimit("env_bpfo_g", danger=0.5, trip=1.0),))
+    lines = trip_paths(opted, ("x_g",), "3 of 5 windows")
+    assert "env_bpfo_g ≥ trip limit 1 on any channel for 3 of 5 windows" in lines
+    assert any(
+        line.startswith("the anomaly score ≥ 10 together, in the same window, with velocity RMS")
+        and "confidence ≥ 0.7" in line
+        and "never trips alone" in line
+        for line in lines
+    )
+    alone = trip_paths(AlarmRules(score_trip=10.0, trip_requires=()), ("x_g",), "3 of 5 windows")
+    assert any("ALONE" in line and "not recommended" in line for line in alone)
+    none = trip_paths(AlarmRules(iso_trip=None, sensor_fault_inhibits=False), ("x_g",), "w")
+    assert none[0].startswith("the anomaly score never trips")
+
+
+def test_the_diagnosis_of_a_score_row() -> None:
+    from pdm.alarms.state import diagnosis_confidence_of
+
+    assert diagnosis_confidence_of({"diagnosis": OR}) == (OR, 1.0)
+    assert diagnosis_confidence_of({"diagnosis": "bearing_uncertain"}) == ("bearing_uncertain", 0.0)
+    assert diagnosis_confidence_of({"diagnosis": OR, "diagnosis_confidence": 0.4}) == (OR, 0.4)
+    assert diagnosis_confidence_of({"diagnosis": OR, "diagnosis_confidence": 7}) == (OR, 1.0)
+    assert diagnosis_confidence_of({"diagnosis": OR, "diagnosis_confidence": True}) == (OR, 1.0)
+    assert diagnosis_confidence_of({"diagnosis": None}) == (None, 0.0)
+    assert diagnosis_confidence_of(None) == (None, 0.0)
+    assert diagnosis_confidence_of({"diagnosis": 3}) == (None, 0.0)

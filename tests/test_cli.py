@@ -368,6 +368,16 @@ def test_check_pipelines() -> None:
     proc = ok(run_cli("check", "pipelines/demo.toml", "pipelines/cwru_drive_end.toml"))
     assert "BPFO" in proc.stdout
     assert "demo.toml" in proc.stdout and "cwru_drive_end.toml" in proc.stdout
+    # what can trip each machine, and why
+    demo, cwru = proc.stdout.split("cwru_drive_end.toml: OK")
+    assert (
+        "  - velocity RMS ≥ 5.62 mm/s (1.25 × C/D 4.5 mm/s, ISO 10816-3 group 2 rigid) on any "
+        "channel (x_g, y_g) for 5 of 8 windows"
+    ) in demo
+    assert "the anomaly score ≥ 10 together, in the same window, with a diagnosed" in demo
+    assert "the score never trips alone" in demo
+    assert "the anomaly score never trips (score_trip not set)" in cwru
+    assert "for 3 of 6 windows" in cwru
 
 
 def test_bench_json_quick() -> None:

@@ -131,7 +131,7 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     assert [r["time (UTC)"] for r in rows] == sorted((r["time (UTC)"] for r in rows), reverse=True)
     assert {r["kind"] for r in rows} >= {"state change", "event", "action", "capture"}
     only_states = alarms.log_rows(ctx, "demo-pump", ["states"])
-    assert [r["what"] for r in only_states] == ["ok → trip"]
+    assert [r["what"] for r in only_states] == ["danger → trip", "ok → danger"]
 
 
 def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
@@ -175,8 +175,11 @@ def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_commissioning_replay_finds_the_trip(outer_race: commissioning.CommissioningResult) -> None:
     r = outer_race
-    assert r.windows == 147 and r.model == "c366eb7ae2f1"
-    assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [("ok", "trip", 51)]
+    assert r.windows == 147 and r.model == "ec38bd59ae27"
+    assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [
+        ("ok", "danger", 51),
+        ("danger", "trip", 53),
+    ]
     assert r.alert == 1.0 and r.danger == 1.5
     assert {(s["channel"], s["type"]) for s in r.spectra} == {
         ("x_g", "power"),
@@ -365,10 +368,10 @@ class _Backend:
             {
                 "id": "demo-pump",
                 "state": "trip",
-                "model_version": "c366eb7ae2f1",
+                "model_version": "ec38bd59ae27",
                 "shadow": {
                     "version": "abcdef012345",
-                    "active_version": "c366eb7ae2f1",
+                    "active_version": "ec38bd59ae27",
                     "since": "2026-01-01T00:00:00Z",
                     "windows": 200,
                     "agreement": 0.985,
@@ -419,7 +422,7 @@ def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> No
     assert not gone.ok and "control API" in gone.message
     s = card_summary(read_card(REPO / "models" / "demo-pump"))
     assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5
-    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "c366eb7ae2f1"
+    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "ec38bd59ae27"
     assert s["training_files"][0]["file"] == "healthy.csv.gz"
 
 
@@ -437,7 +440,7 @@ def test_whatif_with_features_uses_iso_zones(outer_race: commissioning.Commissio
     assert len(outer_race.features) == outer_race.windows
     assert set(outer_race.features[0]) == {"x_g", "y_g"}
     base = commissioning.whatif_for(outer_race, with_features=True)
-    assert [(t["to"], t["window"]) for t in base.transitions] == [("trip", 51)]
+    assert [(t["to"], t["window"]) for t in base.transitions] == [("danger", 51), ("trip", 53)]
     # ISO zone C at alert: with the score out of reach, velocity alone decides (zone B here).
     far = commissioning.whatif_for(outer_race, alert_mult=1e9, danger_mult=1e9, with_features=True)
     v = max(ch["velocity_rms_mm_s"] for w in outer_race.features.values() for ch in w.values())

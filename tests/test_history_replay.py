@@ -118,10 +118,15 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
         assert key in summary
     # The outer-race fixture turns faulty at 3.75 s: window 47 is the first past it, and
     # with the demo's on-delay (5 of the last 8 windows) the alarm rises at window 51.
-    # The simulated fault is severe (score ~3000 against a trip at 10): straight to trip.
-    (tr,) = summary["transitions"]
-    assert (tr["from"], tr["to"]) == ("ok", "trip") and tr["window"] == 51
+    # The simulated fault is severe (score ~4000): straight to danger. The score trips only
+    # with a second kind of evidence in the same windows — the diagnosis, which names the
+    # outer race from window 49 on (47, 48 straddle the onset: bearing_uncertain) — so the
+    # trip follows at window 53, when 5 of the last 8 windows have both.
+    tr, trip = summary["transitions"]
+    assert (tr["from"], tr["to"]) == ("ok", "danger") and tr["window"] == 51
     assert tr["t"].startswith("2026-01-01T00:00:04.08") and "5 of the last 8" in tr["reason"]
+    assert (trip["from"], trip["to"], trip["window"]) == ("danger", "trip", 53)
+    assert "corroborated by diagnosis bearing_outer_race" in trip["reason"]
     assert summary["alarm_state"] == "trip"
     data_dir = tmp_path / "data"
     model = Model.load(REPO / "models" / "demo-pump")
@@ -133,11 +138,13 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
         assert st.count("spectra", "demo-pump") == 2 * 2
         log = st.log("demo-pump")
         status = st.latest_status("demo-pump")[0]
-    state = next(r for r in log if isinstance(r, StateChange))
+    changes = {r.new: r for r in log if isinstance(r, StateChange)}
+    state = changes["danger"]
     caps = {r.id: r for r in log if isinstance(r, Capture)}
-    assert state.capture == tr["capture"] and state.capture in caps and len(caps) == 2
-    on_demand = next(c for c in caps.values() if c.id != state.capture)
-    assert "on demand" in on_demand.reason and summary["captures"] == 2
+    assert state.capture == tr["capture"] and state.capture in caps and len(caps) == 3
+    assert changes["trip"].capture == trip["capture"] and trip["capture"] in caps
+    on_demand = next(c for c in caps.values() if c.id not in (state.capture, trip["capture"]))
+    assert "on demand" in on_demand.reason and summary["captures"] == 3
     assert [w["index"] for w in load_capture(data_dir, on_demand)[1]["windows"]] == [2, 3]
     cap = caps[state.capture]
     assert cap.model == model.version

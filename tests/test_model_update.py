@@ -232,10 +232,11 @@ def test_supplied_reference_windows_are_scored(signed: Path, pipeline: Pipeline)
     rep = check_candidate(signed, pipeline, FS, reference=x)
     assert rep.reference_windows == 3 and rep.reference_max_score is not None
     assert_allclose(rep.reference_max_score, card["reference"]["score"], rtol=1e-4)
+    d = x.shape[1]
     with pytest.raises(
-        ModelError, match=r"reference windows have 31 features, the candidate takes 32"
+        ModelError, match=rf"reference windows have {d - 1} features, the candidate takes {d}"
     ):
-        check_candidate(signed, pipeline, FS, reference=x[:, :31])
+        check_candidate(signed, pipeline, FS, reference=x[:, : d - 1])
     x[1, 4] = np.nan
     with pytest.raises(ValueError, match=r"reference row 1 holds non-finite features"):
         check_candidate(signed, pipeline, FS, reference=x)
@@ -324,17 +325,19 @@ def test_nan_reference_score_in_the_card_is_rejected(bundle: Path, pipeline: Pip
 def test_a_graph_that_scores_non_finite_on_reference_windows_is_rejected(
     bundle: Path, keys: dict[str, Path], pipeline: Pipeline
 ) -> None:
-    # Drop the floor before Log: a feature of exactly 0 (a silent line) then scores inf/NaN,
-    # while the card's own reference window (no zero) still reproduces its score.
+    # Put the floor before Log below zero: a feature that reads negative then scores NaN,
+    # while the card's own reference window (all positive) still reproduces its score. (A
+    # floor of 0 no longer shows: log 0 = -inf lies below the baseline, and the clip of the
+    # damage direction maps it to the baseline, a finite score.)
     m = onnx.load(bundle / "model.onnx")
     floor = next(t for t in m.graph.initializer if t.name == "floor")
-    floor.CopyFrom(numpy_helper.from_array(np.zeros(floor.dims, dtype=np.float64), "floor"))
+    floor.CopyFrom(numpy_helper.from_array(np.full(floor.dims, -1.0, dtype=np.float64), "floor"))
     onnx.save(m, bundle / "model.onnx")
     edit_card(bundle, lambda c: c["onnx"].update(sha256=sha(bundle / "model.onnx")))
     sign_bundle(bundle, keys["a"])  # it loads and reproduces its reference: signable
     card = json.loads((bundle / "model.json").read_text())
     x = np.array([card["reference"]["features"]] * 4)
-    x[2, 5] = 0.0
+    x[2, 5] = -0.5
     active = Model.load(DEMO, pipeline, FS)
     assert np.isfinite(active.score(x)[0]).all()
     with pytest.raises(ModelError, match=r"1 of 4 reference windows score non-finite \(row 2: "):

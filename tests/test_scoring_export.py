@@ -106,7 +106,7 @@ def export(pre: Preprocess, det: FittedDetector, z_train: np.ndarray) -> Exporte
 @pytest.fixture(scope="module")
 def exported(data: Data) -> dict[str, Exported]:
     pre = Preprocess.fit(data.healthy, data.names)
-    z = pre.transform(data.healthy)
+    z = pre.detector_input(data.healthy)  # what the graph's detectors read
     return {kind: export(pre, fit_detector(kind, z), z) for kind in DETECTORS}
 
 
@@ -201,24 +201,30 @@ def test_float32_threshold_rounding(t: float, x: float) -> None:
         assert (float(near) <= t) == bool(near <= t32)
 
 
-def test_iforest_windows_on_split_thresholds() -> None:
+@pytest.mark.parametrize("clipped", [(), (0, 2, 3)], ids=["no-clip", "some-up"])
+def test_iforest_windows_on_split_thresholds(clipped: tuple[int, ...]) -> None:
     """Windows sitting exactly on a float32 neighbour of a split go scikit-learn's way.
 
     The preprocess is the identity (no log, center 0, scale 1) so the graph's
     float32 z equals the window, and each probe window puts one feature on the
-    float32 just below or just above one of the forest's thresholds.
+    float32 just below or just above one of the forest's thresholds. With some
+    features ``up`` (clipped at 0 by a ``Max`` node) the probes below 0 land on 0,
+    in the graph as in the reference.
     """
     rng = np.random.default_rng(5)
     d = 5
     names = tuple(f"a.s{i}" for i in range(d))
+    z_floor = np.full(d, -np.inf, dtype=np.float32)
+    z_floor[list(clipped)] = 0.0
     pre = Preprocess(
         names,
         np.zeros(d, dtype=bool),
         np.ones(d, dtype=np.float32),
         np.zeros(d, dtype=np.float32),
         np.ones(d, dtype=np.float32),
+        z_floor,
     )
-    z = rng.standard_normal((200, d)).astype(np.float32).astype(np.float64)
+    z = pre.clip(rng.standard_normal((200, d)).astype(np.float32).astype(np.float64))
     det = fit_detector("iforest", z, seed=2)
     ex = export(pre, det, z)
     z32 = z.astype(np.float32)
@@ -236,6 +242,8 @@ def test_iforest_windows_on_split_thresholds() -> None:
                 probes.append(probe)
     x = np.array(probes, dtype=np.float32)
     np.testing.assert_allclose(ex.raw(x), onnx_raw_reference(pre, det, x), rtol=1e-6)
+    clip = [n.op_type for n in ex.model.graph.node if n.output[0] == "z_up"]
+    assert clip == (["Max"] if clipped else [])
 
 
 # --------------------------------------------------------------------------- structure
@@ -286,7 +294,7 @@ def test_detector_params_are_json(exported: dict[str, Exported], data: Data) -> 
 @pytest.mark.parametrize("kind", ["gmm", "iforest"])
 def test_refit_is_deterministic(kind: str, exported: dict[str, Exported], data: Data) -> None:
     ex = exported[kind]
-    z = ex.pre.transform(data.healthy)
+    z = ex.pre.detector_input(data.healthy)
     again = fit_detector(kind, z)
     np.testing.assert_array_equal(raw_scores(again, z), raw_scores(ex.det, z))
 

@@ -1,8 +1,8 @@
 """Safe model updates through the control API: upload a candidate, run it in shadow, promote it,
 roll back — an in-process service fed by the simulator, real HTTP on 127.0.0.1.
 
-The candidate is a second model trained here on the healthy fixture (another seed than the
-demo model's), so it is a real, different, checkable model for the same pipeline.
+The candidate is a second model trained here on the healthy fixture (another seed and alert
+rate than the demo model's), so it is a real, different, checkable model for the same pipeline.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
         collect([REPO / "fixtures" / "healthy.csv.gz"], pl),
         out,
         detector="gmm",
-        alerts_per_week=1.0,
+        alerts_per_week=2.0,  # one Gaussian fits alike whatever the seed: differ by calibration
         holdout=0.3,
         seed=7,
     )

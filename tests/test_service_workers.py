@@ -36,7 +36,7 @@ def _pump(tmp_path: Path, letter: str) -> Path:
     text = text.replace('id = "demo-pump"', f'id = "pump-{letter}"')
     text = text.replace('id = "motor_de"', f'id = "{letter}_de"')
     p = tmp_path / f"pump-{letter}.toml"
-    p.write_text(text + '\n[alarms]\nrelay = "log:"\n')
+    p.write_text(text.replace("\n[alarms]\n", '\n[alarms]\nrelay = "log:"\n'))
     return p
 
 

@@ -37,6 +37,7 @@ from pdm.alarms.state import (
     MachineAlarm,
     Transition,
     acknowledge,
+    diagnosis_confidence_of,
     features_read,
     relay_permissive,
     step,
@@ -71,6 +72,8 @@ def rules_from(pipeline: Pipeline) -> AlarmRules:
         off_windows=a.off_windows,
         hysteresis=a.hysteresis,
         score_trip=a.score_trip,
+        trip_requires=() if a.trip_requires == ("none",) else tuple(a.trip_requires),
+        trip_diagnosis_confidence=a.trip_diagnosis_confidence,
         iso_alert_zone=None if a.iso_alert_zone == "none" else a.iso_alert_zone,
         iso_danger_zone=None if a.iso_danger_zone == "none" else a.iso_danger_zone,
         iso_trip=a.iso_trip,
@@ -226,6 +229,8 @@ class AlarmEngine:
             for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
                 self._gaps.remove(ev)  # the first window after the reset carries it
                 gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
+            # The diagnosis may corroborate a score trip (docs/alarms.md, "What may trip").
+            label, conf = diagnosis_confidence_of(row)
             win = window_result(
                 t_win,
                 wf.window.index,
@@ -239,6 +244,8 @@ class AlarmEngine:
                 details,
                 gap,
                 keep=self._read,
+                diagnosis=label,
+                diagnosis_confidence=conf,
             )
             self.state, trs = step(self.state, win, self.rules)
             if not trs:

@@ -4,10 +4,22 @@ States, least to most severe: ``ok`` → ``alert`` → ``danger`` → ``trip``. 
 window gives a *level* on that scale — the highest of:
 
 * the anomaly score against the model's thresholds (alert 1.0, danger from the
-  card) and ``score_trip``;
+  card). The score alone never trips (API 670 practice: a shutdown rests on a
+  calibrated protection limit or on two independent kinds of evidence). With
+  ``score_trip`` set, a window at or above it is at *trip* only when the same
+  window also shows one kind of evidence of ``trip_requires``: ISO velocity above
+  the C/D boundary on some channel (``"iso"``), a feature limit at danger or above
+  (``"limit"``), or a named fault diagnosis (bearing or running speed, not
+  ``unknown`` or ``bearing_uncertain``) with ``diagnosis_confidence`` at least
+  ``trip_diagnosis_confidence`` (``"diagnosis"``). ``trip_requires = ()`` lets
+  the score trip alone (not recommended; ``pdm-edge check`` says so);
 * the ISO 10816-3 zone of each channel's velocity RMS (zone C → alert, D →
   danger by default) and ``iso_trip`` × the C/D boundary → trip;
 * optional limits on named features (``env_bpfo_g``, ``velocity_rms_mm_s``, …).
+
+A transition's reason names the threshold of the level the state rose to (a
+window that reached danger in a rise to alert is reported against the alert
+threshold), with the count of windows behind it.
 
 **On-delay**: the state rises to level L when at least ``on_windows`` of the
 last ``of_windows`` windows reach L (so a single-window spike raises
@@ -33,16 +45,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pdm.dsp.iso import iso_zone, zone_limits
+from pdm.scoring.explain import DIAGNOSES
 
 __all__ = [
+    "FAULT_DIAGNOSES",
     "LEVELS",
+    "TRIP_EVIDENCE",
     "Ack",
     "AlarmRules",
     "FeatureLimit",
@@ -50,13 +65,19 @@ __all__ = [
     "Transition",
     "WindowResult",
     "acknowledge",
+    "diagnosis_confidence_of",
     "features_read",
     "relay_permissive",
     "step",
+    "trip_paths",
 ]
 
 LEVELS = ("ok", "alert", "danger", "trip")
 _ZONES = "ABCD"
+#: Kinds of evidence that can corroborate a score trip (``AlarmRules.trip_requires``).
+TRIP_EVIDENCE = ("iso", "limit", "diagnosis")
+#: Diagnoses that name a fault: they may corroborate a score trip.
+FAULT_DIAGNOSES = frozenset(d for d in DIAGNOSES if d not in ("unknown", "bearing_uncertain"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +99,12 @@ class AlarmRules:
     of_windows: int = 5
     off_windows: int = 25
     hysteresis: float = 0.9
-    score_trip: float | None = 10.0
+    #: None: the anomaly score never trips (the default). Set: see ``trip_requires``.
+    score_trip: float | None = None
+    #: Evidence of which one must show in the same window for the score to trip
+    #: (any of them); () lets the score trip alone.
+    trip_requires: tuple[str, ...] = TRIP_EVIDENCE
+    trip_diagnosis_confidence: float = 0.7
     iso_alert_zone: str | None = "C"
     iso_danger_zone: str | None = "D"
     iso_trip: float | None = 1.25
@@ -112,6 +138,10 @@ class WindowResult:
     #: The stream had a gap (or went back in time) just before this window: samples of
     #: every sensor are missing. A sensor fault at once, no debounce.
     gap: str = ""
+    #: The window's diagnosis (one of :data:`pdm.scoring.explain.DIAGNOSES`), or None.
+    diagnosis: str | None = None
+    #: How sure the diagnosis is, 0–1 (0: not at all, or none).
+    diagnosis_confidence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,32 +234,48 @@ def _scaled(x: float | None, k: float) -> float | None:
     return None if x is None else x * k
 
 
-def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) -> tuple[int, str]:
-    """The window's level with every threshold × k (k < 1: the clear test), and why."""
-    best, why = 0, ""
+def _limits_on(
+    rules: AlarmRules, ch: str, feats: Mapping[str, float]
+) -> Iterator[tuple[FeatureLimit, float]]:
+    """The limits that apply to channel ``ch``, with its finite value of each one's feature."""
+    for lim in rules.limits:
+        if lim.channel is None or lim.channel == ch:
+            x = feats.get(lim.feature, math.nan)
+            if math.isfinite(x):
+                yield lim, x
+
+
+def _confident(win: WindowResult, rules: AlarmRules) -> bool:
+    conf = win.diagnosis_confidence
+    return (
+        win.diagnosis in FAULT_DIAGNOSES
+        and math.isfinite(conf)
+        and conf >= rules.trip_diagnosis_confidence
+    )
+
+
+def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) -> int:
+    """The window's level with every threshold × k (k < 1: the clear test)."""
+    inhibit = rules.sensor_fault_inhibits and bool(faulty)
     score = win.score
-    if score is not None and math.isfinite(score) and not (faulty and rules.sensor_fault_inhibits):
-        lvl = _level_of(
-            score,
-            _scaled(win.alert, k),
-            _scaled(win.danger, k),
-            _scaled(rules.score_trip, k),
-        )
-        if lvl:
-            limit = [win.alert, win.danger, rules.score_trip][lvl - 1]
-            best, why = lvl, f"anomaly score {score:.3g} ≥ {LEVELS[lvl]} threshold {limit:.3g}"
+    score_ok = score is not None and math.isfinite(score) and not inhibit
+    best = 0
+    if score_ok:
+        assert score is not None
+        best = _level_of(score, _scaled(win.alert, k), _scaled(win.danger, k), None)
     group, foundation = rules.iso_group, rules.foundation
     _, _, cd = zone_limits(group, foundation)
     trip = _scaled(None if rules.iso_trip is None else rules.iso_trip * cd, k)
     alert_zone, danger_zone = rules.iso_alert_zone, rules.iso_danger_zone
-    inhibit = rules.sensor_fault_inhibits and bool(faulty)
-    for ch in sorted(win.features):
+    above_cd = at_danger_limit = False
+    for ch in win.features:
         feats = win.features[ch]
         if inhibit and win.sensor_of.get(ch, "") in faulty:
             continue
         v = feats.get("velocity_rms_mm_s", math.nan)
         if math.isfinite(v):
             zone = iso_zone(v / k if k != 1 else v, group=group, foundation=foundation)
+            above_cd = above_cd or zone == "D"
             lvl = 0
             if danger_zone and zone >= danger_zone:
                 lvl = 2
@@ -237,23 +283,163 @@ def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) 
                 lvl = 1
             if trip is not None and v >= trip:
                 lvl = 3
-            if lvl > best:
-                best, why = (
-                    lvl,
-                    f"{ch} velocity {v:.3g} mm/s: ISO 10816-3 zone {zone}"
-                    + (f", ≥ trip {trip:.3g} mm/s" if lvl == 3 and trip is not None else ""),
-                )
-        for lim in rules.limits:
-            if lim.channel is not None and lim.channel != ch:
-                continue
-            x = feats.get(lim.feature, math.nan)
-            if not math.isfinite(x):
-                continue
+            best = max(best, lvl)
+        for lim, x in _limits_on(rules, ch, feats):
             lvl = _level_of(x, _scaled(lim.alert, k), _scaled(lim.danger, k), _scaled(lim.trip, k))
-            if lvl > best:
-                limit = [lim.alert, lim.danger, lim.trip][lvl - 1]
-                best, why = lvl, f"{ch}.{lim.feature} {x:.3g} ≥ {LEVELS[lvl]} limit {limit:.3g}"
-    return best, why
+            at_danger_limit = at_danger_limit or lvl >= 2
+            best = max(best, lvl)
+    if best < 3 and score_ok and rules.score_trip is not None:
+        assert score is not None
+        if score >= rules.score_trip * k and _corroborated(
+            rules, above_cd, at_danger_limit, _confident(win, rules)
+        ):
+            best = 3
+    return best
+
+
+def _corroborated(rules: AlarmRules, iso: bool, limit: bool, diagnosis: bool) -> bool:
+    req = rules.trip_requires
+    if not req:
+        return True
+    return (
+        ("iso" in req and iso) or ("limit" in req and limit) or ("diagnosis" in req and diagnosis)
+    )
+
+
+def _why(win: WindowResult, rules: AlarmRules, faulty: set[str], lvl: int) -> str:
+    """Why the window reached level ``lvl`` (or above), against ``lvl``'s own threshold.
+
+    Called only on a rise. For a trip, a physical limit is named before a corroborated
+    score; below trip, the score first. Evidence that reached a higher level than
+    ``lvl`` is named against ``lvl``'s threshold where the source has one, else against
+    its own with "(counts for LEVEL)".
+    """
+    inhibit = rules.sensor_fault_inhibits and bool(faulty)
+    name = LEVELS[lvl]
+    group, foundation = rules.iso_group, rules.foundation
+    ab, bc, cd = zone_limits(group, foundation)
+    bounds = {"B": ab, "C": bc, "D": cd}
+    iso_trip = None if rules.iso_trip is None else rules.iso_trip * cd
+    physical: list[str] = []
+    support: list[tuple[str, str]] = []  # (kind of trip evidence, text)
+    for ch in sorted(win.features):
+        if inhibit and win.sensor_of.get(ch, "") in faulty:
+            continue
+        feats = win.features[ch]
+        v = feats.get("velocity_rms_mm_s", math.nan)
+        if math.isfinite(v):
+            zone = iso_zone(v, group=group, foundation=foundation)
+            head = f"{ch} velocity {v:.3g} mm/s (ISO 10816-3 zone {zone})"
+            if zone == "D":
+                support.append(("iso", f"{ch} velocity {v:.3g} mm/s above C/D {cd:g} mm/s"))
+            edges = [(1, rules.iso_alert_zone), (2, rules.iso_danger_zone)]
+            reached = [(lv, z) for lv, z in edges if z and zone >= z and lv >= lvl]
+            if lvl < 3 and reached:
+                lv, z = reached[0]
+                extra = "" if lv == lvl else f" (counts for {name})"
+                physical.append(
+                    f"{head}, above the {LEVELS[lv]} boundary {_ZONE_EDGE[z]} {bounds[z]:g} mm/s"
+                    + extra
+                )
+            elif iso_trip is not None and v >= iso_trip:
+                extra = "" if lvl == 3 else f" (counts for {name})"
+                physical.append(
+                    f"{head} ≥ trip {iso_trip:.3g} mm/s ({rules.iso_trip:g} × C/D){extra}"
+                )
+        for lim, x in _limits_on(rules, ch, feats):
+            got = _level_of(x, lim.alert, lim.danger, lim.trip)
+            if got >= 2:
+                support.append(("limit", f"{ch}.{lim.feature} {x:.3g} at its danger limit"))
+            if got >= lvl:
+                # the level's own limit, else the lowest one above it that was reached
+                i, limit = next(
+                    (i, v)
+                    for i, v in enumerate((lim.alert, lim.danger, lim.trip))
+                    if i >= lvl - 1 and v is not None and x >= v
+                )
+                extra = "" if i + 1 == lvl else f" (counts for {name})"
+                physical.append(
+                    f"{ch}.{lim.feature} {x:.3g} ≥ {LEVELS[i + 1]} limit {limit:.3g}{extra}"
+                )
+    score = win.score
+    score_text = ""
+    if score is not None and math.isfinite(score) and not inhibit:
+        if lvl == 3 and rules.score_trip is not None and score >= rules.score_trip:
+            if _confident(win, rules):
+                support.append(
+                    (
+                        "diagnosis",
+                        f"diagnosis {win.diagnosis} (confidence {win.diagnosis_confidence:.2f})",
+                    )
+                )
+            usable = [text for kind, text in support if kind in rules.trip_requires]
+            head = f"anomaly score {score:.3g} ≥ trip threshold {rules.score_trip:.3g}"
+            if not rules.trip_requires:
+                score_text = f"{head} (this pipeline lets the score trip alone)"
+            elif usable:
+                score_text = f"{head}, corroborated by {usable[0]}"
+        elif lvl < 3:
+            threshold = (win.alert, win.danger)[lvl - 1]
+            if threshold is not None and score >= threshold:
+                score_text = f"anomaly score {score:.3g} ≥ {name} threshold {threshold:.3g}"
+    order = [*physical, score_text] if lvl == 3 else [score_text, *physical]
+    return next((t for t in order if t), "")
+
+
+_ZONE_EDGE = {"B": "A/B", "C": "B/C", "D": "C/D"}
+
+
+def trip_paths(rules: AlarmRules, channels: Sequence[str], windows: str) -> list[str]:
+    """Every way ``rules`` can trip a machine, one line each, for ``pdm-edge check``.
+
+    ``windows`` is the on-delay in words ("5 of 8 windows").
+    """
+    group, foundation = rules.iso_group, rules.foundation
+    _, _, cd = zone_limits(group, foundation)
+    out = []
+    if rules.iso_trip is not None:
+        out.append(
+            f"velocity RMS ≥ {rules.iso_trip * cd:.3g} mm/s ({rules.iso_trip:g} × C/D "
+            f"{cd:g} mm/s, ISO 10816-3 group {group} {foundation}) on any channel "
+            f"({', '.join(channels)}) for {windows}"
+        )
+    for lim in rules.limits:
+        if lim.trip is not None:
+            where = lim.channel or "any channel"
+            out.append(f"{lim.feature} ≥ trip limit {lim.trip:g} on {where} for {windows}")
+    if rules.score_trip is None:
+        out.append(
+            "the anomaly score never trips (score_trip not set): it raises alert at 1.0 and "
+            "danger at the model's threshold, and danger latches until acknowledged"
+        )
+    elif not rules.trip_requires:
+        out.append(
+            f"the anomaly score ≥ {rules.score_trip:g} ALONE for {windows} (trip_requires = "
+            '["none"]): not recommended, a model\'s extrapolated threshold then stops the '
+            "machine without a second kind of evidence"
+        )
+    else:
+        kinds = {
+            "iso": f"velocity RMS above the C/D boundary {cd:g} mm/s on a channel",
+            "limit": "a feature limit at its danger level"
+            + ("" if any(lim.danger or lim.trip for lim in rules.limits) else " (none is set)"),
+            "diagnosis": "a diagnosed bearing or running-speed fault with confidence ≥ "
+            f"{rules.trip_diagnosis_confidence:g}",
+        }
+        out.append(
+            f"the anomaly score ≥ {rules.score_trip:g} together, in the same window, with "
+            + " or ".join(kinds[r] for r in rules.trip_requires)
+            + f", for {windows}; the score never trips alone"
+        )
+    if not out:
+        out.append("nothing: no trip is configured (the relay drops only on an appliance fault)")
+    if rules.sensor_fault_inhibits:
+        out.append("(a sensor in sensor_fault contributes nothing, so a broken cable never trips)")
+    out.append(
+        "(fail-safe, apart from these: the relay also drops when the appliance cannot decide "
+        "for this machine, appliance_fault)"
+    )
+    return out
 
 
 def _sensors(
@@ -298,8 +484,8 @@ def step(
     faults, runs, out = _sensors(state, win, rules)
     # A sensor faulty in *this* window is ignored at once (before the debounce confirms it).
     faulty = set(faults) | {s for s, f in win.health.items() if f}
-    level, why = _evidence(win, rules, faulty, 1.0)
-    clear_level, _ = _evidence(win, rules, faulty, rules.hysteresis)
+    level = _evidence(win, rules, faulty, 1.0)
+    clear_level = _evidence(win, rules, faulty, rules.hysteresis)
     recent = (*state.recent, level)[-rules.of_windows :]
     cur = LEVELS.index(state.state)
     # A window that cannot be judged in full — a faulty sensor, or no score where a model
@@ -318,7 +504,7 @@ def step(
             new = lvl
             break
     ack = state.ack
-    reason = why
+    reason = ""
     if new == cur and cur > 0 and clear_run >= rules.off_windows:
         # Clear for long enough. Alert steps down on its own; a latch needs its ack too.
         if cur == 1 or ack is not None:
@@ -329,6 +515,7 @@ def step(
     if new != cur:
         if new > cur:
             n_at = sum(x >= new for x in recent)
+            why = _why(win, rules, faulty, new)
             reason = f"{why} ({n_at} of the last {len(recent)} windows)"
             ack = None  # a new latch needs a new acknowledgement
         else:
@@ -398,8 +585,15 @@ def window_result(
     health_detail: Mapping[str, str] | None = None,
     gap: str = "",
     keep: Collection[str] | None = None,
+    *,
+    diagnosis: str | None = None,
+    diagnosis_confidence: float = 0.0,
 ) -> WindowResult:
     """Build a WindowResult from a feature frame's rows and a ``score`` row.
+
+    ``diagnosis``, ``diagnosis_confidence``: the window's diagnosis and how sure it is
+    (0–1), for the score trip's corroboration (:func:`diagnosis_confidence_of` makes
+    them from a score row).
 
     ``keep``: only these features (those the rules read, :func:`features_read`), not all
     of them — a window's forty-odd features per channel as dicts were a tenth of a
@@ -437,7 +631,28 @@ def window_result(
         health or {},
         health_detail or {},
         gap,
+        diagnosis,
+        diagnosis_confidence,
     )
+
+
+def diagnosis_confidence_of(row: Mapping[str, Any] | None) -> tuple[str | None, float]:
+    """(diagnosis, confidence 0–1) of a ``score`` row.
+
+    A row's own ``diagnosis_confidence`` when it has one (finite, clipped to 0–1);
+    else 1.0 for a diagnosis that names a fault (:data:`FAULT_DIAGNOSES`, the rules of
+    :func:`pdm.scoring.explain.diagnose` name one only when its line stands out) and 0
+    for ``unknown``, ``bearing_uncertain`` or none.
+    """
+    if not row:
+        return None, 0.0
+    label = row.get("diagnosis")
+    if not isinstance(label, str):
+        return None, 0.0
+    conf = row.get("diagnosis_confidence")
+    if isinstance(conf, int | float) and not isinstance(conf, bool) and math.isfinite(conf):
+        return label, min(1.0, max(0.0, float(conf)))
+    return label, 1.0 if label in FAULT_DIAGNOSES else 0.0
 
 
 assert _ZONES == "ABCD"

@@ -35,7 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.alarms.engine import rules_from
-from pdm.alarms.state import LEVELS, AlarmRules, MachineAlarm, WindowResult, step
+from pdm.alarms.state import (
+    LEVELS,
+    AlarmRules,
+    MachineAlarm,
+    WindowResult,
+    diagnosis_confidence_of,
+    step,
+)
 from pdm.config import Pipeline
 from pdm.dashboard.context import REPO, DashboardContext
 from pdm.errors import ConfigError, PdmError
@@ -310,8 +317,11 @@ def whatif(
     off_windows: int | None = None,
     features: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
     sensor_of: Mapping[str, str] | None = None,
+    diagnosis: Sequence[str] | None = None,
 ) -> WhatIf:
     """Re-run :func:`step` over per-window scores (and, with ``features``, ISO zones and limits).
+
+    ``diagnosis`` (per window, '' for none) may corroborate a score trip, as in the replay.
 
     Without ``features`` only the score is evidence (ISO zones and feature limits left out);
     with them (window index → channel → feature → value) the pipeline's ISO and limit rules
@@ -345,10 +355,22 @@ def whatif(
     trs: list[dict[str, Any]] = []
     states: list[str] = []
     over = {"alert": 0, "danger": 0, "trip": 0}
-    for s, t, w in zip(score, t_ns, window, strict=True):
+    diags = list(diagnosis) if diagnosis is not None else [""] * len(score)
+    for s, t, w, dg in zip(score, t_ns, window, diags, strict=True):
         sv = float(s)
         score_v = sv if math.isfinite(sv) else None
-        win = WindowResult(int(t), int(w), score_v, a, d, feats.get(int(w), {}), sensors)
+        label, conf = diagnosis_confidence_of({"diagnosis": dg or None})
+        win = WindowResult(
+            int(t),
+            int(w),
+            score_v,
+            a,
+            d,
+            feats.get(int(w), {}),
+            sensors,
+            diagnosis=label,
+            diagnosis_confidence=conf,
+        )
         state, out = step(state, win, r)
         level = state.recent[-1] if state.recent else 0
         for i, name in enumerate(("alert", "danger", "trip"), start=1):
@@ -406,6 +428,7 @@ def whatif_for(
         off_windows=off_windows,
         features=res.features if with_features else None,
         sensor_of=res.sensor_of,
+        diagnosis=res.diagnosis,
     )
 
 

@@ -172,7 +172,9 @@ def build_report(res: CommissioningResult, wi: WhatIf | None = None) -> str:
     if res.top_diagnosis():
         out.append(f'<span class="kpi"><b>{_e(res.top_diagnosis())}</b>main diagnosis</span>')
     out.append("</div>")
-    thr = [("alert", res.alert), ("danger", res.danger), ("trip", res.rules.score_trip)]
+    # The score trips only with a second kind of evidence in the same window (docs/alarms.md).
+    trip_name = "trip (with corroboration)" if res.rules.trip_requires else "trip (alone)"
+    thr = [("alert", res.alert), ("danger", res.danger), (trip_name, res.rules.score_trip)]
     out.append(
         "<p>Thresholds: "
         + ", ".join(f"{n} {_fmt(v) if v is not None else '—'}" for n, v in thr)

@@ -9,6 +9,11 @@ what goes into history for a window:
   window's, then one every ``[history] spectra_every_s`` seconds of signal on a grid
   offset per machine (peak-hold, so a bearing line never vanishes between stored lines);
 * an :class:`Event` per stream reset (gap, time going backwards, rate change);
+* ``info`` events when the machine runs far below its healthy baseline
+  (``below_baseline``: the score rows' hint held for the alarm on-delay's N
+  windows in a row; ``below_baseline_cleared`` after ``off_windows`` windows
+  without it), and the teach-in's verdicts (``teach_in_*``, from the rows'
+  ``teach_in``);
 * on every alarm transition (:meth:`Recorder.transition`, called by
   :class:`pdm.alarms.engine.AlarmEngine`) a :class:`StateChange` with a
   :class:`Capture` of the raw windows behind it (``[history] capture_windows``),
@@ -88,6 +93,11 @@ class Recorder:
         cols = pipeline.columns
         self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
         self._sensors: dict[tuple[str, ...], tuple[str, ...]] = {}  # per channels tuple
+        # The quiet-machine hint: >0 windows in a row with it, <0 scored windows without.
+        self._quiet_run = 0
+        self._quiet_on = False
+        self._quiet_after, _ = pipeline.alarms.delays(pipeline.acquisition)
+        self._quiet_clear = pipeline.alarms.off_windows
 
     def capture_next(self, reason: str = "on demand") -> None:
         """Capture the next window (and those before it) whatever happens."""
@@ -122,6 +132,7 @@ class Recorder:
         out: list[Record] = [self.features(group)]
         if score_rows:
             t_ns = [to_ns(wf.window.t_start) for wf in group]
+            out += self._row_events(score_rows, t_ns)
             models = {r.get("model") or "" for r in score_rows}
             for m in sorted(models):
                 pick = [i for i, r in enumerate(score_rows) if (r.get("model") or "") == m]
@@ -155,6 +166,55 @@ class Recorder:
                         )
                     )
         self._recent.extend(wf.window for wf in group)
+        return out
+
+    def _row_events(self, rows: Sequence[dict[str, Any]], t_ns: Sequence[int]) -> list[Record]:
+        """Events for the quiet-machine hint (debounced) and the teach-in's verdicts."""
+        out: list[Record] = []
+        for r, t in zip(rows, t_ns, strict=False):
+            verdict = r.get("teach_in")
+            if isinstance(verdict, dict) and verdict.get("action"):
+                action = str(verdict["action"])
+                out.append(
+                    Event(
+                        self.machine,
+                        t,
+                        f"teach_in_{action}",
+                        # learnt on stationary windows: info; anything refused: warning
+                        "info" if action == "trained" and "verdict" not in verdict else "warning",
+                        str(verdict.get("reason", "")),
+                        detail=json.dumps(verdict, default=str),
+                    )
+                )
+            if r.get("score") is None:
+                continue  # not scored: neither quiet nor not
+            hint = r.get("below_baseline")
+            run = self._quiet_run
+            self._quiet_run = (max(run, 0) + 1) if hint else (min(run, 0) - 1)
+            if hint and not self._quiet_on and self._quiet_run >= self._quiet_after:
+                self._quiet_on = True
+                out.append(
+                    Event(
+                        self.machine,
+                        t,
+                        "below_baseline",
+                        "info",
+                        f"{hint.get('message', 'below the healthy baseline')} "
+                        f"({self._quiet_run} windows in a row)",
+                        detail=json.dumps(hint, default=str),
+                    )
+                )
+            elif not hint and self._quiet_on and -self._quiet_run >= self._quiet_clear:
+                self._quiet_on = False
+                out.append(
+                    Event(
+                        self.machine,
+                        t,
+                        "below_baseline_cleared",
+                        "info",
+                        f"amplitudes back near the healthy baseline for {self._quiet_clear} windows",
+                    )
+                )
         return out
 
     def features(self, group: Sequence[WindowFeatures]) -> FeatureRows:

@@ -254,7 +254,10 @@ class Event:
     ``acknowledge``; from the service: ``service_start``, ``service_stop``,
     ``backlog_dropped``, ``processing_error``, ``stream_*`` (connections), ``model_swapped``,
     ``model_rejected``, ``model_shadow_started``, ``model_shadow_stopped``,
-    ``model_promoted``, ``model_rolled_back``. ``severity``: ``info``,
+    ``model_promoted``, ``model_rolled_back``; from the scores: ``below_baseline``,
+    ``below_baseline_cleared``, ``teach_in_restarted``, ``teach_in_needs_decision``,
+    ``teach_in_trained``, ``teach_in_decided``; ``teach_in_decision`` (the API took one).
+    ``severity``: ``info``,
     ``warning`` or ``alarm``. ``detail`` is JSON text.
     """
 

@@ -5,7 +5,13 @@ input order) and returns
 
 - ``"score"`` (float32, [N]): ``(raw − offset) / span``, so that the alert
   threshold is 1.0 once ``offset`` and ``span`` are calibrated;
-- ``"z"`` (float32, [N, d]): the robust z-scores, for explanations.
+- ``"z"`` (float32, [N, d]): the robust z-scores, for explanations (not clipped:
+  a departure below the baseline shows here, for the quiet-machine hint).
+
+Between the two, every ``up`` feature's z is clipped at 0 (``Relu``; ``Max``
+against 0 / −∞ when some features count both ways): the detectors read the
+clipped ``z``, so a window quieter than the baseline scores as the baseline
+(:meth:`pdm.scoring.preprocess.Preprocess.detector_input`, the reference).
 
 Why not skl2onnx: it cannot convert PCA reconstruction or EllipticEnvelope at
 all, and turns an IsolationForest into ~2,700 nodes costing ~1 ms per row,
@@ -66,7 +72,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def onnx_raw_reference(
     pre: Preprocess, det: FittedDetector, x: npt.ArrayLike
 ) -> npt.NDArray[np.float64]:
-    """The raw score the graph computes, by numpy and scikit-learn: ``raw_scores(det, pre.transform(x))``.
+    """The raw score the graph computes, by numpy and scikit-learn: ``raw_scores(det, pre.detector_input(x))``.
 
     Parameters
     ----------
@@ -79,7 +85,7 @@ def onnx_raw_reference(
     -------
     ndarray, shape (n,), float64
     """
-    return raw_scores(det, pre.transform(x))
+    return raw_scores(det, pre.detector_input(x))
 
 
 def build_model(
@@ -97,7 +103,7 @@ def build_model(
     pre : Preprocess
         Fitted log + robust scaling (d features).
     det : FittedDetector
-        Detector fitted on ``pre.transform`` of the same training windows.
+        Detector fitted on ``pre.detector_input`` of the same training windows.
     offset, span : float
         Calibration: ``score = (raw − offset) / span``; ``span > 0``.
     metadata : mapping of str to str, optional
@@ -130,6 +136,7 @@ def build_model(
 
     g = _Graph()
     _preprocess(g, pre)
+    g.z_in = _clip_up(g, pre)
     if det.kind == "mahalanobis":
         # Squared Mahalanobis distance (z − μ)ᵀ P (z − μ) = ‖(z − μ) L‖², P = L Lᵀ.
         est = det.estimator
@@ -184,6 +191,8 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.uses_ml = False
+        #: The tensor the detectors read: ``"z"``, or ``"z"`` clipped (:func:`_clip_up`).
+        self.z_in = OUTPUT_Z
         self._names: set[str] = set()
 
     def const(self, name: str, value: npt.ArrayLike, dtype: npt.DTypeLike) -> str:
@@ -226,6 +235,21 @@ def _preprocess(g: _Graph, pre: Preprocess) -> None:
     g.op("Cast", [z64], OUTPUT_Z, to=TensorProto.FLOAT)
 
 
+def _clip_up(g: _Graph, pre: Preprocess) -> str:
+    """The detectors' input: ``max(z, z_floor)`` in float32 (0 for ``up``, −∞ for ``both``).
+
+    The floors are float32 numbers, so clipping the float32 ``z`` equals rounding the
+    float64 ``max(z, z_floor)`` (rounding is monotone and leaves the floor as it is):
+    the reference stays exact. Every floor 0: one ``Relu``; none (an older card): ``"z"``
+    itself; else one ``Max`` against the constant floors.
+    """
+    if not pre.up_mask.any():
+        return OUTPUT_Z
+    if (pre.z_floor == 0.0).all():
+        return g.op("Relu", [OUTPUT_Z], "z_up")
+    return g.op("Max", [OUTPUT_Z, g.const("z_floor", pre.z_floor, np.float32)], "z_up")
+
+
 def _quadratic_score(
     g: _Graph,
     mean: npt.NDArray[np.float64],
@@ -239,13 +263,13 @@ def _quadratic_score(
 
     ``whiten`` is ``L`` with ``P = L Lᵀ``; ``factor/span`` is folded into the whitening matrix
     (``W = √(factor/span)·L``) and the mean into the Gemm bias (``−μ W``), so
-    the detector and its calibration are three float32 nodes reading ``"z"``.
+    the detector and its calibration are three float32 nodes reading the (clipped) ``z``.
     """
     w = np.asarray(whiten, dtype=np.float64) * math.sqrt(factor / span)
     bias = -(np.asarray(mean, dtype=np.float64) @ w)
     u = g.op(
         "Gemm",
-        [OUTPUT_Z, g.const("whiten", w, np.float32), g.const("whiten_bias", bias, np.float32)],
+        [g.z_in, g.const("whiten", w, np.float32), g.const("whiten_bias", bias, np.float32)],
         "whitened",
     )
     scaled = g.op("ReduceSumSquare", [u], "scaled_quad", axes=[1], keepdims=0)
@@ -290,7 +314,7 @@ def _gmm_score(g: _Graph, gm: Any, offset: float, span: float) -> None:
     bias = -np.concatenate([means[i] @ chol[i] for i in range(k)]) * half
     u = g.op(
         "Gemm",
-        [OUTPUT_Z, g.const("whiten", w, np.float32), g.const("whiten_bias", bias, np.float32)],
+        [g.z_in, g.const("whiten", w, np.float32), g.const("whiten_bias", bias, np.float32)],
         "whitened",
     )
     per_k = g.op("Reshape", [u, g.const("shape_nkd", [0, k, d], np.int64)], "whitened_k")
@@ -383,7 +407,7 @@ def _iforest_score(g: _Graph, forest: Any, d: int, offset: float, span: float) -
     g.uses_ml = True
     exponent = g.op(
         "TreeEnsembleRegressor",
-        [OUTPUT_Z],
+        [g.z_in],
         "exponent",
         domain="ai.onnx.ml",
         n_targets=1,

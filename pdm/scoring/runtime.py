@@ -6,10 +6,16 @@ SHA-256, that onnxruntime cannot load, or that does not reproduce its own
 reference score. Sessions are sized from the pipeline (``model.intra_op_threads``,
 default 1), never from the host's core count, and warmed up at load so the
 first real window is not slow.
+
+A card written before damage-direction scoring (no ``direction`` in its
+preprocess) still loads and scores as it was calibrated, with every departure
+counting; :attr:`Model.legacy_directions` says so and ``pdm-edge check`` asks for
+a retrain.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +31,19 @@ from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.card import check_card, read_card, sha256_file
 from pdm.scoring.explain import diagnose, top_features
 from pdm.scoring.preprocess import Preprocess
+from pdm.scoring.quiet import amplitude_mask, below_baseline
 from pdm.scoring.vector import FeatureVectorizer
 
-__all__ = ["Model", "WindowScorer", "make_session"]
+__all__ = ["LEGACY_DIRECTIONS", "Model", "WindowScorer", "make_session"]
+
+log = logging.getLogger("pdm.scoring")
+
+#: What ``check`` and the load log say about a card without directions.
+LEGACY_DIRECTIONS = (
+    "was trained before damage-direction scoring: a machine running quieter than its "
+    "training data can still alarm; retrain it (pdm-edge train ... --force, or delete it "
+    "and let teach-in learn again)"
+)
 
 # The reference window must score the same after loading as when the card was written.
 _REFERENCE_RTOL = 1e-4
@@ -64,6 +80,11 @@ class Model:
     danger: float
 
     alert: float = 1.0
+
+    @property
+    def legacy_directions(self) -> bool:
+        """True for a card without directions: every departure counts (retrain it)."""
+        return not self.preprocess.directions_known
 
     @property
     def version(self) -> str:
@@ -105,15 +126,23 @@ class Model:
                 f"{onnx_path}: expected one input 'features' of {len(names)} values, "
                 f"found {[(i.name, i.shape) for i in inputs]}"
             )
+        try:
+            preprocess = Preprocess.from_dict(card["preprocess"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(
+                f"{directory / 'model.json'}: bad 'preprocess' section: {exc}"
+            ) from exc
         model = cls(
             directory=directory,
             card=card,
-            preprocess=Preprocess.from_dict(card["preprocess"]),
+            preprocess=preprocess,
             session=session,
             names=names,
             danger=float(card["score"]["danger"]),
         )
         model._self_check()
+        if model.legacy_directions:
+            log.warning("%s: the model %s", directory, LEGACY_DIRECTIONS)
         return model
 
     def _self_check(self) -> None:
@@ -163,13 +192,17 @@ class WindowScorer:
     ) -> None:
         self.model = model
         self.vectorizer = FeatureVectorizer(model.names, tuple(channels), tuple(available))
+        pre = model.preprocess
+        self._directions = pre.directions if pre.directions_known else None
+        self._amplitude = amplitude_mask(model.names)
         #: False: only windows scored at or above the alert threshold get top features and
         #: a diagnosis (the service: explaining every healthy window cost more than scoring
         #: it, and a healthy window has nothing to explain). Replays explain every window.
         self.explain_all = explain_all
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
-        """One JSON-ready dict per window: time, score, state, top features, diagnosis."""
+        """One JSON-ready dict per window: time, score, state, top features, diagnosis,
+        and ``below_baseline`` (:func:`pdm.scoring.quiet.below_baseline`, None mostly)."""
         if not windows:
             return []
         frames = [w.features for w in windows]
@@ -180,10 +213,12 @@ class WindowScorer:
         scores: list[float] = [math.nan] * len(windows)
         z: dict[int, npt.NDArray[np.float32]] = {}
         good = [i for i, g in enumerate(ok) if g]
+        quiet: dict[int, dict[str, Any] | None] = {}
         if good:
             s_good, z_good = self.model.score(x if len(good) == len(ok) else x[good])
-            for i, v, zi in zip(good, s_good.tolist(), z_good, strict=True):
-                scores[i], z[i] = v, zi
+            hints = below_baseline(z_good, self._amplitude)
+            for i, v, zi, h in zip(good, s_good.tolist(), z_good, hints, strict=True):
+                scores[i], z[i], quiet[i] = v, zi, h
         alert, version = self.model.alert, self.model.version
         out = []
         for i, wf in enumerate(windows):
@@ -195,7 +230,12 @@ class WindowScorer:
             s = scores[i]
             if ok[i] and not self.explain_all and s < alert:
                 row.update(
-                    score=round(s, 6), state="ok", top_features=[], diagnosis=None, evidence=[]
+                    score=round(s, 6),
+                    state="ok",
+                    top_features=[],
+                    diagnosis=None,
+                    evidence=[],
+                    below_baseline=quiet[i],
                 )
             elif ok[i]:
                 xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)
@@ -203,12 +243,22 @@ class WindowScorer:
                 row.update(
                     score=round(s, 6),
                     state=self.model.state(s),
-                    top_features=top_features(self.model.names, xi, zi, k=5),
+                    top_features=top_features(
+                        self.model.names, xi, zi, k=5, directions=self._directions
+                    ),
                     diagnosis=ev.label,
                     evidence=list(ev.reasons),
+                    below_baseline=quiet[i],
                 )
             else:
-                row.update(score=None, state=None, top_features=[], diagnosis=None, evidence=[])
+                row.update(
+                    score=None,
+                    state=None,
+                    top_features=[],
+                    diagnosis=None,
+                    evidence=[],
+                    below_baseline=None,
+                )
             row["model"] = version
             out.append(row)
         return out

@@ -9,7 +9,7 @@ from typing import Any
 from pdm.config import Pipeline
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.runtime import Model, WindowScorer
-from pdm.scoring.teachin import TeachIn
+from pdm.scoring.teachin import NEEDS_DECISION, TeachIn
 
 __all__ = ["ScoreStream"]
 
@@ -57,24 +57,43 @@ class ScoreStream:
     def learning(self) -> bool:
         return self.scorer is None
 
+    def teach_in_status(self) -> dict[str, Any] | None:
+        """The teach-in's state for ``/status`` (None when not learning)."""
+        return self.teach.status() if self.teach is not None and self.scorer is None else None
+
     def process(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
-        """Rows for ``windows`` (time order): ``learning`` rows until the model exists, then scores."""
+        """Rows for ``windows`` (time order): ``learning`` rows until the model exists, then scores.
+
+        A row gets ``teach_in`` where the teach-in did something (a verdict on the windows,
+        a restart, a request for a decision, the training; see
+        :mod:`pdm.scoring.teachin`), and ``{"state": "teach_in_needs_decision"}`` on every
+        learning row while it waits for an operator.
+        """
         rows: list[dict[str, Any]] = []
         if self.scorer is None:
-            assert self.teach is not None
-            model, used = self.teach.offer(windows)
+            teach = self.teach
+            assert teach is not None
+            model, used = teach.offer(windows)
+            waiting = teach.state == NEEDS_DECISION
             rows += [
                 {
                     "t_start": iso_time(wf.window.t_start),
                     "window": wf.window.index,
                     "state": "learning",
                     "score": None,
+                    **({"teach_in": {"state": NEEDS_DECISION}} if waiting else {}),
                 }
                 for wf in windows[:used]
             ]
-            if model is None:
-                return rows
-            self.scorer = self.scorer_for(model)
-            self.trained_here = True
-            windows = windows[used:]
-        return rows + self.scorer.rows(windows)
+            notes = teach.pop_notes()
+            if model is not None:
+                self.scorer = self.scorer_for(model)
+                self.trained_here = True
+                windows = windows[used:]
+                rows += self.scorer.rows(windows)
+            for row in rows:
+                note = notes.get(row["window"])
+                if note is not None:
+                    row["teach_in"] = note
+            return rows
+        return self.scorer.rows(windows)

@@ -11,6 +11,12 @@ the same at a 52× rarer rate (about once a year), and at least 1.5 on the
 normalised scale. The card states the rate, the data it rests on and what the
 data alone can support (with n held-out windows and no exceedance, a 95 %
 upper bound of 3/n per window), and warns when the data are too few.
+
+The detector is fitted on the healthy z-scores as they are, and calibrated on
+the clipped z-scores the graph feeds it
+(:meth:`pdm.scoring.preprocess.Preprocess.detector_input`): only rises of the
+``up`` features count, in the calibration as in service, and the card's
+``calibration.direction`` says so.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, wr
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
-__all__ = ["TrainingSet", "calibrate", "collect", "split_by_time", "train", "windows_needed"]
+__all__ = [
+    "TrainingSet",
+    "calibrate",
+    "collect",
+    "direction_note",
+    "split_by_time",
+    "train",
+    "windows_needed",
+]
 
 SECONDS_PER_WEEK = 7 * 86_400
 #: Held-out windows below which the card warns that the thresholds rest on too little data.
@@ -307,11 +321,16 @@ def train(
         )
     pre = Preprocess.fit(x_train, ts.names)
     try:
+        # Fitted on the healthy z as they are: the detector learns healthy running's full
+        # spread. Fitted on clipped z, half of each feature's mass sits on one point and
+        # the learnt spread is a third as wide, so any slow drift alarms (CWRU normal
+        # recording: 14-17 of 30 unseen windows alerted, 0 this way; docs/models.md).
         det = fit_detector(detector, pre.transform(x_train), seed=seed)
     except ValueError as exc:
         raise ModelError(f"cannot fit {detector!r}: {exc}") from exc
-    train_raw = raw_scores(det, pre.transform(x_train))
-    hold_raw = raw_scores(det, pre.transform(x_hold))
+    # Scored and calibrated on the clipped z the graph feeds it (only rises of ``up`` count).
+    train_raw = raw_scores(det, pre.detector_input(x_train))
+    hold_raw = raw_scores(det, pre.detector_input(x_hold))
     window_rate = ts.fs / acq.hop_samples
     cal = calibrate(
         train_raw,
@@ -320,6 +339,7 @@ def train(
         window_rate_hz=window_rate,
         raw_sup=det.params.get("raw_sup"),
     )
+    cal["calibration"]["direction"] = direction_note(pre)
     model = build_model(
         pre,
         det,
@@ -351,8 +371,8 @@ def train(
             "foundation": ts.pipeline.machine.foundation,
         },
         "features": [
-            {"name": n, "unit": _unit(n), "log": bool(lg)}
-            for n, lg in zip(ts.names, pre.log_mask, strict=True)
+            {"name": n, "unit": _unit(n), "log": bool(lg), "direction": dr}
+            for n, lg, dr in zip(ts.names, pre.log_mask, pre.directions, strict=True)
         ],
         "preprocess": pre.to_dict(),
         "dsp": dsp_signature(ts.pipeline, ts.fs),
@@ -394,6 +414,20 @@ def train(
     }
     _write_dir(out, model_bytes, card, force=force)
     return card
+
+
+def direction_note(pre: Preprocess) -> str:
+    """What the calibration counts, in one sentence (the card's ``calibration.direction``)."""
+    up = int(pre.up_mask.sum())
+    both = len(pre.names) - up
+    text = (
+        f"only rises above the healthy baseline count for {up} amplitude and impulsiveness "
+        "features (their z is clipped at 0 before the detector, in training, calibration and "
+        "the ONNX graph); a window below the baseline scores as the baseline and raises no alarm"
+    )
+    if both:
+        text += f"; {both} feature(s) count in both directions"
+    return text
 
 
 def _unit(name: str) -> str:

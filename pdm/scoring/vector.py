@@ -6,6 +6,29 @@ Amplitudes (``*_g``, ``*_mm_s``) are spread over decades and grow multiplicative
 with damage, so the model sees their logarithm, and so do crest and kurtosis
 (≥ 1, multiplicative too); see :func:`log_floor`. Both the log and the robust scaling are part of the ONNX
 graph, so the runtime feeds raw feature values.
+
+Damage moves a feature one way or either way (:func:`direction`):
+
+==========================================  ========  =====================================
+family                                      counts    why
+==========================================  ========  =====================================
+acceleration amplitudes ``*_g`` (RMS,       ``up``    wear, impacts, unbalance, looseness
+peak, band RMS, order lines, envelope                 and misalignment all add vibration
+defect lines)                                         energy; less than the healthy level
+                                                      is a lighter load, a slower machine
+                                                      or a sensor that lost contact
+velocity ``*_mm_s``                         ``up``    ISO 10816-3 severity is one-sided
+``crest``, ``kurtosis``                     ``up``    impacts raise them; a fall means less
+                                                      impulsive content, which alone is no
+                                                      damage (a spreading defect that lowers
+                                                      kurtosis raises RMS and envelope lines)
+anything else (``skewness``, ``mean_g``,    ``both``  no physical reason to prefer a sign
+speeds, frequency or speed ratios)
+==========================================  ========  =====================================
+
+An ``up`` feature's robust z-score is clipped at 0 (``max(z, 0)``: quieter than the
+baseline median counts as the baseline) before the detector, in training,
+calibration and the ONNX graph alike (:class:`pdm.scoring.preprocess.Preprocess`).
 """
 
 from __future__ import annotations
@@ -18,13 +41,22 @@ import numpy.typing as npt
 
 from pdm.dsp.features import FeatureFrame
 
-__all__ = ["MODEL_FEATURES", "FeatureVectorizer", "log_floor", "vector_names"]
+__all__ = [
+    "DIRECTIONS",
+    "MODEL_FEATURES",
+    "FeatureVectorizer",
+    "direction",
+    "log_floor",
+    "vector_names",
+]
+
+#: Directions a departure from the healthy baseline can count in (see :func:`direction`).
+DIRECTIONS: tuple[str, ...] = ("up", "both")
 
 #: Per-channel features a model uses by default (``band_*`` expands to every configured band).
 MODEL_FEATURES: tuple[str, ...] = (
     "rms_g",
     "peak_g",
-    "crest",
     "kurtosis",
     "velocity_rms_mm_s",
     "band_*",
@@ -57,6 +89,23 @@ def log_floor(feature: str) -> float | None:
     if name in ("crest", "kurtosis"):
         return 1e-3
     return None
+
+
+def direction(feature: str) -> str:
+    """``"up"`` when only a rise above the healthy baseline is damage, else ``"both"``.
+
+    ``feature`` may be qualified (``"x_g.rms_g"``). See the module docstring for the
+    table and the physics behind it.
+
+    >>> direction("x_g.env_bpfo_g"), direction("kurtosis"), direction("skewness")
+    ('up', 'up', 'both')
+    """
+    name = feature.rsplit(".", 1)[-1]
+    if name == "mean_g":
+        return "both"  # a DC offset is signed: not an amplitude
+    if name.endswith(("_g", "_mm_s")) or name in ("crest", "kurtosis"):
+        return "up"
+    return "both"
 
 
 def vector_names(

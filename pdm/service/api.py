@@ -105,7 +105,13 @@ _DRAIN_MAX = 1 << 20
 _MIN_TOKEN = 16
 _TOKEN = re.compile(rf"^[\x21-\x7e]{{{_MIN_TOKEN},}}$")
 _ACK_KEYS = {"by", "comment"}
-_MODEL_ACTIONS = {"promote": "POST", "rollback": "POST", "candidate": "PUT"}
+_MODEL_ACTIONS = {
+    "promote": "POST",
+    "rollback": "POST",
+    "candidate": "PUT",
+    "teach-in-accept": "POST",
+    "teach-in-restart": "POST",
+}
 _GZIP_TYPES = ("application/gzip", "application/x-gzip")
 
 
@@ -161,6 +167,14 @@ class ServiceBackend(Protocol):
 
     def rollback(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
         """Restore the machine's previous model. Raises as :meth:`promote` does."""
+        ...
+
+    def teach_in(self, machine: str, decision: str, by: str, comment: str = "") -> dict[str, Any]:
+        """An operator's decision (``accept`` or ``restart``) on the machine's teach-in.
+
+        Raises ``KeyError`` (unknown machine), ``ValueError`` (the one-line reason it cannot be
+        taken) and :class:`APIError` (409: not in teach-in).
+        """
         ...
 
     def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
@@ -515,7 +529,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             allowed = (
                 ("POST",)
-                if route in ("ack", "promote", "rollback")
+                if route in ("ack", "promote", "rollback", "teach-in-accept", "teach-in-restart")
                 else ("PUT",)
                 if route == "candidate"
                 else ("GET", "HEAD")
@@ -532,7 +546,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, body, METRICS_CONTENT_TYPE)
             elif route == "candidate":
                 self._upload(machine or "")
-            elif route in ("promote", "rollback"):
+            elif route in ("promote", "rollback", "teach-in-accept", "teach-in-restart"):
                 self._model_action(route, machine or "")
             else:
                 self._ack(machine or "")
@@ -681,15 +695,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"machine": machine, "message": message})
 
     def _model_action(self, action: str, machine: str) -> None:
-        """``POST /models/<machine>/promote`` and ``.../rollback``."""
+        """``POST /models/<machine>/promote``, ``…/rollback``, ``…/teach-in-accept``,
+        ``…/teach-in-restart``."""
         api = self.server.api
-        got = self._json_body(f"who {'promotes' if action == 'promote' else 'rolls back'}")
+        who = {"promote": "promotes", "rollback": "rolls back"}.get(action, "decides")
+        got = self._json_body(f"who {who}")
         if got is None:
             return
         by, comment = got
-        call = api.backend.promote if action == "promote" else api.backend.rollback
+        backend = api.backend
         try:
-            result = call(machine, by, comment)
+            if action.startswith("teach-in-"):
+                result = backend.teach_in(machine, action.removeprefix("teach-in-"), by, comment)
+            elif action == "promote":
+                result = backend.promote(machine, by, comment)
+            else:
+                result = backend.rollback(machine, by, comment)
         except KeyError:
             self._json(404, {"error": f"unknown machine {machine!r}"})
             return
@@ -702,7 +723,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "control API: %s %s by %r from %s: %s",
             machine,
-            "promoted" if action == "promote" else "rolled back",
+            {"promote": "promoted", "rollback": "rolled back"}.get(action, action),
             by.strip(),
             self.address_string(),
             result.get("message", ""),

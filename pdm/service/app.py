@@ -944,6 +944,33 @@ class Service:
         )
         return {"machine": machine, "message": msg, "active": report.version, "previous": old}
 
+    def teach_in(self, machine: str, decision: str, by: str, comment: str = "") -> dict[str, Any]:
+        """An operator's decision on a teach-in that asks for one (``accept`` or ``restart``).
+
+        Applied by the machine's processing at its next window (docs/models.md, Teach-in).
+        Raises ``KeyError`` (unknown machine), ``ValueError`` (no name, an unknown decision,
+        accept while nothing is asked) or :class:`APIError` 409 (the machine is not learning).
+        """
+        runner = self.runners[machine]
+        scores = runner.scores
+        teach = scores.teach if scores is not None and scores.scorer is None else None
+        if teach is None:
+            raise APIError(
+                409, f"{machine}: not in teach-in (it has a model, or none is configured)"
+            )
+        msg = teach.decide(decision, by, comment)
+        log.warning("%s: %s", machine, msg)
+        self._event(
+            machine,
+            "teach_in_decision",
+            "info",
+            msg,
+            decision=decision,
+            by=by.strip(),
+            comment=comment,
+        )
+        return {"machine": machine, "message": msg, "teach_in": teach.status()}
+
     def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
         """A candidate bundle as a tar.gz stream: extracted, checked, then run in shadow.
 
@@ -1077,6 +1104,8 @@ class Service:
             )
             d.update(
                 learning=bool(r.scores is not None and r.scores.learning),
+                teach_in=r.scores.teach_in_status() if r.scores is not None else None,
+                hint=r.last_hint,
                 windows=r.stats.windows,
                 samples_dropped=r.stats.samples_dropped,
                 error=r.error or None,

@@ -383,6 +383,8 @@ class MachineRunner:
         self._shadow: ShadowRun | None = None
         self.last_score: float | None = None
         self.last_diagnosis: str | None = None
+        #: The newest scored window's quiet-machine hint (an info, never an alarm), or None.
+        self.last_hint: str | None = None
         if pool is not None:
             pool.add(self)
 
@@ -557,7 +559,11 @@ class MachineRunner:
         t1 = time.perf_counter()
         rows = self.scores.process([wf]) if self.scores is not None else []
         if rows:
-            self.last_score, self.last_diagnosis = rows[-1].get("score"), rows[-1].get("diagnosis")
+            last = rows[-1]
+            self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
+            if last.get("score") is not None:
+                hint = last.get("below_baseline")
+                self.last_hint = hint.get("message") if isinstance(hint, dict) else None
         t2 = time.perf_counter()
         self.observe("score", t2 - t1)
         model, thresholds = "", {}

@@ -550,6 +550,13 @@ class Supervisor:
         )
         return out
 
+    def teach_in(self, machine: str, decision: str, by: str, comment: str = "") -> dict[str, Any]:
+        w = self._owner(machine)
+        out: dict[str, Any] = self._json(
+            w, "POST", f"/models/{machine}/teach-in-{decision}", {"by": by, "comment": comment}
+        )
+        return out
+
     def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
         w = self._owner(machine)
         length = getattr(body, "left", None)
