@@ -389,8 +389,10 @@ class BandScorer:
         e = self._floor_edges
         blocks = (cum[:, e[1:]] - cum[:, e[:-1]]) / np.diff(e)
         with np.errstate(divide="ignore", invalid="ignore"):
+            # Silent blocks (a pure tone, a zero-padded window) are -inf dB; their percentiles
+            # may be NaN, which fails every gate below as intended.
             blocks_db = 10.0 * np.log10(blocks)
-        q10, q50 = np.percentile(blocks_db, (10, 50), axis=1)
+            q10, q50 = np.percentile(blocks_db, (10, 50), axis=1)
         floor = 10.0 ** (q50 / 10.0)
         gate_db = np.maximum(FLOOR_GATE_MIN_DB, FLOOR_GATE_SIGMAS * (q50 - q10) / 1.2816)
         level = (cum[:, self._k2] - cum[:, self._k1]) / self._nb
