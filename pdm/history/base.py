@@ -47,6 +47,7 @@ from pdm.history.records import (
 from pdm.secrets import secret_bytes
 
 __all__ = [
+    "UNSTORABLE",
     "HistoryError",
     "HistoryStore",
     "LogRecord",
@@ -55,6 +56,7 @@ __all__ = [
     "Trend",
     "bucket_ns",
     "parse_store_url",
+    "unstorable",
 ]
 
 LogRecord = StateChange | Event | ActionResult | Capture
@@ -66,6 +68,20 @@ class HistoryError(PdmError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+#: What binding or encoding raises for a value a store cannot take (an integer beyond int64,
+#: a str with a lone surrogate, a type it has no form for): the record never will be stored.
+UNSTORABLE = (OverflowError, ValueError, TypeError)
+
+
+def unstorable(where: str, exc: BaseException) -> HistoryError:
+    """The permanent :class:`HistoryError` of an :data:`UNSTORABLE` error: the writer moves
+    the record to the spool's ``rejected`` table rather than retry it for ever."""
+    reason = " ".join(str(exc).split())[:200]
+    return HistoryError(
+        f"{where}: a value cannot be stored: {type(exc).__name__}: {reason}", retryable=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
