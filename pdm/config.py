@@ -294,6 +294,20 @@ class Acquisition(BaseModel):
         description="A time gap larger than this, s, resets the window; 0 means "
         "'more than 1.5 sample periods'.",
     )
+    max_clock_ahead_s: StrictFloat = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="A live input (stream, MQTT) refuses a frame whose first sample is more "
+        "than this far ahead of the appliance's clock, s.",
+    )
+    max_clock_behind_s: StrictFloat = Field(
+        default=3600.0,
+        gt=0,
+        le=31 * 86_400,
+        description="A live input refuses a frame whose first sample is more than this far "
+        "behind the appliance's clock, s.",
+    )
 
     @property
     def hop_samples(self) -> int:

@@ -537,7 +537,8 @@ BIG = 300_000  # rows of 8 zeros: a JSON payload over 16 MiB
         (frame(0) + frame(1), "179 bytes after the 179-byte PDMS frame"),
         (frame(0)[:-5], "truncated PDMS frame"),
         (frame(0)[:-1] + b"\x00", "PDMS frame, byte 175: CRC32 mismatch"),
-        (b"PDMS\x02" + bytes(40), "PDMS frame, byte 4: unknown protocol version 2"),
+        (b"PDMS\x03" + bytes(40), "PDMS frame, byte 4: unknown protocol version 3"),
+        (b"PDMS\x02" + bytes(40), "authenticated frame (version 2), but this receiver has no"),
         (b"{" + b" " * MAX_PAYLOAD_BYTES, f"the limit is {MAX_PAYLOAD_BYTES}"),
     ],
 )

@@ -435,7 +435,10 @@ class AlarmEngine:
         assert self.state is not None
         t_ns = time.time_ns() if t_ns is None else t_ns
         by = by.strip()
-        self.state, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
+        new, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
+        if new is self.state:
+            return [], msg  # nothing to acknowledge, or acknowledged already: nothing written
+        self.state = new
         from pdm.alarms.state import Ack
         from pdm.history.records import Event, StateChange
 

@@ -60,6 +60,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pdm.errors import ConfigError, InputError, PdmError
+from pdm.loglimit import LogLimiter
 from pdm.secrets import secret_bytes
 from pdm.sources.base import Chunk
 
@@ -604,30 +605,6 @@ def _shorten(text: str, limit: int = 64) -> str:
 # ---------------------------------------------------------------------- the source
 
 
-class _LogLimit:
-    """Say when a key (a topic) may be logged again: at most once per interval, and how
-    many were held back meanwhile. Remembers a bounded number of keys."""
-
-    def __init__(self, interval_s: float = _LOG_INTERVAL_S, max_keys: int = _LOG_TOPICS) -> None:
-        self.interval_s = interval_s
-        self.max_keys = max_keys
-        self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, held back since)
-
-    def check(self, key: str, now: float) -> int | None:
-        """None: do not log now; else the number held back since the last log line."""
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.interval_s:
-            self._last[key] = (last[0], last[1] + 1)
-            return None
-        if last is None and len(self._last) >= self.max_keys:
-            cutoff = now - self.interval_s
-            self._last = {k: v for k, v in self._last.items() if v[0] >= cutoff}
-            if len(self._last) >= self.max_keys:  # all recent: forget the oldest
-                del self._last[min(self._last, key=lambda k: self._last[k][0])]
-        self._last[key] = (now, 0)
-        return 0 if last is None else last[1]
-
-
 class MqttSource:
     """Subscribes to a broker's topic filter and hands each message on as a chunk.
 
@@ -737,7 +714,7 @@ class MqttSource:
         self._outage_since: float | None = None  # monotonic; set once per outage
         self._warned_outage = False  # until the subscription is back
         self._connect_detail = ""
-        self._log_limit = _LogLimit()
+        self._log_limit = LogLimiter(_LOG_INTERVAL_S, max_keys=_LOG_TOPICS)
         self._recent: dict[str, deque[tuple[float, int, bytes]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
