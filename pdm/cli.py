@@ -304,7 +304,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
+    import threading
 
+    from pdm.service.signals import stop_on_signals
+
+    # From here on SIGTERM/SIGINT only ask to stop: a signal while the service starts stops
+    # it cleanly once started (relays dropped, exit 0), never half-way.
+    args.stop_event = threading.Event()
+    stop_on_signals(args.stop_event)
     tune_for_streaming()
     who = "pdm-edge" if args.worker is None else f"pdm-edge[w{args.worker}]"
     logging.basicConfig(level=logging.WARNING, format=f"{who}: %(message)s")
@@ -369,7 +376,7 @@ def _run(args: argparse.Namespace) -> int:
         max_per_peer=args.max_per_peer,
         promote_min_windows=args.promote_min_windows,
     )
-    return Service(pipelines, opts).start().run_forever()
+    return Service(pipelines, opts, stop_event=args.stop_event).start().run_forever()
 
 
 def _run_supervisor(
@@ -416,6 +423,7 @@ def _run_supervisor(
         common_argv=common,
         listen=args.listen,
         api=None if args.api == "off" else args.api,
+        stop_event=args.stop_event,
     )
     return sup.start().run_forever()
 

@@ -482,10 +482,12 @@ class AlarmEngine:
         return done
 
     def close(self, *, drop_relay: bool = True, timeout: float = 10.0) -> None:
-        """Stop: webhooks get ``timeout`` to deliver; the relay drops (fail-safe) by default."""
+        """Stop: webhooks get ``timeout`` in all to deliver; the relay drops (fail-safe) by
+        default."""
+        deadline = time.monotonic() + timeout
         for sender in self.webhooks:
-            sender.drain(timeout)
-            sender.close(timeout=2.0)
+            sender.drain(max(0.0, deadline - time.monotonic()))
+            sender.close(timeout=max(0.05, min(2.0, deadline - time.monotonic())))
         for outbox in self._outboxes:
             outbox.close()
         if drop_relay:

@@ -150,6 +150,7 @@ class HistoryWriter:
         self._mark: int | None = None
         self._rejections: set[str] = set()
         self._pending_at_recovery = 0
+        self._inflight: list[Record] | None = None  # the batch being written from the queue
         self._down_since: float | None = None  # monotonic time the store went down
         self._progress_at = time.monotonic()  # last delivery, rejection, or nothing waiting
         self._unexpected_logged = False
@@ -261,14 +262,18 @@ class HistoryWriter:
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
         return True
 
-    def drain(self, timeout: float) -> bool:
-        """Wait until the queue *and* the spool reach the store; False on timeout."""
+    def drain(self, timeout: float, *, while_up: bool = False) -> bool:
+        """Wait until the queue *and* the spool reach the store; False on timeout (or, with
+        ``while_up``, as soon as the store is found down: a stopping service does not wait
+        for a store that does not answer)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.flush(timeout=max(0.0, deadline - time.monotonic()))
             with self._cond:
                 if not self._queue and not self._busy and len(self.spool) == 0:
                     return True
+                if while_up and not self.stats.store_up:
+                    return False
                 self._retry_at = min(self._retry_at, time.monotonic())
                 self._flush_wanted = True
                 self._cond.notify()
@@ -276,7 +281,13 @@ class HistoryWriter:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what can be delivered within ``timeout`` s; spool the rest; stop the thread."""
+        """Deliver what can be delivered within ``timeout`` s; spool the rest; stop the thread.
+
+        Returns within about ``timeout`` s even when the store hangs in the middle of a write
+        (a server that accepts and never answers): the batch being written is spooled too,
+        and should the write still succeed later, the store keeps one copy of each row
+        (every store writes a row twice as once).
+        """
         if self._stop and not self._thread.is_alive():
             return
         deadline = time.monotonic() + timeout
@@ -286,7 +297,17 @@ class HistoryWriter:
             self._stop = True
             self._cond.notify()
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        with self._io:
+        if not self._io.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            # The writer thread is stuck in the store: spool what it holds and the queue.
+            with self._cond:
+                held = list(self._inflight or ())
+            if held:
+                self._push_spool(held)
+            self._spill_queue()
+            self._refresh_stats()
+            log.warning("history: the store did not answer in time; the rest is in the spool")
+            return
+        try:
             self._spill_queue()  # whatever is left in memory goes to disk
             self._refresh_stats()
             if self._store is not None:
@@ -295,6 +316,8 @@ class HistoryWriter:
                 except Exception:
                     log.debug("closing the store failed", exc_info=True)
                 self._store = None
+        finally:
+            self._io.release()
 
     def __enter__(self) -> HistoryWriter:
         return self
@@ -367,6 +390,8 @@ class HistoryWriter:
         if not batch:
             return
         records = [r for r, _ in batch]
+        with self._cond:
+            self._inflight = records  # for close(), should the store hang
         try:
             self._store_write(records)
         except HistoryError as exc:
@@ -379,6 +404,9 @@ class HistoryWriter:
         else:
             self.stats.rows_written += rows
             self._came_up()
+        finally:
+            with self._cond:
+                self._inflight = None
         self._advance_mark(batch)
 
     def _store_write(self, records: list[Record]) -> None:

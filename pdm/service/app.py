@@ -56,6 +56,7 @@ from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
 from pdm.service.runner import MachineRunner
+from pdm.service.signals import stop_on_signals
 from pdm.sources.base import Chunk
 
 if TYPE_CHECKING:
@@ -63,7 +64,14 @@ if TYPE_CHECKING:
     from pdm.service.runner import ShadowRun
     from pdm.sources.tcp import StreamKeys
 
-__all__ = ["BUNDLE_LIMITS", "Service", "ServiceOptions", "extract_bundle", "parse_fault"]
+__all__ = [
+    "BUNDLE_LIMITS",
+    "STOP_BUDGET_S",
+    "Service",
+    "ServiceOptions",
+    "extract_bundle",
+    "parse_fault",
+]
 
 log = logging.getLogger("pdm.service")
 
@@ -81,6 +89,12 @@ WRITER_FLUSH_S = 0.5
 #: peer, with a count of those held back: a peer that connects or sends bad frames in a loop
 #: must not fill the history.
 INPUT_EVENT_INTERVAL_S = 60.0
+#: SIGTERM to exit, at most, s (measured with the history store down or hanging: see
+#: docs/service.md): under Docker's default 10 s before SIGKILL.
+STOP_BUDGET_S = 8.0
+#: Of that, kept for history at the end (drain while the store is up, spool the rest), s.
+STOP_HISTORY_S = 3.0
+STOP_DRAIN_S = 2.0
 #: ``/health`` shows a machine not ok while its data was refused this recently, s.
 REFUSAL_HEALTH_S = 60.0
 
@@ -338,11 +352,7 @@ def run_until_stopped(
     stop_event: threading.Event, finished: Any, stop: Any, *, poll_s: float = 0.5
 ) -> int:
     """Wait for SIGTERM/SIGINT or ``finished()``; then ``stop()``; the old handlers back."""
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop_event.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = stop_on_signals(stop_event)
     try:
         while not stop_event.wait(poll_s):
             if finished():
@@ -382,7 +392,13 @@ def _raise_fd_limit() -> None:
 class Service:
     """The running appliance (see the module docstring)."""
 
-    def __init__(self, pipelines: Sequence[Pipeline], opts: ServiceOptions) -> None:
+    def __init__(
+        self,
+        pipelines: Sequence[Pipeline],
+        opts: ServiceOptions,
+        *,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         if not pipelines:
             raise ConfigError("run: give at least one pipeline file")
         ids = [p.machine.id for p in pipelines]
@@ -419,7 +435,9 @@ class Service:
             for key in (p.machine.id, *(s.id for s in p.sensors)):
                 self._by_stream_id.setdefault(key, (p, tuple(p.columns)))
         self.opts = opts
-        self.stop_event = threading.Event()
+        #: Set by SIGTERM/SIGINT (the command installs the handler before it builds the
+        #: service, so a signal during start stops it cleanly once started).
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.runners: dict[str, MachineRunner] = {}
         self._threads: list[threading.Thread] = []
         self._watchdog_faults: set[str] = set()
@@ -583,11 +601,18 @@ class Service:
         live = self.opts.listen or self.opts.mqtt
         return bool(sources) and not any(t.is_alive() for t in sources) and not live
 
-    def stop(self, budget_s: float = 20.0) -> None:
-        """Stop within ``budget_s`` in all (a container's stop grace is ~30 s): every relay
-        drops first, then the machines finish their queues, then history is delivered or
-        left in the spool."""
+    def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop within ``budget_s`` in all (:data:`STOP_BUDGET_S`, under Docker's default 10 s
+        before SIGKILL): every relay drops first, then the machines finish their queues (their
+        webhooks get what is left of a share of the budget; undelivered ones stay in their
+        outboxes), then history goes to the store if it is up — for at most
+        :data:`STOP_DRAIN_S` — and otherwise, or after that, stays in the spool for the next
+        start. A store that is down is not waited for at all."""
         deadline = time.monotonic() + budget_s
+
+        def left() -> float:
+            return deadline - time.monotonic()
+
         self.stop_event.set()
         for runner in self.runners.values():  # fail-safe first, whatever happens next
             self.writer.submit(
@@ -597,18 +622,20 @@ class Service:
             self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
         if self.mqtt is not None:
             self.mqtt.stop()
-        for runner in self.runners.values():
-            runner.stop(timeout=max(0.5, (deadline - time.monotonic()) / 2))
+        runners = list(self.runners.values())
+        for i, runner in enumerate(runners):  # each an equal share of what is left
+            runner.stop(timeout=max(0.1, (left() - STOP_HISTORY_S) / (len(runners) - i)))
         self.writer.submit(
             Event("appliance", time.time_ns(), "service_stop", "info", "pdm-edge run stopped")
         )
-        # The store gets what it can; the rest stays in the spool for the next start.
-        self.writer.drain(max(0.5, deadline - time.monotonic() - 1.0))
-        self.writer.close(timeout=1.0)
+        # The store gets what it can while it is up; the rest stays in the spool.
+        if self.writer.snapshot().store_up:
+            self.writer.drain(max(0.0, min(STOP_DRAIN_S, left() - 1.0)), while_up=True)
+        self.writer.close(timeout=max(0.5, min(1.0, left())))
         self.spool.close()
         self.alarm_store.close()
         if self.api is not None:
-            self.api.stop()
+            self.api.stop(timeout=max(0.2, min(1.0, left())))
 
     # -- sources ------------------------------------------------------------------------------
     def route(self, sensor_id: str, chunk: Chunk) -> None:

@@ -229,7 +229,8 @@ class Supervisor:
         common_argv: Sequence[str],
         listen: str | None,
         api: str | None,
-        stop_budget_s: float = 20.0,
+        stop_budget_s: float = 9.0,
+        stop_event: threading.Event | None = None,
     ) -> None:
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
@@ -248,8 +249,10 @@ class Supervisor:
         self.common_argv = list(common_argv)
         self.listen = listen
         self.api_addr = api
+        #: How long stop() waits for the workers (each stops within its own 8 s budget,
+        #: app.STOP_BUDGET_S, all at once) before it kills what is left.
         self.stop_budget_s = stop_budget_s
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.started = time.monotonic()
         self.rundir = ""
         self._token: str | None = None
@@ -291,6 +294,8 @@ class Supervisor:
             while not w.ready.wait(0.1):
                 if not w.running or w.error or time.monotonic() > deadline:
                     break
+                if self.stop_event.is_set():  # SIGTERM while starting: run_forever stops
+                    return self
             if not w.ready.is_set() or w.error:
                 failed = w
                 break
@@ -407,7 +412,7 @@ class Supervisor:
                 assert w.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_budget_s + 3.0
+        deadline = time.monotonic() + self.stop_budget_s
         for w in self.workers:
             if w.proc is None:
                 continue
