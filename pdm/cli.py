@@ -424,6 +424,7 @@ def _run_supervisor(
         listen=args.listen,
         api=None if args.api == "off" else args.api,
         stop_event=args.stop_event,
+        max_per_peer=args.max_per_peer,
     )
     return sup.start().run_forever()
 

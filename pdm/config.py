@@ -700,8 +700,18 @@ class WebhookTargetSettings(BaseModel):
     @field_validator("url", mode="after")
     @classmethod
     def _http(cls, value: str) -> str:
+        from pdm.secrets import redact_url
+
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
+            raise _invalid(f"{redact_url(value)!r}: must be an http:// or https:// URL", got=None)
+        if "@" in value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
+            # Credentials in the URL would go out as Basic auth; the file is 0644. got=None
+            # and the URL redacted: never echo the password back.
+            raise _invalid(
+                f"{redact_url(value)!r}: no user or password in a webhook URL (pipeline files "
+                "are readable by everyone); the receiver checks the HMAC signature instead",
+                got=None,
+            )
         return value
 
 

@@ -70,7 +70,7 @@ _CALL_TIMEOUT_S = 10.0
 HANDSHAKE_S = 5.0
 #: Connections waiting for their header at once; one more pushes the oldest out.
 MAX_HANDSHAKES = 1024
-#: ... and from one address.
+#: ... and from one address (``--max-per-peer``, as for the workers' own connections).
 MAX_HANDSHAKES_PER_PEER = 64
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
@@ -231,6 +231,7 @@ class Supervisor:
         api: str | None,
         stop_budget_s: float = 9.0,
         stop_event: threading.Event | None = None,
+        max_per_peer: int = MAX_HANDSHAKES_PER_PEER,
     ) -> None:
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
@@ -253,6 +254,8 @@ class Supervisor:
         #: app.STOP_BUDGET_S, all at once) before it kills what is left.
         self.stop_budget_s = stop_budget_s
         self.stop_event = stop_event if stop_event is not None else threading.Event()
+        #: Connections from one address waiting for their header at once (``--max-per-peer``).
+        self.max_per_peer = max_per_peer
         self.started = time.monotonic()
         self.rundir = ""
         self._token: str | None = None
@@ -439,7 +442,7 @@ class Supervisor:
         connecting; at most :data:`MAX_HANDSHAKES` wait at once (a new one past that
         pushes the oldest waiting out: a sender that writes its header at once is handed
         over within milliseconds, so idle connections cannot hold the door shut) and
-        :data:`MAX_HANDSHAKES_PER_PEER` from one address. Refusals are counted by cause
+        ``max_per_peer`` from one address (default :data:`MAX_HANDSHAKES_PER_PEER`). Refusals are counted by cause
         and logged at most once a minute per cause."""
         import selectors
 
@@ -496,8 +499,8 @@ class Supervisor:
                             per_host[host] = per_host.get(host, 0) + 1
                             sel.register(conn, selectors.EVENT_READ, conn)
                             conn.setblocking(False)
-                            if per_host[host] > MAX_HANDSHAKES_PER_PEER:
-                                why = f"{MAX_HANDSHAKES_PER_PEER} connections from {host} waiting"
+                            if per_host[host] > self.max_per_peer:
+                                why = f"{self.max_per_peer} connections from {host} waiting"
                                 drop(conn, "per_peer", why)
                         continue
                     conn = key.data

@@ -61,7 +61,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
-from pdm.secrets import secret_bytes
+from pdm.secrets import redact_url, secret_bytes
 from pdm.sources.base import Chunk
 
 # The name rules and the one-line sanitiser are the TCP protocol's own: the same ids and
@@ -167,20 +167,6 @@ class MqttUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.where}/{self.topic}{query}"
 
 
-def _redact(url: str) -> str:
-    """``url`` with anything that may be a password (``user:SECRET@``) replaced by ``***``."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    if not colon:
-        return url
-    return f"{head}{sep}{user}:***@{rest[at + 1 :]}"
-
-
 def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") -> MqttUrl:
     """``mqtt://[USER@]HOST[:PORT]/TOPIC[?protocol=3.1.1]`` -> :class:`MqttUrl`.
 
@@ -208,7 +194,7 @@ def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") 
     >>> str(parse_mqtt_url("mqtts://edge@broker.plant/pdm/#"))
     'mqtts://edge@broker.plant:8883/pdm/#'
     """
-    shown = _redact(url) if isinstance(url, str) else repr(url)
+    shown = redact_url(url) if isinstance(url, str) else repr(url)
 
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"{what} {shown!r}: {reason}")
