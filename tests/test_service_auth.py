@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -182,3 +183,89 @@ def test_idle_connections_cannot_exhaust_the_supervisors_door(tmp_path: Path) ->
     assert svc.stop() == 0
     lines = [line for line in svc.log.read_text().splitlines() if "refused" in line]
     assert 1 <= len(lines) <= 4, lines  # too_many and no_header: one line each (a minute)
+
+
+# -- authenticated stream input (Build 3) -----------------------------------------------------------
+
+GW_SECRET = "5e" * 32
+
+
+@pytest.fixture
+def stream_keys(tmp_path: Path) -> Iterator[Path]:
+    """A receiver key file (gateway gw-1 may send as a_de and demo-pump), named by
+    PDM_STREAM_KEYS_FILE for the services this test starts."""
+    keys = tmp_path / "stream-keys"
+    keys.write_text(f"# plant gateways\ngw-1 {GW_SECRET} a_de,demo-pump,motor_de\n")
+    keys.chmod(0o600)
+    os.environ["PDM_STREAM_KEYS_FILE"] = str(keys)
+    try:
+        yield keys
+    finally:
+        os.environ.pop("PDM_STREAM_KEYS_FILE", None)
+
+
+def _send(
+    port: int, sensor: str, *extra: str, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PDM_STREAM_KEYS_FILE"}
+    if key is not None:
+        env["PDM_STREAM_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "pdm.cli", "send", str(REPO / "fixtures" / "healthy.csv.gz"),
+         "--to", f"127.0.0.1:{port}", "--sensor", sensor, "--now", "--speed", "16",
+         "--retry-s", "2", *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env=env,
+    )  # fmt: skip
+
+
+def test_a_service_with_stream_keys_takes_only_signed_frames(
+    tmp_path: Path, stream_keys: Path
+) -> None:
+    listen = _free_port()
+    svc = Service(tmp_path, _pipeline(tmp_path), "--listen", f"127.0.0.1:{listen}")
+    unsigned = _send(listen, "motor_de")
+    assert unsigned.returncode == 1 and "refuse" in unsigned.stderr
+    wrong = _send(listen, "motor_de", "--key-id", "gw-1", key="00" * 32)
+    assert wrong.returncode == 1
+    signed = _send(listen, "motor_de", "--key-id", "gw-1", key=GW_SECRET)
+    assert signed.returncode == 0, signed.stderr
+    st = svc.wait(lambda: (s := svc.get("/status")[0])["windows"] > 20 and s, "windows")
+    assert st["refused"] == {}  # refused at the door, before any machine saw them
+    metrics = svc.get("/metrics")
+    assert 'pdm_input_refused_total{input="tcp",cause="auth"}' in metrics
+    assert svc.stop() == 0
+    log = svc.log.read_text()
+    # Both refusals are of cause 'auth': one line a minute for the lot.
+    assert log.count("unauthenticated frame (version 1)") == 1
+    assert "HMAC tag does not match" not in log and GW_SECRET not in log
+    refused = re.search(r'pdm_input_refused_total\{input="tcp",cause="auth"\} (\d+)', metrics)
+    assert refused and int(refused[1]) >= 2
+
+
+def test_signed_frames_reach_a_worker_through_the_supervisor(
+    tmp_path: Path, stream_keys: Path
+) -> None:
+    svc = Supervised(tmp_path, [_pump(tmp_path, "a"), _pump(tmp_path, "b")], "--workers", "2")
+    svc.wait(lambda: len(svc.workers()) == 2, "two workers")
+    signed = _send(svc.listen, "a_de", "--key-id", "gw-1", key=GW_SECRET)
+    assert signed.returncode == 0, signed.stderr
+    svc.wait(lambda: svc.machines()["pump-a"]["windows"] > 20, "windows of pump-a")
+    # gw-1 may not send for b_de: refused by the worker after the supervisor handed it over
+    other = _send(svc.listen, "b_de", "--key-id", "gw-1", key=GW_SECRET)
+    assert other.returncode == 1
+    assert svc.machines()["pump-b"]["windows"] == 0
+    assert svc.stop() == 0
+    assert "may not send for sensor 'b_de'" in svc.log.read_text()
+
+
+def test_send_key_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    for extra, env_key, words in (
+        (["--key-id", "gw-1"], None, "set PDM_STREAM_KEY"),
+        (["--key-id", "gw-1"], "zz", "not hex"),
+        (["--key-id", "gw-1"], "00" * 4, "at least 16 bytes"),
+        (["--key-id", "g/w"], "00" * 16, "must be 1-32 characters"),
+    ):
+        run = _send(1, "s", *extra, key=env_key)
+        assert run.returncode == 2, run.stderr
+        (line,) = run.stderr.strip().splitlines()
+        assert line.startswith("pdm-edge: error:") and words in line, line
