@@ -16,10 +16,8 @@ The budget is the ``fuzz`` profile of tests/conftest.py: short by default, long 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import socket
-import tarfile
 import tempfile
 import tracemalloc
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from conftest import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 from test_service_api import TOKEN, FakeService
+from test_service_models import _tgz
 
 from pdm.service.api import ControlAPI, Readable
 from pdm.service.app import extract_bundle  # imported here: not counted in a request's heap
@@ -90,16 +89,6 @@ def apis() -> Iterator[dict[str, Any]]:
             "open": (open_api, open_b),
             "locked": (locked_api, locked_b),
         }
-
-
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 segments = st.sampled_from(
