@@ -724,6 +724,15 @@ class FrameDecoder:
                 f"of the frame starting at byte {self._pos}, which needs {what}",
             )
 
+    def release(self) -> None:
+        """Drop the bytes held (the connection is gone). Its memory goes now: a failed
+        decoder is in a reference cycle with its error's traceback, which only the cyclic
+        collector would break, minutes later, holding a frame's worth of bytes meanwhile."""
+        self._buf = bytearray()
+        self._head = None
+        if self._error is not None:
+            self._error.__traceback__ = None
+
     # ------------------------------------------------------------------ internals
 
     @property
@@ -1656,7 +1665,7 @@ class TcpStreamServer:
             conn.sock.close()
             self._event(kind, detail, log_level=logging.INFO)
         big = conn.decoder.pending >= _TRIM_AFTER_BYTES
-        conn.decoder = _CLOSED  # its buffer goes now, not when the last reference does
+        conn.decoder.release()  # its buffer goes now, not when the cyclic collector runs
         if big:
             _trim_heap()
 
@@ -1684,8 +1693,6 @@ class TcpStreamServer:
             log.exception("stream receiver: on_event(%r) failed", kind)
 
 
-#: A closed connection's decoder is replaced by this one (it holds nothing).
-_CLOSED = FrameDecoder("closed", max_frame_bytes=64)
 #: After a connection that held this much closes, free memory goes back to the system.
 _TRIM_AFTER_BYTES = 1 << 20
 
