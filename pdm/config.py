@@ -703,7 +703,9 @@ class WebhookTargetSettings(BaseModel):
         from pdm.secrets import redact_url
 
         if not re.match(r"^https?://[^/\s]+", value):
-            raise _invalid(f"{redact_url(value)!r}: must be an http:// or https:// URL", got=None)
+            raise _invalid(
+                f"must be an http:// or https:// URL, not {redact_url(value)!r}", got=None
+            )
         if "@" in value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
             # Credentials in the URL would go out as Basic auth; the file is 0644. got=None
             # and the URL redacted: never echo the password back.
