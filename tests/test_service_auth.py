@@ -180,6 +180,8 @@ def test_idle_connections_cannot_exhaust_the_supervisors_door(tmp_path: Path) ->
             s.close()
     st = {m["id"]: m for m in _req(svc, "GET", "/status").json()}
     assert st["pump-a"]["windows"] > 0
+    metrics = _req(svc, "GET", "/metrics").text
+    assert re.search(r'pdm_door_refused_total\{cause="(no_header|too_many)"\} [1-9]', metrics)
     assert svc.stop() == 0
     lines = [line for line in svc.log.read_text().splitlines() if "refused" in line]
     assert 1 <= len(lines) <= 4, lines  # too_many and no_header: one line each (a minute)

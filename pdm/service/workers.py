@@ -658,6 +658,13 @@ class Supervisor:
             "# HELP pdm_worker_restarts_total Times a worker process was started again.\n"
             "# TYPE pdm_worker_restarts_total counter\n"
             f"pdm_worker_restarts_total {sum(w.restarts for w in self.workers)}\n"
+            "# HELP pdm_door_refused_total Connections the supervisor's stream port refused "
+            "before handing them to a worker, by cause.\n"
+            "# TYPE pdm_door_refused_total counter\n"
+            + "".join(
+                f'pdm_door_refused_total{{cause="{cause}"}} {n}\n'
+                for cause, n in sorted(self.refused.items())
+            )
         )
         return own + (merge_expositions(parts) if parts else "")
 
