@@ -296,6 +296,8 @@ def _service(tmp: Path, files: list[Path], workers: int | None) -> Iterator[tupl
         "--listen", f"127.0.0.1:{port}", "--api", f"127.0.0.1:{api}",
         "--store", f"sqlite:///{data / 'history.db'}", "--data-dir", str(data),
         "--silence-s", "60", "--max-lag-s", "5",
+        # every simulated DAQ connects from 127.0.0.1: one address, hundreds of connections
+        "--max-per-peer", "4096",
     ]  # fmt: skip
     if workers is not None:
         cmd += ["--workers", str(workers)]

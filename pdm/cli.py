@@ -371,15 +371,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
+    import threading
 
+    from pdm.service.signals import stop_on_signals
+
+    # From here on SIGTERM/SIGINT only ask to stop: a signal while the service starts stops
+    # it cleanly once started (relays dropped, exit 0), never half-way.
+    args.stop_event = threading.Event()
+    stop_on_signals(args.stop_event)
+    tune_for_streaming()
+    who = "pdm-edge" if args.worker is None else f"pdm-edge[w{args.worker}]"
+    logging.basicConfig(level=logging.WARNING, format=f"{who}: %(message)s")
+    if args.control_fd is not None:
+        # A worker tells its supervisor why it cannot start (the supervisor says it, once,
+        # and exits 2) rather than print a line of its own.
+        try:
+            return _run(args)
+        except PdmError as exc:
+            import socket
+
+            with socket.socket(fileno=args.control_fd) as ctl:
+                ctl.send(f"error {exc}".encode()[:4000])
+            return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pdm.config import load_pipeline
     from pdm.history import default_data_dir
     from pdm.replay import check_speed, resolve_store
     from pdm.service.app import Service, ServiceOptions, parse_fault
 
-    tune_for_streaming()
-    who = "pdm-edge" if args.worker is None else f"pdm-edge[w{args.worker}]"
-    logging.basicConfig(level=logging.WARNING, format=f"{who}: %(message)s")
     pipelines = [load_pipeline(p) for p in args.pipelines]
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not (args.listen or args.simulate or args.replay or args.mqtt):
@@ -416,8 +438,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         parent_pid=args.parent_pid,
         mqtt=args.mqtt,
         sibling_ids=frozenset(filter(None, (args.sibling_ids or "").split(","))),
+        max_frame_bytes=args.max_frame_bytes,
+        max_input_bytes=args.max_input_bytes,
+        max_per_peer=args.max_per_peer,
+        promote_min_windows=args.promote_min_windows,
     )
-    return Service(pipelines, opts).start().run_forever()
+    return Service(pipelines, opts, stop_event=args.stop_event).start().run_forever()
 
 
 def _run_supervisor(
@@ -431,7 +457,8 @@ def _run_supervisor(
     store_arg = (
         f"sqlite:///{Path(store.path).resolve()}" if store.scheme == "sqlite" else store.text
     )
-    common = ["--store", store_arg, "--data-dir", str(data_dir.resolve()), "--api", "127.0.0.1:0"]
+    # (each worker's --api is a Unix socket the supervisor names)
+    common = ["--store", store_arg, "--data-dir", str(data_dir.resolve())]
     if args.listen:
         common += ["--listen", "127.0.0.1:0"]
     if args.mqtt:
@@ -445,6 +472,12 @@ def _run_supervisor(
     common += ["--speed", str(args.speed), "--actions", args.actions]
     common += ["--silence-s", str(args.silence_s), "--stall-s", str(args.stall_s)]
     common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
+    common += ["--max-per-peer", str(args.max_per_peer)]
+    common += ["--promote-min-windows", str(args.promote_min_windows)]
+    limits = {"--max-frame-bytes": args.max_frame_bytes, "--max-input-bytes": args.max_input_bytes}
+    for flag, value in limits.items():
+        if value is not None:
+            common += [flag, str(value)]
     workers = len(plan_workers(pipelines, n))
     base = spool_path(data_dir, store)
     keep = [spool_path(data_dir, store, worker=k) for k in range(workers)]
@@ -457,6 +490,8 @@ def _run_supervisor(
         common_argv=common,
         listen=args.listen,
         api=None if args.api == "off" else args.api,
+        stop_event=args.stop_event,
+        max_per_peer=args.max_per_peer,
     )
     return sup.start().run_forever()
 
@@ -544,6 +579,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         recording=Path(args.recording) if args.recording else None,
         pipeline=Path(args.pipeline) if args.pipeline else None,
     )
+
+
+def _whole(low: int, high: int) -> Any:
+    """An argparse type: a whole number within ``low .. high``."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number within {low}..{high}")
+        return int(text)
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -699,6 +745,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stall-s", type=float, default=5.0, metavar="S", help="watchdog limit")
     p.add_argument("--max-lag-s", type=float, default=10.0, metavar="S", help="backlog limit")
+    g = p.add_argument_group("stream input limits (docs/stream-protocol.md, 'Limits')")
+    g.add_argument(
+        "--max-frame-bytes",
+        type=_whole(64, 64 * 1024 * 1024),
+        metavar="N",
+        help="largest frame taken (default: sized from the pipelines, 2 s or a window of samples)",
+    )
+    g.add_argument(
+        "--max-input-bytes",
+        type=_whole(64, 1 << 40),
+        metavar="N",
+        help="bytes of incomplete frames held across connections (default: 4 frames, >= 64 MiB)",
+    )
+    g.add_argument(
+        "--max-per-peer",
+        type=_whole(1, 4096),
+        default=64,
+        metavar="N",
+        help="connections from one address at once (default 64)",
+    )
+    p.add_argument(
+        "--promote-min-windows",
+        type=_whole(0, 10**9),
+        default=100,
+        metavar="N",
+        help="shadow windows a candidate model must score before a promotion (default 100)",
+    )
     p.add_argument(
         "--workers",
         default="auto",

@@ -299,6 +299,20 @@ class Acquisition(BaseModel):
         description="A time gap larger than this, s, resets the window; 0 means "
         "'more than 1.5 sample periods'.",
     )
+    max_clock_ahead_s: StrictFloat = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="A live input (stream, MQTT) refuses a frame whose first sample is more "
+        "than this far ahead of the appliance's clock, s.",
+    )
+    max_clock_behind_s: StrictFloat = Field(
+        default=3600.0,
+        gt=0,
+        le=31 * 86_400,
+        description="A live input refuses a frame whose first sample is more than this far "
+        "behind the appliance's clock, s.",
+    )
 
     @property
     def hop_samples(self) -> int:
@@ -710,8 +724,20 @@ class WebhookTargetSettings(BaseModel):
     @field_validator("url", mode="after")
     @classmethod
     def _http(cls, value: str) -> str:
+        from pdm.secrets import redact_url
+
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
+            raise _invalid(
+                f"must be an http:// or https:// URL, not {redact_url(value)!r}", got=None
+            )
+        if "@" in value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
+            # Credentials in the URL would go out as Basic auth; the file is 0644. got=None
+            # and the URL redacted: never echo the password back.
+            raise _invalid(
+                f"{redact_url(value)!r}: no user or password in a webhook URL (pipeline files "
+                "are readable by everyone); the receiver checks the HMAC signature instead",
+                got=None,
+            )
         return value
 
 

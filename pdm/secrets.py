@@ -9,11 +9,42 @@ credentials); a file's trailing newline is dropped (``echo key > file``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pdm.errors import ConfigError
 
-__all__ = ["secret_bytes"]
+__all__ = ["redact_url", "secret_bytes"]
+
+# Query parameters whose values are secrets in the URLs people paste (InfluxDB's token,
+# webhook signatures, API keys).
+_SECRET_PARAM = re.compile(
+    r"(?i)(^|[?&;])((?:[a-z0-9_.-]*(?:token|passw(?:or)?d|pwd|pass|secret|key|auth|sig|signature|credential)[a-z0-9_.-]*|code)=)([^&;#]*)"
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message: a password in it (``user:SECRET@``) and the values of
+    query parameters that carry secrets (``token=``, ``password=``, ``api_key=``, ``sig=``
+    …) replaced by ``***``.
+
+    >>> redact_url("influx2://db:8086?org=o&bucket=b&token=s3cr3t")
+    'influx2://db:8086?org=o&bucket=b&token=***'
+    >>> redact_url("https://bob:p@ss@example.com/hook?x=1")
+    'https://bob:***@example.com/hook?x=1'
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    # The last '@' before any query: a password may hold '/' or '@' unencoded (people paste
+    # them so); hiding too much of an odd path is the safer mistake.
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***@{rest[at + 1 :]}"
+    return head + sep + _SECRET_PARAM.sub(lambda m: m[1] + m[2] + "***", rest)
 
 
 def secret_bytes(env: str, what: str) -> bytes | None:

@@ -61,6 +61,9 @@ from pdm.sources.tcp import (
     MAX_FRAME_BYTES,
     MAX_NAME_BYTES,
     MAX_SAMPLES,
+    PEEK_BYTES,
+    TAG_BYTES,
+    FrameSigner,
     encode_frame,
     ns_from_seconds,
 )
@@ -72,7 +75,15 @@ if TYPE_CHECKING:
 
     from pdm.sources.mqtt import MqttUrl
 
-__all__ = ["SendStats", "parse_address", "publish_recording", "send_main", "send_recording"]
+__all__ = [
+    "KEY_ENV",
+    "SendStats",
+    "parse_address",
+    "publish_recording",
+    "send_main",
+    "send_recording",
+    "stream_signer",
+]
 
 _ITEMSIZE = {"float32": 4, "float64": 8, "int16": 2}
 _BACKOFF_FIRST_S = 0.1
@@ -82,7 +93,7 @@ _HEALTHY_CONNECTION_S = 10.0  # a connection that lasted this long was not refus
 _MQTT_IN_FLIGHT = 32  # frames published and not yet acknowledged, at most
 _MQTT_POLL_S = 0.1
 # Generous room for the header: sensor id and every name at their maximum length.
-_HEADER_ROOM = 30 + MAX_NAME_BYTES + MAX_CHANNELS * (2 + MAX_NAME_BYTES) + 8 + 4
+_HEADER_ROOM = PEEK_BYTES + MAX_CHANNELS * (2 + MAX_NAME_BYTES) + 8 + TAG_BYTES + 4
 
 
 class _Unreachable(PdmError):
@@ -93,6 +104,27 @@ class _Unreachable(PdmError):
 
 class _UsageError(ConfigError):
     pass
+
+
+#: The sender's stream key secret (hex): this variable, or a file named by ``..._FILE``.
+KEY_ENV = "PDM_STREAM_KEY"
+
+
+def stream_signer(key_id: str) -> FrameSigner:
+    """The :class:`FrameSigner` of ``--key-id`` with its secret from :data:`KEY_ENV`."""
+    from pdm.secrets import secret_bytes
+
+    raw = secret_bytes(KEY_ENV, "stream key")
+    if raw is None:
+        raise ConfigError(f"--key-id {key_id}: set {KEY_ENV} (or {KEY_ENV}_FILE) to its secret")
+    try:
+        secret = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{KEY_ENV}: the stream key secret is not hex") from None
+    try:
+        return FrameSigner(key_id, secret)
+    except ValueError as exc:
+        raise ConfigError(f"--key-id {key_id!r}: {exc}") from None
 
 
 @dataclass
@@ -487,10 +519,13 @@ def send_recording(
     retry_s: float = 10.0,
     timeout_s: float = 10.0,
     stats: SendStats | None = None,
+    signer: FrameSigner | None = None,
 ) -> SendStats:
     """Send every chunk of ``rec`` as one frame to ``host:port``; see the module docstring.
 
     ``stats`` (updated as frames go out) lets a caller report progress after an error.
+    ``signer``: sign every frame with that stream key (version 2 frames, for a receiver
+    with stream keys).
 
     Raises
     ------
@@ -501,7 +536,17 @@ def send_recording(
     """
     stats = SendStats() if stats is None else stats
     link = _Link(host, port, retry_s, timeout_s, stats)
-    return _send(rec, link, sensor_id, dtype=dtype, scale=scale, speed=speed, now=now, stats=stats)
+    return _send(
+        rec,
+        link,
+        sensor_id,
+        dtype=dtype,
+        scale=scale,
+        speed=speed,
+        now=now,
+        stats=stats,
+        signer=signer,
+    )
 
 
 def publish_recording(
@@ -546,6 +591,7 @@ def _send(
     speed: float | None,
     now: bool,
     stats: SendStats,
+    signer: FrameSigner | None = None,
 ) -> SendStats:
     started = time.monotonic()
     t_first: float | None = None
@@ -563,6 +609,9 @@ def _send(
                 if (wait := due - time.monotonic()) > 0:
                     time.sleep(wait)
             t0_ns = ns_from_seconds(chunk.t0) + shift_ns
+            sign: dict[str, Any] = {}
+            if signer is not None:
+                sign = {"key": signer.key, "counter": signer.next_counter()}
             if dtype == "int16":
                 where = f"{rec.path}:{chunk.first_line}"
                 counts, frame_scale = _quantize(
@@ -576,6 +625,7 @@ def _send(
                     channels=chunk.channels,
                     dtype="int16",
                     scale=frame_scale,
+                    **sign,
                 )
             else:
                 frame = encode_frame(
@@ -585,6 +635,7 @@ def _send(
                     t0_ns=t0_ns,
                     channels=chunk.channels,
                     dtype=dtype,
+                    **sign,
                 )
             link.send(frame)
             stats.frames += 1
@@ -666,6 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="shift the timestamps so that the first sample is now (for a live service)",
     )
     p.add_argument(
+        "--key-id",
+        metavar="ID",
+        help="sign every frame with this stream key (the receiver's key file names it); the "
+        f"secret, hex, from {KEY_ENV} or {KEY_ENV}_FILE (docs/stream-protocol.md)",
+    )
+    p.add_argument(
         "--retry-s",
         type=float,
         default=10.0,
@@ -707,6 +764,14 @@ def send_main(argv: Sequence[str]) -> int:
         _positive("--scale", args.scale)
         _positive("--retry-s", args.retry_s, allow_zero=True)
         _positive("--timeout", args.timeout)
+        signer = None
+        if args.key_id is not None:
+            if mqtt_url is not None:
+                raise ConfigError(
+                    "--key-id: frames to MQTT are not signed (the broker authenticates: "
+                    "credentials and TLS, docs/stream-protocol.md)"
+                )
+            signer = stream_signer(args.key_id)
         if args.scale is not None and args.dtype != "int16":
             raise ConfigError("--scale: only with --dtype int16")
         sid = args.sensor.encode("utf-8")
@@ -754,6 +819,7 @@ def send_main(argv: Sequence[str]) -> int:
                     retry_s=args.retry_s,
                     timeout_s=args.timeout,
                     stats=stats,
+                    signer=signer,
                 )
     except KeyboardInterrupt:
         if stats.frames:

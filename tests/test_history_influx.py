@@ -134,3 +134,24 @@ def test_replay_into_influx2_survives_an_outage_and_matches_sqlite(
         series = got["pdm_features_velocity_rms_mm_s", labels]
         assert sorted(series) == t_ms, f"channel {ch}: every window, once"
         np.testing.assert_allclose([series[t] for t in t_ms], want.values[sel, col], rtol=1e-11)
+
+
+@pytest.mark.influxdb
+def test_a_value_influxdb_cannot_take_is_rejected_not_retried(influxdb1, tmp_path: Path) -> None:
+    """The InfluxDB side of 'one bad record never stalls the writer': a time beyond int64 ns
+    (the server refuses it, HTTP 400) and a str the encoder cannot encode are kept in
+    ``rejected``; the rest is delivered."""
+    from pdm.history.spool import Spool
+    from pdm.history.writer import HistoryWriter
+
+    url = f"influx1://127.0.0.1:{influxdb1.port}/poison"
+    w = HistoryWriter(lambda: open_store(url), Spool(tmp_path / "spool.db"), flush_interval_s=0.05)
+    w.submit(Event("m1", 2**63 + 5, "stream_gap", "warning", "poison"))
+    w.submit(StateChange("m1", T0 - 1, "ok", "alert", "lone surrogate \udcff"))
+    w.submit(*(Event("m1", T0 + i, "x", "info", f"ok {i}") for i in range(3)))
+    assert w.drain(20), w.snapshot()
+    w.close()
+    s = w.snapshot()
+    assert s.rows_rejected == 2 and s.outages == 0
+    with open_store(url) as st:
+        assert len(st.log("m1", kinds=("events",))) == 3

@@ -477,3 +477,117 @@ def test_a_mark_given_with_critical_records_alone_waits_for_the_rows_queued_befo
         assert w.durable_mark == 2
     finally:
         w.close()
+
+
+# --- one bad record never stalls the writer (issue 16, item 1) ----------------------------------
+
+
+def _real_writer(tmp_path: Path, url: str, **kw: Any) -> HistoryWriter:
+    from pdm.history import open_store
+
+    kw.setdefault("flush_interval_s", 0.05)
+    kw.setdefault("retry_min_s", 0.05)
+    kw.setdefault("retry_max_s", 0.2)
+    return HistoryWriter(lambda: open_store(url), Spool(tmp_path / "spool.db"), **kw)
+
+
+@pytest.mark.parametrize(
+    ("t_ns", "message", "why"),
+    [
+        (2**63, "poison", "OverflowError"),
+        (2**70, "poison", "OverflowError"),
+        (-(2**63) - 1, "poison", "OverflowError"),
+        (T0, "lone surrogate \udcff", "UnicodeEncodeError"),
+    ],
+)
+def test_a_value_sqlite_cannot_bind_is_rejected_and_the_rest_delivered(
+    tmp_path: Path, t_ns: int, message: str, why: str, caplog
+) -> None:
+    """An event SQLite cannot bind (a time beyond int64, a str it cannot encode) sits at the
+    head of the spool: it goes to ``rejected`` with the reason; nothing after it waits
+    (before the fix the store's raw OverflowError made the writer retry it for ever, the
+    store "down")."""
+    w = _real_writer(tmp_path, f"sqlite:///{tmp_path}/h.db")
+    with caplog.at_level(logging.WARNING, logger="pdm.history"):
+        # Critical records, spooled at once: the head of the spool.
+        w.submit(StateChange("m1", t_ns, "ok", "alert", message))
+        for i in range(5):
+            w.submit(features(i), event(i))
+        assert w.drain(10), w.snapshot()
+        w.close()
+    s = w.snapshot()
+    assert s.rows_rejected == 1 and s.outages == 0 and s.store_up
+    assert _feature_times(tmp_path).size == 20
+    with SqliteStore(tmp_path / "h.db") as st:
+        assert len(st.log("m1", kinds=("events",))) == 5
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        (reason,) = db.execute("SELECT reason FROM rejected").fetchone()
+    assert why in reason and "Traceback" not in caplog.text
+
+
+def test_an_unexpected_store_error_on_a_batch_loses_nothing(tmp_path: Path) -> None:
+    """A store that raises something other than HistoryError (a bug) keeps the batch: it is
+    spooled and retried, and delivered once the store behaves."""
+    control = {"down": False, "calls": 0, "boom": True}
+
+    class Buggy(Flaky):
+        def write(self, records: Sequence[Record]) -> None:
+            if control["boom"]:
+                raise RuntimeError("a bug in the store")
+            super().write(records)
+
+    w = HistoryWriter(
+        lambda: Buggy(tmp_path / "h.db", control),  # type: ignore[arg-type,return-value]
+        Spool(tmp_path / "spool.db"),
+        flush_interval_s=0.05,
+        retry_min_s=0.05,
+        retry_max_s=0.1,
+    )
+    for i in range(3):
+        w.submit(features(i))
+    assert w.flush(5)
+    time.sleep(0.3)
+    s = w.snapshot()
+    assert not s.store_up and s.spool_rows >= 12 and s.down_s > 0
+    control["boom"] = False
+    assert w.drain(10)
+    w.close()
+    assert _feature_times(tmp_path).size == 12
+
+
+def test_writer_stats_say_how_long_the_store_is_down_and_rows_wait(tmp_path: Path) -> None:
+    control = {"down": False, "calls": 0}
+    w = _writer(tmp_path, control)
+    assert w.snapshot().down_s == 0 and w.snapshot().stalled_s == 0
+    control["down"] = True
+    w.submit(features(0))
+    assert w.flush(5)
+    time.sleep(0.3)
+    s = w.snapshot()
+    assert not s.store_up and s.down_s >= 0.2 and s.stalled_s >= 0.2
+    control["down"] = False
+    assert w.drain(10)
+    s = w.snapshot()
+    assert s.store_up and s.down_s == 0 and s.stalled_s < 0.2
+    w.close()
+
+
+def test_an_outage_open_at_exit_ends_with_store_up_in_the_next_run(tmp_path: Path) -> None:
+    """history shows where every outage ended: one still open when the process stopped ends
+    (``store_up``) when the next run first delivers."""
+    control = {"down": True, "calls": 0}
+    w = _writer(tmp_path, control)
+    w.submit(features(0))
+    assert w.flush(5)
+    w.close(timeout=1)
+    control["down"] = False
+    w2 = _writer(tmp_path, control)
+    assert not w2.snapshot().store_up  # until it has written
+    assert w2.drain(10)
+    w2.close()
+    with SqliteStore(tmp_path / "h.db") as st:
+        types = [e.type for e in st.log(None, kinds=("events",))]
+    assert types == ["store_up", "store_down"]
+    w3 = _writer(tmp_path, control)  # closed properly: no outage to end
+    assert w3.snapshot().store_up
+    w3.close()

@@ -537,7 +537,8 @@ BIG = 300_000  # rows of 8 zeros: a JSON payload over 16 MiB
         (frame(0) + frame(1), "179 bytes after the 179-byte PDMS frame"),
         (frame(0)[:-5], "truncated PDMS frame"),
         (frame(0)[:-1] + b"\x00", "PDMS frame, byte 175: CRC32 mismatch"),
-        (b"PDMS\x02" + bytes(40), "PDMS frame, byte 4: unknown protocol version 2"),
+        (b"PDMS\x03" + bytes(40), "PDMS frame, byte 4: unknown protocol version 3"),
+        (b"PDMS\x02" + bytes(40), "authenticated frame (version 2), but this receiver has no"),
         (b"{" + b" " * MAX_PAYLOAD_BYTES, f"the limit is {MAX_PAYLOAD_BYTES}"),
     ],
 )
@@ -950,3 +951,128 @@ def test_send_mqtt_user_errors_are_one_line_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pdm-edge: error: --to 'mqtt://"), err
     assert words in err[0] and ":pw@" not in err[0], err
+
+
+# --------------------------------------------------------------------------------------------
+# TLS with the appliance's files: a private CA, a client certificate (issue 16, Build 3)
+# --------------------------------------------------------------------------------------------
+
+
+def _pki(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate 'pdm-edge', as PEM
+    files in ``d`` (made here: no network, no fixed keys in the repository)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(cn: str, key: Any, issuer: x509.Name, signer: Any, ca: bool, san: Any) -> Any:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    out: dict[str, Path] = {}
+
+    def write(stem: str, key: Any, crt: Any) -> None:
+        out[f"{stem}.key"] = d / f"{stem}.key"
+        out[f"{stem}.key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        out[f"{stem}.key"].chmod(0o600)
+        out[f"{stem}.pem"] = d / f"{stem}.pem"
+        out[f"{stem}.pem"].write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test CA", ca_key, name("test CA"), ca_key, True, None)
+    write("ca", ca_key, ca)
+    for stem, san in (
+        ("server", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        ("client", [x509.DNSName("pdm-edge")]),
+    ):
+        k = ec.generate_private_key(ec.SECP256R1())
+        write(
+            stem,
+            k,
+            cert(stem if stem == "server" else "pdm-edge", k, ca.subject, ca_key, False, san),
+        )
+    return out
+
+
+@pytest.mark.mqtt
+def test_mqtts_with_a_private_ca_and_a_client_certificate_from_files(
+    mosquitto_binary: str, tmp_path: Path, col: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mqtts://`` to a broker that requires a client certificate: the CA to trust and the
+    appliance's certificate and key come from files named by the environment; without the
+    certificate, or trusting only the system's CAs, the broker is not reached."""
+    pki = _pki(tmp_path)
+    b = Broker(
+        mosquitto_binary,
+        tmp_path / "tls",
+        extra=(
+            f"cafile {pki['ca.pem']}\ncertfile {pki['server.pem']}\nkeyfile {pki['server.key']}\n"
+            "require_certificate true\nuse_identity_as_username true\nallow_anonymous false"
+        ),
+    ).start()
+    url = f"mqtts://127.0.0.1:{b.port}/pdm/#"
+    try:
+        monkeypatch.setenv("PDM_MQTT_CA_FILE", str(pki["ca.pem"]))
+        monkeypatch.setenv("PDM_MQTT_CERT_FILE", str(pki["client.pem"]))
+        monkeypatch.setenv("PDM_MQTT_KEY_FILE", str(pki["client.key"]))
+        with MqttSource(url, on_chunk=col.on_chunk, on_event=col.on_event) as src:
+            col.wait(lambda c: "mqtt_connected" in c.kinds())
+            assert src.connected
+        for unset in ("PDM_MQTT_CERT_FILE", "PDM_MQTT_CA_FILE"):
+            monkeypatch.delenv(unset)
+            if unset == "PDM_MQTT_CERT_FILE":
+                monkeypatch.delenv("PDM_MQTT_KEY_FILE")
+            col.events.clear()
+            with MqttSource(url, on_chunk=col.on_chunk, on_event=col.on_event) as src:
+                col.wait(lambda c: "mqtt_disconnected" in c.kinds(), timeout=10)
+                assert not src.connected
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"PDM_MQTT_CERT_FILE": "/x.pem"}, "go together"),
+        ({"PDM_MQTT_CA_FILE": "/nonexistent/ca.pem"}, "PDM_MQTT_CA_FILE=/nonexistent/ca.pem"),
+        (
+            {"PDM_MQTT_CERT_FILE": "/nonexistent/c.pem", "PDM_MQTT_KEY_FILE": "/nonexistent/k"},
+            "cannot load the client certificate",
+        ),
+    ],
+)
+def test_tls_files_that_cannot_be_used_are_one_line_config_errors(
+    env: dict[str, str], words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=words):
+        MqttSource("mqtts://127.0.0.1:1/pdm/#", on_chunk=lambda s, c: None)
+    with pytest.raises(ConfigError, match="not mqtts"):
+        MqttSource("mqtt://127.0.0.1:1/pdm/#", on_chunk=lambda s, c: None)

@@ -244,6 +244,8 @@ def test_service_metrics_are_declared_with_their_types() -> None:
         "pdm_model_info": "gauge",
         "pdm_watchdog_stalls_total": "counter",
         "pdm_decision_latency_seconds": "histogram",
+        "pdm_input_refused_total": "counter",
+        "pdm_frames_refused_total": "counter",
     }
     # Every stage shows from the first scrape, with zero counts.
     for stage in STAGES:
@@ -368,6 +370,16 @@ def test_health_helpers() -> None:
     ok, why = history_health(WriterStats(store_up=False, spool_rows=1000), 1000)
     assert not ok and "1000" in why
     assert not history_health(WriterStats(rows_dropped=1), 1000)[0]
+    # History that does not move is not healthy: the store down too long, or rows waiting
+    # with the store up and none delivered (a stuck writer; issue 16 item 1).
+    assert history_health(WriterStats(store_up=False, down_s=299.0), 1000)[0]
+    ok, why = history_health(WriterStats(store_up=False, down_s=301.0, spool_rows=5), 1000)
+    assert not ok and "down for 301 s (limit 300 s)" in why
+    assert history_health(WriterStats(store_up=True, stalled_s=59.0, queue_rows=3), 1000)[0]
+    ok, why = history_health(WriterStats(store_up=True, stalled_s=61.0, spool_rows=7), 1000)
+    assert not ok and why.startswith("stuck: no row delivered for 61 s") and "7 wait" in why
+    ok, why = history_health(WriterStats(store_up=True, rows_rejected=2), 1000)
+    assert ok and "2 row(s) rejected" in why
     report = health_report({"loop": (True, "alive"), "history": (False, "store down")})
     assert report["ok"] is False
     assert report["reasons"] == ["history: store down"]
@@ -457,8 +469,15 @@ def test_ack_happy_path(client: httpx.Client, service: FakeService) -> None:
         (b'{"by": 7}', 400, "'by'"),
         (b'{"by": "ana", "comment": 1}', 400, "'comment'"),
         (b'{"by": "ana", "commment": "typo"}', 400, "unknown key"),
-        (b'{"by": "  "}', 400, "needs a name"),  # the backend's ValueError
+        (b'{"by": "  "}', 400, "name of who acts"),
         (b"", 400, "not JSON"),
+        # Issue 16 item 9: bounded, one-line names and comments.
+        (b'{"by": "' + b"a" * 65 + b'"}', 400, "'by' has 65 characters; at most 64"),
+        (b'{"by": "ana", "comment": "' + b"c" * 501 + b'"}', 400, "at most 500"),
+        (b'{"by": "ana\\nroot"}', 400, "'by' contains a control character"),
+        (b'{"by": "ana", "comment": "x\\u0007y"}', 400, "'comment' contains a control"),
+        (b'{"by": "ana", "comment": "x\\u2028y"}', 400, "line break"),
+        (b'{"by": "ana", "force": true}', 400, "unknown key"),  # force: promote only
     ],
 )
 def test_ack_bad_bodies(

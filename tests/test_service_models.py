@@ -180,6 +180,14 @@ def test_upload_shadow_promote_rollback(
     _wait(lambda: _status(client)["shadow"]["windows"] >= 2, "the shadow again")
     r = client.post(f"/models/{MACHINE}/promote", json={"by": " "})
     assert r.status_code == 400 and "name" in r.json()["error"]
+    # Too little shadow evidence: refused (issue 16, item 2: promoted on zero windows).
+    r = client.post(f"/models/{MACHINE}/promote", json={"by": "ana", "comment": "ECO-17"})
+    assert r.status_code == 409 and "a promotion needs 100" in r.json()["error"], r.text
+    # Forcing needs a token on the API (who forces must be known).
+    r = client.post(f"/models/{MACHINE}/promote", json={"by": "ana", "force": True})
+    assert r.status_code == 403 and "token" in r.json()["error"]
+    app.opts.promote_min_windows = 8
+    _wait(lambda: _status(client)["shadow"]["windows"] >= 8, "enough shadow windows")
     r = client.post(f"/models/{MACHINE}/promote", json={"by": "ana", "comment": "ECO-17"})
     assert r.status_code == 200, r.text
     assert (r.json()["active"], r.json()["previous"]) == (new, old)
@@ -196,7 +204,8 @@ def test_upload_shadow_promote_rollback(
     assert f"{old} → {new} promoted by ana" in ev.message and "ECO-17" in ev.message
     detail = json.loads(ev.detail)
     assert (detail["by"], detail["old"], detail["new"]) == ("ana", old, new)
-    assert detail["shadow"]["windows"] >= 2 and "confusion" in detail["shadow"]
+    assert detail["shadow"]["windows"] >= 8 and "confusion" in detail["shadow"]
+    assert detail["forced"] is False and "FORCED" not in ev.message
     r = client.post(f"/models/{MACHINE}/promote", json={"by": "ana"})
     assert r.status_code == 404 and "no candidate" in r.json()["error"]
     time.sleep(0.5)  # the watcher sees the new live directory: no second swap
@@ -301,9 +310,16 @@ def test_with_keys_only_a_signed_upload_runs_and_promote_needs_the_token(
         assert _version(app) == old
         auth = {"Authorization": f"Bearer {TOKEN}"}
         r = c.post(f"/models/{MACHINE}/promote", json={"by": "ana"}, headers=auth)
+        assert r.status_code == 409 and "shadow" in r.json()["error"]  # too little evidence
+        body = {"by": "ana", "comment": "hotfix", "force": True}
+        r = c.post(f"/models/{MACHINE}/promote", json=body, headers=auth)
         assert r.status_code == 200, r.text
     _wait(lambda: _version(app) != old, "the signed candidate to score")
     assert (models / MACHINE / "model.sig").exists()
+    (msg,) = _events(app, "model_promoted")
+    assert (
+        "promoted by ana" in msg and "(hotfix); FORCED with" in msg and "of the 100 required" in msg
+    )
 
 
 def test_extract_bundle_bounds_what_it_reads(tmp_path: Path, candidate: Path) -> None:

@@ -68,7 +68,7 @@ import httpx
 
 from pdm import __version__
 from pdm.errors import ConfigError, PdmError
-from pdm.secrets import secret_bytes
+from pdm.secrets import redact_url, secret_bytes
 
 # Type-only: receivers import this module for `verify`, and the event module pulls in the whole
 # DSP stack (numpy, scipy: ~0.4 s). The sender only calls methods on the objects it is given.
@@ -160,8 +160,14 @@ class WebhookSettings:
             )
         try:
             parts.port  # noqa: B018 -- raises ValueError on a bad port
-        except ValueError as exc:
-            raise ConfigError(f"{where}: url has a bad port: {exc}") from exc
+        except ValueError as exc:  # (its text quotes the port: maybe part of a password)
+            raise ConfigError(f"{where}: url has a bad port") from exc
+        if "@" in parts.netloc:
+            raise ConfigError(
+                f"{where}: url {redact_url(self.url)!r}: no user or password in the URL (they "
+                "would be sent as Basic auth, and pipeline files are world-readable); the "
+                "receiver checks the HMAC signature instead"
+            )
         if not isinstance(self.secret, bytes) or not self.secret:
             raise ConfigError(f"{where}: secret must be non-empty bytes")
         if self.format not in FORMATS:

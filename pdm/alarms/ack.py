@@ -17,7 +17,7 @@ from pathlib import Path
 from pdm.actions.outbox import Outbox
 from pdm.alarms.engine import appliance_id
 from pdm.alarms.events import AlarmEvent
-from pdm.alarms.state import Ack, AlarmRules, acknowledge
+from pdm.alarms.state import Ack, AlarmRules, acknowledge, check_operator_text
 from pdm.alarms.store import AlarmStore
 from pdm.errors import ConfigError
 from pdm.history import open_store, spool_path
@@ -31,8 +31,10 @@ __all__ = ["ack"]
 
 def ack(machine: str, by: str, comment: str, data_dir: Path, store_url: StoreURL) -> str:
     """Acknowledge ``machine``; returns the one-line result for the operator."""
-    if not by.strip():
-        raise ConfigError("--by: give the name of who acknowledges")
+    try:
+        by, comment = check_operator_text(by, comment)
+    except ValueError as exc:
+        raise ConfigError(f"--by/--comment: {exc}") from exc
     if "#" in machine:
         raise ConfigError(
             f"{machine!r}: a dry-run replay's state is a re-analysis, not an alarm to acknowledge"

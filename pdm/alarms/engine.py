@@ -442,7 +442,10 @@ class AlarmEngine:
         assert self.state is not None
         t_ns = time.time_ns() if t_ns is None else t_ns
         by = by.strip()
-        self.state, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
+        new, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
+        if new is self.state:
+            return [], msg  # nothing to acknowledge, or acknowledged already: nothing written
+        self.state = new
         from pdm.alarms.state import Ack
         from pdm.history.records import Event, StateChange
 
@@ -486,10 +489,12 @@ class AlarmEngine:
         return done
 
     def close(self, *, drop_relay: bool = True, timeout: float = 10.0) -> None:
-        """Stop: webhooks get ``timeout`` to deliver; the relay drops (fail-safe) by default."""
+        """Stop: webhooks get ``timeout`` in all to deliver; the relay drops (fail-safe) by
+        default."""
+        deadline = time.monotonic() + timeout
         for sender in self.webhooks:
-            sender.drain(timeout)
-            sender.close(timeout=2.0)
+            sender.drain(max(0.0, deadline - time.monotonic()))
+            sender.close(timeout=max(0.05, min(2.0, deadline - time.monotonic())))
         for outbox in self._outboxes:
             outbox.close()
         if drop_relay:

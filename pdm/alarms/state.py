@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,8 @@ from pdm.scoring.explain import DIAGNOSES
 __all__ = [
     "FAULT_DIAGNOSES",
     "LEVELS",
+    "MAX_BY_CHARS",
+    "MAX_COMMENT_CHARS",
     "TRIP_EVIDENCE",
     "Ack",
     "AlarmRules",
@@ -65,6 +68,7 @@ __all__ = [
     "Transition",
     "WindowResult",
     "acknowledge",
+    "check_operator_text",
     "diagnosis_confidence_of",
     "features_read",
     "relay_permissive",
@@ -535,13 +539,23 @@ def acknowledge(
     """Acknowledge the latch; returns (state, transitions, message).
 
     A latch that is already clear (``off_windows`` clear windows) ends now; one that is
-    not stays, acknowledged, and ends when it clears. Acknowledging ``ok``/``alert``
-    changes nothing (the message says so).
+    not stays, acknowledged, and ends when it clears. Acknowledging ``ok``/``alert``, or a
+    latch acknowledged already, changes nothing: the same ``state`` object comes back (the
+    message says so).
     """
     if not by.strip():
         raise ValueError("an acknowledgement needs a name (--by)")
     if not state.latched:
         return state, [], f"nothing to acknowledge: the state is {state.state}"
+    if state.ack is not None and state.clear_run < rules.off_windows:
+        # Acknowledged already and not clear yet: a repeat changes nothing (the same state
+        # comes back, and the callers write nothing).
+        return (
+            state,
+            [],
+            f"{state.state} already acknowledged by {state.ack.by}; it ends when the machine "
+            f"has been clear for {rules.off_windows} windows",
+        )
     ack = Ack(by.strip(), t_ns, comment)
     if state.clear_run >= rules.off_windows:
         cur = LEVELS.index(state.state)
@@ -656,3 +670,29 @@ def diagnosis_confidence_of(row: Mapping[str, Any] | None) -> tuple[str | None, 
 
 
 assert _ZONES == "ABCD"
+
+
+# -- who acts ------------------------------------------------------------------------------------
+
+#: ``by`` and ``comment`` of an acknowledgement (and of a model promotion or rollback): at most
+#: this many characters. They are stored, sent in webhooks and shown in one-line logs.
+MAX_BY_CHARS = 64
+MAX_COMMENT_CHARS = 500
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_operator_text(by: str, comment: str) -> tuple[str, str]:
+    """``by`` (stripped, non-empty, at most :data:`MAX_BY_CHARS`) and ``comment`` (at most
+    :data:`MAX_COMMENT_CHARS`) of an operator's action, or ``ValueError`` with the reason:
+    neither may hold a control character or line break (they end up in one-line logs)."""
+    by = by.strip()
+    if not by:
+        raise ValueError("'by' must give the name of who acts")
+    if len(by) > MAX_BY_CHARS:
+        raise ValueError(f"'by' has {len(by)} characters; at most {MAX_BY_CHARS}")
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise ValueError(f"'comment' has {len(comment)} characters; at most {MAX_COMMENT_CHARS}")
+    for name, text in (("by", by), ("comment", comment)):
+        if _CONTROL_CHARS.search(text):
+            raise ValueError(f"'{name}' contains a control character or line break")
+    return by, comment

@@ -44,9 +44,10 @@ from pdm.history.records import (
     Spectrum,
     StateChange,
 )
-from pdm.secrets import secret_bytes
+from pdm.secrets import redact_url, secret_bytes
 
 __all__ = [
+    "UNSTORABLE",
     "HistoryError",
     "HistoryStore",
     "LogRecord",
@@ -55,6 +56,7 @@ __all__ = [
     "Trend",
     "bucket_ns",
     "parse_store_url",
+    "unstorable",
 ]
 
 LogRecord = StateChange | Event | ActionResult | Capture
@@ -66,6 +68,20 @@ class HistoryError(PdmError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+#: What binding or encoding raises for a value a store cannot take (an integer beyond int64,
+#: a str with a lone surrogate, a type it has no form for): the record never will be stored.
+UNSTORABLE = (OverflowError, ValueError, TypeError)
+
+
+def unstorable(where: str, exc: BaseException) -> HistoryError:
+    """The permanent :class:`HistoryError` of an :data:`UNSTORABLE` error: the writer moves
+    the record to the spool's ``rejected`` table rather than retry it for ever."""
+    reason = " ".join(str(exc).split())[:200]
+    return HistoryError(
+        f"{where}: a value cannot be stored: {type(exc).__name__}: {reason}", retryable=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +256,9 @@ def parse_store_url(
     required. Raises :class:`ConfigError` naming ``where`` and what is wrong.
     """
     text = text.strip()
+    shown = redact_url(text)  # every message shows this: never a password or token
     parts = urlsplit(text)
     if parts.password is not None:
-        shown = text.replace(f":{parts.password}@", ":***@", 1)
         raise ConfigError(
             f"{where}: {shown!r}: no password in the URL; set PDM_INFLUX_PASSWORD "
             "(or PDM_INFLUX_PASSWORD_FILE) instead"
@@ -252,7 +268,7 @@ def parse_store_url(
     if scheme == "sqlite":
         if parts.netloc or not text.lower().startswith("sqlite:///") or len(parts.path) < 2:
             raise ConfigError(
-                f"{where}: {text!r}: expected sqlite:///PATH (or sqlite:////ABS/PATH)"
+                f"{where}: {shown!r}: expected sqlite:///PATH (or sqlite:////ABS/PATH)"
             )
         raw = unquote(parts.path[1:])  # 'sqlite:///a.db' -> 'a.db'; 'sqlite:////a.db' -> '/a.db'
         path = Path(raw)
@@ -260,22 +276,25 @@ def parse_store_url(
             path = Path(base_dir or Path.cwd()) / path
         return StoreURL("sqlite", text, path=path)
     if scheme not in ("influx1", "influx1s", "influx2", "influx2s"):
-        raise ConfigError(f"{where}: {text!r}: unknown store; use one of {known}")
+        raise ConfigError(f"{where}: {shown!r}: unknown store; use one of {known}")
     tls = scheme.endswith("s")
     kind: Scheme = "influx1" if scheme.startswith("influx1") else "influx2"
     try:
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"{where}: {text!r}: bad port ({exc})") from exc
+        # (not the exception's text: it quotes the port, which may be part of a password)
+        raise ConfigError(f"{where}: {shown!r}: the port is not a number 0-65535") from exc
     host = parts.hostname or ""
     if not host or port is None:
-        raise ConfigError(f"{where}: {text!r}: HOST:PORT is required, e.g. {kind}://127.0.0.1:8086")
+        raise ConfigError(
+            f"{where}: {shown!r}: HOST:PORT is required, e.g. {kind}://127.0.0.1:8086"
+        )
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     allowed = {"rp", "timeout"} if kind == "influx1" else {"org", "bucket", "db", "rp", "timeout"}
     unknown = sorted(set(query) - allowed)
     if unknown:
         raise ConfigError(
-            f"{where}: {text!r}: unknown parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+            f"{where}: {shown!r}: unknown parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
         )
     timeout = 10.0
     if "timeout" in query:
@@ -284,33 +303,33 @@ def parse_store_url(
         except ValueError:
             timeout = -1.0
         if not 0 < timeout <= 300:
-            raise ConfigError(f"{where}: {text!r}: timeout must be seconds in (0, 300]")
+            raise ConfigError(f"{where}: {shown!r}: timeout must be seconds in (0, 300]")
     common: dict[str, Any] = {"tls": tls, "host": host, "port": port, "timeout_s": timeout}
     if kind == "influx1":
         db = unquote(parts.path.lstrip("/"))
         if not db or not _NAME.match(db):
             raise ConfigError(
-                f"{where}: {text!r}: the database name is missing or invalid (/DATABASE)"
+                f"{where}: {shown!r}: the database name is missing or invalid (/DATABASE)"
             )
         user = unquote(parts.username or "")
         secret = _secret("PDM_INFLUX_PASSWORD", where) if user and secrets else ""
         if user and secrets and not secret:
             raise ConfigError(
-                f"{where}: {text!r}: user {user!r} needs a password in PDM_INFLUX_PASSWORD "
+                f"{where}: {shown!r}: user {user!r} needs a password in PDM_INFLUX_PASSWORD "
                 "(or a file named by PDM_INFLUX_PASSWORD_FILE)"
             )
         return StoreURL(
             "influx1", text, database=db, rp=query.get("rp", ""), user=user, secret=secret, **common
         )
     if parts.path not in ("", "/") or parts.username:
-        raise ConfigError(f"{where}: {text!r}: influx2 takes no path or user; use ?org=…&bucket=…")
+        raise ConfigError(f"{where}: {shown!r}: influx2 takes no path or user; use ?org=…&bucket=…")
     for key in ("org", "bucket"):
         if not query.get(key):
-            raise ConfigError(f"{where}: {text!r}: ?{key}= is required")
+            raise ConfigError(f"{where}: {shown!r}: ?{key}= is required")
     secret = _secret("PDM_INFLUX_TOKEN", where) if secrets else ""
     if secrets and not secret:
         raise ConfigError(
-            f"{where}: {text!r}: no token; set PDM_INFLUX_TOKEN (or PDM_INFLUX_TOKEN_FILE)"
+            f"{where}: {shown!r}: no token; set PDM_INFLUX_TOKEN (or PDM_INFLUX_TOKEN_FILE)"
         )
     return StoreURL(
         "influx2",

@@ -27,12 +27,14 @@ import httpx
 import numpy as np
 
 from pdm.history.base import (
+    UNSTORABLE,
     HistoryError,
     LogRecord,
     MachineStatus,
     StoreURL,
     Trend,
     bucket_ns,
+    unstorable,
 )
 from pdm.history.lineproto import MEASUREMENTS, lines
 from pdm.history.records import (
@@ -153,6 +155,14 @@ class _InfluxQL:
         parser work on both cores. Raises the first error; everything before it
         may be stored, which is harmless — a resent point replaces itself.
         """
+        try:
+            self._write(records)
+        except UNSTORABLE as exc:
+            # A value line protocol cannot carry (a str with a lone surrogate, a type with no
+            # field form). (A time beyond int64 the server refuses itself: HTTP 400.)
+            raise unstorable(self.url, exc) from exc
+
+    def _write(self, records: Sequence[Record]) -> None:
         in_flight: Future[None] | None = None
         try:
             batch: list[str] = []

@@ -152,6 +152,23 @@ class Spool:
             (name, n),
         )
 
+    def flag(self, name: str) -> bool:
+        """A flag kept in the file (survives restarts); False until set."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM counters WHERE name = ?", (f"flag_{name}",)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def set_flag(self, name: str, on: bool) -> None:
+        """Set or clear a flag (one fsynced transaction)."""
+        with self._tx("flag"):
+            self._db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (f"flag_{name}", int(on)),
+            )
+
     def count_dropped(self, kind: str, rows: int) -> None:
         """Record rows dropped outside the spool (a record that could not fit anywhere)."""
         with self._lock:

@@ -52,7 +52,15 @@ from typing import Any, Final
 import numpy as np
 
 from pdm.durable import retry_locked
-from pdm.history.base import HistoryError, LogRecord, MachineStatus, Trend, bucket_ns
+from pdm.history.base import (
+    UNSTORABLE,
+    HistoryError,
+    LogRecord,
+    MachineStatus,
+    Trend,
+    bucket_ns,
+    unstorable,
+)
 from pdm.history.records import (
     ActionResult,
     Capture,
@@ -475,6 +483,8 @@ class SqliteStore:
                     self._db.executemany(_INSERT[kind], rows)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+        except UNSTORABLE as exc:  # a value SQLite cannot bind: never, however long we wait
+            raise unstorable(self.url, exc) from exc
         if prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
 

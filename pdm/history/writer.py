@@ -19,7 +19,10 @@ Instead:
 * If the queue outgrows ``queue_rows`` (the store is slower than the
   pipeline), ``submit`` spills it to the spool itself, so memory stays bounded.
 * A permanent error (HTTP 400, say) isolates the offending record and keeps it
-  in the spool's ``rejected`` table; the rest is delivered.
+  in the spool's ``rejected`` table; the rest is delivered. A value a store
+  cannot take at all (``OverflowError``, ``ValueError``, ``TypeError`` from
+  binding or encoding: an integer beyond int64, say) is such a permanent error
+  too, whichever store raised it: one bad record never stalls the writer.
 * :meth:`close` (called on SIGTERM through the commands' handlers) delivers
   what it can within its timeout and spools the rest.
 
@@ -41,13 +44,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdm.history.base import HistoryError, HistoryStore
+from pdm.history.base import UNSTORABLE, HistoryError, HistoryStore, unstorable
 from pdm.history.records import CRITICAL_KINDS, KINDS, Event, Record
 from pdm.history.spool import Spool
 
 __all__ = ["HistoryWriter", "WriterStats"]
 
 log = logging.getLogger("pdm.history")
+
+#: The spool's flag for an outage that has not ended (``store_down`` without ``store_up``).
+_OUTAGE = "outage_open"
 
 
 @dataclass
@@ -65,6 +71,11 @@ class WriterStats:
     spool_bytes: int = 0
     store_up: bool = True
     outages: int = 0
+    #: How long the store has been down, s (0 while it is up).
+    down_s: float = 0.0
+    #: How long rows have been waiting (queue or spool) with none delivered or rejected
+    #: meanwhile, s (0 when nothing waits): a writer that is stuck shows here.
+    stalled_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -139,7 +150,16 @@ class HistoryWriter:
         self._mark: int | None = None
         self._rejections: set[str] = set()
         self._pending_at_recovery = 0
+        self._inflight: list[Record] | None = None  # the batch being written from the queue
+        self._down_since: float | None = None  # monotonic time the store went down
+        self._progress_at = time.monotonic()  # last delivery, rejection, or nothing waiting
+        self._unexpected_logged = False
         self.stats = WriterStats()
+        if spool.flag(_OUTAGE):
+            # An earlier run ended with the store down: the outage goes on until a write
+            # succeeds, which records its store_up (history shows where it ended).
+            self.stats.store_up = False
+            self._down_since = time.monotonic()
         self.last_error: str = ""
         #: Per thread, inside :meth:`together`: its _Held.
         self._held = threading.local()
@@ -242,14 +262,18 @@ class HistoryWriter:
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
         return True
 
-    def drain(self, timeout: float) -> bool:
-        """Wait until the queue *and* the spool reach the store; False on timeout."""
+    def drain(self, timeout: float, *, while_up: bool = False) -> bool:
+        """Wait until the queue *and* the spool reach the store; False on timeout (or, with
+        ``while_up``, as soon as the store is found down: a stopping service does not wait
+        for a store that does not answer)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.flush(timeout=max(0.0, deadline - time.monotonic()))
             with self._cond:
                 if not self._queue and not self._busy and len(self.spool) == 0:
                     return True
+                if while_up and not self.stats.store_up:
+                    return False
                 self._retry_at = min(self._retry_at, time.monotonic())
                 self._flush_wanted = True
                 self._cond.notify()
@@ -257,7 +281,13 @@ class HistoryWriter:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what can be delivered within ``timeout`` s; spool the rest; stop the thread."""
+        """Deliver what can be delivered within ``timeout`` s; spool the rest; stop the thread.
+
+        Returns within about ``timeout`` s even when the store hangs in the middle of a write
+        (a server that accepts and never answers): the batch being written is spooled too,
+        and should the write still succeed later, the store keeps one copy of each row
+        (every store writes a row twice as once).
+        """
         if self._stop and not self._thread.is_alive():
             return
         deadline = time.monotonic() + timeout
@@ -267,7 +297,17 @@ class HistoryWriter:
             self._stop = True
             self._cond.notify()
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        with self._io:
+        if not self._io.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            # The writer thread is stuck in the store: spool what it holds and the queue.
+            with self._cond:
+                held = list(self._inflight or ())
+            if held:
+                self._push_spool(held)
+            self._spill_queue()
+            self._refresh_stats()
+            log.warning("history: the store did not answer in time; the rest is in the spool")
+            return
+        try:
             self._spill_queue()  # whatever is left in memory goes to disk
             self._refresh_stats()
             if self._store is not None:
@@ -276,6 +316,8 @@ class HistoryWriter:
                 except Exception:
                     log.debug("closing the store failed", exc_info=True)
                 self._store = None
+        finally:
+            self._io.release()
 
     def __enter__(self) -> HistoryWriter:
         return self
@@ -348,6 +390,8 @@ class HistoryWriter:
         if not batch:
             return
         records = [r for r, _ in batch]
+        with self._cond:
+            self._inflight = records  # for close(), should the store hang
         try:
             self._store_write(records)
         except HistoryError as exc:
@@ -360,9 +404,13 @@ class HistoryWriter:
         else:
             self.stats.rows_written += rows
             self._came_up()
+        finally:
+            with self._cond:
+                self._inflight = None
         self._advance_mark(batch)
 
     def _store_write(self, records: list[Record]) -> None:
+        """Write through the store; every failure comes out as a :class:`HistoryError`."""
         if self._store is None:
             try:
                 self._store = self._open_store()
@@ -370,7 +418,22 @@ class HistoryWriter:
                 raise HistoryError(f"cannot open the store: {exc}", retryable=True) from exc
             if hasattr(self._store, "pace"):
                 self._store.pace = self._pace
-        self._store.write(records)
+        try:
+            self._store.write(records)
+        except HistoryError:
+            raise
+        except UNSTORABLE as exc:
+            # The stores translate these themselves; this is the net under any that does
+            # not: a value that cannot be bound or encoded never will be.
+            raise unstorable("the store", exc) from exc
+        except Exception as exc:
+            if not self._unexpected_logged:  # a bug: its traceback once, not per retry
+                self._unexpected_logged = True
+                log.error("history: the store failed unexpectedly", exc_info=True)
+            raise HistoryError(
+                f"unexpected error: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        self._progress_at = time.monotonic()
 
     def _pace(self) -> None:
         """Before each statement: let the urgent thread finish what it is doing first."""
@@ -415,6 +478,7 @@ class HistoryWriter:
     def _reject(self, seq: int, reason: str) -> None:
         rows = self.spool.reject(seq, reason)
         self.stats.rows_rejected += rows
+        self._progress_at = time.monotonic()
         key = reason.split(":")[-1].strip()[:80]
         if key not in self._rejections:
             self._rejections.add(key)
@@ -475,7 +539,9 @@ class HistoryWriter:
         if self.stats.store_up:
             self.stats.store_up = False
             self.stats.outages += 1
+            self._down_since = time.monotonic()
             log.warning("history store down: %s; spooling to %s", reason, self.spool.path)
+            self._set_outage(True)
             self._push_spool(
                 [
                     Event(
@@ -501,20 +567,35 @@ class HistoryWriter:
     def _came_up(self) -> None:
         if not self.stats.store_up:
             self.stats.store_up = True
+            self._down_since = None
             waiting = max(self._pending_at_recovery, self.spool.rows)
             log.warning("history store back; replaying %d spooled row(s)", waiting)
             self._push_spool(
                 [Event(self.label, time.time_ns(), "store_up", "info", "history store back")]
             )
+            self._set_outage(False)
         self._backoff = self.retry_min_s
         self._retry_at = 0.0
 
+    def _set_outage(self, on: bool) -> None:
+        """Remember in the spool file that an outage is open (a restart ends it properly)."""
+        try:
+            self.spool.set_flag(_OUTAGE, on)
+        except HistoryError as exc:
+            log.warning("history: %s", exc)
+
     def _refresh_stats(self) -> None:
         s = self.stats
+        now = time.monotonic()
         with self._cond:
             s.queue_rows = self._queued_rows
         s.spool_rows = self.spool.rows
         s.spool_bytes = self.spool.nbytes
+        if not s.queue_rows and not s.spool_rows:
+            self._progress_at = now  # nothing waits: nothing is stuck
+        s.stalled_s = round(now - self._progress_at, 3)
+        down = self._down_since
+        s.down_s = 0.0 if down is None else round(now - down, 3)
         s.dropped_by_kind = {k: v for k, v in self.spool.dropped().items() if v}
 
     def snapshot(self) -> WriterStats:

@@ -8,8 +8,11 @@ Endpoints (all answers JSON, except ``/metrics``)::
     GET  /status/<machine>  200 {machine status}; 404 unknown machine
     POST /ack/<machine>     body {"by": "name", "comment": "..."} (Content-Type: application/json)
                             200 {"machine": ..., "message": ...}; 400 bad JSON, no/empty "by",
-                            unknown keys; 404 unknown machine; 415 not JSON; 413 body > 64 KiB;
-                            411 chunked (no Content-Length)
+                            "by" over 64 or "comment" over 500 characters, a control character
+                            in either, unknown keys; 404 unknown machine; 415 not JSON; 413
+                            body > 64 KiB; 411 chunked (no Content-Length). Acknowledging what
+                            is already acknowledged, or nothing, writes nothing (200, the
+                            message says so).
     GET  /metrics           200 Prometheus text format 0.0.4
     PUT  /models/<machine>/candidate
                             body: a tar.gz of the model bundle (Content-Type: application/gzip;
@@ -18,11 +21,13 @@ Endpoints (all answers JSON, except ``/metrics``)::
                             400 with the one-line reason (not a safe bundle, or it fails its
                             check: nothing written); 404; 408; 411; 413 body > 64 MiB; 415;
                             503 the models directory cannot be written
-    POST /models/<machine>/promote   body {"by": "name", "comment": "..."} as for /ack:
-                            200 {"machine", "message", "active", "previous"}: the shadow
-                            candidate installed and scoring; 404 no candidate; 409 the
-                            candidate changed since it was checked (or was rejected); 503 as
-                            for the upload
+    POST /models/<machine>/promote   body {"by": "name", "comment": "...", "force": false} as
+                            for /ack: 200 {"machine", "message", "active", "previous"}: the
+                            shadow candidate installed and scoring; 404 no candidate; 409 the
+                            candidate changed since it was checked (or was rejected), or it
+                            has scored fewer shadow windows than the service asks
+                            (``--promote-min-windows``, default 100) and "force" is not true;
+                            403 "force" without a token on the API; 503 as for the upload
     POST /models/<machine>/rollback  body as for promote: 200 as for promote, ``NAME.previous``
                             restored (after its check); 404 no previous model; 409 it fails its
                             check now
@@ -34,15 +39,19 @@ raised: the client gets no traceback; the log gets one line, and the traceback
 at debug level). A backend refuses with :class:`APIError` (status and one line),
 ``KeyError`` (unknown machine: 404) or ``ValueError`` (400).
 
-**Who may call.** Bound to a loopback address (``127.0.0.1``, ``::1``; ``localhost``
-means ``127.0.0.1``) the API needs no token. Bound to anything else (``0.0.0.0``, a
-LAN address, a host name) it refuses to start without one (:class:`~pdm.errors.ConfigError`), and
-every request but ``GET /health`` must carry ``Authorization: Bearer <token>``
-(compared in constant time). A token given for a loopback bind is enforced too.
-Without a token the ``Host`` header must name a loopback address, so a web page
-in a browser on the appliance cannot reach the API through DNS rebinding; and
-``POST`` needs ``Content-Type: application/json``, which a cross-site browser
-form cannot send without a CORS preflight this API never answers (nor can it send a ``PUT``).
+**Who may call.** One rule: **when a token is set** (``PDM_API_TOKEN`` or
+``PDM_API_TOKEN_FILE``), every request but ``GET /health`` must carry
+``Authorization: Bearer <token>`` (compared in constant time), whatever the address the
+API is bound to — loopback, a LAN address, or a Unix socket (a multi-process service's
+workers serve theirs on Unix sockets in a private directory, and the supervisor sends the
+token). Without a token the API may only be bound to a loopback address (``127.0.0.1``,
+``::1``; ``localhost`` means ``127.0.0.1``) or a Unix socket: anything else refuses to
+start (:class:`~pdm.errors.ConfigError`). Without a token the ``Host`` header must name a
+loopback address, so a web page in a browser on the appliance cannot reach the API
+through DNS rebinding; and ``POST`` needs ``Content-Type: application/json``, which a
+cross-site browser form cannot send without a CORS preflight this API never answers (nor
+can it send a ``PUT``). A forced promotion (``"force": true``) is accepted only from an
+API that has a token: it skips the shadow evidence, so it must come from someone known.
 
 **Robustness.** One request per connection (HTTP/1.0 style, so no idle
 keep-alive threads), a socket timeout on every connection, bounded request
@@ -56,6 +65,7 @@ nothing of engines or stores.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -63,9 +73,11 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import socket
 import socketserver
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -76,6 +88,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 from pdm import __version__
+from pdm.alarms.state import check_operator_text
 from pdm.errors import ConfigError
 from pdm.secrets import secret_bytes
 from pdm.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -86,6 +99,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PORT",
+    "HISTORY_MAX_OUTAGE_S",
+    "HISTORY_MAX_STALL_S",
     "APIError",
     "ControlAPI",
     "Readable",
@@ -99,6 +114,8 @@ __all__ = [
 log = logging.getLogger("pdm.service.api")
 
 DEFAULT_PORT = 8470
+#: ``--api unix:PATH``: the API on a Unix socket (a worker's, for its supervisor).
+UNIX_PREFIX = "unix:"
 #: Bodies up to this size are read and thrown away before an error answer (a client that is
 #: still sending when the server closes may get a connection reset instead of the answer).
 _DRAIN_MAX = 1 << 20
@@ -157,11 +174,15 @@ class ServiceBackend(Protocol):
         """The Prometheus text exposition (``ServiceMetrics.render()``)."""
         ...
 
-    def promote(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
-        """Make the machine's candidate (running in shadow) its live model.
+    def promote(
+        self, machine: str, by: str, comment: str = "", force: bool = False
+    ) -> dict[str, Any]:
+        """Make the machine's candidate (running in shadow) its live model; ``force``: even
+        with too little shadow evidence (recorded).
 
         Raises ``KeyError`` (unknown machine), ``ValueError`` (empty ``by``) and
-        :class:`APIError` (404 no candidate, 409 it changed since it was checked).
+        :class:`APIError` (404 no candidate, 409 it changed since it was checked or has too
+        little shadow evidence).
         """
         ...
 
@@ -253,16 +274,48 @@ def health_report(checks: Mapping[str, tuple[bool, str]]) -> dict[str, Any]:
     }
 
 
-def history_health(stats: WriterStats, max_spool_rows: int) -> tuple[bool, str]:
-    """The history check: healthy while the store is up, or down with the spool still below
-    ``max_spool_rows`` (the outage is being ridden out); unhealthy once rows are dropped."""
+#: /health: the history store may be down this long, s, before the check fails (the spool
+#: keeps every row meanwhile, within its bound; an outage this long needs someone).
+HISTORY_MAX_OUTAGE_S = 300.0
+#: /health: rows may wait this long, s, with none delivered or rejected, the store up,
+#: before the check fails (a writer that is stuck: a flush is due every second).
+HISTORY_MAX_STALL_S = 60.0
+
+
+def history_health(
+    stats: WriterStats,
+    max_spool_rows: int,
+    *,
+    max_outage_s: float = HISTORY_MAX_OUTAGE_S,
+    max_stall_s: float = HISTORY_MAX_STALL_S,
+) -> tuple[bool, str]:
+    """The history check. Healthy while the store is up and rows move, or while it is down
+    for less than ``max_outage_s`` with the spool below ``max_spool_rows`` (the outage is
+    being ridden out). Unhealthy once rows are dropped, the outage lasts longer, the spool
+    is full, or rows have waited ``max_stall_s`` with the store up and none delivered."""
+    rejected = f"; {stats.rows_rejected} row(s) rejected" if stats.rows_rejected else ""
     if stats.rows_dropped:
         return False, f"{stats.rows_dropped} row(s) dropped by the spool (disk full or failing)"
     if stats.store_up:
-        return True, f"store up; {stats.spool_rows} row(s) spooled"
-    if stats.spool_rows < max_spool_rows:
-        return True, f"store down; spooling ({stats.spool_rows} of {max_spool_rows} row(s))"
-    return False, f"store down and the spool holds {stats.spool_rows} row(s) (≥ {max_spool_rows})"
+        if stats.stalled_s > max_stall_s:
+            return False, (
+                f"stuck: no row delivered for {stats.stalled_s:.0f} s (limit {max_stall_s:g} s) "
+                f"while {stats.queue_rows + stats.spool_rows} wait{rejected}"
+            )
+        return True, f"store up; {stats.spool_rows} row(s) spooled{rejected}"
+    if stats.spool_rows >= max_spool_rows:
+        return False, (
+            f"store down and the spool holds {stats.spool_rows} row(s) (≥ {max_spool_rows})"
+        )
+    if stats.down_s > max_outage_s:
+        return False, (
+            f"store down for {stats.down_s:.0f} s (limit {max_outage_s:g} s); "
+            f"{stats.spool_rows} row(s) spooled{rejected}"
+        )
+    return True, (
+        f"store down for {stats.down_s:.0f} s; spooling ({stats.spool_rows} of "
+        f"{max_spool_rows} row(s)){rejected}"
+    )
 
 
 def api_token(env: str = "PDM_API_TOKEN") -> str | None:
@@ -342,18 +395,21 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a request stuck in the backend never keeps the process alive
     block_on_close = False  # stop() joins the request threads itself, with a deadline
 
-    def __init__(self, address: tuple[str, int], api: ControlAPI, family: int) -> None:
+    def __init__(self, address: tuple[str, int] | str, api: ControlAPI, family: int) -> None:
         self.api = api
         self.address_family = family
         self._active: dict[threading.Thread, socket.socket] = {}
         self._active_lock = threading.Lock()
         self._refused = 0
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler)  # type: ignore[arg-type]  # a Unix path too
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(host): a reverse DNS lookup that can
         # hang for seconds on an appliance without DNS. The name is never used here.
         socketserver.TCPServer.server_bind(self)
+        if self.address_family == socket.AF_UNIX:
+            self.server_name, self.server_port = "localhost", 0
+            return
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
@@ -428,6 +484,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return f"pdm-edge/{__version__}"
+
+    def address_string(self) -> str:
+        addr = self.client_address
+        return str(addr[0]) if isinstance(addr, tuple) and addr else "unix socket"
 
     def log_message(self, format: str, *args: Any) -> None:
         level = logging.INFO if self.server.api.access_log else logging.DEBUG
@@ -628,9 +688,10 @@ class _Handler(BaseHTTPRequestHandler):
         known = [m.get("id") for m in machines]
         self._json(404, {"error": f"unknown machine {machine!r}", "known": known})
 
-    def _json_body(self, who: str) -> tuple[str, str] | None:
-        """``by`` and ``comment`` of a JSON body ``{"by": ..., "comment": ...}``; None when the
-        error answer has been sent. ``who`` says what "by" names ("who acknowledges")."""
+    def _json_body(self, who: str, *, force_ok: bool = False) -> tuple[str, str, bool] | None:
+        """``by``, ``comment`` (checked: :func:`check_operator_text`) and ``force`` of a JSON
+        body ``{"by": ..., "comment": ...[, "force": ...]}``; None when the error answer has
+        been sent. ``who`` says what "by" names ("who acknowledges")."""
         api = self.server.api
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if self.headers.get("Transfer-Encoding"):
@@ -658,25 +719,39 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._error(400, 'the body must be a JSON object {"by": ..., "comment": ...}')
             return None
-        unknown = sorted(set(body) - _ACK_KEYS)
+        keys = _ACK_KEYS | ({"force"} if force_ok else set())
+        unknown = sorted(set(body) - keys)
         if unknown:
-            self._error(400, f"unknown key(s) {unknown}: only 'by' and 'comment'")
+            self._error(400, f"unknown key(s) {unknown}: only {', '.join(sorted(keys))}")
             return None
-        by, comment = body.get("by"), body.get("comment", "")
+        by, comment, force = body.get("by"), body.get("comment", ""), body.get("force", False)
         if not isinstance(by, str):
             self._error(400, f"'by' ({who}, a string) is required")
             return None
         if not isinstance(comment, str):
             self._error(400, "'comment' must be a string")
             return None
-        return by, comment
+        if not isinstance(force, bool):
+            self._error(400, "'force' must be true or false")
+            return None
+        try:
+            by, comment = check_operator_text(by, comment)
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return None
+        if force and api.token_digest is None:
+            self._error(
+                403, "'force' needs an API with a token (PDM_API_TOKEN): who forces is known"
+            )
+            return None
+        return by, comment, force
 
     def _ack(self, machine: str) -> None:
         api = self.server.api
         got = self._json_body("who acknowledges")
         if got is None:
             return
-        by, comment = got
+        by, comment, _ = got
         try:
             message = api.backend.acknowledge(machine, by, comment)
         except KeyError:
@@ -699,16 +774,16 @@ class _Handler(BaseHTTPRequestHandler):
         ``…/teach-in-restart``."""
         api = self.server.api
         who = {"promote": "promotes", "rollback": "rolls back"}.get(action, "decides")
-        got = self._json_body(f"who {who}")
+        got = self._json_body(f"who {who}", force_ok=action == "promote")
         if got is None:
             return
-        by, comment = got
+        by, comment, force = got
         backend = api.backend
         try:
             if action.startswith("teach-in-"):
                 result = backend.teach_in(machine, action.removeprefix("teach-in-"), by, comment)
             elif action == "promote":
-                result = backend.promote(machine, by, comment)
+                result = backend.promote(machine, by, comment, force=force)
             else:
                 result = backend.rollback(machine, by, comment)
         except KeyError:
@@ -816,7 +891,8 @@ class ControlAPI:
     Parameters
     ----------
     backend : the service (:class:`ServiceBackend`)
-    host : address to listen on; a non-loopback one requires ``token``
+    host : address to listen on; a non-loopback one requires ``token``. ``unix:PATH``: a
+        Unix socket at PATH (mode 0600; its directory should be private), ``port`` unused
     port : TCP port; 0 picks a free one (read :attr:`port` after construction)
     token : bearer token (:func:`api_token`), at least 16 printable ASCII characters
     timeout_s : socket timeout of each connection, s
@@ -854,12 +930,13 @@ class ControlAPI:
         host = _bare_host(host.strip())
         if host.lower() == "localhost":
             host = "127.0.0.1"  # by definition, not by asking a resolver that may say otherwise
+        unix = host[len(UNIX_PREFIX) :] if host.startswith(UNIX_PREFIX) else None
         if token is not None and not _TOKEN.match(token):
             raise ConfigError(
                 f"control API: the token must be at least {_MIN_TOKEN} printable ASCII "
                 "characters without spaces (e.g. `openssl rand -hex 32`)"
             )
-        if token is None and not _is_loopback(host):
+        if token is None and unix is None and not _is_loopback(host):
             raise ConfigError(
                 f"control API: listening on {host or 'every address'!r} (not a loopback "
                 "address) needs a token: set PDM_API_TOKEN or PDM_API_TOKEN_FILE, or listen "
@@ -877,14 +954,25 @@ class ControlAPI:
         self._refused_lock = threading.Lock()
         self._refused = 0
         self._refused_logged_at = -math.inf
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.unix_path = unix
         try:
-            self._server = _Server((host, port), self, family)
+            if unix is not None:
+                if os.path.exists(unix) and stat.S_ISSOCK(os.lstat(unix).st_mode):
+                    os.unlink(unix)  # a socket left by a killed process
+                old_mask = os.umask(0o177)  # the socket is created 0600
+                try:
+                    self._server = _Server(unix, self, socket.AF_UNIX)
+                finally:
+                    os.umask(old_mask)
+            else:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                self._server = _Server((host, port), self, family)
         except OSError as exc:
+            where = host if unix is not None else self._hostport(host, port)
             raise ConfigError(
-                f"control API: cannot listen on {self._hostport(host, port)}: {exc.strerror or exc}"
+                f"control API: cannot listen on {where}: {exc.strerror or exc}"
             ) from exc
-        self.port: int = int(self._server.server_address[1])
+        self.port: int = 0 if unix is not None else int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -894,7 +982,9 @@ class ControlAPI:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` (for a wildcard bind, the host as given)."""
+        """``http://host:port`` (for a wildcard bind, the host as given); ``unix:PATH``."""
+        if self.unix_path is not None:
+            return self.host
         return f"http://{self._hostport(self.host, self.port)}"
 
     def start(self) -> Self:
@@ -913,7 +1003,9 @@ class ControlAPI:
         log.info(
             "control API on %s (%s)",
             self.url,
-            "bearer token required" if self.token_digest else "loopback, no token",
+            "bearer token required"
+            if self.token_digest
+            else ("Unix socket" if self.unix_path else "loopback") + ", no token",
         )
         return self
 
@@ -928,6 +1020,9 @@ class ControlAPI:
         if left:
             log.warning("control API: %d request thread(s) still running after stop", left)
         self._server.server_close()
+        if self.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix_path)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -24,6 +24,7 @@ moves again.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import gc
 import gzip
 import io
@@ -42,11 +43,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
+from pdm.alarms.state import check_operator_text
 from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
-from pdm.errors import ConfigError, InputError, ModelError
+from pdm.errors import ConfigError, ModelError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
 from pdm.history.records import Event, StateChange
@@ -54,13 +56,22 @@ from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
 from pdm.service.runner import MachineRunner
+from pdm.service.signals import stop_on_signals
 from pdm.sources.base import Chunk
 
 if TYPE_CHECKING:
     from pdm.scoring.update import CandidateReport
     from pdm.service.runner import ShadowRun
+    from pdm.sources.tcp import StreamKeys
 
-__all__ = ["BUNDLE_LIMITS", "Service", "ServiceOptions", "extract_bundle", "parse_fault"]
+__all__ = [
+    "BUNDLE_LIMITS",
+    "STOP_BUDGET_S",
+    "Service",
+    "ServiceOptions",
+    "extract_bundle",
+    "parse_fault",
+]
 
 log = logging.getLogger("pdm.service")
 
@@ -74,6 +85,18 @@ WRITER_NICE = 10
 #: 0.25 s gave no better p99 for 50 % more writer CPU); also the most feature and score
 #: rows a kill -9 can lose.
 WRITER_FLUSH_S = 0.5
+#: Input events (connections, refusals) go to history at most once a minute per kind and
+#: peer, with a count of those held back: a peer that connects or sends bad frames in a loop
+#: must not fill the history.
+INPUT_EVENT_INTERVAL_S = 60.0
+#: SIGTERM to exit, at most, s (measured with the history store down or hanging: see
+#: docs/service.md): under Docker's default 10 s before SIGKILL.
+STOP_BUDGET_S = 8.0
+#: Of that, kept for history at the end (drain while the store is up, spool the rest), s.
+STOP_HISTORY_S = 3.0
+STOP_DRAIN_S = 2.0
+#: ``/health`` shows a machine not ok while its data was refused this recently, s.
+REFUSAL_HEALTH_S = 60.0
 
 
 @dataclass
@@ -104,6 +127,15 @@ class ServiceOptions:
     #: A worker's view of the machine and sensor ids its siblings run (their MQTT messages
     #: reach every worker; each keeps its own and leaves the others' alone).
     sibling_ids: frozenset[str] = frozenset()
+    #: Stream input limits (pdm/sources/tcp.py, TcpStreamServer): the largest frame (None:
+    #: sized from the pipelines, ``frame_limit``), the bytes of incomplete frames across
+    #: connections (None: 4 frames, at least 64 MiB), connections at once and per address.
+    max_frame_bytes: int | None = None
+    max_input_bytes: int | None = None
+    max_connections: int = 512
+    max_per_peer: int = 64
+    #: Shadow windows a candidate must have scored before ``promote`` (unless forced).
+    promote_min_windows: int = 100
 
 
 def parse_fault(text: str) -> Any:
@@ -119,6 +151,13 @@ def parse_fault(text: str) -> Any:
         raise ConfigError(
             f"--fault {text!r}: expected KIND:AMP_G@ONSET_S[+RAMP_S] ({exc})"
         ) from exc
+
+
+def _when(t: float) -> str:
+    """POSIX seconds as ISO 8601 UTC, or as seconds when no calendar date fits."""
+    if math.isfinite(t) and -62_135_596_800 <= t <= 253_402_300_799:  # years 1..9999
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+    return f"{t:.4g} s since 1970"
 
 
 def _hostport(text: str, flag: str) -> tuple[str, int]:
@@ -313,11 +352,7 @@ def run_until_stopped(
     stop_event: threading.Event, finished: Any, stop: Any, *, poll_s: float = 0.5
 ) -> int:
     """Wait for SIGTERM/SIGINT or ``finished()``; then ``stop()``; the old handlers back."""
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop_event.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = stop_on_signals(stop_event)
     try:
         while not stop_event.wait(poll_s):
             if finished():
@@ -330,13 +365,16 @@ def run_until_stopped(
 
 
 def start_control_api(backend: Any, address: str) -> Any:
-    """The control API on ``HOST:PORT`` (a token from ``PDM_API_TOKEN`` off loopback)."""
-    from pdm.service.api import ControlAPI, api_token
+    """The control API on ``HOST:PORT`` or ``unix:PATH``. A token set (``PDM_API_TOKEN`` or
+    ``PDM_API_TOKEN_FILE``) is required on every request but ``/health``, whatever the
+    address; without one, only loopback or a Unix socket may serve it."""
+    from pdm.service.api import UNIX_PREFIX, ControlAPI, api_token
 
+    token = api_token()
+    if address.startswith(UNIX_PREFIX):
+        return ControlAPI(backend, host=address, token=token).start()
     host, port = _hostport(address, "--api")
-    if host in ("127.0.0.1", "::1", "localhost"):
-        return ControlAPI(backend, host=host, port=port).start()
-    return ControlAPI(backend, host=host, port=port, token=api_token()).start()
+    return ControlAPI(backend, host=host, port=port, token=token).start()
 
 
 def _raise_fd_limit() -> None:
@@ -354,7 +392,13 @@ def _raise_fd_limit() -> None:
 class Service:
     """The running appliance (see the module docstring)."""
 
-    def __init__(self, pipelines: Sequence[Pipeline], opts: ServiceOptions) -> None:
+    def __init__(
+        self,
+        pipelines: Sequence[Pipeline],
+        opts: ServiceOptions,
+        *,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         if not pipelines:
             raise ConfigError("run: give at least one pipeline file")
         ids = [p.machine.id for p in pipelines]
@@ -377,6 +421,12 @@ class Service:
 
                 verify_bundle(p.model_dir, p.model_public_keys)  # ModelError: refuse to start
         self.pipelines = list(pipelines)
+        self.stream_keys: StreamKeys | None = None
+        if opts.listen:
+            from pdm.sources.tcp import StreamKeys
+
+            # Read (and checked: ConfigError) before anything starts.
+            self.stream_keys = StreamKeys.from_env()
         # Stream id (a machine id or a sensor id) → its pipeline and columns: looked up for
         # every frame (a scan over the pipelines per frame was most of the network reader's
         # time with a hundred machines). The first pipeline naming an id has it.
@@ -385,7 +435,9 @@ class Service:
             for key in (p.machine.id, *(s.id for s in p.sensors)):
                 self._by_stream_id.setdefault(key, (p, tuple(p.columns)))
         self.opts = opts
-        self.stop_event = threading.Event()
+        #: Set by SIGTERM/SIGINT (the command installs the handler before it builds the
+        #: service, so a signal during start stops it cleanly once started).
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.runners: dict[str, MachineRunner] = {}
         self._threads: list[threading.Thread] = []
         self._watchdog_faults: set[str] = set()
@@ -402,6 +454,14 @@ class Service:
         self._cand_seen: dict[str, tuple[int, ...]] = {}
         #: machine → (stamp, report) of the candidate running in shadow, as it was checked.
         self._cand_checked: dict[str, tuple[tuple[int, ...], CandidateReport]] = {}
+        #: Data refused by :meth:`route`: machine → cause → count, and the latest refusal.
+        self._refusals: dict[str, dict[str, int]] = {}
+        self._last_refusal: dict[str, tuple[float, str]] = {}
+        self._refusals_lock = threading.Lock()
+        #: Input events recorded in history: at most one per kind and peer a minute.
+        from pdm.loglimit import LogLimiter
+
+        self._input_events = LogLimiter(INPUT_EVENT_INTERVAL_S)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Service:
@@ -500,20 +560,22 @@ class Service:
         import socket
 
         ctl = socket.socket(fileno=fd)
-        ctl.send(f"api {self.api.port if self.api is not None else 0}".encode())
+        ctl.send(b"ready")
 
         def receive() -> None:
             while not self.stop_event.is_set():
                 try:
-                    msg, fds, _flags, _addr = socket.recv_fds(ctl, 1024, 16)
+                    msg, fds, _flags, _addr = socket.recv_fds(ctl, 4096, 16)
                 except OSError:
                     break
                 if not msg and not fds:
                     break  # the supervisor closed its end
+                # PEER, a newline, then the bytes the supervisor read (the first header)
+                peer, _, received = msg.partition(b"\n")
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
                     if self.tcp is not None:
-                        self.tcp.adopt(sock, msg.decode(errors="replace") or "peer")
+                        self.tcp.adopt(sock, peer.decode(errors="replace") or "peer", received)
                     else:
                         sock.close()
             if not self.stop_event.is_set():
@@ -539,11 +601,18 @@ class Service:
         live = self.opts.listen or self.opts.mqtt
         return bool(sources) and not any(t.is_alive() for t in sources) and not live
 
-    def stop(self, budget_s: float = 20.0) -> None:
-        """Stop within ``budget_s`` in all (a container's stop grace is ~30 s): every relay
-        drops first, then the machines finish their queues, then history is delivered or
-        left in the spool."""
+    def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop within ``budget_s`` in all (:data:`STOP_BUDGET_S`, under Docker's default 10 s
+        before SIGKILL): every relay drops first, then the machines finish their queues (their
+        webhooks get what is left of a share of the budget; undelivered ones stay in their
+        outboxes), then history goes to the store if it is up — for at most
+        :data:`STOP_DRAIN_S` — and otherwise, or after that, stays in the spool for the next
+        start. A store that is down is not waited for at all."""
         deadline = time.monotonic() + budget_s
+
+        def left() -> float:
+            return deadline - time.monotonic()
+
         self.stop_event.set()
         for runner in self.runners.values():  # fail-safe first, whatever happens next
             self.writer.submit(
@@ -553,32 +622,110 @@ class Service:
             self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
         if self.mqtt is not None:
             self.mqtt.stop()
-        for runner in self.runners.values():
-            runner.stop(timeout=max(0.5, (deadline - time.monotonic()) / 2))
+        runners = list(self.runners.values())
+        for i, runner in enumerate(runners):  # each an equal share of what is left
+            runner.stop(timeout=max(0.1, (left() - STOP_HISTORY_S) / (len(runners) - i)))
         self.writer.submit(
             Event("appliance", time.time_ns(), "service_stop", "info", "pdm-edge run stopped")
         )
-        # The store gets what it can; the rest stays in the spool for the next start.
-        self.writer.drain(max(0.5, deadline - time.monotonic() - 1.0))
-        self.writer.close(timeout=1.0)
+        # The store gets what it can while it is up; the rest stays in the spool.
+        if self.writer.snapshot().store_up:
+            self.writer.drain(max(0.0, min(STOP_DRAIN_S, left() - 1.0)), while_up=True)
+        self.writer.close(timeout=max(0.5, min(1.0, left())))
         self.spool.close()
         self.alarm_store.close()
         if self.api is not None:
-            self.api.stop()
+            self.api.stop(timeout=max(0.2, min(1.0, left())))
 
     # -- sources ------------------------------------------------------------------------------
     def route(self, sensor_id: str, chunk: Chunk) -> None:
-        """A chunk from the network: to the machine it names (machine id or a sensor id)."""
+        """A chunk from the network: to the machine it names (machine id or a sensor id).
+
+        Checked against the pipeline first: its channels, its sample rate (within 1 ppm;
+        the pipeline's exact rate is used), and a first sample within
+        ``[acquisition] max_clock_behind_s`` .. ``max_clock_ahead_s`` of the appliance's
+        clock. Anything else raises :class:`~pdm.sources.tcp.FrameRefused` (counted per
+        machine and cause, shown in ``/status`` and ``/health``): never accepted.
+        """
+        from pdm.sources.tcp import FrameRefused
+
         found = self._by_stream_id.get(sensor_id)
         if found is None:
-            raise InputError(f"no pipeline watches {sensor_id!r} (a machine id or sensor id)")
-        p, columns = found
-        if tuple(chunk.channels) != columns:
-            raise InputError(
-                f"{sensor_id}: channels {list(chunk.channels)} are not the pipeline's "
-                f"{list(columns)} ({p.source_path})"
+            raise FrameRefused(
+                f"no pipeline watches {sensor_id!r} (a machine id or sensor id)", "unknown_sensor"
             )
-        self.runners[p.machine.id].offer(chunk)
+        p, columns = found
+        machine = p.machine.id
+        if tuple(chunk.channels) != columns:
+            self._refuse(
+                machine,
+                "channels",
+                f"{sensor_id}: channels {list(chunk.channels)} are not the pipeline's "
+                f"{list(columns)} ({p.source_path})",
+            )
+        acq = p.acquisition
+        fs = float(acq.sample_rate_hz or 0.0)
+        if chunk.fs != fs:
+            if not abs(chunk.fs - fs) <= 1e-6 * fs:  # (NaN fails too)
+                self._refuse(
+                    machine,
+                    "sample_rate",
+                    f"{sensor_id}: sample rate {chunk.fs:.6g} Hz is not the pipeline's "
+                    f"{fs:g} Hz ({p.source_path})",
+                )
+            chunk = dataclasses.replace(chunk, fs=fs)
+        now = time.time()
+        ahead = chunk.t0 - now
+        if not -acq.max_clock_behind_s <= ahead <= acq.max_clock_ahead_s:
+            side = "ahead of" if ahead > 0 else "behind"
+            self._refuse(
+                machine,
+                "clock",
+                f"{sensor_id}: the first sample's time {_when(chunk.t0)} is {abs(ahead):.4g} s "
+                f"{side} the appliance's clock; a live input takes "
+                f"{acq.max_clock_behind_s:g} s behind to {acq.max_clock_ahead_s:g} s ahead "
+                "([acquisition] max_clock_behind_s, max_clock_ahead_s)",
+            )
+        self.runners[machine].offer(chunk)
+
+    def _refuse(self, machine: str, cause: str, message: str) -> NoReturn:
+        """Count a refusal of ``machine``'s data and raise it (the input logs it, limited)."""
+        from pdm.sources.tcp import FrameRefused
+
+        with self._refusals_lock:
+            counts = self._refusals.setdefault(machine, {})
+            counts[cause] = counts.get(cause, 0) + 1
+            self._last_refusal[machine] = (time.monotonic(), message)
+        raise FrameRefused(message, cause)
+
+    def frame_limit(self) -> int:
+        """The stream input's largest frame, bytes: ``max_frame_bytes`` if given, else sized
+        from the pipelines (:func:`~pdm.sources.tcp.frame_limit`, the largest of theirs)."""
+        from pdm.sources.tcp import frame_limit
+
+        if self.opts.max_frame_bytes is not None:
+            return self.opts.max_frame_bytes
+        return max(
+            frame_limit(
+                float(p.acquisition.sample_rate_hz or 0.0),
+                p.acquisition.window_samples,
+                len(p.columns),
+            )
+            for p in self.pipelines
+        )
+
+    def _input_event(self, kind: str, detail: str) -> Event | None:
+        """The history event of an input's ``kind`` event, or None while that kind from that
+        peer is held back (:data:`INPUT_EVENT_INTERVAL_S`); the next one counts them."""
+        from pdm.sources.tcp import peer_host
+
+        first = detail.removeprefix("stream from ").split(" ", 1)[0].rstrip(":,")
+        held = self._input_events.check((kind, peer_host(first)))
+        if held is None:
+            return None
+        more = f" ({held} more like this from this peer held back)" if held else ""
+        level = "info" if kind in ("stream_connected", "mqtt_connected") else "warning"
+        return Event("appliance", time.time_ns(), kind, level, detail + more)
 
     def _start_tcp(self, host: str, port: int) -> None:
         from pdm.sources.tcp import TcpStreamServer
@@ -595,18 +742,31 @@ class Service:
         pool = self.pool
 
         def on_event(kind: str, detail: str) -> None:
-            ev = Event("appliance", time.time_ns(), f"stream_{kind}", "warning", detail)
-            if pool is not None and pool.on_thread:
+            ev = self._input_event(f"stream_{kind}", detail)
+            if ev is None:
+                pass
+            elif pool is not None and pool.on_thread:
                 pending.append(ev)  # submitted when the poll returns
             else:
                 self.writer.submit(ev)
 
         _raise_fd_limit()
+        o = self.opts
         # Read by the processing thread between its rounds (RunnerPool.drive), not by a
         # thread of its own that would contend with it for the interpreter lock.
         tcp = self.tcp = TcpStreamServer(
-            host, port, on_chunk=on_chunk, on_event=on_event, max_connections=512
-        ).start(driven=pool is not None)
+            host,
+            port,
+            on_chunk=on_chunk,
+            on_event=on_event,
+            max_connections=o.max_connections,
+            max_per_peer=o.max_per_peer,
+            max_frame_bytes=self.frame_limit(),
+            max_input_bytes=o.max_input_bytes,
+            keys=self.stream_keys,
+        )
+        # A worker listens on no port: its supervisor hands it the connections.
+        tcp.start(driven=pool is not None, listen=o.control_fd is None)
         if pool is not None:
 
             def poll(timeout: float) -> None:
@@ -636,8 +796,9 @@ class Service:
             self._seen.seen(self._machine_of(sensor_id))
 
         def on_event(kind: str, detail: str) -> None:
-            level = "info" if kind == "mqtt_connected" else "warning"
-            self.writer.submit(Event("appliance", time.time_ns(), kind, level, detail))
+            ev = self._input_event(kind, detail)
+            if ev is not None:
+                self.writer.submit(ev)
 
         client_id = None
         if worker is not None:  # one persistent session per worker
@@ -828,8 +989,14 @@ class Service:
         log.warning("%s: %s", machine, msg)
         self._event(machine, "model_shadow_started", "info", msg)
 
-    def promote(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
+    def promote(
+        self, machine: str, by: str, comment: str = "", force: bool = False
+    ) -> dict[str, Any]:
         """Install the shadow candidate as the live model, swap it in and end the shadow.
+
+        It needs shadow evidence: at least ``promote_min_windows`` windows scored by both
+        models (409 otherwise), unless ``force`` (the control API takes it only with a token;
+        the promotion's event and log line say it was forced, and on how many windows).
 
         The bytes installed are the bytes checked (:func:`~pdm.scoring.update.install_candidate`
         with ``expect``); the model replaced becomes ``NAME.previous``. Raises ``KeyError``
@@ -839,8 +1006,7 @@ class Service:
         from pdm.scoring.update import install_candidate
 
         runner = self.runners[machine]
-        if not by.strip():
-            raise ValueError("a promotion needs a name ('by')")
+        by, comment = check_operator_text(by, comment)  # ValueError: 400
         root, name = self._model_paths(runner)
         cand = root / f"{name}.candidate"
         with self._model_lock:
@@ -855,6 +1021,14 @@ class Service:
                     "(see the model_rejected event); promote it once it runs in shadow",
                 )
             report = checked[1]
+            windows = shadow.as_dict()["windows"]
+            need = self.opts.promote_min_windows
+            if windows < need and not force:
+                raise APIError(
+                    409,
+                    f"{machine}: the candidate has scored {windows} window(s) in shadow; a "
+                    f"promotion needs {need} (or 'force' from an operator with the API token)",
+                )
             try:
                 install_candidate(cand, root, name, expect=report)
             except ModelError as exc:
@@ -882,18 +1056,25 @@ class Service:
                 else "no window scored in shadow"
             )
             + (f" ({comment.strip()})" if comment.strip() else "")
+            + (
+                f"; FORCED with {figures['windows']} shadow window(s) of the "
+                f"{self.opts.promote_min_windows} required"
+                if force and figures["windows"] < self.opts.promote_min_windows
+                else ""
+            )
         )
         log.warning("%s: %s", machine, msg)
         self._event(
             machine,
             "model_promoted",
-            "info",
+            "warning" if force else "info",
             msg,
             by=by.strip(),
             comment=comment,
             old=old,
             new=report.version,
             shadow=figures,
+            forced=force,
         )
         return {"machine": machine, "message": msg, "active": report.version, "previous": old}
 
@@ -907,8 +1088,7 @@ class Service:
         from pdm.scoring.update import rollback
 
         runner = self.runners[machine]
-        if not by.strip():
-            raise ValueError("a rollback needs a name ('by')")
+        by, comment = check_operator_text(by, comment)  # ValueError: 400
         root, name = self._model_paths(runner)
         previous = root / f"{name}.previous"
         with self._model_lock:
@@ -1102,6 +1282,9 @@ class Service:
                 model_version=model.version if model else None,
                 last_window_ns=None if last is None else round(last * 1e9),
             )
+            with self._refusals_lock:
+                refused = dict(self._refusals.get(machine, {}))
+                last_refusal = self._last_refusal.get(machine)
             d.update(
                 learning=bool(r.scores is not None and r.scores.learning),
                 teach_in=r.scores.teach_in_status() if r.scores is not None else None,
@@ -1110,16 +1293,35 @@ class Service:
                 samples_dropped=r.stats.samples_dropped,
                 error=r.error or None,
                 shadow=r.shadow.as_dict() if r.shadow is not None else None,
+                refused=refused,
+                last_refused=last_refusal[1] if last_refusal else None,
             )
             out.append(d)
         return out
+
+    def _recent_refusal(self, machine: str, now: float) -> str:
+        """Why the machine's data was refused in the last :data:`REFUSAL_HEALTH_S` ('' if not)."""
+        with self._refusals_lock:
+            last = self._last_refusal.get(machine)
+            counts = dict(self._refusals.get(machine, {}))
+        if last is None or now - last[0] > REFUSAL_HEALTH_S:
+            return ""
+        total = ", ".join(f"{cause} {n}" for cause, n in sorted(counts.items()))
+        return f"data refused ({total} since start); latest: {last[1]}"
 
     def health(self) -> dict[str, Any]:
         from pdm.service.api import health_report, history_health
 
         checks: dict[str, tuple[bool, str]] = {}
+        now = time.monotonic()
         for machine, r in self.runners.items():
-            ok = r.alive and machine not in self._watchdog_faults and not r.backlog_fault
+            refused = self._recent_refusal(machine, now)
+            ok = (
+                r.alive
+                and machine not in self._watchdog_faults
+                and not r.backlog_fault
+                and not refused
+            )
             detail = (
                 "processing thread stopped"
                 if not r.alive
@@ -1127,7 +1329,7 @@ class Service:
                 if machine in self._watchdog_faults
                 else "behind real time"
                 if r.backlog_fault
-                else f"{r.stats.windows} windows, lag {r.stats.lag_s:.2f} s"
+                else refused or f"{r.stats.windows} windows, lag {r.stats.lag_s:.2f} s"
             )
             checks[machine] = (ok, detail)
         checks["history"] = history_health(self.writer.snapshot(), max_spool_rows=10_000_000)
@@ -1137,8 +1339,7 @@ class Service:
 
     def acknowledge(self, machine: str, by: str, comment: str) -> str:
         runner = self.runners[machine]  # KeyError: unknown machine
-        if not by.strip():
-            raise ValueError("an acknowledgement needs a name")
+        by, comment = check_operator_text(by, comment)  # ValueError: 400
         recs, msg = runner.engine.acknowledge(by, comment)
         self.writer.submit(*recs)
         return msg
@@ -1188,3 +1389,15 @@ class Service:
             )
         m.appliance_fault.set(1.0 if any_fault else 0.0)
         m.observe_history(snap)
+        with self._refusals_lock:
+            refusals = {k: dict(v) for k, v in self._refusals.items()}
+        for machine, counts in refusals.items():
+            for cause, n in counts.items():
+                m.frames_refused_total.labels(machine=machine, cause=cause).set_total(n)
+        if self.tcp is not None:
+            for cause, n in {**self.tcp.refused, **self.tcp.rejected}.items():
+                m.input_refused_total.labels(input="tcp", cause=cause).set_total(n)
+        if self.mqtt is not None:
+            m.input_refused_total.labels(input="mqtt", cause="rejected").set_total(
+                self.mqtt.rejected
+            )

@@ -529,6 +529,18 @@ class ServiceMetrics:
         self.watchdog_stalls_total = r.counter(
             "pdm_watchdog_stalls_total", "Times the watchdog found the processing loop stalled."
         )
+        self.input_refused_total = r.counter(
+            "pdm_input_refused_total",
+            "Connections, frames or messages a live input refused, by input and cause "
+            "(protocol, auth, too_many, per_peer, no_data, slow_frame, memory, clock, "
+            "sample_rate, channels, unknown_sensor, ...).",
+            ["input", "cause"],
+        )
+        self.frames_refused_total = r.counter(
+            "pdm_frames_refused_total",
+            "A machine's frames refused by the pipeline's checks (clock, sample_rate, channels).",
+            ["machine", "cause"],
+        )
         for stage in STAGES:  # every stage shows (with zero counts) from the first scrape
             self.stage_seconds.labels(stage=stage)
         # Each machine's alarm states shown and model version: a scrape updates every
@@ -588,5 +600,6 @@ class ServiceMetrics:
             g.remove(machine=machine)
         for g in (self.alarm_state, self.sensor_fault, self.model_info):
             g.remove(machine=machine)
+        self.frames_refused_total.remove(machine=machine)
         self._states_of.pop(machine, None)
         self._model_of.pop(machine, None)

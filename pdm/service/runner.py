@@ -438,7 +438,10 @@ class MachineRunner:
         return not self.queue.empty()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish what is queued (up to ``timeout``), then stop; the relay drops (fail-safe)."""
+        """Finish what is queued, then stop; the relay drops (fail-safe). Within about
+        ``timeout`` s in all: half of it for the queue, the rest for the webhooks (what
+        they do not deliver stays in their outboxes)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         try:
             self.queue.put_nowait(None)
@@ -447,11 +450,11 @@ class MachineRunner:
         if self.pool is not None:
             self.pool.ready.put(self)
             if self.pool.alive:
-                self._done.wait(timeout)
+                self._done.wait(timeout / 2)
         else:
-            self._thread.join(timeout)
+            self._thread.join(timeout / 2)
         self._done.set()
-        self.engine.close(timeout=min(timeout, 5.0))
+        self.engine.close(timeout=max(0.05, min(5.0, deadline - time.monotonic())))
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:

@@ -39,10 +39,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -52,6 +55,7 @@ from typing import Any
 
 from pdm.config import Pipeline
 from pdm.errors import ConfigError, InputError
+from pdm.loglimit import LogLimiter
 from pdm.service.api import APIError, Readable
 
 __all__ = ["Supervisor", "WorkerSpec", "adopt_orphan_spools", "merge_expositions", "plan_workers"]
@@ -60,9 +64,25 @@ log = logging.getLogger("pdm.service")
 
 _RESTART_FIRST_S = 1.0
 _RESTART_MAX_S = 30.0
-_HANDSHAKE_S = 10.0
-_MAX_HANDSHAKES = 1024
 _CALL_TIMEOUT_S = 10.0
+#: A connection to the public stream port must send its first frame's header (up to the
+#: sensor id) within this many seconds, or it is refused.
+HANDSHAKE_S = 5.0
+#: Connections waiting for their header at once; one more pushes the oldest out.
+MAX_HANDSHAKES = 1024
+#: ... and from one address (``--max-per-peer``, as for the workers' own connections).
+MAX_HANDSHAKES_PER_PEER = 64
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+@dataclass
+class _Handshake:
+    """A connection of the public port waiting for its first frame's header."""
+
+    peer: str
+    host: str
+    deadline: float  # monotonic s
+    head: bytearray = field(default_factory=bytearray)
 
 
 def plan_workers(pipelines: Sequence[Pipeline], n: int) -> list[list[int]]:
@@ -177,7 +197,10 @@ class WorkerSpec:
     sensors: set[str]
     proc: subprocess.Popen[bytes] | None = None
     ctl: socket.socket | None = None
-    api_port: int | None = None
+    #: The worker's control API: a Unix socket in the supervisor's private directory.
+    api_path: str | None = None
+    #: Why the worker could not start (its one-line error), once it said so.
+    error: str = ""
     restarts: int = 0
     backoff_s: float = _RESTART_FIRST_S
     next_start: float = 0.0
@@ -206,7 +229,9 @@ class Supervisor:
         common_argv: Sequence[str],
         listen: str | None,
         api: str | None,
-        stop_budget_s: float = 20.0,
+        stop_budget_s: float = 9.0,
+        stop_event: threading.Event | None = None,
+        max_per_peer: int = MAX_HANDSHAKES_PER_PEER,
     ) -> None:
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
@@ -225,16 +250,33 @@ class Supervisor:
         self.common_argv = list(common_argv)
         self.listen = listen
         self.api_addr = api
+        #: How long stop() waits for the workers (each stops within its own 8 s budget,
+        #: app.STOP_BUDGET_S, all at once) before it kills what is left.
         self.stop_budget_s = stop_budget_s
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        #: Connections from one address waiting for their header at once (``--max-per-peer``).
+        self.max_per_peer = max_per_peer
         self.started = time.monotonic()
+        self.rundir = ""
+        self._token: str | None = None
         self.api: Any = None
         self._listener: socket.socket | None = None
-        self._handshakes = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._threads: list[threading.Thread] = []
+        #: Connections of the stream port refused, by cause (pdm_input_refused_total).
+        self.refused: dict[str, int] = {}
+        self._log_limit = LogLimiter(60.0)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Supervisor:
+        """Start the workers and wait until each is ready; raises :class:`ConfigError` (and
+        stops them all) when one cannot start: its pipeline fails to load, say. A service
+        that would run some machines and silently not others must not start."""
+        from pdm.service.api import api_token
+
+        self._token = api_token()  # ConfigError now rather than at the first request
+        # The workers' APIs: Unix sockets in a directory only this user can enter.
+        self.rundir = tempfile.mkdtemp(prefix="pdm-edge-")
+        os.chmod(self.rundir, 0o700)
         if self.listen:
             from pdm.service.app import _hostport
 
@@ -250,9 +292,25 @@ class Supervisor:
         for w in self.workers:
             self._spawn(w)
         deadline = time.monotonic() + 120.0
+        failed = None
         for w in self.workers:
-            if not w.ready.wait(max(0.1, deadline - time.monotonic())) and not w.running:
-                log.error("worker %d did not start", w.index)
+            while not w.ready.wait(0.1):
+                if not w.running or w.error or time.monotonic() > deadline:
+                    break
+                if self.stop_event.is_set():  # SIGTERM while starting: run_forever stops
+                    return self
+            if not w.ready.is_set() or w.error:
+                failed = w
+                break
+        if failed is not None:
+            code = failed.proc.poll() if failed.proc is not None else None
+            why = failed.error or (
+                f"worker {failed.index} ({', '.join(failed.machines)}) "
+                + (f"ended with status {code}" if code is not None else "did not start in 120 s")
+                + " before it was ready"
+            )
+            self.stop()
+            raise ConfigError(why)
         if self._listener is not None:
             self._thread(self._accept, "accept")
         self._thread(self._monitor, "monitor")
@@ -284,7 +342,9 @@ class Supervisor:
             "--parent-pid", str(os.getpid()), "--sibling-ids", ",".join(siblings),
         ]  # fmt: skip
         w.ready.clear()
-        w.api_port = None
+        w.error = ""
+        w.api_path = os.path.join(self.rundir, f"w{w.index}.sock")
+        cmd += ["--api", f"unix:{w.api_path}"]
         try:
             w.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),))
         finally:
@@ -303,9 +363,10 @@ class Supervisor:
             if not msg:
                 return
             text = msg.decode(errors="replace").strip()
-            if text.startswith("api "):
-                w.api_port = int(text.split()[1])
+            if text == "ready":
                 w.ready.set()
+            elif text.startswith("error "):
+                w.error = text[len("error ") :].splitlines()[0][:1000]
 
     def _monitor(self) -> None:
         while not self.stop_event.wait(0.25):
@@ -354,7 +415,7 @@ class Supervisor:
                 assert w.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_budget_s + 3.0
+        deadline = time.monotonic() + self.stop_budget_s
         for w in self.workers:
             if w.proc is None:
                 continue
@@ -368,63 +429,124 @@ class Supervisor:
                 w.ctl.close()
         if self.api is not None:
             self.api.stop()
+        if self.rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
 
     # -- the stream port ------------------------------------------------------------------------
     def _accept(self) -> None:
+        """Accept on the public port, read each connection's first frame header (at most
+        :data:`~pdm.sources.tcp.PEEK_BYTES`) and hand the connection, with those bytes, to
+        the worker that runs the machine it names — all on this one thread.
+
+        Bounded: a connection must name its sensor within :data:`HANDSHAKE_S` of
+        connecting; at most :data:`MAX_HANDSHAKES` wait at once (a new one past that
+        pushes the oldest waiting out: a sender that writes its header at once is handed
+        over within milliseconds, so idle connections cannot hold the door shut) and
+        ``max_per_peer`` from one address (default :data:`MAX_HANDSHAKES_PER_PEER`). Refusals are counted by cause
+        and logged at most once a minute per cause."""
+        import selectors
+
+        from pdm.sources.tcp import PEEK_BYTES, peek_sensor_id, peer_host, peer_name
+
         assert self._listener is not None
-        while not self.stop_event.is_set():
-            try:
-                conn, addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stop_event.is_set():
-                    return
-                time.sleep(0.1)
-                continue
-            if not self._handshakes.acquire(blocking=False):
-                conn.close()
-                log.warning("stream input: too many connections opening at once; refused one")
-                continue
-            self._thread(self._handshake, "handshake", conn, addr)
+        sel = selectors.DefaultSelector()
+        self._listener.setblocking(False)
+        sel.register(self._listener, selectors.EVENT_READ, None)
+        waiting: dict[socket.socket, _Handshake] = {}  # in arrival order
+        per_host: dict[str, int] = {}
 
-    def _handshake(self, conn: socket.socket, addr: Any) -> None:
-        from pdm.sources.tcp import _peer_name, peek_sensor_id
-
-        peer = _peer_name(addr)
-        try:
-            conn.settimeout(1.0)
-            deadline = time.monotonic() + _HANDSHAKE_S
-            seen = -1
-            sid = None
-            while sid is None:
-                if time.monotonic() > deadline or self.stop_event.is_set():
-                    raise InputError(f"no frame header within {_HANDSHAKE_S:g} s")
-                try:
-                    head = conn.recv(128, socket.MSG_PEEK)
-                except TimeoutError:
-                    continue
-                if not head:
-                    return  # closed before sending anything
-                sid = peek_sensor_id(head)
-                if sid is None:
-                    if len(head) == seen:
-                        time.sleep(0.005)
-                    seen = len(head)
-            w = next((w for w in self.workers if sid in w.sensors), None)
-            if w is None:
-                raise InputError(f"no pipeline watches {sid!r} (a machine id or sensor id)")
-            if not w.running or w.ctl is None or not w.ready.is_set():
-                raise InputError(f"worker {w.index} of {sid!r} is not running; try again")
-            conn.settimeout(None)
-            socket.send_fds(w.ctl, [peer.encode()], [conn.fileno()])
-        except (InputError, OSError) as exc:
-            log.warning("stream input: %s: refused: %s", peer, exc)
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-        finally:
+        def drop(conn: socket.socket, cause: str = "", why: str = "") -> None:
+            hs = waiting.pop(conn, None)
+            if hs is not None:
+                sel.unregister(conn)
+                left = per_host.get(hs.host, 1) - 1
+                if left > 0:
+                    per_host[hs.host] = left
+                else:
+                    per_host.pop(hs.host, None)
+            if cause:
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                self._refuse(cause, f"{hs.peer if hs else '?'}: refused: {why}")
             conn.close()
-            self._handshakes.release()
+
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                for conn, old in list(waiting.items()):
+                    if now >= old.deadline:
+                        drop(conn, "no_header", f"no frame header within {HANDSHAKE_S:g} s")
+                    else:
+                        break  # in arrival order: the rest are younger
+                for key, _ in sel.select(0.25):
+                    if key.data is None:
+                        while True:
+                            try:
+                                conn, addr = self._listener.accept()
+                            except (BlockingIOError, InterruptedError):
+                                break
+                            except OSError as exc:  # EMFILE: serve what we have
+                                if not self.stop_event.is_set():
+                                    why = f"accept failed: {exc.strerror or exc}"
+                                    self._refuse("accept", why)
+                                break
+                            peer = peer_name(addr)
+                            host = peer_host(peer)
+                            if len(waiting) >= MAX_HANDSHAKES:
+                                oldest = next(iter(waiting))
+                                drop(oldest, "too_many", f"{MAX_HANDSHAKES} connections waiting")
+                            waiting[conn] = _Handshake(peer, host, time.monotonic() + HANDSHAKE_S)
+                            per_host[host] = per_host.get(host, 0) + 1
+                            sel.register(conn, selectors.EVENT_READ, conn)
+                            conn.setblocking(False)
+                            if per_host[host] > self.max_per_peer:
+                                why = f"{self.max_per_peer} connections from {host} waiting"
+                                drop(conn, "per_peer", why)
+                        continue
+                    conn = key.data
+                    hs = waiting.get(conn)
+                    if hs is None:
+                        continue
+                    try:
+                        data = conn.recv(PEEK_BYTES - len(hs.head))
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        drop(conn)
+                        continue
+                    if not data:
+                        drop(conn)  # closed before naming a sensor
+                        continue
+                    hs.head += data
+                    try:
+                        sid = peek_sensor_id(bytes(hs.head))
+                        if sid is None:
+                            continue
+                        w = next((w for w in self.workers if sid in w.sensors), None)
+                        if w is None:
+                            raise InputError(f"no pipeline watches {sid!r}")
+                        if not w.running or w.ctl is None or not w.ready.is_set():
+                            raise InputError(f"worker {w.index} of {sid!r} is not running")
+                        msg = hs.peer.encode() + b"\n" + bytes(hs.head)
+                        socket.send_fds(w.ctl, [msg], [conn.fileno()], socket.MSG_DONTWAIT)
+                    except InputError as exc:
+                        drop(conn, "rejected", str(exc))
+                    except OSError as exc:  # the worker's socket full or gone
+                        drop(conn, "worker", f"cannot hand over: {exc.strerror or exc}")
+                    else:
+                        drop(conn)  # the worker has its own descriptor now
+        finally:
+            for conn in list(waiting):
+                drop(conn)
+            sel.close()
+
+    def _refuse(self, cause: str, detail: str) -> None:
+        """Count a refusal of the stream port; log it at most once a minute per cause."""
+        self.refused[cause] = self.refused.get(cause, 0) + 1
+        held = self._log_limit.check(cause)
+        if held is not None:
+            more = f" ({held} more like this in the last minute)" if held else ""
+            log.warning("stream input: %s%s", detail, more)
 
     # -- the control API's backend --------------------------------------------------------------
     def _owner(self, machine: str) -> WorkerSpec:
@@ -441,11 +563,14 @@ class Supervisor:
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        if not w.running or w.api_port is None:
+        if not w.running or w.api_path is None or not w.ready.is_set():
             raise APIError(503, f"worker {w.index} ({', '.join(w.machines)}) is not running")
-        conn = http.client.HTTPConnection("127.0.0.1", w.api_port, timeout=_CALL_TIMEOUT_S)
+        conn = _UnixHTTPConnection(w.api_path, _CALL_TIMEOUT_S)
+        headers = dict(headers or {})
+        if self._token is not None:  # the workers' APIs ask for it too
+            headers["Authorization"] = f"Bearer {self._token}"
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
             return r.status, r.read()
         except OSError as exc:
@@ -533,6 +658,13 @@ class Supervisor:
             "# HELP pdm_worker_restarts_total Times a worker process was started again.\n"
             "# TYPE pdm_worker_restarts_total counter\n"
             f"pdm_worker_restarts_total {sum(w.restarts for w in self.workers)}\n"
+            "# HELP pdm_door_refused_total Connections the supervisor's stream port refused "
+            "before handing them to a worker, by cause.\n"
+            "# TYPE pdm_door_refused_total counter\n"
+            + "".join(
+                f'pdm_door_refused_total{{cause="{cause}"}} {n}\n'
+                for cause, n in sorted(self.refused.items())
+            )
         )
         return own + (merge_expositions(parts) if parts else "")
 
@@ -575,6 +707,24 @@ class Supervisor:
                 raise ValueError(out.get("error", "refused"))
             raise APIError(status, out.get("error", f"HTTP {status}"))
         return dict(out)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (a worker's control API)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def default_workers(pipelines: Sequence[Pipeline]) -> int:

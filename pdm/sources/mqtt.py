@@ -39,6 +39,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import socket
 import ssl
@@ -60,7 +61,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pdm.errors import ConfigError, InputError, PdmError
-from pdm.secrets import secret_bytes
+from pdm.loglimit import LogLimiter
+from pdm.secrets import redact_url, secret_bytes
 from pdm.sources.base import Chunk
 
 # The name rules and the one-line sanitiser are the TCP protocol's own: the same ids and
@@ -75,8 +77,11 @@ from pdm.sources.tcp import (
 )
 
 __all__ = [
+    "CA_FILE_ENV",
+    "CERT_FILE_ENV",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
+    "KEY_FILE_ENV",
     "MAX_PAYLOAD_BYTES",
     "PASSWORD_ENV",
     "SESSION_EXPIRY_S",
@@ -87,6 +92,7 @@ __all__ = [
     "default_client_id",
     "mqtt_client",
     "parse_mqtt_url",
+    "tls_context",
 ]
 
 log = logging.getLogger("pdm.sources.mqtt")
@@ -100,6 +106,12 @@ MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 SESSION_EXPIRY_S = 7 * 24 * 3600
 #: The broker password: this variable, or a file named by ``PDM_MQTT_PASSWORD_FILE``.
 PASSWORD_ENV = "PDM_MQTT_PASSWORD"
+#: ``mqtts://``: a PEM bundle of the CA(s) to trust for the broker instead of the system's.
+CA_FILE_ENV = "PDM_MQTT_CA_FILE"
+#: ``mqtts://``: the appliance's client certificate (PEM) and its private key, for a broker
+#: that authenticates clients by certificate.
+CERT_FILE_ENV = "PDM_MQTT_CERT_FILE"
+KEY_FILE_ENV = "PDM_MQTT_KEY_FILE"
 
 KEEPALIVE_S = 30
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
@@ -166,20 +178,6 @@ class MqttUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.where}/{self.topic}{query}"
 
 
-def _redact(url: str) -> str:
-    """``url`` with anything that may be a password (``user:SECRET@``) replaced by ``***``."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    if not colon:
-        return url
-    return f"{head}{sep}{user}:***@{rest[at + 1 :]}"
-
-
 def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") -> MqttUrl:
     """``mqtt://[USER@]HOST[:PORT]/TOPIC[?protocol=3.1.1]`` -> :class:`MqttUrl`.
 
@@ -207,7 +205,7 @@ def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") 
     >>> str(parse_mqtt_url("mqtts://edge@broker.plant/pdm/#"))
     'mqtts://edge@broker.plant:8883/pdm/#'
     """
-    shown = _redact(url) if isinstance(url, str) else repr(url)
+    shown = redact_url(url) if isinstance(url, str) else repr(url)
 
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"{what} {shown!r}: {reason}")
@@ -298,8 +296,9 @@ def mqtt_client(
     """A paho-mqtt 2.x client for ``url``, configured but not connected.
 
     Callback API version 2; the URL's protocol; user name from the URL and the
-    password from ``PDM_MQTT_PASSWORD`` / ``PDM_MQTT_PASSWORD_FILE``; TLS with the
-    system CA store for ``mqtts://``; reconnect back-off 1 to 30 s.
+    password from ``PDM_MQTT_PASSWORD`` / ``PDM_MQTT_PASSWORD_FILE``; TLS for ``mqtts://``
+    (:func:`tls_context`: the system CA store or ``PDM_MQTT_CA_FILE``, a client certificate
+    from ``PDM_MQTT_CERT_FILE`` and ``PDM_MQTT_KEY_FILE``); reconnect back-off 1 to 30 s.
 
     Parameters
     ----------
@@ -336,9 +335,43 @@ def mqtt_client(
         # paho sends bytes as they are (a password need not be UTF-8).
         client.username_pw_set(url.username, cast(str | None, password))
     if url.tls:
-        client.tls_set_context(ssl.create_default_context())
+        client.tls_set_context(tls_context())
+    elif any(os.environ.get(v) for v in (CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV)):
+        raise ConfigError(
+            f"{url}: {CA_FILE_ENV}/{CERT_FILE_ENV}/{KEY_FILE_ENV} are set but the URL is not "
+            "mqtts:// (TLS)"
+        )
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     return client
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of an ``mqtts://`` connection: the broker's certificate checked
+    (against the CA bundle in ``PDM_MQTT_CA_FILE``, else the system's store) and its host
+    name verified; with ``PDM_MQTT_CERT_FILE`` and ``PDM_MQTT_KEY_FILE``, the appliance's own
+    client certificate for a broker that asks for one (``require_certificate``).
+
+    Raises :class:`ConfigError` (one line naming the variable) when a file cannot be read or
+    is not what it should be, or only one of the certificate and its key is given.
+    """
+    ca, cert, key = (os.environ.get(v, "") for v in (CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV))
+    try:
+        ctx = ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{CA_FILE_ENV}={ca}: not a readable PEM CA bundle: {exc}") from exc
+    if bool(cert) != bool(key):
+        raise ConfigError(
+            f"{CERT_FILE_ENV} and {KEY_FILE_ENV} go together (the client certificate and its key)"
+        )
+    if cert:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{CERT_FILE_ENV}={cert}, {KEY_FILE_ENV}={key}: cannot load the client "
+                f"certificate and key: {getattr(exc, 'strerror', None) or exc}"
+            ) from exc
+    return ctx
 
 
 def connect_async(client: paho.Client, url: MqttUrl, *, persistent: bool) -> None:
@@ -604,30 +637,6 @@ def _shorten(text: str, limit: int = 64) -> str:
 # ---------------------------------------------------------------------- the source
 
 
-class _LogLimit:
-    """Say when a key (a topic) may be logged again: at most once per interval, and how
-    many were held back meanwhile. Remembers a bounded number of keys."""
-
-    def __init__(self, interval_s: float = _LOG_INTERVAL_S, max_keys: int = _LOG_TOPICS) -> None:
-        self.interval_s = interval_s
-        self.max_keys = max_keys
-        self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, held back since)
-
-    def check(self, key: str, now: float) -> int | None:
-        """None: do not log now; else the number held back since the last log line."""
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.interval_s:
-            self._last[key] = (last[0], last[1] + 1)
-            return None
-        if last is None and len(self._last) >= self.max_keys:
-            cutoff = now - self.interval_s
-            self._last = {k: v for k, v in self._last.items() if v[0] >= cutoff}
-            if len(self._last) >= self.max_keys:  # all recent: forget the oldest
-                del self._last[min(self._last, key=lambda k: self._last[k][0])]
-        self._last[key] = (now, 0)
-        return 0 if last is None else last[1]
-
-
 class MqttSource:
     """Subscribes to a broker's topic filter and hands each message on as a chunk.
 
@@ -737,7 +746,7 @@ class MqttSource:
         self._outage_since: float | None = None  # monotonic; set once per outage
         self._warned_outage = False  # until the subscription is back
         self._connect_detail = ""
-        self._log_limit = _LogLimit()
+        self._log_limit = LogLimiter(_LOG_INTERVAL_S, max_keys=_LOG_TOPICS)
         self._recent: dict[str, deque[tuple[float, int, bytes]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -858,7 +867,14 @@ class MqttSource:
                 self._event("mqtt_disconnected", detail)
             return
         if not was_connected:
-            return  # a refused CONNACK was reported by _handle_connect
+            # A refused CONNACK was reported by _handle_connect (_outage says it once); a
+            # connection closed before any CONNACK — a TLS broker that wants a client
+            # certificate drops it after the handshake — is an outage too, not silence.
+            self._outage(
+                f"{self.url.where}: the connection closed before the broker accepted it "
+                "(TLS refused, e.g. a client certificate required?)"
+            )
+            return
         if flags.is_disconnect_packet_from_server:
             why = f"the broker closed the connection: {reason}"
             if reason.getName() == "Session taken over":

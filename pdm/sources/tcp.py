@@ -33,6 +33,8 @@ the peer sent on that connection.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -46,7 +48,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, NamedTuple, NoReturn, Self
+from typing import Any, Literal, NamedTuple, NoReturn, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -56,31 +58,51 @@ try:  # the same CRC-32 as zlib's, 8x faster here (carry-less multiply instructi
 except ImportError:  # pragma: no cover - a platform without its wheels
     from zlib import crc32
 
-from pdm.errors import InputError, PdmError
+from pdm.errors import ConfigError, InputError, PdmError
+from pdm.loglimit import LogLimiter
 from pdm.sources.base import Chunk
 
 __all__ = [
+    "AUTH_VERSION",
     "DTYPE_CODES",
+    "KEYS_FILE_ENV",
     "MAGIC",
     "MAX_CHANNELS",
     "MAX_FRAME_BYTES",
+    "MAX_KEY_ID_BYTES",
     "MAX_NAME_BYTES",
     "MAX_SAMPLES",
+    "MIN_SECRET_BYTES",
+    "PEEK_BYTES",
+    "TAG_BYTES",
     "VERSION",
     "Frame",
     "FrameDecoder",
+    "FrameRefused",
+    "FrameSigner",
     "SilenceChanges",
     "SilenceWatch",
+    "StreamKeys",
     "TcpStreamServer",
     "encode_frame",
+    "frame_limit",
     "ns_from_seconds",
     "peek_sensor_id",
+    "peer_host",
+    "peer_name",
 ]
 
 log = logging.getLogger("pdm.sources.tcp")
 
 MAGIC = b"PDMS"
 VERSION = 1
+#: The version of an authenticated frame: version 1 with a key id, a counter and an
+#: HMAC-SHA256 tag (docs/stream-protocol.md, "Authenticated frames").
+AUTH_VERSION = 2
+MAX_KEY_ID_BYTES = 32
+TAG_BYTES = 32
+#: A stream key's secret has at least this many bytes (128 bits).
+MIN_SECRET_BYTES = 16
 MAX_CHANNELS = 64
 MAX_SAMPLES = 1_048_576
 MAX_NAME_BYTES = 64
@@ -107,6 +129,10 @@ _OFF_VERSION, _OFF_DTYPE, _OFF_NCH, _OFF_FS, _OFF_NS, _OFF_SIDLEN = 4, 5, 6, 8, 
 _BAD_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_U64 = struct.Struct("<Q")
+#: Bytes enough to read any frame's sensor id (a version 2 header with the longest key id).
+PEEK_BYTES = _HEAD.size + 1 + MAX_KEY_ID_BYTES + _U64.size + MAX_NAME_BYTES
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 
 # SO_LINGER on, 0 s: close() sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -153,6 +179,162 @@ def _check_name(name: str, what: str) -> bytes:
     return raw
 
 
+class FrameRefused(InputError):
+    """Data refused, with its ``cause`` (a short word for counting and for rate-limited
+    logs: ``protocol``, ``auth``, ``unknown_sensor``, ``channels``, ``sample_rate``,
+    ``clock``, ...)."""
+
+    def __init__(self, message: str, cause: str = "rejected") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+#: The variable naming the stream key file of a receiver (see :class:`StreamKeys`).
+KEYS_FILE_ENV = "PDM_STREAM_KEYS_FILE"
+_MAX_REPLAY_ENTRIES = 65_536
+
+
+class StreamKeys:
+    """The per-gateway keys of authenticated frames (version 2), and their replay guard.
+
+    A key file holds one key a line: ``KEY_ID SECRET_HEX [ID,ID,...]``. The key id is 1-32
+    characters ``A-Z a-z 0-9 . _ -``; the secret at least 16 bytes in hex (``openssl rand
+    -hex 32`` makes one); the ids, when given, the sensor ids (as sent in frames) that the
+    key may send for (none, or ``*``: any). ``#`` starts a comment. Thread-safe.
+
+    >>> keys = StreamKeys.parse("gw-1 " + "ab" * 16 + " pump-01,pump-02", "keys")
+    >>> keys.known("gw-1"), keys.allows("gw-1", "pump-01"), keys.allows("gw-1", "fan")
+    (True, True, False)
+    >>> keys.advance("gw-1", "pump-01", 5), keys.advance("gw-1", "pump-01", 5)
+    (None, 5)
+    """
+
+    def __init__(self, keys: dict[str, tuple[bytes, frozenset[str] | None]]) -> None:
+        for kid, (secret, _ids) in keys.items():
+            if not _KEY_ID.match(kid):
+                raise ValueError(f"key id {kid!r} must be 1-32 characters A-Z a-z 0-9 . _ -")
+            if len(secret) < MIN_SECRET_BYTES:
+                raise ValueError(f"key {kid}: a secret has at least {MIN_SECRET_BYTES} bytes")
+        self._keys = dict(keys)
+        self._last: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> StreamKeys:
+        """Read a key file's text; :class:`~pdm.errors.ConfigError` ``WHERE:LINE: reason``
+        (never showing a secret)."""
+        keys: dict[str, tuple[bytes, frozenset[str] | None]] = {}
+        for no, line in enumerate(text.splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words) not in (2, 3):
+                raise ConfigError(f"{where}:{no}: expected KEY_ID SECRET_HEX [ID,ID,...]")
+            kid, hexed = words[0], words[1]
+            if not _KEY_ID.match(kid):
+                raise ConfigError(
+                    f"{where}:{no}: key id {kid!r} must be 1-32 characters A-Z a-z 0-9 . _ -"
+                )
+            if kid in keys:
+                raise ConfigError(f"{where}:{no}: key id {kid} given twice")
+            try:
+                secret = bytes.fromhex(hexed)
+            except ValueError:
+                raise ConfigError(f"{where}:{no}: key {kid}: the secret is not hex") from None
+            if len(secret) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"{where}:{no}: key {kid}: the secret has {len(secret)} bytes; at least "
+                    f"{MIN_SECRET_BYTES} (openssl rand -hex 32)"
+                )
+            ids: frozenset[str] | None = None
+            if len(words) == 3 and words[2] != "*":
+                ids = frozenset(filter(None, words[2].split(",")))
+            keys[kid] = (secret, ids)
+        if not keys:
+            raise ConfigError(f"{where}: no key in the file")
+        return cls(keys)
+
+    @classmethod
+    def from_env(cls, env: str = KEYS_FILE_ENV) -> StreamKeys | None:
+        """The keys of the file named by ``env``; None when it is not set."""
+        path = os.environ.get(env, "")
+        if not path:
+            return None
+        try:
+            st = os.stat(path)
+            with open(path, encoding="utf-8") as f:
+                text = f.read(1 << 20)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{env}={path}: cannot read the stream keys: {why}") from exc
+        if st.st_mode & 0o077:
+            log.warning(
+                "%s=%s is readable by other users (mode %o): anyone who reads it can sign "
+                "frames; chmod 600 it",
+                env,
+                path,
+                st.st_mode & 0o777,
+            )
+        return cls.parse(text, path)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:  # never the secrets
+        return f"StreamKeys({sorted(self._keys)})"
+
+    def known(self, key_id: str) -> bool:
+        return key_id in self._keys
+
+    def secret(self, key_id: str) -> bytes:
+        return self._keys[key_id][0]
+
+    def allows(self, key_id: str, sensor_id: str) -> bool:
+        """Whether ``key_id`` may send frames naming ``sensor_id``."""
+        entry = self._keys.get(key_id)
+        return entry is not None and (entry[1] is None or sensor_id in entry[1])
+
+    def advance(self, key_id: str, sensor_id: str, counter: int) -> int | None:
+        """Take ``counter`` for (key, sensor) if it is above the last one taken: None;
+        otherwise refuse it and return that last counter (a replay)."""
+        k = (key_id, sensor_id)
+        with self._lock:
+            last = self._last.get(k)
+            if last is not None and counter <= last:
+                return last
+            if last is None and len(self._last) >= _MAX_REPLAY_ENTRIES:
+                self._last.pop(next(iter(self._last)))
+            self._last[k] = counter
+            return None
+
+
+class FrameSigner:
+    """A sender's key: signs frames with a counter that is its clock in ns, kept strictly
+    increasing (a restarted sender continues above what it sent before, as long as its clock
+    has moved on).
+
+    >>> signer = FrameSigner("gw-1", bytes(16))
+    >>> a, b = signer.next_counter(), signer.next_counter()
+    >>> b > a
+    True
+    """
+
+    def __init__(self, key_id: str, secret: bytes) -> None:
+        if not _KEY_ID.match(key_id):
+            raise ValueError(f"key id {key_id!r} must be 1-32 characters A-Z a-z 0-9 . _ -")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"a stream key secret has at least {MIN_SECRET_BYTES} bytes")
+        self.key = (key_id, secret)
+        self._last = 0
+
+    def next_counter(self) -> int:
+        self._last = max(self._last + 1, time.time_ns())
+        return self._last
+
+    def __repr__(self) -> str:
+        return f"FrameSigner({self.key[0]!r})"
+
+
 def encode_frame(
     sensor_id: str,
     data: npt.ArrayLike,
@@ -162,8 +344,11 @@ def encode_frame(
     channels: Sequence[str],
     dtype: WireDtype = "float32",
     scale: float | None = None,
+    key: tuple[str, bytes] | None = None,
+    counter: int | None = None,
 ) -> bytes:
-    """Build one frame of the PDMS stream protocol, version 1.
+    """Build one frame of the PDMS stream protocol: version 1, or version 2 (authenticated)
+    when ``key`` is given.
 
     Parameters
     ----------
@@ -184,6 +369,13 @@ def encode_frame(
     scale : float, optional
         Required with ``"int16"`` (channel units per count, finite, non-zero);
         not allowed otherwise.
+    key : (key id, secret), optional
+        Sign the frame (version 2): the key id (1-32 characters ``A-Z a-z 0-9 . _ -``)
+        and its secret (at least 16 bytes), as in the receiver's key file.
+    counter : int, optional
+        With ``key``: the frame's counter, 0..2**64-1, strictly increasing per key and
+        sensor id on the receiver's side (the sender's clock in ns suits: see
+        :class:`FrameSigner`).
 
     Returns
     -------
@@ -234,6 +426,18 @@ def encode_frame(
         tail = _F64.pack(float(scale))
     elif scale is not None:
         raise ValueError(f"scale is only for dtype='int16', not {dtype!r}")
+    auth = b""
+    if key is not None:
+        kid, secret = key
+        if not isinstance(kid, str) or not _KEY_ID.match(kid):
+            raise ValueError(f"key id {kid!r} must be 1-32 characters A-Z a-z 0-9 . _ -")
+        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"a stream key secret has at least {MIN_SECRET_BYTES} bytes")
+        if isinstance(counter, bool) or not isinstance(counter, int) or not 0 <= counter < 2**64:
+            raise ValueError(f"{counter=} must be an int within 0..2**64-1 with a key")
+        auth = bytes([len(kid)]) + kid.encode() + _U64.pack(counter)
+    elif counter is not None:
+        raise ValueError("counter is only for a signed frame (key=...)")
     wire = np.ascontiguousarray(arr, dtype=_NUMPY[code])
     if code == 1 and arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
         overflow = np.isinf(wire) & np.isfinite(arr)
@@ -242,15 +446,23 @@ def encode_frame(
     samples = wire.tobytes()
 
     size = _HEAD.size + len(sid) + sum(2 + len(b) for b in names) + len(tail) + len(samples) + 4
+    size += len(auth) + (TAG_BYTES if auth else 0)
     if size > MAX_FRAME_BYTES:
         raise ValueError(f"the frame would be {size} bytes; the limit is {MAX_FRAME_BYTES}")
+    version = AUTH_VERSION if auth else VERSION
     parts = [
-        _HEAD.pack(MAGIC, VERSION, code, c, float(fs), int(t0_ns), n, len(sid)),
+        _HEAD.pack(MAGIC, version, code, c, float(fs), int(t0_ns), n, len(sid)),
+        auth,
         sid,
         *(_U16.pack(len(b)) + b for b in names),
         tail,
         samples,
     ]
+    if key is not None:
+        mac = hmac.new(key[1], digestmod=hashlib.sha256)
+        for p in parts:
+            mac.update(p)
+        parts.append(mac.digest())
     crc = 0
     for p in parts:
         crc = crc32(p, crc)
@@ -269,13 +481,22 @@ def peek_sensor_id(head: bytes) -> str | None:
             raise InputError("the stream does not start with a PDMS frame (bad magic)")
         return None
     magic, version, *_rest, sid_len = _HEAD.unpack_from(head)
-    if magic != MAGIC or version != VERSION:
-        raise InputError(f"the stream does not start with a PDMS version {VERSION} frame")
+    if magic != MAGIC or version not in (VERSION, AUTH_VERSION):
+        raise InputError(
+            f"the stream does not start with a PDMS version {VERSION} or {AUTH_VERSION} frame"
+        )
     if not 1 <= sid_len <= MAX_NAME_BYTES:
         raise InputError(f"sensor id is {sid_len} bytes; it must be 1 to {MAX_NAME_BYTES}")
-    if len(head) < _HEAD.size + sid_len:
+    start = _HEAD.size
+    if version == AUTH_VERSION:
+        if len(head) <= start:
+            return None
+        if not 1 <= head[start] <= MAX_KEY_ID_BYTES:
+            raise InputError(f"key id length {head[start]} is outside 1..{MAX_KEY_ID_BYTES}")
+        start += 1 + head[start] + _U64.size
+    if len(head) < start + sid_len:
         return None
-    raw = bytes(head[_HEAD.size : _HEAD.size + sid_len])
+    raw = bytes(head[start : start + sid_len])
     problem = _name_problem(raw, "sensor id")
     if problem:
         raise InputError(problem)
@@ -301,6 +522,8 @@ class Frame:
         Stream offset of the frame's first byte.
     size : int
         Frame length in bytes, CRC included.
+    key_id, counter : str and int, or None
+        An authenticated frame's (version 2) key id and counter, its tag verified.
     """
 
     sensor_id: str
@@ -311,6 +534,8 @@ class Frame:
     scale: float | None
     offset: int
     size: int
+    key_id: str | None = None
+    counter: int | None = None
     #: The decoder's writable copy behind ``data``, handed over by :meth:`to_chunk`.
     _owned: npt.NDArray[Any] | None = field(default=None, repr=False, compare=False)
 
@@ -379,6 +604,8 @@ class _Head:
     names_end: int  # end of the sensor id + channel names section
     data_off: int  # first sample byte (after the scale for int16)
     total: int  # frame length, CRC included
+    auth: int = 0  # bytes of the key id block after the fixed header (version 2)
+    key_id: str | None = None
 
 
 class FrameDecoder:
@@ -397,6 +624,11 @@ class FrameDecoder:
     max_frame_bytes : int
         Refuse frames longer than this; at most (and by default) the protocol's
         64 MiB. A receiver with many connections and little memory may lower it.
+    keys : StreamKeys, optional
+        Take only authenticated frames (version 2) signed with one of these keys, for a
+        sensor id the key may send, with a counter above the last one seen (the key id is
+        checked as soon as it arrives, before any sample is buffered). Without keys, only
+        version 1 frames are taken.
 
     Notes
     -----
@@ -407,11 +639,18 @@ class FrameDecoder:
     :attr:`error`.
     """
 
-    def __init__(self, peer: str = "stream", *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        peer: str = "stream",
+        *,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        keys: StreamKeys | None = None,
+    ) -> None:
         if not 64 <= max_frame_bytes <= MAX_FRAME_BYTES:
             raise ValueError(f"{max_frame_bytes=} must be within 64..{MAX_FRAME_BYTES}")
         self.peer = peer
         self.max_frame_bytes = max_frame_bytes
+        self.keys = keys
         self.frames = 0  # frames decoded so far
         self._buf = bytearray()
         self._pos = 0  # stream offset of _buf[0] (always the start of a frame)
@@ -485,10 +724,23 @@ class FrameDecoder:
                 f"of the frame starting at byte {self._pos}, which needs {what}",
             )
 
+    def release(self) -> None:
+        """Drop the bytes held (the connection is gone). Its memory goes now: a failed
+        decoder is in a reference cycle with its error's traceback, which only the cyclic
+        collector would break, minutes later, holding a frame's worth of bytes meanwhile."""
+        self._buf = bytearray()
+        self._head = None
+        if self._error is not None:
+            self._error.__traceback__ = None
+
     # ------------------------------------------------------------------ internals
 
-    def _fail(self, offset: int, reason: str) -> NoReturn:
-        self._error = InputError(f"stream from {self.peer}, byte {offset}: {reason}")
+    @property
+    def _version(self) -> int:
+        return VERSION if self.keys is None else AUTH_VERSION
+
+    def _fail(self, offset: int, reason: str, *, cause: str = "protocol") -> NoReturn:
+        self._error = FrameRefused(f"stream from {self.peer}, byte {offset}: {reason}", cause)
         raise self._error
 
     def _next_frame(self, buf: bytearray | memoryview, frames: list[Frame]) -> bool:
@@ -514,11 +766,18 @@ class FrameDecoder:
             return None
         if buf[:4] != MAGIC:
             self._bad_magic(buf)
-        if n > _OFF_VERSION and buf[_OFF_VERSION] != VERSION:
-            self._fail(
-                base + _OFF_VERSION,
-                f"unknown protocol version {buf[_OFF_VERSION]} (this receiver speaks {VERSION})",
-            )
+        if n > _OFF_VERSION and buf[_OFF_VERSION] != self._version:
+            got = buf[_OFF_VERSION]
+            if got == AUTH_VERSION:
+                why = "an authenticated frame (version 2), but this receiver has no stream keys"
+            elif got == VERSION:
+                why = (
+                    "an unauthenticated frame (version 1): this receiver takes only frames "
+                    "signed with a stream key (version 2)"
+                )
+            else:
+                why = f"unknown protocol version {got} (this receiver speaks {self._version})"
+            self._fail(base + _OFF_VERSION, why, cause="auth" if got in (1, 2) else "protocol")
         if n > _OFF_DTYPE and buf[_OFF_DTYPE] not in _DTYPE_NAMES:
             known = ", ".join(f"{c} = {name}" for c, name in _DTYPE_NAMES.items())
             self._fail(base + _OFF_DTYPE, f"unknown dtype {buf[_OFF_DTYPE]} (known: {known})")
@@ -535,10 +794,17 @@ class FrameDecoder:
             self._fail(
                 base + _OFF_SIDLEN, f"sensor id length {sid_len} is outside 1..{MAX_NAME_BYTES}"
             )
+        auth, key_id = 0, None
+        if self.keys is not None:
+            block = self._key_block(buf, base)
+            if block is None:
+                return None
+            auth, key_id = block
         item = _NUMPY[code].itemsize
         sample_bytes = n_s * n_ch * item
+        tag = TAG_BYTES if auth else 0
         # Smallest the frame can be (every name 1 byte): refuse now, not after the names.
-        least = _HEAD.size + sid_len + 3 * n_ch + (8 if code == _INT16 else 0)
+        least = _HEAD.size + auth + sid_len + 3 * n_ch + (8 if code == _INT16 else 0) + tag
         if least + sample_bytes + _CRC_BYTES > self.max_frame_bytes:
             self._fail(
                 base + _OFF_NS,
@@ -546,7 +812,7 @@ class FrameDecoder:
                 f"{sample_bytes} bytes of samples; a frame may be at most "
                 f"{self.max_frame_bytes} bytes",
             )
-        pos = _HEAD.size + sid_len
+        pos = _HEAD.size + auth + sid_len
         for i in range(n_ch):
             if n < pos + 2:
                 return None
@@ -559,13 +825,32 @@ class FrameDecoder:
             pos += 2 + length
         names_end = pos
         data_off = names_end + (8 if code == _INT16 else 0)
-        total = data_off + sample_bytes + _CRC_BYTES
+        total = data_off + sample_bytes + tag + _CRC_BYTES
         if total > self.max_frame_bytes:
             self._fail(
                 base + _OFF_NS,
                 f"frame too large: {total} bytes; a frame may be at most {self.max_frame_bytes}",
             )
-        return _Head(code, n_ch, fs, t0_ns, n_s, sid_len, names_end, data_off, total)
+        return _Head(code, n_ch, fs, t0_ns, n_s, sid_len, names_end, data_off, total, auth, key_id)
+
+    def _key_block(self, buf: bytearray | memoryview, base: int) -> tuple[int, str] | None:
+        """The key id block of an authenticated frame: (its length, the key id), checked
+        against the keys before anything else of the frame is buffered; None: not all in."""
+        assert self.keys is not None
+        n, at = len(buf), _HEAD.size
+        if n <= at:
+            return None
+        k = buf[at]
+        if not 1 <= k <= MAX_KEY_ID_BYTES:
+            self._fail(base + at, f"key id length {k} is outside 1..{MAX_KEY_ID_BYTES}")
+        if n < at + 1 + k:
+            return None
+        raw = bytes(buf[at + 1 : at + 1 + k])
+        kid = raw.decode("ascii", "replace")
+        if not _KEY_ID.match(kid) or not self.keys.known(kid):
+            shown = kid if _KEY_ID.match(kid) else repr(raw)
+            self._fail(base + at + 1, f"unknown key id {shown}", cause="auth")
+        return 1 + k + _U64.size, kid
 
     def _bad_magic(self, buf: bytearray | memoryview) -> NoReturn:
         got = bytes(buf[:4])
@@ -582,6 +867,7 @@ class FrameDecoder:
         moves past its ``h.total`` bytes)."""
         base = self._pos
         end = h.total - _CRC_BYTES
+        counter: int | None = None
         with memoryview(buf) as mv:
             crc = crc32(mv[:end])
             (sent,) = _U32.unpack_from(buf, end)
@@ -592,11 +878,39 @@ class FrameDecoder:
                     f"computes 0x{crc:08x}, its trailer says 0x{sent:08x}; "
                     f"the frame is corrupt",
                 )
-            names_raw = bytes(mv[_HEAD.size : h.names_end])
+            if h.key_id is not None:
+                assert self.keys is not None
+                tag_at = end - TAG_BYTES
+                want = hmac.new(self.keys.secret(h.key_id), mv[:tag_at], hashlib.sha256).digest()
+                if not hmac.compare_digest(want, mv[tag_at:end]):
+                    self._fail(
+                        base + tag_at,
+                        f"the HMAC tag does not match key {h.key_id} (a wrong key, or the frame "
+                        "was altered)",
+                        cause="auth",
+                    )
+                (counter,) = _U64.unpack_from(buf, _HEAD.size + h.auth - _U64.size)
+            names_raw = bytes(mv[_HEAD.size + h.auth : h.names_end])
             # One copy out of the receive buffer, and the frame owns it (see to_chunk).
             count = h.n_samples * h.n_channels
             samples = np.frombuffer(mv, _NUMPY[h.code], count, h.data_off).copy()
-        sensor_id, channels = self._decode_names(h.sid_len, names_raw, base)
+        sensor_id, channels = self._decode_names(h.sid_len, names_raw, base + _HEAD.size + h.auth)
+        if h.key_id is not None and counter is not None:
+            assert self.keys is not None
+            if not self.keys.allows(h.key_id, sensor_id):
+                self._fail(
+                    base + _HEAD.size + h.auth,
+                    f"key {h.key_id} may not send for sensor {sensor_id!r}",
+                    cause="auth",
+                )
+            last = self.keys.advance(h.key_id, sensor_id, counter)
+            if last is not None:
+                self._fail(
+                    base + _HEAD.size + h.auth - _U64.size,
+                    f"counter {counter} of key {h.key_id} for {sensor_id!r} is not above the "
+                    f"last one taken ({last}): a replayed or reordered frame",
+                    cause="auth",
+                )
         scale: float | None = None
         if h.code == _INT16:
             (scale,) = _F64.unpack_from(buf, h.names_end)
@@ -616,17 +930,19 @@ class FrameDecoder:
             scale=scale,
             offset=base,
             size=h.total,
+            key_id=h.key_id,
+            counter=counter,
             _owned=owned,
         )
 
-    def _decode_names(self, sid_len: int, raw: bytes, base: int) -> tuple[str, tuple[str, ...]]:
-        """Sensor id and channel names from the section after the fixed header."""
+    def _decode_names(self, sid_len: int, raw: bytes, at: int) -> tuple[str, tuple[str, ...]]:
+        """Sensor id and channel names from their section (``raw``, at stream offset ``at``)."""
         # A stream repeats the same names frame after frame: check them once.
         if sid_len == self._names_key[0] and raw == self._names_key[1]:
             return self._names
         problem = _name_problem(raw[:sid_len], "sensor id")
         if problem:
-            self._fail(base + _HEAD.size, problem)
+            self._fail(at, problem)
         sensor_id = raw[:sid_len].decode("utf-8")
         channels: list[str] = []
         pos = sid_len
@@ -635,11 +951,11 @@ class FrameDecoder:
             name = raw[pos + 2 : pos + 2 + length]
             problem = _name_problem(name, f"channel {len(channels)} name")
             if problem:
-                self._fail(base + _HEAD.size + pos + 2, problem)
+                self._fail(at + pos + 2, problem)
             text = name.decode("utf-8")
             if text in channels:
                 self._fail(
-                    base + _HEAD.size + pos + 2,
+                    at + pos + 2,
                     f"channel {len(channels)} name {text!r} repeats channel {channels.index(text)}",
                 )
             channels.append(text)
@@ -653,21 +969,62 @@ class FrameDecoder:
 OnChunk = Callable[[str, Chunk], object]
 OnEvent = Callable[[str, str], object]
 
+#: Room for the longest header a frame can have (a version 2 frame, every name 64 bytes,
+#: 64 channels, an int16 scale, the tag and the CRC), bytes.
+_HEADER_ROOM = PEEK_BYTES + MAX_CHANNELS * (2 + MAX_NAME_BYTES) + 8 + TAG_BYTES + _CRC_BYTES
+_FRAME_LIMIT_MIN = 64 * 1024
+
+
+def frame_limit(sample_rate_hz: float, window_samples: int, n_channels: int) -> int:
+    """The largest frame worth taking for a pipeline, bytes: one analysis window or two
+    seconds of samples, whichever is more, of every channel as float64, with room for the
+    longest header; rounded up to 64 KiB, within 64 KiB .. :data:`MAX_FRAME_BYTES`.
+
+    A sender has no reason to put more than that in one frame (a gateway sending blocks of
+    a second fits twice over), and a receiver that takes no more holds at most that much of
+    each connection's incomplete frame.
+
+    >>> frame_limit(25600.0, 8192, 2)   # 2 s x 25600 Hz x 2 channels x 8 bytes + header
+    851968
+    """
+    samples = max(int(window_samples), math.ceil(2.0 * float(sample_rate_hz)))
+    raw = samples * int(n_channels) * 8 + _HEADER_ROOM
+    rounded = -(-raw // _FRAME_LIMIT_MIN) * _FRAME_LIMIT_MIN
+    return max(_FRAME_LIMIT_MIN, min(MAX_FRAME_BYTES, rounded))
+
 
 @dataclass(eq=False)
 class _Conn:
     sock: socket.socket
     peer: str
+    host: str
     decoder: FrameDecoder
+    connected: float  # monotonic s
     last_rx: float
     frames: int = 0
+    held: int = 0  # bytes of an incomplete frame held by the decoder
+    frame_started: float | None = None  # when the incomplete frame's first byte came
+    received: bool = False  # any byte at all
 
 
-def _peer_name(addr: Any) -> str:
+def peer_name(addr: Any) -> str:
+    """``HOST:PORT`` (``[HOST]:PORT`` for IPv6) of a socket address."""
     if isinstance(addr, tuple) and len(addr) >= 2:
         host, port = addr[0], addr[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(addr)
+
+
+def peer_host(peer: str) -> str:
+    """The address part of :func:`peer_name`'s ``HOST:PORT`` (the whole text otherwise).
+
+    >>> peer_host("10.0.0.7:51234"), peer_host("[::1]:9000"), peer_host("peer")
+    ('10.0.0.7', '::1', 'peer')
+    """
+    if peer.startswith("[") and "]:" in peer:
+        return peer[1 : peer.index("]:")]
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and ":" not in host else peer
 
 
 def _is_loopback(host: str) -> bool:
@@ -687,36 +1044,63 @@ class TcpStreamServer:
     on that thread; a slow ``on_chunk`` slows every sender through TCP flow
     control rather than queueing data in memory). The receiver never writes to
     a connection: closing it is its only answer. A connection it refuses
-    (protocol error, rejected data) is reset (TCP RST); one that ends otherwise
-    (the peer closed, idle, the receiver stops) is closed normally.
+    (protocol error, rejected data, a limit below) is reset (TCP RST); one that
+    ends otherwise (the peer closed, idle, the receiver stops) is closed normally.
+
+    **Limits** (every one a refusal, counted in :attr:`refused` by cause, and logged at
+    most once per ``log_interval_s`` per cause with a count of the rest):
+
+    * ``max_connections`` in all and ``max_per_peer`` from one address (``too_many``,
+      ``per_peer``);
+    * a connection must send its first byte within ``first_byte_timeout_s``
+      (``no_data``), and a frame once started must be complete within
+      ``frame_timeout_s`` (``slow_frame``): a peer that connects and waits, or trickles
+      a frame byte by byte, does not hold a slot;
+    * ``max_frame_bytes`` per frame, so per connection (``protocol``, at the header);
+    * ``max_input_bytes`` of incomplete frames across all connections: past it, the
+      connection whose incomplete frame is oldest is closed (``memory``) — a frame of a
+      sender that writes it at once completes in milliseconds, one that is held back is
+      the one to go.
 
     Parameters
     ----------
     host : str
         Address to listen on. The default is loopback; a DAQ on another machine
         needs an explicit ``"0.0.0.0"``, ``"::"`` or an interface address (and
-        then anyone who can reach the port can feed data). ``""`` is refused, as
-        Python would take it to mean every interface.
+        then anyone who can reach the port can feed data, unless ``keys``).
+        ``""`` is refused, as Python would take it to mean every interface.
     port : int
         TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
     on_chunk : callable(sensor_id, Chunk)
         Called for each frame with its samples as float64 in the channels' units
         (int16 frames already scaled). Raising a :class:`~pdm.errors.PdmError`
-        (e.g. unknown sensor) rejects the data: that connection is closed with a
-        one-line ``rejected`` event. Any other exception is logged with its
-        traceback and does the same.
+        (e.g. unknown sensor; a :class:`FrameRefused` names its cause) rejects the
+        data: that connection is closed with a one-line ``rejected`` event. Any other
+        exception is logged with its traceback and does the same.
     on_event : callable(kind, detail), optional
         ``kind`` is ``"connected"``, ``"disconnected"``, ``"protocol_error"``,
-        ``"rejected"`` or ``"refused"`` (over ``max_connections``); ``detail``
-        is one line starting with the peer.
+        ``"rejected"``, ``"refused"`` (a limit above) or ``"timeout"`` (``no_data``,
+        ``slow_frame``); ``detail`` is one line starting with the peer. Called for every
+        event (only the log lines are limited).
     max_connections : int
         Connections served at once; more are accepted and closed at once.
     idle_timeout_s : float or None
-        Close a connection that sends nothing for this long (a silent peer
-        would otherwise hold a slot for ever). None: never.
+        Close a connection that sends nothing for this long between frames (a silent
+        peer would otherwise hold a slot for ever). None: never.
     max_frame_bytes : int
-        Largest frame accepted (default and maximum: the protocol's 64 MiB).
-        Memory held is at most about ``max_connections × max_frame_bytes``.
+        Largest frame accepted (default and maximum: the protocol's 64 MiB; a service
+        sizes it from its pipelines with :func:`frame_limit`).
+    max_per_peer : int
+        Connections from one address at once.
+    first_byte_timeout_s, frame_timeout_s : float
+        See the limits above.
+    max_input_bytes : int, optional
+        Bytes of incomplete frames held across all connections (default: 4 frames of
+        ``max_frame_bytes``, at least 64 MiB).
+    keys : StreamKeys, optional
+        Take only frames signed with these keys (version 2; see :class:`FrameDecoder`).
+    log_interval_s : float
+        At most one log line per cause per this many seconds.
 
     Attributes
     ----------
@@ -724,6 +1108,12 @@ class TcpStreamServer:
         The bound port once started.
     frames, bytes_received, protocol_errors : int
         Totals since start, for metrics.
+    refused : dict of str to int
+        Connections refused or closed for a limit or a protocol violation, by cause,
+        since start.
+    rejected : dict of str to int
+        Connections closed because ``on_chunk`` rejected their data, by cause (a
+        :class:`FrameRefused`'s, else ``rejected``), since start.
     """
 
     def __init__(
@@ -736,6 +1126,12 @@ class TcpStreamServer:
         max_connections: int = 32,
         idle_timeout_s: float | None = 300.0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_per_peer: int = 64,
+        first_byte_timeout_s: float = 5.0,
+        frame_timeout_s: float = 30.0,
+        max_input_bytes: int | None = None,
+        keys: StreamKeys | None = None,
+        log_interval_s: float = 60.0,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(
@@ -746,43 +1142,65 @@ class TcpStreamServer:
             raise ValueError(f"{port=} must be an int within 0..65535")
         if not 1 <= max_connections <= 4096:
             raise ValueError(f"{max_connections=} must be within 1..4096")
-        if idle_timeout_s is not None and not (
-            math.isfinite(idle_timeout_s) and idle_timeout_s > 0
+        if not 1 <= max_per_peer <= 4096:
+            raise ValueError(f"{max_per_peer=} must be within 1..4096")
+        for name, value in (
+            ("idle_timeout_s", idle_timeout_s),
+            ("first_byte_timeout_s", first_byte_timeout_s),
+            ("frame_timeout_s", frame_timeout_s),
         ):
-            raise ValueError(f"{idle_timeout_s=} must be > 0 s or None")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be > 0 s")
         FrameDecoder(max_frame_bytes=max_frame_bytes)  # validates the value
+        if max_input_bytes is None:
+            max_input_bytes = max(64 * 1024 * 1024, 4 * max_frame_bytes)
+        if max_input_bytes < max_frame_bytes:
+            raise ValueError(f"{max_input_bytes=} must be at least {max_frame_bytes=}")
         self.host = host
         self.port = port
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
         self.max_frame_bytes = max_frame_bytes
+        self.max_per_peer = max_per_peer
+        self.first_byte_timeout_s = float(first_byte_timeout_s)
+        self.frame_timeout_s = float(frame_timeout_s)
+        self.max_input_bytes = int(max_input_bytes)
+        self.keys = keys
         self.frames = 0
         self.bytes_received = 0
         self.protocol_errors = 0
+        self.refused: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self._limiter = LogLimiter(log_interval_s)
         self._on_chunk = on_chunk
         self._on_event = on_event
         self._conns: set[_Conn] = set()
+        self._per_host: dict[str, int] = {}
+        self._held = 0  # bytes of incomplete frames across connections
         self._listener: socket.socket | None = None
+        self._listening = True
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._started = False
         self._sel: selectors.BaseSelector | None = None  # driven mode: polled by its driver
-        self._next_idle = 0.0
+        self._next_check = 0.0
         self._driver: int | None = None  # the thread that polls a driven receiver
         self._closed = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._refusing = False  # log "refusing" once per episode, not per attempt
         self._scratch = bytearray(_RECV_BYTES)
-        self._adopted: list[tuple[socket.socket, str]] = []  # handed over, not yet registered
+        # Handed over (socket, peer, bytes already read), not yet registered.
+        self._adopted: list[tuple[socket.socket, str, bytes]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, *, driven: bool = False) -> Self:
+    def start(self, *, driven: bool = False, listen: bool = True) -> Self:
         """Bind, listen and start the I/O thread — or, ``driven``, none: the caller's thread
         then calls :meth:`poll` (the service's processing thread does, so frames and windows
-        never wait for each other's hold on the interpreter lock).
+        never wait for each other's hold on the interpreter lock). ``listen=False``: no
+        port at all; the receiver serves only connections handed to :meth:`adopt` (a
+        worker of a multi-process service).
 
         Raises
         ------
@@ -792,38 +1210,12 @@ class TcpStreamServer:
         with self._lock:
             if self._started:
                 raise RuntimeError("TcpStreamServer.start() called twice; make a new server")
-            where = f"{self.host}:{self.port}"
-            try:
-                infos = socket.getaddrinfo(
-                    self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-                )
-                family, type_, proto, _, addr = infos[0]
-                listener = socket.socket(family, type_, proto)
-            except OSError as exc:
-                raise InputError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-            try:
-                if os.name == "posix":  # so a restarted receiver gets its port back at once
-                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind(addr)
-                listener.listen(min(self.max_connections, 128))
-                listener.setblocking(False)
-            except OSError as exc:
-                listener.close()
-                raise InputError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-            self.port = int(listener.getsockname()[1])
-            self._listener = listener
+            self._listening = listen
+            if listen:
+                self._listen()
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
-            if not _is_loopback(self.host):
-                log.warning(
-                    "stream receiver listening on %s:%d (not loopback): anyone who can reach "
-                    "this port can feed data",
-                    self.host,
-                    self.port,
-                )
-            else:
-                log.info("stream receiver listening on %s:%d", self.host, self.port)
             self._started = True
             if driven:
                 self._sel = self._open_selector()
@@ -833,6 +1225,44 @@ class TcpStreamServer:
                 )
                 self._thread.start()
         return self
+
+    def _listen(self) -> None:
+        where = f"{self.host}:{self.port}"
+        try:
+            infos = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family, type_, proto, _, addr = infos[0]
+            listener = socket.socket(family, type_, proto)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        try:
+            if os.name == "posix":  # so a restarted receiver gets its port back at once
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(addr)
+            listener.listen(min(self.max_connections, 128))
+            listener.setblocking(False)
+        except OSError as exc:
+            listener.close()
+            raise InputError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        self.port = int(listener.getsockname()[1])
+        self._listener = listener
+        if self.keys is not None:
+            log.info(
+                "stream receiver listening on %s:%d; frames must be signed (%d key(s))",
+                self.host,
+                self.port,
+                len(self.keys),
+            )
+        elif not _is_loopback(self.host):
+            log.warning(
+                "stream receiver listening on %s:%d (not loopback) without stream keys: anyone "
+                "who can reach this port can feed data (docs/stream-protocol.md)",
+                self.host,
+                self.port,
+            )
+        else:
+            log.info("stream receiver listening on %s:%d", self.host, self.port)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Close the listener and every connection; join the I/O thread. Idempotent.
@@ -870,15 +1300,16 @@ class TcpStreamServer:
             if thread.is_alive():
                 log.warning("stream receiver thread did not stop within %g s", timeout_s)
 
-    def adopt(self, sock: socket.socket, peer: str) -> None:
+    def adopt(self, sock: socket.socket, peer: str, received: bytes = b"") -> None:
         """Serve a connection accepted elsewhere (a multi-process service's supervisor
-        accepts on the public port and hands each connection to the worker that runs its
-        machine). Thread-safe; the connection counts against ``max_connections``."""
+        accepts on the public port, reads the first frame's header and hands the connection,
+        with the bytes it read (``received``), to the worker that runs its machine).
+        Thread-safe; the connection counts against every limit."""
         with self._lock:
             if not self._started or self._stopping.is_set():
                 sock.close()
                 return
-            self._adopted.append((sock, peer))
+            self._adopted.append((sock, peer, bytes(received)))
             if self._wake_w is not None:
                 try:
                     self._wake_w.send(b"a")
@@ -889,6 +1320,11 @@ class TcpStreamServer:
     def connections(self) -> int:
         """Connections open now."""
         return len(self._conns)
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of incomplete frames held now, across connections."""
+        return self._held
 
     def __enter__(self) -> Self:
         if not self._started:
@@ -904,9 +1340,10 @@ class TcpStreamServer:
     # ------------------------------------------------------------------ I/O thread
 
     def _open_selector(self) -> selectors.BaseSelector:
-        assert self._listener is not None and self._wake_r is not None
+        assert self._wake_r is not None
         sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ, "listen")
+        if self._listener is not None:
+            sel.register(self._listener, selectors.EVENT_READ, "listen")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         return sel
 
@@ -939,9 +1376,9 @@ class TcpStreamServer:
             self._shut(sel)
 
     def _poll_once(self, sel: selectors.BaseSelector, timeout: float) -> None:
-        # The idle check walks every connection: at its deadline, not after every read
-        # (with 150 connections it was a third of the reader's time per frame).
-        timeout = min(timeout, max(0.0, self._next_idle - time.monotonic()))
+        # The deadlines are walked at the soonest of them, not after every read (with 150
+        # connections a walk per frame was a third of the reader's time).
+        timeout = min(timeout, max(0.0, self._next_check - time.monotonic()))
         for key, _ in sel.select(timeout):
             if self._stopping.is_set():
                 break
@@ -950,10 +1387,10 @@ class TcpStreamServer:
             elif key.data == "wake":
                 self._drain_wake()
                 self._register_adopted(sel)
-            else:
+            elif key.data in self._conns:  # (not closed earlier in this round)
                 self._read(sel, key.data)
-        if time.monotonic() >= self._next_idle:
-            self._next_idle = self._close_idle(sel)
+        if time.monotonic() >= self._next_check:
+            self._next_check = self._check_deadlines(sel)
 
     def _shut(self, sel: selectors.BaseSelector) -> None:
         for conn in list(self._conns):
@@ -975,8 +1412,10 @@ class TcpStreamServer:
     def _register_adopted(self, sel: selectors.BaseSelector) -> None:
         with self._lock:
             adopted, self._adopted = self._adopted, []
-        for sock, peer in adopted:
-            self._serve(sel, sock, peer)
+        for sock, peer, received in adopted:
+            conn = self._serve(sel, sock, peer)
+            if conn is not None and received:
+                self._take(sel, conn, received)
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
         assert self._listener is not None
@@ -986,29 +1425,37 @@ class TcpStreamServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: keep serving what we have
-                log.warning("stream receiver: accept failed: %s", exc)
+                self._refuse("accept", f"accept failed: {exc.strerror or exc}", log_only=True)
                 return
-            self._serve(sel, sock, _peer_name(addr))
+            self._serve(sel, sock, peer_name(addr))
 
-    def _serve(self, sel: selectors.BaseSelector, sock: socket.socket, peer: str) -> None:
+    def _serve(self, sel: selectors.BaseSelector, sock: socket.socket, peer: str) -> _Conn | None:
+        host = peer_host(peer)
+        cause = ""
         if len(self._conns) >= self.max_connections:
-            sock.close()
-            detail = f"{peer}: refused, {len(self._conns)} connections open (the maximum)"
-            if not self._refusing:
-                log.warning("stream receiver: %s; refusing more until one closes", detail)
-                self._refusing = True
-            self._event("refused", detail, log_level=None)
-            return
+            cause, why = "too_many", f"{len(self._conns)} connections open (the maximum)"
+        elif self._per_host.get(host, 0) >= self.max_per_peer:
+            cause, why = "per_peer", f"{self.max_per_peer} connections from {host} open already"
+        if cause:
+            _reset(sock)
+            self._refuse(cause, f"{peer}: refused, {why}", kind="refused")
+            return None
         sock.setblocking(False)
+        now = time.monotonic()
         conn = _Conn(
             sock,
             peer,
-            FrameDecoder(peer, max_frame_bytes=self.max_frame_bytes),
-            time.monotonic(),
+            host,
+            FrameDecoder(peer, max_frame_bytes=self.max_frame_bytes, keys=self.keys),
+            now,
+            now,
         )
         self._conns.add(conn)
+        self._per_host[host] = self._per_host.get(host, 0) + 1
         sel.register(sock, selectors.EVENT_READ, conn)
+        self._next_check = min(self._next_check, now + self.first_byte_timeout_s)
         self._event("connected", f"{peer}: connected", log_level=logging.INFO)
+        return conn
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -1018,20 +1465,31 @@ class TcpStreamServer:
         except OSError as exc:
             self._close(sel, conn, "disconnected", f"{conn.peer}: {exc.strerror or exc}")
             return
+        if n == 0:
+            try:
+                conn.decoder.close()
+            except InputError as exc:
+                self.protocol_errors += 1
+                self._close(sel, conn, "protocol_error", str(exc), cause="protocol")
+                return
+            self._close(
+                sel,
+                conn,
+                "disconnected",
+                f"{conn.peer}: closed by the peer after {conn.frames} frames",
+            )
+            return
+        with memoryview(self._scratch) as mv:
+            self._take(sel, conn, mv[:n])
+
+    def _take(self, sel: selectors.BaseSelector, conn: _Conn, data: memoryview | bytes) -> None:
+        """Decode bytes received on ``conn`` and deliver the frames they complete."""
         conn.last_rx = now = time.monotonic()
         try:
-            if n == 0:
-                conn.decoder.close()
-                self._close(
-                    sel,
-                    conn,
-                    "disconnected",
-                    f"{conn.peer}: closed by the peer after {conn.frames} frames",
-                )
-                return
-            self.bytes_received += n
-            with memoryview(self._scratch) as mv:
-                frames = conn.decoder.feed(mv[:n])
+            conn.received = True
+            self.bytes_received += len(data)
+            frames = conn.decoder.feed(data)
+            self._hold(conn, now, completed=bool(frames))
             for frame in frames:
                 if not self._deliver(sel, conn, frame, now):
                     return
@@ -1039,7 +1497,43 @@ class TcpStreamServer:
                 raise conn.decoder.error
         except InputError as exc:
             self.protocol_errors += 1
-            self._close(sel, conn, "protocol_error", str(exc), log_level=logging.WARNING)
+            cause = exc.cause if isinstance(exc, FrameRefused) else "protocol"
+            self._close(sel, conn, "protocol_error", str(exc), cause=cause)
+            return
+        if self._held > self.max_input_bytes:
+            self._shed(sel)
+
+    def _hold(self, conn: _Conn, now: float, *, completed: bool) -> None:
+        """Account for the bytes of ``conn``'s incomplete frame after a read."""
+        held = conn.decoder.pending
+        self._held += held - conn.held
+        if held == 0:
+            conn.frame_started = None
+        elif conn.held == 0 or completed:
+            conn.frame_started = now  # a new frame began in this read
+            self._next_check = min(self._next_check, now + self.frame_timeout_s)
+        conn.held = held
+
+    def _shed(self, sel: selectors.BaseSelector) -> None:
+        """Over ``max_input_bytes``: close the connections whose incomplete frames are
+        oldest until the rest fits."""
+        waiting = sorted(
+            (c for c in self._conns if c.held and c.frame_started is not None),
+            key=lambda c: c.frame_started or 0.0,
+        )
+        for conn in waiting:
+            if self._held <= self.max_input_bytes:
+                break
+            age = time.monotonic() - (conn.frame_started or 0.0)
+            self._close(
+                sel,
+                conn,
+                "refused",
+                f"{conn.peer}: closed, {self._held} bytes of incomplete frames held across "
+                f"connections (limit {self.max_input_bytes}); its frame, {conn.held} bytes so "
+                f"far, was the oldest ({age:.1f} s)",
+                cause="memory",
+            )
 
     def _deliver(
         self, sel: selectors.BaseSelector, conn: _Conn, frame: Frame, received: float
@@ -1049,12 +1543,13 @@ class TcpStreamServer:
         try:
             self._on_chunk(frame.sensor_id, frame.to_chunk(received))
         except PdmError as exc:
+            cause = exc.cause if isinstance(exc, FrameRefused) else "rejected"
             self._close(
                 sel,
                 conn,
                 "rejected",
                 f"{conn.peer}: sensor {frame.sensor_id!r}: {exc}",
-                log_level=logging.WARNING,
+                cause=cause,
             )
             return False
         except Exception as exc:
@@ -1064,30 +1559,76 @@ class TcpStreamServer:
                 conn,
                 "rejected",
                 f"{conn.peer}: on_chunk failed: {type(exc).__name__}: {exc}".splitlines()[0],
-                log_level=None,
+                cause="error",
+                logged=True,
             )
             return False
         return not self._stopping.is_set()
 
-    def _close_idle(self, sel: selectors.BaseSelector) -> float:
-        """Close the connections idle too long; returns when to look again (monotonic s):
-        when the oldest left would time out (receiving only moves that later), within
-        10 ms .. 1 s."""
+    def _check_deadlines(self, sel: selectors.BaseSelector) -> float:
+        """Close the connections past a deadline (first byte, frame, idle); tell the
+        refusals held back whose interval passed. Returns when to look again (monotonic
+        s): the soonest deadline left, within 10 ms .. 1 s."""
         now = time.monotonic()
-        if self.idle_timeout_s is None:
-            return now + 1.0
-        oldest = now
+        soonest = now + 1.0
         for conn in list(self._conns):
-            if now - conn.last_rx > self.idle_timeout_s:
-                self._close(
-                    sel,
-                    conn,
-                    "disconnected",
-                    f"{conn.peer}: nothing received for {self.idle_timeout_s:g} s",
-                )
+            if not conn.received:
+                limit = self.first_byte_timeout_s
+                if self.idle_timeout_s is not None:
+                    limit = min(limit, self.idle_timeout_s)
+                due = conn.connected + limit
+                if now >= due:
+                    if limit < self.first_byte_timeout_s:  # the idle limit is the shorter
+                        self._close(
+                            sel,
+                            conn,
+                            "disconnected",
+                            f"{conn.peer}: nothing received for {self.idle_timeout_s:g} s",
+                        )
+                    else:
+                        self._close(
+                            sel,
+                            conn,
+                            "timeout",
+                            f"{conn.peer}: sent nothing within {limit:g} s of connecting",
+                            cause="no_data",
+                        )
+                    continue
+            elif conn.frame_started is not None:
+                due = conn.frame_started + self.frame_timeout_s
+                if now >= due:
+                    self._close(
+                        sel,
+                        conn,
+                        "timeout",
+                        f"{conn.peer}: a frame was not complete {self.frame_timeout_s:g} s "
+                        f"after its first byte ({conn.held} bytes received)",
+                        cause="slow_frame",
+                    )
+                    continue
+            elif self.idle_timeout_s is not None:
+                due = conn.last_rx + self.idle_timeout_s
+                if now >= due:
+                    self._close(
+                        sel,
+                        conn,
+                        "disconnected",
+                        f"{conn.peer}: nothing received for {self.idle_timeout_s:g} s",
+                    )
+                    continue
             else:
-                oldest = min(oldest, conn.last_rx)
-        return now + max(0.01, min(1.0, oldest + self.idle_timeout_s - now))
+                continue
+            soonest = min(soonest, due)
+        for key, count in self._limiter.pending(now):
+            kind, cause = cast(tuple[str, str], key)
+            log.warning(
+                "stream receiver: %d more %s (%s) in the last %g s",
+                count,
+                kind.replace("_", " "),
+                cause,
+                self._limiter.interval_s,
+            )
+        return max(now + 0.01, soonest)
 
     def _close(
         self,
@@ -1095,24 +1636,51 @@ class TcpStreamServer:
         conn: _Conn,
         kind: str,
         detail: str,
-        log_level: int | None = logging.INFO,
+        *,
+        cause: str = "",
+        logged: bool = False,
     ) -> None:
+        """Close ``conn``. A ``cause`` makes it a refusal: reset, counted, and logged at
+        most once per interval for that cause."""
+        if conn not in self._conns:
+            return
         self._conns.discard(conn)
+        left = self._per_host.get(conn.host, 1) - 1
+        if left > 0:
+            self._per_host[conn.host] = left
+        else:
+            self._per_host.pop(conn.host, None)
+        self._held -= conn.held
+        conn.held = 0
         try:
             sel.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        if kind in ("protocol_error", "rejected"):
+        if cause:
             # Reset (RST), not a normal close: the sender's next write fails at once, and a
             # sender waiting for the close after its last frame learns that it was refused.
-            try:
-                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        conn.sock.close()
-        if self._refusing and len(self._conns) < self.max_connections:
-            self._refusing = False
-        self._event(kind, detail, log_level=log_level)
+            _reset(conn.sock)
+            self._refuse(cause, detail, kind=kind, log_only=logged)
+        else:
+            conn.sock.close()
+            self._event(kind, detail, log_level=logging.INFO)
+        big = conn.decoder.pending >= _TRIM_AFTER_BYTES
+        conn.decoder.release()  # its buffer goes now, not when the cyclic collector runs
+        if big:
+            _trim_heap()
+
+    def _refuse(
+        self, cause: str, detail: str, *, kind: str = "refused", log_only: bool = False
+    ) -> None:
+        """Count a refusal, log it (at most once per interval per cause) and report it."""
+        counts = self.rejected if kind == "rejected" else self.refused
+        counts[cause] = counts.get(cause, 0) + 1
+        held = self._limiter.check((kind, cause))
+        if held is not None and not log_only:
+            more = f" ({held} more like this in the last {self._limiter.interval_s:g} s)"
+            log.warning("stream receiver: %s%s", detail, more if held else "")
+        if not log_only:
+            self._event(kind, detail, log_level=None)
 
     def _event(self, kind: str, detail: str, *, log_level: int | None) -> None:
         if log_level is not None:
@@ -1123,6 +1691,37 @@ class TcpStreamServer:
             self._on_event(kind, detail)
         except Exception:
             log.exception("stream receiver: on_event(%r) failed", kind)
+
+
+#: After a connection that held this much closes, free memory goes back to the system.
+_TRIM_AFTER_BYTES = 1 << 20
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP RST (SO_LINGER on, 0 s)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _trim_heap() -> None:
+    """Give free heap memory back to the system (glibc ``malloc_trim``): a frame buffer of
+    a few MB is freed into the heap, where it would stay in the process's resident size."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 # ---------------------------------------------------------------------- silence
