@@ -23,7 +23,12 @@ def test_commands_that_only_read_a_pipeline_leave_an_energised_coil_on(
     text = (REPO / "pipelines" / "demo.toml").read_text()
     text = text.replace('path = "../models/demo-pump"', f'path = "{REPO}/models/demo-pump"')
     pl = tmp_path / "pump.toml"
-    pl.write_text(text + f'\n[alarms]\nrelay = "modbus://127.0.0.1:{modbus_server.port}?coil=0"\n')
+    pl.write_text(
+        text.replace(
+            "\n[alarms]\n",
+            f'\n[alarms]\nrelay = "modbus://127.0.0.1:{modbus_server.port}?coil=0"\n',
+        )
+    )
     for cmd in (
         ["check", str(pl)],
         ["features", str(REPO / "fixtures" / "healthy.csv.gz"), "-p", str(pl)],

@@ -72,7 +72,11 @@ def test_a_webhook_url_with_credentials_is_refused_by_check(tmp_path: Path) -> N
     text = text.replace('path = "../models/demo-pump"', f'path = "{REPO}/models/demo-pump"')
     for url in (f"https://bob:{SECRET}@example.com/hook", "https://bob@example.com/hook"):
         p = tmp_path / "pump.toml"
-        p.write_text(text + f'\n[alarms]\nrelay = "log:"\nwebhooks = [{{ url = "{url}" }}]\n')
+        p.write_text(
+            text.replace(
+                "\n[alarms]\n", f'\n[alarms]\nrelay = "log:"\nwebhooks = [{{ url = "{url}" }}]\n'
+            )
+        )
         run = _cli("check", str(p))
         assert run.returncode == 2, run.stdout
         (line,) = run.stderr.strip().splitlines()

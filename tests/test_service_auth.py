@@ -137,7 +137,11 @@ def test_run_with_workers_exits_2_in_one_line_when_a_pipeline_fails_to_load(
     good = _pump(tmp_path, "a")
     bad = tmp_path / "bad.toml"
     text = DEMO.read_text().replace('path = "../models/demo-pump"', 'path = "/nonexistent/m"')
-    bad.write_text(text.replace("teach_in_s", "# teach_in_s") + '\n[alarms]\nrelay = "log:"\n')
+    bad.write_text(
+        text.replace("teach_in_s", "# teach_in_s").replace(
+            "\n[alarms]\n", '\n[alarms]\nrelay = "log:"\n'
+        )
+    )
     t0 = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "pdm.cli", "run", str(good), str(bad), "--workers", "2",
