@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from servers import SETUP_SCRIPT, Influx1Server, VictoriaServer, find_influxd, find_victoria
 
 REPO = Path(__file__).resolve().parents[1]
 CWRU = REPO.parent / "shared" / "datasets" / "cwru"
 FIXTURES = REPO / "fixtures"
 PIPELINES = REPO / "pipelines"
+
+# Hypothesis budgets of the `fuzz` tests (tests/test_fuzz_*.py): "short" by default (./test.sh,
+# CI), "long" with PDM_FUZZ_PROFILE=long (the command is in the README). A fuzz test takes
+# `@settings(fuzz_settings())`; other Hypothesis tests keep their own settings.
+FUZZ_PROFILE = os.environ.get("PDM_FUZZ_PROFILE", "short")
+if FUZZ_PROFILE not in ("short", "long"):
+    raise pytest.UsageError(f"PDM_FUZZ_PROFILE={FUZZ_PROFILE!r}: 'short' or 'long'")
+_FUZZ_COMMON: dict[str, Any] = {
+    "deadline": None,  # a shared 2-core machine: time per example is noise, not a finding
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    "print_blob": True,  # a failure prints the line that reproduces it
+}
+settings.register_profile("fuzz-short", max_examples=60, **_FUZZ_COMMON)
+settings.register_profile("fuzz-long", max_examples=5_000, **_FUZZ_COMMON)
+
+
+def fuzz_settings(**overrides: Any) -> settings:
+    """The settings of the current fuzz profile, with per-test ``overrides``."""
+    return settings(settings.get_profile(f"fuzz-{FUZZ_PROFILE}"), **overrides)
+
 
 # Fixtures that start a real server; a test using any of them gets the `influxdb` marker even when
 # its author forgot it, so `-m "not influxdb"` always deselects them.
