@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import stat
@@ -59,13 +60,13 @@ def outer_race() -> commissioning.CommissioningResult:
 
 
 def test_pin_set_verify_wrong(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     pin.set_pin(tmp_path, "bob", "s3cret-pass")
-    assert pin.verify_pin(tmp_path, "alice", "4711")
-    assert pin.verify_pin(tmp_path, " alice ", "4711")
-    assert not pin.verify_pin(tmp_path, "alice", "4712")
+    assert pin.verify_pin(tmp_path, "alice", "471100")
+    assert pin.verify_pin(tmp_path, " alice ", "471100")
+    assert not pin.verify_pin(tmp_path, "alice", "471200")
     assert not pin.verify_pin(tmp_path, "alice", "")
-    assert not pin.verify_pin(tmp_path, "carol", "4711")
+    assert not pin.verify_pin(tmp_path, "carol", "471100")
     assert pin.verify_pin(tmp_path, "bob", "s3cret-pass")
     path = tmp_path / "operators.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -73,32 +74,142 @@ def test_pin_set_verify_wrong(tmp_path: Path) -> None:
     data = json.loads(text)["operators"]
     # No field holds a PIN (a substring test could match a random hex salt by chance).
     stored = [str(v) for rec in data.values() for v in rec.values()]
-    assert "4711" not in stored and "s3cret-pass" not in stored and "s3cret" not in text
+    assert "471100" not in stored and "s3cret-pass" not in stored and "s3cret" not in text
     assert data["alice"]["salt"] != data["bob"]["salt"]
-    pin.set_pin(tmp_path, "alice", "9999")  # changed
-    assert not pin.verify_pin(tmp_path, "alice", "4711")
-    assert pin.verify_pin(tmp_path, "alice", "9999")
+    pin.set_pin(tmp_path, "alice", "999900")  # changed
+    assert not pin.verify_pin(tmp_path, "alice", "471100")
+    assert pin.verify_pin(tmp_path, "alice", "999900")
     with pytest.raises(Exception, match="at least"):
         pin.set_pin(tmp_path, "alice", "12")
-    assert not pin.verify_pin(tmp_path / "nowhere", "alice", "9999")
+    assert not pin.verify_pin(tmp_path / "nowhere", "alice", "999900")
 
 
 def test_pin_same_pin_different_hash(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "a", "1234")
-    pin.set_pin(tmp_path, "b", "1234")
+    pin.set_pin(tmp_path, "a", "123456")
+    pin.set_pin(tmp_path, "b", "123456")
     ops = json.loads((tmp_path / "operators.json").read_text())["operators"]
     assert ops["a"]["hash"] != ops["b"]["hash"]
 
 
 def test_operators_main_reads_stdin_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("2468\n2468\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("246800\n246800\n"))
     assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 0
-    assert pin.verify_pin(tmp_path, "dana", "2468")
+    assert pin.verify_pin(tmp_path, "dana", "246800")
     monkeypatch.setattr(sys, "stdin", io.StringIO("1111\n2222\n"))
     assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 2
-    assert pin.verify_pin(tmp_path, "dana", "2468")  # unchanged
+    assert pin.verify_pin(tmp_path, "dana", "246800")  # unchanged
     assert pin.operators_main(["--data-dir", str(tmp_path), "remove", "dana"]) == 0
-    assert not pin.verify_pin(tmp_path, "dana", "2468")
+    assert not pin.verify_pin(tmp_path, "dana", "246800")
+
+
+def _wrong(d: Path, name: str, n: int, now: float) -> list[pin.PinCheck]:
+    return [pin.check_pin(d, name, "000000", now=now) for _ in range(n)]
+
+
+def test_five_wrong_pins_lock_the_operator_for_a_growing_time(tmp_path: Path) -> None:
+    """Issue 16, item 8: a 1 s sleep per Streamlit session was the only brake."""
+    pin.set_pin(tmp_path, "alice", "471100")
+    t = 1_000_000.0
+    first = _wrong(tmp_path, "alice", pin.MAX_FAILURES, t)
+    assert [c.ok or c.locked_s for c in first] == [False] * pin.MAX_FAILURES  # all tried
+    locked = pin.check_pin(tmp_path, "alice", "471100", now=t + 1)  # the right PIN, too late
+    assert not locked.ok and locked.locked_s == pytest.approx(pin.LOCK_BASE_S - 1)
+    assert "locked for 59 s after 5 wrong PINs in a row" in locked.message
+    assert pin.check_pin(tmp_path, "alice", "471100", now=t + pin.LOCK_BASE_S + 1).ok
+    # A right PIN ended the series; five more wrong ones lock for the base time again...
+    t2 = t + 1000
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t2)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t2 + 1).locked_s == pytest.approx(59)
+    # ...and a second lock in a row (no right PIN between) lasts twice as long, then 4x.
+    t3 = t2 + pin.LOCK_BASE_S + 1
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t3)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t3).locked_s == pytest.approx(120)
+    t4 = t3 + 121
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t4)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t4).locked_s == pytest.approx(240)
+    # The lock is in the data dir, not in the session: a new "session" sees it.
+    assert (tmp_path / pin.LOCKOUT_FILE).exists()
+    assert stat.S_IMODE((tmp_path / pin.LOCKOUT_FILE).stat().st_mode) == 0o600
+    assert not pin.check_pin(tmp_path, "alice", "471100", now=t4 + 200).ok
+    assert pin.operators_main(["--data-dir", str(tmp_path), "unlock", "alice"]) == 0
+    assert pin.check_pin(tmp_path, "alice", "471100", now=t4 + 200).ok
+
+
+def test_unknown_names_lock_alike_and_others_are_not_locked(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "471100")
+    pin.set_pin(tmp_path, "bob", "135700")
+    t = 5_000.0
+    _wrong(tmp_path, "mallory", pin.MAX_FAILURES, t)
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t)
+    a, m = (
+        pin.check_pin(tmp_path, "alice", "1", now=t),
+        pin.check_pin(tmp_path, "mallory", "1", now=t),
+    )
+    assert a.locked_s == m.locked_s > 0 and a.message.replace("alice", "mallory") == m.message
+    assert pin.check_pin(tmp_path, "bob", "135700", now=t).ok
+
+
+_HAMMER = """
+import sys
+from pathlib import Path
+from pdm.dashboard import pin
+tried = sum(not pin.check_pin(Path(sys.argv[1]), "alice", "000000").locked_s for _ in range(12))
+print(tried)
+"""
+
+
+def test_parallel_processes_share_the_lockout(tmp_path: Path) -> None:
+    """Three processes guess at once (three dashboards, or sessions): between them they get
+    MAX_FAILURES tries, not MAX_FAILURES each, because each attempt is counted in one
+    SQLite write transaction before its PIN is checked."""
+    pin.set_pin(tmp_path, "alice", "471100")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HAMMER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(3)
+    ]
+    tried = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(tried) == pin.MAX_FAILURES, tried
+
+
+def test_the_lockout_fails_closed(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "471100")
+    (tmp_path / pin.LOCKOUT_FILE).unlink()
+    (tmp_path / pin.LOCKOUT_FILE).mkdir()  # cannot be opened as a database
+    got = pin.check_pin(tmp_path, "alice", "471100")
+    assert not got.ok and got.message.startswith("PIN not checked: ")
+
+
+def test_new_pins_need_six_characters_and_old_short_ones_are_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("12345\n12345\n"))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "add", "erin"]) == 2
+    assert "at least 6 characters" in capsys.readouterr().err
+    pin.set_pin(tmp_path, "new", "135700")
+    # An operator set before the 6-character rule (4 digits, no min_length): still works.
+    path = tmp_path / "operators.json"
+    data = json.loads(path.read_text())
+    salt = bytes(16)
+    data["operators"]["old"] = {
+        "scrypt": {"n": 2**14, "r": 8, "p": 1},
+        "salt": salt.hex(),
+        "hash": hashlib.scrypt(b"4711", salt=salt, n=2**14, r=8, p=1, dklen=32).hex(),
+        "set": "2026-01-01T00:00:00Z",
+    }
+    path.write_text(json.dumps(data))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["new", "old  (may be short: set under the old 4-character rule; set a new one)"]
+    checked = pin.check_pin(tmp_path, "old", "4711")
+    assert checked.ok and checked.short
+    assert pin.operators_main(["--data-dir", str(tmp_path), "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("old  (short PIN: fewer than 6")
 
 
 # --- acknowledging -------------------------------------------------------------------------------
@@ -107,15 +218,15 @@ def test_operators_main_reads_stdin_twice(tmp_path: Path, monkeypatch: pytest.Mo
 def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     ctx = _ctx(tripped)
     assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
-    pin.set_pin(tripped, "alice", "4711")
+    pin.set_pin(tripped, "alice", "471100")
 
-    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "0000", "checked")
+    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "000000", "checked")
     assert not bad.ok and "PIN" in bad.message
     with AlarmStore(tripped / "alarms.db") as store:
         state = store.load("demo-pump")
         assert state is not None and state.ack is None
 
-    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "bearing inspected")
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "bearing inspected")
     assert res.ok, res.message
     assert res.message.startswith("demo-pump: trip acknowledged")
     with AlarmStore(tripped / "alarms.db") as store:
@@ -135,8 +246,8 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
 
 
 def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "alice", "4711")
-    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
+    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "471100")
     assert not res.ok and "alarm state store" in res.message
     assert "\n" not in res.message
 
@@ -155,9 +266,9 @@ def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
 
     monkeypatch.setattr(httpx, "post", fake_post)
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     ctx = _ctx(tmp_path, api_url="http://127.0.0.1:8470/", api_token="t" * 20)
-    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "ok")
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "ok")
     assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
     assert seen["url"] == "http://127.0.0.1:8470/ack/demo-pump"
     assert seen["headers"]["Authorization"] == "Bearer " + "t" * 20
@@ -325,9 +436,9 @@ def test_page_alarms_renders_and_acknowledges(tmp_path: Path, tripped: Path) -> 
     at = _app(tmp_path, "alarms", tripped).run()
     assert not at.exception
     assert at.dataframe, "the log table"
-    pin.set_pin(tripped, "bob", "1357")
+    pin.set_pin(tripped, "bob", "135700")
     at.text_input[0].input("bob")
-    at.text_input[1].input("1357")
+    at.text_input[1].input("135700")
     at.text_input[2].input("from the page")
     at.button[0].click().run()
     assert not at.exception
@@ -401,21 +512,21 @@ def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> No
 
     backend = _Backend()
     token = "k" * 24
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     with ControlAPI(backend, port=0, token=token, timeout_s=2.0) as api:  # type: ignore[arg-type]
         ctx = _ctx(tmp_path, api_url=f"http://127.0.0.1:{api.port}", api_token=token)
         assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
-        res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "seen")
+        res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "seen")
         assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
         assert backend.acks == [("demo-pump", "alice", "seen")]
-        unknown = alarms.acknowledge(ctx, "other", "alice", "4711")
+        unknown = alarms.acknowledge(ctx, "other", "alice", "471100")
         assert not unknown.ok and "404" in unknown.message
         wrong_token = _ctx(tmp_path, api_url=ctx.api_url, api_token="x" * 24)
-        denied = alarms.acknowledge(wrong_token, "demo-pump", "alice", "4711")
+        denied = alarms.acknowledge(wrong_token, "demo-pump", "alice", "471100")
         assert not denied.ok and "401" in denied.message
         rows = shadow_rows(alarms.api_status(ctx))
     assert rows[0]["candidate"] == "abcdef012345" and rows[0]["agreement"] == "98.5 %"
-    gone = alarms.acknowledge(ctx, "demo-pump", "alice", "4711")  # the service stopped
+    gone = alarms.acknowledge(ctx, "demo-pump", "alice", "471100")  # the service stopped
     assert not gone.ok and "control API" in gone.message
     s = card_summary(read_card(REPO / "models" / "demo-pump"))
     assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5
