@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ import pytest
 
 from pdm.alarms.store import AlarmStore
 from pdm.config import load_pipeline
-from pdm.dashboard import alarms, commissioning, pin
+from pdm.dashboard import alarms, commissioning, pin, uploads
 from pdm.dashboard.context import DashboardContext
 from pdm.dashboard.report import build_report
+from pdm.errors import PdmError
 from pdm.history import parse_store_url
 
 pytest.importorskip("streamlit")
@@ -375,6 +379,137 @@ def test_bad_upload_is_one_line(tmp_path: Path) -> None:
 
     assert isinstance(err.value, PdmError)
     assert "\n" not in str(err.value) and "bad.csv" in str(err.value)
+
+
+# --- commissioning uploads: an operator, bounded replays, temporary folders always removed -------
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private TMPDIR for the dashboard's temporary folders (uploads, replay stores)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return uploads.temp_root()
+
+
+def _children() -> set[int]:
+    out: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        out |= {int(p) for p in (task / "children").read_text().split()}
+    return out
+
+
+def test_a_replay_that_overruns_is_killed_and_leaves_nothing(temp_root: Path) -> None:
+    before = _children()
+    t = time.monotonic()
+    with pytest.raises(PdmError, match=r"outer_race.csv.gz: the replay took longer than 0.3 s"):
+        commissioning.run_commissioning(
+            FIXTURES / "outer_race.csv.gz", load_pipeline(DEMO), timeout_s=0.3
+        )
+    assert time.monotonic() - t < 10
+    assert _children() == before  # killed and reaped
+    assert list(temp_root.iterdir()) == []  # its store went with it
+
+
+def test_a_replay_stops_when_its_session_goes(
+    temp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit stops a session's script by raising in its next Streamlit call: the
+    page's keep_going is one, and the replay's process group is killed on the way out."""
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def spy(*a: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        started.append(real(*a, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(commissioning.subprocess, "Popen", spy)
+
+    class SessionGone(BaseException):  # like streamlit's StopException: not an Exception
+        pass
+
+    def keep_going(elapsed: float) -> None:
+        if elapsed > 0.5:
+            raise SessionGone
+
+    with pytest.raises(SessionGone):
+        commissioning.run_commissioning(
+            FIXTURES / "outer_race.csv.gz", load_pipeline(DEMO), keep_going=keep_going
+        )
+    (proc,) = started
+    assert proc.returncode == -signal.SIGKILL
+    assert list(temp_root.iterdir()) == []
+
+
+def test_replays_that_end_well_or_badly_leave_no_folder(temp_root: Path) -> None:
+    res = commissioning.run_commissioning(FIXTURES / "healthy.csv.gz", load_pipeline(DEMO))
+    assert res.windows > 0
+    bad = temp_root.parent / "bad.csv"
+    bad.write_text("a_g,b_g\n0.1,0.2\n" * 10)
+    with pytest.raises(PdmError):
+        commissioning.run_commissioning(bad, load_pipeline(DEMO))
+    assert list(temp_root.iterdir()) == []
+
+
+def test_stale_temporary_folders_are_swept(temp_root: Path) -> None:
+    old, fresh = temp_root / "upload-old", temp_root / "commission-fresh"
+    for d in (old, fresh):
+        d.mkdir()
+        (d / "x.csv").write_text("x")
+    stale = time.time() - uploads.STALE_AFTER_S - 60
+    os.utime(old, (stale, stale))
+    assert uploads.sweep_stale() == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_an_upload_folder_goes_with_its_session(temp_root: Path) -> None:
+    import gc
+
+    folder = uploads.UploadFolder()
+    (folder.path / "rec.csv").write_text("x")
+    path = folder.path
+    state = {"com_upload_dir": folder}
+    del folder
+    state.clear()  # Streamlit drops the session's state
+    gc.collect()
+    assert not path.exists()
+
+
+def test_uploads_need_a_signed_in_operator(tmp_path: Path, temp_root: Path) -> None:
+    """Issue 16, item 10: uploads (≤ 200 MB, replayed up to 900 s) needed no operator."""
+    import gc
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pin.set_pin(data, "ana", "246800")
+    at = _app(tmp_path, "commissioning", data).run()
+    at.radio(key="com_source").set_value("upload").run()
+    assert not at.exception and not at.get("file_uploader")  # nothing to upload into yet
+    at.text_input(key="com_op_name").input("ana")
+    at.text_input(key="com_op_pin").input("111111")
+    at.button[0].click().run()
+    assert any("wrong operator name or PIN; not signed in" in e.value for e in at.error)
+    assert not at.get("file_uploader")
+    at.text_input(key="com_op_name").input("ana")
+    at.text_input(key="com_op_pin").input("246800")
+    at.button[0].click().run()
+    assert not at.exception
+    (up,) = at.get("file_uploader")
+    assert "at most 200 MB" in up.label
+    rec = (FIXTURES / "healthy.csv.gz").read_bytes()
+    up.set_value(("healthy.csv.gz", rec, "application/gzip")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (folder,) = temp_root.iterdir()
+    assert folder.name.startswith("upload-") and (folder / "healthy.csv.gz").exists()
+    at.button(key="com_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(m.label == "Windows" for m in at.metric)
+    assert [p.name for p in temp_root.iterdir()] == [folder.name]  # the replay's store is gone
+    del at, up
+    gc.collect()  # the session is dropped: its upload goes
+    assert list(temp_root.iterdir()) == []
 
 
 def test_report_is_self_contained(outer_race: commissioning.CommissioningResult) -> None:

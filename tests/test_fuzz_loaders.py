@@ -277,11 +277,14 @@ _json_leaf = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.sampled_from(["model.onnx", "../model.onnx", "/dev/zero", ".", "", "x" * 300, "NaN"]),
+    st.builds(list),
+    st.builds(dict),
 )
 _json_values = st.recursive(
     _json_leaf,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=4),
+        st.dictionaries(st.text(max_size=6), inner, min_size=1, max_size=4),
     ),
     max_leaves=10,
 )
