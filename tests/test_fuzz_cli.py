@@ -99,6 +99,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("replay-far", ["replay", "far.csv", "-p", str(DEMO), "--data-dir", "var"], ("far.csv:1:", "1900-2199")),
     ("score-zeros", ["score", "zeros.csv", "--model", str(MODEL)], ("zeros.csv:1: line longer than",)),
     ("score-model-dev-zero", ["score", str(FIXTURES / "healthy.csv.gz"), "-p", str(DEMO), "--model", "model"], ("onnx.file",)),
+    ("replay-start-year-1", ["replay", str(FIXTURES / "healthy.csv.gz"), "-p", str(DEMO), "--data-dir", "var", "--start", "0001-01-01T00:00:00"], ("start_time", "1900-2199")),
     ("check-dev-zero", ["check", "/dev/zero"], ("/dev/zero: larger than 1,048,576 bytes",)),
     ("check-urandom", ["check", "/dev/urandom"], ("larger than",)),
     ("check-deep", ["check", "deep.toml"], ("deep.toml:2: TOML nested too deeply",)),

@@ -426,6 +426,14 @@ def test_a_card_that_is_not_json_is_one_line(tmp_path: Path, text: str) -> None:
     assert str(info.value).startswith(f"{d / 'model.json'}") and "\n" not in str(info.value)
 
 
+def test_a_card_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    os.mkfifo(d / "model.json")
+    with pytest.raises(ModelError, match=r"model.json: not a regular file"):
+        read_card(d)
+
+
 def test_a_card_naming_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     d = _edit_card(tmp_path, lambda c: c["onnx"].update(file="graph"))
     os.mkfifo(d / "graph")

@@ -257,6 +257,8 @@ def read_card(directory: Path) -> dict[str, Any]:
     """
     path = directory / "model.json"
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device not end
+            raise ModelError(f"{path}: not a regular file")
         with open(path, "rb") as f:
             raw = f.read(MAX_CARD_BYTES + 1)
     except FileNotFoundError:
