@@ -49,7 +49,7 @@ from pdm.dsp.features import FeatureExtractor, extract_many
 from pdm.dsp.windows import Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
-from pdm.history.records import Event, Record, StateChange, to_ns
+from pdm.history.records import Event, Record, to_ns
 from pdm.history.writer import HistoryWriter
 from pdm.processing import FeatureStream, WindowFeatures
 from pdm.sources.base import Chunk
@@ -666,8 +666,5 @@ class MachineRunner:
             return
         self.backlog_fault = on
         self._kept_up_since = None
-        old, new = ("ok", "appliance_fault") if on else ("appliance_fault", "ok")
-        self.writer.submit(
-            StateChange(self.machine, time.time_ns(), old, new, reason, sensor="appliance"),
-            *self.engine.force_safe(on, reason),
-        )
+        # The transition (history and webhooks) and the relay: the engine's.
+        self.writer.submit(*self.engine.force_safe(on, reason))
