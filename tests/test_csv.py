@@ -853,6 +853,14 @@ def test_a_start_time_argument_out_of_range_is_refused(tmp_path: Path) -> None:
     assert "sidecar" in str(info.value) and "1900-2199" in str(info.value)
 
 
+@pytest.mark.parametrize("rate", ["9" * 400, "inf", "nan", "-1", "0"])
+def test_a_comment_rate_must_be_a_finite_positive_number(tmp_path: Path, rate: str) -> None:
+    """Found by the CSV fuzzing: 400 nines read as an infinite sample rate."""
+    p = write(tmp_path, f"# sample_rate_hz={rate}\nx\n1\n2\n")
+    exc = csv_error(p, 1, None)
+    assert "sample_rate_hz is not a positive number" in str(exc)
+
+
 @pytest.mark.parametrize(
     "sidecar",
     ["[" * 100_000, '{"sample_rate_hz": ' + "9" * 5000 + "}", " " * (2 << 20) + "{}"],

@@ -18,7 +18,15 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
 from pydantic import StrictFloat as _F
 from pydantic import StrictInt as _I
 
@@ -141,6 +149,15 @@ _Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 _F32 = Annotated[_Num, Field(ge=-3.4e38, le=3.4e38)]  # a finite float32 (NaN fails both)
 
 
+def _float32_or_nan(v: float) -> float:
+    if v == v and not -3.4e38 <= v <= 3.4e38:  # NaN is judged by the self-check's score
+        raise ValueError("outside float32's range")
+    return v
+
+
+_F32orNaN = Annotated[_Num, AfterValidator(_float32_or_nan)]
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -207,7 +224,7 @@ class _Onnx(_Open):
 
 
 class _Reference(_Open):
-    features: list[_F32]
+    features: list[_F32orNaN]
     score: _Num
 
 

@@ -765,7 +765,7 @@ class CsvRecording:
     def _comment_rate(self, value: str, line: int) -> float:
         text = re.sub(r"\s*hz\s*$", "", value, flags=re.IGNORECASE)
         rate = _float_or_none(text.replace(",", ".") if "." not in text else text)
-        if rate is None or rate <= 0:
+        if rate is None or not 0 < rate < math.inf:  # 400 nines parse as inf
             raise CsvError(
                 self.path, line, None, f"sample_rate_hz is not a positive number: {value!r}"
             )
