@@ -502,6 +502,12 @@ def cmd_send(args: argparse.Namespace) -> int:
     return send_main(args.rest)
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from pdm.tools.soak import soak_main
+
+    return soak_main(args.rest)
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from pdm.scoring.update import model_main
 
@@ -792,6 +798,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser(
+        "soak",
+        help="the service under load for a long time, faults on a schedule; counts what was lost",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_soak)
+
+    p = sub.add_parser(
         "model",
         help="sign, verify and check model bundles (keygen|sign|verify|check)",
         add_help=False,
@@ -872,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": cmd_model,
         "dashboard": cmd_dashboard,
         "operators": cmd_operators,
+        "soak": cmd_soak,
     }
     if argv[:1] and argv[0] in passthrough:
         # These own their options (argparse.REMAINDER would not pass `--fixtures` etc.).

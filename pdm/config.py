@@ -1592,7 +1592,7 @@ def _locate_keys(text: str) -> dict[Loc, int]:
     scanner = _Scanner(text)
     try:
         return scanner.scan()
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         return scanner.lines
 
 
@@ -1605,6 +1605,47 @@ def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
 
 
 # --------------------------------------------------------------------------- loading
+
+#: A pipeline file is a few kB; anything over this is refused before parsing.
+MAX_PIPELINE_BYTES = 1 << 20
+#: Nesting reported as "too deep" when the TOML parser runs out of recursion (tomllib
+#: recurses per level; Python's limit is ~1000 frames). Only used to find the line.
+MAX_TOML_DEPTH = 100
+
+
+def _too_deep_line(text: str) -> int:
+    """The line where ``[``/``{`` nesting inside values first exceeds :data:`MAX_TOML_DEPTH`
+    (strings and comments skipped); the last line when it never does."""
+    depth, line, i, n = 0, 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            j = i + len(quote)
+            while True:
+                j = text.find(quote, j)
+                if j < 0 or c == "'" or not _escaped(text, j):
+                    break
+                j += 1
+            end = n if j < 0 else j + len(quote)
+            line += text.count("\n", i, end)
+            i = end
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_TOML_DEPTH:
+                return line
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return line
+
 
 _TOML_POS = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
@@ -1661,9 +1702,15 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     """
     name = os.fspath(path)
     try:
-        raw = Path(name).read_bytes()
+        with open(name, "rb") as f:  # a FIFO or /dev/stdin works; /dev/zero stops at the cap
+            raw = f.read(MAX_PIPELINE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read pipeline file: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_PIPELINE_BYTES:
+        raise ConfigError(
+            f"{name}: larger than {MAX_PIPELINE_BYTES:,} bytes; a pipeline file is a few kB "
+            f"(is this the right file?)"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1673,7 +1720,18 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         ) from exc
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except RecursionError as exc:
+        line = _too_deep_line(text)
+        raise ConfigError(
+            f"{name}:{line}: TOML nested too deeply (arrays or inline tables more than "
+            f"{MAX_TOML_DEPTH} levels deep); a pipeline nests a few"
+        ) from exc
+    except ValueError as exc:
+        if not isinstance(exc, tomllib.TOMLDecodeError):  # an integer of > 4300 digits
+            first = str(exc).split(";")[0].split(":")[0]
+            digits = re.search(r"[0-9A-Fa-f_]{4300,}", text)
+            at = f":{text.count(chr(10), 0, digits.start()) + 1}" if digits else ""
+            raise ConfigError(f"{name}{at}: TOML value not accepted: {first}") from exc
         msg = " ".join(str(exc).split())
         m = _TOML_POS.match(msg)
         if m is not None:

@@ -234,3 +234,38 @@ def test_alarm_stores_opened_at_once_by_many_workers_all_open(tmp_path: Path) ->
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_a_forced_safe_relay_is_a_transition_sent_to_the_webhooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak (docs/soak.md): the service's own appliance faults — a stalled
+    processing loop (watchdog), processing behind real time (backlog) — reached history
+    but no webhook, though the receivers get every transition (docs/alarms.md)."""
+    from pdm.actions.outbox import Outbox
+    from pdm.history.records import event_id
+
+    monkeypatch.setenv("PDM_WEBHOOK_SECRET", "s" * 32)
+    text = (REPO / "pipelines" / "demo.toml").read_text()
+    f = tmp_path / "pump.toml"
+    f.write_text(
+        text + '\n[alarms]\nrelay = "log:"\n[[alarms.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
+    )
+    pl = load_pipeline(f)
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    try:
+        on = engine.force_safe(True, "processing stalled for 6 s", source="watchdog")
+        off = engine.force_safe(False, "processing moves again", source="watchdog")
+        again = engine.force_safe(False, "processing moves again", source="watchdog")
+        quiet = engine.force_safe(True, "the appliance stops", source="stop", announce=False)
+        changes = [r for r in on + off + again + quiet if isinstance(r, StateChange)]
+        assert [(c.sensor, c.old, c.new, c.reason) for c in changes] == [
+            ("appliance", "ok", "appliance_fault", "processing stalled for 6 s"),
+            ("appliance", "appliance_fault", "ok", "processing moves again"),
+        ]
+    finally:
+        engine.close(timeout=0.1)
+    with Outbox(tmp_path / "outbox" / "demo-pump-0.db") as box:
+        queued = box.ids()
+    assert queued == [event_id(c.machine, c.t_ns, c.sensor, c.old, c.new) for c in changes]

@@ -694,6 +694,187 @@ def test_streaming_memory_is_bounded(tmp_path: Path) -> None:
     assert peak < 5e6, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.0f} MB file"
 
 
+# ---------------------------------------------------------------------- hostile files
+
+
+def _peak_bytes(fn: object) -> int:
+    """Peak Python heap (tracemalloc) while ``fn()`` runs; its exception propagates."""
+    tracemalloc.start()
+    try:
+        fn()  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_an_endless_line_stops_at_its_line_number_in_bounded_memory(
+    tmp_path: Path, where: str
+) -> None:
+    """/dev/zero saved as a file: 40 MB without a line break. The reader refuses it at the
+    line where it starts, having read little more than the limit (the old reader grew to
+    the whole line, then the next)."""
+    from pdm.sources.csv import MAX_LINE_BYTES
+
+    p = tmp_path / "zeros.csv"
+    head = b"" if where == "header" else b"a,b\n1,2\n3,4\n"
+    with open(p, "wb") as f:
+        f.write(head)
+        for _ in range(40):
+            f.write(b"\0" * (1 << 20))
+    line = 1 if where == "header" else 4
+    exc: list[CsvError] = []
+
+    def run() -> None:
+        with pytest.raises(CsvError) as info:
+            with CsvRecording(p, fs=100.0) as rec:
+                read(rec)
+        exc.append(info.value)
+
+    peak = _peak_bytes(run)
+    assert exc[0].line == line and f"{MAX_LINE_BYTES:,} bytes" in str(exc[0])
+    assert str(exc[0]).startswith(f"{p}:{line}: line longer than")
+    assert peak < 8 * MAX_LINE_BYTES, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_a_line_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    from pdm.sources.csv import MAX_LINE_BYTES
+
+    cell = "1" + " " * (MAX_LINE_BYTES - 10)  # one long (padded) cell: still a number
+    p = write(tmp_path, f"a,b\n1,2\n{cell},3\r\n4,5\n")
+    with CsvRecording(p, fs=10.0) as rec:
+        np.testing.assert_array_equal(read(rec)[0], [[1, 2], [1, 3], [4, 5]])
+
+
+def test_long_lines_make_smaller_blocks_not_bigger_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block budget: lines of ~100 kB with a 1 MiB budget give blocks of a few rows,
+    every row read once and in order (chunk_rows alone would allow 65,536 such rows)."""
+    import pdm.sources.csv as csvmod
+
+    monkeypatch.setattr(csvmod, "_BLOCK_BYTES", 1 << 20)
+    pad = " " * 100_000
+    rows = [f"{i}{pad},{-i}" for i in range(60)]
+    p = write(tmp_path, "a,b\n" + "\n".join(rows) + "\n")
+    with CsvRecording(p, fs=10.0) as rec:
+        data, chunks = read(rec)
+    np.testing.assert_array_equal(data, [[i, -i] for i in range(60)])
+    assert max(c.n_samples for c in chunks) <= 12 and len(chunks) >= 5
+    assert [c.first_line for c in chunks] == sorted({c.first_line for c in chunks})
+
+
+def test_many_blank_lines_between_rows_cost_no_memory(tmp_path: Path) -> None:
+    """Found by the CSV fuzzing: blank lines held back (until data shows they are not
+    trailing) were kept in one list, so a block could exceed chunk_rows and a file of
+    blank lines grew memory with its length. Now they are counted."""
+    p = tmp_path / "blanks.csv"
+    p.write_text("x\n1\n" + "\n" * 300_000 + "2\n\n\n")
+    chunks: list[Chunk] = []
+
+    def run() -> None:
+        with CsvRecording(p, fs=1.0, on_bad_data="invalidate", chunk_rows=1000) as rec:
+            for c in rec.chunks():
+                assert c.n_samples <= 1000
+                chunks.append(Chunk(c.data[[0, -1]], c.fs, c.t0, c.channels, c.first_line))
+
+    peak = _peak_bytes(run)
+    assert peak < 10e6, f"peak {peak / 1e6:.1f} MB"
+    assert chunks[0].data[0, 0] == 1 and chunks[-1].data[-1, 0] == 2
+    assert chunks[-1].first_line == 300_003 and len(chunks) == 302
+    csv_error(p, 3, "x", fs=1.0)  # error mode: the first blank line between data rows
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_recording_must_be_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """A FIFO cannot be read twice (the reader opens a file more than once) and /dev/zero
+    never ends: both are refused at once, before anything is read."""
+    import os
+
+    if kind == "fifo":
+        p = tmp_path / "pipe.csv"
+        os.mkfifo(p)
+        what = "a FIFO or pipe"
+    elif kind == "device":
+        p = Path("/dev/zero")
+        what = "a character device"
+    else:
+        p = tmp_path
+        what = "a directory"
+    with pytest.raises(InputError) as info:
+        CsvRecording(p, fs=100.0)
+    assert str(info.value) == (
+        f"{p}: not a regular file ({what}); a recording is read more than once, "
+        "so save the data to a file first"
+    )
+
+
+def test_more_channels_than_the_limit_are_refused_at_the_header(tmp_path: Path) -> None:
+    from pdm.sources.csv import MAX_CHANNELS
+
+    names = [f"c{i}" for i in range(MAX_CHANNELS + 1)]
+    p = write(tmp_path, ",".join(names) + "\n" + ",".join("0" for _ in names) + "\n")
+    exc = csv_error(p, 1, None, fs=10.0)
+    assert f"{MAX_CHANNELS + 1} channels: at most {MAX_CHANNELS}" in str(exc)
+    with CsvRecording(p, fs=10.0, columns=names[:MAX_CHANNELS]) as rec:  # a choice is fine
+        assert len(read(rec)[0][0]) == MAX_CHANNELS
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ("# start_time=9999-12-31T00:00:00Z\nx\n1\n2\n", 1, None),
+        ("# start_time=1e300\nx\n1\n2\n", 1, None),
+        ("# start_time=7258118399.9\nx\n1\n2\n3\n", 4, None),  # 2200 falls on row 2
+        ("time,x\n2262-04-11T23:47:16Z,1\n2262-04-11T23:47:17Z,2\n", 2, "time"),
+        ("time,x\n9999-12-31T23:59:58Z,1\n9999-12-31T23:59:59Z,2\n", 2, "time"),
+        ("time,x\n1e12,1\n1000000000001,2\n", 2, "time"),
+        ("time,x\n1899-12-31T23:59:59Z,1\n1900-01-01T00:00:00Z,2\n", 2, "time"),
+    ],
+    ids=["iso-9999", "huge", "crosses-2200", "iso-2262", "iso-9999-column", "posix", "1899"],
+)
+def test_times_outside_1900_2199_are_refused_at_their_line(
+    tmp_path: Path, text: str, line: int, column: str | None
+) -> None:
+    """Times inside are int64 ns: year 9999 used to end in an OverflowError traceback."""
+    p = write(tmp_path, text)
+    exc = csv_error(p, line, column, fs=1.0)
+    assert "outside the years 1900-2199" in str(exc)
+
+
+def test_a_start_time_argument_out_of_range_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "x\n1\n2\n")
+    with pytest.raises(InputError) as info:
+        CsvRecording(p, fs=1.0, start_time=253402214400.0)
+    assert "start_time" in str(info.value) and "1900-2199" in str(info.value)
+    (tmp_path / "rec.json").write_text('{"start_time": "9999-01-01T00:00:00Z"}')
+    with pytest.raises(InputError) as info:
+        CsvRecording(p, fs=1.0)
+    assert "sidecar" in str(info.value) and "1900-2199" in str(info.value)
+
+
+@pytest.mark.parametrize("rate", ["9" * 400, "inf", "nan", "-1", "0"])
+def test_a_comment_rate_must_be_a_finite_positive_number(tmp_path: Path, rate: str) -> None:
+    """Found by the CSV fuzzing: 400 nines read as an infinite sample rate."""
+    p = write(tmp_path, f"# sample_rate_hz={rate}\nx\n1\n2\n")
+    exc = csv_error(p, 1, None)
+    assert "sample_rate_hz is not a positive number" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    ["[" * 100_000, '{"sample_rate_hz": ' + "9" * 5000 + "}", " " * (2 << 20) + "{}"],
+    ids=["deep", "huge-int", "huge-file"],
+)
+def test_a_hostile_sidecar_is_one_line(tmp_path: Path, sidecar: str) -> None:
+    p = write(tmp_path, "x\n1\n2\n")
+    (tmp_path / "rec.json").write_text(sidecar)
+    with pytest.raises(InputError) as info:
+        CsvRecording(p, fs=1.0)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'rec.json'}: ") and "\n" not in msg
+
+
 # ---------------------------------------------------------------------- real data
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,10 @@ import pytest
 
 from pdm.alarms.store import AlarmStore
 from pdm.config import load_pipeline
-from pdm.dashboard import alarms, commissioning, pin
+from pdm.dashboard import alarms, commissioning, pin, uploads
 from pdm.dashboard.context import DashboardContext
 from pdm.dashboard.report import build_report
+from pdm.errors import PdmError
 from pdm.history import parse_store_url
 
 pytest.importorskip("streamlit")
@@ -59,13 +64,13 @@ def outer_race() -> commissioning.CommissioningResult:
 
 
 def test_pin_set_verify_wrong(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     pin.set_pin(tmp_path, "bob", "s3cret-pass")
-    assert pin.verify_pin(tmp_path, "alice", "4711")
-    assert pin.verify_pin(tmp_path, " alice ", "4711")
-    assert not pin.verify_pin(tmp_path, "alice", "4712")
+    assert pin.verify_pin(tmp_path, "alice", "471100")
+    assert pin.verify_pin(tmp_path, " alice ", "471100")
+    assert not pin.verify_pin(tmp_path, "alice", "471200")
     assert not pin.verify_pin(tmp_path, "alice", "")
-    assert not pin.verify_pin(tmp_path, "carol", "4711")
+    assert not pin.verify_pin(tmp_path, "carol", "471100")
     assert pin.verify_pin(tmp_path, "bob", "s3cret-pass")
     path = tmp_path / "operators.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -73,32 +78,142 @@ def test_pin_set_verify_wrong(tmp_path: Path) -> None:
     data = json.loads(text)["operators"]
     # No field holds a PIN (a substring test could match a random hex salt by chance).
     stored = [str(v) for rec in data.values() for v in rec.values()]
-    assert "4711" not in stored and "s3cret-pass" not in stored and "s3cret" not in text
+    assert "471100" not in stored and "s3cret-pass" not in stored and "s3cret" not in text
     assert data["alice"]["salt"] != data["bob"]["salt"]
-    pin.set_pin(tmp_path, "alice", "9999")  # changed
-    assert not pin.verify_pin(tmp_path, "alice", "4711")
-    assert pin.verify_pin(tmp_path, "alice", "9999")
+    pin.set_pin(tmp_path, "alice", "999900")  # changed
+    assert not pin.verify_pin(tmp_path, "alice", "471100")
+    assert pin.verify_pin(tmp_path, "alice", "999900")
     with pytest.raises(Exception, match="at least"):
         pin.set_pin(tmp_path, "alice", "12")
-    assert not pin.verify_pin(tmp_path / "nowhere", "alice", "9999")
+    assert not pin.verify_pin(tmp_path / "nowhere", "alice", "999900")
 
 
 def test_pin_same_pin_different_hash(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "a", "1234")
-    pin.set_pin(tmp_path, "b", "1234")
+    pin.set_pin(tmp_path, "a", "123456")
+    pin.set_pin(tmp_path, "b", "123456")
     ops = json.loads((tmp_path / "operators.json").read_text())["operators"]
     assert ops["a"]["hash"] != ops["b"]["hash"]
 
 
 def test_operators_main_reads_stdin_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("2468\n2468\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("246800\n246800\n"))
     assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 0
-    assert pin.verify_pin(tmp_path, "dana", "2468")
+    assert pin.verify_pin(tmp_path, "dana", "246800")
     monkeypatch.setattr(sys, "stdin", io.StringIO("1111\n2222\n"))
     assert pin.operators_main(["--data-dir", str(tmp_path), "add", "dana"]) == 2
-    assert pin.verify_pin(tmp_path, "dana", "2468")  # unchanged
+    assert pin.verify_pin(tmp_path, "dana", "246800")  # unchanged
     assert pin.operators_main(["--data-dir", str(tmp_path), "remove", "dana"]) == 0
-    assert not pin.verify_pin(tmp_path, "dana", "2468")
+    assert not pin.verify_pin(tmp_path, "dana", "246800")
+
+
+def _wrong(d: Path, name: str, n: int, now: float) -> list[pin.PinCheck]:
+    return [pin.check_pin(d, name, "000000", now=now) for _ in range(n)]
+
+
+def test_five_wrong_pins_lock_the_operator_for_a_growing_time(tmp_path: Path) -> None:
+    """Issue 16, item 8: a 1 s sleep per Streamlit session was the only brake."""
+    pin.set_pin(tmp_path, "alice", "471100")
+    t = 1_000_000.0
+    first = _wrong(tmp_path, "alice", pin.MAX_FAILURES, t)
+    assert [c.ok or c.locked_s for c in first] == [False] * pin.MAX_FAILURES  # all tried
+    locked = pin.check_pin(tmp_path, "alice", "471100", now=t + 1)  # the right PIN, too late
+    assert not locked.ok and locked.locked_s == pytest.approx(pin.LOCK_BASE_S - 1)
+    assert "locked for 59 s after 5 wrong PINs in a row" in locked.message
+    assert pin.check_pin(tmp_path, "alice", "471100", now=t + pin.LOCK_BASE_S + 1).ok
+    # A right PIN ended the series; five more wrong ones lock for the base time again...
+    t2 = t + 1000
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t2)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t2 + 1).locked_s == pytest.approx(59)
+    # ...and a second lock in a row (no right PIN between) lasts twice as long, then 4x.
+    t3 = t2 + pin.LOCK_BASE_S + 1
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t3)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t3).locked_s == pytest.approx(120)
+    t4 = t3 + 121
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t4)
+    assert pin.check_pin(tmp_path, "alice", "x", now=t4).locked_s == pytest.approx(240)
+    # The lock is in the data dir, not in the session: a new "session" sees it.
+    assert (tmp_path / pin.LOCKOUT_FILE).exists()
+    assert stat.S_IMODE((tmp_path / pin.LOCKOUT_FILE).stat().st_mode) == 0o600
+    assert not pin.check_pin(tmp_path, "alice", "471100", now=t4 + 200).ok
+    assert pin.operators_main(["--data-dir", str(tmp_path), "unlock", "alice"]) == 0
+    assert pin.check_pin(tmp_path, "alice", "471100", now=t4 + 200).ok
+
+
+def test_unknown_names_lock_alike_and_others_are_not_locked(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "471100")
+    pin.set_pin(tmp_path, "bob", "135700")
+    t = 5_000.0
+    _wrong(tmp_path, "mallory", pin.MAX_FAILURES, t)
+    _wrong(tmp_path, "alice", pin.MAX_FAILURES, t)
+    a, m = (
+        pin.check_pin(tmp_path, "alice", "1", now=t),
+        pin.check_pin(tmp_path, "mallory", "1", now=t),
+    )
+    assert a.locked_s == m.locked_s > 0 and a.message.replace("alice", "mallory") == m.message
+    assert pin.check_pin(tmp_path, "bob", "135700", now=t).ok
+
+
+_HAMMER = """
+import sys
+from pathlib import Path
+from pdm.dashboard import pin
+tried = sum(not pin.check_pin(Path(sys.argv[1]), "alice", "000000").locked_s for _ in range(12))
+print(tried)
+"""
+
+
+def test_parallel_processes_share_the_lockout(tmp_path: Path) -> None:
+    """Three processes guess at once (three dashboards, or sessions): between them they get
+    MAX_FAILURES tries, not MAX_FAILURES each, because each attempt is counted in one
+    SQLite write transaction before its PIN is checked."""
+    pin.set_pin(tmp_path, "alice", "471100")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HAMMER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(3)
+    ]
+    tried = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(tried) == pin.MAX_FAILURES, tried
+
+
+def test_the_lockout_fails_closed(tmp_path: Path) -> None:
+    pin.set_pin(tmp_path, "alice", "471100")
+    (tmp_path / pin.LOCKOUT_FILE).unlink()
+    (tmp_path / pin.LOCKOUT_FILE).mkdir()  # cannot be opened as a database
+    got = pin.check_pin(tmp_path, "alice", "471100")
+    assert not got.ok and got.message.startswith("PIN not checked: ")
+
+
+def test_new_pins_need_six_characters_and_old_short_ones_are_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("12345\n12345\n"))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "add", "erin"]) == 2
+    assert "at least 6 characters" in capsys.readouterr().err
+    pin.set_pin(tmp_path, "new", "135700")
+    # An operator set before the 6-character rule (4 digits, no min_length): still works.
+    path = tmp_path / "operators.json"
+    data = json.loads(path.read_text())
+    salt = bytes(16)
+    data["operators"]["old"] = {
+        "scrypt": {"n": 2**14, "r": 8, "p": 1},
+        "salt": salt.hex(),
+        "hash": hashlib.scrypt(b"4711", salt=salt, n=2**14, r=8, p=1, dklen=32).hex(),
+        "set": "2026-01-01T00:00:00Z",
+    }
+    path.write_text(json.dumps(data))
+    assert pin.operators_main(["--data-dir", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["new", "old  (may be short: set under the old 4-character rule; set a new one)"]
+    checked = pin.check_pin(tmp_path, "old", "4711")
+    assert checked.ok and checked.short
+    assert pin.operators_main(["--data-dir", str(tmp_path), "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("old  (short PIN: fewer than 6")
 
 
 # --- acknowledging -------------------------------------------------------------------------------
@@ -107,15 +222,15 @@ def test_operators_main_reads_stdin_twice(tmp_path: Path, monkeypatch: pytest.Mo
 def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     ctx = _ctx(tripped)
     assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
-    pin.set_pin(tripped, "alice", "4711")
+    pin.set_pin(tripped, "alice", "471100")
 
-    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "0000", "checked")
+    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "000000", "checked")
     assert not bad.ok and "PIN" in bad.message
     with AlarmStore(tripped / "alarms.db") as store:
         state = store.load("demo-pump")
         assert state is not None and state.ack is None
 
-    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "bearing inspected")
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "bearing inspected")
     assert res.ok, res.message
     assert res.message.startswith("demo-pump: trip acknowledged")
     with AlarmStore(tripped / "alarms.db") as store:
@@ -135,8 +250,8 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
 
 
 def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
-    pin.set_pin(tmp_path, "alice", "4711")
-    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
+    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "471100")
     assert not res.ok and "alarm state store" in res.message
     assert "\n" not in res.message
 
@@ -155,9 +270,9 @@ def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
 
     monkeypatch.setattr(httpx, "post", fake_post)
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     ctx = _ctx(tmp_path, api_url="http://127.0.0.1:8470/", api_token="t" * 20)
-    res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "ok")
+    res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "ok")
     assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
     assert seen["url"] == "http://127.0.0.1:8470/ack/demo-pump"
     assert seen["headers"]["Authorization"] == "Bearer " + "t" * 20
@@ -269,6 +384,137 @@ def test_bad_upload_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value) and "bad.csv" in str(err.value)
 
 
+# --- commissioning uploads: an operator, bounded replays, temporary folders always removed -------
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private TMPDIR for the dashboard's temporary folders (uploads, replay stores)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return uploads.temp_root()
+
+
+def _children() -> set[int]:
+    out: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        out |= {int(p) for p in (task / "children").read_text().split()}
+    return out
+
+
+def test_a_replay_that_overruns_is_killed_and_leaves_nothing(temp_root: Path) -> None:
+    before = _children()
+    t = time.monotonic()
+    with pytest.raises(PdmError, match=r"outer_race.csv.gz: the replay took longer than 0.3 s"):
+        commissioning.run_commissioning(
+            FIXTURES / "outer_race.csv.gz", load_pipeline(DEMO), timeout_s=0.3
+        )
+    assert time.monotonic() - t < 10
+    assert _children() == before  # killed and reaped
+    assert list(temp_root.iterdir()) == []  # its store went with it
+
+
+def test_a_replay_stops_when_its_session_goes(
+    temp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit stops a session's script by raising in its next Streamlit call: the
+    page's keep_going is one, and the replay's process group is killed on the way out."""
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def spy(*a: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        started.append(real(*a, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(commissioning.subprocess, "Popen", spy)
+
+    class SessionGone(BaseException):  # like streamlit's StopException: not an Exception
+        pass
+
+    def keep_going(elapsed: float) -> None:
+        if elapsed > 0.5:
+            raise SessionGone
+
+    with pytest.raises(SessionGone):
+        commissioning.run_commissioning(
+            FIXTURES / "outer_race.csv.gz", load_pipeline(DEMO), keep_going=keep_going
+        )
+    (proc,) = started
+    assert proc.returncode == -signal.SIGKILL
+    assert list(temp_root.iterdir()) == []
+
+
+def test_replays_that_end_well_or_badly_leave_no_folder(temp_root: Path) -> None:
+    res = commissioning.run_commissioning(FIXTURES / "healthy.csv.gz", load_pipeline(DEMO))
+    assert res.windows > 0
+    bad = temp_root.parent / "bad.csv"
+    bad.write_text("a_g,b_g\n0.1,0.2\n" * 10)
+    with pytest.raises(PdmError):
+        commissioning.run_commissioning(bad, load_pipeline(DEMO))
+    assert list(temp_root.iterdir()) == []
+
+
+def test_stale_temporary_folders_are_swept(temp_root: Path) -> None:
+    old, fresh = temp_root / "upload-old", temp_root / "commission-fresh"
+    for d in (old, fresh):
+        d.mkdir()
+        (d / "x.csv").write_text("x")
+    stale = time.time() - uploads.STALE_AFTER_S - 60
+    os.utime(old, (stale, stale))
+    assert uploads.sweep_stale() == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_an_upload_folder_goes_with_its_session(temp_root: Path) -> None:
+    import gc
+
+    folder = uploads.UploadFolder()
+    (folder.path / "rec.csv").write_text("x")
+    path = folder.path
+    state = {"com_upload_dir": folder}
+    del folder
+    state.clear()  # Streamlit drops the session's state
+    gc.collect()
+    assert not path.exists()
+
+
+def test_uploads_need_a_signed_in_operator(tmp_path: Path, temp_root: Path) -> None:
+    """Issue 16, item 10: uploads (≤ 200 MB, replayed up to 900 s) needed no operator."""
+    import gc
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pin.set_pin(data, "ana", "246800")
+    at = _app(tmp_path, "commissioning", data).run()
+    at.radio(key="com_source").set_value("upload").run()
+    assert not at.exception and not at.get("file_uploader")  # nothing to upload into yet
+    at.text_input(key="com_op_name").input("ana")
+    at.text_input(key="com_op_pin").input("111111")
+    at.button[0].click().run()
+    assert any("wrong operator name or PIN; not signed in" in e.value for e in at.error)
+    assert not at.get("file_uploader")
+    at.text_input(key="com_op_name").input("ana")
+    at.text_input(key="com_op_pin").input("246800")
+    at.button[0].click().run()
+    assert not at.exception
+    (up,) = at.get("file_uploader")
+    assert "at most 200 MB" in up.label
+    rec = (FIXTURES / "healthy.csv.gz").read_bytes()
+    up.set_value(("healthy.csv.gz", rec, "application/gzip")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (folder,) = temp_root.iterdir()
+    assert folder.name.startswith("upload-") and (folder / "healthy.csv.gz").exists()
+    at.button(key="com_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(m.label == "Windows" for m in at.metric)
+    assert [p.name for p in temp_root.iterdir()] == [folder.name]  # the replay's store is gone
+    del at, up
+    gc.collect()  # the session is dropped: its upload goes
+    assert list(temp_root.iterdir()) == []
+
+
 def test_report_is_self_contained(outer_race: commissioning.CommissioningResult) -> None:
     html = build_report(outer_race, commissioning.whatif_for(outer_race, alert_mult=1.5))
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
@@ -328,9 +574,9 @@ def test_page_alarms_renders_and_acknowledges(tmp_path: Path, tripped: Path) -> 
     at = _app(tmp_path, "alarms", tripped).run()
     assert not at.exception
     assert at.dataframe, "the log table"
-    pin.set_pin(tripped, "bob", "1357")
+    pin.set_pin(tripped, "bob", "135700")
     at.text_input[0].input("bob")
-    at.text_input[1].input("1357")
+    at.text_input[1].input("135700")
     at.text_input[2].input("from the page")
     at.button[0].click().run()
     assert not at.exception
@@ -404,21 +650,21 @@ def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> No
 
     backend = _Backend()
     token = "k" * 24
-    pin.set_pin(tmp_path, "alice", "4711")
+    pin.set_pin(tmp_path, "alice", "471100")
     with ControlAPI(backend, port=0, token=token, timeout_s=2.0) as api:  # type: ignore[arg-type]
         ctx = _ctx(tmp_path, api_url=f"http://127.0.0.1:{api.port}", api_token=token)
         assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
-        res = alarms.acknowledge(ctx, "demo-pump", "alice", "4711", "seen")
+        res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "seen")
         assert res.ok and res.message == "demo-pump: trip acknowledged by alice"
         assert backend.acks == [("demo-pump", "alice", "seen")]
-        unknown = alarms.acknowledge(ctx, "other", "alice", "4711")
+        unknown = alarms.acknowledge(ctx, "other", "alice", "471100")
         assert not unknown.ok and "404" in unknown.message
         wrong_token = _ctx(tmp_path, api_url=ctx.api_url, api_token="x" * 24)
-        denied = alarms.acknowledge(wrong_token, "demo-pump", "alice", "4711")
+        denied = alarms.acknowledge(wrong_token, "demo-pump", "alice", "471100")
         assert not denied.ok and "401" in denied.message
         rows = shadow_rows(alarms.api_status(ctx))
     assert rows[0]["candidate"] == "abcdef012345" and rows[0]["agreement"] == "98.5 %"
-    gone = alarms.acknowledge(ctx, "demo-pump", "alice", "4711")  # the service stopped
+    gone = alarms.acknowledge(ctx, "demo-pump", "alice", "471100")  # the service stopped
     assert not gone.ok and "control API" in gone.message
     s = card_summary(read_card(REPO / "models" / "demo-pump"))
     assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5

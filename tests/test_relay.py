@@ -10,7 +10,6 @@ GPIO cannot be tested on real hardware here: only its clear configuration errors
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -20,7 +19,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from servers import free_ports
@@ -36,14 +35,13 @@ from pdm.actions.relay import (
     relay_from_url,
 )
 from pdm.errors import ConfigError
+from pdm.tools.servers import DEVICE, ModbusServer
 
 HAVE_PYMODBUS = importlib.util.find_spec("pymodbus") is not None
 needs_pymodbus = pytest.mark.skipif(not HAVE_PYMODBUS, reason="pymodbus not installed")
 
-DEVICE = 1
 #: What the appliance has to raise appliance_fault in; every failing call must return before.
 FAULT_BUDGET_S = 2.0
-COIL_READ = 1  # Modbus function code "read coils", to read the datastore directly
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,103 +49,7 @@ COIL_READ = 1  # Modbus function code "read coils", to read the datastore direct
 # --------------------------------------------------------------------------------------------
 
 
-class ModbusServer:
-    """A pymodbus 3.16 ``ModbusTcpServer`` on 127.0.0.1 with 16 coils (all off) on device 1.
-
-    Runs on its own event loop in a thread. ``coil(n)`` reads the datastore directly, not over
-    Modbus. ``stop()`` then ``start()`` keeps the port, for restart tests. ``ignore_writes``
-    makes the device acknowledge writes but keep its coils off (a welded-open output, a module
-    in local mode).
-    """
-
-    def __init__(self, *, ignore_writes: bool = False, port: int = 0) -> None:
-        self.ignore_writes = ignore_writes
-        self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Any = None
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="modbus-test-server", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            self._server = self._run(self._serve())
-        except BaseException:
-            self.stop()
-            raise
-        self.port = self._server.transport.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self) -> Any:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        def bits() -> list[SimData]:
-            return [SimData(0, count=16, values=False, datatype=DataType.BITS)]
-
-        def regs() -> list[SimData]:
-            return [SimData(0, values=0, datatype=DataType.REGISTERS)]
-
-        device = SimDevice(
-            id=DEVICE,
-            simdata=(bits(), bits(), regs(), regs()),  # coils, discrete inputs, holding, input
-            action=self._drop_writes if self.ignore_writes else None,
-        )
-        server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
-        await server.serve_forever(background=True)
-        return server
-
-    @staticmethod
-    async def _drop_writes(
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> None:
-        # pymodbus 3.16 has no datablock setValues to override any more (the old datablocks are
-        # shims over SimData); an action may rewrite the values about to be written.
-        if set_values is not None:
-            set_values[:] = [False] * len(set_values)
-
-    def _run(self, coro: Any, timeout: float = 5.0) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def coil(self, address: int = 0) -> bool:
-        """The coil as the device holds it (datastore), not as a client reads it."""
-        values = self._run(self._server.context.async_getValues(DEVICE, COIL_READ, address, 1))
-        return bool(values[0])
-
-    def set_coil(self, address: int, value: bool) -> None:
-        """Change a coil behind the client's back (write single coil, function code 5)."""
-        self._run(self._server.context.async_setValues(DEVICE, 5, address, [value]))
-
-    def stop(self) -> None:
-        loop, thread, server = self._loop, self._thread, self._server
-        self._loop = self._thread = self._server = None
-        if loop is None or thread is None:
-            return
-        if server is not None:
-            asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(5)
-
-        async def cancel_the_rest() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-        from pymodbus.server import ModbusBaseServer
-
-        if ModbusBaseServer.active_server is server:  # a class attribute: do not keep it alive
-            ModbusBaseServer.active_server = None
+# ModbusServer (a real pymodbus server) lives in pdm.tools.servers: pdm-edge soak runs it too.
 
 
 class Peer:

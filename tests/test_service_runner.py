@@ -394,3 +394,53 @@ def test_a_round_spools_its_machines_critical_records_in_one_push(
     assert windows == 8  # two windows a machine after seven chunks
     events = [n for n in pushes if n]
     assert sum(events) >= 8 and len(events) < 8, (pushes, rounds)
+
+
+class _Later:
+    """The clock ``shift`` seconds on (a stand-in for the runner module's ``time``)."""
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def time(self) -> float:
+        return time.time() + self.shift
+
+    def time_ns(self) -> int:
+        return time.time_ns() + round(self.shift * 1e9)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+    def perf_counter(self) -> float:
+        return time.perf_counter()
+
+
+def test_a_sensor_back_from_a_silence_is_not_processing_behind_real_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak (docs/soak.md): a sensor silent for longer than max_lag_s sends
+    again; its first chunks complete no window yet, so the newest window was 12 s old and
+    the backlog policy took that for lag — appliance_fault, relay dropped for another
+    max_lag_s. The lag of a live chunk is how long it waited for its decision."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=False)
+    (r,) = rig.runners
+    try:
+        for c in _chunks(seed=1, fault=False):  # one fresh second: windows decided
+            r._process(c)
+        assert r.stats.windows > 0 and not r.backlog_fault
+        later = _Later(12.0)  # ... then 12 s of silence (max_lag_s is 10)
+        monkeypatch.setattr(runner_mod, "time", later)
+        fresh = _chunks(seed=2, fault=False)[0]  # one chunk: no window yet
+        import dataclasses
+
+        back = dataclasses.replace(fresh, t0=later.time() - CHUNK / FS, received=later.monotonic())
+        r._process(back)
+        assert not r.backlog_fault and r.stats.samples_dropped == 0
+        assert r.stats.lag_s > 10  # the newest window is that old, and says so
+        # A chunk that really waited 11 s in the queue is behind real time.
+        late = dataclasses.replace(back, t0=back.t0 + CHUNK / FS, received=later.monotonic() - 11)
+        r._process(late)
+        assert r.backlog_fault
+    finally:
+        monkeypatch.undo()
+        rig.close()

@@ -373,6 +373,10 @@ class AlarmEngine:
         self._appliance_fault = fault
         reason = fault or "relay answers again"
         (log.error if fault else log.warning)("%s: %s → %s: %s", self.machine, old, new, reason)
+        return self._announce(t_ns, old, new, reason)
+
+    def _announce(self, t_ns: int, old: str, new: str, reason: str) -> list[Record]:
+        """An appliance transition: to every webhook (outbox) and, returned, to history."""
         from pdm.history.records import StateChange
 
         self.transitions.append(
@@ -385,14 +389,27 @@ class AlarmEngine:
             sender.enqueue(event)
         return [StateChange(self.machine, t_ns, old, new, reason, sensor="appliance")]
 
-    def force_safe(self, on: bool, reason: str, *, source: str = "backlog") -> list[Record]:
-        """The service holds the relay dropped (``on``) for ``source`` (backlog, watchdog), or
-        lets the alarm state drive it again; returns the relay's audit records."""
+    def force_safe(
+        self, on: bool, reason: str, *, source: str = "backlog", announce: bool = True
+    ) -> list[Record]:
+        """The service holds the relay dropped (``on``) for ``source`` (backlog, watchdog,
+        stop), or lets the alarm state drive it again; returns the history records.
+
+        With ``announce``, a change is the transition ``ok → appliance_fault`` (or back;
+        sensor ``appliance``, ``reason`` as its reason): a history record *and* a webhook
+        event, as the relay's own faults are (the service wrote only the record, so a
+        stalled or overloaded appliance told no receiver). Then the relay's audit records.
+        """
+        was = source in self._forced_safe
         if on:
             self._forced_safe[source] = reason
         else:
             self._forced_safe.pop(source, None)
-        return self._drive_relay(self._last_t_ns or time.time_ns())
+        recs: list[Record] = []
+        if announce and on != was:
+            old, new = ("ok", "appliance_fault") if on else ("appliance_fault", "ok")
+            recs = self._announce(time.time_ns(), old, new, reason)
+        return recs + self._drive_relay(self._last_t_ns or time.time_ns())
 
     def source_silent(self, sensors: list[str], reason: str) -> list[Record]:
         """Sensors whose source went silent: ``sensor_fault`` at once (no window to judge).

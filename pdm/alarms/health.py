@@ -12,7 +12,8 @@ signatures in a window of ``(n_channels, n)`` samples in g:
                ``clip_level`` × the channel's full scale (only when it is known)
 ``dropout``    exact zeros for longer than ``dropout_run_s`` (disconnected
                IEPE sensor, a DAQ gap filled with zeros)
-``nan``        more than ``nan_share`` of the samples NaN or ±inf (unreadable)
+``nan``        more than ``nan_share`` of the samples NaN, ±inf or beyond
+               :data:`~pdm.dsp.windows.MAX_ABS_G` (unreadable, or not a measurement)
 ``dc_bias``    ``|mean|`` above ``dc_bias_g`` (failing sensor, wrong scaling)
 =============  =============================================================
 
@@ -62,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline
+from pdm.dsp.windows import MAX_ABS_G
 
 __all__ = [
     "FAULTS",
@@ -364,6 +366,9 @@ def _check(
             suspect.add(r)
             continue
         peak = hi if hi > -lo else -lo
+        if peak > MAX_ABS_G:  # not a measurement (the extractor marks the window invalid)
+            suspect.add(r)
+            continue
         clip = levels[r][1]
         if peak >= clip and np.count_nonzero(np.abs(x[r]) >= clip) > lim.clip_share * n:
             suspect.add(r)
@@ -430,7 +435,7 @@ def _exact(
     n = row.shape[0]
     faults: list[Fault] = []
     details: list[str] = []
-    finite = np.isfinite(row)
+    finite = np.abs(row) <= MAX_ABS_G  # False for NaN and ±inf too
     n_finite = int(np.count_nonzero(finite))
     bad = n - n_finite
     values = row if bad == 0 else row[finite]
@@ -464,7 +469,11 @@ def _exact(
             details.append(f"dropout: {zeros} zero samples in a row ({zeros / fs:.3g} s)")
     if bad / n > lim.nan_share:
         faults.append("nan")
-        details.append(f"nan: {bad} of {n} samples not finite ({_pct(bad / n)} %)")
+        absurd = bad - (n - int(np.count_nonzero(np.isfinite(row))))
+        what = [f"{bad - absurd} of {n} samples not finite"] if bad > absurd else []
+        if absurd:
+            what.append(f"{absurd} of {n} beyond ±{MAX_ABS_G:g} g (not a measurement)")
+        details.append(f"nan: {', '.join(what)} ({_pct(bad / n)} %)")
     if n_finite:
         mean = float(values.mean(dtype=np.float64))
         if abs(mean) > lim.dc_bias_g:

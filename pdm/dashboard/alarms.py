@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pdm.dashboard.context import DashboardContext
-from pdm.dashboard.pin import verify_pin
+from pdm.dashboard.pin import check_pin
 from pdm.errors import PdmError
 from pdm.history.base import LogRecord
 from pdm.history.records import ActionResult, Capture, Event, Kind, StateChange
@@ -36,7 +36,7 @@ KIND_LABEL: dict[str, str] = {
     "captures": "capture",
 }
 API_TIMEOUT_S = 5.0
-_FAIL_DELAY_S = 1.0  # after a wrong PIN, before answering (slows guessing)
+_FAIL_DELAY_S = 1.0  # after a wrong PIN, before answering (the lockout is in pdm.dashboard.pin)
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,11 @@ def acknowledge(
         return AckResult(False, "choose a machine")
     if not by or not pin:
         return AckResult(False, "give your operator name and PIN")
-    if not verify_pin(ctx.data_dir, by, pin):
-        return AckResult(False, "wrong operator name or PIN; nothing acknowledged")
+    checked = check_pin(ctx.data_dir, by, pin)
+    if not checked.ok:
+        return AckResult(False, f"{checked.message}; nothing acknowledged")
+    # A PIN set under the old 4-character rule still works, but says so.
+    note = " (your PIN is shorter than 6 characters: have it set again)" if checked.short else ""
     if ctx.api_url:
         import httpx
 
@@ -201,11 +204,11 @@ def acknowledge(
             msg = str(resp.json().get("message", "acknowledged"))
         except (ValueError, AttributeError):
             msg = "acknowledged"
-        return AckResult(True, f"{machine}: {msg}")
+        return AckResult(True, f"{machine}: {msg}{note}")
     from pdm.alarms.ack import ack
 
     try:
-        return AckResult(True, ack(machine, by, comment, ctx.data_dir, ctx.store_url))
+        return AckResult(True, ack(machine, by, comment, ctx.data_dir, ctx.store_url) + note)
     except (PdmError, ValueError) as exc:
         return AckResult(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

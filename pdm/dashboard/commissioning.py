@@ -13,7 +13,14 @@ scores with scaled thresholds and another on-delay, to show how many alarms the
 recording would have raised. The result exports as a self-contained HTML
 report (:mod:`pdm.dashboard.report`).
 
-Uploads are limited to ``PDM_DASHBOARD_MAX_UPLOAD_MB`` (default 200) MB.
+Uploads need an operator: the page asks for an operator name and PIN
+(:func:`pdm.dashboard.pin.check_pin`, with its lockout) before it even shows the
+upload field, and an operator stays signed in to this browser session for
+:data:`OPERATOR_SESSION_S`. Uploads are limited to ``PDM_DASHBOARD_MAX_UPLOAD_MB``
+(default 200) MB, kept in a private folder of the session and always removed
+(:mod:`pdm.dashboard.uploads`). A replay runs at most :data:`REPLAY_TIMEOUT_S` and is
+killed (its process group) when it takes longer, when the browser session ends, or
+when the operator changes the page meanwhile; its temporary store goes with it.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ import dataclasses
 import json
 import math
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +53,7 @@ from pdm.alarms.state import (
 )
 from pdm.config import Pipeline
 from pdm.dashboard.context import REPO, DashboardContext
+from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale, temp_root
 from pdm.errors import ConfigError, PdmError
 
 __all__ = [
@@ -56,25 +65,20 @@ __all__ = [
     "max_upload_mb",
     "render",
     "run_commissioning",
+    "sign_in",
+    "signed_in_operator",
     "whatif",
 ]
 
 FIXTURES = REPO / "fixtures"
 MODELS = REPO / "models"
+#: A commissioning replay is killed after this long, s.
 REPLAY_TIMEOUT_S = 900.0
+#: An operator who signed in on the page may upload for this long, s, in that session.
+OPERATOR_SESSION_S = 15 * 60.0
+_POLL_S = 0.25  # how often a running replay checks the clock and its session
+_TAIL_BYTES = 64 * 1024  # of the replay's output kept for its summary and error line
 _SUFFIXES = (".csv", ".csv.gz")
-
-
-def max_upload_mb() -> int:
-    """The upload limit, MB (``PDM_DASHBOARD_MAX_UPLOAD_MB``, default 200)."""
-    text = os.environ.get("PDM_DASHBOARD_MAX_UPLOAD_MB", "200")
-    try:
-        mb = int(text)
-    except ValueError:
-        mb = 0
-    if not 1 <= mb <= 100_000:
-        raise ConfigError(f"PDM_DASHBOARD_MAX_UPLOAD_MB: a whole number of MB ≥ 1 (got {text!r})")
-    return mb
 
 
 def list_recordings(folder: Path = FIXTURES) -> list[Path]:
@@ -168,10 +172,15 @@ def run_commissioning(
     model_dir: Path | None = None,
     *,
     timeout_s: float = REPLAY_TIMEOUT_S,
+    keep_going: Callable[[float], object] | None = None,
 ) -> CommissioningResult:
     """Replay ``recording`` (dry run) into a temporary store and read back what it found.
 
-    Raises :class:`PdmError` with one line (a bad recording, pipeline or model).
+    The replay is a child process, killed after ``timeout_s``; ``keep_going(elapsed_s)`` is
+    called every ~0.25 s while it runs, and whatever it raises (Streamlit's stop when the
+    session ends) kills the replay too. The temporary store is removed in every case.
+
+    Raises :class:`PdmError` with one line (a bad recording, pipeline or model; too long).
     """
     from pdm.dashboard.alarms import _row
     from pdm.history import open_store, parse_store_url
@@ -179,7 +188,7 @@ def run_commissioning(
     if pipeline.source_path is None:
         raise ConfigError("the pipeline has no file to replay it with")
     check_recording(recording, pipeline)
-    with tempfile.TemporaryDirectory(prefix="pdm-commission-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="commission-", dir=temp_root()) as tmp:
         data_dir = Path(tmp) / "data"
         db = (data_dir / "history.db").resolve()
         cmd = [
@@ -200,27 +209,15 @@ def run_commissioning(
         ]
         if model_dir is not None:
             cmd += ["--model", str(model_dir.resolve())]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        try:
-            proc = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PdmError(
-                f"{recording.name}: the replay took longer than {timeout_s:g} s"
-            ) from exc
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        code, stdout, stderr = _run_bounded(
+            cmd, Path(tmp), recording.name, timeout_s=timeout_s, keep_going=keep_going
+        )
+        if code != 0:
+            lines = [ln for ln in stderr.splitlines() if ln.strip()]
             err = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
-            raise PdmError(err or (lines[-1] if lines else f"replay exited {proc.returncode}"))
+            raise PdmError(err or (lines[-1] if lines else f"replay exited {code}"))
         try:
-            summary = json.loads(proc.stdout.strip().splitlines()[-1])
+            summary = json.loads(stdout.strip().splitlines()[-1])
         except (ValueError, IndexError) as exc:
             raise PdmError("the replay printed no summary") from exc
         machine = pipeline.machine.id
@@ -265,6 +262,52 @@ def run_commissioning(
         features=features,
         sensor_of={c: pipeline.channel(c)[0].id for c in pipeline.columns},
     )
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+        return f.read().decode("utf-8", "replace")
+
+
+def _run_bounded(
+    cmd: list[str],
+    tmp: Path,
+    what: str,
+    *,
+    timeout_s: float,
+    keep_going: Callable[[float], object] | None,
+) -> tuple[int, str, str]:
+    """Run ``cmd`` (its output to files in ``tmp``: no pipe can fill up), at most
+    ``timeout_s``; its whole process group is killed when it overruns or when
+    ``keep_going`` raises. Returns (exit status, stdout tail, stderr tail)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out_path, err_path = tmp / "replay.out", tmp / "replay.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                code = proc.wait(_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.monotonic() - started
+            if elapsed > timeout_s:
+                raise PdmError(f"{what}: the replay took longer than {timeout_s:g} s; stopped")
+            if keep_going is not None:
+                keep_going(elapsed)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return code, _tail(out_path), _tail(err_path)
 
 
 def _rule_features(rows: Any, rules: AlarmRules) -> dict[int, dict[str, dict[str, float]]]:
@@ -495,18 +538,66 @@ def spectrum_chart(spec: dict[str, Any]) -> Any:
 
 
 def _save_upload(up: Any, folder: Path, limit_mb: int) -> Path:
+    """Write the upload into ``folder`` (emptied first: one upload per session), at most
+    ``limit_mb`` MB whatever its declared size says."""
     name = Path(str(up.name)).name
-    if not name.endswith(_SUFFIXES):
+    if not name.endswith(_SUFFIXES) or name.startswith("."):
         raise ConfigError(f"{name}: expected a .csv or .csv.gz recording")
+    limit = limit_mb * 2**20
     size = int(getattr(up, "size", 0) or 0)
-    if size > limit_mb * 2**20:
+    if size > limit:
         raise ConfigError(f"{name}: {size / 2**20:.0f} MB is more than the {limit_mb} MB limit")
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink(missing_ok=True)
     path = folder / name
     up.seek(0)
+    written = 0
     with open(path, "wb") as f:
-        shutil.copyfileobj(up, f, 1 << 20)
+        while block := up.read(1 << 20):
+            written += len(block)
+            if written > limit:
+                break
+            f.write(block)
+    if written > limit:
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"{name}: more than the {limit_mb} MB limit")
     return path
+
+
+def signed_in_operator(state: Any, now: float | None = None) -> str | None:
+    """The operator signed in to this session (``state``: Streamlit's session state), or
+    None when nobody is or the sign-in is older than :data:`OPERATOR_SESSION_S`."""
+    got = state.get("com_operator")
+    t = time.monotonic() if now is None else now
+    if not (isinstance(got, tuple) and len(got) == 2) or t >= got[1]:
+        return None
+    return str(got[0])
+
+
+def sign_in(ctx: DashboardContext, state: Any, name: str, pin_text: str) -> str | None:
+    """Check an operator's PIN (with the lockout); on success sign them in to ``state``.
+    Returns None when signed in, else the one-line reason."""
+    from pdm.dashboard.pin import check_pin
+
+    if not name.strip() or not pin_text:
+        return "give your operator name and PIN"
+    checked = check_pin(ctx.data_dir, name, pin_text)
+    if not checked.ok:
+        return f"{checked.message}; not signed in"
+    state["com_operator"] = (name.strip(), time.monotonic() + OPERATOR_SESSION_S)
+    return None
+
+
+def _upload_folder(state: Any) -> UploadFolder:
+    folder = state.get("com_upload_dir")
+    if not isinstance(folder, UploadFolder) or folder.removed:
+        folder = state["com_upload_dir"] = UploadFolder()
+    folder.touch()
+    return folder
+
+
+_swept = False  # the stale temporary folders: swept once per dashboard process
 
 
 def render(ctx: DashboardContext) -> None:
@@ -530,8 +621,13 @@ def render(ctx: DashboardContext) -> None:
         st.error(str(exc))
         limit_mb = 200
 
+    global _swept
+    if not _swept:
+        sweep_stale()
+        _swept = True
     source = st.radio("Recording", ["fixture", "upload"], horizontal=True, key="com_source")
     recording: Path | None = None
+    operator = signed_in_operator(st.session_state)
     if source == "fixture":
         fixtures = list_recordings()
         if fixtures:
@@ -540,7 +636,30 @@ def render(ctx: DashboardContext) -> None:
             )
         else:
             st.info(f"No recordings in {FIXTURES}.")
+    elif operator is None:
+        st.info(
+            "Uploading a recording needs an operator (`pdm-edge operators add NAME`): "
+            f"sign in for {OPERATOR_SESSION_S / 60:.0f} minutes in this browser session."
+        )
+        with st.form("com_sign_in", clear_on_submit=True):
+            name = st.text_input("Operator name", key="com_op_name")
+            pin_text = st.text_input("PIN", type="password", key="com_op_pin")
+            if st.form_submit_button("Sign in"):
+                why = sign_in(ctx, st.session_state, name, pin_text)
+                if why is None:
+                    st.rerun()
+                time.sleep(1.0)  # slows a guesser a little more (the lockout is the brake)
+                st.error(why)
     else:
+        c_op, c_out = st.columns([4, 1])
+        c_op.caption(f"Signed in as **{operator}** (uploads and their replays).")
+        if c_out.button("Sign out", key="com_sign_out"):
+            st.session_state.pop("com_operator", None)
+            folder = st.session_state.pop("com_upload_dir", None)
+            if isinstance(folder, UploadFolder):
+                folder.remove()
+            st.session_state.pop("com_upload_saved", None)
+            st.rerun()
         up = st.file_uploader(
             f"CSV recording (.csv, .csv.gz; at most {limit_mb} MB)",
             type=["csv", "gz"],
@@ -549,20 +668,17 @@ def render(ctx: DashboardContext) -> None:
         )
         if up is not None:
             # Written once per uploaded file (not on every rerun), into this session's folder.
+            folder = _upload_folder(st.session_state)
             saved = st.session_state.get("com_upload_saved")
             if saved and saved[0] == up.file_id and Path(saved[1]).exists():
                 recording = Path(saved[1])
             else:
-                folder = Path(
-                    st.session_state.setdefault(
-                        "com_upload_dir", tempfile.mkdtemp(prefix="pdm-upload-")
-                    )
-                )
                 try:
-                    recording = _save_upload(up, folder, limit_mb)
+                    recording = _save_upload(up, folder.path, limit_mb)
                     st.session_state["com_upload_saved"] = (up.file_id, str(recording))
-                except PdmError as exc:
-                    st.error(str(exc))
+                except (PdmError, OSError) as exc:
+                    folder.clear()
+                    st.error(str(exc).splitlines()[0])
     c1, c2 = st.columns(2)
     machine = c1.selectbox(
         "Pipeline",
@@ -586,13 +702,28 @@ def render(ctx: DashboardContext) -> None:
             recording = None
     if st.button("Replay", type="primary", disabled=recording is None, key="com_run"):
         assert recording is not None
-        with st.spinner(f"Replaying {recording.name} …"):
-            try:
-                st.session_state["com_result"] = run_commissioning(recording, pipeline, model_dir)
-                st.session_state.pop("com_error", None)
-            except PdmError as exc:
-                st.session_state.pop("com_result", None)
-                st.session_state["com_error"] = str(exc).splitlines()[0]
+        if source == "upload" and signed_in_operator(st.session_state) is None:
+            st.session_state["com_error"] = "sign in again: the operator's session ended"
+            st.rerun()
+        progress = st.empty()
+
+        def keep_going(elapsed: float) -> None:
+            # A Streamlit call: it raises when the session ends or the page is left, and
+            # the replay (run_commissioning's child) is killed on the way out.
+            progress.caption(
+                f"Replaying {recording.name} … {elapsed:.0f} s (stopped at "
+                f"{REPLAY_TIMEOUT_S:.0f} s, or when this page is left)"
+            )
+
+        try:
+            st.session_state["com_result"] = run_commissioning(
+                recording, pipeline, model_dir, keep_going=keep_going
+            )
+            st.session_state.pop("com_error", None)
+        except PdmError as exc:
+            st.session_state.pop("com_result", None)
+            st.session_state["com_error"] = str(exc).splitlines()[0]
+        progress.empty()
     if "com_error" in st.session_state:
         st.error(st.session_state["com_error"])
     res: CommissioningResult | None = st.session_state.get("com_result")

@@ -6,8 +6,10 @@
                        [--port 8501] [--address 127.0.0.1]
 
 Runs ``python -m streamlit run pdm/dashboard/app.py`` headless on ADDRESS:PORT, with usage
-statistics off (the appliance never phones home), and passes the history and pipeline
-options through to the app after ``--``. The exit status is Streamlit's.
+statistics off (the appliance never phones home) and uploads capped by Streamlit's server at
+``PDM_DASHBOARD_MAX_UPLOAD_MB``, and passes the history and pipeline options through to the
+app after ``--``. Before starting it removes the temporary folders a previous dashboard left
+(:func:`pdm.dashboard.uploads.sweep_stale`). The exit status is Streamlit's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pdm.dashboard.uploads import max_upload_mb, sweep_stale
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
 
@@ -81,6 +84,8 @@ def build_command(args: argparse.Namespace) -> list[str]:
         "--server.address",
         args.address,
         *STREAMLIT_OPTIONS,
+        "--server.maxUploadSize",
+        str(max_upload_mb()),
         "--",
     ]
     for opt in ("store", "data_dir", "pipelines", "api"):
@@ -123,7 +128,13 @@ def dashboard_main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    return run_child(build_command(args), env)
+    sweep_stale()
+    try:
+        cmd = build_command(args)
+    except PdmError as exc:  # PDM_DASHBOARD_MAX_UPLOAD_MB
+        print(f"pdm-edge dashboard: {exc}", file=sys.stderr)
+        return 2
+    return run_child(cmd, env)
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> int:

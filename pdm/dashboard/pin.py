@@ -7,41 +7,80 @@ that operator's PIN (or password). PINs are stored hashed with scrypt
 compares in constant time, and an unknown name costs the same scrypt as a
 known one, so timing tells nothing about which names exist.
 
+**Lockout.** After :data:`MAX_FAILURES` wrong PINs in a row for one operator
+name, that name is locked for :data:`LOCK_BASE_S` seconds, doubling with each
+lockout in a row up to :data:`LOCK_MAX_S`; a right PIN ends the series. The
+count lives in ``<data dir>/operators-lockout.db`` (SQLite, mode 0600, beside the
+operators file): it survives restarts and is shared by every Streamlit session
+and process, and an attempt is counted *before* its PIN is checked (in one
+SQLite write transaction), so parallel sessions cannot try more than the limit
+between them. Unknown names are counted and locked alike, so a lock says nothing
+about which names exist. When the count cannot be written the check fails
+closed. ``pdm-edge operators unlock NAME`` ends a lock (someone locked a real
+operator out by guessing on their name).
+
+**Length.** New PINs need at least :data:`MIN_PIN` characters (six digits:
+10^6 guesses against scrypt, and the lockout allows a few a minute). PINs set
+under the old 4-character rule still work; ``operators list`` flags them
+("may be short"), and one seen to be short when used is flagged "short".
+
 ``pdm-edge operators add NAME`` (``operators_main(["add", NAME])``) reads the
 PIN twice from the terminal without echo (from stdin, one line each, when it
-is not a terminal); ``remove NAME`` and ``list`` do what they say.
+is not a terminal); ``remove NAME``, ``unlock NAME`` and ``list`` do what they say.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pdm.errors import ConfigError, PdmError
 
 __all__ = [
+    "LOCKOUT_FILE",
+    "LOCK_BASE_S",
+    "LOCK_MAX_S",
+    "MAX_FAILURES",
     "MIN_PIN",
     "OPERATORS_FILE",
+    "PinCheck",
+    "check_pin",
     "list_operators",
     "operators_main",
     "remove_operator",
     "set_pin",
+    "unlock_operator",
     "verify_pin",
 ]
 
 OPERATORS_FILE = "operators.json"
-MIN_PIN = 4
+LOCKOUT_FILE = "operators-lockout.db"
+MIN_PIN = 6
+#: The old rule: entries set before the 6-character rule may be this short.
+_OLD_MIN_PIN = 4
 MAX_PIN = 256
+#: Wrong PINs in a row that lock an operator name.
+MAX_FAILURES = 5
+#: The first lock, s; each further lock in a row doubles it, up to LOCK_MAX_S.
+LOCK_BASE_S = 60.0
+LOCK_MAX_S = 24 * 3600.0
+#: Names remembered in the lockout file at most (a guesser trying random names cannot
+#: grow it without bound); the oldest are forgotten first.
+_MAX_TRACKED = 10_000
+_LOCK_BUSY_S = 10.0  # wait this long for another session's transaction
 _N, _R, _P, _DKLEN = 1 << 14, 8, 1, 32
 _MAXMEM = 64 * 2**20
 _DUMMY_SALT = b"\x00" * 16
@@ -107,7 +146,7 @@ def set_pin(data_dir: Path, name: str, pin: str) -> None:
     """Add operator ``name`` or change their PIN (at least :data:`MIN_PIN` characters)."""
     name = _check_name(name)
     if len(pin) < MIN_PIN:
-        raise ConfigError(f"PIN: at least {MIN_PIN} characters")
+        raise ConfigError(f"PIN: at least {MIN_PIN} characters (6 digits or more)")
     if len(pin) > MAX_PIN:
         raise ConfigError(f"PIN: at most {MAX_PIN} characters")
     ops = _load(data_dir)
@@ -117,12 +156,158 @@ def set_pin(data_dir: Path, name: str, pin: str) -> None:
         "salt": salt.hex(),
         "hash": _hash(pin, salt).hex(),
         "set": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "min_length": MIN_PIN,  # the rule it was set under (older entries: 4)
     }
     _save(data_dir, ops)
+    with contextlib.suppress(PdmError), _lockout_db(data_dir) as db:
+        db.execute("DELETE FROM attempts WHERE name = ?", (name,))  # a new PIN, a new start
+
+
+# --- lockout -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """What :func:`check_pin` found: ``ok``; else ``locked_s`` > 0 while the name is locked
+    (the PIN was not tried). ``message`` is one line for the operator (no full stop: the
+    caller says what was not done)."""
+
+    ok: bool
+    locked_s: float = 0.0
+    message: str = ""
+    short: bool = False  # a right PIN shorter than MIN_PIN (set under the old rule)
+
+
+@contextlib.contextmanager
+def _lockout_db(data_dir: Path) -> Iterator[sqlite3.Connection]:
+    """The lockout file, in one write transaction (BEGIN IMMEDIATE: other sessions wait)."""
+    path = Path(data_dir) / LOCKOUT_FILE
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # created private, never widened
+        os.close(fd)
+        db = sqlite3.connect(path, timeout=_LOCK_BUSY_S, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"{path}: cannot open the PIN lockout file: {exc}") from exc
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS attempts (name TEXT PRIMARY KEY, failures INTEGER "
+            "NOT NULL, lockouts INTEGER NOT NULL, locked_until REAL NOT NULL, last REAL NOT "
+            "NULL, short INTEGER NOT NULL DEFAULT 0)"
+        )
+        yield db
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path}: the PIN lockout file: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _lock_s(lockouts: int) -> float:
+    return float(min(LOCK_MAX_S, LOCK_BASE_S * 2.0 ** max(0, min(lockouts - 1, 40))))
+
+
+def _reserve(data_dir: Path, name: str, now: float) -> float:
+    """Count one attempt for ``name`` before its PIN is checked; the seconds it is still
+    locked (0: the attempt may go ahead). The attempt that makes MAX_FAILURES sets the lock
+    (for the attempts after it); a right PIN then clears it (:func:`_settle`)."""
+    with _lockout_db(data_dir) as db:
+        row = db.execute(
+            "SELECT failures, lockouts, locked_until FROM attempts WHERE name = ?", (name,)
+        ).fetchone()
+        failures, lockouts, until = row if row else (0, 0, 0.0)
+        if until > now:
+            return float(until - now)
+        failures += 1
+        if failures >= MAX_FAILURES:
+            failures, lockouts = 0, lockouts + 1
+            until = now + _lock_s(lockouts)
+        db.execute(
+            "INSERT INTO attempts (name, failures, lockouts, locked_until, last) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET failures = excluded.failures, "
+            "lockouts = excluded.lockouts, locked_until = excluded.locked_until, "
+            "last = excluded.last",
+            (name, failures, lockouts, until, now),
+        )
+        if row is None:  # a new name: forget the oldest beyond the cap
+            db.execute(
+                "DELETE FROM attempts WHERE name IN (SELECT name FROM attempts "
+                "WHERE locked_until < ? ORDER BY last DESC LIMIT -1 OFFSET ?)",
+                (now, _MAX_TRACKED),
+            )
+        return 0.0
+
+
+def _settle(data_dir: Path, name: str, short: bool) -> None:
+    """A right PIN: the series of failures (and of locks) ends."""
+    with _lockout_db(data_dir) as db:
+        db.execute(
+            "UPDATE attempts SET failures = 0, lockouts = 0, locked_until = 0, short = ? "
+            "WHERE name = ?",
+            (int(short), name),
+        )
+
+
+def unlock_operator(data_dir: Path, name: str) -> bool:
+    """End a lock on ``name`` (and its count of failures); False when it had none."""
+    with _lockout_db(data_dir) as db:
+        cur = db.execute("DELETE FROM attempts WHERE name = ?", (name.strip(),))
+        return cur.rowcount > 0
+
+
+def _wait_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def check_pin(data_dir: Path, name: str, pin: str, *, now: float | None = None) -> PinCheck:
+    """Check ``pin`` for operator ``name`` under the persisted lockout (module docstring).
+
+    Never raises: a lockout file that cannot be written refuses the check (fails closed).
+    """
+    key = name.strip() if isinstance(name, str) else ""
+    if not key or len(key) > 64 or not key.isprintable() or not isinstance(pin, str):
+        return PinCheck(False, message="wrong operator name or PIN")
+    t = time.time() if now is None else now
+    try:
+        locked = _reserve(data_dir, key, t)
+    except PdmError as exc:
+        return PinCheck(False, message=f"PIN not checked: {exc}")
+    if locked > 0:
+        return PinCheck(
+            False,
+            locked_s=locked,
+            message=f"operator {key!r} is locked for {_wait_text(locked)} after "
+            f"{MAX_FAILURES} wrong PINs in a row",
+        )
+    if not verify_pin(data_dir, key, pin):
+        return PinCheck(False, message="wrong operator name or PIN")
+    short = len(pin) < MIN_PIN
+    try:
+        _settle(data_dir, key, short)
+    except PdmError as exc:
+        return PinCheck(False, message=f"PIN not checked: {exc}")
+    return PinCheck(True, short=short)
+
+
+def _short_names(data_dir: Path) -> set[str]:
+    path = Path(data_dir) / LOCKOUT_FILE
+    if not path.exists():
+        return set()
+    try:
+        with _lockout_db(data_dir) as db:
+            return {r[0] for r in db.execute("SELECT name FROM attempts WHERE short = 1")}
+    except PdmError:
+        return set()
 
 
 def verify_pin(data_dir: Path, name: str, pin: str) -> bool:
-    """True when ``name`` is an operator and ``pin`` is theirs. Never raises for a bad entry."""
+    """True when ``name`` is an operator and ``pin`` is theirs. Never raises for a bad entry.
+
+    No lockout here: the dashboard calls :func:`check_pin`, which counts the attempt first.
+    """
     try:
         ops = _load(data_dir)
     except PdmError:
@@ -157,6 +342,14 @@ def list_operators(data_dir: Path) -> list[str]:
     return sorted(_load(data_dir))
 
 
+def _pin_note(name: str, entry: Any, short: set[str]) -> str:
+    if name in short:
+        return f"  (short PIN: fewer than {MIN_PIN} characters; set a new one)"
+    if not isinstance(entry, dict) or int(entry.get("min_length", _OLD_MIN_PIN)) < MIN_PIN:
+        return f"  (may be short: set under the old {_OLD_MIN_PIN}-character rule; set a new one)"
+    return ""
+
+
 def _read_pin(prompt: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(prompt)
@@ -179,7 +372,9 @@ def operators_main(argv: Sequence[str]) -> int:
     add.add_argument("name")
     rm = sub.add_parser("remove", help="remove an operator")
     rm.add_argument("name")
-    sub.add_parser("list", help="list the operators' names")
+    un = sub.add_parser("unlock", help="end a PIN lockout (after too many wrong PINs)")
+    un.add_argument("name")
+    sub.add_parser("list", help="list the operators' names; flags PINs that may be short")
     args = p.parse_args(list(argv))
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     try:
@@ -195,9 +390,14 @@ def operators_main(argv: Sequence[str]) -> int:
             if not remove_operator(data_dir, args.name):
                 raise ConfigError(f"no operator {args.name.strip()!r} in {_path(data_dir)}")
             print(f"operator {args.name.strip()}: removed")
+        elif args.cmd == "unlock":
+            if not unlock_operator(data_dir, args.name):
+                raise ConfigError(f"operator {args.name.strip()!r} is not locked")
+            print(f"operator {args.name.strip()}: unlocked")
         else:
-            for name in list_operators(data_dir):
-                print(name)
+            ops, short = _load(data_dir), _short_names(data_dir)
+            for name in sorted(ops):
+                print(name + _pin_note(name, ops[name], short))
     except PdmError as exc:
         print(f"pdm-edge: error: {exc}", file=sys.stderr)
         return 2

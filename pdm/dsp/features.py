@@ -61,6 +61,7 @@ from pdm.dsp.spectrum import (
     rfft_freqs,
     squared_parts,
 )
+from pdm.dsp.windows import MAX_ABS_G
 
 __all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
 
@@ -111,7 +112,8 @@ class FeatureFrame:
         :meth:`FeatureExtractor.extract` to use the same band again)
     band_choice : in ``auto`` mode, the automatic band's state after this pass (the band,
         the criterion that chose it and its score; see :func:`pdm.dsp.envelope.select_band`)
-    valid : False when the window contained NaN/inf samples
+    valid : False when the window contained NaN/inf samples or one beyond
+        :data:`~pdm.dsp.windows.MAX_ABS_G` (not a measurement: every feature is NaN)
     spectrum : (n_channels, n//2+1) complex64, ``rfft(w·(x − mean))``, kept for display
     env_parts : squared real/imaginary parts of the envelope spectrum
         (:func:`pdm.dsp.spectrum.squared_parts`), kept for display
@@ -526,15 +528,22 @@ class FeatureExtractor:
         xmin = np.empty(rows, dtype=np.float32)
         xmax = np.empty(rows, dtype=np.float32)
         r = 0
-        for b in blocks:
-            k = r + b.shape[0]
-            np.matmul(b, ones, out=mean[r:k])
-            mean[r:k] *= inv_n
-            np.min(b, axis=1, out=xmin[r:k])
-            np.max(b, axis=1, out=xmax[r:k])
-            np.subtract(b, mean[r:k, None], out=d[r:k])
-            r = k
-        finite_row = np.isfinite(mean)
+        # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
+        # window is invalid. Such rows may overflow here (ignored: they are discarded) and
+        # are NaN from here on, so nothing below overflows or warns for them.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for b in blocks:
+                k = r + b.shape[0]
+                np.matmul(b, ones, out=mean[r:k])
+                mean[r:k] *= inv_n
+                np.min(b, axis=1, out=xmin[r:k])
+                np.max(b, axis=1, out=xmax[r:k])
+                np.subtract(b, mean[r:k, None], out=d[r:k])
+                r = k
+        finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
+        if not finite_row.all():
+            bad = ~finite_row
+            d[bad] = mean[bad] = xmin[bad] = xmax[bad] = np.nan
         valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         # d² and, after the moments are taken, the squared spectrum share one buffer:
         # a smaller working set stays in cache (the extractor is memory-bound).

@@ -14,22 +14,43 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
+from pydantic import StrictFloat as _F
+from pydantic import StrictInt as _I
 
 from pdm.config import Pipeline
 from pdm.errors import ModelError
 
 __all__ = [
     "CARD_SCHEMA_VERSION",
+    "MAX_CARD_BYTES",
+    "MAX_ONNX_BYTES",
     "check_card",
     "dsp_signature",
+    "onnx_file",
     "read_card",
     "sha256_file",
     "write_card",
 ]
 
 CARD_SCHEMA_VERSION = 1
+
+#: model.json larger than this is refused before parsing (a card of 1,000 features is ~0.5 MB).
+MAX_CARD_BYTES = 16 << 20
+#: The ONNX graph a card may name, at most (the detectors here make a few kB to a few MB).
+MAX_ONNX_BYTES = 256 << 20
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -124,30 +145,188 @@ def write_card(directory: Path, card: dict[str, Any]) -> Path:
     return path
 
 
+# --- the card's shape: what the loaders read, checked before anything reads it ---------------
+# (A card is input like any other: it may come from a candidate upload or a copied folder.)
+
+_Num = _F | _I
+_Pos = Annotated[_Num, Field(gt=0, allow_inf_nan=False)]
+_Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+_F32 = Annotated[_Num, Field(ge=-3.4e38, le=3.4e38)]  # a finite float32 (NaN fails both)
+
+
+def _float32_or_nan(v: float) -> float:
+    if v == v and not -3.4e38 <= v <= 3.4e38:  # NaN is judged by the self-check's score
+        raise ValueError("outside float32's range")
+    return v
+
+
+_F32orNaN = Annotated[_Num, AfterValidator(_float32_or_nan)]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _Feature(_Open):
+    name: _Name
+
+
+class _Preprocess(_Open):
+    names: list[_Name]
+    log: list[StrictBool]
+    floor: list[_F32]
+    center: list[_F32]
+    scale: list[Annotated[_F32, Field(gt=0)]]
+
+
+class _Bearing(_Open):
+    rolling_elements: _I
+    ball_diameter_mm: _Num
+    pitch_diameter_mm: _Num
+    contact_angle_deg: _Num
+
+
+class _DspChannel(_Open):
+    column: _Name
+    unit: _Name
+    bearing: _Bearing | None = None
+
+
+class _Speed(_Open):
+    fixed_rpm: _Num | None = None
+    search_rpm: Annotated[list[_Num], Field(min_length=2, max_length=2)] | None = None
+
+
+class _BandSpec(_Open):
+    name: _Name
+    low_hz: _Num
+    high_hz: _Num
+
+
+class _Dsp(_Open):
+    sample_rate_hz: _Pos
+    window_samples: Annotated[_I, Field(gt=0, le=2**22)]
+    hop_samples: Annotated[_I, Field(gt=0, le=2**22)]
+    channels: Annotated[list[_DspChannel], Field(min_length=1, max_length=64)]
+    speed: _Speed | None = None
+    envelope_band_hz: StrictStr | Annotated[list[_Num], Field(min_length=2, max_length=2)]
+    slip_tolerance: _Num
+    bands: list[_BandSpec]
+
+
+class _Score(_Open):
+    # Their values are judged where they are used (Model.load, check_candidate).
+    alert: _Num = 1.0
+    danger: _Num
+
+
+class _Onnx(_Open):
+    # A plain file name in the model's directory: never a path out of it, nor a device.
+    file: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")] = (
+        "model.onnx"
+    )
+    sha256: StrictStr
+
+
+class _Reference(_Open):
+    features: list[_F32orNaN]
+    score: _Num
+
+
+class _Card(_Open):
+    schema_version: Literal[1]
+    features: Annotated[list[_Feature], Field(min_length=1, max_length=100_000)]
+    preprocess: _Preprocess
+    dsp: _Dsp
+    score: _Score
+    onnx: _Onnx
+    reference: _Reference | None = None  # Model.load says "no reference window" itself
+    machine: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+
+
+def _shape_problem(card: dict[str, Any]) -> str | None:
+    """What is wrong with the card's structure (first problem, key path), or None."""
+    try:
+        c = _Card.model_validate(card)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(
+            str(p) for p in err["loc"] if not str(p).startswith(("function-", "constrained-"))
+        )
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        return f"{loc or 'card'}: {err['msg']} (got {got})"
+    names = [f.name for f in c.features]
+    p = c.preprocess
+    for key, values in (("names", p.names), ("log", p.log), ("floor", p.floor),
+                        ("center", p.center), ("scale", p.scale)):  # fmt: skip
+        if len(values) != len(names):
+            return f"preprocess.{key}: {len(values)} values for {len(names)} features"
+    if p.names != names:
+        return "preprocess.names: not the features' names in the same order"
+    if c.reference is not None and len(c.reference.features) != len(names):
+        return f"reference.features: {len(c.reference.features)} values for {len(names)} features"
+    return None
+
+
 def read_card(directory: Path) -> dict[str, Any]:
-    """Read and sanity-check ``model.json``; one-line :class:`ModelError` on any problem."""
+    """Read and check ``model.json``; one-line :class:`ModelError` on any problem.
+
+    Besides the JSON itself, the structure every loader reads is checked (types, lengths,
+    a plain ONNX file name), so a hand-edited or hostile card is one line, never a
+    traceback; at most :data:`MAX_CARD_BYTES` are read.
+    """
     path = directory / "model.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device not end
+            raise ModelError(f"{path}: not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
     except FileNotFoundError:
         raise ModelError(f"{directory}: no model here (model.json is missing)") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_CARD_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_CARD_BYTES:,} bytes; not a model card")
     try:
-        card = json.loads(text)
+        card = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # > 4300-digit integers; deep nesting
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+        raise ModelError(f"{path}: not valid JSON: {why}") from exc
     if not isinstance(card, dict):
         raise ModelError(f"{path}: expected a JSON object")
     version = card.get("schema_version")
-    if version != CARD_SCHEMA_VERSION:
+    if version != CARD_SCHEMA_VERSION or isinstance(version, bool):
         raise ModelError(
             f"{path}: card schema_version {version!r} is not the one this pdm-edge reads ({CARD_SCHEMA_VERSION})"
         )
     for key in ("features", "preprocess", "dsp", "score", "onnx"):
         if key not in card:
             raise ModelError(f"{path}: the card has no {key!r} section")
+    problem = _shape_problem(card)
+    if problem is not None:
+        raise ModelError(f"{path}: {problem}")
     return card
+
+
+def onnx_file(directory: Path, card: dict[str, Any]) -> Path:
+    """The card's ONNX file in ``directory``, checked to be a regular file of at most
+    :data:`MAX_ONNX_BYTES` (never a FIFO or a device); :class:`ModelError` otherwise."""
+    path = directory / str(card["onnx"].get("file", "model.onnx"))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path}: not a regular file")
+    if st.st_size > MAX_ONNX_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_ONNX_BYTES:,} bytes; not a model here")
+    return path
 
 
 def pipeline_from_card(card: dict[str, Any], *, where: str) -> Pipeline:
@@ -195,7 +374,11 @@ def pipeline_from_card(card: dict[str, Any], *, where: str) -> Pipeline:
             }
     try:
         return Pipeline.model_validate(data)
-    except Exception as exc:  # pydantic's ValidationError: the card itself is inconsistent
+    except ValidationError as exc:  # the card itself is inconsistent
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
         raise ModelError(
-            f"{where}: the card's DSP parameters do not form a valid pipeline: {exc}"
+            f"{where}: the card's DSP parameters do not form a valid pipeline: "
+            f"{loc}: {' '.join(str(err['msg']).split())}"
+            + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
         ) from exc

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from pdm.config import Pipeline
 from pdm.errors import ModelError
 from pdm.processing import WindowFeatures, iso_time
-from pdm.scoring.card import check_card, read_card, sha256_file
+from pdm.scoring.card import check_card, onnx_file, read_card, sha256_file
 from pdm.scoring.explain import diagnose, top_features
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import amplitude_mask, below_baseline
@@ -98,7 +98,7 @@ class Model:
         """Load ``directory`` (model.onnx + model.json), checking it against ``pipeline`` at ``fs``."""
         directory = Path(directory)
         card = read_card(directory)
-        onnx_path = directory / str(card["onnx"].get("file", "model.onnx"))
+        onnx_path = onnx_file(directory, card)
         try:
             data = onnx_path.read_bytes()
         except OSError as exc:

@@ -51,7 +51,7 @@ from pdm.config import Pipeline
 from pdm.errors import ConfigError, ModelError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
-from pdm.history.records import Event, StateChange
+from pdm.history.records import Event
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
@@ -616,7 +616,9 @@ class Service:
         self.stop_event.set()
         for runner in self.runners.values():  # fail-safe first, whatever happens next
             self.writer.submit(
-                *runner.engine.force_safe(True, "the appliance stops", source="stop")
+                *runner.engine.force_safe(
+                    True, "the appliance stops", source="stop", announce=False
+                )
             )
         if self.tcp is not None:
             self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
@@ -1226,30 +1228,15 @@ class Service:
                     log.error("%s: %s: relay dropped", machine, reason)
                     if self.m is not None:
                         self.m.watchdog_stalls_total.inc()
-                    # From the watchdog's thread: the runner's own thread is stuck.
-                    self.writer.submit(
-                        StateChange(
-                            machine,
-                            time.time_ns(),
-                            "ok",
-                            "appliance_fault",
-                            reason,
-                            sensor="appliance",
-                        ),
-                        *runner.engine.force_safe(True, reason, source="watchdog"),
-                    )
+                    # From the watchdog's thread: the runner's own thread is stuck. The
+                    # engine records the transition and sends it to the webhooks.
+                    self.writer.submit(*runner.engine.force_safe(True, reason, source="watchdog"))
                 elif not stalled and machine in self._watchdog_faults:
                     self._watchdog_faults.discard(machine)
                     self.writer.submit(
-                        StateChange(
-                            machine,
-                            time.time_ns(),
-                            "appliance_fault",
-                            "ok",
-                            "processing moves again",
-                            sensor="appliance",
-                        ),
-                        *runner.engine.force_safe(False, "", source="watchdog"),
+                        *runner.engine.force_safe(
+                            False, "processing moves again", source="watchdog"
+                        )
                     )
 
     # -- the control API's backend --------------------------------------------------------------

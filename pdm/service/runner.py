@@ -9,7 +9,8 @@ of its own).
 **Backlog policy** (never a silent drop): sources put chunks with
 :meth:`MachineRunner.offer`; when the queue is full the source waits up to
 ``put_timeout_s`` (a TCP sender is slowed by TCP's own flow control). If the
-machine's processing then lags real time by more than ``max_lag_s``, the
+machine's processing then lags real time by more than ``max_lag_s`` (a live chunk
+waited that long for its decision; see :meth:`MachineRunner._check_lag`), the
 runner raises ``appliance_fault`` (its relay drops — an unsupervised machine
 must not run), discards the queued backlog, counts it (``backlog_dropped``
 samples, an event in history) and restarts the windowing at the newest data.
@@ -48,7 +49,7 @@ from pdm.dsp.features import FeatureExtractor, extract_many
 from pdm.dsp.windows import Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
-from pdm.history.records import Event, Record, StateChange, to_ns
+from pdm.history.records import Event, Record, to_ns
 from pdm.history.writer import HistoryWriter
 from pdm.processing import FeatureStream, WindowFeatures
 from pdm.sources.base import Chunk
@@ -500,7 +501,7 @@ class MachineRunner:
             try:
                 for wf in cut.features or ():
                     self._window(wf, cut.received)
-                self._check_lag()
+                self._check_lag(cut.received)
             except Exception as exc:
                 cut.error = exc
         failure = cut.error
@@ -626,11 +627,22 @@ class MachineRunner:
                 )
 
     # -- backlog ----------------------------------------------------------------------------
-    def _check_lag(self) -> None:
-        if self.stats.last_window_t is None:
+    def _check_lag(self, received: float | None = None) -> None:
+        """Is the processing behind real time? For a live input's chunk (``received``: when
+        it arrived, monotonic) that is how long it waited for its decision: a sensor back
+        from a silence (its last window long past, the next not complete yet) or a DAQ
+        sending what it buffered is not processing that lags, and took a relay down for
+        ``max_lag_s`` when the newest window's age decided it. Without an arrival time
+        (simulator, replay) it is that age: how far the newest window's end is behind the
+        wall clock (``stats.lag_s``, shown in any case)."""
+        if self.stats.last_window_t is not None:
+            self.stats.lag_s = time.time() - self.stats.last_window_t
+        if received is not None:
+            lag = time.monotonic() - received
+        elif self.stats.last_window_t is not None:
+            lag = self.stats.lag_s
+        else:
             return
-        lag = time.time() - self.stats.last_window_t
-        self.stats.lag_s = lag
         if lag > self.max_lag_s and not self.backlog_fault:
             self._drop_backlog(why=f"processing lags real time by {lag:.1f} s")
         elif lag <= self.max_lag_s and self.backlog_fault:
@@ -663,8 +675,5 @@ class MachineRunner:
             return
         self.backlog_fault = on
         self._kept_up_since = None
-        old, new = ("ok", "appliance_fault") if on else ("appliance_fault", "ok")
-        self.writer.submit(
-            StateChange(self.machine, time.time_ns(), old, new, reason, sensor="appliance"),
-            *self.engine.force_safe(on, reason),
-        )
+        # The transition (history and webhooks) and the relay: the engine's.
+        self.writer.submit(*self.engine.force_safe(on, reason))

@@ -15,6 +15,14 @@ What it copes with, because real exports do it:
 * the sample rate given as an argument, a ``# sample_rate_hz=`` comment, a
   ``<stem>.json`` sidecar, or derived from the time column.
 
+What it refuses, because memory must stay bounded and times must fit the
+appliance's integer nanoseconds: a line longer than :data:`MAX_LINE_BYTES`
+(256 KiB; ``/dev/zero`` renamed ``.csv`` is one endless line), more than
+:data:`MAX_CHANNELS` channels, a file that is not a regular file (a FIFO or a
+device such as ``/dev/zero``: the reader reads a file more than once), and a
+time outside the years 1900–2199 (:data:`TIME_RANGE_S`). A block of rows holds
+at most ~32 MiB of text whatever ``chunk_rows`` says.
+
 Every problem with the file is a one-line :class:`~pdm.errors.CsvError`
 ``FILE:LINE: column 'X': reason``; nothing is skipped silently.
 
@@ -35,13 +43,14 @@ import json
 import math
 import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice, pairwise, repeat
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -49,10 +58,33 @@ import numpy.typing as npt
 from pdm.errors import CsvError, InputError
 from pdm.sources.base import Chunk
 
-__all__ = ["TIME_COLUMN_NAMES", "CsvRecording"]
+__all__ = ["MAX_CHANNELS", "MAX_LINE_BYTES", "TIME_COLUMN_NAMES", "TIME_RANGE_S", "CsvRecording"]
 
 #: Header names (case-insensitive) recognised as the time column.
 TIME_COLUMN_NAMES = frozenset({"time", "t", "timestamp", "time_s", "seconds", "datetime", "date"})
+
+#: The longest line (bytes, after gzip; the line break excluded) a recording may have.
+#: A row of 10,000 numbers or a header of 10,000 names fits; an endless line (``/dev/zero``,
+#: a binary file) is refused at its line number instead of growing memory until it swaps.
+MAX_LINE_BYTES = 1 << 18
+
+#: The most channels read from one recording (the stream protocol's limit as well): with
+#: a window of up to 2**22 samples each channel costs 16 MiB a window.
+MAX_CHANNELS = 64
+
+#: Times a recording may carry, POSIX seconds: 1900-01-01 to 2200-01-01 (UTC). Inside the
+#: appliance times are int64 nanoseconds (±292 years around 1970); this range keeps every
+#: window, gap and derived time far from that edge, and no plant recording lies outside it.
+TIME_RANGE_S = (-2_208_988_800.0, 7_258_118_400.0)
+
+# Text read for one block at most (bytes): bounds memory when lines are long, whatever
+# chunk_rows says. A block of 65,536 typical rows (20-60 bytes) is far below it.
+_BLOCK_BYTES = 32 << 20
+
+# A sidecar holds a few keys; anything bigger is not one.
+_SIDECAR_BYTES = 1 << 20
+
+_NS_RANGE = (int(TIME_RANGE_S[0]) * 1_000_000_000, int(TIME_RANGE_S[1]) * 1_000_000_000)
 
 # A numeric time column whose first value is at least this is taken as POSIX
 # seconds (1e8 s is 1973-03-03); below it, as seconds relative to start_time.
@@ -275,14 +307,21 @@ class CsvRecording:
                         f"{declared_rate:.10g} Hz declared in the {where}; analysing at the "
                         f"wrong rate shifts every frequency, so make them agree"
                     )
+        start_where: tuple[int | None, str] | None = None  # (comment line, where) of start_time
         if start_time is None and "start_time" in comments:
             value, line = comments["start_time"]
             start_time = self._parse_start_time(value, f"comment on line {line}", line)
+            start_where = (line, f"comment on line {line}")
         if start_time is None and sidecar is not None and sidecar.get("start_time") is not None:
-            start_time = self._parse_start_time(
-                sidecar["start_time"], f"sidecar {sidecar_path} key 'start_time'", None
-            )
+            where = f"sidecar {sidecar_path} key 'start_time'"
+            start_time = self._parse_start_time(sidecar["start_time"], where, None)
+            start_where = (None, where)
         start = 0.0 if start_time is None else float(start_time)
+        if (why := _time_problem(start)) is not None:
+            where = f"{start_where[1]}" if start_where else "the start_time argument (--start)"
+            if start_where and start_where[0] is not None:
+                raise CsvError(self.path, start_where[0], None, f"start_time: {why}")
+            raise InputError(f"{self.path}: {where}: start_time: {why}")
 
         rate: float | None
         if fs_arg is not None:
@@ -359,12 +398,15 @@ class CsvRecording:
                 block = self._parse_block(start, lines)
                 n = block.data.shape[0]
                 if block.t_raw is None:
-                    chunk = self._make_chunk(block, 0, n, start, self.start_time + index / fs, ())
+                    t0 = self.start_time + index / fs
+                    self._check_times(start, n, t0, 1.0 / fs)
+                    chunk = self._make_chunk(block, 0, n, start, t0, ())
                     index += n
                     yield chunk
                     continue
                 self._check_increasing(start, lines, block.t_raw, prev_raw, prev_line)
                 t_rel = self._rel(block.t_raw)
+                self._check_times(start, n, self._t_ref, t_rel)
                 steps = np.diff(t_rel, prepend=prev_rel if prev_raw is not None else t_rel[0])
                 cuts = np.flatnonzero(steps > max_gap)
                 bounds = [0, *(int(c) for c in cuts if c > 0), n]
@@ -410,6 +452,16 @@ class CsvRecording:
     def _sniff_container(self) -> tuple[bool, str]:
         """Return (is gzip, text encoding) from the file's first bytes."""
         try:
+            mode = os.stat(self.path).st_mode
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {_os_reason(exc)}") from exc
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else _special_kind(mode)
+            raise InputError(
+                f"{self.path}: not a regular file ({what}); a recording is read more than "
+                f"once, so save the data to a file first"
+            )
+        try:
             with open(self.path, "rb") as raw:
                 is_gz = raw.read(2) == b"\x1f\x8b"
             opener = gzip.open if is_gz else open
@@ -426,12 +478,14 @@ class CsvRecording:
         return is_gz, "utf-8-sig"  # -sig drops a BOM, which Excel also writes
 
     def _open(self) -> IO[str]:
+        """The file as text, through :class:`_BoundedLines` (``f.buffer``)."""
         try:
-            if self._gzip:
-                return gzip.open(self.path, "rt", encoding=self.encoding, errors="strict")
-            return open(self.path, encoding=self.encoding, errors="strict")
+            raw: Any = gzip.open(self.path, "rb") if self._gzip else open(self.path, "rb")
         except OSError as exc:
             raise InputError(f"{self.path}: cannot open: {_os_reason(exc)}") from exc
+        # TextIOWrapper takes any object with the buffer methods it calls (typeshed: a protocol).
+        guard: Any = _BoundedLines(raw, MAX_LINE_BYTES)
+        return io.TextIOWrapper(guard, encoding=self.encoding)
 
     def _read_preamble(self, f: IO[str]) -> tuple[dict[str, tuple[str, int]], str]:
         """Read comment lines up to the header; set ``header_line``.
@@ -474,9 +528,32 @@ class CsvRecording:
         raise CsvError(self.path, lineno + 1, None, f"{what}: a header row is required")
 
     def _read_block(self, f: IO[str], first_line: int, n: int) -> list[str]:
-        """Read up to ``n`` lines, turning read errors into InputError / CsvError."""
+        """Read up to ``n`` lines, at most ~``_BLOCK_BYTES`` of text (fewer lines when they
+        are long); read errors become InputError / CsvError, a line over
+        :data:`MAX_LINE_BYTES` a CsvError at its line."""
+        out: list[str] = []
+        guard = getattr(f, "buffer", None)
+        assert isinstance(guard, _BoundedLines)
+        start = guard.bytes_read
         try:
-            return list(islice(f, n))
+            # Steps of lines that cannot overrun the budget even at the longest line length.
+            while len(out) < n:
+                room = _BLOCK_BYTES - (guard.bytes_read - start)
+                step = min(n - len(out), room // MAX_LINE_BYTES)
+                if step <= 0 and out:
+                    break
+                before = len(out)
+                out.extend(islice(f, max(step, 1)))  # extend keeps the lines read on error
+                if len(out) - before < max(step, 1):
+                    break  # end of file
+            return out
+        except _LongLine:
+            raise CsvError(
+                self.path,
+                first_line + len(out),
+                None,
+                f"line longer than {MAX_LINE_BYTES:,} bytes (the limit); not a CSV recording?",
+            ) from None
         except UnicodeDecodeError as exc:
             raise CsvError(
                 self.path,
@@ -497,13 +574,13 @@ class CsvRecording:
         dropped (exporters and editors add them; no sample is lost). Blank lines
         between data rows stay in and are reported as bad rows.
         """
-        start = first_line
-        carry: list[str] = []
+        start = first_line  # line of the next line to yield
+        blanks = 0  # blank lines after it, held back: only EOF makes them harmless
         leading = True
         while True:
-            new = self._read_block(f, start + len(carry), self._chunk_rows)
+            new = self._read_block(f, start + blanks, self._chunk_rows)
             if not new:
-                return  # whatever is in carry is trailing blank lines
+                return  # the held-back blank lines were trailing ones
             if leading:
                 skip = 0
                 while skip < len(new) and not new[skip].strip():
@@ -513,15 +590,25 @@ class CsvRecording:
                 leading = not new
                 if leading:
                     continue
-            block = carry + new if carry else new
-            k = len(block)
-            while k > 0 and not block[k - 1].strip():
+            k = len(new)
+            while k > 0 and not new[k - 1].strip():
                 k -= 1
-            # Trailing blank lines wait for the next block: only EOF makes them harmless.
-            carry = block[k:]
-            if k:
-                yield start, (block[:k] if carry else block)
+            if k == 0:
+                blanks += len(new)  # counted, not kept: a million blank lines cost nothing
+                continue
+            rows = self._chunk_rows
+            while blanks >= rows:  # data follows: the held-back lines are bad rows
+                yield start, ["\n"] * rows
+                start, blanks = start + rows, blanks - rows
+            if blanks:
+                lines = ["\n"] * blanks + new[:k]
+                for i in range(0, len(lines), rows):
+                    yield start + i, lines[i : i + rows]
+                start += len(lines)
+            else:
+                yield start, (new[:k] if k < len(new) else new)
                 start += k
+            blanks = len(new) - k
 
     # ------------------------------------------------------------------ header
 
@@ -591,8 +678,17 @@ class CsvRecording:
                 raise CsvError(
                     self.path, self.header_line, None, "no data columns besides the time column"
                 )
+        if len(wanted) > MAX_CHANNELS:
+            raise CsvError(
+                self.path,
+                self.header_line,
+                None,
+                f"{len(wanted)} channels: at most {MAX_CHANNELS} are read from one recording; "
+                f"choose the columns (--columns or the pipeline's sensors)",
+            )
         self.channels = tuple(wanted)
-        self._data_idx = [names.index(c) for c in wanted]
+        index = {name: i for i, name in enumerate(names)}
+        self._data_idx = [index[c] for c in wanted]
 
     def _sniff_decimal(self, lines: list[str]) -> str:
         """Decimal comma if a used cell in the first rows holds a comma."""
@@ -648,10 +744,20 @@ class CsvRecording:
         if not os.path.isfile(sidecar):
             return sidecar, None
         try:
-            with open(sidecar, encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{sidecar}: cannot read the sidecar JSON: {exc}") from exc
+            with open(sidecar, "rb") as fh:
+                raw = fh.read(_SIDECAR_BYTES + 1)
+            if len(raw) > _SIDECAR_BYTES:
+                raise InputError(
+                    f"{sidecar}: the sidecar is larger than {_SIDECAR_BYTES:,} bytes; "
+                    f"it holds a few keys (sample_rate_hz, start_time)"
+                )
+            meta = json.loads(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # ValueError: bad JSON, or an integer of more digits than Python converts.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            if isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            raise InputError(f"{sidecar}: cannot read the sidecar JSON: {reason}") from exc
         if not isinstance(meta, dict):
             raise InputError(f"{sidecar}: the sidecar must hold a JSON object")
         return sidecar, meta
@@ -659,7 +765,7 @@ class CsvRecording:
     def _comment_rate(self, value: str, line: int) -> float:
         text = re.sub(r"\s*hz\s*$", "", value, flags=re.IGNORECASE)
         rate = _float_or_none(text.replace(",", ".") if "." not in text else text)
-        if rate is None or rate <= 0:
+        if rate is None or not 0 < rate < math.inf:  # 400 nines parse as inf
             raise CsvError(
                 self.path, line, None, f"sample_rate_hz is not a positive number: {value!r}"
             )
@@ -773,6 +879,27 @@ class CsvRecording:
                 f"(from the {self.fs_source}); make them agree"
             )
 
+    def _check_times(
+        self, start: int, n: int, t0: float, step: float | npt.NDArray[np.float64]
+    ) -> None:
+        """Raise at the first of ``n`` rows (from line ``start``) whose time is outside
+        :data:`TIME_RANGE_S`. Row k's time is ``t0 + k·step`` (no time column), or
+        ``t0 + step[k]`` with ``step`` the times relative to ``t0``; times increase."""
+
+        def time_of(k: int) -> float:
+            return t0 + (k * step if isinstance(step, float) else float(step[k]))
+
+        if _time_problem(time_of(0)) is None and _time_problem(time_of(n - 1)) is None:
+            return
+        bad = 0
+        if _time_problem(time_of(0)) is None:  # the first bad row, by bisection
+            good, bad = 0, n - 1
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                good, bad = (mid, bad) if _time_problem(time_of(mid)) is None else (good, mid)
+        where = self.time_column if self.time_format is not None else None
+        raise CsvError(self.path, start + bad, where, str(_time_problem(time_of(bad))))
+
     def _check_increasing(
         self,
         start: int,
@@ -825,6 +952,8 @@ class CsvRecording:
         """
         n = len(lines)
         d = self.delimiter
+        if not lines[0].strip():  # a blank line is a bad row (and loadtxt warns on no data)
+            return self._scan_block(start, lines)
         fast = None
         joined = "".join(lines)
         # Cheap structural checks first; loadtxt ignores surplus fields and blank lines.
@@ -873,17 +1002,21 @@ class CsvRecording:
             if ti == 0
             else [ln.split(d, ti + 1)[ti] for ln in lines]
         )
+        lo, hi = _NS_RANGE
         for i, cell in enumerate(cells):
             ns = _iso_to_ns(cell, cache)
-            if ns is None:
-                raise CsvError(
-                    self.path,
-                    start + i,
-                    self.time_column,
-                    f"not an ISO 8601 date-time: {cell.strip()!r}",
-                )
+            if ns is None or not lo <= ns < hi:
+                self._bad_iso(start + i, cell)
             out[i] = ns
         return out
+
+    def _bad_iso(self, lineno: int, cell: str) -> NoReturn:
+        ns = _iso_to_ns(cell, {})
+        why = _time_problem(ns / 1e9) if ns is not None else None
+        reason = (
+            f"{cell.strip()!r}: {why}" if why else f"not an ISO 8601 date-time: {cell.strip()!r}"
+        )
+        raise CsvError(self.path, lineno, self.time_column, reason)
 
     def _scan_block(self, start: int, lines: list[str]) -> _Block:
         """Line-by-line parse of a block that failed the fast path.
@@ -930,13 +1063,8 @@ class CsvRecording:
                 cell = fields[ti]
                 if iso:
                     ns = _iso_to_ns(cell, self._iso_cache)
-                    if ns is None:
-                        raise CsvError(
-                            self.path,
-                            lineno,
-                            self.time_column,
-                            f"not an ISO 8601 date-time: {cell.strip()!r}",
-                        )
+                    if ns is None or not _NS_RANGE[0] <= ns < _NS_RANGE[1]:
+                        self._bad_iso(lineno, cell)
                     t_raw[i] = ns
                 else:
                     value, why = self._cell(cell)
@@ -1019,6 +1147,96 @@ class CsvRecording:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+class _LongLine(Exception):
+    """Raised through the text layer by :class:`_BoundedLines` (internal)."""
+
+
+class _BoundedLines:
+    """A binary file under the text layer that refuses a line longer than ``limit`` bytes.
+
+    ``TextIOWrapper`` reads a line whole before returning it, so a file with no line
+    break would fill memory; this layer sees every byte first (hands them out at most
+    ``limit`` at a time, so a line within one read is always short enough) and raises
+    :class:`_LongLine` once the bytes since the last ``\n`` or ``\r`` exceed ``limit``.
+    ``bytes_read`` counts the bytes handed out (the block budget). A plain class, not an
+    ``io.BufferedIOBase``: the text layer reads a subclass of that ~2x slower.
+    """
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw  # BufferedReader or GzipFile: both have read1
+        self._limit = limit
+        self._run = 0  # bytes since the last line break
+        self.bytes_read = 0
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def read1(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._limit:
+            size = self._limit
+        data: bytes = self._raw.read1(size)
+        self.bytes_read += len(data)
+        nl, cr = data.find(b"\n"), data.find(b"\r")
+        first = cr if nl < 0 else nl if cr < 0 else min(nl, cr)
+        if first < 0:
+            self._run += len(data)
+        else:
+            if self._run + first > self._limit:
+                raise _LongLine
+            self._run = len(data) - 1 - max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if self._run > self._limit:
+            raise _LongLine
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        # The text layer asks for bounded reads; an unbounded one is served in pieces.
+        if size < 0:
+            parts = []
+            while part := self.read1(self._limit):
+                parts.append(part)
+            return b"".join(parts)
+        return self.read1(size)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._raw.close()
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO or pipe"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _time_problem(t: float) -> str | None:
+    """Why POSIX seconds ``t`` cannot be a sample's time, or None when it can."""
+    lo, hi = TIME_RANGE_S
+    if lo <= t < hi:
+        return None
+    year = f" (the year {1970 + t / 31_556_952:.0f})" if math.isfinite(t) and abs(t) < 1e15 else ""
+    return (
+        f"time {t:.6g} s since 1970{year} is outside the years 1900-2199 that pdm-edge "
+        f"handles (times inside are int64 nanoseconds)"
+    )
 
 
 def _sniff_delimiter(header: str, first_row: str) -> str:
