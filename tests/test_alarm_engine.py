@@ -249,7 +249,8 @@ def test_a_forced_safe_relay_is_a_transition_sent_to_the_webhooks(
     text = (REPO / "pipelines" / "demo.toml").read_text()
     f = tmp_path / "pump.toml"
     f.write_text(
-        text + '\n[alarms]\nrelay = "log:"\n[[alarms.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
+        text.replace("\n[alarms]\n", '\n[alarms]\nrelay = "log:"\n')
+        + '\n[[alarms.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
     )
     pl = load_pipeline(f)
     sink = Sink()

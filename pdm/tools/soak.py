@@ -170,15 +170,13 @@ def _pipeline(i: int, model: Path, relay_port: int, hook_url: str) -> str:
         if old not in text:
             raise ConfigError(f"{DEMO_PIPELINE}: expected {old!r} (the soak builds on it)")
         text = text.replace(old, new, 1)
-    return (
-        text
-        + f"""
-[alarms]
-relay = "modbus://127.0.0.1:{relay_port}?coil={i}&timeout=0.4&retries=1"
-[[alarms.webhooks]]
-url = "{hook_url}"
-"""
-    )
+    relay = f'relay = "modbus://127.0.0.1:{relay_port}?coil={i}&timeout=0.4&retries=1"\n'
+    # Into the demo's own [alarms] table when it has one (a second header is a TOML error).
+    if "\n[alarms]\n" in text:
+        text = text.replace("\n[alarms]\n", "\n[alarms]\n" + relay, 1)
+    else:
+        text += "\n[alarms]\n" + relay
+    return text + f'\n[[alarms.webhooks]]\nurl = "{hook_url}"\n'
 
 
 def _signal_data(seconds: float, seed: int, fault: bool) -> np.ndarray:
