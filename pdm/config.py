@@ -1109,6 +1109,13 @@ class Pipeline(BaseModel):
         data["acquisition"]["sample_rate_hz"] = float(fs)
         return self._revalidated(data)
 
+    def with_window(self, n: int) -> Pipeline:
+        """A copy with ``acquisition.window_samples`` set to ``n``, re-validated (``diagnose``
+        chooses the window for the resolution the bearing's lines need)."""
+        data = self.model_dump()
+        data["acquisition"]["window_samples"] = int(n)
+        return self._revalidated(data)
+
     def with_columns(self, cols: Sequence[str]) -> Pipeline:
         """A copy whose one sensor ``s1`` reads ``cols`` (unit g), for flag-built pipelines.
 

@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write every case's result as JSON Lines")
     args = p.parse_args(argv)
     results = []
-    out = open(args.json, "w") if args.json else None  # noqa: SIM115
+    out = open(args.json, "w") if args.json else None
     try:
         for r in _iter_results(make_cases(args.cases, args.seed), args.band):
             results.append(r)

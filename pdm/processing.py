@@ -117,8 +117,11 @@ def build_extractor(pipeline: Pipeline, fs: float) -> FeatureExtractor:
         raise DspError(f"{where}: {exc}") from exc
 
 
-def build_engine(pipeline: Pipeline, extractor: FeatureExtractor) -> DiagnosisEngine:
-    """The diagnosis engine for a pipeline's windows as ``extractor`` computes them."""
+def build_engine(
+    pipeline: Pipeline, extractor: FeatureExtractor, *, full_spectrum: bool = False
+) -> DiagnosisEngine:
+    """The diagnosis engine for a pipeline's windows as ``extractor`` computes them;
+    ``full_spectrum`` also averages the whole acceleration spectrum (for display)."""
     acq = pipeline.acquisition
     return DiagnosisEngine(
         extractor.fs,
@@ -128,6 +131,7 @@ def build_engine(pipeline: Pipeline, extractor: FeatureExtractor) -> DiagnosisEn
         rules=Rules(slip_tolerance=pipeline.envelope.slip_tolerance),
         iso_group=pipeline.machine.iso_group,
         foundation=pipeline.machine.foundation,
+        acc_bins=extractor.n // 2 + 1 if full_spectrum else None,
     )
 
 
@@ -177,6 +181,8 @@ class FeatureStream:
     fs: float
     batch: int = 8
     diagnose: bool = True
+    #: The engine also averages the whole acceleration spectrum (``pdm-edge diagnose --html``).
+    full_spectrum: bool = False
     windows: int = 0
     invalid_windows: int = 0
     events: list[StreamEvent] = field(default_factory=list)
@@ -202,7 +208,9 @@ class FeatureStream:
         )
         self._extractor = build_extractor(self.pipeline, self.fs)
         if self.diagnose:
-            self._engine = build_engine(self.pipeline, self._extractor)
+            self._engine = build_engine(
+                self.pipeline, self._extractor, full_spectrum=self.full_spectrum
+            )
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -260,7 +268,9 @@ class FeatureStream:
                 self._extractor = build_extractor(self.pipeline, fs)
                 self.fs = fs
                 if self._engine is not None:
-                    self._engine = build_engine(self.pipeline, self._extractor)
+                    self._engine = build_engine(
+                        self.pipeline, self._extractor, full_spectrum=self.full_spectrum
+                    )
             elif self._engine is not None:
                 self._engine.reset()  # evidence from before a gap is not this segment's
 
