@@ -401,7 +401,7 @@ def test_demo() -> None:
     proc = ok(run_cli("demo"))
     # the committed demo model finds the outer-race fault and says why
     assert "Diagnosis: bearing_outer_race" in proc.stdout
-    assert "env_bpfo_g" in proc.stdout and "zone" in proc.stdout
+    assert "outer race: BPFO at " in proc.stdout and "zone" in proc.stdout
 
 
 def test_demo_without_a_model_reads_the_features(tmp_path: Path) -> None:

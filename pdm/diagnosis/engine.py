@@ -21,7 +21,13 @@ import numpy as np
 
 from pdm.diagnosis.average import SpectrumAverage
 from pdm.diagnosis.confidence import confidence
-from pdm.diagnosis.rules import ChannelVerdict, FamilyEvidence, Rules, judge_channels
+from pdm.diagnosis.rules import (
+    ChannelVerdict,
+    FamilyEvidence,
+    Rules,
+    judge_channels,
+    refine_speed,
+)
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
 __all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine"]
@@ -195,6 +201,7 @@ class DiagnosisEngine:
         self._last: Diagnosis | None = None
         self._since = 0
         self._segment = -1
+        self._shaft_hz = math.nan
 
     def reset(self) -> None:
         """Forget the averages (a stream reset: a gap, time going back)."""
@@ -250,13 +257,17 @@ class DiagnosisEngine:
         k_acc = avg.k_eff(avg.count)
         k_env = avg.k_eff(avg.env_count)
         acc, env = avg.acc_power(), avg.env_power()
+        # Lines are placed by the speed the averaged spectra show (a given speed is rarely
+        # exactly the running speed), within the order tolerance of the segment's speed.
+        fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
+        self._shaft_hz = fr
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
         for rows, mult in self._groups:
             got = judge_channels(
                 acc[rows],
                 env[rows] if env is not None else None,
                 avg.df,
-                avg.ref_shaft_hz,
+                fr,
                 mult,
                 k_acc,
                 k_eff_env=k_env,
@@ -283,7 +294,7 @@ class DiagnosisEngine:
             v.label,
             confidence(v.label, v.margin_db),
             v,
-            avg.ref_shaft_hz * 60.0,
+            self._shaft_hz * 60.0,
             avg.band,
             avg.count,
             k_eff,

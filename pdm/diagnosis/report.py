@@ -85,9 +85,7 @@ def _decimate(f: F64, a: F64, px: int) -> tuple[F64, F64]:
         return f, a
     edges = np.linspace(0, f.size, px + 1).astype(int)
     idx = [
-        lo + int(np.argmax(a[lo:hi]))
-        for lo, hi in itertools.pairwise(edges.tolist())
-        if hi > lo
+        lo + int(np.argmax(a[lo:hi])) for lo, hi in itertools.pairwise(edges.tolist()) if hi > lo
     ]
     return f[idx], a[idx]
 

@@ -73,6 +73,7 @@ __all__ = [
     "judge_channel",
     "judge_channels",
     "line_threshold_db",
+    "refine_speed",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -141,6 +142,8 @@ class Rules:
         as many with a significant 0.5×/1.5×/2.5× sub-harmonic
     severity : running-speed families need the velocity RMS of their lines at this
         fraction of the machine's ISO 10816-3 zone A/B boundary
+    min_bins_per_order : with fewer bins per shaft order nothing is judged: half-orders,
+        shaft harmonics and defect lines run into one another
     """
 
     slip_tolerance: float = 0.03
@@ -154,6 +157,7 @@ class Rules:
     dominance: float = 2.0
     looseness_lines: int = 4
     severity: float = 1.0
+    min_bins_per_order: float = 6.0
 
     def __post_init__(self) -> None:
         for name in ("slip_tolerance", "order_tolerance"):
@@ -765,7 +769,10 @@ def _bearing(
     at = np.where(on & comb[:, fam_b], h, 0).astype(np.intp)
     # Shared lines: the family with the stronger significant fundamental holds them.
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
-    strength = np.where(fund_sig, rd.prom[:, fund], -1e9) - 1e-6 * np.arange(n_fam)
+    # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
+    # families that read the same line, the one whose kinematics put it nearer holds it.
+    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(offsets), -1e9)
+    strength = strength - 1e-6 * np.arange(n_fam)
     close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
     close &= fam_b[:, None] != fam_b[None, :]
     close &= strength[:, fam_b][:, None, :] > strength[:, fam_b][:, :, None]
@@ -1124,6 +1131,45 @@ def _plan(
     )
 
 
+def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules()) -> float:
+    """The running speed (Hz) read off the averaged acceleration spectra, near ``shaft_hz``.
+
+    A speed given as a number (a nameplate, a setpoint) is rarely the running speed: an
+    induction motor slips by a few per cent with its load, and lines at high orders move
+    by that times the order. The 1×, 2× and 3× lines are looked for within
+    ± ``order_tolerance`` of where ``shaft_hz`` puts them in the sum of the channels'
+    averaged power; the most prominent (at least 10 dB over the median of its
+    neighbourhood) is interpolated and divided by its order. Rounded to 0.05 % (so the
+    lines' layout is reused while the speed holds); ``shaft_hz`` when no line stands out.
+
+    Parameters
+    ----------
+    acc_power : (C, n) averaged acceleration amplitude², g²
+    df : bin spacing, Hz
+    shaft_hz : the speed given or tracked, Hz
+    """
+    p = np.asarray(acc_power, dtype=np.float64).sum(axis=0)
+    n = p.shape[0]
+    tol = rules.order_tolerance
+    best_prom, best_hz = 10.0, shaft_hz
+    for h in (1, 2, 3):
+        lo = max(2, math.floor(h * shaft_hz * (1 - tol) / df))
+        hi = min(n - 2, math.ceil(h * shaft_hz * (1 + tol) / df))
+        if hi - lo < 1:
+            continue
+        k = lo + int(np.argmax(p[lo : hi + 1]))
+        around = p[max(1, k - 24) : k + 25]
+        prom = p[k] / max(float(np.median(around)), 1e-300)
+        if prom <= best_prom:
+            continue
+        a, b, c = (math.log(max(x, 1e-300)) for x in p[k - 1 : k + 2])
+        den = a - 2 * b + c
+        delta = 0.5 * (a - c) / den if den < 0 else 0.0
+        best_prom, best_hz = prom, (k + max(-0.5, min(0.5, delta))) * df / h
+    q = 0.0005
+    return shaft_hz * (1.0 + round((best_hz / shaft_hz - 1.0) / q) * q)
+
+
 def judge_channels(
     acc_power: F64 | None,
     env_power: F64 | None,
@@ -1184,6 +1230,17 @@ def judge_channels(
         round(df / shaft_hz, 6),
         rules,
     )
+    if shaft_hz / df < rules.min_bins_per_order:
+        why = (
+            f"{df:.3g} Hz bins against a {shaft_hz:.3g} Hz shaft: fewer than "
+            f"{rules.min_bins_per_order:g} bins per shaft order cannot tell defect lines from "
+            f"shaft harmonics; use windows of at least "
+            f"{2 ** math.ceil(math.log2(rules.min_bins_per_order * df / shaft_hz))}× as long"
+        )
+        return [
+            ChannelVerdict("unknown", 0.0, (), channel=nm, reasons=(f"{nm}: {why}",))
+            for nm in names
+        ]
     if plan.n_lines == 0:
         return [_verdict([], [], lambda: (), rules, nm) for nm in names]
     parts = [
