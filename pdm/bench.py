@@ -134,8 +134,8 @@ def bench_diagnosis(
 
     The extractor's frames of the batch ``xs`` are fed to one engine again and again, each
     window's spectra averaged in and the machine's diagnosis asked for (what a score row
-    carries), so the periodic judgement (every averaging time constant: 32 windows here) is
-    paid in its share. Timed like the extraction: per call, alternating with the rfft,
+    carries), so the periodic judgement (every two averaging time constants: 64 windows
+    here) is paid in its share. Timed like the extraction: per call, alternating with the rfft,
     median over rounds.
     """
     from pdm.diagnosis import DiagnosisEngine
@@ -151,7 +151,7 @@ def bench_diagnosis(
 
     for _ in range(8):  # past the first judgements of the segment (1, 2, 4, … windows)
         step()
-    ratio, t_us, _ = _ratio(step, base, rounds, max(reps, 64 // len(frames)))
+    ratio, t_us, _ = _ratio(step, base, rounds, max(reps, 128 // len(frames)))
     return t_us / len(frames), ratio / len(frames)
 
 

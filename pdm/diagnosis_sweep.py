@@ -88,6 +88,7 @@ class Case:
     extra: str = ""  # a second, running-speed fault at its ISO A/B level ("" for none)
     rpm_error: float = 0.0  # a fixed speed in the pipeline this fraction off the real one
     windows: int = 10  # half-overlapping windows in the recording
+    healthy_1x: float = 0.25  # the 1× every machine has, × the ISO A/B boundary
 
     @property
     def truth(self) -> str:
@@ -117,6 +118,7 @@ def make_cases(n: int, seed: int = 0) -> list[Case]:
         # A nameplate speed is not the running speed: a fixed speed off by up to 1.5 %.
         rpm_error = round(float(rng.uniform(-0.015, 0.015)), 4) if speed == "fixed" else 0.0
         n_windows = int(rng.choice([4, 10, 10, 20]))
+        healthy_1x = round(float(rng.uniform(0.1, 1.0)), 3)
         out.append(
             Case(
                 index=i,
@@ -134,6 +136,7 @@ def make_cases(n: int, seed: int = 0) -> list[Case]:
                 extra=extra,
                 rpm_error=rpm_error,
                 windows=n_windows,
+                healthy_1x=healthy_1x,
             )
         )
     return out
@@ -144,20 +147,20 @@ def _spec(case: Case, duration_s: float) -> SimSpec:
     fr = case.rpm / 60.0
     faults: list[FaultSpec] = []
     transients: tuple[TransientSpec, ...] = ()
-    # Every machine runs with a little unbalance (1× at a quarter of the ISO A/B boundary).
-    ab = 1.4  # ISO 10816-3 group 2 rigid, A/B, mm/s rms
-    healthy_1x = 0.25 * ab * math.sqrt(2) * 2 * math.pi * fr / 9806.65
+    # Every machine runs with some unbalance: 1× at up to the ISO A/B boundary (zone A).
+    ab, bc = 1.4, 2.8  # ISO 10816-3 group 2 rigid, A/B and B/C, mm/s rms
+    healthy_1x = case.healthy_1x * ab * math.sqrt(2) * 2 * math.pi * fr / 9806.65
     faults.append(FaultSpec("unbalance", healthy_1x))
     if case.kind in ("bpfo", "bpfi", "bsf", "ftf"):
         faults.append(FaultSpec(case.kind, case.snr * case.noise_g))  # type: ignore[arg-type]
     elif case.kind in ("unbalance", "misalignment", "looseness"):
-        # Velocity of the reference order = snr × A/B: a fault by ISO's measure.
+        # Velocity of the reference order = snr × B/C: a fault by ISO's measure.
         order = 2.0 if case.kind == "misalignment" else 1.0
-        amp = case.snr * ab * math.sqrt(2) * 2 * math.pi * order * fr / 9806.65
+        amp = case.snr * bc * math.sqrt(2) * 2 * math.pi * order * fr / 9806.65
         faults.append(FaultSpec(case.kind, amp))  # type: ignore[arg-type]
     if case.extra:
         order = 2.0 if case.extra == "misalignment" else 1.0
-        amp = 1.5 * ab * math.sqrt(2) * 2 * math.pi * order * fr / 9806.65
+        amp = 1.5 * bc * math.sqrt(2) * 2 * math.pi * order * fr / 9806.65
         faults.append(FaultSpec(case.extra, amp))  # type: ignore[arg-type]
     if case.kind == "rub":
         period = 1.0 / fr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -170,7 +171,7 @@ def test_diagnose_html_is_one_offline_page_with_the_spectra(recordings, tmp_path
             rows.setdefault(y, []).append((float(x) - half, float(x) + half))
         for spans in rows.values():
             spans.sort()
-            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+            assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
 
 
 def test_labels_are_placed_without_overlap() -> None:
@@ -180,7 +181,7 @@ def test_labels_are_placed_without_overlap() -> None:
     placed = [(xs[i], r) for i, r in enumerate(rows) if r >= 0]
     for r in set(r for _x, r in placed):
         spans = sorted(x for x, rr in placed if rr == r)
-        assert all(b - a >= 44 for a, b in zip(spans, spans[1:], strict=False))
+        assert all(b - a >= 44 for a, b in itertools.pairwise(spans))
     assert rows.count(-1) == 1  # four labels within 10 px: one does not fit in three rows
 
 
@@ -203,7 +204,9 @@ def test_diagnose_user_errors(recordings, tmp_path) -> None:
     )
     assert "shorter than one window" in msg
     msg = user_error(
-        run_cli("diagnose", recordings["inner"], "--rpm", "2950", "--html", tmp_path / "no" / "x.html")
+        run_cli(
+            "diagnose", recordings["inner"], "--rpm", "2950", "--html", tmp_path / "no" / "x.html"
+        )
     )
     assert "--html" in msg
 

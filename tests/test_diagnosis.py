@@ -221,11 +221,11 @@ def test_a_small_speed_change_is_reindexed_onto_the_reference() -> None:
     assert p[80] == pytest.approx(p.max())
 
 
-def test_engine_judges_at_powers_of_two_then_once_per_time_constant() -> None:
+def test_engine_judges_at_powers_of_two_then_every_two_time_constants() -> None:
     spec = SimSpec(duration_s=6.0, faults=(FaultSpec("bpfo", 0.2),))
     chans, frames = _frames(spec, 4096)
-    engine = DiagnosisEngine(spec.fs, 4096, 2048, chans, memory=4.0)
-    assert engine.judge_every == 8  # 4 window lengths at 50 % overlap
+    engine = DiagnosisEngine(spec.fs, 4096, 2048, chans, memory=2.0)
+    assert engine.judge_every == 8  # twice 2 window lengths at 50 % overlap
     seen = []
     for f in frames[:20]:
         engine.update(f)

@@ -14,7 +14,11 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
 * **Segments.** A new segment starts (the averages restart) at a stream reset, when the
   tracked speed moves by more than ``segment_tolerance`` (3 %) from the segment's
   reference speed in two windows running (one stray speed estimate is skipped, not
-  believed), and, for the envelope only, when the demodulation band changes.
+  believed), when the total power of the acceleration or the envelope spectrum leaves
+  the segment's level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new
+  data (a fault set in, the load stepped: the new state is judged on its own windows, not
+  diluted in the old ones; a knock lasts one window and does not count), and, for the
+  envelope only, when the demodulation band changes.
 * **Re-indexing.** Within a segment, a window whose speed differs from the reference by
   more than half a bin at the highest line of interest is re-indexed onto the
   reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
@@ -40,6 +44,8 @@ F32 = npt.NDArray[np.float32]
 
 #: Highest order read in the acceleration spectrum (looseness reads 10×), with margin.
 ACC_TOP_ORDER = 10.8
+#: A level change of either spectrum's total power by this much (dB) starts a new segment.
+LEVEL_DB = 3.0
 
 
 def effective_windows(count: float, n: int, hop: int) -> float:
@@ -104,8 +110,11 @@ class SpectrumAverage:
         # (pdm.dsp.envelope): 8/n, whatever the decimated length m.
         self._env_scale = (8.0 / self.n) ** 2
         self._k_eff_cache: dict[int, float] = {}
+        # Windows in a row whose level moved: more than one window length of new data.
+        self._level_need = math.ceil(self.n / self.hop) + 1
         self.segments = 0
         self.skipped = 0
+        self.level_changes = 0
         self.reset()
 
     # -- state ---------------------------------------------------------------------------
@@ -120,6 +129,8 @@ class SpectrumAverage:
         self.band: tuple[float, float] | None = None
         self._pending_hz = math.nan
         self._top_hz = math.nan
+        self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
+        self._level_run = 0
         self.segments += 1
 
     @property
@@ -188,13 +199,33 @@ class SpectrumAverage:
             self._top_hz = max(self._acc_bins, n_env) * self.df
         if band != self.band:
             self.env, self.env_count, self.band = None, 0, band
-        self.count += 1
-        self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
 
         v = spectrum[:, : self._acc_bins].view(np.float32)
         sq = v * v
         acc = sq[:, 0::2] + sq[:, 1::2]  # |X|², float32
         env = None if env_parts is None else env_parts[:, 0::2] + env_parts[:, 1::2]
+        # The machine's state changed (a fault set in, the load stepped): the level of either
+        # spectrum left the segment's by more than LEVEL_DB for over a window length of new
+        # data. Averaging across that would hide the new state behind the old one.
+        la = math.log10(float(acc.sum()) + 1e-30)
+        le = math.log10(float(env.sum()) + 1e-30) if env is not None else 0.0
+        if self.count == 0 or self._level is None:
+            self._level = (la, le)
+        elif max(abs(la - self._level[0]), abs(le - self._level[1])) > LEVEL_DB / 10.0:
+            self._level_run += 1
+            if self._level_run >= self._level_need:
+                self.reset()
+                self.level_changes += 1
+                return self.add(spectrum, env_parts, shaft_hz, band)
+        else:
+            self._level_run = 0
+            w = 1.0 / min(self.count + 1, self.n_mem)
+            self._level = (
+                self._level[0] + w * (la - self._level[0]),
+                self._level[1] + w * (le - self._level[1]),
+            )
+        self.count += 1
+        self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
         # Re-index onto the reference speed's bins when the lines would move by > 0.5 bin.
         if abs(ratio - 1.0) * self._top_hz > 0.5 * self.df:
             acc = _reindex(acc.astype(np.float64), ratio)

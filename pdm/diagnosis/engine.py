@@ -6,9 +6,11 @@ computed are averaged in, nothing is transformed again) and judges the averages
 (:mod:`pdm.diagnosis.rules`) per channel; the machine's diagnosis is the clearest
 channel's. Judging costs more than averaging, so :meth:`DiagnosisEngine.diagnosis`
 judges at the 1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then
-every ``judge_every`` windows — by default the averaging time constant (``memory`` window
-lengths of new data: 32 windows at 50 % overlap), the time in which the average can have
-changed — and hands back the last judgement in between.
+every ``judge_every`` windows — by default two averaging time constants (``2 × memory``
+window lengths of new data: 64 windows at 50 % overlap), in which the average renews by
+86 % — and hands back the last judgement in between. A change of the machine's state
+starts a new segment (:mod:`pdm.diagnosis.average`), so a fault that sets in is judged
+on its own windows at once, not at the next due time.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class DiagnosisEngine:
     rules : thresholds of :mod:`pdm.diagnosis.rules`
     iso_group, foundation : the machine's ISO 10816-3 class (running-speed severity)
     memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
-    judge_every : windows between judgements (None: the averaging time constant)
+    judge_every : windows between judgements (None: two averaging time constants)
     acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
 
     Examples
@@ -197,7 +199,7 @@ class DiagnosisEngine:
             key = tuple(mult.values()) if mult is not None else None
             groups.setdefault(key, ([], mult))[0].append(c)
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
-        self.judge_every = judge_every or max(1, round(self.average.n_mem))
+        self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
         self._last: Diagnosis | None = None
         self._since = 0
         self._segment = -1

@@ -39,8 +39,9 @@ for each, are in ``docs/diagnosis.md``; in short:
 * **Running-speed families** are read in the acceleration spectrum at 0.5×, 1×, 1.5×,
   2×, 2.5×, 3×, 4× … 10× shaft speed: looseness (many harmonics, or sub-harmonics),
   misalignment (2× at least 1×), unbalance (1× at least twice 2× and 3×). Each needs
-  the velocity RMS of its lines at the machine's ISO 10816-3 zone A/B boundary: a 1×
-  line is in every machine; it is unbalance when it dominates *and* is that large.
+  the velocity RMS of its lines at the machine's ISO 10816-3 zone B/C boundary: a 1×
+  line is in every machine, and below B/C the machine is fit for long-term operation; it
+  is unbalance when it dominates *and* is that large.
 
 The numeric work for all channels that share a bearing is done in one vectorised pass;
 the evidence objects and their text are built only when read
@@ -141,9 +142,12 @@ class Rules:
     looseness_lines : looseness: this many significant harmonics among 2×…10×, or half
         as many with a significant 0.5×/1.5×/2.5× sub-harmonic
     severity : running-speed families need the velocity RMS of their lines at this
-        fraction of the machine's ISO 10816-3 zone A/B boundary
-    min_bins_per_order : with fewer bins per shaft order nothing is judged: half-orders,
-        shaft harmonics and defect lines run into one another
+        fraction of the machine's ISO 10816-3 zone B/C boundary (below it the machine is
+        fit for unrestricted long-term operation, whatever its spectrum's shape)
+    min_bins_per_order : with fewer bins per shaft order the running-speed families are not
+        judged: the half-orders run into the orders
+    min_bins_per_order_bearing : with fewer, nothing is: defect lines cannot be told from
+        shaft harmonics
     """
 
     slip_tolerance: float = 0.03
@@ -158,6 +162,7 @@ class Rules:
     looseness_lines: int = 4
     severity: float = 1.0
     min_bins_per_order: float = 6.0
+    min_bins_per_order_bearing: float = 3.5
 
     def __post_init__(self) -> None:
         for name in ("slip_tolerance", "order_tolerance"):
@@ -1216,8 +1221,24 @@ def judge_channels(
     speed: list[list[_SpeedSum]] = [[] for _ in range(rows)]
     build_speed: Callable[[int], list[FamilyEvidence]] = lambda c: []  # noqa: E731
     k_env = k_eff if k_eff_env is None else k_eff_env
+    # Resolution: half-orders need min_bins_per_order bins per shaft order, bearing lines
+    # (told from shaft harmonics within 1.5 bins) min_bins_per_order_bearing.
+    per_order = shaft_hz / df
+    if per_order < rules.min_bins_per_order_bearing:
+        why = (
+            f"{df:.3g} Hz bins against a {shaft_hz:.3g} Hz shaft: fewer than "
+            f"{rules.min_bins_per_order_bearing:g} bins per shaft order cannot tell defect lines "
+            f"from shaft harmonics; use windows at least "
+            f"{2 ** math.ceil(math.log2(rules.min_bins_per_order * df / shaft_hz))}× as long"
+        )
+        return [
+            ChannelVerdict("unknown", 0.0, (), channel=nm, reasons=(f"{nm}: {why}",))
+            for nm in names
+        ]
     has_env = env_power is not None and defect_multiples is not None and env_power.shape[1] > 16
-    has_acc = acc_power is not None and acc_power.shape[1] > 16
+    has_acc = (
+        acc_power is not None and acc_power.shape[1] > 16 and per_order >= rules.min_bins_per_order
+    )
     mult = (
         tuple(defect_multiples[k] for k in ("bpfo", "bpfi", "bsf", "ftf"))
         if has_env and defect_multiples is not None
@@ -1230,17 +1251,6 @@ def judge_channels(
         round(df / shaft_hz, 6),
         rules,
     )
-    if shaft_hz / df < rules.min_bins_per_order:
-        why = (
-            f"{df:.3g} Hz bins against a {shaft_hz:.3g} Hz shaft: fewer than "
-            f"{rules.min_bins_per_order:g} bins per shaft order cannot tell defect lines from "
-            f"shaft harmonics; use windows of at least "
-            f"{2 ** math.ceil(math.log2(rules.min_bins_per_order * df / shaft_hz))}× as long"
-        )
-        return [
-            ChannelVerdict("unknown", 0.0, (), channel=nm, reasons=(f"{nm}: {why}",))
-            for nm in names
-        ]
     if plan.n_lines == 0:
         return [_verdict([], [], lambda: (), rules, nm) for nm in names]
     parts = [
@@ -1271,7 +1281,7 @@ def judge_channels(
     if lay is not None:
         bearing, build = _bearing(lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules)
     if plan.orders:
-        gate = rules.severity * zone_limits(iso_group, foundation)[0]
+        gate = rules.severity * zone_limits(iso_group, foundation)[1]
         speed, build_speed = _speed(
             rd.part(n_lay, plan.n_lines), list(plan.orders), shaft_hz, gate, rules
         )
