@@ -321,17 +321,29 @@ def calibrate(
     return out
 
 
-def reliability(results: Sequence[dict[str, Any]]) -> str:
-    """A markdown table: verdicts by confidence, and how often they were right."""
+def reliability(
+    results: Sequence[dict[str, Any]], reruns: Sequence[dict[str, Any]] | None = None
+) -> str:
+    """A markdown table: named verdicts by confidence, how often they were right, and (with
+    ``reruns``) how often they were right and held on the second recording."""
     bins = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)]
-    lines = ["| confidence | verdicts | right |", "|---|---|---|"]
+    again = reruns or [None] * len(results)
+    head = "| confidence | verdicts | right |" + (" right and held |" if reruns else "")
+    lines = [head, "|---|---|---|" + ("---|" if reruns else "")]
     for lo, hi in bins:
-        sel = [r for r in results if _kind(r["label"]) and lo <= r["confidence"] < hi]
-        if sel:
-            right = sum(_correct(r) for r in sel)
-            lines.append(
-                f"| {lo:.2f}–{min(hi, 1.0):.2f} | {len(sel)} | {right} ({right / len(sel):.0%}) |"
-            )
+        sel = [
+            (r, q)
+            for r, q in zip(results, again, strict=True)
+            if _kind(r["label"]) and lo <= r["confidence"] < hi
+        ]
+        if not sel:
+            continue
+        right = sum(_correct(r) for r, _q in sel)
+        row = f"| {lo:.2f}–{min(hi, 1.0):.2f} | {len(sel)} | {right} ({right / len(sel):.0%}) |"
+        if reruns:
+            held = sum(_correct(r) and q is not None and q["label"] == r["label"] for r, q in sel)
+            row += f" {held} ({held / len(sel):.0%}) |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -363,12 +375,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is not None:
             out.close()
     print(summarise(results))
-    print()
-    print(reliability(results))
+    reruns = None
     if args.calibrate:
         cases = make_cases(args.cases, args.seed)
         again = [dataclasses.replace(c, seed=c.seed ^ 0x5EED) for c in cases]
         reruns = list(_iter_results(again, args.band))
+    print()
+    print(reliability(results, reruns))
+    if reruns is not None:
         print()
         print(f"CALIBRATION = {calibrate(results, reruns)!r}")
     return 0
