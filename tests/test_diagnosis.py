@@ -335,8 +335,8 @@ def test_sweep_across_bearings_speeds_rates(tmp_path) -> None:
     for kind in ("healthy", "rub"):
         assert by[kind] == ["right"] * len(by[kind]), table
     assert not any(r["outcome"] == "wrong" for r in results), table
-    for kind in ("bpfo", "bpfi", "unbalance", "misalignment", "looseness"):
-        assert by[kind].count("right") >= len(by[kind]) / 2, table
+    named = [o for k in ("bpfo", "bpfi", "unbalance", "misalignment", "looseness") for o in by[k]]
+    assert named.count("right") >= 0.6 * len(named), table
     for r in results:
         if r["kind"] in ("bsf", "ftf"):
             assert r["label"] not in RACES, r

@@ -22,14 +22,15 @@ for each, are in ``docs/diagnosis.md``; in short:
   cage carries the ball through it), and the odd BSF line of a ball.
 * A line another family holds (found within 2 bins and 0.5 % of one of its lines; the
   family with the stronger fundamental holds it) is *shared*: evidence for neither.
-* A line on a shaft harmonic (within 1.5 bins and 0.2 %) counts only when the envelope
-  shows no running-speed comb: significant shaft harmonics that none of the family's
-  own lines explains (a quarter of them, at least one), or too few such harmonics to
-  tell. A fundamental on a shaft harmonic with such a comb cannot be told from it.
+* A line on a shaft harmonic (within a bin and 0.1 %) counts only when the envelope
+  shows no running-speed comb: significant shaft harmonics that none of the family's own
+  lines explains (a quarter of them, at least one), or too few such harmonics to tell. A
+  fundamental on a harmonic of twice the line frequency (100/120 Hz, …: an AC motor's
+  electromagnetic pull) cannot be told from it: the family is not present.
 * A family is **present** when its fundamental is significant, at least
-  :attr:`Rules.min_fundamental_db` over the floor, neither shared nor on a shaft comb,
-  and a supporting line (a harmonic or sideband, significant, not shared, not on a
-  shaft comb) confirms it — two for the cage (a comb of FTF harmonics), and for the
+  :attr:`Rules.min_fundamental_db` over the floor, neither shared, nor on a shaft comb,
+  nor on a mains line, and a supporting line (a harmonic or sideband, significant, not shared, not on a
+  shaft comb) confirms it — three for the cage (a comb of FTF harmonics), and for the
   ball one of them an FTF sideband.
 * Present families are ranked by **score**: the fundamental's prominence plus
   :attr:`Rules.support_db` per supporting line, two at most. The best is named unless
@@ -118,6 +119,11 @@ _G0_MM = 9.80665 * 1000.0  # mm/s² per g
 _HANN_LOBE_ENERGY = 1.5
 #: Harmonics read for the cage: its lines are low, and a cage fault's comb is long.
 _CAGE_HARMONICS = 8
+#: Twice the line frequency of 50 and 60 Hz mains and its first harmonics, Hz.
+_MAINS_HZ: tuple[float, ...] = (100.0, 120.0, 200.0, 240.0, 300.0, 360.0, 400.0, 480.0)
+#: Supporting harmonics a cage needs: its comb is dense (FTF ≈ 0.4 × shaft), and two of
+#: eight lines can fall on any structure of the low envelope spectrum (half-orders, ...).
+_CAGE_SUPPORT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +190,8 @@ class LineEvidence(NamedTuple):
     Attributes
     ----------
     name : e.g. ``"BPFO 2×"``, ``"BPFI 1× − 1×shaft"``, ``"1×"``
-    kind : ``"harmonic"``, ``"sideband"`` or ``"order"``
+    kind : ``"harmonic"``, ``"sideband"``, ``"order"``, or ``"neighbour"`` (BPFO ± FTF, read to
+        tell an outer race from a cage's comb; never support)
     expected_hz : where kinematics and the family's found offset put it, Hz
     found_hz : the strongest bin in the search range, Hz
     amplitude_g : the line's amplitude in g (main-lobe energy; envelope or acceleration)
@@ -192,7 +199,7 @@ class LineEvidence(NamedTuple):
     threshold_db : what a significant line needs here (statistics and physics), dB
     significant : over the threshold, and a local maximum
     shared_with : another family's line this line coincides with ('' if none)
-    at_shaft : the shaft harmonic it sits on where the envelope shows a comb, else 0
+    at_shaft : the shaft harmonic it sits on within the resolution, else 0
     """
 
     name: str
@@ -244,9 +251,11 @@ class FamilyEvidence(NamedTuple):
     harmonics : significant harmonics (the fundamental included)
     sidebands : significant predicted sidebands (running speed: sub-harmonics)
     lines : every line read, fundamental first
-    support : supporting lines that count (bearing: significant, unshared, off any comb)
+    support : supporting lines that count (bearing: significant, unshared, not on a shaft
+        harmonic where the envelope shows a running-speed comb)
     status : why (not) present, a key of the note (``present``, ``weak``, ``shared``,
-        ``on_comb``, ``unsupported``, ``no_ftf_sideband``, ``beyond``, ``near_dc``;
+        ``on_shaft``, ``on_mains``, ``unsupported``, ``no_ftf_sideband``, ``beyond``,
+        ``near_dc``;
         running speed: ``present``, ``no_shape``, ``below_gate``)
     velocity_mm_s : running speed: velocity RMS of the deciding lines, mm/s
     gate_mm_s : running speed: the severity gate, mm/s
@@ -318,14 +327,19 @@ def _bearing_note(f: FamilyEvidence) -> str:
         return f"{sym} {db} (needs {fund.threshold_db:.1f})"
     if f.status == "shared":
         return f"{sym} {db} is {fund.shared_with}'s line"
-    if f.status == "on_comb":
+    if f.status == "on_shaft":
         return (
             f"{sym} {db} sits on {fund.at_shaft}× shaft, and the envelope shows (or cannot "
-            "rule out) a running-speed comb"
+            "rule out) a running-speed comb that could put a line there"
+        )
+    if f.status == "on_mains":
+        return (
+            f"{sym} {db} sits on {fund.found_hz:.1f} Hz, a harmonic of twice the line "
+            "frequency (50/60 Hz mains): an AC motor's pull there cannot be told from it"
         )
     if f.status == "no_ftf_sideband":
         return f"{sym} {db}, but no FTF sideband (the cage's modulation of a ball)"
-    need = 2 if f.family == "cage" else 1
+    need = _CAGE_SUPPORT if f.family == "cage" else 1
     return (
         f"{sym} {db}, but {f.support} supporting line(s) of {need} needed (harmonics or "
         "sidebands, not another family's, not on a shaft comb)"
@@ -587,6 +601,8 @@ class _Layout:
     comb_free: tuple[npt.NDArray[np.intp], ...]  # per family: free shaft harmonics (indices)
     n_eps: int
     harm_line: npt.NDArray[np.intp]  # (H,) the line index of each harmonic
+    supports: npt.NDArray[np.bool_]  # per line: may support its family (not a neighbour)
+    neighbour: npt.NDArray[np.bool_]  # per line: an outer race's FTF-comb neighbour
     ftf_sideband: npt.NDArray[np.bool_]  # per line: a ball's FTF sideband
     cage_high: npt.NDArray[np.bool_]  # per line: a cage harmonic from 3×FTF up
 
@@ -640,6 +656,14 @@ def _layout(
         for name, c, d, mv in sb:
             if 0 < c + d <= top:
                 lines.append((_sb_name(name, d, mv), "sideband", fi, c, float(d), mv, half_sb, 0.0))
+        if family == "outer_race":
+            # BPFO = n × FTF: a cage fault's comb runs through it. Its neighbours in that comb,
+            # BPFO ± FTF, tell the two apart (an outer race stands out of them); not support.
+            for d in (-m["ftf"], m["ftf"]):
+                if hs[0] + d <= top:
+                    lines.append(
+                        (_sb_name("BPFO 1×", d, True), "neighbour", fi, hs[0], d, True, 1.0, 0.0)
+                    )
         spans.append((a, len(lines)))
         own = [*hs, *(c + d for _n, c, d, _mv in sb if abs(d) != 2)]
         owns.append(own + ([1.0, 2.0] if family == "inner_race" else []))
@@ -676,7 +700,11 @@ def _layout(
         comb_free=tuple(comb_free),
         n_eps=max(n_eps, 3),
         harm_line=np.array([i for i, x in enumerate(lines) if x[1] == "harmonic"], dtype=np.intp),
-        ftf_sideband=np.array([x[0].endswith("FTF") for x in lines], dtype=bool),
+        supports=np.array([x[1] != "neighbour" for x in lines], dtype=bool),
+        neighbour=np.array([x[1] == "neighbour" for x in lines], dtype=bool),
+        ftf_sideband=np.array(
+            [x[0].endswith("FTF") and x[1] == "sideband" for x in lines], dtype=bool
+        ),
         cage_high=np.array(
             [
                 x[2] >= 0
@@ -710,6 +738,7 @@ class _Summary(NamedTuple):
     thr: float  # its threshold, dB
     clean: bool  # significant, unshared, off any shaft comb
     cage_comb: int  # cage: clean FTF harmonics from 3× up
+    above_comb: bool = True  # outer race: its fundamental stands out of the FTF comb
 
     @property
     def present(self) -> bool:
@@ -770,8 +799,16 @@ def _bearing(
         if free.size >= 2:
             comb[:, fi] = sig_sh[:, free].sum(axis=1) >= need
     h = np.rint(found / fr)
-    on = (h >= 1) & (np.abs(found - h * fr) <= 1.5 * df + 0.002 * found)
-    at = np.where(on & comb[:, fam_b], h, 0).astype(np.intp)
+    on = (h >= 1) & (np.abs(found - h * fr) <= df + 0.001 * found)
+    at = np.where(on, h, 0).astype(np.intp)
+    on_comb = on & comb[:, fam_b]
+    # An AC motor's electromagnetic forces pull at twice the line frequency and its
+    # harmonics (100, 200 … Hz or 120, 240 … Hz); they modulate everything the housing
+    # carries and stand in envelope spectra whatever the speed.
+    fund_hz = found[:, fund]
+    mains = np.zeros_like(fund_hz, dtype=bool)
+    for line in _MAINS_HZ:
+        mains |= np.abs(fund_hz - line) <= df + 0.001 * fund_hz
     # Shared lines: the family with the stronger significant fundamental holds them.
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
@@ -781,7 +818,7 @@ def _bearing(
     close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
     close &= fam_b[:, None] != fam_b[None, :]
     close &= strength[:, fam_b][:, None, :] > strength[:, fam_b][:, :, None]
-    held0 = sig & fund_sig[:, fam_b]
+    held0 = sig & fund_sig[:, fam_b] & lay.supports[:nb]
     fund_shared: npt.NDArray[np.bool_] = np.asarray(
         (close[:, fund, :] & held0[:, None, :]).any(axis=-1), dtype=bool
     )  # (C, F)
@@ -791,15 +828,19 @@ def _bearing(
     owner = np.where(shared, np.argmax(by, axis=-1), -1)
     not_fund = np.ones(nb, dtype=bool)
     not_fund[fund] = False
-    clean = sig & ~shared & (at == 0)
-    support = clean & not_fund
+    clean = sig & ~shared & ~on_comb
+    support = clean & not_fund & lay.supports[:nb]
     n_clean = np.add.reduceat(support, fund, axis=1)
+    # Outer race against the FTF comb: its neighbours BPFO ± FTF (significant ones).
+    neigh = np.where(sig & lay.neighbour[:nb], rd.prom[:, :nb], -np.inf)
+    neigh_max = np.maximum.reduceat(neigh, fund, axis=1)
+    above_comb = rd.prom[:, fund] >= neigh_max + rules.compete_db
     ftf_sb: npt.NDArray[np.bool_] = np.asarray(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
     cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
     score = rd.prom[:, fund] + rules.support_db * np.minimum(n_clean, 2)
-    fund_at = at[:, fund]
+    fund_at = on_comb[:, fund]
 
     summaries = []
     for c in range(n_rows):
@@ -809,9 +850,11 @@ def _bearing(
                 status = "weak"
             elif fund_shared[c, fi]:
                 status = "shared"
-            elif fund_at[c, fi]:
-                status = "on_comb"
-            elif n_clean[c, fi] < (2 if family == "cage" else 1):
+            elif fund_at[c, fi] and comb[c, fi]:
+                status = "on_shaft"
+            elif mains[c, fi]:
+                status = "on_mains"
+            elif n_clean[c, fi] < (_CAGE_SUPPORT if family == "cage" else 1):
                 status = "unsupported"
             elif family == "ball" and not ftf_sb[c, fi]:
                 status = "no_ftf_sideband"
@@ -824,8 +867,9 @@ def _bearing(
                     float(score[c, fi]),
                     float(rd.prom[c, fund[fi]]),
                     float(rd.thr[c, fund[fi]]),
-                    bool(clean[c, fund[fi]]),
+                    bool(clean[c, fund[fi]] and not mains[c, fi]),
                     int(cage_comb[c]) if family == "cage" else 0,
+                    bool(above_comb[c, fi]),
                 )
             )
         summaries.append(row)
@@ -1338,6 +1382,12 @@ def _verdict(
         cage = next(f for f in present if f.family == "cage")
         drop = "ball" if cage.cage_comb >= 3 else "cage"
         present = [f for f in present if f.family != drop]
+    if len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
+        # BPFO = n × FTF: a cage fault's comb runs through BPFO. An outer race stands out of
+        # the comb (its neighbours BPFO ± FTF); where it does not, its lines are the cage's.
+        outer = next(f for f in present if f.family == "outer_race")
+        if not outer.above_comb:
+            present = [f for f in present if f.family != "outer_race"]
     present.sort(key=lambda f: -f.score_db)
     speed_fault = next((f for f in speed if f.present), None)
     if present:
