@@ -36,6 +36,7 @@ import numpy as np
 from pdm.config import Pipeline
 from pdm.diagnosis.resolution import choose_window
 from pdm.dsp.bearings import BearingGeometry
+from pdm.errors import DspError
 from pdm.processing import FeatureStream
 from pdm.sources.base import Chunk
 from pdm.sources.simulator import FaultSpec, SimSpec, TransientSpec, simulate
@@ -225,8 +226,13 @@ def run_case(case: Case, *, band: str = "fixed") -> dict[str, Any]:
     duration = n * (1 + (windows - 1) / 2) / case.fs + 0.01
     spec = _spec(case, duration)
     x = simulate(spec)
-    pipeline = pipeline_for(case, n, _band(case) if band == "fixed" else "auto")
-    stream = FeatureStream(pipeline, case.fs)
+    used = band
+    try:
+        pipeline = pipeline_for(case, n, _band(case) if band == "fixed" else "auto")
+        stream = FeatureStream(pipeline, case.fs)
+    except DspError:  # 'auto' finds no candidate band at this rate and speed: as given
+        used = "fixed"
+        stream = FeatureStream(pipeline_for(case, n, _band(case)), case.fs)
     last = None
     for wf in stream.feed([Chunk(x, case.fs, spec.start_time, spec.channels)]):
         last = wf.diagnosis
@@ -235,7 +241,7 @@ def run_case(case: Case, *, band: str = "fixed") -> dict[str, Any]:
         **dataclasses.asdict(case),
         "truth": case.truth,
         "window": n,
-        "band": band,
+        "band": used,
         "label": last.label,
         "confidence": last.confidence,
         "margin_db": next((c.margin_db for c in last.channels if c.channel == last.channel), 0.0),
