@@ -380,6 +380,8 @@ def test_bench_json_quick() -> None:
     ratio = result["dsp_ratio_to_rfft"]
     assert isinstance(ratio, float) and 0.5 < ratio < 20, ratio
     assert result["dsp_sensors_per_core"] > 0
+    # The diagnosis engine per window of the same stream, and its share of the extraction.
+    assert 0 < result["diagnosis_us_per_window"] and 0 < result["diagnosis_share_of_extract"] < 5
     # Later issues' keys: history write rates (a throwaway influxd when installed), decisions.
     assert result["history_rows_per_s_sqlite"] > 0 and result["history_target_rows_per_s"] > 0
     influx = result["history_rows_per_s_influx1"]

@@ -31,7 +31,7 @@ __all__ = ["CALIBRATION", "confidence"]
 
 #: (a, b) of the logistic map per kind of label; see the module docstring.
 CALIBRATION: dict[str, tuple[float, float]] = {
-    "bearing": (-0.033, 0.4249),
+    "bearing": (-0.243, 0.543),
     "bearing_uncertain": (0.0, 0.2944),
     "speed": (4.297, 0.1965),
 }

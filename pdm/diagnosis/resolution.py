@@ -1,7 +1,7 @@
 """The window a diagnosis needs: bins fine enough for the bearing's lines.
 
 A defect line must be told from its neighbours: from the shaft harmonics (a line
-1.5 bins from one is not counted, :mod:`pdm.diagnosis.rules`), from the other
+within a bin of one is in doubt, :mod:`pdm.diagnosis.rules`), from the other
 families' lines, and from 0 Hz (the cage line, FTF ≈ 0.4 × shaft speed). So the bin
 width ``df = fs / n`` should be at most
 

@@ -29,14 +29,16 @@ for each, are in ``docs/diagnosis.md``; in short:
   electromagnetic pull) cannot be told from it: the family is not present.
 * A family is **present** when its fundamental is significant, at least
   :attr:`Rules.min_fundamental_db` over the floor, neither shared, nor on a shaft comb,
-  nor on a mains line, and a supporting line (a harmonic or sideband, significant, not shared, not on a
-  shaft comb) confirms it — three for the cage (a comb of FTF harmonics), and for the
+  nor on a mains line, and a supporting line (a harmonic or sideband, significant, not
+  shared, not on a shaft comb) confirms it — three for the cage (a comb of FTF harmonics), and for the
   ball one of them an FTF sideband.
 * Present families are ranked by **score**: the fundamental's prominence plus
   :attr:`Rules.support_db` per supporting line, two at most. The best is named unless
   another present family scores within :attr:`Rules.compete_db`: ``bearing_uncertain``.
   When ball and cage are both present, three clean FTF harmonics from 3 × FTF up are a
   cage's comb (the ball is dropped); otherwise the FTF lines are the ball's modulation.
+  BPFO = n × FTF: with the cage present, an outer race must stand 6 dB over BPFO ± FTF,
+  its neighbours in the cage's comb, or its lines are the cage's.
 * **Running-speed families** are read in the acceleration spectrum at 0.5×, 1×, 1.5×,
   2×, 2.5×, 3×, 4× … 10× shaft speed: looseness (many harmonics, or sub-harmonics),
   misalignment (2× at least 1×), unbalance (1× at least twice 2× and 3×). Each needs
@@ -1266,7 +1268,7 @@ def judge_channels(
     build_speed: Callable[[int], list[FamilyEvidence]] = lambda c: []  # noqa: E731
     k_env = k_eff if k_eff_env is None else k_eff_env
     # Resolution: half-orders need min_bins_per_order bins per shaft order, bearing lines
-    # (told from shaft harmonics within 1.5 bins) min_bins_per_order_bearing.
+    # (told from shaft harmonics within a bin) min_bins_per_order_bearing.
     per_order = shaft_hz / df
     if per_order < rules.min_bins_per_order_bearing:
         why = (
