@@ -130,7 +130,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     for path in args.files:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
         with rec:
-            stream = FeatureStream(pl, rec.sample_rate_hz)
+            stream = FeatureStream(pl, rec.sample_rate_hz, diagnose=False)
             for wf in stream.feed(rec.chunks()):
                 for row in wf.rows():
                     out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")

@@ -70,6 +70,7 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
 
 
 GEOMETRY = "8,17.462,72.5"  # the 6309 of the simulated recordings: N, d, D (mm)
+MACHINE = ("--rpm", "2950", "--bearing-geometry", GEOMETRY, "--envelope-band", "5000,14000")
 
 
 def test_diagnose_json_has_one_object_per_file_and_channel(recordings) -> None:
@@ -79,12 +80,7 @@ def test_diagnose_json_has_one_object_per_file_and_channel(recordings) -> None:
             recordings["healthy"],
             recordings["inner"],
             recordings["ball"],
-            "--rpm",
-            "2950",
-            "--bearing-geometry",
-            GEOMETRY,
-            "--envelope-band",
-            "5000,14000",
+            *MACHINE,
             "--json",
         )
     )
@@ -142,12 +138,7 @@ def test_diagnose_html_is_one_offline_page_with_the_spectra(recordings, tmp_path
         run_cli(
             "diagnose",
             recordings["inner"],
-            "--rpm",
-            "2950",
-            "--bearing-geometry",
-            GEOMETRY,
-            "--envelope-band",
-            "5000,14000",
+            *MACHINE,
             "--html",
             out,
         )

@@ -436,3 +436,22 @@ def test_engine_rejects_bad_arguments() -> None:
         Rules(slip_tolerance=0.5)
     spec = dataclasses.replace(SimSpec(duration_s=1.0))
     assert spec.defect_slip == 0.0
+
+
+def test_simulator_slip_moves_the_defect_rate() -> None:
+    """defect_slip: impacts come (1 − slip) × as often as kinematics says; the spec's dict
+    leaves it out at 0 so the committed fixtures' ground truth stands."""
+    from pdm.errors import ConfigError
+    from pdm.sources.simulator import ground_truth, impact_positions, spec_from_dict, spec_to_dict
+
+    spec = SimSpec(duration_s=2.0, faults=(FaultSpec("bpfo", 0.2),), slip_jitter=0.0)
+    slipped = dataclasses.replace(spec, defect_slip=0.015)
+    bpfo = spec.bearing.defect_frequencies_hz(spec.shaft_hz)["bpfo"]
+    for s, slip in ((spec, 0.0), (slipped, 0.015)):
+        period = np.diff(impact_positions(s, 0)) / s.fs
+        assert np.median(period) == pytest.approx(1 / (bpfo * (1 - slip)), rel=1e-9)
+    assert ground_truth(slipped)["faults"][0]["impact_rate_hz"] == pytest.approx(bpfo * 0.985)
+    assert "defect_slip" not in spec_to_dict(spec)
+    assert spec_from_dict(spec_to_dict(slipped)) == slipped
+    with pytest.raises(ConfigError, match="defect_slip"):
+        SimSpec(defect_slip=0.2)
