@@ -333,7 +333,7 @@ def reliability(
     """A markdown table: named verdicts by confidence, how often they were right, and (with
     ``reruns``) how often they were right and held on the second recording."""
     bins = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)]
-    again: Sequence[dict[str, Any] | None] = reruns or [None] * len(results)
+    again: list[dict[str, Any] | None] = list(reruns) if reruns else [None] * len(results)
     head = "| confidence | verdicts | right |" + (" right and held |" if reruns else "")
     lines = [head, "|---|---|---|" + ("---|" if reruns else "")]
     for lo, hi in bins:
