@@ -124,6 +124,38 @@ def bench_scoring(*, quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def bench_diagnosis(
+    extractor: FeatureExtractor,
+    xs: np.ndarray,
+    base: Callable[[], object],
+    rounds: int,
+    reps: int,
+) -> tuple[float, float]:
+    """Per-window cost of the diagnosis engine as ``score`` runs it, and its ratio to a bare rfft.
+
+    The extractor's frames of the batch ``xs`` are fed to one engine again and again, each
+    window's spectra averaged in and the machine's diagnosis asked for (what a score row
+    carries), so the periodic judgement (every two averaging time constants: 64 windows
+    here) is paid in its share. Timed like the extraction: per call, alternating with the rfft,
+    median over rounds.
+    """
+    from pdm.diagnosis import DiagnosisEngine
+
+    frames = extractor.extract_batch(xs)
+    hop = round(N * (1 - OVERLAP))
+    engine = DiagnosisEngine(extractor.fs, extractor.n, hop, extractor.channels)
+
+    def step() -> None:
+        for frame in frames:
+            engine.update(frame)
+            engine.diagnosis()
+
+    for _ in range(8):  # past the first judgements of the segment (1, 2, 4, … windows)
+        step()
+    ratio, t_us, _ = _ratio(step, base, rounds, max(reps, 128 // len(frames)))
+    return t_us / len(frames), ratio / len(frames)
+
+
 def _history_figures(dsp_rows_per_s: float, *, quick: bool) -> dict[str, Any]:
     """History write speed against its target: twice the feature rows (one per channel and
     window) that ``dsp_sensors_per_core`` tri-axial sensors produce."""
@@ -160,6 +192,7 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
     r_search /= batch
     r_rfft_batch, _, _ = _ratio(lambda: sfft.rfft(xs.reshape(-1, N), axis=-1), base, rounds, reps)
     r_rfft_batch /= batch
+    t_diag, r_diag = bench_diagnosis(fixed, xs, base, rounds, reps)
 
     # "auto": the band is re-chosen every auto_band_refresh windows, as FeatureStream does.
     calls = [0]
@@ -232,6 +265,8 @@ def run_bench(*, quick: bool = False, batch: int = 8) -> dict[str, Any]:
         "rfft_us": round(t_rfft, 1),
         "extract_us_per_window": round(t_batch, 1),
         "extract_us_batch1": round(t_single, 1),
+        "diagnosis_us_per_window": round(t_diag, 1),
+        "diagnosis_share_of_extract": round(r_diag / r_batch, 3),
         "batch_windows": batch,
         "window": {
             "channels": CHANNELS,

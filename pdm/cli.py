@@ -161,7 +161,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     for path in args.files:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
         with rec:
-            stream = FeatureStream(pl, rec.sample_rate_hz)
+            stream = FeatureStream(pl, rec.sample_rate_hz, diagnose=False)
             for wf in stream.feed(rec.chunks()):
                 for row in wf.rows():
                     out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
@@ -274,12 +274,13 @@ def cmd_score(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             group: list = []
+            counts = {"windows": 0, "alerting": 0}
             for wf in features.feed(rec.chunks()):
                 group.append(wf)
                 if len(group) == features.batch:
-                    _write_rows(out, scores.process(group), teach_in=model_dir)
+                    _count_and_write(out, scores.process(group), counts, teach_in=model_dir)
                     group = []
-            _write_rows(out, scores.process(group), teach_in=model_dir)
+            _count_and_write(out, scores.process(group), counts, teach_in=model_dir)
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
             status = scores.teach_in_status()
@@ -289,6 +290,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                     f"(docs/models.md, Teach-in): {status['reason']}",
                     file=sys.stderr,
                 )
+            out.flush()
+            print(_diagnosis_summary(path, features, counts), file=sys.stderr)
     out.flush()
     return 0
 
@@ -319,6 +322,84 @@ def _model_pipeline(args: argparse.Namespace, from_card: Any, read: Any) -> Pipe
         )
     pipeline: Pipeline = from_card(card, where=where)
     return pipeline.with_speed(rpm=args.rpm, nominal_rpm=args.nominal_rpm, rpm_range=args.rpm_range)
+
+
+def _count_and_write(
+    out: TextIO, rows: list[dict[str, Any]], counts: dict[str, int], *, teach_in: Any = None
+) -> None:
+    counts["windows"] += len(rows)
+    counts["alerting"] += sum(r.get("state") in ("alert", "danger") for r in rows)
+    _write_rows(out, rows, teach_in=teach_in)
+
+
+def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
+    """The per-recording line ``score`` ends with: the engine's judgement at the end."""
+    engine = features.engine
+    if engine is None:
+        return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting"
+    d = engine.judge()
+    where = f", {d.channel}" if d.channel else ""
+    speed = (
+        f" at {d.channels[0].shaft_speed_rpm:.0f} r/min"
+        if d.channels and math.isfinite(d.channels[0].shaft_speed_rpm)
+        else ""
+    )
+    return (
+        f"{path}: diagnosis {d.label} (confidence {d.confidence:.2f}{where}) over the last "
+        f"{d.windows} windows{speed}; {counts['alerting']}/{counts['windows']} windows alerting"
+    )
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from pdm.diagnose import diagnose_files, summary_text
+
+    window = args.window  # diagnose takes --window with a pipeline file too
+    args.window = None
+    pipeline = _pipeline_from_args(args)
+    if window is not None and window < 256:
+        raise ConfigError(f"--window: at least 256 samples (got {window})")
+    results = []
+    for r in diagnose_files(
+        args.files,
+        pipeline,
+        window=window,
+        fs=args.fs,
+        start_time=_start_time(args),
+        display=bool(args.html),
+    ):
+        if args.json:
+            _write_rows(
+                sys.stdout, [{k: _json_value(v) for k, v in row.items()} for row in r.rows()]
+            )
+        else:
+            print(summary_text(r))
+        sys.stdout.flush()
+        results.append(r)
+    if args.html:
+        from pdm.diagnosis.report import Section, html_page
+
+        sections = [
+            Section(
+                title=f"{r.file} — {ch.channel}",
+                meta=(
+                    f"{r.sample_rate_hz:g} Hz, {r.window}-sample windows "
+                    f"({r.sample_rate_hz / r.window:.3g} Hz bins), {ch.windows} windows averaged "
+                    f"({ch.k_eff:.1f} independent), {ch.shaft_speed_rpm:.1f} r/min"
+                ),
+                diagnosis=ch,
+                df_hz=r.df_hz,
+                acc_g=r.acc_g[i],
+                env_g=None if r.env_g is None else r.env_g[i],
+            )
+            for r in results
+            for i, ch in enumerate(r.diagnosis.channels)
+        ]
+        try:
+            Path(args.html).write_text(html_page("pdm-edge diagnose", sections), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--html {args.html}: {exc.strerror or exc}") from exc
+        print(f"{args.html}: {len(sections)} channel(s)", file=sys.stderr)
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -657,6 +738,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "diagnose",
+        help="diagnose recordings (bearing defects, unbalance, misalignment, looseness), no model",
+        description="Averages each recording's spectra over its windows and judges every fault "
+        "family by its lines' prominence over the local floor, harmonics and sidebands "
+        "(docs/diagnosis.md). Needs the shaft speed (--rpm or the pipeline's) and, for bearing "
+        "defects, the bearing. The window is chosen for the resolution the bearing's lines "
+        "need unless --window is given.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file and channel")
+    p.add_argument("--html", metavar="OUT", help="also write one self-contained HTML page")
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser(
         "replay",

@@ -1228,6 +1228,13 @@ class Pipeline(BaseModel):
         """True when the command line replaced the speed (:meth:`with_speed`)."""
         return self._speed_from_flags
 
+    def with_window(self, n: int) -> Pipeline:
+        """A copy with ``acquisition.window_samples`` set to ``n``, re-validated (``diagnose``
+        chooses the window for the resolution the bearing's lines need)."""
+        data = self.model_dump()
+        data["acquisition"]["window_samples"] = int(n)
+        return self._revalidated(data)
+
     def with_columns(self, cols: Sequence[str]) -> Pipeline:
         """A copy whose one sensor ``s1`` reads ``cols`` (unit g), for flag-built pipelines.
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pdm.config import Pipeline
+from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules
 from pdm.dsp.envelope import BandChoice
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
@@ -24,7 +25,14 @@ from pdm.errors import DspError
 from pdm.sources.base import Chunk
 from pdm.sources.csv import CsvRecording
 
-__all__ = ["FeatureStream", "WindowFeatures", "build_extractor", "iso_time", "open_recording"]
+__all__ = [
+    "FeatureStream",
+    "WindowFeatures",
+    "build_engine",
+    "build_extractor",
+    "iso_time",
+    "open_recording",
+]
 
 
 def iso_time(t: float) -> str:
@@ -110,12 +118,32 @@ def build_extractor(pipeline: Pipeline, fs: float) -> FeatureExtractor:
         raise DspError(f"{where}: {exc}") from exc
 
 
+def build_engine(
+    pipeline: Pipeline, extractor: FeatureExtractor, *, full_spectrum: bool = False
+) -> DiagnosisEngine:
+    """The diagnosis engine for a pipeline's windows as ``extractor`` computes them;
+    ``full_spectrum`` also averages the whole acceleration spectrum (for display)."""
+    acq = pipeline.acquisition
+    return DiagnosisEngine(
+        extractor.fs,
+        extractor.n,
+        acq.hop_samples,
+        extractor.channels,
+        rules=Rules(slip_tolerance=pipeline.envelope.slip_tolerance),
+        iso_group=pipeline.machine.iso_group,
+        foundation=pipeline.machine.foundation,
+        acc_bins=extractor.n // 2 + 1 if full_spectrum else None,
+    )
+
+
 @dataclass(slots=True)
 class WindowFeatures:
-    """A window's metadata and its features."""
+    """A window's metadata and its features; ``diagnosis`` is the machine's diagnosis over
+    the recent windows up to this one (None when the stream does not diagnose)."""
 
     window: Window
     features: FeatureFrame
+    diagnosis: Diagnosis | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """JSON-ready rows, one per channel: ``t_start`` (ISO 8601), ``window``, ``channel``, features."""
@@ -145,12 +173,19 @@ class FeatureStream:
     choice keeps its state (:class:`pdm.dsp.envelope.BandChoice`) across segments of
     one sample rate, so that the band changes only for a clearly better one.
 
+    With ``diagnose`` (the default) every window's spectra also go to the machine's
+    :class:`~pdm.diagnosis.DiagnosisEngine`, which restarts at every reset, and each
+    :class:`WindowFeatures` carries the engine's diagnosis up to that window.
+
     Keeps the counts a summary needs: windows, invalid windows, resets.
     """
 
     pipeline: Pipeline
     fs: float
     batch: int = 8
+    diagnose: bool = True
+    #: The engine also averages the whole acceleration spectrum (``pdm-edge diagnose --html``).
+    full_spectrum: bool = False
     windows: int = 0
     invalid_windows: int = 0
     events: list[StreamEvent] = field(default_factory=list)
@@ -162,6 +197,7 @@ class FeatureStream:
     _band: BandChoice | None = field(default=None, init=False, repr=False)
     _band_age: int = field(default=0, init=False, repr=False)
     _band_due: bool = field(default=True, init=False, repr=False)
+    _engine: DiagnosisEngine | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -175,10 +211,19 @@ class FeatureStream:
             acq.window_samples, acq.hop_samples, np.array(scale), max_gap_s=acq.max_gap_s or None
         )
         self._extractor = build_extractor(self.pipeline, self.fs)
+        if self.diagnose:
+            self._engine = build_engine(
+                self.pipeline, self._extractor, full_spectrum=self.full_spectrum
+            )
 
     @property
     def extractor(self) -> FeatureExtractor:
         return self._extractor
+
+    @property
+    def engine(self) -> DiagnosisEngine | None:
+        """The machine's diagnosis engine (None when the stream does not diagnose)."""
+        return self._engine
 
     def push(self, chunk: Chunk) -> Iterator[WindowFeatures]:
         """Feed a chunk; yields the features of every complete group of windows."""
@@ -227,6 +272,12 @@ class FeatureStream:
                 self.pipeline = self.pipeline.with_sample_rate(fs)
                 self._extractor = build_extractor(self.pipeline, fs)
                 self.fs = fs
+                if self._engine is not None:
+                    self._engine = build_engine(
+                        self.pipeline, self._extractor, full_spectrum=self.full_spectrum
+                    )
+            elif self._engine is not None:
+                self._engine.reset()  # evidence from before a gap is not this segment's
 
     def extract(self, windows: list[Window]) -> list[WindowFeatures]:
         """The features of ``windows`` (consecutive, of this stream) in one pass of its own."""
@@ -249,11 +300,16 @@ class FeatureStream:
     def take(self, windows: list[Window], frames: list[FeatureFrame]) -> list[WindowFeatures]:
         """Windows and their frames extracted elsewhere (see :meth:`cut`), counted as ours."""
         out = []
+        engine = self._engine
         for w, frame in zip(windows, frames, strict=True):
             self.windows += 1
             if not frame.valid:
                 self.invalid_windows += 1
-            out.append(WindowFeatures(w, frame))
+            diagnosis = None
+            if engine is not None:
+                engine.update(frame)
+                diagnosis = engine.diagnosis()
+            out.append(WindowFeatures(w, frame, diagnosis))
         if out:
             self.latest = out[-1]
         return out

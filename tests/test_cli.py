@@ -390,6 +390,8 @@ def test_bench_json_quick() -> None:
     ratio = result["dsp_ratio_to_rfft"]
     assert isinstance(ratio, float) and 0.5 < ratio < 20, ratio
     assert result["dsp_sensors_per_core"] > 0
+    # The diagnosis engine per window of the same stream, and its share of the extraction.
+    assert 0 < result["diagnosis_us_per_window"] and 0 < result["diagnosis_share_of_extract"] < 5
     # Later issues' keys: history write rates (a throwaway influxd when installed), decisions.
     assert result["history_rows_per_s_sqlite"] > 0 and result["history_target_rows_per_s"] > 0
     influx = result["history_rows_per_s_influx1"]
@@ -411,7 +413,7 @@ def test_demo() -> None:
     proc = ok(run_cli("demo"))
     # the committed demo model finds the outer-race fault and says why
     assert "Diagnosis: bearing_outer_race" in proc.stdout
-    assert "env_bpfo_g" in proc.stdout and "zone" in proc.stdout
+    assert "outer race: BPFO at " in proc.stdout and "zone" in proc.stdout
 
 
 def test_demo_without_a_model_reads_the_features(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_healthy_scores_low_and_outer_race_fault_is_flagged_after_onset(trained)
     assert 3 <= len(first["top_features"]) <= 5
     assert all({"feature", "value", "z"} <= set(f) for f in first["top_features"])
     # the evidence names the fault frequency that stands out
-    assert any("env_bpfo_g" in line for line in first["evidence"])
+    assert any("outer race: BPFO at " in line for line in first["evidence"])
 
 
 def test_card_that_does_not_match_the_pipeline_is_refused(trained, tmp_path) -> None:

@@ -26,15 +26,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline
+from pdm.diagnosis import Diagnosis
 from pdm.errors import ModelError
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.card import check_card, onnx_file, read_card, sha256_file
-from pdm.scoring.explain import diagnose, top_features
+from pdm.scoring.explain import top_features
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import amplitude_mask, below_baseline
 from pdm.scoring.vector import FeatureVectorizer
 
-__all__ = ["LEGACY_DIRECTIONS", "Model", "WindowScorer", "make_session"]
+__all__ = ["LEGACY_DIRECTIONS", "Model", "WindowScorer", "diagnosis_fields", "make_session"]
 
 log = logging.getLogger("pdm.scoring")
 
@@ -179,6 +180,23 @@ class Model:
         return "ok"
 
 
+_NO_DIAGNOSIS: dict[str, Any] = {"diagnosis": None, "diagnosis_confidence": 0.0, "evidence": []}
+
+
+def diagnosis_fields(d: Diagnosis | None) -> dict[str, Any]:
+    """A score row's ``diagnosis``, ``diagnosis_confidence`` and ``evidence`` from the machine's
+    diagnosis over the recent windows (:class:`pdm.diagnosis.Diagnosis`; None: a stream that
+    does not diagnose, reported as ``unknown``). The alarm logic reads the first two as
+    ``window_result(..., diagnosis=row["diagnosis"], diagnosis_confidence=...)``."""
+    if d is None:
+        return {"diagnosis": "unknown", "diagnosis_confidence": 0.0, "evidence": []}
+    return {
+        "diagnosis": d.label,
+        "diagnosis_confidence": round(d.confidence, 3),
+        "evidence": list(d.reasons),
+    }
+
+
 class WindowScorer:
     """Scores windows and explains them: the ``pdm-edge score`` row for each window."""
 
@@ -201,8 +219,10 @@ class WindowScorer:
         self.explain_all = explain_all
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
-        """One JSON-ready dict per window: time, score, state, top features, diagnosis,
-        and ``below_baseline`` (:func:`pdm.scoring.quiet.below_baseline`, None mostly)."""
+        """One JSON-ready dict per window: time, score, state, top features, the machine's
+        diagnosis over the recent windows (``diagnosis``, ``diagnosis_confidence``, ``evidence``:
+        the feature stream's engine, :class:`pdm.processing.WindowFeatures`), and
+        ``below_baseline`` (:func:`pdm.scoring.quiet.below_baseline`, None mostly)."""
         if not windows:
             return []
         frames = [w.features for w in windows]
@@ -233,31 +253,23 @@ class WindowScorer:
                     score=round(s, 6),
                     state="ok",
                     top_features=[],
-                    diagnosis=None,
-                    evidence=[],
                     below_baseline=quiet[i],
+                    **_NO_DIAGNOSIS,
                 )
             elif ok[i]:
                 xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)
-                ev = diagnose(self.model.names, xi, zi)
                 row.update(
                     score=round(s, 6),
                     state=self.model.state(s),
                     top_features=top_features(
                         self.model.names, xi, zi, k=5, directions=self._directions
                     ),
-                    diagnosis=ev.label,
-                    evidence=list(ev.reasons),
                     below_baseline=quiet[i],
+                    **diagnosis_fields(wf.diagnosis),
                 )
             else:
                 row.update(
-                    score=None,
-                    state=None,
-                    top_features=[],
-                    diagnosis=None,
-                    evidence=[],
-                    below_baseline=None,
+                    score=None, state=None, top_features=[], below_baseline=None, **_NO_DIAGNOSIS
                 )
             row["model"] = version
             out.append(row)

@@ -16,7 +16,9 @@ rotating machine would see, from parts whose answer is known exactly:
   impact rings a structural resonance (a damped sinusoid, ``resonance_hz``,
   ``damping_ratio``); its instant is jittered by a random slip (``slip_jitter``
   × the period, standard deviation, drawn independently for every nominal
-  instant so the error does not accumulate). Inner-race impacts are
+  instant so the error does not accumulate). ``defect_slip`` moves every defect
+  rate off kinematics by a fixed fraction, as the rolling elements' slip does
+  on real machines (lines sit 1–2 % off; 0 by default). Inner-race impacts are
   amplitude-modulated at 1× (the defect rotates through the load zone), ball
   impacts at FTF (the cage carries the ball through it).
 * **Broadband Gaussian noise** (rms in g) and a **DC bias** (g).
@@ -254,6 +256,10 @@ class SimSpec:
     slip_jitter : float
         Standard deviation of each impact's time error, as a fraction of the
         defect period.
+    defect_slip : float
+        Fraction by which every bearing-defect rate (and the FTF modulation of a
+        ball fault) runs *below* its kinematic value: ``rate · (1 − defect_slip)``.
+        Negative values run above. Within ± 0.05; 0 (pure rolling) by default.
     modulation_depth : float
         Depth of the load-zone modulation of ``bpfi`` (at 1×) and ``bsf`` (at
         FTF) impacts: their peak varies between ``(1 − depth)`` and 1 times
@@ -281,6 +287,7 @@ class SimSpec:
     modulation_depth: float = 0.5
     transients: tuple[TransientSpec, ...] = ()
     lsb_g: float | None = None
+    defect_slip: float = 0.0
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples, so a spec stays hashable.
@@ -310,6 +317,9 @@ class SimSpec:
             raise ConfigError(f"slip_jitter={self.slip_jitter} must be in [0, 0.1]")
         if not 0 <= self.modulation_depth <= 1:
             raise ConfigError(f"modulation_depth={self.modulation_depth} must be in [0, 1]")
+        _check_finite("defect_slip", self.defect_slip)
+        if not -0.05 <= self.defect_slip <= 0.05:
+            raise ConfigError(f"defect_slip={self.defect_slip} must be in [-0.05, 0.05]")
         if self.lsb_g is not None:
             _check_finite("lsb_g", self.lsb_g, minimum=0.0, strict=True)
         for f in self.faults:
@@ -367,14 +377,15 @@ def _sample_index(t_s: float, fs: float) -> int:
 def _impact_rate_hz(spec: SimSpec, kind: str) -> float:
     freqs = spec.bearing.defect_frequencies_hz(spec.shaft_hz)
     # A spalled ball hits the inner and the outer race once per spin revolution.
-    return 2.0 * freqs["bsf"] if kind == "bsf" else freqs[kind]
+    rate = 2.0 * freqs["bsf"] if kind == "bsf" else freqs[kind]
+    return rate * (1.0 - spec.defect_slip)
 
 
 def _modulation_hz(spec: SimSpec, kind: str) -> float:
     if kind == "bpfi":
         return spec.shaft_hz
-    if kind == "bsf":
-        return spec.bearing.defect_frequencies_hz(spec.shaft_hz)["ftf"]
+    if kind == "bsf":  # the cage carries the ball through the load zone; it slips too
+        return spec.bearing.defect_frequencies_hz(spec.shaft_hz)["ftf"] * (1.0 - spec.defect_slip)
     return 0.0
 
 
@@ -786,9 +797,17 @@ class Simulator:
 # --------------------------------------------------------------------------- ground truth
 
 
+#: Fields added after generator version 1, left out of a spec's dict at their default so
+#: the ground truth of recordings made before them (the committed fixtures) stays as it was.
+_LATER_FIELDS = {"defect_slip": 0.0}
+
+
 def spec_to_dict(spec: SimSpec) -> dict[str, Any]:
     """JSON-able form of a spec (an endless ``duration_s`` becomes None)."""
     d = dataclasses.asdict(spec)
+    for name, default in _LATER_FIELDS.items():
+        if d.get(name) == default:
+            del d[name]
     if math.isinf(spec.duration_s):
         d["duration_s"] = None
     return _jsonable(d)

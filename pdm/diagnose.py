@@ -1,0 +1,168 @@
+"""``pdm-edge diagnose``: the diagnosis of recordings, no model needed.
+
+An analyst with a recording and a bearing number: each file goes through the project's
+window path (:class:`pdm.processing.FeatureStream`) with a window chosen for the
+resolution the bearing's lines need (:func:`pdm.diagnosis.resolution.choose_window`;
+``--window`` overrides it), the diagnosis engine averages every window, and its
+judgement at the end of the recording is reported per channel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.config import Pipeline
+from pdm.diagnosis import Diagnosis
+from pdm.diagnosis.resolution import choose_window, target_bin_hz
+from pdm.errors import ConfigError, InputError
+from pdm.processing import FeatureStream, open_recording
+
+__all__ = ["FileDiagnosis", "diagnose_files", "estimate_rows"]
+
+
+@dataclass(frozen=True)
+class FileDiagnosis:
+    """One recording's diagnosis and the averaged spectra it was judged on.
+
+    Attributes
+    ----------
+    file : the path as given
+    sample_rate_hz, window : the sample rate (Hz) and the window (samples) used
+    windows : windows read (all of them; the engine averages those of the last segment)
+    diagnosis : the machine's diagnosis and every channel's
+    channels : channel names, the rows of the spectra
+    df_hz : bin spacing of both spectra, Hz
+    acc_g : (C, n_bins) averaged acceleration amplitude spectrum, g
+    env_g : (C, n_env) averaged envelope amplitude spectrum, g (None without a bearing band)
+    """
+
+    file: str
+    sample_rate_hz: float
+    window: int
+    windows: int
+    diagnosis: Diagnosis
+    channels: tuple[str, ...]
+    df_hz: float
+    acc_g: npt.NDArray[np.float64]
+    env_g: npt.NDArray[np.float64] | None
+
+    def rows(self) -> list[dict[str, object]]:
+        """One JSON-ready object per channel (``pdm-edge diagnose --json``)."""
+        return [
+            {
+                "file": self.file,
+                "sample_rate_hz": self.sample_rate_hz,
+                "window_samples": self.window,
+                **ch.as_dict(),
+            }
+            for ch in self.diagnosis.channels
+        ]
+
+
+def estimate_rows(path: str | os.PathLike[str]) -> int | None:
+    """About how many data rows a CSV recording holds, from its size and its first lines
+    (None for a compressed file: its size says little). Only sizes the window."""
+    p = os.fspath(path)
+    if p.endswith(".gz"):
+        return None
+    try:
+        size = os.path.getsize(p)
+        with open(p, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    lines = head.splitlines()[1:-1]  # the header, and a line the read may have cut
+    if len(lines) < 10:
+        return len(lines)
+    per_row = sum(len(x) + 1 for x in lines) / len(lines)
+    return int(size / per_row)
+
+
+def _nominal_rpm(pipeline: Pipeline, where: str) -> float:
+    speed = pipeline.machine.speed
+    if speed is None:
+        raise ConfigError(
+            f"{where}: diagnose needs the shaft speed: give --rpm (or a pipeline with "
+            "[machine.speed])"
+        )
+    if speed.fixed_rpm is not None:
+        return float(speed.fixed_rpm)
+    return float(speed.nominal)
+
+
+def diagnose_files(
+    files: Sequence[str],
+    pipeline: Pipeline,
+    *,
+    window: int | None = None,
+    fs: float | None = None,
+    start_time: float | None = None,
+    display: bool = False,
+) -> Iterator[FileDiagnosis]:
+    """Diagnose each recording (see the module docstring); yields one result per file.
+
+    Raises :class:`ConfigError` without a shaft speed, :class:`InputError` for a recording
+    shorter than one window.
+    """
+    for path in files:
+        rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
+        with rec:
+            rate = rec.sample_rate_hz
+            rpm = _nominal_rpm(pl, pl.source_path or "command line")
+            bearings = [pl.bearing_for(col) for col in pl.columns]
+            multiples = [b.defect_multiples() for b in bearings if b is not None]
+            # The finest resolution any channel's bearing needs.
+            mult = min(multiples, key=lambda m: target_bin_hz(rpm / 60.0, m), default=None)
+            n = window or choose_window(rate, rpm / 60.0, mult, estimate_rows(path))
+            if n != pl.acquisition.window_samples:
+                pl = pl.with_window(n)
+            stream = FeatureStream(pl, rate, full_spectrum=display)
+            for _wf in stream.feed(rec.chunks()):
+                pass
+            engine = stream.engine
+            assert engine is not None
+            if stream.windows == 0:
+                raise InputError(
+                    f"{path}: shorter than one window of {n} samples "
+                    f"({n / rate:.2f} s at {rate:g} Hz); give a smaller --window"
+                )
+            d = engine.judge()
+            avg = engine.average
+            acc = (
+                np.sqrt(avg.acc_power()) if avg.acc is not None else np.zeros((len(pl.columns), 0))
+            )
+            env_p = avg.env_power()
+            yield FileDiagnosis(
+                file=str(path),
+                sample_rate_hz=rate,
+                window=n,
+                windows=stream.windows,
+                diagnosis=d,
+                channels=tuple(pl.columns),
+                df_hz=avg.df,
+                acc_g=acc,
+                env_g=None if env_p is None else np.sqrt(env_p),
+            )
+
+
+def summary_text(r: FileDiagnosis) -> str:
+    """The human-readable report of one file (``pdm-edge diagnose`` without ``--json``)."""
+    d = r.diagnosis
+    head = (
+        f"{r.file}: {d.label} (confidence {d.confidence:.2f}"
+        + (f", {d.channel}" if d.channel else "")
+        + f"); {r.windows} windows of {r.window} samples at {r.sample_rate_hz:g} Hz "
+        f"({r.sample_rate_hz / r.window:.3g} Hz bins)"
+    )
+    out = [head]
+    for ch in d.channels:
+        speed = f"{ch.shaft_speed_rpm:.1f} r/min" if math.isfinite(ch.shaft_speed_rpm) else "?"
+        out.append(f"  {ch.channel}: {ch.label} (confidence {ch.confidence:.2f}) at {speed}")
+        out += [f"    {line}" for line in ch.reasons]
+    return "\n".join(out)

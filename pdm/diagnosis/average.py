@@ -1,0 +1,261 @@
+"""Spectra averaged over the recent windows of a segment at one speed.
+
+:class:`SpectrumAverage` keeps, per channel, the exponentially averaged power
+(amplitude², g²) of the acceleration spectrum up to a little over 10 × shaft speed and of
+the envelope spectrum the extractor computed, on the bins of the segment's first window
+(spacing ``df = fs / n``). Its state is explicit and small: two arrays and a few numbers.
+
+* **Memory.** Window ``c`` of a segment is averaged in with weight ``max(1/c, 1/N)``:
+  a plain mean of the first ``N`` windows, then an exponential average with time
+  constant ``N`` windows, where ``N = memory × n / hop`` (``memory`` window lengths of
+  new data; 16 by default: 32 windows at 50 % overlap). It holds
+  ``(n_acc + n_env) × 4`` bytes per channel (float32; ≈ 1.7 kB for a 16384-sample window
+  at 25.6 kHz of a 1480 r/min machine, ≈ 10 kB for a 65536-sample window at 48 kHz).
+* **Segments.** A new segment starts (the averages restart) at a stream reset, when the
+  tracked speed moves by more than ``segment_tolerance`` (3 %) from the segment's
+  reference speed in two windows running (one stray speed estimate is skipped, not
+  believed), when the total power of the acceleration or the envelope spectrum leaves
+  the segment's level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new
+  data (a fault set in, the load stepped: the new state is judged on its own windows, not
+  diluted in the old ones; a knock lasts one window and does not count), and, for the
+  envelope only, when the demodulation band changes.
+* **Re-indexing.** Within a segment, a window whose speed differs from the reference by
+  more than half a bin at the highest line of interest is re-indexed onto the
+  reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
+  the reference speed puts them: the average is in shaft orders.
+* **Independent windows.** Overlapping Hann windows are not independent; the
+  effective count ``k_eff`` of a plain mean of ``c`` windows is
+  ``c / (1 + 2 Σ_j (1 − j/c) ρ_j)`` with ``ρ_j`` the squared overlap correlation of
+  windows ``j`` hops apart (Welch 1967); an exponential average of time constant ``N``
+  is worth ``2N − 1`` windows' mean. The rules' statistical thresholds use ``k_eff``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["SpectrumAverage", "effective_windows"]
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+#: Highest order read in the acceleration spectrum (looseness reads 10×), with margin.
+ACC_TOP_ORDER = 10.8
+#: A level change of either spectrum's total power by this much (dB) starts a new segment.
+LEVEL_DB = 3.0
+
+
+def effective_windows(count: float, n: int, hop: int) -> float:
+    """Independent windows a plain mean of ``count`` Hann windows of ``n`` samples,
+    ``hop`` apart, is worth (Welch's variance formula; ≥ 1)."""
+    if count <= 1:
+        return 1.0
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    s2 = float(np.dot(w, w))
+    c = math.ceil(count)
+    rho = []
+    for j in range(1, c):
+        lag = j * hop
+        if lag >= n:
+            break
+        rho.append((float(np.dot(w[: n - lag], w[lag:])) / s2) ** 2)
+    denom = 1.0 + 2.0 * sum((1.0 - (j + 1) / count) * r for j, r in enumerate(rho))
+    return max(1.0, count / denom)
+
+
+class SpectrumAverage:
+    """Averaged acceleration and envelope power spectra of one segment, all channels.
+
+    Parameters
+    ----------
+    n_channels : channels of every window
+    fs, n, hop : sample rate (Hz), window length and hop (samples)
+    memory : time constant in window lengths of new data (see the module docstring)
+    segment_tolerance : relative speed change that starts a new segment
+    acc_bins : acceleration bins to keep, or None for those up to ``ACC_TOP_ORDER``
+        × shaft speed (set the whole spectrum for display)
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        fs: float,
+        n: int,
+        hop: int,
+        *,
+        memory: float = 16.0,
+        segment_tolerance: float = 0.03,
+        acc_bins: int | None = None,
+    ) -> None:
+        if not 1 <= hop <= n:
+            raise ValueError(f"{hop=} must be in [1, n={n}]")
+        if memory <= 0:
+            raise ValueError(f"{memory=} must be > 0")
+        if not 0 < segment_tolerance < 0.5:
+            raise ValueError(f"{segment_tolerance=} must be in (0, 0.5)")
+        self.n_channels = n_channels
+        self.fs = float(fs)
+        self.n = int(n)
+        self.hop = int(hop)
+        self.df = self.fs / self.n
+        self.n_mem = max(1.0, memory * self.n / self.hop)
+        self.segment_tolerance = segment_tolerance
+        self.fixed_acc_bins = acc_bins
+        # |X|² → amplitude²: 2/Σw with Σw = n/2 for a periodic Hann window (pdm.dsp.spectrum).
+        self._acc_scale = (4.0 / self.n) ** 2
+        # The envelope's amplitude is sqrt(power)·scale·2/(m/2) with scale = 2m/n
+        # (pdm.dsp.envelope): 8/n, whatever the decimated length m.
+        self._env_scale = (8.0 / self.n) ** 2
+        self._k_eff_cache: dict[int, float] = {}
+        # Windows in a row whose level moved: more than one window length of new data.
+        self._level_need = math.ceil(self.n / self.hop) + 1
+        self.segments = 0
+        self.skipped = 0
+        self.level_changes = 0
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new segment: forget both averages."""
+        self.acc: F32 | None = None
+        self.env: F32 | None = None
+        self.count = 0
+        self.env_count = 0
+        self.ref_shaft_hz = math.nan
+        self.mean_shaft_hz = math.nan
+        self.band: tuple[float, float] | None = None
+        self._pending_hz = math.nan
+        self._top_hz = math.nan
+        self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
+        self._level_run = 0
+        self.segments += 1
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the averages."""
+        return sum(a.nbytes for a in (self.acc, self.env) if a is not None)
+
+    def k_eff(self, count: int | None = None) -> float:
+        """Independent windows the current average is worth (see the module docstring)."""
+        c = self.count if count is None else count
+        eq = min(float(c), 2.0 * self.n_mem - 1.0)
+        key = round(eq * 4)
+        k = self._k_eff_cache.get(key)
+        if k is None:
+            k = self._k_eff_cache[key] = effective_windows(eq, self.n, self.hop)
+        return k
+
+    def acc_power(self) -> F64:
+        """(n_channels, n_acc) averaged acceleration amplitude², g² (a bin-centred sine of
+        amplitude A reads A²)."""
+        assert self.acc is not None, "no window averaged yet"
+        return self.acc.astype(np.float64) * self._acc_scale
+
+    def env_power(self) -> F64 | None:
+        """(n_channels, n_env) averaged envelope amplitude², g², or None."""
+        return None if self.env is None else self.env.astype(np.float64) * self._env_scale
+
+    # -- one window ----------------------------------------------------------------------
+    def add(
+        self,
+        spectrum: npt.NDArray[np.complex64],
+        env_parts: npt.NDArray[np.float32] | None,
+        shaft_hz: float,
+        band: tuple[float, float] | None,
+    ) -> bool:
+        """Average one window in; False when it was skipped (no speed, a stray speed).
+
+        Parameters
+        ----------
+        spectrum : (n_channels, n//2+1) complex64, ``rfft(w·(x − mean))`` (the extractor's)
+        env_parts : (n_channels, 2·n_env) float32, the envelope spectrum's squared real and
+            imaginary parts as the extractor keeps them (``FeatureFrame.env_parts``), or None
+        shaft_hz : the window's shaft frequency, Hz
+        band : the envelope band the window was demodulated in
+        """
+        if not (math.isfinite(shaft_hz) and shaft_hz > 0):
+            self.skipped += 1
+            return False
+        ratio = shaft_hz / self.ref_shaft_hz if self.count else 1.0
+        if abs(ratio - 1.0) > self.segment_tolerance:
+            pending = self._pending_hz
+            if math.isfinite(pending) and abs(shaft_hz / pending - 1.0) <= self.segment_tolerance:
+                self.reset()  # the speed really moved: a new segment from this window
+                ratio = 1.0
+            else:
+                self._pending_hz = shaft_hz
+                self.skipped += 1
+                return False
+        self._pending_hz = math.nan
+        if self.count == 0:
+            self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
+            n_bins = spectrum.shape[-1]
+            k = self.fixed_acc_bins or math.ceil(ACC_TOP_ORDER * shaft_hz / self.df) + 80
+            self._acc_bins = min(n_bins, k)
+            n_env = env_parts.shape[-1] // 2 if env_parts is not None else 0
+            self._top_hz = max(self._acc_bins, n_env) * self.df
+        if band != self.band:
+            self.env, self.env_count, self.band = None, 0, band
+
+        v = spectrum[:, : self._acc_bins].view(np.float32)
+        sq = v * v
+        acc = sq[:, 0::2] + sq[:, 1::2]  # |X|², float32
+        env = None if env_parts is None else env_parts[:, 0::2] + env_parts[:, 1::2]
+        # The machine's state changed (a fault set in, the load stepped): the level of either
+        # spectrum left the segment's by more than LEVEL_DB for over a window length of new
+        # data. Averaging across that would hide the new state behind the old one.
+        la = math.log10(float(acc.sum()) + 1e-30)
+        le = math.log10(float(env.sum()) + 1e-30) if env is not None else 0.0
+        if self.count == 0 or self._level is None:
+            self._level = (la, le)
+        elif max(abs(la - self._level[0]), abs(le - self._level[1])) > LEVEL_DB / 10.0:
+            self._level_run += 1
+            if self._level_run >= self._level_need:
+                self.reset()
+                self.level_changes += 1
+                return self.add(spectrum, env_parts, shaft_hz, band)
+        else:
+            self._level_run = 0
+            w = 1.0 / min(self.count + 1, self.n_mem)
+            self._level = (
+                self._level[0] + w * (la - self._level[0]),
+                self._level[1] + w * (le - self._level[1]),
+            )
+        self.count += 1
+        self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
+        # Re-index onto the reference speed's bins when the lines would move by > 0.5 bin.
+        if abs(ratio - 1.0) * self._top_hz > 0.5 * self.df:
+            acc = _reindex(acc.astype(np.float64), ratio)
+            env = None if env is None else _reindex(env.astype(np.float64), ratio)
+
+        self.acc = _ema(self.acc, acc, 1.0 / min(self.count, self.n_mem))
+        if env is not None:
+            self.env_count += 1
+            self.env = _ema(self.env, env, 1.0 / min(self.env_count, self.n_mem))
+        return True
+
+
+def _ema(avg: F32 | None, x: npt.NDArray[np.floating], a: float) -> F32:
+    """``avg + a·(x − avg)`` in place (a fresh copy of ``x`` to start), float32: an average of
+    float32 spectra needs no more (its relative error stays ~1e-7 per step)."""
+    if avg is None or avg.shape != x.shape:
+        return np.array(x, dtype=np.float32)
+    x = x - avg
+    x *= a
+    avg += x
+    return avg
+
+
+def _reindex(p: F64, ratio: float) -> F64:
+    """``p`` read at bins ``k · ratio`` (linear interpolation): a line at order o of a window
+    whose shaft runs ``ratio`` × the reference lands where the reference puts order o."""
+    n = p.shape[-1]
+    pos = np.arange(n) * ratio
+    i0 = np.minimum(pos.astype(np.intp), n - 2)
+    w = np.clip(pos - i0, 0.0, 1.0)
+    out = p[..., i0] * (1.0 - w) + p[..., i0 + 1] * w
+    out[..., pos > n - 1] = p[..., -1:]  # beyond the spectrum: the last bin
+    return out

@@ -1,0 +1,315 @@
+"""The diagnosis engine: evidence gathered over the recent windows of one machine.
+
+One :class:`DiagnosisEngine` per machine (per feature stream) takes every window's
+feature frame (:meth:`DiagnosisEngine.update`: the spectra the extractor already
+computed are averaged in, nothing is transformed again) and judges the averages
+(:mod:`pdm.diagnosis.rules`) per channel; the machine's diagnosis is the clearest
+channel's. Judging costs more than averaging, so :meth:`DiagnosisEngine.diagnosis`
+judges at the 1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then
+every ``judge_every`` windows — by default two averaging time constants (``2 × memory``
+window lengths of new data: 64 windows at 50 % overlap), in which the average renews by
+86 % — and hands back the last judgement in between. A change of the machine's state
+starts a new segment (:mod:`pdm.diagnosis.average`), so a fault that sets in is judged
+on its own windows at once, not at the next due time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pdm.diagnosis.average import SpectrumAverage
+from pdm.diagnosis.confidence import confidence
+from pdm.diagnosis.rules import (
+    ChannelVerdict,
+    FamilyEvidence,
+    Rules,
+    judge_channels,
+    refine_speed,
+)
+from pdm.dsp.features import ChannelSpec, FeatureFrame
+
+__all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDiagnosis:
+    """One channel's diagnosis over the recent windows.
+
+    Attributes
+    ----------
+    channel : its name
+    label : one of :data:`pdm.diagnosis.DIAGNOSES`
+    confidence : 0–1, see :func:`pdm.diagnosis.confidence.confidence`
+    verdict : the rules' verdict (its families and reasons are built when read)
+    shaft_speed_rpm : the speed the lines were placed by (the segment's reference), r/min
+    envelope_band_hz : the demodulation band of the envelope average, Hz
+    windows : windows averaged in this segment
+    k_eff : independent windows the average is worth
+    """
+
+    channel: str
+    label: str
+    confidence: float
+    verdict: ChannelVerdict
+    shaft_speed_rpm: float
+    envelope_band_hz: tuple[float, float] | None
+    windows: int
+    k_eff: float
+
+    @property
+    def margin_db(self) -> float:
+        """How clearly the label won, dB."""
+        return self.verdict.margin_db
+
+    @property
+    def families(self) -> tuple[FamilyEvidence, ...]:
+        """Every family examined, with its lines."""
+        return self.verdict.families
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Lines of text with numbers, the deciding one first, then what was averaged."""
+        band = self.envelope_band_hz
+        head = (
+            f"{self.channel}: {self.windows} windows averaged ({self.k_eff:.1f} independent) "
+            f"at {self.shaft_speed_rpm:.1f} r/min"
+            + (f", envelope {band[0]:.0f}–{band[1]:.0f} Hz" if band is not None else "")
+        )
+        return (*self.verdict.reasons, head)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready: the fields ``pdm-edge diagnose --json`` prints per channel."""
+        return {
+            "channel": self.channel,
+            "diagnosis": self.label,
+            "confidence": round(self.confidence, 3),
+            "shaft_speed_rpm": round(self.shaft_speed_rpm, 2)
+            if math.isfinite(self.shaft_speed_rpm)
+            else None,
+            "envelope_band_hz": [round(x, 1) for x in self.envelope_band_hz]
+            if self.envelope_band_hz
+            else None,
+            "windows": self.windows,
+            "independent_windows": round(self.k_eff, 2),
+            "evidence": list(self.reasons),
+            "families": {f.family: f.as_dict() for f in self.families},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """A machine's diagnosis: the clearest channel's, with the others as reasons.
+
+    Attributes
+    ----------
+    label : one of :data:`pdm.diagnosis.DIAGNOSES`
+    confidence : 0–1 (the deciding channel's)
+    channel : the deciding channel, None when nothing was decided
+    channels : every channel's diagnosis
+    windows : windows averaged in the current segment
+    note : why there is nothing to judge (no channel), else ''
+    """
+
+    label: str
+    confidence: float
+    channel: str | None
+    channels: tuple[ChannelDiagnosis, ...]
+    windows: int
+    note: str = ""
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The deciding channel's reasons, then one line on the other channels."""
+        if not self.channels:
+            return (self.note,)
+        best = next((c for c in self.channels if c.channel == self.channel), self.channels[0])
+        others = [
+            f"{c.channel} {c.label} ({c.confidence:.2f})" for c in self.channels if c is not best
+        ]
+        return best.reasons + ((f"other channels: {', '.join(others)}",) if others else ())
+
+
+class DiagnosisEngine:
+    """Averages a machine's spectra over recent windows and judges them.
+
+    Parameters
+    ----------
+    fs, n, hop : sample rate (Hz), window length and hop (samples) of the frames to come
+    channels : the extractor's channels (a channel's bearing decides its bearing families)
+    rules : thresholds of :mod:`pdm.diagnosis.rules`
+    iso_group, foundation : the machine's ISO 10816-3 class (running-speed severity)
+    memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
+    judge_every : windows between judgements (None: two averaging time constants)
+    acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
+
+    Examples
+    --------
+    >>> from pdm.dsp.bearings import BEARINGS
+    >>> from pdm.dsp.features import FeatureExtractor
+    >>> from pdm.sources.simulator import FaultSpec, SimSpec, simulate
+    >>> spec = SimSpec(duration_s=4.0, faults=(FaultSpec("bpfo", 0.3),))
+    >>> x = simulate(spec).T.astype("float32")
+    >>> chans = [ChannelSpec("x_g", BEARINGS["6205"]), ChannelSpec("y_g", BEARINGS["6205"])]
+    >>> fx = FeatureExtractor(spec.fs, 16384, chans, rpm=1480.0, envelope_band_hz=(2000, 6000))
+    >>> engine = DiagnosisEngine(spec.fs, 16384, 8192, chans)
+    >>> for s in range(0, x.shape[1] - 16384 + 1, 8192):
+    ...     _ = engine.update(fx.extract(x[:, s : s + 16384]))
+    >>> engine.diagnosis().label
+    'bearing_outer_race'
+    """
+
+    def __init__(
+        self,
+        fs: float,
+        n: int,
+        hop: int,
+        channels: Sequence[ChannelSpec],
+        *,
+        rules: Rules | None = None,
+        iso_group: int = 2,
+        foundation: str = "rigid",
+        memory: float = 16.0,
+        segment_tolerance: float = 0.03,
+        judge_every: int | None = None,
+        acc_bins: int | None = None,
+    ) -> None:
+        if judge_every is not None and judge_every < 1:
+            raise ValueError(f"{judge_every=} must be >= 1")
+        self.channels = tuple(channels)
+        self.rules = rules or Rules()
+        self.iso_group = iso_group
+        self.foundation = foundation
+        self.average = SpectrumAverage(
+            len(self.channels),
+            fs,
+            n,
+            hop,
+            memory=memory,
+            segment_tolerance=segment_tolerance,
+            acc_bins=acc_bins,
+        )
+        # Channels that share a bearing are judged in one pass: (rows, multiples) per group.
+        groups: dict[object, tuple[list[int], dict[str, float] | None]] = {}
+        for c, ch in enumerate(self.channels):
+            mult = ch.bearing.defect_multiples() if ch.bearing is not None else None
+            key = tuple(mult.values()) if mult is not None else None
+            groups.setdefault(key, ([], mult))[0].append(c)
+        self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
+        self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
+        self._last: Diagnosis | None = None
+        self._since = 0
+        self._segment = -1
+        self._shaft_hz = math.nan
+
+    def reset(self) -> None:
+        """Forget the averages (a stream reset: a gap, time going back)."""
+        self.average.reset()
+        self._last = None
+
+    def update(self, frame: FeatureFrame) -> bool:
+        """Average a window's spectra in; False when the window was not used (invalid, no
+        speed, or a stray speed estimate)."""
+        if not frame.valid:
+            return False
+        used = self.average.add(
+            frame.spectrum,
+            frame.env_parts,
+            frame.shaft_speed_rpm / 60.0,
+            tuple(frame.envelope_band_hz),  # type: ignore[arg-type]
+        )
+        if used:
+            self._since += 1
+        return used
+
+    def diagnosis(self) -> Diagnosis:
+        """The current diagnosis, judged again when due (see the module docstring)."""
+        avg = self.average
+        c = avg.count
+        due = (
+            self._last is None
+            or self._segment != avg.segments
+            or (c <= self.judge_every and self._since > 0 and (c & (c - 1)) == 0)
+            or self._since >= self.judge_every
+        )
+        if due:
+            return self.judge()
+        assert self._last is not None
+        return self._last
+
+    def judge(self) -> Diagnosis:
+        """Judge the averages now."""
+        avg = self.average
+        self._since = 0
+        self._segment = avg.segments
+        if avg.count == 0 or avg.acc is None:
+            d = Diagnosis(
+                "unknown",
+                0.0,
+                None,
+                (),
+                0,
+                "no window with a known shaft speed in this segment yet",
+            )
+            self._last = d
+            return d
+        k_acc = avg.k_eff(avg.count)
+        k_env = avg.k_eff(avg.env_count)
+        acc, env = avg.acc_power(), avg.env_power()
+        # Lines are placed by the speed the averaged spectra show (a given speed is rarely
+        # exactly the running speed), within the order tolerance of the segment's speed.
+        fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
+        self._shaft_hz = fr
+        verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
+        for rows, mult in self._groups:
+            got = judge_channels(
+                acc[rows],
+                env[rows] if env is not None else None,
+                avg.df,
+                fr,
+                mult,
+                k_acc,
+                k_eff_env=k_env,
+                rules=self.rules,
+                iso_group=self.iso_group,
+                foundation=self.foundation,
+                channels=[self.channels[c].name for c in rows.tolist()],
+            )
+            for c, v in zip(rows.tolist(), got, strict=True):
+                verdicts[c] = v
+        per = [
+            self._channel(ch.name, v, k_acc)
+            for ch, v in zip(self.channels, verdicts, strict=True)
+            if v is not None
+        ]
+        d = _combine(per, avg.count)
+        self._last = d
+        return d
+
+    def _channel(self, name: str, v: ChannelVerdict, k_eff: float) -> ChannelDiagnosis:
+        avg = self.average
+        return ChannelDiagnosis(
+            name,
+            v.label,
+            confidence(v.label, v.margin_db),
+            v,
+            self._shaft_hz * 60.0,
+            avg.band,
+            avg.count,
+            k_eff,
+        )
+
+
+def _combine(per: list[ChannelDiagnosis], windows: int) -> Diagnosis:
+    """The most confident channel decides (a named fault on a tie); ``unknown`` only when
+    every channel says so."""
+
+    def rank(d: ChannelDiagnosis) -> tuple[bool, float, bool]:
+        return (d.label != "unknown", d.confidence, d.label != "bearing_uncertain")
+
+    best = max(per, key=rank)
+    channel = best.channel if best.label != "unknown" else None
+    return Diagnosis(best.label, best.confidence, channel, tuple(per), windows)
