@@ -140,6 +140,9 @@ sample_rate_hz = {FS}
 window_samples = {N}
 overlap = {OVERLAP}
 on_bad_data = "invalidate"
+# The capacity phase feeds as fast as flow control allows: its DAQs' clock runs ahead of the
+# appliance's, which a live input refuses beyond 60 s by default.
+max_clock_ahead_s = 86400.0
 {"".join(chans)}
 [envelope]
 band_hz = [2000.0, 6000.0]

@@ -293,7 +293,7 @@ def test_commissioning_replay_finds_the_trip(outer_race: commissioning.Commissio
     assert r.windows == 147 and r.model == "ec38bd59ae27"
     assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [
         ("ok", "danger", 51),
-        ("danger", "trip", 53),
+        ("danger", "trip", 55),
     ]
     assert r.alert == 1.0 and r.danger == 1.5
     assert {(s["channel"], s["type"]) for s in r.spectra} == {
@@ -686,7 +686,7 @@ def test_whatif_with_features_uses_iso_zones(outer_race: commissioning.Commissio
     assert len(outer_race.features) == outer_race.windows
     assert set(outer_race.features[0]) == {"x_g", "y_g"}
     base = commissioning.whatif_for(outer_race, with_features=True)
-    assert [(t["to"], t["window"]) for t in base.transitions] == [("danger", 51), ("trip", 53)]
+    assert [(t["to"], t["window"]) for t in base.transitions] == [("danger", 51), ("trip", 55)]
     # ISO zone C at alert: with the score out of reach, velocity alone decides (zone B here).
     far = commissioning.whatif_for(outer_race, alert_mult=1e9, danger_mult=1e9, with_features=True)
     v = max(ch["velocity_rms_mm_s"] for w in outer_race.features.values() for ch in w.values())

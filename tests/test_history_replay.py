@@ -119,13 +119,14 @@ def test_replay_records_the_transition_with_the_windows_behind_it(tmp_path: Path
     # The outer-race fixture turns faulty at 3.75 s: window 47 is the first past it, and
     # with the demo's on-delay (5 of the last 8 windows) the alarm rises at window 51.
     # The simulated fault is severe (score ~4000): straight to danger. The score trips only
-    # with a second kind of evidence in the same windows — the diagnosis, which names the
-    # outer race from window 49 on (47, 48 straddle the onset: bearing_uncertain) — so the
-    # trip follows at window 53, when 5 of the last 8 windows have both.
+    # with a second kind of evidence in the same windows — the diagnosis engine, which names
+    # the outer race from window 51 on (a new segment starts at the onset and needs four
+    # windows of its own) — so the trip follows at window 55, when 5 of the last 8 windows
+    # have both.
     tr, trip = summary["transitions"]
     assert (tr["from"], tr["to"]) == ("ok", "danger") and tr["window"] == 51
     assert tr["t"].startswith("2026-01-01T00:00:04.08") and "5 of the last 8" in tr["reason"]
-    assert (trip["from"], trip["to"], trip["window"]) == ("danger", "trip", 53)
+    assert (trip["from"], trip["to"], trip["window"]) == ("danger", "trip", 55)
     assert "corroborated by diagnosis bearing_outer_race" in trip["reason"]
     assert summary["alarm_state"] == "trip"
     data_dir = tmp_path / "data"

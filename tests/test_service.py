@@ -374,8 +374,8 @@ def test_end_to_end_over_tcp_alarm_relay_and_webhook_at_the_expected_window(
 ) -> None:
     """A simulated recording whose outer-race fault starts at 4.0 s, streamed over the TCP input:
     danger at window 51 — where the on-delay (5 of the last 8 windows) puts it — and the trip,
-    the relay drop and the signed webhooks at window 53, where 5 of the last 8 windows also
-    carry the corroborating diagnosis (the first two fault windows read bearing_uncertain),
+    the relay drop and the signed webhooks at window 55, where 5 of the last 8 windows also
+    carry the corroborating diagnosis (the engine names the outer race from window 51),
     as in a replay of the same file."""
     from test_webhook import SECRET, Receiver
 
@@ -431,7 +431,7 @@ def test_end_to_end_over_tcp_alarm_relay_and_webhook_at_the_expected_window(
             t = dt.datetime.fromisoformat(body["window_time"].replace("Z", "+00:00")).timestamp()
             return round((t - t0 / 1e9) / 0.08)
 
-        assert [window(b) for b in bodies] == [51, 53]
+        assert [window(b) for b in bodies] == [51, 55]
     finally:
         rx.stop()
 
