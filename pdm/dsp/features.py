@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -182,6 +183,27 @@ class FeatureFrame:
         return freqs, np.sqrt(self.env_power.astype(np.float64)) * (
             plan.scale * 2.0 / (plan.m / 2.0)
         )
+
+
+class _StageClock:
+    """Adds the seconds since its last mark to ``into[stage]``: the per-stage profile of
+    ``pdm-edge bench --profile-dsp``, taken on the one pass itself (a copy of the stages
+    in the bench would drift from them)."""
+
+    __slots__ = ("into", "t")
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.into[stage] = self.into.get(stage, 0.0) + (t - self.t)
+        self.t = t
+
+
+def _no_clock(stage: str) -> None:
+    """The stage clock when nobody asked for one."""
 
 
 class FeatureExtractor:
@@ -412,6 +434,7 @@ class FeatureExtractor:
         *,
         envelope_band_hz: tuple[float, float] | None = None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> FeatureFrame:
         """Features of one window.
 
@@ -424,10 +447,12 @@ class FeatureExtractor:
             chosen from this window.
         band_state : in ``auto`` mode, the automatic band's state (hysteresis): the
             previous choice when the band is chosen here, else handed on to the frames
+        stage_s : when given, the seconds each stage of the pass took are added to it
+            (``moments``, ``rfft``, ``envelope``, …: ``pdm-edge bench --profile-dsp``)
         """
         x = np.asarray(x, dtype=np.float32)
         return self.extract_batch(
-            x[None, ...], envelope_band_hz=envelope_band_hz, band_state=band_state
+            x[None, ...], envelope_band_hz=envelope_band_hz, band_state=band_state, stage_s=stage_s
         )[0]
 
     def extract_batch(
@@ -436,6 +461,7 @@ class FeatureExtractor:
         *,
         envelope_band_hz: tuple[float, float] | None = None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> list[FeatureFrame]:
         """Features of several windows in one pass; identical to calling :meth:`extract` on each.
 
@@ -446,8 +472,8 @@ class FeatureExtractor:
         Parameters
         ----------
         xs : (n_windows, n_channels, n) acceleration in g
-        envelope_band_hz, band_state : as for :meth:`extract`; in ``auto`` mode without
-            a band, it is chosen from the batch's first window
+        envelope_band_hz, band_state, stage_s : as for :meth:`extract`; in ``auto`` mode
+            without a band, it is chosen from the batch's first window
         """
         xs = np.asarray(xs, dtype=np.float32)
         n_ch = len(self.channels)
@@ -457,7 +483,7 @@ class FeatureExtractor:
                 f"(n_channels={n_ch}, n={self.n})"
             )
         return self._extract(
-            [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state
+            [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state, stage_s
         )[0]
 
     def extract_windows(
@@ -498,10 +524,12 @@ class FeatureExtractor:
         parts: Sequence[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]],
         envelope_band_hz: tuple[float, float] | None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> list[list[FeatureFrame]]:
         """The one pass: ``parts`` are (extractor, blocks of rows (·, n), n_windows),
         all of extractors with this one's :attr:`batch_key` (or this one alone); returns each
         part's frames. ``self`` lends the scratch buffers, plans and band weights."""
+        tick = _no_clock if stage_s is None else _StageClock(stage_s)
         n = self.n
         inv_n = 1.0 / n
         ones = self._ones
@@ -544,14 +572,18 @@ class FeatureExtractor:
         m2 = (d2 @ ones) * inv_n
         m3 = np.vecdot(d2, d) * inv_n
         m4 = np.vecdot(d2, d2) * inv_n
+        tick("moments")
 
         # The one FFT; the window is applied to the mean-removed signal so DC cannot leak.
         d *= self.window
+        tick("window")
         spec_all = sfft.rfft(d_all, axis=-1, overwrite_x=True)
+        tick("rfft")
         spec = spec_all[:rows]
         p = shared
         v = spec.view(np.float32)
         np.multiply(v, v, out=p)
+        tick("power")
 
         if self.rpm is not None:
             shaft_hz = np.full(n_win_all, self.rpm / 60.0)
@@ -568,6 +600,7 @@ class FeatureExtractor:
                 ]
             )
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
+        tick("speed")
 
         values = np.empty((rows, len(self.names)), dtype=np.float64)
         values[:, 0] = mean
@@ -583,21 +616,26 @@ class FeatureExtractor:
         values[:, 6] = m3 / (safe_m2 * np.sqrt(safe_m2))
         i = len(TIME_FEATURES)
         k = i + self._band_w.shape[1]
+        tick("time_features")
         values[:, i:k] = np.sqrt(band_mean_square(p, self._band_w, n, self.sum_w2))
+        tick("bands")
 
         centres = self._tiled("orders", self._order_row, rows) * shaft_bins
         values[:, k : k + len(ORDERS)] = self._order_search(
             p, centres, centres * self.orders_tolerance
         )
         k += len(ORDERS)
+        tick("orders")
 
         band = envelope_band_hz or self._fixed_band
         choice = band_state if self.auto_band else None
         if band is None:
             choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
             band = choice.band
+            tick("band_choice")
         plan = self.plan_for(band)
         pe = envelope_power(spec_all, plan)[:rows]
+        tick("envelope")
         if self._has_bearing and self.speed_known:
             if len(parts) == 1:
                 table = self._tiled("defects", self._defect_mult, parts[0][2])
@@ -609,6 +647,7 @@ class FeatureExtractor:
             )
         else:
             values[:, k:] = np.nan
+        tick("defect_lines")
         stats = np.stack([xmin, xmax, mean * n], axis=1).astype(np.float64)
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
@@ -641,6 +680,7 @@ class FeatureExtractor:
                 row += n_ch
                 w_all += 1
             out.append(frames)
+        tick("frames")
         return out
 
     def _tiled(
