@@ -268,7 +268,7 @@ def _cwru(
             normal, pl, fs = _frames(normal_path, Pipeline.model_validate(data))
             names = vector_names(pl.columns, normal[0].names, MODEL_FEATURES)
             x = FeatureVectorizer(names, pl.columns, normal[0].names).matrix(normal)
-            keep = [bool(k) for k in np.isfinite(x).all(axis=0)]
+            keep = [bool(k) for k in np.asarray(np.isfinite(x).all(axis=0), dtype=bool)]
             kept = tuple(n for n, k in zip(names, keep, strict=True) if k)
             vec = FeatureVectorizer(kept, pl.columns, normal[0].names)
             gap = int(np.ceil(window / pl.acquisition.hop_samples)) - 1
