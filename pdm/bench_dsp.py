@@ -62,7 +62,15 @@ import scipy.fft as sfft
 from pdm.dsp.envelope import BandChoice
 from pdm.dsp.features import FeatureExtractor
 
-__all__ = ["dsp_figures", "growth", "profile_dsp", "speed_searched_extractor", "windows"]
+__all__ = [
+    "StreamCalls",
+    "dsp_figures",
+    "fit_growth",
+    "growth",
+    "profile_dsp",
+    "speed_searched_extractor",
+    "windows",
+]
 
 FS = 25600.0
 N = 16384
@@ -134,7 +142,7 @@ def speed_searched_extractor(
 
 
 @dataclass
-class _Stream:
+class StreamCalls:
     """Calls an extractor on a pool of windows the way a stream does: the automatic band is
     chosen on the first call of every ``auto_band_refresh`` windows, and the band in force
     is demodulated in between (:meth:`pdm.processing.FeatureStream.extract`).
@@ -270,7 +278,7 @@ def _measure(
     a pool of batches of one window is called one window at a time (``extract``)."""
     if pool.shape[1] == 1:
         pool = pool[:, 0]  # (n_calls, channels, n): rfft of (channels, n), extract of one
-    stream = _Stream(ex, pool)
+    stream = StreamCalls(ex, pool)
     reps = stream.period * max(1, math.ceil(min_reps / stream.period))
     return paired(stream, _Base(pool), rounds=rounds, reps=reps, stages=stages)
 
@@ -316,9 +324,10 @@ def profile_dsp(*, quick: bool = False, batch: int = BATCH) -> dict[str, Any]:
     }
 
 
-def _fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, Any]:
-    """How ``ys`` grows with ``xs``: the log-log slope, and which of ``a + b·x`` and
-    ``a + b·x·log2 x`` fits better (least squares, relative residuals)."""
+def fit_growth(xs: Sequence[float], ys: Sequence[float], *, unit: str) -> dict[str, Any]:
+    """How ``ys`` grows with ``xs``: the log-log slope, and which of ``a + b·x`` ("linear")
+    and ``a + b·x·log2 x`` ("n log n") fits better (least squares on relative residuals),
+    with that fit's ``a`` (the part that does not grow) and ``b``."""
     x = np.asarray(xs, dtype=np.float64)
     y = np.asarray(ys, dtype=np.float64)
     slope = float(np.polyfit(np.log(x), np.log(y), 1)[0])
@@ -329,10 +338,13 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, Any]:
         resid = (a @ coef - y) / y
         fits[name] = (float(np.sqrt(np.mean(resid**2))), coef)
     shape = min(fits, key=lambda k: fits[k][0])
+    a0, b0 = fits[shape][1]
     return {
         "loglog_slope": round(slope, 3),
         "shape": shape,
         "rms_rel_residual": {k: round(v[0], 4) for k, v in fits.items()},
+        f"a_{unit}": round(float(a0), 1),
+        "b": float(f"{b0:.4g}"),
     }
 
 
@@ -341,7 +353,9 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
     duration), each point the headline's measurement (batch of 8, speed searched, automatic
     band amortised) at that shape: µs per window and the ratio to the FFT of the same shape.
 
-    The machines axis (1 to saturation) is the service benchmark's (``pdm/bench_run.py``).
+    The machines axis (1 to saturation) belongs to the service benchmark
+    (``pdm/bench_run.py``), which will add it here as ``growth["machines"]``; this function
+    measures the DSP alone.
     """
     rounds = 3 if quick else 9
     axes: dict[str, list[tuple[float, dict[str, Any]]]] = {
@@ -370,8 +384,8 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
         xs = [r[axis] for r in rows]
         out[axis] = {
             "points": rows,
-            "extract_fit": _fit(xs, [r["extract_us_per_window"] for r in rows]),
-            "rfft_fit": _fit(xs, [r["rfft_us_per_window"] for r in rows]),
+            "extract_fit": fit_growth(xs, [r["extract_us_per_window"] for r in rows], unit="us"),
+            "rfft_fit": fit_growth(xs, [r["rfft_us_per_window"] for r in rows], unit="us"),
             "window_s": N / FS if axis == "sample_rate_hz" else None,
         }
     return {"growth": out}

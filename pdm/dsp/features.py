@@ -730,18 +730,18 @@ class FeatureExtractor:
 
     def _band_mean_squares(self, spec: npt.NDArray[np.complex64]) -> npt.NDArray[np.float64]:
         """(rows, bands) mean square in each band (velocity first), from the spectrum's
-        squared parts over the bins some band weighs, a few rows at a time (in cache)."""
+        squared parts over the bins some band weighs, as many rows at a time as keep the
+        squares within a quarter MB (in cache; the velocity band alone: all rows at once)."""
         rows = spec.shape[0]
         lo, hi = self._band_lo, self._band_hi
-        out = np.empty((rows, self._n_bands), dtype=np.float32)
-        sq = self._buffer("sq", (_CHUNK_ROWS, self.n))
         width = 2 * (hi - lo)
-        if width > sq.shape[1]:  # bands wider than half the spectrum: the squares of its own
-            sq = self._buffer("sq_bands", (_CHUNK_ROWS, width))
-        for r in range(0, rows, _CHUNK_ROWS):
-            k = min(rows, r + _CHUNK_ROWS)
+        step = max(_CHUNK_ROWS, (1 << 16) // width)
+        out = np.empty((rows, self._n_bands), dtype=np.float32)
+        sq = self._buffer("sq_bands", (min(step, rows), width))
+        for r in range(0, rows, step):
+            k = min(rows, r + step)
             v = spec[r:k, lo:hi].view(np.float32)
-            q = sq[: k - r, :width]
+            q = sq[: k - r]
             np.multiply(v, v, out=q)
             np.matmul(q, self._band_w, out=out[r:k])
         return out.astype(np.float64) * (2.0 / (self.n * self.sum_w2))

@@ -182,10 +182,9 @@ class ToneSearch:
             return plan
         n_rows, row_len = shape
         half = np.minimum(np.maximum(half_widths, 1.0), (self.width - 1) / 2)
-        with np.errstate(invalid="ignore"):
-            lo = np.ceil(centre_bins - half)
-            hi = np.floor(centre_bins + half)
-            valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
+        lo = np.ceil(centre_bins - half)  # NaN centres stay NaN, and fail both tests
+        hi = np.floor(centre_bins + half)
+        valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
         lo_i = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
         hi_i = np.where(valid, hi, 1 + HANN_LOBE_BINS).astype(np.intp)
         bins = (lo_i - HANN_LOBE_BINS)[..., None] + self._run  # (rows, targets, width + 4)
