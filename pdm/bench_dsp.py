@@ -353,11 +353,16 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
     duration), each point the headline's measurement (batch of 8, speed searched, automatic
     band amortised) at that shape: µs per window and the ratio to the FFT of the same shape.
 
+    Every point is measured in three passes over all points (one with ``quick``), and the
+    median of the passes is kept, so that a busy minute on a shared machine moves one pass
+    of every point rather than one axis. The 16384-sample, 3-channel, 25.6 kHz point is on
+    all three axes: three measurements of one configuration, a check on the noise.
+
     The machines axis (1 to saturation) belongs to the service benchmark
     (``pdm/bench_run.py``), which will add it here as ``growth["machines"]``; this function
     measures the DSP alone.
     """
-    rounds = 3 if quick else 9
+    rounds, passes = (3, 1) if quick else (9, 3)
     axes: dict[str, list[tuple[float, dict[str, Any]]]] = {
         "window_samples": [(n, {"n": n}) for n in (4096, 8192, 16384, 32768, 65536)],
         "channels": [(c, {"channels": c}) for c in (1, 2, 3, 4, 6, 8)],
@@ -365,20 +370,30 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
             (fs, {"fs": fs, "n": int(fs * N / FS)}) for fs in (12800.0, 25600.0, 51200.0, 102400.0)
         ],
     }
-    out: dict[str, Any] = {}
-    for axis, points in axes.items():
-        rows = []
-        for value, kw in points:
-            shape = {"n": N, "fs": FS, "channels": CHANNELS, **kw}
+    points = [(axis, value, {"n": N, "fs": FS, "channels": CHANNELS, **kw})
+              for axis, pts in axes.items() for value, kw in pts]  # fmt: skip
+    runs: list[list[Paired]] = [[] for _ in points]
+    for _ in range(passes):
+        for i, (_axis, _value, shape) in enumerate(points):
             ex = speed_searched_extractor(**shape)
-            pool = _pool(BATCH, **shape)
-            p = _measure(ex, pool, rounds=rounds, min_reps=8)
+            runs[i].append(_measure(ex, _pool(BATCH, **shape), rounds=rounds, min_reps=8))
+    out: dict[str, Any] = {}
+    for axis in axes:
+        rows: list[dict[str, Any]] = []
+        for (ax, value, _shape), got in zip(points, runs, strict=True):
+            if ax != axis:
+                continue
             rows.append(
                 {
                     axis: value,
-                    "extract_us_per_window": round(p.fn_us / BATCH, 1),
-                    "rfft_us_per_window": round(p.base_us / BATCH, 1),
-                    "ratio": round(p.ratio, 3),
+                    "extract_us_per_window": round(
+                        statistics.median(p.fn_us for p in got) / BATCH, 1
+                    ),
+                    "rfft_us_per_window": round(
+                        statistics.median(p.base_us for p in got) / BATCH, 1
+                    ),
+                    "ratio": round(statistics.median(p.ratio for p in got), 3),
+                    "ratio_passes": [round(p.ratio, 3) for p in got],
                 }
             )
         xs = [r[axis] for r in rows]
@@ -388,4 +403,4 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
             "rfft_fit": fit_growth(xs, [r["rfft_us_per_window"] for r in rows], unit="us"),
             "window_s": N / FS if axis == "sample_rate_hz" else None,
         }
-    return {"growth": out}
+    return {"growth": out, "growth_passes": passes, "growth_rounds": rounds}
