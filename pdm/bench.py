@@ -197,6 +197,9 @@ NOTES = {
     "re-chosen every 64 windows as a stream does (its cost amortised), over scipy.fft.rfft of "
     "the same array; median of per-round ratios, timed alternately on one core",
     "dsp_ratio_single": "headline: the same for one (3, 16384) window, extract(x) over rfft(x)",
+    "dsp_ratio_single_vs_padded_rfft": "the same over rfft of x padded with a zero row to 4 rows "
+    "(pocketfft's fastest: its SIMD transforms rows four at a time, as the extractor pads "
+    "its own): the single ratio without that advantage",
     "dsp_variants": "the two ratios with the band fixed as pipelines/demo.toml does (2-6 kHz), "
     "and with the speed fixed too",
     "dsp_stream_ratio_to_batched_rfft": "windower + extractor in the service load's "
