@@ -122,18 +122,25 @@ def envelope_power(
     # never overwrite_x here: the slice is a view into the caller's spectrum.
     z = sfft.ifft(x_spec[:, plan.k1 : plan.k2], n=plan.m, axis=-1)
     env = np.abs(z)
-    e = sfft.rfft(env, axis=-1, overwrite_x=True)
-    e = np.ascontiguousarray(e[:, : plan.n_env_bins], dtype=np.complex64)
     # The envelope is w·a(t): its mean shows as the Hann kernel at bins 0 and ±1, half
     # the mean envelope at bin 1, which would swamp the lowest defect lines (FTF).
-    # Removing mean(a)·w takes exactly that out and leaves the modulation alone. It is
-    # done here, in the spectrum, where it touches two bins: a periodic Hann of m points
-    # transforms to m/2 at bin 0 and −m/4 at bin 1 (0 elsewhere), and mean(a) = 2·E[0]/m,
-    # so bin 0 becomes 0 and bin 1 gains E[0]/2 (the same as subtracting it from the m
-    # samples before the transform, to float32 rounding).
-    e[:, 1] += 0.5 * e[:, 0].real
-    e[:, 0] = 0.0
-    return squared_parts(e)
+    # Removing mean(a)·w takes exactly that out and leaves the modulation alone.
+    hann_m = _hann_cache(plan.m)
+    mean_a = env.sum(axis=-1, keepdims=True) * (2.0 / plan.m)
+    env -= mean_a * hann_m
+    e = sfft.rfft(env, axis=-1, overwrite_x=True)[:, : plan.n_env_bins]
+    return squared_parts(np.ascontiguousarray(e, dtype=np.complex64))
+
+
+_HANN: dict[int, npt.NDArray[np.float32]] = {}
+
+
+def _hann_cache(m: int) -> npt.NDArray[np.float32]:
+    """Periodic Hann of length ``m`` (the weighting the decimated envelope carries), cached."""
+    w = _HANN.get(m)
+    if w is None:
+        w = _HANN[m] = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)).astype(np.float32)
+    return w
 
 
 # --------------------------------------------------------------------------- automatic band

@@ -317,15 +317,9 @@ class FeatureExtractor:
                 raise ValueError(f"band {name!r}: high edge {hi} Hz is above Nyquist ({nyq} Hz)")
             cols.append(band_weights(f, lo, hi))
         # Rows repeated: the weights apply to squared real and imaginary parts alike.
-        weights = np.stack(cols, axis=1).astype(np.float32)
-        self._n_bands = weights.shape[1]
-        # Only the bins some band weighs are read (the velocity band alone is a tenth of
-        # the spectrum): rows repeated, the weights apply to squared real and imaginary
-        # parts alike.
-        used = np.flatnonzero(np.any(weights != 0, axis=1))
-        self._band_lo = int(used[0]) if used.size else 0
-        self._band_hi = int(used[-1]) + 1 if used.size else 1
-        self._band_w = np.repeat(weights[self._band_lo : self._band_hi], 2, axis=0)
+        # Rows repeated: the weights apply to squared real and imaginary parts alike.
+        self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
+        self._n_bands = self._band_w.shape[1]
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -569,23 +563,31 @@ class FeatureExtractor:
         m3 = np.empty(rows, dtype=np.float32)
         m4 = np.empty(rows, dtype=np.float32)
         sq = self._buffer("sq", (_CHUNK_ROWS, n))
-        r = 0
-        for b in blocks:
+        starts = np.cumsum([0, *(b.shape[0] for b in blocks)]).tolist()
+        for b, r in zip(blocks, starts, strict=False):
             np.matmul(b, ones, out=mean[r : r + b.shape[0]])
-            for c in range(0, b.shape[0], _CHUNK_ROWS):
-                x = b[c : c + _CHUNK_ROWS]
-                k = r + x.shape[0]
-                dc, q = d[r:k], sq[: k - r]
-                np.minimum.reduce(x, axis=1, out=xmin[r:k])
-                np.maximum.reduce(x, axis=1, out=xmax[r:k])
-                np.subtract(x, mean[r:k, None] * inv_n, out=dc)
-                np.multiply(dc, dc, out=q)
-                np.matmul(q, ones, out=m2[r:k])
-                np.vecdot(q, dc, out=m3[r:k])
-                np.vecdot(q, q, out=m4[r:k])
-                # The window goes on the mean-removed signal so DC cannot leak.
-                dc *= self.window
-                r = k
+        # Chunks of rows across the blocks, at multiples of four from the first row: the
+        # BLAS sums of a chunk are then those of the whole pass (OpenBLAS groups rows by four).
+        j = 0
+        for c0 in range(0, rows, _CHUNK_ROWS):
+            k = min(rows, c0 + _CHUNK_ROWS)
+            r = c0
+            while r < k:  # the pieces of blocks in this chunk
+                while starts[j + 1] <= r:
+                    j += 1
+                e = min(k, starts[j + 1])
+                x = blocks[j][r - starts[j] : e - starts[j]]
+                np.minimum.reduce(x, axis=1, out=xmin[r:e])
+                np.maximum.reduce(x, axis=1, out=xmax[r:e])
+                np.subtract(x, mean[r:e, None] * inv_n, out=d[r:e])
+                r = e
+            dc, q = d[c0:k], sq[: k - c0]
+            np.multiply(dc, dc, out=q)
+            np.matmul(q, ones, out=m2[c0:k])
+            np.vecdot(q, dc, out=m3[c0:k])
+            np.vecdot(q, q, out=m4[c0:k])
+            # The window goes on the mean-removed signal so DC cannot leak.
+            dc *= self.window
         mean *= inv_n
         m2 *= inv_n
         m3 *= inv_n
@@ -729,18 +731,22 @@ class FeatureExtractor:
         return buf[: shape[0]]
 
     def _band_mean_squares(self, spec: npt.NDArray[np.complex64]) -> npt.NDArray[np.float64]:
-        """(rows, bands) mean square in each band (velocity first), from the spectrum's
-        squared parts over the bins some band weighs, as many rows at a time as keep the
-        squares within a quarter MB (in cache; the velocity band alone: all rows at once)."""
+        """(rows, bands) mean square in each band (velocity first): the spectrum's squared
+        parts, four rows at a time (in cache; the whole squared spectrum of a batch went to
+        memory), times the band weights — one BLAS product a chunk.
+
+        Over the whole spectrum and in chunks of four rows from the first, the products
+        are those of one product over all rows (OpenBLAS works four rows at a time), so the
+        features are the same to the bit as before the chunking; reading only the bins
+        some band weighs was as fast and moved them by an ulp, which is enough to move a
+        calibration fitted on a dozen windows (docs/benchmarks.md).
+        """
         rows = spec.shape[0]
-        lo, hi = self._band_lo, self._band_hi
-        width = 2 * (hi - lo)
-        step = max(_CHUNK_ROWS, (1 << 16) // width)
         out = np.empty((rows, self._n_bands), dtype=np.float32)
-        sq = self._buffer("sq_bands", (min(step, rows), width))
-        for r in range(0, rows, step):
-            k = min(rows, r + step)
-            v = spec[r:k, lo:hi].view(np.float32)
+        sq = self._buffer("sq_spec", (_CHUNK_ROWS, 2 * spec.shape[1]))
+        for r in range(0, rows, _CHUNK_ROWS):
+            k = min(rows, r + _CHUNK_ROWS)
+            v = spec[r:k].view(np.float32)
             q = sq[: k - r]
             np.multiply(v, v, out=q)
             np.matmul(q, self._band_w, out=out[r:k])

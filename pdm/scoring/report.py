@@ -45,9 +45,9 @@ from onnx import TensorProto, numpy_helper
 from pdm.config import Pipeline, load_pipeline
 from pdm.errors import InputError, ModelError
 from pdm.processing import FeatureStream, open_recording
-from pdm.scoring.card import read_card
 from pdm.scoring.evaluate import FAULTS, SETUPS, TRAIN_FRACTION
 from pdm.scoring.preprocess import Preprocess
+from pdm.scoring.runtime import Model
 from pdm.scoring.train import TrainingSet, train
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
@@ -312,13 +312,11 @@ def model_report(
 ) -> dict[str, Any]:
     """The report (module docstring) as a JSON-ready dict; the CWRU part is skipped, with
     the reason, when ``dataset`` holds no recordings."""
-    model_dir = Path(model_dir)
-    card = read_card(model_dir)
-    onnx_path = model_dir / str(card["onnx"].get("file", "model.onnx"))
-    try:
-        model_bytes = onnx_path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{onnx_path}: cannot read: {exc.strerror or exc}") from exc
+    # Loaded as the runtime loads it: a file that does not match its card, or no longer
+    # reproduces its reference window, is refused here too.
+    model = Model.load(model_dir)
+    card = model.card
+    model_bytes = (model.directory / str(card["onnx"].get("file", "model.onnx"))).read_bytes()
     # A session runs a block of calls at ~7 µs or, now and then, ~25 µs (the same session,
     # block to block, on this VM): enough rounds that the median is the usual speed.
     rounds = 5 if quick else 15
