@@ -317,9 +317,12 @@ class FeatureExtractor:
                 raise ValueError(f"band {name!r}: high edge {hi} Hz is above Nyquist ({nyq} Hz)")
             cols.append(band_weights(f, lo, hi))
         # Rows repeated: the weights apply to squared real and imaginary parts alike.
-        # Rows repeated: the weights apply to squared real and imaginary parts alike.
         self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
         self._n_bands = self._band_w.shape[1]
+        # The squared parts some band weighs: the others are never squared (see
+        # _band_mean_squares).
+        used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
+        self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -554,7 +557,7 @@ class FeatureExtractor:
         # Time-domain moments, then the window, a few rows at a time: each group's passes
         # (mean, min, max, d = x − mean, d², three dot products, d·w) find it in cache, where
         # the same passes over a whole batch went to memory (the stage cost 0.9 of the FFT
-        # at batch 8; chunked, about half). BLAS reductions (x @ ones) beat ndarray.mean by
+        # at batch 8; chunked, 0.7). BLAS reductions (x @ ones) beat ndarray.mean by
         # ~2x here. No copy gathers the blocks first.
         mean = np.empty(rows, dtype=np.float32)
         xmin = np.empty(rows, dtype=np.float32)
@@ -706,13 +709,17 @@ class FeatureExtractor:
         return out
 
     @staticmethod
-    def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+    def _buffer(
+        name: str, shape: tuple[int, int], *, zeroed: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Scratch rows for one pass, shared by every extractor on this thread (a pass
         leaves nothing in them): grown when a pass needs more rows, never shrunk.
 
         Fresh 100+ kB temporaries per window cost more in page faults than the arithmetic
         done in them (~2x on the whole extractor), and buffers of its own per extractor
         were cold in cache whenever a service with a hundred machines came back to one.
+        With ``zeroed``, a new buffer starts as zeros: for a caller that writes only a part
+        of it, always the same part under this name, and needs the rest to stay 0.
         """
         bufs: dict[tuple[str, int], npt.NDArray[np.float32]] | None = getattr(
             _SCRATCH, "bufs", None
@@ -725,31 +732,32 @@ class FeatureExtractor:
             # 64-byte aligned: a product of two misaligned float32 rows ran at half speed
             # (AVX-512 loads straddling cache lines).
             size = shape[0] * shape[1]
-            raw = np.empty(size + 16, dtype=np.float32)
+            raw = (np.zeros if zeroed else np.empty)(size + 16, dtype=np.float32)
             start = (-raw.ctypes.data % 64) // 4
             buf = bufs[key] = raw[start : start + size].reshape(shape)
         return buf[: shape[0]]
 
     def _band_mean_squares(self, spec: npt.NDArray[np.complex64]) -> npt.NDArray[np.float64]:
-        """(rows, bands) mean square in each band (velocity first): the spectrum's squared
-        parts, four rows at a time (in cache; the whole squared spectrum of a batch went to
-        memory), times the band weights — one BLAS product a chunk.
+        """(rows, bands) mean square in each band (velocity first): the squared parts of the
+        spectrum times the band weights, one BLAS product.
 
-        Over the whole spectrum and in chunks of four rows from the first, the products
-        are those of one product over all rows (OpenBLAS works four rows at a time), so the
-        features are the same to the bit as before the chunking; reading only the bins
-        some band weighs was as fast and moved them by an ulp, which is enough to move a
-        calibration fitted on a dozen windows (docs/benchmarks.md).
+        Only the parts some band weighs are squared (a tenth of the spectrum for the velocity
+        band alone; the whole squared spectrum of a batch had cost 0.2 of its FFT); the others
+        stay 0 in a scratch kept for this stretch of parts, and the product runs over the
+        whole length all the same, so it sums exactly what the former product over every part
+        summed (the weights outside the bands are 0): the band features are the same to the
+        bit. A product over the weighed parts alone groups its sums otherwise and moved them
+        by an ulp, enough to move a calibration fitted on a dozen windows
+        (docs/benchmarks.md).
         """
         rows = spec.shape[0]
+        lo, hi = self._band_sq
+        width = 2 * spec.shape[1]
         out = np.empty((rows, self._n_bands), dtype=np.float32)
-        sq = self._buffer("sq_spec", (_CHUNK_ROWS, 2 * spec.shape[1]))
-        for r in range(0, rows, _CHUNK_ROWS):
-            k = min(rows, r + _CHUNK_ROWS)
-            v = spec[r:k].view(np.float32)
-            q = sq[: k - r]
-            np.multiply(v, v, out=q)
-            np.matmul(q, self._band_w, out=out[r:k])
+        sq = self._buffer(f"sq_bands_{lo}_{hi}", (rows, width), zeroed=True)
+        v = spec.view(np.float32)[:, lo:hi]
+        np.multiply(v, v, out=sq[:, lo:hi])
+        np.matmul(sq, self._band_w, out=out)
         return out.astype(np.float64) * (2.0 / (self.n * self.sum_w2))
 
     def _find_speeds_hz(
