@@ -26,6 +26,10 @@ A pool of 64 windows is cycled through, the same by the extractor and by the FFT
 ``dsp_ratio_single``
     One window at a time, ``extract(x)`` with ``x`` (3, 16384) against ``rfft(x)``, the band
     chosen on every 64th call.
+``dsp_ratio_single_vs_padded_rfft``
+    The same against ``rfft`` of ``x`` padded with a zero row to (4, 16384): pocketfft
+    transforms rows four at a time and the rest one by one, the extractor pads its rows to
+    four, and this is the bare FFT at its fastest.
 
 Each round times ``reps`` calls of the FFT, then ``reps`` calls of the extractor (``reps`` a
 whole number of band periods); the figure is the median over the rounds of the per-round
@@ -35,9 +39,9 @@ repeated.
 
 Variants (``dsp_variants``): the same two ratios with the band fixed as ``pipelines/demo.toml``
 fixes it (2–6 kHz), and with the speed fixed too (``rpm = 1480``: the cheapest configuration,
-the one ``bench_run``'s service load uses). ``dsp_stream_ratio_to_batched_rfft``: the
-windower too, float32 chunks in, features out, in the service load's configuration; it gives
-``dsp_sensors_per_core``.
+the one ``bench_run``'s service load uses). ``dsp_stream_ratio_to_batched_rfft`` (:mod:`pdm.bench`):
+the windower too, float32 chunks in, features out, in the service load's configuration; it
+gives ``dsp_sensors_per_core``.
 
 ``profile_dsp`` splits the headline batch into the extractor's stages
 (``FeatureExtractor.extract_batch(..., stage_s=...)``, timed on the pass itself), each as a
