@@ -129,6 +129,8 @@ def power_from_parts(sq: npt.NDArray[np.float32]) -> F32:
 _Plan = tuple[npt.NDArray[np.intp], F32, npt.NDArray[np.bool_]]
 #: ToneSearch's gather plans (read-only once made), shared by every instance.
 _PLANS: dict[tuple[int, int, bytes, bytes, tuple[int, ...]], _Plan] = {}
+#: Flat offsets of each row, by (n_rows, row_len): a few shapes recur.
+_ROW_OFFSETS: dict[tuple[int, ...], npt.NDArray[np.intp]] = {}
 
 
 class ToneSearch:
@@ -156,9 +158,11 @@ class ToneSearch:
     def __init__(self, n_bins: int, max_half_width: float, n: int, sum_w2: float) -> None:
         self.n_bins = n_bins
         self.width = 2 * max(1, math.ceil(max_half_width)) + 1
-        # Offsets of a run: every candidate position and the lobe either side of it.
-        self._run = np.arange(self.width + 2 * HANN_LOBE_BINS, dtype=np.intp)
+        # Offsets of a run from its first candidate: every candidate position and the lobe
+        # either side of it.
+        self._run_from = np.arange(self.width + 2 * HANN_LOBE_BINS, dtype=np.intp) - HANN_LOBE_BINS
         self._pos = np.arange(self.width, dtype=np.float64)
+        self._half_cap = (self.width - 1) / 2
         self._scale = 4.0 / (n * sum_w2)
 
     def _prepare(
@@ -181,16 +185,23 @@ class ToneSearch:
         if plan is not None:
             return plan
         n_rows, row_len = shape
-        half = np.minimum(np.maximum(half_widths, 1.0), (self.width - 1) / 2)
+        half = np.minimum(np.maximum(half_widths, 1.0), self._half_cap)
         lo = np.ceil(centre_bins - half)  # NaN centres stay NaN, and fail both tests
         hi = np.floor(centre_bins + half)
         valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
-        lo_i = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
-        hi_i = np.where(valid, hi, 1 + HANN_LOBE_BINS).astype(np.intp)
-        bins = (lo_i - HANN_LOBE_BINS)[..., None] + self._run  # (rows, targets, width + 4)
+        span = np.where(valid, hi - lo, 0.0)  # candidate positions past the first
+        start = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
+        bins = start[..., None] + self._run_from  # (rows, targets, width + 4)
         np.minimum(bins, self.n_bins - 1, out=bins)
-        bins += (np.arange(n_rows, dtype=np.intp) * row_len)[:, None, None]
-        inside = (self._pos <= (hi_i - lo_i)[..., None]).astype(np.float32)
+        offsets = _ROW_OFFSETS.get(shape)
+        if offsets is None:
+            if len(_ROW_OFFSETS) >= 64:
+                _ROW_OFFSETS.clear()
+            offsets = _ROW_OFFSETS[shape] = (np.arange(n_rows, dtype=np.intp) * row_len)[
+                :, None, None
+            ]
+        bins += offsets
+        inside = (self._pos <= span[..., None]).astype(np.float32)
         if len(_PLANS) >= 32:
             _PLANS.clear()
         plan = _PLANS[key] = (bins, inside, valid)
