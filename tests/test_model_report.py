@@ -104,3 +104,17 @@ def test_report_on_cwru_trains_and_judges_each_detector(cwru) -> None:
         for v in r["variants"].values():
             assert v["faults"] == 3 and 0 <= v["faults_flagged"] <= 3
             assert 0 <= v["false_alarms"] <= v["normal_windows"]
+
+
+def test_an_unknown_detector_is_refused_before_any_work(tmp_path) -> None:
+    r = run_report(str(DEMO), "--detectors", "gmm,bogus", "--dataset", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "'bogus'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_cwru_folder_without_its_recordings_is_one_line_naming_them(tmp_path) -> None:
+    (tmp_path / "de12k").mkdir()
+    (tmp_path / "de12k" / "normal_0hp.csv").write_text("DE_g,FE_g\n0.0,0.0\n")
+    r = run_report(str(DEMO), "--quick", "--dataset", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "IR007_0hp.csv" in r.stderr and "de12k" in r.stderr

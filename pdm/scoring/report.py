@@ -260,7 +260,11 @@ def _cwru(
     out: list[dict[str, Any]] = []
     for rate_dir, (window, overlap) in SETUPS.items():
         folder = dataset / rate_dir
-        normal_path = next(folder.glob("normal_*.csv"))
+        normal_path = next(folder.glob("normal_*.csv"), None)
+        missing = [f for f in FAULTS if not (folder / f).is_file()]
+        if normal_path is None or missing:
+            what = ", ".join(missing or ["normal_*.csv"])
+            raise InputError(f"{folder}: the CWRU evaluation needs {what} there (see its README)")
         for detector in detectors:
             data = base.model_dump()
             data["acquisition"].update(window_samples=window, overlap=overlap)
@@ -312,6 +316,11 @@ def model_report(
 ) -> dict[str, Any]:
     """The report (module docstring) as a JSON-ready dict; the CWRU part is skipped, with
     the reason, when ``dataset`` holds no recordings."""
+    for name in detectors or []:
+        if name not in DETECTORS:
+            raise InputError(
+                f"--detectors: unknown detector {name!r} (one of {', '.join(DETECTORS)})"
+            )
     # Loaded as the runtime loads it: a file that does not match its card, or no longer
     # reproduces its reference window, is refused here too.
     model = Model.load(model_dir)
@@ -330,11 +339,6 @@ def model_report(
         "threads": 1,
         "score_threshold": 1.0,
     }
-    for name in detectors or []:
-        if name not in DETECTORS:
-            raise InputError(
-                f"--detectors: unknown detector {name!r} (one of {', '.join(DETECTORS)})"
-            )
     root = Path(__file__).resolve().parent.parent.parent
     dataset = Path(dataset) if dataset is not None else root.parent / "shared" / "datasets" / "cwru"
     if not (dataset / "de12k").is_dir():
