@@ -641,10 +641,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pdm.bench import run_bench
-
     tune_for_streaming()
-    result = run_bench(quick=args.quick)
+    if args.profile_dsp or args.growth:
+        from pdm.bench_dsp import growth, profile_dsp
+
+        result: dict[str, Any] = {}
+        if args.profile_dsp:
+            result["profile_batch8"] = profile_dsp(quick=args.quick)
+            result["profile_single"] = profile_dsp(quick=args.quick, batch=1)
+        if args.growth:
+            result.update(growth(quick=args.quick))
+    elif args.dsp_only:
+        from pdm.bench import NOTES
+        from pdm.bench_dsp import dsp_figures
+
+        result = {**dsp_figures(quick=args.quick), "notes": NOTES}
+    else:
+        from pdm.bench import run_bench
+
+        result = run_bench(quick=args.quick)
     if args.json:
         print(json.dumps(result))
     else:
@@ -954,6 +969,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure DSP speed (ratios to a bare FFT, medians)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
+    p.add_argument(
+        "--dsp-only", action="store_true", help="only the DSP ratios (seconds, not minutes)"
+    )
+    p.add_argument(
+        "--profile-dsp",
+        action="store_true",
+        help="the extractor's cost stage by stage, as fractions of the FFT (docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--growth",
+        action="store_true",
+        help="extraction cost against window length, channels and sample rate",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,7 +54,6 @@ from pdm.dsp.envelope import (
 from pdm.dsp.iso import iso_band_hz, iso_zone
 from pdm.dsp.spectrum import (
     ToneSearch,
-    band_mean_square,
     band_weights,
     hann,
     interpolate_peak,
@@ -66,6 +66,9 @@ from pdm.dsp.windows import MAX_ABS_G
 __all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
 
 STANDARD_G = 9.80665  # m/s² per g
+#: Rows whose time-domain passes run together (4 × 64 kB windows of 16384 samples stay in
+#: a core's L2 cache; a whole batch did not).
+_CHUNK_ROWS = 4
 _SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
 ORDERS: tuple[tuple[str, float], ...] = (
     ("order_0_5x_g", 0.5),
@@ -186,6 +189,27 @@ class FeatureFrame:
         )
 
 
+class _StageClock:
+    """Adds the seconds since its last mark to ``into[stage]``: the per-stage profile of
+    ``pdm-edge bench --profile-dsp``, taken on the one pass itself (a copy of the stages
+    in the bench would drift from them)."""
+
+    __slots__ = ("into", "t")
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.into[stage] = self.into.get(stage, 0.0) + (t - self.t)
+        self.t = t
+
+
+def _no_clock(stage: str) -> None:
+    """The stage clock when nobody asked for one."""
+
+
 class FeatureExtractor:
     """Computes :func:`feature_names` for windows of fixed length and sample rate.
 
@@ -296,6 +320,11 @@ class FeatureExtractor:
             cols.append(band_weights(f, lo, hi))
         # Rows repeated: the weights apply to squared real and imaginary parts alike.
         self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
+        self._n_bands = self._band_w.shape[1]
+        # The squared parts some band weighs: the others are never squared (see
+        # _band_mean_squares).
+        used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
+        self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -414,6 +443,7 @@ class FeatureExtractor:
         *,
         envelope_band_hz: tuple[float, float] | None = None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> FeatureFrame:
         """Features of one window.
 
@@ -426,10 +456,12 @@ class FeatureExtractor:
             chosen from this window.
         band_state : in ``auto`` mode, the automatic band's state (hysteresis): the
             previous choice when the band is chosen here, else handed on to the frames
+        stage_s : when given, the seconds each stage of the pass took are added to it
+            (``moments``, ``rfft``, ``envelope``, …: ``pdm-edge bench --profile-dsp``)
         """
         x = np.asarray(x, dtype=np.float32)
         return self.extract_batch(
-            x[None, ...], envelope_band_hz=envelope_band_hz, band_state=band_state
+            x[None, ...], envelope_band_hz=envelope_band_hz, band_state=band_state, stage_s=stage_s
         )[0]
 
     def extract_batch(
@@ -438,6 +470,7 @@ class FeatureExtractor:
         *,
         envelope_band_hz: tuple[float, float] | None = None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> list[FeatureFrame]:
         """Features of several windows in one pass; identical to calling :meth:`extract` on each.
 
@@ -448,8 +481,8 @@ class FeatureExtractor:
         Parameters
         ----------
         xs : (n_windows, n_channels, n) acceleration in g
-        envelope_band_hz, band_state : as for :meth:`extract`; in ``auto`` mode without
-            a band, it is chosen from the batch's first window
+        envelope_band_hz, band_state, stage_s : as for :meth:`extract`; in ``auto`` mode
+            without a band, it is chosen from the batch's first window
         """
         xs = np.asarray(xs, dtype=np.float32)
         n_ch = len(self.channels)
@@ -459,7 +492,7 @@ class FeatureExtractor:
                 f"(n_channels={n_ch}, n={self.n})"
             )
         return self._extract(
-            [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state
+            [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state, stage_s
         )[0]
 
     def extract_windows(
@@ -500,10 +533,12 @@ class FeatureExtractor:
         parts: Sequence[tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int]],
         envelope_band_hz: tuple[float, float] | None,
         band_state: BandChoice | None = None,
+        stage_s: dict[str, float] | None = None,
     ) -> list[list[FeatureFrame]]:
         """The one pass: ``parts`` are (extractor, blocks of rows (·, n), n_windows),
         all of extractors with this one's :attr:`batch_key` (or this one alone); returns each
         part's frames. ``self`` lends the scratch buffers, plans and band weights."""
+        tick = _no_clock if stage_s is None else _StageClock(stage_s)
         n = self.n
         inv_n = 1.0 / n
         ones = self._ones
@@ -521,62 +556,74 @@ class FeatureExtractor:
         d_all = self._buffer("d", (rows_fft, n))
         d_all[rows:] = 0.0
         d = d_all[:rows]
-        # Time-domain moments: BLAS reductions (x @ ones) beat ndarray.mean by ~2x here.
-        # Block by block (a window each, in the service): no copy gathers them first, and
-        # each block's passes find it in cache (four windows together did not fit).
+        # Time-domain moments, then the window, a few rows at a time: each group's passes
+        # (mean, min, max, d = x − mean, d², three dot products, d·w) find it in cache, where
+        # the same passes over a whole batch went to memory (the stage cost 0.9 of the FFT
+        # at batch 8; chunked, 0.7). BLAS reductions (x @ ones) beat ndarray.mean by
+        # ~2x here. No copy gathers the blocks first.
         mean = np.empty(rows, dtype=np.float32)
         xmin = np.empty(rows, dtype=np.float32)
         xmax = np.empty(rows, dtype=np.float32)
-        r = 0
+        m2 = np.empty(rows, dtype=np.float32)
+        m3 = np.empty(rows, dtype=np.float32)
+        m4 = np.empty(rows, dtype=np.float32)
+        sq = self._buffer("sq", (_CHUNK_ROWS, n))
+        starts = np.cumsum([0, *(b.shape[0] for b in blocks)]).tolist()
         # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
         # window is invalid. Such rows may overflow here (ignored: they are discarded) and
         # are NaN from here on, so nothing below overflows or warns for them.
         with np.errstate(over="ignore", invalid="ignore"):
-            for b in blocks:
-                k = r + b.shape[0]
-                np.matmul(b, ones, out=mean[r:k])
-                mean[r:k] *= inv_n
-                np.min(b, axis=1, out=xmin[r:k])
-                np.max(b, axis=1, out=xmax[r:k])
-                np.subtract(b, mean[r:k, None], out=d[r:k])
-                r = k
+            for b, r in zip(blocks, starts, strict=False):
+                np.matmul(b, ones, out=mean[r : r + b.shape[0]])
+            # Chunks of rows across the blocks, at multiples of four from the first row: the
+            # BLAS sums of a chunk are then those of the whole pass (OpenBLAS groups rows by four).
+            j = 0
+            for c0 in range(0, rows, _CHUNK_ROWS):
+                k = min(rows, c0 + _CHUNK_ROWS)
+                r = c0
+                while r < k:  # the pieces of blocks in this chunk
+                    while starts[j + 1] <= r:
+                        j += 1
+                    e = min(k, starts[j + 1])
+                    x = blocks[j][r - starts[j] : e - starts[j]]
+                    np.minimum.reduce(x, axis=1, out=xmin[r:e])
+                    np.maximum.reduce(x, axis=1, out=xmax[r:e])
+                    np.subtract(x, mean[r:e, None] * inv_n, out=d[r:e])
+                    r = e
+                dc, q = d[c0:k], sq[: k - c0]
+                np.multiply(dc, dc, out=q)
+                np.matmul(q, ones, out=m2[c0:k])
+                np.vecdot(q, dc, out=m3[c0:k])
+                np.vecdot(q, q, out=m4[c0:k])
+                # The window goes on the mean-removed signal so DC cannot leak.
+                dc *= self.window
+            mean *= inv_n
+            m2 *= inv_n
+            m3 *= inv_n
+            m4 *= inv_n
         finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
         if not finite_row.all():
             bad = ~finite_row
             d[bad] = mean[bad] = xmin[bad] = xmax[bad] = np.nan
+            m2[bad] = m3[bad] = m4[bad] = np.nan
         valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
-        # d² and, after the moments are taken, the squared spectrum share one buffer:
-        # a smaller working set stays in cache (the extractor is memory-bound).
-        shared = self._buffer("shared", (rows, 2 * (n // 2 + 1)))
-        d2 = shared[:, :n]
-        np.multiply(d, d, out=d2)
-        m2 = (d2 @ ones) * inv_n
-        m3 = np.vecdot(d2, d) * inv_n
-        m4 = np.vecdot(d2, d2) * inv_n
+        tick("moments")
 
-        # The one FFT; the window is applied to the mean-removed signal so DC cannot leak.
-        d *= self.window
+        # The one FFT.
         spec_all = sfft.rfft(d_all, axis=-1, overwrite_x=True)
+        tick("rfft")
         spec = spec_all[:rows]
-        p = shared
-        v = spec.view(np.float32)
-        np.multiply(v, v, out=p)
 
         if self.rpm is not None:
             shaft_hz = np.full(n_win_all, self.rpm / 60.0)
         elif self.rpm_range is None:
             shaft_hz = np.full(n_win_all, np.nan)
-        else:  # alone in its pass (no batch key)
-            n_ch = win_ch[0]
-            shaft_hz = np.array(
-                [
-                    self._find_speed_hz(p[w * n_ch : (w + 1) * n_ch])
-                    if valid[w]
-                    else self._nominal_rpm / 60.0
-                    for w in range(n_win_all)
-                ]
+        else:  # alone in its pass (no batch key): every window has the same channels
+            shaft_hz = np.where(
+                valid, self._find_speeds_hz(spec, win_ch[0]), self._nominal_rpm / 60.0
             )
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
+        tick("speed")
 
         values = np.empty((rows, len(self.names)), dtype=np.float64)
         values[:, 0] = mean
@@ -591,22 +638,27 @@ class FeatureExtractor:
         values[:, 5] = m4 / (safe_m2 * safe_m2)
         values[:, 6] = m3 / (safe_m2 * np.sqrt(safe_m2))
         i = len(TIME_FEATURES)
-        k = i + self._band_w.shape[1]
-        values[:, i:k] = np.sqrt(band_mean_square(p, self._band_w, n, self.sum_w2))
+        k = i + self._n_bands
+        tick("time_features")
+        values[:, i:k] = np.sqrt(self._band_mean_squares(spec))
+        tick("bands")
 
         centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        values[:, k : k + len(ORDERS)] = self._order_search(
-            p, centres, centres * self.orders_tolerance
+        values[:, k : k + len(ORDERS)] = self._order_search.in_spectrum(
+            spec, centres, centres * self.orders_tolerance
         )
         k += len(ORDERS)
+        tick("orders")
 
         band = envelope_band_hz or self._fixed_band
         choice = band_state if self.auto_band else None
         if band is None:
             choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
             band = choice.band
+            tick("band_choice")
         plan = self.plan_for(band)
         pe = envelope_power(spec_all, plan)[:rows]
+        tick("envelope")
         if self._has_bearing and self.speed_known:
             if len(parts) == 1:
                 table = self._tiled("defects", self._defect_mult, parts[0][2])
@@ -618,6 +670,7 @@ class FeatureExtractor:
             )
         else:
             values[:, k:] = np.nan
+        tick("defect_lines")
         stats = np.stack([xmin, xmax, mean * n], axis=1).astype(np.float64)
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
@@ -650,6 +703,7 @@ class FeatureExtractor:
                 row += n_ch
                 w_all += 1
             out.append(frames)
+        tick("frames")
         return out
 
     def _tiled(
@@ -665,13 +719,17 @@ class FeatureExtractor:
         return out
 
     @staticmethod
-    def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+    def _buffer(
+        name: str, shape: tuple[int, int], *, zeroed: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Scratch rows for one pass, shared by every extractor on this thread (a pass
         leaves nothing in them): grown when a pass needs more rows, never shrunk.
 
         Fresh 100+ kB temporaries per window cost more in page faults than the arithmetic
         done in them (~2x on the whole extractor), and buffers of its own per extractor
         were cold in cache whenever a service with a hundred machines came back to one.
+        With ``zeroed``, a new buffer starts as zeros: for a caller that writes only a part
+        of it, always the same part under this name, and needs the rest to stay 0.
         """
         bufs: dict[tuple[str, int], npt.NDArray[np.float32]] | None = getattr(
             _SCRATCH, "bufs", None
@@ -681,11 +739,42 @@ class FeatureExtractor:
         key = (name, shape[1])
         buf = bufs.get(key)
         if buf is None or buf.shape[0] < shape[0]:
-            buf = bufs[key] = np.empty(shape, dtype=np.float32)
+            # 64-byte aligned: a product of two misaligned float32 rows ran at half speed
+            # (AVX-512 loads straddling cache lines).
+            size = shape[0] * shape[1]
+            raw = (np.zeros if zeroed else np.empty)(size + 16, dtype=np.float32)
+            start = (-raw.ctypes.data % 64) // 4
+            buf = bufs[key] = raw[start : start + size].reshape(shape)
         return buf[: shape[0]]
 
-    def _find_speed_hz(self, p: npt.NDArray[np.float32]) -> float:
-        """Running speed (Hz) found in the summed power spectrum of all channels.
+    def _band_mean_squares(self, spec: npt.NDArray[np.complex64]) -> npt.NDArray[np.float64]:
+        """(rows, bands) mean square in each band (velocity first): the squared parts of the
+        spectrum times the band weights, one BLAS product.
+
+        Only the parts some band weighs are squared (a tenth of the spectrum for the velocity
+        band alone; the whole squared spectrum of a batch had cost 0.2 of its FFT); the others
+        stay 0 in a scratch kept for this stretch of parts, and the product runs over the
+        whole length all the same, so it sums exactly what the former product over every part
+        summed (the weights outside the bands are 0): the band features are the same to the
+        bit. A product over the weighed parts alone groups its sums otherwise and moved them
+        by an ulp, enough to move a calibration fitted on a dozen windows
+        (docs/benchmarks.md).
+        """
+        rows = spec.shape[0]
+        lo, hi = self._band_sq
+        width = 2 * spec.shape[1]
+        out = np.empty((rows, self._n_bands), dtype=np.float32)
+        sq = self._buffer(f"sq_bands_{lo}_{hi}", (rows, width), zeroed=True)
+        v = spec.view(np.float32)[:, lo:hi]
+        np.multiply(v, v, out=sq[:, lo:hi])
+        np.matmul(sq, self._band_w, out=out)
+        return out.astype(np.float64) * (2.0 / (self.n * self.sum_w2))
+
+    def _find_speeds_hz(
+        self, spec: npt.NDArray[np.complex64], n_ch: int
+    ) -> npt.NDArray[np.float64]:
+        """Running speed (Hz) of each window, found in the summed power spectrum of its
+        ``n_ch`` channels (rows ``w·n_ch …``).
 
         Each of the first three harmonics is located in its search range and
         interpolated; the strongest one wins (a higher harmonic also divides
@@ -693,22 +782,32 @@ class FeatureExtractor:
         """
         assert self.rpm_range is not None
         lo_hz, hi_hz = self.rpm_range[0] / 60.0, self.rpm_range[1] / 60.0
-        n_bins = p.shape[1] // 2
+        n_bins = spec.shape[1]
         k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
-        total = power_from_parts(p[:, : 2 * (k_max + 1)]).sum(axis=0).tolist()
-        best_power, best_hz = -1.0, self._nominal_rpm / 60.0
+        head = spec[:, : k_max + 1]
+        re, im = head.real, head.imag
+        p = re * re
+        p += im * im
+        total = p.reshape(-1, n_ch, k_max + 1).sum(axis=1, dtype=np.float32)
+        ranges = []
         for h in (1, 2, 3):
             k_lo = max(1, math.floor(h * lo_hz / self.df))
             k_hi = min(k_max - 1, math.ceil(h * hi_hz / self.df))
-            if k_hi < k_lo:
-                continue
-            seg = total[k_lo : k_hi + 1]
-            power = max(seg)
-            k = k_lo + seg.index(power)
-            f_h = (k + interpolate_peak(total[k - 1], total[k], total[k + 1])) * self.df / h
-            if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
-                best_power, best_hz = power, f_h
-        return best_hz
+            if k_hi >= k_lo:
+                ranges.append((h, k_lo, k_hi))
+        # A few dozen bins a window: plain Python from here beats a dozen numpy calls.
+        out = []
+        for row in total.tolist():
+            best_power, best_hz = -1.0, self._nominal_rpm / 60.0
+            for h, k_lo, k_hi in ranges:
+                seg = row[k_lo : k_hi + 1]
+                power = max(seg)
+                k = k_lo + seg.index(power)
+                f_h = (k + interpolate_peak(row[k - 1], power, row[k + 1])) * self.df / h
+                if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
+                    best_power, best_hz = power, f_h
+            out.append(best_hz)
+        return np.array(out)
 
 
 def extract_many(

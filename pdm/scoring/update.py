@@ -873,6 +873,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HZ",
         help="sample rate, Hz (default: the pipeline's, else the card's)",
     )
+    p = sub.add_parser(
+        "report",
+        help="ONNX size, nodes, µs per window and accuracy of the model and its cheaper "
+        "variants (optimisation levels, float32 preprocessing, int8); docs/models.md",
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object (default: a table)")
+    p.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="CWRU recordings (default ../shared/datasets/cwru; skipped when absent)",
+    )
+    p.add_argument(
+        "--pipeline", metavar="FILE", help="CWRU pipeline (default pipelines/cwru_drive_end.toml)"
+    )
+    p.add_argument("--detectors", metavar="A,B", help="CWRU detectors (default: all four)")
+    p.add_argument("--quick", action="store_true", help="fewer timing rounds")
     return parser
 
 
@@ -885,6 +902,17 @@ def _run(args: argparse.Namespace) -> str:
         return f"{path}: signed, key id {json.loads(path.read_text())['key_id']}"
     if args.command == "verify":
         return f"{args.dir}: signature ok, key id {verify_bundle(args.dir, args.public)}"
+    if args.command == "report":
+        from pdm.scoring.report import markdown_table, model_report
+
+        rep = model_report(
+            args.dir,
+            dataset=args.dataset,
+            pipeline_file=args.pipeline,
+            detectors=args.detectors.split(",") if args.detectors else None,
+            quick=args.quick,
+        )
+        return json.dumps(rep) if args.json else markdown_table(rep)
     from pdm.config import load_pipeline
 
     pipeline = load_pipeline(args.pipeline)
@@ -893,7 +921,7 @@ def _run(args: argparse.Namespace) -> str:
 
 
 def model_main(argv: Sequence[str]) -> int:
-    """``pdm-edge model keygen|sign|verify|check ...``: a one-line result on stdout, 0.
+    """``pdm-edge model keygen|sign|verify|check|report ...``: the result on stdout, 0.
 
     Errors are one line on stderr (``pdm-edge: error: …``) and exit status 2. Wire it
     into ``pdm.cli.main`` as ``simulate`` is: ``if argv[:1] == ["model"]: return model_main(argv[1:])``.
