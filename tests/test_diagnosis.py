@@ -289,7 +289,12 @@ def test_simulated_faults_are_diagnosed(faults, expected) -> None:
     assert final.label == expected, final.reasons
     later = labels[len(labels) // 3 :]
     assert collections.Counter(later).most_common(1)[0] == (expected, len(later)), labels
-    if expected.startswith("bearing_"):
+    if expected == "bearing_cage":
+        # The simulator's cage strikes once per cage turn: a bare FTF comb, which modulates no
+        # other line and so cannot be told from another bearing's cage: no better than even.
+        assert 0.3 < final.confidence <= 0.5 and final.channel in spec.channels
+        assert "bare FTF comb" in final.reasons[0]
+    elif expected.startswith("bearing_"):
         assert final.confidence > 0.5 and final.channel in spec.channels
         assert final.reasons[0].split(":")[0] == final.channel
     else:
