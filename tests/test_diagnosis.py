@@ -399,15 +399,16 @@ def test_cwru_diagnose_names_the_race_and_not_the_healthy(cwru_dir, folder, band
 @pytest.mark.parametrize("folder", ["de12k", "de48k"])
 def test_cwru_ball_fault_is_not_called_an_inner_race_on_the_drive_end(cwru_dir, folder) -> None:
     """B007 is one of the CWRU ball faults envelope analysis does not diagnose (Smith &
-    Randall 2015). At 12 kHz the drive end reads it as a bearing fault of uncertain type;
-    at 48 kHz the envelope's BPFO line and its harmonic stand out and it is called an outer
-    race — reported as measured in docs/diagnosis.md, not tuned away."""
+    Randall 2015). Its drive end shows an outer race's BPFO comb, at 12 kHz with the rig's
+    161.9 Hz line and a weaker ball family: never the inner race, and a race named there is
+    never named with confidence ~1 — reported as measured in docs/diagnosis.md, not tuned
+    away."""
     pipeline = _cwru_pipeline("fixed", Path())
     (r,) = diagnose_files([str(cwru_dir / folder / "B007_0hp.csv")], pipeline)
     de = next(c for c in r.diagnosis.channels if c.channel == "DE_g")
     assert de.label != "bearing_inner_race", de.reasons
-    if folder == "de12k":
-        assert de.label == "bearing_uncertain", de.reasons
+    if de.label in RACES:
+        assert de.confidence < 0.95, de.reasons
 
 
 @pytest.mark.dataset

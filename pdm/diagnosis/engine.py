@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pdm.diagnosis.average import SpectrumAverage
+from pdm.diagnosis.baseline import Baseline
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import (
@@ -240,9 +241,19 @@ class DiagnosisEngine:
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
         self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
         self._last: Diagnosis | None = None
+        #: The machine's healthy spectra (a model's card), or None: see :meth:`set_baseline`.
+        self.baseline: Baseline | None = None
+        self._healthy: tuple[object, tuple[np.ndarray, np.ndarray]] | None = None
         self._since = 0
         self._segment = -1
         self._shaft_hz = math.nan
+
+    def set_baseline(self, baseline: Baseline | None) -> None:
+        """Judge lines over the machine's healthy spectra from now on (None: over the local
+        floor only); the next diagnosis is judged again."""
+        self.baseline = baseline
+        self._healthy = None
+        self._last = None
 
     def reset(self) -> None:
         """Forget the averages (a stream reset: a gap, time going back)."""
@@ -303,6 +314,26 @@ class DiagnosisEngine:
         fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
         self._shaft_hz = fr
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
+        acc_h = env_h = None
+        if self.baseline is not None:
+            # The same for a segment at one speed and band (levelled anew when bands differ).
+            key = (avg.segments, fr, avg.band, acc.shape, None if env is None else env.shape)
+            if (
+                self._healthy is None
+                or self._healthy[0] != key
+                or (avg.band != self.baseline.envelope_band_hz)
+            ):
+                aligned = self.baseline.aligned(
+                    [ch.name for ch in self.channels],
+                    avg.df,
+                    fr,
+                    acc.shape[1],
+                    env.shape[1] if env is not None else 0,
+                    avg.band,
+                    env,
+                )
+                self._healthy = (key, aligned)
+            acc_h, env_h = self._healthy[1]
         for rows, mult in self._groups:
             got = judge_channels(
                 acc[rows],
@@ -316,6 +347,9 @@ class DiagnosisEngine:
                 iso_group=self.iso_group,
                 foundation=self.foundation,
                 channels=[self.channels[c].name for c in rows.tolist()],
+                healthy=None
+                if acc_h is None or env_h is None
+                else (acc_h[rows], env_h[rows] if env is not None else None),
             )
             for c, v in zip(rows.tolist(), got, strict=True):
                 verdicts[c] = v
@@ -333,6 +367,7 @@ class DiagnosisEngine:
                 fr,
                 k_env,
                 self.rules,
+                env_h,
             )  # fmt: skip
         per = [
             self._channel(ch, v, k_acc, t)

@@ -95,17 +95,22 @@ def evidence_lines(f: FamilyEvidence) -> list[tuple[str, float, float]]:
     return out
 
 
-def prominence_at(p: F64, hz: float, df: float, fr: float) -> tuple[float, int]:
+def prominence_at(
+    p: F64, hz: float, df: float, fr: float, healthy: F64 | None = None
+) -> tuple[float, int]:
     """Prominence (dB over the local floor) of the strongest bin within ± (1 bin + 0.5 %) of
     ``hz`` in the power spectrum ``p``, and the bins searched; the floor is the median of
-    half a shaft order each side (8–64 bins) outside the search range."""
+    half a shaft order each side (8–64 bins) outside the search range. With ``healthy``
+    (the machine's healthy power on the same bins) the prominence is over
+    ``max(floor, healthy)``, as the rules read it."""
     n = p.shape[-1]
     k0 = hz / df
     half = 1.0 + 0.005 * k0
     lo, hi = max(1, math.floor(k0 - half)), min(n - 2, math.ceil(k0 + half))
     if hi < lo:
         return -math.inf, 1
-    peak = float(p[lo : hi + 1].max())
+    k = lo + int(np.argmax(p[lo : hi + 1]))
+    peak = float(p[k])
     fh = int(min(64, max(8, round(0.5 * fr / df))))
     g = math.ceil(half) + 2
     left = np.arange(lo - g - fh, lo - g)
@@ -114,6 +119,8 @@ def prominence_at(p: F64, hz: float, df: float, fr: float) -> tuple[float, int]:
     if idx.size < 4:
         return -math.inf, hi - lo + 1
     floor = max(float(np.median(p[idx])), float(np.finfo(np.float64).tiny))
+    if healthy is not None:
+        floor = max(floor, float(healthy[k]))
     return 10.0 * math.log10(max(peak, 1e-300) / floor), hi - lo + 1
 
 
@@ -141,6 +148,30 @@ def _kinematic(
     return f"{h}× {_SYMBOL[key]} of {where}"
 
 
+def _explain(
+    hz: float,
+    a: int,
+    verdicts: Sequence[ChannelVerdict | None],
+    names: Sequence[str],
+    bearings: Sequence[str],
+    multiples: Sequence[dict[str, float] | None],
+    fr: float,
+    df: float,
+) -> str:
+    """What the source shows at ``hz``: one of its bearing families' significant lines as
+    found there, else the lowest harmonic of its bearing's defect frequencies within 1 %."""
+    where = f"{names[a]}'s bearing" + (f" ({bearings[a]})" if bearings[a] else "")
+    v = verdicts[a]
+    if v is not None and v.label.startswith("bearing_"):
+        for f in v.families:
+            if not f.bearing:
+                continue
+            for ln in f.lines:
+                if ln.significant and abs(ln.found_hz - hz) <= 2 * df + 0.005 * hz:
+                    return f"{ln.name} of {where}, {f.family.replace('_', ' ')}"
+    return _kinematic(hz, fr, multiples[a], where, 0.01, df)
+
+
 def transmitted(
     verdicts: Sequence[ChannelVerdict | None],
     names: Sequence[str],
@@ -152,6 +183,7 @@ def transmitted(
     fr: float,
     k_eff: float,
     rules: Rules,
+    healthy: F64 | None = None,
 ) -> list[Transmission | None]:
     """Per channel: the :class:`Transmission` when its bearing verdict's lines belong to a
     sensor at another location (module docstring), else None.
@@ -164,6 +196,8 @@ def transmitted(
     env : (C, n) averaged envelope power of every channel, g²
     df, fr : bin spacing and shaft frequency, Hz
     k_eff : independent windows behind ``env``
+    healthy : (C, n) the machine's healthy envelope power on the same bins, or None (the
+        prominences are then compared over it too, as the rules read them)
     """
     out: list[Transmission | None] = [None] * len(names)
     if len(set(locations)) < 2:
@@ -185,7 +219,9 @@ def transmitted(
             for lines in lines_by_family:
                 held = 0
                 for i, (name, hz, prom_b) in enumerate(lines):
-                    prom_a, bins = prominence_at(env[a], hz, df, fr)
+                    prom_a, bins = prominence_at(
+                        env[a], hz, df, fr, None if healthy is None else healthy[a]
+                    )
                     thr = max(rules.min_line_db, line_threshold_db(k_eff, bins, rules.p_false))
                     stronger = prom_a >= max(thr, prom_b)
                     if i == 0 and not stronger:
@@ -203,7 +239,8 @@ def transmitted(
         if best is None:
             continue
         _total, a, compared = best
-        where = f"{names[a]}'s bearing" + (f" ({bearings[a]})" if bearings[a] else "")
-        kin = _kinematic(compared[0][1], fr, multiples[a], where, rules.slip_tolerance, df)
-        out[b] = Transmission(names[a], tuple(compared), kin)
+        out[b] = Transmission(
+            names[a], tuple(compared), _explain(compared[0][1], a, verdicts, names, bearings,
+                                                multiples, fr, df)
+        )  # fmt: skip
     return out

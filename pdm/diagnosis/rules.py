@@ -563,12 +563,16 @@ def _read(
     k_eff: F64,
     p_false: float,
     min_db: F64,
+    healthy: F64 | None = None,
 ) -> _Read:
     """Read lines at ``hz`` (C, L) ± ``half`` (L,) bins (≥ 1) in every row of ``p`` (C, n).
 
     ``base`` (L,): the bin where each line's spectrum starts in ``p`` (spectra are
     concatenated); ``lo_b``, ``hi_b`` (L,): the bins it may be read in; ``floor`` (C, L):
-    its local floor; ``k_eff`` (L,): independent windows behind its spectrum.
+    its local floor; ``k_eff`` (L,): independent windows behind its spectrum. ``healthy``
+    (C, n), the machine's healthy power on the same bins (:mod:`pdm.diagnosis.baseline`):
+    a line is then the bin that stands most over ``max(floor, healthy)``, and its
+    prominence is over that.
     """
     n = p.shape[-1]
     centre = hz / df + base
@@ -580,15 +584,32 @@ def _read(
     flat = p.reshape(-1)
     row0 = (np.arange(p.shape[0]) * n)[:, None]
     cand = (lo + row0)[..., None] + np.arange(width)  # (C, L, W)
-    vals = flat.take(cand.astype(np.intp), mode="clip")
+    idx = cand.astype(np.intp)
+    vals = flat.take(idx, mode="clip")
     vals[cand > (hi + row0)[..., None]] = -1.0
-    j = np.argmax(vals, axis=-1)
-    k = (lo + j).astype(np.intp)  # bin within the row
-    kf = k + row0.astype(np.intp)
-    peak = vals.max(axis=-1)
-    # A peak, not the skirt of a stronger line next to the range: a local maximum.
-    local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
-    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / floor)
+    if healthy is None:
+        j = np.argmax(vals, axis=-1)
+        k = (lo + j).astype(np.intp)  # bin within the row
+        kf = k + row0.astype(np.intp)
+        peak = vals.max(axis=-1)
+        ref = floor
+        # A peak, not the skirt of a stronger line next to the range: a local maximum.
+        local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
+    else:
+        hflat = healthy.reshape(-1)
+        over = vals / np.maximum(floor[..., None], hflat.take(idx, mode="clip"))
+        j = np.argmax(over, axis=-1)
+        k = (lo + j).astype(np.intp)
+        kf = k + row0.astype(np.intp)
+        peak = np.take_along_axis(vals, j[..., None], axis=-1)[..., 0]
+        ref = np.maximum(floor, hflat.take(kf, mode="clip"))
+
+        def excess(at: npt.NDArray[np.intp]) -> F64:
+            return flat.take(at, mode="clip") / np.maximum(floor, hflat.take(at, mode="clip"))
+
+        top = peak / ref
+        local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
+    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / ref)
     lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
     amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
     bins = (hi - lo + 1).astype(np.intp)
@@ -1444,6 +1465,7 @@ def judge_channels(
     iso_group: int = 2,
     foundation: str = "rigid",
     channels: Sequence[str] = (),
+    healthy: tuple[F64 | None, F64 | None] | None = None,
 ) -> list[ChannelVerdict]:
     """Judge the averaged spectra of channels that share a bearing, in one pass.
 
@@ -1460,6 +1482,9 @@ def judge_channels(
         restarts it)
     rules : thresholds; iso_group, foundation : the machine's ISO 10816-3 class
     channels : names, for the reasons (default: none)
+    healthy : the machine's healthy (acceleration, envelope) power on the same bins
+        (:meth:`pdm.diagnosis.baseline.Baseline.aligned`), or None: lines are judged over
+        ``max(local floor, healthy)``
 
     Returns
     -------
@@ -1515,6 +1540,15 @@ def judge_channels(
         if use and x is not None
     ]
     p = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    pb = None
+    if healthy is not None:
+        acc_h, env_h = healthy
+        hp = [
+            np.asarray(h, dtype=np.float64) if h is not None else np.zeros_like(x)
+            for x, h, use in ((env_power, env_h, plan.n_env), (acc_power, acc_h, plan.orders))
+            if use and x is not None
+        ]
+        pb = hp[0] if len(hp) == 1 else np.concatenate(hp, axis=1)
     lay, n_lay = plan.lay, plan.n_lay
     # Every line's floor in one gather (positions are fixed by the plan), then the comb.
     med = np.partition(p[:, plan.floor_idx], plan.floor_half, axis=-1)[..., plan.floor_half]
@@ -1523,7 +1557,14 @@ def judge_channels(
     offsets = np.zeros((rows, 0))
     if lay is not None and lay.families:
         log_env = np.log10(np.maximum(p[:, : plan.n_env], 1e-300))
-        db = log_env[:, plan.comb_idx].max(axis=-1) - np.log10(floor[:, lay.harm_line])[:, None, :]
+        if pb is None:
+            db = (
+                log_env[:, plan.comb_idx].max(axis=-1)
+                - np.log10(floor[:, lay.harm_line])[:, None, :]
+            )
+        else:  # over max(floor, healthy) at every bin the comb reads
+            ref = np.maximum(floor[:, lay.harm_line][:, None, :, None], pb[:, plan.comb_idx])
+            db = (log_env[:, plan.comb_idx] - np.log10(ref)).max(axis=-1)
         db = np.clip(db, 0.0, None) * lay.weight  # (C, E, H), B over the floor
         offsets = plan.eps[np.argmax(np.add.reduceat(db, lay.starts, axis=2), axis=1)]
         hz[:, :n_lay] = _bearing_hz(lay, offsets, shaft_hz)
@@ -1532,7 +1573,7 @@ def judge_channels(
     if lay is not None:
         min_db[:n_lay] = _bearing_min_db(lay, df, shaft_hz, k_env, rules)
     rd = _read(
-        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db
+        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
     )
     if lay is not None:
         bearing, build = _bearing(
@@ -1596,7 +1637,10 @@ def _verdict(
         cage = next(f for f in present if f.family == "cage")
         drop = "ball" if cage.cage_comb >= 3 else "cage"
         present = [f for f in present if f.family != drop]
-    if len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
+    # An FTF-like comb in the spectrum: this bearing's cage, or one that fits another spacing
+    # (another bearing's cage on the shaft, a half-order series).
+    comb = any(f.family == "cage" and f.status in ("present", "other_comb") for f in bearing)
+    if comb and len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
         # BPFO = n × FTF: a cage fault's comb runs through BPFO. An outer race stands out of
         # the comb (its neighbours BPFO ± FTF); where it does not, its lines are the cage's.
         # Where it does, the comb is the race's sub-multiple series (rolling elements of
@@ -1604,11 +1648,12 @@ def _verdict(
         outer = next(f for f in present if f.family == "outer_race")
         drop = "cage" if outer.above_comb else "outer_race"
         present = [f for f in present if f.family != drop]
-    if len(present) > 1 and {"inner_race", "cage"} <= {f.family for f in present}:
-        # A BPFI that does not stand out of the cage's comb (BPFI ± FTF) is one of its lines.
-        inner = next(f for f in present if f.family == "inner_race")
-        if not inner.above_comb:
-            present = [f for f in present if f.family != "inner_race"]
+    if comb:
+        # A race whose line does not stand out of the comb (fundamental ± FTF) is one of the
+        # comb's lines: a comb 0.4 × shaft apart meets BPFI and BPFO within the slip.
+        present = [
+            f for f in present if f.family not in ("outer_race", "inner_race") or f.above_comb
+        ]
     present.sort(key=lambda f: -f.score_db)
     speed_fault = next((f for f in speed if f.present), None)
     if present:
