@@ -382,7 +382,8 @@ class ChannelVerdict:
     label : one of :data:`DIAGNOSES`
     margin_db : how clearly the label won, dB (the input of the confidence)
     calibration : the confidence map to read ``margin_db`` with when not the label's own
-        (``"bearing_contested"``: a named bearing family with another one present), or ''
+        (``"bearing_contested"``: a named bearing family with another one present;
+        ``"bearing_cage_bare"``: a cage named on a bare FTF comb, at most even), or ''
     strength_db : a bearing verdict's best family score (dB), how strong its evidence is;
         nan for the others
     families : every family examined, bearing families first
@@ -1693,7 +1694,7 @@ def _verdict(
         if best.bare:
             # A bare FTF comb cannot be told from another bearing's cage on the same shaft
             # (every cage turns at ≈ 0.4 × shaft): no better than even, whatever its size.
-            margin = min(margin, 0.0)
+            kind = "bearing_cage_bare"
         return ChannelVerdict(
             best.label,
             margin,

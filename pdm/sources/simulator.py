@@ -30,6 +30,12 @@ Channel ``c`` is treated as a radial sensor at ``c × 90°``: a tone reaches it
 with its phase retarded by that angle (the orbit of a forward-whirling rotor),
 impacts with gain ``0.7**c``, and every channel has its own noise.
 
+A **machine** of several bearings (:class:`MachineSpec`, :func:`simulate_machine`) has one
+sensor per bearing housing, each with its own bearing, resonance and noise: a bearing
+fault's impacts ring its own housing in full and reach the others ``transfer_db`` weaker
+(6–20 dB through shaft and frame), at the same instants, ringing their resonances; the
+shaft's running-speed tones reach every sensor.
+
 Determinism
 -----------
 Samples are generated in fixed blocks of :data:`BLOCK_SAMPLES`, whatever chunk
