@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -436,3 +437,20 @@ def test_geometries_cover_roller_bearings() -> None:
     """The sweep's machines include roller bearings (contact angle 0 with rollers, and a
     spherical roller bearing's angle)."""
     assert {"NU208", "22210"} <= set(GEOMETRIES)
+
+
+def test_replay_judges_lines_over_the_models_healthy_baseline(structural, tmp_path) -> None:
+    """replay with a model hands the model's healthy baseline to the diagnosis as score
+    does: the machine's own structural line at a defect order is no fault in the history."""
+    model = tmp_path / "model"
+    proc = run_cli("train", structural["train"], "--out", model, "--window", "16384", *QUICK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = tmp_path / "history.sqlite"
+    proc = run_cli(
+        "replay", structural["healthy"], "--model", model, "--store", f"sqlite:///{store}",
+        "--data-dir", tmp_path / "data", "--window", "16384", *QUICK,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    with sqlite3.connect(store) as db:
+        labels = [row[0] for row in db.execute("SELECT diagnosis FROM scores")]
+    assert labels and not any(lab.startswith("bearing_") for lab in labels), labels
