@@ -63,6 +63,7 @@ __all__ = [
     "MACHINE_KINDS",
     "Case",
     "MachineCase",
+    "breakdown",
     "make_cases",
     "make_machine_cases",
     "run_case",
@@ -621,6 +622,46 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: Bearing fault kinds, the cases :func:`breakdown` groups.
+BEARING_KINDS = ("bpfo", "bpfi", "bsf", "ftf")
+
+
+def breakdown(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables of the bearing-fault cases by what limits them: the impact peak over
+    the noise rms, the bins per shaft order (``rpm/60 ÷ fs/window``: the gates of
+    docs/diagnosis.md §2) and the bearing."""
+
+    def snr_group(r: dict[str, Any]) -> str:
+        edges = ((1.0, "< 1"), (3.0, "1–3"), (10.0, "3–10"))
+        return next((name for edge, name in edges if r["snr"] < edge), "≥ 10")
+
+    def bins_group(r: dict[str, Any]) -> str:
+        per_order = r["rpm"] / 60.0 / (r["fs"] / r["window"])
+        edges = ((6.0, "< 6"), (20.0, "6–20"))
+        return next((name for edge, name in edges if per_order < edge), "≥ 20")
+
+    bearing_cases = [r for r in results if r["kind"] in BEARING_KINDS]
+    tables = []
+    for title, key, order in (
+        ("impact peak / noise rms", snr_group, ("< 1", "1–3", "3–10", "≥ 10")),
+        ("bins per shaft order", bins_group, ("< 6", "6–20", "≥ 20")),
+        ("bearing", lambda r: str(r["bearing"]), tuple(GEOMETRIES)),
+    ):
+        lines = [
+            f"| {title} | cases | right | uncertain | missed | wrong |",
+            "|---|---|---|---|---|---|",
+        ]
+        for group in order:
+            c = collections.Counter(r["outcome"] for r in bearing_cases if key(r) == group)
+            if c:
+                lines.append(
+                    f"| {group} | {sum(c.values())} | {c['right']} | {c['uncertain']} "
+                    f"| {c['missed']} | {c['wrong']} |"
+                )
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def _kind(r: dict[str, Any]) -> str | None:
     """The confidence map a result's verdict is read with (:mod:`pdm.diagnosis.confidence`)."""
     label = r["label"]
@@ -742,6 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is not None:
             out.close()
     print(summarise(results))
+    print()
+    print(breakdown(results))
     if machines:
         print()
         print(summarise_machines(machines))

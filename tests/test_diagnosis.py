@@ -31,7 +31,15 @@ from pdm.diagnosis import (
 )
 from pdm.diagnosis.resolution import choose_window
 from pdm.diagnosis.rules import line_threshold_db
-from pdm.diagnosis_sweep import GEOMETRIES, KINDS, make_cases, outcome, run_case, summarise
+from pdm.diagnosis_sweep import (
+    GEOMETRIES,
+    KINDS,
+    breakdown,
+    make_cases,
+    outcome,
+    run_case,
+    summarise,
+)
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream
@@ -461,3 +469,30 @@ def test_simulator_slip_moves_the_defect_rate() -> None:
     assert spec_from_dict(spec_to_dict(slipped)) == slipped
     with pytest.raises(ConfigError, match="defect_slip"):
         SimSpec(defect_slip=0.2)
+
+
+def test_sweep_breakdown_groups_bearing_faults_by_what_limits_them() -> None:
+    """The breakdown tables of docs/diagnosis.md §8: bearing-fault cases only, grouped by
+    impact/noise, bins per shaft order (rpm/60 ÷ fs/window) and bearing."""
+
+    def case(kind: str, snr: float, rpm: float, outcome: str, bearing: str = "6205") -> dict:
+        return {"kind": kind, "snr": snr, "rpm": rpm, "fs": 12000.0, "window": 4096,
+                "bearing": bearing, "outcome": outcome}  # fmt: skip
+
+    results = [
+        case("bpfo", 0.5, 600.0, "missed"),  # 600/60 ÷ 12000/4096 = 3.4 bins per order
+        case("bpfi", 2.0, 3000.0, "right"),  # 17.1
+        case("bsf", 12.0, 6000.0, "right", "NU208"),  # 34.1
+        case("ftf", 12.0, 6000.0, "wrong", "NU208"),
+        case("healthy", 50.0, 6000.0, "wrong"),  # not a bearing fault: left out
+    ]
+    text = breakdown(results)
+    assert "| < 1 | 1 | 0 | 0 | 1 | 0 |" in text
+    assert "| 1–3 | 1 | 1 | 0 | 0 | 0 |" in text
+    assert "| ≥ 10 | 2 | 1 | 0 | 0 | 1 |" in text
+    assert "| < 6 | 1 | 0 | 0 | 1 | 0 |" in text
+    assert "| 6–20 | 1 | 1 | 0 | 0 | 0 |" in text
+    assert "| ≥ 20 | 2 | 1 | 0 | 0 | 1 |" in text
+    assert "| 6205 | 2 | 1 | 0 | 1 | 0 |" in text
+    assert "| NU208 | 2 | 1 | 0 | 0 | 1 |" in text
+    assert "3–10" not in text  # empty groups are left out
