@@ -138,14 +138,20 @@ def bench_diagnosis(
     The extractor's frames of the batch ``xs`` are fed to one engine again and again, each
     window's spectra averaged in and the machine's diagnosis asked for (what a score row
     carries), so the periodic judgement (every two averaging time constants: 64 windows
-    here) is paid in its share. Timed like the extraction: per call, alternating with the rfft,
-    median over rounds.
+    here) is paid in its share. As ``score`` runs it with a model: over the healthy baseline
+    of the model's card (here the same frames'). Timed like the extraction: per call,
+    alternating with the rfft, median over rounds.
     """
     from pdm.diagnosis import DiagnosisEngine
+    from pdm.diagnosis.baseline import BaselineBuilder
 
     frames = extractor.extract_batch(xs)
     hop = round(N * (1 - OVERLAP))
     engine = DiagnosisEngine(extractor.fs, extractor.n, hop, extractor.channels)
+    builder = BaselineBuilder(extractor.n, [c.name for c in extractor.channels])
+    for frame in frames:
+        builder.add(frame, extractor.fs)
+    engine.set_baseline(builder.result())
 
     def step() -> None:
         for frame in frames:

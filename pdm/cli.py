@@ -267,7 +267,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
         with rec:
             features = FeatureStream(pl, rec.sample_rate_hz)
-            scores = ScoreStream(pl, rec.sample_rate_hz, model_dir, features.extractor.names)
+            scores = ScoreStream(
+                pl, rec.sample_rate_hz, model_dir, features.extractor.names, engine=features.engine
+            )
             if scores.learning:
                 print(
                     f"{model_dir}: no model yet; learning for {pl.model.teach_in_s:g} s",
@@ -338,7 +340,7 @@ def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
     if engine is None:
         return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting"
     d = engine.judge()
-    where = f", {d.channel}" if d.channel else ""
+    where = (f", {d.channel}" + (f" ({d.bearing})" if d.bearing else "")) if d.channel else ""
     speed = (
         f" at {d.channels[0].shaft_speed_rpm:.0f} r/min"
         if d.channels and math.isfinite(d.channels[0].shaft_speed_rpm)

@@ -53,15 +53,24 @@ class FileDiagnosis:
     env_g: npt.NDArray[np.float64] | None
 
     def rows(self) -> list[dict[str, object]]:
-        """One JSON-ready object per channel (``pdm-edge diagnose --json``)."""
+        """One JSON-ready object per channel (``pdm-edge diagnose --json``); each also says
+        the machine's diagnosis, its confidence and the deciding channel and bearing."""
+        d = self.diagnosis
+        machine = {
+            "machine_diagnosis": d.label,
+            "machine_confidence": round(d.confidence, 3),
+            "machine_channel": d.channel,
+            "machine_bearing": d.bearing or None,
+        }
         return [
             {
                 "file": self.file,
                 "sample_rate_hz": self.sample_rate_hz,
                 "window_samples": self.window,
                 **ch.as_dict(),
+                **machine,
             }
-            for ch in self.diagnosis.channels
+            for ch in d.channels
         ]
 
 
@@ -157,12 +166,18 @@ def summary_text(r: FileDiagnosis) -> str:
     head = (
         f"{r.file}: {d.label} (confidence {d.confidence:.2f}"
         + (f", {d.channel}" if d.channel else "")
+        + (f", bearing {d.bearing}" if d.channel and d.bearing else "")
         + f"); {r.windows} windows of {r.window} samples at {r.sample_rate_hz:g} Hz "
         f"({r.sample_rate_hz / r.window:.3g} Hz bins)"
     )
     out = [head]
     for ch in d.channels:
         speed = f"{ch.shaft_speed_rpm:.1f} r/min" if math.isfinite(ch.shaft_speed_rpm) else "?"
-        out.append(f"  {ch.channel}: {ch.label} (confidence {ch.confidence:.2f}) at {speed}")
+        what = (
+            f"transmitted from {ch.transmitted_from}"
+            if ch.transmitted_from
+            else f"{ch.label} (confidence {ch.confidence:.2f})"
+        )
+        out.append(f"  {ch.channel}: {what} at {speed}")
         out += [f"    {line}" for line in ch.reasons]
     return "\n".join(out)

@@ -133,6 +133,8 @@ def build_engine(
         iso_group=pipeline.machine.iso_group,
         foundation=pipeline.machine.foundation,
         acc_bins=extractor.n // 2 + 1 if full_spectrum else None,
+        # Channels of different sensors are arbitrated (a fault seen at two housings).
+        locations=[pipeline.channel(col)[0].id for col in pipeline.columns],
     )
 
 

@@ -219,7 +219,11 @@ def _replay_one(
         model_dir = opts.model_dir or pl.model_dir
         if model_dir is not None:
             scores = score_stream_cls(
-                pl, rec.sample_rate_hz, Path(model_dir), features.extractor.names
+                pl,
+                rec.sample_rate_hz,
+                Path(model_dir),
+                features.extractor.names,
+                engine=features.engine,  # the model's healthy lines are no fault evidence
             )
         model_version = scores.scorer.model.version if scores and scores.scorer else ""
         recorder = Recorder(pl, captures, capture_windows=opts.capture_windows)

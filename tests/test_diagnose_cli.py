@@ -215,7 +215,8 @@ def test_score_rows_carry_the_engines_diagnosis_and_a_summary(tmp_path) -> None:
     assert late[-1]["evidence"][0].startswith(("x_g: inner race", "y_g: inner race"))
     summary = proc.stderr.strip().splitlines()[-1]
     assert re.match(
-        r".*inner_race\.csv\.gz: diagnosis bearing_inner_race \(confidence [01]\.\d\d, [xy]_g\) "
+        r".*inner_race\.csv\.gz: diagnosis bearing_inner_race \(confidence [01]\.\d\d, [xy]_g"
+        r"( \(6205\))?\) "
         r"over the last \d+ windows at 14\d\d r/min; \d+/\d+ windows alerting$",
         summary,
     ), summary

@@ -2,12 +2,15 @@
 
 Pure numpy, no I/O. :class:`DiagnosisEngine` is what the feature stream runs for every
 machine; :func:`judge_channel` judges one channel's averaged spectra; the rules are in
-:mod:`pdm.diagnosis.rules` and docs/diagnosis.md.
+:mod:`pdm.diagnosis.rules` and docs/diagnosis.md; a machine's sensors are arbitrated in
+:mod:`pdm.diagnosis.machine`; :class:`Baseline` holds a machine's healthy spectra.
 """
 
 from pdm.diagnosis.average import SpectrumAverage, effective_windows
+from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine
+from pdm.diagnosis.machine import Transmission
 from pdm.diagnosis.rules import (
     DIAGNOSES,
     ChannelVerdict,
@@ -19,6 +22,8 @@ from pdm.diagnosis.rules import (
 
 __all__ = [
     "DIAGNOSES",
+    "Baseline",
+    "BaselineBuilder",
     "ChannelDiagnosis",
     "ChannelVerdict",
     "Diagnosis",
@@ -27,6 +32,7 @@ __all__ = [
     "LineEvidence",
     "Rules",
     "SpectrumAverage",
+    "Transmission",
     "confidence",
     "effective_windows",
     "judge_channel",

@@ -37,7 +37,13 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SpectrumAverage", "effective_windows"]
+__all__ = [
+    "SpectrumAverage",
+    "acc_power_scale",
+    "effective_windows",
+    "env_power_scale",
+    "reindex",
+]
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -46,6 +52,19 @@ F32 = npt.NDArray[np.float32]
 ACC_TOP_ORDER = 10.8
 #: A level change of either spectrum's total power by this much (dB) starts a new segment.
 LEVEL_DB = 3.0
+
+
+def acc_power_scale(n: int) -> float:
+    """|X|² of the extractor's Hann-windowed rfft → amplitude², g²: ``(2 / Σw)²`` with
+    ``Σw = n/2`` for a periodic Hann window (:mod:`pdm.dsp.spectrum`)."""
+    return (4.0 / n) ** 2
+
+
+def env_power_scale(n: int) -> float:
+    """The envelope spectrum's squared parts summed → amplitude², g²: its amplitude is
+    ``sqrt(power)·scale·2/(m/2)`` with ``scale = 2m/n`` (:mod:`pdm.dsp.envelope`), so
+    ``8/n`` whatever the decimated length ``m``."""
+    return (8.0 / n) ** 2
 
 
 def effective_windows(count: float, n: int, hop: int) -> float:
@@ -104,11 +123,8 @@ class SpectrumAverage:
         self.n_mem = max(1.0, memory * self.n / self.hop)
         self.segment_tolerance = segment_tolerance
         self.fixed_acc_bins = acc_bins
-        # |X|² → amplitude²: 2/Σw with Σw = n/2 for a periodic Hann window (pdm.dsp.spectrum).
-        self._acc_scale = (4.0 / self.n) ** 2
-        # The envelope's amplitude is sqrt(power)·scale·2/(m/2) with scale = 2m/n
-        # (pdm.dsp.envelope): 8/n, whatever the decimated length m.
-        self._env_scale = (8.0 / self.n) ** 2
+        self._acc_scale = acc_power_scale(self.n)
+        self._env_scale = env_power_scale(self.n)
         self._k_eff_cache: dict[int, float] = {}
         # Windows in a row whose level moved: more than one window length of new data.
         self._level_need = math.ceil(self.n / self.hop) + 1
@@ -228,8 +244,8 @@ class SpectrumAverage:
         self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
         # Re-index onto the reference speed's bins when the lines would move by > 0.5 bin.
         if abs(ratio - 1.0) * self._top_hz > 0.5 * self.df:
-            acc = _reindex(acc.astype(np.float64), ratio)
-            env = None if env is None else _reindex(env.astype(np.float64), ratio)
+            acc = reindex(acc.astype(np.float64), ratio)
+            env = None if env is None else reindex(env.astype(np.float64), ratio)
 
         self.acc = _ema(self.acc, acc, 1.0 / min(self.count, self.n_mem))
         if env is not None:
@@ -249,7 +265,7 @@ def _ema(avg: F32 | None, x: npt.NDArray[np.floating], a: float) -> F32:
     return avg
 
 
-def _reindex(p: F64, ratio: float) -> F64:
+def reindex(p: F64, ratio: float) -> F64:
     """``p`` read at bins ``k · ratio`` (linear interpolation): a line at order o of a window
     whose shaft runs ``ratio`` × the reference lands where the reference puts order o."""
     n = p.shape[-1]

@@ -15,6 +15,7 @@ on its own windows at once, not at the next due time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pdm.diagnosis.average import SpectrumAverage
+from pdm.diagnosis.baseline import Baseline
 from pdm.diagnosis.confidence import confidence
+from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import (
     ChannelVerdict,
     FamilyEvidence,
@@ -49,6 +52,9 @@ class ChannelDiagnosis:
     envelope_band_hz : the demodulation band of the envelope average, Hz
     windows : windows averaged in this segment
     k_eff : independent windows the average is worth
+    bearing : the designation of the channel's bearing ('' when none or not catalogued)
+    transmission : when the channel's bearing verdict is another sensor's fault seen here
+        (:mod:`pdm.diagnosis.machine`): where from and why; the label is then ``unknown``
     """
 
     channel: str
@@ -59,6 +65,13 @@ class ChannelDiagnosis:
     envelope_band_hz: tuple[float, float] | None
     windows: int
     k_eff: float
+    bearing: str = ""
+    transmission: Transmission | None = None
+
+    @property
+    def transmitted_from(self) -> str:
+        """The channel whose fault this channel sees, or ''."""
+        return self.transmission.source if self.transmission is not None else ""
 
     @property
     def margin_db(self) -> float:
@@ -79,6 +92,11 @@ class ChannelDiagnosis:
             f"at {self.shaft_speed_rpm:.1f} r/min"
             + (f", envelope {band[0]:.0f}–{band[1]:.0f} Hz" if band is not None else "")
         )
+        t = self.transmission
+        if t is not None:
+            first = t.text(self.channel, self.verdict.named_families[0])
+            judged = tuple(f"  (judged alone: {r})" for r in self.verdict.reasons[:1])
+            return (first, *judged, head)
         return (*self.verdict.reasons, head)
 
     def as_dict(self) -> dict[str, object]:
@@ -95,6 +113,9 @@ class ChannelDiagnosis:
             else None,
             "windows": self.windows,
             "independent_windows": round(self.k_eff, 2),
+            "bearing": self.bearing or None,
+            "transmitted_from": self.transmitted_from or None,
+            "judged_alone": self.verdict.label if self.transmission is not None else None,
             "evidence": list(self.reasons),
             "families": {f.family: f.as_dict() for f in self.families},
         }
@@ -112,6 +133,9 @@ class Diagnosis:
     channels : every channel's diagnosis
     windows : windows averaged in the current segment
     note : why there is nothing to judge (no channel), else ''
+
+    A channel whose bearing verdict is another sensor's fault seen there says so
+    (:attr:`ChannelDiagnosis.transmission`) and does not decide.
     """
 
     label: str
@@ -122,13 +146,23 @@ class Diagnosis:
     note: str = ""
 
     @property
+    def bearing(self) -> str:
+        """The deciding channel's bearing designation ('' when none decided or not known)."""
+        best = next((c for c in self.channels if c.channel == self.channel), None)
+        return best.bearing if best is not None else ""
+
+    @property
     def reasons(self) -> tuple[str, ...]:
         """The deciding channel's reasons, then one line on the other channels."""
         if not self.channels:
             return (self.note,)
         best = next((c for c in self.channels if c.channel == self.channel), self.channels[0])
         others = [
-            f"{c.channel} {c.label} ({c.confidence:.2f})" for c in self.channels if c is not best
+            f"{c.channel} transmitted from {c.transmitted_from}"
+            if c.transmission is not None
+            else f"{c.channel} {c.label} ({c.confidence:.2f})"
+            for c in self.channels
+            if c is not best
         ]
         return best.reasons + ((f"other channels: {', '.join(others)}",) if others else ())
 
@@ -145,6 +179,8 @@ class DiagnosisEngine:
     memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
     judge_every : windows between judgements (None: two averaging time constants)
     acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
+    locations : per channel, the sensor (bearing housing) it is mounted on; channels at
+        different locations are arbitrated (:mod:`pdm.diagnosis.machine`). None: all at one
 
     Examples
     --------
@@ -176,10 +212,14 @@ class DiagnosisEngine:
         segment_tolerance: float = 0.03,
         judge_every: int | None = None,
         acc_bins: int | None = None,
+        locations: Sequence[str] | None = None,
     ) -> None:
         if judge_every is not None and judge_every < 1:
             raise ValueError(f"{judge_every=} must be >= 1")
         self.channels = tuple(channels)
+        if locations is not None and len(locations) != len(self.channels):
+            raise ValueError(f"{len(locations)} locations for {len(self.channels)} channels")
+        self.locations = tuple(locations) if locations is not None else ("",) * len(self.channels)
         self.rules = rules or Rules()
         self.iso_group = iso_group
         self.foundation = foundation
@@ -201,9 +241,19 @@ class DiagnosisEngine:
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
         self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
         self._last: Diagnosis | None = None
+        #: The machine's healthy spectra (a model's card), or None: see :meth:`set_baseline`.
+        self.baseline: Baseline | None = None
+        self._healthy: tuple[object, tuple[np.ndarray, np.ndarray]] | None = None
         self._since = 0
         self._segment = -1
         self._shaft_hz = math.nan
+
+    def set_baseline(self, baseline: Baseline | None) -> None:
+        """Judge lines over the machine's healthy spectra from now on (None: over the local
+        floor only); the next diagnosis is judged again."""
+        self.baseline = baseline
+        self._healthy = None
+        self._last = None
 
     def reset(self) -> None:
         """Forget the averages (a stream reset: a gap, time going back)."""
@@ -264,6 +314,26 @@ class DiagnosisEngine:
         fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
         self._shaft_hz = fr
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
+        acc_h = env_h = None
+        if self.baseline is not None:
+            # The same for a segment at one speed and band (levelled anew when bands differ).
+            key = (avg.segments, fr, avg.band, acc.shape, None if env is None else env.shape)
+            if (
+                self._healthy is None
+                or self._healthy[0] != key
+                or (avg.band != self.baseline.envelope_band_hz)
+            ):
+                aligned = self.baseline.aligned(
+                    [ch.name for ch in self.channels],
+                    avg.df,
+                    fr,
+                    acc.shape[1],
+                    env.shape[1] if env is not None else 0,
+                    avg.band,
+                    env,
+                )
+                self._healthy = (key, aligned)
+            acc_h, env_h = self._healthy[1]
         for rows, mult in self._groups:
             got = judge_channels(
                 acc[rows],
@@ -277,38 +347,71 @@ class DiagnosisEngine:
                 iso_group=self.iso_group,
                 foundation=self.foundation,
                 channels=[self.channels[c].name for c in rows.tolist()],
+                healthy=None
+                if acc_h is None or env_h is None
+                else (acc_h[rows], env_h[rows] if env is not None else None),
             )
             for c, v in zip(rows.tolist(), got, strict=True):
                 verdicts[c] = v
+        moved: list[Transmission | None] = [None] * len(self.channels)
+        if env is not None and len(set(self.locations)) > 1:
+            moved = transmitted(
+                verdicts,
+                [ch.name for ch in self.channels],
+                self.locations,
+                [_designation(ch) for ch in self.channels],
+                [ch.bearing.defect_multiples() if ch.bearing is not None else None
+                 for ch in self.channels],
+                env,
+                avg.df,
+                fr,
+                k_env,
+                self.rules,
+                env_h,
+            )  # fmt: skip
         per = [
-            self._channel(ch.name, v, k_acc)
-            for ch, v in zip(self.channels, verdicts, strict=True)
+            self._channel(ch, v, k_acc, t)
+            for ch, v, t in zip(self.channels, verdicts, moved, strict=True)
             if v is not None
         ]
         d = _combine(per, avg.count)
         self._last = d
         return d
 
-    def _channel(self, name: str, v: ChannelVerdict, k_eff: float) -> ChannelDiagnosis:
+    def _channel(
+        self, ch: ChannelSpec, v: ChannelVerdict, k_eff: float, moved: Transmission | None
+    ) -> ChannelDiagnosis:
         avg = self.average
-        return ChannelDiagnosis(
-            name,
+        d = ChannelDiagnosis(
+            ch.name,
             v.label,
-            confidence(v.label, v.margin_db),
+            confidence(v.label, v.margin_db, v.calibration),
             v,
             self._shaft_hz * 60.0,
             avg.band,
             avg.count,
             k_eff,
+            _designation(ch),
         )
+        if moved is not None:  # another sensor's fault seen here: no fault of this bearing
+            d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)
+        return d
+
+
+def _designation(ch: ChannelSpec) -> str:
+    return (ch.bearing.designation or "") if ch.bearing is not None else ""
 
 
 def _combine(per: list[ChannelDiagnosis], windows: int) -> Diagnosis:
-    """The most confident channel decides (a named fault on a tie); ``unknown`` only when
-    every channel says so."""
+    """The machine's diagnosis: a bearing verdict first, that of the channel whose evidence
+    is strongest (the best family's score: a defect is clearest nearest it), whether named or
+    uncertain; else the most confident running-speed fault; ``unknown`` only when every
+    channel says so (or sees another's fault)."""
 
-    def rank(d: ChannelDiagnosis) -> tuple[bool, float, bool]:
-        return (d.label != "unknown", d.confidence, d.label != "bearing_uncertain")
+    def rank(d: ChannelDiagnosis) -> tuple[bool, bool, float, float]:
+        bearing = d.label.startswith("bearing_")
+        strength = d.verdict.strength_db if bearing else 0.0
+        return (d.label != "unknown", bearing, strength, d.confidence)
 
     best = max(per, key=rank)
     channel = best.channel if best.label != "unknown" else None

@@ -321,9 +321,22 @@ def _bearing_note(f: FamilyEvidence) -> str:
         )
     db = f"{fund.prominence_db:+.1f} dB over the floor"
     if f.status == "present":
-        return (
+        text = (
             f"{sym} at {fund.found_hz:.2f} Hz ({100 * f.offset:+.1f} % from kinematics), {db}; "
             f"{f.harmonics} harmonic(s), {f.sidebands} sideband(s) significant"
+        )
+        if f.family == "cage" and f.sidebands == 0:
+            text += (
+                "; a bare FTF comb (no other line modulated at ± FTF): another bearing's cage "
+                "on this shaft would look the same, so it is no better than even"
+            )
+        return text
+    if f.status == "other_comb":
+        kin = fund.expected_hz / (1.0 + f.offset)
+        return (
+            f"{sym} {db}, but the comb fits a spacing of {f.detail:.2f} Hz "
+            f"({100 * (f.detail / kin - 1):+.1f} % from this bearing's FTF) better: another "
+            "bearing's cage on this shaft, or a sub-harmonic series of the shaft speed"
         )
     if f.status == "weak":
         return f"{sym} {db} (needs {fund.threshold_db:.1f})"
@@ -368,11 +381,27 @@ class ChannelVerdict:
     ----------
     label : one of :data:`DIAGNOSES`
     margin_db : how clearly the label won, dB (the input of the confidence)
+    calibration : the confidence map to read ``margin_db`` with when not the label's own
+        (``"bearing_contested"``: a named bearing family with another one present;
+        ``"bearing_cage_bare"``: a cage named on a bare FTF comb, at most even), or ''
+    strength_db : a bearing verdict's best family score (dB), how strong its evidence is;
+        nan for the others
     families : every family examined, bearing families first
     reasons : human-readable lines with numbers, the deciding one first
     """
 
-    __slots__ = ("_best", "_build", "_families", "_pre", "_reasons", "_rival", "label", "margin_db")
+    __slots__ = (
+        "_best",
+        "_build",
+        "_families",
+        "_pre",
+        "_reasons",
+        "_rival",
+        "calibration",
+        "label",
+        "margin_db",
+        "strength_db",
+    )
 
     def __init__(
         self,
@@ -384,9 +413,13 @@ class ChannelVerdict:
         best: str = "",
         rival: str = "",
         reasons: tuple[str, ...] | None = None,
+        calibration: str = "",
+        strength_db: float = math.nan,
     ) -> None:
         self.label = label
         self.margin_db = margin_db
+        self.calibration = calibration
+        self.strength_db = strength_db
         self._families: tuple[FamilyEvidence, ...] | None = None
         self._build: Callable[[], tuple[FamilyEvidence, ...]] | None = None
         if callable(families):
@@ -407,6 +440,12 @@ class ChannelVerdict:
 
     def family(self, name: str) -> FamilyEvidence | None:
         return next((f for f in self.families if f.family == name), None)
+
+    @property
+    def named_families(self) -> tuple[str, ...]:
+        """The families the label rests on: the named one, and for ``bearing_uncertain`` or a
+        contested verdict the rival too ('' entries left out)."""
+        return tuple(f for f in (self._best, self._rival) if f)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -525,12 +564,16 @@ def _read(
     k_eff: F64,
     p_false: float,
     min_db: F64,
+    healthy: F64 | None = None,
 ) -> _Read:
     """Read lines at ``hz`` (C, L) ± ``half`` (L,) bins (≥ 1) in every row of ``p`` (C, n).
 
     ``base`` (L,): the bin where each line's spectrum starts in ``p`` (spectra are
     concatenated); ``lo_b``, ``hi_b`` (L,): the bins it may be read in; ``floor`` (C, L):
-    its local floor; ``k_eff`` (L,): independent windows behind its spectrum.
+    its local floor; ``k_eff`` (L,): independent windows behind its spectrum. ``healthy``
+    (C, n), the machine's healthy power on the same bins (:mod:`pdm.diagnosis.baseline`):
+    a line is then the bin that stands most over ``max(floor, healthy)``, and its
+    prominence is over that.
     """
     n = p.shape[-1]
     centre = hz / df + base
@@ -542,15 +585,32 @@ def _read(
     flat = p.reshape(-1)
     row0 = (np.arange(p.shape[0]) * n)[:, None]
     cand = (lo + row0)[..., None] + np.arange(width)  # (C, L, W)
-    vals = flat.take(cand.astype(np.intp), mode="clip")
+    idx = cand.astype(np.intp)
+    vals = flat.take(idx, mode="clip")
     vals[cand > (hi + row0)[..., None]] = -1.0
-    j = np.argmax(vals, axis=-1)
-    k = (lo + j).astype(np.intp)  # bin within the row
-    kf = k + row0.astype(np.intp)
-    peak = vals.max(axis=-1)
-    # A peak, not the skirt of a stronger line next to the range: a local maximum.
-    local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
-    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / floor)
+    if healthy is None:
+        j = np.argmax(vals, axis=-1)
+        k = (lo + j).astype(np.intp)  # bin within the row
+        kf = k + row0.astype(np.intp)
+        peak = vals.max(axis=-1)
+        ref = floor
+        # A peak, not the skirt of a stronger line next to the range: a local maximum.
+        local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
+    else:
+        hflat = healthy.reshape(-1)
+        over = vals / np.maximum(floor[..., None], hflat.take(idx, mode="clip"))
+        j = np.argmax(over, axis=-1)
+        k = (lo + j).astype(np.intp)
+        kf = k + row0.astype(np.intp)
+        peak = np.take_along_axis(vals, j[..., None], axis=-1)[..., 0]
+        ref = np.maximum(floor, hflat.take(kf, mode="clip"))
+
+        def excess(at: npt.NDArray[np.intp]) -> F64:
+            return flat.take(at, mode="clip") / np.maximum(floor, hflat.take(at, mode="clip"))
+
+        top = peak / ref
+        local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
+    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / ref)
     lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
     amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
     bins = (hi - lo + 1).astype(np.intp)
@@ -607,6 +667,7 @@ class _Layout:
     neighbour: npt.NDArray[np.bool_]  # per line: an outer race's FTF-comb neighbour
     ftf_sideband: npt.NDArray[np.bool_]  # per line: a ball's FTF sideband
     cage_high: npt.NDArray[np.bool_]  # per line: a cage harmonic from 3×FTF up
+    first_sb: npt.NDArray[np.bool_]  # per line: a modulation sideband of the first harmonic
 
 
 @lru_cache(maxsize=64)
@@ -658,13 +719,15 @@ def _layout(
         for name, c, d, mv in sb:
             if 0 < c + d <= top:
                 lines.append((_sb_name(name, d, mv), "sideband", fi, c, float(d), mv, half_sb, 0.0))
-        if family == "outer_race":
-            # BPFO = n × FTF: a cage fault's comb runs through it. Its neighbours in that comb,
-            # BPFO ± FTF, tell the two apart (an outer race stands out of them); not support.
+        if family in ("outer_race", "inner_race"):
+            # BPFO = n × FTF: a cage fault's comb runs through it, and the comb's lines are
+            # dense enough (0.4 × shaft apart) that one often sits within the slip of BPFI. Its
+            # neighbours in that comb, fundamental ± FTF, tell the two apart (a race stands out
+            # of them); not support.
             for d in (-m["ftf"], m["ftf"]):
                 if hs[0] + d <= top:
                     lines.append(
-                        (_sb_name("BPFO 1×", d, True), "neighbour", fi, hs[0], d, True, 1.0, 0.0)
+                        (_sb_name(f"{sym} 1×", d, True), "neighbour", fi, hs[0], d, True, 1.0, 0.0)
                     )
         spans.append((a, len(lines)))
         own = [*hs, *(c + d for _n, c, d, _mv in sb if abs(d) != 2)]
@@ -682,6 +745,7 @@ def _layout(
         comb_free.append(np.array(free, dtype=np.intp))
     fh_max = max(harm) if harm else 1.0
     n_eps = min(401, math.ceil(2 * tau * fh_max / (0.5 * df_orders)) + 1)
+    first = {fi: harm[starts[fi]] for fi in range(len(fams))}
     return _Layout(
         families=tuple(fams),
         skipped=tuple(skipped),
@@ -717,6 +781,13 @@ def _layout(
             ],
             dtype=bool,
         ),
+        first_sb=np.array(
+            [
+                x[1] == "sideband" and x[4] != 0.0 and x[2] >= 0 and x[3] == first[x[2]]
+                for x in lines
+            ],
+            dtype=bool,
+        ),
     )
 
 
@@ -741,6 +812,7 @@ class _Summary(NamedTuple):
     clean: bool  # significant, unshared, off any shaft comb
     cage_comb: int  # cage: clean FTF harmonics from 3× up
     above_comb: bool = True  # outer race: its fundamental stands out of the FTF comb
+    bare: bool = False  # cage: a comb without modulation of another line at ± FTF
 
     @property
     def present(self) -> bool:
@@ -773,10 +845,154 @@ def _bearing_min_db(lay: _Layout, df: float, fr: float, k_eff: float, rules: Rul
     return min_db
 
 
+#: Where any bearing's cage turns, in shaft orders: FTF = ½ (1 − d/D·cos α) is 0.33–0.47 for
+#: the common series (d/D 0.07–0.35) and the half-order sub-harmonic series sits at 0.5. A
+#: comb found here at another spacing than this bearing's FTF is not its cage.
+_CAGE_SPACINGS = (0.30, 0.55)
+
+
+def _floor_at(p: F64, centre: F64, gap: F64, fh: int) -> F64:
+    """Local floor (median of ``fh`` bins each side outside ``± gap`` bins) of row ``p`` at
+    bins ``centre`` (L,); near an edge the neighbourhood continues on the other side."""
+    n = p.shape[-1]
+    offs = np.arange(1, fh + 1)
+    c = np.rint(centre)
+    g = np.ceil(gap)
+    left = (c - g)[:, None] - offs
+    right = (c + g)[:, None] + offs
+    left = np.where(left >= 1, left, right + fh)
+    right = np.where(right <= n - 2, right, left - fh)
+    idx = np.clip(np.concatenate([left, right], axis=-1), 1, n - 2).astype(np.intp)
+    return np.maximum(np.median(p[idx], axis=-1), np.finfo(np.float64).tiny)
+
+
+def _comb_fit(p: F64, df: float, fr: float, spacings: F64, harmonics: int, fh: int) -> F64:
+    """How well combs of ``harmonics`` lines at each spacing (shaft orders) fit the envelope
+    row ``p``: the summed dB over the local floor of the bins nearest every harmonic inside
+    the spectrum, negative parts counted as 0 (S,). The nearest bin only: combs a fraction
+    of a per cent apart part at their high harmonics, where a wider read would join them."""
+    n = p.shape[-1]
+    top = min(n - 3, math.ceil(harmonics * spacings.max() * fr / df) + fh + 2)
+    centre = np.arange(top + 1, dtype=np.float64)
+    floor = _floor_at(p, centre, np.full(centre.size, 2.0), fh)
+    db = 10.0 * np.log10(np.maximum(p[: top + 1], 1e-300) / floor)
+    pos = np.rint(np.outer(spacings, np.arange(1, harmonics + 1)) * fr / df).astype(np.intp)
+    ok = (pos >= 2) & (pos <= top)
+    return np.where(ok, np.clip(db[np.clip(pos, 0, top)], 0.0, None), 0.0).sum(axis=1)
+
+
+class _CageCheck(NamedTuple):
+    """What stands for and against a cage comb (one row)."""
+
+    other_hz: float  # the comb spacing that fits better than this bearing's FTF, Hz, or nan
+    lines: tuple[LineEvidence, ...]  # ± FTF around the other families' carriers and 1×
+
+
+def _cage_check(
+    lay: _Layout,
+    rd: _Read,
+    row: int,
+    env: F64,
+    df: float,
+    fr: float,
+    k_eff: float,
+    rules: Rules,
+) -> _CageCheck:
+    """A cage comb's alternatives and its modulation of other lines (module docstring).
+
+    * **Another spacing.** FTF ≈ 0.4 × shaft on nearly every bearing: the comb of another
+      bearing's cage on the same shaft, or a half-order series, looks like this one's. Combs
+      at every spacing of :data:`_CAGE_SPACINGS` are fitted; one outside this bearing's
+      FTF ± slip that fits better is what the lines are.
+    * **Modulation.** A damaged cage turns unevenly: it modulates what the rolling elements
+      carry at FTF. Lines at ± FTF around a significant carrier — BPFO, BPFI, 2×BSF of this
+      bearing, or 1× shaft — that are not themselves FTF harmonics are that modulation.
+    """
+    fi = lay.families.index("cage")
+    a, _b = lay.spans[fi]
+    ftf_hz = float(rd.expected[row, a])  # the comb's fitted spacing: finer than a bin
+    tau = rules.slip_tolerance
+    fh = int(min(64, max(8, round(0.5 * fr / df))))
+    p = env[row]
+    lo, hi = _CAGE_SPACINGS
+    # As many harmonics as the spectrum holds at the widest spacing (up to 24): the further
+    # out, the better two spacings a per cent apart are told apart.
+    harmonics = min(24, max(3, int((p.shape[-1] - fh - 4) * df / (fr * hi))))
+    step = 0.5 * df / (harmonics * fr)
+    grid = np.arange(lo, hi + step, step)
+    kin = lay.carrier[a]  # this bearing's kinematic FTF, orders
+    own = np.abs(grid / kin - 1.0) <= tau + step / kin
+    fit = _comb_fit(p, df, fr, grid, harmonics, fh)
+    other = math.nan
+    if own.any() and (~own).any():
+        j = int(np.argmax(np.where(own, -np.inf, fit)))
+        if fit[j] > float(fit[own].max()) + rules.min_line_db:
+            other = float(grid[j]) * fr
+    # Modulation: ± FTF around the significant carriers that are not FTF harmonics.
+    carriers: list[tuple[str, float]] = []
+    for f2, (a2, _b2) in zip(lay.families, lay.spans, strict=True):
+        if f2 != "cage" and rd.sig[row, a2]:
+            carriers.append((f"{_SYMBOL[f2]} 1×", float(rd.found[row, a2])))
+    s0 = lay.shaft[0]
+    if lay.shaft[1] > s0 and rd.sig[row, s0]:
+        carriers.append(("shaft 1×", float(rd.found[row, s0])))
+    names: list[str] = []
+    hz: list[float] = []
+    for name, fc in carriers:
+        for sign in (-1.0, 1.0):
+            f = fc + sign * ftf_hz
+            h = round(f / ftf_hz)
+            if f <= 2 * df or abs(f - h * ftf_hz) <= 2 * df + 0.005 * f:
+                continue  # on the FTF comb itself: no evidence beyond the comb
+            names.append(f"{name} {'+' if sign > 0 else '−'} FTF")
+            hz.append(f)
+    if not hz:
+        return _CageCheck(other, ())
+    pos = np.array(hz) / df
+    half = np.full(pos.size, 1.0 + 0.005 * pos)
+    floor = _floor_at(p, pos, half + 2.0, fh)
+    n = p.shape[-1]
+    got = _read(
+        p[None],
+        df,
+        np.array(hz)[None],
+        np.zeros(pos.size),
+        np.full(pos.size, 2.0),
+        np.full(pos.size, n - 1.0),
+        half,
+        floor[None],
+        np.full(pos.size, k_eff),
+        rules.p_false,
+        np.full(pos.size, rules.min_line_db),
+    )
+    lines = tuple(
+        LineEvidence(
+            nm,
+            "modulation",
+            float(got.expected[0, i]),
+            float(got.found[0, i]),
+            float(got.amp[0, i]),
+            float(got.prom[0, i]),
+            float(got.thr[0, i]),
+            bool(got.sig[0, i]),
+        )
+        for i, nm in enumerate(names)
+    )
+    return _CageCheck(other, lines)
+
+
 def _bearing(
-    lay: _Layout, rd: _Read, offsets: F64, df: float, fr: float, rules: Rules
+    lay: _Layout,
+    rd: _Read,
+    offsets: F64,
+    df: float,
+    fr: float,
+    rules: Rules,
+    env: F64,
+    k_eff: float,
 ) -> tuple[list[list[_Summary]], Callable[[int], list[FamilyEvidence]]]:
-    """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``).
+    """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
+    ``env``: the rows' envelope power, for the cage's checks).
 
     Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
     and a function that builds a row's evidence objects when they are read.
@@ -833,7 +1049,7 @@ def _bearing(
     clean = sig & ~shared & ~on_comb
     support = clean & not_fund & lay.supports[:nb]
     n_clean = np.add.reduceat(support, fund, axis=1)
-    # Outer race against the FTF comb: its neighbours BPFO ± FTF (significant ones).
+    # A race against the FTF comb: its neighbours fundamental ± FTF (significant ones).
     neigh = np.where(sig & lay.neighbour[:nb], rd.prom[:, :nb], -np.inf)
     neigh_max = np.maximum.reduceat(neigh, fund, axis=1)
     above_comb = rd.prom[:, fund] >= neigh_max + rules.compete_db
@@ -841,13 +1057,20 @@ def _bearing(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
     cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
-    score = rd.prom[:, fund] + rules.support_db * np.minimum(n_clean, 2)
+    # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
+    # the family's line is the carrier with the clean sidebands of its first harmonic,
+    # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
+    ratio = np.where(lay.first_sb[:nb] & support, 10.0 ** (rd.prom[:, :nb] / 10.0), 0.0)
+    carrier = 10.0 ** (rd.prom[:, fund] / 10.0) + np.add.reduceat(ratio, fund, axis=1)
+    score = 10.0 * np.log10(carrier) + rules.support_db * np.minimum(n_clean, 2)
     fund_at = on_comb[:, fund]
 
     summaries = []
+    checks: dict[int, _CageCheck] = {}
     for c in range(n_rows):
         row = []
         for fi, family in enumerate(lay.families):
+            bare = False
             if not fund_sig[c, fi]:
                 status = "weak"
             elif fund_shared[c, fi]:
@@ -862,6 +1085,11 @@ def _bearing(
                 status = "no_ftf_sideband"
             else:
                 status = "present"
+            if family == "cage" and status == "present":
+                chk = checks[c] = _cage_check(lay, rd, c, env, df, fr, k_eff, rules)
+                if math.isfinite(chk.other_hz):
+                    status = "other_comb"
+                bare = not any(ln.significant for ln in chk.lines)
             row.append(
                 _Summary(
                     family,
@@ -869,9 +1097,10 @@ def _bearing(
                     float(score[c, fi]),
                     float(rd.prom[c, fund[fi]]),
                     float(rd.thr[c, fund[fi]]),
-                    bool(clean[c, fund[fi]] and not mains[c, fi]),
+                    bool(clean[c, fund[fi]] and not mains[c, fi] and status != "other_comb"),
                     int(cage_comb[c]) if family == "cage" else 0,
                     bool(above_comb[c, fi]),
+                    bare,
                 )
             )
         summaries.append(row)
@@ -893,21 +1122,24 @@ def _bearing(
             )
             for i in range(nb)
         ]
-        out = {
-            family: FamilyEvidence(
+        out = {}
+        for fi, (family, (a, b)) in enumerate(zip(lay.families, lay.spans, strict=True)):
+            own = tuple(lines[a:b])
+            chk = checks.get(c) if family == "cage" else None
+            extra = chk.lines if chk is not None else ()
+            out[family] = FamilyEvidence(
                 family,
                 summaries[c][fi].present,
                 summaries[c][fi].score_db,
                 float(rd.found[c, fund[fi]]),
                 float(offsets[c, fi]),
-                sum(ln.significant and ln.kind == "harmonic" for ln in lines[a:b]),
-                sum(ln.significant and ln.kind == "sideband" for ln in lines[a:b]),
-                tuple(lines[a:b]),
+                sum(ln.significant and ln.kind == "harmonic" for ln in own),
+                sum(ln.significant and ln.kind in ("sideband", "modulation") for ln in own + extra),
+                own + extra,
                 int(n_clean[c, fi]),
                 summaries[c][fi].status,
+                detail=chk.other_hz if chk is not None else math.nan,
             )
-            for fi, (family, (a, b)) in enumerate(zip(lay.families, lay.spans, strict=True))
-        }
         for f in _skipped(lay):
             out[f.family] = f
         return [out[f] for f, _k, _m in BEARING_FAMILIES if f in out]
@@ -1234,6 +1466,7 @@ def judge_channels(
     iso_group: int = 2,
     foundation: str = "rigid",
     channels: Sequence[str] = (),
+    healthy: tuple[F64 | None, F64 | None] | None = None,
 ) -> list[ChannelVerdict]:
     """Judge the averaged spectra of channels that share a bearing, in one pass.
 
@@ -1250,6 +1483,9 @@ def judge_channels(
         restarts it)
     rules : thresholds; iso_group, foundation : the machine's ISO 10816-3 class
     channels : names, for the reasons (default: none)
+    healthy : the machine's healthy (acceleration, envelope) power on the same bins
+        (:meth:`pdm.diagnosis.baseline.Baseline.aligned`), or None: lines are judged over
+        ``max(local floor, healthy)``
 
     Returns
     -------
@@ -1305,6 +1541,15 @@ def judge_channels(
         if use and x is not None
     ]
     p = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    pb = None
+    if healthy is not None:
+        acc_h, env_h = healthy
+        hp = [
+            np.asarray(h, dtype=np.float64) if h is not None else np.zeros_like(x)
+            for x, h, use in ((env_power, env_h, plan.n_env), (acc_power, acc_h, plan.orders))
+            if use and x is not None
+        ]
+        pb = hp[0] if len(hp) == 1 else np.concatenate(hp, axis=1)
     lay, n_lay = plan.lay, plan.n_lay
     # Every line's floor in one gather (positions are fixed by the plan), then the comb.
     med = np.partition(p[:, plan.floor_idx], plan.floor_half, axis=-1)[..., plan.floor_half]
@@ -1313,7 +1558,14 @@ def judge_channels(
     offsets = np.zeros((rows, 0))
     if lay is not None and lay.families:
         log_env = np.log10(np.maximum(p[:, : plan.n_env], 1e-300))
-        db = log_env[:, plan.comb_idx].max(axis=-1) - np.log10(floor[:, lay.harm_line])[:, None, :]
+        if pb is None:
+            db = (
+                log_env[:, plan.comb_idx].max(axis=-1)
+                - np.log10(floor[:, lay.harm_line])[:, None, :]
+            )
+        else:  # over max(floor, healthy) at every bin the comb reads
+            ref = np.maximum(floor[:, lay.harm_line][:, None, :, None], pb[:, plan.comb_idx])
+            db = (log_env[:, plan.comb_idx] - np.log10(ref)).max(axis=-1)
         db = np.clip(db, 0.0, None) * lay.weight  # (C, E, H), B over the floor
         offsets = plan.eps[np.argmax(np.add.reduceat(db, lay.starts, axis=2), axis=1)]
         hz[:, :n_lay] = _bearing_hz(lay, offsets, shaft_hz)
@@ -1322,10 +1574,12 @@ def judge_channels(
     if lay is not None:
         min_db[:n_lay] = _bearing_min_db(lay, df, shaft_hz, k_env, rules)
     rd = _read(
-        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db
+        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
     )
     if lay is not None:
-        bearing, build = _bearing(lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules)
+        bearing, build = _bearing(
+            lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules, p[:, : plan.n_env], k_env
+        )
     if plan.orders:
         gate = rules.severity * zone_limits(iso_group, foundation)[1]
         speed, build_speed = _speed(
@@ -1384,12 +1638,23 @@ def _verdict(
         cage = next(f for f in present if f.family == "cage")
         drop = "ball" if cage.cage_comb >= 3 else "cage"
         present = [f for f in present if f.family != drop]
-    if len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
+    # An FTF-like comb in the spectrum: this bearing's cage, or one that fits another spacing
+    # (another bearing's cage on the shaft, a half-order series).
+    comb = any(f.family == "cage" and f.status in ("present", "other_comb") for f in bearing)
+    if comb and len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
         # BPFO = n × FTF: a cage fault's comb runs through BPFO. An outer race stands out of
         # the comb (its neighbours BPFO ± FTF); where it does not, its lines are the cage's.
+        # Where it does, the comb is the race's sub-multiple series (rolling elements of
+        # unequal size strike the defect unequally, once per cage turn): not a cage fault.
         outer = next(f for f in present if f.family == "outer_race")
-        if not outer.above_comb:
-            present = [f for f in present if f.family != "outer_race"]
+        drop = "cage" if outer.above_comb else "outer_race"
+        present = [f for f in present if f.family != drop]
+    if comb:
+        # A race whose line does not stand out of the comb (fundamental ± FTF) is one of the
+        # comb's lines: a comb 0.4 × shaft apart meets BPFI and BPFO within the slip.
+        present = [
+            f for f in present if f.family not in ("outer_race", "inner_race") or f.above_comb
+        ]
     present.sort(key=lambda f: -f.score_db)
     speed_fault = next((f for f in speed if f.present), None)
     if present:
@@ -1412,18 +1677,33 @@ def _verdict(
                 channel=channel,
                 best=best.family,
                 rival=rival.family,
+                strength_db=best.score_db,
             )
-        # The strongest other fundamental that nothing else explains (significant, on no
-        # shaft comb, no other family's line) is a rival even when its family is incomplete.
-        runner = max((f.prom for f in bearing if f is not best and f.clean), default=0.0)
-        gap = best.score_db - (rival.score_db if rival is not None else runner)
+        if rival is not None:
+            # Another family is present too, with its own characteristic lines: the named one
+            # won, but by how much beyond the point where the two would be uncertain is what
+            # the confidence rests on (calibrated apart: "bearing_contested").
+            margin = min(strength, best.score_db - rival.score_db - rules.compete_db)
+            kind = "bearing_contested"
+        else:
+            # The strongest other fundamental that nothing else explains (significant, on no
+            # shaft comb, no other family's line) is a rival even when its family is incomplete.
+            runner = max((f.prom for f in bearing if f is not best and f.clean), default=0.0)
+            margin = min(strength, best.score_db - runner)
+            kind = ""
+        if best.bare:
+            # A bare FTF comb cannot be told from another bearing's cage on the same shaft
+            # (every cage turns at ≈ 0.4 × shaft): no better than even, whatever its size.
+            kind = "bearing_cage_bare"
         return ChannelVerdict(
             best.label,
-            min(strength, gap),
+            margin,
             build,
             channel=channel,
             best=best.family,
             rival=rival.family if rival is not None else "",
+            calibration=kind,
+            strength_db=best.score_db,
         )
     if speed_fault is not None:
         return ChannelVerdict(

@@ -31,6 +31,7 @@ from pydantic import StrictFloat as _F
 from pydantic import StrictInt as _I
 
 from pdm.config import Pipeline
+from pdm.diagnosis.baseline import Baseline
 from pdm.errors import ModelError
 
 __all__ = [
@@ -267,6 +268,11 @@ def _shape_problem(card: dict[str, Any]) -> str | None:
         return "preprocess.names: not the features' names in the same order"
     if c.reference is not None and len(c.reference.features) != len(names):
         return f"reference.features: {len(c.reference.features)} values for {len(names)} features"
+    if card.get("diagnosis_baseline") is not None:  # older cards have none: judged as before
+        try:
+            Baseline.from_dict(card["diagnosis_baseline"])
+        except ValueError as exc:
+            return f"diagnosis_baseline: {exc}"
     return None
 
 
@@ -329,6 +335,43 @@ def onnx_file(directory: Path, card: dict[str, Any]) -> Path:
     return path
 
 
+def _housings(
+    channels: list[dict[str, Any]], recorded: Any
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The card's channels grouped into sensors (housings), in order: as the card records
+    them (``machine.sensors``, written since the diagnosis arbitrates between housings) when
+    that record matches the channels, else consecutive channels with the same bearing
+    together (an older card: as pipelines are usually written, one sensor per housing)."""
+    cols = [ch["column"] for ch in channels]
+    if isinstance(recorded, list) and all(
+        isinstance(x, dict)
+        and isinstance(x.get("id"), str)
+        and x["id"]
+        and isinstance(x.get("columns"), list)
+        and x["columns"]
+        for x in recorded
+    ):
+        flat = [c for x in recorded for c in x["columns"]]
+        if flat == cols and len({x["id"] for x in recorded}) == len(recorded):
+            out, i = [], 0
+            for x in recorded:
+                n = len(x["columns"])
+                chans = channels[i : i + n]
+                if any(ch.get("bearing") != chans[0].get("bearing") for ch in chans):
+                    break
+                out.append((str(x["id"]), chans))
+                i += n
+            else:
+                return out
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    for ch in channels:
+        if groups and groups[-1][1][0].get("bearing") == ch.get("bearing"):
+            groups[-1][1].append(ch)
+        else:
+            groups.append((f"s{len(groups) + 1}", [ch]))
+    return groups
+
+
 def pipeline_from_card(card: dict[str, Any], *, where: str) -> Pipeline:
     """The pipeline a model was trained with, rebuilt from its card (for ``score`` without ``--pipeline``)."""
     dsp = card["dsp"]
@@ -336,13 +379,13 @@ def pipeline_from_card(card: dict[str, Any], *, where: str) -> Pipeline:
     window = int(dsp["window_samples"])
     hop = int(dsp["hop_samples"])
     sensors = []
-    for i, ch in enumerate(dsp["channels"]):
+    for sid, chans in _housings(dsp["channels"], machine.get("sensors")):
         sensor: dict[str, Any] = {
-            "id": f"s{i + 1}",
-            "channels": [{"column": ch["column"], "unit": ch["unit"]}],
+            "id": sid,
+            "channels": [{"column": ch["column"], "unit": ch["unit"]} for ch in chans],
         }
-        if ch.get("bearing"):
-            sensor["bearing"] = dict(ch["bearing"])
+        if chans[0].get("bearing"):
+            sensor["bearing"] = dict(chans[0]["bearing"])
         sensors.append(sensor)
     speed = dsp.get("speed")
     data: dict[str, Any] = {

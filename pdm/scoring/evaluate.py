@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pdm.config import Pipeline, load_pipeline
+from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.errors import InputError, ModelError
 from pdm.processing import FeatureStream, WindowFeatures, open_recording
 from pdm.scoring.runtime import Model, WindowScorer
@@ -52,10 +53,14 @@ def _pipeline(base: Pipeline, window: int, overlap: float, detector: str) -> Pip
     return Pipeline.model_validate(data)
 
 
-def _windows(path: Path, pipeline: Pipeline) -> tuple[list[WindowFeatures], Pipeline, float]:
+def _windows(
+    path: Path, pipeline: Pipeline, baseline: Baseline | None = None
+) -> tuple[list[WindowFeatures], Pipeline, float]:
     rec, pl = open_recording(path, pipeline)
     with rec:
         stream = FeatureStream(pl, rec.sample_rate_hz)
+        if stream.engine is not None:
+            stream.engine.set_baseline(baseline)  # as score runs: over the model's healthy lines
         frames = [wf for wf in stream.feed(rec.chunks()) if wf.features.valid]
     return frames, pl, rec.sample_rate_hz
 
@@ -81,12 +86,16 @@ def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> l
             fit, test = normal[:n_fit], normal[n_fit + gap :]
             x = vec.matrix([wf.features for wf in fit])
             keep = np.asarray(np.isfinite(x).all(axis=0), dtype=bool)
+            builder = BaselineBuilder(window, pl.columns)
+            for wf in fit:
+                builder.add(wf.features, fs)
             ts = TrainingSet(
                 pipeline=pl,
                 fs=fs,
                 names=tuple(n for n, k in zip(names, keep, strict=True) if k),
                 per_file=[x[:, keep]],
                 files=[{"file": normal_path.name, "windows": len(fit)}],
+                baseline=builder.result(),
             )
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "model"
@@ -120,7 +129,7 @@ def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> l
                 "faults": {},
             }
             for fname, truth in FAULTS.items():
-                frames, _, _ = _windows(folder / fname, pl)
+                frames, _, _ = _windows(folder / fname, pl, model.baseline)
                 rows = scorer.rows(frames)
                 alerting = [r for r in rows if r["score"] >= 1.0]
                 labels = collections.Counter(r["diagnosis"] for r in alerting)

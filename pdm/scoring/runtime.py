@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from pdm.config import Pipeline
 from pdm.diagnosis import Diagnosis
+from pdm.diagnosis.baseline import Baseline
 from pdm.errors import ModelError
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.card import check_card, onnx_file, read_card, sha256_file
@@ -86,6 +87,14 @@ class Model:
     def legacy_directions(self) -> bool:
         """True for a card without directions: every departure counts (retrain it)."""
         return not self.preprocess.directions_known
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The machine's healthy spectra the diagnosis judges lines over (the card's
+        ``diagnosis_baseline``, checked by :func:`~pdm.scoring.card.read_card`); None for a
+        card written before it existed."""
+        d = self.card.get("diagnosis_baseline")
+        return Baseline.from_dict(d) if d is not None else None
 
     @property
     def version(self) -> str:
@@ -180,19 +189,30 @@ class Model:
         return "ok"
 
 
-_NO_DIAGNOSIS: dict[str, Any] = {"diagnosis": None, "diagnosis_confidence": 0.0, "evidence": []}
+_NO_DIAGNOSIS: dict[str, Any] = {
+    "diagnosis": None,
+    "diagnosis_confidence": 0.0,
+    "diagnosis_channel": None,
+    "diagnosis_bearing": None,
+    "evidence": [],
+}
 
 
 def diagnosis_fields(d: Diagnosis | None) -> dict[str, Any]:
-    """A score row's ``diagnosis``, ``diagnosis_confidence`` and ``evidence`` from the machine's
+    """A score row's ``diagnosis``, ``diagnosis_confidence``, ``diagnosis_channel``,
+    ``diagnosis_bearing`` and ``evidence`` from the machine's
     diagnosis over the recent windows (:class:`pdm.diagnosis.Diagnosis`; None: a stream that
     does not diagnose, reported as ``unknown``). The alarm logic reads the first two as
     ``window_result(..., diagnosis=row["diagnosis"], diagnosis_confidence=...)``."""
     if d is None:
-        return {"diagnosis": "unknown", "diagnosis_confidence": 0.0, "evidence": []}
+        return {**_NO_DIAGNOSIS, "diagnosis": "unknown"}
     return {
         "diagnosis": d.label,
         "diagnosis_confidence": round(d.confidence, 3),
+        # The sensor whose evidence decided, and its bearing (a fault seen at two housings is
+        # the nearer one's: docs/diagnosis.md, "A machine's sensors").
+        "diagnosis_channel": d.channel,
+        "diagnosis_bearing": d.bearing or None,
         "evidence": list(d.reasons),
     }
 

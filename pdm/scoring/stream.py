@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pdm.config import Pipeline
+from pdm.diagnosis import DiagnosisEngine
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.teachin import NEEDS_DECISION, TeachIn
@@ -25,6 +26,8 @@ class ScoreStream:
     available : feature names of the extractor (``FeatureStream.extractor.names``)
     explain_all : False to explain only windows at or above the alert threshold
         (:class:`~pdm.scoring.runtime.WindowScorer`)
+    engine : the feature stream's diagnosis engine: from the model on, it judges lines over
+        the machine's healthy spectra the model's card holds (docs/diagnosis.md)
     """
 
     def __init__(
@@ -35,9 +38,11 @@ class ScoreStream:
         available: Sequence[str],
         *,
         explain_all: bool = True,
+        engine: DiagnosisEngine | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.explain_all = explain_all
+        self.engine = engine
         self.available = tuple(available)
         self.teach: TeachIn | None = None
         self.scorer: WindowScorer | None = None
@@ -48,7 +53,10 @@ class ScoreStream:
             self.scorer = self.scorer_for(Model.load(model_dir, pipeline, fs))
 
     def scorer_for(self, model: Model) -> WindowScorer:
-        """A scorer of ``model`` for this stream (explaining as the stream was told)."""
+        """A scorer of ``model`` for this stream (explaining as the stream was told); the
+        diagnosis engine takes the model's healthy baseline."""
+        if self.engine is not None:
+            self.engine.set_baseline(model.baseline)
         return WindowScorer(
             model, self.pipeline.columns, self.available, explain_all=self.explain_all
         )

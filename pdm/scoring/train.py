@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from pdm import __version__
 from pdm.config import Pipeline
+from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.errors import ModelError
 from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
 from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, write_card
@@ -70,6 +71,8 @@ class TrainingSet:
     names: tuple[str, ...]
     per_file: list[npt.NDArray[np.float32]]
     files: list[dict[str, Any]]
+    #: The healthy windows' averaged spectra (the card's ``diagnosis_baseline``), or None.
+    baseline: Baseline | None = None
 
 
 def collect(
@@ -82,13 +85,16 @@ def collect(
 ) -> TrainingSet:
     """Run healthy recordings through the DSP and keep their model feature rows.
 
-    Invalid windows are left out (and counted in the file's entry).
+    Invalid windows are left out (and counted in the file's entry). The valid windows'
+    spectra are also averaged into the machine's healthy baseline for the diagnosis
+    (:mod:`pdm.diagnosis.baseline`).
     """
     per_file: list[npt.NDArray[np.float32]] = []
     infos: list[dict[str, Any]] = []
     names: tuple[str, ...] | None = None
     rate: float | None = None
     pl_out = pipeline
+    builder: BaselineBuilder | None = None
     for path in files:
         rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
         with rec:
@@ -113,6 +119,10 @@ def collect(
             names = vector_names(pl.columns, available, MODEL_FEATURES)
         vec = FeatureVectorizer(names, pl.columns, available)
         valid = [wf for wf in frames if wf.features.valid]
+        if builder is None:
+            builder = BaselineBuilder(pl.acquisition.window_samples, pl.columns)
+        for wf in valid:
+            builder.add(wf.features, rec.sample_rate_hz)
         x = vec.matrix([wf.features for wf in valid])
         per_file.append(x)
         infos.append(
@@ -136,7 +146,9 @@ def collect(
         raise ModelError("no feature is finite in every healthy window; nothing to learn from")
     names = tuple(n for n, k in zip(names, keep, strict=True) if k)
     per_file = [x[:, keep] for x in per_file]
-    return TrainingSet(pl_out, rate, names, per_file, infos)
+    return TrainingSet(
+        pl_out, rate, names, per_file, infos, builder.result() if builder is not None else None
+    )
 
 
 def windows_needed(detector: str, n_features: int, holdout: float, gap: int) -> int:
@@ -369,6 +381,11 @@ def train(
             "name": ts.pipeline.machine.name,
             "iso_group": ts.pipeline.machine.iso_group,
             "foundation": ts.pipeline.machine.foundation,
+            # Which columns share a housing: the diagnosis arbitrates between housings only.
+            "sensors": [
+                {"id": sn.id, "columns": [ch.column for ch in sn.channels]}
+                for sn in ts.pipeline.sensors
+            ],
         },
         "features": [
             {"name": n, "unit": _unit(n), "log": bool(lg), "direction": dr}
@@ -412,6 +429,9 @@ def train(
         },
         "regenerate": command or " ".join(["pdm-edge", *sys.argv[1:]]),
     }
+    if ts.baseline is not None:
+        # The diagnosis judges lines over the machine's own healthy ones (docs/diagnosis.md).
+        card["diagnosis_baseline"] = ts.baseline.to_dict()
     _write_dir(out, model_bytes, card, force=force)
     return card
 

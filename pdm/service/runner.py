@@ -365,7 +365,12 @@ class MachineRunner:
             from pdm.scoring.stream import ScoreStream
 
             self.scores = ScoreStream(
-                self.pipeline, fs, model_dir, self.features.extractor.names, explain_all=False
+                self.pipeline,
+                fs,
+                model_dir,
+                self.features.extractor.names,
+                explain_all=False,
+                engine=self.features.engine,  # the model's healthy lines are no fault evidence
             )
         self.recorder = Recorder(self.pipeline, CaptureStore(data_dir))
         self.engine = AlarmEngine(
