@@ -588,8 +588,9 @@ def test_page_alarms_lists_acknowledges_and_stops_offering(tmp_path: Path) -> No
     at = _app(tmp_path, "alarms", d).run()
     assert not at.exception
     # The state now, from the state store: TRIP, unacknowledged; never a green all-clear.
-    assert any("TRIP" in e.value and "UNACKNOWLEDGED" in e.value for e in at.error)
-    assert not at.success
+    now = "\n".join(m.value for m in at.markdown)
+    assert 'class="unack"' in now and ">TRIP</b>" in now and "UNACKNOWLEDGED" in now
+    assert not at.success and not at.error
     # The alarm list: one row, unacknowledged, first.
     table = at.dataframe[0].value
     assert list(table["status"]) == ["UNACKNOWLEDGED"] and list(table["alarm"]) == ["TRIP"]
@@ -657,7 +658,7 @@ def test_page_commissioning_renders_and_replays(tmp_path: Path) -> None:
     assert any("Window 55 at 2026-01-01 00:00:04.400 UTC" in c.value for c in at.caption)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Final alarm state"] == "TRIP" and metrics["First alarm"] == "4.4 s"
-    assert metrics["Diagnosis"] == "outer-race bearing defect"
+    assert any("Diagnosis: **outer-race bearing defect**" in m.value for m in at.markdown)
     # The what-if: thresholds as values; the score chart's lines move with them.
     assert at.select_slider(key="wi_score_alert").value == 1.0
     at.select_slider(key="wi_score_alert").set_value(2.0).run()

@@ -349,27 +349,50 @@ def acknowledge(
 # --- the page ------------------------------------------------------------------------------------
 
 
+_STATE_CSS = """
+<style>
+.pdm-now { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0 10px 0; }
+.pdm-now div { border: 3px solid var(--c); border-radius: 8px; padding: 4px 10px;
+  background: #17181b; font-size: 1.05rem; }
+.pdm-now div.unack { background: var(--c); color: #fff; }
+.pdm-now b.s { color: var(--c); font-weight: 800; margin-right: 6px; }
+.pdm-now div.unack b.s { color: #fff; }
+.pdm-problem { color: #ff8a80; font-weight: 700; font-size: 1.15rem; }
+</style>
+"""
+
+
 def _state_now(ctx: DashboardContext, st: Any) -> None:
-    """The alarm state of every machine now, and where it comes from."""
+    """The alarm state of every machine now, and where it comes from (never an all-clear
+    the page cannot know)."""
+    import html
+
+    from pdm.dashboard.data import STATE_COLOURS
     from pdm.dashboard.labels import clock, state_word
 
     read = read_alarm_status(ctx)
     now = time.time_ns()
 
-    def line(m: str) -> str:
+    def chip(m: str, known: bool) -> str:
         s = read.machines[m]
         pl = ctx.pipelines.get(m)
         name = pl.machine.name if pl is not None and pl.machine.name else m
-        text = f"**{name}**: {state_word(s.state)}"
+        text = f"{name}"
         if s.since_ns and s.state != "ok":
-            text += f" since {clock(s.since_ns, now)} ({duration((now - s.since_ns) / NS)})"
+            text += f" · since {clock(s.since_ns, now)} ({duration((now - s.since_ns) / NS)})"
         if s.latched:
             text += (
                 f" · ack {s.ack_by} {clock(s.ack_ns, now)}"
                 if s.ack_by and s.ack_ns
-                else (" · **UNACKNOWLEDGED**")
+                else " · UNACKNOWLEDGED"
             )
-        return text
+        cls = ' class="unack"' if known and s.unacknowledged else ""
+        colour = STATE_COLOURS.get(s.state, STATE_COLOURS["unknown"])
+        return (
+            f'<div{cls} style="--c:{colour}" data-machine="{html.escape(m)}" '
+            f'data-state="{html.escape(s.state)}"><b class="s">{html.escape(state_word(s.state))}'
+            f"</b>{html.escape(text)}</div>"
+        )
 
     order = sorted(read.machines, key=lambda m: -LEVELS.index(read.machines[m].state))
     if read.problem.startswith(UNREACHABLE):
@@ -377,25 +400,34 @@ def _state_now(ctx: DashboardContext, st: Any) -> None:
         if read.machines:
             st.warning(
                 "Last state saved on this appliance (may be out of date while the service "
-                "is down):  \n" + "  \n".join(line(m) for m in order)
+                "is down): " + "; ".join(f"{m} {state_word(read.machines[m].state)}" for m in order)
+            )
+            st.markdown(
+                _STATE_CSS
+                + '<div class="pdm-now">'
+                + "".join(chip(m, False) for m in order)
+                + "</div>",
+                unsafe_allow_html=True,
             )
         return
     if read.source == "none":
         st.warning(f"Alarm state not known here: {read.problem}. The list below is from history.")
         return
     source = "the service" if read.source == "service" else "the alarm state store"
-    in_alarm = [m for m in order if read.machines[m].state != "ok"]
     without = sorted(set(ctx.pipelines) - set(read.machines))
-    if in_alarm:
-        st.error("  \n".join(line(m) for m in in_alarm))
+    in_alarm = [m for m in order if read.machines[m].state != "ok"]
     ok = [m for m in order if read.machines[m].state == "ok"]
-    note = f"(from {source})"
+    st.markdown(
+        _STATE_CSS + '<div class="pdm-now">' + "".join(chip(m, True) for m in order) + "</div>",
+        unsafe_allow_html=True,
+    )
+    note = f"From {source}."
     if without:
-        note += f"; no alarm state yet: {', '.join(without)}"
+        note += f" No alarm state yet: {', '.join(without)}."
     if ok and not in_alarm and not without:
-        st.success(f"No alarm: {len(ok)} machine(s) OK {note}.")
+        st.success(f"No alarm: {len(ok)} machine(s) OK. {note}")
     else:
-        st.caption(f"OK: {', '.join(ok) or 'none'} {note}.")
+        st.caption(note)
 
 
 def _alarm_list(ctx: DashboardContext, st: Any) -> None:

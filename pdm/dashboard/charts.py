@@ -249,7 +249,11 @@ def score_chart(
         scale=y_scale,
         axis=alt.Axis(values=decade_ticks(bottom, top * 1.5), format="~g"),
     )
-    x_axis = alt.Axis(format="%H:%M:%S", labelOverlap=True) if x_type == "T" else alt.Axis()
+    x_axis = (
+        alt.Axis(format="%H:%M:%S", labelOverlap=True)
+        if x_type == "T"
+        else alt.Axis(format="~g", labelOverlap=True)
+    )
     line = (
         alt.Chart(df)
         .mark_line(color="#8ab4f8", point=alt.OverlayMarkDef(size=14, color="#8ab4f8"))

@@ -983,8 +983,16 @@ def grid_charts(rows: Sequence[dict[str, Any]], quantity: str) -> Any:
         scale=alt.Scale(type="log", nice=False),
         axis=alt.Axis(values=sorted({r["alert"] for r in rows}), format="~g"),
     )
+    order = sorted({(r["on"], r["of"]) for r in rows})
+    names = [f"{on} of {of}" for on, of in order]
+    # Not the alarm colours: these are settings, not states.
+    palette = ["#8ab4f8", "#fdd663", "#81c995", "#c58af9", "#78d9ec", "#fcad70"]
     colour = alt.Color(
-        "on-delay:N", title="on-delay (N of M windows)", legend=alt.Legend(orient="bottom")
+        "on-delay:N",
+        title="on-delay",
+        sort=names,
+        scale=alt.Scale(domain=names, range=palette[: len(names)]),
+        legend=alt.Legend(orient="right"),
     )
     fa = (
         alt.Chart(df)
@@ -993,24 +1001,25 @@ def grid_charts(rows: Sequence[dict[str, Any]], quantity: str) -> Any:
             x=x,
             y=alt.Y(
                 "false alarms:Q",
-                title="false alarms (healthy recordings)",
+                title="false alarms",
                 axis=alt.Axis(tickMinStep=1, format="d"),
+                scale=alt.Scale(domainMin=0),
             ),
             color=colour,
             tooltip=["alert", "on-delay", "false alarms"],
         )
-        .properties(height=240, width="container")
+        .properties(height=260, title="False alarms (healthy, and faulty before the onset)")
     )
     dl = (
         alt.Chart(df.dropna(subset=["delay, s"]))
         .mark_line(point=True)
         .encode(
             x=x,
-            y=alt.Y("delay, s:Q", title="first alarm after the fault's onset, s"),
+            y=alt.Y("delay, s:Q", title="delay, s", scale=alt.Scale(domainMin=0)),
             color=colour,
             tooltip=["alert", "on-delay", alt.Tooltip("delay, s:Q", format=".2f")],
         )
-        .properties(height=240, width="container")
+        .properties(height=260, title="First alarm after the fault's onset")
     )
     return fa, dl
 
@@ -1363,12 +1372,14 @@ def _results(st: Any, res: CommissioningResult) -> None:
     s = res.summary
     ups = [t for t in res.transitions if t.get("from") == "ok"]
     first = transition_rows(res, ups[:1])
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Windows", f"{s.get('windows', res.windows)} ({s.get('invalid_windows', 0)} invalid)")
+    m1, m2, m3 = st.columns(3)
+    invalid = s.get("invalid_windows", 0)
+    m1.metric("Windows", s.get("windows", res.windows), help=f"{invalid} invalid")
     m2.metric("Final alarm state", str(s.get("alarm_state") or "ok").upper())
     m3.metric("First alarm", f"{first[0]['from start, s']} s" if first else "none")
     diag = res.averaged.label if res.averaged is not None else res.top_diagnosis()
-    m4.metric("Diagnosis", diagnosis_words(diag) or "—")
+    conf = f" (confidence {res.averaged.confidence:.2f})" if res.averaged is not None else ""
+    st.markdown(f"Diagnosis: **{diagnosis_words(diag) or '—'}**{conf}")
     st.caption(
         f"Model {res.model or '—'} ({res.model_dir or 'none'}); pipeline {res.pipeline_file}"
     )
