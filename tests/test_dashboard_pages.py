@@ -405,6 +405,9 @@ def test_staleness_and_tile_state() -> None:
     old = data.machine_tile(_status(1000.0), pl, now_s=1011.0)
     # Stale: the last known state's colour only as a frame, never a filled (green) tile.
     assert old.stale and not old.filled and old.label == "OK"
+    assert old.colour == data.STATE_COLOURS["stale"]  # not even a green frame
+    unk_ok = data.machine_tile(_status(1000.0), pl, now_s=1005.0, unknown="unreachable")
+    assert unk_ok.label == "UNKNOWN" and unk_ok.colour == data.STATE_COLOURS["stale"]
     nodata = data.machine_tile(_status(None, None), pl, now_s=1.0)
     assert nodata.stale and nodata.state == "no data" and nodata.never_had_data
     fault = [StateChange("demo-pump", 999, "ok", "sensor_fault", "flat", sensor="motor_de")]

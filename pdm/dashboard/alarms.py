@@ -388,6 +388,8 @@ def _state_now(ctx: DashboardContext, st: Any) -> None:
             )
         cls = ' class="unack"' if known and s.unacknowledged else ""
         colour = STATE_COLOURS.get(s.state, STATE_COLOURS["unknown"])
+        if not known and s.state == "ok":
+            colour = STATE_COLOURS["unknown"]  # a saved OK proves nothing now: never green
         return (
             f'<div{cls} style="--c:{colour}" data-machine="{html.escape(m)}" '
             f'data-state="{html.escape(s.state)}"><b class="s">{html.escape(state_word(s.state))}'

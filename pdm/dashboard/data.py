@@ -311,6 +311,8 @@ def machine_tile(
     limit = stale_after_s(pipeline)
     stale = age is None or age > limit
     colour = STATE_COLOURS.get(shown, STATE_COLOURS["stale"])
+    if shown == "ok" and (stale or (unknown and state != "no data")):
+        colour = STATE_COLOURS["stale"]  # an OK that is not known now is never shown green
     channels = []
     for ch, row in sorted(status.channels.items()):
         channels.append(

@@ -52,21 +52,22 @@ _CSS = """
 .pdm-t > div { flex-shrink: 0; }
 .pdm-t.frame { background: #17181b; color: #f1f3f4; }
 .pdm-t.frame .pdm-t-state { color: var(--c); }
-.pdm-t-name { font-size: 1.15em; font-weight: 650; line-height: 1.15; white-space: nowrap;
+.pdm-t-name { font-size: 1.25em; font-weight: 650; line-height: 1.15; white-space: nowrap;
   overflow: hidden; text-overflow: ellipsis; }
 .pdm-t-state { font-size: 2.7em; font-weight: 850; letter-spacing: 0.03em; line-height: 1.05;
-  margin: 0.08em 0 0.12em 0; }
-.pdm-t-since { font-size: 1.05em; font-weight: 600; line-height: 1.3; }
-.pdm-t-reason { font-size: 0.88em; line-height: 1.25; margin-top: 0.25em; display: -webkit-box;
-  -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
+  margin: 0.08em 0 0.12em 0; display: flex; flex-wrap: wrap; align-items: center;
+  column-gap: 0.22em; }
+.pdm-t-since { font-size: 1.25em; font-weight: 600; line-height: 1.3; }
+.pdm-t-reason { font-size: 0.95em; line-height: 1.25; margin-top: 0.25em; display: -webkit-box;
+  -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; }
 .pdm-t-facts { font-size: 0.7em; line-height: 1.3; margin-top: auto; padding-top: 0.3em;
   opacity: 0.92; }
-.pdm-t-old { font-size: 0.8em; font-weight: 700; line-height: 1.3; margin-top: 0.2em;
+.pdm-t-old { font-size: 1.2em; font-weight: 700; line-height: 1.3; margin-top: 0.2em;
   color: #fdd663; }
-.pdm-badge { display: inline-block; font-size: 0.33em; font-weight: 800; padding: 0.05em 0.35em;
-  border-radius: 0.2em; background: var(--ink); color: var(--c); margin-left: 0.6em;
-  vertical-align: middle; letter-spacing: 0.02em; }
-.pdm-ack { font-size: 0.36em; font-weight: 700; margin-left: 0.6em; vertical-align: middle;
+.pdm-badge { display: inline-block; font-size: 0.42em; font-weight: 800; padding: 0.05em 0.35em;
+  border-radius: 0.2em; background: var(--ink); color: var(--c); white-space: nowrap;
+  line-height: 1.2; letter-spacing: 0.02em; }
+.pdm-ack { font-size: 0.42em; font-weight: 700; white-space: nowrap; line-height: 1.2;
   letter-spacing: 0; }
 .pdm-t.frame .pdm-badge { background: var(--c); color: #111; }
 .pdm-t.unack .pdm-badge { animation: pdm-flash 1s steps(1, end) infinite; }
@@ -83,7 +84,7 @@ _CSS = """
 .pdm-wall .pdm-tiles { flex: 1 1 auto; min-height: 0; gap: 1vh;
   grid-template-columns: repeat(var(--cols), minmax(0, 1fr));
   grid-template-rows: repeat(var(--rows), minmax(0, 1fr));
-  font-size: min(calc(95vw / var(--cols) / 21), calc(84vh / var(--rows) / 12)); }
+  font-size: min(calc(95vw / var(--cols) / 21), calc(84vh / var(--rows) / 14)); }
 .pdm-wall .pdm-t { border-radius: 0.3em; }
 .pdm-wall .pdm-nodata { font-size: 1.7vh; margin: 0; }
 </style>
