@@ -722,6 +722,19 @@ def test_commissioning_offers_only_pipelines_that_fit(tmp_path: Path) -> None:
     odd = tmp_path / "odd.csv"
     odd.write_text("a_g,b_g\n" + "0.1,0.2\n" * 10)
     assert commissioning.pipelines_for(odd, {"demo-pump": load_pipeline(DEMO)})["demo-pump"]
+    # Only the CWRU pipeline: no pipeline reads the fixture chosen, Replay is disabled and
+    # the page says why.
+    only = tmp_path / "only-cwru"
+    only.mkdir()
+    (only / "cwru_drive_end.toml").write_text(
+        (REPO / "pipelines" / "cwru_drive_end.toml").read_text()
+    )
+    script.write_text(script.read_text().replace(str(REPO / "pipelines"), str(only)))
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception
+    assert at.button(key="com_run").disabled
+    why = [w.value for w in at.warning if w.value.startswith("Replay not possible")]
+    assert why and "no column 'DE_g', 'FE_g'" in why[0] and "healthy.csv.gz" in why[0], why
 
 
 class _Backend:
