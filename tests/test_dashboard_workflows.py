@@ -24,6 +24,7 @@ from pdm.dashboard import alarms, commissioning, pin, uploads
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
+from pdm.history.records import StateChange
 
 pytest.importorskip("streamlit")
 
@@ -548,6 +549,7 @@ from pathlib import Path
 from pdm.config import load_pipeline
 from pdm.dashboard.context import DashboardContext
 from pdm.history import parse_store_url
+from pdm.history.records import StateChange
 from pdm.dashboard import {module} as page
 
 data_dir = Path({data_dir!r})
@@ -596,7 +598,7 @@ def test_page_alarms_lists_acknowledges_and_stops_offering(tmp_path: Path) -> No
     assert list(table["status"]) == ["UNACKNOWLEDGED"] and list(table["alarm"]) == ["TRIP"]
     assert "needs_ack" in table.columns  # drives the highlight (hidden column)
     pin.set_pin(d, "bob", "135700")
-    assert at.selectbox[0].options == ["demo-pump (trip)"]
+    assert at.selectbox[0].options == ["Demo pump, simulated (demo-pump): TRIP"]
     at.text_input[0].input("bob")
     at.text_input[1].input("135700")
     at.text_input[2].input("from the page")
@@ -848,3 +850,13 @@ def test_whatif_with_features_uses_iso_zones(outer_race: commissioning.Commissio
     on = outer_race.rules.on_windows
     assert [(t["to"], t["window"]) for t in wi.transitions] == [("danger", 10 + on - 1)]
     assert "zone D" in wi.transitions[0]["reason"]
+
+
+def test_alarm_list_names_a_sensor_by_where_it_sits() -> None:
+    fault = StateChange("demo-pump", 5 * 10**9, "ok", "sensor_fault", "flat", sensor="motor_de")
+    (row,) = alarms.alarm_table(alarms.alarm_rows([fault]), {"demo-pump": load_pipeline(DEMO)})
+    assert row["machine"] == "Demo pump, simulated · Motor DE" and row["alarm"] == "SENSOR FAULT"
+    # A sensor the pipeline does not know keeps its id.
+    other = StateChange("demo-pump", 5 * 10**9, "ok", "sensor_fault", "flat", sensor="s9")
+    (row,) = alarms.alarm_table(alarms.alarm_rows([other]), {"demo-pump": load_pipeline(DEMO)})
+    assert row["machine"] == "Demo pump, simulated · sensor s9"

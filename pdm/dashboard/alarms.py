@@ -33,7 +33,7 @@ from pdm.alarms.state import LEVELS
 from pdm.config import Pipeline
 from pdm.dashboard.context import DashboardContext
 from pdm.dashboard.data import ack_of
-from pdm.dashboard.labels import duration, plain_reason
+from pdm.dashboard.labels import duration, location_label, plain_reason
 from pdm.dashboard.pin import check_pin
 from pdm.dashboard.status import (
     API_TIMEOUT_S,
@@ -251,8 +251,9 @@ def alarm_table(
     for a in alarms:
         pl = pipelines.get(a.machine)
         name = pl.machine.name if pl is not None and pl.machine.name else a.machine
-        if a.sensor:
-            name += f" · sensor {a.sensor}"
+        if a.sensor:  # where the sensor sits, as people call it
+            where = {x.id: location_label(x.location) for x in pl.sensors} if pl else {}
+            name += f" · {where.get(a.sensor) or 'sensor ' + a.sensor}"
         level = a.level.replace("_", " ")
         esc = ", ".join(f"{to} at {_iso(t)}" for t, to in a.escalations)
         end = a.cleared_ns if a.cleared_ns is not None else now
@@ -506,10 +507,16 @@ def render(ctx: DashboardContext) -> None:
     with st.form("ack_form", clear_on_submit=True):
         options = [m for m, _ in latched]
         states = dict(latched)
+
+        def said(m: str) -> str:
+            pl = ctx.pipelines.get(m)
+            name = pl.machine.name if pl is not None and pl.machine.name else m
+            return f"{name} ({m}): {states.get(m, '?').upper()}"
+
         machine = st.selectbox(
             "Machine",
             options,
-            format_func=lambda m: f"{m} ({states.get(m, '?')})",
+            format_func=said,
             disabled=not options,
         )
         by = st.text_input("Operator name")
