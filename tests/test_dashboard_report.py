@@ -98,6 +98,8 @@ def test_report_is_offline_and_complete(runs: list[com.Run]) -> None:
         assert part in text, part
     # Readable times and numbers: UTC to the ms and seconds from the start, never ns or e+03.
     assert "Window 55 at 2026-01-01 00:00:04.400 UTC" in text
+    # …its start, not the alarm's time: the span says when the alarm was decided.
+    assert "(4.4–4.72 s from the start, the alarm decided at its end)" in text
     assert "2026-01-01 00:00:04.400" in text and "4.72" in text  # trip decided at 4.4+0.32
     assert not re.search(r"\d{13,}", text), re.search(r"\d{13,}", text)
     assert "e+0" not in text

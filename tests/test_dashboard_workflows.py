@@ -657,7 +657,11 @@ def test_page_commissioning_renders_and_replays(tmp_path: Path) -> None:
     assert not at.error, [e.value for e in at.error]
     heads = [h.value for h in at.subheader]
     assert "Spectra of the deciding window" in heads and "Diagnosis (averaged spectra)" in heads
-    assert any("Window 55 at 2026-01-01 00:00:04.400 UTC" in c.value for c in at.caption)
+    assert any(
+        "Window 55 at 2026-01-01 00:00:04.400 UTC (4.4–4.72 s from the start, the alarm "
+        "decided at its end)" in c.value
+        for c in at.caption
+    )
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Final alarm state"] == "TRIP" and metrics["First alarm"] == "4.4 s"
     assert any("Diagnosis: **outer-race bearing defect**" in m.value for m in at.markdown)

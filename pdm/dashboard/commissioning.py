@@ -236,6 +236,15 @@ class CommissioningResult:
         """Seconds from the recording's first sample."""
         return (t_ns - self.start_ns) / 1e9
 
+    def window_span(self, t_ns: int) -> str:
+        """Where the window starting at ``t_ns`` lies, in words: ``4.4–4.72 s from the
+        start, the alarm decided at its end`` (its start alone reads as the alarm's time)."""
+        start = self.seconds(t_ns)
+        return (
+            f"{fmt_num(start, 4)}–{fmt_num(start + self.window_s, 4)} s from the start, "
+            "the alarm decided at its end"
+        )
+
     def top_diagnosis(self) -> str:
         counts: dict[str, int] = {}
         for d, s in zip(self.diagnosis, self.state, strict=False):
@@ -1402,8 +1411,8 @@ def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
         st.caption("Not recomputed (see the note above).")
         return
     st.caption(
-        f"Window {ws.window} at {utc_time(ws.t_ns)} UTC ({fmt_num(res.seconds(ws.t_ns), 4)} s "
-        f"from the start): {res.deciding_why}. Recomputed from the recording at full "
+        f"Window {ws.window} at {utc_time(ws.t_ns)} UTC ({res.window_span(ws.t_ns)}): "
+        f"{res.deciding_why}. Recomputed from the recording at full "
         f"resolution ({fmt_num(float(ws.freqs_hz[1] - ws.freqs_hz[0]), 3)} Hz per line), "
         f"shaft speed {fmt_num(ws.shaft_rpm, 4)} r/min."
     )

@@ -93,7 +93,7 @@ def _spectra_section(res: CommissioningResult, diag: str) -> str:
     pl = res.pipeline
     out = [
         f"<p>Window {ws.window} at {_e(_utc(ws.t_ns))} UTC "
-        f"({_e(fmt_num(res.seconds(ws.t_ns), 4))} s from the start): {_e(res.deciding_why)}. "
+        f"({_e(res.window_span(ws.t_ns))}): {_e(res.deciding_why)}. "
         f"Recomputed from the recording at full resolution "
         f"({_e(fmt_num(float(ws.freqs_hz[1] - ws.freqs_hz[0]), 3))} Hz per line), shaft speed "
         f"{_e(fmt_num(ws.shaft_rpm, 4))} r/min. Solid, labelled: the shaft's and the "
