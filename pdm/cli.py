@@ -153,18 +153,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from pdm.plots import Collector
     from pdm.processing import FeatureStream, open_recording
+    from pdm.progress import estimate_seconds, seconds_bar, through
 
     pipeline = _pipeline_from_args(args)
     out: TextIO = sys.stdout
     summary: dict[str, Any] = {"files": []}
+    pages: list[Collector] = []
     for path in args.files:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
-        with rec:
+        page = Collector(str(path))
+        with rec, seconds_bar(Path(path).name, estimate_seconds(path, rec.sample_rate_hz)) as bar:
             stream = FeatureStream(pl, rec.sample_rate_hz, diagnose=False)
-            for wf in stream.feed(rec.chunks()):
+            for wf in stream.feed(through(rec.chunks(), bar)):
                 for row in wf.rows():
                     out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+                    if args.html:
+                        page.add(wf.window.t_start, str(row["channel"]), row)
+            pages.append(page)
             summary["files"].append(
                 {
                     "file": str(path),
@@ -197,7 +204,26 @@ def cmd_features(args: argparse.Namespace) -> int:
         if f["resets"]:
             msg += f", {len(f['resets'])} resets: " + "; ".join(r["detail"] for r in f["resets"])
         print(msg, file=sys.stderr)
+    if args.html:
+        _features_html(args.html, pages, pipeline)
     return 0
+
+
+def _features_html(path: str, pages: list[Any], pipeline: Pipeline) -> None:
+    from pdm.dashboard.labels import channel_label, feature_label
+    from pdm.dsp.iso import zone_limits
+    from pdm.plots import features_page, write_page
+
+    _ab, bc, cd = zone_limits(pipeline.machine.iso_group, pipeline.machine.foundation)
+    names = {ch: channel_label(pipeline, ch) for p in pages for ch in p.values}
+    text = features_page(
+        pages,
+        names=names,
+        iso_bounds=[("ISO B/C", bc), ("ISO C/D", cd)],
+        feature_label=lambda f: feature_label(f, pipeline),
+    )
+    write_page(path, text)
+    print(f"{path}: plots of {len(pages)} recording(s)", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -262,10 +288,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     model_dir = Path(args.model) if args.model else pipeline.model_dir
     if model_dir is None:
         raise ConfigError(f"{pipeline.source_path}: [model] path is not set; give --model")
+    from pdm.plots import Collector
+    from pdm.progress import estimate_seconds, seconds_bar, through
+
     out = sys.stdout
+    pages: list[tuple[Collector, dict[str, Any]]] = []
     for path in args.files:
         rec, pl = open_recording(path, pipeline, fs=args.fs, start_time=_start_time(args))
-        with rec:
+        page = Collector(str(path))
+        with rec, seconds_bar(Path(path).name, estimate_seconds(path, rec.sample_rate_hz)) as bar:
             features = FeatureStream(pl, rec.sample_rate_hz)
             scores = ScoreStream(
                 pl, rec.sample_rate_hz, model_dir, features.extractor.names, engine=features.engine
@@ -277,12 +308,13 @@ def cmd_score(args: argparse.Namespace) -> int:
                 )
             group: list = []
             counts = {"windows": 0, "alerting": 0}
-            for wf in features.feed(rec.chunks()):
+            keep = page if args.html else None
+            for wf in features.feed(through(rec.chunks(), bar)):
                 group.append(wf)
                 if len(group) == features.batch:
-                    _count_and_write(out, scores.process(group), counts, teach_in=model_dir)
+                    _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
                     group = []
-            _count_and_write(out, scores.process(group), counts, teach_in=model_dir)
+            _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
             status = scores.teach_in_status()
@@ -293,8 +325,21 @@ def cmd_score(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             out.flush()
-            print(_diagnosis_summary(path, features, counts), file=sys.stderr)
+            line = _diagnosis_summary(path, features, counts)
+            print(line, file=sys.stderr)
+            pages.append((page, {**counts, "diagnosis": line.split(": ", 1)[-1]}))
     out.flush()
+    if args.html:
+        from pdm.plots import score_page, write_page
+        from pdm.scoring.card import read_card as read_model_card
+
+        card = read_model_card(model_dir)
+        levels = {
+            "alert": card.get("score", {}).get("alert"),
+            "danger": card.get("score", {}).get("danger"),
+        }
+        write_page(args.html, score_page(pages, levels))
+        print(f"{args.html}: plots of {len(pages)} recording(s)", file=sys.stderr)
     return 0
 
 
@@ -327,11 +372,19 @@ def _model_pipeline(args: argparse.Namespace, from_card: Any, read: Any) -> Pipe
 
 
 def _count_and_write(
-    out: TextIO, rows: list[dict[str, Any]], counts: dict[str, int], *, teach_in: Any = None
+    out: TextIO,
+    rows: list[dict[str, Any]],
+    counts: dict[str, int],
+    teach_in: Any = None,
+    group: Sequence[Any] = (),
+    page: Any = None,
 ) -> None:
     counts["windows"] += len(rows)
     counts["alerting"] += sum(r.get("state") in ("alert", "danger") for r in rows)
     _write_rows(out, rows, teach_in=teach_in)
+    if page is not None:
+        for wf, row in zip(group, rows, strict=False):
+            page.add(wf.window.t_start, "score", {"score": row.get("score")})
 
 
 def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
@@ -368,6 +421,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         fs=args.fs,
         start_time=_start_time(args),
         display=bool(args.html),
+        progress=True,
     ):
         if args.json:
             _write_rows(
@@ -378,29 +432,96 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         results.append(r)
     if args.html:
-        from pdm.diagnosis.report import Section, html_page
+        from pdm.diagnose import sections as sections_of
+        from pdm.diagnosis.report import html_page
 
-        sections = [
-            Section(
-                title=f"{r.file} — {ch.channel}",
-                meta=(
-                    f"{r.sample_rate_hz:g} Hz, {r.window}-sample windows "
-                    f"({r.sample_rate_hz / r.window:.3g} Hz bins), {ch.windows} windows averaged "
-                    f"({ch.k_eff:.1f} independent), {ch.shaft_speed_rpm:.1f} r/min"
-                ),
-                diagnosis=ch,
-                df_hz=r.df_hz,
-                acc_g=r.acc_g[i],
-                env_g=None if r.env_g is None else r.env_g[i],
-            )
-            for r in results
-            for i, ch in enumerate(r.diagnosis.channels)
-        ]
+        sections = [sec for r in results for sec in sections_of(r)]
         try:
             Path(args.html).write_text(html_page("pdm-edge diagnose", sections), encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"--html {args.html}: {exc.strerror or exc}") from exc
         print(f"{args.html}: {len(sections)} channel(s)", file=sys.stderr)
+    return 0
+
+
+def _recording_arg(text: str) -> tuple[Path, float | None]:
+    """``FILE`` or ``FILE@S`` (a fault from S seconds after the recording's start)."""
+    if "@" in text and not Path(text).exists():
+        path, _, onset = text.rpartition("@")
+        try:
+            value = float(onset)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(
+                f"{text}: expected FILE or FILE@S, S the fault's onset in seconds from the "
+                "recording's start (≥ 0)"
+            )
+        return Path(path), value
+    return Path(text), None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pdm.config import load_pipeline
+    from pdm.dashboard.commissioning import (
+        Run,
+        configured_setting,
+        run_commissioning,
+        truth_onset_s,
+        whatif_grid,
+    )
+    from pdm.dashboard.labels import diagnosis_words
+    from pdm.dashboard.report import build_report
+
+    pipeline = load_pipeline(args.pipeline)
+    model = Path(args.model) if args.model else None
+    if model is not None and not (model / "model.json").is_file():
+        raise ConfigError(f"--model {model}: no model.json there")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"-o {out}: no such directory {out.parent}")
+    tests = [_recording_arg(f) for f in args.files]
+    healthy = [Path(f) for f in args.healthy or []]
+    runs: list[Run] = []
+    with tqdm(
+        desc="report",
+        total=len(tests) + len(healthy),
+        unit=" recording",
+        disable=None,
+        file=sys.stderr,
+    ) as bar:
+        for i, (path, onset) in enumerate(tests):
+            onset = onset if onset is not None else truth_onset_s(path)
+            res = run_commissioning(
+                path, pipeline, model, inline=True, progress=True, analyse=i == 0
+            )
+            runs.append(Run(res, "fault" if onset is not None else "unknown", onset))
+            bar.update(1)
+        for path in healthy:
+            res = run_commissioning(
+                path, pipeline, model, inline=True, progress=True, analyse=False
+            )
+            runs.append(Run(res, "healthy"))
+            bar.update(1)
+    main = runs[0].res
+    setting = configured_setting(main, args.quantity)
+    grid = whatif_grid(runs, setting)
+    try:
+        out.write_text(build_report(main, runs=runs, setting=setting, grid=grid), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"-o {out}: {exc.strerror or exc}") from exc
+    for note in main.notes:
+        print(f"pdm-edge: warning: {note}", file=sys.stderr)
+    diag = main.averaged.label if main.averaged is not None else main.top_diagnosis()
+    ups = [t for t in main.transitions if t.get("from") == "ok"]
+    print(
+        f"{out}: {main.recording}: final state {main.summary.get('alarm_state') or 'ok'!s}"
+        + (f", first alarm at window {ups[0]['window']}" if ups else ", no alarm")
+        + f", diagnosis {diagnosis_words(diag) or 'none'}; {len(runs)} recording(s) compared",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -631,14 +752,36 @@ def _write_rows(out: TextIO, rows: list[dict[str, Any]], teach_in: Path | None =
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pdm.scoring.evaluate import evaluate_cwru, markdown_table
+    from tqdm import tqdm
+
+    from pdm.scoring.evaluate import evaluate_cwru, steps, text_table
 
     detectors = (
         args.detectors.split(",") if args.detectors else ["mahalanobis", "gmm", "pca", "iforest"]
     )
-    results = evaluate_cwru(Path(args.dataset), Path(args.pipeline), detectors)
-    print(markdown_table(results), file=sys.stderr)
-    print(json.dumps(results))
+    with tqdm(
+        desc="evaluate",
+        total=steps(detectors),
+        unit=" recordings",
+        disable=None,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        results = evaluate_cwru(
+            Path(args.dataset), Path(args.pipeline), detectors, progress=lambda: bar.update(1)
+        )
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(text_table(results))
+    if args.html:
+        import html as _html
+
+        from pdm.plots import evaluate_page, write_page
+
+        table = "<pre>" + _html.escape(text_table(results)) + "</pre>"
+        write_page(args.html, evaluate_page(results, table))
+        print(f"{args.html}: {len(results)} result(s)", file=sys.stderr)
     return 0
 
 
@@ -716,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
         "channel, and every feature (units in the names). A summary goes to stderr.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s), .csv or .csv.gz")
+    p.add_argument("--html", metavar="OUT", help="also write plots to one offline HTML page")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_features)
 
@@ -753,6 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
+    p.add_argument("--html", metavar="OUT", help="also write plots to one offline HTML page")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_score)
 
@@ -770,6 +915,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="OUT", help="also write one self-contained HTML page")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser(
+        "report",
+        help="the commissioning report of recordings: one offline HTML file",
+        description="Replays each recording (dry run, a temporary store) through the pipeline "
+        "and model and writes the commissioning report the dashboard downloads: what alarmed, "
+        "when and why, the deciding window's spectra, the diagnosis with its averaged spectra, "
+        "and a what-if grid of thresholds (as values) and on-delays over every recording. The "
+        "first FILE's spectra and diagnosis are shown. FILE@S marks a fault from S seconds "
+        "after the recording's start (a simulator's .truth.json gives it when there is one); "
+        "--healthy recordings count every alarm as a false one.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE[@S]", help="CSV recording(s) under test")
+    p.add_argument("--pipeline", "-p", required=True, metavar="FILE", help="pipeline TOML")
+    p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")
+    p.add_argument("--out", "-o", required=True, metavar="OUT.html", help="the report to write")
+    p.add_argument(
+        "--healthy",
+        action="append",
+        metavar="FILE",
+        help="a healthy reference recording (repeatable)",
+    )
+    p.add_argument(
+        "--quantity",
+        choices=("score", "velocity"),
+        default="score",
+        help="the what-if's thresholds: anomaly score (default) or velocity RMS, mm/s",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "replay",
@@ -966,6 +1140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline", default=str(REPO_ROOT / "pipelines" / "cwru_drive_end.toml"), metavar="FILE"
     )
     p.add_argument("--detectors", metavar="A,B", help="default: all four")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON array")
+    p.add_argument("--html", metavar="OUT", help="also write the table and bar charts as HTML")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure DSP speed (ratios to a bare FFT, medians)")

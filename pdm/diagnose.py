@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,10 @@ from pdm.diagnosis.resolution import choose_window, target_bin_hz
 from pdm.errors import ConfigError, InputError
 from pdm.processing import FeatureStream, open_recording
 
-__all__ = ["FileDiagnosis", "diagnose_files", "estimate_rows"]
+if TYPE_CHECKING:
+    from pdm.diagnosis.report import Section
+
+__all__ = ["FileDiagnosis", "diagnose_files", "estimate_rows", "sections", "summary_text"]
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,10 @@ def diagnose_files(
     fs: float | None = None,
     start_time: float | None = None,
     display: bool = False,
+    progress: bool = False,
 ) -> Iterator[FileDiagnosis]:
     """Diagnose each recording (see the module docstring); yields one result per file.
+    ``progress``: a bar of seconds read on stderr when it is a terminal.
 
     Raises :class:`ConfigError` without a shaft speed, :class:`InputError` for a recording
     shorter than one window.
@@ -132,8 +138,12 @@ def diagnose_files(
             if n != pl.acquisition.window_samples:
                 pl = pl.with_window(n)
             stream = FeatureStream(pl, rate, full_spectrum=display)
-            for _wf in stream.feed(rec.chunks()):
-                pass
+            from pdm.progress import estimate_seconds, seconds_bar, through
+
+            total = estimate_seconds(path, rate) if progress else None
+            with seconds_bar(os.path.basename(path), total, disable=not progress) as bar:
+                for _wf in stream.feed(through(rec.chunks(), bar)):
+                    pass
             engine = stream.engine
             assert engine is not None
             if stream.windows == 0:
@@ -181,3 +191,25 @@ def summary_text(r: FileDiagnosis) -> str:
         out.append(f"  {ch.channel}: {what} at {speed}")
         out += [f"    {line}" for line in ch.reasons]
     return "\n".join(out)
+
+
+def sections(r: FileDiagnosis, name: Callable[[str], str] | None = None) -> list[Section]:
+    """The HTML page's sections of one file (:mod:`pdm.diagnosis.report`), one per channel;
+    ``name`` turns a channel into its title (default: the channel itself)."""
+    from pdm.diagnosis.report import Section
+
+    return [
+        Section(
+            title=f"{r.file} — {name(ch.channel) if name else ch.channel}",
+            meta=(
+                f"{r.sample_rate_hz:g} Hz, {r.window}-sample windows "
+                f"({r.sample_rate_hz / r.window:.3g} Hz bins), {ch.windows} windows averaged "
+                f"({ch.k_eff:.1f} independent), {ch.shaft_speed_rpm:.1f} r/min"
+            ),
+            diagnosis=ch,
+            df_hz=r.df_hz,
+            acc_g=r.acc_g[i],
+            env_g=None if r.env_g is None else r.env_g[i],
+        )
+        for i, ch in enumerate(r.diagnosis.channels)
+    ]

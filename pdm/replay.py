@@ -115,8 +115,6 @@ def _save_checkpoint(path: Path, data: dict[str, Any]) -> None:
 
 def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dict[str, Any]:
     """Replay ``files`` into the store; returns the summary (``interrupted`` set on a signal)."""
-    from tqdm import tqdm
-
     from pdm.scoring.stream import ScoreStream
 
     started = time.monotonic()
@@ -161,7 +159,7 @@ def replay(files: Sequence[str], pipeline: Pipeline, opts: ReplayOptions) -> dic
     }
     try:
         for path in files:
-            _replay_one(path, pipeline, opts, writer, captures, summary, stop, ScoreStream, tqdm)
+            _replay_one(path, pipeline, opts, writer, captures, summary, stop, ScoreStream)
             if stop.event.is_set():
                 break
     finally:
@@ -210,7 +208,6 @@ def _replay_one(
     summary: dict[str, Any],
     stop: _Stop,
     score_stream_cls: Any,
-    tqdm: Any,
 ) -> None:
     rec, pl = open_recording(path, pipeline, fs=opts.fs, start_time=opts.start_time)
     with rec:
@@ -313,14 +310,11 @@ def _replay_one(
                 last_ckpt = now
 
         group: list[WindowFeatures] = []
-        with tqdm(
-            desc=Path(path).name,
-            unit=" s",
-            disable=None if opts.progress else True,
-            file=_stderr(),
-            leave=False,
-        ) as bar:
-            for chunk in rec.chunks():
+        from pdm.progress import estimate_seconds, seconds_bar, through
+
+        total = estimate_seconds(path, rec.sample_rate_hz) if opts.progress else None
+        with seconds_bar(Path(path).name, total, disable=not opts.progress) as bar:
+            for chunk in through(rec.chunks(), bar):
                 if stop.event.is_set():
                     break
                 if t_first is None:
@@ -331,7 +325,6 @@ def _replay_one(
                         write_group(group)
                         group = []
                 seconds = len(chunk.data) / chunk.fs
-                bar.update(seconds)
                 if opts.speed:
                     due = (chunk.t0 + seconds - t_first) / opts.speed
                     ahead = due - (time.monotonic() - wall0)

@@ -22,9 +22,9 @@ from pdm.alarms.store import AlarmStore
 from pdm.config import load_pipeline
 from pdm.dashboard import alarms, commissioning, pin, uploads
 from pdm.dashboard.context import DashboardContext
-from pdm.dashboard.report import build_report
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
+from pdm.history.records import StateChange
 
 pytest.importorskip("streamlit")
 
@@ -38,10 +38,10 @@ def _ctx(data_dir: Path, **kw: Any) -> DashboardContext:
     return DashboardContext(url, data_dir, {"demo-pump": load_pipeline(DEMO)}, **kw)
 
 
-@pytest.fixture(scope="module")
-def tripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir whose live state is trip: the outer-race fixture replayed with live actions."""
-    d = tmp_path_factory.mktemp("live")
+def _tripped_copy(tmp_path: Path) -> Path:
+    """A data dir of its own whose live state is trip (nobody acknowledged it yet): the
+    outer-race fixture replayed with live actions."""
+    d = tmp_path / "live"
     subprocess.run(
         [
             *(sys.executable, "-m", "pdm.cli", "replay", str(FIXTURES / "outer_race.csv.gz")),
@@ -53,6 +53,12 @@ def tripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return d
+
+
+@pytest.fixture(scope="module")
+def tripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose live state is trip, shared by the module's tests."""
+    return _tripped_copy(tmp_path_factory.mktemp("live"))
 
 
 @pytest.fixture(scope="module")
@@ -243,10 +249,29 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     rows = alarms.log_rows(ctx, "demo-pump")
     assert rows[0]["what"].startswith("acknowledge")
     assert "alice" in rows[0]["detail"]
-    assert [r["time (UTC)"] for r in rows] == sorted((r["time (UTC)"] for r in rows), reverse=True)
+    assert [r["time"] for r in rows] == sorted((r["time"] for r in rows), reverse=True)
     assert {r["kind"] for r in rows} >= {"state change", "event", "action", "capture"}
     only_states = alarms.log_rows(ctx, "demo-pump", ["states"])
     assert [r["what"] for r in only_states] == ["danger → trip", "ok → danger"]
+    # A relay drop reads as what it does, not "ok".
+    relay = [r["what"] for r in rows if r["what"].startswith("relay")]
+    assert "relay: dropped (machine stopped) — dry run, only logged" in relay
+    assert "relay: ok" not in relay
+    # Acknowledged: the form no longer offers the machine (still latched until it clears).
+    assert alarms.latched_machines(ctx) == []
+    # The alarm list: one row, raised at danger, escalated to trip, acknowledged by alice.
+    with ctx.store() as store:
+        found = alarms.alarm_rows(store.log(None, kinds=("states", "events")))
+    assert len(found) == 1
+    (a,) = found
+    assert (a.level, a.top, a.last_state) == ("danger", "trip", "trip")
+    assert [to for _t, to in a.escalations] == ["trip"]
+    assert a.ack_by == "alice" and a.ack_comment == "bearing inspected" and not a.needs_ack
+    assert a.active and a.cleared_ns is None
+    (row,) = alarms.alarm_table(found, ctx.pipelines)
+    assert row["alarm"] == "TRIP" and row["acknowledged"].startswith("alice at ")
+    assert row["status"] == "active (trip)" and row["comment"] == "bearing inspected"
+    assert "e+03" not in row["reason"] and "4,420" in row["reason"]
 
 
 def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
@@ -515,17 +540,6 @@ def test_uploads_need_a_signed_in_operator(tmp_path: Path, temp_root: Path) -> N
     assert list(temp_root.iterdir()) == []
 
 
-def test_report_is_self_contained(outer_race: commissioning.CommissioningResult) -> None:
-    html = build_report(outer_race, commissioning.whatif_for(outer_race, alert_mult=1.5))
-    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
-    low = html.lower()
-    assert "http://" not in low and "https://" not in low
-    assert "<script" not in low and "<link" not in low and "@import" not in low
-    assert "src=" not in low
-    assert low.count("<svg") == 1 + len(outer_race.spectra)
-    assert "demo-pump" in html and "ok" in html and "trip" in html and "<style>" in html
-
-
 # --- the pages, rendered -------------------------------------------------------------------------
 
 _SCRIPT = """
@@ -535,6 +549,7 @@ from pathlib import Path
 from pdm.config import load_pipeline
 from pdm.dashboard.context import DashboardContext
 from pdm.history import parse_store_url
+from pdm.history.records import StateChange
 from pdm.dashboard import {module} as page
 
 data_dir = Path({data_dir!r})
@@ -570,18 +585,54 @@ def _app(
     return AppTest.from_file(str(script), default_timeout=60)
 
 
-def test_page_alarms_renders_and_acknowledges(tmp_path: Path, tripped: Path) -> None:
-    at = _app(tmp_path, "alarms", tripped).run()
+def test_page_alarms_lists_acknowledges_and_stops_offering(tmp_path: Path) -> None:
+    d = _tripped_copy(tmp_path)
+    at = _app(tmp_path, "alarms", d).run()
     assert not at.exception
-    assert at.dataframe, "the log table"
-    pin.set_pin(tripped, "bob", "135700")
+    # The state now, from the state store: TRIP, unacknowledged; never a green all-clear.
+    now = "\n".join(m.value for m in at.markdown)
+    assert 'class="unack"' in now and ">TRIP</b>" in now and "UNACKNOWLEDGED" in now
+    assert not at.success and not at.error
+    # The alarm list: one row, unacknowledged, first.
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["UNACKNOWLEDGED"] and list(table["alarm"]) == ["TRIP"]
+    assert "needs_ack" in table.columns  # drives the highlight (hidden column)
+    pin.set_pin(d, "bob", "135700")
+    assert at.selectbox[0].options == ["Demo pump, simulated (demo-pump): TRIP"]
     at.text_input[0].input("bob")
     at.text_input[1].input("135700")
     at.text_input[2].input("from the page")
     at.button[0].click().run()
     assert not at.exception
     msgs = [e.value for e in at.success] + [e.value for e in at.error]
-    assert any("demo-pump:" in m for m in msgs), msgs
+    assert any("demo-pump: trip acknowledged by bob" in m for m in msgs), msgs
+    # Acknowledged: no longer offered; the list says who, when, and the comment.
+    assert at.selectbox[0].options == [] and at.button[0].disabled
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["active (trip)"]
+    assert table["acknowledged"][0].startswith("bob at ") and table["comment"][0] == "from the page"
+
+
+def test_page_alarms_with_the_service_down_says_unknown(tmp_path: Path) -> None:
+    """The service configured but not answering: the state is unknown, the local store's last
+    saved state is shown as such, acknowledging waits — and nothing green anywhere."""
+    import socket
+
+    d = _tripped_copy(tmp_path)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    at = _app(tmp_path, "alarms", d, api=f"http://127.0.0.1:{port}").run()
+    assert not at.exception
+    assert not at.success
+    assert any("unknown — service unreachable" in e.value for e in at.error)
+    assert any("Last state saved" in w.value and "TRIP" in w.value for w in at.warning)
+    assert any("Cannot acknowledge now" in w.value for w in at.warning)
+    assert at.button[0].disabled
+    # The overview and the wall screen say UNKNOWN in the last state's colour frame.
+    ov = _app(tmp_path, "overview", d, api=f"http://127.0.0.1:{port}").run()
+    html = "\n".join(m.value for m in ov.markdown)
+    assert ">UNKNOWN<" in html and "service unreachable" in html and " filled" not in html
 
 
 def test_page_models_renders(tmp_path: Path) -> None:
@@ -593,14 +644,103 @@ def test_page_models_renders(tmp_path: Path) -> None:
 def test_page_commissioning_renders_and_replays(tmp_path: Path) -> None:
     at = _app(tmp_path, "commissioning", tmp_path).run()
     assert not at.exception
-    at.selectbox(key="com_fixture").set_value(FIXTURES / "outer_race.csv.gz")
+    at.selectbox(key="com_fixture").set_value(FIXTURES / "outer_race.csv.gz").run()
+    # A simulated recording's truth file gives the fault's onset; the model's training data
+    # (healthy.csv.gz) is offered as the healthy reference.
+    assert at.radio(key="com_role_outer_race.csv.gz").value == "has a fault"
+    assert at.number_input(key="com_onset_outer_race.csv.gz").value == 4.0
+    assert [f.name for f in at.multiselect(key="com_refs_demo-pump_outer_race.csv.gz").value] == [
+        "healthy.csv.gz"
+    ]
     at.button(key="com_run").click().run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
-    assert at.slider(key="wi_alert").value == 1.0
-    at.slider(key="wi_alert").set_value(2.0).run()
+    heads = [h.value for h in at.subheader]
+    assert "Spectra of the deciding window" in heads and "Diagnosis (averaged spectra)" in heads
+    assert any(
+        "Window 55 at 2026-01-01 00:00:04.400 UTC (4.4–4.72 s from the start, the alarm "
+        "decided at its end)" in c.value
+        for c in at.caption
+    )
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Final alarm state"] == "TRIP" and metrics["First alarm"] == "4.4 s"
+    assert any("Diagnosis: **outer-race bearing defect**" in m.value for m in at.markdown)
+    # The what-if: thresholds as values; the score chart's lines move with them.
+    assert at.select_slider(key="wi_score_alert").value == 1.0
+    at.select_slider(key="wi_score_alert").set_value(2.0).run()
     assert not at.exception
-    assert any(m.label == "Alarms raised" for m in at.metric)
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    score = next(
+        c
+        for c in charts
+        if c.get("layer", [{}])[0].get("encoding", {}).get("y", {}).get("title")
+        == "anomaly score (1 = alert)"
+    )
+    import pyarrow as pa
+
+    datasets = {
+        d.name: pa.ipc.open_stream(d.data.data).read_all().to_pylist()
+        for c in at.get("vega_lite_chart")
+        for d in c.proto.datasets
+    }
+    levels = {r["level"]: r["y"] for r in datasets[score["layer"][1]["data"]["name"]]}
+    assert levels["alert"] == 2.0
+    # Per recording and the grid: the healthy reference raises nothing, the fault is caught.
+    tables = [d.value for d in at.dataframe]
+    outcome = next(t for t in tables if "delay after the fault's onset, s" in t.columns)
+    assert list(outcome["recording"]) == ["outer_race.csv.gz", "healthy.csv.gz"]
+    assert list(outcome["false alarms"]) == [0, 0]
+    grid = next(t for t in tables if "on-delay" in t.columns and "alert" in t.columns)
+    assert len(grid) == 32 and (grid[""] == "← now").sum() == 1
+    assert at.get("download_button")
+
+
+def test_commissioning_offers_only_pipelines_that_fit(tmp_path: Path) -> None:
+    """healthy.csv.gz has columns x_g, y_g: the CWRU pipeline (DE_g, FE_g) is not offered, so
+    the first click works; a recording no pipeline reads disables Replay, with the reason."""
+    script = tmp_path / "page.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(REPO)!r})
+            from pathlib import Path
+            from pdm.dashboard.context import load_context
+            from pdm.dashboard import commissioning
+            ctx = load_context(["--data-dir", {str(tmp_path)!r},
+                                "--pipelines", {str(REPO / "pipelines")!r}])
+            commissioning.render(ctx)
+            """
+        )
+    )
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="com_fixture").value.name == "healthy.csv.gz"
+    assert at.selectbox(key="com_pipeline").options == ["Demo pump, simulated (demo.toml)"]
+    assert not at.button(key="com_run").disabled
+    fit = commissioning.pipelines_for(
+        FIXTURES / "healthy.csv.gz",
+        {"cwru-rig": load_pipeline(REPO / "pipelines" / "cwru_drive_end.toml")},
+    )
+    assert fit["cwru-rig"].startswith("healthy.csv.gz has no column 'DE_g', 'FE_g'")
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a_g,b_g\n" + "0.1,0.2\n" * 10)
+    assert commissioning.pipelines_for(odd, {"demo-pump": load_pipeline(DEMO)})["demo-pump"]
+    # Only the CWRU pipeline: no pipeline reads the fixture chosen, Replay is disabled and
+    # the page says why.
+    only = tmp_path / "only-cwru"
+    only.mkdir()
+    (only / "cwru_drive_end.toml").write_text(
+        (REPO / "pipelines" / "cwru_drive_end.toml").read_text()
+    )
+    script.write_text(script.read_text().replace(str(REPO / "pipelines"), str(only)))
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception
+    assert at.button(key="com_run").disabled
+    why = [w.value for w in at.warning if w.value.startswith("Replay not possible")]
+    assert why and "no column 'DE_g', 'FE_g'" in why[0] and "healthy.csv.gz" in why[0], why
 
 
 class _Backend:
@@ -714,3 +854,13 @@ def test_whatif_with_features_uses_iso_zones(outer_race: commissioning.Commissio
     on = outer_race.rules.on_windows
     assert [(t["to"], t["window"]) for t in wi.transitions] == [("danger", 10 + on - 1)]
     assert "zone D" in wi.transitions[0]["reason"]
+
+
+def test_alarm_list_names_a_sensor_by_where_it_sits() -> None:
+    fault = StateChange("demo-pump", 5 * 10**9, "ok", "sensor_fault", "flat", sensor="motor_de")
+    (row,) = alarms.alarm_table(alarms.alarm_rows([fault]), {"demo-pump": load_pipeline(DEMO)})
+    assert row["machine"] == "Demo pump, simulated · Motor DE" and row["alarm"] == "SENSOR FAULT"
+    # A sensor the pipeline does not know keeps its id.
+    other = StateChange("demo-pump", 5 * 10**9, "ok", "sensor_fault", "flat", sensor="s9")
+    (row,) = alarms.alarm_table(alarms.alarm_rows([other]), {"demo-pump": load_pipeline(DEMO)})
+    assert row["machine"] == "Demo pump, simulated · sensor s9"

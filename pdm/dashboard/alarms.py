@@ -1,13 +1,22 @@
-"""Dashboard page: the event and alarm log, and acknowledging a latched alarm.
+"""Dashboard page: the alarm list, the event log, and acknowledging a latched alarm.
 
-The log (state changes, events, action results and captures) is read from the
-history store, newest first, and can be filtered by machine and kind. The
-acknowledge form asks for an operator name and PIN (:mod:`pdm.dashboard.pin`);
-once the PIN checks out it acknowledges through the service's control API
-when the dashboard knows one (``--api``), else directly against the alarm
-state store (:func:`pdm.alarms.ack.ack`, as ``pdm-edge ack`` does). The page
-logic is in plain functions (:func:`log_rows`, :func:`latched_machines`,
-:func:`acknowledge`) so that it can be tested without Streamlit.
+**The alarm list** has one row per alarm, built from history (state changes and
+``acknowledge`` events): when it was raised and at which level, when it escalated, who
+acknowledged it, when and with what comment, and when it cleared. Rows still waiting for
+an acknowledgement come first, highlighted; the list refreshes by itself
+(``st.fragment(run_every=…)``).
+
+**The alarm state now** comes from the service (``--api``) or, without one, the local alarm
+state store (:mod:`pdm.dashboard.status`, read-only). When the service does not answer the
+page says the state is *unknown — service unreachable* and shows the last state saved on
+this appliance as such: never a green all-clear.
+
+**Acknowledging** asks for an operator name and PIN (:mod:`pdm.dashboard.pin`); once the PIN
+checks out it acknowledges through the service's control API when the dashboard knows one,
+else through ``pdm-edge ack``'s path (:func:`pdm.alarms.ack.ack`, the documented way with no
+service running). The form offers only latched machines nobody has acknowledged yet. The
+page logic is in plain functions (:func:`alarm_rows`, :func:`log_rows`,
+:func:`latched_machines`, :func:`acknowledge`) tested without Streamlit.
 """
 
 from __future__ import annotations
@@ -15,18 +24,42 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from pdm.alarms.state import LEVELS
+from pdm.config import Pipeline
 from pdm.dashboard.context import DashboardContext
+from pdm.dashboard.data import ack_of
+from pdm.dashboard.labels import duration, location_label, plain_reason
 from pdm.dashboard.pin import check_pin
+from pdm.dashboard.status import (
+    API_TIMEOUT_S,
+    UNREACHABLE,
+    api_error,
+    api_headers,
+    api_status,
+    read_alarm_status,
+    read_local_store,
+)
 from pdm.errors import PdmError
 from pdm.history.base import LogRecord
 from pdm.history.records import ActionResult, Capture, Event, Kind, StateChange
 
-__all__ = ["AckResult", "acknowledge", "latched_machines", "log_rows", "render"]
+__all__ = [
+    "AckResult",
+    "Alarm",
+    "acknowledge",
+    "alarm_rows",
+    "alarm_table",
+    "api_status",
+    "latched_machines",
+    "log_row",
+    "log_rows",
+    "render",
+]
 
 KINDS: tuple[Kind, ...] = ("states", "events", "actions", "captures")
 KIND_LABEL: dict[str, str] = {
@@ -35,8 +68,9 @@ KIND_LABEL: dict[str, str] = {
     "actions": "action",
     "captures": "capture",
 }
-API_TIMEOUT_S = 5.0
+REFRESH = "5s"
 _FAIL_DELAY_S = 1.0  # after a wrong PIN, before answering (the lockout is in pdm.dashboard.pin)
+NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -46,19 +80,32 @@ class AckResult:
 
 
 def _iso(t_ns: int) -> str:
-    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """Local time to the second, as the alarm list shows it: ``2026-01-01 13:49:07``."""
+    return (
+        dt.datetime.fromtimestamp(t_ns / NS, tz=dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    )
 
 
-def _row(rec: LogRecord) -> dict[str, Any]:
-    base: dict[str, Any] = {"time (UTC)": _iso(rec.t_ns), "machine": rec.machine}
+def _relay_words(rec: ActionResult) -> str:
+    """A relay action as a person reads it: a drop stops the machine, whatever "ok" says."""
+    dropped = rec.detail.startswith("drop")
+    what = "dropped (machine stopped)" if dropped else "energised (machine may run)"
+    if rec.outcome != "ok":
+        what = "FAILED to " + ("drop" if dropped else "energise")
+    if "dry run" in rec.detail:
+        what += " — dry run, only logged"
+    return f"relay: {what}"
+
+
+def log_row(rec: LogRecord) -> dict[str, Any]:
+    base: dict[str, Any] = {"time": _iso(rec.t_ns), "machine": rec.machine}
     if isinstance(rec, StateChange):
         what = f"{rec.old} → {rec.new}"
-        detail = rec.reason + (f" (score {rec.score:.3g})" if rec.score == rec.score else "")
         return {
             **base,
             "kind": KIND_LABEL["states"],
             "what": what,
-            "detail": detail,
+            "detail": plain_reason(rec.reason),
             "sensor": rec.sensor,
             "ref": rec.capture,
         }
@@ -66,17 +113,19 @@ def _row(rec: LogRecord) -> dict[str, Any]:
         return {
             **base,
             "kind": KIND_LABEL["events"],
-            "what": f"{rec.type} ({rec.severity})",
-            "detail": rec.message + (f" — {rec.detail}" if rec.detail else ""),
+            "what": f"{rec.type.replace('_', ' ')} ({rec.severity})",
+            "detail": plain_reason(rec.message) + (f" — {rec.detail}" if rec.detail else ""),
             "sensor": rec.sensor,
             "ref": rec.id,
         }
     if isinstance(rec, ActionResult):
+        what = (_relay_words(rec) if rec.action == "relay" else f"{rec.action}: {rec.outcome}") + (
+            f" (attempt {rec.attempt})" if rec.attempt > 1 else ""
+        )
         return {
             **base,
             "kind": KIND_LABEL["actions"],
-            "what": f"{rec.action}: {rec.outcome}"
-            + (f" (attempt {rec.attempt})" if rec.attempt > 1 else ""),
+            "what": what,
             "detail": f"{rec.target} {rec.detail}".strip(),
             "sensor": "",
             "ref": rec.event_id,
@@ -85,8 +134,9 @@ def _row(rec: LogRecord) -> dict[str, Any]:
     return {
         **base,
         "kind": KIND_LABEL["captures"],
-        "what": f"{rec.samples} samples × {len(rec.channels)} channel(s) at {rec.fs_hz:g} Hz",
-        "detail": f"{rec.reason} [{rec.path}]",
+        "what": f"raw windows kept: {rec.samples} samples × {len(rec.channels)} channel(s) "
+        f"at {rec.fs_hz:g} Hz",
+        "detail": f"{plain_reason(rec.reason)} [{rec.path}]",
         "sensor": "",
         "ref": rec.id,
     }
@@ -105,67 +155,151 @@ def log_rows(
     with ctx.store() as store:
         records = store.log(machine, limit=limit, kinds=tuple(kinds))
     records = sorted(records, key=lambda r: r.t_ns, reverse=True)
-    return [_row(r) for r in records]
+    return [log_row(r) for r in records]
 
 
-def _api_headers(ctx: DashboardContext) -> dict[str, str]:
-    headers = {"Accept": "application/json"}
-    if ctx.api_token:
-        headers["Authorization"] = f"Bearer {ctx.api_token}"
-    return headers
+# --- the alarm list ------------------------------------------------------------------------------
 
 
-def _api_error(resp: Any) -> str:
-    try:
-        return str(resp.json().get("error") or resp.text.strip())
-    except (ValueError, AttributeError):
-        return resp.text.strip()[:200] or f"HTTP {resp.status_code}"
+@dataclass
+class Alarm:
+    """One alarm, from the transition that raised it to the one that cleared it.
+
+    ``raised_ns`` is None when the alarm began before the oldest record read (``level``
+    is then the first level seen). ``sensor`` is set for a sensor's fault (``sensor_fault``)
+    and ``appliance`` for the appliance's; '' for the machine's alarm.
+    """
+
+    machine: str
+    sensor: str
+    raised_ns: int | None
+    level: str  # the level it was raised at
+    reason: str
+    top: str = ""  # the highest level reached
+    escalations: list[tuple[int, str]] = field(default_factory=list)  # (t_ns, to level)
+    ack_by: str | None = None
+    ack_ns: int | None = None
+    ack_comment: str = ""
+    cleared_ns: int | None = None
+    last_state: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.cleared_ns is None
+
+    @property
+    def latched(self) -> bool:
+        return self.last_state in ("danger", "trip")
+
+    @property
+    def needs_ack(self) -> bool:
+        """Still latched and nobody acknowledged it: the rows that come first."""
+        return self.active and self.latched and self.ack_by is None
 
 
-def api_status(ctx: DashboardContext, *, timeout: float = API_TIMEOUT_S) -> list[dict[str, Any]]:
-    """``GET /status`` from the service; raises :class:`PdmError` with one line on failure."""
-    import httpx
+def alarm_rows(records: Iterable[LogRecord]) -> list[Alarm]:
+    """The alarms in ``records`` (state changes and ``acknowledge`` events, any order):
+    unacknowledged latches first, then other active alarms, then cleared ones; newest
+    first within each."""
+    open_: dict[tuple[str, str], Alarm] = {}
+    done: list[Alarm] = []
+    # At one instant an acknowledgement comes before the state change it caused.
+    for rec in sorted(records, key=lambda r: (r.t_ns, not isinstance(r, Event))):
+        if isinstance(rec, Event):
+            got = ack_of(rec)
+            cur = open_.get((rec.machine, ""))
+            if got is not None and cur is not None and cur.latched:
+                cur.ack_by, cur.ack_ns, cur.ack_comment = got
+            continue
+        if not isinstance(rec, StateChange):
+            continue
+        who = (rec.machine, rec.sensor)
+        cur = open_.get(who)
+        if rec.new == "ok":
+            if cur is not None:
+                cur.cleared_ns = rec.t_ns
+                cur.last_state = "ok"
+                done.append(open_.pop(who))
+            continue
+        if cur is None:
+            raised = rec.t_ns if rec.old == "ok" else None
+            cur = open_[who] = Alarm(
+                rec.machine, rec.sensor, raised, rec.new, rec.reason, top=rec.new
+            )
+        elif rec.sensor == "" and LEVELS.index(rec.new) > LEVELS.index(cur.last_state or "ok"):
+            cur.escalations.append((rec.t_ns, rec.new))
+            if LEVELS.index(rec.new) > LEVELS.index(cur.top):
+                cur.top = rec.new
+            if rec.new in ("danger", "trip"):
+                cur.ack_by, cur.ack_ns, cur.ack_comment = None, None, ""  # a new latch
+        cur.last_state = rec.new
+    alarms = [*open_.values(), *done]
 
-    assert ctx.api_url
-    url = ctx.api_url.rstrip("/") + "/status"
-    try:
-        resp = httpx.get(url, headers=_api_headers(ctx), timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise PdmError(f"control API {ctx.api_url}: {type(exc).__name__}: {exc}") from exc
-    if resp.status_code != 200:
-        raise PdmError(f"control API {url}: HTTP {resp.status_code}: {_api_error(resp)}")
-    try:
-        data = resp.json()
-    except ValueError as exc:
-        raise PdmError(f"control API {url}: the answer is not JSON") from exc
-    if not isinstance(data, list):
-        raise PdmError(f"control API {url}: expected a list of machines")
-    return [d for d in data if isinstance(d, dict)]
+    def order(a: Alarm) -> tuple[int, int]:
+        group = 0 if a.needs_ack else 1 if a.active else 2
+        return group, -(a.raised_ns or (a.escalations[0][0] if a.escalations else 0))
+
+    return sorted(alarms, key=order)
+
+
+def alarm_table(
+    alarms: Sequence[Alarm], pipelines: Mapping[str, Pipeline], now_ns: int | None = None
+) -> list[dict[str, Any]]:
+    """The alarm list as table rows (the page highlights ``needs_ack`` rows)."""
+    now = time.time_ns() if now_ns is None else now_ns
+    rows = []
+    for a in alarms:
+        pl = pipelines.get(a.machine)
+        name = pl.machine.name if pl is not None and pl.machine.name else a.machine
+        if a.sensor:  # where the sensor sits, as people call it
+            where = {x.id: location_label(x.location) for x in pl.sensors} if pl else {}
+            name += f" · {where.get(a.sensor) or 'sensor ' + a.sensor}"
+        level = a.level.replace("_", " ")
+        esc = ", ".join(f"{to} at {_iso(t)}" for t, to in a.escalations)
+        end = a.cleared_ns if a.cleared_ns is not None else now
+        start = a.raised_ns
+        if a.needs_ack:
+            status = "UNACKNOWLEDGED"
+        elif a.active:
+            status = f"active ({a.last_state.replace('_', ' ')})"
+        else:
+            status = "cleared"
+        rows.append(
+            {
+                "status": status,
+                "machine": name,
+                "alarm": a.top.replace("_", " ").upper(),
+                "raised": (f"{_iso(start)} ({level})" if start else f"before the log ({level})"),
+                "escalated": esc,
+                "acknowledged": (
+                    f"{a.ack_by} at {_iso(a.ack_ns)}" if a.ack_by and a.ack_ns else ""
+                ),
+                "comment": a.ack_comment,
+                "cleared": _iso(a.cleared_ns) if a.cleared_ns else "",
+                "lasted": duration((end - start) / NS) if start else "",
+                "reason": plain_reason(a.reason),
+                "needs_ack": a.needs_ack,
+            }
+        )
+    return rows
 
 
 def latched_machines(ctx: DashboardContext) -> list[tuple[str, str]]:
-    """(machine, state) of every machine in ``danger`` or ``trip``: from the service when there
-    is one, else from the alarm state store. Raises :class:`PdmError` with one line."""
+    """(machine, state) of every machine in ``danger`` or ``trip`` that nobody has
+    acknowledged yet: from the service when there is one, else from the alarm state store
+    (read-only). Raises :class:`PdmError` with one line (the service does not answer)."""
     if ctx.api_url:
         return sorted(
             (str(d["id"]), str(d.get("state")))
             for d in api_status(ctx)
-            if d.get("state") in ("danger", "trip") and "id" in d
+            if d.get("state") in ("danger", "trip") and "id" in d and not d.get("acknowledged")
         )
-    from pdm.alarms.store import AlarmStore
-
     path = ctx.data_dir / "alarms.db"
     if not path.exists():
         return []
-    out = []
-    with AlarmStore(path) as store:
-        for m in store.machines():
-            if "#" in m:  # a dry-run replay's re-analysis: nothing to acknowledge
-                continue
-            state = store.load(m)
-            if state is not None and state.latched:
-                out.append((m, state.state))
-    return out
+    return sorted(
+        (m, s.state) for m, s in read_local_store(path).items() if s.latched and s.ack_by is None
+    )
 
 
 def acknowledge(
@@ -193,13 +327,13 @@ def acknowledge(
 
         url = f"{ctx.api_url.rstrip('/')}/ack/{quote(machine, safe='')}"
         body = json.dumps({"by": by, "comment": comment}).encode("utf-8")
-        headers = {**_api_headers(ctx), "Content-Type": "application/json"}
+        headers = {**api_headers(ctx), "Content-Type": "application/json"}
         try:
             resp = httpx.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             return AckResult(False, f"control API {ctx.api_url}: {type(exc).__name__}: {exc}")
         if resp.status_code != 200:
-            return AckResult(False, f"{machine}: HTTP {resp.status_code}: {_api_error(resp)}")
+            return AckResult(False, f"{machine}: HTTP {resp.status_code}: {api_error(resp)}")
         try:
             msg = str(resp.json().get("message", "acknowledged"))
         except (ValueError, AttributeError):
@@ -216,37 +350,136 @@ def acknowledge(
 # --- the page ------------------------------------------------------------------------------------
 
 
+_STATE_CSS = """
+<style>
+.pdm-now { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0 10px 0; }
+.pdm-now div { border: 3px solid var(--c); border-radius: 8px; padding: 4px 10px;
+  background: #17181b; font-size: 1.05rem; }
+.pdm-now div.unack { background: var(--c); color: #fff; }
+.pdm-now b.s { color: var(--c); font-weight: 800; margin-right: 6px; }
+.pdm-now div.unack b.s { color: #fff; }
+.pdm-problem { color: #ff8a80; font-weight: 700; font-size: 1.15rem; }
+</style>
+"""
+
+
+def _state_now(ctx: DashboardContext, st: Any) -> None:
+    """The alarm state of every machine now, and where it comes from (never an all-clear
+    the page cannot know)."""
+    import html
+
+    from pdm.dashboard.data import STATE_COLOURS
+    from pdm.dashboard.labels import clock, state_word
+
+    read = read_alarm_status(ctx)
+    now = time.time_ns()
+
+    def chip(m: str, known: bool) -> str:
+        s = read.machines[m]
+        pl = ctx.pipelines.get(m)
+        name = pl.machine.name if pl is not None and pl.machine.name else m
+        text = f"{name}"
+        if s.since_ns and s.state != "ok":
+            text += f" · since {clock(s.since_ns, now)} ({duration((now - s.since_ns) / NS)})"
+        if s.latched:
+            text += (
+                f" · ack {s.ack_by} {clock(s.ack_ns, now)}"
+                if s.ack_by and s.ack_ns
+                else " · UNACKNOWLEDGED"
+            )
+        cls = ' class="unack"' if known and s.unacknowledged else ""
+        colour = STATE_COLOURS.get(s.state, STATE_COLOURS["unknown"])
+        if not known and s.state == "ok":
+            colour = STATE_COLOURS["unknown"]  # a saved OK proves nothing now: never green
+        return (
+            f'<div{cls} style="--c:{colour}" data-machine="{html.escape(m)}" '
+            f'data-state="{html.escape(s.state)}"><b class="s">{html.escape(state_word(s.state))}'
+            f"</b>{html.escape(text)}</div>"
+        )
+
+    order = sorted(read.machines, key=lambda m: -LEVELS.index(read.machines[m].state))
+    if read.problem.startswith(UNREACHABLE):
+        st.error(f"Alarm state: **{read.problem}**")
+        if read.machines:
+            st.warning(
+                "Last state saved on this appliance (may be out of date while the service "
+                "is down): " + "; ".join(f"{m} {state_word(read.machines[m].state)}" for m in order)
+            )
+            st.markdown(
+                _STATE_CSS
+                + '<div class="pdm-now">'
+                + "".join(chip(m, False) for m in order)
+                + "</div>",
+                unsafe_allow_html=True,
+            )
+        return
+    if read.source == "none":
+        st.warning(f"Alarm state not known here: {read.problem}. The list below is from history.")
+        return
+    source = "the service" if read.source == "service" else "the alarm state store"
+    without = sorted(set(ctx.pipelines) - set(read.machines))
+    in_alarm = [m for m in order if read.machines[m].state != "ok"]
+    ok = [m for m in order if read.machines[m].state == "ok"]
+    st.markdown(
+        _STATE_CSS + '<div class="pdm-now">' + "".join(chip(m, True) for m in order) + "</div>",
+        unsafe_allow_html=True,
+    )
+    note = f"From {source}."
+    if without:
+        note += f" No alarm state yet: {', '.join(without)}."
+    if ok and not in_alarm and not without:
+        st.success(f"No alarm: {len(ok)} machine(s) OK. {note}")
+    else:
+        st.caption(note)
+
+
+def _alarm_list(ctx: DashboardContext, st: Any) -> None:
+    import pandas as pd
+
+    try:
+        with ctx.store() as store:
+            records = store.log(None, limit=5000, kinds=("states", "events"))
+    except PdmError as exc:
+        st.error(f"history store {ctx.store_url}: {exc}")
+        return
+    rows = alarm_table(alarm_rows(records), ctx.pipelines)
+    if not rows:
+        st.caption("No alarm in history.")
+        return
+    df = pd.DataFrame(rows)
+    waiting = df["needs_ack"].tolist()
+
+    def highlight(row: Any) -> list[str]:
+        style = "background-color: #7a0000; color: #ffffff; font-weight: 600"
+        return [style if waiting[row.name] else ""] * len(row)
+
+    st.dataframe(
+        df.style.apply(highlight, axis=1),
+        hide_index=True,
+        width="stretch",
+        column_order=[c for c in df.columns if c != "needs_ack"],
+    )
+    n = sum(waiting)
+    st.caption(
+        (f"{n} alarm(s) wait for an acknowledgement (highlighted, first). " if n else "")
+        + "Times in the dashboard host's time zone; refreshed every 5 s."
+    )
+
+
 def render(ctx: DashboardContext) -> None:
     import streamlit as st
 
-    st.header("Alarms and events")
+    st.header("Alarms")
     for p in ctx.problems:
         st.warning(p)
-    try:
-        with ctx.store() as store:
-            machines = store.machines()
-    except PdmError as exc:
-        st.error(f"history store {ctx.store_url}: {exc}")
-        machines = []
-    machines = sorted(set(machines) | set(ctx.pipelines))
-    c1, c2 = st.columns([1, 2])
-    pick = c1.selectbox("Machine", ["(all)", *machines], key="alarms_machine")
-    kinds = c2.multiselect(
-        "Kinds",
-        list(KINDS),
-        default=list(KINDS),
-        format_func=lambda k: KIND_LABEL[k],
-        key="alarms_kinds",
-    )
-    try:
-        rows = log_rows(ctx, None if pick == "(all)" else pick, kinds)
-    except PdmError as exc:
-        st.error(str(exc))
-        rows = []
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
-    else:
-        st.info("Nothing in the log for this selection.")
+
+    @st.fragment(run_every=REFRESH)
+    def live() -> None:
+        _state_now(ctx, st)
+        st.subheader("Alarm list")
+        _alarm_list(ctx, st)
+
+    live()
 
     st.subheader("Acknowledge")
     st.caption(
@@ -255,23 +488,35 @@ def render(ctx: DashboardContext) -> None:
         + (
             f"Acknowledged through the service at {ctx.api_url}."
             if ctx.api_url
-            else "No service configured: acknowledged in the alarm state store."
+            else "No service configured: acknowledged in the alarm state store "
+            "(as `pdm-edge ack` does)."
         )
     )
+    blocked = ""
     try:
         latched = latched_machines(ctx)
     except PdmError as exc:
-        st.error(str(exc))
         latched = []
-    if not latched:
-        st.success("No machine is in a latched state (danger or trip).")
+        blocked = (
+            f"Cannot acknowledge now: {str(exc).splitlines()[0]}. Acknowledge when the service "
+            "answers again (or, with the service stopped, with `pdm-edge ack` on the appliance)."
+        )
+        st.warning(blocked)
+    if not latched and not blocked:
+        st.caption("Nothing to acknowledge: no latched alarm waits for an acknowledgement.")
     with st.form("ack_form", clear_on_submit=True):
         options = [m for m, _ in latched]
         states = dict(latched)
+
+        def said(m: str) -> str:
+            pl = ctx.pipelines.get(m)
+            name = pl.machine.name if pl is not None and pl.machine.name else m
+            return f"{name} ({m}): {states.get(m, '?').upper()}"
+
         machine = st.selectbox(
             "Machine",
             options,
-            format_func=lambda m: f"{m} ({states.get(m, '?')})",
+            format_func=said,
             disabled=not options,
         )
         by = st.text_input("Operator name")
@@ -289,3 +534,30 @@ def render(ctx: DashboardContext) -> None:
     shown = st.session_state.get("ack_result")
     if shown:
         (st.success if shown[0] else st.error)(shown[1])
+
+    with st.expander("Event log: every state change, event, action and capture"):
+        try:
+            with ctx.store() as store:
+                machines = store.machines()
+        except PdmError as exc:
+            st.error(f"history store {ctx.store_url}: {exc}")
+            machines = []
+        machines = sorted(set(machines) | set(ctx.pipelines))
+        c1, c2 = st.columns([1, 2])
+        pick = c1.selectbox("Machine", ["(all)", *machines], key="alarms_machine")
+        kinds = c2.multiselect(
+            "Kinds",
+            list(KINDS),
+            default=list(KINDS),
+            format_func=lambda k: KIND_LABEL[k],
+            key="alarms_kinds",
+        )
+        try:
+            rows = log_rows(ctx, None if pick == "(all)" else pick, kinds)
+        except PdmError as exc:
+            st.error(str(exc))
+            rows = []
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch")
+        else:
+            st.info("Nothing in the log for this selection.")

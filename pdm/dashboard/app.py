@@ -37,15 +37,13 @@ html, body, .stApp, [data-testid="stAppViewContainer"], [data-testid="stHeader"]
 .stApp [data-baseweb="select"] > div, .stApp input, .stApp textarea {
   background-color: #202124 !important; color: #f1f3f4 !important; border-color: #5f6368 !important;
 }
-.stApp button { background-color: #202124 !important; color: #f1f3f4 !important;
-  border: 1px solid #9aa0a6 !important; }
+/* Only Streamlit's own buttons: the close icons of chips and the PIN's eye are buttons too. */
+.stApp [data-testid^="stBaseButton"] { background-color: #202124 !important;
+  color: #f1f3f4 !important; border: 1px solid #9aa0a6 !important; }
+.stApp [data-testid^="stBaseButton-primary"] { background-color: #1a73e8 !important;
+  border-color: #8ab4f8 !important; }
+.stApp [data-testid^="stBaseButton"]:disabled { opacity: 0.45; }
 [data-testid="stCaptionContainer"], .stApp small { color: #bdc1c6 !important; }
-.pdm-tile { border-radius: 10px; padding: 18px 22px; margin: 0 0 18px 0; color: #ffffff;
-  border: 2px solid #e8eaed; min-height: 230px; }
-.pdm-tile-name { font-size: 1.6rem; font-weight: 600; }
-.pdm-tile-state { font-size: 3.2rem; font-weight: 800; letter-spacing: 0.04em; line-height: 1.15;
-  margin: 6px 0 10px 0; }
-.pdm-tile-body { font-size: 1.1rem; line-height: 1.5; }
 </style>
 """
 
@@ -98,7 +96,9 @@ def main() -> None:
     from pdm.dashboard import machine, overview
 
     pages = [
-        _page(overview.render, ctx, "Overview", "overview", default=True),
+        _page(overview.render, ctx, "Overview", "home", default=True),
+        # The wall screen's own URL, /overview: kiosk (no sidebar), fills the screen.
+        _page(overview.render_wall, ctx, "Wall screen", "overview"),
         _page(machine.render, ctx, "Machine", "machine"),
         _page(_optional("alarms", "Alarms"), ctx, "Alarms", "alarms"),
         _page(_optional("commissioning", "Commissioning"), ctx, "Commissioning", "commissioning"),

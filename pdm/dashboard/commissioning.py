@@ -1,17 +1,24 @@
-"""Dashboard page: commission a machine on a recording before it goes live.
+"""Dashboard page: commission a machine on recordings before it goes live.
 
-Pick a recording (a fixture, or an upload — checked before anything runs: a
-bad file shows as its one-line :class:`~pdm.errors.CsvError`), a pipeline and
-a model; the recording is replayed with ``pdm-edge replay --actions dry-run``
-into a SQLite store in a temporary data directory — the same path the service
-runs, in a child process because the replay installs signal handlers (only
-the main thread may) and so a crash cannot take the dashboard with it. The
-page shows what alarmed, when and why (the transitions), the score trend and
-the latest spectra; the *what-if* panel re-runs the alarm state machine
-(:func:`pdm.alarms.state.step`, pure and fast) over the stored per-window
-scores with scaled thresholds and another on-delay, to show how many alarms the
-recording would have raised. The result exports as a self-contained HTML
-report (:mod:`pdm.dashboard.report`).
+Pick a recording (a fixture, or an upload — checked before anything runs: a bad file
+shows as its one-line :class:`~pdm.errors.CsvError`) and a pipeline: only pipelines whose
+columns the recording has are offered, and the Replay button stays disabled, with the
+reason, for anything that cannot work. The recording — and the healthy reference
+recordings picked with it — are replayed with ``pdm-edge replay --actions dry-run`` into a
+SQLite store in a temporary data directory, the same path the service runs, in a child
+process (the replay installs signal handlers, which only the main thread may, and a crash
+cannot take the dashboard with it). A second child recomputes the spectra an analyst
+needs (:mod:`pdm.dashboard.analysis`): those of the deciding window (the one that raised
+the highest alarm) and the diagnosis engine's averaged spectra.
+
+The page shows what alarmed, when and why, the score trend with the thresholds being
+tried, the deciding window's spectra with cursors and the diagnosis; the *what-if* panel
+re-runs the alarm state machine (:func:`pdm.alarms.state.step`, pure and fast) over the
+stored per-window scores (or velocities) with other thresholds — given as values, in score
+units or mm/s — and on-delays, on the recording and the healthy references together, and
+compares a grid of settings: false alarms on healthy recordings, and the delay from the
+fault's onset to the first alarm. The result exports as a self-contained HTML report
+(:mod:`pdm.dashboard.report`), which ``pdm-edge report`` writes from the command line.
 
 Uploads need an operator: the page asks for an operator name and PIN
 (:func:`pdm.dashboard.pin.check_pin`, with its lockout) before it even shows the
@@ -46,14 +53,18 @@ from pdm.alarms.engine import rules_from
 from pdm.alarms.state import (
     LEVELS,
     AlarmRules,
+    FeatureLimit,
     MachineAlarm,
     WindowResult,
     diagnosis_confidence_of,
     step,
 )
 from pdm.config import Pipeline
+from pdm.dashboard.analysis import Averaged, WindowSpectra, load_analysis
 from pdm.dashboard.context import REPO, DashboardContext
+from pdm.dashboard.labels import fmt_num
 from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale, temp_root
+from pdm.dsp.iso import zone_limits
 from pdm.errors import ConfigError, PdmError
 
 __all__ = [
@@ -108,14 +119,77 @@ def list_models(pipeline: Pipeline, folder: Path = MODELS) -> list[Path]:
     return out
 
 
-def check_recording(path: Path, pipeline: Pipeline) -> None:
-    """Open ``path`` for ``pipeline`` and read its first chunk; raises a one-line PdmError."""
+def check_recording(path: Path, pipeline: Pipeline) -> tuple[float, float]:
+    """Open ``path`` for ``pipeline`` and read its first chunk; returns the recording's start
+    (POSIX s) and sample rate (Hz). Raises a one-line PdmError (a missing column names the
+    column and the file)."""
     from pdm.processing import open_recording
 
     rec, _ = open_recording(path, pipeline)
     with rec:
         for _chunk in rec.chunks():
             break
+        return float(rec.start_time), float(rec.sample_rate_hz)
+
+
+def recording_columns(path: Path) -> tuple[str, ...]:
+    """The column names in a recording's header (none when it cannot be read)."""
+    from pdm.sources.csv import CsvRecording
+
+    try:
+        with CsvRecording(path) as rec:
+            return tuple(rec.channels)
+    except PdmError:
+        return ()
+
+
+def pipelines_for(path: Path, pipelines: Mapping[str, Pipeline]) -> dict[str, str]:
+    """Every pipeline's fit to a recording: machine id → '' when the recording has every
+    column the pipeline reads, else the reason it cannot be replayed with it."""
+    have = set(recording_columns(path))
+    out = {}
+    for mid, pl in pipelines.items():
+        missing = [c for c in pl.columns if c not in have]
+        if pl.source_path is None:
+            out[mid] = "the pipeline has no file to replay it with"
+        elif not have:
+            out[mid] = f"{path.name}: the recording cannot be read"
+        elif missing:
+            out[mid] = (
+                f"{path.name} has no column {', '.join(repr(c) for c in missing)} "
+                f"(it has {', '.join(sorted(have))})"
+            )
+        else:
+            out[mid] = ""
+    return out
+
+
+def truth_onset_s(path: Path) -> float | None:
+    """The onset of a fault that starts during a simulated recording, s from its start:
+    the latest ``onset_s`` > 0 in its ``<stem>.truth.json`` sidecar (``pdm-edge simulate``
+    writes one); None without a sidecar or when every fault is there from the start."""
+    stem = path.name.removesuffix(".gz").removesuffix(".csv")
+    side = path.with_name(f"{stem}.truth.json")
+    try:
+        truth = json.loads(side.read_text())
+        onsets = [float(f.get("onset_s", 0.0)) for f in truth.get("faults", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    late = [o for o in onsets if math.isfinite(o) and o > 0]
+    return max(late) if late else None
+
+
+def training_files(model_dir: Path | None) -> list[str]:
+    """The recordings a model was trained on (file names from its card): healthy by definition."""
+    if model_dir is None:
+        return []
+    try:
+        card = json.loads((model_dir / "model.json").read_text())
+        return [
+            str(f.get("file")) for f in card.get("training", {}).get("files", []) if f.get("file")
+        ]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
 
 
 @dataclass
@@ -143,10 +217,33 @@ class CommissioningResult:
     #: window index → channel → the features the alarm rules look at (ISO velocity, limits)
     features: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     sensor_of: dict[str, str] = field(default_factory=dict)
+    pipeline: Pipeline | None = None
+    recording_path: str = ""
+    start_ns: int = 0  # the recording's first sample, ns
+    window_s: float = 0.0  # one window's length, s (an alarm is decided at a window's end)
+    hop_s: float = 0.0  # between window starts, s
+    deciding_window: int | None = None
+    deciding_why: str = ""
+    deciding: WindowSpectra | None = None  # its spectra, recomputed from the recording
+    averaged: Averaged | None = None  # the diagnosis engine's averaged spectra
+    notes: list[str] = field(default_factory=list)  # what could not be done, one line each
 
     @property
     def windows(self) -> int:
         return len(self.score)
+
+    def seconds(self, t_ns: int) -> float:
+        """Seconds from the recording's first sample."""
+        return (t_ns - self.start_ns) / 1e9
+
+    def window_span(self, t_ns: int) -> str:
+        """Where the window starting at ``t_ns`` lies, in words: ``4.4–4.72 s from the
+        start, the alarm decided at its end`` (its start alone reads as the alarm's time)."""
+        start = self.seconds(t_ns)
+        return (
+            f"{fmt_num(start, 4)}–{fmt_num(start + self.window_s, 4)} s from the start, "
+            "the alarm decided at its end"
+        )
 
     def top_diagnosis(self) -> str:
         counts: dict[str, int] = {}
@@ -166,6 +263,55 @@ def _thresholds(card_dir: Path | None) -> tuple[float | None, float | None]:
         return None, None
 
 
+def deciding_window(
+    transitions: Sequence[dict[str, Any]], window: Any, score: Any
+) -> tuple[int | None, str]:
+    """The window whose spectra explain the result, and why it is that one: the first that
+    raised the highest level reached, else the window with the highest score."""
+    ups = [t for t in transitions if t.get("to") in LEVELS and t.get("from") in LEVELS]
+    ups = [t for t in ups if LEVELS.index(t["to"]) > LEVELS.index(t["from"])]
+    if ups:
+        top = max(LEVELS.index(t["to"]) for t in ups)
+        first = next(t for t in ups if LEVELS.index(t["to"]) == top)
+        return int(first["window"]), f"the window that raised {first['to'].upper()}"
+    s = np.asarray(score, dtype=np.float64)
+    if s.size and np.isfinite(s).any():
+        i = int(np.nanargmax(s))
+        return int(np.asarray(window)[i]), "the window with the highest score (no alarm)"
+    return (
+        (int(np.asarray(window)[0]), "the first window (no score)")
+        if len(window)
+        else (
+            None,
+            "",
+        )
+    )
+
+
+def _replay_cmd(
+    recording: Path, pipeline: Pipeline, model_dir: Path | None, data_dir: Path, db: Path
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdm.cli",
+        "replay",
+        str(recording.resolve()),
+        "-p",
+        str(Path(pipeline.source_path or "").resolve()),
+        "--data-dir",
+        str(data_dir),
+        "--store",
+        f"sqlite:///{db}",
+        "--actions",
+        "dry-run",
+        "--restart",
+    ]
+    if model_dir is not None:
+        cmd += ["--model", str(model_dir.resolve())]
+    return cmd
+
+
 def run_commissioning(
     recording: Path,
     pipeline: Pipeline,
@@ -173,53 +319,44 @@ def run_commissioning(
     *,
     timeout_s: float = REPLAY_TIMEOUT_S,
     keep_going: Callable[[float], object] | None = None,
+    analyse: bool = True,
+    inline: bool = False,
+    progress: bool = False,
 ) -> CommissioningResult:
-    """Replay ``recording`` (dry run) into a temporary store and read back what it found.
+    """Replay ``recording`` (dry run) into a temporary store, read back what it found, and
+    (``analyse``) recompute the deciding window's and the averaged spectra.
 
-    The replay is a child process, killed after ``timeout_s``; ``keep_going(elapsed_s)`` is
-    called every ~0.25 s while it runs, and whatever it raises (Streamlit's stop when the
-    session ends) kills the replay too. The temporary store is removed in every case.
+    The replay and the analysis are child processes, killed after ``timeout_s`` in all;
+    ``keep_going(elapsed_s)`` is called every ~0.25 s while they run, and whatever it raises
+    (Streamlit's stop when the session ends) kills them too. ``inline`` runs both in this
+    process instead (``pdm-edge report``: its main thread, with ``progress`` bars on a
+    terminal). The temporary store is removed in every case.
 
     Raises :class:`PdmError` with one line (a bad recording, pipeline or model; too long).
     """
-    from pdm.dashboard.alarms import _row
+    from pdm.dashboard.alarms import log_row
     from pdm.history import open_store, parse_store_url
 
     if pipeline.source_path is None:
         raise ConfigError("the pipeline has no file to replay it with")
-    check_recording(recording, pipeline)
+    start_s, fs = check_recording(recording, pipeline)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="commission-", dir=temp_root()) as tmp:
         data_dir = Path(tmp) / "data"
         db = (data_dir / "history.db").resolve()
-        cmd = [
-            sys.executable,
-            "-m",
-            "pdm.cli",
-            "replay",
-            str(recording.resolve()),
-            "-p",
-            str(Path(pipeline.source_path).resolve()),
-            "--data-dir",
-            str(data_dir),
-            "--store",
-            f"sqlite:///{db}",
-            "--actions",
-            "dry-run",
-            "--restart",
-        ]
-        if model_dir is not None:
-            cmd += ["--model", str(model_dir.resolve())]
-        code, stdout, stderr = _run_bounded(
-            cmd, Path(tmp), recording.name, timeout_s=timeout_s, keep_going=keep_going
-        )
-        if code != 0:
-            lines = [ln for ln in stderr.splitlines() if ln.strip()]
-            err = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
-            raise PdmError(err or (lines[-1] if lines else f"replay exited {code}"))
-        try:
-            summary = json.loads(stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError) as exc:
-            raise PdmError("the replay printed no summary") from exc
+        if inline:
+            summary = _replay_inline(recording, pipeline, model_dir, data_dir, db, progress)
+        else:
+            cmd = _replay_cmd(recording, pipeline, model_dir, data_dir, db)
+            code, stdout, stderr = _run_bounded(
+                cmd, Path(tmp), recording.name, timeout_s=timeout_s, keep_going=keep_going
+            )
+            if code != 0:
+                raise PdmError(_child_error(stderr, code, "replay"))
+            try:
+                summary = json.loads(stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError) as exc:
+                raise PdmError("the replay printed no summary") from exc
         machine = pipeline.machine.id
         with open_store(parse_store_url(f"sqlite:///{db}")) as store:
             sc = store.scores(machine)
@@ -236,10 +373,43 @@ def run_commissioning(
                 }
                 for s in store.latest_spectra(machine)
             ]
-            log = [_row(r) for r in store.log(None, limit=1000)]
+            log = [log_row(r) for r in store.log(None, limit=1000)]
             features = _rule_features(store.features(machine), rules_from(pipeline))
+        transitions = list(summary.get("transitions", []))
+        win_idx, why = deciding_window(transitions, sc.window, sc.score)
+        deciding: WindowSpectra | None = None
+        averaged: Averaged | None = None
+        notes: list[str] = []
+        if analyse and win_idx is not None:
+            out = Path(tmp) / "analysis"
+            if inline:
+                from pdm.dashboard.analysis import analyse as run_analysis
+
+                run_analysis(recording, pipeline, win_idx, out, progress=progress)
+            else:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pdm.dashboard.analysis",
+                    str(recording.resolve()),
+                    str(Path(pipeline.source_path).resolve()),
+                    str(win_idx),
+                    str(out),
+                ]
+                left = max(1.0, timeout_s - (time.monotonic() - started))
+                code, _out, stderr = _run_bounded(
+                    cmd, Path(tmp), recording.name, timeout_s=left, keep_going=keep_going
+                )
+                if code != 0:
+                    notes.append(
+                        f"spectra not recomputed: {_child_error(stderr, code, 'analysis')}"
+                    )
+            if (out / "analysis.json").exists():
+                deciding, averaged, more = load_analysis(out)
+                notes += more
     model_used = model_dir if model_dir is not None else pipeline.model_dir
     alert, danger = _thresholds(model_used)
+    acq = pipeline.acquisition
     return CommissioningResult(
         recording=recording.name,
         machine=machine,
@@ -248,7 +418,7 @@ def run_commissioning(
         model_dir=str(model_used or ""),
         model=sc.model,
         summary=summary,
-        transitions=list(summary.get("transitions", [])),
+        transitions=transitions,
         t_ns=np.asarray(sc.t_ns, dtype=np.int64),
         window=np.asarray(sc.window, dtype=np.int64),
         score=np.asarray(sc.score, dtype=np.float64),
@@ -261,7 +431,49 @@ def run_commissioning(
         log=log,
         features=features,
         sensor_of={c: pipeline.channel(c)[0].id for c in pipeline.columns},
+        pipeline=pipeline,
+        recording_path=str(recording),
+        start_ns=round(start_s * 1e6) * 1000,
+        window_s=acq.window_samples / fs,
+        hop_s=acq.hop_samples / fs,
+        deciding_window=win_idx,
+        deciding_why=why,
+        deciding=deciding,
+        averaged=averaged,
+        notes=notes,
     )
+
+
+def _child_error(stderr: str, code: int, what: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    err = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
+    return err or (lines[-1] if lines else f"{what} exited {code}")
+
+
+def _replay_inline(
+    recording: Path,
+    pipeline: Pipeline,
+    model_dir: Path | None,
+    data_dir: Path,
+    db: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """The replay in this process (the main thread: it installs signal handlers)."""
+    from pdm.history import parse_store_url
+    from pdm.replay import ReplayOptions, replay
+
+    opts = ReplayOptions(
+        store=parse_store_url(f"sqlite:///{db}"),
+        data_dir=data_dir,
+        model_dir=model_dir,
+        restart=True,
+        actions="dry-run",
+        progress=progress,
+    )
+    summary = replay([str(recording)], pipeline, opts)
+    if summary.get("interrupted"):
+        raise PdmError(f"{recording.name}: the replay was stopped by {summary['interrupted']}")
+    return summary
 
 
 def _tail(path: Path) -> str:
@@ -475,66 +687,350 @@ def whatif_for(
     )
 
 
+# --- what-if over settings given as values, on several recordings -------------------------------
+
+#: The quantities a what-if moves thresholds of: the model's score, or ISO velocity.
+QUANTITIES: dict[str, str] = {"score": "anomaly score", "velocity": "velocity RMS, mm/s"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Thresholds as values (``score`` units or mm/s) and the debounce, for a what-if.
+
+    ``score``: the model's alert/danger thresholds and the score trip. ``velocity``: one
+    limit on ``velocity_rms_mm_s`` (any channel) in place of the ISO zone rules; the score
+    then plays no part.
+    """
+
+    quantity: str
+    alert: float | None
+    danger: float | None
+    trip: float | None
+    on_windows: int
+    of_windows: int
+    off_windows: int
+
+    def label(self) -> str:
+        unit = "" if self.quantity == "score" else " mm/s"
+
+        def v(x: float | None) -> str:
+            return "off" if x is None else f"{fmt_num(x)}{unit}"
+
+        return (
+            f"alert {v(self.alert)}, danger {v(self.danger)}, trip {v(self.trip)}; "
+            f"{self.on_windows} of {self.of_windows} windows"
+        )
+
+
+def configured_setting(res: CommissioningResult, quantity: str = "score") -> Setting:
+    """The pipeline's own setting, as values: the model's thresholds and score trip, or
+    for velocity the ISO 10816-3 boundaries of the machine's class (B/C, C/D, trip ×C/D)."""
+    r = res.rules
+    if quantity == "velocity":
+        _ab, bc, cd = zone_limits(r.iso_group, r.foundation)
+        trip = None if r.iso_trip is None else r.iso_trip * cd
+        return Setting("velocity", bc, cd, trip, r.on_windows, r.of_windows, r.off_windows)
+    return Setting(
+        "score", res.alert, res.danger, r.score_trip, r.on_windows, r.of_windows, r.off_windows
+    )
+
+
+def whatif_setting(res: CommissioningResult, s: Setting) -> WhatIf:
+    """The alarm state machine over ``res``'s windows with setting ``s`` (never acknowledged)."""
+    if s.quantity == "velocity":
+        rules = dataclasses.replace(
+            res.rules,
+            iso_alert_zone=None,
+            iso_danger_zone=None,
+            iso_trip=None,
+            score_trip=None,
+            limits=(FeatureLimit("velocity_rms_mm_s", s.alert, s.danger, s.trip),),
+        )
+        return whatif(
+            res.score,
+            res.t_ns,
+            res.window,
+            alert=None,
+            danger=None,
+            rules=rules,
+            on_windows=s.on_windows,
+            of_windows=s.of_windows,
+            off_windows=s.off_windows,
+            features=res.features,
+            sensor_of=res.sensor_of,
+            diagnosis=res.diagnosis,
+        )
+    return whatif(
+        res.score,
+        res.t_ns,
+        res.window,
+        alert=s.alert,
+        danger=s.danger,
+        rules=dataclasses.replace(res.rules, score_trip=s.trip),
+        on_windows=s.on_windows,
+        of_windows=s.of_windows,
+        off_windows=s.off_windows,
+        sensor_of=res.sensor_of,
+        diagnosis=res.diagnosis,
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """A replayed recording and what it is: ``healthy`` (every alarm is a false one),
+    ``fault`` (from ``onset_s`` s after its start; None: present from the start) or
+    ``unknown``."""
+
+    res: CommissioningResult
+    role: str = "unknown"
+    onset_s: float | None = None
+
+
+def run_outcome(run: Run, wi: WhatIf) -> dict[str, Any]:
+    """What a setting did on one recording: alarms raised, windows over alert, the first
+    alarm (s from the start, at the end of the window that raised it) and, for a fault,
+    the alarms raised before its onset (false ones) and the delay from the onset to the
+    first window after it that leaves the machine in alarm (0 … one window when an earlier
+    false alarm still holds)."""
+    res = run.res
+    ends = [res.seconds(int(t)) + res.window_s for t in res.t_ns.tolist()]
+    ups = [t for t in wi.transitions if t["from"] == "ok" and t["to"] != "ok"]
+    decided = [res.seconds(int(t["t_ns"])) + res.window_s for t in ups]
+    onset = run.onset_s if run.role == "fault" else None
+    before = [d for d in decided if onset is not None and d < onset]
+    delay = None
+    if run.role == "fault":
+        start = onset or 0.0
+        delay = next(
+            (e - start for e, st in zip(ends, wi.states, strict=True) if e >= start and st != "ok"),
+            None,
+        )
+    return {
+        "recording": res.recording,
+        "role": run.role,
+        "alarms_raised": wi.alarms_raised,
+        "windows_over_alert": wi.windows_over["alert"],
+        "windows": res.windows,
+        "first_alarm_s": decided[0] if decided else None,
+        "false_alarms": wi.alarms_raised if run.role == "healthy" else len(before),
+        "detected": delay is not None if run.role == "fault" else None,
+        "delay_s": delay,
+        "final_state": wi.final_state,
+    }
+
+
+def grid_values(s: Setting) -> list[float]:
+    """Alert thresholds a grid tries, around the configured one: ×0.5 … ×10 (score), or
+    ×0.5 … ×3 (velocity: beyond, the ISO zones make no sense)."""
+    base = s.alert if s.alert else 1.0
+    mults = (
+        (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+        if s.quantity == "score"
+        else (
+            0.5,
+            0.75,
+            1.0,
+            1.25,
+            1.5,
+            2.0,
+            3.0,
+        )
+    )
+    return [round(base * m, 6) for m in mults]
+
+
+def grid_delays(s: Setting) -> list[tuple[int, int]]:
+    """On-delays a grid tries: 1 of 1, 2 of 3, the configured one, and a slower one."""
+    out = [(1, 1), (2, 3), (s.on_windows, s.of_windows), (2 * s.on_windows, 2 * s.of_windows)]
+    return sorted(set(out), key=lambda d: (d[0], d[1]))
+
+
+def whatif_grid(
+    runs: Sequence[Run],
+    base: Setting,
+    values: Sequence[float] | None = None,
+    delays: Sequence[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (alert threshold, on-delay): danger and trip move with the alert value
+    in their configured ratio. Columns: ``alert``, ``danger``, ``trip``, ``on``, ``of``,
+    ``false_alarms`` (healthy recordings, and fault ones before their onset),
+    ``windows_over`` (healthy), ``detected``/``faults``, ``delay_s`` (the longest over the
+    fault recordings; None: a fault not detected), ``first_alarm_s`` (unknown-role runs)."""
+    rows = []
+    for v in values if values is not None else grid_values(base):
+        k = v / base.alert if base.alert else 1.0
+        for on, of in delays if delays is not None else grid_delays(base):
+            s = dataclasses.replace(
+                base,
+                alert=v,
+                danger=None if base.danger is None else base.danger * k,
+                trip=None if base.trip is None else base.trip * k,
+                on_windows=on,
+                of_windows=of,
+            )
+            outs = [run_outcome(r, whatif_setting(r.res, s)) for r in runs]
+            healthy = [o for o in outs if o["role"] == "healthy"]
+            faults = [o for o in outs if o["role"] == "fault"]
+            delays_s = [o["delay_s"] for o in faults]
+            rows.append(
+                {
+                    "alert": s.alert,
+                    "danger": s.danger,
+                    "trip": s.trip,
+                    "on": on,
+                    "of": of,
+                    "false_alarms": sum(o["false_alarms"] for o in healthy + faults),
+                    "windows_over": sum(o["windows_over_alert"] for o in healthy),
+                    "healthy_windows": sum(o["windows"] for o in healthy),
+                    "detected": sum(bool(o["detected"]) for o in faults),
+                    "faults": len(faults),
+                    "delay_s": (
+                        max(delays_s) if faults and all(d is not None for d in delays_s) else None
+                    ),
+                    "first_alarm_s": next(
+                        (o["first_alarm_s"] for o in outs if o["role"] == "unknown"), None
+                    ),
+                    "configured": (
+                        v == base.alert and (on, of) == (base.on_windows, base.of_windows)
+                    ),
+                }
+            )
+    return rows
+
+
 # --- charts --------------------------------------------------------------------------------------
 
 
-def score_chart(res: CommissioningResult) -> Any:
+def score_chart(res: CommissioningResult, setting: Setting | None = None) -> Any:
+    """Score per window (s from the start) with the thresholds of ``setting`` (default:
+    the configured ones) — the lines move with the what-if controls."""
+    from pdm.dashboard.charts import score_chart as chart
+
+    s = setting or configured_setting(res)
+    levels = [("alert", s.alert), ("danger", s.danger), ("trip", s.trip)]
+    if s.quantity != "score":
+        levels = []
+    return chart(
+        [res.seconds(int(t)) for t in res.t_ns],
+        res.score,
+        levels,
+        x_title="time from the start of the recording, s",
+        extra_tooltip={"window": res.window.tolist(), "state": list(res.state)},
+    )
+
+
+def velocity_chart(res: CommissioningResult, setting: Setting) -> Any:
+    """The highest channel's velocity per window with the what-if's limits (velocity mode)."""
     import altair as alt
     import pandas as pd
 
-    t0 = int(res.t_ns[0]) if len(res.t_ns) else 0
-    df = pd.DataFrame(
-        {
-            "t (s)": (res.t_ns - t0) / 1e9,
-            "score": np.where(np.isfinite(res.score), res.score, np.nan),
-            "window": res.window,
-            "state": list(res.state),
-        }
-    )
+    rows = []
+    for t, w in zip(res.t_ns.tolist(), res.window.tolist(), strict=True):
+        chans = res.features.get(int(w), {})
+        vals = [c.get("velocity_rms_mm_s", math.nan) for c in chans.values()]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+            rows.append({"t": res.seconds(int(t)), "v": max(vals), "window": w})
+    df = pd.DataFrame(rows, columns=["t", "v", "window"])
     line = (
         alt.Chart(df)
-        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .mark_line(color="#8ab4f8", point=alt.OverlayMarkDef(size=14))
         .encode(
-            x=alt.X("t (s):Q"),
-            y=alt.Y("score:Q", scale=alt.Scale(type="symlog")),
-            tooltip=["window", "t (s)", "score", "state"],
+            x=alt.X("t:Q", title="time from the start of the recording, s"),
+            y=alt.Y("v:Q", title="velocity RMS, mm/s (highest channel)"),
+            tooltip=["window", alt.Tooltip("v:Q", format=".2f", title="mm/s")],
         )
     )
-    rules = [
-        {"threshold": name, "value": v}
-        for name, v in (
-            ("alert", res.alert),
-            ("danger", res.danger),
-            ("trip", res.rules.score_trip),
-        )
+    levels = [
+        (n, v)
+        for n, v in (("alert", setting.alert), ("danger", setting.danger), ("trip", setting.trip))
         if v is not None
     ]
-    if not rules:
-        return line
+    if not levels:
+        return line.properties(height=260)
+    from pdm.dashboard.data import STATE_COLOURS
+
+    ld = pd.DataFrame([{"level": n, "y": v, "text": f"{n} {fmt_num(v)} mm/s"} for n, v in levels])
+    scale = alt.Scale(domain=[n for n, _ in levels], range=[STATE_COLOURS[n] for n, _ in levels])
     rule = (
-        alt.Chart(pd.DataFrame(rules))
-        .mark_rule(strokeDash=[4, 3])
-        .encode(y="value:Q", color=alt.Color("threshold:N"), tooltip=["threshold", "value"])
+        alt.Chart(ld)
+        .mark_rule(strokeDash=[7, 4], size=2)
+        .encode(y="y:Q", color=alt.Color("level:N", scale=scale, legend=None))
     )
-    return (line + rule).properties(height=280)
+    text = (
+        alt.Chart(ld)
+        .mark_text(align="right", baseline="bottom", dx=-4, dy=-2, fontWeight="bold")
+        .encode(
+            y="y:Q",
+            x=alt.value({"expr": "width"}),
+            text="text:N",
+            color=alt.Color("level:N", scale=scale, legend=None),
+        )
+    )
+    return alt.layer(line, rule, text).properties(height=260)
 
 
-def spectrum_chart(spec: dict[str, Any]) -> Any:
+def grid_charts(rows: Sequence[dict[str, Any]], quantity: str) -> Any:
+    """False alarms and first-alarm delay against the alert threshold, a line per on-delay."""
     import altair as alt
     import pandas as pd
 
-    v = spec["values"]
-    f = spec["f0_hz"] + spec["df_hz"] * np.arange(len(v))
-    df = pd.DataFrame({"f (Hz)": f, f"amplitude ({spec['unit']})": v})
-    return (
-        alt.Chart(df)
-        .mark_line()
-        .encode(x="f (Hz):Q", y=f"amplitude ({spec['unit']}):Q")
-        .properties(height=200, title=f"{spec['channel']} {spec['type']}")
+    df = pd.DataFrame(
+        [
+            {
+                "alert": r["alert"],
+                "on-delay": f"{r['on']} of {r['of']}",
+                "false alarms": r["false_alarms"],
+                "delay, s": r["delay_s"],
+            }
+            for r in rows
+        ]
     )
-
-
-# --- the page ------------------------------------------------------------------------------------
+    x = alt.X(
+        "alert:Q",
+        title="alert threshold, " + ("score" if quantity == "score" else "mm/s"),
+        scale=alt.Scale(type="log", nice=False),
+        axis=alt.Axis(values=sorted({r["alert"] for r in rows}), format="~g"),
+    )
+    order = sorted({(r["on"], r["of"]) for r in rows})
+    names = [f"{on} of {of}" for on, of in order]
+    # Not the alarm colours: these are settings, not states.
+    palette = ["#8ab4f8", "#fdd663", "#81c995", "#c58af9", "#78d9ec", "#fcad70"]
+    colour = alt.Color(
+        "on-delay:N",
+        title="on-delay",
+        sort=names,
+        scale=alt.Scale(domain=names, range=palette[: len(names)]),
+        legend=alt.Legend(orient="right"),
+    )
+    fa = (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y(
+                "false alarms:Q",
+                title="false alarms",
+                axis=alt.Axis(tickMinStep=1, format="d"),
+                scale=alt.Scale(domainMin=0),
+            ),
+            color=colour,
+            tooltip=["alert", "on-delay", "false alarms"],
+        )
+        .properties(height=260, title="False alarms (healthy, and faulty before the onset)")
+    )
+    dl = (
+        alt.Chart(df.dropna(subset=["delay, s"]))
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("delay, s:Q", title="delay, s", scale=alt.Scale(domainMin=0)),
+            color=colour,
+            tooltip=["alert", "on-delay", alt.Tooltip("delay, s:Q", format=".2f")],
+        )
+        .properties(height=260, title="First alarm after the fault's onset")
+    )
+    return fa, dl
 
 
 def _save_upload(up: Any, folder: Path, limit_mb: int) -> Path:
@@ -679,131 +1175,495 @@ def render(ctx: DashboardContext) -> None:
                 except (PdmError, OSError) as exc:
                     folder.clear()
                     st.error(str(exc).splitlines()[0])
-    c1, c2 = st.columns(2)
-    machine = c1.selectbox(
-        "Pipeline",
-        sorted(ctx.pipelines),
-        format_func=lambda m: f"{m} ({Path(ctx.pipelines[m].source_path or '?').name})",
-        key="com_pipeline",
-    )
-    pipeline = ctx.pipelines[machine]
-    models = list_models(pipeline)
-    model_dir = c2.selectbox(
-        "Model",
-        [None, *models],
-        format_func=lambda d: "the pipeline's model" if d is None else str(d.name),
-        key="com_model",
-    )
-    if recording is not None and source == "upload":
-        try:
-            check_recording(recording, pipeline)
-        except PdmError as exc:
-            st.error(str(exc).splitlines()[0])
-            recording = None
-    if st.button("Replay", type="primary", disabled=recording is None, key="com_run"):
-        assert recording is not None
-        if source == "upload" and signed_in_operator(st.session_state) is None:
-            st.session_state["com_error"] = "sign in again: the operator's session ended"
-            st.rerun()
-        progress = st.empty()
-
-        def keep_going(elapsed: float) -> None:
-            # A Streamlit call: it raises when the session ends or the page is left, and
-            # the replay (run_commissioning's child) is killed on the way out.
-            progress.caption(
-                f"Replaying {recording.name} … {elapsed:.0f} s (stopped at "
-                f"{REPLAY_TIMEOUT_S:.0f} s, or when this page is left)"
-            )
-
-        try:
-            st.session_state["com_result"] = run_commissioning(
-                recording, pipeline, model_dir, keep_going=keep_going
-            )
-            st.session_state.pop("com_error", None)
-        except PdmError as exc:
-            st.session_state.pop("com_result", None)
-            st.session_state["com_error"] = str(exc).splitlines()[0]
-        progress.empty()
+    _setup_and_run(ctx, st, recording, source)
     if "com_error" in st.session_state:
         st.error(st.session_state["com_error"])
     res: CommissioningResult | None = st.session_state.get("com_result")
+    runs: list[Run] = st.session_state.get("com_runs") or ([Run(res)] if res else [])
     if res is None:
         return
-
-    st.subheader(f"{res.recording} → {res.machine}")
-    s = res.summary
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Windows", s.get("windows", res.windows))
-    m2.metric("Invalid windows", s.get("invalid_windows", 0))
-    m3.metric("Final alarm state", s.get("alarm_state") or "ok")
-    m4.metric("Model", res.model or "—")
-    if res.top_diagnosis():
-        st.write(f"Most frequent diagnosis among alerting windows: **{res.top_diagnosis()}**")
-    st.markdown("**What alarmed, when and why**")
-    if res.transitions:
-        st.dataframe(res.transitions, hide_index=True, width="stretch")
-    else:
-        st.success("No alarm transition.")
-    if res.windows:
-        st.markdown("**Score trend** (symlog scale; dashed: thresholds)")
-        st.altair_chart(score_chart(res), width="stretch")
-    if res.spectra:
-        st.markdown("**Latest spectra**")
-        cols = st.columns(2)
-        for i, spec in enumerate(res.spectra):
-            cols[i % 2].altair_chart(spectrum_chart(spec), width="stretch")
-
-    st.subheader("What if")
-    st.caption(
-        "The alarm state machine re-run over the stored per-window scores (ISO zones and "
-        "feature limits only when ticked), never acknowledged. The danger multiplier also "
-        "scales the score trip."
-    )
-    rules = res.rules
-    w1, w2 = st.columns(2)
-    am = w1.slider("Alert threshold ×", 0.25, 4.0, 1.0, 0.05, key="wi_alert")
-    dm = w2.slider("Danger / trip threshold ×", 0.25, 4.0, 1.0, 0.05, key="wi_danger")
-    w3, w4, w5 = st.columns(3)
-    of_max, off_max = max(30, rules.of_windows), max(200, rules.off_windows)
-    of = w4.slider("On-delay: of the last M windows", 1, of_max, rules.of_windows, key="wi_of")
-    if of > 1:
-        on = w3.slider("On-delay: N windows", 1, of, min(rules.on_windows, of), key="wi_on")
-    else:
-        on = 1
-        w3.caption("On-delay: 1 of 1 window")
-    off = w5.slider("Off-delay (clear windows)", 1, off_max, rules.off_windows, key="wi_off")
-    feats = st.checkbox(
-        "Include ISO 10816-3 zones and feature limits (as configured, unscaled)",
-        value=False,
-        key="wi_features",
-    )
-    wi = whatif_for(
-        res,
-        alert_mult=am,
-        danger_mult=dm,
-        on_windows=on,
-        of_windows=of,
-        off_windows=off,
-        with_features=feats,
-    )
-    k1, k2, k3 = st.columns(3)
-    k1.metric("Alarms raised", wi.alarms_raised)
-    k2.metric("Escalations", wi.escalations)
-    k3.metric("Final state", wi.final_state)
-    st.write(
-        "Windows over alert / danger / trip: "
-        f"{wi.windows_over['alert']} / {wi.windows_over['danger']} / {wi.windows_over['trip']}"
-        f" of {res.windows}; windows in each state: "
-        + ", ".join(f"{k} {v}" for k, v in wi.windows_by_state.items())
-    )
-    if wi.transitions:
-        st.dataframe(wi.transitions, hide_index=True, width="stretch")
-
-    html = build_report(res, wi)
+    _results(st, res)
+    _deciding_spectra(st, res)
+    _diagnosis(st, res)
+    setting, grid = _whatif_panel(st, res, runs)
+    html = build_report(res, runs=runs, setting=setting, grid=grid)
     st.download_button(
-        "Download the report (HTML)",
+        "Download the report (HTML, offline)",
         html.encode("utf-8"),
         file_name=f"commissioning-{res.machine}-{Path(res.recording).name.split('.')[0]}.html",
         mime="text/html",
         key="com_report",
     )
+
+
+def utc_time(t_ns: int) -> str:
+    """``2026-01-01 00:00:04.080`` (UTC, ms): recordings carry UTC times."""
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def transition_rows(
+    res: CommissioningResult, transitions: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Transitions for a table a person reads: when the alarm was decided (the end of the
+    window that raised it; UTC to the ms, and seconds from the start), the window, from →
+    to, and the reason in plain words."""
+    import datetime as dt
+
+    from pdm.dashboard.labels import plain_reason
+
+    out = []
+    for t in transitions:
+        t_ns = t.get("t_ns")
+        if t_ns is None and isinstance(t.get("t"), str):
+            t_ns = int(dt.datetime.fromisoformat(t["t"].replace("Z", "+00:00")).timestamp() * 1e9)
+        end = None if t_ns is None else int(t_ns) + round(res.window_s * 1e9)
+        out.append(
+            {
+                "decided at (UTC)": utc_time(end) if end is not None else "",
+                "from start, s": fmt_num(res.seconds(end), 4) if end is not None else "",
+                "window": t.get("window"),
+                "change": f"{t.get('from')} → {str(t.get('to')).upper()}",
+                "reason": plain_reason(str(t.get("reason", ""))),
+            }
+        )
+    return out
+
+
+def _setup_and_run(ctx: DashboardContext, st: Any, recording: Path | None, source: str) -> None:
+    """Pipeline, model, references and the Replay button (disabled, with the reason, when it
+    cannot work); runs the replays and keeps the results in the session."""
+    from pdm.dashboard.labels import channel_label
+
+    fit = pipelines_for(recording, ctx.pipelines) if recording is not None else {}
+    usable = sorted(m for m, why in fit.items() if not why)
+    c1, c2 = st.columns(2)
+    choices = usable or sorted(ctx.pipelines)
+    machine = c1.selectbox(
+        "Pipeline (only those whose columns the recording has)" if usable else "Pipeline",
+        choices,
+        format_func=lambda m: (
+            f"{ctx.pipelines[m].machine.name or m} ({Path(ctx.pipelines[m].source_path or '?').name})"
+        ),
+        key="com_pipeline",
+    )
+    pipeline = ctx.pipelines[machine]
+    models = list_models(pipeline)
+    own = (
+        pipeline.model_dir
+        if pipeline.model_dir and (pipeline.model_dir / "model.json").is_file()
+        else None
+    )
+
+    def model_name(d: Path | None) -> str:
+        if d is None:
+            return "the pipeline's model" if own else "none: ISO zones and limits only"
+        return f"{d.name} (the pipeline's)" if own and d.resolve() == own.resolve() else d.name
+
+    model_dir = c2.selectbox(
+        "Model",
+        [None, *[m for m in models if own is None or m.resolve() != own.resolve()]],
+        format_func=model_name,
+        key="com_model",
+    )
+    why_not = ""
+    if recording is None:
+        why_not = "choose a recording first"
+    elif not usable:
+        why_not = f"no pipeline reads {recording.name}: " + "; ".join(
+            f"{m}: {w}" for m, w in sorted(fit.items())
+        )
+    elif fit.get(machine):
+        why_not = fit[machine]
+    if recording is not None and not why_not and source == "upload":
+        try:
+            check_recording(recording, pipeline)
+        except PdmError as exc:
+            why_not = str(exc).splitlines()[0]
+    if recording is not None and not why_not:
+        st.caption(
+            "Channels: "
+            + ", ".join(f"{c} = {channel_label(pipeline, c)}" for c in pipeline.columns)
+        )
+    # What the recording is, and the healthy recordings to compare against.
+    trained = training_files(model_dir or own)
+    onset = truth_onset_s(recording) if recording is not None else None
+    default_role = (
+        0 if onset is not None else 1 if recording is not None and recording.name in trained else 2
+    )
+    r1, r2 = st.columns([2, 1])
+    role = r1.radio(
+        "This recording",
+        ["has a fault", "is healthy", "is not known"],
+        index=default_role,
+        horizontal=True,
+        key=f"com_role_{recording.name if recording else ''}",
+        help="A fault's onset (from a simulator's truth file, when there is one) is where the "
+        "delay to the first alarm is measured from; on a healthy recording every alarm is false.",
+    )
+    onset_s: float | None = None
+    if role == "has a fault":
+        onset_s = float(
+            r2.number_input(
+                "Fault from, s after the start",
+                min_value=0.0,
+                value=float(onset or 0.0),
+                step=0.5,
+                key=f"com_onset_{recording.name if recording else ''}",
+            )
+        )
+    refs_all = [
+        f for f in list_recordings() if recording is None or f.resolve() != recording.resolve()
+    ]
+    refs_ok = [f for f in refs_all if not pipelines_for(f, {machine: pipeline}).get(machine)]
+    refs = st.multiselect(
+        "Healthy reference recordings (every alarm on them is a false alarm)",
+        refs_ok,
+        default=[f for f in refs_ok if f.name in trained],
+        format_func=lambda f: (
+            f.name + (" (the model's training data)" if f.name in trained else "")
+        ),
+        key=f"com_refs_{machine}_{recording.name if recording else ''}",
+    )
+    if why_not:
+        st.warning(f"Replay not possible: {why_not}")
+    if st.button("Replay", type="primary", disabled=bool(why_not), key="com_run"):
+        assert recording is not None
+        if source == "upload" and signed_in_operator(st.session_state) is None:
+            st.session_state["com_error"] = "sign in again: the operator's session ended"
+            st.rerun()
+        progress = st.empty()
+        doing = {"what": recording.name}
+
+        def keep_going(elapsed: float) -> None:
+            # A Streamlit call: it raises when the session ends or the page is left, and
+            # the replay (run_commissioning's child) is killed on the way out.
+            progress.caption(
+                f"Replaying {doing['what']} … {elapsed:.0f} s (stopped at "
+                f"{REPLAY_TIMEOUT_S:.0f} s, or when this page is left)"
+            )
+
+        try:
+            res = run_commissioning(recording, pipeline, model_dir, keep_going=keep_going)
+            runs = [
+                Run(
+                    res,
+                    {"has a fault": "fault", "is healthy": "healthy"}.get(role, "unknown"),
+                    onset_s,
+                )
+            ]
+            for ref in refs:
+                doing["what"] = ref.name
+                runs.append(
+                    Run(
+                        run_commissioning(
+                            ref, pipeline, model_dir, keep_going=keep_going, analyse=False
+                        ),
+                        "healthy",
+                    )
+                )
+            st.session_state["com_result"] = res
+            st.session_state["com_runs"] = runs
+            st.session_state.pop("com_error", None)
+        except PdmError as exc:
+            st.session_state.pop("com_result", None)
+            st.session_state.pop("com_runs", None)
+            st.session_state["com_error"] = str(exc).splitlines()[0]
+        progress.empty()
+
+
+def _results(st: Any, res: CommissioningResult) -> None:
+    from pdm.dashboard.labels import diagnosis_words
+
+    st.subheader(f"{res.recording} → {res.machine_name}")
+    s = res.summary
+    ups = [t for t in res.transitions if t.get("from") == "ok"]
+    first = transition_rows(res, ups[:1])
+    m1, m2, m3 = st.columns(3)
+    invalid = s.get("invalid_windows", 0)
+    m1.metric("Windows", s.get("windows", res.windows), help=f"{invalid} invalid")
+    m2.metric("Final alarm state", str(s.get("alarm_state") or "ok").upper())
+    m3.metric("First alarm", f"{first[0]['from start, s']} s" if first else "none")
+    diag = res.averaged.label if res.averaged is not None else res.top_diagnosis()
+    conf = f" (confidence {res.averaged.confidence:.2f})" if res.averaged is not None else ""
+    st.markdown(f"Diagnosis: **{diagnosis_words(diag) or '—'}**{conf}")
+    st.caption(
+        f"Model {res.model or '—'} ({res.model_dir or 'none'}); pipeline {res.pipeline_file}"
+    )
+    for note in res.notes:
+        st.warning(note)
+    st.markdown("**What alarmed, when and why**")
+    if res.transitions:
+        st.dataframe(transition_rows(res, res.transitions), hide_index=True, width="stretch")
+    else:
+        st.info("No alarm transition.")
+
+
+def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
+    from pdm.dashboard.labels import channel_label
+    from pdm.dashboard.machine import spectra_block
+
+    ws = res.deciding
+    st.subheader("Spectra of the deciding window")
+    if ws is None:
+        st.caption("Not recomputed (see the note above).")
+        return
+    st.caption(
+        f"Window {ws.window} at {utc_time(ws.t_ns)} UTC ({res.window_span(ws.t_ns)}): "
+        f"{res.deciding_why}. Recomputed from the recording at full "
+        f"resolution ({fmt_num(float(ws.freqs_hz[1] - ws.freqs_hz[0]), 3)} Hz per line), "
+        f"shaft speed {fmt_num(ws.shaft_rpm, 4)} r/min."
+    )
+    pl = res.pipeline
+    channel = st.selectbox(
+        "Channel", list(ws.channels), format_func=lambda c: channel_label(pl, c), key="com_ws_ch"
+    )
+    i = ws.channels.index(channel)
+    diag = res.averaged.label if res.averaged is not None else res.top_diagnosis()
+    where = channel_label(pl, channel)
+    lo, hi = ws.envelope_band_hz
+    spectra_block(
+        "com_ws",
+        pl,
+        channel,
+        [
+            (
+                ws.env_freqs_hz,
+                ws.env_g[i],
+                "envelope",
+                "Envelope spectrum",
+                f"{where}: envelope of the {fmt_num(lo, 4)}–{fmt_num(hi, 4)} Hz band",
+            ),
+            (ws.freqs_hz, ws.acc_g[i], "acceleration", "Acceleration spectrum", where),
+        ],
+        rpm=ws.shaft_rpm,
+        diagnosis=diag,
+    )
+
+
+def _diagnosis(st: Any, res: CommissioningResult) -> None:
+    import numpy as np
+
+    from pdm.dashboard.labels import channel_label, diagnosis_words
+    from pdm.dashboard.machine import spectra_block
+
+    av = res.averaged
+    st.subheader("Diagnosis (averaged spectra)")
+    if av is None:
+        st.caption("No diagnosis (see the note above).")
+        return
+    pl = res.pipeline
+    st.markdown(
+        f"**{diagnosis_words(av.label)}** — confidence {av.confidence:.2f}"
+        + (f", on {channel_label(pl, av.channel)}" if av.channel else "")
+        + f"; {av.windows} windows of {av.window_samples} samples averaged "
+        f"({fmt_num(av.df_hz, 3)} Hz per line, chosen for the bearing's lines)"
+    )
+    best = next(
+        (v for v in av.verdicts if v.get("channel") == av.channel),
+        av.verdicts[0] if av.verdicts else None,
+    )
+    if best:
+        st.markdown("\n".join(f"- {e}" for e in best.get("evidence", [])))
+    channel = st.selectbox(
+        "Channel",
+        list(av.channels),
+        format_func=lambda c: channel_label(pl, c),
+        index=list(av.channels).index(av.channel) if av.channel in av.channels else 0,
+        key="com_av_ch",
+    )
+    i = av.channels.index(channel)
+    verdict = next((v for v in av.verdicts if v.get("channel") == channel), {})
+    rpm = verdict.get("shaft_speed_rpm")
+    f = np.arange(av.acc_g.shape[1]) * av.df_hz
+    where = channel_label(pl, channel)
+    panels = [(f, av.acc_g[i], "acceleration", "Averaged acceleration spectrum", where)]
+    if av.env_g is not None:
+        fe = np.arange(av.env_g.shape[1]) * av.df_hz
+        panels.insert(0, (fe, av.env_g[i], "envelope", "Averaged envelope spectrum", where))
+    spectra_block(
+        "com_av", pl, channel, panels, rpm=float(rpm) if rpm else None, diagnosis=av.label
+    )
+
+
+#: Threshold values the score sliders offer (log-spaced; the configured ones are added).
+_SCORE_STEPS = (
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1000.0,
+)
+_VELOCITY_STEPS = (
+    0.5,
+    0.71,
+    1.0,
+    1.12,
+    1.4,
+    1.8,
+    2.3,
+    2.8,
+    3.5,
+    4.5,
+    5.6,
+    7.1,
+    9.0,
+    11.0,
+    14.0,
+    18.0,
+    22.4,
+)
+
+
+def _steps(base: Sequence[float], *extra: float | None) -> list[float]:
+    return sorted({*base, *(round(x, 6) for x in extra if x is not None)})
+
+
+def _whatif_panel(
+    st: Any, res: CommissioningResult, runs: Sequence[Run]
+) -> tuple[Setting, list[dict[str, Any]]]:
+    import pandas as pd
+
+    st.subheader("What if")
+    st.caption(
+        "The alarm state machine re-run over the stored per-window values with other "
+        "thresholds and on-delays, on this recording and the healthy references together; "
+        "never acknowledged, so a latch stays. An alarm counts when its window ends."
+    )
+    quantity = st.radio(
+        "Thresholds on",
+        list(QUANTITIES),
+        format_func=lambda q: QUANTITIES[q],
+        horizontal=True,
+        key="wi_quantity",
+    )
+    base = configured_setting(res, quantity)
+    steps = _SCORE_STEPS if quantity == "score" else _VELOCITY_STEPS
+    unit = "" if quantity == "score" else " mm/s"
+    w1, w2, w3 = st.columns(3)
+
+    def pick(col: Any, name: str, value: float | None) -> float | None:
+        if value is None:
+            col.caption(f"{name}: off in the pipeline")
+            return None
+        opts = _steps(steps, value)
+        return float(
+            col.select_slider(
+                f"{name} threshold{unit}",
+                opts,
+                value=round(value, 6),
+                format_func=lambda v: fmt_num(v),
+                key=f"wi_{quantity}_{name}",
+            )
+        )
+
+    alert = pick(w1, "alert", base.alert)
+    danger = pick(w2, "danger", base.danger)
+    trip = pick(w3, "trip", base.trip)
+    w4, w5, w6 = st.columns(3)
+    of_max, off_max = max(30, base.of_windows), max(200, base.off_windows)
+    of = w5.slider("On-delay: of the last M windows", 1, of_max, base.of_windows, key="wi_of")
+    if of > 1:
+        on = w4.slider("On-delay: N windows", 1, of, min(base.on_windows, of), key="wi_on")
+    else:
+        on = 1
+        w4.caption("On-delay: 1 of 1 window")
+    off = w6.slider("Off-delay (clear windows)", 1, off_max, base.off_windows, key="wi_off")
+    hop = res.hop_s
+    st.caption(
+        f"On-delay {on} of {of} windows ≈ {fmt_num(on * hop, 3)}–{fmt_num(of * hop, 3)} s; "
+        f"off-delay {off} windows ≈ {fmt_num(off * hop, 3)} s (a window every {fmt_num(hop, 3)} s)."
+    )
+    setting = Setting(quantity, alert, danger, trip, on, of, off)
+    if quantity == "score":
+        st.altair_chart(score_chart(res, setting), width="stretch")
+    else:
+        st.altair_chart(velocity_chart(res, setting), width="stretch")
+    outcomes = [run_outcome(r, whatif_setting(r.res, setting)) for r in runs]
+    st.markdown(f"**This setting** ({setting.label()})")
+    st.dataframe(outcome_rows(outcomes), hide_index=True, width="stretch")
+    grid = whatif_grid(runs, setting)
+    st.markdown(
+        "**Settings compared**: the alert threshold (danger and trip in the same ratio as "
+        "above) against the on-delay"
+    )
+    st.dataframe(grid_rows(grid, quantity), hide_index=True, width="stretch")
+    fa, dl = grid_charts(grid, quantity)
+    c1, c2 = st.columns(2)
+    c1.altair_chart(fa, width="stretch")
+    if any(r["delay_s"] is not None for r in grid):
+        c2.altair_chart(dl, width="stretch")
+    else:
+        c2.caption("No delay to show: no recording is marked as having a fault with an onset.")
+    _ = pd
+    return setting, grid
+
+
+def outcome_rows(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-recording outcomes for a table a person reads."""
+    rows = []
+    for o in outcomes:
+        rows.append(
+            {
+                "recording": o["recording"],
+                "is": {"fault": "fault", "healthy": "healthy"}.get(o["role"], "not known"),
+                "alarms raised": o["alarms_raised"],
+                "false alarms": o["false_alarms"] if o["role"] != "unknown" else "–",
+                "windows over alert": f"{o['windows_over_alert']} of {o['windows']}",
+                "first alarm, s from start": fmt_num(o["first_alarm_s"], 4),
+                "delay after the fault's onset, s": (
+                    fmt_num(o["delay_s"], 3)
+                    if o["role"] == "fault" and o["detected"]
+                    else "not detected"
+                    if o["role"] == "fault"
+                    else "–"
+                ),
+                "final state": str(o["final_state"]).upper(),
+            }
+        )
+    return rows
+
+
+def grid_rows(grid: Sequence[dict[str, Any]], quantity: str) -> list[dict[str, Any]]:
+    """The what-if grid for a table a person reads (values, not multipliers)."""
+    unit = "" if quantity == "score" else ", mm/s"
+    rows = []
+    for g in grid:
+        rows.append(
+            {
+                f"alert{unit}": fmt_num(g["alert"]),
+                f"danger{unit}": fmt_num(g["danger"]),
+                f"trip{unit}": fmt_num(g["trip"]),
+                "on-delay": f"{g['on']} of {g['of']}",
+                "false alarms": g["false_alarms"],
+                "windows over alert (healthy)": f"{g['windows_over']} of {g['healthy_windows']}",
+                "faults detected": f"{g['detected']} of {g['faults']}" if g["faults"] else "–",
+                "first alarm after onset, s": (
+                    fmt_num(g["delay_s"], 3)
+                    if g["delay_s"] is not None
+                    else "not detected"
+                    if g["faults"]
+                    else "–"
+                ),
+                "": "← now" if g["configured"] else "",
+            }
+        )
+    return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,19 +23,22 @@ from typing import Any
 import numpy as np
 
 from pdm.config import Pipeline
+from pdm.dashboard import labels
+from pdm.dashboard.status import UNREACHABLE, AlarmStatus, StatusRead
 from pdm.dsp.iso import zone_limits
 from pdm.history.base import HistoryStore, LogRecord, MachineStatus, StoreURL
 from pdm.history.provenance import load_capture
-from pdm.history.records import Capture, Spectrum, StateChange
+from pdm.history.records import Capture, Event, Spectrum, StateChange
 
 __all__ = [
     "RANGES",
     "STATE_COLOURS",
+    "STATE_INK",
     "ZONE_COLOURS",
     "ChannelTile",
-    "Marker",
     "Tile",
     "Waveform",
+    "ack_of",
     "bearing_trend_names",
     "capture_waveform",
     "data_span",
@@ -42,7 +46,6 @@ __all__ = [
     "machine_tiles",
     "recent_spectra",
     "score_thresholds",
-    "spectrum_markers",
     "spectrum_rows",
     "stale_after_s",
     "time_range",
@@ -53,19 +56,22 @@ __all__ = [
 
 NS = 1_000_000_000
 
-#: Tile colours by shown state (dark high-contrast theme).
+#: State colours (dark high-contrast theme): amber, orange, red rise in alarm; TRIP is the
+#: brightest red and the most salient. ``ink`` is the text colour on each.
 STATE_COLOURS: dict[str, str] = {
     "ok": "#1e8e3e",
-    "alert": "#f2a900",
-    "danger": "#d93025",
-    "trip": "#7f0000",
-    "sensor_fault": "#7b1fa2",
-    "appliance_fault": "#7b1fa2",
+    "alert": "#f9ab00",
+    "danger": "#ef6c00",
+    "trip": "#e00000",
+    "sensor_fault": "#9334e6",
+    "appliance_fault": "#9334e6",
+    "unknown": "#9aa0a6",
     "stale": "#5f6368",
     "no data": "#5f6368",
 }
+STATE_INK: dict[str, str] = {"alert": "#111111", "danger": "#111111"}  # else white
 #: ISO 10816-3 zone band colours (backgrounds of the velocity chart).
-ZONE_COLOURS: dict[str, str] = {"A": "#1e8e3e", "B": "#7cb342", "C": "#f2a900", "D": "#d93025"}
+ZONE_COLOURS: dict[str, str] = {"A": "#1e8e3e", "B": "#7cb342", "C": "#f9ab00", "D": "#e00000"}
 
 #: Range choices of the machine page: label → seconds (None: all of the data).
 RANGES: dict[str, float | None] = {
@@ -77,6 +83,17 @@ RANGES: dict[str, float | None] = {
 
 #: Machine states, highest first (used to order the tile state shown).
 _SEVERITY = {"ok": 0, "alert": 1, "danger": 2, "trip": 3}
+#: How bad a shown state is, for ordering tiles worst first.
+_RANK = {
+    "trip": 9,
+    "danger": 8,
+    "appliance_fault": 7,
+    "sensor_fault": 6,
+    "alert": 5,
+    "unknown": 4,
+    "ok": 1,
+    "no data": 0,
+}
 
 
 def iso(t_ns: int) -> str:
@@ -101,6 +118,7 @@ class ChannelTile:
     channel: str
     iso_zone: str  # 'A'…'D', '?' when unknown
     velocity_rms_mm_s: float | None
+    label: str = ""  # "Motor DE · horizontal"
 
 
 @dataclass(frozen=True)
@@ -108,8 +126,10 @@ class Tile:
     """One machine's overview tile.
 
     ``state`` is the machine's alarm state (``ok``, ``alert``, ``danger``, ``trip``; ``no data``),
-    ``shown`` what the tile shows it as (a sensor or appliance fault, or ``stale``, take over),
-    ``colour`` the tile colour. A stale tile is never green: old data proves nothing.
+    ``shown`` what the tile shows it as (a sensor or appliance fault takes over),
+    ``colour`` the shown state's colour. A tile whose data is stale, or whose state is
+    unknown (the service does not answer), keeps that colour only as a frame: old data
+    proves nothing, and it is never shown green.
     """
 
     machine: str
@@ -131,14 +151,45 @@ class Tile:
     channels: tuple[ChannelTile, ...] = ()
     sensor_faults: tuple[str, ...] = ()
     appliance_fault: bool = False
+    since_ns: int | None = None  # when the machine entered ``state``
+    reason: str = ""  # why (the transition's reason)
+    ack_by: str | None = None  # who acknowledged the current latch
+    ack_ns: int | None = None
+    ack_comment: str = ""
+    unknown: str = ""  # why the state is unknown ('' when known): the service did not answer
 
     @property
     def label(self) -> str:
-        """The big word on the tile: ``TRIP``, ``SENSOR FAULT``, ``TRIP · STALE``…"""
-        word = self.shown.replace("_", " ").upper()
-        if self.stale and self.shown != "stale":
-            return f"{word} · STALE"
-        return word
+        """The big word on the tile: ``TRIP``, ``SENSOR FAULT``, ``UNKNOWN``, ``NO DATA``."""
+        if self.unknown and self.state != "no data":
+            return "UNKNOWN"
+        return self.shown.replace("_", " ").upper()
+
+    @property
+    def filled(self) -> bool:
+        """The state colour fills the tile (fresh data, state known); else only a frame."""
+        return not (self.stale or self.unknown) and self.state != "no data"
+
+    @property
+    def latched(self) -> bool:
+        return self.state in ("danger", "trip")
+
+    @property
+    def unacknowledged(self) -> bool:
+        return self.latched and self.ack_by is None
+
+    @property
+    def never_had_data(self) -> bool:
+        return self.t_ns is None
+
+    def rank(self) -> tuple[int, int, int, str]:
+        """Sort key, worst first: state, then unacknowledged, then fresh before stale."""
+        return (
+            -_RANK.get(self.shown, 3),
+            0 if self.unacknowledged else 1,
+            1 if self.stale else 0,
+            self.name.lower(),
+        )
 
 
 def stale_after_s(pipeline: Pipeline | None, floor_s: float = 10.0) -> float:
@@ -178,18 +229,39 @@ def score_thresholds(
     return 1.0, danger, trip
 
 
-def _sensor_states(states: Iterable[LogRecord]) -> tuple[str | None, dict[str, str]]:
-    """From state changes newest first: the machine's newest state and each sensor's."""
-    machine_state: str | None = None
+_ACK_MESSAGE = re.compile(r"^acknowledged by (.+): (?:danger|trip) acknowledged")
+
+
+def ack_of(rec: Event) -> tuple[str, int, str] | None:
+    """(by, t_ns, comment) of an ``acknowledge`` event that acknowledged a latch, else None.
+
+    The event's message is ``acknowledged by NAME: <state> acknowledged …`` (written by
+    the service's engine and by ``pdm-edge ack`` alike); its detail is the comment.
+    """
+    if rec.type != "acknowledge":
+        return None
+    m = _ACK_MESSAGE.match(rec.message)
+    return None if m is None else (m.group(1), rec.t_ns, rec.detail)
+
+
+def _history_alarm(states: Iterable[LogRecord]) -> tuple[str | None, dict[str, str], Any]:
+    """From the log newest first: the machine's newest state change, each sensor's newest
+    state, and the newest acknowledgement after that state change (or None)."""
+    change: StateChange | None = None
     sensors: dict[str, str] = {}
+    acks: list[tuple[str, int, str]] = []
     for rec in states:
-        if not isinstance(rec, StateChange):
-            continue
-        if rec.sensor:
-            sensors.setdefault(rec.sensor, rec.new)
-        elif machine_state is None:
-            machine_state = rec.new
-    return machine_state, sensors
+        if isinstance(rec, StateChange):
+            if rec.sensor:
+                sensors.setdefault(rec.sensor, rec.new)
+            elif change is None:
+                change = rec
+        elif isinstance(rec, Event) and change is None:
+            got = ack_of(rec)
+            if got is not None:
+                acks.append(got)
+    ack = acks[0] if acks and change is not None and change.new in ("danger", "trip") else None
+    return (None if change is None else change.new), sensors, (change, ack)
 
 
 def machine_tile(
@@ -198,19 +270,38 @@ def machine_tile(
     states: Sequence[LogRecord] = (),
     *,
     now_s: float | None = None,
+    alarm: AlarmStatus | None = None,
+    unknown: str = "",
 ) -> Tile:
-    """The tile of one machine from its status, pipeline and state changes (newest first)."""
+    """The tile of one machine from its status, pipeline and log (newest first: state
+    changes, acknowledge events, captures).
+
+    ``alarm`` is the machine's alarm state from its owner (the service, or the state store)
+    and wins over what history says; ``unknown`` says why that state is not known now.
+    """
     now = time.time() if now_s is None else now_s
-    machine_state, sensors = _sensor_states(states)
+    machine_state, sensors, (change, ack) = _history_alarm(states)
     faults = tuple(sorted(s for s, new in sensors.items() if new == "sensor_fault"))
     appliance = any(new == "appliance_fault" for new in sensors.values())
     faults = tuple(s for s in faults if s != "appliance")
-    if status.t_ns is None:
+    if pipeline is not None:  # where the sensor sits, as people call it
+        where = {x.id: labels.location_label(x.location, x.id) for x in pipeline.sensors}
+        faults = tuple(where.get(s, s) for s in faults)
+    since_ns = change.t_ns if change is not None else None
+    reason = change.reason if change is not None else ""
+    ack_by, ack_ns, ack_comment = (ack[0], ack[1], ack[2]) if ack else (None, None, "")
+    if status.t_ns is None and alarm is None:
         state = "no data"
     else:
         state = machine_state or status.alarm_state or "ok"
+        if alarm is not None:
+            state = alarm.state
+            since_ns, reason = alarm.since_ns, alarm.reason or reason
+            ack_by, ack_ns, ack_comment = alarm.ack_by, alarm.ack_ns, alarm.ack_comment
         if state not in _SEVERITY:  # a sensor transition reported as the newest state
             state = "ok"
+    if state not in ("danger", "trip"):
+        ack_by, ack_ns, ack_comment = None, None, ""
     shown = state
     if appliance:
         shown = "appliance_fault"
@@ -219,11 +310,18 @@ def machine_tile(
     age = None if status.t_ns is None else max(0.0, now - status.t_ns / NS)
     limit = stale_after_s(pipeline)
     stale = age is None or age > limit
-    colour = STATE_COLOURS["stale"] if stale else STATE_COLOURS.get(shown, STATE_COLOURS["stale"])
+    colour = STATE_COLOURS.get(shown, STATE_COLOURS["stale"])
+    if shown == "ok" and (stale or (unknown and state != "no data")):
+        colour = STATE_COLOURS["stale"]  # an OK that is not known now is never shown green
     channels = []
     for ch, row in sorted(status.channels.items()):
         channels.append(
-            ChannelTile(ch, str(row.get("iso_zone") or "?"), _finite(row.get("velocity_rms_mm_s")))
+            ChannelTile(
+                ch,
+                str(row.get("iso_zone") or "?"),
+                _finite(row.get("velocity_rms_mm_s")),
+                labels.channel_label(pipeline, ch),
+            )
         )
     zones = [c.iso_zone for c in channels if c.iso_zone in "ABCD" and c.iso_zone]
     vel = [c.velocity_rms_mm_s for c in channels if c.velocity_rms_mm_s is not None]
@@ -248,23 +346,49 @@ def machine_tile(
         channels=tuple(channels),
         sensor_faults=faults,
         appliance_fault=appliance,
+        since_ns=since_ns,
+        reason=reason,
+        ack_by=ack_by,
+        ack_ns=ack_ns,
+        ack_comment=ack_comment,
+        unknown=unknown if state != "no data" else "",
     )
 
 
 def machine_tiles(
-    store: HistoryStore, pipelines: Mapping[str, Pipeline], *, now_s: float | None = None
+    store: HistoryStore,
+    pipelines: Mapping[str, Pipeline],
+    *,
+    now_s: float | None = None,
+    alarms: StatusRead | None = None,
 ) -> list[Tile]:
-    """A tile per machine in history, plus one ``no data`` tile per pipeline not yet in it."""
+    """A tile per machine in history, plus one ``no data`` tile per pipeline not yet in it,
+    worst first. ``alarms``: the alarm states from their owner (:mod:`pdm.dashboard.status`)."""
     tiles = []
     seen = set()
+    owned = alarms.machines if alarms is not None else {}
+    # Only a service that was asked and did not answer makes the states unknown; without
+    # one, the local state store (or history) is where the states live.
+    unknown = (
+        alarms.problem if alarms is not None and alarms.problem.startswith(UNREACHABLE) else ""
+    )
     for status in store.latest_status():
         seen.add(status.machine)
-        states = store.log(status.machine, kinds=("states", "captures"), limit=200)
-        tiles.append(machine_tile(status, pipelines.get(status.machine), states, now_s=now_s))
+        log = store.log(status.machine, kinds=("states", "events", "captures"), limit=200)
+        tiles.append(
+            machine_tile(
+                status,
+                pipelines.get(status.machine),
+                log,
+                now_s=now_s,
+                alarm=owned.get(status.machine),
+                unknown=unknown,
+            )
+        )
     for mid in sorted(set(pipelines) - seen):
         empty = MachineStatus(mid, None, None, None, None, None, None, None)
         tiles.append(machine_tile(empty, pipelines[mid], (), now_s=now_s))
-    return tiles
+    return sorted(tiles, key=Tile.rank)
 
 
 # --- ranges --------------------------------------------------------------------------------
@@ -365,42 +489,6 @@ def bearing_trend_names(feature_names: Iterable[str]) -> list[str]:
 # --- spectra -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Marker:
-    label: str  # '1×', 'BPFO', …
-    freq_hz: float
-    kind: str  # 'order' or 'bearing'
-
-
-def spectrum_markers(
-    pipeline: Pipeline | None,
-    channel: str | None = None,
-    *,
-    rpm: float | None = None,
-    max_hz: float | None = None,
-) -> list[Marker]:
-    """Shaft orders 1×, 2×, 3× and the bearing defect frequencies (BPFO, BPFI, BSF, FTF)
-    at the pipeline's speed (or ``rpm``) for the bearing under ``channel``'s sensor."""
-    if rpm is None:
-        if pipeline is None or pipeline.machine.speed is None:
-            return []
-        rpm = pipeline.machine.speed.nominal
-    shaft = rpm / 60.0
-    out = [Marker(f"{k}×", k * shaft, "order") for k in (1, 2, 3)]
-    bearing = None
-    if pipeline is not None and channel is not None:
-        try:
-            bearing = pipeline.bearing_for(channel)
-        except KeyError:
-            bearing = None
-    if bearing is not None:
-        for name, f in bearing.defect_frequencies_hz(shaft).items():
-            out.append(Marker(name.upper(), f, "bearing"))
-    if max_hz is not None:
-        out = [m for m in out if m.freq_hz <= max_hz]
-    return out
-
-
 def spectrum_rows(spectrum: Spectrum) -> list[dict[str, Any]]:
     """One row per line: ``freq_hz``, ``amplitude`` (peak, in the spectrum's unit)."""
     return [
@@ -457,7 +545,7 @@ def recent_spectra(
 
 
 def waterfall_rows(spectra: Sequence[Spectrum], *, lines: int = 160) -> list[dict[str, Any]]:
-    """Heatmap rows (``t``, ``f_lo``, ``f_hi``, ``freq_hz``, ``amplitude``, ``db``) of
+    """Heatmap rows (``t``, ``t_label``, ``f_lo``, ``f_hi``, ``freq_hz``, ``amplitude``, ``db``) of
     several spectra, each merged to at most ``lines`` bands by peak-hold (a narrow line
     never disappears)."""
     rows: list[dict[str, Any]] = []
@@ -471,11 +559,13 @@ def waterfall_rows(spectra: Sequence[Spectrum], *, lines: int = 160) -> list[dic
         padded[: v.size] = v
         peak = np.nanmax(padded.reshape(n, step), axis=1)
         t = iso(sp.t_ns)
+        t_label = t[:19].replace("T", " ")
         for i, a in enumerate(peak.tolist()):
             f_lo = sp.f0_hz + i * step * sp.df_hz
             rows.append(
                 {
                     "t": t,
+                    "t_label": t_label,
                     "f_lo": f_lo,
                     "f_hi": f_lo + step * sp.df_hz,
                     "freq_hz": f_lo + step * sp.df_hz / 2,

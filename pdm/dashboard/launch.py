@@ -48,6 +48,9 @@ STREAMLIT_OPTIONS = [
     "false",
     "--theme.base",
     "dark",
+    # Blue widgets: on a plant-floor screen red means an alarm, not a slider.
+    "--theme.primaryColor",
+    "#1a73e8",
     "--client.toolbarMode",
     "viewer",
 ]

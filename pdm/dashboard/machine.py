@@ -1,16 +1,21 @@
 """Machine page: trends (score, velocity with ISO zones, band RMS, bearing frequencies),
-latest spectra with shaft-order and bearing markers, a waterfall, and alarm captures."""
+the newest stored spectra with cursors an analyst reads them by (:mod:`pdm.dashboard.cursors`:
+zoom, log amplitude, orders axis, 1–5× harmonics of the defect frequencies and of the
+shaft, sidebands, a peak read-out), a waterfall, and alarm captures."""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pdm.dashboard import data
+from pdm.dashboard import charts, cursors, data
 from pdm.dashboard.context import DashboardContext
+from pdm.dashboard.labels import channel_label, feature_label, fmt_num
 from pdm.errors import PdmError
 from pdm.history.base import HistoryStore
 from pdm.history.records import Capture
@@ -28,47 +33,22 @@ def _time_x() -> alt.X:
 def score_chart(
     rows: list[dict[str, Any]], alert: float, danger: float | None, trip: float | None
 ) -> Chart:
-    df = pd.DataFrame(rows)
-    positive = df["max"].where(df["max"] > 0)
-    df = df.assign(max=positive)
-    rules: list[dict[str, Any]] = [
-        {"level": "alert", "y": alert, "colour": data.STATE_COLOURS["alert"]}
-    ]
-    if danger is not None:
-        rules.append({"level": "danger", "y": danger, "colour": data.STATE_COLOURS["danger"]})
-    if trip is not None:
-        rules.append({"level": "trip", "y": trip, "colour": "#ff6f6f"})
-    line = (
-        alt.Chart(df)
-        .mark_line(point=len(df) < 60, color="#8ab4f8")
-        .encode(
-            _time_x(),
-            alt.Y("max:Q", title="anomaly score (max per bucket)", scale=alt.Scale(type="log")),
-            tooltip=["t:T", "max:Q", "mean:Q"],
-        )
+    """The score trend (max per bucket) with the alert, danger and trip lines."""
+    return charts.score_chart(
+        [r["t"] for r in rows],
+        [r["max"] for r in rows],
+        [("alert", alert), ("danger", danger), ("trip", trip)],
+        x_title="time (UTC)",
+        x_type="T",
+        height=HEIGHT,
     )
-    rule = (
-        alt.Chart(pd.DataFrame(rules))
-        .mark_rule(strokeDash=[6, 3], size=2)
-        .encode(
-            y="y:Q",
-            color=alt.Color(
-                "level:N",
-                scale=alt.Scale(
-                    domain=[r["level"] for r in rules], range=[r["colour"] for r in rules]
-                ),
-                title="threshold",
-            ),
-        )
-    )
-    return alt.layer(line, rule).properties(height=HEIGHT)
 
 
 def velocity_chart(rows: list[dict[str, Any]], bands: list[dict[str, Any]]) -> Chart:
     df = pd.DataFrame(rows)
     bg = (
         alt.Chart(pd.DataFrame(bands))
-        .mark_rect(opacity=0.22)
+        .mark_rect(opacity=0.42)
         .encode(
             y=alt.Y("lo:Q", title="velocity RMS, mm/s"),
             y2="hi:Q",
@@ -83,65 +63,45 @@ def velocity_chart(rows: list[dict[str, Any]], bands: list[dict[str, Any]]) -> C
     )
     line = (
         alt.Chart(df)
-        .mark_line()
+        .mark_line(color="#f1f3f4", strokeWidth=1.6)
         .encode(
             _time_x(),
             alt.Y("max:Q"),
-            strokeDash=alt.StrokeDash("channel:N", title="channel"),
-            tooltip=["t:T", "channel:N", "max:Q", "mean:Q"],
+            strokeDash=alt.StrokeDash(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)
+            ),
+            tooltip=[
+                "t:T",
+                alt.Tooltip("series:N", title="channel"),
+                alt.Tooltip("max:Q", title="max, mm/s", format=".2f"),
+                alt.Tooltip("mean:Q", title="mean, mm/s", format=".2f"),
+            ],
         )
     )
     return alt.layer(bg, line).properties(height=HEIGHT)
 
 
-def lines_chart(rows: list[dict[str, Any]], title: str, series: str = "channel") -> Chart:
+def lines_chart(rows: list[dict[str, Any]], title: str) -> Chart:
+    """Feature trends, one line per ``series`` (a plain-language name per row)."""
     df = pd.DataFrame(rows)
-    df["series"] = df["field"] + " " + df["channel"] if series == "both" else df["channel"]
     return (
         alt.Chart(df)
         .mark_line()
         .encode(
             _time_x(),
             alt.Y("mean:Q", title=title),
-            color=alt.Color("series:N", title=None),
-            tooltip=["t:T", "series:N", "mean:Q", "max:Q"],
+            color=alt.Color(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)
+            ),
+            tooltip=[
+                "t:T",
+                "series:N",
+                alt.Tooltip("mean:Q", format=".4~g"),
+                alt.Tooltip("max:Q", format=".4~g"),
+            ],
         )
         .properties(height=HEIGHT)
     )
-
-
-def spectrum_chart(
-    rows: list[dict[str, Any]], markers: list[data.Marker], title: str, unit: str
-) -> Chart:
-    df = pd.DataFrame(rows)
-    line = (
-        alt.Chart(df)
-        .mark_line(color="#e8eaed", strokeWidth=1)
-        .encode(
-            alt.X("freq_hz:Q", title="frequency, Hz"),
-            alt.Y("amplitude:Q", title=f"{title}, {unit} peak"),
-            tooltip=["freq_hz:Q", "amplitude:Q"],
-        )
-    )
-    layers: list[Any] = [line]
-    if markers:
-        mk = pd.DataFrame(
-            [{"label": m.label, "freq_hz": m.freq_hz, "kind": m.kind} for m in markers]
-        )
-        colour = alt.Color(
-            "kind:N",
-            scale=alt.Scale(domain=["order", "bearing"], range=["#8ab4f8", "#f28b82"]),
-            title="marker",
-        )
-        layers.append(
-            alt.Chart(mk).mark_rule(strokeDash=[4, 3]).encode(x="freq_hz:Q", color=colour)
-        )
-        layers.append(
-            alt.Chart(mk)
-            .mark_text(align="left", dx=3, dy=-4, baseline="top", fontSize=12, color="#e8eaed")
-            .encode(x="freq_hz:Q", y=alt.value(4), text="label:N")
-        )
-    return alt.layer(*layers).properties(height=HEIGHT)
 
 
 def waterfall_chart(rows: list[dict[str, Any]]) -> Chart:
@@ -151,22 +111,29 @@ def waterfall_chart(rows: list[dict[str, Any]]) -> Chart:
         .encode(
             alt.X("f_lo:Q", title="frequency, Hz"),
             x2="f_hi:Q",
-            y=alt.Y("t:O", title="time (UTC)", sort="descending"),
+            y=alt.Y(
+                "t_label:O", title="time (UTC)", sort="descending", axis=alt.Axis(labelLimit=220)
+            ),
             color=alt.Color("db:Q", title="dB re 1 g", scale=alt.Scale(scheme="inferno")),
-            tooltip=["t:O", "freq_hz:Q", "amplitude:Q"],
+            tooltip=[
+                alt.Tooltip("t:N", title="time"),
+                alt.Tooltip("freq_hz:Q", title="frequency, Hz", format=".0f"),
+                alt.Tooltip("amplitude:Q", title="amplitude, g", format=".4~g"),
+            ],
         )
         .properties(height=HEIGHT)
     )
 
 
-def waveform_chart(rows: list[dict[str, Any]], channel: str) -> Chart:
+def waveform_chart(rows: list[dict[str, Any]], channel: str, label: str = "") -> Chart:
+    label = label or channel
     df = pd.DataFrame([r for r in rows if r["channel"] == channel])
     return (
         alt.Chart(df)
         .mark_area(color="#8ab4f8", opacity=0.9)
         .encode(
             alt.X("t_s:Q", title="time in window, s"),
-            alt.Y("min_g:Q", title=f"{channel}, g"),
+            alt.Y("min_g:Q", title=f"{label}, g"),
             y2="max_g:Q",
         )
         .properties(height=180)
@@ -175,6 +142,14 @@ def waveform_chart(rows: list[dict[str, Any]], channel: str) -> Chart:
 
 def _chart(chart: Any) -> None:
     st.altair_chart(chart, width="stretch")
+
+
+def _named(rows: list[dict[str, Any]], pipeline: Any, with_feature: bool) -> list[dict[str, Any]]:
+    """Rows with a ``series`` a person reads: ``Motor DE · horizontal`` (and the feature)."""
+    for r in rows:
+        where = channel_label(pipeline, r["channel"])
+        r["series"] = f"{feature_label(r['field'], pipeline)} · {where}" if with_feature else where
+    return rows
 
 
 def _trends(
@@ -195,7 +170,7 @@ def _trends(
     rows = data.trend_rows(store, machine, "velocity_rms_mm_s", start, end)
     if rows:
         top = max((r["max"] for r in rows), default=0.0)
-        _chart(velocity_chart(rows, data.zone_bands(pipeline, top * 1.1)))
+        _chart(velocity_chart(_named(rows, pipeline, False), data.zone_bands(pipeline, top * 1.1)))
     else:
         st.caption("No velocity RMS in this range.")
 
@@ -203,7 +178,7 @@ def _trends(
     st.subheader("Band RMS")
     rows = [r for n in band_names for r in data.trend_rows(store, machine, n, start, end)]
     if rows:
-        _chart(lines_chart(rows, "band RMS, g", series="both"))
+        _chart(lines_chart(_named(rows, pipeline, True), "band RMS, g"))
     else:
         st.caption("No band RMS features in this range.")
 
@@ -214,31 +189,185 @@ def _trends(
         for r in data.trend_rows(store, machine, n, start, end)
     ]
     if rows:
-        _chart(lines_chart(rows, "envelope amplitude, g", series="both"))
+        _chart(lines_chart(_named(rows, pipeline, True), "envelope amplitude, g"))
     else:
         st.caption("No bearing-frequency features (no bearing configured for this machine).")
+
+
+def spectrum_controls(key: str, families: list[str], default: list[str]) -> dict[str, Any]:
+    """The cursor and axis controls of a pair of spectra (one row of widgets)."""
+    c1, c2 = st.columns([4, 1])
+    chosen = c1.multiselect(
+        "Cursors (1×–N× harmonics)",
+        families,
+        default=[f for f in default if f in families],
+        format_func=lambda k: cursors.FAMILIES[k],
+        key=f"{key}_fam",
+    )
+    harmonics = c2.number_input("Harmonics N", 1, 10, 5, key=f"{key}_harm")
+    c3, c4, c5 = st.columns(3)
+    sidebands = c3.checkbox(
+        "Sidebands",
+        value=False,
+        key=f"{key}_sb",
+        help="BPFI ± 1× shaft (the defect turns through the load zone), BSF ± FTF (the cage "
+        "carries the ball); an outer race is stationary: no sidebands",
+    )
+    orders = c4.radio("Axis", ["Hz", "orders"], horizontal=True, key=f"{key}_axis") == "orders"
+    log_y = c5.checkbox("Log amplitude", value=False, key=f"{key}_log")
+    return {
+        "families": chosen,
+        "harmonics": int(harmonics),
+        "sidebands": sidebands,
+        "orders": orders,
+        "log_y": log_y,
+    }
+
+
+def spectrum_panel(
+    freqs: Any,
+    amps: Any,
+    *,
+    kind: str,
+    title: str,
+    caption: str,
+    key: str,
+    shaft_hz: float | None,
+    defects: dict[str, float],
+    opts: dict[str, Any],
+    tolerance: float = 0.03,
+    unit: str = "g",
+) -> None:
+    """One spectrum with its zoom slider, cursors and the marked lines' amplitudes."""
+    import numpy as np
+
+    f = np.asarray(freqs, dtype=np.float64)
+    a = np.asarray(amps, dtype=np.float64)
+    if f.size < 2:
+        st.caption(f"No {title.lower()}.")
+        return
+    top = float(f[-1])
+    lo, hi = cursors.default_range(kind, shaft_hz, defects, top)
+    step = max(float(f[1] - f[0]), 1.0)
+    rng = st.slider(
+        f"{title}: frequency range, Hz (zoom; the full range is 0–{fmt_num(top, 4)} Hz)",
+        0.0,
+        float(math.ceil(top)),
+        (float(lo), float(math.ceil(hi))),
+        step=float(round(step, 3)),
+        key=f"{key}_range",
+    )
+    lo, hi = float(rng[0]), float(max(rng[1], rng[0] + step))
+    marks = cursors.cursors(
+        shaft_hz,
+        defects,
+        opts["families"],
+        harmonics=opts["harmonics"],
+        sidebands=opts["sidebands"],
+        max_hz=top,
+    )
+    st.caption(caption)
+    _chart(
+        charts.spectrum_chart(
+            f,
+            a,
+            title=title,
+            lo_hz=lo,
+            hi_hz=hi,
+            marks=marks,
+            shaft_hz=shaft_hz,
+            orders=opts["orders"],
+            log_y=opts["log_y"],
+            unit=unit,
+        )
+    )
+    shown = [m for m in marks if lo <= m.freq_hz <= hi]
+    table = cursors.peak_readout(f, a, shown, tolerance=tolerance)
+    if table:
+        with st.expander(f"{title}: amplitudes at the marked lines ({len(table)})"):
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "line": r.line,
+                            "expected, Hz": fmt_num(r.expected_hz, 4),
+                            "found, Hz": fmt_num(r.found_hz, 4),
+                            "order": fmt_num(r.found_hz / shaft_hz, 3) if shaft_hz else "–",
+                            f"amplitude, {unit}": fmt_num(r.amplitude),
+                            "above local floor, dB": fmt_num(r.above_floor_db, 2),
+                        }
+                        for r in table
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+
+
+def spectra_block(
+    key: str,
+    pipeline: Any,
+    channel: str,
+    panels: list[tuple[Any, Any, str, str, str]],
+    *,
+    rpm: float | None = None,
+    diagnosis: str = "",
+) -> None:
+    """One channel's spectra with shared cursor controls: ``panels`` are (frequencies,
+    amplitudes, ``envelope``/``acceleration``, title, caption)."""
+    shaft_hz, defects = cursors.defect_frequencies(pipeline, channel, rpm=rpm)
+    fams = [k for k in cursors.FAMILIES if (k == "shaft" and shaft_hz) or k in defects]
+    opts = spectrum_controls(key, fams, cursors.default_families(defects, diagnosis))
+    tol = pipeline.envelope.slip_tolerance if pipeline is not None else 0.03
+    for freqs, amps, kind, title, caption in panels:
+        spectrum_panel(
+            freqs,
+            amps,
+            kind=kind,
+            title=title,
+            caption=caption,
+            key=f"{key}_{kind}",
+            shaft_hz=shaft_hz,
+            defects=defects,
+            opts=opts,
+            tolerance=tol,
+        )
 
 
 def _spectra(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
     pipeline = ctx.pipelines.get(machine)
     latest = store.latest_spectra(machine)
-    st.subheader("Latest spectra")
+    st.subheader("Spectra (newest stored)")
     if not latest:
         st.caption("No spectra stored yet.")
         return
     channels = sorted({s.channel for s in latest})
-    channel = st.selectbox("Channel", channels, key=f"pdm_spec_ch_{machine}")
-    cols = st.columns(2)
-    for col, typ, title in ((cols[0], "power", "acceleration"), (cols[1], "envelope", "envelope")):
+    c_ch, _ = st.columns([2, 3])
+    channel = c_ch.selectbox(
+        "Channel",
+        channels,
+        format_func=lambda c: channel_label(pipeline, c),
+        key=f"pdm_spec_ch_{machine}",
+    )
+    statuses = store.latest_status(machine)
+    diagnosis = (statuses[0].diagnosis or "") if statuses else ""
+    rpm = statuses[0].channels.get(channel, {}).get("shaft_speed_rpm") if statuses else None
+    where = channel_label(pipeline, channel)
+    panels = []
+    for typ, kind, title in (
+        ("envelope", "envelope", "Envelope spectrum"),
+        ("power", "acceleration", "Acceleration spectrum"),
+    ):
         sp = next((s for s in latest if s.channel == channel and s.type == typ), None)
-        with col:
-            if sp is None:
-                st.caption(f"No {title} spectrum.")
-                continue
-            st.caption(f"{title} spectrum of {channel} at {data.iso(sp.t_ns)}")
-            top = float(sp.freqs_hz[-1]) if len(sp.values) else None
-            markers = data.spectrum_markers(pipeline, channel, max_hz=top)
-            _chart(spectrum_chart(data.spectrum_rows(sp), markers, title, sp.unit))
+        if sp is None:
+            st.caption(f"No {title.lower()} stored.")
+            continue
+        caption = (
+            f"{where}, window at {data.iso(sp.t_ns)} (the newest stored: history keeps one "
+            f"spectrum a minute), {fmt_num(sp.df_hz, 3)} Hz per line (peak-hold)"
+        )
+        panels.append((sp.freqs_hz, sp.values, kind, title, caption))
+    spectra_block(f"pdm_spec_{machine}", pipeline, channel, panels, rpm=rpm, diagnosis=diagnosis)
     st.subheader("Waterfall (recent acceleration spectra)")
     recent = data.recent_spectra(store, ctx.store_url, machine, channel, "power")
     if len(recent) < 2:
@@ -248,12 +377,19 @@ def _spectra(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
 
 
 def _captures(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
-    st.subheader("Alarm captures")
+    from pdm.dashboard.analysis import capture_spectra
+    from pdm.dashboard.labels import plain_reason
+
+    st.subheader("Alarm captures (raw windows kept at each transition)")
     caps = [c for c in store.log(machine, kinds=("captures",), limit=50) if isinstance(c, Capture)]
     if not caps:
         st.caption("No captures: none of this machine's transitions kept raw windows yet.")
         return
-    labels = {f"{data.iso(c.t_ns)} · {c.reason}": c for c in caps}
+    pipeline = ctx.pipelines.get(machine)
+    labels = {
+        f"{data.iso(c.t_ns)[:23].replace('T', ' ')} UTC · {plain_reason(c.reason, short=True)}": c
+        for c in caps
+    }
     choice = st.selectbox("Capture", list(labels), key=f"pdm_cap_{machine}")
     cap = labels[choice]
     try:
@@ -261,12 +397,46 @@ def _captures(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
     except (OSError, ValueError) as exc:
         st.warning(f"capture {cap.id}: cannot read {cap.path} under {ctx.data_dir}: {exc}")
         return
+    try:
+        limits = json.loads(cap.thresholds)
+        shown = ", ".join(f"{k} {fmt_num(float(v))}" for k, v in limits.items())
+    except (ValueError, TypeError, AttributeError):
+        shown = cap.thresholds
     st.caption(
-        f"model {cap.model or '–'}, thresholds {cap.thresholds}, {cap.fs_hz:g} Hz, "
-        f"{cap.samples} samples per window; newest window shown (min/max per bucket)"
+        f"Model {cap.model or '–'}; thresholds {shown}; {fmt_num(cap.fs_hz, 5)} Hz, "
+        f"{cap.samples} samples per window. The window that changed the state is shown "
+        "(min/max per pixel column, so no peak is lost)."
     )
     for ch in dict.fromkeys(r["channel"] for r in wf.rows):
-        _chart(waveform_chart(wf.rows, ch))
+        _chart(waveform_chart(wf.rows, ch, channel_label(pipeline, ch)))
+    if pipeline is None:
+        return
+    try:
+        ws = capture_spectra(ctx.data_dir, cap, pipeline)
+    except (OSError, ValueError, PdmError) as exc:
+        st.caption(f"No spectra of this capture: {exc}")
+        return
+    st.markdown("**Spectra of this window** (recomputed from the raw samples, full resolution)")
+    channel = st.selectbox(
+        "Channel",
+        list(ws.channels),
+        format_func=lambda c: channel_label(pipeline, c),
+        key=f"pdm_cap_ch_{machine}",
+    )
+    i = ws.channels.index(channel)
+    statuses = store.latest_status(machine)
+    where = f"{channel_label(pipeline, channel)}, the capture's window at {data.iso(ws.t_ns)}"
+    spectra_block(
+        f"pdm_cap_{machine}",
+        pipeline,
+        channel,
+        [
+            (ws.env_freqs_hz, ws.env_g[i], "envelope", "Envelope spectrum", where),
+            (ws.freqs_hz, ws.acc_g[i], "acceleration", "Acceleration spectrum", where),
+        ],
+        rpm=ws.shaft_rpm,
+        diagnosis=(statuses[0].diagnosis or "") if statuses else "",
+    )
 
 
 def render(ctx: DashboardContext) -> None:

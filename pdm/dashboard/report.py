@@ -1,8 +1,22 @@
-"""The commissioning report: one self-contained HTML file.
+"""The commissioning report: one self-contained HTML file (dashboard download, ``pdm-edge report``).
 
-Everything is inline — CSS in a ``<style>`` element, charts as inline SVG
-drawn here — so the file opens the same on a laptop with no network, and
-loads nothing from anywhere (no script, stylesheet, font or image URL).
+Everything is inline — CSS in a ``<style>`` element, charts as inline SVG (:mod:`pdm.svgplot`,
+and :func:`pdm.diagnosis.report.spectrum_svg` for spectra, as ``pdm-edge diagnose --html``
+draws them) — so the file opens the same on a laptop with no network and loads nothing from
+anywhere (no script, stylesheet, font or image URL).
+
+What it holds, for a planner and an analyst:
+
+* the summary: windows, final state, the first alarm, the diagnosis;
+* what alarmed, when (UTC and seconds from the start) and why, in words;
+* the score trend with the thresholds;
+* the **deciding window's** spectra (the window that raised the highest alarm,
+  recomputed from the recording at full resolution), with the shaft's and the diagnosed
+  defect's harmonics marked and a table of the marked lines' amplitudes;
+* the **diagnosis**: the engine's averaged spectra and its reasons;
+* the **what-if**: the setting tried, its outcome on each recording (healthy references
+  included), and the grid of alert thresholds (as values) × on-delays — false alarms and
+  the delay from the fault's onset to the first alarm — as a table and as curves.
 """
 
 from __future__ import annotations
@@ -16,217 +30,319 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pdm import __version__
+from pdm.dashboard import cursors
+from pdm.dashboard.labels import channel_label, diagnosis_words, fmt_num, plain_reason
+from pdm.diagnosis.report import CSS as DIAGNOSIS_CSS
+from pdm.diagnosis.report import spectrum_svg
+from pdm.svgplot import CSS as CHART_CSS
+from pdm.svgplot import Series, line_chart, log_ticks, time_scale
 
 if TYPE_CHECKING:
-    from pdm.dashboard.commissioning import CommissioningResult, WhatIf
+    from pdm.dashboard.commissioning import CommissioningResult, Run, Setting, WhatIf
 
-__all__ = ["build_report", "svg_line_chart"]
+__all__ = ["build_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
 max-width:1000px;color:#1d2330;line-height:1.4;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;
-border-bottom:1px solid #d0d5de;padding-bottom:.2em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;
+border-bottom:1px solid #d0d5de;padding-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .3em}
 table{border-collapse:collapse;width:100%;font-size:.9em;margin:.5em 0}
 th,td{border:1px solid #d0d5de;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f1f3f7}.muted{color:#5b6474;font-size:.9em}
-.kpi{display:inline-block;margin:0 1.5em .5em 0}.kpi b{display:block;font-size:1.4em}
-.ok{color:#1b7f3b}.alert{color:#b7791f}.danger,.trip{color:#c53030}
-svg{background:#fff;border:1px solid #e2e6ee;margin:.3em 0}
-.charts{display:flex;flex-wrap:wrap;gap:.5em}
+.kpi{display:inline-block;margin:0 1.8em .6em 0}.kpi b{display:block;font-size:1.4em}
+.st-ok{color:#1b7f3b}.st-alert{color:#a66b00}.st-danger{color:#d35400}.st-trip{color:#c00000}
+tr.now td{background:#fff6d6;font-weight:600}
 """
 
-_COLORS = {"alert": "#d69e2e", "danger": "#e53e3e", "trip": "#822727"}
+_FAMILY_KEY = {
+    "bpfo": "outer_race",
+    "bpfi": "inner_race",
+    "bsf": "ball",
+    "ftf": "cage",
+    "shaft": "shaft",
+}
 
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else "—"
-    return str(v)
-
-
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+def _table(rows: Sequence[dict[str, Any]], highlight: str | None = None) -> str:
     if not rows:
         return '<p class="muted">None.</p>'
-    cols = list(columns or rows[0].keys())
+    cols = [c for c in rows[0] if c != highlight]
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows
+    body = []
+    for r in rows:
+        cls = ' class="now"' if highlight and r.get(highlight) else ""
+        cells = "".join(f"<td>{_e(r.get(c, ''))}</td>" for c in cols)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _markers(marks: Sequence[cursors.Cursor]) -> list[tuple[float, str, str, bool]]:
+    """Cursors as :func:`spectrum_svg` markers: labelled lines solid, sidebands dashed."""
+    return [(m.freq_hz, m.label, _FAMILY_KEY[m.family], bool(m.label)) for m in marks]
+
+
+def _spectra_section(res: CommissioningResult, diag: str) -> str:
+    ws = res.deciding
+    if ws is None:
+        return '<p class="muted">Not recomputed: ' + _e("; ".join(res.notes) or "—") + "</p>"
+    pl = res.pipeline
+    out = [
+        f"<p>Window {ws.window} at {_e(_utc(ws.t_ns))} UTC "
+        f"({_e(res.window_span(ws.t_ns))}): {_e(res.deciding_why)}. "
+        f"Recomputed from the recording at full resolution "
+        f"({_e(fmt_num(float(ws.freqs_hz[1] - ws.freqs_hz[0]), 3))} Hz per line), shaft speed "
+        f"{_e(fmt_num(ws.shaft_rpm, 4))} r/min. Solid, labelled: the shaft's and the "
+        "diagnosed defect's harmonics 1×–5×; dashed: their sidebands.</p>"
+    ]
+    tol = pl.envelope.slip_tolerance if pl is not None else 0.03
+    for i, ch in enumerate(ws.channels):
+        where = channel_label(pl, ch)
+        shaft, defects = cursors.defect_frequencies(pl, ch, rpm=ws.shaft_rpm)
+        fams = cursors.default_families(defects, diag)
+        out.append(f"<h3>{_e(where)}</h3>")
+        top = float(ws.env_freqs_hz[-1])
+        _lo, hi = cursors.default_range("envelope", shaft, defects, top)
+        marks = cursors.cursors(shaft, defects, fams, sidebands=True, max_hz=hi)
+        out.append(
+            spectrum_svg(
+                f"Envelope spectrum, {where}, 0–{fmt_num(hi, 3)} Hz (g, log scale)",
+                ws.env_freqs_hz,
+                ws.env_g[i],
+                hi,
+                _markers(marks),
+            )
+        )
+        rows = cursors.peak_readout(
+            ws.env_freqs_hz, ws.env_g[i], [m for m in marks if m.label], tolerance=tol
+        )
+        out.append(
+            _table(
+                [
+                    {
+                        "line": r.line,
+                        "expected, Hz": fmt_num(r.expected_hz, 4),
+                        "found, Hz": fmt_num(r.found_hz, 4),
+                        "envelope amplitude, g": fmt_num(r.amplitude),
+                        "above local floor, dB": fmt_num(r.above_floor_db, 2),
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        atop = float(ws.freqs_hz[-1])
+        _lo, ahi = cursors.default_range("acceleration", shaft, defects, atop)
+        amarks = cursors.cursors(shaft, defects, ["shaft"], max_hz=ahi)
+        out.append(
+            spectrum_svg(
+                f"Acceleration spectrum, {where}, 0–{fmt_num(ahi, 3)} Hz = 20 × shaft speed "
+                "(g, log scale)",
+                ws.freqs_hz,
+                ws.acc_g[i],
+                ahi,
+                _markers(amarks),
+            )
+        )
+        out.append(
+            spectrum_svg(
+                f"Acceleration spectrum, {where}, whole band; shaded: the envelope's band",
+                ws.freqs_hz,
+                ws.acc_g[i],
+                atop,
+                [],
+                band=ws.envelope_band_hz,
+            )
+        )
+    return "\n".join(out)
+
+
+def _utc(t_ns: int) -> str:
+    t = dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def _score_svg(res: CommissioningResult, s: Setting) -> str:
+    secs = np.array([res.seconds(int(t)) for t in res.t_ns.tolist()])
+    div, unit = time_scale(float(secs.max()) if secs.size else 0.0)
+    levels = [("alert", s.alert), ("danger", s.danger), ("trip", s.trip)]
+    return line_chart(
+        [Series("score", secs / div, res.score, colour="#1f4e9c", points=res.windows <= 400)],
+        title="Anomaly score per window (log scale; 1 = the model's alert threshold)",
+        x_label=f"time from the start of the recording, {unit}",
+        y_label="anomaly score",
+        y_log=True,
+        hlines=[(n, v) for n, v in levels if v is not None] if s.quantity == "score" else [],
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _symlog(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.log10(1.0 + np.abs(v))
+def _grid_svgs(grid: Sequence[dict[str, Any]], quantity: str) -> str:
+    unit = "score" if quantity == "score" else "mm/s"
+    by: dict[str, list[dict[str, Any]]] = {}
+    for g in grid:
+        by.setdefault(f"{g['on']} of {g['of']}", []).append(g)
+    values = sorted({g["alert"] for g in grid})
+    ticks = values if len(values) <= 10 else log_ticks(min(values), max(values))
 
+    def curve(key: str, title: str, y_label: str) -> str:
+        return line_chart(
+            [
+                Series(
+                    f"on-delay {k}",
+                    [g["alert"] for g in rs],
+                    [math.nan if g[key] is None else g[key] for g in rs],
+                    points=True,
+                )
+                for k, rs in by.items()
+            ],
+            title=title,
+            x_label=f"alert threshold, {unit} (danger and trip in proportion)",
+            y_label=y_label,
+            x_log=True,
+            x_ticks=ticks,
+            y_min=0.0,
+            height=300,
+        )
 
-def svg_line_chart(
-    x: Sequence[float] | np.ndarray,
-    y: Sequence[float] | np.ndarray,
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    hlines: Sequence[tuple[str, float]] = (),
-    symlog: bool = False,
-    width: int = 940,
-    height: int = 260,
-) -> str:
-    """A line chart as an inline ``<svg>`` element (no external reference)."""
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    ml, mr, mt, mb = 60, 12, 26, 36
-    pw, ph = width - ml - mr, height - mt - mb
     parts = [
-        f'<svg width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-        f'<text x="{ml}" y="16" font-size="13" font-weight="bold">{_e(title)}</text>',
+        curve(
+            "false_alarms",
+            "False alarms (healthy recordings, and faulty ones before the onset)",
+            "false alarms",
+        )
     ]
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    if not ok.any():
-        parts.append(f'<text x="{ml}" y="{mt + ph / 2}" font-size="12">no data</text></svg>')
-        return "".join(parts)
-    tr = _symlog if symlog else (lambda v: v)
-    ty = tr(ys[ok])
-    lines = [
-        (n, float(tr(np.array([v]))[0])) for n, v in hlines if v is not None and math.isfinite(v)
-    ]
-    y_lo = min(float(ty.min()), *(v for _, v in lines)) if lines else float(ty.min())
-    y_hi = max(float(ty.max()), *(v for _, v in lines)) if lines else float(ty.max())
-    if y_hi - y_lo < 1e-12:
-        y_lo, y_hi = y_lo - 1, y_hi + 1
-    pad = (y_hi - y_lo) * 0.05
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    x_lo, x_hi = float(xs[ok].min()), float(xs[ok].max())
-    if x_hi - x_lo < 1e-12:
-        x_hi = x_lo + 1
+    if any(g["delay_s"] is not None for g in grid):
+        parts.append(
+            curve("delay_s", "First alarm after the fault's onset (gap: not detected)", "delay, s")
+        )
+    return "\n".join(parts)
 
-    def px(v: float) -> float:
-        return ml + (v - x_lo) / (x_hi - x_lo) * pw
 
-    def py(v: float) -> float:
-        return mt + ph - (v - y_lo) / (y_hi - y_lo) * ph
+def build_report(
+    res: CommissioningResult,
+    wi: WhatIf | None = None,
+    *,
+    runs: Sequence[Run] | None = None,
+    setting: Setting | None = None,
+    grid: Sequence[dict[str, Any]] | None = None,
+) -> str:
+    """The whole report as one HTML document (UTF-8 text).
 
-    parts.append(
-        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#c8ced8"/>'
+    ``runs``: the recordings compared in the what-if (default: ``res`` alone, role not
+    known); ``setting``: the what-if's thresholds (default: the configured ones); ``grid``:
+    :func:`~pdm.dashboard.commissioning.whatif_grid`'s rows (computed when not given).
+    ``wi`` is accepted for callers of the earlier signature and not needed.
+    """
+    from pdm.dashboard.commissioning import (
+        Run,
+        configured_setting,
+        grid_rows,
+        outcome_rows,
+        run_outcome,
+        transition_rows,
+        whatif_grid,
+        whatif_setting,
     )
-    for i in range(5):  # y ticks
-        v = y_lo + (y_hi - y_lo) * i / 4
-        shown = float(np.sign(v) * (10 ** abs(v) - 1)) if symlog else v
-        parts.append(
-            f'<line x1="{ml}" x2="{ml + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eef0f4"/>'
-            f'<text x="{ml - 4}" y="{py(v) + 4:.1f}" font-size="10" text-anchor="end">'
-            f"{_e(f'{shown:.3g}')}</text>"
-        )
-    for i in range(6):  # x ticks
-        v = x_lo + (x_hi - x_lo) * i / 5
-        parts.append(
-            f'<text x="{px(v):.1f}" y="{mt + ph + 14}" font-size="10" text-anchor="middle">'
-            f"{_e(f'{v:.4g}')}</text>"
-        )
-    parts.append(
-        f'<text x="{ml + pw / 2}" y="{height - 4}" font-size="11" text-anchor="middle">'
-        f"{_e(x_label)}</text>"
-        f'<text x="12" y="{mt + ph / 2}" font-size="11" text-anchor="middle" '
-        f'transform="rotate(-90 12 {mt + ph / 2})">{_e(y_label)}</text>'
-    )
-    for name, v in lines:
-        c = _COLORS.get(name, "#718096")
-        parts.append(
-            f'<line x1="{ml}" x2="{ml + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="{c}" '
-            f'stroke-dasharray="5,4"/><text x="{ml + pw - 2}" y="{py(v) - 3:.1f}" font-size="10" '
-            f'text-anchor="end" fill="{c}">{_e(name)}</text>'
-        )
-    pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(xs[ok], ty, strict=True))
-    parts.append(f'<polyline fill="none" stroke="#2b6cb0" stroke-width="1.4" points="{pts}"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
-
-def build_report(res: CommissioningResult, wi: WhatIf | None = None) -> str:
-    """The whole report as one HTML document (UTF-8 text)."""
+    del wi
+    runs = list(runs) if runs else [Run(res)]
+    s = setting or configured_setting(res)
+    if grid is None:
+        grid = whatif_grid(runs, s)
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    s = res.summary
-    t0 = int(res.t_ns[0]) if len(res.t_ns) else 0
-    secs = (res.t_ns - t0) / 1e9
-    final = s.get("alarm_state") or "ok"
+    summ = res.summary
+    final = str(summ.get("alarm_state") or "ok")
+    av = res.averaged
+    diag = av.label if av is not None else res.top_diagnosis()
+    ups = [t for t in res.transitions if t.get("from") == "ok"]
+    first = transition_rows(res, ups[:1])
+    configured = configured_setting(res)
+    pl = res.pipeline
+    chans = ", ".join(f"{c} = {channel_label(pl, c)}" for c in (pl.columns if pl else ()))
+    refs = [r.res.recording for r in runs[1:]]
     out = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>Commissioning report: {_e(res.machine)} — {_e(res.recording)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<title>Commissioning report: {_e(res.machine_name)} — {_e(res.recording)}</title>",
+        # The diagnose page's style first: this page's own rules (body, headings) win.
+        f"<style>{DIAGNOSIS_CSS}{_CSS}{CHART_CSS}</style>",
+        "</head><body>",
         f"<h1>Commissioning report: {_e(res.machine_name)}</h1>",
         f'<p class="muted">Machine <code>{_e(res.machine)}</code> · recording '
-        f"<code>{_e(res.recording)}</code> · pipeline <code>{_e(res.pipeline_file)}</code> · "
-        f"model <code>{_e(res.model or '—')}</code> ({_e(res.model_dir or 'none')}) · "
-        f"pdm-edge {_e(__version__)} · {_e(now)}. A dry-run replay: no action was taken.</p>",
+        f"<code>{_e(res.recording)}</code>"
+        + (f" · healthy references <code>{_e(', '.join(refs))}</code>" if refs else "")
+        + f" · pipeline <code>{_e(res.pipeline_file)}</code> · model "
+        f"<code>{_e(res.model or '—')}</code> ({_e(res.model_dir or 'none')}) · "
+        f"channels {_e(chans or '—')} · pdm-edge {_e(__version__)} · {_e(now)}. "
+        "A dry-run replay: no action was taken.</p>",
         "<h2>Summary</h2><div>",
-        f'<span class="kpi"><b>{_e(s.get("windows", res.windows))}</b>windows</span>',
-        f'<span class="kpi"><b>{_e(s.get("invalid_windows", 0))}</b>invalid windows</span>',
+        f'<span class="kpi"><b>{_e(summ.get("windows", res.windows))}</b>windows '
+        f"({_e(fmt_num(res.hop_s, 3))} s apart)</span>",
         f'<span class="kpi"><b>{len(res.transitions)}</b>alarm transitions</span>',
-        f'<span class="kpi"><b class="{_e(final)}">{_e(final)}</b>final alarm state</span>',
+        f'<span class="kpi"><b class="st-{_e(final)}">{_e(final.upper())}</b>final state</span>',
+        f'<span class="kpi"><b>{_e(first[0]["from start, s"] + " s" if first else "none")}</b>'
+        "first alarm (from the start)</span>",
+        f'<span class="kpi"><b>{_e(diagnosis_words(diag) or "—")}</b>diagnosis'
+        + (f" (confidence {av.confidence:.2f})" if av is not None else "")
+        + "</span></div>",
+        "<p>Configured: "
+        + _e(configured.label())
+        + f"; off-delay {configured.off_windows} clear windows."
+        + (
+            " The score trips only with a second kind of evidence in the same window "
+            "(docs/alarms.md)."
+            if res.rules.trip_requires
+            else ""
+        )
+        + "</p>",
+        "<h2>What alarmed, when and why</h2>",
+        _table(transition_rows(res, res.transitions)),
+        "<h2>Score trend</h2>",
+        _score_svg(res, configured),
+        "<h2>Spectra of the deciding window</h2>",
+        _spectra_section(res, diag),
+        "<h2>Diagnosis (the engine's averaged spectra)</h2>",
     ]
-    if res.top_diagnosis():
-        out.append(f'<span class="kpi"><b>{_e(res.top_diagnosis())}</b>main diagnosis</span>')
-    out.append("</div>")
-    # The score trips only with a second kind of evidence in the same window (docs/alarms.md).
-    trip_name = "trip (with corroboration)" if res.rules.trip_requires else "trip (alone)"
-    thr = [("alert", res.alert), ("danger", res.danger), (trip_name, res.rules.score_trip)]
-    out.append(
-        "<p>Thresholds: "
-        + ", ".join(f"{n} {_fmt(v) if v is not None else '—'}" for n, v in thr)
-        + f"; on-delay {res.rules.on_windows} of {res.rules.of_windows} windows, off-delay "
-        f"{res.rules.off_windows} clear windows.</p>"
-    )
-    out.append("<h2>What alarmed, when and why</h2>")
-    out.append(_table(res.transitions))
-    out.append("<h2>Score trend</h2>")
-    out.append(
-        svg_line_chart(
-            secs,
-            res.score,
-            title="Anomaly score per window (symlog scale)",
-            x_label="time from start (s)",
-            y_label="score",
-            hlines=[(n, v) for n, v in thr if v is not None],
-            symlog=True,
-        )
-    )
-    if res.spectra:
-        out.append('<h2>Latest spectra</h2><div class="charts">')
-        for spec in res.spectra:
-            v = np.asarray(spec["values"], dtype=np.float64)
-            f = spec["f0_hz"] + spec["df_hz"] * np.arange(len(v))
-            out.append(
-                svg_line_chart(
-                    f,
-                    v,
-                    title=f"{spec['channel']} — {spec['type']}",
-                    x_label="frequency (Hz)",
-                    y_label=f"amplitude ({spec['unit']})",
-                    width=465,
-                    height=220,
-                )
-            )
-        out.append("</div>")
-    if wi is not None:
-        out.append("<h2>What if</h2>")
+    if av is not None:
         out.append(
-            "<p>The alarm state machine re-run over the per-window scores (ISO zones and feature "
-            f"limits left out, never acknowledged) with alert {_fmt(wi.alert)}, danger "
-            f"{_fmt(wi.danger)}, trip {_fmt(wi.trip)}, on-delay {wi.on_windows} of "
-            f"{wi.of_windows}, off-delay {wi.off_windows}: <b>{wi.alarms_raised}</b> alarm(s) "
-            f"raised, {wi.escalations} escalation(s), final state <b>{_e(wi.final_state)}</b>. "
-            "Windows over alert / danger / trip: "
-            f"{wi.windows_over['alert']} / {wi.windows_over['danger']} / "
-            f"{wi.windows_over['trip']}.</p>"
+            f"<p><b>{_e(diagnosis_words(av.label))}</b> — confidence {av.confidence:.2f}; "
+            f"{av.windows} windows of {av.window_samples} samples at "
+            f"{_e(fmt_num(av.sample_rate_hz, 5))} Hz averaged ({_e(fmt_num(av.df_hz, 3))} Hz per "
+            "line). Filled lines: found significant (docs/diagnosis.md).</p>"
         )
-        out.append(_table(wi.transitions, ["window", "from", "to", "reason"]))
+        out.append(av.html.replace("<h2>", "<h3>").replace("</h2>", "</h3>"))
+    else:
+        out.append('<p class="muted">No diagnosis: ' + _e("; ".join(res.notes) or "—") + "</p>")
+    out.append("<h2>What if</h2>")
+    outcomes = [run_outcome(r, whatif_setting(r.res, s)) for r in runs]
+    out.append(
+        f"<p>Setting tried: {_e(s.label())}, off-delay {s.off_windows} windows; the state "
+        "machine re-run over the stored per-window values, never acknowledged. An alarm "
+        "counts at the end of the window that raised it.</p>"
+    )
+    out.append(_table(outcome_rows(outcomes)))
+    out.append(
+        "<h3>Settings compared</h3><p>The alert threshold as a value (danger and trip in "
+        "the same ratio) against the on-delay (N of the last M windows). Highlighted: the "
+        "setting tried above.</p>"
+    )
+    rows = grid_rows(grid, s.quantity)
+    for r, g in zip(rows, grid, strict=True):
+        r.pop("", None)
+        r["_now"] = g["configured"]
+    out.append(_table(rows, highlight="_now"))
+    out.append(_grid_svgs(grid, s.quantity))
     if res.log:
         out.append("<h2>Log of the replay</h2>")
-        out.append(_table(res.log[:300]))
+        out.append(
+            _table(
+                [
+                    {k: (plain_reason(v) if isinstance(v, str) else v) for k, v in r.items()}
+                    for r in res.log[:300]
+                ]
+            )
+        )
     out.append("</body></html>")
     return "\n".join(out)

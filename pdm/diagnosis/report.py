@@ -21,7 +21,7 @@ import numpy.typing as npt
 from pdm.diagnosis.engine import ChannelDiagnosis
 from pdm.diagnosis.rules import FamilyEvidence
 
-__all__ = ["Section", "html_page", "place_labels"]
+__all__ = ["CSS", "Section", "html_page", "place_labels", "section_html", "spectrum_svg"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -90,7 +90,7 @@ def _decimate(f: F64, a: F64, px: int) -> tuple[F64, F64]:
     return f[idx], a[idx]
 
 
-def _plot(
+def spectrum_svg(
     title: str,
     f: F64,
     a: F64,
@@ -98,7 +98,8 @@ def _plot(
     markers: Sequence[tuple[float, str, str, bool]],
     band: tuple[float, float] | None = None,
 ) -> str:
-    """One SVG spectrum: ``markers`` are (Hz, label, colour key, significant)."""
+    """One SVG spectrum up to ``f_max`` Hz, log amplitude: ``markers`` are (Hz, label, colour
+    key, significant); significant ones are drawn solid and labelled (labels never overlap)."""
     keep = (f > 0) & (f <= f_max)
     f, a = f[keep], a[keep]
     pw, ph = _W - _ML - _MR, _H - _MT - _MB
@@ -197,7 +198,8 @@ def _markers(
     return out
 
 
-def _section(s: Section) -> str:
+def section_html(s: Section) -> str:
+    """One channel's verdict and averaged spectra as an HTML ``<section>`` (uses :data:`CSS`)."""
     d = s.diagnosis
     fr = d.shaft_speed_rpm / 60.0
     f_acc: F64 = np.arange(s.acc_g.size, dtype=np.float64) * s.df_hz
@@ -210,7 +212,7 @@ def _section(s: Section) -> str:
     if s.env_g is not None and s.env_g.size:
         f_env: F64 = np.arange(s.env_g.size, dtype=np.float64) * s.df_hz
         parts.append(
-            _plot(
+            spectrum_svg(
                 "Envelope spectrum (averaged), bearing lines: filled = significant",
                 f_env,
                 s.env_g,
@@ -220,7 +222,7 @@ def _section(s: Section) -> str:
         )
     if s.acc_g.size and math.isfinite(fr):
         parts.append(
-            _plot(
+            spectrum_svg(
                 "Acceleration spectrum (averaged), 0–12 × shaft speed",
                 f_acc,
                 s.acc_g,
@@ -230,7 +232,7 @@ def _section(s: Section) -> str:
         )
         if f_acc[-1] > 20.0 * fr:
             parts.append(
-                _plot(
+                spectrum_svg(
                     "Acceleration spectrum (averaged), whole band; shaded: envelope band",
                     f_acc,
                     s.acc_g,
@@ -243,7 +245,8 @@ def _section(s: Section) -> str:
     return "\n".join(parts)
 
 
-_CSS = """
+#: The page's style sheet (also for sections embedded in another page).
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:960px}
 h1{font-size:20px}h2{font-size:16px;margin:28px 0 4px}.meta{color:#555;margin:0 0 8px;font-size:13px}
 .verdict{border-left:5px solid #999;padding:6px 12px;margin:8px 0;background:#f7f7f7;font-size:13px}
@@ -258,10 +261,10 @@ h1{font-size:20px}h2{font-size:16px;margin:28px 0 4px}.meta{color:#555;margin:0 
 
 def html_page(title: str, sections: Sequence[Section]) -> str:
     """The whole page: a title, then each section's verdict and spectra."""
-    body = "\n".join(_section(s) for s in sections)
+    body = "\n".join(section_html(s) for s in sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{body}"
         '<p class="meta">pdm-edge diagnose: rules and what a confidence means in '
         "docs/diagnosis.md.</p></body></html>\n"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.train import TrainingSet, train
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
-__all__ = ["evaluate_cwru"]
+__all__ = ["evaluate_cwru", "markdown_table", "steps", "text_table"]
 
 FAULTS = {
     "IR007_0hp.csv": "bearing_inner_race",
@@ -65,8 +66,20 @@ def _windows(
     return frames, pl, rec.sample_rate_hz
 
 
-def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> list[dict[str, Any]]:
-    """Run the protocol for every detector and sample rate; one result dict per pair."""
+def steps(detectors: list[str]) -> int:
+    """Recordings :func:`evaluate_cwru` reads (its ``progress`` is called once after each)."""
+    return len(SETUPS) * len(detectors) * (1 + len(FAULTS))
+
+
+def evaluate_cwru(
+    dataset: Path,
+    pipeline_file: Path,
+    detectors: list[str],
+    progress: Callable[[], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the protocol for every detector and sample rate; one result dict per pair.
+    ``progress()`` is called after each recording read (:func:`steps` of them)."""
+    tick = progress or (lambda: None)
     if not (dataset / "de12k").is_dir():
         raise InputError(
             f"{dataset}: no CWRU recordings here (expected de12k/ and de48k/; see its README)"
@@ -79,6 +92,7 @@ def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> l
         for detector in detectors:
             pl0 = _pipeline(base, window, overlap, detector)
             normal, pl, fs = _windows(normal_path, pl0)
+            tick()
             names = vector_names(pl.columns, normal[0].features.names, MODEL_FEATURES)
             vec = FeatureVectorizer(names, pl.columns, normal[0].features.names)
             gap = int(np.ceil(window / pl.acquisition.hop_samples)) - 1
@@ -110,6 +124,8 @@ def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> l
                 except ModelError as exc:
                     # Too little healthy data for this detector is a result, not a crash.
                     results.append({"rate": rate_dir, "detector": detector, "error": str(exc)})
+                    for _ in FAULTS:
+                        tick()
                     continue
                 model = Model.load(out, pl, fs)
             scorer = WindowScorer(model, pl.columns, normal[0].features.names)
@@ -130,6 +146,7 @@ def evaluate_cwru(dataset: Path, pipeline_file: Path, detectors: list[str]) -> l
             }
             for fname, truth in FAULTS.items():
                 frames, _, _ = _windows(folder / fname, pl, model.baseline)
+                tick()
                 rows = scorer.rows(frames)
                 alerting = [r for r in rows if r["score"] >= 1.0]
                 labels = collections.Counter(r["diagnosis"] for r in alerting)
@@ -168,4 +185,33 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"| {r['rate']} | {r['detector']} | {r['test_false_alarms']} / {r['test_normal_windows']} "
             f"({r['test_normal_max_score']}) | " + " | ".join(cells) + " |"
         )
+    return "\n".join(lines)
+
+
+def text_table(results: list[dict[str, Any]]) -> str:
+    """The results as an aligned plain-text table (``pdm-edge evaluate`` without ``--json``)."""
+    head = ["rate", "detector", "false alarms (test normal)", "max score"]
+    head += [f"{f.split('_')[0]}: detected, diagnosis" for f in FAULTS]
+    rows = [head]
+    for r in results:
+        if "error" in r:
+            rows.append([r["rate"], r["detector"], f"cannot train: {r['error']}", "", "", "", ""])
+            continue
+        cells = [
+            r["rate"],
+            r["detector"],
+            f"{r['test_false_alarms']} of {r['test_normal_windows']} windows",
+            f"{r['test_normal_max_score']:.2f}",
+        ]
+        for fname in FAULTS:
+            f = r["faults"][fname]
+            diag = (f["diagnosis"] or "none").replace("bearing_", "").replace("_", " ")
+            cells.append(f"{f['detection_rate']:.0%}, {diag} ({f['diagnosis_share']:.0%} right)")
+        rows.append(cells)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
