@@ -521,6 +521,7 @@ def _run(args: argparse.Namespace) -> int:
         sibling_ids=frozenset(filter(None, (args.sibling_ids or "").split(","))),
         max_frame_bytes=args.max_frame_bytes,
         max_input_bytes=args.max_input_bytes,
+        max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
         promote_min_windows=args.promote_min_windows,
     )
@@ -553,9 +554,13 @@ def _run_supervisor(
     common += ["--speed", str(args.speed), "--actions", args.actions]
     common += ["--silence-s", str(args.silence_s), "--stall-s", str(args.stall_s)]
     common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
-    common += ["--max-per-peer", str(args.max_per_peer)]
     common += ["--promote-min-windows", str(args.promote_min_windows)]
-    limits = {"--max-frame-bytes": args.max_frame_bytes, "--max-input-bytes": args.max_input_bytes}
+    limits = {
+        "--max-frame-bytes": args.max_frame_bytes,
+        "--max-input-bytes": args.max_input_bytes,
+        "--max-connections": args.max_connections,
+        "--max-per-peer": args.max_per_peer,
+    }
     for flag, value in limits.items():
         if value is not None:
             common += [flag, str(value)]
@@ -572,6 +577,7 @@ def _run_supervisor(
         listen=args.listen,
         api=None if args.api == "off" else args.api,
         stop_event=args.stop_event,
+        max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
     )
     return sup.start().run_forever()
@@ -876,11 +882,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of incomplete frames held across connections (default: 4 frames, >= 64 MiB)",
     )
     g.add_argument(
-        "--max-per-peer",
-        type=_whole(1, 4096),
-        default=64,
+        "--max-connections",
+        type=_whole(1, 65536),
         metavar="N",
-        help="connections from one address at once (default 64)",
+        help="connections at once (default: 2 per configured sensor + 32)",
+    )
+    g.add_argument(
+        "--max-per-peer",
+        type=_whole(1, 65536),
+        metavar="N",
+        help="connections from one address at once (default: as many as in all, since a "
+        "gateway may carry every sensor)",
     )
     p.add_argument(
         "--promote-min-windows",

@@ -129,11 +129,12 @@ class ServiceOptions:
     sibling_ids: frozenset[str] = frozenset()
     #: Stream input limits (pdm/sources/tcp.py, TcpStreamServer): the largest frame (None:
     #: sized from the pipelines, ``frame_limit``), the bytes of incomplete frames across
-    #: connections (None: 4 frames, at least 64 MiB), connections at once and per address.
+    #: connections (None: 4 frames, at least 64 MiB), connections at once and per address
+    #: (None: sized from the pipelines' sensors, pdm/service/limits.py).
     max_frame_bytes: int | None = None
     max_input_bytes: int | None = None
-    max_connections: int = 512
-    max_per_peer: int = 64
+    max_connections: int | None = None
+    max_per_peer: int | None = None
     #: Shadow windows a candidate must have scored before ``promote`` (unless forced).
     promote_min_windows: int = 100
 
@@ -752,8 +753,13 @@ class Service:
             else:
                 self.writer.submit(ev)
 
+        from pdm.service.limits import InputLimits
+
         _raise_fd_limit()
         o = self.opts
+        limits = InputLimits.sized(
+            self.pipelines, max_connections=o.max_connections, max_per_peer=o.max_per_peer
+        )
         # Read by the processing thread between its rounds (RunnerPool.drive), not by a
         # thread of its own that would contend with it for the interpreter lock.
         tcp = self.tcp = TcpStreamServer(
@@ -761,8 +767,9 @@ class Service:
             port,
             on_chunk=on_chunk,
             on_event=on_event,
-            max_connections=o.max_connections,
-            max_per_peer=o.max_per_peer,
+            max_connections=limits.max_connections,
+            max_per_peer=limits.max_per_peer,
+            first_byte_timeout_s=limits.first_frame_s,
             max_frame_bytes=self.frame_limit(),
             max_input_bytes=o.max_input_bytes,
             keys=self.stream_keys,
@@ -782,7 +789,7 @@ class Service:
 
             pool.drive(poll)
         if self.opts.worker is None:
-            log.warning("stream input on %s:%d", host, self.tcp.port)
+            log.warning("stream input on %s:%d: %s", host, self.tcp.port, limits.describe())
 
     def _start_mqtt(self, url: str) -> None:
         from pdm.sources.mqtt import MqttSource, default_client_id, parse_mqtt_url
