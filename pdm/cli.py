@@ -885,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=_whole(1, 65536),
         metavar="N",
-        help="connections at once (default: 2 per configured sensor + 32)",
+        help="connections at once (default: 2 per configured sensor + 64)",
     )
     g.add_argument(
         "--max-per-peer",

@@ -166,7 +166,7 @@ def test_idle_connections_cannot_exhaust_the_supervisors_door(tmp_path: Path) ->
     svc.wait(lambda: len(svc.workers()) == 2, "two workers")
     idle = []
     try:
-        for i in range(1100):  # from 44 addresses, 25 each (under the per-address cap, 36)
+        for i in range(1100):  # from 44 addresses, 25 each (under the per-address cap, 68)
             idle.append(
                 socket.create_connection(
                     ("127.0.0.1", svc.listen), timeout=10, source_address=(f"127.0.1.{i // 25}", 0)

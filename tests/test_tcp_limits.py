@@ -351,13 +351,13 @@ def test_the_services_input_limits_are_sized_from_its_pipelines() -> None:
 
     demo = load_pipeline(Path(__file__).resolve().parent.parent / "pipelines" / "demo.toml")
     one = InputLimits.sized([demo])
-    assert (one.max_connections, one.max_per_peer) == (2 * 1 + 32, 2 * 1 + 32)
+    assert (one.max_connections, one.max_per_peer) == (2 * 1 + 64, 2 * 1 + 64)
     assert one.first_frame_s == FIRST_FRAME_MIN_S  # a 0.32-s window: the floor
     plant = InputLimits.sized([demo] * 600)  # 600 sensors behind one gateway
-    assert plant.max_connections == plant.max_per_peer == 1232
+    assert plant.max_connections == plant.max_per_peer == 1264
     acq = demo.acquisition.model_copy(update={"window_samples": 25600 * 32})  # 32-s windows
     slow = demo.model_copy(update={"acquisition": acq})
     assert InputLimits.sized([demo, slow]).first_frame_s == 64.0
     own = InputLimits.sized([demo] * 600, max_connections=100, max_per_peer=500)
     assert (own.max_connections, own.max_per_peer) == (100, 100)  # the smaller bound wins
-    assert "1232 connections, 1232 from one address" in plant.describe()
+    assert "1264 connections, 1264 from one address" in plant.describe()

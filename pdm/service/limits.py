@@ -10,7 +10,7 @@ follow the pipelines:
 
 * **connections**: every sensor may have a connection of its own, and a DAQ that
   reconnects after a cable fault may hold a second one until the first times out —
-  ``2 × sensors + 32`` (:func:`connection_limit`);
+  ``2 × sensors + 64`` (:func:`connection_limit`);
 * **from one address**: as many (a gateway may carry every sensor); an operator whose
   DAQs have addresses of their own may set ``--max-per-peer`` lower;
 * **first frame**: within ``max(30 s, 2 × the longest window)`` of connecting
@@ -35,7 +35,7 @@ __all__ = ["FIRST_FRAME_MIN_S", "InputLimits", "connection_limit", "first_frame_
 #: The shortest first-frame deadline, s.
 FIRST_FRAME_MIN_S = 30.0
 #: Connections beyond twice the sensors (a few peers reconnecting, a commissioning sender).
-CONNECTION_MARGIN = 32
+CONNECTION_MARGIN = 64
 #: The most connections a receiver serves (file descriptors are the real bound; the
 #: service raises its soft limit to the hard one at start).
 MAX_CONNECTIONS = 65536
