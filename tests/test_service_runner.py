@@ -512,3 +512,30 @@ def test_a_pool_back_at_level_0_stores_the_spectra_it_owed(tmp_path: Path) -> No
         rig.close()
     assert r.stats.shed["spectra"] == 1
     assert any(isinstance(x, Spectrum) for x in submitted)  # stored at the next window
+
+
+def test_parked_machines_are_windowed_not_decided_and_their_relays_dropped(
+    tmp_path: Path,
+) -> None:
+    """Level 7: the last configured machines in ok are parked first, given back last first."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 3, pool=True)
+    try:
+        assert rig.pool is not None
+        m0, m1, m2 = rig.runners
+        rig.pool._park(rig.runners, 2)
+        assert [r.machine for r in rig.pool.parked] == ["m2", "m1"]
+        assert m1.engine.relay.read_back() is False and m2.engine.relay.read_back() is False
+        assert m0.engine.relay.read_back() is True
+        streams = [_chunks(seed=i, fault=False) for i in range(3)]
+        for k in range(len(streams[0])):
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks[k])
+            while not rig.pool.ready.empty():
+                rig.pool._round(rig.pool.ready.get())
+        assert (m0.stats.windows, m1.stats.windows, m2.stats.windows) == (11, 0, 0)
+        assert m1.stats.shed["windows"] == 11
+        rig.pool._park(rig.runners, 1)  # one step back: the last parked first
+        assert [r.machine for r in rig.pool.parked] == ["m2"] and not m1.is_parked
+        assert m1.engine.relay.read_back() is True  # energised again
+    finally:
+        rig.close()

@@ -36,12 +36,13 @@ def test_the_levels_shed_in_the_documented_order() -> None:
         "windows_1_in_4",
         "windows_1_in_2",
         "windows_3_in_4",
+        "machines_parked",
     ]
     # each level keeps shedding what the levels below shed
     for lo, hi in itertools.pairwise(LEVELS):
         assert hi.spectra <= lo.spectra and hi.explain <= lo.explain
         assert hi.rows_every_s >= lo.rows_every_s and hi.skip >= lo.skip
-    assert [s.skip for s in LEVELS] == [0, 0, 0, 0, 0.25, 0.5, 0.75]
+    assert [s.skip for s in LEVELS] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 0.75]
 
 
 @pytest.mark.parametrize(
@@ -102,14 +103,22 @@ def test_a_new_segment_decides_its_first_window() -> None:
 P = ShedPolicy()  # up: wait > 0.5 s and busy >= 90 % for 2 samples; down: < 0.2 s for 10 s
 
 
-def _run(rows: list[tuple[float, float, int]], state: ShedState | None = None) -> list[int]:
-    """Samples every 0.5 s of (delay_s, busy share, windows cut) → the level after each."""
+def _states(
+    rows: list[tuple[float, float, int]], state: ShedState | None = None, machines: int = 1
+) -> list[ShedState]:
+    """Samples every 0.5 s of (delay_s, busy share, windows cut) → the state after each."""
     st = state or ShedState()
-    levels = []
+    out = []
     for i, (delay, busy, windows) in enumerate(rows):
-        st = shed_step(st, LoadSample(0.5 * (i + 1), 0.5, 0.5 * busy, windows, delay), P)
-        levels.append(st.level)
-    return levels
+        st = shed_step(
+            st, LoadSample(0.5 * (i + 1), 0.5, 0.5 * busy, windows, delay, machines), P
+        )
+        out.append(st)
+    return out
+
+
+def _run(rows: list[tuple[float, float, int]], state: ShedState | None = None) -> list[int]:
+    return [st.level for st in _states(rows, state)]
 
 
 def test_light_load_sheds_nothing() -> None:
@@ -164,9 +173,33 @@ def test_the_cost_per_window_is_learnt_at_each_level() -> None:
     assert st.cost[:4] == (None,) * 4
 
 
-def test_the_top_level_holds_under_any_overload() -> None:
-    st = ShedState(level=len(LEVELS) - 1)
+def test_a_worker_of_one_machine_never_parks_it() -> None:
+    st = ShedState(level=6)
     assert _run([(5.0 + i, 1.0, 100) for i in range(10)], st) == [6] * 10
+
+
+def test_still_overloaded_at_level_6_machines_are_parked_five_percent_a_second() -> None:
+    rows = [(3.0 + 0.3 * i, 1.0, 300) for i in range(10)]
+    got = [(st.level, st.parked) for st in _states(rows, ShedState(level=6), machines=100)]
+    assert got == [
+        (6, 0), (7, 5), (7, 5), (7, 10), (7, 10), (7, 15), (7, 15), (7, 20), (7, 20), (7, 25)
+    ]  # fmt: skip
+
+
+def test_one_machine_is_always_served() -> None:
+    rows = [(3.0 + 0.3 * i, 1.0, 30) for i in range(12)]
+    parked = [st.parked for st in _states(rows, ShedState(level=6), machines=3)]
+    assert max(parked) == 2 and parked[-1] == 2
+
+
+def test_parked_machines_come_back_a_step_per_ten_seconds_when_they_fit() -> None:
+    st = ShedState(level=7, parked=10)
+    # 90 of 100 active, busy 70 %: with 5 more, 0.7 x 95/90 = 0.74 < 0.8 → one step back
+    out = _states([(0.05, 0.7, 300)] * 42, st, machines=100)
+    assert [s.parked for s in out[:20]] == [10] * 20 and out[20].parked == 5
+    assert out[41].level == 6 and out[41].parked == 0  # the last step: no machine parked
+    # busy 78 %: 0.78 x 95/90 = 0.82 — they stay parked
+    assert {s.parked for s in _states([(0.05, 0.78, 300)] * 42, st, machines=100)} == {10}
 
 
 def test_the_controller_reports_each_change_with_its_reason() -> None:

@@ -1324,6 +1324,7 @@ class Service:
                 x
                 for x in (
                     "behind real time" if r.backlog_fault else "",
+                    "parked: the appliance is overloaded" if r.is_parked else "",
                     "processing stalled" if machine in self._watchdog_faults else "",
                     r.engine._appliance_fault,
                 )
@@ -1381,6 +1382,7 @@ class Service:
                 r.alive
                 and machine not in self._watchdog_faults
                 and not r.backlog_fault
+                and not r.is_parked
                 and not refused
             )
             detail = (
@@ -1390,6 +1392,8 @@ class Service:
                 if machine in self._watchdog_faults
                 else "behind real time"
                 if r.backlog_fault
+                else "parked: the appliance is overloaded (shedding level 7)"
+                if r.is_parked
                 else refused or f"{r.stats.windows} windows, lag {r.stats.lag_s:.2f} s"
             )
             checks[machine] = (ok, detail)
@@ -1451,6 +1455,7 @@ class Service:
             any_fault = (
                 any_fault
                 or r.backlog_fault
+                or r.is_parked
                 or machine in self._watchdog_faults
                 or bool(r.engine._appliance_fault)
             )

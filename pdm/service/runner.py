@@ -191,6 +191,8 @@ class RunnerPool:
         self._paused_since: float | None = None
         #: The processing thread's id in the kernel (set when it runs).
         self.native_id: int | None = None
+        #: Machines parked by the shedding (level 7), in the order they were parked.
+        self.parked: list[MachineRunner] = []
 
     def add(self, runner: MachineRunner) -> None:
         with self._lock:
@@ -288,8 +290,30 @@ class RunnerPool:
         if self._paused_since is not None:
             delay = max(delay, now - self._paused_since)
         busy = max(0.0, interval - self._idle_s)
-        self.shedder.update(LoadSample(now, interval, busy, self._rate_windows, delay))
+        sample = LoadSample(now, interval, busy, self._rate_windows, delay, len(runners))
+        self.shedder.update(sample)
         self._rate_windows, self._rate_since, self._idle_s = 0, now, 0.0
+        if self.shedder.parked != len(self.parked):
+            self._park(runners, self.shedder.parked)
+
+    def _park(self, runners: list[MachineRunner], n: int) -> None:
+        """Park machines until ``n`` are (level 7, pdm/service/shedding.py): those in ``ok``
+        first, the last configured first; give back the last parked first."""
+        while len(self.parked) > n:
+            self.parked.pop().park(False, "the appliance can decide for it again")
+        if len(self.parked) >= n:
+            return
+        order = {id(r): i for i, r in enumerate(runners)}
+        free = [r for r in runners if not r.is_parked and not r._done.is_set()]
+        free.sort(key=lambda r: (r.engine.state is not None and r.engine.state.state != "ok",
+                                 -order[id(r)]))  # fmt: skip
+        for r in free[: n - len(self.parked)]:
+            self.parked.append(r)
+            r.park(
+                True,
+                f"appliance overloaded: parked at shedding level 7 ({n} of {len(runners)} "
+                "machines), its protection cannot be decided",
+            )
 
     @property
     def rules(self) -> Shed:
@@ -418,6 +442,8 @@ class MachineRunner:
         self.gate = WindowGate(max_skipped_run(acq.window_samples, acq.hop_samples))
         #: Signal time (POSIX s) of the newest window whose rows went to history.
         self._rows_kept_t = -float("inf")
+        #: Parked by the worker's shedding (level 7): windowed, not decided, relay dropped.
+        self.is_parked = False
         self.engine = AlarmEngine(
             self.pipeline, alarm_store, writer.submit, self.recorder, data_dir, actions=actions
         )
@@ -560,7 +586,10 @@ class MachineRunner:
         except Exception as exc:
             return _Cut(self, [], chunk.received, None, error=exc)
         skip = self.rules.skip
-        if windows and skip > 0:
+        if self.is_parked:
+            self.stats.shed["windows"] += len(windows)
+            windows = []  # cut (the windowing goes on, no gap when it comes back), not decided
+        elif windows and skip > 0:
             # Shedding windows (levels 4-6): every sample still in a decided window.
             kept = [w for w in windows if self.gate.decide(skip, w.segment)]
             self.stats.shed["windows"] += len(windows) - len(kept)
@@ -775,6 +804,15 @@ class MachineRunner:
         log.error("%s: %s", self.machine, msg)
         self.writer.submit(Event(self.machine, time.time_ns(), "backlog_dropped", "alarm", msg))
         self._set_backlog_fault(True, msg)
+
+    def park(self, on: bool, reason: str) -> None:
+        """Parked (``on``) by the worker's shedding: its relay dropped with
+        ``appliance_fault`` until it is given back. On the pool's thread."""
+        if on == self.is_parked:
+            return
+        self.is_parked = on
+        (log.error if on else log.warning)("%s: %s", self.machine, reason)
+        self.writer.submit(*self.engine.force_safe(on, reason, source="shedding"))
 
     def _set_backlog_fault(self, on: bool, reason: str) -> None:
         if on == self.backlog_fault:

@@ -20,6 +20,10 @@ level name                what is shed (each level keeps shedding what the level
 4     ``windows_1_in_4``  one window in four of every machine is not decided
 5     ``windows_1_in_2``  one in two
 6     ``windows_3_in_4``  three in four
+7     ``machines_parked`` still overloaded at level 6: machines are *parked*, 5 % of the
+                          worker's machines a step — their data is read and discarded, their
+                          relays dropped (``appliance_fault``: their protection cannot be
+                          decided); those in alert or worse are parked last
 ===== =================== ====================================================================
 
 **What is never shed** — the protective path of every window that is decided: the DSP
@@ -51,6 +55,13 @@ predicted to fit (this level's busy share × the level below's cost per window /
 level's, both measured) for ``down_s``: one level down. The hysteresis is the gap between
 the two waits and the ten seconds.
 
+Level 7 is the last resort of a worker that cannot keep up even deciding every window
+length: rather than every machine falling behind together until each one's data waits
+``--max-lag-s`` and every relay drops, a few machines are given up — explicitly, named in
+``/status`` and history — so that the rest stay protected. Parked machines come back one
+step at a time (the last parked first) when the others leave room for them: calm, and the
+load with one more step of machines predicted under ``down_target``, for ``down_s``.
+
 A machine is still put in ``appliance_fault`` (its relay dropped) when its own data
 waited longer than ``--max-lag-s`` for a decision (docs/service.md, "Backlog policy"):
 shedding keeps that from happening to all of them because the appliance is busy.
@@ -65,6 +76,7 @@ from typing import Any
 
 __all__ = [
     "LEVELS",
+    "PARK_LEVEL",
     "LoadSample",
     "Shed",
     "ShedPolicy",
@@ -73,6 +85,7 @@ __all__ = [
     "WindowGate",
     "gate",
     "max_skipped_run",
+    "park_step",
     "shed_step",
 ]
 
@@ -102,7 +115,10 @@ LEVELS: tuple[Shed, ...] = (
     Shed(4, "windows_1_in_4", False, False, 1.0, 0.25),
     Shed(5, "windows_1_in_2", False, False, 1.0, 0.5),
     Shed(6, "windows_3_in_4", False, False, 1.0, 0.75),
+    Shed(7, "machines_parked", False, False, 1.0, 0.75),
 )
+#: The level at which machines are parked.
+PARK_LEVEL = len(LEVELS) - 1
 
 
 # -- which windows a machine decides ----------------------------------------------------------
@@ -177,6 +193,8 @@ class LoadSample:
     windows: int
     #: How long the oldest undecided data waits now, s.
     delay_s: float
+    #: The worker's machines (how many a parking step takes, and may take at most).
+    machines: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +212,8 @@ class ShedPolicy:
     draining_s: float = 0.05
     #: Weight of a new sample in a level's cost per window.
     cost_alpha: float = 0.3
-    max_level: int = len(LEVELS) - 1
+    #: The share of a worker's machines a parking step takes (at least one).
+    park_share: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +231,17 @@ class ShedState:
     last_delay: float = 0.0
     #: Busy seconds per window cut, measured at each level (None: not yet).
     cost: tuple[float | None, ...] = field(default=(None,) * len(LEVELS))
+    #: Machines parked (level 7 only).
+    parked: int = 0
+
+
+def park_step(machines: int, policy: ShedPolicy) -> int:
+    """Machines a parking step takes or gives back: ``park_share`` of them, at least one."""
+    return max(1, round(policy.park_share * machines + 0.4999))
 
 
 def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
-    """The state after one more sample (a level change is ``new.level != state.level``)."""
+    """The state after one more sample (a change: another ``level`` or ``parked``)."""
     busy = s.busy_s / s.interval_s if s.interval_s > 0 else 0.0
     cost = list(state.cost)
     if s.windows > 0 and s.busy_s > 0:
@@ -223,39 +249,61 @@ def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
         old = cost[state.level]
         cost[state.level] = per if old is None else old + policy.cost_alpha * (per - old)
     costs = tuple(cost)
+    level, parked = state.level, state.parked
+    step = park_step(s.machines, policy)
+
+    def stay(over: int = 0, calm_since: float | None = None) -> ShedState:
+        return ShedState(level, state.since, over, calm_since, s.delay_s, costs, parked)
+
+    def move(new_level: int, new_parked: int) -> ShedState:
+        return ShedState(new_level, s.t, 0, None, s.delay_s, costs, new_parked)
+
     overloaded = s.delay_s > policy.up_delay_s and busy >= policy.up_busy
     draining = s.delay_s < state.last_delay - policy.draining_s
     if overloaded:
         over = state.over + 1
-        if over >= policy.up_samples and not draining and state.level < policy.max_level:
-            return ShedState(state.level + 1, s.t, 0, None, s.delay_s, costs)
-        return ShedState(state.level, state.since, over, None, s.delay_s, costs)
+        if over < policy.up_samples or draining:
+            return stay(over)
+        if level < PARK_LEVEL - 1:
+            return move(level + 1, 0)
+        most = max(0, s.machines - 1)  # one machine is always served
+        if parked < most:
+            return move(PARK_LEVEL, min(most, parked + step))
+        return stay(over)
     calm = s.delay_s < policy.down_delay_s
-    if not calm or state.level == 0:
-        return ShedState(state.level, state.since, 0, None, s.delay_s, costs)
-    here, below = costs[state.level], costs[state.level - 1]
-    fits = (
-        busy * below / here < policy.down_target
-        if here is not None and below is not None and here > 0
-        else busy < policy.down_target * 0.5  # unmeasured: only when clearly idle
-    )
+    if not calm or level == 0:
+        return stay()
+    if level == PARK_LEVEL:
+        active = max(1, s.machines - parked)
+        fits = busy * (active + min(step, parked)) / active < policy.down_target
+    else:
+        here, below = costs[level], costs[level - 1]
+        fits = (
+            busy * below / here < policy.down_target
+            if here is not None and below is not None and here > 0
+            else busy < policy.down_target * 0.5  # unmeasured: only when clearly idle
+        )
     if not fits:
-        return ShedState(state.level, state.since, 0, None, s.delay_s, costs)
+        return stay()
     calm_since = state.calm_since if state.calm_since is not None else s.t
-    if s.t - calm_since >= policy.down_s:
-        return ShedState(state.level - 1, s.t, 0, None, s.delay_s, costs)
-    return ShedState(state.level, state.since, 0, calm_since, s.delay_s, costs)
+    if s.t - calm_since < policy.down_s:
+        return stay(0, calm_since)
+    if level == PARK_LEVEL and parked > step:
+        return move(PARK_LEVEL, parked - step)
+    return move(level - 1, 0)
 
 
 # -- the worker's controller -------------------------------------------------------------------
 @dataclass
 class ShedChange:
-    """A level change, for the log and history."""
+    """A change of level or of machines parked, for the log and history."""
 
     old: int
     new: int
     delay_s: float
     busy: float
+    parked: int = 0
+    machines: int = 0
 
     @property
     def message(self) -> str:
@@ -263,8 +311,13 @@ class ShedChange:
         load = f"oldest data waiting {self.delay_s:.2f} s, processing busy {self.busy:.0%}"
         if self.new == 0:
             return f"shedding off (level 0, was {self.old} {LEVELS[self.old].name}): {load}"
-        verb = "up" if self.new > self.old else "down"
-        return f"shedding on, level {self.new} {what.name} ({verb} from {self.old}): {load}"
+        verb = "up" if self.new > self.old else "down" if self.new < self.old else "stays"
+        parked = (
+            f"; {self.parked} of {self.machines} machines parked (relays dropped)"
+            if self.new == PARK_LEVEL
+            else ""
+        )
+        return f"shedding on, level {self.new} {what.name} ({verb} from {self.old}){parked}: {load}"
 
 
 class Shedder:
@@ -296,20 +349,28 @@ class Shedder:
             new = shed_step(old, sample, self.policy)
             self.state, self.last = new, sample
             self.rules = LEVELS[new.level]
-            if new.level == old.level:
+            if (new.level, new.parked) == (old.level, old.parked):
                 return None
-            self.entered[new.level] += 1
+            if new.level != old.level:
+                self.entered[new.level] += 1
         busy = sample.busy_s / sample.interval_s if sample.interval_s > 0 else 0.0
-        change = ShedChange(old.level, new.level, sample.delay_s, busy)
+        change = ShedChange(old.level, new.level, sample.delay_s, busy, new.parked, sample.machines)
         if self.on_change is not None:
             self.on_change(change)
         return change
 
-    def force(self, level: int, now: float) -> None:
+    @property
+    def parked(self) -> int:
+        """Machines to park now (level 7)."""
+        return self.state.parked
+
+    def force(self, level: int, now: float, parked: int = 0) -> None:
         """Put the worker at ``level`` now (the next samples move it as usual): for tests of
         what a level sheds."""
         with self._lock:
-            self.state = replace(self.state, level=level, since=now, over=0, calm_since=None)
+            self.state = replace(
+                self.state, level=level, since=now, over=0, calm_since=None, parked=parked
+            )
             self.rules = LEVELS[level]
 
     def status(self) -> dict[str, Any]:
@@ -319,6 +380,7 @@ class Shedder:
             return {
                 "level": st.level,
                 "name": LEVELS[st.level].name,
+                "parked": st.parked,
                 "since_s": None if last is None else round(max(0.0, last.t - st.since), 1),
                 "delay_s": None if last is None else round(last.delay_s, 3),
                 "busy": None
