@@ -198,6 +198,12 @@ def test_two_workers_share_the_machines_behind_one_port_and_one_api(tmp_path: Pa
     with open_store(f"sqlite:///{svc.data}/history.db") as store:
         for machine in ("pump-a", "pump-b"):
             assert store.latest_status(machine), machine
+    # Each worker wrote a history file of its own (issue 17: two writers of one SQLite
+    # file took turns on its lock and failed "database is locked"); read above as one.
+    for name in ("history.db", "history-w1.db"):
+        with open_store(f"sqlite:///{svc.data}/{name}", worker=0) as own:
+            assert len(own.machines()) == 1, name
+    assert "database is locked" not in svc.log.read_text()
 
 
 def test_a_worker_stops_when_its_supervisor_is_killed(tmp_path: Path) -> None:

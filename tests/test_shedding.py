@@ -110,9 +110,7 @@ def _states(
     st = state or ShedState()
     out = []
     for i, (delay, busy, windows) in enumerate(rows):
-        st = shed_step(
-            st, LoadSample(0.5 * (i + 1), 0.5, 0.5 * busy, windows, delay, machines), P
-        )
+        st = shed_step(st, LoadSample(0.5 * (i + 1), 0.5, 0.5 * busy, windows, delay, machines), P)
         out.append(st)
     return out
 

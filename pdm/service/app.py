@@ -470,7 +470,7 @@ class Service:
     def start(self) -> Service:
         o = self.opts
         o.data_dir.mkdir(parents=True, exist_ok=True)
-        with open_store(o.store) as probe:
+        with open_store(o.store, worker=o.worker) as probe:
             try:
                 probe.ping()
             except Exception as exc:
@@ -481,7 +481,8 @@ class Service:
         keep = [p.history.retention_days for p in self.pipelines]
         retention = None if not keep or 0 in keep else max(keep)
         self.writer = HistoryWriter(
-            lambda: open_store(o.store, retention_days=retention),
+            # (worker K writes a history file of its own: no two processes contend for one)
+            lambda: open_store(o.store, retention_days=retention, worker=o.worker),
             self.spool,
             label="appliance",
             nice=WRITER_NICE,
