@@ -149,6 +149,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             card = read_card(model_dir)
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
+    live = [p for p in map(load_pipeline, args.pipelines) if p.acquisition.sample_rate_hz]
+    if live:  # all of them in one service, on this machine (docs/service.md, "Capacity")
+        from pdm.service.capacity import estimate
+
+        print(estimate(live).line())
     return 0
 
 
@@ -478,6 +483,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from pdm.config import load_pipeline
     from pdm.history import default_data_dir
     from pdm.replay import check_speed, resolve_store
@@ -493,7 +500,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--replay feeds one pipeline; give exactly one")
     store = resolve_store(args.store, pipelines[0], data_dir)
     if args.worker is None:
+        from pdm.service.capacity import estimate
         from pdm.service.workers import check_workers
+
+        # What the machines need against what this machine sustains, before anything starts
+        # (one line; a service that will not fit still starts, and sheds).
+        logging.getLogger("pdm.service").warning("%s", estimate(pipelines).line())
 
         n = check_workers(args.workers, pipelines)
         if n > 1:
