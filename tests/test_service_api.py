@@ -247,6 +247,7 @@ def test_service_metrics_are_declared_with_their_types() -> None:
         "pdm_input_refused_total": "counter",
         "pdm_frames_refused_total": "counter",
         "pdm_shedding_level": "gauge",
+        "pdm_machines_parked": "gauge",
         "pdm_shedding_seconds_total": "counter",
         "pdm_shed_total": "counter",
     }
@@ -286,10 +287,11 @@ def test_service_metrics_helpers() -> None:
 
     sh = Shedder()
     for i in range(4):  # overloaded for 2 s: level 2
-        sh.update(LoadSample(0.5 * (i + 1), 0.5, 0.5, 100, 1.0 + i))
+        sh.update(LoadSample(0.5 * (i + 1), 0.5, 0.5, 100, 1.0 + 0.2 * i))
     m.observe_shedding(sh, [{"windows": 3, "spectra": 1}, {"windows": 4, "spectra": 0}])
     samples = dict(line.rsplit(" ", 1) for line in m.render().splitlines() if line[0] != "#")
     assert samples["pdm_shedding_level"] == "2"
+    assert samples["pdm_machines_parked"] == "0"
     assert samples['pdm_shedding_seconds_total{level="normal"}'] == "1"
     assert samples['pdm_shedding_seconds_total{level="spectra"}'] == "1"
     assert samples['pdm_shed_total{what="windows"}'] == "7"

@@ -56,7 +56,7 @@ from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
 from pdm.service.runner import MachineRunner
-from pdm.service.shedding import LEVELS
+from pdm.service.shedding import LEVELS, ShedPolicy
 from pdm.service.signals import stop_on_signals
 from pdm.sources.base import Chunk
 
@@ -501,6 +501,8 @@ class Service:
         # The history writer binds its statements while the processing waits for work.
         self.writer.yield_to = self.pool.idle
         self.pool.shedder.on_change = self._shedding_changed
+        # Shedding hurries once data waits a fifth of the time that faults a machine.
+        self.pool.shedder.policy = ShedPolicy.for_deadline(o.max_lag_s)
         for p in self.pipelines:
             fs = float(p.acquisition.sample_rate_hz or 0)
             runner = MachineRunner(

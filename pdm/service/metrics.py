@@ -545,7 +545,12 @@ class ServiceMetrics:
         self.shedding_level = r.gauge(
             "pdm_shedding_level",
             "The worker's shedding level: 0 nothing shed, 1 spectra, 2 explanations, 3 history "
-            "detail, 4-6 one window in 4, 2, 4/3 not decided (docs/service.md, Overload).",
+            "detail, 4-6 one window in 4, in 2, 3 in 4 not decided, 7 machines parked "
+            "(docs/service.md, Overload).",
+        )
+        self.machines_parked = r.gauge(
+            "pdm_machines_parked",
+            "Machines the worker's shedding parked (level 7): not decided, relays dropped.",
         )
         self.shedding_seconds_total = r.counter(
             "pdm_shedding_seconds_total", "Seconds spent at each shedding level.", ["level"]
@@ -615,6 +620,7 @@ class ServiceMetrics:
         from pdm.service.shedding import LEVELS
 
         self.shedding_level.set(float(shedder.rules.level))
+        self.machines_parked.set(float(shedder.parked))
         for level, seconds in zip(LEVELS, list(shedder.seconds), strict=True):
             self.shedding_seconds_total.labels(level=level.name).set_total(seconds)
         totals: dict[str, int] = {}

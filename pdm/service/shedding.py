@@ -50,7 +50,8 @@ order by the worker's one processing thread: no machine is starved.
 measures how long its oldest undecided data has waited (``delay_s``) and how busy its
 processing thread was. Overloaded — data waiting longer than ``up_delay_s`` with the
 thread busy ``up_busy`` of the time — for ``up_samples`` samples in a row while the wait
-is not falling: one level up. Calm — waits under ``down_delay_s`` — and the level below
+is not falling: one level up; once the wait passes ``urgent_delay_s`` (a fifth of
+``--max-lag-s``: 2 s by default), one level up every sample. Calm — waits under ``down_delay_s`` — and the level below
 predicted to fit (this level's busy share × the level below's cost per window / this
 level's, both measured) for ``down_s``: one level down. The hysteresis is the gap between
 the two waits and the ten seconds.
@@ -207,6 +208,11 @@ class ShedPolicy:
     down_delay_s: float = 0.2
     down_target: float = 0.8
     down_s: float = 10.0
+    #: A wait this long is urgent: one level up (or one more parking step) every
+    #: overloaded sample, not every ``up_samples``. A fifth of ``--max-lag-s`` (the service
+    #: sets it, :meth:`for_deadline`): a sudden 3x overload reaches the level that fits
+    #: before any machine's data has waited ``--max-lag-s``.
+    urgent_delay_s: float = 2.0
     #: A wait that fell by more than this since the previous sample is draining: the
     #: level in force is enough, give it time.
     draining_s: float = 0.05
@@ -214,6 +220,11 @@ class ShedPolicy:
     cost_alpha: float = 0.3
     #: The share of a worker's machines a parking step takes (at least one).
     park_share: float = 0.05
+
+    @classmethod
+    def for_deadline(cls, max_lag_s: float) -> ShedPolicy:
+        """The policy of a service whose machines fault when their data waits ``max_lag_s``."""
+        return cls(urgent_delay_s=max(cls().up_delay_s, max_lag_s / 5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +273,8 @@ def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
     draining = s.delay_s < state.last_delay - policy.draining_s
     if overloaded:
         over = state.over + 1
-        if over < policy.up_samples or draining:
+        urgent = s.delay_s > policy.urgent_delay_s
+        if (over < policy.up_samples and not urgent) or draining:
             return stay(over)
         if level < PARK_LEVEL - 1:
             return move(level + 1, 0)
