@@ -208,8 +208,8 @@ class ShedPolicy:
     down_delay_s: float = 0.2
     down_target: float = 0.8
     down_s: float = 10.0
-    #: A wait this long is urgent: one level up (or one more parking step) every
-    #: overloaded sample, not every ``up_samples``. A fifth of ``--max-lag-s`` (the service
+    #: A wait this long is urgent: one level up every overloaded sample, not every
+    #: ``up_samples`` (parking steps still wait ``up_samples``). A fifth of ``--max-lag-s`` (the service
     #: sets it, :meth:`for_deadline`): a sudden 3x overload reaches the level that fits
     #: before any machine's data has waited ``--max-lag-s``.
     urgent_delay_s: float = 2.0
@@ -273,7 +273,9 @@ def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
     draining = s.delay_s < state.last_delay - policy.draining_s
     if overloaded:
         over = state.over + 1
-        urgent = s.delay_s > policy.urgent_delay_s
+        # (urgency hurries the levels, never the parking: a parked machine's relay drops,
+        # and the wait needs a second to show what the last step gave back)
+        urgent = s.delay_s > policy.urgent_delay_s and level < PARK_LEVEL - 1
         if (over < policy.up_samples and not urgent) or draining:
             return stay(over)
         if level < PARK_LEVEL - 1:
