@@ -190,11 +190,17 @@ def test_a_worker_of_one_machine_never_parks_it() -> None:
 
 
 def test_still_overloaded_at_level_6_machines_are_parked_five_percent_a_second() -> None:
-    rows = [(0.6 + 0.1 * i, 1.0, 300) for i in range(10)]
+    rows = [(2.1 + 0.1 * i, 1.0, 300) for i in range(10)]
     got = [(st.level, st.parked) for st in _states(rows, ShedState(level=6), machines=100)]
     assert got == [
         (6, 0), (7, 5), (7, 5), (7, 10), (7, 10), (7, 15), (7, 15), (7, 20), (7, 20), (7, 25)
     ]  # fmt: skip
+    # below the urgent wait (2 s), or a wait that has not grown over a second: nobody parked
+    low = [(0.6 + 0.1 * i, 1.0, 300) for i in range(10)]
+    assert {st.parked for st in _states(low, ShedState(level=6), machines=100)} == {0}
+    slow = [(3.0 - 0.03 * i, 1.0, 300) for i in range(10)]  # draining, slower than 0.05/0.5 s
+    at6 = ShedState(level=6, last_delay=3.03, prev_delay=3.06)
+    assert {st.parked for st in _states(slow, at6, machines=100)} == {0}
     # past the urgent wait too: a relay drops with each step, the wait must show it was not
     # enough (the levels below hurry, the parking does not)
     rows = [(3.0 + 0.3 * i, 1.0, 300) for i in range(4)]

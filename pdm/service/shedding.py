@@ -57,7 +57,8 @@ level's, both measured) for ``down_s``: one level down. The hysteresis is the ga
 the two waits and the ten seconds.
 
 Level 7 is the last resort of a worker that cannot keep up even deciding every window
-length: rather than every machine falling behind together until each one's data waits
+length (overloaded at level 6 with the wait past ``urgent_delay_s`` and grown over the last
+second): rather than every machine falling behind together until each one's data waits
 ``--max-lag-s`` and every relay drops, a few machines are given up — explicitly, named in
 ``/status`` and history — so that the rest stay protected. Parked machines come back one
 step at a time (the last parked first) when the others leave room for them: calm, and the
@@ -244,6 +245,9 @@ class ShedState:
     cost: tuple[float | None, ...] = field(default=(None,) * len(LEVELS))
     #: Machines parked (level 7 only).
     parked: int = 0
+    #: The delay of the sample before the previous one, s (a parking step needs the wait
+    #: to have grown over a whole second).
+    prev_delay: float = 0.0
 
 
 def park_step(machines: int, policy: ShedPolicy) -> int:
@@ -264,10 +268,12 @@ def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
     step = park_step(s.machines, policy)
 
     def stay(over: int = 0, calm_since: float | None = None) -> ShedState:
-        return ShedState(level, state.since, over, calm_since, s.delay_s, costs, parked)
+        return ShedState(
+            level, state.since, over, calm_since, s.delay_s, costs, parked, state.last_delay
+        )
 
     def move(new_level: int, new_parked: int) -> ShedState:
-        return ShedState(new_level, s.t, 0, None, s.delay_s, costs, new_parked)
+        return ShedState(new_level, s.t, 0, None, s.delay_s, costs, new_parked, state.last_delay)
 
     overloaded = s.delay_s > policy.up_delay_s and busy >= policy.up_busy
     draining = s.delay_s < state.last_delay - policy.draining_s
@@ -280,6 +286,11 @@ def shed_step(state: ShedState, s: LoadSample, policy: ShedPolicy) -> ShedState:
             return stay(over)
         if level < PARK_LEVEL - 1:
             return move(level + 1, 0)
+        # A parking step drops relays: only when the wait is past the urgent one and has
+        # grown over the last second (a slow drain is not a reason to park one more).
+        growing = s.delay_s > state.prev_delay + policy.draining_s
+        if s.delay_s <= policy.urgent_delay_s or not growing:
+            return stay(over)
         most = max(0, s.machines - 1)  # one machine is always served
         if parked < most:
             return move(PARK_LEVEL, min(most, parked + step))
