@@ -15,9 +15,8 @@ them, the median of 5; pipelines with the same DSP configuration are measured on
 coefficients come from the whole service under load on two window shapes (docs/service.md,
 "Overload"; the runs behind them are not written down yet): the extraction's share grows
 with the window (the service extracts in rounds, with colder caches than a measurement in
-a loop), the rest — reading
-the stream, scoring, the diagnosis, the alarm step, history, the loop — is much the same
-for every window. Good to about ±25 %.
+a loop), the rest — reading the stream, scoring, the diagnosis, the alarm step, history,
+the loop — is much the same for every window. Good to about ±25 %.
 
 **What this machine sustains**: the cores this process may use (its CPU affinity, and a
 cgroup v2 quota when there is one) × :data:`SUSTAINED_SHARE` — the share of a core at which
