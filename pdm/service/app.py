@@ -1236,6 +1236,8 @@ class Service:
             "from": change.old,
             "delay_s": round(change.delay_s, 3),
             "busy": round(change.busy, 3),
+            "parked": change.parked,
+            "machines": change.machines,
             "worker": self.opts.worker,
         }
         self.writer.submit(
