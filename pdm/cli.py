@@ -149,6 +149,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             card = read_card(model_dir)
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
+    live = [p for p in map(load_pipeline, args.pipelines) if p.acquisition.sample_rate_hz]
+    if live:  # all of them in one service, on this machine (docs/service.md, "Capacity")
+        from pdm.service.capacity import estimate
+
+        print(estimate(live).line())
     return 0
 
 
@@ -601,6 +606,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from pdm.config import load_pipeline
     from pdm.history import default_data_dir
     from pdm.replay import check_speed, resolve_store
@@ -616,7 +623,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--replay feeds one pipeline; give exactly one")
     store = resolve_store(args.store, pipelines[0], data_dir)
     if args.worker is None:
+        from pdm.service.capacity import estimate
         from pdm.service.workers import check_workers
+
+        # What the machines need against what this machine sustains, before anything starts
+        # (one line; a service that will not fit still starts, and sheds).
+        logging.getLogger("pdm.service").warning("%s", estimate(pipelines).line())
 
         n = check_workers(args.workers, pipelines)
         if n > 1:
@@ -644,6 +656,7 @@ def _run(args: argparse.Namespace) -> int:
         sibling_ids=frozenset(filter(None, (args.sibling_ids or "").split(","))),
         max_frame_bytes=args.max_frame_bytes,
         max_input_bytes=args.max_input_bytes,
+        max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
         promote_min_windows=args.promote_min_windows,
     )
@@ -676,9 +689,13 @@ def _run_supervisor(
     common += ["--speed", str(args.speed), "--actions", args.actions]
     common += ["--silence-s", str(args.silence_s), "--stall-s", str(args.stall_s)]
     common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
-    common += ["--max-per-peer", str(args.max_per_peer)]
     common += ["--promote-min-windows", str(args.promote_min_windows)]
-    limits = {"--max-frame-bytes": args.max_frame_bytes, "--max-input-bytes": args.max_input_bytes}
+    limits = {
+        "--max-frame-bytes": args.max_frame_bytes,
+        "--max-input-bytes": args.max_input_bytes,
+        "--max-connections": args.max_connections,
+        "--max-per-peer": args.max_per_peer,
+    }
     for flag, value in limits.items():
         if value is not None:
             common += [flag, str(value)]
@@ -695,6 +712,7 @@ def _run_supervisor(
         listen=args.listen,
         api=None if args.api == "off" else args.api,
         stop_event=args.stop_event,
+        max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
     )
     return sup.start().run_forever()
@@ -1052,11 +1070,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of incomplete frames held across connections (default: 4 frames, >= 64 MiB)",
     )
     g.add_argument(
-        "--max-per-peer",
-        type=_whole(1, 4096),
-        default=64,
+        "--max-connections",
+        type=_whole(1, 65536),
         metavar="N",
-        help="connections from one address at once (default 64)",
+        help="connections at once (default: 2 per configured sensor + 64)",
+    )
+    g.add_argument(
+        "--max-per-peer",
+        type=_whole(1, 65536),
+        metavar="N",
+        help="connections from one address at once (default: as many as in all, since a "
+        "gateway may carry every sensor)",
     )
     p.add_argument(
         "--promote-min-windows",

@@ -34,12 +34,48 @@ from pdm.history.records import (
     StateChange,
 )
 from pdm.history.sqlite import SqliteStore
+from pdm.history.sqlite_files import SqliteHistory, worker_file
 
 StoreFactory = Callable[[Path, pytest.FixtureRequest], HistoryStore]
 
 
 def _sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> HistoryStore:
     return SqliteStore(tmp_path / "history.db")
+
+
+class _WorkerFiles:
+    """A service of three worker processes, as SQLite history sees it (issue 17): each
+    writes a file of its own (``history.db``, ``history-w1.db``, ``history-w2.db``) and
+    readers open ``history.db`` as one history (:class:`SqliteHistory`). Each record goes to
+    the file of its machine and second, so a machine's rows are spread over the files as
+    after a change of worker count, and every read of the contract merges them."""
+
+    def __init__(self, path: Path) -> None:
+        self.reader = SqliteHistory(path)
+        self.writers = [SqliteStore(worker_file(path, k)) for k in range(3)]
+        self.url = self.reader.url
+
+    def write(self, records: Sequence[Record]) -> None:
+        files: dict[int, list[Record]] = {}
+        for rec in records:
+            ts = np.atleast_1d(rec.t_ns)  # type: ignore[union-attr]
+            t = int(ts[0]) if len(ts) else 0
+            k = (sum(rec.machine.encode()) + t // S) % 3  # type: ignore[union-attr]
+            files.setdefault(k, []).append(rec)
+        for k, recs in files.items():
+            self.writers[k].write(recs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader, name)
+
+    def close(self) -> None:
+        self.reader.close()
+        for w in self.writers:
+            w.close()
+
+
+def _sqlite_worker_files(tmp_path: Path, request: pytest.FixtureRequest) -> HistoryStore:
+    return _WorkerFiles(tmp_path / "history.db")  # type: ignore[return-value]
 
 
 def _influx1_store(tmp_path: Path, request: pytest.FixtureRequest) -> HistoryStore:
@@ -54,6 +90,7 @@ def _influx1_store(tmp_path: Path, request: pytest.FixtureRequest) -> HistorySto
 #: ``pytest.skip`` when what it needs (a server) is not there.
 STORES: dict[str, StoreFactory] = {
     "sqlite": _sqlite_store,
+    "sqlite_worker_files": _sqlite_worker_files,
     "influx1": _influx1_store,
 }
 # influx2 is not here: its reads are InfluxQL on /query with a v2 token, which no server

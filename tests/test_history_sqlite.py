@@ -644,3 +644,42 @@ def test_a_reader_and_a_writer_at_the_same_time(tmp_path: Path) -> None:
         assert reader.count("features") == batches * 50
         assert len(set(seen)) > 1  # the reader did see the file grow
         assert_array_equal(reader.features("m1").values[:, 0], np.arange(batches * 50.0))
+
+
+# --- one file per worker (issue 17) -------------------------------------------------------------
+
+
+def test_each_worker_writes_its_own_file_and_readers_see_them_all(tmp_path: Path) -> None:
+    """Two workers writing one file contended for its lock ("database is locked", rows to
+    the spool). Worker K >= 1 now writes ``history-wK.db`` beside the configured file; a
+    store opened on the configured file reads them all, including a worker's file that
+    appears after it was opened."""
+    from pdm.history import open_store
+
+    url = parse_store_url(f"sqlite:///{tmp_path}/history.db")
+    w0 = open_store(url, worker=0)
+    w1 = open_store(url, worker=1)
+    reader = open_store(url)
+    try:
+        assert isinstance(w0, SqliteStore) and w0.path == tmp_path / "history.db"
+        assert isinstance(w1, SqliteStore) and w1.path == tmp_path / "history-w1.db"
+        w0.write([scores("pump-a", [0, 1], [0.1, 0.2]), features("pump-a", [0], ["x"], [[1] * 4])])
+        w1.write([scores("pump-b", [0.5], [0.3])])
+        assert reader.machines() == ["pump-a", "pump-b"]
+        assert reader.count("scores") == 3
+        w2 = open_store(url, worker=2)  # a worker started later
+        w2.write([scores("pump-a", [0.5], [0.9])])  # (as after a change of worker count)
+        w2.close()
+        got = reader.scores("pump-a")
+        assert_array_equal(got.t_ns, [T0, T0 + S // 2, T0 + S])
+        assert_array_equal(got.score, [0.1, 0.9, 0.2])
+        status = {s.machine: s for s in reader.latest_status()}
+        assert status["pump-a"].score == 0.2 and status["pump-b"].score == 0.3
+        assert sorted(p.name for p in tmp_path.glob("history*.db")) == [
+            "history-w1.db",
+            "history-w2.db",
+            "history.db",
+        ]
+    finally:
+        for st in (w0, w1, reader):
+            st.close()

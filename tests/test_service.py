@@ -203,6 +203,56 @@ def test_a_stalled_processing_loop_drops_the_relay(tmp_path: Path, modbus_server
     assert modbus_server.coil(0) is False  # stopped: fail-safe
 
 
+def test_a_busy_processing_loop_is_not_a_stuck_one(
+    tmp_path: Path, modbus_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: at 300 demo machines the watchdog took a busy loop (one long round,
+    computing) for a stalled one and dropped every relay. A loop that computes is left
+    alone until its data waits --max-lag-s; one that does not (the test above) is stuck."""
+    from pdm.config import load_pipeline
+    from pdm.history import parse_store_url
+    from pdm.service.app import Service as App
+    from pdm.service.app import ServiceOptions
+
+    pl = load_pipeline(_pipeline(tmp_path, f"modbus://127.0.0.1:{modbus_server.port}"))
+    opts = ServiceOptions(
+        store=parse_store_url(f"sqlite:///{tmp_path}/h.db"),
+        data_dir=tmp_path / "d",
+        api=None,
+        simulate=True,
+        stall_s=1.0,
+        max_lag_s=10.0,
+    )
+    app = App([pl], opts).start()
+    try:
+        runner = app.runners["demo-pump"]
+        deadline = time.monotonic() + 20
+        while not modbus_server.coil(0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert modbus_server.coil(0) is True
+        real = runner._cut
+        spun: list[float] = []
+
+        def busy(chunk: Any) -> Any:
+            if not spun:  # one round of 3 s of computing
+                end = time.perf_counter() + 3.0
+                while time.perf_counter() < end:
+                    sum(range(1000))
+                spun.append(3.0)
+            return real(chunk)
+
+        runner._cut = busy  # type: ignore[method-assign]
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert modbus_server.coil(0) is True  # never dropped
+            time.sleep(0.05)
+        assert spun and app.health()["ok"]
+    finally:
+        app.stop()
+    assert any("processing busy: one round has run" in r.message for r in caplog.records)
+    assert not any("relay dropped" in r.message for r in caplog.records)
+
+
 def test_run_needs_a_source_and_says_so(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pdm.cli", "run", str(DEMO), "--data-dir", str(tmp_path)],

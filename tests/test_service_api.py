@@ -246,6 +246,10 @@ def test_service_metrics_are_declared_with_their_types() -> None:
         "pdm_decision_latency_seconds": "histogram",
         "pdm_input_refused_total": "counter",
         "pdm_frames_refused_total": "counter",
+        "pdm_shedding_level": "gauge",
+        "pdm_machines_parked": "gauge",
+        "pdm_shedding_seconds_total": "counter",
+        "pdm_shed_total": "counter",
     }
     # Every stage shows from the first scrape, with zero counts.
     for stage in STAGES:
@@ -279,6 +283,19 @@ def test_service_metrics_helpers() -> None:
     assert samples["pdm_history_store_up"] == "1"
     assert samples['pdm_stage_seconds_count{stage="dsp"}'] == "1"
     assert samples["pdm_watchdog_stalls_total"] == "1"
+    from pdm.service.shedding import LoadSample, Shedder
+
+    sh = Shedder()
+    for i in range(4):  # overloaded for 2 s: level 2
+        sh.update(LoadSample(0.5 * (i + 1), 0.5, 0.5, 100, 1.0 + 0.2 * i))
+    m.observe_shedding(sh, [{"windows": 3, "spectra": 1}, {"windows": 4, "spectra": 0}])
+    samples = dict(line.rsplit(" ", 1) for line in m.render().splitlines() if line[0] != "#")
+    assert samples["pdm_shedding_level"] == "2"
+    assert samples["pdm_machines_parked"] == "0"
+    assert samples['pdm_shedding_seconds_total{level="normal"}'] == "1"
+    assert samples['pdm_shedding_seconds_total{level="spectra"}'] == "1"
+    assert samples['pdm_shed_total{what="windows"}'] == "7"
+    assert samples['pdm_shed_total{what="spectra"}'] == "1"
     m.forget_machine("pump-1")
     assert "pump-1" not in m.render()
 

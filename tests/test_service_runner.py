@@ -8,6 +8,7 @@ known, and hold the pooled results against each machine processed alone.
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -443,4 +444,98 @@ def test_a_sensor_back_from_a_silence_is_not_processing_behind_real_time(
         assert r.backlog_fault
     finally:
         monkeypatch.undo()
+        rig.close()
+
+
+def test_a_shedding_pool_decides_fewer_windows_but_every_sample(tmp_path: Path) -> None:
+    """Issue 17, levels 4-6 (pdm/service/shedding.py): a machine decides one window in two
+    at 50 % overlap whatever the level asks beyond that — the decided windows stay
+    contiguous, so every sample passes the protection — and counts what it skipped. Levels
+    1 and 3 leave spectra and most feature rows out of history, never the windows' decisions."""
+    from pdm.history.records import FeatureRows, Spectrum
+
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=True)
+    submitted: list[Any] = []
+    real_submit = rig.writer.submit
+
+    def spy(*recs: Any, **kw: Any) -> None:
+        submitted.extend(recs)
+        real_submit(*recs, **kw)
+
+    rig.writer.submit = spy  # type: ignore[method-assign]
+    try:
+        assert rig.pool is not None
+        (r,) = rig.runners
+        rig.pool.shedder.force(6, time.monotonic())  # three in four asked: one in two possible
+        for c in _chunks(seed=3, fault=False):
+            assert r.offer(c)
+            while not rig.pool.ready.empty():
+                rig.pool._round(rig.pool.ready.get())
+        decided = [i for m, i, _ in rig.seen]
+        stats = dict(r.stats.shed)
+    finally:
+        rig.close()
+    # 11 windows of hop 2048 in the second (see above); never two skipped in a row (two
+    # hops are one window: contiguous), the first window of the stream decided
+    assert decided == [0, 1, 3, 5, 7, 9]
+    assert all(b - a <= 2 for a, b in itertools.pairwise(decided))
+    assert stats["windows"] == 5 and r.stats.windows == 6
+    # level 6 sheds spectra and history detail too: one spectra set due, counted not stored;
+    # feature rows of one window a second (the first), the others counted
+    assert not any(isinstance(x, Spectrum) for x in submitted)
+    assert stats["spectra"] == 1
+    rows = [x for x in submitted if isinstance(x, FeatureRows)]
+    assert len(rows) == 1 and stats["history_rows"] == 5
+
+
+def test_a_pool_back_at_level_0_stores_the_spectra_it_owed(tmp_path: Path) -> None:
+    from pdm.history.records import Spectrum
+
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=True)
+    submitted: list[Any] = []
+    real_submit = rig.writer.submit
+    rig.writer.submit = lambda *recs, **kw: (submitted.extend(recs), real_submit(*recs, **kw))  # type: ignore[method-assign]
+    try:
+        assert rig.pool is not None
+        (r,) = rig.runners
+        chunks = _chunks(seed=4, fault=False)
+        rig.pool.shedder.force(1, time.monotonic())
+        for c in chunks[:12]:
+            assert r.offer(c)
+            rig.pool._round(rig.pool.ready.get())
+        assert r.stats.windows > 0 and not any(isinstance(x, Spectrum) for x in submitted)
+        rig.pool.shedder.force(0, time.monotonic())
+        for c in chunks[12:]:
+            assert r.offer(c)
+            rig.pool._round(rig.pool.ready.get())
+    finally:
+        rig.close()
+    assert r.stats.shed["spectra"] == 1
+    assert any(isinstance(x, Spectrum) for x in submitted)  # stored at the next window
+
+
+def test_parked_machines_are_windowed_not_decided_and_their_relays_dropped(
+    tmp_path: Path,
+) -> None:
+    """Level 7: the last configured machines in ok are parked first, given back last first."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 3, pool=True)
+    try:
+        assert rig.pool is not None
+        m0, m1, m2 = rig.runners
+        rig.pool._park(rig.runners, 2)
+        assert [r.machine for r in rig.pool.parked] == ["m2", "m1"]
+        assert m1.engine.relay.read_back() is False and m2.engine.relay.read_back() is False
+        assert m0.engine.relay.read_back() is True
+        streams = [_chunks(seed=i, fault=False) for i in range(3)]
+        for k in range(len(streams[0])):
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks[k])
+            while not rig.pool.ready.empty():
+                rig.pool._round(rig.pool.ready.get())
+        assert (m0.stats.windows, m1.stats.windows, m2.stats.windows) == (11, 0, 0)
+        assert m1.stats.shed["windows"] == 11
+        rig.pool._park(rig.runners, 1)  # one step back: the last parked first
+        assert [r.machine for r in rig.pool.parked] == ["m2"] and not m1.is_parked
+        assert m1.engine.relay.read_back() is True  # energised again
+    finally:
         rig.close()

@@ -60,26 +60,44 @@ def until(cond: Any, timeout: float = 5.0) -> None:
 def test_idle_connections_are_cut_at_the_first_byte_timeout_and_the_sensor_gets_in() -> None:
     """Issue 16 item 5: connections that never send a byte filled every slot for the idle
     timeout (300 s) and locked the real sensor out. They now go after first_byte_timeout_s,
-    and the sensor is served."""
+    and a sensor that finds every slot taken by silent ones pushes the oldest out at once
+    (issue 17: the service's first-frame deadline grew to fit gateways that stagger their
+    sensors, so idle connections must not be what keeps a sensor out meanwhile)."""
     col = Collector()
     srv = start_server(col, max_connections=16, max_per_peer=16, first_byte_timeout_s=0.5)
     idle = [connect(srv.port) for _ in range(16)]
     try:
         until(lambda: srv.connections == 16)
-        assert_refused(srv.port, "127.0.0.2")  # every slot taken: refused at once
-        for s in idle:
-            wait_closed_by_peer(s, timeout=3)  # cut at ~0.5 s, not 300 s
-        with connect_from(srv.port, "127.0.0.2") as sensor:
+        with connect_from(srv.port, "127.0.0.2") as sensor:  # every slot taken, all silent
             sensor.sendall(frame(1))
             col.wait(lambda c: len(c.chunks) == 1)
+            for s in idle:
+                wait_closed_by_peer(s, timeout=3)  # one pushed out, the rest cut at ~0.5 s
     finally:
         for s in idle:
             s.close()
         srv.stop()
-    assert srv.refused == {"too_many": 1, "no_data": 16}
+    assert srv.refused == {"too_many": 1, "no_data": 15}
     assert (
-        sum(1 for k, d in col.events if k == "timeout" and "sent nothing within 0.5 s" in d) == 16
+        sum(1 for k, d in col.events if k == "timeout" and "sent nothing within 0.5 s" in d) == 15
     )
+    assert any("had sent nothing for" in d for k, d in col.events if k == "refused")
+
+
+def test_a_full_receiver_of_busy_connections_refuses_the_newcomer() -> None:
+    col = Collector()
+    srv = start_server(col, max_connections=4, max_per_peer=16)
+    held = [connect(srv.port) for _ in range(4)]
+    try:
+        for s in held:
+            s.sendall(frame(0)[:10])  # started: not idle, never pushed out
+        until(lambda: srv.connections == 4 and srv.bytes_received >= 40)
+        assert_refused(srv.port, "127.0.0.2")
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+    assert srv.refused.get("too_many") == 1
 
 
 def test_connections_per_peer_address_are_capped() -> None:
@@ -321,3 +339,25 @@ def test_a_closed_connections_bytes_are_freed_at_once_not_by_the_cyclic_collecto
         srv.stop()
     assert held > 5 * mib and left < mib, (held, left)
     assert any("connection closed in the middle of a frame" in d for _, d in col.events)
+
+
+def test_the_services_input_limits_are_sized_from_its_pipelines() -> None:
+    """Issue 17: constants (512 connections, 64 from one address, a first frame within 5 s)
+    reset the sensors of a plant larger than them; sized from the pipelines they cannot."""
+    from pathlib import Path
+
+    from pdm.config import load_pipeline
+    from pdm.service.limits import FIRST_FRAME_MIN_S, InputLimits
+
+    demo = load_pipeline(Path(__file__).resolve().parent.parent / "pipelines" / "demo.toml")
+    one = InputLimits.sized([demo])
+    assert (one.max_connections, one.max_per_peer) == (2 * 1 + 64, 2 * 1 + 64)
+    assert one.first_frame_s == FIRST_FRAME_MIN_S  # a 0.32-s window: the floor
+    plant = InputLimits.sized([demo] * 600)  # 600 sensors behind one gateway
+    assert plant.max_connections == plant.max_per_peer == 1264
+    acq = demo.acquisition.model_copy(update={"window_samples": 25600 * 32})  # 32-s windows
+    slow = demo.model_copy(update={"acquisition": acq})
+    assert InputLimits.sized([demo, slow]).first_frame_s == 64.0
+    own = InputLimits.sized([demo] * 600, max_connections=100, max_per_peer=500)
+    assert (own.max_connections, own.max_per_peer) == (100, 100)  # the smaller bound wins
+    assert "1264 connections, 1264 from one address" in plant.describe()

@@ -514,16 +514,21 @@ def recent_spectra(
     directly (read-only) for the waterfall. Other stores give the newest one only.
     """
     if url.scheme == "sqlite" and url.path is not None and url.path.exists():
+        from pdm.history.sqlite_files import history_files
+
         try:
-            db = sqlite3.connect(f"{url.path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-            try:
-                rows = db.execute(
-                    'SELECT sensor, t_ns, f0_hz, df_hz, unit, "values" FROM spectra '
-                    "WHERE machine = ? AND channel = ? AND type = ? ORDER BY t_ns DESC LIMIT ?",
-                    (machine, channel, type, int(limit)),
-                ).fetchall()
-            finally:
-                db.close()
+            rows = []
+            for path in history_files(url.path):  # a service's workers write a file each
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+                try:
+                    rows += db.execute(
+                        'SELECT sensor, t_ns, f0_hz, df_hz, unit, "values" FROM spectra '
+                        "WHERE machine = ? AND channel = ? AND type = ? ORDER BY t_ns DESC LIMIT ?",
+                        (machine, channel, type, int(limit)),
+                    ).fetchall()
+                finally:
+                    db.close()
+            rows = sorted(rows, key=lambda r: -int(r[1]))[: int(limit)]
             out = [
                 Spectrum(
                     machine,

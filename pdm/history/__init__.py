@@ -41,14 +41,26 @@ def spool_path(data_dir: Path, url: StoreURL, *, worker: int | None = None) -> P
     return data_dir / "spool" / f"{slug}-{digest}{suffix}.db"
 
 
-def open_store(url: StoreURL | str, *, retention_days: float | None = None) -> HistoryStore:
-    """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline)."""
+def open_store(
+    url: StoreURL | str, *, retention_days: float | None = None, worker: int | None = None
+) -> HistoryStore:
+    """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline).
+
+    SQLite: worker ``K`` of a multi-process service writes a file of its own (worker 0 the
+    named one, ``K`` ≥ 1 ``history-wK.db`` beside it), so that no two processes contend for
+    one file; without ``worker`` the store writes the named file and reads it with its
+    workers' files as one history (:mod:`pdm.history.sqlite_files`).
+    """
     cfg = parse_store_url(url) if isinstance(url, str) else url
     if cfg.scheme == "sqlite":
         from pdm.history.sqlite import SqliteStore
+        from pdm.history.sqlite_files import SqliteHistory, worker_file
 
         assert cfg.path is not None
-        return SqliteStore(cfg.path, retention_days=retention_days or None)  # 0: keep all
+        keep = retention_days or None  # 0: keep all
+        if worker is not None:  # a worker's writer: its own file only
+            return SqliteStore(worker_file(cfg.path, worker), retention_days=keep)
+        return SqliteHistory(cfg.path, retention_days=keep)
     if cfg.scheme == "influx1":
         from pdm.history.influx import Influx1Store
 

@@ -90,6 +90,10 @@ class Recorder:
         self._capture_windows = capture_windows
         self._before: list[Window] = []
         self.captures_made = 0
+        #: Spectra sets the service shed: one for each interval of signal
+        #: (``spectra_every_s``) in which a set fell due and was not stored.
+        self.spectra_shed = 0
+        self._spectra_shed_until: int | None = None
         cols = pipeline.columns
         self._sensor_of = {c: pipeline.channel(c)[0].id for c in cols}
         self._sensors: dict[tuple[str, ...], tuple[str, ...]] = {}  # per channels tuple
@@ -125,27 +129,25 @@ class Recorder:
         *,
         model: str = "",
         thresholds: dict[str, float] | None = None,
+        spectra: bool = True,
+        detail: bool = True,
     ) -> list[Record]:
-        """Records for a group of windows and their score rows (same order, or none)."""
+        """Records for a group of windows and their score rows (same order, or none).
+
+        A busy service sheds (docs/service.md, "Overload"): ``spectra`` False stores no
+        spectra (a set that falls due meanwhile is counted in :attr:`spectra_shed` and
+        stored at the first window after); ``detail`` False leaves out the feature and
+        score rows (:meth:`detail_records` makes them, should a transition need them).
+        Events, transitions and captures are never left out.
+        """
         if not group:
             return []
-        out: list[Record] = [self.features(group)]
+        out: list[Record] = self.detail_records(group, score_rows) if detail else []
         if score_rows:
-            t_ns = [to_ns(wf.window.t_start) for wf in group]
-            out += self._row_events(score_rows, t_ns)
-            models = {r.get("model") or "" for r in score_rows}
-            for m in sorted(models):
-                pick = [i for i, r in enumerate(score_rows) if (r.get("model") or "") == m]
-                out.append(
-                    ScoreRows.from_rows(
-                        self.machine,
-                        [score_rows[i] for i in pick],
-                        t_ns=[t_ns[i] for i in pick],
-                    )
-                )
+            out += self._row_events(score_rows, [to_ns(wf.window.t_start) for wf in group])
         self._before = list(self._recent)
         for i, wf in enumerate(group):
-            out += self._spectra(wf)
+            out += self._spectra(wf, store=spectra)
             reason, self._capture_next = self._capture_next, None
             if wf.window.index in self._capture_windows:
                 reason = f"on demand (window {wf.window.index})"
@@ -166,6 +168,25 @@ class Recorder:
                         )
                     )
         self._recent.extend(wf.window for wf in group)
+        return out
+
+    def detail_records(
+        self, group: Sequence[WindowFeatures], score_rows: Sequence[dict[str, Any]] = ()
+    ) -> list[Record]:
+        """The feature rows of a group of windows and their score rows (by model)."""
+        out: list[Record] = [self.features(group)]
+        if score_rows:
+            t_ns = [to_ns(wf.window.t_start) for wf in group]
+            models = {r.get("model") or "" for r in score_rows}
+            for m in sorted(models):
+                pick = [i for i, r in enumerate(score_rows) if (r.get("model") or "") == m]
+                out.append(
+                    ScoreRows.from_rows(
+                        self.machine,
+                        [score_rows[i] for i in pick],
+                        t_ns=[t_ns[i] for i in pick],
+                    )
+                )
         return out
 
     def _row_events(self, rows: Sequence[dict[str, Any]], t_ns: Sequence[int]) -> list[Record]:
@@ -254,12 +275,18 @@ class Recorder:
             np.repeat([f.valid for f in frames], n_ch).astype(bool),
         )
 
-    def _spectra(self, wf: WindowFeatures) -> list[Record]:
+    def _spectra(self, wf: WindowFeatures, *, store: bool = True) -> list[Record]:
         t = to_ns(wf.window.t_start)
         if self._next_spectra_ns is not None and t < self._next_spectra_ns:
             return []
         if not wf.features.valid:
             return []
+        if not store:  # still due: stored at the first window when shedding ends
+            if self._spectra_shed_until is None or t >= self._spectra_shed_until:
+                self.spectra_shed += 1  # one a due time, as many as would have been stored
+                self._spectra_shed_until = t + self._spectra_every_ns
+            return []
+        self._spectra_shed_until = None
         every = self._spectra_every_ns
         self._next_spectra_ns = t + every - (t - self._spectra_phase_ns) % every if every > 0 else t
         h = self.pipeline.history

@@ -237,6 +237,10 @@ class WindowScorer:
         #: a diagnosis (the service: explaining every healthy window cost more than scoring
         #: it, and a healthy window has nothing to explain). Replays explain every window.
         self.explain_all = explain_all
+        #: False: no window is explained (no top features, no evidence text; the diagnosis
+        #: label and its confidence stay). Counted in :attr:`unexplained`.
+        self.explain = True
+        self.unexplained = 0
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
         """One JSON-ready dict per window: time, score, state, top features, the machine's
@@ -275,6 +279,17 @@ class WindowScorer:
                     top_features=[],
                     below_baseline=quiet[i],
                     **_NO_DIAGNOSIS,
+                )
+            elif ok[i] and not self.explain:
+                # A busy service sheds explanations (docs/service.md, "Overload"): the
+                # diagnosis label and its confidence stay, they may corroborate a trip.
+                self.unexplained += 1
+                row.update(
+                    score=round(s, 6),
+                    state=self.model.state(s),
+                    top_features=[],
+                    below_baseline=quiet[i],
+                    **{**diagnosis_fields(wf.diagnosis), "evidence": []},
                 )
             elif ok[i]:
                 xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)

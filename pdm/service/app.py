@@ -56,12 +56,14 @@ from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
 from pdm.service.runner import MachineRunner
+from pdm.service.shedding import LEVELS, ShedPolicy
 from pdm.service.signals import stop_on_signals
 from pdm.sources.base import Chunk
 
 if TYPE_CHECKING:
     from pdm.scoring.update import CandidateReport
     from pdm.service.runner import ShadowRun
+    from pdm.service.shedding import ShedChange
     from pdm.sources.tcp import StreamKeys
 
 __all__ = [
@@ -129,11 +131,12 @@ class ServiceOptions:
     sibling_ids: frozenset[str] = frozenset()
     #: Stream input limits (pdm/sources/tcp.py, TcpStreamServer): the largest frame (None:
     #: sized from the pipelines, ``frame_limit``), the bytes of incomplete frames across
-    #: connections (None: 4 frames, at least 64 MiB), connections at once and per address.
+    #: connections (None: 4 frames, at least 64 MiB), connections at once and per address
+    #: (None: sized from the pipelines' sensors, pdm/service/limits.py).
     max_frame_bytes: int | None = None
     max_input_bytes: int | None = None
-    max_connections: int = 512
-    max_per_peer: int = 64
+    max_connections: int | None = None
+    max_per_peer: int | None = None
     #: Shadow windows a candidate must have scored before ``promote`` (unless forced).
     promote_min_windows: int = 100
 
@@ -467,7 +470,7 @@ class Service:
     def start(self) -> Service:
         o = self.opts
         o.data_dir.mkdir(parents=True, exist_ok=True)
-        with open_store(o.store) as probe:
+        with open_store(o.store, worker=o.worker) as probe:
             try:
                 probe.ping()
             except Exception as exc:
@@ -478,7 +481,8 @@ class Service:
         keep = [p.history.retention_days for p in self.pipelines]
         retention = None if not keep or 0 in keep else max(keep)
         self.writer = HistoryWriter(
-            lambda: open_store(o.store, retention_days=retention),
+            # (worker K writes a history file of its own: no two processes contend for one)
+            lambda: open_store(o.store, retention_days=retention, worker=o.worker),
             self.spool,
             label="appliance",
             nice=WRITER_NICE,
@@ -496,6 +500,9 @@ class Service:
         self.pool = RunnerPool()
         # The history writer binds its statements while the processing waits for work.
         self.writer.yield_to = self.pool.idle
+        self.pool.shedder.on_change = self._shedding_changed
+        # Shedding hurries once data waits a fifth of the time that faults a machine.
+        self.pool.shedder.policy = ShedPolicy.for_deadline(o.max_lag_s)
         for p in self.pipelines:
             fs = float(p.acquisition.sample_rate_hz or 0)
             runner = MachineRunner(
@@ -752,8 +759,13 @@ class Service:
             else:
                 self.writer.submit(ev)
 
+        from pdm.service.limits import InputLimits
+
         _raise_fd_limit()
         o = self.opts
+        limits = InputLimits.sized(
+            self.pipelines, max_connections=o.max_connections, max_per_peer=o.max_per_peer
+        )
         # Read by the processing thread between its rounds (RunnerPool.drive), not by a
         # thread of its own that would contend with it for the interpreter lock.
         tcp = self.tcp = TcpStreamServer(
@@ -761,8 +773,9 @@ class Service:
             port,
             on_chunk=on_chunk,
             on_event=on_event,
-            max_connections=o.max_connections,
-            max_per_peer=o.max_per_peer,
+            max_connections=limits.max_connections,
+            max_per_peer=limits.max_per_peer,
+            first_byte_timeout_s=limits.first_frame_s,
             max_frame_bytes=self.frame_limit(),
             max_input_bytes=o.max_input_bytes,
             keys=self.stream_keys,
@@ -782,7 +795,7 @@ class Service:
 
             pool.drive(poll)
         if self.opts.worker is None:
-            log.warning("stream input on %s:%d", host, self.tcp.port)
+            log.warning("stream input on %s:%d: %s", host, self.tcp.port, limits.describe())
 
     def _start_mqtt(self, url: str) -> None:
         from pdm.sources.mqtt import MqttSource, default_client_id, parse_mqtt_url
@@ -1211,19 +1224,82 @@ class Service:
             "signed_by": report.key_id,
         }
 
+    # -- overload -------------------------------------------------------------------------------
+    def _shedding_changed(self, change: ShedChange) -> None:
+        """A new shedding level (pdm/service/shedding.py): one log line, one history event."""
+        who = "" if self.opts.worker is None else f" (worker {self.opts.worker})"
+        msg = change.message + who
+        (log.warning if change.new else log.info)("%s", msg)
+        detail = {
+            "level": change.new,
+            "name": LEVELS[change.new].name,
+            "from": change.old,
+            "delay_s": round(change.delay_s, 3),
+            "busy": round(change.busy, 3),
+            "parked": change.parked,
+            "machines": change.machines,
+            "worker": self.opts.worker,
+        }
+        self.writer.submit(
+            Event(
+                "appliance",
+                time.time_ns(),
+                "shedding",
+                "warning" if change.new else "info",
+                msg,
+                detail=json.dumps(detail),
+            )
+        )
+
+    def _shedding_status(self) -> dict[str, Any]:
+        return {**self.pool.shedder.status(), "worker": self.opts.worker}
+
     # -- watchdog -------------------------------------------------------------------------------
     def _watchdog(self) -> None:
+        """Every 0.25 s: is the processing loop moving? One that has not moved is stuck (no
+        CPU: the machines with work waiting get ``appliance_fault`` after ``--stall-s``) or
+        busy (computing: only after ``--max-lag-s``, the time within which each machine's
+        data must be decided) — pdm/service/watchdog.py."""
+        from pdm.service.watchdog import stall_verdict, thread_cpu_s
+
+        beat_seen = -1.0  # the heartbeat last seen, and the thread's CPU time then
+        cpu_then: float | None = None
+        said = ""
         while not self.stop_event.wait(0.25):
             now = time.monotonic()
+            beat = self.pool.heartbeat
+            cpu = thread_cpu_s(self.pool.native_id)
+            if beat != beat_seen:
+                beat_seen, cpu_then = beat, cpu
+            stale = now - beat
+            share = (
+                None
+                if cpu is None or cpu_then is None or not self.pool.alive
+                else (cpu - cpu_then) / max(stale, 1e-3)
+            )
+            verdict = stall_verdict(stale, share, self.opts.stall_s, self.opts.max_lag_s)
+            if verdict == "busy" and said != "busy":
+                log.warning(
+                    "processing busy: one round has run %.1f s, computing (%.0f%% of a core); "
+                    "machines are put in appliance_fault only when their data waits %g s",
+                    stale,
+                    100 * (share or 0.0),
+                    self.opts.max_lag_s,
+                )
+            said = verdict
             for machine, runner in self.runners.items():
-                stalled = (
-                    runner.busy or not runner.alive
-                ) and now - runner.heartbeat > self.opts.stall_s
+                waiting = runner.busy or not runner.alive
+                act = verdict in ("stuck", "late") or (
+                    not runner.alive and stale > self.opts.stall_s
+                )
+                stalled = waiting and act
                 if stalled and machine not in self._watchdog_faults:
                     self._watchdog_faults.add(machine)
                     reason = (
-                        f"processing stalled for {now - runner.heartbeat:.1f} s "
-                        f"(watchdog, limit {self.opts.stall_s:g} s)"
+                        f"processing stuck for {stale:.1f} s (watchdog, limit {self.opts.stall_s:g} s)"
+                        if verdict != "late"
+                        else f"processing busy for {stale:.1f} s in one round: no decision "
+                        f"within {self.opts.max_lag_s:g} s (watchdog)"
                     )
                     log.error("%s: %s: relay dropped", machine, reason)
                     if self.m is not None:
@@ -1244,6 +1320,7 @@ class Service:
         from pdm.service.api import machine_status
 
         out = []
+        shedding = self._shedding_status()
         for machine, r in self.runners.items():
             st = r.engine.state
             assert st is not None
@@ -1252,6 +1329,7 @@ class Service:
                 x
                 for x in (
                     "behind real time" if r.backlog_fault else "",
+                    "parked: the appliance is overloaded" if r.is_parked else "",
                     "processing stalled" if machine in self._watchdog_faults else "",
                     r.engine._appliance_fault,
                 )
@@ -1282,6 +1360,8 @@ class Service:
                 shadow=r.shadow.as_dict() if r.shadow is not None else None,
                 refused=refused,
                 last_refused=last_refusal[1] if last_refusal else None,
+                # the worker's shedding level, and what it left out of this machine's work
+                shedding={**shedding, "shed": dict(r.stats.shed)},
             )
             out.append(d)
         return out
@@ -1307,6 +1387,7 @@ class Service:
                 r.alive
                 and machine not in self._watchdog_faults
                 and not r.backlog_fault
+                and not r.is_parked
                 and not refused
             )
             detail = (
@@ -1316,10 +1397,18 @@ class Service:
                 if machine in self._watchdog_faults
                 else "behind real time"
                 if r.backlog_fault
+                else "parked: the appliance is overloaded (shedding level 7)"
+                if r.is_parked
                 else refused or f"{r.stats.windows} windows, lag {r.stats.lag_s:.2f} s"
             )
             checks[machine] = (ok, detail)
         checks["history"] = history_health(self.writer.snapshot(), max_spool_rows=10_000_000)
+        # Shedding is the appliance coping, not failing: shown, never a failed check.
+        shed = self.pool.shedder.rules
+        checks["shedding"] = (
+            True,
+            "nothing shed" if shed.level == 0 else f"level {shed.level} {shed.name}",
+        )
         report = health_report(checks)
         report["uptime_s"] = round(time.monotonic() - self.started, 1)
         return report
@@ -1371,10 +1460,12 @@ class Service:
             any_fault = (
                 any_fault
                 or r.backlog_fault
+                or r.is_parked
                 or machine in self._watchdog_faults
                 or bool(r.engine._appliance_fault)
             )
         m.appliance_fault.set(1.0 if any_fault else 0.0)
+        m.observe_shedding(self.pool.shedder, [r.stats.shed for r in self.runners.values()])
         m.observe_history(snap)
         with self._refusals_lock:
             refusals = {k: dict(v) for k, v in self._refusals.items()}

@@ -39,6 +39,7 @@ from pdm.alarms.state import LEVELS
 
 if TYPE_CHECKING:
     from pdm.history.writer import WriterStats
+    from pdm.service.shedding import Shedder
 
 __all__ = [
     "ALARM_STATES",
@@ -541,6 +542,26 @@ class ServiceMetrics:
             "A machine's frames refused by the pipeline's checks (clock, sample_rate, channels).",
             ["machine", "cause"],
         )
+        self.shedding_level = r.gauge(
+            "pdm_shedding_level",
+            "The worker's shedding level: 0 nothing shed, 1 spectra, 2 explanations, 3 history "
+            "detail, 4-6 one window in 4, in 2, 3 in 4 not decided, 7 machines parked "
+            "(docs/service.md, Overload).",
+        )
+        self.machines_parked = r.gauge(
+            "pdm_machines_parked",
+            "Machines the worker's shedding parked (level 7): not decided, relays dropped.",
+        )
+        self.shedding_seconds_total = r.counter(
+            "pdm_shedding_seconds_total", "Seconds spent at each shedding level.", ["level"]
+        )
+        self.shed_total = r.counter(
+            "pdm_shed_total",
+            "What shedding left out, over every machine: windows not decided, spectra sets "
+            "not stored, explanations not made, windows whose feature and score rows were "
+            "not stored.",
+            ["what"],
+        )
         for stage in STAGES:  # every stage shows (with zero counts) from the first scrape
             self.stage_seconds.labels(stage=stage)
         # Each machine's alarm states shown and model version: a scrape updates every
@@ -593,6 +614,21 @@ class ServiceMetrics:
         self.history_spool_rows.set(stats.spool_rows)
         self.history_store_up.set(1.0 if stats.store_up else 0.0)
         self.history_rows_dropped_total.set_total(stats.rows_dropped)
+
+    def observe_shedding(self, shedder: Shedder, shed: Sequence[Mapping[str, int]]) -> None:
+        """Copy a worker's shedding level, its time per level and the machines' counts."""
+        from pdm.service.shedding import LEVELS
+
+        self.shedding_level.set(float(shedder.rules.level))
+        self.machines_parked.set(float(shedder.parked))
+        for level, seconds in zip(LEVELS, list(shedder.seconds), strict=True):
+            self.shedding_seconds_total.labels(level=level.name).set_total(seconds)
+        totals: dict[str, int] = {}
+        for counts in shed:
+            for what, n in counts.items():
+                totals[what] = totals.get(what, 0) + n
+        for what, n in totals.items():
+            self.shed_total.labels(what=what).set_total(n)
 
     def forget_machine(self, machine: str) -> None:
         """Drop every series of ``machine`` (it left the configuration)."""

@@ -36,7 +36,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,18 +49,23 @@ from pdm.dsp.features import FeatureExtractor, extract_many
 from pdm.dsp.windows import Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
-from pdm.history.records import Event, Record, to_ns
+from pdm.history.records import Event, Record, StateChange, to_ns
 from pdm.history.writer import HistoryWriter
 from pdm.processing import FeatureStream, WindowFeatures
+from pdm.service.shedding import LEVELS, LoadSample, Shed, Shedder, WindowGate, max_skipped_run
 from pdm.sources.base import Chunk
 
 if TYPE_CHECKING:
     from pdm.scoring.runtime import Model
     from pdm.scoring.vector import FeatureVectorizer
 
-__all__ = ["MachineRunner", "RunnerPool", "RunnerStats", "ShadowRun"]
+__all__ = ["SHED_KINDS", "MachineRunner", "RunnerPool", "RunnerStats", "ShadowRun"]
 
 log = logging.getLogger("pdm.service")
+
+
+#: What a machine's shedding counts (``/status``'s ``shedding.shed``, ``pdm_shed_total``).
+SHED_KINDS = ("windows", "spectra", "explanations", "history_rows")
 
 
 @dataclass
@@ -72,6 +77,10 @@ class RunnerStats:
     lag_s: float = 0.0
     stage_s: dict[str, float] | None = None
     started: float = 0.0
+    #: What the worker's shedding (pdm/service/shedding.py) left out for this machine:
+    #: windows not decided, spectra sets not stored, explanations not made, windows whose
+    #: feature and score rows were not stored.
+    shed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SHED_KINDS, 0))
 
 
 class ShadowRun:
@@ -172,6 +181,18 @@ class RunnerPool:
         self.idle = threading.Event()
         self._rate_windows = 0
         self._rate_since = time.monotonic()
+        #: The worker's shedding level (pdm/service/shedding.py), sampled every half second
+        #: from what this thread measures: how long it waited for work (the rest of the
+        #: time it was busy), the windows cut, and how long the oldest undecided data waits.
+        self.shedder = Shedder(now=self._rate_since)
+        self._idle_s = 0.0
+        #: Since when the network has not been read because a queue is congested (its data
+        #: waits in the kernel meanwhile: that wait counts as the oldest data's too).
+        self._paused_since: float | None = None
+        #: The processing thread's id in the kernel (set when it runs).
+        self.native_id: int | None = None
+        #: Machines parked by the shedding (level 7), in the order they were parked.
+        self.parked: list[MachineRunner] = []
 
     def add(self, runner: MachineRunner) -> None:
         with self._lock:
@@ -203,7 +224,12 @@ class RunnerPool:
         """Whether the network may be read now (no machine's queue is congested)."""
         if self.congested:
             self.congested = {r for r in self.congested if r.queue.qsize() > r.queue.maxsize // 4}
-        return not self.congested
+        if self.congested:
+            if self._paused_since is None:
+                self._paused_since = time.monotonic()
+            return False
+        self._paused_since = None
+        return True
 
     def _next(self, timeout: float) -> MachineRunner | None:
         """The next machine with a chunk waiting, waiting up to ``timeout`` s for one."""
@@ -213,6 +239,7 @@ class RunnerPool:
         waits = timeout > 0 and self.ready.empty()
         if waits:
             self.idle.set()
+            t0 = time.monotonic()
         try:
             if poll is None and timeout > 0:
                 return self.ready.get(timeout=timeout)
@@ -224,12 +251,16 @@ class RunnerPool:
         finally:
             if waits:
                 self.idle.clear()
+                # (the reading of what came counts as waiting too: a small share, and it
+                # ends the wait only when something came)
+                self._idle_s += time.monotonic() - t0
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        self.native_id = threading.get_native_id()  # the watchdog reads its CPU time
         housekeeping = time.monotonic() + 0.5
         while True:
             poll = self.poller
@@ -241,15 +272,53 @@ class RunnerPool:
             now = self.heartbeat = time.monotonic()
             if now >= housekeeping:
                 housekeeping = now + 0.5
-                self.window_rate = self._rate_windows / max(now - self._rate_since, 1e-3)
-                self._rate_windows, self._rate_since = 0, now
                 with self._lock:
                     runners = list(self.runners)
+                self._sample_load(now, runners)
                 for r in runners:
                     if not r._done.is_set() and r.queue.empty():
                         r.writer.submit(*r.engine.retry_relay())
                 if runners and all(r._done.is_set() for r in runners):
                     return
+
+    def _sample_load(self, now: float, runners: list[MachineRunner]) -> None:
+        """Every half second: the window rate (for gathering) and the shedding's sample."""
+        interval = max(now - self._rate_since, 1e-3)
+        self.window_rate = self._rate_windows / interval
+        wall = time.time()
+        delay = max((r.head_wait(now, wall) for r in runners), default=0.0)
+        if self._paused_since is not None:
+            delay = max(delay, now - self._paused_since)
+        busy = max(0.0, interval - self._idle_s)
+        sample = LoadSample(now, interval, busy, self._rate_windows, delay, len(runners))
+        self.shedder.update(sample)
+        self._rate_windows, self._rate_since, self._idle_s = 0, now, 0.0
+        if self.shedder.parked != len(self.parked):
+            self._park(runners, self.shedder.parked)
+
+    def _park(self, runners: list[MachineRunner], n: int) -> None:
+        """Park machines until ``n`` are (level 7, pdm/service/shedding.py): those in ``ok``
+        first, the last configured first; give back the last parked first."""
+        while len(self.parked) > n:
+            self.parked.pop().park(False, "the appliance can decide for it again")
+        if len(self.parked) >= n:
+            return
+        order = {id(r): i for i, r in enumerate(runners)}
+        free = [r for r in runners if not r.is_parked and not r._done.is_set()]
+        free.sort(key=lambda r: (r.engine.state is not None and r.engine.state.state != "ok",
+                                 -order[id(r)]))  # fmt: skip
+        for r in free[: n - len(self.parked)]:
+            self.parked.append(r)
+            r.park(
+                True,
+                f"appliance overloaded: parked at shedding level 7 ({n} of {len(runners)} "
+                "machines), its protection cannot be decided",
+            )
+
+    @property
+    def rules(self) -> Shed:
+        """What the worker sheds now (its level's :class:`~pdm.service.shedding.Shed`)."""
+        return self.shedder.rules
 
     def _round(self, first: MachineRunner) -> None:
         """One turn for ``first`` and for every machine already waiting, up to
@@ -373,6 +442,13 @@ class MachineRunner:
                 engine=self.features.engine,  # the model's healthy lines are no fault evidence
             )
         self.recorder = Recorder(self.pipeline, CaptureStore(data_dir))
+        acq = self.pipeline.acquisition
+        #: Which windows are decided while the worker sheds windows (levels 4-6).
+        self.gate = WindowGate(max_skipped_run(acq.window_samples, acq.hop_samples))
+        #: Signal time (POSIX s) of the newest window whose rows went to history.
+        self._rows_kept_t = -float("inf")
+        #: Parked by the worker's shedding (level 7): windowed, not decided, relay dropped.
+        self.is_parked = False
         self.engine = AlarmEngine(
             self.pipeline, alarm_store, writer.submit, self.recorder, data_dir, actions=actions
         )
@@ -443,6 +519,23 @@ class MachineRunner:
         """Work is waiting (the watchdog only worries about runners with work to do)."""
         return not self.queue.empty()
 
+    @property
+    def rules(self) -> Shed:
+        """What the worker sheds now (nothing for a runner without a pool)."""
+        return self.pool.rules if self.pool is not None else LEVELS[0]
+
+    def head_wait(self, now: float, wall: float) -> float:
+        """How long the oldest queued chunk has waited, s: since its arrival (live
+        inputs), else since its last sample's time (the simulator and replays stamp their
+        chunks with the wall clock). 0 with nothing queued."""
+        with self.queue.mutex:
+            head = self.queue.queue[0] if self.queue.queue else None
+        if head is None:
+            return 0.0
+        if head.received is not None:
+            return max(0.0, now - head.received)
+        return max(0.0, wall - (head.t0 + head.n_samples / head.fs))
+
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop; the relay drops (fail-safe). Within about
         ``timeout`` s in all: half of it for the queue, the rest for the webhooks (what
@@ -497,6 +590,15 @@ class MachineRunner:
             windows = self.features.cut(chunk)
         except Exception as exc:
             return _Cut(self, [], chunk.received, None, error=exc)
+        skip = self.rules.skip
+        if self.is_parked:
+            self.stats.shed["windows"] += len(windows)
+            windows = []  # cut (the windowing goes on, no gap when it comes back), not decided
+        elif windows and skip > 0:
+            # Shedding windows (levels 4-6): every sample still in a decided window.
+            kept = [w for w in windows if self.gate.decide(skip, w.segment)]
+            self.stats.shed["windows"] += len(windows) - len(kept)
+            windows = kept
         self.observe("read", time.perf_counter() - t0)
         return _Cut(self, windows, chunk.received, self.features.extractor)
 
@@ -565,7 +667,12 @@ class MachineRunner:
             model, self._next_model = self._next_model, None
             self.scores.scorer = self.scores.scorer_for(model)
             self.scores.teach = None
+        rules = self.rules
         t1 = time.perf_counter()
+        scorer = self.scores.scorer if self.scores is not None else None
+        unexplained = 0
+        if scorer is not None:
+            scorer.explain, unexplained = rules.explain, scorer.unexplained
         rows = self.scores.process([wf]) if self.scores is not None else []
         if rows:
             last = rows[-1]
@@ -579,10 +686,26 @@ class MachineRunner:
         if self.scores is not None and self.scores.scorer is not None:
             m = self.scores.scorer.model
             model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
-        recs: list[Record] = self.recorder.records([wf], rows, model=model, thresholds=thresholds)
+        detail = self._keep_rows(wf, rows, rules)
+        shed = self.stats.shed
+        before = self.recorder.spectra_shed
+        recs: list[Record] = self.recorder.records(
+            [wf], rows, model=model, thresholds=thresholds, spectra=rules.spectra, detail=detail
+        )
+        shed["spectra"] += self.recorder.spectra_shed - before
+        if scorer is not None:
+            shed["explanations"] += scorer.unexplained - unexplained
         new_events = self.features.events[self.recorder.events_seen :]
         recs += self.recorder.stream_events(self.features.events)
-        recs += self.engine.process([wf], rows, model=model, thresholds=thresholds, gaps=new_events)
+        decided = self.engine.process(
+            [wf], rows, model=model, thresholds=thresholds, gaps=new_events
+        )
+        recs += decided
+        if not detail:
+            if any(isinstance(r, StateChange) for r in decided):
+                recs += self.recorder.detail_records([wf], rows)  # a transition's rows stay
+            else:
+                shed["history_rows"] += 1
         t3 = time.perf_counter()
         self.observe("alarms", t3 - t2)
         if received is not None and self.on_decision is not None:
@@ -601,6 +724,18 @@ class MachineRunner:
             t4 = time.perf_counter()
             self._shadow_window(shadow, wf, rows[-1], model)
             self.observe("shadow", time.perf_counter() - t4)
+
+    def _keep_rows(self, wf: WindowFeatures, rows: list[dict[str, Any]], rules: Shed) -> bool:
+        """Whether this window's feature and score rows go to history: always, but at
+        ``history_detail`` and above at most one window's per ``rules.rows_every_s`` of
+        signal — and every window not ``ok`` (alert, danger, invalid, learning)."""
+        t = wf.window.t_start
+        every = rules.rows_every_s
+        state = rows[-1].get("state") if rows else "ok"
+        if every <= 0 or state != "ok" or t - self._rows_kept_t >= every or t < self._rows_kept_t:
+            self._rows_kept_t = t
+            return True
+        return False
 
     def _shadow_window(
         self, shadow: ShadowRun, wf: WindowFeatures, row: dict[str, Any], active_version: str
@@ -674,6 +809,15 @@ class MachineRunner:
         log.error("%s: %s", self.machine, msg)
         self.writer.submit(Event(self.machine, time.time_ns(), "backlog_dropped", "alarm", msg))
         self._set_backlog_fault(True, msg)
+
+    def park(self, on: bool, reason: str) -> None:
+        """Parked (``on``) by the worker's shedding: its relay dropped with
+        ``appliance_fault`` until it is given back. On the pool's thread."""
+        if on == self.is_parked:
+            return
+        self.is_parked = on
+        (log.error if on else log.warning)("%s: %s", self.machine, reason)
+        self.writer.submit(*self.engine.force_safe(on, reason, source="shedding"))
 
     def _set_backlog_fault(self, on: bool, reason: str) -> None:
         if on == self.backlog_fault:

@@ -58,20 +58,25 @@ from pdm.errors import ConfigError, InputError
 from pdm.loglimit import LogLimiter
 from pdm.service.api import APIError, Readable
 
-__all__ = ["Supervisor", "WorkerSpec", "adopt_orphan_spools", "merge_expositions", "plan_workers"]
+__all__ = [
+    "MAX_HANDSHAKES",
+    "Supervisor",
+    "WorkerSpec",
+    "adopt_orphan_spools",
+    "merge_expositions",
+    "plan_workers",
+]
 
 log = logging.getLogger("pdm.service")
 
 _RESTART_FIRST_S = 1.0
 _RESTART_MAX_S = 30.0
 _CALL_TIMEOUT_S = 10.0
-#: A connection to the public stream port must send its first frame's header (up to the
-#: sensor id) within this many seconds, or it is refused.
-HANDSHAKE_S = 5.0
-#: Connections waiting for their header at once; one more pushes the oldest out.
+#: Connections waiting for their first frame's header at once, at least (more when the
+#: configured sensors need more, :func:`pdm.service.limits.connection_limit`); one more
+#: pushes the oldest out. How long one may wait, and how many from one address, are sized
+#: from the pipelines too (:class:`pdm.service.limits.InputLimits`).
 MAX_HANDSHAKES = 1024
-#: ... and from one address (``--max-per-peer``, as for the workers' own connections).
-MAX_HANDSHAKES_PER_PEER = 64
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
@@ -231,8 +236,11 @@ class Supervisor:
         api: str | None,
         stop_budget_s: float = 9.0,
         stop_event: threading.Event | None = None,
-        max_per_peer: int = MAX_HANDSHAKES_PER_PEER,
+        max_connections: int | None = None,
+        max_per_peer: int | None = None,
     ) -> None:
+        from pdm.service.limits import InputLimits
+
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
         plan = plan_workers(pipelines, n)
@@ -254,8 +262,13 @@ class Supervisor:
         #: app.STOP_BUDGET_S, all at once) before it kills what is left.
         self.stop_budget_s = stop_budget_s
         self.stop_event = stop_event if stop_event is not None else threading.Event()
-        #: Connections from one address waiting for their header at once (``--max-per-peer``).
-        self.max_per_peer = max_per_peer
+        #: The door's bounds, sized from every pipeline (``--max-connections``,
+        #: ``--max-per-peer`` when given): connections waiting for their header at once, from
+        #: one address, and how long each may wait.
+        self.limits = InputLimits.sized(
+            pipelines, max_connections=max_connections, max_per_peer=max_per_peer
+        )
+        self.max_waiting = max(MAX_HANDSHAKES, self.limits.max_connections)
         self.started = time.monotonic()
         self.rundir = ""
         self._token: str | None = None
@@ -282,13 +295,16 @@ class Supervisor:
 
             host, port = _hostport(self.listen, "--listen")
             try:
-                lst = socket.create_server((host, port), reuse_port=False, backlog=128)
+                # Room for every connection allowed to arrive at once (a gateway opening its
+                # sensors' connections together); the kernel caps it at somaxconn.
+                backlog = self.limits.max_connections
+                lst = socket.create_server((host, port), reuse_port=False, backlog=backlog)
             except OSError as exc:
                 raise InputError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from exc
             lst.settimeout(0.5)
             self._listener = lst
             self.port = int(lst.getsockname()[1])
-            log.warning("stream input on %s:%d", host, self.port)
+            log.warning("stream input on %s:%d: %s", host, self.port, self.limits.describe())
         for w in self.workers:
             self._spawn(w)
         deadline = time.monotonic() + 120.0
@@ -438,12 +454,12 @@ class Supervisor:
         :data:`~pdm.sources.tcp.PEEK_BYTES`) and hand the connection, with those bytes, to
         the worker that runs the machine it names — all on this one thread.
 
-        Bounded: a connection must name its sensor within :data:`HANDSHAKE_S` of
-        connecting; at most :data:`MAX_HANDSHAKES` wait at once (a new one past that
-        pushes the oldest waiting out: a sender that writes its header at once is handed
-        over within milliseconds, so idle connections cannot hold the door shut) and
-        ``max_per_peer`` from one address (default :data:`MAX_HANDSHAKES_PER_PEER`). Refusals are counted by cause
-        and logged at most once a minute per cause."""
+        Bounded (:attr:`limits`, sized from the pipelines): a connection must name its
+        sensor within ``first_frame_s`` of connecting; at most :attr:`max_waiting` wait at
+        once (a new one past that pushes the oldest waiting out: a sender that writes its
+        header at once is handed over within milliseconds, so idle connections cannot hold
+        the door shut) and ``max_per_peer`` from one address. Refusals are counted by
+        cause and logged at most once a minute per cause."""
         import selectors
 
         from pdm.sources.tcp import PEEK_BYTES, peek_sensor_id, peer_host, peer_name
@@ -454,6 +470,11 @@ class Supervisor:
         sel.register(self._listener, selectors.EVENT_READ, None)
         waiting: dict[socket.socket, _Handshake] = {}  # in arrival order
         per_host: dict[str, int] = {}
+        wait_s, max_waiting, per_peer = (
+            self.limits.first_frame_s,
+            self.max_waiting,
+            self.limits.max_per_peer,
+        )
 
         def drop(conn: socket.socket, cause: str = "", why: str = "") -> None:
             hs = waiting.pop(conn, None)
@@ -475,7 +496,7 @@ class Supervisor:
                 now = time.monotonic()
                 for conn, old in list(waiting.items()):
                     if now >= old.deadline:
-                        drop(conn, "no_header", f"no frame header within {HANDSHAKE_S:g} s")
+                        drop(conn, "no_header", f"no frame header within {wait_s:g} s")
                     else:
                         break  # in arrival order: the rest are younger
                 for key, _ in sel.select(0.25):
@@ -492,15 +513,15 @@ class Supervisor:
                                 break
                             peer = peer_name(addr)
                             host = peer_host(peer)
-                            if len(waiting) >= MAX_HANDSHAKES:
+                            if len(waiting) >= max_waiting:
                                 oldest = next(iter(waiting))
-                                drop(oldest, "too_many", f"{MAX_HANDSHAKES} connections waiting")
-                            waiting[conn] = _Handshake(peer, host, time.monotonic() + HANDSHAKE_S)
+                                drop(oldest, "too_many", f"{max_waiting} connections waiting")
+                            waiting[conn] = _Handshake(peer, host, time.monotonic() + wait_s)
                             per_host[host] = per_host.get(host, 0) + 1
                             sel.register(conn, selectors.EVENT_READ, conn)
                             conn.setblocking(False)
-                            if per_host[host] > self.max_per_peer:
-                                why = f"{self.max_per_peer} connections from {host} waiting"
+                            if per_host[host] > per_peer:
+                                why = f"{per_peer} connections from {host} waiting"
                                 drop(conn, "per_peer", why)
                         continue
                     conn = key.data

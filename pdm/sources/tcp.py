@@ -1140,10 +1140,10 @@ class TcpStreamServer:
             )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"{port=} must be an int within 0..65535")
-        if not 1 <= max_connections <= 4096:
-            raise ValueError(f"{max_connections=} must be within 1..4096")
-        if not 1 <= max_per_peer <= 4096:
-            raise ValueError(f"{max_per_peer=} must be within 1..4096")
+        if not 1 <= max_connections <= 65536:
+            raise ValueError(f"{max_connections=} must be within 1..65536")
+        if not 1 <= max_per_peer <= 65536:
+            raise ValueError(f"{max_per_peer=} must be within 1..65536")
         for name, value in (
             ("idle_timeout_s", idle_timeout_s),
             ("first_byte_timeout_s", first_byte_timeout_s),
@@ -1240,7 +1240,9 @@ class TcpStreamServer:
             if os.name == "posix":  # so a restarted receiver gets its port back at once
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(addr)
-            listener.listen(min(self.max_connections, 128))
+            # Room for every connection the limits allow to arrive at once (a gateway opening
+            # its sensors' connections together; the kernel caps it at net.core.somaxconn).
+            listener.listen(self.max_connections)
             listener.setblocking(False)
         except OSError as exc:
             listener.close()
@@ -1433,6 +1435,8 @@ class TcpStreamServer:
         host = peer_host(peer)
         cause = ""
         if len(self._conns) >= self.max_connections:
+            self._push_out_silent(sel)
+        if len(self._conns) >= self.max_connections:
             cause, why = "too_many", f"{len(self._conns)} connections open (the maximum)"
         elif self._per_host.get(host, 0) >= self.max_per_peer:
             cause, why = "per_peer", f"{self.max_per_peer} connections from {host} open already"
@@ -1456,6 +1460,21 @@ class TcpStreamServer:
         self._next_check = min(self._next_check, now + self.first_byte_timeout_s)
         self._event("connected", f"{peer}: connected", log_level=logging.INFO)
         return conn
+
+    def _push_out_silent(self, sel: selectors.BaseSelector) -> None:
+        """Every slot taken: close the oldest connection that has sent nothing yet, so that
+        idle connections can never keep a sensor out (none: the newcomer is refused)."""
+        silent = [c for c in self._conns if not c.received]
+        if silent:
+            oldest = min(silent, key=lambda c: c.connected)
+            self._close(
+                sel,
+                oldest,
+                "refused",
+                f"{oldest.peer}: closed, every one of {self.max_connections} connections taken "
+                f"and this one had sent nothing for {time.monotonic() - oldest.connected:.1f} s",
+                cause="too_many",
+            )
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:

@@ -427,22 +427,27 @@ class ServiceProcess:
 
 
 class StoreLock:
-    """History "down": another connection holds the SQLite file's write lock."""
+    """History "down": another connection holds the write lock of the SQLite file and of
+    every worker's file beside it (pdm/history/sqlite_files.py)."""
 
     def __init__(self, db: Path) -> None:
         self.db = db
-        self._con: sqlite3.Connection | None = None
+        self._cons: list[sqlite3.Connection] = []
 
     def hold(self) -> None:
-        self._con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
-        self._con.execute("BEGIN EXCLUSIVE")
+        from pdm.history.sqlite_files import history_files
+
+        for path in history_files(self.db):
+            con = sqlite3.connect(path, timeout=30, isolation_level=None)
+            con.execute("BEGIN EXCLUSIVE")
+            self._cons.append(con)
 
     def release(self) -> None:
-        if self._con is not None:
+        for con in self._cons:
             with contextlib.suppress(sqlite3.Error):
-                self._con.execute("ROLLBACK")
-            self._con.close()
-            self._con = None
+                con.execute("ROLLBACK")
+            con.close()
+        self._cons = []
 
 
 class Receiver:

@@ -1,0 +1,173 @@
+"""What the configured machines need of this machine, and whether it has it.
+
+``pdm-edge check`` and ``pdm-edge run`` state it before anything starts, in one line:
+
+    capacity: 300 machine(s) need 3750 windows/s, ~2.38 cores (1.4 × the extraction
+    measured here, 132 µs a window, + 450 µs for the rest of the service); this machine
+    sustains ~1.60 cores (2 usable × 0.8): WILL NOT FIT — the service will shed work
+    (docs/service.md, "Overload"); deciding every window length instead of every hop it
+    needs ~0.60 cores
+
+**The cost model.** A window costs ``EXTRACTION_FACTOR × its feature extraction +
+PER_WINDOW_US``. The extraction is **measured here, once, at start** — the pipeline's own
+extractor on a few windows of noise of its shape, a batch of 4 as the service's rounds make
+them, the median of 5; pipelines with the same DSP configuration are measured once. The two
+coefficients come from the whole service under load on two window shapes (docs/service.md,
+"Overload"; the runs behind them are not written down yet): the extraction's share grows
+with the window (the service extracts in rounds, with colder caches than a measurement in
+a loop), the rest — reading the stream, scoring, the diagnosis, the alarm step, history,
+the loop — is much the same for every window. Good to about ±25 %.
+
+**What this machine sustains**: the cores this process may use (its CPU affinity, and a
+cgroup v2 quota when there is one) × :data:`SUSTAINED_SHARE` — the share of a core at which
+the service still holds real time (the bench's real-time phases held at 1.6–1.9 cores of 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pdm.config import Pipeline
+from pdm.service.shedding import max_skipped_run
+
+__all__ = [
+    "EXTRACTION_FACTOR",
+    "PER_WINDOW_US",
+    "SUSTAINED_SHARE",
+    "Capacity",
+    "estimate",
+    "extraction_us",
+    "usable_cores",
+]
+
+#: A window's CPU in the service: this × its extraction measured here + PER_WINDOW_US.
+EXTRACTION_FACTOR = 1.4
+PER_WINDOW_US = 450.0
+#: The share of each usable core at which the service still holds real time.
+SUSTAINED_SHARE = 0.8
+
+
+def usable_cores() -> float:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 ``cpu.max`` quota."""
+    try:
+        cores = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        cores = float(os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, float(quota) / float(period))
+    except (OSError, ValueError):
+        pass
+    return max(cores, 0.01)
+
+
+def extraction_us(pipeline: Pipeline, *, batch: int = 4, repeats: int = 5) -> float:
+    """The pipeline's feature extraction on this machine, µs per window (see the module
+    docstring)."""
+    from pdm.processing import build_extractor
+
+    acq = pipeline.acquisition
+    fs = float(acq.sample_rate_hz or 0.0)
+    ex = build_extractor(pipeline, fs)
+    rng = np.random.default_rng(0)
+    shape = (len(pipeline.columns), acq.window_samples)  # (channels, samples), as windows are
+    windows = [(0.1 * rng.standard_normal(shape)).astype(np.float32) for _ in range(batch)]
+    ex.extract_windows(windows)  # warm: plans, buffers
+    took = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ex.extract_windows(windows)
+        took.append(time.perf_counter() - t0)
+    return float(np.median(took)) / batch * 1e6
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The configured machines' needs against this machine (see the module docstring)."""
+
+    machines: int
+    #: Windows the machines produce per second (each: sample rate / hop).
+    windows_per_s: float
+    #: ... and decided at the most shedding (every window length instead of every hop).
+    windows_per_s_shedding: float
+    #: Mean extraction per window over the machines, µs, measured here.
+    extraction_us: float
+    cores_needed: float
+    cores_needed_shedding: float
+    cores_usable: float
+    cores_sustained: float
+
+    @property
+    def fits(self) -> bool:
+        return self.cores_needed <= self.cores_sustained
+
+    def line(self) -> str:
+        """One line: the need, what this machine sustains, and whether it fits."""
+        head = (
+            f"capacity: {self.machines} machine(s) need {self.windows_per_s:.0f} windows/s, "
+            f"~{self.cores_needed:.2f} cores ({EXTRACTION_FACTOR:g} × the extraction measured "
+            f"here, {self.extraction_us:.0f} µs a window, + {PER_WINDOW_US:.0f} µs for the rest "
+            f"of the service); this machine sustains ~{self.cores_sustained:.2f} cores "
+            f"({self.cores_usable:g} usable × {SUSTAINED_SHARE:g})"
+        )
+        if self.fits:
+            return f"{head}: fits ({self.cores_needed / self.cores_sustained:.0%} of it)"
+        shed = (
+            f"; deciding every window length instead of every hop it needs "
+            f"~{self.cores_needed_shedding:.2f} cores"
+            + (
+                ""
+                if self.cores_needed_shedding <= self.cores_sustained
+                else ", more than that too: machines will be parked (their relays dropped)"
+            )
+        )
+        return (
+            f'{head}: WILL NOT FIT — the service will shed work (docs/service.md, "Overload"){shed}'
+        )
+
+
+def estimate(pipelines: Sequence[Pipeline]) -> Capacity:
+    """Measure and add up (pipelines without a sample rate are left out)."""
+    cost: dict[tuple[object, ...], float] = {}
+    rate = rate_shed = cpu = cpu_shed = extracted = 0.0
+    n = 0
+    for p in pipelines:
+        acq = p.acquisition
+        if not acq.sample_rate_hz:
+            continue
+        n += 1
+        key = _config_key(p)
+        if key not in cost:
+            cost[key] = extraction_us(p)
+        w = float(acq.sample_rate_hz) / acq.hop_samples
+        w_shed = w / (1 + max_skipped_run(acq.window_samples, acq.hop_samples))
+        per = (EXTRACTION_FACTOR * cost[key] + PER_WINDOW_US) * 1e-6
+        rate, rate_shed = rate + w, rate_shed + w_shed
+        cpu, cpu_shed = cpu + w * per, cpu_shed + w_shed * per
+        extracted += w * cost[key]
+    cores = usable_cores()
+    mean_us = extracted / rate if rate else math.nan
+    return Capacity(n, rate, rate_shed, mean_us, cpu, cpu_shed, cores, cores * SUSTAINED_SHARE)
+
+
+def _config_key(p: Pipeline) -> tuple[object, ...]:
+    """What the extraction's cost depends on (machines that differ only in their ids and
+    bearings cost the same)."""
+    acq = p.acquisition
+    speed = p.machine.speed
+    return (
+        acq.sample_rate_hz,
+        acq.window_samples,
+        len(p.columns),
+        None if speed is None else (speed.fixed_rpm, speed.search_rpm),
+        str(p.envelope.band_hz),
+        tuple((b.low_hz, b.high_hz) for b in p.bands),
+    )

@@ -1,0 +1,69 @@
+"""``check`` and ``run`` state what the configured machines need against what this machine
+sustains (pdm/service/capacity.py), and say so in one line when it will not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cli import REPO, ok, run_cli
+
+from pdm.config import load_pipeline
+from pdm.service import capacity
+from pdm.service.capacity import Capacity, estimate, extraction_us, usable_cores
+
+DEMO = REPO / "pipelines" / "demo.toml"
+
+
+def test_the_extraction_is_measured_once_per_dsp_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    demo = load_pipeline(DEMO)
+    calls: list[str] = []
+    real = capacity.extraction_us
+
+    def counting(p: object, **kw: object) -> float:
+        calls.append(str(p))
+        return real(demo)
+
+    monkeypatch.setattr(capacity, "extraction_us", counting)
+    c = estimate([demo] * 50)
+    assert len(calls) == 1
+    assert c.machines == 50
+    assert c.windows_per_s == pytest.approx(50 * 25600 / 2048)  # 75 % overlap: hop 2048
+    # at the most shedding every fourth window is decided (window / hop = 4)
+    assert c.windows_per_s_shedding == pytest.approx(c.windows_per_s / 4)
+    per = capacity.EXTRACTION_FACTOR * c.extraction_us + capacity.PER_WINDOW_US
+    assert c.cores_needed == pytest.approx(c.windows_per_s * per * 1e-6)
+
+
+def test_a_measured_extraction_is_a_plausible_number() -> None:
+    us = extraction_us(load_pipeline(DEMO))
+    assert 5 < us < 50_000  # 2 channels of 8192 samples: ~100-300 µs on this VM
+    assert 0 < usable_cores() <= 4096
+
+
+def test_the_line_says_whether_it_fits_and_what_shedding_would_leave() -> None:
+    fits = Capacity(10, 125.0, 31.0, 150.0, 0.08, 0.02, 2.0, 1.6)
+    assert fits.fits and fits.line().endswith("fits (5% of it)")
+    tight = Capacity(300, 3750.0, 937.5, 150.0, 2.5, 0.62, 2.0, 1.6)
+    line = tight.line()
+    assert not tight.fits and "WILL NOT FIT" in line and "\n" not in line
+    assert "every window length instead of every hop it needs ~0.62 cores" in line
+    assert "parked" not in line
+    hopeless = Capacity(3000, 37500.0, 9375.0, 150.0, 25.0, 6.2, 2.0, 1.6)
+    assert "machines will be parked" in hopeless.line()
+
+
+def test_check_states_the_capacity(tmp_path: Path) -> None:
+    proc = ok(run_cli("check", DEMO))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("capacity:")]
+    assert len(lines) == 1 and "1 machine(s) need 12 windows/s" in lines[0]
+    assert "fits" in lines[0]
+
+
+def test_run_states_it_before_it_starts(tmp_path: Path) -> None:
+    args = ("run", DEMO, "--simulate", "--duration", "1", "--api", "off", "--data-dir", tmp_path)
+    proc = ok(run_cli(*args, timeout=120))
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("pdm-edge: capacity: 1 machine(s) need 12 windows/s"), proc.stderr
