@@ -492,6 +492,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.replay and len(pipelines) != 1:
         raise ConfigError("--replay feeds one pipeline; give exactly one")
     store = resolve_store(args.store, pipelines[0], data_dir)
+    publish = _publish_table(args)
     if args.worker is None:
         from pdm.service.workers import check_workers
 
@@ -499,7 +500,7 @@ def _run(args: argparse.Namespace) -> int:
         if n > 1:
             if args.replay:
                 raise ConfigError("--replay feeds one pipeline; it runs in one process")
-            return _run_supervisor(args, pipelines, n, store, data_dir)
+            return _run_supervisor(args, pipelines, n, store, data_dir, publish)
     opts = ServiceOptions(
         store=store,
         data_dir=data_dir,
@@ -523,12 +524,31 @@ def _run(args: argparse.Namespace) -> int:
         max_input_bytes=args.max_input_bytes,
         max_per_peer=args.max_per_peer,
         promote_min_windows=args.promote_min_windows,
+        publish=publish,
+        publish_feed=args.publish_feed,
     )
     return Service(pipelines, opts, stop_event=args.stop_event).start().run_forever()
 
 
+def _publish_table(args: argparse.Namespace) -> Any:
+    """``[publish]`` of ``--config`` with ``--publish``/``--opcua``/``--modbus-server`` applied
+    (None when nothing is published); the appliance id checked before anything starts."""
+    from pdm.appliance import appliance_id
+    from pdm.publish.config import load_service_config, with_flags
+
+    appliance_id()  # ConfigError: a PDM_APPLIANCE_ID that cannot name topics and tags
+    cfg = load_service_config(args.config) if args.config else None
+    table = with_flags(cfg, publish=args.publish, opcua=args.opcua, modbus=args.modbus_server)
+    return table if table.any else None
+
+
 def _run_supervisor(
-    args: argparse.Namespace, pipelines: list[Any], n: int, store: Any, data_dir: Path
+    args: argparse.Namespace,
+    pipelines: list[Any],
+    n: int,
+    store: Any,
+    data_dir: Path,
+    publish: Any = None,
 ) -> int:
     """``run`` with a process per core: the workers get the same options, a private
     stream port (the supervisor hands them connections) and the resolved store."""
@@ -555,6 +575,8 @@ def _run_supervisor(
     common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
     common += ["--max-per-peer", str(args.max_per_peer)]
     common += ["--promote-min-windows", str(args.promote_min_windows)]
+    if publish is not None:  # the supervisor publishes; its workers feed it their states
+        common.append("--publish-feed")
     limits = {"--max-frame-bytes": args.max_frame_bytes, "--max-input-bytes": args.max_input_bytes}
     for flag, value in limits.items():
         if value is not None:
@@ -573,6 +595,7 @@ def _run_supervisor(
         api=None if args.api == "off" else args.api,
         stop_event=args.stop_event,
         max_per_peer=args.max_per_peer,
+        publish=publish,
     )
     return sup.start().run_forever()
 
@@ -890,6 +913,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="shadow windows a candidate model must score before a promotion (default 100)",
     )
     p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="service config (TOML): the [publish] table (docs/integration.md)",
+    )
+    g = p.add_argument_group("the state out to the plant (docs/integration.md)")
+    g.add_argument(
+        "--publish", metavar="URL", help="MQTT out: mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
+    )
+    g.add_argument("--opcua", metavar="URL", help="OPC UA server: opc.tcp://HOST:PORT")
+    g.add_argument(
+        "--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map"
+    )
+    p.add_argument(
         "--workers",
         default="auto",
         metavar="N",
@@ -900,6 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--sibling-ids", help=argparse.SUPPRESS)
+    p.add_argument("--publish-feed", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -232,6 +232,7 @@ class Supervisor:
         stop_budget_s: float = 9.0,
         stop_event: threading.Event | None = None,
         max_per_peer: int = MAX_HANDSHAKES_PER_PEER,
+        publish: Any = None,
     ) -> None:
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
@@ -265,6 +266,11 @@ class Supervisor:
         #: Connections of the stream port refused, by cause (pdm_input_refused_total).
         self.refused: dict[str, int] = {}
         self._log_limit = LogLimiter(60.0)
+        #: The ``[publish]`` table: this process serves MQTT, OPC UA and Modbus for every
+        #: worker's machines (one session, one endpoint, one port), fed by their states.
+        self.publish = publish
+        self.pipelines = list(pipelines)
+        self.hub: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Supervisor:
@@ -274,6 +280,8 @@ class Supervisor:
         from pdm.service.api import api_token
 
         self._token = api_token()  # ConfigError now rather than at the first request
+        if self.publish is not None:
+            self._start_hub()  # its ports taken (or refused) before any worker starts
         # The workers' APIs: Unix sockets in a directory only this user can enter.
         self.rundir = tempfile.mkdtemp(prefix="pdm-edge-")
         os.chmod(self.rundir, 0o700)
@@ -326,6 +334,61 @@ class Supervisor:
         )
         return self
 
+    def _start_hub(self) -> None:
+        from pdm.appliance import appliance_id
+        from pdm.publish.config import build_publishers, machine_infos
+        from pdm.publish.hub import PublishHub
+
+        self.appliance = appliance_id()
+        pubs = build_publishers(
+            self.publish,
+            appliance=self.appliance,
+            data_dir=Path(self._data_dir()),
+            acknowledge=self.acknowledge,
+        )
+        self.hub = PublishHub(pubs, machine_infos(self.pipelines)).start()
+
+    def _data_dir(self) -> str:
+        argv = self.common_argv
+        return argv[argv.index("--data-dir") + 1] if "--data-dir" in argv else "var"
+
+    def _published(self, w: WorkerSpec, msg: bytes) -> None:
+        """A worker's states and transitions, into the hub (only its own machines)."""
+        from pdm.publish.feed import decode
+        from pdm.publish.model import Snapshot, TransitionEvent
+
+        if self.hub is None:
+            return
+        try:
+            pairs, states = decode(msg)
+            transitions = [
+                (Snapshot.from_status(self.appliance, d), TransitionEvent.from_payload(e))
+                for d, e in pairs
+            ]
+            snaps = [Snapshot.from_status(self.appliance, d) for d in states]
+        except ValueError as exc:
+            self._refuse("publish", f"worker {w.index}: a bad publish message: {exc}")
+            return
+        own = set(w.machines)
+        self.hub.offer(
+            [(s, e) for s, e in transitions if s.machine in own and e.machine in own],
+            [s for s in snaps if s.machine in own],
+        )
+
+    def _down_entries(self, w: WorkerSpec, message: str) -> list[dict[str, Any]]:
+        """``/status`` of the machines of a worker that does not answer: state unknown."""
+        return [
+            {
+                "id": m,
+                "name": self.names.get(m, m),
+                "state": "unknown",
+                "appliance_fault": message,
+                "error": message,
+                "worker": w.index,
+            }
+            for m in w.machines
+        ]
+
     def _thread(self, target: Any, name: str, *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=f"pdm-sup-{name}", daemon=True)
         t.start()
@@ -354,14 +417,19 @@ class Supervisor:
         self._thread(self._control, f"ctl-{w.index}", w, parent)
 
     def _control(self, w: WorkerSpec, ctl: socket.socket) -> None:
-        """Read the worker's messages (its API port); EOF: it ended."""
+        """Read the worker's messages (ready, an error, its published states); EOF: it ended."""
+        from pdm.publish.feed import PREFIX
+
         while True:
             try:
-                msg = ctl.recv(256)
+                msg = ctl.recv(65536)
             except OSError:
                 return
             if not msg:
                 return
+            if msg.startswith(PREFIX):
+                self._published(w, msg)
+                continue
             text = msg.decode(errors="replace").strip()
             if text == "ready":
                 w.ready.set()
@@ -391,6 +459,12 @@ class Supervisor:
                     w.backoff_s = min(_RESTART_MAX_S, w.backoff_s * 2)
                     if w.ctl is not None:
                         w.ctl.close()
+                    if self.hub is not None:  # published as /status shows it: unknown
+                        from pdm.publish.model import Snapshot
+
+                        why = f"worker {w.index} ({', '.join(w.machines)}) is not running"
+                        down = self._down_entries(w, why)
+                        self.hub.offer(states=[Snapshot.from_status(self.appliance, d) for d in down])
                 elif now >= w.next_start and not self.stop_event.is_set():
                     w.next_start = 0.0
                     w.restarts += 1
@@ -429,6 +503,8 @@ class Supervisor:
                 w.ctl.close()
         if self.api is not None:
             self.api.stop()
+        if self.hub is not None:
+            self.hub.close()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -601,17 +677,7 @@ class Supervisor:
             try:
                 out += self._json(w, "GET", "/status")
             except APIError as exc:
-                out += [
-                    {
-                        "id": m,
-                        "name": self.names.get(m, m),
-                        "state": "unknown",
-                        "appliance_fault": exc.message,
-                        "error": exc.message,
-                        "worker": w.index,
-                    }
-                    for m in w.machines
-                ]
+                out += self._down_entries(w, exc.message)
         return out
 
     def health(self) -> dict[str, Any]:
