@@ -28,14 +28,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from servers import free_ports
-from test_mqtt import Broker, find_mosquitto
+from test_mqtt import Broker
 from test_webhook import SECRET, Receiver
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,18 +236,6 @@ def _changes(rows: list[tuple[float, str, Any]], machine: str) -> list[tuple[flo
 CODES = {"ok": 0, "alert": 1, "danger": 2, "trip": 3, "unknown": 4}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.skip("mosquitto (MQTT broker) not installed; scripts/setup-test-servers.sh")
-    b = Broker(binary, tmp_path / "mosquitto")
-    try:
-        yield b.start()
-    finally:
-        b.stop()
-
-
 def _wait(
     cond: Callable[[], Any], what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
 ) -> Any:
@@ -262,7 +250,7 @@ def _wait(
 
 
 def test_every_transition_shows_on_mqtt_opcua_and_modbus_within_a_second_of_its_webhook(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, mosquitto: Broker
 ) -> None:
     rx = Receiver(tmp_path).start()
     api, opc, mb, listen = free_ports(4)
@@ -275,7 +263,7 @@ def test_every_transition_shows_on_mqtt_opcua_and_modbus_within_a_second_of_its_
         # and the (never used) stream input keeps the service up with every value frozen.
         "--simulate", "--fault", "bpfo:0.5@3+24", "--duration", "40",
         "--listen", f"127.0.0.1:{listen}", "--silence-s", "100000",
-        "--publish", f"mqtt://127.0.0.1:{broker.port}", "--opcua", f"opc.tcp://127.0.0.1:{opc}",
+        "--publish", f"mqtt://127.0.0.1:{mosquitto.port}", "--opcua", f"opc.tcp://127.0.0.1:{opc}",
         "--modbus-server", f"127.0.0.1:{mb}",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -289,7 +277,7 @@ def test_every_transition_shows_on_mqtt_opcua_and_modbus_within_a_second_of_its_
                 return None
 
         _wait(status, "the control API", proc, log, 60)
-        watcher = Watcher(broker.port, f"opc.tcp://127.0.0.1:{opc}", mb, tmp_path).start()
+        watcher = Watcher(mosquitto.port, f"opc.tcp://127.0.0.1:{opc}", mb, tmp_path).start()
         # The whole growing fault, then the frozen values.
         _wait(
             lambda: (s := status()) and all(m["state"] == "trip" for m in s),

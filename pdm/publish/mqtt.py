@@ -252,11 +252,19 @@ class MqttPublisher:
         self._publish(f"{self.base}/{event.machine}/event", payload, retain=False)
 
     def tick(self, heartbeat: int, fresh: Mapping[str, bool]) -> None:
+        """Every interval the whole tree; else the numbers that changed and are due (a value
+        that stopped changing still reaches the broker)."""
         now = time.monotonic()
-        if not self._connected or now - self._full_at < self.settings.interval_s:
+        if not self._connected:
             return
-        self._full_at = now
-        self._publish_all()
+        if now - self._full_at >= self.settings.interval_s:
+            self._full_at = now
+            self._publish_all()
+            return
+        with self._lock:
+            snaps = list(self._snaps.values())
+        for s in snaps:
+            self.publish_state(s)
 
     # -- messages -------------------------------------------------------------------------------
     def _machine_messages(self, snap: Snapshot, *, numbers: bool) -> list[tuple[str, bytes]]:

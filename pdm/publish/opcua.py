@@ -242,7 +242,10 @@ class OpcUaPublisher:
         self._cond_state: dict[str, tuple[str, bool]] = {}
         self._by_condition: dict[Any, str] = {}
         self._lock = threading.Lock()
-        self._pending: dict[str, Snapshot] = {}
+        #: Snapshots waiting for the loop, in order; a newer one replaces a machine's waiting
+        #: one unless a transition came between them (each transition's state is written).
+        self._pending: list[Snapshot] = []
+        self._open: dict[str, int] = {}
         self._flushing = False
         self.acknowledged = 0
 
@@ -318,14 +321,21 @@ class OpcUaPublisher:
         with self._lock:
             if snap.machine not in self._snaps:
                 return
-            self._pending[snap.machine] = snap
+            i = self._open.get(snap.machine)
+            if i is None:
+                self._open[snap.machine] = len(self._pending)
+                self._pending.append(snap)
+            else:
+                self._pending[i] = snap
             if self._flushing:
                 return
             self._flushing = True
         self._call(self._flush())
 
     def publish_transition(self, event: TransitionEvent) -> None:
-        """Nothing more: the snapshot before it changed the variables and the condition."""
+        """The snapshot before it (its state) is kept: a newer one is written after it."""
+        with self._lock:
+            self._open.pop(event.machine, None)
 
     def tick(self, heartbeat: int, fresh: Mapping[str, bool]) -> None:
         self._call(self._tick(heartbeat, dict(fresh)))
@@ -336,9 +346,11 @@ class OpcUaPublisher:
             coro.close()
             return
         try:
-            asyncio.run_coroutine_threadsafe(coro, loop)
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:
             coro.close()
+            return
+        fut.add_done_callback(_log_failure)
 
     # -- on the server's loop -------------------------------------------------------------------
     async def _build(self, machines: Sequence[MachineInfo]) -> None:
@@ -462,6 +474,8 @@ class OpcUaPublisher:
                 ua.ObjectIds.AlarmConditionType, server.nodes.server.nodeid
             )
             ev = gen.event
+            # asyncua types these fields by the UtcTime NodeId, which its Variant cannot encode.
+            ev.data_types["ActiveState/TransitionTime"] = ua.VariantType.DateTime
             ev.SourceNode, ev.SourceName = obj.nodeid, m.id
             ev.ConditionName, ev.NodeId = "Vibration", cond.nodeid
             self._conditions[m.id] = gen
@@ -480,8 +494,7 @@ class OpcUaPublisher:
     async def _flush(self) -> None:
         while True:
             with self._lock:
-                pending = list(self._pending.values())
-                self._pending.clear()
+                pending, self._pending, self._open = self._pending, [], {}
                 if not pending:
                     self._flushing = False
                     return
@@ -619,6 +632,13 @@ class OpcUaPublisher:
             machine = text[len("pdm-edge/") :]
             return machine if machine in self._nodes else None
         return None
+
+
+def _log_failure(fut: Any) -> None:
+    """A scheduled update that failed is logged (it would vanish with its future)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        exc = fut.exception()
+        log.error("OPC UA: an update failed: %s: %s", type(exc).__name__, exc)
 
 
 def _argument(name: str, description: str) -> Any:
