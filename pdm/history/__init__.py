@@ -41,18 +41,29 @@ def spool_path(data_dir: Path, url: StoreURL, *, worker: int | None = None) -> P
     return data_dir / "spool" / f"{slug}-{digest}{suffix}.db"
 
 
-def open_store(url: StoreURL | str, *, retention_days: float | None = None) -> HistoryStore:
-    """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline)."""
+def open_store(
+    url: StoreURL | str,
+    *,
+    retention_days: float | None = None,
+    appliance: str | None = None,
+    scope: str | None = None,
+) -> HistoryStore:
+    """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline).
+
+    ``appliance``: the id written on every row (default :func:`pdm.appliance.appliance_id`,
+    looked up at the first write); ``scope``: InfluxDB reads only that appliance's points (a
+    central database many appliances write; an SQLite file is one appliance's).
+    """
     cfg = parse_store_url(url) if isinstance(url, str) else url
     if cfg.scheme == "sqlite":
         from pdm.history.sqlite import SqliteStore
 
         assert cfg.path is not None
-        return SqliteStore(cfg.path, retention_days=retention_days or None)  # 0: keep all
+        return SqliteStore(cfg.path, retention_days=retention_days or None, appliance=appliance)
     if cfg.scheme == "influx1":
         from pdm.history.influx import Influx1Store
 
-        return Influx1Store(cfg)
+        return Influx1Store(cfg, appliance=appliance, scope=scope)
     from pdm.history.influx import Influx2Store
 
-    return Influx2Store(cfg)
+    return Influx2Store(cfg, appliance=appliance, scope=scope)

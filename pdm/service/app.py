@@ -536,9 +536,11 @@ class Service:
         )
         self.alarm_store = AlarmStore(o.data_dir / "alarms.db")
         try:
+            from pdm.appliance import appliance_id
             from pdm.service.metrics import ServiceMetrics
 
-            self.m = ServiceMetrics()
+            # Every sample labelled with the appliance: many appliances, one Prometheus.
+            self.m = ServiceMetrics(appliance=appliance_id())
         except ImportError:  # pragma: no cover — metrics module absent in a partial install
             self.m = None
         from pdm.service.runner import RunnerPool

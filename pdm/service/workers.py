@@ -271,6 +271,9 @@ class Supervisor:
         self.publish = publish
         self.pipelines = list(pipelines)
         self.hub: Any = None
+        from pdm.appliance import appliance_id
+
+        self.appliance = appliance_id()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Supervisor:
@@ -335,11 +338,9 @@ class Supervisor:
         return self
 
     def _start_hub(self) -> None:
-        from pdm.appliance import appliance_id
         from pdm.publish.config import build_publishers, machine_infos
         from pdm.publish.hub import PublishHub
 
-        self.appliance = appliance_id()
         pubs = build_publishers(
             self.publish,
             appliance=self.appliance,
@@ -464,7 +465,9 @@ class Supervisor:
 
                         why = f"worker {w.index} ({', '.join(w.machines)}) is not running"
                         down = self._down_entries(w, why)
-                        self.hub.offer(states=[Snapshot.from_status(self.appliance, d) for d in down])
+                        self.hub.offer(
+                            states=[Snapshot.from_status(self.appliance, d) for d in down]
+                        )
                 elif now >= w.next_start and not self.stop_event.is_set():
                     w.next_start = 0.0
                     w.restarts += 1
@@ -717,18 +720,19 @@ class Supervisor:
             except APIError:
                 pass
         up = sum(1 for w in self.workers if w.running and w.ready.is_set())
+        app = 'appliance="' + self.appliance + '"'  # an id of [A-Za-z0-9_.-]: no escaping
         own = (
             "# HELP pdm_workers_up Worker processes running and answering.\n"
             "# TYPE pdm_workers_up gauge\n"
-            f"pdm_workers_up {up}\n"
+            f"pdm_workers_up{{{app}}} {up}\n"
             "# HELP pdm_worker_restarts_total Times a worker process was started again.\n"
             "# TYPE pdm_worker_restarts_total counter\n"
-            f"pdm_worker_restarts_total {sum(w.restarts for w in self.workers)}\n"
+            f"pdm_worker_restarts_total{{{app}}} {sum(w.restarts for w in self.workers)}\n"
             "# HELP pdm_door_refused_total Connections the supervisor's stream port refused "
             "before handing them to a worker, by cause.\n"
             "# TYPE pdm_door_refused_total counter\n"
             + "".join(
-                f'pdm_door_refused_total{{cause="{cause}"}} {n}\n'
+                f'pdm_door_refused_total{{{app},cause="{cause}"}} {n}\n'
                 for cause, n in sorted(self.refused.items())
             )
         )
