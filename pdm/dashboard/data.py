@@ -38,6 +38,7 @@ __all__ = [
     "bearing_trend_names",
     "capture_waveform",
     "data_span",
+    "duration_text",
     "machine_tile",
     "machine_tiles",
     "recent_spectra",
@@ -52,6 +53,18 @@ __all__ = [
 ]
 
 NS = 1_000_000_000
+
+
+def duration_text(s: float) -> str:
+    """A duration for a person: ``45 s``, ``12 min``, ``3.5 h``, ``4 d``."""
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.0f} d"
+
 
 #: Tile colours by shown state (dark high-contrast theme).
 STATE_COLOURS: dict[str, str] = {

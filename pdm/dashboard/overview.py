@@ -20,15 +20,7 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def _age(age_s: float | None) -> str:
-    if age_s is None:
-        return "no data"
-    if age_s < 120:
-        return f"{age_s:.0f} s ago"
-    if age_s < 7200:
-        return f"{age_s / 60:.0f} min ago"
-    if age_s < 2 * 86400:
-        return f"{age_s / 3600:.1f} h ago"
-    return f"{age_s / 86400:.0f} d ago"
+    return "no data" if age_s is None else data.duration_text(age_s) + " ago"
 
 
 def tile_html(tile: data.Tile) -> str:
