@@ -113,17 +113,17 @@ def _pipeline_from_args(args: argparse.Namespace) -> Pipeline:
     )
 
 
-def _start_time(args: argparse.Namespace) -> float | None:
-    if not args.start:
-        return None
-    text = args.start.strip().replace("Z", "+00:00")
+def _iso_time(text: str, flag: str) -> dt.datetime:
+    """An ISO 8601 time given with ``flag`` (UTC unless it says otherwise)."""
     try:
-        t = dt.datetime.fromisoformat(text)
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--start: not an ISO 8601 time (got {args.start!r})") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
+        raise ConfigError(f"{flag}: not an ISO 8601 time (got {text!r})") from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
+def _start_time(args: argparse.Namespace) -> float | None:
+    return _iso_time(args.start, "--start").timestamp() if args.start else None
 
 
 def _json_value(v: Any) -> Any:
@@ -200,6 +200,47 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_ns(text: str, flag: str) -> int:
+    """An ISO 8601 time (UTC unless it says otherwise) as ns since 1970."""
+    return round(_iso_time(text, flag).timestamp() * 1e9)
+
+
+def _training_set_from_store(args: argparse.Namespace, pipeline: Pipeline) -> Any:
+    """``train --from-store``: the stored healthy windows of one machine (pdm/history/training.py)."""
+    from pdm.history import open_store, parse_store_url
+    from pdm.history.training import training_set_from_store
+
+    if args.files:
+        raise ConfigError("--from-store: give recordings or --from-store, not both")
+    missing = [f for f in ("machine", "since", "until") if getattr(args, f) is None]
+    if missing:
+        raise ConfigError("--from-store needs " + ", ".join(f"--{f}" for f in missing) + " as well")
+    if args.machine != pipeline.machine.id:
+        raise ConfigError(
+            f"--machine {args.machine!r}: the pipeline is machine {pipeline.machine.id!r} "
+            "(the model is trained for the pipeline that made the rows)"
+        )
+    start, end = _time_ns(args.since, "--since"), _time_ns(args.until, "--until")
+    url = parse_store_url(args.from_store)
+    with open_store(url, scope=args.appliance) as store:
+        if args.appliance is None and url.scheme != "sqlite":
+            apps = sorted({s.appliance for s in store.fleet() if s.machine == args.machine})
+            if len(apps) > 1:
+                raise ConfigError(
+                    f"--machine {args.machine!r}: appliances {', '.join(apps)} all wrote rows "
+                    "of that machine to this store; name one with --appliance"
+                )
+        return training_set_from_store(
+            store,
+            pipeline,
+            machine=args.machine,
+            start_ns=start,
+            end_ns=end,
+            fs=args.fs if args.fs is not None else pipeline.acquisition.sample_rate_hz,
+            source=str(url) + ("" if args.appliance is None else f" (appliance {args.appliance})"),
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -210,11 +251,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     detector = args.detector or m.detector
     alerts = args.alerts_per_week if args.alerts_per_week is not None else m.alerts_per_week
     holdout = args.holdout if args.holdout is not None else m.holdout
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    with tqdm(desc="windows", unit=" win", disable=None, file=sys.stderr) as bar:
-        ts = collect(
-            args.files, pipeline, fs=args.fs, start_time=_start_time(args), progress=bar.update
+    if args.send and not args.from_store and not args.files:
+        raise ConfigError("train: give healthy recordings or --from-store")
+    if args.from_store:
+        ts = _training_set_from_store(args, pipeline)
+        src = ts.files[0]
+        print(
+            f"{src['store']}: {src['windows']} healthy windows of {src['stored_windows']} stored "
+            f"({src['alarmed_windows']} left out in or just before an alarm, "
+            f"{src['invalid_windows']} incomplete or invalid)",
+            file=sys.stderr,
         )
+    elif not args.files:
+        raise ConfigError("train: give healthy recordings or --from-store")
+    else:
+        # disable=None: a bar on a terminal, silence in logs and pipes.
+        with tqdm(desc="windows", unit=" win", disable=None, file=sys.stderr) as bar:
+            ts = collect(
+                args.files, pipeline, fs=args.fs, start_time=_start_time(args), progress=bar.update
+            )
     card = train(
         ts,
         Path(args.out),
@@ -238,11 +293,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     for w in cal["warnings"]:
         print(f"pdm-edge: warning: {w}", file=sys.stderr)
-    print(
-        json.dumps(
-            {"model": str(args.out), "onnx_sha256": card["onnx"]["sha256"], "calibration": cal}
-        )
-    )
+    result: dict[str, Any] = {
+        "model": str(args.out),
+        "onnx_sha256": card["onnx"]["sha256"],
+        "calibration": cal,
+    }
+    if args.sign_key or args.send:
+        from pdm.scoring.update import send_bundle, sign_bundle
+
+        if args.sign_key:
+            result["signature"] = str(sign_bundle(args.out, args.sign_key))
+        if args.send:
+            from pdm.service.api import api_token
+
+            answer = send_bundle(args.out, args.send, pipeline.machine.id, token=api_token())
+            result["sent"] = answer
+            print(
+                f"{args.send}: the model is {pipeline.machine.id}'s candidate, in shadow; "
+                f"promote it with POST /models/{pipeline.machine.id}/promote",
+                file=sys.stderr,
+            )
+    print(json.dumps(result))
     return 0
 
 
@@ -742,11 +813,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="learn a machine's healthy baseline from recordings; write models/NAME",
-        description="Trains on healthy recordings (split by time: the first part trains, the last "
-        "part calibrates the thresholds) and writes model.onnx and model.json to --out.",
+        help="learn a machine's healthy baseline from recordings or stored history",
+        description="Trains on healthy recordings, or on the feature rows a history store holds "
+        "(--from-store: windows in or just before an alarm are left out; docs/models.md), split "
+        "by time: the first part trains, the last part calibrates the thresholds. Writes "
+        "model.onnx and model.json to --out; --sign-key signs it, --send uploads it to an "
+        "appliance as the machine's candidate.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="healthy CSV recording(s)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="healthy CSV recording(s)")
+    g = p.add_argument_group("from stored history (instead of recordings)")
+    g.add_argument(
+        "--from-store",
+        metavar="URL",
+        help="history store: sqlite:///PATH, influx1://…, influx2://…",
+    )
+    g.add_argument("--machine", metavar="ID", help="machine id (must be the pipeline's)")
+    g.add_argument("--since", metavar="T", help="start, ISO 8601 (UTC unless it says)")
+    g.add_argument("--until", metavar="T", help="end, ISO 8601 (exclusive)")
+    g.add_argument(
+        "--appliance",
+        metavar="ID",
+        help="only this appliance's rows (a central store that several appliances write)",
+    )
+    g = p.add_argument_group("after training")
+    g.add_argument("--sign-key", metavar="P.pem", help="sign the model (pdm-edge model keygen)")
+    g.add_argument(
+        "--send",
+        metavar="URL",
+        help="upload it to the appliance's control API as a candidate (token: PDM_API_TOKEN)",
+    )
     p.add_argument(
         "--out", "-o", required=True, metavar="DIR", help="model directory, e.g. models/pump-01"
     )
@@ -922,9 +1017,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--publish", metavar="URL", help="MQTT out: mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
     )
     g.add_argument("--opcua", metavar="URL", help="OPC UA server: opc.tcp://HOST:PORT")
-    g.add_argument(
-        "--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map"
-    )
+    g.add_argument("--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map")
     p.add_argument(
         "--workers",
         default="auto",

@@ -9,6 +9,7 @@ in Streamlit's AppTest.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,6 +153,19 @@ def test_two_appliances_writing_one_influxdb_are_told_apart_by_their_tag(
             assert st.machines() == ["demo-pump"]
     assert counts["edge-a"] > 0 and counts["edge-b"] > 0
     assert counts["edge-a"] + counts["edge-b"] == both
+
+    # Training from the central store: whose rows must be said when two appliances have the
+    # machine; then only that appliance's (edge-a ran healthy throughout).
+    argv = [sys.executable, "-m", "pdm.cli", "train", "--from-store", store, "--machine",
+            "demo-pump", "--since", "2000-01-01", "--until", "2100-01-01", "--pipeline",
+            str(tmp_path / "edge-a.toml"), "--out", str(tmp_path / "model")]  # fmt: skip
+    p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 2 and "appliances edge-a, edge-b all wrote rows" in p.stderr, p.stderr
+    p = subprocess.run([*argv, "--appliance", "edge-a"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    (src,) = json.loads((tmp_path / "model" / "model.json").read_text())["training"]["files"]
+    assert src["stored_windows"] == src["windows"] > 0 and src["alarmed_windows"] == 0
+    assert src["store"].endswith("(appliance edge-a)")
 
     # The fleet page on the central store: the tripped appliance first.
     pytest.importorskip("streamlit")
