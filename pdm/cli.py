@@ -137,6 +137,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pdm.scoring.card import read_card
     from pdm.scoring.runtime import LEGACY_DIRECTIONS
 
+    # The service config and the secret and TLS files it names first: one line when bad.
+    table = _publish_table(args)
+    if table is not None:
+        from pdm.appliance import appliance_id
+        from pdm.publish.config import describe
+
+        published = describe(table, machines=len(args.pipelines), appliance=appliance_id())
     for path in args.pipelines:
         print(check_pipeline(path))
         pl = load_pipeline(path)
@@ -149,6 +156,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             card = read_card(model_dir)
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
+    if table is not None:
+        print("publish   what `run` with these options sends to the plant (docs/integration.md):")
+        for line in published:
+            print(f"  - {line}")
     return 0
 
 
@@ -788,6 +799,20 @@ def _whole(low: int, high: int) -> Any:
     return parse
 
 
+def _add_publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="service config (TOML): the [publish] table (docs/integration.md)",
+    )
+    g = p.add_argument_group("the state out to the plant (docs/integration.md)")
+    g.add_argument(
+        "--publish", metavar="URL", help="MQTT out: mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
+    )
+    g.add_argument("--opcua", metavar="URL", help="OPC UA server: opc.tcp://HOST:PORT")
+    g.add_argument("--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pdm-edge",
@@ -797,8 +822,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pdm-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate pipeline files without running anything")
+    p = sub.add_parser(
+        "check",
+        help="validate pipeline files (and what run would publish) without running anything",
+    )
     p.add_argument("pipelines", nargs="+", metavar="PIPELINE.toml")
+    _add_publish_args(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
@@ -1007,17 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="shadow windows a candidate model must score before a promotion (default 100)",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="service config (TOML): the [publish] table (docs/integration.md)",
-    )
-    g = p.add_argument_group("the state out to the plant (docs/integration.md)")
-    g.add_argument(
-        "--publish", metavar="URL", help="MQTT out: mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
-    )
-    g.add_argument("--opcua", metavar="URL", help="OPC UA server: opc.tcp://HOST:PORT")
-    g.add_argument("--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map")
+    _add_publish_args(p)
     p.add_argument(
         "--workers",
         default="auto",

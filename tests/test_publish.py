@@ -289,6 +289,49 @@ def test_the_service_config_reads_publish_and_flags_replace_its_urls(tmp_path: P
             with_flags(None, **flags)
 
 
+def test_check_shows_what_run_would_publish_and_refuses_unreadable_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pdm-edge check`` takes run's publish options (here deploy/fleet's service config) and
+    says, without a secret, what each publisher would do; a secret or TLS file that run could
+    not read is one line and exit 2, before anything else is printed."""
+    from pdm.cli import main
+
+    repo = Path(__file__).resolve().parent.parent
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret-broker-password\n")
+    monkeypatch.setenv("PDM_APPLIANCE_ID", "edge-a")
+    monkeypatch.setenv("PDM_PUBLISH_MQTT_PASSWORD_FILE", str(pw))
+    argv = ["check", str(repo / "pipelines" / "demo.toml"), "--config",
+            str(repo / "deploy" / "fleet" / "service.toml")]  # fmt: skip
+    assert main([*argv, "--publish", "mqtt://edge-a@mosquitto:1883/pdm-edge"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("  - ") and "    " in ln[4:14]]
+    assert [ln.split()[1] for ln in lines] == ["mqtt", "opcua", "modbus"], out
+    mqtt, opcua, modbus = lines
+    assert "pdm-edge/edge-a/<machine>/" in mqtt and "a password" in mqtt and "no TLS" in mqtt
+    assert "Home Assistant discovery on" in mqtt and "signed commands off" in mqtt
+    assert "anonymous read-only" in opcua and "nothing writable" in opcua
+    assert "0.0.0.0:5020: read-only register map, 1 machine block(s)" in modbus
+    assert "s3cret" not in out
+
+    pw.unlink()
+    assert main(argv) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and got.err.count("\n") == 1, got
+    assert "password_file: No such file" in got.err
+    monkeypatch.delenv("PDM_PUBLISH_MQTT_PASSWORD_FILE")
+    assert main([*argv, "--publish", "mqtts://edge-a@mosquitto/pdm-edge"]) == 0  # system CAs
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    cfg = tmp_path / "service.toml"
+    cfg.write_text(f'schema_version = 1\n[publish.mqtt]\nurl = "mqtts://b/p"\nca_file = "{ca}"\n')
+    capsys.readouterr()
+    assert main(["check", str(repo / "pipelines" / "demo.toml"), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdm-edge: error: [publish.mqtt] TLS files") and err.count("\n") == 1
+
+
 # -- Modbus ---------------------------------------------------------------------------------------
 
 

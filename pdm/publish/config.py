@@ -49,6 +49,7 @@ __all__ = [
     "PublishTable",
     "ServiceConfig",
     "build_publishers",
+    "describe",
     "load_service_config",
     "machine_infos",
     "with_flags",
@@ -278,6 +279,45 @@ def build_publishers(
 
         host, port = _split_hostport(table.modbus.listen, "[publish.modbus] listen")
         out.append(ModbusPublisher(host, port))
+    return out
+
+
+def describe(table: PublishTable, *, machines: int, appliance: str) -> list[str]:
+    """What ``run`` would publish, a line a publisher (``pdm-edge check``). Reads the secret
+    files and the TLS files as ``run`` will (ConfigError: one line); never shows a secret."""
+    out: list[str] = []
+    if table.mqtt is not None:
+        from pdm.publish.mqtt import MqttSettings, parse_publish_url, tls_context
+
+        t = table.mqtt
+        url = parse_publish_url(t.url, "[publish.mqtt] url")
+        pw = _file_secret(t.password_file, MQTT_PASSWORD_ENV, "[publish.mqtt] password_file")
+        if t.commands:
+            _file_secret(t.command_key_file, COMMAND_KEY_ENV, "[publish.mqtt] command_key_file")
+        if url.tls:
+            tls_context(MqttSettings(url, ca_file=t.ca_file, cert_file=t.cert_file,
+                                     key_file=t.key_file))  # fmt: skip
+        out.append(
+            f"mqtt      {url} → {url.topic}/{appliance}/<machine>/…, QoS {t.qos}, every value "
+            f"again every {t.interval_s:g} s; {'TLS' if url.tls else 'no TLS'}, "
+            f"{'a password' if pw else 'no password'}; Home Assistant discovery "
+            f"{'on' if t.homeassistant else 'off'}; signed commands "
+            f"{'on' if t.commands else 'off'}"
+        )
+    if table.opcua is not None:
+        o = table.opcua
+        out.append(
+            f"opcua     {o.url}: Basic256Sha256"
+            + (" and an unencrypted endpoint" if o.allow_unencrypted else "")
+            + ("; anonymous read-only" if o.anonymous else "; no anonymous sessions")
+            + ("; Acknowledge for operators" if o.acknowledge else "; no Acknowledge")
+            + f"; {machines} machine(s) under Objects/Machines, nothing writable"
+        )
+    if table.modbus is not None:
+        out.append(
+            f"modbus    {table.modbus.listen}: read-only register map, {machines} machine "
+            f"block(s) of 32 registers from address 100 (docs/integration.md)"
+        )
     return out
 
 

@@ -74,7 +74,7 @@ from pdm.publish.model import (
 )
 from pdm.sources.mqtt import MqttUrl, parse_mqtt_url
 
-__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttSettings", "parse_publish_url"]
+__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttSettings", "parse_publish_url", "tls_context"]
 
 log = logging.getLogger("pdm.publish")
 
@@ -120,7 +120,7 @@ class MqttSettings:
     max_queued: int = 10_000
 
 
-def _tls(s: MqttSettings) -> ssl.SSLContext:
+def tls_context(s: MqttSettings) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cafile=s.ca_file or None)
         if s.cert_file or s.key_file:
@@ -178,7 +178,7 @@ class MqttPublisher:
         if s.url.username is not None:
             self.client.username_pw_set(s.url.username, cast(str | None, s.password))
         if s.url.tls:
-            self.client.tls_set_context(_tls(s))
+            self.client.tls_set_context(tls_context(s))
         self.client.reconnect_delay_set(1, 30)
         self.client.max_queued_messages_set(s.max_queued)
         self.client.will_set(f"{self.base}/status", "offline", qos=1, retain=True)
