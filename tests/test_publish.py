@@ -659,6 +659,20 @@ def test_opcua_serves_stable_node_ids_read_only_and_acknowledge_to_operators(
         async with op:
             obj = op.get_node(f"ns={ns};s=pdm-edge/pump-01")
             out["ack"] = await obj.call_method(f"{ns}:Acknowledge", "M. Keller", "bearing checked")
+            # An operator may acknowledge, and nothing else: no write, no change of the
+            # address space (the server answers each with BadUserAccessDenied).
+            state = op.get_node(f"ns={ns};s=pdm-edge/pump-01/State")
+            for what, attempt in (
+                ("op write", state.write_value("ok")),
+                ("op add", obj.add_variable(ns, "Injected", 1.0)),
+                ("op delete", op.delete_nodes([state])),
+            ):
+                try:
+                    await attempt
+                    out[what] = "done"
+                except BadUserAccessDenied:
+                    out[what] = "denied"
+            out["after"] = await state.read_value()
             # Part 9: the condition's own Acknowledge, by the logged-in operator.
             cond = op.get_node(f"ns={ns};s=pdm-edge/pump-01/Vibration")
             await cond.call_method(
@@ -674,6 +688,8 @@ def test_opcua_serves_stable_node_ids_read_only_and_acknowledge_to_operators(
                              "IsoZone": "B", "Reason": "why", "Heartbeat": 1}  # fmt: skip
     assert out["sensor"] == "sensor_fault"
     assert (out["anon call"], out["anon write"]) == ("denied", "denied")
+    assert (out["op write"], out["op add"], out["op delete"]) == ("denied",) * 3
+    assert out["after"] == "danger"
     assert out["wrong password"] != "connected"
     assert out["ack"] == "pump-01: acknowledged by M. Keller"
     assert acks == [
