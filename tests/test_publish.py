@@ -403,6 +403,43 @@ def test_the_register_map_serves_the_snapshot_and_refuses_writes(modbus_map: Any
     assert modbus_map.refused >= 5
 
 
+def _flood(host: str, port: int, n: int) -> list[bool]:
+    """Open ``n`` TCP connections at once, hold them, and say which the server closed."""
+    import socket
+
+    held = [socket.create_connection((host, port), 5) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # the extra ones are closed as soon as the server sees them
+        closed = []
+        for s in held:
+            s.settimeout(0.05)
+            try:
+                closed.append(s.recv(1) == b"")
+            except TimeoutError:
+                closed.append(False)  # still open, waiting for a request
+        return closed
+    finally:
+        for s in held:
+            s.close()
+        time.sleep(0.3)  # the server sees them go
+
+
+@pytest.mark.relay
+def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any) -> None:
+    """A client opening connections in a loop gets MAX_CONNECTIONS of them; each one more is
+    closed at once, and the map still answers once they are gone."""
+    from pdm.publish.modbus import MAX_CONNECTIONS
+
+    closed = _flood("127.0.0.1", modbus_map.port, 40)
+    assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
+    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS
+
+    async def read(c: Any) -> Any:
+        return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+    assert _modbus(modbus_map.port, read) == [1, 2]
+
+
 # -- MQTT -----------------------------------------------------------------------------------------
 
 
@@ -704,6 +741,25 @@ def test_opcua_serves_stable_node_ids_read_only_and_acknowledge_to_operators(
     p2.start([PUMP])
     p2.close()
     assert (tmp_path / "opcua" / "server-cert.der").read_bytes() == cert_bytes
+
+
+def test_opcua_turns_away_connections_past_its_bound(opcua: Any, tmp_path: Path) -> None:
+    """Connections opened in a loop get MAX_CONNECTIONS; each one more is closed at once, and
+    a real client connects again once they are gone."""
+    from pdm.publish.opcua import MAX_CONNECTIONS, parse_opcua_url
+
+    p, _ = opcua
+    host, port = parse_opcua_url(p.settings.url)
+    closed = _flood(host, port, 40)
+    assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
+
+    async def read() -> Any:
+        c = await _client(p, tmp_path)
+        async with c:
+            ns = await c.get_namespace_index("urn:pdm-edge")
+            return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
+
+    assert asyncio.run(read()) == "edge-1"
 
 
 def test_opcua_reports_each_machine_as_an_alarm_condition_to_server_event_subscribers(

@@ -39,6 +39,10 @@ Machine ``k`` (the order of the pipelines given to ``pdm-edge run``) at ``100 + 
       a PLC polling every second sees each of up to four transitions in between, in order
 ====  =================================================================================
 
+At most :data:`MAX_CONNECTIONS` clients are connected at once; one more is closed as soon as it
+connects (counted in :attr:`ModbusPublisher.turned_away`): a scanner or a misbehaving client
+opening connections in a loop must not take the service's file descriptors.
+
 The image is rebuilt by the hub's thread under a lock (a few integer stores per machine);
 the server's loop copies it into the reply of each read, on a thread and event loop of its
 own — a PLC polling fast never touches the processing.
@@ -56,7 +60,14 @@ from typing import Any
 from pdm.errors import ConfigError
 from pdm.publish.model import STATE_CODES, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
-__all__ = ["BLOCK", "FIRST_BLOCK", "MAP_VERSION", "ModbusPublisher", "machine_registers"]
+__all__ = [
+    "BLOCK",
+    "FIRST_BLOCK",
+    "MAP_VERSION",
+    "MAX_CONNECTIONS",
+    "ModbusPublisher",
+    "machine_registers",
+]
 
 log = logging.getLogger("pdm.publish")
 
@@ -71,6 +82,8 @@ FLAG_LATCHED, FLAG_ACKED, FLAG_SENSOR, FLAG_APPLIANCE, FLAG_STALE, FLAG_LEARNING
     1, 2, 4, 8, 16, 32,
 )  # fmt: skip
 _READS = (3, 4)
+#: Clients connected at once (a site has a few PLCs and SCADA servers polling).
+MAX_CONNECTIONS = 32
 _START_S = 10.0
 
 
@@ -140,6 +153,10 @@ class ModbusPublisher:
         self._server: Any = None
         self.reads = 0
         self.refused = 0
+        #: Clients connected now, and connections closed at once because
+        #: :data:`MAX_CONNECTIONS` were (both kept by the server's loop).
+        self.connected = 0
+        self.turned_away = 0
 
     # -- the register image (hub's thread) ------------------------------------------------------
     def start(self, machines: Sequence[MachineInfo]) -> None:
@@ -235,7 +252,35 @@ class ModbusPublisher:
     def _serve(self) -> None:
         logging.getLogger("pymodbus").setLevel(logging.ERROR)  # a PLC's every refusal: no log storm
         from pymodbus.server import ModbusTcpServer
+        from pymodbus.server.requesthandler import ServerRequestHandler
         from pymodbus.simulator import DataType, SimData, SimDevice
+
+        owner = self
+
+        class Handler(ServerRequestHandler):
+            """Counts the connections it lets in (asyncio may make many protocols before the
+            first connection_made, so the listener's own list is no count of what is open)."""
+
+            admitted = False
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                if owner.connected >= MAX_CONNECTIONS:
+                    owner.turned_away += 1
+                    transport.close()
+                    return
+                self.admitted = True
+                owner.connected += 1
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self.admitted:
+                    self.admitted = False
+                    owner.connected -= 1
+                super().connection_lost(exc)
+
+        class Server(ModbusTcpServer):
+            def callback_new_connection(self) -> Any:
+                return Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
         device = SimDevice(
             0,  # every unit id
@@ -248,7 +293,7 @@ class ModbusPublisher:
 
         async def serve() -> None:
             try:
-                self._server = ModbusTcpServer(device, address=(self.host, self.port))
+                self._server = Server(device, address=(self.host, self.port))
                 await self._server.serve_forever(background=True)
                 sockets = getattr(self._server.transport, "sockets", None) or ()
                 if sockets:

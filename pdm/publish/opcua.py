@@ -67,7 +67,14 @@ from pdm import __version__
 from pdm.errors import ConfigError
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
-__all__ = ["NAMESPACE", "OpcUaPublisher", "OpcUaSettings", "node_id", "parse_opcua_url"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "NAMESPACE",
+    "OpcUaPublisher",
+    "OpcUaSettings",
+    "node_id",
+    "parse_opcua_url",
+]
 
 log = logging.getLogger("pdm.publish")
 #: asyncua's constructors are typed with its NewTypes (Int32, UInt32, …), which plain ints and
@@ -75,6 +82,10 @@ log = logging.getLogger("pdm.publish")
 ua: Any = asyncua.ua
 
 NAMESPACE = "urn:pdm-edge"
+#: Clients connected at once; one more is closed as soon as it connects (asyncua's default,
+#: 1000, is about a process's whole file-descriptor limit). A connection that does not
+#: activate a session is closed by asyncua's own watchdog.
+MAX_CONNECTIONS = 32
 _START_S = 60.0
 _SEVERITY = {"ok": 1, "alert": 400, "danger": 700, "trip": 900, "unknown": 500}
 #: The user whose request is being served: set by the permission check, read by the
@@ -374,6 +385,7 @@ class OpcUaPublisher:
 
         server = Server(user_manager=Users())  # type: ignore[arg-type]
         server.iserver.bind_condition_methods = True  # ConditionRefresh replays retained conditions
+        server.iserver.max_connections = MAX_CONNECTIONS
         await server.init()
         server.set_endpoint(self.settings.url)
         server.set_server_name(f"pdm-edge {self.appliance}")
