@@ -60,11 +60,12 @@ def test_the_fleet_is_ordered_appliances_and_machines_worst_first() -> None:
     assert (row.since_s, row.velocity_rms_mm_s, row.age_s) == (65.0, 2.5, 5.0)
 
 
-def _page(store: str, data_dir: str) -> None:
+def _page(store: str, data_dir: str, *extra: str) -> None:
     from pdm.dashboard.context import load_context
     from pdm.dashboard.fleet import render
 
-    render(load_context(["--store", store, "--data-dir", data_dir, "--pipelines", data_dir]))
+    argv = ["--store", store, "--data-dir", data_dir, "--pipelines", data_dir, *extra]
+    render(load_context(argv))
 
 
 def test_the_fleet_page_shows_each_appliance_worst_first(tmp_path: Path) -> None:
@@ -171,7 +172,28 @@ def test_two_appliances_writing_one_influxdb_are_told_apart_by_their_tag(
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_function(_page, args=(store, str(tmp_path)), default_timeout=30)
-    at.run()
-    assert not at.exception, at.exception
-    assert [h.value for h in at.subheader] == ["edge-b — worst: trip", "edge-a — worst: ok"]
+    # Named an appliance, the machine pages read its rows only; the fleet page every one's.
+    from pdm.dashboard.context import load_context
+
+    ctx = load_context(["--store", store, "--appliance", "edge-a", "--pipelines", str(tmp_path)])
+    with ctx.store() as st:
+        assert st.count("scores", "demo-pump") == counts["edge-a"]
+    with ctx.store(every_appliance=True) as st:
+        assert st.count("scores", "demo-pump") == both
+    for extra in ((), ("--appliance", "edge-a")):
+        at = AppTest.from_function(_page, args=(store, str(tmp_path), *extra), default_timeout=30)
+        at.run()
+        assert not at.exception, at.exception
+        assert [h.value for h in at.subheader] == ["edge-b — worst: trip", "edge-a — worst: ok"]
+
+
+def test_the_dashboard_takes_an_appliance_id_and_refuses_a_bad_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pdm.dashboard.launch import build_command, dashboard_main, parse_args
+
+    cmd = build_command(parse_args(["--store", "influx1://c:8086/pdm", "--appliance", "edge-a"]))
+    assert cmd[-4:] == ["--store", "influx1://c:8086/pdm", "--appliance", "edge-a"]
+    assert dashboard_main(["--appliance", "edge a/1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdm-edge dashboard: --appliance 'edge a/1'") and err.count("\n") == 1

@@ -108,7 +108,7 @@ def render(ctx: DashboardContext) -> None:
     @st.fragment(run_every=REFRESH)
     def tables() -> None:
         try:
-            with ctx.store() as store:
+            with ctx.store(every_appliance=True) as store:
                 apps = fleet_rows(store.fleet())
         except (PdmError, OSError) as exc:
             st.error(f"history store {ctx.store_url}: {exc}")
