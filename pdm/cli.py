@@ -262,8 +262,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     detector = args.detector or m.detector
     alerts = args.alerts_per_week if args.alerts_per_week is not None else m.alerts_per_week
     holdout = args.holdout if args.holdout is not None else m.holdout
-    if args.send and not args.from_store and not args.files:
-        raise ConfigError("train: give healthy recordings or --from-store")
     if args.from_store:
         ts = _training_set_from_store(args, pipeline)
         src = ts.files[0]

@@ -133,6 +133,7 @@ def test_a_model_is_trained_from_the_stored_healthy_windows_only(
         (["--since", "yesterday"], "--since: not an ISO 8601 time"),
         (["--machine", "fan-9"], "the pipeline is machine 'demo-pump'"),
         (["a.csv"], "give recordings or --from-store, not both"),
+        (["--from-store", ""], "give healthy recordings or --from-store"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_trained_is_refused_with_one_line(
