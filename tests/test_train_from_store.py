@@ -203,3 +203,49 @@ def test_the_model_is_signed_and_sent_to_the_appliance_as_its_candidate(
             r = c.get(f"/status/{MACHINE}", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.json()["shadow"]["version"] == result["sent"]["candidate"], r.json()
     assert (models / f"{MACHINE}.candidate" / "model.sig").is_file()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "words"),
+    [
+        (202, b"x" * (1 << 20), "the answer is over 65536 bytes"),
+        (500, b"<html>oops</html>", "refused the model (HTTP 500): Internal Server Error"),
+        (
+            400,
+            b'{"error": "model.json: bad card\\nsecond line"}',
+            "(HTTP 400): model.json: bad card",
+        ),
+    ],
+)
+def test_sending_reads_a_bounded_answer_and_says_why_it_was_refused(
+    stored: dict[str, Any], tmp_path: Path, status: int, body: bytes, words: str
+) -> None:
+    """Whoever answers at --send is a peer like any other: its answer is read up to 64 KiB
+    and its reason shown as one line (a real HTTP server on 127.0.0.1)."""
+    import http.server
+    import threading
+
+    from pdm.errors import ModelError
+    from pdm.scoring.update import send_bundle
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    out = tmp_path / "model"
+    assert main(_train(stored, out)) == 0
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(ModelError) as err:
+                send_bundle(out, f"http://127.0.0.1:{srv.server_address[1]}", MACHINE)
+        finally:
+            srv.shutdown()
+    assert words in str(err.value) and "\n" not in str(err.value)

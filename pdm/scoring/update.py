@@ -394,6 +394,10 @@ def verify_bundle(model_dir: str | os.PathLike[str], public_keys: Sequence[Publi
     return _verify(Path(model_dir), public_keys)[0]
 
 
+#: Largest answer :func:`send_bundle` reads from the appliance, bytes.
+_MAX_ANSWER_BYTES = 64 * 1024
+
+
 def send_bundle(
     model_dir: str | os.PathLike[str],
     api_url: str,
@@ -427,17 +431,26 @@ def send_bundle(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        r = httpx.put(url, content=buf.getvalue(), headers=headers, timeout=timeout_s)
+        with httpx.stream(
+            "PUT", url, content=buf.getvalue(), headers=headers, timeout=timeout_s
+        ) as r:
+            # The answer is a small JSON object: read no more than that from whoever answers.
+            body = b""
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_ANSWER_BYTES:
+                    raise ModelError(f"{url}: the answer is over {_MAX_ANSWER_BYTES} bytes")
     except httpx.HTTPError as exc:
         raise ModelError(f"{url}: cannot send the model: {_first_line(exc)}") from None
     try:
-        answer = r.json()
+        answer = json.loads(body)
     except ValueError:
         answer = {}
     if not isinstance(answer, dict):
         answer = {}
     if r.status_code != 202:
-        why = answer.get("error") if isinstance(answer.get("error"), str) else r.reason_phrase
+        why = answer.get("error")
+        why = why.splitlines()[0][:500] if isinstance(why, str) and why else r.reason_phrase
         raise ModelError(f"{url}: the appliance refused the model (HTTP {r.status_code}): {why}")
     return answer
 
