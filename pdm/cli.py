@@ -113,17 +113,17 @@ def _pipeline_from_args(args: argparse.Namespace) -> Pipeline:
     )
 
 
-def _start_time(args: argparse.Namespace) -> float | None:
-    if not args.start:
-        return None
-    text = args.start.strip().replace("Z", "+00:00")
+def _iso_time(text: str, flag: str) -> dt.datetime:
+    """An ISO 8601 time given with ``flag`` (UTC unless it says otherwise)."""
     try:
-        t = dt.datetime.fromisoformat(text)
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--start: not an ISO 8601 time (got {args.start!r})") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
+        raise ConfigError(f"{flag}: not an ISO 8601 time (got {text!r})") from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
+def _start_time(args: argparse.Namespace) -> float | None:
+    return _iso_time(args.start, "--start").timestamp() if args.start else None
 
 
 def _json_value(v: Any) -> Any:
@@ -137,6 +137,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pdm.scoring.card import read_card
     from pdm.scoring.runtime import LEGACY_DIRECTIONS
 
+    # The service config and the secret and TLS files it names first: one line when bad.
+    table = _publish_table(args)
+    if table is not None:
+        from pdm.appliance import appliance_id
+        from pdm.publish.config import describe
+
+        published = describe(table, machines=len(args.pipelines), appliance=appliance_id())
     for path in args.pipelines:
         print(check_pipeline(path))
         pl = load_pipeline(path)
@@ -150,10 +157,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
     live = [p for p in map(load_pipeline, args.pipelines) if p.acquisition.sample_rate_hz]
-    if live:  # all of them in one service, on this machine (docs/service.md, "Capacity")
+    if live:  # all of them in one service, on this machine (docs/service.md, "Overload")
         from pdm.service.capacity import estimate
 
         print(estimate(live).line())
+    if table is not None:
+        print("publish   what `run` with these options sends to the plant (docs/integration.md):")
+        for line in published:
+            print(f"  - {line}")
     return 0
 
 
@@ -231,6 +242,47 @@ def _features_html(path: str, pages: list[Any], pipeline: Pipeline) -> None:
     print(f"{path}: plots of {len(pages)} recording(s)", file=sys.stderr)
 
 
+def _time_ns(text: str, flag: str) -> int:
+    """An ISO 8601 time (UTC unless it says otherwise) as ns since 1970."""
+    return round(_iso_time(text, flag).timestamp() * 1e9)
+
+
+def _training_set_from_store(args: argparse.Namespace, pipeline: Pipeline) -> Any:
+    """``train --from-store``: the stored healthy windows of one machine (pdm/history/training.py)."""
+    from pdm.history import open_store, parse_store_url
+    from pdm.history.training import training_set_from_store
+
+    if args.files:
+        raise ConfigError("--from-store: give recordings or --from-store, not both")
+    missing = [f for f in ("machine", "since", "until") if getattr(args, f) is None]
+    if missing:
+        raise ConfigError("--from-store needs " + ", ".join(f"--{f}" for f in missing) + " as well")
+    if args.machine != pipeline.machine.id:
+        raise ConfigError(
+            f"--machine {args.machine!r}: the pipeline is machine {pipeline.machine.id!r} "
+            "(the model is trained for the pipeline that made the rows)"
+        )
+    start, end = _time_ns(args.since, "--since"), _time_ns(args.until, "--until")
+    url = parse_store_url(args.from_store)
+    with open_store(url, scope=args.appliance) as store:
+        if args.appliance is None and url.scheme != "sqlite":
+            apps = sorted({s.appliance for s in store.fleet() if s.machine == args.machine})
+            if len(apps) > 1:
+                raise ConfigError(
+                    f"--machine {args.machine!r}: appliances {', '.join(apps)} all wrote rows "
+                    "of that machine to this store; name one with --appliance"
+                )
+        return training_set_from_store(
+            store,
+            pipeline,
+            machine=args.machine,
+            start_ns=start,
+            end_ns=end,
+            fs=args.fs if args.fs is not None else pipeline.acquisition.sample_rate_hz,
+            source=str(url) + ("" if args.appliance is None else f" (appliance {args.appliance})"),
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -241,11 +293,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     detector = args.detector or m.detector
     alerts = args.alerts_per_week if args.alerts_per_week is not None else m.alerts_per_week
     holdout = args.holdout if args.holdout is not None else m.holdout
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    with tqdm(desc="windows", unit=" win", disable=None, file=sys.stderr) as bar:
-        ts = collect(
-            args.files, pipeline, fs=args.fs, start_time=_start_time(args), progress=bar.update
+    if args.from_store:
+        ts = _training_set_from_store(args, pipeline)
+        src = ts.files[0]
+        print(
+            f"{src['store']}: {src['windows']} healthy windows of {src['stored_windows']} stored "
+            f"({src['alarmed_windows']} left out in or just before an alarm, "
+            f"{src['invalid_windows']} incomplete or invalid)",
+            file=sys.stderr,
         )
+    elif not args.files:
+        raise ConfigError("train: give healthy recordings or --from-store")
+    else:
+        # disable=None: a bar on a terminal, silence in logs and pipes.
+        with tqdm(desc="windows", unit=" win", disable=None, file=sys.stderr) as bar:
+            ts = collect(
+                args.files, pipeline, fs=args.fs, start_time=_start_time(args), progress=bar.update
+            )
     card = train(
         ts,
         Path(args.out),
@@ -269,11 +333,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     for w in cal["warnings"]:
         print(f"pdm-edge: warning: {w}", file=sys.stderr)
-    print(
-        json.dumps(
-            {"model": str(args.out), "onnx_sha256": card["onnx"]["sha256"], "calibration": cal}
-        )
-    )
+    result: dict[str, Any] = {
+        "model": str(args.out),
+        "onnx_sha256": card["onnx"]["sha256"],
+        "calibration": cal,
+    }
+    if args.sign_key or args.send:
+        from pdm.scoring.update import send_bundle, sign_bundle
+
+        if args.sign_key:
+            result["signature"] = str(sign_bundle(args.out, args.sign_key))
+        if args.send:
+            from pdm.service.api import api_token
+
+            answer = send_bundle(args.out, args.send, pipeline.machine.id, token=api_token())
+            result["sent"] = answer
+            print(
+                f"{args.send}: the model is {pipeline.machine.id}'s candidate, in shadow; "
+                f"promote it with POST /models/{pipeline.machine.id}/promote",
+                file=sys.stderr,
+            )
+    print(json.dumps(result))
     return 0
 
 
@@ -622,6 +702,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.replay and len(pipelines) != 1:
         raise ConfigError("--replay feeds one pipeline; give exactly one")
     store = resolve_store(args.store, pipelines[0], data_dir)
+    publish = _publish_table(args)
     if args.worker is None:
         from pdm.service.capacity import estimate
         from pdm.service.workers import check_workers
@@ -634,7 +715,7 @@ def _run(args: argparse.Namespace) -> int:
         if n > 1:
             if args.replay:
                 raise ConfigError("--replay feeds one pipeline; it runs in one process")
-            return _run_supervisor(args, pipelines, n, store, data_dir)
+            return _run_supervisor(args, pipelines, n, store, data_dir, publish)
     opts = ServiceOptions(
         store=store,
         data_dir=data_dir,
@@ -659,12 +740,31 @@ def _run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
         promote_min_windows=args.promote_min_windows,
+        publish=publish,
+        publish_feed=args.publish_feed,
     )
     return Service(pipelines, opts, stop_event=args.stop_event).start().run_forever()
 
 
+def _publish_table(args: argparse.Namespace) -> Any:
+    """``[publish]`` of ``--config`` with ``--publish``/``--opcua``/``--modbus-server`` applied
+    (None when nothing is published); the appliance id checked before anything starts."""
+    from pdm.appliance import appliance_id
+    from pdm.publish.config import load_service_config, with_flags
+
+    appliance_id()  # ConfigError: a PDM_APPLIANCE_ID that cannot name topics and tags
+    cfg = load_service_config(args.config) if args.config else None
+    table = with_flags(cfg, publish=args.publish, opcua=args.opcua, modbus=args.modbus_server)
+    return table if table.any else None
+
+
 def _run_supervisor(
-    args: argparse.Namespace, pipelines: list[Any], n: int, store: Any, data_dir: Path
+    args: argparse.Namespace,
+    pipelines: list[Any],
+    n: int,
+    store: Any,
+    data_dir: Path,
+    publish: Any = None,
 ) -> int:
     """``run`` with a process per core: the workers get the same options, a private
     stream port (the supervisor hands them connections) and the resolved store."""
@@ -690,6 +790,8 @@ def _run_supervisor(
     common += ["--silence-s", str(args.silence_s), "--stall-s", str(args.stall_s)]
     common += ["--max-lag-s", str(args.max_lag_s), "--workers", "1"]
     common += ["--promote-min-windows", str(args.promote_min_windows)]
+    if publish is not None:  # the supervisor publishes; its workers feed it their states
+        common.append("--publish-feed")
     limits = {
         "--max-frame-bytes": args.max_frame_bytes,
         "--max-input-bytes": args.max_input_bytes,
@@ -714,6 +816,7 @@ def _run_supervisor(
         stop_event=args.stop_event,
         max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
+        publish=publish,
     )
     return sup.start().run_forever()
 
@@ -857,6 +960,20 @@ def _whole(low: int, high: int) -> Any:
     return parse
 
 
+def _add_publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="service config (TOML): the [publish] table (docs/integration.md)",
+    )
+    g = p.add_argument_group("the state out to the plant (docs/integration.md)")
+    g.add_argument(
+        "--publish", metavar="URL", help="MQTT out: mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
+    )
+    g.add_argument("--opcua", metavar="URL", help="OPC UA server: opc.tcp://HOST:PORT")
+    g.add_argument("--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pdm-edge",
@@ -866,8 +983,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pdm-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate pipeline files without running anything")
+    p = sub.add_parser(
+        "check",
+        help="validate pipeline files (and what run would publish) without running anything",
+    )
     p.add_argument("pipelines", nargs="+", metavar="PIPELINE.toml")
+    _add_publish_args(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
@@ -883,11 +1004,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="learn a machine's healthy baseline from recordings; write models/NAME",
-        description="Trains on healthy recordings (split by time: the first part trains, the last "
-        "part calibrates the thresholds) and writes model.onnx and model.json to --out.",
+        help="learn a machine's healthy baseline from recordings or stored history",
+        description="Trains on healthy recordings, or on the feature rows a history store holds "
+        "(--from-store: windows in or just before an alarm are left out; docs/models.md), split "
+        "by time: the first part trains, the last part calibrates the thresholds. Writes "
+        "model.onnx and model.json to --out; --sign-key signs it, --send uploads it to an "
+        "appliance as the machine's candidate.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="healthy CSV recording(s)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="healthy CSV recording(s)")
+    g = p.add_argument_group("from stored history (instead of recordings)")
+    g.add_argument(
+        "--from-store",
+        metavar="URL",
+        help="history store: sqlite:///PATH, influx1://…, influx2://…",
+    )
+    g.add_argument("--machine", metavar="ID", help="machine id (must be the pipeline's)")
+    g.add_argument("--since", metavar="T", help="start, ISO 8601 (UTC unless it says)")
+    g.add_argument("--until", metavar="T", help="end, ISO 8601 (exclusive)")
+    g.add_argument(
+        "--appliance",
+        metavar="ID",
+        help="only this appliance's rows (a central store that several appliances write)",
+    )
+    g = p.add_argument_group("after training")
+    g.add_argument("--sign-key", metavar="P.pem", help="sign the model (pdm-edge model keygen)")
+    g.add_argument(
+        "--send",
+        metavar="URL",
+        help="upload it to the appliance's control API as a candidate (token: PDM_API_TOKEN)",
+    )
     p.add_argument(
         "--out", "-o", required=True, metavar="DIR", help="model directory, e.g. models/pump-01"
     )
@@ -1089,6 +1234,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="shadow windows a candidate model must score before a promotion (default 100)",
     )
+    _add_publish_args(p)
     p.add_argument(
         "--workers",
         default="auto",
@@ -1100,6 +1246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--sibling-ids", help=argparse.SUPPRESS)
+    p.add_argument("--publish-feed", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -35,7 +35,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -87,8 +87,11 @@ __all__ = [
     "WebhookTargetSettings",
     "check_pipeline",
     "load_pipeline",
+    "load_settings",
     "pipeline_from_flags",
 ]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 #: The schema version this code reads. Files with a lower version are migrated.
 SCHEMA_VERSION = 1
@@ -1688,6 +1691,52 @@ def _migrate(data: dict[str, Any], name: str, text: str) -> dict[str, Any]:
     return data
 
 
+def _read_toml(path: str | os.PathLike[str], what: str) -> tuple[str, dict[str, Any], str]:
+    """``(name, data, text)`` of a TOML file of at most :data:`MAX_PIPELINE_BYTES`; one-line
+    ConfigError (``FILE[:LINE[:COL]]: …``) when it cannot be read or parsed."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:  # a FIFO or /dev/stdin works; /dev/zero stops at the cap
+            raw = f.read(MAX_PIPELINE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {what}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_PIPELINE_BYTES:
+        raise ConfigError(
+            f"{name}: larger than {MAX_PIPELINE_BYTES:,} bytes; a {what} is a few kB "
+            f"(is this the right file?)"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{name}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except RecursionError as exc:
+        line = _too_deep_line(text)
+        raise ConfigError(
+            f"{name}:{line}: TOML nested too deeply (arrays or inline tables more than "
+            f"{MAX_TOML_DEPTH} levels deep); a {what} nests a few"
+        ) from exc
+    except ValueError as exc:
+        if not isinstance(exc, tomllib.TOMLDecodeError):  # an integer of > 4300 digits
+            first = str(exc).split(";")[0].split(":")[0]
+            digits = re.search(r"[0-9A-Fa-f_]{4300,}", text)
+            at = f":{text.count(chr(10), 0, digits.start()) + 1}" if digits else ""
+            raise ConfigError(f"{name}{at}: TOML value not accepted: {first}") from exc
+        msg = " ".join(str(exc).split())
+        m = _TOML_POS.match(msg)
+        if m is not None:
+            where = f"{name}:{m['line']}:{m['col']}"
+            msg = m["msg"]
+        else:
+            where, msg = name, msg.replace("(at end of document)", "at end of file")
+        raise ConfigError(f"{where}: TOML syntax error: {msg[:1].lower()}{msg[1:]}") from exc
+    return name, data, text
+
+
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     """Read, migrate and validate a pipeline TOML file.
 
@@ -1707,46 +1756,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         For any problem (missing or unreadable file, TOML syntax, a failed
         check), with one line ``FILE[:LINE[:COL]]: key.path: reason (got VALUE)``.
     """
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:  # a FIFO or /dev/stdin works; /dev/zero stops at the cap
-            raw = f.read(MAX_PIPELINE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read pipeline file: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_PIPELINE_BYTES:
-        raise ConfigError(
-            f"{name}: larger than {MAX_PIPELINE_BYTES:,} bytes; a pipeline file is a few kB "
-            f"(is this the right file?)"
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{name}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
-        ) from exc
-    try:
-        data = tomllib.loads(text)
-    except RecursionError as exc:
-        line = _too_deep_line(text)
-        raise ConfigError(
-            f"{name}:{line}: TOML nested too deeply (arrays or inline tables more than "
-            f"{MAX_TOML_DEPTH} levels deep); a pipeline nests a few"
-        ) from exc
-    except ValueError as exc:
-        if not isinstance(exc, tomllib.TOMLDecodeError):  # an integer of > 4300 digits
-            first = str(exc).split(";")[0].split(":")[0]
-            digits = re.search(r"[0-9A-Fa-f_]{4300,}", text)
-            at = f":{text.count(chr(10), 0, digits.start()) + 1}" if digits else ""
-            raise ConfigError(f"{name}{at}: TOML value not accepted: {first}") from exc
-        msg = " ".join(str(exc).split())
-        m = _TOML_POS.match(msg)
-        if m is not None:
-            where = f"{name}:{m['line']}:{m['col']}"
-            msg = m["msg"]
-        else:
-            where, msg = name, msg.replace("(at end of document)", "at end of file")
-        raise ConfigError(f"{where}: TOML syntax error: {msg[:1].lower()}{msg[1:]}") from exc
+    name, data, text = _read_toml(path, "pipeline file")
     data = _migrate(data, name, text)
     table = _read_bearing_table(data.get("bearing_table"), name, text)
     try:
@@ -1759,6 +1769,16 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     pipeline._source_text = text
     pipeline._bearing_table = table
     return pipeline
+
+
+def load_settings(path: str | os.PathLike[str], model: type[_M], *, what: str) -> _M:
+    """Read and validate a TOML settings file other than a pipeline (a service config) into
+    ``model``; every problem is one ConfigError line ``FILE[:LINE]: key.path: reason``."""
+    name, data, text = _read_toml(path, what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path=name, text=text)) from exc
 
 
 #: A bearing table larger than this is refused unread (a catalogue of thousands fits).

@@ -117,3 +117,18 @@ def modbus_server() -> Iterator[Any]:
         yield srv.start()
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Any]:
+    """A real mosquitto on a free loopback port, without persistence (see test_mqtt.Broker)."""
+    from test_mqtt import Broker, find_mosquitto
+
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip(f"mosquitto (MQTT broker) not installed; install it with {SETUP_SCRIPT}")
+    b = Broker(binary, tmp_path / "mosquitto")
+    try:
+        yield b.start()
+    finally:
+        b.stop()

@@ -68,6 +68,15 @@ class _WorkerFiles:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.reader, name)
 
+    @property
+    def appliance(self) -> str | None:
+        return self.writers[0].appliance
+
+    @appliance.setter
+    def appliance(self, value: str | None) -> None:  # the id every worker's file writes
+        for w in self.writers:
+            w.appliance = value
+
     def close(self) -> None:
         self.reader.close()
         for w in self.writers:
@@ -586,6 +595,26 @@ def test_latest_status(store: HistoryStore, put: Callable[..., None]) -> None:
     assert m2.alarm_state is None and m2.alarm_t_ns is None and dict(m2.channels) == {}
     (only,) = store.latest_status("m2")
     assert only == m2
+
+
+def test_the_fleet_tells_the_appliances_that_wrote_apart(
+    make_store: StoreMaker, readback: Callable[[HistoryStore], None]
+) -> None:
+    """Every row carries its appliance: ``fleet()`` lists (appliance, machine) pairs."""
+    a, b = make_store(), make_store()
+    a.appliance, b.appliance = "edge-a", "edge-b"  # type: ignore[attr-defined]
+    a.write(
+        [
+            scores("m1", [0], [0.5]),
+            StateChange("m1", T0 + S, "ok", "alert", "x"),
+            ramp("m1", "de", 2),
+        ]
+    )
+    b.write([scores("m2", [1], [2.0])])
+    readback(a)
+    got = [(s.appliance, s.machine, s.score, s.alarm_state) for s in a.fleet()]
+    assert got == [("edge-a", "m1", 0.5, "alert"), ("edge-b", "m2", 2.0, None)]
+    assert [s.appliance for s in a.latest_status()] == ["edge-a", "edge-b"]
 
 
 def test_latest_status_of_a_machine_without_data(store: HistoryStore) -> None:

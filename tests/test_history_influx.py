@@ -47,6 +47,7 @@ def _series(vm: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], dict[int, f
 
 def _store(vm: Any, monkeypatch: pytest.MonkeyPatch) -> Influx2Store:
     monkeypatch.setenv("PDM_INFLUX_TOKEN", "test-token")
+    monkeypatch.setenv("PDM_APPLIANCE_ID", "edge-t")
     return Influx2Store(parse_store_url(f"influx2://127.0.0.1:{vm.port}?org=plant&bucket=pdm"))
 
 
@@ -76,7 +77,7 @@ def test_influx2_writes_every_feature_value_tag_and_time(victoria, monkeypatch) 
         st.write([rows, scores, StateChange("pump 7", T0, "ok", "alert", "test", score=1.7)])
     got = _series(victoria)
     ms = T0 // 1_000_000
-    base = {("machine", "pump 7"), ("sensor", "de")}
+    base = {("appliance", "edge-t"), ("machine", "pump 7"), ("sensor", "de")}
     # VictoriaMetrics keeps 12 significant digits (InfluxDB keeps the float64).
     assert got["pdm_features_rms_g", frozenset(base | {("channel", "x_g")})] == pytest.approx(
         {ms: 0.125, ms + 80: 1 / 3}, rel=1e-11
@@ -89,9 +90,12 @@ def test_influx2_writes_every_feature_value_tag_and_time(victoria, monkeypatch) 
         ms + 80: 0.0,
     }
     assert got["pdm_features_window", frozenset(base | {("channel", "x_g")})] == {ms: 0, ms + 80: 1}
-    score_labels = frozenset({("machine", "pump 7"), ("model", "abcdef012345")})
+    score_labels = frozenset(
+        {("appliance", "edge-t"), ("machine", "pump 7"), ("model", "abcdef012345")}
+    )
     assert got["pdm_scores_score", score_labels] == {ms: 0.4, ms + 80: 1.7}
-    assert got["pdm_states_score", frozenset({("machine", "pump 7")})] == {ms: 1.7}
+    states = frozenset({("appliance", "edge-t"), ("machine", "pump 7")})
+    assert got["pdm_states_score", states] == {ms: 1.7}
 
 
 def test_influx2_server_down_is_retryable(victoria, monkeypatch) -> None:
@@ -108,7 +112,7 @@ def test_influx2_server_down_is_retryable(victoria, monkeypatch) -> None:
 def test_replay_into_influx2_survives_an_outage_and_matches_sqlite(
     tmp_path: Path, victoria
 ) -> None:
-    env = {"PDM_INFLUX_TOKEN": "test-token"}
+    env = {"PDM_INFLUX_TOKEN": "test-token", "PDM_APPLIANCE_ID": "edge-r"}
     ref = _replay(f"sqlite:///{tmp_path}/ref.db", tmp_path / "ref", env=env)
     out, err = ref.communicate(timeout=120)
     assert ref.returncode == 0, err
@@ -130,7 +134,14 @@ def test_replay_into_influx2_survives_an_outage_and_matches_sqlite(
         sel = np.array([x == ch for x in want.channel])
         t_ms = (want.t_ns[sel] // 1_000_000).tolist()
         col = want.names.index("velocity_rms_mm_s")
-        labels = frozenset({("machine", "demo-pump"), ("sensor", "motor_de"), ("channel", ch)})
+        labels = frozenset(
+            {
+                ("appliance", "edge-r"),
+                ("machine", "demo-pump"),
+                ("sensor", "motor_de"),
+                ("channel", ch),
+            }
+        )
         series = got["pdm_features_velocity_rms_mm_s", labels]
         assert sorted(series) == t_ms, f"channel {ch}: every window, once"
         np.testing.assert_allclose([series[t] for t in t_ms], want.values[sel, col], rtol=1e-11)

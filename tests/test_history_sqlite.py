@@ -106,7 +106,9 @@ def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
         "features", "feature_channels", "scores", "spectra", "states", "events", "actions",
         "captures",
     }  # fmt: skip
-    assert columns(path) == ["machine", "channel", "t_ns", "sensor", "window", "valid", "iso_zone"]
+    assert columns(path) == [
+        "machine", "channel", "t_ns", "sensor", "window", "valid", "iso_zone", "appliance",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["empty file", "empty database"])
@@ -189,6 +191,28 @@ def _version_1_file(path: Path, recs: list[FeatureRows]) -> None:
         db.execute("PRAGMA user_version = 1")
 
 
+def test_schema_step_3_puts_the_appliance_on_every_row_and_reads_old_rows_as_blank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many appliances, one view: every row says which appliance wrote it (the store's
+    ``appliance``, else PDM_APPLIANCE_ID). Rows of an older file read ``''`` after the step."""
+    path = tmp_path / "h.db"
+    _version_1_file(path, [ramp("m1", "de", 2)])
+    monkeypatch.setenv("PDM_APPLIANCE_ID", "edge-7")
+    with SqliteStore(path) as store:  # migrated to the newest schema here
+        store.write([ramp("m2", "de", 2), scores("m2", [0.0], [1.0]), spectrum("m2", "de", 0.0)])
+        store.write(log_records("m2"))
+        assert store.count("features") == 4 and store.machines() == ["m1", "m2"]
+    with SqliteStore(path, appliance="edge-8") as store:
+        store.write([ramp("m3", "de", 1)])
+    assert user_version(path) == SCHEMA_VERSION
+    with raw(path) as db:
+        for table in ("features", "scores", "spectra", "states", "events", "actions", "captures"):
+            got = sorted(r[0] for r in db.execute(f"SELECT DISTINCT appliance FROM {table}"))
+            want = ["", "edge-7", "edge-8"] if table == "features" else ["edge-7"]
+            assert got == want, table
+
+
 def test_a_version_1_file_gets_time_keyed_features_with_its_rows(tmp_path: Path) -> None:
     """Schema step 2 rebuilds the feature table keyed by time: every row, every column
     the file had grown, the same answers from every read as a file written afresh."""
@@ -216,7 +240,7 @@ def test_a_version_1_file_gets_time_keyed_features_with_its_rows(tmp_path: Path)
     assert user_version(old) == SCHEMA_VERSION
     assert "PRIMARY KEY (t_ns, machine, channel)" in _schema_sql(old, "features")
     assert "(machine, t_ns)" in _schema_sql(old, "features_machine_t")
-    assert columns(old)[-1] == "crest"
+    assert columns(old)[-2:] == ["crest", "appliance"]  # step 3 adds the appliance last
     with raw(old) as db:
         listed = db.execute("SELECT machine, channel FROM feature_channels").fetchall()
     assert sorted(listed) == [("m1", "de"), ("m1", "fe"), ("m2", "de"), ("m2", "nde")]
@@ -318,11 +342,11 @@ def test_new_feature_names_add_columns(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     with SqliteStore(path) as writer, SqliteStore(path) as reader:
         writer.write([features("m1", [0], ["de"], [[1.0, 2.0, 3.0, 4.0]])])
-        assert columns(path)[7:] == list(NAMES)
+        assert columns(path)[8:] == list(NAMES)
         assert reader.features("m1").names == NAMES  # the reader had not seen the columns
         more = ("rms_g", "band_x_rms_g", "order_1x_g")
         writer.write([features("m1", [1], ["de"], [[5.0, 6.0, 7.0]], names=more)])
-        assert columns(path)[7:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
+        assert columns(path)[8:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
         got = reader.features("m1")
         assert got.names == (*NAMES, "band_x_rms_g", "order_1x_g")
         assert_array_equal(got.values[1], [5.0, np.nan, np.nan, np.nan, 6.0, 7.0])
@@ -330,7 +354,7 @@ def test_new_feature_names_add_columns(tmp_path: Path) -> None:
         assert_array_equal(tr.max, [7.0])
     with SqliteStore(path) as again:  # a third store finds them in the file
         again.write([features("m1", [2], ["de"], [[8.0]], names=("order_1x_g",))])
-    assert columns(path)[7:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
+    assert columns(path)[8:] == [*NAMES, "band_x_rms_g", "order_1x_g"]
 
 
 def test_a_big_batch_is_stored_row_for_row(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -124,7 +125,8 @@ def test_simulated_fault_trips_then_sigterm_flushes_and_drops_the_relay(
     # the same window's processing (a relay call is bounded to 1.5 s).
     svc.wait(lambda: modbus_server.coil(0) is False, "the coil to drop", timeout=2)
     metrics = svc.get("/metrics")
-    assert 'pdm_windows_total{machine="demo-pump"}' in metrics
+    # Every sample carries the appliance (many appliances, one Prometheus).
+    assert re.search(r'pdm_windows_total\{appliance="[^"]+",machine="demo-pump"\}', metrics)
     assert svc.stop() == 0  # SIGTERM: a clean stop
     assert "Traceback" not in svc.log.read_text()
     with open_store(f"sqlite:///{svc.data}/history.db") as st:

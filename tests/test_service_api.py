@@ -185,6 +185,19 @@ def test_exposition_format_known_answer() -> None:
     assert r.render() == expected
 
 
+def test_the_appliance_label_is_on_every_sample() -> None:
+    """Many appliances scraped into one Prometheus: each sample says whose it is."""
+    m = ServiceMetrics(appliance="edge-7")
+    m.windows_total.labels(machine="pump-1").inc()
+    m.stage("dsp").observe(0.002)
+    samples = [ln for ln in m.render().splitlines() if ln and not ln.startswith("#")]
+    assert samples and all(ln.split("{", 1)[1].startswith('appliance="edge-7"') for ln in samples)
+    assert 'pdm_windows_total{appliance="edge-7",machine="pump-1"} 1' in samples
+    assert 'pdm_stage_seconds_bucket{appliance="edge-7",stage="dsp",le="0.0025"} 1' in samples
+    with pytest.raises(ValueError, match="registry's own"):
+        Registry({"machine": "x"}).gauge("g", "g", ["machine"])
+
+
 def test_metric_misuse_is_refused_with_the_name() -> None:
     r = Registry()
     c = r.counter("x_total", "x", ["machine"])

@@ -171,11 +171,16 @@ def test_two_workers_share_the_machines_behind_one_port_and_one_api(tmp_path: Pa
         == 404
     )
     text = svc.get("/metrics")
-    assert "pdm_workers_up 2" in text and "pdm_worker_restarts_total 0" in text
+    assert re.search(r'^pdm_workers_up\{appliance="[^"]+"\} 2$', text, re.M)
+    assert re.search(r'^pdm_worker_restarts_total\{appliance="[^"]+"\} 0$', text, re.M)
     types = re.findall(r"^# TYPE (\S+)", text, re.M)
     assert len(types) == len(set(types))
-    assert re.search(r'pdm_windows_total\{worker="\d",machine="pump-a"\} [1-9]', text)
-    assert re.search(r'pdm_windows_total\{worker="\d",machine="pump-b"\} [1-9]', text)
+    assert re.search(
+        r'pdm_windows_total\{worker="\d",appliance="[^"]+",machine="pump-a"\} [1-9]', text
+    )
+    assert re.search(
+        r'pdm_windows_total\{worker="\d",appliance="[^"]+",machine="pump-b"\} [1-9]', text
+    )
     assert "pdm_decision_latency_seconds_count" in text
     health = svc.get("/health")
     assert health["ok"] and health["workers"] == 2, health
@@ -183,7 +188,8 @@ def test_two_workers_share_the_machines_behind_one_port_and_one_api(tmp_path: Pa
     # A worker that dies is started again; meanwhile health says so.
     os.kill(workers[1], signal.SIGKILL)
     svc.wait(lambda: not svc.get("/health")["ok"], "health to notice the dead worker")
-    svc.wait(lambda: "pdm_worker_restarts_total 1" in svc.get("/metrics"), "the restart", 30)
+    restarted = re.compile(r'^pdm_worker_restarts_total\{appliance="[^"]+"\} 1$', re.M)
+    svc.wait(lambda: restarted.search(svc.get("/metrics")), "the restart", 30)
     svc.wait(lambda: svc.get("/health")["ok"], "health again", 30)
     assert len(svc.workers()) == 2 and workers[1] not in svc.workers()
 

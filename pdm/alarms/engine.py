@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from pdm.alarms.state import (
     window_result,
 )
 from pdm.alarms.store import AlarmStore
+from pdm.appliance import appliance_id
 from pdm.config import Pipeline
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
@@ -55,11 +54,6 @@ __all__ = ["AlarmEngine", "appliance_id", "rules_from"]
 log = logging.getLogger("pdm.alarms")
 
 Submit = Callable[..., None]
-
-
-def appliance_id() -> str:
-    """``PDM_APPLIANCE_ID``, else the host name."""
-    return os.environ.get("PDM_APPLIANCE_ID") or socket.gethostname()
 
 
 def rules_from(pipeline: Pipeline) -> AlarmRules:
@@ -133,6 +127,10 @@ class AlarmEngine:
     #: The state store key: the machine id (the live state), or e.g. ``<id>#replay``.
     key: str = ""
     transitions: list[EngineTransition] = field(default_factory=list)
+    #: Called with every transition's event after the webhooks have it (the publishers of
+    #: pdm.publish: MQTT, OPC UA, Modbus). Each must return at once: it runs on the
+    #: processing thread (the service's put it on a bounded queue).
+    listeners: list[Callable[[AlarmEvent], None]] = field(default_factory=list)
     relay: Relay = field(init=False)
     webhooks: list[WebhookSender] = field(init=False, default_factory=list)
     _outboxes: list[Outbox] = field(init=False, default_factory=list)
@@ -315,10 +313,8 @@ class AlarmEngine:
             diagnosis=(row or {}).get("diagnosis"),
             capture=capture,
         )
-        if self.webhooks:
-            for sender in self.webhooks:
-                sender.enqueue(event)  # durable; delivery and its audit follow
-        elif self.pipeline.alarms.webhooks:
+        self._emit(event)  # webhooks: durable; delivery and its audit follow
+        if not self.webhooks and self.pipeline.alarms.webhooks:
             recs += [
                 ActionResult(
                     self.machine,
@@ -385,8 +381,7 @@ class AlarmEngine:
         event = AlarmEvent(
             self.appliance, self.machine, "appliance", old, new, reason, t_ns, time.time_ns()
         )
-        for sender in self.webhooks:
-            sender.enqueue(event)
+        self._emit(event)
         return [StateChange(self.machine, t_ns, old, new, reason, sensor="appliance")]
 
     def force_safe(
@@ -421,6 +416,7 @@ class AlarmEngine:
         t_ns = self._last_t_ns or time.time_ns()
         faults = dict(self.state.sensor_faults)
         recs: list[Record] = []
+        events: list[AlarmEvent] = []
         for sensor in sensors:
             if sensor in faults:
                 continue
@@ -440,12 +436,13 @@ class AlarmEngine:
                 t_ns,
                 time.time_ns(),
             )
-            for sender in self.webhooks:
-                sender.enqueue(event)
+            events.append(event)
         if recs:
             runs = {**self.state.sensor_runs, **dict.fromkeys(sensors, 0)}
             self.state = dataclasses.replace(self.state, sensor_faults=faults, sensor_runs=runs)
             self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)
+        for event in events:  # once the state says so: a listener reads it
+            self._emit(event)
         return recs
 
     def retry_relay(self) -> list[Record]:
@@ -483,10 +480,19 @@ class AlarmEngine:
             event = AlarmEvent(
                 self.appliance, self.machine, "", tr.old, tr.new, tr.reason, t_ns, t_ns
             )
-            for sender in self.webhooks:
-                sender.enqueue(event)
+            self._emit(event)
         recs += self._drive_relay(t_ns)
         return recs, msg
+
+    def _emit(self, event: AlarmEvent) -> None:
+        """A transition's event to every webhook (its durable outbox), then to the listeners."""
+        for sender in self.webhooks:
+            sender.enqueue(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a publisher's fault must never stop the alarms
+                log.exception("%s: a transition listener failed", self.machine)
 
     def _webhook_result(self, settings: WebhookSettings) -> Callable[[str, str, int, str], None]:
         def done(event_id: str, outcome: str, attempt: int, detail: str) -> None:

@@ -103,6 +103,7 @@ def main() -> None:
         _page(_optional("alarms", "Alarms"), ctx, "Alarms", "alarms"),
         _page(_optional("commissioning", "Commissioning"), ctx, "Commissioning", "commissioning"),
         _page(_optional("models", "Models"), ctx, "Models", "models"),
+        _page(_optional("fleet", "Fleet"), ctx, "Fleet", "fleet"),
     ]
     st.navigation(pages).run()
 

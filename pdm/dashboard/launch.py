@@ -67,6 +67,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--pipelines", help="folder of pipeline files (default: ./pipelines of pdm-edge)"
     )
     p.add_argument("--api", help="the service's control API, e.g. http://127.0.0.1:8470")
+    p.add_argument(
+        "--appliance",
+        help="on a central store: the machine pages show this appliance's rows (Fleet: all)",
+    )
     p.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
     p.add_argument(
         "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
@@ -91,7 +95,7 @@ def build_command(args: argparse.Namespace) -> list[str]:
         str(max_upload_mb()),
         "--",
     ]
-    for opt in ("store", "data_dir", "pipelines", "api"):
+    for opt in ("store", "data_dir", "pipelines", "api", "appliance"):
         value = getattr(args, opt)
         if value:
             cmd += [f"--{opt.replace('_', '-')}", str(value)]
@@ -107,6 +111,14 @@ def _check(args: argparse.Namespace) -> None:
         raise PdmError(f"pdm-edge dashboard: --data-dir {args.data_dir}: not a directory")
     if args.pipelines and not Path(args.pipelines).is_dir():
         raise PdmError(f"pdm-edge dashboard: --pipelines {args.pipelines}: no such directory")
+    if args.appliance is not None:
+        from pdm.appliance import APPLIANCE_ID
+
+        if not APPLIANCE_ID.match(args.appliance):
+            raise PdmError(
+                f"pdm-edge dashboard: --appliance {args.appliance!r}: 1–64 characters from "
+                "A–Z, a–z, 0–9, '_', '.', '-'"
+            )
     if args.api and not args.api.startswith(("http://", "https://")):
         raise PdmError(f"pdm-edge dashboard: --api {args.api}: expected http(s)://HOST:PORT")
     if importlib.util.find_spec("streamlit") is None:

@@ -42,7 +42,12 @@ def spool_path(data_dir: Path, url: StoreURL, *, worker: int | None = None) -> P
 
 
 def open_store(
-    url: StoreURL | str, *, retention_days: float | None = None, worker: int | None = None
+    url: StoreURL | str,
+    *,
+    retention_days: float | None = None,
+    worker: int | None = None,
+    appliance: str | None = None,
+    scope: str | None = None,
 ) -> HistoryStore:
     """Open the store a URL names. Nothing is contacted yet for InfluxDB (works offline).
 
@@ -50,6 +55,10 @@ def open_store(
     named one, ``K`` ≥ 1 ``history-wK.db`` beside it), so that no two processes contend for
     one file; without ``worker`` the store writes the named file and reads it with its
     workers' files as one history (:mod:`pdm.history.sqlite_files`).
+
+    ``appliance``: the id written on every row (default :func:`pdm.appliance.appliance_id`,
+    looked up at the first write); ``scope``: InfluxDB reads only that appliance's points (a
+    central database many appliances write; an SQLite file is one appliance's).
     """
     cfg = parse_store_url(url) if isinstance(url, str) else url
     if cfg.scheme == "sqlite":
@@ -59,12 +68,14 @@ def open_store(
         assert cfg.path is not None
         keep = retention_days or None  # 0: keep all
         if worker is not None:  # a worker's writer: its own file only
-            return SqliteStore(worker_file(cfg.path, worker), retention_days=keep)
-        return SqliteHistory(cfg.path, retention_days=keep)
+            return SqliteStore(
+                worker_file(cfg.path, worker), retention_days=keep, appliance=appliance
+            )
+        return SqliteHistory(cfg.path, retention_days=keep, appliance=appliance)
     if cfg.scheme == "influx1":
         from pdm.history.influx import Influx1Store
 
-        return Influx1Store(cfg)
+        return Influx1Store(cfg, appliance=appliance, scope=scope)
     from pdm.history.influx import Influx2Store
 
-    return Influx2Store(cfg)
+    return Influx2Store(cfg, appliance=appliance, scope=scope)

@@ -91,7 +91,8 @@ class MachineStatus:
     ``t_ns`` is the newest feature or score time (None: no data yet); ``state``
     and ``score`` come from the newest score row, ``alarm_state`` from the
     newest state change; ``channels`` maps each channel to its newest feature
-    row (feature name → value, plus ``iso_zone`` and ``t_ns``).
+    row (feature name → value, plus ``iso_zone`` and ``t_ns``); ``appliance`` is the
+    id of the appliance that wrote the newest score row ('' when unknown).
     """
 
     machine: str
@@ -103,6 +104,7 @@ class MachineStatus:
     alarm_state: str | None
     alarm_t_ns: int | None
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    appliance: str = ""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -151,6 +153,11 @@ class HistoryStore(Protocol):
 
     def latest_status(self, machine: str | None = None) -> list[MachineStatus]:
         """Newest status of ``machine``, or of every machine (sorted by id)."""
+        ...
+
+    def fleet(self) -> list[MachineStatus]:
+        """Newest status of every (appliance, machine) pair, sorted by both: many appliances
+        write one central store, and two of them may have machines of the same id."""
         ...
 
     def trend(

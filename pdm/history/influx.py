@@ -17,6 +17,7 @@ write or read tells.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -58,7 +59,7 @@ BATCH_LINES = 5000
 _DATA_ERRORS = frozenset({400, 413, 422})
 
 # Columns of pdm_features that are not features.
-_FEATURE_META = {"time", "machine", "sensor", "channel", "iso_zone", "valid", "window"}
+_FEATURE_META = {"time", "appliance", "machine", "sensor", "channel", "iso_zone", "valid", "window"}
 # A field every point of a kind has, for count().
 _COUNT_FIELD = {
     "features": "window",
@@ -81,8 +82,12 @@ def _ident(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _where(machine: str | None, start_ns: int | None, end_ns: int | None) -> str:
+def _where(
+    machine: str | None, start_ns: int | None, end_ns: int | None, appliance: str | None = None
+) -> str:
     cond = []
+    if appliance is not None:
+        cond.append(f"appliance = {_q(appliance)}")
     if machine is not None:
         cond.append(f"machine = {_q(machine)}")
     if start_ns is not None:
@@ -101,9 +106,20 @@ class _InfluxQL:
 
     url: str
 
-    def __init__(self, cfg: StoreURL, *, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        cfg: StoreURL,
+        *,
+        client: httpx.Client | None = None,
+        appliance: str | None = None,
+        scope: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.url = str(cfg)
+        #: The ``appliance`` tag of every point written (None: ``appliance_id()``, at the
+        #: first write); ``scope``: read only this appliance's points (None: every one).
+        self.appliance = appliance
+        self.scope = scope
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdm-influx-send")
         self._http = client or httpx.Client(
             base_url=cfg.http_base,
@@ -163,10 +179,14 @@ class _InfluxQL:
             raise unstorable(self.url, exc) from exc
 
     def _write(self, records: Sequence[Record]) -> None:
+        if self.appliance is None:
+            from pdm.appliance import appliance_id
+
+            self.appliance = appliance_id()
         in_flight: Future[None] | None = None
         try:
             batch: list[str] = []
-            for line in lines(records):
+            for line in lines(records, self.appliance):
                 batch.append(line)
                 if len(batch) >= BATCH_LINES:
                     body = ("\n".join(batch) + "\n").encode()
@@ -249,10 +269,15 @@ class _InfluxQL:
         return out
 
     # -- reads -----------------------------------------------------------------------------
+    def _w(self, machine: str | None, start_ns: int | None, end_ns: int | None) -> str:
+        """The WHERE clause of a read, within :attr:`scope` when set."""
+        return _where(machine, start_ns, end_ns, self.scope)
+
     def machines(self) -> list[str]:
         found: set[str] = set()
+        scope = "" if self.scope is None else f" WHERE appliance = {_q(self.scope)}"
         for m in ("pdm_features", "pdm_scores"):
-            for s in self._series(f'SHOW TAG VALUES FROM {m} WITH KEY = "machine"'):
+            for s in self._series(f'SHOW TAG VALUES FROM {m} WITH KEY = "machine"{scope}'):
                 found.update(v[1] for v in s["values"])
         return sorted(found)
 
@@ -265,40 +290,38 @@ class _InfluxQL:
     def latest_status(self, machine: str | None = None) -> list[MachineStatus]:
         out = []
         for m in [machine] if machine is not None else self.machines():
-            w = _where(m, None, None)
+            w = self._w(m, None, None)
             sc = self._rows(f"SELECT * FROM pdm_scores{w} ORDER BY time DESC LIMIT 1")
             st = self._rows(
                 f"SELECT * FROM pdm_states{w} AND sensor = '' ORDER BY time DESC LIMIT 1"
             )
-            channels: dict[str, dict[str, Any]] = {}
-            t_feat = None
-            for row in self._rows(
+            feats = self._rows(
                 f"SELECT * FROM pdm_features{w} GROUP BY channel ORDER BY time DESC LIMIT 1"
-            ):
-                ch = row.pop("channel", "")
-                t = int(row.pop("time"))
-                t_feat = t if t_feat is None else max(t_feat, t)
-                vals: dict[str, Any] = {
-                    k: v for k, v in row.items() if k not in _FEATURE_META and v is not None
-                }
-                vals["iso_zone"] = row.get("iso_zone")
-                vals["t_ns"] = t
-                channels[ch] = vals
-            s0 = sc[0] if sc else {}
-            t_all = [t for t in (t_feat, s0.get("time")) if t is not None]
-            out.append(
-                MachineStatus(
-                    machine=m,
-                    t_ns=int(max(t_all)) if t_all else None,
-                    score=s0.get("score"),
-                    state=s0.get("state"),
-                    model=(s0.get("model") or "") if s0 else None,
-                    diagnosis=(s0.get("diagnosis") or "") if s0 else None,
-                    alarm_state=st[0]["new"] if st else None,
-                    alarm_t_ns=int(st[0]["time"]) if st else None,
-                    channels=dict(sorted(channels.items())),
-                )
             )
+            out.append(_status(m, sc[0] if sc else {}, st[0] if st else {}, feats))
+        return out
+
+    def fleet(self) -> list[MachineStatus]:
+        """Three queries whatever the number of appliances and machines (GROUP BY tags)."""
+        w = self._w(None, None, None)
+        group = "GROUP BY appliance, machine ORDER BY time DESC LIMIT 1"
+
+        def key(row: dict[str, Any]) -> tuple[str, str]:
+            return row.get("appliance") or "", row.get("machine") or ""
+
+        scores = {key(r): r for r in self._rows(f"SELECT * FROM pdm_scores{w} {group}")}
+        sw = f"{w} AND sensor = ''" if w else " WHERE sensor = ''"
+        states = {key(r): r for r in self._rows(f"SELECT * FROM pdm_states{sw} {group}")}
+        feats: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in self._rows(
+            f"SELECT * FROM pdm_features{w} GROUP BY appliance, machine, channel "
+            "ORDER BY time DESC LIMIT 1"
+        ):
+            feats.setdefault(key(r), []).append(r)
+        out = []
+        for k in sorted(set(scores) | set(feats)):
+            status = _status(k[1], scores.get(k, {}), states.get(k, {}), feats.get(k, []))
+            out.append(dataclasses.replace(status, appliance=k[0]))
         return out
 
     def trend(
@@ -313,7 +336,7 @@ class _InfluxQL:
     ) -> list[Trend]:
         width = bucket_ns(start_ns, end_ns, points)
         f = _ident(name)
-        w = _where(machine, start_ns, end_ns)
+        w = self._w(machine, start_ns, end_ns)
         if name == "score":
             q = (
                 f"SELECT mean({f}), min({f}), max({f}) FROM pdm_scores{w} "
@@ -354,7 +377,7 @@ class _InfluxQL:
         limit: int = 200,
         kinds: Sequence[Kind] = ("states", "events", "actions", "captures"),
     ) -> list[LogRecord]:
-        w = _where(machine, start_ns, end_ns)
+        w = self._w(machine, start_ns, end_ns)
         found: list[LogRecord] = []
         for kind in kinds:
             if kind not in ("states", "events", "actions", "captures"):
@@ -365,7 +388,7 @@ class _InfluxQL:
         return found[:limit]
 
     def latest_spectra(self, machine: str, channel: str | None = None) -> list[Spectrum]:
-        w = _where(machine, None, None)
+        w = self._w(machine, None, None)
         if channel is not None:
             w += f" AND channel = {_q(channel)}"
         q = f'SELECT * FROM pdm_spectra{w} GROUP BY channel, "type" ORDER BY time DESC LIMIT 1'
@@ -391,7 +414,7 @@ class _InfluxQL:
     def features(
         self, machine: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> FeatureRows:
-        rows = self._rows(f"SELECT * FROM pdm_features{_where(machine, start_ns, end_ns)}")
+        rows = self._rows(f"SELECT * FROM pdm_features{self._w(machine, start_ns, end_ns)}")
         rows.sort(key=lambda r: (r["time"], r.get("channel") or ""))
         known = self._feature_names()
         names = tuple(n for n in known if any(r.get(n) is not None for r in rows))
@@ -412,7 +435,7 @@ class _InfluxQL:
     def scores(
         self, machine: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> ScoreRows:
-        rows = self._rows(f"SELECT * FROM pdm_scores{_where(machine, start_ns, end_ns)}")
+        rows = self._rows(f"SELECT * FROM pdm_scores{self._w(machine, start_ns, end_ns)}")
         rows.sort(key=lambda r: r["time"])
         return ScoreRows(
             machine,
@@ -429,7 +452,7 @@ class _InfluxQL:
         f = _COUNT_FIELD[kind]
         total = 0
         for s in self._series(
-            f"SELECT count({_ident(f)}) FROM {MEASUREMENTS[kind]}{_where(machine, None, None)}"
+            f"SELECT count({_ident(f)}) FROM {MEASUREMENTS[kind]}{self._w(machine, None, None)}"
         ):
             total += sum(int(v[1]) for v in s["values"])
         return total
@@ -443,6 +466,38 @@ class _InfluxQL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _status(
+    machine: str, s0: dict[str, Any], st: dict[str, Any], features: list[dict[str, Any]]
+) -> MachineStatus:
+    """A machine's status from its newest score row, state change and feature rows."""
+    channels: dict[str, dict[str, Any]] = {}
+    t_feat = None
+    for row in features:
+        row = dict(row)
+        ch = row.pop("channel", "")
+        t = int(row.pop("time"))
+        t_feat = t if t_feat is None else max(t_feat, t)
+        vals: dict[str, Any] = {
+            k: v for k, v in row.items() if k not in _FEATURE_META and v is not None
+        }
+        vals["iso_zone"] = row.get("iso_zone")
+        vals["t_ns"] = t
+        channels[ch] = vals
+    t_all = [t for t in (t_feat, s0.get("time")) if t is not None]
+    return MachineStatus(
+        machine=machine,
+        t_ns=int(max(t_all)) if t_all else None,
+        score=s0.get("score"),
+        state=s0.get("state"),
+        model=(s0.get("model") or "") if s0 else None,
+        diagnosis=(s0.get("diagnosis") or "") if s0 else None,
+        alarm_state=st["new"] if st else None,
+        alarm_t_ns=int(st["time"]) if st else None,
+        channels=dict(sorted(channels.items())),
+        appliance=(s0.get("appliance") or "") if s0 else "",
+    )
 
 
 def _log_record(kind: str, r: dict[str, Any]) -> LogRecord:
@@ -501,8 +556,8 @@ class Influx1Store(_InfluxQL):
     DATABASE`` is idempotent); a user without that right gets a clear error.
     """
 
-    def __init__(self, cfg: StoreURL, *, client: httpx.Client | None = None) -> None:
-        super().__init__(cfg, client=client)
+    def __init__(self, cfg: StoreURL, **kw: Any) -> None:
+        super().__init__(cfg, **kw)
         self._db_ready = False
 
     def _auth(self) -> dict[str, str]:
@@ -558,8 +613,8 @@ class Influx2Store(_InfluxQL):
     not found", the store creates the DBRP mapping (database ``db`` → bucket) once.
     """
 
-    def __init__(self, cfg: StoreURL, *, client: httpx.Client | None = None) -> None:
-        super().__init__(cfg, client=client)
+    def __init__(self, cfg: StoreURL, **kw: Any) -> None:
+        super().__init__(cfg, **kw)
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 

@@ -26,6 +26,10 @@ measurement        tags                            fields
                                                    ``fs_hz`` (float), ``samples`` (int)
 =================  ==============================  =========================================
 
+Every point also carries the ``appliance`` tag (the id of the appliance that wrote it,
+:func:`pdm.appliance.appliance_id`): many appliances write one database, and their machines'
+series stay apart even where two machines share an id.
+
 Empty tag values are left out (InfluxDB does not store them; InfluxQL reads a
 missing tag as ``''``). NaN and infinite floats are left out (InfluxDB cannot
 store them; they read back as missing → NaN).
@@ -89,11 +93,14 @@ def _point(head: str, fields: Sequence[tuple[str, str | None]], t_ns: int) -> st
     return f"{head} {body} {t_ns}"
 
 
-def _features(r: FeatureRows) -> Iterable[str]:
+def _features(r: FeatureRows, app: str) -> Iterable[str]:
     keys = [_key(n) + "=" for n in r.names]
     heads = {}
     for s, c in set(zip(r.sensor, r.channel, strict=True)):
-        heads[s, c] = _tags("pdm_features", [("machine", r.machine), ("sensor", s), ("channel", c)])
+        heads[s, c] = _tags(
+            "pdm_features",
+            [("appliance", app), ("machine", r.machine), ("sensor", s), ("channel", c)],
+        )
     zones = [_str(z) for z in r.iso_zone]
     # One C-level format for the rows without NaN (almost all of them).
     every = ",".join(k.replace("%", "%%") + "%r" for k in keys)
@@ -119,8 +126,8 @@ def _features(r: FeatureRows) -> Iterable[str]:
         )
 
 
-def _scores(r: ScoreRows) -> Iterable[str]:
-    head = _tags("pdm_scores", [("machine", r.machine), ("model", r.model)])
+def _scores(r: ScoreRows, app: str) -> Iterable[str]:
+    head = _tags("pdm_scores", [("appliance", app), ("machine", r.machine), ("model", r.model)])
     for t, w, s, state, diag, top in zip(
         r.t_ns.tolist(),
         r.window.tolist(),
@@ -143,10 +150,16 @@ def _scores(r: ScoreRows) -> Iterable[str]:
         )
 
 
-def _spectrum(r: Spectrum) -> str:
+def _spectrum(r: Spectrum, app: str) -> str:
     head = _tags(
         "pdm_spectra",
-        [("machine", r.machine), ("sensor", r.sensor), ("channel", r.channel), ("type", r.type)],
+        [
+            ("appliance", app),
+            ("machine", r.machine),
+            ("sensor", r.sensor),
+            ("channel", r.channel),
+            ("type", r.type),
+        ],
     )
     data = base64.b64encode(np.ascontiguousarray(r.values, dtype="<f4").tobytes()).decode()
     return _point(
@@ -162,12 +175,12 @@ def _spectrum(r: Spectrum) -> str:
     )
 
 
-def _one(r: Record) -> str:
+def _one(r: Record, app: str) -> str:
     if isinstance(r, Spectrum):
-        return _spectrum(r)
+        return _spectrum(r, app)
     if isinstance(r, StateChange):
         return _point(
-            _tags("pdm_states", [("machine", r.machine), ("sensor", r.sensor)]),
+            _tags("pdm_states", [("appliance", app), ("machine", r.machine), ("sensor", r.sensor)]),
             [
                 ("capture", _str(r.capture)),
                 ("new", _str(r.new)),
@@ -180,7 +193,13 @@ def _one(r: Record) -> str:
     if isinstance(r, Event):
         return _point(
             _tags(
-                "pdm_events", [("machine", r.machine), ("type", r.type), ("severity", r.severity)]
+                "pdm_events",
+                [
+                    ("appliance", app),
+                    ("machine", r.machine),
+                    ("type", r.type),
+                    ("severity", r.severity),
+                ],
             ),
             [
                 ("detail", _str(r.detail)),
@@ -192,7 +211,9 @@ def _one(r: Record) -> str:
         )
     if isinstance(r, ActionResult):
         return _point(
-            _tags("pdm_actions", [("machine", r.machine), ("action", r.action)]),
+            _tags(
+                "pdm_actions", [("appliance", app), ("machine", r.machine), ("action", r.action)]
+            ),
             [
                 ("attempt", f"{r.attempt}i"),
                 ("detail", _str(r.detail)),
@@ -204,7 +225,7 @@ def _one(r: Record) -> str:
         )
     if isinstance(r, Capture):
         return _point(
-            _tags("pdm_captures", [("machine", r.machine)]),
+            _tags("pdm_captures", [("appliance", app), ("machine", r.machine)]),
             [
                 ("channels", _str(",".join(r.channels))),
                 ("fs_hz", _float(r.fs_hz)),
@@ -220,17 +241,18 @@ def _one(r: Record) -> str:
     raise TypeError(f"not a history record: {type(r).__name__}")
 
 
-def lines(records: Iterable[Record]) -> Iterable[str]:
-    """Line-protocol lines (no trailing newline) for ``records``, in order."""
+def lines(records: Iterable[Record], appliance: str = "") -> Iterable[str]:
+    """Line-protocol lines (no trailing newline) for ``records``, in order, each tagged with
+    ``appliance`` ('' leaves the tag out)."""
     for r in records:
         if isinstance(r, FeatureRows):
-            yield from _features(r)
+            yield from _features(r, appliance)
         elif isinstance(r, ScoreRows):
-            yield from _scores(r)
+            yield from _scores(r, appliance)
         else:
-            yield _one(r)
+            yield _one(r, appliance)
 
 
-def encode_lines(records: Iterable[Record]) -> bytes:
+def encode_lines(records: Iterable[Record], appliance: str = "") -> bytes:
     """The request body for ``/write``: every line, newline-terminated, UTF-8."""
-    return "".join(line + "\n" for line in lines(records)).encode()
+    return "".join(line + "\n" for line in lines(records, appliance)).encode()

@@ -17,6 +17,9 @@ step in :data:`MIGRATIONS`)::
     actions   (machine, t_ns, action, target, attempt) → outcome, detail, event_id
     captures  (id)                            → machine, t_ns, reason, path, model, thresholds, …
 
+Every table also has an ``appliance`` column (schema step 3): the id of the appliance that
+wrote the row (:func:`pdm.appliance.appliance_id`, or ``appliance=`` of the store).
+
 A feature name becomes a column the first time it is written (``ALTER TABLE
 ADD COLUMN``), so a pipeline with more bands simply widens the table. NaN is
 stored as NULL (SQLite has no NaN) and read back as NaN. Writing a record
@@ -92,7 +95,8 @@ PRUNE_EVERY_S: Final = 3600.0
 #: Rows fetched and turned into arrays at a time by the bulk reads.
 FETCH_ROWS: Final = 50_000
 
-_FIXED_FEATURE_COLUMNS: Final = (
+#: The key and metadata columns of ``features`` up to schema step 2 ...
+_FIXED_FEATURE_COLUMNS_2: Final = (
     "machine",
     "channel",
     "t_ns",
@@ -101,6 +105,10 @@ _FIXED_FEATURE_COLUMNS: Final = (
     "valid",
     "iso_zone",
 )
+#: ... and since step 3 (the appliance id): every other column is a feature.
+_FIXED_FEATURE_COLUMNS: Final = (*_FIXED_FEATURE_COLUMNS_2, "appliance")
+#: Every table that holds history rows (each has an ``appliance`` column since step 3).
+_ROW_TABLES: Final = ("features", "scores", "spectra", "states", "events", "actions", "captures")
 _LOG_KINDS: Final[tuple[Kind, ...]] = ("states", "events", "actions", "captures")
 
 # SQLite primary result codes worth a retry: the file is busy or locked by another
@@ -178,7 +186,7 @@ def _migration_2(db: sqlite3.Connection) -> None:
     file has grown (measured ~120 000 rows a second here).
     """
     cols = [r[1] for r in db.execute("PRAGMA table_info(features)")]
-    extra = [c for c in cols if c not in _FIXED_FEATURE_COLUMNS]
+    extra = [c for c in cols if c not in _FIXED_FEATURE_COLUMNS_2]
     db.execute(
         f"""CREATE TABLE features_by_time (
             machine TEXT NOT NULL, channel TEXT NOT NULL, t_ns INTEGER NOT NULL,
@@ -187,7 +195,7 @@ def _migration_2(db: sqlite3.Connection) -> None:
             PRIMARY KEY (t_ns, machine, channel)
         ) WITHOUT ROWID"""
     )
-    names = ", ".join(f'"{c}"' for c in (*_FIXED_FEATURE_COLUMNS, *extra))
+    names = ", ".join(f'"{c}"' for c in (*_FIXED_FEATURE_COLUMNS_2, *extra))
     db.execute(f"INSERT INTO features_by_time ({names}) SELECT {names} FROM features ORDER BY t_ns")
     db.execute(
         """CREATE TABLE feature_channels (
@@ -200,22 +208,31 @@ def _migration_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX features_machine_t ON features (machine, t_ns)")
 
 
+def _migration_3(db: sqlite3.Connection) -> None:
+    """An ``appliance`` column on every row (docs/integration.md, "Many appliances"): the id
+    of the appliance that wrote it. Rows from before this step read ``''`` (ALTER TABLE with
+    a constant default rewrites nothing, whatever the file's size)."""
+    for table in _ROW_TABLES:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN appliance TEXT NOT NULL DEFAULT ''")
+
+
 #: Schema steps in order: ``MIGRATIONS[i]`` takes a file from version ``i`` to ``i + 1``.
 #: Append, never edit: files in the field are at every version up to the newest. All
 #: pending steps run in one transaction, so a step must not VACUUM or change journal_mode.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 # --- rows of the small kinds -----------------------------------------------------------------
 
+#: The INSERT of each small kind; the appliance id is the last parameter of every row.
 _INSERT: Final[dict[str, str]] = {
-    "spectra": 'INSERT OR REPLACE INTO spectra (machine, channel, type, t_ns, sensor, f0_hz, df_hz, unit, "values") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-    "states": "INSERT OR REPLACE INTO states (machine, t_ns, sensor, new, old, reason, score, capture) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "events": "INSERT OR REPLACE INTO events (id, machine, t_ns, type, severity, message, sensor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "actions": 'INSERT OR REPLACE INTO actions (machine, t_ns, "action", target, attempt, outcome, detail, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    "captures": "INSERT OR REPLACE INTO captures (id, machine, t_ns, reason, path, model, thresholds, fs_hz, channels, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "scores": 'INSERT OR REPLACE INTO scores (machine, t_ns, "window", score, state, model, diagnosis, top) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    "spectra": 'INSERT OR REPLACE INTO spectra (machine, channel, type, t_ns, sensor, f0_hz, df_hz, unit, "values", appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    "states": "INSERT OR REPLACE INTO states (machine, t_ns, sensor, new, old, reason, score, capture, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "events": "INSERT OR REPLACE INTO events (id, machine, t_ns, type, severity, message, sensor, detail, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "actions": 'INSERT OR REPLACE INTO actions (machine, t_ns, "action", target, attempt, outcome, detail, event_id, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    "captures": "INSERT OR REPLACE INTO captures (id, machine, t_ns, reason, path, model, thresholds, fs_hz, channels, samples, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "scores": 'INSERT OR REPLACE INTO scores (machine, t_ns, "window", score, state, model, diagnosis, top, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
 }
 
 _SELECT_LOG: Final[dict[str, str]] = {
@@ -296,12 +313,21 @@ class SqliteStore:
     be opened, is not an SQLite database, or has a newer schema than this code.
     """
 
-    def __init__(self, path: str | Path, *, retention_days: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_days: float | None = None,
+        appliance: str | None = None,
+    ) -> None:
         if retention_days is not None and not retention_days > 0:
             raise ValueError(f"{retention_days=} must be > 0 (or None to keep everything)")
         self.path = Path(path)
         self.url = f"sqlite:///{path}"
         self.retention_days = retention_days
+        #: The id written in every row's ``appliance`` column (None: ``appliance_id()``,
+        #: looked up at the first write).
+        self.appliance = appliance
         self._columns: list[str] | None = None  # feature columns, in creation order
         self._feature_sql: dict[tuple[str, ...], str] = {}
         self._feature_sql_many: dict[tuple[str, ...], str] = {}
@@ -462,6 +488,11 @@ class SqliteStore:
         """Store a batch in one transaction, all of it or nothing."""
         if not records:
             return
+        if self.appliance is None:
+            from pdm.appliance import appliance_id
+
+            self.appliance = appliance_id()
+        app = self.appliance
         prune = self.retention_days is not None and time.monotonic() >= self._next_prune
         try:
             with self._transaction():
@@ -474,11 +505,11 @@ class SqliteStore:
                         if len(rec):
                             features.setdefault(tuple(rec.names), []).append(rec)
                     elif isinstance(rec, ScoreRows):
-                        self._write_scores(rec)
+                        self._write_scores(rec, app)
                     else:
-                        small.setdefault(rec.kind, []).append(_small_row(rec))
+                        small.setdefault(rec.kind, []).append((*_small_row(rec), app))
                 for names, recs in features.items():
-                    self._write_features(names, recs)
+                    self._write_features(names, recs, app)
                 for kind, rows in small.items():
                     self._db.executemany(_INSERT[kind], rows)
         except sqlite3.Error as exc:
@@ -488,7 +519,7 @@ class SqliteStore:
         if prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
 
-    def _write_features(self, names: tuple[str, ...], recs: list[FeatureRows]) -> None:
+    def _write_features(self, names: tuple[str, ...], recs: list[FeatureRows], app: str) -> None:
         """Feature rows of several records with the same names, many rows a statement.
 
         One ``INSERT`` per row (``executemany``) hands the interpreter lock back and forth
@@ -508,6 +539,7 @@ class SqliteStore:
                 rec.window.tolist(),
                 rec.valid.tolist(),
                 rec.iso_zone,
+                repeat(app),
                 *rec.values.T.tolist(),
                 strict=False,
             )
@@ -518,7 +550,7 @@ class SqliteStore:
         if full:
             sql_many = self._feature_sql_many.get(names)
             if sql_many is None:
-                marks = "(" + ", ".join("?" * (7 + len(names))) + ")"
+                marks = "(" + ", ".join("?" * (len(_FIXED_FEATURE_COLUMNS) + len(names))) + ")"
                 sql_many = (
                     sql_one.rsplit(" VALUES ", 1)[0]
                     + " VALUES "
@@ -573,15 +605,15 @@ class SqliteStore:
             if name not in known:
                 self._db.execute(f'ALTER TABLE features ADD COLUMN "{name}" REAL')
                 known.append(name)
-        cols = ", ".join(['machine, channel, t_ns, sensor, "window", valid, iso_zone',
+        cols = ", ".join(['machine, channel, t_ns, sensor, "window", valid, iso_zone, appliance',
                           *(f'"{n}"' for n in names)])  # fmt: skip
-        marks = ", ".join("?" * (7 + len(names)))
+        marks = ", ".join("?" * (len(_FIXED_FEATURE_COLUMNS) + len(names)))
         sql = f"INSERT OR REPLACE INTO features ({cols}) VALUES ({marks})"
         self._feature_sql[names] = sql
         self._feature_sql_many.pop(names, None)
         return sql
 
-    def _write_scores(self, rec: ScoreRows) -> None:
+    def _write_scores(self, rec: ScoreRows, app: str) -> None:
         if len(rec) == 0:
             return
         rows = zip(
@@ -593,6 +625,7 @@ class SqliteStore:
             repeat(rec.model),
             rec.diagnosis,
             rec.top,
+            repeat(app),
         )
         self._paced()
         self._db.executemany(_INSERT["scores"], rows)
@@ -689,8 +722,8 @@ class SqliteStore:
                     channels[ch] = {**row, "iso_zone": r[1], "t_ns": r[0]}
                     newest.append(r[0])
                 s = db.execute(
-                    "SELECT t_ns, score, state, model, diagnosis FROM scores WHERE machine = ? "
-                    "ORDER BY t_ns DESC LIMIT 1",
+                    "SELECT t_ns, score, state, model, diagnosis, appliance FROM scores "
+                    "WHERE machine = ? ORDER BY t_ns DESC LIMIT 1",
                     (m,),
                 ).fetchone()
                 if s is not None:
@@ -712,9 +745,14 @@ class SqliteStore:
                         alarm_state=None if a is None else a[1],
                         alarm_t_ns=None if a is None else a[0],
                         channels=channels,
+                        appliance="" if s is None else s[5],
                     )
                 )
         return out
+
+    def fleet(self) -> list[MachineStatus]:
+        """A file is one appliance's history: each machine once, with its appliance."""
+        return sorted(self.latest_status(), key=lambda st: (st.appliance, st.machine))
 
     def trend(
         self,

@@ -69,10 +69,16 @@ class SqliteHistory:
     that starts later is seen). Same parameters and errors as :class:`SqliteStore`.
     """
 
-    def __init__(self, path: str | Path, *, retention_days: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_days: float | None = None,
+        appliance: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{path}"
-        self._own = SqliteStore(self.path, retention_days=retention_days)
+        self._own = SqliteStore(self.path, retention_days=retention_days, appliance=appliance)
         self._others: dict[Path, SqliteStore] = {}
 
     # -- plumbing -------------------------------------------------------------------------
@@ -109,10 +115,22 @@ class SqliteHistory:
         if len(stores) == 1:
             return self._own.latest_status(machine)
         by: dict[str, list[MachineStatus]] = {}
+        listed: list[set[str]] = []
         for st in stores:
-            for s in st.latest_status(machine):
+            parts = st.latest_status(machine)
+            listed.append({s.machine for s in parts})
+            for s in parts:
                 by.setdefault(s.machine, []).append(s)
+        # A file lists the machines it has features or scores of; one may hold only a
+        # machine's newest state change (written after a change of worker count): ask it.
+        for st, seen in zip(stores, listed, strict=True):
+            for m in by.keys() - seen:
+                by[m].extend(st.latest_status(m))
         return [_merge_status(v) for _, v in sorted(by.items())]
+
+    def fleet(self) -> list[MachineStatus]:
+        """The files are one appliance's history: each machine once, with its appliance."""
+        return sorted(self.latest_status(), key=lambda st: (st.appliance, st.machine))
 
     def trend(
         self,
@@ -230,6 +248,7 @@ def _merge_status(parts: list[MachineStatus]) -> MachineStatus:
         alarm_state=alarm.alarm_state,
         alarm_t_ns=alarm.alarm_t_ns,
         channels=channels,
+        appliance=base.appliance,
     )
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
-from pdm.alarms.state import check_operator_text
+from pdm.alarms.state import MachineAlarm, check_operator_text
 from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.errors import ConfigError, ModelError
@@ -139,6 +139,10 @@ class ServiceOptions:
     max_per_peer: int | None = None
     #: Shadow windows a candidate must have scored before ``promote`` (unless forced).
     promote_min_windows: int = 100
+    #: The ``[publish]`` table (pdm/publish: MQTT, OPC UA, Modbus), or None. A worker gets
+    #: ``publish_feed`` instead: its machines' states go to the supervisor, which publishes.
+    publish: Any = None
+    publish_feed: bool = False
 
 
 def parse_fault(text: str) -> Any:
@@ -380,6 +384,48 @@ def start_control_api(backend: Any, address: str) -> Any:
     return ControlAPI(backend, host=host, port=port, token=token).start()
 
 
+def _hub_sender(hub: Any, appliance: str) -> Any:
+    """The feed's ``send`` into a hub of the same process."""
+    from pdm.publish.model import Snapshot, TransitionEvent
+
+    def send(transitions: list[Any], states: list[dict[str, Any]]) -> None:
+        hub.offer(
+            [
+                (Snapshot.from_status(appliance, d), TransitionEvent.from_payload(e))
+                for d, e in transitions
+            ],
+            [Snapshot.from_status(appliance, d) for d in states],
+        )
+
+    return send
+
+
+def _window_readings(r: MachineRunner) -> dict[str, Any]:
+    """``/status``'s readings of the newest window: the highest velocity RMS of the machine's
+    channels (mm/s) and its ISO 10816-3 zone, the diagnosis confidence, the sensor ids."""
+    import numpy as np
+
+    from pdm.dsp.iso import iso_zone
+
+    velocity = zone = None
+    values = getattr(r, "last_values", None)
+    names = r.features.extractor.names
+    if values is not None and "velocity_rms_mm_s" in names:
+        col = np.asarray(values)[:, names.index("velocity_rms_mm_s")]
+        finite = col[np.isfinite(col)]
+        if finite.size:
+            velocity = float(finite.max())
+            m = r.pipeline.machine
+            zone = iso_zone(velocity, group=m.iso_group, foundation=m.foundation)
+    conf = getattr(r, "last_confidence", None)
+    return {
+        "velocity_rms_mm_s": velocity,
+        "iso_zone": zone,
+        "diagnosis_confidence": conf if isinstance(conf, int | float) else None,
+        "sensors": [s.id for s in r.pipeline.sensors],
+    }
+
+
 def _raise_fd_limit() -> None:
     """Soft open-files limit up to the hard one: a connection per machine needs descriptors."""
     try:
@@ -450,6 +496,10 @@ class Service:
         self.tcp: Any = None
         self.mqtt: Any = None
         self.m: Any = None  # ServiceMetrics
+        self.feed: Any = None  # pdm.publish.feed.StateFeed
+        self.hub: Any = None  # pdm.publish.hub.PublishHub (not in a worker)
+        self._ctl: Any = None  # a worker's socket to its supervisor
+        self._ctl_lock = threading.Lock()
         self._stages: dict[str, Any] = {}  # stage -> its latency histogram series
         # Model updates: the watcher, promote, rollback and uploads take turns (RLock).
         self._model_lock = threading.RLock()
@@ -490,9 +540,11 @@ class Service:
         )
         self.alarm_store = AlarmStore(o.data_dir / "alarms.db")
         try:
+            from pdm.appliance import appliance_id
             from pdm.service.metrics import ServiceMetrics
 
-            self.m = ServiceMetrics()
+            # Every sample labelled with the appliance: many appliances, one Prometheus.
+            self.m = ServiceMetrics(appliance=appliance_id())
         except ImportError:  # pragma: no cover — metrics module absent in a partial install
             self.m = None
         from pdm.service.runner import RunnerPool
@@ -554,6 +606,8 @@ class Service:
                 log.warning("control API on %s", self.api.url)
         if o.control_fd is not None:
             self._start_control(o.control_fd)
+        if (o.publish is not None and o.publish.any) or o.publish_feed:
+            self._start_publishing()
         # Everything built so far lives as long as the service: out of the collector's sight,
         # a full collection no longer walks it (measured: 35-65 ms pauses of the processing
         # thread every ~10 s with 150 machines a worker, ~3 ms after).
@@ -566,8 +620,9 @@ class Service:
         hands over (SCM_RIGHTS) until it goes away — then stop."""
         import socket
 
-        ctl = socket.socket(fileno=fd)
-        ctl.send(b"ready")
+        ctl = self._ctl = socket.socket(fileno=fd)
+        with self._ctl_lock:
+            ctl.send(b"ready")
 
         def receive() -> None:
             while not self.stop_event.is_set():
@@ -590,6 +645,58 @@ class Service:
                 self.stop_event.set()
 
         self._spawn(receive, name="control")
+
+    def _start_publishing(self) -> None:
+        """The machines' states out to the plant (pdm/publish), off the processing thread: a
+        feed of this process's machines, to a hub of its own or — in a worker — over the
+        control socket to the supervisor's hub, which serves every worker's machines."""
+        from pdm.appliance import appliance_id
+        from pdm.publish.feed import StateFeed
+
+        o = self.opts
+        if o.publish_feed and self._ctl is not None:
+            send = self._send_to_supervisor
+        else:
+            from pdm.publish.config import build_publishers, machine_infos
+            from pdm.publish.hub import PublishHub
+
+            appliance = appliance_id()
+            pubs = build_publishers(
+                o.publish, appliance=appliance, data_dir=o.data_dir, acknowledge=self.acknowledge
+            )
+            self.hub = PublishHub(pubs, machine_infos(self.pipelines)).start()
+            send = _hub_sender(self.hub, appliance)
+        feed = self.feed = StateFeed(list(self.runners), self.status_of, send).start()
+
+        def listener(engine: Any) -> Any:
+            # The alarm state the transition left (an immutable value), read on the thread
+            # that made it: the feed publishes it even when the next window moved on.
+            return lambda event: feed.transition(event, engine.state)
+
+        for runner in self.runners.values():
+            runner.engine.listeners.append(listener(runner.engine))
+
+    def _send_to_supervisor(self, transitions: list[Any], states: list[Any]) -> None:
+        """A worker's feed: publish messages on the control socket (waits for room, never
+        for more than a second a message: the supervisor reads them as they come)."""
+        import select
+        import socket
+
+        from pdm.publish.feed import encode
+
+        ctl = self._ctl
+        for msg in encode(transitions, states):
+            deadline = time.monotonic() + 1.0
+            with self._ctl_lock:
+                while True:
+                    try:
+                        ctl.send(msg, socket.MSG_DONTWAIT)
+                        break
+                    except BlockingIOError:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError("the supervisor does not read its socket") from None
+                        select.select([], [ctl], [], left)
 
     def _spawn(self, target: Any, *args: Any, name: str) -> None:
         t = threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True)
@@ -634,6 +741,10 @@ class Service:
         runners = list(self.runners.values())
         for i, runner in enumerate(runners):  # each an equal share of what is left
             runner.stop(timeout=max(0.1, (left() - STOP_HISTORY_S) / (len(runners) - i)))
+        if self.feed is not None:
+            self.feed.close(timeout=min(1.0, max(0.1, left() - STOP_HISTORY_S)))
+        if self.hub is not None:
+            self.hub.close(timeout=min(1.0, max(0.1, left() - STOP_HISTORY_S)))
         self.writer.submit(
             Event("appliance", time.time_ns(), "service_stop", "info", "pdm-edge run stopped")
         )
@@ -1317,54 +1428,58 @@ class Service:
 
     # -- the control API's backend --------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
+        return [self.status_of(machine) for machine in self.runners]
+
+    def status_of(self, machine: str, alarm: MachineAlarm | None = None) -> dict[str, Any]:
+        """One machine's ``/status`` entry (KeyError: not one of this process's): what the
+        publishers publish too (pdm/publish), with ``alarm`` as the alarm state when given
+        (the state a transition left)."""
         from pdm.service.api import machine_status
 
-        out = []
-        shedding = self._shedding_status()
-        for machine, r in self.runners.items():
-            st = r.engine.state
-            assert st is not None
-            model = r.scores.scorer.model if r.scores is not None and r.scores.scorer else None
-            fault = " ; ".join(
-                x
-                for x in (
-                    "behind real time" if r.backlog_fault else "",
-                    "parked: the appliance is overloaded" if r.is_parked else "",
-                    "processing stalled" if machine in self._watchdog_faults else "",
-                    r.engine._appliance_fault,
-                )
-                if x
+        r = self.runners[machine]
+        st = alarm if alarm is not None else r.engine.state
+        assert st is not None
+        model = r.scores.scorer.model if r.scores is not None and r.scores.scorer else None
+        fault = " ; ".join(
+            x
+            for x in (
+                "behind real time" if r.backlog_fault else "",
+                "parked: the appliance is overloaded" if r.is_parked else "",
+                "processing stalled" if machine in self._watchdog_faults else "",
+                r.engine._appliance_fault,
             )
-            last = r.stats.last_window_t
-            d = machine_status(
-                machine,
-                r.pipeline.machine.name,
-                st,
-                score=r.last_score,
-                thresholds={"alert": model.alert, "danger": model.danger} if model else None,
-                diagnosis=r.last_diagnosis,
-                appliance_fault=fault,
-                model_version=model.version if model else None,
-                last_window_ns=None if last is None else round(last * 1e9),
-            )
-            with self._refusals_lock:
-                refused = dict(self._refusals.get(machine, {}))
-                last_refusal = self._last_refusal.get(machine)
-            d.update(
-                learning=bool(r.scores is not None and r.scores.learning),
-                teach_in=r.scores.teach_in_status() if r.scores is not None else None,
-                hint=r.last_hint,
-                windows=r.stats.windows,
-                samples_dropped=r.stats.samples_dropped,
-                error=r.error or None,
-                shadow=r.shadow.as_dict() if r.shadow is not None else None,
-                refused=refused,
-                last_refused=last_refusal[1] if last_refusal else None,
-                # the worker's shedding level, and what it left out of this machine's work
-                shedding={**shedding, "shed": dict(r.stats.shed)},
-            )
-            out.append(d)
-        return out
+            if x
+        )
+        last = r.stats.last_window_t
+        d = machine_status(
+            machine,
+            r.pipeline.machine.name,
+            st,
+            score=r.last_score,
+            thresholds={"alert": model.alert, "danger": model.danger} if model else None,
+            diagnosis=r.last_diagnosis,
+            appliance_fault=fault,
+            model_version=model.version if model else None,
+            last_window_ns=None if last is None else round(last * 1e9),
+        )
+        with self._refusals_lock:
+            refused = dict(self._refusals.get(machine, {}))
+            last_refusal = self._last_refusal.get(machine)
+        d.update(
+            learning=bool(r.scores is not None and r.scores.learning),
+            teach_in=r.scores.teach_in_status() if r.scores is not None else None,
+            hint=r.last_hint,
+            windows=r.stats.windows,
+            samples_dropped=r.stats.samples_dropped,
+            error=r.error or None,
+            shadow=r.shadow.as_dict() if r.shadow is not None else None,
+            refused=refused,
+            last_refused=last_refusal[1] if last_refusal else None,
+            **_window_readings(r),
+            # the worker's shedding level, and what it left out of this machine's work
+            shedding={**self._shedding_status(), "shed": dict(r.stats.shed)},
+        )
+        return d
 
     def _recent_refusal(self, machine: str, now: float) -> str:
         """Why the machine's data was refused in the last :data:`REFUSAL_HEALTH_S` ('' if not)."""

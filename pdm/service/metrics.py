@@ -114,6 +114,8 @@ class _Metric(Generic[C]):
         self.name = name
         self.help = help
         self.labelnames: tuple[str, ...] = tuple(labelnames)
+        #: Labels every sample of this family carries (its registry's, e.g. the appliance).
+        self.const_labels: tuple[tuple[str, str], ...] = ()
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], C] = {}
         #: ``{name="value",...}`` of each series key, built once (a scrape renders thousands).
@@ -163,7 +165,7 @@ class _Metric(Generic[C]):
         text = self._labels_text.get(key) if not extra else None
         if text is not None:
             return text
-        pairs = [*zip(self.labelnames, key, strict=True), *extra]
+        pairs = [*self.const_labels, *zip(self.labelnames, key, strict=True), *extra]
         text = "{" + ",".join(f'{n}="{_escape_label(v)}"' for n, v in pairs) + "}" if pairs else ""
         if not extra:
             self._labels_text[key] = text
@@ -410,13 +412,25 @@ M = TypeVar("M", bound="_Metric[Any]")
 
 
 class Registry:
-    """Metric families by name, rendered in the order they were registered."""
+    """Metric families by name, rendered in the order they were registered.
 
-    def __init__(self) -> None:
+    ``const_labels`` go on every sample of every family (the appliance's id: many
+    appliances' series in one Prometheus stay apart without relabelling).
+    """
+
+    def __init__(self, const_labels: Mapping[str, str] | None = None) -> None:
         self._lock = threading.Lock()
         self._metrics: dict[str, _Metric[Any]] = {}
+        for label in const_labels or {}:
+            if not _LABEL_NAME.match(label) or label.startswith("__"):
+                raise ValueError(f"label {label!r} must match {_LABEL_NAME.pattern}")
+        self.const_labels = tuple((k, str(v)) for k, v in (const_labels or {}).items())
 
     def register(self, metric: M) -> M:
+        clash = {k for k, _ in self.const_labels} & set(metric.labelnames)
+        if clash:
+            raise ValueError(f"{metric.name}: label(s) {sorted(clash)} are the registry's own")
+        metric.const_labels = self.const_labels
         with self._lock:
             if metric.name in self._metrics:
                 raise ValueError(f"metric {metric.name!r} is already registered")
@@ -471,8 +485,12 @@ class ServiceMetrics:
     through the helpers below, which change several series consistently.
     """
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        r = self.registry = registry if registry is not None else Registry()
+    def __init__(self, registry: Registry | None = None, *, appliance: str | None = None) -> None:
+        """``appliance``: an ``appliance`` label on every sample (the service gives its
+        :func:`pdm.appliance.appliance_id`); ignored when ``registry`` is given."""
+        if registry is None:
+            registry = Registry({"appliance": appliance} if appliance is not None else None)
+        r = self.registry = registry
         self.windows_total = r.counter("pdm_windows_total", "Windows processed.", ["machine"])
         self.windows_per_second = r.gauge(
             "pdm_windows_per_second", "Windows processed per second (recent rate).", ["machine"]

@@ -465,6 +465,10 @@ class MachineRunner:
         self._shadow: ShadowRun | None = None
         self.last_score: float | None = None
         self.last_diagnosis: str | None = None
+        #: The newest window's diagnosis confidence and feature values (channels × features),
+        #: for /status and the publishers (velocity, ISO zone); read from other threads.
+        self.last_confidence: float | None = None
+        self.last_values: Any = None
         #: The newest scored window's quiet-machine hint (an info, never an alarm), or None.
         self.last_hint: str | None = None
         if pool is not None:
@@ -677,9 +681,11 @@ class MachineRunner:
         if rows:
             last = rows[-1]
             self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
+            self.last_confidence = last.get("diagnosis_confidence")
             if last.get("score") is not None:
                 hint = last.get("below_baseline")
                 self.last_hint = hint.get("message") if isinstance(hint, dict) else None
+        self.last_values = wf.features.values
         t2 = time.perf_counter()
         self.observe("score", t2 - t1)
         model, thresholds = "", {}

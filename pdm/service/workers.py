@@ -238,6 +238,7 @@ class Supervisor:
         stop_event: threading.Event | None = None,
         max_connections: int | None = None,
         max_per_peer: int | None = None,
+        publish: Any = None,
     ) -> None:
         from pdm.service.limits import InputLimits
 
@@ -278,6 +279,14 @@ class Supervisor:
         #: Connections of the stream port refused, by cause (pdm_input_refused_total).
         self.refused: dict[str, int] = {}
         self._log_limit = LogLimiter(60.0)
+        #: The ``[publish]`` table: this process serves MQTT, OPC UA and Modbus for every
+        #: worker's machines (one session, one endpoint, one port), fed by their states.
+        self.publish = publish
+        self.pipelines = list(pipelines)
+        self.hub: Any = None
+        from pdm.appliance import appliance_id
+
+        self.appliance = appliance_id()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Supervisor:
@@ -287,6 +296,8 @@ class Supervisor:
         from pdm.service.api import api_token
 
         self._token = api_token()  # ConfigError now rather than at the first request
+        if self.publish is not None:
+            self._start_hub()  # its ports taken (or refused) before any worker starts
         # The workers' APIs: Unix sockets in a directory only this user can enter.
         self.rundir = tempfile.mkdtemp(prefix="pdm-edge-")
         os.chmod(self.rundir, 0o700)
@@ -342,6 +353,59 @@ class Supervisor:
         )
         return self
 
+    def _start_hub(self) -> None:
+        from pdm.publish.config import build_publishers, machine_infos
+        from pdm.publish.hub import PublishHub
+
+        pubs = build_publishers(
+            self.publish,
+            appliance=self.appliance,
+            data_dir=Path(self._data_dir()),
+            acknowledge=self.acknowledge,
+        )
+        self.hub = PublishHub(pubs, machine_infos(self.pipelines)).start()
+
+    def _data_dir(self) -> str:
+        argv = self.common_argv
+        return argv[argv.index("--data-dir") + 1] if "--data-dir" in argv else "var"
+
+    def _published(self, w: WorkerSpec, msg: bytes) -> None:
+        """A worker's states and transitions, into the hub (only its own machines)."""
+        from pdm.publish.feed import decode
+        from pdm.publish.model import Snapshot, TransitionEvent
+
+        if self.hub is None:
+            return
+        try:
+            pairs, states = decode(msg)
+            transitions = [
+                (Snapshot.from_status(self.appliance, d), TransitionEvent.from_payload(e))
+                for d, e in pairs
+            ]
+            snaps = [Snapshot.from_status(self.appliance, d) for d in states]
+        except ValueError as exc:
+            self._refuse("publish", f"worker {w.index}: a bad publish message: {exc}")
+            return
+        own = set(w.machines)
+        self.hub.offer(
+            [(s, e) for s, e in transitions if s.machine in own and e.machine in own],
+            [s for s in snaps if s.machine in own],
+        )
+
+    def _down_entries(self, w: WorkerSpec, message: str) -> list[dict[str, Any]]:
+        """``/status`` of the machines of a worker that does not answer: state unknown."""
+        return [
+            {
+                "id": m,
+                "name": self.names.get(m, m),
+                "state": "unknown",
+                "appliance_fault": message,
+                "error": message,
+                "worker": w.index,
+            }
+            for m in w.machines
+        ]
+
     def _thread(self, target: Any, name: str, *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=f"pdm-sup-{name}", daemon=True)
         t.start()
@@ -370,14 +434,19 @@ class Supervisor:
         self._thread(self._control, f"ctl-{w.index}", w, parent)
 
     def _control(self, w: WorkerSpec, ctl: socket.socket) -> None:
-        """Read the worker's messages (its API port); EOF: it ended."""
+        """Read the worker's messages (ready, an error, its published states); EOF: it ended."""
+        from pdm.publish.feed import PREFIX
+
         while True:
             try:
-                msg = ctl.recv(256)
+                msg = ctl.recv(65536)
             except OSError:
                 return
             if not msg:
                 return
+            if msg.startswith(PREFIX):
+                self._published(w, msg)
+                continue
             text = msg.decode(errors="replace").strip()
             if text == "ready":
                 w.ready.set()
@@ -407,6 +476,14 @@ class Supervisor:
                     w.backoff_s = min(_RESTART_MAX_S, w.backoff_s * 2)
                     if w.ctl is not None:
                         w.ctl.close()
+                    if self.hub is not None:  # published as /status shows it: unknown
+                        from pdm.publish.model import Snapshot
+
+                        why = f"worker {w.index} ({', '.join(w.machines)}) is not running"
+                        down = self._down_entries(w, why)
+                        self.hub.offer(
+                            states=[Snapshot.from_status(self.appliance, d) for d in down]
+                        )
                 elif now >= w.next_start and not self.stop_event.is_set():
                     w.next_start = 0.0
                     w.restarts += 1
@@ -445,6 +522,8 @@ class Supervisor:
                 w.ctl.close()
         if self.api is not None:
             self.api.stop()
+        if self.hub is not None:
+            self.hub.close()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -622,17 +701,7 @@ class Supervisor:
             try:
                 out += self._json(w, "GET", "/status")
             except APIError as exc:
-                out += [
-                    {
-                        "id": m,
-                        "name": self.names.get(m, m),
-                        "state": "unknown",
-                        "appliance_fault": exc.message,
-                        "error": exc.message,
-                        "worker": w.index,
-                    }
-                    for m in w.machines
-                ]
+                out += self._down_entries(w, exc.message)
         return out
 
     def health(self) -> dict[str, Any]:
@@ -672,18 +741,19 @@ class Supervisor:
             except APIError:
                 pass
         up = sum(1 for w in self.workers if w.running and w.ready.is_set())
+        app = 'appliance="' + self.appliance + '"'  # an id of [A-Za-z0-9_.-]: no escaping
         own = (
             "# HELP pdm_workers_up Worker processes running and answering.\n"
             "# TYPE pdm_workers_up gauge\n"
-            f"pdm_workers_up {up}\n"
+            f"pdm_workers_up{{{app}}} {up}\n"
             "# HELP pdm_worker_restarts_total Times a worker process was started again.\n"
             "# TYPE pdm_worker_restarts_total counter\n"
-            f"pdm_worker_restarts_total {sum(w.restarts for w in self.workers)}\n"
+            f"pdm_worker_restarts_total{{{app}}} {sum(w.restarts for w in self.workers)}\n"
             "# HELP pdm_door_refused_total Connections the supervisor's stream port refused "
             "before handing them to a worker, by cause.\n"
             "# TYPE pdm_door_refused_total counter\n"
             + "".join(
-                f'pdm_door_refused_total{{cause="{cause}"}} {n}\n'
+                f'pdm_door_refused_total{{{app},cause="{cause}"}} {n}\n'
                 for cause, n in sorted(self.refused.items())
             )
         )
