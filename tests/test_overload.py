@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -155,6 +156,8 @@ class _Rig:
         for line in str(_get(self.api + "/metrics")).splitlines():
             if line and line[0] != "#":
                 name, value = line.rsplit(" ", 1)
+                # every series carries the appliance's id (docs/integration.md); read without it
+                name = re.sub(r'appliance="[^"]*",?', "", name).replace("{}", "")
                 out[name] = float(value)
         return out
 
