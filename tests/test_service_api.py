@@ -653,3 +653,40 @@ def test_ipv6_loopback(service: FakeService) -> None:
     with api, httpx.Client(base_url=api.url, timeout=5.0, trust_env=False) as c:
         assert api.url == f"http://[::1]:{api.port}"
         assert c.get("/status/fan-2").json()["state"] == "ok"
+
+
+def test_a_trickled_request_head_cannot_hold_the_api_shut(service: FakeService) -> None:
+    # Slowloris: each connection sends one header line well within the per-read timeout,
+    # for ever. Filling every request slot so used to shut the API — /health too — for as
+    # long as the client liked; the head now has one deadline, timeout_s after connecting.
+    with ControlAPI(service, port=0, timeout_s=1.0, max_connections=4) as api:
+        socks = [socket.create_connection(("127.0.0.1", api.port), timeout=5.0) for _ in range(4)]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                for s in socks:
+                    try:
+                        s.sendall(b"X-Slow: y\r\n")
+                    except OSError:
+                        pass
+
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.0\r\n")
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            time.sleep(0.5)  # every slot is taken by now
+            answered = None
+            deadline = time.monotonic() + 4.0
+            while answered is None and time.monotonic() < deadline:
+                try:
+                    answered = raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0]
+                except (OSError, IndexError):  # refused at once: every slot busy
+                    time.sleep(0.2)
+            assert answered == 200
+        finally:
+            stop.set()
+            t.join()
+            for s in socks:
+                s.close()

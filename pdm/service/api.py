@@ -69,6 +69,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -479,6 +480,11 @@ class _Handler(BaseHTTPRequestHandler):
         # of this connection gives up after timeout_s.
         self.request.settimeout(self.server.api.timeout_s)
         super().setup()
+        # The request line and headers must all arrive within timeout_s: a per-read timeout
+        # alone let a client that sends a header line every few seconds hold its thread for
+        # good, and max_connections of them shut the API (and /health) to everyone.
+        self._head = _HeadDeadline(self.connection, self.server.api.timeout_s)
+        self.rfile = io.BufferedReader(self._head)
         self._replied = False
         self._unread = 0  # request body bytes not read yet
 
@@ -569,6 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         api = self.server.api
+        self._head.deadline = None  # the head is in; a body has its per-read timeout
         try:
             self._unread = self._content_length()
             if self._unread < 0:
@@ -853,6 +860,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.address_string(),
         )
         self._json(202, result)
+
+
+class _HeadDeadline(io.RawIOBase):
+    """A connection's bytes with one deadline, ``timeout_s`` after it was taken, for the
+    request head; ``deadline = None`` leaves only the socket's per-read timeout."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self.sock, self.timeout_s = sock, timeout_s
+        self.deadline: float | None = time.monotonic() + timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the request head took more than {self.timeout_s:g} s")
+            self.sock.settimeout(min(self.timeout_s, left))
+        else:
+            self.sock.settimeout(self.timeout_s)
+        return self.sock.recv_into(buffer)
 
 
 class _BodyReader:
