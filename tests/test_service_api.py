@@ -690,3 +690,30 @@ def test_a_trickled_request_head_cannot_hold_the_api_shut(service: FakeService) 
             t.join()
             for s in socks:
                 s.close()
+
+
+def test_a_client_that_leaves_before_its_answer_writes_no_error_line(
+    service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone who can connect is answered (401 without a token): each connection reset
+    # before its answer used to log one ERROR line, as many as the client liked.
+    slow = threading.Event()
+    real_status = service.status
+
+    def slow_status() -> list[dict[str, Any]]:
+        slow.wait(0.5)  # the client is gone by the time the answer is written
+        return real_status()
+
+    service.status = slow_status  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="pdm")
+    with ControlAPI(service, port=0, timeout_s=2.0) as api:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", api.port), timeout=5.0)
+            s.sendall(b"GET /status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()  # RST: the server's write fails
+        time.sleep(1.5)
+        assert raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0] == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("left before its answer" in r.getMessage() for r in caplog.records)
