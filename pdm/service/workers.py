@@ -689,10 +689,15 @@ class Supervisor:
         )
         return own + (merge_expositions(parts) if parts else "")
 
-    def promote(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
+    def promote(
+        self, machine: str, by: str, comment: str = "", force: bool = False
+    ) -> dict[str, Any]:
         w = self._owner(machine)
         out: dict[str, Any] = self._json(
-            w, "POST", f"/models/{machine}/promote", {"by": by, "comment": comment}
+            w,
+            "POST",
+            f"/models/{machine}/promote",
+            {"by": by, "comment": comment, **({"force": True} if force else {})},
         )
         return out
 
