@@ -196,6 +196,30 @@ def test_idle_connections_cannot_exhaust_the_supervisors_door(tmp_path: Path) ->
     assert 1 <= len(lines) <= 4, lines  # too_many: one line (a minute)
 
 
+def test_idle_connections_from_the_sensors_own_address_cannot_shut_the_door(
+    tmp_path: Path,
+) -> None:
+    """Issue 16 item 5 from the sender's own address (the repro ran from 127.0.0.1, as the
+    sender): 300 idle connections filled the 68 slots of that address at the supervisor's
+    door and `send` was refused (per_peer) until they timed out, and again with each wave."""
+    svc = Supervised(tmp_path, [_pump(tmp_path, "a"), _pump(tmp_path, "b")], "--workers", "2")
+    svc.wait(lambda: len(svc.workers()) == 2, "two workers")
+    idle = []
+    try:
+        for _ in range(300):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", svc.listen), timeout=10))
+            except ConnectionResetError:
+                pass
+        sent = svc.send("a_de", "--speed", "64", "--retry-s", "0")
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        for s in idle:
+            s.close()
+    assert svc.machines()["pump-a"]["windows"] > 0
+    assert svc.stop() == 0
+
+
 # -- authenticated stream input (Build 3) -----------------------------------------------------------
 
 GW_SECRET = "5e" * 32
