@@ -717,3 +717,48 @@ def test_a_client_that_leaves_before_its_answer_writes_no_error_line(
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not errors, [r.getMessage() for r in errors]
     assert any("left before its answer" in r.getMessage() for r in caplog.records)
+
+
+def test_slow_clients_that_reconnect_at_once_cannot_hold_the_api_shut(
+    service: FakeService,
+) -> None:
+    # Slowloris that opens a new slow connection as soon as one is closed: with the head
+    # deadline alone the slots freed every timeout_s were taken again at once (/health
+    # answered 1 probe in 35). A newcomer now pushes out the oldest connection still
+    # sending its head, and a real client, whose head arrives at once, is served.
+    with ControlAPI(service, port=0, timeout_s=5.0, max_connections=4) as api:
+        stop = threading.Event()
+
+        def attacker() -> None:
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", api.port), timeout=1) as s:
+                        s.sendall(b"GET /status HTTP/1.0\r\n")
+                        while not stop.is_set():
+                            s.sendall(b"X-Slow: y\r\n")
+                            try:
+                                if s.recv(1) == b"":
+                                    break  # pushed out: come back at once
+                            except TimeoutError:
+                                pass
+                except OSError:
+                    time.sleep(0.01)
+
+        threads = [threading.Thread(target=attacker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)  # every slot is taken by now, and kept taken
+            answered = 0
+            for _ in range(10):
+                try:
+                    status = raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0]
+                    answered += status == 200
+                except (OSError, IndexError):
+                    pass
+                time.sleep(0.1)
+            assert answered >= 8, f"/health answered {answered} of 10"
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()

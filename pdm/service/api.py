@@ -399,7 +399,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int] | str, api: ControlAPI, family: int) -> None:
         self.api = api
         self.address_family = family
-        self._active: dict[threading.Thread, socket.socket] = {}
+        self._active: dict[threading.Thread, socket.socket] = {}  # in arrival order
+        self._in_head: set[threading.Thread] = set()  # of those, still reading their head
         self._active_lock = threading.Lock()
         self._refused = 0
         super().__init__(address, _Handler)  # type: ignore[arg-type]  # a Unix path too
@@ -418,6 +419,17 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:
             busy = len(self._active) >= self.api.max_connections
+            if busy:
+                # Every slot taken: the oldest connection still sending its request head
+                # goes, as at the stream port. Refusing the newcomer let a client that
+                # opens slow connections as fast as they time out keep the API (and
+                # /health) shut; a real client's head arrives at once, so it is served.
+                slow = next((t for t in self._active if t in self._in_head), None)
+                if slow is not None and len(self._active) < 2 * self.api.max_connections:
+                    self._in_head.discard(slow)
+                    with contextlib.suppress(OSError):
+                        self._active[slow].shutdown(socket.SHUT_RDWR)
+                    busy = False
             if not busy:
                 t = threading.Thread(
                     target=self.process_request_thread,
@@ -428,6 +440,7 @@ class _Server(ThreadingHTTPServer):
                 # Registered here, in the serving thread, so that once shutdown() returns
                 # every request thread is known to stop().
                 self._active[t] = request
+                self._in_head.add(t)
         if busy:
             self._refused += 1
             if self._refused == 1 or self._refused % 1000 == 0:
@@ -446,6 +459,12 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._active_lock:
                 self._active.pop(threading.current_thread(), None)
+                self._in_head.discard(threading.current_thread())
+
+    def head_done(self) -> None:
+        """The calling request thread has its whole request head: no longer pushed out."""
+        with self._active_lock:
+            self._in_head.discard(threading.current_thread())
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer, a timeout: nothing the operator can act on.
@@ -583,6 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         api = self.server.api
         self._head.deadline = None  # the head is in; a body has its per-read timeout
+        self.server.head_done()
         try:
             self._unread = self._content_length()
             if self._unread < 0:
