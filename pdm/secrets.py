@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from pdm.errors import ConfigError
 
@@ -18,9 +19,16 @@ __all__ = ["redact_url", "secret_bytes"]
 
 # Query parameters whose values are secrets in the URLs people paste (InfluxDB's token,
 # webhook signatures, API keys).
-_SECRET_PARAM = re.compile(
-    r"(?i)(^|[?&;])((?:[a-z0-9_.-]*(?:token|passw(?:or)?d|pwd|pass|secret|key|auth|sig|signature|credential)[a-z0-9_.-]*|code)=)([^&;#]*)"
+_SECRET_NAME = re.compile(
+    r"(?i)token|passw(?:or)?d|pwd|pass|secret|key|auth|sig|signature|credential|^code$"
 )
+_PARAM = re.compile(r"(^|[?&;])([^=&;#]*=)([^&;#]*)")
+
+
+def _hide_secret_param(m: re.Match[str]) -> str:
+    # The name as the URL parser reads it: "tok%65n=" is "token=" to it, so here too.
+    secret = _SECRET_NAME.search(unquote_plus(m[2][:-1]).strip())
+    return m[1] + m[2] + "***" if secret else m[0]
 
 
 def redact_url(url: str) -> str:
@@ -44,7 +52,7 @@ def redact_url(url: str) -> str:
         user, colon, _ = rest[:at].partition(":")
         if colon:
             rest = f"{user}:***@{rest[at + 1 :]}"
-    return head + sep + _SECRET_PARAM.sub(lambda m: m[1] + m[2] + "***", rest)
+    return head + sep + _PARAM.sub(_hide_secret_param, rest)
 
 
 def secret_bytes(env: str, what: str) -> bytes | None:

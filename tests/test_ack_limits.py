@@ -38,11 +38,28 @@ def test_a_repeat_on_an_acknowledged_latch_changes_nothing() -> None:
         ("ana", "x\x1b[2Jy", "'comment' contains a control character"),
         ("ana", "a\u2028b", "line break"),
         ("   ", "", "name of who acts"),
+        # JSON "\ud800": taken, the worker's /status of the machine answered 500 from then on
+        ("\ud800ana", "", "'by' is not valid Unicode"),
+        ("ana", "ok \udfff", "'comment' is not valid Unicode"),
     ],
 )
 def test_operator_text_is_bounded_and_one_line(by: str, comment: str, words: str) -> None:
     with pytest.raises(ValueError, match=words.replace("[", r"\[")):
         check_operator_text(by, comment)
+
+
+def test_the_engine_refuses_a_lone_surrogate_and_stays_latched(tmp_path: Path) -> None:
+    pl = _pipeline("log:")
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    _run(engine, pl, "outer_race.csv.gz", sink)
+    assert engine.state is not None and engine.state.state == "trip"
+    with pytest.raises(ValueError, match="lone surrogate"):
+        engine.acknowledge("\ud800x", "")
+    assert engine.state.ack is None and _rows(tmp_path / "alarms.db", "acks") == 0
+    engine.acknowledge("ana", "")
+    assert engine.state.ack is not None and _rows(tmp_path / "alarms.db", "acks") == 1
+    engine.close()
 
 
 def _rows(db: Path, table: str) -> int:

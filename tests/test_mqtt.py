@@ -533,6 +533,8 @@ BIG = 300_000  # rows of 8 zeros: a JSON payload over 16 MiB
         (json.dumps(good_json(samples=[[1.0, "2"]])).encode(), "samples[0][1] is a string"),
         (json.dumps(good_json(samples=[[1.0, True]])).encode(), "samples[0][1] is a boolean"),
         (json.dumps(good_json(samples=[[1.0, 10**400]])).encode(), "too large for a float64"),
+        # an integer past Python's str->int digit limit: a ValueError, logged with its traceback
+        (b'{"sensor": "a", "t0": 1' + b"0" * 5000 + b"}", "malformed JSON: Exceeds the limit"),
         (frame(0) + b"x", "1 byte after the 179-byte PDMS frame"),
         (frame(0) + frame(1), "179 bytes after the 179-byte PDMS frame"),
         (frame(0)[:-5], "truncated PDMS frame"),

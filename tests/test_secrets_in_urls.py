@@ -41,6 +41,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (f"mqtt://edge:{SECRET}@broker/pdm/#", "mqtt://edge:***@broker/pdm/#"),
         (f"influx1://u:pa/{SECRET}@db:8086/x", "influx1://u:***@db:8086/x"),  # '/' in it
         ("https://example.com/hook?format=json", "https://example.com/hook?format=json"),
+        # the name percent-encoded: the URL parser reads "token", and the error line named it
+        (f"influx2://db:8086?org=o&bucket=b&tok%65n={SECRET}", "tok%65n=***"),
+        (f"https://example.com/hook?x=1&Api+Key={SECRET}", "Api+Key=***"),
     ],
 )
 def test_redact_url_hides_passwords_and_secret_parameters(url: str, shown: str) -> None:

@@ -666,3 +666,112 @@ def test_ipv6_loopback(service: FakeService) -> None:
     with api, httpx.Client(base_url=api.url, timeout=5.0, trust_env=False) as c:
         assert api.url == f"http://[::1]:{api.port}"
         assert c.get("/status/fan-2").json()["state"] == "ok"
+
+
+def test_a_trickled_request_head_cannot_hold_the_api_shut(service: FakeService) -> None:
+    # Slowloris: each connection sends one header line well within the per-read timeout,
+    # for ever. Filling every request slot so used to shut the API — /health too — for as
+    # long as the client liked; the head now has one deadline, timeout_s after connecting.
+    with ControlAPI(service, port=0, timeout_s=1.0, max_connections=4) as api:
+        socks = [socket.create_connection(("127.0.0.1", api.port), timeout=5.0) for _ in range(4)]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                for s in socks:
+                    try:
+                        s.sendall(b"X-Slow: y\r\n")
+                    except OSError:
+                        pass
+
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.0\r\n")
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            time.sleep(0.5)  # every slot is taken by now
+            answered = None
+            deadline = time.monotonic() + 4.0
+            while answered is None and time.monotonic() < deadline:
+                try:
+                    answered = raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0]
+                except (OSError, IndexError):  # refused at once: every slot busy
+                    time.sleep(0.2)
+            assert answered == 200
+        finally:
+            stop.set()
+            t.join()
+            for s in socks:
+                s.close()
+
+
+def test_a_client_that_leaves_before_its_answer_writes_no_error_line(
+    service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone who can connect is answered (401 without a token): each connection reset
+    # before its answer used to log one ERROR line, as many as the client liked.
+    slow = threading.Event()
+    real_status = service.status
+
+    def slow_status() -> list[dict[str, Any]]:
+        slow.wait(0.5)  # the client is gone by the time the answer is written
+        return real_status()
+
+    service.status = slow_status  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="pdm")
+    with ControlAPI(service, port=0, timeout_s=2.0) as api:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", api.port), timeout=5.0)
+            s.sendall(b"GET /status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()  # RST: the server's write fails
+        time.sleep(1.5)
+        assert raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0] == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("left before its answer" in r.getMessage() for r in caplog.records)
+
+
+def test_slow_clients_that_reconnect_at_once_cannot_hold_the_api_shut(
+    service: FakeService,
+) -> None:
+    # Slowloris that opens a new slow connection as soon as one is closed: with the head
+    # deadline alone the slots freed every timeout_s were taken again at once (/health
+    # answered 1 probe in 35). A newcomer now pushes out the oldest connection still
+    # sending its head, and a real client, whose head arrives at once, is served.
+    with ControlAPI(service, port=0, timeout_s=5.0, max_connections=4) as api:
+        stop = threading.Event()
+
+        def attacker() -> None:
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", api.port), timeout=1) as s:
+                        s.sendall(b"GET /status HTTP/1.0\r\n")
+                        while not stop.is_set():
+                            s.sendall(b"X-Slow: y\r\n")
+                            try:
+                                if s.recv(1) == b"":
+                                    break  # pushed out: come back at once
+                            except TimeoutError:
+                                pass
+                except OSError:
+                    time.sleep(0.01)
+
+        threads = [threading.Thread(target=attacker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)  # every slot is taken by now, and kept taken
+            answered = 0
+            for _ in range(10):
+                try:
+                    status = raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0]
+                    answered += status == 200
+                except (OSError, IndexError):
+                    pass
+                time.sleep(0.1)
+            assert answered >= 8, f"/health answered {answered} of 10"
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()

@@ -196,6 +196,30 @@ def test_idle_connections_cannot_exhaust_the_supervisors_door(tmp_path: Path) ->
     assert 1 <= len(lines) <= 4, lines  # too_many: one line (a minute)
 
 
+def test_idle_connections_from_the_sensors_own_address_cannot_shut_the_door(
+    tmp_path: Path,
+) -> None:
+    """Issue 16 item 5 from the sender's own address (the repro ran from 127.0.0.1, as the
+    sender): 300 idle connections filled the 68 slots of that address at the supervisor's
+    door and `send` was refused (per_peer) until they timed out, and again with each wave."""
+    svc = Supervised(tmp_path, [_pump(tmp_path, "a"), _pump(tmp_path, "b")], "--workers", "2")
+    svc.wait(lambda: len(svc.workers()) == 2, "two workers")
+    idle = []
+    try:
+        for _ in range(300):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", svc.listen), timeout=10))
+            except ConnectionResetError:
+                pass
+        sent = svc.send("a_de", "--speed", "64", "--retry-s", "0")
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        for s in idle:
+            s.close()
+    assert svc.machines()["pump-a"]["windows"] > 0
+    assert svc.stop() == 0
+
+
 # -- authenticated stream input (Build 3) -----------------------------------------------------------
 
 GW_SECRET = "5e" * 32
@@ -281,3 +305,44 @@ def test_send_key_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
         assert run.returncode == 2, run.stderr
         (line,) = run.stderr.strip().splitlines()
         assert line.startswith("pdm-edge: error:") and words in line, line
+
+
+def test_promotion_through_the_supervisor_needs_shadow_evidence_or_force(
+    tmp_path: Path, token_env: None
+) -> None:
+    """With --workers N, POST /models/M/promote reached Supervisor.promote() with a
+    ``force`` it did not take: every promotion through the supervisor answered 500. Now it is
+    passed on: without shadow evidence 409, forced by the token's holder 200."""
+    import io
+    import shutil
+    import tarfile
+
+    models = tmp_path / "models"
+    pipes = []
+    for letter in "ab":
+        shutil.copytree(REPO / "models" / "demo-pump", models / letter)
+        p = _pump(tmp_path, letter)
+        p.write_text(p.read_text().replace(f"{REPO}/models/demo-pump", str(models / letter)))
+        pipes.append(p)
+    svc = Supervised(tmp_path, pipes, "--workers", "2")
+    svc.wait(lambda: _req(svc, "GET", "/health").json().get("ok"), "healthy workers")
+    bundle = io.BytesIO()
+    with tarfile.open(fileobj=bundle, mode="w:gz") as tar:
+        for name in ("model.onnx", "model.json"):
+            tar.add(models / "b" / name, arcname=name)
+    r = _req(
+        svc,
+        "PUT",
+        "/models/pump-b/candidate",
+        content=bundle.getvalue(),
+        headers={**AUTH, "Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 202, r.text
+    r = _req(svc, "POST", "/models/pump-b/promote", json={"by": "ana"}, headers=AUTH)
+    assert r.status_code == 409 and "shadow" in r.json()["error"], r.text
+    r = _req(svc, "POST", "/models/pump-b/promote", json={"by": "ana", "force": True})
+    assert r.status_code == 401
+    r = _req(svc, "POST", "/models/pump-b/promote", json={"by": "ana", "force": True}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert not (models / "b.candidate").exists() and (models / "b.previous").is_dir()
+    assert svc.stop() == 0

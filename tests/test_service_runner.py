@@ -539,3 +539,35 @@ def test_parked_machines_are_windowed_not_decided_and_their_relays_dropped(
         assert m1.engine.relay.read_back() is True  # energised again
     finally:
         rig.close()
+
+
+def test_a_flood_of_refused_chunks_is_one_line_and_one_event_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender of one-sample frames faster than the machine's queue drains: each refused
+    chunk was an ERROR line and a ``backlog_dropped`` event in history (7,903 of each in
+    20 s from one connection). Now one of each a minute per cause; every sample is still
+    counted in ``samples_dropped``."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=False)
+    r = rig.runners[0]
+    r.put_timeout_s = 0.0
+    submitted: list[Any] = []
+    real_submit = rig.writer.submit
+
+    def spy(*recs: Any) -> None:
+        submitted.extend(recs)
+        real_submit(*recs)
+
+    r.writer.submit = spy  # type: ignore[method-assign]
+    one = Chunk(np.zeros((1, 2), np.float32), FS, time.time(), ("x_g", "y_g"))
+    try:
+        with caplog.at_level("ERROR", logger="pdm.service"):
+            # a refusal discards the backlog too: the queue fills again, and is refused again
+            refused = sum(not r.offer(one) for _ in range(20 * (r.queue.maxsize + 1)))
+        assert refused == 20
+        assert r.stats.samples_dropped == 20 * (r.queue.maxsize + 1)
+        lines = [rec for rec in caplog.records if "backlog discarded" in rec.getMessage()]
+        events = [e for e in submitted if getattr(e, "type", "") == "backlog_dropped"]
+        assert len(lines) == 1 and len(events) == 1, (len(lines), len(events))
+    finally:
+        rig.close()

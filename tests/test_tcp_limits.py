@@ -120,6 +120,28 @@ def test_connections_per_peer_address_are_capped() -> None:
     assert any("3 connections from 127.0.0.1 open already" in d for _, d in col.events)
 
 
+def test_idle_connections_from_the_sensors_own_address_cannot_keep_it_out() -> None:
+    """A peer on the gateway's address (the same host, a NAT) that fills the per-address
+    slots with silent connections used to have the gateway's sensors refused (per_peer)
+    until they timed out, and again with each new wave. The oldest silent one from that
+    address now goes instead, as for the total."""
+    col = Collector()
+    srv = start_server(col, max_connections=16, max_per_peer=3, first_byte_timeout_s=30)
+    idle = [connect(srv.port) for _ in range(3)]
+    try:
+        until(lambda: srv.connections == 3)
+        with connect(srv.port) as sensor:  # 127.0.0.1 too: every slot of it silent
+            sensor.sendall(frame(1))
+            col.wait(lambda c: len(c.chunks) == 1)
+        wait_closed_by_peer(idle[0], timeout=3)  # the oldest pushed out
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()
+    assert srv.refused == {"per_peer": 1}
+    assert any("every one of 3 connections from 127.0.0.1" in d for _, d in col.events)
+
+
 def test_a_frame_trickled_byte_by_byte_is_cut_at_the_frame_timeout() -> None:
     col = Collector()
     srv = start_server(col, frame_timeout_s=0.5)

@@ -35,6 +35,7 @@ from pdm.alarms.state import (
     MachineAlarm,
     Transition,
     acknowledge,
+    check_operator_text,
     diagnosis_confidence_of,
     features_read,
     relay_permissive,
@@ -455,7 +456,9 @@ class AlarmEngine:
     ) -> tuple[list[Record], str]:
         assert self.state is not None
         t_ns = time.time_ns() if t_ns is None else t_ns
-        by = by.strip()
+        # Checked here too, before the state changes: text the store cannot take (a lone
+        # surrogate) left the state acknowledged in memory and not in alarms.db.
+        by, comment = check_operator_text(by, comment)
         new, trs, msg = acknowledge(self.state, by, t_ns, comment, self.rules)
         if new is self.state:
             return [], msg  # nothing to acknowledge, or acknowledged already: nothing written

@@ -679,6 +679,7 @@ assert _ZONES == "ABCD"
 MAX_BY_CHARS = 64
 MAX_COMMENT_CHARS = 500
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def check_operator_text(by: str, comment: str) -> tuple[str, str]:
@@ -695,4 +696,8 @@ def check_operator_text(by: str, comment: str) -> tuple[str, str]:
     for name, text in (("by", by), ("comment", comment)):
         if _CONTROL_CHARS.search(text):
             raise ValueError(f"'{name}' contains a control character or line break")
+        if _SURROGATES.search(text):
+            # JSON's "\ud800" decodes to a str that no UTF-8 encoder takes: taken, it made the
+            # machine's /status, alarms.db and history fail for as long as the latch lasted.
+            raise ValueError(f"'{name}' is not valid Unicode text (a lone surrogate)")
     return by, comment

@@ -69,6 +69,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -398,7 +399,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int] | str, api: ControlAPI, family: int) -> None:
         self.api = api
         self.address_family = family
-        self._active: dict[threading.Thread, socket.socket] = {}
+        self._active: dict[threading.Thread, socket.socket] = {}  # in arrival order
+        self._in_head: set[threading.Thread] = set()  # of those, still reading their head
         self._active_lock = threading.Lock()
         self._refused = 0
         super().__init__(address, _Handler)  # type: ignore[arg-type]  # a Unix path too
@@ -417,6 +419,17 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:
             busy = len(self._active) >= self.api.max_connections
+            if busy:
+                # Every slot taken: the oldest connection still sending its request head
+                # goes, as at the stream port. Refusing the newcomer let a client that
+                # opens slow connections as fast as they time out keep the API (and
+                # /health) shut; a real client's head arrives at once, so it is served.
+                slow = next((t for t in self._active if t in self._in_head), None)
+                if slow is not None and len(self._active) < 2 * self.api.max_connections:
+                    self._in_head.discard(slow)
+                    with contextlib.suppress(OSError):
+                        self._active[slow].shutdown(socket.SHUT_RDWR)
+                    busy = False
             if not busy:
                 t = threading.Thread(
                     target=self.process_request_thread,
@@ -427,6 +440,7 @@ class _Server(ThreadingHTTPServer):
                 # Registered here, in the serving thread, so that once shutdown() returns
                 # every request thread is known to stop().
                 self._active[t] = request
+                self._in_head.add(t)
         if busy:
             self._refused += 1
             if self._refused == 1 or self._refused % 1000 == 0:
@@ -445,6 +459,12 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._active_lock:
                 self._active.pop(threading.current_thread(), None)
+                self._in_head.discard(threading.current_thread())
+
+    def head_done(self) -> None:
+        """The calling request thread has its whole request head: no longer pushed out."""
+        with self._active_lock:
+            self._in_head.discard(threading.current_thread())
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer, a timeout: nothing the operator can act on.
@@ -479,6 +499,11 @@ class _Handler(BaseHTTPRequestHandler):
         # of this connection gives up after timeout_s.
         self.request.settimeout(self.server.api.timeout_s)
         super().setup()
+        # The request line and headers must all arrive within timeout_s: a per-read timeout
+        # alone let a client that sends a header line every few seconds hold its thread for
+        # good, and max_connections of them shut the API (and /health) to everyone.
+        self._head = _HeadDeadline(self.connection, self.server.api.timeout_s)
+        self.rfile = io.BufferedReader(self._head)
         self._replied = False
         self._unread = 0  # request body bytes not read yet
 
@@ -505,17 +530,24 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._drain()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
         self._replied = True
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except ConnectionError:
+            # The client left before its answer. Not an appliance error: logged at ERROR,
+            # anyone who can connect (no token needed to be answered 401) wrote a log line
+            # per connection, without limit.
+            self.close_connection = True
+            log.debug("control API: %s left before its answer", self.address_string())
 
     def _json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, _json_bytes(obj), "application/json", headers)
@@ -569,6 +601,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         api = self.server.api
+        self._head.deadline = None  # the head is in; a body has its per-read timeout
+        self.server.head_done()
         try:
             self._unread = self._content_length()
             if self._unread < 0:
@@ -853,6 +887,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.address_string(),
         )
         self._json(202, result)
+
+
+class _HeadDeadline(io.RawIOBase):
+    """A connection's bytes with one deadline, ``timeout_s`` after it was taken, for the
+    request head; ``deadline = None`` leaves only the socket's per-read timeout."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self.sock, self.timeout_s = sock, timeout_s
+        self.deadline: float | None = time.monotonic() + timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the request head took more than {self.timeout_s:g} s")
+            self.sock.settimeout(min(self.timeout_s, left))
+        else:
+            self.sock.settimeout(self.timeout_s)
+        return self.sock.recv_into(buffer)
 
 
 class _BodyReader:

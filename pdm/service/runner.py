@@ -51,6 +51,7 @@ from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
 from pdm.history.records import Event, Record, StateChange, to_ns
 from pdm.history.writer import HistoryWriter
+from pdm.loglimit import LogLimiter
 from pdm.processing import FeatureStream, WindowFeatures
 from pdm.service.shedding import LEVELS, LoadSample, Shed, Shedder, WindowGate, max_skipped_run
 from pdm.sources.base import Chunk
@@ -457,6 +458,8 @@ class MachineRunner:
         self.pool = pool
         self._done = threading.Event()
         self.backlog_fault = False
+        self._drop_log = LogLimiter(60.0)  # backlog discards told, per cause
+        self._drops_held = 0  # samples discarded since the last one told
         self._kept_up_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pdm-{self.machine}", daemon=True)
@@ -812,8 +815,21 @@ class MachineRunner:
             dropped += item.n_samples
         self.stats.samples_dropped += dropped
         msg = f"{why}: {dropped} samples of backlog discarded ({dropped / self.fs:.1f} s)"
-        log.error("%s: %s", self.machine, msg)
-        self.writer.submit(Event(self.machine, time.time_ns(), "backlog_dropped", "alarm", msg))
+        # One line and one event a minute per cause (every sample stays counted in
+        # samples_dropped): a sender of one-sample frames made each refused frame an ERROR
+        # line and an "alarm" event in history, ~400 a second for as long as it kept on.
+        held = self._drop_log.check(why)
+        if held is None:
+            self._drops_held += dropped
+        else:
+            if held:
+                msg += (
+                    f"; {held} more discard(s) of {self._drops_held} samples in all were "
+                    f"held back over the last {self._drop_log.interval_s:g} s"
+                )
+            self._drops_held = 0
+            log.error("%s: %s", self.machine, msg)
+            self.writer.submit(Event(self.machine, time.time_ns(), "backlog_dropped", "alarm", msg))
         self._set_backlog_fault(True, msg)
 
     def park(self, on: bool, reason: str) -> None:

@@ -595,13 +595,17 @@ class Supervisor:
                             if len(waiting) >= max_waiting:
                                 oldest = next(iter(waiting))
                                 drop(oldest, "too_many", f"{max_waiting} connections waiting")
+                            if per_host.get(host, 0) >= per_peer:
+                                # The oldest waiting from that address goes, as for the
+                                # total: refusing the newcomer let idle connections from a
+                                # gateway's address keep its sensors out for good.
+                                oldest = next(c for c, h in waiting.items() if h.host == host)
+                                why = f"{per_peer} connections from {host} waiting"
+                                drop(oldest, "per_peer", why)
                             waiting[conn] = _Handshake(peer, host, time.monotonic() + wait_s)
                             per_host[host] = per_host.get(host, 0) + 1
                             sel.register(conn, selectors.EVENT_READ, conn)
                             conn.setblocking(False)
-                            if per_host[host] > per_peer:
-                                why = f"{per_peer} connections from {host} waiting"
-                                drop(conn, "per_peer", why)
                         continue
                     conn = key.data
                     hs = waiting.get(conn)
@@ -759,10 +763,15 @@ class Supervisor:
         )
         return own + (merge_expositions(parts) if parts else "")
 
-    def promote(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
+    def promote(
+        self, machine: str, by: str, comment: str = "", force: bool = False
+    ) -> dict[str, Any]:
         w = self._owner(machine)
         out: dict[str, Any] = self._json(
-            w, "POST", f"/models/{machine}/promote", {"by": by, "comment": comment}
+            w,
+            "POST",
+            f"/models/{machine}/promote",
+            {"by": by, "comment": comment, **({"force": True} if force else {})},
         )
         return out
 

@@ -488,8 +488,10 @@ def _decode_json(payload: bytes, received: float | None) -> tuple[str, Chunk]:
         raise InputError(f"JSON: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON: {exc}") from None
+    except InputError:
+        raise
+    except ValueError as exc:  # JSONDecodeError; an integer over Python's 4300 digits too
+        raise InputError(f"malformed JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise InputError("malformed JSON: nested too deeply") from None
     if not isinstance(obj, dict):

@@ -1436,6 +1436,8 @@ class TcpStreamServer:
         cause = ""
         if len(self._conns) >= self.max_connections:
             self._push_out_silent(sel)
+        if self._per_host.get(host, 0) >= self.max_per_peer:
+            self._push_out_silent(sel, host)
         if len(self._conns) >= self.max_connections:
             cause, why = "too_many", f"{len(self._conns)} connections open (the maximum)"
         elif self._per_host.get(host, 0) >= self.max_per_peer:
@@ -1461,19 +1463,25 @@ class TcpStreamServer:
         self._event("connected", f"{peer}: connected", log_level=logging.INFO)
         return conn
 
-    def _push_out_silent(self, sel: selectors.BaseSelector) -> None:
-        """Every slot taken: close the oldest connection that has sent nothing yet, so that
-        idle connections can never keep a sensor out (none: the newcomer is refused)."""
-        silent = [c for c in self._conns if not c.received]
+    def _push_out_silent(self, sel: selectors.BaseSelector, host: str | None = None) -> None:
+        """Every slot taken (``host``: every slot of that address): close the oldest
+        connection (from ``host``) that has sent nothing yet, so that idle connections can
+        never keep a sensor out (none: the newcomer is refused)."""
+        silent = [c for c in self._conns if not c.received and host in (None, c.host)]
         if silent:
             oldest = min(silent, key=lambda c: c.connected)
+            limit = (
+                f"{self.max_connections} connections"
+                if host is None
+                else f"{self.max_per_peer} connections from {host}"
+            )
             self._close(
                 sel,
                 oldest,
                 "refused",
-                f"{oldest.peer}: closed, every one of {self.max_connections} connections taken "
+                f"{oldest.peer}: closed, every one of {limit} taken "
                 f"and this one had sent nothing for {time.monotonic() - oldest.connected:.1f} s",
-                cause="too_many",
+                cause="too_many" if host is None else "per_peer",
             )
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
