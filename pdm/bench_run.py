@@ -759,7 +759,9 @@ class _Rig:
             }
             res["held"] = (
                 not res["sender_error"]
-                and rate >= 0.97 * res["windows_per_s_due"]
+                # Each machine may be a window short at the interval's edges (a few
+                # machines over a few seconds would otherwise read as falling behind).
+                and rate * dt >= 0.97 * res["windows_per_s_due"] * dt - len(machines)
                 and dropped == 0
                 and res["lag_s"] < LAG_LIMIT_S
                 and res["sender_late_max_s"] < LAG_LIMIT_S
