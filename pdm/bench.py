@@ -255,6 +255,29 @@ NOTES = {
     "dsp_ratio_to_rfft_legacy_unbatched_base": "LEGACY, flattering: a batch of 8 extracted "
     "(fixed speed and band) per window, over ONE unbatched window's rfft; kept only to compare "
     "with tables measured before 2026-12-06 (then called dsp_ratio_to_rfft)",
+    "run_sensors_per_core": "headline: the tri-axial 25.6 kHz sensors the whole service "
+    "(pdm-edge run, fed over TCP, mixed fleet of run_load, faults injected) held in real time, "
+    "over the cores it used meanwhile: CPU seconds (utime + stime, reaped children included) "
+    "of the service process and its whole process tree (the workers) from /proc/<pid>/stat, "
+    "over the measured interval's wall time (run_service_cores)",
+    "run_vs_dsp_per_core": "headline: run_sensors_per_core / dsp_sensors_per_core (one core "
+    "against one core); target >= 0.5",
+    "run_vs_dsp": "all cores against one: run_sensors (on every core the service used) over "
+    "dsp_sensors_per_core (one core); NOT a per-core figure, kept for comparison with tables "
+    "before 2026-12-06",
+    "run_vs_dsp_in_time": "the same all-cores-against-one ratio at run_sensors_in_time; "
+    "run_vs_dsp_per_core_in_time is its per-core counterpart",
+    "e2e_ms_p50": "headline (with e2e_ms_p99; e2e_clock = sensor): from a window's last "
+    "sample on the DAQ's clock (the end t0 + n/fs of the frame that completed it) to its alarm "
+    "decision, the relay command included, at the load held; the sender's lateness and the "
+    "time in socket buffers are inside it (pdm_decision_latency_from_sensor_seconds); "
+    "target p99 <= 20",
+    "e2e_ms_p99_from_arrival": "the former figure (with e2e_ms_p50_from_arrival): from the "
+    "frame's arrival in the service (pdm_decision_latency_seconds), socket buffers excluded",
+    "run_sender_late_ms_p99": "the DAQ process's own lateness at p99 (a frame sent after its "
+    "last sample's time: it shares the two cores), part of e2e_ms_p99",
+    "run_load": "the real-time load held: shapes, speeds, faults and what the actions did "
+    "during the measured interval (transitions, captures, relay writes, webhooks)",
     "scipy_reference_ratio_single": "a plain scipy pipeline (welch, butter + sosfiltfilt, "
     "hilbert, scipy.stats) on one window over rfft of that window",
 }

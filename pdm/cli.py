@@ -908,7 +908,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     tune_for_streaming()
-    if args.profile_dsp or args.growth:
+    if args.profile_dsp or args.growth or args.growth_machines:
         from pdm.bench_dsp import growth, profile_dsp
 
         result: dict[str, Any] = {}
@@ -917,6 +917,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result["profile_single"] = profile_dsp(quick=args.quick, batch=1)
         if args.growth:
             result.update(growth(quick=args.quick))
+        if args.growth or args.growth_machines:
+            from pdm.bench_run import machines_growth
+
+            result.setdefault("growth", {})["machines"] = machines_growth(quick=args.quick)
     elif args.dsp_only:
         from pdm.bench import NOTES
         from pdm.bench_dsp import dsp_figures
@@ -1329,7 +1333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--growth",
         action="store_true",
-        help="extraction cost against window length, channels and sample rate",
+        help="extraction cost against window length, channels and sample rate, and the "
+        "service's against machines",
+    )
+    p.add_argument(
+        "--growth-machines",
+        action="store_true",
+        help="only the machines column of --growth: the whole service, 1 machine to saturation",
     )
     p.set_defaults(func=cmd_bench)
 

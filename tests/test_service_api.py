@@ -257,6 +257,7 @@ def test_service_metrics_are_declared_with_their_types() -> None:
         "pdm_model_info": "gauge",
         "pdm_watchdog_stalls_total": "counter",
         "pdm_decision_latency_seconds": "histogram",
+        "pdm_decision_latency_from_sensor_seconds": "histogram",
         "pdm_input_refused_total": "counter",
         "pdm_frames_refused_total": "counter",
         "pdm_shedding_level": "gauge",

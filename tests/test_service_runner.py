@@ -8,6 +8,7 @@ known, and hold the pooled results against each machine processed alone.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -86,9 +87,9 @@ class _Rig:
             )  # fmt: skip
             real = r._window
 
-            def spy(wf: Any, received: float | None = None, r=r, real=real) -> None:
+            def spy(wf: Any, *args: Any, r=r, real=real) -> None:
                 self.seen.append((r.machine, wf.window.index, wf.features.values.copy()))
-                real(wf, received)
+                real(wf, *args)
 
             r._window = spy  # type: ignore[method-assign]
             self.runners.append(r)
@@ -293,9 +294,9 @@ def test_the_pool_is_idle_only_while_it_waits_for_work(tmp_path: Path) -> None:
     for r in rig.runners:
         real = r._window
 
-        def spy(wf: Any, received: float | None = None, real: Any = real) -> None:
+        def spy(wf: Any, *args: Any, real: Any = real) -> None:
             idle_while_processing.append(pool.idle.is_set())
-            real(wf, received)
+            real(wf, *args)
 
         r._window = spy  # type: ignore[method-assign]
     pool.drive(poll)
@@ -571,3 +572,40 @@ def test_a_flood_of_refused_chunks_is_one_line_and_one_event_a_minute(
         assert len(lines) == 1 and len(events) == 1, (len(lines), len(events))
     finally:
         rig.close()
+
+
+def test_decision_latency_from_the_sensor_clock_includes_time_before_arrival(
+    tmp_path: Path,
+) -> None:
+    """Issue 22: the decision latency from arrival misses the time a frame spent before the
+    service read it (the DAQ's sending, the socket buffer where backpressure parks it). The
+    second figure starts at the chunk's last sample on the sensor's clock (t0 + n/fs)."""
+    url = parse_store_url(f"sqlite:///{tmp_path}/history.db")
+    writer = HistoryWriter(lambda: open_store(url), Spool(tmp_path / "spool.db"), label="t")
+    store = AlarmStore(tmp_path / "alarms.db")
+    f = tmp_path / "m0.toml"
+    f.write_text(_pipeline_text(0, "[2000.0, 6000.0]"))
+    got: list[tuple[float, float | None]] = []
+    r = MachineRunner(
+        load_pipeline(f), FS, writer=writer, alarm_store=store, data_dir=tmp_path,
+        actions="live", on_decision=lambda s, from_sensor: got.append((s, from_sensor)),
+    )  # fmt: skip
+    parked = 0.5  # s between the last sample's acquisition and the service reading it
+    try:
+        chunks = _chunks(seed=3, fault=False)
+        shift = time.time() - (chunks[0].t0 + CHUNK / FS)  # the first one ends now
+        for c in chunks:
+            c = dataclasses.replace(c, t0=c.t0 + shift)
+            # Read `parked` s after its last sample was acquired (real time, paced).
+            time.sleep(max(0.0, c.t0 + CHUNK / FS + parked - time.time()))
+            r._process(dataclasses.replace(c, received=time.monotonic()))
+    finally:
+        r.engine.close(timeout=5)
+        writer.close()
+        store.close()
+    assert len(got) == r.stats.windows > 5
+    for since_arrival, since_sensor in got:
+        assert since_sensor is not None
+        assert since_arrival < 0.2  # processed at once after it was read
+        assert since_sensor >= parked + since_arrival - 0.01  # ...but it waited before that
+        assert since_sensor < parked + 0.3

@@ -1548,9 +1548,11 @@ class Service:
             series = self._stages[stage] = self.m.stage_seconds.labels(stage=stage)
         series.observe(seconds)
 
-    def _decided(self, seconds: float) -> None:
+    def _decided(self, seconds: float, from_sensor_s: float | None) -> None:
         if self.m is not None:
             self.m.decision_latency_seconds.observe(seconds)
+            if from_sensor_s is not None:
+                self.m.decision_latency_from_sensor_seconds.observe(from_sensor_s)
 
     def _update_gauges(self) -> None:
         m = self.m

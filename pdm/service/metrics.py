@@ -513,6 +513,15 @@ class ServiceMetrics:
             (),
             DECISION_BUCKETS,
         )
+        self.decision_latency_from_sensor_seconds = r.histogram(
+            "pdm_decision_latency_from_sensor_seconds",
+            "From a window's last sample on the sensor's clock (the end of the live chunk "
+            "that completed it: t0 + samples / rate) to its alarm decision, the relay command "
+            "included, in s: the DAQ's sending and time in socket buffers included; as right as "
+            "the DAQ's clock is.",
+            (),
+            DECISION_BUCKETS,
+        )
         self.queue_depth = r.gauge(
             "pdm_queue_depth", "Windows read but not yet processed.", ["machine"]
         )

@@ -370,6 +370,8 @@ class _Cut:
     received: float | None
     extractor: FeatureExtractor | None
     stop: bool = False
+    #: The chunk's end on the sensor's clock (POSIX s: ``t0 + n/fs``), for a live chunk.
+    sensor_end: float | None = None
     features: list[WindowFeatures] | None = None
     error: BaseException | None = None
 
@@ -414,7 +416,7 @@ class MachineRunner:
         put_timeout_s: float = 1.0,
         max_lag_s: float = 10.0,
         observe: Callable[[str, float], None] | None = None,
-        on_decision: Callable[[float], None] | None = None,
+        on_decision: Callable[[float, float | None], None] | None = None,
         pool: RunnerPool | None = None,
     ) -> None:
         self.pipeline = (
@@ -607,14 +609,15 @@ class MachineRunner:
             self.stats.shed["windows"] += len(windows) - len(kept)
             windows = kept
         self.observe("read", time.perf_counter() - t0)
-        return _Cut(self, windows, chunk.received, self.features.extractor)
+        end = None if chunk.received is None else chunk.t0 + chunk.n_samples / chunk.fs
+        return _Cut(self, windows, chunk.received, self.features.extractor, sensor_end=end)
 
     def _after_cut(self, cut: _Cut) -> None:
         """Score, decide and record a cut's windows (features done); never raises."""
         if cut.error is None:
             try:
                 for wf in cut.features or ():
-                    self._window(wf, cut.received)
+                    self._window(wf, cut.received, cut.sensor_end)
                 self._check_lag(cut.received)
             except Exception as exc:
                 cut.error = exc
@@ -669,7 +672,9 @@ class MachineRunner:
         """Score ``run``'s model in shadow from the next window on; None stops the shadow."""
         self._shadow = run  # one assignment: the runner's thread sees the old or the new one
 
-    def _window(self, wf: WindowFeatures, received: float | None = None) -> None:
+    def _window(
+        self, wf: WindowFeatures, received: float | None = None, sensor_end: float | None = None
+    ) -> None:
         if self._next_model is not None and self.scores is not None:
             model, self._next_model = self._next_model, None
             self.scores.scorer = self.scores.scorer_for(model)
@@ -719,8 +724,13 @@ class MachineRunner:
         self.observe("alarms", t3 - t2)
         if received is not None and self.on_decision is not None:
             # The window's last sample arrived with its chunk; the relay command (if the
-            # state changed) has been issued by now.
-            self.on_decision(time.monotonic() - received)
+            # state changed) has been issued by now. The second figure starts on the sensor's
+            # clock, when the chunk's last sample was acquired: the DAQ's sending and the
+            # time in the socket buffer (where backpressure parks a queue) are in it.
+            self.on_decision(
+                time.monotonic() - received,
+                None if sensor_end is None else time.time() - sensor_end,
+            )
         self.writer.submit(*recs, mark=to_ns(wf.window.t_start))
         self.observe("history", time.perf_counter() - t3)
         self.stats.windows += 1

@@ -1,0 +1,46 @@
+"""The service benchmark's pieces that need no service: the DAQ's frame CRC and the fleet.
+
+The whole benchmark runs in tests/test_cli.py::test_bench_json_quick (keys and sanity,
+never timing); these check what it is built on.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from pdm.bench_run import FAULT_EVERY, SHAPES, SPEEDS_RPM, fleet, frame_crc_maker, machines_for
+
+
+def test_the_precomputed_frame_crc_is_zlibs_crc_of_the_whole_frame() -> None:
+    rng = np.random.default_rng(0)
+    for tail_len in (1, 61440, 30720):
+        tail = rng.bytes(tail_len)
+        crc = frame_crc_maker(tail_len, (~zlib.crc32(tail, 0xFFFFFFFF)) & 0xFFFFFFFF)
+        for prefix_len in (0, 1, 37, 120):
+            prefix = rng.bytes(prefix_len)
+            assert crc(prefix) == zlib.crc32(prefix + tail), (tail_len, prefix_len)
+
+
+def test_the_fleet_mixes_shapes_speeds_and_faults() -> None:
+    ms = fleet(64)
+    assert [m.index for m in ms] == list(range(64))
+    assert {m.shape.name for m in ms} == {s.name for s in SHAPES}
+    assert {m.rpm for m in ms} == set(SPEEDS_RPM)
+    # Every (shape, speed) pair is there: nothing batches across the whole fleet.
+    assert len({(m.shape.name, m.rpm) for m in ms}) == len(SHAPES) * len(SPEEDS_RPM)
+    faulty = [m for m in ms if m.faulty]
+    assert len(faulty) == len(range(3, 64, FAULT_EVERY))
+    assert {m.shape.name for m in faulty} == {s.name for s in SHAPES}  # faults on both shapes
+    assert fleet(10) == ms[:10]  # a smaller load is a prefix of a larger one
+
+
+def test_machines_for_a_sensor_count_never_exceeds_it() -> None:
+    for sensors in (0, 1, 2, 3, 10, 91, 500):
+        m = machines_for(sensors)
+        got = sum(x.shape.sensors for x in fleet(m))
+        assert m >= 1
+        assert got <= max(sensors, fleet(1)[0].shape.sensors)
+        if m > 1 or sensors >= 2:
+            assert got + fleet(m + 1)[-1].shape.sensors > sensors  # the most that fit
