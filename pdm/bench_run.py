@@ -211,7 +211,9 @@ def _sender(
     duration_s: float, out: Any,
 ) -> None:  # fmt: skip
     """One connection per machine; frames of FRAME_SAMPLES from ``data`` in a loop."""
-    from pdm.sources.tcp import _HEAD, _U16, MAGIC, VERSION
+    from pdm.sources.tcp import HEAD as _HEAD
+    from pdm.sources.tcp import MAGIC, VERSION
+    from pdm.sources.tcp import U16 as _U16
 
     n_frames = len(data) // FRAME_SAMPLES
     blocks = [data[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES].tobytes() for k in range(n_frames)]
