@@ -22,32 +22,13 @@ import numpy as np
 import scipy
 import scipy.fft as sfft
 
+from pdm.bench_signal import CHANNELS, ENVELOPE_BAND, FS, OVERLAP, RPM, N, synthetic_window
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.dsp.windows import Windower
 from pdm.sources.base import Chunk
 
 __all__ = ["run_bench"]
-
-FS = 25600.0
-N = 16384
-CHANNELS = 3
-OVERLAP = 0.5
-RPM = 1480.0
-ENVELOPE_BAND = (2000.0, 5000.0)
-
-
-def _window(seed: int = 0) -> np.ndarray:
-    """A realistic (3, N) float32 window: shaft tones, bearing-like impacts and noise, in g."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(N) / FS
-    fr = RPM / 60
-    x = 0.05 * np.sin(2 * np.pi * fr * t) + 0.02 * np.sin(2 * np.pi * 2 * fr * t)
-    impacts = np.zeros(N)
-    impacts[(np.arange(0, t[-1], 1 / 88.5) * FS).astype(int)] = 1.0
-    ring = np.exp(-np.arange(200) / 30) * np.sin(2 * np.pi * 3500 * np.arange(200) / FS)
-    x = x + 0.5 * np.convolve(impacts, ring)[:N]
-    return (x + 0.02 * rng.standard_normal((CHANNELS, N))).astype(np.float32)
 
 
 def _time_per_call(fn: Callable[[], object], reps: int) -> float:
@@ -183,8 +164,8 @@ def _stream_figures(*, quick: bool, batch: int = 8) -> dict[str, Any]:
     configuration (fixed speed and band, as pdm/bench_run.py's machines): float32 chunks of
     one hop per window in, features out; against the bare ``rfft`` of the same batch."""
     rounds, reps = (5, 8) if quick else (21, 16)
-    x = _window()
-    xs = np.stack([_window(seed) for seed in range(batch)])
+    x = synthetic_window()
+    xs = np.stack([synthetic_window(seed) for seed in range(batch)])
     chans = [ChannelSpec(f"c{i}", BEARINGS["6205"]) for i in range(CHANNELS)]
     fixed = FeatureExtractor(
         FS, N, chans, rpm=RPM, envelope_band_hz=(2000.0, 6000.0), bands=[("high", 1000.0, 10000.0)]

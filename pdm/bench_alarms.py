@@ -58,13 +58,13 @@ class _StopwatchRelay:
 
 def _dsp_load(stop: Any) -> None:
     """The DSP benchmark's extraction, in a loop, until told to stop."""
-    from pdm.bench import CHANNELS, ENVELOPE_BAND, FS, RPM, N, _window
+    from pdm.bench_signal import CHANNELS, ENVELOPE_BAND, FS, RPM, N, synthetic_window
     from pdm.dsp.bearings import BEARINGS
     from pdm.dsp.features import ChannelSpec, FeatureExtractor
 
     chans = [ChannelSpec(f"c{i}", BEARINGS["6205"]) for i in range(CHANNELS)]
     ex = FeatureExtractor(FS, N, chans, rpm=RPM, envelope_band_hz=ENVELOPE_BAND)
-    xs = np.stack([_window(s) for s in range(8)])
+    xs = np.stack([synthetic_window(s) for s in range(8)])
     while not stop.is_set():
         ex.extract_batch(xs)
 

@@ -626,7 +626,7 @@ class HistorySettings(BaseModel):
     @classmethod
     def _store_url(cls, value: str | None) -> str | None:
         if value is not None:
-            from pdm.history.base import parse_store_url
+            from pdm.store_url import parse_store_url
 
             try:
                 parse_store_url(value, where="\0", secrets=False)

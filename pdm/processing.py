@@ -7,8 +7,6 @@ exactly as the appliance processes a live stream.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from pdm.config import Pipeline
+from pdm.core.chunk import Chunk
+from pdm.core.time import iso_time
 from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules
 from pdm.dsp.envelope import BandChoice
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
 from pdm.errors import DspError
-from pdm.sources.base import Chunk
 from pdm.sources.csv import CsvRecording
 
 __all__ = [
@@ -33,33 +32,6 @@ __all__ = [
     "iso_time",
     "open_recording",
 ]
-
-
-def iso_time(t: float) -> str:
-    """POSIX seconds → ISO 8601 UTC with microseconds, e.g. ``2026-01-01T00:00:00.640000Z``.
-
-    As ``datetime.fromtimestamp(t, UTC)`` rounds (half to even, to the microsecond), with
-    the date and time of the whole second formatted once per second (a service stamps
-    every window of every machine: formatting each was a few % of its processing).
-    """
-    frac, whole = math.modf(t)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        whole, us = whole + 1.0, us - 1_000_000
-    elif us < 0:
-        whole, us = whole - 1.0, us + 1_000_000
-    sec = int(whole)
-    head = _ISO_SECONDS.get(sec)
-    if head is None:
-        if len(_ISO_SECONDS) >= 4096:
-            _ISO_SECONDS.clear()
-        head = _ISO_SECONDS[sec] = dt.datetime.fromtimestamp(sec, tz=dt.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S"
-        )
-    return f"{head}.{us:06d}Z"
-
-
-_ISO_SECONDS: dict[int, str] = {}
 
 
 def open_recording(

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pdm.alarms.events import AlarmEvent
-from pdm.durable import connect_durable, open_or_set_aside
+from pdm.core.durable import connect_durable, open_or_set_aside, write_transaction
 from pdm.errors import PdmError
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxError", "RejectedEntry"]
@@ -287,14 +287,9 @@ class Outbox:
         """One locked, fsynced transaction; on failure roll back and raise OutboxError."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield
-                self._db.execute("COMMIT")
+                with write_transaction(self._db):
+                    yield
             except sqlite3.Error as exc:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 raise OutboxError(f"{self.path}: outbox {what} failed: {exc}") from exc
 
     def close(self) -> None:

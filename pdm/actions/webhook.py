@@ -50,7 +50,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -67,6 +66,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pdm import __version__
+from pdm.core.net import is_loopback
 from pdm.errors import ConfigError, PdmError
 from pdm.secrets import redact_url, secret_bytes
 
@@ -352,15 +352,6 @@ def render_body(event: AlarmEvent, fmt: Format = "json") -> bytes:
 # -- delivery ---------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -421,7 +412,8 @@ class WebhookSender:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"webhook {s.name!r}: ca_file={s.ca_file!r}: {exc}") from exc
         parts = urlsplit(s.url)
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        host = parts.hostname or ""  # lower case; a name under .localhost stays on this machine too
+        if parts.scheme == "http" and not (is_loopback(host) or host.endswith(".localhost")):
             with _warned_lock:
                 first = s.safe_url not in _warned_plain_http
                 _warned_plain_http.add(s.safe_url)

@@ -45,10 +45,11 @@ from pdm.alarms.state import (
 from pdm.alarms.store import AlarmStore
 from pdm.appliance import appliance_id
 from pdm.config import Pipeline
+from pdm.core.time import iso_time
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Capture, Record, StateChange, to_ns
-from pdm.processing import WindowFeatures, iso_time
+from pdm.processing import WindowFeatures
 
 __all__ = ["AlarmEngine", "appliance_id", "rules_from"]
 

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdm.core.time import iso_time
 from pdm.history.records import event_id
-from pdm.processing import iso_time
 
 __all__ = ["SCHEMA", "STATES", "AlarmEvent"]
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pdm.alarms.state import Ack, MachineAlarm
-from pdm.durable import connect_durable
+from pdm.core.durable import connect_durable
 from pdm.errors import ConfigError
 
 __all__ = ["AlarmStore"]

@@ -25,20 +25,30 @@ import datetime as dt
 import html
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pdm import __version__
 from pdm.dashboard import cursors
 from pdm.dashboard.labels import channel_label, diagnosis_words, fmt_num, plain_reason
+from pdm.dashboard.whatif import (
+    CommissioningResult,
+    Run,
+    Setting,
+    WhatIf,
+    configured_setting,
+    grid_rows,
+    outcome_rows,
+    run_outcome,
+    transition_rows,
+    whatif_grid,
+    whatif_setting,
+)
 from pdm.diagnosis.report import CSS as DIAGNOSIS_CSS
 from pdm.diagnosis.report import spectrum_svg
 from pdm.svgplot import CSS as CHART_CSS
 from pdm.svgplot import Series, line_chart, log_ticks, time_scale
-
-if TYPE_CHECKING:
-    from pdm.dashboard.commissioning import CommissioningResult, Run, Setting, WhatIf
 
 __all__ = ["build_report"]
 
@@ -233,20 +243,9 @@ def build_report(
 
     ``runs``: the recordings compared in the what-if (default: ``res`` alone, role not
     known); ``setting``: the what-if's thresholds (default: the configured ones); ``grid``:
-    :func:`~pdm.dashboard.commissioning.whatif_grid`'s rows (computed when not given).
+    :func:`~pdm.dashboard.whatif.whatif_grid`'s rows (computed when not given).
     ``wi`` is accepted for callers of the earlier signature and not needed.
     """
-    from pdm.dashboard.commissioning import (
-        Run,
-        configured_setting,
-        grid_rows,
-        outcome_rows,
-        run_outcome,
-        transition_rows,
-        whatif_grid,
-        whatif_setting,
-    )
-
     del wi
     runs = list(runs) if runs else [Run(res)]
     s = setting or configured_setting(res)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from pdm.sources.base import Chunk
+from pdm.core.chunk import Chunk
 
 __all__ = ["MAX_ABS_G", "StreamEvent", "Window", "Windower"]
 

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pdm.core.files import fsync_dir
+from pdm.core.time import iso_time
 from pdm.dsp.windows import Window
 from pdm.history.records import Capture, event_id, to_ns
-from pdm.processing import iso_time
 
 __all__ = ["CaptureStore", "load_capture"]
 
@@ -41,14 +42,6 @@ def _atomic_write(path: Path, write: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CaptureStore:
@@ -99,7 +92,7 @@ class CaptureStore:
         _atomic_write(
             folder / f"{base}.json", lambda f: f.write(json.dumps(meta, indent=1).encode())
         )
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return Capture(
             machine=machine,
             t_ns=to_ns(last.t_start),

@@ -28,12 +28,13 @@ import json
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline
+from pdm.dsp.features import FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.records import (
@@ -46,9 +47,19 @@ from pdm.history.records import (
     StateChange,
     to_ns,
 )
-from pdm.processing import WindowFeatures
 
-__all__ = ["Recorder", "decimate_peak"]
+__all__ = ["FeaturedWindow", "Recorder", "decimate_peak"]
+
+
+class FeaturedWindow(Protocol):
+    """What the recorder reads of a processed window: the window and its features
+    (:class:`pdm.processing.WindowFeatures` is one; history does not import the pipeline)."""
+
+    @property
+    def window(self) -> Window: ...
+
+    @property
+    def features(self) -> FeatureFrame: ...
 
 
 def decimate_peak(amp: npt.NDArray[np.float64], lines: int) -> tuple[npt.NDArray[np.float32], int]:
@@ -124,7 +135,7 @@ class Recorder:
 
     def records(
         self,
-        group: Sequence[WindowFeatures],
+        group: Sequence[FeaturedWindow],
         score_rows: Sequence[dict[str, Any]] = (),
         *,
         model: str = "",
@@ -171,7 +182,7 @@ class Recorder:
         return out
 
     def detail_records(
-        self, group: Sequence[WindowFeatures], score_rows: Sequence[dict[str, Any]] = ()
+        self, group: Sequence[FeaturedWindow], score_rows: Sequence[dict[str, Any]] = ()
     ) -> list[Record]:
         """The feature rows of a group of windows and their score rows (by model)."""
         out: list[Record] = [self.features(group)]
@@ -238,7 +249,7 @@ class Recorder:
                 )
         return out
 
-    def features(self, group: Sequence[WindowFeatures]) -> FeatureRows:
+    def features(self, group: Sequence[FeaturedWindow]) -> FeatureRows:
         frames = [wf.features for wf in group]
         first = frames[0]
         n_ch = len(first.channels)
@@ -275,7 +286,7 @@ class Recorder:
             np.repeat([f.valid for f in frames], n_ch).astype(bool),
         )
 
-    def _spectra(self, wf: WindowFeatures, *, store: bool = True) -> list[Record]:
+    def _spectra(self, wf: FeaturedWindow, *, store: bool = True) -> list[Record]:
         t = to_ns(wf.window.t_start)
         if self._next_spectra_ns is not None and t < self._next_spectra_ns:
             return []
@@ -309,7 +320,7 @@ class Recorder:
 
     def transition(
         self,
-        wf: WindowFeatures,
+        wf: FeaturedWindow,
         upto: Sequence[Window],
         sensor: str,
         old: str,
@@ -340,7 +351,7 @@ class Recorder:
 
     def _capture(
         self,
-        wf: WindowFeatures,
+        wf: FeaturedWindow,
         upto: Sequence[Window],
         reason: str,
         row: dict[str, Any] | None,

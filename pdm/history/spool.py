@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from pdm.durable import connect_durable, open_or_set_aside
+from pdm.core.durable import connect_durable, open_or_set_aside, write_transaction
 from pdm.history.base import HistoryError
 from pdm.history.records import CRITICAL_KINDS, DROP_ORDER, KINDS, Record, decode, encode
 
@@ -237,14 +237,9 @@ class Spool:
         """One locked, fsynced transaction; on failure roll back, recount, raise HistoryError."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield
-                self._db.execute("COMMIT")
+                with write_transaction(self._db):
+                    yield
             except sqlite3.Error as exc:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 self._load_totals()
                 raise HistoryError(
                     f"{self.path}: spool {what} failed: {exc}", retryable=True

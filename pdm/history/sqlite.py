@@ -54,7 +54,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pdm.durable import retry_locked
+from pdm.core.durable import retry_locked
 from pdm.history.base import (
     UNSTORABLE,
     HistoryError,

@@ -34,10 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline
+from pdm.core.time import iso_time
 from pdm.errors import ModelError
 from pdm.history.base import HistoryStore
 from pdm.history.records import FeatureRows, StateChange
-from pdm.processing import iso_time
 from pdm.scoring.train import TrainingSet
 from pdm.scoring.vector import MODEL_FEATURES, vector_names
 

@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from pdm.core.files import fsync_dir
 from pdm.errors import ModelError, PdmError
 from pdm.scoring.card import sha256_file
 from pdm.scoring.runtime import Model
@@ -299,7 +300,7 @@ def sign_bundle(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise ModelError(f"{path}: cannot write: {exc.strerror or exc}") from exc
     finally:
@@ -636,14 +637,6 @@ def _check_name(name: str) -> None:
         )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
 
@@ -768,7 +761,7 @@ def install_candidate(
                             f"{src}: {' and '.join(changed)} changed after the candidate was "
                             "checked; nothing installed"
                         )
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 if live.exists():
                     _swap(staging, live, root, name)  # live: the candidate; staging: the old
                     swapped = True
@@ -776,7 +769,7 @@ def install_candidate(
                     os.replace(staging, previous)
                 else:
                     os.replace(staging, live)
-                _fsync_dir(root)
+                fsync_dir(root)
             finally:
                 # After the swap, staging holds the old model: never delete that here.
                 if not swapped and staging.exists():
@@ -809,7 +802,7 @@ def rollback(models_root: str | os.PathLike[str], name: str) -> Path:
                 _swap(previous, live, root, name)
             else:
                 os.replace(previous, live)
-            _fsync_dir(root)
+            fsync_dir(root)
     except OSError as exc:
         raise ModelError(f"{root}: cannot roll back {name}: {exc.strerror or exc}") from exc
     return live

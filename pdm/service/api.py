@@ -70,7 +70,6 @@ import datetime as dt
 import hashlib
 import hmac
 import io
-import ipaddress
 import json
 import logging
 import math
@@ -90,6 +89,7 @@ from urllib.parse import unquote, urlsplit
 
 from pdm import __version__
 from pdm.alarms.state import check_operator_text
+from pdm.core.net import is_loopback_ip
 from pdm.errors import ConfigError
 from pdm.secrets import secret_bytes
 from pdm.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -341,15 +341,6 @@ def _bare_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def _is_loopback(host: str) -> bool:
-    """True for a loopback IP literal. Host names are not trusted (what they resolve to is up
-    to the resolver); ``ControlAPI`` turns ``localhost`` into ``127.0.0.1`` itself."""
-    try:
-        return ipaddress.ip_address(_bare_host(host)).is_loopback
-    except ValueError:
-        return False
-
-
 def _host_header_is_loopback(value: str) -> bool:
     value = value.strip()
     if value.startswith("["):
@@ -358,7 +349,7 @@ def _host_header_is_loopback(value: str) -> bool:
         name = value.rsplit(":", 1)[0]
     else:
         name = value
-    return name.lower() in ("localhost", "localhost.") or _is_loopback(name)
+    return name.lower() in ("localhost", "localhost.") or is_loopback_ip(name)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -992,7 +983,7 @@ class ControlAPI:
                 f"control API: the token must be at least {_MIN_TOKEN} printable ASCII "
                 "characters without spaces (e.g. `openssl rand -hex 32`)"
             )
-        if token is None and unix is None and not _is_loopback(host):
+        if token is None and unix is None and not is_loopback_ip(host):
             raise ConfigError(
                 f"control API: listening on {host or 'every address'!r} (not a loopback "
                 "address) needs a token: set PDM_API_TOKEN or PDM_API_TOKEN_FILE, or listen "

@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 from pdm.alarms.state import MachineAlarm, check_operator_text
 from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
+from pdm.core.files import fsync_dir
 from pdm.errors import ConfigError, ModelError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
@@ -73,6 +74,7 @@ __all__ = [
     "ServiceOptions",
     "extract_bundle",
     "parse_fault",
+    "parse_hostport",
 ]
 
 log = logging.getLogger("pdm.service")
@@ -167,7 +169,8 @@ def _when(t: float) -> str:
     return f"{t:.4g} s since 1970"
 
 
-def _hostport(text: str, flag: str) -> tuple[str, int]:
+def parse_hostport(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` from a flag's value (no host: 127.0.0.1); ConfigError naming ``flag`` else."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{flag} {text!r}: expected HOST:PORT")
@@ -206,14 +209,6 @@ def _dir_stamp(d: Path) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _discard_dir(d: Path, trash: Path) -> None:
     """Remove a directory by renaming it away first: never seen half-deleted."""
     if d.is_dir() and not d.is_symlink():
@@ -236,7 +231,7 @@ def _replace_dir(src: Path, dst: Path, trash: Path) -> None:
         if old:
             os.replace(trash, dst)
         raise
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     if old:
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -336,7 +331,7 @@ def extract_bundle(body: Readable, dest: Path) -> list[str]:
     missing = [n for n in ("model.json", "model.onnx") if n not in written]
     if missing:
         raise ValueError(f"{' and '.join(missing)} missing from the bundle")
-    _fsync_dir(dest)
+    fsync_dir(dest)
     return written
 
 
@@ -380,7 +375,7 @@ def start_control_api(backend: Any, address: str) -> Any:
     token = api_token()
     if address.startswith(UNIX_PREFIX):
         return ControlAPI(backend, host=address, token=token).start()
-    host, port = _hostport(address, "--api")
+    host, port = parse_hostport(address, "--api")
     return ControlAPI(backend, host=host, port=port, token=token).start()
 
 
@@ -586,7 +581,7 @@ class Service:
             self._seen = SilenceWatch(self.opts.silence_s, expected=list(self.runners))
             self._spawn(self._silence, name="silence")
         if o.listen:
-            self._start_tcp(*_hostport(o.listen, "--listen"))
+            self._start_tcp(*parse_hostport(o.listen, "--listen"))
         if o.mqtt:
             self._start_mqtt(o.mqtt)
         if o.simulate:

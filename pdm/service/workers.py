@@ -302,9 +302,9 @@ class Supervisor:
         self.rundir = tempfile.mkdtemp(prefix="pdm-edge-")
         os.chmod(self.rundir, 0o700)
         if self.listen:
-            from pdm.service.app import _hostport
+            from pdm.service.app import parse_hostport
 
-            host, port = _hostport(self.listen, "--listen")
+            host, port = parse_hostport(self.listen, "--listen")
             try:
                 # Room for every connection allowed to arrive at once (a gateway opening its
                 # sensors' connections together); the kernel caps it at somaxconn.

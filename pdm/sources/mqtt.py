@@ -35,7 +35,6 @@ pdm.errors.InputError: JSON: missing t0, channels, samples
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from pdm.core.net import is_loopback
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.secrets import redact_url, secret_bytes
@@ -68,12 +68,12 @@ from pdm.sources.base import Chunk
 # The name rules and the one-line sanitiser are the TCP protocol's own: the same ids and
 # channel names must pass both inputs.
 from pdm.sources.tcp import (
-    _BAD_NAME_CHARS,
+    BAD_NAME_CHARS,
     MAGIC,
     MAX_CHANNELS,
     MAX_SAMPLES,
     FrameDecoder,
-    _name_problem,
+    name_problem,
 )
 
 __all__ = [
@@ -264,7 +264,7 @@ def _topic_problem(topic: str, *, wildcards: bool) -> str | None:
     """Why ``topic`` is not a valid topic (filter), or None."""
     if len(topic.encode("utf-8", "surrogatepass")) > 65535:
         return "the topic is longer than 65535 bytes"
-    if "\x00" in topic or _BAD_NAME_CHARS.search(topic):
+    if "\x00" in topic or BAD_NAME_CHARS.search(topic):
         return "the topic contains a control character"
     levels = topic.split("/")
     for i, level in enumerate(levels):
@@ -392,15 +392,6 @@ def connect_async(client: paho.Client, url: MqttUrl, *, persistent: bool) -> Non
         client.connect_async(url.host, url.port, KEEPALIVE_S)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # ---------------------------------------------------------------------- payloads
 
 
@@ -508,7 +499,7 @@ def _decode_json(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     sensor = obj["sensor"]
     if not isinstance(sensor, str):
         raise InputError(f"JSON: sensor must be a string, not {_json_type(sensor)}")
-    problem = _name_problem(sensor.encode("utf-8", "surrogatepass"), "sensor id")
+    problem = name_problem(sensor.encode("utf-8", "surrogatepass"), "sensor id")
     if problem:
         raise InputError(f"JSON: {problem}")
 
@@ -525,7 +516,7 @@ def _decode_json(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     if not 1 <= len(channels) <= MAX_CHANNELS:
         raise InputError(f"JSON: {len(channels)} channels; a message carries 1 to {MAX_CHANNELS}")
     for i, name in enumerate(channels):
-        problem = _name_problem(name.encode("utf-8", "surrogatepass"), f"channel {i} name")
+        problem = name_problem(name.encode("utf-8", "surrogatepass"), f"channel {i} name")
         if problem:
             raise InputError(f"JSON: {problem}")
         if name in channels[:i]:
@@ -632,7 +623,7 @@ def _json_type(v: object) -> str:
 
 
 def _shorten(text: str, limit: int = 64) -> str:
-    text = _BAD_NAME_CHARS.sub("?", text)
+    text = BAD_NAME_CHARS.sub("?", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -724,7 +715,7 @@ class MqttSource:
         if client_id is not None and (
             not isinstance(client_id, str)
             or not 1 <= len(client_id.encode("utf-8")) <= 65535
-            or _BAD_NAME_CHARS.search(client_id)
+            or BAD_NAME_CHARS.search(client_id)
         ):
             raise ValueError(f"{client_id=} must be 1-65535 bytes of text, or None")
         self.client_id = client_id or default_client_id(self.url)
@@ -764,7 +755,7 @@ class MqttSource:
             if self._started:
                 raise RuntimeError("MqttSource.start() called twice; make a new source")
             self._started = True
-        if self.url.username is not None and not self.url.tls and not _is_loopback(self.url.host):
+        if self.url.username is not None and not self.url.tls and not is_loopback(self.url.host):
             log.warning(
                 "MQTT input: %s: the user name and password go to %s unencrypted; use mqtts:// "
                 "on an untrusted network",

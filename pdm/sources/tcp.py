@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import os
@@ -58,13 +57,16 @@ try:  # the same CRC-32 as zlib's, 8x faster here (carry-less multiply instructi
 except ImportError:  # pragma: no cover - a platform without its wheels
     from zlib import crc32
 
+from pdm.core.net import is_loopback
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.sources.base import Chunk
 
 __all__ = [
     "AUTH_VERSION",
+    "BAD_NAME_CHARS",
     "DTYPE_CODES",
+    "HEAD",
     "KEYS_FILE_ENV",
     "MAGIC",
     "MAX_CHANNELS",
@@ -75,6 +77,7 @@ __all__ = [
     "MIN_SECRET_BYTES",
     "PEEK_BYTES",
     "TAG_BYTES",
+    "U16",
     "VERSION",
     "Frame",
     "FrameDecoder",
@@ -86,6 +89,7 @@ __all__ = [
     "TcpStreamServer",
     "encode_frame",
     "frame_limit",
+    "name_problem",
     "ns_from_seconds",
     "peek_sensor_id",
     "peer_host",
@@ -115,9 +119,10 @@ _DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 _NUMPY: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i2")}
 _INT16 = 3
 
-# magic, version, dtype, n_channels, sample_rate_hz, t0_ns, n_samples, sensor id length
-_HEAD = struct.Struct("<4sBBHdqIH")
-_U16 = struct.Struct("<H")
+#: A frame's fixed head: magic, version, dtype, n_channels, sample_rate_hz, t0_ns, n_samples,
+#: sensor id length. Then each channel name after its length as :data:`U16`.
+HEAD = struct.Struct("<4sBBHdqIH")
+U16 = struct.Struct("<H")
 _F64 = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _CRC_BYTES = _U32.size
@@ -126,12 +131,12 @@ _OFF_VERSION, _OFF_DTYPE, _OFF_NCH, _OFF_FS, _OFF_NS, _OFF_SIDLEN = 4, 5, 6, 8, 
 
 # Names end up in one-line log messages and in history tags: no line breaks or
 # other control characters (C0, DEL, C1, and the Unicode line/paragraph separators).
-_BAD_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+BAD_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _U64 = struct.Struct("<Q")
 #: Bytes enough to read any frame's sensor id (a version 2 header with the longest key id).
-PEEK_BYTES = _HEAD.size + 1 + MAX_KEY_ID_BYTES + _U64.size + MAX_NAME_BYTES
+PEEK_BYTES = HEAD.size + 1 + MAX_KEY_ID_BYTES + _U64.size + MAX_NAME_BYTES
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 
 # SO_LINGER on, 0 s: close() sends RST.
@@ -156,7 +161,7 @@ def ns_from_seconds(t: float) -> int:
     return round(Fraction(t) * 1_000_000_000)
 
 
-def _name_problem(raw: bytes, what: str) -> str | None:
+def name_problem(raw: bytes, what: str) -> str | None:
     """Why ``raw`` is not an acceptable sensor id / channel name, or None."""
     if not 1 <= len(raw) <= MAX_NAME_BYTES:
         return f"{what} is {len(raw)} bytes; it must be 1 to {MAX_NAME_BYTES}"
@@ -164,7 +169,7 @@ def _name_problem(raw: bytes, what: str) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"{what} {raw!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-    if _BAD_NAME_CHARS.search(text):
+    if BAD_NAME_CHARS.search(text):
         return f"{what} {text!r} contains a control character or line break"
     return None
 
@@ -173,7 +178,7 @@ def _check_name(name: str, what: str) -> bytes:
     if not isinstance(name, str):
         raise ValueError(f"{what} must be a str, not {type(name).__name__}")
     raw = name.encode("utf-8")
-    problem = _name_problem(raw, what)
+    problem = name_problem(raw, what)
     if problem:
         raise ValueError(problem)
     return raw
@@ -445,16 +450,16 @@ def encode_frame(
             raise ValueError("a value is too large for float32 (|x| > 3.4e38); use float64")
     samples = wire.tobytes()
 
-    size = _HEAD.size + len(sid) + sum(2 + len(b) for b in names) + len(tail) + len(samples) + 4
+    size = HEAD.size + len(sid) + sum(2 + len(b) for b in names) + len(tail) + len(samples) + 4
     size += len(auth) + (TAG_BYTES if auth else 0)
     if size > MAX_FRAME_BYTES:
         raise ValueError(f"the frame would be {size} bytes; the limit is {MAX_FRAME_BYTES}")
     version = AUTH_VERSION if auth else VERSION
     parts = [
-        _HEAD.pack(MAGIC, version, code, c, float(fs), int(t0_ns), n, len(sid)),
+        HEAD.pack(MAGIC, version, code, c, float(fs), int(t0_ns), n, len(sid)),
         auth,
         sid,
-        *(_U16.pack(len(b)) + b for b in names),
+        *(U16.pack(len(b)) + b for b in names),
         tail,
         samples,
     ]
@@ -476,18 +481,18 @@ def peek_sensor_id(head: bytes) -> str | None:
     None while too few bytes have come; ``InputError`` when they cannot start a frame.
     Used to route a connection before any of it is consumed (``MSG_PEEK``).
     """
-    if len(head) < _HEAD.size:
+    if len(head) < HEAD.size:
         if not MAGIC.startswith(bytes(head[: len(MAGIC)])):
             raise InputError("the stream does not start with a PDMS frame (bad magic)")
         return None
-    magic, version, *_rest, sid_len = _HEAD.unpack_from(head)
+    magic, version, *_rest, sid_len = HEAD.unpack_from(head)
     if magic != MAGIC or version not in (VERSION, AUTH_VERSION):
         raise InputError(
             f"the stream does not start with a PDMS version {VERSION} or {AUTH_VERSION} frame"
         )
     if not 1 <= sid_len <= MAX_NAME_BYTES:
         raise InputError(f"sensor id is {sid_len} bytes; it must be 1 to {MAX_NAME_BYTES}")
-    start = _HEAD.size
+    start = HEAD.size
     if version == AUTH_VERSION:
         if len(head) <= start:
             return None
@@ -497,7 +502,7 @@ def peek_sensor_id(head: bytes) -> str | None:
     if len(head) < start + sid_len:
         return None
     raw = bytes(head[start : start + sid_len])
-    problem = _name_problem(raw, "sensor id")
+    problem = name_problem(raw, "sensor id")
     if problem:
         raise InputError(problem)
     return raw.decode()
@@ -781,9 +786,9 @@ class FrameDecoder:
         if n > _OFF_DTYPE and buf[_OFF_DTYPE] not in _DTYPE_NAMES:
             known = ", ".join(f"{c} = {name}" for c, name in _DTYPE_NAMES.items())
             self._fail(base + _OFF_DTYPE, f"unknown dtype {buf[_OFF_DTYPE]} (known: {known})")
-        if n < _HEAD.size:
+        if n < HEAD.size:
             return None
-        _, _, code, n_ch, fs, t0_ns, n_s, sid_len = _HEAD.unpack_from(buf)
+        _, _, code, n_ch, fs, t0_ns, n_s, sid_len = HEAD.unpack_from(buf)
         if not 1 <= n_ch <= MAX_CHANNELS:
             self._fail(base + _OFF_NCH, f"n_channels {n_ch} is outside 1..{MAX_CHANNELS}")
         if not (math.isfinite(fs) and fs > 0):
@@ -804,7 +809,7 @@ class FrameDecoder:
         sample_bytes = n_s * n_ch * item
         tag = TAG_BYTES if auth else 0
         # Smallest the frame can be (every name 1 byte): refuse now, not after the names.
-        least = _HEAD.size + auth + sid_len + 3 * n_ch + (8 if code == _INT16 else 0) + tag
+        least = HEAD.size + auth + sid_len + 3 * n_ch + (8 if code == _INT16 else 0) + tag
         if least + sample_bytes + _CRC_BYTES > self.max_frame_bytes:
             self._fail(
                 base + _OFF_NS,
@@ -812,11 +817,11 @@ class FrameDecoder:
                 f"{sample_bytes} bytes of samples; a frame may be at most "
                 f"{self.max_frame_bytes} bytes",
             )
-        pos = _HEAD.size + auth + sid_len
+        pos = HEAD.size + auth + sid_len
         for i in range(n_ch):
             if n < pos + 2:
                 return None
-            (length,) = _U16.unpack_from(buf, pos)
+            (length,) = U16.unpack_from(buf, pos)
             if not 1 <= length <= MAX_NAME_BYTES:
                 self._fail(
                     base + pos,
@@ -837,7 +842,7 @@ class FrameDecoder:
         """The key id block of an authenticated frame: (its length, the key id), checked
         against the keys before anything else of the frame is buffered; None: not all in."""
         assert self.keys is not None
-        n, at = len(buf), _HEAD.size
+        n, at = len(buf), HEAD.size
         if n <= at:
             return None
         k = buf[at]
@@ -889,24 +894,24 @@ class FrameDecoder:
                         "was altered)",
                         cause="auth",
                     )
-                (counter,) = _U64.unpack_from(buf, _HEAD.size + h.auth - _U64.size)
-            names_raw = bytes(mv[_HEAD.size + h.auth : h.names_end])
+                (counter,) = _U64.unpack_from(buf, HEAD.size + h.auth - _U64.size)
+            names_raw = bytes(mv[HEAD.size + h.auth : h.names_end])
             # One copy out of the receive buffer, and the frame owns it (see to_chunk).
             count = h.n_samples * h.n_channels
             samples = np.frombuffer(mv, _NUMPY[h.code], count, h.data_off).copy()
-        sensor_id, channels = self._decode_names(h.sid_len, names_raw, base + _HEAD.size + h.auth)
+        sensor_id, channels = self._decode_names(h.sid_len, names_raw, base + HEAD.size + h.auth)
         if h.key_id is not None and counter is not None:
             assert self.keys is not None
             if not self.keys.allows(h.key_id, sensor_id):
                 self._fail(
-                    base + _HEAD.size + h.auth,
+                    base + HEAD.size + h.auth,
                     f"key {h.key_id} may not send for sensor {sensor_id!r}",
                     cause="auth",
                 )
             last = self.keys.advance(h.key_id, sensor_id, counter)
             if last is not None:
                 self._fail(
-                    base + _HEAD.size + h.auth - _U64.size,
+                    base + HEAD.size + h.auth - _U64.size,
                     f"counter {counter} of key {h.key_id} for {sensor_id!r} is not above the "
                     f"last one taken ({last}): a replayed or reordered frame",
                     cause="auth",
@@ -940,16 +945,16 @@ class FrameDecoder:
         # A stream repeats the same names frame after frame: check them once.
         if sid_len == self._names_key[0] and raw == self._names_key[1]:
             return self._names
-        problem = _name_problem(raw[:sid_len], "sensor id")
+        problem = name_problem(raw[:sid_len], "sensor id")
         if problem:
             self._fail(at, problem)
         sensor_id = raw[:sid_len].decode("utf-8")
         channels: list[str] = []
         pos = sid_len
         while pos < len(raw):
-            (length,) = _U16.unpack_from(raw, pos)
+            (length,) = U16.unpack_from(raw, pos)
             name = raw[pos + 2 : pos + 2 + length]
-            problem = _name_problem(name, f"channel {len(channels)} name")
+            problem = name_problem(name, f"channel {len(channels)} name")
             if problem:
                 self._fail(at + pos + 2, problem)
             text = name.decode("utf-8")
@@ -1025,15 +1030,6 @@ def peer_host(peer: str) -> str:
         return peer[1 : peer.index("]:")]
     host, sep, port = peer.rpartition(":")
     return host if sep and port.isdigit() and ":" not in host else peer
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class TcpStreamServer:
@@ -1256,7 +1252,7 @@ class TcpStreamServer:
                 self.port,
                 len(self.keys),
             )
-        elif not _is_loopback(self.host):
+        elif not is_loopback(self.host):
             log.warning(
                 "stream receiver listening on %s:%d (not loopback) without stream keys: anyone "
                 "who can reach this port can feed data (docs/stream-protocol.md)",

@@ -1,14 +1,15 @@
-"""Small durable-file helpers shared by the spool, the webhook outbox and the state stores."""
+"""SQLite files that survive a power cut: shared by the spool, the webhook outbox and the state stores."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-__all__ = ["connect_durable", "open_or_set_aside", "retry_locked"]
+__all__ = ["connect_durable", "open_or_set_aside", "retry_locked", "write_transaction"]
 
 
 def retry_locked(fn: Callable[[], object], timeout_s: float) -> None:
@@ -71,3 +72,19 @@ def connect_durable(path: Path, schema: str, probe: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection, taking the write lock up front
+    (``BEGIN IMMEDIATE``): all of it or nothing. On an ``sqlite3.Error`` it is rolled back
+    (a failing rollback ignored: SQLite rolls back by itself after some errors) and the
+    error raised again for the caller to translate."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
