@@ -44,8 +44,10 @@ import scipy.fft as sfft
 from pdm.dsp.bearings import DEFECTS, BearingGeometry
 from pdm.dsp.envelope import (
     BandChoice,
+    BandSchedule,
     BandScorer,
     EnvelopePlan,
+    band_holds,
     candidate_bands,
     envelope_power,
     plan_envelope,
@@ -226,10 +228,10 @@ class FeatureExtractor:
     bands : extra ``(name, low_hz, high_hz)`` bands for band RMS
     iso_group, foundation : ISO 10816-3 machine group (1, 2) and foundation
     orders_tolerance : order lines are searched within ± this fraction (≥ 1 bin)
-    auto_band_refresh : in ``auto`` mode, windows between two choices of the band by a
-        stream (:class:`pdm.processing.FeatureStream`): a choice costs about as much as
-        ten windows' features in a batch (three or four alone), so every 64 windows
-        adds ~15 % (measured in docs/pipelines)
+
+    In ``auto`` mode a stream chooses the band when :class:`~pdm.dsp.envelope.BandSchedule`
+    says so (:class:`pdm.processing.FeatureStream`), and demodulates the band in force in
+    between: a choice costs about as much as three batched FFTs of 8 windows.
 
     Examples
     --------
@@ -257,7 +259,6 @@ class FeatureExtractor:
         iso_group: int = 2,
         foundation: str = "rigid",
         orders_tolerance: float = 0.02,
-        auto_band_refresh: int = 64,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"{fs=} must be > 0")
@@ -278,7 +279,6 @@ class FeatureExtractor:
         self.orders_tolerance = float(orders_tolerance)
         self.iso_group = iso_group
         self.foundation = foundation
-        self.auto_band_refresh = int(auto_band_refresh)
         self.band_names = tuple(b[0] for b in bands)
         self.names = feature_names(self.band_names)
 
@@ -437,6 +437,27 @@ class FeatureExtractor:
         scores = self._band_scorer(x_spec, line_bins, self.slip_tolerance)
         return select_band(scores, previous)
 
+    def band_holds(self, frame: FeatureFrame) -> bool:
+        """Whether the band in force (``frame.band_choice``) still stands, judged on
+        ``frame``'s window by :func:`~pdm.dsp.envelope.band_holds`: every candidate's level
+        and that band's own spectral kurtosis and lines, for the cost of its own transforms
+        (a seventh of a choice's; see :class:`~pdm.dsp.envelope.BandSchedule`). True when
+        there is nothing to judge (a fixed band, an invalid window)."""
+        choice = frame.band_choice
+        if self._band_scorer is None or choice is None or not frame.valid:
+            return True
+        bands = self._band_scorer.bands
+        if choice.band not in bands:
+            return False
+        shaft_hz = frame.shaft_speed_rpm / 60.0
+        line_bins = None
+        if self._has_bearing and math.isfinite(shaft_hz):
+            line_bins = self._line_mult * (shaft_hz / self.df)
+        scores = self._band_scorer(
+            frame.spectrum, line_bins, self.slip_tolerance, only=bands.index(choice.band)
+        )
+        return band_holds(scores, choice)
+
     def extract(
         self,
         x: npt.ArrayLike,
@@ -451,9 +472,9 @@ class FeatureExtractor:
         ----------
         x : (n_channels, n) acceleration in g (float32 is fastest)
         envelope_band_hz : the band to demodulate in ``auto`` mode (a band an earlier
-            :meth:`choose_band` gave: the streaming runner re-chooses every
-            ``auto_band_refresh`` windows); when None in ``auto`` mode it is
-            chosen from this window.
+            :meth:`choose_band` gave: a stream chooses again when its
+            :class:`~pdm.dsp.envelope.BandSchedule` says so); when None in ``auto`` mode
+            it is chosen from this window.
         band_state : in ``auto`` mode, the automatic band's state (hysteresis): the
             previous choice when the band is chosen here, else handed on to the frames
         stage_s : when given, the seconds each stage of the pass took are added to it
@@ -494,6 +515,48 @@ class FeatureExtractor:
         return self._extract(
             [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state, stage_s
         )[0]
+
+    def extract_scheduled(
+        self,
+        windows: npt.ArrayLike | Sequence[npt.ArrayLike],
+        schedule: BandSchedule,
+        *,
+        stage_s: dict[str, float] | None = None,
+    ) -> tuple[BandSchedule, list[FeatureFrame]]:
+        """One pass of an ``auto``-band stream over consecutive windows: the band chosen on
+        the first when ``schedule`` is due, else the band in force demodulated, and looked at
+        (:meth:`band_holds`) when a look is due. Returns the schedule after the pass, and
+        the frames.
+
+        Parameters
+        ----------
+        windows : (n_windows, n_channels, n) in g, or a sequence of (n_channels, n) windows
+        schedule : the stream's :class:`~pdm.dsp.envelope.BandSchedule` before the pass
+        stage_s : as for :meth:`extract` (a look counts as ``band_choice``)
+        """
+        if isinstance(windows, np.ndarray) and windows.ndim == 3:
+            xs = np.asarray(windows, dtype=np.float32)
+            n_ch = len(self.channels)
+            if xs.shape[1:] != (n_ch, self.n):
+                raise ValueError(f"window shape {xs.shape[1:]} != (n_channels={n_ch}, n={self.n})")
+            part = (self, [xs.reshape(-1, self.n)], xs.shape[0])
+        else:
+            wins = self._checked(windows, "")  # type: ignore[arg-type]
+            part = (self, wins, len(wins))
+        choice = schedule.choice
+        if not self.auto_band:
+            return schedule, self._extract([part], None, None, stage_s)[0]
+        if schedule.due or choice is None:
+            frames = self._extract([part], None, choice, stage_s)[0]
+            return schedule.chose(frames[0].band_choice, part[2]), frames
+        frames = self._extract([part], choice.band, choice, stage_s)[0]
+        schedule = schedule.aged(part[2])
+        if schedule.look_due:
+            t = time.perf_counter()
+            schedule = schedule.looked_at(self.band_holds(frames[0]))
+            if stage_s is not None:
+                stage_s["band_choice"] = stage_s.get("band_choice", 0.0) + time.perf_counter() - t
+        return schedule, frames
 
     def extract_windows(
         self,
