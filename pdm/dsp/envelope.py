@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
+from pdm.dsp.kernels import envelope_less_mean
 from pdm.dsp.spectrum import squared_parts
 
 __all__ = [
@@ -123,15 +124,13 @@ def envelope_power(
     """
     # never overwrite_x here: the slice is a view into the caller's spectrum.
     z = sfft.ifft(x_spec[:, plan.k1 : plan.k2], n=plan.m, axis=-1)
-    env = np.abs(z)
     # The envelope is w·a(t): its mean shows as the Hann kernel at bins 0 and ±1, half
     # the mean envelope at bin 1, which would swamp the lowest defect lines (FTF).
-    # Removing mean(a)·w takes exactly that out and leaves the modulation alone.
-    hann_m = _hann_cache(plan.m)
-    mean_a = env.sum(axis=-1, keepdims=True) * (2.0 / plan.m)
-    env -= mean_a * hann_m
+    # Removing mean(a)·w takes exactly that out and leaves the modulation alone (before
+    # the transform, so that the large mean adds no float32 rounding to the lines).
+    env = envelope_less_mean(z.astype(np.complex64, copy=False), _hann_cache(plan.m))
     e = sfft.rfft(env, axis=-1, overwrite_x=True)[:, : plan.n_env_bins]
-    return squared_parts(np.ascontiguousarray(e, dtype=np.complex64))
+    return squared_parts(e.astype(np.complex64, copy=False))
 
 
 _HANN: dict[int, npt.NDArray[np.float32]] = {}

@@ -54,6 +54,7 @@ from pdm.dsp.envelope import (
     select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
+from pdm.dsp.kernels import moments_windowed
 from pdm.dsp.spectrum import (
     ToneSearch,
     band_weights,
@@ -68,9 +69,6 @@ from pdm.dsp.windows import MAX_ABS_G
 __all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
 
 STANDARD_G = 9.80665  # m/s² per g
-#: Rows whose time-domain passes run together (4 × 64 kB windows of 16384 samples stay in
-#: a core's L2 cache; a whole batch did not).
-_CHUNK_ROWS = 4
 _SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
 ORDERS: tuple[tuple[str, float], ...] = (
     ("order_0_5x_g", 0.5),
@@ -287,7 +285,6 @@ class FeatureExtractor:
         self.sum_w2 = float(np.sum(self.window.astype(np.float64) ** 2))
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
-        self._ones = np.ones(n, dtype=np.float32)
         self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
@@ -321,8 +318,7 @@ class FeatureExtractor:
         # Rows repeated: the weights apply to squared real and imaginary parts alike.
         self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
         self._n_bands = self._band_w.shape[1]
-        # The squared parts some band weighs: the others are never squared (see
-        # _band_mean_squares).
+        # The squared parts some band weighs: the others are never squared.
         used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
         self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
 
@@ -603,8 +599,6 @@ class FeatureExtractor:
         part's frames. ``self`` lends the scratch buffers, plans and band weights."""
         tick = _no_clock if stage_s is None else _StageClock(stage_s)
         n = self.n
-        inv_n = 1.0 / n
-        ones = self._ones
         blocks = [b for p in parts for b in p[1]]
         rows = sum(b.shape[0] for b in blocks)
         # Per row: its window's number in the whole pass, and per window its channel count.
@@ -619,56 +613,20 @@ class FeatureExtractor:
         d_all = self._buffer("d", (rows_fft, n))
         d_all[rows:] = 0.0
         d = d_all[:rows]
-        # Time-domain moments, then the window, a few rows at a time: each group's passes
-        # (mean, min, max, d = x − mean, d², three dot products, d·w) find it in cache, where
-        # the same passes over a whole batch went to memory (the stage cost 0.9 of the FFT
-        # at batch 8; chunked, 0.7). BLAS reductions (x @ ones) beat ndarray.mean by
-        # ~2x here. No copy gathers the blocks first.
-        mean = np.empty(rows, dtype=np.float32)
-        xmin = np.empty(rows, dtype=np.float32)
-        xmax = np.empty(rows, dtype=np.float32)
-        m2 = np.empty(rows, dtype=np.float32)
-        m3 = np.empty(rows, dtype=np.float32)
-        m4 = np.empty(rows, dtype=np.float32)
-        sq = self._buffer("sq", (_CHUNK_ROWS, n))
-        starts = np.cumsum([0, *(b.shape[0] for b in blocks)]).tolist()
+        # Time-domain moments and the FFT's input w·(x − mean), two compiled passes per row
+        # (pdm/dsp/kernels.py; as nine numpy passes they cost 0.7 of the FFT at batch 8).
+        # No copy gathers the blocks first.
+        m = moments_windowed([np.ascontiguousarray(b) for b in blocks], self.window, d)
+        xmin, xmax, mean, m2, m3, m4 = m.T
         # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
-        # window is invalid. Such rows may overflow here (ignored: they are discarded) and
-        # are NaN from here on, so nothing below overflows or warns for them.
-        with np.errstate(over="ignore", invalid="ignore"):
-            for b, r in zip(blocks, starts, strict=False):
-                np.matmul(b, ones, out=mean[r : r + b.shape[0]])
-            # Chunks of rows across the blocks, at multiples of four from the first row: the
-            # BLAS sums of a chunk are then those of the whole pass (OpenBLAS groups rows by four).
-            j = 0
-            for c0 in range(0, rows, _CHUNK_ROWS):
-                k = min(rows, c0 + _CHUNK_ROWS)
-                r = c0
-                while r < k:  # the pieces of blocks in this chunk
-                    while starts[j + 1] <= r:
-                        j += 1
-                    e = min(k, starts[j + 1])
-                    x = blocks[j][r - starts[j] : e - starts[j]]
-                    np.minimum.reduce(x, axis=1, out=xmin[r:e])
-                    np.maximum.reduce(x, axis=1, out=xmax[r:e])
-                    np.subtract(x, mean[r:e, None] * inv_n, out=d[r:e])
-                    r = e
-                dc, q = d[c0:k], sq[: k - c0]
-                np.multiply(dc, dc, out=q)
-                np.matmul(q, ones, out=m2[c0:k])
-                np.vecdot(q, dc, out=m3[c0:k])
-                np.vecdot(q, q, out=m4[c0:k])
-                # The window goes on the mean-removed signal so DC cannot leak.
-                dc *= self.window
-            mean *= inv_n
-            m2 *= inv_n
-            m3 *= inv_n
-            m4 *= inv_n
-        finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
+        # window is invalid, and its values NaN from here on, so nothing below overflows or
+        # warns for them.
+        with np.errstate(invalid="ignore"):
+            finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
         if not finite_row.all():
             bad = ~finite_row
-            d[bad] = mean[bad] = xmin[bad] = xmax[bad] = np.nan
-            m2[bad] = m3[bad] = m4[bad] = np.nan
+            d[bad] = np.nan
+            m[bad] = np.nan
         valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         tick("moments")
 
@@ -782,17 +740,13 @@ class FeatureExtractor:
         return out
 
     @staticmethod
-    def _buffer(
-        name: str, shape: tuple[int, int], *, zeroed: bool = False
-    ) -> npt.NDArray[np.float32]:
+    def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
         """Scratch rows for one pass, shared by every extractor on this thread (a pass
         leaves nothing in them): grown when a pass needs more rows, never shrunk.
 
         Fresh 100+ kB temporaries per window cost more in page faults than the arithmetic
         done in them (~2x on the whole extractor), and buffers of its own per extractor
         were cold in cache whenever a service with a hundred machines came back to one.
-        With ``zeroed``, a new buffer starts as zeros: for a caller that writes only a part
-        of it, always the same part under this name, and needs the rest to stay 0.
         """
         bufs: dict[tuple[str, int], npt.NDArray[np.float32]] | None = getattr(
             _SCRATCH, "bufs", None
@@ -802,10 +756,9 @@ class FeatureExtractor:
         key = (name, shape[1])
         buf = bufs.get(key)
         if buf is None or buf.shape[0] < shape[0]:
-            # 64-byte aligned: a product of two misaligned float32 rows ran at half speed
-            # (AVX-512 loads straddling cache lines).
+            # 64-byte aligned: SIMD loads straddling cache lines ran at half speed.
             size = shape[0] * shape[1]
-            raw = (np.zeros if zeroed else np.empty)(size + 16, dtype=np.float32)
+            raw = np.empty(size + 16, dtype=np.float32)
             start = (-raw.ctypes.data % 64) // 4
             buf = bufs[key] = raw[start : start + size].reshape(shape)
         return buf[: shape[0]]
@@ -814,24 +767,14 @@ class FeatureExtractor:
         """(rows, bands) mean square in each band (velocity first): the squared parts of the
         spectrum times the band weights, one BLAS product.
 
-        Only the parts some band weighs are squared (a tenth of the spectrum for the velocity
-        band alone; the whole squared spectrum of a batch had cost 0.2 of its FFT); the others
-        stay 0 in a scratch kept for this stretch of parts, and the product runs over the
-        whole length all the same, so it sums exactly what the former product over every part
-        summed (the weights outside the bands are 0): the band features are the same to the
-        bit. A product over the weighed parts alone groups its sums otherwise and moved them
-        by an ulp, enough to move a calibration fitted on a dozen windows
-        (docs/benchmarks.md).
+        Only the parts some band weighs are squared and summed (a tenth of the spectrum for
+        the velocity band alone; the whole squared spectrum of a batch had cost 0.2 of its
+        FFT): the weights are 0 elsewhere.
         """
-        rows = spec.shape[0]
         lo, hi = self._band_sq
-        width = 2 * spec.shape[1]
-        out = np.empty((rows, self._n_bands), dtype=np.float32)
-        sq = self._buffer(f"sq_bands_{lo}_{hi}", (rows, width), zeroed=True)
         v = spec.view(np.float32)[:, lo:hi]
-        np.multiply(v, v, out=sq[:, lo:hi])
-        np.matmul(sq, self._band_w, out=out)
-        return out.astype(np.float64) * (2.0 / (self.n * self.sum_w2))
+        sq = v * v
+        return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
 
     def _find_speeds_hz(
         self, spec: npt.NDArray[np.complex64], n_ch: int
