@@ -9,8 +9,13 @@ import scipy.stats as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
-from pdm.dsp.kernels import envelope_less_mean, moments_windowed
-from pdm.dsp.spectrum import hann
+from pdm.dsp.kernels import (
+    envelope_less_mean,
+    moments_windowed,
+    shaft_speeds_hz,
+    tone_amplitudes,
+)
+from pdm.dsp.spectrum import HANN_LOBE_BINS, ToneSearch, hann, interpolate_peak, squared_parts
 
 N = 16384
 W = hann(N)
@@ -29,9 +34,11 @@ def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, 6) as :func:`reference`, and the windowed copy; the rows in two blocks."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     d = np.empty_like(x)
-    return moments_windowed([x[:2], x[2:]], W, d), d
+    stats, minmax = moments_windowed([x[:2], x[2:]], W, d)
+    return np.concatenate([minmax, stats], axis=1), d
 
 
 def test_moments_and_windowed_copy_match_float64() -> None:
@@ -107,3 +114,114 @@ def test_envelope_less_mean_matches_numpy() -> None:
     a = np.abs(z.astype(np.complex128))
     want = a - a.mean(axis=1, keepdims=True) * 2.0 * h
     assert_allclose(envelope_less_mean(z, h), want, rtol=0, atol=2e-6 * a.max())
+
+
+def test_a_rows_results_do_not_depend_on_where_it_sits() -> None:
+    """The passes of one row overlap another's (the first pass of the next row runs in the
+    second pass's loop): a row's sums are the same to the bit first, last, in the middle of
+    a batch, or alone."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0.1, 0.3, (7, N)) ** 3).astype(np.float32)
+    whole, d_whole = run(x)
+    for r in range(7):
+        alone, d_alone = run(np.concatenate([x[r : r + 1]] * 3))  # first, middle and last
+        for k in range(3):
+            assert_array_equal(alone[k], whole[r])
+            assert_array_equal(d_alone[k], d_whole[r])
+
+
+def _tones_reference(power, centres, halves, n_bins, half_cap, scale):
+    """ToneSearch's method in plain Python over a (rows, n_bins) float32 power spectrum:
+    the largest sum of 2·HANN_LOBE_BINS + 1 bins (added in bin order, in float32) centred
+    on a bin within the half-width (at least 1, at most ``half_cap``) of the target."""
+    out = np.full(centres.shape, np.nan)
+    for r, t in np.ndindex(centres.shape):
+        h = min(max(halves[r, t], 1.0), half_cap)
+        lo, hi = np.ceil(centres[r, t] - h), np.floor(centres[r, t] + h)
+        if not (lo >= 1 + HANN_LOBE_BINS and hi <= n_bins - 2 - HANN_LOBE_BINS):
+            continue  # also for NaN
+        best = np.float32(0.0)
+        for k in range(int(lo), int(hi) + 1):
+            lobe = np.float32(0.0)
+            for j in range(k - HANN_LOBE_BINS, k + HANN_LOBE_BINS + 1):
+                lobe = np.float32(lobe + power[r, j])
+            best = max(best, lobe)
+        out[r, t] = np.sqrt(np.float64(best) * scale)
+    return out
+
+
+def test_tone_amplitudes_match_a_plain_search_to_the_bit() -> None:
+    """Tones on and between bins in noise; targets near the edges, off them, NaN; the
+    squared parts and the complex spectrum read alike."""
+    rng = np.random.default_rng(5)
+    n = 4096
+    w = hann(n)
+    t = np.arange(n)
+    x = rng.normal(0, 0.05, (3, n)) + np.sin(
+        2 * np.pi * np.array([[100.0], [200.5], [1900.3]]) * t / n
+    )
+    spec = np.fft.rfft(x * w, axis=-1).astype(np.complex64)
+    n_bins = spec.shape[1]
+    sq = squared_parts(spec)
+    power = sq[:, 0::2] + sq[:, 1::2]
+    centres = np.array(
+        [[100.0, 3.5, 2.0, np.nan], [200.2, 2046.0, 2040.0, 700.0], [1900.0, 1000.0, 1.0, 33.3]]
+    )
+    halves = np.array([[2.0, 1.0, 0.3, 2.0], [5.0, 1.0, 3.0, np.nan], [0.5, 40.0, 1.0, 9.0]])
+    scale = 4.0 / (n * float(np.sum(w.astype(np.float64) ** 2)))
+    ref = _tones_reference(power, centres, halves, n_bins, 20.0, scale)
+    for v, squared in ((sq, True), (spec.view(np.float32), False)):
+        got = tone_amplitudes(v, squared, centres, halves, n_bins, 20.0, HANN_LOBE_BINS, scale)
+        assert_array_equal(got, ref)
+    assert np.isnan(ref[0, 3]) and np.isnan(ref[1, 3]) and np.isnan(ref[0, 2])  # NaNs, edge
+    assert ref[0, 0] == pytest.approx(1.0, rel=2e-3) and ref[1, 0] == pytest.approx(1.0, rel=2e-3)
+    search = ToneSearch(n_bins, 20.0, n, float(np.sum(w.astype(np.float64) ** 2)))
+    assert_array_equal(search.in_spectrum(spec, centres, halves), search(sq, centres, halves))
+
+
+def _speeds_reference(spec, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz):
+    """The speed search in plain Python: the channels' powers summed (float32, row order),
+    each harmonic's range searched for its first maximum, interpolated, and the strongest
+    harmonic whose estimate lies within 2 % of the range kept."""
+    p = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2).astype(np.float32)
+    out = []
+    for w in range(spec.shape[0] // n_ch):
+        total = p[w * n_ch]
+        for c in range(1, n_ch):
+            total = (total + p[w * n_ch + c]).astype(np.float32)
+        row = total.tolist()
+        best_power, best_hz = -1.0, nominal_hz
+        for h, k_lo, k_hi in ranges.tolist():
+            seg = row[k_lo : k_hi + 1]
+            power = max(seg)
+            k = k_lo + seg.index(power)
+            f_h = (k + interpolate_peak(row[k - 1], power, row[k + 1])) * df / h
+            if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
+                best_power, best_hz = power, f_h
+        out.append(best_hz)
+    return np.array(out)
+
+
+def test_shaft_speeds_match_a_plain_search_to_the_bit() -> None:
+    """Windows of three channels at speeds across the range, one of noise alone (no harmonic
+    within the range: the nominal speed), and a flat one (powers 0: no interpolation)."""
+    rng = np.random.default_rng(6)
+    n, fs = 16384, 25600.0
+    df = fs / n
+    t = np.arange(n) / fs
+    wins = []
+    for f in (22.3, 24.667, 26.9):
+        x = 0.05 * np.sin(2 * np.pi * f * t) + 0.03 * np.sin(2 * np.pi * 2 * f * t + 1.0)
+        wins.append(x + rng.normal(0, 0.02, (3, n)))
+    wins.append(rng.normal(0, 0.02, (3, n)))
+    wins.append(np.zeros((3, n)))
+    spec = np.fft.rfft(np.concatenate(wins) * hann(n), axis=-1).astype(np.complex64)
+    lo, hi = 1330.0 / 60, 1630.0 / 60
+    ranges = np.array(
+        [[h, int(np.floor(h * lo / df)), int(np.ceil(h * hi / df))] for h in (1, 2, 3)]
+    )
+    got = shaft_speeds_hz(spec, 3, ranges, df, (lo, hi), 24.667)
+    ref = _speeds_reference(spec, 3, ranges, df, lo, hi, 24.667)
+    assert_array_equal(got, ref)
+    assert_allclose(got[:3], [22.3, 24.667, 26.9], atol=0.05)
+    assert got[4] == 24.667 or lo * 0.98 <= got[4] <= hi * 1.02

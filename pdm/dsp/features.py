@@ -54,19 +54,24 @@ from pdm.dsp.envelope import (
     select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
-from pdm.dsp.kernels import moments_windowed
+from pdm.dsp.kernels import moments_windowed, shaft_speeds_hz
 from pdm.dsp.spectrum import (
     ToneSearch,
     band_weights,
     hann,
-    interpolate_peak,
     power_from_parts,
     rfft_freqs,
     squared_parts,
 )
 from pdm.dsp.windows import MAX_ABS_G
 
-__all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
+__all__ = [
+    "ChannelSpec",
+    "FeatureExtractor",
+    "FeatureFrame",
+    "extract_many",
+    "feature_names",
+]
 
 STANDARD_G = 9.80665  # m/s² per g
 _SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
@@ -378,6 +383,17 @@ class FeatureExtractor:
         if self._fixed_band is not None:
             self.plan_for(self._fixed_band)  # validate now, not at the first window
         self._nominal_rpm = nominal
+        # The speed search's harmonics and the bins each is searched in (h, first, last).
+        ranges = []
+        if rpm_range is not None:
+            lo_hz, hi_hz = rpm_range[0] / 60.0, rpm_range[1] / 60.0
+            k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
+            for h in (1, 2, 3):
+                k_lo = max(1, math.floor(h * lo_hz / self.df))
+                k_hi = min(k_max - 1, math.ceil(h * hi_hz / self.df))
+                if k_hi >= k_lo:
+                    ranges.append((h, k_lo, k_hi))
+        self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
         # What decides every computed number but the bearings' lines (see batch_key).
         self._batch_key: tuple[object, ...] | None = None
         if rpm is not None and self._fixed_band is not None:
@@ -616,18 +632,22 @@ class FeatureExtractor:
         # Time-domain moments and the FFT's input w·(x − mean), two compiled passes per row
         # (pdm/dsp/kernels.py; as nine numpy passes they cost 0.7 of the FFT at batch 8).
         # No copy gathers the blocks first.
-        m = moments_windowed([np.ascontiguousarray(b) for b in blocks], self.window, d)
-        xmin, xmax, mean, m2, m3, m4 = m.T
+        m, minmax = moments_windowed([np.ascontiguousarray(b) for b in blocks], self.window, d)
+        minmax = minmax.astype(np.float64)
+        mean, m2, m3, m4 = m.T
+        xmin, xmax = minmax.T
         # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
         # window is invalid, and its values NaN from here on, so nothing below overflows or
         # warns for them.
-        with np.errstate(invalid="ignore"):
-            finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
-        if not finite_row.all():
+        # (Comparing and taking the maximum of NaN raise no floating-point warning.)
+        finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
+        if finite_row.all():
+            valid = np.ones(n_win_all, dtype=bool)
+        else:
             bad = ~finite_row
             d[bad] = np.nan
-            m[bad] = np.nan
-        valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
+            m[bad] = minmax[bad] = np.nan
+            valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         tick("moments")
 
         # The one FFT.
@@ -787,33 +807,13 @@ class FeatureExtractor:
         the frequency error by its order).
         """
         assert self.rpm_range is not None
-        lo_hz, hi_hz = self.rpm_range[0] / 60.0, self.rpm_range[1] / 60.0
-        n_bins = spec.shape[1]
-        k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
-        head = spec[:, : k_max + 1]
-        re, im = head.real, head.imag
-        p = re * re
-        p += im * im
-        total = p.reshape(-1, n_ch, k_max + 1).sum(axis=1, dtype=np.float32)
-        ranges = []
-        for h in (1, 2, 3):
-            k_lo = max(1, math.floor(h * lo_hz / self.df))
-            k_hi = min(k_max - 1, math.ceil(h * hi_hz / self.df))
-            if k_hi >= k_lo:
-                ranges.append((h, k_lo, k_hi))
-        # A few dozen bins a window: plain Python from here beats a dozen numpy calls.
-        out = []
-        for row in total.tolist():
-            best_power, best_hz = -1.0, self._nominal_rpm / 60.0
-            for h, k_lo, k_hi in ranges:
-                seg = row[k_lo : k_hi + 1]
-                power = max(seg)
-                k = k_lo + seg.index(power)
-                f_h = (k + interpolate_peak(row[k - 1], power, row[k + 1])) * self.df / h
-                if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
-                    best_power, best_hz = power, f_h
-            out.append(best_hz)
-        return np.array(out)
+        nominal_hz = self._nominal_rpm / 60.0
+        if not len(self._speed_ranges):
+            return np.full(spec.shape[0] // n_ch, nominal_hz)
+        lo, hi = self.rpm_range
+        return shaft_speeds_hz(
+            spec, n_ch, self._speed_ranges, self.df, (lo / 60.0, hi / 60.0), nominal_hz
+        )
 
 
 def extract_many(
