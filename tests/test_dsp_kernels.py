@@ -3,6 +3,10 @@ for the moments, the windowed copy, min/max with NaN and inf, and the envelope's
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.stats as st
@@ -128,6 +132,60 @@ def test_a_rows_results_do_not_depend_on_where_it_sits() -> None:
         for k in range(3):
             assert_array_equal(alone[k], whole[r])
             assert_array_equal(d_alone[k], d_whole[r])
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+def test_the_kernels_work_where_numba_can_keep_its_cache_nowhere() -> None:
+    """A read-only install run by a user without a writable home: numba finds no place for
+    its cache and refuses ``cache=True`` when a kernel is decorated — at import. The module
+    must then compile in memory instead. (numba's own switch stands in for the read-only
+    file systems: it offers only the locator for zipped sources, which finds none.)"""
+    code = (
+        "import numpy as np\n"
+        "from pdm.dsp.kernels import envelope_less_mean\n"
+        "z = np.ones((2, 64), np.complex64)\n"
+        "print(float(envelope_less_mean(z, np.full(64, 0.5, np.float32)).sum()))\n"
+    )
+    r = _python(code, NUMBA_CACHE_LOCATOR_CLASSES="ZipCacheLocator")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_compile_kernels_gives_every_kernel_the_types_a_pass_gives() -> None:
+    """``compile_kernels`` (run by scripts/setup-venv.sh) must compile each kernel for the
+    argument types of a real pass, or the first real pass compiles again (seconds): after
+    it, a batch with the speed searched, bearings and the automatic band adds no signature."""
+    code = (
+        "import numpy as np\n"
+        "from pdm.dsp import kernels\n"
+        "from pdm.dsp.bearings import lookup_bearing\n"
+        "from pdm.dsp.features import ChannelSpec, FeatureExtractor, compile_kernels\n"
+        # the kernels called from Python (_interpolate_peak is compiled into _speeds)
+        "names = ['_moments', '_envelope', '_tones', '_speeds']\n"
+        "compile_kernels()\n"
+        "before = {n: len(getattr(kernels, n).signatures) for n in names}\n"
+        "b = lookup_bearing('6205')\n"
+        "ex = FeatureExtractor(25600.0, 16384, [ChannelSpec(c, b) for c in 'xyz'],\n"
+        "                      rpm_range=(1330.0, 1630.0))\n"
+        "xs = np.random.default_rng(1).normal(0, 0.1, (8, 3, 16384)).astype(np.float32)\n"
+        "ex.extract_batch(xs)\n"
+        "ex.extract_batch(xs, envelope_band_hz=ex.choose_band(\n"
+        "    ex.extract(xs[0]).spectrum, 24.0).band)\n"
+        "after = {n: len(getattr(kernels, n).signatures) for n in names}\n"
+        "print(before, after)\n"
+        "assert set(before.values()) == {1} and after == before\n"
+    )
+    r = _python(code)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
 
 
 def _tones_reference(power, centres, halves, n_bins, half_cap, scale):

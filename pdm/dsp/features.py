@@ -69,6 +69,7 @@ __all__ = [
     "ChannelSpec",
     "FeatureExtractor",
     "FeatureFrame",
+    "compile_kernels",
     "extract_many",
     "feature_names",
 ]
@@ -842,3 +843,22 @@ def extract_many(
         for j, f in zip(idx, frames, strict=True):
             out[j] = f
     return [f if f is not None else [] for f in out]
+
+
+def compile_kernels() -> None:
+    """Compile the extractor's numba kernels (:mod:`pdm.dsp.kernels`), or load them from
+    numba's cache, for the argument types a pass gives them: one small extraction with the
+    speed searched, a bearing and the automatic band, which calls every kernel.
+
+    The first process to call a kernel compiles it (seconds: ~5 s for all of them on a
+    2-core VM) and numba keeps the machine code on disk for the next; ``scripts/setup-venv.sh``
+    calls this once after an install, so that the first ``pdm-edge`` command does not pay it.
+    """
+    from pdm.dsp.bearings import lookup_bearing
+
+    n = 4096
+    ex = FeatureExtractor(
+        25600.0, n, [ChannelSpec("x", lookup_bearing("6205"))], rpm_range=(1330.0, 1630.0)
+    )
+    x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
+    ex.extract(x)

@@ -28,7 +28,8 @@ Numerics (float32 data, as the FFT's):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
@@ -36,13 +37,34 @@ import numpy.typing as npt
 
 __all__ = ["envelope_less_mean", "moments_windowed", "shaft_speeds_hz", "tone_amplitudes"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 # Reassociation (SIMD sums), contraction (FMA), and no care for the sign of zero; NOT
 # "no NaNs/infs": a NaN sample must stay NaN through the sums.
 _FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
 _SIGN = np.int32(0x7FFFFFFF)
 
 
-@numba.njit(fastmath=_FAST, nogil=True, cache=True, boundscheck=False)
+def _jit(**options: Any) -> Callable[[_F], _F]:
+    """``numba.njit(**options)`` with its machine code kept on disk (``cache=True``): the
+    first run compiles (seconds), later processes load it (milliseconds).
+
+    numba keeps it beside this file, or where ``NUMBA_CACHE_DIR`` says, or under the user's
+    cache directory, whichever it can write. Where it can write none of them (a read-only
+    install run by a user without a writable home) it refuses ``cache=True`` when the
+    function is decorated, that is when this module is imported: the kernels are then
+    compiled in memory, once per process, instead.
+    """
+
+    def wrap(fn: _F) -> _F:
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available ..."
+            return numba.njit(**options)(fn)
+
+    return wrap
+
+
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
 def _moments(  # pragma: no cover - compiled
     x: npt.NDArray[np.float32],
     w: npt.NDArray[np.float32],
@@ -139,7 +161,7 @@ def moments_windowed(
     return stats, bits.view(np.float32)
 
 
-@numba.njit(fastmath=_FAST, nogil=True, cache=True, boundscheck=False)
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
 def _envelope(  # pragma: no cover - compiled
     z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32], env: npt.NDArray[np.float32]
 ) -> None:
@@ -177,7 +199,7 @@ def envelope_less_mean(
     return env
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@_jit(nogil=True, boundscheck=False)
 def _tones(  # pragma: no cover - compiled
     v: npt.NDArray[np.float32],
     squared: bool,
@@ -247,7 +269,7 @@ def tone_amplitudes(
     return out
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@_jit(nogil=True, boundscheck=False)
 def _speeds(  # pragma: no cover - compiled
     v: npt.NDArray[np.float32],
     n_ch: int,
@@ -286,7 +308,7 @@ def _speeds(  # pragma: no cover - compiled
         out[w] = best_hz
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _interpolate_peak(p_km1: float, p_k: float, p_kp1: float) -> float:  # pragma: no cover
     # pdm.dsp.spectrum.interpolate_peak, compiled (the same operations in float64)
     if min(p_km1, p_k, p_kp1) <= 0.0:
