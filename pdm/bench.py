@@ -216,14 +216,17 @@ def _stream_figures(*, quick: bool, batch: int = 8) -> dict[str, Any]:
 NOTES = {
     "dsp_ratio_to_batched_rfft": "headline: a batch of 8 windows (8, 3, 16384) float32 extracted, "
     "speed searched (--nominal-rpm 1480 --rpm-range 1330,1630), automatic envelope band "
-    "re-chosen every 64 windows as a stream does (its cost amortised), over scipy.fft.rfft of "
-    "the same array; median of per-round ratios, timed alternately on one core",
+    "chosen and looked at as a stream's BandSchedule does once steady (a choice every 1024 "
+    "windows, a look at the band in force every 128; their cost amortised), over scipy.fft.rfft "
+    "of the same array; median of per-round ratios, timed alternately on one core",
     "dsp_ratio_single": "headline: the same for one (3, 16384) window, extract(x) over rfft(x)",
     "dsp_ratio_single_vs_padded_rfft": "the same over rfft of x padded with a zero row to 4 rows "
     "(pocketfft's fastest: its SIMD transforms rows four at a time, as the extractor pads "
     "its own): the single ratio without that advantage",
     "dsp_variants": "the two ratios with the band fixed as pipelines/demo.toml does (2-6 kHz), "
-    "and with the speed fixed too",
+    "and with the speed fixed too; the batched ratio at a segment's start (a new segment every "
+    "1024 windows: 5 choices in each) and with a choice every 64 windows (the band's policy "
+    "before its schedule)",
     "dsp_stream_ratio_to_batched_rfft": "windower + extractor in the service load's "
     "configuration (fixed speed and band), batches of 8, over the rfft of the same batch",
     "diagnosis_us_per_window": "the diagnosis engine per window as score and the service run "

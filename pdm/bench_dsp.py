@@ -56,14 +56,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
-from pdm.dsp.envelope import BandChoice
+from pdm.dsp.envelope import BAND_MAX_WINDOWS, BandSchedule
 from pdm.dsp.features import FeatureExtractor
 
 __all__ = [
@@ -147,18 +147,22 @@ def speed_searched_extractor(
 
 @dataclass
 class StreamCalls:
-    """Calls an extractor on a pool of windows the way a stream does: the automatic band is
-    chosen on the first call of every ``auto_band_refresh`` windows, and the band in force
-    is demodulated in between (:meth:`pdm.processing.FeatureStream.extract`).
+    """Calls an extractor on a pool of windows the way a stream does
+    (:meth:`~pdm.dsp.features.FeatureExtractor.extract_scheduled`, as
+    :class:`pdm.processing.FeatureStream` calls it): the automatic band chosen when the
+    stream's :class:`~pdm.dsp.envelope.BandSchedule` says so, the band in force demodulated
+    and looked at in between.
 
-    ``pool`` is (n_calls, batch, channels, n) for ``extract_batch``, or (n_calls, channels, n)
-    for ``extract`` of one window a call.
+    ``pool`` is (n_calls, batch, channels, n) for batches, or (n_calls, channels, n) for one
+    window a call. With ``segment_windows``, a new segment starts every that many windows
+    (the stream chooses again on its first window).
     """
 
     ex: FeatureExtractor
     pool: F32
+    segment_windows: int | None = None
     calls: int = 0
-    state: BandChoice | None = None
+    schedule: BandSchedule = field(default_factory=BandSchedule)
 
     @property
     def per_call(self) -> int:
@@ -167,24 +171,20 @@ class StreamCalls:
 
     @property
     def period(self) -> int:
-        """Calls between two band choices (1 with a fixed band)."""
-        return max(1, self.ex.auto_band_refresh // self.per_call) if self.ex.auto_band else 1
+        """Calls that repeat the same pattern of choices and looks once the schedule is
+        steady (a segment when segments are cut; 1 with a fixed band)."""
+        if not self.ex.auto_band:
+            return 1
+        return max(1, (self.segment_windows or BAND_MAX_WINDOWS) // self.per_call)
 
     def __call__(self, stage_s: dict[str, float] | None = None) -> object:
         xs = self.pool[self.calls % len(self.pool)]
-        choose = self.ex.auto_band and (self.state is None or self.calls % self.period == 0)
+        if self.segment_windows and (self.calls * self.per_call) % self.segment_windows == 0:
+            self.schedule = self.schedule.new_segment()
         self.calls += 1
-        band = None if choose or self.state is None else self.state.band
-        if self.pool.ndim == 3:
-            frames = [
-                self.ex.extract(xs, envelope_band_hz=band, band_state=self.state, stage_s=stage_s)
-            ]
-        else:
-            frames = self.ex.extract_batch(
-                xs, envelope_band_hz=band, band_state=self.state, stage_s=stage_s
-            )
-        if choose:
-            self.state = frames[0].band_choice
+        self.schedule, frames = self.ex.extract_scheduled(
+            xs[None] if self.pool.ndim == 3 else xs, self.schedule, stage_s=stage_s
+        )
         return frames
 
 
@@ -283,14 +283,17 @@ def _measure(
     min_reps: int,
     stages: bool = False,
     pad_base: bool = False,
+    segment_windows: int | None = None,
 ) -> Paired:
     """``ex`` on ``pool`` as a stream calls it, against the bare FFT of the same arrays;
-    a pool of batches of one window is called one window at a time (``extract``). With
-    ``pad_base`` the FFT's rows are padded with zeros to a multiple of four, as the
-    extractor pads its own (the bare FFT at its fastest)."""
+    a pool of batches of one window is called one window at a time. Each round is a whole
+    number of the stream's periods (:attr:`StreamCalls.period`), after one period to warm
+    up (which brings the band's schedule to its steady state). With ``pad_base`` the FFT's
+    rows are padded with zeros to a multiple of four, as the extractor pads its own (the
+    bare FFT at its fastest); ``segment_windows`` cuts the stream into segments."""
     if pool.shape[1] == 1:
         pool = pool[:, 0]  # (n_calls, channels, n): rfft of (channels, n), extract of one
-    stream = StreamCalls(ex, pool)
+    stream = StreamCalls(ex, pool, segment_windows)
     reps = stream.period * max(1, math.ceil(min_reps / stream.period))
     base = pool
     if pad_base:
@@ -317,6 +320,12 @@ def dsp_figures(*, quick: bool = False) -> dict[str, Any]:
     padded = _measure(searched, pool1, rounds=rounds, min_reps=64, pad_base=True)
     out["dsp_ratio_single_vs_padded_rfft"] = round(padded.ratio, 3)
     variants: dict[str, Any] = {}
+    # The automatic band at a segment's start, where the schedule chooses most often (5
+    # choices in its first 1024 windows), and with a choice every 64 windows, the policy
+    # before the schedule (a segment every 64 windows costs exactly that).
+    for name, seg in (("segment_start", BAND_MAX_WINDOWS), ("band_every_64_windows", 64)):
+        b = _measure(searched, pool8, rounds=rounds, min_reps=16, segment_windows=seg)
+        variants[name] = {"dsp_ratio_to_batched_rfft": round(b.ratio, 3)}
     for name, kw in (
         ("fixed_band", {"band": "fixed"}),
         ("fixed_speed_fixed_band", {"band": "fixed", "speed": "fixed"}),

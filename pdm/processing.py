@@ -18,7 +18,7 @@ from pdm.config import Pipeline
 from pdm.core.chunk import Chunk
 from pdm.core.time import iso_time
 from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules
-from pdm.dsp.envelope import BandChoice
+from pdm.dsp.envelope import BandSchedule
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
 from pdm.errors import DspError
@@ -142,10 +142,12 @@ class FeatureStream:
     Call :meth:`flush` at the end of the stream for the last partial group.
 
     In ``envelope.band_hz = "auto"`` mode, the band is chosen
-    (:meth:`FeatureExtractor.choose_band`) on the first window of a group when the
-    segment is new or the band is ``extractor.auto_band_refresh`` windows old; the
-    choice keeps its state (:class:`pdm.dsp.envelope.BandChoice`) across segments of
-    one sample rate, so that the band changes only for a clearly better one.
+    (:meth:`FeatureExtractor.choose_band`) on the first window of a group when its
+    :class:`pdm.dsp.envelope.BandSchedule` says so: on a segment's first window, to confirm
+    it 64, 128, … up to every 1024 windows, sooner when a look at the band in force
+    (:meth:`FeatureExtractor.band_holds`, one window in 128) finds it changed. The choice keeps
+    its state (:class:`pdm.dsp.envelope.BandChoice`) across segments of one sample rate, so
+    that the band changes only for a clearly better one.
 
     With ``diagnose`` (the default) every window's spectra also go to the machine's
     :class:`~pdm.diagnosis.DiagnosisEngine`, which restarts at every reset, and each
@@ -168,9 +170,7 @@ class FeatureStream:
     _windower: Windower = field(init=False, repr=False)
     _extractor: FeatureExtractor = field(init=False, repr=False)
     _pending: list[Window] = field(default_factory=list, init=False, repr=False)
-    _band: BandChoice | None = field(default=None, init=False, repr=False)
-    _band_age: int = field(default=0, init=False, repr=False)
-    _band_due: bool = field(default=True, init=False, repr=False)
+    _band: BandSchedule = field(default_factory=BandSchedule, init=False, repr=False)
     _engine: DiagnosisEngine | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -240,9 +240,10 @@ class FeatureStream:
         """Take the windower's resets: kept, a new band per segment, a new extractor per rate."""
         for ev in events:
             self.events.append(ev)
-            self._band_due = True  # a new segment chooses its band again (with hysteresis)
+            # a new segment chooses its band again (with hysteresis)
+            self._band = self._band.new_segment()
             if ev.kind == "rate_change":
-                self._band = None  # other candidates at another rate
+                self._band = BandSchedule()  # other candidates at another rate
                 self.pipeline = self.pipeline.with_sample_rate(fs)
                 self._extractor = build_extractor(self.pipeline, fs)
                 self.fs = fs
@@ -257,18 +258,9 @@ class FeatureStream:
         """The features of ``windows`` (consecutive, of this stream) in one pass of its own."""
         if not windows:
             return []
-        ex = self._extractor
-        data = [w.data for w in windows]
-        if not ex.auto_band:
-            return self.take(windows, ex.extract_windows(data))
-        if self._band is None or self._band_due or self._band_age >= ex.auto_band_refresh:
-            frames = ex.extract_windows(data, band_state=self._band)
-            self._band, self._band_age, self._band_due = frames[0].band_choice, 0, False
-        else:
-            frames = ex.extract_windows(
-                data, envelope_band_hz=self._band.band, band_state=self._band
-            )
-        self._band_age += len(windows)
+        self._band, frames = self._extractor.extract_scheduled(
+            [w.data for w in windows], self._band
+        )
         return self.take(windows, frames)
 
     def take(self, windows: list[Window], frames: list[FeatureFrame]) -> list[WindowFeatures]:

@@ -15,5 +15,7 @@ want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
+  # The DSP's numba kernels compiled once now (~5 s), kept in numba's cache for every run.
+  .venv/bin/python -c 'from pdm.dsp.features import compile_kernels; compile_kernels()'
   echo "$want" > "$stamp"
 fi

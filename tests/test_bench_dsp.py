@@ -5,6 +5,7 @@ where the figures are measured)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pdm.bench_dsp import (
     speed_searched_extractor,
     windows,
 )
+from pdm.dsp.features import FeatureExtractor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,42 +36,53 @@ def test_fit_tells_n_log_n_from_linear_and_gives_the_fixed_part() -> None:
 
 
 class _Spy:
-    """The extractor's calls, recorded: which asked for a band choice (no band given)."""
+    """The extractor's passes, recorded: which chose the band, which looked at it."""
 
     def __init__(self, ex) -> None:
-        self.ex, self.choices, self.calls = ex, [], 0
+        self.ex, self.choices, self.looks, self.calls = ex, [], [], 0
 
     def __getattr__(self, name):
         return getattr(self.ex, name)
 
-    def _record(self, band) -> None:
-        if band is None:
+    def _extract(self, parts, envelope_band_hz, band_state=None, stage_s=None):
+        if envelope_band_hz is None:
             self.choices.append(self.calls)
         self.calls += 1
+        return self.ex._extract(parts, envelope_band_hz, band_state, stage_s)
 
-    def extract_batch(self, xs, *, envelope_band_hz=None, band_state=None, stage_s=None):
-        self._record(envelope_band_hz)
-        return self.ex.extract_batch(xs, envelope_band_hz=envelope_band_hz, band_state=band_state)
+    def band_holds(self, frame):
+        self.looks.append(self.calls - 1)
+        return self.ex.band_holds(frame)
 
-    def extract(self, x, *, envelope_band_hz=None, band_state=None, stage_s=None):
-        self._record(envelope_band_hz)
-        return self.ex.extract(x, envelope_band_hz=envelope_band_hz, band_state=band_state)
+    def extract_scheduled(self, windows, schedule, *, stage_s=None):
+        return FeatureExtractor.extract_scheduled(self, windows, schedule, stage_s=stage_s)  # type: ignore[arg-type]
 
 
-def test_the_band_is_chosen_once_every_64_windows_as_a_stream_chooses_it() -> None:
+def test_the_band_is_chosen_and_looked_at_as_a_stream_does() -> None:
+    """The bench's calls pay the band as FeatureStream's schedule does: choices at a
+    segment's first window, 64, 192, 448, 960 and then every 1024 windows; a look every 128
+    windows between; the steady period is 1024 windows. A segment every 64 windows costs
+    a choice every 64 windows (the former policy)."""
     ex = speed_searched_extractor(n=4096, fs=12800.0)
-    assert ex.auto_band and ex.auto_band_refresh == 64
+    assert ex.auto_band
     pool = windows(16, n=4096, fs=12800.0).reshape(2, 8, 3, 4096)
     spy = _Spy(ex)
     stream = StreamCalls(spy, pool)  # type: ignore[arg-type]
-    for _ in range(17):
+    for _ in range(256):
         stream()
-    assert stream.period == 8 and spy.choices == [0, 8, 16]  # windows 0, 64, 128
+    assert stream.period == 128
+    assert spy.choices == [0, 8, 24, 56, 120, 248]  # windows 0, 64, 192, 448, 960, 1984
+    assert spy.looks and all(b - a >= 16 for a, b in itertools.pairwise(spy.looks))
+    every64 = _Spy(ex)
+    stream = StreamCalls(every64, pool, segment_windows=64)  # type: ignore[arg-type]
+    for _ in range(24):
+        stream()
+    assert stream.period == 8 and every64.choices == [0, 8, 16] and not every64.looks
     single = _Spy(ex)
     stream = StreamCalls(single, pool.reshape(16, 3, 4096))  # type: ignore[arg-type]
-    for _ in range(130):
+    for _ in range(200):
         stream()
-    assert stream.period == 64 and single.choices == [0, 64, 128]
+    assert stream.period == 1024 and single.choices == [0, 64, 192]
 
 
 def test_bench_windows_run_at_speeds_the_search_finds_and_that_differ() -> None:
@@ -95,4 +108,9 @@ def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
         assert out[key] > 0 and len(out[f"{key}_spread"]) == 2
         assert out[f"{key}_extract_us_per_window"] > 0 and out[f"{key}_rfft_us_per_window"] > 0
         assert key in out["notes"]
-    assert set(out["dsp_variants"]) == {"fixed_band", "fixed_speed_fixed_band"}
+    assert set(out["dsp_variants"]) == {
+        "fixed_band",
+        "fixed_speed_fixed_band",
+        "segment_start",
+        "band_every_64_windows",
+    }

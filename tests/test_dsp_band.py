@@ -17,14 +17,19 @@ import scipy.fft as sfft
 
 from pdm.dsp.bearings import BearingGeometry, lookup_bearing
 from pdm.dsp.envelope import (
+    BAND_FIRST_WINDOWS,
+    BAND_LOOK_WINDOWS,
+    BAND_MAX_WINDOWS,
     HYSTERESIS_DB,
     LINES_MIN_DB,
     SK_NOISE_VARIANCE,
     SK_Z_MIN,
     TIE_DB,
     BandChoice,
+    BandSchedule,
     BandScorer,
     BandScores,
+    band_holds,
     candidate_bands,
     select_band,
 )
@@ -166,6 +171,89 @@ def test_select_band_table(case, s, previous, band, criterion) -> None:
     assert (HYSTERESIS_DB, TIE_DB, LINES_MIN_DB, SK_Z_MIN) == (4.0, 2.0, 12.0, 8.0)  # written for
 
 
+# --------------------------------------------------------------------------- when to choose again
+
+
+@pytest.mark.parametrize(
+    ("case", "chosen", "later", "holds"),
+    [
+        # band 1, chosen by its lines at 16 dB on levels [30, 10, 6]
+        ("steady", ("lines", 16.0), scores([31, 11, 5], [1, 1, 1], [5, 15, 5]), True),
+        # the levels may wander by under the hysteresis, the lines down to 12 − 4 dB
+        ("wander", ("lines", 16.0), scores([33.9, 7, 2.5], [1, 1, 1], [5, 8.1, 5]), True),
+        # a band elsewhere rose (or fell) by the hysteresis: the spectrum changed
+        ("level rose", ("lines", 16.0), scores([30, 10, 10], [1, 1, 1], [5, 16, 5]), False),
+        ("level fell", ("lines", 16.0), scores([26, 10, 6], [1, 1, 1], [5, 16, 5]), False),
+        # the band's own lines fell under what select_band holds a band by
+        ("lines lost", ("lines", 16.0), scores([30, 10, 6], [1, 1, 1], [5, 7.9, 5]), False),
+        # chosen by energy: lines or significant kurtosis above the floor appear in it
+        ("lines came", ("energy", 10.0), scores([30, 10, 6], [1, 1, 1], [5, 12, 5]), False),
+        ("impacts came", ("energy", 10.0), scores([30, 10, 6], [1, 9, 1], [5, 5, 5]), False),
+        ("energy steady", ("energy", 10.0), scores([30, 10, 6], [1, 7, 1], [5, 11, 5]), True),
+        # chosen as impulsive: held while its kurtosis stays over half the threshold ...
+        ("impulsive", ("impulsive", 13.0), scores([30, 10, 6], [1, 4.5, 1], [5, 5, 5]), True),
+        ("sk lost", ("impulsive", 13.0), scores([30, 10, 6], [1, 3.5, 1], [5, 5, 5]), False),
+        # ... unless lines appear in it
+        ("lines too", ("impulsive", 13.0), scores([30, 10, 6], [1, 20, 1], [5, 13, 5]), False),
+        # a choice made on a window with nothing to judge by
+        ("none", ("none", -np.inf), scores([30, 10, 6], [1, 1, 1], [5, 5, 5]), False),
+    ],
+)
+def test_band_holds_table(case, chosen, later, holds) -> None:
+    ref = scores([30, 10, 6], [1, 1, 1], [5, 16, 5]).level_db
+    choice = BandChoice(BANDS[1], chosen[0], chosen[1], ref)
+    assert band_holds(later, choice) is holds, case
+
+
+def test_band_schedule_doubles_while_the_band_holds_and_starts_again_when_it_moves() -> None:
+    """Choices at a segment's first window, then 64, 128, … 1024 windows apart while each
+    keeps the band; a moved band, a look that finds it changed, or a new segment start
+    again from 64 (never more often than every 64 windows). Windows come 8 a pass."""
+    a, b = BandChoice(BANDS[0], "lines", 20.0), BandChoice(BANDS[1], "lines", 30.0)
+    assert (BAND_FIRST_WINDOWS, BAND_MAX_WINDOWS, BAND_LOOK_WINDOWS) == (64, 1024, 128)
+
+    def run(s: BandSchedule, windows: int, pick=a, holds=lambda age: True):
+        chosen, looks = [], []
+        for w in range(0, windows, 8):
+            if s.due:
+                chosen.append(w)
+                s = s.chose(pick, 8)
+            else:
+                s = s.aged(8)
+                if s.look_due:
+                    looks.append(w)
+                    s = s.looked_at(holds(w))
+        return s, chosen, looks
+
+    s, chosen, looks = run(BandSchedule(), 4096)
+    assert chosen == [0, 64, 192, 448, 960, 1984, 3008, 4032]
+    assert all(b - a >= BAND_LOOK_WINDOWS for a, b in itertools.pairwise(looks))
+    assert not [w for w in looks if any(0 <= c - w < BAND_FIRST_WINDOWS for c in chosen)]
+    # the band moves at every choice: never more often than every 64 windows
+    flip = iter([a, b] * 100)
+    s2 = BandSchedule()
+    times = []
+    for w in range(0, 1024, 8):
+        if s2.due:
+            times.append(w)
+            s2 = s2.chose(next(flip), 8)
+        else:
+            s2 = s2.aged(8)
+    assert times == list(range(0, 1024, 64))
+    # a look that finds the band changed at window 3200 brings the choice forward to 3072
+    # (64 after the last, 3008): at once, the next pass
+    _s, chosen, looks = run(BandSchedule(), 4096, holds=lambda w: w < 3200)
+    assert (
+        chosen[:7] == [0, 64, 192, 448, 960, 1984, 3008]
+        and chosen[7] == min(w for w in looks if w >= 3200) + 8
+    )
+    # a new segment chooses on its first window (the choice in force its reference) ...
+    seg = s.new_segment()
+    assert seg.due and seg.choice is a
+    _s, chosen, _ = run(seg, 512)
+    assert chosen == [0, 64, 192, 448]  # ... and the doubling starts again
+
+
 def test_kurtotic_spikes_at_the_floor_do_not_take_the_band() -> None:
     """Sparse one-sample spikes (an ADC glitch, electrical interference) are very kurtotic
     wherever nothing else is: spectral kurtosis alone chose such bands on the CWRU 48 kHz
@@ -270,29 +358,79 @@ def test_healthy_noise_gives_no_lines_and_a_steady_band() -> None:
     assert len(bands) <= 2
 
 
-def test_stream_keeps_its_band_and_hands_the_state_on() -> None:
-    """FeatureStream re-chooses every auto_band_refresh windows with the previous choice as
-    hysteresis: on a steady fault the band never moves; every frame carries the state."""
+def _stream_frames(x: np.ndarray, fs: float, window: int = 4096) -> list[FeatureFrame]:
     from pdm.config import pipeline_from_flags
     from pdm.processing import FeatureStream
     from pdm.sources.base import Chunk
 
-    fs, rpm = 25600.0, 1480.0
-    pl = pipeline_from_flags(fs=fs, columns=["x"], window=4096, overlap=0.5, rpm=rpm,
+    pl = pipeline_from_flags(fs=fs, columns=["x"], window=window, overlap=0.5, rpm=1480.0,
                              bearing="6205", envelope_band="auto")  # fmt: skip
-    spec = SimSpec(fs=fs, duration_s=20.0, rpm=rpm, channels=("x",), seed=4, resonance_hz=7000.0,
-                   faults=(FaultSpec("bpfo", 0.4),))  # fmt: skip
-    x = simulate(spec)
     stream = FeatureStream(pl, fs)
-    assert stream.extractor.auto_band_refresh == 64
-    frames = [wf.features for wf in stream.feed([Chunk(x, fs, 0.0, ("x",))])]
-    assert len(frames) > 3 * 64
+    return [wf.features for wf in stream.feed([Chunk(x, fs, 0.0, ("x",))])]
+
+
+def _choices(frames: list[FeatureFrame]) -> list[int]:
+    """Windows on which the stream chose (each choice is a new state)."""
+    return [
+        i for i, f in enumerate(frames) if i == 0 or f.band_choice is not frames[i - 1].band_choice
+    ]
+
+
+def test_stream_keeps_its_band_and_hands_the_state_on() -> None:
+    """FeatureStream chooses on a segment's first window and confirms at 64, 192, 448 … with
+    the previous choice as hysteresis: on a steady fault the band never moves, no look finds
+    it changed; every frame carries the state."""
+    fs = 25600.0
+    spec = SimSpec(fs=fs, duration_s=40.0, rpm=1480.0, channels=("x",), seed=4,
+                   resonance_hz=7000.0, faults=(FaultSpec("bpfo", 0.4),))  # fmt: skip
+    frames = _stream_frames(simulate(spec), fs)
+    assert len(frames) > 448
+    assert _choices(frames) == [0, 64, 192, 448]
     assert {f.envelope_band_key for f in frames} == {frames[0].envelope_band_key}
     assert all(
         f.band_choice is not None and f.band_choice.band == f.envelope_band_key for f in frames
     )
     lo, hi = frames[0].envelope_band_hz
     assert lo <= 7000.0 <= hi
+
+
+@pytest.mark.parametrize(("resonance", "deadline"), [(3500.0, 511 + 2 * 128 + 8), (9000.0, 960)])
+def test_a_fault_that_starts_mid_segment_takes_the_band(resonance, deadline) -> None:
+    """A healthy machine (band chosen by energy, confirmed at 64, 192, 448), then an
+    outer-race fault ringing a resonance (impacts 0.3 g in 0.05 g of noise) from window 511,
+    63 windows after a confirmation; the stream moves to a band that holds the resonance,
+    chosen by its lines:
+
+    * at 3.5 kHz a look at the band in force finds it changed (its level or lines moved by
+      the hysteresis) and the band moves within two looks of the onset;
+    * at 9 kHz the looks mostly pass (a look is one window's evidence, and the fault raises
+      no band's level by 4 dB: 2–3 dB at 16384 samples), and the band moves by the next
+      scheduled choice, window 960 — the price of choosing the band per segment; a choice
+      every 64 windows (the former policy) found it within 64, here at window 512.
+    """
+    fs, n = 25600.0, 4096
+    sims = [
+        simulate(SimSpec(fs=fs, duration_s=d, rpm=1480.0, channels=("x",), seed=seed,
+                         resonance_hz=resonance, noise_rms_g=0.05, faults=faults))
+        for d, seed, faults in (
+            (41.0, 1, (FaultSpec("unbalance", 0.2),)),
+            (40.0, 2, (FaultSpec("unbalance", 0.2), FaultSpec("bpfo", 0.3))),
+        )
+    ]  # fmt: skip
+    frames = _stream_frames(np.concatenate(sims), fs, n)
+    onset = (len(sims[0]) - n) // (n // 2) + 1  # the first window holding faulty samples
+    assert onset == 511 and len(frames) > deadline
+    chosen = _choices(frames)
+    assert [i for i in chosen if i < onset] == [0, 64, 192, 448]
+    assert all(frames[i].band_choice.criterion != "lines" for i in chosen if i < onset)  # type: ignore[union-attr]
+
+    def holds_the_fault(i: int) -> bool:
+        lo, hi = frames[i].envelope_band_hz
+        return frames[i].band_choice.criterion == "lines" and lo <= resonance <= hi  # type: ignore[union-attr]
+
+    moved = next(i for i in chosen if i >= onset and holds_the_fault(i))
+    assert moved <= deadline
+    assert all(holds_the_fault(i) for i in range(moved, len(frames)))
 
 
 # --------------------------------------------------------------------------- CWRU recordings
@@ -338,3 +476,22 @@ def test_cwru_healthy_recording_keeps_one_band_above_the_floor(cwru, rate) -> No
     changes = sum(a.band != b.band for a, b in itertools.pairwise(choices) if a and b)
     assert changes <= 2  # over ~20 choices, each as the stream makes one every 64 windows
     assert all(c is not None and c.band[0] < 6000.0 for c in choices)
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("rate", ["de48k", "de12k"])
+@pytest.mark.parametrize("name", ["OR007at6_0hp", "IR007_0hp", "B007_0hp", "normal_0hp*"])
+def test_cwru_the_band_in_force_holds_at_every_look(cwru, rate, name) -> None:
+    """A stream keeps the band its segment's first window chose as long as looks find it
+    holding (BandSchedule): on every window of each steady recording, it does — no choice
+    is brought forward by the recordings' own wander."""
+    fs, n = (48000.0, 16384) if rate == "de48k" else (12000.0, 8192)
+    path = next((cwru / rate).glob(f"{name}.csv"))
+    x = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0, dtype=np.float32)
+    fx = FeatureExtractor(fs, n, [ChannelSpec("DE_g", B6205)], rpm_range=(1700.0, 1850.0),
+                          envelope_band_hz="auto")  # fmt: skip
+    first = fx.extract(x[None, :n]).band_choice
+    assert first is not None
+    for i in range(n // 2, len(x) - n + 1, n // 2):
+        frame = fx.extract(x[None, i : i + n], envelope_band_hz=first.band, band_state=first)
+        assert fx.band_holds(frame), (i, first)

@@ -85,6 +85,24 @@ def _content(store: HistoryStore) -> dict[str, Any]:
     }
 
 
+def _wait_for_first_rows(url: str, sqlite_file: Path | None, timeout: float = 60.0) -> None:
+    """Until a replay has stored its first feature rows: its start (imports, the DSP
+    kernels loaded from numba's cache) takes 1–3 s, more on a loaded machine, so a stop at
+    a fixed time could come before anything was written. (A SQLite file is not opened
+    before the replay made it, so that this does not create it.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sqlite_file is None or sqlite_file.exists():
+            try:
+                with open_store(url) as st:
+                    if st.count("features", MACHINE) > 0:
+                        return
+            except Exception:  # the replay has not made its tables yet
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no feature rows in {url} after {timeout} s")
+
+
 def _reference(store_url: str, tmp_path: Path) -> dict[str, Any]:
     code, summary, err = _finish(_replay(store_url, tmp_path / "ref-data"))
     assert code == 0, err
@@ -141,8 +159,9 @@ def test_stopped_replay_resumes_to_the_same_history(
     ref_url, url, _server = _stores(kind, tmp_path, request)
     ref = _reference(ref_url, tmp_path)
     data = tmp_path / "data"
-    proc = _replay(url, data, "--speed", "2")  # 6 s of wall time
-    time.sleep(3)
+    proc = _replay(url, data, "--speed", "2")  # 6 s of wall time once started
+    _wait_for_first_rows(url, tmp_path / "test.db" if kind == "sqlite" else None)
+    time.sleep(1.5)  # a checkpoint is saved every second (pdm/replay.py): at least one by then
     assert proc.poll() is None
     proc.send_signal(sig)
     code, summary, err = _finish(proc)

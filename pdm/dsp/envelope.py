@@ -24,19 +24,22 @@ Its amplitude scaling follows :mod:`pdm.dsp.spectrum` with ``n = M`` and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
+from pdm.dsp.kernels import envelope_less_mean
 from pdm.dsp.spectrum import squared_parts
 
 __all__ = [
     "BandChoice",
+    "BandSchedule",
     "BandScorer",
     "BandScores",
     "EnvelopePlan",
+    "band_holds",
     "candidate_bands",
     "envelope_power",
     "plan_envelope",
@@ -121,15 +124,13 @@ def envelope_power(
     """
     # never overwrite_x here: the slice is a view into the caller's spectrum.
     z = sfft.ifft(x_spec[:, plan.k1 : plan.k2], n=plan.m, axis=-1)
-    env = np.abs(z)
     # The envelope is w·a(t): its mean shows as the Hann kernel at bins 0 and ±1, half
     # the mean envelope at bin 1, which would swamp the lowest defect lines (FTF).
-    # Removing mean(a)·w takes exactly that out and leaves the modulation alone.
-    hann_m = _hann_cache(plan.m)
-    mean_a = env.sum(axis=-1, keepdims=True) * (2.0 / plan.m)
-    env -= mean_a * hann_m
+    # Removing mean(a)·w takes exactly that out and leaves the modulation alone (before
+    # the transform, so that the large mean adds no float32 rounding to the lines).
+    env = envelope_less_mean(z.astype(np.complex64, copy=False), _hann_cache(plan.m))
     e = sfft.rfft(env, axis=-1, overwrite_x=True)[:, : plan.n_env_bins]
-    return squared_parts(np.ascontiguousarray(e, dtype=np.complex64))
+    return squared_parts(e.astype(np.complex64, copy=False))
 
 
 _HANN: dict[int, npt.NDArray[np.float32]] = {}
@@ -259,11 +260,15 @@ class BandChoice:
         (significant spectral kurtosis) or ``"energy"`` (neither: the band with most
         signal above the floor); ``"none"`` when the window gave nothing to judge by
     score_db : the band's score by that criterion at the last evaluation, dB
+    level_db : (n_rows, n_bands) every candidate's level over the floor in the window the
+        choice was judged on (:attr:`BandScores.level_db`): what :func:`band_holds` compares
+        later windows with; None when that window gave nothing to judge by
     """
 
     band: tuple[float, float]
     criterion: str
     score_db: float
+    level_db: npt.NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +384,8 @@ class BandScorer:
         x_spec: npt.NDArray[np.complexfloating],
         line_bins: npt.NDArray[np.float64] | None = None,
         slip: float = 0.03,
+        *,
+        only: int | None = None,
     ) -> BandScores:
         """Score every candidate on one window.
 
@@ -388,33 +395,23 @@ class BandScorer:
         line_bins : (n_rows, n_families, n_harmonics) line frequencies in bins
             (``f / (fs/n)``), NaN where a row has none; None to skip the lines
         slip : lines are searched within ± this fraction of their frequency
+        only : a candidate's index: every band's level is measured, but the spectral
+            kurtosis and the lines of that band alone (the others NaN) — the same numbers
+            as scoring them all, for the cost of one band's transforms
         """
         x_spec = np.asarray(x_spec)
         n_rows = x_spec.shape[0]
-        cuts = self._cuts
-        head = x_spec[:, : cuts[-1]]
-        p = head.real * head.real
-        p += head.imag * head.imag
-        cum = np.zeros((n_rows, len(cuts)))
-        np.cumsum(np.add.reduceat(p, cuts[:-1], axis=1, dtype=np.float64), axis=1, out=cum[:, 1:])
-        e = self._floor_at
-        blocks = (cum[:, e[1:]] - cum[:, e[:-1]]) / np.diff(self._floor_edges)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # Silent blocks (a pure tone, a zero-padded window) are -inf dB; their percentiles
-            # may be NaN, which fails every gate below as intended.
-            blocks_db = 10.0 * np.log10(blocks)
-            q10, q50 = _percentiles(blocks_db, (10.0, 50.0))
-        floor = 10.0 ** (q50 / 10.0)
-        gate_db = np.maximum(FLOOR_GATE_MIN_DB, FLOOR_GATE_SIGMAS * (q50 - q10) / 1.2816)
-        level = (cum[:, self._k2_at] - cum[:, self._k1_at]) / self._nb
+        level, floor, gate_db = self._levels(x_spec)
         with np.errstate(divide="ignore", invalid="ignore"):
             level_db = 10.0 * np.log10(level / floor[:, None])
             excess_db = 10.0 * np.log10((level / floor[:, None] - 1.0) * self._nb)
-        sk = np.empty((n_rows, len(self.bands)))
+        sk = np.full((n_rows, len(self.bands)), np.nan)
         gather = None if line_bins is None else self._line_gather(line_bins, slip)
         # (rows, envelope bins, bands): each line's search gathers its bins for all bands at once
-        power = None if gather is None else np.empty((n_rows, self.n_env, len(self.bands)))
-        for g in self._groups:
+        groups = self._groups if only is None else (self._alone(only),)
+        scored = len(self.bands) if only is None else 1
+        power = None if gather is None else np.empty((n_rows, self.n_env, scored))
+        for g in groups:
             run = x_spec[:, g.start : g.start + g.count * g.nb].reshape(n_rows, g.count, g.nb)
             m = g.m_sk if gather is None else g.m_env
             z = sfft.ifft(run, n=m, axis=-1)  # (rows, bands, m)
@@ -430,13 +427,42 @@ class BandScorer:
                 spec = sfft.rfft(env, axis=-1, overwrite_x=True)[..., : self.n_env]
                 sq = spec.real * spec.real
                 sq += spec.imag * spec.imag
-                power[:, :, g.index] = sq.transpose(0, 2, 1)
+                power[:, :, g.index if only is None else slice(0, 1)] = sq.transpose(0, 2, 1)
         sk_z = sk / self._sk_sd
-        if power is None or gather is None:
-            lines_db = np.full((n_rows, len(self.bands)), np.nan)
-        else:
-            lines_db = self._prominence(power, gather)
+        lines_db = np.full((n_rows, len(self.bands)), np.nan)
+        if power is not None and gather is not None:
+            lines_db[:, slice(None) if only is None else [only]] = self._prominence(power, gather)
         return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db)
+
+    def _alone(self, b: int) -> _Group:
+        """Band ``b`` as a group of its own, transformed at its width's lengths."""
+        width = int(self._k2[b] - self._k1[b])
+        g = next(g for g in self._groups if g.nb == width)
+        return _Group(np.array([b]), int(self._k1[b]), 1, width, g.m_sk, g.m_env)
+
+    def _levels(
+        self, x_spec: npt.NDArray[np.complexfloating]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each candidate's mean power per bin (n_rows, n_bands), each row's floor and its
+        gate (dB), from the power between the cut points."""
+        n_rows = x_spec.shape[0]
+        cuts = self._cuts
+        head = x_spec[:, : cuts[-1]]
+        p = head.real * head.real
+        p += head.imag * head.imag
+        cum = np.zeros((n_rows, len(cuts)))
+        np.cumsum(np.add.reduceat(p, cuts[:-1], axis=1, dtype=np.float64), axis=1, out=cum[:, 1:])
+        e = self._floor_at
+        blocks = (cum[:, e[1:]] - cum[:, e[:-1]]) / np.diff(self._floor_edges)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Silent blocks (a pure tone, a zero-padded window) are -inf dB; their percentiles
+            # may be NaN, which fails every gate as intended.
+            blocks_db = 10.0 * np.log10(blocks)
+            q10, q50 = _percentiles(blocks_db, (10.0, 50.0))
+        floor = 10.0 ** (q50 / 10.0)
+        gate_db = np.maximum(FLOOR_GATE_MIN_DB, FLOOR_GATE_SIGMAS * (q50 - q10) / 1.2816)
+        level = (cum[:, self._k2_at] - cum[:, self._k1_at]) / self._nb
+        return level, floor, gate_db
 
     def _line_gather(self, line_bins: npt.NDArray[np.float64], slip: float) -> _Gather:
         """Envelope bins to read for each line: its search range (with a mask for the
@@ -576,11 +602,149 @@ def select_band(
     top = np.max(score, initial=-np.inf, where=np.isfinite(score))
     if i >= 0 and held[tier][i] >= top - hysteresis_db:
         return BandChoice(
-            previous.band if previous else scores.bands[i], CRITERIA[tier], float(held[tier][i])
+            previous.band if previous else scores.bands[i],
+            CRITERIA[tier],
+            float(held[tier][i]),
+            scores.level_db,
         )
     as_good = np.isfinite(score) & (score >= top - tie_db)
     excess = _nanmax(scores.excess_db, axis=0)
     best = int(np.argmax(np.where(as_good & np.isfinite(excess), excess, -np.inf)))
     if not as_good[best]:  # no excess power anywhere (a flat spectrum): the best score
         best = int(np.argmax(np.where(as_good, score, -np.inf)))
-    return BandChoice(scores.bands[best], CRITERIA[tier], float(score[best]))
+    return BandChoice(scores.bands[best], CRITERIA[tier], float(score[best]), scores.level_db)
+
+
+# --------------------------------------------------------------------------- when to choose again
+#
+# The resonance that carries a bearing's impacts is a property of the machine and its mounting:
+# it does not move from window to window, so the band is a segment's decision, not a window's.
+# A stream chooses it on a segment's first window and confirms it after 64 windows, then after
+# 128, 256, 512 and 1024 more while each confirmation keeps the band, and every 1024 windows
+# from then on; a choice that moves the band starts the doubling again at 64. Between choices
+# the band in force is looked at on one window in every 128, for the price of one band's
+# transforms (:func:`band_holds`): when the spectrum or the band's evidence has changed as
+# much as a choice's hysteresis, the next choice comes 64 windows after the last one (at
+# once if that is past). A stream thus never chooses more often than every 64 windows — the rate every choice
+# was made at before, and the most the new policy can cost — and answers a change it sees as
+# fast as that rate did.
+
+#: Windows from a segment's first choice (or one that moved the band) to its confirmation.
+BAND_FIRST_WINDOWS = 64
+#: The longest interval between two choices, windows (5.5 min at 25.6 kHz, 16384 samples,
+#: 50 % overlap): a change that none of the watched figures shows is found within it.
+BAND_MAX_WINDOWS = 1024
+#: Windows between two looks at the band in force (:func:`band_holds`): a look costs half a
+#: batched FFT of 8 windows, a choice 3.5 (25.6 kHz, 3 × 16384 samples).
+BAND_LOOK_WINDOWS = 128
+
+
+def band_holds(
+    scores: BandScores,
+    choice: BandChoice,
+    *,
+    hysteresis_db: float = HYSTERESIS_DB,
+    sk_z_min: float = SK_Z_MIN,
+    lines_min_db: float = LINES_MIN_DB,
+) -> bool:
+    """Whether the band in force still stands as it was chosen, judged on a later window's
+    ``scores`` (every band's level; the spectral kurtosis and lines of ``choice.band`` at
+    least: :class:`BandScorer` with ``only``). A pure function.
+
+    False — choose again — when:
+
+    * the spectrum's shape changed: a candidate's level over the floor (any row) moved by
+      the hysteresis a better band must show (``hysteresis_db``; one window's scores are no
+      more precise than that) from where it stood at the choice (``choice.level_db``; the
+      levels wander by under 3 dB over whole steady recordings, CWRU and simulated);
+    * the band lost the criterion it was chosen by, as :func:`select_band` holds it: its
+      lines under ``lines_min_db − hysteresis_db``, its spectral kurtosis under
+      ``sk_z_min / 2`` (not its score against the choice's: the band won on its best
+      window among many, and reads a few dB lower on the next ones);
+    * the band now meets a stronger criterion than it was chosen by: its defect lines reach
+      ``lines_min_db``, or (chosen by energy) it rises above the floor with significant
+      spectral kurtosis — a fault may have started, and another band may show it better.
+    """
+    if choice.criterion not in CRITERIA or choice.band not in scores.bands:
+        return False  # chosen on a window with nothing to judge by
+    i = scores.bands.index(choice.band)
+    if choice.level_db is not None and choice.level_db.shape == scores.level_db.shape:
+        with np.errstate(invalid="ignore"):
+            moved = np.abs(scores.level_db - choice.level_db)
+        if np.any(moved >= hysteresis_db):  # NaN (a silent band) compares False
+            return False
+    lines = _nanmax(scores.lines_db[:, i], axis=0)
+    sk_z = scores.sk_z[:, i]
+    if choice.criterion == "lines":
+        return bool(lines >= lines_min_db - hysteresis_db)
+    if lines >= lines_min_db:
+        return False
+    if choice.criterion == "impulsive":
+        return bool(np.any(sk_z >= sk_z_min / 2))
+    return not bool(np.any((scores.level_db[:, i] >= scores.gate_db) & (sk_z >= sk_z_min)))
+
+
+@dataclass(frozen=True, slots=True)
+class BandSchedule:
+    """When a stream chooses its automatic band again: a pure step with explicit state.
+
+    Attributes
+    ----------
+    choice : the band in force and why (None: nothing chosen yet)
+    age : windows demodulated since the last choice (that choice's own included)
+    interval : the age at which the band is chosen again
+    confirmed : choices in a row that kept the band since a segment's first
+    looked : the age at the last look at the band (:func:`band_holds`)
+    """
+
+    choice: BandChoice | None = None
+    age: int = 0
+    interval: int = 0
+    confirmed: int = 0
+    looked: int = 0
+
+    @property
+    def due(self) -> bool:
+        """Choose on the next window (else demodulate ``choice.band``)."""
+        return self.choice is None or self.age >= self.interval
+
+    @property
+    def look_due(self) -> bool:
+        """Look at the band in force now (:meth:`looked_at`): only while the next choice is
+        further than a first interval away."""
+        return (
+            self.choice is not None
+            and self.interval - self.age > BAND_FIRST_WINDOWS
+            and self.age - self.looked >= BAND_LOOK_WINDOWS
+        )
+
+    def chose(self, choice: BandChoice | None, windows: int) -> BandSchedule:
+        """After a pass of ``windows`` windows that chose ``choice``: the band is confirmed
+        when it stays (the next choice twice as far, up to :data:`BAND_MAX_WINDOWS`), else
+        confirmed again after :data:`BAND_FIRST_WINDOWS`."""
+        kept = (
+            self.choice is not None
+            and choice is not None
+            and choice.band == self.choice.band
+            and choice.criterion in CRITERIA  # not a window with nothing to judge by
+            and self.interval > 0  # not a segment's first choice
+        )
+        confirmed = self.confirmed + 1 if kept else 0
+        interval = min(BAND_FIRST_WINDOWS << confirmed, BAND_MAX_WINDOWS)
+        return BandSchedule(choice, windows, interval, confirmed, 0)
+
+    def aged(self, windows: int) -> BandSchedule:
+        """After a pass of ``windows`` windows in the band in force."""
+        return replace(self, age=self.age + windows)
+
+    def looked_at(self, holds: bool) -> BandSchedule:
+        """After a look: when the band no longer holds, the next choice comes
+        :data:`BAND_FIRST_WINDOWS` after the last one (at once if that is past)."""
+        if holds:
+            return replace(self, looked=self.age)
+        return replace(self, looked=self.age, interval=BAND_FIRST_WINDOWS, confirmed=0)
+
+    def new_segment(self) -> BandSchedule:
+        """A new segment (a gap, a restart): choose on its first window, the choice in force
+        kept as the hysteresis' reference."""
+        return BandSchedule(self.choice)

@@ -44,31 +44,37 @@ import scipy.fft as sfft
 from pdm.dsp.bearings import DEFECTS, BearingGeometry
 from pdm.dsp.envelope import (
     BandChoice,
+    BandSchedule,
     BandScorer,
     EnvelopePlan,
+    band_holds,
     candidate_bands,
     envelope_power,
     plan_envelope,
     select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
+from pdm.dsp.kernels import moments_windowed, shaft_speeds_hz
 from pdm.dsp.spectrum import (
     ToneSearch,
     band_weights,
     hann,
-    interpolate_peak,
     power_from_parts,
     rfft_freqs,
     squared_parts,
 )
 from pdm.dsp.windows import MAX_ABS_G
 
-__all__ = ["ChannelSpec", "FeatureExtractor", "FeatureFrame", "extract_many", "feature_names"]
+__all__ = [
+    "ChannelSpec",
+    "FeatureExtractor",
+    "FeatureFrame",
+    "compile_kernels",
+    "extract_many",
+    "feature_names",
+]
 
 STANDARD_G = 9.80665  # m/s² per g
-#: Rows whose time-domain passes run together (4 × 64 kB windows of 16384 samples stay in
-#: a core's L2 cache; a whole batch did not).
-_CHUNK_ROWS = 4
 _SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
 ORDERS: tuple[tuple[str, float], ...] = (
     ("order_0_5x_g", 0.5),
@@ -226,10 +232,10 @@ class FeatureExtractor:
     bands : extra ``(name, low_hz, high_hz)`` bands for band RMS
     iso_group, foundation : ISO 10816-3 machine group (1, 2) and foundation
     orders_tolerance : order lines are searched within ± this fraction (≥ 1 bin)
-    auto_band_refresh : in ``auto`` mode, windows between two choices of the band by a
-        stream (:class:`pdm.processing.FeatureStream`): a choice costs about as much as
-        ten windows' features in a batch (three or four alone), so every 64 windows
-        adds ~15 % (measured in docs/pipelines)
+
+    In ``auto`` mode a stream chooses the band when :class:`~pdm.dsp.envelope.BandSchedule`
+    says so (:class:`pdm.processing.FeatureStream`), and demodulates the band in force in
+    between: a choice costs about as much as three batched FFTs of 8 windows.
 
     Examples
     --------
@@ -257,7 +263,6 @@ class FeatureExtractor:
         iso_group: int = 2,
         foundation: str = "rigid",
         orders_tolerance: float = 0.02,
-        auto_band_refresh: int = 64,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"{fs=} must be > 0")
@@ -278,7 +283,6 @@ class FeatureExtractor:
         self.orders_tolerance = float(orders_tolerance)
         self.iso_group = iso_group
         self.foundation = foundation
-        self.auto_band_refresh = int(auto_band_refresh)
         self.band_names = tuple(b[0] for b in bands)
         self.names = feature_names(self.band_names)
 
@@ -287,7 +291,6 @@ class FeatureExtractor:
         self.sum_w2 = float(np.sum(self.window.astype(np.float64) ** 2))
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
-        self._ones = np.ones(n, dtype=np.float32)
         self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
@@ -321,8 +324,7 @@ class FeatureExtractor:
         # Rows repeated: the weights apply to squared real and imaginary parts alike.
         self._band_w = np.repeat(np.stack(cols, axis=1).astype(np.float32), 2, axis=0)
         self._n_bands = self._band_w.shape[1]
-        # The squared parts some band weighs: the others are never squared (see
-        # _band_mean_squares).
+        # The squared parts some band weighs: the others are never squared.
         used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
         self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
 
@@ -382,6 +384,17 @@ class FeatureExtractor:
         if self._fixed_band is not None:
             self.plan_for(self._fixed_band)  # validate now, not at the first window
         self._nominal_rpm = nominal
+        # The speed search's harmonics and the bins each is searched in (h, first, last).
+        ranges = []
+        if rpm_range is not None:
+            lo_hz, hi_hz = rpm_range[0] / 60.0, rpm_range[1] / 60.0
+            k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
+            for h in (1, 2, 3):
+                k_lo = max(1, math.floor(h * lo_hz / self.df))
+                k_hi = min(k_max - 1, math.ceil(h * hi_hz / self.df))
+                if k_hi >= k_lo:
+                    ranges.append((h, k_lo, k_hi))
+        self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
         # What decides every computed number but the bearings' lines (see batch_key).
         self._batch_key: tuple[object, ...] | None = None
         if rpm is not None and self._fixed_band is not None:
@@ -437,6 +450,27 @@ class FeatureExtractor:
         scores = self._band_scorer(x_spec, line_bins, self.slip_tolerance)
         return select_band(scores, previous)
 
+    def band_holds(self, frame: FeatureFrame) -> bool:
+        """Whether the band in force (``frame.band_choice``) still stands, judged on
+        ``frame``'s window by :func:`~pdm.dsp.envelope.band_holds`: every candidate's level
+        and that band's own spectral kurtosis and lines, for the cost of its own transforms
+        (a seventh of a choice's; see :class:`~pdm.dsp.envelope.BandSchedule`). True when
+        there is nothing to judge (a fixed band, an invalid window)."""
+        choice = frame.band_choice
+        if self._band_scorer is None or choice is None or not frame.valid:
+            return True
+        bands = self._band_scorer.bands
+        if choice.band not in bands:
+            return False
+        shaft_hz = frame.shaft_speed_rpm / 60.0
+        line_bins = None
+        if self._has_bearing and math.isfinite(shaft_hz):
+            line_bins = self._line_mult * (shaft_hz / self.df)
+        scores = self._band_scorer(
+            frame.spectrum, line_bins, self.slip_tolerance, only=bands.index(choice.band)
+        )
+        return band_holds(scores, choice)
+
     def extract(
         self,
         x: npt.ArrayLike,
@@ -451,9 +485,9 @@ class FeatureExtractor:
         ----------
         x : (n_channels, n) acceleration in g (float32 is fastest)
         envelope_band_hz : the band to demodulate in ``auto`` mode (a band an earlier
-            :meth:`choose_band` gave: the streaming runner re-chooses every
-            ``auto_band_refresh`` windows); when None in ``auto`` mode it is
-            chosen from this window.
+            :meth:`choose_band` gave: a stream chooses again when its
+            :class:`~pdm.dsp.envelope.BandSchedule` says so); when None in ``auto`` mode
+            it is chosen from this window.
         band_state : in ``auto`` mode, the automatic band's state (hysteresis): the
             previous choice when the band is chosen here, else handed on to the frames
         stage_s : when given, the seconds each stage of the pass took are added to it
@@ -494,6 +528,48 @@ class FeatureExtractor:
         return self._extract(
             [(self, [xs.reshape(-1, self.n)], xs.shape[0])], envelope_band_hz, band_state, stage_s
         )[0]
+
+    def extract_scheduled(
+        self,
+        windows: npt.ArrayLike | Sequence[npt.ArrayLike],
+        schedule: BandSchedule,
+        *,
+        stage_s: dict[str, float] | None = None,
+    ) -> tuple[BandSchedule, list[FeatureFrame]]:
+        """One pass of an ``auto``-band stream over consecutive windows: the band chosen on
+        the first when ``schedule`` is due, else the band in force demodulated, and looked at
+        (:meth:`band_holds`) when a look is due. Returns the schedule after the pass, and
+        the frames.
+
+        Parameters
+        ----------
+        windows : (n_windows, n_channels, n) in g, or a sequence of (n_channels, n) windows
+        schedule : the stream's :class:`~pdm.dsp.envelope.BandSchedule` before the pass
+        stage_s : as for :meth:`extract` (a look counts as ``band_choice``)
+        """
+        if isinstance(windows, np.ndarray) and windows.ndim == 3:
+            xs = np.asarray(windows, dtype=np.float32)
+            n_ch = len(self.channels)
+            if xs.shape[1:] != (n_ch, self.n):
+                raise ValueError(f"window shape {xs.shape[1:]} != (n_channels={n_ch}, n={self.n})")
+            part = (self, [xs.reshape(-1, self.n)], xs.shape[0])
+        else:
+            wins = self._checked(windows, "")  # type: ignore[arg-type]
+            part = (self, wins, len(wins))
+        choice = schedule.choice
+        if not self.auto_band:
+            return schedule, self._extract([part], None, None, stage_s)[0]
+        if schedule.due or choice is None:
+            frames = self._extract([part], None, choice, stage_s)[0]
+            return schedule.chose(frames[0].band_choice, part[2]), frames
+        frames = self._extract([part], choice.band, choice, stage_s)[0]
+        schedule = schedule.aged(part[2])
+        if schedule.look_due:
+            t = time.perf_counter()
+            schedule = schedule.looked_at(self.band_holds(frames[0]))
+            if stage_s is not None:
+                stage_s["band_choice"] = stage_s.get("band_choice", 0.0) + time.perf_counter() - t
+        return schedule, frames
 
     def extract_windows(
         self,
@@ -540,8 +616,6 @@ class FeatureExtractor:
         part's frames. ``self`` lends the scratch buffers, plans and band weights."""
         tick = _no_clock if stage_s is None else _StageClock(stage_s)
         n = self.n
-        inv_n = 1.0 / n
-        ones = self._ones
         blocks = [b for p in parts for b in p[1]]
         rows = sum(b.shape[0] for b in blocks)
         # Per row: its window's number in the whole pass, and per window its channel count.
@@ -556,57 +630,25 @@ class FeatureExtractor:
         d_all = self._buffer("d", (rows_fft, n))
         d_all[rows:] = 0.0
         d = d_all[:rows]
-        # Time-domain moments, then the window, a few rows at a time: each group's passes
-        # (mean, min, max, d = x − mean, d², three dot products, d·w) find it in cache, where
-        # the same passes over a whole batch went to memory (the stage cost 0.9 of the FFT
-        # at batch 8; chunked, 0.7). BLAS reductions (x @ ones) beat ndarray.mean by
-        # ~2x here. No copy gathers the blocks first.
-        mean = np.empty(rows, dtype=np.float32)
-        xmin = np.empty(rows, dtype=np.float32)
-        xmax = np.empty(rows, dtype=np.float32)
-        m2 = np.empty(rows, dtype=np.float32)
-        m3 = np.empty(rows, dtype=np.float32)
-        m4 = np.empty(rows, dtype=np.float32)
-        sq = self._buffer("sq", (_CHUNK_ROWS, n))
-        starts = np.cumsum([0, *(b.shape[0] for b in blocks)]).tolist()
+        # Time-domain moments and the FFT's input w·(x − mean), two compiled passes per row
+        # (pdm/dsp/kernels.py; as nine numpy passes they cost 0.7 of the FFT at batch 8).
+        # No copy gathers the blocks first.
+        m, minmax = moments_windowed([np.ascontiguousarray(b) for b in blocks], self.window, d)
+        minmax = minmax.astype(np.float64)
+        mean, m2, m3, m4 = m.T
+        xmin, xmax = minmax.T
         # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
-        # window is invalid. Such rows may overflow here (ignored: they are discarded) and
-        # are NaN from here on, so nothing below overflows or warns for them.
-        with np.errstate(over="ignore", invalid="ignore"):
-            for b, r in zip(blocks, starts, strict=False):
-                np.matmul(b, ones, out=mean[r : r + b.shape[0]])
-            # Chunks of rows across the blocks, at multiples of four from the first row: the
-            # BLAS sums of a chunk are then those of the whole pass (OpenBLAS groups rows by four).
-            j = 0
-            for c0 in range(0, rows, _CHUNK_ROWS):
-                k = min(rows, c0 + _CHUNK_ROWS)
-                r = c0
-                while r < k:  # the pieces of blocks in this chunk
-                    while starts[j + 1] <= r:
-                        j += 1
-                    e = min(k, starts[j + 1])
-                    x = blocks[j][r - starts[j] : e - starts[j]]
-                    np.minimum.reduce(x, axis=1, out=xmin[r:e])
-                    np.maximum.reduce(x, axis=1, out=xmax[r:e])
-                    np.subtract(x, mean[r:e, None] * inv_n, out=d[r:e])
-                    r = e
-                dc, q = d[c0:k], sq[: k - c0]
-                np.multiply(dc, dc, out=q)
-                np.matmul(q, ones, out=m2[c0:k])
-                np.vecdot(q, dc, out=m3[c0:k])
-                np.vecdot(q, q, out=m4[c0:k])
-                # The window goes on the mean-removed signal so DC cannot leak.
-                dc *= self.window
-            mean *= inv_n
-            m2 *= inv_n
-            m3 *= inv_n
-            m4 *= inv_n
+        # window is invalid, and its values NaN from here on, so nothing below overflows or
+        # warns for them.
+        # (Comparing and taking the maximum of NaN raise no floating-point warning.)
         finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
-        if not finite_row.all():
+        if finite_row.all():
+            valid = np.ones(n_win_all, dtype=bool)
+        else:
             bad = ~finite_row
-            d[bad] = mean[bad] = xmin[bad] = xmax[bad] = np.nan
-            m2[bad] = m3[bad] = m4[bad] = np.nan
-        valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
+            d[bad] = np.nan
+            m[bad] = minmax[bad] = np.nan
+            valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         tick("moments")
 
         # The one FFT.
@@ -719,17 +761,13 @@ class FeatureExtractor:
         return out
 
     @staticmethod
-    def _buffer(
-        name: str, shape: tuple[int, int], *, zeroed: bool = False
-    ) -> npt.NDArray[np.float32]:
+    def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
         """Scratch rows for one pass, shared by every extractor on this thread (a pass
         leaves nothing in them): grown when a pass needs more rows, never shrunk.
 
         Fresh 100+ kB temporaries per window cost more in page faults than the arithmetic
         done in them (~2x on the whole extractor), and buffers of its own per extractor
         were cold in cache whenever a service with a hundred machines came back to one.
-        With ``zeroed``, a new buffer starts as zeros: for a caller that writes only a part
-        of it, always the same part under this name, and needs the rest to stay 0.
         """
         bufs: dict[tuple[str, int], npt.NDArray[np.float32]] | None = getattr(
             _SCRATCH, "bufs", None
@@ -739,10 +777,9 @@ class FeatureExtractor:
         key = (name, shape[1])
         buf = bufs.get(key)
         if buf is None or buf.shape[0] < shape[0]:
-            # 64-byte aligned: a product of two misaligned float32 rows ran at half speed
-            # (AVX-512 loads straddling cache lines).
+            # 64-byte aligned: SIMD loads straddling cache lines ran at half speed.
             size = shape[0] * shape[1]
-            raw = (np.zeros if zeroed else np.empty)(size + 16, dtype=np.float32)
+            raw = np.empty(size + 16, dtype=np.float32)
             start = (-raw.ctypes.data % 64) // 4
             buf = bufs[key] = raw[start : start + size].reshape(shape)
         return buf[: shape[0]]
@@ -751,24 +788,14 @@ class FeatureExtractor:
         """(rows, bands) mean square in each band (velocity first): the squared parts of the
         spectrum times the band weights, one BLAS product.
 
-        Only the parts some band weighs are squared (a tenth of the spectrum for the velocity
-        band alone; the whole squared spectrum of a batch had cost 0.2 of its FFT); the others
-        stay 0 in a scratch kept for this stretch of parts, and the product runs over the
-        whole length all the same, so it sums exactly what the former product over every part
-        summed (the weights outside the bands are 0): the band features are the same to the
-        bit. A product over the weighed parts alone groups its sums otherwise and moved them
-        by an ulp, enough to move a calibration fitted on a dozen windows
-        (docs/benchmarks.md).
+        Only the parts some band weighs are squared and summed (a tenth of the spectrum for
+        the velocity band alone; the whole squared spectrum of a batch had cost 0.2 of its
+        FFT): the weights are 0 elsewhere.
         """
-        rows = spec.shape[0]
         lo, hi = self._band_sq
-        width = 2 * spec.shape[1]
-        out = np.empty((rows, self._n_bands), dtype=np.float32)
-        sq = self._buffer(f"sq_bands_{lo}_{hi}", (rows, width), zeroed=True)
         v = spec.view(np.float32)[:, lo:hi]
-        np.multiply(v, v, out=sq[:, lo:hi])
-        np.matmul(sq, self._band_w, out=out)
-        return out.astype(np.float64) * (2.0 / (self.n * self.sum_w2))
+        sq = v * v
+        return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
 
     def _find_speeds_hz(
         self, spec: npt.NDArray[np.complex64], n_ch: int
@@ -781,33 +808,13 @@ class FeatureExtractor:
         the frequency error by its order).
         """
         assert self.rpm_range is not None
-        lo_hz, hi_hz = self.rpm_range[0] / 60.0, self.rpm_range[1] / 60.0
-        n_bins = spec.shape[1]
-        k_max = min(n_bins - 2, math.ceil(3 * hi_hz / self.df) + 1)
-        head = spec[:, : k_max + 1]
-        re, im = head.real, head.imag
-        p = re * re
-        p += im * im
-        total = p.reshape(-1, n_ch, k_max + 1).sum(axis=1, dtype=np.float32)
-        ranges = []
-        for h in (1, 2, 3):
-            k_lo = max(1, math.floor(h * lo_hz / self.df))
-            k_hi = min(k_max - 1, math.ceil(h * hi_hz / self.df))
-            if k_hi >= k_lo:
-                ranges.append((h, k_lo, k_hi))
-        # A few dozen bins a window: plain Python from here beats a dozen numpy calls.
-        out = []
-        for row in total.tolist():
-            best_power, best_hz = -1.0, self._nominal_rpm / 60.0
-            for h, k_lo, k_hi in ranges:
-                seg = row[k_lo : k_hi + 1]
-                power = max(seg)
-                k = k_lo + seg.index(power)
-                f_h = (k + interpolate_peak(row[k - 1], power, row[k + 1])) * self.df / h
-                if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
-                    best_power, best_hz = power, f_h
-            out.append(best_hz)
-        return np.array(out)
+        nominal_hz = self._nominal_rpm / 60.0
+        if not len(self._speed_ranges):
+            return np.full(spec.shape[0] // n_ch, nominal_hz)
+        lo, hi = self.rpm_range
+        return shaft_speeds_hz(
+            spec, n_ch, self._speed_ranges, self.df, (lo / 60.0, hi / 60.0), nominal_hz
+        )
 
 
 def extract_many(
@@ -836,3 +843,22 @@ def extract_many(
         for j, f in zip(idx, frames, strict=True):
             out[j] = f
     return [f if f is not None else [] for f in out]
+
+
+def compile_kernels() -> None:
+    """Compile the extractor's numba kernels (:mod:`pdm.dsp.kernels`), or load them from
+    numba's cache, for the argument types a pass gives them: one small extraction with the
+    speed searched, a bearing and the automatic band, which calls every kernel.
+
+    The first process to call a kernel compiles it (seconds: ~5 s for all of them on a
+    2-core VM) and numba keeps the machine code on disk for the next; ``scripts/setup-venv.sh``
+    calls this once after an install, so that the first ``pdm-edge`` command does not pay it.
+    """
+    from pdm.dsp.bearings import lookup_bearing
+
+    n = 4096
+    ex = FeatureExtractor(
+        25600.0, n, [ChannelSpec("x", lookup_bearing("6205"))], rpm_range=(1330.0, 1630.0)
+    )
+    x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
+    ex.extract(x)

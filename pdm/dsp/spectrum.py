@@ -22,6 +22,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from pdm.dsp.kernels import tone_amplitudes
+
 __all__ = [
     "HANN_LOBE_BINS",
     "ToneSearch",
@@ -126,13 +128,6 @@ def power_from_parts(sq: npt.NDArray[np.float32]) -> F32:
     return sq[..., 0::2] + sq[..., 1::2]
 
 
-_Plan = tuple[npt.NDArray[np.intp], F32, npt.NDArray[np.bool_]]
-#: ToneSearch's gather plans (read-only once made), shared by every instance.
-_PLANS: dict[tuple[int, int, bytes, bytes, tuple[int, ...]], _Plan] = {}
-#: Flat offsets of each row, by (n_rows, row_len): a few shapes recur.
-_ROW_OFFSETS: dict[tuple[int, ...], npt.NDArray[np.intp]] = {}
-
-
 class ToneSearch:
     """Finds the strongest tone near each of several frequencies, and its amplitude.
 
@@ -143,10 +138,9 @@ class ToneSearch:
     0.1 %, on or between bins, which a single bin of a Hann spectrum does not
     (it reads up to 15 % low between bins).
 
-    Built once per extractor with the widest search it will need, so that
-    each call is a few vectorised operations whatever the targets: each target
-    gathers one contiguous run of bins (its search range and the lobe either side),
-    and the lobe sums are five shifted slices of that run added in order.
+    Built once per extractor with the widest search it will need; each call is one
+    compiled loop over the targets (:func:`pdm.dsp.kernels.tone_amplitudes`), which
+    squares only the bins the targets read.
 
     Parameters
     ----------
@@ -158,83 +152,22 @@ class ToneSearch:
     def __init__(self, n_bins: int, max_half_width: float, n: int, sum_w2: float) -> None:
         self.n_bins = n_bins
         self.width = 2 * max(1, math.ceil(max_half_width)) + 1
-        # Offsets of a run from its first candidate: every candidate position and the lobe
-        # either side of it.
-        self._run_from = np.arange(self.width + 2 * HANN_LOBE_BINS, dtype=np.intp) - HANN_LOBE_BINS
-        self._pos = np.arange(self.width, dtype=np.float64)
         self._half_cap = (self.width - 1) / 2
         self._scale = 4.0 / (n * sum_w2)
 
-    def _prepare(
-        self,
-        shape: tuple[int, ...],
-        centre_bins: npt.NDArray[np.float64],
-        half_widths: npt.NDArray[np.float64],
-    ) -> _Plan:
-        """Flat bin indices of each target's run (rows × ``row_len`` + bin), lobe-position
-        mask and validity for the targets.
-
-        ``shape`` is (n_rows, row_len) of the array gathered from. Cached by search, targets
-        and shape, for every instance alike (:data:`_PLANS`): with a fixed speed the targets
-        never change, a service's passes come in a few batch sizes, and its machines mostly
-        share their configuration. With the speed searched the targets change every window
-        and the plan is made afresh: a few small arrays, (rows, targets, width + 4) at most.
-        """
-        key = (self.n_bins, self.width, centre_bins.tobytes(), half_widths.tobytes(), shape)
-        plan = _PLANS.get(key)
-        if plan is not None:
-            return plan
-        n_rows, row_len = shape
-        half = np.minimum(np.maximum(half_widths, 1.0), self._half_cap)
-        lo = np.ceil(centre_bins - half)  # NaN centres stay NaN, and fail both tests
-        hi = np.floor(centre_bins + half)
-        valid = (lo >= 1 + HANN_LOBE_BINS) & (hi <= self.n_bins - 2 - HANN_LOBE_BINS)
-        span = np.where(valid, hi - lo, 0.0)  # candidate positions past the first
-        start = np.where(valid, lo, 1 + HANN_LOBE_BINS).astype(np.intp)
-        bins = start[..., None] + self._run_from  # (rows, targets, width + 4)
-        np.minimum(bins, self.n_bins - 1, out=bins)
-        offsets = _ROW_OFFSETS.get(shape)
-        if offsets is None:
-            if len(_ROW_OFFSETS) >= 64:
-                _ROW_OFFSETS.clear()
-            offsets = _ROW_OFFSETS[shape] = (np.arange(n_rows, dtype=np.intp) * row_len)[
-                :, None, None
-            ]
-        bins += offsets
-        inside = (self._pos <= span[..., None]).astype(np.float32)
-        if len(_PLANS) >= 32:
-            _PLANS.clear()
-        plan = _PLANS[key] = (bins, inside, valid)
-        return plan
-
-    def _amplitudes(self, power: F32, inside: F32, valid: npt.NDArray[np.bool_]) -> F64:
-        """Amplitudes from the runs' bin powers (rows, targets, width + 4)."""
-        w = self.width
-        lobe = power[..., 0:w] + power[..., 1 : w + 1]
-        for j in range(2, 2 * HANN_LOBE_BINS + 1):
-            lobe += power[..., j : w + j]
-        lobe *= inside
-        amp = np.sqrt(lobe.max(axis=-1).astype(np.float64) * self._scale)
-        return np.where(valid, amp, np.nan)
-
     def __call__(
         self,
-        sq: npt.NDArray[np.floating],
+        sq: npt.NDArray[np.float32],
         centre_bins: npt.NDArray[np.float64],
         half_widths: npt.NDArray[np.float64],
     ) -> F64:
         """Amplitudes, (n_rows, n_targets), in the signal's unit; NaN for targets off the spectrum.
 
-        ``sq`` is a spectrum as :func:`squared_parts` gives it, (n_rows, 2·n_bins),
+        ``sq`` is a spectrum as :func:`squared_parts` gives it, (n_rows, 2·n_bins) float32,
         C-contiguous. ``centre_bins`` and ``half_widths`` are (n_rows, n_targets)
         fractional bins; NaN centres give NaN.
         """
-        n_rows = sq.shape[0]
-        bins, inside, valid = self._prepare((n_rows, sq.shape[1] // 2), centre_bins, half_widths)
-        pairs = sq.reshape(-1, 2)
-        g = pairs[:, 0].take(bins)
-        g += pairs[:, 1].take(bins)
-        return self._amplitudes(g, inside, valid)
+        return self._search(sq, True, centre_bins, half_widths)
 
     def in_spectrum(
         self,
@@ -245,9 +178,26 @@ class ToneSearch:
         """As calling the search on ``squared_parts(spec)`` (the same numbers, to the bit),
         squaring only the bins the targets read: ``spec`` is (n_rows, n_bins) complex64,
         C-contiguous."""
-        bins, inside, valid = self._prepare(spec.shape, centre_bins, half_widths)
-        z = spec.reshape(-1).take(bins)
-        re, im = z.real, z.imag
-        g = re * re
-        g += im * im
-        return self._amplitudes(g, inside, valid)
+        # (a view of complex128 as float32 would read four parts a bin: converted first)
+        v = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32)
+        return self._search(v, False, centre_bins, half_widths)
+
+    def _search(
+        self,
+        v: npt.NDArray[np.float32],
+        squared: bool,
+        centre_bins: npt.NDArray[np.float64],
+        half_widths: npt.NDArray[np.float64],
+    ) -> F64:
+        if v.shape[1] < 2 * self.n_bins:
+            raise ValueError(f"spectrum of {v.shape[1] // 2} bins < n_bins={self.n_bins}")
+        return tone_amplitudes(
+            np.ascontiguousarray(v, dtype=np.float32),
+            squared,
+            np.ascontiguousarray(centre_bins, dtype=np.float64),
+            np.ascontiguousarray(half_widths, dtype=np.float64),
+            self.n_bins,
+            self._half_cap,
+            HANN_LOBE_BINS,
+            self._scale,
+        )

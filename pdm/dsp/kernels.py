@@ -1,0 +1,354 @@
+"""Compiled loops of the feature extractor (numba).
+
+A window's time-domain features need its minimum, maximum, mean and central moments 2–4,
+and its FFT needs the mean-removed, windowed copy ``w·(x − mean)``. As numpy calls that is
+nine passes over every row (mean, min, max, ``d = x − mean``, ``d²``, three dot products,
+``d·w``), each cheap but each a trip through the data and the interpreter: 0.7–0.8 of the
+batched FFT itself (``pdm-edge bench --profile-dsp``). :func:`moments_windowed` does the
+same in one loop per row, which also reads the next row: ~0.5 of the FFT with the batch read
+cold. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
+window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
+envelope's magnitude and mean come off in :func:`envelope_less_mean`.
+
+Numerics (float32 data, as the FFT's):
+
+* Sums run in float32 in SIMD lanes (``fastmath`` reassociation, as BLAS's ``sdot`` sums):
+  each lane adds ``n / lanes`` terms, the lanes are added at the end.
+* The mean of the first pass is only as exact as a float32 sum (~1e-7 of ``|mean|``); a
+  moment taken about a mean off by δ is off by ``δ²`` (m2) or ``3δ·m2`` (m3), which for a
+  1 g bias under 1 mg of vibration is 1e-2 of the skewness. The second pass therefore also
+  sums ``d = x − mean₁`` itself and the moments are re-centred on the exact mean (in
+  float64, where the correction ``δ = Σd/n`` is tiny against the spread).
+* ``min``/``max`` compare the samples' bit patterns as ordered integers, which vectorises
+  where float comparisons under ``fastmath`` do not, and keep NaN: a NaN's pattern sorts
+  beyond ±inf, so a row holding one has a NaN minimum or maximum, and fails the
+  extractor's validity check as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["envelope_less_mean", "moments_windowed", "shaft_speeds_hz", "tone_amplitudes"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# Reassociation (SIMD sums), contraction (FMA), and no care for the sign of zero; NOT
+# "no NaNs/infs": a NaN sample must stay NaN through the sums.
+_FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
+_SIGN = np.int32(0x7FFFFFFF)
+
+
+def _jit(**options: Any) -> Callable[[_F], _F]:
+    """``numba.njit(**options)`` with its machine code kept on disk (``cache=True``): the
+    first run compiles (seconds), later processes load it (milliseconds).
+
+    numba keeps it beside this file, or where ``NUMBA_CACHE_DIR`` says, or under the user's
+    cache directory, whichever it can write. Where it can write none of them (a read-only
+    install run by a user without a writable home) it refuses ``cache=True`` when the
+    function is decorated, that is when this module is imported: the kernels are then
+    compiled in memory, once per process, instead.
+    """
+
+    def wrap(fn: _F) -> _F:
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available ..."
+            return numba.njit(**options)(fn)
+
+    return wrap
+
+
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
+def _moments(  # pragma: no cover - compiled
+    x: npt.NDArray[np.float32],
+    w: npt.NDArray[np.float32],
+    d: npt.NDArray[np.float32],
+    stats: npt.NDArray[np.float64],
+    bits: npt.NDArray[np.int32],
+    spare: npt.NDArray[np.float32],
+) -> None:
+    n = x.shape[1]
+    rows = x.shape[0]
+    xb = x.view(np.int32)
+    total = np.float32(0.0)
+    kmin = np.int32(0)
+    kmax = np.int32(0)
+    mu = np.float32(0.0)
+    # One loop per row does the second pass of row r (in cache: its first pass just read
+    # it) and the first pass of row r + 1 (from memory), so that reading memory overlaps
+    # the arithmetic (a quarter less time than two loops a row, with the batch cold). Every
+    # row goes through the same loop, so its sums are the same wherever it sits in a
+    # batch: r = -1 only reads row 0, the last row's second read is discarded.
+    for r in range(-1, rows):
+        cur = x[max(r, 0)]
+        following = min(r + 1, rows - 1)
+        nxt = x[following]
+        nxb = xb[following]
+        dr = d[r] if r >= 0 else spare
+        if r >= 0:
+            bits[r, 0] = kmin ^ ((kmin >> 31) & _SIGN)  # the key's own inverse
+            bits[r, 1] = kmax ^ ((kmax >> 31) & _SIGN)
+            # A flat row's mean is its value, exactly (a float32 sum of n copies may round).
+            mu = cur[0] if kmin == kmax else np.float32(total / n)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        a4 = np.float32(0.0)
+        total = np.float32(0.0)
+        kmin = np.int32(2147483647)
+        kmax = np.int32(-2147483648)
+        for i in range(n):
+            v = cur[i] - mu
+            q = v * v
+            a1 += v
+            a2 += q
+            a3 += q * v
+            a4 += q * q
+            dr[i] = v * w[i]
+            total += nxt[i]
+            b = nxb[i]
+            k = b ^ ((b >> 31) & _SIGN)  # ordered like the float it encodes
+            kmin = min(kmin, k)
+            kmax = max(kmax, k)
+        if r >= 0:
+            # Moments about mu + c (the exact mean), from those about mu, in float64.
+            c = np.float64(a1) / n
+            m2 = np.float64(a2) / n
+            m3 = np.float64(a3) / n
+            m4 = np.float64(a4) / n
+            c2 = c * c
+            stats[r, 0] = np.float64(mu) + c
+            stats[r, 1] = max(m2 - c2, 0.0)  # a flat row's may come out a rounding below 0
+            stats[r, 2] = m3 - 3.0 * c * m2 + 2.0 * c * c2
+            stats[r, 3] = m4 - 4.0 * c * m3 + 6.0 * c2 * m2 - 3.0 * c2 * c2
+
+
+def moments_windowed(
+    blocks: Sequence[npt.NDArray[np.float32]],
+    w: npt.NDArray[np.float32],
+    d: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    """Each row's mean, central moments, min and max; ``d = w·(x − mean)`` written.
+
+    Parameters
+    ----------
+    blocks : (rows_b, n) float32 arrays, C-contiguous: the samples (g), their rows in order
+    w : (n,) float32: the window
+    d : (rows, n) float32, C-contiguous, ``rows`` the blocks' rows together: receives
+        ``w·(x − m)``, ``m`` the mean within ~1e-7 of ``|mean|`` (what remains is a DC of
+        that size, which a Hann window keeps in bins 0 and 1)
+
+    Returns
+    -------
+    (rows, 4) float64: mean, ``E(x−mean)²``, ``E(x−mean)³``, ``E(x−mean)⁴``; and (rows, 2)
+    float32: min, max. A row holding NaN has a NaN min or max (and meaningless moments:
+    the caller discards it); one holding ±inf, an infinite min or max.
+    """
+    stats = np.empty((d.shape[0], 4), dtype=np.float64)
+    bits = np.empty((d.shape[0], 2), dtype=np.int32)
+    spare = np.empty(d.shape[1], dtype=np.float32)
+    r = 0
+    for b in blocks:
+        k = r + b.shape[0]
+        _moments(b, w, d[r:k], stats[r:k], bits[r:k], spare)
+        r = k
+    return stats, bits.view(np.float32)
+
+
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
+def _envelope(  # pragma: no cover - compiled
+    z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32], env: npt.NDArray[np.float32]
+) -> None:
+    m = z.shape[1]
+    for r in range(z.shape[0]):
+        zr = z[r]
+        er = env[r]
+        total = np.float32(0.0)
+        for i in range(m):
+            a = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
+            er[i] = a
+            total += a
+        mean2 = total * np.float32(2.0 / m)
+        for i in range(m):
+            er[i] -= mean2 * hann[i]
+
+
+def envelope_less_mean(
+    z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``|z| − mean(|z|)·2·hann``: the envelope of each row of an analytic signal, without
+    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`).
+
+    Parameters
+    ----------
+    z : (rows, m) complex64, C-contiguous: the analytic band signal, Hann-weighted
+    hann : (m,) float32: the periodic Hann window of length m (mean 1/2)
+
+    Returns
+    -------
+    (rows, m) float32
+    """
+    env = np.empty(z.shape, dtype=np.float32)
+    _envelope(z, hann, env)
+    return env
+
+
+@_jit(nogil=True, boundscheck=False)
+def _tones(  # pragma: no cover - compiled
+    v: npt.NDArray[np.float32],
+    squared: bool,
+    centres: npt.NDArray[np.float64],
+    halves: npt.NDArray[np.float64],
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+    out: npt.NDArray[np.float64],
+) -> None:
+    for r in range(centres.shape[0]):
+        row = v[r]
+        for t in range(centres.shape[1]):
+            c = centres[r, t]
+            h = halves[r, t]
+            h = h if h > 1.0 or np.isnan(h) else 1.0
+            h = h if h < half_cap or np.isnan(h) else half_cap  # NaN stays NaN
+            lo = np.ceil(c - h)
+            hi = np.floor(c + h)
+            # NaN centres or halves fail both tests
+            if not (lo >= 1 + lobe_bins and hi <= n_bins - 2 - lobe_bins):
+                out[r, t] = np.nan
+                continue
+            best = np.float32(0.0)
+            for k in range(int(lo), int(hi) + 1):
+                lobe = np.float32(0.0)
+                for j in range(k - lobe_bins, k + lobe_bins + 1):  # summed in this order
+                    a = row[2 * j]
+                    b = row[2 * j + 1]
+                    lobe += a + b if squared else a * a + b * b
+                best = max(best, lobe)
+            out[r, t] = np.sqrt(np.float64(best) * scale)
+
+
+def tone_amplitudes(
+    v: npt.NDArray[np.float32],
+    squared: bool,
+    centres: npt.NDArray[np.float64],
+    halves: npt.NDArray[np.float64],
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+) -> npt.NDArray[np.float64]:
+    """The largest main-lobe energy near each target, as an amplitude
+    (:class:`pdm.dsp.spectrum.ToneSearch`, whose docstring states the method).
+
+    Parameters
+    ----------
+    v : (rows, ≥ 2·n_bins) float32, C-contiguous: a spectrum's real and imaginary parts
+        interleaved (a complex64 spectrum viewed as float32), or, with ``squared``, their
+        squares (:func:`pdm.dsp.spectrum.squared_parts`)
+    centres, halves : (rows, targets) the targets' centres and search half-widths, bins
+        (NaN centres give NaN)
+    n_bins : the bins searched (with their lobes) are below this
+    half_cap : the largest half-width searched, bins
+    lobe_bins : the lobe summed either side of a candidate bin, bins
+    scale : amplitude² per unit of lobe energy
+
+    Returns
+    -------
+    (rows, targets) float64; NaN where the search (and its lobe) leaves the spectrum
+    """
+    out = np.empty(centres.shape, dtype=np.float64)
+    _tones(v, squared, centres, halves, n_bins, half_cap, lobe_bins, scale, out)
+    return out
+
+
+@_jit(nogil=True, boundscheck=False)
+def _speeds(  # pragma: no cover - compiled
+    v: npt.NDArray[np.float32],
+    n_ch: int,
+    ranges: npt.NDArray[np.int64],
+    df: float,
+    lo_hz: float,
+    hi_hz: float,
+    nominal_hz: float,
+    out: npt.NDArray[np.float64],
+) -> None:
+    k_max = ranges[:, 2].max() + 1
+    total = np.empty(k_max + 1, dtype=np.float32)
+    for w in range(out.shape[0]):
+        for k in range(k_max + 1):
+            s = np.float32(0.0)
+            for c in range(n_ch):  # the channels' powers added in row order
+                a = v[w * n_ch + c, 2 * k]
+                b = v[w * n_ch + c, 2 * k + 1]
+                p = a * a + b * b
+                s = p if c == 0 else s + p
+            total[k] = s
+        best_power = -1.0
+        best_hz = nominal_hz
+        for i in range(ranges.shape[0]):
+            h, k_lo, k_hi = ranges[i, 0], ranges[i, 1], ranges[i, 2]
+            k = k_lo
+            for j in range(k_lo + 1, k_hi + 1):  # the first of equal maxima
+                if total[j] > total[k]:
+                    k = j
+            power = np.float64(total[k])
+            below, above = np.float64(total[k - 1]), np.float64(total[k + 1])
+            f_h = (k + _interpolate_peak(below, power, above)) * df / h
+            if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
+                best_power = power
+                best_hz = f_h
+        out[w] = best_hz
+
+
+@_jit(nogil=True)
+def _interpolate_peak(p_km1: float, p_k: float, p_kp1: float) -> float:  # pragma: no cover
+    # pdm.dsp.spectrum.interpolate_peak, compiled (the same operations in float64)
+    if min(p_km1, p_k, p_kp1) <= 0.0:
+        return 0.0
+    a = math.log(p_km1)
+    b = math.log(p_k)
+    c = math.log(p_kp1)
+    den = a - 2.0 * b + c
+    if den >= 0.0:
+        return 0.0
+    return min(0.5, max(-0.5, 0.5 * (a - c) / den))
+
+
+def shaft_speeds_hz(
+    spec: npt.NDArray[np.complex64],
+    n_ch: int,
+    ranges: npt.NDArray[np.int64],
+    df: float,
+    rpm_range_hz: tuple[float, float],
+    nominal_hz: float,
+) -> npt.NDArray[np.float64]:
+    """The running speed of each window, Hz, from the summed power of its channels'
+    spectra (:meth:`pdm.dsp.features.FeatureExtractor._find_speeds_hz` states the method).
+
+    Parameters
+    ----------
+    spec : (n_windows·n_ch, n_bins) complex64, C-contiguous: ``n_ch`` rows a window
+    ranges : (harmonics, 3) int64: the harmonic ``h`` and its first and last bin searched
+    df : bin spacing, Hz
+    rpm_range_hz : the speed range, Hz; a harmonic's estimate is kept within 2 % of it
+    nominal_hz : the speed when no harmonic gives one
+
+    Returns
+    -------
+    (n_windows,) float64
+    """
+    out = np.empty(spec.shape[0] // n_ch, dtype=np.float64)
+    lo_hz, hi_hz = rpm_range_hz
+    v = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32)
+    _speeds(
+        v, n_ch, np.ascontiguousarray(ranges, dtype=np.int64), df, lo_hz, hi_hz, nominal_hz, out
+    )
+    return out
