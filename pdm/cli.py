@@ -817,6 +817,7 @@ def _run_supervisor(
         max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
         publish=publish,
+        actions=args.actions,
     )
     return sup.start().run_forever()
 

@@ -6,6 +6,7 @@ subprocesses, the data come over TCP from ``pdm-edge send``, the API is asked ov
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -272,3 +273,32 @@ def test_a_gateway_with_many_sensors_behind_one_address_is_served(
         line for line in metrics.splitlines() if "refused_total{" in line
     ]
     assert svc.stop() == 0
+
+
+def test_a_worker_killed_at_stop_has_its_relays_dropped_by_the_supervisor(
+    tmp_path: Path, modbus_server
+) -> None:
+    """A worker that cannot stop within the budget is killed; a Modbus coil keeps its last
+    state, so the supervisor drops that worker's relays itself (issue 17's check from
+    outside: 5 of 8 stops under load left a killed worker's healthy coils energised). The
+    workers are frozen with SIGSTOP here, the surest way to a worker that cannot stop."""
+    pipelines = []
+    for coil, letter in enumerate("ab"):
+        p = _pump(tmp_path, letter)
+        relay = f"modbus://127.0.0.1:{modbus_server.port}?coil={coil}&timeout=0.4&retries=1"
+        p.write_text(p.read_text().replace('relay = "log:"', f'relay = "{relay}"'))
+        pipelines.append(p)
+    svc = Service(tmp_path, pipelines, "--simulate", "--workers", "2")
+    svc.wait(lambda: modbus_server.coil(0) and modbus_server.coil(1), "both relays energised")
+    kids: list[int] = []
+    for task in Path(f"/proc/{svc.proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    assert len(kids) == 2
+    for pid in kids:
+        os.kill(pid, signal.SIGSTOP)
+    assert svc.stop(timeout=30) == 0
+    log = svc.log.read_text()
+    assert "did not stop in time; killing it" in log
+    assert modbus_server.coil(0) is False and modbus_server.coil(1) is False
+    assert "pump-a relay dropped" in log and "pump-b relay dropped" in log

@@ -192,6 +192,38 @@ def merge_expositions(parts: Sequence[tuple[str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def drop_relays(pipelines: Sequence[Pipeline], timeout_s: float = 3.0) -> dict[str, str]:
+    """The fail-safe backstop for a worker that had to be killed at stop: drop its machines'
+    relays from the supervisor, all at once (a thread each, ``timeout_s`` in all), so that no
+    relay stays energised with nothing left to decide it. A worker drops its relays first
+    when it stops (app.Service.stop); a killed one may not have finished, and a Modbus coil
+    keeps its last state. Returns machine → what happened (``dropped`` or why not)."""
+    from pdm.actions.relay import relay_from_url
+
+    out: dict[str, str] = {}
+
+    def drop(p: Pipeline) -> None:
+        try:
+            with relay_from_url(p.alarms.relay) as relay:
+                result = relay.set_permissive(False)
+            out[p.machine.id] = "dropped" if result.ok else f"not dropped: {result.detail}"
+        except Exception as exc:  # a bad URL cannot be here (checked at load); say what
+            out[p.machine.id] = f"not dropped: {type(exc).__name__}: {exc}"
+
+    threads = [
+        threading.Thread(target=drop, args=(p,), name=f"pdm-drop-{p.machine.id}", daemon=True)
+        for p in pipelines
+    ]
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    for p in pipelines:
+        out.setdefault(p.machine.id, f"not dropped within {timeout_s:g} s")
+    return out
+
+
 @dataclass
 class WorkerSpec:
     """One worker process: what it runs and how it is doing."""
@@ -239,6 +271,7 @@ class Supervisor:
         max_connections: int | None = None,
         max_per_peer: int | None = None,
         publish: Any = None,
+        actions: str = "live",
     ) -> None:
         from pdm.service.limits import InputLimits
 
@@ -283,6 +316,9 @@ class Supervisor:
         #: worker's machines (one session, one endpoint, one port), fed by their states.
         self.publish = publish
         self.pipelines = list(pipelines)
+        #: ``live``: the workers drive real relays, and a worker killed at stop has its
+        #: relays dropped from here (:func:`drop_relays`).
+        self.actions = actions
         self.hub: Any = None
         from pdm.appliance import appliance_id
 
@@ -518,6 +554,10 @@ class Supervisor:
                 log.error("worker %d did not stop in time; killing it", w.index)
                 w.proc.kill()
                 w.proc.wait()
+                if self.actions == "live":  # it may not have dropped them all: fail safe
+                    mine = [p for p in self.pipelines if p.machine.id in w.machines]
+                    for machine, outcome in drop_relays(mine).items():
+                        log.error("worker %d killed: %s relay %s", w.index, machine, outcome)
             if w.ctl is not None:
                 w.ctl.close()
         if self.api is not None:
