@@ -12,8 +12,8 @@
 PER_WINDOW_US``. The extraction is **measured here, once, at start** — the pipeline's own
 extractor on a few windows of noise of its shape, a batch of 4 as the service's rounds make
 them, the median of 5; pipelines with the same DSP configuration are measured once. The two
-coefficients come from the whole service under load on two window shapes (docs/service.md,
-"Overload"; the runs behind them are not written down yet): the extraction's share grows
+coefficients come from the whole service under load on two window shapes (checked from
+outside on the demo's shape only: docs/service.md, "Overload"): the extraction's share grows
 with the window (the service extracts in rounds, with colder caches than a measurement in
 a loop), the rest — reading the stream, scoring, the diagnosis, the alarm step, history,
 the loop — is much the same for every window. Good to about ±25 %.
