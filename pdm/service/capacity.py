@@ -45,6 +45,7 @@ from pdm.service.shedding import max_skipped_run
 __all__ = [
     "EXTRACTION_FACTOR",
     "PER_WINDOW_US",
+    "SKIPPED_WINDOW_US",
     "SUSTAINED_SHARE",
     "Capacity",
     "estimate",
@@ -59,6 +60,10 @@ EXTRACTION_FACTOR = 1.4
 PER_WINDOW_US = 450.0
 #: The share of each usable core at which the service still holds real time.
 SUSTAINED_SHARE = 0.8
+#: What a window the shedding skips still costs, µs: its samples are read and windowed, not
+#: decided. Measured from outside at level 6 (docs/service.md, "Overload": 150 demo machines,
+#: 459 decided and 1416 skipped windows a second in 0.47 cores, a decided window ~600 µs).
+SKIPPED_WINDOW_US = 140.0
 
 
 def usable_cores() -> float:
@@ -168,7 +173,8 @@ def estimate(pipelines: Sequence[Pipeline], *, load_avg: float | None = None) ->
         w_shed = w / (1 + max_skipped_run(acq.window_samples, acq.hop_samples))
         per = (EXTRACTION_FACTOR * cost[key] + PER_WINDOW_US) * 1e-6
         rate, rate_shed = rate + w, rate_shed + w_shed
-        cpu, cpu_shed = cpu + w * per, cpu_shed + w_shed * per
+        cpu += w * per
+        cpu_shed += w_shed * per + (w - w_shed) * SKIPPED_WINDOW_US * 1e-6
         extracted += w * cost[key]
     cores = usable_cores()
     mean_us = extracted / rate if rate else math.nan
