@@ -12,15 +12,20 @@
 PER_WINDOW_US``. The extraction is **measured here, once, at start** — the pipeline's own
 extractor on a few windows of noise of its shape, a batch of 4 as the service's rounds make
 them, the median of 5; pipelines with the same DSP configuration are measured once. The two
-coefficients come from the whole service under load on two window shapes (docs/service.md,
-"Overload"; the runs behind them are not written down yet): the extraction's share grows
+coefficients come from the whole service under load on two window shapes (checked from
+outside on the demo's shape only: docs/service.md, "Overload"): the extraction's share grows
 with the window (the service extracts in rounds, with colder caches than a measurement in
 a loop), the rest — reading the stream, scoring, the diagnosis, the alarm step, history,
 the loop — is much the same for every window. Good to about ±25 %.
 
 **What this machine sustains**: the cores this process may use (its CPU affinity, and a
 cgroup v2 quota when there is one) × :data:`SUSTAINED_SHARE` — the share of a core at which
-the service still holds real time (the bench's real-time phases held at 1.6–1.9 cores of 2).
+the service still holds real time (the bench's real-time phases held at 1.6–1.9 cores of 2)
+— × the share the scheduler leaves the service's W processes (one per core, at most one per
+machine) beside the work already running here: W / (W + L), L the 1-minute load average
+measured before the service starts. On a shared 2-core VM at load 6–8 the service got ~0.5
+cores of 2, and a capacity stated from the cores alone was 3× too high (docs/service.md,
+"Overload").
 """
 
 from __future__ import annotations
@@ -40,10 +45,13 @@ from pdm.service.shedding import max_skipped_run
 __all__ = [
     "EXTRACTION_FACTOR",
     "PER_WINDOW_US",
+    "SKIPPED_WINDOW_US",
     "SUSTAINED_SHARE",
     "Capacity",
     "estimate",
     "extraction_us",
+    "fair_share",
+    "other_load",
     "usable_cores",
 ]
 
@@ -52,6 +60,10 @@ EXTRACTION_FACTOR = 1.4
 PER_WINDOW_US = 450.0
 #: The share of each usable core at which the service still holds real time.
 SUSTAINED_SHARE = 0.8
+#: What a window the shedding skips still costs, µs: its samples are read and windowed, not
+#: decided. Measured from outside at level 6 (docs/service.md, "Overload": 150 demo machines,
+#: 459 decided and 1416 skipped windows a second in 0.47 cores, a decided window ~600 µs).
+SKIPPED_WINDOW_US = 140.0
 
 
 def usable_cores() -> float:
@@ -104,6 +116,8 @@ class Capacity:
     cores_needed_shedding: float
     cores_usable: float
     cores_sustained: float
+    #: The 1-minute load average of the other work on this machine when measured (0: none).
+    load_avg: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -116,7 +130,14 @@ class Capacity:
             f"~{self.cores_needed:.2f} cores ({EXTRACTION_FACTOR:g} × the extraction measured "
             f"here, {self.extraction_us:.0f} µs a window, + {PER_WINDOW_US:.0f} µs for the rest "
             f"of the service); this machine sustains ~{self.cores_sustained:.2f} cores "
-            f"({self.cores_usable:g} usable × {SUSTAINED_SHARE:g})"
+            f"({self.cores_usable:g} usable × {SUSTAINED_SHARE:g}"
+            + (
+                f" × {self.cores_sustained / (self.cores_usable * SUSTAINED_SHARE):.2f} left "
+                f"beside a load average of {self.load_avg:.1f} from other work"
+                if self.load_avg >= 0.05 and self.cores_usable > 0
+                else ""
+            )
+            + ")"
         )
         if self.fits:
             return f"{head}: fits ({self.cores_needed / self.cores_sustained:.0%} of it)"
@@ -134,8 +155,9 @@ class Capacity:
         )
 
 
-def estimate(pipelines: Sequence[Pipeline]) -> Capacity:
-    """Measure and add up (pipelines without a sample rate are left out)."""
+def estimate(pipelines: Sequence[Pipeline], *, load_avg: float | None = None) -> Capacity:
+    """Measure and add up (pipelines without a sample rate are left out); ``load_avg``: the
+    other work's load average, None to read it (:func:`other_load`)."""
     cost: dict[tuple[object, ...], float] = {}
     rate = rate_shed = cpu = cpu_shed = extracted = 0.0
     n = 0
@@ -151,11 +173,31 @@ def estimate(pipelines: Sequence[Pipeline]) -> Capacity:
         w_shed = w / (1 + max_skipped_run(acq.window_samples, acq.hop_samples))
         per = (EXTRACTION_FACTOR * cost[key] + PER_WINDOW_US) * 1e-6
         rate, rate_shed = rate + w, rate_shed + w_shed
-        cpu, cpu_shed = cpu + w * per, cpu_shed + w_shed * per
+        cpu += w * per
+        cpu_shed += w_shed * per + (w - w_shed) * SKIPPED_WINDOW_US * 1e-6
         extracted += w * cost[key]
     cores = usable_cores()
     mean_us = extracted / rate if rate else math.nan
-    return Capacity(n, rate, rate_shed, mean_us, cpu, cpu_shed, cores, cores * SUSTAINED_SHARE)
+    load = other_load() if load_avg is None else load_avg
+    sustained = cores * SUSTAINED_SHARE * fair_share(cores, n, load)
+    return Capacity(n, rate, rate_shed, mean_us, cpu, cpu_shed, cores, sustained, load)
+
+
+def other_load() -> float:
+    """The 1-minute load average: runnable (and uninterruptible) tasks of the work already
+    running here, before the service starts (0 where the platform has none)."""
+    try:
+        return max(0.0, float(os.getloadavg()[0]))
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def fair_share(cores: float, machines: int, load: float) -> float:
+    """The share of the usable cores the service's processes get beside ``load`` other
+    runnable tasks when the scheduler shares the CPU fairly among tasks: W / (W + load), W
+    its processes (one per core, at most one per machine). 1 with no other load."""
+    w = max(1.0, min(math.floor(cores), float(machines)))
+    return min(1.0, w / (w + max(0.0, load)))
 
 
 def _config_key(p: Pipeline) -> tuple[object, ...]:
