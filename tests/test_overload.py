@@ -43,11 +43,11 @@ import json, os, sys, time
 from pdm.service import runner
 burn = json.loads(os.environ["PDM_TEST_BURN"])
 real = runner.MachineRunner._window
-def slow(self, wf, received=None):
+def slow(self, wf, *args, **kwargs):
     end = time.perf_counter() + burn.get(self.machine, 0.0)
     while time.perf_counter() < end:
         pass
-    return real(self, wf, received)
+    return real(self, wf, *args, **kwargs)
 runner.MachineRunner._window = slow
 from pdm.cli import main
 sys.exit(main(sys.argv[1:]))
