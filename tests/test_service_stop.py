@@ -94,3 +94,64 @@ def test_sigterm_while_starting_is_a_clean_stop_with_status_0(tmp_path: Path) ->
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, (delay, err)
         assert "Traceback" not in err
+
+
+def test_the_processing_thread_waits_while_the_machines_stop(
+    tmp_path: Path, hanging_port: int
+) -> None:
+    """Once the stream receiver has stopped, the processing thread waits for the machines'
+    stop markers; it used to spin on the stopped receiver's poll (which returns at once)
+    holding the interpreter lock, so that every return from I/O of the stopping thread
+    waited for it: each machine's stop took ~130 ms under load, and 75 machines in a
+    ``--workers auto`` worker outlasted the 8-s budget and got the worker killed.
+
+    Machine A's relay is a Modbus device that accepts and never answers (a wedged module):
+    its stop waits on the relay for ~3 s while machine B has not stopped yet, which is the
+    time the processing thread used to spin. In-process, to read that thread's CPU time."""
+    from pdm.config import load_pipeline
+    from pdm.history import parse_store_url
+    from pdm.service.app import Service as App
+    from pdm.service.app import ServiceOptions
+    from pdm.service.watchdog import thread_cpu_s
+
+    relay = f"modbus://127.0.0.1:{hanging_port}?timeout=0.4&retries=1"
+    text = _pipeline(tmp_path).read_text()  # machine b: a dry-run relay, its own ids
+    b_path = tmp_path / "pump-b.toml"
+    b_path.write_text(
+        text.replace('id = "demo-pump"', 'id = "pump-b"').replace('id = "motor_de"', 'id = "b_de"')
+    )
+    b = load_pipeline(b_path)
+    a = load_pipeline(_pipeline(tmp_path, relay=relay))
+    opts = ServiceOptions(
+        store=parse_store_url(f"sqlite:///{tmp_path}/h.db"),
+        data_dir=tmp_path / "d",
+        api=None,
+        listen=f"127.0.0.1:{_free_port()}",
+    )
+    app = App([a, b], opts).start()
+    try:
+        deadline = time.monotonic() + 10
+        while app.pool.native_id is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                if (v := thread_cpu_s(app.pool.native_id)) is not None:
+                    cpu.append(v)
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+    finally:
+        app.stop()
+    took = time.monotonic() - t0
+    done.set()
+    sampler.join(2)
+    assert took > 2.5, f"the stop took {took:.1f} s: the relay was not waited for"
+    spun = cpu[-1] - cpu[0]
+    # ~1-3 s of CPU before the fix (the whole wait, less what other work took of the cores)
+    assert spun < 0.3, f"the processing thread used {spun:.2f} s of CPU in a {took:.1f}-s stop"

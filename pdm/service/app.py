@@ -731,6 +731,11 @@ class Service:
             )
         if self.tcp is not None:
             self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
+            # A stopped receiver's poll returns at once: left as the pool's poller, the
+            # processing thread spun on it holding the interpreter lock, and this thread's
+            # every return from I/O waited up to the switch interval for it (each machine's
+            # stop took ~130 ms; 75 of them outlasted the budget and the worker was killed).
+            self.pool.poller = None  # the pool waits on its ready queue instead
         if self.mqtt is not None:
             self.mqtt.stop()
         runners = list(self.runners.values())
