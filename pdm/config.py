@@ -67,6 +67,7 @@ from pdm.dsp.bearings import (
 from pdm.dsp.features import feature_names
 from pdm.dsp.iso import iso_band_hz, zone_limits
 from pdm.errors import ConfigError
+from pdm.relay_url import RelayURL, parse_relay_url
 
 __all__ = [
     "MIGRATIONS",
@@ -848,16 +849,17 @@ class AlarmSettings(BaseModel):
     def _relay_url(cls, value: str) -> str:
         if not re.match(r"^(modbus://|gpio://|log:)", value):
             raise ValueError("must start with modbus://, gpio:// or log:")
-        if not value.startswith("gpio://"):  # gpio opens the chip: checked when it is used
-            from pdm.actions.relay import relay_from_url
-
-            try:
-                # Only parsed: the constructor does no I/O. Never close() it here — closing a
-                # relay drops it (fail-safe), and checking a file must not stop a machine.
-                relay_from_url(value)
-            except ConfigError as exc:
-                raise _invalid(str(exc), got=None) from None
+        try:
+            # Only parsed (pdm.relay_url does no I/O): checking a file must not touch a relay.
+            parse_relay_url(value)
+        except ConfigError as exc:
+            raise _invalid(str(exc), got=None) from None
         return value
+
+    @property
+    def relay_url(self) -> RelayURL:
+        """``relay`` as the checked value :func:`pdm.actions.relay.relay_from_url` builds from."""
+        return parse_relay_url(self.relay)
 
     @field_validator("score_trip", mode="after")
     @classmethod

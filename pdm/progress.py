@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pdm.sources.base import Chunk
+from pdm.core.chunk import Chunk
 
 __all__ = ["estimate_seconds", "seconds_bar", "through"]
 

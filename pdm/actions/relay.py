@@ -17,7 +17,8 @@ Three implementations behind one small protocol, :class:`Relay`:
 * :class:`GpioRelay` — a GPIO line driving a relay board (``gpiod``, libgpiod v2 API).
 * :class:`LogRelay` — a dry run for commissioning: a log line, no hardware.
 
-:func:`relay_from_url` builds one from the string the pipeline file holds::
+:func:`relay_from_url` builds one from the URL the pipeline file holds (parsed and checked by
+:mod:`pdm.relay_url`, below the configuration)::
 
     modbus://192.168.1.50:502?device=1&coil=0&polarity=normal&timeout=0.4&retries=2
     gpio:///dev/gpiochip0?line=17&active_low=false
@@ -34,7 +35,6 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import math
 import os
 import re
 import socket
@@ -44,9 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
-from urllib.parse import parse_qsl, urlsplit
 
 from pdm.errors import ConfigError
+from pdm.relay_url import DEADLINE_S, RelayURL, check_int, check_modbus, parse_relay_url
 
 if TYPE_CHECKING:
     from pymodbus.client import ModbusTcpClient
@@ -63,16 +63,11 @@ __all__ = [
 
 log = logging.getLogger("pdm.actions")
 
-#: Upper bound of one ``set_permissive``/``read_back``/``close`` call, connect and retries
-#: included, seconds. The appliance must raise ``appliance_fault`` within 2 s of a relay failure.
-DEADLINE_S = 1.5
 #: Pause between two attempts, s: long enough for a module that just rebooted, short enough to
 #: leave the deadline to the attempts.
 RETRY_PAUSE_S = 0.05
 #: An attempt is not started with less time than this left, s.
 _MIN_ATTEMPT_S = 0.05
-
-POLARITIES = ("normal", "inverted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +173,6 @@ def _pymodbus_text(exc: BaseException) -> str:
     return _PYMODBUS_PREFIX.sub("", _one_line(exc))
 
 
-def _check_int(name: str, value: object, low: int, high: int, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{who}: {name}={value!r} must be an integer in {low}–{high}")
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # Modbus TCP
 # --------------------------------------------------------------------------------------------
@@ -281,26 +270,11 @@ class ModbusRelay(_ContextManager):
         retries: int = 2,
     ) -> None:
         who = "ModbusRelay"
-        if not isinstance(host, str) or not host or any(c.isspace() for c in host):
-            raise ConfigError(f"{who}: {host=} must be an IP address or host name")
         self.host = host
-        self.port = _check_int("port", port, 1, 65535, who)
-        self.device_id = _check_int("device_id", device_id, 0, 247, who)
-        self.coil = _check_int("coil", coil, 0, 65535, who)
-        if polarity not in POLARITIES:
-            raise ConfigError(f"{who}: {polarity=} must be 'normal' or 'inverted'")
+        self.port, self.device_id, self.coil, self.timeout_s, self.retries = check_modbus(
+            host, port, device_id, coil, polarity, timeout_s, retries
+        )
         self.polarity = polarity
-        if (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, int | float)
-            or not math.isfinite(timeout_s)
-            or not 0 < timeout_s <= DEADLINE_S
-        ):
-            raise ConfigError(
-                f"{who}: {timeout_s=} must be a number of seconds in (0, {DEADLINE_S}]"
-            )
-        self.timeout_s = float(timeout_s)
-        self.retries = _check_int("retries", retries, 0, 10, who)
         try:
             from pymodbus.client import ModbusTcpClient  # noqa: F401
         except ImportError as exc:
@@ -546,7 +520,7 @@ class GpioRelay(_ContextManager):
     ) -> None:
         who = f"GpioRelay({chip} line {line})"
         self.chip = str(chip)
-        self.line = _check_int("line", line, 0, 1023, who)
+        self.line = check_int("line", line, 0, 1023, who)
         self.active_low = bool(active_low)
         self.target = f"gpio://{self.chip}?line={self.line}" + (
             "&active_low=true" if active_low else ""
@@ -689,120 +663,36 @@ class LogRelay(_ContextManager):
 # From the pipeline file
 # --------------------------------------------------------------------------------------------
 
-_INT = re.compile(r"[0-9]+")
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
-
-def relay_from_url(text: str) -> Relay:
-    """Build the relay a pipeline file names.
+def relay_from_url(url: str | RelayURL) -> Relay:
+    """Build the relay a pipeline file names: a URL parsed by :func:`pdm.relay_url.parse_relay_url`
+    (or its text, parsed here).
 
     ``modbus://HOST[:PORT]?device=1&coil=0&polarity=normal&timeout=0.4&retries=2`` (every
     parameter optional, defaults as shown, port 502), ``gpio:///dev/gpiochip0?line=17&active_low=false``,
     ``log:``. An unknown scheme or parameter, or a bad value, raises :class:`ConfigError` with one
-    line naming the URL.
+    line naming the URL; so does a GPIO chip that cannot be claimed.
 
     >>> relay_from_url("modbus://10.0.0.5:5020?coil=3").target
     'modbus://10.0.0.5:5020 device 1 coil 3'
     >>> relay_from_url("log:").target
     'log:'
     """
-    where = f"relay URL {text!r}"
-
-    def bad(reason: str) -> ConfigError:
-        return ConfigError(f"{where}: {reason}")
-
-    if not isinstance(text, str) or not text.strip():
-        raise bad("is empty; use modbus://HOST[:PORT]?coil=N, gpio:///dev/gpiochipN?line=N or log:")
+    if not isinstance(url, RelayURL):
+        url = parse_relay_url(url)
     try:
-        url = urlsplit(text.strip())
-        params_list = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
-    except ValueError as exc:
-        raise bad(f"cannot be parsed ({exc})") from exc
-    if url.fragment:
-        raise bad("takes no #fragment")
-    params: dict[str, str] = {}
-    for key, value in params_list:
-        if key in params:
-            raise bad(f"parameter {key!r} given twice")
-        params[key] = value
-
-    def take(known: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise bad(f"unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
-        return {**known, **params}
-
-    def as_int(name: str, value: str) -> int:
-        if not _INT.fullmatch(value):
-            raise bad(f"{name}={value!r} is not a whole number")
-        return int(value)
-
-    def as_float(name: str, value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            raise bad(f"{name}={value!r} is not a number of seconds")
-        return number
-
-    def as_bool(name: str, value: str) -> bool:
-        try:
-            return _BOOLS[value.lower()]
-        except KeyError:
-            raise bad(f"{name}={value!r} must be true or false") from None
-
-    scheme = url.scheme.lower()
-    try:
-        if scheme == "modbus":
-            if url.username is not None or url.password is not None:
-                raise bad("takes no user or password")
-            if url.path not in ("", "/"):
-                raise bad(f"takes no path ({url.path!r}); parameters go after '?'")
-            try:
-                port = url.port
-            except ValueError as exc:
-                raise bad(f"bad port ({exc})") from exc
-            host = url.hostname
-            if not host:
-                raise bad("has no host; use modbus://HOST[:PORT]")
-            values = take(
-                {
-                    "device": "1",
-                    "coil": "0",
-                    "polarity": "normal",
-                    "timeout": "0.4",
-                    "retries": "2",
-                }
-            )
+        if url.scheme == "modbus":
             return ModbusRelay(
-                host,
-                port=502 if port is None else port,
-                device_id=as_int("device", values["device"]),
-                coil=as_int("coil", values["coil"]),
-                polarity=values["polarity"],
-                timeout_s=as_float("timeout", values["timeout"]),
-                retries=as_int("retries", values["retries"]),
+                url.host,
+                port=url.port,
+                device_id=url.device_id,
+                coil=url.coil,
+                polarity=url.polarity,
+                timeout_s=url.timeout_s,
+                retries=url.retries,
             )
-        if scheme == "gpio":
-            if url.netloc:
-                raise bad("gpio URLs have no host: gpio:///dev/gpiochip0?line=17 (three slashes)")
-            if not url.path.startswith("/dev/"):
-                raise bad(
-                    f"chip path {url.path!r} must be a device under /dev/, e.g. /dev/gpiochip0"
-                )
-            values = take({"line": "17", "active_low": "false"})
-            return GpioRelay(
-                url.path,
-                line=as_int("line", values["line"]),
-                active_low=as_bool("active_low", values["active_low"]),
-            )
-        if scheme == "log":
-            if url.netloc or url.path or params:
-                raise bad("the dry-run relay is written just 'log:'")
-            return LogRelay()
+        if url.scheme == "gpio":
+            return GpioRelay(url.chip, line=url.line, active_low=url.active_low)
+        return LogRelay()
     except ConfigError as exc:
-        if str(exc).startswith(where):
-            raise
-        raise bad(str(exc)) from exc
-    raise bad(f"unknown scheme {url.scheme!r}; use modbus://, gpio:// or log:")
+        raise ConfigError(f"relay URL {url.text!r}: {exc}") from exc

@@ -155,7 +155,7 @@ class AlarmEngine:
         if self.relay_override is not None:
             self.relay = self.relay_override
         else:
-            self.relay = relay_from_url(self.pipeline.alarms.relay) if live else LogRelay()
+            self.relay = relay_from_url(self.pipeline.alarms.relay_url) if live else LogRelay()
         if live:
             for i, hook in enumerate(self.pipeline.alarms.webhooks):
                 settings = WebhookSettings(

@@ -7,8 +7,9 @@ on two workers history was mostly spooled. So worker ``K`` of a multi-process se
 writes a file of its own beside the configured one — ``history.db`` for worker 0 (and for a
 service of one process), ``history-w1.db``, ``history-w2.db``, … for the others — and
 **never contends with another writer**. A writer process for all of them was measured
-before and not kept (docs/benchmarks.md, stop 13: pickling batches across processes cost
-more than it saved, and its writes competed with the processing for the cores).
+before and not kept (docs/benchmarks.md, "A history writer in a process of its own":
+pickling batches across processes cost more than it saved, and its writes competed with the
+processing for the cores).
 
 Everything that reads — the dashboard, the control API's readers, ``pdm-edge replay``'s
 summary, the soak's account, the tests — opens the configured file as usual

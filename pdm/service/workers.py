@@ -204,7 +204,7 @@ def drop_relays(pipelines: Sequence[Pipeline], timeout_s: float = 3.0) -> dict[s
 
     def drop(p: Pipeline) -> None:
         try:
-            with relay_from_url(p.alarms.relay) as relay:
+            with relay_from_url(p.alarms.relay_url) as relay:
                 result = relay.set_permissive(False)
             out[p.machine.id] = "dropped" if result.ok else f"not dropped: {result.detail}"
         except Exception as exc:  # a bad URL cannot be here (checked at load); say what
