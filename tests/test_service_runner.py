@@ -612,7 +612,7 @@ def test_decision_latency_from_the_sensor_clock_includes_time_before_arrival(
 
 
 def test_a_machine_that_may_trip_is_decided_before_the_machines_ahead_of_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17: with every DAQ sampling in step all windows arrive at once, and a trip waited
     for the machines read before it. A machine whose recent windows were over a threshold
@@ -645,10 +645,20 @@ def test_a_machine_that_may_trip_is_decided_before_the_machines_ahead_of_it(
         assert [r.machine for r in turns] == ["m2", "m0", "m1", "m2", "m0", "m1"]
         for r in turns:
             pool.ready.put(r)
+        extracted: list[list[str]] = []
+        real_extract = runner_mod._extract_cuts
+
+        def spy(cuts: Any) -> None:  # the real function, its machines noted
+            extracted.append([c.runner.machine for c in cuts])
+            real_extract(cuts)
+
+        monkeypatch.setattr(runner_mod, "_extract_cuts", spy)
         while not pool.ready.empty():
             pool._round(pool.ready.get())
-        # The window chunk 5 completes (samples 4096..6143: window 1) is m2's first decided.
+        # The window chunk 5 completes (samples 4096..6143: window 1) is m2's first decided,
+        # in a round of its own: no other machine's extraction before its decision.
         assert [m for m, _i, _v in rig.seen[first:]] == ["m2", "m0", "m1"]
+        assert extracted == [["m2"], ["m0", "m1"]]
         # Tripped, or parked: nothing left for a turn ahead to win.
         m2.engine.state = MachineAlarm("trip", recent=(2, 2, 2))
         assert not m2.urgent
