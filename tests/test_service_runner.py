@@ -609,3 +609,58 @@ def test_decision_latency_from_the_sensor_clock_includes_time_before_arrival(
         assert since_arrival < 0.2  # processed at once after it was read
         assert since_sensor >= parked + since_arrival - 0.01  # ...but it waited before that
         assert since_sensor < parked + 0.3
+
+
+def test_a_machine_that_may_trip_is_decided_before_the_machines_ahead_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: with every DAQ sampling in step all windows arrive at once, and a trip waited
+    for the machines read before it. A machine whose recent windows were over a threshold
+    (what a k-of-n debounce counts) takes its turn first — one chunk of it at a time — and
+    its window is decided before the windows that arrived ahead of it."""
+    from pdm.alarms.state import MachineAlarm
+
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 3, pool=True)
+    try:
+        pool = rig.pool
+        assert pool is not None
+        m0, m1, m2 = rig.runners
+        streams = [_chunks(seed=i, fault=False) for i in range(3)]
+        for k in range(4):  # the first window of each machine: its alarm state exists
+            for r, chunks in zip(rig.runners, streams, strict=True):
+                assert r.offer(chunks[k])
+            while not pool.ready.empty():
+                pool._round(pool.ready.get())
+        assert not any(r.urgent for r in rig.runners)
+        # m2's last two windows were over the danger threshold; it is in danger, not tripped.
+        m2.engine.state = MachineAlarm("danger", recent=(0, 2, 2))
+        assert m2.urgent and not m0.urgent
+        # The turns: m2 ahead of the machines that arrived first, by one chunk only.
+        for r, k in ((m0, 4), (m1, 4), (m2, 4), (m2, 5), (m0, 5), (m1, 5)):
+            assert r.offer(streams[rig.runners.index(r)][k])
+        first = len(rig.seen)
+        turns = []
+        while not pool.ready.empty():
+            turns.append(pool.ready.get_nowait())
+        assert [r.machine for r in turns] == ["m2", "m0", "m1", "m2", "m0", "m1"]
+        for r in turns:
+            pool.ready.put(r)
+        extracted: list[list[str]] = []
+        real_extract = runner_mod._extract_cuts
+
+        def spy(cuts: Any) -> None:  # the real function, its machines noted
+            extracted.append([c.runner.machine for c in cuts])
+            real_extract(cuts)
+
+        monkeypatch.setattr(runner_mod, "_extract_cuts", spy)
+        while not pool.ready.empty():
+            pool._round(pool.ready.get())
+        # The window chunk 5 completes (samples 4096..6143: window 1) is m2's first decided,
+        # in a round of its own: no other machine's extraction before its decision.
+        assert [m for m, _i, _v in rig.seen[first:]] == ["m2", "m0", "m1"]
+        assert extracted == [["m2"], ["m0", "m1"]]
+        # Tripped, or parked: nothing left for a turn ahead to win.
+        m2.engine.state = MachineAlarm("trip", recent=(2, 2, 2))
+        assert not m2.urgent
+    finally:
+        rig.close()
