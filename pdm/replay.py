@@ -255,6 +255,7 @@ def _replay_one(
             actions=opts.actions,
             state=start,
             key=pl.machine.id if live else f"{pl.machine.id}#replay",
+            submit_durable=writer.submit_durable,
         )
         # Alarm state after each group not yet known to be durable, by the group's last t_ns.
         snapshots: dict[int, dict[str, Any]] = {}

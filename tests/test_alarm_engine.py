@@ -270,3 +270,62 @@ def test_a_forced_safe_relay_is_a_transition_sent_to_the_webhooks(
     with Outbox(tmp_path / "outbox" / "demo-pump-0.db") as box:
         queued = box.ids()
     assert queued == [event_id(c.machine, c.t_ns, c.sensor, c.old, c.new) for c in changes]
+
+
+def test_a_transitions_state_change_is_durable_before_its_webhook_is_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the hour-long soak (docs/soak.md): a sensor fault raised while the service's
+    processing held its records for one fsync a round (``HistoryWriter.together``) had its
+    webhook in the durable outbox — and delivered after the restart — while kill -9 took its
+    state change from history. The state change is now spooled before the outbox gets the
+    event, even inside such a block."""
+    from pdm.actions.outbox import Outbox
+    from pdm.history import open_store, parse_store_url
+    from pdm.history.records import event_id
+    from pdm.history.spool import Spool
+    from pdm.history.writer import HistoryWriter
+
+    monkeypatch.setenv("PDM_WEBHOOK_SECRET", "s" * 32)
+    text = (REPO / "pipelines" / "demo.toml").read_text()
+    f = tmp_path / "pump.toml"
+    f.write_text(
+        text.replace("\n[alarms]\n", '\n[alarms]\nrelay = "log:"\n')
+        + '\n[[alarms.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
+    )
+    pl = load_pipeline(f)
+    url = parse_store_url(f"sqlite:///{tmp_path}/history.db")
+    spool = Spool(tmp_path / "spool.db")
+    writer = HistoryWriter(lambda: open_store(url), spool, label="t")
+    engine = AlarmEngine(
+        pl,
+        AlarmStore(tmp_path / "alarms.db"),
+        writer.submit,
+        Recorder(pl),
+        tmp_path,
+        actions="live",
+        submit_durable=writer.submit_durable,
+    )
+    try:
+        with writer.together():
+            recs = engine.source_silent(["motor_de"], "source silent for more than 3 s")
+            with Outbox(tmp_path / "outbox" / "demo-pump-0.db") as box:
+                queued = box.ids()
+            # Inside the block: the webhook is queued, and its state change already durable.
+            assert len(queued) == 1
+            with open_store(url) as store:  # the writer may have delivered it already
+                stored = store.log("demo-pump", kinds=("states",), limit=100)
+            spooled = [r for _, r, _, _ in spool.peek(100)]
+            durable = {
+                event_id(r.machine, r.t_ns, r.sensor, r.old, r.new)
+                for r in [*spooled, *stored]
+                if isinstance(r, StateChange)
+            }
+            assert queued[0] in durable
+            writer.submit(*recs)
+    finally:
+        engine.close(timeout=0.1)
+        writer.close(timeout=2.0)
+    with open_store(url) as store:  # the same change submitted twice is one row
+        rows = store.log("demo-pump", kinds=("states",), limit=100)
+    assert len(rows) == 1

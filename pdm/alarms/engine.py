@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,11 @@ class AlarmEngine:
     #: pdm.publish: MQTT, OPC UA, Modbus). Each must return at once: it runs on the
     #: processing thread (the service's put it on a bounded queue).
     listeners: list[Callable[[AlarmEvent], None]] = field(default_factory=list)
+    #: Writes a record to history durably before returning (HistoryWriter.submit_durable):
+    #: each transition's state change goes there before its webhook event goes to the
+    #: outbox, so kill -9 between the two cannot leave a delivered webhook with no state
+    #: change in history. None: the records go only through ``submit``'s callers.
+    submit_durable: Submit | None = None
     relay: Relay = field(init=False)
     webhooks: list[WebhookSender] = field(init=False, default_factory=list)
     _outboxes: list[Outbox] = field(init=False, default_factory=list)
@@ -489,7 +495,23 @@ class AlarmEngine:
         return recs, msg
 
     def _emit(self, event: AlarmEvent) -> None:
-        """A transition's event to every webhook (its durable outbox), then to the listeners."""
+        """A transition's event to every webhook (its durable outbox), then to the listeners;
+        its state change in history first (:attr:`submit_durable`)."""
+        if self.webhooks and self.submit_durable is not None:
+            from pdm.history.records import StateChange
+
+            self.submit_durable(
+                StateChange(
+                    event.machine,
+                    event.t_ns,
+                    event.old,
+                    event.new,
+                    event.reason,
+                    sensor=event.sensor or "",
+                    score=math.nan if event.score is None else float(event.score),
+                    capture=event.capture or "",
+                )
+            )
         for sender in self.webhooks:
             sender.enqueue(event)
         for listener in self.listeners:

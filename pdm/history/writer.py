@@ -206,6 +206,18 @@ class HistoryWriter:
             with self._io:
                 self._spill_queue()
 
+    def submit_durable(self, *records: Record) -> None:
+        """Spool records (fsynced) before returning, even inside :meth:`together`: for a
+        record that something else durable is about to depend on — a state change before
+        its webhook goes to the outbox, so that a webhook is never delivered for a state
+        change that kill -9 then takes from history. Submitting the same record again
+        later is harmless (the stores keep one row per key)."""
+        if records:
+            self._push_spool(list(records))
+            with self._cond:
+                self.stats.rows_submitted += sum(len(r) for r in records)
+                self._cond.notify()
+
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
         """Critical records this thread submits inside the block are spooled together when it

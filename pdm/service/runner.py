@@ -516,7 +516,13 @@ class MachineRunner:
         #: Parked by the worker's shedding (level 7): windowed, not decided, relay dropped.
         self.is_parked = False
         self.engine = AlarmEngine(
-            self.pipeline, alarm_store, writer.submit, self.recorder, data_dir, actions=actions
+            self.pipeline,
+            alarm_store,
+            writer.submit,
+            self.recorder,
+            data_dir,
+            actions=actions,
+            submit_durable=writer.submit_durable,
         )
         self.stats = RunnerStats(started=time.monotonic())
         self._heartbeat = time.monotonic()
