@@ -319,3 +319,17 @@ def test_pipeline_names_a_table_by_orders_and_the_catalogue_rollers(tmp_path: Pa
     with pytest.raises(ConfigError) as exc:
         load_pipeline(tmp_path / "fan.toml")
     assert "bearings.csv:4:" in str(exc.value), exc.value
+
+
+@pytest.mark.parametrize("doc", ["pipelines/README.md", "docs/diagnosis.md"])
+def test_documented_own_table_parses(doc: str) -> None:
+    """The example bearing table the docs show is one the parser takes, with the bearings
+    the docs say: NU208 by geometry, 22210 by orders (17 rollers, 11 degrees)."""
+    text = (REPO / doc).read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```csv\n")[1:]]
+    tables = [parse_bearing_table(b) for b in blocks if "bpfo" in b]
+    assert tables, doc
+    for table in tables:
+        assert table["NU208"].rolling_elements == 15
+        assert table["22210"].rolling_elements == 17
+        assert table["22210"].contact_angle_deg == pytest.approx(11, abs=0.05)
