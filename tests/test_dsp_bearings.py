@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pdm.dsp.bearings import (
     lookup_bearing,
     parse_bearing_table,
 )
+from pdm.sources.simulator import FaultSpec, SimSpec, write_recording
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "pdm" / "dsp" / "bearing_catalogue.csv"
@@ -333,3 +335,41 @@ def test_documented_own_table_parses(doc: str) -> None:
         assert table["NU208"].rolling_elements == 15
         assert table["22210"].rolling_elements == 17
         assert table["22210"].contact_angle_deg == pytest.approx(11, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("designation", "flag", "rpm", "fault", "named"),
+    [
+        ("22205", "22205 E1 K C3", 1480.0, "bpfo", "bearing_outer_race"),
+        ("NU206", "NU 206 ECP", 985.0, "bpfi", "bearing_inner_race"),
+        ("6309", "6309", 2950.0, "bpfi", "bearing_inner_race"),
+    ],
+)
+def test_diagnose_by_designation_through_the_command(
+    tmp_path: Path, designation: str, flag: str, rpm: float, fault: str, named: str
+) -> None:
+    """`pdm-edge diagnose FILE --rpm R --bearing 22205` just works: a simulated race fault of
+    the catalogue's bearing (the spherical one at its 12.25 degrees) is named from the
+    designation alone, through the real command."""
+    path = tmp_path / f"{designation}.csv"
+    spec = SimSpec(
+        fs=25600.0,
+        duration_s=6.0,
+        rpm=rpm,
+        bearing=BEARINGS[designation],
+        resonance_hz=6000.0,
+        defect_slip=0.01,
+        faults=(FaultSpec(fault, 0.2),),
+    )
+    write_recording(path, spec)
+    args = ["diagnose", str(path), "--rpm", str(rpm), "--bearing", flag]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdm.cli", *args, "--envelope-band", "3000,9000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows and all(r["diagnosis"] == named for r in rows), [r["diagnosis"] for r in rows]
