@@ -234,8 +234,8 @@ def parse_bearing_table(text: str) -> dict[str, BearingGeometry]:
     (:data:`TABLE_COLUMNS`) or the published defect-frequency orders (:data:`FACTOR_COLUMNS`,
     per shaft revolution) or both. A row gives its geometry, or leaves ``rolling_elements``
     and ``element_diameter_mm`` empty and gives its orders (the geometry is then derived,
-    :func:`geometry_from_multiples`; an empty ``contact_angle_deg`` is derived too). A row
-    that gives both must agree with itself to 0.5 %. Other columns (the built-in catalogue's
+    :func:`geometry_from_multiples`; an empty ``contact_angle_deg`` is derived too, beside a
+    geometry it is 0). A row that gives both must agree with itself to 0.5 %. Other columns (the built-in catalogue's
     ``bore_mm``, ``source``) are allowed and ignored; lines starting with ``#`` and blank
     lines are skipped. Designations are stored as :func:`basic_designation` gives them.
 
