@@ -221,9 +221,19 @@ def test_roller_rows_reproduce_their_published_orders_and_physics() -> None:
 
 @pytest.mark.parametrize(
     ("text", "names"),
-    [("22210", "22205"), ("NU 208 ECP", "NU206"), ("6305", "6304, 6306")],
+    [
+        ("22210", "22205)"),
+        ("NU 208 ECP", "NU206)"),
+        ("6305", "6304, 6306"),
+        ("NU310", "NU206)"),  # not the 6310, a ball bearing of the same size
+        ("22310", "22205)"),
+        ("NJ 206", "NU206)"),
+        ("N 205", "NU206)"),
+    ],
 )
 def test_unknown_roller_names_the_closest_in_one_line(text: str, names: str) -> None:
+    """The closest known are of the same series, else of the same type (a roller bearing's
+    neighbour is a roller bearing, whose kinematics are alike), else alike in spelling."""
     with pytest.raises(KeyError) as exc:
         lookup_bearing(text)
     msg = exc.value.args[0]

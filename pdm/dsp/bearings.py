@@ -319,6 +319,28 @@ def _neighbours(basic: str, known: Mapping[str, BearingGeometry]) -> list[str]:
     return sorted(same, key=lambda k: (abs(int(k[-2:]) - bore), k))[:4]
 
 
+def _kind(basic: str) -> tuple[str, int]:
+    """The bearing type a basic designation says (N, NU, NJ, NUP: cylindrical roller; else
+    its first digit and length: 6 of four digits, deep-groove ball; 2 of five, spherical
+    roller): a neighbour of another type has other kinematics however alike the name."""
+    letters = re.match(r"[A-Z]*", basic)
+    prefix = letters.group(0) if letters else ""
+    if prefix:
+        return ("N", 0) if prefix.startswith("N") else (prefix, 0)
+    return (basic[:1], len(basic))
+
+
+def _closest(basic: str, known: Mapping[str, BearingGeometry]) -> list[str]:
+    """Up to four known designations nearest ``basic``: its series by bore, else its type by
+    spelling, else any by spelling."""
+    same_kind = sorted(k for k in known if _kind(k) == _kind(basic))
+    return (
+        _neighbours(basic, known)
+        or difflib.get_close_matches(basic, same_kind, 4, 0.6)
+        or difflib.get_close_matches(basic, sorted(known), 4, 0.6)
+    )
+
+
 @functools.cache
 def _catalogue() -> dict[str, BearingGeometry]:
     text = resources.files("pdm.dsp").joinpath("bearing_catalogue.csv").read_text("utf-8")
@@ -344,7 +366,7 @@ def lookup_bearing(
         rest = compact[cut:]
         if basic[:cut] in known and rest[:1] == "2" and rest[1:2].isalpha():
             return known[basic[:cut]]
-    close = _neighbours(basic, known) or difflib.get_close_matches(basic, sorted(known), 4, 0.6)
+    close = _closest(basic, known)
     hint = f"closest known: {', '.join(close)}" if close else f"{len(known)} known, e.g. 6205, 6309"
     raise KeyError(
         f"bearing {designation!r} is not in the bearing table ({hint}); give its geometry "
