@@ -936,7 +936,8 @@ class Pipeline(BaseModel):
         max_length=4096,
         description="Your own bearings: a CSV file (path relative to this file) with the "
         "columns designation, rolling_elements, element_diameter_mm, pitch_diameter_mm, "
-        "contact_angle_deg; its designations are looked up before the built-in catalogue.",
+        "contact_angle_deg, or designation, pitch_diameter_mm and the maker's orders bpfo, "
+        "bpfi, bsf, ftf; its designations are looked up before the built-in catalogue.",
     )
     acquisition: Acquisition = Field(default=Acquisition(), description="Sampling and windowing.")
     sensors: tuple[Sensor, ...] = Field(

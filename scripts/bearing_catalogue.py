@@ -31,14 +31,48 @@ few per cent of the real ones for the CWRU bearings). Each row is checked: the F
 0.5 %); a row that does not is left out (Timken's 305K row repeats 205K's pass frequencies
 under another FTF: 6305 is not listed).
 
-Not covered: cylindrical (NU2xx, NU3xx) and spherical (222xx, 223xx) roller bearings, and the
-60xx, 62xx and 63xx sizes the table does not list; give those in a pipeline's own
-``bearing_table`` (pipelines/README.md).
+Roller bearings: one size each, not series
+------------------------------------------
+No public table of roller counts and diameters, or of frequency factors, for the NU2xx, NU3xx,
+222xx and 223xx series was found (docs/diagnosis.md, "The bearing catalogue", lists what was
+searched). Two sizes have published factors, from the makers' own values quoted in open
+papers about public test-rig datasets; their rows give the published orders and the geometry
+derived from them (``geometry_from_multiples`` in pdm/dsp/bearings.py):
+
+* NU206: Schaeffler NU206-E-XL-TVP2, BPFO 5.24, BPFI 7.76, BSF 2.49, FTF 0.40 (Schnur et al.,
+  "... cylindrical roller bearing dataset ...", Data 2025, 10(5), 77, Table 1;
+  https://doi.org/10.3390/data10050077). A cylindrical roller bearing carries radial load on
+  rollers parallel to the axis: contact angle 0 by physics, which the four orders confirm to
+  their two decimals (n = 13, d/D = 0.194).
+* 22205: FAG 22205-E1-K-C3 (Schaeffler's values), BPFO 6.1852, BPFI 8.8148, 2·BSF 5.4030,
+  FTF 0.4123 (Soto-Ocampo et al., "Low-Cost, High-Frequency, Data Acquisition System for
+  Condition Monitoring of Rotating Machinery through Vibration Analysis - Case Study",
+  Sensors 2020, 20(12), 3493, Table 1; https://doi.org/10.3390/s20123493). The table's ball
+  spin is twice the spin (5.4030 = 2 × 2.7015; with 5.4030 itself no contact angle fits).
+  A spherical roller bearing has two rows whose rollers lean towards the axis: the orders are
+  those of one row (n = 15 rollers per row; a defect on one raceway meets one row), and the
+  contact angle follows from BSF: 12.25°, as physics expects of the 222 series (its
+  catalogue factor e = 1.5·tan φ ≈ 0.3 gives 11-13°).
+
+The numbers were read as the public bearing-dataset loaders that use these recordings quote
+them (Table 1 of each paper); each set of four is consistent with one bearing to its
+rounding, which a typo would not be. Different makers' designs of one designation differ (a
+design suffix changes the rollers): for another NU206 or 22205 give your own row (pipelines/
+README.md, "Bearings").
+
+Not covered: the other NU2xx, NU3xx, 222xx and 223xx sizes, and the 60xx, 62xx and 63xx
+sizes the Timken table does not list; give those in a pipeline's own ``bearing_table``, by
+geometry or by the maker's published orders (pipelines/README.md).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+# run as a script, the repository root is not on sys.path: one derivation, the package's
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pdm.dsp.bearings import geometry_from_multiples
 
 SOURCE_TIMKEN = "Timken Ball Bearing Housed Unit Catalog table A-9 (Fafnir {size})"
 SOURCE_CWRU = "CWRU bearing specification table (SKF {designation}-2RS JEM)"
@@ -54,6 +88,7 @@ DIMENSIONS: dict[str, tuple[float, float, float]] = {
     "6307": (35, 80, 21), "6308": (40, 90, 23), "6309": (45, 100, 25), "6310": (50, 110, 27),
     "6311": (55, 120, 29), "6312": (60, 130, 31), "6314": (70, 150, 35), "6315": (75, 160, 37),
     "6316": (80, 170, 39), "6318": (90, 190, 43),
+    "NU206": (30, 62, 16), "22205": (25, 52, 18),
 }  # fmt: skip
 
 #: Timken table A-9: basic outer-ring size -> (ISO designation, FTF, BSF, BPFO, BPFI).
@@ -90,6 +125,23 @@ TIMKEN: dict[str, tuple[str, float, float, float, float]] = {
     "318K": ("6318", 0.387, 2.091, 3.093, 4.907),
 }
 
+#: Roller bearings with published orders: designation -> (kind, contact angle when physics
+#: fixes it or None to derive it, (BPFO, BPFI, BSF, FTF), source).
+ROLLERS: dict[str, tuple[str, float | None, tuple[float, float, float, float], str]] = {
+    "NU206": (
+        "cylindrical_roller",
+        0.0,
+        (5.24, 7.76, 2.49, 0.40),
+        "Schnur et al. Data 2025 10(5) 77 Table 1 (Schaeffler NU206-E-XL-TVP2)",
+    ),
+    "22205": (
+        "spherical_roller",
+        None,
+        (6.1852, 8.8148, 5.4030 / 2, 0.4123),
+        "Soto-Ocampo et al. Sensors 2020 20(12) 3493 Table 1 (FAG 22205-E1-K-C3; per row)",
+    ),
+}
+
 #: CWRU's bearings, inches: designation -> (balls, ball diameter, pitch diameter).
 CWRU: dict[str, tuple[int, float, float]] = {"6205": (9, 0.3126, 1.537), "6203": (8, 0.2656, 1.122)}
 
@@ -102,13 +154,26 @@ COLUMNS = (
 def derive(size: str) -> tuple[int, float] | None:
     """(n, d/D) from a Timken row, or None when its four coefficients disagree."""
     _iso, ftf, bsf, bpfo, bpfi = TIMKEN[size]
-    n = round(bpfo + bpfi)
-    r = (bpfi - bpfo) / (bpfi + bpfo)
-    if abs(bpfo + bpfi - n) > 0.002:
+    orders = {"bpfo": bpfo, "bpfi": bpfi, "bsf": bsf, "ftf": ftf}
+    try:  # deep-groove ball bearing: contact angle 0; three decimals, checked to 0.002
+        g = geometry_from_multiples(orders, 1.0, 0.0, abs_tol=0.002, rel_tol=0.005)
+    except ValueError:
         return None
-    if abs(0.5 * (1 - r) - ftf) > 0.002 or abs((1 - r * r) / (2 * r) - bsf) > 0.005 * bsf:
-        return None
-    return n, r
+    return g.rolling_elements, g.ball_diameter_mm
+
+
+def roller_rows() -> list[str]:
+    out = []
+    for iso, (kind, angle, (bpfo, bpfi, bsf, ftf), source) in ROLLERS.items():
+        bore, od, width = DIMENSIONS[iso]
+        orders = {"bpfo": bpfo, "bpfi": bpfi, "bsf": bsf, "ftf": ftf}
+        g = geometry_from_multiples(orders, (bore + od) / 2, angle, iso)
+        out.append(
+            f"{iso},{kind},{g.rolling_elements},{float(f'{g.ball_diameter_mm:.6g}')!r},"
+            f"{float(f'{g.pitch_diameter_mm:.6g}')!r},{g.contact_angle_deg:.4g},{bore:g},"
+            f"{od:g},{width:g},{bpfo:.4f},{bpfi:.4f},{bsf:.4f},{ftf:.4f},{source}"
+        )
+    return out
 
 
 def rows() -> list[str]:
@@ -136,7 +201,7 @@ def rows() -> list[str]:
             f"{pitch if iso in CWRU else float(f'{pitch:.6g}')!r},0,{bore:g},{od:g},{width:g},"
             f"{bpfo:.4f},{bpfi:.4f},{bsf:.4f},{ftf:.4f},{source}"
         )
-    return out
+    return [*out, *roller_rows()]
 
 
 def main() -> None:
@@ -145,7 +210,9 @@ def main() -> None:
         "# which says where every number comes from and what is derived. Do not edit by hand.",
         "# Sources: Timken Ball Bearing Housed Unit Catalog, frequency coefficients table A-9",
         "# (catalog.timken.com/guide/ball-bearing-housed-unit/A-13.php); ISO 15 boundary",
-        "# dimensions; CWRU bearing specification table for 6205 and 6203 (SKF).",
+        "# dimensions; CWRU bearing specification table for 6205 and 6203 (SKF); NU206 and",
+        "# 22205: Schaeffler's orders as published in Data 2025 10(5) 77 and Sensors 2020",
+        "# 20(12) 3493 (Table 1 of each), geometry derived from them.",
         "# rolling_elements and element/pitch diameter ratio reproduce the published",
         "# coefficients (bpfo..ftf, orders); pitch_diameter_mm = (bore + OD)/2 is an estimate.",
     ]

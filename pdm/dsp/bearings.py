@@ -31,10 +31,12 @@ from importlib import resources
 __all__ = [
     "BEARINGS",
     "DEFECTS",
+    "FACTOR_COLUMNS",
     "TABLE_COLUMNS",
     "BearingGeometry",
     "BearingTableError",
     "basic_designation",
+    "geometry_from_multiples",
     "lookup_bearing",
     "parse_bearing_table",
 ]
@@ -96,6 +98,75 @@ class BearingGeometry:
         return {k: m * shaft_hz for k, m in self.defect_multiples().items()}
 
 
+def geometry_from_multiples(
+    multiples: Mapping[str, float],
+    pitch_diameter_mm: float,
+    contact_angle_deg: float | None = None,
+    designation: str | None = None,
+    *,
+    abs_tol: float = 0.005,
+    rel_tol: float = 0.005,
+) -> BearingGeometry:
+    """The geometry whose defect frequencies are the published orders ``multiples``.
+
+    ``multiples`` holds ``bpfo``, ``bpfi``, ``bsf`` (one rolling element's spin) and ``ftf``
+    as orders of shaft speed, as makers publish them. With ``n`` elements and
+    ``ρ = d/D·cos φ``, the kinematic formulas give exactly::
+
+        n = BPFO + BPFI        ρ = (BPFI − BPFO)/n        FTF = (1 − ρ)/2
+        cos φ = 2ρ·BSF/(1 − ρ²)                           d = ρ·D/cos φ
+
+    so the count, the element/pitch ratio and the contact angle follow from the four
+    numbers; only the ratio enters the frequencies, so ``pitch_diameter_mm`` (mm) merely sets
+    the scale (an estimate such as (bore + OD)/2 is enough). ``contact_angle_deg`` given
+    (0 where physics fixes it: deep-groove ball and cylindrical roller bearings under radial
+    load) is checked against BSF instead of derived from it; derived, an angle is
+    ill-conditioned near 0 (cos φ = 0.995 is already 5.7°), hence the choice.
+
+    The four orders must agree with one bearing to their rounding: ``n`` whole and FTF within
+    ``abs_tol``, BSF within ``rel_tol`` (relative); otherwise ``ValueError`` says which.
+    """
+    missing = [k for k in DEFECTS if k not in multiples]
+    if missing:
+        raise ValueError(f"missing order(s) {', '.join(missing)}")
+    bpfo, bpfi, bsf, ftf = (float(multiples[k]) for k in DEFECTS)
+    if not all(math.isfinite(x) and x > 0 for x in (bpfo, bpfi, bsf, ftf)) or bpfi <= bpfo:
+        raise ValueError(
+            f"orders must be positive with bpfi > bpfo (got bpfo={bpfo:g}, bpfi={bpfi:g}, "
+            f"bsf={bsf:g}, ftf={ftf:g})"
+        )
+    n = round(bpfo + bpfi)
+    if n < 1 or abs(bpfo + bpfi - n) > abs_tol:
+        raise ValueError(f"bpfo + bpfi = {bpfo + bpfi:g} is not a whole number of elements")
+    rho = (bpfi - bpfo) / (bpfi + bpfo)
+    if abs(0.5 * (1 - rho) - ftf) > abs_tol:
+        raise ValueError(
+            f"ftf={ftf:g} disagrees with bpfo and bpfi, which give {0.5 * (1 - rho):.4f}"
+        )
+    cos_implied = 2 * rho * bsf / (1 - rho * rho)
+    if contact_angle_deg is None:
+        if cos_implied > 1 + rel_tol:
+            raise ValueError(
+                f"bsf={bsf:g} is larger than any contact angle allows "
+                f"({(1 - rho * rho) / (2 * rho):.4f} at 0°)"
+            )
+        cos_phi = min(cos_implied, 1.0)
+    else:
+        cos_phi = math.cos(math.radians(contact_angle_deg))
+        if abs(cos_implied / cos_phi - 1) > rel_tol:
+            want = cos_phi * (1 - rho * rho) / (2 * rho)
+            raise ValueError(
+                f"bsf={bsf:g} disagrees with a contact angle of {contact_angle_deg:g}°, "
+                f"which gives {want:.4f}"
+            )
+    angle = 0.0 if cos_phi >= 1.0 else math.degrees(math.acos(cos_phi))
+    if contact_angle_deg is not None:
+        angle = float(contact_angle_deg)
+    return BearingGeometry(
+        n, rho / cos_phi * pitch_diameter_mm, pitch_diameter_mm, angle, designation
+    )
+
+
 class BearingTableError(ValueError):
     """A bearing table that does not parse: ``line`` (1-based, 0 for the whole) and ``reason``."""
 
@@ -105,7 +176,7 @@ class BearingTableError(ValueError):
         self.reason = reason
 
 
-#: Columns a bearing table must have (the catalogue's other columns are optional).
+#: Columns giving a bearing by its geometry (the catalogue's other columns are optional).
 TABLE_COLUMNS: tuple[str, ...] = (
     "designation",
     "rolling_elements",
@@ -114,14 +185,59 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "contact_angle_deg",
 )
 
+#: Columns giving a bearing by its published defect-frequency orders instead (with
+#: ``designation`` and ``pitch_diameter_mm``): see :func:`geometry_from_multiples`.
+FACTOR_COLUMNS: tuple[str, ...] = DEFECTS
+
+#: How far a row's published orders may sit from those its geometry gives (rounding).
+_FACTOR_REL_TOL = 0.005
+_FACTOR_ABS_TOL = 0.005
+
+
+def _row_geometry(name: str, raw: Mapping[str, str], has_factors: bool) -> BearingGeometry:
+    """One row's bearing: from its geometry cells, else from its orders (``ValueError``)."""
+    geometry_cells = ("rolling_elements", "element_diameter_mm", "contact_angle_deg")
+    given = {c: raw.get(c, "") != "" for c in geometry_cells}
+    if raw["pitch_diameter_mm"] == "":
+        raise ValueError("pitch_diameter_mm is empty")
+    pitch = float(raw["pitch_diameter_mm"])
+    factors = None
+    if has_factors and any(raw[k] != "" for k in FACTOR_COLUMNS):
+        if not all(raw[k] != "" for k in FACTOR_COLUMNS):
+            raise ValueError("give all four orders bpfo, bpfi, bsf, ftf, or none")
+        factors = {k: float(raw[k]) for k in FACTOR_COLUMNS}
+    if given["rolling_elements"] and given["element_diameter_mm"]:
+        n_text = raw["rolling_elements"]
+        if not n_text.isdigit():
+            raise ValueError("rolling_elements must be a whole number")
+        angle = float(raw["contact_angle_deg"]) if given["contact_angle_deg"] else 0.0
+        g = BearingGeometry(int(n_text), float(raw["element_diameter_mm"]), pitch, angle, name)
+        if factors is not None:
+            for k, got in g.defect_multiples().items():
+                if abs(got - factors[k]) > max(_FACTOR_ABS_TOL, _FACTOR_REL_TOL * factors[k]):
+                    raise ValueError(
+                        f"{k}={factors[k]:g} disagrees with the geometry, which gives {got:.4f}"
+                    )
+        return g
+    if factors is None:
+        raise ValueError(
+            "give rolling_elements and element_diameter_mm, or the orders bpfo, bpfi, bsf, ftf"
+        )
+    angle_or_none = float(raw["contact_angle_deg"]) if given["contact_angle_deg"] else None
+    return geometry_from_multiples(factors, pitch, angle_or_none, name)
+
 
 def parse_bearing_table(text: str) -> dict[str, BearingGeometry]:
     """Bearings from the text of a CSV table: basic designation -> geometry.
 
-    The header names at least :data:`TABLE_COLUMNS` (others, like the built-in
-    catalogue's ``bore_mm`` or ``source``, are allowed and ignored); lines starting with
-    ``#`` and blank lines are skipped. Designations are stored as :func:`basic_designation`
-    gives them.
+    The header names ``designation`` and ``pitch_diameter_mm`` and either the geometry
+    (:data:`TABLE_COLUMNS`) or the published defect-frequency orders (:data:`FACTOR_COLUMNS`,
+    per shaft revolution) or both. A row gives its geometry, or leaves ``rolling_elements``
+    and ``element_diameter_mm`` empty and gives its orders (the geometry is then derived,
+    :func:`geometry_from_multiples`; an empty ``contact_angle_deg`` is derived too, beside a
+    geometry it is 0). A row that gives both must agree with itself to 0.5 %. Other columns (the built-in catalogue's
+    ``bore_mm``, ``source``) are allowed and ignored; lines starting with ``#`` and blank
+    lines are skipped. Designations are stored as :func:`basic_designation` gives them.
 
     Raises :class:`BearingTableError` (a ``ValueError``): the line and what is wrong.
     """
@@ -134,10 +250,13 @@ def parse_bearing_table(text: str) -> dict[str, BearingGeometry]:
         raise BearingTableError(0, "no header line (expected " + ", ".join(TABLE_COLUMNS) + ")")
     head_no, head = rows[0]
     names = [c.strip().lower() for c in next(csv.reader([head]))]
-    missing = [c for c in TABLE_COLUMNS if c not in names]
+    has_factors = all(c in names for c in FACTOR_COLUMNS)
+    need = ("designation", "pitch_diameter_mm") if has_factors else TABLE_COLUMNS
+    missing = [c for c in need if c not in names]
     if missing:
         raise BearingTableError(head_no, f"header lacks column(s) {', '.join(missing)}")
-    col = {c: names.index(c) for c in TABLE_COLUMNS}
+    wanted = [c for c in (*TABLE_COLUMNS, *FACTOR_COLUMNS) if c in names]
+    col = {c: names.index(c) for c in wanted}
     out: dict[str, BearingGeometry] = {}
     for line_no, line in rows[1:]:
         cells = next(csv.reader([line]))
@@ -149,22 +268,21 @@ def parse_bearing_table(text: str) -> dict[str, BearingGeometry]:
             raise BearingTableError(line_no, "designation is empty")
         if name in out:
             raise BearingTableError(line_no, f"designation {name!r} is listed twice")
+        numbers = [raw[c] for c in wanted if c != "designation" and raw[c] != ""]
         try:
-            n = int(raw["rolling_elements"])
-            d, pitch, angle = (
-                float(raw[c])
-                for c in ("element_diameter_mm", "pitch_diameter_mm", "contact_angle_deg")
-            )
+            values = [float(x) for x in numbers]
         except ValueError:
             raise BearingTableError(
                 line_no,
-                "rolling_elements must be a whole number, the diameters and the angle numbers "
-                f"(got {line.strip()!r})",
+                "rolling_elements must be a whole number, the diameters, the angle and the "
+                f"orders numbers (got {line.strip()!r})",
             ) from None
-        if not all(math.isfinite(x) for x in (d, pitch, angle)) or n > 1000:
+        if not all(math.isfinite(x) for x in values) or any(x > 1e6 for x in values):
+            raise BearingTableError(line_no, f"numbers out of range (got {line.strip()!r})")
+        if raw.get("rolling_elements", "").isdigit() and int(raw["rolling_elements"]) > 1000:
             raise BearingTableError(line_no, f"numbers out of range (got {line.strip()!r})")
         try:
-            out[name] = BearingGeometry(n, d, pitch, angle, name)
+            out[name] = _row_geometry(name, raw, has_factors)
         except ValueError as exc:
             raise BearingTableError(line_no, str(exc)) from None
     return out
@@ -201,6 +319,28 @@ def _neighbours(basic: str, known: Mapping[str, BearingGeometry]) -> list[str]:
     return sorted(same, key=lambda k: (abs(int(k[-2:]) - bore), k))[:4]
 
 
+def _kind(basic: str) -> tuple[str, int]:
+    """The bearing type a basic designation says (N, NU, NJ, NUP: cylindrical roller; else
+    its first digit and length: 6 of four digits, deep-groove ball; 2 of five, spherical
+    roller): a neighbour of another type has other kinematics however alike the name."""
+    letters = re.match(r"[A-Z]*", basic)
+    prefix = letters.group(0) if letters else ""
+    if prefix:
+        return ("N", 0) if prefix.startswith("N") else (prefix, 0)
+    return (basic[:1], len(basic))
+
+
+def _closest(basic: str, known: Mapping[str, BearingGeometry]) -> list[str]:
+    """Up to four known designations nearest ``basic``: its series by bore, else its type by
+    spelling, else any by spelling."""
+    same_kind = sorted(k for k in known if _kind(k) == _kind(basic))
+    return (
+        _neighbours(basic, known)
+        or difflib.get_close_matches(basic, same_kind, 4, 0.6)
+        or difflib.get_close_matches(basic, sorted(known), 4, 0.6)
+    )
+
+
 @functools.cache
 def _catalogue() -> dict[str, BearingGeometry]:
     text = resources.files("pdm.dsp").joinpath("bearing_catalogue.csv").read_text("utf-8")
@@ -226,7 +366,7 @@ def lookup_bearing(
         rest = compact[cut:]
         if basic[:cut] in known and rest[:1] == "2" and rest[1:2].isalpha():
             return known[basic[:cut]]
-    close = _neighbours(basic, known) or difflib.get_close_matches(basic, sorted(known), 4, 0.6)
+    close = _closest(basic, known)
     hint = f"closest known: {', '.join(close)}" if close else f"{len(known)} known, e.g. 6205, 6309"
     raise KeyError(
         f"bearing {designation!r} is not in the bearing table ({hint}); give its geometry "
@@ -235,6 +375,7 @@ def lookup_bearing(
 
 
 #: The built-in catalogue (pdm/dsp/bearing_catalogue.csv, read once): the 60xx, 62xx and
-#: 63xx deep-groove ball bearings whose defect-frequency coefficients are published; where
-#: every number comes from is in scripts/bearing_catalogue.py and docs/models.md.
+#: 63xx deep-groove ball bearings whose defect-frequency coefficients are published, and the
+#: two roller bearings (NU206, 22205) whose makers' orders are; where every number comes
+#: from is in scripts/bearing_catalogue.py and docs/diagnosis.md ("The bearing catalogue").
 BEARINGS: Mapping[str, BearingGeometry] = types.MappingProxyType(_catalogue())
