@@ -20,6 +20,7 @@ To add a source, add a :class:`Kind` to :data:`KINDS`; nothing else changes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -392,7 +393,8 @@ class TcpKind(PushKind):
         if self.dtype != "int16":
             return sig
         counts = np.random.default_rng(seed).integers(-32768, 32768, (n, c))
-        return Signal(counts * 0.00125, fs, sig.t0_ns, sig.channels)  # g = count * 1.25 mg
+        data = (counts * 0.00125).astype(np.float64)  # g = count × 1.25 mg
+        return Signal(data, fs, sig.t0_ns, sig.channels)
 
     def encode(self, sensor: str, sig: Signal, start: int, part: np.ndarray[Any, Any]) -> bytes:
         if self.dtype != "int16":
@@ -406,12 +408,12 @@ class TcpKind(PushKind):
     def send(self, sensor: str, payloads: list[bytes]) -> None:
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=WAIT_S) as sock:
             sock.sendall(b"".join(payloads))
-            sock.shutdown(socket.SHUT_WR)
-            try:  # the receiver closes when it has read everything (or refused it)
+            # The receiver closes when it has read everything, or resets the connection when it
+            # refuses a frame (perhaps before the shutdown below).
+            with contextlib.suppress(ConnectionResetError, OSError):
+                sock.shutdown(socket.SHUT_WR)
                 while sock.recv(4096):
                     pass
-            except ConnectionResetError:
-                pass
 
     def end_of_stream(self, sig: Signal) -> list[Chunk]:
         since = len(self.col.events)
