@@ -30,6 +30,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -148,22 +149,33 @@ def _one_line(text: str) -> bool:
 # --- pull sources ------------------------------------------------------------------------------
 
 
+def _iso(ns: int) -> str:
+    """ns since the epoch as ISO 8601 UTC to the nanosecond."""
+    whole = datetime.fromtimestamp(ns // S, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{ns % S:09d}Z"
+
+
 class CsvKind(Kind):
-    """:class:`CsvRecording` over a file the test writes (rate and start time in comments)."""
+    """:class:`CsvRecording` over a file the test writes: rate and start time in comments, or
+    (``iso_time``) every sample's time in an ISO 8601 column, as the sensor stamped it."""
 
-    name = "csv"
-
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, iso_time: bool = False) -> None:
+        self.name = "csv_iso_time" if iso_time else "csv"
         self.tmp = tmp
+        self.iso_time = iso_time
         self.count = itertools.count()
         self.rec: CsvRecording | None = None
 
     def write(self, sig: Signal, rows: list[str] | None = None) -> Path:
         path = self.tmp / f"rec{next(self.count)}.csv"
         start = f"{sig.t0_ns // S}.{sig.t0_ns % S:09d}"
-        lines = [f"# sample_rate_hz={sig.fs!r}", f"# start_time={start}", ",".join(sig.channels)]
-        lines += rows if rows is not None else [",".join(map(repr, r)) for r in sig.data.tolist()]
-        path.write_text("\n".join(lines) + "\n")
+        header = ",".join(("time", *sig.channels) if self.iso_time else sig.channels)
+        lines = [f"# sample_rate_hz={sig.fs!r}", f"# start_time={start}", header]
+        if rows is None:
+            rows = [",".join(map(repr, r)) for r in sig.data.tolist()]
+        if self.iso_time:
+            rows = [f"{_iso(sig.sample_ns(i))},{row}" for i, row in enumerate(rows)]
+        path.write_text("\n".join([*lines, *rows]) + "\n")
         return path
 
     def chunks(self, sig: Signal, sizes: list[int]) -> list[Chunk]:
@@ -577,6 +589,7 @@ KindFactory = Callable[[Path, pytest.FixtureRequest], Kind]
 #: name → factory; a factory may ``pytest.skip`` when what it needs (a broker) is not there.
 KINDS: dict[str, KindFactory] = {
     "csv": lambda tmp, req: CsvKind(tmp),
+    "csv_iso_time": lambda tmp, req: CsvKind(tmp, iso_time=True),
     "simulator": lambda tmp, req: SimulatorKind(),
     "tcp": lambda tmp, req: TcpKind("float32"),
     "tcp_int16": lambda tmp, req: TcpKind("int16"),
@@ -620,6 +633,12 @@ def test_chunks_carry_the_declared_channels_rate_and_units(kind: Kind) -> None:
         assert chunk.data.ndim == 2 and chunk.data.shape[1] == len(sig.channels)
         assert chunk.data.dtype.kind == "f" and chunk.n_samples >= 1
         assert chunk.bad_samples == 0 and np.isfinite(chunk.data).all()
+        # a live input stamps each chunk's arrival (monotonic clock) for the decision latency;
+        # a recording or the simulator has none
+        if kind.any_cuts:
+            assert chunk.received is not None and chunk.received <= time.monotonic()
+        else:
+            assert chunk.received is None
     if (declared := kind.declared()) is not None:
         assert declared == (sig.channels, sig.fs)
     # Units: the values are the signal's (an int16 stream's counts come out scaled).
