@@ -624,7 +624,9 @@ class GpioRelay(_ContextManager):
 class LogRelay(_ContextManager):
     """Dry run for commissioning: logs ``relay (dry run): permissive=...`` on ``pdm.actions``.
 
-    Keeps the state (``read_back`` returns it; None before the first call) and is always ok.
+    Keeps the state (``read_back`` returns it; None before the first call) and is ok until
+    closed; after :meth:`close`, like the real relays, it refuses (``ok=False``) and keeps the
+    dropped state, so a dry run's log never shows the machine permitted after the stop.
     """
 
     target = "log:"
@@ -638,12 +640,12 @@ class LogRelay(_ContextManager):
         return "LogRelay()"
 
     def set_permissive(self, permissive: bool) -> RelayResult:
-        """Log the state asked for and keep it."""
+        """Log the state asked for and keep it (refused once closed)."""
         permissive = bool(permissive)
         with self._lock:
-            self._state = permissive
-        log.info("relay (dry run): permissive=%s", permissive)
-        return RelayResult(True, permissive, 1, f"dry run: permissive={permissive} logged", 0.0)
+            if self._closed:
+                return RelayResult(False, permissive, 0, f"{self.target} relay is closed", 0.0)
+            return self._apply(permissive)
 
     def read_back(self) -> bool | None:
         """The last state asked for, None before the first call."""
@@ -656,7 +658,12 @@ class LogRelay(_ContextManager):
             if self._closed:
                 return
             self._closed = True
-        self.set_permissive(False)
+            self._apply(False)
+
+    def _apply(self, permissive: bool) -> RelayResult:  # with the lock held
+        self._state = permissive
+        log.info("relay (dry run): permissive=%s", permissive)
+        return RelayResult(True, permissive, 1, f"dry run: permissive={permissive} logged", 0.0)
 
 
 # --------------------------------------------------------------------------------------------

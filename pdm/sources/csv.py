@@ -403,6 +403,8 @@ class CsvRecording:
                     chunk = self._make_chunk(block, 0, n, start, t0, ())
                     index += n
                     yield chunk
+                    if f.closed:  # close() while this pass ran: it ends here
+                        return
                     continue
                 self._check_increasing(start, lines, block.t_raw, prev_raw, prev_line)
                 t_rel = self._rel(block.t_raw)
@@ -419,6 +421,8 @@ class CsvRecording:
                         )
                     t0 = self._t_ref + float(t_rel[a])
                     yield self._make_chunk(block, a, b, start, t0, notes)
+                    if f.closed:
+                        return
                 prev_raw = block.t_raw[-1].item()
                 prev_rel = float(t_rel[-1])
                 prev_line = lines[-1]
@@ -427,7 +431,8 @@ class CsvRecording:
             f.close()
 
     def close(self) -> None:
-        """Close any file a running :meth:`chunks` generator holds open."""
+        """Close any file a running :meth:`chunks` generator holds open; that pass then
+        ends after the chunk it last yielded (as a source stops when asked)."""
         for f in list(self._handles):
             f.close()
         self._handles.clear()

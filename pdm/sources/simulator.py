@@ -87,6 +87,7 @@ from pdm.sources.base import Chunk
 __all__ = [
     "BLOCK_SAMPLES",
     "GENERATOR_VERSION",
+    "MAX_CHUNK_SAMPLES",
     "FaultSpec",
     "MachineSensor",
     "MachineSpec",
@@ -113,6 +114,9 @@ GENERATOR_VERSION = 1
 #: Internal generation block, samples. Fixed (never the caller's chunk size) so
 #: the samples do not depend on how the stream is cut. Changing it changes output.
 BLOCK_SAMPLES = 65536
+
+#: The longest chunk a :class:`Simulator` yields, samples (the longest analysis window).
+MAX_CHUNK_SAMPLES = 2**22
 
 #: Standard gravity, m/s² per g.
 G0 = 9.80665
@@ -864,8 +868,8 @@ class Simulator:
     spec : SimSpec
         What to simulate; ``duration_s=math.inf`` streams for ever.
     chunk_samples : int
-        Samples per chunk (the last one may be shorter). The samples do not
-        depend on it.
+        Samples per chunk, 1 to :data:`MAX_CHUNK_SAMPLES` (the last one may be
+        shorter). The samples do not depend on it.
 
     Examples
     --------
@@ -875,8 +879,16 @@ class Simulator:
     """
 
     def __init__(self, spec: SimSpec | None = None, *, chunk_samples: int = 8192) -> None:
-        if chunk_samples < 1:
-            raise ConfigError(f"chunk_samples={chunk_samples} must be >= 1")
+        # Bounded: a chunk is buffered whole, so an endless stream asked for chunks of 2**40
+        # samples would generate blocks until memory ran out.
+        if (
+            isinstance(chunk_samples, bool)
+            or not isinstance(chunk_samples, int | np.integer)
+            or not 1 <= chunk_samples <= MAX_CHUNK_SAMPLES
+        ):
+            raise ConfigError(
+                f"chunk_samples={chunk_samples!r} must be an integer in 1..{MAX_CHUNK_SAMPLES}"
+            )
         self.spec = spec if spec is not None else SimSpec()
         self.chunk_samples = int(chunk_samples)
         self.channels: tuple[str, ...] = self.spec.channels
