@@ -200,6 +200,7 @@ def line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
     return None
 
 
+#: Nesting reported as "too deep" when the TOML parser runs out of recursion (tomllib
 #: recurses per level; Python's limit is ~1000 frames). Only used to find the line.
 MAX_TOML_DEPTH = 100
 
