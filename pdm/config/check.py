@@ -91,7 +91,7 @@ def check_pipeline(path: str | os.PathLike[str]) -> str:
     out.append(f"sensors   {len(p.sensors)} sensor(s), {n_channels} channel(s)")
     if p.bearing_table is not None:
         out.append(
-            f"  bearing table {p.bearing_table}: {len(p._bearing_table or {})} bearing(s), "
+            f"  bearing table {p.bearing_table}: {p.table_bearings} bearing(s), "
             "looked up before the built-in catalogue"
         )
     for s in p.sensors:

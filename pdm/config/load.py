@@ -105,15 +105,9 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     data = migrate_data(data, name, text)
     table = read_bearing_table(data.get("bearing_table"), name, text)
     try:
-        pipeline = Pipeline.model_validate(
-            data, context={"require_sensors": True, "bearing_table": table}
-        )
+        return Pipeline.from_file_data(data, path=name, text=text, bearing_table=table)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, root=Pipeline, path=name, text=text)) from exc
-    pipeline._source_path = name
-    pipeline._source_text = text
-    pipeline._bearing_table = table
-    return pipeline
 
 
 def load_settings(path: str | os.PathLike[str], model: type[_M], *, what: str) -> _M:

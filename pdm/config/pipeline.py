@@ -303,6 +303,50 @@ class Pipeline(BaseModel):
         """
         return self.channel(column)[0].bearing_geometry
 
+    @property
+    def table_bearings(self) -> int:
+        """How many bearings ``bearing_table`` holds (0 without one)."""
+        return len(self._bearing_table or {})
+
+    # ----------------------------------------------------------------- origins
+
+    @classmethod
+    def from_file_data(
+        cls,
+        data: dict[str, Any],
+        *,
+        path: str,
+        text: str,
+        bearing_table: dict[str, BearingGeometry] | None,
+    ) -> Pipeline:
+        """Validate ``data``, parsed from the file ``path`` (its ``text``), remembering both
+        for messages that name a line and ``bearing_table``'s bearings for copies
+        (:func:`~pdm.config.load.load_pipeline`). Raises pydantic's ``ValidationError``."""
+        pipeline = cls.model_validate(
+            data, context={"require_sensors": True, "bearing_table": bearing_table}
+        )
+        pipeline._source_path = path
+        pipeline._source_text = text
+        pipeline._bearing_table = bearing_table
+        return pipeline
+
+    @classmethod
+    def from_flag_data(
+        cls,
+        data: dict[str, Any],
+        *,
+        bearing_flag: str,
+        pending_bearing: str | BearingSpec | None,
+    ) -> Pipeline:
+        """Validate ``data`` built from quick flags, remembering which flag named the bearing
+        (for messages) and the bearing that :meth:`with_columns` gives its sensor
+        (:func:`~pdm.config.quick.pipeline_from_flags`). Raises pydantic's ``ValidationError``."""
+        pipeline = cls.model_validate(data)
+        pipeline._from_flags = True
+        pipeline._bearing_flag = bearing_flag
+        pipeline._pending_bearing = pending_bearing
+        return pipeline
+
     # ----------------------------------------------------------------- copies
 
     def _revalidated(self, data: dict[str, Any], label: str | None = None) -> Pipeline:

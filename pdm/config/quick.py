@@ -149,12 +149,12 @@ def pipeline_from_flags(
         "sensors": [] if columns is None else [flag_sensor(list(columns), bearing_value)],
     }
     try:
-        pipeline = Pipeline.model_validate(data)
+        return Pipeline.from_flag_data(
+            data,
+            bearing_flag=bearing_flag,
+            pending_bearing=bearing_value if columns is None else None,
+        )
     except ValidationError as exc:
         raise ConfigError(
             format_errors(exc, root=Pipeline, flag_for=lambda loc: flag_for(loc, bearing_flag))
         ) from exc
-    pipeline._from_flags = True
-    pipeline._bearing_flag = bearing_flag
-    pipeline._pending_bearing = bearing_value if columns is None else None
-    return pipeline
