@@ -55,18 +55,18 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.errors import ConfigError, PdmError
-from pdm.sources.csv import CsvRecording
-from pdm.sources.tcp import (
+from pdm.sources.codec import (
     MAX_CHANNELS,
     MAX_FRAME_BYTES,
     MAX_NAME_BYTES,
     MAX_SAMPLES,
     PEEK_BYTES,
     TAG_BYTES,
-    FrameSigner,
     encode_frame,
     ns_from_seconds,
 )
+from pdm.sources.csv import CsvRecording
+from pdm.sources.stream_keys import FrameSigner
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags

@@ -13,11 +13,11 @@ from pdm.config import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Pipeline,
-    _locate_keys,
     check_pipeline,
     load_pipeline,
     pipeline_from_flags,
 )
+from pdm.config.locate import locate_keys
 from pdm.dsp.bearings import BEARINGS, BearingGeometry
 from pdm.errors import ConfigError
 
@@ -129,7 +129,7 @@ def test_every_demo_line_is_commented() -> None:
 def test_locator_points_at_the_key(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    found = _locate_keys(text)
+    found = locate_keys(text)
     for loc, number in found.items():
         last = loc[-1]
         if isinstance(last, str):
@@ -229,13 +229,14 @@ def test_migrations_registry_is_empty_at_version_1() -> None:
 def test_migration_steps_are_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Pretend the current version is 2 and version 1 files call machine.id "tag".
     import pdm.config as config
+    import pdm.config.migrate as migrate
 
     def migrate_1_to_2(data: dict[str, object]) -> dict[str, object]:
         machine = dict(data["machine"])  # type: ignore[call-overload]
         machine["id"] = machine.pop("tag")
         return {**data, "machine": machine}
 
-    monkeypatch.setattr(config, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(migrate, "SCHEMA_VERSION", 2)
     monkeypatch.setitem(config.MIGRATIONS, 1, migrate_1_to_2)
     seen: dict[str, object] = {}
 
@@ -629,7 +630,7 @@ def test_locator_finds_every_key(tables: dict[str, dict[str, str]]) -> None:
             expected[(table, 1, key)] = add(f"{key} = {value}")
         add("")
     tomllib.loads(text)  # the generator only writes valid TOML
-    found = _locate_keys(text)
+    found = locate_keys(text)
     for loc, line in expected.items():
         assert found[loc] == line, (loc, text)
 

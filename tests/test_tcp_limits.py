@@ -17,13 +17,8 @@ import pytest
 from test_tcp_source import Collector, connect, start_server, wait_closed_by_peer
 
 from pdm.errors import ConfigError, InputError
-from pdm.sources.tcp import (
-    FrameDecoder,
-    FrameSigner,
-    StreamKeys,
-    encode_frame,
-    frame_limit,
-)
+from pdm.sources.codec import FrameDecoder, encode_frame, frame_limit
+from pdm.sources.stream_keys import FrameSigner, StreamKeys
 
 T0_NS = 1_700_000_000_000_000_000
 

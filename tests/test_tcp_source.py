@@ -27,15 +27,10 @@ from hypothesis import strategies as st
 from pdm.errors import InputError
 from pdm.send import send_main
 from pdm.sources.base import Chunk
+from pdm.sources.codec import MAX_SAMPLES, FrameDecoder, encode_frame, ns_from_seconds
 from pdm.sources.csv import CsvRecording
-from pdm.sources.tcp import (
-    MAX_SAMPLES,
-    FrameDecoder,
-    SilenceWatch,
-    TcpStreamServer,
-    encode_frame,
-    ns_from_seconds,
-)
+from pdm.sources.silence import SilenceWatch
+from pdm.sources.tcp import TcpStreamServer
 
 T0_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 HEAD = struct.Struct("<4sBBHdqIH")
@@ -290,16 +285,16 @@ def test_the_trailer_is_zlibs_crc32_whichever_implementation_computes_it() -> No
     receiver computes it with zlib-ng's when installed, which must agree byte for byte."""
     import zlib
 
-    import pdm.sources.tcp as tcp_mod
+    import pdm.sources.codec as codec
 
     rng = np.random.default_rng(3)
     for n in (1, 7, 2560, 40_000):
         data = rng.standard_normal((n, 3)).astype(np.float32)
         raw = encode_frame("s", data, fs=1000.0, t0_ns=0, channels=("a", "b", "c"))
         assert int.from_bytes(raw[-4:], "little") == zlib.crc32(raw[:-4])
-        assert tcp_mod.crc32(raw[:-4]) == zlib.crc32(raw[:-4])
-        assert tcp_mod.crc32(memoryview(raw)[:-4]) == zlib.crc32(raw[:-4])
-    assert tcp_mod.crc32(b"x", 12345) == zlib.crc32(b"x", 12345)  # running value carried
+        assert codec.crc32(raw[:-4]) == zlib.crc32(raw[:-4])
+        assert codec.crc32(memoryview(raw)[:-4]) == zlib.crc32(raw[:-4])
+    assert codec.crc32(b"x", 12345) == zlib.crc32(b"x", 12345)  # running value carried
 
 
 def test_frames_fed_one_byte_at_a_time() -> None:

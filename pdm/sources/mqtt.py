@@ -65,9 +65,9 @@ from pdm.loglimit import LogLimiter
 from pdm.secrets import redact_url, secret_bytes
 from pdm.sources.base import Chunk
 
-# The name rules and the one-line sanitiser are the TCP protocol's own: the same ids and
+# The name rules and the one-line sanitiser are the stream protocol's own: the same ids and
 # channel names must pass both inputs.
-from pdm.sources.tcp import (
+from pdm.sources.codec import (
     BAD_NAME_CHARS,
     MAGIC,
     MAX_CHANNELS,
@@ -411,7 +411,7 @@ def decode_payload(payload: bytes, received: float | None = None) -> tuple[str, 
     could not be read. Every key is required, no other is allowed.
 
     Returns the same :class:`~pdm.sources.base.Chunk` as
-    :meth:`~pdm.sources.tcp.Frame.to_chunk`: float64 ``(n_samples, n_channels)`` in
+    :meth:`~pdm.sources.codec.Frame.to_chunk`: float64 ``(n_samples, n_channels)`` in
     the channels' units, non-finite values as NaN counted in ``bad_samples``, and
     ``received`` (the ``time.monotonic()`` of its arrival) as given.
 
