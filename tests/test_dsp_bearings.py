@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pdm.config import ConfigError, load_pipeline
+from pdm.config import load_pipeline
 from pdm.dsp.bearings import (
     BEARINGS,
     BearingGeometry,
@@ -23,6 +23,7 @@ from pdm.dsp.bearings import (
     lookup_bearing,
     parse_bearing_table,
 )
+from pdm.errors import ConfigError
 from pdm.sources.simulator import FaultSpec, SimSpec, write_recording
 
 REPO = Path(__file__).resolve().parents[1]
