@@ -4,7 +4,7 @@ What is timed, per decision: scoring the window (onnxruntime, the demo model),
 sensor health, the alarm state machine, saving the new state (fsynced SQLite,
 as the engine does before it acts) and issuing the relay command — the call
 into the relay, here a relay that only records the time (the Modbus round
-trip itself is measured in ``tests/test_relay.py``: ~0.3 ms on loopback).
+trip itself is measured in ``tests/actions/test_relay.py``: ~0.3 ms on loopback).
 
 Each decision is a real trip: the engine starts every round one window short
 of its on-delay with the outer-race fixture's windows, and the next window

@@ -11,10 +11,10 @@
 #                      fetched with a throw-away apt configuration so the machine's apt state
 #                      (lists, cache, sources) is left exactly as it was.
 #   chromium           Debian's `chromium` and `chromium-driver` (/usr/bin/chromium,
-#                      /usr/bin/chromedriver) for the `browser` tests (tests/test_dashboard_browser.py);
+#                      /usr/bin/chromedriver) for the `browser` tests (tests/dashboard/test_dashboard_browser.py);
 #                      Selenium is given both paths and never downloads a browser or driver.
 #   mosquitto          Debian's `mosquitto` (/usr/sbin/mosquitto), the MQTT broker that
-#                      tests/test_mqtt.py starts on a free loopback port. Where apt starts the
+#                      tests/sources/test_mqtt.py starts on a free loopback port. Where apt starts the
 #                      system service (no policy-rc.d forbidding it), it is stopped and disabled.
 
 # The body runs in a subshell so that, when sourced, it leaks no variables, `set -e` of the

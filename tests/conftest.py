@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,15 @@ from hypothesis import HealthCheck, settings
 from servers import SETUP_SCRIPT, Influx1Server, VictoriaServer, find_influxd, find_victoria
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# The tests live in rooms that mirror pdm/ (tests/dsp, tests/service, ...). Their shared helpers
+# (servers.py, webhook_receiver.py, ...) and the fixtures one room's tests take from another
+# room's test module are imported by module name, which pytest's default import mode resolves
+# only from directories on sys.path; basenames are unique across rooms.
+for _room in sorted(p for p in TESTS.iterdir() if p.is_dir() and p.name[0] not in "._"):
+    if str(_room) not in sys.path:
+        sys.path.append(str(_room))
 CWRU = REPO.parent / "shared" / "datasets" / "cwru"
 FIXTURES = REPO / "fixtures"
 PIPELINES = REPO / "pipelines"

@@ -2,7 +2,7 @@
 Chromium through Selenium (offline: both binaries given, Selenium Manager never downloads),
 waiting for a page to render, full-page screenshots, choosing in a selectbox.
 
-Used by ``tests/test_dashboard_browser.py`` and ``tests/test_dashboard_screens.py``.
+Used by ``tests/dashboard/test_dashboard_browser.py`` and ``tests/dashboard/test_dashboard_screens.py``.
 """
 
 from __future__ import annotations

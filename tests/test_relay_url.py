@@ -1,7 +1,7 @@
 """Relay URLs parsed into values below the configuration (pdm/relay_url.py), built above it.
 
-The one-line errors themselves are tested through ``relay_from_url`` in tests/test_relay.py and
-through the pipeline file in tests/test_alarm_config.py; here: the values, that the pipeline keeps
+The one-line errors themselves are tested through ``relay_from_url`` in tests/actions/test_relay.py and
+through the pipeline file in tests/config/test_alarm_config.py; here: the values, that the pipeline keeps
 one, and that checking a file no longer imports the relay drivers.
 """
 

@@ -7,7 +7,7 @@ Two pages draw the same tiles:
   screen and their text scales with it (viewport units), sized to be read from 5 m on a
   55″ screen at 1920 × 1080: with up to six machines the state word's capitals subtend
   ≥ 15 arcmin and the name, "since", the badge and the stale note ≥ 10 (docs/dashboard.md;
-  measured in ``tests/test_dashboard_screens.py``).
+  measured in ``tests/dashboard/test_dashboard_screens.py``).
 
 A tile says the state in one big word (TRIP is the brightest red), since when and for how
 long, whether the latch is acknowledged (``UNACKNOWLEDGED`` flashes; ``ack M. Keller 13:51``),

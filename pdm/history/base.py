@@ -121,7 +121,7 @@ def bucket_ns(start_ns: int, end_ns: int, points: int) -> int:
 
 
 class HistoryStore(Protocol):
-    """What every store implements (see the contract tests in ``tests/test_history_contract.py``)."""
+    """What every store implements (see the contract tests in ``tests/history/test_history_contract.py``)."""
 
     #: The store's URL without secrets, for messages.
     url: str

@@ -11,7 +11,7 @@ Rule: at least :data:`QUIET_SHARE` of the finite amplitude features (``*_g``,
 ``*_mm_s``: not the shape factors) have a robust z-score of at most −:data:`QUIET_Z`.
 Three robust standard deviations below the median is rarer than 1 in 700 for one
 Gaussian feature on its own; half of them at once does not happen by chance, and
-a 6 dB quieter machine puts nearly all of them there (tests/test_direction.py).
+a 6 dB quieter machine puts nearly all of them there (tests/scoring/test_direction.py).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ half the threshold on its own (the machine changed, then settled), else a **tren
 change (or when it counts both ways): the direction of damage.
 
 The thresholds are physical (25 %) and statistical (3 robust sd, 5 standard errors),
-not fitted to any recording; tests/test_teachin.py checks them on the simulator over
+not fitted to any recording; tests/scoring/test_teachin.py checks them on the simulator over
 speeds, noise levels and seeds.
 """
 

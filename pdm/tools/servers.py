@@ -1,6 +1,6 @@
 """Real peers of the appliance, on loopback: a Modbus TCP relay and a webhook receiver.
 
-Used by ``pdm-edge soak`` (:mod:`pdm.tools.soak`) and by the test suite (tests/test_relay.py,
+Used by ``pdm-edge soak`` (:mod:`pdm.tools.soak`) and by the test suite (tests/actions/test_relay.py,
 tests/webhook_receiver.py), so that both run against the same servers.
 
 * :class:`ModbusServer`: a pymodbus 3.16 ``ModbusTcpServer`` in a thread of its own.

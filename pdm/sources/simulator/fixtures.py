@@ -103,7 +103,7 @@ def _fixture_readme(meta_files: dict[str, dict[str, Any]]) -> str:
         "",
         "    python -m pdm.sources.simulator --fixtures fixtures/",
         "",
-        "(also `pdm-edge simulate --fixtures fixtures/`). `tests/test_simulator.py` fails when a",
+        "(also `pdm-edge simulate --fixtures fixtures/`). `tests/sources/test_simulator.py` fails when a",
         "file no longer matches what the code generates (SHA-256 in `_meta.json`).",
         "",
         "## Common to all",

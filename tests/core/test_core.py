@@ -1,0 +1,82 @@
+"""The ground floor (pdm/core): its rule (nothing above it imported) and its small pieces."""
+
+from __future__ import annotations
+
+import ast
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pdm.core.durable import write_transaction
+from pdm.core.files import fsync_dir
+from pdm.core.net import is_loopback, is_loopback_ip
+from pdm.core.time import iso_time
+
+CORE = Path(__file__).resolve().parents[2] / "pdm" / "core"
+
+
+@pytest.mark.parametrize("module", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+def test_core_imports_nothing_above_it(module: Path) -> None:
+    """Every room may import pdm.core; so pdm.core imports no room (only pdm.errors)."""
+    taken = []
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            taken.append("pdm.core")  # relative: within the package
+        elif isinstance(node, ast.ImportFrom):
+            taken.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            taken += [a.name for a in node.names]
+    above = [
+        t
+        for t in taken
+        if t.split(".")[0] == "pdm" and t not in ("pdm.errors",) and not t.startswith("pdm.core")
+    ]
+    assert above == [], f"{module.name} imports {above}"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback", "loopback_ip"),
+    [
+        ("127.0.0.1", True, True),
+        ("127.3.2.1", True, True),
+        ("::1", True, True),
+        ("[::1]", True, True),
+        ("localhost", True, False),  # a name: trusted by is_loopback only
+        ("LocalHost", True, False),
+        ("evil.localhost", False, False),
+        ("localhost.example.com", False, False),
+        ("10.0.0.5", False, False),
+        ("::ffff:10.0.0.5", False, False),
+        ("0.0.0.0", False, False),
+        ("", False, False),
+        ("[127.0.0.1", False, False),
+    ],
+)
+def test_loopback_table(host: str, loopback: bool, loopback_ip: bool) -> None:
+    assert is_loopback(host) is loopback
+    assert is_loopback_ip(host) is loopback_ip
+
+
+def test_iso_time_rounds_like_datetime_and_carries_into_the_next_second() -> None:
+    assert iso_time(1_767_225_600.64) == "2026-01-01T00:00:00.640000Z"
+    assert iso_time(1_767_225_599.9999996) == "2026-01-01T00:00:00.000000Z"
+    assert iso_time(-0.25) == "1969-12-31T23:59:59.750000Z"
+
+
+def test_fsync_dir_flushes_a_directory_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    fsync_dir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsync_dir(tmp_path / "gone")
+
+
+def test_write_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    db.execute("CREATE TABLE t(x INTEGER PRIMARY KEY)")
+    with write_transaction(db):
+        db.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError), write_transaction(db):
+        db.execute("INSERT INTO t VALUES (2)")
+        db.execute("INSERT INTO t VALUES (1)")  # fails: the 2 goes too
+    assert not db.in_transaction
+    assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
