@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from servers import free_ports
 
-from pdm.alarms.events import AlarmEvent
+from pdm.core.events import AlarmEvent
 from pdm.errors import ConfigError
 from pdm.publish import hub as hub_mod
 from pdm.publish.commands import CommandRefused, CommandVerifier, sign

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pdm.alarms.engine import rules_from
+from pdm.alarms.rules import rules_from
 from pdm.alarms.state import LEVELS, AlarmRules
 from pdm.config import Pipeline
 from pdm.dashboard.analysis import Averaged, WindowSpectra, load_analysis
