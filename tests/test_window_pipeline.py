@@ -59,12 +59,15 @@ def test_each_group_is_scored_recorded_decided_and_submitted_in_that_order(
     tmp_path: Path,
 ) -> None:
     path, groups, (spy, writer, url) = _groups(tmp_path)
-    stages: list[str] = []
-    path.observe = lambda stage, s: stages.append(stage)
-    decided_before_submit: list[int] = []
+    steps: list[str] = []
+    path.observe = lambda stage, s: steps.append(stage)
     trips = []
     for g in groups:
-        d = path.process(g, on_decided=lambda: decided_before_submit.append(len(spy.calls)))
+        d = path.process(
+            g,
+            on_scored=lambda rows: steps.append(f"scored {len(rows)}"),
+            on_decided=lambda: steps.append(f"decided, {len(spy.calls)} submitted"),
+        )
         assert d.submitted and d.detail and len(d.rows) == len(g)
         records, mark = spy.calls[-1]
         assert mark == to_ns(g[-1].window.t_start)  # the replay's durable mark
@@ -75,8 +78,12 @@ def test_each_group_is_scored_recorded_decided_and_submitted_in_that_order(
         if d.transition:
             trips += [r.new for r in d.decided if isinstance(r, StateChange)]
     assert trips == ["danger", "trip"]  # the outer race: danger at window 51, trip at 55
-    assert stages == ["score", "alarms", "history"] * len(groups)
-    assert decided_before_submit == list(range(len(groups)))  # decided, then submitted
+    # scored (the rows seen before anything acts on them), decided, then submitted
+    assert steps == [
+        s
+        for i, g in enumerate(groups)
+        for s in (f"scored {len(g)}", "score", "alarms", f"decided, {i} submitted", "history")
+    ]
     assert writer.drain(10.0)
     writer.close()
     with open_store(url) as store:

@@ -770,8 +770,19 @@ class MachineRunner:
         unexplained = 0
         if scorer is not None:
             scorer.explain, unexplained = rules.explain, scorer.unexplained
-        self.last_values = wf.features.values
         spectra_shed = self.recorder.spectra_shed
+
+        def scored(rows: list[dict[str, Any]]) -> None:
+            # The newest readings, before the alarms act: a transition's published state
+            # (the publish feed's thread reads them) carries this window's.
+            if rows:
+                last = rows[-1]
+                self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
+                self.last_confidence = last.get("diagnosis_confidence")
+                if last.get("score") is not None:
+                    hint = last.get("below_baseline")
+                    self.last_hint = hint.get("message") if isinstance(hint, dict) else None
+            self.last_values = wf.features.values
 
         def decided() -> None:
             if received is not None and self.on_decision is not None:
@@ -788,16 +799,10 @@ class MachineRunner:
             [wf],
             spectra=rules.spectra,
             keep_rows=lambda rows: self._keep_rows(wf, rows, rules),
+            on_scored=scored,
             on_decided=decided,
         )
         rows = decision.rows
-        if rows:
-            last = rows[-1]
-            self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
-            self.last_confidence = last.get("diagnosis_confidence")
-            if last.get("score") is not None:
-                hint = last.get("below_baseline")
-                self.last_hint = hint.get("message") if isinstance(hint, dict) else None
         shed = self.stats.shed
         shed["spectra"] += self.recorder.spectra_shed - spectra_shed
         if scorer is not None:

@@ -97,6 +97,7 @@ class WindowPipeline:
         spectra: bool = True,
         keep_rows: Callable[[list[dict[str, Any]]], bool] | None = None,
         write: bool = True,
+        on_scored: Callable[[list[dict[str, Any]]], None] | None = None,
         on_decided: Callable[[], None] | None = None,
     ) -> Decision:
         """Score, record, decide and submit ``group`` (consecutive windows of this machine).
@@ -105,14 +106,18 @@ class WindowPipeline:
         ``keep_rows(rows)``: whether the feature and score rows go to history (None: always);
         when not, a group with a transition keeps them anyway. ``write`` False: windows a
         resumed replay wrote before its checkpoint — scored and recorded (the streams'
-        state moves on) but neither decided nor submitted. ``on_decided``: called once the
-        alarm engine has acted, before the records are submitted (the decision latency).
+        state moves on) but neither decided nor submitted. ``on_scored(rows)``: called with
+        the score rows before anything acts on them (the service's newest readings, which a
+        transition's published state carries). ``on_decided``: called once the alarm engine
+        has acted, before the records are submitted (the decision latency).
         """
         if not group:
             return Decision()
         observe = self.observe
         t0 = time.perf_counter()
         rows = self.scores.process(list(group)) if self.scores is not None else []
+        if on_scored is not None:
+            on_scored(rows)
         t1 = time.perf_counter()
         if observe is not None:
             observe("score", t1 - t0)
