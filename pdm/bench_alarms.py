@@ -70,13 +70,13 @@ def _dsp_load(stop: Any) -> None:
 
 
 def bench_decision(*, quick: bool = False) -> dict[str, Any]:
-    from pdm.alarms.engine import AlarmEngine
     from pdm.alarms.state import MachineAlarm
-    from pdm.alarms.store import AlarmStore
     from pdm.config import load_pipeline
     from pdm.history.recorder import Recorder
     from pdm.processing import FeatureStream, open_recording
     from pdm.scoring.runtime import Model, WindowScorer
+    from pdm.supervision.engine import AlarmEngine
+    from pdm.supervision.store import AlarmStore
 
     pl = load_pipeline(REPO / "pipelines" / "demo.toml")
     rec, pl = open_recording(REPO / "fixtures" / "outer_race.csv.gz", pl)

@@ -131,7 +131,7 @@ def _json_value(v: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pdm.alarms.engine import rules_from
+    from pdm.alarms.rules import rules_from
     from pdm.alarms.state import trip_paths
     from pdm.config import check_pipeline, load_pipeline
     from pdm.scoring.card import read_card
@@ -847,14 +847,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_operators(args: argparse.Namespace) -> int:
-    from pdm.dashboard.pin import operators_main
+    from pdm.operators import operators_main
 
     return operators_main(args.rest)
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from pdm.alarms.ack import ack
     from pdm.history import default_data_dir, parse_store_url
+    from pdm.supervision.ack import ack
 
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = parse_store_url(args.store or f"sqlite:///{(data_dir / 'history.db').resolve()}")

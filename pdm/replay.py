@@ -1,7 +1,8 @@
 """``pdm-edge replay``: recordings through features and scoring into a history store.
 
-The same path the service runs (FeatureStream → ScoreStream → Recorder →
-HistoryWriter), as fast as possible or paced (``--speed 1.0`` = real time).
+The same path the service runs (FeatureStream, then each group of windows through
+:class:`pdm.supervision.window.WindowPipeline`: score → record → alarms → HistoryWriter),
+as fast as possible or paced (``--speed 1.0`` = real time).
 
 **Interrupted and resumed.** SIGTERM or Ctrl-C stops reading, delivers or
 spools what is queued, saves a checkpoint and exits 143 (130 for Ctrl-C).
@@ -29,9 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pdm.alarms.engine import AlarmEngine
 from pdm.alarms.state import MachineAlarm
-from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.errors import ConfigError
 from pdm.history import open_store, parse_store_url, spool_path
@@ -42,6 +41,9 @@ from pdm.history.records import to_ns
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+from pdm.supervision.engine import AlarmEngine
+from pdm.supervision.store import AlarmStore
+from pdm.supervision.window import WindowPipeline
 
 __all__ = ["ReplayOptions", "replay", "resolve_store"]
 
@@ -278,33 +280,25 @@ def _replay_one(
         t_first: float | None = None
         wall0 = time.monotonic()
 
+        window_path = WindowPipeline(features, scores, recorder, engine, writer)
+
         def write_group(group: list[WindowFeatures]) -> None:
             nonlocal last_ckpt
             if not group:
                 return
-            rows = scores.process(group) if scores is not None else []
-            model = ""
-            thresholds: dict[str, float] = {}
-            if scores is not None and scores.scorer is not None:
-                m = scores.scorer.model
-                model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
             t_last = to_ns(group[-1].window.t_start)
+            # Before the checkpoint: already written, and the alarm state at the checkpoint
+            # already includes these windows.
             skip = mark is not None and t_last <= mark
-            recs = recorder.records(group, rows, model=model, thresholds=thresholds)
-            new_events = features.events[recorder.events_seen :]
-            recs += recorder.stream_events(features.events)
+            window_path.process(group, write=not skip)
             summary["windows"] += len(group)
             summary["invalid_windows"] += sum(not wf.features.valid for wf in group)
             if skip:
-                # Before the checkpoint: already written, and the alarm state at the
-                # checkpoint already includes these windows.
                 summary["windows_skipped"] += len(group)
                 recorder.captures_made = 0
                 return
-            recs += engine.process(group, rows, model=model, thresholds=thresholds, gaps=new_events)
             assert engine.state is not None
             snapshots[t_last] = engine.state.to_json()
-            writer.submit(*recs, mark=t_last)
             now = time.monotonic()
             if now - last_ckpt >= opts.checkpoint_every_s:
                 checkpoint(False)

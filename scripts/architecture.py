@@ -35,6 +35,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "pdm.core",
             "pdm.errors",
             "pdm.secrets",
+            "pdm.operators",  # who may acknowledge: operator names and PIN hashes
             "pdm.loglimit",
             "pdm.progress",
             "pdm.appliance",
@@ -48,6 +49,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("features, scoring, diagnosis", ("pdm.processing", "pdm.scoring", "pdm.diagnosis")),
     ("alarms", ("pdm.alarms",)),
     ("actions, history", ("pdm.actions", "pdm.history")),
+    ("supervision", ("pdm.supervision",)),
     ("runs of recordings", ("pdm.replay", "pdm.diagnose")),
     ("service, publish", ("pdm.service", "pdm.publish")),
     ("dashboard", ("pdm.dashboard",)),
@@ -79,7 +81,7 @@ NEVER: dict[str, tuple[str, ...]] = {
     # history stores what it is given; it does not run the window path
     "pdm.history": ("pdm.processing", "pdm.replay"),
     # the dashboard reads, and acts only through the service's control API
-    "pdm.dashboard": ("pdm.service", "pdm.alarms.ack", "pdm.actions", "pdm.history.writer"),
+    "pdm.dashboard": ("pdm.service", "pdm.supervision", "pdm.actions", "pdm.history.writer"),
 }
 
 

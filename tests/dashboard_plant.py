@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from pdm.alarms.state import Ack, MachineAlarm
-from pdm.alarms.store import AlarmStore
 from pdm.history.records import Event, FeatureRows, ScoreRows, StateChange
 from pdm.history.sqlite import SqliteStore
+from pdm.supervision.store import AlarmStore
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000

@@ -49,14 +49,14 @@ def test_cycles_on_known_graphs(
 def test_arrows_up_a_floor_and_forbidden_ones_are_named(arch: ModuleType) -> None:
     edges = {
         "pdm.dsp.spectrum": {"pdm.core.chunk", "pdm.sources.base"},  # down, then up
-        "pdm.dashboard.alarms": {"pdm.history.sqlite", "pdm.alarms.ack"},  # read ok, act not
+        "pdm.dashboard.alarms": {"pdm.history.sqlite", "pdm.supervision.ack"},  # read ok, act not
         "pdm.core.chunk": set(),
         "pdm.sources.base": set(),
         "pdm.history.sqlite": set(),
-        "pdm.alarms.ack": set(),
+        "pdm.supervision.ack": set(),
     }
     assert arch.wrong_way(edges) == [
-        ("pdm.dashboard.alarms", "pdm.alarms.ack", "forbidden"),
+        ("pdm.dashboard.alarms", "pdm.supervision.ack", "forbidden"),
         ("pdm.dsp.spectrum", "pdm.sources.base", "up: dsp → sources"),
     ]
 

@@ -13,7 +13,7 @@ import sys
 
 from pdm.actions.outbox import Outbox
 from pdm.actions.webhook import WebhookSender, WebhookSettings, webhook_secret
-from pdm.alarms.events import AlarmEvent
+from pdm.core.events import AlarmEvent
 
 T0 = 1_780_000_000_000_000_000  # 2026-05-28, ns
 

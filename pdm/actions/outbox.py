@@ -2,9 +2,9 @@
 
 A single SQLite file (WAL, ``synchronous=FULL``: :meth:`Outbox.enqueue` is on
 disk when it returns), first in, first out. Events are stored as JSON of their
-fields — no pickle — and rebuilt as :class:`~pdm.alarms.events.AlarmEvent`.
+fields — no pickle — and rebuilt as :class:`~pdm.core.events.AlarmEvent`.
 
-**Keyed by event id.** The id of an :class:`~pdm.alarms.events.AlarmEvent` is
+**Keyed by event id.** The id of an :class:`~pdm.core.events.AlarmEvent` is
 stable (the same transition recorded twice has the same id), so enqueuing is
 ``INSERT OR IGNORE``: a restart or a resumed replay that enqueues an event
 again stores it once. An id that was already delivered (table ``delivered``,
@@ -37,8 +37,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pdm.alarms.events import AlarmEvent
 from pdm.core.durable import connect_durable, open_or_set_aside, write_transaction
+from pdm.core.events import AlarmEvent
 from pdm.errors import PdmError
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxError", "RejectedEntry"]

@@ -1,6 +1,6 @@
 """Webhooks: alarm events POSTed to a receiver, signed, in order, through a durable outbox.
 
-**Request.** One ``POST`` per :class:`~pdm.alarms.events.AlarmEvent` to the
+**Request.** One ``POST`` per :class:`~pdm.core.events.AlarmEvent` to the
 configured URL, with the body in one of three formats (:data:`FORMATS`):
 
 - ``json``: ``json.dumps(event.payload(), separators=(",", ":"), sort_keys=True)``,
@@ -74,7 +74,7 @@ from pdm.secrets import redact_url, secret_bytes
 # DSP stack (numpy, scipy: ~0.4 s). The sender only calls methods on the objects it is given.
 if TYPE_CHECKING:
     from pdm.actions.outbox import Outbox
-    from pdm.alarms.events import AlarmEvent
+    from pdm.core.events import AlarmEvent
 
 __all__ = [
     "FORMATS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir"]
+__all__ = ["default_data_dir", "fsync_dir"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -15,3 +15,9 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def default_data_dir() -> Path:
+    """Where history, spool, captures, checkpoints and operators live: ``$PDM_EDGE_DATA`` or
+    ``./var``."""
+    return Path(os.environ.get("PDM_EDGE_DATA") or "var")

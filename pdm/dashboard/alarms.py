@@ -11,10 +11,11 @@ state store (:mod:`pdm.dashboard.status`, read-only). When the service does not 
 page says the state is *unknown — service unreachable* and shows the last state saved on
 this appliance as such: never a green all-clear.
 
-**Acknowledging** asks for an operator name and PIN (:mod:`pdm.dashboard.pin`); once the PIN
-checks out it acknowledges through the service's control API when the dashboard knows one,
-else through ``pdm-edge ack``'s path (:func:`pdm.alarms.ack.ack`, the documented way with no
-service running). The form offers only latched machines nobody has acknowledged yet. The
+**Acknowledging** asks for an operator name and PIN (:mod:`pdm.operators`); once the PIN
+checks out it acknowledges through the service's control API (``POST /ack/<machine>``). The
+dashboard only reads stores: without a control API (``--api``) it refuses, saying so, and
+``pdm-edge ack`` on the appliance is the way with no service running. The form offers only
+latched machines nobody has acknowledged yet. The
 page logic is in plain functions (:func:`alarm_rows`, :func:`log_rows`,
 :func:`latched_machines`, :func:`acknowledge`) tested without Streamlit.
 """
@@ -34,7 +35,6 @@ from pdm.config import Pipeline
 from pdm.dashboard.context import DashboardContext
 from pdm.dashboard.data import ack_of
 from pdm.dashboard.labels import duration, location_label, plain_reason
-from pdm.dashboard.pin import check_pin
 from pdm.dashboard.status import (
     API_TIMEOUT_S,
     UNREACHABLE,
@@ -47,8 +47,10 @@ from pdm.dashboard.status import (
 from pdm.errors import PdmError
 from pdm.history.base import LogRecord
 from pdm.history.records import ActionResult, Capture, Event, Kind, StateChange
+from pdm.operators import check_pin
 
 __all__ = [
+    "NO_API",
     "AckResult",
     "Alarm",
     "acknowledge",
@@ -69,7 +71,7 @@ KIND_LABEL: dict[str, str] = {
     "captures": "capture",
 }
 REFRESH = "5s"
-_FAIL_DELAY_S = 1.0  # after a wrong PIN, before answering (the lockout is in pdm.dashboard.pin)
+_FAIL_DELAY_S = 1.0  # after a wrong PIN, before answering (the lockout is in pdm.operators)
 NS = 1_000_000_000
 
 
@@ -302,6 +304,14 @@ def latched_machines(ctx: DashboardContext) -> list[tuple[str, str]]:
     )
 
 
+#: Why the dashboard refuses to acknowledge without a control API (one line).
+NO_API = (
+    "Cannot acknowledge here: no control API configured (start the dashboard with --api "
+    "or PDM_DASHBOARD_API). The dashboard does not write the alarm state store itself; with "
+    "the service stopped, acknowledge with `pdm-edge ack MACHINE --by NAME` on the appliance."
+)
+
+
 def acknowledge(
     ctx: DashboardContext,
     machine: str,
@@ -311,8 +321,11 @@ def acknowledge(
     *,
     timeout: float = API_TIMEOUT_S,
 ) -> AckResult:
-    """Check the operator's PIN, then acknowledge ``machine`` (control API, else state store)."""
+    """Check the operator's PIN, then acknowledge ``machine`` through the control API; without
+    one (no ``--api``) refused: the dashboard never writes a store itself."""
     by = by.strip()
+    if not ctx.api_url:
+        return AckResult(False, NO_API)
     if not machine:
         return AckResult(False, "choose a machine")
     if not by or not pin:
@@ -322,29 +335,22 @@ def acknowledge(
         return AckResult(False, f"{checked.message}; nothing acknowledged")
     # A PIN set under the old 4-character rule still works, but says so.
     note = " (your PIN is shorter than 6 characters: have it set again)" if checked.short else ""
-    if ctx.api_url:
-        import httpx
+    import httpx
 
-        url = f"{ctx.api_url.rstrip('/')}/ack/{quote(machine, safe='')}"
-        body = json.dumps({"by": by, "comment": comment}).encode("utf-8")
-        headers = {**api_headers(ctx), "Content-Type": "application/json"}
-        try:
-            resp = httpx.post(url, content=body, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return AckResult(False, f"control API {ctx.api_url}: {type(exc).__name__}: {exc}")
-        if resp.status_code != 200:
-            return AckResult(False, f"{machine}: HTTP {resp.status_code}: {api_error(resp)}")
-        try:
-            msg = str(resp.json().get("message", "acknowledged"))
-        except (ValueError, AttributeError):
-            msg = "acknowledged"
-        return AckResult(True, f"{machine}: {msg}{note}")
-    from pdm.alarms.ack import ack
-
+    url = f"{ctx.api_url.rstrip('/')}/ack/{quote(machine, safe='')}"
+    body = json.dumps({"by": by, "comment": comment}).encode("utf-8")
+    headers = {**api_headers(ctx), "Content-Type": "application/json"}
     try:
-        return AckResult(True, ack(machine, by, comment, ctx.data_dir, ctx.store_url) + note)
-    except (PdmError, ValueError) as exc:
-        return AckResult(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        resp = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return AckResult(False, f"control API {ctx.api_url}: {type(exc).__name__}: {exc}")
+    if resp.status_code != 200:
+        return AckResult(False, f"{machine}: HTTP {resp.status_code}: {api_error(resp)}")
+    try:
+        msg = str(resp.json().get("message", "acknowledged"))
+    except (ValueError, AttributeError):
+        msg = "acknowledged"
+    return AckResult(True, f"{machine}: {msg}{note}")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -485,16 +491,15 @@ def render(ctx: DashboardContext) -> None:
     st.caption(
         "Viewing needs nothing; acknowledging needs an operator name and PIN "
         "(`pdm-edge operators add NAME`). "
-        + (
-            f"Acknowledged through the service at {ctx.api_url}."
-            if ctx.api_url
-            else "No service configured: acknowledged in the alarm state store "
-            "(as `pdm-edge ack` does)."
-        )
+        + (f"Acknowledged through the service at {ctx.api_url}." if ctx.api_url else "")
     )
     blocked = ""
     try:
         latched = latched_machines(ctx)
+        if not ctx.api_url and latched:
+            blocked = NO_API
+            st.warning(blocked)
+            latched = []
     except PdmError as exc:
         latched = []
         blocked = (

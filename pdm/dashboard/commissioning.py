@@ -21,7 +21,7 @@ fault's onset to the first alarm. The result exports as a self-contained HTML re
 (:mod:`pdm.dashboard.report`), which ``pdm-edge report`` writes from the command line.
 
 Uploads need an operator: the page asks for an operator name and PIN
-(:func:`pdm.dashboard.pin.check_pin`, with its lockout) before it even shows the
+(:func:`pdm.operators.check_pin`, with its lockout) before it even shows the
 upload field, and an operator stays signed in to this browser session for
 :data:`OPERATOR_SESSION_S`. Uploads are limited to ``PDM_DASHBOARD_MAX_UPLOAD_MB``
 (default 200) MB, kept in a private folder of the session and always removed
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pdm.alarms.engine import rules_from
+from pdm.alarms.rules import rules_from
 from pdm.alarms.state import LEVELS, AlarmRules
 from pdm.config import Pipeline
 from pdm.dashboard.analysis import Averaged, WindowSpectra, load_analysis
@@ -656,7 +656,7 @@ def signed_in_operator(state: Any, now: float | None = None) -> str | None:
 def sign_in(ctx: DashboardContext, state: Any, name: str, pin_text: str) -> str | None:
     """Check an operator's PIN (with the lockout); on success sign them in to ``state``.
     Returns None when signed in, else the one-line reason."""
-    from pdm.dashboard.pin import check_pin
+    from pdm.operators import check_pin
 
     if not name.strip() or not pin_text:
         return "give your operator name and PIN"

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from pdm.core.files import default_data_dir
 from pdm.history.base import HistoryError, HistoryStore, StoreURL, parse_store_url
 
 __all__ = [
@@ -25,11 +25,6 @@ __all__ = [
     "parse_store_url",
     "spool_path",
 ]
-
-
-def default_data_dir() -> Path:
-    """Where history, spool, captures and checkpoints live: ``$PDM_EDGE_DATA`` or ``./var``."""
-    return Path(os.environ.get("PDM_EDGE_DATA") or "var")
 
 
 def spool_path(data_dir: Path, url: StoreURL, *, worker: int | None = None) -> Path:

@@ -15,7 +15,7 @@ what goes into history for a window:
   without it), and the teach-in's verdicts (``teach_in_*``, from the rows'
   ``teach_in``);
 * on every alarm transition (:meth:`Recorder.transition`, called by
-  :class:`pdm.alarms.engine.AlarmEngine`) a :class:`StateChange` with a
+  :class:`pdm.supervision.engine.AlarmEngine`) a :class:`StateChange` with a
   :class:`Capture` of the raw windows behind it (``[history] capture_windows``),
   the model version and thresholds in force; and captures on demand
   (:meth:`Recorder.capture_next`, ``--capture``).

@@ -25,7 +25,6 @@ scores by (machine, time), the rest by (machine, time, kind-specific key).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import struct
@@ -35,6 +34,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from pdm.core.events import event_id
 
 __all__ = [
     "CRITICAL_KINDS",
@@ -237,12 +238,6 @@ class StateChange:
 
     def __len__(self) -> int:
         return 1
-
-
-def event_id(machine: str, t_ns: int, *parts: str) -> str:
-    """A stable id: the same event recorded twice (a resend after a crash) has the same id."""
-    h = hashlib.sha256("\x1f".join((machine, str(t_ns), *parts)).encode())
-    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

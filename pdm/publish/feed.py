@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pdm.alarms.events import AlarmEvent
+from pdm.core.events import AlarmEvent
 from pdm.loglimit import LogLimiter
 from pdm.publish.model import SNAPSHOT_KEYS
 

@@ -4,7 +4,7 @@ A :class:`Snapshot` is one machine's ``GET /status`` entry, trimmed to what the 
 (the same function builds both, so MQTT, OPC UA, Modbus and ``/status`` agree by construction)
 and checked field by field when it is read (:meth:`Snapshot.from_status`): in a service with
 workers it crosses a process boundary. A :class:`TransitionEvent` is one alarm transition as
-the webhooks send it (schema ``pdm-edge.alarm/1``, :class:`pdm.alarms.events.AlarmEvent`).
+the webhooks send it (schema ``pdm-edge.alarm/1``, :class:`pdm.core.events.AlarmEvent`).
 
 Numeric codes (OPC UA ``StateCode``, the Modbus register map) are fixed here and listed in
 docs/integration.md; they only ever grow.
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pdm.alarms.events import SCHEMA as EVENT_SCHEMA
+from pdm.core.events import SCHEMA as EVENT_SCHEMA
 from pdm.diagnosis import DIAGNOSES
 
 __all__ = [

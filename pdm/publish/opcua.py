@@ -261,7 +261,7 @@ class OpcUaPublisher:
         self.acknowledged = 0
 
     def _operator_pin(self, name: str, password: str) -> bool:
-        from pdm.dashboard.pin import check_pin  # the operators who may acknowledge
+        from pdm.operators import check_pin  # the operators who may acknowledge
 
         return bool(check_pin(self.settings.data_dir, name, password).ok)
 

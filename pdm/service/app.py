@@ -46,7 +46,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from pdm.alarms.state import MachineAlarm, check_operator_text
-from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.core.files import fsync_dir
 from pdm.errors import ConfigError, ModelError
@@ -60,6 +59,7 @@ from pdm.service.runner import MachineRunner
 from pdm.service.shedding import LEVELS, ShedPolicy
 from pdm.service.signals import stop_on_signals
 from pdm.sources.base import Chunk
+from pdm.supervision.store import AlarmStore
 
 if TYPE_CHECKING:
     from pdm.scoring.update import CandidateReport

@@ -43,19 +43,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pdm.alarms.engine import AlarmEngine
-from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline
 from pdm.dsp.features import FeatureExtractor, extract_many
 from pdm.dsp.windows import Window
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
-from pdm.history.records import Event, Record, StateChange, to_ns
+from pdm.history.records import Event
 from pdm.history.writer import HistoryWriter
 from pdm.loglimit import LogLimiter
 from pdm.processing import FeatureStream, WindowFeatures
 from pdm.service.shedding import LEVELS, LoadSample, Shed, Shedder, WindowGate, max_skipped_run
 from pdm.sources.base import Chunk
+from pdm.supervision.engine import AlarmEngine
+from pdm.supervision.store import AlarmStore
+from pdm.supervision.window import WindowPipeline
 
 if TYPE_CHECKING:
     from pdm.scoring.runtime import Model
@@ -524,6 +525,10 @@ class MachineRunner:
             actions=actions,
             submit_durable=writer.submit_durable,
         )
+        #: Each window's one path: score → history records → alarms and actions → submit.
+        self.window_path = WindowPipeline(
+            self.features, self.scores, self.recorder, self.engine, writer, self.observe
+        )
         self.stats = RunnerStats(started=time.monotonic())
         self._heartbeat = time.monotonic()
         self.pool = pool
@@ -761,68 +766,59 @@ class MachineRunner:
             self.scores.scorer = self.scores.scorer_for(model)
             self.scores.teach = None
         rules = self.rules
-        t1 = time.perf_counter()
         scorer = self.scores.scorer if self.scores is not None else None
         unexplained = 0
         if scorer is not None:
             scorer.explain, unexplained = rules.explain, scorer.unexplained
-        rows = self.scores.process([wf]) if self.scores is not None else []
-        if rows:
-            last = rows[-1]
-            self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
-            self.last_confidence = last.get("diagnosis_confidence")
-            if last.get("score") is not None:
-                hint = last.get("below_baseline")
-                self.last_hint = hint.get("message") if isinstance(hint, dict) else None
-        self.last_values = wf.features.values
-        t2 = time.perf_counter()
-        self.observe("score", t2 - t1)
-        model, thresholds = "", {}
-        if self.scores is not None and self.scores.scorer is not None:
-            m = self.scores.scorer.model
-            model, thresholds = m.version, {"alert": m.alert, "danger": m.danger}
-        detail = self._keep_rows(wf, rows, rules)
-        shed = self.stats.shed
-        before = self.recorder.spectra_shed
-        recs: list[Record] = self.recorder.records(
-            [wf], rows, model=model, thresholds=thresholds, spectra=rules.spectra, detail=detail
+        spectra_shed = self.recorder.spectra_shed
+
+        def scored(rows: list[dict[str, Any]]) -> None:
+            # The newest readings, before the alarms act: a transition's published state
+            # (the publish feed's thread reads them) carries this window's.
+            if rows:
+                last = rows[-1]
+                self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
+                self.last_confidence = last.get("diagnosis_confidence")
+                if last.get("score") is not None:
+                    hint = last.get("below_baseline")
+                    self.last_hint = hint.get("message") if isinstance(hint, dict) else None
+            self.last_values = wf.features.values
+
+        def decided() -> None:
+            if received is not None and self.on_decision is not None:
+                # The window's last sample arrived with its chunk; the relay command (if the
+                # state changed) has been issued by now. The second figure starts on the
+                # sensor's clock, when the chunk's last sample was acquired: the DAQ's sending
+                # and the time in the socket buffer (where backpressure parks a queue) are in it.
+                self.on_decision(
+                    time.monotonic() - received,
+                    None if sensor_end is None else time.time() - sensor_end,
+                )
+
+        decision = self.window_path.process(
+            [wf],
+            spectra=rules.spectra,
+            keep_rows=lambda rows: self._keep_rows(wf, rows, rules),
+            on_scored=scored,
+            on_decided=decided,
         )
-        shed["spectra"] += self.recorder.spectra_shed - before
+        rows = decision.rows
+        shed = self.stats.shed
+        shed["spectra"] += self.recorder.spectra_shed - spectra_shed
         if scorer is not None:
             shed["explanations"] += scorer.unexplained - unexplained
-        new_events = self.features.events[self.recorder.events_seen :]
-        recs += self.recorder.stream_events(self.features.events)
-        decided = self.engine.process(
-            [wf], rows, model=model, thresholds=thresholds, gaps=new_events
-        )
-        recs += decided
-        if not detail:
-            if any(isinstance(r, StateChange) for r in decided):
-                recs += self.recorder.detail_records([wf], rows)  # a transition's rows stay
-            else:
-                shed["history_rows"] += 1
-        t3 = time.perf_counter()
-        self.observe("alarms", t3 - t2)
-        if received is not None and self.on_decision is not None:
-            # The window's last sample arrived with its chunk; the relay command (if the
-            # state changed) has been issued by now. The second figure starts on the sensor's
-            # clock, when the chunk's last sample was acquired: the DAQ's sending and the
-            # time in the socket buffer (where backpressure parks a queue) are in it.
-            self.on_decision(
-                time.monotonic() - received,
-                None if sensor_end is None else time.time() - sensor_end,
-            )
-        self.writer.submit(*recs, mark=to_ns(wf.window.t_start))
-        self.observe("history", time.perf_counter() - t3)
+        if not decision.detail and not decision.transition:
+            shed["history_rows"] += 1
         self.stats.windows += 1
         self.stats.last_window_t = (
             wf.window.t_start + self.pipeline.acquisition.window_samples / self.fs
         )
         shadow = self._shadow
-        if shadow is not None and rows and model:
+        version = self.window_path.model()[0]
+        if shadow is not None and rows and version:
             # After the alarms and history: the candidate never delays a decision.
             t4 = time.perf_counter()
-            self._shadow_window(shadow, wf, rows[-1], model)
+            self._shadow_window(shadow, wf, rows[-1], version)
             self.observe("shadow", time.perf_counter() - t4)
 
     def _keep_rows(self, wf: WindowFeatures, rows: list[dict[str, Any]], rules: Shed) -> bool:

@@ -44,7 +44,7 @@ from pdm.actions.webhook import (
     verify,
     webhook_secret,
 )
-from pdm.alarms.events import AlarmEvent
+from pdm.core.events import AlarmEvent
 from pdm.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parents[1]

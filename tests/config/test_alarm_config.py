@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pdm.alarms.engine import rules_from
+from pdm.alarms.rules import rules_from
 from pdm.config import load_pipeline
 from pdm.errors import ConfigError
 

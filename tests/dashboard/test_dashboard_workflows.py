@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pdm.alarms.store import AlarmStore
 from pdm.config import load_pipeline
 from pdm.dashboard import alarms, commissioning, pin, uploads
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
 from pdm.history.records import StateChange
+from pdm.service.api import ControlAPI
+from pdm.supervision.store import AlarmStore
 
 pytest.importorskip("streamlit")
 
@@ -59,6 +60,47 @@ def _tripped_copy(tmp_path: Path) -> Path:
 def tripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir whose live state is trip, shared by the module's tests."""
     return _tripped_copy(tmp_path_factory.mktemp("live"))
+
+
+class _AckService:
+    """The control API's backend for a data dir whose service is stopped: it acknowledges as
+    ``pdm-edge ack`` does (state store, history, outboxes) and reports the stored states.
+    The dashboard reaches it through a real :class:`~pdm.service.api.ControlAPI` over HTTP:
+    the dashboard itself writes no store (docs/dashboard.md)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.store_url = parse_store_url(f"sqlite:///{(data_dir / 'history.db').resolve()}")
+
+    def status(self) -> list[dict[str, Any]]:
+        from pdm.core.time import iso_time
+        from pdm.dashboard.status import read_local_store
+
+        out: list[dict[str, Any]] = []
+        path = self.data_dir / "alarms.db"
+        for s in read_local_store(path).values() if path.exists() else ():
+            ack = None
+            if s.ack_by and s.ack_ns:
+                ack = {"by": s.ack_by, "at": iso_time(s.ack_ns / 1e9), "comment": s.ack_comment}
+            since = iso_time(s.since_ns / 1e9) if s.since_ns else None
+            out.append({"id": s.machine, "state": s.state, "since": since, "acknowledged": ack})
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "reasons": []}
+
+    def acknowledge(self, machine: str, by: str, comment: str) -> str:
+        from pdm.supervision.ack import ack
+
+        if machine not in {d["id"] for d in self.status()}:
+            raise KeyError(machine)
+        return ack(machine, by, comment, self.data_dir, self.store_url).removeprefix(f"{machine}: ")
+
+    def metrics(self) -> str:
+        return ""
+
+
+API_TOKEN = "a" * 24
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +204,7 @@ def test_unknown_names_lock_alike_and_others_are_not_locked(tmp_path: Path) -> N
 _HAMMER = """
 import sys
 from pathlib import Path
-from pdm.dashboard import pin
+from pdm import operators as pin
 tried = sum(not pin.check_pin(Path(sys.argv[1]), "alice", "000000").locked_s for _ in range(12))
 print(tried)
 """
@@ -225,19 +267,25 @@ def test_new_pins_need_six_characters_and_old_short_ones_are_flagged(
 # --- acknowledging -------------------------------------------------------------------------------
 
 
-def test_acknowledge_against_the_state_store(tripped: Path) -> None:
-    ctx = _ctx(tripped)
-    assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
-    pin.set_pin(tripped, "alice", "471100")
+def test_acknowledge_through_the_control_api_writes_the_state_store(tripped: Path) -> None:
+    from pdm.service.api import ControlAPI
 
-    bad = alarms.acknowledge(ctx, "demo-pump", "alice", "000000", "checked")
-    assert not bad.ok and "PIN" in bad.message
-    with AlarmStore(tripped / "alarms.db") as store:
-        state = store.load("demo-pump")
-        assert state is not None and state.ack is None
+    api = ControlAPI(_AckService(tripped), port=0, token=API_TOKEN, timeout_s=5.0)  # type: ignore[arg-type]
+    with api:
+        ctx = _ctx(tripped, api_url=f"http://127.0.0.1:{api.port}", api_token=API_TOKEN)
+        assert alarms.latched_machines(ctx) == [("demo-pump", "trip")]
+        pin.set_pin(tripped, "alice", "471100")
 
-    res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "bearing inspected")
-    assert res.ok, res.message
+        bad = alarms.acknowledge(ctx, "demo-pump", "alice", "000000", "checked")
+        assert not bad.ok and "PIN" in bad.message
+        with AlarmStore(tripped / "alarms.db") as store:
+            state = store.load("demo-pump")
+            assert state is not None and state.ack is None
+
+        res = alarms.acknowledge(ctx, "demo-pump", "alice", "471100", "bearing inspected")
+        assert res.ok, res.message
+        # Acknowledged: the form no longer offers the machine (still latched until it clears).
+        assert alarms.latched_machines(ctx) == []
     assert res.message.startswith("demo-pump: trip acknowledged")
     with AlarmStore(tripped / "alarms.db") as store:
         state = store.load("demo-pump")
@@ -257,8 +305,6 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     relay = [r["what"] for r in rows if r["what"].startswith("relay")]
     assert "relay: dropped (machine stopped) — dry run, only logged" in relay
     assert "relay: ok" not in relay
-    # Acknowledged: the form no longer offers the machine (still latched until it clears).
-    assert alarms.latched_machines(ctx) == []
     # The alarm list: one row, raised at danger, escalated to trip, acknowledged by alice.
     with ctx.store() as store:
         found = alarms.alarm_rows(store.log(None, kinds=("states", "events")))
@@ -274,10 +320,33 @@ def test_acknowledge_against_the_state_store(tripped: Path) -> None:
     assert "e+03" not in row["reason"] and "4,420" in row["reason"]
 
 
+def test_acknowledge_without_a_control_api_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    d = _tripped_copy(tmp_path)
+    pin.set_pin(d, "alice", "471100")
+    with AlarmStore(d / "alarms.db") as store:
+        before = store.load("demo-pump")
+    with _ctx(d).store() as history:
+        logged = len(history.log(None, kinds=("states", "events")))
+    res = alarms.acknowledge(_ctx(d), "demo-pump", "alice", "471100", "seen")
+    assert not res.ok and res.message == alarms.NO_API
+    assert "--api" in res.message and "pdm-edge ack" in res.message
+    assert "\n" not in res.message
+    with AlarmStore(d / "alarms.db") as store:
+        after = store.load("demo-pump")
+        assert store._db.execute("SELECT COUNT(*) FROM acks").fetchone() == (0,)
+    assert before is not None and after is not None and after.ack is None
+    assert after.to_json() == before.to_json()
+    with _ctx(d).store() as history:
+        assert len(history.log(None, kinds=("states", "events"))) == logged
+
+
 def test_acknowledge_unknown_machine(tmp_path: Path) -> None:
     pin.set_pin(tmp_path, "alice", "471100")
-    res = alarms.acknowledge(_ctx(tmp_path), "nope", "alice", "471100")
-    assert not res.ok and "alarm state store" in res.message
+    api = ControlAPI(_AckService(tmp_path), port=0, token=API_TOKEN, timeout_s=5.0)  # type: ignore[arg-type]
+    with api:
+        ctx = _ctx(tmp_path, api_url=f"http://127.0.0.1:{api.port}", api_token=API_TOKEN)
+        res = alarms.acknowledge(ctx, "nope", "alice", "471100")
+    assert not res.ok and "404" in res.message
     assert "\n" not in res.message
 
 
@@ -587,9 +656,15 @@ def _app(
 
 def test_page_alarms_lists_acknowledges_and_stops_offering(tmp_path: Path) -> None:
     d = _tripped_copy(tmp_path)
-    at = _app(tmp_path, "alarms", d).run()
+    api = ControlAPI(_AckService(d), port=0, token=API_TOKEN, timeout_s=5.0)  # type: ignore[arg-type]
+    with api:
+        _page_alarms_acknowledges(tmp_path, d, f"http://127.0.0.1:{api.port}")
+
+
+def _page_alarms_acknowledges(tmp_path: Path, d: Path, url: str) -> None:
+    at = _app(tmp_path, "alarms", d, url, API_TOKEN).run()
     assert not at.exception
-    # The state now, from the state store: TRIP, unacknowledged; never a green all-clear.
+    # The state now, from the service: TRIP, unacknowledged; never a green all-clear.
     now = "\n".join(m.value for m in at.markdown)
     assert 'class="unack"' in now and ">TRIP</b>" in now and "UNACKNOWLEDGED" in now
     assert not at.success and not at.error
@@ -611,6 +686,17 @@ def test_page_alarms_lists_acknowledges_and_stops_offering(tmp_path: Path) -> No
     table = at.dataframe[0].value
     assert list(table["status"]) == ["active (trip)"]
     assert table["acknowledged"][0].startswith("bob at ") and table["comment"][0] == "from the page"
+
+
+def test_page_alarms_without_a_control_api_does_not_offer_to_acknowledge(tmp_path: Path) -> None:
+    d = _tripped_copy(tmp_path)
+    at = _app(tmp_path, "alarms", d).run()
+    assert not at.exception
+    # The state is read from the local store, but acknowledging is refused, saying why.
+    now = "\n".join(m.value for m in at.markdown)
+    assert ">TRIP</b>" in now and "UNACKNOWLEDGED" in now
+    assert any(w.value == alarms.NO_API for w in at.warning)
+    assert at.selectbox[0].options == [] and at.button[0].disabled
 
 
 def test_page_alarms_with_the_service_down_says_unknown(tmp_path: Path) -> None:

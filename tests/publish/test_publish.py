@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from servers import free_ports
 
-from pdm.alarms.events import AlarmEvent
+from pdm.core.events import AlarmEvent
 from pdm.errors import ConfigError
 from pdm.publish import hub as hub_mod
 from pdm.publish.commands import CommandRefused, CommandVerifier, sign
@@ -593,7 +593,7 @@ def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credenti
 
 @pytest.fixture
 def opcua(tmp_path: Path) -> Iterator[tuple[Any, list[tuple[str, str, str]]]]:
-    from pdm.dashboard.pin import set_pin
+    from pdm.operators import set_pin
     from pdm.publish.opcua import OpcUaPublisher, OpcUaSettings
 
     set_pin(tmp_path, "alice", "246810")

@@ -279,12 +279,12 @@ def test_the_service_keeps_the_newest_hint_for_status_and_raises_no_alarm(tmp_pa
     """A service runner on the demo pipeline fed a 6 dB quieter machine, chunk by chunk."""
     import time
 
-    from pdm.alarms.store import AlarmStore
     from pdm.history import open_store, parse_store_url
     from pdm.history.spool import Spool
     from pdm.history.writer import HistoryWriter
     from pdm.service.runner import MachineRunner
     from pdm.sources.base import Chunk
+    from pdm.supervision.store import AlarmStore
 
     url = parse_store_url(f"sqlite:///{tmp_path}/history.db")
     writer = HistoryWriter(lambda: open_store(url), Spool(tmp_path / "spool.db"), label="t")

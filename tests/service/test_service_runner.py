@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import pdm.service.runner as runner_mod
-from pdm.alarms.store import AlarmStore
 from pdm.config import load_pipeline
 from pdm.dsp.features import feature_names
 from pdm.history import open_store, parse_store_url
@@ -27,6 +26,7 @@ from pdm.history.writer import HistoryWriter
 from pdm.service.runner import MachineRunner, RunnerPool
 from pdm.sources.base import Chunk
 from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
+from pdm.supervision.store import AlarmStore
 
 FS = 25600.0
 N = 4096

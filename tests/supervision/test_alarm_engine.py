@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from test_relay import HAVE_PYMODBUS, ModbusServer
 
-from pdm.alarms.engine import AlarmEngine
-from pdm.alarms.store import AlarmStore
 from pdm.config import Pipeline, load_pipeline
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Record, StateChange
 from pdm.processing import FeatureStream, WindowFeatures, open_recording
 from pdm.scoring.stream import ScoreStream
+from pdm.supervision.engine import AlarmEngine
+from pdm.supervision.store import AlarmStore
 
 pytestmark = pytest.mark.relay
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pdm.core.files import default_data_dir
 from pdm.errors import ConfigError, PdmError
 
 __all__ = [
@@ -361,8 +362,6 @@ def _read_pin(prompt: str) -> str:
 
 def operators_main(argv: Sequence[str]) -> int:
     """``pdm-edge operators add NAME | remove NAME | list [--data-dir DIR]``; returns the exit code."""
-    from pdm.history import default_data_dir
-
     p = argparse.ArgumentParser(
         prog="pdm-edge operators", description="who may acknowledge alarms on the dashboard"
     )

@@ -1,5 +1,8 @@
 """The alarm engine of one machine: windows in, states, actions and audit records out.
 
+The I/O around the pure state machine of :mod:`pdm.alarms`: the state store, the relay,
+the webhooks' outboxes and the history records.
+
 Per window: sensor health (:mod:`pdm.alarms.health`) → :func:`pdm.alarms.state.step`
 → on a transition, in this order: the state is saved (fsynced) *before* anything
 acts on it; the relay follows the state (energised = the machine may run: it
@@ -25,14 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pdm.actions.outbox import Outbox
 from pdm.actions.relay import LogRelay, Relay, RelayResult, relay_from_url
 from pdm.actions.webhook import WebhookSender, WebhookSettings, webhook_secret
-from pdm.alarms.events import AlarmEvent
 from pdm.alarms.health import HealthLimits, by_sensor, check_windows, full_scale_g
+from pdm.alarms.rules import rules_from
 from pdm.alarms.state import (
-    AlarmRules,
-    FeatureLimit,
+    Ack,
     MachineAlarm,
     Transition,
     acknowledge,
@@ -43,47 +47,22 @@ from pdm.alarms.state import (
     step,
     window_result,
 )
-from pdm.alarms.store import AlarmStore
 from pdm.appliance import appliance_id
 from pdm.config import Pipeline
+from pdm.core.events import AlarmEvent
 from pdm.core.time import iso_time
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Capture, Record, StateChange, to_ns
 from pdm.processing import WindowFeatures
+from pdm.supervision.ack import ack_records
+from pdm.supervision.store import AlarmStore
 
-__all__ = ["AlarmEngine", "appliance_id", "rules_from"]
+__all__ = ["AlarmEngine", "EngineTransition"]
 
 log = logging.getLogger("pdm.alarms")
 
 Submit = Callable[..., None]
-
-
-def rules_from(pipeline: Pipeline) -> AlarmRules:
-    a = pipeline.alarms
-    m = pipeline.machine
-    on, of = a.delays(pipeline.acquisition)
-    return AlarmRules(
-        on_windows=on,
-        of_windows=of,
-        off_windows=a.off_windows,
-        hysteresis=a.hysteresis,
-        score_trip=a.score_trip,
-        trip_requires=() if a.trip_requires == ("none",) else tuple(a.trip_requires),
-        trip_diagnosis_confidence=a.trip_diagnosis_confidence,
-        iso_alert_zone=None if a.iso_alert_zone == "none" else a.iso_alert_zone,
-        iso_danger_zone=None if a.iso_danger_zone == "none" else a.iso_danger_zone,
-        iso_trip=a.iso_trip,
-        iso_group=m.iso_group,
-        foundation=m.foundation,
-        limits=tuple(
-            FeatureLimit(lim.feature, lim.alert, lim.danger, lim.trip, lim.channel)
-            for lim in a.limits
-        ),
-        sensor_on_windows=a.sensor_on_windows,
-        sensor_off_windows=a.sensor_off_windows,
-        sensor_fault_inhibits=a.sensor_fault_inhibits,
-    )
 
 
 @dataclass
@@ -213,8 +192,6 @@ class AlarmEngine:
         if gaps:
             self._gaps += [e for e in gaps if e.kind != "rate_change"]
         fs = group[0].window.fs
-        import numpy as np
-
         data = (
             group[0].window.data[None]  # one window (the service): no copy
             if len(group) == 1
@@ -381,8 +358,6 @@ class AlarmEngine:
 
     def _announce(self, t_ns: int, old: str, new: str, reason: str) -> list[Record]:
         """An appliance transition: to every webhook (outbox) and, returned, to history."""
-        from pdm.history.records import StateChange
-
         self.transitions.append(
             EngineTransition(-1, iso_time(t_ns / 1e9), "appliance", old, new, reason)
         )
@@ -470,23 +445,10 @@ class AlarmEngine:
         if new is self.state:
             return [], msg  # nothing to acknowledge, or acknowledged already: nothing written
         self.state = new
-        from pdm.alarms.state import Ack
-        from pdm.history.records import Event, StateChange
-
         self.store.save(self.key, self.state, off_windows=self.rules.off_windows, now=True)
         self.store.record_ack(self.key, Ack(by, t_ns, comment), self.state.state, msg)
-        recs: list[Record] = [
-            Event(
-                self.machine,
-                t_ns,
-                "acknowledge",
-                "info",
-                f"acknowledged by {by}: {msg}",
-                detail=comment,
-            )
-        ]
+        recs = ack_records(self.machine, t_ns, by, comment, msg, trs)
         for tr in trs:
-            recs.append(StateChange(self.machine, t_ns, tr.old, tr.new, tr.reason))
             event = AlarmEvent(
                 self.appliance, self.machine, "", tr.old, tr.new, tr.reason, t_ns, t_ns
             )
@@ -498,8 +460,6 @@ class AlarmEngine:
         """A transition's event to every webhook (its durable outbox), then to the listeners;
         its state change in history first (:attr:`submit_durable`)."""
         if self.webhooks and self.submit_durable is not None:
-            from pdm.history.records import StateChange
-
             self.submit_durable(
                 StateChange(
                     event.machine,

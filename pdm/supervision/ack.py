@@ -12,21 +12,33 @@ from __future__ import annotations
 
 import glob
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pdm.actions.outbox import Outbox
-from pdm.alarms.engine import appliance_id
-from pdm.alarms.events import AlarmEvent
-from pdm.alarms.state import Ack, AlarmRules, acknowledge, check_operator_text
-from pdm.alarms.store import AlarmStore
+from pdm.alarms.state import Ack, AlarmRules, Transition, acknowledge, check_operator_text
+from pdm.appliance import appliance_id
+from pdm.core.events import AlarmEvent
 from pdm.errors import ConfigError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
 from pdm.history.records import Event, Record, StateChange
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
+from pdm.supervision.store import AlarmStore
 
-__all__ = ["ack"]
+__all__ = ["ack", "ack_records"]
+
+
+def ack_records(
+    machine: str, t_ns: int, by: str, comment: str, msg: str, trs: Sequence[Transition]
+) -> list[Record]:
+    """An acknowledgement's history records: the ``acknowledge`` event (the comment its
+    detail), and a state change for each transition it made (a latch that ends)."""
+    records: list[Record] = [
+        Event(machine, t_ns, "acknowledge", "info", f"acknowledged by {by}: {msg}", detail=comment)
+    ]
+    return records + [StateChange(machine, t_ns, t.old, t.new, t.reason) for t in trs]
 
 
 def ack(machine: str, by: str, comment: str, data_dir: Path, store_url: StoreURL) -> str:
@@ -54,17 +66,7 @@ def ack(machine: str, by: str, comment: str, data_dir: Path, store_url: StoreURL
             return f"{machine}: {msg}"
         store.save(machine, new, off_windows=off, now=True)
         store.record_ack(machine, Ack(by.strip(), t_ns, comment), new.state, msg)
-    records: list[Record] = [
-        Event(
-            machine,
-            t_ns,
-            "acknowledge",
-            "info",
-            f"acknowledged by {by.strip()}: {msg}",
-            detail=comment,
-        )
-    ]
-    records += [StateChange(machine, t_ns, t.old, t.new, t.reason) for t in trs]
+    records = ack_records(machine, t_ns, by.strip(), comment, msg, trs)
     spool = Spool(spool_path(data_dir, store_url))
     writer = HistoryWriter(lambda: open_store(store_url), spool, label=machine)
     writer.submit(*records)

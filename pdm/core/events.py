@@ -1,4 +1,8 @@
-"""What alarm logic hands to actions: one transition of an alarm state, as a versioned event.
+"""What alarm logic hands to actions and history: one transition of an alarm state, as a
+versioned event, and the stable ids of events.
+
+On the ground floor because the alarms make these values and the actions (webhooks, their
+outbox), history and the publishers carry them: none of those may import the others.
 
 The webhook body is :meth:`AlarmEvent.payload` (schema ``pdm-edge.alarm/1``,
 documented in ``docs/alarms.md``); the event ``id`` is stable — the same
@@ -8,20 +12,26 @@ serves receivers as an idempotency key.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pdm.core.time import iso_time
-from pdm.history.records import event_id
 
-__all__ = ["SCHEMA", "STATES", "AlarmEvent"]
+__all__ = ["SCHEMA", "STATES", "AlarmEvent", "event_id"]
 
 #: Version of the webhook payload; bump on any incompatible change.
 SCHEMA = "pdm-edge.alarm/1"
 #: Alarm states, least to most severe (``sensor_fault`` is per sensor, ``appliance_fault``
 #: is the appliance's own: neither is on this scale).
 STATES = ("ok", "alert", "danger", "trip")
+
+
+def event_id(machine: str, t_ns: int, *parts: str) -> str:
+    """A stable id: the same event recorded twice (a resend after a crash) has the same id."""
+    h = hashlib.sha256("\x1f".join((machine, str(t_ns), *parts)).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
