@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pdm import operators as pin
 from pdm.config import load_pipeline
-from pdm.dashboard import alarms, commissioning, pin, uploads
+from pdm.dashboard import alarms, commissioning, uploads
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
