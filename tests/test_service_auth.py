@@ -6,7 +6,6 @@ HTTP, the workers' Unix sockets over HTTP too, the stream port with real TCP con
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import socket
@@ -81,23 +80,10 @@ def _socket_inodes(pid: int) -> set[str]:
     return out
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.socket_path)
-
-
 def _unix_get(path: str, url: str, headers: dict[str, str] | None = None) -> int:
-    c = _Unix(path)
-    try:
-        c.request("GET", url, headers=headers or {})
-        return c.getresponse().status
-    finally:
-        c.close()
+    transport = httpx.HTTPTransport(uds=path, verify=False)  # plain HTTP on a Unix socket
+    with httpx.Client(transport=transport, timeout=10) as c:
+        return c.get(f"http://localhost{url}", headers=headers or {}).status_code
 
 
 def test_workers_open_no_tcp_port_and_their_unix_sockets_want_the_token(
