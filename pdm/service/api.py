@@ -61,6 +61,10 @@ briefly for requests in flight, then cuts their connections.
 
 The real service implements :class:`ServiceBackend`; this module knows
 nothing of engines or stores.
+
+Why ``http.server`` and not Starlette on uvicorn: uvicorn has no request-head deadline and its
+connection limit counts connections still sending their heads, so slow clients shut
+``/health`` (measured: docs/service.md, Control API; ``scripts/api_on_uvicorn.py``).
 """
 
 from __future__ import annotations
