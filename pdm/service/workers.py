@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ __all__ = [
     "adopt_orphan_spools",
     "merge_expositions",
     "plan_workers",
+    "unix_request",
 ]
 
 log = logging.getLogger("pdm.service")
@@ -713,18 +714,8 @@ class Supervisor:
         headers = dict(headers or {})
         if self._token is not None:  # the workers' APIs ask for it too
             headers["Authorization"] = f"Bearer {self._token}"
-        content: bytes | Iterator[bytes] | None = body
-        if body is not None and not isinstance(body, bytes):  # a stream: sent as it is read
-            content = iter(lambda: body.read(1 << 16), b"")
-        # Plain HTTP over the worker's Unix socket: no TLS, so no certificates to load
-        # (verify=True reads the CA bundle, ~0.3 s a client).
-        transport = httpx.HTTPTransport(uds=w.api_path, verify=False)
         try:
-            with httpx.Client(transport=transport, timeout=_CALL_TIMEOUT_S) as client:
-                r = client.request(
-                    method, f"http://localhost{path}", content=content, headers=headers
-                )
-                return r.status_code, r.content
+            return unix_request(w.api_path, method, path, body, headers)
         except (httpx.TransportError, OSError) as exc:  # OSError: reading an upload's body
             raise APIError(503, f"worker {w.index} did not answer: {exc}") from exc
 
@@ -853,6 +844,34 @@ class Supervisor:
                 raise ValueError(out.get("error", "refused"))
             raise APIError(status, out.get("error", f"HTTP {status}"))
         return dict(out)
+
+
+def unix_request(
+    socket_path: str,
+    method: str,
+    path: str,
+    body: bytes | Readable | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = _CALL_TIMEOUT_S,
+) -> tuple[int, bytes]:
+    """One request to an HTTP server on a Unix socket (a worker's control API): its status
+    and body. A ``body`` stream is sent as it is read, with the ``Content-Length`` the caller
+    gives (no chunked encoding: the API refuses it). Raises ``httpx.TransportError`` and
+    what reading ``body`` raises."""
+    content: bytes | Iterator[bytes] | None = None
+    if isinstance(body, bytes) or body is None:
+        content = body
+    else:
+        stream = body
+        content = iter(lambda: stream.read(1 << 16), b"")
+    # Plain HTTP on a Unix socket: no TLS, so no certificates to load (verify=True reads
+    # the CA bundle, ~0.3 s a client).
+    transport = httpx.HTTPTransport(uds=socket_path, verify=False)
+    with httpx.Client(transport=transport, timeout=timeout_s) as client:
+        r = client.request(
+            method, f"http://localhost{path}", content=content, headers=dict(headers or {})
+        )
+        return r.status_code, r.content
 
 
 def default_workers(pipelines: Sequence[Pipeline]) -> int:
