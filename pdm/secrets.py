@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 
 from pdm.errors import ConfigError
 
-__all__ = ["redact_url", "secret_bytes"]
+__all__ = ["api_token", "redact_url", "secret_bytes"]
 
 # Query parameters whose values are secrets in the URLs people paste (InfluxDB's token,
 # webhook signatures, API keys).
@@ -79,3 +79,19 @@ def secret_bytes(env: str, what: str) -> bytes | None:
     if not data:
         raise ConfigError(f"{file_var}={path}: the {what} file is empty")
     return data
+
+
+def api_token(env: str = "PDM_API_TOKEN") -> str | None:
+    """The control API's bearer token: the variable ``env``, or the file named by ``{env}_FILE``
+    (its trailing newline dropped); None when neither is set. Here, below the service and
+    the dashboard, because both read it (the service to ask for it, the dashboard to send it).
+
+    Raises :class:`ConfigError` when both are set, or the file is unreadable, not UTF-8 or empty.
+    """
+    data = secret_bytes(env, "API token")
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{env}: the API token is not UTF-8 text") from exc

@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, Histogram
 from pdm.alarms.state import LEVELS, Ack, MachineAlarm
 from pdm.errors import ConfigError
 from pdm.history.writer import WriterStats
+from pdm.secrets import api_token
 from pdm.service.api import (
     ControlAPI,
-    api_token,
     health_report,
     history_health,
     machine_status,

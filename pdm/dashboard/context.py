@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def load_context(argv: Sequence[str]) -> DashboardContext:
     """The context for these arguments; problems (a bad pipeline file) are collected, not raised."""
-    from pdm.service.api import api_token
+    from pdm.secrets import api_token
 
     args = parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()

@@ -95,7 +95,7 @@ from pdm import __version__
 from pdm.alarms.state import check_operator_text
 from pdm.core.net import is_loopback_ip
 from pdm.errors import ConfigError
-from pdm.secrets import secret_bytes
+from pdm.secrets import api_token  # also here: the service's callers have always found it here
 from pdm.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -321,21 +321,6 @@ def history_health(
         f"store down for {stats.down_s:.0f} s; spooling ({stats.spool_rows} of "
         f"{max_spool_rows} row(s)){rejected}"
     )
-
-
-def api_token(env: str = "PDM_API_TOKEN") -> str | None:
-    """The control API's bearer token: the variable ``env``, or the file named by ``{env}_FILE``
-    (its trailing newline dropped); None when neither is set.
-
-    Raises :class:`ConfigError` when both are set, or the file is unreadable, not UTF-8 or empty.
-    """
-    data = secret_bytes(env, "API token")
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{env}: the API token is not UTF-8 text") from exc
 
 
 # -- helpers -------------------------------------------------------------------------------------

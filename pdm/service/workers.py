@@ -331,7 +331,7 @@ class Supervisor:
         """Start the workers and wait until each is ready; raises :class:`ConfigError` (and
         stops them all) when one cannot start: its pipeline fails to load, say. A service
         that would run some machines and silently not others must not start."""
-        from pdm.service.api import api_token
+        from pdm.secrets import api_token
 
         self._token = api_token()  # ConfigError now rather than at the first request
         if self.publish is not None:
