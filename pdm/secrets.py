@@ -83,7 +83,8 @@ def secret_bytes(env: str, what: str) -> bytes | None:
 
 def api_token(env: str = "PDM_API_TOKEN") -> str | None:
     """The control API's bearer token: the variable ``env``, or the file named by ``{env}_FILE``
-    (its trailing newline dropped); None when neither is set.
+    (its trailing newline dropped); None when neither is set. Here, below the service and
+    the dashboard, because both read it (the service to ask for it, the dashboard to send it).
 
     Raises :class:`ConfigError` when both are set, or the file is unreadable, not UTF-8 or empty.
     """

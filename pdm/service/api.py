@@ -56,7 +56,9 @@ API that has a token: it skips the shadow evidence, so it must come from someone
 **Robustness.** One request per connection (HTTP/1.0 style, so no idle
 keep-alive threads), a socket timeout on every connection, bounded request
 bodies (:attr:`ControlAPI.max_body`; :attr:`ControlAPI.max_upload` for a model upload only), at
-most :attr:`ControlAPI.max_connections` at once. ``stop()`` waits
+most :attr:`ControlAPI.max_connections` at once, a request head due within
+:attr:`ControlAPI.timeout_s` of connecting, and slow heads pushed out by newcomers
+(:mod:`pdm.service.guarded_http`, which says why not an ASGI server). ``stop()`` waits
 briefly for requests in flight, then cuts their connections.
 
 The real service implements :class:`ServiceBackend`; this module knows
@@ -69,20 +71,17 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
 import logging
 import math
 import os
 import re
 import socket
-import socketserver
 import stat
 import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
@@ -91,7 +90,8 @@ from pdm import __version__
 from pdm.alarms.state import check_operator_text
 from pdm.core.net import is_loopback_ip
 from pdm.errors import ConfigError
-from pdm.secrets import api_token
+from pdm.secrets import api_token  # also here: the service's callers have always found it here
+from pdm.service.guarded_http import BodyReader, GuardedHandler, GuardedHTTPServer, Readable
 from pdm.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -131,12 +131,6 @@ _MODEL_ACTIONS = {
     "teach-in-restart": "POST",
 }
 _GZIP_TYPES = ("application/gzip", "application/x-gzip")
-
-
-class Readable(Protocol):
-    """A byte stream to read from (a request body)."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class APIError(Exception):
@@ -368,118 +362,29 @@ def _digest(token: bytes) -> bytes:
 # -- the server ----------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a request stuck in the backend never keeps the process alive
-    block_on_close = False  # stop() joins the request threads itself, with a deadline
+class _Server(GuardedHTTPServer):
+    """The guarded server, with the API its handlers answer for."""
 
     def __init__(self, address: tuple[str, int] | str, api: ControlAPI, family: int) -> None:
         self.api = api
-        self.address_family = family
-        self._active: dict[threading.Thread, socket.socket] = {}  # in arrival order
-        self._in_head: set[threading.Thread] = set()  # of those, still reading their head
-        self._active_lock = threading.Lock()
-        self._refused = 0
-        super().__init__(address, _Handler)  # type: ignore[arg-type]  # a Unix path too
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(host): a reverse DNS lookup that can
-        # hang for seconds on an appliance without DNS. The name is never used here.
-        socketserver.TCPServer.server_bind(self)
-        if self.address_family == socket.AF_UNIX:
-            self.server_name, self.server_port = "localhost", 0
-            return
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._active_lock:
-            busy = len(self._active) >= self.api.max_connections
-            if busy:
-                # Every slot taken: the oldest connection still sending its request head
-                # goes, as at the stream port. Refusing the newcomer let a client that
-                # opens slow connections as fast as they time out keep the API (and
-                # /health) shut; a real client's head arrives at once, so it is served.
-                slow = next((t for t in self._active if t in self._in_head), None)
-                if slow is not None and len(self._active) < 2 * self.api.max_connections:
-                    self._in_head.discard(slow)
-                    with contextlib.suppress(OSError):
-                        self._active[slow].shutdown(socket.SHUT_RDWR)
-                    busy = False
-            if not busy:
-                t = threading.Thread(
-                    target=self.process_request_thread,
-                    args=(request, client_address),
-                    name="pdm-api-request",
-                    daemon=True,
-                )
-                # Registered here, in the serving thread, so that once shutdown() returns
-                # every request thread is known to stop().
-                self._active[t] = request
-                self._in_head.add(t)
-        if busy:
-            self._refused += 1
-            if self._refused == 1 or self._refused % 1000 == 0:
-                log.warning(
-                    "control API: %d connection(s) refused: %d requests already running",
-                    self._refused,
-                    self.api.max_connections,
-                )
-            self.shutdown_request(request)
-            return
-        t.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._active_lock:
-                self._active.pop(threading.current_thread(), None)
-                self._in_head.discard(threading.current_thread())
-
-    def head_done(self) -> None:
-        """The calling request thread has its whole request head: no longer pushed out."""
-        with self._active_lock:
-            self._in_head.discard(threading.current_thread())
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away mid-answer, a timeout: nothing the operator can act on.
-        log.debug("control API: connection from %s failed", client_address, exc_info=True)
-
-    def finish_requests(self, timeout: float) -> int:
-        """Wait up to half of ``timeout`` for requests in flight, then cut their connections
-        and wait the rest; returns how many threads are still running."""
-        deadline = time.monotonic() + timeout
-        with self._active_lock:
-            running = list(self._active.items())
-        for t, _ in running:
-            t.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
-        for t, sock in running:
-            if t.is_alive():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        for t, _ in running:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return sum(t.is_alive() for t, _ in running)
+        super().__init__(
+            address,
+            _Handler,
+            family,
+            max_connections=api.max_connections,
+            timeout_s=api.timeout_s,
+            name="control API",
+            thread_name="pdm-api-request",
+        )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: _Server
     # One request per connection: no keep-alive connection holds a thread between requests.
     protocol_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        # Before StreamRequestHandler.setup wraps the socket in files: every read and write
-        # of this connection gives up after timeout_s.
-        self.request.settimeout(self.server.api.timeout_s)
         super().setup()
-        # The request line and headers must all arrive within timeout_s: a per-read timeout
-        # alone let a client that sends a header line every few seconds hold its thread for
-        # good, and max_connections of them shut the API (and /health) to everyone.
-        self._head = _HeadDeadline(self.connection, self.server.api.timeout_s)
-        self.rfile = io.BufferedReader(self._head)
         self._replied = False
         self._unread = 0  # request body bytes not read yet
 
@@ -577,8 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         api = self.server.api
-        self._head.deadline = None  # the head is in; a body has its per-read timeout
-        self.server.head_done()
+        self.head_received()
         try:
             self._unread = self._content_length()
             if self._unread < 0:
@@ -830,7 +734,7 @@ class _Handler(BaseHTTPRequestHandler):
         if ctype not in _GZIP_TYPES:
             self._error(415, "send the bundle as Content-Type: application/gzip (a tar.gz)")
             return
-        body = _BodyReader(self.rfile, self._unread)
+        body = BodyReader(self.rfile, self._unread)
         self._unread = 0
         try:
             try:
@@ -863,55 +767,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.address_string(),
         )
         self._json(202, result)
-
-
-class _HeadDeadline(io.RawIOBase):
-    """A connection's bytes with one deadline, ``timeout_s`` after it was taken, for the
-    request head; ``deadline = None`` leaves only the socket's per-read timeout."""
-
-    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
-        self.sock, self.timeout_s = sock, timeout_s
-        self.deadline: float | None = time.monotonic() + timeout_s
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"the request head took more than {self.timeout_s:g} s")
-            self.sock.settimeout(min(self.timeout_s, left))
-        else:
-            self.sock.settimeout(self.timeout_s)
-        return self.sock.recv_into(buffer)
-
-
-class _BodyReader:
-    """The request body as a stream: at most ``length`` bytes of ``raw``."""
-
-    def __init__(self, raw: Readable, length: int) -> None:
-        self.raw, self.left, self.short = raw, length, False
-
-    def read(self, n: int = -1) -> bytes:
-        want = self.left if n is None or n < 0 else min(n, self.left)
-        if want <= 0:
-            return b""
-        data = self.raw.read(want)
-        self.left -= len(data)
-        if not data:
-            self.short, self.left = True, 0
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        try:
-            while self.read(1 << 16):
-                pass
-        except OSError:
-            self.short = True
 
 
 # -- the API object ------------------------------------------------------------------------------

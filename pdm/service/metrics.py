@@ -1,43 +1,43 @@
-"""A tiny thread-safe metrics registry, rendered in the Prometheus text exposition format 0.0.4.
+"""The appliance's metrics on ``prometheus_client``, rendered in the Prometheus text format 0.0.4.
 
-Three kinds, each with optional labels, each series created at its first use::
+A :class:`ServiceMetrics` owns one ``CollectorRegistry`` (per instance: no process-global
+registry to reset between tests or services). Its histograms are ``prometheus_client``
+histograms; its counters and gauges are :class:`Family` collectors, because their values are
+mirrored from counts the runners, the history writer and the inputs keep (a counter set to
+its owner's total, which ``prometheus_client.Counter`` cannot), and because several series
+of a machine change together (its alarm states, its model version) where a scrape must never
+see half of a change::
 
-    registry = Registry()
-    windows = registry.counter("pdm_windows_total", "Windows processed.", ["machine"])
-    windows.labels(machine="pump-1").inc()
-    up = registry.gauge("pdm_history_store_up", "1 when the history store answers.")
-    up.set(1)
-    took = registry.histogram("pdm_stage_seconds", "Time per stage, in s.", ["stage"], (0.001, 0.01))
-    took.labels(stage="dsp").observe(0.002)
-    registry.render()   # the body of GET /metrics
+    m = ServiceMetrics(appliance="edge-7")
+    m.windows_total.labels(machine="pump-1").set_total(120)
+    with m.stage("dsp").time():
+        ...
+    m.render()   # the body of GET /metrics
 
-A metric without labels has one series from the start (value 0); a labelled one has
-none until ``labels(...)`` is called. Every operation takes the metric's lock, and
-:meth:`Registry.render` reads each metric under its lock, so a scrape never sees a
-histogram whose buckets disagree with its count.
-
-:class:`ServiceMetrics` declares the appliance's own metrics (the ``pdm_*`` names)
-with helpers for the values that need more than one series changed at once.
-
-Why not ``prometheus_client``: the appliance needs a dozen metrics and one text
-format; this is ~300 lines with no process-global registry to reset between tests.
+:func:`exposition` writes the registry's families as the service always has: labels in their
+declared order (the appliance's first, a histogram's ``le`` last), integral values without
+``.0`` and no ``_created`` series, so dashboards, scripts and merges that match the text keep
+working (``prometheus_client.generate_latest`` sorts label names and writes ``1.0``;
+Prometheus reads both the same).
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
 import re
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from pdm.alarms.state import LEVELS
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from pdm.history.writer import WriterStats
     from pdm.service.shedding import Shedder
 
@@ -46,20 +46,15 @@ __all__ = [
     "CONTENT_TYPE",
     "STAGES",
     "STAGE_BUCKETS",
-    "Counter",
-    "CounterSeries",
-    "Gauge",
-    "GaugeSeries",
-    "Histogram",
-    "HistogramSeries",
-    "Registry",
+    "Family",
+    "Series",
     "ServiceMetrics",
+    "exposition",
 ]
 
-#: The Content-Type of :meth:`Registry.render`'s output.
+#: The Content-Type of :func:`exposition`'s output.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -74,12 +69,6 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
-def _fmt_le(bound: float) -> str:
-    """A bucket bound as Prometheus clients write it (``1.0``, ``0.005``, ``+Inf``), so the
-    ``le`` label values match other exporters' in queries across them."""
-    return "+Inf" if math.isinf(bound) else repr(float(bound))
-
-
 def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -88,43 +77,94 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-# -- metrics -------------------------------------------------------------------------------------
+def exposition(registry: CollectorRegistry) -> str:
+    """Every family of ``registry`` in the text exposition format 0.0.4 (:data:`CONTENT_TYPE`),
+    in registration order; a counter's family is named with its ``_total``."""
+    lines: list[str] = []
+    for family in registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        lines += [
+            f"# HELP {name} {_escape_help(family.documentation)}",
+            f"# TYPE {name} {family.type}",
+        ]
+        created = family.name + "_created"
+        for s in family.samples:
+            if s.name == created:
+                continue
+            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in s.labels.items())
+            lines.append(
+                f"{s.name}{{{labels}}} {_fmt(s.value)}" if labels else f"{s.name} {_fmt(s.value)}"
+            )
+    return "\n".join(lines) + "\n"
 
-C = TypeVar("C")
+
+# -- counters and gauges mirrored from the service -----------------------------------------------
 
 
-class _Metric(Generic[C]):
-    """One metric family: a name, a help text, label names and a series per label values."""
+class Series:
+    """One series of a :class:`Family` (its label values)."""
 
-    kind: ClassVar[str]
-    _reserved_labels: ClassVar[frozenset[str]] = frozenset()
+    __slots__ = ("_family", "_key")
 
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        if not _METRIC_NAME.match(name):
-            raise ValueError(f"metric {name=} must match {_METRIC_NAME.pattern}")
+    def __init__(self, family: Family, key: tuple[str, ...]) -> None:
+        self._family = family
+        self._key = key
+
+    def set(self, value: float) -> None:
+        """A gauge's value."""
+        self._family.set_many({self._key: value})
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (a counter's: ≥ 0, a counter only goes up)."""
+        self._family.add(self._key, amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.inc(-amount)
+
+    def set_total(self, total: float) -> None:
+        """Mirror a count kept elsewhere (a runner's or the history writer's), which only grows
+        while its owner lives; a smaller value means the owner started again, which
+        Prometheus' ``rate()`` reads as a counter reset, as it should."""
+        if not total >= 0:
+            raise ValueError(f"{self._family.name}: a count is ≥ 0 ({total=})")
+        self._family.set_many({self._key: total})
+
+    def get(self) -> float:
+        return self._family.get(self._key)
+
+
+class Family(Collector):
+    """A counter or gauge family whose series are set by the service and read at each scrape
+    (a ``prometheus_client`` custom collector).
+
+    ``const_labels`` go first on every sample (the appliance's id), then ``labelnames``.
+    A family without labels has one series from the start (value 0); a labelled one has
+    none until ``labels(...)`` is called. One lock guards every series of the family, so
+    :meth:`set_many` changes several at once for any scrape.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["counter", "gauge"],
+        name: str,
+        help: str,
+        labelnames: Sequence[str] = (),
+        const_labels: Mapping[str, str] | None = None,
+    ) -> None:
         if isinstance(labelnames, str):
             raise TypeError(f"{name}: labelnames must be a sequence of names, not a string")
-        for label in labelnames:
-            if not _LABEL_NAME.match(label) or label.startswith("__"):
-                raise ValueError(f"{name}: label {label!r} must match {_LABEL_NAME.pattern}")
-            if label in self._reserved_labels:
-                raise ValueError(f"{name}: label {label!r} is reserved for a {self.kind}")
-        if len(set(labelnames)) != len(labelnames):
-            raise ValueError(f"{name}: duplicate label names in {list(labelnames)}")
-        self.name = name
-        self.help = help
+        const = dict(const_labels or {})
+        names = [*const, *labelnames]
+        bad = [n for n in names if not _LABEL_NAME.match(n) or n.startswith("__")]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"{name}: label names {names} must be distinct and match [a-zA-Z_]…")
+        self.kind, self.name, self.help = kind, name, help
         self.labelnames: tuple[str, ...] = tuple(labelnames)
-        #: Labels every sample of this family carries (its registry's, e.g. the appliance).
-        self.const_labels: tuple[tuple[str, str], ...] = ()
+        self._const = const
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], C] = {}
-        #: ``{name="value",...}`` of each series key, built once (a scrape renders thousands).
-        self._labels_text: dict[tuple[str, ...], str] = {}
+        self._values: dict[tuple[str, ...], float] = {}
         if not self.labelnames:
-            self._series[()] = self._new()
-
-    def _new(self) -> C:
-        raise NotImplementedError
+            self._values[()] = 0.0
 
     def _key(self, labels: Mapping[str, object]) -> tuple[str, ...]:
         if labels.keys() != set(self.labelnames):
@@ -133,326 +173,98 @@ class _Metric(Generic[C]):
             )
         return tuple(str(labels[n]) for n in self.labelnames)
 
-    def _cell(self, key: tuple[str, ...]) -> C:
-        """The series of ``key``, created if absent (the caller holds the lock)."""
-        cell = self._series.get(key)
-        if cell is None:
-            cell = self._series[key] = self._new()
-        return cell
-
-    def remove(self, **labels: object) -> int:
-        """Drop the series whose labels include all of ``labels`` (all series when none are
-        given; an unlabelled metric goes back to 0). Returns how many were dropped."""
-        unknown = set(labels) - set(self.labelnames)
-        if unknown:
-            raise ValueError(f"{self.name}: no label(s) {sorted(unknown)}")
-        want = [(self.labelnames.index(k), str(v)) for k, v in labels.items()]
+    def labels(self, **labels: object) -> Series:
+        """The series for these label values (every label name, each exactly once)."""
+        key = self._key(labels)
         with self._lock:
-            gone = [k for k in self._series if all(k[i] == v for i, v in want)]
-            for k in gone:
-                self._drop(k)
-            if not self.labelnames:
-                self._series[()] = self._new()
-        return len(gone)
+            self._values.setdefault(key, 0.0)
+        return Series(self, key)
 
-    def _drop(self, key: tuple[str, ...]) -> None:
-        """Forget the series of ``key`` (the caller holds the lock)."""
-        self._series.pop(key, None)
-        self._labels_text.pop(key, None)
-
-    def _labelstr(self, key: tuple[str, ...], extra: Iterable[tuple[str, str]] = ()) -> str:
-        extra = tuple(extra)
-        text = self._labels_text.get(key) if not extra else None
-        if text is not None:
-            return text
-        pairs = [*self.const_labels, *zip(self.labelnames, key, strict=True), *extra]
-        text = "{" + ",".join(f'{n}="{_escape_label(v)}"' for n, v in pairs) + "}" if pairs else ""
-        if not extra:
-            self._labels_text[key] = text
-        return text
-
-    def _sample_lines(self, key: tuple[str, ...], cell: C) -> list[str]:
-        raise NotImplementedError
-
-    def render(self) -> str:
-        """This family in the text format: HELP, TYPE, then one line per sample."""
-        lines = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        with self._lock:
-            for key in sorted(self._series):
-                lines += self._sample_lines(key, self._series[key])
-        return "\n".join(lines) + "\n"
-
-    def _unlabelled(self) -> tuple[str, ...]:
+    def _unlabelled(self) -> Series:
         if self.labelnames:
             raise ValueError(
                 f"{self.name} has labels {list(self.labelnames)}: use .labels(...) first"
             )
-        return ()
-
-
-class _Cell:
-    """A counter's or gauge's value (a box, so series objects can share it under the lock)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-
-class CounterSeries:
-    """One series of a :class:`Counter`."""
-
-    __slots__ = ("_key", "_metric")
-
-    def __init__(self, metric: Counter, key: tuple[str, ...]) -> None:
-        self._metric = metric
-        self._key = key
-
-    def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount`` (≥ 0: a counter only goes up)."""
-        if not amount >= 0:
-            raise ValueError(f"{self._metric.name}: counters only go up ({amount=})")
-        with self._metric._lock:
-            self._metric._cell(self._key).value += amount
-
-    def set_total(self, total: float) -> None:
-        """Mirror a count kept elsewhere (a runner's or the history writer's), which only grows
-        while its owner lives; a smaller value means the owner started again, which
-        Prometheus' ``rate()`` reads as a counter reset, as it should."""
-        if not total >= 0:
-            raise ValueError(f"{self._metric.name}: a count is ≥ 0 ({total=})")
-        with self._metric._lock:
-            self._metric._cell(self._key).value = float(total)
-
-    def get(self) -> float:
-        with self._metric._lock:
-            return self._metric._cell(self._key).value
-
-
-class Counter(_Metric[_Cell]):
-    """A value that only goes up (and back to 0 when the process restarts)."""
-
-    kind = "counter"
-
-    def _new(self) -> _Cell:
-        return _Cell()
-
-    def labels(self, **labels: object) -> CounterSeries:
-        """The series for these label values (every label name, each exactly once)."""
-        key = self._key(labels)
-        with self._lock:
-            self._cell(key)
-        return CounterSeries(self, key)
-
-    def inc(self, amount: float = 1.0) -> None:
-        CounterSeries(self, self._unlabelled()).inc(amount)
-
-    def set_total(self, total: float) -> None:
-        CounterSeries(self, self._unlabelled()).set_total(total)
-
-    def get(self) -> float:
-        return CounterSeries(self, self._unlabelled()).get()
-
-    def _sample_lines(self, key: tuple[str, ...], cell: _Cell) -> list[str]:
-        return [f"{self.name}{self._labelstr(key)} {_fmt(cell.value)}"]
-
-
-class GaugeSeries:
-    """One series of a :class:`Gauge`."""
-
-    __slots__ = ("_key", "_metric")
-
-    def __init__(self, metric: Gauge, key: tuple[str, ...]) -> None:
-        self._metric = metric
-        self._key = key
+        return Series(self, ())
 
     def set(self, value: float) -> None:
-        with self._metric._lock:
-            self._metric._cell(self._key).value = float(value)
+        self._unlabelled().set(value)
 
     def inc(self, amount: float = 1.0) -> None:
-        with self._metric._lock:
-            self._metric._cell(self._key).value += amount
+        self._unlabelled().inc(amount)
 
-    def dec(self, amount: float = 1.0) -> None:
-        self.inc(-amount)
+    def set_total(self, total: float) -> None:
+        self._unlabelled().set_total(total)
 
-    def get(self) -> float:
-        with self._metric._lock:
-            return self._metric._cell(self._key).value
-
-
-class Gauge(_Metric[_Cell]):
-    """A value that goes up and down."""
-
-    kind = "gauge"
-
-    def _new(self) -> _Cell:
-        return _Cell()
-
-    def labels(self, **labels: object) -> GaugeSeries:
-        """The series for these label values (every label name, each exactly once)."""
-        key = self._key(labels)
+    def get(self, key: tuple[str, ...] = ()) -> float:
         with self._lock:
-            self._cell(key)
-        return GaugeSeries(self, key)
+            return self._values.setdefault(key, 0.0)
 
-    def set(self, value: float) -> None:
-        GaugeSeries(self, self._unlabelled()).set(value)
+    def add(self, key: tuple[str, ...], amount: float) -> None:
+        if self.kind == "counter" and not amount >= 0:
+            raise ValueError(f"{self.name}: counters only go up ({amount=})")
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
 
-    def inc(self, amount: float = 1.0) -> None:
-        GaugeSeries(self, self._unlabelled()).inc(amount)
-
-    def dec(self, amount: float = 1.0) -> None:
-        GaugeSeries(self, self._unlabelled()).dec(amount)
-
-    def get(self) -> float:
-        return GaugeSeries(self, self._unlabelled()).get()
-
-    def _sample_lines(self, key: tuple[str, ...], cell: _Cell) -> list[str]:
-        return [f"{self.name}{self._labelstr(key)} {_fmt(cell.value)}"]
-
-
-class _HistCell:
-    __slots__ = ("count", "counts", "sum")
-
-    def __init__(self, n: int) -> None:
-        self.counts = [0] * n  # per bucket, not cumulative; the last is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-
-class HistogramSeries:
-    """One series of a :class:`Histogram`."""
-
-    __slots__ = ("_key", "_metric")
-
-    def __init__(self, metric: Histogram, key: tuple[str, ...]) -> None:
-        self._metric = metric
-        self._key = key
-
-    def observe(self, value: float) -> None:
-        """Count ``value`` in the first bucket whose upper bound is ≥ it (NaN: only ``+Inf``)."""
-        m = self._metric
-        i = bisect.bisect_left(m.buckets, value)
-        with m._lock:
-            cell = m._cell(self._key)
-            cell.counts[i] += 1
-            cell.sum += value
-            cell.count += 1
-
-    @contextmanager
-    def time(self) -> Iterator[None]:
-        """Observe the seconds the ``with`` block takes (``time.perf_counter``)."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(time.perf_counter() - t0)
-
-    def get(self) -> tuple[list[int], float, int]:
-        """(cumulative bucket counts, sum, count): what :meth:`render` would show."""
-        with self._metric._lock:
-            cell = self._metric._cell(self._key)
-            cum, run = [], 0
-            for n in cell.counts:
-                run += n
-                cum.append(run)
-            return cum, cell.sum, cell.count
-
-
-class Histogram(_Metric[_HistCell]):
-    """Observations counted in fixed buckets, with their sum and count.
-
-    ``buckets``: finite upper bounds, strictly increasing; ``+Inf`` is added.
-    """
-
-    kind = "histogram"
-    _reserved_labels = frozenset({"le"})
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    def set_many(
+        self, values: Mapping[tuple[str, ...], float], *, drop: Mapping[str, object] | None = None
     ) -> None:
-        bounds = [float(b) for b in buckets]
-        if not bounds or any(not math.isfinite(b) for b in bounds):
-            raise ValueError(f"{name}: {buckets=} must be finite bounds, at least one")
-        if any(b >= c for b, c in itertools.pairwise(bounds)):
-            raise ValueError(f"{name}: {buckets=} must be strictly increasing")
-        self.buckets: tuple[float, ...] = (*bounds, math.inf)
-        super().__init__(name, help, labelnames)
-
-    def _new(self) -> _HistCell:
-        return _HistCell(len(self.buckets))
-
-    def labels(self, **labels: object) -> HistogramSeries:
-        """The series for these label values (every label name, each exactly once)."""
-        key = self._key(labels)
+        """Set several series (label values → value) at once, after dropping the series that
+        match ``drop`` (as :meth:`remove`), under one lock: no scrape sees half of it."""
         with self._lock:
-            self._cell(key)
-        return HistogramSeries(self, key)
+            if drop is not None:
+                self._drop(drop)
+            for key, value in values.items():
+                self._values[key] = float(value)
 
-    def observe(self, value: float) -> None:
-        HistogramSeries(self, self._unlabelled()).observe(value)
-
-    def _sample_lines(self, key: tuple[str, ...], cell: _HistCell) -> list[str]:
-        lines, run = [], 0
-        for bound, n in zip(self.buckets, cell.counts, strict=True):
-            run += n
-            lines.append(f"{self.name}_bucket{self._labelstr(key, [('le', _fmt_le(bound))])} {run}")
-        lines.append(f"{self.name}_sum{self._labelstr(key)} {_fmt(cell.sum)}")
-        lines.append(f"{self.name}_count{self._labelstr(key)} {cell.count}")
-        return lines
-
-
-M = TypeVar("M", bound="_Metric[Any]")
-
-
-class Registry:
-    """Metric families by name, rendered in the order they were registered.
-
-    ``const_labels`` go on every sample of every family (the appliance's id: many
-    appliances' series in one Prometheus stay apart without relabelling).
-    """
-
-    def __init__(self, const_labels: Mapping[str, str] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._metrics: dict[str, _Metric[Any]] = {}
-        for label in const_labels or {}:
-            if not _LABEL_NAME.match(label) or label.startswith("__"):
-                raise ValueError(f"label {label!r} must match {_LABEL_NAME.pattern}")
-        self.const_labels = tuple((k, str(v)) for k, v in (const_labels or {}).items())
-
-    def register(self, metric: M) -> M:
-        clash = {k for k, _ in self.const_labels} & set(metric.labelnames)
-        if clash:
-            raise ValueError(f"{metric.name}: label(s) {sorted(clash)} are the registry's own")
-        metric.const_labels = self.const_labels
+    def remove(self, **labels: object) -> int:
+        """Drop the series whose labels include all of ``labels`` (all series when none are
+        given; an unlabelled family goes back to 0). Returns how many were dropped."""
         with self._lock:
-            if metric.name in self._metrics:
-                raise ValueError(f"metric {metric.name!r} is already registered")
-            self._metrics[metric.name] = metric
-        return metric
+            return self._drop(labels)
 
-    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self.register(Counter(name, help, labelnames))
+    def _drop(self, labels: Mapping[str, object]) -> int:
+        unknown = set(labels) - set(self.labelnames)
+        if unknown:
+            raise ValueError(f"{self.name}: no label(s) {sorted(unknown)}")
+        want = [(self.labelnames.index(k), str(v)) for k, v in labels.items()]
+        gone = [k for k in self._values if all(k[i] == v for i, v in want)]
+        for k in gone:
+            del self._values[k]
+        if not self.labelnames:
+            self._values[()] = 0.0
+        return len(gone)
 
-    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
-        return self.register(Gauge(name, help, labelnames))
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]  # the name, for the registry's duplicate check
 
-    def histogram(
-        self, name: str, help: str, labelnames: Sequence[str], buckets: Sequence[float]
-    ) -> Histogram:
-        return self.register(Histogram(name, help, labelnames, buckets))
-
-    def render(self) -> str:
-        """Every family in the text exposition format 0.0.4 (:data:`CONTENT_TYPE`)."""
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
         with self._lock:
-            metrics = list(self._metrics.values())
-        return "".join(m.render() for m in metrics)
+            items = sorted(self._values.items())
+        for key, value in items:
+            family.add_metric([*self._const.values(), *key], value)
+        return [family]
+
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        names = [*self._const, *self.labelnames]
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=names)
+        return GaugeMetricFamily(self.name, self.help, labels=names)
+
+
+class _Histograms:
+    """A ``prometheus_client`` histogram with the appliance's label bound: ``labels(stage=…)``."""
+
+    def __init__(self, metric: Histogram, const: Mapping[str, str]) -> None:
+        self._metric, self._const = metric, dict(const)
+
+    def labels(self, **labels: object) -> Histogram:
+        return self._metric.labels(**self._const, **labels)
+
+    def one(self) -> Histogram:
+        """The one series of a histogram without labels of its own."""
+        return self._metric.labels(**self._const) if self._const else self._metric
 
 
 # -- the appliance's metrics ---------------------------------------------------------------------
@@ -485,35 +297,34 @@ class ServiceMetrics:
     through the helpers below, which change several series consistently.
     """
 
-    def __init__(self, registry: Registry | None = None, *, appliance: str | None = None) -> None:
+    def __init__(self, *, appliance: str | None = None) -> None:
         """``appliance``: an ``appliance`` label on every sample (the service gives its
-        :func:`pdm.appliance.appliance_id`); ignored when ``registry`` is given."""
-        if registry is None:
-            registry = Registry({"appliance": appliance} if appliance is not None else None)
-        r = self.registry = registry
-        self.windows_total = r.counter("pdm_windows_total", "Windows processed.", ["machine"])
-        self.windows_per_second = r.gauge(
+        :func:`pdm.appliance.appliance_id`)."""
+        self.registry = CollectorRegistry()
+        self._const = {"appliance": appliance} if appliance is not None else {}
+        self.windows_total = self._counter("pdm_windows_total", "Windows processed.", ["machine"])
+        self.windows_per_second = self._gauge(
             "pdm_windows_per_second", "Windows processed per second (recent rate).", ["machine"]
         )
-        self.lag_seconds = r.gauge(
+        self.lag_seconds = self._gauge(
             "pdm_lag_seconds",
             "How far the newest processed window's end is behind real time, in s.",
             ["machine"],
         )
-        self.stage_seconds = r.histogram(
+        self.stage_seconds = self._histogram(
             "pdm_stage_seconds",
             "Time spent in each processing stage per batch of windows, in s.",
             ["stage"],
             STAGE_BUCKETS,
         )
-        self.decision_latency_seconds = r.histogram(
+        self.decision_latency_seconds = self._histogram(
             "pdm_decision_latency_seconds",
             "From the arrival of a window's last sample (live inputs) to its alarm decision, "
             "the relay command included when the state changes, in s.",
             (),
             DECISION_BUCKETS,
-        )
-        self.decision_latency_from_sensor_seconds = r.histogram(
+        ).one()
+        self.decision_latency_from_sensor_seconds = self._histogram(
             "pdm_decision_latency_from_sensor_seconds",
             "From a window's last sample on the sensor's clock (the end of the live chunk "
             "that completed it: t0 + samples / rate) to its alarm decision, the relay command "
@@ -521,68 +332,68 @@ class ServiceMetrics:
             "the DAQ's clock is.",
             (),
             DECISION_BUCKETS,
-        )
-        self.queue_depth = r.gauge(
+        ).one()
+        self.queue_depth = self._gauge(
             "pdm_queue_depth", "Windows read but not yet processed.", ["machine"]
         )
-        self.history_spool_rows = r.gauge(
+        self.history_spool_rows = self._gauge(
             "pdm_history_spool_rows", "Rows waiting in the history spool on disk."
         )
-        self.history_rows_dropped_total = r.counter(
+        self.history_rows_dropped_total = self._counter(
             "pdm_history_rows_dropped_total",
             "History rows dropped by the spool's overflow policy (or lost to a disk error).",
         )
-        self.history_store_up = r.gauge(
+        self.history_store_up = self._gauge(
             "pdm_history_store_up", "1 when the history store accepts writes, 0 while spooling."
         )
-        self.action_failures_total = r.counter(
+        self.action_failures_total = self._counter(
             "pdm_action_failures_total", "Failed relay or webhook attempts.", ["action"]
         )
-        self.alarm_state = r.gauge(
+        self.alarm_state = self._gauge(
             "pdm_alarm_state",
             "1 for the machine's current alarm state, 0 for the others.",
             ["machine", "state"],
         )
-        self.sensor_fault = r.gauge(
+        self.sensor_fault = self._gauge(
             "pdm_sensor_fault", "1 while a sensor is in sensor_fault.", ["machine", "sensor"]
         )
-        self.appliance_fault = r.gauge(
+        self.appliance_fault = self._gauge(
             "pdm_appliance_fault", "1 while the appliance itself is faulty (e.g. the relay fails)."
         )
-        self.model_info = r.gauge(
+        self.model_info = self._gauge(
             "pdm_model_info",
             "The model version a machine scores with (always 1).",
             ["machine", "version"],
         )
-        self.watchdog_stalls_total = r.counter(
+        self.watchdog_stalls_total = self._counter(
             "pdm_watchdog_stalls_total", "Times the watchdog found the processing loop stalled."
         )
-        self.input_refused_total = r.counter(
+        self.input_refused_total = self._counter(
             "pdm_input_refused_total",
             "Connections, frames or messages a live input refused, by input and cause "
             "(protocol, auth, too_many, per_peer, no_data, slow_frame, memory, clock, "
             "sample_rate, channels, unknown_sensor, ...).",
             ["input", "cause"],
         )
-        self.frames_refused_total = r.counter(
+        self.frames_refused_total = self._counter(
             "pdm_frames_refused_total",
             "A machine's frames refused by the pipeline's checks (clock, sample_rate, channels).",
             ["machine", "cause"],
         )
-        self.shedding_level = r.gauge(
+        self.shedding_level = self._gauge(
             "pdm_shedding_level",
             "The worker's shedding level: 0 nothing shed, 1 spectra, 2 explanations, 3 history "
             "detail, 4-6 one window in 4, in 2, 3 in 4 not decided, 7 machines parked "
             "(docs/service.md, Overload).",
         )
-        self.machines_parked = r.gauge(
+        self.machines_parked = self._gauge(
             "pdm_machines_parked",
             "Machines the worker's shedding parked (level 7): not decided, relays dropped.",
         )
-        self.shedding_seconds_total = r.counter(
+        self.shedding_seconds_total = self._counter(
             "pdm_shedding_seconds_total", "Seconds spent at each shedding level.", ["level"]
         )
-        self.shed_total = r.counter(
+        self.shed_total = self._counter(
             "pdm_shed_total",
             "What shedding left out, over every machine: windows not decided, spectra sets "
             "not stored, explanations not made, windows whose feature and score rows were "
@@ -596,45 +407,57 @@ class ServiceMetrics:
         # (measured: 235 machines, 10 ms a scrape, held under the interpreter lock).
         self._states_of: dict[str, dict[str, None]] = {}
         self._model_of: dict[str, str] = {}
+        self._lock = threading.Lock()  # of those two (scrapes may run at once)
+
+    def _counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Family:
+        family = Family("counter", name, help, labelnames, self._const)
+        self.registry.register(family)
+        return family
+
+    def _gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Family:
+        family = Family("gauge", name, help, labelnames, self._const)
+        self.registry.register(family)
+        return family
+
+    def _histogram(
+        self, name: str, help: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> _Histograms:
+        metric = Histogram(
+            name, help, [*self._const, *labelnames], buckets=buckets, registry=self.registry
+        )
+        return _Histograms(metric, self._const)
 
     def render(self) -> str:
-        return self.registry.render()
+        return exposition(self.registry)
 
-    def stage(self, name: str) -> HistogramSeries:
+    def stage(self, name: str) -> Histogram:
         """``with metrics.stage("dsp").time(): ...`` times one stage."""
         return self.stage_seconds.labels(stage=name)
 
     def set_alarm_state(self, machine: str, state: str) -> None:
         """1 for ``state``, 0 for every other state the machine has shown (all of
         :data:`ALARM_STATES` at least), changed together so no scrape sees two or none."""
-        g = self.alarm_state
-        with g._lock:
+        with self._lock:
             shown = self._states_of.get(machine)
             if shown is None:
                 shown = self._states_of[machine] = dict.fromkeys(ALARM_STATES)
             shown[state] = None
-            for s in shown:
-                g._cell((machine, s)).value = 1.0 if s == state else 0.0
+            self.alarm_state.set_many({(machine, s): float(s == state) for s in shown})
 
     def set_model(self, machine: str, version: str) -> None:
         """``pdm_model_info{machine,version} 1``, replacing the machine's previous version."""
-        g = self.model_info
-        with g._lock:
+        with self._lock:
             old = self._model_of.get(machine)
-            if old is not None and old != version:
-                g._drop((machine, old))
             self._model_of[machine] = version
-            g._cell((machine, version)).value = 1.0
+            drop = {"machine": machine} if old is not None and old != version else None
+            self.model_info.set_many({(machine, version): 1.0}, drop=drop)
 
     def set_sensor_faults(
         self, machine: str, sensors: Iterable[str], faulty: Iterable[str]
     ) -> None:
         """``pdm_sensor_fault`` of each of the machine's ``sensors``: 1 if in ``faulty``."""
         bad = set(faulty)
-        g = self.sensor_fault
-        with g._lock:
-            for sensor in sensors:
-                g._cell((machine, sensor)).value = 1.0 if sensor in bad else 0.0
+        self.sensor_fault.set_many({(machine, s): float(s in bad) for s in sensors})
 
     def observe_history(self, stats: WriterStats) -> None:
         """Copy the history writer's counts (at start, then before each scrape or periodically)."""
@@ -664,5 +487,6 @@ class ServiceMetrics:
         for g in (self.alarm_state, self.sensor_fault, self.model_info):
             g.remove(machine=machine)
         self.frames_refused_total.remove(machine=machine)
-        self._states_of.pop(machine, None)
-        self._model_of.pop(machine, None)
+        with self._lock:
+            self._states_of.pop(machine, None)
+            self._model_of.pop(machine, None)

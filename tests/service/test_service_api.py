@@ -23,13 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from pdm.alarms.state import LEVELS, Ack, MachineAlarm
 from pdm.errors import ConfigError
 from pdm.history.writer import WriterStats
+from pdm.secrets import api_token
 from pdm.service.api import (
     ControlAPI,
-    api_token,
     health_report,
     history_health,
     machine_status,
@@ -38,11 +39,9 @@ from pdm.service.metrics import (
     ALARM_STATES,
     CONTENT_TYPE,
     STAGES,
-    Counter,
-    Gauge,
-    Histogram,
-    Registry,
+    Family,
     ServiceMetrics,
+    exposition,
 )
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
@@ -148,18 +147,26 @@ def raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_exposition_format_known_answer() -> None:
-    r = Registry()
-    c = r.counter("demo_requests_total", "Requests.\nSecond line with a \\ backslash.", ["path"])
+    """prometheus_client's families written as the service always wrote them: labels in their
+    declared order (``le`` last), integral values without ``.0``, no ``_created`` series."""
+    r = CollectorRegistry()
+    c = Family(
+        "counter", "demo_requests_total", "Requests.\nSecond line with a \\ backslash.", ["path"]
+    )
+    r.register(c)
     c.labels(path="/a").inc()
     c.labels(path="/a").inc(2)
     c.labels(path='we"ird\\pa\nth').inc(0.5)
-    g = r.gauge("demo_temperature_celsius", "Temperature, in °C.")
+    g = Family("gauge", "demo_temperature_celsius", "Temperature, in °C.")
+    r.register(g)
     g.set(-3.25)
-    h = r.histogram("demo_latency_seconds", "Latency, in s.", ["stage"], (0.1, 1))
+    h = Histogram("demo_latency_seconds", "Latency, in s.", ["stage"], buckets=(0.1, 1), registry=r)
     for v in (0.05, 0.1, 0.5, 3.0):
         h.labels(stage="dsp").observe(v)
-    r.gauge("demo_empty", "A labelled family with no series yet.", ["machine"])
-    r.counter("demo_inf", "Not finite.").inc(math.inf)
+    r.register(Family("gauge", "demo_empty", "A labelled family with no series yet.", ["machine"]))
+    inf = Family("counter", "demo_inf", "Not finite.")
+    r.register(inf)
+    inf.inc(math.inf)
 
     expected = (
         "# HELP demo_requests_total Requests.\\nSecond line with a \\\\ backslash.\n"
@@ -174,15 +181,15 @@ def test_exposition_format_known_answer() -> None:
         'demo_latency_seconds_bucket{stage="dsp",le="0.1"} 2\n'
         'demo_latency_seconds_bucket{stage="dsp",le="1.0"} 3\n'
         'demo_latency_seconds_bucket{stage="dsp",le="+Inf"} 4\n'
-        'demo_latency_seconds_sum{stage="dsp"} 3.65\n'
         'demo_latency_seconds_count{stage="dsp"} 4\n'
+        'demo_latency_seconds_sum{stage="dsp"} 3.65\n'
         "# HELP demo_empty A labelled family with no series yet.\n"
         "# TYPE demo_empty gauge\n"
-        "# HELP demo_inf Not finite.\n"
-        "# TYPE demo_inf counter\n"
-        "demo_inf +Inf\n"
+        "# HELP demo_inf_total Not finite.\n"  # a counter's name ends in _total
+        "# TYPE demo_inf_total counter\n"
+        "demo_inf_total +Inf\n"
     )
-    assert r.render() == expected
+    assert exposition(r) == expected
 
 
 def test_the_appliance_label_is_on_every_sample() -> None:
@@ -190,38 +197,41 @@ def test_the_appliance_label_is_on_every_sample() -> None:
     m = ServiceMetrics(appliance="edge-7")
     m.windows_total.labels(machine="pump-1").inc()
     m.stage("dsp").observe(0.002)
+    m.decision_latency_seconds.observe(0.002)
     samples = [ln for ln in m.render().splitlines() if ln and not ln.startswith("#")]
     assert samples and all(ln.split("{", 1)[1].startswith('appliance="edge-7"') for ln in samples)
     assert 'pdm_windows_total{appliance="edge-7",machine="pump-1"} 1' in samples
     assert 'pdm_stage_seconds_bucket{appliance="edge-7",stage="dsp",le="0.0025"} 1' in samples
-    with pytest.raises(ValueError, match="registry's own"):
-        Registry({"machine": "x"}).gauge("g", "g", ["machine"])
+    assert 'pdm_decision_latency_seconds_count{appliance="edge-7"} 1' in samples
+    with pytest.raises(ValueError, match="distinct"):
+        Family("gauge", "g", "g", ["machine"], {"machine": "x"})
 
 
 def test_metric_misuse_is_refused_with_the_name() -> None:
-    r = Registry()
-    c = r.counter("x_total", "x", ["machine"])
+    c = Family("counter", "x_total", "x", ["machine"])
     with pytest.raises(ValueError, match=r"x_total: labels \['sensor'\] given"):
         c.labels(sensor="a")
     with pytest.raises(ValueError, match="x_total has labels"):
         c.inc()
     with pytest.raises(ValueError, match="only go up"):
         c.labels(machine="m").inc(-1)
-    with pytest.raises(ValueError, match="already registered"):
-        r.counter("x_total", "again")
-    with pytest.raises(ValueError, match="reserved"):
-        Histogram("h", "h", ["le"], (1.0,))
-    with pytest.raises(ValueError, match="strictly increasing"):
-        Histogram("h", "h", [], (1.0, 1.0))
-    with pytest.raises(ValueError, match="must match"):
-        Gauge("bad-name", "h")
+    with pytest.raises(ValueError, match="a count is"):
+        c.labels(machine="m").set_total(-1)
+    with pytest.raises(ValueError, match="no label"):
+        c.remove(sensor="a")
+    r = CollectorRegistry()
+    r.register(c)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        r.register(Family("counter", "x_total", "again"))
+    with pytest.raises(ValueError, match="must be distinct and match"):
+        Family("gauge", "g", "h", ["bad-label"])
     with pytest.raises(TypeError, match="not a string"):
-        Counter("c", "c", "machine")
+        Family("counter", "c", "c", "machine")
 
 
 def test_counters_are_thread_safe() -> None:
-    c = Counter("n_total", "n", ["k"])
-    h = Histogram("h_seconds", "h", [], (0.5,))
+    c = Family("counter", "n_total", "n", ["k"])
+    h = Histogram("h_seconds", "h", buckets=(0.5,), registry=None)
 
     def work() -> None:
         for _ in range(2000):
@@ -234,7 +244,10 @@ def test_counters_are_thread_safe() -> None:
     for t in threads:
         t.join()
     assert c.labels(k="a").get() == 16_000
-    assert h.labels().get() == ([16_000, 16_000], 4000.0, 16_000)
+    samples = {s.name + str(s.labels): s.value for f in h.collect() for s in f.samples}
+    assert samples["h_seconds_bucket{'le': '0.5'}"] == 16_000
+    assert samples["h_seconds_count{}"] == 16_000
+    assert samples["h_seconds_sum{}"] == 4000.0
 
 
 def test_service_metrics_are_declared_with_their_types() -> None:

@@ -6,7 +6,8 @@ HTTP, the workers' Unix sockets over HTTP too, the stream port with real TCP con
 
 from __future__ import annotations
 
-import http.client
+import io
+import json
 import os
 import re
 import socket
@@ -21,7 +22,11 @@ from typing import Any
 import httpx
 import pytest
 from test_service import DEMO, REPO, Service, _free_port, _no_service_left_running, _pipeline
+from test_service_api import FakeService
 from test_service_workers import Supervised, _pump
+
+from pdm.service.api import ControlAPI, Readable
+from pdm.service.workers import unix_request
 
 __all__ = ["_no_service_left_running"]  # its autouse stops every service a test starts
 
@@ -81,25 +86,6 @@ def _socket_inodes(pid: int) -> set[str]:
     return out
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.socket_path)
-
-
-def _unix_get(path: str, url: str, headers: dict[str, str] | None = None) -> int:
-    c = _Unix(path)
-    try:
-        c.request("GET", url, headers=headers or {})
-        return c.getresponse().status
-    finally:
-        c.close()
-
-
 def test_workers_open_no_tcp_port_and_their_unix_sockets_want_the_token(
     tmp_path: Path, token_env: None
 ) -> None:
@@ -118,8 +104,8 @@ def test_workers_open_no_tcp_port_and_their_unix_sockets_want_the_token(
     path = cmdline[cmdline.index(b"--api") + 1].decode().removeprefix("unix:")
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert _unix_get(path, "/status") == 401
-    assert _unix_get(path, "/status", AUTH) == 200
+    assert unix_request(path, "GET", "/status")[0] == 401
+    assert unix_request(path, "GET", "/status", headers=AUTH)[0] == 200
     # Through the supervisor, with the token: the workers answer.
     r = _req(svc, "POST", "/ack/pump-b", json={"by": "ana"}, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -346,3 +332,28 @@ def test_promotion_through_the_supervisor_needs_shadow_evidence_or_force(
     assert r.status_code == 200, r.text
     assert not (models / "b.candidate").exists() and (models / "b.previous").is_dir()
     assert svc.stop() == 0
+
+
+def test_an_upload_reaches_a_workers_unix_socket_streamed_with_its_length(
+    tmp_path: Path,
+) -> None:
+    """The supervisor hands a model upload to the worker's API on its Unix socket as it reads
+    it: with the Content-Length it was given (the API answers a chunked body 411) and with
+    the token (401 without)."""
+    got: list[bytes] = []
+
+    class Worker(FakeService):
+        def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
+            got.append(body.read())
+            return {"machine": machine, "candidate": "v2"}
+
+    sock = str(tmp_path / "w.sock")
+    data = os.urandom(300_000)
+    gz = {"Content-Type": "application/gzip", "Content-Length": str(len(data))}
+    with ControlAPI(Worker(), host=f"unix:{sock}", token=TOKEN):
+        auth = {**gz, "Authorization": f"Bearer {TOKEN}"}
+        status, raw = unix_request(sock, "PUT", "/models/pump-1/candidate", io.BytesIO(data), auth)
+        assert (status, json.loads(raw)["candidate"]) == (202, "v2")
+        assert got == [data]
+        status, _ = unix_request(sock, "PUT", "/models/pump-1/candidate", io.BytesIO(data), gz)
+        assert status == 401 and got == [data]
