@@ -11,6 +11,10 @@ bearing fault), ``missed`` (``unknown`` for a fault), ``wrong`` (another fault n
 for a healthy machine, any fault named). A ball or cage fault called
 ``bearing_uncertain`` is acceptable, a race is wrong.
 
+Tone cases (:func:`make_tone_cases`, ``--tones``): healthy machines with a stationary line
+at their BPFI or BPFO (two tones beating in the band, or the band's noise modulated at it),
+which must not be called a fault.
+
 Machine cases (:data:`MACHINE_KINDS`, ``--machines``) judge what one sensor alone cannot:
 a fault in one bearing of a two-bearing machine reaching the other sensor 6–20 dB weaker
 through another resonance (:class:`pdm.sources.simulator.MachineSpec`; the right bearing
@@ -22,6 +26,7 @@ there.
     python -m pdm.diagnosis_sweep                 # the full sweep (several minutes)
     python -m pdm.diagnosis_sweep --cases 60 --machines 20   # a quick one
     python -m pdm.diagnosis_sweep --calibrate     # also fit the confidence map
+    python -m pdm.diagnosis_sweep --cases 0 --machines 0 --tones 120   # the tone cases only
 
 Nothing here is tuned to real recordings; the thresholds of :mod:`pdm.diagnosis.rules`
 are chosen so that this sweep has no healthy case called a fault.

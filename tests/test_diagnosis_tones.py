@@ -124,7 +124,7 @@ def test_a_stationary_line_at_a_defect_frequency_is_no_bearing_fault(case: Case)
 
 def test_the_tone_cases_of_the_sweep_are_no_bearing_fault() -> None:
     """The first 24 of ``python -m pdm.diagnosis_sweep --tones N`` (drawn at random, seeded):
-    none is called a fault (before the rule, 9 of them were, at confidence ~1)."""
+    none is called a fault (before the impact-train rule, 10 of them were)."""
     results = [run_case(c) for c in make_tone_cases(24)]
     wrong = [r for r in results if r["outcome"] != "right"]
     assert not wrong, wrong
