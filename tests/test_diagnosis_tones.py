@@ -19,7 +19,7 @@ import pytest
 
 from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
-from pdm.diagnosis import DiagnosisEngine
+from pdm.diagnosis import DiagnosisEngine, judge_channel
 from pdm.diagnosis.rules import refine_speed
 from pdm.diagnosis_sweep import Case, make_tone_cases, run_case, tone_signal
 from pdm.dsp.bearings import BEARINGS
@@ -213,3 +213,79 @@ def test_cwru_ball_fault_is_not_a_confident_race_with_the_quick_flags(cwru_dir, 
     pl = pipeline_from_flags(nominal_rpm=1797.0, bearing="6205")
     (r,) = diagnose_files([str(cwru_dir / folder / "B007_0hp.csv")], pl)
     assert r.diagnosis.label not in RACES, r.diagnosis.reasons
+
+
+# --------------------------------------------------------------------------- the rules alone
+
+
+def _env(lines: list[tuple[float, float]], df: float, n: int = 1200) -> np.ndarray:
+    """A flat 1e-6 g² envelope floor plus Hann-windowed lines (Hz, amplitude g)."""
+    p = np.full(n, 1e-6)
+    for f, amp in lines:
+        k = f / df
+        for b in range(int(k) - 3, int(k) + 4):
+            d = b - k
+            w = 1.0 if abs(d) < 1e-12 else np.sinc(d) / (1 - d * d)
+            p[b] += (amp * w) ** 2
+    return p
+
+
+DF, FR = 0.5, 25.0
+M6205 = BEARINGS["6205"].defect_multiples()
+BPFI, BPFO = M6205["bpfi"] * FR, M6205["bpfo"] * FR
+
+
+@pytest.mark.parametrize(
+    ("lines", "label"),
+    [
+        # an impact train: 2× at half the fundamental (the bound 1/k), shaft sidebands
+        ([(BPFI, 0.02), (2 * BPFI, 0.01)], "bearing_inner_race"),
+        # a symmetric sideband pair, no harmonic: the shaft's modulation of a train
+        ([(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006)], "bearing_inner_race"),
+        # a beat of two equal tones: 2× at a fifth of the fundamental (and its noise-level 3×)
+        ([(BPFI, 0.02), (2 * BPFI, 0.004)], "unknown"),
+        # one-sided "sidebands" 4 Hz off symmetry (the CWRU fan end's 164 Hz line)
+        ([(BPFI, 0.02), (BPFI - FR - 4.0, 0.006), (BPFI + FR, 0.006)], "unknown"),
+        # a one-sided sideband only
+        ([(BPFI, 0.02), (BPFI + FR, 0.006)], "unknown"),
+        # an outer race: its 2nd harmonic as a train makes it
+        ([(BPFO, 0.02), (2 * BPFO, 0.012)], "bearing_outer_race"),
+        # an outer race with the inner race's line standing out too (within 6 dB): a rolling
+        # element striking both races, or damage on both — no confident race
+        ([(BPFO, 0.02), (2 * BPFO, 0.012), (BPFI, 0.01)], "bearing_uncertain"),
+        # ... but far weaker (more than 6 dB under): the outer race
+        ([(BPFO, 0.02), (2 * BPFO, 0.012), (BPFI, 0.004)], "bearing_outer_race"),
+    ],
+    ids=[
+        "train",
+        "pair",
+        "beat",
+        "asymmetric",
+        "one-sided",
+        "outer",
+        "both-races",
+        "both-races-far",
+    ],
+)
+def test_what_is_an_impact_train(lines: list[tuple[float, float]], label: str) -> None:
+    v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
+    assert v.label == label, v.reasons
+    if label == "unknown":
+        assert "not an impact train" in v.reasons[0], v.reasons
+    if label == "bearing_uncertain":
+        assert "a defect of one race puts no line at the other's rate" in v.reasons[0]
+
+
+def test_a_sidebands_mirror_need_only_stand_out_of_the_floor() -> None:
+    """Three windows averaged: a significant −1× sideband and its +1× mirror 3.9 dB over the
+    floor, under the statistics' threshold for a line alone — the predicted twin of one
+    found: a pair, the inner race named. Without the mirror: a lone line."""
+    lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.0012)]
+    v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 3.0)
+    inner = v.family("inner_race")
+    assert inner is not None
+    mirror = next(ln for ln in inner.lines if ln.name == "BPFI 1× + 1×shaft")
+    assert 3.0 < mirror.prominence_db < mirror.threshold_db and not mirror.significant
+    assert v.label == "bearing_inner_race", v.reasons
+    alone = judge_channel(None, _env(lines[:2], DF), DF, FR, M6205, 3.0)
+    assert alone.label == "unknown", alone.reasons
