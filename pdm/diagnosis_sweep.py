@@ -11,6 +11,10 @@ bearing fault), ``missed`` (``unknown`` for a fault), ``wrong`` (another fault n
 for a healthy machine, any fault named). A ball or cage fault called
 ``bearing_uncertain`` is acceptable, a race is wrong.
 
+Tone cases (:func:`make_tone_cases`, ``--tones``): healthy machines with a stationary line
+at their BPFI or BPFO (two tones beating in the band, or the band's noise modulated at it),
+which must not be called a fault.
+
 Machine cases (:data:`MACHINE_KINDS`, ``--machines``) judge what one sensor alone cannot:
 a fault in one bearing of a two-bearing machine reaching the other sensor 6–20 dB weaker
 through another resonance (:class:`pdm.sources.simulator.MachineSpec`; the right bearing
@@ -22,6 +26,7 @@ there.
     python -m pdm.diagnosis_sweep                 # the full sweep (several minutes)
     python -m pdm.diagnosis_sweep --cases 60 --machines 20   # a quick one
     python -m pdm.diagnosis_sweep --calibrate     # also fit the confidence map
+    python -m pdm.diagnosis_sweep --cases 0 --machines 0 --tones 120   # the tone cases only
 
 Nothing here is tuned to real recordings; the thresholds of :mod:`pdm.diagnosis.rules`
 are chosen so that this sweep has no healthy case called a fault.
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.signal import butter, sosfiltfilt
 
 from pdm.config import Pipeline
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
@@ -66,10 +72,12 @@ __all__ = [
     "breakdown",
     "make_cases",
     "make_machine_cases",
+    "make_tone_cases",
     "run_case",
     "run_machine_case",
     "summarise",
     "summarise_machines",
+    "tone_signal",
 ]
 
 #: Test geometries: (rolling elements, element diameter mm, pitch diameter mm, contact
@@ -87,6 +95,7 @@ GEOMETRIES: dict[str, BearingGeometry] = {
 KINDS = ("healthy", "bpfo", "bpfi", "bsf", "ftf", "unbalance", "misalignment", "looseness", "rub")
 TRUTH = {
     "healthy": "unknown",
+    "tone": "unknown",  # a stationary line at a defect frequency (make_tone_cases)
     "rub": "unknown",  # once-per-revolution knocks: impulsive, not a bearing
     "bpfo": "bearing_outer_race",
     "bpfi": "bearing_inner_race",
@@ -119,6 +128,12 @@ class Case:
     rpm_error: float = 0.0  # a fixed speed in the pipeline this fraction off the real one
     windows: int = 10  # half-overlapping windows in the recording
     healthy_1x: float = 0.25  # the 1× every machine has, × the ISO A/B boundary
+    # ``tone`` cases (:func:`make_tone_cases`): how the machine's stationary line at a defect
+    # frequency gets into the envelope ("beat": two tones in the band that far apart; "am":
+    # the band's noise modulated sinusoidally at it), the family and its offset from it.
+    tone: str = ""
+    tone_family: str = ""
+    tone_offset: float = 0.0
 
     @property
     def truth(self) -> str:
@@ -170,6 +185,75 @@ def make_cases(n: int, seed: int = 0) -> list[Case]:
             )
         )
     return out
+
+
+#: Healthy machines with a stationary line at a bearing's defect frequency: not a fault.
+TONE_KINDS = ("beat", "am")
+
+
+def make_tone_cases(n: int, seed: int = 0) -> list[Case]:
+    """``n`` healthy machines (random bearing, speed, rate, resonance, noise, as
+    :func:`make_cases` draws them) with a *stationary* line at their BPFI or BPFO (± 2 %):
+    two tones in the demodulation band that far apart, whose beat puts a line in the
+    envelope spectrum (a structural or electrical tone; the healthy CWRU fan end's 164 Hz),
+    or the band's noise modulated sinusoidally at it (a fan's or a flow's pulsation). The
+    truth is ``unknown``: neither is a train of impacts."""
+    rng = np.random.default_rng([seed, 18, 3])
+    names = sorted(GEOMETRIES)
+    out = []
+    for i in range(n):
+        fs = float(rng.choice(RATES))
+        rpm = float(np.exp(rng.uniform(math.log(600.0), math.log(6000.0))))
+        res = min(max(float(rng.uniform(0.12, 0.38) * fs), 1500.0), 20000.0)
+        speed = "searched" if rng.uniform() < 0.5 else "fixed"
+        out.append(
+            Case(
+                index=i,
+                kind="tone",
+                bearing=str(rng.choice(names)),
+                rpm=round(rpm, 1),
+                fs=fs,
+                resonance_hz=round(res, 0),
+                noise_g=float(rng.choice([0.01, 0.02, 0.05])),
+                # the stronger tone's amplitude / noise rms (log-uniform 0.3–3)
+                snr=round(float(np.exp(rng.uniform(math.log(0.3), math.log(3.0)))), 2),
+                slip=0.0,
+                speed=speed,
+                seed=int(rng.integers(0, 2**31)),
+                window=int(rng.choice([0, 0, 0, 16384, 4096])),
+                rpm_error=round(float(rng.uniform(-0.015, 0.015)), 4) if speed == "fixed" else 0.0,
+                windows=int(rng.choice([4, 10, 10, 20])),
+                healthy_1x=round(float(rng.uniform(0.1, 1.0)), 3),
+                tone=TONE_KINDS[i % len(TONE_KINDS)],
+                tone_family=str(rng.choice(["bpfi", "bpfi", "bpfo"])),
+                tone_offset=round(float(rng.uniform(-0.02, 0.02)), 4),
+            )
+        )
+    return out
+
+
+def tone_signal(case: Case, n_samples: int) -> np.ndarray:
+    """(n_samples, 2) g: the stationary line of a ``tone`` case, added to both channels'
+    healthy signal (:func:`make_tone_cases`)."""
+    g = GEOMETRIES[case.bearing]
+    f_line = g.defect_multiples()[case.tone_family] * (1 + case.tone_offset) * case.rpm / 60.0
+    rng = np.random.default_rng([case.seed, 7])
+    t = np.arange(n_samples) / case.fs
+    a = case.snr * case.noise_g
+    lo, hi = _band(case)
+    if case.tone == "beat":
+        # Two tones inside the band, the second 0.3–0.6 × the first, f_line apart.
+        f1 = float(rng.uniform(lo, max(lo, hi - f_line)))
+        r = float(rng.uniform(0.3, 0.6))
+        y = a * np.sin(2 * np.pi * f1 * t) + r * a * np.sin(2 * np.pi * (f1 + f_line) * t + 1.0)
+    else:
+        # Band-limited noise, its amplitude 1 + m·cos(2π f_line t), m 0.3–0.8.
+        m = float(rng.uniform(0.3, 0.8))
+        sos = butter(4, [lo, hi], "bandpass", fs=case.fs, output="sos")
+        w = sosfiltfilt(sos, rng.standard_normal(n_samples))
+        w *= a / max(float(np.std(w)), 1e-12)
+        y = w * (1.0 + m * np.cos(2 * np.pi * f_line * t))
+    return np.stack([y, y], axis=1)
 
 
 def _spec(case: Case, duration_s: float) -> SimSpec:
@@ -255,6 +339,8 @@ def run_case(case: Case, *, band: str = "fixed") -> dict[str, Any]:
     duration = n * (1 + (windows - 1) / 2) / case.fs + 0.01
     spec = _spec(case, duration)
     x = simulate(spec)
+    if case.tone:
+        x = x + tone_signal(case, x.shape[0])
     used = band
     try:
         pipeline = pipeline_for(case, n, _band(case) if band == "fixed" else "auto")
@@ -611,7 +697,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
         "| fault | cases | right | uncertain | missed | wrong |",
         "|---|---|---|---|---|---|",
     ]
-    for kind in KINDS:
+    for kind in (*KINDS, "tone"):
         c = by.get(kind)
         if not c:
             continue
@@ -753,6 +839,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=200,
         help="machine-level cases: two bearings, mixed faults, structural lines (default 200)",
     )
+    p.add_argument(
+        "--tones",
+        type=int,
+        default=0,
+        help="healthy machines with a stationary line at a defect frequency (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--band", choices=("fixed", "auto"), default="fixed")
     p.add_argument("--json", metavar="FILE", help="write every case's result as JSON Lines")
@@ -763,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     machines: list[dict[str, Any]] = []
     out = open(args.json, "w") if args.json else None
-    cases = make_cases(args.cases, args.seed)
+    cases = make_cases(args.cases, args.seed) + make_tone_cases(args.tones, args.seed)
     mcases = make_machine_cases(args.machines, args.seed)
     try:
         for r in _iter_results(cases, args.band):

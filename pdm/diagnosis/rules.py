@@ -352,6 +352,13 @@ def _bearing_note(f: FamilyEvidence) -> str:
             f"{sym} {db} sits on {fund.found_hz:.1f} Hz, a harmonic of twice the line "
             "frequency (50/60 Hz mains): an AC motor's pull there cannot be told from it"
         )
+    if f.status == "lone_line":
+        return (
+            f"{sym} {db}, but neither a harmonic as strong as an impact train's (k-th at "
+            "≥ 1/(1.5 k) of it) nor a sideband pair symmetric about it (± the same shaft "
+            "order) is significant: a stationary line of the machine (a tone, tones beating "
+            "in the band), not an impact train — no bearing fault"
+        )
     if f.status == "no_ftf_sideband":
         return f"{sym} {db}, but no FTF sideband (the cage's modulation of a ball)"
     need = _CAGE_SUPPORT if f.family == "cage" else 1
@@ -472,7 +479,21 @@ def _reasons(v: ChannelVerdict) -> tuple[str, ...]:
         lines += [f"{pre}  {ln.text()}" for ln in f.lines[1:] if ln.significant][:6]
         return lines
 
-    if v.label == "bearing_uncertain" and best is not None and rival is not None:
+    if (
+        v.label == "bearing_uncertain"
+        and best is not None
+        and rival is not None
+        and not rival.present
+    ):
+        out.append(
+            f"{pre}bearing fault, type uncertain: {_SYMBOL[best.family]} is present and "
+            f"{_SYMBOL[rival.family]} stands out too ({rival.lines[0].prominence_db:+.1f} dB "
+            f"against {best.lines[0].prominence_db:+.1f} dB): a defect of one race puts no "
+            "line at the other's rate; a rolling element striking both races, or damage on "
+            "both, does"
+        )
+        out += named(best)[:1] + named(rival)[:1]
+    elif v.label == "bearing_uncertain" and best is not None and rival is not None:
         out.append(
             f"{pre}bearing fault, type uncertain: {_SYMBOL[best.family]} "
             f"({best.score_db:.1f} dB) and {_SYMBOL[rival.family]} ({rival.score_db:.1f} dB) "
@@ -813,6 +834,8 @@ class _Summary(NamedTuple):
     cage_comb: int  # cage: clean FTF harmonics from 3× up
     above_comb: bool = True  # outer race: its fundamental stands out of the FTF comb
     bare: bool = False  # cage: a comb without modulation of another line at ± FTF
+    seen: bool = False  # the fundamental stands out by the statistics alone (no 6 dB minimum),
+    # and is neither shared nor on a shaft comb nor on a mains line
 
     @property
     def present(self) -> bool:
@@ -1057,6 +1080,50 @@ def _bearing(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
     cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
+    # What makes a line an impact train: a defect striking at a rate is a train of impulses,
+    # which has lines at 2×, 3× the rate; an inner-race defect turning through the load zone
+    # is that train amplitude-modulated by the shaft, and the envelope of a real modulation
+    # puts its sidebands on *both* sides of the carrier at equal strength. A line with
+    # neither — no harmonic of its own and at most one-sided sidebands — is what a
+    # stationary tone of the machine (a structural or electrical line, two tones beating in
+    # the band) looks like: not a bearing fault. A pair is one modulation only when it sits
+    # symmetrically about the carrier as found (within the three lines' bin quantisation,
+    # 1.5 bins): lines of the machine that happen to fall inside the sidebands' search
+    # ranges on either side are not.
+    #
+    # How strong a harmonic must be: an impact rings the band's resonance and decays with a
+    # time constant τ, so the envelope's harmonic k of a train at rate f has
+    # |H(k f)| / |H(f)| = √((1 + (2πfτ)²) / (1 + (2πkfτ)²)) ≥ 1/k, whatever τ. The envelope
+    # |z| of two stationary tones r ≤ 1 apart in amplitude beating at f has harmonics of
+    # at most 1/5 (k = 2) and 3/35 (k = 3) of its fundamental (|cos| at r = 1), and noise
+    # modulated sinusoidally at f none. So a harmonic supports an impact train when its
+    # amplitude is at least the fundamental's / (1.5 k): 3.5 dB under the impacts' bound
+    # (slip jitter broadens higher harmonics), 4.5 dB over the beats'. Amplitudes are read
+    # as the lines' power above their floors (the envelope's noise floor is flat across
+    # these few orders): a weak harmonic's reading is mostly the floor's.
+    is_harm = np.array([k == "harmonic" for k in lay.kinds[:nb]], dtype=bool)
+    fund_of = fund[fam_b]  # (nb,) each line's family fundamental
+    order_k = np.where(is_harm, np.rint(lay.carrier[:nb] / lay.carrier[fund_of]), 1.0)
+    above = 10.0 ** (np.clip(rd.prom[:, :nb], 0.0, None) / 10.0) - 1.0  # line / floor − 1
+    strong = above >= above[:, fund_of] / (1.5 * order_k) ** 2
+    train = np.add.reduceat(support & is_harm & strong, fund, axis=1) > 0
+    mirror = ~shared & ~on_comb & (rd.prom[:, :nb] >= rules.min_line_db)
+    kinds = np.array(lay.kinds[:nb])
+    fam_l, carrier_l, delta_l = fam_b, lay.carrier[:nb], lay.delta[:nb]
+    is_sb = (kinds == "sideband") & ~lay.moves[:nb]
+    for i in np.flatnonzero(is_sb & (delta_l < 0.0)):
+        same = (fam_l == fam_l[i]) & (carrier_l == carrier_l[i])
+        mate = np.flatnonzero(is_sb & same & (delta_l == -delta_l[i]))
+        carrier_line = np.flatnonzero(is_harm & same)
+        if mate.size and carrier_line.size:
+            j, hc = int(mate[0]), int(carrier_line[0])
+            even = np.abs(found[:, i] + found[:, j] - 2.0 * found[:, hc]) <= 1.5 * df
+            # A modulation's sidebands are equal: one significant, its mirror standing out
+            # of the floor by any line's physical minimum (the statistics' threshold is
+            # for a line alone, not for the predicted twin of one found).
+            train[:, fam_l[i]] |= (
+                (support[:, i] & mirror[:, j]) | (support[:, j] & mirror[:, i])
+            ) & even
     # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
     # the family's line is the carrier with the clean sidebands of its first harmonic,
     # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
@@ -1064,6 +1131,22 @@ def _bearing(
     carrier = 10.0 ** (rd.prom[:, fund] / 10.0) + np.add.reduceat(ratio, fund, axis=1)
     score = 10.0 * np.log10(carrier) + rules.support_db * np.minimum(n_clean, 2)
     fund_at = on_comb[:, fund]
+
+    # A fundamental seen by the statistics alone (its 6 dB physical minimum left out): what
+    # a race shows of a defect elsewhere in the bearing (below, in _verdict).
+    stat_thr = np.array(
+        [
+            max(
+                rules.min_line_db,
+                line_threshold_db(
+                    k_eff, int(2 * rules.slip_tolerance * lay.carrier[a] * fr / df) + 3,
+                    rules.p_false,
+                ),
+            )
+            for a, _b in lay.spans
+        ]
+    )  # fmt: skip
+    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~(fund_at & comb) & ~mains
 
     summaries = []
     checks: dict[int, _CageCheck] = {}
@@ -1083,6 +1166,8 @@ def _bearing(
                 status = "unsupported"
             elif family == "ball" and not ftf_sb[c, fi]:
                 status = "no_ftf_sideband"
+            elif family in ("outer_race", "inner_race") and not train[c, fi]:
+                status = "lone_line"
             else:
                 status = "present"
             if family == "cage" and status == "present":
@@ -1101,6 +1186,7 @@ def _bearing(
                     int(cage_comb[c]) if family == "cage" else 0,
                     bool(above_comb[c, fi]),
                     bare,
+                    bool(seen[c, fi]),
                 )
             )
         summaries.append(row)
@@ -1421,9 +1507,14 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
     induction motor slips by a few per cent with its load, and lines at high orders move
     by that times the order. The 1×, 2× and 3× lines are looked for within
     ± ``order_tolerance`` of where ``shaft_hz`` puts them in the sum of the channels'
-    averaged power; the most prominent (at least 10 dB over the median of its
-    neighbourhood) is interpolated and divided by its order. Rounded to 0.05 % (so the
-    lines' layout is reused while the speed holds); ``shaft_hz`` when no line stands out.
+    averaged power; each that stands out (at least 10 dB over the median of its
+    neighbourhood) is interpolated and divided by its order, and the speed is the *median*
+    of those estimates. Not the most prominent one alone: at a few bins per order another
+    line of the machine within a bin or two (an electrical line beside 2×, a structural
+    one) merges with one harmonic's main lobe and pulls its interpolated peak by up to half
+    a bin — the healthy CWRU recording's 2× merges with a line at 58.2 Hz and read 1776
+    r/min of its 1796 — while the orders of one shaft must agree. Rounded to 0.05 % (so
+    the lines' layout is reused while the speed holds); ``shaft_hz`` when no line stands out.
 
     Parameters
     ----------
@@ -1434,7 +1525,7 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
     p = np.asarray(acc_power, dtype=np.float64).sum(axis=0)
     n = p.shape[0]
     tol = rules.order_tolerance
-    best_prom, best_hz = 10.0, shaft_hz
+    found: list[float] = []
     for h in (1, 2, 3):
         lo = max(2, math.floor(h * shaft_hz * (1 - tol) / df))
         hi = min(n - 2, math.ceil(h * shaft_hz * (1 + tol) / df))
@@ -1443,12 +1534,13 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
         k = lo + int(np.argmax(p[lo : hi + 1]))
         around = p[max(1, k - 24) : k + 25]
         prom = p[k] / max(float(np.median(around)), 1e-300)
-        if prom <= best_prom:
+        if prom <= 10.0:
             continue
         a, b, c = (math.log(max(x, 1e-300)) for x in p[k - 1 : k + 2])
         den = a - 2 * b + c
         delta = 0.5 * (a - c) / den if den < 0 else 0.0
-        best_prom, best_hz = prom, (k + max(-0.5, min(0.5, delta))) * df / h
+        found.append((k + max(-0.5, min(0.5, delta))) * df / h)
+    best_hz = float(np.median(found)) if found else shaft_hz
     q = 0.0005
     return shaft_hz * (1.0 + round((best_hz / shaft_hz - 1.0) / q) * q)
 
@@ -1661,7 +1753,17 @@ def _verdict(
         best = present[0]
         rival = present[1] if len(present) > 1 else None
         strength = best.prom - best.thr
-        if rival is not None and best.score_db - rival.score_db < rules.compete_db:
+        other = {"outer_race": "inner_race", "inner_race": "outer_race"}.get(best.family)
+        both = next((f for f in bearing if f.family == other and f.seen), None)
+        competing = rival
+        if rival is None and both is not None and best.prom - both.prom < rules.compete_db:
+            # One race's defect puts no line at the other race's rate; lines at both, the
+            # named one not clearly stronger, are what a rolling element striking both races
+            # (or damage on both) shows: no confident race.
+            competing = both
+        elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
+            competing = None
+        if competing is not None:
             if speed_fault is not None:
                 return ChannelVerdict(
                     speed_fault.label,
@@ -1676,7 +1778,7 @@ def _verdict(
                 build,
                 channel=channel,
                 best=best.family,
-                rival=rival.family,
+                rival=competing.family,
                 strength_db=best.score_db,
             )
         if rival is not None:
