@@ -34,11 +34,11 @@ from pdm.scoring.update import (
     check_candidate,
     generate_keypair,
     install_candidate,
-    model_main,
     rollback,
     sign_bundle,
     verify_bundle,
 )
+from pdm.tools.model import model_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "models" / "demo-pump"

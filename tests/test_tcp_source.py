@@ -25,7 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdm.errors import InputError
-from pdm.send import send_main
 from pdm.sources.base import Chunk
 from pdm.sources.csv import CsvRecording
 from pdm.sources.tcp import (
@@ -36,6 +35,7 @@ from pdm.sources.tcp import (
     encode_frame,
     ns_from_seconds,
 )
+from pdm.tools.send import send_main
 
 T0_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 HEAD = struct.Struct("<4sBBHdqIH")
