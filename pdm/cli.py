@@ -339,7 +339,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "calibration": cal,
     }
     if args.sign_key or args.send:
-        from pdm.scoring.update import send_bundle, sign_bundle
+        from pdm.scoring.signing import sign_bundle
+        from pdm.scoring.upload import send_bundle
 
         if args.sign_key:
             result["signature"] = str(sign_bundle(args.out, args.sign_key))

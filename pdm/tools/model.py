@@ -1,5 +1,6 @@
 """``pdm-edge model keygen|sign|verify|check|report``: the command line of signed model
-bundles (:mod:`pdm.scoring.update` holds the steps; this module only parses and prints)."""
+bundles (:mod:`pdm.scoring.signing` and :mod:`pdm.scoring.candidate` hold the steps; this
+module only parses and prints)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from pdm.errors import PdmError
-from pdm.scoring.update import check_candidate, generate_keypair, sign_bundle, verify_bundle
+from pdm.scoring.candidate import check_candidate
+from pdm.scoring.signing import generate_keypair, sign_bundle, verify_bundle
 
 __all__ = ["DESCRIPTION", "add_arguments", "model_main", "run"]
 
