@@ -955,6 +955,16 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("pdm-edge").strip()
         raise ConfigError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, but a sub-command names what it does not know itself (argparse
+        leaves that to the top, whose message would not say which command)."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "pdm-edge":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
 
 #: What a tool's sub-command needs from its module: keyword arguments of ``add_parser``
 #: (its description), a function adding its options to the sub-parser, and its runner.
