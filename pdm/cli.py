@@ -12,9 +12,9 @@ import datetime as dt
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pdm import __version__, tune_for_streaming
 from pdm.errors import ConfigError, PdmError
@@ -339,7 +339,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "calibration": cal,
     }
     if args.sign_key or args.send:
-        from pdm.scoring.update import send_bundle, sign_bundle
+        from pdm.scoring.signing import sign_bundle
+        from pdm.scoring.upload import send_bundle
 
         if args.sign_key:
             result["signature"] = str(sign_bundle(args.out, args.sign_key))
@@ -822,36 +823,6 @@ def _run_supervisor(
     return sup.start().run_forever()
 
 
-def cmd_send(args: argparse.Namespace) -> int:
-    from pdm.send import send_main
-
-    return send_main(args.rest)
-
-
-def cmd_soak(args: argparse.Namespace) -> int:
-    from pdm.tools.soak import soak_main
-
-    return soak_main(args.rest)
-
-
-def cmd_model(args: argparse.Namespace) -> int:
-    from pdm.scoring.update import model_main
-
-    return model_main(args.rest)
-
-
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    from pdm.dashboard.launch import dashboard_main
-
-    return dashboard_main(args.rest)
-
-
-def cmd_operators(args: argparse.Namespace) -> int:
-    from pdm.operators import operators_main
-
-    return operators_main(args.rest)
-
-
 def cmd_ack(args: argparse.Namespace) -> int:
     from pdm.history import default_data_dir, parse_store_url
     from pdm.supervision.ack import ack
@@ -910,7 +881,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     tune_for_streaming()
     if args.profile_dsp or args.growth or args.growth_machines:
-        from pdm.bench_dsp import growth, profile_dsp
+        from pdm.tools.bench_dsp import growth, profile_dsp
 
         result: dict[str, Any] = {}
         if args.profile_dsp:
@@ -919,16 +890,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.growth:
             result.update(growth(quick=args.quick))
         if args.growth or args.growth_machines:
-            from pdm.bench_run import machines_growth
+            from pdm.tools.bench_run import machines_growth
 
             result.setdefault("growth", {})["machines"] = machines_growth(quick=args.quick)
     elif args.dsp_only:
-        from pdm.bench import NOTES
-        from pdm.bench_dsp import dsp_figures
+        from pdm.tools.bench import NOTES
+        from pdm.tools.bench_dsp import dsp_figures
 
         result = {**dsp_figures(quick=args.quick), "notes": NOTES}
     else:
-        from pdm.bench import run_bench
+        from pdm.tools.bench import run_bench
 
         result = run_bench(quick=args.quick)
     if args.json:
@@ -937,12 +908,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for k, v in result.items():
             print(f"{k:32s} {v}")
     return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from pdm.sources import simulator
-
-    return int(simulator.main(args.rest))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -979,8 +944,96 @@ def _add_publish_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--modbus-server", metavar="HOST:PORT", help="read-only Modbus TCP register map")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: a usage error is a :class:`ConfigError`.
+
+    ``pdm-edge: error: send: unrecognized arguments: --x (see pdm-edge send --help)``, exit 2,
+    instead of argparse's usage block; every sub-parser of the tree is of this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("pdm-edge").strip()
+        raise ConfigError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, but a sub-command names what it does not know itself (argparse
+        leaves that to the top, whose message would not say which command)."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "pdm-edge":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+#: What a tool's sub-command needs from its module: keyword arguments of ``add_parser``
+#: (its description), a function adding its options to the sub-parser, and its runner.
+_Tool = tuple[
+    dict[str, Any],
+    Callable[[argparse.ArgumentParser], None],
+    Callable[[argparse.Namespace], int],
+]
+
+
+def _tool(name: str) -> _Tool:
+    """The sub-command ``name`` whose options live with its code (imported only when named)."""
+    if name == "send":
+        from pdm.tools import send
+
+        return {"description": send.DESCRIPTION}, send.add_arguments, send.run
+    if name == "soak":
+        from pdm.tools import soak
+
+        return {"description": soak.DESCRIPTION}, soak.add_arguments, soak.run
+    if name == "model":
+        from pdm.tools import model
+
+        return {"description": model.DESCRIPTION}, model.add_arguments, model.run
+    if name == "dashboard":
+        from pdm.dashboard import launch
+
+        return {"description": launch.DESCRIPTION}, launch.add_arguments, launch.run
+    if name == "operators":
+        from pdm import operators as pin
+
+        return (
+            {"description": pin.OPERATORS_DESCRIPTION},
+            pin.add_operators_arguments,
+            pin.run_operators,
+        )
+    if name == "simulate":
+        from pdm.sources.simulator import build_parser as simulator_parser
+        from pdm.sources.simulator import main as simulator_main
+
+        # The simulator's parser is the parent (its -h included); its main parses the
+        # command's own tokens again, which the tree has already checked (see main()).
+        own = simulator_parser()
+        return (
+            {"description": own.description, "parents": [own], "add_help": False},
+            lambda p: None,
+            lambda args: int(simulator_main(args.tokens)),
+        )
+    raise AssertionError(name)
+
+
+def _add_tool(sub: Any, name: str, command: str | None, help: str) -> None:
+    """Add the tool ``name``'s sub-parser; its options only when ``command`` is it (or None).
+
+    A tool's module is imported only for its own command line, so that ``pdm-edge run``
+    does not load onnxruntime for ``model`` nor the simulator for ``simulate``.
+    """
+    if command is not None and command != name:
+        sub.add_parser(name, help=help)
+        return
+    kwargs, add_arguments, run = _tool(name)
+    p = sub.add_parser(name, help=help, **kwargs)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole ``pdm-edge`` tree; with ``command``, only that tool's options are loaded."""
+    parser = _Parser(
         prog="pdm-edge",
         description="Predictive maintenance for rotating machinery: vibration features, "
         "anomaly scores and alarms at the edge.",
@@ -1254,43 +1307,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-feed", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "send", help="send a CSV recording to a service's stream input", add_help=False
-    )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_send)
+    _add_tool(sub, "send", command, help="send a CSV recording to a service's stream input")
 
-    p = sub.add_parser(
+    _add_tool(
+        sub,
         "soak",
+        command,
         help="the service under load for a long time, faults on a schedule; counts what was lost",
-        add_help=False,
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_soak)
 
-    p = sub.add_parser(
+    _add_tool(
+        sub,
         "model",
-        help="sign, verify and check model bundles (keygen|sign|verify|check)",
-        add_help=False,
+        command,
+        help="sign, verify, check and report model bundles (keygen|sign|verify|check|report)",
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser(
-        "dashboard",
-        help="the plant-floor dashboard (Streamlit) on 127.0.0.1:8501",
-        add_help=False,
+    _add_tool(
+        sub, "dashboard", command, help="the plant-floor dashboard (Streamlit) on 127.0.0.1:8501"
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_dashboard)
 
-    p = sub.add_parser(
+    _add_tool(
+        sub,
         "operators",
+        command,
         help="operators who may acknowledge on the dashboard (PINs, hashed)",
-        add_help=False,
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_operators)
 
     p = sub.add_parser(
         "ack",
@@ -1344,13 +1386,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser(
+    _add_tool(
+        sub,
         "simulate",
+        command,
         help="seeded vibration simulator (regenerate fixtures, write recordings)",
-        add_help=False,
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
         "demo", help="replay a fixture recording through the demo pipeline and say what it found"
@@ -1363,21 +1404,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    passthrough = {
-        "simulate": cmd_simulate,
-        "send": cmd_send,
-        "model": cmd_model,
-        "dashboard": cmd_dashboard,
-        "operators": cmd_operators,
-        "soak": cmd_soak,
-    }
-    if argv[:1] and argv[0] in passthrough:
-        # These own their options (argparse.REMAINDER would not pass `--fixtures` etc.).
-        args = argparse.Namespace(func=passthrough[argv[0]], rest=argv[1:])
-    else:
-        args = parser.parse_args(argv)
+    parser = build_parser(argv[0] if argv else None)
     try:
+        # tokens: the command's own, for a runner that parses them itself (simulate)
+        args = parser.parse_args(argv, argparse.Namespace(tokens=argv[1:]))
         return int(args.func(args))
     except PdmError as exc:
         print(f"pdm-edge: error: {exc}", file=sys.stderr)

@@ -56,12 +56,15 @@ __all__ = [
     "LOCK_MAX_S",
     "MAX_FAILURES",
     "MIN_PIN",
+    "OPERATORS_DESCRIPTION",
     "OPERATORS_FILE",
     "PinCheck",
+    "add_operators_arguments",
     "check_pin",
     "list_operators",
     "operators_main",
     "remove_operator",
+    "run_operators",
     "set_pin",
     "unlock_operator",
     "verify_pin",
@@ -360,11 +363,19 @@ def _read_pin(prompt: str) -> str:
     return line.rstrip("\r\n")
 
 
+#: ``pdm-edge operators --help``'s description.
+OPERATORS_DESCRIPTION = "who may acknowledge alarms on the dashboard"
+
+
 def operators_main(argv: Sequence[str]) -> int:
     """``pdm-edge operators add NAME | remove NAME | list [--data-dir DIR]``; returns the exit code."""
-    p = argparse.ArgumentParser(
-        prog="pdm-edge operators", description="who may acknowledge alarms on the dashboard"
-    )
+    p = argparse.ArgumentParser(prog="pdm-edge operators", description=OPERATORS_DESCRIPTION)
+    add_operators_arguments(p)
+    return run_operators(p.parse_args(list(argv)))
+
+
+def add_operators_arguments(p: argparse.ArgumentParser) -> None:
+    """``pdm-edge operators``' options and sub-commands, on ``p``."""
     p.add_argument("--data-dir", default=None, help="the appliance's data directory")
     sub = p.add_subparsers(dest="cmd", required=True)
     add = sub.add_parser("add", help="add an operator or change their PIN (read twice, no echo)")
@@ -374,7 +385,10 @@ def operators_main(argv: Sequence[str]) -> int:
     un = sub.add_parser("unlock", help="end a PIN lockout (after too many wrong PINs)")
     un.add_argument("name")
     sub.add_parser("list", help="list the operators' names; flags PINs that may be short")
-    args = p.parse_args(list(argv))
+
+
+def run_operators(args: argparse.Namespace) -> int:
+    """``pdm-edge operators`` with its parsed options (:func:`add_operators_arguments`)."""
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     try:
         if args.cmd == "add":

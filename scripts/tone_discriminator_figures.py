@@ -12,7 +12,7 @@ defect frequency from a bearing defect, on the recordings and on the simulator s
    engine's spectrum, the same ``10·log10(peak / median of the neighbourhood)``), and the
    kurtosis of the recording band-passed to the channel's envelope band (a plain scipy
    reference: 4th-order Butterworth, forward-backward, per window, median).
-2. The sweep's cases (``pdm.diagnosis_sweep.make_cases(540)``, fixed band and ``auto``):
+2. The sweep's cases (``pdm.tools.diagnosis_sweep.make_cases(540)``, fixed band and ``auto``):
    the band kurtosis of every healthy and race-fault case, and every right inner-race call
    whose only support is a one-sided shaft sideband (what a rule asking for sideband pairs
    would lose) or that has no significant 2nd or 3rd harmonic (what a rule asking for a
@@ -30,7 +30,6 @@ import numpy.typing as npt
 import scipy.signal as ss
 import scipy.stats as st
 
-from pdm import diagnosis_sweep as sw
 from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.diagnosis.resolution import choose_window
@@ -38,6 +37,7 @@ from pdm.errors import DspError
 from pdm.processing import FeatureStream
 from pdm.sources.base import Chunk
 from pdm.sources.simulator import simulate
+from pdm.tools import diagnosis_sweep as sw
 
 STEMS = {
     "de12k": ["normal_0hp_part1of2_from48k", "IR007_0hp", "OR007at6_0hp"],

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pdm.cli import main
 from pdm.config import load_pipeline
 from pdm.dsp.features import feature_names
 
@@ -404,7 +405,7 @@ def test_bench_json_quick() -> None:
     influx = result["history_rows_per_s_influx1"]
     assert (influx is None) == ("history_influx1_skipped" in result)
     assert 0 < result["decision_us_p50"] <= result["decision_us_p99"]
-    # The whole service fed over TCP (pdm/bench_run.py): a capacity and a real-time phase.
+    # The whole service fed over TCP (pdm/tools/bench_run.py): a capacity and a real-time phase.
     assert result["run_capacity_windows_per_s"] > 0
     assert result["run_capacity_dropped_samples"] == 0  # flow control, not drops
     assert result["run_sensors"] >= 0 and len(result["run_tries"]) == 1
@@ -601,3 +602,54 @@ def test_error_speed_and_bearing_flags(flags, words) -> None:
     proc = run_cli("features", FIXTURES / "outer_race.csv.gz", *flags)
     assert proc.returncode == 2 and proc.stderr.startswith("pdm-edge: error: "), describe(proc)
     assert proc.stderr.count("\n") == 1 and words in proc.stderr, describe(proc)
+
+
+# Every sub-command of the one argparse tree, and the tools' own sub-commands beneath it.
+COMMANDS = [
+    "check", "features", "train", "score", "diagnose", "report", "replay", "run", "send",
+    "soak", "model", "dashboard", "operators", "ack", "evaluate", "bench", "simulate", "demo",
+]  # fmt: skip
+NESTED = [
+    *(["model", c] for c in ("keygen", "sign", "verify", "check", "report")),
+    *(["operators", c] for c in ("add", "remove", "unlock", "list")),
+]
+
+
+def test_the_command_table_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    listed = re.search(r"choose from (.*)\)", err)
+    assert listed is not None, err
+    assert re.findall(r"'([a-z]+)'", listed[1]) == COMMANDS
+
+
+@pytest.mark.parametrize("argv", [[c] for c in COMMANDS] + NESTED, ids=" ".join)
+def test_help_is_the_trees_own(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process (pdm.cli.main, what the console script calls): ``--help`` is the tree's,
+    never a parser of the tool's own (``usage: python -m pdm.sources.simulator``)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: pdm-edge {' '.join(argv)} ")
+
+
+@pytest.mark.parametrize("argv", [[c] for c in COMMANDS] + NESTED, ids=" ".join)
+def test_a_bad_option_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What argparse finds first (a missing argument, else the unknown option), named by
+    the command whose option it is."""
+    assert main([*argv, "--no-such-option"]) == 2
+    out = capsys.readouterr()
+    where = " ".join(argv)
+    assert out.out == "" and out.err.count("\n") == 1, out.err
+    assert re.fullmatch(rf"pdm-edge: error: {where}: .+ \(see pdm-edge {where} --help\)\n", out.err)
+    if "required" not in out.err:
+        assert "unrecognized arguments: --no-such-option" in out.err
+
+
+def test_simulate_runs_from_the_tree(tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    proc = ok(run_cli("simulate", "--out", out, "--duration", "0.5", "--fault", "bpfo:0.2"))
+    assert proc.stdout.split() == [str(out), str(tmp_path / "r.truth.json")]
+    assert json.loads((tmp_path / "r.truth.json").read_text())["faults"][0]["kind"] == "bpfo"

@@ -27,7 +27,16 @@ from pdm.dashboard.uploads import max_upload_mb, sweep_stale
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
 
-__all__ = ["APP", "build_command", "dashboard_main", "parse_args", "run_child"]
+__all__ = [
+    "APP",
+    "DESCRIPTION",
+    "add_arguments",
+    "build_command",
+    "dashboard_main",
+    "parse_args",
+    "run",
+    "run_child",
+]
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -56,11 +65,18 @@ STREAMLIT_OPTIONS = [
 ]
 
 
+#: ``pdm-edge dashboard --help``'s description.
+DESCRIPTION = "The plant-floor dashboard (Streamlit), served from this appliance."
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = _Parser(
-        prog="pdm-edge dashboard",
-        description="The plant-floor dashboard (Streamlit), served from this appliance.",
-    )
+    p = _Parser(prog="pdm-edge dashboard", description=DESCRIPTION)
+    add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``pdm-edge dashboard``'s options, on ``p`` (the CLI's sub-parser or :func:`parse_args`'s)."""
     p.add_argument("--store", help="history store URL (default: sqlite in the data directory)")
     p.add_argument("--data-dir", help="data directory (default: $PDM_EDGE_DATA or ./var)")
     p.add_argument(
@@ -75,7 +91,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    return p.parse_args(list(argv))
 
 
 def build_command(args: argparse.Namespace) -> list[str]:
@@ -134,14 +149,27 @@ def dashboard_main(argv: Sequence[str]) -> int:
         argv = argv[1:]
     try:
         args = parse_args(argv)
+    except PdmError as exc:
+        print(str(exc).splitlines()[0], file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pdm-edge dashboard`` with its parsed options (:func:`add_arguments`): serve, wait."""
+    try:
         _check(args)
     except PdmError as exc:
         print(
             str(exc).splitlines()[0] if str(exc) else "pdm-edge dashboard: error", file=sys.stderr
         )
         return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     sweep_stale()
     try:

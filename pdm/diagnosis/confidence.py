@@ -24,7 +24,7 @@ same label. It is a logistic function of the label's *margin* ``m`` in dB,
 
 ``a`` and ``b`` per kind are fitted by logistic regression on the simulator sweep: each
 case is simulated twice with different seeds, and a verdict counts as confirmed when it is
-right and the second recording gets the same label (``python -m pdm.diagnosis_sweep
+right and the second recording gets the same label (``python -m pdm.tools.diagnosis_sweep
 --cases 1080 --calibrate``; the table of how often verdicts of each confidence were right
 is in docs/diagnosis.md). They are never fitted on real recordings. Too few
 ``bearing_uncertain`` verdicts occur in the sweep to fit; its map is the prior 0.5 at

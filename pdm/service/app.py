@@ -19,6 +19,10 @@ spooled. A restart continues from the stored alarm states.
 The watchdog: a runner with work waiting whose heartbeat has not moved for
 ``--stall-s`` holds its relay dropped and raises ``appliance_fault`` until it
 moves again.
+
+Model updates (the watcher, shadow, promote, rollback, uploads) are
+:class:`~pdm.service.models.ModelManager`'s; an uploaded bundle is unpacked by
+:func:`~pdm.service.bundles.extract_bundle`.
 """
 
 from __future__ import annotations
@@ -26,35 +30,29 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
-import gzip
-import io
 import json
 import logging
 import math
 import os
-import re
-import secrets
-import shutil
 import signal
-import tarfile
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pdm.alarms.state import MachineAlarm, check_operator_text
 from pdm.config import Pipeline
-from pdm.core.files import fsync_dir
-from pdm.errors import ConfigError, ModelError
+from pdm.errors import ConfigError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
 from pdm.history.records import Event
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
 from pdm.service.api import APIError, Readable
+from pdm.service.bundles import BUNDLE_LIMITS, clean_uploads, extract_bundle
+from pdm.service.models import ModelManager
 from pdm.service.runner import MachineRunner
 from pdm.service.shedding import LEVELS, ShedPolicy
 from pdm.service.signals import stop_on_signals
@@ -62,8 +60,6 @@ from pdm.sources.base import Chunk
 from pdm.supervision.store import AlarmStore
 
 if TYPE_CHECKING:
-    from pdm.scoring.update import CandidateReport
-    from pdm.service.runner import ShadowRun
     from pdm.service.shedding import ShedChange
     from pdm.sources.tcp import StreamKeys
 
@@ -175,179 +171,6 @@ def parse_hostport(text: str, flag: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{flag} {text!r}: expected HOST:PORT")
     return host or "127.0.0.1", int(port)
-
-
-# -- model bundles on disk ------------------------------------------------------------------------
-
-#: The files an uploaded bundle may hold, and the largest size of each (uncompressed), bytes.
-BUNDLE_LIMITS = {"model.json": 8 << 20, "model.onnx": 128 << 20, "model.sig": 64 << 10}
-#: Largest pax / GNU long-name header of an upload, bytes (tarfile reads these into memory).
-_TAR_HEADER_MAX = 64 << 10
-_UPLOAD_LEFTOVER = re.compile(r"\.(upload|discard)-(?P<name>.+)-[0-9a-f]{8}")
-
-
-_STAMP_FILES = ("", "/model.json", "/model.onnx", "/model.sig")
-_ABSENT = (0,) * (3 * len(_STAMP_FILES))
-
-
-def _dir_stamp(d: Path) -> tuple[int, ...]:
-    """What changes when a model directory is replaced or one of its files is (all 0: absent).
-
-    The watcher stamps every machine's two directories each second: plain ``os.stat`` of
-    strings, and an absent directory (the usual candidate) is one call, not four.
-    """
-    out: list[int] = []
-    base = os.fspath(d)
-    for suffix in _STAMP_FILES:
-        try:
-            st = os.stat(base + suffix)
-            out += [st.st_mtime_ns, st.st_size, st.st_ino]
-        except OSError:
-            if not suffix:
-                return _ABSENT
-            out += [0, 0, 0]
-    return tuple(out)
-
-
-def _discard_dir(d: Path, trash: Path) -> None:
-    """Remove a directory by renaming it away first: never seen half-deleted."""
-    if d.is_dir() and not d.is_symlink():
-        os.replace(d, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _replace_dir(src: Path, dst: Path, trash: Path) -> None:
-    """Put the complete directory ``src`` at ``dst``, replacing what is there (same file system).
-
-    ``dst`` never names a half-written directory: the old one is renamed away, then ``src``
-    renamed in (a crash between the two leaves no candidate, never a partial one).
-    """
-    old = dst.is_dir() and not dst.is_symlink()
-    if old:
-        os.replace(dst, trash)
-    try:
-        os.replace(src, dst)
-    except OSError:
-        if old:
-            os.replace(trash, dst)
-        raise
-    fsync_dir(dst.parent)
-    if old:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _clean_uploads(root: Path, name: str) -> None:
-    """Upload staging and discard directories of ``name`` a crash left behind."""
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return
-    for p in entries:
-        m = _UPLOAD_LEFTOVER.fullmatch(p.name)
-        if m and m["name"] == name and p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-
-
-class _Capped:
-    """A read-only stream that refuses to yield more than ``limit`` bytes (a gzip bomb)."""
-
-    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
-        self.raw, self.left = raw, limit
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n is not None and n >= 0 else self.left + 1)
-        self.left -= len(data)
-        if self.left < 0:
-            raise ValueError("the bundle unpacks to more than its files may hold")
-        return data
-
-
-class _BoundedInfo(tarfile.TarInfo):
-    """Refuses oversized pax / GNU headers and special members before tarfile reads them."""
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (
-            tarfile.GNUTYPE_LONGNAME,
-            tarfile.GNUTYPE_LONGLINK,
-            tarfile.XHDTYPE,
-            tarfile.XGLTYPE,
-            tarfile.SOLARIS_XHDTYPE,
-        ):
-            if self.size > _TAR_HEADER_MAX:
-                raise ValueError(
-                    f"a tar extended header of {self.size} bytes; at most {_TAR_HEADER_MAX}"
-                )
-        elif self.type == tarfile.GNUTYPE_SPARSE:
-            raise ValueError(f"member {self.name!r}: a sparse file, not a regular file")
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
-
-
-def extract_bundle(body: Readable, dest: Path) -> list[str]:
-    """Unpack a model bundle from a tar.gz stream into the empty directory ``dest``.
-
-    Only regular files named ``model.onnx``, ``model.json`` and ``model.sig`` (a leading
-    ``./`` and the ``.`` entry of ``tar -C DIR .`` are fine), each at most
-    :data:`BUNDLE_LIMITS` bytes, once each; ``model.json`` and ``model.onnx`` are required.
-    Anything else — an absolute path, ``..``, a link or device, a directory, another file, a
-    duplicate, a size over its bound, not a tar.gz — raises ``ValueError`` naming the member.
-    Files are created 0644 with ``O_EXCL | O_NOFOLLOW`` and fsynced. Returns the names written.
-    """
-    written: list[str] = []
-    cap = sum(BUNDLE_LIMITS.values()) + (1 << 20)
-    try:
-        with (
-            gzip.GzipFile(fileobj=cast(Any, body), mode="rb") as gz,
-            tarfile.open(None, "r|", cast(Any, _Capped(gz, cap)), tarinfo=_BoundedInfo) as tar,
-        ):
-            for m in tar:
-                name = m.name
-                if name.startswith("/") or PurePosixPath(name).is_absolute():
-                    raise ValueError(f"member {name!r}: an absolute path")
-                if ".." in name.replace("\\", "/").split("/"):
-                    raise ValueError(f"member {name!r}: '..' in its path")
-                parts = PurePosixPath(name).parts
-                if not parts and m.isdir():
-                    continue  # the "." entry of `tar -C DIR .`
-                if len(parts) != 1 or parts[0] not in BUNDLE_LIMITS:
-                    raise ValueError(
-                        f"member {name!r}: a bundle holds only {', '.join(sorted(BUNDLE_LIMITS))}"
-                    )
-                base = parts[0]
-                if not m.isreg():
-                    raise ValueError(f"member {name!r}: not a regular file")
-                if base in written:
-                    raise ValueError(f"member {name!r}: {base} twice")
-                if m.size > BUNDLE_LIMITS[base]:
-                    raise ValueError(
-                        f"member {name!r}: {m.size} bytes; {base} may have at most "
-                        f"{BUNDLE_LIMITS[base]}"
-                    )
-                src = tar.extractfile(m)
-                assert src is not None  # a regular file
-                _write_member(src, dest / base, m.size)
-                written.append(base)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ValueError(f"not a tar.gz bundle: {exc}") from exc
-    missing = [n for n in ("model.json", "model.onnx") if n not in written]
-    if missing:
-        raise ValueError(f"{' and '.join(missing)} missing from the bundle")
-    fsync_dir(dest)
-    return written
-
-
-def _write_member(src: IO[bytes], path: Path, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(fd, 0o644)
-        left = size
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                raise ValueError(f"{path.name}: the archive ended inside it")
-            out.write(chunk)
-            left -= len(chunk)
-        out.flush()
-        os.fsync(fd)
 
 
 def run_until_stopped(
@@ -496,12 +319,7 @@ class Service:
         self._ctl: Any = None  # a worker's socket to its supervisor
         self._ctl_lock = threading.Lock()
         self._stages: dict[str, Any] = {}  # stage -> its latency histogram series
-        # Model updates: the watcher, promote, rollback and uploads take turns (RLock).
-        self._model_lock = threading.RLock()
-        self._model_seen: dict[str, tuple[int, ...]] = {}
-        self._cand_seen: dict[str, tuple[int, ...]] = {}
-        #: machine → (stamp, report) of the candidate running in shadow, as it was checked.
-        self._cand_checked: dict[str, tuple[tuple[int, ...], CandidateReport]] = {}
+        self.models = ModelManager(self.runners, self.opts, self.stop_event, self._event)
         #: Data refused by :meth:`route`: machine → cause → count, and the latest refusal.
         self._refusals: dict[str, dict[str, int]] = {}
         self._last_refusal: dict[str, tuple[float, str]] = {}
@@ -590,11 +408,11 @@ class Service:
         for path in o.replay:
             self._spawn(self._replay, self.pipelines[0], path, name="replay")
         self._spawn(self._watchdog, name="watchdog")
-        self._model_seen = {m: self._model_stamp(r) for m, r in self.runners.items()}
+        self.models.note_live_models()
         for p in self.pipelines:
             if p.model_dir is not None:
-                _clean_uploads(p.model_dir.parent, p.model_dir.name)
-        self._spawn(self._models, name="models")
+                clean_uploads(p.model_dir.parent, p.model_dir.name)
+        self._spawn(self.models.watch, name="models")
         if o.api:
             self.api = start_control_api(self, o.api)
             if o.control_fd is None:
@@ -992,27 +810,7 @@ class Service:
                 return
             runner.offer(chunk)
 
-    # -- safe model updates ---------------------------------------------------------------------
-    @staticmethod
-    def _model_stamp(runner: MachineRunner) -> tuple[int, ...]:
-        d = runner.pipeline.model_dir
-        return () if d is None else _dir_stamp(d)
-
-    @staticmethod
-    def _model_paths(runner: MachineRunner) -> tuple[Path, str]:
-        """The models root and the model's name: ``root/name`` is the live model directory."""
-        d = runner.pipeline.model_dir
-        if d is None:
-            raise APIError(404, f"{runner.machine}: the pipeline names no model directory")
-        return d.parent, d.name
-
-    def _check(self, runner: MachineRunner, directory: Path) -> CandidateReport:
-        """Every check of :func:`~pdm.scoring.update.check_candidate`, with the pipeline's keys."""
-        from pdm.scoring.update import check_candidate
-
-        keys = runner.pipeline.model_public_keys or None
-        return check_candidate(directory, runner.pipeline, runner.fs, public_keys=keys)
-
+    # -- safe model updates (pdm/service/models.py) ---------------------------------------------
     def _event(self, machine: str, kind: str, severity: str, msg: str, **detail: Any) -> None:
         self.writer.submit(
             Event(
@@ -1025,230 +823,19 @@ class Service:
             )
         )
 
-    def _models(self) -> None:
-        """Model directories watched: a new live model is swapped in, a candidate runs in shadow.
-
-        Every model is checked first (:func:`pdm.scoring.update.check_candidate`): the card
-        against the pipeline, the ONNX hash, the signature when ``[model] public_keys`` are set,
-        and finite scores on the card's reference window. One that fails is rejected (an event,
-        one log line) and what ran before keeps running; it is looked at again only when its
-        files change.
-        """
-        while not self.stop_event.wait(self.opts.extra.get("model_poll_s", 1.0)):
-            for machine, runner in self.runners.items():
-                if runner.pipeline.model_dir is None:
-                    continue
-                try:
-                    with self._model_lock:
-                        self._watch_live(machine, runner)
-                        self._watch_candidate(machine, runner)
-                except Exception as exc:  # the watcher must outlive any one bad directory
-                    log.exception("%s: watching the model directories failed: %s", machine, exc)
-
-    def _watch_live(self, machine: str, runner: MachineRunner) -> None:
-        stamp = self._model_stamp(runner)
-        if stamp == self._model_seen.get(machine):
-            return
-        self._model_seen[machine] = stamp
-        live = runner.pipeline.model_dir
-        if live is None or not (live / "model.json").exists():
-            return
-        try:
-            report = self._check(runner, live)
-        except (ModelError, ConfigError, OSError) as exc:
-            log.error("%s: new model rejected, the old one keeps scoring: %s", machine, exc)
-            self._event(machine, "model_rejected", "warning", str(exc))
-            return
-        old = runner.model_version
-        if report.version == old:
-            return
-        runner.swap_model(report.model)
-        msg = f"model {old or '(none)'} → {report.version} ({report.summary()})"
-        log.warning("%s: %s", machine, msg)
-        self._event(machine, "model_swapped", "info", msg)
-
-    def _watch_candidate(self, machine: str, runner: MachineRunner) -> None:
-        root, name = self._model_paths(runner)
-        cand = root / f"{name}.candidate"
-        stamp = _dir_stamp(cand)
-        if stamp == self._cand_seen.get(machine):
-            return
-        self._cand_seen[machine] = stamp
-        self._cand_checked.pop(machine, None)
-        was = runner.shadow
-        if not cand.is_dir():
-            if was is not None:
-                runner.set_shadow(None)
-                msg = f"candidate {was.version} removed; its shadow stopped"
-                log.warning("%s: %s", machine, msg)
-                self._event(machine, "model_shadow_stopped", "info", msg)
-            return
-        try:
-            report = self._check(runner, cand)
-            run = runner.make_shadow(report.model, cand)
-        except (ModelError, ConfigError, OSError, ValueError) as exc:
-            runner.set_shadow(None)
-            msg = f"candidate rejected: {exc}"
-            log.error("%s: %s", machine, msg)
-            self._event(machine, "model_rejected", "warning", msg)
-            return
-        self._start_shadow(machine, runner, run, report, stamp, how="candidate")
-
-    def _start_shadow(
-        self,
-        machine: str,
-        runner: MachineRunner,
-        run: ShadowRun,
-        report: CandidateReport,
-        stamp: tuple[int, ...],
-        *,
-        how: str,
-    ) -> None:
-        """Score ``run`` in shadow and remember what was checked (the caller holds the lock)."""
-        runner.set_shadow(run)
-        self._cand_seen[machine] = stamp
-        self._cand_checked[machine] = (stamp, report)
-        msg = (
-            f"{how} {report.version} runs in shadow beside {runner.model_version or '(none)'} "
-            f"({report.summary()})"
-        )
-        log.warning("%s: %s", machine, msg)
-        self._event(machine, "model_shadow_started", "info", msg)
-
     def promote(
         self, machine: str, by: str, comment: str = "", force: bool = False
     ) -> dict[str, Any]:
-        """Install the shadow candidate as the live model, swap it in and end the shadow.
-
-        It needs shadow evidence: at least ``promote_min_windows`` windows scored by both
-        models (409 otherwise), unless ``force`` (the control API takes it only with a token;
-        the promotion's event and log line say it was forced, and on how many windows).
-
-        The bytes installed are the bytes checked (:func:`~pdm.scoring.update.install_candidate`
-        with ``expect``); the model replaced becomes ``NAME.previous``. Raises ``KeyError``
-        (unknown machine), ``ValueError`` (no name), :class:`APIError` 404 (no candidate) or
-        409 (the candidate changed since it was checked, was rejected, or is not checked yet).
-        """
-        from pdm.scoring.update import install_candidate
-
-        runner = self.runners[machine]
-        by, comment = check_operator_text(by, comment)  # ValueError: 400
-        root, name = self._model_paths(runner)
-        cand = root / f"{name}.candidate"
-        with self._model_lock:
-            if not cand.is_dir():
-                raise APIError(404, f"{machine}: no candidate model ({cand.name})")
-            checked = self._cand_checked.get(machine)
-            shadow = runner.shadow
-            if checked is None or shadow is None or checked[0] != _dir_stamp(cand):
-                raise APIError(
-                    409,
-                    f"{machine}: the candidate changed since it was checked, or was rejected "
-                    "(see the model_rejected event); promote it once it runs in shadow",
-                )
-            report = checked[1]
-            windows = shadow.as_dict()["windows"]
-            need = self.opts.promote_min_windows
-            if windows < need and not force:
-                raise APIError(
-                    409,
-                    f"{machine}: the candidate has scored {windows} window(s) in shadow; a "
-                    f"promotion needs {need} (or 'force' from an operator with the API token)",
-                )
-            try:
-                install_candidate(cand, root, name, expect=report)
-            except ModelError as exc:
-                if "changed after the candidate was checked" in str(exc):
-                    raise APIError(409, str(exc)) from exc
-                raise APIError(503, str(exc)) from exc  # e.g. a read-only models directory
-            old = runner.model_version
-            figures = shadow.as_dict()
-            runner.swap_model(report.model)
-            runner.set_shadow(None)
-            try:
-                _discard_dir(cand, root / f".discard-{name}-{secrets.token_hex(4)}")
-            except OSError as exc:  # promoted all the same; the watcher shadows it again
-                log.warning("%s: cannot remove %s: %s", machine, cand, exc.strerror or exc)
-            self._cand_seen[machine] = _dir_stamp(cand)
-            self._cand_checked.pop(machine, None)
-            self._model_seen[machine] = self._model_stamp(runner)
-        agreement = figures["agreement"]
-        msg = (
-            f"model {old or '(none)'} → {report.version} promoted by {by.strip()}: "
-            + (
-                f"agreed with the active model on {agreement:.1%} of {figures['windows']} "
-                f"window(s), mean |score difference| {figures['mean_abs_diff']:.3g}"
-                if agreement is not None
-                else "no window scored in shadow"
-            )
-            + (f" ({comment.strip()})" if comment.strip() else "")
-            + (
-                f"; FORCED with {figures['windows']} shadow window(s) of the "
-                f"{self.opts.promote_min_windows} required"
-                if force and figures["windows"] < self.opts.promote_min_windows
-                else ""
-            )
-        )
-        log.warning("%s: %s", machine, msg)
-        self._event(
-            machine,
-            "model_promoted",
-            "warning" if force else "info",
-            msg,
-            by=by.strip(),
-            comment=comment,
-            old=old,
-            new=report.version,
-            shadow=figures,
-            forced=force,
-        )
-        return {"machine": machine, "message": msg, "active": report.version, "previous": old}
+        """:meth:`ModelManager.promote <pdm.service.models.ModelManager.promote>`."""
+        return self.models.promote(machine, by, comment, force)
 
     def rollback(self, machine: str, by: str, comment: str = "") -> dict[str, Any]:
-        """Restore ``NAME.previous`` as the live model (checked first) and swap it in.
+        """:meth:`ModelManager.rollback <pdm.service.models.ModelManager.rollback>`."""
+        return self.models.rollback(machine, by, comment)
 
-        The model rolled back from becomes ``NAME.previous``. Raises ``KeyError``,
-        ``ValueError`` (no name), :class:`APIError` 404 (no previous model) or 409 (it fails
-        its check now, e.g. unsigned while keys are configured: nothing changes).
-        """
-        from pdm.scoring.update import rollback
-
-        runner = self.runners[machine]
-        by, comment = check_operator_text(by, comment)  # ValueError: 400
-        root, name = self._model_paths(runner)
-        previous = root / f"{name}.previous"
-        with self._model_lock:
-            if not previous.is_dir():
-                raise APIError(404, f"{machine}: no previous model ({previous.name})")
-            try:
-                report = self._check(runner, previous)
-            except (ModelError, ConfigError, OSError) as exc:
-                msg = f"rollback refused: {exc}"
-                log.error("%s: %s", machine, msg)
-                self._event(machine, "model_rejected", "warning", msg)
-                raise APIError(409, msg) from exc
-            old = runner.model_version
-            try:
-                rollback(root, name)
-            except ModelError as exc:
-                raise APIError(503, str(exc)) from exc
-            runner.swap_model(report.model)
-            self._model_seen[machine] = self._model_stamp(runner)
-        msg = f"model {old or '(none)'} → {report.version} rolled back by {by.strip()}" + (
-            f" ({comment.strip()})" if comment.strip() else ""
-        )
-        log.warning("%s: %s", machine, msg)
-        self._event(
-            machine,
-            "model_rolled_back",
-            "info",
-            msg,
-            by=by.strip(),
-            comment=comment,
-            old=old,
-            new=report.version,
-        )
-        return {"machine": machine, "message": msg, "active": report.version, "previous": old}
+    def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
+        """:meth:`ModelManager.upload_candidate <pdm.service.models.ModelManager.upload_candidate>`."""
+        return self.models.upload_candidate(machine, body)
 
     def teach_in(self, machine: str, decision: str, by: str, comment: str = "") -> dict[str, Any]:
         """An operator's decision on a teach-in that asks for one (``accept`` or ``restart``).
@@ -1276,64 +863,6 @@ class Service:
             comment=comment,
         )
         return {"machine": machine, "message": msg, "teach_in": teach.status()}
-
-    def upload_candidate(self, machine: str, body: Readable) -> dict[str, Any]:
-        """A candidate bundle as a tar.gz stream: extracted, checked, then run in shadow.
-
-        The members (model.onnx, model.json, model.sig when signed; nothing else, regular files
-        only, each size-bounded) are written to ``ROOT/.upload-NAME-RAND``, checked there, and
-        only then renamed to ``NAME.candidate`` (replacing an older candidate). Raises
-        ``KeyError`` (unknown machine) or ``ValueError`` with the one-line reason; then nothing
-        is written and a ``model_rejected`` event says why.
-        """
-        runner = self.runners[machine]
-        root, name = self._model_paths(runner)
-        cand = root / f"{name}.candidate"
-        staging = root / f".upload-{name}-{secrets.token_hex(4)}"
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            staging.mkdir(mode=0o755)
-        except OSError as exc:
-            raise APIError(
-                503, f"{machine}: cannot write a candidate in {root}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            try:
-                extract_bundle(body, staging)
-                report = self._check(runner, staging)
-                run = runner.make_shadow(report.model, cand)
-            except (ModelError, ConfigError, ValueError) as exc:
-                # The staging directory is nobody's business: name what was uploaded instead.
-                reason = str(exc).replace(f"{staging}/", "").replace(str(staging), "the upload")
-                log.error("%s: uploaded candidate rejected: %s", machine, reason)
-                self._event(
-                    machine, "model_rejected", "warning", f"uploaded candidate rejected: {reason}"
-                )
-                raise ValueError(reason) from exc
-            except TimeoutError:
-                raise  # the client stopped sending: the API answers 408
-            except OSError as exc:  # disk full, read-only: the appliance's side
-                raise APIError(
-                    503, f"{machine}: cannot unpack the upload in {root}: {exc.strerror or exc}"
-                ) from exc
-            report = dataclasses.replace(report, directory=cand)
-            with self._model_lock:
-                try:
-                    _replace_dir(staging, cand, root / f".discard-{name}-{secrets.token_hex(4)}")
-                except OSError as exc:
-                    raise APIError(
-                        503, f"{machine}: cannot write {cand}: {exc.strerror or exc}"
-                    ) from exc
-                self._start_shadow(machine, runner, run, report, _dir_stamp(cand), how="uploaded")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return {
-            "machine": machine,
-            "message": f"candidate {report.version} runs in shadow",
-            "candidate": report.version,
-            "active": runner.model_version or None,
-            "signed_by": report.key_id,
-        }
 
     # -- overload -------------------------------------------------------------------------------
     def _shedding_changed(self, change: ShedChange) -> None:

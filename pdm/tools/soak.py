@@ -70,7 +70,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ import numpy as np
 
 from pdm.errors import ConfigError, PdmError
 
-__all__ = ["SoakOptions", "parse_duration", "run_soak", "soak_main"]
+__all__ = ["DESCRIPTION", "SoakOptions", "add_arguments", "parse_duration", "run", "run_soak"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "models" / "demo-pump"
@@ -832,13 +832,15 @@ def _outbox_waiting(data: Path) -> int:
     return n
 
 
-def soak_main(argv: Sequence[str]) -> int:
-    """``pdm-edge soak [--duration 1h] [--machines N] …``; the exit status."""
-    p = argparse.ArgumentParser(
-        prog="pdm-edge soak",
-        description="Run the service under simulated load with faults on a schedule; print a "
-        "JSON account of everything lost (exit 1 when anything was). See docs/soak.md.",
-    )
+#: ``pdm-edge soak --help``'s description.
+DESCRIPTION = (
+    "Run the service under simulated load with faults on a schedule; print a JSON account of "
+    "everything lost (exit 1 when anything was). See docs/soak.md."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``pdm-edge soak [--duration 1h] [--machines N] …``'s options, on the CLI's sub-parser."""
     p.add_argument("--duration", default="1h", help="how long, e.g. 90s, 10m, 1h (default 1h)")
     p.add_argument("--machines", type=int, default=4, help="simulated machines (default 4)")
     p.add_argument("--cycle", default="300s", help="the fault schedule repeats this often (300s)")
@@ -858,8 +860,11 @@ def soak_main(argv: Sequence[str]) -> int:
         "--model", type=Path, default=DEMO_MODEL, help="the machines' model (the demo pump's)"
     )
     p.add_argument("--seed", type=int, default=7)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pdm-edge soak`` with its parsed options (:func:`add_arguments`); the exit status."""
     try:
-        args = p.parse_args(list(argv))
         opts = SoakOptions(
             duration_s=parse_duration(args.duration),
             machines=args.machines,

@@ -51,7 +51,7 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
         fs=51200.0,
         duration_s=6.0,
         rpm=2950.0,
-        bearing=__import__("pdm.diagnosis_sweep", fromlist=["GEOMETRIES"]).GEOMETRIES["6309"],
+        bearing=__import__("pdm.tools.diagnosis_sweep", fromlist=["GEOMETRIES"]).GEOMETRIES["6309"],
         resonance_hz=9000.0,
         defect_slip=0.01,
         faults=(FaultSpec("unbalance", 0.02),),

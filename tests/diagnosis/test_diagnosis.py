@@ -31,7 +31,12 @@ from pdm.diagnosis import (
 )
 from pdm.diagnosis.resolution import choose_window
 from pdm.diagnosis.rules import line_threshold_db
-from pdm.diagnosis_sweep import (
+from pdm.dsp.bearings import BEARINGS
+from pdm.dsp.features import ChannelSpec, FeatureExtractor
+from pdm.processing import FeatureStream
+from pdm.sources.base import Chunk
+from pdm.sources.simulator import FaultSpec, SimSpec, simulate
+from pdm.tools.diagnosis_sweep import (
     GEOMETRIES,
     KINDS,
     breakdown,
@@ -40,11 +45,6 @@ from pdm.diagnosis_sweep import (
     run_case,
     summarise,
 )
-from pdm.dsp.bearings import BEARINGS
-from pdm.dsp.features import ChannelSpec, FeatureExtractor
-from pdm.processing import FeatureStream
-from pdm.sources.base import Chunk
-from pdm.sources.simulator import FaultSpec, SimSpec, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = REPO / "pipelines"
@@ -331,7 +331,7 @@ def test_a_fault_that_starts_later_is_found_in_the_recent_windows() -> None:
 
 
 def test_sweep_across_bearings_speeds_rates(tmp_path) -> None:
-    """The moderate sweep (python -m pdm.diagnosis_sweep runs the long one): every fault
+    """The moderate sweep (python -m pdm.tools.diagnosis_sweep runs the long one): every fault
     kind on random bearings (six geometries), speeds 600–6000 r/min, rates 10–100 kHz,
     resonances, noise, slip, nameplate speeds 1.5 % off, 4–20 windows, and some windows an
     online pipeline would use rather than the resolution's. No verdict is wrong: a fault is

@@ -22,14 +22,6 @@ import pytest
 from pdm.config import Pipeline
 from pdm.diagnosis import confidence, judge_channel
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
-from pdm.diagnosis_sweep import (
-    GEOMETRIES,
-    MACHINE_KINDS,
-    MachineCase,
-    make_machine_cases,
-    run_machine_case,
-    summarise_machines,
-)
 from pdm.dsp.bearings import BEARINGS
 from pdm.processing import FeatureStream
 from pdm.sources.base import Chunk
@@ -43,6 +35,14 @@ from pdm.sources.simulator import (
     simulate,
     simulate_machine,
     write_recording,
+)
+from pdm.tools.diagnosis_sweep import (
+    GEOMETRIES,
+    MACHINE_KINDS,
+    MachineCase,
+    make_machine_cases,
+    run_machine_case,
+    summarise_machines,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ def test_two_sensors_of_one_housing_are_not_arbitrated() -> None:
 
 
 def test_machine_sweep_names_the_right_bearing_and_no_confident_fault_on_the_other() -> None:
-    """A small machine sweep (python -m pdm.diagnosis_sweep --machines runs the long one):
+    """A small machine sweep (python -m pdm.tools.diagnosis_sweep --machines runs the long one):
     faults at one end of two-bearing machines (same or other bearing at the far end, 6–20 dB,
     another resonance), two faults in one bearing, a structural line at a defect-like order
     over the healthy baseline with and without a real fault there. Nothing is wrong."""

@@ -1,7 +1,7 @@
 """What is and is not an impact train (docs/diagnosis.md §3, "Lone lines" and "Both races"),
 and the running speed read off the averaged spectra, against known answers.
 
-Tables of simulated machines (``pdm.diagnosis_sweep``'s cases, the project's window path):
+Tables of simulated machines (``pdm.tools.diagnosis_sweep``'s cases, the project's window path):
 healthy machines with a stationary line at a defect frequency are no bearing fault, real race
 faults across bearings, speeds and rates are still named; the CWRU recordings in ../shared
 with the quick flags (every column a 6205: the fan end's own 164 Hz line sits at the 6205's
@@ -21,12 +21,12 @@ from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.diagnosis import DiagnosisEngine, judge_channel
 from pdm.diagnosis.rules import refine_speed
-from pdm.diagnosis_sweep import Case, make_tone_cases, pipeline_for, run_case, tone_signal
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream
 from pdm.sources.base import Chunk
 from pdm.sources.simulator import FaultSpec, SimSpec, simulate
+from pdm.tools.diagnosis_sweep import Case, make_tone_cases, pipeline_for, run_case, tone_signal
 
 REPO = Path(__file__).resolve().parents[2]
 CWRU = REPO.parent / "shared" / "datasets" / "cwru"
@@ -145,7 +145,7 @@ def test_a_stationary_line_at_a_defect_frequency_is_no_bearing_fault(case: Case)
 
 
 def test_the_tone_cases_of_the_sweep_are_no_bearing_fault() -> None:
-    """The first 24 of ``python -m pdm.diagnosis_sweep --tones N`` (drawn at random, seeded):
+    """The first 24 of ``python -m pdm.tools.diagnosis_sweep --tones N`` (drawn at random, seeded):
     none is called a fault (before the impact-train rule, 10 of them were)."""
     results = [run_case(c) for c in make_tone_cases(24)]
     wrong = [r for r in results if r["outcome"] != "right"]

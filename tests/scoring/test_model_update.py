@@ -26,7 +26,7 @@ from onnx import numpy_helper
 
 from pdm.config import Pipeline, load_pipeline
 from pdm.errors import ModelError
-from pdm.scoring import update
+from pdm.scoring import install, update
 from pdm.scoring.runtime import Model
 from pdm.scoring.update import (
     CandidateReport,
@@ -34,11 +34,11 @@ from pdm.scoring.update import (
     check_candidate,
     generate_keypair,
     install_candidate,
-    model_main,
     rollback,
     sign_bundle,
     verify_bundle,
 )
+from pdm.tools.model import model_main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo-pump"
@@ -368,7 +368,7 @@ def test_install_and_rollback_keep_one_live_model_and_the_previous(
     exchange: bool,
 ) -> None:
     if not exchange:
-        monkeypatch.setattr(update, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(install, "_exchange", lambda a, b: False)
     root = tmp_path / "models"
     a = tmp_path / "a"
     shutil.copytree(signed, a)

@@ -31,7 +31,6 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from servers import SETUP_SCRIPT, _die_with_parent, free_ports
 
 from pdm.errors import ConfigError, InputError
-from pdm.send import send_main
 from pdm.sources.base import Chunk
 from pdm.sources.csv import CsvRecording
 from pdm.sources.mqtt import (
@@ -42,6 +41,7 @@ from pdm.sources.mqtt import (
     parse_mqtt_url,
 )
 from pdm.sources.tcp import FrameDecoder, encode_frame
+from pdm.tools.send import send_main
 
 T0_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

@@ -25,12 +25,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdm.errors import InputError
-from pdm.send import send_main
 from pdm.sources.base import Chunk
 from pdm.sources.codec import MAX_SAMPLES, FrameDecoder, encode_frame, ns_from_seconds
 from pdm.sources.csv import CsvRecording
 from pdm.sources.silence import SilenceWatch
 from pdm.sources.tcp import TcpStreamServer
+from pdm.tools.send import send_main
 
 T0_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 HEAD = struct.Struct("<4sBBHdqIH")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pdm.bench_dsp import (
+from pdm.dsp.features import FeatureExtractor
+from pdm.tools.bench_dsp import (
     NOMINAL_RPM,
     RPM_RANGE,
     StreamCalls,
@@ -21,7 +22,6 @@ from pdm.bench_dsp import (
     speed_searched_extractor,
     windows,
 )
-from pdm.dsp.features import FeatureExtractor
 
 REPO = Path(__file__).resolve().parents[2]
 

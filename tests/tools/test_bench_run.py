@@ -10,7 +10,14 @@ import zlib
 
 import numpy as np
 
-from pdm.bench_run import FAULT_EVERY, SHAPES, SPEEDS_RPM, fleet, frame_crc_maker, machines_for
+from pdm.tools.bench_run import (
+    FAULT_EVERY,
+    SHAPES,
+    SPEEDS_RPM,
+    fleet,
+    frame_crc_maker,
+    machines_for,
+)
 
 
 def test_the_precomputed_frame_crc_is_zlibs_crc_of_the_whole_frame() -> None:

@@ -925,7 +925,7 @@ def machines_growth(*, quick: bool = False, workers: int | None = None) -> dict[
     injected) on the fleet's first 1, 2, 4, … machines, until the load is not held (the
     saturation point, reported) — the service's cores, its CPU per sensor and per window,
     and the decision latency from the sensor's clock against machines."""
-    from pdm.bench_dsp import fit_growth
+    from pdm.tools.bench_dsp import fit_growth
 
     seconds, warmup = (3.0, 4.0) if quick else (GROWTH_SECONDS, RT_WARMUP_S)
     points: list[dict[str, Any]] = []

@@ -3,9 +3,9 @@
 The machine this runs on is shared and noisy, so the DSP figures are ratios: the feature
 extractor against a bare ``scipy.fft.rfft`` of the *same* windows (same shape, dtype and
 workers), timed in alternation in one process on one core, the median over rounds reported
-(:mod:`pdm.bench_dsp` says exactly how each is computed). The other phases — scoring
-(this module), history (:mod:`pdm.bench_history`), decisions (:mod:`pdm.bench_alarms`) and
-the whole service (:mod:`pdm.bench_run`) — are measured against the DSP figure of the same
+(:mod:`pdm.tools.bench_dsp` says exactly how each is computed). The other phases — scoring
+(this module), history (:mod:`pdm.tools.bench_history`), decisions (:mod:`pdm.tools.bench_alarms`) and
+the whole service (:mod:`pdm.tools.bench_run`) — are measured against the DSP figure of the same
 run. ``NOTES`` (printed with the figures) says what each DSP key is.
 """
 
@@ -22,11 +22,11 @@ import numpy as np
 import scipy
 import scipy.fft as sfft
 
-from pdm.bench_signal import CHANNELS, ENVELOPE_BAND, FS, OVERLAP, RPM, N, synthetic_window
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.dsp.windows import Windower
 from pdm.sources.base import Chunk
+from pdm.tools.bench_signal import CHANNELS, ENVELOPE_BAND, FS, OVERLAP, RPM, N, synthetic_window
 
 __all__ = ["run_bench"]
 
@@ -148,7 +148,7 @@ def bench_diagnosis(
 def _history_figures(dsp_rows_per_s: float, *, quick: bool) -> dict[str, Any]:
     """History write speed against its target: twice the feature rows (one per channel and
     window) that ``dsp_sensors_per_core`` tri-axial sensors produce."""
-    from pdm.bench_history import bench_history
+    from pdm.tools.bench_history import bench_history
 
     out = bench_history(quick=quick)
     target = 2.0 * dsp_rows_per_s
@@ -161,7 +161,7 @@ def _history_figures(dsp_rows_per_s: float, *, quick: bool) -> dict[str, Any]:
 
 def _stream_figures(*, quick: bool, batch: int = 8) -> dict[str, Any]:
     """Windower + extractor as ``features``/replay run them, in the service load's
-    configuration (fixed speed and band, as pdm/bench_run.py's machines): float32 chunks of
+    configuration (fixed speed and band, as pdm/tools/bench_run.py's machines): float32 chunks of
     one hop per window in, features out; against the bare ``rfft`` of the same batch."""
     rounds, reps = (5, 8) if quick else (21, 16)
     x = synthetic_window()
@@ -269,7 +269,7 @@ NOTES = {
 
 def run_bench(*, quick: bool = False) -> dict[str, Any]:
     """Run the whole benchmark; returns the figures (see docs/benchmarks.md)."""
-    from pdm.bench_dsp import dsp_figures
+    from pdm.tools.bench_dsp import dsp_figures
 
     dsp = dsp_figures(quick=quick)
     stream = _stream_figures(quick=quick)
@@ -277,10 +277,10 @@ def run_bench(*, quick: bool = False) -> dict[str, Any]:
     sensors_per_core = 1e6 / (stream["dsp_stream_us_per_window"] * windows_per_sensor_s)
     scoring = bench_scoring(quick=quick)
     history = _history_figures(sensors_per_core * windows_per_sensor_s * CHANNELS, quick=quick)
-    from pdm.bench_alarms import bench_decision
+    from pdm.tools.bench_alarms import bench_decision
 
     decision = bench_decision(quick=quick)
-    from pdm.bench_run import bench_run
+    from pdm.tools.bench_run import bench_run
 
     run = bench_run(sensors_per_core, quick=quick)
     return {

@@ -39,7 +39,7 @@ repeated.
 
 Variants (``dsp_variants``): the same two ratios with the band fixed as ``pipelines/demo.toml``
 fixes it (2–6 kHz), and with the speed fixed too (``rpm = 1480``: the cheapest configuration,
-the one ``bench_run``'s service load uses). ``dsp_stream_ratio_to_batched_rfft`` (:mod:`pdm.bench`):
+the one ``bench_run``'s service load uses). ``dsp_stream_ratio_to_batched_rfft`` (:mod:`pdm.tools.bench`):
 the windower too, float32 chunks in, features out, in the service load's configuration; it
 gives ``dsp_sensors_per_core``.
 
@@ -390,7 +390,7 @@ def growth(*, quick: bool = False) -> dict[str, Any]:
     all three axes: three measurements of one configuration, a check on the noise.
 
     The machines axis (1 to saturation) belongs to the service benchmark
-    (``pdm/bench_run.py``), which will add it here as ``growth["machines"]``; this function
+    (``pdm/tools/bench_run.py``), which will add it here as ``growth["machines"]``; this function
     measures the DSP alone.
     """
     rounds, passes = (3, 1) if quick else (9, 3)

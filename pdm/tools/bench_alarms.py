@@ -28,7 +28,7 @@ from pdm.actions.relay import RelayResult
 
 __all__ = ["bench_decision"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _StopwatchRelay:
@@ -58,9 +58,9 @@ class _StopwatchRelay:
 
 def _dsp_load(stop: Any) -> None:
     """The DSP benchmark's extraction, in a loop, until told to stop."""
-    from pdm.bench_signal import CHANNELS, ENVELOPE_BAND, FS, RPM, N, synthetic_window
     from pdm.dsp.bearings import BEARINGS
     from pdm.dsp.features import ChannelSpec, FeatureExtractor
+    from pdm.tools.bench_signal import CHANNELS, ENVELOPE_BAND, FS, RPM, N, synthetic_window
 
     chans = [ChannelSpec(f"c{i}", BEARINGS["6205"]) for i in range(CHANNELS)]
     ex = FeatureExtractor(FS, N, chans, rpm=RPM, envelope_band_hz=ENVELOPE_BAND)

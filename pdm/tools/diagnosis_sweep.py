@@ -23,10 +23,10 @@ bearing (either named is right), and a structural line at a defect-like order in
 machine's healthy running, judged over the healthy baseline, without and with a real fault
 there.
 
-    python -m pdm.diagnosis_sweep                 # the full sweep (several minutes)
-    python -m pdm.diagnosis_sweep --cases 60 --machines 20   # a quick one
-    python -m pdm.diagnosis_sweep --calibrate     # also fit the confidence map
-    python -m pdm.diagnosis_sweep --cases 0 --machines 0 --tones 120   # the tone cases only
+    python -m pdm.tools.diagnosis_sweep                 # the full sweep (several minutes)
+    python -m pdm.tools.diagnosis_sweep --cases 60 --machines 20   # a quick one
+    python -m pdm.tools.diagnosis_sweep --calibrate     # also fit the confidence map
+    python -m pdm.tools.diagnosis_sweep --cases 0 --machines 0 --tones 120   # the tone cases only
 
 Nothing here is tuned to real recordings; the thresholds of :mod:`pdm.diagnosis.rules`
 are chosen so that this sweep has no healthy case called a fault.
@@ -831,7 +831,7 @@ def _iter_results(cases: Sequence[Case], band: str) -> Iterator[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pdm.diagnosis_sweep", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m pdm.tools.diagnosis_sweep", description=__doc__)
     p.add_argument("--cases", type=int, default=540, help="cases (default 540)")
     p.add_argument(
         "--machines",

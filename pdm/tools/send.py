@@ -76,10 +76,14 @@ if TYPE_CHECKING:
     from pdm.sources.mqtt import MqttUrl
 
 __all__ = [
+    "DESCRIPTION",
     "KEY_ENV",
     "SendStats",
+    "add_arguments",
+    "build_parser",
     "parse_address",
     "publish_recording",
+    "run",
     "send_main",
     "send_recording",
     "stream_signer",
@@ -666,13 +670,22 @@ def _positive(what: str, value: float | None, *, allow_zero: bool = False) -> No
         raise ConfigError(f"{what}: must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
 
 
+#: ``pdm-edge send --help``'s description.
+DESCRIPTION = (
+    "Stream a CSV recording to a pdm-edge receiver over TCP, or publish it to an MQTT broker "
+    "(PDMS frames, docs/stream-protocol.md), as a DAQ would. A one-line summary goes to stderr."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="pdm-edge send",
-        description="Stream a CSV recording to a pdm-edge receiver over TCP, or publish it to "
-        "an MQTT broker (PDMS frames, docs/stream-protocol.md), as a DAQ would. A one-line "
-        "summary goes to stderr.",
-    )
+    """``pdm-edge send``'s options on a parser of their own (for :func:`send_main`)."""
+    p = _Parser(prog="pdm-edge send", description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``pdm-edge send``'s options, on ``p`` (the CLI's sub-parser or :func:`build_parser`'s)."""
     p.add_argument("file", metavar="FILE", help="CSV recording (.csv or .csv.gz)")
     p.add_argument(
         "--to",
@@ -736,19 +749,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="connect and write timeout, s (default 10)",
     )
-    return p
 
 
 def send_main(argv: Sequence[str]) -> int:
     """``pdm-edge send`` (``argv`` without the ``send``); returns the exit status."""
+    try:
+        args = build_parser().parse_args(list(argv))
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except PdmError as exc:
+        print(f"pdm-edge: error: {exc}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pdm-edge send`` with its parsed options (:func:`add_arguments`); the exit status."""
     stats = SendStats()
     to = "?"
     n_channels = 0
     try:
-        try:
-            args = build_parser().parse_args(list(argv))
-        except SystemExit as exc:  # --help
-            return exc.code if isinstance(exc.code, int) else 0
         mqtt_url: MqttUrl | None = None
         host, port = "", 0
         if args.to.lower().startswith(("mqtt://", "mqtts://")):
