@@ -17,6 +17,7 @@ from pdm.dsp.kernels import (
     envelope_less_mean,
     moments_windowed,
     shaft_speeds_hz,
+    time_features,
     tone_amplitudes,
 )
 from pdm.dsp.spectrum import HANN_LOBE_BINS, ToneSearch, hann, interpolate_peak, squared_parts
@@ -110,6 +111,40 @@ def test_a_flat_window_of_any_value_has_no_shape() -> None:
         assert r["skewness"] is None and r["mean_g"] == pytest.approx(v, rel=1e-7), v
 
 
+def test_time_features_match_numpy_to_the_bit() -> None:
+    """The compiled time features are the numpy formulas they replaced, bit for bit: the
+    features of a trained model do not move. A flat row has no crest, kurtosis or skewness;
+    a row with NaN, inf or a sample beyond the limit is no measurement (all NaN)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.2, 0.3, (7, N)).astype(np.float32)
+    x[1] = 0.75  # flat
+    x[2, 100] = np.nan
+    x[3, 5] = -np.inf
+    x[4, 9] = 1e9  # absurd
+    x[5] = rng.gamma(2.0, 1.0, N)  # skewed
+    m, minmax = moments_windowed([x], W, np.empty_like(x))
+    values = np.full((7, 9), 7.0)
+    stats = np.empty((7, 3))
+    ok = time_features(m, minmax, N, 1000.0, values, stats)
+    assert ok.tolist() == [True, True, False, False, False, True, True]
+    assert_array_equal(values[:, 7:], 7.0)  # the other columns are left alone
+    lo, hi = minmax.astype(np.float64).T
+    mean, m2, m3, m4 = m.T
+    peak = np.maximum(hi - mean, mean - lo)
+    with np.errstate(invalid="ignore"):
+        safe = np.where(m2 > 0, m2, np.nan)
+        want = np.stack(
+            [mean, np.sqrt(m2), peak, hi - lo, peak / np.sqrt(safe), m4 / (safe * safe),
+             m3 / (safe * np.sqrt(safe))], axis=1,
+        )  # fmt: skip
+    want[~ok] = np.nan
+    assert_array_equal(values[:, :7], want)
+    assert np.isnan(values[1, 4:7]).all() and values[1, 0] == np.float32(0.75)
+    want_stats = np.stack([lo, hi, mean * N], axis=1)
+    want_stats[~ok] = np.nan
+    assert_array_equal(stats, want_stats)
+
+
 def test_envelope_less_mean_matches_numpy() -> None:
     rng = np.random.default_rng(2)
     m = 1568
@@ -170,7 +205,7 @@ def test_compile_kernels_gives_every_kernel_the_types_a_pass_gives() -> None:
         "from pdm.dsp.bearings import lookup_bearing\n"
         "from pdm.dsp.features import ChannelSpec, FeatureExtractor, compile_kernels\n"
         # the kernels called from Python (_interpolate_peak is compiled into _speeds)
-        "names = ['_moments', '_envelope', '_tones', '_speeds']\n"
+        "names = ['_moments', '_time_features', '_envelope', '_tones', '_speeds']\n"
         "compile_kernels()\n"
         "before = {n: len(getattr(kernels, n).signatures) for n in names}\n"
         "b = lookup_bearing('6205')\n"

@@ -35,7 +35,13 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["envelope_less_mean", "moments_windowed", "shaft_speeds_hz", "tone_amplitudes"]
+__all__ = [
+    "envelope_less_mean",
+    "moments_windowed",
+    "shaft_speeds_hz",
+    "time_features",
+    "tone_amplitudes",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 # Reassociation (SIMD sums), contraction (FMA), and no care for the sign of zero; NOT
@@ -163,6 +169,76 @@ def moments_windowed(
         _moments(b, w, d[r:k], stats[r:k], bits[r:k], spare)
         r = k
     return stats, bits.view(np.float32)
+
+
+@_jit(nogil=True, boundscheck=False)
+def _time_features(  # pragma: no cover - compiled
+    m: npt.NDArray[np.float64],
+    minmax: npt.NDArray[np.float32],
+    n: int,
+    max_abs: float,
+    values: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+    finite: npt.NDArray[np.bool_],
+) -> None:
+    nan = np.nan
+    for r in range(m.shape[0]):
+        lo = np.float64(minmax[r, 0])
+        hi = np.float64(minmax[r, 1])
+        ok = hi <= max_abs and -lo <= max_abs  # False for NaN and inf
+        finite[r] = ok
+        if not ok:
+            for j in range(7):
+                values[r, j] = nan
+            stats[r, 0] = stats[r, 1] = stats[r, 2] = nan
+            continue
+        mean, m2, m3, m4 = m[r, 0], m[r, 1], m[r, 2], m[r, 3]
+        peak = max(hi - mean, mean - lo)
+        values[r, 0] = mean
+        values[r, 1] = np.sqrt(m2)
+        values[r, 2] = peak
+        values[r, 3] = hi - lo
+        if m2 > 0.0:  # a flat window has no crest, kurtosis or skewness
+            values[r, 4] = peak / np.sqrt(m2)
+            values[r, 5] = m4 / (m2 * m2)
+            values[r, 6] = m3 / (m2 * np.sqrt(m2))
+        else:
+            values[r, 4] = values[r, 5] = values[r, 6] = nan
+        stats[r, 0] = lo
+        stats[r, 1] = hi
+        stats[r, 2] = mean * n
+
+
+def time_features(
+    m: npt.NDArray[np.float64],
+    minmax: npt.NDArray[np.float32],
+    n: int,
+    max_abs: float,
+    values: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """The time-domain features of each row from :func:`moments_windowed`'s results, in one
+    compiled loop (as fifteen numpy calls on arrays of a few dozen rows they cost more in
+    calls than in arithmetic: 0.08 of the batched FFT).
+
+    Parameters
+    ----------
+    m, minmax : (rows, 4) and (rows, 2), as :func:`moments_windowed` returns them
+    n : samples a row
+    max_abs : a row with a sample beyond ± this (or NaN, or inf) is not a measurement
+    values : (rows, ≥ 7) float64: columns 0–6 receive mean, rms, peak, peak to peak (all in
+        the samples' unit), crest, kurtosis, skewness; NaN for a row that is not a
+        measurement, and crest, kurtosis and skewness NaN for a flat row
+    stats : (rows, 3) float64: receives min, max and sum of the samples (NaN when not a
+        measurement)
+
+    Returns
+    -------
+    (rows,) bool: the rows that are measurements
+    """
+    finite = np.empty(m.shape[0], dtype=np.bool_)
+    _time_features(m, minmax, n, max_abs, values, stats, finite)
+    return finite
 
 
 @_jit(fastmath=_FAST, nogil=True, boundscheck=False)
