@@ -8,7 +8,8 @@ batched FFT itself (``pdm-edge bench --profile-dsp``). :func:`moments_windowed` 
 same in one loop per row, which also reads the next row: ~0.5 of the FFT with the batch read
 cold. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
 window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
-envelope's magnitude and mean come off in :func:`envelope_less_mean`.
+envelope's bins, magnitude and mean and its spectrum's parts come off in :func:`band_bins`,
+:func:`envelope_pairs` and :func:`pair_spectra_parts`.
 
 Numerics (float32 data, as the FFT's):
 
@@ -36,8 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "envelope_less_mean",
+    "band_bins",
+    "envelope_pairs",
     "moments_windowed",
+    "pair_spectra_parts",
     "shaft_speeds_hz",
     "time_features",
     "tone_amplitudes",
@@ -241,29 +244,68 @@ def time_features(
     return finite
 
 
-@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
-def _envelope(  # pragma: no cover - compiled
-    z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32], env: npt.NDArray[np.float32]
+@_jit(nogil=True, boundscheck=False)
+def _band_bins(  # pragma: no cover - compiled
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, out: npt.NDArray[np.complex64]
 ) -> None:
-    m = z.shape[1]
-    for r in range(z.shape[0]):
+    for r in range(spec.shape[0]):
+        o = out[r]
+        x = spec[r]
+        for j in range(k2 - k1):
+            o[j] = x[k1 + j]
+        for j in range(k2 - k1, o.shape[0]):
+            o[j] = 0
+
+
+def band_bins(
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int
+) -> npt.NDArray[np.complex64]:
+    """Each row's bins ``k1 … k2−1`` from bin 0 on, zero-padded to ``m``: the input of the
+    envelope's inverse FFT (:func:`pdm.dsp.envelope.envelope_power`), gathered in one
+    sequential pass over each row (the spectrum is cold in cache after its FFT).
+
+    ``spec`` is (rows, bins) complex64, C-contiguous; returns (rows, m) complex64.
+    """
+    out = np.empty((spec.shape[0], m), dtype=np.complex64)
+    _band_bins(spec, k1, k2, out)
+    return out
+
+
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
+def _envelope_pairs(  # pragma: no cover - compiled
+    z: npt.NDArray[np.complex64],
+    hann: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+    totals: npt.NDArray[np.float32],
+) -> None:
+    rows, m = z.shape
+    a = np.empty(m, dtype=np.float32)
+    for r in range(rows):
         zr = z[r]
-        er = env[r]
         total = np.float32(0.0)
         for i in range(m):
-            a = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
-            er[i] = a
-            total += a
+            v = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
+            a[i] = v
+            total += v
+        totals[r] = total
         mean2 = total * np.float32(2.0 / m)
+        o = out[r // 2]
+        part = r % 2  # real parts of a pair's first row, imaginary of its second
         for i in range(m):
-            er[i] -= mean2 * hann[i]
+            o[2 * i + part] = a[i] - mean2 * hann[i]
+    if rows % 2:
+        o = out[rows // 2]
+        for i in range(m):
+            o[2 * i + 1] = 0.0
 
 
-def envelope_less_mean(
+def envelope_pairs(
     z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
+) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.bool_]]:
     """``|z| − mean(|z|)·2·hann``: the envelope of each row of an analytic signal, without
-    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`).
+    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`),
+    two real rows a complex row, for one complex FFT of each pair
+    (:func:`pair_spectra_parts` separates their spectra).
 
     Parameters
     ----------
@@ -272,11 +314,75 @@ def envelope_less_mean(
 
     Returns
     -------
-    (rows, m) float32
+    ((rows + 1) // 2, m) complex64: row ``2j``'s envelope in the real parts of row ``j``,
+    row ``2j + 1``'s in the imaginary parts (zeros for a missing last row, and for a row
+    that is not finite); and (rows,) bool: the rows that are finite
     """
-    env = np.empty(z.shape, dtype=np.float32)
-    _envelope(z, hann, env)
-    return env
+    rows, m = z.shape
+    out = np.empty(((rows + 1) // 2, m), dtype=np.complex64)
+    totals = np.empty(rows, dtype=np.float32)
+    parts = out.view(np.float32)
+    _envelope_pairs(z, hann, parts, totals)
+    # A row that is not finite (an invalid window's) would spread NaN through its pair's
+    # transform: it goes in as zeros. (Tested here: under fastmath, LLVM took np.isfinite
+    # of a NaN sum for true.)
+    finite = np.isfinite(totals)
+    for r in np.flatnonzero(~finite).tolist():
+        parts[r // 2, r % 2 :: 2] = 0.0
+    return out, finite
+
+
+@_jit(nogil=True, boundscheck=False)
+def _pair_parts(  # pragma: no cover - compiled
+    c: npt.NDArray[np.complex64],
+    finite: npt.NDArray[np.bool_],
+    out: npt.NDArray[np.float32],
+) -> None:
+    m = c.shape[1]
+    rows = out.shape[0]
+    half = np.float32(0.5)
+    for p in range(c.shape[0]):
+        cp = c[p]
+        first, second = 2 * p, 2 * p + 1
+        for k in range(out.shape[1] // 2):
+            a = cp[k]
+            b = cp[(m - k) % m]
+            # rfft(first)[k] = (C[k] + conj C[−k]) / 2, rfft(second)[k] = (C[k] − conj C[−k]) / 2i
+            re1 = half * (a.real + b.real)
+            im1 = half * (a.imag - b.imag)
+            re2 = half * (a.imag + b.imag)
+            im2 = half * (b.real - a.real)
+            out[first, 2 * k] = re1 * re1
+            out[first, 2 * k + 1] = im1 * im1
+            if second < rows:
+                out[second, 2 * k] = re2 * re2
+                out[second, 2 * k + 1] = im2 * im2
+    for r in range(rows):
+        if not finite[r]:
+            out[r, :] = np.nan
+
+
+def pair_spectra_parts(
+    c: npt.NDArray[np.complex64], finite: npt.NDArray[np.bool_], n_bins: int
+) -> npt.NDArray[np.float32]:
+    """The squared real and imaginary parts of ``rfft`` of each real row, bins
+    ``0 … n_bins−1``, from ``fft`` of the rows paired as :func:`envelope_pairs` pairs them
+    (one complex FFT of m points costs less than two real ones when m has factors pocketfft's
+    real transform has no pass for, as 7 in the envelope's 1568); NaN for rows not finite.
+
+    Parameters
+    ----------
+    c : (pairs, m) complex64, C-contiguous: ``fft`` of the paired rows
+    finite : (rows,) bool, as :func:`envelope_pairs` returns it
+    n_bins : bins wanted (≤ m // 2 + 1)
+
+    Returns
+    -------
+    (rows, 2·n_bins) float32, as :func:`pdm.dsp.spectrum.squared_parts` lays them out
+    """
+    out = np.empty((finite.shape[0], 2 * n_bins), dtype=np.float32)
+    _pair_parts(c, finite, out)
+    return out
 
 
 @_jit(nogil=True, boundscheck=False)
