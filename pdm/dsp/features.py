@@ -699,13 +699,17 @@ class FeatureExtractor:
         tick("defect_lines")
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
+        # Python scalars once for the pass (indexing numpy arrays per frame cost more).
+        valid_l = valid.tolist()
+        rpm_l = (shaft_hz * 60.0).tolist()
+        band_hz = (plan.lo_hz, plan.hi_hz)
         for ex, _x, n_win in parts:
             n_ch = len(ex.channels)
             names = ex._channel_names
             frames = []
             for _w in range(n_win):
                 sl = slice(row, row + n_ch)
-                ok = bool(valid[w_all])
+                ok = valid_l[w_all]
                 if not ok:
                     values[sl] = np.nan
                 frames.append(
@@ -713,8 +717,8 @@ class FeatureExtractor:
                         names=ex.names,
                         values=values[sl],
                         channels=names,
-                        shaft_speed_rpm=float(shaft_hz[w_all]) * 60.0 if ok else float("nan"),
-                        envelope_band_hz=(plan.lo_hz, plan.hi_hz),
+                        shaft_speed_rpm=rpm_l[w_all] if ok else float("nan"),
+                        envelope_band_hz=band_hz,
                         envelope_band_key=band,
                         valid=ok,
                         spectrum=spec[sl],
