@@ -111,7 +111,8 @@ def envelope_power(
 
     Parameters
     ----------
-    x_spec : (n_channels, n//2+1) complex, ``rfft(w·x)`` of the window
+    x_spec : (n_channels, n//2+1) complex, ``rfft(w·x)`` of the window (transformed as
+        complex64, float32 parts: what the extractor's FFT gives)
     plan : from :func:`plan_envelope`
 
     Returns

@@ -5,8 +5,8 @@ and its FFT needs the mean-removed, windowed copy ``w·(x − mean)``. As numpy 
 nine passes over every row (mean, min, max, ``d = x − mean``, ``d²``, three dot products,
 ``d·w``), each cheap but each a trip through the data and the interpreter: 0.7–0.8 of the
 batched FFT itself (``pdm-edge bench --profile-dsp``). :func:`moments_windowed` does the
-same in one loop per row, which also reads the next row: ~0.5 of the FFT with the batch read
-cold. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
+same in one loop per row, which also reads the next row: ~0.35 of the FFT with the batch read
+cold, the time features (:func:`time_features`) included. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
 window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
 envelope's bins, magnitude and mean and its spectrum's parts come off in :func:`band_bins`,
 :func:`envelope_pairs` and :func:`pair_spectra_parts`.
