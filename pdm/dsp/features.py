@@ -54,7 +54,7 @@ from pdm.dsp.envelope import (
     select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
-from pdm.dsp.kernels import moments_windowed, shaft_speeds_hz
+from pdm.dsp.kernels import moments_windowed, shaft_speeds_hz, time_features
 from pdm.dsp.spectrum import (
     ToneSearch,
     band_weights,
@@ -634,20 +634,17 @@ class FeatureExtractor:
         # (pdm/dsp/kernels.py; as nine numpy passes they cost 0.7 of the FFT at batch 8).
         # No copy gathers the blocks first.
         m, minmax = moments_windowed([np.ascontiguousarray(b) for b in blocks], self.window, d)
-        minmax = minmax.astype(np.float64)
-        mean, m2, m3, m4 = m.T
-        xmin, xmax = minmax.T
-        # A row holding NaN, inf or a sample beyond MAX_ABS_G is not a measurement: its
-        # window is invalid, and its values NaN from here on, so nothing below overflows or
-        # warns for them.
-        # (Comparing and taking the maximum of NaN raise no floating-point warning.)
-        finite_row = np.maximum(xmax, -xmin) <= MAX_ABS_G  # False for NaN, inf, absurd
+        # The time-domain features (columns 0-6) and the health check's min, max and sum,
+        # one compiled loop. A row holding NaN, inf or a sample beyond MAX_ABS_G is not a
+        # measurement: its window is invalid, and its values NaN from here on, so nothing
+        # below overflows or warns for them.
+        values = np.empty((rows, len(self.names)), dtype=np.float64)
+        stats = np.empty((rows, 3), dtype=np.float64)
+        finite_row = time_features(m, minmax, n, MAX_ABS_G, values, stats)
         if finite_row.all():
             valid = np.ones(n_win_all, dtype=bool)
         else:
-            bad = ~finite_row
-            d[bad] = np.nan
-            m[bad] = minmax[bad] = np.nan
+            d[~finite_row] = np.nan
             valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         tick("moments")
 
@@ -667,21 +664,8 @@ class FeatureExtractor:
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
         tick("speed")
 
-        values = np.empty((rows, len(self.names)), dtype=np.float64)
-        values[:, 0] = mean
-        rms = np.sqrt(m2)
-        values[:, 1] = rms
-        peak = np.maximum(xmax - mean, mean - xmin)
-        values[:, 2] = peak
-        values[:, 3] = xmax - xmin
-        # A flat window has no crest, kurtosis or skewness: NaN, not a division warning.
-        safe_m2 = np.where(m2 > 0, m2, np.nan)
-        values[:, 4] = peak / np.sqrt(safe_m2)
-        values[:, 5] = m4 / (safe_m2 * safe_m2)
-        values[:, 6] = m3 / (safe_m2 * np.sqrt(safe_m2))
         i = len(TIME_FEATURES)
         k = i + self._n_bands
-        tick("time_features")
         values[:, i:k] = np.sqrt(self._band_mean_squares(spec))
         tick("bands")
 
@@ -713,16 +697,19 @@ class FeatureExtractor:
         else:
             values[:, k:] = np.nan
         tick("defect_lines")
-        stats = np.stack([xmin, xmax, mean * n], axis=1).astype(np.float64)
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
+        # Python scalars once for the pass (indexing numpy arrays per frame cost more).
+        valid_l = valid.tolist()
+        rpm_l = (shaft_hz * 60.0).tolist()
+        band_hz = (plan.lo_hz, plan.hi_hz)
         for ex, _x, n_win in parts:
             n_ch = len(ex.channels)
             names = ex._channel_names
             frames = []
             for _w in range(n_win):
                 sl = slice(row, row + n_ch)
-                ok = bool(valid[w_all])
+                ok = valid_l[w_all]
                 if not ok:
                     values[sl] = np.nan
                 frames.append(
@@ -730,8 +717,8 @@ class FeatureExtractor:
                         names=ex.names,
                         values=values[sl],
                         channels=names,
-                        shaft_speed_rpm=float(shaft_hz[w_all]) * 60.0 if ok else float("nan"),
-                        envelope_band_hz=(plan.lo_hz, plan.hi_hz),
+                        shaft_speed_rpm=rpm_l[w_all] if ok else float("nan"),
+                        envelope_band_hz=band_hz,
                         envelope_band_key=band,
                         valid=ok,
                         spectrum=spec[sl],

@@ -5,10 +5,11 @@ and its FFT needs the mean-removed, windowed copy ``w·(x − mean)``. As numpy 
 nine passes over every row (mean, min, max, ``d = x − mean``, ``d²``, three dot products,
 ``d·w``), each cheap but each a trip through the data and the interpreter: 0.7–0.8 of the
 batched FFT itself (``pdm-edge bench --profile-dsp``). :func:`moments_windowed` does the
-same in one loop per row, which also reads the next row: ~0.5 of the FFT with the batch read
-cold. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
+same in one loop per row, which also reads the next row: ~0.35 of the FFT with the batch read
+cold, the time features (:func:`time_features`) included. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
 window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
-envelope's magnitude and mean come off in :func:`envelope_less_mean`.
+envelope's bins, magnitude and mean and its spectrum's parts come off in :func:`band_bins`,
+:func:`envelope_pairs` and :func:`pair_spectra_parts`.
 
 Numerics (float32 data, as the FFT's):
 
@@ -35,13 +36,22 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["envelope_less_mean", "moments_windowed", "shaft_speeds_hz", "tone_amplitudes"]
+__all__ = [
+    "band_bins",
+    "envelope_pairs",
+    "moments_windowed",
+    "pair_spectra_parts",
+    "shaft_speeds_hz",
+    "time_features",
+    "tone_amplitudes",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 # Reassociation (SIMD sums), contraction (FMA), and no care for the sign of zero; NOT
 # "no NaNs/infs": a NaN sample must stay NaN through the sums.
 _FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
 _SIGN = np.int32(0x7FFFFFFF)
+_31 = np.int32(31)  # shifts and min/max kept int32: see _moments
 
 
 def _jit(**options: Any) -> Callable[[_F], _F]:
@@ -113,9 +123,12 @@ def _moments(  # pragma: no cover - compiled
             dr[i] = v * w[i]
             total += nxt[i]
             b = nxb[i]
-            k = b ^ ((b >> 31) & _SIGN)  # ordered like the float it encodes
-            kmin = min(kmin, k)
-            kmax = max(kmax, k)
+            # Ordered like the float it encodes. Kept int32 throughout: numba widens int32
+            # arithmetic with a plain int to int64, which halved the loop's vector width
+            # (4 floats a register instead of 8: the pass took 1.3x as long with the batch cold).
+            k = np.int32(b ^ ((b >> _31) & _SIGN))
+            kmin = np.int32(min(kmin, k))
+            kmax = np.int32(max(kmax, k))
         if r >= 0:
             # Moments about mu + c (the exact mean), from those about mu, in float64.
             c = np.float64(a1) / n
@@ -161,29 +174,138 @@ def moments_windowed(
     return stats, bits.view(np.float32)
 
 
-@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
-def _envelope(  # pragma: no cover - compiled
-    z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32], env: npt.NDArray[np.float32]
+@_jit(nogil=True, boundscheck=False)
+def _time_features(  # pragma: no cover - compiled
+    m: npt.NDArray[np.float64],
+    minmax: npt.NDArray[np.float32],
+    n: int,
+    max_abs: float,
+    values: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+    finite: npt.NDArray[np.bool_],
 ) -> None:
-    m = z.shape[1]
-    for r in range(z.shape[0]):
+    nan = np.nan
+    for r in range(m.shape[0]):
+        lo = np.float64(minmax[r, 0])
+        hi = np.float64(minmax[r, 1])
+        ok = hi <= max_abs and -lo <= max_abs  # False for NaN and inf
+        finite[r] = ok
+        if not ok:
+            for j in range(7):
+                values[r, j] = nan
+            stats[r, 0] = stats[r, 1] = stats[r, 2] = nan
+            continue
+        mean, m2, m3, m4 = m[r, 0], m[r, 1], m[r, 2], m[r, 3]
+        peak = max(hi - mean, mean - lo)
+        values[r, 0] = mean
+        values[r, 1] = np.sqrt(m2)
+        values[r, 2] = peak
+        values[r, 3] = hi - lo
+        if m2 > 0.0:  # a flat window has no crest, kurtosis or skewness
+            values[r, 4] = peak / np.sqrt(m2)
+            values[r, 5] = m4 / (m2 * m2)
+            values[r, 6] = m3 / (m2 * np.sqrt(m2))
+        else:
+            values[r, 4] = values[r, 5] = values[r, 6] = nan
+        stats[r, 0] = lo
+        stats[r, 1] = hi
+        stats[r, 2] = mean * n
+
+
+def time_features(
+    m: npt.NDArray[np.float64],
+    minmax: npt.NDArray[np.float32],
+    n: int,
+    max_abs: float,
+    values: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """The time-domain features of each row from :func:`moments_windowed`'s results, in one
+    compiled loop (as fifteen numpy calls on arrays of a few dozen rows they cost more in
+    calls than in arithmetic: 0.08 of the batched FFT).
+
+    Parameters
+    ----------
+    m, minmax : (rows, 4) and (rows, 2), as :func:`moments_windowed` returns them
+    n : samples a row
+    max_abs : a row with a sample beyond ± this (or NaN, or inf) is not a measurement
+    values : (rows, ≥ 7) float64: columns 0–6 receive mean, rms, peak, peak to peak (all in
+        the samples' unit), crest, kurtosis, skewness; NaN for a row that is not a
+        measurement, and crest, kurtosis and skewness NaN for a flat row
+    stats : (rows, 3) float64: receives min, max and sum of the samples (NaN when not a
+        measurement)
+
+    Returns
+    -------
+    (rows,) bool: the rows that are measurements
+    """
+    finite = np.empty(m.shape[0], dtype=np.bool_)
+    _time_features(m, minmax, n, max_abs, values, stats, finite)
+    return finite
+
+
+@_jit(nogil=True, boundscheck=False)
+def _band_bins(  # pragma: no cover - compiled
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, out: npt.NDArray[np.complex64]
+) -> None:
+    for r in range(spec.shape[0]):
+        o = out[r]
+        x = spec[r]
+        for j in range(k2 - k1):
+            o[j] = x[k1 + j]
+        for j in range(k2 - k1, o.shape[0]):
+            o[j] = 0
+
+
+def band_bins(
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int
+) -> npt.NDArray[np.complex64]:
+    """Each row's bins ``k1 … k2−1`` from bin 0 on, zero-padded to ``m``: the input of the
+    envelope's inverse FFT (:func:`pdm.dsp.envelope.envelope_power`), gathered in one
+    sequential pass over each row (the spectrum is cold in cache after its FFT).
+
+    ``spec`` is (rows, bins) complex64, C-contiguous; returns (rows, m) complex64.
+    """
+    out = np.empty((spec.shape[0], m), dtype=np.complex64)
+    _band_bins(spec, k1, k2, out)
+    return out
+
+
+@_jit(fastmath=_FAST, nogil=True, boundscheck=False)
+def _envelope_pairs(  # pragma: no cover - compiled
+    z: npt.NDArray[np.complex64],
+    hann: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+    totals: npt.NDArray[np.float32],
+) -> None:
+    rows, m = z.shape
+    a = np.empty(m, dtype=np.float32)
+    for r in range(rows):
         zr = z[r]
-        er = env[r]
         total = np.float32(0.0)
         for i in range(m):
-            a = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
-            er[i] = a
-            total += a
+            v = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
+            a[i] = v
+            total += v
+        totals[r] = total
         mean2 = total * np.float32(2.0 / m)
+        o = out[r // 2]
+        part = r % 2  # real parts of a pair's first row, imaginary of its second
         for i in range(m):
-            er[i] -= mean2 * hann[i]
+            o[2 * i + part] = a[i] - mean2 * hann[i]
+    if rows % 2:
+        o = out[rows // 2]
+        for i in range(m):
+            o[2 * i + 1] = 0.0
 
 
-def envelope_less_mean(
+def envelope_pairs(
     z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
+) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.bool_]]:
     """``|z| − mean(|z|)·2·hann``: the envelope of each row of an analytic signal, without
-    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`).
+    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`),
+    two real rows a complex row, for one complex FFT of each pair
+    (:func:`pair_spectra_parts` separates their spectra).
 
     Parameters
     ----------
@@ -192,11 +314,75 @@ def envelope_less_mean(
 
     Returns
     -------
-    (rows, m) float32
+    ((rows + 1) // 2, m) complex64: row ``2j``'s envelope in the real parts of row ``j``,
+    row ``2j + 1``'s in the imaginary parts (zeros for a missing last row, and for a row
+    that is not finite); and (rows,) bool: the rows that are finite
     """
-    env = np.empty(z.shape, dtype=np.float32)
-    _envelope(z, hann, env)
-    return env
+    rows, m = z.shape
+    out = np.empty(((rows + 1) // 2, m), dtype=np.complex64)
+    totals = np.empty(rows, dtype=np.float32)
+    parts = out.view(np.float32)
+    _envelope_pairs(z, hann, parts, totals)
+    # A row that is not finite (an invalid window's) would spread NaN through its pair's
+    # transform: it goes in as zeros. (Tested here: under fastmath, LLVM took np.isfinite
+    # of a NaN sum for true.)
+    finite = np.isfinite(totals)
+    for r in np.flatnonzero(~finite).tolist():
+        parts[r // 2, r % 2 :: 2] = 0.0
+    return out, finite
+
+
+@_jit(nogil=True, boundscheck=False)
+def _pair_parts(  # pragma: no cover - compiled
+    c: npt.NDArray[np.complex64],
+    finite: npt.NDArray[np.bool_],
+    out: npt.NDArray[np.float32],
+) -> None:
+    m = c.shape[1]
+    rows = out.shape[0]
+    half = np.float32(0.5)
+    for p in range(c.shape[0]):
+        cp = c[p]
+        first, second = 2 * p, 2 * p + 1
+        for k in range(out.shape[1] // 2):
+            a = cp[k]
+            b = cp[(m - k) % m]
+            # rfft(first)[k] = (C[k] + conj C[−k]) / 2, rfft(second)[k] = (C[k] − conj C[−k]) / 2i
+            re1 = half * (a.real + b.real)
+            im1 = half * (a.imag - b.imag)
+            re2 = half * (a.imag + b.imag)
+            im2 = half * (b.real - a.real)
+            out[first, 2 * k] = re1 * re1
+            out[first, 2 * k + 1] = im1 * im1
+            if second < rows:
+                out[second, 2 * k] = re2 * re2
+                out[second, 2 * k + 1] = im2 * im2
+    for r in range(rows):
+        if not finite[r]:
+            out[r, :] = np.nan
+
+
+def pair_spectra_parts(
+    c: npt.NDArray[np.complex64], finite: npt.NDArray[np.bool_], n_bins: int
+) -> npt.NDArray[np.float32]:
+    """The squared real and imaginary parts of ``rfft`` of each real row, bins
+    ``0 … n_bins−1``, from ``fft`` of the rows paired as :func:`envelope_pairs` pairs them
+    (one complex FFT of m points costs less than two real ones when m has factors pocketfft's
+    real transform has no pass for, as 7 in the envelope's 1568); NaN for rows not finite.
+
+    Parameters
+    ----------
+    c : (pairs, m) complex64, C-contiguous: ``fft`` of the paired rows
+    finite : (rows,) bool, as :func:`envelope_pairs` returns it
+    n_bins : bins wanted (≤ m // 2 + 1)
+
+    Returns
+    -------
+    (rows, 2·n_bins) float32, as :func:`pdm.dsp.spectrum.squared_parts` lays them out
+    """
+    out = np.empty((finite.shape[0], 2 * n_bins), dtype=np.float32)
+    _pair_parts(c, finite, out)
+    return out
 
 
 @_jit(nogil=True, boundscheck=False)

@@ -14,9 +14,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.dsp.kernels import (
-    envelope_less_mean,
+    band_bins,
+    envelope_pairs,
     moments_windowed,
+    pair_spectra_parts,
     shaft_speeds_hz,
+    time_features,
     tone_amplitudes,
 )
 from pdm.dsp.spectrum import HANN_LOBE_BINS, ToneSearch, hann, interpolate_peak, squared_parts
@@ -110,14 +113,94 @@ def test_a_flat_window_of_any_value_has_no_shape() -> None:
         assert r["skewness"] is None and r["mean_g"] == pytest.approx(v, rel=1e-7), v
 
 
-def test_envelope_less_mean_matches_numpy() -> None:
+def test_time_features_match_numpy_to_the_bit() -> None:
+    """The compiled time features are the numpy formulas they replaced, bit for bit: the
+    features of a trained model do not move. A flat row has no crest, kurtosis or skewness;
+    a row with NaN, inf or a sample beyond the limit is no measurement (all NaN)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.2, 0.3, (7, N)).astype(np.float32)
+    x[1] = 0.75  # flat
+    x[2, 100] = np.nan
+    x[3, 5] = -np.inf
+    x[4, 9] = 1e9  # absurd
+    x[5] = rng.gamma(2.0, 1.0, N)  # skewed
+    m, minmax = moments_windowed([x], W, np.empty_like(x))
+    values = np.full((7, 9), 7.0)
+    stats = np.empty((7, 3))
+    ok = time_features(m, minmax, N, 1000.0, values, stats)
+    assert ok.tolist() == [True, True, False, False, False, True, True]
+    assert_array_equal(values[:, 7:], 7.0)  # the other columns are left alone
+    lo, hi = minmax.astype(np.float64).T
+    mean, m2, m3, m4 = m.T
+    peak = np.maximum(hi - mean, mean - lo)
+    with np.errstate(invalid="ignore"):
+        safe = np.where(m2 > 0, m2, np.nan)
+        want = np.stack(
+            [mean, np.sqrt(m2), peak, hi - lo, peak / np.sqrt(safe), m4 / (safe * safe),
+             m3 / (safe * np.sqrt(safe))], axis=1,
+        )  # fmt: skip
+    want[~ok] = np.nan
+    assert_array_equal(values[:, :7], want)
+    assert np.isnan(values[1, 4:7]).all() and values[1, 0] == np.float32(0.75)
+    want_stats = np.stack([lo, hi, mean * N], axis=1)
+    want_stats[~ok] = np.nan
+    assert_array_equal(stats, want_stats)
+
+
+def test_envelope_pairs_match_numpy() -> None:
+    """Each row's envelope less its mean's Hann kernel, two rows a complex row (a missing
+    last row and a row that is not finite as zeros, flagged)."""
     rng = np.random.default_rng(2)
     m = 1568
-    z = (rng.normal(size=(3, m)) + 1j * rng.normal(size=(3, m))).astype(np.complex64)
+    z = (rng.normal(size=(5, m)) + 1j * rng.normal(size=(5, m))).astype(np.complex64)
+    z[3, 7] = np.nan
     h = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)).astype(np.float32)
     a = np.abs(z.astype(np.complex128))
     want = a - a.mean(axis=1, keepdims=True) * 2.0 * h
-    assert_allclose(envelope_less_mean(z, h), want, rtol=0, atol=2e-6 * a.max())
+    want[3] = 0.0
+    pairs, finite = envelope_pairs(z, h)
+    assert pairs.shape == (3, m) and finite.tolist() == [True, True, True, False, True]
+    got = np.stack([pairs[0].real, pairs[0].imag, pairs[1].real, pairs[1].imag, pairs[2].real])
+    assert_allclose(got, want, rtol=0, atol=2e-6 * np.nanmax(a))
+    assert_array_equal(pairs[2].imag, 0.0)
+
+
+@pytest.mark.parametrize("rows", [1, 4, 5])
+def test_paired_spectra_are_each_rows_rfft(rows: int) -> None:
+    """One complex FFT of two real rows, separated, is each row's rfft (float32 rounding of
+    the larger row, here 1e-6 of the largest bin); a row that is not finite reads NaN and
+    leaves its pair alone."""
+    rng = np.random.default_rng(4)
+    m, n_bins = 1568, 199
+    x = rng.normal(size=(rows, m)) * np.array([1.0, 30.0, 0.01, 3.0, 1.0])[:rows, None]
+    z = x.astype(np.complex64)  # |z| = |x|: real rows, whose envelope is their magnitude
+    h = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)).astype(np.float32)
+    finite_in = np.ones(rows, dtype=bool)
+    if rows > 1:
+        z[rows - 2, 3] = np.nan
+        finite_in[rows - 2] = False
+    pairs, finite = envelope_pairs(z, h)
+    got = pair_spectra_parts(np.fft.fft(pairs, axis=-1).astype(np.complex64), finite, n_bins)
+    assert finite.tolist() == finite_in.tolist()
+    a = np.abs(x)
+    env = a - a.mean(axis=1, keepdims=True) * 2.0 * h
+    spec = np.fft.rfft(env, axis=-1)[:, :n_bins]
+    want = np.empty((rows, 2 * n_bins))
+    want[:, 0::2], want[:, 1::2] = spec.real**2, spec.imag**2
+    want[~finite_in] = np.nan
+    for r in range(rows):
+        if finite_in[r]:
+            assert_allclose(got[r], want[r], rtol=0, atol=1e-6 * want[r].max())
+        else:
+            assert np.isnan(got[r]).all()
+
+
+def test_band_bins_start_at_zero_and_are_zero_padded() -> None:
+    spec = (np.arange(40).reshape(2, 20) * (1 + 1j)).astype(np.complex64)
+    got = band_bins(spec, 5, 12, 16)
+    assert got.shape == (2, 16) and got.dtype == np.complex64
+    assert_array_equal(got[:, :7], spec[:, 5:12])
+    assert_array_equal(got[:, 7:], 0)
 
 
 def test_a_rows_results_do_not_depend_on_where_it_sits() -> None:
@@ -151,9 +234,9 @@ def test_the_kernels_work_where_numba_can_keep_its_cache_nowhere() -> None:
     file systems: it offers only the locator for zipped sources, which finds none.)"""
     code = (
         "import numpy as np\n"
-        "from pdm.dsp.kernels import envelope_less_mean\n"
+        "from pdm.dsp.kernels import envelope_pairs\n"
         "z = np.ones((2, 64), np.complex64)\n"
-        "print(float(envelope_less_mean(z, np.full(64, 0.5, np.float32)).sum()))\n"
+        "print(float(envelope_pairs(z, np.full(64, 0.5, np.float32))[0].real.sum()))\n"
     )
     r = _python(code, NUMBA_CACHE_LOCATOR_CLASSES="ZipCacheLocator")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -170,7 +253,8 @@ def test_compile_kernels_gives_every_kernel_the_types_a_pass_gives() -> None:
         "from pdm.dsp.bearings import lookup_bearing\n"
         "from pdm.dsp.features import ChannelSpec, FeatureExtractor, compile_kernels\n"
         # the kernels called from Python (_interpolate_peak is compiled into _speeds)
-        "names = ['_moments', '_envelope', '_tones', '_speeds']\n"
+        "names = ['_moments', '_time_features', '_band_bins', '_envelope_pairs', '_pair_parts',\n"
+        "         '_tones', '_speeds']\n"
         "compile_kernels()\n"
         "before = {n: len(getattr(kernels, n).signatures) for n in names}\n"
         "b = lookup_bearing('6205')\n"
