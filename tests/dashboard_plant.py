@@ -88,7 +88,7 @@ def _rows(mid: str, t_ns: int, window: int, state: str) -> list[object]:
         ),
         ScoreRows(
             mid,
-            "9ce88463b2e9",
+            "e576c8548dc6",
             np.array([t_ns], dtype=np.int64),
             np.array([window], dtype=np.int64),
             np.array([score]),
