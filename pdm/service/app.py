@@ -248,7 +248,6 @@ class Service:
         #: service, so a signal during start stops it cleanly once started).
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.runners: dict[str, MachineRunner] = {}
-        self._threads: list[threading.Thread] = []
         self._watchdog_faults: set[str] = set()
         self.started = time.monotonic()
         self.api: Any = None
@@ -407,9 +406,7 @@ class Service:
                         select.select([], [ctl], [], left)
 
     def _spawn(self, target: Any, *args: Any, name: str) -> None:
-        t = threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
+        threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True).start()
 
     def run_forever(self) -> int:
         """Run until SIGTERM/SIGINT (or the sources end); then stop cleanly."""
@@ -423,7 +420,8 @@ class Service:
 
     def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
         """Stop within ``budget_s`` in all (:data:`STOP_BUDGET_S`, under Docker's default 10 s
-        before SIGKILL): every relay drops first, then the machines finish their queues (their
+        before SIGKILL): every relay drops first, the inputs let go of their connections (at
+        most :data:`STOP_INPUTS_S`), then the machines finish their queues (their
         webhooks get what is left of a share of the budget; undelivered ones stay in their
         outboxes), then history goes to the store if it is up — for at most
         :data:`STOP_DRAIN_S` — and otherwise, or after that, stays in the spool for the next
