@@ -692,7 +692,8 @@ def _run(args: argparse.Namespace) -> int:
     from pdm.config import load_pipeline
     from pdm.history import default_data_dir
     from pdm.replay import check_speed, resolve_store
-    from pdm.service.app import Service, ServiceOptions, parse_fault
+    from pdm.service.app import Service, ServiceOptions
+    from pdm.service.inputs import parse_fault
 
     pipelines = [load_pipeline(p) for p in args.pipelines]
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()

@@ -2,15 +2,10 @@
 
 One :class:`~pdm.service.runner.MachineRunner` per pipeline (its own thread
 and bounded queue), one history writer (queue + disk spool) for all, one
-alarm state store, the control API on localhost, and a watchdog. Sources:
-
-* ``--listen HOST:PORT`` — the TCP stream input (docs/stream-protocol.md);
-  frames are routed to the pipeline whose machine id or one of whose sensor
-  ids the frame names; a machine silent for ``--silence-s`` is a
-  ``sensor_fault`` of its sensors;
-* ``--simulate`` — the seeded simulator, paced to real time, with faults on a
-  schedule (``--fault bpfo:0.3@120+600``: kind, amplitude in g, onset s, ramp s);
-* ``--replay FILE`` — a CSV recording paced to real time × ``--speed``.
+alarm state store, the control API on localhost, and a watchdog. The inputs
+(``--listen``, ``--mqtt``, ``--simulate``, ``--replay``) are
+:class:`~pdm.service.inputs.ServiceInputs`'s: it routes each chunk to its machine; this
+module starts and stops them through it, in the service's order.
 
 Shutdown (SIGTERM, Ctrl-C): sources stop, runners finish their queues, every
 relay drops (fail-safe), webhooks get a few seconds, history is delivered or
@@ -27,41 +22,57 @@ Model updates (the watcher, shadow, promote, rollback, uploads) are
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import gc
 import json
 import logging
 import math
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
+
+import numpy as np
 
 from pdm.alarms.state import MachineAlarm, check_operator_text
+from pdm.appliance import appliance_id
 from pdm.config import Pipeline
+from pdm.dsp.iso import iso_zone
 from pdm.errors import ConfigError
 from pdm.history import open_store, spool_path
 from pdm.history.base import StoreURL
 from pdm.history.records import Event
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
-from pdm.service.api import APIError, Readable
+from pdm.publish.config import build_publishers, machine_infos
+from pdm.publish.feed import StateFeed, encode
+from pdm.publish.hub import PublishHub
+from pdm.publish.model import Snapshot, TransitionEvent
+from pdm.scoring.signing import verify_bundle
+from pdm.service.api import (
+    UNIX_PREFIX,
+    APIError,
+    ControlAPI,
+    Readable,
+    api_token,
+    health_report,
+    history_health,
+    machine_status,
+)
 from pdm.service.bundles import BUNDLE_LIMITS, clean_uploads, extract_bundle
+from pdm.service.inputs import ServiceInputs, parse_hostport
+from pdm.service.metrics import ServiceMetrics
 from pdm.service.models import ModelManager
-from pdm.service.runner import MachineRunner
-from pdm.service.shedding import LEVELS, ShedPolicy
+from pdm.service.runner import MachineRunner, RunnerPool
+from pdm.service.shedding import LEVELS, ShedChange, ShedPolicy
 from pdm.service.signals import stop_on_signals
-from pdm.sources.base import Chunk
+from pdm.service.watchdog import stall_verdict, thread_cpu_s
 from pdm.supervision.store import AlarmStore
-
-if TYPE_CHECKING:
-    from pdm.service.shedding import ShedChange
-    from pdm.sources.tcp import StreamKeys
 
 __all__ = [
     "BUNDLE_LIMITS",
@@ -69,8 +80,6 @@ __all__ = [
     "Service",
     "ServiceOptions",
     "extract_bundle",
-    "parse_fault",
-    "parse_hostport",
 ]
 
 log = logging.getLogger("pdm.service")
@@ -85,18 +94,15 @@ WRITER_NICE = 10
 #: 0.25 s gave no better p99 for 50 % more writer CPU); also the most feature and score
 #: rows a kill -9 can lose.
 WRITER_FLUSH_S = 0.5
-#: Input events (connections, refusals) go to history at most once a minute per kind and
-#: peer, with a count of those held back: a peer that connects or sends bad frames in a loop
-#: must not fill the history.
-INPUT_EVENT_INTERVAL_S = 60.0
 #: SIGTERM to exit, at most, s (measured with the history store down or hanging: see
 #: docs/service.md): under Docker's default 10 s before SIGKILL.
 STOP_BUDGET_S = 8.0
 #: Of that, kept for history at the end (drain while the store is up, spool the rest), s.
 STOP_HISTORY_S = 3.0
 STOP_DRAIN_S = 2.0
-#: ``/health`` shows a machine not ok while its data was refused this recently, s.
-REFUSAL_HEALTH_S = 60.0
+#: Of that, at most for the push inputs to let go of their connections, s (the processing
+#: thread polls the stream input at least every 0.5 s).
+STOP_INPUTS_S = 2.0
 
 
 @dataclass
@@ -128,7 +134,7 @@ class ServiceOptions:
     #: reach every worker; each keeps its own and leaves the others' alone).
     sibling_ids: frozenset[str] = frozenset()
     #: Stream input limits (pdm/sources/tcp.py, TcpStreamServer): the largest frame (None:
-    #: sized from the pipelines, ``frame_limit``), the bytes of incomplete frames across
+    #: sized from the pipelines, ``ServiceInputs.frame_limit``), the bytes of incomplete frames across
     #: connections (None: 4 frames, at least 64 MiB), connections at once and per address
     #: (None: sized from the pipelines' sensors, pdm/service/limits.py).
     max_frame_bytes: int | None = None
@@ -141,36 +147,6 @@ class ServiceOptions:
     #: ``publish_feed`` instead: its machines' states go to the supervisor, which publishes.
     publish: Any = None
     publish_feed: bool = False
-
-
-def parse_fault(text: str) -> Any:
-    """``KIND:AMP_G@ONSET_S[+RAMP_S]`` → a simulator FaultSpec (e.g. ``bpfo:0.3@120+600``)."""
-    from pdm.sources.simulator import FaultSpec
-
-    try:
-        kind, rest = text.split(":", 1)
-        amp, _, when = rest.partition("@")
-        onset, _, ramp = (when or "0").partition("+")
-        return FaultSpec(kind.strip(), float(amp), float(onset), float(ramp or 0))  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"--fault {text!r}: expected KIND:AMP_G@ONSET_S[+RAMP_S] ({exc})"
-        ) from exc
-
-
-def _when(t: float) -> str:
-    """POSIX seconds as ISO 8601 UTC, or as seconds when no calendar date fits."""
-    if math.isfinite(t) and -62_135_596_800 <= t <= 253_402_300_799:  # years 1..9999
-        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
-    return f"{t:.4g} s since 1970"
-
-
-def parse_hostport(text: str, flag: str) -> tuple[str, int]:
-    """``HOST:PORT`` from a flag's value (no host: 127.0.0.1); ConfigError naming ``flag`` else."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{flag} {text!r}: expected HOST:PORT")
-    return host or "127.0.0.1", int(port)
 
 
 def run_until_stopped(
@@ -193,8 +169,6 @@ def start_control_api(backend: Any, address: str) -> Any:
     """The control API on ``HOST:PORT`` or ``unix:PATH``. A token set (``PDM_API_TOKEN`` or
     ``PDM_API_TOKEN_FILE``) is required on every request but ``/health``, whatever the
     address; without one, only loopback or a Unix socket may serve it."""
-    from pdm.service.api import UNIX_PREFIX, ControlAPI, api_token
-
     token = api_token()
     if address.startswith(UNIX_PREFIX):
         return ControlAPI(backend, host=address, token=token).start()
@@ -204,7 +178,6 @@ def start_control_api(backend: Any, address: str) -> Any:
 
 def _hub_sender(hub: Any, appliance: str) -> Any:
     """The feed's ``send`` into a hub of the same process."""
-    from pdm.publish.model import Snapshot, TransitionEvent
 
     def send(transitions: list[Any], states: list[dict[str, Any]]) -> None:
         hub.offer(
@@ -221,10 +194,6 @@ def _hub_sender(hub: Any, appliance: str) -> Any:
 def _window_readings(r: MachineRunner) -> dict[str, Any]:
     """``/status``'s readings of the newest window: the highest velocity RMS of the machine's
     channels (mm/s) and its ISO 10816-3 zone, the diagnosis confidence, the sensor ids."""
-    import numpy as np
-
-    from pdm.dsp.iso import iso_zone
-
     velocity = zone = None
     values = getattr(r, "last_values", None)
     names = r.features.extractor.names
@@ -242,18 +211,6 @@ def _window_readings(r: MachineRunner) -> dict[str, Any]:
         "diagnosis_confidence": conf if isinstance(conf, int | float) else None,
         "sensors": [s.id for s in r.pipeline.sensors],
     }
-
-
-def _raise_fd_limit() -> None:
-    """Soft open-files limit up to the hard one: a connection per machine needs descriptors."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
 
 
 class Service:
@@ -284,50 +241,25 @@ class Service:
                 and p.model_dir is not None
                 and (p.model_dir / "model.json").exists()
             ):
-                from pdm.scoring.update import verify_bundle
-
                 verify_bundle(p.model_dir, p.model_public_keys)  # ModelError: refuse to start
         self.pipelines = list(pipelines)
-        self.stream_keys: StreamKeys | None = None
-        if opts.listen:
-            from pdm.sources.tcp import StreamKeys
-
-            # Read (and checked: ConfigError) before anything starts.
-            self.stream_keys = StreamKeys.from_env()
-        # Stream id (a machine id or a sensor id) → its pipeline and columns: looked up for
-        # every frame (a scan over the pipelines per frame was most of the network reader's
-        # time with a hundred machines). The first pipeline naming an id has it.
-        self._by_stream_id: dict[str, tuple[Pipeline, tuple[str, ...]]] = {}
-        for p in self.pipelines:
-            for key in (p.machine.id, *(s.id for s in p.sensors)):
-                self._by_stream_id.setdefault(key, (p, tuple(p.columns)))
         self.opts = opts
         #: Set by SIGTERM/SIGINT (the command installs the handler before it builds the
         #: service, so a signal during start stops it cleanly once started).
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.runners: dict[str, MachineRunner] = {}
-        self._threads: list[threading.Thread] = []
         self._watchdog_faults: set[str] = set()
-        self._silent: set[str] = set()
         self.started = time.monotonic()
         self.api: Any = None
-        self.tcp: Any = None
-        self.mqtt: Any = None
-        self.m: Any = None  # ServiceMetrics
+        self.m: ServiceMetrics | None = None
         self.feed: Any = None  # pdm.publish.feed.StateFeed
         self.hub: Any = None  # pdm.publish.hub.PublishHub (not in a worker)
         self._ctl: Any = None  # a worker's socket to its supervisor
         self._ctl_lock = threading.Lock()
         self._stages: dict[str, Any] = {}  # stage -> its latency histogram series
         self.models = ModelManager(self.runners, self.opts, self.stop_event, self._event)
-        #: Data refused by :meth:`route`: machine → cause → count, and the latest refusal.
-        self._refusals: dict[str, dict[str, int]] = {}
-        self._last_refusal: dict[str, tuple[float, str]] = {}
-        self._refusals_lock = threading.Lock()
-        #: Input events recorded in history: at most one per kind and peer a minute.
-        from pdm.loglimit import LogLimiter
-
-        self._input_events = LogLimiter(INPUT_EVENT_INTERVAL_S)
+        # (reads the stream keys now: ConfigError before anything starts)
+        self.inputs = ServiceInputs(self.pipelines, opts, self.runners, self.stop_event)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Service:
@@ -352,16 +284,8 @@ class Service:
             flush_interval_s=WRITER_FLUSH_S,
         )
         self.alarm_store = AlarmStore(o.data_dir / "alarms.db")
-        try:
-            from pdm.appliance import appliance_id
-            from pdm.service.metrics import ServiceMetrics
-
-            # Every sample labelled with the appliance: many appliances, one Prometheus.
-            self.m = ServiceMetrics(appliance=appliance_id())
-        except ImportError:  # pragma: no cover — metrics module absent in a partial install
-            self.m = None
-        from pdm.service.runner import RunnerPool
-
+        # Every sample labelled with the appliance: many appliances, one Prometheus.
+        self.m = ServiceMetrics(appliance=appliance_id())
         self.pool = RunnerPool()
         # The history writer binds its statements while the processing waits for work.
         self.writer.yield_to = self.pool.idle
@@ -392,21 +316,7 @@ class Service:
                 f"pdm-edge run: {len(self.runners)} machine(s): {', '.join(self.runners)}",
             )
         )
-        if o.listen or o.mqtt:
-            from pdm.sources.tcp import SilenceWatch
-
-            # Expected from the start: a machine that never connects goes silent too.
-            self._seen = SilenceWatch(self.opts.silence_s, expected=list(self.runners))
-            self._spawn(self._silence, name="silence")
-        if o.listen:
-            self._start_tcp(*parse_hostport(o.listen, "--listen"))
-        if o.mqtt:
-            self._start_mqtt(o.mqtt)
-        if o.simulate:
-            for p in self.pipelines:
-                self._spawn(self._simulate, p, name=f"sim-{p.machine.id}")
-        for path in o.replay:
-            self._spawn(self._replay, self.pipelines[0], path, name="replay")
+        self.inputs.start(self.writer, self.pool)
         self._spawn(self._watchdog, name="watchdog")
         self.models.note_live_models()
         for p in self.pipelines:
@@ -431,8 +341,6 @@ class Service:
     def _start_control(self, fd: int) -> None:
         """Worker of a supervisor: report the API port, then adopt the connections it
         hands over (SCM_RIGHTS) until it goes away — then stop."""
-        import socket
-
         ctl = self._ctl = socket.socket(fileno=fd)
         with self._ctl_lock:
             ctl.send(b"ready")
@@ -449,10 +357,7 @@ class Service:
                 peer, _, received = msg.partition(b"\n")
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
-                    if self.tcp is not None:
-                        self.tcp.adopt(sock, peer.decode(errors="replace") or "peer", received)
-                    else:
-                        sock.close()
+                    self.inputs.adopt(sock, peer.decode(errors="replace") or "peer", received)
             if not self.stop_event.is_set():
                 log.error("the supervisor went away; stopping")
                 self.stop_event.set()
@@ -463,16 +368,10 @@ class Service:
         """The machines' states out to the plant (pdm/publish), off the processing thread: a
         feed of this process's machines, to a hub of its own or — in a worker — over the
         control socket to the supervisor's hub, which serves every worker's machines."""
-        from pdm.appliance import appliance_id
-        from pdm.publish.feed import StateFeed
-
         o = self.opts
         if o.publish_feed and self._ctl is not None:
             send = self._send_to_supervisor
         else:
-            from pdm.publish.config import build_publishers, machine_infos
-            from pdm.publish.hub import PublishHub
-
             appliance = appliance_id()
             pubs = build_publishers(
                 o.publish, appliance=appliance, data_dir=o.data_dir, acknowledge=self.acknowledge
@@ -492,11 +391,6 @@ class Service:
     def _send_to_supervisor(self, transitions: list[Any], states: list[Any]) -> None:
         """A worker's feed: publish messages on the control socket (waits for room, never
         for more than a second a message: the supervisor reads them as they come)."""
-        import select
-        import socket
-
-        from pdm.publish.feed import encode
-
         ctl = self._ctl
         for msg in encode(transitions, states):
             deadline = time.monotonic() + 1.0
@@ -512,9 +406,7 @@ class Service:
                         select.select([], [ctl], [], left)
 
     def _spawn(self, target: Any, *args: Any, name: str) -> None:
-        t = threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
+        threading.Thread(target=target, args=args, name=f"pdm-{name}", daemon=True).start()
 
     def run_forever(self) -> int:
         """Run until SIGTERM/SIGINT (or the sources end); then stop cleanly."""
@@ -524,13 +416,12 @@ class Service:
         if self.opts.parent_pid and os.getppid() != self.opts.parent_pid:
             log.error("the supervisor (pid %d) is gone; stopping", self.opts.parent_pid)
             return True
-        sources = [t for t in self._threads if t.name.startswith(("pdm-sim-", "pdm-replay"))]
-        live = self.opts.listen or self.opts.mqtt
-        return bool(sources) and not any(t.is_alive() for t in sources) and not live
+        return self.inputs.finished()
 
     def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
         """Stop within ``budget_s`` in all (:data:`STOP_BUDGET_S`, under Docker's default 10 s
-        before SIGKILL): every relay drops first, then the machines finish their queues (their
+        before SIGKILL): every relay drops first, the inputs let go of their connections (at
+        most :data:`STOP_INPUTS_S`), then the machines finish their queues (their
         webhooks get what is left of a share of the budget; undelivered ones stay in their
         outboxes), then history goes to the store if it is up — for at most
         :data:`STOP_DRAIN_S` — and otherwise, or after that, stays in the spool for the next
@@ -547,15 +438,7 @@ class Service:
                     True, "the appliance stops", source="stop", announce=False
                 )
             )
-        if self.tcp is not None:
-            self.tcp.stop(timeout_s=2.0)  # polled by the processing thread at least every 0.5 s
-            # A stopped receiver's poll returns at once: left as the pool's poller, the
-            # processing thread spun on it holding the interpreter lock, and this thread's
-            # every return from I/O waited up to the switch interval for it (each machine's
-            # stop took ~130 ms; 75 of them outlasted the budget and the worker was killed).
-            self.pool.poller = None  # the pool waits on its ready queue instead
-        if self.mqtt is not None:
-            self.mqtt.stop()
+        self.inputs.stop(min(deadline, time.monotonic() + STOP_INPUTS_S))
         runners = list(self.runners.values())
         for i, runner in enumerate(runners):  # each an equal share of what is left
             runner.stop(timeout=max(0.1, (left() - STOP_HISTORY_S) / (len(runners) - i)))
@@ -574,241 +457,6 @@ class Service:
         self.alarm_store.close()
         if self.api is not None:
             self.api.stop(timeout=max(0.2, min(1.0, left())))
-
-    # -- sources ------------------------------------------------------------------------------
-    def route(self, sensor_id: str, chunk: Chunk) -> None:
-        """A chunk from the network: to the machine it names (machine id or a sensor id).
-
-        Checked against the pipeline first: its channels, its sample rate (within 1 ppm;
-        the pipeline's exact rate is used), and a first sample within
-        ``[acquisition] max_clock_behind_s`` .. ``max_clock_ahead_s`` of the appliance's
-        clock. Anything else raises :class:`~pdm.sources.tcp.FrameRefused` (counted per
-        machine and cause, shown in ``/status`` and ``/health``): never accepted.
-        """
-        from pdm.sources.tcp import FrameRefused
-
-        found = self._by_stream_id.get(sensor_id)
-        if found is None:
-            raise FrameRefused(
-                f"no pipeline watches {sensor_id!r} (a machine id or sensor id)", "unknown_sensor"
-            )
-        p, columns = found
-        machine = p.machine.id
-        if tuple(chunk.channels) != columns:
-            self._refuse(
-                machine,
-                "channels",
-                f"{sensor_id}: channels {list(chunk.channels)} are not the pipeline's "
-                f"{list(columns)} ({p.source_path})",
-            )
-        acq = p.acquisition
-        fs = float(acq.sample_rate_hz or 0.0)
-        if chunk.fs != fs:
-            if not abs(chunk.fs - fs) <= 1e-6 * fs:  # (NaN fails too)
-                self._refuse(
-                    machine,
-                    "sample_rate",
-                    f"{sensor_id}: sample rate {chunk.fs:.6g} Hz is not the pipeline's "
-                    f"{fs:g} Hz ({p.source_path})",
-                )
-            chunk = dataclasses.replace(chunk, fs=fs)
-        now = time.time()
-        ahead = chunk.t0 - now
-        if not -acq.max_clock_behind_s <= ahead <= acq.max_clock_ahead_s:
-            side = "ahead of" if ahead > 0 else "behind"
-            self._refuse(
-                machine,
-                "clock",
-                f"{sensor_id}: the first sample's time {_when(chunk.t0)} is {abs(ahead):.4g} s "
-                f"{side} the appliance's clock; a live input takes "
-                f"{acq.max_clock_behind_s:g} s behind to {acq.max_clock_ahead_s:g} s ahead "
-                "([acquisition] max_clock_behind_s, max_clock_ahead_s)",
-            )
-        self.runners[machine].offer(chunk)
-
-    def _refuse(self, machine: str, cause: str, message: str) -> NoReturn:
-        """Count a refusal of ``machine``'s data and raise it (the input logs it, limited)."""
-        from pdm.sources.tcp import FrameRefused
-
-        with self._refusals_lock:
-            counts = self._refusals.setdefault(machine, {})
-            counts[cause] = counts.get(cause, 0) + 1
-            self._last_refusal[machine] = (time.monotonic(), message)
-        raise FrameRefused(message, cause)
-
-    def frame_limit(self) -> int:
-        """The stream input's largest frame, bytes: ``max_frame_bytes`` if given, else sized
-        from the pipelines (:func:`~pdm.sources.tcp.frame_limit`, the largest of theirs)."""
-        from pdm.sources.tcp import frame_limit
-
-        if self.opts.max_frame_bytes is not None:
-            return self.opts.max_frame_bytes
-        return max(
-            frame_limit(
-                float(p.acquisition.sample_rate_hz or 0.0),
-                p.acquisition.window_samples,
-                len(p.columns),
-            )
-            for p in self.pipelines
-        )
-
-    def _input_event(self, kind: str, detail: str) -> Event | None:
-        """The history event of an input's ``kind`` event, or None while that kind from that
-        peer is held back (:data:`INPUT_EVENT_INTERVAL_S`); the next one counts them."""
-        from pdm.sources.tcp import peer_host
-
-        first = detail.removeprefix("stream from ").split(" ", 1)[0].rstrip(":,")
-        held = self._input_events.check((kind, peer_host(first)))
-        if held is None:
-            return None
-        more = f" ({held} more like this from this peer held back)" if held else ""
-        level = "info" if kind in ("stream_connected", "mqtt_connected") else "warning"
-        return Event("appliance", time.time_ns(), kind, level, detail + more)
-
-    def _start_tcp(self, host: str, port: int) -> None:
-        from pdm.sources.tcp import TcpStreamServer
-
-        def on_chunk(sensor_id: str, chunk: Chunk) -> None:
-            self.route(sensor_id, chunk)  # InputError: rejected, and no sign of life
-            self._seen.seen(self._machine_of(sensor_id))
-
-        # Connection events are history events, spooled (fsynced) when submitted. Those of
-        # one poll go in one submit: when a switch restarts, hundreds of connections close
-        # at once, and an fsync each held the processing up (measured: 400 closing at once
-        # delayed the windows waiting by 50-150 ms).
-        pending: list[Event] = []
-        pool = self.pool
-
-        def on_event(kind: str, detail: str) -> None:
-            ev = self._input_event(f"stream_{kind}", detail)
-            if ev is None:
-                pass
-            elif pool is not None and pool.on_thread:
-                pending.append(ev)  # submitted when the poll returns
-            else:
-                self.writer.submit(ev)
-
-        from pdm.service.limits import InputLimits
-
-        _raise_fd_limit()
-        o = self.opts
-        limits = InputLimits.sized(
-            self.pipelines, max_connections=o.max_connections, max_per_peer=o.max_per_peer
-        )
-        # Read by the processing thread between its rounds (RunnerPool.drive), not by a
-        # thread of its own that would contend with it for the interpreter lock.
-        tcp = self.tcp = TcpStreamServer(
-            host,
-            port,
-            on_chunk=on_chunk,
-            on_event=on_event,
-            max_connections=limits.max_connections,
-            max_per_peer=limits.max_per_peer,
-            first_byte_timeout_s=limits.first_frame_s,
-            max_frame_bytes=self.frame_limit(),
-            max_input_bytes=o.max_input_bytes,
-            keys=self.stream_keys,
-        )
-        # A worker listens on no port: its supervisor hands it the connections.
-        tcp.start(driven=pool is not None, listen=o.control_fd is None)
-        if pool is not None:
-
-            def poll(timeout: float) -> None:
-                try:
-                    tcp.poll(timeout)
-                finally:
-                    if pending:
-                        events = pending[:]
-                        pending.clear()
-                        self.writer.submit(*events)
-
-            pool.drive(poll)
-        if self.opts.worker is None:
-            log.warning("stream input on %s:%d: %s", host, self.tcp.port, limits.describe())
-
-    def _start_mqtt(self, url: str) -> None:
-        from pdm.sources.mqtt import MqttSource, default_client_id, parse_mqtt_url
-
-        worker = self.opts.worker
-
-        def on_chunk(sensor_id: str, chunk: Chunk) -> None:
-            if sensor_id in self.opts.sibling_ids:
-                return  # another worker's machine: it gets the same message
-            if worker not in (None, 0) and self._machine_of(sensor_id) not in self.runners:
-                return  # unknown everywhere: worker 0 reports it, once
-            self.route(sensor_id, chunk)  # InputError: rejected, and no sign of life
-            self._seen.seen(self._machine_of(sensor_id))
-
-        def on_event(kind: str, detail: str) -> None:
-            ev = self._input_event(kind, detail)
-            if ev is not None:
-                self.writer.submit(ev)
-
-        client_id = None
-        if worker is not None:  # one persistent session per worker
-            client_id = default_client_id(parse_mqtt_url(url))[:-3] + f"w{worker:02d}"
-        self.mqtt = MqttSource(url, on_chunk=on_chunk, on_event=on_event, client_id=client_id)
-        self.mqtt.start()
-        if worker is None:
-            log.warning("MQTT input: %r", self.mqtt)
-
-    def _machine_of(self, sensor_id: str) -> str:
-        found = self._by_stream_id.get(sensor_id)
-        return found[0].machine.id if found is not None else sensor_id
-
-    def _silence(self) -> None:
-        while not self.stop_event.wait(0.5):
-            now = time.monotonic()
-            silent = set(self._seen.silent(now)) & set(self.runners)
-            with self.writer.together():  # a switch that fails silences many at once
-                for machine in silent - self._silent:
-                    runner = self.runners[machine]
-                    sensors = [s.id for s in runner.pipeline.sensors]
-                    reason = f"source silent for more than {self.opts.silence_s:g} s"
-                    self.writer.submit(*runner.engine.source_silent(sensors, reason))
-            self._silent = silent
-
-    def _simulate(self, p: Pipeline) -> None:
-        import dataclasses
-
-        from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
-
-        base = SimSpec()
-        bearing = next((p.bearing_for(c) for c in p.columns if p.bearing_for(c)), None)
-        speed = p.machine.speed
-        spec = dataclasses.replace(
-            base,
-            fs=float(p.acquisition.sample_rate_hz or base.fs),
-            duration_s=self.opts.duration_s,
-            rpm=speed.nominal if speed is not None else base.rpm,
-            bearing=bearing or base.bearing,
-            channels=tuple(p.columns),
-            faults=(FaultSpec("unbalance", 0.05), *self.opts.faults),
-            start_time=time.time(),
-            seed=self.opts.seed,
-        )
-        self._paced(p, Simulator(spec, chunk_samples=max(256, int(spec.fs // 10))).chunks())
-
-    def _replay(self, p: Pipeline, path: str) -> None:
-        from pdm.processing import open_recording
-
-        rec, _ = open_recording(path, p, start_time=time.time())
-        with rec:
-            self._paced(p, rec.chunks())
-
-    def _paced(self, p: Pipeline, chunks: Any) -> None:
-        runner = self.runners[p.machine.id]
-        wall0 = time.monotonic()
-        t_first: float | None = None
-        for chunk in chunks:
-            if self.stop_event.is_set():
-                return
-            t_first = chunk.t0 if t_first is None else t_first
-            due = (chunk.t0 + chunk.n_samples / chunk.fs - t_first) / self.opts.speed
-            ahead = due - (time.monotonic() - wall0)
-            if ahead > 0 and self.stop_event.wait(ahead):
-                return
-            runner.offer(chunk)
 
     # -- safe model updates (pdm/service/models.py) ---------------------------------------------
     def _event(self, machine: str, kind: str, severity: str, msg: str, **detail: Any) -> None:
@@ -900,8 +548,6 @@ class Service:
         CPU: the machines with work waiting get ``appliance_fault`` after ``--stall-s``) or
         busy (computing: only after ``--max-lag-s``, the time within which each machine's
         data must be decided) — pdm/service/watchdog.py."""
-        from pdm.service.watchdog import stall_verdict, thread_cpu_s
-
         beat_seen = -1.0  # the heartbeat last seen, and the thread's CPU time then
         cpu_then: float | None = None
         said = ""
@@ -963,8 +609,6 @@ class Service:
         """One machine's ``/status`` entry (KeyError: not one of this process's): what the
         publishers publish too (pdm/publish), with ``alarm`` as the alarm state when given
         (the state a transition left)."""
-        from pdm.service.api import machine_status
-
         r = self.runners[machine]
         st = alarm if alarm is not None else r.engine.state
         assert st is not None
@@ -991,9 +635,7 @@ class Service:
             model_version=model.version if model else None,
             last_window_ns=None if last is None else round(last * 1e9),
         )
-        with self._refusals_lock:
-            refused = dict(self._refusals.get(machine, {}))
-            last_refusal = self._last_refusal.get(machine)
+        refused, last_refused = self.inputs.refusals_of(machine)
         d.update(
             learning=bool(r.scores is not None and r.scores.learning),
             teach_in=r.scores.teach_in_status() if r.scores is not None else None,
@@ -1003,30 +645,18 @@ class Service:
             error=r.error or None,
             shadow=r.shadow.as_dict() if r.shadow is not None else None,
             refused=refused,
-            last_refused=last_refusal[1] if last_refusal else None,
+            last_refused=last_refused,
             **_window_readings(r),
             # the worker's shedding level, and what it left out of this machine's work
             shedding={**self._shedding_status(), "shed": dict(r.stats.shed)},
         )
         return d
 
-    def _recent_refusal(self, machine: str, now: float) -> str:
-        """Why the machine's data was refused in the last :data:`REFUSAL_HEALTH_S` ('' if not)."""
-        with self._refusals_lock:
-            last = self._last_refusal.get(machine)
-            counts = dict(self._refusals.get(machine, {}))
-        if last is None or now - last[0] > REFUSAL_HEALTH_S:
-            return ""
-        total = ", ".join(f"{cause} {n}" for cause, n in sorted(counts.items()))
-        return f"data refused ({total} since start); latest: {last[1]}"
-
     def health(self) -> dict[str, Any]:
-        from pdm.service.api import health_report, history_health
-
         checks: dict[str, tuple[bool, str]] = {}
         now = time.monotonic()
         for machine, r in self.runners.items():
-            refused = self._recent_refusal(machine, now)
+            refused = self.inputs.recent_refusal(machine, now)
             ok = (
                 r.alive
                 and machine not in self._watchdog_faults
@@ -1113,15 +743,4 @@ class Service:
         m.appliance_fault.set(1.0 if any_fault else 0.0)
         m.observe_shedding(self.pool.shedder, [r.stats.shed for r in self.runners.values()])
         m.observe_history(snap)
-        with self._refusals_lock:
-            refusals = {k: dict(v) for k, v in self._refusals.items()}
-        for machine, counts in refusals.items():
-            for cause, n in counts.items():
-                m.frames_refused_total.labels(machine=machine, cause=cause).set_total(n)
-        if self.tcp is not None:
-            for cause, n in {**self.tcp.refused, **self.tcp.rejected}.items():
-                m.input_refused_total.labels(input="tcp", cause=cause).set_total(n)
-        if self.mqtt is not None:
-            m.input_refused_total.labels(input="mqtt", cause="rejected").set_total(
-                self.mqtt.rejected
-            )
+        self.inputs.observe(m)

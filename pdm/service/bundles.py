@@ -14,8 +14,9 @@ import re
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import Any, Self, cast
 
 from pdm.core.files import fsync_dir
 from pdm.service.api import Readable
@@ -113,23 +114,63 @@ class _Capped:
 
 
 class _BoundedInfo(tarfile.TarInfo):
-    """Refuses oversized pax / GNU headers and special members before tarfile reads them."""
+    """Refuses oversized pax / GNU headers and sparse members from their header block, before
+    tarfile reads what they announce into memory (:meth:`tarfile.TarInfo.frombuf` parses each
+    header block: a ``tarinfo=`` class's public hook)."""
 
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in (
             tarfile.GNUTYPE_LONGNAME,
             tarfile.GNUTYPE_LONGLINK,
             tarfile.XHDTYPE,
             tarfile.XGLTYPE,
             tarfile.SOLARIS_XHDTYPE,
         ):
-            if self.size > _TAR_HEADER_MAX:
+            if info.size > _TAR_HEADER_MAX:
                 raise ValueError(
-                    f"a tar extended header of {self.size} bytes; at most {_TAR_HEADER_MAX}"
+                    f"a tar extended header of {info.size} bytes; at most {_TAR_HEADER_MAX}"
                 )
-        elif self.type == tarfile.GNUTYPE_SPARSE:
-            raise ValueError(f"member {self.name!r}: a sparse file, not a regular file")
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+        elif info.type == tarfile.GNUTYPE_SPARSE:
+            raise ValueError(f"member {info.name!r}: a sparse file, not a regular file")
+        return info
+
+
+def _bundle_filter(written: list[str]) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]:
+    """The extraction filter of a bundle (``TarFile.extractall(filter=...)``): called with each
+    member's header before its data is read; appends each file's name to ``written``."""
+
+    def check(m: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        name = m.name
+        if name.startswith("/") or PurePosixPath(name).is_absolute():
+            raise ValueError(f"member {name!r}: an absolute path")
+        if ".." in name.replace("\\", "/").split("/"):
+            raise ValueError(f"member {name!r}: '..' in its path")
+        parts = PurePosixPath(name).parts
+        if not parts and m.isdir():
+            return None  # the "." entry of `tar -C DIR .`
+        if len(parts) != 1 or parts[0] not in BUNDLE_LIMITS:
+            raise ValueError(
+                f"member {name!r}: a bundle holds only {', '.join(sorted(BUNDLE_LIMITS))}"
+            )
+        base = parts[0]
+        if not m.isreg():
+            raise ValueError(f"member {name!r}: not a regular file")
+        if base in written:
+            raise ValueError(f"member {name!r}: {base} twice")
+        if m.size > BUNDLE_LIMITS[base]:
+            raise ValueError(
+                f"member {name!r}: {m.size} bytes; {base} may have at most {BUNDLE_LIMITS[base]}"
+            )
+        try:  # and tarfile's own rules for data: inside dest, no link, no device, no owner
+            m = tarfile.data_filter(m, dest)
+        except tarfile.FilterError as exc:
+            raise ValueError(f"member {name!r}: {exc}") from exc
+        written.append(base)
+        return m.replace(name=base, mode=0o644, deep=False)
+
+    return check
 
 
 def extract_bundle(body: Readable, dest: Path) -> list[str]:
@@ -139,8 +180,9 @@ def extract_bundle(body: Readable, dest: Path) -> list[str]:
     ``./`` and the ``.`` entry of ``tar -C DIR .`` are fine), each at most
     :data:`BUNDLE_LIMITS` bytes, once each; ``model.json`` and ``model.onnx`` are required.
     Anything else — an absolute path, ``..``, a link or device, a directory, another file, a
-    duplicate, a size over its bound, not a tar.gz — raises ``ValueError`` naming the member.
-    Files are created 0644 with ``O_EXCL | O_NOFOLLOW`` and fsynced. Returns the names written.
+    duplicate, a size over its bound, not a tar.gz — raises ``ValueError`` naming the member,
+    from its header (the extraction filter), before its data is read. Files are created 0644
+    and fsynced. Returns the names written.
     """
     written: list[str] = []
     cap = sum(BUNDLE_LIMITS.values()) + (1 << 20)
@@ -149,52 +191,17 @@ def extract_bundle(body: Readable, dest: Path) -> list[str]:
             gzip.GzipFile(fileobj=cast(Any, body), mode="rb") as gz,
             tarfile.open(None, "r|", cast(Any, _Capped(gz, cap)), tarinfo=_BoundedInfo) as tar,
         ):
-            for m in tar:
-                name = m.name
-                if name.startswith("/") or PurePosixPath(name).is_absolute():
-                    raise ValueError(f"member {name!r}: an absolute path")
-                if ".." in name.replace("\\", "/").split("/"):
-                    raise ValueError(f"member {name!r}: '..' in its path")
-                parts = PurePosixPath(name).parts
-                if not parts and m.isdir():
-                    continue  # the "." entry of `tar -C DIR .`
-                if len(parts) != 1 or parts[0] not in BUNDLE_LIMITS:
-                    raise ValueError(
-                        f"member {name!r}: a bundle holds only {', '.join(sorted(BUNDLE_LIMITS))}"
-                    )
-                base = parts[0]
-                if not m.isreg():
-                    raise ValueError(f"member {name!r}: not a regular file")
-                if base in written:
-                    raise ValueError(f"member {name!r}: {base} twice")
-                if m.size > BUNDLE_LIMITS[base]:
-                    raise ValueError(
-                        f"member {name!r}: {m.size} bytes; {base} may have at most "
-                        f"{BUNDLE_LIMITS[base]}"
-                    )
-                src = tar.extractfile(m)
-                assert src is not None  # a regular file
-                _write_member(src, dest / base, m.size)
-                written.append(base)
+            tar.extractall(dest, filter=_bundle_filter(written))
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"not a tar.gz bundle: {exc}") from exc
     missing = [n for n in ("model.json", "model.onnx") if n not in written]
     if missing:
         raise ValueError(f"{' and '.join(missing)} missing from the bundle")
+    for base in written:
+        fd = os.open(dest / base, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     fsync_dir(dest)
     return written
-
-
-def _write_member(src: IO[bytes], path: Path, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(fd, 0o644)
-        left = size
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                raise ValueError(f"{path.name}: the archive ended inside it")
-            out.write(chunk)
-            left -= len(chunk)
-        out.flush()
-        os.fsync(fd)

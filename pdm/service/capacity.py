@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from pdm.config import Pipeline
+from pdm.processing import build_extractor
 from pdm.service.shedding import max_skipped_run
 
 __all__ = [
@@ -84,8 +85,6 @@ def usable_cores() -> float:
 def extraction_us(pipeline: Pipeline, *, batch: int = 4, repeats: int = 5) -> float:
     """The pipeline's feature extraction on this machine, µs per window (see the module
     docstring)."""
-    from pdm.processing import build_extractor
-
     acq = pipeline.acquisition
     fs = float(acq.sample_rate_hz or 0.0)
     ex = build_extractor(pipeline, fs)

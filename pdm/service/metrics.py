@@ -34,12 +34,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pdm.alarms.state import LEVELS
+from pdm.service.shedding import LEVELS as SHED_LEVELS
+from pdm.service.shedding import Shedder
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from pdm.history.writer import WriterStats
-    from pdm.service.shedding import Shedder
 
 __all__ = [
     "ALARM_STATES",
@@ -467,11 +468,9 @@ class ServiceMetrics:
 
     def observe_shedding(self, shedder: Shedder, shed: Sequence[Mapping[str, int]]) -> None:
         """Copy a worker's shedding level, its time per level and the machines' counts."""
-        from pdm.service.shedding import LEVELS
-
         self.shedding_level.set(float(shedder.rules.level))
         self.machines_parked.set(float(shedder.parked))
-        for level, seconds in zip(LEVELS, list(shedder.seconds), strict=True):
+        for level, seconds in zip(SHED_LEVELS, list(shedder.seconds), strict=True):
             self.shedding_seconds_total.labels(level=level.name).set_total(seconds)
         totals: dict[str, int] = {}
         for counts in shed:

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pdm.alarms.state import check_operator_text
 from pdm.errors import ConfigError, ModelError
+from pdm.scoring.candidate import CandidateReport, check_candidate
+from pdm.scoring.install import install_candidate
+from pdm.scoring.install import rollback as rollback_model
 from pdm.service.api import APIError, Readable
 from pdm.service.bundles import dir_stamp, discard_dir, extract_bundle, replace_dir
 from pdm.service.runner import MachineRunner
 
 if TYPE_CHECKING:
-    from pdm.scoring.update import CandidateReport
     from pdm.service.runner import ShadowRun
 
 __all__ = ["ModelManager", "UpdateOptions"]
@@ -86,8 +88,6 @@ class ModelManager:
 
     def _check(self, runner: MachineRunner, directory: Path) -> CandidateReport:
         """Every check of :func:`~pdm.scoring.update.check_candidate`, with the pipeline's keys."""
-        from pdm.scoring.update import check_candidate
-
         keys = runner.pipeline.model_public_keys or None
         return check_candidate(directory, runner.pipeline, runner.fs, public_keys=keys)
 
@@ -195,8 +195,6 @@ class ModelManager:
         (unknown machine), ``ValueError`` (no name), :class:`APIError` 404 (no candidate) or
         409 (the candidate changed since it was checked, was rejected, or is not checked yet).
         """
-        from pdm.scoring.update import install_candidate
-
         runner = self.runners[machine]
         by, comment = check_operator_text(by, comment)  # ValueError: 400
         root, name = self._model_paths(runner)
@@ -277,8 +275,6 @@ class ModelManager:
         ``ValueError`` (no name), :class:`APIError` 404 (no previous model) or 409 (it fails
         its check now, e.g. unsigned while keys are configured: nothing changes).
         """
-        from pdm.scoring.update import rollback
-
         runner = self.runners[machine]
         by, comment = check_operator_text(by, comment)  # ValueError: 400
         root, name = self._model_paths(runner)
@@ -295,7 +291,7 @@ class ModelManager:
                 raise APIError(409, msg) from exc
             old = runner.model_version
             try:
-                rollback(root, name)
+                rollback_model(root, name)
             except ModelError as exc:
                 raise APIError(503, str(exc)) from exc
             runner.swap_model(report.model)

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -54,10 +55,23 @@ from typing import Any
 
 import httpx
 
+from pdm.actions.relay import relay_from_url
+from pdm.appliance import appliance_id
 from pdm.config import Pipeline
 from pdm.errors import ConfigError, InputError
+from pdm.history.spool import Spool
 from pdm.loglimit import LogLimiter
-from pdm.service.api import APIError, Readable
+from pdm.publish.config import build_publishers, machine_infos
+from pdm.publish.feed import PREFIX, decode
+from pdm.publish.hub import PublishHub
+from pdm.publish.model import Snapshot, TransitionEvent
+from pdm.secrets import api_token
+from pdm.service.api import APIError, Readable, health_report
+from pdm.service.app import run_until_stopped, start_control_api
+from pdm.service.inputs import parse_hostport
+from pdm.service.limits import InputLimits
+from pdm.sources.codec import PEEK_BYTES, peek_sensor_id
+from pdm.sources.tcp import peer_host, peer_name
 
 __all__ = [
     "MAX_HANDSHAKES",
@@ -122,8 +136,6 @@ def adopt_orphan_spools(base: Path, keep: Sequence[Path], into: Path) -> int:
     workers about to start (``into`` among them). Returns the rows moved; an orphan is
     deleted once empty.
     """
-    from pdm.history.spool import Spool
-
     names = {p.name for p in keep}
     stem = base.stem
     moved = 0
@@ -200,8 +212,6 @@ def drop_relays(pipelines: Sequence[Pipeline], timeout_s: float = 3.0) -> dict[s
     relay stays energised with nothing left to decide it. A worker drops its relays first
     when it stops (app.Service.stop); a killed one may not have finished, and a Modbus coil
     keeps its last state. Returns machine → what happened (``dropped`` or why not)."""
-    from pdm.actions.relay import relay_from_url
-
     out: dict[str, str] = {}
 
     def drop(p: Pipeline) -> None:
@@ -275,8 +285,6 @@ class Supervisor:
         publish: Any = None,
         actions: str = "live",
     ) -> None:
-        from pdm.service.limits import InputLimits
-
         if len(files) != len(pipelines):
             raise ValueError("one pipeline per file")
         plan = plan_workers(pipelines, n)
@@ -322,8 +330,6 @@ class Supervisor:
         #: relays dropped from here (:func:`drop_relays`).
         self.actions = actions
         self.hub: Any = None
-        from pdm.appliance import appliance_id
-
         self.appliance = appliance_id()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -331,8 +337,6 @@ class Supervisor:
         """Start the workers and wait until each is ready; raises :class:`ConfigError` (and
         stops them all) when one cannot start: its pipeline fails to load, say. A service
         that would run some machines and silently not others must not start."""
-        from pdm.secrets import api_token
-
         self._token = api_token()  # ConfigError now rather than at the first request
         if self.publish is not None:
             self._start_hub()  # its ports taken (or refused) before any worker starts
@@ -340,8 +344,6 @@ class Supervisor:
         self.rundir = tempfile.mkdtemp(prefix="pdm-edge-")
         os.chmod(self.rundir, 0o700)
         if self.listen:
-            from pdm.service.app import parse_hostport
-
             host, port = parse_hostport(self.listen, "--listen")
             try:
                 # Room for every connection allowed to arrive at once (a gateway opening its
@@ -380,8 +382,6 @@ class Supervisor:
             self._thread(self._accept, "accept")
         self._thread(self._monitor, "monitor")
         if self.api_addr:
-            from pdm.service.app import start_control_api
-
             self.api = start_control_api(self, self.api_addr)
             log.warning("control API on %s", self.api.url)
         log.warning(
@@ -392,9 +392,6 @@ class Supervisor:
         return self
 
     def _start_hub(self) -> None:
-        from pdm.publish.config import build_publishers, machine_infos
-        from pdm.publish.hub import PublishHub
-
         pubs = build_publishers(
             self.publish,
             appliance=self.appliance,
@@ -409,9 +406,6 @@ class Supervisor:
 
     def _published(self, w: WorkerSpec, msg: bytes) -> None:
         """A worker's states and transitions, into the hub (only its own machines)."""
-        from pdm.publish.feed import decode
-        from pdm.publish.model import Snapshot, TransitionEvent
-
         if self.hub is None:
             return
         try:
@@ -473,8 +467,6 @@ class Supervisor:
 
     def _control(self, w: WorkerSpec, ctl: socket.socket) -> None:
         """Read the worker's messages (ready, an error, its published states); EOF: it ended."""
-        from pdm.publish.feed import PREFIX
-
         while True:
             try:
                 msg = ctl.recv(65536)
@@ -515,8 +507,6 @@ class Supervisor:
                     if w.ctl is not None:
                         w.ctl.close()
                     if self.hub is not None:  # published as /status shows it: unknown
-                        from pdm.publish.model import Snapshot
-
                         why = f"worker {w.index} ({', '.join(w.machines)}) is not running"
                         down = self._down_entries(w, why)
                         self.hub.offer(
@@ -528,8 +518,6 @@ class Supervisor:
                     self._spawn(w)
 
     def run_forever(self) -> int:
-        from pdm.service.app import run_until_stopped
-
         def finished() -> bool:  # every worker ended by itself (finite sources)
             return all(w.proc is not None and w.proc.poll() == 0 for w in self.workers)
 
@@ -581,9 +569,6 @@ class Supervisor:
         header at once is handed over within milliseconds, so idle connections cannot hold
         the door shut) and ``max_per_peer`` from one address. Refusals are counted by
         cause and logged at most once a minute per cause."""
-        import selectors
-
-        from pdm.sources.tcp import PEEK_BYTES, peek_sensor_id, peer_host, peer_name
 
         assert self._listener is not None
         sel = selectors.DefaultSelector()
@@ -746,8 +731,6 @@ class Supervisor:
         return out
 
     def health(self) -> dict[str, Any]:
-        from pdm.service.api import health_report
-
         checks: dict[str, tuple[bool, str]] = {}
         for w in self.workers:
             try:

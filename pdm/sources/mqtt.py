@@ -45,7 +45,6 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self, cast
@@ -63,7 +62,7 @@ from pdm.core.net import is_loopback
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.secrets import redact_url, secret_bytes
-from pdm.sources.base import Chunk
+from pdm.sources.base import Chunk, OnChunk, OnEvent
 
 # The name rules and the one-line sanitiser are the stream protocol's own: the same ids and
 # channel names must pass both inputs.
@@ -85,6 +84,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PASSWORD_ENV",
     "SESSION_EXPIRY_S",
+    "MqttInput",
     "MqttSource",
     "MqttUrl",
     "connect_async",
@@ -135,8 +135,6 @@ _FRACTION = re.compile(r"\d[.,](\d+)")
 _URL_FORM = "mqtt://[USER@]HOST[:PORT]/TOPIC (or mqtts:// for TLS)"
 
 MqttVersion = Literal["3.1.1", "5"]
-OnChunk = Callable[[str, Chunk], object]
-OnEvent = Callable[[str, str], object]
 
 
 # ---------------------------------------------------------------------- URL
@@ -996,3 +994,41 @@ class MqttSource:
             self._on_event(kind, detail)
         except Exception:
             log.exception("MQTT input: on_event(%r) failed", kind)
+
+
+class MqttInput:
+    """The MQTT subscriber as a :class:`~pdm.sources.base.PushSource` (a service's ``--mqtt``).
+
+    The URL is checked by the constructor (:class:`~pdm.errors.ConfigError`); the
+    :class:`MqttSource` is built by :meth:`start` with the callbacks. Its event kinds already
+    name it (``mqtt_connected``, ...).
+    """
+
+    name = "mqtt"
+
+    def __init__(self, url: str, *, client_id: str | None = None) -> None:
+        self.url = parse_mqtt_url(url)
+        self._url_text = url
+        self.client_id = client_id
+        self.source: MqttSource | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.url)
+
+    def start(self, on_chunk: OnChunk, on_event: OnEvent) -> None:
+        source = MqttSource(
+            self._url_text, on_chunk=on_chunk, on_event=on_event, client_id=self.client_id
+        )
+        self.source = source.start()
+
+    def stop(self, deadline: float) -> None:
+        if self.source is not None:
+            self.source.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+
+    def refused(self) -> dict[str, int]:
+        """Messages refused since start (:attr:`MqttSource.rejected`), as ``rejected``."""
+        return {} if self.source is None else {"rejected": self.source.rejected}
+
+    def __repr__(self) -> str:
+        return repr(self.source) if self.source is not None else f"MqttInput({self.address!r})"

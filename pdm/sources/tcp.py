@@ -9,9 +9,8 @@ Every violation is an :class:`~pdm.errors.InputError` with a one-line message
 ``stream from PEER, byte OFFSET: reason``, OFFSET counting from the first byte
 the peer sent on that connection.
 
-The codec's names, the stream keys and the silence watch that other rooms import from here
-are re-exported (``from pdm.sources.tcp import encode_frame`` keeps working); new code
-imports them from :mod:`pdm.sources.codec`, :mod:`pdm.sources.stream_keys` and
+The frame codec is :mod:`pdm.sources.codec` (shared with the MQTT input and ``pdm-edge
+send``), the stream keys :mod:`pdm.sources.stream_keys`, the silence watch
 :mod:`pdm.sources.silence`.
 """
 
@@ -25,71 +24,24 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
 from pdm.core.net import is_loopback
 from pdm.errors import InputError, PdmError
 from pdm.loglimit import LogLimiter
-from pdm.sources.base import Chunk
+from pdm.sources.base import OnChunk, OnEvent
 from pdm.sources.codec import (
-    AUTH_VERSION,
-    BAD_NAME_CHARS,
-    DTYPE_CODES,
-    HEAD,
-    MAGIC,
-    MAX_CHANNELS,
     MAX_FRAME_BYTES,
-    MAX_KEY_ID_BYTES,
-    MAX_NAME_BYTES,
-    MAX_SAMPLES,
-    PEEK_BYTES,
-    TAG_BYTES,
-    U16,
-    VERSION,
     Frame,
     FrameDecoder,
     FrameRefused,
-    encode_frame,
-    frame_limit,
-    name_problem,
-    ns_from_seconds,
-    peek_sensor_id,
 )
-from pdm.sources.silence import SilenceChanges, SilenceWatch
-from pdm.sources.stream_keys import KEYS_FILE_ENV, MIN_SECRET_BYTES, FrameSigner, StreamKeys
+from pdm.sources.stream_keys import StreamKeys
 
 __all__ = [
-    "AUTH_VERSION",
-    "BAD_NAME_CHARS",
-    "DTYPE_CODES",
-    "HEAD",
-    "KEYS_FILE_ENV",
-    "MAGIC",
-    "MAX_CHANNELS",
-    "MAX_FRAME_BYTES",
-    "MAX_KEY_ID_BYTES",
-    "MAX_NAME_BYTES",
-    "MAX_SAMPLES",
-    "MIN_SECRET_BYTES",
-    "PEEK_BYTES",
-    "TAG_BYTES",
-    "U16",
-    "VERSION",
-    "Frame",
-    "FrameDecoder",
-    "FrameRefused",
-    "FrameSigner",
-    "SilenceChanges",
-    "SilenceWatch",
-    "StreamKeys",
+    "TcpInput",
     "TcpStreamServer",
-    "encode_frame",
-    "frame_limit",
-    "name_problem",
-    "ns_from_seconds",
-    "peek_sensor_id",
     "peer_host",
     "peer_name",
 ]
@@ -105,9 +57,6 @@ _RECV_BYTES = 256 * 1024
 
 
 # ---------------------------------------------------------------------- server
-
-OnChunk = Callable[[str, Chunk], object]
-OnEvent = Callable[[str, str], object]
 
 
 @dataclass(eq=False)
@@ -197,7 +146,7 @@ class TcpStreamServer:
         peer would otherwise hold a slot for ever). None: never.
     max_frame_bytes : int
         Largest frame accepted (default and maximum: the protocol's 64 MiB; a service
-        sizes it from its pipelines with :func:`frame_limit`).
+        sizes it from its pipelines with :func:`~pdm.sources.codec.frame_limit`).
     max_per_peer : int
         Connections from one address at once.
     first_byte_timeout_s, frame_timeout_s : float
@@ -206,7 +155,7 @@ class TcpStreamServer:
         Bytes of incomplete frames held across all connections (default: 4 frames of
         ``max_frame_bytes``, at least 64 MiB).
     keys : StreamKeys, optional
-        Take only frames signed with these keys (version 2; see :class:`FrameDecoder`).
+        Take only frames signed with these keys (version 2; see :class:`~pdm.sources.codec.FrameDecoder`).
     log_interval_s : float
         At most one log line per cause per this many seconds.
 
@@ -830,6 +779,68 @@ class TcpStreamServer:
 
 #: After a connection that held this much closes, free memory goes back to the system.
 _TRIM_AFTER_BYTES = 1 << 20
+
+
+class TcpInput:
+    """The stream server as a :class:`~pdm.sources.base.PushSource` (a service's ``--listen``).
+
+    The server is built by :meth:`start` with the callbacks; its event kinds reach
+    ``on_event`` as ``stream_<kind>`` (``stream_connected``, ``stream_rejected``, ...).
+    ``driven``: no I/O thread, the caller's thread calls :meth:`poll` (the service's processing
+    thread does); ``listen=False``: no port, only connections handed to :meth:`adopt` (a
+    worker of a multi-process service). ``options`` are :class:`TcpStreamServer`'s limits
+    and ``keys``.
+    """
+
+    name = "tcp"
+
+    def __init__(
+        self, host: str, port: int, *, driven: bool = False, listen: bool = True, **options: Any
+    ) -> None:
+        self.host, self.port = host, port
+        self.driven, self.listen = driven, listen
+        self._options = options
+        self.server: TcpStreamServer | None = None
+
+    @property
+    def address(self) -> str:
+        port = self.server.port if self.server is not None else self.port
+        return f"{self.host}:{port}"
+
+    def start(self, on_chunk: OnChunk, on_event: OnEvent) -> None:
+        def event(kind: str, detail: str) -> None:
+            on_event(f"stream_{kind}", detail)
+
+        server = TcpStreamServer(
+            self.host, self.port, on_chunk=on_chunk, on_event=event, **self._options
+        )
+        self.server = server.start(driven=self.driven, listen=self.listen)
+
+    def stop(self, deadline: float) -> None:
+        if self.server is not None:
+            self.server.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+
+    def refused(self) -> dict[str, int]:
+        """:attr:`TcpStreamServer.refused` and :attr:`TcpStreamServer.rejected` together."""
+        s = self.server
+        return {} if s is None else {**s.refused, **s.rejected}
+
+    def poll(self, timeout: float) -> None:
+        """:meth:`TcpStreamServer.poll` (``driven``)."""
+        if self.server is not None:
+            self.server.poll(timeout)
+
+    def adopt(self, sock: socket.socket, peer: str, received: bytes = b"") -> None:
+        """:meth:`TcpStreamServer.adopt`; closes ``sock`` when not started."""
+        if self.server is not None:
+            self.server.adopt(sock, peer, received)
+        else:
+            sock.close()
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self.server.connections if self.server is not None else 0
 
 
 def _reset(sock: socket.socket) -> None:

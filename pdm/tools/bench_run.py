@@ -362,9 +362,9 @@ def _sender(
     measured: tuple[float, float], out: Any,
 ) -> None:  # fmt: skip
     """One connection per DAQ; frames of FRAME_SAMPLES from its signal, in a loop."""
-    from pdm.sources.tcp import HEAD as _HEAD
-    from pdm.sources.tcp import MAGIC, VERSION
-    from pdm.sources.tcp import U16 as _U16
+    from pdm.sources.codec import HEAD as _HEAD
+    from pdm.sources.codec import MAGIC, VERSION
+    from pdm.sources.codec import U16 as _U16
 
     signals: dict[str, tuple[list[bytes], list[Any]]] = {}
     for path in {d.healthy for d in daqs} | {d.faulty for d in daqs if d.faulty}:

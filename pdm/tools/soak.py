@@ -230,7 +230,7 @@ class Sensor(threading.Thread):
         self._sock: socket.socket | None = None
 
     def run(self) -> None:
-        from pdm.sources.tcp import encode_frame
+        from pdm.sources.codec import encode_frame
 
         wall0 = time.monotonic()
         self.t0_ns = time.time_ns()
@@ -287,7 +287,7 @@ class Sensor(threading.Thread):
 
 def _bad_frames(port: int, real_sensor: str, kinds: str) -> list[str]:
     """Send hostile frames, each on a connection of its own; returns what was sent."""
-    from pdm.sources.tcp import encode_frame
+    from pdm.sources.codec import encode_frame
 
     block = np.zeros((256, 2), dtype=np.float32)
     t_now = time.time_ns()

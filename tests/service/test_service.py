@@ -521,9 +521,9 @@ def test_connections_closing_together_are_spooled_together(tmp_path: Path) -> No
             for i in range(40)
         ]
         deadline = time.monotonic() + 10
-        while app.tcp.connections < 40 and time.monotonic() < deadline:
+        while app.inputs.tcp.connections < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert app.tcp.connections == 40
+        assert app.inputs.tcp.connections == 40
         for c in clients:
             c.close()
         deadline = time.monotonic() + 10

@@ -2,7 +2,7 @@
 
 Real sockets throughout: ``pdm-edge run --listen`` as a subprocess (the repros as the issue
 gives them) or the service in this process (to look inside), frames from
-:func:`~pdm.sources.tcp.encode_frame` over TCP, history read back from the real SQLite store.
+:func:`~pdm.sources.codec.encode_frame` over TCP, history read back from the real SQLite store.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from test_service import Service, _free_port, _no_service_left_running, _pipeline
 
 from pdm.history import open_store
-from pdm.sources.tcp import encode_frame
+from pdm.sources.codec import encode_frame
 
 __all__ = ["_no_service_left_running"]  # its autouse stops every service a test starts
 
@@ -152,5 +152,5 @@ def test_a_rate_within_a_ppm_is_the_pipelines(tmp_path: Path) -> None:
     got: list[Chunk] = []
     app.runners["demo-pump"] = type("R", (), {"offer": lambda self, c: got.append(c)})()  # type: ignore[assignment]
     chunk = Chunk(np.zeros((4, 2)), FS * (1 + 1e-9), time.time(), CHANNELS)
-    app.route("motor_de", chunk)
+    app.inputs.route("motor_de", chunk)
     assert got[0].fs == FS

@@ -237,7 +237,7 @@ def test_a_gateway_with_many_sensors_behind_one_address_is_served(
 
     Here 70 sensors behind one address (more than the former cap), connected together and
     starting 6 s later (past the former deadline): every one is served, none refused."""
-    from pdm.sources.tcp import encode_frame
+    from pdm.sources.codec import encode_frame
 
     n = 70
     files = [_pump(tmp_path, f"g{i:02d}") for i in range(n)]

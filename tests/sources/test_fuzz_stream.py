@@ -29,14 +29,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pdm.errors import InputError
+from pdm.sources.codec import FrameDecoder, encode_frame, peek_sensor_id
 from pdm.sources.mqtt import decode_payload
-from pdm.sources.tcp import (
-    FrameDecoder,
-    StreamKeys,
-    TcpStreamServer,
-    encode_frame,
-    peek_sensor_id,
-)
+from pdm.sources.stream_keys import StreamKeys
+from pdm.sources.tcp import TcpStreamServer
 
 pytestmark = pytest.mark.fuzz
 

@@ -32,6 +32,7 @@ from servers import SETUP_SCRIPT, _die_with_parent, free_ports
 
 from pdm.errors import ConfigError, InputError
 from pdm.sources.base import Chunk
+from pdm.sources.codec import FrameDecoder, encode_frame
 from pdm.sources.csv import CsvRecording
 from pdm.sources.mqtt import (
     MAX_PAYLOAD_BYTES,
@@ -40,7 +41,6 @@ from pdm.sources.mqtt import (
     default_client_id,
     parse_mqtt_url,
 )
-from pdm.sources.tcp import FrameDecoder, encode_frame
 from pdm.tools.send import send_main
 
 T0_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z

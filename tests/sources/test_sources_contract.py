@@ -43,10 +43,11 @@ from numpy.testing import assert_array_equal
 
 from pdm.errors import ConfigError, CsvError, PdmError
 from pdm.sources.base import Chunk
+from pdm.sources.codec import HEAD, MAX_SAMPLES, encode_frame, ns_from_seconds
 from pdm.sources.csv import MAX_LINE_BYTES, CsvRecording
 from pdm.sources.mqtt import MqttSource
 from pdm.sources.simulator import SimSpec, Simulator, simulate
-from pdm.sources.tcp import HEAD, MAX_SAMPLES, TcpStreamServer, encode_frame, ns_from_seconds
+from pdm.sources.tcp import TcpStreamServer
 
 S = 1_000_000_000  # ns per second
 #: The sensor's clock at the first sample: 2020-09-13, years before the test runs, so a
