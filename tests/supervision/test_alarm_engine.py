@@ -20,6 +20,7 @@ from pdm.config import Pipeline, load_pipeline
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Record, StateChange
 from pdm.processing import FeatureStream, WindowFeatures, open_recording
+from pdm.scoring.result import WindowScore
 from pdm.scoring.stream import ScoreStream
 from pdm.supervision.engine import AlarmEngine
 from pdm.supervision.store import AlarmStore
@@ -35,7 +36,9 @@ def _pipeline(relay: str) -> Pipeline:
     return pl.model_copy(update={"alarms": pl.alarms.model_copy(update={"relay": relay})})
 
 
-def _groups(pl: Pipeline, name: str) -> Iterator[tuple[list[WindowFeatures], list[dict], dict]]:
+def _groups(
+    pl: Pipeline, name: str
+) -> Iterator[tuple[list[WindowFeatures], list[WindowScore], dict]]:
     rec, pl = open_recording(FIX / name, pl)
     with rec:
         fs = FeatureStream(pl, rec.sample_rate_hz)
@@ -46,10 +49,10 @@ def _groups(pl: Pipeline, name: str) -> Iterator[tuple[list[WindowFeatures], lis
         for wf in fs.feed(rec.chunks()):
             group.append(wf)
             if len(group) == fs.batch:
-                yield group, scores.process(group), thresholds
+                yield group, scores.score(group), thresholds
                 group = []
         if group:
-            yield group, scores.process(group), thresholds
+            yield group, scores.score(group), thresholds
 
 
 class Sink:
