@@ -21,10 +21,13 @@ def to_ns(t: float) -> int:
 
 
 def iso_ns(t_ns: int) -> str:
-    """Integer nanoseconds → ISO 8601 UTC with microseconds (truncated to the microsecond,
-    which :func:`to_ns` times hold exactly), e.g. ``2026-01-01T00:00:00.640000Z``."""
-    sec, ns = divmod(t_ns, 1_000_000_000)
-    return f"{_iso_seconds(sec)}.{ns // 1000:06d}Z"
+    """Integer nanoseconds → ISO 8601 UTC with microseconds (rounded half to even, as
+    :func:`iso_time`; a :func:`to_ns` time is exact), e.g. ``2026-01-01T00:00:00.640000Z``."""
+    us, rest = divmod(t_ns, 1000)
+    if rest > 500 or (rest == 500 and us % 2):
+        us += 1
+    sec, us = divmod(us, 1_000_000)
+    return f"{_iso_seconds(sec)}.{us:06d}Z"
 
 
 def iso_time(t: float) -> str:

@@ -50,7 +50,7 @@ from pdm.alarms.state import (
 from pdm.appliance import appliance_id
 from pdm.config import Pipeline
 from pdm.core.events import AlarmEvent
-from pdm.core.time import iso_time
+from pdm.core.time import iso_ns
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Capture, Record, StateChange, to_ns
@@ -271,7 +271,7 @@ class AlarmEngine:
         self.transitions.append(
             EngineTransition(
                 tr.window,
-                iso_time(wf.window.t_start),
+                iso_ns(tr.t_ns),
                 tr.sensor,
                 tr.old,
                 tr.new,
@@ -366,9 +366,7 @@ class AlarmEngine:
 
     def _announce(self, t_ns: int, old: str, new: str, reason: str) -> list[Record]:
         """An appliance transition: to every webhook (outbox) and, returned, to history."""
-        self.transitions.append(
-            EngineTransition(-1, iso_time(t_ns / 1e9), "appliance", old, new, reason)
-        )
+        self.transitions.append(EngineTransition(-1, iso_ns(t_ns), "appliance", old, new, reason))
         event = AlarmEvent(
             self.appliance, self.machine, "appliance", old, new, reason, t_ns, time.time_ns()
         )
@@ -414,7 +412,7 @@ class AlarmEngine:
             faults[sensor] = reason
             tr = Transition(t_ns, -1, sensor, "ok", "sensor_fault", reason)
             self.transitions.append(
-                EngineTransition(-1, iso_time(t_ns / 1e9), sensor, "ok", "sensor_fault", reason)
+                EngineTransition(-1, iso_ns(t_ns), sensor, "ok", "sensor_fault", reason)
             )
             recs.append(StateChange(self.machine, t_ns, tr.old, tr.new, reason, sensor=sensor))
             event = AlarmEvent(

@@ -71,6 +71,14 @@ def test_a_window_time_in_integer_ns_writes_the_iso_text_its_seconds_did() -> No
     assert to_ns(1_767_225_600.64) == 1_767_225_600_640_000_000
     assert iso_ns(1_767_225_600_640_000_000) == "2026-01-01T00:00:00.640000Z"
     assert iso_ns(-250_000_000) == "1969-12-31T23:59:59.750000Z"
+    # a clock's ns round half to even to the microsecond, carrying into the next second
+    assert [iso_ns(n)[-10:] for n in (1_499, 1_500, 2_500, 2_501, 999_999_500)] == [
+        "00.000001Z",
+        "00.000002Z",
+        "00.000002Z",
+        "00.000003Z",
+        "01.000000Z",
+    ]
     rng = random.Random(19)
     for _ in range(20_000):
         t = rng.uniform(0.0, 4e9) if rng.random() < 0.5 else 1.7e9 + rng.randrange(10**6) / 3e3
