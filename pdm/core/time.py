@@ -16,8 +16,11 @@ __all__ = ["iso_ns", "iso_time", "to_ns"]
 def to_ns(t: float) -> int:
     """POSIX seconds → integer nanoseconds, rounded to the microsecond (float64 holds no more)
     as :func:`iso_time` rounds: the instant history keys a window by is the one its text shows."""
-    sec, us = _seconds_us(t)
-    return sec * 1_000_000_000 + us * 1000
+    if t < 0:
+        sec, us = _seconds_us(t)
+        return sec * 1_000_000_000 + us * 1000
+    whole = math.floor(t)  # t - whole is exact: the µs are rounded from the true fraction
+    return whole * 1_000_000_000 + round((t - whole) * 1e6) * 1000
 
 
 def iso_ns(t_ns: int) -> str:
