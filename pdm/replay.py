@@ -32,15 +32,15 @@ from typing import Any
 
 from pdm.alarms.state import MachineAlarm
 from pdm.config import Pipeline
+from pdm.core.time import iso_ns, to_ns
 from pdm.errors import ConfigError
 from pdm.history import open_store, parse_store_url, spool_path
 from pdm.history.base import HistoryError, StoreURL
 from pdm.history.provenance import CaptureStore
 from pdm.history.recorder import Recorder
-from pdm.history.records import to_ns
 from pdm.history.spool import Spool
 from pdm.history.writer import HistoryWriter
-from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+from pdm.processing import FeatureStream, WindowFeatures, open_recording
 from pdm.supervision.engine import AlarmEngine
 from pdm.supervision.store import AlarmStore
 from pdm.supervision.window import WindowPipeline
@@ -274,8 +274,8 @@ def _replay_one(
             )
 
         if mark is not None:
-            summary["resumed_after"] = iso_time(mark / 1e9)
-            print(f"pdm-edge: {path}: resuming after {iso_time(mark / 1e9)}", file=_stderr())
+            summary["resumed_after"] = iso_ns(mark)
+            print(f"pdm-edge: {path}: resuming after {iso_ns(mark)}", file=_stderr())
         last_ckpt = time.monotonic()
         t_first: float | None = None
         wall0 = time.monotonic()

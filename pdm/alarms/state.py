@@ -69,6 +69,7 @@ __all__ = [
     "WindowResult",
     "acknowledge",
     "check_operator_text",
+    "diagnosis_confidence",
     "diagnosis_confidence_of",
     "features_read",
     "relay_permissive",
@@ -589,7 +590,7 @@ _KEPT: dict[tuple[tuple[str, ...], frozenset[str]], tuple[tuple[str, ...], Any]]
 def window_result(
     t_ns: int,
     window: int,
-    score_row: Mapping[str, Any] | None,
+    score: float | None,
     thresholds: Mapping[str, float],
     channels: Sequence[str],
     names: Sequence[str],
@@ -603,11 +604,11 @@ def window_result(
     diagnosis: str | None = None,
     diagnosis_confidence: float = 0.0,
 ) -> WindowResult:
-    """Build a WindowResult from a feature frame's rows and a ``score`` row.
+    """Build a WindowResult from a feature frame's rows and the window's score (unrounded;
+    None when not scored).
 
     ``diagnosis``, ``diagnosis_confidence``: the window's diagnosis and how sure it is
-    (0–1), for the score trip's corroboration (:func:`diagnosis_confidence_of` makes
-    them from a score row).
+    (0–1), for the score trip's corroboration (:func:`diagnosis_confidence` makes them).
 
     ``keep``: only these features (those the rules read, :func:`features_read`), not all
     of them — a window's forty-odd features per channel as dicts were a tenth of a
@@ -631,13 +632,10 @@ def window_result(
             ch: dict(zip(kept, row, strict=True))
             for ch, row in zip(channels, np.asarray(values)[:, idx].tolist(), strict=True)
         }
-    score = None
-    if score_row is not None and score_row.get("score") is not None:
-        score = float(score_row["score"])
     return WindowResult(
         t_ns,
         window,
-        score,
+        None if score is None else float(score),
         thresholds.get("alert"),
         thresholds.get("danger"),
         feats,
@@ -650,23 +648,28 @@ def window_result(
     )
 
 
-def diagnosis_confidence_of(row: Mapping[str, Any] | None) -> tuple[str | None, float]:
-    """(diagnosis, confidence 0–1) of a ``score`` row.
+def diagnosis_confidence(label: object, confidence: object = None) -> tuple[str | None, float]:
+    """(diagnosis, confidence 0–1) for the score trip's corroboration.
 
-    A row's own ``diagnosis_confidence`` when it has one (finite, clipped to 0–1);
-    else 1.0 for a diagnosis that names a fault (:data:`FAULT_DIAGNOSES`, the rules of
-    :func:`pdm.scoring.explain.diagnose` name one only when its line stands out) and 0
-    for ``unknown``, ``bearing_uncertain`` or none.
+    ``confidence`` when it is a finite number (clipped to 0–1); else 1.0 for a diagnosis
+    that names a fault (:data:`FAULT_DIAGNOSES`, the rules of
+    :func:`pdm.scoring.explain.diagnose` name one only when its line stands out) and 0 for
+    ``unknown``, ``bearing_uncertain`` or none. A ``label`` that is not text: no diagnosis.
     """
-    if not row:
-        return None, 0.0
-    label = row.get("diagnosis")
     if not isinstance(label, str):
         return None, 0.0
-    conf = row.get("diagnosis_confidence")
+    conf = confidence
     if isinstance(conf, int | float) and not isinstance(conf, bool) and math.isfinite(conf):
         return label, min(1.0, max(0.0, float(conf)))
     return label, 1.0 if label in FAULT_DIAGNOSES else 0.0
+
+
+def diagnosis_confidence_of(row: Mapping[str, Any] | None) -> tuple[str | None, float]:
+    """:func:`diagnosis_confidence` of a JSON ``score`` row (``diagnosis``,
+    ``diagnosis_confidence``; a row without a confidence takes the label's)."""
+    if not row:
+        return None, 0.0
+    return diagnosis_confidence(row.get("diagnosis"), row.get("diagnosis_confidence"))
 
 
 assert _ZONES == "ABCD"

@@ -28,7 +28,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from pdm.history.records import (
     StateChange,
     to_ns,
 )
+from pdm.scoring.result import WindowScore, written_score
 
 __all__ = ["FeaturedWindow", "Recorder", "decimate_peak"]
 
@@ -136,14 +137,14 @@ class Recorder:
     def records(
         self,
         group: Sequence[FeaturedWindow],
-        score_rows: Sequence[dict[str, Any]] = (),
+        scores: Sequence[WindowScore] = (),
         *,
         model: str = "",
         thresholds: dict[str, float] | None = None,
         spectra: bool = True,
         detail: bool = True,
     ) -> list[Record]:
-        """Records for a group of windows and their score rows (same order, or none).
+        """Records for a group of windows and their scores (same order, or none).
 
         A busy service sheds (docs/service.md, "Overload"): ``spectra`` False stores no
         spectra (a set that falls due meanwhile is counted in :attr:`spectra_shed` and
@@ -153,9 +154,9 @@ class Recorder:
         """
         if not group:
             return []
-        out: list[Record] = self.detail_records(group, score_rows) if detail else []
-        if score_rows:
-            out += self._row_events(score_rows, [to_ns(wf.window.t_start) for wf in group])
+        out: list[Record] = self.detail_records(group, scores) if detail else []
+        if scores:
+            out += self._score_events(scores)
         self._before = list(self._recent)
         for i, wf in enumerate(group):
             out += self._spectra(wf, store=spectra)
@@ -164,8 +165,8 @@ class Recorder:
                 reason = f"on demand (window {wf.window.index})"
             if reason is not None:
                 upto = [w.window for w in group[: i + 1]]
-                row = next((r for r in score_rows if r["window"] == wf.window.index), None)
-                cap = self._capture(wf, upto, reason, row, model, thresholds or {})
+                score = next((s for s in scores if s.window == wf.window.index), None)
+                cap = self._capture(wf, upto, reason, score, model, thresholds or {})
                 if cap is not None:
                     out.append(cap)
                     out.append(
@@ -182,29 +183,27 @@ class Recorder:
         return out
 
     def detail_records(
-        self, group: Sequence[FeaturedWindow], score_rows: Sequence[dict[str, Any]] = ()
+        self, group: Sequence[FeaturedWindow], scores: Sequence[WindowScore] = ()
     ) -> list[Record]:
         """The feature rows of a group of windows and their score rows (by model)."""
         out: list[Record] = [self.features(group)]
-        if score_rows:
-            t_ns = [to_ns(wf.window.t_start) for wf in group]
-            models = {r.get("model") or "" for r in score_rows}
-            for m in sorted(models):
-                pick = [i for i, r in enumerate(score_rows) if (r.get("model") or "") == m]
-                out.append(
-                    ScoreRows.from_rows(
-                        self.machine,
-                        [score_rows[i] for i in pick],
-                        t_ns=[t_ns[i] for i in pick],
+        if scores:
+            models = {s.model for s in scores}
+            if len(models) == 1:
+                out.append(ScoreRows.from_scores(self.machine, scores))
+            else:  # a teach-in trained mid-group: learning rows, then the model's
+                for m in sorted(models):
+                    out.append(
+                        ScoreRows.from_scores(self.machine, [s for s in scores if s.model == m])
                     )
-                )
         return out
 
-    def _row_events(self, rows: Sequence[dict[str, Any]], t_ns: Sequence[int]) -> list[Record]:
+    def _score_events(self, scores: Sequence[WindowScore]) -> list[Record]:
         """Events for the quiet-machine hint (debounced) and the teach-in's verdicts."""
         out: list[Record] = []
-        for r, t in zip(rows, t_ns, strict=False):
-            verdict = r.get("teach_in")
+        for r in scores:
+            t = r.t_ns
+            verdict = r.teach_in
             if isinstance(verdict, dict) and verdict.get("action"):
                 action = str(verdict["action"])
                 out.append(
@@ -218,9 +217,9 @@ class Recorder:
                         detail=json.dumps(verdict, default=str),
                     )
                 )
-            if r.get("score") is None:
+            if r.score is None:
                 continue  # not scored: neither quiet nor not
-            hint = r.get("below_baseline")
+            hint = r.below_baseline
             run = self._quiet_run
             self._quiet_run = (max(run, 0) + 1) if hint else (min(run, 0) - 1)
             if hint and not self._quiet_on and self._quiet_run >= self._quiet_after:
@@ -326,17 +325,18 @@ class Recorder:
         old: str,
         new: str,
         reason: str,
-        row: dict[str, Any] | None,
+        score: WindowScore | None,
         model: str,
         thresholds: dict[str, float],
     ) -> list[Record]:
-        """A state transition decided at ``wf``: its capture and its ``StateChange``.
+        """A state transition decided at ``wf`` (``score``: the window's, None without a
+        model): its capture and its ``StateChange``, the score as history writes it.
 
         ``upto`` are the windows of the current group up to and including ``wf``
         (the capture also reaches back into the previous groups).
         """
-        cap = self._capture(wf, upto, reason, row, model, thresholds)
-        score = (row or {}).get("score")
+        cap = self._capture(wf, upto, reason, score, model, thresholds)
+        written = written_score(score.score) if score is not None else None
         change = StateChange(
             self.machine,
             to_ns(wf.window.t_start),
@@ -344,7 +344,7 @@ class Recorder:
             new,
             reason,
             sensor=sensor,
-            score=math.nan if score is None else float(score),
+            score=math.nan if written is None else written,
             capture=cap.id if cap is not None else "",
         )
         return [*([cap] if cap is not None else []), change]
@@ -354,7 +354,7 @@ class Recorder:
         wf: FeaturedWindow,
         upto: Sequence[Window],
         reason: str,
-        row: dict[str, Any] | None,
+        score: WindowScore | None,
         model: str,
         thresholds: dict[str, float],
     ) -> Capture | None:
@@ -371,9 +371,11 @@ class Recorder:
             thresholds=thresholds,
             context={
                 "window": wf.window.index,
-                "score": (row or {}).get("score"),
-                "diagnosis": (row or {}).get("diagnosis"),
-                "top_features": (row or {}).get("top_features"),
+                "score": written_score(score.score) if score is not None else None,
+                "diagnosis": score.diagnosis if score is not None else None,
+                "top_features": None
+                if score is None or score.learning
+                else list(score.top_features),
                 "pipeline_file": self.pipeline.source_path,
                 # Every DSP parameter the features depend on, to re-analyse the capture.
                 "pipeline": self.pipeline.model_dump(mode="json"),

@@ -36,6 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.core.events import event_id
+from pdm.core.time import to_ns
+from pdm.scoring.result import WindowScore, written_score
 
 __all__ = [
     "CRITICAL_KINDS",
@@ -71,11 +73,6 @@ KINDS: tuple[Kind, ...] = (
 DROP_ORDER: tuple[Kind, ...] = ("spectra", "features", "scores")
 #: Never dropped, and spooled with fsync before ``submit`` returns.
 CRITICAL_KINDS: frozenset[Kind] = frozenset({"states", "events", "actions", "captures"})
-
-
-def to_ns(t: float) -> int:
-    """POSIX seconds → integer nanoseconds, rounded to the microsecond (float64 holds no more)."""
-    return round(t * 1e6) * 1000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -167,30 +164,25 @@ class ScoreRows:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} rows")
 
     @classmethod
-    def from_rows(
-        cls, machine: str, rows: Sequence[dict[str, Any]], *, t_ns: Sequence[int] | None = None
-    ) -> ScoreRows:
-        """From ``pdm-edge score`` rows (:meth:`pdm.scoring.runtime.WindowScorer.rows`).
-
-        Each row needs ``t_ns`` (or give them all as ``t_ns``), ``window``, ``score``,
-        ``state``; ``model``, ``diagnosis`` and ``top_features`` are optional.
-        """
-        models = {r.get("model") or "" for r in rows}
+    def from_scores(cls, machine: str, scores: Sequence[WindowScore]) -> ScoreRows:
+        """From the window path's scores (:meth:`pdm.scoring.stream.ScoreStream.score`), all
+        of one model; the score written to :data:`~pdm.scoring.result.SCORE_DECIMALS`
+        (history's schema), an unscored window's state ``invalid``."""
+        models = {s.model for s in scores}
         if len(models) > 1:
-            raise ValueError(f"score rows of several models in one batch: {sorted(models)}")
-        if t_ns is not None and len(t_ns) != len(rows):
-            raise ValueError(f"{len(t_ns)} times for {len(rows)} score rows")
+            raise ValueError(f"scores of several models in one batch: {sorted(models)}")
         return cls(
             machine,
             models.pop() if models else "",
-            np.array([r["t_ns"] for r in rows] if t_ns is None else t_ns, dtype=np.int64),
-            np.array([r["window"] for r in rows], dtype=np.int64),
+            np.array([s.t_ns for s in scores], dtype=np.int64),
+            np.array([s.window for s in scores], dtype=np.int64),
             np.array(
-                [np.nan if r.get("score") is None else r["score"] for r in rows], dtype=np.float64
+                [np.nan if s.score is None else written_score(s.score) for s in scores],
+                dtype=np.float64,
             ),
-            tuple(r.get("state") or "invalid" for r in rows),
-            tuple(r.get("diagnosis") or "" for r in rows),
-            tuple(json.dumps(r["top_features"]) if r.get("top_features") else "" for r in rows),
+            tuple(s.state or "invalid" for s in scores),
+            tuple(s.diagnosis or "" for s in scores),
+            tuple(json.dumps(list(s.top_features)) if s.top_features else "" for s in scores),
         )
 
 

@@ -26,14 +26,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline
+from pdm.core.time import to_ns
 from pdm.diagnosis import Diagnosis
 from pdm.diagnosis.baseline import Baseline
 from pdm.errors import ModelError
-from pdm.processing import WindowFeatures, iso_time
+from pdm.processing import WindowFeatures
 from pdm.scoring.card import check_card, onnx_file, read_card, sha256_file
 from pdm.scoring.explain import top_features
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import amplitude_mask, below_baseline
+from pdm.scoring.result import WindowScore
 from pdm.scoring.vector import FeatureVectorizer
 
 __all__ = ["LEGACY_DIRECTIONS", "Model", "WindowScorer", "diagnosis_fields", "make_session"]
@@ -189,36 +191,26 @@ class Model:
         return "ok"
 
 
-_NO_DIAGNOSIS: dict[str, Any] = {
-    "diagnosis": None,
-    "diagnosis_confidence": 0.0,
-    "diagnosis_channel": None,
-    "diagnosis_bearing": None,
-    "evidence": [],
-}
-
-
 def diagnosis_fields(d: Diagnosis | None) -> dict[str, Any]:
-    """A score row's ``diagnosis``, ``diagnosis_confidence``, ``diagnosis_channel``,
-    ``diagnosis_bearing`` and ``evidence`` from the machine's
+    """A window score's ``diagnosis``, ``diagnosis_confidence`` (unrounded),
+    ``diagnosis_channel``, ``diagnosis_bearing`` and ``evidence`` from the machine's
     diagnosis over the recent windows (:class:`pdm.diagnosis.Diagnosis`; None: a stream that
-    does not diagnose, reported as ``unknown``). The alarm logic reads the first two as
-    ``window_result(..., diagnosis=row["diagnosis"], diagnosis_confidence=...)``."""
+    does not diagnose, reported as ``unknown``), as :class:`WindowScore` keywords."""
     if d is None:
-        return {**_NO_DIAGNOSIS, "diagnosis": "unknown"}
+        return {"diagnosis": "unknown"}
     return {
         "diagnosis": d.label,
-        "diagnosis_confidence": round(d.confidence, 3),
+        "diagnosis_confidence": float(d.confidence),
         # The sensor whose evidence decided, and its bearing (a fault seen at two housings is
         # the nearer one's: docs/diagnosis.md, "A machine's sensors").
         "diagnosis_channel": d.channel,
         "diagnosis_bearing": d.bearing or None,
-        "evidence": list(d.reasons),
+        "evidence": tuple(d.reasons),
     }
 
 
 class WindowScorer:
-    """Scores windows and explains them: the ``pdm-edge score`` row for each window."""
+    """Scores windows and explains them: a :class:`WindowScore` for each window."""
 
     def __init__(
         self,
@@ -243,9 +235,13 @@ class WindowScorer:
         self.unexplained = 0
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
-        """One JSON-ready dict per window: time, score, state, top features, the machine's
-        diagnosis over the recent windows (``diagnosis``, ``diagnosis_confidence``, ``evidence``:
-        the feature stream's engine, :class:`pdm.processing.WindowFeatures`), and
+        """The JSON-ready ``pdm-edge score`` rows of :meth:`score` (:meth:`WindowScore.as_row`)."""
+        return [s.as_row() for s in self.score(windows)]
+
+    def score(self, windows: Sequence[WindowFeatures]) -> list[WindowScore]:
+        """One :class:`WindowScore` per window: its start time (integer ns), the model's score
+        (unrounded), state, top features, the machine's diagnosis over the recent windows (the
+        feature stream's engine, :class:`pdm.processing.WindowFeatures`), and
         ``below_baseline`` (:func:`pdm.scoring.quiet.below_baseline`, None mostly)."""
         if not windows:
             return []
@@ -266,46 +262,37 @@ class WindowScorer:
         alert, version = self.model.alert, self.model.version
         out = []
         for i, wf in enumerate(windows):
-            row: dict[str, Any] = {
-                "t_start": iso_time(wf.window.t_start),
-                "window": wf.window.index,
-                "valid": ok[i],
-            }
+            t_ns, index = to_ns(wf.window.t_start), wf.window.index
             s = scores[i]
-            if ok[i] and not self.explain_all and s < alert:
-                row.update(
-                    score=round(s, 6),
-                    state="ok",
-                    top_features=[],
-                    below_baseline=quiet[i],
-                    **_NO_DIAGNOSIS,
-                )
-            elif ok[i] and not self.explain:
-                # A busy service sheds explanations (docs/service.md, "Overload"): the
-                # diagnosis label and its confidence stay, they may corroborate a trip.
-                self.unexplained += 1
-                row.update(
-                    score=round(s, 6),
-                    state=self.model.state(s),
-                    top_features=[],
-                    below_baseline=quiet[i],
-                    **{**diagnosis_fields(wf.diagnosis), "evidence": []},
-                )
-            elif ok[i]:
-                xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)
-                row.update(
-                    score=round(s, 6),
-                    state=self.model.state(s),
-                    top_features=top_features(
-                        self.model.names, xi, zi, k=5, directions=self._directions
-                    ),
-                    below_baseline=quiet[i],
-                    **diagnosis_fields(wf.diagnosis),
+            if not ok[i]:
+                out.append(WindowScore(t_ns, index, None, valid=False, model=version))
+            elif not self.explain_all and s < alert:
+                out.append(
+                    WindowScore(t_ns, index, "ok", s, model=version, below_baseline=quiet[i])
                 )
             else:
-                row.update(
-                    score=None, state=None, top_features=[], below_baseline=None, **_NO_DIAGNOSIS
+                explained = self.explain
+                if not explained:
+                    # A busy service sheds explanations (docs/service.md, "Overload"): the
+                    # diagnosis label and its confidence stay, they may corroborate a trip.
+                    self.unexplained += 1
+                top: tuple[dict[str, Any], ...] = ()
+                if explained:
+                    xi, zi = x[i].astype(np.float64), z[i].astype(np.float64)
+                    top = tuple(
+                        top_features(self.model.names, xi, zi, k=5, directions=self._directions)
+                    )
+                diagnosis = diagnosis_fields(wf.diagnosis)
+                out.append(
+                    WindowScore(
+                        t_ns,
+                        index,
+                        self.model.state(s),
+                        s,
+                        model=version,
+                        top_features=top,
+                        below_baseline=quiet[i],
+                        **(diagnosis if explained else {**diagnosis, "evidence": ()}),
+                    )
                 )
-            row["model"] = version
-            out.append(row)
         return out

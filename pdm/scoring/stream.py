@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pdm.config import Pipeline
+from pdm.core.time import to_ns
 from pdm.diagnosis import DiagnosisEngine
-from pdm.processing import WindowFeatures, iso_time
+from pdm.processing import WindowFeatures
+from pdm.scoring.result import WindowScore
 from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.teachin import NEEDS_DECISION, TeachIn
 
@@ -16,7 +19,7 @@ __all__ = ["ScoreStream"]
 
 
 class ScoreStream:
-    """Turns groups of windows into score rows; learns first if the pipeline says so.
+    """Turns groups of windows into scores; learns first if the pipeline says so.
 
     Parameters
     ----------
@@ -70,38 +73,36 @@ class ScoreStream:
         return self.teach.status() if self.teach is not None and self.scorer is None else None
 
     def process(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
-        """Rows for ``windows`` (time order): ``learning`` rows until the model exists, then scores.
+        """The JSON-ready ``pdm-edge score`` rows of :meth:`score` (:meth:`WindowScore.as_row`)."""
+        return [s.as_row() for s in self.score(windows)]
 
-        A row gets ``teach_in`` where the teach-in did something (a verdict on the windows,
-        a restart, a request for a decision, the training; see
+    def score(self, windows: Sequence[WindowFeatures]) -> list[WindowScore]:
+        """Scores of ``windows`` (time order): ``learning`` ones until the model exists, then
+        the model's (:meth:`WindowScorer.score`).
+
+        A score carries ``teach_in`` where the teach-in did something (a verdict on the
+        windows, a restart, a request for a decision, the training; see
         :mod:`pdm.scoring.teachin`), and ``{"state": "teach_in_needs_decision"}`` on every
-        learning row while it waits for an operator.
+        learning window while it waits for an operator.
         """
-        rows: list[dict[str, Any]] = []
-        if self.scorer is None:
-            teach = self.teach
-            assert teach is not None
-            model, used = teach.offer(windows)
-            waiting = teach.state == NEEDS_DECISION
-            rows += [
-                {
-                    "t_start": iso_time(wf.window.t_start),
-                    "window": wf.window.index,
-                    "state": "learning",
-                    "score": None,
-                    **({"teach_in": {"state": NEEDS_DECISION}} if waiting else {}),
-                }
-                for wf in windows[:used]
+        if self.scorer is not None:
+            return self.scorer.score(windows)
+        teach = self.teach
+        assert teach is not None
+        model, used = teach.offer(windows)
+        waiting = {"state": NEEDS_DECISION} if teach.state == NEEDS_DECISION else None
+        out = [
+            WindowScore(to_ns(wf.window.t_start), wf.window.index, "learning", teach_in=waiting)
+            for wf in windows[:used]
+        ]
+        notes = teach.pop_notes()
+        if model is not None:
+            self.scorer = self.scorer_for(model)
+            self.trained_here = True
+            out += self.scorer.score(windows[used:])
+        if notes:
+            out = [
+                s if (note := notes.get(s.window)) is None else replace(s, teach_in=note)
+                for s in out
             ]
-            notes = teach.pop_notes()
-            if model is not None:
-                self.scorer = self.scorer_for(model)
-                self.trained_here = True
-                windows = windows[used:]
-                rows += self.scorer.rows(windows)
-            for row in rows:
-                note = notes.get(row["window"])
-                if note is not None:
-                    row["teach_in"] = note
-            return rows
-        return self.scorer.rows(windows)
+        return out

@@ -52,6 +52,7 @@ from pdm.history.records import Event
 from pdm.history.writer import HistoryWriter
 from pdm.loglimit import LogLimiter
 from pdm.processing import FeatureStream, WindowFeatures
+from pdm.scoring.result import CONFIDENCE_DECIMALS, WindowScore, written_score
 from pdm.service.shedding import LEVELS, LoadSample, Shed, Shedder, WindowGate, max_skipped_run
 from pdm.sources.base import Chunk
 from pdm.supervision.engine import AlarmEngine
@@ -772,15 +773,17 @@ class MachineRunner:
             scorer.explain, unexplained = rules.explain, scorer.unexplained
         spectra_shed = self.recorder.spectra_shed
 
-        def scored(rows: list[dict[str, Any]]) -> None:
+        def scored(scores: list[WindowScore]) -> None:
             # The newest readings, before the alarms act: a transition's published state
-            # (the publish feed's thread reads them) carries this window's.
-            if rows:
-                last = rows[-1]
-                self.last_score, self.last_diagnosis = last.get("score"), last.get("diagnosis")
-                self.last_confidence = last.get("diagnosis_confidence")
-                if last.get("score") is not None:
-                    hint = last.get("below_baseline")
+            # (the publish feed's thread reads them) carries this window's, as written out.
+            if scores:
+                last = scores[-1]
+                self.last_score, self.last_diagnosis = written_score(last.score), last.diagnosis
+                self.last_confidence = (
+                    None if last.learning else round(last.diagnosis_confidence, CONFIDENCE_DECIMALS)
+                )
+                if last.score is not None:
+                    hint = last.below_baseline
                     self.last_hint = hint.get("message") if isinstance(hint, dict) else None
             self.last_values = wf.features.values
 
@@ -802,7 +805,7 @@ class MachineRunner:
             on_scored=scored,
             on_decided=decided,
         )
-        rows = decision.rows
+        rows = decision.scores
         shed = self.stats.shed
         shed["spectra"] += self.recorder.spectra_shed - spectra_shed
         if scorer is not None:
@@ -821,26 +824,26 @@ class MachineRunner:
             self._shadow_window(shadow, wf, rows[-1], version)
             self.observe("shadow", time.perf_counter() - t4)
 
-    def _keep_rows(self, wf: WindowFeatures, rows: list[dict[str, Any]], rules: Shed) -> bool:
+    def _keep_rows(self, wf: WindowFeatures, rows: list[WindowScore], rules: Shed) -> bool:
         """Whether this window's feature and score rows go to history: always, but at
         ``history_detail`` and above at most one window's per ``rules.rows_every_s`` of
         signal — and every window not ``ok`` (alert, danger, invalid, learning)."""
         t = wf.window.t_start
         every = rules.rows_every_s
-        state = rows[-1].get("state") if rows else "ok"
+        state = rows[-1].state if rows else "ok"
         if every <= 0 or state != "ok" or t - self._rows_kept_t >= every or t < self._rows_kept_t:
             self._rows_kept_t = t
             return True
         return False
 
     def _shadow_window(
-        self, shadow: ShadowRun, wf: WindowFeatures, row: dict[str, Any], active_version: str
+        self, shadow: ShadowRun, wf: WindowFeatures, row: WindowScore, active_version: str
     ) -> None:
         """Score the window with the candidate and count the agreement; never raises."""
         from pdm.scoring.update import STATES
 
-        score, state = row.get("score"), row.get("state")
-        if score is None or state not in STATES or not row.get("valid", True):
+        score, state = row.score, row.state
+        if score is None or state not in STATES or not row.valid:
             return  # the active model did not score this window (invalid, or still learning)
         try:
             x = shadow.vectorizer.matrix([wf.features])

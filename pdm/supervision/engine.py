@@ -41,7 +41,7 @@ from pdm.alarms.state import (
     Transition,
     acknowledge,
     check_operator_text,
-    diagnosis_confidence_of,
+    diagnosis_confidence,
     features_read,
     relay_permissive,
     step,
@@ -50,11 +50,12 @@ from pdm.alarms.state import (
 from pdm.appliance import appliance_id
 from pdm.config import Pipeline
 from pdm.core.events import AlarmEvent
-from pdm.core.time import iso_time
+from pdm.core.time import iso_ns
 from pdm.dsp.windows import StreamEvent, Window
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Capture, Record, StateChange, to_ns
 from pdm.processing import WindowFeatures
+from pdm.scoring.result import WindowScore, written_score
 from pdm.supervision.ack import ack_records
 from pdm.supervision.store import AlarmStore
 
@@ -165,13 +166,15 @@ class AlarmEngine:
     def process(
         self,
         group: Sequence[WindowFeatures],
-        rows: Sequence[dict[str, Any]],
+        scores: Sequence[WindowScore],
         *,
         model: str,
         thresholds: dict[str, float],
         gaps: Sequence[StreamEvent] = (),
     ) -> list[Record]:
-        """Step the state over a group of windows; returns the history records to write.
+        """Step the state over a group of windows and their scores (none without a model;
+        unrounded: the alarm step compares the model's own score); returns the history
+        records to write.
 
         ``gaps``: stream resets (``gap``,
         ``time_backwards``) since the previous group; the first window after each is a
@@ -187,7 +190,7 @@ class AlarmEngine:
             out = [dataclasses.replace(r, t_ns=t0) for r in self._pending]  # type: ignore[arg-type]
             self._pending = []
         self._last_t_ns = to_ns(group[-1].window.t_start)
-        by_window = {r["window"]: r for r in rows}
+        by_window = {s.window: s for s in scores}
         # Resets may come before the group whose first window follows them: keep them.
         if gaps:
             self._gaps += [e for e in gaps if e.kind != "rate_change"]
@@ -204,7 +207,7 @@ class AlarmEngine:
             stats = known[0] if len(known) == 1 else np.concatenate(known)  # type: ignore[arg-type]
         health = check_windows(data, fs, self.fullscale, self.limits, stats=stats)
         for i, (wf, verdicts) in enumerate(zip(group, health, strict=True)):
-            row = by_window.get(wf.window.index)
+            score = by_window.get(wf.window.index)
             faults, details = by_sensor(verdicts, self._columns, self.sensor_of)
             frame = wf.features
             gap = ""
@@ -213,11 +216,15 @@ class AlarmEngine:
                 self._gaps.remove(ev)  # the first window after the reset carries it
                 gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
             # The diagnosis may corroborate a score trip (docs/alarms.md, "What may trip").
-            label, conf = diagnosis_confidence_of(row)
+            label, conf = (
+                diagnosis_confidence(score.diagnosis, score.diagnosis_confidence)
+                if score is not None
+                else (None, 0.0)
+            )
             win = window_result(
                 t_win,
                 wf.window.index,
-                row,
+                score.score if score is not None else None,
                 thresholds,
                 frame.channels,
                 frame.names,
@@ -239,7 +246,7 @@ class AlarmEngine:
             relay = self._drive_relay(win.t_ns)
             upto = [w.window for w in group[: i + 1]]
             for tr in trs:
-                out += self._transition(wf, upto, tr, row, model, thresholds)
+                out += self._transition(wf, upto, tr, score, model, thresholds)
             out += relay
         if self._appliance_fault and time.monotonic() >= self._relay_retry_at:
             # A failing relay is tried again about once a second (each try may take 1.5 s).
@@ -253,18 +260,18 @@ class AlarmEngine:
         wf: WindowFeatures,
         upto: list[Window],
         tr: Transition,
-        row: dict[str, Any] | None,
+        score: WindowScore | None,
         model: str,
         thresholds: dict[str, float],
     ) -> list[Record]:
         recs = self.recorder.transition(
-            wf, upto, tr.sensor, tr.old, tr.new, tr.reason, row, model, thresholds
+            wf, upto, tr.sensor, tr.old, tr.new, tr.reason, score, model, thresholds
         )
         capture = next((r.id for r in recs if isinstance(r, Capture)), "")
         self.transitions.append(
             EngineTransition(
                 tr.window,
-                iso_time(wf.window.t_start),
+                iso_ns(tr.t_ns),
                 tr.sensor,
                 tr.old,
                 tr.new,
@@ -289,13 +296,14 @@ class AlarmEngine:
             reason=tr.reason,
             t_ns=tr.t_ns,
             created_ns=time.time_ns(),
-            score=(row or {}).get("score"),
+            # The event leaves the appliance (webhooks, publishers): the score as written.
+            score=written_score(score.score) if score is not None else None,
             thresholds={
                 **thresholds,
                 **({"trip": self.rules.score_trip} if self.rules.score_trip else {}),
             },
-            top_features=tuple((row or {}).get("top_features") or ()),
-            diagnosis=(row or {}).get("diagnosis"),
+            top_features=score.top_features if score is not None else (),
+            diagnosis=score.diagnosis if score is not None else None,
             capture=capture,
         )
         self._emit(event)  # webhooks: durable; delivery and its audit follow
@@ -358,9 +366,7 @@ class AlarmEngine:
 
     def _announce(self, t_ns: int, old: str, new: str, reason: str) -> list[Record]:
         """An appliance transition: to every webhook (outbox) and, returned, to history."""
-        self.transitions.append(
-            EngineTransition(-1, iso_time(t_ns / 1e9), "appliance", old, new, reason)
-        )
+        self.transitions.append(EngineTransition(-1, iso_ns(t_ns), "appliance", old, new, reason))
         event = AlarmEvent(
             self.appliance, self.machine, "appliance", old, new, reason, t_ns, time.time_ns()
         )
@@ -406,7 +412,7 @@ class AlarmEngine:
             faults[sensor] = reason
             tr = Transition(t_ns, -1, sensor, "ok", "sensor_fault", reason)
             self.transitions.append(
-                EngineTransition(-1, iso_time(t_ns / 1e9), sensor, "ok", "sensor_fault", reason)
+                EngineTransition(-1, iso_ns(t_ns), sensor, "ok", "sensor_fault", reason)
             )
             recs.append(StateChange(self.machine, t_ns, tr.old, tr.new, reason, sensor=sensor))
             event = AlarmEvent(

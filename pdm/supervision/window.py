@@ -9,7 +9,8 @@ checkpoint — are the arguments, not a second copy of the sequence.
 Per group of consecutive windows of one machine, in this order:
 
 1. **score**: the model (and its teach-in) scores the windows (:class:`ScoreStream`),
-   one row per window;
+   one typed :class:`~pdm.scoring.result.WindowScore` per window: the score unrounded, the
+   time integer ns (rounding and ISO text happen where history and JSON write them);
 2. **record**: the windows' feature, score and spectrum rows, a capture when asked, and the
    stream's resets since the last group become history records (:class:`Recorder`);
 3. **decide**: the alarm engine steps the state over the windows
@@ -24,11 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pdm.history.recorder import Recorder
 from pdm.history.records import Record, StateChange, to_ns
 from pdm.processing import FeatureStream, WindowFeatures
+from pdm.scoring.result import WindowScore
 from pdm.supervision.engine import AlarmEngine
 
 if TYPE_CHECKING:
@@ -47,14 +49,14 @@ class Writer(Protocol):
 class Decision:
     """What one group of windows became.
 
-    ``rows``: the score rows, one per window (empty without a model); ``records``: every
+    ``scores``: one per window (empty without a model); ``records``: every
     history record of the group, in the order submitted; ``decided``: those the alarm
     engine made (state changes, relay and webhook audits); ``detail``: whether the feature
     and score rows were kept (see ``keep_rows``); ``submitted``: False for the windows a
     resumed replay had written before its checkpoint (nothing decided or written).
     """
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[WindowScore] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     decided: list[Record] = field(default_factory=list)
     detail: bool = True
@@ -95,19 +97,19 @@ class WindowPipeline:
         group: Sequence[WindowFeatures],
         *,
         spectra: bool = True,
-        keep_rows: Callable[[list[dict[str, Any]]], bool] | None = None,
+        keep_rows: Callable[[list[WindowScore]], bool] | None = None,
         write: bool = True,
-        on_scored: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_scored: Callable[[list[WindowScore]], None] | None = None,
         on_decided: Callable[[], None] | None = None,
     ) -> Decision:
         """Score, record, decide and submit ``group`` (consecutive windows of this machine).
 
         ``spectra``: store the windows' spectra (the service sheds them under load).
-        ``keep_rows(rows)``: whether the feature and score rows go to history (None: always);
+        ``keep_rows(scores)``: whether the feature and score rows go to history (None: always);
         when not, a group with a transition keeps them anyway. ``write`` False: windows a
         resumed replay wrote before its checkpoint — scored and recorded (the streams'
-        state moves on) but neither decided nor submitted. ``on_scored(rows)``: called with
-        the score rows before anything acts on them (the service's newest readings, which a
+        state moves on) but neither decided nor submitted. ``on_scored(scores)``: called with
+        the scores before anything acts on them (the service's newest readings, which a
         transition's published state carries). ``on_decided``: called once the alarm engine
         has acted, before the records are submitted (the decision latency).
         """
@@ -115,27 +117,27 @@ class WindowPipeline:
             return Decision()
         observe = self.observe
         t0 = time.perf_counter()
-        rows = self.scores.process(list(group)) if self.scores is not None else []
+        scores = self.scores.score(group) if self.scores is not None else []
         if on_scored is not None:
-            on_scored(rows)
+            on_scored(scores)
         t1 = time.perf_counter()
         if observe is not None:
             observe("score", t1 - t0)
         model, thresholds = self.model()
-        detail = True if keep_rows is None else keep_rows(rows)
+        detail = True if keep_rows is None else keep_rows(scores)
         recorder = self.recorder
         records = recorder.records(
-            group, rows, model=model, thresholds=thresholds, spectra=spectra, detail=detail
+            group, scores, model=model, thresholds=thresholds, spectra=spectra, detail=detail
         )
         gaps = self.features.events[recorder.events_seen :]
         records += recorder.stream_events(self.features.events)
         if not write:
-            return Decision(rows, records, detail=detail, submitted=False)
-        decided = self.engine.process(group, rows, model=model, thresholds=thresholds, gaps=gaps)
+            return Decision(scores, records, detail=detail, submitted=False)
+        decided = self.engine.process(group, scores, model=model, thresholds=thresholds, gaps=gaps)
         records += decided
-        decision = Decision(rows, records, decided, detail)
+        decision = Decision(scores, records, decided, detail)
         if not detail and decision.transition:
-            records += recorder.detail_records(group, rows)  # a transition's rows stay
+            records += recorder.detail_records(group, scores)  # a transition's rows stay
         t2 = time.perf_counter()
         if observe is not None:
             observe("alarms", t2 - t1)

@@ -1,8 +1,10 @@
 """Decision latency for ``pdm-edge bench``: from a window's features to the relay command.
 
-What is timed, per decision: scoring the window (onnxruntime, the demo model),
-sensor health, the alarm state machine, saving the new state (fsynced SQLite,
-as the engine does before it acts) and issuing the relay command — the call
+What is timed, per decision: the service's window path
+(:meth:`pdm.supervision.window.WindowPipeline.process`) up to the relay command — scoring the
+window (onnxruntime, the demo model), its history records, sensor health, the alarm state
+machine, saving the new state (fsynced SQLite, as the engine does before it acts) and issuing
+the relay command — the call
 into the relay, here a relay that only records the time (the Modbus round
 trip itself is measured in ``tests/actions/test_relay.py``: ~0.3 ms on loopback).
 
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pdm.actions.relay import RelayResult
+from pdm.history.records import Record
 
 __all__ = ["bench_decision"]
 
@@ -56,6 +59,13 @@ class _StopwatchRelay:
         pass
 
 
+class _Discard:
+    """A history writer that keeps nothing (the records are made, as in the service)."""
+
+    def submit(self, *records: Record, mark: int | None = None) -> None:
+        pass
+
+
 def _dsp_load(stop: Any) -> None:
     """The DSP benchmark's extraction, in a loop, until told to stop."""
     from pdm.dsp.bearings import BEARINGS
@@ -74,9 +84,10 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
     from pdm.config import load_pipeline
     from pdm.history.recorder import Recorder
     from pdm.processing import FeatureStream, open_recording
-    from pdm.scoring.runtime import Model, WindowScorer
+    from pdm.scoring.stream import ScoreStream
     from pdm.supervision.engine import AlarmEngine
     from pdm.supervision.store import AlarmStore
+    from pdm.supervision.window import WindowPipeline
 
     pl = load_pipeline(REPO / "pipelines" / "demo.toml")
     rec, pl = open_recording(REPO / "fixtures" / "outer_race.csv.gz", pl)
@@ -84,9 +95,7 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
         fs = FeatureStream(pl, rec.sample_rate_hz)
         windows = list(fs.feed(rec.chunks()))
     assert pl.model_dir is not None
-    model = Model.load(pl.model_dir, pl, rec.sample_rate_hz)
-    scorer = WindowScorer(model, pl.columns, fs.extractor.names)
-    thresholds = {"alert": model.alert, "danger": model.danger}
+    scores = ScoreStream(pl, rec.sample_rate_hz, pl.model_dir, fs.extractor.names)
     faulty = windows[60:]  # well inside the fault: every window is at trip level
     rounds = 60 if quick else 400
     ctx = mp.get_context("spawn")
@@ -99,9 +108,11 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="pdm-bench-") as tmp:
             relay = _StopwatchRelay()
             store = AlarmStore(Path(tmp) / "alarms.db")
+            recorder = Recorder(pl)
             engine = AlarmEngine(
-                pl, store, lambda *r: None, Recorder(pl), Path(tmp), relay_override=relay
+                pl, store, lambda *r: None, recorder, Path(tmp), relay_override=relay
             )
+            window_path = WindowPipeline(fs, scores, recorder, engine, _Discard())
             on = engine.rules.on_windows
             brink = MachineAlarm(recent=(3,) * (on - 1))  # one trip-level window short
             for i in range(rounds):
@@ -110,8 +121,7 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
                 relay.t = None
                 engine._permissive = True
                 t0 = time.perf_counter()
-                rows = scorer.rows([wf])
-                engine.process([wf], rows, model=model.version, thresholds=thresholds)
+                window_path.process([wf])
                 assert relay.t is not None and engine.state.state == "trip"
                 times.append(relay.t - t0)
             store.close()

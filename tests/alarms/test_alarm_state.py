@@ -245,7 +245,7 @@ def test_window_results_with_only_the_features_the_rules_read_step_the_same() ->
     seen = set()
     for i in range(300):
         values = np.abs(rng.normal([0.2, 1.5, 3.0, 0.3, 3.0], [0.1, 1.5, 2.0, 0.3, 1.0], (2, 5)))
-        args = (i * 80_000_000, i, {"score": float(rng.gamma(1.0, 0.5))}, {"alert": 1.0})
+        args = (i * 80_000_000, i, float(rng.gamma(1.0, 0.5)), {"alert": 1.0})
         rest = (("x", "y"), names, values, {"x": "de", "y": "nde"})
         full = window_result(*args, *rest)
         kept = window_result(*args, *rest, keep=keep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import random
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from pdm.core.durable import write_transaction
 from pdm.core.files import fsync_dir
 from pdm.core.net import is_loopback, is_loopback_ip
-from pdm.core.time import iso_time
+from pdm.core.time import iso_ns, iso_time, to_ns
 
 CORE = Path(__file__).resolve().parents[2] / "pdm" / "core"
 
@@ -62,6 +63,26 @@ def test_iso_time_rounds_like_datetime_and_carries_into_the_next_second() -> Non
     assert iso_time(1_767_225_600.64) == "2026-01-01T00:00:00.640000Z"
     assert iso_time(1_767_225_599.9999996) == "2026-01-01T00:00:00.000000Z"
     assert iso_time(-0.25) == "1969-12-31T23:59:59.750000Z"
+
+
+def test_a_window_time_in_integer_ns_writes_the_iso_text_its_seconds_did() -> None:
+    """Inside, a window's time is integer ns (to_ns, rounded to the µs as history keys it);
+    at the edge iso_ns writes the same text iso_time wrote from the seconds."""
+    assert to_ns(1_767_225_600.64) == 1_767_225_600_640_000_000
+    assert iso_ns(1_767_225_600_640_000_000) == "2026-01-01T00:00:00.640000Z"
+    assert iso_ns(-250_000_000) == "1969-12-31T23:59:59.750000Z"
+    # a clock's ns round half to even to the microsecond, carrying into the next second
+    assert [iso_ns(n)[-10:] for n in (1_499, 1_500, 2_500, 2_501, 999_999_500)] == [
+        "00.000001Z",
+        "00.000002Z",
+        "00.000002Z",
+        "00.000003Z",
+        "01.000000Z",
+    ]
+    rng = random.Random(19)
+    for _ in range(20_000):
+        t = rng.uniform(-3e9, 4e9) if rng.random() < 0.5 else rng.randrange(-(10**12), 10**12) / 2e6
+        assert iso_ns(to_ns(t)) == iso_time(t), t
 
 
 def test_fsync_dir_flushes_a_directory_and_refuses_a_missing_one(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from pdm.scoring.detectors import DETECTORS
 from pdm.scoring.explain import top_features
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import QUIET_Z, amplitude_mask, below_baseline
+from pdm.scoring.result import WindowScore
 from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.train import collect, train
 from pdm.scoring.vector import MODEL_FEATURES, direction
@@ -226,14 +227,14 @@ def test_the_recorder_turns_a_lasting_hint_into_one_info_event_each_way() -> Non
     for i, h in enumerate(seq):
         events += [
             (i, e.type, e.severity)
-            for e in rec._row_events([{"score": 0.1, "below_baseline": h}], [i])
+            for e in rec._score_events([WindowScore(i, i, "ok", 0.1, below_baseline=h)])
         ]
     assert events == [
         (on + 2, "below_baseline", "info"),
         (on + 3 + pl.alarms.off_windows, "below_baseline_cleared", "info"),
     ]
     # unscored windows neither start nor end it
-    assert rec._row_events([{"score": None, "below_baseline": None}] * 100, list(range(100))) == []
+    assert rec._score_events([WindowScore(i, i, None, valid=False) for i in range(100)]) == []
 
 
 # ------------------------------------------------------------------------- old cards

@@ -8,6 +8,7 @@ and sends nothing again.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pdm.config import Pipeline, load_pipeline
 from pdm.history.recorder import Recorder
 from pdm.history.records import ActionResult, Record, StateChange
 from pdm.processing import FeatureStream, WindowFeatures, open_recording
+from pdm.scoring.result import WindowScore
 from pdm.scoring.stream import ScoreStream
 from pdm.supervision.engine import AlarmEngine
 from pdm.supervision.store import AlarmStore
@@ -35,7 +37,9 @@ def _pipeline(relay: str) -> Pipeline:
     return pl.model_copy(update={"alarms": pl.alarms.model_copy(update={"relay": relay})})
 
 
-def _groups(pl: Pipeline, name: str) -> Iterator[tuple[list[WindowFeatures], list[dict], dict]]:
+def _groups(
+    pl: Pipeline, name: str
+) -> Iterator[tuple[list[WindowFeatures], list[WindowScore], dict]]:
     rec, pl = open_recording(FIX / name, pl)
     with rec:
         fs = FeatureStream(pl, rec.sample_rate_hz)
@@ -46,10 +50,10 @@ def _groups(pl: Pipeline, name: str) -> Iterator[tuple[list[WindowFeatures], lis
         for wf in fs.feed(rec.chunks()):
             group.append(wf)
             if len(group) == fs.batch:
-                yield group, scores.process(group), thresholds
+                yield group, scores.score(group), thresholds
                 group = []
         if group:
-            yield group, scores.process(group), thresholds
+            yield group, scores.score(group), thresholds
 
 
 class Sink:
@@ -329,3 +333,23 @@ def test_a_transitions_state_change_is_durable_before_its_webhook_is_queued(
     with open_store(url) as store:  # the same change submitted twice is one row
         rows = store.log("demo-pump", kinds=("states",), limit=100)
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize(("score", "state"), [(0.9999996, "ok"), (1.0, "alert")])
+def test_the_alarm_step_compares_the_models_score_not_its_written_rounding(
+    tmp_path: Path, score: float, state: str
+) -> None:
+    """The engine decides on the unrounded score: 0.9999996 is below the alert threshold
+    1.0 although history and the JSON rows write it as 1.0 (before the scores were typed,
+    the alarm step read the 6-decimal row and alerted). The event carries the written one."""
+    pl = _pipeline("log:")
+    sink = Sink()
+    engine = _engine(pl, tmp_path, sink)
+    events: list[float | None] = []
+    engine.listeners.append(lambda e: events.append(e.score))
+    for group, scores, th in _groups(pl, "healthy.csv.gz"):
+        near = [dataclasses.replace(s, score=score, state="ok") for s in scores]
+        sink(*engine.process(group, near, model="m", thresholds=th))
+    assert engine.state is not None and engine.state.state == state
+    assert events == ([] if state == "ok" else [1.0])
+    engine.close()

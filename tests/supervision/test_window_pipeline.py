@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pdm.config import load_pipeline
+from pdm.core.events import AlarmEvent
+from pdm.core.time import iso_time
 from pdm.history import open_store, parse_store_url
 from pdm.history.recorder import Recorder
 from pdm.history.records import FeatureRows, Record, ScoreRows, StateChange, to_ns
@@ -68,7 +72,7 @@ def test_each_group_is_scored_recorded_decided_and_submitted_in_that_order(
             on_scored=lambda rows: steps.append(f"scored {len(rows)}"),
             on_decided=lambda: steps.append(f"decided, {len(spy.calls)} submitted"),
         )
-        assert d.submitted and d.detail and len(d.rows) == len(g)
+        assert d.submitted and d.detail and len(d.scores) == len(g)
         records, mark = spy.calls[-1]
         assert mark == to_ns(g[-1].window.t_start)  # the replay's durable mark
         assert records == d.records
@@ -111,4 +115,36 @@ def test_rows_not_kept_are_left_out_but_a_transitions_rows_stay(tmp_path: Path) 
         assert has_rows == d.transition
         kept.append(has_rows)
     assert kept.count(True) == 1  # windows 48-55: danger at 51, trip at 55
+    writer.close()
+
+
+def test_scores_stay_unrounded_inside_and_are_rounded_where_they_are_written(
+    tmp_path: Path,
+) -> None:
+    """The path carries each window's score as the model made it (a float, the time in
+    integer ns); history's score rows and state changes, the alarm event and the JSON row
+    write it to 6 decimals, the time as ISO text."""
+    path, groups, (_spy, writer, _url) = _groups(tmp_path)
+    events: list[AlarmEvent] = []
+    path.engine.listeners.append(events.append)
+    inside: dict[int, float] = {}
+    written: list[float] = []
+    changes: list[StateChange] = []
+    for g in groups:
+        d = path.process(g)
+        for s, wf in zip(d.scores, g, strict=True):
+            assert s.t_ns == to_ns(wf.window.t_start)
+            assert s.as_row()["t_start"] == iso_time(wf.window.t_start)
+            if s.score is not None:
+                inside[s.t_ns] = s.score
+                assert s.as_row()["score"] == round(s.score, 6)
+        for r in d.records:
+            if isinstance(r, ScoreRows):
+                written += r.score[np.isfinite(r.score)].tolist()
+            elif isinstance(r, StateChange) and not r.sensor:
+                changes.append(r)
+    assert sum(v != round(v, 6) for v in inside.values()) > len(inside) // 2  # the model's own
+    assert written == [round(v, 6) for v in inside.values()]
+    assert [c.score for c in changes] == [round(inside[c.t_ns], 6) for c in changes]
+    assert [e.score for e in events] == [c.score for c in changes] and len(events) == 2
     writer.close()
