@@ -63,7 +63,10 @@ def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
     done = {f["what"] for f in summary["faults"]}
     assert done >= {"store_down", "receiver_down", "relay_down", "fault", "ack", "silent",
                     "bad_frames", "SIGTERM", "SIGKILL"}  # fmt: skip
-    assert summary["scores_stored"] == summary["windows_analysed"] > 2000
+    # Three machines for 75 s with three restarts: ~2,050 windows on a quiet machine, ~1,660
+    # measured with the two cores loaded by other work (restarts take longer). The bound says
+    # the soak ran; that nothing was lost is the line above.
+    assert summary["scores_stored"] == summary["windows_analysed"] > 1200
     assert summary["transitions"] >= 6 and summary["webhooks_delivered"] == summary["transitions"]
     assert summary["history_events"]["store_down"] >= 1
     assert summary["history_events"]["store_up"] >= 1
