@@ -81,9 +81,9 @@ __all__ = ["FEATURE_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 #: Page cache per connection, KiB.
 CACHE_KIB = 65536
 #: Feature rows per INSERT statement (x ~47 parameters: well under SQLite's 32766). Few
-#: enough that binding one statement holds the interpreter lock ~0.1 ms (a service's
-#: processing thread waits that long when it wants the lock back): 16 rows gave p99 15-17
-#: ms at 430 machines where 64 gave 16-21, for the same CPU.
+#: enough that binding one statement holds the interpreter lock only briefly (a service's
+#: processing thread waits that long when it wants the lock back); the measurement is in
+#: docs/benchmarks.md, "Why the service's constants have their values".
 ROWS_PER_INSERT = 16
 
 #: What a feature name (and so a column name) may look like.

@@ -86,13 +86,13 @@ log = logging.getLogger("pdm.service")
 
 #: CPU priority of the history writer thread (see ``HistoryWriter``): a store's batch is
 #: tens of milliseconds of CPU once a second, and at full load it delayed the decisions of
-#: the windows that arrived meanwhile (measured, 300 machines on 2 workers: decision
-#: latency p99 26-30 ms at the same priority, 20-23 ms lowered by 10).
+#: the windows that arrived meanwhile (docs/benchmarks.md, "Why the service's constants
+#: have their values").
 WRITER_NICE = 10
 #: The history writer's flush interval, s: half a second of rows a transaction, not a
-#: second's (measured at 400 machines on 2 workers: decision latency p99 42 ms vs 120 ms;
-#: 0.25 s gave no better p99 for 50 % more writer CPU); also the most feature and score
-#: rows a kill -9 can lose.
+#: second's: a shorter transaction delays fewer decisions, a still shorter one costs writer
+#: CPU for no gain (docs/benchmarks.md, "Why the service's constants have their values");
+#: also the most feature and score rows a kill -9 can lose.
 WRITER_FLUSH_S = 0.5
 #: SIGTERM to exit, at most, s (measured with the history store down or hanging: see
 #: docs/service.md): under Docker's default 10 s before SIGKILL.

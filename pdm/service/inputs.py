@@ -447,8 +447,8 @@ class ServiceInputs:
     # -- pull sources -------------------------------------------------------------------------
     def _simulate(self, p: Pipeline) -> None:
         # Imported here, for --simulate only: the simulator brings scipy.signal and scipy.stats,
-        # measured 0.9 s and 46 MiB more in every service process (each worker) that has no use
-        # for them.
+        # a second and tens of MiB more in every service process (each worker) that has no use
+        # for them (docs/benchmarks.md, "Why the service's constants have their values").
         from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
 
         base = SimSpec()

@@ -210,14 +210,14 @@ class RunnerPool:
 
     #: A round stops taking turns at this many windows (or turns): the decision latency
     #: of a round's first window includes the whole round's work. Four, not eight: the
-    #: cost per window is the same from two up (measured at 480 machines on 2 workers:
-    #: p99 31-48 ms with 4, 68-115 with 8, 38-72 with 2 — which also cost 4 % more CPU).
+    #: cost per window is the same from two up, and a longer round only delays its first
+    #: window (docs/benchmarks.md, "Why the service's constants have their values").
     max_windows = 4
     max_turns = 64
     #: Under load, a round holding fewer than ``gather_windows`` windows waits for more,
     #: up to ``gather_s`` after its first window's data arrived: a window extracted alone
-    #: costs ~1.3x one extracted with a second (measured: 150 machines a worker, 1.0 ms vs
-    #: 0.84 ms of processing per window; 0.78 ms with four). It waits only when windows
+    #: costs more than one extracted with others (the FFTs batch; docs/benchmarks.md, "Why
+    #: the service's constants have their values"). It waits only when windows
     #: come faster than one per ``gather_s`` (:attr:`window_rate`): at light load nothing
     #: would come, and each window is processed at once.
     gather_windows = 4

@@ -23,12 +23,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from pdm.dsp.features import feature_names
@@ -125,12 +125,13 @@ class _Influxd:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=1):
+                if httpx.get(f"http://127.0.0.1:{self.port}/ping", timeout=1).is_success:
                     return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"influxd did not start (log: {folder / 'influxd.log'})")
 

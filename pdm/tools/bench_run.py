@@ -78,12 +78,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 __all__ = ["Machine", "bench_run", "fleet", "frame_crc_maker", "machines_growth"]
@@ -340,8 +340,13 @@ def _free_port() -> int:
 
 
 def _get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return str(r.read().decode())
+    """The body of a GET; OSError when the service does not answer 2xx (yet)."""
+    try:
+        r = httpx.get(url, timeout=timeout)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise OSError(f"GET {url}: {exc}") from exc
+    return r.text
 
 
 # -- the DAQs ------------------------------------------------------------------------------------
