@@ -49,9 +49,14 @@ import numpy as np
 from pdm.alarms.rules import rules_from
 from pdm.alarms.state import LEVELS, AlarmRules
 from pdm.config import Pipeline
+from pdm.dashboard.alarms import log_row
 from pdm.dashboard.analysis import Averaged, WindowSpectra, load_analysis
+from pdm.dashboard.analysis import analyse as run_analysis
+from pdm.dashboard.charts import score_chart as chart
 from pdm.dashboard.context import REPO, DashboardContext
-from pdm.dashboard.labels import fmt_num
+from pdm.dashboard.data import STATE_COLOURS
+from pdm.dashboard.labels import channel_label, diagnosis_words, fmt_num
+from pdm.dashboard.report import build_report
 from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale, temp_root
 from pdm.dashboard.whatif import (
     QUANTITIES,
@@ -71,6 +76,8 @@ from pdm.dashboard.whatif import (
     whatif_setting,
 )
 from pdm.errors import ConfigError, PdmError
+from pdm.history import open_store, parse_store_url
+from pdm.operators import check_pin
 
 __all__ = [
     "CommissioningResult",
@@ -279,8 +286,6 @@ def run_commissioning(
 
     Raises :class:`PdmError` with one line (a bad recording, pipeline or model; too long).
     """
-    from pdm.dashboard.alarms import log_row
-    from pdm.history import open_store, parse_store_url
 
     if pipeline.source_path is None:
         raise ConfigError("the pipeline has no file to replay it with")
@@ -328,8 +333,6 @@ def run_commissioning(
         if analyse and win_idx is not None:
             out = Path(tmp) / "analysis"
             if inline:
-                from pdm.dashboard.analysis import analyse as run_analysis
-
                 run_analysis(recording, pipeline, win_idx, out, progress=progress)
             else:
                 cmd = [
@@ -404,7 +407,6 @@ def _replay_inline(
     progress: bool,
 ) -> dict[str, Any]:
     """The replay in this process (the main thread: it installs signal handlers)."""
-    from pdm.history import parse_store_url
     from pdm.replay import ReplayOptions, replay
 
     opts = ReplayOptions(
@@ -486,7 +488,6 @@ def _rule_features(rows: Any, rules: AlarmRules) -> dict[int, dict[str, dict[str
 def score_chart(res: CommissioningResult, setting: Setting | None = None) -> Any:
     """Score per window (s from the start) with the thresholds of ``setting`` (default:
     the configured ones) — the lines move with the what-if controls."""
-    from pdm.dashboard.charts import score_chart as chart
 
     s = setting or configured_setting(res)
     levels = [("alert", s.alert), ("danger", s.danger), ("trip", s.trip)]
@@ -530,7 +531,6 @@ def velocity_chart(res: CommissioningResult, setting: Setting) -> Any:
     ]
     if not levels:
         return line.properties(height=260)
-    from pdm.dashboard.data import STATE_COLOURS
 
     ld = pd.DataFrame([{"level": n, "y": v, "text": f"{n} {fmt_num(v)} mm/s"} for n, v in levels])
     scale = alt.Scale(domain=[n for n, _ in levels], range=[STATE_COLOURS[n] for n, _ in levels])
@@ -656,7 +656,6 @@ def signed_in_operator(state: Any, now: float | None = None) -> str | None:
 def sign_in(ctx: DashboardContext, state: Any, name: str, pin_text: str) -> str | None:
     """Check an operator's PIN (with the lockout); on success sign them in to ``state``.
     Returns None when signed in, else the one-line reason."""
-    from pdm.operators import check_pin
 
     if not name.strip() or not pin_text:
         return "give your operator name and PIN"
@@ -680,8 +679,6 @@ _swept = False  # the stale temporary folders: swept once per dashboard process
 
 def render(ctx: DashboardContext) -> None:
     import streamlit as st
-
-    from pdm.dashboard.report import build_report
 
     st.header("Commissioning")
     st.caption(
@@ -781,7 +778,6 @@ def render(ctx: DashboardContext) -> None:
 def _setup_and_run(ctx: DashboardContext, st: Any, recording: Path | None, source: str) -> None:
     """Pipeline, model, references and the Replay button (disabled, with the reason, when it
     cannot work); runs the replays and keeps the results in the session."""
-    from pdm.dashboard.labels import channel_label
 
     fit = pipelines_for(recording, ctx.pipelines) if recording is not None else {}
     usable = sorted(m for m, why in fit.items() if not why)
@@ -921,8 +917,6 @@ def _setup_and_run(ctx: DashboardContext, st: Any, recording: Path | None, sourc
 
 
 def _results(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.labels import diagnosis_words
-
     st.subheader(f"{res.recording} → {res.machine_name}")
     s = res.summary
     ups = [t for t in res.transitions if t.get("from") == "ok"]
@@ -948,7 +942,6 @@ def _results(st: Any, res: CommissioningResult) -> None:
 
 
 def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.labels import channel_label
     from pdm.dashboard.machine import spectra_block
 
     ws = res.deciding
@@ -990,9 +983,6 @@ def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
 
 
 def _diagnosis(st: Any, res: CommissioningResult) -> None:
-    import numpy as np
-
-    from pdm.dashboard.labels import channel_label, diagnosis_words
     from pdm.dashboard.machine import spectra_block
 
     av = res.averaged

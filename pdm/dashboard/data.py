@@ -29,6 +29,7 @@ from pdm.dsp.iso import zone_limits
 from pdm.history.base import HistoryStore, LogRecord, MachineStatus, StoreURL
 from pdm.history.provenance import load_capture
 from pdm.history.records import Capture, Event, Spectrum, StateChange
+from pdm.history.sqlite_files import history_files
 
 __all__ = [
     "RANGES",
@@ -514,8 +515,6 @@ def recent_spectra(
     directly (read-only) for the waterfall. Other stores give the newest one only.
     """
     if url.scheme == "sqlite" and url.path is not None and url.path.exists():
-        from pdm.history.sqlite_files import history_files
-
         try:
             rows = []
             for path in history_files(url.path):  # a service's workers write a file each

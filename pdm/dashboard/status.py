@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
 
@@ -92,7 +94,6 @@ def api_error(resp: Any) -> str:
 
 def api_status(ctx: DashboardContext, *, timeout: float = API_TIMEOUT_S) -> list[dict[str, Any]]:
     """``GET /status`` from the service; raises :class:`PdmError` with one line on failure."""
-    import httpx
 
     assert ctx.api_url
     url = ctx.api_url.rstrip("/") + "/status"

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from pdm.appliance import appliance_id
 from pdm.history.base import (
     UNSTORABLE,
     HistoryError,
@@ -180,8 +181,6 @@ class _InfluxQL:
 
     def _write(self, records: Sequence[Record]) -> None:
         if self.appliance is None:
-            from pdm.appliance import appliance_id
-
             self.appliance = appliance_id()
         in_flight: Future[None] | None = None
         try:

@@ -462,23 +462,11 @@ class _Handler(GuardedHandler):
             pass
 
     # -- requests ----------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._handle("GET")
+    def _on_request(self) -> None:
+        """http.server calls ``do_`` + the request's method: ``self.command`` is that method."""
+        self._handle(self.command)
 
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _on_request
 
     def _handle(self, method: str) -> None:
         api = self.server.api
