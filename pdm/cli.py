@@ -560,15 +560,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pdm.config import load_pipeline
-    from pdm.dashboard.commissioning import (
-        Run,
-        configured_setting,
-        run_commissioning,
-        truth_onset_s,
-        whatif_grid,
-    )
+    from pdm.dashboard.commissioning_inputs import truth_onset_s
+    from pdm.dashboard.commissioning_run import run_commissioning
     from pdm.dashboard.labels import diagnosis_words
     from pdm.dashboard.report import build_report
+    from pdm.dashboard.whatif import Run, configured_setting, whatif_grid
 
     pipeline = load_pipeline(args.pipeline)
     model = Path(args.model) if args.model else None
