@@ -24,7 +24,7 @@ import numpy as np
 
 from pdm.config import Pipeline
 from pdm.dashboard import labels
-from pdm.dashboard.status import UNREACHABLE, AlarmStatus, StatusRead
+from pdm.dashboard.status import UNREACHABLE, AlarmLatch, AlarmStatus, StatusRead
 from pdm.dsp.iso import zone_limits
 from pdm.history.base import HistoryStore, LogRecord, MachineStatus, StoreURL
 from pdm.history.provenance import load_capture
@@ -123,7 +123,7 @@ class ChannelTile:
 
 
 @dataclass(frozen=True)
-class Tile:
+class Tile(AlarmLatch):
     """One machine's overview tile.
 
     ``state`` is the machine's alarm state (``ok``, ``alert``, ``danger``, ``trip``; ``no data``),
@@ -170,14 +170,6 @@ class Tile:
     def filled(self) -> bool:
         """The state colour fills the tile (fresh data, state known); else only a frame."""
         return not (self.stale or self.unknown) and self.state != "no data"
-
-    @property
-    def latched(self) -> bool:
-        return self.state in ("danger", "trip")
-
-    @property
-    def unacknowledged(self) -> bool:
-        return self.latched and self.ack_by is None
 
     @property
     def never_had_data(self) -> bool:
