@@ -614,6 +614,8 @@ class Influx2Store(_InfluxQL):
 
     def __init__(self, cfg: StoreURL, **kw: Any) -> None:
         super().__init__(cfg, **kw)
+        # influxdb-client takes ~0.35 s to import (python -X importtime): imported by the
+        # store that writes through it, not by every user of pdm.history.
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
