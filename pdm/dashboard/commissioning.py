@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import streamlit as st
 
 from pdm.dashboard.commissioning_charts import grid_charts, score_chart, velocity_chart
 from pdm.dashboard.commissioning_inputs import (
@@ -53,6 +55,7 @@ from pdm.dashboard.commissioning_inputs import (
 from pdm.dashboard.commissioning_run import REPLAY_TIMEOUT_S, run_commissioning
 from pdm.dashboard.context import DashboardContext
 from pdm.dashboard.labels import channel_label, diagnosis_words, fmt_num
+from pdm.dashboard.machine import spectra_block
 from pdm.dashboard.report import build_report
 from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale
 from pdm.dashboard.whatif import (
@@ -157,8 +160,6 @@ _swept = False  # the stale temporary folders: swept once per dashboard process
 
 
 def render(ctx: DashboardContext) -> None:
-    import streamlit as st
-
     st.header("Commissioning")
     st.caption(
         "Replay a recording through a pipeline and model (dry run: no relay, no webhook, "
@@ -421,8 +422,6 @@ def _results(st: Any, res: CommissioningResult) -> None:
 
 
 def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.machine import spectra_block
-
     ws = res.deciding
     st.subheader("Spectra of the deciding window")
     if ws is None:
@@ -462,8 +461,6 @@ def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
 
 
 def _diagnosis(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.machine import spectra_block
-
     av = res.averaged
     st.subheader("Diagnosis (averaged spectra)")
     if av is None:
@@ -555,8 +552,6 @@ def _steps(base: Sequence[float], *extra: float | None) -> list[float]:
 def _whatif_panel(
     st: Any, res: CommissioningResult, runs: Sequence[Run]
 ) -> tuple[Setting, list[dict[str, Any]]]:
-    import pandas as pd
-
     st.subheader("What if")
     st.caption(
         "The alarm state machine re-run over the stored per-window values with other "

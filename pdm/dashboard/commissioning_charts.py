@@ -7,6 +7,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import altair as alt
+import pandas as pd
+
 from pdm.dashboard.charts import score_chart as chart
 from pdm.dashboard.data import STATE_COLOURS
 from pdm.dashboard.labels import fmt_num
@@ -34,8 +37,6 @@ def score_chart(res: CommissioningResult, setting: Setting | None = None) -> Any
 
 def velocity_chart(res: CommissioningResult, setting: Setting) -> Any:
     """The highest channel's velocity per window with the what-if's limits (velocity mode)."""
-    import altair as alt
-    import pandas as pd
 
     rows = []
     for t, w in zip(res.t_ns.tolist(), res.window.tolist(), strict=True):
@@ -84,8 +85,6 @@ def velocity_chart(res: CommissioningResult, setting: Setting) -> Any:
 
 def grid_charts(rows: Sequence[dict[str, Any]], quantity: str) -> Any:
     """False alarms and first-alarm delay against the alert threshold, a line per on-delay."""
-    import altair as alt
-    import pandas as pd
 
     df = pd.DataFrame(
         [

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import streamlit as st
+
 from pdm.dashboard.alarms import api_status
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
@@ -95,8 +97,6 @@ def _kv(d: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def render(ctx: DashboardContext) -> None:
-    import streamlit as st
-
     st.header("Models")
     for p in ctx.problems:
         st.warning(p)
