@@ -28,6 +28,7 @@ from pdm.config.machine import (
 )
 from pdm.errors import ConfigError
 from pdm.relay_url import RelayURL, parse_relay_url
+from pdm.secrets import redact_url
 from pdm.store_url import parse_store_url
 
 
@@ -206,8 +207,6 @@ class WebhookTargetSettings(BaseModel):
     @field_validator("url", mode="after")
     @classmethod
     def _http(cls, value: str) -> str:
-        from pdm.secrets import redact_url
-
         if not re.match(r"^https?://[^/\s]+", value):
             raise invalid(
                 f"must be an http:// or https:// URL, not {redact_url(value)!r}", got=None

@@ -23,6 +23,7 @@ page logic is in plain functions (:func:`alarm_rows`, :func:`log_rows`,
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,11 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from pdm.alarms.state import LEVELS
 from pdm.config import Pipeline
 from pdm.dashboard.context import DashboardContext
-from pdm.dashboard.data import ack_of
-from pdm.dashboard.labels import duration, location_label, plain_reason
+from pdm.dashboard.data import STATE_COLOURS, ack_of
+from pdm.dashboard.labels import clock, duration, location_label, plain_reason, state_word
 from pdm.dashboard.status import (
     API_TIMEOUT_S,
     UNREACHABLE,
@@ -335,7 +338,6 @@ def acknowledge(
         return AckResult(False, f"{checked.message}; nothing acknowledged")
     # A PIN set under the old 4-character rule still works, but says so.
     note = " (your PIN is shorter than 6 characters: have it set again)" if checked.short else ""
-    import httpx
 
     url = f"{ctx.api_url.rstrip('/')}/ack/{quote(machine, safe='')}"
     body = json.dumps({"by": by, "comment": comment}).encode("utf-8")
@@ -372,10 +374,6 @@ _STATE_CSS = """
 def _state_now(ctx: DashboardContext, st: Any) -> None:
     """The alarm state of every machine now, and where it comes from (never an all-clear
     the page cannot know)."""
-    import html
-
-    from pdm.dashboard.data import STATE_COLOURS
-    from pdm.dashboard.labels import clock, state_word
 
     read = read_alarm_status(ctx)
     now = time.time_ns()

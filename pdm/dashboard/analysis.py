@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.config import Pipeline, load_pipeline
+from pdm.dashboard.labels import channel_label
 from pdm.errors import PdmError
 from pdm.history.records import Capture, to_ns
 
@@ -158,7 +159,6 @@ def capture_spectra(
 
 def averaged_spectra(path: str | Path, pipeline: Pipeline, *, progress: bool = False) -> Averaged:
     """The diagnosis engine over the whole recording (``pdm-edge diagnose`` of it)."""
-    from pdm.dashboard.labels import channel_label
     from pdm.diagnose import diagnose_files, sections
     from pdm.diagnosis.report import section_html
 

@@ -14,8 +14,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import altair as alt
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from pdm.dashboard import data
 from pdm.dashboard.cursors import FAMILIES, FAMILY_COLOURS, Cursor, label_rows
@@ -95,8 +97,6 @@ def spectrum_chart(
     height: int = 300,
 ) -> Chart:
     """One spectrum between ``lo_hz`` and ``hi_hz`` with its cursors (see the module doc)."""
-    import altair as alt
-    import pandas as pd
 
     orders = orders and bool(shaft_hz)
     rows = spectrum_frame(freqs_hz, amps, lo_hz, hi_hz, shaft_hz=shaft_hz, unit=unit)
@@ -225,8 +225,6 @@ def score_chart(
 ) -> Chart:
     """Anomaly score on a log axis (1-2-5 ticks), thresholds as labelled lines in the state
     colours; a score at or below 0 sits on the axis floor."""
-    import altair as alt
-    import pandas as pd
 
     s = np.asarray(score, dtype=np.float64)
     finite = s[np.isfinite(s) & (s > 0)]

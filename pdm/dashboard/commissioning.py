@@ -32,27 +32,32 @@ when the operator changes the page meanwhile; its temporary store goes with it.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import streamlit as st
 
-from pdm.alarms.rules import rules_from
-from pdm.alarms.state import LEVELS, AlarmRules
-from pdm.config import Pipeline
-from pdm.dashboard.analysis import Averaged, WindowSpectra, load_analysis
-from pdm.dashboard.context import REPO, DashboardContext
-from pdm.dashboard.labels import fmt_num
-from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale, temp_root
+from pdm.dashboard.commissioning_charts import grid_charts, score_chart, velocity_chart
+from pdm.dashboard.commissioning_inputs import (
+    FIXTURES,
+    RECORDING_SUFFIXES,
+    check_recording,
+    list_models,
+    list_recordings,
+    pipelines_for,
+    training_files,
+    truth_onset_s,
+)
+from pdm.dashboard.commissioning_run import REPLAY_TIMEOUT_S, run_commissioning
+from pdm.dashboard.context import DashboardContext
+from pdm.dashboard.labels import channel_label, diagnosis_words, fmt_num
+from pdm.dashboard.machine import spectra_block
+from pdm.dashboard.report import build_report
+from pdm.dashboard.uploads import UploadFolder, max_upload_mb, sweep_stale
 from pdm.dashboard.whatif import (
     QUANTITIES,
     CommissioningResult,
@@ -71,6 +76,7 @@ from pdm.dashboard.whatif import (
     whatif_setting,
 )
 from pdm.errors import ConfigError, PdmError
+from pdm.operators import check_pin
 
 __all__ = [
     "CommissioningResult",
@@ -87,539 +93,15 @@ __all__ = [
     "whatif_for",
 ]
 
-FIXTURES = REPO / "fixtures"
-MODELS = REPO / "models"
-#: A commissioning replay is killed after this long, s.
-REPLAY_TIMEOUT_S = 900.0
 #: An operator who signed in on the page may upload for this long, s, in that session.
 OPERATOR_SESSION_S = 15 * 60.0
-_POLL_S = 0.25  # how often a running replay checks the clock and its session
-_TAIL_BYTES = 64 * 1024  # of the replay's output kept for its summary and error line
-_SUFFIXES = (".csv", ".csv.gz")
-
-
-def list_recordings(folder: Path = FIXTURES) -> list[Path]:
-    """CSV recordings (``.csv``, ``.csv.gz``) in ``folder``, sorted by name."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
-
-
-def list_models(pipeline: Pipeline, folder: Path = MODELS) -> list[Path]:
-    """The pipeline's own model first, then every other model directory for the same machine."""
-    out: list[Path] = []
-    own = pipeline.model_dir
-    if own is not None and (own / "model.json").is_file():
-        out.append(own)
-    if folder.is_dir():
-        for d in sorted(folder.iterdir()):
-            if not (d / "model.json").is_file() or (own and d.resolve() == own.resolve()):
-                continue
-            try:
-                card = json.loads((d / "model.json").read_text())
-                machine = card.get("machine", {}).get("id")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if machine == pipeline.machine.id:
-                out.append(d)
-    return out
-
-
-def check_recording(path: Path, pipeline: Pipeline) -> tuple[float, float]:
-    """Open ``path`` for ``pipeline`` and read its first chunk; returns the recording's start
-    (POSIX s) and sample rate (Hz). Raises a one-line PdmError (a missing column names the
-    column and the file)."""
-    from pdm.processing import open_recording
-
-    rec, _ = open_recording(path, pipeline)
-    with rec:
-        for _chunk in rec.chunks():
-            break
-        return float(rec.start_time), float(rec.sample_rate_hz)
-
-
-def recording_columns(path: Path) -> tuple[str, ...]:
-    """The column names in a recording's header (none when it cannot be read)."""
-    from pdm.sources.csv import CsvRecording
-
-    try:
-        with CsvRecording(path) as rec:
-            return tuple(rec.channels)
-    except PdmError:
-        return ()
-
-
-def pipelines_for(path: Path, pipelines: Mapping[str, Pipeline]) -> dict[str, str]:
-    """Every pipeline's fit to a recording: machine id → '' when the recording has every
-    column the pipeline reads, else the reason it cannot be replayed with it."""
-    have = set(recording_columns(path))
-    out = {}
-    for mid, pl in pipelines.items():
-        missing = [c for c in pl.columns if c not in have]
-        if pl.source_path is None:
-            out[mid] = "the pipeline has no file to replay it with"
-        elif not have:
-            out[mid] = f"{path.name}: the recording cannot be read"
-        elif missing:
-            out[mid] = (
-                f"{path.name} has no column {', '.join(repr(c) for c in missing)} "
-                f"(it has {', '.join(sorted(have))})"
-            )
-        else:
-            out[mid] = ""
-    return out
-
-
-def truth_onset_s(path: Path) -> float | None:
-    """The onset of a fault that starts during a simulated recording, s from its start:
-    the latest ``onset_s`` > 0 in its ``<stem>.truth.json`` sidecar (``pdm-edge simulate``
-    writes one); None without a sidecar or when every fault is there from the start."""
-    stem = path.name.removesuffix(".gz").removesuffix(".csv")
-    side = path.with_name(f"{stem}.truth.json")
-    try:
-        truth = json.loads(side.read_text())
-        onsets = [float(f.get("onset_s", 0.0)) for f in truth.get("faults", [])]
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    late = [o for o in onsets if math.isfinite(o) and o > 0]
-    return max(late) if late else None
-
-
-def training_files(model_dir: Path | None) -> list[str]:
-    """The recordings a model was trained on (file names from its card): healthy by definition."""
-    if model_dir is None:
-        return []
-    try:
-        card = json.loads((model_dir / "model.json").read_text())
-        return [
-            str(f.get("file")) for f in card.get("training", {}).get("files", []) if f.get("file")
-        ]
-    except (OSError, ValueError, AttributeError, TypeError):
-        return []
-
-
-def _thresholds(card_dir: Path | None) -> tuple[float | None, float | None]:
-    if card_dir is None:
-        return None, None
-    try:
-        score = json.loads((card_dir / "model.json").read_text()).get("score", {})
-        return float(score["alert"]), float(score["danger"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None, None
-
-
-def deciding_window(
-    transitions: Sequence[dict[str, Any]], window: Any, score: Any
-) -> tuple[int | None, str]:
-    """The window whose spectra explain the result, and why it is that one: the first that
-    raised the highest level reached, else the window with the highest score."""
-    ups = [t for t in transitions if t.get("to") in LEVELS and t.get("from") in LEVELS]
-    ups = [t for t in ups if LEVELS.index(t["to"]) > LEVELS.index(t["from"])]
-    if ups:
-        top = max(LEVELS.index(t["to"]) for t in ups)
-        first = next(t for t in ups if LEVELS.index(t["to"]) == top)
-        return int(first["window"]), f"the window that raised {first['to'].upper()}"
-    s = np.asarray(score, dtype=np.float64)
-    if s.size and np.isfinite(s).any():
-        i = int(np.nanargmax(s))
-        return int(np.asarray(window)[i]), "the window with the highest score (no alarm)"
-    return (
-        (int(np.asarray(window)[0]), "the first window (no score)")
-        if len(window)
-        else (
-            None,
-            "",
-        )
-    )
-
-
-def _replay_cmd(
-    recording: Path, pipeline: Pipeline, model_dir: Path | None, data_dir: Path, db: Path
-) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pdm.cli",
-        "replay",
-        str(recording.resolve()),
-        "-p",
-        str(Path(pipeline.source_path or "").resolve()),
-        "--data-dir",
-        str(data_dir),
-        "--store",
-        f"sqlite:///{db}",
-        "--actions",
-        "dry-run",
-        "--restart",
-    ]
-    if model_dir is not None:
-        cmd += ["--model", str(model_dir.resolve())]
-    return cmd
-
-
-def run_commissioning(
-    recording: Path,
-    pipeline: Pipeline,
-    model_dir: Path | None = None,
-    *,
-    timeout_s: float = REPLAY_TIMEOUT_S,
-    keep_going: Callable[[float], object] | None = None,
-    analyse: bool = True,
-    inline: bool = False,
-    progress: bool = False,
-) -> CommissioningResult:
-    """Replay ``recording`` (dry run) into a temporary store, read back what it found, and
-    (``analyse``) recompute the deciding window's and the averaged spectra.
-
-    The replay and the analysis are child processes, killed after ``timeout_s`` in all;
-    ``keep_going(elapsed_s)`` is called every ~0.25 s while they run, and whatever it raises
-    (Streamlit's stop when the session ends) kills them too. ``inline`` runs both in this
-    process instead (``pdm-edge report``: its main thread, with ``progress`` bars on a
-    terminal). The temporary store is removed in every case.
-
-    Raises :class:`PdmError` with one line (a bad recording, pipeline or model; too long).
-    """
-    from pdm.dashboard.alarms import log_row
-    from pdm.history import open_store, parse_store_url
-
-    if pipeline.source_path is None:
-        raise ConfigError("the pipeline has no file to replay it with")
-    start_s, fs = check_recording(recording, pipeline)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="commission-", dir=temp_root()) as tmp:
-        data_dir = Path(tmp) / "data"
-        db = (data_dir / "history.db").resolve()
-        if inline:
-            summary = _replay_inline(recording, pipeline, model_dir, data_dir, db, progress)
-        else:
-            cmd = _replay_cmd(recording, pipeline, model_dir, data_dir, db)
-            code, stdout, stderr = _run_bounded(
-                cmd, Path(tmp), recording.name, timeout_s=timeout_s, keep_going=keep_going
-            )
-            if code != 0:
-                raise PdmError(_child_error(stderr, code, "replay"))
-            try:
-                summary = json.loads(stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError) as exc:
-                raise PdmError("the replay printed no summary") from exc
-        machine = pipeline.machine.id
-        with open_store(parse_store_url(f"sqlite:///{db}")) as store:
-            sc = store.scores(machine)
-            spectra = [
-                {
-                    "channel": s.channel,
-                    "sensor": s.sensor,
-                    "type": s.type,
-                    "t_ns": s.t_ns,
-                    "f0_hz": s.f0_hz,
-                    "df_hz": s.df_hz,
-                    "unit": s.unit,
-                    "values": np.asarray(s.values, dtype=np.float64),
-                }
-                for s in store.latest_spectra(machine)
-            ]
-            log = [log_row(r) for r in store.log(None, limit=1000)]
-            features = _rule_features(store.features(machine), rules_from(pipeline))
-        transitions = list(summary.get("transitions", []))
-        win_idx, why = deciding_window(transitions, sc.window, sc.score)
-        deciding: WindowSpectra | None = None
-        averaged: Averaged | None = None
-        notes: list[str] = []
-        if analyse and win_idx is not None:
-            out = Path(tmp) / "analysis"
-            if inline:
-                from pdm.dashboard.analysis import analyse as run_analysis
-
-                run_analysis(recording, pipeline, win_idx, out, progress=progress)
-            else:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "pdm.dashboard.analysis",
-                    str(recording.resolve()),
-                    str(Path(pipeline.source_path).resolve()),
-                    str(win_idx),
-                    str(out),
-                ]
-                left = max(1.0, timeout_s - (time.monotonic() - started))
-                code, _out, stderr = _run_bounded(
-                    cmd, Path(tmp), recording.name, timeout_s=left, keep_going=keep_going
-                )
-                if code != 0:
-                    notes.append(
-                        f"spectra not recomputed: {_child_error(stderr, code, 'analysis')}"
-                    )
-            if (out / "analysis.json").exists():
-                deciding, averaged, more = load_analysis(out)
-                notes += more
-    model_used = model_dir if model_dir is not None else pipeline.model_dir
-    alert, danger = _thresholds(model_used)
-    acq = pipeline.acquisition
-    return CommissioningResult(
-        recording=recording.name,
-        machine=machine,
-        machine_name=pipeline.machine.name or machine,
-        pipeline_file=str(pipeline.source_path),
-        model_dir=str(model_used or ""),
-        model=sc.model,
-        summary=summary,
-        transitions=transitions,
-        t_ns=np.asarray(sc.t_ns, dtype=np.int64),
-        window=np.asarray(sc.window, dtype=np.int64),
-        score=np.asarray(sc.score, dtype=np.float64),
-        state=tuple(sc.state),
-        diagnosis=tuple(sc.diagnosis),
-        alert=alert,
-        danger=danger,
-        rules=rules_from(pipeline),
-        spectra=sorted(spectra, key=lambda s: (s["type"], s["channel"])),
-        log=log,
-        features=features,
-        sensor_of={c: pipeline.channel(c)[0].id for c in pipeline.columns},
-        pipeline=pipeline,
-        recording_path=str(recording),
-        start_ns=round(start_s * 1e6) * 1000,
-        window_s=acq.window_samples / fs,
-        hop_s=acq.hop_samples / fs,
-        deciding_window=win_idx,
-        deciding_why=why,
-        deciding=deciding,
-        averaged=averaged,
-        notes=notes,
-    )
-
-
-def _child_error(stderr: str, code: int, what: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    err = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
-    return err or (lines[-1] if lines else f"{what} exited {code}")
-
-
-def _replay_inline(
-    recording: Path,
-    pipeline: Pipeline,
-    model_dir: Path | None,
-    data_dir: Path,
-    db: Path,
-    progress: bool,
-) -> dict[str, Any]:
-    """The replay in this process (the main thread: it installs signal handlers)."""
-    from pdm.history import parse_store_url
-    from pdm.replay import ReplayOptions, replay
-
-    opts = ReplayOptions(
-        store=parse_store_url(f"sqlite:///{db}"),
-        data_dir=data_dir,
-        model_dir=model_dir,
-        restart=True,
-        actions="dry-run",
-        progress=progress,
-    )
-    summary = replay([str(recording)], pipeline, opts)
-    if summary.get("interrupted"):
-        raise PdmError(f"{recording.name}: the replay was stopped by {summary['interrupted']}")
-    return summary
-
-
-def _tail(path: Path) -> str:
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-        return f.read().decode("utf-8", "replace")
-
-
-def _run_bounded(
-    cmd: list[str],
-    tmp: Path,
-    what: str,
-    *,
-    timeout_s: float,
-    keep_going: Callable[[float], object] | None,
-) -> tuple[int, str, str]:
-    """Run ``cmd`` (its output to files in ``tmp``: no pipe can fill up), at most
-    ``timeout_s``; its whole process group is killed when it overruns or when
-    ``keep_going`` raises. Returns (exit status, stdout tail, stderr tail)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    out_path, err_path = tmp / "replay.out", tmp / "replay.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-    started = time.monotonic()
-    try:
-        while True:
-            try:
-                code = proc.wait(_POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            elapsed = time.monotonic() - started
-            if elapsed > timeout_s:
-                raise PdmError(f"{what}: the replay took longer than {timeout_s:g} s; stopped")
-            if keep_going is not None:
-                keep_going(elapsed)
-    finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    return code, _tail(out_path), _tail(err_path)
-
-
-def _rule_features(rows: Any, rules: AlarmRules) -> dict[int, dict[str, dict[str, float]]]:
-    """Per window and channel, only the features the alarm rules read (velocity, limits)."""
-    wanted = {"velocity_rms_mm_s", *(lim.feature for lim in rules.limits)}
-    cols = [(i, n) for i, n in enumerate(rows.names) if n in wanted]
-    out: dict[int, dict[str, dict[str, float]]] = {}
-    for r in range(len(rows)):
-        if not rows.valid[r]:
-            continue
-        vals = {n: float(rows.values[r, i]) for i, n in cols}
-        out.setdefault(int(rows.window[r]), {})[rows.channel[r]] = vals
-    return out
-
-
-# --- charts --------------------------------------------------------------------------------------
-
-
-def score_chart(res: CommissioningResult, setting: Setting | None = None) -> Any:
-    """Score per window (s from the start) with the thresholds of ``setting`` (default:
-    the configured ones) — the lines move with the what-if controls."""
-    from pdm.dashboard.charts import score_chart as chart
-
-    s = setting or configured_setting(res)
-    levels = [("alert", s.alert), ("danger", s.danger), ("trip", s.trip)]
-    if s.quantity != "score":
-        levels = []
-    return chart(
-        [res.seconds(int(t)) for t in res.t_ns],
-        res.score,
-        levels,
-        x_title="time from the start of the recording, s",
-        extra_tooltip={"window": res.window.tolist(), "state": list(res.state)},
-    )
-
-
-def velocity_chart(res: CommissioningResult, setting: Setting) -> Any:
-    """The highest channel's velocity per window with the what-if's limits (velocity mode)."""
-    import altair as alt
-    import pandas as pd
-
-    rows = []
-    for t, w in zip(res.t_ns.tolist(), res.window.tolist(), strict=True):
-        chans = res.features.get(int(w), {})
-        vals = [c.get("velocity_rms_mm_s", math.nan) for c in chans.values()]
-        vals = [v for v in vals if math.isfinite(v)]
-        if vals:
-            rows.append({"t": res.seconds(int(t)), "v": max(vals), "window": w})
-    df = pd.DataFrame(rows, columns=["t", "v", "window"])
-    line = (
-        alt.Chart(df)
-        .mark_line(color="#8ab4f8", point=alt.OverlayMarkDef(size=14))
-        .encode(
-            x=alt.X("t:Q", title="time from the start of the recording, s"),
-            y=alt.Y("v:Q", title="velocity RMS, mm/s (highest channel)"),
-            tooltip=["window", alt.Tooltip("v:Q", format=".2f", title="mm/s")],
-        )
-    )
-    levels = [
-        (n, v)
-        for n, v in (("alert", setting.alert), ("danger", setting.danger), ("trip", setting.trip))
-        if v is not None
-    ]
-    if not levels:
-        return line.properties(height=260)
-    from pdm.dashboard.data import STATE_COLOURS
-
-    ld = pd.DataFrame([{"level": n, "y": v, "text": f"{n} {fmt_num(v)} mm/s"} for n, v in levels])
-    scale = alt.Scale(domain=[n for n, _ in levels], range=[STATE_COLOURS[n] for n, _ in levels])
-    rule = (
-        alt.Chart(ld)
-        .mark_rule(strokeDash=[7, 4], size=2)
-        .encode(y="y:Q", color=alt.Color("level:N", scale=scale, legend=None))
-    )
-    text = (
-        alt.Chart(ld)
-        .mark_text(align="right", baseline="bottom", dx=-4, dy=-2, fontWeight="bold")
-        .encode(
-            y="y:Q",
-            x=alt.value({"expr": "width"}),
-            text="text:N",
-            color=alt.Color("level:N", scale=scale, legend=None),
-        )
-    )
-    return alt.layer(line, rule, text).properties(height=260)
-
-
-def grid_charts(rows: Sequence[dict[str, Any]], quantity: str) -> Any:
-    """False alarms and first-alarm delay against the alert threshold, a line per on-delay."""
-    import altair as alt
-    import pandas as pd
-
-    df = pd.DataFrame(
-        [
-            {
-                "alert": r["alert"],
-                "on-delay": f"{r['on']} of {r['of']}",
-                "false alarms": r["false_alarms"],
-                "delay, s": r["delay_s"],
-            }
-            for r in rows
-        ]
-    )
-    x = alt.X(
-        "alert:Q",
-        title="alert threshold, " + ("score" if quantity == "score" else "mm/s"),
-        scale=alt.Scale(type="log", nice=False),
-        axis=alt.Axis(values=sorted({r["alert"] for r in rows}), format="~g"),
-    )
-    order = sorted({(r["on"], r["of"]) for r in rows})
-    names = [f"{on} of {of}" for on, of in order]
-    # Not the alarm colours: these are settings, not states.
-    palette = ["#8ab4f8", "#fdd663", "#81c995", "#c58af9", "#78d9ec", "#fcad70"]
-    colour = alt.Color(
-        "on-delay:N",
-        title="on-delay",
-        sort=names,
-        scale=alt.Scale(domain=names, range=palette[: len(names)]),
-        legend=alt.Legend(orient="right"),
-    )
-    fa = (
-        alt.Chart(df)
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=alt.Y(
-                "false alarms:Q",
-                title="false alarms",
-                axis=alt.Axis(tickMinStep=1, format="d"),
-                scale=alt.Scale(domainMin=0),
-            ),
-            color=colour,
-            tooltip=["alert", "on-delay", "false alarms"],
-        )
-        .properties(height=260, title="False alarms (healthy, and faulty before the onset)")
-    )
-    dl = (
-        alt.Chart(df.dropna(subset=["delay, s"]))
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=alt.Y("delay, s:Q", title="delay, s", scale=alt.Scale(domainMin=0)),
-            color=colour,
-            tooltip=["alert", "on-delay", alt.Tooltip("delay, s:Q", format=".2f")],
-        )
-        .properties(height=260, title="First alarm after the fault's onset")
-    )
-    return fa, dl
 
 
 def _save_upload(up: Any, folder: Path, limit_mb: int) -> Path:
     """Write the upload into ``folder`` (emptied first: one upload per session), at most
     ``limit_mb`` MB whatever its declared size says."""
     name = Path(str(up.name)).name
-    if not name.endswith(_SUFFIXES) or name.startswith("."):
+    if not name.endswith(RECORDING_SUFFIXES) or name.startswith("."):
         raise ConfigError(f"{name}: expected a .csv or .csv.gz recording")
     limit = limit_mb * 2**20
     size = int(getattr(up, "size", 0) or 0)
@@ -656,7 +138,6 @@ def signed_in_operator(state: Any, now: float | None = None) -> str | None:
 def sign_in(ctx: DashboardContext, state: Any, name: str, pin_text: str) -> str | None:
     """Check an operator's PIN (with the lockout); on success sign them in to ``state``.
     Returns None when signed in, else the one-line reason."""
-    from pdm.operators import check_pin
 
     if not name.strip() or not pin_text:
         return "give your operator name and PIN"
@@ -679,10 +160,6 @@ _swept = False  # the stale temporary folders: swept once per dashboard process
 
 
 def render(ctx: DashboardContext) -> None:
-    import streamlit as st
-
-    from pdm.dashboard.report import build_report
-
     st.header("Commissioning")
     st.caption(
         "Replay a recording through a pipeline and model (dry run: no relay, no webhook, "
@@ -781,7 +258,6 @@ def render(ctx: DashboardContext) -> None:
 def _setup_and_run(ctx: DashboardContext, st: Any, recording: Path | None, source: str) -> None:
     """Pipeline, model, references and the Replay button (disabled, with the reason, when it
     cannot work); runs the replays and keeps the results in the session."""
-    from pdm.dashboard.labels import channel_label
 
     fit = pipelines_for(recording, ctx.pipelines) if recording is not None else {}
     usable = sorted(m for m, why in fit.items() if not why)
@@ -921,8 +397,6 @@ def _setup_and_run(ctx: DashboardContext, st: Any, recording: Path | None, sourc
 
 
 def _results(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.labels import diagnosis_words
-
     st.subheader(f"{res.recording} → {res.machine_name}")
     s = res.summary
     ups = [t for t in res.transitions if t.get("from") == "ok"]
@@ -948,9 +422,6 @@ def _results(st: Any, res: CommissioningResult) -> None:
 
 
 def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
-    from pdm.dashboard.labels import channel_label
-    from pdm.dashboard.machine import spectra_block
-
     ws = res.deciding
     st.subheader("Spectra of the deciding window")
     if ws is None:
@@ -990,11 +461,6 @@ def _deciding_spectra(st: Any, res: CommissioningResult) -> None:
 
 
 def _diagnosis(st: Any, res: CommissioningResult) -> None:
-    import numpy as np
-
-    from pdm.dashboard.labels import channel_label, diagnosis_words
-    from pdm.dashboard.machine import spectra_block
-
     av = res.averaged
     st.subheader("Diagnosis (averaged spectra)")
     if av is None:
@@ -1086,8 +552,6 @@ def _steps(base: Sequence[float], *extra: float | None) -> list[float]:
 def _whatif_panel(
     st: Any, res: CommissioningResult, runs: Sequence[Run]
 ) -> tuple[Setting, list[dict[str, Any]]]:
-    import pandas as pd
-
     st.subheader("What if")
     st.caption(
         "The alarm state machine re-run over the stored per-window values with other "

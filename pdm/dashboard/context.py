@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pdm.appliance import APPLIANCE_ID
 from pdm.config import Pipeline, load_pipeline
 from pdm.errors import PdmError
 from pdm.history import default_data_dir, open_store, parse_store_url
 from pdm.history.base import HistoryStore, StoreURL
+from pdm.secrets import api_token
 
 __all__ = ["DashboardContext", "load_context", "parse_args"]
 
@@ -60,15 +62,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def load_context(argv: Sequence[str]) -> DashboardContext:
     """The context for these arguments; problems (a bad pipeline file) are collected, not raised."""
-    from pdm.secrets import api_token
 
     args = parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = parse_store_url(args.store or f"sqlite:///{(data_dir / 'history.db').resolve()}")
     ctx = DashboardContext(url, data_dir, api_url=args.api)
     if args.appliance is not None:
-        from pdm.appliance import APPLIANCE_ID
-
         if APPLIANCE_ID.match(args.appliance):
             ctx.appliance = args.appliance
         else:

@@ -24,11 +24,12 @@ import numpy as np
 
 from pdm.config import Pipeline
 from pdm.dashboard import labels
-from pdm.dashboard.status import UNREACHABLE, AlarmStatus, StatusRead
+from pdm.dashboard.status import UNREACHABLE, AlarmLatch, AlarmStatus, StatusRead
 from pdm.dsp.iso import zone_limits
 from pdm.history.base import HistoryStore, LogRecord, MachineStatus, StoreURL
 from pdm.history.provenance import load_capture
 from pdm.history.records import Capture, Event, Spectrum, StateChange
+from pdm.history.sqlite_files import history_files
 
 __all__ = [
     "RANGES",
@@ -122,7 +123,7 @@ class ChannelTile:
 
 
 @dataclass(frozen=True)
-class Tile:
+class Tile(AlarmLatch):
     """One machine's overview tile.
 
     ``state`` is the machine's alarm state (``ok``, ``alert``, ``danger``, ``trip``; ``no data``),
@@ -169,14 +170,6 @@ class Tile:
     def filled(self) -> bool:
         """The state colour fills the tile (fresh data, state known); else only a frame."""
         return not (self.stale or self.unknown) and self.state != "no data"
-
-    @property
-    def latched(self) -> bool:
-        return self.state in ("danger", "trip")
-
-    @property
-    def unacknowledged(self) -> bool:
-        return self.latched and self.ack_by is None
 
     @property
     def never_had_data(self) -> bool:
@@ -514,8 +507,6 @@ def recent_spectra(
     directly (read-only) for the waterfall. Other stores give the newest one only.
     """
     if url.scheme == "sqlite" and url.path is not None and url.path.exists():
-        from pdm.history.sqlite_files import history_files
-
         try:
             rows = []
             for path in history_files(url.path):  # a service's workers write a file each

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pdm.appliance import APPLIANCE_ID
 from pdm.dashboard.uploads import max_upload_mb, sweep_stale
 from pdm.errors import PdmError
 from pdm.history import parse_store_url
@@ -127,8 +128,6 @@ def _check(args: argparse.Namespace) -> None:
     if args.pipelines and not Path(args.pipelines).is_dir():
         raise PdmError(f"pdm-edge dashboard: --pipelines {args.pipelines}: no such directory")
     if args.appliance is not None:
-        from pdm.appliance import APPLIANCE_ID
-
         if not APPLIANCE_ID.match(args.appliance):
             raise PdmError(
                 f"pdm-edge dashboard: --appliance {args.appliance!r}: 1–64 characters from "

@@ -10,12 +10,14 @@ import math
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pdm.dashboard import charts, cursors, data
+from pdm.dashboard.analysis import capture_spectra
 from pdm.dashboard.context import DashboardContext
-from pdm.dashboard.labels import channel_label, feature_label, fmt_num
+from pdm.dashboard.labels import channel_label, feature_label, fmt_num, plain_reason
 from pdm.errors import PdmError
 from pdm.history.base import HistoryStore
 from pdm.history.records import Capture
@@ -239,7 +241,6 @@ def spectrum_panel(
     unit: str = "g",
 ) -> None:
     """One spectrum with its zoom slider, cursors and the marked lines' amplitudes."""
-    import numpy as np
 
     f = np.asarray(freqs, dtype=np.float64)
     a = np.asarray(amps, dtype=np.float64)
@@ -377,9 +378,6 @@ def _spectra(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
 
 
 def _captures(store: HistoryStore, ctx: DashboardContext, machine: str) -> None:
-    from pdm.dashboard.analysis import capture_spectra
-    from pdm.dashboard.labels import plain_reason
-
     st.subheader("Alarm captures (raw windows kept at each transition)")
     caps = [c for c in store.log(machine, kinds=("captures",), limit=50) if isinstance(c, Capture)]
     if not caps:

@@ -13,8 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import streamlit as st
+
+from pdm.dashboard.alarms import api_status
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
+from pdm.scoring.card import read_card
 
 __all__ = ["card_summary", "render", "shadow_rows"]
 
@@ -93,11 +97,6 @@ def _kv(d: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def render(ctx: DashboardContext) -> None:
-    import streamlit as st
-
-    from pdm.dashboard.alarms import api_status
-    from pdm.scoring.card import read_card
-
     st.header("Models")
     for p in ctx.problems:
         st.warning(p)

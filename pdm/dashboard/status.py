@@ -17,12 +17,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from pdm.dashboard.context import DashboardContext
 from pdm.errors import PdmError
 
 __all__ = [
     "API_TIMEOUT_S",
     "UNREACHABLE",
+    "AlarmLatch",
     "AlarmStatus",
     "StatusRead",
     "api_error",
@@ -37,8 +40,25 @@ API_TIMEOUT_S = 5.0
 UNREACHABLE = "unknown — service unreachable"
 
 
+class AlarmLatch:
+    """What a latch is, for a view of a machine that has its alarm ``state`` and the latch's
+    ``ack_by``: danger and trip latch until an operator acknowledges them."""
+
+    state: str
+    ack_by: str | None
+
+    @property
+    def latched(self) -> bool:
+        return self.state in ("danger", "trip")
+
+    @property
+    def unacknowledged(self) -> bool:
+        """A latch nobody has acknowledged yet."""
+        return self.latched and self.ack_by is None
+
+
 @dataclass(frozen=True)
-class AlarmStatus:
+class AlarmStatus(AlarmLatch):
     """One machine's alarm state as its owner (service or state store) knows it."""
 
     machine: str
@@ -49,15 +69,6 @@ class AlarmStatus:
     ack_ns: int | None = None
     ack_comment: str = ""
     sensor_faults: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def latched(self) -> bool:
-        return self.state in ("danger", "trip")
-
-    @property
-    def unacknowledged(self) -> bool:
-        """A latch nobody has acknowledged yet."""
-        return self.latched and self.ack_by is None
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,6 @@ def api_error(resp: Any) -> str:
 
 def api_status(ctx: DashboardContext, *, timeout: float = API_TIMEOUT_S) -> list[dict[str, Any]]:
     """``GET /status`` from the service; raises :class:`PdmError` with one line on failure."""
-    import httpx
 
     assert ctx.api_url
     url = ctx.api_url.rstrip("/") + "/status"

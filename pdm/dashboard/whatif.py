@@ -11,6 +11,7 @@ Streamlit here: the page (:mod:`pdm.dashboard.commissioning`) and the HTML repor
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pdm.alarms.state import (
 )
 from pdm.config import Pipeline
 from pdm.dashboard.analysis import Averaged, WindowSpectra
-from pdm.dashboard.labels import fmt_num
+from pdm.dashboard.labels import fmt_num, plain_reason
 from pdm.dsp.iso import zone_limits
 
 __all__ = [
@@ -480,7 +481,6 @@ def whatif_grid(
 
 def utc_time(t_ns: int) -> str:
     """``2026-01-01 00:00:04.080`` (UTC, ms): recordings carry UTC times."""
-    import datetime as dt
 
     t = dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC)
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
@@ -492,9 +492,6 @@ def transition_rows(
     """Transitions for a table a person reads: when the alarm was decided (the end of the
     window that raised it; UTC to the ms, and seconds from the start), the window, from →
     to, and the reason in plain words."""
-    import datetime as dt
-
-    from pdm.dashboard.labels import plain_reason
 
     out = []
     for t in transitions:

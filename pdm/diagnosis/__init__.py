@@ -2,7 +2,7 @@
 
 Pure numpy, no I/O. :class:`DiagnosisEngine` is what the feature stream runs for every
 machine; :func:`judge_channel` judges one channel's averaged spectra; the rules are in
-:mod:`pdm.diagnosis.rules` and docs/diagnosis.md; a machine's sensors are arbitrated in
+:mod:`pdm.diagnosis.rules` (and the modules it names) and docs/diagnosis.md; a machine's sensors are arbitrated in
 :mod:`pdm.diagnosis.machine`; :class:`Baseline` holds a machine's healthy spectra.
 """
 
@@ -10,15 +10,10 @@ from pdm.diagnosis.average import SpectrumAverage, effective_windows
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine
+from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence, LineEvidence
 from pdm.diagnosis.machine import Transmission
-from pdm.diagnosis.rules import (
-    DIAGNOSES,
-    ChannelVerdict,
-    FamilyEvidence,
-    LineEvidence,
-    Rules,
-    judge_channel,
-)
+from pdm.diagnosis.rules import DIAGNOSES, Rules
+from pdm.diagnosis.verdict import judge_channel
 
 __all__ = [
     "DIAGNOSES",

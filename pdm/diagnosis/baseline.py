@@ -11,7 +11,7 @@ spectra per channel (a plain mean, every window re-indexed onto the first window
 orders, one envelope band: the one most windows used), and :class:`Baseline` keeps them in
 shaft orders in the model card (``diagnosis_baseline``). When judging, the engine reads a
 line's prominence against ``max(local floor, baseline)`` instead of the floor alone
-(:func:`pdm.diagnosis.rules.judge_channels`): a line the machine always had counts only by
+(:func:`pdm.diagnosis.verdict.judge_channels`): a line the machine always had counts only by
 what it grew. The baseline is read on the current bins twice — at the same shaft order
 (lines locked to the shaft) and at the same frequency (structural and electrical lines are
 not) — and the larger taken, each widened by a bin either side; only its lines are kept (bins over

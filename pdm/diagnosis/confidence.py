@@ -4,7 +4,7 @@ The confidence ``c`` of a named verdict is the probability that the verdict is r
 holds*: that another recording of the same machine in the same state would be given the
 same label. It is a logistic function of the label's *margin* ``m`` in dB,
 ``c = 1 / (1 + exp(−(a + b·m)))``, where the margin
-(:attr:`pdm.diagnosis.rules.ChannelVerdict.margin_db`) is
+(:attr:`pdm.diagnosis.evidence.ChannelVerdict.margin_db`) is
 
 * for a named bearing defect, the smaller of its fundamental's prominence over its
   threshold and its score's lead over the next family; a cage named on a bare FTF comb

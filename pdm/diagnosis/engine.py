@@ -25,14 +25,11 @@ import numpy as np
 from pdm.diagnosis.average import SpectrumAverage
 from pdm.diagnosis.baseline import Baseline
 from pdm.diagnosis.confidence import confidence
+from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.machine import Transmission, transmitted
-from pdm.diagnosis.rules import (
-    ChannelVerdict,
-    FamilyEvidence,
-    Rules,
-    judge_channels,
-    refine_speed,
-)
+from pdm.diagnosis.rules import Rules
+from pdm.diagnosis.shaft_speed import refine_speed
+from pdm.diagnosis.verdict import judge_channels
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
 __all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine"]

@@ -6,7 +6,7 @@ motors and pumps — and ringing other resonances. Judged alone, such a sensor c
 travelling lines as a family of *its* bearing (FTF ≈ 0.4 × shaft for almost every bearing,
 and a dense comb of lines meets some family's kinematics within the slip).
 
-So each sensor is judged on its own first (:mod:`pdm.diagnosis.rules`), then the machine
+So each sensor is judged on its own first (module docstring), then the machine
 arbitrates: a bearing verdict of sensor B whose evidence lines — the fundamental of every
 family the verdict rests on, and at least half of their supporting lines — stand *more*
 prominently over their local floor at another sensor A (at another location) is not a
@@ -30,13 +30,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from pdm.diagnosis.rules import (
-    BEARING_FAMILIES,
-    ChannelVerdict,
-    FamilyEvidence,
-    Rules,
-    line_threshold_db,
-)
+from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
+from pdm.diagnosis.lines import line_threshold_db
+from pdm.diagnosis.rules import BEARING_FAMILIES, Rules
 
 __all__ = ["Transmission", "evidence_lines", "prominence_at", "transmitted"]
 

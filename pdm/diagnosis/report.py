@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.diagnosis.engine import ChannelDiagnosis
-from pdm.diagnosis.rules import FamilyEvidence
+from pdm.diagnosis.evidence import FamilyEvidence
 
 __all__ = ["CSS", "Section", "html_page", "place_labels", "section_html", "spectrum_svg"]
 

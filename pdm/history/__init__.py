@@ -15,6 +15,9 @@ from pathlib import Path
 
 from pdm.core.files import default_data_dir
 from pdm.history.base import HistoryError, HistoryStore, StoreURL, parse_store_url
+from pdm.history.influx import Influx1Store, Influx2Store
+from pdm.history.sqlite import SqliteStore
+from pdm.history.sqlite_files import SqliteHistory, worker_file
 
 __all__ = [
     "HistoryError",
@@ -57,9 +60,6 @@ def open_store(
     """
     cfg = parse_store_url(url) if isinstance(url, str) else url
     if cfg.scheme == "sqlite":
-        from pdm.history.sqlite import SqliteStore
-        from pdm.history.sqlite_files import SqliteHistory, worker_file
-
         assert cfg.path is not None
         keep = retention_days or None  # 0: keep all
         if worker is not None:  # a worker's writer: its own file only
@@ -68,9 +68,6 @@ def open_store(
             )
         return SqliteHistory(cfg.path, retention_days=keep, appliance=appliance)
     if cfg.scheme == "influx1":
-        from pdm.history.influx import Influx1Store
-
         return Influx1Store(cfg, appliance=appliance, scope=scope)
-    from pdm.history.influx import Influx2Store
 
     return Influx2Store(cfg, appliance=appliance, scope=scope)

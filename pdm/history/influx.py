@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from pdm.appliance import appliance_id
 from pdm.history.base import (
     UNSTORABLE,
     HistoryError,
@@ -180,8 +181,6 @@ class _InfluxQL:
 
     def _write(self, records: Sequence[Record]) -> None:
         if self.appliance is None:
-            from pdm.appliance import appliance_id
-
             self.appliance = appliance_id()
         in_flight: Future[None] | None = None
         try:
@@ -615,6 +614,8 @@ class Influx2Store(_InfluxQL):
 
     def __init__(self, cfg: StoreURL, **kw: Any) -> None:
         super().__init__(cfg, **kw)
+        # influxdb-client takes ~0.35 s to import (python -X importtime): imported by the
+        # store that writes through it, not by every user of pdm.history.
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 

@@ -54,6 +54,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from pdm.appliance import appliance_id
 from pdm.core.durable import retry_locked
 from pdm.history.base import (
     UNSTORABLE,
@@ -489,8 +490,6 @@ class SqliteStore:
         if not records:
             return
         if self.appliance is None:
-            from pdm.appliance import appliance_id
-
             self.appliance = appliance_id()
         app = self.appliance
         prune = self.retention_days is not None and time.monotonic() >= self._next_prune

@@ -37,8 +37,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pdm.config import load_settings
 from pdm.errors import ConfigError
+from pdm.publish.model import MachineInfo
 from pdm.secrets import secret_bytes
+
+# The publishers (pdm.publish.mqtt, .opcua, .modbus) are imported where one is configured:
+# paho-mqtt, asyncua and pymodbus take 0.6-1.1 s each to import (python -X importtime), and
+# `pdm-edge check` validates this table without starting any of them.
 
 __all__ = [
     "COMMAND_KEY_ENV",
@@ -167,8 +173,6 @@ def _split_hostport(text: str, what: str) -> tuple[str, int]:
 
 
 def load_service_config(path: str | os.PathLike[str]) -> ServiceConfig:
-    from pdm.config import load_settings
-
     return load_settings(path, ServiceConfig, what="service config")
 
 
@@ -323,7 +327,6 @@ def describe(table: PublishTable, *, machines: int, appliance: str) -> list[str]
 
 def machine_infos(pipelines: Sequence[Any]) -> list[Any]:
     """:class:`~pdm.publish.model.MachineInfo` of each pipeline, in the given order."""
-    from pdm.publish.model import MachineInfo
 
     return [
         MachineInfo(p.machine.id, p.machine.name or p.machine.id, tuple(s.id for s in p.sensors))

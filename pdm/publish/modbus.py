@@ -57,6 +57,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
 from pdm.errors import ConfigError
 from pdm.publish.model import STATE_CODES, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
@@ -238,8 +243,6 @@ class ModbusPublisher:
         current_registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> Any:
-        from pymodbus.constants import ExcCodes
-
         if set_values is not None or function_code not in _READS:
             self.refused += 1
             return ExcCodes.ILLEGAL_FUNCTION
@@ -251,9 +254,6 @@ class ModbusPublisher:
 
     def _serve(self) -> None:
         logging.getLogger("pymodbus").setLevel(logging.ERROR)  # a PLC's every refusal: no log storm
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.server.requesthandler import ServerRequestHandler
-        from pymodbus.simulator import DataType, SimData, SimDevice
 
         owner = self
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import ipaddress
 import logging
 import math
 import os
@@ -61,10 +62,15 @@ from urllib.parse import urlsplit
 
 import asyncua.ua
 from asyncua import Server
+from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pdm import __version__
 from pdm.errors import ConfigError
+from pdm.operators import check_pin
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
 __all__ = [
@@ -185,9 +191,6 @@ def _values(snap: Snapshot, heartbeat: int, stale: bool) -> dict[str, Any]:
 
 def _ensure_certificate(directory: Path, app_uri: str, host: str) -> tuple[Path, Path]:
     """The server's key (PEM, 0600) and certificate (DER), generated when missing."""
-    from asyncua.crypto import cert_gen
-    from cryptography import x509
-    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     directory.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = directory / "server-key.pem", directory / "server-cert.der"
@@ -198,8 +201,6 @@ def _ensure_certificate(directory: Path, app_uri: str, host: str) -> tuple[Path,
     for name in dict.fromkeys((socket.gethostname(), host)):
         if name and name not in ("0.0.0.0", "::"):
             try:
-                import ipaddress
-
                 names.append(x509.IPAddress(ipaddress.ip_address(name)))
             except ValueError:
                 names.append(x509.DNSName(name))
@@ -211,7 +212,6 @@ def _ensure_certificate(directory: Path, app_uri: str, host: str) -> tuple[Path,
         [ExtendedKeyUsageOID.SERVER_AUTH],
         days=3650,
     )
-    from cryptography.hazmat.primitives.serialization import Encoding
 
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -261,8 +261,6 @@ class OpcUaPublisher:
         self.acknowledged = 0
 
     def _operator_pin(self, name: str, password: str) -> bool:
-        from pdm.operators import check_pin  # the operators who may acknowledge
-
         return bool(check_pin(self.settings.data_dir, name, password).ok)
 
     # -- lifecycle ------------------------------------------------------------------------------

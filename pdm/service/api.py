@@ -80,10 +80,10 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pdm import __version__
@@ -113,6 +113,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("pdm.service.api")
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 8470
 #: ``--api unix:PATH``: the API on a Unix socket (a worker's, for its supervisor).
@@ -462,23 +463,11 @@ class _Handler(GuardedHandler):
             pass
 
     # -- requests ----------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._handle("GET")
+    def _on_request(self) -> None:
+        """http.server calls ``do_`` + the request's method: ``self.command`` is that method."""
+        self._handle(self.command)
 
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _on_request
 
     def _handle(self, method: str) -> None:
         api = self.server.api
@@ -660,27 +649,39 @@ class _Handler(GuardedHandler):
             return None
         return by, comment, force
 
+    def _decide(self, machine: str, decide: Callable[[], _T]) -> _T | None:
+        """An operator's decision on ``machine``, or None when it is refused (answered here:
+        404 an unknown machine, the backend's :class:`APIError`, 400 a bad value)."""
+        try:
+            return decide()
+        except KeyError:
+            self._json(404, {"error": f"unknown machine {machine!r}"})
+        except APIError as exc:
+            self._error(exc.status, exc.message)
+        except ValueError as exc:
+            self._error(400, str(exc))
+        return None
+
+    def _log_decision(self, machine: str, done: str, by: str, message: str) -> None:
+        log.info(
+            "control API: %s %s by %r from %s: %s",
+            machine,
+            done,
+            by.strip(),
+            self.address_string(),
+            message,
+        )
+
     def _ack(self, machine: str) -> None:
         api = self.server.api
         got = self._json_body("who acknowledges")
         if got is None:
             return
         by, comment, _ = got
-        try:
-            message = api.backend.acknowledge(machine, by, comment)
-        except KeyError:
-            self._json(404, {"error": f"unknown machine {machine!r}"})
+        message = self._decide(machine, lambda: api.backend.acknowledge(machine, by, comment))
+        if message is None:
             return
-        except ValueError as exc:
-            self._error(400, str(exc))
-            return
-        log.info(
-            "control API: %s acknowledged by %r from %s: %s",
-            machine,
-            by.strip(),
-            self.address_string(),
-            message,
-        )
+        self._log_decision(machine, "acknowledged", by, message)
         self._json(200, {"machine": machine, "message": message})
 
     def _model_action(self, action: str, machine: str) -> None:
@@ -693,30 +694,19 @@ class _Handler(GuardedHandler):
             return
         by, comment, force = got
         backend = api.backend
-        try:
+
+        def decide() -> dict[str, Any]:
             if action.startswith("teach-in-"):
-                result = backend.teach_in(machine, action.removeprefix("teach-in-"), by, comment)
-            elif action == "promote":
-                result = backend.promote(machine, by, comment, force=force)
-            else:
-                result = backend.rollback(machine, by, comment)
-        except KeyError:
-            self._json(404, {"error": f"unknown machine {machine!r}"})
+                return backend.teach_in(machine, action.removeprefix("teach-in-"), by, comment)
+            if action == "promote":
+                return backend.promote(machine, by, comment, force=force)
+            return backend.rollback(machine, by, comment)
+
+        result = self._decide(machine, decide)
+        if result is None:
             return
-        except APIError as exc:
-            self._error(exc.status, exc.message)
-            return
-        except ValueError as exc:
-            self._error(400, str(exc))
-            return
-        log.info(
-            "control API: %s %s by %r from %s: %s",
-            machine,
-            {"promote": "promoted", "rollback": "rolled back"}.get(action, action),
-            by.strip(),
-            self.address_string(),
-            result.get("message", ""),
-        )
+        done = {"promote": "promoted", "rollback": "rolled back"}.get(action, action)
+        self._log_decision(machine, done, by, result.get("message", ""))
         self._json(200, result)
 
     def _upload(self, machine: str) -> None:

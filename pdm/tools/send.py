@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.errors import ConfigError, PdmError
+from pdm.secrets import secret_bytes
 from pdm.sources.codec import (
     MAX_CHANNELS,
     MAX_FRAME_BYTES,
@@ -68,6 +69,8 @@ from pdm.sources.codec import (
 from pdm.sources.csv import CsvRecording
 from pdm.sources.stream_keys import FrameSigner
 
+# pdm.sources.mqtt (with paho-mqtt, ~0.4 s to import: python -X importtime) is imported where
+# a frame goes to an mqtt:// URL; a TCP send does without it.
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
     from paho.mqtt.properties import Properties
@@ -116,7 +119,6 @@ KEY_ENV = "PDM_STREAM_KEY"
 
 def stream_signer(key_id: str) -> FrameSigner:
     """The :class:`FrameSigner` of ``--key-id`` with its secret from :data:`KEY_ENV`."""
-    from pdm.secrets import secret_bytes
 
     raw = secret_bytes(KEY_ENV, "stream key")
     if raw is None:
@@ -809,38 +811,28 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--columns {args.columns!r}: an empty column name")
         with CsvRecording(args.file, columns=columns, fs=args.fs, chunk_rows=n) as rec:
             n_channels = len(rec.channels)
+            link: _Sink
             if mqtt_url is not None:
                 from pdm.sources.mqtt import MAX_PAYLOAD_BYTES
 
                 _check_channels(rec, n, args.dtype, MAX_PAYLOAD_BYTES)
-                publish_recording(
-                    rec,
-                    mqtt_url,
-                    args.sensor,
-                    dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
-                    scale=args.scale,
-                    speed=args.speed,
-                    now=args.now,
-                    retry_s=args.retry_s,
-                    timeout_s=args.timeout,
-                    stats=stats,
-                )
+                link = _MqttLink(mqtt_url, args.retry_s, args.timeout, stats)
             else:
                 _check_channels(rec, n, args.dtype, MAX_FRAME_BYTES)
-                send_recording(
-                    rec,
-                    host,
-                    port,
-                    args.sensor,
-                    dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
-                    scale=args.scale,
-                    speed=args.speed,
-                    now=args.now,
-                    retry_s=args.retry_s,
-                    timeout_s=args.timeout,
-                    stats=stats,
-                    signer=signer,
-                )
+                link = _Link(host, port, args.retry_s, args.timeout, stats)
+            # What send_recording and publish_recording do, past their link (signer is None
+            # for MQTT: --key-id is refused above).
+            _send(
+                rec,
+                link,
+                args.sensor,
+                dtype=cast(Literal["float32", "float64", "int16"], args.dtype),
+                scale=args.scale,
+                speed=args.speed,
+                now=args.now,
+                stats=stats,
+                signer=signer,
+            )
     except KeyboardInterrupt:
         if stats.frames:
             print(stats.summary(to, n_channels), file=sys.stderr)

@@ -523,7 +523,7 @@ def test_a_replay_stops_when_its_session_goes(
         started.append(real(*a, **kw))
         return started[-1]
 
-    monkeypatch.setattr(commissioning.subprocess, "Popen", spy)
+    monkeypatch.setattr(subprocess, "Popen", spy)  # what the replay runs its child with
 
     class SessionGone(BaseException):  # like streamlit's StopException: not an Exception
         pass

@@ -29,8 +29,8 @@ from pdm.diagnosis import (
     effective_windows,
     judge_channel,
 )
+from pdm.diagnosis.lines import line_threshold_db
 from pdm.diagnosis.resolution import choose_window
-from pdm.diagnosis.rules import line_threshold_db
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream

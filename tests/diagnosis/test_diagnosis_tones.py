@@ -20,7 +20,7 @@ import pytest
 from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.diagnosis import DiagnosisEngine, judge_channel
-from pdm.diagnosis.rules import refine_speed
+from pdm.diagnosis.shaft_speed import refine_speed
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream

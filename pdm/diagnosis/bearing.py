@@ -1,0 +1,242 @@
+"""The bearing families of every channel from their lines as read: shared lines, shaft combs,
+mains lines, support, the impact-train test and the cage's checks, then each family's status
+and score (the rules of :mod:`pdm.diagnosis.rules`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.diagnosis.cage import CageCheck, check_cage
+from pdm.diagnosis.evidence import FamilyEvidence, LineEvidence
+from pdm.diagnosis.impact import impact_train
+from pdm.diagnosis.layout import BearingLayout
+from pdm.diagnosis.lines import F64, LinesRead, line_threshold_db
+from pdm.diagnosis.rules import BEARING_FAMILIES, CAGE_SUPPORT, FAMILY_LABEL, Rules
+
+__all__ = ["BearingSummary", "judge_bearing"]
+
+#: Twice the line frequency of 50 and 60 Hz mains and its first harmonics, Hz.
+_MAINS_HZ: tuple[float, ...] = (100.0, 120.0, 200.0, 240.0, 300.0, 360.0, 400.0, 480.0)
+
+
+class BearingSummary(NamedTuple):
+    """What the verdict needs of a bearing family (the evidence objects come later)."""
+
+    family: str
+    status: str
+    score_db: float
+    prom: float  # the fundamental's prominence, dB
+    thr: float  # its threshold, dB
+    clean: bool  # significant, unshared, off any shaft comb
+    cage_comb: int  # cage: clean FTF harmonics from 3× up
+    above_comb: bool = True  # outer race: its fundamental stands out of the FTF comb
+    bare: bool = False  # cage: a comb without modulation of another line at ± FTF
+    seen: bool = False  # the fundamental stands out by the statistics alone (no 6 dB minimum),
+    # and is neither shared nor on a shaft comb nor on a mains line
+
+    @property
+    def present(self) -> bool:
+        return self.status == "present"
+
+    @property
+    def label(self) -> str:
+        return FAMILY_LABEL[self.family]
+
+
+def judge_bearing(
+    lay: BearingLayout,
+    rd: LinesRead,
+    offsets: F64,
+    df: float,
+    fr: float,
+    rules: Rules,
+    env: F64,
+    k_eff: float,
+) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
+    """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
+    ``env``: the rows' envelope power, for the cage's checks).
+
+    Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
+    and a function that builds a row's evidence objects when they are read.
+    """
+    n_rows = rd.found.shape[0]
+    n_fam = len(lay.families)
+    if not n_fam:
+        return [[] for _ in range(n_rows)], lambda c: _skipped(lay)
+    fam = lay.fam
+    fund = np.array([a for a, _b in lay.spans], dtype=np.intp)
+
+    nb = lay.shaft[0]  # bearing lines are 0 … nb−1, shaft lines after
+    found = rd.found[:, :nb]
+    sig: npt.NDArray[np.bool_] = np.asarray(rd.sig[:, :nb], dtype=bool)
+    fam_b = fam[:nb]
+    # Lines on a shaft harmonic where the family's envelope shows a running-speed comb.
+    sig_sh = np.asarray(rd.sig[:, nb:], dtype=bool)
+    comb = np.empty((n_rows, n_fam), dtype=bool)
+    for fi, free in enumerate(lay.comb_free):
+        need = max(1, math.ceil(free.size / 4))
+        comb[:, fi] = free.size < 2 or False
+        if free.size >= 2:
+            comb[:, fi] = sig_sh[:, free].sum(axis=1) >= need
+    h = np.rint(found / fr)
+    on = (h >= 1) & (np.abs(found - h * fr) <= df + 0.001 * found)
+    at = np.where(on, h, 0).astype(np.intp)
+    on_comb = on & comb[:, fam_b]
+    # An AC motor's electromagnetic forces pull at twice the line frequency and its
+    # harmonics (100, 200 … Hz or 120, 240 … Hz); they modulate everything the housing
+    # carries and stand in envelope spectra whatever the speed.
+    fund_hz = found[:, fund]
+    mains = np.zeros_like(fund_hz, dtype=bool)
+    for line in _MAINS_HZ:
+        mains |= np.abs(fund_hz - line) <= df + 0.001 * fund_hz
+    # Shared lines: the family with the stronger significant fundamental holds them.
+    fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
+    # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
+    # families that read the same line, the one whose kinematics put it nearer holds it.
+    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(offsets), -1e9)
+    strength = strength - 1e-6 * np.arange(n_fam)
+    close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
+    close &= fam_b[:, None] != fam_b[None, :]
+    close &= strength[:, fam_b][:, None, :] > strength[:, fam_b][:, :, None]
+    held0 = sig & fund_sig[:, fam_b] & lay.supports[:nb]
+    fund_shared: npt.NDArray[np.bool_] = np.asarray(
+        (close[:, fund, :] & held0[:, None, :]).any(axis=-1), dtype=bool
+    )  # (C, F)
+    held = held0 & ~fund_shared[:, fam_b]
+    by = close & held[:, None, :]
+    shared = by.any(axis=-1)
+    owner = np.where(shared, np.argmax(by, axis=-1), -1)
+    not_fund = np.ones(nb, dtype=bool)
+    not_fund[fund] = False
+    clean = sig & ~shared & ~on_comb
+    support = clean & not_fund & lay.supports[:nb]
+    n_clean = np.add.reduceat(support, fund, axis=1)
+    # A race against the FTF comb: its neighbours fundamental ± FTF (significant ones).
+    neigh = np.where(sig & lay.neighbour[:nb], rd.prom[:, :nb], -np.inf)
+    neigh_max = np.maximum.reduceat(neigh, fund, axis=1)
+    above_comb = rd.prom[:, fund] >= neigh_max + rules.compete_db
+    ftf_sb: npt.NDArray[np.bool_] = np.asarray(
+        np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
+    )
+    cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
+    train = impact_train(lay, rd.prom[:, :nb], found, support, ~shared & ~on_comb, df, rules)
+    # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
+    # the family's line is the carrier with the clean sidebands of its first harmonic,
+    # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
+    ratio = np.where(lay.first_sb[:nb] & support, 10.0 ** (rd.prom[:, :nb] / 10.0), 0.0)
+    carrier = 10.0 ** (rd.prom[:, fund] / 10.0) + np.add.reduceat(ratio, fund, axis=1)
+    score = 10.0 * np.log10(carrier) + rules.support_db * np.minimum(n_clean, 2)
+    fund_at = on_comb[:, fund]
+
+    # A fundamental seen by the statistics alone (its 6 dB physical minimum left out): what
+    # a race shows of a defect elsewhere in the bearing (in :mod:`pdm.diagnosis.verdict`).
+    stat_thr = np.array(
+        [
+            max(
+                rules.min_line_db,
+                line_threshold_db(
+                    k_eff, int(2 * rules.slip_tolerance * lay.carrier[a] * fr / df) + 3,
+                    rules.p_false,
+                ),
+            )
+            for a, _b in lay.spans
+        ]
+    )  # fmt: skip
+    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~(fund_at & comb) & ~mains
+
+    summaries = []
+    checks: dict[int, CageCheck] = {}
+    for c in range(n_rows):
+        row = []
+        for fi, family in enumerate(lay.families):
+            bare = False
+            if not fund_sig[c, fi]:
+                status = "weak"
+            elif fund_shared[c, fi]:
+                status = "shared"
+            elif fund_at[c, fi] and comb[c, fi]:
+                status = "on_shaft"
+            elif mains[c, fi]:
+                status = "on_mains"
+            elif n_clean[c, fi] < (CAGE_SUPPORT if family == "cage" else 1):
+                status = "unsupported"
+            elif family == "ball" and not ftf_sb[c, fi]:
+                status = "no_ftf_sideband"
+            elif family in ("outer_race", "inner_race") and not train[c, fi]:
+                status = "lone_line"
+            else:
+                status = "present"
+            if family == "cage" and status == "present":
+                chk = checks[c] = check_cage(lay, rd, c, env, df, fr, k_eff, rules)
+                if math.isfinite(chk.other_hz):
+                    status = "other_comb"
+                bare = not any(ln.significant for ln in chk.lines)
+            row.append(
+                BearingSummary(
+                    family,
+                    status,
+                    float(score[c, fi]),
+                    float(rd.prom[c, fund[fi]]),
+                    float(rd.thr[c, fund[fi]]),
+                    bool(clean[c, fund[fi]] and not mains[c, fi] and status != "other_comb"),
+                    int(cage_comb[c]) if family == "cage" else 0,
+                    bool(above_comb[c, fi]),
+                    bare,
+                    bool(seen[c, fi]),
+                )
+            )
+        summaries.append(row)
+
+    def build(c: int) -> list[FamilyEvidence]:
+        names = lay.names
+        lines = [
+            LineEvidence(
+                names[i],
+                lay.kinds[i],
+                float(rd.expected[c, i]),
+                float(rd.found[c, i]),
+                float(rd.amp[c, i]),
+                float(rd.prom[c, i]),
+                float(rd.thr[c, i]),
+                bool(rd.sig[c, i]),
+                names[owner[c, i]] if owner[c, i] >= 0 else "",
+                int(at[c, i]),
+            )
+            for i in range(nb)
+        ]
+        out = {}
+        for fi, (family, (a, b)) in enumerate(zip(lay.families, lay.spans, strict=True)):
+            own = tuple(lines[a:b])
+            chk = checks.get(c) if family == "cage" else None
+            extra = chk.lines if chk is not None else ()
+            out[family] = FamilyEvidence(
+                family,
+                summaries[c][fi].present,
+                summaries[c][fi].score_db,
+                float(rd.found[c, fund[fi]]),
+                float(offsets[c, fi]),
+                sum(ln.significant and ln.kind == "harmonic" for ln in own),
+                sum(ln.significant and ln.kind in ("sideband", "modulation") for ln in own + extra),
+                own + extra,
+                int(n_clean[c, fi]),
+                summaries[c][fi].status,
+                detail=chk.other_hz if chk is not None else math.nan,
+            )
+        for f in _skipped(lay):
+            out[f.family] = f
+        return [out[f] for f, _k, _m in BEARING_FAMILIES if f in out]
+
+    return summaries, build
+
+
+def _skipped(lay: BearingLayout) -> list[FamilyEvidence]:
+    return [
+        FamilyEvidence(family, False, -math.inf, math.nan, 0.0, 0, 0, (), 0, why)
+        for family, why in lay.skipped
+    ]

@@ -1,0 +1,140 @@
+"""Reading spectral lines: the strongest bin of a search range, its prominence over a local
+floor and whether it is significant (the statistics of :func:`line_threshold_db`).
+
+The rules that use them are in :mod:`pdm.diagnosis.rules`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import gammainccinv
+
+__all__ = ["F64", "LinesRead", "line_threshold_db", "read_lines"]
+
+F64 = npt.NDArray[np.float64]
+#: Σ|W(k)|² / |W(0)|² of a Hann window's main lobe: the energy of ±2 bins is 1.5 × the
+#: peak bin's for a tone on a bin centre, and the same sum holds between bins.
+_HANN_LOBE_ENERGY = 1.5
+
+
+@lru_cache(maxsize=1024)
+def line_threshold_db(k_eff: float, bins: int, p_false: float) -> float:
+    """Prominence (dB over a median floor) that averaged noise passes with probability
+    ``p_false`` somewhere among ``bins`` bins.
+
+    The power of a noise bin averaged over ``k_eff`` independent windows is
+    Gamma(k, 1/k) distributed (χ² with 2k degrees of freedom, mean 1); the floor is its
+    median. ``k_eff`` is rounded to a quarter so the cache stays small.
+    """
+    k = max(0.25, round(4.0 * k_eff) / 4.0)
+    q = max(p_false / max(1, bins), 1e-12)
+    tail = float(gammainccinv(k, q)) / k
+    median = float(gammainccinv(k, 0.5)) / k
+    return 10.0 * math.log10(tail / median)
+
+
+@dataclass(frozen=True, slots=True)
+class LinesRead:
+    """Lines read from (C, n) spectra at (C, L) positions: every field (C, L)."""
+
+    expected: F64
+    found: F64
+    amp: F64
+    prom: F64
+    thr: F64
+    sig: npt.NDArray[np.bool_]
+
+    def part(self, a: int, b: int) -> LinesRead:
+        """Lines ``a … b−1``."""
+        return LinesRead(
+            self.expected[:, a:b],
+            self.found[:, a:b],
+            self.amp[:, a:b],
+            self.prom[:, a:b],
+            self.thr[:, a:b],
+            self.sig[:, a:b],
+        )
+
+
+def read_lines(
+    p: F64,
+    df: float,
+    hz: F64,
+    base: F64,
+    lo_b: F64,
+    hi_b: F64,
+    half: F64,
+    floor: F64,
+    k_eff: F64,
+    p_false: float,
+    min_db: F64,
+    healthy: F64 | None = None,
+) -> LinesRead:
+    """Read lines at ``hz`` (C, L) ± ``half`` (L,) bins (≥ 1) in every row of ``p`` (C, n).
+
+    ``base`` (L,): the bin where each line's spectrum starts in ``p`` (spectra are
+    concatenated); ``lo_b``, ``hi_b`` (L,): the bins it may be read in; ``floor`` (C, L):
+    its local floor; ``k_eff`` (L,): independent windows behind its spectrum. ``healthy``
+    (C, n), the machine's healthy power on the same bins (:mod:`pdm.diagnosis.baseline`):
+    a line is then the bin that stands most over ``max(floor, healthy)``, and its
+    prominence is over that.
+    """
+    n = p.shape[-1]
+    centre = hz / df + base
+    h = np.maximum(half, 1.0)
+    lo = np.maximum(np.floor(centre - h), lo_b)
+    hi = np.minimum(np.ceil(centre + h), hi_b - 2)
+    width = int(np.max(hi - lo)) + 1
+    # Flat indices into p: a 1-D take is much cheaper than broadcast 2-D fancy indexing.
+    flat = p.reshape(-1)
+    row0 = (np.arange(p.shape[0]) * n)[:, None]
+    cand = (lo + row0)[..., None] + np.arange(width)  # (C, L, W)
+    idx = cand.astype(np.intp)
+    vals = flat.take(idx, mode="clip")
+    vals[cand > (hi + row0)[..., None]] = -1.0
+    if healthy is None:
+        j = np.argmax(vals, axis=-1)
+        k = (lo + j).astype(np.intp)  # bin within the row
+        kf = k + row0.astype(np.intp)
+        peak = vals.max(axis=-1)
+        ref = floor
+        # A peak, not the skirt of a stronger line next to the range: a local maximum.
+        local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
+    else:
+        hflat = healthy.reshape(-1)
+        over = vals / np.maximum(floor[..., None], hflat.take(idx, mode="clip"))
+        j = np.argmax(over, axis=-1)
+        k = (lo + j).astype(np.intp)
+        kf = k + row0.astype(np.intp)
+        peak = np.take_along_axis(vals, j[..., None], axis=-1)[..., 0]
+        ref = np.maximum(floor, hflat.take(kf, mode="clip"))
+
+        def excess(at: npt.NDArray[np.intp]) -> F64:
+            return flat.take(at, mode="clip") / np.maximum(floor, hflat.take(at, mode="clip"))
+
+        top = peak / ref
+        local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
+    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / ref)
+    lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
+    amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
+    bins = (hi - lo + 1).astype(np.intp)
+    thr = np.maximum(_thresholds(k_eff, bins, p_false), min_db)
+    found = ((k - base) * df).astype(np.float64)
+    return LinesRead(hz, found, amp, prom, thr, (prom >= thr) & local)
+
+
+def _thresholds(k_eff: F64, bins: npt.NDArray[np.intp], p_false: float) -> F64:
+    """:func:`line_threshold_db` of every (C, L) line, from a table per distinct ``k_eff``
+    (one per spectrum) indexed by the bins searched."""
+    out = np.empty(bins.shape)
+    top = int(bins.max()) + 1
+    for kk in set(k_eff.tolist()):
+        lut = np.array([line_threshold_db(kk, b, p_false) for b in range(top)])
+        sel = k_eff == kk
+        out[:, sel] = lut[bins[:, sel]]
+    return out

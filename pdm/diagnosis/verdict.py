@@ -1,0 +1,291 @@
+"""Judging the averaged spectra of channels that share a bearing, in one vectorised pass: the
+lines read where the plan puts them, the bearing and running-speed families, and the verdict
+that ranks them (the rules of :mod:`pdm.diagnosis.rules`; docs/diagnosis.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from pdm.diagnosis.bearing import BearingSummary, judge_bearing
+from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
+from pdm.diagnosis.layout import bearing_hz, bearing_min_db
+from pdm.diagnosis.lines import F64, read_lines
+from pdm.diagnosis.plan import plan_lines
+from pdm.diagnosis.rules import Rules
+from pdm.diagnosis.speed import SpeedSummary, judge_speed
+from pdm.dsp.iso import zone_limits
+
+__all__ = ["judge_channel", "judge_channels"]
+
+
+def judge_channels(
+    acc_power: F64 | None,
+    env_power: F64 | None,
+    df: float,
+    shaft_hz: float,
+    defect_multiples: dict[str, float] | None,
+    k_eff: float,
+    *,
+    k_eff_env: float | None = None,
+    rules: Rules = Rules(),
+    iso_group: int = 2,
+    foundation: str = "rigid",
+    channels: Sequence[str] = (),
+    healthy: tuple[F64 | None, F64 | None] | None = None,
+) -> list[ChannelVerdict]:
+    """Judge the averaged spectra of channels that share a bearing, in one pass.
+
+    Parameters
+    ----------
+    acc_power : (C, n_acc) averaged acceleration amplitude², g², bins ``k·df`` (or None)
+    env_power : (C, n_env) averaged envelope amplitude², g², same bin spacing (or None)
+    df : bin spacing, Hz
+    shaft_hz : shaft frequency, Hz
+    defect_multiples : the bearing's ``bpfo``/``bpfi``/``bsf``/``ftf`` in shaft orders,
+        or None (no bearing: running-speed families only)
+    k_eff : the independent windows the averages are worth (≥ 1)
+    k_eff_env : the same for the envelope average when it differs (a band change
+        restarts it)
+    rules : thresholds; iso_group, foundation : the machine's ISO 10816-3 class
+    channels : names, for the reasons (default: none)
+    healthy : the machine's healthy (acceleration, envelope) power on the same bins
+        (:meth:`pdm.diagnosis.baseline.Baseline.aligned`), or None: lines are judged over
+        ``max(local floor, healthy)``
+
+    Returns
+    -------
+    list of ChannelVerdict, one per row
+    """
+    rows = next((x.shape[0] for x in (acc_power, env_power) if x is not None), 0)
+    names = list(channels) or [""] * rows
+    if not (math.isfinite(shaft_hz) and shaft_hz > 0 and df > 0):
+        return [
+            ChannelVerdict("unknown", 0.0, (), channel=nm, reasons=(f"{nm}: shaft speed unknown",))
+            for nm in names
+        ]
+    bearing: list[list[BearingSummary]] = [[] for _ in range(rows)]
+    build: Callable[[int], list[FamilyEvidence]] = lambda c: []  # noqa: E731
+    speed: list[list[SpeedSummary]] = [[] for _ in range(rows)]
+    build_speed: Callable[[int], list[FamilyEvidence]] = lambda c: []  # noqa: E731
+    k_env = k_eff if k_eff_env is None else k_eff_env
+    # Resolution: half-orders need min_bins_per_order bins per shaft order, bearing lines
+    # (told from shaft harmonics within a bin) min_bins_per_order_bearing.
+    per_order = shaft_hz / df
+    if per_order < rules.min_bins_per_order_bearing:
+        why = (
+            f"{df:.3g} Hz bins against a {shaft_hz:.3g} Hz shaft: fewer than "
+            f"{rules.min_bins_per_order_bearing:g} bins per shaft order cannot tell defect lines "
+            f"from shaft harmonics; use windows at least "
+            f"{2 ** math.ceil(math.log2(rules.min_bins_per_order * df / shaft_hz))}× as long"
+        )
+        return [
+            ChannelVerdict("unknown", 0.0, (), channel=nm, reasons=(f"{nm}: {why}",))
+            for nm in names
+        ]
+    has_env = env_power is not None and defect_multiples is not None and env_power.shape[1] > 16
+    has_acc = (
+        acc_power is not None and acc_power.shape[1] > 16 and per_order >= rules.min_bins_per_order
+    )
+    mult = (
+        tuple(defect_multiples[k] for k in ("bpfo", "bpfi", "bsf", "ftf"))
+        if has_env and defect_multiples is not None
+        else None
+    )
+    plan = plan_lines(
+        mult,
+        env_power.shape[1] if has_env and env_power is not None else 0,
+        acc_power.shape[1] if has_acc and acc_power is not None else 0,
+        round(df / shaft_hz, 6),
+        rules,
+    )
+    if plan.n_lines == 0:
+        return [_verdict([], [], lambda: (), rules, nm) for nm in names]
+    parts = [
+        np.asarray(x, dtype=np.float64)
+        for x, use in ((env_power, plan.n_env), (acc_power, plan.orders))
+        if use and x is not None
+    ]
+    p = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    pb = None
+    if healthy is not None:
+        acc_h, env_h = healthy
+        hp = [
+            np.asarray(h, dtype=np.float64) if h is not None else np.zeros_like(x)
+            for x, h, use in ((env_power, env_h, plan.n_env), (acc_power, acc_h, plan.orders))
+            if use and x is not None
+        ]
+        pb = hp[0] if len(hp) == 1 else np.concatenate(hp, axis=1)
+    lay, n_lay = plan.lay, plan.n_lay
+    # Every line's floor in one gather (positions are fixed by the plan), then the comb.
+    med = np.partition(p[:, plan.floor_idx], plan.floor_half, axis=-1)[..., plan.floor_half]
+    floor = np.maximum(med, np.finfo(np.float64).tiny)
+    hz = np.broadcast_to(plan.nominal_bins * df, floor.shape).copy()
+    offsets = np.zeros((rows, 0))
+    if lay is not None and lay.families:
+        log_env = np.log10(np.maximum(p[:, : plan.n_env], 1e-300))
+        if pb is None:
+            db = (
+                log_env[:, plan.comb_idx].max(axis=-1)
+                - np.log10(floor[:, lay.harm_line])[:, None, :]
+            )
+        else:  # over max(floor, healthy) at every bin the comb reads
+            ref = np.maximum(floor[:, lay.harm_line][:, None, :, None], pb[:, plan.comb_idx])
+            db = (log_env[:, plan.comb_idx] - np.log10(ref)).max(axis=-1)
+        db = np.clip(db, 0.0, None) * lay.weight  # (C, E, H), B over the floor
+        offsets = plan.eps[np.argmax(np.add.reduceat(db, lay.starts, axis=2), axis=1)]
+        hz[:, :n_lay] = bearing_hz(lay, offsets, shaft_hz)
+    keff = np.where(plan.is_env, k_env, k_eff)
+    min_db = np.maximum(plan.min_db, rules.min_line_db)
+    if lay is not None:
+        min_db[:n_lay] = bearing_min_db(lay, df, shaft_hz, k_env, rules)
+    rd = read_lines(
+        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
+    )
+    if lay is not None:
+        bearing, build = judge_bearing(
+            lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules, p[:, : plan.n_env], k_env
+        )
+    if plan.orders:
+        gate = rules.severity * zone_limits(iso_group, foundation)[1]
+        speed, build_speed = judge_speed(
+            rd.part(n_lay, plan.n_lines), list(plan.orders), shaft_hz, gate, rules
+        )
+
+    def families(c: int) -> Callable[[], tuple[FamilyEvidence, ...]]:
+        return lambda: (*build(c), *build_speed(c))
+
+    return [_verdict(bearing[c], speed[c], families(c), rules, names[c]) for c in range(rows)]
+
+
+def judge_channel(
+    acc_power: F64 | None,
+    env_power: F64 | None,
+    df: float,
+    shaft_hz: float,
+    defect_multiples: dict[str, float] | None,
+    k_eff: float,
+    *,
+    k_eff_env: float | None = None,
+    rules: Rules = Rules(),
+    iso_group: int = 2,
+    foundation: str = "rigid",
+    channel: str = "",
+) -> ChannelVerdict:
+    """:func:`judge_channels` for one channel's (n,) spectra."""
+    return judge_channels(
+        None if acc_power is None else np.asarray(acc_power)[None],
+        None if env_power is None else np.asarray(env_power)[None],
+        df,
+        shaft_hz,
+        defect_multiples,
+        k_eff,
+        k_eff_env=k_eff_env,
+        rules=rules,
+        iso_group=iso_group,
+        foundation=foundation,
+        channels=[channel],
+    )[0]
+
+
+def _verdict(
+    bearing: list[BearingSummary],
+    speed: list[SpeedSummary],
+    build: Callable[[], tuple[FamilyEvidence, ...]],
+    rules: Rules,
+    channel: str,
+) -> ChannelVerdict:
+    present = [f for f in bearing if f.present]
+    if len(present) > 1 and {"ball", "cage"} <= {f.family for f in present}:
+        # A ball's impacts are modulated at FTF: FTF and its first harmonic, and FTF sidebands
+        # around 2×BSF. A cage fault strikes once per cage turn: a long comb of FTF harmonics,
+        # some of which fall where a ball's lines would. Three clean harmonics from 3×FTF up
+        # are a cage's comb; otherwise the FTF lines are the ball's.
+        cage = next(f for f in present if f.family == "cage")
+        drop = "ball" if cage.cage_comb >= 3 else "cage"
+        present = [f for f in present if f.family != drop]
+    # An FTF-like comb in the spectrum: this bearing's cage, or one that fits another spacing
+    # (another bearing's cage on the shaft, a half-order series).
+    comb = any(f.family == "cage" and f.status in ("present", "other_comb") for f in bearing)
+    if comb and len(present) > 1 and {"outer_race", "cage"} <= {f.family for f in present}:
+        # BPFO = n × FTF: a cage fault's comb runs through BPFO. An outer race stands out of
+        # the comb (its neighbours BPFO ± FTF); where it does not, its lines are the cage's.
+        # Where it does, the comb is the race's sub-multiple series (rolling elements of
+        # unequal size strike the defect unequally, once per cage turn): not a cage fault.
+        outer = next(f for f in present if f.family == "outer_race")
+        drop = "cage" if outer.above_comb else "outer_race"
+        present = [f for f in present if f.family != drop]
+    if comb:
+        # A race whose line does not stand out of the comb (fundamental ± FTF) is one of the
+        # comb's lines: a comb 0.4 × shaft apart meets BPFI and BPFO within the slip.
+        present = [
+            f for f in present if f.family not in ("outer_race", "inner_race") or f.above_comb
+        ]
+    present.sort(key=lambda f: -f.score_db)
+    speed_fault = next((f for f in speed if f.present), None)
+    if present:
+        best = present[0]
+        rival = present[1] if len(present) > 1 else None
+        strength = best.prom - best.thr
+        other = {"outer_race": "inner_race", "inner_race": "outer_race"}.get(best.family)
+        both = next((f for f in bearing if f.family == other and f.seen), None)
+        competing = rival
+        if rival is None and both is not None and best.prom - both.prom < rules.compete_db:
+            # One race's defect puts no line at the other race's rate; lines at both, the
+            # named one not clearly stronger, are what a rolling element striking both races
+            # (or damage on both) shows: no confident race.
+            competing = both
+        elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
+            competing = None
+        if competing is not None:
+            if speed_fault is not None:
+                return ChannelVerdict(
+                    speed_fault.label,
+                    speed_fault.score_db,
+                    build,
+                    channel=channel,
+                    best=speed_fault.family,
+                )
+            return ChannelVerdict(
+                "bearing_uncertain",
+                strength,
+                build,
+                channel=channel,
+                best=best.family,
+                rival=competing.family,
+                strength_db=best.score_db,
+            )
+        if rival is not None:
+            # Another family is present too, with its own characteristic lines: the named one
+            # won, but by how much beyond the point where the two would be uncertain is what
+            # the confidence rests on (calibrated apart: "bearing_contested").
+            margin = min(strength, best.score_db - rival.score_db - rules.compete_db)
+            kind = "bearing_contested"
+        else:
+            # The strongest other fundamental that nothing else explains (significant, on no
+            # shaft comb, no other family's line) is a rival even when its family is incomplete.
+            runner = max((f.prom for f in bearing if f is not best and f.clean), default=0.0)
+            margin = min(strength, best.score_db - runner)
+            kind = ""
+        if best.bare:
+            # A bare FTF comb cannot be told from another bearing's cage on the same shaft
+            # (every cage turns at ≈ 0.4 × shaft): no better than even, whatever its size.
+            kind = "bearing_cage_bare"
+        return ChannelVerdict(
+            best.label,
+            margin,
+            build,
+            channel=channel,
+            best=best.family,
+            rival=rival.family if rival is not None else "",
+            calibration=kind,
+            strength_db=best.score_db,
+        )
+    if speed_fault is not None:
+        return ChannelVerdict(
+            speed_fault.label, speed_fault.score_db, build, channel=channel, best=speed_fault.family
+        )
+    return ChannelVerdict("unknown", 0.0, build, channel=channel)
