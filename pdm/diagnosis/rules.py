@@ -1049,7 +1049,8 @@ def _bearing(
     fund_hz = found[:, fund]
     mains = np.zeros_like(fund_hz, dtype=bool)
     for line in _MAINS_HZ:
-        mains |= np.abs(fund_hz - line) <= df + 0.001 * fund_hz
+        # A tone's strongest bin is within half a bin of it; the grid within 0.1 %.
+        mains |= np.abs(fund_hz - line) <= 0.5 * df + 0.001 * fund_hz
     # Shared lines: the family with the stronger significant fundamental holds them.
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
@@ -1540,6 +1541,11 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
         den = a - 2 * b + c
         delta = 0.5 * (a - c) / den if den < 0 else 0.0
         found.append((k + max(-0.5, min(0.5, delta))) * df / h)
+        if len(found) == 2 and abs(found[1] - found[0]) * h > 0.5 * df:
+            # Two orders further apart than a merged neighbour pulls (half a bin at the
+            # higher) are not one shaft's: the lower is believed. No defect line comes near
+            # 1×; an 8-element bearing's BPFO sits at 3.04–3.06×, a BSF near 2×.
+            del found[1]
     best_hz = float(np.median(found)) if found else shaft_hz
     q = 0.0005
     return shaft_hz * (1.0 + round((best_hz / shaft_hz - 1.0) / q) * q)
