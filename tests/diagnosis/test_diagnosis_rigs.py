@@ -68,6 +68,16 @@ def test_a_race_line_beside_3x_does_not_pull_the_speed() -> None:
     assert refine_speed(p[None, :], df, fr * 1.0002) == pytest.approx(fr, rel=0.001)
 
 
+def test_without_1x_disagreeing_orders_are_still_their_median() -> None:
+    """No 1× standing out, 2× pulled low by a neighbour (the CWRU 48 kHz ball fault's), 3×
+    right: neither can be preferred on physics, so the speed is their median (the mean) — not
+    the lower order, which read that recording 1.4 % low."""
+    fs, n, fr = 800.0, 800, 30.0  # 1 Hz bins
+    p = _power(fs, n, [(2 * fr - 0.9, 0.01), (3 * fr, 0.01)], 1e-10)
+    got = refine_speed(p[None, :], 1.0, fr)
+    assert (2 * fr - 0.9) / 2 < got < fr
+
+
 def test_orders_that_agree_are_still_their_median() -> None:
     """1× and 3× of one shaft, both a quarter-bin off in opposite directions: within half a
     bin at 3×, they agree, and the speed is their mean."""
