@@ -156,3 +156,19 @@ def test_a_line_half_a_bin_from_a_mains_harmonic_is_not_the_mains(at: str, named
     if not named:
         inner = v.family("inner_race")
         assert inner is not None and inner.status == "on_mains"
+
+
+def test_a_mains_line_is_no_harmonic_of_a_race() -> None:
+    """A 6311 at 990 r/min (BPFO 50.45 Hz): a stationary line at 50 Hz (two structural tones
+    beating) and the motor's 2 × line pull at 100 Hz — as strong as an impact train's 2nd
+    harmonic would be. The 100 Hz line is the motor's, whatever the bearing: no support, and
+    the lone 50 Hz line is no outer race (it was named at confidence 1.00: rig E of
+    docs/diagnosis.md §13, every healthy recording)."""
+    fs, n, fr = 20000.0, 32768, 990.0 / 60.0
+    m = lookup_bearing("6311").defect_multiples()
+    env = _power(fs, n, [(50.0, 0.02), (100.0, 0.02)], 1e-8)[:1200]
+    v = judge_channel(None, env, fs / n, fr, m, 30.0)
+    assert v.label == "unknown", v.reasons
+    # The same line with a 2nd harmonic off the mains (a real train at 51 Hz) is named.
+    env = _power(fs, n, [(51.0, 0.02), (102.0, 0.02)], 1e-8)[:1200]
+    assert judge_channel(None, env, fs / n, fr, m, 30.0).label == "bearing_outer_race"
