@@ -91,10 +91,12 @@ def judge_bearing(
     # An AC motor's electromagnetic forces pull at twice the line frequency and its
     # harmonics (100, 200 … Hz or 120, 240 … Hz); they modulate everything the housing
     # carries and stand in envelope spectra whatever the speed.
-    fund_hz = found[:, fund]
-    mains = np.zeros_like(fund_hz, dtype=bool)
+    # A line there supports nothing either (an impact train's harmonic is no mains line).
+    on_mains = np.zeros_like(found, dtype=bool)
     for line in _MAINS_HZ:
-        mains |= np.abs(fund_hz - line) <= df + 0.001 * fund_hz
+        # A tone's strongest bin is within half a bin of it; the grid within 0.1 %.
+        on_mains |= np.abs(found - line) <= 0.5 * df + 0.001 * found
+    mains = on_mains[:, fund]
     # Shared lines: the family with the stronger significant fundamental holds them.
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
@@ -114,7 +116,7 @@ def judge_bearing(
     owner = np.where(shared, np.argmax(by, axis=-1), -1)
     not_fund = np.ones(nb, dtype=bool)
     not_fund[fund] = False
-    clean = sig & ~shared & ~on_comb
+    clean = sig & ~shared & ~on_comb & ~on_mains
     support = clean & not_fund & lay.supports[:nb]
     n_clean = np.add.reduceat(support, fund, axis=1)
     # A race against the FTF comb: its neighbours fundamental ± FTF (significant ones).

@@ -39,6 +39,7 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
     n = p.shape[0]
     tol = rules.order_tolerance
     found: list[float] = []
+    one_x = False  # found[0] is 1×
     for h in (1, 2, 3):
         lo = max(2, math.floor(h * shaft_hz * (1 - tol) / df))
         hi = min(n - 2, math.ceil(h * shaft_hz * (1 + tol) / df))
@@ -53,6 +54,12 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
         den = a - 2 * b + c
         delta = 0.5 * (a - c) / den if den < 0 else 0.0
         found.append((k + max(-0.5, min(0.5, delta))) * df / h)
+        if len(found) == 2 and one_x and abs(found[1] - found[0]) * h > 0.5 * df:
+            # 1× and a higher order further apart than a merged neighbour pulls (half a bin
+            # at the higher) are not one shaft's: 1× is believed. No defect line comes near
+            # it; an 8-element bearing's BPFO sits at 3.04–3.06×, a BSF near 2×.
+            del found[1]
+        one_x = one_x or h == 1
     best_hz = float(np.median(found)) if found else shaft_hz
     q = 0.0005
     return shaft_hz * (1.0 + round((best_hz / shaft_hz - 1.0) / q) * q)
