@@ -108,11 +108,15 @@ def test_a_push_source_hands_on_counts_refusals_and_stops_by_its_deadline(
     sensor, chunk = sink.chunks[0]
     assert sensor == "good" and chunk.channels == CHANNELS and chunk.fs == FS
     send(_frame("stranger"))
+    prefix = "stream_" if src.name == "tcp" else "mqtt_"
+    # The refusal is counted, then its event handed on (from the input's own thread): wait
+    # for both.
     deadline = time.monotonic() + 10.0
-    while sum(src.refused().values()) < 1 and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        sum(src.refused().values()) < 1 or f"{prefix}rejected" not in sink.events
+    ):
         time.sleep(0.02)
     assert sum(src.refused().values()) == 1, src.refused()
-    prefix = "stream_" if src.name == "tcp" else "mqtt_"
     assert sink.events and all(k.startswith(prefix) for k in sink.events), sink.events
     assert f"{prefix}rejected" in sink.events
     t0 = time.monotonic()
