@@ -35,9 +35,10 @@ Roller bearings: one size each, not series
 ------------------------------------------
 No public table of roller counts and diameters, or of frequency factors, for the NU2xx, NU3xx,
 222xx and 223xx series was found (docs/diagnosis.md, "The bearing catalogue", lists what was
-searched). Two sizes have published factors, from the makers' own values quoted in open
-papers about public test-rig datasets; their rows give the published orders and the geometry
-derived from them (``geometry_from_multiples`` in pdm/dsp/bearings.py):
+searched). Three sizes have published factors: two from the makers' own values quoted in open
+papers about public test-rig datasets, one from a vibration consultant's worked example; their
+rows give the published orders and the geometry derived from them (``geometry_from_multiples``
+in pdm/dsp/bearings.py):
 
 * NU206: Schaeffler NU206-E-XL-TVP2, BPFO 5.24, BPFI 7.76, BSF 2.49, FTF 0.40 (Schnur et al.,
   "... cylindrical roller bearing dataset ...", Data 2025, 10(5), 77, Table 1;
@@ -53,15 +54,22 @@ derived from them (``geometry_from_multiples`` in pdm/dsp/bearings.py):
   those of one row (n = 15 rollers per row; a defect on one raceway meets one row), and the
   contact angle follows from BSF: 12.25°, as physics expects of the 222 series (its
   catalogue factor e = 1.5·tan φ ≈ 0.3 gives 11-13°).
+* 22228: SKF 22228 (design suffix not stated), BPFO 205.3 Hz, BPFI 269.7 Hz, BSF 89.1 Hz,
+  FTF 10.8 Hz at 1500 r/min, i.e. 8.212, 10.788, 3.564, 0.432 per shaft revolution: the
+  worked examples on VibroGuard's pages on the four defect frequencies (vibroguard.cz/en/bpfo/,
+  /en/bpfi-2/, /en/bsf-rolling-element/, /en/ftf-cage-defect/; the Czech pages give the same
+  numbers), which say the frequencies "are calculated" and not with what. BPFO + BPFI =
+  475.0 Hz = 19 x 25 Hz: 19 rollers a row, FTF 10.805 Hz for the stated 10.8; the angle from
+  BSF is 10.1° (9.4–10.8° within the rounding to 0.1 Hz).
 
-The numbers were read as the public bearing-dataset loaders that use these recordings quote
-them (Table 1 of each paper); each set of four is consistent with one bearing to its
-rounding, which a typo would not be. Different makers' designs of one designation differ (a
-design suffix changes the rollers): for another NU206 or 22205 give your own row (pipelines/
-README.md, "Bearings").
+The NU206 and 22205 numbers were read as the public bearing-dataset loaders that use these
+recordings quote them (Table 1 of each paper), the 22228 ones from the pages' text; each set
+of four is consistent with one bearing to its rounding, which a typo would not be. Different
+makers' designs of one designation differ (a design suffix changes the rollers): for another
+NU206, 22205 or 22228 give your own row (pipelines/README.md, "Bearings").
 
-Not covered: the other NU2xx, NU3xx, 222xx and 223xx sizes, and the 60xx, 62xx and 63xx
-sizes the Timken table does not list; give those in a pipeline's own ``bearing_table``, by
+Not covered: the other NU2xx and 222xx sizes, all NU3xx and 223xx sizes, and the 60xx, 62xx
+and 63xx sizes the Timken table does not list; give those in a pipeline's own ``bearing_table``, by
 geometry or by the maker's published orders (pipelines/README.md).
 """
 
@@ -88,7 +96,7 @@ DIMENSIONS: dict[str, tuple[float, float, float]] = {
     "6307": (35, 80, 21), "6308": (40, 90, 23), "6309": (45, 100, 25), "6310": (50, 110, 27),
     "6311": (55, 120, 29), "6312": (60, 130, 31), "6314": (70, 150, 35), "6315": (75, 160, 37),
     "6316": (80, 170, 39), "6318": (90, 190, 43),
-    "NU206": (30, 62, 16), "22205": (25, 52, 18),
+    "NU206": (30, 62, 16), "22205": (25, 52, 18), "22228": (140, 250, 68),
 }  # fmt: skip
 
 #: Timken table A-9: basic outer-ring size -> (ISO designation, FTF, BSF, BPFO, BPFI).
@@ -139,6 +147,14 @@ ROLLERS: dict[str, tuple[str, float | None, tuple[float, float, float, float], s
         None,
         (6.1852, 8.8148, 5.4030 / 2, 0.4123),
         "Soto-Ocampo et al. Sensors 2020 20(12) 3493 Table 1 (FAG 22205-E1-K-C3; per row)",
+    ),
+    # published as Hz at 1500 r/min (25 Hz): BPFO 205.3, BPFI 269.7, BSF 89.1, FTF 10.8
+    "22228": (
+        "spherical_roller",
+        None,
+        (205.3 / 25, 269.7 / 25, 89.1 / 25, 10.8 / 25),
+        "VibroGuard vibroguard.cz/en/bpfo/ bpfi-2/ bsf-rolling-element/ ftf-cage-defect/ "
+        "(SKF 22228 at 1500 r/min; per row)",
     ),
 }
 
@@ -212,7 +228,8 @@ def main() -> None:
         "# (catalog.timken.com/guide/ball-bearing-housed-unit/A-13.php); ISO 15 boundary",
         "# dimensions; CWRU bearing specification table for 6205 and 6203 (SKF); NU206 and",
         "# 22205: Schaeffler's orders as published in Data 2025 10(5) 77 and Sensors 2020",
-        "# 20(12) 3493 (Table 1 of each), geometry derived from them.",
+        "# 20(12) 3493 (Table 1 of each); 22228: SKF 22228 orders from vibroguard.cz's",
+        "# worked examples; geometry derived from the orders.",
         "# rolling_elements and element/pitch diameter ratio reproduce the published",
         "# coefficients (bpfo..ftf, orders); pitch_diameter_mm = (bore + OD)/2 is an estimate.",
     ]

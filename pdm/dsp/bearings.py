@@ -376,6 +376,6 @@ def lookup_bearing(
 
 #: The built-in catalogue (pdm/dsp/bearing_catalogue.csv, read once): the 60xx, 62xx and
 #: 63xx deep-groove ball bearings whose defect-frequency coefficients are published, and the
-#: two roller bearings (NU206, 22205) whose makers' orders are; where every number comes
+#: three roller bearings (NU206, 22205, 22228) whose orders are; where every number comes
 #: from is in scripts/bearing_catalogue.py and docs/diagnosis.md ("The bearing catalogue").
 BEARINGS: Mapping[str, BearingGeometry] = types.MappingProxyType(_catalogue())
