@@ -395,12 +395,16 @@ class FeatureExtractor:
                 if k_hi >= k_lo:
                     ranges.append((h, k_lo, k_hi))
         self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
-        # What decides every computed number but the bearings' lines (see batch_key).
+        # What decides the numbers of the stages a pass shares (see batch_key). Left out is
+        # what each part of a pass brings along: its channels' bearings, its speed (fixed,
+        # searched in its own range, or unknown) and what the speed sizes — the envelope's
+        # length (env_max_hz: parts are grouped by envelope plan) and the widest window the
+        # order and defect searches look in (each part's own, applied per row).
         self._batch_key: tuple[object, ...] | None = None
-        if rpm is not None and self._fixed_band is not None:
+        if self._fixed_band is not None:
             self._batch_key = (
-                self.fs, self.n, rpm, self._fixed_band, self.env_max_hz, self.slip_tolerance,
-                self.orders_tolerance, v_lo, v_hi, tuple(bands), self._has_bearing,
+                self.fs, self.n, self._fixed_band, self.slip_tolerance, self.orders_tolerance,
+                v_lo, v_hi, tuple(bands), self._has_bearing,
             )  # fmt: skip
 
     @property
@@ -599,9 +603,14 @@ class FeatureExtractor:
 
     @property
     def batch_key(self) -> tuple[object, ...] | None:
-        """Extractors with equal keys compute identically but for their channels' bearings,
-        so :func:`extract_many` runs their windows through one pass; None: never shared
-        (the speed or the envelope band is decided per window)."""
+        """Extractors with equal keys share a pass of :func:`extract_many`: the same sample
+        rate, window, envelope band, tolerances, velocity and RMS bands, so that the moments,
+        the FFT and the band RMS are computed alike for all. What may differ is what each
+        machine brings along, and each part of the pass keeps its own: the channels and their
+        bearings, and the speed — fixed, searched in the part's own range on its own rows, or
+        unknown — with what the speed sizes (the envelope's length: parts with the same
+        envelope plan are demodulated together; the widest order and defect search).
+        None: never shared (the automatic envelope band is decided per window)."""
         return self._batch_key
 
     def _extract(
@@ -653,14 +662,14 @@ class FeatureExtractor:
         tick("rfft")
         spec = spec_all[:rows]
 
-        if self.rpm is not None:
-            shaft_hz = np.full(n_win_all, self.rpm / 60.0)
-        elif self.rpm_range is None:
-            shaft_hz = np.full(n_win_all, np.nan)
-        else:  # alone in its pass (no batch key): every window has the same channels
-            shaft_hz = np.where(
-                valid, self._find_speeds_hz(spec, win_ch[0]), self._nominal_rpm / 60.0
-            )
+        # Per part: its first row and window in the pass.
+        row0 = np.cumsum([0, *(len(ex.channels) * nw for ex, _x, nw in parts)]).tolist()
+        win0 = np.cumsum([0, *(nw for _ex, _x, nw in parts)]).tolist()
+        speeds = [
+            ex._shaft_hz(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]])
+            for i, (ex, _x, _nw) in enumerate(parts)
+        ]
+        shaft_hz = speeds[0] if len(parts) == 1 else np.concatenate(speeds)
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
         tick("speed")
 
@@ -670,9 +679,10 @@ class FeatureExtractor:
         tick("bands")
 
         centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        values[:, k : k + len(ORDERS)] = self._order_search.in_spectrum(
-            spec, centres, centres * self.orders_tolerance
+        search, halves = _widest_search(
+            [ex._order_search for ex, _x, _nw in parts], row0, centres * self.orders_tolerance
         )
+        values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
         k += len(ORDERS)
         tick("orders")
 
@@ -682,33 +692,53 @@ class FeatureExtractor:
             choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
             band = choice.band
             tick("band_choice")
-        plan = self.plan_for(band)
-        pe = envelope_power(spec_all, plan)[:rows]
-        tick("envelope")
-        if self._has_bearing and self.speed_known:
+        # The envelope, one transform per envelope plan (its length follows the highest
+        # defect line, hence the speed): a group is a run of parts with one plan, and
+        # extract_many puts equal plans side by side.
+        plans = [ex.plan_for(band) for ex, _x, _nw in parts]
+        cuts = [j for j in range(1, len(parts)) if plans[j] != plans[j - 1]]
+        groups = list(zip([0, *cuts], [*cuts, len(parts)], strict=True))
+        pe_of: list[npt.NDArray[np.float32]] = []  # per part: its rows' envelope spectra
+        lines = self._has_bearing and any(ex.speed_known for ex, _x, _nw in parts)
+        for a, b in groups:
+            plan = plans[a]
+            r_a, r_b = row0[a], row0[b]
+            # One plan for all: the whole padded block (rows of four, as the FFT's).
+            pe = envelope_power(spec_all if len(groups) == 1 else spec[r_a:r_b], plan)
+            pe = pe[: r_b - r_a]
+            pe_of += [pe[row0[j] - r_a : row0[j + 1] - r_a] for j in range(a, b)]
+            tick("envelope")
+            if not lines:
+                values[r_a:r_b, k:] = np.nan
+                continue
             if len(parts) == 1:
                 table = self._tiled("defects", self._defect_mult, parts[0][2])
             else:
-                table = np.concatenate([np.tile(ex._defect_mult, (nw, 1)) for ex, _x, nw in parts])
-            centres = table * shaft_bins
-            values[:, k:] = (
-                self._env_search[plan.m](pe, centres, centres * self.slip_tolerance) * plan.scale
+                table = np.concatenate(
+                    [np.tile(ex._defect_mult, (nw, 1)) for ex, _x, nw in parts[a:b]]
+                )
+            centres = table * shaft_bins[r_a:r_b]
+            search, halves = _widest_search(
+                [ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]],
+                row0[a : b + 1],
+                centres * self.slip_tolerance,
             )
-        else:
-            values[:, k:] = np.nan
-        tick("defect_lines")
+            values[r_a:r_b, k:] = search(pe, centres, halves) * plan.scale
+            tick("defect_lines")
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
         # Python scalars once for the pass (indexing numpy arrays per frame cost more).
         valid_l = valid.tolist()
         rpm_l = (shaft_hz * 60.0).tolist()
-        band_hz = (plan.lo_hz, plan.hi_hz)
-        for ex, _x, n_win in parts:
+        for p, (ex, _x, n_win) in enumerate(parts):
             n_ch = len(ex.channels)
             names = ex._channel_names
+            plan, pe = plans[p], pe_of[p]
+            band_hz = (plan.lo_hz, plan.hi_hz)
             frames = []
-            for _w in range(n_win):
+            for w in range(n_win):
                 sl = slice(row, row + n_ch)
+                sl_part = slice(w * n_ch, (w + 1) * n_ch)
                 ok = valid_l[w_all]
                 if not ok:
                     values[sl] = np.nan
@@ -722,7 +752,7 @@ class FeatureExtractor:
                         envelope_band_key=band,
                         valid=ok,
                         spectrum=spec[sl],
-                        env_parts=pe[sl],
+                        env_parts=pe[sl_part],
                         _extractor=ex,
                         _env_plan=plan,
                         stats=stats[sl],
@@ -784,6 +814,21 @@ class FeatureExtractor:
         sq = v * v
         return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
 
+    def _shaft_hz(
+        self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.float64]:
+        """Running speed (Hz) of each of this extractor's windows in a pass: ``spec`` holds
+        their rows, (n_windows·n_channels, n//2+1), ``valid`` says which are measurements.
+        The fixed speed, or the one found in the window (the nominal speed for an invalid
+        one), or NaN when the speed is unknown."""
+        n_win = valid.shape[0]
+        if self.rpm is not None:
+            return np.full(n_win, self.rpm / 60.0)
+        if self.rpm_range is None:
+            return np.full(n_win, np.nan)
+        found = self._find_speeds_hz(spec, len(self.channels))
+        return np.where(valid, found, self._nominal_rpm / 60.0)
+
     def _find_speeds_hz(
         self, spec: npt.NDArray[np.complex64], n_ch: int
     ) -> npt.NDArray[np.float64]:
@@ -804,6 +849,28 @@ class FeatureExtractor:
         )
 
 
+def _widest_search(
+    searches: Sequence[ToneSearch], row0: Sequence[int], halves: npt.NDArray[np.float64]
+) -> tuple[ToneSearch, npt.NDArray[np.float64]]:
+    """One :class:`ToneSearch` for the rows of a pass's parts, and their half-widths, so that
+    every row reads what its own part's search would.
+
+    Parameters
+    ----------
+    searches : each part's search (alike but for the widest window, which its speed sizes)
+    row0 : each part's first row, and the end: (n_parts + 1,)
+    halves : (rows, targets) search half-widths, bins
+
+    The searches differ only in the cap they put on the half-widths: the widest one serves
+    all rows, each row's half-widths capped first at its own part's cap.
+    """
+    widest = max(searches, key=lambda t: t.width)
+    if any(t.width != widest.width for t in searches):
+        caps = np.repeat([(t.width - 1) / 2 for t in searches], np.diff(row0))
+        halves = np.minimum(halves, caps[:, None])
+    return widest, halves
+
+
 def extract_many(
     jobs: Sequence[tuple[FeatureExtractor, Sequence[npt.ArrayLike]]],
 ) -> list[list[FeatureFrame]]:
@@ -811,10 +878,15 @@ def extract_many(
 
     ``jobs`` are (extractor, windows: (n_windows, n_channels, n) in g, or a sequence of
     (n_channels, n) windows — gathered into the pass with one copy); returns each job's
-    frames, identical to ``extractor.extract_batch(windows)``. Extractors with the same
+    frames, as ``extractor.extract_batch(windows)`` gives them. Extractors with the same
     :attr:`~FeatureExtractor.batch_key` share one pass — one ``rfft`` call over all their
     rows, which pocketfft vectorises (a window of a 3-channel sensor alone costs about
-    twice as much as one in a batch of eight; ``pdm-edge bench``); the others run alone.
+    twice as much as one in a batch of eight; ``pdm-edge bench``), whatever their speeds;
+    the others run alone. The spectrum, the speed, the time-domain and order features are
+    what the extractor computes alone, to the bit; the band RMS (velocity included) and the
+    envelope's features may differ by float32 rounding (BLAS picks its kernel by the number
+    of rows; two envelopes share one complex FFT, and a row's partner may be another
+    machine's), as between batches of different sizes of one extractor.
     """
     out: list[list[FeatureFrame] | None] = [None] * len(jobs)
     groups: dict[tuple[object, ...], list[int]] = {}
@@ -826,6 +898,12 @@ def extract_many(
         groups.setdefault(key if key is not None else ("alone", j), []).append(j)
     for idx in groups.values():
         lead = checked[idx[0]][0]
+        band = lead._fixed_band
+        if len(idx) > 1 and band is not None:
+            # Parts with one envelope plan side by side: one envelope transform for them.
+            plans = [checked[j][0].plan_for(band) for j in idx]
+            rank = {p: r for r, p in enumerate(dict.fromkeys(plans))}
+            idx = [j for _r, j in sorted(zip([rank[p] for p in plans], idx, strict=True))]
         frames = lead._extract([checked[j] for j in idx], None)
         for j, f in zip(idx, frames, strict=True):
             out[j] = f
