@@ -31,6 +31,8 @@ envelope band used. ``iso_zone`` (A–D) is derived from ``velocity_rms_mm_s``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import threading
 import time
@@ -193,6 +195,14 @@ class FeatureFrame:
         return freqs, np.sqrt(self.env_power.astype(np.float64)) * (
             plan.scale * 2.0 / (plan.m / 2.0)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_plan(fs: float, n: int, band: tuple[float, float], env_max_hz: float) -> EnvelopePlan:
+    """:func:`~pdm.dsp.envelope.plan_envelope`, one object for equal settings: a pass tells
+    its parts' plans apart by identity (comparing the dataclasses cost more than the rest
+    of a pass's bookkeeping)."""
+    return plan_envelope(fs, n, band, env_max_hz)
 
 
 class _StageClock:
@@ -384,6 +394,8 @@ class FeatureExtractor:
         if self._fixed_band is not None:
             self.plan_for(self._fixed_band)  # validate now, not at the first window
         self._nominal_rpm = nominal
+        # The running speed, Hz, when it is not searched (NaN: unknown).
+        self._given_shaft_hz = rpm / 60.0 if rpm is not None else math.nan
         # The speed search's harmonics and the bins each is searched in (h, first, last).
         ranges = []
         if rpm_range is not None:
@@ -416,7 +428,7 @@ class FeatureExtractor:
         """The (cached) envelope plan of a band."""
         plan = self._plan_cache.get(band)
         if plan is None:
-            plan = plan_envelope(self.fs, self.n, band, self.env_max_hz)
+            plan = _shared_plan(self.fs, self.n, band, self.env_max_hz)
             self._plan_cache[band] = plan
             if plan.m not in self._env_search:
                 max_half = self.env_max_hz / self.df * self.slip_tolerance
@@ -663,13 +675,19 @@ class FeatureExtractor:
         spec = spec_all[:rows]
 
         # Per part: its first row and window in the pass.
-        row0 = np.cumsum([0, *(len(ex.channels) * nw for ex, _x, nw in parts)]).tolist()
-        win0 = np.cumsum([0, *(nw for _ex, _x, nw in parts)]).tolist()
-        speeds = [
-            ex._shaft_hz(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]])
-            for i, (ex, _x, _nw) in enumerate(parts)
-        ]
-        shaft_hz = speeds[0] if len(parts) == 1 else np.concatenate(speeds)
+        row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
+        win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
+        # Each part's speed: fixed, unknown (NaN), or searched in its own rows and range
+        # (the nominal speed for an invalid window).
+        per_window: list[float] = []
+        for ex, _x, nw in parts:
+            per_window += [ex._given_shaft_hz] * nw
+        shaft_hz = np.array(per_window)
+        for i, (ex, _x, _nw) in enumerate(parts):
+            if ex.rpm is None and ex.rpm_range is not None:
+                its = slice(win0[i], win0[i + 1])
+                found = ex._find_speeds_hz(spec[row0[i] : row0[i + 1]], len(ex.channels))
+                shaft_hz[its] = np.where(valid[its], found, ex._nominal_rpm / 60.0)
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
         tick("speed")
 
@@ -696,27 +714,24 @@ class FeatureExtractor:
         # defect line, hence the speed): a group is a run of parts with one plan, and
         # extract_many puts equal plans side by side.
         plans = [ex.plan_for(band) for ex, _x, _nw in parts]
-        cuts = [j for j in range(1, len(parts)) if plans[j] != plans[j - 1]]
+        cuts = [j for j in range(1, len(parts)) if plans[j] is not plans[j - 1]]
         groups = list(zip([0, *cuts], [*cuts, len(parts)], strict=True))
         pe_of: list[npt.NDArray[np.float32]] = []  # per part: its rows' envelope spectra
         lines = self._has_bearing and any(ex.speed_known for ex, _x, _nw in parts)
         for a, b in groups:
             plan = plans[a]
             r_a, r_b = row0[a], row0[b]
-            # One plan for all: the whole padded block (rows of four, as the FFT's).
-            pe = envelope_power(spec_all if len(groups) == 1 else spec[r_a:r_b], plan)
-            pe = pe[: r_b - r_a]
+            if len(groups) == 1:  # the whole block, padded to rows of four as the FFT's
+                pe = envelope_power(spec_all, plan)[:rows]
+            else:
+                pe = self._envelope_rows(spec[r_a:r_b], plan)
             pe_of += [pe[row0[j] - r_a : row0[j + 1] - r_a] for j in range(a, b)]
             tick("envelope")
             if not lines:
                 values[r_a:r_b, k:] = np.nan
                 continue
-            if len(parts) == 1:
-                table = self._tiled("defects", self._defect_mult, parts[0][2])
-            else:
-                table = np.concatenate(
-                    [np.tile(ex._defect_mult, (nw, 1)) for ex, _x, nw in parts[a:b]]
-                )
+            tables = [ex._tiled("defects", ex._defect_mult, nw) for ex, _x, nw in parts[a:b]]
+            table = tables[0] if len(tables) == 1 else np.concatenate(tables)
             centres = table * shaft_bins[r_a:r_b]
             search, halves = _widest_search(
                 [ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]],
@@ -764,6 +779,23 @@ class FeatureExtractor:
             out.append(frames)
         tick("frames")
         return out
+
+    def _envelope_rows(
+        self, spec: npt.NDArray[np.complex64], plan: EnvelopePlan
+    ) -> npt.NDArray[np.float32]:
+        """:func:`~pdm.dsp.envelope.envelope_power` of some of a pass's rows, (rows, n//2+1),
+        as the pass's own block would give it: padded with zero rows to a multiple of four
+        (pocketfft transforms four rows at a time and the rest one by one, ~2.5x the cost
+        per row), the band's bins copied (the only ones the envelope reads)."""
+        rows = spec.shape[0]
+        rows4 = -(-rows // 4) * 4
+        if rows == rows4:
+            return envelope_power(spec, plan)
+        k1, k2 = plan.k1, plan.k2
+        buf = self._buffer("envelope_in", (rows4, 2 * k2)).view(np.complex64)
+        buf[:rows, k1:k2] = spec[:, k1:k2]
+        buf[rows:, k1:k2] = 0.0
+        return envelope_power(buf, plan)[:rows]
 
     def _tiled(
         self, name: str, table: npt.NDArray[np.float64], reps: int
@@ -814,21 +846,6 @@ class FeatureExtractor:
         sq = v * v
         return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
 
-    def _shaft_hz(
-        self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_]
-    ) -> npt.NDArray[np.float64]:
-        """Running speed (Hz) of each of this extractor's windows in a pass: ``spec`` holds
-        their rows, (n_windows·n_channels, n//2+1), ``valid`` says which are measurements.
-        The fixed speed, or the one found in the window (the nominal speed for an invalid
-        one), or NaN when the speed is unknown."""
-        n_win = valid.shape[0]
-        if self.rpm is not None:
-            return np.full(n_win, self.rpm / 60.0)
-        if self.rpm_range is None:
-            return np.full(n_win, np.nan)
-        found = self._find_speeds_hz(spec, len(self.channels))
-        return np.where(valid, found, self._nominal_rpm / 60.0)
-
     def _find_speeds_hz(
         self, spec: npt.NDArray[np.complex64], n_ch: int
     ) -> npt.NDArray[np.float64]:
@@ -864,11 +881,12 @@ def _widest_search(
     The searches differ only in the cap they put on the half-widths: the widest one serves
     all rows, each row's half-widths capped first at its own part's cap.
     """
-    widest = max(searches, key=lambda t: t.width)
-    if any(t.width != widest.width for t in searches):
-        caps = np.repeat([(t.width - 1) / 2 for t in searches], np.diff(row0))
-        halves = np.minimum(halves, caps[:, None])
-    return widest, halves
+    widths = [t.width for t in searches]
+    widest = max(widths)
+    if min(widths) == widest:
+        return searches[0], halves
+    caps = np.repeat([(w - 1) / 2 for w in widths], np.diff(row0))
+    return searches[widths.index(widest)], np.minimum(halves, caps[:, None])
 
 
 def extract_many(
@@ -900,10 +918,12 @@ def extract_many(
         lead = checked[idx[0]][0]
         band = lead._fixed_band
         if len(idx) > 1 and band is not None:
-            # Parts with one envelope plan side by side: one envelope transform for them.
-            plans = [checked[j][0].plan_for(band) for j in idx]
-            rank = {p: r for r, p in enumerate(dict.fromkeys(plans))}
-            idx = [j for _r, j in sorted(zip([rank[p] for p in plans], idx, strict=True))]
+            # Parts with one envelope plan side by side: one envelope transform for them
+            # (plan_for gives equal settings the same plan object).
+            rank: dict[int, int] = {}
+            ranks = [rank.setdefault(id(checked[j][0].plan_for(band)), len(rank)) for j in idx]
+            if len(rank) > 1:
+                idx = [j for _r, j in sorted(zip(ranks, idx, strict=True))]
         frames = lead._extract([checked[j] for j in idx], None)
         for j, f in zip(idx, frames, strict=True):
             out[j] = f
