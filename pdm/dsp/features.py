@@ -31,6 +31,8 @@ envelope band used. ``iso_zone`` (A–D) is derived from ``velocity_rms_mm_s``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import threading
 import time
@@ -193,6 +195,14 @@ class FeatureFrame:
         return freqs, np.sqrt(self.env_power.astype(np.float64)) * (
             plan.scale * 2.0 / (plan.m / 2.0)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_plan(fs: float, n: int, band: tuple[float, float], env_max_hz: float) -> EnvelopePlan:
+    """:func:`~pdm.dsp.envelope.plan_envelope`, one object for equal settings: a pass tells
+    its parts' plans apart by identity (comparing the dataclasses cost more than the rest
+    of a pass's bookkeeping)."""
+    return plan_envelope(fs, n, band, env_max_hz)
 
 
 class _StageClock:
@@ -384,6 +394,8 @@ class FeatureExtractor:
         if self._fixed_band is not None:
             self.plan_for(self._fixed_band)  # validate now, not at the first window
         self._nominal_rpm = nominal
+        # The running speed, Hz, when it is not searched (NaN: unknown).
+        self._given_shaft_hz = rpm / 60.0 if rpm is not None else math.nan
         # The speed search's harmonics and the bins each is searched in (h, first, last).
         ranges = []
         if rpm_range is not None:
@@ -395,12 +407,16 @@ class FeatureExtractor:
                 if k_hi >= k_lo:
                     ranges.append((h, k_lo, k_hi))
         self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
-        # What decides every computed number but the bearings' lines (see batch_key).
+        # What decides the numbers of the stages a pass shares (see batch_key). Left out is
+        # what each part of a pass brings along: its channels' bearings, its speed (fixed,
+        # searched in its own range, or unknown) and what the speed sizes — the envelope's
+        # length (env_max_hz: parts are grouped by envelope plan) and the widest window the
+        # order and defect searches look in (each part's own, applied per row).
         self._batch_key: tuple[object, ...] | None = None
-        if rpm is not None and self._fixed_band is not None:
+        if self._fixed_band is not None:
             self._batch_key = (
-                self.fs, self.n, rpm, self._fixed_band, self.env_max_hz, self.slip_tolerance,
-                self.orders_tolerance, v_lo, v_hi, tuple(bands), self._has_bearing,
+                self.fs, self.n, self._fixed_band, self.slip_tolerance, self.orders_tolerance,
+                v_lo, v_hi, tuple(bands), self._has_bearing,
             )  # fmt: skip
 
     @property
@@ -412,7 +428,7 @@ class FeatureExtractor:
         """The (cached) envelope plan of a band."""
         plan = self._plan_cache.get(band)
         if plan is None:
-            plan = plan_envelope(self.fs, self.n, band, self.env_max_hz)
+            plan = _shared_plan(self.fs, self.n, band, self.env_max_hz)
             self._plan_cache[band] = plan
             if plan.m not in self._env_search:
                 max_half = self.env_max_hz / self.df * self.slip_tolerance
@@ -599,9 +615,14 @@ class FeatureExtractor:
 
     @property
     def batch_key(self) -> tuple[object, ...] | None:
-        """Extractors with equal keys compute identically but for their channels' bearings,
-        so :func:`extract_many` runs their windows through one pass; None: never shared
-        (the speed or the envelope band is decided per window)."""
+        """Extractors with equal keys share a pass of :func:`extract_many`: the same sample
+        rate, window, envelope band, tolerances, velocity and RMS bands, so that the moments,
+        the FFT and the band RMS are computed alike for all. What may differ is what each
+        machine brings along, and each part of the pass keeps its own: the channels and their
+        bearings, and the speed — fixed, searched in the part's own range on its own rows, or
+        unknown — with what the speed sizes (the envelope's length: parts with the same
+        envelope plan are demodulated together; the widest order and defect search).
+        None: never shared (the automatic envelope band is decided per window)."""
         return self._batch_key
 
     def _extract(
@@ -653,14 +674,20 @@ class FeatureExtractor:
         tick("rfft")
         spec = spec_all[:rows]
 
-        if self.rpm is not None:
-            shaft_hz = np.full(n_win_all, self.rpm / 60.0)
-        elif self.rpm_range is None:
-            shaft_hz = np.full(n_win_all, np.nan)
-        else:  # alone in its pass (no batch key): every window has the same channels
-            shaft_hz = np.where(
-                valid, self._find_speeds_hz(spec, win_ch[0]), self._nominal_rpm / 60.0
-            )
+        # Per part: its first row and window in the pass.
+        row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
+        win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
+        # Each part's speed: fixed, unknown (NaN), or searched in its own rows and range
+        # (the nominal speed for an invalid window).
+        per_window: list[float] = []
+        for ex, _x, nw in parts:
+            per_window += [ex._given_shaft_hz] * nw
+        shaft_hz = np.array(per_window)
+        for i, (ex, _x, _nw) in enumerate(parts):
+            if ex.rpm is None and ex.rpm_range is not None:
+                its = slice(win0[i], win0[i + 1])
+                found = ex._find_speeds_hz(spec[row0[i] : row0[i + 1]], len(ex.channels))
+                shaft_hz[its] = np.where(valid[its], found, ex._nominal_rpm / 60.0)
         shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
         tick("speed")
 
@@ -670,9 +697,10 @@ class FeatureExtractor:
         tick("bands")
 
         centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        values[:, k : k + len(ORDERS)] = self._order_search.in_spectrum(
-            spec, centres, centres * self.orders_tolerance
+        search, halves = _widest_search(
+            [ex._order_search for ex, _x, _nw in parts], row0, centres * self.orders_tolerance
         )
+        values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
         k += len(ORDERS)
         tick("orders")
 
@@ -682,33 +710,50 @@ class FeatureExtractor:
             choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
             band = choice.band
             tick("band_choice")
-        plan = self.plan_for(band)
-        pe = envelope_power(spec_all, plan)[:rows]
-        tick("envelope")
-        if self._has_bearing and self.speed_known:
-            if len(parts) == 1:
-                table = self._tiled("defects", self._defect_mult, parts[0][2])
+        # The envelope, one transform per envelope plan (its length follows the highest
+        # defect line, hence the speed): a group is a run of parts with one plan, and
+        # extract_many puts equal plans side by side.
+        plans = [ex.plan_for(band) for ex, _x, _nw in parts]
+        cuts = [j for j in range(1, len(parts)) if plans[j] is not plans[j - 1]]
+        groups = list(zip([0, *cuts], [*cuts, len(parts)], strict=True))
+        pe_of: list[npt.NDArray[np.float32]] = []  # per part: its rows' envelope spectra
+        lines = self._has_bearing and any(ex.speed_known for ex, _x, _nw in parts)
+        for a, b in groups:
+            plan = plans[a]
+            r_a, r_b = row0[a], row0[b]
+            if len(groups) == 1:  # the whole block, padded to rows of four as the FFT's
+                pe = envelope_power(spec_all, plan)[:rows]
             else:
-                table = np.concatenate([np.tile(ex._defect_mult, (nw, 1)) for ex, _x, nw in parts])
-            centres = table * shaft_bins
-            values[:, k:] = (
-                self._env_search[plan.m](pe, centres, centres * self.slip_tolerance) * plan.scale
+                pe = self._envelope_rows(spec[r_a:r_b], plan)
+            pe_of += [pe[row0[j] - r_a : row0[j + 1] - r_a] for j in range(a, b)]
+            tick("envelope")
+            if not lines:
+                values[r_a:r_b, k:] = np.nan
+                continue
+            tables = [ex._tiled("defects", ex._defect_mult, nw) for ex, _x, nw in parts[a:b]]
+            table = tables[0] if len(tables) == 1 else np.concatenate(tables)
+            centres = table * shaft_bins[r_a:r_b]
+            search, halves = _widest_search(
+                [ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]],
+                row0[a : b + 1],
+                centres * self.slip_tolerance,
             )
-        else:
-            values[:, k:] = np.nan
-        tick("defect_lines")
+            values[r_a:r_b, k:] = search(pe, centres, halves) * plan.scale
+            tick("defect_lines")
         out: list[list[FeatureFrame]] = []
         row = w_all = 0
         # Python scalars once for the pass (indexing numpy arrays per frame cost more).
         valid_l = valid.tolist()
         rpm_l = (shaft_hz * 60.0).tolist()
-        band_hz = (plan.lo_hz, plan.hi_hz)
-        for ex, _x, n_win in parts:
+        for p, (ex, _x, n_win) in enumerate(parts):
             n_ch = len(ex.channels)
             names = ex._channel_names
+            plan, pe = plans[p], pe_of[p]
+            band_hz = (plan.lo_hz, plan.hi_hz)
             frames = []
-            for _w in range(n_win):
+            for w in range(n_win):
                 sl = slice(row, row + n_ch)
+                sl_part = slice(w * n_ch, (w + 1) * n_ch)
                 ok = valid_l[w_all]
                 if not ok:
                     values[sl] = np.nan
@@ -722,7 +767,7 @@ class FeatureExtractor:
                         envelope_band_key=band,
                         valid=ok,
                         spectrum=spec[sl],
-                        env_parts=pe[sl],
+                        env_parts=pe[sl_part],
                         _extractor=ex,
                         _env_plan=plan,
                         stats=stats[sl],
@@ -734,6 +779,23 @@ class FeatureExtractor:
             out.append(frames)
         tick("frames")
         return out
+
+    def _envelope_rows(
+        self, spec: npt.NDArray[np.complex64], plan: EnvelopePlan
+    ) -> npt.NDArray[np.float32]:
+        """:func:`~pdm.dsp.envelope.envelope_power` of some of a pass's rows, (rows, n//2+1),
+        as the pass's own block would give it: padded with zero rows to a multiple of four
+        (pocketfft transforms four rows at a time and the rest one by one, ~2.5x the cost
+        per row), the band's bins copied (the only ones the envelope reads)."""
+        rows = spec.shape[0]
+        rows4 = -(-rows // 4) * 4
+        if rows == rows4:
+            return envelope_power(spec, plan)
+        k1, k2 = plan.k1, plan.k2
+        buf = self._buffer("envelope_in", (rows4, 2 * k2)).view(np.complex64)
+        buf[:rows, k1:k2] = spec[:, k1:k2]
+        buf[rows:, k1:k2] = 0.0
+        return envelope_power(buf, plan)[:rows]
 
     def _tiled(
         self, name: str, table: npt.NDArray[np.float64], reps: int
@@ -804,6 +866,29 @@ class FeatureExtractor:
         )
 
 
+def _widest_search(
+    searches: Sequence[ToneSearch], row0: Sequence[int], halves: npt.NDArray[np.float64]
+) -> tuple[ToneSearch, npt.NDArray[np.float64]]:
+    """One :class:`ToneSearch` for the rows of a pass's parts, and their half-widths, so that
+    every row reads what its own part's search would.
+
+    Parameters
+    ----------
+    searches : each part's search (alike but for the widest window, which its speed sizes)
+    row0 : each part's first row, and the end: (n_parts + 1,)
+    halves : (rows, targets) search half-widths, bins
+
+    The searches differ only in the cap they put on the half-widths: the widest one serves
+    all rows, each row's half-widths capped first at its own part's cap.
+    """
+    widths = [t.width for t in searches]
+    widest = max(widths)
+    if min(widths) == widest:
+        return searches[0], halves
+    caps = np.repeat([(w - 1) / 2 for w in widths], np.diff(row0))
+    return searches[widths.index(widest)], np.minimum(halves, caps[:, None])
+
+
 def extract_many(
     jobs: Sequence[tuple[FeatureExtractor, Sequence[npt.ArrayLike]]],
 ) -> list[list[FeatureFrame]]:
@@ -811,10 +896,15 @@ def extract_many(
 
     ``jobs`` are (extractor, windows: (n_windows, n_channels, n) in g, or a sequence of
     (n_channels, n) windows — gathered into the pass with one copy); returns each job's
-    frames, identical to ``extractor.extract_batch(windows)``. Extractors with the same
+    frames, as ``extractor.extract_batch(windows)`` gives them. Extractors with the same
     :attr:`~FeatureExtractor.batch_key` share one pass — one ``rfft`` call over all their
     rows, which pocketfft vectorises (a window of a 3-channel sensor alone costs about
-    twice as much as one in a batch of eight; ``pdm-edge bench``); the others run alone.
+    twice as much as one in a batch of eight; ``pdm-edge bench``), whatever their speeds;
+    the others run alone. The spectrum, the speed, the time-domain and order features are
+    what the extractor computes alone, to the bit; the band RMS (velocity included) and the
+    envelope's features may differ by float32 rounding (BLAS picks its kernel by the number
+    of rows; two envelopes share one complex FFT, and a row's partner may be another
+    machine's), as between batches of different sizes of one extractor.
     """
     out: list[list[FeatureFrame] | None] = [None] * len(jobs)
     groups: dict[tuple[object, ...], list[int]] = {}
@@ -826,6 +916,14 @@ def extract_many(
         groups.setdefault(key if key is not None else ("alone", j), []).append(j)
     for idx in groups.values():
         lead = checked[idx[0]][0]
+        band = lead._fixed_band
+        if len(idx) > 1 and band is not None:
+            # Parts with one envelope plan side by side: one envelope transform for them
+            # (plan_for gives equal settings the same plan object).
+            rank: dict[int, int] = {}
+            ranks = [rank.setdefault(id(checked[j][0].plan_for(band)), len(rank)) for j in idx]
+            if len(rank) > 1:
+                idx = [j for _r, j in sorted(zip(ranks, idx, strict=True))]
         frames = lead._extract([checked[j] for j in idx], None)
         for j, f in zip(idx, frames, strict=True):
             out[j] = f

@@ -227,6 +227,11 @@ NOTES = {
     "and with the speed fixed too; the batched ratio at a segment's start (a new segment every "
     "1024 windows: 5 choices in each) and with a choice every 64 windows (the band's policy "
     "before its schedule)",
+    "dsp_mixed_speed_us_per_window": "a service round over a mixed fleet: one (3, 16384) "
+    "window from each of 8 machines at 990, 1480, 1780, 2960 r/min, fixed and searched (2-6 "
+    "kHz band), extract_many as the round calls it, us per window; "
+    "dsp_mixed_speed_rfft_us_per_window: rfft of the same (8, 3, 16384) array; _ratio_to_"
+    "batched_rfft: their ratio; _alone_: each machine in a pass of its own (before issue 22)",
     "dsp_stream_ratio_to_batched_rfft": "windower + extractor in the service load's "
     "configuration (fixed speed and band), batches of 8, over the rfft of the same batch",
     "diagnosis_us_per_window": "the diagnosis engine per window as score and the service run "

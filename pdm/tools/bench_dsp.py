@@ -37,6 +37,15 @@ ratio, and ``…_spread`` gives the lowest and highest round. Nothing else runs 
 meanwhile; a run on a shared machine is still noisy, so compare ratios of one run, and runs
 repeated.
 
+``dsp_mixed_speed_us_per_window``
+    A service round over a mixed fleet (:func:`mixed_speed_figures`): one window of each of
+    8 machines — at 990, 1480, 1780 and 2960 r/min, each speed once fixed and once searched
+    (±10 %), the 2–6 kHz band for all — through :func:`~pdm.dsp.features.extract_many` as
+    the service's round calls it (one pass: the batch key leaves the speed out), µs per
+    window; ``…_rfft_us_per_window`` the bare ``rfft`` of the same (8, 3, 16384) array,
+    ``…_ratio_to_batched_rfft`` their ratio, and ``…_alone_…`` each machine in a pass of
+    its own, as the round ran them while the key held the speed.
+
 Variants (``dsp_variants``): the same two ratios with the band fixed as ``pipelines/demo.toml``
 fixes it (2–6 kHz), and with the speed fixed too (``rpm = 1480``: the cheapest configuration,
 the one ``bench_run``'s service load uses). ``dsp_stream_ratio_to_batched_rfft`` (:mod:`pdm.tools.bench`):
@@ -64,13 +73,15 @@ import numpy.typing as npt
 import scipy.fft as sfft
 
 from pdm.dsp.envelope import BAND_MAX_WINDOWS, BandSchedule
-from pdm.dsp.features import FeatureExtractor
+from pdm.dsp.features import FeatureExtractor, extract_many
 
 __all__ = [
     "StreamCalls",
     "dsp_figures",
     "fit_growth",
     "growth",
+    "mixed_speed_figures",
+    "mixed_speed_fleet",
     "profile_dsp",
     "speed_searched_extractor",
     "windows",
@@ -85,17 +96,24 @@ RPM_RANGE = (1330.0, 1630.0)
 BATCH = 8
 POOL = 64  # distinct windows cycled through
 DEMO_BAND = (2000.0, 6000.0)  # pipelines/demo.toml's fixed band
+MIXED_RPM = (990.0, 1480.0, 1780.0, 2960.0)  # bench_run's fleet's speeds
 
 F32 = npt.NDArray[np.float32]
 
 
 def windows(
-    count: int, *, n: int = N, fs: float = FS, channels: int = CHANNELS, seed: int = 0
+    count: int,
+    *,
+    n: int = N,
+    fs: float = FS,
+    channels: int = CHANNELS,
+    seed: int = 0,
+    rpm: float = NOMINAL_RPM,
 ) -> F32:
     """``count`` bench windows, (count, channels, n) float32 in g, each at its own speed.
 
     Shaft tones at 1× and 2×, an impact train at the 6205's outer-race frequency ringing at
-    3.5 kHz, and broadband noise; speeds uniform within ±4 % of :data:`NOMINAL_RPM`.
+    3.5 kHz, and broadband noise; speeds uniform within ±4 % of ``rpm``.
     """
     rng = np.random.default_rng(seed)
     t = np.arange(n) / fs
@@ -103,7 +121,7 @@ def windows(
     ring = np.exp(-ring_t / 0.0012) * np.sin(2 * np.pi * 3500.0 * ring_t)
     out = np.empty((count, channels, n), dtype=np.float32)
     for i in range(count):
-        fr = NOMINAL_RPM * rng.uniform(0.96, 1.04) / 60.0
+        fr = rpm * rng.uniform(0.96, 1.04) / 60.0
         x = 0.05 * np.sin(2 * np.pi * fr * t + rng.uniform(0, 6.3))
         x += 0.02 * np.sin(2 * np.pi * 2 * fr * t + rng.uniform(0, 6.3))
         impacts = np.zeros(n)
@@ -115,16 +133,24 @@ def windows(
 
 
 def _extractor(
-    *, n: int, fs: float, channels: int, speed: str = "searched", band: str = "auto"
+    *,
+    n: int,
+    fs: float,
+    channels: int,
+    speed: str = "searched",
+    band: str = "auto",
+    rpm: float = NOMINAL_RPM,
+    rpm_range: tuple[float, float] = RPM_RANGE,
 ) -> FeatureExtractor:
-    """The extractor the quick flags build (see the module docstring)."""
+    """The extractor the quick flags build (see the module docstring): at ``rpm``, or
+    searched around it in ``rpm_range``."""
     from pdm.config import pipeline_from_flags
     from pdm.processing import build_extractor
 
     speed_flags: dict[str, Any] = (
-        {"nominal_rpm": NOMINAL_RPM, "rpm_range": f"{RPM_RANGE[0]:g},{RPM_RANGE[1]:g}"}
+        {"nominal_rpm": rpm, "rpm_range": f"{rpm_range[0]:g},{rpm_range[1]:g}"}
         if speed == "searched"
-        else {"rpm": NOMINAL_RPM}
+        else {"rpm": rpm}
     )
     pipeline = pipeline_from_flags(
         fs=fs,
@@ -303,6 +329,61 @@ def _measure(
     return paired(stream, _Base(base), rounds=rounds, reps=reps, stages=stages)
 
 
+def mixed_speed_fleet(
+    *, n: int = N, fs: float = FS, channels: int = CHANNELS
+) -> list[FeatureExtractor]:
+    """The machines of :func:`mixed_speed_figures`: at each of :data:`MIXED_RPM` one with the
+    speed fixed and one with it searched (±10 %), every one with the 2–6 kHz band of
+    ``pipelines/demo.toml`` (the automatic band is chosen per machine and never shared)."""
+    fleet = []
+    for speed in ("fixed", "searched"):
+        for rpm in MIXED_RPM:
+            fleet.append(_extractor(n=n, fs=fs, channels=channels, speed=speed, band="fixed",
+                                    rpm=rpm, rpm_range=(0.9 * rpm, 1.1 * rpm)))  # fmt: skip
+    return fleet
+
+
+def mixed_speed_figures(*, rounds: int) -> dict[str, Any]:
+    """A service round over a mixed fleet (:func:`mixed_speed_fleet`): one window of each
+    of 8 machines at different speeds, extracted by :func:`~pdm.dsp.features.extract_many`
+    as the service's round calls it (one pass), against ``rfft`` of the same (8, 3, 16384)
+    windows; and the same windows each in a pass of its own (what the round did while the
+    batch key held the speed), against the same ``rfft``."""
+    fleet = mixed_speed_fleet()
+    n_calls = max(8, POOL // len(fleet))
+    # (n_calls, machines, channels, n): each machine's windows at its own speed.
+    rpms = [rpm for _speed in ("fixed", "searched") for rpm in MIXED_RPM]
+    pool = np.stack([windows(n_calls, rpm=r, seed=j) for j, r in enumerate(rpms)], axis=1)
+    calls = [0, 0]
+
+    def jobs(which: int) -> list[tuple[FeatureExtractor, list[F32]]]:
+        """Each machine's window of the next call, as the service's round hands them on."""
+        xs = pool[calls[which] % n_calls]
+        calls[which] += 1
+        return [(ex, [xs[j]]) for j, ex in enumerate(fleet)]
+
+    def together() -> object:
+        return extract_many(jobs(0))
+
+    def apart() -> object:
+        return [ex.extract_windows(wins) for ex, wins in jobs(1)]
+
+    m = len(fleet)
+    shared = paired(together, _Base(pool), rounds=rounds, reps=16)
+    alone = paired(apart, _Base(pool), rounds=rounds, reps=16)
+    return {
+        "dsp_mixed_speed_us_per_window": round(shared.fn_us / m, 1),
+        "dsp_mixed_speed_rfft_us_per_window": round(shared.base_us / m, 1),
+        "dsp_mixed_speed_ratio_to_batched_rfft": round(shared.ratio, 3),
+        "dsp_mixed_speed_ratio_to_batched_rfft_spread": [
+            round(shared.lo, 3),
+            round(shared.hi, 3),
+        ],
+        "dsp_mixed_speed_alone_us_per_window": round(alone.fn_us / m, 1),
+        "dsp_mixed_speed_alone_ratio_to_batched_rfft": round(alone.ratio, 3),
+    }
+
+
 def dsp_figures(*, quick: bool = False) -> dict[str, Any]:
     """The honest DSP ratios (module docstring); keys as docs/benchmarks.md lists them."""
     rounds = 5 if quick else 21
@@ -326,11 +407,8 @@ def dsp_figures(*, quick: bool = False) -> dict[str, Any]:
     for name, seg in (("segment_start", BAND_MAX_WINDOWS), ("band_every_64_windows", 64)):
         b = _measure(searched, pool8, rounds=rounds, min_reps=16, segment_windows=seg)
         variants[name] = {"dsp_ratio_to_batched_rfft": round(b.ratio, 3)}
-    for name, kw in (
-        ("fixed_band", {"band": "fixed"}),
-        ("fixed_speed_fixed_band", {"band": "fixed", "speed": "fixed"}),
-    ):
-        ex = _extractor(n=N, fs=FS, channels=CHANNELS, **kw)
+    for name, speed in (("fixed_band", "searched"), ("fixed_speed_fixed_band", "fixed")):
+        ex = _extractor(n=N, fs=FS, channels=CHANNELS, speed=speed, band="fixed")
         b = _measure(ex, pool8, rounds=rounds, min_reps=16)
         s = _measure(ex, pool1, rounds=rounds, min_reps=64)
         variants[name] = {
@@ -338,6 +416,7 @@ def dsp_figures(*, quick: bool = False) -> dict[str, Any]:
             "dsp_ratio_single": round(s.ratio, 3),
         }
     out["dsp_variants"] = variants
+    out.update(mixed_speed_figures(rounds=rounds))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.fft as sfft
 
 import pdm.service.runner as runner_mod
 from pdm.config import load_pipeline
@@ -33,13 +34,13 @@ N = 4096
 CHUNK = 1024
 
 
-def _pipeline_text(i: int, band: str) -> str:
+def _pipeline_text(i: int, band: str, speed: str = "rpm = 1480.0") -> str:
     return f"""schema_version = 1
 [machine]
 id = "m{i}"
 iso_group = 2
 [machine.speed]
-rpm = 1480
+{speed}
 [acquisition]
 sample_rate_hz = {FS}
 window_samples = {N}
@@ -56,10 +57,10 @@ band_hz = {band}
 """
 
 
-def _chunks(seed: int, fault: bool) -> list[Chunk]:
+def _chunks(seed: int, fault: bool, rpm: float = 1480.0) -> list[Chunk]:
     faults = (FaultSpec("bpfo", 0.8),) if fault else (FaultSpec("unbalance", 0.05),)
     spec = SimSpec(
-        fs=FS, duration_s=1.0, rpm=1480.0, channels=("x_g", "y_g"), faults=faults,
+        fs=FS, duration_s=1.0, rpm=rpm, channels=("x_g", "y_g"), faults=faults,
         start_time=time.time() - 1.0, seed=seed,
     )  # fmt: skip
     return [
@@ -71,7 +72,9 @@ def _chunks(seed: int, fault: bool) -> list[Chunk]:
 class _Rig:
     """Runners for a few machines sharing a history writer and an alarm store."""
 
-    def __init__(self, tmp: Path, bands: list[str], pool: bool) -> None:
+    def __init__(
+        self, tmp: Path, bands: list[str], pool: bool, speeds: list[str] | None = None
+    ) -> None:
         url = parse_store_url(f"sqlite:///{tmp}/history.db")
         self.writer = HistoryWriter(lambda: open_store(url), Spool(tmp / "spool.db"), label="t")
         self.store = AlarmStore(tmp / "alarms.db")
@@ -80,7 +83,10 @@ class _Rig:
         self.runners = []
         for i, band in enumerate(bands):
             f = tmp / f"m{i}.toml"
-            f.write_text(_pipeline_text(i, band))
+            speed = speeds[i] if speeds else None
+            f.write_text(
+                _pipeline_text(i, band) if speed is None else _pipeline_text(i, band, speed)
+            )
             r = MachineRunner(
                 load_pipeline(f), FS, writer=self.writer, alarm_store=self.store,
                 data_dir=tmp, actions="live", pool=self.pool,
@@ -101,21 +107,40 @@ class _Rig:
         self.store.close()
 
 
+@pytest.mark.parametrize(
+    "rpms",
+    [
+        pytest.param((1480.0, 1480.0, 1480.0, 1480.0), id="one-speed"),
+        # The fixed-band machines at other speeds, one searched: still one pass (issue 22).
+        pytest.param((1780.0, 2960.0, -1480.0, 990.0), id="mixed-speeds"),
+    ],
+)
 def test_a_round_extracts_the_machines_waiting_together_and_matches_each_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rpms: tuple[float, ...]
 ) -> None:
+    """``rpms``: each machine's speed, r/min; negative: searched around that nominal."""
     bands = ["[2000.0, 6000.0]", "[2000.0, 6000.0]", "[2000.0, 6000.0]", '"auto"']
-    streams = [_chunks(seed=i, fault=(i == 1)) for i in range(len(bands))]
+    speeds = [f"rpm = {r}" if r > 0 else f"nominal_rpm = {-r}" for r in rpms]
+    streams = [_chunks(seed=i, fault=(i == 1), rpm=abs(r)) for i, r in enumerate(rpms)]
     passes: list[int] = []
+    ffts: list[int] = []  # rows of each N-sample rfft during the rounds' shared passes
     real_many = runner_mod.extract_many
+    real_rfft = sfft.rfft
+
+    def counting_rfft(x: Any, *args: Any, **kw: Any) -> Any:  # the real function, counted
+        if np.shape(x)[-1] == N:
+            ffts.append(np.shape(x)[0])
+        return real_rfft(x, *args, **kw)
 
     def counting(jobs: Any) -> Any:  # the real function, counted
         passes.append(len(jobs))
-        return real_many(jobs)
+        with monkeypatch.context() as m:
+            m.setattr(sfft, "rfft", counting_rfft)
+            return real_many(jobs)
 
     monkeypatch.setattr(runner_mod, "extract_many", counting)
     (tmp_path / "pool").mkdir()
-    rig = _Rig(tmp_path / "pool", bands, pool=True)
+    rig = _Rig(tmp_path / "pool", bands, pool=True, speeds=speeds)
     try:
         assert rig.pool is not None
         for k in range(len(streams[0])):
@@ -130,10 +155,12 @@ def test_a_round_extracts_the_machines_waiting_together_and_matches_each_alone(
         rig.close()
     # 1 s at hop 2048 after the first 4096 samples: 11 windows per machine.
     assert windows == [11] * 4 and errors == [""] * 4
-    # The three fixed-band machines share each pass; the auto-band one runs alone.
+    # The three fixed-band machines share each pass, whatever their speeds: one FFT over
+    # their windows' rows (2 channels each); the auto-band one runs alone.
     assert passes and set(passes) == {3}
+    assert len(ffts) == len(passes) and all(f % 4 == 0 and f >= 6 for f in ffts)
     (tmp_path / "alone").mkdir()
-    rig = _Rig(tmp_path / "alone", bands, pool=False)
+    rig = _Rig(tmp_path / "alone", bands, pool=False, speeds=speeds)
     try:
         for r, chunks in zip(rig.runners, streams, strict=True):
             for c in chunks:

@@ -19,6 +19,7 @@ from pdm.tools.bench_dsp import (
     RPM_RANGE,
     StreamCalls,
     fit_growth,
+    mixed_speed_fleet,
     speed_searched_extractor,
     windows,
 )
@@ -94,6 +95,15 @@ def test_bench_windows_run_at_speeds_the_search_finds_and_that_differ() -> None:
     assert len(set(np.round(rpm, 3).tolist())) == 8
 
 
+def test_the_mixed_speed_round_is_one_pass_of_machines_at_different_speeds() -> None:
+    """The mixed fleet's machines run at four speeds, fixed and searched, and share a key:
+    the figure times one pass, not eight."""
+    fleet = mixed_speed_fleet()
+    assert len(fleet) == 8 and len({ex.batch_key for ex in fleet}) == 1
+    assert sorted({ex.rpm for ex in fleet if ex.rpm}) == [990.0, 1480.0, 1780.0, 2960.0]
+    assert sum(ex.rpm_range is not None for ex in fleet) == 4
+
+
 def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "pdm.cli", "bench", "--dsp-only", "--quick", "--json"],
@@ -108,6 +118,9 @@ def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
         assert out[key] > 0 and len(out[f"{key}_spread"]) == 2
         assert out[f"{key}_extract_us_per_window"] > 0 and out[f"{key}_rfft_us_per_window"] > 0
         assert key in out["notes"]
+    mixed = "dsp_mixed_speed_us_per_window"
+    assert out[mixed] > 0 and out["dsp_mixed_speed_rfft_us_per_window"] > 0
+    assert out["dsp_mixed_speed_alone_us_per_window"] > 0 and mixed in out["notes"]
     assert set(out["dsp_variants"]) == {
         "fixed_band",
         "fixed_speed_fixed_band",
