@@ -45,9 +45,9 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from itertools import chain, groupby, repeat
+from itertools import chain, groupby, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
@@ -278,34 +278,6 @@ def _small_row(rec: Record) -> tuple[Any, ...]:
     raise TypeError(f"not a history record: {type(rec).__name__}")
 
 
-def _objects(values: Iterable[Any], n: int) -> np.ndarray[Any, np.dtype[np.object_]]:
-    """``n`` values as a 1-d object array, each kept as it is (a list stays one element)."""
-    return np.fromiter(values, dtype=object, count=n)
-
-
-def _fill(
-    params: np.ndarray[Any, np.dtype[np.object_]],
-    cols: int | slice,
-    arrays: Sequence[np.ndarray[Any, Any]],
-) -> None:
-    """``params[:, cols]`` = the arrays one after the other, as Python values (``tolist``'s).
-
-    In one piece when the arrays share a dtype (a service's records always do); otherwise
-    (records decoded from a spool written by another version, say) each array keeps its
-    own: joining an int64 with a float64 would round every other record's integers too.
-    """
-    first = arrays[0].dtype
-    if all(a.dtype == first for a in arrays):
-        joined = np.concatenate(arrays)
-        # float64 into an object array makes Python floats, as tolist would, without a list
-        params[:, cols] = joined if joined.ndim == 2 and first == np.float64 else joined.tolist()
-        return
-    i = 0
-    for a in arrays:
-        params[i : i + len(a), cols] = a.tolist()
-        i += len(a)
-
-
 def _log_record(kind: str, r: tuple[Any, ...]) -> LogRecord:
     if kind == "states":
         return StateChange(r[0], r[1], r[2], r[3], r[4], r[5], _nan(r[6]), r[7])
@@ -359,8 +331,7 @@ class SqliteStore:
         self.appliance = appliance
         self._columns: list[str] | None = None  # feature columns, in creation order
         self._feature_sql: dict[tuple[str, ...], str] = {}
-        #: The INSERT of :data:`ROWS_PER_INSERT` rows, by the INSERT of one.
-        self._sql_many: dict[str, str] = {}
+        self._feature_sql_many: dict[tuple[str, ...], str] = {}
         #: (machine, channel) pairs in ``feature_channels`` (None: not read yet), and the
         #: (machine, channels) of records already checked against them.
         self._series: set[tuple[str, str]] | None = None
@@ -534,8 +505,7 @@ class SqliteStore:
                         if len(rec):
                             features.setdefault(tuple(rec.names), []).append(rec)
                     elif isinstance(rec, ScoreRows):
-                        if len(rec):
-                            scores.append(rec)
+                        scores.append(rec)
                     else:
                         small.setdefault(rec.kind, []).append((*_small_row(rec), app))
                 if scores:
@@ -552,62 +522,54 @@ class SqliteStore:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
 
     def _write_features(self, names: tuple[str, ...], recs: list[FeatureRows], app: str) -> None:
-        """Feature rows of several records with the same names, many rows a statement
-        (:meth:`_insert`)."""
-        sql_one = self._feature_sql.get(names)
-        if sql_one is None or self._columns is None or not set(names) <= set(self._columns):
-            sql_one = self._prepare_features(names)
-        n_fixed = len(_FIXED_FEATURE_COLUMNS)
-        total = sum(len(rec) for rec in recs)
-        # The parameters as one (rows, columns) object array filled column by column, then
-        # flattened: numpy makes the Python values (int, bool, float, NaN as float) in C,
-        # where zipping each record's columns into row tuples cost ~1.5 µs more a window.
-        params = np.empty((total, n_fixed + len(names)), dtype=object)
-        params[:, 0] = _objects(
-            chain.from_iterable(repeat(rec.machine, len(rec)) for rec in recs), total
-        )
-        params[:, 1] = _objects(chain.from_iterable(rec.channel for rec in recs), total)
-        _fill(params, 2, [rec.t_ns for rec in recs])
-        params[:, 3] = _objects(chain.from_iterable(rec.sensor for rec in recs), total)
-        _fill(params, 4, [rec.window for rec in recs])
-        _fill(params, 5, [rec.valid for rec in recs])
-        params[:, 6] = _objects(chain.from_iterable(rec.iso_zone for rec in recs), total)
-        params[:, 7] = app
-        _fill(params, slice(n_fixed, None), [rec.values for rec in recs])
-        self._insert(sql_one, params)
-        self._list_channels(recs)
-
-    def _paced(self) -> None:
-        if self.pace is not None:
-            self.pace()
-
-    def _insert(self, sql_one: str, params: np.ndarray[Any, np.dtype[np.object_]]) -> None:
-        """Insert the rows of ``params`` (rows, columns), :data:`ROWS_PER_INSERT` a statement.
+        """Feature rows of several records with the same names, many rows a statement.
 
         One ``INSERT`` per row (``executemany``) hands the interpreter lock back and forth
         around every row, and a service's processing thread waited on those hand-overs;
         statements of :data:`ROWS_PER_INSERT` rows hand it over once per statement.
         """
-        total, ncols = params.shape
-        flat = params.ravel().tolist()
+        sql_one = self._feature_sql.get(names)
+        if sql_one is None or self._columns is None or not set(names) <= set(self._columns):
+            sql_one = self._prepare_features(names)
+        # Column lists zipped into rows: no per-row Python work beyond the tuple itself.
+        rows = chain.from_iterable(
+            zip(
+                repeat(rec.machine),
+                rec.channel,
+                rec.t_ns.tolist(),
+                rec.sensor,
+                rec.window.tolist(),
+                rec.valid.tolist(),
+                rec.iso_zone,
+                repeat(app),
+                *rec.values.T.tolist(),
+                strict=False,
+            )
+            for rec in recs
+        )
+        total = sum(len(rec) for rec in recs)
         full, rest = divmod(total, ROWS_PER_INSERT)
         if full:
-            sql_many = self._sql_many.get(sql_one)
+            sql_many = self._feature_sql_many.get(names)
             if sql_many is None:
-                marks = "(" + ", ".join("?" * ncols) + ")"
-                head = sql_one.rsplit(" VALUES ", 1)[0]
-                sql_many = head + " VALUES " + ", ".join([marks] * ROWS_PER_INSERT)
-                self._sql_many[sql_one] = sql_many
-            step = ROWS_PER_INSERT * ncols
-            for i in range(0, full * step, step):
+                marks = "(" + ", ".join("?" * (len(_FIXED_FEATURE_COLUMNS) + len(names))) + ")"
+                sql_many = (
+                    sql_one.rsplit(" VALUES ", 1)[0]
+                    + " VALUES "
+                    + ", ".join([marks] * ROWS_PER_INSERT)
+                )
+                self._feature_sql_many[names] = sql_many
+            for _ in range(full):
                 self._paced()
-                self._db.execute(sql_many, flat[i : i + step])
+                self._db.execute(sql_many, list(chain.from_iterable(islice(rows, ROWS_PER_INSERT))))
         if rest:
             self._paced()
-            start = full * ROWS_PER_INSERT * ncols
-            self._db.executemany(
-                sql_one, [flat[i : i + ncols] for i in range(start, len(flat), ncols)]
-            )
+            self._db.executemany(sql_one, rows)
+        self._list_channels(recs)
+
+    def _paced(self) -> None:
+        if self.pace is not None:
+            self.pace()
 
     def _list_channels(self, recs: list[FeatureRows]) -> None:
         """Add the (machine, channel) pairs of ``recs`` that ``feature_channels`` lacks."""
@@ -650,26 +612,31 @@ class SqliteStore:
         marks = ", ".join("?" * (len(_FIXED_FEATURE_COLUMNS) + len(names)))
         sql = f"INSERT OR REPLACE INTO features ({cols}) VALUES ({marks})"
         self._feature_sql[names] = sql
+        self._feature_sql_many.pop(names, None)
         return sql
 
     def _write_scores(self, recs: list[ScoreRows], app: str) -> None:
-        """The score rows of a batch, many a statement (as :meth:`_write_features`)."""
-        total = sum(len(rec) for rec in recs)
-        params = np.empty((total, 9), dtype=object)
-        params[:, 0] = _objects(
-            chain.from_iterable(repeat(rec.machine, len(rec)) for rec in recs), total
+        """The score rows of a batch in one ``executemany``: a service submits a record of one
+        row a window, and a statement a record was a pace (a wait for the processing thread
+        to be idle) a window. The lock is handed over around each row as before, and the CPU
+        is the same (docs/benchmarks.md, "History's CPU per window")."""
+        rows = chain.from_iterable(
+            zip(
+                repeat(rec.machine),
+                rec.t_ns.tolist(),
+                rec.window.tolist(),
+                rec.score.tolist(),
+                rec.state,
+                repeat(rec.model),
+                rec.diagnosis,
+                rec.top,
+                repeat(app),
+                strict=False,
+            )
+            for rec in recs
         )
-        _fill(params, 1, [rec.t_ns for rec in recs])
-        _fill(params, 2, [rec.window for rec in recs])
-        _fill(params, 3, [rec.score for rec in recs])
-        params[:, 4] = _objects(chain.from_iterable(rec.state for rec in recs), total)
-        params[:, 5] = _objects(
-            chain.from_iterable(repeat(rec.model, len(rec)) for rec in recs), total
-        )
-        params[:, 6] = _objects(chain.from_iterable(rec.diagnosis for rec in recs), total)
-        params[:, 7] = _objects(chain.from_iterable(rec.top for rec in recs), total)
-        params[:, 8] = app
-        self._insert(_INSERT["scores"], params)
+        self._paced()
+        self._db.executemany(_INSERT["scores"], rows)
 
     def _prune(self) -> None:
         """Delete rows older than the retention, walking the keys (no full-table scan).

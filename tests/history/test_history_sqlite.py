@@ -405,11 +405,11 @@ def test_pace_is_called_before_every_statement_that_binds_rows(tmp_path: Path) -
         assert store.count("features") == n
 
 
-def test_score_rows_of_many_records_share_statements_and_keep_their_order(
+def test_score_rows_of_many_records_share_a_statement_and_keep_their_order(
     tmp_path: Path,
 ) -> None:
-    """A service submits one score row a window: a batch's rows are bound many a statement
-    (one pace, one hand-over of the interpreter lock each), not a statement a record; a key
+    """A service submits one score row a window: a batch's rows go in one statement (one
+    pace: one wait for the processing thread to be idle), not a statement a record; a key
     written twice keeps the later row, as it would alone."""
     n = 2 * sqlite_mod.ROWS_PER_INSERT + 3
     recs: list[Record] = [scores("m1", [i * 0.1], [i / 10], diagnosis=[f"d{i}"]) for i in range(n)]
@@ -418,7 +418,7 @@ def test_score_rows_of_many_records_share_statements_and_keep_their_order(
         calls: list[int] = []
         store.pace = lambda: calls.append(1)
         store.write(recs)
-        assert len(calls) == 2 + 1  # two full statements and the rest
+        assert len(calls) == 1
         got = store.scores("m1")
     assert len(got) == n
     assert got.score[0] == 9.5 and got.diagnosis[0] == "again"
