@@ -150,6 +150,8 @@ class Recorder:
 
     def stream_events(self, events: Sequence[StreamEvent]) -> list[Record]:
         """Events for the stream resets not recorded yet (pass ``FeatureStream.events``)."""
+        if len(events) == self.events_seen:
+            return []  # every window asks; a reset is rare
         new = events[self.events_seen :]
         self.events_seen = len(events)
         return [
