@@ -23,6 +23,7 @@ what goes into history for a window:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -63,15 +64,43 @@ class FeaturedWindow(Protocol):
     def features(self) -> FeatureFrame: ...
 
 
+#: Up to this decimation factor, :func:`decimate_peak` takes the maximum of ``factor``
+#: strided slices (a few vectorised passes); above it, numpy's reduction over the last axis.
+_STRIDED_FACTOR_MAX = 32
+
+
 def decimate_peak(amp: npt.NDArray[np.float64], lines: int) -> tuple[npt.NDArray[np.float32], int]:
-    """Peak-hold decimation of (channels, bins) to at most ``lines`` lines; returns (values, factor)."""
+    """Peak-hold decimation of (channels, bins) to at most ``lines`` lines; returns (values, factor).
+
+    Line ``i`` is the maximum of bins ``i·factor … (i+1)·factor − 1``; a last, partial line
+    also holds 0 (the bins beyond the end count as zeros). numpy's ``max`` over a short last
+    axis costs ~4× the strided passes used here for the usual factors (~11 for 8193 bins
+    into 800 lines: ~190 µs against ~50 for six channels); the values are the same.
+    """
     bins = amp.shape[-1]
     factor = max(1, -(-bins // lines))
-    pad = (-bins) % factor
-    if pad:
-        amp = np.concatenate([amp, np.zeros((*amp.shape[:-1], pad))], axis=-1)
-    out = amp.reshape(*amp.shape[:-1], -1, factor).max(axis=-1)
-    return out.astype(np.float32), factor
+    if factor == 1:
+        return amp.astype(np.float32), factor
+    full = bins // factor
+    head = amp[..., : full * factor]
+    if factor <= _STRIDED_FACTOR_MAX:
+        peak = head[..., 0::factor].copy()
+        for k in range(1, factor):
+            np.maximum(peak, head[..., k::factor], out=peak)
+    else:
+        peak = head.reshape(*amp.shape[:-1], full, factor).max(axis=-1)
+    if full * factor < bins:
+        tail = np.maximum(amp[..., full * factor :].max(axis=-1), 0.0)
+        peak = np.concatenate([peak, tail[..., None]], axis=-1)
+    return peak.astype(np.float32), factor
+
+
+@functools.cache
+def _flags(n: int, value: bool) -> npt.NDArray[np.bool_]:
+    """``n`` times ``value``, read-only and shared: every window's feature rows carry one."""
+    out = np.full(n, value, dtype=bool)
+    out.flags.writeable = False
+    return out
 
 
 class Recorder:
@@ -121,6 +150,8 @@ class Recorder:
 
     def stream_events(self, events: Sequence[StreamEvent]) -> list[Record]:
         """Events for the stream resets not recorded yet (pass ``FeatureStream.events``)."""
+        if len(events) == self.events_seen:
+            return []  # every window asks; a reset is rare
         new = events[self.events_seen :]
         self.events_seen = len(events)
         return [
@@ -179,7 +210,10 @@ class Recorder:
                             detail=json.dumps({"capture": cap.id, "window": wf.window.index}),
                         )
                     )
-        self._recent.extend(wf.window for wf in group)
+        if len(group) == 1:
+            self._recent.append(group[0].window)
+        else:
+            self._recent.extend(wf.window for wf in group)
         return out
 
     def detail_records(
@@ -188,8 +222,8 @@ class Recorder:
         """The feature rows of a group of windows and their score rows (by model)."""
         out: list[Record] = [self.features(group)]
         if scores:
-            models = {s.model for s in scores}
-            if len(models) == 1:
+            models = {s.model for s in scores} if len(scores) > 1 else ()
+            if len(models) <= 1:
                 out.append(ScoreRows.from_scores(self.machine, scores))
             else:  # a teach-in trained mid-group: learning rows, then the model's
                 for m in sorted(models):
@@ -261,14 +295,14 @@ class Recorder:
                 )
             return FeatureRows(
                 self.machine,
-                np.full(n_ch, to_ns(w.t_start), dtype=np.int64),
-                np.full(n_ch, w.index, dtype=np.int64),
+                np.array([to_ns(w.t_start)] * n_ch, dtype=np.int64),
+                np.array([w.index] * n_ch, dtype=np.int64),
                 sensors,
                 first.channels,
                 first.names,
                 first.values.astype(np.float64, copy=False),
                 first.iso_zones,
-                np.full(n_ch, first.valid, dtype=bool),
+                _flags(n_ch, first.valid),
             )
         t = np.repeat([to_ns(wf.window.t_start) for wf in group], n_ch).astype(np.int64)
         idx = np.repeat([wf.window.index for wf in group], n_ch).astype(np.int64)

@@ -109,9 +109,13 @@ class FeatureRows:
         n = len(self.t_ns)
         if self.values.shape != (n, len(self.names)):
             raise ValueError(f"values {self.values.shape} do not fit {n} rows × {len(self.names)}")
-        for name in ("window", "sensor", "channel", "iso_zone", "valid"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} rows")
+        # One comparison chain first (a record is built for every window): the loop that
+        # names the culprit runs only when something does not fit.
+        if not (
+            len(self.window) == len(self.sensor) == len(self.channel) == len(self.iso_zone)
+            == len(self.valid) == n
+        ):  # fmt: skip
+            _lengths(self, n, ("window", "sensor", "channel", "iso_zone", "valid"))
 
     def select(self, keep: npt.NDArray[np.bool_]) -> FeatureRows:
         """The rows where ``keep`` is True."""
@@ -127,6 +131,13 @@ class FeatureRows:
             tuple(self.iso_zone[i] for i in idx),
             self.valid[keep],
         )
+
+
+def _lengths(rec: FeatureRows | ScoreRows, n: int, names: tuple[str, ...]) -> None:
+    """Raise the ``ValueError`` naming the first column of ``rec`` that has not ``n`` entries."""
+    for name in names:
+        if len(getattr(rec, name)) != n:
+            raise ValueError(f"{name} has {len(getattr(rec, name))} entries for {n} rows")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -159,15 +170,29 @@ class ScoreRows:
 
     def __post_init__(self) -> None:
         n = len(self.t_ns)
-        for name in ("window", "score", "state", "diagnosis", "top"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} rows")
+        if not (
+            len(self.window) == len(self.score) == len(self.state) == len(self.diagnosis)
+            == len(self.top) == n
+        ):  # fmt: skip
+            _lengths(self, n, ("window", "score", "state", "diagnosis", "top"))
 
     @classmethod
     def from_scores(cls, machine: str, scores: Sequence[WindowScore]) -> ScoreRows:
         """From the window path's scores (:meth:`pdm.scoring.stream.ScoreStream.score`), all
         of one model; the score written to :data:`~pdm.scoring.result.SCORE_DECIMALS`
         (history's schema), an unscored window's state ``invalid``."""
+        if len(scores) == 1:  # the service: a window at a time, the same values
+            s = scores[0]
+            return cls(
+                machine,
+                s.model,
+                np.array([s.t_ns], dtype=np.int64),
+                np.array([s.window], dtype=np.int64),
+                np.array([np.nan if s.score is None else written_score(s.score)], dtype=np.float64),
+                (s.state or "invalid",),
+                (s.diagnosis or "",),
+                (json.dumps(list(s.top_features)) if s.top_features else "",),
+            )
         models = {s.model for s in scores}
         if len(models) > 1:
             raise ValueError(f"scores of several models in one batch: {sorted(models)}")

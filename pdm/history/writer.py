@@ -173,9 +173,18 @@ class HistoryWriter:
         ``mark`` (optional, increasing, e.g. a window's t_ns) becomes
         :attr:`durable_mark` once these records are in the store or the spool.
         """
-        critical = [r for r in records if r.kind in CRITICAL_KINDS]
-        bulk = [r for r in records if r.kind not in CRITICAL_KINDS]
-        n = sum(len(r) for r in records)
+        # One pass over the records: this runs for every window on the processing thread.
+        critical: list[Record] = []
+        bulk: list[Record] = []
+        n = bulk_rows = 0
+        for r in records:
+            rows = len(r)
+            n += rows
+            if r.kind in CRITICAL_KINDS:
+                critical.append(r)
+            else:
+                bulk.append(r)
+                bulk_rows += rows
         held: _Held | None = getattr(self._held, "batch", None)
         if held is not None:
             # Inside ``together``: spooled (and the mark advanced) when the block ends.
@@ -191,10 +200,13 @@ class HistoryWriter:
         spill = False
         with self._cond:
             self.stats.rows_submitted += n
-            for i, r in enumerate(bulk):
-                self._queue.append((r, mark if i == len(bulk) - 1 else None))
-                self._queued_rows += len(r)
-            if not bulk and mark is not None:
+            if bulk:
+                queue = self._queue
+                for r in bulk[:-1]:
+                    queue.append((r, None))
+                queue.append((bulk[-1], mark))  # the mark rides on the last one
+                self._queued_rows += bulk_rows
+            elif mark is not None:
                 self._mark_after_queue(mark)
             spill = self._queued_rows > self.queue_rows
             if critical or spill or self._queued_rows >= self.batch_rows:
@@ -255,6 +267,13 @@ class HistoryWriter:
             self._queue[-1] = (rec, mark if m is None else max(m, mark))
         else:
             self._mark = mark if self._mark is None else max(self._mark, mark)
+
+    def cpu_s(self) -> float:
+        """CPU seconds the writer thread has used so far (its thread's CPU clock; a running
+        thread on a POSIX system): what history costs beside the thread that submits."""
+        ident = self._thread.ident
+        assert ident is not None
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
     @property
     def durable_mark(self) -> int | None:

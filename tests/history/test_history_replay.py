@@ -35,6 +35,35 @@ def test_peak_hold_decimation_keeps_a_line_between_stored_lines() -> None:
     assert vals[0, 1234 // 6] == pytest.approx(0.7) and vals.sum() == pytest.approx(0.7)
 
 
+def _peak_reference(amp: np.ndarray, lines: int) -> tuple[np.ndarray, int]:
+    """The plain definition: pad with zeros to a whole number of lines, max over each line."""
+    bins = amp.shape[-1]
+    factor = max(1, -(-bins // lines))
+    pad = (-bins) % factor
+    padded = np.concatenate([amp, np.zeros((*amp.shape[:-1], pad))], axis=-1)
+    return padded.reshape(*amp.shape[:-1], -1, factor).max(axis=-1).astype(np.float32), factor
+
+
+@pytest.mark.parametrize(
+    ("shape", "lines"),
+    [((6, 8193), 800), ((3, 4097), 800), ((2, 65537), 800), ((6, 500), 800), ((1, 801), 800),
+     ((6, 1000), 10), ((4, 8193), 7), ((2, 1600), 800)],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_peak_hold_decimation_is_the_plain_definition_bit_for_bit(
+    shape: tuple[int, int], lines: int, dtype: type
+) -> None:
+    """Strided passes (small factors) or a reduction (large ones), a last partial line and
+    NaN included: the stored bytes are those of the plain definition."""
+    amp = np.abs(np.random.default_rng(lines).normal(size=shape)).astype(dtype)
+    amp[0, 3] = np.nan
+    amp[-1, -1] = np.nan
+    got, factor = decimate_peak(amp, lines)
+    want, want_factor = _peak_reference(amp, lines)
+    assert factor == want_factor and got.dtype == np.float32 and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
 def test_stored_spectrum_reads_a_sine_at_its_amplitude_and_frequency() -> None:
     fs, n, f, a = 25600.0, 8192, 1000.0, 0.25  # 1000 Hz is bin 320: bin-centred
     pl = pipeline_from_flags(fs=fs, columns=["x_g"], rpm=1480, window=n, overlap=0.0)

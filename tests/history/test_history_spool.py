@@ -463,6 +463,33 @@ def test_together_spools_the_critical_records_of_a_block_in_one_transaction(
         assert st.count("events") == 41
 
 
+def test_only_the_delete_of_delivered_entries_skips_the_fsync(tmp_path: Path) -> None:
+    """Pushes (and flags, rejections) are fsynced before they return; deleting what a store
+    has taken is not — power loss can only bring it back for a second delivery — and the
+    connection is back to ``synchronous=FULL`` for whatever comes next."""
+    spool = Spool(tmp_path / "spool.db")
+    sql: list[str] = []
+    spool._db.set_trace_callback(sql.append)  # the spool's own connection (per-connection pragma)
+    spool.push(
+        [Event("m", 1, "stream_gap", "warning", "a"), Event("m", 2, "stream_gap", "warning", "b")]
+    )
+    assert not any("synchronous" in q for q in sql)
+    (first, _, _, _), (second, _, _, _) = spool.peek(10)
+    sql.clear()
+    spool.delete([first])
+    begin = sql.index("BEGIN IMMEDIATE")
+    assert sql[begin - 1] == "PRAGMA synchronous=NORMAL" and sql[-1] == "PRAGMA synchronous=FULL"
+    sql.clear()
+    spool.reject(second, "refused")
+    spool.set_flag("x", True)
+    assert not any("synchronous" in q for q in sql)
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    spool.close()
+    reopened = Spool(tmp_path / "spool.db")
+    assert len(reopened) == 0 and reopened.rejected_rows() == 1 and reopened.flag("x")
+    reopened.close()
+
+
 def test_a_mark_given_with_critical_records_alone_waits_for_the_rows_queued_before_it(
     tmp_path: Path,
 ) -> None:

@@ -405,6 +405,47 @@ def test_pace_is_called_before_every_statement_that_binds_rows(tmp_path: Path) -
         assert store.count("features") == n
 
 
+def test_score_rows_of_many_records_share_a_statement_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """A service submits one score row a window: a batch's rows go in one statement (one
+    pace: one wait for the processing thread to be idle), not a statement a record; a key
+    written twice keeps the later row, as it would alone."""
+    n = 2 * sqlite_mod.ROWS_PER_INSERT + 3
+    recs: list[Record] = [scores("m1", [i * 0.1], [i / 10], diagnosis=[f"d{i}"]) for i in range(n)]
+    recs.append(scores("m1", [0.0], [9.5], diagnosis=["again"]))
+    with SqliteStore(tmp_path / "h.db") as store:
+        calls: list[int] = []
+        store.pace = lambda: calls.append(1)
+        store.write(recs)
+        assert len(calls) == 1
+        got = store.scores("m1")
+    assert len(got) == n
+    assert got.score[0] == 9.5 and got.diagnosis[0] == "again"
+    assert_array_equal(got.score[1:], [i / 10 for i in range(1, n)])
+    assert got.diagnosis[1:] == tuple(f"d{i}" for i in range(1, n))
+
+
+def test_records_whose_arrays_differ_in_dtype_keep_their_own_values(tmp_path: Path) -> None:
+    """Records joined into one statement do not share a dtype when one came from a spool of
+    another version (float64 times, say): each is bound as its own values, so an int64 time
+    beyond 2**53 is not rounded through float64 by its neighbour."""
+    exact = features("m1", [0.0], ["x"], [[1.0, 2.0, 3.0, 4.0]])
+    exact = dataclasses.replace(exact, t_ns=np.array([T0 + 1], dtype=np.int64))
+    assert float(T0 + 1) != T0 + 1  # the time is not a float64
+    other = features("m1", [1.0], ["y"], [[5.0, 6.0, 7.0, 8.0]])
+    other = dataclasses.replace(
+        other, t_ns=other.t_ns.astype(np.float64), values=other.values.astype(np.float32)
+    )
+    with SqliteStore(tmp_path / "h.db") as store:
+        store.write([exact, other])
+    with raw(tmp_path / "h.db") as db:
+        rows = dict(db.execute("SELECT channel, t_ns FROM features").fetchall())
+        rms = dict(db.execute("SELECT channel, rms_g FROM features").fetchall())
+    assert rows == {"x": T0 + 1, "y": T0 + S}
+    assert rms == {"x": 1.0, "y": 5.0}
+
+
 @pytest.mark.parametrize(
     "name", ["Rms_g", "1x_g", "rms-g", "rms g", 'a"b', "", "t_ns", "window", "valid", "_x"]
 )
