@@ -268,18 +268,20 @@ def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) 
     if score_ok:
         assert score is not None
         best = _level_of(score, _scaled(win.alert, k), _scaled(win.danger, k), None)
-    group, foundation = rules.iso_group, rules.foundation
-    _, _, cd = zone_limits(group, foundation)
+    ab, bc, cd = zone_limits(rules.iso_group, rules.foundation)
     trip = _scaled(None if rules.iso_trip is None else rules.iso_trip * cd, k)
     alert_zone, danger_zone = rules.iso_alert_zone, rules.iso_danger_zone
     above_cd = at_danger_limit = False
-    for ch in win.features:
-        feats = win.features[ch]
+    limits = bool(rules.limits)
+    for ch, feats in win.features.items():
         if inhibit and win.sensor_of.get(ch, "") in faulty:
             continue
         v = feats.get("velocity_rms_mm_s", math.nan)
         if math.isfinite(v):
-            zone = iso_zone(v / k if k != 1 else v, group=group, foundation=foundation)
+            # iso_zone's letter, its boundaries looked up once a window rather than once a
+            # channel (v is finite here: no "?").
+            u = v / k if k != 1 else v
+            zone = "A" if u <= ab else "B" if u <= bc else "C" if u <= cd else "D"
             above_cd = above_cd or zone == "D"
             lvl = 0
             if danger_zone and zone >= danger_zone:
@@ -289,6 +291,8 @@ def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) 
             if trip is not None and v >= trip:
                 lvl = 3
             best = max(best, lvl)
+        if not limits:
+            continue
         for lim, x in _limits_on(rules, ch, feats):
             lvl = _level_of(x, _scaled(lim.alert, k), _scaled(lim.danger, k), _scaled(lim.trip, k))
             at_danger_limit = at_danger_limit or lvl >= 2

@@ -32,6 +32,7 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -72,17 +73,36 @@ def effective_windows(count: float, n: int, hop: int) -> float:
     ``hop`` apart, is worth (Welch's variance formula; ≥ 1)."""
     if count <= 1:
         return 1.0
-    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
-    s2 = float(np.dot(w, w))
     c = math.ceil(count)
     rho = []
     for j in range(1, c):
         lag = j * hop
         if lag >= n:
             break
-        rho.append((float(np.dot(w[: n - lag], w[lag:])) / s2) ** 2)
+        rho.append(_overlap_rho(n, lag))
     denom = 1.0 + 2.0 * sum((1.0 - (j + 1) / count) * r for j, r in enumerate(rho))
     return max(1.0, count / denom)
+
+
+@functools.lru_cache(maxsize=256)
+def _overlap_rho(n: int, lag: int) -> float:
+    """Squared normalised overlap of a periodic Hann window of ``n`` samples with itself
+    ``lag`` samples later, ``(Σ w[i]·w[i+lag] / Σ w²)²``.
+
+    The same few (n, lag) pairs come back for every machine of a pipeline shape: worked
+    out once a process, not on every judgement that meets a new window count (measured:
+    ~2 ms each on the processing thread, a few per machine in its first minute).
+    """
+    w = _hann(n)
+    return (float(np.dot(w[: n - lag], w[lag:])) / float(np.dot(w, w))) ** 2
+
+
+@functools.lru_cache(maxsize=16)
+def _hann(n: int) -> npt.NDArray[np.float64]:
+    """(n,) periodic Hann window (read-only: cached)."""
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    w.flags.writeable = False
+    return w
 
 
 class SpectrumAverage:

@@ -185,11 +185,11 @@ class AlarmEngine:
         assert self.state is not None
         # Records made before the first window (the relay set at start) carry its time.
         out: list[Record] = []
+        t_ns = [to_ns(wf.window.t_start) for wf in group]  # each window's time, once
         if self._pending:
-            t0 = to_ns(group[0].window.t_start)
-            out = [dataclasses.replace(r, t_ns=t0) for r in self._pending]  # type: ignore[arg-type]
+            out = [dataclasses.replace(r, t_ns=t_ns[0]) for r in self._pending]  # type: ignore[arg-type]
             self._pending = []
-        self._last_t_ns = to_ns(group[-1].window.t_start)
+        self._last_t_ns = t_ns[-1]
         by_window = {s.window: s for s in scores}
         # Resets may come before the group whose first window follows them: keep them.
         if gaps:
@@ -211,10 +211,11 @@ class AlarmEngine:
             faults, details = by_sensor(verdicts, self._columns, self.sensor_of)
             frame = wf.features
             gap = ""
-            t_win = to_ns(wf.window.t_start)
-            for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
-                self._gaps.remove(ev)  # the first window after the reset carries it
-                gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
+            t_win = t_ns[i]
+            if self._gaps:
+                for ev in [e for e in self._gaps if to_ns(e.t) <= t_win]:
+                    self._gaps.remove(ev)  # the first window after the reset carries it
+                    gap = f"{ev.kind.replace('_', ' ')}: {ev.detail}"
             # The diagnosis may corroborate a score trip (docs/alarms.md, "What may trip").
             label, conf = (
                 diagnosis_confidence(score.diagnosis, score.diagnosis_confidence)

@@ -381,3 +381,34 @@ def test_the_diagnosis_of_a_score_row() -> None:
     assert diagnosis_confidence_of({"diagnosis": None}) == (None, 0.0)
     assert diagnosis_confidence_of(None) == (None, 0.0)
     assert diagnosis_confidence_of({"diagnosis": 3}) == (None, 0.0)
+
+
+@pytest.mark.parametrize("group,foundation", [(1, "rigid"), (1, "flexible"), (2, "rigid"), (2, "flexible")])  # fmt: skip
+def test_the_window_level_follows_iso_zone_at_and_around_every_boundary(
+    group: int, foundation: str
+) -> None:
+    # The step reads each channel's zone from the boundaries directly (once a window, not
+    # once a channel); it must say exactly what iso_zone says, boundaries included, both for
+    # the rise (k = 1) and for the clear test (thresholds × hysteresis).
+    from pdm.dsp.iso import iso_zone, zone_limits
+
+    rules = AlarmRules(iso_group=group, foundation=foundation, on_windows=1, of_windows=1)
+    ab, bc, cd = zone_limits(group, foundation)
+    level = {"A": 0, "B": 0, "C": 1, "D": 2}
+    for edge in (ab, bc, cd, 1.25 * cd):
+        for v in (edge * (1 - 1e-12), edge, edge * (1 + 1e-12), edge / 0.9, edge * 0.9):
+            w = dataclasses.replace(
+                win(0, score=None, vel=v), alert=None, danger=None, features={"x": {"velocity_rms_mm_s": v}}
+            )  # fmt: skip
+            want = level[iso_zone(v, group=group, foundation=foundation)]
+            if v >= 1.25 * cd:
+                want = 3
+            state, _ = step(MachineAlarm(), w, rules)
+            assert state.recent[-1] == want, (edge, v)
+            # The clear test: the same window against thresholds × hysteresis.
+            clear = level[iso_zone(v / rules.hysteresis, group=group, foundation=foundation)]
+            if v >= 1.25 * cd * rules.hysteresis:
+                clear = 3
+            hot = MachineAlarm(state="danger", recent=(2,))
+            after, _ = step(hot, w, rules)
+            assert after.clear_run == (1 if clear < 2 else 0), (edge, v)

@@ -496,3 +496,23 @@ def test_sweep_breakdown_groups_bearing_faults_by_what_limits_them() -> None:
     assert "| 6205 | 2 | 1 | 0 | 1 | 0 |" in text
     assert "| NU208 | 2 | 1 | 0 | 0 | 1 |" in text
     assert "3–10" not in text  # empty groups are left out
+
+
+@pytest.mark.parametrize("n", [1024, 16384, 65536])
+@pytest.mark.parametrize("hop_div", [1, 2, 4, 10])
+def test_effective_windows_are_the_welch_sum_written_out_exactly(n: int, hop_div: int) -> None:
+    # The window's overlap correlations are cached per (n, lag) since they were ~2 ms a
+    # judgement; the value must stay the plain computation's, to the bit.
+    hop = n // hop_div
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    s2 = float(np.dot(w, w))
+    for count in (0.5, 1, 1.5, 2, 3, 7.25, 31, 63):
+        rho = [
+            (float(np.dot(w[: n - j * hop], w[j * hop :])) / s2) ** 2
+            for j in range(1, math.ceil(count))
+            if j * hop < n
+        ]
+        denom = 1.0 + 2.0 * sum((1.0 - (j + 1) / count) * r for j, r in enumerate(rho))
+        want = 1.0 if count <= 1 else max(1.0, count / denom)
+        assert effective_windows(count, n, hop) == want
+        assert effective_windows(count, n, hop) == want  # and again, from the cache

@@ -307,3 +307,39 @@ def test_the_service_keeps_the_newest_hint_for_status_and_raises_no_alarm(tmp_pa
     with open_store(url) as st:
         events = [e for e in st.log("demo-pump", kinds=("events",)) if e.type == "below_baseline"]
     assert len(events) == 1 and events[0].severity == "info"
+
+
+def test_the_hint_matches_the_rule_written_out_on_every_kind_of_row() -> None:
+    # below_baseline settles the common row (no amplitude feature that low) with one
+    # comparison; every other row goes the full way. Table: each row against the rule
+    # written out plainly (QUIET_SHARE of the finite amplitude features at most -QUIET_Z).
+    from pdm.scoring.quiet import QUIET_SHARE, QUIET_Z, amplitude_mask, below_baseline
+
+    names = ["a.rms_g", "a.kurtosis", "a.velocity_rms_mm_s", "b.peak_g", "b.mean_g"]
+    amp = amplitude_mask(names)
+    q = -QUIET_Z - 0.5
+    rows = [
+        [0.0, 0.0, 0.0, 0.0, 0.0],  # healthy
+        [q, -9.0, q, q, -9.0],  # all amplitudes quiet (shape and mean_g do not count)
+        [q, 0.0, 0.0, 0.0, 0.0],  # one of three: not enough
+        [q, 0.0, q, 0.0, 0.0],  # two of three
+        [-np.inf, 0.0, 0.0, 0.0, 0.0],  # -inf is not finite: not counted, but no shortcut
+        [np.nan, np.nan, q, np.nan, 0.0],  # the one finite amplitude is quiet
+        [np.nan, 0.0, np.nan, np.nan, 0.0],  # no finite amplitude at all
+        [-QUIET_Z, 0.0, -QUIET_Z, 0.0, 0.0],  # exactly at the limit counts
+        [0.0, -9.0, 0.0, 0.0, -9.0],  # only non-amplitude features low
+    ]
+    for dtype in (np.float32, np.float64):
+        z = np.asarray(rows, dtype=dtype)
+        got = below_baseline(z, amp)
+        for row, hint in zip(z.astype(np.float64), got, strict=True):
+            a = row[amp]
+            fin = np.isfinite(a)
+            m, k = int(fin.sum()), int((fin & (a <= -QUIET_Z)).sum())
+            if m > 0 and k >= QUIET_SHARE * m:
+                assert hint is not None and (hint["features"], hint["of"]) == (k, m), row
+                assert hint["median_z"] == round(float(np.median(a[fin])), 2)
+            else:
+                assert hint is None, row
+        # one row at a time (the service) says what the batch says
+        assert [below_baseline(z[i : i + 1], amp)[0] for i in range(len(z))] == got

@@ -321,3 +321,38 @@ def test_the_service_explains_only_windows_at_or_above_the_alert_threshold(train
     assert quiet and loud  # the recording has both
     assert all(q["diagnosis"] is None and q["top_features"] == [] for _f, q in quiet)
     assert all(q == f for f, q in loud)  # alerting windows are explained in full
+
+
+def test_models_of_the_same_bytes_share_one_session_and_score_as_one_alone(
+    trained, tmp_path
+) -> None:
+    """Machines whose model files hold the same bytes (and thread count) score with one
+    onnxruntime session while any of them is loaded; other bytes get their own; the
+    scores are those of a model loaded alone."""
+    import gc
+    import weakref
+
+    out, _, pl = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)  # another directory, the same bytes
+    a, b = Model.load(out, pl), Model.load(copy, pl)
+    assert a.session is b.session
+    rec, pl2 = open_recording(FIX / "outer_race.csv.gz", pl)
+    with rec:
+        fs = FeatureStream(pl2, rec.sample_rate_hz)
+        frames = list(fs.feed(rec.chunks()))
+    rows = WindowScorer(a, pl2.columns, fs.extractor.names).rows(frames)
+    shared = weakref.ref(a.session)
+    del a, b
+    gc.collect()
+    assert shared() is None  # no model holds it: gone, not cached for ever
+    alone = Model.load(out, pl)
+    assert WindowScorer(alone, pl2.columns, fs.extractor.names).rows(frames) == rows
+    # Other bytes: a session of their own.
+    other = tmp_path / "other"
+    card = train(
+        collect([FIX / "healthy.csv.gz"], pl), other, detector="gmm", alerts_per_week=1.0,
+        holdout=0.3,
+    )  # fmt: skip
+    assert card["onnx"]["sha256"] != read_card(out)["onnx"]["sha256"]
+    assert Model.load(other, pl).session is not alone.session
