@@ -23,7 +23,7 @@ detector, the held-out windows calibrate, as before, and the card says so.
 The alert threshold is the raw score that calibration windows exceed with
 probability ``p = alerts_per_week / windows_per_week``, from a generalised
 Pareto fit to the upper tail of the calibration scores (peaks over threshold;
-shape bounded to ±0.3, the scale refitted at the bound), and never below the
+shape bounded to ±0.3, the scale the unbounded fit's), and never below the
 highest calibration score. Danger is the same at a 52× rarer rate (about once
 a year), and at least 1.5 on the normalised scale. The card states the rate,
 the data it rests on and what the data alone can support (with n calibration
