@@ -335,7 +335,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cal = card["calibration"]
     print(
         f"{args.out}: {detector} on {len(card['features'])} features, "
-        f"{card['training']['train_windows']} windows to train, {cal['holdout_windows']} held out; "
+        f"{card['training']['train_windows']} windows to train, {cal['holdout_windows']} held out, "
+        f"{cal['calibration_windows']} calibrating; "
         f"alert at 1.0 aims at {alerts:g} false alerts/week ({cal['window_rate_hz']:.3g} windows/s), "
         f"danger at {card['score']['danger']:.3g}; held-out max score {cal['holdout_max_score']:.3f}",
         file=sys.stderr,

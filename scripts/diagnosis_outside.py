@@ -274,6 +274,7 @@ RIGS = (
         "tones beating at BPFO (50.4 Hz), 2×line 100 Hz", faults=()),
 )  # fmt: skip
 SEVERITIES = (4.0, 10.0)  # impact peak / noise rms
+MODELS: dict[str, dict[str, object]] = {}  # rig → its model's card, for print_models
 
 
 def simulate(
@@ -311,6 +312,7 @@ def run_rig(rig: Rig, tmp: Path) -> list[Row]:
     ]
     model = d / "model"
     pdm_edge("train", *quick, "-o", str(model), *map(str, train))
+    MODELS[rig.name] = json.loads((model / "model.json").read_text())
     files: list[tuple[Row, Path]] = []
     for i in range(2 if rig.faults else 4):
         row = Row(rig.name, f"healthy {i + 1}", "healthy")
@@ -409,6 +411,20 @@ def tally(rows: Sequence[Row]) -> dict[str, str]:
     }
 
 
+def print_models() -> None:
+    """What each rig's model rests on: windows, the detector's covariance, the calibration."""
+    print("\n| rig | windows to train / held out / calibrating | features | gmm covariance "
+          "| calibration | held-out max score |\n|---|---|---|---|---|---|")  # fmt: skip
+    for name, card in MODELS.items():
+        tr, cal = card["training"], card["calibration"]
+        assert isinstance(tr, dict) and isinstance(cal, dict)
+        params = card["model"]["params"]  # type: ignore[index]
+        print(f"| {name} | {tr['train_windows']} / {tr['holdout_windows']} / "
+              f"{cal.get('calibration_windows', tr['holdout_windows'])} | {tr['features']} | "
+              f"{params.get('covariance', 'full')} | {str(cal.get('method', 'held-out')).split(':')[0]} "
+              f"| {cal['holdout_max_score']:.2f} |")  # fmt: skip
+
+
 def print_tally(title: str, rows: Sequence[Row]) -> None:
     print(f"\n{title}\n\n| target | count |\n|---|---|")
     for k, v in tally(rows).items():
@@ -447,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim = [row for g in rigs for row in run_rig(g, tmp)]
             print()
             print_rows(sim)
+            print_models()
             print_tally("Simulated rigs against the targets", sim)
     finally:
         if not args.keep:

@@ -58,8 +58,9 @@ class ModelSettings(BaseModel):
         default=0.3,
         ge=0.1,
         le=0.6,
-        description="Fraction (no unit) of each healthy recording's last windows held out to "
-        "calibrate thresholds (split by time, with a gap).",
+        description="Fraction (no unit) of each healthy recording's last windows held out of "
+        "the model's fit (split by time, with a gap): the card's evaluation, and the "
+        "calibration when a cross-validated fold would be too small (docs/models.md).",
     )
     teach_in_s: StrictFloat | None = Field(
         default=None,

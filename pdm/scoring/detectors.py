@@ -15,7 +15,13 @@ Detectors
     plain sample covariance is badly conditioned; shrinkage fixes that.
 ``gmm``
     Negative log-likelihood under a full-covariance Gaussian mixture, 1–4
-    components chosen by BIC among the counts the data can support.
+    components chosen by BIC among the counts the data can support. When they
+    support none (fewer than 5·d windows), one Gaussian whose covariance is
+    Ledoit–Wolf shrunk: with n < 5·d windows the sample covariance's smallest
+    eigenvalues are far too small (Marchenko–Pastur), and an unseen or clipped
+    healthy window that moves along one of those directions scores as a fault
+    would — the held-out scores then spread so widely that the threshold set
+    from them hides real faults (docs/models.md, "Few healthy windows").
 ``pca``
     Negative log-likelihood under probabilistic PCA: Hotelling T² in the
     principal subspace plus the residual (reconstruction) error over the noise
@@ -202,10 +208,10 @@ def _fit_mahalanobis(z: npt.NDArray[np.float64], base: dict[str, Any]) -> Fitted
 
 def _fit_gmm(z: npt.NDArray[np.float64], base: dict[str, Any], seed: int) -> FittedDetector:
     n, d = z.shape
-    # Only component counts the data can support compete on BIC; one always does.
-    counts = [
-        k for k in range(1, _GMM_MAX_COMPONENTS + 1) if n >= k * _GMM_WINDOWS_PER_FEATURE * d
-    ] or [1]
+    # Only component counts the data can support compete on BIC.
+    counts = [k for k in range(1, _GMM_MAX_COMPONENTS + 1) if n >= k * _GMM_WINDOWS_PER_FEATURE * d]
+    if not counts:
+        return _fit_gmm_shrunk(z, base)
     best: GaussianMixture | None = None
     bic: dict[str, float] = {}
     for k in counts:
@@ -230,10 +236,46 @@ def _fit_gmm(z: npt.NDArray[np.float64], base: dict[str, Any], seed: int) -> Fit
         "candidates": counts,
         "bic": bic,
         "reg_covar": _GMM_REG_COVAR,
+        "covariance": "full",
         "n_init": _GMM_N_INIT,
         "converged": bool(best.converged_),
     }
     return FittedDetector("gmm", params, best)
+
+
+def _fit_gmm_shrunk(z: npt.NDArray[np.float64], base: dict[str, Any]) -> FittedDetector:
+    """One Gaussian with a Ledoit–Wolf covariance, as a fitted ``GaussianMixture``.
+
+    The mixture's own attributes are set (one component, full covariance), so scoring and
+    the ONNX export treat it as any other gmm.
+    """
+    from scipy.linalg import cholesky, solve_triangular
+
+    d = z.shape[1]
+    lw = LedoitWolf(assume_centered=False).fit(z)
+    cov = lw.covariance_ + _GMM_REG_COVAR * np.eye(d)
+    # The precision's Cholesky factor, as scikit-learn computes it for 'full'.
+    prec_chol = solve_triangular(cholesky(cov, lower=True), np.eye(d), lower=True).T
+    gm = GaussianMixture(n_components=1, covariance_type="full", reg_covar=_GMM_REG_COVAR)
+    gm.weights_ = np.ones(1)
+    gm.means_ = lw.location_[None, :].copy()
+    gm.covariances_ = cov[None, :, :]
+    gm.precisions_cholesky_ = prec_chol[None, :, :]
+    gm.precisions_ = (prec_chol @ prec_chol.T)[None, :, :]
+    gm.converged_ = True
+    gm.n_iter_ = 0
+    gm.n_features_in_ = d
+    params = {
+        **base,
+        "n_components": 1,
+        "candidates": [1],
+        "covariance": "ledoit-wolf",
+        "shrinkage": float(lw.shrinkage_),
+        "bic": {"1": float(gm.bic(z))},
+        "reg_covar": _GMM_REG_COVAR,
+        "converged": True,
+    }
+    return FittedDetector("gmm", params, gm)
 
 
 def _fit_pca(z: npt.NDArray[np.float64], base: dict[str, Any], seed: int) -> FittedDetector:

@@ -137,7 +137,7 @@ def evaluate_cwru(
                 "overlap": overlap,
                 "features": len(ts.names),
                 "train_windows": card["training"]["train_windows"],
-                "calibration_windows": card["training"]["holdout_windows"],
+                "calibration_windows": card["calibration"]["calibration_windows"],
                 "test_normal_windows": len(test_rows),
                 "test_false_alarms": sum(r["score"] >= 1.0 for r in test_rows),
                 "test_normal_max_score": round(max(r["score"] for r in test_rows), 3),

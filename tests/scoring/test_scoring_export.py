@@ -158,6 +158,33 @@ def test_batch_1_and_64_identical(kind: str, data: Data, exported: dict[str, Exp
     assert empty[0].shape == (0,) and empty[1].shape == (0, x.shape[1])
 
 
+def test_gmm_on_fewer_than_5d_windows_is_one_ledoit_wolf_gaussian(data: Data) -> None:
+    """Below 5·d windows no full covariance is supported (docs/models.md, "Few healthy
+    windows"): one Gaussian with the Ledoit-Wolf covariance (+ the ridge), whose negative
+    log-likelihood is half its squared Mahalanobis distance plus a constant; the graph
+    reproduces it."""
+    from sklearn.covariance import LedoitWolf
+
+    x = data.healthy[:60]
+    pre = Preprocess.fit(x, data.names)
+    z = pre.detector_input(x)
+    n, d = z.shape
+    assert d + 2 <= n < 5 * d
+    det = fit_detector("gmm", z)
+    assert det.params["covariance"] == "ledoit-wolf" and det.params["n_components"] == 1
+    lw = LedoitWolf().fit(z)
+    cov = lw.covariance_ + 1e-3 * np.eye(d)
+    np.testing.assert_allclose(det.estimator.covariances_[0], cov, rtol=1e-12)
+    zz = pre.detector_input(np.concatenate([data.healthy, data.faults]))
+    diff = zz - lw.location_
+    half_d2 = 0.5 * np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff)
+    raw = raw_scores(det, zz)
+    np.testing.assert_allclose(raw - half_d2, np.full(len(zz), raw[0] - half_d2[0]), atol=1e-6)
+    ex = export(pre, det, z)
+    for rows in (data.healthy, data.faults):
+        assert_raw_parity(ex, rows)
+
+
 def test_gmm_several_components_parity() -> None:
     """The K > 1 path (Gemm → Reshape → ReduceLogSumExp) on clearly clustered data.
 
