@@ -88,7 +88,7 @@ def _rows(mid: str, t_ns: int, window: int, state: str) -> list[object]:
         ),
         ScoreRows(
             mid,
-            "e576c8548dc6",
+            "bcd1cdf65bfc",
             np.array([t_ns], dtype=np.int64),
             np.array([window], dtype=np.int64),
             np.array([score]),

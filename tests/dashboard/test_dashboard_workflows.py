@@ -318,7 +318,7 @@ def test_acknowledge_through_the_control_api_writes_the_state_store(tripped: Pat
     (row,) = alarms.alarm_table(found, ctx.pipelines)
     assert row["alarm"] == "TRIP" and row["acknowledged"].startswith("alice at ")
     assert row["status"] == "active (trip)" and row["comment"] == "bearing inspected"
-    assert "e+03" not in row["reason"] and "4,420" in row["reason"]
+    assert "e+03" not in row["reason"] and "3,300" in row["reason"]
 
 
 def test_acknowledge_without_a_control_api_is_refused_and_writes_nothing(tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_acknowledge_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_commissioning_replay_finds_the_trip(outer_race: commissioning.CommissioningResult) -> None:
     r = outer_race
-    assert r.windows == 147 and r.model == "e576c8548dc6"
+    assert r.windows == 147 and r.model == "bcd1cdf65bfc"
     assert [(t["from"], t["to"], t["window"]) for t in r.transitions] == [
         ("ok", "danger", 51),
         ("danger", "trip", 55),
@@ -841,10 +841,10 @@ class _Backend:
             {
                 "id": "demo-pump",
                 "state": "trip",
-                "model_version": "e576c8548dc6",
+                "model_version": "bcd1cdf65bfc",
                 "shadow": {
                     "version": "abcdef012345",
-                    "active_version": "e576c8548dc6",
+                    "active_version": "bcd1cdf65bfc",
                     "since": "2026-01-01T00:00:00Z",
                     "windows": 200,
                     "agreement": 0.985,
@@ -895,7 +895,7 @@ def test_acknowledge_and_shadow_through_a_real_control_api(tmp_path: Path) -> No
     assert not gone.ok and "control API" in gone.message
     s = card_summary(read_card(REPO / "models" / "demo-pump"))
     assert s["thresholds"]["alert"] == 1.0 and s["thresholds"]["danger"] == 1.5
-    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "e576c8548dc6"
+    assert s["identity"]["version (ONNX SHA-256, 12 hex)"] == "bcd1cdf65bfc"
     assert s["training_files"][0]["file"] == "healthy.csv.gz"
 
 
