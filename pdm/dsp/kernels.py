@@ -559,7 +559,7 @@ def _speeds(  # pragma: no cover - compiled
             if line_db[c] < propose_db or not lo_hz * 0.98 <= speed <= hi_hz * 1.02:
                 continue
             score = 0.0
-            ref_db = -1.0
+            ref_db = -math.inf
             ref_hz = speed
             ref_mains = True
             for i in range(n_r):
@@ -574,12 +574,15 @@ def _speeds(  # pragma: no cover - compiled
                     if line_mains[j]:
                         e *= _MAINS_WEIGHT
                     best_e = max(best_e, e)
-                    # The speed is read off the highest of these lines that is not
-                    # electrical (an electrical one only when all are).
+                    # The speed is read off the one of these lines that reads it best
+                    # and is not electrical (an electrical one only when all are): an
+                    # interpolated peak is off by ~1/√SNR of a bin, divided by h in the
+                    # speed, so the line of highest h²·SNR (dB + 20·log10 h).
+                    rank = line_db[j] + 20.0 * math.log10(h)
                     if (ref_mains and not line_mains[j]) or (
-                        ref_mains == line_mains[j] and line_db[j] > ref_db
+                        ref_mains == line_mains[j] and rank > ref_db
                     ):
-                        ref_db, ref_hz, ref_mains = line_db[j], line_hz[j] / h, line_mains[j]
+                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, line_mains[j]
                 score += best_e
             if score > best_score:
                 best_score = score

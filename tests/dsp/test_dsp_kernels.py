@@ -328,7 +328,7 @@ def _speeds_reference(spec, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz):
     of 100 or 120 Hz: electrical); every line ≥ 10·log10(log2(bins searched / 1e-3)) dB
     that puts the speed within 2 % of the range proposes it, scored per harmonic by its
     best line within half a bin, min(dB, 20)·(1 − (2Δ)²)·(1 − 0.01·(h − 1)), halved if
-    electrical; the best proposal's speed is read off its highest non-electrical line."""
+    electrical; the best proposal's speed is read off its non-electrical line of highest dB + 20·log10 h."""
     p = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2).astype(np.float32)
     n_bins = spec.shape[1]
     ranges = ranges.tolist()
@@ -361,7 +361,7 @@ def _speeds_reference(spec, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz):
             speed = f_c / h_c
             if db_c < propose_db or not lo_hz * 0.98 <= speed <= hi_hz * 1.02:
                 continue
-            score, ref = 0.0, (False, -1.0, speed)  # (not electrical, dB, speed)
+            score, ref = 0.0, (False, -np.inf, speed)  # (not electrical, dB + 20·log10 h, speed)
             for h, _lo, _hi in ranges:
                 agree = [
                     (f, db, on, abs(f - h * speed) / df)
@@ -376,8 +376,8 @@ def _speeds_reference(spec, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz):
                     default=0.0,
                 )
                 for f, db, on, _off in agree:
-                    if (not on, db) > ref[:2]:
-                        ref = (not on, db, f / h)
+                    if (not on, db + 20 * np.log10(h)) > ref[:2]:
+                        ref = (not on, db + 20 * np.log10(h), f / h)
             if score > best_score:
                 best_score, best_hz = score, ref[2]
         out.append(best_hz)
