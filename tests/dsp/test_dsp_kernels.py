@@ -385,8 +385,8 @@ def _speeds_reference(spec, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz):
 
 
 def test_shaft_speeds_match_a_plain_search_to_the_bit() -> None:
-    """Windows of three channels at speeds across the range, one of noise alone (no harmonic
-    within the range: the nominal speed), and a flat one (powers 0: no line, nominal)."""
+    """Windows of three channels at speeds across the range, one with a stronger tone beside
+    2×, one of noise alone (no line: the nominal speed), a flat one (powers 0: no line)."""
     rng = np.random.default_rng(6)
     n, fs = 16384, 25600.0
     df = fs / n
@@ -395,6 +395,10 @@ def test_shaft_speeds_match_a_plain_search_to_the_bit() -> None:
     for f in (22.3, 24.667, 26.9):
         x = 0.05 * np.sin(2 * np.pi * f * t) + 0.03 * np.sin(2 * np.pi * 2 * f * t + 1.0)
         wins.append(x + rng.normal(0, 0.02, (3, n)))
+    # a tone 3 bins above 2×, four times the 2× (not a shaft line: the speed stays 1×'s)
+    f = 23.5
+    x = 0.05 * np.sin(2 * np.pi * f * t) + 0.03 * np.sin(2 * np.pi * 2 * f * t + 1.0)
+    wins.append(x + 0.12 * np.sin(2 * np.pi * (2 * f + 3 * df) * t) + rng.normal(0, 0.02, (3, n)))
     wins.append(rng.normal(0, 0.02, (3, n)))
     wins.append(np.zeros((3, n)))
     spec = np.fft.rfft(np.concatenate(wins) * hann(n), axis=-1).astype(np.complex64)
@@ -405,5 +409,5 @@ def test_shaft_speeds_match_a_plain_search_to_the_bit() -> None:
     got = shaft_speeds_hz(spec, 3, ranges, df, (lo, hi), 24.667)
     ref = _speeds_reference(spec, 3, ranges, df, lo, hi, 24.667)
     assert_array_equal(got, ref)
-    assert_allclose(got[:3], [22.3, 24.667, 26.9], atol=0.05)
-    assert got[3] == got[4] == 24.667  # no line: the nominal speed
+    assert_allclose(got[:4], [22.3, 24.667, 26.9, 23.5], atol=0.05)
+    assert got[4] == got[5] == 24.667  # no line: the nominal speed
