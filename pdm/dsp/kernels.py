@@ -501,10 +501,12 @@ def _speeds(  # pragma: no cover - compiled
         near[i, 1] = min(n_bins - 1, k_hi + pad)
         searched += k_hi - k_lo + 1
     k_top = max(near[:, 1].max(), ranges[:, 2].max() + 1)
-    # A line proposes a speed when it stands this far above its floor: a noise bin of one
-    # channel (power ~ exponential) exceeds t·median with probability 2^-t, so over the
-    # searched bins some does with probability ≤ _FALSE_LINE (summed channels: less).
-    propose_db = 10.0 * math.log10(math.log2(max(searched, 1) / _FALSE_LINE))
+    # A speed stands when noise alone makes its lines this rarely: a noise bin of one channel
+    # (power ~ exponential) is r times the median or more with probability 2^-r, lines at
+    # up to three harmonics all with 2^-(r1+r2+r3), so the linear heights of a speed's lines
+    # (one per harmonic) must sum to log2(3·bins searched / _FALSE_LINE): one line of
+    # 12-13 dB, or two of 9-10 dB that agree (summed channels: rarer still).
+    admit = math.log2(3.0 * max(searched, 1) / _FALSE_LINE)
     total = np.empty(k_top + 1, dtype=np.float32)
     floors = np.empty(n_r, dtype=np.float64)
     # The lines (local maxima ≥ _SUPPORT_DB above the floor) of a window: frequency (Hz),
@@ -547,24 +549,26 @@ def _speeds(  # pragma: no cover - compiled
                 line_db[n_lines] = db
                 line_mains[n_lines] = on
                 n_lines += 1
-        # Every line high enough proposes the speed f/h. Per harmonic, the proposal's
+        # Every line proposes the speed f/h. Per harmonic, the proposal's
         # evidence is its best line within half a bin of h·speed: the line's height
         # (capped, weighted) times 1 − (2Δ)², Δ its distance in bins (an interpolated
         # peak is good to a tenth of a bin; lines half a bin or more apart are two), so
         # that the series that agrees best wins, not one strong line.
         best_score = -1.0
-        best_hz = nominal_hz
+        best_hz = _strongest_hz(total, ranges, df, lo_hz, hi_hz, nominal_hz)
         for c in range(n_lines):
             speed = line_hz[c] / line_h[c]
-            if line_db[c] < propose_db or not lo_hz * 0.98 <= speed <= hi_hz * 1.02:
+            if not lo_hz * 0.98 <= speed <= hi_hz * 1.02:
                 continue
             score = 0.0
+            height = 0.0
             ref_db = -math.inf
             ref_hz = speed
             ref_mains = True
             for i in range(n_r):
                 h = ranges[i, 0]
                 best_e = 0.0
+                best_r = 0.0
                 for j in range(n_lines):
                     off = abs(line_hz[j] - h * speed) / df
                     if line_h[j] != h or off >= 0.5:
@@ -573,7 +577,9 @@ def _speeds(  # pragma: no cover - compiled
                     e *= 1.0 - _ORDER_WEIGHT * (h - 1)
                     if line_mains[j]:
                         e *= _MAINS_WEIGHT
-                    best_e = max(best_e, e)
+                    if e > best_e:
+                        best_e = e
+                        best_r = 10.0 ** (line_db[j] / 10.0)
                     # The speed is read off the one of these lines that reads it best
                     # and is not electrical (an electrical one only when all are): an
                     # interpolated peak is off by ~1/√SNR of a bin, divided by h in the
@@ -584,10 +590,39 @@ def _speeds(  # pragma: no cover - compiled
                     ):
                         ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, line_mains[j]
                 score += best_e
-            if score > best_score:
+                height += best_r
+            if height >= admit and score > best_score:
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
+
+
+@_jit(nogil=True, boundscheck=False)
+def _strongest_hz(  # pragma: no cover - compiled
+    total: npt.NDArray[np.float32],
+    ranges: npt.NDArray[np.int64],
+    df: float,
+    lo_hz: float,
+    hi_hz: float,
+    nominal_hz: float,
+) -> float:
+    # The search before issue 18, for windows where no speed stands: each harmonic's
+    # highest bin in its range, interpolated; the strongest within 2 % of the range wins.
+    best_power = -1.0
+    best_hz = nominal_hz
+    for i in range(ranges.shape[0]):
+        h, k_lo, k_hi = ranges[i, 0], ranges[i, 1], ranges[i, 2]
+        k = k_lo
+        for j in range(k_lo + 1, k_hi + 1):  # the first of equal maxima
+            if total[j] > total[k]:
+                k = j
+        power = np.float64(total[k])
+        below, above = np.float64(total[k - 1]), np.float64(total[k + 1])
+        f_h = (k + _interpolate_peak(below, power, above)) * df / h
+        if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
+            best_power = power
+            best_hz = f_h
+    return best_hz
 
 
 @_jit(nogil=True)

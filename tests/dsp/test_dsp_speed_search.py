@@ -6,9 +6,13 @@ Analytic windows: shaft harmonics, an interfering tone, white noise, at sample r
 flag ``--nominal-rpm``). A speed is right when it is within half a bin of the 3rd harmonic
 (``df / 6``, Hz): every order and defect line read from it then falls in its own bin.
 
-Which fail on the strategy before (the strongest of 1×-3× wins; commit 80959fc): the
-2×LF, blade-pass and noise-only cases (the 2×LF line, the blade pass, or the highest noise
-bin wins); the 1×-only and 2×-dominant cases and the simulator grid pass on both.
+Which fail on the strategy before (the strongest of 1×-3× wins; commit 80959fc): every
+2×LF and blade-pass case (the 2×LF line or the blade pass wins); the 1×-only, 2×-dominant
+and noise-only cases and the simulator grid pass on both. Where no speed stands out of the
+noise (noise alone, or a shaft line too weak to tell from it), the search reads the
+strongest harmonic's peak as before, not the nominal speed: on the CWRU drive end at 48 kHz
+most windows are so, and the nominal the extractor knows is the middle of the range, not
+the machine's (tests/diagnosis/test_cwru.py).
 """
 
 from __future__ import annotations
@@ -105,12 +109,12 @@ def test_a_machine_with_one_dominant_harmonic(fs: float, n: int, rpm: float, kin
 
 @pytest.mark.parametrize(("fs", "n"), SHAPES)
 @pytest.mark.parametrize("rpm", [600.0, 1480.0, 6000.0])
-@pytest.mark.parametrize("n_ch", [1, 3])
-def test_noise_alone_gives_the_nominal_speed(fs: float, n: int, rpm: float, n_ch: int) -> None:
-    """No line stands above the floor: the nominal speed, exactly (not the noise's highest
-    bin, which before put the speed anywhere in the range)."""
+def test_noise_alone_gives_a_speed_in_the_range(fs: float, n: int, rpm: float) -> None:
+    """No speed stands out of noise: the strongest harmonic's peak, as before (within 2 % of
+    the range), not a speed outside it."""
     for seed in range(3):
-        assert found_rpm(fs, n, rpm, [], n_ch=n_ch, noise_g=0.1, seed=seed) == rpm
+        got = found_rpm(fs, n, rpm, [], noise_g=0.1, seed=seed)
+        assert 0.95 * 0.98 * rpm <= got <= 1.05 * 1.02 * rpm
 
 
 def test_simulated_machines_across_a_wide_grid() -> None:
