@@ -465,8 +465,8 @@ _CAP_DB = 20.0
 #: A line lower than this above its floor supports a candidate speed not at all (a noise
 #: bin reaches 6 dB above the median of its neighbours in 2^-4 of the bins).
 _SUPPORT_DB = 6.0
-#: The chance that some noise bin of a window's searched ranges passes for a line that
-#: proposes a speed (a noise-only window gives the nominal speed but this often).
+#: The chance that noise alone makes lines that let a speed stand (in a window of noise
+#: alone, the strongest peak's speed is then taken but this often).
 _FALSE_LINE = 1e-3
 #: Weight of a line on an electrical frequency, and of each harmonic order above the 1×
 #: (a slight preference for the series whose evidence sits lower: equal evidence from a
@@ -656,7 +656,11 @@ def shaft_speeds_hz(
     ranges : (harmonics, 3) int64: the harmonic ``h`` and its first and last bin searched
     df : bin spacing, Hz
     rpm_range_hz : the speed range, Hz; a harmonic's estimate is kept within 2 % of it
-    nominal_hz : the speed when no harmonic gives one
+    nominal_hz : the speed when no harmonic gives one (no peak within 2 % of the range)
+
+    A speed stands when the 1×-3× lines that agree on it are unlikely from noise, and the
+    best scored (lines capped at 20 dB, electrical ones halved) wins; none stands: the
+    strongest harmonic's interpolated peak, as before issue 18.
 
     Returns
     -------
