@@ -852,9 +852,16 @@ class FeatureExtractor:
         """Running speed (Hz) of each window, found in the summed power spectrum of its
         ``n_ch`` channels (rows ``w·n_ch …``).
 
-        Each of the first three harmonics is located in its search range and
-        interpolated; the strongest one wins (a higher harmonic also divides
-        the frequency error by its order).
+        The speed is the one the harmonic series 1×-3× agrees on, not the strongest line:
+        in each harmonic's search range the lines (interpolated local maxima) are measured
+        in dB above the range's floor (a median of the bins around it); every line proposes
+        the speed ``f/h``, scored by the lines of every harmonic within half a bin of
+        ``h·speed``, each capped at 20 dB (one strong line alone — a 2×LF line, a blade
+        pass — cannot outvote two agreeing ones) and halved on an electrical line
+        (multiples of 100 and 120 Hz). A proposal stands when noise would rarely make its
+        lines; the best one's speed is read off its agreeing line that reads it best (a
+        higher harmonic divides the error by its order). None stands: the strongest
+        harmonic's peak. (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
         """
         assert self.rpm_range is not None
         nominal_hz = self._nominal_rpm / 60.0

@@ -455,6 +455,26 @@ def tone_amplitudes(
     return out
 
 
+#: Integer multiples of these are electrical lines: twice the line frequency of 50 and
+#: 60 Hz mains (a motor's magnetic pull) and its harmonics, as pdm.diagnosis.bearing reads
+#: them; at most weak evidence of a shaft harmonic.
+MAINS_BASES_HZ = np.array([100.0, 120.0])
+#: A line's evidence is its height above its range's floor, dB, capped here: one line
+#: alone, however strong, counts no more than two agreeing lines of half its height.
+_CAP_DB = 20.0
+#: A line lower than this above its floor supports a candidate speed not at all (a noise
+#: bin reaches 6 dB above the median of its neighbours in 2^-4 of the bins).
+_SUPPORT_DB = 6.0
+#: The chance that noise alone makes lines that let a speed stand (in a window of noise
+#: alone, the strongest peak's speed is then taken but this often).
+_FALSE_LINE = 1e-3
+#: Weight of a line on an electrical frequency, and of each harmonic order above the 1×
+#: (a slight preference for the series whose evidence sits lower: equal evidence from a
+#: lone 1× and a lone line in the 3× range is read as the 1×, which a shaft always has).
+_MAINS_WEIGHT = 0.5
+_ORDER_WEIGHT = 0.01
+
+
 @_jit(nogil=True, boundscheck=False)
 def _speeds(  # pragma: no cover - compiled
     v: npt.NDArray[np.float32],
@@ -464,12 +484,39 @@ def _speeds(  # pragma: no cover - compiled
     lo_hz: float,
     hi_hz: float,
     nominal_hz: float,
+    mains: npt.NDArray[np.float64],
     out: npt.NDArray[np.float64],
 ) -> None:
-    k_max = ranges[:, 2].max() + 1
-    total = np.empty(k_max + 1, dtype=np.float32)
+    n_r = ranges.shape[0]
+    n_bins = v.shape[1] // 2
+    # Each range's floor is the median of its bins and twice as many (at least 24) either
+    # side: the main lobes of the shaft's lines (4 bins each) and of any tone near them
+    # then stay a minority of the bins, and the median the noise's.
+    near = np.empty((n_r, 2), dtype=np.int64)
+    searched = 0
+    for i in range(n_r):
+        k_lo, k_hi = ranges[i, 1], ranges[i, 2]
+        pad = max(24, 2 * (k_hi - k_lo + 1))
+        near[i, 0] = max(1, k_lo - pad)
+        near[i, 1] = min(n_bins - 1, k_hi + pad)
+        searched += k_hi - k_lo + 1
+    k_top = max(near[:, 1].max(), ranges[:, 2].max() + 1)
+    # A speed stands when noise alone makes its lines this rarely: a noise bin of one channel
+    # (power ~ exponential) is r times the median or more with probability 2^-r, lines at
+    # up to three harmonics all with 2^-(r1+r2+r3), so the linear heights of a speed's lines
+    # (one per harmonic) must sum to log2(3·bins searched / _FALSE_LINE): one line of
+    # 12-13 dB, or two of 9-10 dB that agree (summed channels: rarer still).
+    admit = math.log2(3.0 * max(searched, 1) / _FALSE_LINE)
+    total = np.empty(k_top + 1, dtype=np.float32)
+    floors = np.empty(n_r, dtype=np.float64)
+    # The lines (local maxima ≥ _SUPPORT_DB above the floor) of a window: frequency (Hz),
+    # harmonic, height above the floor (dB), on an electrical line or not.
+    line_hz = np.empty(searched, dtype=np.float64)
+    line_h = np.empty(searched, dtype=np.int64)
+    line_db = np.empty(searched, dtype=np.float64)
+    line_mains = np.empty(searched, dtype=np.bool_)
     for w in range(out.shape[0]):
-        for k in range(k_max + 1):
+        for k in range(k_top + 1):
             s = np.float32(0.0)
             for c in range(n_ch):  # the channels' powers added in row order
                 a = v[w * n_ch + c, 2 * k]
@@ -477,21 +524,105 @@ def _speeds(  # pragma: no cover - compiled
                 p = a * a + b * b
                 s = p if c == 0 else s + p
             total[k] = s
-        best_power = -1.0
-        best_hz = nominal_hz
-        for i in range(ranges.shape[0]):
+        n_lines = 0
+        for i in range(n_r):
             h, k_lo, k_hi = ranges[i, 0], ranges[i, 1], ranges[i, 2]
-            k = k_lo
-            for j in range(k_lo + 1, k_hi + 1):  # the first of equal maxima
-                if total[j] > total[k]:
-                    k = j
-            power = np.float64(total[k])
-            below, above = np.float64(total[k - 1]), np.float64(total[k + 1])
-            f_h = (k + _interpolate_peak(below, power, above)) * df / h
-            if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
-                best_power = power
-                best_hz = f_h
+            floor = np.float64(np.median(total[near[i, 0] : near[i, 1] + 1]))
+            floors[i] = floor
+            if not floor > 0.0:  # a flat (or NaN) spectrum holds no line
+                continue
+            for k in range(k_lo, k_hi + 1):  # a plateau's first bin is its peak
+                pk = total[k]
+                if not (pk > total[k - 1] and pk >= total[k + 1]):
+                    continue
+                db = 10.0 * math.log10(np.float64(pk) / floor)
+                if db < _SUPPORT_DB:
+                    continue
+                below, above = np.float64(total[k - 1]), np.float64(total[k + 1])
+                f = (k + _interpolate_peak(below, np.float64(pk), above)) * df
+                on = False
+                for base in mains:
+                    m = round(f / base)
+                    on = on or (m >= 1 and abs(f - m * base) <= 0.5 * df + 0.001 * f)
+                line_hz[n_lines] = f
+                line_h[n_lines] = h
+                line_db[n_lines] = db
+                line_mains[n_lines] = on
+                n_lines += 1
+        # Every line proposes the speed f/h. Per harmonic, the proposal's
+        # evidence is its best line within half a bin of h·speed: the line's height
+        # (capped, weighted) times 1 − (2Δ)², Δ its distance in bins (an interpolated
+        # peak is good to a tenth of a bin; lines half a bin or more apart are two), so
+        # that the series that agrees best wins, not one strong line.
+        best_score = -1.0
+        best_hz = _strongest_hz(total, ranges, df, lo_hz, hi_hz, nominal_hz)
+        for c in range(n_lines):
+            speed = line_hz[c] / line_h[c]
+            if not lo_hz * 0.98 <= speed <= hi_hz * 1.02:
+                continue
+            score = 0.0
+            height = 0.0
+            ref_db = -math.inf
+            ref_hz = speed
+            ref_mains = True
+            for i in range(n_r):
+                h = ranges[i, 0]
+                best_e = 0.0
+                best_r = 0.0
+                for j in range(n_lines):
+                    off = abs(line_hz[j] - h * speed) / df
+                    if line_h[j] != h or off >= 0.5:
+                        continue
+                    e = min(line_db[j], _CAP_DB) * (1.0 - 4.0 * off * off)
+                    e *= 1.0 - _ORDER_WEIGHT * (h - 1)
+                    if line_mains[j]:
+                        e *= _MAINS_WEIGHT
+                    if e > best_e:
+                        best_e = e
+                        best_r = 10.0 ** (line_db[j] / 10.0)
+                    # The speed is read off the one of these lines that reads it best
+                    # and is not electrical (an electrical one only when all are): an
+                    # interpolated peak is off by ~1/√SNR of a bin, divided by h in the
+                    # speed, so the line of highest h²·SNR (dB + 20·log10 h).
+                    rank = line_db[j] + 20.0 * math.log10(h)
+                    if (ref_mains and not line_mains[j]) or (
+                        ref_mains == line_mains[j] and rank > ref_db
+                    ):
+                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, line_mains[j]
+                score += best_e
+                height += best_r
+            if height >= admit and score > best_score:
+                best_score = score
+                best_hz = ref_hz
         out[w] = best_hz
+
+
+@_jit(nogil=True, boundscheck=False)
+def _strongest_hz(  # pragma: no cover - compiled
+    total: npt.NDArray[np.float32],
+    ranges: npt.NDArray[np.int64],
+    df: float,
+    lo_hz: float,
+    hi_hz: float,
+    nominal_hz: float,
+) -> float:
+    # The search before issue 18, for windows where no speed stands: each harmonic's
+    # highest bin in its range, interpolated; the strongest within 2 % of the range wins.
+    best_power = -1.0
+    best_hz = nominal_hz
+    for i in range(ranges.shape[0]):
+        h, k_lo, k_hi = ranges[i, 0], ranges[i, 1], ranges[i, 2]
+        k = k_lo
+        for j in range(k_lo + 1, k_hi + 1):  # the first of equal maxima
+            if total[j] > total[k]:
+                k = j
+        power = np.float64(total[k])
+        below, above = np.float64(total[k - 1]), np.float64(total[k + 1])
+        f_h = (k + _interpolate_peak(below, power, above)) * df / h
+        if power > best_power and lo_hz * 0.98 <= f_h <= hi_hz * 1.02:
+            best_power = power
+            best_hz = f_h
+    return best_hz
 
 
 @_jit(nogil=True)
@@ -525,7 +656,11 @@ def shaft_speeds_hz(
     ranges : (harmonics, 3) int64: the harmonic ``h`` and its first and last bin searched
     df : bin spacing, Hz
     rpm_range_hz : the speed range, Hz; a harmonic's estimate is kept within 2 % of it
-    nominal_hz : the speed when no harmonic gives one
+    nominal_hz : the speed when no harmonic gives one (no peak within 2 % of the range)
+
+    A speed stands when the 1×-3× lines that agree on it are unlikely from noise, and the
+    best scored (lines capped at 20 dB, electrical ones halved) wins; none stands: the
+    strongest harmonic's interpolated peak, as before issue 18.
 
     Returns
     -------
@@ -534,7 +669,6 @@ def shaft_speeds_hz(
     out = np.empty(spec.shape[0] // n_ch, dtype=np.float64)
     lo_hz, hi_hz = rpm_range_hz
     v = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32)
-    _speeds(
-        v, n_ch, np.ascontiguousarray(ranges, dtype=np.int64), df, lo_hz, hi_hz, nominal_hz, out
-    )
+    ranges = np.ascontiguousarray(ranges, dtype=np.int64)
+    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, out)
     return out
