@@ -13,8 +13,8 @@ import numpy as np
 from pdm.diagnosis.bearing import BearingSummary, judge_bearing
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.layout import bearing_hz, bearing_min_db
-from pdm.diagnosis.lines import F64, read_lines
-from pdm.diagnosis.plan import plan_lines
+from pdm.diagnosis.lines import F64, LinesRead, read_lines
+from pdm.diagnosis.plan import LinePlan, plan_lines
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.speed import SpeedSummary, judge_speed
 from pdm.dsp.iso import zone_limits
@@ -146,9 +146,21 @@ def judge_channels(
         p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
     )
     if lay is not None:
-        bearing, build = judge_bearing(
-            lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules, p[:, : plan.n_env], k_env
-        )
+
+        def judge(
+            at: list[int] | slice, off: F64, lines: LinesRead
+        ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
+            env = p[at, : plan.n_env]
+            return judge_bearing(
+                lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None
+            )
+
+        bearing, build = judge(slice(None), offsets, rd.part(0, n_lay))
+        if lay.families:
+            bearing, build = _look_past_machine_lines(
+                bearing, build, judge, db, offsets, rd, hz, plan, p, floor, keff, min_db, pb,
+                df, shaft_hz, rules,
+            )  # fmt: skip
     if plan.orders:
         gate = rules.severity * zone_limits(iso_group, foundation)[1]
         speed, build_speed = judge_speed(
@@ -159,6 +171,79 @@ def judge_channels(
         return lambda: (*build(c), *build_speed(c))
 
     return [_verdict(bearing[c], speed[c], families(c), rules, names[c]) for c in range(rows)]
+
+
+#: Statuses of a race whose comb settled on a line of the machine, not an impact train.
+_MACHINE_LINE = ("unsupported", "lone_line", "shaft_locked", "on_mains", "on_shaft")
+
+
+def _look_past_machine_lines(
+    bearing: list[list[BearingSummary]],
+    build: Callable[[int], list[FamilyEvidence]],
+    judge: Callable[
+        [list[int], F64, LinesRead],
+        tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]],
+    ],
+    db: F64,
+    offsets: F64,
+    rd: LinesRead,
+    hz: F64,
+    plan: LinePlan,
+    p: F64,
+    floor: F64,
+    keff: F64,
+    min_db: F64,
+    pb: F64 | None,
+    df: float,
+    shaft_hz: float,
+    rules: Rules,
+) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
+    """A second look for a race whose comb settled on a line of the machine.
+
+    A stationary line within the slip of a race's kinematic frequency (a tone, two tones
+    beating in the band, a gear's mesh, a blade pass, the motor's pull) outweighs a weaker
+    impact train beside it in the comb search, and the race is then judged on the machine's
+    line (unsupported, a lone line, locked to the shaft, on a mains line or a shaft comb): a
+    fault there is missed. Where that happened, the comb is searched again with the line's
+    main lobe (± 2 bins) left out and the row judged again; the second reading is kept where
+    it makes a race present that was not — by the same rules, so a healthy machine's noise
+    must still pass every test of an impact train.
+    """
+    lay = plan.lay
+    assert lay is not None
+    fund = [a for a, _b in lay.spans]
+    tot = np.add.reduceat(db, lay.starts, axis=2)  # (C, E, F) the comb's sums
+    centre = plan.comb_idx[:, lay.starts, 1]  # (E, F) each fundamental's bin per offset
+    again = offsets.copy()
+    rows: list[int] = []
+    for c, row in enumerate(bearing):
+        for fi, f in enumerate(row):
+            if f.family not in ("outer_race", "inner_race") or f.status not in _MACHINE_LINE:
+                continue
+            away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > 2.0
+            if away.any():
+                again[c, fi] = plan.eps[int(np.argmax(np.where(away, tot[c, :, fi], -np.inf)))]
+                rows += [c] if c not in rows else []
+    if not rows:
+        return bearing, build
+    hz2 = hz[rows].copy()
+    hz2[:, : plan.n_lay] = bearing_hz(lay, again[rows], shaft_hz)
+    rd2 = read_lines(
+        p[rows], df, hz2, plan.base, plan.lo, plan.hi, plan.half, floor[rows], keff,
+        rules.p_false, min_db, None if pb is None else pb[rows],
+    )  # fmt: skip
+    bearing2, build2 = judge(rows, again[rows], rd2.part(0, plan.n_lay))
+    second: dict[int, int] = {}
+    for j, c in enumerate(rows):
+        if any(
+            b.present and not a.present and b.family in ("outer_race", "inner_race")
+            for a, b in zip(bearing[c], bearing2[j], strict=True)
+        ):
+            bearing[c] = bearing2[j]
+            second[c] = j
+    if not second:
+        return bearing, build
+    return bearing, lambda c: build2(second[c]) if c in second else build(c)
 
 
 def judge_channel(
@@ -233,7 +318,18 @@ def _verdict(
         other = {"outer_race": "inner_race", "inner_race": "outer_race"}.get(best.family)
         both = next((f for f in bearing if f.family == other and f.seen), None)
         competing = rival
-        if rival is None and both is not None and best.prom - both.prom < rules.compete_db:
+        # The strongest other fundamental that nothing else explains (significant, on no
+        # shaft comb, no other family's line) is a rival even when its family is incomplete.
+        runner = max(
+            (f for f in bearing if f is not best and f.clean), key=lambda f: f.prom, default=None
+        )
+        if rival is None and runner is not None and best.score_db < runner.prom:
+            # The confidence floor: the named family's lines, harmonics and sidebands together
+            # do not lead another family's fundamental (a margin under 0 dB, a confidence
+            # under 0.44: docs/diagnosis.md §7). Some bearing defect is there; which one is
+            # uncertain, and a label named at 0.02 would read as a call.
+            competing = runner
+        elif rival is None and both is not None and best.prom - both.prom < rules.compete_db:
             # One race's defect puts no line at the other race's rate; lines at both, the
             # named one not clearly stronger, are what a rolling element striking both races
             # (or damage on both) shows: no confident race.
@@ -265,10 +361,8 @@ def _verdict(
             margin = min(strength, best.score_db - rival.score_db - rules.compete_db)
             kind = "bearing_contested"
         else:
-            # The strongest other fundamental that nothing else explains (significant, on no
-            # shaft comb, no other family's line) is a rival even when its family is incomplete.
-            runner = max((f.prom for f in bearing if f is not best and f.clean), default=0.0)
-            margin = min(strength, best.score_db - runner)
+            lead = best.score_db - runner.prom if runner is not None else math.inf
+            margin = min(strength, lead)
             kind = ""
         if best.bare:
             # A bare FTF comb cannot be told from another bearing's cage on the same shaft
