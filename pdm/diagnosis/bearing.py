@@ -275,14 +275,18 @@ def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[n
     0.1 % (the speed's precision, §1) of a whole multiple of ``fr``."""
     n_rows, n_env = env.shape
     k = np.clip(np.rint(found / df).astype(np.intp), 1, n_env - 2)
-    rows = np.arange(n_rows)[:, None]
-    left, peak, right = (np.sqrt(env[rows, k + d]) for d in (-1, 0, 1))
+    at = (k + (np.arange(n_rows) * n_env)[:, None])[..., None] + _NEIGHBOURS
+    left, peak, right = np.moveaxis(np.sqrt(env.reshape(-1).take(at)), -1, 0)
     up = right > left
-    alpha = np.where(up, right, left) / np.maximum(peak, np.finfo(np.float64).tiny)
+    alpha = np.where(up, right, left) / np.maximum(peak, _TINY)
     delta = np.clip((2.0 * alpha - 1.0) / (alpha + 1.0), 0.0, 0.5)
     f = (k + np.where(up, delta, -delta)) * df
     h = np.rint(f / fr)
     return (h >= 1) & (np.abs(f - h * fr) <= 0.25 * df + 0.001 * f)
+
+
+_NEIGHBOURS = np.array([-1, 0, 1], dtype=np.intp)
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _skipped(lay: BearingLayout) -> list[FamilyEvidence]:

@@ -158,7 +158,7 @@ def judge_channels(
         bearing, build = judge(slice(None), offsets, rd.part(0, n_lay))
         if lay.families:
             bearing, build = _look_past_machine_lines(
-                bearing, build, judge, db, offsets, rd, hz, plan, p, floor, keff, min_db, pb,
+                bearing, build, judge, db, offsets, rd, plan, p, floor, keff, min_db, pb,
                 df, shaft_hz, rules,
             )  # fmt: skip
     if plan.orders:
@@ -187,7 +187,6 @@ def _look_past_machine_lines(
     db: F64,
     offsets: F64,
     rd: LinesRead,
-    hz: F64,
     plan: LinePlan,
     p: F64,
     floor: F64,
@@ -211,28 +210,33 @@ def _look_past_machine_lines(
     """
     lay = plan.lay
     assert lay is not None
+    todo = [
+        (c, fi)
+        for c, row in enumerate(bearing)
+        for fi, f in enumerate(row)
+        if f.family in ("outer_race", "inner_race") and f.status in _MACHINE_LINE
+    ]
+    if not todo:
+        return bearing, build
     fund = [a for a, _b in lay.spans]
     tot = np.add.reduceat(db, lay.starts, axis=2)  # (C, E, F) the comb's sums
     centre = plan.comb_idx[:, lay.starts, 1]  # (E, F) each fundamental's bin per offset
     again = offsets.copy()
     rows: list[int] = []
-    for c, row in enumerate(bearing):
-        for fi, f in enumerate(row):
-            if f.family not in ("outer_race", "inner_race") or f.status not in _MACHINE_LINE:
-                continue
-            away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > 2.0
-            if away.any():
-                again[c, fi] = plan.eps[int(np.argmax(np.where(away, tot[c, :, fi], -np.inf)))]
-                rows += [c] if c not in rows else []
+    for c, fi in todo:
+        away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > 2.0
+        if away.any():
+            again[c, fi] = plan.eps[int(np.argmax(np.where(away, tot[c, :, fi], -np.inf)))]
+            rows += [c] if c not in rows else []
     if not rows:
         return bearing, build
-    hz2 = hz[rows].copy()
-    hz2[:, : plan.n_lay] = bearing_hz(lay, again[rows], shaft_hz)
+    b = slice(0, plan.n_lay)  # the bearing's lines only: the running-speed ones stand
     rd2 = read_lines(
-        p[rows], df, hz2, plan.base, plan.lo, plan.hi, plan.half, floor[rows], keff,
-        rules.p_false, min_db, None if pb is None else pb[rows],
+        p[rows], df, bearing_hz(lay, again[rows], shaft_hz), plan.base[b], plan.lo[b],
+        plan.hi[b], plan.half[b], floor[rows, b], keff[b], rules.p_false, min_db[b],
+        None if pb is None else pb[rows],
     )  # fmt: skip
-    bearing2, build2 = judge(rows, again[rows], rd2.part(0, plan.n_lay))
+    bearing2, build2 = judge(rows, again[rows], rd2)
     second: dict[int, int] = {}
     for j, c in enumerate(rows):
         if any(
