@@ -320,13 +320,23 @@ def _verdict(
         rival = present[1] if len(present) > 1 else None
         strength = best.prom - best.thr
         other = {"outer_race": "inner_race", "inner_race": "outer_race"}.get(best.family)
-        both = next((f for f in bearing if f.family == other and f.seen), None)
+        # A line alone (no support) or a lone line (no harmonic at an impact train's bound, no
+        # sideband pair) stronger than the named fundamental is a stationary line of the
+        # machine: a train that strong would show its 2nd harmonic at most 9.5 dB under it
+        # ((1.5 k)², k = 2), over any line's physical minimum. It is neither the other race
+        # seen nor a rival.
+        tone_db = rules.min_line_db + 20.0 * math.log10(3.0)
+        others = [
+            f
+            for f in bearing
+            if f is not best
+            and not (f.status in ("unsupported", "lone_line") and f.prom > max(best.prom, tone_db))
+        ]
+        both = next((f for f in others if f.family == other and f.seen), None)
         competing = rival
         # The strongest other fundamental that nothing else explains (significant, on no
         # shaft comb, no other family's line) is a rival even when its family is incomplete.
-        runner = max(
-            (f for f in bearing if f is not best and f.clean), key=lambda f: f.prom, default=None
-        )
+        runner = max((f for f in others if f.clean), key=lambda f: f.prom, default=None)
         if rival is None and runner is not None and best.score_db < runner.prom:
             # The confidence floor: the named family's lines, harmonics and sidebands together
             # do not lead another family's fundamental (a margin under 0 dB, a confidence

@@ -241,25 +241,28 @@ def test_a_train_beside_a_stronger_line_of_the_machine_is_found() -> None:
 
 
 def test_a_family_that_does_not_lead_an_unexplained_line_is_not_named() -> None:
-    """An NU206 at 2950 r/min: a ball's lines (2×BSF, its harmonics, FTF sidebands) at
-    +12 dB, and a lone line of the machine at +25 dB 1 % above BPFI, off every shaft order.
-    The ball's lines together do not lead it: below the confidence floor (a margin under
-    0 dB, 0.44) the type is uncertain — it was named `bearing_ball` at confidence 0.02 (rig B
-    of docs/diagnosis.md §13). Without the line, the ball is named."""
+    """An NU206 at 2950 r/min: an outer race's train (BPFO and its 2nd harmonic) and a ball's
+    lines five times as strong — 2×BSF with its 2nd harmonic but no FTF sideband, so no ball
+    (``no_ftf_sideband``). The race's lines together do not lead the unexplained 2×BSF: below
+    the confidence floor (a margin under 0 dB, 0.44) the type is uncertain, where a family was
+    named at a confidence of a few per cent (rig B's ball at 0.02, docs/diagnosis.md §13). A
+    line alone that strong, with no harmonic, is a stationary line of the machine (a train
+    would show its 2nd harmonic): the race is named beside it; and named alone."""
     fs, n, fr = 51200.0, 32768, 2950.0 / 60.0
     m = lookup_bearing("NU206").defect_multiples()
-    f_b, f_c = 2 * m["bsf"] * fr, m["ftf"] * fr
-    ball = [(f_b, 0.004), (2 * f_b, 0.003), (f_b - f_c, 0.0015), (f_b + f_c, 0.0015)]
+    f_o, f_b = m["bpfo"] * fr, 2 * m["bsf"] * fr
+    race = [(f_o, 0.004), (2 * f_o, 0.003)]
     df = fs / n
     for lines, label in (
-        ([*ball, (1.01 * m["bpfi"] * fr, 0.02)], "bearing_uncertain"),
-        (ball, "bearing_ball"),
+        ([*race, (f_b, 0.02), (2 * f_b, 0.015)], "bearing_uncertain"),
+        ([*race, (1.01 * m["bpfi"] * fr, 0.02)], "bearing_outer_race"),
+        (race, "bearing_outer_race"),
     ):
         env = _power(fs, n, lines, 2e-8)[: int(1200 / df)]
         v = judge_channel(None, env, df, fr, m, 16.0)
         assert v.label == label, v.reasons
         if label == "bearing_uncertain":
-            assert "do not lead BPFI" in v.reasons[0], v.reasons
+            assert "do not lead 2×BSF" in v.reasons[0], v.reasons
 
 
 def test_the_unbalance_reason_never_reads_zero_mm_s() -> None:
