@@ -328,7 +328,14 @@ def _reasons(v: ChannelVerdict) -> tuple[str, ...]:
         return lines
 
     races = {"outer_race", "inner_race"}
-    if (
+    if v.label == "bearing_uncertain" and v.calibration == "below_floor" and best is not None:
+        out.append(
+            f"{pre}bearing fault, type uncertain: {SYMBOL[best.family]} is present, but its "
+            f"margin ({v.margin_db:+.1f} dB over its threshold at most) is under the confidence "
+            "floor: less likely right than not, so not named"
+        )
+        out += named(best)
+    elif (
         v.label == "bearing_uncertain"
         and best is not None
         and rival is not None

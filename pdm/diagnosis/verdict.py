@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pdm.diagnosis.bearing import BearingSummary, judge_bearing
+from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.layout import bearing_hz, bearing_min_db
 from pdm.diagnosis.lines import F64, LinesRead, read_lines
@@ -172,6 +173,10 @@ def judge_channels(
 
     return [_verdict(bearing[c], speed[c], families(c), rules, names[c]) for c in range(rows)]
 
+
+#: A bearing family is named only from this confidence on: more likely right than not
+#: (docs/diagnosis.md §7); below it the verdict is ``bearing_uncertain``.
+CONFIDENCE_FLOOR = 0.5
 
 #: Statuses of a race whose comb settled on a line of the machine, not an impact train.
 _MACHINE_LINE = ("unsupported", "lone_line", "shaft_locked", "on_mains", "on_shaft")
@@ -382,6 +387,27 @@ def _verdict(
             # A bare FTF comb cannot be told from another bearing's cage on the same shaft
             # (every cage turns at ≈ 0.4 × shaft): no better than even, whatever its size.
             kind = "bearing_cage_bare"
+        if confidence(best.label, margin, kind) < CONFIDENCE_FLOOR:
+            # The floor: a family less likely right than not (its fundamental within half a dB
+            # of its threshold, or of the line it must lead) is not named. Some bearing defect
+            # may be there; which one is uncertain.
+            if speed_fault is not None:
+                return ChannelVerdict(
+                    speed_fault.label,
+                    speed_fault.score_db,
+                    build,
+                    channel=channel,
+                    best=speed_fault.family,
+                )
+            return ChannelVerdict(
+                "bearing_uncertain",
+                strength,
+                build,
+                channel=channel,
+                best=best.family,
+                calibration="below_floor",
+                strength_db=best.score_db,
+            )
         return ChannelVerdict(
             best.label,
             margin,
