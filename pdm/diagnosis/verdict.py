@@ -356,23 +356,7 @@ def _verdict(
         elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
             competing = None
         if competing is not None:
-            if speed_fault is not None:
-                return ChannelVerdict(
-                    speed_fault.label,
-                    speed_fault.score_db,
-                    build,
-                    channel=channel,
-                    best=speed_fault.family,
-                )
-            return ChannelVerdict(
-                "bearing_uncertain",
-                strength,
-                build,
-                channel=channel,
-                best=best.family,
-                rival=competing.family,
-                strength_db=best.score_db,
-            )
+            return _uncertain(best, strength, speed_fault, build, channel, rival=competing.family)
         if rival is not None:
             # Another family is present too, with its own characteristic lines: the named one
             # won, but by how much beyond the point where the two would be uncertain is what
@@ -391,23 +375,7 @@ def _verdict(
             # The floor: a family less likely right than not (its fundamental within half a dB
             # of its threshold, or of the line it must lead) is not named. Some bearing defect
             # may be there; which one is uncertain.
-            if speed_fault is not None:
-                return ChannelVerdict(
-                    speed_fault.label,
-                    speed_fault.score_db,
-                    build,
-                    channel=channel,
-                    best=speed_fault.family,
-                )
-            return ChannelVerdict(
-                "bearing_uncertain",
-                strength,
-                build,
-                channel=channel,
-                best=best.family,
-                calibration="below_floor",
-                strength_db=best.score_db,
-            )
+            return _uncertain(best, strength, speed_fault, build, channel, floor=True)
         return ChannelVerdict(
             best.label,
             margin,
@@ -423,3 +391,31 @@ def _verdict(
             speed_fault.label, speed_fault.score_db, build, channel=channel, best=speed_fault.family
         )
     return ChannelVerdict("unknown", 0.0, build, channel=channel)
+
+
+def _uncertain(
+    best: BearingSummary,
+    strength: float,
+    speed_fault: SpeedSummary | None,
+    build: Callable[[], tuple[FamilyEvidence, ...]],
+    channel: str,
+    *,
+    rival: str = "",
+    floor: bool = False,
+) -> ChannelVerdict:
+    """``bearing_uncertain`` for ``best`` (against ``rival``, or under the confidence floor);
+    a running-speed fault, when one is present, wins over an uncertain bearing verdict."""
+    if speed_fault is not None:
+        return ChannelVerdict(
+            speed_fault.label, speed_fault.score_db, build, channel=channel, best=speed_fault.family
+        )
+    return ChannelVerdict(
+        "bearing_uncertain",
+        strength,
+        build,
+        channel=channel,
+        best=best.family,
+        rival=rival,
+        calibration="below_floor" if floor else "",
+        strength_db=best.score_db,
+    )

@@ -33,19 +33,17 @@ TRUTH = {"healthy": "", "bpfo": "bearing_outer_race", "bpfi": "bearing_inner_rac
          "bsf": "bearing_ball"}  # fmt: skip
 
 
-def _outside() -> ModuleType:
-    """scripts/diagnosis_outside.py: the rigs and their lines of the machine, one definition."""
-    spec = importlib.util.spec_from_file_location(
-        "diagnosis_outside", REPO / "scripts/diagnosis_outside.py"
-    )
+def _script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module: the rigs and the sweep's cases, one definition each."""
+    spec = importlib.util.spec_from_file_location(name, REPO / f"scripts/{name}.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("diagnosis_outside", mod)
+    sys.modules.setdefault(name, mod)
     spec.loader.exec_module(mod)
     return mod
 
 
-OUT = _outside()
+OUT = _script("diagnosis_outside")
 
 
 def _power(fs: float, n: int, lines: list[tuple[float, float]], floor: float) -> np.ndarray:
@@ -283,18 +281,6 @@ def test_the_unbalance_reason_never_reads_zero_mm_s() -> None:
         assert want in f.note and never not in f.note, f.note
 
 
-def _sweep() -> ModuleType:
-    """scripts/diagnosis_rig_sweep.py: the sweep's cases, one definition."""
-    spec = importlib.util.spec_from_file_location(
-        "diagnosis_rig_sweep", REPO / "scripts/diagnosis_rig_sweep.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("diagnosis_rig_sweep", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_a_seeded_sweep_of_machines_with_lines_near_defect_frequencies_holds_the_targets() -> None:
     """Issue 18's targets on a seeded draw of scripts/diagnosis_rig_sweep.py's machines (seed
     1, not the script's default 0): bearings of three types, 600–6000 r/min, 10–100 kHz,
@@ -304,7 +290,7 @@ def test_a_seeded_sweep_of_machines_with_lines_near_defect_frequencies_holds_the
     never the wrong one, a ball not called a race on ≥ 75 %, a healthy machine not called a
     bearing fault on ≥ 95 %. The larger sweep: ``python scripts/diagnosis_rig_sweep.py``
     (docs/diagnosis.md §13)."""
-    sw = _sweep()
+    sw = _script("diagnosis_rig_sweep")
     results = [sw.run_case(c) for c in sw.make_cases(15, seed=1)]
     wrong = [f"{r['case'].label}: {r['label']} — {r['reason']}" for r in results if sw.is_wrong(r)]
     t = sw.tally(results)
