@@ -263,6 +263,21 @@ def test_a_family_that_does_not_lead_an_unexplained_line_is_not_named() -> None:
             assert "do not lead 2×BSF" in v.reasons[0], v.reasons
 
 
+def test_an_outer_race_slipped_onto_a_shaft_order_is_still_named() -> None:
+    """A 6203's BPFO (3.05 ×) slips onto 3 × at 1.6 %, its harmonics onto 6 × and 9 ×: a
+    line's harmonics on shaft orders prove nothing (any line on an order has them there), so
+    without shaft-rate sidebands on orders it is no source turning with the shaft — the outer
+    race is named (it was `shaft_locked`, sweep cases 127 and 154 of pdm.tools.diagnosis_sweep
+    at 270 cases)."""
+    fs, n, fr = 12000.0, 16384, 2249.0 / 60.0
+    m = lookup_bearing("6203").defect_multiples()
+    f1 = 3.0 * fr
+    df = fs / n
+    env = _power(fs, n, [(f1, 0.02), (2 * f1, 0.012), (3 * f1, 0.01)], 1e-8)[: int(500 / df)]
+    v = judge_channel(None, env, df, fr, m, 30.0)
+    assert v.label == "bearing_outer_race", v.reasons
+
+
 def test_the_unbalance_reason_never_reads_zero_mm_s() -> None:
     """With a model the 1× is judged over the machine's healthy 1× (docs/diagnosis.md §6): a
     steady 1 mm/s unbalance grew by nothing, and the reason read "1× 0.00 mm/s". It now says
