@@ -58,9 +58,11 @@ def judge_bearing(
     rules: Rules,
     env: F64,
     k_eff: float,
+    baseline: bool = False,
 ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
     """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
-    ``env``: the rows' envelope power, for the cage's checks).
+    ``env``: the rows' envelope power, for the cage's checks and the lines' interpolated
+    frequencies; ``baseline``: the lines were judged over the machine's healthy spectra).
 
     Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
     and a function that builds a row's evidence objects when they are read.
@@ -112,13 +114,45 @@ def judge_bearing(
     )  # (C, F)
     held = held0 & ~fund_shared[:, fam_b]
     by = close & held[:, None, :]
-    shared = by.any(axis=-1)
+    shared: npt.NDArray[np.bool_] = np.asarray(by.any(axis=-1), dtype=bool)
     owner = np.where(shared, np.argmax(by, axis=-1), -1)
     not_fund = np.ones(nb, dtype=bool)
     not_fund[fund] = False
     clean = sig & ~shared & ~on_comb & ~on_mains
     support = clean & not_fund & lay.supports[:nb]
     n_clean = np.add.reduceat(support, fund, axis=1)
+    train = impact_train(
+        lay, rd.prom[:, :nb], found, support, ~shared & ~on_comb & ~on_mains, df, rules
+    )
+    # The motor's pull is a stationary line with harmonics of its own at the mains comb's
+    # spacing, and no modulation at shaft rate: a family whose fundamental sits on a mains
+    # line but carries a sideband pair at ± the same shaft order about it (each off the
+    # mains comb) is a train turning with the shaft — an inner race's — and the mains rule
+    # yields to it. Its harmonics prove nothing here: those of a line on a mains harmonic
+    # fall on mains harmonics too.
+    mains = mains & ~train.pair
+    clean[:, fund] |= sig[:, fund] & ~shared[:, fund] & ~on_comb[:, fund] & train.pair
+    # Locked to the shaft: a source turning with the shaft (a gear's mesh, a fan's blade
+    # pass, a coupling) puts its lines, their harmonics and its ± shaft sidebands exactly
+    # on shaft orders, while a bearing's defect lines sit at kinematic, non-integer orders
+    # and slip. A family whose fundamental and every supporting line sit on shaft orders
+    # (interpolated, within a quarter bin and the speed's 0.1 %) is what such a source
+    # shows, and cannot be told from it without the machine's healthy spectra; with them
+    # (``baseline``) the source's lines are part of the reference and the test is moot.
+    locked_line = _on_shaft_order(env, found, df, fr)
+    # A fundamental on a shaft order, alone or with its lines, is no sign of a defect
+    # elsewhere in the bearing either (a blade pass at 8 × beside an NU206's BPFI at 7.76 ×
+    # made an outer race uncertain and a ball's confidence 0.02): neither another race
+    # seen nor a rival a named family must lead.
+    on_order = locked_line[:, fund] if not baseline else np.zeros((n_rows, n_fam), dtype=bool)
+    loose = np.add.reduceat(support & ~locked_line, fund, axis=1)
+    # A line on a shaft order with its harmonics there says nothing more: those of any line on
+    # an order fall on orders too (an 8-ball bearing's BPFO, 3.05 ×, slips onto 3 × at 1.6 %).
+    # Shaft-rate sidebands on orders are the source's modulation by the shaft it turns with.
+    shaft_sb = (np.array(lay.kinds[:nb]) == "sideband") & ~lay.moves[:nb] & (lay.delta[:nb] != 0)
+    on_sb = np.add.reduceat(support & locked_line & shaft_sb, fund, axis=1) > 0
+    locked = on_order & (loose == 0) & on_sb
+    clean[:, fund] &= ~on_order
     # A race against the FTF comb: its neighbours fundamental ± FTF (significant ones).
     neigh = np.where(sig & lay.neighbour[:nb], rd.prom[:, :nb], -np.inf)
     neigh_max = np.maximum.reduceat(neigh, fund, axis=1)
@@ -127,7 +161,6 @@ def judge_bearing(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
     cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
-    train = impact_train(lay, rd.prom[:, :nb], found, support, ~shared & ~on_comb, df, rules)
     # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
     # the family's line is the carrier with the clean sidebands of its first harmonic,
     # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
@@ -150,7 +183,7 @@ def judge_bearing(
             for a, _b in lay.spans
         ]
     )  # fmt: skip
-    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~(fund_at & comb) & ~mains
+    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~(fund_at & comb) & ~mains & ~on_order
 
     summaries = []
     checks: dict[int, CageCheck] = {}
@@ -166,11 +199,13 @@ def judge_bearing(
                 status = "on_shaft"
             elif mains[c, fi]:
                 status = "on_mains"
+            elif locked[c, fi]:
+                status = "shaft_locked"
             elif n_clean[c, fi] < (CAGE_SUPPORT if family == "cage" else 1):
                 status = "unsupported"
             elif family == "ball" and not ftf_sb[c, fi]:
                 status = "no_ftf_sideband"
-            elif family in ("outer_race", "inner_race") and not train[c, fi]:
+            elif family in ("outer_race", "inner_race") and not train.any[c, fi]:
                 status = "lone_line"
             else:
                 status = "present"
@@ -235,6 +270,28 @@ def judge_bearing(
         return [out[f] for f, _k, _m in BEARING_FAMILIES if f in out]
 
     return summaries, build
+
+
+def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
+    """(C, nb): whether each line found (Hz, on a bin of ``env``, the rows' averaged envelope
+    power) sits on a shaft order: its frequency interpolated between bins (the Hann
+    window's ratio of the larger neighbour's amplitude to the peak's, Grandke 1983: within
+    a few hundredths of a bin for a line well out of the noise) within a quarter bin and
+    0.1 % (the speed's precision, §1) of a whole multiple of ``fr``."""
+    n_rows, n_env = env.shape
+    k = np.clip(np.rint(found / df).astype(np.intp), 1, n_env - 2)
+    at = (k + (np.arange(n_rows) * n_env)[:, None])[..., None] + _NEIGHBOURS
+    left, peak, right = np.moveaxis(np.sqrt(env.reshape(-1).take(at)), -1, 0)
+    up = right > left
+    alpha = np.where(up, right, left) / np.maximum(peak, _TINY)
+    delta = np.clip((2.0 * alpha - 1.0) / (alpha + 1.0), 0.0, 0.5)
+    f = (k + np.where(up, delta, -delta)) * df
+    h = np.rint(f / fr)
+    return (h >= 1) & (np.abs(f - h * fr) <= 0.25 * df + 0.001 * f)
+
+
+_NEIGHBOURS = np.array([-1, 0, 1], dtype=np.intp)
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _skipped(lay: BearingLayout) -> list[FamilyEvidence]:

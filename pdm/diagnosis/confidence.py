@@ -65,7 +65,9 @@ def confidence(label: str, margin_db: float, calibration: str = "") -> float:
     ``calibration`` names another map than the label's own (``"bearing_contested"``)."""
     kind = _KIND.get(label)
     cap = 1.0
-    if kind is not None and calibration == "bearing_cage_bare":
+    if calibration == "below_floor":  # named below the floor: bearing_uncertain's own map
+        kind = "bearing_uncertain"
+    elif kind is not None and calibration == "bearing_cage_bare":
         cap = BARE_CAGE_MAX
     elif kind is not None and calibration:
         kind = calibration

@@ -85,8 +85,8 @@ class FamilyEvidence(NamedTuple):
     support : supporting lines that count (bearing: significant, unshared, not on a shaft
         harmonic where the envelope shows a running-speed comb)
     status : why (not) present, a key of the note (``present``, ``weak``, ``shared``,
-        ``on_shaft``, ``on_mains``, ``unsupported``, ``no_ftf_sideband``, ``beyond``,
-        ``near_dc``;
+        ``on_shaft``, ``on_mains``, ``shaft_locked``, ``unsupported``, ``lone_line``,
+        ``no_ftf_sideband``, ``other_comb``, ``beyond``, ``near_dc``;
         running speed: ``present``, ``no_shape``, ``below_gate``)
     velocity_mm_s : running speed: velocity RMS of the deciding lines, mm/s
     gate_mm_s : running speed: the severity gate, mm/s
@@ -181,6 +181,12 @@ def _bearing_note(f: FamilyEvidence) -> str:
             f"{sym} {db} sits on {fund.found_hz:.1f} Hz, a harmonic of twice the line "
             "frequency (50/60 Hz mains): an AC motor's pull there cannot be told from it"
         )
+    if f.status == "shaft_locked":
+        return (
+            f"{sym} {db} sits on {fund.at_shaft}× shaft, as do all its supporting lines: a source turning with the shaft (a gear's "
+            "mesh, a blade pass, a coupling) puts its lines exactly on shaft orders, a bearing's "
+            "slip off them; without the machine's healthy spectra the two cannot be told apart"
+        )
     if f.status == "lone_line":
         return (
             f"{sym} {db}, but neither a harmonic as strong as an impact train's (k-th at "
@@ -197,17 +203,30 @@ def _bearing_note(f: FamilyEvidence) -> str:
     )
 
 
+def _mm_s(v: float) -> str:
+    """A velocity as the reasons print it: two decimals, never a bare "0.00"."""
+    return f"{v:.2f} mm/s" if v >= 0.005 else "below 0.01 mm/s"
+
+
 def _speed_note(f: FamilyEvidence) -> str:
     gate = f"gate {f.gate_mm_s:.2f} mm/s"
     if f.family == "looseness":
         return (
             f"{f.harmonics} harmonics 2×–10× and {f.sidebands} sub-harmonics significant, "
-            f"series {f.velocity_mm_s:.2f} mm/s ({gate})"
+            f"series {_mm_s(f.velocity_mm_s)} ({gate})"
         )
     if f.family == "misalignment":
-        return f"2× is {f.detail:.2f} × the 1× line, 1× and 2× {f.velocity_mm_s:.2f} mm/s ({gate})"
+        return f"2× is {f.detail:.2f} × the 1× line, 1× and 2× {_mm_s(f.velocity_mm_s)} ({gate})"
+    one = f.lines[0] if f.lines else None
+    if one is not None and not one.significant:
+        # Its velocity counts only when the line stands out: of the floor, or with a model of
+        # the machine's healthy 1× (docs/diagnosis.md §6), which a steady unbalance does not.
+        return (
+            f"1× not significant ({one.prominence_db:+.1f} dB over the floor or the machine's "
+            f"healthy 1×, needs {one.threshold_db:.1f}; {gate})"
+        )
     dom = f"{f.detail:.1f} × 2× and 3×" if math.isfinite(f.detail) else "no 2×/3× line"
-    return f"1× {f.velocity_mm_s:.2f} mm/s ({dom}; {gate})"
+    return f"1× {_mm_s(f.velocity_mm_s)} ({dom}; {gate})"
 
 
 class ChannelVerdict:
@@ -308,11 +327,34 @@ def _reasons(v: ChannelVerdict) -> tuple[str, ...]:
         lines += [f"{pre}  {ln.text()}" for ln in f.lines[1:] if ln.significant][:6]
         return lines
 
-    if (
+    races = {"outer_race", "inner_race"}
+    if v.label == "bearing_uncertain" and v.calibration == "below_floor" and best is not None:
+        out.append(
+            f"{pre}bearing fault, type uncertain: {SYMBOL[best.family]} is present, but its "
+            f"margin ({v.margin_db:+.1f} dB over its threshold at most) is under the confidence "
+            "floor: less likely right than not, so not named"
+        )
+        out += named(best)
+    elif (
         v.label == "bearing_uncertain"
         and best is not None
         and rival is not None
         and not rival.present
+        and best.score_db < rival.lines[0].prominence_db
+    ):
+        out.append(
+            f"{pre}bearing fault, type uncertain: {SYMBOL[best.family]} is present, but its "
+            f"lines together ({best.score_db:.1f} dB) do not lead {SYMBOL[rival.family]}, "
+            f"which stands out by itself ({rival.lines[0].prominence_db:+.1f} dB): which defect "
+            "it is cannot be said"
+        )
+        out += named(best)[:1] + named(rival)[:1]
+    elif (
+        v.label == "bearing_uncertain"
+        and best is not None
+        and rival is not None
+        and not rival.present
+        and {best.family, rival.family} <= races
     ):
         out.append(
             f"{pre}bearing fault, type uncertain: {SYMBOL[best.family]} is present and "

@@ -4,6 +4,8 @@ at the impacts' bound, or a true sideband pair about it), not a stationary tone.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 
@@ -11,7 +13,18 @@ from pdm.diagnosis.layout import BearingLayout
 from pdm.diagnosis.lines import F64
 from pdm.diagnosis.rules import Rules
 
-__all__ = ["impact_train"]
+__all__ = ["ImpactTrain", "impact_train"]
+
+
+class ImpactTrain(NamedTuple):
+    """(C, F) per row and family: which of an impact train's signs its lines show."""
+
+    harmonic: npt.NDArray[np.bool_]  # a harmonic at the impacts' bound
+    pair: npt.NDArray[np.bool_]  # a shaft-sideband pair symmetric about a carrier
+
+    @property
+    def any(self) -> npt.NDArray[np.bool_]:
+        return self.harmonic | self.pair
 
 
 def impact_train(
@@ -22,8 +35,8 @@ def impact_train(
     free: npt.NDArray[np.bool_],
     df: float,
     rules: Rules,
-) -> npt.NDArray[np.bool_]:
-    """(C, F): whether each family's lines of each row are an impact train.
+) -> ImpactTrain:
+    """(C, F): whether each family's lines of each row are an impact train, and by which sign.
 
     ``prom``, ``found``, ``support``, ``free`` are (C, nb) over the layout's bearing lines
     (``nb = lay.shaft[0]``): prominence (dB), frequency found (Hz), supporting lines of
@@ -58,7 +71,8 @@ def impact_train(
     order_k = np.where(is_harm, np.rint(lay.carrier[:nb] / lay.carrier[fund_of]), 1.0)
     above = 10.0 ** (np.clip(prom, 0.0, None) / 10.0) - 1.0  # line / floor − 1
     strong = above >= above[:, fund_of] / (1.5 * order_k) ** 2
-    train = np.add.reduceat(support & is_harm & strong, fund, axis=1) > 0
+    harmonic = np.add.reduceat(support & is_harm & strong, fund, axis=1) > 0
+    train = np.zeros_like(harmonic)
     mirror = free & (prom >= rules.min_line_db)
     kinds = np.array(lay.kinds[:nb])
     fam_l, carrier_l, delta_l = fam_b, lay.carrier[:nb], lay.delta[:nb]
@@ -76,4 +90,4 @@ def impact_train(
             train[:, fam_l[i]] |= (
                 (support[:, i] & mirror[:, j]) | (support[:, j] & mirror[:, i])
             ) & even
-    return train
+    return ImpactTrain(harmonic, train)

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pdm.diagnosis.bearing import BearingSummary, judge_bearing
+from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.layout import bearing_hz, bearing_min_db
-from pdm.diagnosis.lines import F64, read_lines
-from pdm.diagnosis.plan import plan_lines
+from pdm.diagnosis.lines import F64, LinesRead, read_lines
+from pdm.diagnosis.plan import LinePlan, plan_lines
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.speed import SpeedSummary, judge_speed
 from pdm.dsp.iso import zone_limits
@@ -146,9 +147,21 @@ def judge_channels(
         p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
     )
     if lay is not None:
-        bearing, build = judge_bearing(
-            lay, rd.part(0, n_lay), offsets, df, shaft_hz, rules, p[:, : plan.n_env], k_env
-        )
+
+        def judge(
+            at: list[int] | slice, off: F64, lines: LinesRead
+        ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
+            env = p[at, : plan.n_env]
+            return judge_bearing(
+                lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None
+            )
+
+        bearing, build = judge(slice(None), offsets, rd.part(0, n_lay))
+        if lay.families:
+            bearing, build = _look_past_machine_lines(
+                bearing, build, judge, db, offsets, rd, plan, p, floor, keff, min_db, pb,
+                df, shaft_hz, rules,
+            )  # fmt: skip
     if plan.orders:
         gate = rules.severity * zone_limits(iso_group, foundation)[1]
         speed, build_speed = judge_speed(
@@ -159,6 +172,87 @@ def judge_channels(
         return lambda: (*build(c), *build_speed(c))
 
     return [_verdict(bearing[c], speed[c], families(c), rules, names[c]) for c in range(rows)]
+
+
+#: A bearing family is named only from this confidence on: more likely right than not
+#: (docs/diagnosis.md §7); below it the verdict is ``bearing_uncertain``.
+CONFIDENCE_FLOOR = 0.5
+
+#: Statuses of a race whose comb settled on a line of the machine, not an impact train.
+_MACHINE_LINE = ("unsupported", "lone_line", "shaft_locked", "on_mains", "on_shaft")
+
+
+def _look_past_machine_lines(
+    bearing: list[list[BearingSummary]],
+    build: Callable[[int], list[FamilyEvidence]],
+    judge: Callable[
+        [list[int], F64, LinesRead],
+        tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]],
+    ],
+    db: F64,
+    offsets: F64,
+    rd: LinesRead,
+    plan: LinePlan,
+    p: F64,
+    floor: F64,
+    keff: F64,
+    min_db: F64,
+    pb: F64 | None,
+    df: float,
+    shaft_hz: float,
+    rules: Rules,
+) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
+    """A second look for a race whose comb settled on a line of the machine.
+
+    A stationary line within the slip of a race's kinematic frequency (a tone, two tones
+    beating in the band, a gear's mesh, a blade pass, the motor's pull) outweighs a weaker
+    impact train beside it in the comb search, and the race is then judged on the machine's
+    line (unsupported, a lone line, locked to the shaft, on a mains line or a shaft comb): a
+    fault there is missed. Where that happened, the comb is searched again with the line's
+    main lobe (± 2 bins) left out and the row judged again; the second reading is kept where
+    it makes a race present that was not — by the same rules, so a healthy machine's noise
+    must still pass every test of an impact train.
+    """
+    lay = plan.lay
+    assert lay is not None
+    todo = [
+        (c, fi)
+        for c, row in enumerate(bearing)
+        for fi, f in enumerate(row)
+        if f.family in ("outer_race", "inner_race") and f.status in _MACHINE_LINE
+    ]
+    if not todo:
+        return bearing, build
+    fund = [a for a, _b in lay.spans]
+    tot = np.add.reduceat(db, lay.starts, axis=2)  # (C, E, F) the comb's sums
+    centre = plan.comb_idx[:, lay.starts, 1]  # (E, F) each fundamental's bin per offset
+    again = offsets.copy()
+    rows: list[int] = []
+    for c, fi in todo:
+        away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > 2.0
+        if away.any():
+            again[c, fi] = plan.eps[int(np.argmax(np.where(away, tot[c, :, fi], -np.inf)))]
+            rows += [c] if c not in rows else []
+    if not rows:
+        return bearing, build
+    b = slice(0, plan.n_lay)  # the bearing's lines only: the running-speed ones stand
+    rd2 = read_lines(
+        p[rows], df, bearing_hz(lay, again[rows], shaft_hz), plan.base[b], plan.lo[b],
+        plan.hi[b], plan.half[b], floor[rows, b], keff[b], rules.p_false, min_db[b],
+        None if pb is None else pb[rows],
+    )  # fmt: skip
+    bearing2, build2 = judge(rows, again[rows], rd2)
+    second: dict[int, int] = {}
+    for j, c in enumerate(rows):
+        if any(
+            b.present and not a.present and b.family in ("outer_race", "inner_race")
+            for a, b in zip(bearing[c], bearing2[j], strict=True)
+        ):
+            bearing[c] = bearing2[j]
+            second[c] = j
+    if not second:
+        return bearing, build
+    return bearing, lambda c: build2(second[c]) if c in second else build(c)
 
 
 def judge_channel(
@@ -231,9 +325,30 @@ def _verdict(
         rival = present[1] if len(present) > 1 else None
         strength = best.prom - best.thr
         other = {"outer_race": "inner_race", "inner_race": "outer_race"}.get(best.family)
-        both = next((f for f in bearing if f.family == other and f.seen), None)
+        # A line alone (no support) or a lone line (no harmonic at an impact train's bound, no
+        # sideband pair) stronger than the named fundamental is a stationary line of the
+        # machine: a train that strong would show its 2nd harmonic at most 9.5 dB under it
+        # ((1.5 k)², k = 2), over any line's physical minimum. It is neither the other race
+        # seen nor a rival.
+        tone_db = rules.min_line_db + 20.0 * math.log10(3.0)
+        others = [
+            f
+            for f in bearing
+            if f is not best
+            and not (f.status in ("unsupported", "lone_line") and f.prom > max(best.prom, tone_db))
+        ]
+        both = next((f for f in others if f.family == other and f.seen), None)
         competing = rival
-        if rival is None and both is not None and best.prom - both.prom < rules.compete_db:
+        # The strongest other fundamental that nothing else explains (significant, on no
+        # shaft comb, no other family's line) is a rival even when its family is incomplete.
+        runner = max((f for f in others if f.clean), key=lambda f: f.prom, default=None)
+        if rival is None and runner is not None and best.score_db < runner.prom:
+            # The confidence floor: the named family's lines, harmonics and sidebands together
+            # do not lead another family's fundamental (a margin under 0 dB, a confidence
+            # under 0.44: docs/diagnosis.md §7). Some bearing defect is there; which one is
+            # uncertain, and a label named at 0.02 would read as a call.
+            competing = runner
+        elif rival is None and both is not None and best.prom - both.prom < rules.compete_db:
             # One race's defect puts no line at the other race's rate; lines at both, the
             # named one not clearly stronger, are what a rolling element striking both races
             # (or damage on both) shows: no confident race.
@@ -241,23 +356,7 @@ def _verdict(
         elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
             competing = None
         if competing is not None:
-            if speed_fault is not None:
-                return ChannelVerdict(
-                    speed_fault.label,
-                    speed_fault.score_db,
-                    build,
-                    channel=channel,
-                    best=speed_fault.family,
-                )
-            return ChannelVerdict(
-                "bearing_uncertain",
-                strength,
-                build,
-                channel=channel,
-                best=best.family,
-                rival=competing.family,
-                strength_db=best.score_db,
-            )
+            return _uncertain(best, strength, speed_fault, build, channel, rival=competing.family)
         if rival is not None:
             # Another family is present too, with its own characteristic lines: the named one
             # won, but by how much beyond the point where the two would be uncertain is what
@@ -265,15 +364,18 @@ def _verdict(
             margin = min(strength, best.score_db - rival.score_db - rules.compete_db)
             kind = "bearing_contested"
         else:
-            # The strongest other fundamental that nothing else explains (significant, on no
-            # shaft comb, no other family's line) is a rival even when its family is incomplete.
-            runner = max((f.prom for f in bearing if f is not best and f.clean), default=0.0)
-            margin = min(strength, best.score_db - runner)
+            lead = best.score_db - runner.prom if runner is not None else math.inf
+            margin = min(strength, lead)
             kind = ""
         if best.bare:
             # A bare FTF comb cannot be told from another bearing's cage on the same shaft
             # (every cage turns at ≈ 0.4 × shaft): no better than even, whatever its size.
             kind = "bearing_cage_bare"
+        if confidence(best.label, margin, kind) < CONFIDENCE_FLOOR:
+            # The floor: a family less likely right than not (its fundamental within half a dB
+            # of its threshold, or of the line it must lead) is not named. Some bearing defect
+            # may be there; which one is uncertain.
+            return _uncertain(best, strength, speed_fault, build, channel, floor=True)
         return ChannelVerdict(
             best.label,
             margin,
@@ -289,3 +391,31 @@ def _verdict(
             speed_fault.label, speed_fault.score_db, build, channel=channel, best=speed_fault.family
         )
     return ChannelVerdict("unknown", 0.0, build, channel=channel)
+
+
+def _uncertain(
+    best: BearingSummary,
+    strength: float,
+    speed_fault: SpeedSummary | None,
+    build: Callable[[], tuple[FamilyEvidence, ...]],
+    channel: str,
+    *,
+    rival: str = "",
+    floor: bool = False,
+) -> ChannelVerdict:
+    """``bearing_uncertain`` for ``best`` (against ``rival``, or under the confidence floor);
+    a running-speed fault, when one is present, wins over an uncertain bearing verdict."""
+    if speed_fault is not None:
+        return ChannelVerdict(
+            speed_fault.label, speed_fault.score_db, build, channel=channel, best=speed_fault.family
+        )
+    return ChannelVerdict(
+        "bearing_uncertain",
+        strength,
+        build,
+        channel=channel,
+        best=best.family,
+        rival=rival,
+        calibration="below_floor" if floor else "",
+        strength_db=best.score_db,
+    )

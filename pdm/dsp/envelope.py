@@ -554,7 +554,8 @@ def select_band(
     Per band (the best of its channel rows), by the first criterion any band meets:
 
     1. ``lines``: the defect-line prominence, where it reaches ``lines_min_db`` (lines
-       that stand out so far prove a modulated signal, however weak the band);
+       that stand out so far prove a modulated signal), among the bands that rise above
+       their row's floor (all bands when none of those shows lines);
     2. ``impulsive``: among the bands that rise above their row's floor
        (``level_db ≥ gate_db``: a band at the floor is no candidate, however kurtotic;
        quantisation steps and electrical spikes are kurtotic too) with
@@ -569,7 +570,9 @@ def select_band(
     criterion down to ``lines_min_db − hysteresis_db`` and ``sk_z_min / 2``, and without
     the floor gate (the gate admits new bands, it does not throw out the one in use when it
     dips by a fraction of a dB). Else, of the bands within ``tie_db`` of the best, the one
-    with most signal power above the floor (``excess_db``) is chosen.
+    with most signal power above the floor (``excess_db``) is chosen (for ``lines``, of the
+    bands whose lines are within ``tie_db`` of the best, whether they reach ``lines_min_db``
+    or not).
     """
     gate = scores.level_db >= scores.gate_db[:, None]
     if not gate.any():
@@ -577,11 +580,19 @@ def select_band(
     impulsive_db = scores.level_db + 10.0 * np.log10(np.maximum(scores.sk, 1e-12))
     lines = _nanmax(scores.lines_db, axis=0)
     strong = _nanmax(np.where(scores.sk_z >= sk_z_min, impulsive_db, np.nan), axis=0)
+    # Lines are judged where the signal rises above the floor: a band at the floor's edge
+    # (a resonance's skirt) shows the same lines as the band that holds the resonance, a
+    # window's line prominence is no more precise than TIE_DB, and such a band must not win
+    # on one window's luck (a 6309's ball fault ringing at 3.5 kHz demodulated at
+    # 4.3–5.3 kHz, docs/diagnosis.md §13). Bands at the floor count only when no band above
+    # it shows lines.
+    above = gate.any(axis=0)
+    lines_where = above if bool(np.any(above & (lines >= lines_min_db))) else np.ones_like(above)
     # What new bands are judged by: each criterion where its threshold is met, above the floor.
     new = (
         _nanmax(np.where(gate, scores.level_db, np.nan), axis=0),
         _nanmax(np.where(gate, strong, np.nan), axis=0),
-        np.where(lines >= lines_min_db, lines, np.nan),
+        np.where(lines_where & (lines >= lines_min_db), lines, np.nan),
     )
     # The band in use: judged without the floor gate (the gate admits new bands, it does not
     # throw out the one in use when it dips by a fraction of a dB), and it keeps the
@@ -612,11 +623,17 @@ def select_band(
             scores.level_db,
         )
     as_good = np.isfinite(score) & (score >= top - tie_db)
+    if tier == 2:
+        # A band's lines are as good as the best's within TIE_DB, whether or not they reach
+        # LINES_MIN_DB themselves on this window (the threshold says that lines are there;
+        # which of the bands holding them is best is the tie's to say).
+        as_good = lines_where & np.isfinite(lines) & (lines >= top - tie_db)
     excess = _nanmax(scores.excess_db, axis=0)
     best = int(np.argmax(np.where(as_good & np.isfinite(excess), excess, -np.inf)))
+    judged = lines if tier == 2 else score
     if not as_good[best]:  # no excess power anywhere (a flat spectrum): the best score
-        best = int(np.argmax(np.where(as_good, score, -np.inf)))
-    return BandChoice(scores.bands[best], CRITERIA[tier], float(score[best]), scores.level_db)
+        best = int(np.argmax(np.where(as_good, judged, -np.inf)))
+    return BandChoice(scores.bands[best], CRITERIA[tier], float(judged[best]), scores.level_db)
 
 
 # --------------------------------------------------------------------------- when to choose again

@@ -152,6 +152,15 @@ NAN = float("nan")
         # near ties (within TIE_DB): the band holding most power above the floor
         ("tie", scores([30, 35, 6], [1, 1, 1], [18.5, 20, 5]), None, 0, "lines"),
         ("no tie", scores([30, 35, 6], [1, 1, 1], [17.5, 20, 5]), None, 1, "lines"),
+        # a band whose lines are within TIE_DB of the best ties with it even when they miss
+        # LINES_MIN_DB on this window: a resonance's skirt (band 1, 12.5 dB) does not take the
+        # band from the resonance itself (band 0, 11 dB, most power above the floor; rig A of
+        # docs/diagnosis.md §13: 4.3–5.3 kHz chosen above a 3.5 kHz resonance)
+        ("threshold tie", scores([30, 25, 6], [1, 1, 1], [11, 12.5, 5]), None, 0, "lines"),
+        # lines are judged above the floor: a band at the floor does not win on them ...
+        ("floor lines", scores([30, 25, 0.5], [1, 1, 1], [5, 12.5, 17]), None, 1, "lines"),
+        # ... unless no band above it shows lines (then the tie's excess power decides)
+        ("only floor lines", scores([30, 25, 0.5], [1, 1, 1], [5, 6, 17]), None, 2, "lines"),
         # lines appear: a higher criterion always wins
         ("criterion", scores([30, 10, 6], [1, 1, 1], [5, 13, 5]), 0, 1, "lines"),
         # the band in use keeps its lines down to 12 − 4 dB (the threshold's hysteresis) ...
@@ -168,6 +177,7 @@ def test_select_band_table(case, s, previous, band, criterion) -> None:
     prev = None if previous is None else BandChoice(BANDS[previous], criterion, 0.0)
     got = select_band(s, prev)
     assert (got.band, got.criterion) == (BANDS[band], criterion), case
+    assert math.isfinite(got.score_db), case  # the score the band was chosen by
     assert (HYSTERESIS_DB, TIE_DB, LINES_MIN_DB, SK_Z_MIN) == (4.0, 2.0, 12.0, 8.0)  # written for
 
 
