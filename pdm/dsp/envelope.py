@@ -200,8 +200,8 @@ CRITERIA: tuple[str, ...] = ("energy", "impulsive", "lines")
 #: direct spectrum belongs to the machine's slow lines whatever its speed — twice the mains
 #: frequency and its harmonics (100/120 Hz …), belts, blade passes, the frame's and the
 #: foundation's own modes, the 10–1000 Hz range ISO 10816 reads as velocity — and the
-#: resonances that carry bearing impacts ring at kHz. It decides only on slow machines
-#: (below about 1500 r/min for the shaft term, below the others for the envelope term).
+#: resonances that carry bearing impacts ring at kHz. It decides only on slow machines (below
+#: about 1500 r/min, where 20 × shaft and the envelope's range both fall under it).
 CANDIDATE_MIN_HZ = 500.0
 #: Harmonics of the shaft a loose or rubbing machine shows in its direct spectrum (looseness
 #: up to 10–20 × running speed): a band above them does not demodulate the shaft's comb.
