@@ -196,6 +196,35 @@ _FLOOR_BLOCKS = 32
 CRITERIA: tuple[str, ...] = ("energy", "impulsive", "lines")
 
 
+#: The automatic band's candidates start no lower than this (Hz) on any machine: below it the
+#: direct spectrum belongs to the machine's slow lines whatever its speed — twice the mains
+#: frequency and its harmonics (100/120 Hz …), belts, blade passes, the frame's and the
+#: foundation's own modes, the 10–1000 Hz range ISO 10816 reads as velocity — and the
+#: resonances that carry bearing impacts ring at kHz. It decides only on slow machines (below
+#: about 1500 r/min, where 20 × shaft and the envelope's range both fall under it).
+CANDIDATE_MIN_HZ = 500.0
+#: Harmonics of the shaft a loose or rubbing machine shows in its direct spectrum (looseness
+#: up to 10–20 × running speed): a band above them does not demodulate the shaft's comb.
+SHAFT_HARMONICS = 20
+
+
+def candidate_floor_hz(max_shaft_hz: float, env_max_hz: float) -> float:
+    """The lowest edge an automatic band's candidate may start at, Hz.
+
+    Demodulation needs the band to hold the resonance the impacts ring and none of the
+    machine's own direct lines that would beat in the envelope: lines in the band beat at
+    their spacing, lines outside it do not. So the band starts above (a) the shaft's
+    harmonics (:data:`SHAFT_HARMONICS` × the highest running speed), (b) the defect lines and
+    their harmonics up to what the envelope spectrum analyses (``env_max_hz``: twice the
+    highest defect frequency with the slip allowance) and (c) :data:`CANDIDATE_MIN_HZ`. Its
+    width (twice ``env_max_hz``, to carry the lines' sidebands) is asked by
+    :func:`candidate_bands`; which candidate holds the resonance is :func:`select_band`'s.
+    The former floor, ten times the highest defect frequency (five times ``env_max_hz``),
+    left resonances of 2–4 kHz untried on fast machines (a 6203 at 6000 r/min: ≈ 5 kHz).
+    """
+    return max(CANDIDATE_MIN_HZ, SHAFT_HARMONICS * max_shaft_hz, env_max_hz)
+
+
 def candidate_bands(
     fs: float, min_lo_hz: float, min_width_hz: float, *, n: int | None = None, max_level: int = 12
 ) -> list[tuple[float, float]]:

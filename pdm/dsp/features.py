@@ -51,6 +51,7 @@ from pdm.dsp.envelope import (
     EnvelopePlan,
     band_holds,
     candidate_bands,
+    candidate_floor_hz,
     envelope_power,
     plan_envelope,
     select_band,
@@ -368,10 +369,10 @@ class FeatureExtractor:
                 raise ValueError(
                     f"envelope_band_hz={envelope_band_hz!r} must be (low, high) or 'auto'"
                 )
-            # Leave out bands where shaft harmonics live and bands too narrow to hold the
-            # defect lines and their sidebands; the floor is judged over the same range,
-            # below the anti-alias filter's roll-off (the top tenth before Nyquist).
-            min_lo = max(500.0, 10.0 * max_mult * max_shaft_hz)
+            # Leave out bands where the machine's own lines live (candidate_floor_hz) and bands
+            # too narrow to hold the defect lines and their sidebands; the floor is judged over
+            # the same range, below the anti-alias filter's roll-off (the top tenth before Nyquist).
+            min_lo = candidate_floor_hz(max_shaft_hz, self.env_max_hz)
             min_width = 2.0 * self.env_max_hz
             candidates = candidate_bands(fs, min_lo, min_width, n=n)
             if not candidates or min_lo >= 0.9 * nyq:

@@ -31,6 +31,7 @@ from pdm.dsp.envelope import (
     BandScores,
     band_holds,
     candidate_bands,
+    candidate_floor_hz,
     select_band,
 )
 from pdm.dsp.features import ChannelSpec, FeatureExtractor, FeatureFrame
@@ -86,6 +87,18 @@ def test_candidates_are_the_fast_kurtogram_tiling() -> None:
     assert all(lo >= 1500.0 and hi - lo >= 700.0 for lo, hi in snapped)
     assert all(abs(x / df - round(x / df)) < 1e-9 for b in snapped for x in b)  # on bins
     assert snapped == sorted(snapped, key=lambda b: (-(b[1] - b[0]), b[0]))  # widest first
+
+
+@pytest.mark.parametrize(
+    ("case", "shaft_hz", "env_max_hz", "floor_hz"),
+    [
+        ("slow machine: the absolute floor", 10.0, 105.0, 500.0),
+        ("fast machine: above 20 × shaft (looseness)", 100.0, 1030.0, 2000.0),
+        ("25 rollers (BPFI ≈ 12.6 ×): above the envelope's lines", 50.0, 1300.0, 1300.0),
+    ],
+)
+def test_candidate_floor_table(case, shaft_hz, env_max_hz, floor_hz) -> None:
+    assert candidate_floor_hz(shaft_hz, env_max_hz) == pytest.approx(floor_hz), case
 
 
 def test_spectral_kurtosis_of_gaussian_noise_has_the_stated_spread() -> None:
@@ -338,6 +351,29 @@ def test_auto_band_holds_the_resonance_and_the_lines_of_the_best_fixed_band(
     assert all(row[f"env_{kind}_g"] > 2 * row[f"env_{d}_g"] for d in others)
 
 
+B6203 = lookup_bearing("6203")
+
+
+@pytest.mark.parametrize(("fs", "resonance", "kind"), [(25600.0, 3000.0, "bpfi"),
+                                                       (10000.0, 3500.0, "bpfo")])  # fmt: skip
+def test_a_fast_machine_rings_a_low_resonance_and_the_band_holds_it(fs, resonance, kind) -> None:
+    """A 6203 at 6000 r/min (BPFI ≈ 495 Hz; the envelope analyses up to ≈ 1.03 kHz) whose
+    impacts ring a structural resonance at 3–3.5 kHz. The candidates start above the machine's
+    own lines (20× shaft = 2 kHz, above the envelope's range), not at ten times the highest
+    defect frequency (≈ 5 kHz): a band holding the resonance is tried and chosen by its lines.
+    At 10 kHz the old floor (above 0.9·Nyquist) left no candidate: 'auto' was refused."""
+    n, rpm = 16384, 6000.0
+    x = sim_window(fs, n, resonance, 0.05, kind, rpm, bearing=B6203)
+    fx = FeatureExtractor(fs, n, [ChannelSpec("x", B6203)], rpm=rpm, envelope_band_hz="auto")
+    frame = fx.extract(x)
+    assert frame.band_choice is not None and frame.band_choice.criterion == "lines"
+    lo, hi = frame.envelope_band_hz
+    assert 20 * rpm / 60 <= lo <= resonance <= hi
+    row = frame.as_dicts()[0]
+    others = [d for d in ("bpfo", "bpfi", "bsf") if d != kind]
+    assert all(row[f"env_{kind}_g"] > 2 * row[f"env_{d}_g"] for d in others)
+
+
 @pytest.mark.parametrize("bearing", [lookup_bearing("6203"), BearingGeometry(13, 12.7, 71.5, 0.0),
                                      BearingGeometry(16, 15.0, 110.0, 10.0)])  # fmt: skip
 def test_other_bearings_and_ball_faults(bearing: BearingGeometry) -> None:
@@ -494,7 +530,11 @@ def test_cwru_healthy_recording_keeps_one_band_above_the_floor(cwru, rate) -> No
 def test_cwru_the_band_in_force_holds_at_every_look(cwru, rate, name) -> None:
     """A stream keeps the band its segment's first window chose as long as looks find it
     holding (BandSchedule): on every window of each steady recording, it does — no choice
-    is brought forward by the recordings' own wander."""
+    is brought forward by the recordings' own wander — but for one look at most: a look is
+    one window's evidence, and since the candidates (and the floor judged over their range)
+    start above the machine's own lines rather than at 10 × the highest defect frequency,
+    the 12 kHz outer race's 5.25–6 kHz band stands 4.3 dB off its level at the choice on
+    one window of 27 (the hysteresis is 4 dB): that window chooses again, nothing else moves."""
     fs, n = (48000.0, 16384) if rate == "de48k" else (12000.0, 8192)
     path = next((cwru / rate).glob(f"{name}.csv"))
     x = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0, dtype=np.float32)
@@ -502,6 +542,9 @@ def test_cwru_the_band_in_force_holds_at_every_look(cwru, rate, name) -> None:
                           envelope_band_hz="auto")  # fmt: skip
     first = fx.extract(x[None, :n]).band_choice
     assert first is not None
+    failed = []
     for i in range(n // 2, len(x) - n + 1, n // 2):
         frame = fx.extract(x[None, i : i + n], envelope_band_hz=first.band, band_state=first)
-        assert fx.band_holds(frame), (i, first)
+        if not fx.band_holds(frame):
+            failed.append(i)
+    assert len(failed) <= 1, (failed, first)
