@@ -1110,7 +1110,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "score",
         help="score every window of recordings with a model, as JSON Lines",
         description="One JSON object per window: t_start, score (alert threshold 1.0), state "
-        "(ok/alert/danger for that window alone), top_features, diagnosis, evidence, below_baseline, model.",
+        "(ok/alert/danger for that window alone; alert_by 'diagnosis' when a bearing defect the "
+        "diagnosis names raised it), top_features, diagnosis, evidence, below_baseline, model.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV recording(s)")
     p.add_argument("--model", "-m", metavar="DIR", help="model directory (default: the pipeline's)")

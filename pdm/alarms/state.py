@@ -147,6 +147,10 @@ class WindowResult:
     diagnosis: str | None = None
     #: How sure the diagnosis is, 0–1 (0: not at all, or none).
     diagnosis_confidence: float = 0.0
+    #: The scorer raised the window to alert on the diagnosis alone: it names a bearing
+    #: defect over the machine's healthy spectra (:func:`pdm.diagnosis.names_bearing_defect`).
+    #: An alert-level verdict, like the score at its alert threshold.
+    bearing_defect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +272,8 @@ def _evidence(win: WindowResult, rules: AlarmRules, faulty: set[str], k: float) 
     if score_ok:
         assert score is not None
         best = _level_of(score, _scaled(win.alert, k), _scaled(win.danger, k), None)
+    if win.bearing_defect and not inhibit:
+        best = max(best, 1)
     ab, bc, cd = zone_limits(rules.iso_group, rules.foundation)
     trip = _scaled(None if rules.iso_trip is None else rules.iso_trip * cd, k)
     alert_zone, danger_zone = rules.iso_alert_zone, rules.iso_danger_zone
@@ -391,6 +397,11 @@ def _why(win: WindowResult, rules: AlarmRules, faulty: set[str], lvl: int) -> st
             threshold = (win.alert, win.danger)[lvl - 1]
             if threshold is not None and score >= threshold:
                 score_text = f"anomaly score {score:.3g} ≥ {name} threshold {threshold:.3g}"
+    if not score_text and lvl == 1 and win.bearing_defect and not inhibit:
+        score_text = (
+            f"diagnosis {win.diagnosis} (confidence {win.diagnosis_confidence:.2f}) over the "
+            "machine's healthy spectra"
+        )
     order = [*physical, score_text] if lvl == 3 else [score_text, *physical]
     return next((t for t in order if t), "")
 
@@ -607,12 +618,15 @@ def window_result(
     *,
     diagnosis: str | None = None,
     diagnosis_confidence: float = 0.0,
+    bearing_defect: bool = False,
 ) -> WindowResult:
     """Build a WindowResult from a feature frame's rows and the window's score (unrounded;
     None when not scored).
 
     ``diagnosis``, ``diagnosis_confidence``: the window's diagnosis and how sure it is
     (0–1), for the score trip's corroboration (:func:`diagnosis_confidence` makes them).
+    ``bearing_defect``: the scorer raised the window to alert on a bearing defect the
+    diagnosis names (:attr:`WindowResult.bearing_defect`).
 
     ``keep``: only these features (those the rules read, :func:`features_read`), not all
     of them — a window's forty-odd features per channel as dicts were a tenth of a
@@ -649,6 +663,7 @@ def window_result(
         gap,
         diagnosis,
         diagnosis_confidence,
+        bearing_defect,
     )
 
 

@@ -13,9 +13,10 @@ from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence, LineEvidence
 from pdm.diagnosis.machine import Transmission
 from pdm.diagnosis.rules import DIAGNOSES, Rules
-from pdm.diagnosis.verdict import judge_channel
+from pdm.diagnosis.verdict import BEARING_DEFECTS, judge_channel, names_bearing_defect
 
 __all__ = [
+    "BEARING_DEFECTS",
     "DIAGNOSES",
     "Baseline",
     "BaselineBuilder",
@@ -31,4 +32,5 @@ __all__ = [
     "confidence",
     "effective_windows",
     "judge_channel",
+    "names_bearing_defect",
 ]

@@ -143,6 +143,12 @@ class Diagnosis:
     note: str = ""
 
     @property
+    def k_eff(self) -> float:
+        """Independent windows the deciding channel's average is worth (0 when none decided)."""
+        best = next((c for c in self.channels if c.channel == self.channel), None)
+        return best.k_eff if best is not None else 0.0
+
+    @property
     def bearing(self) -> str:
         """The deciding channel's bearing designation ('' when none decided or not known)."""
         best = next((c for c in self.channels if c.channel == self.channel), None)

@@ -20,7 +20,13 @@ from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.speed import SpeedSummary, judge_speed
 from pdm.dsp.iso import zone_limits
 
-__all__ = ["judge_channel", "judge_channels"]
+__all__ = [
+    "BEARING_DEFECTS",
+    "MIN_INDEPENDENT_WINDOWS",
+    "judge_channel",
+    "judge_channels",
+    "names_bearing_defect",
+]
 
 
 def judge_channels(
@@ -177,6 +183,42 @@ def judge_channels(
 #: A bearing family is named only from this confidence on: more likely right than not
 #: (docs/diagnosis.md §7); below it the verdict is ``bearing_uncertain``.
 CONFIDENCE_FLOOR = 0.5
+
+#: The labels that name a defect of a rolling bearing, one per defect family.
+BEARING_DEFECTS = ("bearing_outer_race", "bearing_inner_race", "bearing_ball", "bearing_cage")
+
+#: Independent windows an average must be worth before a defect it names counts as a
+#: fault on its own (:func:`names_bearing_defect`). A bin of an average of K independent
+#: power spectra scatters by 1/√K of its mean: ±1.8 dB at 6, well under the 6 dB and more
+#: a defect line must stand over its floor; at 1–2 windows the largest of the hundreds of
+#: bins a comb searches stands that high by chance (a healthy 22205 beside a gear's mesh
+#: read an inner race at 0.57 on its first two windows, docs/diagnosis.md §13). The engine
+#: judges anew at 1, 2, 4, 8, 16 … windows; at 50 % overlap 4 are worth 3.8 independent
+#: windows and 8 are worth 7.6: the first judgement that counts is the eighth window's.
+MIN_INDEPENDENT_WINDOWS = 6.0
+
+
+def names_bearing_defect(label: str | None, confidence: float, k_eff: float) -> bool:
+    """True when a diagnosis names a bearing defect family (not ``bearing_uncertain``) at
+    :data:`CONFIDENCE_FLOOR` or more, from an average worth ``k_eff`` ≥
+    :data:`MIN_INDEPENDENT_WINDOWS` independent windows.
+
+    Judged over a model's healthy spectra, that is a fault by itself: ``score`` and the
+    service raise such a window to ``alert`` whatever its anomaly score (docs/models.md,
+    "A bearing defect the diagnosis names").
+
+    >>> names_bearing_defect("bearing_ball", 0.94, 15.2)
+    True
+    >>> names_bearing_defect("bearing_ball", 0.94, 1.9), names_bearing_defect("bearing_uncertain", 0.9, 15.2)
+    (False, False)
+    """
+    return (
+        label in BEARING_DEFECTS
+        and math.isfinite(confidence)
+        and confidence >= CONFIDENCE_FLOOR
+        and k_eff >= MIN_INDEPENDENT_WINDOWS
+    )
+
 
 #: Statuses of a race whose comb settled on a line of the machine, not an impact train.
 _MACHINE_LINE = ("unsupported", "lone_line", "shaft_locked", "on_mains", "on_shaft")

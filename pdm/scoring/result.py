@@ -54,6 +54,9 @@ class WindowScore:
         bearing (None when none)
     evidence : the diagnosis's reasons, as text (empty when not explained)
     teach_in : what the teach-in did at this window (:mod:`pdm.scoring.teachin`), or None
+    alert_by : ``"diagnosis"`` when the state is ``alert`` although the score is below the
+        alert threshold: the diagnosis names a bearing defect over the machine's healthy
+        spectra (:func:`pdm.diagnosis.names_bearing_defect`); else None
     """
 
     t_ns: int
@@ -70,6 +73,7 @@ class WindowScore:
     diagnosis_bearing: str | None = None
     evidence: tuple[str, ...] = ()
     teach_in: dict[str, Any] | None = None
+    alert_by: str | None = None
 
     @property
     def learning(self) -> bool:
@@ -97,4 +101,6 @@ class WindowScore:
             )
         if self.teach_in is not None:
             row["teach_in"] = self.teach_in
+        if self.alert_by is not None:
+            row["alert_by"] = self.alert_by
         return row

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from pdm.config import Pipeline
 from pdm.core.time import to_ns
-from pdm.diagnosis import Diagnosis
+from pdm.diagnosis import Diagnosis, names_bearing_defect
 from pdm.diagnosis.baseline import Baseline
 from pdm.errors import ModelError
 from pdm.processing import WindowFeatures
@@ -268,6 +268,10 @@ class WindowScorer:
         #: label and its confidence stay). Counted in :attr:`unexplained`.
         self.explain = True
         self.unexplained = 0
+        #: A named bearing defect raises a window to ``alert`` only when the diagnosis reads
+        #: lines over the machine's own healthy spectra (the card's ``diagnosis_baseline``):
+        #: a line the machine always had is then no evidence. An older card: the score alone.
+        self.flags_bearing_defects = "diagnosis_baseline" in model.card
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
         """The JSON-ready ``pdm-edge score`` rows of :meth:`score` (:meth:`WindowScore.as_row`)."""
@@ -299,9 +303,21 @@ class WindowScorer:
         for i, wf in enumerate(windows):
             t_ns, index = to_ns(wf.window.t_start), wf.window.index
             s = scores[i]
+            d = wf.diagnosis
+            # A bearing defect the diagnosis names over the machine's healthy spectra is a
+            # fault whatever the score: evidence averaged over the recent windows sees a
+            # defect line that one window's features cannot lift above a threshold set for
+            # one false alert a week (docs/models.md, "A bearing defect the diagnosis names").
+            by_diagnosis = (
+                ok[i]
+                and s < alert
+                and self.flags_bearing_defects
+                and d is not None
+                and names_bearing_defect(d.label, d.confidence, d.k_eff)
+            )
             if not ok[i]:
                 out.append(WindowScore(t_ns, index, None, valid=False, model=version))
-            elif not self.explain_all and s < alert:
+            elif not self.explain_all and s < alert and not by_diagnosis:
                 out.append(
                     WindowScore(t_ns, index, "ok", s, model=version, below_baseline=quiet[i])
                 )
@@ -322,11 +338,12 @@ class WindowScorer:
                     WindowScore(
                         t_ns,
                         index,
-                        self.model.state(s),
+                        "alert" if by_diagnosis else self.model.state(s),
                         s,
                         model=version,
                         top_features=top,
                         below_baseline=quiet[i],
+                        alert_by="diagnosis" if by_diagnosis else None,
                         **(diagnosis if explained else {**diagnosis, "evidence": ()}),
                     )
                 )

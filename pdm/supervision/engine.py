@@ -237,6 +237,7 @@ class AlarmEngine:
                 keep=self._read,
                 diagnosis=label,
                 diagnosis_confidence=conf,
+                bearing_defect=score is not None and score.alert_by == "diagnosis",
             )
             self.state, trs = step(self.state, win, self.rules)
             if not trs:

@@ -30,6 +30,7 @@ def win(
     env: float = 0.0,
     diag: str | None = None,
     conf: float = 1.0,
+    bearing_defect: bool = False,
 ) -> WindowResult:
     """Window i: score, velocity of channel x (mm/s, group 2 rigid: C from 2.8, D from 4.5),
     and the window's diagnosis with its confidence."""
@@ -48,6 +49,7 @@ def win(
         health_detail={"de": f"{health}: test"} if health else {},
         diagnosis=diag,
         diagnosis_confidence=conf if diag else 0.0,
+        bearing_defect=bearing_defect,
     )
 
 
@@ -412,3 +414,46 @@ def test_the_window_level_follows_iso_zone_at_and_around_every_boundary(
             hot = MachineAlarm(state="danger", recent=(2,))
             after, _ = step(hot, w, rules)
             assert after.clear_run == (1 if clear < 2 else 0), (edge, v)
+
+
+BALL = {"score": 0.3, "diag": "bearing_ball", "conf": 0.9, "bearing_defect": True}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        # a bearing defect the scorer flagged on the diagnosis alone: alert after the on-delay,
+        # never more (danger and trip stay the score's, the velocity's and the limits')
+        ([BALL] * 6, ["ok", "ok", "alert", "alert", "alert", "alert"]),
+        # the same diagnosis without the scorer's flag (an older card): nothing
+        ([{**BALL, "bearing_defect": False}] * 6, ["ok"] * 6),
+        # the flag clears like a score: off_windows windows without it
+        (
+            [BALL] * 3 + [{"score": 0.3}] * 5,
+            ["ok", "ok", "alert", "alert", "alert", "alert", "ok", "ok"],
+        ),
+    ],
+)
+def test_a_named_bearing_defect_alerts_like_the_score(inputs, expected) -> None:
+    _, states, trans = run(inputs)
+    assert states == expected
+    if "alert" in expected:
+        assert trans[0][3] == "alert"
+
+
+def test_the_reason_names_the_diagnosis() -> None:
+    state = MachineAlarm()
+    reasons = []
+    for i in range(3):
+        state, out = step(state, win(i, **BALL), RULES)
+        reasons += [t.reason for t in out]
+    assert reasons == [
+        "diagnosis bearing_ball (confidence 0.90) over the machine's healthy spectra "
+        "(3 of the last 3 windows)"
+    ]
+
+
+def test_a_faulty_sensor_inhibits_the_diagnosis_flag() -> None:
+    rules = dataclasses.replace(RULES, sensor_fault_inhibits=True)
+    _, states, _ = run([{**BALL, "health": "saturated"}] * 6, rules)
+    assert "alert" not in states

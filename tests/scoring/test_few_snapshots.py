@@ -13,32 +13,24 @@ healthy windows stay below 0.35 (they were below 0.2).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_snapshots import write_snapshot
 
 from pdm.config import pipeline_from_flags
-from pdm.dsp.bearings import lookup_bearing
 from pdm.scoring.runtime import make_session
 from pdm.scoring.train import calibration_blocks, collect, train
-from pdm.sources.simulator import FaultSpec, SimSpec, simulate
+from pdm.sources.simulator import FaultSpec
 
 FS, RPM, NOISE, RESONANCE, SECONDS = 10_000.0, 740.0, 0.01, 2200.0, 16.0
 
 
 def _snapshot(tmp: Path, name: str, seed: int, rpm: float, fault: FaultSpec | None) -> Path:
     """A two-channel CSV recording of the machine, as ``pdm-edge simulate`` writes one."""
-    unbalance = 1.0 * math.sqrt(2) * 2 * math.pi * (rpm / 60) / 9806.65  # 1 mm/s rms at 1×
-    faults = [FaultSpec("unbalance", unbalance)] + ([fault] if fault else [])
-    spec = SimSpec(fs=FS, duration_s=SECONDS, rpm=rpm, bearing=lookup_bearing("22205"),
-                   noise_rms_g=NOISE, resonance_hz=RESONANCE, faults=tuple(faults),
-                   seed=seed)  # fmt: skip
-    path = tmp / f"{name}.csv"
-    np.savetxt(path, simulate(spec), fmt="%.6g", delimiter=",",
-               header=f"# sample_rate_hz={FS:g}\nx_g,y_g", comments="")  # fmt: skip
-    return path
+    return write_snapshot(tmp / f"{name}.csv", fs=FS, rpm=rpm, bearing="22205", noise_g=NOISE,
+                          resonance_hz=RESONANCE, seconds=SECONDS, seed=seed, fault=fault)  # fmt: skip
 
 
 def _scores(model_dir: Path, path: Path, pipeline) -> np.ndarray:
