@@ -338,6 +338,8 @@ class FeatureExtractor:
         # The squared parts some band weighs: the others are never squared.
         used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
         self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+        self._band_w_used = self._band_w[self._band_sq[0] : self._band_sq[1]]
+        self._band_scale = 2.0 / (self.n * self.sum_w2)
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -874,7 +876,7 @@ class FeatureExtractor:
         lo, hi = self._band_sq
         v = spec.view(np.float32)[:, lo:hi]
         sq = v * v
-        return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
+        return (sq @ self._band_w_used).astype(np.float64) * self._band_scale
 
     def _speeds_hz(
         self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_], n_win: int

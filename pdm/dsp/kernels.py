@@ -328,8 +328,9 @@ def envelope_pairs(
     # transform: it goes in as zeros. (Tested here: under fastmath, LLVM took np.isfinite
     # of a NaN sum for true.)
     finite = np.isfinite(totals)
-    for r in np.flatnonzero(~finite).tolist():
-        parts[r // 2, r % 2 :: 2] = 0.0
+    if not finite.all():
+        for r in np.flatnonzero(~finite).tolist():
+            parts[r // 2, r % 2 :: 2] = 0.0
     return out, finite
 
 
