@@ -642,10 +642,9 @@ class FeatureExtractor:
         n = self.n
         blocks = [b for p in parts for b in p[1]]
         rows = sum(b.shape[0] for b in blocks)
-        # Per row: its window's number in the whole pass, and per window its channel count.
+        # Per window of the whole pass, its channel count.
         win_ch = [len(ex.channels) for ex, _x, n_win in parts for _ in range(n_win)]
         n_win_all = len(win_ch)
-        row_win = np.repeat(np.arange(n_win_all), win_ch)
 
         # pocketfft transforms rows four at a time (SIMD) and a remainder one by one: 3 rows
         # cost 2.5x, 6 rows 1.5x per row what 4 or 8 cost (measured here). So the FFTs run
@@ -677,12 +676,14 @@ class FeatureExtractor:
         tick("rfft")
         spec = spec_all[:rows]
 
-        # Per part: its first row and window in the pass.
-        row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
-        # Each part's speed per window, found in its own rows.
+        # Each part's speed per window, found in its own rows; and per row, its window's
+        # speed in bins, (rows, 1).
+        row0: list[int] = []  # per part: its first row in the pass, and the end
         if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
             shaft_hz = self._speeds_hz(spec, valid, n_win_all)
+            shaft_bins = np.repeat(shaft_hz / self.df, len(self.channels))[:, None]
         else:
+            row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
             win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
             shaft_hz = np.concatenate(
                 [
@@ -690,7 +691,7 @@ class FeatureExtractor:
                     for i, (ex, _x, nw) in enumerate(parts)
                 ]
             )
-        shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
+            shaft_bins = np.repeat(shaft_hz, win_ch)[:, None] / self.df
         tick("speed")
 
         i = len(TIME_FEATURES)
