@@ -785,7 +785,11 @@ class BandSchedule:
 
     def aged(self, windows: int) -> BandSchedule:
         """After a pass of ``windows`` windows in the band in force."""
-        return replace(self, age=self.age + windows)
+        # (constructed, not dataclasses.replace: a stream ages its schedule every pass, and
+        # replace() cost more than the rest of the schedule's bookkeeping)
+        return BandSchedule(
+            self.choice, self.age + windows, self.interval, self.confirmed, self.looked
+        )
 
     def looked_at(self, holds: bool) -> BandSchedule:
         """After a look: when the band no longer holds, the next choice comes

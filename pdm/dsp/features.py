@@ -338,6 +338,8 @@ class FeatureExtractor:
         # The squared parts some band weighs: the others are never squared.
         used = np.flatnonzero(np.any(self._band_w != 0, axis=1))
         self._band_sq = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+        self._band_w_used = self._band_w[self._band_sq[0] : self._band_sq[1]]
+        self._band_scale = 2.0 / (self.n * self.sum_w2)
 
         # The highest defect frequency decides how much envelope spectrum is needed.
         max_shaft_hz = max_rpm / 60.0
@@ -640,10 +642,9 @@ class FeatureExtractor:
         n = self.n
         blocks = [b for p in parts for b in p[1]]
         rows = sum(b.shape[0] for b in blocks)
-        # Per row: its window's number in the whole pass, and per window its channel count.
+        # Per window of the whole pass, its channel count.
         win_ch = [len(ex.channels) for ex, _x, n_win in parts for _ in range(n_win)]
         n_win_all = len(win_ch)
-        row_win = np.repeat(np.arange(n_win_all), win_ch)
 
         # pocketfft transforms rows four at a time (SIMD) and a remainder one by one: 3 rows
         # cost 2.5x, 6 rows 1.5x per row what 4 or 8 cost (measured here). So the FFTs run
@@ -675,21 +676,22 @@ class FeatureExtractor:
         tick("rfft")
         spec = spec_all[:rows]
 
-        # Per part: its first row and window in the pass.
-        row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
-        win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
-        # Each part's speed: fixed, unknown (NaN), or searched in its own rows and range
-        # (the nominal speed for an invalid window).
-        per_window: list[float] = []
-        for ex, _x, nw in parts:
-            per_window += [ex._given_shaft_hz] * nw
-        shaft_hz = np.array(per_window)
-        for i, (ex, _x, _nw) in enumerate(parts):
-            if ex.rpm is None and ex.rpm_range is not None:
-                its = slice(win0[i], win0[i + 1])
-                found = ex._find_speeds_hz(spec[row0[i] : row0[i + 1]], len(ex.channels))
-                shaft_hz[its] = np.where(valid[its], found, ex._nominal_rpm / 60.0)
-        shaft_bins = shaft_hz[row_win][:, None] / self.df  # (rows, 1)
+        # Each part's speed per window, found in its own rows; and per row, its window's
+        # speed in bins, (rows, 1).
+        row0: list[int] = []  # per part: its first row in the pass, and the end
+        if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
+            shaft_hz = self._speeds_hz(spec, valid, n_win_all)
+            shaft_bins = np.repeat(shaft_hz / self.df, len(self.channels))[:, None]
+        else:
+            row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
+            win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
+            shaft_hz = np.concatenate(
+                [
+                    ex._speeds_hz(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]], nw)
+                    for i, (ex, _x, nw) in enumerate(parts)
+                ]
+            )
+            shaft_bins = np.repeat(shaft_hz, win_ch)[:, None] / self.df
         tick("speed")
 
         i = len(TIME_FEATURES)
@@ -698,9 +700,12 @@ class FeatureExtractor:
         tick("bands")
 
         centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        search, halves = _widest_search(
-            [ex._order_search for ex, _x, _nw in parts], row0, centres * self.orders_tolerance
-        )
+        halves = centres * self.orders_tolerance
+        search = self._order_search
+        if len(parts) > 1:
+            search, halves = _widest_search(
+                [ex._order_search for ex, _x, _nw in parts], row0, halves
+            )
         values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
         k += len(ORDERS)
         tick("orders")
@@ -711,6 +716,20 @@ class FeatureExtractor:
             choice = self.choose_band(spec[: win_ch[0]], float(shaft_hz[0]), band_state)
             band = choice.band
             tick("band_choice")
+        if len(parts) == 1:  # one machine: one plan, its whole block in one transform
+            plan = self.plan_for(band)
+            pe = envelope_power(spec_all, plan)[:rows]  # padded to rows of four as the FFT's
+            tick("envelope")
+            if self._has_bearing and self.speed_known:
+                centres = self._tiled("defects", self._defect_mult, n_win_all) * shaft_bins
+                search = self._env_search[plan.m]
+                values[:, k:] = search(pe, centres, centres * self.slip_tolerance) * plan.scale
+            else:
+                values[:, k:] = np.nan
+            tick("defect_lines")
+            frames = self._frames(values, stats, spec, pe, valid, shaft_hz, plan, band, choice)
+            tick("frames")
+            return [frames]
         # The envelope, one transform per envelope plan (its length follows the highest
         # defect line, hence the speed): a group is a run of parts with one plan, and
         # extract_many puts equal plans side by side.
@@ -742,44 +761,57 @@ class FeatureExtractor:
             values[r_a:r_b, k:] = search(pe, centres, halves) * plan.scale
             tick("defect_lines")
         out: list[list[FeatureFrame]] = []
-        row = w_all = 0
-        # Python scalars once for the pass (indexing numpy arrays per frame cost more).
-        valid_l = valid.tolist()
-        rpm_l = (shaft_hz * 60.0).tolist()
+        w0 = 0
         for p, (ex, _x, n_win) in enumerate(parts):
-            n_ch = len(ex.channels)
-            names = ex._channel_names
-            plan, pe = plans[p], pe_of[p]
-            band_hz = (plan.lo_hz, plan.hi_hz)
-            frames = []
-            for w in range(n_win):
-                sl = slice(row, row + n_ch)
-                sl_part = slice(w * n_ch, (w + 1) * n_ch)
-                ok = valid_l[w_all]
-                if not ok:
-                    values[sl] = np.nan
-                frames.append(
-                    FeatureFrame(
-                        names=ex.names,
-                        values=values[sl],
-                        channels=names,
-                        shaft_speed_rpm=rpm_l[w_all] if ok else float("nan"),
-                        envelope_band_hz=band_hz,
-                        envelope_band_key=band,
-                        valid=ok,
-                        spectrum=spec[sl],
-                        env_parts=pe[sl_part],
-                        _extractor=ex,
-                        _env_plan=plan,
-                        stats=stats[sl],
-                        band_choice=choice,
-                    )
-                )
-                row += n_ch
-                w_all += 1
-            out.append(frames)
+            rs, ws = slice(row0[p], row0[p + 1]), slice(w0, w0 + n_win)
+            arrays = (values[rs], stats[rs], spec[rs], pe_of[p], valid[ws], shaft_hz[ws])
+            out.append(ex._frames(*arrays, plans[p], band, choice))
+            w0 += n_win
         tick("frames")
         return out
+
+    def _frames(
+        self,
+        values: npt.NDArray[np.float64],
+        stats: npt.NDArray[np.float64],
+        spec: npt.NDArray[np.complex64],
+        pe: npt.NDArray[np.float32],
+        valid: npt.NDArray[np.bool_],
+        shaft_hz: npt.NDArray[np.float64],
+        plan: EnvelopePlan,
+        band: tuple[float, float],
+        choice: BandChoice | None,
+    ) -> list[FeatureFrame]:
+        """The frames of a pass of this extractor alone, from its rows' arrays (windows'
+        rows in order; ``values`` of invalid windows are set to NaN here)."""
+        n_ch = len(self.channels)
+        names, channels = self.names, self._channel_names
+        band_hz = (plan.lo_hz, plan.hi_hz)
+        frames = []
+        # Python scalars once for the pass (indexing numpy arrays per frame cost more).
+        rpm_l = (shaft_hz * 60.0).tolist()
+        for w, ok in enumerate(valid.tolist()):
+            sl = slice(w * n_ch, (w + 1) * n_ch)
+            if not ok:
+                values[sl] = np.nan
+            frames.append(
+                FeatureFrame(
+                    names=names,
+                    values=values[sl],
+                    channels=channels,
+                    shaft_speed_rpm=rpm_l[w] if ok else math.nan,
+                    envelope_band_hz=band_hz,
+                    envelope_band_key=band,
+                    valid=ok,
+                    spectrum=spec[sl],
+                    env_parts=pe[sl],
+                    _extractor=self,
+                    _env_plan=plan,
+                    stats=stats[sl],
+                    band_choice=choice,
+                )
+            )
+        return frames
 
     def _envelope_rows(
         self, spec: npt.NDArray[np.complex64], plan: EnvelopePlan
@@ -845,7 +877,18 @@ class FeatureExtractor:
         lo, hi = self._band_sq
         v = spec.view(np.float32)[:, lo:hi]
         sq = v * v
-        return (sq @ self._band_w[lo:hi]).astype(np.float64) * (2.0 / (self.n * self.sum_w2))
+        return (sq @ self._band_w_used).astype(np.float64) * self._band_scale
+
+    def _speeds_hz(
+        self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_], n_win: int
+    ) -> npt.NDArray[np.float64]:
+        """The running speed (Hz) of each of ``n_win`` windows whose spectra are ``spec``
+        (rows ``w·n_channels …``): fixed, unknown (NaN), or searched in the window
+        (:meth:`_find_speeds_hz`; the nominal speed for a window not ``valid``)."""
+        if self.rpm is None and self.rpm_range is not None:
+            found = self._find_speeds_hz(spec, len(self.channels))
+            return np.where(valid, found, self._nominal_rpm / 60.0)
+        return np.full(n_win, self._given_shaft_hz)
 
     def _find_speeds_hz(
         self, spec: npt.NDArray[np.complex64], n_ch: int

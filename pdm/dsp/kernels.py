@@ -39,6 +39,7 @@ import numpy.typing as npt
 __all__ = [
     "band_bins",
     "envelope_pairs",
+    "median_into",
     "moments_windowed",
     "pair_spectra_parts",
     "shaft_speeds_hz",
@@ -327,8 +328,9 @@ def envelope_pairs(
     # transform: it goes in as zeros. (Tested here: under fastmath, LLVM took np.isfinite
     # of a NaN sum for true.)
     finite = np.isfinite(totals)
-    for r in np.flatnonzero(~finite).tolist():
-        parts[r // 2, r % 2 :: 2] = 0.0
+    if not finite.all():
+        for r in np.flatnonzero(~finite).tolist():
+            parts[r // 2, r % 2 :: 2] = 0.0
     return out, finite
 
 
@@ -508,6 +510,7 @@ def _speeds(  # pragma: no cover - compiled
     # 12-13 dB, or two of 9-10 dB that agree (summed channels: rarer still).
     admit = math.log2(3.0 * max(searched, 1) / _FALSE_LINE)
     total = np.empty(k_top + 1, dtype=np.float32)
+    scratch = np.empty(k_top + 1, dtype=np.float32)  # the floors' selections work here
     floors = np.empty(n_r, dtype=np.float64)
     # The lines (local maxima ≥ _SUPPORT_DB above the floor) of a window: frequency (Hz),
     # harmonic, height above the floor (dB), on an electrical line or not.
@@ -527,7 +530,7 @@ def _speeds(  # pragma: no cover - compiled
         n_lines = 0
         for i in range(n_r):
             h, k_lo, k_hi = ranges[i, 0], ranges[i, 1], ranges[i, 2]
-            floor = np.float64(np.median(total[near[i, 0] : near[i, 1] + 1]))
+            floor = median_into(total, near[i, 0], near[i, 1] + 1, scratch)
             floors[i] = floor
             if not floor > 0.0:  # a flat (or NaN) spectrum holds no line
                 continue
@@ -595,6 +598,47 @@ def _speeds(  # pragma: no cover - compiled
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
+
+
+@_jit(nogil=True, boundscheck=False)
+def median_into(  # pragma: no cover - compiled
+    a: npt.NDArray[np.float32], start: int, stop: int, work: npt.NDArray[np.float32]
+) -> float:
+    """``np.median(a[start:stop])`` of float32 ``a`` as numba's ``np.median`` gives it (the
+    middle value, or the float32 sum of the middle two halved in float64), selected in
+    ``work`` (≥ ``stop − start`` elements, overwritten) instead of a fresh copy: the speed
+    search takes a floor per harmonic and window, and the copy's allocation cost more than
+    the selection. ``a[start:stop]`` must hold no NaN and at least one value."""
+    n = stop - start
+    for j in range(n):
+        work[j] = a[start + j]
+    k = (n - 1) >> 1 if n & 1 else (n >> 1) - 1
+    lo, hi = 0, n - 1
+    while lo < hi:  # quickselect: work[k] the k-th smallest, those after it no smaller
+        p = work[(lo + hi) >> 1]
+        i, j = lo, hi
+        while i <= j:
+            while work[i] < p:
+                i += 1
+            while work[j] > p:
+                j -= 1
+            if i <= j:
+                work[i], work[j] = work[j], work[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    below = work[k]
+    if n & 1:
+        return np.float64(below)
+    above = work[k + 1]
+    for j in range(k + 2, n):
+        above = min(above, work[j])
+    return np.float64(np.float32(below + above)) / 2.0
 
 
 @_jit(nogil=True, boundscheck=False)

@@ -16,6 +16,7 @@ from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.dsp.kernels import (
     band_bins,
     envelope_pairs,
+    median_into,
     moments_windowed,
     pair_spectra_parts,
     shaft_speeds_hz,
@@ -430,3 +431,21 @@ def test_shaft_speeds_match_a_plain_search_to_the_bit() -> None:
     assert_array_equal(got, ref)
     assert_allclose(got[:4], [22.3, 24.667, 26.9, 23.5], atol=0.05)
     assert lo * 0.98 <= got[4] <= hi * 1.02  # no speed stands: the strongest peak's
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_median_into_is_numpy_median(seed: int) -> None:
+    """The speed search's floor: the median of a slice, selected in a work buffer, is
+    np.median's to the bit — odd and even counts, ties, repeated values, any slice."""
+    rng = np.random.default_rng(seed)
+    work = np.empty(200, dtype=np.float32)
+    for n in [*range(1, 90), 150, 200]:
+        for a in (
+            rng.exponential(1.0, n + 7).astype(np.float32),
+            rng.integers(0, 4, n + 7).astype(np.float32),  # many ties
+            np.full(n + 7, 0.25, dtype=np.float32),
+        ):
+            start = int(rng.integers(0, 8))
+            got = median_into(a, start, start + n, work)
+            want = np.float64(np.median(a[start : start + n]))
+            assert got == want, (n, start, got, want)
