@@ -17,7 +17,7 @@ import numpy as np
 from pdm.config import Pipeline
 from pdm.core.chunk import Chunk
 from pdm.core.time import iso_time
-from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules
+from pdm.diagnosis import Diagnosis, DiagnosisEngine, PendingDiagnosis, Rules
 from pdm.dsp.envelope import BandSchedule
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
@@ -112,12 +112,23 @@ def build_engine(
 
 @dataclass(slots=True)
 class WindowFeatures:
-    """A window's metadata and its features; ``diagnosis`` is the machine's diagnosis over
-    the recent windows up to this one (None when the stream does not diagnose)."""
+    """A window's metadata and its features; :attr:`diagnosis` is the machine's diagnosis
+    over the recent windows up to this one (None when the stream does not diagnose).
+
+    ``verdict`` holds it as the engine handed it over: judged when first read
+    (:meth:`pdm.diagnosis.DiagnosisEngine.later`), so a window nobody asks about costs no
+    judgement.
+    """
 
     window: Window
     features: FeatureFrame
-    diagnosis: Diagnosis | None = None
+    verdict: Diagnosis | PendingDiagnosis | None = None
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        """The machine's diagnosis at this window (judged now if due and not read yet)."""
+        v = self.verdict
+        return v.result() if isinstance(v, PendingDiagnosis) else v
 
     def rows(self) -> list[dict[str, Any]]:
         """JSON-ready rows, one per channel: ``t_start`` (ISO 8601), ``window``, ``channel``, features."""
@@ -271,11 +282,11 @@ class FeatureStream:
             self.windows += 1
             if not frame.valid:
                 self.invalid_windows += 1
-            diagnosis = None
+            verdict = None
             if engine is not None:
                 engine.update(frame)
-                diagnosis = engine.diagnosis()
-            out.append(WindowFeatures(w, frame, diagnosis))
+                verdict = engine.later()
+            out.append(WindowFeatures(w, frame, verdict))
         if out:
             self.latest = out[-1]
         return out

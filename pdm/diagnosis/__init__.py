@@ -9,7 +9,7 @@ machine; :func:`judge_channel` judges one channel's averaged spectra; the rules 
 from pdm.diagnosis.average import SpectrumAverage, effective_windows
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.diagnosis.confidence import confidence
-from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine
+from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine, PendingDiagnosis
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence, LineEvidence
 from pdm.diagnosis.machine import Transmission
 from pdm.diagnosis.rules import DIAGNOSES, Rules
@@ -25,6 +25,7 @@ __all__ = [
     "DiagnosisEngine",
     "FamilyEvidence",
     "LineEvidence",
+    "PendingDiagnosis",
     "Rules",
     "SpectrumAverage",
     "Transmission",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pdm.diagnosis.average import SpectrumAverage
+from pdm.diagnosis.average import AverageState, SpectrumAverage
 from pdm.diagnosis.baseline import Baseline
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
@@ -32,7 +32,7 @@ from pdm.diagnosis.shaft_speed import refine_speed
 from pdm.diagnosis.verdict import judge_channels
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
-__all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine"]
+__all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine", "PendingDiagnosis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +237,13 @@ class DiagnosisEngine:
             groups.setdefault(key, ([], mult))[0].append(c)
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
         self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
-        self._last: Diagnosis | None = None
+        self._last: PendingDiagnosis | None = None
         #: The machine's healthy spectra (a model's card), or None: see :meth:`set_baseline`.
         self.baseline: Baseline | None = None
-        self._healthy: tuple[object, tuple[np.ndarray, np.ndarray]] | None = None
+        # The baseline aligned to a segment's bins: (baseline, key, (acc, env)).
+        self._healthy: tuple[Baseline, object, tuple[np.ndarray, np.ndarray]] | None = None
         self._since = 0
         self._segment = -1
-        self._shaft_hz = math.nan
 
     def set_baseline(self, baseline: Baseline | None) -> None:
         """Judge lines over the machine's healthy spectra from now on (None: over the local
@@ -274,6 +274,14 @@ class DiagnosisEngine:
 
     def diagnosis(self) -> Diagnosis:
         """The current diagnosis, judged again when due (see the module docstring)."""
+        return self.later().result()
+
+    def later(self) -> PendingDiagnosis:
+        """The current diagnosis as :meth:`diagnosis` would give it now, judged only when
+        read (:meth:`PendingDiagnosis.result`): when a judgement is due, the averages are
+        copied (a few kB) and judged if and when somebody asks — the service asks only for
+        the windows it explains, so a healthy machine's windows are averaged, never judged.
+        The answer is the same as :meth:`diagnosis`'s at this window, whenever it is read."""
         avg = self.average
         c = avg.count
         due = (
@@ -283,7 +291,9 @@ class DiagnosisEngine:
             or self._since >= self.judge_every
         )
         if due:
-            return self.judge()
+            self._since = 0
+            self._segment = avg.segments
+            self._last = PendingDiagnosis(self, avg.state(), self.baseline)
         assert self._last is not None
         return self._last
 
@@ -292,8 +302,13 @@ class DiagnosisEngine:
         avg = self.average
         self._since = 0
         self._segment = avg.segments
+        self._last = PendingDiagnosis(self, avg.state(), self.baseline)
+        return self._last.result()
+
+    def judge_state(self, avg: AverageState, baseline: Baseline | None = None) -> Diagnosis:
+        """Judge the averages ``avg`` (:meth:`SpectrumAverage.state`) over ``baseline``."""
         if avg.count == 0 or avg.acc is None:
-            d = Diagnosis(
+            return Diagnosis(
                 "unknown",
                 0.0,
                 None,
@@ -301,11 +316,8 @@ class DiagnosisEngine:
                 0,
                 "no window with a known shaft speed in this segment yet",
             )
-            self._last = d
-            return d
-        k_acc = avg.k_eff(avg.count)
-        k_env = avg.k_eff(avg.env_count)
-        acc, env = avg.acc_power(), avg.env_power()
+        k_acc, k_env = avg.k_acc, avg.k_env
+        acc, env = avg.acc, avg.env
         # Lines are placed by the speed the averaged spectra show (a given speed is rarely
         # exactly the running speed), within the order tolerance of the segment's speed.
         fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
@@ -314,18 +326,20 @@ class DiagnosisEngine:
         # them; in hertz the machine ran at that times the windows' mean speed over the first
         # one's — a first window whose tracked speed was 1 % off would otherwise be reported
         # 1 % off whatever the others said.
-        self._shaft_hz = fr * avg.mean_shaft_hz / avg.ref_shaft_hz
+        shaft_hz = fr * avg.mean_shaft_hz / avg.ref_shaft_hz
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
         acc_h = env_h = None
-        if self.baseline is not None:
+        if baseline is not None:
             # The same for a segment at one speed and band (levelled anew when bands differ).
-            key = (avg.segments, fr, avg.band, acc.shape, None if env is None else env.shape)
+            key = (avg.segment, fr, avg.band, acc.shape, None if env is None else env.shape)
+            cached = self._healthy
             if (
-                self._healthy is None
-                or self._healthy[0] != key
-                or (avg.band != self.baseline.envelope_band_hz)
+                cached is None
+                or cached[0] is not baseline
+                or cached[1] != key
+                or (avg.band != baseline.envelope_band_hz)
             ):
-                aligned = self.baseline.aligned(
+                aligned = baseline.aligned(
                     [ch.name for ch in self.channels],
                     avg.df,
                     fr,
@@ -334,8 +348,8 @@ class DiagnosisEngine:
                     avg.band,
                     env,
                 )
-                self._healthy = (key, aligned)
-            acc_h, env_h = self._healthy[1]
+                cached = self._healthy = (baseline, key, aligned)
+            acc_h, env_h = cached[2]
         for rows, mult in self._groups:
             got = judge_channels(
                 acc[rows],
@@ -372,32 +386,63 @@ class DiagnosisEngine:
                 env_h,
             )  # fmt: skip
         per = [
-            self._channel(ch, v, k_acc, t)
+            _channel(ch, v, avg, shaft_hz, t)
             for ch, v, t in zip(self.channels, verdicts, moved, strict=True)
             if v is not None
         ]
-        d = _combine(per, avg.count)
-        self._last = d
-        return d
+        return _combine(per, avg.count)
 
-    def _channel(
-        self, ch: ChannelSpec, v: ChannelVerdict, k_eff: float, moved: Transmission | None
-    ) -> ChannelDiagnosis:
-        avg = self.average
-        d = ChannelDiagnosis(
-            ch.name,
-            v.label,
-            confidence(v.label, v.margin_db, v.calibration),
-            v,
-            self._shaft_hz * 60.0,
-            avg.band,
-            avg.count,
-            k_eff,
-            _designation(ch),
-        )
-        if moved is not None:  # another sensor's fault seen here: no fault of this bearing
-            d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)
-        return d
+
+class PendingDiagnosis:
+    """A machine's diagnosis at one window, judged when first read (then kept): the
+    averages as they stood then, and the baseline then in force
+    (:meth:`DiagnosisEngine.later`)."""
+
+    __slots__ = ("_baseline", "_engine", "_result", "_state")
+
+    def __init__(
+        self, engine: DiagnosisEngine, state: AverageState, baseline: Baseline | None
+    ) -> None:
+        self._engine: DiagnosisEngine | None = engine
+        self._state: AverageState | None = state
+        self._baseline = baseline
+        self._result: Diagnosis | None = None
+
+    @property
+    def judged(self) -> bool:
+        """Whether the judgement was made (read) already."""
+        return self._result is not None
+
+    def result(self) -> Diagnosis:
+        """The diagnosis (judged now if this is the first read)."""
+        if self._result is None:
+            assert self._engine is not None and self._state is not None
+            self._result = self._engine.judge_state(self._state, self._baseline)
+            self._engine = self._state = self._baseline = None  # the copies are not needed now
+        return self._result
+
+
+def _channel(
+    ch: ChannelSpec,
+    v: ChannelVerdict,
+    avg: AverageState,
+    shaft_hz: float,
+    moved: Transmission | None,
+) -> ChannelDiagnosis:
+    d = ChannelDiagnosis(
+        ch.name,
+        v.label,
+        confidence(v.label, v.margin_db, v.calibration),
+        v,
+        shaft_hz * 60.0,
+        avg.band,
+        avg.count,
+        avg.k_acc,
+        _designation(ch),
+    )
+    if moved is not None:  # another sensor's fault seen here: no fault of this bearing
+        d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)
+    return d
 
 
 def _designation(ch: ChannelSpec) -> str:
