@@ -268,6 +268,9 @@ class WindowScorer:
         #: label and its confidence stay). Counted in :attr:`unexplained`.
         self.explain = True
         self.unexplained = 0
+        # Whether the last valid window scored was at or above alert: the first one of a run
+        # (where the alarm's transition starts) gets a diagnosis judged at that very window.
+        self._alerting = False
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
         """The JSON-ready ``pdm-edge score`` rows of :meth:`score` (:meth:`WindowScore.as_row`)."""
@@ -302,6 +305,7 @@ class WindowScorer:
             if not ok[i]:
                 out.append(WindowScore(t_ns, index, None, valid=False, model=version))
             elif not self.explain_all and s < alert:
+                self._alerting = False
                 out.append(
                     WindowScore(t_ns, index, "ok", s, model=version, below_baseline=quiet[i])
                 )
@@ -317,7 +321,13 @@ class WindowScorer:
                     top = tuple(
                         top_features(self.model.names, xi, zi, k=5, directions=self._directions)
                     )
-                diagnosis = diagnosis_fields(wf.diagnosis)
+                # A window at or above alert needs the verdict now: judged at most a few
+                # window lengths back, at the window itself for the first of a run
+                # (docs/diagnosis.md §1); the others show the routine judgement.
+                alerting = s >= alert
+                d = wf.fresh_diagnosis(now=not self._alerting) if alerting else wf.diagnosis
+                self._alerting = alerting
+                diagnosis = diagnosis_fields(d)
                 out.append(
                     WindowScore(
                         t_ns,

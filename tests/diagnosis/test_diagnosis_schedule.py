@@ -1,12 +1,13 @@
 """The engine's judgement schedule against the full judgement of every window.
 
-The engine judges at a segment's 1st, 2nd, 4th … window and then every ``judge_every``
-windows (docs/diagnosis.md §1, "When it is judged"), each judgement made only when read
-(:meth:`DiagnosisEngine.later`). Checked on simulated recordings with a fault setting in,
-a speed change and a gap: every window's diagnosis is the full judgement (an engine that
-judges every window) at a window of the same segment at most ``judge_every - 1`` windows
-back, whenever and in whatever order it is read; a segment's first window and the end of a
-recording are judged on their own windows.
+The engine judges a window's routine diagnosis at a segment's 1st, 2nd, 4th … window and
+then every ``judge_every`` windows, and a fresh one (a window at or above alert) at most
+``fresh_within`` windows back — at the window itself with ``now`` (docs/diagnosis.md §1,
+"When it is judged"); either only when read. Checked on simulated recordings with a fault
+setting in, a speed change and a gap: every diagnosis is the full judgement (an engine that
+judges every window) at a window of the same segment no further back than its bound,
+whenever and in whatever order a routine one is read; a segment's first window and the end
+of a recording are judged on their own windows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import numpy as np
 import pytest
 
-from pdm.diagnosis import Diagnosis, DiagnosisEngine, PendingDiagnosis
+from pdm.diagnosis import Diagnosis, DiagnosisEngine, WindowVerdict
 from pdm.dsp.features import ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.sources.simulator import FaultSpec, SimSpec, simulate
 
@@ -50,65 +51,123 @@ def _key(d: Diagnosis) -> tuple[object, ...]:
     return (d.label, d.confidence, d.channel, d.windows, tuple(c.margin_db for c in d.channels))
 
 
+def _truth(
+    chans: list[ChannelSpec], frames: list[FeatureFrame | None]
+) -> tuple[list[Diagnosis], list[tuple[int, int]], Diagnosis]:
+    """The full judgement at every window, (segment, windows averaged) there, and at the end."""
+    full = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
+    truth, where = [], []
+    for f in frames:
+        if f is None:
+            full.reset()
+            continue
+        full.update(f)
+        truth.append(full.judge())
+        where.append((full.average.segments, full.average.count))
+    assert len({s for s, _ in where}) >= 2, "the recording must hold a new segment"
+    return truth, where, full.judge()
+
+
+def _judged_at(i: int, d: Diagnosis, where: list[tuple[int, int]]) -> int:
+    """The window of ``i``'s segment whose averages ``d`` judged (the latest with as many)."""
+    due = [j for j in range(i + 1) if where[j] == (where[i][0], d.windows)]
+    assert due, f"window {i}: judged on another segment's windows ({d.windows})"
+    return due[-1]
+
+
 @pytest.mark.parametrize("kind", ["fault sets in", "speed changes", "a gap"])
-def test_every_window_gets_a_due_full_judgement_whenever_it_is_read(kind: str) -> None:
+def test_every_routine_diagnosis_is_a_due_full_judgement_whenever_it_is_read(kind: str) -> None:
     chans, frames = _recording(kind)
-    sched = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)  # judge_every = 8
-    full = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0, judge_every=1)
-    assert sched.judge_every == 8
-    pending: list[PendingDiagnosis] = []
-    eager: list[Diagnosis] = []
-    truth: list[Diagnosis] = []
-    where: list[tuple[int, int]] = []  # (segment, windows averaged) after each window
+    truth, where, end = _truth(chans, frames)
+    sched = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
+    assert sched.judge_every == 32  # 8 time constants of 4 windows
+    handed: list[WindowVerdict] = []
     for f in frames:
         if f is None:
             sched.reset()
-            full.reset()
-            continue
-        sched.update(f)
-        full.update(f)
-        pending.append(sched.later())
-        truth.append(full.judge())
-        where.append((sched.average.segments, sched.average.count))
-    assert len({s for s, _ in where}) >= 2, "the recording must hold a new segment"
-    ends = sched.judge(), full.judge()
-    # Read late and out of order: the same answers as the eager engine's below.
-    order = list(range(len(pending)))
+        else:
+            handed.append(sched.push(f))
+    # Read late and out of order: the same answers as an engine read at every window.
+    order = list(range(len(handed)))
     random.Random(0).shuffle(order)
-    late = {i: pending[i].result() for i in order}
+    late = {i: handed[i].result() for i in order}
     eager_engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
+    eager = []
     for f in frames:
         if f is None:
             eager_engine.reset()
-            continue
-        eager_engine.update(f)
-        eager.append(eager_engine.diagnosis())
-    for i in range(len(pending)):
-        d = late[i]
+        else:
+            eager_engine.update(f)
+            eager.append(eager_engine.diagnosis())
+    for i, d in late.items():
         assert _key(d) == _key(eager[i]), f"window {i}: read late differs from read at once"
-        seg, _count = where[i]
-        # The window its judgement was due at: same segment, that many windows averaged.
-        due = [j for j in range(i + 1) if where[j] == (seg, d.windows)]
-        assert due, f"window {i}: judged on another segment's windows ({d.windows})"
-        j = due[-1]
+        j = _judged_at(i, d, where)
         assert i - j < sched.judge_every, f"window {i}: judged {i - j} windows back"
         assert _key(d) == _key(truth[j]), f"window {i}: not the full judgement of window {j}"
         if where[i][1] == 1:  # a segment's first window is judged on its own
             assert j == i
-    assert _key(ends[0]) == _key(ends[1]) == _key(truth[-1])
+    assert _key(sched.judge()) == _key(end) == _key(truth[-1])
+
+
+@pytest.mark.parametrize("kind", ["fault sets in", "speed changes", "a gap"])
+def test_an_alerting_window_gets_a_fresh_judgement_and_its_first_one_its_own(kind: str) -> None:
+    """Windows pushed a batch of 8 at a time and read in order as a score reads them: those
+    'alerting' (two runs) fresh, the first of each run at its own window."""
+    chans, frames = _recording(kind)
+    truth, where, _ = _truth(chans, frames)
+    n = len(where)
+    alerting = set(range(n // 5, n // 2)) | set(range(2 * n // 3, n))
+    engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
+    assert engine.fresh_within == 2  # half a time constant
+    i = 0
+    batch: list[FeatureFrame] = []
+    for f in [*frames, None]:
+        if f is not None:
+            batch.append(f)
+            if len(batch) < 8:
+                continue
+        handed = [engine.push(x) for x in batch]
+        for v in handed:
+            if i in alerting:
+                first = i - 1 not in alerting
+                d = v.fresh(now=first)
+                j = _judged_at(i, d, where)
+                assert i - j <= (0 if first else engine.fresh_within), f"window {i}: {i - j} back"
+                assert _key(d) == _key(truth[j]), f"window {i}: not the full judgement of {j}"
+            else:
+                v.result()
+            i += 1
+        batch = []
+        if f is None and i < n:
+            engine.reset()
+    assert i == n
+
+
+def test_a_score_flickering_about_alert_costs_a_judgement_per_fresh_period() -> None:
+    """Every other window alerting, each read as the first of a run: judged at most once
+    every ``fresh_within`` windows, not at every one."""
+    chans, frames = _recording("fault sets in")
+    engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
+    seen = []
+    for i, f in enumerate(frames[:60]):  # one segment: healthy running
+        assert f is not None
+        v = engine.push(f)
+        if i >= 20 and i % 2 == 0:
+            seen.append(v.fresh(now=True))
+    # One fresh judgement at most every fresh_within + 1 windows, and the routine one due
+    # at the 32nd window; each read at its own window would make 20.
+    assert len({id(d) for d in seen}) <= 40 // (engine.fresh_within + 1) + 2
 
 
 def test_an_unread_window_costs_no_judgement() -> None:
     chans, frames = _recording("a gap")
     engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0)
-    handed = []
-    for f in frames[:12]:
-        assert f is not None
-        engine.update(f)
-        handed.append(engine.later())
-    assert not any(p.judged for p in handed)
+    handed = [engine.push(f) for f in frames[:12] if f is not None]
+    engine.drain()
+    assert all(v.routine is not None and not v.routine.judged for v in handed)
     assert handed[11].result() is handed[7].result()  # one judgement, due at the 8th window
-    assert handed[7].judged and not handed[3].judged
+    assert handed[7].routine is not None and handed[7].routine.judged
+    assert handed[3].routine is not None and not handed[3].routine.judged
 
 
 def test_the_averages_are_the_plain_exponential_average_to_the_bit() -> None:
@@ -134,7 +193,8 @@ def test_the_averages_are_the_plain_exponential_average_to_the_bit() -> None:
         env = None if w % 17 == 5 else rng.random((ch, 2 * n_env)).astype(np.float32)
         assert avg.add(spec, env, hz, band)
         count += 1
-        k = avg._acc_bins  # noqa: SLF001  (the bins the average keeps)
+        assert avg.acc is not None
+        k = avg.acc.shape[1]  # the bins the average keeps
         v = spec[:, :k].view(np.float32)
         x_acc = (v * v)[:, 0::2] + (v * v)[:, 1::2]
         x_env = None if env is None else env[:, 0::2] + env[:, 1::2]
