@@ -107,8 +107,8 @@ def bench_scoring(*, quick: bool = False) -> dict[str, Any]:
     return out
 
 
-#: The modes of :func:`bench_diagnosis`: how a window's diagnosis is read.
-DIAGNOSIS_MODES = ("extract", "unread", "read", "alerting")
+#: How :func:`bench_diagnosis` reads a window's diagnosis, one engine each.
+DIAGNOSIS_MODES = ("unread", "read", "alerting")
 
 
 def bench_diagnosis(*, quick: bool = False) -> dict[str, float]:
@@ -116,32 +116,30 @@ def bench_diagnosis(*, quick: bool = False) -> dict[str, float]:
     the pipelines of the service load's fleet, against the extraction of the same windows.
 
     One machine of each shape of :func:`pdm.tools.bench_run.fleet` (two tri-axial sensors on
-    6205/6206 at a fixed speed; one on a 6310 with the speed searched), each fed as the
-    service is fed: one hop of its simulated signal a chunk, cut and extracted at once
+    6205/6206 at a fixed speed; one on a 6310 with the speed searched), fed as the service
+    is fed: one hop of its simulated signal a chunk, cut and extracted at once
     (``FeatureStream(batch=1)``, :meth:`~pdm.processing.FeatureStream.cut` +
-    :meth:`~pdm.processing.FeatureStream.extract`). Four streams per machine, fed the same
-    chunks, differ only in what they do with the diagnosis (:data:`DIAGNOSIS_MODES`):
-    ``extract`` none (``diagnose=False``: the denominator); ``unread`` the engine runs and
-    no window's diagnosis is read (the service's windows below alert: averaged, never
-    judged); ``read`` every window's routine diagnosis read (every row of ``score`` and
-    ``replay``: a judgement every 8 averaging time constants, 256 windows here, once past
-    the segment's first ones); ``alerting`` every window's fresh diagnosis read (a machine
-    at or above alert in the service: a judgement every half time constant, 16 windows).
-
-    Each round feeds every stream 256 windows (a whole routine period), the modes in turn,
-    timed with ``time.process_time``; per round the engine's share is (mode − extract) ÷
-    extract over both machines' windows; the median over rounds is reported, and the
-    per-window µs of the engine (mode − extract).
+    :meth:`~pdm.processing.FeatureStream.extract`). Right after each window's extraction its
+    frame goes to three engines built as the stream builds its own, as ``take`` hands it
+    over, each reading the diagnosis differently (:data:`DIAGNOSIS_MODES`, in turns):
+    ``unread`` none (the service's windows below alert: averaged, never judged); ``read``
+    the routine one (every row of ``score`` and ``replay``: a judgement every 8 averaging
+    time constants, 256 windows here, past a segment's first ones); ``alerting`` the fresh
+    one (a machine at or above alert: judged at most half a time constant back, 16 windows).
+    The extraction and each engine's calls are timed per window with ``time.process_time``;
+    a round is 256 windows of each machine (a whole routine period) after two rounds past
+    the segment's first judgements; per round each engine's CPU time over the extraction's,
+    the median over rounds reported, and the µs per window.
     """
     import tempfile
     from pathlib import Path
 
     from pdm.config import load_pipeline
-    from pdm.processing import FeatureStream
+    from pdm.processing import FeatureStream, build_engine
     from pdm.tools.bench_run import fleet, machine_signal, pipeline_toml
 
     rounds, period = (2, 256) if quick else (7, 256)
-    feeds = []
+    machines = []
     with tempfile.TemporaryDirectory() as tmp:
         for mach in fleet(2):  # one machine of each shape
             f = Path(tmp) / f"{mach.id}.toml"
@@ -150,46 +148,51 @@ def bench_diagnosis(*, quick: bool = False) -> dict[str, float]:
             signal = machine_signal(mach.shape, mach.rpm, False, 8.0, seed=mach.index)
             hop = mach.shape.hop
             chunks = [signal[s : s + hop] for s in range(0, len(signal) - hop + 1, hop)]
-            streams = {
-                mode: FeatureStream(pipeline, FS, batch=1, diagnose=mode != "extract")
-                for mode in DIAGNOSIS_MODES
-            }
-            feeds.append((streams, chunks, hop, tuple(pipeline.columns)))
-    fed = [0] * len(feeds)
-
-    def feed(mode: str, windows: int) -> float:
-        """Feed ``windows`` windows to every machine's ``mode`` stream; CPU seconds."""
-        t0 = time.process_time()
-        for m, (streams, chunks, hop, names) in enumerate(feeds):
-            stream = streams[mode]
-            alerting = False
-            for k in range(fed[m], fed[m] + windows):
-                chunk = Chunk(chunks[k % len(chunks)], FS, k * hop / FS, names)
-                for wf in stream.extract(stream.cut(chunk)):
-                    if mode == "read":
-                        wf.diagnosis  # noqa: B018  (read: judged when due)
-                    elif mode == "alerting":
-                        wf.fresh_diagnosis(now=not alerting)
-                        alerting = True
-        return time.process_time() - t0
+            stream = FeatureStream(pipeline, FS, batch=1, diagnose=False)
+            engines = {m: build_engine(pipeline, stream.extractor) for m in DIAGNOSIS_MODES}
+            machines.append((stream, engines, chunks, hop, tuple(pipeline.columns)))
+    clock = time.process_time
+    fed = [0]
 
     def round_() -> dict[str, float]:
-        out = {mode: feed(mode, period) for mode in DIAGNOSIS_MODES}
-        for m in range(len(fed)):
-            fed[m] += period
-        return out
+        t = dict.fromkeys(("extract", *DIAGNOSIS_MODES), 0.0)
+        order = list(DIAGNOSIS_MODES)
+        for _ in range(period):
+            k = fed[0]
+            fed[0] += 1
+            for stream, engines, chunks, hop, names in machines:
+                t0 = clock()
+                wfs = stream.extract(
+                    stream.cut(Chunk(chunks[k % len(chunks)], FS, k * hop / FS, names))
+                )
+                t["extract"] += clock() - t0
+                order = order[1:] + order[:1]  # which engine meets the frame first rotates
+                for mode in order:
+                    engine = engines[mode]
+                    t0 = clock()
+                    for wf in wfs:
+                        engine.drain()  # as FeatureStream.take does before a batch
+                        verdict = engine.push(wf.features)
+                        if mode == "read":
+                            verdict.result()
+                        elif mode == "alerting":
+                            verdict.fresh()
+                    t[mode] += clock() - t0
+        return t
 
     for _ in range(2):  # past the segment's first judgements (1, 2, 4, … 256 windows)
         round_()
     times = [round_() for _ in range(rounds)]
-    windows = period * len(feeds)
+    windows = period * len(machines)
     out: dict[str, float] = {}
     names = {"unread": "diagnosis_unread", "read": "diagnosis", "alerting": "diagnosis_alerting"}
     for mode, key in names.items():
-        share = [(t[mode] - t["extract"]) / t["extract"] for t in times]
-        extra = [(t[mode] - t["extract"]) / windows * 1e6 for t in times]
-        out[f"{key}_us_per_window"] = round(statistics.median(extra), 1)
-        out[f"{key}_share_of_extract"] = round(statistics.median(share), 3)
+        out[f"{key}_us_per_window"] = round(
+            statistics.median(t[mode] for t in times) / windows * 1e6, 1
+        )
+        out[f"{key}_share_of_extract"] = round(
+            statistics.median(t[mode] / t["extract"] for t in times), 3
+        )
     out["diagnosis_extract_us_per_window"] = round(
         statistics.median(t["extract"] for t in times) / windows * 1e6, 1
     )
@@ -283,13 +286,13 @@ NOTES = {
     "dsp_stream_ratio_to_batched_rfft": "windower + extractor in the service load's "
     "configuration (fixed speed and band), batches of 8, over the rfft of the same batch",
     "diagnosis_share_of_extract": "headline (target: at most 0.10): the diagnosis engine's "
-    "CPU time per window over the extraction's (windower + extractor, FeatureStream(batch=1) "
-    "cut + extract as the service runs it) on the same windows, on one machine of each shape "
-    "of the service load's fleet, every window's routine diagnosis read (as every row of "
-    "score and replay: a judgement every 256 windows); the engine's part is the stream's time "
-    "with diagnose on less the same stream's with it off, timed alternately, median of "
-    "rounds; diagnosis_us_per_window: that part in µs",
-    "diagnosis_unread_share_of_extract": "the same, no window's diagnosis read (the service's "
+    "CPU time per window over the extraction's (FeatureStream(batch=1) cut + extract as the "
+    "service runs it) of the same windows, one machine of each shape of the service load's "
+    "fleet, each window's frame handed to an engine right after its extraction and its "
+    "routine diagnosis read (as every row of score and replay: a judgement every 256 "
+    "windows); both timed per window with process_time, median of rounds; "
+    "diagnosis_us_per_window: the engine's µs",
+    "diagnosis_unread_share_of_extract": "the same, no diagnosis read (the service's "
     "windows below alert: averaged, never judged); diagnosis_unread_us_per_window in µs",
     "diagnosis_alerting_share_of_extract": "the same, every window's fresh diagnosis read (a "
     "machine at or above alert in the service: judged at most half an averaging time "
