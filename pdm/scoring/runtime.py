@@ -321,8 +321,8 @@ class WindowScorer:
                     top = tuple(
                         top_features(self.model.names, xi, zi, k=5, directions=self._directions)
                     )
-                # A window at or above alert needs the verdict now: judged at most a few
-                # window lengths back, at the window itself for the first of a run
+                # A window at or above alert needs the verdict now: judged at most half an
+                # averaging time constant back, at the window itself for the first of a run
                 # (docs/diagnosis.md §1); the others show the routine judgement.
                 alerting = s >= alert
                 d = wf.fresh_diagnosis(now=not self._alerting) if alerting else wf.diagnosis
