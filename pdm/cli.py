@@ -889,6 +889,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from pdm.tools.bench_run import machines_growth
 
             result.setdefault("growth", {})["machines"] = machines_growth(quick=args.quick)
+    elif args.diagnosis_only:
+        from pdm.tools.bench import NOTES, bench_diagnosis
+
+        figures = bench_diagnosis(quick=args.quick)
+        result = {**figures, "notes": {k: v for k, v in NOTES.items() if k in figures}}
     elif args.dsp_only:
         from pdm.tools.bench import NOTES
         from pdm.tools.bench_dsp import dsp_figures
@@ -1364,6 +1369,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     p.add_argument(
         "--dsp-only", action="store_true", help="only the DSP ratios (seconds, not minutes)"
+    )
+    p.add_argument(
+        "--diagnosis-only",
+        action="store_true",
+        help="only the diagnosis engine's cost against the extraction (docs/diagnosis.md §10)",
     )
     p.add_argument(
         "--profile-dsp",

@@ -17,7 +17,7 @@ import numpy as np
 from pdm.config import Pipeline
 from pdm.core.chunk import Chunk
 from pdm.core.time import iso_time
-from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules
+from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules, WindowVerdict
 from pdm.dsp.envelope import BandSchedule
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
@@ -112,12 +112,29 @@ def build_engine(
 
 @dataclass(slots=True)
 class WindowFeatures:
-    """A window's metadata and its features; ``diagnosis`` is the machine's diagnosis over
-    the recent windows up to this one (None when the stream does not diagnose)."""
+    """A window's metadata and its features; :attr:`diagnosis` is the machine's diagnosis
+    over the recent windows up to this one (None when the stream does not diagnose).
+
+    ``verdict`` holds it as the engine handed it over (:meth:`DiagnosisEngine.push`):
+    judged when first read, so a window nobody asks about costs no judgement.
+    """
 
     window: Window
     features: FeatureFrame
-    diagnosis: Diagnosis | None = None
+    verdict: Diagnosis | WindowVerdict | None = None
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        """The machine's routine diagnosis at this window (docs/diagnosis.md §1, "When it is
+        judged")."""
+        v = self.verdict
+        return v.result() if isinstance(v, WindowVerdict) else v
+
+    def fresh_diagnosis(self, *, now: bool = False) -> Diagnosis | None:
+        """The machine's diagnosis judged near this window (``now``: at it), for a window
+        at or above alert; read the windows of a stream in order."""
+        v = self.verdict
+        return v.fresh(now=now) if isinstance(v, WindowVerdict) else v
 
     def rows(self) -> list[dict[str, Any]]:
         """JSON-ready rows, one per channel: ``t_start`` (ISO 8601), ``window``, ``channel``, features."""
@@ -267,15 +284,14 @@ class FeatureStream:
         """Windows and their frames extracted elsewhere (see :meth:`cut`), counted as ours."""
         out = []
         engine = self._engine
+        if engine is not None:
+            engine.drain()  # the windows before these averaged in: one batch waits at most
         for w, frame in zip(windows, frames, strict=True):
             self.windows += 1
             if not frame.valid:
                 self.invalid_windows += 1
-            diagnosis = None
-            if engine is not None:
-                engine.update(frame)
-                diagnosis = engine.diagnosis()
-            out.append(WindowFeatures(w, frame, diagnosis))
+            verdict = None if engine is None else engine.push(frame)
+            out.append(WindowFeatures(w, frame, verdict))
         if out:
             self.latest = out[-1]
         return out

@@ -9,7 +9,13 @@ machine; :func:`judge_channel` judges one channel's averaged spectra; the rules 
 from pdm.diagnosis.average import SpectrumAverage, effective_windows
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.diagnosis.confidence import confidence
-from pdm.diagnosis.engine import ChannelDiagnosis, Diagnosis, DiagnosisEngine
+from pdm.diagnosis.engine import (
+    ChannelDiagnosis,
+    Diagnosis,
+    DiagnosisEngine,
+    PendingDiagnosis,
+    WindowVerdict,
+)
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence, LineEvidence
 from pdm.diagnosis.machine import Transmission
 from pdm.diagnosis.rules import DIAGNOSES, Rules
@@ -26,9 +32,11 @@ __all__ = [
     "DiagnosisEngine",
     "FamilyEvidence",
     "LineEvidence",
+    "PendingDiagnosis",
     "Rules",
     "SpectrumAverage",
     "Transmission",
+    "WindowVerdict",
     "confidence",
     "effective_windows",
     "judge_channel",

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AverageState",
     "SpectrumAverage",
     "acc_power_scale",
     "effective_windows",
@@ -105,6 +107,36 @@ def _hann(n: int) -> npt.NDArray[np.float64]:
     return w
 
 
+@dataclass(frozen=True, slots=True)
+class AverageState:
+    """What a judgement reads of a :class:`SpectrumAverage` at one window (a copy: the
+    average goes on): see :meth:`SpectrumAverage.state`.
+
+    Attributes
+    ----------
+    acc, env : (n_channels, n_acc) / (n_channels, n_env) averaged amplitude², g², float64;
+        ``env`` None when no envelope was averaged in (``acc`` None: no window yet)
+    count, env_count : windows averaged into each in this segment
+    k_acc, k_env : independent windows each is worth
+    df : bin spacing, Hz
+    ref_shaft_hz, mean_shaft_hz : the segment's reference speed and the windows' mean, Hz
+    band : the envelope average's demodulation band, Hz
+    segment : :attr:`SpectrumAverage.segments` then
+    """
+
+    acc: F64 | None
+    env: F64 | None
+    count: int
+    env_count: int
+    k_acc: float
+    k_env: float
+    df: float
+    ref_shaft_hz: float
+    mean_shaft_hz: float
+    band: tuple[float, float] | None
+    segment: int
+
+
 class SpectrumAverage:
     """Averaged acceleration and envelope power spectra of one segment, all channels.
 
@@ -148,6 +180,7 @@ class SpectrumAverage:
         self._k_eff_cache: dict[int, float] = {}
         # Windows in a row whose level moved: more than one window length of new data.
         self._level_need = math.ceil(self.n / self.hop) + 1
+        self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
         self.skipped = 0
         self.level_changes = 0
@@ -194,6 +227,24 @@ class SpectrumAverage:
         """(n_channels, n_env) averaged envelope amplitude², g², or None."""
         return None if self.env is None else self.env.astype(np.float64) * self._env_scale
 
+    def state(self) -> AverageState:
+        """The averages as they stand (copies, float64 amplitude²), for a judgement now or
+        later."""
+        empty = self.count == 0 or self.acc is None
+        return AverageState(
+            None if empty else self.acc_power(),
+            None if empty else self.env_power(),
+            self.count,
+            self.env_count,
+            self.k_eff(self.count),
+            self.k_eff(self.env_count),
+            self.df,
+            self.ref_shaft_hz,
+            self.mean_shaft_hz,
+            self.band,
+            self.segments,
+        )
+
     # -- one window ----------------------------------------------------------------------
     def add(
         self,
@@ -236,15 +287,22 @@ class SpectrumAverage:
         if band != self.band:
             self.env, self.env_count, self.band = None, 0, band
 
+        # A window without an envelope keeps the envelope average as it is.
+        n_env = env_parts.shape[-1] // 2 if env_parts is not None else max(self._layout[1], 0)
+        if self._layout != (self._acc_bins, n_env):
+            self._lay_out(self._acc_bins, n_env)
+        # |X|² and the envelope's power, written into the scratch halves (no allocation).
         v = spectrum[:, : self._acc_bins].view(np.float32)
-        sq = v * v
-        acc = sq[:, 0::2] + sq[:, 1::2]  # |X|², float32
-        env = None if env_parts is None else env_parts[:, 0::2] + env_parts[:, 1::2]
+        np.multiply(v, v, out=self._sq)
+        acc = np.add(self._sq[:, 0::2], self._sq[:, 1::2], out=self._new_acc)
+        env = None
+        if env_parts is not None:
+            env = np.add(env_parts[:, 0::2], env_parts[:, 1::2], out=self._new_env)
         # The machine's state changed (a fault set in, the load stepped): the level of either
         # spectrum left the segment's by more than LEVEL_DB for over a window length of new
         # data. Averaging across that would hide the new state behind the old one.
-        la = math.log10(float(acc.sum()) + 1e-30)
-        le = math.log10(float(env.sum()) + 1e-30) if env is not None else 0.0
+        la = math.log10(float(_total(acc, None)) + 1e-30)
+        le = math.log10(float(_total(env, None)) + 1e-30) if env is not None else 0.0
         if self.count == 0 or self._level is None:
             self._level = (la, le)
         elif max(abs(la - self._level[0]), abs(le - self._level[1])) > LEVEL_DB / 10.0:
@@ -262,27 +320,71 @@ class SpectrumAverage:
             )
         self.count += 1
         self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
-        # Re-index onto the reference speed's bins when the lines would move by > 0.5 bin.
-        if abs(ratio - 1.0) * self._top_hz > 0.5 * self.df:
-            acc = reindex(acc.astype(np.float64), ratio)
-            env = None if env is None else reindex(env.astype(np.float64), ratio)
-
-        self.acc = _ema(self.acc, acc, 1.0 / min(self.count, self.n_mem))
+        a_acc = 1.0 / min(self.count, self.n_mem)
         if env is not None:
             self.env_count += 1
-            self.env = _ema(self.env, env, 1.0 / min(self.env_count, self.n_mem))
+        a_env = 1.0 / min(max(self.env_count, 1), self.n_mem)
+        # A segment's (or a band's) first window is taken as it is.
+        acc_first, env_first = self.acc is None, self.env is None
+        # Re-index onto the reference speed's bins when the lines would move by > 0.5 bin.
+        if abs(ratio - 1.0) * self._top_hz > 0.5 * self.df:
+            _ema(self._acc, reindex(acc.astype(np.float64), ratio), a_acc, acc_first)
+            if env is not None:
+                x = reindex(env.astype(np.float64), ratio)
+                _ema(self._env, x, a_env, env_first)
+        elif env is not None and a_acc == a_env and acc_first == env_first:
+            # Both spectra at one weight (the usual case): one pass over the state buffer.
+            _ema(self._state, self._scratch, a_acc, acc_first)
+        else:
+            _ema(self._acc, acc, a_acc, acc_first)
+            if env is not None:
+                _ema(self._env, env, a_env, env_first)
+        self.acc = self._acc
+        if env is not None:
+            self.env = self._env
         return True
 
+    def _lay_out(self, n_acc: int, n_env: int) -> None:
+        """The state for ``n_acc`` acceleration and ``n_env`` envelope bins: both averages
+        in one float32 buffer (acc rows, then env rows: each a C-contiguous view) so that a
+        window is averaged in with one pass, and a scratch buffer of the same layout for
+        the window's own power. The acceleration average carries over (a band change
+        may change the envelope's length within a segment)."""
+        ch = self.n_channels
+        state = np.zeros(ch * (n_acc + n_env), dtype=np.float32)
+        if self.acc is not None and self.acc.shape == (ch, n_acc):
+            state[: ch * n_acc] = self.acc.reshape(-1)
+        env_kept = self.env is not None and self.env.shape == (ch, n_env)
+        if env_kept:
+            assert self.env is not None
+            state[ch * n_acc :] = self.env.reshape(-1)
+        self._state = state
+        self._scratch = np.empty_like(state)
+        self._sq = np.empty((ch, 2 * n_acc), dtype=np.float32)
+        self._acc = state[: ch * n_acc].reshape(ch, n_acc)
+        self._env = state[ch * n_acc :].reshape(ch, n_env)
+        self._new_acc = self._scratch[: ch * n_acc].reshape(ch, n_acc)
+        self._new_env = self._scratch[ch * n_acc :].reshape(ch, n_env)
+        self.acc = self._acc if self.acc is not None and self.acc.shape == (ch, n_acc) else None
+        self.env = self._env if env_kept else None
+        self._layout = (n_acc, n_env)
 
-def _ema(avg: F32 | None, x: npt.NDArray[np.floating], a: float) -> F32:
-    """``avg + a·(x − avg)`` in place (a fresh copy of ``x`` to start), float32: an average of
-    float32 spectra needs no more (its relative error stays ~1e-7 per step)."""
-    if avg is None or avg.shape != x.shape:
-        return np.array(x, dtype=np.float32)
-    x = x - avg
+
+#: ``_total(x, None)``: the sum of every element, ``ndarray.sum``'s very reduction (the same
+#: pairwise order, so the same float32 result) without its Python wrapper.
+_total = np.add.reduce
+
+
+def _ema(avg: F32, x: npt.NDArray[np.floating], a: float, first: bool) -> None:
+    """``avg ← avg + a·(x − avg)`` in place, ``avg ← x`` for a segment's ``first`` window;
+    float32: an average of float32 spectra needs no more (its relative error stays ~1e-7
+    per step). ``x`` (float32 scratch, or a float64 re-indexed copy) is overwritten."""
+    if first:
+        avg[...] = x
+        return
+    np.subtract(x, avg, out=x)
     x *= a
     avg += x
-    return avg
 
 
 def reindex(p: F64, ratio: float) -> F64:

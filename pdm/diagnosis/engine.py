@@ -1,28 +1,40 @@
 """The diagnosis engine: evidence gathered over the recent windows of one machine.
 
 One :class:`DiagnosisEngine` per machine (per feature stream) takes every window's
-feature frame (:meth:`DiagnosisEngine.update`: the spectra the extractor already
-computed are averaged in, nothing is transformed again) and judges the averages
+feature frame (:meth:`DiagnosisEngine.update`, or :meth:`DiagnosisEngine.push` which hands
+back the window's :class:`WindowVerdict` first: the spectra the extractor already computed
+are averaged in, nothing is transformed again) and judges the averages
 (:mod:`pdm.diagnosis.rules`) per channel; the machine's diagnosis is the clearest
-channel's. Judging costs more than averaging, so :meth:`DiagnosisEngine.diagnosis`
-judges at the 1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then
-every ``judge_every`` windows — by default two averaging time constants (``2 × memory``
-window lengths of new data: 64 windows at 50 % overlap), in which the average renews by
-86 % — and hands back the last judgement in between. A change of the machine's state
-starts a new segment (:mod:`pdm.diagnosis.average`), so a fault that sets in is judged
-on its own windows at once, not at the next due time.
+channel's. Judging costs a hundred times more than averaging, so a judgement is made only
+when somebody reads it, and as often as the reader needs:
+
+* **routinely** (:meth:`WindowVerdict.result`, what a replayed window's row shows): at the
+  1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then every
+  ``judge_every`` windows — by default :data:`ROUTINE_TIME_CONSTANTS` averaging time
+  constants (``8 × memory`` window lengths of new data: 256 windows at 50 % overlap) — the
+  last judgement handed back in between;
+* **fresh** (:meth:`WindowVerdict.fresh`, what a window at or above alert reads): a
+  judgement at most ``fresh_within`` windows old (:data:`FRESH_TIME_CONSTANTS` of an
+  averaging time constant: 8 window lengths of new data, 16 windows at 50 % overlap, in
+  which at most 1 − e^(−1/2) ≈ 39 % of the average renews), and of the window itself with
+  ``now=True`` (the first alerting window of a run: the alarm's transition). The end of a
+  recording is judged then (:meth:`judge`).
+
+A change of the machine's state starts a new segment (:mod:`pdm.diagnosis.average`),
+which is judged on its own windows at once, not at the next due time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from pdm.diagnosis.average import SpectrumAverage
+from pdm.diagnosis.average import AverageState, SpectrumAverage
 from pdm.diagnosis.baseline import Baseline
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
@@ -32,7 +44,27 @@ from pdm.diagnosis.shaft_speed import refine_speed
 from pdm.diagnosis.verdict import judge_channels
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
-__all__ = ["ChannelDiagnosis", "Diagnosis", "DiagnosisEngine"]
+__all__ = [
+    "FRESH_TIME_CONSTANTS",
+    "ROUTINE_TIME_CONSTANTS",
+    "ChannelDiagnosis",
+    "Diagnosis",
+    "DiagnosisEngine",
+    "PendingDiagnosis",
+    "WindowVerdict",
+]
+
+#: Averaging time constants between two routine judgements (staleness of a window's
+#: diagnosis nobody needs at once: a healthy machine's, shown in a replay's rows).
+ROUTINE_TIME_CONSTANTS = 8.0
+#: Averaging time constants a fresh judgement may be old (a window at or above alert): at
+#: most 1 − e^(−1/2) ≈ 39 % of the average is newer than the judgement. Half the average's
+#: memory: a judgement is over evidence one time constant long anyway, and judging more
+#: often would cost a machine in alert a judgement every few windows.
+FRESH_TIME_CONSTANTS = 0.5
+#: Windows handed out by push() and not averaged in yet, at the most (a bound on memory:
+#: the oldest are averaged in when more come and nobody reads).
+MAX_QUEUED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +212,10 @@ class DiagnosisEngine:
     rules : thresholds of :mod:`pdm.diagnosis.rules`
     iso_group, foundation : the machine's ISO 10816-3 class (running-speed severity)
     memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
-    judge_every : windows between judgements (None: two averaging time constants)
+    judge_every : windows between routine judgements (None: ROUTINE_TIME_CONSTANTS
+        averaging time constants)
+    fresh_within : windows a fresh judgement may be old (None: FRESH_TIME_CONSTANTS
+        averaging time constants)
     acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
     locations : per channel, the sensor (bearing housing) it is mounted on; channels at
         different locations are arbitrated (:mod:`pdm.diagnosis.machine`). None: all at one
@@ -214,11 +249,14 @@ class DiagnosisEngine:
         memory: float = 16.0,
         segment_tolerance: float = 0.03,
         judge_every: int | None = None,
+        fresh_within: int | None = None,
         acc_bins: int | None = None,
         locations: Sequence[str] | None = None,
     ) -> None:
         if judge_every is not None and judge_every < 1:
             raise ValueError(f"{judge_every=} must be >= 1")
+        if fresh_within is not None and fresh_within < 0:
+            raise ValueError(f"{fresh_within=} must be >= 0")
         self.channels = tuple(channels)
         if locations is not None and len(locations) != len(self.channels):
             raise ValueError(f"{len(locations)} locations for {len(self.channels)} channels")
@@ -226,7 +264,7 @@ class DiagnosisEngine:
         self.rules = rules or Rules()
         self.iso_group = iso_group
         self.foundation = foundation
-        self.average = SpectrumAverage(
+        self._average = SpectrumAverage(
             len(self.channels),
             fs,
             n,
@@ -242,33 +280,80 @@ class DiagnosisEngine:
             key = tuple(mult.values()) if mult is not None else None
             groups.setdefault(key, ([], mult))[0].append(c)
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
-        self.judge_every = judge_every or max(1, round(2 * self.average.n_mem))
-        self._last: Diagnosis | None = None
+        self.judge_every = judge_every or max(
+            1, round(ROUTINE_TIME_CONSTANTS * self._average.n_mem)
+        )
+        self.fresh_within = (
+            fresh_within
+            if fresh_within is not None
+            else max(1, math.ceil(FRESH_TIME_CONSTANTS * self._average.n_mem))
+        )
+        self._last: PendingDiagnosis | None = None
+        self._fresh: PendingDiagnosis | None = None
+        # Frames handed to push() and not averaged in yet, with their verdicts.
+        self._queue: deque[tuple[FeatureFrame, WindowVerdict]] = deque()
+        self._tick = 0  # windows offered so far
+        self._fresh_read = -(1 << 62)  # the window of the last fresh read
         #: The machine's healthy spectra (a model's card), or None: see :meth:`set_baseline`.
         self.baseline: Baseline | None = None
-        self._healthy: tuple[object, tuple[np.ndarray, np.ndarray]] | None = None
+        # The baseline aligned to a segment's bins: (baseline, key, (acc, env)).
+        self._healthy: tuple[Baseline, object, tuple[np.ndarray, np.ndarray]] | None = None
         self._since = 0
         self._segment = -1
-        self._shaft_hz = math.nan
+
+    @property
+    def average(self) -> SpectrumAverage:
+        """The averages, every window handed over averaged in."""
+        self.drain()
+        return self._average
 
     def set_baseline(self, baseline: Baseline | None) -> None:
         """Judge lines over the machine's healthy spectra from now on (None: over the local
         floor only); the next diagnosis is judged again."""
+        self.drain()
         self.baseline = baseline
         self._healthy = None
-        self._last = None
+        self._last = self._fresh = None
 
     def reset(self) -> None:
         """Forget the averages (a stream reset: a gap, time going back)."""
-        self.average.reset()
-        self._last = None
+        self.drain()
+        self._average.reset()
+        self._last = self._fresh = None
 
     def update(self, frame: FeatureFrame) -> bool:
         """Average a window's spectra in; False when the window was not used (invalid, no
         speed, or a stray speed estimate)."""
+        self.drain()
+        return self._update(frame)
+
+    def push(self, frame: FeatureFrame) -> WindowVerdict:
+        """Hand a window over; its :class:`WindowVerdict` is the diagnosis at it, however
+        late it is read. The window is averaged in when a verdict at or after it is read,
+        at the next call of any other method, or when :data:`MAX_QUEUED` wait — so a reader
+        that reads windows in order (a score of a batch) can have each one judged on the
+        averages as they stood at it."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.drain()
+        v = WindowVerdict(self)
+        self._queue.append((frame, v))
+        return v
+
+    def drain(self, upto: WindowVerdict | None = None) -> None:
+        """Average in the windows handed to :meth:`push` (up to ``upto``, else all)."""
+        q = self._queue
+        while q:
+            frame, v = q.popleft()
+            self._update(frame)
+            v.routine, v.tick = self._later(), self._tick
+            if v is upto:
+                return
+
+    def _update(self, frame: FeatureFrame) -> bool:
+        self._tick += 1
         if not frame.valid:
             return False
-        used = self.average.add(
+        used = self._average.add(
             frame.spectrum,
             frame.env_parts,
             frame.shaft_speed_rpm / 60.0,
@@ -280,7 +365,19 @@ class DiagnosisEngine:
 
     def diagnosis(self) -> Diagnosis:
         """The current diagnosis, judged again when due (see the module docstring)."""
-        avg = self.average
+        return self.later().result()
+
+    def later(self) -> PendingDiagnosis:
+        """The current diagnosis as :meth:`diagnosis` would give it now, judged only when
+        read (:meth:`PendingDiagnosis.result`): when a judgement is due, the averages are
+        copied (a few kB) and judged if and when somebody asks — the service asks only for
+        the windows it explains, so a healthy machine's windows are averaged, never judged.
+        The answer is the same as :meth:`diagnosis`'s at this window, whenever it is read."""
+        self.drain()
+        return self._later()
+
+    def _later(self) -> PendingDiagnosis:
+        avg = self._average
         c = avg.count
         due = (
             self._last is None
@@ -289,17 +386,56 @@ class DiagnosisEngine:
             or self._since >= self.judge_every
         )
         if due:
-            return self.judge()
+            self._since = 0
+            self._segment = avg.segments
+            self._last = self._pending()
         assert self._last is not None
         return self._last
 
+    def _pending(self) -> PendingDiagnosis:
+        return PendingDiagnosis(self, self._average.state(), self.baseline, self._tick)
+
+    def fresh_at(self, verdict: WindowVerdict, *, now: bool = False) -> Diagnosis:
+        """The diagnosis at ``verdict``'s window judged at most :attr:`fresh_within` windows
+        before it (``now``: at it, unless a fresh one was read within :attr:`fresh_within`
+        windows). When windows after it were averaged in already (read out of order), its
+        routine judgement."""
+        self.drain(upto=verdict)
+        routine = verdict.routine
+        assert routine is not None
+        if verdict.tick != self._tick:
+            return routine.result()
+        # A run of alerting windows broken by a window or two below alert is not a new
+        # one: judging at every such window would cost a judgement a window when a score
+        # flickers about the threshold.
+        if now and self._tick - self._fresh_read <= self.fresh_within:
+            now = False
+        self._fresh_read = self._tick
+        limit = 0 if now else self.fresh_within
+        seg = self._average.segments
+        for p in (routine, self._fresh):
+            if (
+                p is not None
+                and p.segment == seg
+                and p.baseline is self.baseline
+                and self._tick - p.tick <= limit
+            ):
+                return p.result()
+        self._fresh = self._pending()
+        return self._fresh.result()
+
     def judge(self) -> Diagnosis:
         """Judge the averages now."""
-        avg = self.average
+        self.drain()
         self._since = 0
-        self._segment = avg.segments
+        self._segment = self._average.segments
+        self._last = self._pending()
+        return self._last.result()
+
+    def judge_state(self, avg: AverageState, baseline: Baseline | None = None) -> Diagnosis:
+        """Judge the averages ``avg`` (:meth:`SpectrumAverage.state`) over ``baseline``."""
         if avg.count == 0 or avg.acc is None:
-            d = Diagnosis(
+            return Diagnosis(
                 "unknown",
                 0.0,
                 None,
@@ -307,11 +443,8 @@ class DiagnosisEngine:
                 0,
                 "no window with a known shaft speed in this segment yet",
             )
-            self._last = d
-            return d
-        k_acc = avg.k_eff(avg.count)
-        k_env = avg.k_eff(avg.env_count)
-        acc, env = avg.acc_power(), avg.env_power()
+        k_acc, k_env = avg.k_acc, avg.k_env
+        acc, env = avg.acc, avg.env
         # Lines are placed by the speed the averaged spectra show (a given speed is rarely
         # exactly the running speed), within the order tolerance of the segment's speed.
         fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
@@ -320,18 +453,20 @@ class DiagnosisEngine:
         # them; in hertz the machine ran at that times the windows' mean speed over the first
         # one's — a first window whose tracked speed was 1 % off would otherwise be reported
         # 1 % off whatever the others said.
-        self._shaft_hz = fr * avg.mean_shaft_hz / avg.ref_shaft_hz
+        shaft_hz = fr * avg.mean_shaft_hz / avg.ref_shaft_hz
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
         acc_h = env_h = None
-        if self.baseline is not None:
+        if baseline is not None:
             # The same for a segment at one speed and band (levelled anew when bands differ).
-            key = (avg.segments, fr, avg.band, acc.shape, None if env is None else env.shape)
+            key = (avg.segment, fr, avg.band, acc.shape, None if env is None else env.shape)
+            cached = self._healthy
             if (
-                self._healthy is None
-                or self._healthy[0] != key
-                or (avg.band != self.baseline.envelope_band_hz)
+                cached is None
+                or cached[0] is not baseline
+                or cached[1] != key
+                or (avg.band != baseline.envelope_band_hz)
             ):
-                aligned = self.baseline.aligned(
+                aligned = baseline.aligned(
                     [ch.name for ch in self.channels],
                     avg.df,
                     fr,
@@ -340,8 +475,8 @@ class DiagnosisEngine:
                     avg.band,
                     env,
                 )
-                self._healthy = (key, aligned)
-            acc_h, env_h = self._healthy[1]
+                cached = self._healthy = (baseline, key, aligned)
+            acc_h, env_h = cached[2]
         for rows, mult in self._groups:
             got = judge_channels(
                 acc[rows],
@@ -378,32 +513,106 @@ class DiagnosisEngine:
                 env_h,
             )  # fmt: skip
         per = [
-            self._channel(ch, v, k_acc, t)
+            _channel(ch, v, avg, shaft_hz, t)
             for ch, v, t in zip(self.channels, verdicts, moved, strict=True)
             if v is not None
         ]
-        d = _combine(per, avg.count)
-        self._last = d
-        return d
+        return _combine(per, avg.count)
 
-    def _channel(
-        self, ch: ChannelSpec, v: ChannelVerdict, k_eff: float, moved: Transmission | None
-    ) -> ChannelDiagnosis:
-        avg = self.average
-        d = ChannelDiagnosis(
-            ch.name,
-            v.label,
-            confidence(v.label, v.margin_db, v.calibration),
-            v,
-            self._shaft_hz * 60.0,
-            avg.band,
-            avg.count,
-            k_eff,
-            _designation(ch),
-        )
-        if moved is not None:  # another sensor's fault seen here: no fault of this bearing
-            d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)
-        return d
+
+class PendingDiagnosis:
+    """A machine's diagnosis at one window, judged when first read (then kept): the
+    averages as they stood then, and the baseline then in force
+    (:meth:`DiagnosisEngine.later`).
+
+    Attributes
+    ----------
+    tick : the window it is of (windows offered to the engine until then)
+    segment : the averages' segment then
+    baseline : the baseline it is judged over
+    """
+
+    __slots__ = ("_engine", "_result", "_state", "baseline", "segment", "tick")
+
+    def __init__(
+        self,
+        engine: DiagnosisEngine,
+        state: AverageState,
+        baseline: Baseline | None,
+        tick: int = 0,
+    ) -> None:
+        self._engine: DiagnosisEngine | None = engine
+        self._state: AverageState | None = state
+        self.baseline = baseline
+        self.segment = state.segment
+        self.tick = tick
+        self._result: Diagnosis | None = None
+
+    @property
+    def judged(self) -> bool:
+        """Whether the judgement was made (read) already."""
+        return self._result is not None
+
+    def result(self) -> Diagnosis:
+        """The diagnosis (judged now if this is the first read)."""
+        if self._result is None:
+            assert self._engine is not None and self._state is not None
+            self._result = self._engine.judge_state(self._state, self.baseline)
+            self._engine = self._state = None  # the copies are not needed now
+        return self._result
+
+
+class WindowVerdict:
+    """One window's diagnosis from :meth:`DiagnosisEngine.push`: :meth:`result` the routine
+    one, :meth:`fresh` one judged near (or at) the window (see the module docstring).
+
+    Attributes
+    ----------
+    routine : the routine judgement at the window, once the window is averaged in
+    tick : the window (windows offered to the engine until it), once averaged in
+    """
+
+    __slots__ = ("_engine", "routine", "tick")
+
+    def __init__(self, engine: DiagnosisEngine) -> None:
+        self._engine = engine
+        self.routine: PendingDiagnosis | None = None
+        self.tick = -1
+
+    def result(self) -> Diagnosis:
+        """The routine diagnosis at this window."""
+        if self.routine is None:
+            self._engine.drain(upto=self)
+        assert self.routine is not None
+        return self.routine.result()
+
+    def fresh(self, *, now: bool = False) -> Diagnosis:
+        """The diagnosis judged at most ``fresh_within`` windows before this one (``now``:
+        at it); read windows in order for this (:meth:`DiagnosisEngine.fresh_at`)."""
+        return self._engine.fresh_at(self, now=now)
+
+
+def _channel(
+    ch: ChannelSpec,
+    v: ChannelVerdict,
+    avg: AverageState,
+    shaft_hz: float,
+    moved: Transmission | None,
+) -> ChannelDiagnosis:
+    d = ChannelDiagnosis(
+        ch.name,
+        v.label,
+        confidence(v.label, v.margin_db, v.calibration),
+        v,
+        shaft_hz * 60.0,
+        avg.band,
+        avg.count,
+        avg.k_acc,
+        _designation(ch),
+    )
+    if moved is not None:  # another sensor's fault seen here: no fault of this bearing
+        d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)
+    return d
 
 
 def _designation(ch: ChannelSpec) -> str:

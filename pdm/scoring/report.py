@@ -332,6 +332,9 @@ def model_report(
     out: dict[str, Any] = {
         "model": {
             "dir": str(model_dir),
+            # The version the runtime reports (ONNX SHA-256, 12 hex digits): which graph
+            # the figures are of, once the directory holds a newer one.
+            "version": model.version,
             "detector": card["model"]["detector"],
             "features": len(card["features"]),
             **_report(model_bytes, _baseline_rows(card), rounds),
@@ -359,7 +362,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| model | variant | bytes | nodes | µs/window batch 1 | batch 64 | max score diff | state changes | false alarms | faults flagged |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    entries = [("given: " + report["model"]["detector"], report["model"])]
+    given = report["model"]
+    entries = [(f"given: {given['detector']} {given.get('version', '')}".rstrip(), given)]
     cwru = report.get("cwru")
     if isinstance(cwru, list):
         entries += [(f"{r['rate']} {r['detector']}", r) for r in cwru if "variants" in r]

@@ -272,6 +272,10 @@ class WindowScorer:
         #: lines over the machine's own healthy spectra (the card's ``diagnosis_baseline``):
         #: a line the machine always had is then no evidence. An older card: the score alone.
         self.flags_bearing_defects = "diagnosis_baseline" in model.card
+        # Whether the last valid window scored was at or above alert (by its score or by a
+        # named defect): the first one of a run (where the alarm's transition starts) gets a
+        # diagnosis judged at that very window.
+        self._alerting = False
 
     def rows(self, windows: Sequence[WindowFeatures]) -> list[dict[str, Any]]:
         """The JSON-ready ``pdm-edge score`` rows of :meth:`score` (:meth:`WindowScore.as_row`)."""
@@ -303,21 +307,24 @@ class WindowScorer:
         for i, wf in enumerate(windows):
             t_ns, index = to_ns(wf.window.t_start), wf.window.index
             s = scores[i]
-            d = wf.diagnosis
             # A bearing defect the diagnosis names over the machine's healthy spectra is a
             # fault whatever the score: evidence averaged over the recent windows sees a
             # defect line that one window's features cannot lift above a threshold set for
             # one false alert a week (docs/models.md, "A bearing defect the diagnosis names").
-            by_diagnosis = (
-                ok[i]
-                and s < alert
-                and self.flags_bearing_defects
-                and d is not None
-                and names_bearing_defect(d.label, d.confidence, d.k_eff)
-            )
+            # The routine judgement is read (judged only when due); when it names a defect,
+            # the alert rests on one as fresh as a score's alert gets (docs/diagnosis.md §1).
+            by_diagnosis = False
+            if ok[i] and s < alert and self.flags_bearing_defects:
+                d = wf.diagnosis
+                if d is not None and names_bearing_defect(d.label, d.confidence, d.k_eff):
+                    d = wf.fresh_diagnosis(now=not self._alerting)
+                    by_diagnosis = d is not None and names_bearing_defect(
+                        d.label, d.confidence, d.k_eff
+                    )
             if not ok[i]:
                 out.append(WindowScore(t_ns, index, None, valid=False, model=version))
             elif not self.explain_all and s < alert and not by_diagnosis:
+                self._alerting = False
                 out.append(
                     WindowScore(t_ns, index, "ok", s, model=version, below_baseline=quiet[i])
                 )
@@ -333,7 +340,16 @@ class WindowScorer:
                     top = tuple(
                         top_features(self.model.names, xi, zi, k=5, directions=self._directions)
                     )
-                diagnosis = diagnosis_fields(wf.diagnosis)
+                # A window at or above alert needs the verdict now: judged at most half an
+                # averaging time constant back, at the window itself for the first of a run
+                # (docs/diagnosis.md §1); the others show the routine judgement.
+                alerting = s >= alert or by_diagnosis
+                if s >= alert:
+                    d = wf.fresh_diagnosis(now=not self._alerting)
+                elif not by_diagnosis:  # (by_diagnosis: d is the fresh judgement above)
+                    d = wf.diagnosis
+                self._alerting = alerting
+                diagnosis = diagnosis_fields(d)
                 out.append(
                     WindowScore(
                         t_ns,

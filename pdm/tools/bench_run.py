@@ -86,7 +86,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-__all__ = ["Machine", "bench_run", "fleet", "frame_crc_maker", "machines_growth"]
+__all__ = [
+    "Machine",
+    "bench_run",
+    "fleet",
+    "frame_crc_maker",
+    "machine_signal",
+    "machines_growth",
+    "pipeline_toml",
+]
 
 FS = 25600.0
 OVERLAP = 0.5
@@ -235,7 +243,9 @@ def frame_crc_maker(tail_len: int, tail_crc_state: int) -> Any:
     return crc
 
 
-def _pipeline(mach: Machine, model: Path, hook_url: str, relay: str) -> str:
+def pipeline_toml(mach: Machine, model: Path, hook_url: str, relay: str) -> str:
+    """The pipeline file (TOML text) of fleet machine ``mach``: its model directory, a
+    webhook and a relay URL."""
     shape = mach.shape
     searched = shape.speed_searched
     chans = []
@@ -288,7 +298,7 @@ def _unbalance_g(rpm: float, mm_s: float) -> float:
     return mm_s * 1e-3 * math.sqrt(2) * w / 9.80665
 
 
-def _signal(shape: Shape, rpm: float, faulty: bool, seconds: float, seed: int) -> np.ndarray:
+def machine_signal(shape: Shape, rpm: float, faulty: bool, seconds: float, seed: int) -> np.ndarray:
     """(samples, 3 × sensors) float32 simulated running at ``rpm``: healthy (a slight
     unbalance, zone B) or with a strong one (zone D, ``FAULT_MM_S``)."""
     from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
@@ -318,9 +328,9 @@ def _train(mach: Machine, tmp: Path, seconds: float, out: Path) -> None:
     from pdm.sources.base import Chunk
 
     f = tmp / f"train-{out.name}.toml"
-    f.write_text(_pipeline(mach, out, "http://127.0.0.1:9/unused", "log:"))
+    f.write_text(pipeline_toml(mach, out, "http://127.0.0.1:9/unused", "log:"))
     pl = load_pipeline(f)
-    data = _signal(mach.shape, mach.rpm, False, seconds, seed=1)
+    data = machine_signal(mach.shape, mach.rpm, False, seconds, seed=1)
     stream = FeatureStream(pl, FS)
     chunks = (
         Chunk(data[i : i + 25600].astype(np.float64), FS, i / FS, tuple(pl.columns))
@@ -653,7 +663,7 @@ class _Rig:
                 self.models[(shape.name, rpm)] = out
                 for faulty in (False, True):
                     f = tmp / f"signal-{shape.name}-{rpm:.0f}-{int(faulty)}.npy"
-                    np.save(f, _signal(shape, rpm, faulty, LOOP_S, seed=2))
+                    np.save(f, machine_signal(shape, rpm, faulty, LOOP_S, seed=2))
                     self.signals[(shape.name, rpm, faulty)] = str(f)
 
     def close(self) -> None:
@@ -673,7 +683,7 @@ class _Rig:
                 faulty += 1
             f = self.tmp / f"{mach.id}.toml"
             model = self.models[(mach.shape.name, mach.rpm)]
-            f.write_text(_pipeline(mach, model, self.receiver.url, relay))
+            f.write_text(pipeline_toml(mach, model, self.receiver.url, relay))
             out.append(f)
         return out
 

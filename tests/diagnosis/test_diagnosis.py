@@ -229,17 +229,18 @@ def test_a_small_speed_change_is_reindexed_onto_the_reference() -> None:
     assert p[80] == pytest.approx(p.max())
 
 
-def test_engine_judges_at_powers_of_two_then_every_two_time_constants() -> None:
+def test_engine_judges_at_powers_of_two_then_every_eight_time_constants() -> None:
     spec = SimSpec(duration_s=6.0, faults=(FaultSpec("bpfo", 0.2),))
     chans, frames = _frames(spec, 4096)
     engine = DiagnosisEngine(spec.fs, 4096, 2048, chans, memory=2.0)
-    assert engine.judge_every == 8  # twice 2 window lengths at 50 % overlap
+    assert engine.judge_every == 32  # 8 × 2 window lengths at 50 % overlap
+    assert engine.fresh_within == 2  # half a time constant
     seen = []
-    for f in frames[:20]:
+    for f in frames[:72]:
         engine.update(f)
         seen.append(engine.diagnosis())
     judged = [i + 1 for i in range(len(seen)) if i == 0 or seen[i] is not seen[i - 1]]
-    assert judged == [1, 2, 4, 8, 16]
+    assert judged == [1, 2, 4, 8, 16, 32, 64]
     engine.reset()
     assert engine.diagnosis().label == "unknown" and engine.average.count == 0
 

@@ -6,6 +6,7 @@ Timings are only checked to be positive: performance is measured by the command 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def test_report_on_the_demo_model_has_exact_sizes_and_every_variant(tmp_path) ->
     assert m["onnx_bytes"] == len(data) and m["nodes"] == len(graph.node)
     assert sum(m["ops"].values()) == len(graph.node)
     assert m["detector"] == json.loads((DEMO / "model.json").read_text())["model"]["detector"]
+    assert m["version"] == hashlib.sha256(data).hexdigest()[:12]  # what the runtime reports
     assert set(m["variants"]) == VARIANTS
     for name, v in m["variants"].items():
         assert v["us_batch1"] > 0 and v["us_batch64"] > 0, name
@@ -59,6 +61,9 @@ def test_the_table_form_lists_every_variant(tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     body = [line for line in r.stdout.splitlines() if line.startswith("| given")]
     assert {line.split("|")[2].strip() for line in body} == VARIANTS
+    version = hashlib.sha256((DEMO / "model.onnx").read_bytes()).hexdigest()[:12]
+    detector = json.loads((DEMO / "model.json").read_text())["model"]["detector"]
+    assert all(f"given: {detector} {version} |" in line for line in body)
 
 
 def test_float32_preprocessing_leaves_no_double_and_scores_close() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from pdm.config import load_pipeline
 from pdm.errors import ModelError
-from pdm.processing import FeatureStream, open_recording
+from pdm.processing import FeatureStream, build_engine, open_recording
 from pdm.scoring.card import read_card
 from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.stream import ScoreStream
@@ -358,3 +358,41 @@ def test_models_of_the_same_bytes_share_one_session_and_score_as_one_alone(
     )  # fmt: skip
     assert card["onnx"]["sha256"] != read_card(out)["onnx"]["sha256"]
     assert Model.load(other, pl).session is not alone.session
+
+
+def test_an_alerting_window_carries_a_fresh_diagnosis_the_first_of_a_run_its_own(trained) -> None:
+    """Scored batch by batch as ``score`` does (each batch read before the next is fed): a
+    window at or above alert carries a judgement at most ``fresh_within`` windows old, the
+    first alerting window one of its own averages (docs/diagnosis.md §1); the routine
+    judgement would be up to 8 time constants (here longer than the recording) back."""
+    out, _, pl = trained
+    rec, pl = open_recording(FIX / "outer_race.csv.gz", pl)  # fault from 4.0 s on
+    with rec:
+        fs = FeatureStream(pl, rec.sample_rate_hz)
+        scorer = WindowScorer(
+            Model.load(out, pl, rec.sample_rate_hz), pl.columns, fs.extractor.names
+        )
+        engine = fs.engine
+        assert engine is not None
+        # The windows averaged at each window, by an engine of its own fed the same frames.
+        twin = build_engine(pl, fs.extractor)
+        rows, group, count = [], [], []
+        for wf in fs.feed(rec.chunks()):
+            twin.update(wf.features)
+            count.append(twin.average.count)
+            group.append(wf)
+            if len(group) == fs.batch:
+                rows += scorer.rows(group)
+                group = []
+        rows += scorer.rows(group)
+    averaged = re.compile(r"(\d+) windows averaged")
+    alerting = [r for r in rows if r["state"] in ("alert", "danger")]
+    assert len(alerting) > 2 * engine.fresh_within
+    before = False
+    for i, r in enumerate(rows):
+        now = r["state"] in ("alert", "danger")
+        if now:
+            judged = int(averaged.search(" ".join(r["evidence"])).group(1))
+            lag = count[i] - judged  # windows of this segment since the judgement
+            assert 0 <= lag <= (0 if not before else engine.fresh_within), (i, lag)
+        before = now

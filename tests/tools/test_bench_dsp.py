@@ -104,16 +104,21 @@ def test_the_mixed_speed_round_is_one_pass_of_machines_at_different_speeds() -> 
     assert sum(ex.rpm_range is not None for ex in fleet) == 4
 
 
-def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
+def _bench(*flags: str) -> dict:
+    """``pdm-edge bench FLAGS --quick --json``'s output."""
     r = subprocess.run(
-        [sys.executable, "-m", "pdm.cli", "bench", "--dsp-only", "--quick", "--json"],
+        [sys.executable, "-m", "pdm.cli", "bench", *flags, "--quick", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
+    out = _bench("--dsp-only")
     for key in ("dsp_ratio_to_batched_rfft", "dsp_ratio_single"):
         assert out[key] > 0 and len(out[f"{key}_spread"]) == 2
         assert out[f"{key}_extract_us_per_window"] > 0 and out[f"{key}_rfft_us_per_window"] > 0
@@ -127,3 +132,15 @@ def test_bench_dsp_only_prints_the_headline_keys_and_what_they_are() -> None:
         "segment_start",
         "band_every_64_windows",
     }
+
+
+def test_bench_diagnosis_only_prints_each_reading_mode_and_what_it_is() -> None:
+    """The diagnosis engine's cost in the service's stream path against the extraction of
+    the same windows (figures never asserted on: docs/diagnosis.md §10)."""
+    out = _bench("--diagnosis-only")
+    assert out["diagnosis_extract_us_per_window"] > 0
+    for key in ("diagnosis", "diagnosis_unread", "diagnosis_alerting"):
+        # CPU-time differences of two streams: finite, possibly ~0 for the unread mode.
+        assert isinstance(out[f"{key}_us_per_window"], float)
+        assert isinstance(out[f"{key}_share_of_extract"], float)
+        assert f"{key}_share_of_extract" in out["notes"]
