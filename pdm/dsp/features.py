@@ -78,12 +78,7 @@ __all__ = [
 ]
 
 STANDARD_G = 9.80665  # m/s² per g
-_SCRATCH = threading.local()
-# EXPERIMENT (issue 22, reverted in the next commit; docs/benchmarks.md): a one-machine
-# pass in blocks of whole windows, the block's FFT input and spectrum within this budget;
-# FINE: the stages' calls per block (else a whole pass per block).
-PASS_BLOCK_BYTES = 1 << 20
-FINE = True  # FeatureExtractor._buffer's buffers, per thread
+_SCRATCH = threading.local()  # FeatureExtractor._buffer's buffers, per thread
 ORDERS: tuple[tuple[str, float], ...] = (
     ("order_0_5x_g", 0.5),
     ("order_1x_g", 1.0),
@@ -643,14 +638,6 @@ class FeatureExtractor:
         """The one pass: ``parts`` are (extractor, blocks of rows (·, n), n_windows),
         all of extractors with this one's :attr:`batch_key` (or this one alone); returns each
         part's frames. ``self`` lends the scratch buffers, plans and band weights."""
-        if len(parts) == 1 and parts[0][2] > 1:
-            per_block = self._windows_per_block()
-            if parts[0][2] > per_block:
-                return [
-                    (self._extract_fine if FINE else self._extract_blocked)(
-                        parts[0], per_block, envelope_band_hz, band_state, stage_s
-                    )
-                ]
         tick = _no_clock if stage_s is None else _StageClock(stage_s)
         n = self.n
         blocks = [b for p in parts for b in p[1]]
@@ -782,119 +769,6 @@ class FeatureExtractor:
             w0 += n_win
         tick("frames")
         return out
-
-    def _windows_per_block(self) -> int:
-        """Windows per block of a one-machine pass (:data:`PASS_BLOCK_BYTES`): as many as
-        the budget holds, at least one, rounded up to whole rows of four (the FFT's)."""
-        n_ch = len(self.channels)
-        per_window = 2 * n_ch * (self.n // 2 + 1) * 8  # the FFT's input and its spectrum
-        w = max(1, PASS_BLOCK_BYTES // per_window)
-        step = 4 // math.gcd(4, n_ch)  # windows whose rows are a multiple of four
-        return -(-w // step) * step
-
-    def _extract_blocked(
-        self,
-        part: tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int],
-        per_block: int,
-        envelope_band_hz: tuple[float, float] | None,
-        band_state: BandChoice | None,
-        stage_s: dict[str, float] | None,
-    ) -> list[FeatureFrame]:
-        """A one-machine pass of many windows as passes of ``per_block`` windows each,
-        every block's spectrum read by the stages after the FFT while still in cache
-        (docs/benchmarks.md); the band the first block chose (or was given) holds for all.
-        The same values as one pass: every stage works row by row or window by window."""
-        ex, arrays, n_win = part
-        n_ch = len(self.channels)
-        frames: list[FeatureFrame] = []
-        band, choice = envelope_band_hz, band_state
-        for w0 in range(0, n_win, per_block):
-            w1 = min(n_win, w0 + per_block)
-            sub = _rows_between(arrays, w0 * n_ch, w1 * n_ch)
-            got = self._extract([(ex, sub, w1 - w0)], band, choice, stage_s)[0]
-            if w0 == 0:
-                band, choice = got[0].envelope_band_key, got[0].band_choice
-            frames += got
-        return frames
-
-    def _extract_fine(
-        self,
-        part: tuple[FeatureExtractor, list[npt.NDArray[np.float32]], int],
-        per_block: int,
-        envelope_band_hz: tuple[float, float] | None,
-        band_state: BandChoice | None,
-        stage_s: dict[str, float] | None,
-    ) -> list[FeatureFrame]:
-        """EXPERIMENT: the stages' calls in blocks, the pass's bookkeeping once."""
-        tick = _no_clock if stage_s is None else _StageClock(stage_s)
-        _ex, arrays, n_win = part
-        n, n_ch = self.n, len(self.channels)
-        rows = n_win * n_ch
-        values = np.empty((rows, len(self.names)), dtype=np.float64)
-        stats = np.empty((rows, 3), dtype=np.float64)
-        valid = np.empty(n_win, dtype=bool)
-        shaft_hz = np.empty(n_win, dtype=np.float64)
-        band = envelope_band_hz or self._fixed_band
-        choice = band_state if self.auto_band else None
-        plan = None if band is None else self.plan_for(band)
-        i = len(TIME_FEATURES)
-        k = i + self._n_bands
-        k2 = k + len(ORDERS)
-        lines = self._has_bearing and self.speed_known
-        frames: list[FeatureFrame] = []
-        for w0 in range(0, n_win, per_block):
-            w1 = min(n_win, w0 + per_block)
-            r0, r1 = w0 * n_ch, w1 * n_ch
-            rb = r1 - r0
-            rows_fft = -(-rb // 4) * 4
-            d_all = self._buffer("d", (rows_fft, n))
-            d_all[rb:] = 0.0
-            d = d_all[:rb]
-            sub = _rows_between(arrays, r0, r1)
-            m, minmax = moments_windowed([np.ascontiguousarray(b) for b in sub], self.window, d)
-            v, st = values[r0:r1], stats[r0:r1]
-            finite_row = time_features(m, minmax, n, MAX_ABS_G, v, st)
-            ok = valid[w0:w1]
-            if finite_row.all():
-                ok[:] = True
-            else:
-                d[~finite_row] = np.nan
-                ok[:] = np.logical_and.reduceat(finite_row, np.arange(0, rb, n_ch))
-            tick("moments")
-            spec_all = sfft.rfft(d_all, axis=-1, overwrite_x=True)
-            spec = spec_all[:rb]
-            tick("rfft")
-            sh = shaft_hz[w0:w1]
-            sh[:] = self._speeds_hz(spec, ok, w1 - w0)
-            shaft_bins = np.repeat(sh / self.df, n_ch)[:, None]
-            tick("speed")
-            v[:, i:k] = np.sqrt(self._band_mean_squares(spec))
-            tick("bands")
-            centres = self._tiled("orders", self._order_row, rb) * shaft_bins
-            v[:, k:k2] = self._order_search.in_spectrum(
-                spec, centres, centres * self.orders_tolerance
-            )
-            tick("orders")
-            if plan is None:
-                choice = self.choose_band(spec[:n_ch], float(sh[0]), band_state)
-                band = choice.band
-                plan = self.plan_for(band)
-                tick("band_choice")
-            pe = envelope_power(spec_all, plan)[:rb]
-            tick("envelope")
-            if lines:
-                centres = self._tiled("defects", self._defect_mult, w1 - w0) * shaft_bins
-                v[:, k2:] = (
-                    self._env_search[plan.m](pe, centres, centres * self.slip_tolerance)
-                    * plan.scale
-                )
-            else:
-                v[:, k2:] = np.nan
-            tick("defect_lines")
-            assert band is not None
-            frames += self._frames(v, st, spec, pe, ok, sh, plan, band, choice)
-            tick("frames")
-        return frames
 
     def _frames(
         self,
@@ -1041,20 +915,6 @@ class FeatureExtractor:
         return shaft_speeds_hz(
             spec, n_ch, self._speed_ranges, self.df, (lo / 60.0, hi / 60.0), nominal_hz
         )
-
-
-def _rows_between(
-    arrays: Sequence[npt.NDArray[np.float32]], r0: int, r1: int
-) -> list[npt.NDArray[np.float32]]:
-    """Rows ``r0 .. r1`` of ``arrays`` stacked one after another, as views of them."""
-    out = []
-    start = 0
-    for a in arrays:
-        end = start + a.shape[0]
-        if end > r0 and start < r1:
-            out.append(a[max(r0, start) - start : min(r1, end) - start])
-        start = end
-    return out
 
 
 def _widest_search(
