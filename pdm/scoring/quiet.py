@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["QUIET_SHARE", "QUIET_Z", "amplitude_mask", "below_baseline"]
+__all__ = ["QUIET_SHARE", "QUIET_Z", "QuietScreen", "amplitude_mask", "below_baseline"]
 
 #: Robust standard deviations below the baseline median from which a feature counts as quiet.
 QUIET_Z = 3.0
@@ -85,3 +85,28 @@ def below_baseline(
             ),
         }
     return out
+
+
+class QuietScreen:
+    """:func:`below_baseline` for one model's features, worked out once per model.
+
+    A scorer calls it for every window, and almost never finds a hint; the screen — one
+    comparison of the row with a per-feature floor (−:data:`QUIET_Z` on amplitude features,
+    −inf on the others) — settles that case without the column selection and the checks
+    of :func:`below_baseline`, which it calls for the rest (same results: a window with no
+    amplitude feature at or below −QUIET_Z has no hint; NaN compares False in both).
+
+    Parameters
+    ----------
+    names : the model's qualified feature names (:func:`amplitude_mask` of them)
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.amplitude = amplitude_mask(names)
+        self._floor = np.where(self.amplitude, -QUIET_Z, -np.inf).astype(np.float32)
+
+    def __call__(self, z: npt.NDArray[np.floating]) -> list[dict[str, Any] | None]:
+        """The hint of each row of ``z`` (n, d), or None (:func:`below_baseline`)."""
+        if z.ndim == 2 and z.shape[1] == self._floor.size and not (z <= self._floor).any():
+            return [None] * len(z)
+        return below_baseline(z, self.amplitude)
