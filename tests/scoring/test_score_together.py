@@ -125,6 +125,8 @@ def test_quiet_screen_agrees_with_below_baseline() -> None:
     z[2::5, [3, 4]] = -10.0  # only the non-amplitude ones low: not quiet
     z[3::5, 0] = np.nan
     z[3::5, 2] = -5.0
+    z[4::10, 0] = -np.inf  # not finite: neither quiet nor counted
+    z[9::10, [0, 2]] = -4.0  # two of three, one row at a time below
     want = below_baseline(z, screen.amplitude)
     assert screen(z) == want
     assert any(h is not None for h in want) and any(h is None for h in want)
