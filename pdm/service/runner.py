@@ -412,12 +412,18 @@ class RunnerPool:
                 if windows < self.gather_windows and left > 0:
                     runner = self._next(left)
         self._rate_windows += windows
-        if windows:
-            t0 = time.perf_counter()
-            _extract_cuts([c for c in cuts if c.windows])
-            cuts[0].runner.observe("dsp", time.perf_counter() - t0)
-            if windows > 1:
-                _score_cuts(cuts)
+        if not windows:
+            # Most rounds (a network frame read; a window completes every few) cut none:
+            # nothing to decide, so no block to spool in (a record a cut still makes — a
+            # processing error, a backlog dropped — is spooled by itself, as outside rounds).
+            for cut in cuts:
+                cut.runner._after_cut(cut)
+            return
+        t0 = time.perf_counter()
+        _extract_cuts([c for c in cuts if c.windows])
+        cuts[0].runner.observe("dsp", time.perf_counter() - t0)
+        if windows > 1:
+            _score_cuts(cuts)
         # The round's alarm states, relay results and events are spooled in one fsync per
         # writer, after its last window: not one per machine, each delaying the rest.
         writers = {id(c.runner.writer): c.runner.writer for c in cuts}
