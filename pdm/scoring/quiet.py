@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["QUIET_SHARE", "QUIET_Z", "amplitude_mask", "below_baseline"]
+__all__ = ["QUIET_SHARE", "QUIET_Z", "QuietScreen", "amplitude_mask", "below_baseline"]
 
 #: Robust standard deviations below the baseline median from which a feature counts as quiet.
 QUIET_Z = 3.0
@@ -85,3 +85,37 @@ def below_baseline(
             ),
         }
     return out
+
+
+class QuietScreen:
+    """:func:`below_baseline` for one model's features, worked out once per model.
+
+    A scorer calls it for every window and almost never finds a hint; two screens settle
+    most windows without the column selection, conversions and checks of
+    :func:`below_baseline` (which decides the rest, so the results are the same):
+
+    * no amplitude feature at or below −:data:`QUIET_Z` (one comparison of the row with a
+      per-feature floor: −QUIET_Z on amplitude features, NaN — never true — on the others):
+      no hint;
+    * one window whose z-scores are all finite, with fewer than :data:`QUIET_SHARE` of its
+      amplitude features that low: no hint (its ``m`` is every amplitude feature).
+
+    Parameters
+    ----------
+    names : the model's qualified feature names (:func:`amplitude_mask` of them)
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.amplitude = amplitude_mask(names)
+        self._floor = np.where(self.amplitude, -QUIET_Z, np.nan).astype(np.float32)
+        self._few = QUIET_SHARE * int(self.amplitude.sum())
+
+    def __call__(self, z: npt.NDArray[np.floating]) -> list[dict[str, Any] | None]:
+        """The hint of each row of ``z`` (n, d), or None (:func:`below_baseline`)."""
+        if z.ndim == 2 and z.shape[1] == self._floor.size:
+            low = z <= self._floor
+            if not low.any():
+                return [None] * len(z)
+            if len(z) == 1 and np.count_nonzero(low) < self._few and np.isfinite(z).all():
+                return [None]
+        return below_baseline(z, self.amplitude)

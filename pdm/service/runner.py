@@ -412,10 +412,18 @@ class RunnerPool:
                 if windows < self.gather_windows and left > 0:
                     runner = self._next(left)
         self._rate_windows += windows
-        if windows:
-            t0 = time.perf_counter()
-            _extract_cuts([c for c in cuts if c.windows])
-            cuts[0].runner.observe("dsp", time.perf_counter() - t0)
+        if not windows:
+            # Most rounds (a network frame read; a window completes every few) cut none:
+            # nothing to decide, so no block to spool in (a record a cut still makes — a
+            # processing error, a backlog dropped — is spooled by itself, as outside rounds).
+            for cut in cuts:
+                cut.runner._after_cut(cut)
+            return
+        t0 = time.perf_counter()
+        _extract_cuts([c for c in cuts if c.windows])
+        cuts[0].runner.observe("dsp", time.perf_counter() - t0)
+        if windows > 1:
+            _score_cuts(cuts)
         # The round's alarm states, relay results and events are spooled in one fsync per
         # writer, after its last window: not one per machine, each delaying the rest.
         writers = {id(c.runner.writer): c.runner.writer for c in cuts}
@@ -462,6 +470,35 @@ def _extract_cuts(cuts: list[_Cut]) -> None:
                 c.features = c.runner.features.extract(c.windows)
             except Exception as exc:
                 c.error = exc
+
+
+def _score_cuts(cuts: list[_Cut]) -> None:
+    """The round's windows of machines whose models share a session (the same ONNX bytes:
+    :func:`pdm.scoring.runtime.shared_session`) scored in one run of it
+    (:func:`~pdm.scoring.runtime.score_together`), before each machine decides its own in
+    turn; a machine about to swap its model, or still learning, scores its own. Should the
+    shared run fail, every machine scores its windows alone (as without it)."""
+    from pdm.scoring.runtime import WindowScorer, score_together
+
+    groups: dict[int, list[tuple[WindowScorer, list[WindowFeatures]]]] = {}
+    for c in cuts:
+        runner, scores = c.runner, c.runner.scores
+        if (
+            not c.features
+            or c.error is not None
+            or scores is None
+            or runner._next_model is not None
+        ):
+            continue
+        scorer = scores.scorer
+        if scorer is not None:
+            groups.setdefault(id(scorer.model.session), []).append((scorer, c.features))
+    for parts in groups.values():
+        if sum(len(w) for _s, w in parts) > 1:
+            try:
+                score_together(parts)
+            except Exception:
+                log.exception("a shared scoring run failed; scoring machine by machine")
 
 
 class MachineRunner:
