@@ -359,6 +359,15 @@ def _verdict(
             # named one not clearly stronger, are what a rolling element striking both races
             # (or damage on both) shows: no confident race.
             competing = both
+        elif (
+            rival is not None
+            and rival.family == other
+            and best.prom - rival.prom < rules.compete_db
+        ):
+            # The other race present too, its fundamental within 6 dB of the named one's:
+            # lines at both races' rates, as when it is only seen (above) — support added to
+            # the named one's score does not make one race's defect put a line at the other's.
+            competing = rival
         elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
             competing = None
         if competing is not None:

@@ -490,3 +490,25 @@ def test_a_train_merged_with_a_blade_pass_keeps_its_harmonics() -> None:
     df = fs / n
     v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(420 / df)], df, fr, m, 10.0)
     assert v.label == "bearing_outer_race", v.reasons
+
+
+@pytest.mark.parametrize(
+    ("outer_g", "label"), [(0.007, "bearing_uncertain"), (0.002, "bearing_inner_race")]
+)  # fmt: skip
+def test_both_races_present_within_6_db_are_uncertain(outer_g: float, label: str) -> None:
+    """A 6205 at 1796 r/min, 12 kHz: an inner race (BPFI, 2×, ± 1× sidebands) and BPFO with its
+    2nd harmonic 3 dB under it. One race's defect puts no line at the other's rate: both
+    present within 6 dB of each other is `bearing_uncertain`, as when the other race only
+    stands out (§3, *both races*) — the inner race's sidebands and support lifting its score
+    6 dB over BPFO's named it (the CWRU 12 kHz ball fault B007's fan end, a 6203, read so after
+    the comb summed lines: inner race 0.54). BPFO 14 dB under: the inner race."""
+    fs, n, fr = 12000.0, 16384, 1796.0 / 60.0
+    m = lookup_bearing("6205").defect_multiples()
+    f_i, f_o = m["bpfi"] * fr, m["bpfo"] * fr
+    lines = [(f_i, 0.01), (2 * f_i, 0.006), (f_i - fr, 0.008), (f_i + fr, 0.008)]
+    lines += [(f_o, outer_g), (2 * f_o, 0.7 * outer_g)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-7)[: int(400 / df)], df, fr, m, 10.0)
+    assert v.label == label, v.reasons
+    if label == "bearing_uncertain":
+        assert "stands out too" in v.reasons[0], v.reasons
