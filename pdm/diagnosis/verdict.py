@@ -340,7 +340,8 @@ def _verdict(
         others = [
             f
             for f in bearing
-            if f is not best and not (f.status in ("unsupported", "lone_line") and f.prom > tone_db)
+            if f is not best
+            and not (f.status in ("unsupported", "lone_line") and f.prom > max(best.prom, tone_db))
         ]
         both = next((f for f in others if f.family == other and f.seen), None)
         competing = rival
