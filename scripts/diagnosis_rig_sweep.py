@@ -2,6 +2,7 @@
 strong lines of its own near its bearing's defect frequencies (docs/diagnosis.md §13):
 
     .venv/bin/python scripts/diagnosis_rig_sweep.py [--cases 160] [--seed 0] [--show wrong]
+        [--only 3,17] [--detail]
 
 Every case is one recording through ``pdm-edge diagnose``'s path with the quick flags
 (``--bearing B --nominal-rpm R``: the window ``diagnose`` chooses, the automatic band, the
@@ -174,7 +175,34 @@ def run_case(case: SweepCase) -> dict[str, Any]:
         "rpm": ch.shaft_speed_rpm,
         "band": ch.envelope_band_hz,
         "reason": ch.verdict.reasons[0] if ch.verdict.reasons else "",
+        "channel": ch,
     }
+
+
+def detail(r: dict[str, Any]) -> str:
+    """What ``diagnose --json`` says of a case beside its verdict: the speed, the band, every
+    bearing family's status, fundamental and supporting lines (for listing the misses)."""
+    ch = r.get("channel")
+    if ch is None:
+        return f"    {r['reason']}"
+    band = r["band"]
+    out = [f"    speed {r['rpm']:.1f} r/min, band {band}, reasons: " + " | ".join(ch.reasons)]
+    for f in ch.families:
+        if not f.bearing or not f.lines:
+            continue
+        sig = ", ".join(
+            f"{ln.name} {ln.found_hz:.2f} Hz {ln.prominence_db:+.1f}/{ln.threshold_db:.1f} dB"
+            + (f" on {ln.at_shaft}×" if ln.at_shaft else "")
+            + (f" shared {ln.shared_with}" if ln.shared_with else "")
+            for ln in f.lines[1:]
+            if ln.significant
+        )
+        fu = f.lines[0]
+        out.append(
+            f"    {f.family}: {f.status}, score {f.score_db:.1f}, {fu.found_hz:.2f} Hz "
+            f"(exp {fu.expected_hz:.2f}) {fu.prominence_db:+.1f}/{fu.threshold_db:.1f} dB; {sig}"
+        )
+    return "\n".join(out)
 
 
 def is_wrong(r: dict[str, Any]) -> bool:
@@ -223,19 +251,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", choices=("wrong", "all", "none"), default="wrong")
+    ap.add_argument("--only", default="", help="comma-separated case indices to run (a subset)")
+    ap.add_argument("--detail", action="store_true", help="print each shown case's evidence")
     args = ap.parse_args(argv)
+    only = {int(i) for i in args.only.split(",") if i.strip()}
     results = []
     for case in make_cases(args.cases, args.seed):
+        if only and case.index not in only:
+            continue
         r = run_case(case)
         results.append(r)
         if args.show == "all" or (args.show == "wrong" and is_wrong(r)):
             print(f"{case.label}: {r['label']} {r['confidence']:.2f} — {r['reason']}", flush=True)
+            if args.detail:
+                print(detail(r), flush=True)
     t = tally(results)
 
     def pct(a: int, b: int) -> str:
         return f"{a}/{b} ({100 * a / b:.0f} %)" if b else "—"
 
-    print(f"\n{args.cases} cases, seed {args.seed}\n\n| target | count |\n|---|---|")
+    print(f"\n{len(results)} cases, seed {args.seed}\n\n| target | count |\n|---|---|")
     print(f"| race named (≥ 90 %) | {pct(*t['race'])}, wrong race {t['wrong_race'][0]} |")
     print(f"| ball not called a race (≥ 75 %) | {pct(*t['ball_not_race'])} |")
     print(f"| healthy not a bearing fault (≥ 95 %) | {pct(*t['healthy_ok'])} |")

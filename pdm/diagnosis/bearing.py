@@ -23,6 +23,7 @@ __all__ = ["BearingSummary", "judge_bearing"]
 
 #: Twice the line frequency of 50 and 60 Hz mains and its first harmonics, Hz.
 _MAINS_HZ: tuple[float, ...] = (100.0, 120.0, 200.0, 240.0, 300.0, 360.0, 400.0, 480.0)
+_MAINS = np.array(_MAINS_HZ)
 
 
 class BearingSummary(NamedTuple):
@@ -94,21 +95,48 @@ def judge_bearing(
     # harmonics (100, 200 … Hz or 120, 240 … Hz); they modulate everything the housing
     # carries and stand in envelope spectra whatever the speed.
     # A line there supports nothing either (an impact train's harmonic is no mains line).
-    on_mains = np.zeros_like(found, dtype=bool)
-    for line in _MAINS_HZ:
-        # A tone's strongest bin is within half a bin of it; the grid within 0.1 %.
-        on_mains |= np.abs(found - line) <= 0.5 * df + 0.001 * found
+    # A tone's strongest bin is within half a bin of it; the grid within 0.1 %.
+    near = np.abs(found[..., None] - _MAINS)  # (C, nb, M)
+    on_mains = np.asarray((near <= (0.5 * df + 0.001 * found)[..., None]).any(axis=-1))
     mains = on_mains[:, fund]
+    # Harmonic k of a line exactly on the mains line m is the pull's harmonic k m (beyond
+    # the lines listed): a family's harmonic off it by more than a bin and the grid's 0.1 %
+    # (both lines' quantisation and a weak line's pull, as for shaft harmonics) says its
+    # fundamental is not on m.
+    fund_of = fund[fam_b]
+    k_line = np.where(
+        np.array(lay.kinds[:nb]) == "harmonic",
+        np.rint(lay.carrier[:nb] / lay.carrier[fund_of]),
+        1.0,
+    )
+    pull = k_line * _MAINS[np.argmin(near, axis=-1)][:, fund_of]
+    off_pull = np.abs(found - pull) > df + 0.001 * found
+    # A harmonic is a line at k × its fundamental *as found*: the comb reads each harmonic
+    # within ± 1 bin of k (1 + ε) f, which lets a line of another series pass (a 6205's
+    # 2 × BPFI sits 0.7 % from 3 × BPFO). Interpolated between bins (each line within half a
+    # bin even with a neighbour pulling it), harmonic k of a line at f is within (k + 1) / 2
+    # bins of k f (``exact``). Further off, it is the family's only when it puts the
+    # fundamental within the main lobe (± 2 bins) of the line found there (``lobe``: the
+    # train's fundamental merged with a stronger line of the machine beside it, a blade pass
+    # on 3 × beside an 8-ball bearing's BPFO at 3.05 ×) and stands out as a fundamental must
+    # (``behind``: the train's fundamental is at least as strong as its harmonics,
+    # |H(kf)| ≤ |H(f)|, so it stands out beneath the line); and of two families reading one
+    # line, the one it is an exact harmonic of holds it.
+    f_at = _interpolated_hz(env, found, df)
+    exact, lobe = _coherent(f_at, k_line, fund_of, df)
+    behind = lobe & ~exact & (rd.prom[:, :nb] >= rd.thr[:, fund_of])
+    sig_own = sig & (exact | behind)
     # Shared lines: the family with the stronger significant fundamental holds them.
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
     # families that read the same line, the one whose kinematics put it nearer holds it.
     strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(offsets), -1e9)
     strength = strength - 1e-6 * np.arange(n_fam)
+    rank = strength[:, fam_b] + 1e6 * exact  # (C, nb): an exact harmonic's family first
     close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
     close &= fam_b[:, None] != fam_b[None, :]
-    close &= strength[:, fam_b][:, None, :] > strength[:, fam_b][:, :, None]
-    held0 = sig & fund_sig[:, fam_b] & lay.supports[:nb]
+    close &= rank[:, None, :] > rank[:, :, None]
+    held0 = sig_own & fund_sig[:, fam_b] & lay.supports[:nb]
     fund_shared: npt.NDArray[np.bool_] = np.asarray(
         (close[:, fund, :] & held0[:, None, :]).any(axis=-1), dtype=bool
     )  # (C, F)
@@ -118,20 +146,38 @@ def judge_bearing(
     owner = np.where(shared, np.argmax(by, axis=-1), -1)
     not_fund = np.ones(nb, dtype=bool)
     not_fund[fund] = False
-    clean = sig & ~shared & ~on_comb & ~on_mains
+    clean = sig_own & ~shared & ~on_comb & ~on_mains
     support = clean & not_fund & lay.supports[:nb]
     n_clean = np.add.reduceat(support, fund, axis=1)
-    train = impact_train(
-        lay, rd.prom[:, :nb], found, support, ~shared & ~on_comb & ~on_mains, df, rules
-    )
+    free = ~shared & ~on_comb & ~on_mains
+    train = impact_train(lay, rd.prom[:, :nb], found, support & exact, free, df, rules)
     # The motor's pull is a stationary line with harmonics of its own at the mains comb's
     # spacing, and no modulation at shaft rate: a family whose fundamental sits on a mains
     # line but carries a sideband pair at ± the same shaft order about it (each off the
     # mains comb) is a train turning with the shaft — an inner race's — and the mains rule
     # yields to it. Its harmonics prove nothing here: those of a line on a mains harmonic
     # fall on mains harmonics too.
-    mains = mains & ~train.pair
-    clean[:, fund] |= sig[:, fund] & ~shared[:, fund] & ~on_comb[:, fund] & train.pair
+    #
+    # A harmonic resolves what the fundamental cannot: the k-th harmonic of a line exactly on
+    # a mains harmonic or a shaft order is on one too (k × 120 Hz, k × h × shaft), and k times
+    # further off it than the fundamental when the line is not exactly there. A family whose
+    # fundamental sits within the resolution of a mains line or of a shaft order in a
+    # running-speed comb, but which carries a harmonic at an impact train's strength that is
+    # on neither (a supporting line, so off both by more than its own resolution), is a
+    # series at its own rate: the rules yield to it (a 6309's BPFO at 119.5 Hz with 2×, 3×
+    # at 239.1, 358.6 Hz; its BPFI at 4.95 × beside a gear's 5 ×, 2 × at 9.9 ×). The
+    # harmonic must be an exact one (at k × the fundamental as found): only then does it
+    # measure that line's rate, and not another series' beside it.
+    off = impact_train(lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules)
+    fund_on_comb = on_comb[:, fund] & ~(train.harmonic | train.pair)
+    # A train behind a line of the machine: where the race's fundamental sits within the main
+    # lobe of a stronger stationary line, the prominence read there is that line's, and the
+    # impact-train bound (harmonics against the fundamental) measures nothing of the train.
+    # Its harmonics still show it (``behind``): not harmonics of the line found (a stationary
+    # line's own, two tones beating, sit at exactly k × it), standing out as a fundamental.
+    masked = np.add.reduceat(support & behind, fund, axis=1) > 0
+    mains = mains & ~(train.pair | off.harmonic)
+    clean[:, fund] = sig[:, fund] & ~shared[:, fund] & ~fund_on_comb & ~mains
     # Locked to the shaft: a source turning with the shaft (a gear's mesh, a fan's blade
     # pass, a coupling) puts its lines, their harmonics and its ± shaft sidebands exactly
     # on shaft orders, while a bearing's defect lines sit at kinematic, non-integer orders
@@ -167,7 +213,6 @@ def judge_bearing(
     ratio = np.where(lay.first_sb[:nb] & support, 10.0 ** (rd.prom[:, :nb] / 10.0), 0.0)
     carrier = 10.0 ** (rd.prom[:, fund] / 10.0) + np.add.reduceat(ratio, fund, axis=1)
     score = 10.0 * np.log10(carrier) + rules.support_db * np.minimum(n_clean, 2)
-    fund_at = on_comb[:, fund]
 
     # A fundamental seen by the statistics alone (its 6 dB physical minimum left out): what
     # a race shows of a defect elsewhere in the bearing (in :mod:`pdm.diagnosis.verdict`).
@@ -183,7 +228,7 @@ def judge_bearing(
             for a, _b in lay.spans
         ]
     )  # fmt: skip
-    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~(fund_at & comb) & ~mains & ~on_order
+    seen = (rd.prom[:, fund] >= stat_thr) & ~fund_shared & ~fund_on_comb & ~mains & ~on_order
 
     summaries = []
     checks: dict[int, CageCheck] = {}
@@ -195,7 +240,7 @@ def judge_bearing(
                 status = "weak"
             elif fund_shared[c, fi]:
                 status = "shared"
-            elif fund_at[c, fi] and comb[c, fi]:
+            elif fund_on_comb[c, fi]:
                 status = "on_shaft"
             elif mains[c, fi]:
                 status = "on_mains"
@@ -205,7 +250,7 @@ def judge_bearing(
                 status = "unsupported"
             elif family == "ball" and not ftf_sb[c, fi]:
                 status = "no_ftf_sideband"
-            elif family in ("outer_race", "inner_race") and not train.any[c, fi]:
+            elif family in ("outer_race", "inner_race") and not (train.any[c, fi] or masked[c, fi]):
                 status = "lone_line"
             else:
                 status = "present"
@@ -272,12 +317,11 @@ def judge_bearing(
     return summaries, build
 
 
-def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
-    """(C, nb): whether each line found (Hz, on a bin of ``env``, the rows' averaged envelope
-    power) sits on a shaft order: its frequency interpolated between bins (the Hann
-    window's ratio of the larger neighbour's amplitude to the peak's, Grandke 1983: within
-    a few hundredths of a bin for a line well out of the noise) within a quarter bin and
-    0.1 % (the speed's precision, §1) of a whole multiple of ``fr``."""
+def _interpolated_hz(env: F64, found: F64, df: float) -> F64:
+    """(C, nb) the frequency of each line found (Hz, on a bin of ``env``, the rows' averaged
+    envelope power) interpolated between bins: the Hann window's ratio of the larger
+    neighbour's amplitude to the peak's (Grandke 1983), within a few hundredths of a bin for
+    a line well out of the noise and never more than half a bin from the bin found."""
     n_rows, n_env = env.shape
     k = np.clip(np.rint(found / df).astype(np.intp), 1, n_env - 2)
     at = (k + (np.arange(n_rows) * n_env)[:, None])[..., None] + _NEIGHBOURS
@@ -285,7 +329,30 @@ def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[n
     up = right > left
     alpha = np.where(up, right, left) / np.maximum(peak, _TINY)
     delta = np.clip((2.0 * alpha - 1.0) / (alpha + 1.0), 0.0, 0.5)
-    f = (k + np.where(up, delta, -delta)) * df
+    return np.asarray((k + np.where(up, delta, -delta)) * df, dtype=np.float64)
+
+
+def _coherent(
+    f_at: F64, k: F64, fund_of: npt.NDArray[np.intp], df: float
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(C, nb) twice: whether each line is an *exact* harmonic ``k`` (≥ 2) of its family's
+    fundamental ``fund_of`` as found (``f_at``, interpolated, each within half a bin: within
+    ``(k + 1) / 2`` bins of ``k`` × it), and whether it puts the fundamental within the
+    Hann main *lobe* (± 2 bins) of the line found there, each line again within half a bin
+    (``(2.5 k + 0.5)`` bins: the fundamental merged with a stronger line beside it). Fundamentals and sidebands (``k`` = 1) are both (the sideband
+    pair's symmetry is :func:`pdm.diagnosis.impact.impact_train`'s)."""
+    off = np.abs(f_at - k * f_at[:, fund_of])
+    exact = (k < 2) | (off <= 0.5 * (k + 1.0) * df)
+    lobe = off <= (2.5 * k + 0.5) * df  # the fundamental ± 2 bins, each line ± half a bin
+    return np.asarray(exact, dtype=bool), np.asarray(exact | lobe, dtype=bool)
+
+
+def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
+    """(C, nb): whether each line found (Hz, on a bin of ``env``, the rows' averaged envelope
+    power) sits on a shaft order: its frequency interpolated between bins
+    (:func:`_interpolated_hz`) within a quarter bin and 0.1 % (the speed's precision, §1)
+    of a whole multiple of ``fr``."""
+    f = _interpolated_hz(env, found, df)
     h = np.rint(f / fr)
     return (h >= 1) & (np.abs(f - h * fr) <= 0.25 * df + 0.001 * f)
 

@@ -353,9 +353,8 @@ def _reasons(v: ChannelVerdict) -> tuple[str, ...]:
         v.label == "bearing_uncertain"
         and best is not None
         and rival is not None
-        and not rival.present
         and {best.family, rival.family} <= races
-    ):
+    ):  # seen or present: lines at both races' rates (pdm.diagnosis.verdict)
         out.append(
             f"{pre}bearing fault, type uncertain: {SYMBOL[best.family]} is present and "
             f"{SYMBOL[rival.family]} stands out too ({rival.lines[0].prominence_db:+.1f} dB "

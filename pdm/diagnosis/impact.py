@@ -20,7 +20,8 @@ class ImpactTrain(NamedTuple):
     """(C, F) per row and family: which of an impact train's signs its lines show."""
 
     harmonic: npt.NDArray[np.bool_]  # a harmonic at the impacts' bound
-    pair: npt.NDArray[np.bool_]  # a shaft-sideband pair symmetric about a carrier
+    pair: npt.NDArray[np.bool_]  # a sideband pair (± shaft, or the ball's ± FTF) symmetric
+    # about a carrier
 
     @property
     def any(self) -> npt.NDArray[np.bool_]:
@@ -76,7 +77,8 @@ def impact_train(
     mirror = free & (prom >= rules.min_line_db)
     kinds = np.array(lay.kinds[:nb])
     fam_l, carrier_l, delta_l = fam_b, lay.carrier[:nb], lay.delta[:nb]
-    is_sb = (kinds == "sideband") & ~lay.moves[:nb]
+    # The ball's pairs at ± FTF count too: the cage carries the ball through the load zone.
+    is_sb = kinds == "sideband"
     for i in np.flatnonzero(is_sb & (delta_l < 0.0)):
         same = (fam_l == fam_l[i]) & (carrier_l == carrier_l[i])
         mate = np.flatnonzero(is_sb & same & (delta_l == -delta_l[i]))

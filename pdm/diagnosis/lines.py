@@ -97,8 +97,17 @@ def read_lines(
     idx = cand.astype(np.intp)
     vals = flat.take(idx, mode="clip")
     vals[cand > (hi + row0)[..., None]] = -1.0
+
+    # A line is a peak: the strongest bin of the range that is a local maximum, not the skirt
+    # of a stronger line beside the range (its main lobe spills ± 2 bins into it and would
+    # hide a weaker line there: a blade pass 2.4 bins from an outer race's BPFO).
+    def strongest_peak(v: F64, left: F64, right: F64) -> npt.NDArray[np.intp]:
+        """The strongest local maximum of each range (the strongest bin when none is)."""
+        peak = (v >= left) & (v >= right)
+        return np.argmax(np.where(peak, v, v - np.max(v, axis=-1, keepdims=True) - 1.0), axis=-1)
+
     if healthy is None:
-        j = np.argmax(vals, axis=-1)
+        j = strongest_peak(vals, flat.take(idx - 1, mode="clip"), flat.take(idx + 1, mode="clip"))
         k = (lo + j).astype(np.intp)  # bin within the row
         kf = k + row0.astype(np.intp)
         peak = vals.max(axis=-1)
@@ -107,8 +116,14 @@ def read_lines(
         local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
     else:
         hflat = healthy.reshape(-1)
+
+        def over_at(at: npt.NDArray[np.intp]) -> F64:
+            return flat.take(at, mode="clip") / np.maximum(
+                floor[..., None], hflat.take(at, mode="clip")
+            )
+
         over = vals / np.maximum(floor[..., None], hflat.take(idx, mode="clip"))
-        j = np.argmax(over, axis=-1)
+        j = strongest_peak(over, over_at(idx - 1), over_at(idx + 1))
         k = (lo + j).astype(np.intp)
         kf = k + row0.astype(np.intp)
         peak = np.take_along_axis(vals, j[..., None], axis=-1)[..., 0]

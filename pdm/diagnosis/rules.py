@@ -4,8 +4,8 @@ Everything here is a pure function of averaged spectra (:mod:`pdm.diagnosis.aver
 the shaft frequency and the bearing's defect multiples. The rules, with the reasons
 for each, are in ``docs/diagnosis.md``; in short:
 
-* A **line** is the strongest bin within its search range of a power spectrum, and must
-  be a local maximum (the skirt of a stronger neighbour is not a line). Its
+* A **line** is the strongest local maximum within its search range of a power spectrum
+  (the skirt of a stronger neighbour is not a line, nor hides one). Its
   *prominence* is ``10·log10(peak / floor)`` dB, the *local floor* being the median of
   the bins around it outside a gap that holds its own search range and main lobe.
 * A line is **significant** when its prominence passes a statistical threshold (an
@@ -16,8 +16,9 @@ for each, are in ``docs/diagnosis.md``; in short:
   ball strikes both races once per spin revolution), cage FTF — is searched in the
   envelope spectrum as a comb: one offset ``ε`` within ± ``slip_tolerance`` (slip moves
   every harmonic by the same fraction) maximises the summed prominence of its
-  harmonics (the fundamental weighted as much as the others together); the lines are
-  then read at ``h·(1 + ε)·f`` ± 1 bin. Sidebands are read where physics puts them:
+  harmonics' lines (the fundamental weighted as much as the others together); the lines
+  are then read at ``h·(1 + ε)·f`` ± 1 bin, and a harmonic counts at ``k`` × the
+  fundamental as found (or, beneath a stronger line of the machine, within its lobe). Sidebands are read where physics puts them:
   BPFI ± 1× and ± 2× shaft (the defect turns through the load zone), 2 × BSF ± FTF (the
   cage carries the ball through it), and the odd BSF line of a ball.
 * A line another family holds (found within 2 bins and 0.5 % of one of its lines; the

@@ -133,7 +133,13 @@ def judge_channels(
     hz = np.broadcast_to(plan.nominal_bins * df, floor.shape).copy()
     offsets = np.zeros((rows, 0))
     if lay is not None and lay.families:
-        log_env = np.log10(np.maximum(p[:, : plan.n_env], 1e-300))
+        pe = p[:, : plan.n_env]
+        # The comb sums lines, not skirts: a bin counts only where it is a local maximum (the
+        # skirt of a line beside a harmonic's ± 1 bin would pull the comb off it: a gear's mesh
+        # on 2 × BPFO and the skirt of the real BPFO beat the real BPFO with its 2nd harmonic).
+        peak = np.zeros(pe.shape, dtype=bool)
+        peak[:, 1:-1] = (pe[:, 1:-1] >= pe[:, :-2]) & (pe[:, 1:-1] >= pe[:, 2:])
+        log_env = np.log10(np.maximum(np.where(peak, pe, 1e-300), 1e-300))
         if pb is None:
             db = (
                 log_env[:, plan.comb_idx].max(axis=-1)
@@ -395,6 +401,15 @@ def _verdict(
             # named one not clearly stronger, are what a rolling element striking both races
             # (or damage on both) shows: no confident race.
             competing = both
+        elif (
+            rival is not None
+            and rival.family == other
+            and best.prom - rival.prom < rules.compete_db
+        ):
+            # The other race present too, its fundamental within 6 dB of the named one's:
+            # lines at both races' rates, as when it is only seen (above) — support added to
+            # the named one's score does not make one race's defect put a line at the other's.
+            competing = rival
         elif rival is not None and best.score_db - rival.score_db >= rules.compete_db:
             competing = None
         if competing is not None:

@@ -377,6 +377,13 @@ class FeatureExtractor:
             min_lo = candidate_floor_hz(max_shaft_hz, self.env_max_hz)
             min_width = 2.0 * self.env_max_hz
             candidates = candidate_bands(fs, min_lo, min_width, n=n)
+            if not candidates:
+                # A band of last resort (a fast machine at a low rate: a 22205 at 5600 r/min
+                # at 12 kHz wants 3.4 kHz, the tree's widest above the floor is 3 kHz): two
+                # components of the band beat at their spacing, so a band as wide as the
+                # envelope's range still carries every line it analyses — only not both
+                # sidebands, about the resonance, of the lines above half its width.
+                candidates = candidate_bands(fs, min_lo, self.env_max_hz, n=n)
             if not candidates or min_lo >= 0.9 * nyq:
                 raise ValueError(
                     f"envelope band 'auto' has no candidate band at fs={fs} Hz; give the band explicitly"

@@ -340,3 +340,175 @@ def test_a_family_named_less_likely_right_than_not_is_uncertain(
     assert v.label == label, v.reasons
     if label == "bearing_uncertain":
         assert "under the confidence floor" in v.reasons[0], v.reasons
+
+
+# --- A race's series told from the machine's lines (issue 18's rig sweep, seed 0: 32/40 races
+# named; docs/diagnosis.md §3 and §13). Each case below was a miss of the sweep, rebuilt from
+# tones: before the rules changed it was `unknown` or `bearing_uncertain`.
+
+
+def test_a_harmonic_of_another_series_is_not_the_familys() -> None:
+    """A 6205 at 4634 r/min, 100 kHz (1.53 Hz bins): two tones beating 1.4 % above BPFO (no
+    harmonic of note) and an inner race whose 2 × BPFI (836.5 Hz) sits 0.7 % from 3 × BPFO —
+    within the comb's ± 1 bin of 3 × (1 + ε) BPFO, but 4 bins from 3 × the beat as found. The
+    line is BPFI's exact 2nd harmonic, not the beat's 3rd: BPFO has no support, and the inner
+    race is named (it was `bearing_uncertain`, "BPFO and BPFI both present": sweep case 77)."""
+    fs, n, fr = 100000.0, 65536, 4634.0 / 60.0
+    m = lookup_bearing("6205").defect_multiples()
+    f_o, f_i = 1.014 * m["bpfo"] * fr, m["bpfi"] * fr
+    lines = [(f_o, 0.02), (2 * f_o, 0.001), (f_i, 0.01), (2 * f_i, 0.008)]
+    lines += [(f_i - fr, 0.003), (f_i + fr, 0.003)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-7)[: int(1000 / df)], df, fr, m, 10.0)
+    assert v.label == "bearing_inner_race", v.reasons
+    outer = v.family("outer_race")
+    assert outer is not None and outer.status == "unsupported", outer
+
+
+@pytest.mark.parametrize(
+    ("series_hz", "named"), [(119.5, True), (120.0, False)]
+)  # fmt: skip
+def test_a_train_within_a_bin_of_a_mains_line_is_told_by_its_harmonics(
+    series_hz: float, named: bool
+) -> None:
+    """A 6309 at 2363 r/min, 25.6 kHz (0.78 Hz bins): an outer race's BPFO at 119.5 Hz is within
+    half a bin of 120 Hz (a 60 Hz motor's pull), where the fundamental alone cannot tell the two
+    apart. Its 3rd harmonic, 358.5 Hz, is 1.9 bins from the pull's 360 Hz: the series is at its
+    own rate, and the outer race is named (sweep case 96, `unknown` before). The same series
+    exactly on 120, 240, 360 Hz is the pull's (`on_mains`)."""
+    fs, n, fr = 25600.0, 32768, 2363.1 / 60.0
+    m = lookup_bearing("6309").defect_multiples()
+    f = series_hz
+    lines = [(f, 0.02), (2 * f, 0.015), (3 * f, 0.012)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(450 / df)], df, fr, m, 10.0)
+    assert (v.label == "bearing_outer_race") is named, v.reasons
+    if not named:
+        outer = v.family("outer_race")
+        assert outer is not None and outer.status == "on_mains", outer
+
+
+def test_a_train_within_a_bin_of_a_shaft_order_is_told_by_its_harmonics() -> None:
+    """A 6309 at 1421 r/min, 10 kHz (0.61 Hz bins), a 9-tooth gear (9 × with ± 1×) and a
+    running-speed comb in the envelope: BPFI (4.95 ×) is within a bin of 5 ×, where the
+    fundamental alone cannot be told from the comb's line. Its 2nd harmonic is 1.2 Hz from
+    10 × (two bins) and its ± 1× sidebands are a pair: a series at its own rate, the inner
+    race (sweep case 32, `unknown` "sits on 5× shaft" before)."""
+    fs, n, fr = 10000.0, 16384, 1421.0 / 60.0
+    m = lookup_bearing("6309").defect_multiples()
+    f = m["bpfi"] * fr
+    lines = [(f, 0.02), (2 * f, 0.015), (f - fr, 0.006), (f + fr, 0.006)]
+    lines += [(9 * fr, 0.03), (8 * fr, 0.01), (10 * fr, 0.01)]
+    lines += [(5 * fr, 0.004), (4 * fr, 0.004), (3 * fr, 0.003)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(260 / df)], df, fr, m, 10.0)
+    assert v.label == "bearing_inner_race", v.reasons
+
+
+@pytest.mark.parametrize("with_race", [True, False])
+def test_a_line_is_a_peak_not_the_skirt_of_a_stronger_one(with_race: bool) -> None:
+    """A 6203 at 660 r/min, 48 kHz (0.18 Hz bins): a blade pass on 3 × (32.99 Hz) three bins
+    under BPFO (33.58 Hz, with its 2nd and 3rd harmonics). The BPFO search range's strongest
+    bin was the blade pass's skirt, no local maximum: BPFO "not significant" at +45 dB, and the
+    outer race missed (sweep seed 1, case 26). The line is the strongest peak of the range: the
+    outer race is named; the blade pass alone (with a weak 6 ×) is still no fault."""
+    fs, n, fr = 48000.0, 262144, 659.8 / 60.0
+    m = lookup_bearing("6203").defect_multiples()
+    f = m["bpfo"] * fr
+    lines = [(3 * fr, 0.03), (6 * fr, 0.001)]
+    lines += [(f, 0.01), (2 * f, 0.008), (3 * f, 0.006)] if with_race else []
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(120 / df)], df, fr, m, 10.0)
+    assert v.label == ("bearing_outer_race" if with_race else "unknown"), v.reasons
+
+
+@pytest.mark.parametrize("rpm", [3814.0, 4258.0, 4776.0, 5109.0])
+def test_the_comb_sums_lines_not_the_skirts_beside_a_gears_mesh(rpm: float) -> None:
+    """A 6006 (BPFO 4.588 ×) at 100 kHz, 3.05 Hz bins, and a 9-tooth gear whose mesh (9 ×, with
+    ± 1×) sits 2 % under 2 × BPFO and is stronger than it. The comb search summed the mesh at
+    2 × and, at the fundamental, the skirt of the real BPFO a bin and a half away: it settled
+    there, BPFO read on a skirt was not significant, and the outer race was missed (sweep case
+    91). Summing local maxima only, the comb settles on the train."""
+    fs, n, fr = 100000.0, 32768, rpm / 60.0
+    m = lookup_bearing("6006").defect_multiples()
+    f = m["bpfo"] * fr
+    lines = [(f, 0.01), (2 * f, 0.006), (9 * fr, 0.012), (8 * fr, 0.004), (10 * fr, 0.004)]
+    df = fs / n
+    env = _power(fs, n, lines, 1e-7)[: int(2.3 * f / df)]
+    v = judge_channel(None, env, df, fr, m, 10.0)
+    assert v.label == "bearing_outer_race", v.reasons
+
+
+def test_a_ball_on_a_shaft_order_is_told_by_its_cage_sidebands() -> None:
+    """A 6311 (2 × BSF = 4.01 ×) at 1413 r/min, 12 kHz, a 9-tooth gear in the envelope: the
+    ball's 2 × BSF sits on 4 × where the envelope shows a running-speed comb, and was no
+    family ("sits on 4× shaft"), so a few noise lines could make an inner race the only one
+    present. A shaft harmonic is not modulated at the cage's rate: the ball's ± FTF pair about
+    2 × BSF says the line is the ball's (sweep case 73, seeds 0 and 1)."""
+    fs, n, fr = 12000.0, 32768, 1413.1 / 60.0
+    m = lookup_bearing("6311").defect_multiples()
+    f, ftf = 2 * m["bsf"] * fr, m["ftf"] * fr
+    lines = [(f, 0.03), (2 * f, 0.02), (f - ftf, 0.01), (f + ftf, 0.01), (ftf, 0.01)]
+    lines += [(9 * fr, 0.02), (8 * fr, 0.006), (10 * fr, 0.006)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(300 / df)], df, fr, m, 10.0)
+    assert v.label == "bearing_ball", v.reasons
+
+
+@pytest.mark.parametrize(
+    ("race", "label"), [(True, "bearing_outer_race"), (False, "unknown")]
+)  # fmt: skip
+def test_a_train_behind_a_stronger_line_is_told_by_its_harmonics(race: bool, label: str) -> None:
+    """A 6311 at 826 r/min, 51.2 kHz (0.39 Hz bins): a blade pass on 3 × (41.31 Hz) ten times
+    an outer race's BPFO two bins above it (42.1 Hz). BPFO's main lobe merges with the blade
+    pass: what is read there is the blade pass, against which the train's harmonics (84.2,
+    126.3 Hz) are no impact train's — a lone line, and the race missed (sweep case 66). They are
+    not the blade pass's harmonics (82.6, 123.9 Hz) but put a fundamental within its main
+    lobe, standing out as a fundamental must: a train beneath the line, named. The blade pass
+    with its own harmonics is still no fault."""
+    fs, n, fr = 51200.0, 131072, 825.9 / 60.0
+    m = lookup_bearing("6311").defect_multiples()
+    f = m["bpfo"] * fr
+    lines = [(3 * fr, 0.05)]
+    lines += (
+        [(f, 0.005), (2 * f, 0.004), (3 * f, 0.003)] if race else [(6 * fr, 0.004), (9 * fr, 0.003)]
+    )
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(140 / df)], df, fr, m, 10.0)
+    assert v.label == label, v.reasons
+
+
+def test_a_train_merged_with_a_blade_pass_keeps_its_harmonics() -> None:
+    """A 6203 at 2487 r/min, 20 kHz (1.22 Hz bins): BPFO (126.4 Hz) 1.7 bins above a blade pass
+    on 3 × (124.35 Hz), its 2nd and 3rd harmonics as strong. The harmonics are 3 and 5 bins
+    from 2 and 3 × the merged line found (not exact), but within its main lobe: still the
+    outer race (sweep case 86, named before and after)."""
+    fs, n, fr = 20000.0, 16384, 2487.0 / 60.0
+    m = lookup_bearing("6203").defect_multiples()
+    f = m["bpfo"] * fr
+    lines = [(3 * fr, 0.03), (f, 0.02), (2 * f, 0.02), (3 * f, 0.015)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-8)[: int(420 / df)], df, fr, m, 10.0)
+    assert v.label == "bearing_outer_race", v.reasons
+
+
+@pytest.mark.parametrize(
+    ("outer_g", "label"), [(0.007, "bearing_uncertain"), (0.002, "bearing_inner_race")]
+)  # fmt: skip
+def test_both_races_present_within_6_db_are_uncertain(outer_g: float, label: str) -> None:
+    """A 6205 at 1796 r/min, 12 kHz: an inner race (BPFI, 2×, ± 1× sidebands) and BPFO with its
+    2nd harmonic 3 dB under it. One race's defect puts no line at the other's rate: both
+    present within 6 dB of each other is `bearing_uncertain`, as when the other race only
+    stands out (§3, *both races*) — the inner race's sidebands and support lifting its score
+    6 dB over BPFO's named it (the CWRU 12 kHz ball fault B007's fan end, a 6203, read so after
+    the comb summed lines: inner race 0.54). BPFO 14 dB under: the inner race."""
+    fs, n, fr = 12000.0, 16384, 1796.0 / 60.0
+    m = lookup_bearing("6205").defect_multiples()
+    f_i, f_o = m["bpfi"] * fr, m["bpfo"] * fr
+    lines = [(f_i, 0.01), (2 * f_i, 0.006), (f_i - fr, 0.008), (f_i + fr, 0.008)]
+    lines += [(f_o, outer_g), (2 * f_o, 0.7 * outer_g)]
+    df = fs / n
+    v = judge_channel(None, _power(fs, n, lines, 1e-7)[: int(400 / df)], df, fr, m, 10.0)
+    assert v.label == label, v.reasons
+    if label == "bearing_uncertain":
+        assert "stands out too" in v.reasons[0], v.reasons

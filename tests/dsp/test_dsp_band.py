@@ -374,6 +374,30 @@ def test_a_fast_machine_rings_a_low_resonance_and_the_band_holds_it(fs, resonanc
     assert all(row[f"env_{kind}_g"] > 2 * row[f"env_{d}_g"] for d in others)
 
 
+@pytest.mark.parametrize(
+    ("fs", "rpm", "kind"), [(12000.0, 5600.0, "bpfo"), (10000.0, 4490.0, "bpfo")]
+)
+def test_a_fast_machine_at_a_low_rate_gets_a_band_of_last_resort(fs, rpm, kind) -> None:
+    """A 22205 (BPFI 8.8 ×) at 4490–5600 r/min sampled at 10–12 kHz: a band twice the
+    envelope's range (3.4 kHz at 5600 r/min) is wider than any candidate above the floor (3 kHz
+    at most), and 'auto' was refused (docs/diagnosis.md §11, §13: the rig sweep's refused
+    cases). Components of a band beat at their spacing, so a band as wide as the envelope's
+    range carries every line it analyses: such a band is chosen, holds the resonance, and the
+    fault's lines stand out of the other defects'."""
+    b22205 = lookup_bearing("22205")
+    n, resonance = 16384, 3500.0
+    x = sim_window(fs, n, resonance, 0.02, kind, rpm, bearing=b22205)
+    fx = FeatureExtractor(fs, n, [ChannelSpec("x", b22205)], rpm=rpm, envelope_band_hz="auto")
+    frame = fx.extract(x)
+    lo, hi = frame.envelope_band_hz
+    assert 20 * rpm / 60 <= lo <= resonance <= hi
+    assert hi - lo >= fx.env_max_hz
+    row = frame.as_dicts()[0]
+    assert all(
+        row[f"env_{kind}_g"] > 2 * row[f"env_{d}_g"] for d in ("bpfo", "bpfi", "bsf") if d != kind
+    )
+
+
 @pytest.mark.parametrize("bearing", [lookup_bearing("6203"), BearingGeometry(13, 12.7, 71.5, 0.0),
                                      BearingGeometry(16, 15.0, 110.0, 10.0)])  # fmt: skip
 def test_other_bearings_and_ball_faults(bearing: BearingGeometry) -> None:
