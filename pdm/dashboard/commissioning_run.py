@@ -208,6 +208,7 @@ def run_commissioning(
         score=np.asarray(sc.score, dtype=np.float64),
         state=tuple(sc.state),
         diagnosis=tuple(sc.diagnosis),
+        diagnosis_confidence=sc.diagnosis_confidence,
         alert=alert,
         danger=danger,
         rules=rules_from(pipeline),

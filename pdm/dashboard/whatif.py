@@ -90,6 +90,8 @@ class CommissioningResult:
     deciding: WindowSpectra | None = None  # its spectra, recomputed from the recording
     averaged: Averaged | None = None  # the diagnosis engine's averaged spectra
     notes: list[str] = field(default_factory=list)  # what could not be done, one line each
+    #: per window, how sure its diagnosis was (0–1, NaN for none); None: not stored
+    diagnosis_confidence: npt.NDArray[np.float64] | None = None
 
     @property
     def windows(self) -> int:
@@ -154,10 +156,13 @@ def whatif(
     features: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
     sensor_of: Mapping[str, str] | None = None,
     diagnosis: Sequence[str] | None = None,
+    diagnosis_confidence: Sequence[float] | npt.NDArray[np.float64] | None = None,
 ) -> WhatIf:
     """Re-run :func:`step` over per-window scores (and, with ``features``, ISO zones and limits).
 
-    ``diagnosis`` (per window, '' for none) may corroborate a score trip, as in the replay.
+    ``diagnosis`` (per window, '' for none) may corroborate a score trip, as in the replay,
+    at its ``diagnosis_confidence`` (per window, 0–1, NaN for none); without confidences a
+    diagnosis that names a fault counts as sure (:func:`diagnosis_confidence_of`).
 
     Without ``features`` only the score is evidence (ISO zones and feature limits left out);
     with them (window index → channel → feature → value) the pipeline's ISO and limit rules
@@ -192,10 +197,13 @@ def whatif(
     states: list[str] = []
     over = {"alert": 0, "danger": 0, "trip": 0}
     diags = list(diagnosis) if diagnosis is not None else [""] * len(score)
-    for s, t, w, dg in zip(score, t_ns, window, diags, strict=True):
+    confs = [math.nan] * len(score) if diagnosis_confidence is None else list(diagnosis_confidence)
+    for s, t, w, dg, c in zip(score, t_ns, window, diags, confs, strict=True):
         sv = float(s)
         score_v = sv if math.isfinite(sv) else None
-        label, conf = diagnosis_confidence_of({"diagnosis": dg or None})
+        label, conf = diagnosis_confidence_of(
+            {"diagnosis": dg or None, "diagnosis_confidence": float(c)}
+        )
         win = WindowResult(
             int(t),
             int(w),
@@ -265,6 +273,7 @@ def whatif_for(
         features=res.features if with_features else None,
         sensor_of=res.sensor_of,
         diagnosis=res.diagnosis,
+        diagnosis_confidence=res.diagnosis_confidence,
     )
 
 
@@ -340,6 +349,7 @@ def whatif_setting(res: CommissioningResult, s: Setting) -> WhatIf:
             features=res.features,
             sensor_of=res.sensor_of,
             diagnosis=res.diagnosis,
+            diagnosis_confidence=res.diagnosis_confidence,
         )
     return whatif(
         res.score,
@@ -353,6 +363,7 @@ def whatif_setting(res: CommissioningResult, s: Setting) -> WhatIf:
         off_windows=s.off_windows,
         sensor_of=res.sensor_of,
         diagnosis=res.diagnosis,
+        diagnosis_confidence=res.diagnosis_confidence,
     )
 
 

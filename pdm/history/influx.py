@@ -445,6 +445,7 @@ class _InfluxQL:
             tuple(r.get("state") or "" for r in rows),
             tuple(r.get("diagnosis") or "" for r in rows),
             tuple(r.get("top_features") or "" for r in rows),
+            np.array([_f(r.get("diagnosis_confidence")) for r in rows], dtype=np.float64),
         )
 
     def count(self, kind: Kind, machine: str | None = None) -> int:

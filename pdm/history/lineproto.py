@@ -11,7 +11,8 @@ measurement        tags                            fields
 ``pdm_features``   machine, sensor, channel        one float per feature (``rms_g``, …),
                                                    ``iso_zone`` (string), ``window`` (int),
                                                    ``valid`` (bool)
-``pdm_scores``     machine, model                  ``score`` (float), ``state``,
+``pdm_scores``     machine, model                  ``score``, ``diagnosis_confidence``
+                                                   (float), ``state``,
                                                    ``diagnosis``, ``top_features`` (strings),
                                                    ``window`` (int)
 ``pdm_spectra``    machine, sensor, channel, type  ``f0_hz``, ``df_hz`` (float), ``n`` (int),
@@ -128,19 +129,24 @@ def _features(r: FeatureRows, app: str) -> Iterable[str]:
 
 def _scores(r: ScoreRows, app: str) -> Iterable[str]:
     head = _tags("pdm_scores", [("appliance", app), ("machine", r.machine), ("model", r.model)])
-    for t, w, s, state, diag, top in zip(
+    conf = (
+        [math.nan] * len(r) if r.diagnosis_confidence is None else r.diagnosis_confidence.tolist()
+    )
+    for t, w, s, state, diag, top, c in zip(
         r.t_ns.tolist(),
         r.window.tolist(),
         r.score.tolist(),
         r.state,
         r.diagnosis,
         r.top,
+        conf,
         strict=True,
     ):
         yield _point(
             head,
             [
                 ("diagnosis", _str(diag) if diag else None),
+                ("diagnosis_confidence", _float(c)),
                 ("score", _float(s)),
                 ("state", _str(state)),
                 ("top_features", _str(top) if top else None),

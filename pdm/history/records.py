@@ -153,6 +153,9 @@ class ScoreRows:
     state : per window, before debouncing: ``ok``, ``alert``, ``danger``, ``invalid``, ``learning``
     diagnosis : per window (``''`` when none)
     top : per window, the top features as JSON text (``''`` when none)
+    diagnosis_confidence : (n,) float64, how sure each window's diagnosis is (0–1; NaN when
+        none), or None when not known (rows written before it was stored). A what-if needs
+        it to reproduce a score trip the diagnosis corroborates (docs/alarms.md).
     """
 
     kind: ClassVar[Kind] = "scores"
@@ -164,6 +167,7 @@ class ScoreRows:
     state: tuple[str, ...]
     diagnosis: tuple[str, ...]
     top: tuple[str, ...]
+    diagnosis_confidence: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.t_ns)
@@ -175,6 +179,8 @@ class ScoreRows:
             == len(self.top) == n
         ):  # fmt: skip
             _lengths(self, n, ("window", "score", "state", "diagnosis", "top"))
+        if self.diagnosis_confidence is not None and len(self.diagnosis_confidence) != n:
+            _lengths(self, n, ("diagnosis_confidence",))
 
     @classmethod
     def from_scores(cls, machine: str, scores: Sequence[WindowScore]) -> ScoreRows:
@@ -192,6 +198,7 @@ class ScoreRows:
                 (s.state or "invalid",),
                 (s.diagnosis or "",),
                 (json.dumps(list(s.top_features)) if s.top_features else "",),
+                np.array([_confidence(s)], dtype=np.float64),
             )
         models = {s.model for s in scores}
         if len(models) > 1:
@@ -208,7 +215,13 @@ class ScoreRows:
             tuple(s.state or "invalid" for s in scores),
             tuple(s.diagnosis or "" for s in scores),
             tuple(json.dumps(list(s.top_features)) if s.top_features else "" for s in scores),
+            np.array([_confidence(s) for s in scores], dtype=np.float64),
         )
+
+
+def _confidence(s: WindowScore) -> float:
+    """A window's diagnosis confidence as stored: NaN when it has no diagnosis."""
+    return s.diagnosis_confidence if s.diagnosis else math.nan
 
 
 @dataclass(frozen=True, slots=True, eq=False)

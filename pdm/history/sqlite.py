@@ -10,7 +10,8 @@ step in :data:`MIGRATIONS`)::
     features  (t_ns, machine, channel) → sensor, window, valid, iso_zone, one REAL per feature
               + index (machine, t_ns)
     feature_channels (machine, channel) — the channels each machine has feature rows for
-    scores    (machine, t_ns)          → window, score, state, model, diagnosis, top
+    scores    (machine, t_ns)          → window, score, state, model, diagnosis, top,
+                                         diagnosis_confidence
     spectra   (machine, channel, type, t_ns) → sensor, f0_hz, df_hz, unit, values (float32 LE blob)
     states    (machine, t_ns, sensor, new)   → old, reason, score, capture
     events    (id)                            → machine, t_ns, type, severity, message, sensor, detail
@@ -217,10 +218,22 @@ def _migration_3(db: sqlite3.Connection) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN appliance TEXT NOT NULL DEFAULT ''")
 
 
+def _migration_4(db: sqlite3.Connection) -> None:
+    """A ``diagnosis_confidence`` column on score rows (0–1; NULL when the window had no
+    diagnosis, and on the rows from before this step): a what-if over stored scores needs it
+    to reproduce a score trip the diagnosis corroborates (docs/alarms.md, "What may trip")."""
+    db.execute("ALTER TABLE scores ADD COLUMN diagnosis_confidence REAL")
+
+
 #: Schema steps in order: ``MIGRATIONS[i]`` takes a file from version ``i`` to ``i + 1``.
 #: Append, never edit: files in the field are at every version up to the newest. All
 #: pending steps run in one transaction, so a step must not VACUUM or change journal_mode.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -233,7 +246,7 @@ _INSERT: Final[dict[str, str]] = {
     "events": "INSERT OR REPLACE INTO events (id, machine, t_ns, type, severity, message, sensor, detail, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "actions": 'INSERT OR REPLACE INTO actions (machine, t_ns, "action", target, attempt, outcome, detail, event_id, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     "captures": "INSERT OR REPLACE INTO captures (id, machine, t_ns, reason, path, model, thresholds, fs_hz, channels, samples, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "scores": 'INSERT OR REPLACE INTO scores (machine, t_ns, "window", score, state, model, diagnosis, top, appliance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    "scores": 'INSERT OR REPLACE INTO scores (machine, t_ns, "window", score, state, model, diagnosis, top, appliance, diagnosis_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
 }
 
 _SELECT_LOG: Final[dict[str, str]] = {
@@ -631,6 +644,9 @@ class SqliteStore:
                 rec.diagnosis,
                 rec.top,
                 repeat(app),
+                repeat(None)
+                if rec.diagnosis_confidence is None
+                else rec.diagnosis_confidence.tolist(),
                 strict=False,
             )
             for rec in recs
@@ -933,14 +949,14 @@ class SqliteStore:
         time_sql, time_args = _range(start_ns, end_ns)
         with self._reading() as db:
             rows = db.execute(
-                f'SELECT t_ns, "window", score, state, diagnosis, top, model FROM scores '
-                f"WHERE machine = ?{time_sql} ORDER BY t_ns",
+                f'SELECT t_ns, "window", score, state, diagnosis, top, model, diagnosis_confidence '
+                f"FROM scores WHERE machine = ?{time_sql} ORDER BY t_ns",
                 [machine, *time_args],
             ).fetchall()
         if not rows:
             e = np.zeros(0, dtype=np.int64)
-            return ScoreRows(machine, "", e, e.copy(), np.zeros(0), (), (), ())
-        t, window, score, state, diagnosis, top, model = zip(*rows, strict=True)
+            return ScoreRows(machine, "", e, e.copy(), np.zeros(0), (), (), (), np.zeros(0))
+        t, window, score, state, diagnosis, top, model, conf = zip(*rows, strict=True)
         return ScoreRows(
             machine,
             model[-1],
@@ -950,6 +966,7 @@ class SqliteStore:
             state,
             diagnosis,
             top,
+            np.array(conf, dtype=np.float64),  # NULL → NaN
         )
 
     def count(self, kind: Kind, machine: str | None = None) -> int:

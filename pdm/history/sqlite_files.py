@@ -206,6 +206,14 @@ class SqliteHistory:
             tuple(cat("state")[order]),
             tuple(cat("diagnosis")[order]),
             tuple(cat("top")[order]),
+            np.concatenate(
+                [
+                    np.full(len(p), np.nan)
+                    if p.diagnosis_confidence is None
+                    else p.diagnosis_confidence
+                    for p in parts
+                ]
+            )[order],
         )
 
     def count(self, kind: Kind, machine: str | None = None) -> int:

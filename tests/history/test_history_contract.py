@@ -223,6 +223,7 @@ def scores(
     model: str = "0123456789ab",
     state: Sequence[str] | None = None,
     diagnosis: Sequence[str] | None = None,
+    confidence: Sequence[float] | None = None,
 ) -> ScoreRows:
     n = len(t_s)
     return ScoreRows(
@@ -234,6 +235,7 @@ def scores(
         tuple(state if state is not None else ["ok"] * n),
         tuple(diagnosis if diagnosis is not None else [""] * n),
         tuple('[["rms_g", 2.5]]' if i % 2 else "" for i in range(n)),
+        None if confidence is None else np.array(confidence, dtype=np.float64),
     )
 
 
@@ -388,6 +390,21 @@ def test_score_rows_round_trip(store: HistoryStore, put: Callable[..., None]) ->
     assert got.top == (*first.top, *second.top)
     empty = store.scores("nobody")
     assert len(empty) == 0 and empty.score.dtype == np.float64
+
+
+def test_diagnosis_confidence_round_trips(store: HistoryStore, put: Callable[..., None]) -> None:
+    # A what-if over stored scores reproduces a trip the diagnosis corroborates only with
+    # each window's confidence (pdm/dashboard/whatif.py); rows written without one read NaN.
+    first = scores(
+        "m1", [0, 1, 2], [0.5, 2.5, 3.0], diagnosis=["", "bearing_outer_race", "bearing_outer_race"],
+        confidence=[np.nan, 0.625, 0.875],
+    )  # fmt: skip
+    second = scores("m1", [3], [0.25])  # written before the column existed: no confidences
+    put(first, second)
+    got = store.scores("m1")
+    assert got.diagnosis_confidence is not None
+    assert got.diagnosis_confidence.dtype == np.float64
+    assert_array_equal(got.diagnosis_confidence, [np.nan, 0.625, 0.875, np.nan])
 
 
 def test_spectra_round_trip_float32_exact(store: HistoryStore, put: Callable[..., None]) -> None:
