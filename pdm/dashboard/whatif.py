@@ -45,6 +45,7 @@ __all__ = [
     "grid_rows",
     "grid_values",
     "outcome_rows",
+    "raised_by_diagnosis",
     "run_outcome",
     "transition_rows",
     "utc_time",
@@ -97,6 +98,12 @@ class CommissioningResult:
     def windows(self) -> int:
         return len(self.score)
 
+    @property
+    def bearing_defect(self) -> tuple[bool, ...]:
+        """Per window, whether the replay's scorer raised it to alert on a bearing defect
+        the diagnosis named (:func:`raised_by_diagnosis`)."""
+        return raised_by_diagnosis(self.state, self.score, self.alert)
+
     def seconds(self, t_ns: int) -> float:
         """Seconds from the recording's first sample."""
         return (t_ns - self.start_ns) / 1e9
@@ -119,6 +126,30 @@ class CommissioningResult:
 
 
 # --- what-if -------------------------------------------------------------------------------------
+
+
+def raised_by_diagnosis(
+    state: Sequence[str],
+    score: Sequence[float] | npt.NDArray[np.float64],
+    alert: float | None,
+) -> tuple[bool, ...]:
+    """Per window, whether the scorer raised it to ``alert`` on the diagnosis alone.
+
+    History keeps each window's own level before debouncing (``state``) and its score, not
+    the flag itself: a window stored as ``alert`` whose score is below the alert threshold
+    can only have been raised by a bearing defect the diagnosis named over the machine's
+    healthy spectra (:func:`pdm.diagnosis.names_bearing_defect`, docs/models.md). Without
+    an alert threshold there is no such window.
+
+    >>> raised_by_diagnosis(("ok", "alert", "alert", "danger"), [0.2, 0.4, 1.3, 1.8], 1.0)
+    (False, True, False, False)
+    """
+    if alert is None:
+        return (False,) * len(state)
+    return tuple(
+        st == "alert" and math.isfinite(float(sc)) and float(sc) < alert
+        for st, sc in zip(state, score, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -157,12 +188,20 @@ def whatif(
     sensor_of: Mapping[str, str] | None = None,
     diagnosis: Sequence[str] | None = None,
     diagnosis_confidence: Sequence[float] | npt.NDArray[np.float64] | None = None,
+    bearing_defect: Sequence[bool] | None = None,
 ) -> WhatIf:
     """Re-run :func:`step` over per-window scores (and, with ``features``, ISO zones and limits).
 
     ``diagnosis`` (per window, '' for none) may corroborate a score trip, as in the replay,
     at its ``diagnosis_confidence`` (per window, 0–1, NaN for none); without confidences a
     diagnosis that names a fault counts as sure (:func:`diagnosis_confidence_of`).
+
+    ``bearing_defect`` (per window) marks the windows the scorer raised to alert on a bearing
+    defect the diagnosis named (:func:`raised_by_diagnosis`); such a window stays an alert
+    whatever the thresholds, as in the service. The flag is only known for windows whose
+    score was below the alert threshold the replay used (the scorer does not judge the others
+    for it), so with ``alert_mult`` > 1 a window between the two thresholds counts on its score
+    alone, and the what-if may show fewer alerts than the service would.
 
     Without ``features`` only the score is evidence (ISO zones and feature limits left out);
     with them (window index → channel → feature → value) the pipeline's ISO and limit rules
@@ -198,7 +237,8 @@ def whatif(
     over = {"alert": 0, "danger": 0, "trip": 0}
     diags = list(diagnosis) if diagnosis is not None else [""] * len(score)
     confs = [math.nan] * len(score) if diagnosis_confidence is None else list(diagnosis_confidence)
-    for s, t, w, dg, c in zip(score, t_ns, window, diags, confs, strict=True):
+    flags = [False] * len(score) if bearing_defect is None else list(bearing_defect)
+    for s, t, w, dg, c, flag in zip(score, t_ns, window, diags, confs, flags, strict=True):
         sv = float(s)
         score_v = sv if math.isfinite(sv) else None
         label, conf = diagnosis_confidence_of(
@@ -214,6 +254,7 @@ def whatif(
             sensors,
             diagnosis=label,
             diagnosis_confidence=conf,
+            bearing_defect=bool(flag),
         )
         state, out = step(state, win, r)
         level = state.recent[-1] if state.recent else 0
@@ -274,6 +315,7 @@ def whatif_for(
         sensor_of=res.sensor_of,
         diagnosis=res.diagnosis,
         diagnosis_confidence=res.diagnosis_confidence,
+        bearing_defect=res.bearing_defect,
     )
 
 
@@ -364,6 +406,7 @@ def whatif_setting(res: CommissioningResult, s: Setting) -> WhatIf:
         sensor_of=res.sensor_of,
         diagnosis=res.diagnosis,
         diagnosis_confidence=res.diagnosis_confidence,
+        bearing_defect=res.bearing_defect,
     )
 
 

@@ -468,6 +468,35 @@ def test_whatif_one_of_one_matches_a_hand_count(
     assert strict.alarms_raised == 0
 
 
+@pytest.mark.parametrize(
+    ("scores", "states", "alert_mult", "alert_windows", "raised"),
+    [
+        # Two windows the diagnosis raised (stored "alert" under the threshold): one alarm.
+        ([0.3, 0.4, 0.5, 0.4, 0.2], ["ok", "alert", "alert", "ok", "ok"], 1.0, 2, 1),
+        # The flag holds whatever the thresholds: alert ×3 leaves the raised windows alerting.
+        ([0.3, 0.4, 0.5, 0.4, 0.2], ["ok", "alert", "alert", "ok", "ok"], 3.0, 2, 1),
+        # A score alert is not a diagnosis flag: alert ×2 silences it (its flag is unknown).
+        ([0.3, 1.4, 1.5, 0.4, 0.2], ["ok", "alert", "alert", "ok", "ok"], 2.0, 0, 0),
+        # No stored alert under the threshold: nothing raised by the diagnosis.
+        ([0.3, 0.4, 0.5, 0.4, 0.2], ["ok"] * 5, 1.0, 0, 0),
+    ],
+)
+def test_whatif_keeps_the_alerts_a_named_bearing_defect_raised(
+    scores: list[float], states: list[str], alert_mult: float, alert_windows: int, raised: int
+) -> None:
+    from pdm.alarms.state import AlarmRules
+    from pdm.dashboard.whatif import raised_by_diagnosis
+
+    flags = raised_by_diagnosis(states, scores, 1.0)
+    rules = AlarmRules(off_windows=1, hysteresis=1.0, score_trip=None)
+    wi = commissioning.whatif(
+        scores, range(5), range(5), alert=1.0, danger=None, rules=rules, alert_mult=alert_mult,
+        on_windows=1, of_windows=1, bearing_defect=flags,
+    )  # fmt: skip
+    assert wi.windows_over["alert"] == alert_windows and wi.alarms_raised == raised
+    assert wi.states.count("alert") == alert_windows
+
+
 def test_bad_upload_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("a_g,b_g\n0.1,0.2\n" * 10)

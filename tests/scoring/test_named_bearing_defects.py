@@ -22,9 +22,10 @@ import pytest
 from sim_snapshots import write_snapshot
 
 from pdm.config import pipeline_from_flags
+from pdm.dashboard.whatif import raised_by_diagnosis
 from pdm.diagnosis import names_bearing_defect
 from pdm.processing import FeatureStream, open_recording
-from pdm.scoring.result import WindowScore
+from pdm.scoring.result import WindowScore, written_score
 from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.train import collect, train
 from pdm.sources.simulator import FaultSpec
@@ -101,6 +102,12 @@ def test_mild_faults_are_flagged_by_what_the_diagnosis_names(machine) -> None:
             assert s.state == "alert" and s.score is not None and s.score < 1.0
             assert s.as_row()["alert_by"] == "diagnosis"
             assert names_bearing_defect(s.diagnosis, s.diagnosis_confidence, 6.0)
+        # History keeps each window's level and score, not the flag: the what-if tells the
+        # raised windows from those two alone, exactly.
+        stored = [written_score(s.score) if s.score is not None else math.nan for s in scores]
+        assert raised_by_diagnosis([s.state or "invalid" for s in scores], stored, 1.0) == tuple(
+            s.alert_by == "diagnosis" for s in scores
+        )
 
 
 @pytest.mark.parametrize(
