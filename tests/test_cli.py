@@ -421,6 +421,15 @@ def test_bench_json_quick() -> None:
         assert result["run_vs_dsp_per_core"] == pytest.approx(
             result["run_sensors_per_core"] / result["dsp_sensors_per_core"], rel=0.01
         )
+        # Like with like: the DSP alone on the same fleet's machines.
+        assert result["run_vs_dsp_fleet_per_core"] == pytest.approx(
+            result["run_sensors_per_core"] / result["dsp_fleet_sensors_per_core"], rel=0.01
+        )
+    for key in ("dsp_fleet_sensors_per_core", "run_vs_dsp_fleet_per_core"):
+        assert key in result["notes"], key
+    assert (
+        result["dsp_fleet_sensors_per_core"] > 0 and result["dsp_fleet_alone_sensors_per_core"] > 0
+    )
     # Latency from the sensor's clock: never shorter than from the frame's arrival.
     assert result["e2e_clock"] == "sensor"
     if rt["e2e_ms_p50"] is not None:

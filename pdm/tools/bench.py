@@ -310,6 +310,14 @@ NOTES = {
     "over the measured interval's wall time (run_service_cores)",
     "run_vs_dsp_per_core": "headline: run_sensors_per_core / dsp_sensors_per_core (one core "
     "against one core); target >= 0.5",
+    "dsp_fleet_sensors_per_core": "the DSP alone on the service load's own machines "
+    "(pdm/tools/bench_fleet.py): the fleet's first 16 machines from the same pipeline files "
+    "and signals, each round every machine's next hop through its windower and all the "
+    "round's windows in one extract_many pass; CPU time, median of rounds; "
+    "dsp_fleet_alone_sensors_per_core: each machine's window extracted alone",
+    "run_vs_dsp_fleet_per_core": "run_sensors_per_core / dsp_fleet_sensors_per_core: the "
+    "service against the DSP on the same machines (like with like); run_vs_dsp_per_core "
+    "divides by the friendlier dsp_sensors_per_core (one shape, one speed, batches of 8)",
     "run_vs_dsp": "all cores against one: run_sensors (on every core the service used) over "
     "dsp_sensors_per_core (one core); NOT a per-core figure, kept for comparison with tables "
     "before 2026-12-06",
@@ -345,14 +353,22 @@ def run_bench(*, quick: bool = False) -> dict[str, Any]:
     from pdm.tools.bench_alarms import bench_decision
 
     decision = bench_decision(quick=quick)
+    from pdm.tools.bench_fleet import fleet_dsp_figures
     from pdm.tools.bench_run import bench_run
 
+    fleet_dsp = fleet_dsp_figures(quick=quick)
     run = bench_run(sensors_per_core, quick=quick)
+    per_core = run.get("run_sensors_per_core")
+    fleet_per_core = fleet_dsp["dsp_fleet_sensors_per_core"]
+    run["run_vs_dsp_fleet_per_core"] = (
+        None if per_core is None or not fleet_per_core else round(per_core / fleet_per_core, 3)
+    )
     return {
         **dsp,
         **stream,
         **diagnosis,
         "dsp_sensors_per_core": round(sensors_per_core, 1),
+        **fleet_dsp,
         **run,
         **scoring,
         **history,
