@@ -712,14 +712,19 @@ class FeatureExtractor:
         self._band_rms(spec, values, i)
         tick("bands")
 
-        centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        halves = centres * self.orders_tolerance
-        search = self._order_search
-        if len(parts) > 1:
+        if len(parts) == 1:
+            self._order_search.at_multiples(
+                spec.view(np.float32), False, self._order_row, shaft_bins,
+                self.orders_tolerance, values, k,
+            )  # fmt: skip
+        else:
+            centres = self._tiled("orders", self._order_row, rows) * shaft_bins
             search, halves = _widest_search(
-                [ex._order_search for ex, _x, _nw in parts], row0, halves
+                [ex._order_search for ex, _x, _nw in parts],
+                row0,
+                centres * self.orders_tolerance,
             )
-        values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
+            values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
         k += len(ORDERS)
         tick("orders")
 
@@ -734,9 +739,10 @@ class FeatureExtractor:
             pe = envelope_power(spec_all, plan)[:rows]  # padded to rows of four as the FFT's
             tick("envelope")
             if self._has_bearing and self.speed_known:
-                centres = self._tiled("defects", self._defect_mult, n_win_all) * shaft_bins
-                search = self._env_search[plan.m]
-                values[:, k:] = search(pe, centres, centres * self.slip_tolerance) * plan.scale
+                self._env_search[plan.m].at_multiples(
+                    pe, True, self._defect_mult, shaft_bins, self.slip_tolerance, values, k,
+                    plan.scale,
+                )  # fmt: skip
             else:
                 values[:, k:] = np.nan
             tick("defect_lines")
@@ -1019,8 +1025,14 @@ def compile_kernels() -> None:
     from pdm.dsp.bearings import lookup_bearing
 
     n = 4096
-    ex = FeatureExtractor(
-        25600.0, n, [ChannelSpec("x", lookup_bearing("6205"))], rpm_range=(1330.0, 1630.0)
-    )
+    chans = [ChannelSpec("x", lookup_bearing("6205"))]
+    ex = FeatureExtractor(25600.0, n, chans, rpm_range=(1330.0, 1630.0))
     x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
     ex.extract(x)
+    # Machines sharing a pass (extract_many, as the service's rounds call it) read their
+    # lines through the general search.
+    fixed = [
+        FeatureExtractor(25600.0, n, chans, rpm=r, envelope_band_hz=(2e3, 5e3))
+        for r in (1480.0, 1780.0)
+    ]
+    extract_many([(f, [x]) for f in fixed])

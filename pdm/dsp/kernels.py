@@ -48,6 +48,7 @@ __all__ = [
     "squares_into",
     "time_features",
     "tone_amplitudes",
+    "tone_amplitudes_at",
     "window_time_features",
 ]
 
@@ -489,6 +490,35 @@ def pair_spectra_parts(
 
 
 @_jit(nogil=True, boundscheck=False)
+def _tone(  # pragma: no cover - compiled
+    row: npt.NDArray[np.float32],
+    squared: bool,
+    c: float,
+    h: float,
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+) -> float:
+    h = h if h > 1.0 or np.isnan(h) else 1.0
+    h = h if h < half_cap or np.isnan(h) else half_cap  # NaN stays NaN
+    lo = np.ceil(c - h)
+    hi = np.floor(c + h)
+    # NaN centres or halves fail both tests
+    if not (lo >= 1 + lobe_bins and hi <= n_bins - 2 - lobe_bins):
+        return np.nan
+    best = np.float32(0.0)
+    for k in range(int(lo), int(hi) + 1):
+        lobe = np.float32(0.0)
+        for j in range(k - lobe_bins, k + lobe_bins + 1):  # summed in this order
+            a = row[2 * j]
+            b = row[2 * j + 1]
+            lobe += a + b if squared else a * a + b * b
+        best = max(best, lobe)
+    return np.sqrt(np.float64(best) * scale)
+
+
+@_jit(nogil=True, boundscheck=False)
 def _tones(  # pragma: no cover - compiled
     v: npt.NDArray[np.float32],
     squared: bool,
@@ -503,25 +533,48 @@ def _tones(  # pragma: no cover - compiled
     for r in range(centres.shape[0]):
         row = v[r]
         for t in range(centres.shape[1]):
-            c = centres[r, t]
-            h = halves[r, t]
-            h = h if h > 1.0 or np.isnan(h) else 1.0
-            h = h if h < half_cap or np.isnan(h) else half_cap  # NaN stays NaN
-            lo = np.ceil(c - h)
-            hi = np.floor(c + h)
-            # NaN centres or halves fail both tests
-            if not (lo >= 1 + lobe_bins and hi <= n_bins - 2 - lobe_bins):
-                out[r, t] = np.nan
-                continue
-            best = np.float32(0.0)
-            for k in range(int(lo), int(hi) + 1):
-                lobe = np.float32(0.0)
-                for j in range(k - lobe_bins, k + lobe_bins + 1):  # summed in this order
-                    a = row[2 * j]
-                    b = row[2 * j + 1]
-                    lobe += a + b if squared else a * a + b * b
-                best = max(best, lobe)
-            out[r, t] = np.sqrt(np.float64(best) * scale)
+            c, h = centres[r, t], halves[r, t]
+            out[r, t] = _tone(row, squared, c, h, n_bins, half_cap, lobe_bins, scale)
+
+
+@_jit(nogil=True, boundscheck=False)
+def tone_amplitudes_at(  # pragma: no cover - compiled
+    v: npt.NDArray[np.float32],
+    squared: bool,
+    table: npt.NDArray[np.float64],
+    bins: npt.NDArray[np.float64],
+    tolerance: float,
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+    out_scale: float,
+    values: npt.NDArray[np.float64],
+    col: int,
+) -> None:
+    """:func:`tone_amplitudes` at multiples of each row's speed, times ``out_scale``, into
+    ``values[:, col:col + targets]``: the targets' centres ``table[r % k] · bins[r]`` and
+    half-widths ``centre · tolerance`` made in the loop, as numpy's ``np.tile(table) · bins``
+    and ``· tolerance`` make them (the pass's order and defect lines: the arrays' numpy
+    calls ran cold after the FFT).
+
+    Parameters
+    ----------
+    v, squared, n_bins, half_cap, lobe_bins, scale : as for :func:`tone_amplitudes`
+    table : (k, targets) float64, C-contiguous: row ``r`` of the spectrum reads row ``r % k``
+        (multiples of the speed; NaN: no target)
+    bins : (rows, 1) float64: each row's speed in bins
+    tolerance : the half-width as a fraction of the centre
+    out_scale : multiplies each amplitude
+    values : (rows, ≥ col + targets) float64: receives the amplitudes
+    """
+    k = table.shape[0]
+    for r in range(bins.shape[0]):
+        row = v[r]
+        for t in range(table.shape[1]):
+            c = table[r % k, t] * bins[r, 0]
+            a = _tone(row, squared, c, c * tolerance, n_bins, half_cap, lobe_bins, scale)
+            values[r, col + t] = a * out_scale
 
 
 def tone_amplitudes(

@@ -17,7 +17,7 @@ from pdm.dsp.kernels import (
     time_features,
     window_time_features,
 )
-from pdm.dsp.spectrum import hann
+from pdm.dsp.spectrum import ToneSearch, hann
 
 N = 4096
 W = hann(N)
@@ -114,3 +114,29 @@ def test_envelope_pairs_zero_a_row_that_is_not_finite() -> None:
     assert_array_equal(parts[2, 1::2], 0.0)  # the missing sixth row
     assert_array_equal(parts[0, 0::2], clean.view(np.float32)[0, 0::2])  # row 0
     assert_array_equal(pairs[1], clean[1])  # rows 2 and 3
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_tones_at_multiples_are_the_search_at_tiled_centres(squared: bool) -> None:
+    """ToneSearch.at_multiples: the search at centres np.tile(multiples) · speed bins and
+    half-widths centre · tolerance, times a scale, to the bit; NaN multiples (a channel
+    without a bearing) and lines off the spectrum give NaN; other columns are left alone."""
+    rng = np.random.default_rng(5)
+    rows, n_bins = 6, 300
+    spec = (rng.normal(0, 1, (rows, n_bins)) + 1j * rng.normal(0, 1, (rows, n_bins))).astype(
+        np.complex64
+    )
+    v = spec.view(np.float32)
+    sq = np.ascontiguousarray(v * v) if squared else v
+    multiples = np.array([[1.0, 2.0, 3.5, 40.0], [np.nan, 0.5, 2.0, 3.0]])
+    bins = rng.uniform(8.0, 12.0, (rows, 1))
+    search = ToneSearch(n_bins, 6.0, 2 * (n_bins - 1), 3 * (n_bins - 1) / 4)
+    centres = np.tile(multiples, (rows // 2, 1)) * bins
+    halves = centres * 0.03
+    want = search(sq, centres, halves) if squared else search.in_spectrum(spec, centres, halves)
+    values = np.full((rows, 7), 9.0)
+    search.at_multiples(sq, squared, multiples, bins, 0.03, values, 2, 1.7)
+    assert_array_equal(values[:, 2:6], want * 1.7)
+    assert np.isnan(values[1::2, 2]).all() and np.isnan(values[0::2, 5]).all()  # NaN, 40×
+    assert np.isfinite(values[0::2, 2:5]).all()
+    assert_array_equal(values[:, [0, 1, 6]], 9.0)
