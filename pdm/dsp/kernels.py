@@ -9,7 +9,11 @@ same in one loop per row, which also reads the next row: ~0.35 of the FFT with t
 cold, the time features (:func:`time_features`) included. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
 window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
 envelope's bins, magnitude and mean and its spectrum's parts come off in :func:`band_bins`,
-:func:`envelope_pairs` and :func:`pair_spectra_parts`.
+:func:`envelope_pairs` and :func:`pair_spectra_parts`. The small steps between them
+(:func:`window_time_features`, :func:`shaft_speeds_into`, :func:`squares_into`,
+:func:`rms_columns`, :func:`tone_amplitudes_at`) are compiled for another reason: after
+the pass's two streams (the moments' pass and the FFT, ~3 MB each through a 2 MB L2)
+every numpy call ran from cold caches, at several times its warm cost (docs/benchmarks.md).
 
 Numerics (float32 data, as the FFT's):
 
