@@ -57,7 +57,13 @@ from pdm.dsp.envelope import (
     select_band,
 )
 from pdm.dsp.iso import iso_band_hz, iso_zone
-from pdm.dsp.kernels import moments_windowed, shaft_speeds_hz, time_features
+from pdm.dsp.kernels import (
+    moments_windowed,
+    rms_columns,
+    shaft_speeds_into,
+    squares_into,
+    window_time_features,
+)
 from pdm.dsp.spectrum import (
     ToneSearch,
     band_weights,
@@ -303,6 +309,7 @@ class FeatureExtractor:
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
         self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
+        self._win_rows_cache: dict[int, npt.NDArray[np.int64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
         if rpm is not None:
@@ -670,12 +677,12 @@ class FeatureExtractor:
         # below overflows or warns for them.
         values = np.empty((rows, len(self.names)), dtype=np.float64)
         stats = np.empty((rows, 3), dtype=np.float64)
-        finite_row = time_features(m, minmax, n, MAX_ABS_G, values, stats)
-        if finite_row.all():
-            valid = np.ones(n_win_all, dtype=bool)
-        else:
+        win_rows = self._win_rows(n_win_all) if len(parts) == 1 else np.array(win_ch, np.int64)
+        finite_row, valid, n_bad = window_time_features(
+            m, minmax, n, MAX_ABS_G, values, stats, win_rows
+        )
+        if n_bad:
             d[~finite_row] = np.nan
-            valid = np.logical_and.reduceat(finite_row, np.cumsum([0, *win_ch[:-1]]))
         tick("moments")
 
         # The one FFT.
@@ -687,14 +694,13 @@ class FeatureExtractor:
         # speed in bins, (rows, 1).
         row0: list[int] = []  # per part: its first row in the pass, and the end
         if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
-            shaft_hz = self._speeds_hz(spec, valid, n_win_all)
-            shaft_bins = np.repeat(shaft_hz / self.df, len(self.channels))[:, None]
+            shaft_hz, shaft_bins = self._speeds(spec, valid, n_win_all)
         else:
             row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
             win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
             shaft_hz = np.concatenate(
                 [
-                    ex._speeds_hz(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]], nw)
+                    ex._speeds(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]], nw)[0]
                     for i, (ex, _x, nw) in enumerate(parts)
                 ]
             )
@@ -703,17 +709,22 @@ class FeatureExtractor:
 
         i = len(TIME_FEATURES)
         k = i + self._n_bands
-        values[:, i:k] = np.sqrt(self._band_mean_squares(spec))
+        self._band_rms(spec, values, i)
         tick("bands")
 
-        centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-        halves = centres * self.orders_tolerance
-        search = self._order_search
-        if len(parts) > 1:
+        if len(parts) == 1:
+            self._order_search.at_multiples(
+                spec.view(np.float32), False, self._order_row, shaft_bins,
+                self.orders_tolerance, values, k,
+            )  # fmt: skip
+        else:
+            centres = self._tiled("orders", self._order_row, rows) * shaft_bins
             search, halves = _widest_search(
-                [ex._order_search for ex, _x, _nw in parts], row0, halves
+                [ex._order_search for ex, _x, _nw in parts],
+                row0,
+                centres * self.orders_tolerance,
             )
-        values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
+            values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
         k += len(ORDERS)
         tick("orders")
 
@@ -728,9 +739,10 @@ class FeatureExtractor:
             pe = envelope_power(spec_all, plan)[:rows]  # padded to rows of four as the FFT's
             tick("envelope")
             if self._has_bearing and self.speed_known:
-                centres = self._tiled("defects", self._defect_mult, n_win_all) * shaft_bins
-                search = self._env_search[plan.m]
-                values[:, k:] = search(pe, centres, centres * self.slip_tolerance) * plan.scale
+                self._env_search[plan.m].at_multiples(
+                    pe, True, self._defect_mult, shaft_bins, self.slip_tolerance, values, k,
+                    plan.scale,
+                )  # fmt: skip
             else:
                 values[:, k:] = np.nan
             tick("defect_lines")
@@ -849,6 +861,17 @@ class FeatureExtractor:
             out = self._tile_cache[key] = np.tile(table, (reps, 1))
         return out
 
+    def _win_rows(self, n_win: int) -> npt.NDArray[np.int64]:
+        """(n_win,) int64, this extractor's channel count each: the rows of each window of
+        a pass of its own (cached by count: the same few recur)."""
+        out = self._win_rows_cache.get(n_win)
+        if out is None:
+            if len(self._win_rows_cache) > 64:
+                self._win_rows_cache.clear()
+            out = np.full(n_win, len(self.channels), dtype=np.int64)
+            self._win_rows_cache[n_win] = out
+        return out
+
     @staticmethod
     def _buffer(name: str, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
         """Scratch rows for one pass, shared by every extractor on this thread (a pass
@@ -873,55 +896,57 @@ class FeatureExtractor:
             buf = bufs[key] = raw[start : start + size].reshape(shape)
         return buf[: shape[0]]
 
-    def _band_mean_squares(self, spec: npt.NDArray[np.complex64]) -> npt.NDArray[np.float64]:
-        """(rows, bands) mean square in each band (velocity first): the squared parts of the
-        spectrum times the band weights, one BLAS product.
+    def _band_rms(
+        self, spec: npt.NDArray[np.complex64], values: npt.NDArray[np.float64], col: int
+    ) -> None:
+        """Each row's RMS in each band (velocity first) into ``values[:, col:col + bands]``:
+        the squared parts of the spectrum times the band weights, one BLAS product, as the
+        RMS of :func:`~pdm.dsp.spectrum.band_mean_square` gives it.
 
         Only the parts some band weighs are squared and summed (a tenth of the spectrum for
         the velocity band alone; the whole squared spectrum of a batch had cost 0.2 of its
         FFT): the weights are 0 elsewhere.
         """
         lo, hi = self._band_sq
-        v = spec.view(np.float32)[:, lo:hi]
-        sq = v * v
-        return (sq @ self._band_w_used).astype(np.float64) * self._band_scale
+        sq = squares_into(
+            spec.view(np.float32), lo, hi, self._buffer("bands", (len(spec), hi - lo))
+        )
+        rms_columns(sq @ self._band_w_used, self._band_scale, values, col)
 
-    def _speeds_hz(
+    def _speeds(
         self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_], n_win: int
-    ) -> npt.NDArray[np.float64]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """The running speed (Hz) of each of ``n_win`` windows whose spectra are ``spec``
-        (rows ``w·n_channels …``): fixed, unknown (NaN), or searched in the window
-        (:meth:`_find_speeds_hz`; the nominal speed for a window not ``valid``)."""
-        if self.rpm is None and self.rpm_range is not None:
-            found = self._find_speeds_hz(spec, len(self.channels))
-            return np.where(valid, found, self._nominal_rpm / 60.0)
-        return np.full(n_win, self._given_shaft_hz)
+        ((n_win·n_channels, n//2+1), C-contiguous; rows ``w·n_channels …``), and of each
+        row's window in bins, (rows, 1): fixed, unknown (NaN), or searched in the window
+        (the nominal speed for a window not ``valid``).
 
-    def _find_speeds_hz(
-        self, spec: npt.NDArray[np.complex64], n_ch: int
-    ) -> npt.NDArray[np.float64]:
-        """Running speed (Hz) of each window, found in the summed power spectrum of its
-        ``n_ch`` channels (rows ``w·n_ch …``).
-
-        The speed is the one the harmonic series 1×-3× agrees on, not the strongest line:
-        in each harmonic's search range the lines (interpolated local maxima) are measured
-        in dB above the range's floor (a median of the bins around it); every line proposes
-        the speed ``f/h``, scored by the lines of every harmonic within half a bin of
-        ``h·speed``, each capped at 20 dB (one strong line alone — a 2×LF line, a blade
+        The search finds the speed the harmonic series 1×-3× agrees on, not the strongest
+        line: in each harmonic's search range the lines (interpolated local maxima) are
+        measured in dB above the range's floor (a median of the bins around it); every line
+        proposes the speed ``f/h``, scored by the lines of every harmonic within half a bin
+        of ``h·speed``, each capped at 20 dB (one strong line alone — a 2×LF line, a blade
         pass — cannot outvote two agreeing ones) and halved on an electrical line
         (multiples of 100 and 120 Hz). A proposal stands when noise would rarely make its
         lines; the best one's speed is read off its agreeing line that reads it best (a
         higher harmonic divides the error by its order). None stands: the strongest
         harmonic's peak. (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
         """
-        assert self.rpm_range is not None
-        nominal_hz = self._nominal_rpm / 60.0
-        if not len(self._speed_ranges):
-            return np.full(spec.shape[0] // n_ch, nominal_hz)
-        lo, hi = self.rpm_range
-        return shaft_speeds_hz(
-            spec, n_ch, self._speed_ranges, self.df, (lo / 60.0, hi / 60.0), nominal_hz
-        )
+        n_ch = len(self.channels)
+        if self.rpm is None and self.rpm_range is not None and len(self._speed_ranges):
+            hz = np.empty(n_win, dtype=np.float64)
+            bins = np.empty((n_win * n_ch, 1), dtype=np.float64)
+            lo, hi = self.rpm_range
+            shaft_speeds_into(
+                spec.view(np.float32), n_ch, self._speed_ranges, self.df,
+                (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins,
+            )  # fmt: skip
+            return hz, bins
+        if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum
+            hz = np.full(n_win, self._nominal_rpm / 60.0)
+        else:
+            hz = np.full(n_win, self._given_shaft_hz)
+        return hz, np.repeat(hz / self.df, n_ch)[:, None]
 
 
 def _widest_search(
@@ -1000,8 +1025,14 @@ def compile_kernels() -> None:
     from pdm.dsp.bearings import lookup_bearing
 
     n = 4096
-    ex = FeatureExtractor(
-        25600.0, n, [ChannelSpec("x", lookup_bearing("6205"))], rpm_range=(1330.0, 1630.0)
-    )
+    chans = [ChannelSpec("x", lookup_bearing("6205"))]
+    ex = FeatureExtractor(25600.0, n, chans, rpm_range=(1330.0, 1630.0))
     x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
     ex.extract(x)
+    # Machines sharing a pass (extract_many, as the service's rounds call it) read their
+    # lines through the general search.
+    fixed = [
+        FeatureExtractor(25600.0, n, chans, rpm=r, envelope_band_hz=(2e3, 5e3))
+        for r in (1480.0, 1780.0)
+    ]
+    extract_many([(f, [x]) for f in fixed])

@@ -9,7 +9,11 @@ same in one loop per row, which also reads the next row: ~0.35 of the FFT with t
 cold, the time features (:func:`time_features`) included. :func:`tone_amplitudes` and :func:`shaft_speeds_hz` search a few bins per target and
 window, where vectorised gathers cost more in plans and temporaries than in arithmetic; the
 envelope's bins, magnitude and mean and its spectrum's parts come off in :func:`band_bins`,
-:func:`envelope_pairs` and :func:`pair_spectra_parts`.
+:func:`envelope_pairs` and :func:`pair_spectra_parts`. The small steps between them
+(:func:`window_time_features`, :func:`shaft_speeds_into`, :func:`squares_into`,
+:func:`rms_columns`, :func:`tone_amplitudes_at`) are compiled for another reason: after
+the pass's two streams (the moments' pass and the FFT, ~3 MB each through a 2 MB L2)
+every numpy call ran from cold caches, at several times its warm cost (docs/benchmarks.md).
 
 Numerics (float32 data, as the FFT's):
 
@@ -42,9 +46,14 @@ __all__ = [
     "median_into",
     "moments_windowed",
     "pair_spectra_parts",
+    "rms_columns",
     "shaft_speeds_hz",
+    "shaft_speeds_into",
+    "squares_into",
     "time_features",
     "tone_amplitudes",
+    "tone_amplitudes_at",
+    "window_time_features",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -53,6 +62,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
 _SIGN = np.int32(0x7FFFFFFF)
 _31 = np.int32(31)  # shifts and min/max kept int32: see _moments
+_EXPONENT = np.int32(0x7F800000)  # a float32's exponent bits
 
 
 def _jit(**options: Any) -> Callable[[_F], _F]:
@@ -184,14 +194,18 @@ def _time_features(  # pragma: no cover - compiled
     values: npt.NDArray[np.float64],
     stats: npt.NDArray[np.float64],
     finite: npt.NDArray[np.bool_],
-) -> None:
+    win_rows: npt.NDArray[np.int64],
+    valid: npt.NDArray[np.bool_],
+) -> int:
     nan = np.nan
+    bad = 0
     for r in range(m.shape[0]):
         lo = np.float64(minmax[r, 0])
         hi = np.float64(minmax[r, 1])
         ok = hi <= max_abs and -lo <= max_abs  # False for NaN and inf
         finite[r] = ok
         if not ok:
+            bad += 1
             for j in range(7):
                 values[r, j] = nan
             stats[r, 0] = stats[r, 1] = stats[r, 2] = nan
@@ -211,6 +225,14 @@ def _time_features(  # pragma: no cover - compiled
         stats[r, 0] = lo
         stats[r, 1] = hi
         stats[r, 2] = mean * n
+    r = 0
+    for w in range(win_rows.shape[0]):
+        whole = True
+        for _ in range(win_rows[w]):
+            whole = whole and bool(finite[r])
+            r += 1
+        valid[w] = whole
+    return bad
 
 
 def time_features(
@@ -240,9 +262,85 @@ def time_features(
     -------
     (rows,) bool: the rows that are measurements
     """
-    finite = np.empty(m.shape[0], dtype=np.bool_)
-    _time_features(m, minmax, n, max_abs, values, stats, finite)
+    rows = m.shape[0]
+    finite = np.empty(rows, dtype=np.bool_)
+    valid = np.empty(rows, dtype=np.bool_)
+    _time_features(m, minmax, n, max_abs, values, stats, finite, np.ones(rows, np.int64), valid)
     return finite
+
+
+def window_time_features(
+    m: npt.NDArray[np.float64],
+    minmax: npt.NDArray[np.float32],
+    n: int,
+    max_abs: float,
+    values: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+    win_rows: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], int]:
+    """:func:`time_features`, and which windows are measurements: a window is when every
+    one of its rows is. (One compiled loop: after the moments' pass over the batch, numpy's
+    reductions ran cold — ``finite.all()`` and its like cost ~3 µs a window in the pass.)
+
+    Parameters
+    ----------
+    m, minmax, n, max_abs, values, stats : as for :func:`time_features`
+    win_rows : (n_windows,) int64: each window's rows, in order, summing to ``rows``
+
+    Returns
+    -------
+    (rows,) bool: the rows that are measurements; (n_windows,) bool: the windows that are;
+    and the number of rows that are not
+    """
+    finite = np.empty(m.shape[0], dtype=np.bool_)
+    valid = np.empty(win_rows.shape[0], dtype=np.bool_)
+    bad = _time_features(m, minmax, n, max_abs, values, stats, finite, win_rows, valid)
+    return finite, valid, bad
+
+
+@_jit(nogil=True, boundscheck=False)
+def _squares(  # pragma: no cover - compiled
+    v: npt.NDArray[np.float32], lo: int, hi: int, out: npt.NDArray[np.float32]
+) -> None:
+    for r in range(out.shape[0]):
+        row = v[r]
+        o = out[r]
+        for j in range(hi - lo):
+            a = row[lo + j]
+            o[j] = a * a
+
+
+def squares_into(
+    v: npt.NDArray[np.float32], lo: int, hi: int, out: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``out[r] = v[r, lo:hi]²`` for each of ``out``'s rows (float32, as numpy squares them):
+    :func:`pdm.dsp.spectrum.squared_parts` of a spectrum's bins ``lo/2 … hi/2`` into a buffer
+    the caller holds. ``v`` is (≥ rows, ≥ hi) float32 with unit stride along its rows (a
+    complex64 spectrum viewed as float32); ``out`` (rows, hi − lo) float32, C-contiguous.
+    Returns ``out``."""
+    _squares(v, lo, hi, out)
+    return out
+
+
+@_jit(nogil=True, boundscheck=False)
+def _rms_columns(  # pragma: no cover - compiled
+    sums: npt.NDArray[np.float32], scale: float, values: npt.NDArray[np.float64], col: int
+) -> None:
+    for r in range(sums.shape[0]):
+        for j in range(sums.shape[1]):
+            values[r, col + j] = np.sqrt(np.float64(sums[r, j]) * scale)
+
+
+def rms_columns(
+    sums: npt.NDArray[np.float32], scale: float, values: npt.NDArray[np.float64], col: int
+) -> None:
+    """``values[:, col:col + bands] = sqrt(float64(sums) · scale)``: mean squares from
+    weighted sums of squared parts (:func:`pdm.dsp.spectrum.band_mean_square`'s scaling),
+    as RMS, in one compiled loop (the numpy expression's four calls ran cold after the FFT).
+
+    ``sums`` is (rows, bands) float32; ``values`` (rows, ≥ col + bands) float64.
+    """
+    _rms_columns(sums, scale, values, col)
 
 
 @_jit(nogil=True, boundscheck=False)
@@ -278,9 +376,14 @@ def _envelope_pairs(  # pragma: no cover - compiled
     hann: npt.NDArray[np.float32],
     out: npt.NDArray[np.float32],
     totals: npt.NDArray[np.float32],
-) -> None:
+    finite: npt.NDArray[np.bool_],
+) -> int:
     rows, m = z.shape
     a = np.empty(m, dtype=np.float32)
+    # The sums' bit patterns: NaN and ±inf have every exponent bit set. (Compared as
+    # integers: under fastmath LLVM took np.isfinite of a NaN sum for true.)
+    bits = totals.view(np.int32)
+    bad = 0
     for r in range(rows):
         zr = z[r]
         total = np.float32(0.0)
@@ -289,15 +392,24 @@ def _envelope_pairs(  # pragma: no cover - compiled
             a[i] = v
             total += v
         totals[r] = total
-        mean2 = total * np.float32(2.0 / m)
         o = out[r // 2]
         part = r % 2  # real parts of a pair's first row, imaginary of its second
+        ok = (bits[r] & _EXPONENT) != _EXPONENT
+        finite[r] = ok
+        if not ok:
+            # It would spread NaN through its pair's transform: it goes in as zeros.
+            bad += 1
+            for i in range(m):
+                o[2 * i + part] = 0.0
+            continue
+        mean2 = total * np.float32(2.0 / m)
         for i in range(m):
             o[2 * i + part] = a[i] - mean2 * hann[i]
     if rows % 2:
         o = out[rows // 2]
         for i in range(m):
             o[2 * i + 1] = 0.0
+    return bad
 
 
 def envelope_pairs(
@@ -317,20 +429,14 @@ def envelope_pairs(
     -------
     ((rows + 1) // 2, m) complex64: row ``2j``'s envelope in the real parts of row ``j``,
     row ``2j + 1``'s in the imaginary parts (zeros for a missing last row, and for a row
-    that is not finite); and (rows,) bool: the rows that are finite
+    that is not finite, which would spread NaN through its pair's transform); and (rows,)
+    bool: the rows that are finite
     """
     rows, m = z.shape
     out = np.empty(((rows + 1) // 2, m), dtype=np.complex64)
     totals = np.empty(rows, dtype=np.float32)
-    parts = out.view(np.float32)
-    _envelope_pairs(z, hann, parts, totals)
-    # A row that is not finite (an invalid window's) would spread NaN through its pair's
-    # transform: it goes in as zeros. (Tested here: under fastmath, LLVM took np.isfinite
-    # of a NaN sum for true.)
-    finite = np.isfinite(totals)
-    if not finite.all():
-        for r in np.flatnonzero(~finite).tolist():
-            parts[r // 2, r % 2 :: 2] = 0.0
+    finite = np.empty(rows, dtype=np.bool_)
+    _envelope_pairs(z, hann, out.view(np.float32), totals, finite)
     return out, finite
 
 
@@ -388,6 +494,35 @@ def pair_spectra_parts(
 
 
 @_jit(nogil=True, boundscheck=False)
+def _tone(  # pragma: no cover - compiled
+    row: npt.NDArray[np.float32],
+    squared: bool,
+    c: float,
+    h: float,
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+) -> float:
+    h = h if h > 1.0 or np.isnan(h) else 1.0
+    h = h if h < half_cap or np.isnan(h) else half_cap  # NaN stays NaN
+    lo = np.ceil(c - h)
+    hi = np.floor(c + h)
+    # NaN centres or halves fail both tests
+    if not (lo >= 1 + lobe_bins and hi <= n_bins - 2 - lobe_bins):
+        return np.nan
+    best = np.float32(0.0)
+    for k in range(int(lo), int(hi) + 1):
+        lobe = np.float32(0.0)
+        for j in range(k - lobe_bins, k + lobe_bins + 1):  # summed in this order
+            a = row[2 * j]
+            b = row[2 * j + 1]
+            lobe += a + b if squared else a * a + b * b
+        best = max(best, lobe)
+    return np.sqrt(np.float64(best) * scale)
+
+
+@_jit(nogil=True, boundscheck=False)
 def _tones(  # pragma: no cover - compiled
     v: npt.NDArray[np.float32],
     squared: bool,
@@ -402,25 +537,48 @@ def _tones(  # pragma: no cover - compiled
     for r in range(centres.shape[0]):
         row = v[r]
         for t in range(centres.shape[1]):
-            c = centres[r, t]
-            h = halves[r, t]
-            h = h if h > 1.0 or np.isnan(h) else 1.0
-            h = h if h < half_cap or np.isnan(h) else half_cap  # NaN stays NaN
-            lo = np.ceil(c - h)
-            hi = np.floor(c + h)
-            # NaN centres or halves fail both tests
-            if not (lo >= 1 + lobe_bins and hi <= n_bins - 2 - lobe_bins):
-                out[r, t] = np.nan
-                continue
-            best = np.float32(0.0)
-            for k in range(int(lo), int(hi) + 1):
-                lobe = np.float32(0.0)
-                for j in range(k - lobe_bins, k + lobe_bins + 1):  # summed in this order
-                    a = row[2 * j]
-                    b = row[2 * j + 1]
-                    lobe += a + b if squared else a * a + b * b
-                best = max(best, lobe)
-            out[r, t] = np.sqrt(np.float64(best) * scale)
+            c, h = centres[r, t], halves[r, t]
+            out[r, t] = _tone(row, squared, c, h, n_bins, half_cap, lobe_bins, scale)
+
+
+@_jit(nogil=True, boundscheck=False)
+def tone_amplitudes_at(  # pragma: no cover - compiled
+    v: npt.NDArray[np.float32],
+    squared: bool,
+    table: npt.NDArray[np.float64],
+    bins: npt.NDArray[np.float64],
+    tolerance: float,
+    n_bins: int,
+    half_cap: float,
+    lobe_bins: int,
+    scale: float,
+    out_scale: float,
+    values: npt.NDArray[np.float64],
+    col: int,
+) -> None:
+    """:func:`tone_amplitudes` at multiples of each row's speed, times ``out_scale``, into
+    ``values[:, col:col + targets]``: the targets' centres ``table[r % k] · bins[r]`` and
+    half-widths ``centre · tolerance`` made in the loop, as numpy's ``np.tile(table) · bins``
+    and ``· tolerance`` make them (the pass's order and defect lines: the arrays' numpy
+    calls ran cold after the FFT).
+
+    Parameters
+    ----------
+    v, squared, n_bins, half_cap, lobe_bins, scale : as for :func:`tone_amplitudes`
+    table : (k, targets) float64, C-contiguous: row ``r`` of the spectrum reads row ``r % k``
+        (multiples of the speed; NaN: no target)
+    bins : (rows, 1) float64: each row's speed in bins
+    tolerance : the half-width as a fraction of the centre
+    out_scale : multiplies each amplitude
+    values : (rows, ≥ col + targets) float64: receives the amplitudes
+    """
+    k = table.shape[0]
+    for r in range(bins.shape[0]):
+        row = v[r]
+        for t in range(table.shape[1]):
+            c = table[r % k, t] * bins[r, 0]
+            a = _tone(row, squared, c, c * tolerance, n_bins, half_cap, lobe_bins, scale)
+            values[r, col + t] = a * out_scale
 
 
 def tone_amplitudes(
@@ -487,7 +645,9 @@ def _speeds(  # pragma: no cover - compiled
     hi_hz: float,
     nominal_hz: float,
     mains: npt.NDArray[np.float64],
+    valid: npt.NDArray[np.bool_],
     out: npt.NDArray[np.float64],
+    bins: npt.NDArray[np.float64],
 ) -> None:
     n_r = ranges.shape[0]
     n_bins = v.shape[1] // 2
@@ -519,6 +679,11 @@ def _speeds(  # pragma: no cover - compiled
     line_db = np.empty(searched, dtype=np.float64)
     line_mains = np.empty(searched, dtype=np.bool_)
     for w in range(out.shape[0]):
+        if not valid[w]:  # not a measurement: the nominal speed
+            out[w] = nominal_hz
+            for c in range(n_ch):
+                bins[w * n_ch + c, 0] = nominal_hz / df
+            continue
         for k in range(k_top + 1):
             s = np.float32(0.0)
             for c in range(n_ch):  # the channels' powers added in row order
@@ -598,6 +763,8 @@ def _speeds(  # pragma: no cover - compiled
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
+        for c in range(n_ch):
+            bins[w * n_ch + c, 0] = best_hz / df
 
 
 @_jit(nogil=True, boundscheck=False)
@@ -710,9 +877,39 @@ def shaft_speeds_hz(
     -------
     (n_windows,) float64
     """
-    out = np.empty(spec.shape[0] // n_ch, dtype=np.float64)
-    lo_hz, hi_hz = rpm_range_hz
+    n_win = spec.shape[0] // n_ch
+    out = np.empty(n_win, dtype=np.float64)
     v = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32)
     ranges = np.ascontiguousarray(ranges, dtype=np.int64)
-    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, out)
+    valid = np.ones(n_win, dtype=np.bool_)
+    bins = np.empty((n_win * n_ch, 1), dtype=np.float64)
+    shaft_speeds_into(v, n_ch, ranges, df, rpm_range_hz, nominal_hz, valid, out, bins)
     return out
+
+
+def shaft_speeds_into(
+    v: npt.NDArray[np.float32],
+    n_ch: int,
+    ranges: npt.NDArray[np.int64],
+    df: float,
+    rpm_range_hz: tuple[float, float],
+    nominal_hz: float,
+    valid: npt.NDArray[np.bool_],
+    out: npt.NDArray[np.float64],
+    bins: npt.NDArray[np.float64],
+) -> None:
+    """:func:`shaft_speeds_hz` into arrays the caller holds, the checks left to it (the
+    feature extractor's pass: after its FFT, each numpy call it saves ran cold).
+
+    Parameters
+    ----------
+    v : (n_windows·n_ch, ≥ 2·n_bins) float32, C-contiguous: the spectra as float32 pairs
+    n_ch, ranges, df, rpm_range_hz, nominal_hz : as for :func:`shaft_speeds_hz`
+        (``ranges`` (harmonics, 3) int64, C-contiguous)
+    valid : (n_windows,) bool: a window that is not a measurement is not searched; its
+        speed is ``nominal_hz``
+    out : (n_windows,) float64: receives each window's speed, Hz
+    bins : (n_windows·n_ch, 1) float64: receives each row's window's speed in bins (÷ df)
+    """
+    lo_hz, hi_hz = rpm_range_hz
+    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, valid, out, bins)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from pdm.dsp.kernels import tone_amplitudes
+from pdm.dsp.kernels import tone_amplitudes, tone_amplitudes_at
 
 __all__ = [
     "HANN_LOBE_BINS",
@@ -182,6 +182,36 @@ class ToneSearch:
         v = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32)
         return self._search(v, False, centre_bins, half_widths)
 
+    def at_multiples(
+        self,
+        sq: npt.NDArray[np.float32],
+        squared: bool,
+        multiples: npt.NDArray[np.float64],
+        speed_bins: npt.NDArray[np.float64],
+        tolerance: float,
+        out: npt.NDArray[np.float64],
+        col: int,
+        out_scale: float = 1.0,
+    ) -> None:
+        """Amplitudes at multiples of each row's speed, times ``out_scale``, into
+        ``out[:, col:col + targets]``: the numbers of the search at centres
+        ``np.tile(multiples, (rows // k, 1)) · speed_bins`` and half-widths ``centres ·
+        tolerance``, to the bit, without those arrays.
+
+        ``sq`` is (rows, ≥ 2·n_bins) float32, C-contiguous: a spectrum's parts, or with
+        ``squared`` their squares; ``multiples`` (k, targets) float64, C-contiguous (row
+        ``r`` reads row ``r % k``; NaN: no target); ``speed_bins`` (rows, 1) float64.
+        """
+        self._check_width(sq)
+        tone_amplitudes_at(
+            sq, squared, multiples, speed_bins, tolerance, self.n_bins, self._half_cap,
+            HANN_LOBE_BINS, self._scale, out_scale, out, col,
+        )  # fmt: skip
+
+    def _check_width(self, v: npt.NDArray[np.float32]) -> None:
+        if v.shape[1] < 2 * self.n_bins:
+            raise ValueError(f"spectrum of {v.shape[1] // 2} bins < n_bins={self.n_bins}")
+
     def _search(
         self,
         v: npt.NDArray[np.float32],
@@ -189,8 +219,7 @@ class ToneSearch:
         centre_bins: npt.NDArray[np.float64],
         half_widths: npt.NDArray[np.float64],
     ) -> F64:
-        if v.shape[1] < 2 * self.n_bins:
-            raise ValueError(f"spectrum of {v.shape[1] // 2} bins < n_bins={self.n_bins}")
+        self._check_width(v)
         return tone_amplitudes(
             np.ascontiguousarray(v, dtype=np.float32),
             squared,
