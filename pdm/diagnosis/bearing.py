@@ -199,6 +199,12 @@ def judge_bearing(
         rd.prom[:, fund],
     )
     fund_ok = sig[:, fund] | hidden
+    # The harmonic it is judged on, for the note (Hz; nan where nothing is hidden).
+    best = np.maximum.reduceat(np.where(behind_off, rd.prom[:, :nb], -np.inf), fund, axis=1)
+    at_best = behind_off & (rd.prom[:, :nb] >= best[:, fam_b])
+    hidden_hz = np.where(
+        hidden, np.maximum.reduceat(np.where(at_best, found, -np.inf), fund, axis=1), np.nan
+    )
     n_clean = n_clean - hidden
     mains = mains & ~(train.pair | off.harmonic | hidden)
     clean[:, fund] = fund_ok & ~shared[:, fund] & ~fund_on_comb & ~mains
@@ -332,7 +338,7 @@ def judge_bearing(
                 own + extra,
                 int(n_clean[c, fi]),
                 summaries[c][fi].status,
-                detail=chk.other_hz if chk is not None else math.nan,
+                detail=chk.other_hz if chk is not None else float(hidden_hz[c, fi]),
             )
         for f in _skipped(lay):
             out[f.family] = f

@@ -79,6 +79,8 @@ def test_a_ball_beneath_the_motors_pull_is_named_by_its_harmonic(model: bool) ->
     assert v.label == "bearing_ball", v.reasons
     ball = v.family("ball")
     assert ball is not None and ball.present
+    assert "hidden beneath a line of the machine at 100.00 Hz" in v.reasons[0], v.reasons
+    assert "2×BSF 2× 193.75 Hz" in v.reasons[0], v.reasons
     # Its strength is the harmonic's, never the machine's line's.
     assert ball.score_db < 25.0
 
