@@ -60,13 +60,13 @@ def judge_bearing(
     env: F64,
     k_eff: float,
     baseline: bool = False,
-    machine_line: npt.NDArray[np.bool_] | None = None,
+    machine_db: F64 | None = None,
 ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
     """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
     ``env``: the rows' envelope power, for the cage's checks and the lines' interpolated
     frequencies; ``baseline``: the lines were judged over the machine's healthy spectra;
-    ``machine_line``: (C, L), with them, whether those spectra hold a line where each line
-    was found).
+    ``machine_db``: (C, L), with them, how far (dB) those spectra stand over the floor where
+    each line was found).
 
     Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
     and a function that builds a row's evidence objects when they are read.
@@ -180,28 +180,27 @@ def judge_bearing(
     # line's own, two tones beating, sit at exactly k × it), standing out as a fundamental.
     masked = np.add.reduceat(support & behind, fund, axis=1) > 0
     # A fundamental hidden beneath a line of the machine: where the fundamental read is a
-    # mains line, or (with the machine's healthy spectra) a line those spectra hold, a train
-    # within that line's main lobe cannot be read there at this resolution — on the Hann
-    # window's skirt it is no peak, and over the healthy reference it is nothing (a 6309's
-    # 2 × BSF at 96.6 Hz, two 1.56 Hz bins from the motor's 100 Hz pull). Its harmonic
-    # behind the line, off the pull's harmonics, is the train's own evidence (a stationary
-    # line's harmonics sit at exactly k × it; |H(kf)| ≤ |H(f)|, so the fundamental is at
-    # least that strong beneath the line): the family is judged on it, its prominence for the
-    # fundamental's, and that harmonic is not also its support.
+    # significant mains line (without a model) or a line the machine's healthy spectra hold
+    # (with one), a train within that line's main lobe cannot be read there at this
+    # resolution — on the Hann window's skirt it is no peak, and over the healthy reference it
+    # is nothing (a 6309's 2 × BSF at 96.6 Hz, two 1.56 Hz bins from the motor's 100 Hz
+    # pull). Its harmonic behind the line, off the pull's harmonics, is the train's own
+    # evidence (a stationary line's harmonics sit at exactly k × it): the family is judged on
+    # it, its prominence for the fundamental's, and that harmonic is not also its support.
+    # The line must stand at least as far out as that harmonic: an impact train's
+    # fundamental is at least as strong as its harmonics (|H(kf)| ≤ |H(f)|), so a line
+    # weaker than the harmonic hides no such fundamental.
     behind_off = support & behind & off_pull
-    fund_machine = on_mains[:, fund]
-    if machine_line is not None:
-        fund_machine = fund_machine | machine_line[:, fund]
-    hidden = (np.add.reduceat(behind_off, fund, axis=1) > 0) & fund_machine
-    fund_prom = np.where(
-        hidden,
-        np.maximum.reduceat(np.where(behind_off, rd.prom[:, :nb], -np.inf), fund, axis=1),
-        rd.prom[:, fund],
-    )
+    h_prom = np.maximum.reduceat(np.where(behind_off, rd.prom[:, :nb], -np.inf), fund, axis=1)
+    if machine_db is None:
+        line_db = np.where(on_mains[:, fund] & sig[:, fund], rd.prom[:, fund], -np.inf)
+    else:
+        line_db = np.where(machine_db[:, fund] >= rd.thr[:, fund], machine_db[:, fund], -np.inf)
+    hidden = np.isfinite(h_prom) & (line_db >= h_prom)
+    fund_prom = np.where(hidden, h_prom, rd.prom[:, fund])
     fund_ok = sig[:, fund] | hidden
     # The harmonic it is judged on, for the note (Hz; nan where nothing is hidden).
-    best = np.maximum.reduceat(np.where(behind_off, rd.prom[:, :nb], -np.inf), fund, axis=1)
-    at_best = behind_off & (rd.prom[:, :nb] >= best[:, fam_b])
+    at_best = behind_off & (rd.prom[:, :nb] >= h_prom[:, fam_b])
     hidden_hz = np.where(
         hidden, np.maximum.reduceat(np.where(at_best, found, -np.inf), fund, axis=1), np.nan
     )

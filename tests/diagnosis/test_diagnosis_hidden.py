@@ -119,3 +119,14 @@ def test_a_cage_comb_is_named_and_no_more_than_even() -> None:
     v = judge_channel(None, _env(comb), DF, FR, M6309, K)
     assert v.label == "bearing_cage", v.reasons
     assert 0.0 < confidence(v.label, v.margin_db, v.calibration) <= 0.5
+
+
+@pytest.mark.parametrize("model", [True, False], ids=["over the healthy spectra", "alone"])
+def test_nothing_hides_a_fundamental_that_is_not_beneath_a_line(model: bool) -> None:
+    """The ball's 2nd harmonic and its FTF sidebands, but at the fundamental only a faint line
+    on 100 Hz (+3 dB, no line of the machine, none in the healthy spectra): an impact train's
+    fundamental is at least as strong as its harmonics, and nothing hides it here — no ball."""
+    lines = [(PULL, 0.0014)] + TRAIN[3:]
+    healthy = (None, np.zeros((1, 800))) if model else None
+    v = judge_channels(None, _env(lines)[None], DF, FR, M6309, K, healthy=healthy)[0]
+    assert not v.label.startswith("bearing_"), v.reasons
