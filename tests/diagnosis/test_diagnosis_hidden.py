@@ -126,7 +126,7 @@ def test_nothing_hides_a_fundamental_that_is_not_beneath_a_line(model: bool) -> 
     """The ball's 2nd harmonic and its FTF sidebands, but at the fundamental only a faint line
     on 100 Hz (+3 dB, no line of the machine, none in the healthy spectra): an impact train's
     fundamental is at least as strong as its harmonics, and nothing hides it here — no ball."""
-    lines = [(PULL, 0.0014)] + TRAIN[3:]
+    lines = [(PULL, 0.0014), *TRAIN[3:]]
     healthy = (None, np.zeros((1, 800))) if model else None
     v = judge_channels(None, _env(lines)[None], DF, FR, M6309, K, healthy=healthy)[0]
     assert not v.label.startswith("bearing_"), v.reasons
