@@ -60,10 +60,13 @@ def judge_bearing(
     env: F64,
     k_eff: float,
     baseline: bool = False,
+    machine_db: F64 | None = None,
 ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
     """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
     ``env``: the rows' envelope power, for the cage's checks and the lines' interpolated
-    frequencies; ``baseline``: the lines were judged over the machine's healthy spectra).
+    frequencies; ``baseline``: the lines were judged over the machine's healthy spectra;
+    ``machine_db``: (C, L), with them, how far (dB) those spectra stand over the floor where
+    each line was found).
 
     Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
     and a function that builds a row's evidence objects when they are read.
@@ -176,8 +179,34 @@ def judge_bearing(
     # Its harmonics still show it (``behind``): not harmonics of the line found (a stationary
     # line's own, two tones beating, sit at exactly k × it), standing out as a fundamental.
     masked = np.add.reduceat(support & behind, fund, axis=1) > 0
-    mains = mains & ~(train.pair | off.harmonic)
-    clean[:, fund] = sig[:, fund] & ~shared[:, fund] & ~fund_on_comb & ~mains
+    # A fundamental hidden beneath a line of the machine: where the fundamental read is a
+    # significant mains line (without a model) or a line the machine's healthy spectra hold
+    # (with one), a train within that line's main lobe cannot be read there at this
+    # resolution — on the Hann window's skirt it is no peak, and over the healthy reference it
+    # is nothing (a 6309's 2 × BSF at 96.6 Hz, two 1.56 Hz bins from the motor's 100 Hz
+    # pull). Its harmonic behind the line, off the pull's harmonics, is the train's own
+    # evidence (a stationary line's harmonics sit at exactly k × it): the family is judged on
+    # it, its prominence for the fundamental's, and that harmonic is not also its support.
+    # The line must stand at least as far out as that harmonic: an impact train's
+    # fundamental is at least as strong as its harmonics (|H(kf)| ≤ |H(f)|), so a line
+    # weaker than the harmonic hides no such fundamental.
+    behind_off = support & behind & off_pull
+    h_prom = np.maximum.reduceat(np.where(behind_off, rd.prom[:, :nb], -np.inf), fund, axis=1)
+    if machine_db is None:
+        line_db = np.where(on_mains[:, fund] & sig[:, fund], rd.prom[:, fund], -np.inf)
+    else:
+        line_db = np.where(machine_db[:, fund] >= rd.thr[:, fund], machine_db[:, fund], -np.inf)
+    hidden = np.isfinite(h_prom) & (line_db >= h_prom)
+    fund_prom = np.where(hidden, h_prom, rd.prom[:, fund])
+    fund_ok = sig[:, fund] | hidden
+    # The harmonic it is judged on, for the note (Hz; nan where nothing is hidden).
+    at_best = behind_off & (rd.prom[:, :nb] >= h_prom[:, fam_b])
+    hidden_hz = np.where(
+        hidden, np.maximum.reduceat(np.where(at_best, found, -np.inf), fund, axis=1), np.nan
+    )
+    n_clean = n_clean - hidden
+    mains = mains & ~(train.pair | off.harmonic | hidden)
+    clean[:, fund] = fund_ok & ~shared[:, fund] & ~fund_on_comb & ~mains
     # Locked to the shaft: a source turning with the shaft (a gear's mesh, a fan's blade
     # pass, a coupling) puts its lines, their harmonics and its ± shaft sidebands exactly
     # on shaft orders, while a bearing's defect lines sit at kinematic, non-integer orders
@@ -211,7 +240,7 @@ def judge_bearing(
     # the family's line is the carrier with the clean sidebands of its first harmonic,
     # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
     ratio = np.where(lay.first_sb[:nb] & support, 10.0 ** (rd.prom[:, :nb] / 10.0), 0.0)
-    carrier = 10.0 ** (rd.prom[:, fund] / 10.0) + np.add.reduceat(ratio, fund, axis=1)
+    carrier = 10.0 ** (fund_prom / 10.0) + np.add.reduceat(ratio, fund, axis=1)
     score = 10.0 * np.log10(carrier) + rules.support_db * np.minimum(n_clean, 2)
 
     # A fundamental seen by the statistics alone (its 6 dB physical minimum left out): what
@@ -236,7 +265,7 @@ def judge_bearing(
         row = []
         for fi, family in enumerate(lay.families):
             bare = False
-            if not fund_sig[c, fi]:
+            if not fund_ok[c, fi]:
                 status = "weak"
             elif fund_shared[c, fi]:
                 status = "shared"
@@ -264,7 +293,7 @@ def judge_bearing(
                     family,
                     status,
                     float(score[c, fi]),
-                    float(rd.prom[c, fund[fi]]),
+                    float(fund_prom[c, fi]),
                     float(rd.thr[c, fund[fi]]),
                     bool(clean[c, fund[fi]] and not mains[c, fi] and status != "other_comb"),
                     int(cage_comb[c]) if family == "cage" else 0,
@@ -308,7 +337,7 @@ def judge_bearing(
                 own + extra,
                 int(n_clean[c, fi]),
                 summaries[c][fi].status,
-                detail=chk.other_hz if chk is not None else math.nan,
+                detail=chk.other_hz if chk is not None else float(hidden_hz[c, fi]),
             )
         for f in _skipped(lay):
             out[f.family] = f

@@ -90,7 +90,8 @@ class FamilyEvidence(NamedTuple):
         running speed: ``present``, ``no_shape``, ``below_gate``)
     velocity_mm_s : running speed: velocity RMS of the deciding lines, mm/s
     gate_mm_s : running speed: the severity gate, mm/s
-    detail : a number the note quotes (the 2×/1× ratio, the dominance, …)
+    detail : a number the note quotes (the 2×/1× ratio, the dominance, a cage's better
+        spacing, the harmonic a hidden fundamental is judged on, Hz, …)
     """
 
     family: str
@@ -149,6 +150,14 @@ def _bearing_note(f: FamilyEvidence) -> str:
             else f"{sym} is too close to 0 Hz at this resolution"
         )
     db = f"{fund.prominence_db:+.1f} dB over the floor"
+    if f.status == "present" and f.family != "cage" and math.isfinite(f.detail):
+        by = next((ln for ln in f.lines if ln.found_hz == f.detail), None)
+        seen = f"{by.name} {by.found_hz:.2f} Hz, {by.prominence_db:+.1f} dB" if by else ""
+        return (
+            f"{sym} hidden beneath a line of the machine at {fund.found_hz:.2f} Hz (the motor's "
+            f"pull, or one its healthy spectra hold), judged on its harmonic behind it ({seen} "
+            f"over the floor); {f.harmonics} harmonic(s), {f.sidebands} sideband(s) significant"
+        )
     if f.status == "present":
         text = (
             f"{sym} at {fund.found_hz:.2f} Hz ({100 * f.offset:+.1f} % from kinematics), {db}; "

@@ -32,7 +32,11 @@ for each, are in ``docs/diagnosis.md``; in short:
   :attr:`Rules.min_fundamental_db` over the floor, neither shared, nor on a shaft comb,
   nor on a mains line, and a supporting line (a harmonic or sideband, significant, not
   shared, not on a shaft comb) confirms it — three for the cage (a comb of FTF harmonics), and for the
-  ball one of them an FTF sideband.
+  ball one of them an FTF sideband. A fundamental hidden beneath a line of the machine (the
+  line read there a significant mains line, or one the machine's healthy spectra hold, at
+  least as strong as the harmonic) is judged on its harmonic behind that line, off the pull's
+  harmonics: a stationary line's harmonics sit at exactly k × it, and an impact train's
+  fundamental is at least as strong as its harmonics.
 * Present families are ranked by **score**: the fundamental's prominence plus
   :attr:`Rules.support_db` per supporting line, two at most. The best is named unless
   another present family scores within :attr:`Rules.compete_db`: ``bearing_uncertain``.

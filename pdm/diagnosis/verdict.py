@@ -164,9 +164,18 @@ def judge_channels(
             at: list[int] | slice, off: F64, lines: LinesRead
         ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
             env = p[at, : plan.n_env]
+            machine = None
+            if pb is not None:
+                # Where each line was found, how far the machine's healthy spectra stand over
+                # the floor there (dB): a line they hold is the machine's, not the bearing's.
+                n_lay = lines.found.shape[1]
+                kb = np.clip(np.rint(lines.found / df).astype(np.intp), 0, plan.n_env - 1)
+                healthy_at = np.take_along_axis(pb[at, : plan.n_env], kb, axis=1)
+                machine = 10.0 * np.log10(np.maximum(healthy_at, 1e-300) / floor[at, :n_lay])
             return judge_bearing(
-                lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None
-            )
+                lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None,
+                machine_db=machine,
+            )  # fmt: skip
 
         bearing, build = judge(slice(None), offsets, rd.part(0, n_lay))
         if lay.families:
