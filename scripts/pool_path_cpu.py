@@ -16,9 +16,12 @@ extraction (``_extract_cuts``), the rest, and the stages by thread CPU time (the
 (``cd <checkout> && PYTHONPATH=<checkout> .venv/bin/python scripts/pool_path_cpu.py 32 60``);
 docs/benchmarks.md ("The service's CPU per window outside the DSP") has the figures.
 
-    .venv/bin/python scripts/pool_path_cpu.py MACHINES FRAMES_PER_MACHINE [RIG_DIR]
+    .venv/bin/python scripts/pool_path_cpu.py MACHINES FRAMES_PER_MACHINE [RIG_DIR] [--together]
 
 ``RIG_DIR`` keeps the trained models and signals between runs (trained there when absent).
+``--together``: every machine's frame of a step is offered before the rounds run, so rounds
+hold up to ``RunnerPool.max_windows`` windows (what gathering makes of them) instead of
+the one a paced service's rounds mostly hold.
 """
 
 from __future__ import annotations
@@ -58,9 +61,11 @@ def _rig(folder: Path, machines: list[br.Machine]) -> None:
 
 
 def main() -> None:
-    n_machines, n_frames = int(sys.argv[1]), int(sys.argv[2])
+    args = [a for a in sys.argv[1:] if a != "--together"]
+    together = "--together" in sys.argv[1:]
+    n_machines, n_frames = int(args[0]), int(args[1])
     tmp = Path(tempfile.mkdtemp(prefix="pool-path-"))
-    rig = Path(sys.argv[3]) if len(sys.argv) > 3 else tmp / "rig"
+    rig = Path(args[2]) if len(args) > 2 else tmp / "rig"
     machines = br.fleet(n_machines)
     _rig(rig, machines)
     os.environ.setdefault("PDM_WEBHOOK_SECRET", "0" * 64)  # the webhooks' signing key
@@ -140,10 +145,15 @@ def main() -> None:
                     runners[i].offer(chunk)
                     stage["to_chunk"] = stage.get("to_chunk", 0.0) + t2 - t1
                     stage["offer"] = stage.get("offer", 0.0) + time.thread_time() - t2
-                r = pool.ready.get_nowait() if not pool.ready.empty() else None
-                while r is not None:
-                    pool._round(r)
-                    r = pool.ready.get_nowait() if not pool.ready.empty() else None
+                if not together:
+                    drain()
+            drain()
+
+    def drain() -> None:
+        r = pool.ready.get_nowait() if not pool.ready.empty() else None
+        while r is not None:
+            pool._round(r)
+            r = pool.ready.get_nowait() if not pool.ready.empty() else None
 
     warm = min(12, n_frames // 3)
     run(0, warm)
@@ -157,7 +167,7 @@ def main() -> None:
     per = {k: round(v / w * 1e6) for k, v in sorted(stage.items())}
     print(
         f"machines {n_machines} windows {w}: thread CPU µs/window {cpu / w * 1e6:.0f}, "
-        f"extraction {ext / w * 1e6:.0f}, the rest {(cpu - ext) / w * 1e6:.0f}; stages {per}"
+        f"{'(together) ' if together else ''}extraction {ext / w * 1e6:.0f}, the rest {(cpu - ext) / w * 1e6:.0f}; stages {per}"
     )
     os._exit(0)  # (the runners' webhook threads and the writer need no orderly stop here)
 
