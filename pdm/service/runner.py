@@ -406,12 +406,6 @@ class RunnerPool:
                     until = arrived + self.gather_s
             if windows >= self.max_windows or len(cuts) >= self.max_turns or (alone and windows):
                 break
-            if not windows and self.ready.empty():
-                # Nothing to extract and nothing waiting: the round ends here, and the loop
-                # polls the network next anyway (whatever came is the next round's, in the
-                # same order). Polling here as well read the network twice per frame that
-                # completes no window — two frames in three — for nothing.
-                break
             runner = self._next(0.0)
             if runner is None:
                 left = 0.0 if until is None else until - time.monotonic()

@@ -299,32 +299,6 @@ def test_a_driven_pool_reads_between_rounds_and_never_waits_on_its_own_queues(
         rig.close()
 
 
-def test_a_round_that_cuts_no_window_does_not_read_the_network_again(tmp_path: Path) -> None:
-    """A chunk that completes no window (most network frames) is a round of its own that
-    ends without polling the network: the pool's loop polls next in any case. A round
-    that holds a window still takes in what came meanwhile (to extract it together)."""
-    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"] * 2, pool=True)
-    pool = rig.pool
-    assert pool is not None
-    polls: list[float] = []
-    pool.drive(lambda timeout: polls.append(timeout))
-    try:
-        a, b = (_chunks(seed=i, fault=False) for i in range(2))
-        for k in range(2):  # chunks of 1024: no window of 4096 yet
-            rig.runners[0].offer(a[k])
-            pool._round(pool.ready.get())
-        assert polls == [] and rig.runners[0].stats.windows == 0
-        rig.runners[1].offer(b[0])  # another machine waiting: taken into the round
-        rig.runners[0].offer(a[2])
-        pool._round(pool.ready.get())
-        assert polls == [] and [r.stats.chunks for r in rig.runners] == [3, 1]
-        rig.runners[0].offer(a[3])  # completes m0's first window: the round looks for more
-        pool._round(pool.ready.get())
-        assert rig.runners[0].stats.windows == 1 and polls == [0.0]
-    finally:
-        rig.close()
-
-
 def test_the_pool_is_idle_only_while_it_waits_for_work(tmp_path: Path) -> None:
     """``RunnerPool.idle`` (when the history writer may bind its statements) is set while
     the pool's thread waits for the network, and never while it processes windows."""
