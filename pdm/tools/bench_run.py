@@ -94,6 +94,7 @@ __all__ = [
     "machine_signal",
     "machines_growth",
     "pipeline_toml",
+    "train_model",
 ]
 
 FS = 25600.0
@@ -318,7 +319,7 @@ def machine_signal(shape: Shape, rpm: float, faulty: bool, seconds: float, seed:
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def _train(mach: Machine, tmp: Path, seconds: float, out: Path) -> None:
+def train_model(mach: Machine, tmp: Path, seconds: float, out: Path) -> None:
     """The model of the machine's shape and speed (a card holds its pipeline's speed), on
     simulated healthy running at that speed (seed 1; the DAQs send seed 2)."""
     from pdm.config import load_pipeline
@@ -659,7 +660,7 @@ class _Rig:
         for shape in SHAPES:
             for rpm in SPEEDS_RPM:
                 out = tmp / f"model-{shape.name}-{rpm:.0f}"
-                _train(Machine(0, shape, rpm, False), tmp, 60.0, out)
+                train_model(Machine(0, shape, rpm, False), tmp, 60.0, out)
                 self.models[(shape.name, rpm)] = out
                 for faulty in (False, True):
                     f = tmp / f"signal-{shape.name}-{rpm:.0f}-{int(faulty)}.npy"
