@@ -346,12 +346,12 @@ class WindowScorer:
             # fault whatever the score: evidence averaged over the recent windows sees a
             # defect line that one window's features cannot lift above a threshold set for
             # one false alert a week (docs/models.md, "A bearing defect the diagnosis names").
-            # The routine judgement is read (judged only when due); when it names a defect,
-            # the alert rests on one as fresh as a score's alert gets (docs/diagnosis.md §1).
+            # The routine judgement is read (judged only when due, and not at all while the
+            # average is worth too few windows to name a defect); when it names one, the
+            # alert rests on one as fresh as a score's alert gets (docs/diagnosis.md §1).
             by_diagnosis = False
             if ok[i] and s < alert and self.flags_bearing_defects:
-                d = wf.diagnosis
-                if d is not None and names_bearing_defect(d.label, d.confidence, d.k_eff):
+                if wf.named_bearing_defect() is not None:
                     d = wf.fresh_diagnosis(now=not self._alerting)
                     by_diagnosis = d is not None and names_bearing_defect(
                         d.label, d.confidence, d.k_eff
