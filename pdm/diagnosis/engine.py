@@ -12,10 +12,11 @@ when somebody reads it, and as often as the reader needs:
   1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then every
   ``judge_every`` windows — by default :data:`ROUTINE_TIME_CONSTANTS` averaging time
   constants (``8 × memory`` window lengths of new data: 256 windows at 50 % overlap) — the
-  last judgement handed back in between. Past the doubling, the judgements fall on a grid
-  offset by the engine's ``phase`` (a stable hash of the machine id in a pipeline's engine:
-  :func:`routine_phase`): machines started together — a service start — would otherwise come
-  due in the same window every ``judge_every``, a judgement each (1–3 ms) at once in front
+  last judgement handed back in between. From the averages' memory on (32 windows at 50 %
+  overlap), each due point is offset into the first half of its interval by the engine's
+  ``phase`` (window ``2^k + (phase mod 2^(k-1))``; a stable hash of the machine id in a
+  pipeline's engine: :func:`routine_phase`): machines started together — a service start —
+  would otherwise come due in the same window, a judgement each (1–3 ms) at once in front
   of every other machine's decision;
 * **fresh** (:meth:`WindowVerdict.fresh`, what a window at or above alert reads): a
   judgement at most ``fresh_within`` windows old (:data:`FRESH_TIME_CONSTANTS` of an
@@ -238,13 +239,13 @@ class DiagnosisEngine:
     memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
     judge_every : windows between routine judgements (None: ROUTINE_TIME_CONSTANTS
         averaging time constants)
-    phase : where the routine judgements past a segment's doubling fall, windows, taken
-        modulo ``judge_every``: past the doubling's last (``judge_every``), also at the
-        windows ``c`` of the segment with ``c ≡ phase`` (mod ``judge_every``), and never
-        more than ``judge_every`` apart. 0 (the default): every ``judge_every`` windows
-        after the last judgement. A pipeline's engine takes
+    phase : where in their intervals the routine judgements fall: the doubling's at the
+        segment's window ``2^k + (phase mod 2^(k-1))`` (not ``2^k``) for each ``2^k`` from
+        the averages' memory (``memory`` window lengths of new data) to ``judge_every``,
+        then every ``judge_every`` windows after the last — still at most ``judge_every``
+        apart. 0 (the default): at ``2^k``. A pipeline's engine takes
         :func:`routine_phase` of its machine id, so machines started together are judged
-        spread over ``judge_every`` windows, not all in one
+        spread over half of each interval, not all in one window
     fresh_within : windows a fresh judgement may be old (None: FRESH_TIME_CONSTANTS
         averaging time constants)
     acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
@@ -416,9 +417,7 @@ class DiagnosisEngine:
         due = (
             self._last is None
             or self._segment != avg.segments
-            or (c <= every and self._since > 0 and (c & (c - 1)) == 0)
-            # past the doubling, on the machine's grid too (0: none, as before)
-            or (self.phase and c > every and self._since > 0 and (c - self.phase) % every == 0)
+            or (self._since > 0 and self._doubling(c))
             or self._since >= every
         )
         if due:
@@ -427,6 +426,18 @@ class DiagnosisEngine:
             self._last = self._pending()
         assert self._last is not None
         return self._last
+
+    def _doubling(self, c: int) -> bool:
+        """Whether the segment's ``c``-th window is one of the doubling's due points: the
+        window ``2^k`` for each ``2^k ≤ judge_every``, offset by ``phase mod 2^(k-1)`` once
+        ``2^k`` reaches the averages' memory — in the first half of the doubled interval,
+        so that each is less than ``2^(k+1)`` windows after the one before. Before the
+        memory the average is a plain mean whose every doubling halves the weight of what
+        was judged; past it, an exponential one renewing at a fixed rate, where a judgement
+        a few windows later weighs the same evidence."""
+        base = 1 << (c.bit_length() - 1)  # the power of two at or below c
+        half = base >> 1 if base >= self._average.n_mem else 0
+        return base <= self.judge_every and c == base + (self.phase % half if half else 0)
 
     def _pending(self) -> PendingDiagnosis:
         return PendingDiagnosis(self, self._average.state(), self.baseline, self._tick)

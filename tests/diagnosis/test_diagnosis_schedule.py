@@ -12,6 +12,7 @@ of a recording are judged on their own windows.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -242,30 +243,34 @@ def long_healthy() -> tuple[list[ChannelSpec], list[FeatureFrame]]:
     return _frames(SimSpec(duration_s=11.0, faults=(FaultSpec("unbalance", 0.02),), seed=5))
 
 
-def test_routine_judgements_past_the_doubling_fall_on_the_machines_grid(
+def test_machines_started_together_come_due_in_different_windows(
     long_healthy: tuple[list[ChannelSpec], list[FeatureFrame]],
 ) -> None:
-    """Machines started together (a service start) are judged in different windows past the
-    doubling, each at most ``judge_every`` windows apart; phase 0 is the schedule as before."""
+    """The doubling's due points from the averages' memory on (4 windows here) offset by the
+    engine's phase into the first half of their intervals (window 2^k + phase mod 2^(k-1)),
+    then every judge_every windows: machines
+    started together (a service start) are judged in different windows, each machine at
+    most judge_every windows apart; phase 0 is the schedule as before."""
     chans, frames = long_healthy
     n = len(frames)
     assert n > 4 * 32
-    doubling = [1, 2, 4, 8, 16, 32]
     at: dict[int, list[int]] = {}
-    for phase in range(0, 32, 3):
+    for phase in range(16):
         engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0, phase=phase)
-        assert engine.judge_every == 32
+        assert engine.judge_every == 32 and engine.average.n_mem == 4
         judged = _judged_windows(engine, frames)
         assert engine.average.segments == 1 and engine.average.count == n  # one segment
-        past = [c for c in range(33, n + 1) if (c - phase) % 32 == 0]
+        doubling = [1, 2] + [2**k + phase % 2 ** (k - 1) for k in range(2, 6)]
+        assert judged == [*doubling, *range(doubling[-1] + 32, n + 1, 32)], f"phase {phase}"
         if phase == 0:
-            past = list(range(64, n + 1, 32))  # every judge_every windows, as before
-        assert judged == doubling + past, f"phase {phase}"
-        assert max(b - a for a, b in zip(judged, [*judged, n + 1][1:], strict=True)) <= 32
-        for c in past:
+            assert judged[:9] == [1, 2, 4, 8, 16, 32, 64, 96, 128]  # as before
+        assert max(b - a for a, b in itertools.pairwise(judged)) <= 32
+        assert n + 1 - judged[-1] <= 32
+        for c in judged:
             at.setdefault(c, []).append(phase)
-    # Eleven machines, one window each per period: never two in one window.
-    assert all(len(p) == 1 for p in at.values()), at
+    # Sixteen machines: from the 32nd window on never two in one window (two from the 16th).
+    assert all(len(p) == 1 for c, p in at.items() if c >= 32), at
+    assert all(len(p) <= 2 for c, p in at.items() if c >= 16), at
 
 
 def test_routine_phase_is_a_stable_hash_of_the_machine_id() -> None:
