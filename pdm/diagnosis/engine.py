@@ -652,6 +652,16 @@ class WindowVerdict:
         at it); read windows in order for this (:meth:`DiagnosisEngine.fresh_at`)."""
         return self._engine.fresh_at(self, now=now)
 
+    def asks_judgement(self) -> bool:
+        """Whether :meth:`named_bearing_defect` would judge now (the routine judgement at
+        this window is not made yet and its average could name a defect): the window is
+        averaged in to know, as reading it would."""
+        if self.routine is None:
+            self._engine.drain(upto=self)
+        p = self.routine
+        assert p is not None
+        return not p.judged and p.k_eff >= MIN_INDEPENDENT_WINDOWS
+
     def named_bearing_defect(self) -> Diagnosis | None:
         """The routine diagnosis at this window when it names a bearing defect, else None
         (:meth:`PendingDiagnosis.named_bearing_defect`: not judged for it while the

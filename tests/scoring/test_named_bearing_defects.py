@@ -159,3 +159,32 @@ def test_the_named_defect_alert_decides_alike_with_fewer_judgements(tmp_path, mo
     assert [s.as_row() for s in now] == [s.as_row() for s in before]
     assert any(s.alert_by == "diagnosis" for s in now), "the flag must be exercised"
     assert judged_now < judged[0]
+
+    # The service's round asks first whether a window's scoring will judge (it leaves such a
+    # machine's decision until the others have decided): the answer is what scoring then does.
+    monkeypatch.undo()
+    monkeypatch.setattr(DiagnosisEngine, "judge_state", counted)
+    rec, pl2 = open_recording(path, pl)
+    with rec:
+        stream = FeatureStream(pl2, rec.sample_rate_hz, batch=1)
+        model = Model.load(tmp_path / "model", pl2, rec.sample_rate_hz)
+        assert stream.engine is not None
+        stream.engine.set_baseline(model.baseline)
+        scorer = None
+        asked = []
+        for wf in stream.feed(rec.chunks()):
+            if scorer is None:
+                scorer = WindowScorer(model, pl2.columns, wf.features.names, explain_all=False)
+            x = scorer.vectorizer.vector(wf.features)[None]
+            v, z = model.score(x)
+            scorer.prime([(wf.features, float(v[0]), z)])
+            ask = scorer.asks_judgement([wf])
+            judged[0] = 0
+            (s,) = scorer.score([wf])
+            assert s.score == float(v[0])
+            if s.score < 1.0:  # below alert: its judgement, if any, is the question's
+                assert ask == (judged[0] > 0), f"window {wf.window.index}"
+            else:
+                assert not ask  # an alerting window keeps its place
+            asked.append(ask)
+    assert True in asked and False in asked
