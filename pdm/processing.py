@@ -17,7 +17,14 @@ import numpy as np
 from pdm.config import Pipeline
 from pdm.core.chunk import Chunk
 from pdm.core.time import iso_time
-from pdm.diagnosis import Diagnosis, DiagnosisEngine, Rules, WindowVerdict
+from pdm.diagnosis import (
+    Diagnosis,
+    DiagnosisEngine,
+    Rules,
+    WindowVerdict,
+    names_bearing_defect,
+    routine_phase,
+)
 from pdm.dsp.envelope import BandSchedule
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
@@ -107,6 +114,8 @@ def build_engine(
         acc_bins=extractor.n // 2 + 1 if full_spectrum else None,
         # Channels of different sensors are arbitrated (a fault seen at two housings).
         locations=[pipeline.channel(col)[0].id for col in pipeline.columns],
+        # Machines started together are judged on grids apart, not all in one window.
+        phase=routine_phase(pipeline.machine.id),
     )
 
 
@@ -129,6 +138,17 @@ class WindowFeatures:
         judged")."""
         v = self.verdict
         return v.result() if isinstance(v, WindowVerdict) else v
+
+    def named_bearing_defect(self) -> Diagnosis | None:
+        """The routine diagnosis at this window when it names a bearing defect
+        (:func:`pdm.diagnosis.names_bearing_defect`), else None; not judged for this while
+        the average is worth too few independent windows to name one
+        (:meth:`pdm.diagnosis.WindowVerdict.named_bearing_defect`)."""
+        v = self.verdict
+        if isinstance(v, WindowVerdict):
+            return v.named_bearing_defect()
+        named = v is not None and names_bearing_defect(v.label, v.confidence, v.k_eff)
+        return v if named else None
 
     def fresh_diagnosis(self, *, now: bool = False) -> Diagnosis | None:
         """The machine's diagnosis judged near this window (``now``: at it), for a window

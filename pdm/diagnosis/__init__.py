@@ -15,6 +15,7 @@ from pdm.diagnosis.engine import (
     DiagnosisEngine,
     PendingDiagnosis,
     WindowVerdict,
+    routine_phase,
 )
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence, LineEvidence
 from pdm.diagnosis.machine import Transmission
@@ -41,4 +42,5 @@ __all__ = [
     "effective_windows",
     "judge_channel",
     "names_bearing_defect",
+    "routine_phase",
 ]

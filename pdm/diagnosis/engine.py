@@ -12,7 +12,12 @@ when somebody reads it, and as often as the reader needs:
   1st, 2nd, 4th, 8th … window of a segment up to ``judge_every`` and then every
   ``judge_every`` windows — by default :data:`ROUTINE_TIME_CONSTANTS` averaging time
   constants (``8 × memory`` window lengths of new data: 256 windows at 50 % overlap) — the
-  last judgement handed back in between;
+  last judgement handed back in between. From the averages' memory on (32 windows at 50 %
+  overlap), each due point is offset into the first half of its interval by the engine's
+  ``phase`` (window ``2^k + (phase mod 2^(k-1))``; a stable hash of the machine id in a
+  pipeline's engine: :func:`routine_phase`): machines started together — a service start —
+  would otherwise come due in the same window, a judgement each (1–3 ms) at once in front
+  of every other machine's decision;
 * **fresh** (:meth:`WindowVerdict.fresh`, what a window at or above alert reads): a
   judgement at most ``fresh_within`` windows old (:data:`FRESH_TIME_CONSTANTS` of an
   averaging time constant: 8 window lengths of new data, 16 windows at 50 % overlap, in
@@ -22,11 +27,18 @@ when somebody reads it, and as often as the reader needs:
 
 A change of the machine's state starts a new segment (:mod:`pdm.diagnosis.average`),
 which is judged on its own windows at once, not at the next due time.
+
+A reader that only asks whether the routine diagnosis names a bearing defect
+(:meth:`WindowVerdict.named_bearing_defect`, the scorer's named-defect alert on every
+healthy window) gets its answer without a judgement while the average is worth fewer than
+:data:`~pdm.diagnosis.verdict.MIN_INDEPENDENT_WINDOWS` independent windows: no judgement of
+it could name one (a segment's first windows, where the doubling judges most often).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -41,7 +53,7 @@ from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.shaft_speed import refine_speed
-from pdm.diagnosis.verdict import judge_channels
+from pdm.diagnosis.verdict import MIN_INDEPENDENT_WINDOWS, judge_channels, names_bearing_defect
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
 __all__ = [
@@ -52,6 +64,7 @@ __all__ = [
     "DiagnosisEngine",
     "PendingDiagnosis",
     "WindowVerdict",
+    "routine_phase",
 ]
 
 #: Averaging time constants between two routine judgements (staleness of a window's
@@ -65,6 +78,18 @@ FRESH_TIME_CONSTANTS = 0.5
 #: Windows handed out by push() and not averaged in yet, at the most (a bound on memory:
 #: the oldest are averaged in when more come and nobody reads).
 MAX_QUEUED = 64
+
+
+def routine_phase(machine: str) -> int:
+    """A stable number for a machine id (the same in every process and run, unlike
+    ``hash()``): the :class:`DiagnosisEngine` ``phase`` of its routine judgements.
+
+    >>> routine_phase("pump-7") == routine_phase("pump-7"), routine_phase("")
+    (True, 0)
+    """
+    if not machine:
+        return 0
+    return int.from_bytes(hashlib.blake2b(machine.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +239,13 @@ class DiagnosisEngine:
     memory, segment_tolerance : of :class:`~pdm.diagnosis.average.SpectrumAverage`
     judge_every : windows between routine judgements (None: ROUTINE_TIME_CONSTANTS
         averaging time constants)
+    phase : where in their intervals the routine judgements fall: the doubling's at the
+        segment's window ``2^k + (phase mod 2^(k-1))`` (not ``2^k``) for each ``2^k`` from
+        the averages' memory (``memory`` window lengths of new data) to ``judge_every``,
+        then every ``judge_every`` windows after the last — still at most ``judge_every``
+        apart. 0 (the default): at ``2^k``. A pipeline's engine takes
+        :func:`routine_phase` of its machine id, so machines started together are judged
+        spread over half of each interval, not all in one window
     fresh_within : windows a fresh judgement may be old (None: FRESH_TIME_CONSTANTS
         averaging time constants)
     acc_bins : acceleration bins to average (None: up to ~10.8 × shaft speed)
@@ -252,6 +284,7 @@ class DiagnosisEngine:
         fresh_within: int | None = None,
         acc_bins: int | None = None,
         locations: Sequence[str] | None = None,
+        phase: int = 0,
     ) -> None:
         if judge_every is not None and judge_every < 1:
             raise ValueError(f"{judge_every=} must be >= 1")
@@ -288,6 +321,7 @@ class DiagnosisEngine:
             if fresh_within is not None
             else max(1, math.ceil(FRESH_TIME_CONSTANTS * self._average.n_mem))
         )
+        self.phase = phase % self.judge_every
         self._last: PendingDiagnosis | None = None
         self._fresh: PendingDiagnosis | None = None
         # Frames handed to push() and not averaged in yet, with their verdicts.
@@ -379,11 +413,12 @@ class DiagnosisEngine:
     def _later(self) -> PendingDiagnosis:
         avg = self._average
         c = avg.count
+        every = self.judge_every
         due = (
             self._last is None
             or self._segment != avg.segments
-            or (c <= self.judge_every and self._since > 0 and (c & (c - 1)) == 0)
-            or self._since >= self.judge_every
+            or (self._since > 0 and self._doubling(c))
+            or self._since >= every
         )
         if due:
             self._since = 0
@@ -391,6 +426,18 @@ class DiagnosisEngine:
             self._last = self._pending()
         assert self._last is not None
         return self._last
+
+    def _doubling(self, c: int) -> bool:
+        """Whether the segment's ``c``-th window is one of the doubling's due points: the
+        window ``2^k`` for each ``2^k ≤ judge_every``, offset by ``phase mod 2^(k-1)`` once
+        ``2^k`` reaches the averages' memory — in the first half of the doubled interval,
+        so that each is less than ``2^(k+1)`` windows after the one before. Before the
+        memory the average is a plain mean whose every doubling halves the weight of what
+        was judged; past it, an exponential one renewing at a fixed rate, where a judgement
+        a few windows later weighs the same evidence."""
+        base = 1 << (c.bit_length() - 1)  # the power of two at or below c
+        half = base >> 1 if base >= self._average.n_mem else 0
+        return base <= self.judge_every and c == base + (self.phase % half if half else 0)
 
     def _pending(self) -> PendingDiagnosis:
         return PendingDiagnosis(self, self._average.state(), self.baseline, self._tick)
@@ -530,9 +577,11 @@ class PendingDiagnosis:
     tick : the window it is of (windows offered to the engine until then)
     segment : the averages' segment then
     baseline : the baseline it is judged over
+    k_eff : independent windows the averages are worth (0 with none): the judgement's
+        :attr:`Diagnosis.k_eff` when a channel decides, known without judging
     """
 
-    __slots__ = ("_engine", "_result", "_state", "baseline", "segment", "tick")
+    __slots__ = ("_engine", "_result", "_state", "baseline", "k_eff", "segment", "tick")
 
     def __init__(
         self,
@@ -546,12 +595,24 @@ class PendingDiagnosis:
         self.baseline = baseline
         self.segment = state.segment
         self.tick = tick
+        self.k_eff = 0.0 if state.count == 0 or state.acc is None else state.k_acc
         self._result: Diagnosis | None = None
 
     @property
     def judged(self) -> bool:
         """Whether the judgement was made (read) already."""
         return self._result is not None
+
+    def named_bearing_defect(self) -> Diagnosis | None:
+        """The diagnosis when it names a bearing defect
+        (:func:`~pdm.diagnosis.verdict.names_bearing_defect`), else None — without a
+        judgement when the averages are worth fewer than ``MIN_INDEPENDENT_WINDOWS``
+        independent windows: a diagnosis names one only from an average worth that many
+        (its ``k_eff`` is the averages' :attr:`k_eff` whenever a channel decides)."""
+        if self._result is None and not self.k_eff >= MIN_INDEPENDENT_WINDOWS:
+            return None
+        d = self.result()
+        return d if names_bearing_defect(d.label, d.confidence, d.k_eff) else None
 
     def result(self) -> Diagnosis:
         """The diagnosis (judged now if this is the first read)."""
@@ -590,6 +651,25 @@ class WindowVerdict:
         """The diagnosis judged at most ``fresh_within`` windows before this one (``now``:
         at it); read windows in order for this (:meth:`DiagnosisEngine.fresh_at`)."""
         return self._engine.fresh_at(self, now=now)
+
+    def asks_judgement(self) -> bool:
+        """Whether :meth:`named_bearing_defect` would judge now (the routine judgement at
+        this window is not made yet and its average could name a defect): the window is
+        averaged in to know, as reading it would."""
+        if self.routine is None:
+            self._engine.drain(upto=self)
+        p = self.routine
+        assert p is not None
+        return not p.judged and p.k_eff >= MIN_INDEPENDENT_WINDOWS
+
+    def named_bearing_defect(self) -> Diagnosis | None:
+        """The routine diagnosis at this window when it names a bearing defect, else None
+        (:meth:`PendingDiagnosis.named_bearing_defect`: not judged for it while the
+        average is worth too few independent windows to name one)."""
+        if self.routine is None:
+            self._engine.drain(upto=self)
+        assert self.routine is not None
+        return self.routine.named_bearing_defect()
 
 
 def _channel(

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from pdm.config import Pipeline
 from pdm.core.time import to_ns
-from pdm.diagnosis import Diagnosis, names_bearing_defect
+from pdm.diagnosis import Diagnosis, WindowVerdict, names_bearing_defect
 from pdm.diagnosis.baseline import Baseline
 from pdm.dsp.features import FeatureFrame
 from pdm.errors import ModelError
@@ -311,6 +311,28 @@ class WindowScorer:
         :meth:`score` took is forgotten."""
         self._primed = {id(frame): (frame, v, z) for frame, v, z in scored}
 
+    def asks_judgement(self, windows: Sequence[WindowFeatures]) -> bool:
+        """Whether :meth:`score` of ``windows`` would judge a routine diagnosis for the
+        named-defect question (a window scored below alert, by :func:`score_together`,
+        whose due judgement is not made yet and could name a defect): the machine's own
+        periodic work, which a service round leaves until the other machines have decided.
+        False when a window's score is not known yet (not scored together), and when one
+        is at or above alert."""
+        if not self.flags_bearing_defects:
+            return False
+        scored = [self._primed.get(id(wf.features)) for wf in windows]
+        if any(
+            got is None or got[0] is not wf.features
+            for got, wf in zip(scored, windows, strict=True)
+        ):
+            return False
+        # A window at or above alert keeps its place: a decision that may start an alarm.
+        if any(got[1] >= self.model.alert for got in scored if got is not None):
+            return False
+        return any(
+            isinstance(wf.verdict, WindowVerdict) and wf.verdict.asks_judgement() for wf in windows
+        )
+
     def score(self, windows: Sequence[WindowFeatures]) -> list[WindowScore]:
         """One :class:`WindowScore` per window: its start time (integer ns), the model's score
         (unrounded), state, top features, the machine's diagnosis over the recent windows (the
@@ -346,12 +368,12 @@ class WindowScorer:
             # fault whatever the score: evidence averaged over the recent windows sees a
             # defect line that one window's features cannot lift above a threshold set for
             # one false alert a week (docs/models.md, "A bearing defect the diagnosis names").
-            # The routine judgement is read (judged only when due); when it names a defect,
-            # the alert rests on one as fresh as a score's alert gets (docs/diagnosis.md §1).
+            # The routine judgement is read (judged only when due, and not at all while the
+            # average is worth too few windows to name a defect); when it names one, the
+            # alert rests on one as fresh as a score's alert gets (docs/diagnosis.md §1).
             by_diagnosis = False
             if ok[i] and s < alert and self.flags_bearing_defects:
-                d = wf.diagnosis
-                if d is not None and names_bearing_defect(d.label, d.confidence, d.k_eff):
+                if wf.named_bearing_defect() is not None:
                     d = wf.fresh_diagnosis(now=not self._alerting)
                     by_diagnosis = d is not None and names_bearing_defect(
                         d.label, d.confidence, d.k_eff

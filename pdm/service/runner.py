@@ -424,6 +424,7 @@ class RunnerPool:
         cuts[0].runner.observe("dsp", time.perf_counter() - t0)
         if windows > 1:
             _score_cuts(cuts)
+            cuts = _judging_last(cuts)
         # The round's alarm states, relay results and events are spooled in one fsync per
         # writer, after its last window: not one per machine, each delaying the rest.
         writers = {id(c.runner.writer): c.runner.writer for c in cuts}
@@ -499,6 +500,31 @@ def _score_cuts(cuts: list[_Cut]) -> None:
                 score_together(parts)
             except Exception:
                 log.exception("a shared scoring run failed; scoring machine by machine")
+
+
+def _judging_last(cuts: list[_Cut]) -> list[_Cut]:
+    """The round's cuts in the order they decide: those whose scoring will judge a routine
+    diagnosis for the named-defect question (a machine's periodic work, 1–3 ms:
+    :meth:`~pdm.scoring.runtime.WindowScorer.asks_judgement`) after the others, each part
+    in its turns' order — so the others' decisions do not wait for it. A window at or above
+    alert keeps its place, and a machine that may trip is decided in a round of its own."""
+    late: list[_Cut] = []
+    for c in cuts:
+        scores = c.runner.scores
+        scorer = scores.scorer if scores is not None else None
+        if not c.features or c.error is not None or scorer is None:
+            continue
+        if c.runner._next_model is not None:
+            continue
+        try:
+            if scorer.asks_judgement(c.features):
+                late.append(c)
+        except Exception:  # the order is an optimisation: the cut decides as it would have
+            log.exception("%s: could not tell whether a judgement is due", c.runner.machine)
+    if not late:
+        return cuts
+    ids = {id(c) for c in late}
+    return [c for c in cuts if id(c) not in ids] + late
 
 
 class MachineRunner:

@@ -12,12 +12,20 @@ of a recording are judged on their own windows.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
 import pytest
 
-from pdm.diagnosis import Diagnosis, DiagnosisEngine, WindowVerdict
+from pdm.diagnosis import (
+    Diagnosis,
+    DiagnosisEngine,
+    WindowVerdict,
+    names_bearing_defect,
+    routine_phase,
+)
+from pdm.diagnosis.verdict import MIN_INDEPENDENT_WINDOWS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.sources.simulator import FaultSpec, SimSpec, simulate
 
@@ -215,3 +223,88 @@ def test_the_averages_are_the_plain_exponential_average_to_the_bit() -> None:
             ).astype(np.float32)
         assert np.array_equal(avg.acc, ref_acc), w
         assert np.array_equal(avg.env, ref_env), w
+
+
+def _judged_windows(engine: DiagnosisEngine, frames: list[FeatureFrame]) -> list[int]:
+    """The windows (1-based ticks) whose routine judgement a reader of every window's
+    routine diagnosis gets judged."""
+    ticks = []
+    for f in frames:
+        v = engine.push(f)
+        v.result()
+        assert v.routine is not None
+        ticks.append(v.routine.tick)
+    return sorted(set(ticks))
+
+
+@pytest.fixture(scope="module")
+def long_healthy() -> tuple[list[ChannelSpec], list[FeatureFrame]]:
+    """One segment of healthy running, past the doubling three times over (judge_every 32)."""
+    return _frames(SimSpec(duration_s=11.0, faults=(FaultSpec("unbalance", 0.02),), seed=5))
+
+
+def test_machines_started_together_come_due_in_different_windows(
+    long_healthy: tuple[list[ChannelSpec], list[FeatureFrame]],
+) -> None:
+    """The doubling's due points from the averages' memory on (4 windows here) offset by the
+    engine's phase into the first half of their intervals (window 2^k + phase mod 2^(k-1)),
+    then every judge_every windows: machines
+    started together (a service start) are judged in different windows, each machine at
+    most judge_every windows apart; phase 0 is the schedule as before."""
+    chans, frames = long_healthy
+    n = len(frames)
+    assert n > 4 * 32
+    at: dict[int, list[int]] = {}
+    for phase in range(16):
+        engine = DiagnosisEngine(25600.0, N, HOP, chans, memory=2.0, phase=phase)
+        assert engine.judge_every == 32 and engine.average.n_mem == 4
+        judged = _judged_windows(engine, frames)
+        assert engine.average.segments == 1 and engine.average.count == n  # one segment
+        doubling = [1, 2] + [2**k + phase % 2 ** (k - 1) for k in range(2, 6)]
+        assert judged == [*doubling, *range(doubling[-1] + 32, n + 1, 32)], f"phase {phase}"
+        if phase == 0:
+            assert judged[:9] == [1, 2, 4, 8, 16, 32, 64, 96, 128]  # as before
+        assert max(b - a for a, b in itertools.pairwise(judged)) <= 32
+        assert n + 1 - judged[-1] <= 32
+        for c in judged:
+            at.setdefault(c, []).append(phase)
+    # Sixteen machines: from the 32nd window on never two in one window (two from the 16th).
+    assert all(len(p) == 1 for c, p in at.items() if c >= 32), at
+    assert all(len(p) <= 2 for c, p in at.items() if c >= 16), at
+
+
+def test_routine_phase_is_a_stable_hash_of_the_machine_id() -> None:
+    """The same in every process (not Python's salted hash()): a service's workers and a
+    replay place a machine's judgements alike; the bench fleet's ids spread over the grid."""
+    assert routine_phase("m000") == 8_032_309_611_440_755_817
+    assert routine_phase("") == 0
+    slots = [routine_phase(f"m{i:03d}") % 256 for i in range(160)]
+    assert max(slots.count(s) for s in set(slots)) <= 4  # 160 machines in 256 windows
+
+
+def test_the_named_defect_question_is_answered_without_a_judgement_until_it_could_be() -> None:
+    """The scorer asks every healthy window whether the routine diagnosis names a bearing
+    defect: the same answer as judging it, but no judgement while the average is worth
+    fewer than MIN_INDEPENDENT_WINDOWS independent windows (a segment's 1st, 2nd, 4th …)."""
+    chans, frames = _recording("fault sets in")
+    asked = DiagnosisEngine(25600.0, N, HOP, chans)
+    read = DiagnosisEngine(25600.0, N, HOP, chans)
+    named = unjudged = 0
+    for f in frames:
+        assert f is not None
+        v, w = asked.push(f), read.push(f)
+        got = v.named_bearing_defect()
+        d = w.result()
+        want = names_bearing_defect(d.label, d.confidence, d.k_eff)
+        assert (got is not None) == want
+        if got is not None:
+            named += 1
+            assert _key(got) == _key(d)
+        assert v.routine is not None
+        if v.routine.k_eff < MIN_INDEPENDENT_WINDOWS:
+            assert not v.routine.judged
+            unjudged += 1
+        else:
+            assert v.routine.judged
+    assert named > 0, "the fault must be named for this to test anything"
+    assert unjudged >= 2 * 3  # each segment's 1st, 2nd and 4th window at least

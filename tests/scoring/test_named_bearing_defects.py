@@ -50,9 +50,10 @@ def _snapshot(
                           resonance_hz=resonance, seconds=seconds, seed=seed, fault=fault)  # fmt: skip
 
 
-def _score(model_dir: Path, path: Path, pipeline) -> list[WindowScore]:
+def _score(model_dir: Path, path: Path, pipeline, *, explain_all: bool = True) -> list[WindowScore]:
     """Every window of ``path`` through the path ``pdm-edge score`` takes: the feature stream
-    with its diagnosis engine over the model's healthy spectra, then the scorer."""
+    with its diagnosis engine over the model's healthy spectra, then the scorer (the
+    service's, which explains only alerting windows, with ``explain_all=False``)."""
     rec, pl = open_recording(path, pipeline)
     with rec:
         stream = FeatureStream(pl, rec.sample_rate_hz)
@@ -60,7 +61,8 @@ def _score(model_dir: Path, path: Path, pipeline) -> list[WindowScore]:
         assert stream.engine is not None
         stream.engine.set_baseline(model.baseline)
         windows = [*stream.feed(rec.chunks()), *stream.flush()]
-    return WindowScorer(model, pl.columns, windows[0].features.names).score(windows)
+    names = windows[0].features.names
+    return WindowScorer(model, pl.columns, names, explain_all=explain_all).score(windows)
 
 
 @pytest.fixture(scope="module", params=sorted(MACHINES))
@@ -171,3 +173,70 @@ def test_a_ball_beneath_the_motors_pull_is_flagged(rig_a) -> None:
     ball = rig_a["ball"]
     assert 2 * _alerting(ball) > len(ball), [s.state for s in ball]
     assert {s.diagnosis for s in ball if s.alert_by == "diagnosis"} == {"bearing_ball"}
+
+
+def test_the_named_defect_alert_decides_alike_with_fewer_judgements(tmp_path, monkeypatch) -> None:
+    """The service's scorer (only alerting windows explained): each window's score, state
+    and diagnosis as when the routine diagnosis is judged for every window's question (the
+    scorer before the question could be answered without a judgement), with fewer
+    judgements: none while the average is worth too few windows to name a defect."""
+    from pdm.diagnosis.engine import DiagnosisEngine
+    from pdm.processing import WindowFeatures
+
+    name = "6309"
+    _fs, rpm, bearing, noise, *_rest, faults = MACHINES[name]
+    pl = pipeline_from_flags(bearing=bearing, nominal_rpm=rpm)
+    snaps = [_snapshot(tmp_path, f"train{i}", 100 + i, name, rpm * (1 + 0.004 * (i - 1)), None)
+             for i in range(2)]  # fmt: skip
+    train(collect(snaps, pl), tmp_path / "model", detector="gmm", alerts_per_week=1.0, holdout=0.3)
+    kind, peak = faults[0]
+    path = _snapshot(tmp_path, kind, 300, name, rpm, FaultSpec(kind, peak * noise))
+    judged = [0]
+    judge_state = DiagnosisEngine.judge_state
+
+    def counted(self, *args):  # the engine's judgement, counted
+        judged[0] += 1
+        return judge_state(self, *args)
+
+    monkeypatch.setattr(DiagnosisEngine, "judge_state", counted)
+    now = _score(tmp_path / "model", path, pl, explain_all=False)
+    judged_now, judged[0] = judged[0], 0
+
+    def read(wf: WindowFeatures):  # every window's routine diagnosis judged for the question
+        d = wf.diagnosis
+        return d if d is not None and names_bearing_defect(d.label, d.confidence, d.k_eff) else None
+
+    monkeypatch.setattr(WindowFeatures, "named_bearing_defect", read)
+    before = _score(tmp_path / "model", path, pl, explain_all=False)
+    assert [s.as_row() for s in now] == [s.as_row() for s in before]
+    assert any(s.alert_by == "diagnosis" for s in now), "the flag must be exercised"
+    assert judged_now < judged[0]
+
+    # The service's round asks first whether a window's scoring will judge (it leaves such a
+    # machine's decision until the others have decided): the answer is what scoring then does.
+    monkeypatch.undo()
+    monkeypatch.setattr(DiagnosisEngine, "judge_state", counted)
+    rec, pl2 = open_recording(path, pl)
+    with rec:
+        stream = FeatureStream(pl2, rec.sample_rate_hz, batch=1)
+        model = Model.load(tmp_path / "model", pl2, rec.sample_rate_hz)
+        assert stream.engine is not None
+        stream.engine.set_baseline(model.baseline)
+        scorer = None
+        asked = []
+        for wf in stream.feed(rec.chunks()):
+            if scorer is None:
+                scorer = WindowScorer(model, pl2.columns, wf.features.names, explain_all=False)
+            x = scorer.vectorizer.vector(wf.features)[None]
+            v, z = model.score(x)
+            scorer.prime([(wf.features, float(v[0]), z)])
+            ask = scorer.asks_judgement([wf])
+            judged[0] = 0
+            (s,) = scorer.score([wf])
+            assert s.score == float(v[0])
+            if s.score < 1.0:  # below alert: its judgement, if any, is the question's
+                assert ask == (judged[0] > 0), f"window {wf.window.index}"
+            else:
+                assert not ask  # an alerting window keeps its place
+            asked.append(ask)
+    assert True in asked and False in asked

@@ -691,3 +691,28 @@ def test_a_machine_that_may_trip_is_decided_before_the_machines_ahead_of_it(
         assert not m2.urgent
     finally:
         rig.close()
+
+
+def test_a_round_decides_the_machines_that_must_judge_after_the_others() -> None:
+    """A machine whose scoring will judge a routine diagnosis for the named-defect question
+    (its own periodic work, 1-3 ms) decides after the round's other machines, each part in
+    its turns' order; a cut that failed, has no scorer or swaps its model keeps its place.
+    Stand-ins carry only what the ordering reads (the scorer's own answer is tested against
+    what scoring then does in tests/scoring/test_named_bearing_defects.py)."""
+    from types import SimpleNamespace
+
+    def cut(name: str, judges: bool, **kw: Any) -> Any:
+        scorer = SimpleNamespace(asks_judgement=lambda windows: judges)
+        runner = SimpleNamespace(
+            machine=name, scores=SimpleNamespace(scorer=scorer), _next_model=kw.get("swap")
+        )
+        return SimpleNamespace(runner=runner, features=[object()], error=kw.get("error"))
+
+    cuts = [
+        cut("a", True), cut("b", False), cut("c", True), cut("d", False),
+        cut("e", True, error=ValueError("x")), cut("f", True, swap=object()),
+    ]  # fmt: skip
+    order = runner_mod._judging_last(cuts)
+    assert [c.runner.machine for c in order] == ["b", "d", "e", "f", "a", "c"]
+    calm = [cut("a", False), cut("b", False)]
+    assert runner_mod._judging_last(calm) is calm
