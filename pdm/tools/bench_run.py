@@ -13,7 +13,8 @@ runs) with a **mixed fleet** (:func:`fleet`, stated in the output as ``run_load`
   60 Hz), in the simulator and in the pipelines' speed, so that machines of one shape
   batch their FFTs only with the same speed;
 * one GMM model per shape trained here on simulated healthy running at all four speeds
-  (another seed than the signals sent);
+  (another seed than the signals sent), its card holding the healthy spectra as
+  ``pdm-edge train`` writes them, so the named-defect alert and its routine judgements run;
 * every machine with a signed webhook to a real local receiver
   (:class:`pdm.tools.soak.Receiver`), history to SQLite, actions live; the machines that get
   a fault a Modbus relay on a pymodbus server (:class:`pdm.tools.servers.ModbusServer`, a coil
@@ -323,6 +324,7 @@ def train_model(mach: Machine, tmp: Path, seconds: float, out: Path) -> None:
     """The model of the machine's shape and speed (a card holds its pipeline's speed), on
     simulated healthy running at that speed (seed 1; the DAQs send seed 2)."""
     from pdm.config import load_pipeline
+    from pdm.diagnosis.baseline import BaselineBuilder
     from pdm.processing import FeatureStream
     from pdm.scoring.train import TrainingSet, train
     from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
@@ -340,7 +342,15 @@ def train_model(mach: Machine, tmp: Path, seconds: float, out: Path) -> None:
     frames = [wf.features for wf in stream.feed(chunks) if wf.features.valid]
     names = vector_names(pl.columns, frames[0].names, MODEL_FEATURES)
     x = FeatureVectorizer(names, pl.columns, frames[0].names).matrix(frames)
-    ts = TrainingSet(pl, FS, tuple(names), [x], [{"file": "simulated", "windows": len(x)}])
+    # The healthy spectra too, as `pdm-edge train` keeps them (pdm.scoring.train.collect): a
+    # card with a diagnosis baseline turns the named-defect alert on, and with it the
+    # scorer's routine judgements, which a plant's service pays for.
+    baseline = BaselineBuilder(pl.acquisition.window_samples, pl.columns)
+    for fr in frames:
+        baseline.add(fr, FS)
+    ts = TrainingSet(
+        pl, FS, tuple(names), [x], [{"file": "simulated", "windows": len(x)}], baseline.result()
+    )
     train(ts, out, detector="gmm", alerts_per_week=1.0, holdout=0.3, force=True)
 
 
