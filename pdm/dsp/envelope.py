@@ -188,6 +188,19 @@ HYSTERESIS_DB = 4.0
 #: them, the one holding most signal power above the floor is chosen: where the fault's
 #: energy is, and the largest envelope amplitudes.
 TIE_DB = 2.0
+#: A band's envelope is a steady tone's (or a few steady tones', beating) rather than noise's or
+#: impacts' when its spectral kurtosis is at or below this: steady tones of power fractions
+#: ``f_i`` of the band's power over Gaussian noise give ``SK = −Σ f_i²`` (one tone alone −1,
+#: noise 0, impacts > 0), so −0.25 is one tone carrying half the band's power, or two carrying
+#: 71 % of it. Such a band's envelope lines are the tones' beats, not an impact train:
+#: :func:`select_band` judges lines in other bands first. The estimate must be off noise's too,
+#: by :data:`TONAL_SK_Z` of its standard deviations (a band of 300 bins, the narrowest a slow
+#: machine's candidates reach, reads two tones carrying it at about −3.5).
+TONAL_SK = -0.25
+TONAL_SK_Z = -2.0
+#: Envelope bins either side of a whole shaft order that a line judged off the orders may not
+#: sit on (:attr:`BandScores.off_order_db`): a steady line's Hann main lobe is ± 2 bins.
+ORDER_GUARD_BINS = 2
 #: Bins either side of a line, beyond its search range, whose median is its local floor.
 _FLOOR_BINS = 8
 #: Blocks the floor range is cut into; the floor is the median of their mean PSDs.
@@ -271,6 +284,10 @@ class BandScores:
     lines_db : (n_rows, n_bands) prominence of the strongest defect-line family in the
         band's envelope spectrum, dB; NaN where not judged (no lines given, or the band
         was not on the short list)
+    off_order_db : (n_rows, n_bands) the same with the envelope bins within
+        :data:`ORDER_GUARD_BINS` of a whole shaft order left out of every line's search: the
+        lines no modulation periodic at the shaft (a gear's mesh and its sidebands, a blade
+        pass) can make; None when the running speed was not given or its orders lie too close
     """
 
     bands: tuple[tuple[float, float], ...]
@@ -280,6 +297,7 @@ class BandScores:
     sk: npt.NDArray[np.float64]
     sk_z: npt.NDArray[np.float64]
     lines_db: npt.NDArray[np.float64]
+    off_order_db: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +437,7 @@ class BandScorer:
         slip: float = 0.03,
         *,
         only: int | None = None,
+        shaft_bins: float = math.nan,
     ) -> BandScores:
         """Score every candidate on one window.
 
@@ -431,6 +450,8 @@ class BandScorer:
         only : a candidate's index: every band's level is measured, but the spectral
             kurtosis and the lines of that band alone (the others NaN) — the same numbers
             as scoring them all, for the cost of one band's transforms
+        shaft_bins : the running speed in bins (``f / (fs/n)``): the lines are also judged
+            off the whole shaft orders (:attr:`BandScores.off_order_db`); NaN: not
         """
         x_spec = np.asarray(x_spec)
         n_rows = x_spec.shape[0]
@@ -463,9 +484,24 @@ class BandScorer:
                 power[:, :, g.index if only is None else slice(0, 1)] = sq.transpose(0, 2, 1)
         sk_z = sk / self._sk_sd
         lines_db = np.full((n_rows, len(self.bands)), np.nan)
+        off_db = None
         if power is not None and gather is not None:
             lines_db[:, slice(None) if only is None else [only]] = self._prominence(power, gather)
-        return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db)
+            if math.isfinite(shaft_bins) and shaft_bins >= 2 * ORDER_GUARD_BINS + 2:
+                # the same lines with every whole order's bins (± the guard) out of the search,
+                # but for a line whose kinematic frequency is itself that close to an order (a
+                # 6203's BPFI is 4.95 ×): the resolution cannot part it from the order
+                search, in_search, floor_bins, ok = gather
+                c = np.asarray(line_bins, dtype=np.float64)
+                on = np.abs(c - shaft_bins * np.round(c / shaft_bins)) <= ORDER_GUARD_BINS + 1
+                off = np.abs(search - shaft_bins * np.round(search / shaft_bins))
+                keep = in_search & ((off > ORDER_GUARD_BINS) | on[..., None])
+                off_gather = (search, keep, floor_bins, ok)
+                off_db = np.full((n_rows, len(self.bands)), np.nan)
+                off_db[:, slice(None) if only is None else [only]] = self._prominence(
+                    power, off_gather
+                )
+        return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db, off_db)
 
     def _alone(self, b: int) -> _Group:
         """Band ``b`` as a group of its own, transformed at its width's lengths."""
@@ -594,6 +630,14 @@ def select_band(
     3. ``energy``: among the bands above the floor (all bands when none is), ``level_db``:
        where the structure responds most.
 
+    Bands whose envelope is a few steady tones' (:data:`TONAL_SK`: tones beating in the band,
+    a line of the machine's harmonics) are left out of the lines when another band shows lines
+    *and* is impulsive (``sk_z ≥ sk_z_min / 2``): the tones' beat makes their envelope lines, and the
+    band beside them where the impacts ring resolved shows the train. Where no band with lines
+    is impulsive the tonal bands stay in (the tones may be the train itself: a fast defect rate
+    whose rings overlap). A band full of a gear's many mesh harmonics reads as noise here
+    (SK ≈ −1/their number) and is not told apart.
+
     ``previous`` stays unless the best beats it by ``hysteresis_db`` (one window's scores
     are no more precise than that), so the band does not wander on noise. It keeps its
     criterion down to ``lines_min_db − hysteresis_db`` and ``sk_z_min / 2``, and without
@@ -608,6 +652,27 @@ def select_band(
         gate = np.isfinite(scores.level_db)
     impulsive_db = scores.level_db + 10.0 * np.log10(np.maximum(scores.sk, 1e-12))
     lines = _nanmax(scores.lines_db, axis=0)
+    # significantly impulsive, as significantly as a tonal band is tonal: half the threshold
+    # a new band is chosen by (4 standard deviations of noise's estimate), which the band in
+    # use keeps its 'impulsive' by
+    impulsive = np.any(scores.sk_z >= sk_z_min / 2, axis=0)
+    # A defect line found on a whole shaft order, where the bearing's own rate is not, is a
+    # modulation periodic at the shaft (a gear's mesh with its ± 1× sidebands fills a
+    # resonance with steady lines beating at the mesh order; a blade pass): the bands are
+    # judged by their lines off the orders when any band shows lines that way.
+    if scores.off_order_db is not None:
+        off = _nanmax(scores.off_order_db, axis=0)
+        if bool(np.any(off >= lines_min_db)):
+            lines = off
+    # Steady tones carry the band in every row that reads it: its lines may be their beat.
+    # Where another band shows lines and is impulsive (the impacts, resolved), lines are judged
+    # among the bands that are not tonal. Where no band is, the tones may be the train itself:
+    # a fast defect rate whose rings overlap fills its band with steady lines k × the rate (a
+    # 22205's outer race at 5600 r/min ringing 3.5 kHz reads SK −0.56), and nothing changes.
+    tonal = np.all((scores.sk <= TONAL_SK) & (scores.sk_z <= TONAL_SK_Z), axis=0)
+    if bool(np.any(tonal)) and bool(np.any(~tonal & impulsive & (lines >= lines_min_db))):
+        lines = np.where(tonal, np.nan, lines)
+        gate = gate & ~tonal
     strong = _nanmax(np.where(scores.sk_z >= sk_z_min, impulsive_db, np.nan), axis=0)
     # Lines are judged where the signal rises above the floor: a band at the floor's edge
     # (a resonance's skirt) shows the same lines as the band that holds the resonance, a
