@@ -198,9 +198,6 @@ TIE_DB = 2.0
 #: machine's candidates reach, reads two tones carrying it at about −3.5).
 TONAL_SK = -0.25
 TONAL_SK_Z = -2.0
-#: Envelope bins either side of a whole shaft order that a line judged off the orders may not
-#: sit on (:attr:`BandScores.off_order_db`): a steady line's Hann main lobe is ± 2 bins.
-ORDER_GUARD_BINS = 2
 #: Bins either side of a line, beyond its search range, whose median is its local floor.
 _FLOOR_BINS = 8
 #: Blocks the floor range is cut into; the floor is the median of their mean PSDs.
@@ -284,10 +281,6 @@ class BandScores:
     lines_db : (n_rows, n_bands) prominence of the strongest defect-line family in the
         band's envelope spectrum, dB; NaN where not judged (no lines given, or the band
         was not on the short list)
-    off_order_db : (n_rows, n_bands) the same with the envelope bins within
-        :data:`ORDER_GUARD_BINS` of a whole shaft order left out of every line's search: the
-        lines no modulation periodic at the shaft (a gear's mesh and its sidebands, a blade
-        pass) can make; None when the running speed was not given or its orders lie too close
     """
 
     bands: tuple[tuple[float, float], ...]
@@ -297,7 +290,6 @@ class BandScores:
     sk: npt.NDArray[np.float64]
     sk_z: npt.NDArray[np.float64]
     lines_db: npt.NDArray[np.float64]
-    off_order_db: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +429,6 @@ class BandScorer:
         slip: float = 0.03,
         *,
         only: int | None = None,
-        shaft_bins: float = math.nan,
     ) -> BandScores:
         """Score every candidate on one window.
 
@@ -450,8 +441,6 @@ class BandScorer:
         only : a candidate's index: every band's level is measured, but the spectral
             kurtosis and the lines of that band alone (the others NaN) — the same numbers
             as scoring them all, for the cost of one band's transforms
-        shaft_bins : the running speed in bins (``f / (fs/n)``): the lines are also judged
-            off the whole shaft orders (:attr:`BandScores.off_order_db`); NaN: not
         """
         x_spec = np.asarray(x_spec)
         n_rows = x_spec.shape[0]
@@ -484,24 +473,9 @@ class BandScorer:
                 power[:, :, g.index if only is None else slice(0, 1)] = sq.transpose(0, 2, 1)
         sk_z = sk / self._sk_sd
         lines_db = np.full((n_rows, len(self.bands)), np.nan)
-        off_db = None
         if power is not None and gather is not None:
             lines_db[:, slice(None) if only is None else [only]] = self._prominence(power, gather)
-            if math.isfinite(shaft_bins) and shaft_bins >= 2 * ORDER_GUARD_BINS + 2:
-                # the same lines with every whole order's bins (± the guard) out of the search,
-                # but for a line whose kinematic frequency is itself that close to an order (a
-                # 6203's BPFI is 4.95 ×): the resolution cannot part it from the order
-                search, in_search, floor_bins, ok = gather
-                c = np.asarray(line_bins, dtype=np.float64)
-                on = np.abs(c - shaft_bins * np.round(c / shaft_bins)) <= ORDER_GUARD_BINS + 1
-                off = np.abs(search - shaft_bins * np.round(search / shaft_bins))
-                keep = in_search & ((off > ORDER_GUARD_BINS) | on[..., None])
-                off_gather = (search, keep, floor_bins, ok)
-                off_db = np.full((n_rows, len(self.bands)), np.nan)
-                off_db[:, slice(None) if only is None else [only]] = self._prominence(
-                    power, off_gather
-                )
-        return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db, off_db)
+        return BandScores(self.bands, level_db, gate_db, excess_db, sk, sk_z, lines_db)
 
     def _alone(self, b: int) -> _Group:
         """Band ``b`` as a group of its own, transformed at its width's lengths."""
@@ -656,14 +630,6 @@ def select_band(
     # a new band is chosen by (4 standard deviations of noise's estimate), which the band in
     # use keeps its 'impulsive' by
     impulsive = np.any(scores.sk_z >= sk_z_min / 2, axis=0)
-    # A defect line found on a whole shaft order, where the bearing's own rate is not, is a
-    # modulation periodic at the shaft (a gear's mesh with its ± 1× sidebands fills a
-    # resonance with steady lines beating at the mesh order; a blade pass): the bands are
-    # judged by their lines off the orders when any band shows lines that way.
-    if scores.off_order_db is not None:
-        off = _nanmax(scores.off_order_db, axis=0)
-        if bool(np.any(off >= lines_min_db)):
-            lines = off
     # Steady tones carry the band in every row that reads it: its lines may be their beat.
     # Where another band shows lines and is impulsive (the impacts, resolved), lines are judged
     # among the bands that are not tonal. Where no band is, the tones may be the train itself:

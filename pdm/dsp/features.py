@@ -473,9 +473,7 @@ class FeatureExtractor:
         line_bins = None
         if self._has_bearing and math.isfinite(shaft_hz):
             line_bins = self._line_mult * (shaft_hz / self.df)
-        scores = self._band_scorer(
-            x_spec, line_bins, self.slip_tolerance, shaft_bins=shaft_hz / self.df
-        )
+        scores = self._band_scorer(x_spec, line_bins, self.slip_tolerance)
         return select_band(scores, previous)
 
     def band_holds(self, frame: FeatureFrame) -> bool:
@@ -495,11 +493,7 @@ class FeatureExtractor:
         if self._has_bearing and math.isfinite(shaft_hz):
             line_bins = self._line_mult * (shaft_hz / self.df)
         scores = self._band_scorer(
-            frame.spectrum,
-            line_bins,
-            self.slip_tolerance,
-            only=bands.index(choice.band),
-            shaft_bins=shaft_hz / self.df,
+            frame.spectrum, line_bins, self.slip_tolerance, only=bands.index(choice.band)
         )
         return band_holds(scores, choice)
 

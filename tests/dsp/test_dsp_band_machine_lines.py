@@ -16,7 +16,6 @@ import pytest
 from pdm.dsp.bearings import BearingGeometry, lookup_bearing
 from pdm.dsp.envelope import (
     LINES_MIN_DB,
-    ORDER_GUARD_BINS,
     SK_Z_MIN,
     TONAL_SK,
     TONAL_SK_Z,
@@ -34,7 +33,7 @@ BANDS = ((2000.0, 4000.0), (3000.0, 3500.0), (10000.0, 11000.0))
 NB = np.array([[800.0, 200.0, 400.0]])
 
 
-def scores(level, sk, sk_z, lines, off=None) -> BandScores:
+def scores(level, sk, sk_z, lines) -> BandScores:
     level = np.array([level], dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         excess = 10 * np.log10((10 ** (level / 10) - 1) * NB)
@@ -46,7 +45,6 @@ def scores(level, sk, sk_z, lines, off=None) -> BandScores:
         np.array([sk], dtype=float),
         np.array([sk_z], dtype=float),
         np.array([lines], dtype=float),
-        None if off is None else np.array([off], dtype=float),
     )
 
 
@@ -63,10 +61,6 @@ def scores(level, sk, sk_z, lines, off=None) -> BandScores:
         ("some tone", scores([20, 3, 1], [-0.2, 0.6, 0], [-12, 9, 0], [25, 18, 5]), 0),
         # ... nor an insignificant SK estimate of −0.7
         ("insignificant", scores([20, 3, 1], [-0.7, 0.6, 0], [-1.5, 9, 0], [25, 18, 5]), 0),
-        # band 0's lines sit on shaft orders (a mesh), band 1's do not: band 1
-        ("mesh", scores([20, 8, 1], [0, 0, 0], [0, 0, 0], [25, 18, 5], [6, 17, 4]), 1),
-        # no band shows lines off the orders: every line counts, as before
-        ("all on orders", scores([20, 8, 1], [0, 0, 0], [0, 0, 0], [25, 18, 5], [6, 9, 4]), 0),
     ],
 )
 def test_select_band_beside_lines_of_the_machine(case, s, band) -> None:
@@ -174,16 +168,29 @@ def own_line_db(frame, f_hz: float) -> float:
     return float(np.mean(out))
 
 
+MESH_FILLS_THE_RESONANCE = pytest.mark.xfail(
+    strict=True,
+    reason="a limit (docs/diagnosis.md §11, §13): every band holding the resonance holds the "
+    "mesh, whose envelope line within the slip of BPFI chooses among them; judging lines off "
+    "the whole orders chose the right band here but, on the rig sweep, read the decimated "
+    "envelope's aliases of the mesh (|z| is not band-limited) as defect lines on healthy "
+    "gearboxes, and was withdrawn",
+)
+
+
 @pytest.mark.parametrize(("bearing", "rpm", "kind", "seeds"),
-                         [("22205", 755.0, "bpfi", range(6)), ("6309", 3000.0, "bpfi", range(3))])  # fmt: skip
+                         [pytest.param("22205", 755.0, "bpfi", range(6),
+                                       marks=MESH_FILLS_THE_RESONANCE),
+                          ("6309", 3000.0, "bpfi", range(3))])  # fmt: skip
 def test_a_gear_mesh_near_the_defect_rate_fills_the_resonance(bearing, rpm, kind, seeds) -> None:
     """A gearbox: the mesh on the whole order nearest the fault's rate (or a harmonic of it),
     its harmonics and ± 1× sidebands filling the resonance the bearing's impacts ring (8 × the
     noise). Every band there holds the mesh, and its envelope line, on a whole order within
     the slip of the defect rate, is the strongest 'defect line' of any of them: chosen by it,
     the band follows the mesh (the rig sweep's seed 0 case 72: 5.0–6.25 kHz beside a 6.9 kHz
-    resonance, `unknown`). Judged off the whole orders, the chosen band shows the fault's own
-    line within 3 dB of the best band for it, on every seed."""
+    resonance, `unknown`). The known answer: the chosen band shows the fault's own line within
+    3 dB of the best band for it, on every seed. A 6309 at 3000 r/min, whose impacts stand
+    over the mesh, meets it; the 22205 at 755 r/min does not yet (seed 0: 7 dB against 16)."""
     g = lookup_bearing(bearing)
     fs, n, resonance, noise = 20000.0, 32768, 6900.0, 0.02
     fr = rpm / 60
@@ -191,7 +198,7 @@ def test_a_gear_mesh_near_the_defect_rate_fills_the_resonance(bearing, rpm, kind
     order = g.defect_multiples()[kind]
     f_hz = order * fr
     teeth = next(round(k * order) for k in range(1, 8) if round(k * order) >= 7)
-    assert abs(order - round(order)) * fr / df > ORDER_GUARD_BINS + 1  # off the mesh's order
+    assert abs(order - round(order)) * fr / df > 3  # resolved from the mesh's order
     t = np.arange(n) / fs
     for seed in seeds:
         x = fault_window(fs, n, rpm, g, kind, resonance, noise, 8.0 * noise, seed)
