@@ -188,6 +188,16 @@ HYSTERESIS_DB = 4.0
 #: them, the one holding most signal power above the floor is chosen: where the fault's
 #: energy is, and the largest envelope amplitudes.
 TIE_DB = 2.0
+#: A band's envelope is a steady tone's (or a few steady tones', beating) rather than noise's or
+#: impacts' when its spectral kurtosis is at or below this: steady tones of power fractions
+#: ``f_i`` of the band's power over Gaussian noise give ``SK = −Σ f_i²`` (one tone alone −1,
+#: noise 0, impacts > 0), so −0.25 is one tone carrying half the band's power, or two carrying
+#: 71 % of it. Such a band's envelope lines are the tones' beats, not an impact train:
+#: :func:`select_band` judges lines in other bands first. The estimate must be off noise's too,
+#: by :data:`TONAL_SK_Z` of its standard deviations (a band of 300 bins, the narrowest a slow
+#: machine's candidates reach, reads two tones carrying it at about −3.5).
+TONAL_SK = -0.25
+TONAL_SK_Z = -2.0
 #: Bins either side of a line, beyond its search range, whose median is its local floor.
 _FLOOR_BINS = 8
 #: Blocks the floor range is cut into; the floor is the median of their mean PSDs.
@@ -594,6 +604,14 @@ def select_band(
     3. ``energy``: among the bands above the floor (all bands when none is), ``level_db``:
        where the structure responds most.
 
+    Bands whose envelope is a few steady tones' (:data:`TONAL_SK`: tones beating in the band,
+    a line of the machine's harmonics) are left out of the lines when another band shows lines
+    *and* is impulsive (``sk_z ≥ sk_z_min / 2``): the tones' beat makes their envelope lines, and the
+    band beside them where the impacts ring resolved shows the train. Where no band with lines
+    is impulsive the tonal bands stay in (the tones may be the train itself: a fast defect rate
+    whose rings overlap). A band full of a gear's many mesh harmonics reads as noise here
+    (SK ≈ −1/their number) and is not told apart.
+
     ``previous`` stays unless the best beats it by ``hysteresis_db`` (one window's scores
     are no more precise than that), so the band does not wander on noise. It keeps its
     criterion down to ``lines_min_db − hysteresis_db`` and ``sk_z_min / 2``, and without
@@ -608,6 +626,19 @@ def select_band(
         gate = np.isfinite(scores.level_db)
     impulsive_db = scores.level_db + 10.0 * np.log10(np.maximum(scores.sk, 1e-12))
     lines = _nanmax(scores.lines_db, axis=0)
+    # significantly impulsive, as significantly as a tonal band is tonal: half the threshold
+    # a new band is chosen by (4 standard deviations of noise's estimate), which the band in
+    # use keeps its 'impulsive' by
+    impulsive = np.any(scores.sk_z >= sk_z_min / 2, axis=0)
+    # Steady tones carry the band in every row that reads it: its lines may be their beat.
+    # Where another band shows lines and is impulsive (the impacts, resolved), lines are judged
+    # among the bands that are not tonal. Where no band is, the tones may be the train itself:
+    # a fast defect rate whose rings overlap fills its band with steady lines k × the rate (a
+    # 22205's outer race at 5600 r/min ringing 3.5 kHz reads SK −0.56), and nothing changes.
+    tonal = np.all((scores.sk <= TONAL_SK) & (scores.sk_z <= TONAL_SK_Z), axis=0)
+    if bool(np.any(tonal)) and bool(np.any(~tonal & impulsive & (lines >= lines_min_db))):
+        lines = np.where(tonal, np.nan, lines)
+        gate = gate & ~tonal
     strong = _nanmax(np.where(scores.sk_z >= sk_z_min, impulsive_db, np.nan), axis=0)
     # Lines are judged where the signal rises above the floor: a band at the floor's edge
     # (a resonance's skirt) shows the same lines as the band that holds the resonance, a
