@@ -43,8 +43,12 @@ Three phases, each on a fresh service:
    and the sender never more than ``LAG_LIMIT_S`` late; otherwise the load steps down 15 %
    and the phase runs again (at most ``MAX_TRIES`` times).
 3. **in time**: when the load held decides slower than ``E2E_TARGET_MS`` at p99 (sensor
-   clock), the load steps down 5 % at a time (at most ``LATENCY_TRIES``) to the highest that
-   is held *and* meets it: ``run_sensors_in_time`` (0 when none does).
+   clock), a search for the highest load that is held *and* meets it:
+   ``run_sensors_in_time`` (0 when none does). It steps down by ``LATENCY_DOWN`` until a try
+   meets the target, then halves the interval between the highest try that met it and the
+   lowest that did not, until they are within ``LATENCY_RESOLUTION`` of each other or
+   ``LATENCY_TRIES`` phases ran (a fixed 5 % step ran out of tries 30 % under the load held,
+   before the p99 fell to the target, once the load held grew).
 
 ``run_sensors`` is the sensors the real-time phase held. ``run_sensors_per_core`` divides them
 by the cores the service used over the measured interval: the CPU time (utime + stime from
@@ -127,11 +131,13 @@ RT_WARMUP_S = 8.0
 #: was the 220th slowest: one hiccup of this shared VM's host (150 ms, every window of it
 #: late) decided it; over 30 s a hiccup has to be twice as long to.
 RT_SECONDS = 30.0
-#: The decision-latency target (issue 6: e2e p99 <= 20 ms at the load held) and the tries,
-#: 5 % lower each, to find the load that meets it when the load held does not (steps of
-#: 10 % left the figure up to 10 % under the load that met it).
+#: The decision-latency target (issue 6: e2e p99 <= 20 ms at the load held) and the search
+#: for the load that meets it when the load held does not: down by LATENCY_DOWN a try until
+#: one meets it, then bisection, to within LATENCY_RESOLUTION of the load held, in at most
+#: LATENCY_TRIES phases.
 E2E_TARGET_MS = 20.0
-LATENCY_STEP = 0.95
+LATENCY_DOWN = 0.8
+LATENCY_RESOLUTION = 0.03
 LATENCY_TRIES = 8
 #: The machines column of the growth table: each point measured this long (s).
 GROWTH_SECONDS = 15.0
@@ -892,13 +898,20 @@ def _bench_run(rig: _Rig, dsp_sensors_per_core: float, *, quick: bool) -> dict[s
     # Held, but slower than the decision-latency target: the load at which it is not.
     timely = held if in_time(held) else None
     if held is not None and timely is None and not quick:
-        target = held["sensors_sent"]
+        late = held["sensors_sent"]  # the lowest load tried that did not meet the target
+        met = 0.0  # the highest that did
+        target = late * LATENCY_DOWN
         for _ in range(LATENCY_TRIES):
-            target *= LATENCY_STEP
             rt = attempt(target)
             if in_time(rt):
-                timely = rt
+                met = target
+                if timely is None or rt["sensors_sent"] > timely["sensors_sent"]:
+                    timely = rt
+            else:
+                late = target
+            if late - met <= LATENCY_RESOLUTION * held["sensors_sent"]:
                 break
+            target = (met + late) / 2 if met > 0 else late * LATENCY_DOWN
     sensors = held["sensors_sent"] if held else 0
     timely_sensors = timely["sensors_sent"] if timely else 0
     per_core = sensors / held["service_cores"] if held and held["service_cores"] > 0 else None
