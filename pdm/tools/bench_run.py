@@ -84,7 +84,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -866,6 +866,33 @@ def bench_run(
             rig.close()
 
 
+def search_in_time(
+    held: float,
+    attempt: Callable[[float], dict[str, Any]],
+    in_time: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any] | None:
+    """The try at the highest load under ``held`` (sensors; held, but too slow) that
+    ``in_time`` accepts, or None: down by :data:`LATENCY_DOWN` a try until one is in time,
+    then bisection between the highest in time and the lowest not, until they are within
+    :data:`LATENCY_RESOLUTION` × ``held`` or :data:`LATENCY_TRIES` tries ran. ``attempt``
+    runs a phase at a load (sensors) and returns its figures (``sensors_sent``)."""
+    late, met = held, 0.0  # the lowest load tried that was not in time; the highest that was
+    best: dict[str, Any] | None = None
+    target = late * LATENCY_DOWN
+    for _ in range(LATENCY_TRIES):
+        rt = attempt(target)
+        if in_time(rt):
+            met = target
+            if best is None or rt["sensors_sent"] > best["sensors_sent"]:
+                best = rt
+        else:
+            late = target
+        if late - met <= LATENCY_RESOLUTION * held:
+            break
+        target = (met + late) / 2 if met > 0 else late * LATENCY_DOWN
+    return best
+
+
 def _bench_run(rig: _Rig, dsp_sensors_per_core: float, *, quick: bool) -> dict[str, Any]:
     sat_machines = 8 * max(1, rig.workers or os.cpu_count() or 1)
     cap = rig.phase(
@@ -898,20 +925,7 @@ def _bench_run(rig: _Rig, dsp_sensors_per_core: float, *, quick: bool) -> dict[s
     # Held, but slower than the decision-latency target: the load at which it is not.
     timely = held if in_time(held) else None
     if held is not None and timely is None and not quick:
-        late = held["sensors_sent"]  # the lowest load tried that did not meet the target
-        met = 0.0  # the highest that did
-        target = late * LATENCY_DOWN
-        for _ in range(LATENCY_TRIES):
-            rt = attempt(target)
-            if in_time(rt):
-                met = target
-                if timely is None or rt["sensors_sent"] > timely["sensors_sent"]:
-                    timely = rt
-            else:
-                late = target
-            if late - met <= LATENCY_RESOLUTION * held["sensors_sent"]:
-                break
-            target = (met + late) / 2 if met > 0 else late * LATENCY_DOWN
+        timely = search_in_time(held["sensors_sent"], attempt, in_time)
     sensors = held["sensors_sent"] if held else 0
     timely_sensors = timely["sensors_sent"] if timely else 0
     per_core = sensors / held["service_cores"] if held and held["service_cores"] > 0 else None

@@ -9,14 +9,17 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import pytest
 
 from pdm.tools.bench_run import (
     FAULT_EVERY,
+    LATENCY_TRIES,
     SHAPES,
     SPEEDS_RPM,
     fleet,
     frame_crc_maker,
     machines_for,
+    search_in_time,
 )
 
 
@@ -51,3 +54,34 @@ def test_machines_for_a_sensor_count_never_exceeds_it() -> None:
         assert got <= max(sensors, fleet(1)[0].shape.sensors)
         if m > 1 or sensors >= 2:
             assert got + fleet(m + 1)[-1].shape.sensors > sensors  # the most that fit
+
+
+@pytest.mark.parametrize(
+    ("held", "limit", "found"),
+    [
+        # The tail meets the target below 300 of 510 sensors: found within 3 % of 510.
+        (510.0, 300.0, (300.0 - 0.03 * 510, 300.0)),
+        # Just under the load held: the first step down meets it; bisection climbs back.
+        (500.0, 490.0, (490.0 - 0.03 * 500, 490.0)),
+        # Far under it: the steps down reach it, a 5 % step would not have in 8 tries.
+        (500.0, 150.0, (150.0 - 0.03 * 500 - 1e-9, 150.0)),
+    ],
+)
+def test_the_in_time_search_finds_the_highest_load_that_meets_the_target(
+    held: float, limit: float, found: tuple[float, float]
+) -> None:
+    tried: list[float] = []
+
+    def attempt(sensors: float) -> dict[str, object]:
+        tried.append(sensors)
+        return {"sensors_sent": sensors, "ok": sensors <= limit}
+
+    best = search_in_time(held, attempt, lambda rt: bool(rt["ok"]))
+    assert best is not None and found[0] <= best["sensors_sent"] <= found[1], (best, tried)
+    assert len(tried) <= LATENCY_TRIES and all(t < held for t in tried)
+
+
+def test_the_in_time_search_reports_none_when_no_load_meets_the_target() -> None:
+    tried: list[float] = []
+    best = search_in_time(500.0, lambda s: tried.append(s) or {"sensors_sent": s}, lambda rt: False)
+    assert best is None and len(tried) == LATENCY_TRIES
