@@ -75,22 +75,27 @@ def fleet_dsp_figures(*, quick: bool = False, machines: int = MACHINES) -> dict[
         pos = [0] * len(fleet)
         clock = [1.7e9] * len(fleet)
 
-        def cut(k: int, samples: int) -> list[Any]:
-            """Machine ``k``'s next ``samples`` samples (its loop repeated) through its windower."""
+        def chunk(k: int, samples: int) -> Chunk:
+            """Machine ``k``'s next ``samples`` samples (its loop repeated), as a DAQ sends them."""
             x, fs = signals[k], streams[k]
             idx = (pos[k] + np.arange(samples)) % x.shape[0]
-            chunk = Chunk(data=x[idx], fs=br.FS, t0=clock[k], channels=tuple(fs.pipeline.columns))
+            out = Chunk(data=x[idx], fs=br.FS, t0=clock[k], channels=tuple(fs.pipeline.columns))
             pos[k] = int((pos[k] + samples) % x.shape[0])
             clock[k] += samples / br.FS
-            return fs.cut(chunk)
+            return out
+
+        def cut(k: int, samples: int) -> list[Any]:
+            return streams[k].cut(chunk(k, samples))
 
         # Fill each windower to one hop short of its first window.
         for k, m in enumerate(fleet):
             assert not cut(k, m.shape.window - m.shape.hop)
 
         def one_round(shared: bool) -> float:
+            # The samples arrive (untimed: the DAQ's work), then the DSP's: windowers, extraction.
+            chunks = [chunk(k, hops[k]) for k in range(len(fleet))]
             t0 = time.process_time()
-            wins = [cut(k, hops[k]) for k in range(len(fleet))]
+            wins = [fs.cut(c) for fs, c in zip(streams, chunks, strict=True)]
             jobs = [
                 (fs.extractor, [w.data for w in ws]) for fs, ws in zip(streams, wins, strict=True)
             ]
