@@ -1,5 +1,5 @@
 """Does the decimated envelope alias? The engine's envelope against a plain full-rate reference
-(docs/diagnosis.md §15):
+(docs/diagnosis.md §14):
 
     .venv/bin/python scripts/envelope_alias.py [--seeds 0,1,2]
 
