@@ -70,11 +70,9 @@ def env_power_scale(n: int) -> float:
     return (8.0 / n) ** 2
 
 
-def effective_windows(count: float, n: int, hop: int, power: int = 1) -> float:
+def effective_windows(count: float, n: int, hop: int) -> float:
     """Independent windows a plain mean of ``count`` Hann windows of ``n`` samples,
-    ``hop`` apart, is worth (Welch's variance formula; ≥ 1). ``power`` 2: of the windows'
-    squared envelope spectra, whose weighting across the window is Hann² (the envelope's
-    weighting squared, :mod:`pdm.dsp.envelope`): narrower, less correlated at a given hop."""
+    ``hop`` apart, is worth (Welch's variance formula; ≥ 1)."""
     if count <= 1:
         return 1.0
     c = math.ceil(count)
@@ -83,21 +81,21 @@ def effective_windows(count: float, n: int, hop: int, power: int = 1) -> float:
         lag = j * hop
         if lag >= n:
             break
-        rho.append(_overlap_rho(n, lag, power))
+        rho.append(_overlap_rho(n, lag))
     denom = 1.0 + 2.0 * sum((1.0 - (j + 1) / count) * r for j, r in enumerate(rho))
     return max(1.0, count / denom)
 
 
 @functools.lru_cache(maxsize=256)
-def _overlap_rho(n: int, lag: int, power: int = 1) -> float:
-    """Squared normalised overlap of a periodic Hann window of ``n`` samples (to ``power``)
-    with itself ``lag`` samples later, ``(Σ w[i]·w[i+lag] / Σ w²)²``.
+def _overlap_rho(n: int, lag: int) -> float:
+    """Squared normalised overlap of a periodic Hann window of ``n`` samples with itself
+    ``lag`` samples later, ``(Σ w[i]·w[i+lag] / Σ w²)²``.
 
     The same few (n, lag) pairs come back for every machine of a pipeline shape: worked
     out once a process, not on every judgement that meets a new window count (measured:
     ~2 ms each on the processing thread, a few per machine in its first minute).
     """
-    w = _hann(n) ** power
+    w = _hann(n)
     return (float(np.dot(w[: n - lag], w[lag:])) / float(np.dot(w, w))) ** 2
 
 
@@ -209,15 +207,14 @@ class SpectrumAverage:
         """Bytes held by the averages."""
         return sum(a.nbytes for a in (self.acc, self.env) if a is not None)
 
-    def k_eff(self, count: int | None = None, power: int = 1) -> float:
-        """Independent windows the current average is worth (see the module docstring);
-        ``power`` 2 for the squared envelope spectra (:func:`effective_windows`)."""
+    def k_eff(self, count: int | None = None) -> float:
+        """Independent windows the current average is worth (see the module docstring)."""
         c = self.count if count is None else count
         eq = min(float(c), 2.0 * self.n_mem - 1.0)
-        key = round(eq * 4) * 2 + power - 1
+        key = round(eq * 4)
         k = self._k_eff_cache.get(key)
         if k is None:
-            k = self._k_eff_cache[key] = effective_windows(eq, self.n, self.hop, power)
+            k = self._k_eff_cache[key] = effective_windows(eq, self.n, self.hop)
         return k
 
     def acc_power(self) -> F64:
@@ -240,7 +237,7 @@ class SpectrumAverage:
             self.count,
             self.env_count,
             self.k_eff(self.count),
-            self.k_eff(self.env_count, 2),
+            self.k_eff(self.env_count),
             self.df,
             self.ref_shaft_hz,
             self.mean_shaft_hz,

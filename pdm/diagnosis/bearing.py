@@ -18,7 +18,6 @@ from pdm.diagnosis.impact import impact_train
 from pdm.diagnosis.layout import BearingLayout
 from pdm.diagnosis.lines import F64, LinesRead, line_threshold_db
 from pdm.diagnosis.rules import BEARING_FAMILIES, CAGE_SUPPORT, FAMILY_LABEL, Rules
-from pdm.dsp.envelope import ENVELOPE_LOBE_BINS
 
 __all__ = ["BearingSummary", "judge_bearing"]
 
@@ -120,7 +119,7 @@ def judge_bearing(
     # 2 × BPFI sits 0.7 % from 3 × BPFO). Interpolated between bins (each line within half a
     # bin even with a neighbour pulling it), harmonic k of a line at f is within (k + 1) / 2
     # bins of k f (``exact``). Further off, it is the family's only when it puts the
-    # fundamental within the main lobe (± ENVELOPE_LOBE_BINS) of the line found there (``lobe``: the
+    # fundamental within the main lobe (± 2 bins) of the line found there (``lobe``: the
     # train's fundamental merged with a stronger line of the machine beside it, a blade pass
     # on 3 × beside an 8-ball bearing's BPFO at 3.05 ×) and stands out as a fundamental must
     # (``behind``: the train's fundamental is at least as strong as its harmonics,
@@ -183,7 +182,7 @@ def judge_bearing(
     # A fundamental hidden beneath a line of the machine: where the fundamental read is a
     # significant mains line (without a model) or a line the machine's healthy spectra hold
     # (with one), a train within that line's main lobe cannot be read there at this
-    # resolution — on the window's skirt it is no peak, and over the healthy reference it
+    # resolution — on the Hann window's skirt it is no peak, and over the healthy reference it
     # is nothing (a 6309's 2 × BSF at 96.6 Hz, two 1.56 Hz bins from the motor's 100 Hz
     # pull). Its harmonic behind the line, off the pull's harmonics, is the train's own
     # evidence (a stationary line's harmonics sit at exactly k × it): the family is judged on
@@ -349,18 +348,16 @@ def judge_bearing(
 
 def _interpolated_hz(env: F64, found: F64, df: float) -> F64:
     """(C, nb) the frequency of each line found (Hz, on a bin of ``env``, the rows' averaged
-    envelope power) interpolated between bins: from the ratio α of the larger neighbour's
-    amplitude to the peak's (Grandke 1983, for the squared envelope's weighting ``w²``, of the
-    ``cos^(2p)`` family with p = 2: ``δ = ((p + 1)·α − p) / (α + 1)``; Hann's p = 1 gives
-    ``(2α − 1) / (α + 1)``), within a few hundredths of a bin for a line well out of the
-    noise and never more than half a bin from the bin found."""
+    envelope power) interpolated between bins: the Hann window's ratio of the larger
+    neighbour's amplitude to the peak's (Grandke 1983), within a few hundredths of a bin for
+    a line well out of the noise and never more than half a bin from the bin found."""
     n_rows, n_env = env.shape
     k = np.clip(np.rint(found / df).astype(np.intp), 1, n_env - 2)
     at = (k + (np.arange(n_rows) * n_env)[:, None])[..., None] + _NEIGHBOURS
     left, peak, right = np.moveaxis(np.sqrt(env.reshape(-1).take(at)), -1, 0)
     up = right > left
     alpha = np.where(up, right, left) / np.maximum(peak, _TINY)
-    delta = np.clip((3.0 * alpha - 2.0) / (alpha + 1.0), 0.0, 0.5)
+    delta = np.clip((2.0 * alpha - 1.0) / (alpha + 1.0), 0.0, 0.5)
     return np.asarray((k + np.where(up, delta, -delta)) * df, dtype=np.float64)
 
 
@@ -370,13 +367,12 @@ def _coherent(
     """(C, nb) twice: whether each line is an *exact* harmonic ``k`` (≥ 2) of its family's
     fundamental ``fund_of`` as found (``f_at``, interpolated, each within half a bin: within
     ``(k + 1) / 2`` bins of ``k`` × it), and whether it puts the fundamental within the
-    envelope weighting's main *lobe* (± L = :data:`~pdm.dsp.envelope.ENVELOPE_LOBE_BINS`) of
-    the line found there, each line again within half a bin (``((L + 0.5)·k + 0.5)`` bins:
-    the fundamental merged with a stronger line beside it). Fundamentals and sidebands (``k`` = 1) are both (the sideband
+    Hann main *lobe* (± 2 bins) of the line found there, each line again within half a bin
+    (``(2.5 k + 0.5)`` bins: the fundamental merged with a stronger line beside it). Fundamentals and sidebands (``k`` = 1) are both (the sideband
     pair's symmetry is :func:`pdm.diagnosis.impact.impact_train`'s)."""
     off = np.abs(f_at - k * f_at[:, fund_of])
     exact = (k < 2) | (off <= 0.5 * (k + 1.0) * df)
-    lobe = off <= ((ENVELOPE_LOBE_BINS + 0.5) * k + 0.5) * df  # each line ± half a bin
+    lobe = off <= (2.5 * k + 0.5) * df  # the fundamental ± 2 bins, each line ± half a bin
     return np.asarray(exact, dtype=bool), np.asarray(exact | lobe, dtype=bool)
 
 

@@ -13,7 +13,6 @@ from pdm.diagnosis.evidence import LineEvidence
 from pdm.diagnosis.layout import BearingLayout
 from pdm.diagnosis.lines import F64, LinesRead, read_lines
 from pdm.diagnosis.rules import SYMBOL, Rules
-from pdm.dsp.envelope import ENVELOPE_LOBE_ENERGY
 
 __all__ = ["CageCheck", "check_cage"]
 
@@ -136,7 +135,6 @@ def check_cage(
         np.full(pos.size, k_eff),
         rules.p_false,
         np.full(pos.size, rules.min_line_db),
-        lobe_energy=ENVELOPE_LOBE_ENERGY,
     )
     lines = tuple(
         LineEvidence(

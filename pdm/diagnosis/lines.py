@@ -14,13 +14,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import gammainccinv
 
-__all__ = ["F64", "HANN_LOBE_ENERGY", "LinesRead", "line_threshold_db", "read_lines"]
+__all__ = ["F64", "LinesRead", "line_threshold_db", "read_lines"]
 
 F64 = npt.NDArray[np.float64]
 #: Σ|W(k)|² / |W(0)|² of a Hann window's main lobe: the energy of ±2 bins is 1.5 × the
-#: peak bin's for a tone on a bin centre, and the same sum holds between bins. (The envelope
-#: spectrum's weighting has its own: :data:`pdm.dsp.envelope.ENVELOPE_LOBE_ENERGY`.)
-HANN_LOBE_ENERGY = 1.5
+#: peak bin's for a tone on a bin centre, and the same sum holds between bins.
+_HANN_LOBE_ENERGY = 1.5
 
 
 @lru_cache(maxsize=1024)
@@ -75,7 +74,6 @@ def read_lines(
     p_false: float,
     min_db: F64,
     healthy: F64 | None = None,
-    lobe_energy: F64 | float = HANN_LOBE_ENERGY,
 ) -> LinesRead:
     """Read lines at ``hz`` (C, L) ± ``half`` (L,) bins (≥ 1) in every row of ``p`` (C, n).
 
@@ -84,8 +82,7 @@ def read_lines(
     its local floor; ``k_eff`` (L,): independent windows behind its spectrum. ``healthy``
     (C, n), the machine's healthy power on the same bins (:mod:`pdm.diagnosis.baseline`):
     a line is then the bin that stands most over ``max(floor, healthy)``, and its
-    prominence is over that. ``lobe_energy`` (L,) or scalar: the main-lobe energy over the
-    peak bin's of each line's spectrum window (an amplitude is ``sqrt(lobe sum / it)``).
+    prominence is over that.
     """
     n = p.shape[-1]
     centre = hz / df + base
@@ -139,7 +136,7 @@ def read_lines(
         local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
     prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / ref)
     lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
-    amp = np.sqrt(lobe.sum(axis=-1) / lobe_energy)
+    amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
     bins = (hi - lo + 1).astype(np.intp)
     thr = np.maximum(_thresholds(k_eff, bins, p_false), min_db)
     found = ((k - base) * df).astype(np.float64)

@@ -14,11 +14,10 @@ from pdm.diagnosis.bearing import BearingSummary, judge_bearing
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.layout import bearing_hz, bearing_min_db
-from pdm.diagnosis.lines import F64, HANN_LOBE_ENERGY, LinesRead, read_lines
+from pdm.diagnosis.lines import F64, LinesRead, read_lines
 from pdm.diagnosis.plan import LinePlan, plan_lines
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.speed import SpeedSummary, judge_speed
-from pdm.dsp.envelope import ENVELOPE_LOBE_BINS, ENVELOPE_LOBE_ENERGY
 from pdm.dsp.iso import zone_limits
 
 __all__ = [
@@ -156,11 +155,9 @@ def judge_channels(
     min_db = np.maximum(plan.min_db, rules.min_line_db)
     if lay is not None:
         min_db[:n_lay] = bearing_min_db(lay, df, shaft_hz, k_env, rules)
-    lobe_energy = np.where(plan.is_env, ENVELOPE_LOBE_ENERGY, HANN_LOBE_ENERGY)
     rd = read_lines(
-        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb,
-        lobe_energy,
-    )  # fmt: skip
+        p, df, hz, plan.base, plan.lo, plan.hi, plan.half, floor, keff, rules.p_false, min_db, pb
+    )
     if lay is not None:
 
         def judge(
@@ -269,7 +266,7 @@ def _look_past_machine_lines(
     impact train beside it in the comb search, and the race is then judged on the machine's
     line (unsupported, a lone line, locked to the shaft, on a mains line or a shaft comb): a
     fault there is missed. Where that happened, the comb is searched again with the line's
-    main lobe (± :data:`~pdm.dsp.envelope.ENVELOPE_LOBE_BINS` bins) left out and the row judged again; the second reading is kept where
+    main lobe (± 2 bins) left out and the row judged again; the second reading is kept where
     it makes a race present that was not — by the same rules, so a healthy machine's noise
     must still pass every test of an impact train.
     """
@@ -289,7 +286,7 @@ def _look_past_machine_lines(
     again = offsets.copy()
     rows: list[int] = []
     for c, fi in todo:
-        away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > ENVELOPE_LOBE_BINS
+        away = np.abs(centre[:, fi] - rd.found[c, fund[fi]] / df) > 2.0
         if away.any():
             again[c, fi] = plan.eps[int(np.argmax(np.where(away, tot[c, :, fi], -np.inf)))]
             rows += [c] if c not in rows else []
@@ -299,7 +296,7 @@ def _look_past_machine_lines(
     rd2 = read_lines(
         p[rows], df, bearing_hz(lay, again[rows], shaft_hz), plan.base[b], plan.lo[b],
         plan.hi[b], plan.half[b], floor[rows, b], keff[b], rules.p_false, min_db[b],
-        None if pb is None else pb[rows], ENVELOPE_LOBE_ENERGY,
+        None if pb is None else pb[rows],
     )  # fmt: skip
     bearing2, build2 = judge(rows, again[rows], rd2)
     second: dict[int, int] = {}

@@ -6,34 +6,19 @@ band around the resonance and taking the spectrum of its envelope shows the
 strike rate. The plain method (band-pass filter, Hilbert transform, FFT of
 the full-length envelope) costs several full-length transforms; here:
 
-1. the band's bins ``X[k1:k2]`` (``nb = k2 − k1``) of the window's ``rfft`` are the
-   analytic band signal's spectrum, already shifted to base band by indexing them from 0;
-2. an inverse FFT of only ``M >= nb + K_env`` points gives that analytic signal ``z``
-   decimated to ``M`` samples across the same window (exact samples: ``z`` holds ``nb``
-   bins), where ``K_env`` bins cover the envelope frequencies of interest;
-3. the **squared envelope** ``|z|²`` is what is transformed (the squared envelope spectrum,
-   SES, of Randall & Antoni): its spectrum is the autocorrelation of the band's bins, within
-   ``± nb`` bins, so at ``M`` samples its bins ``0 … M − nb ≥ K_env`` are free of aliasing.
-   The envelope ``|z|`` is not band-limited (the magnitude of a sum of tones or of an
-   impulse train has harmonics beyond ``nb``): its ``M``-point spectrum folds, and lines
-   off the defect rates appeared in it (docs/diagnosis.md §14, scripts/envelope_alias.py).
+1. the band's bins ``X[k1:k2]`` of the window's ``rfft`` are the analytic
+   band signal's spectrum, already shifted to base band by indexing them from 0;
+2. an inverse FFT of only ``M >= (k2 − k1) + K_env`` points gives that
+   analytic signal decimated to ``M`` samples across the same window (the
+   envelope's magnitude does not care about the frequency shift), where
+   ``K_env`` bins cover the envelope frequencies of interest, so the
+   envelope spectrum there is free of aliasing from the band's own width;
+3. ``|z|`` is the envelope, still carrying the Hann window as a slow
+   amplitude weighting, which is exactly the windowing its own ``rfft`` needs.
 
-Units: the envelope features stay in the signal's unit (g) with the meaning they had. For
-an envelope ``a(t) = A·(1 + μ·cos ωt)`` the squared envelope's line at ω is ``2μA²``;
-divided by ``2·ā`` with ``ā = Σ|z|/Σw`` the mean envelope (``A``), it reads ``μA``, the
-envelope's own line, exactly. In general the line read at ω is ``|FT(a²)(ω)| / (2·ā)``:
-the envelope's line ``a_ω`` plus the products of the envelope's other lines (``a_k·a_{k±ω}/ā``),
-so a small modulation reads as before, and a strongly impulsive envelope (impacts short
-against their period, ``a`` mostly near 0) reads its harmonics higher than ``|z|``'s
-spectrum did — the impacts' energy, not their mean, sets the lines, as the SES intends.
-
-``|z|²`` carries the weighting ``w²`` (w the periodic Hann at M points), scaled here by
-``κ = Σw/Σw² = 4/3`` so that its coherent gain is Hann's (``Σ = M/2``): a line reads with
-the same scale as before. Its main lobe is ± 3 bins (± 2 on a bin: coefficients 1/2, −1/3,
-1/12 of M/2 at bins 0, ±1, ±2), its ``Σ(κw²)² = 35M/72`` (:attr:`EnvelopePlan.sum_w2`) and
-its noise bandwidth ``35/18 ≈ 1.94`` bins (Hann's 1.5); the envelope spectrum has the same
-bin spacing ``fs/N`` as the main spectrum, and its amplitude scaling follows
-:mod:`pdm.dsp.spectrum` with ``n = M`` and ``Σw² = plan.sum_w2``.
+The envelope spectrum has the same bin spacing ``fs/N`` as the main spectrum.
+Its amplitude scaling follows :mod:`pdm.dsp.spectrum` with ``n = M`` and
+``Σw² = 3M/8`` (a periodic Hann sampled at M points).
 """
 
 from __future__ import annotations
@@ -48,8 +33,6 @@ import scipy.fft as sfft
 from pdm.dsp.kernels import band_bins, envelope_pairs, pair_spectra_parts
 
 __all__ = [
-    "ENVELOPE_LOBE_BINS",
-    "ENVELOPE_LOBE_ENERGY",
     "BandChoice",
     "BandSchedule",
     "BandScorer",
@@ -61,15 +44,6 @@ __all__ = [
     "plan_envelope",
     "select_band",
 ]
-
-#: Σ|V(k)|² / |V(0)|² over the main lobe of the squared envelope's weighting ``v = κ·w²``
-#: (coefficients 1, −2/3, 1/6 at bins 0, ±1, ±2 on a bin centre): ``1 + 8/9 + 1/18 = 35/18``,
-#: its noise bandwidth in bins (Hann's is 1.5); ± 2 bins hold > 99.9 % of a line's energy,
-#: on or between bins, so a line's amplitude is ``sqrt(lobe energy / 35/18)`` as for Hann.
-ENVELOPE_LOBE_ENERGY = 35.0 / 18.0
-#: Half-width of that weighting's main lobe, bins (Hann's is 2): a line between bins reads
-#: −7.4 dB one bin beyond its neighbour, −26 dB two (Hann: −14, −31).
-ENVELOPE_LOBE_BINS = 3
 
 # E[w⁴]/E[w²]² of a Hann window: the kurtosis a steady band gains from the
 # window alone, divided out so that Gaussian noise reads SK ≈ 0.
@@ -99,9 +73,8 @@ class EnvelopePlan:
 
     @property
     def sum_w2(self) -> float:
-        """Σv² of the weighting ``v = κ·w²`` the squared envelope carries (w the periodic
-        Hann at ``m`` points, ``κ = 4/3``): ``(16/9)·(35/128)·m``."""
-        return 35.0 * self.m / 72.0
+        """Σw² of the Hann weighting carried by the decimated envelope."""
+        return 3.0 * self.m / 8.0
 
 
 def plan_envelope(
@@ -134,9 +107,7 @@ def plan_envelope(
 def envelope_power(
     x_spec: npt.NDArray[np.complexfloating], plan: EnvelopePlan
 ) -> npt.NDArray[np.float32]:
-    """Unscaled envelope power spectrum for bins ``0 .. n_env_bins-1``: ``|rfft(·)|²`` of the
-    squared envelope in the envelope's unit, ``κ·|z|² / (2·ā)`` (module docstring), less its
-    mean's kernel.
+    """Unscaled envelope power spectrum ``|rfft(|z|)|²`` for bins ``0 .. n_env_bins-1``.
 
     Parameters
     ----------
@@ -154,10 +125,10 @@ def envelope_power(
     spec = np.ascontiguousarray(x_spec, dtype=np.complex64)
     # In place: band_bins gave a fresh array (complex64 transforms stay complex64).
     z = sfft.ifft(band_bins(spec, plan.k1, plan.k2, plan.m), axis=-1, overwrite_x=True)
-    # The squared envelope is w²·a²(t): its mean shows as the w² kernel at bins 0, ±1, ±2,
-    # which would swamp the lowest defect lines (FTF). Removing c·w² (c = Σ|z|²/Σw²) takes
-    # exactly that out and leaves the modulation alone (before the transform, so that the
-    # large mean adds no float32 rounding to the lines); the same pass scales by κ/(2·ā).
+    # The envelope is w·a(t): its mean shows as the Hann kernel at bins 0 and ±1, half
+    # the mean envelope at bin 1, which would swamp the lowest defect lines (FTF).
+    # Removing mean(a)·w takes exactly that out and leaves the modulation alone (before
+    # the transform, so that the large mean adds no float32 rounding to the lines).
     # Two rows' envelopes go through one complex FFT (real and imaginary parts), which
     # pair_spectra_parts separates: a real FFT of m = 1568 = 2⁵·7² points (the default
     # band at 25.6 kHz) costs pocketfft 1.4x what half a complex one does.
@@ -170,7 +141,7 @@ _HANN: dict[int, npt.NDArray[np.float32]] = {}
 
 
 def _hann_cache(m: int) -> npt.NDArray[np.float32]:
-    """Periodic Hann of length ``m`` (the weighting the decimated ``z`` carries), cached."""
+    """Periodic Hann of length ``m`` (the weighting the decimated envelope carries), cached."""
     w = _HANN.get(m)
     if w is None:
         w = _HANN[m] = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)).astype(np.float32)
@@ -377,8 +348,8 @@ class BandScorer:
       ``z`` (the band's bins inverse-transformed, the Hann window's own kurtosis divided
       out), and ``sk_z``, the same in standard deviations of Gaussian noise's estimate,
       ``sqrt(SK_NOISE_VARIANCE / nb)``;
-    * ``lines_db`` (when line frequencies are given): the squared envelope spectrum
-      ``|rfft(|z|²)|²`` (less its mean's kernel) and, for each family of lines (e.g. BPFO at 1× and 2×), the mean
+    * ``lines_db`` (when line frequencies are given): the envelope spectrum
+      ``|rfft(|z|)|²`` and, for each family of lines (e.g. BPFO at 1× and 2×), the mean
       over its harmonics of ``10·log10(line / floor)``: the line the largest bin within
       ``± slip`` of its frequency (at least ± 1 bin), the floor the local noise (median of
       :data:`_FLOOR_BINS` bins each side beyond the search, over ln 2: the mean of
@@ -386,7 +357,7 @@ class BandScorer:
 
     Cost: the bands of one width are side by side in the spectrum, so each width is one
     inverse FFT over all of them (``z`` zero-padded to ``m ≥ nb + n_env`` points when the
-    lines are judged, so that ``|z|²`` is free of aliasing up to the envelope frequencies
+    lines are judged, so that ``|z|`` is free of aliasing up to the envelope frequencies
     wanted, as in :func:`plan_envelope`) and one real FFT of their envelopes: about as
     many points as two or three FFTs of the window per width, for every row.
 
@@ -487,19 +458,16 @@ class BandScorer:
             run = x_spec[:, g.start : g.start + g.count * g.nb].reshape(n_rows, g.count, g.nb)
             m = g.m_sk if gather is None else g.m_env
             z = sfft.ifft(run, n=m, axis=-1)  # (rows, bands, m)
-            a2 = z.real * z.real
-            a2 += z.imag * z.imag
+            env = np.abs(z)
+            a2 = env * env
             m2 = a2.mean(axis=-1)
             m4 = np.vecdot(a2, a2) / m
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 sk[:, g.index] = m4 / (m2 * m2) / _HANN_KURTOSIS_GAIN - 2.0
             if power is not None:
-                # The squared envelope (alias-free to n_env, as envelope_power's), less its
-                # mean's w² kernel (bins 0, 1, 2: bin 2 may be a floor bin); its scale does
-                # not matter to a prominence.
-                w2 = _hann_cache(m) ** 2
-                a2 -= (m2 * (m / float(np.sum(w2, dtype=np.float64))))[..., None] * w2
-                spec = sfft.rfft(a2, axis=-1, overwrite_x=True)[..., : self.n_env]
+                # The envelope's mean leaves the Hann kernel in bins 0 and 1 only; no line
+                # or floor bin is read there (see _line_gather), so it stays.
+                spec = sfft.rfft(env, axis=-1, overwrite_x=True)[..., : self.n_env]
                 sq = spec.real * spec.real
                 sq += spec.imag * spec.imag
                 power[:, :, g.index if only is None else slice(0, 1)] = sq.transpose(0, 2, 1)

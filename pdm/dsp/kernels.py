@@ -379,45 +379,32 @@ def _envelope_pairs(  # pragma: no cover - compiled
     finite: npt.NDArray[np.bool_],
 ) -> int:
     rows, m = z.shape
-    p = np.empty(m, dtype=np.float32)
-    w2 = np.empty(m, dtype=np.float32)
-    sum_w = np.float32(0.0)
-    sum_w2 = np.float32(0.0)
-    for i in range(m):
-        w2[i] = hann[i] * hann[i]
-        sum_w += hann[i]
-        sum_w2 += w2[i]
-    # (Σw)² / (2·Σw²): with 1/Σ|z| the gain taking |z|² to the envelope's unit (module doc)
-    gain = sum_w * sum_w / (np.float32(2.0) * sum_w2)
+    a = np.empty(m, dtype=np.float32)
     # The sums' bit patterns: NaN and ±inf have every exponent bit set. (Compared as
     # integers: under fastmath LLVM took np.isfinite of a NaN sum for true.)
     bits = totals.view(np.int32)
     bad = 0
     for r in range(rows):
         zr = z[r]
-        total = np.float32(0.0)  # Σ|z|²
-        total_a = np.float32(0.0)  # Σ|z|
+        total = np.float32(0.0)
         for i in range(m):
-            v = zr[i].real * zr[i].real + zr[i].imag * zr[i].imag
-            p[i] = v
+            v = np.sqrt(zr[i].real * zr[i].real + zr[i].imag * zr[i].imag)
+            a[i] = v
             total += v
-            total_a += np.sqrt(v)
-        totals[r] = total + total_a
+        totals[r] = total
         o = out[r // 2]
         part = r % 2  # real parts of a pair's first row, imaginary of its second
         ok = (bits[r] & _EXPONENT) != _EXPONENT
         finite[r] = ok
-        if not ok or total_a == 0.0:
-            # Not finite: it would spread NaN through its pair's transform, it goes in as
-            # zeros. Silent (no envelope to normalise by): zeros, its spectrum is.
-            bad += 0 if ok else 1
+        if not ok:
+            # It would spread NaN through its pair's transform: it goes in as zeros.
+            bad += 1
             for i in range(m):
                 o[2 * i + part] = 0.0
             continue
-        c = total / sum_w2
-        g = gain / total_a
+        mean2 = total * np.float32(2.0 / m)
         for i in range(m):
-            o[2 * i + part] = (p[i] - c * w2[i]) * g
+            o[2 * i + part] = a[i] - mean2 * hann[i]
     if rows % 2:
         o = out[rows // 2]
         for i in range(m):
@@ -428,12 +415,10 @@ def _envelope_pairs(  # pragma: no cover - compiled
 def envelope_pairs(
     z: npt.NDArray[np.complex64], hann: npt.NDArray[np.float32]
 ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.bool_]]:
-    """The squared envelope of each row of an analytic signal in the envelope's unit,
-    without the kernel its mean leaves in its spectrum: ``(|z|² − c·w²)·κ / (2·ā)`` with
-    ``c = Σ|z|²/Σw²``, ``ā = Σ|z|/Σw`` (the mean envelope) and ``κ = Σw/Σw²`` (the
-    weighting ``κ·w²`` it carries has Hann's coherent gain, ``Σ = Σw``), as
-    :func:`pdm.dsp.envelope.envelope_power` transforms it; two real rows a complex row, for
-    one complex FFT of each pair (:func:`pair_spectra_parts` separates their spectra).
+    """``|z| − mean(|z|)·2·hann``: the envelope of each row of an analytic signal, without
+    the Hann kernel its mean leaves in its spectrum (:func:`pdm.dsp.envelope.envelope_power`),
+    two real rows a complex row, for one complex FFT of each pair
+    (:func:`pair_spectra_parts` separates their spectra).
 
     Parameters
     ----------
@@ -442,10 +427,10 @@ def envelope_pairs(
 
     Returns
     -------
-    ((rows + 1) // 2, m) complex64: row ``2j``'s squared envelope in the real parts of row
-    ``j``, row ``2j + 1``'s in the imaginary parts (zeros for a missing last row, a silent
-    row, and a row that is not finite, which would spread NaN through its pair's transform);
-    and (rows,) bool: the rows that are finite
+    ((rows + 1) // 2, m) complex64: row ``2j``'s envelope in the real parts of row ``j``,
+    row ``2j + 1``'s in the imaginary parts (zeros for a missing last row, and for a row
+    that is not finite, which would spread NaN through its pair's transform); and (rows,)
+    bool: the rows that are finite
     """
     rows, m = z.shape
     out = np.empty(((rows + 1) // 2, m), dtype=np.complex64)

@@ -86,24 +86,13 @@ def test_effective_windows_follow_welch() -> None:
 
 
 def _flat_with_line(n: int, k: float, amp: float, floor: float) -> np.ndarray:
-    """An envelope amplitude² spectrum: a flat floor plus a tone of amplitude ``amp`` at
-    fractional bin ``k`` under the squared envelope's weighting (Hann², pdm/dsp/envelope.py:
-    its kernel's amplitudes at the neighbouring bins)."""
+    """An amplitude² spectrum: a flat floor plus a Hann-windowed tone of amplitude ``amp``
+    at fractional bin ``k`` (the Hann kernel's amplitudes at the neighbouring bins)."""
     p = np.full(n, floor)
-    for b in range(int(k) - 4, int(k) + 5):
+    for b in range(int(k) - 3, int(k) + 4):
         d = b - k
-        # The cos^(2p) window's spectral kernel (Hann p = 1, Hann² p = 2), 1 at d = 0:
-        # sinc(d) / Π (1 − d²/j²); at d = ±1, ±2 its limits 2/3, 1/6.
-        near = (
-            {1: 2 / 3, 2: 1 / 6}.get(round(abs(d))) if abs(abs(d) - round(abs(d))) < 1e-9 else None
-        )
-        w = (
-            1.0
-            if abs(d) < 1e-12
-            else near
-            if near is not None
-            else (np.sinc(d) / ((1 - d * d) * (1 - d * d / 4)))
-        )
+        # Periodic Hann's spectral kernel, normalised to 1 at d = 0.
+        w = 1.0 if abs(d) < 1e-12 else np.sinc(d) / (1 - d * d)
         p[b] += (amp * w) ** 2
     return p
 
