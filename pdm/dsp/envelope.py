@@ -16,6 +16,13 @@ the full-length envelope) costs several full-length transforms; here:
 3. ``|z|`` is the envelope, still carrying the Hann window as a slow
    amplitude weighting, which is exactly the windowing its own ``rfft`` needs.
 
+``z`` holds ``nb`` bins, so its ``M`` samples are exact; ``|z|`` is not band-limited (the
+magnitude of a sum of tones or of an impulse train has harmonics beyond ``nb``), and its
+``M``-point spectrum folds what lies beyond ``M − K_env``: measured up to ~12 dB over the
+floor, a few lines off the orders, mostly with narrow bands or dense combs
+(scripts/envelope_alias.py). The squared envelope ``|z|²`` would be exact, but its
+prominences are not ``|z|``'s, and the diagnosis judged worse with it (docs/diagnosis.md §14).
+
 The envelope spectrum has the same bin spacing ``fs/N`` as the main spectrum.
 Its amplitude scaling follows :mod:`pdm.dsp.spectrum` with ``n = M`` and
 ``Σw² = 3M/8`` (a periodic Hann sampled at M points).
