@@ -169,8 +169,8 @@ def main() -> None:
         f"machines {n_machines} windows {w}: thread CPU µs/window {cpu / w * 1e6:.0f}, "
         f"{'(together) ' if together else ''}extraction {ext / w * 1e6:.0f}, the rest {(cpu - ext) / w * 1e6:.0f}; stages {per}"
     )
-    os._exit(0)  # (the runners' webhook threads and the writer need no orderly stop here)
 
 
 if __name__ == "__main__":
     main()
+    os._exit(0)  # (the runners' webhook threads and the writer need no orderly stop here)

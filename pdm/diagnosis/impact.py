@@ -43,9 +43,7 @@ def impact_train(
     (``nb = lay.shaft[0]``): prominence (dB), frequency found (Hz), supporting lines of
     their family, and lines neither another family's nor on a shaft comb.
     """
-    nb = lay.shaft[0]
-    fund = np.array([a for a, _b in lay.spans], dtype=np.intp)
-    fam_b = lay.fam[:nb]
+    ix = lay.train_index
     # What makes a line an impact train: a defect striking at a rate is a train of impulses,
     # which has lines at 2×, 3× the rate; an inner-race defect turning through the load zone
     # is that train amplitude-modulated by the shaft, and the envelope of a real modulation
@@ -67,29 +65,18 @@ def impact_train(
     # (slip jitter broadens higher harmonics), 4.5 dB over the beats'. Amplitudes are read
     # as the lines' power above their floors (the envelope's noise floor is flat across
     # these few orders): a weak harmonic's reading is mostly the floor's.
-    is_harm = np.array([k == "harmonic" for k in lay.kinds[:nb]], dtype=bool)
-    fund_of = fund[fam_b]  # (nb,) each line's family fundamental
-    order_k = np.where(is_harm, np.rint(lay.carrier[:nb] / lay.carrier[fund_of]), 1.0)
     above = 10.0 ** (np.clip(prom, 0.0, None) / 10.0) - 1.0  # line / floor − 1
-    strong = above >= above[:, fund_of] / (1.5 * order_k) ** 2
-    harmonic = np.add.reduceat(support & is_harm & strong, fund, axis=1) > 0
-    train = np.zeros_like(harmonic)
+    strong = above >= above[:, ix.fund_of] / ix.harm_bound
+    harmonic = np.add.reduceat(support & ix.is_harm & strong, ix.fund, axis=1) > 0
+    if not ix.low.size:
+        return ImpactTrain(harmonic, np.zeros_like(harmonic))
     mirror = free & (prom >= rules.min_line_db)
-    kinds = np.array(lay.kinds[:nb])
-    fam_l, carrier_l, delta_l = fam_b, lay.carrier[:nb], lay.delta[:nb]
+    lo, hi = ix.low, ix.high
+    even = np.abs(found[:, lo] + found[:, hi] - 2.0 * found[:, ix.carrier]) <= 1.5 * df
     # The ball's pairs at ± FTF count too: the cage carries the ball through the load zone.
-    is_sb = kinds == "sideband"
-    for i in np.flatnonzero(is_sb & (delta_l < 0.0)):
-        same = (fam_l == fam_l[i]) & (carrier_l == carrier_l[i])
-        mate = np.flatnonzero(is_sb & same & (delta_l == -delta_l[i]))
-        carrier_line = np.flatnonzero(is_harm & same)
-        if mate.size and carrier_line.size:
-            j, hc = int(mate[0]), int(carrier_line[0])
-            even = np.abs(found[:, i] + found[:, j] - 2.0 * found[:, hc]) <= 1.5 * df
-            # A modulation's sidebands are equal: one significant, its mirror standing out
-            # of the floor by any line's physical minimum (the statistics' threshold is
-            # for a line alone, not for the predicted twin of one found).
-            train[:, fam_l[i]] |= (
-                (support[:, i] & mirror[:, j]) | (support[:, j] & mirror[:, i])
-            ) & even
-    return ImpactTrain(harmonic, train)
+    # A modulation's sidebands are equal: one significant, its mirror standing out of the
+    # floor by any line's physical minimum (the statistics' threshold is for a line alone,
+    # not for the predicted twin of one found).
+    pair = ((support[:, lo] & mirror[:, hi]) | (support[:, hi] & mirror[:, lo])) & even
+    # (C, P) → (C, F): a family is a train when any of its pairs is.
+    return ImpactTrain(harmonic, (pair @ ix.of_family) > 0)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +16,7 @@ import numpy.typing as npt
 from pdm.diagnosis.lines import F64, line_threshold_db
 from pdm.diagnosis.rules import BEARING_FAMILIES, SYMBOL, Rules
 
-__all__ = ["BearingLayout", "bearing_hz", "bearing_layout", "bearing_min_db"]
+__all__ = ["BearingLayout", "TrainIndex", "bearing_hz", "bearing_layout", "bearing_min_db"]
 
 #: Harmonics read for the cage: its lines are low, and a cage fault's comb is long.
 _CAGE_HARMONICS = 8
@@ -55,6 +56,57 @@ class BearingLayout:
     ftf_sideband: npt.NDArray[np.bool_]  # per line: a ball's FTF sideband
     cage_high: npt.NDArray[np.bool_]  # per line: a cage harmonic from 3×FTF up
     first_sb: npt.NDArray[np.bool_]  # per line: a modulation sideband of the first harmonic
+
+    @cached_property
+    def train_index(self) -> TrainIndex:
+        """The indices the impact-train test reads (:func:`pdm.diagnosis.impact.impact_train`),
+        fixed by the layout: found once per layout, not at every judgement."""
+        nb = self.shaft[0]
+        fund = np.array([a for a, _b in self.spans], dtype=np.intp)
+        kinds = np.array(self.kinds[:nb])
+        is_harm = kinds == "harmonic"
+        fam, carrier, delta = self.fam[:nb], self.carrier[:nb], self.delta[:nb]
+        fund_of = fund[fam]
+        order_k = np.where(is_harm, np.rint(carrier / carrier[fund_of]), 1.0)
+        # Each lower sideband with its mirror (the same family and carrier, −delta) and its
+        # carrier's harmonic line; a sideband with either missing is no pair.
+        is_sb = kinds == "sideband"
+        low, high, mid = [], [], []
+        for i in np.flatnonzero(is_sb & (delta < 0.0)):
+            same = (fam == fam[i]) & (carrier == carrier[i])
+            mate = np.flatnonzero(is_sb & same & (delta == -delta[i]))
+            carrier_line = np.flatnonzero(is_harm & same)
+            if mate.size and carrier_line.size:
+                low.append(int(i))
+                high.append(int(mate[0]))
+                mid.append(int(carrier_line[0]))
+        low_a = np.array(low, dtype=np.intp)
+        # (P, F): which family each pair belongs to, to OR the pairs' verdicts per family.
+        of_family = np.zeros((len(low), len(self.families)))
+        of_family[np.arange(len(low)), fam[low_a]] = 1.0
+        return TrainIndex(
+            fund,
+            is_harm,
+            fund_of,
+            (1.5 * order_k) ** 2,
+            low_a,
+            np.array(high, dtype=np.intp),
+            np.array(mid, dtype=np.intp),
+            of_family,
+        )
+
+
+class TrainIndex(NamedTuple):
+    """A layout's indices for the impact-train test, over its ``nb`` bearing lines."""
+
+    fund: npt.NDArray[np.intp]  # (F,) each family's fundamental line
+    is_harm: npt.NDArray[np.bool_]  # (nb,) a harmonic line
+    fund_of: npt.NDArray[np.intp]  # (nb,) each line's family fundamental
+    harm_bound: F64  # (nb,) (1.5 k)²: a harmonic k's power bound divisor
+    low: npt.NDArray[np.intp]  # (P,) each sideband pair's lower line
+    high: npt.NDArray[np.intp]  # (P,) its mirror
+    carrier: npt.NDArray[np.intp]  # (P,) the carrier's harmonic line
+    of_family: F64  # (P, F) 1 where the pair is of the family
 
 
 @lru_cache(maxsize=64)

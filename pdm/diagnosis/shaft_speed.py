@@ -10,7 +10,22 @@ import numpy as np
 from pdm.diagnosis.lines import F64
 from pdm.diagnosis.rules import Rules
 
-__all__ = ["refine_speed"]
+__all__ = ["median", "refine_speed"]
+
+
+def median(a: F64) -> float:
+    """``np.median`` of a 1-d array, the same value (the middle element, or the mean of the two
+    middle ones), by a partition instead of its general machinery: ~1 µs against ~11 for the
+    few dozen bins a judgement reads around each of its lines. Non-finite values go to
+    ``np.median`` itself (where it places NaN)."""
+    n = a.shape[0]
+    h = n // 2
+    if n == 0 or not np.isfinite(a).all():
+        return float(np.median(a))
+    if n % 2:
+        return float(np.partition(a, h)[h])
+    s = np.partition(a, (h - 1, h))
+    return float((s[h - 1] + s[h]) / 2.0)
 
 
 def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules()) -> float:
@@ -47,7 +62,7 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
             continue
         k = lo + int(np.argmax(p[lo : hi + 1]))
         around = p[max(1, k - 24) : k + 25]
-        prom = p[k] / max(float(np.median(around)), 1e-300)
+        prom = p[k] / max(median(around), 1e-300)
         if prom <= 10.0:
             continue
         a, b, c = (math.log(max(x, 1e-300)) for x in p[k - 1 : k + 2])
