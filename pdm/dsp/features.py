@@ -308,7 +308,6 @@ class FeatureExtractor:
         self.sum_w2 = float(np.sum(self.window.astype(np.float64) ** 2))
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
-        self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
         self._win_rows_cache: dict[int, npt.NDArray[np.int64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
@@ -717,14 +716,15 @@ class FeatureExtractor:
                 spec.view(np.float32), False, self._order_row, shaft_bins,
                 self.orders_tolerance, values, k,
             )  # fmt: skip
-        else:
-            centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-            search, halves = _widest_search(
-                [ex._order_search for ex, _x, _nw in parts],
-                row0,
-                centres * self.orders_tolerance,
-            )
-            values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
+        else:  # each part's rows read as its own search would read them
+            search = _widest([ex._order_search for ex, _x, _nw in parts])
+            v = spec.view(np.float32)
+            for p, (ex, _x, _nw) in enumerate(parts):
+                rs = slice(row0[p], row0[p + 1])
+                search.at_multiples(
+                    v[rs], False, self._order_row, shaft_bins[rs], self.orders_tolerance,
+                    values[rs], k, narrower=ex._order_search,
+                )  # fmt: skip
         k += len(ORDERS)
         tick("orders")
 
@@ -769,15 +769,15 @@ class FeatureExtractor:
             if not lines:
                 values[r_a:r_b, k:] = np.nan
                 continue
-            tables = [ex._tiled("defects", ex._defect_mult, nw) for ex, _x, nw in parts[a:b]]
-            table = tables[0] if len(tables) == 1 else np.concatenate(tables)
-            centres = table * shaft_bins[r_a:r_b]
-            search, halves = _widest_search(
-                [ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]],
-                row0[a : b + 1],
-                centres * self.slip_tolerance,
-            )
-            values[r_a:r_b, k:] = search(pe, centres, halves) * plan.scale
+            search = _widest([ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]])
+            for j in range(a, b):
+                ex = parts[j][0]
+                rs = slice(row0[j], row0[j + 1])
+                search.at_multiples(
+                    pe[row0[j] - r_a : row0[j + 1] - r_a], True, ex._defect_mult,
+                    shaft_bins[rs], self.slip_tolerance, values[rs], k, plan.scale,
+                    narrower=ex._env_search[plan.m],
+                )  # fmt: skip
             tick("defect_lines")
         out: list[list[FeatureFrame]] = []
         w0 = 0
@@ -848,18 +848,6 @@ class FeatureExtractor:
         buf[:rows, k1:k2] = spec[:, k1:k2]
         buf[rows:, k1:k2] = 0.0
         return envelope_power(buf, plan)[:rows]
-
-    def _tiled(
-        self, name: str, table: npt.NDArray[np.float64], reps: int
-    ) -> npt.NDArray[np.float64]:
-        """``table`` (k rows) repeated ``reps`` times, cached by count (the same few recur)."""
-        key = (name, reps)
-        out = self._tile_cache.get(key)
-        if out is None:
-            if len(self._tile_cache) > 64:
-                self._tile_cache.clear()
-            out = self._tile_cache[key] = np.tile(table, (reps, 1))
-        return out
 
     def _win_rows(self, n_win: int) -> npt.NDArray[np.int64]:
         """(n_win,) int64, this extractor's channel count each: the rows of each window of
@@ -949,27 +937,11 @@ class FeatureExtractor:
         return hz, np.repeat(hz / self.df, n_ch)[:, None]
 
 
-def _widest_search(
-    searches: Sequence[ToneSearch], row0: Sequence[int], halves: npt.NDArray[np.float64]
-) -> tuple[ToneSearch, npt.NDArray[np.float64]]:
-    """One :class:`ToneSearch` for the rows of a pass's parts, and their half-widths, so that
-    every row reads what its own part's search would.
-
-    Parameters
-    ----------
-    searches : each part's search (alike but for the widest window, which its speed sizes)
-    row0 : each part's first row, and the end: (n_parts + 1,)
-    halves : (rows, targets) search half-widths, bins
-
-    The searches differ only in the cap they put on the half-widths: the widest one serves
-    all rows, each row's half-widths capped first at its own part's cap.
-    """
-    widths = [t.width for t in searches]
-    widest = max(widths)
-    if min(widths) == widest:
-        return searches[0], halves
-    caps = np.repeat([(w - 1) / 2 for w in widths], np.diff(row0))
-    return searches[widths.index(widest)], np.minimum(halves, caps[:, None])
+def _widest(searches: Sequence[ToneSearch]) -> ToneSearch:
+    """Of a pass's parts' searches (alike but for the widest window, which each part's speed
+    sizes), the widest: it searches every part's rows, each capped at its own part's width
+    (:meth:`~pdm.dsp.spectrum.ToneSearch.at_multiples` with ``narrower``)."""
+    return max(searches, key=lambda t: t.width)  # the first of the widest
 
 
 def extract_many(
@@ -1029,8 +1001,8 @@ def compile_kernels() -> None:
     ex = FeatureExtractor(25600.0, n, chans, rpm_range=(1330.0, 1630.0))
     x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
     ex.extract(x)
-    # Machines sharing a pass (extract_many, as the service's rounds call it) read their
-    # lines through the general search.
+    # Machines sharing a pass (extract_many, as the service's rounds call it): their lines
+    # read part by part, row slices of the pass's arrays.
     fixed = [
         FeatureExtractor(25600.0, n, chans, rpm=r, envelope_band_hz=(2e3, 5e3))
         for r in (1480.0, 1780.0)

@@ -555,12 +555,13 @@ def tone_amplitudes_at(  # pragma: no cover - compiled
     out_scale: float,
     values: npt.NDArray[np.float64],
     col: int,
+    row_cap: float,
 ) -> None:
     """:func:`tone_amplitudes` at multiples of each row's speed, times ``out_scale``, into
     ``values[:, col:col + targets]``: the targets' centres ``table[r % k] · bins[r]`` and
-    half-widths ``centre · tolerance`` made in the loop, as numpy's ``np.tile(table) · bins``
-    and ``· tolerance`` make them (the pass's order and defect lines: the arrays' numpy
-    calls ran cold after the FFT).
+    half-widths ``min(centre · tolerance, row_cap)`` made in the loop, as numpy's
+    ``np.tile(table) · bins``, ``· tolerance`` and ``np.minimum`` make them (the pass's order
+    and defect lines: the arrays' numpy calls ran cold after the FFT).
 
     Parameters
     ----------
@@ -571,13 +572,20 @@ def tone_amplitudes_at(  # pragma: no cover - compiled
     tolerance : the half-width as a fraction of the centre
     out_scale : multiplies each amplitude
     values : (rows, ≥ col + targets) float64: receives the amplitudes
+    row_cap : the rows' own cap on the half-widths, before ``half_cap`` (rows of a pass's
+        part whose search is narrower than the one searching them: ≤ ``half_cap``, and
+        ``half_cap`` itself changes nothing); a NaN half-width stays NaN, as ``np.minimum``
+        keeps it
     """
     k = table.shape[0]
     for r in range(bins.shape[0]):
         row = v[r]
         for t in range(table.shape[1]):
             c = table[r % k, t] * bins[r, 0]
-            a = _tone(row, squared, c, c * tolerance, n_bins, half_cap, lobe_bins, scale)
+            h = c * tolerance
+            if row_cap < h:
+                h = row_cap
+            a = _tone(row, squared, c, h, n_bins, half_cap, lobe_bins, scale)
             values[r, col + t] = a * out_scale
 
 
