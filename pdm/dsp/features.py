@@ -694,16 +694,14 @@ class FeatureExtractor:
         row0: list[int] = []  # per part: its first row in the pass, and the end
         if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
             shaft_hz, shaft_bins = self._speeds(spec, valid, n_win_all)
-        else:
+        else:  # each part's into its slices (its windows', its rows')
             row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
             win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
-            shaft_hz = np.concatenate(
-                [
-                    ex._speeds(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]], nw)[0]
-                    for i, (ex, _x, nw) in enumerate(parts)
-                ]
-            )
-            shaft_bins = np.repeat(shaft_hz, win_ch)[:, None] / self.df
+            shaft_hz = np.empty(n_win_all, dtype=np.float64)
+            shaft_bins = np.empty((rows, 1), dtype=np.float64)
+            for i, (ex, _x, _nw) in enumerate(parts):
+                ws, rs = slice(win0[i], win0[i + 1]), slice(row0[i], row0[i + 1])
+                ex._speeds_into(spec[rs], valid[ws], shaft_hz[ws], shaft_bins[rs])
         tick("speed")
 
         i = len(TIME_FEATURES)
@@ -920,21 +918,33 @@ class FeatureExtractor:
         higher harmonic divides the error by its order). None stands: the strongest
         harmonic's peak. (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
         """
-        n_ch = len(self.channels)
+        hz = np.empty(n_win, dtype=np.float64)
+        bins = np.empty((n_win * len(self.channels), 1), dtype=np.float64)
+        self._speeds_into(spec, valid, hz, bins)
+        return hz, bins
+
+    def _speeds_into(
+        self,
+        spec: npt.NDArray[np.complex64],
+        valid: npt.NDArray[np.bool_],
+        hz: npt.NDArray[np.float64],
+        bins: npt.NDArray[np.float64],
+    ) -> None:
+        """:meth:`_speeds` into arrays the caller holds (a shared pass's slices for this
+        part): ``hz`` (n_win,), ``bins`` (n_win·n_channels, 1) float64, C-contiguous."""
         if self.rpm is None and self.rpm_range is not None and len(self._speed_ranges):
-            hz = np.empty(n_win, dtype=np.float64)
-            bins = np.empty((n_win * n_ch, 1), dtype=np.float64)
             lo, hi = self.rpm_range
             shaft_speeds_into(
-                spec.view(np.float32), n_ch, self._speed_ranges, self.df,
+                spec.view(np.float32), len(self.channels), self._speed_ranges, self.df,
                 (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins,
             )  # fmt: skip
-            return hz, bins
+            return
         if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum
-            hz = np.full(n_win, self._nominal_rpm / 60.0)
+            speed = self._nominal_rpm / 60.0
         else:
-            hz = np.full(n_win, self._given_shaft_hz)
-        return hz, np.repeat(hz / self.df, n_ch)[:, None]
+            speed = self._given_shaft_hz
+        hz.fill(speed)
+        bins.fill(speed / self.df)
 
 
 def _widest(searches: Sequence[ToneSearch]) -> ToneSearch:
