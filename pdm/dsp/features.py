@@ -836,16 +836,9 @@ class FeatureExtractor:
         """:func:`~pdm.dsp.envelope.envelope_power` of some of a pass's rows, (rows, n//2+1),
         as the pass's own block would give it: padded with zero rows to a multiple of four
         (pocketfft transforms four rows at a time and the rest one by one, ~2.5x the cost
-        per row), the band's bins copied (the only ones the envelope reads)."""
+        per row), the zero rows made where the band's bins are gathered."""
         rows = spec.shape[0]
-        rows4 = -(-rows // 4) * 4
-        if rows == rows4:
-            return envelope_power(spec, plan)
-        k1, k2 = plan.k1, plan.k2
-        buf = self._buffer("envelope_in", (rows4, 2 * k2)).view(np.complex64)
-        buf[:rows, k1:k2] = spec[:, k1:k2]
-        buf[rows:, k1:k2] = 0.0
-        return envelope_power(buf, plan)[:rows]
+        return envelope_power(spec, plan, -(-rows // 4) * 4)[:rows]
 
     def _win_rows(self, n_win: int) -> npt.NDArray[np.int64]:
         """(n_win,) int64, this extractor's channel count each: the rows of each window of

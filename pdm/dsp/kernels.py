@@ -354,18 +354,24 @@ def _band_bins(  # pragma: no cover - compiled
             o[j] = x[k1 + j]
         for j in range(k2 - k1, o.shape[0]):
             o[j] = 0
+    for r in range(spec.shape[0], out.shape[0]):  # zero rows after spec's
+        out[r, :] = 0
 
 
 def band_bins(
-    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int, rows: int | None = None
 ) -> npt.NDArray[np.complex64]:
     """Each row's bins ``k1 … k2−1`` from bin 0 on, zero-padded to ``m``: the input of the
     envelope's inverse FFT (:func:`pdm.dsp.envelope.envelope_power`), gathered in one
     sequential pass over each row (the spectrum is cold in cache after its FFT).
 
-    ``spec`` is (rows, bins) complex64, C-contiguous; returns (rows, m) complex64.
+    ``spec`` is (spec_rows, bins) complex64, C-contiguous; returns (rows, m) complex64
+    (``rows`` ≥ spec_rows, default spec_rows: rows after spec's are zeros).
     """
-    out = np.empty((spec.shape[0], m), dtype=np.complex64)
+    rows = spec.shape[0] if rows is None else rows
+    if rows < spec.shape[0]:
+        raise ValueError(f"{rows=} < the spectrum's {spec.shape[0]} rows")
+    out = np.empty((rows, m), dtype=np.complex64)
     _band_bins(spec, k1, k2, out)
     return out
 

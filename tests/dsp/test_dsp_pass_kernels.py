@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from pdm.dsp.envelope import envelope_power, plan_envelope
 from pdm.dsp.kernels import (
+    band_bins,
     envelope_pairs,
     moments_windowed,
     rms_columns,
@@ -186,3 +188,27 @@ def test_tones_at_multiples_capped_by_a_narrower_search_are_the_capped_search(
     assert_array_equal(same, ref)
     with pytest.raises(ValueError, match="narrower"):
         narrow.at_multiples(sq, squared, multiples, bins, 0.03, values, 1, narrower=wide)
+
+
+def test_envelope_of_rows_padded_with_zero_rows_is_that_of_the_padded_copy() -> None:
+    """envelope_power(spec, plan, rows): the rows of a spectrum padded with zero rows where
+    the band's bins are gathered give, to the bit, what the spectrum copied into a padded
+    array gives (a shared pass's part of 3 or 6 rows, padded to fours); band_bins refuses
+    fewer rows than the spectrum's."""
+    rng = np.random.default_rng(7)
+    fs, n = 25600.0, 4096
+    plan = plan_envelope(fs, n, (2000.0, 5000.0), 400.0)
+    for rows in (1, 3, 6):
+        x = rng.normal(0, 1, (rows, n)).astype(np.float32)
+        spec = np.fft.rfft(x * W, axis=-1).astype(np.complex64)
+        rows4 = -(-rows // 4) * 4
+        padded = np.zeros((rows4, spec.shape[1]), dtype=np.complex64)
+        padded[:rows] = spec
+        got = envelope_power(spec, plan, rows4)
+        assert got.shape == (rows4, 2 * plan.n_env_bins)
+        assert_array_equal(got, envelope_power(padded, plan))
+        assert_array_equal(got[:rows], envelope_power(spec, plan))  # as unpadded
+        gathered = band_bins(spec, plan.k1, plan.k2, plan.m, rows4)
+        assert_array_equal(gathered[rows:], 0.0)
+    with pytest.raises(ValueError, match="rows"):
+        band_bins(spec, plan.k1, plan.k2, plan.m, rows - 1)
