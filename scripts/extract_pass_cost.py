@@ -17,7 +17,10 @@ window each — what a service round holding ``k`` windows of that shape gives i
 is the paced service's usual round). Each pass is timed in this thread's CPU time
 (``time.thread_time``), REPS times (default 60) in turn with the other sizes; printed are
 the medians per pass and per window, and per shape a least-squares line
-``cost(k) = fixed + k · per_window`` (over k = 1, 2, 4: a service round holds at most four).
+``cost(k) = fixed + k · per_window`` (over k = 1, 2, 4: a service round holds at most four),
+and the 1-window pass warm: the fourth of four back to back (the others' code and data have
+left the caches when a pass follows passes of other sizes, as in a service, where the scoring,
+alarms and history of other machines run between two passes).
 
 ``--old`` loads an older checkout's ``pdm/dsp`` extraction modules (kernels, spectrum,
 envelope, features) beside this one's under the package name ``old_dsp`` (their
@@ -157,6 +160,17 @@ def measure(reps: int, old: Any = None) -> None:
                 t = time.thread_time()
                 run(jb[r % 4])
                 times[key].append(time.thread_time() - t)
+        # The same 1-window pass back to back, its code and data warm: what the cold
+        # caches of a pass among other work cost is the difference.
+        warm: dict[str, list[float]] = {name: [] for name in mods}
+        for r in range(reps):
+            for name in mods:
+                jb = jobs[(name, 1)][r % 4]
+                for i in range(4):
+                    t = time.thread_time()
+                    mods[name].extract_many(jb)
+                    if i == 3:
+                        warm[name].append(time.thread_time() - t)
         ch = len(fleets["new"][shape][0][0].channels)
         print(f"{shape} ({ch} channels a window, {reps} reps, thread CPU µs, median):")
         for name in mods:
@@ -165,7 +179,8 @@ def measure(reps: int, old: Any = None) -> None:
             cells = "  ".join(f"k={k} {med[k]:7.1f} ({med[k] / k:5.1f}/w)" for k in SIZES)
             print(f"  {name}: {cells}")
             print(
-                f"  {name}: fit k=1..4: fixed {fixed:6.1f} per pass + {per_window:6.1f} per window"
+                f"  {name}: fit k=1..4: fixed {fixed:6.1f} per pass + {per_window:6.1f} per window;"
+                f" k=1 warm (4th of 4 back to back) {statistics.median(warm[name]) * 1e6:6.1f}"
             )
         if old is not None:
             ratios = "  ".join(
