@@ -112,7 +112,7 @@ def plan_envelope(
 
 
 def envelope_power(
-    x_spec: npt.NDArray[np.complexfloating], plan: EnvelopePlan
+    x_spec: npt.NDArray[np.complexfloating], plan: EnvelopePlan, rows: int | None = None
 ) -> npt.NDArray[np.float32]:
     """Unscaled envelope power spectrum ``|rfft(|z|)|²`` for bins ``0 .. n_env_bins-1``.
 
@@ -121,17 +121,20 @@ def envelope_power(
     x_spec : (n_channels, n//2+1) complex, ``rfft(w·x)`` of the window (transformed as
         complex64, float32 parts: what the extractor's FFT gives)
     plan : from :func:`plan_envelope`
+    rows : transform this many rows, ``x_spec``'s and zero rows after them (pocketfft
+        transforms rows four at a time: a pass pads its rows so), without copying
+        ``x_spec`` into a padded array first; default: ``x_spec``'s rows
 
     Returns
     -------
-    (n_channels, 2·n_env_bins) float32, squared real and imaginary parts
+    (rows, 2·n_env_bins) float32, squared real and imaginary parts
     interleaved as :func:`pdm.dsp.spectrum.squared_parts` gives them; multiply
     by ``plan.scale²`` for the signal's unit squared, then read it like any
     power spectrum with ``n = plan.m`` and ``Σw² = plan.sum_w2``.
     """
     spec = np.ascontiguousarray(x_spec, dtype=np.complex64)
     # In place: band_bins gave a fresh array (complex64 transforms stay complex64).
-    z = sfft.ifft(band_bins(spec, plan.k1, plan.k2, plan.m), axis=-1, overwrite_x=True)
+    z = sfft.ifft(band_bins(spec, plan.k1, plan.k2, plan.m, rows), axis=-1, overwrite_x=True)
     # The envelope is w·a(t): its mean shows as the Hann kernel at bins 0 and ±1, half
     # the mean envelope at bin 1, which would swamp the lowest defect lines (FTF).
     # Removing mean(a)·w takes exactly that out and leaves the modulation alone (before

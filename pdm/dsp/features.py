@@ -308,7 +308,6 @@ class FeatureExtractor:
         self.sum_w2 = float(np.sum(self.window.astype(np.float64) ** 2))
         self.freqs = rfft_freqs(n, fs)
         self.df = fs / n
-        self._tile_cache: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
         self._win_rows_cache: dict[int, npt.NDArray[np.int64]] = {}
 
         # Band RMS and velocity RMS are weighted sums of the power spectrum: one matmul.
@@ -695,16 +694,14 @@ class FeatureExtractor:
         row0: list[int] = []  # per part: its first row in the pass, and the end
         if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
             shaft_hz, shaft_bins = self._speeds(spec, valid, n_win_all)
-        else:
+        else:  # each part's into its slices (its windows', its rows')
             row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
             win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
-            shaft_hz = np.concatenate(
-                [
-                    ex._speeds(spec[row0[i] : row0[i + 1]], valid[win0[i] : win0[i + 1]], nw)[0]
-                    for i, (ex, _x, nw) in enumerate(parts)
-                ]
-            )
-            shaft_bins = np.repeat(shaft_hz, win_ch)[:, None] / self.df
+            shaft_hz = np.empty(n_win_all, dtype=np.float64)
+            shaft_bins = np.empty((rows, 1), dtype=np.float64)
+            for i, (ex, _x, _nw) in enumerate(parts):
+                ws, rs = slice(win0[i], win0[i + 1]), slice(row0[i], row0[i + 1])
+                ex._speeds_into(spec[rs], valid[ws], shaft_hz[ws], shaft_bins[rs])
         tick("speed")
 
         i = len(TIME_FEATURES)
@@ -717,14 +714,15 @@ class FeatureExtractor:
                 spec.view(np.float32), False, self._order_row, shaft_bins,
                 self.orders_tolerance, values, k,
             )  # fmt: skip
-        else:
-            centres = self._tiled("orders", self._order_row, rows) * shaft_bins
-            search, halves = _widest_search(
-                [ex._order_search for ex, _x, _nw in parts],
-                row0,
-                centres * self.orders_tolerance,
-            )
-            values[:, k : k + len(ORDERS)] = search.in_spectrum(spec, centres, halves)
+        else:  # each part's rows read as its own search would read them
+            search = _widest([ex._order_search for ex, _x, _nw in parts])
+            v = spec.view(np.float32)
+            for p, (ex, _x, _nw) in enumerate(parts):
+                rs = slice(row0[p], row0[p + 1])
+                search.at_multiples(
+                    v[rs], False, self._order_row, shaft_bins[rs], self.orders_tolerance,
+                    values[rs], k, narrower=ex._order_search,
+                )  # fmt: skip
         k += len(ORDERS)
         tick("orders")
 
@@ -769,15 +767,15 @@ class FeatureExtractor:
             if not lines:
                 values[r_a:r_b, k:] = np.nan
                 continue
-            tables = [ex._tiled("defects", ex._defect_mult, nw) for ex, _x, nw in parts[a:b]]
-            table = tables[0] if len(tables) == 1 else np.concatenate(tables)
-            centres = table * shaft_bins[r_a:r_b]
-            search, halves = _widest_search(
-                [ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]],
-                row0[a : b + 1],
-                centres * self.slip_tolerance,
-            )
-            values[r_a:r_b, k:] = search(pe, centres, halves) * plan.scale
+            search = _widest([ex._env_search[plan.m] for ex, _x, _nw in parts[a:b]])
+            for j in range(a, b):
+                ex = parts[j][0]
+                rs = slice(row0[j], row0[j + 1])
+                search.at_multiples(
+                    pe[row0[j] - r_a : row0[j + 1] - r_a], True, ex._defect_mult,
+                    shaft_bins[rs], self.slip_tolerance, values[rs], k, plan.scale,
+                    narrower=ex._env_search[plan.m],
+                )  # fmt: skip
             tick("defect_lines")
         out: list[list[FeatureFrame]] = []
         w0 = 0
@@ -838,28 +836,9 @@ class FeatureExtractor:
         """:func:`~pdm.dsp.envelope.envelope_power` of some of a pass's rows, (rows, n//2+1),
         as the pass's own block would give it: padded with zero rows to a multiple of four
         (pocketfft transforms four rows at a time and the rest one by one, ~2.5x the cost
-        per row), the band's bins copied (the only ones the envelope reads)."""
+        per row), the zero rows made where the band's bins are gathered."""
         rows = spec.shape[0]
-        rows4 = -(-rows // 4) * 4
-        if rows == rows4:
-            return envelope_power(spec, plan)
-        k1, k2 = plan.k1, plan.k2
-        buf = self._buffer("envelope_in", (rows4, 2 * k2)).view(np.complex64)
-        buf[:rows, k1:k2] = spec[:, k1:k2]
-        buf[rows:, k1:k2] = 0.0
-        return envelope_power(buf, plan)[:rows]
-
-    def _tiled(
-        self, name: str, table: npt.NDArray[np.float64], reps: int
-    ) -> npt.NDArray[np.float64]:
-        """``table`` (k rows) repeated ``reps`` times, cached by count (the same few recur)."""
-        key = (name, reps)
-        out = self._tile_cache.get(key)
-        if out is None:
-            if len(self._tile_cache) > 64:
-                self._tile_cache.clear()
-            out = self._tile_cache[key] = np.tile(table, (reps, 1))
-        return out
+        return envelope_power(spec, plan, -(-rows // 4) * 4)[:rows]
 
     def _win_rows(self, n_win: int) -> npt.NDArray[np.int64]:
         """(n_win,) int64, this extractor's channel count each: the rows of each window of
@@ -932,44 +911,40 @@ class FeatureExtractor:
         higher harmonic divides the error by its order). None stands: the strongest
         harmonic's peak. (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
         """
-        n_ch = len(self.channels)
+        hz = np.empty(n_win, dtype=np.float64)
+        bins = np.empty((n_win * len(self.channels), 1), dtype=np.float64)
+        self._speeds_into(spec, valid, hz, bins)
+        return hz, bins
+
+    def _speeds_into(
+        self,
+        spec: npt.NDArray[np.complex64],
+        valid: npt.NDArray[np.bool_],
+        hz: npt.NDArray[np.float64],
+        bins: npt.NDArray[np.float64],
+    ) -> None:
+        """:meth:`_speeds` into arrays the caller holds (a shared pass's slices for this
+        part): ``hz`` (n_win,), ``bins`` (n_win·n_channels, 1) float64, C-contiguous."""
         if self.rpm is None and self.rpm_range is not None and len(self._speed_ranges):
-            hz = np.empty(n_win, dtype=np.float64)
-            bins = np.empty((n_win * n_ch, 1), dtype=np.float64)
             lo, hi = self.rpm_range
             shaft_speeds_into(
-                spec.view(np.float32), n_ch, self._speed_ranges, self.df,
+                spec.view(np.float32), len(self.channels), self._speed_ranges, self.df,
                 (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins,
             )  # fmt: skip
-            return hz, bins
+            return
         if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum
-            hz = np.full(n_win, self._nominal_rpm / 60.0)
+            speed = self._nominal_rpm / 60.0
         else:
-            hz = np.full(n_win, self._given_shaft_hz)
-        return hz, np.repeat(hz / self.df, n_ch)[:, None]
+            speed = self._given_shaft_hz
+        hz.fill(speed)
+        bins.fill(speed / self.df)
 
 
-def _widest_search(
-    searches: Sequence[ToneSearch], row0: Sequence[int], halves: npt.NDArray[np.float64]
-) -> tuple[ToneSearch, npt.NDArray[np.float64]]:
-    """One :class:`ToneSearch` for the rows of a pass's parts, and their half-widths, so that
-    every row reads what its own part's search would.
-
-    Parameters
-    ----------
-    searches : each part's search (alike but for the widest window, which its speed sizes)
-    row0 : each part's first row, and the end: (n_parts + 1,)
-    halves : (rows, targets) search half-widths, bins
-
-    The searches differ only in the cap they put on the half-widths: the widest one serves
-    all rows, each row's half-widths capped first at its own part's cap.
-    """
-    widths = [t.width for t in searches]
-    widest = max(widths)
-    if min(widths) == widest:
-        return searches[0], halves
-    caps = np.repeat([(w - 1) / 2 for w in widths], np.diff(row0))
-    return searches[widths.index(widest)], np.minimum(halves, caps[:, None])
+def _widest(searches: Sequence[ToneSearch]) -> ToneSearch:
+    """Of a pass's parts' searches (alike but for the widest window, which each part's speed
+    sizes), the widest: it searches every part's rows, each capped at its own part's width
+    (:meth:`~pdm.dsp.spectrum.ToneSearch.at_multiples` with ``narrower``)."""
+    return max(searches, key=lambda t: t.width)  # the first of the widest
 
 
 def extract_many(
@@ -1029,8 +1004,8 @@ def compile_kernels() -> None:
     ex = FeatureExtractor(25600.0, n, chans, rpm_range=(1330.0, 1630.0))
     x = np.random.default_rng(0).normal(0.0, 0.1, (1, n)).astype(np.float32)
     ex.extract(x)
-    # Machines sharing a pass (extract_many, as the service's rounds call it) read their
-    # lines through the general search.
+    # Machines sharing a pass (extract_many, as the service's rounds call it): their lines
+    # read part by part, row slices of the pass's arrays.
     fixed = [
         FeatureExtractor(25600.0, n, chans, rpm=r, envelope_band_hz=(2e3, 5e3))
         for r in (1480.0, 1780.0)

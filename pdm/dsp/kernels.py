@@ -354,18 +354,24 @@ def _band_bins(  # pragma: no cover - compiled
             o[j] = x[k1 + j]
         for j in range(k2 - k1, o.shape[0]):
             o[j] = 0
+    for r in range(spec.shape[0], out.shape[0]):  # zero rows after spec's
+        out[r, :] = 0
 
 
 def band_bins(
-    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int
+    spec: npt.NDArray[np.complex64], k1: int, k2: int, m: int, rows: int | None = None
 ) -> npt.NDArray[np.complex64]:
     """Each row's bins ``k1 … k2−1`` from bin 0 on, zero-padded to ``m``: the input of the
     envelope's inverse FFT (:func:`pdm.dsp.envelope.envelope_power`), gathered in one
     sequential pass over each row (the spectrum is cold in cache after its FFT).
 
-    ``spec`` is (rows, bins) complex64, C-contiguous; returns (rows, m) complex64.
+    ``spec`` is (spec_rows, bins) complex64, C-contiguous; returns (rows, m) complex64
+    (``rows`` ≥ spec_rows, default spec_rows: rows after spec's are zeros).
     """
-    out = np.empty((spec.shape[0], m), dtype=np.complex64)
+    rows = spec.shape[0] if rows is None else rows
+    if rows < spec.shape[0]:
+        raise ValueError(f"{rows=} < the spectrum's {spec.shape[0]} rows")
+    out = np.empty((rows, m), dtype=np.complex64)
     _band_bins(spec, k1, k2, out)
     return out
 
@@ -555,12 +561,13 @@ def tone_amplitudes_at(  # pragma: no cover - compiled
     out_scale: float,
     values: npt.NDArray[np.float64],
     col: int,
+    row_cap: float,
 ) -> None:
     """:func:`tone_amplitudes` at multiples of each row's speed, times ``out_scale``, into
     ``values[:, col:col + targets]``: the targets' centres ``table[r % k] · bins[r]`` and
-    half-widths ``centre · tolerance`` made in the loop, as numpy's ``np.tile(table) · bins``
-    and ``· tolerance`` make them (the pass's order and defect lines: the arrays' numpy
-    calls ran cold after the FFT).
+    half-widths ``min(centre · tolerance, row_cap)`` made in the loop, as numpy's
+    ``np.tile(table) · bins``, ``· tolerance`` and ``np.minimum`` make them (the pass's order
+    and defect lines: the arrays' numpy calls ran cold after the FFT).
 
     Parameters
     ----------
@@ -571,13 +578,20 @@ def tone_amplitudes_at(  # pragma: no cover - compiled
     tolerance : the half-width as a fraction of the centre
     out_scale : multiplies each amplitude
     values : (rows, ≥ col + targets) float64: receives the amplitudes
+    row_cap : the rows' own cap on the half-widths, before ``half_cap`` (rows of a pass's
+        part whose search is narrower than the one searching them: ≤ ``half_cap``, and
+        ``half_cap`` itself changes nothing); a NaN half-width stays NaN, as ``np.minimum``
+        keeps it
     """
     k = table.shape[0]
     for r in range(bins.shape[0]):
         row = v[r]
         for t in range(table.shape[1]):
             c = table[r % k, t] * bins[r, 0]
-            a = _tone(row, squared, c, c * tolerance, n_bins, half_cap, lobe_bins, scale)
+            h = c * tolerance
+            if row_cap < h:
+                h = row_cap
+            a = _tone(row, squared, c, h, n_bins, half_cap, lobe_bins, scale)
             values[r, col + t] = a * out_scale
 
 

@@ -192,6 +192,7 @@ class ToneSearch:
         out: npt.NDArray[np.float64],
         col: int,
         out_scale: float = 1.0,
+        narrower: ToneSearch | None = None,
     ) -> None:
         """Amplitudes at multiples of each row's speed, times ``out_scale``, into
         ``out[:, col:col + targets]``: the numbers of the search at centres
@@ -201,11 +202,17 @@ class ToneSearch:
         ``sq`` is (rows, ≥ 2·n_bins) float32, C-contiguous: a spectrum's parts, or with
         ``squared`` their squares; ``multiples`` (k, targets) float64, C-contiguous (row
         ``r`` reads row ``r % k``; NaN: no target); ``speed_bins`` (rows, 1) float64.
+        With ``narrower`` (a search no wider than this one), the half-widths are capped at
+        its cap first: the rows read what ``narrower`` would read (the rows of a pass's part
+        whose own search is narrower than the one searching the pass).
         """
         self._check_width(sq)
+        cap = self._half_cap if narrower is None else narrower._half_cap
+        if cap > self._half_cap:
+            raise ValueError(f"narrower search's cap {cap} > {self._half_cap}")
         tone_amplitudes_at(
             sq, squared, multiples, speed_bins, tolerance, self.n_bins, self._half_cap,
-            HANN_LOBE_BINS, self._scale, out_scale, out, col,
+            HANN_LOBE_BINS, self._scale, out_scale, out, col, cap,
         )  # fmt: skip
 
     def _check_width(self, v: npt.NDArray[np.float32]) -> None:

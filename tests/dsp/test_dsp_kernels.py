@@ -255,7 +255,7 @@ def test_compile_kernels_gives_every_kernel_the_types_a_pass_gives() -> None:
         "from pdm.dsp.features import ChannelSpec, FeatureExtractor, compile_kernels\n"
         # the kernels called from Python (_interpolate_peak is compiled into _speeds)
         "names = ['_moments', '_time_features', '_band_bins', '_envelope_pairs', '_pair_parts',\n"
-        "         '_tones', '_speeds']\n"
+        "         'tone_amplitudes_at', '_speeds']\n"
         "compile_kernels()\n"
         "before = {n: len(getattr(kernels, n).signatures) for n in names}\n"
         "b = lookup_bearing('6205')\n"

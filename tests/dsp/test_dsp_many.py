@@ -163,3 +163,50 @@ def test_machines_with_other_dsp_settings_run_in_passes_of_their_own(
     for (ex, x), frames in zip(jobs, got, strict=True):
         assert_frames_match(frames, ex.extract_batch(x), env_scale(got))
     assert got[1][0].envelope_band_hz != got[0][0].envelope_band_hz
+
+
+def test_a_shared_pass_hands_out_arrays_no_later_pass_writes() -> None:
+    """The frames of a shared pass keep their numbers through later passes of other windows
+    (the pass writes each part's speeds and lines into slices of its own arrays, and reuses
+    only scratch it hands out nothing of): the service keeps a round's frames while the
+    next rounds run."""
+    fleet = [
+        machine(3, ("6205",), rpm=990.0),
+        machine(3, ("6206",), rpm_range=(1300.0, 1600.0)),
+        machine(2, ("6310",), rpm=2960.0),
+    ]
+    rpms = (990.0, 1450.0, 2960.0)
+    first = extract_many(
+        [
+            (ex, windows(r, len(ex.channels), 1, seed=j))
+            for j, (ex, r) in enumerate(zip(fleet, rpms, strict=True))
+        ]
+    )
+    kept = [
+        [
+            (
+                f.values.copy(),
+                f.spectrum.copy(),
+                f.env_parts.copy(),
+                np.copy(f.stats),
+                f.shaft_speed_rpm,
+            )
+            for f in frames
+        ]
+        for frames in first
+    ]
+    for seed in (10, 11):  # other windows, through the same extractors and alone
+        extract_many(
+            [
+                (ex, windows(r, len(ex.channels), 1, seed=seed))
+                for ex, r in zip(fleet, rpms, strict=True)
+            ]
+        )
+        fleet[1].extract_batch(windows(1450.0, 3, 2, seed=seed))
+    for frames, want in zip(first, kept, strict=True):
+        for f, (values, spec, env, stats, rpm) in zip(frames, want, strict=True):
+            np.testing.assert_array_equal(f.values, values)
+            np.testing.assert_array_equal(f.spectrum, spec)
+            np.testing.assert_array_equal(f.env_parts, env)
+            np.testing.assert_array_equal(f.stats, stats)
+            assert f.shaft_speed_rpm == rpm

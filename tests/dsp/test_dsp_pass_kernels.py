@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from pdm.dsp.envelope import envelope_power, plan_envelope
 from pdm.dsp.kernels import (
+    band_bins,
     envelope_pairs,
     moments_windowed,
     rms_columns,
@@ -116,6 +118,18 @@ def test_envelope_pairs_zero_a_row_that_is_not_finite() -> None:
     assert_array_equal(pairs[1], clean[1])  # rows 2 and 3
 
 
+def _noise_spectrum(
+    rng: np.random.Generator, rows: int, n_bins: int, squared: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A complex64 spectrum of Gaussian noise, (rows, n_bins), and what a tone search reads
+    of it: its parts viewed as float32, or with ``squared`` their squares."""
+    spec = (rng.normal(0, 1, (rows, n_bins)) + 1j * rng.normal(0, 1, (rows, n_bins))).astype(
+        np.complex64
+    )
+    v = spec.view(np.float32)
+    return spec, (np.ascontiguousarray(v * v) if squared else v)
+
+
 @pytest.mark.parametrize("squared", [False, True])
 def test_tones_at_multiples_are_the_search_at_tiled_centres(squared: bool) -> None:
     """ToneSearch.at_multiples: the search at centres np.tile(multiples) · speed bins and
@@ -123,11 +137,7 @@ def test_tones_at_multiples_are_the_search_at_tiled_centres(squared: bool) -> No
     without a bearing) and lines off the spectrum give NaN; other columns are left alone."""
     rng = np.random.default_rng(5)
     rows, n_bins = 6, 300
-    spec = (rng.normal(0, 1, (rows, n_bins)) + 1j * rng.normal(0, 1, (rows, n_bins))).astype(
-        np.complex64
-    )
-    v = spec.view(np.float32)
-    sq = np.ascontiguousarray(v * v) if squared else v
+    spec, sq = _noise_spectrum(rng, rows, n_bins, squared)
     multiples = np.array([[1.0, 2.0, 3.5, 40.0], [np.nan, 0.5, 2.0, 3.0]])
     bins = rng.uniform(8.0, 12.0, (rows, 1))
     search = ToneSearch(n_bins, 6.0, 2 * (n_bins - 1), 3 * (n_bins - 1) / 4)
@@ -140,3 +150,65 @@ def test_tones_at_multiples_are_the_search_at_tiled_centres(squared: bool) -> No
     assert np.isnan(values[1::2, 2]).all() and np.isnan(values[0::2, 5]).all()  # NaN, 40×
     assert np.isfinite(values[0::2, 2:5]).all()
     assert_array_equal(values[:, [0, 1, 6]], 9.0)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_tones_at_multiples_capped_by_a_narrower_search_are_the_capped_search(
+    squared: bool,
+) -> None:
+    """ToneSearch.at_multiples with ``narrower``: the rows of a pass's part read as the
+    pass's widest search at half-widths np.minimum(centre · tolerance, the part's own cap)
+    (what extract_many's parts gave before, from those arrays), to the bit, NaN kept; a
+    wider search is refused. The widths are chosen so that the cap bites: some lines are
+    searched ±8 bins wide, and the narrower search reaches ±3."""
+    rng = np.random.default_rng(6)
+    rows, n_bins = 6, 400
+    spec, sq = _noise_spectrum(rng, rows, n_bins, squared)
+    multiples = np.array([[1.0, 2.0, np.nan, 8.0], [0.5, 3.0, 4.0, 9.0]])
+    bins = rng.uniform(20.0, 30.0, (rows, 1))
+    wide = ToneSearch(n_bins, 8.0, 2 * (n_bins - 1), 3 * (n_bins - 1) / 4)
+    narrow = ToneSearch(n_bins, 2.5, 2 * (n_bins - 1), 3 * (n_bins - 1) / 4)
+    centres = np.tile(multiples, (rows // 2, 1)) * bins
+    halves = np.minimum(centres * 0.03, (narrow.width - 1) / 2)
+    assert np.nanmax(centres * 0.03) > (narrow.width - 1) / 2  # the cap bites
+    want = wide(sq, centres, halves) if squared else wide.in_spectrum(spec, centres, halves)
+    plain = wide(sq, centres, centres * 0.03) if squared else None
+    values = np.full((rows, 6), 9.0)
+    wide.at_multiples(sq, squared, multiples, bins, 0.03, values, 1, 0.5, narrower=narrow)
+    assert_array_equal(values[:, 1:5], want * 0.5)
+    assert np.isnan(values[0::2, 3]).all() and np.isfinite(values[:, [1, 2, 4]]).all()
+    assert_array_equal(values[:, [0, 5]], 9.0)
+    if plain is not None:  # and the cap changed something
+        assert not np.array_equal(want, plain)
+    # the search's own cap as the narrower one changes nothing
+    same = np.full((rows, 6), 9.0)
+    wide.at_multiples(sq, squared, multiples, bins, 0.03, same, 1, 0.5, narrower=wide)
+    ref = np.full((rows, 6), 9.0)
+    wide.at_multiples(sq, squared, multiples, bins, 0.03, ref, 1, 0.5)
+    assert_array_equal(same, ref)
+    with pytest.raises(ValueError, match="narrower"):
+        narrow.at_multiples(sq, squared, multiples, bins, 0.03, values, 1, narrower=wide)
+
+
+def test_envelope_of_rows_padded_with_zero_rows_is_that_of_the_padded_copy() -> None:
+    """envelope_power(spec, plan, rows): the rows of a spectrum padded with zero rows where
+    the band's bins are gathered give, to the bit, what the spectrum copied into a padded
+    array gives (a shared pass's part of 3 or 6 rows, padded to fours); band_bins refuses
+    fewer rows than the spectrum's."""
+    rng = np.random.default_rng(7)
+    fs, n = 25600.0, 4096
+    plan = plan_envelope(fs, n, (2000.0, 5000.0), 400.0)
+    for rows in (1, 3, 6):
+        x = rng.normal(0, 1, (rows, n)).astype(np.float32)
+        spec = np.fft.rfft(x * W, axis=-1).astype(np.complex64)
+        rows4 = -(-rows // 4) * 4
+        padded = np.zeros((rows4, spec.shape[1]), dtype=np.complex64)
+        padded[:rows] = spec
+        got = envelope_power(spec, plan, rows4)
+        assert got.shape == (rows4, 2 * plan.n_env_bins)
+        assert_array_equal(got, envelope_power(padded, plan))
+        assert_array_equal(got[:rows], envelope_power(spec, plan))  # as unpadded
+        gathered = band_bins(spec, plan.k1, plan.k2, plan.m, rows4)
+        assert_array_equal(gathered[rows:], 0.0)
+    with pytest.raises(ValueError, match="rows"):
+        band_bins(spec, plan.k1, plan.k2, plan.m, rows - 1)
