@@ -425,7 +425,7 @@ class Frame:
 
 class _Head(NamedTuple):
     """The structure of the frame being received (checked, not yet CRC-verified). A tuple:
-    one is made per frame, and a frozen dataclass's ``__init__`` cost three times as much."""
+    one is made per frame, and a frozen dataclass's ``__init__`` cost four times as much."""
 
     code: int
     n_channels: int
