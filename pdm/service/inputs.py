@@ -231,8 +231,9 @@ class ServiceInputs:
             self._threads.append(t)
 
     # -- routing ------------------------------------------------------------------------------
-    def route(self, sensor_id: str, chunk: Chunk) -> None:
-        """A chunk from the network: to the machine it names (machine id or a sensor id).
+    def route(self, sensor_id: str, chunk: Chunk) -> str:
+        """A chunk from the network: to the machine it names (machine id or a sensor id);
+        returns that machine's id.
 
         Checked against the pipeline first: its channels, its sample rate (within 1 ppm;
         the pipeline's exact rate is used), and a first sample within
@@ -278,6 +279,7 @@ class ServiceInputs:
                 "([acquisition] max_clock_behind_s, max_clock_ahead_s)",
             )
         self.runners[machine].offer(chunk)
+        return machine
 
     def _refuse(self, machine: str, cause: str, message: str) -> NoReturn:
         """Count a refusal of ``machine``'s data and raise it (the input logs it, limited)."""
@@ -352,9 +354,11 @@ class ServiceInputs:
         o, pool = self.opts, self._pool
         assert pool is not None
 
+        seen = self._seen
+        assert seen is not None
+
         def on_chunk(sensor_id: str, chunk: Chunk) -> None:
-            self.route(sensor_id, chunk)  # InputError: rejected, and no sign of life
-            self._seen_now(sensor_id)
+            seen.seen(self.route(sensor_id, chunk))  # InputError: rejected, no sign of life
 
         # Connection events are history events, spooled (fsynced) when submitted. Those of
         # one poll go in one submit: when a switch restarts, hundreds of connections close

@@ -629,7 +629,9 @@ class MachineRunner:
         wait = not (pool is not None and pool.on_thread)
         try:
             self.queue.put(chunk, timeout=self.put_timeout_s if wait else None, block=wait)
-            if not wait and self.queue.qsize() >= self.queue.maxsize // 2:
+            # (the deque's length, read without the queue's lock: this thread is the one
+            # that empties it, and ``qsize()`` took the lock once more per frame)
+            if not wait and len(self.queue.queue) >= self.queue.maxsize // 2:
                 assert pool is not None
                 pool.congested.add(self)  # the pool stops reading until this drains
         except queue.Full:

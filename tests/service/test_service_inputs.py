@@ -152,5 +152,5 @@ def test_a_rate_within_a_ppm_is_the_pipelines(tmp_path: Path) -> None:
     got: list[Chunk] = []
     app.runners["demo-pump"] = type("R", (), {"offer": lambda self, c: got.append(c)})()  # type: ignore[assignment]
     chunk = Chunk(np.zeros((4, 2)), FS * (1 + 1e-9), time.time(), CHANNELS)
-    app.inputs.route("motor_de", chunk)
+    assert app.inputs.route("motor_de", chunk) == "demo-pump"  # a sensor id: its machine
     assert got[0].fs == FS

@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 import tracemalloc
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,13 +202,15 @@ def test_non_finite_samples_become_nan_and_are_counted(dtype: str) -> None:
 
 
 def test_huge_finite_samples_are_not_counted_bad() -> None:
-    """The finite check is a sum first: one that overflows is checked sample by sample."""
+    """Samples whose sum overflows float32 are still finite: none counted bad, no warning."""
     big = np.finfo(np.float32).max
     data = np.array([[big, big], [big, 1.0]], dtype=np.float32)
     (frame,) = FrameDecoder().feed(
         encode_frame("s", data, fs=10.0, t0_ns=0, channels=("a", "b"), dtype="float32")
     )
-    chunk = frame.to_chunk()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing sum would warn
+        chunk = frame.to_chunk()
     assert chunk.bad_samples == 0
     np.testing.assert_array_equal(chunk.data, data)
 
@@ -389,6 +392,45 @@ def test_every_violation_is_a_one_line_input_error(raw: bytes, offset: int, word
     assert words in msg, msg
     with pytest.raises(InputError):  # a failed decoder stays failed
         dec.feed(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("raw", "offset", "words"), [v[1:] for v in VIOLATIONS], ids=[v[0] for v in VIOLATIONS]
+)
+def test_a_violation_after_a_good_frame_in_the_same_read(
+    raw: bytes, offset: int, words: str
+) -> None:
+    """The decoder remembers the last frame's names (most violations share GOOD's sensor id
+    length and channel count, so they meet that shortcut): the good frame comes back, the
+    bad one is refused at its own offset, with the same words as on a fresh stream."""
+    dec = FrameDecoder("10.0.0.7:51234")
+    frames = dec.feed(GOOD + raw)
+    assert [f.offset for f in frames] == [0, *([len(GOOD)] if raw.startswith(GOOD) else [])]
+    with pytest.raises(InputError) as info:
+        dec.feed(b"")
+    msg = str(info.value)
+    assert msg.startswith(f"stream from 10.0.0.7:51234, byte {len(GOOD) + offset}: "), msg
+    assert words in msg and "\n" not in msg, msg
+
+
+def test_names_laid_out_otherwise_after_a_frame_are_read_anew() -> None:
+    """Same sensor id length, channel count and names section length as the frame before,
+    other name lengths: the names are walked again, not taken from the last frame's."""
+    first = raw_frame(names=(b"ab", b"c"))
+    second = raw_frame(names=(b"a", b"bc"))
+    third = raw_frame(sensor=b"s2", names=(b"a", b"bc"))
+    frames = FrameDecoder().feed(first + second + third + first)
+    assert [(f.sensor_id, f.channels) for f in frames] == [
+        ("s1", ("ab", "c")),
+        ("s1", ("a", "bc")),
+        ("s2", ("a", "bc")),
+        ("s1", ("ab", "c")),
+    ]
+    # and cut anywhere, one byte at a time
+    stream = first + second + third
+    dec = FrameDecoder()
+    got = [f for i in range(len(stream)) for f in dec.feed(stream[i : i + 1])]
+    assert [f.channels for f in got] == [("ab", "c"), ("a", "bc"), ("a", "bc")]
 
 
 def test_a_corrupt_byte_anywhere_is_caught() -> None:
