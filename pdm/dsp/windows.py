@@ -76,13 +76,6 @@ class Windower:
     scale : (n_channels,) multipliers from the channels' units to g
     max_gap_s : a time discontinuity larger than this resets the window; the
         default (None) allows 1.5 sample periods
-
-    Notes
-    -----
-    Each window is an array of its own, filled as its samples come and handed over whole
-    (``Window.data`` is never written again here, so a window may be kept as long as a
-    caller likes). Held meanwhile: the ``ceil(n / hop)`` windows begun — 2 at the default
-    50 % overlap, 20 at the largest (95 %) — each sample written once into each of them.
     """
 
     def __init__(
@@ -96,17 +89,16 @@ class Windower:
         self.n_channels = int(self.scale.shape[0])
         self._unit = bool(np.all(self.scale == 1.0))  # every channel in g: a plain copy
         self.max_gap_s = max_gap_s
-        # The windows begun and not yet complete, oldest first: each chunk's samples are
-        # written straight into every one they belong to, and a complete window is handed
-        # over as it is (the window owns its array; nothing here writes to it again). One
-        # copy of each sample per window it belongs to, where a ring buffer that windows
-        # were copied out of wrote each sample once more and read it back.
-        self._open: list[npt.NDArray[np.float32]] = []
-        self._opened = 0  # windows begun in this segment (the next begins at _opened * hop)
+        # Capacity of a few windows keeps compaction rare (it moves < n samples).
+        self._cap = max(4 * n, n + 4 * hop)
+        self._buf = np.empty((self.n_channels, self._cap), dtype=np.float32)
+        self._r = 0  # buffer position of the next window's first sample
+        self._w = 0  # buffer write position
         self.fs: float | None = None
         self.index = 0
         self.segment = -1
         self._seg_t0 = 0.0  # time of the segment's first sample
+        self._seg_pos = 0  # segment sample index of buffer position 0
         self._seg_samples = 0  # samples received in this segment
         self._seg_covered = 0  # segment sample index just past the last window
         self.windows_emitted = 0
@@ -119,9 +111,8 @@ class Windower:
     def _new_segment(self, t0: float) -> None:
         self.segment += 1
         self._seg_t0 = t0
-        self._seg_samples = self._seg_covered = 0
-        self._open = []  # a partial window is discarded
-        self._opened = 0
+        self._seg_pos = self._seg_samples = self._seg_covered = 0
+        self._r = self._w = 0
 
     def push(self, chunk: Chunk) -> tuple[list[Window], list[StreamEvent]]:
         """Feed one chunk; returns the windows it completed and any reset events."""
@@ -152,36 +143,38 @@ class Windower:
                 self._new_segment(chunk.t0)
         windows: list[Window] = []
         m = data.shape[0]
-        n, hop, fs = self.n, self.hop, self.fs
-        s0 = self._seg_samples  # segment sample index of the chunk's first sample
-        end = s0 + m
-        opened = self._open
-        while self._opened * hop < end:  # the windows that begin in this chunk
-            opened.append(np.empty((self.n_channels, n), dtype=np.float32))
-            self._opened += 1
-        first = (self._opened - len(opened)) * hop  # segment index of the oldest one's start
-        plain = self._unit and data.dtype == np.float32
-        for j, buf in enumerate(opened):
-            start = first + j * hop
-            a, b = max(start, s0), min(start + n, end)  # its part of this chunk
-            if plain:
+        pos = 0
+        buf, n, hop = self._buf, self.n, self.hop
+        while pos < m:
+            if self._w == self._cap:
+                keep = self._w - self._r
+                buf[:, :keep] = buf[:, self._r : self._w]
+                self._seg_pos += self._r
+                self._w, self._r = keep, 0
+            take = min(self._cap - self._w, m - pos)
+            if self._unit and data.dtype == np.float32:
                 # float32 into float32 (the network's frames): nothing can overflow, and the
                 # error-state switch cost a third of the copy of a 2560-sample chunk.
-                buf[:, a - start : b - start] = data[a - s0 : b - s0].T
+                buf[:, self._w : self._w + take] = data[pos : pos + take].T
             else:
-                self._cast(data[a - s0 : b - s0], buf[:, a - start : b - start])
-        done = 0  # windows complete, oldest first
-        while done < len(opened) and first + done * hop + n <= end:
-            start = first + done * hop
-            windows.append(
-                Window(self.index, self.segment, self._seg_t0 + start / fs, fs, opened[done])
-            )
-            self.index += 1
-            self._seg_covered = start + n
-            done += 1
-        if done:
-            del opened[:done]
-        self._seg_samples = end
+                self._cast(data[pos : pos + take], buf[:, self._w : self._w + take])
+            self._w += take
+            pos += take
+            while self._w - self._r >= n:
+                seg_index = self._seg_pos + self._r
+                windows.append(
+                    Window(
+                        self.index,
+                        self.segment,
+                        self._seg_t0 + seg_index / self.fs,
+                        self.fs,
+                        buf[:, self._r : self._r + n].copy(),
+                    )
+                )
+                self.index += 1
+                self._seg_covered = seg_index + n
+                self._r += hop
+        self._seg_samples += m
         return windows, events
 
     def _cast(self, part: npt.NDArray[Any], out: npt.NDArray[np.float32]) -> None:
