@@ -101,6 +101,51 @@ def test_rate_change_resets() -> None:
     assert wins[0].fs == 2 * FS and wins[0].t_start == 500 / FS
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    hop_part=st.floats(0.0, 1.0),
+    cuts=st.lists(st.integers(1, 299), max_size=25),
+    plain=st.booleans(),
+)
+def test_windows_are_the_signals_slices_and_never_change_after(
+    n: int, hop_part: float, cuts: list[int], plain: bool
+) -> None:
+    """Any window length, hop (1 sample to no overlap) and chunking, float32 in g (a plain
+    copy) or float64 scaled: window k is samples ``k*hop .. k*hop+n`` in g, and a window
+    handed over is not touched by what the windower does after (its array is its own)."""
+    hop = max(1, round(hop_part * n))
+    sig = SIGNAL[:300].astype(np.float32) if plain else SIGNAL[:300]
+    scale = [1.0, 1.0] if plain else [2.0, 0.25]
+    w = Windower(n, hop, scale)
+    got: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for a, b in itertools.pairwise([0, *sorted(set(cuts)), len(sig)]):
+        out, ev = w.push(Chunk(sig[a:b], FS, 1000.0 + a / FS, ("a", "b")))
+        assert ev == []
+        got += [(x.index, x.data, x.data.copy()) for x in out]
+    assert [k for k, _, _ in got] == list(range((len(sig) - n) // hop + 1))
+    want_scale = np.array(scale)[:, None]
+    for k, data, at_hand_over in got:
+        want = (sig[k * hop : k * hop + n].T * want_scale).astype(np.float32)
+        np.testing.assert_array_equal(at_hand_over, want)
+        np.testing.assert_array_equal(data, at_hand_over)  # unchanged by later pushes
+        assert data.dtype == np.float32 and data.flags.c_contiguous
+    assert len({id(d) for _, d, _ in got}) == len(got)  # no two windows share an array
+    assert w.tail_samples() == len(sig) - ((len(sig) - n) // hop * hop + n)
+
+
+def test_a_gap_discards_the_windows_begun() -> None:
+    """Windows begun before a gap are dropped whole; the next segment's first window is
+    its own samples only."""
+    w = Windower(8, 4, [1.0, 1.0])
+    first, _ = w.push(Chunk(SIGNAL[:10], FS, 0.0, ("a", "b")))  # window 0 done, 4.. begun
+    assert [x.index for x in first] == [0]
+    out, ev = w.push(Chunk(SIGNAL[10:20], FS, 5.0, ("a", "b")))
+    assert [e.kind for e in ev] == ["gap"] and ev[0].unused_samples == 2
+    assert [x.index for x in out] == [1]
+    np.testing.assert_array_equal(out[0].data, SIGNAL[10:18].T.astype(np.float32))
+
+
 def test_windower_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="hop=0"):
         Windower(N, 0, [1.0])
