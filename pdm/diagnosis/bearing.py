@@ -214,7 +214,7 @@ def judge_bearing(
     # (interpolated, within a quarter bin and the speed's 0.1 %) is what such a source
     # shows, and cannot be told from it without the machine's healthy spectra; with them
     # (``baseline``) the source's lines are part of the reference and the test is moot.
-    locked_line = _on_shaft_order(env, found, df, fr)
+    locked_line = _on_shaft_order(f_at, df, fr)
     # A fundamental on a shaft order, alone or with its lines, is no sign of a defect
     # elsewhere in the bearing either (a blade pass at 8 × beside an NU206's BPFI at 7.76 ×
     # made an outer race uncertain and a ball's confidence 0.02): neither another race
@@ -376,12 +376,10 @@ def _coherent(
     return np.asarray(exact, dtype=bool), np.asarray(exact | lobe, dtype=bool)
 
 
-def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
-    """(C, nb): whether each line found (Hz, on a bin of ``env``, the rows' averaged envelope
-    power) sits on a shaft order: its frequency interpolated between bins
-    (:func:`_interpolated_hz`) within a quarter bin and 0.1 % (the speed's precision, §1)
-    of a whole multiple of ``fr``."""
-    f = _interpolated_hz(env, found, df)
+def _on_shaft_order(f: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
+    """(C, nb): whether each line found sits on a shaft order: its frequency interpolated
+    between bins (``f``, Hz: :func:`_interpolated_hz`, found once a judgement) within a
+    quarter bin and 0.1 % (the speed's precision, §1) of a whole multiple of ``fr``."""
     h = np.rint(f / fr)
     return (h >= 1) & (np.abs(f - h * fr) <= 0.25 * df + 0.001 * f)
 
