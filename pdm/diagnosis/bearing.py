@@ -76,7 +76,8 @@ def judge_bearing(
     if not n_fam:
         return [[] for _ in range(n_rows)], lambda c: _skipped(lay)
     fam = lay.fam
-    fund = np.array([a for a, _b in lay.spans], dtype=np.intp)
+    ix = lay.train_index  # the layout's fixed indices, found once per layout
+    fund = ix.fund
 
     nb = lay.shaft[0]  # bearing lines are 0 … nb−1, shaft lines after
     found = rd.found[:, :nb]
@@ -106,12 +107,8 @@ def judge_bearing(
     # the lines listed): a family's harmonic off it by more than a bin and the grid's 0.1 %
     # (both lines' quantisation and a weak line's pull, as for shaft harmonics) says its
     # fundamental is not on m.
-    fund_of = fund[fam_b]
-    k_line = np.where(
-        np.array(lay.kinds[:nb]) == "harmonic",
-        np.rint(lay.carrier[:nb] / lay.carrier[fund_of]),
-        1.0,
-    )
+    fund_of = ix.fund_of
+    k_line = ix.order_k
     pull = k_line * _MAINS[np.argmin(near, axis=-1)][:, fund_of]
     off_pull = np.abs(found - pull) > df + 0.001 * found
     # A harmonic is a line at k × its fundamental *as found*: the comb reads each harmonic
@@ -147,10 +144,8 @@ def judge_bearing(
     by = close & held[:, None, :]
     shared: npt.NDArray[np.bool_] = np.asarray(by.any(axis=-1), dtype=bool)
     owner = np.where(shared, np.argmax(by, axis=-1), -1)
-    not_fund = np.ones(nb, dtype=bool)
-    not_fund[fund] = False
     clean = sig_own & ~shared & ~on_comb & ~on_mains
-    support = clean & not_fund & lay.supports[:nb]
+    support = clean & ix.may_support
     n_clean = np.add.reduceat(support, fund, axis=1)
     free = ~shared & ~on_comb & ~on_mains
     train = impact_train(lay, rd.prom[:, :nb], found, support & exact, free, df, rules)
@@ -214,7 +209,7 @@ def judge_bearing(
     # (interpolated, within a quarter bin and the speed's 0.1 %) is what such a source
     # shows, and cannot be told from it without the machine's healthy spectra; with them
     # (``baseline``) the source's lines are part of the reference and the test is moot.
-    locked_line = _on_shaft_order(env, found, df, fr)
+    locked_line = _on_shaft_order(f_at, df, fr)
     # A fundamental on a shaft order, alone or with its lines, is no sign of a defect
     # elsewhere in the bearing either (a blade pass at 8 × beside an NU206's BPFI at 7.76 ×
     # made an outer race uncertain and a ball's confidence 0.02): neither another race
@@ -376,12 +371,10 @@ def _coherent(
     return np.asarray(exact, dtype=bool), np.asarray(exact | lobe, dtype=bool)
 
 
-def _on_shaft_order(env: F64, found: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
-    """(C, nb): whether each line found (Hz, on a bin of ``env``, the rows' averaged envelope
-    power) sits on a shaft order: its frequency interpolated between bins
-    (:func:`_interpolated_hz`) within a quarter bin and 0.1 % (the speed's precision, §1)
-    of a whole multiple of ``fr``."""
-    f = _interpolated_hz(env, found, df)
+def _on_shaft_order(f: F64, df: float, fr: float) -> npt.NDArray[np.bool_]:
+    """(C, nb): whether each line found sits on a shaft order: its frequency interpolated
+    between bins (``f``, Hz: :func:`_interpolated_hz`, found once a judgement) within a
+    quarter bin and 0.1 % (the speed's precision, §1) of a whole multiple of ``fr``."""
     h = np.rint(f / fr)
     return (h >= 1) & (np.abs(f - h * fr) <= 0.25 * df + 0.001 * f)
 

@@ -446,7 +446,9 @@ class DiagnosisEngine:
         """The diagnosis at ``verdict``'s window judged at most :attr:`fresh_within` windows
         before it (``now``: at it, unless a fresh one was read within :attr:`fresh_within`
         windows). When windows after it were averaged in already (read out of order), its
-        routine judgement."""
+        routine judgement. Past the averages' memory a judgement made already is reused
+        while within the bound (one per ``fresh_within + 1`` windows of an alerting run);
+        in a segment's plain mean the routine doubling's are taken."""
         self.drain(upto=verdict)
         routine = verdict.routine
         assert routine is not None
@@ -460,13 +462,25 @@ class DiagnosisEngine:
         self._fresh_read = self._tick
         limit = 0 if now else self.fresh_within
         seg = self._average.segments
-        for p in (routine, self._fresh):
-            if (
-                p is not None
-                and p.segment == seg
-                and p.baseline is self.baseline
-                and self._tick - p.tick <= limit
-            ):
+        near = [
+            p
+            for p in (routine, self._fresh)
+            if p is not None
+            and p.segment == seg
+            and p.baseline is self.baseline
+            and self._tick - p.tick <= limit
+        ]
+        # Once the average is exponential (its evidence renews at most 39 % in the bound), a
+        # judgement made already serves while within the bound, and one to make is made at
+        # this window (it then serves the longest): the routine one due in between would be
+        # a second judgement for no fresher bound. In a segment's plain mean the routine
+        # doubling is followed (each doubling halves the weight of what was judged).
+        n_mem = self._average.n_mem
+        for p in near:
+            if p.judged and p.windows >= n_mem:
+                return p.result()
+        for p in near:
+            if p.windows < n_mem or p.tick == self._tick:
                 return p.result()
         self._fresh = self._pending()
         return self._fresh.result()
@@ -576,12 +590,13 @@ class PendingDiagnosis:
     ----------
     tick : the window it is of (windows offered to the engine until then)
     segment : the averages' segment then
+    windows : windows averaged in it then
     baseline : the baseline it is judged over
     k_eff : independent windows the averages are worth (0 with none): the judgement's
         :attr:`Diagnosis.k_eff` when a channel decides, known without judging
     """
 
-    __slots__ = ("_engine", "_result", "_state", "baseline", "k_eff", "segment", "tick")
+    __slots__ = ("_engine", "_result", "_state", "baseline", "k_eff", "segment", "tick", "windows")
 
     def __init__(
         self,
@@ -596,6 +611,7 @@ class PendingDiagnosis:
         self.segment = state.segment
         self.tick = tick
         self.k_eff = 0.0 if state.count == 0 or state.acc is None else state.k_acc
+        self.windows = state.count
         self._result: Diagnosis | None = None
 
     @property

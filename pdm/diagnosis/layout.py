@@ -89,6 +89,8 @@ class BearingLayout:
             is_harm,
             fund_of,
             (1.5 * order_k) ** 2,
+            order_k,
+            ~np.isin(np.arange(nb), fund) & self.supports[:nb],
             low_a,
             np.array(high, dtype=np.intp),
             np.array(mid, dtype=np.intp),
@@ -103,6 +105,8 @@ class TrainIndex(NamedTuple):
     is_harm: npt.NDArray[np.bool_]  # (nb,) a harmonic line
     fund_of: npt.NDArray[np.intp]  # (nb,) each line's family fundamental
     harm_bound: F64  # (nb,) (1.5 k)²: a harmonic k's power bound divisor
+    order_k: F64  # (nb,) each line's harmonic order k of its fundamental (1: not a harmonic)
+    may_support: npt.NDArray[np.bool_]  # (nb,) no fundamental and may support its family
     low: npt.NDArray[np.intp]  # (P,) each sideband pair's lower line
     high: npt.NDArray[np.intp]  # (P,) its mirror
     carrier: npt.NDArray[np.intp]  # (P,) the carrier's harmonic line

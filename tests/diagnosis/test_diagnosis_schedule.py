@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -308,3 +309,48 @@ def test_the_named_defect_question_is_answered_without_a_judgement_until_it_coul
             assert v.routine.judged
     assert named > 0, "the fault must be named for this to test anything"
     assert unjudged >= 2 * 3  # each segment's 1st, 2nd and 4th window at least
+
+
+class _Counting(DiagnosisEngine):
+    """An engine that counts its judgements (the windows they were made at)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.judged_at: list[int] = []
+
+    def judge_state(self, avg, baseline=None):  # type: ignore[no-untyped-def]
+        self.judged_at.append(self._tick)
+        return super().judge_state(avg, baseline)
+
+
+@pytest.mark.parametrize(
+    ("alerting", "judged_at"),
+    [
+        # Past the average's memory (4 windows): the first of the run at its own window, then
+        # one every fresh_within + 1 = 3 windows — the routine one due at window 32 is not a
+        # second judgement beside a fresh one 1–2 windows old.
+        (range(20, 44), [21, 24, 27, 30, 33, 36, 39, 42]),
+        (range(30, 40), [31, 34, 37, 40]),
+        # From the segment's start: the plain mean's doubling (1, 2, 4), then as above.
+        (range(0, 12), [1, 2, 4, 7, 10]),
+        # Two runs more than fresh_within apart: each first one at its own window.
+        ([*range(20, 26), *range(36, 40)], [21, 24, 37, 40]),
+    ],
+)
+def test_an_alerting_machine_is_judged_as_often_as_the_schedule_reads(
+    alerting: Sequence[int], judged_at: list[int]
+) -> None:
+    """Windows of one healthy segment read as a score reads them (an alerting window its fresh
+    diagnosis, the first of a run at its own window; the others nothing): the judgements made
+    and the windows (1-based) they were made at."""
+    chans, frames = _recording("fault sets in")
+    engine = _Counting(25600.0, N, HOP, chans, memory=2.0)
+    assert (engine.fresh_within, engine.judge_every, engine.phase) == (2, 32, 0)
+    run = set(alerting)
+    for i, f in enumerate(frames[:44]):
+        assert f is not None
+        v = engine.push(f)
+        if i in run:
+            v.fresh(now=i - 1 not in run)
+    assert engine.average.segments == 1
+    assert engine.judged_at == judged_at

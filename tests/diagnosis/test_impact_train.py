@@ -1,7 +1,8 @@
 """The impact-train test read with indices found once per layout
 (:attr:`pdm.diagnosis.layout.BearingLayout.train_index`): the same answers, row for row, as
 the line-by-line reading it replaced (kept here as the reference), over every catalogued
-bearing at several resolutions and random lines."""
+bearing at several resolutions and random lines; and the other arrays ``judge_bearing``
+takes from it, as it built them at every call before."""
 
 from __future__ import annotations
 
@@ -84,3 +85,34 @@ def test_the_same_trains_as_line_by_line(bearing: str, top_order: float, df_orde
     np.testing.assert_array_equal(got.pair, want.pair)
     if lay.train_index.low.size:  # the random lines make some pairs, not all
         assert 0 < want.pair.sum() < want.pair.size
+
+
+@pytest.mark.parametrize(("bearing", "top_order", "df_orders"), CASES)
+def test_the_layouts_fixed_arrays_as_judge_bearing_built_them(
+    bearing: str, top_order: float, df_orders: float
+) -> None:
+    """``judge_bearing`` takes each line's harmonic order and whether it may support its
+    family from the layout (found once per layout): the same arrays as it built at every
+    call before (kept here as the reference)."""
+    mult = BEARINGS[bearing].defect_multiples()
+    lay = bearing_layout(
+        tuple(mult[k] for k in ("bpfo", "bpfi", "bsf", "ftf")), top_order, df_orders, Rules()
+    )
+    nb = lay.shaft[0]
+    fund = np.array([a for a, _b in lay.spans], dtype=np.intp)
+    fund_of = fund[lay.fam[:nb]]
+    k_line = np.where(
+        np.array(lay.kinds[:nb]) == "harmonic",
+        np.rint(lay.carrier[:nb] / lay.carrier[fund_of]),
+        1.0,
+    )
+    not_fund = np.ones(nb, dtype=bool)
+    not_fund[fund] = False
+    ix = lay.train_index
+    np.testing.assert_array_equal(ix.fund, fund)
+    np.testing.assert_array_equal(ix.fund_of, fund_of)
+    np.testing.assert_array_equal(ix.order_k, k_line)
+    assert ix.order_k.dtype == k_line.dtype
+    np.testing.assert_array_equal(ix.may_support, not_fund & lay.supports[:nb])
+    if top_order == 30.0:  # the finest layout reads harmonics and sidebands: not vacuous
+        assert (ix.order_k >= 2).any() and ix.may_support.any()
