@@ -13,13 +13,17 @@ import pytest
 
 from pdm.tools.bench_run import (
     FAULT_EVERY,
+    FS,
     LATENCY_TRIES,
+    LOOP_S,
     SHAPES,
     SPEEDS_RPM,
     fleet,
     frame_crc_maker,
+    machine_signal,
     machines_for,
     search_in_time,
+    simulated_rpm,
 )
 
 
@@ -44,6 +48,26 @@ def test_the_fleet_mixes_shapes_speeds_and_faults() -> None:
     assert len(faulty) == len(range(3, 64, FAULT_EVERY))
     assert {m.shape.name for m in faulty} == {s.name for s in SHAPES}  # faults on both shapes
     assert fleet(10) == ms[:10]  # a smaller load is a prefix of a larger one
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
+@pytest.mark.parametrize("rpm", SPEEDS_RPM)
+def test_a_daqs_loop_has_no_seam(shape, rpm: float) -> None:
+    """The DAQs send their signal in a loop of LOOP_S: the 1× tone must come round in phase,
+    or its jump at the seam is an impulse healthy machines alert on once a loop. The tone's
+    phasor over the loop's last second, its times taken as just before the loop starts again,
+    equals the one over its first second (a third of a revolution left over read 1.73)."""
+    sim = simulated_rpm(shape, rpm)
+    searched = rpm * (0.99 if shape.speed_searched else 1.0)
+    assert abs(sim - searched) <= 60.0 / LOOP_S / 2 + 1e-9
+    x = machine_signal(shape, rpm, False, LOOP_S, seed=2)[:, 0].astype(np.float64)
+    assert len(x) == round(LOOP_S * FS)
+    n = round(FS)
+    t = np.arange(n) / FS
+    w = 2 * np.pi * sim / 60.0
+    first = x[:n] @ np.exp(-1j * w * t)
+    last = x[-n:] @ np.exp(-1j * w * (t - 1.0))  # the second that precedes the loop's start
+    assert abs(last - first) < 0.05 * abs(first)
 
 
 def test_machines_for_a_sensor_count_never_exceeds_it() -> None:
