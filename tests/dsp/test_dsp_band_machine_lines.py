@@ -174,7 +174,8 @@ MESH_FILLS_THE_RESONANCE = pytest.mark.xfail(
     "mesh, whose envelope line within the slip of BPFI chooses among them; judging lines off "
     "the whole orders chose the right band here but, on the rig sweep, read the decimated "
     "envelope's aliases of the mesh (|z| is not band-limited) as defect lines on healthy "
-    "gearboxes, and was withdrawn",
+    "gearboxes, and was withdrawn; the alias-free squared envelope fails it too (§14): the "
+    "alias is not what decides this case",
 )
 
 
