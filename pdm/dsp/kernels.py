@@ -458,9 +458,13 @@ def _pair_parts(  # pragma: no cover - compiled
     for p in range(c.shape[0]):
         cp = c[p]
         first, second = 2 * p, 2 * p + 1
+        # Out of the bins' loop: the test of the pair's second row, and C[−k]'s index as
+        # m − k (0 for k = 0) instead of (m − k) % m — numba's Python-signed modulo per bin
+        # had cost half the kernel.
+        both = second < rows
         for k in range(out.shape[1] // 2):
             a = cp[k]
-            b = cp[(m - k) % m]
+            b = cp[m - k if k else 0]
             # rfft(first)[k] = (C[k] + conj C[−k]) / 2, rfft(second)[k] = (C[k] − conj C[−k]) / 2i
             re1 = half * (a.real + b.real)
             im1 = half * (a.imag - b.imag)
@@ -468,7 +472,7 @@ def _pair_parts(  # pragma: no cover - compiled
             im2 = half * (b.real - a.real)
             out[first, 2 * k] = re1 * re1
             out[first, 2 * k + 1] = im1 * im1
-            if second < rows:
+            if both:
                 out[second, 2 * k] = re2 * re2
                 out[second, 2 * k + 1] = im2 * im2
     for r in range(rows):

@@ -196,6 +196,28 @@ def test_paired_spectra_are_each_rows_rfft(rows: int) -> None:
             assert np.isnan(got[r]).all()
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_paired_spectra_are_the_float32_expression_to_the_bit(rows: int) -> None:
+    """The separation reads ``C[−k]`` as ``C[(m − k) mod m]`` (``C[0]`` at k = 0) and does
+    its float32 arithmetic in numpy's order: equal to the bit, bin 0 and the missing last
+    row's pair included."""
+    rng = np.random.default_rng(5)
+    pairs, m, n_bins = (rows + 1) // 2, 1568, 199
+    c = (rng.normal(size=(pairs, m)) + 1j * rng.normal(size=(pairs, m))).astype(np.complex64)
+    got = pair_spectra_parts(c, np.ones(rows, dtype=bool), n_bins)
+    k = np.arange(n_bins)
+    a, b = c[:, k], c[:, (m - k) % m]
+    half = np.float32(0.5)
+    parts = [
+        (half * (a.real + b.real), half * (a.imag - b.imag)),  # the pair's first row
+        (half * (a.imag + b.imag), half * (b.real - a.real)),  # its second
+    ]
+    for r in range(rows):
+        re, im = (p[r // 2] for p in parts[r % 2])
+        assert_array_equal(got[r, 0::2], re * re)
+        assert_array_equal(got[r, 1::2], im * im)
+
+
 def test_band_bins_start_at_zero_and_are_zero_padded() -> None:
     spec = (np.arange(40).reshape(2, 20) * (1 + 1j)).astype(np.complex64)
     got = band_bins(spec, 5, 12, 16)
