@@ -15,6 +15,7 @@ a retrain.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -135,18 +136,8 @@ def shared_baseline(onnx_sha256: str, d: dict[str, Any]) -> Baseline:
     with _SESSIONS_LOCK:
         if len(_BASELINES) >= _BASELINES_MAX:
             _BASELINES.clear()
-        _BASELINES[onnx_sha256] = (_copy(d), baseline)
+        _BASELINES[onnx_sha256] = (copy.deepcopy(d), baseline)
     return baseline
-
-
-def _copy(x: Any) -> Any:
-    """A copy of a JSON value's dicts and lists (what a later equality test compares against
-    stays as it was read, whatever happens to the card it came from)."""
-    if isinstance(x, dict):
-        return {k: _copy(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_copy(v) for v in x] if any(isinstance(v, dict | list) for v in x) else list(x)
-    return x
 
 
 @dataclass
