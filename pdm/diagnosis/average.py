@@ -14,9 +14,11 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
 * **Segments.** A new segment starts (the averages restart) at a stream reset, when the
   tracked speed moves by more than ``segment_tolerance`` (3 %) from the segment's
   reference speed in two windows running (one stray speed estimate is skipped, not
-  believed), when the total power of the acceleration or the envelope spectrum leaves
-  the segment's level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new
-  data (a fault set in, the load stepped: the new state is judged on its own windows, not
+  believed; a window whose speed was not measured is taken at the segment's speed, and a
+  segment that begins so at the nominal speed until one is measured within the tolerance),
+  when the total power of the acceleration or the envelope spectrum leaves the segment's
+  level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new data (a fault
+  set in, the load stepped: the new state is judged on its own windows, not
   diluted in the old ones; a knock lasts one window and does not count), and, for the
   envelope only, when the demodulation band changes.
 * **Re-indexing.** Within a segment, a window whose speed differs from the reference by
@@ -197,6 +199,7 @@ class SpectrumAverage:
         self.mean_shaft_hz = math.nan
         self.band: tuple[float, float] | None = None
         self._pending_hz = math.nan
+        self._ref_measured = False  # the reference speed was measured, not assumed
         self._top_hz = math.nan
         self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
         self._level_run = 0
@@ -252,6 +255,8 @@ class SpectrumAverage:
         env_parts: npt.NDArray[np.float32] | None,
         shaft_hz: float,
         band: tuple[float, float] | None,
+        measured: bool = True,
+        nominal_hz: float = math.nan,
     ) -> bool:
         """Average one window in; False when it was skipped (no speed, a stray speed).
 
@@ -262,11 +267,35 @@ class SpectrumAverage:
             imaginary parts as the extractor keeps them (``FeatureFrame.env_parts``), or None
         shaft_hz : the window's shaft frequency, Hz
         band : the envelope band the window was demodulated in
+        measured : False when the window's speed is no measurement (searched, and no speed
+            stood out of its noise): it is then taken at the segment's speed — it neither
+            starts a segment nor is re-indexed — and a segment that begins so at
+            ``nominal_hz`` until a window's speed is measured within ``segment_tolerance``
+            of it, which then becomes the segment's (its windows so far kept as they are);
+            one measured further off is a change of speed, confirmed as any other
+        nominal_hz : the nominal shaft frequency, Hz (NaN: the window's own)
         """
+        given_hz = shaft_hz
+        if not measured:
+            if self.count:
+                shaft_hz = self.ref_shaft_hz
+            elif math.isfinite(nominal_hz) and nominal_hz > 0:
+                shaft_hz = nominal_hz
         if not (math.isfinite(shaft_hz) and shaft_hz > 0):
             self.skipped += 1
             return False
         ratio = shaft_hz / self.ref_shaft_hz if self.count else 1.0
+        if (
+            self.count
+            and measured
+            and not self._ref_measured
+            and abs(ratio - 1.0) <= self.segment_tolerance
+        ):
+            # The segment's speed so far was assumed: the first one measured within the
+            # tolerance of it is its speed (one further off is a change, confirmed as any).
+            self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
+            self._ref_measured = True
+            ratio = 1.0
         if abs(ratio - 1.0) > self.segment_tolerance:
             pending = self._pending_hz
             if math.isfinite(pending) and abs(shaft_hz / pending - 1.0) <= self.segment_tolerance:
@@ -279,6 +308,7 @@ class SpectrumAverage:
         self._pending_hz = math.nan
         if self.count == 0:
             self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
+            self._ref_measured = measured
             n_bins = spectrum.shape[-1]
             k = self.fixed_acc_bins or math.ceil(ACC_TOP_ORDER * shaft_hz / self.df) + 80
             self._acc_bins = min(n_bins, k)
@@ -310,7 +340,7 @@ class SpectrumAverage:
             if self._level_run >= self._level_need:
                 self.reset()
                 self.level_changes += 1
-                return self.add(spectrum, env_parts, shaft_hz, band)
+                return self.add(spectrum, env_parts, given_hz, band, measured, nominal_hz)
         else:
             self._level_run = 0
             w = 1.0 / min(self.count + 1, self.n_mem)

@@ -392,6 +392,8 @@ class DiagnosisEngine:
             frame.env_parts,
             frame.shaft_speed_rpm / 60.0,
             tuple(frame.envelope_band_hz),  # type: ignore[arg-type]
+            frame.speed_measured,
+            frame.nominal_speed_rpm / 60.0,
         )
         if used:
             self._since += 1

@@ -152,6 +152,12 @@ class FeatureFrame:
     #: computed them — the sensor health check reads these instead of three more passes.
     stats: npt.NDArray[np.float64] | None = field(default=None, repr=False)
     band_choice: BandChoice | None = None
+    #: False when the speed was searched and none stood out of the noise in this window
+    #: (``shaft_speed_rpm`` is then the strongest harmonic's peak: no measurement, which the
+    #: diagnosis's averages must not take for a change of speed); True for a given speed.
+    speed_measured: bool = True
+    #: The middle of the searched range (the nominal speed), r/min; NaN when not searched.
+    nominal_speed_rpm: float = math.nan
 
     def as_dicts(self) -> list[dict[str, float | str | None]]:
         """One dict per channel: ``channel``, every feature, ``iso_zone``, ``shaft_speed_rpm``."""
@@ -693,15 +699,16 @@ class FeatureExtractor:
         # speed in bins, (rows, 1).
         row0: list[int] = []  # per part: its first row in the pass, and the end
         if len(parts) == 1:  # one machine (a stream's pass): no per-part bookkeeping
-            shaft_hz, shaft_bins = self._speeds(spec, valid, n_win_all)
+            shaft_hz, shaft_bins, measured = self._speeds(spec, valid, n_win_all)
         else:  # each part's into its slices (its windows', its rows')
             row0 = [0, *itertools.accumulate(len(ex.channels) * nw for ex, _x, nw in parts)]
             win0 = [0, *itertools.accumulate(nw for _ex, _x, nw in parts)]
             shaft_hz = np.empty(n_win_all, dtype=np.float64)
             shaft_bins = np.empty((rows, 1), dtype=np.float64)
+            measured = np.empty(n_win_all, dtype=np.bool_)
             for i, (ex, _x, _nw) in enumerate(parts):
                 ws, rs = slice(win0[i], win0[i + 1]), slice(row0[i], row0[i + 1])
-                ex._speeds_into(spec[rs], valid[ws], shaft_hz[ws], shaft_bins[rs])
+                ex._speeds_into(spec[rs], valid[ws], shaft_hz[ws], shaft_bins[rs], measured[ws])
         tick("speed")
 
         i = len(TIME_FEATURES)
@@ -744,7 +751,9 @@ class FeatureExtractor:
             else:
                 values[:, k:] = np.nan
             tick("defect_lines")
-            frames = self._frames(values, stats, spec, pe, valid, shaft_hz, plan, band, choice)
+            frames = self._frames(
+                values, stats, spec, pe, valid, shaft_hz, measured, plan, band, choice
+            )
             tick("frames")
             return [frames]
         # The envelope, one transform per envelope plan (its length follows the highest
@@ -781,7 +790,9 @@ class FeatureExtractor:
         w0 = 0
         for p, (ex, _x, n_win) in enumerate(parts):
             rs, ws = slice(row0[p], row0[p + 1]), slice(w0, w0 + n_win)
-            arrays = (values[rs], stats[rs], spec[rs], pe_of[p], valid[ws], shaft_hz[ws])
+            arrays = (
+                values[rs], stats[rs], spec[rs], pe_of[p], valid[ws], shaft_hz[ws], measured[ws]
+            )  # fmt: skip
             out.append(ex._frames(*arrays, plans[p], band, choice))
             w0 += n_win
         tick("frames")
@@ -795,6 +806,7 @@ class FeatureExtractor:
         pe: npt.NDArray[np.float32],
         valid: npt.NDArray[np.bool_],
         shaft_hz: npt.NDArray[np.float64],
+        measured: npt.NDArray[np.bool_],
         plan: EnvelopePlan,
         band: tuple[float, float],
         choice: BandChoice | None,
@@ -807,6 +819,8 @@ class FeatureExtractor:
         frames = []
         # Python scalars once for the pass (indexing numpy arrays per frame cost more).
         rpm_l = (shaft_hz * 60.0).tolist()
+        measured_l = measured.tolist()
+        nominal = self._nominal_rpm if self.rpm is None else math.nan
         for w, ok in enumerate(valid.tolist()):
             sl = slice(w * n_ch, (w + 1) * n_ch)
             if not ok:
@@ -826,6 +840,8 @@ class FeatureExtractor:
                     _env_plan=plan,
                     stats=stats[sl],
                     band_choice=choice,
+                    speed_measured=measured_l[w],
+                    nominal_speed_rpm=nominal,
                 )
             )
         return frames
@@ -894,7 +910,7 @@ class FeatureExtractor:
 
     def _speeds(
         self, spec: npt.NDArray[np.complex64], valid: npt.NDArray[np.bool_], n_win: int
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """The running speed (Hz) of each of ``n_win`` windows whose spectra are ``spec``
         ((n_win·n_channels, n//2+1), C-contiguous; rows ``w·n_channels …``), and of each
         row's window in bins, (rows, 1): fixed, unknown (NaN), or searched in the window
@@ -909,12 +925,14 @@ class FeatureExtractor:
         (multiples of 100 and 120 Hz). A proposal stands when noise would rarely make its
         lines; the best one's speed is read off its agreeing line that reads it best (a
         higher harmonic divides the error by its order). None stands: the strongest
-        harmonic's peak. (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
+        harmonic's peak, and the window's ``measured`` is False (a speed given: True).
+        (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
         """
         hz = np.empty(n_win, dtype=np.float64)
         bins = np.empty((n_win * len(self.channels), 1), dtype=np.float64)
-        self._speeds_into(spec, valid, hz, bins)
-        return hz, bins
+        measured = np.empty(n_win, dtype=np.bool_)
+        self._speeds_into(spec, valid, hz, bins, measured)
+        return hz, bins, measured
 
     def _speeds_into(
         self,
@@ -922,20 +940,24 @@ class FeatureExtractor:
         valid: npt.NDArray[np.bool_],
         hz: npt.NDArray[np.float64],
         bins: npt.NDArray[np.float64],
+        measured: npt.NDArray[np.bool_],
     ) -> None:
         """:meth:`_speeds` into arrays the caller holds (a shared pass's slices for this
-        part): ``hz`` (n_win,), ``bins`` (n_win·n_channels, 1) float64, C-contiguous."""
+        part): ``hz`` (n_win,), ``bins`` (n_win·n_channels, 1) float64, C-contiguous;
+        ``measured`` (n_win,) bool."""
         if self.rpm is None and self.rpm_range is not None and len(self._speed_ranges):
             lo, hi = self.rpm_range
             shaft_speeds_into(
                 spec.view(np.float32), len(self.channels), self._speed_ranges, self.df,
-                (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins,
+                (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins, measured,
             )  # fmt: skip
             return
         if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum
             speed = self._nominal_rpm / 60.0
+            measured.fill(False)
         else:
             speed = self._given_shaft_hz
+            measured.fill(True)
         hz.fill(speed)
         bins.fill(speed / self.df)
 

@@ -666,6 +666,7 @@ def _speeds(  # pragma: no cover - compiled
     valid: npt.NDArray[np.bool_],
     out: npt.NDArray[np.float64],
     bins: npt.NDArray[np.float64],
+    stood: npt.NDArray[np.bool_],
 ) -> None:
     n_r = ranges.shape[0]
     n_bins = v.shape[1] // 2
@@ -699,6 +700,7 @@ def _speeds(  # pragma: no cover - compiled
     for w in range(out.shape[0]):
         if not valid[w]:  # not a measurement: the nominal speed
             out[w] = nominal_hz
+            stood[w] = False
             for c in range(n_ch):
                 bins[w * n_ch + c, 0] = nominal_hz / df
             continue
@@ -781,6 +783,7 @@ def _speeds(  # pragma: no cover - compiled
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
+        stood[w] = best_score >= 0.0
         for c in range(n_ch):
             bins[w * n_ch + c, 0] = best_hz / df
 
@@ -915,6 +918,7 @@ def shaft_speeds_into(
     valid: npt.NDArray[np.bool_],
     out: npt.NDArray[np.float64],
     bins: npt.NDArray[np.float64],
+    stood: npt.NDArray[np.bool_] | None = None,
 ) -> None:
     """:func:`shaft_speeds_hz` into arrays the caller holds, the checks left to it (the
     feature extractor's pass: after its FFT, each numpy call it saves ran cold).
@@ -928,6 +932,11 @@ def shaft_speeds_into(
         speed is ``nominal_hz``
     out : (n_windows,) float64: receives each window's speed, Hz
     bins : (n_windows·n_ch, 1) float64: receives each row's window's speed in bins (÷ df)
+    stood : (n_windows,) bool, or None: receives whether a speed stood in each window (its
+        lines unlikely from noise); False where the speed is the strongest peak's or the
+        nominal (not a measurement)
     """
     lo_hz, hi_hz = rpm_range_hz
-    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, valid, out, bins)
+    if stood is None:
+        stood = np.empty(out.shape[0], dtype=np.bool_)
+    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, valid, out, bins, stood)

@@ -117,6 +117,31 @@ def test_noise_alone_gives_a_speed_in_the_range(fs: float, n: int, rpm: float) -
         assert 0.95 * 0.98 * rpm <= got <= 1.05 * 1.02 * rpm
 
 
+@pytest.mark.parametrize(("fs", "n"), SHAPES)
+def test_a_window_says_whether_its_speed_was_measured(fs: float, n: int) -> None:
+    """``FeatureFrame.speed_measured``: True where the shaft's 1×-3× stand out (the speed
+    found), False in noise alone (the strongest peak's, no measurement: the diagnosis's
+    averages take such a window at the segment's speed), True for a speed given; the
+    nominal speed (the searched range's middle) goes with every searched window."""
+    rpm = 1480.0
+    rng = np.random.default_rng(5)
+    t = np.arange(n) / fs
+    f0 = 1.01 * rpm / 60
+    shaft = 0.1 * np.sin(2 * np.pi * f0 * t) + 0.05 * np.sin(2 * np.pi * 2 * f0 * t + 1.0)
+    noise = 0.01 * rng.standard_normal(n)
+    searched = FeatureExtractor(fs, n, [ChannelSpec("c0", None)], rpm_range=(0.95 * rpm, 1.05 * rpm),
+                                envelope_band_hz=(1000.0, 3000.0))  # fmt: skip
+    given = FeatureExtractor(fs, n, [ChannelSpec("c0", None)], rpm=rpm,
+                             envelope_band_hz=(1000.0, 3000.0))  # fmt: skip
+    lines = searched.extract((shaft + noise).astype(np.float32)[None, :])
+    alone = searched.extract(noise.astype(np.float32)[None, :])
+    fixed = given.extract(noise.astype(np.float32)[None, :])
+    assert (lines.speed_measured, alone.speed_measured, fixed.speed_measured) == (True, False, True)
+    assert lines.nominal_speed_rpm == alone.nominal_speed_rpm == rpm
+    assert np.isnan(fixed.nominal_speed_rpm)
+    assert_within_half_a_3x_bin(lines.shaft_speed_rpm, 60 * f0, fs, n)
+
+
 def test_simulated_machines_across_a_wide_grid() -> None:
     """The simulator (pdm/sources/simulator): speeds 600-6000 r/min, rates 10-100 kHz,
     windows 4096-32768, 1-3 channels, unbalance, misalignment or looseness (1×-10× and ½×),
