@@ -13,9 +13,13 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
   at 25.6 kHz of a 1480 r/min machine, ≈ 10 kB for a 65536-sample window at 48 kHz).
 * **Segments.** A new segment starts (the averages restart) at a stream reset, when the
   tracked speed moves by more than ``segment_tolerance`` (3 %) from the segment's
-  reference speed in two windows running (one stray speed estimate is skipped, not
-  believed; a window whose speed was not measured is taken at the segment's speed, and a
-  segment that begins so at the nominal speed until one is measured within the tolerance),
+  reference speed for a window length of new data — ``max(2, ceil(n / hop))`` windows
+  running, agreeing with the first of them within the tolerance: two at 50 % overlap,
+  sixteen at 93.75 %, whose windows share most of their samples and are no independent
+  confirmation (the windows of such a run are skipped, not averaged at a speed they may
+  not be at; one stray speed estimate is skipped, not believed; a window whose speed was
+  not measured is taken at the segment's speed, and a segment that begins so at the
+  nominal speed until one is measured within the tolerance),
   when the total power of the acceleration or the envelope spectrum leaves the segment's
   level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new data (a fault
   set in, the load stepped: the new state is judged on its own windows, not
@@ -182,6 +186,11 @@ class SpectrumAverage:
         self._k_eff_cache: dict[int, float] = {}
         # Windows in a row whose level moved: more than one window length of new data.
         self._level_need = math.ceil(self.n / self.hop) + 1
+        # Windows in a row off the reference speed (agreeing with each other) that confirm a
+        # change of speed: the last is disjoint from the last window at the segment's speed
+        # (a window length of new data), and never fewer than two (a stray is skipped). At
+        # 50 % overlap two; at 93.75 % sixteen, not two windows sharing 15/16 of their data.
+        self._speed_need = max(2, math.ceil(self.n / self.hop))
         self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
         self.skipped = 0
@@ -198,7 +207,8 @@ class SpectrumAverage:
         self.ref_shaft_hz = math.nan
         self.mean_shaft_hz = math.nan
         self.band: tuple[float, float] | None = None
-        self._pending_hz = math.nan
+        self._pending_hz = math.nan  # the first speed of a run off the reference
+        self._pending_run = 0  # windows in that run
         self._ref_measured = False  # the reference speed was measured, not assumed
         self._top_hz = math.nan
         self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
@@ -272,7 +282,8 @@ class SpectrumAverage:
             starts a segment nor is re-indexed — and a segment that begins so at
             ``nominal_hz`` until a window's speed is measured within ``segment_tolerance``
             of it, which then becomes the segment's (its windows so far kept as they are);
-            one measured further off is a change of speed, confirmed as any other
+            one measured further off is a change of speed, confirmed as any other (a
+            window length of new data: see the module docstring)
         nominal_hz : the nominal shaft frequency, Hz (NaN: the window's own)
         """
         given_hz = shaft_hz
@@ -297,15 +308,20 @@ class SpectrumAverage:
             self._ref_measured = True
             ratio = 1.0
         if abs(ratio - 1.0) > self.segment_tolerance:
+            # Off the segment's speed: skipped (not averaged at a speed it may not be at)
+            # until a run of windows agreeing with the run's first confirms a change.
             pending = self._pending_hz
             if math.isfinite(pending) and abs(shaft_hz / pending - 1.0) <= self.segment_tolerance:
+                self._pending_run += 1
+            else:
+                self._pending_hz, self._pending_run = shaft_hz, 1
+            if self._pending_run >= self._speed_need:
                 self.reset()  # the speed really moved: a new segment from this window
                 ratio = 1.0
             else:
-                self._pending_hz = shaft_hz
                 self.skipped += 1
                 return False
-        self._pending_hz = math.nan
+        self._pending_hz, self._pending_run = math.nan, 0
         if self.count == 0:
             self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
             self._ref_measured = measured
