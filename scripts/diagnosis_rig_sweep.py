@@ -2,7 +2,7 @@
 strong lines of its own near its bearing's defect frequencies (docs/diagnosis.md §13):
 
     .venv/bin/python scripts/diagnosis_rig_sweep.py [--cases 160] [--seed 0] [--show wrong]
-        [--only 3,17] [--detail]
+        [--only 3,17] [--detail] [--unbalance-mm-s 1.0] [--overlap 0.5]
 
 Every case is one recording through ``pdm-edge diagnose``'s path with the quick flags
 (``--bearing B --nominal-rpm R``: the window ``diagnose`` chooses, the automatic band, the
@@ -24,6 +24,13 @@ Counted as the issue counts (``tally``): the faulty race named on ≥ 90 % of ra
 with at most 2 (here: 2 %) naming the wrong race, ball faults not called a race ≥ 75 %,
 healthy recordings not called a bearing fault ≥ 95 %. ``tests/diagnosis/test_diagnosis_rigs.py``
 runs a smaller draw of the same cases. Nothing here chooses a threshold.
+
+``--unbalance-mm-s`` sets the unbalance (1.0 by default; 0 leaves it out): a well-balanced
+machine whose shaft lines do not stand above the broadband floor, where the speed search finds
+no shaft harmonic and the averages keep the segment's speed (docs/diagnosis.md §1).
+``--overlap`` analyses the same recording at another overlap than diagnose's 50 % (0.9375 as
+``score``/``evaluate`` do: many windows sharing most of their samples, where a change of speed
+is confirmed over a window length of new data).
 """
 
 from __future__ import annotations
@@ -120,15 +127,18 @@ def make_cases(n: int, seed: int = 0) -> list[SweepCase]:
     return out
 
 
-def recording(case: SweepCase) -> tuple[np.ndarray, int]:
+def recording(case: SweepCase, unbalance_mm_s: float = 1.0) -> tuple[np.ndarray, int]:
     """(samples, 1) g of ``case`` and the window ``diagnose`` chooses for it: ten
-    half-overlapping windows (eleven averaged), as a short recording gives."""
+    half-overlapping windows (eleven averaged), as a short recording gives; the machine's
+    unbalance is ``unbalance_mm_s`` rms at 1× (none at 0)."""
     out = _outside()
     g = lookup_bearing(case.bearing)
     fr = case.rpm / 60.0
     n = choose_window(case.fs, fr, g.defect_multiples())
     duration = n * 5.5 / case.fs + 0.01
-    faults = [FaultSpec("unbalance", out.velocity_to_g(1.0, fr))]
+    faults = []
+    if unbalance_mm_s > 0:
+        faults.append(FaultSpec("unbalance", out.velocity_to_g(unbalance_mm_s, fr)))
     if case.kind != "healthy":
         faults.append(FaultSpec(case.kind, case.severity * case.noise_g))  # type: ignore[arg-type]
     spec = SimSpec(fs=case.fs, duration_s=duration, rpm=case.rpm, bearing=g, channels=("x_g",),
@@ -153,10 +163,14 @@ def recording(case: SweepCase) -> tuple[np.ndarray, int]:
     return x, n
 
 
-def run_case(case: SweepCase) -> dict[str, Any]:
-    """Diagnose ``case`` as ``pdm-edge diagnose --bearing B --nominal-rpm R`` does."""
-    x, n = recording(case)
-    pl = pipeline_from_flags(nominal_rpm=case.rpm, bearing=case.bearing).with_columns(["x_g"])
+def run_case(
+    case: SweepCase, unbalance_mm_s: float = 1.0, overlap: float | None = None
+) -> dict[str, Any]:
+    """Diagnose ``case`` as ``pdm-edge diagnose --bearing B --nominal-rpm R`` does (with
+    ``--overlap`` when ``overlap`` is given)."""
+    x, n = recording(case, unbalance_mm_s)
+    pl = pipeline_from_flags(nominal_rpm=case.rpm, bearing=case.bearing, overlap=overlap)
+    pl = pl.with_columns(["x_g"])
     try:
         stream = FeatureStream(pl.with_window(n), case.fs)
     except DspError as exc:  # 'auto' has no band here: diagnose refuses, in one line
@@ -253,13 +267,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--show", choices=("wrong", "all", "none"), default="wrong")
     ap.add_argument("--only", default="", help="comma-separated case indices to run (a subset)")
     ap.add_argument("--detail", action="store_true", help="print each shown case's evidence")
+    ap.add_argument(
+        "--unbalance-mm-s",
+        type=float,
+        default=1.0,
+        help="the machines' unbalance, mm/s rms at 1x (0: none; a balanced machine)",
+    )
+    ap.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="window overlap, fraction (default: diagnose's 0.5)",
+    )
     args = ap.parse_args(argv)
     only = {int(i) for i in args.only.split(",") if i.strip()}
     results = []
     for case in make_cases(args.cases, args.seed):
         if only and case.index not in only:
             continue
-        r = run_case(case)
+        r = run_case(case, args.unbalance_mm_s, args.overlap)
         results.append(r)
         if args.show == "all" or (args.show == "wrong" and is_wrong(r)):
             print(f"{case.label}: {r['label']} {r['confidence']:.2f} — {r['reason']}", flush=True)
@@ -270,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def pct(a: int, b: int) -> str:
         return f"{a}/{b} ({100 * a / b:.0f} %)" if b else "—"
 
-    print(f"\n{len(results)} cases, seed {args.seed}\n\n| target | count |\n|---|---|")
+    shape = "" if args.unbalance_mm_s == 1.0 else f", unbalance {args.unbalance_mm_s:g} mm/s"
+    shape += "" if args.overlap is None else f", overlap {args.overlap:g}"
+    print(f"\n{len(results)} cases, seed {args.seed}{shape}\n\n| target | count |\n|---|---|")
     print(f"| race named (≥ 90 %) | {pct(*t['race'])}, wrong race {t['wrong_race'][0]} |")
     print(f"| ball not called a race (≥ 75 %) | {pct(*t['ball_not_race'])} |")
     print(f"| healthy not a bearing fault (≥ 95 %) | {pct(*t['healthy_ok'])} |")
