@@ -5,7 +5,11 @@ clients that are slow on purpose (tests/test_service_api.py):
 
 * at most ``max_connections`` requests at once; with every slot taken, a newcomer pushes out
   the oldest connection still sending its request head (else the newcomer is closed at
-  once), so connections reopened as fast as they are closed cannot keep ``/health`` shut;
+  once), so connections reopened as fast as they are closed cannot keep ``/health`` shut.
+  A connection pushed out frees its slot at once: its thread, which ends as soon as it gets
+  a core, no longer counts against ``max_connections`` (on a starved machine those threads
+  took every slot and refused real clients); at most ``LEAVING_PER_SLOT × max_connections``
+  of them at a time bound the threads;
 * a request head (line and headers) must arrive within ``timeout_s`` of connecting, one
   deadline for all of it (:class:`HeadDeadline`): a per-read timeout alone let a client that
   sends a header line every few seconds hold its thread for good;
@@ -49,6 +53,9 @@ class GuardedHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True  # a request stuck in the backend never keeps the process alive
     block_on_close = False  # stop() joins the request threads itself, with a deadline
+    #: Threads of pushed-out connections allowed at once, per slot: each ends as soon as it
+    #: is scheduled (its socket is shut), so they only pile up while the machine is starved.
+    LEAVING_PER_SLOT = 4
 
     def __init__(
         self,
@@ -66,6 +73,7 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         self.address_family = family
         self._active: dict[threading.Thread, socket.socket] = {}  # in arrival order
         self._in_head: set[threading.Thread] = set()  # of those, still reading their head
+        self._leaving: dict[threading.Thread, socket.socket] = {}  # pushed out, not yet ended
         self._active_lock = threading.Lock()
         self._refused = 0
         super().__init__(address, handler)  # type: ignore[arg-type]  # a Unix path too
@@ -90,10 +98,12 @@ class GuardedHTTPServer(ThreadingHTTPServer):
                 # opens slow connections as fast as they time out keep the API (and
                 # /health) shut; a real client's head arrives at once, so it is served.
                 slow = next((t for t in self._active if t in self._in_head), None)
-                if slow is not None and len(self._active) < 2 * self.max_connections:
+                room = len(self._leaving) < self.LEAVING_PER_SLOT * self.max_connections
+                if slow is not None and room:
                     self._in_head.discard(slow)
+                    sock = self._leaving[slow] = self._active.pop(slow)
                     with contextlib.suppress(OSError):
-                        self._active[slow].shutdown(socket.SHUT_RDWR)
+                        sock.shutdown(socket.SHUT_RDWR)
                     busy = False
             if not busy:
                 t = threading.Thread(
@@ -125,6 +135,7 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         finally:
             with self._active_lock:
                 self._active.pop(threading.current_thread(), None)
+                self._leaving.pop(threading.current_thread(), None)
                 self._in_head.discard(threading.current_thread())
 
     def head_done(self) -> None:
@@ -141,7 +152,7 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         and wait the rest; returns how many threads are still running."""
         deadline = time.monotonic() + timeout
         with self._active_lock:
-            running = list(self._active.items())
+            running = [*self._active.items(), *self._leaving.items()]
         for t, _ in running:
             t.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
         for t, sock in running:

@@ -789,3 +789,42 @@ def test_slow_clients_that_reconnect_at_once_cannot_hold_the_api_shut(
             stop.set()
             for t in threads:
                 t.join()
+
+
+def test_connections_pushed_out_on_a_starved_machine_do_not_keep_their_slots(
+    service: FakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A starved machine, made deterministic: the first four connections' threads do not run
+    # (as if waiting for a core) until released. Two fill the slots with slow heads; two more
+    # push them out. The pushed-out threads, still not ended, held their slots before (every
+    # slot taken, 2 x max_connections threads: a real client was refused, as the slowloris
+    # test above saw under load); a connection pushed out now frees its slot at once.
+    from pdm.service.guarded_http import GuardedHTTPServer
+
+    release = threading.Event()
+    started = {"n": 0}
+    lock = threading.Lock()
+    original = GuardedHTTPServer.process_request_thread
+
+    def starved(self: GuardedHTTPServer, request: Any, client_address: Any) -> None:
+        with lock:
+            started["n"] += 1
+            held = started["n"] <= 4
+        if held:
+            release.wait(10.0)
+        original(self, request, client_address)
+
+    monkeypatch.setattr(GuardedHTTPServer, "process_request_thread", starved)
+    with ControlAPI(service, port=0, timeout_s=5.0, max_connections=2) as api:
+        slow = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", api.port), timeout=5.0)
+                s.sendall(b"GET /status HTTP/1.0\r\n")  # a head that never ends
+                slow.append(s)
+                time.sleep(0.05)  # accepted in this order
+            assert raw(api.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")[0] == 200
+        finally:
+            release.set()
+            for s in slow:
+                s.close()
