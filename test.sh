@@ -8,4 +8,6 @@ PDM_EXTRAS=test . ./scripts/setup-venv.sh
 ./scripts/setup-test-servers.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# pytest-xdist: whole modules (their module fixtures started once) spread over one worker per
+# core, the slow ones first (tests/conftest.py). `./test.sh -n 0` runs in one process.
+exec .venv/bin/python -m pytest -n auto --dist loadscope "$@"
