@@ -64,8 +64,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.influxdb)
     # Modules holding a `slow` test (a soak, an outage, the bench: a minute or more each) run
-    # first. ./test.sh spreads whole modules over pytest-xdist workers in collection order; a
-    # slow module dealt out last keeps one worker busy alone while the other has nothing left.
+    # first. `-n auto --dist loadscope` (README.md, "Test suite time") deals whole modules out
+    # to pytest-xdist workers in collection order; a slow module dealt out last keeps one worker
+    # busy alone while the others have nothing left.
     # A stable sort: every module's own order, and the order among the others, are unchanged.
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
