@@ -63,6 +63,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.influxdb)
+    # Modules holding a `slow` test (a soak, an outage, the bench: a minute or more each) run
+    # first. `-n auto --dist loadscope` (README.md, "Test suite time") deals whole modules out
+    # to pytest-xdist workers in collection order; a slow module dealt out last keeps one worker
+    # busy alone while the others have nothing left.
+    # A stable sort: every module's own order, and the order among the others, are unchanged.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 def _need(binary: str | None, missing: str) -> str:

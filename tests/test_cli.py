@@ -382,6 +382,7 @@ def test_check_pipelines() -> None:
     assert "for 3 of 6 windows" in cwru
 
 
+@pytest.mark.slow
 def test_bench_json_quick() -> None:
     # The whole-service phases start `pdm-edge run` twice: ~60 s on a loaded 2-core machine.
     proc = ok(run_cli("bench", "--json", "--quick", timeout=300))
