@@ -9,8 +9,7 @@
 #   victoria-metrics   .cache/test-servers/victoria-metrics, the binary from Debian's trixie .deb.
 #                      The package does not install on bookworm, but its binary runs; it is
 #                      fetched with a throw-away apt configuration so the machine's apt state
-#                      (lists, cache, sources) is left exactly as it was. A copy is kept in
-#                      ~/.cache/pdm-edge/test-servers/ for the next fresh clone on this machine.
+#                      (lists, cache, sources) is left exactly as it was.
 #   chromium           Debian's `chromium` and `chromium-driver` (/usr/bin/chromium,
 #                      /usr/bin/chromedriver) for the `browser` tests (tests/dashboard/test_dashboard_browser.py);
 #                      Selenium is given both paths and never downloads a browser or driver.
@@ -105,12 +104,6 @@ _pdm_setup_test_servers() (
   dest_dir="$repo/.cache/test-servers"
   dest="$dest_dir/victoria-metrics"
   [ -x "$dest" ] && return 0
-  # A fresh clone (CI) has no .cache/: the binary of an earlier clone on this machine, kept in
-  # the user's cache, saves the ~13 s of apt-get update and download each time.
-  kept="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/pdm-edge/test-servers/victoria-metrics"
-  if [ -x "$kept" ]; then
-    mkdir -p "$dest_dir" && cp "$kept" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest" && return 0
-  fi
   if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
     warn "VictoriaMetrics not at $dest and apt-get/dpkg-deb unavailable"
     return 0
@@ -160,8 +153,6 @@ _pdm_setup_test_servers() (
   mkdir -p "$dest_dir"
   # Copy then rename, so a concurrent run never sees a half-written binary.
   cp "$tmp/x/usr/bin/victoria-metrics" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
-  { mkdir -p "$(dirname "$kept")" && cp "$dest" "$kept.tmp.$$" && mv -f "$kept.tmp.$$" "$kept"; } \
-    2>/dev/null || rm -f "$kept.tmp.$$"
   echo "setup-test-servers: installed VictoriaMetrics $(dpkg-deb -f "$deb" Version) to ${dest#"$repo"/}"
 )
 
