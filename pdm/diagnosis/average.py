@@ -191,6 +191,10 @@ class SpectrumAverage:
         # (a window length of new data), and never fewer than two (a stray is skipped). At
         # 50 % overlap two; at 93.75 % sixteen, not two windows sharing 15/16 of their data.
         self._speed_need = max(2, math.ceil(self.n / self.hop))
+        # Windows apart that share no sample: two readings so far apart are independent.
+        self._disjoint = math.ceil(self.n / self.hop)
+        self._windows = 0  # windows offered (add calls), for the readings' distance
+        self._confirmed_start = False  # the next segment begins at a confirmed speed
         self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
         self.skipped = 0
@@ -209,7 +213,12 @@ class SpectrumAverage:
         self.band: tuple[float, float] | None = None
         self._pending_hz = math.nan  # the first speed of a run off the reference
         self._pending_run = 0  # windows in that run
-        self._ref_measured = False  # the reference speed was measured, not assumed
+        # The reference speed is confirmed (two measured readings from windows sharing no
+        # sample, or a confirmed change of speed), not assumed or one reading's; until then
+        # the measured readings within the tolerance and the windows they came in.
+        self._ref_confirmed = False
+        self._readings: list[tuple[int, float]] = []
+        self._confirmed_start = False
         self._top_hz = math.nan
         self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
         self._level_run = 0
@@ -287,6 +296,7 @@ class SpectrumAverage:
         nominal_hz : the nominal shaft frequency, Hz (NaN: the window's own)
         """
         given_hz = shaft_hz
+        self._windows += 1
         if not measured:
             if self.count:
                 shaft_hz = self.ref_shaft_hz
@@ -299,13 +309,24 @@ class SpectrumAverage:
         if (
             self.count
             and measured
-            and not self._ref_measured
+            and not self._ref_confirmed
             and abs(ratio - 1.0) <= self.segment_tolerance
         ):
-            # The segment's speed so far was assumed: the first one measured within the
-            # tolerance of it is its speed (one further off is a change, confirmed as any).
-            self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
-            self._ref_measured = True
+            # The segment's speed so far is assumed or one reading's: this reading is
+            # collected and the window taken at the segment's speed, as the windows before
+            # it. A reading from a window sharing no sample with the first one's confirms:
+            # the segment's speed is then the median of the readings (one reading — a noise
+            # line that let a weak 1x stand — never sets it alone; one further off than the
+            # tolerance is a change, confirmed as any).
+            self._readings.append((self._windows, shaft_hz))
+            if self._windows - self._readings[0][0] >= self._disjoint:
+                hz = sorted(r for _, r in self._readings)
+                mid = len(hz) // 2
+                ref = hz[mid] if len(hz) % 2 else 0.5 * (hz[mid - 1] + hz[mid])
+                self.ref_shaft_hz = self.mean_shaft_hz = ref
+                self._ref_confirmed = True
+                self._readings = []
+            shaft_hz = self.ref_shaft_hz
             ratio = 1.0
         if abs(ratio - 1.0) > self.segment_tolerance:
             # Off the segment's speed: skipped (not averaged at a speed it may not be at)
@@ -317,6 +338,7 @@ class SpectrumAverage:
                 self._pending_hz, self._pending_run = shaft_hz, 1
             if self._pending_run >= self._speed_need:
                 self.reset()  # the speed really moved: a new segment from this window
+                self._confirmed_start = True  # at a speed the run confirmed
                 ratio = 1.0
             else:
                 self.skipped += 1
@@ -324,7 +346,9 @@ class SpectrumAverage:
         self._pending_hz, self._pending_run = math.nan, 0
         if self.count == 0:
             self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
-            self._ref_measured = measured
+            self._ref_confirmed = self._confirmed_start
+            self._readings = [(self._windows, shaft_hz)] if measured else []
+            self._confirmed_start = False
             n_bins = spectrum.shape[-1]
             k = self.fixed_acc_bins or math.ceil(ACC_TOP_ORDER * shaft_hz / self.df) + 80
             self._acc_bins = min(n_bins, k)
@@ -356,6 +380,7 @@ class SpectrumAverage:
             if self._level_run >= self._level_need:
                 self.reset()
                 self.level_changes += 1
+                self._windows -= 1  # the same window, offered again
                 return self.add(spectrum, env_parts, given_hz, band, measured, nominal_hz)
         else:
             self._level_run = 0
