@@ -19,15 +19,24 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
   confirmation (the windows of such a run are skipped, not averaged at a speed they may
   not be at; one stray speed estimate is skipped, not believed; a window whose speed was
   not measured is taken at the segment's speed, and a segment that begins so at the
-  nominal speed until one is measured within the tolerance),
+  nominal speed),
   when the total power of the acceleration or the envelope spectrum leaves the segment's
   level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new data (a fault
   set in, the load stepped: the new state is judged on its own windows, not
   diluted in the old ones; a knock lasts one window and does not count), and, for the
   envelope only, when the demodulation band changes.
-* **Re-indexing.** Within a segment, a window whose speed differs from the reference by
-  more than half a bin at the highest line of interest is re-indexed onto the
-  reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
+* **The segment's speed.** A segment begins at an assumed speed — the nominal when its
+  first window's speed was not measured, else that window's one reading — and keeps it,
+  every window averaged as it is, until a measured reading within the tolerance comes from
+  a window sharing no sample with the first reading's (``ceil(n / hop)`` windows on); its
+  speed is then the median of the readings within the tolerance so far, and stays. One
+  reading (a weak 1× that a noise line let stand, the speed read off the noise line) never
+  sets it alone; moving it later would mislabel the windows already re-indexed onto it by
+  ``order × change`` (bins, not a fraction of one, at the high orders). A segment begun by
+  a confirmed change of speed starts confirmed.
+* **Re-indexing.** Within a segment at a confirmed speed, a window whose speed differs from
+  the reference by more than half a bin at the highest line of interest is re-indexed onto
+  the reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
   the reference speed puts them: the average is in shaft orders.
 * **Independent windows.** Overlapping Hann windows are not independent; the
   effective count ``k_eff`` of a plain mean of ``c`` windows is
@@ -289,10 +298,12 @@ class SpectrumAverage:
         measured : False when the window's speed is no measurement (searched, and no speed
             stood out of its noise): it is then taken at the segment's speed — it neither
             starts a segment nor is re-indexed — and a segment that begins so at
-            ``nominal_hz`` until a window's speed is measured within ``segment_tolerance``
-            of it, which then becomes the segment's (its windows so far kept as they are);
-            one measured further off is a change of speed, confirmed as any other (a
-            window length of new data: see the module docstring)
+            ``nominal_hz``. A measured speed within ``segment_tolerance`` of a segment's
+            speed not yet confirmed is collected and the window taken at that speed; a
+            reading from a window sharing no sample with the first one's confirms, and the
+            median of the readings becomes the segment's speed (its windows so far kept as
+            they are). One measured further off is a change of speed, confirmed as any
+            other (a window length of new data: see the module docstring)
         nominal_hz : the nominal shaft frequency, Hz (NaN: the window's own)
         """
         given_hz = shaft_hz
@@ -317,16 +328,15 @@ class SpectrumAverage:
             # it. A reading from a window sharing no sample with the first one's confirms:
             # the segment's speed is then the median of the readings (one reading — a noise
             # line that let a weak 1x stand — never sets it alone; one further off than the
-            # tolerance is a change, confirmed as any).
+            # tolerance is a change, confirmed as any), the windows' mean speed their mean.
             self._readings.append((self._windows, shaft_hz))
             if self._windows - self._readings[0][0] >= self._disjoint:
                 hz = sorted(r for _, r in self._readings)
                 mid = len(hz) // 2
-                ref = hz[mid] if len(hz) % 2 else 0.5 * (hz[mid - 1] + hz[mid])
-                self.ref_shaft_hz = self.mean_shaft_hz = ref
+                self.ref_shaft_hz = hz[mid] if len(hz) % 2 else 0.5 * (hz[mid - 1] + hz[mid])
+                self.mean_shaft_hz = shaft_hz = math.fsum(hz) / len(hz)  # this one's in
                 self._ref_confirmed = True
                 self._readings = []
-            shaft_hz = self.ref_shaft_hz
             ratio = 1.0
         if abs(ratio - 1.0) > self.segment_tolerance:
             # Off the segment's speed: skipped (not averaged at a speed it may not be at)
