@@ -19,15 +19,24 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
   confirmation (the windows of such a run are skipped, not averaged at a speed they may
   not be at; one stray speed estimate is skipped, not believed; a window whose speed was
   not measured is taken at the segment's speed, and a segment that begins so at the
-  nominal speed until one is measured within the tolerance),
+  nominal speed),
   when the total power of the acceleration or the envelope spectrum leaves the segment's
   level by more than :data:`LEVEL_DB` (3 dB) for over a window length of new data (a fault
   set in, the load stepped: the new state is judged on its own windows, not
   diluted in the old ones; a knock lasts one window and does not count), and, for the
   envelope only, when the demodulation band changes.
-* **Re-indexing.** Within a segment, a window whose speed differs from the reference by
-  more than half a bin at the highest line of interest is re-indexed onto the
-  reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
+* **The segment's speed.** A segment begins at an assumed speed — the nominal when its
+  first window's speed was not measured, else that window's one reading — and keeps it,
+  every window averaged as it is, until a measured reading within the tolerance comes from
+  a window sharing no sample with the first reading's (``ceil(n / hop)`` windows on); its
+  speed is then the median of the readings within the tolerance so far, and stays. One
+  reading (a weak 1× that a noise line let stand, the speed read off the noise line) never
+  sets it alone; moving it later would mislabel the windows already re-indexed onto it by
+  ``order × change`` (bins, not a fraction of one, at the high orders). A segment begun by
+  a confirmed change of speed starts confirmed.
+* **Re-indexing.** Within a segment at a confirmed speed, a window whose speed differs from
+  the reference by more than half a bin at the highest line of interest is re-indexed onto
+  the reference's bins (linear interpolation at ``k · f_w / f_ref``), so lines stay where
   the reference speed puts them: the average is in shaft orders.
 * **Independent windows.** Overlapping Hann windows are not independent; the
   effective count ``k_eff`` of a plain mean of ``c`` windows is
@@ -191,6 +200,10 @@ class SpectrumAverage:
         # (a window length of new data), and never fewer than two (a stray is skipped). At
         # 50 % overlap two; at 93.75 % sixteen, not two windows sharing 15/16 of their data.
         self._speed_need = max(2, math.ceil(self.n / self.hop))
+        # Windows apart that share no sample: two readings so far apart are independent.
+        self._disjoint = math.ceil(self.n / self.hop)
+        self._windows = 0  # windows offered (add calls), for the readings' distance
+        self._confirmed_start = False  # the next segment begins at a confirmed speed
         self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
         self.skipped = 0
@@ -209,7 +222,12 @@ class SpectrumAverage:
         self.band: tuple[float, float] | None = None
         self._pending_hz = math.nan  # the first speed of a run off the reference
         self._pending_run = 0  # windows in that run
-        self._ref_measured = False  # the reference speed was measured, not assumed
+        # The reference speed is confirmed (two measured readings from windows sharing no
+        # sample, or a confirmed change of speed), not assumed or one reading's; until then
+        # the measured readings within the tolerance and the windows they came in.
+        self._ref_confirmed = False
+        self._readings: list[tuple[int, float]] = []
+        self._confirmed_start = False
         self._top_hz = math.nan
         self._level: tuple[float, float] | None = None  # log10 of the total acc, env power
         self._level_run = 0
@@ -280,13 +298,16 @@ class SpectrumAverage:
         measured : False when the window's speed is no measurement (searched, and no speed
             stood out of its noise): it is then taken at the segment's speed — it neither
             starts a segment nor is re-indexed — and a segment that begins so at
-            ``nominal_hz`` until a window's speed is measured within ``segment_tolerance``
-            of it, which then becomes the segment's (its windows so far kept as they are);
-            one measured further off is a change of speed, confirmed as any other (a
-            window length of new data: see the module docstring)
+            ``nominal_hz``. A measured speed within ``segment_tolerance`` of a segment's
+            speed not yet confirmed is collected and the window taken at that speed; a
+            reading from a window sharing no sample with the first one's confirms, and the
+            median of the readings becomes the segment's speed (its windows so far kept as
+            they are). One measured further off is a change of speed, confirmed as any
+            other (a window length of new data: see the module docstring)
         nominal_hz : the nominal shaft frequency, Hz (NaN: the window's own)
         """
         given_hz = shaft_hz
+        self._windows += 1
         if not measured:
             if self.count:
                 shaft_hz = self.ref_shaft_hz
@@ -299,13 +320,23 @@ class SpectrumAverage:
         if (
             self.count
             and measured
-            and not self._ref_measured
+            and not self._ref_confirmed
             and abs(ratio - 1.0) <= self.segment_tolerance
         ):
-            # The segment's speed so far was assumed: the first one measured within the
-            # tolerance of it is its speed (one further off is a change, confirmed as any).
-            self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
-            self._ref_measured = True
+            # The segment's speed so far is assumed or one reading's: this reading is
+            # collected and the window taken at the segment's speed, as the windows before
+            # it. A reading from a window sharing no sample with the first one's confirms:
+            # the segment's speed is then the median of the readings (one reading — a noise
+            # line that let a weak 1x stand — never sets it alone; one further off than the
+            # tolerance is a change, confirmed as any), the windows' mean speed their mean.
+            self._readings.append((self._windows, shaft_hz))
+            if self._windows - self._readings[0][0] >= self._disjoint:
+                hz = sorted(r for _, r in self._readings)
+                mid = len(hz) // 2
+                self.ref_shaft_hz = hz[mid] if len(hz) % 2 else 0.5 * (hz[mid - 1] + hz[mid])
+                self.mean_shaft_hz = shaft_hz = math.fsum(hz) / len(hz)  # this one's in
+                self._ref_confirmed = True
+                self._readings = []
             ratio = 1.0
         if abs(ratio - 1.0) > self.segment_tolerance:
             # Off the segment's speed: skipped (not averaged at a speed it may not be at)
@@ -317,6 +348,7 @@ class SpectrumAverage:
                 self._pending_hz, self._pending_run = shaft_hz, 1
             if self._pending_run >= self._speed_need:
                 self.reset()  # the speed really moved: a new segment from this window
+                self._confirmed_start = True  # at a speed the run confirmed
                 ratio = 1.0
             else:
                 self.skipped += 1
@@ -324,7 +356,9 @@ class SpectrumAverage:
         self._pending_hz, self._pending_run = math.nan, 0
         if self.count == 0:
             self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
-            self._ref_measured = measured
+            self._ref_confirmed = self._confirmed_start
+            self._readings = [(self._windows, shaft_hz)] if measured else []
+            self._confirmed_start = False
             n_bins = spectrum.shape[-1]
             k = self.fixed_acc_bins or math.ceil(ACC_TOP_ORDER * shaft_hz / self.df) + 80
             self._acc_bins = min(n_bins, k)
@@ -356,6 +390,7 @@ class SpectrumAverage:
             if self._level_run >= self._level_need:
                 self.reset()
                 self.level_changes += 1
+                self._windows -= 1  # the same window, offered again
                 return self.add(spectrum, env_parts, given_hz, band, measured, nominal_hz)
         else:
             self._level_run = 0

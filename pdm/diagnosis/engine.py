@@ -511,11 +511,11 @@ class DiagnosisEngine:
         # Lines are placed by the speed the averaged spectra show (a given speed is rarely
         # exactly the running speed), within the order tolerance of the segment's speed.
         fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
-        # The averages are in the shaft orders of the segment's first window (every later
-        # window re-indexed by its tracked speed over that one's), so ``fr`` places lines on
-        # them; in hertz the machine ran at that times the windows' mean speed over the first
-        # one's — a first window whose tracked speed was 1 % off would otherwise be reported
-        # 1 % off whatever the others said.
+        # The averages are in the shaft orders of the segment's speed (its assumed one, then
+        # the median of its first readings: every later window re-indexed by its tracked
+        # speed over that), so ``fr`` places lines on them; in hertz the machine ran at that
+        # times the windows' mean speed over the segment's — a segment speed 1 % off would
+        # otherwise be reported 1 % off whatever the windows said.
         shaft_hz = fr * avg.mean_shaft_hz / avg.ref_shaft_hz
         verdicts: list[ChannelVerdict | None] = [None] * len(self.channels)
         acc_h = env_h = None
