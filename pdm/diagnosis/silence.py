@@ -1,0 +1,77 @@
+"""Channels that carry no signal: zeros, a constant, nothing above the samples' rounding.
+
+A dead sensor, an open cable or a stuck acquisition channel gives windows whose spectra are
+zeros or the rounding of a constant; lines read there are no evidence of anything (a dead
+channel's zeros were once a cage fault at 0.95). :class:`Silence` follows each channel's
+windows as the engine averages them and says which ones have had no signal for as long as
+the averages remember (docs/diagnosis.md §11).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from pdm.dsp.features import TIME_FEATURES
+
+__all__ = ["FLAT_RELATIVE", "Silence"]
+
+#: float32's relative step, 2⁻²³: a window whose channel varies (AC rms) by no more than this
+#: times its level (``|mean| + peak``) holds nothing but its samples' rounding — no signal.
+FLAT_RELATIVE = float(np.finfo(np.float32).eps)
+_MEAN, _RMS, _PEAK = (TIME_FEATURES.index(k) for k in ("mean_g", "rms_g", "peak_g"))
+
+
+class Silence:
+    """Per channel, the windows in a row that held no signal, and the last one's level.
+
+    >>> s = Silence(2)
+    >>> v = np.zeros((2, len(TIME_FEATURES)))
+    >>> v[0, :3] = 0.0, 0.1, 0.4  # mean, AC rms, peak (g): a live channel
+    >>> v[1, :3] = 0.73, 0.0, 0.0  # a constant
+    >>> s.add(v)
+    >>> live, dead = s.reasons(["x", "y"], count=1, memory=32.0)
+    >>> live, dead[:42]
+    ('', 'y: no signal: rms 0 g about 0.73 g in the ')
+    """
+
+    def __init__(self, channels: int) -> None:
+        self._run = np.zeros(channels, dtype=np.int64)
+        self._level = np.zeros((channels, 2))
+
+    def reset(self) -> None:
+        self._run[:] = 0
+
+    def add(self, values: npt.NDArray[np.float64]) -> None:
+        """Take an averaged window's features ((channels, features), as the extractor gives
+        them: the time features first)."""
+        flat = values[:, _RMS] <= FLAT_RELATIVE * (np.abs(values[:, _MEAN]) + values[:, _PEAK])
+        self._run = np.where(flat, self._run + 1, 0)
+        self._level = values[:, [_MEAN, _RMS]]
+
+    def reasons(self, names: Sequence[str], count: int, memory: float) -> tuple[str, ...]:
+        """Per channel, why it carries no signal ('' when it does), or () when every one does:
+        a channel whose every window of the segment (``count`` averaged), or of the last
+        ``memory`` (the averages' memory, what the average is still mostly made of), held
+        no signal."""
+        need = min(count, math.ceil(memory))
+        dead = self._run >= need
+        if count == 0 or not dead.any():
+            return ()
+        return tuple(
+            _reason(name, float(mean), float(rms), min(run, count)) if d else ""
+            for name, d, run, (mean, rms) in zip(
+                names, dead.tolist(), self._run.tolist(), self._level.tolist(), strict=True
+            )
+        )
+
+
+def _reason(name: str, mean: float, rms: float, windows: int) -> str:
+    what = "all zeros" if mean == 0.0 and rms == 0.0 else f"rms {rms:.3g} g about {mean:.6g} g"
+    return (
+        f"{name}: no signal: {what} in the last {windows} window(s), nothing above the "
+        "samples' rounding; a dead sensor, cable or acquisition channel is likely"
+    )
