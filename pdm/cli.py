@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pdm import __version__, tune_for_streaming
-from pdm.errors import ConfigError, PdmError
+from pdm.errors import ConfigError, InputError, PdmError
 
 if TYPE_CHECKING:
     from pdm.config import Pipeline
@@ -179,7 +179,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from pdm.plots import Collector
-    from pdm.processing import FeatureStream, open_recording
+    from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.progress import estimate_seconds, seconds_bar, through
 
     pipeline = _pipeline_from_args(args)
@@ -196,6 +196,8 @@ def cmd_features(args: argparse.Namespace) -> int:
                     out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
                     if args.html:
                         page.add(wf.window.t_start, str(row["channel"]), row)
+            if stream.windows == 0:
+                raise InputError(too_short(path, stream))
             pages.append(page)
             summary["files"].append(
                 {
@@ -369,7 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pdm.processing import FeatureStream, open_recording
+    from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.scoring.card import pipeline_from_card, read_card
     from pdm.scoring.stream import ScoreStream
 
@@ -411,6 +413,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                     _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
                     group = []
             _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
+            if features.windows == 0:
+                raise InputError(too_short(path, features))
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
             status = scores.teach_in_status()

@@ -22,7 +22,13 @@ from pdm.config import Pipeline
 from pdm.diagnosis import Diagnosis
 from pdm.diagnosis.resolution import choose_window, target_bin_hz
 from pdm.errors import ConfigError, InputError
-from pdm.processing import FeatureStream, open_recording
+from pdm.processing import (
+    MIN_WINDOW,
+    FeatureStream,
+    longest_stretch,
+    open_recording,
+    too_short,
+)
 
 if TYPE_CHECKING:
     from pdm.diagnosis.report import Section
@@ -126,48 +132,58 @@ def diagnose_files(
     shorter than one window.
     """
     for path in files:
-        rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
-        with rec:
-            rate = rec.sample_rate_hz
-            rpm = _nominal_rpm(pl, pl.source_path or "command line")
-            bearings = [pl.bearing_for(col) for col in pl.columns]
-            multiples = [b.defect_multiples() for b in bearings if b is not None]
-            # The finest resolution any channel's bearing needs.
-            mult = min(multiples, key=lambda m: target_bin_hz(rpm / 60.0, m), default=None)
-            n = window or choose_window(rate, rpm / 60.0, mult, estimate_rows(path))
-            if n != pl.acquisition.window_samples:
-                pl = pl.with_window(n)
-            stream = FeatureStream(pl, rate, full_spectrum=display)
-            from pdm.progress import estimate_seconds, seconds_bar, through
+        chosen: int | None = None  # the window chosen again from the samples read
+        while True:
+            rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
+            with rec:
+                rate = rec.sample_rate_hz
+                rpm = _nominal_rpm(pl, pl.source_path or "command line")
+                bearings = [pl.bearing_for(col) for col in pl.columns]
+                multiples = [b.defect_multiples() for b in bearings if b is not None]
+                # The finest resolution any channel's bearing needs.
+                mult = min(multiples, key=lambda m: target_bin_hz(rpm / 60.0, m), default=None)
+                n = window or chosen or choose_window(rate, rpm / 60.0, mult, estimate_rows(path))
+                if n != pl.acquisition.window_samples:
+                    pl = pl.with_window(n)
+                stream = FeatureStream(pl, rate, full_spectrum=display)
+                from pdm.progress import estimate_seconds, seconds_bar, through
 
-            total = estimate_seconds(path, rate) if progress else None
-            with seconds_bar(os.path.basename(path), total, disable=not progress) as bar:
-                for _wf in stream.feed(through(rec.chunks(), bar)):
-                    pass
-            engine = stream.engine
-            assert engine is not None
-            if stream.windows == 0:
-                raise InputError(
-                    f"{path}: shorter than one window of {n} samples "
-                    f"({n / rate:.2f} s at {rate:g} Hz); give a smaller --window"
+                total = estimate_seconds(path, rate) if progress else None
+                with seconds_bar(os.path.basename(path), total, disable=not progress) as bar:
+                    for _wf in stream.feed(through(rec.chunks(), bar)):
+                        pass
+                engine = stream.engine
+                assert engine is not None
+                if stream.windows == 0:
+                    # The window was sized from an estimate of the rows: size it from the
+                    # samples read, and read again if that gives a shorter one.
+                    got = longest_stretch(stream)
+                    if window is None and chosen is None and got >= MIN_WINDOW:
+                        chosen = choose_window(rate, rpm / 60.0, mult, got)
+                        if chosen < n:
+                            continue
+                    raise InputError(too_short(path, stream))
+                d = engine.judge()
+                avg = engine.average
+                acc = (
+                    np.sqrt(avg.acc_power())
+                    if avg.acc is not None
+                    else np.zeros((len(pl.columns), 0))
                 )
-            d = engine.judge()
-            avg = engine.average
-            acc = (
-                np.sqrt(avg.acc_power()) if avg.acc is not None else np.zeros((len(pl.columns), 0))
-            )
-            env_p = avg.env_power()
-            yield FileDiagnosis(
-                file=str(path),
-                sample_rate_hz=rate,
-                window=n,
-                windows=stream.windows,
-                diagnosis=d,
-                channels=tuple(pl.columns),
-                df_hz=avg.df,
-                acc_g=acc,
-                env_g=None if env_p is None else np.sqrt(env_p),
-            )
+                env_p = avg.env_power()
+                result = FileDiagnosis(
+                    file=str(path),
+                    sample_rate_hz=rate,
+                    window=n,
+                    windows=stream.windows,
+                    diagnosis=d,
+                    channels=tuple(pl.columns),
+                    df_hz=avg.df,
+                    acc_g=acc,
+                    env_g=None if env_p is None else np.sqrt(env_p),
+                )
+            yield result
+            break
 
 
 def summary_text(r: FileDiagnosis) -> str:

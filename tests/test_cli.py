@@ -261,6 +261,28 @@ def test_error_empty_file(tmp_path: Path) -> None:
     assert str(empty) in msg
 
 
+@pytest.mark.parametrize("rows", [1, 300])
+@pytest.mark.parametrize("command", ["features", "train", "score"])
+def test_error_shorter_than_one_window_names_the_file_its_length_and_the_window(
+    tmp_path: Path, command: str, rows: int
+) -> None:
+    """A recording shorter than one window is refused on one line that says how long it is
+    and what window it needed (``features`` and ``score`` printed nothing and exited 0;
+    ``train`` said neither length)."""
+    csv = tmp_path / "short.csv"
+    write_noise_csv(csv, rows)
+    extra: dict[str, list[object]] = {
+        "features": ["--fs", "25600"],
+        "train": ["--fs", "25600", "--out", tmp_path / "model"],
+        "score": ["--model", REPO / "models" / "demo-pump"],
+    }
+    msg = user_error(run_cli(command, csv, *extra[command]))
+    assert f"{csv}: {rows} sample" in msg and "at 25600 Hz" in msg, msg
+    window = 8192 if command == "score" else 16384  # the model's, the default
+    assert f"shorter than one window of {window} samples" in msg, msg
+    assert ("record longer" in msg) == (rows < 256), msg
+
+
 def test_error_pipeline_with_quick_flag() -> None:
     msg = user_error(
         run_cli(

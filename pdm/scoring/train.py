@@ -59,7 +59,7 @@ from pdm import __version__
 from pdm.config import Pipeline
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
 from pdm.errors import ModelError
-from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording, too_short
 from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, write_card
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
@@ -137,9 +137,7 @@ def collect(
                 if progress:
                     progress(1)
         if not frames:
-            raise ModelError(
-                f"{path}: shorter than one window ({pl.acquisition.window_samples} samples)"
-            )
+            raise ModelError(too_short(path, stream))
         available = frames[0].features.names
         if names is None:
             names = vector_names(pl.columns, available, MODEL_FEATURES)
