@@ -53,7 +53,7 @@ from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.shaft_speed import refine_speed
-from pdm.diagnosis.silence import Silence
+from pdm.diagnosis.silence import Signal, Silence
 from pdm.diagnosis.verdict import MIN_INDEPENDENT_WINDOWS, judge_channels, names_bearing_defect
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
@@ -451,7 +451,7 @@ class DiagnosisEngine:
             self._average.state(),
             self.baseline,
             self._tick,
-            self._silence.reasons(
+            self._silence.state(
                 [ch.name for ch in self.channels], self._average.count, self._average.n_mem
             ),
         )
@@ -511,11 +511,13 @@ class DiagnosisEngine:
         self,
         avg: AverageState,
         baseline: Baseline | None = None,
-        no_signal: Sequence[str] = (),
+        signal: Signal | None = None,
     ) -> Diagnosis:
         """Judge the averages ``avg`` (:meth:`SpectrumAverage.state`) over ``baseline``;
-        ``no_signal``: per channel, why it carries no signal ('' when it does; empty when
-        every channel does): such a channel is ``unknown`` with that reason, not judged."""
+        ``signal``: the channels' (:meth:`pdm.diagnosis.silence.Silence.state`) — a channel
+        with no signal is ``unknown`` with its reason, not judged, and every spectrum is
+        read down to its channel's numerical zero only."""
+        no_signal = signal.no_signal if signal is not None else ()
         if avg.count == 0 or avg.acc is None:
             return Diagnosis(
                 "unknown",
@@ -586,6 +588,7 @@ class DiagnosisEngine:
                 healthy=None
                 if acc_h is None or env_h is None
                 else (acc_h[rows], env_h[rows] if env is not None else None),
+                zero_power=None if signal is None else signal.zero_power[rows],
             )
             for c, v in zip(rows.tolist(), got, strict=True):
                 verdicts[c] = v
@@ -630,8 +633,8 @@ class PendingDiagnosis:
 
     __slots__ = (
         "_engine",
-        "_no_signal",
         "_result",
+        "_signal",
         "_state",
         "baseline",
         "k_eff",
@@ -646,11 +649,11 @@ class PendingDiagnosis:
         state: AverageState,
         baseline: Baseline | None,
         tick: int = 0,
-        no_signal: tuple[str, ...] = (),
+        signal: Signal | None = None,
     ) -> None:
         self._engine: DiagnosisEngine | None = engine
         self._state: AverageState | None = state
-        self._no_signal = no_signal
+        self._signal = signal
         self.baseline = baseline
         self.segment = state.segment
         self.tick = tick
@@ -678,7 +681,7 @@ class PendingDiagnosis:
         """The diagnosis (judged now if this is the first read)."""
         if self._result is None:
             assert self._engine is not None and self._state is not None
-            self._result = self._engine.judge_state(self._state, self.baseline, self._no_signal)
+            self._result = self._engine.judge_state(self._state, self.baseline, self._signal)
             self._engine = self._state = None  # the copies are not needed now
         return self._result
 

@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from pdm.dsp.features import TIME_FEATURES
 
-__all__ = ["FLAT_RELATIVE", "Silence"]
+__all__ = ["FLAT_RELATIVE", "Signal", "Silence"]
 
 #: float32's relative step, 2⁻²³: a window whose channel varies (AC rms) by no more than this
 #: times its level (``|mean| + peak``) holds nothing but its samples' rounding — no signal.
 FLAT_RELATIVE = float(np.finfo(np.float32).eps)
 _MEAN, _RMS, _PEAK = (TIME_FEATURES.index(k) for k in ("mean_g", "rms_g", "peak_g"))
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What the engine's judgement needs of its channels' signals (:meth:`Silence.state`).
+
+    Attributes
+    ----------
+    no_signal : per channel, why it carries no signal ('' when it does); () when all do
+    zero_power : (C,) one float32 step of each channel's level, squared (g²): the power at
+        or below which its spectra are numerical zero (the samples' rounding)
+    """
+
+    no_signal: tuple[str, ...]
+    zero_power: npt.NDArray[np.float64]
 
 
 class Silence:
@@ -41,6 +57,7 @@ class Silence:
     def __init__(self, channels: int) -> None:
         self._run = np.zeros(channels, dtype=np.int64)
         self._level = np.zeros((channels, 2))
+        self._peak = np.zeros(channels)
 
     def reset(self) -> None:
         self._run[:] = 0
@@ -51,6 +68,13 @@ class Silence:
         flat = values[:, _RMS] <= FLAT_RELATIVE * (np.abs(values[:, _MEAN]) + values[:, _PEAK])
         self._run = np.where(flat, self._run + 1, 0)
         self._level = values[:, [_MEAN, _RMS]]
+        self._peak = values[:, _PEAK]
+
+    def state(self, names: Sequence[str], count: int, memory: float) -> Signal:
+        """The :class:`Signal` of the averages now: :meth:`reasons`, and each channel's
+        numerical zero from its last window's level (``|mean| + peak``)."""
+        level = np.abs(self._level[:, 0]) + self._peak
+        return Signal(self.reasons(names, count, memory), (FLAT_RELATIVE * level) ** 2)
 
     def reasons(self, names: Sequence[str], count: int, memory: float) -> tuple[str, ...]:
         """Per channel, why it carries no signal ('' when it does), or () when every one does:

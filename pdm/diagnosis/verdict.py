@@ -43,6 +43,7 @@ def judge_channels(
     foundation: str = "rigid",
     channels: Sequence[str] = (),
     healthy: tuple[F64 | None, F64 | None] | None = None,
+    zero_power: F64 | None = None,
 ) -> list[ChannelVerdict]:
     """Judge the averaged spectra of channels that share a bearing, in one pass.
 
@@ -62,6 +63,12 @@ def judge_channels(
     healthy : the machine's healthy (acceleration, envelope) power on the same bins
         (:meth:`pdm.diagnosis.baseline.Baseline.aligned`), or None: lines are judged over
         ``max(local floor, healthy)``
+    zero_power : (C,) per channel, the power (g²) at or below which a bin is numerical zero:
+        the square of one float32 step of the channel's level
+        (:meth:`pdm.diagnosis.silence.Silence.state`). Bins below it are read as it: a line
+        there is the samples' rounding (a noiseless tone's rounding repeats with it, in
+        lines), not a measurement, and no line stands over such a floor by more than over
+        the step. None: float64's smallest number only
 
     Returns
     -------
@@ -117,6 +124,8 @@ def judge_channels(
         if use and x is not None
     ]
     p = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    if zero_power is not None:
+        p = np.maximum(p, np.asarray(zero_power, dtype=np.float64)[:, None])
     pb = None
     if healthy is not None:
         acc_h, env_h = healthy

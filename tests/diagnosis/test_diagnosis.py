@@ -197,6 +197,51 @@ def test_a_channel_that_goes_dead_is_no_signal_once_its_average_is_the_past() ->
     assert d.label == "unknown" and d.channels[0].reasons[0].startswith("x_g: no signal")
 
 
+def _noiseless(kind: str, fs: float, n: int) -> np.ndarray:
+    t = np.arange(n) / fs
+    if kind == "tone at 1x":
+        return 0.5 * np.sin(2 * np.pi * 25.0 * t)
+    if kind == "tone on a bin":
+        return np.sin(2 * np.pi * 400 * fs / 16384 * t)
+    if kind == "tone at Nyquist":
+        return np.cos(np.pi * np.arange(n))
+    # an outer race's impacts ringing a 4 kHz resonance, nothing else
+    x = np.zeros(n)
+    ring = np.exp(-np.arange(400) / fs * 800.0) * np.sin(2 * np.pi * 4000.0 * np.arange(400) / fs)
+    for start in np.arange(0.0, n / fs, 1.0 / (BEARINGS["6205"].defect_multiples()["bpfo"] * 25.0)):
+        i = round(start * fs)
+        x[i : i + 400] += ring[: n - i]
+    return x
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("tone at 1x", "unbalance"),
+        ("tone on a bin", "unknown"),
+        ("tone at Nyquist", "unknown"),
+        ("outer race", "bearing_outer_race"),
+    ],
+)
+def test_noiseless_signals_are_judged_above_their_rounding(kind: str, label: str) -> None:
+    """A noiseless tone's float32 rounding repeats with the tone, so it has lines of its own,
+    at 1e-9 of the tone: read as bearing lines they made a cage (a tone at 1×), a ball (a
+    tone at Nyquist) or an uncertain bearing fault (a tone on a bin). Spectra are read down
+    to one float32 step of the channel's level only; a noiseless impact train stands far
+    above it and is still named."""
+    fs, n, hop = 20000.0, 16384, 8192
+    x = _noiseless(kind, fs, 8 * n).astype(np.float32)[None]
+    chans = [ChannelSpec("a", BEARINGS["6205"])]
+    fx = FeatureExtractor(fs, n, chans, rpm=1500.0, envelope_band_hz="auto")
+    engine = DiagnosisEngine(fs, n, hop, chans)
+    band = None
+    for s in range(0, x.shape[1] - n + 1, hop):
+        frame = fx.extract(x[:, s : s + n], band_state=band)
+        band = frame.band_choice
+        engine.update(frame)
+    assert engine.judge().label == label
+
+
 def test_confidence_is_a_probability_of_the_margin() -> None:
     assert confidence("unknown", 30.0) == 0.0
     assert confidence("bearing_outer_race", float("nan")) == 0.0
