@@ -405,7 +405,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             group: list = []
-            counts = {"windows": 0, "alerting": 0}
+            counts = {"windows": 0, "alerting": 0, "unscored": 0}
             keep = page if args.html else None
             for wf in features.feed(through(rec.chunks(), bar)):
                 group.append(wf)
@@ -481,6 +481,7 @@ def _count_and_write(
 ) -> None:
     counts["windows"] += len(rows)
     counts["alerting"] += sum(r.get("state") in ("alert", "danger") for r in rows)
+    counts["unscored"] += sum(r.get("valid") is False for r in rows)
     _write_rows(out, rows, teach_in=teach_in)
     if page is not None:
         for wf, row in zip(group, rows, strict=False):
@@ -490,8 +491,17 @@ def _count_and_write(
 def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
     """The per-recording line ``score`` ends with: the engine's judgement at the end."""
     engine = features.engine
+    # A window that is not scored is not a quiet one: say how many (a flat channel has no
+    # crest or kurtosis, so a dead sensor's windows all go unscored).
+    unscored = counts.get("unscored", 0)
+    tail = (
+        f"; {unscored} not scored (not valid: a sample not finite or beyond ±1e6 g, or a "
+        "feature with no value, as a channel with no signal gives)"
+        if unscored
+        else ""
+    )
     if engine is None:
-        return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting"
+        return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting{tail}"
     d = engine.judge()
     where = (f", {d.channel}" + (f" ({d.bearing})" if d.bearing else "")) if d.channel else ""
     speed = (
@@ -502,6 +512,7 @@ def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
     return (
         f"{path}: diagnosis {d.label} (confidence {d.confidence:.2f}{where}) over the last "
         f"{d.windows} windows{speed}; {counts['alerting']}/{counts['windows']} windows alerting"
+        f"{tail}"
     )
 
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from pdm.config import Pipeline
 from pdm.diagnosis import Diagnosis
 from pdm.diagnosis.resolution import choose_window, target_bin_hz
+from pdm.dsp.windows import MAX_ABS_G
 from pdm.errors import ConfigError, InputError
 from pdm.processing import (
     MIN_WINDOW,
@@ -163,6 +164,12 @@ def diagnose_files(
                         if chosen < n:
                             continue
                     raise InputError(too_short(path, stream))
+                if stream.invalid_windows == stream.windows:
+                    raise InputError(
+                        f"{path}: every one of its {stream.windows} windows holds a sample that "
+                        f"is not a measurement (not finite, or beyond ±{MAX_ABS_G:g} g: a unit "
+                        "or scale read wrong?); nothing to diagnose"
+                    )
                 d = engine.judge()
                 avg = engine.average
                 acc = (

@@ -283,6 +283,19 @@ def test_error_shorter_than_one_window_names_the_file_its_length_and_the_window(
     assert ("record longer" in msg) == (rows < 256), msg
 
 
+def test_score_says_how_many_windows_it_did_not_score(tmp_path: Path) -> None:
+    """A dead channel has no crest or kurtosis, so no window of it is scored: the summary
+    said '0/N windows alerting' as of a quiet machine, and now says N were not scored."""
+    csv = tmp_path / "dead.csv"
+    n = 25600 * 2
+    x = np.random.default_rng(4).normal(0.0, 0.02, n)
+    csv.write_text("x_g,y_g\n" + "".join(f"{a:.5f},0\n" for a in x))
+    proc = ok(run_cli("score", "--model", REPO / "models" / "demo-pump", csv))
+    rows = jsonl(proc)
+    assert rows and all(r["valid"] is False and r["score"] is None for r in rows)
+    assert f"0/{len(rows)} windows alerting; {len(rows)} not scored" in proc.stderr, proc.stderr
+
+
 def test_error_pipeline_with_quick_flag() -> None:
     msg = user_error(
         run_cli(

@@ -258,6 +258,17 @@ def test_diagnose_a_dead_channel_says_no_signal(tmp_path) -> None:
     assert rows["live"]["machine_diagnosis"] == "unknown"
 
 
+def test_diagnose_refuses_a_recording_of_no_measurement(tmp_path) -> None:
+    """Every sample beyond ±1e6 g (a unit read wrong): every window is invalid, and diagnose
+    said 'unknown (confidence 0.00)' with no reason (nothing at all with --json)."""
+    import numpy as np
+
+    rec = _csv(tmp_path / "huge.csv", {"a": np.random.default_rng(2).normal(0.0, 1e9, 50000)})
+    for extra in ((), ("--json",)):
+        msg = user_error(run_cli("diagnose", rec, "--fs", "20000", "--rpm", "1500", *extra))
+        assert f"{rec}: every one of its" in msg and "not a measurement" in msg, msg
+
+
 def test_score_rows_carry_the_engines_diagnosis_and_a_summary(tmp_path) -> None:
     """score: every explained row's diagnosis is the engine's over the recent windows (with
     its confidence), and each recording ends with one summary line on stderr."""
