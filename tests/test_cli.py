@@ -296,6 +296,19 @@ def test_score_says_how_many_windows_it_did_not_score(tmp_path: Path) -> None:
     assert f"0/{len(rows)} windows alerting; {len(rows)} not scored" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("dead", ["0", "0.73"])
+def test_train_refuses_a_channel_with_no_signal(tmp_path: Path, dead: str) -> None:
+    """A dead sensor is no healthy baseline: a column of zeros (or a constant) trained a
+    model (its crest and kurtosis, undefined, were dropped, the rest learnt as healthy)."""
+    csv = tmp_path / "dead.csv"
+    x = np.random.default_rng(4).normal(0.0, 0.02, 25600 * 2)
+    csv.write_text("x_g,y_g\n" + "".join(f"{a:.5f},{dead}\n" for a in x))
+    msg = user_error(
+        run_cli("train", csv, "--fs", "25600", "--window", "4096", "--out", tmp_path / "m")
+    )
+    assert f"{csv}: 'y_g' carries no signal in any of its" in msg, msg
+
+
 def test_error_pipeline_with_quick_flag() -> None:
     msg = user_error(
         run_cli(

@@ -18,12 +18,19 @@ import numpy.typing as npt
 
 from pdm.dsp.features import TIME_FEATURES
 
-__all__ = ["FLAT_RELATIVE", "Signal", "Silence"]
+__all__ = ["FLAT_RELATIVE", "Signal", "Silence", "flat"]
 
 #: float32's relative step, 2⁻²³: a window whose channel varies (AC rms) by no more than this
 #: times its level (``|mean| + peak``) holds nothing but its samples' rounding — no signal.
 FLAT_RELATIVE = float(np.finfo(np.float32).eps)
 _MEAN, _RMS, _PEAK = (TIME_FEATURES.index(k) for k in ("mean_g", "rms_g", "peak_g"))
+
+
+def flat(values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Per channel of a window's features ((channels, features), the time features first, as
+    the extractor gives them), whether it holds no signal: an AC rms of at most
+    :data:`FLAT_RELATIVE` times its level."""
+    return values[:, _RMS] <= FLAT_RELATIVE * (np.abs(values[:, _MEAN]) + values[:, _PEAK])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +72,7 @@ class Silence:
     def add(self, values: npt.NDArray[np.float64]) -> None:
         """Take an averaged window's features ((channels, features), as the extractor gives
         them: the time features first)."""
-        flat = values[:, _RMS] <= FLAT_RELATIVE * (np.abs(values[:, _MEAN]) + values[:, _PEAK])
-        self._run = np.where(flat, self._run + 1, 0)
+        self._run = np.where(flat(values), self._run + 1, 0)
         self._level = values[:, [_MEAN, _RMS]]
         self._peak = values[:, _PEAK]
 
