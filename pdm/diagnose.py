@@ -73,16 +73,14 @@ class FileDiagnosis:
             "machine_channel": d.channel,
             "machine_bearing": d.bearing or None,
         }
-        return [
-            {
-                "file": self.file,
-                "sample_rate_hz": self.sample_rate_hz,
-                "window_samples": self.window,
-                **ch.as_dict(),
-                **machine,
-            }
-            for ch in d.channels
-        ]
+        head = {
+            "file": self.file,
+            "sample_rate_hz": self.sample_rate_hz,
+            "window_samples": self.window,
+        }
+        if not d.channels:  # nothing judged: one object that says why, not none
+            return [{**head, "channel": None, "evidence": [d.note], **machine}]
+        return [{**head, **ch.as_dict(), **machine} for ch in d.channels]
 
 
 def estimate_rows(path: str | os.PathLike[str]) -> int | None:
@@ -204,6 +202,8 @@ def summary_text(r: FileDiagnosis) -> str:
         f"({r.sample_rate_hz / r.window:.3g} Hz bins)"
     )
     out = [head]
+    if not d.channels and d.note:  # nothing judged: say why
+        out.append(f"  {d.note}")
     for ch in d.channels:
         speed = f"{ch.shaft_speed_rpm:.1f} r/min" if math.isfinite(ch.shaft_speed_rpm) else "?"
         what = (

@@ -269,6 +269,22 @@ def test_diagnose_refuses_a_recording_of_no_measurement(tmp_path) -> None:
         assert f"{rec}: every one of its" in msg and "not a measurement" in msg, msg
 
 
+def test_a_diagnosis_with_nothing_judged_says_why() -> None:
+    """No channel judged (no window of the segment had a speed): the text said only 'unknown
+    (confidence 0.00)' and --json printed nothing; both now carry the engine's note."""
+    import numpy as np
+
+    from pdm.diagnose import FileDiagnosis, summary_text
+    from pdm.diagnosis import Diagnosis
+
+    note = "no window with a known shaft speed in this segment yet"
+    d = Diagnosis("unknown", 0.0, None, (), 0, note)
+    r = FileDiagnosis("f.csv", 20000.0, 8192, 3, d, ("a",), 2.44, np.zeros((1, 0)), None)
+    assert summary_text(r).splitlines()[1] == f"  {note}"
+    (row,) = r.rows()
+    assert row["evidence"] == [note] and row["machine_diagnosis"] == "unknown"
+
+
 def test_score_rows_carry_the_engines_diagnosis_and_a_summary(tmp_path) -> None:
     """score: every explained row's diagnosis is the engine's over the recent windows (with
     its confidence), and each recording ends with one summary line on stderr."""
