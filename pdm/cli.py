@@ -178,6 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from pdm.dsp.windows import MAX_ABS_G
     from pdm.plots import Collector
     from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.progress import estimate_seconds, seconds_bar, through
@@ -227,7 +228,12 @@ def cmd_features(args: argparse.Namespace) -> int:
             f"{f['sample_rate_hz']:g} Hz (rate from {f['sample_rate_from']})"
         )
         if f["invalid_windows"]:
-            msg += f", {f['invalid_windows']} invalid ({f['bad_samples']} bad samples)"
+            # Invalid: a cell the reader could not take (--on-bad-data invalidate), or a value
+            # no sensor gives (not finite, beyond MAX_ABS_G): "0 bad samples" alone read as none.
+            msg += (
+                f", {f['invalid_windows']} invalid ({f['bad_samples']} unreadable cells; a "
+                f"sample not finite or beyond ±{MAX_ABS_G:g} g makes a window invalid too)"
+            )
         if f["resets"]:
             msg += f", {len(f['resets'])} resets: " + "; ".join(r["detail"] for r in f["resets"])
         print(msg, file=sys.stderr)

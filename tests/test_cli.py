@@ -380,6 +380,16 @@ def test_invalidate_marks_windows_of_a_bad_sample(tmp_path: Path, csv_with_bad_c
     assert int(m.group(1)) == len(touched)
 
 
+def test_features_says_why_windows_with_no_bad_cell_are_invalid(tmp_path: Path) -> None:
+    """Values no sensor gives (1e9 g: a unit read wrong) make every window invalid, with no
+    cell unreadable: the summary said '23 invalid (0 bad samples)'."""
+    csv = tmp_path / "huge.csv"
+    x = np.random.default_rng(5).normal(0.0, 1e9, 8192)
+    csv.write_text("x_g\n" + "".join(f"{a:.6g}\n" for a in x))
+    proc = ok(run_cli("features", csv, "--fs", "25600", "--window", "4096"))
+    assert ", 3 invalid (0 unreadable cells; a sample not finite or beyond ±1e+06 g" in proc.stderr
+
+
 def test_bad_cell_with_on_bad_data_error(tmp_path: Path, csv_with_bad_cell: Path) -> None:
     pipeline = write_pipeline(tmp_path / "strict.toml", on_bad_data='on_bad_data = "error"')
     msg = user_error(run_cli("features", csv_with_bad_cell, "--pipeline", pipeline))
