@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from pdm.config import Pipeline
 from pdm.diagnosis import Diagnosis
+from pdm.diagnosis.resolution import MIN_WINDOW as RESOLUTION_MIN_WINDOW
 from pdm.diagnosis.resolution import choose_window, target_bin_hz
 from pdm.dsp.windows import MAX_ABS_G
 from pdm.errors import ConfigError, InputError
@@ -51,6 +52,9 @@ class FileDiagnosis:
     df_hz : bin spacing of both spectra, Hz
     acc_g : (C, n_bins) averaged acceleration amplitude spectrum, g
     env_g : (C, n_env) averaged envelope amplitude spectrum, g (None without a bearing band)
+    window_wanted : the window the bearing's lines want when the recording was too short for
+        even the shortest window :func:`~pdm.diagnosis.resolution.choose_window` takes on
+        resolution's account (and ``window`` was shortened below it to fit), else 0
     """
 
     file: str
@@ -62,6 +66,7 @@ class FileDiagnosis:
     df_hz: float
     acc_g: npt.NDArray[np.float64]
     env_g: npt.NDArray[np.float64] | None
+    window_wanted: int = 0
 
     def rows(self) -> list[dict[str, object]]:
         """One JSON-ready object per channel (``pdm-edge diagnose --json``); each also says
@@ -77,6 +82,7 @@ class FileDiagnosis:
             "file": self.file,
             "sample_rate_hz": self.sample_rate_hz,
             "window_samples": self.window,
+            "window_wanted_samples": self.window_wanted or None,
         }
         if not d.channels:  # nothing judged: one object that says why, not none
             return [{**head, "channel": None, "evidence": [d.note], **machine}]
@@ -186,6 +192,9 @@ def diagnose_files(
                     df_hz=avg.df,
                     acc_g=acc,
                     env_g=None if env_p is None else np.sqrt(env_p),
+                    window_wanted=0
+                    if window is not None or n >= RESOLUTION_MIN_WINDOW
+                    else choose_window(rate, rpm / 60.0, mult),
                 )
             yield result
             break
@@ -202,6 +211,12 @@ def summary_text(r: FileDiagnosis) -> str:
         f"({r.sample_rate_hz / r.window:.3g} Hz bins)"
     )
     out = [head]
+    if r.window_wanted:
+        want = r.window_wanted
+        out.append(
+            f"  the recording is too short for the lines: {r.window}-sample windows fit it, the "
+            f"bearing's lines want {want} ({want / r.sample_rate_hz:.3g} s) and several of them"
+        )
     if not d.channels and d.note:  # nothing judged: say why
         out.append(f"  {d.note}")
     for ch in d.channels:

@@ -225,6 +225,10 @@ def test_diagnose_a_short_recording(tmp_path) -> None:
     out = ok(run_cli("diagnose", short, *quick)).stdout
     assert out.startswith(f"{short}: unknown (confidence 0.00); 1 windows of 256 samples"), out
     assert "fewer than 3.5 bins per shaft order" in out, out
+    assert out.splitlines()[1] == (
+        "  the recording is too short for the lines: 256-sample windows fit it, the bearing's "
+        "lines want 32768 (1.64 s) and several of them"
+    ), out
     msg = user_error(run_cli("diagnose", short, *quick, "--window", "512"))
     assert f"{short}: 300 samples" in msg and "one window of 512 samples" in msg, msg
     tiny = _csv(tmp_path / "tiny.csv", {"a": rng.normal(0.0, 0.1, 10)})
