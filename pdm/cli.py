@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pdm import __version__, tune_for_streaming
-from pdm.errors import ConfigError, PdmError
+from pdm.errors import ConfigError, InputError, PdmError
 
 if TYPE_CHECKING:
     from pdm.config import Pipeline
@@ -178,8 +178,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from pdm.dsp.windows import MAX_ABS_G
     from pdm.plots import Collector
-    from pdm.processing import FeatureStream, open_recording
+    from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.progress import estimate_seconds, seconds_bar, through
 
     pipeline = _pipeline_from_args(args)
@@ -196,6 +197,8 @@ def cmd_features(args: argparse.Namespace) -> int:
                     out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
                     if args.html:
                         page.add(wf.window.t_start, str(row["channel"]), row)
+            if stream.windows == 0:
+                raise InputError(too_short(path, stream))
             pages.append(page)
             summary["files"].append(
                 {
@@ -225,7 +228,12 @@ def cmd_features(args: argparse.Namespace) -> int:
             f"{f['sample_rate_hz']:g} Hz (rate from {f['sample_rate_from']})"
         )
         if f["invalid_windows"]:
-            msg += f", {f['invalid_windows']} invalid ({f['bad_samples']} bad samples)"
+            # Invalid: a cell the reader could not take (--on-bad-data invalidate), or a value
+            # no sensor gives (not finite, beyond MAX_ABS_G): "0 bad samples" alone read as none.
+            msg += (
+                f", {f['invalid_windows']} invalid ({f['bad_samples']} unreadable cells; a "
+                f"sample not finite or beyond ±{MAX_ABS_G:g} g makes a window invalid too)"
+            )
         if f["resets"]:
             msg += f", {len(f['resets'])} resets: " + "; ".join(r["detail"] for r in f["resets"])
         print(msg, file=sys.stderr)
@@ -369,7 +377,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pdm.processing import FeatureStream, open_recording
+    from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.scoring.card import pipeline_from_card, read_card
     from pdm.scoring.stream import ScoreStream
 
@@ -403,7 +411,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             group: list = []
-            counts = {"windows": 0, "alerting": 0}
+            counts = {"windows": 0, "alerting": 0, "unscored": 0}
             keep = page if args.html else None
             for wf in features.feed(through(rec.chunks(), bar)):
                 group.append(wf)
@@ -411,6 +419,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                     _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
                     group = []
             _count_and_write(out, scores.process(group), counts, model_dir, group, keep)
+            if features.windows == 0:
+                raise InputError(too_short(path, features))
             if scores.trained_here:
                 print(f"{model_dir}: trained by teach-in; monitoring from then on", file=sys.stderr)
             status = scores.teach_in_status()
@@ -477,6 +487,7 @@ def _count_and_write(
 ) -> None:
     counts["windows"] += len(rows)
     counts["alerting"] += sum(r.get("state") in ("alert", "danger") for r in rows)
+    counts["unscored"] += sum(r.get("valid") is False for r in rows)
     _write_rows(out, rows, teach_in=teach_in)
     if page is not None:
         for wf, row in zip(group, rows, strict=False):
@@ -486,8 +497,17 @@ def _count_and_write(
 def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
     """The per-recording line ``score`` ends with: the engine's judgement at the end."""
     engine = features.engine
+    # A window that is not scored is not a quiet one: say how many (a flat channel has no
+    # crest or kurtosis, so a dead sensor's windows all go unscored).
+    unscored = counts.get("unscored", 0)
+    tail = (
+        f"; {unscored} not scored (not valid: a sample not finite or beyond ±1e6 g, or a "
+        "feature with no value, as a channel with no signal gives)"
+        if unscored
+        else ""
+    )
     if engine is None:
-        return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting"
+        return f"{path}: {counts['alerting']}/{counts['windows']} windows alerting{tail}"
     d = engine.judge()
     where = (f", {d.channel}" + (f" ({d.bearing})" if d.bearing else "")) if d.channel else ""
     speed = (
@@ -498,6 +518,7 @@ def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
     return (
         f"{path}: diagnosis {d.label} (confidence {d.confidence:.2f}{where}) over the last "
         f"{d.windows} windows{speed}; {counts['alerting']}/{counts['windows']} windows alerting"
+        f"{tail}"
     )
 
 

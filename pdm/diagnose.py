@@ -20,9 +20,17 @@ import numpy.typing as npt
 
 from pdm.config import Pipeline
 from pdm.diagnosis import Diagnosis
+from pdm.diagnosis.resolution import MIN_WINDOW as RESOLUTION_MIN_WINDOW
 from pdm.diagnosis.resolution import choose_window, target_bin_hz
+from pdm.dsp.windows import MAX_ABS_G
 from pdm.errors import ConfigError, InputError
-from pdm.processing import FeatureStream, open_recording
+from pdm.processing import (
+    MIN_WINDOW,
+    FeatureStream,
+    longest_stretch,
+    open_recording,
+    too_short,
+)
 
 if TYPE_CHECKING:
     from pdm.diagnosis.report import Section
@@ -44,6 +52,9 @@ class FileDiagnosis:
     df_hz : bin spacing of both spectra, Hz
     acc_g : (C, n_bins) averaged acceleration amplitude spectrum, g
     env_g : (C, n_env) averaged envelope amplitude spectrum, g (None without a bearing band)
+    window_wanted : the window the bearing's lines want when the recording was too short for
+        even the shortest window :func:`~pdm.diagnosis.resolution.choose_window` takes on
+        resolution's account (and ``window`` was shortened below it to fit), else 0
     """
 
     file: str
@@ -55,6 +66,7 @@ class FileDiagnosis:
     df_hz: float
     acc_g: npt.NDArray[np.float64]
     env_g: npt.NDArray[np.float64] | None
+    window_wanted: int = 0
 
     def rows(self) -> list[dict[str, object]]:
         """One JSON-ready object per channel (``pdm-edge diagnose --json``); each also says
@@ -66,16 +78,15 @@ class FileDiagnosis:
             "machine_channel": d.channel,
             "machine_bearing": d.bearing or None,
         }
-        return [
-            {
-                "file": self.file,
-                "sample_rate_hz": self.sample_rate_hz,
-                "window_samples": self.window,
-                **ch.as_dict(),
-                **machine,
-            }
-            for ch in d.channels
-        ]
+        head = {
+            "file": self.file,
+            "sample_rate_hz": self.sample_rate_hz,
+            "window_samples": self.window,
+            "window_wanted_samples": self.window_wanted or None,
+        }
+        if not d.channels:  # nothing judged: one object that says why, not none
+            return [{**head, "channel": None, "evidence": [d.note], **machine}]
+        return [{**head, **ch.as_dict(), **machine} for ch in d.channels]
 
 
 def estimate_rows(path: str | os.PathLike[str]) -> int | None:
@@ -126,48 +137,67 @@ def diagnose_files(
     shorter than one window.
     """
     for path in files:
-        rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
-        with rec:
-            rate = rec.sample_rate_hz
-            rpm = _nominal_rpm(pl, pl.source_path or "command line")
-            bearings = [pl.bearing_for(col) for col in pl.columns]
-            multiples = [b.defect_multiples() for b in bearings if b is not None]
-            # The finest resolution any channel's bearing needs.
-            mult = min(multiples, key=lambda m: target_bin_hz(rpm / 60.0, m), default=None)
-            n = window or choose_window(rate, rpm / 60.0, mult, estimate_rows(path))
-            if n != pl.acquisition.window_samples:
-                pl = pl.with_window(n)
-            stream = FeatureStream(pl, rate, full_spectrum=display)
-            from pdm.progress import estimate_seconds, seconds_bar, through
+        chosen: int | None = None  # the window chosen again from the samples read
+        while True:
+            rec, pl = open_recording(path, pipeline, fs=fs, start_time=start_time)
+            with rec:
+                rate = rec.sample_rate_hz
+                rpm = _nominal_rpm(pl, pl.source_path or "command line")
+                bearings = [pl.bearing_for(col) for col in pl.columns]
+                multiples = [b.defect_multiples() for b in bearings if b is not None]
+                # The finest resolution any channel's bearing needs.
+                mult = min(multiples, key=lambda m: target_bin_hz(rpm / 60.0, m), default=None)
+                n = window or chosen or choose_window(rate, rpm / 60.0, mult, estimate_rows(path))
+                if n != pl.acquisition.window_samples:
+                    pl = pl.with_window(n)
+                stream = FeatureStream(pl, rate, full_spectrum=display)
+                from pdm.progress import estimate_seconds, seconds_bar, through
 
-            total = estimate_seconds(path, rate) if progress else None
-            with seconds_bar(os.path.basename(path), total, disable=not progress) as bar:
-                for _wf in stream.feed(through(rec.chunks(), bar)):
-                    pass
-            engine = stream.engine
-            assert engine is not None
-            if stream.windows == 0:
-                raise InputError(
-                    f"{path}: shorter than one window of {n} samples "
-                    f"({n / rate:.2f} s at {rate:g} Hz); give a smaller --window"
+                total = estimate_seconds(path, rate) if progress else None
+                with seconds_bar(os.path.basename(path), total, disable=not progress) as bar:
+                    for _wf in stream.feed(through(rec.chunks(), bar)):
+                        pass
+                engine = stream.engine
+                assert engine is not None
+                if stream.windows == 0:
+                    # The window was sized from an estimate of the rows: size it from the
+                    # samples read, and read again if that gives a shorter one.
+                    got = longest_stretch(stream)
+                    if window is None and chosen is None and got >= MIN_WINDOW:
+                        chosen = choose_window(rate, rpm / 60.0, mult, got)
+                        if chosen < n:
+                            continue
+                    raise InputError(too_short(path, stream))
+                if stream.invalid_windows == stream.windows:
+                    raise InputError(
+                        f"{path}: every one of its {stream.windows} windows holds a sample that "
+                        f"is not a measurement (not finite, or beyond ±{MAX_ABS_G:g} g: a unit "
+                        "or scale read wrong?); nothing to diagnose"
+                    )
+                d = engine.judge()
+                avg = engine.average
+                acc = (
+                    np.sqrt(avg.acc_power())
+                    if avg.acc is not None
+                    else np.zeros((len(pl.columns), 0))
                 )
-            d = engine.judge()
-            avg = engine.average
-            acc = (
-                np.sqrt(avg.acc_power()) if avg.acc is not None else np.zeros((len(pl.columns), 0))
-            )
-            env_p = avg.env_power()
-            yield FileDiagnosis(
-                file=str(path),
-                sample_rate_hz=rate,
-                window=n,
-                windows=stream.windows,
-                diagnosis=d,
-                channels=tuple(pl.columns),
-                df_hz=avg.df,
-                acc_g=acc,
-                env_g=None if env_p is None else np.sqrt(env_p),
-            )
+                env_p = avg.env_power()
+                result = FileDiagnosis(
+                    file=str(path),
+                    sample_rate_hz=rate,
+                    window=n,
+                    windows=stream.windows,
+                    diagnosis=d,
+                    channels=tuple(pl.columns),
+                    df_hz=avg.df,
+                    acc_g=acc,
+                    env_g=None if env_p is None else np.sqrt(env_p),
+                    window_wanted=0
+                    if window is not None or n >= RESOLUTION_MIN_WINDOW
+                    else choose_window(rate, rpm / 60.0, mult),
+                )
+            yield result
+            break
 
 
 def summary_text(r: FileDiagnosis) -> str:
@@ -181,6 +211,14 @@ def summary_text(r: FileDiagnosis) -> str:
         f"({r.sample_rate_hz / r.window:.3g} Hz bins)"
     )
     out = [head]
+    if r.window_wanted:
+        want = r.window_wanted
+        out.append(
+            f"  the recording is too short for the lines: {r.window}-sample windows fit it, the "
+            f"bearing's lines want {want} ({want / r.sample_rate_hz:.3g} s) and several of them"
+        )
+    if not d.channels and d.note:  # nothing judged: say why
+        out.append(f"  {d.note}")
     for ch in d.channels:
         speed = f"{ch.shaft_speed_rpm:.1f} r/min" if math.isfinite(ch.shaft_speed_rpm) else "?"
         what = (

@@ -37,7 +37,9 @@ __all__ = [
     "build_engine",
     "build_extractor",
     "iso_time",
+    "longest_stretch",
     "open_recording",
+    "too_short",
 ]
 
 
@@ -319,3 +321,32 @@ class FeatureStream:
     def tail_samples(self) -> int:
         """Samples after the last window (unused if the stream ends now)."""
         return self._windower.tail_samples()
+
+
+def longest_stretch(stream: FeatureStream) -> int:
+    """The most samples a stream that gave no window received between two resets."""
+    return max([stream.tail_samples(), *(e.unused_samples for e in stream.events)])
+
+
+#: The shortest window any command takes, samples (``acquisition.window_samples``' bound).
+MIN_WINDOW = 256
+
+
+def too_short(path: str | os.PathLike[str], stream: FeatureStream) -> str:
+    """Why a recording gave ``stream`` no window: the file, its length, the window and what
+    to do — ``"f.csv: 300 samples (0.015 s at 20000 Hz), shorter than one window of 16384
+    samples (0.819 s); use a shorter window (256 samples at least) or a longer recording"``.
+    Samples left unused at gaps are counted and the stretches said."""
+    fs, n = stream.fs, stream.pipeline.acquisition.window_samples
+    longest = longest_stretch(stream)
+    total = stream.tail_samples() + sum(e.unused_samples for e in stream.events)
+    parts = f" in {len(stream.events) + 1} stretches between resets" if stream.events else ""
+    hint = (
+        f"use a shorter window ({MIN_WINDOW} samples at least) or a longer recording"
+        if longest >= MIN_WINDOW
+        else f"a window is {MIN_WINDOW} samples at least: record longer"
+    )
+    return (
+        f"{os.fspath(path)}: {total} sample{'s' * (total != 1)} ({total / fs:.3g} s at "
+        f"{fs:g} Hz){parts}, shorter than one window of {n} samples ({n / fs:.3g} s); {hint}"
+    )

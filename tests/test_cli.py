@@ -261,6 +261,54 @@ def test_error_empty_file(tmp_path: Path) -> None:
     assert str(empty) in msg
 
 
+@pytest.mark.parametrize("rows", [1, 300])
+@pytest.mark.parametrize("command", ["features", "train", "score"])
+def test_error_shorter_than_one_window_names_the_file_its_length_and_the_window(
+    tmp_path: Path, command: str, rows: int
+) -> None:
+    """A recording shorter than one window is refused on one line that says how long it is
+    and what window it needed (``features`` and ``score`` printed nothing and exited 0;
+    ``train`` said neither length)."""
+    csv = tmp_path / "short.csv"
+    write_noise_csv(csv, rows)
+    extra: dict[str, list[object]] = {
+        "features": ["--fs", "25600"],
+        "train": ["--fs", "25600", "--out", tmp_path / "model"],
+        "score": ["--model", REPO / "models" / "demo-pump"],
+    }
+    msg = user_error(run_cli(command, csv, *extra[command]))
+    assert f"{csv}: {rows} sample" in msg and "at 25600 Hz" in msg, msg
+    window = 8192 if command == "score" else 16384  # the model's, the default
+    assert f"shorter than one window of {window} samples" in msg, msg
+    assert ("record longer" in msg) == (rows < 256), msg
+
+
+def test_score_says_how_many_windows_it_did_not_score(tmp_path: Path) -> None:
+    """A dead channel has no crest or kurtosis, so no window of it is scored: the summary
+    said '0/N windows alerting' as of a quiet machine, and now says N were not scored."""
+    csv = tmp_path / "dead.csv"
+    n = 25600 * 2
+    x = np.random.default_rng(4).normal(0.0, 0.02, n)
+    csv.write_text("x_g,y_g\n" + "".join(f"{a:.5f},0\n" for a in x))
+    proc = ok(run_cli("score", "--model", REPO / "models" / "demo-pump", csv))
+    rows = jsonl(proc)
+    assert rows and all(r["valid"] is False and r["score"] is None for r in rows)
+    assert f"0/{len(rows)} windows alerting; {len(rows)} not scored" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("dead", ["0", "0.73"])
+def test_train_refuses_a_channel_with_no_signal(tmp_path: Path, dead: str) -> None:
+    """A dead sensor is no healthy baseline: a column of zeros (or a constant) trained a
+    model (its crest and kurtosis, undefined, were dropped, the rest learnt as healthy)."""
+    csv = tmp_path / "dead.csv"
+    x = np.random.default_rng(4).normal(0.0, 0.02, 25600 * 2)
+    csv.write_text("x_g,y_g\n" + "".join(f"{a:.5f},{dead}\n" for a in x))
+    msg = user_error(
+        run_cli("train", csv, "--fs", "25600", "--window", "4096", "--out", tmp_path / "m")
+    )
+    assert f"{csv}: 'y_g' carries no signal in any of its" in msg, msg
+
+
 def test_error_pipeline_with_quick_flag() -> None:
     msg = user_error(
         run_cli(
@@ -330,6 +378,16 @@ def test_invalidate_marks_windows_of_a_bad_sample(tmp_path: Path, csv_with_bad_c
     m = re.search(r"(\d+) invalid", proc.stderr)
     assert m, describe(proc)
     assert int(m.group(1)) == len(touched)
+
+
+def test_features_says_why_windows_with_no_bad_cell_are_invalid(tmp_path: Path) -> None:
+    """Values no sensor gives (1e9 g: a unit read wrong) make every window invalid, with no
+    cell unreadable: the summary said '23 invalid (0 bad samples)'."""
+    csv = tmp_path / "huge.csv"
+    x = np.random.default_rng(5).normal(0.0, 1e9, 8192)
+    csv.write_text("x_g\n" + "".join(f"{a:.6g}\n" for a in x))
+    proc = ok(run_cli("features", csv, "--fs", "25600", "--window", "4096"))
+    assert ", 3 invalid (0 unreadable cells; a sample not finite or beyond ±1e+06 g" in proc.stderr
 
 
 def test_bad_cell_with_on_bad_data_error(tmp_path: Path, csv_with_bad_cell: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pdm.diagnosis.evidence import LineEvidence
 from pdm.diagnosis.layout import BearingLayout
-from pdm.diagnosis.lines import F64, LinesRead, read_lines
+from pdm.diagnosis.lines import F64, LinesRead, over_floor_db, read_lines
 from pdm.diagnosis.rules import SYMBOL, Rules
 
 __all__ = ["CageCheck", "check_cage"]
@@ -46,7 +46,7 @@ def _comb_fit(p: F64, df: float, fr: float, spacings: F64, harmonics: int, fh: i
     top = min(n - 3, math.ceil(harmonics * spacings.max() * fr / df) + fh + 2)
     centre = np.arange(top + 1, dtype=np.float64)
     floor = _floor_at(p, centre, np.full(centre.size, 2.0), fh)
-    db = 10.0 * np.log10(np.maximum(p[: top + 1], 1e-300) / floor)
+    db = over_floor_db(p[: top + 1], floor)
     pos = np.rint(np.outer(spacings, np.arange(1, harmonics + 1)) * fr / df).astype(np.intp)
     ok = (pos >= 2) & (pos <= top)
     return np.where(ok, np.clip(db[np.clip(pos, 0, top)], 0.0, None), 0.0).sum(axis=1)

@@ -53,6 +53,7 @@ from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.shaft_speed import refine_speed
+from pdm.diagnosis.silence import Signal, Silence
 from pdm.diagnosis.verdict import MIN_INDEPENDENT_WINDOWS, judge_channels, names_bearing_defect
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
@@ -334,6 +335,7 @@ class DiagnosisEngine:
         self._healthy: tuple[Baseline, object, tuple[np.ndarray, np.ndarray]] | None = None
         self._since = 0
         self._segment = -1
+        self._silence = Silence(len(self.channels))  # channels with no signal
 
     @property
     def average(self) -> SpectrumAverage:
@@ -353,6 +355,7 @@ class DiagnosisEngine:
         """Forget the averages (a stream reset: a gap, time going back)."""
         self.drain()
         self._average.reset()
+        self._silence.reset()
         self._last = self._fresh = None
 
     def update(self, frame: FeatureFrame) -> bool:
@@ -397,6 +400,7 @@ class DiagnosisEngine:
         )
         if used:
             self._since += 1
+            self._silence.add(frame.values)
         return used
 
     def diagnosis(self) -> Diagnosis:
@@ -442,7 +446,15 @@ class DiagnosisEngine:
         return base <= self.judge_every and c == base + (self.phase % half if half else 0)
 
     def _pending(self) -> PendingDiagnosis:
-        return PendingDiagnosis(self, self._average.state(), self.baseline, self._tick)
+        return PendingDiagnosis(
+            self,
+            self._average.state(),
+            self.baseline,
+            self._tick,
+            self._silence.state(
+                [ch.name for ch in self.channels], self._average.count, self._average.n_mem
+            ),
+        )
 
     def fresh_at(self, verdict: WindowVerdict, *, now: bool = False) -> Diagnosis:
         """The diagnosis at ``verdict``'s window judged at most :attr:`fresh_within` windows
@@ -495,8 +507,17 @@ class DiagnosisEngine:
         self._last = self._pending()
         return self._last.result()
 
-    def judge_state(self, avg: AverageState, baseline: Baseline | None = None) -> Diagnosis:
-        """Judge the averages ``avg`` (:meth:`SpectrumAverage.state`) over ``baseline``."""
+    def judge_state(
+        self,
+        avg: AverageState,
+        baseline: Baseline | None = None,
+        signal: Signal | None = None,
+    ) -> Diagnosis:
+        """Judge the averages ``avg`` (:meth:`SpectrumAverage.state`) over ``baseline``;
+        ``signal``: the channels' (:meth:`pdm.diagnosis.silence.Silence.state`) — a channel
+        with no signal is ``unknown`` with its reason, not judged, and every spectrum is
+        read down to its channel's numerical zero only."""
+        no_signal = signal.no_signal if signal is not None else ()
         if avg.count == 0 or avg.acc is None:
             return Diagnosis(
                 "unknown",
@@ -540,7 +561,18 @@ class DiagnosisEngine:
                 )
                 cached = self._healthy = (baseline, key, aligned)
             acc_h, env_h = cached[2]
-        for rows, mult in self._groups:
+        for rows_all, mult in self._groups:
+            rows = rows_all
+            if no_signal:
+                for c in rows_all.tolist():
+                    if no_signal[c]:
+                        name = self.channels[c].name
+                        verdicts[c] = ChannelVerdict(
+                            "unknown", 0.0, (), channel=name, reasons=(no_signal[c],)
+                        )
+                rows = np.array([c for c in rows_all.tolist() if not no_signal[c]], dtype=int)
+                if rows.size == 0:
+                    continue
             got = judge_channels(
                 acc[rows],
                 env[rows] if env is not None else None,
@@ -556,6 +588,7 @@ class DiagnosisEngine:
                 healthy=None
                 if acc_h is None or env_h is None
                 else (acc_h[rows], env_h[rows] if env is not None else None),
+                zero_power=None if signal is None else signal.zero_power[rows],
             )
             for c, v in zip(rows.tolist(), got, strict=True):
                 verdicts[c] = v
@@ -598,7 +631,17 @@ class PendingDiagnosis:
         :attr:`Diagnosis.k_eff` when a channel decides, known without judging
     """
 
-    __slots__ = ("_engine", "_result", "_state", "baseline", "k_eff", "segment", "tick", "windows")
+    __slots__ = (
+        "_engine",
+        "_result",
+        "_signal",
+        "_state",
+        "baseline",
+        "k_eff",
+        "segment",
+        "tick",
+        "windows",
+    )
 
     def __init__(
         self,
@@ -606,9 +649,11 @@ class PendingDiagnosis:
         state: AverageState,
         baseline: Baseline | None,
         tick: int = 0,
+        signal: Signal | None = None,
     ) -> None:
         self._engine: DiagnosisEngine | None = engine
         self._state: AverageState | None = state
+        self._signal = signal
         self.baseline = baseline
         self.segment = state.segment
         self.tick = tick
@@ -636,7 +681,7 @@ class PendingDiagnosis:
         """The diagnosis (judged now if this is the first read)."""
         if self._result is None:
             assert self._engine is not None and self._state is not None
-            self._result = self._engine.judge_state(self._state, self.baseline)
+            self._result = self._engine.judge_state(self._state, self.baseline, self._signal)
             self._engine = self._state = None  # the copies are not needed now
         return self._result
 

@@ -14,12 +14,31 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import gammainccinv
 
-__all__ = ["F64", "LinesRead", "line_threshold_db", "read_lines"]
+__all__ = ["F64", "TINY", "LinesRead", "line_threshold_db", "over_floor_db", "read_lines"]
 
 F64 = npt.NDArray[np.float64]
 #: Σ|W(k)|² / |W(0)|² of a Hann window's main lobe: the energy of ±2 bins is 1.5 × the
 #: peak bin's for a tone on a bin centre, and the same sum holds between bins.
 _HANN_LOBE_ENERGY = 1.5
+#: Power at or below this (the smallest normal float64) is numerical zero: the spectra are
+#: of float32 samples, whose smallest non-zero power is some 1e-90.
+TINY = float(np.finfo(np.float64).tiny)
+
+
+def over_floor_db(power: F64 | float, floor: F64 | float) -> F64:
+    """``10·log10(power / floor)``, dB; 0 where the power or the floor is numerical zero
+    (at or below :data:`TINY`). A line of no power stands over nothing, and over a floor of
+    no power no ratio measures anything: a dead channel's zeros read +76.5 dB everywhere
+    when the line was taken as at least 1e-300 and the floor as at least TINY.
+
+    >>> over_floor_db(np.array([10.0, 0.0, 5.0]), np.array([1.0, 0.0, 0.0])).tolist()
+    [10.0, 0.0, 0.0]
+    """
+    p = np.asarray(power, dtype=np.float64)
+    f = np.asarray(floor, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        db = 10.0 * np.log10(p / f)
+    return np.where((p > TINY) & (f > TINY), db, 0.0)
 
 
 @lru_cache(maxsize=1024)
@@ -134,7 +153,7 @@ def read_lines(
 
         top = peak / ref
         local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
-    prom = 10.0 * np.log10(np.maximum(peak, 1e-300) / ref)
+    prom = over_floor_db(peak, ref)
     lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
     amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
     bins = (hi - lo + 1).astype(np.intp)

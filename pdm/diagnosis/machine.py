@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
-from pdm.diagnosis.lines import line_threshold_db
+from pdm.diagnosis.lines import line_threshold_db, over_floor_db
 from pdm.diagnosis.rules import BEARING_FAMILIES, Rules
 
 __all__ = ["Transmission", "evidence_lines", "prominence_at", "transmitted"]
@@ -117,7 +117,7 @@ def prominence_at(
     floor = max(float(np.median(p[idx])), float(np.finfo(np.float64).tiny))
     if healthy is not None:
         floor = max(floor, float(healthy[k]))
-    return 10.0 * math.log10(max(peak, 1e-300) / floor), hi - lo + 1
+    return float(over_floor_db(peak, floor)), hi - lo + 1
 
 
 def _kinematic(

@@ -14,7 +14,7 @@ from pdm.diagnosis.bearing import BearingSummary, judge_bearing
 from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.layout import bearing_hz, bearing_min_db
-from pdm.diagnosis.lines import F64, LinesRead, read_lines
+from pdm.diagnosis.lines import F64, TINY, LinesRead, over_floor_db, read_lines
 from pdm.diagnosis.plan import LinePlan, plan_lines
 from pdm.diagnosis.rules import Rules
 from pdm.diagnosis.speed import SpeedSummary, judge_speed
@@ -43,6 +43,7 @@ def judge_channels(
     foundation: str = "rigid",
     channels: Sequence[str] = (),
     healthy: tuple[F64 | None, F64 | None] | None = None,
+    zero_power: F64 | None = None,
 ) -> list[ChannelVerdict]:
     """Judge the averaged spectra of channels that share a bearing, in one pass.
 
@@ -62,6 +63,12 @@ def judge_channels(
     healthy : the machine's healthy (acceleration, envelope) power on the same bins
         (:meth:`pdm.diagnosis.baseline.Baseline.aligned`), or None: lines are judged over
         ``max(local floor, healthy)``
+    zero_power : (C,) per channel, the power (g²) at or below which a bin is numerical zero:
+        the square of one float32 step of the channel's level
+        (:meth:`pdm.diagnosis.silence.Silence.state`). Bins below it are read as it: a line
+        there is the samples' rounding (a noiseless tone's rounding repeats with it, in
+        lines), not a measurement, and no line stands over such a floor by more than over
+        the step. None: float64's smallest number only
 
     Returns
     -------
@@ -117,6 +124,8 @@ def judge_channels(
         if use and x is not None
     ]
     p = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    if zero_power is not None:
+        p = np.maximum(p, np.asarray(zero_power, dtype=np.float64)[:, None])
     pb = None
     if healthy is not None:
         acc_h, env_h = healthy
@@ -139,15 +148,16 @@ def judge_channels(
         # on 2 × BPFO and the skirt of the real BPFO beat the real BPFO with its 2nd harmonic).
         peak = np.zeros(pe.shape, dtype=bool)
         peak[:, 1:-1] = (pe[:, 1:-1] >= pe[:, :-2]) & (pe[:, 1:-1] >= pe[:, 2:])
-        log_env = np.log10(np.maximum(np.where(peak, pe, 1e-300), 1e-300))
+        # Numerical zero (a dead channel's) has no prominence: over_floor_db's rule.
+        log_env = np.log10(np.maximum(np.where(peak, pe, TINY), TINY))
         if pb is None:
             db = (
                 log_env[:, plan.comb_idx].max(axis=-1)
-                - np.log10(floor[:, lay.harm_line])[:, None, :]
+                - _log_floor(floor[:, lay.harm_line])[:, None, :]
             )
         else:  # over max(floor, healthy) at every bin the comb reads
             ref = np.maximum(floor[:, lay.harm_line][:, None, :, None], pb[:, plan.comb_idx])
-            db = (log_env[:, plan.comb_idx] - np.log10(ref)).max(axis=-1)
+            db = (log_env[:, plan.comb_idx] - _log_floor(ref)).max(axis=-1)
         db = np.clip(db, 0.0, None) * lay.weight  # (C, E, H), B over the floor
         offsets = plan.eps[np.argmax(np.add.reduceat(db, lay.starts, axis=2), axis=1)]
         hz[:, :n_lay] = bearing_hz(lay, offsets, shaft_hz)
@@ -171,7 +181,7 @@ def judge_channels(
                 n_lay = lines.found.shape[1]
                 kb = np.clip(np.rint(lines.found / df).astype(np.intp), 0, plan.n_env - 1)
                 healthy_at = np.take_along_axis(pb[at, : plan.n_env], kb, axis=1)
-                machine = 10.0 * np.log10(np.maximum(healthy_at, 1e-300) / floor[at, :n_lay])
+                machine = over_floor_db(healthy_at, floor[at, :n_lay])
             return judge_bearing(
                 lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None,
                 machine_db=machine,
@@ -485,3 +495,10 @@ def _uncertain(
         calibration="below_floor" if floor else "",
         strength_db=best.score_db,
     )
+
+
+def _log_floor(floor: F64) -> F64:
+    """``log10(floor)``, +inf where the floor is numerical zero: nothing stands over it
+    (:func:`pdm.diagnosis.lines.over_floor_db`)."""
+    with np.errstate(divide="ignore"):
+        return np.where(floor > TINY, np.log10(np.maximum(floor, TINY)), np.inf)

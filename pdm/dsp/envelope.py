@@ -333,7 +333,8 @@ class _Group:
     count: int
     nb: int
     m_sk: int  # inverse-FFT length for SK alone: a fast one >= nb (padding changes no moment)
-    m_env: int  # ... for the envelope spectrum too: >= nb + n_env, free of aliasing there
+    m_env: int  # ... for the envelope spectrum too: >= nb + n_env, free of aliasing there,
+    # and >= 2·(n_env − 1), so that its real FFT holds the n_env bins read
 
 
 _Gather = tuple[
@@ -414,7 +415,9 @@ class BandScorer:
                 len(idx),
                 width,
                 sfft.next_fast_len(width),
-                sfft.next_fast_len(width + self.n_env),
+                # A band narrower than the envelope range read (a short window: few bins
+                # per band, the floor's bins beyond the lines) still needs n_env bins.
+                sfft.next_fast_len(max(width + self.n_env, 2 * (self.n_env - 1))),
             )
             for idx, start, width in runs
         )

@@ -58,8 +58,9 @@ import numpy.typing as npt
 from pdm import __version__
 from pdm.config import Pipeline
 from pdm.diagnosis.baseline import Baseline, BaselineBuilder
+from pdm.diagnosis.silence import flat
 from pdm.errors import ModelError
-from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording
+from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording, too_short
 from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, write_card
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
@@ -137,14 +138,21 @@ def collect(
                 if progress:
                     progress(1)
         if not frames:
-            raise ModelError(
-                f"{path}: shorter than one window ({pl.acquisition.window_samples} samples)"
-            )
+            raise ModelError(too_short(path, stream))
         available = frames[0].features.names
         if names is None:
             names = vector_names(pl.columns, available, MODEL_FEATURES)
         vec = FeatureVectorizer(names, pl.columns, available)
         valid = [wf for wf in frames if wf.features.valid]
+        dead = np.logical_and.reduce([flat(wf.features.values) for wf in valid]) if valid else []
+        if np.any(dead):
+            cols = [c for c, d in zip(pl.columns, dead, strict=True) if d]
+            raise ModelError(
+                f"{path}: {', '.join(map(repr, cols))} carr{'ies' if len(cols) == 1 else 'y'} no "
+                f"signal in any of its {len(valid)} windows (zeros, or a constant: nothing above "
+                "the samples' rounding); a dead sensor is no healthy baseline: mend it, or "
+                "leave the column out (--columns)"
+            )
         if builder is None:
             builder = BaselineBuilder(pl.acquisition.window_samples, pl.columns)
         for wf in valid:

@@ -202,6 +202,93 @@ def test_diagnose_user_errors(recordings, tmp_path) -> None:
     assert "--html" in msg
 
 
+def _csv(path: Path, columns: dict[str, Any]) -> Path:
+    import numpy as np
+
+    data = np.column_stack(list(columns.values()))
+    path.write_text(
+        ",".join(columns) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in r) for r in data) + "\n"
+    )
+    return path
+
+
+def test_diagnose_a_short_recording(tmp_path) -> None:
+    """Shorter than the bearing's window: diagnose shortens the window it chose (to 256
+    samples at the least) and says what the resolution lacks; shorter than 256 samples, or
+    than a --window given, it refuses on one line with the file's length. 300 samples at
+    20 kHz died on a shape error in the band scorer."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    quick = ["--fs", "20000", "--rpm", "1500", "--bearing", "6205"]
+    short = _csv(tmp_path / "short.csv", {"a": rng.normal(0.0, 0.1, 300)})
+    out = ok(run_cli("diagnose", short, *quick)).stdout
+    assert out.startswith(f"{short}: unknown (confidence 0.00); 1 windows of 256 samples"), out
+    assert "fewer than 3.5 bins per shaft order" in out, out
+    assert out.splitlines()[1] == (
+        "  the recording is too short for the lines: 256-sample windows fit it, the bearing's "
+        "lines want 32768 (1.64 s) and several of them"
+    ), out
+    msg = user_error(run_cli("diagnose", short, *quick, "--window", "512"))
+    assert f"{short}: 300 samples" in msg and "one window of 512 samples" in msg, msg
+    tiny = _csv(tmp_path / "tiny.csv", {"a": rng.normal(0.0, 0.1, 10)})
+    msg = user_error(run_cli("diagnose", tiny, *quick))
+    assert f"{tiny}: 10 samples" in msg and "256 samples at least: record longer" in msg, msg
+
+
+def test_diagnose_a_dead_channel_says_no_signal(tmp_path) -> None:
+    """An all-zero column and a constant one beside a live one: each dead column is
+    ``unknown`` at confidence 0 with 'no signal' (the zeros were a cage fault at 0.50), and
+    the live column is judged on its own."""
+    import numpy as np
+
+    n = 50000
+    rec = _csv(
+        tmp_path / "dead.csv",
+        {
+            "live": np.random.default_rng(1).normal(0.0, 0.1, n),
+            "zero": np.zeros(n),
+            "flat": np.full(n, 0.73),
+        },
+    )
+    proc = ok(
+        run_cli("diagnose", rec, "--fs", "20000", "--rpm", "1500", "--bearing", "6205", "--json")
+    )
+    rows = {r["channel"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    for ch in ("zero", "flat"):
+        assert (rows[ch]["diagnosis"], rows[ch]["confidence"]) == ("unknown", 0.0), rows[ch]
+        assert rows[ch]["evidence"][0].startswith(f"{ch}: no signal: "), rows[ch]["evidence"]
+    assert "no signal" not in rows["live"]["evidence"][0]
+    assert rows["live"]["machine_diagnosis"] == "unknown"
+
+
+def test_diagnose_refuses_a_recording_of_no_measurement(tmp_path) -> None:
+    """Every sample beyond ±1e6 g (a unit read wrong): every window is invalid, and diagnose
+    said 'unknown (confidence 0.00)' with no reason (nothing at all with --json)."""
+    import numpy as np
+
+    rec = _csv(tmp_path / "huge.csv", {"a": np.random.default_rng(2).normal(0.0, 1e9, 50000)})
+    for extra in ((), ("--json",)):
+        msg = user_error(run_cli("diagnose", rec, "--fs", "20000", "--rpm", "1500", *extra))
+        assert f"{rec}: every one of its" in msg and "not a measurement" in msg, msg
+
+
+def test_a_diagnosis_with_nothing_judged_says_why() -> None:
+    """No channel judged (no window of the segment had a speed): the text said only 'unknown
+    (confidence 0.00)' and --json printed nothing; both now carry the engine's note."""
+    import numpy as np
+
+    from pdm.diagnose import FileDiagnosis, summary_text
+    from pdm.diagnosis import Diagnosis
+
+    note = "no window with a known shaft speed in this segment yet"
+    d = Diagnosis("unknown", 0.0, None, (), 0, note)
+    r = FileDiagnosis("f.csv", 20000.0, 8192, 3, d, ("a",), 2.44, np.zeros((1, 0)), None)
+    assert summary_text(r).splitlines()[1] == f"  {note}"
+    (row,) = r.rows()
+    assert row["evidence"] == [note] and row["machine_diagnosis"] == "unknown"
+
+
 def test_score_rows_carry_the_engines_diagnosis_and_a_summary(tmp_path) -> None:
     """score: every explained row's diagnosis is the engine's over the recent windows (with
     its confidence), and each recording ends with one summary line on stderr."""

@@ -134,6 +134,114 @@ def test_a_family_with_a_harmonic_is_named_and_a_flat_spectrum_is_not() -> None:
     assert flat.label == "unknown" and flat.reasons[0].startswith("no bearing defect family")
 
 
+def test_numerical_zero_has_no_prominence() -> None:
+    """A dead channel's spectra are zeros: no line stands over them. The line was read as at
+    least 1e-300 and the floor as at least the smallest float64 (2.2e-308), so every zero
+    line stood +76.5 dB over its zero floor and a bare FTF comb named a cage fault."""
+    df, fr = 0.5, 25.0
+    m = BEARINGS["6205"].defect_multiples()
+    v = judge_channel(np.zeros(4000), np.zeros(1200), df, fr, m, 30.0)
+    assert v.label == "unknown"
+    proms = [ln.prominence_db for f in v.families for ln in f.lines]
+    assert proms and all(p == 0.0 for p in proms)
+    assert not any(f.present for f in v.families)
+
+
+@pytest.mark.parametrize("dead", ["zeros", "constant", "rounding"])
+def test_a_dead_channel_carries_no_signal_and_the_live_one_is_diagnosed(dead: str) -> None:
+    """A channel with nothing above its samples' rounding (zeros, a constant, a level with a
+    float32 step of wobble) is ``unknown`` at confidence 0, saying so; the live channel
+    beside it is still diagnosed. The zeros were a cage fault at 0.95."""
+    spec = SimSpec(duration_s=4.0, faults=(FaultSpec("bpfo", 0.3),))
+    x = simulate(spec).T.astype(np.float32)
+    y = {
+        "zeros": np.zeros(x.shape[1]),
+        "constant": np.full(x.shape[1], 0.73),
+        "rounding": 1.0 + np.random.default_rng(2).normal(0.0, 3e-8, x.shape[1]),
+    }[dead]
+    x[1] = y.astype(np.float32)
+    chans = [ChannelSpec("x_g", BEARINGS["6205"]), ChannelSpec("y_g", BEARINGS["6205"])]
+    fx = FeatureExtractor(spec.fs, 16384, chans, rpm=1480.0, envelope_band_hz=(2000, 6000))
+    engine = DiagnosisEngine(spec.fs, 16384, 8192, chans)
+    for s in range(0, x.shape[1] - 16384 + 1, 8192):
+        engine.update(fx.extract(x[:, s : s + 16384]))
+    d = engine.judge()
+    assert (d.label, d.channel) == ("bearing_outer_race", "x_g")
+    y_g = d.channels[1]
+    assert (y_g.label, y_g.confidence) == ("unknown", 0.0)
+    assert y_g.reasons[0].startswith("y_g: no signal: ") and "sensor" in y_g.reasons[0]
+    assert y_g.families == ()
+
+
+def test_a_channel_that_goes_dead_is_no_signal_once_its_average_is_the_past() -> None:
+    """A channel that dies mid-recording: its lines over the floor are ratios, which an
+    exponentially decaying average keeps, so the fault would stay named from a dead sensor.
+    Once it has been flat for the averages' memory (or for a whole new segment: the level's
+    fall starts one), it says it has no signal."""
+    spec = SimSpec(duration_s=12.0, faults=(FaultSpec("bpfo", 0.3),), channels=("x_g",))
+    x = simulate(spec).T.astype(np.float32)
+    n, hop = 4096, 2048
+    chans = [ChannelSpec("x_g", BEARINGS["6205"])]
+    fx = FeatureExtractor(spec.fs, n, chans, rpm=1480.0, envelope_band_hz=(2000, 6000))
+    engine = DiagnosisEngine(spec.fs, n, hop, chans, memory=4.0)
+    starts = list(range(0, x.shape[1] - n + 1, hop))
+    half = len(starts) // 2
+    for s in starts[:half]:
+        engine.update(fx.extract(x[:, s : s + n]))
+    assert engine.judge().label == "bearing_outer_race"
+    x[:, starts[half] :] = 0.0
+    for s in starts[half:]:
+        engine.update(fx.extract(x[:, s : s + n]))
+    assert len(starts) - half > engine.average.n_mem
+    d = engine.judge()
+    assert d.label == "unknown" and d.channels[0].reasons[0].startswith("x_g: no signal")
+
+
+def _noiseless(kind: str, fs: float, n: int) -> np.ndarray:
+    t = np.arange(n) / fs
+    if kind == "tone at 1x":
+        return 0.5 * np.sin(2 * np.pi * 25.0 * t)
+    if kind == "tone on a bin":
+        return np.sin(2 * np.pi * 400 * fs / 16384 * t)
+    if kind == "tone at Nyquist":
+        return np.cos(np.pi * np.arange(n))
+    # an outer race's impacts ringing a 4 kHz resonance, nothing else
+    x = np.zeros(n)
+    ring = np.exp(-np.arange(400) / fs * 800.0) * np.sin(2 * np.pi * 4000.0 * np.arange(400) / fs)
+    for start in np.arange(0.0, n / fs, 1.0 / (BEARINGS["6205"].defect_multiples()["bpfo"] * 25.0)):
+        i = round(start * fs)
+        x[i : i + 400] += ring[: n - i]
+    return x
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("tone at 1x", "unbalance"),
+        ("tone on a bin", "unknown"),
+        ("tone at Nyquist", "unknown"),
+        ("outer race", "bearing_outer_race"),
+    ],
+)
+def test_noiseless_signals_are_judged_above_their_rounding(kind: str, label: str) -> None:
+    """A noiseless tone's float32 rounding repeats with the tone, so it has lines of its own,
+    at 1e-9 of the tone: read as bearing lines they made a cage (a tone at 1×), a ball (a
+    tone at Nyquist) or an uncertain bearing fault (a tone on a bin). Spectra are read down
+    to one float32 step of the channel's level only; a noiseless impact train stands far
+    above it and is still named."""
+    fs, n, hop = 20000.0, 16384, 8192
+    x = _noiseless(kind, fs, 8 * n).astype(np.float32)[None]
+    chans = [ChannelSpec("a", BEARINGS["6205"])]
+    fx = FeatureExtractor(fs, n, chans, rpm=1500.0, envelope_band_hz="auto")
+    engine = DiagnosisEngine(fs, n, hop, chans)
+    band = None
+    for s in range(0, x.shape[1] - n + 1, hop):
+        frame = fx.extract(x[:, s : s + n], band_state=band)
+        band = frame.band_choice
+        engine.update(frame)
+    assert engine.judge().label == label
+
+
 def test_confidence_is_a_probability_of_the_margin() -> None:
     assert confidence("unknown", 30.0) == 0.0
     assert confidence("bearing_outer_race", float("nan")) == 0.0

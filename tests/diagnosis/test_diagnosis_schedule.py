@@ -327,9 +327,9 @@ class _Counting(DiagnosisEngine):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.judged_at: list[int] = []
 
-    def judge_state(self, avg, baseline=None):  # type: ignore[no-untyped-def]
+    def judge_state(self, avg, baseline=None, signal=None):  # type: ignore[no-untyped-def]
         self.judged_at.append(self._tick)
-        return super().judge_state(avg, baseline)
+        return super().judge_state(avg, baseline, signal)
 
 
 @pytest.mark.parametrize(

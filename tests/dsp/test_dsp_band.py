@@ -410,6 +410,23 @@ def test_other_bearings_and_ball_faults(bearing: BearingGeometry) -> None:
         assert frame.envelope_band_hz[0] <= 6000.0 <= frame.envelope_band_hz[1], kind
 
 
+@pytest.mark.parametrize(("fs", "n"), [(20000.0, 256), (25600.0, 256), (20000.0, 512)])
+def test_short_windows_give_every_band_its_envelope_bins(fs: float, n: int) -> None:
+    """A short window (``diagnose`` of a recording of a few hundred samples) has candidate
+    bands narrower than the envelope bins the lines are read in (their floors beyond the
+    lines): each band's envelope spectrum must still hold them all. A 16-bin band at 20 kHz
+    and 256 samples was transformed at 35 points, 18 bins for the 19 read: a shape error
+    (ValueError) out of ``diagnose short.csv --fs 20000 --rpm 1500 --bearing 6205``."""
+    x = np.random.default_rng(3).normal(0.0, 0.1, (1, n)).astype(np.float32)
+    fx = FeatureExtractor(fs, n, [ChannelSpec("x", B6205)], rpm=1500.0, envelope_band_hz="auto")
+    scorer = fx._band_scorer
+    assert scorer is not None
+    assert all(g.m_env // 2 + 1 >= scorer.n_env for g in scorer._groups)
+    frame = fx.extract(x)
+    assert frame.valid and frame.band_choice is not None
+    assert frame.band_choice.band in scorer.bands
+
+
 def test_healthy_noise_gives_no_lines_and_a_steady_band() -> None:
     """White noise and shaft tones: no band shows lines (12 dB is above what noise reaches),
     and the band, once chosen, stays through 40 more windows of the same noise."""
