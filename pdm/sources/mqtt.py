@@ -58,6 +58,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from pdm.core.jsonkeys import unique_keys
 from pdm.core.net import is_loopback
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
@@ -457,15 +458,6 @@ def _decode_frame(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     return frame.sensor_id, frame.to_chunk(received)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InputError(f"JSON: key {key!r} appears twice")
-        out[key] = value
-    return out
-
-
 def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -476,7 +468,7 @@ def _decode_json(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     except UnicodeDecodeError as exc:
         raise InputError(f"JSON: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(text, object_pairs_hook=unique_keys)
     except InputError:
         raise
     except ValueError as exc:  # JSONDecodeError; an integer over Python's 4300 digits too
