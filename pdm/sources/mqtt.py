@@ -123,6 +123,9 @@ _MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES + 65_536 + 16
 
 _LOG_INTERVAL_S = 60.0  # a topic's rejections are logged at most this often
 _LOG_TOPICS = 1024  # topics remembered by that limit
+# Lines for all topics together a minute: topics are the publisher's to choose, so a flood
+# over many topics (pdm/x0/samples, pdm/x1/samples, ...) was a line a topic.
+_LOG_LINES_PER_INTERVAL = 10
 _RECENT_PER_SENSOR = 64  # chunks remembered per sensor, to drop redelivered duplicates
 _RECENT_SENSORS = 4096
 _TOPIC_SHOWN = 200  # characters of a topic shown in a message
@@ -529,7 +532,7 @@ def _t0_ns(t0: object) -> int:
     """JSON ``t0`` -> int ns since the epoch."""
     if isinstance(t0, int) and not isinstance(t0, bool):
         if not _I64_MIN <= t0 <= _I64_MAX:
-            raise InputError(f"JSON: t0 {t0} does not fit in int64 ns")
+            raise InputError(f"JSON: t0 {_shorten(str(t0), 32)} does not fit in int64 ns")
         if t0 < _T0_NS_PLAUSIBLE:
             raise InputError(
                 f"JSON: t0 {t0} as ns since the epoch is before 1973: seconds, milliseconds or "
@@ -730,6 +733,8 @@ class MqttSource:
         self._warned_outage = False  # until the subscription is back
         self._connect_detail = ""
         self._log_limit = LogLimiter(_LOG_INTERVAL_S, max_keys=_LOG_TOPICS)
+        self._log_told: deque[float] = deque(maxlen=_LOG_LINES_PER_INTERVAL)
+        self._log_unsaid = 0  # rejections not logged for want of lines (other topics)
         self._recent: dict[str, deque[tuple[float, int, bytes]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -933,7 +938,7 @@ class MqttSource:
         if msg.retain:
             # Sent because we (re)subscribed, not because a sensor just published.
             self.retained += 1
-            if self._log_limit.check(f"retained {topic}", time.monotonic()) is not None:
+            if self._may_log(f"retained {topic}") is not None:
                 log.info("MQTT input: mqtt %s: stale retained message ignored", topic)
             return
         payload = msg.payload
@@ -964,12 +969,32 @@ class MqttSource:
             recent = self._recent[sensor] = deque(maxlen=_RECENT_PER_SENSOR)
         recent.append(key)
 
+    def _may_log(self, key: str) -> int | None:
+        """Whether to log a line of ``key`` now (None: no): at most one a minute per key and
+        :data:`_LOG_LINES_PER_INTERVAL` a minute in all. The value: how many of ``key`` were
+        held back since its last line."""
+        now = time.monotonic()
+        told = self._log_told
+        if len(told) == told.maxlen and now - told[0] < _LOG_INTERVAL_S:
+            self._log_unsaid += 1
+            return None
+        held = self._log_limit.check(key, now)
+        if held is not None:
+            told.append(now)
+        return held
+
     def _reject(self, topic: str, reason: str, *, with_traceback: bool = False) -> None:
         self.rejected += 1
         detail = f"mqtt {topic}: {reason}"
-        held = self._log_limit.check(topic, time.monotonic())
+        held = self._may_log(topic)
         if held is not None:
             more = f" ({held} more from this topic since the last report)" if held else ""
+            if self._log_unsaid:
+                more += (
+                    f" ({self._log_unsaid} rejection(s) not logged meanwhile: more than "
+                    f"{_LOG_LINES_PER_INTERVAL} lines a minute; all are counted)"
+                )
+                self._log_unsaid = 0
             log.warning(
                 "MQTT input: %s%s; further rejections from this topic are logged at most once "
                 "a minute",

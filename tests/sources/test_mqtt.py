@@ -518,6 +518,7 @@ BIG = 300_000  # rows of 8 zeros: a JSON payload over 16 MiB
         (json.dumps(good_json(t0=1.7e18)).encode(), "t0 must be an integer"),
         (json.dumps(good_json(t0=1_700_000_000)).encode(), "seconds, milliseconds or microseconds"),
         (json.dumps(good_json(t0=2**63)).encode(), "does not fit in int64"),
+        (json.dumps(good_json(t0=10**4000)).encode(), "does not fit in int64"),  # 4000 digits
         (json.dumps(good_json(t0="2023-11-14T22:13:20")).encode(), "has no time zone"),
         (json.dumps(good_json(t0="yesterday")).encode(), "not an ISO 8601 time"),
         (json.dumps(good_json(channels="x_g")).encode(), "channels must be a list of strings"),
@@ -653,6 +654,25 @@ def test_rejections_from_one_topic_are_logged_once_a_minute_not_per_message(
         assert src.rejected == 20
     logged = [r for r in caplog.records if "pdm/noisy/samples" in r.getMessage()]
     assert len(logged) == 1 and "at most once a minute" in logged[0].getMessage()
+
+
+@pytest.mark.mqtt
+def test_rejections_over_many_topics_are_not_a_line_each(
+    broker: Broker, col: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: the topic is the publisher's to choose; garbage to 3000 topics under the
+    filter (pdm/x0/samples, pdm/x1/samples, ...) logged ~2500 lines in seconds. The log now
+    has at most ten such lines a minute in all, the rest counted (and said in the next line);
+    every message is still rejected and counted, and a good one still arrives."""
+    caplog.set_level(logging.INFO, logger="pdm.sources.mqtt")
+    with start_source(broker, col) as src, Publisher(broker.port) as pub:
+        for i in range(40):
+            pub.publish(f"pdm/x{i}/samples", b"garbage")
+        pub.publish("pdm/pump-01/samples", frame(0))
+        col.wait(lambda c: c.count("mqtt_rejected") == 40 and len(c.chunks) == 1)
+        assert src.rejected == 40
+    logged = [r for r in caplog.records if "MQTT input: mqtt pdm/x" in r.getMessage()]
+    assert len(logged) == 10
 
 
 @pytest.mark.mqtt
