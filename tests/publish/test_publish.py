@@ -6,7 +6,12 @@ asyncua's own client. The whole service from outside is tests/publish/test_publi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -403,11 +408,23 @@ def test_the_register_map_serves_the_snapshot_and_refuses_writes(modbus_map: Any
     assert modbus_map.refused >= 5
 
 
-def _flood(host: str, port: int, n: int) -> list[bool]:
-    """Open ``n`` TCP connections at once, hold them, and say which the server closed."""
-    import socket
+def _read_request(tid: int = 1, protocol: int = 0) -> bytes:
+    """A raw Modbus TCP request: read holding registers 0..1 of unit 1."""
+    return struct.pack(">HHHBBHH", tid, protocol, 6, 1, 3, 0, 2)
 
-    held = [socket.create_connection((host, port), 5) for _ in range(n)]
+
+def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
+    """Open ``n`` TCP connections one after another (each sending a read first when
+    ``ask``), hold them, and say which the server closed."""
+    held = []
+    for _ in range(n):
+        s = socket.create_connection((host, port), 5)
+        if ask:
+            s.sendall(_read_request())
+            s.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                s.recv(64)  # the answer (or the close of one turned away)
+        held.append(s)
     try:
         time.sleep(0.5)  # the extra ones are closed as soon as the server sees them
         closed = []
@@ -417,6 +434,8 @@ def _flood(host: str, port: int, n: int) -> list[bool]:
                 closed.append(s.recv(1) == b"")
             except TimeoutError:
                 closed.append(False)  # still open, waiting for a request
+            except ConnectionResetError:
+                closed.append(True)
         return closed
     finally:
         for s in held:
@@ -426,18 +445,71 @@ def _flood(host: str, port: int, n: int) -> list[bool]:
 
 @pytest.mark.relay
 def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any) -> None:
-    """A client opening connections in a loop gets MAX_CONNECTIONS of them; each one more is
-    closed at once, and the map still answers once they are gone."""
+    """A client opening connections in a loop that poll gets MAX_CONNECTIONS of them; each
+    one more is closed at once, and the map still answers once they are gone."""
     from pdm.publish.modbus import MAX_CONNECTIONS
 
-    closed = _flood("127.0.0.1", modbus_map.port, 40)
+    closed = _flood("127.0.0.1", modbus_map.port, 40, ask=True)
     assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
-    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS
+    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS and modbus_map.pushed_out == 0
 
     async def read(c: Any) -> Any:
         return (await c.read_holding_registers(0, count=2, device_id=1)).registers
 
     assert _modbus(modbus_map.port, read) == [1, 2]
+
+
+@pytest.mark.relay
+def test_idle_connections_cannot_hold_the_register_map_shut(modbus_map: Any) -> None:
+    """Red team: 32 connections that never asked anything held every slot for as long as
+    they stayed open, and the PLC was turned away. A newcomer now pushes out the connection
+    quiet longest, when it has asked nothing for QUIET_S or nothing at all."""
+    from pdm.publish.modbus import MAX_CONNECTIONS
+
+    idle = [socket.create_connection(("127.0.0.1", modbus_map.port), 5) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+
+        async def read(c: Any) -> Any:
+            return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+        assert _modbus(modbus_map.port, read) == [1, 2]  # the PLC gets in, and an answer
+    finally:
+        for s in idle:
+            s.close()
+    assert modbus_map.turned_away == 0
+    assert modbus_map.pushed_out == 40 + 1 - MAX_CONNECTIONS
+
+
+@pytest.mark.relay
+def test_protocol_errors_from_a_client_are_one_log_line_a_minute(
+    modbus_map: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: each request with a bad protocol id logged pymodbus's error with the last
+    20 frames appended (3 lines a request, 903 lines for 300): any client could flood the
+    service's log. Now one line a minute per kind of error, the frames left out."""
+    caplog.set_level(logging.INFO)
+    bad = [socket.create_connection(("127.0.0.1", modbus_map.port), 5) for _ in range(20)]
+    try:
+        for k, s in enumerate(bad):
+            s.sendall(_read_request(protocol=100 + k))  # never answered
+
+        async def read(c: Any) -> Any:
+            return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+        assert _modbus(modbus_map.port, read) == [1, 2]
+    finally:
+        for s in bad:
+            s.close()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("pymodbus")]
+
+    deadline = time.monotonic() + 5
+    while not lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = lines()  # the first error; the rest held back
+    assert re.fullmatch(r"pymodbus: Invalid Modbus protocol id: 1\d\d", line), line
 
 
 # -- MQTT -----------------------------------------------------------------------------------------
