@@ -413,6 +413,20 @@ def _read_request(tid: int = 1, protocol: int = 0) -> bytes:
     return struct.pack(">HHHBBHH", tid, protocol, 6, 1, 3, 0, 2)
 
 
+def _closed_by_server(socks: list[socket.socket]) -> list[bool]:
+    """Which of ``socks`` the server has closed (the rest still open, waiting)."""
+    closed = []
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            closed.append(s.recv(1) == b"")
+        except TimeoutError:
+            closed.append(False)
+        except ConnectionResetError:
+            closed.append(True)
+    return closed
+
+
 def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
     """Open ``n`` TCP connections one after another (each sending a read first when
     ``ask``), hold them, and say which the server closed."""
@@ -427,16 +441,7 @@ def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
         held.append(s)
     try:
         time.sleep(0.5)  # the extra ones are closed as soon as the server sees them
-        closed = []
-        for s in held:
-            s.settimeout(0.05)
-            try:
-                closed.append(s.recv(1) == b"")
-            except TimeoutError:
-                closed.append(False)  # still open, waiting for a request
-            except ConnectionResetError:
-                closed.append(True)
-        return closed
+        return _closed_by_server(held)
     finally:
         for s in held:
             s.close()
@@ -815,23 +820,40 @@ def test_opcua_serves_stable_node_ids_read_only_and_acknowledge_to_operators(
     assert (tmp_path / "opcua" / "server-cert.der").read_bytes() == cert_bytes
 
 
-def test_opcua_turns_away_connections_past_its_bound(opcua: Any, tmp_path: Path) -> None:
-    """Connections opened in a loop get MAX_CONNECTIONS; each one more is closed at once, and
-    a real client connects again once they are gone."""
+def test_opcua_idle_connections_cannot_hold_the_server_shut(opcua: Any, tmp_path: Path) -> None:
+    """At most MAX_CONNECTIONS are open at once. Red team: 40 connections that never opened a
+    session held the server shut (a real client timed out) for the 30 s of asyncua's
+    activation watchdog, again with each new wave. A newcomer now pushes out the oldest
+    connection without an activated session: a client with a session keeps its slot, and a
+    real client gets in while the idle ones are still open."""
     from pdm.publish.opcua import MAX_CONNECTIONS, parse_opcua_url
 
     p, _ = opcua
     host, port = parse_opcua_url(p.settings.url)
-    closed = _flood(host, port, 40)
-    assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
 
-    async def read() -> Any:
-        c = await _client(p, tmp_path)
-        async with c:
-            ns = await c.get_namespace_index("urn:pdm-edge")
-            return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
+    async def read(c: Any) -> Any:
+        ns = await c.get_namespace_index("urn:pdm-edge")
+        return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
 
-    assert asyncio.run(read()) == "edge-1"
+    async def scenario() -> tuple[Any, ...]:
+        first = await _client(p, tmp_path)
+        async with first:  # a session, then 40 idle connections
+            idle = [socket.create_connection((host, port), 5) for _ in range(40)]
+            try:
+                await asyncio.sleep(0.5)
+                newcomer = await _client(p, tmp_path)
+                async with newcomer:
+                    got = await read(newcomer), await read(first)
+                closed = _closed_by_server(idle)
+            finally:
+                for sock in idle:
+                    sock.close()
+        return (*got, closed)
+
+    newcomer_read, first_read, closed = asyncio.run(scenario())
+    assert newcomer_read == first_read == "edge-1"
+    # the session, 31 idle, then each newcomer pushes out the oldest idle: 9 idle closed
+    assert closed == [True] * (40 + 2 - MAX_CONNECTIONS) + [False] * (MAX_CONNECTIONS - 2)
 
 
 def test_opcua_reports_each_machine_as_an_alarm_condition_to_server_event_subscribers(
