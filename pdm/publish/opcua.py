@@ -73,6 +73,7 @@ from pdm import __version__
 from pdm.errors import ConfigError
 from pdm.operators import check_pin
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
+from pdm.secrets import redact_url
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -139,17 +140,26 @@ def node_id(machine: str, name: str) -> str:
 
 
 def parse_opcua_url(url: str, what: str = "--opcua") -> tuple[str, int]:
-    """``opc.tcp://HOST:PORT`` → (host, port); ConfigError otherwise."""
+    """``opc.tcp://HOST:PORT`` → (host, port); ConfigError otherwise (the URL shown with any
+    password as ``***``: the server's own URL has no user, and one given there was printed in
+    the start line and advertised to every client as the endpoint)."""
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{what} {redact_url(url)!r}: the server's URL takes no user or password "
+            f"(clients log in with the operators' names: docs/integration.md)"
+        )
     if (
         parts.scheme != "opc.tcp"
         or not parts.hostname
         or port is None
         or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
     ):
         raise ConfigError(
             f"{what} {url!r}: expected opc.tcp://HOST:PORT, e.g. opc.tcp://0.0.0.0:4840"

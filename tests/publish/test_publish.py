@@ -288,6 +288,9 @@ def test_the_service_config_reads_publish_and_flags_replace_its_urls(tmp_path: P
         ({"publish": "http://h"}, "--publish"),
         ({"publish": "mqtt://u:pw@h"}, "password"),
         ({"opcua": "opc.tcp://h"}, "--opcua"),
+        ({"opcua": "opc.tcp://h:4840?x=1"}, "--opcua"),
+        # Red team: taken, and the password printed in the start line and the endpoint.
+        ({"opcua": "opc.tcp://ana:pw@h:4840"}, r"'opc.tcp://ana:\*\*\*@h:4840': .* no user"),
         ({"modbus": "h"}, "--modbus-server"),
     ):
         with pytest.raises(ConfigError, match=why):
