@@ -255,7 +255,9 @@ def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") 
     if qmark:
         key, eq, value = query.partition("=")
         if key != "protocol" or not eq or "&" in value:
-            raise bad(f"unknown option {query!r}; the only one is ?protocol=3.1.1 (or 5)")
+            # The names only: a value may be a password (it was echoed whole).
+            names = "&".join(part.partition("=")[0] for part in query.split("&"))
+            raise bad(f"unknown option {names!r}; the only one is ?protocol=3.1.1 (or 5)")
         if value not in ("5", "3.1.1"):
             raise bad(f"protocol {value!r}: expected 5 (the default) or 3.1.1")
         protocol = cast(MqttVersion, value)
