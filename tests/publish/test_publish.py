@@ -616,16 +616,22 @@ def test_mqtt_publishes_the_retained_tree_events_and_discovery_and_again_after_a
         pub.close()
 
 
-@pytest.mark.mqtt
-def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credentials(
-    mosquitto: Any,
-) -> None:
+def _recording_ack() -> tuple[list[tuple[str, str, str]], Callable[[str, str, str], str]]:
+    """An acknowledge callback that records its calls, and the list it records them in."""
     acks: list[tuple[str, str, str]] = []
 
     def ack(machine: str, by: str, comment: str) -> str:
         acks.append((machine, by, comment))
         return f"{machine}: acknowledged"
 
+    return acks, ack
+
+
+@pytest.mark.mqtt
+def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credentials(
+    mosquitto: Any,
+) -> None:
+    acks, ack = _recording_ack()
     with pytest.raises(ConfigError, match="user and password"):
         _mqtt(mosquitto, commands=True, command_key=KEY, ack=ack)
     with pytest.raises(ConfigError, match="command_key_file"):
@@ -666,6 +672,37 @@ def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credenti
     assert acks == [("pump-01", "M. Keller", "checked")]
     assert [r["ok"] for r in results] == [True, False, False]
     assert "already used" in results[1]["message"] and "bad signature" in results[2]["message"]
+
+
+@pytest.mark.mqtt
+def test_a_command_with_an_absurd_timestamp_is_refused_and_commands_go_on(mosquitto: Any) -> None:
+    """Red team: a command whose ts was an integer of 400 digits raised OverflowError out of
+    paho's on_message, which ended the publisher's network thread: no state, event or
+    command result went out after it. It is now refused like any bad command."""
+    acks, ack = _recording_ack()
+    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
+    pub.start([PUMP])
+    sub = Subscriber(mosquitto.port, "plant/edge-1/pump-01/#")
+    try:
+        wait_for(lambda: pub.connected, "the connection")
+        time.sleep(0.3)  # the publisher's subscription
+        huge = b'{"by": "a", "comment": "", "ts": 1' + b"0" * 400
+        huge += b', "nonce": "nonce-0001", "sig": "' + b"0" * 64 + b'"}'
+        sub.publish("plant/edge-1/pump-01/cmd/ack", huge)
+        good = sign(
+            KEY, "edge-1", "pump-01", by="ana", comment="", ts=int(time.time()), nonce="nonce-0002"
+        )
+        sub.publish("plant/edge-1/pump-01/cmd/ack", good)
+        topic = "plant/edge-1/pump-01/cmd/result"
+        wait_for(lambda: sum(t == topic for t, _, _ in sub.msgs) == 2, "two results")
+        pub.publish_state(snap(state="alert"))
+        wait_for(lambda: sub.last("plant/edge-1/pump-01/state") == b"alert", "the next state")
+    finally:
+        sub.close()
+        pub.close()
+    results = [json.loads(p) for t, p, _ in sub.msgs if t.endswith("/cmd/result")]
+    assert [r["ok"] for r in results] == [False, True]
+    assert "ts" in results[0]["message"] and acks == [("pump-01", "ana", "")]
 
 
 # -- OPC UA ---------------------------------------------------------------------------------------
