@@ -627,6 +627,19 @@ def _recording_ack() -> tuple[list[tuple[str, str, str]], Callable[[str, str, st
     return acks, ack
 
 
+def _commanded(
+    mosquitto: Any, ack: Callable[[str, str, str], str], topic: str
+) -> tuple[Any, Subscriber]:
+    """A started publisher taking signed commands, connected and subscribed, and a
+    subscriber to ``topic``."""
+    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
+    pub.start([PUMP])
+    sub = Subscriber(mosquitto.port, topic)
+    wait_for(lambda: pub.connected, "the connection")
+    time.sleep(0.3)  # the publisher's subscription
+    return pub, sub
+
+
 @pytest.mark.mqtt
 def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credentials(
     mosquitto: Any,
@@ -636,12 +649,8 @@ def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credenti
         _mqtt(mosquitto, commands=True, command_key=KEY, ack=ack)
     with pytest.raises(ConfigError, match="command_key_file"):
         _mqtt(mosquitto, user="edge", password=b"pw", commands=True, ack=ack)
-    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
-    pub.start([PUMP])
-    sub = Subscriber(mosquitto.port, "plant/edge-1/pump-01/cmd/result")
+    pub, sub = _commanded(mosquitto, ack, "plant/edge-1/pump-01/cmd/result")
     try:
-        wait_for(lambda: pub.connected, "the connection")
-        time.sleep(0.3)  # the publisher's subscription
         good = sign(
             KEY,
             "edge-1",
@@ -680,12 +689,8 @@ def test_a_command_with_an_absurd_timestamp_is_refused_and_commands_go_on(mosqui
     paho's on_message, which ended the publisher's network thread: no state, event or
     command result went out after it. It is now refused like any bad command."""
     acks, ack = _recording_ack()
-    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
-    pub.start([PUMP])
-    sub = Subscriber(mosquitto.port, "plant/edge-1/pump-01/#")
+    pub, sub = _commanded(mosquitto, ack, "plant/edge-1/pump-01/#")
     try:
-        wait_for(lambda: pub.connected, "the connection")
-        time.sleep(0.3)  # the publisher's subscription
         huge = b'{"by": "a", "comment": "", "ts": 1' + b"0" * 400
         huge += b', "nonce": "nonce-0001", "sig": "' + b"0" * 64 + b'"}'
         sub.publish("plant/edge-1/pump-01/cmd/ack", huge)
