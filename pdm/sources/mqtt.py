@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
     "KEY_FILE_ENV",
+    "MAX_JSON_BYTES",
     "MAX_PAYLOAD_BYTES",
     "PASSWORD_ENV",
     "SESSION_EXPIRY_S",
@@ -102,6 +103,15 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 #: Largest message accepted (either format); a larger one is rejected.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Largest JSON message: parsing holds the interpreter lock from start to end (16 MiB of
+#: rows took 1.3 s, during which the service's processing thread could not run); 1 MiB is
+#: ~50-75 ms, and 50 000 values or more: a low-rate sensor's block. Larger blocks: frames.
+MAX_JSON_BYTES = 1024 * 1024
+#: The share of one core the subscriber's thread may spend on messages, over time (with a
+#: burst of ``_WORK_BURST_S``): past it, the thread waits (the broker keeps the rest) so that
+#: a publisher flooding the topic cannot starve the processing thread of its process.
+_WORK_SHARE = 0.25
+_WORK_BURST_S = 0.25
 #: MQTT 5: how long the broker keeps the session (subscription and queued messages) while
 #: the appliance is away. MQTT 3.1.1 has no expiry: the broker decides (mosquitto: never).
 SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -430,6 +440,11 @@ def decode_payload(payload: bytes, received: float | None = None) -> tuple[str, 
     if n > MAX_PAYLOAD_BYTES:
         raise InputError(f"message is {n} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     if payload.lstrip(b" \t\r\n")[:1] == b"{":
+        if n > MAX_JSON_BYTES:
+            raise InputError(
+                f"a JSON message is {n} bytes; the limit is {MAX_JSON_BYTES} "
+                f"(send a larger block as a PDMS frame, up to {MAX_PAYLOAD_BYTES})"
+            )
         return _decode_json(payload, received)
     return _decode_frame(payload, received)
 
@@ -736,6 +751,10 @@ class MqttSource:
         self._connect_detail = ""
         self._log_limit = LogLimiter(_LOG_INTERVAL_S, max_keys=_LOG_TOPICS)
         self._log_told: deque[float] = deque(maxlen=_LOG_LINES_PER_INTERVAL)
+        self._work_debt = 0.0  # s of CPU on messages not yet paid back (see _pace)
+        self._work_at = time.monotonic()
+        #: Seconds the subscriber waited to keep its CPU share (a flood of heavy messages).
+        self.paced_s = 0.0
         self._log_unsaid = 0  # rejections not logged for want of lines (other topics)
         self._recent: dict[str, deque[tuple[float, int, bytes]]] = {}
 
@@ -926,10 +945,29 @@ class MqttSource:
     # ------------------------------------------------------------------ messages
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        started = time.thread_time()
         try:
             self._message(msg)
         except Exception:  # a bug here must not kill the network thread
             log.exception("MQTT input: handling a message failed")
+        self._pace(time.thread_time() - started)
+
+    def _pace(self, spent_s: float) -> None:
+        """Keep this thread's CPU on messages within ``_WORK_SHARE`` of a core over time: a
+        leaky bucket of the seconds spent, drained at that share; past the burst, wait
+        (paho reads nothing meanwhile, so the broker holds the rest). Red team, 2026-12-07:
+        16 MiB JSON messages back to back (to a sensor nobody watches) starved the
+        processing thread until healthy machines' relays dropped, behind real time."""
+        now = time.monotonic()
+        debt = max(0.0, self._work_debt - (now - self._work_at) * _WORK_SHARE) + spent_s
+        self._work_at = now
+        if debt > _WORK_BURST_S and not self._stopping:
+            wait = min((debt - _WORK_BURST_S) / _WORK_SHARE, 2.0)
+            self.paced_s += wait
+            time.sleep(wait)
+            debt -= wait * _WORK_SHARE
+            self._work_at = time.monotonic()
+        self._work_debt = debt
 
     def _message(self, msg: paho.MQTTMessage) -> None:
         self.messages += 1

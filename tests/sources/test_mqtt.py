@@ -35,6 +35,7 @@ from pdm.sources.base import Chunk
 from pdm.sources.codec import FrameDecoder, encode_frame
 from pdm.sources.csv import CsvRecording
 from pdm.sources.mqtt import (
+    MAX_JSON_BYTES,
     MAX_PAYLOAD_BYTES,
     MqttSource,
     decode_payload,
@@ -555,10 +556,18 @@ def test_every_bad_payload_is_a_one_line_input_error(payload: bytes, words: str)
     assert len(msg) < 400, msg
 
 
-def test_too_many_rows_are_refused() -> None:
-    payload = b'{"sensor":"s","fs":10,"t0":1700000000000000000,"channels":["a"],"samples":['
-    payload += b",".join([b"[0]"] * (1_048_576 + 1)) + b"]}"
-    with pytest.raises(InputError, match="1048577 samples; a message carries 1 to 1048576"):
+def test_a_json_message_over_a_mebibyte_is_refused_before_it_is_parsed() -> None:
+    """Red team: parsing holds the interpreter lock throughout (16 MiB of rows: 1.3 s), and
+    such messages back to back starved the service's processing thread until healthy
+    machines' relays dropped. JSON is for low-rate sensors: 1 MiB at most, refused unread
+    (the 1 048 576 rows a frame may carry are out of JSON's reach now)."""
+    head = b'{"sensor":"s","fs":10,"t0":1700000000000000000,"channels":["a"],"samples":['
+    rows = (MAX_JSON_BYTES - len(head)) // 4
+    payload = head + b",".join([b"[0]"] * rows) + b"]}"
+    assert len(payload) <= MAX_JSON_BYTES
+    assert decode_payload(payload)[1].n_samples == rows
+    payload = head + b",".join([b"[0]"] * (1_048_576 + 1)) + b"]}"
+    with pytest.raises(InputError, match=f"JSON message is {len(payload)} bytes; the limit is"):
         decode_payload(payload)
 
 
@@ -675,6 +684,27 @@ def test_rejections_over_many_topics_are_not_a_line_each(
         assert src.rejected == 40
     logged = [r for r in caplog.records if "MQTT input: mqtt pdm/x" in r.getMessage()]
     assert len(logged) == 10
+
+
+@pytest.mark.mqtt
+def test_a_flood_of_heavy_messages_is_paced_not_taken_at_any_cost(
+    broker: Broker, col: Collector
+) -> None:
+    """Red team: JSON messages back to back (16 MiB each, to a sensor nobody watches) held the
+    interpreter lock in the subscriber's thread until the service's processing thread fell
+    10 s behind and healthy machines' relays dropped. Besides the 1 MiB JSON limit, the
+    subscriber now spends at most a quarter of a core on messages over time: past a short
+    burst it waits, and the broker holds the rest. Every message is still handled."""
+    head = b'{"sensor":"s","fs":10,"t0":17000000000000000%02d,"channels":["a","b"],"samples":['
+    rows = (MAX_JSON_BYTES - len(head)) // 10
+    body = b",".join([b"[0.5,0.5]"] * rows) + b"]}"
+    n = 12
+    with start_source(broker, col) as src, Publisher(broker.port) as pub:
+        for k in range(n):
+            pub.publish("pdm/s/samples", head % k + body)
+        col.wait(lambda c: len(c.chunks) == n, timeout=60)
+        assert src.messages == n and src.rejected == 0
+        assert src.paced_s > 0  # the burst was spent, and the thread waited
 
 
 @pytest.mark.mqtt
