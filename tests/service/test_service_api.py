@@ -526,6 +526,9 @@ def test_ack_happy_path(client: httpx.Client, service: FakeService) -> None:
         # key recorded the last name where a log in front may have read the first.
         (b"[" * 30000 + b"]" * 30000, 400, "nested too deep"),
         (b'{"by": "ana", "by": "bob"}', 400, "key 'by' appears twice"),
+        # Red team: a text-direction override made "\u202enomis" read as "simon" in the log.
+        (b'{"by": "\\u202enomis"}', 400, "'by' contains an invisible or text-direction"),
+        (b'{"by": "ana", "comment": "ok\\u200b"}', 400, "'comment' contains an invisible"),
     ],
 )
 def test_ack_bad_bodies(
