@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from pdm.core.text import INVISIBLE_CHARS
 from pdm.dsp.iso import iso_zone, zone_limits
 from pdm.scoring.explain import DIAGNOSES
 
@@ -701,9 +702,6 @@ assert _ZONES == "ABCD"
 MAX_BY_CHARS = 64
 MAX_COMMENT_CHARS = 500
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Bidirectional and zero-width formatting (Unicode's "Trojan Source" characters): "by":
-# "\u202enomis" is shown as "simon" in the alarm list, the log and history.
-_INVISIBLE_CHARS = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -721,7 +719,7 @@ def check_operator_text(by: str, comment: str) -> tuple[str, str]:
     for name, text in (("by", by), ("comment", comment)):
         if _CONTROL_CHARS.search(text):
             raise ValueError(f"'{name}' contains a control character or line break")
-        if _INVISIBLE_CHARS.search(text):
+        if INVISIBLE_CHARS.search(text):  # '\u202enomis' reads as 'simon'
             raise ValueError(
                 f"'{name}' contains an invisible or text-direction character (it can make a "
                 f"name read as another)"

@@ -60,6 +60,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pdm.core.jsonkeys import unique_keys
 from pdm.core.net import is_loopback
+from pdm.core.text import INVISIBLE_CHARS
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.secrets import redact_url, secret_bytes
@@ -633,7 +634,7 @@ def _json_type(v: object) -> str:
 
 
 def _shorten(text: str, limit: int = 64) -> str:
-    text = BAD_NAME_CHARS.sub("?", text)
+    text = INVISIBLE_CHARS.sub("?", BAD_NAME_CHARS.sub("?", text))  # shown in one-line logs
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

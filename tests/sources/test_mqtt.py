@@ -687,6 +687,17 @@ def test_rejections_over_many_topics_are_not_a_line_each(
 
 
 @pytest.mark.mqtt
+def test_a_topic_is_shown_without_its_invisible_characters(broker: Broker, col: Collector) -> None:
+    """Red team: a text-direction override in the topic reached the one-line log as it came,
+    where it reverses the rest of the line."""
+    with start_source(broker, col), Publisher(broker.port) as pub:
+        pub.publish("pdm/\u202eevil\u200b/samples", b"garbage")
+        col.wait(lambda c: c.count("mqtt_rejected") == 1)
+    (detail,) = [d for k, d in col.events if k == "mqtt_rejected"]
+    assert detail.startswith("mqtt pdm/?evil?/samples: neither a PDMS frame"), detail
+
+
+@pytest.mark.mqtt
 def test_a_flood_of_heavy_messages_is_paced_not_taken_at_any_cost(
     broker: Broker, col: Collector
 ) -> None:
