@@ -20,6 +20,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pdm.errors import ConfigError
+from pdm.secrets import redact_url
 
 __all__ = [
     "DEADLINE_S",
@@ -110,7 +111,7 @@ device_id=1, coil=3, polarity='normal', timeout_s=0.4, retries=2, chip='', line=
     ...
     pdm.errors.ConfigError: relay URL 'modbus://plc?coil=70000': ModbusRelay: coil=70000 must be an integer in 0–65535
     """
-    where = f"relay URL {text!r}"
+    where = f"relay URL {redact_url(text) if isinstance(text, str) else text!r}"
 
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"{where}: {reason}")

@@ -74,6 +74,15 @@ def test_ranges_are_checked_without_building_a_relay(text: str, message: str) ->
     assert "\n" not in str(caught.value)
 
 
+def test_a_password_in_a_relay_url_is_refused_without_showing_it() -> None:
+    """Red team: the refusal printed the URL whole, the password with it."""
+    with pytest.raises(ConfigError) as caught:
+        parse_relay_url("modbus://plc:s3cret@10.0.0.5?coil=1")
+    assert str(caught.value) == (
+        "relay URL 'modbus://plc:***@10.0.0.5?coil=1': takes no user or password"
+    )
+
+
 def test_the_relay_is_built_from_the_value_the_pipeline_keeps(tmp_path: Path) -> None:
     from pdm.config import load_pipeline
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from pdm.core.text import INVISIBLE_CHARS
 from pdm.dsp.iso import iso_zone, zone_limits
 from pdm.scoring.explain import DIAGNOSES
 
@@ -718,6 +719,11 @@ def check_operator_text(by: str, comment: str) -> tuple[str, str]:
     for name, text in (("by", by), ("comment", comment)):
         if _CONTROL_CHARS.search(text):
             raise ValueError(f"'{name}' contains a control character or line break")
+        if INVISIBLE_CHARS.search(text):  # '\u202enomis' reads as 'simon'
+            raise ValueError(
+                f"'{name}' contains an invisible or text-direction character (it can make a "
+                f"name read as another)"
+            )
         if _SURROGATES.search(text):
             # JSON's "\ud800" decodes to a str that no UTF-8 encoder takes: taken, it made the
             # machine's /status, alarms.db and history fail for as long as the latch lasted.

@@ -157,6 +157,8 @@ class CommandVerifier:
             raise CommandRefused("by and comment must be strings")
         if isinstance(doc["ts"], bool) or not isinstance(doc["ts"], int):
             raise CommandRefused("ts must be an integer (Unix seconds)")
+        if not 0 <= doc["ts"] < 2**53:  # a float compares with it exactly (400 digits: overflow)
+            raise CommandRefused("ts must be Unix seconds, 0 to 2**53")
         if not isinstance(doc["nonce"], str) or not _NONCE.match(doc["nonce"]):
             raise CommandRefused("nonce must be 8-64 characters of A-Z a-z 0-9 _ -")
         if not isinstance(doc["sig"], str) or not _SIG.match(doc["sig"]):

@@ -39,9 +39,11 @@ Machine ``k`` (the order of the pipelines given to ``pdm-edge run``) at ``100 + 
       a PLC polling every second sees each of up to four transitions in between, in order
 ====  =================================================================================
 
-At most :data:`MAX_CONNECTIONS` clients are connected at once; one more is closed as soon as it
-connects (counted in :attr:`ModbusPublisher.turned_away`): a scanner or a misbehaving client
-opening connections in a loop must not take the service's file descriptors.
+At most :data:`MAX_CONNECTIONS` clients are connected at once: a scanner or a misbehaving client
+opening connections in a loop must not take the service's file descriptors. With every slot
+taken, a newcomer pushes out the connection quiet longest if it has asked nothing for
+:data:`QUIET_S` or nothing at all (counted in :attr:`ModbusPublisher.pushed_out`), else it is
+closed as soon as it connects (:attr:`ModbusPublisher.turned_away`).
 
 The image is rebuilt by the hub's thread under a lock (a few integer stores per machine);
 the server's loop copies it into the reply of each read, on a thread and event loop of its
@@ -53,7 +55,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,6 +67,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from pdm.errors import ConfigError
+from pdm.loglimit import LogLimiter
 from pdm.publish.model import STATE_CODES, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("pdm.publish")
+_PYMODBUS_LOG = logging.getLogger("pymodbus.logging")  # where pymodbus's Log class writes
 
 MAP_VERSION = 1
 FIRST_BLOCK = 100
@@ -89,7 +95,30 @@ FLAG_LATCHED, FLAG_ACKED, FLAG_SENSOR, FLAG_APPLIANCE, FLAG_STALE, FLAG_LEARNING
 _READS = (3, 4)
 #: Clients connected at once (a site has a few PLCs and SCADA servers polling).
 MAX_CONNECTIONS = 32
+#: With every slot taken, a connection that has asked nothing for this long (or nothing at
+#: all yet) is pushed out for a newcomer: a PLC polls every second or so.
+QUIET_S = 10.0
 _START_S = 10.0
+
+
+class _OneLineAMinute(logging.Filter):
+    """pymodbus logs each protocol error a client causes (a bad protocol id, an unknown
+    function) with a dump of the last 20 frames appended, 3 lines or more a request: any
+    client could flood the service's log. Keep each error's first line, at most once a
+    minute per kind (numbers aside), with the count held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._limit = LogLimiter(60.0, max_keys=64)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = record.getMessage().split("\n", 1)[0][:200]
+        held = self._limit.check(re.sub(r"\d+", "N", line))
+        if held is None:
+            return False
+        more = f" ({held} more like it since the last report)" if held else ""
+        record.msg, record.args = f"pymodbus: {line}{more}", None
+        return True
 
 
 def _scaled(x: float | None, k: float = 100.0) -> int:
@@ -162,6 +191,8 @@ class ModbusPublisher:
         #: :data:`MAX_CONNECTIONS` were (both kept by the server's loop).
         self.connected = 0
         self.turned_away = 0
+        #: Quiet connections closed for a newcomer (see :data:`QUIET_S`).
+        self.pushed_out = 0
 
     # -- the register image (hub's thread) ------------------------------------------------------
     def start(self, machines: Sequence[MachineInfo]) -> None:
@@ -253,28 +284,49 @@ class ModbusPublisher:
         return None
 
     def _serve(self) -> None:
-        logging.getLogger("pymodbus").setLevel(logging.ERROR)  # a PLC's every refusal: no log storm
+        modbus_log = logging.getLogger("pymodbus")
+        modbus_log.setLevel(logging.ERROR)  # a PLC's every refusal: no log storm
+        if not any(isinstance(f, _OneLineAMinute) for f in _PYMODBUS_LOG.filters):
+            _PYMODBUS_LOG.addFilter(_OneLineAMinute())
 
         owner = self
+        admitted: dict[Any, float] = {}  # handler -> when it last asked (monotonic; 0: never)
 
         class Handler(ServerRequestHandler):
             """Counts the connections it lets in (asyncio may make many protocols before the
-            first connection_made, so the listener's own list is no count of what is open)."""
-
-            admitted = False
+            first connection_made, so the listener's own list is no count of what is open);
+            with every slot taken, pushes out the one quiet longest if it has asked nothing
+            for :data:`QUIET_S` (or nothing at all), so idle connections cannot hold the map
+            shut for the PLCs."""
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
                 if owner.connected >= MAX_CONNECTIONS:
-                    owner.turned_away += 1
-                    transport.close()
-                    return
-                self.admitted = True
+                    now = time.monotonic()
+                    quiet = min(admitted.items(), key=lambda kv: kv[1], default=None)
+                    if quiet is None or (quiet[1] and now - quiet[1] < QUIET_S):
+                        owner.turned_away += 1
+                        transport.close()
+                        return
+                    owner.pushed_out += 1
+                    quiet[0].drop()
+                admitted[self] = 0.0
                 owner.connected += 1
 
+            def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+                used = int(super().callback_data(data, addr))
+                if self.last_pdu and self in admitted:
+                    admitted[self] = time.monotonic()
+                return used
+
+            def drop(self) -> None:
+                if admitted.pop(self, None) is not None:
+                    owner.connected -= 1
+                if self.transport is not None:
+                    self.transport.close()
+
             def connection_lost(self, exc: Exception | None) -> None:
-                if self.admitted:
-                    self.admitted = False
+                if admitted.pop(self, None) is not None:
                     owner.connected -= 1
                 super().connection_lost(exc)
 

@@ -436,14 +436,26 @@ class MqttPublisher:
             )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        """A command (subscribed only when enabled); carried out off paho's thread."""
+        """A command (subscribed only when enabled); carried out off paho's thread. Whatever
+        a message does, it must not raise here: an exception ends paho's network thread, and
+        with it every state, event and result this publisher sends."""
+        try:
+            self._command(msg)
+        except Exception as exc:
+            self.commands_refused += 1
+            self._log("command bug", f"a command could not be handled: {type(exc).__name__}")
+            log.debug("MQTT out: command traceback", exc_info=True)
+
+    def _command(self, msg: paho.MQTTMessage) -> None:
         verifier = self._verifier
         if verifier is None or msg.retain:
             return  # a retained command is an old one: never acted on
         parts = msg.topic.split("/")
         machine = parts[-3] if len(parts) >= 3 else ""
         if msg.topic != f"{self.base}/{machine}/cmd/ack" or machine not in self._snaps:
-            self._refuse(machine, None, f"{msg.topic}: no such machine")
+            # The topic's level is the sender's to choose (up to 64 KiB, any character): shown
+            # as a bounded repr, never as it came.
+            self._refuse("", None, f"{msg.topic[:200]!r}: no such machine")
             return
         try:
             by, comment, nonce = verifier.check(machine, bytes(msg.payload))

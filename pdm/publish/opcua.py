@@ -62,8 +62,9 @@ from urllib.parse import urlsplit
 
 import asyncua.ua
 from asyncua import Server
-from asyncua.crypto import cert_gen
+from asyncua.crypto import cert_gen, uacrypto
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -72,6 +73,7 @@ from pdm import __version__
 from pdm.errors import ConfigError
 from pdm.operators import check_pin
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
+from pdm.secrets import redact_url
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -88,9 +90,10 @@ log = logging.getLogger("pdm.publish")
 ua: Any = asyncua.ua
 
 NAMESPACE = "urn:pdm-edge"
-#: Clients connected at once; one more is closed as soon as it connects (asyncua's default,
-#: 1000, is about a process's whole file-descriptor limit). A connection that does not
-#: activate a session is closed by asyncua's own watchdog.
+#: Clients connected at once (asyncua's default, 1000, is about a process's whole
+#: file-descriptor limit). With every slot taken, a newcomer pushes out the oldest connection
+#: that has not activated a session (else it is closed as soon as it connects); asyncua's own
+#: watchdog closes such a connection after 30 s anyway.
 MAX_CONNECTIONS = 32
 _START_S = 60.0
 _SEVERITY = {"ok": 1, "alert": 400, "danger": 700, "trip": 900, "unknown": 500}
@@ -137,22 +140,85 @@ def node_id(machine: str, name: str) -> str:
 
 
 def parse_opcua_url(url: str, what: str = "--opcua") -> tuple[str, int]:
-    """``opc.tcp://HOST:PORT`` → (host, port); ConfigError otherwise."""
+    """``opc.tcp://HOST:PORT`` → (host, port); ConfigError otherwise (the URL shown with any
+    password as ``***``: the server's own URL has no user, and one given there was printed in
+    the start line and advertised to every client as the endpoint)."""
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{what} {redact_url(url)!r}: the server's URL takes no user or password "
+            f"(clients log in with the operators' names: docs/integration.md)"
+        )
     if (
         parts.scheme != "opc.tcp"
         or not parts.hostname
         or port is None
         or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
     ):
         raise ConfigError(
             f"{what} {url!r}: expected opc.tcp://HOST:PORT, e.g. opc.tcp://0.0.0.0:4840"
         )
     return parts.hostname, port
+
+
+def _activated(conn: OPCUAProtocol) -> bool:
+    session = conn.processor.session if conn.processor is not None else None
+    return session is not None and bool(session.is_activated())
+
+
+class _Protocol(OPCUAProtocol):
+    """asyncua's connection, except that a newcomer that finds every slot taken pushes out
+    the oldest connection that has not activated a session: idle connections (40 of them,
+    red team 2026-12-07) held the server shut for the 30 s of asyncua's activation watchdog,
+    again with each new wave. A client activates its session within a second of connecting."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.clients) >= self.iserver.max_connections:
+            idle = next((c for c in self.clients if not _activated(c)), None)  # oldest first
+            if idle is not None:
+                self.clients.remove(idle)  # its connection_lost comes later: free the slot now
+                if idle.transport is not None:
+                    idle.transport.close()
+                _BinaryServer.pushed_out += 1
+        super().connection_made(transport)
+
+
+class _BinaryServer(BinaryServer):
+    #: Connections pushed out for a newcomer, in this process.
+    pushed_out = 0
+
+    def _make_protocol(self) -> OPCUAProtocol:
+        return _Protocol(
+            self.iserver, self._policies, self.clients, self.closing_tasks, self.limits
+        )
+
+
+class _Server(Server):
+    """asyncua's Server listening through :class:`_BinaryServer`: ``Server.start`` of asyncua
+    2.1 (pinned), whose listener class is fixed."""
+
+    async def start(self) -> None:
+        if self.iserver.certificate is not None:
+            uacrypto.check_certificate(
+                self.iserver.certificate, self._application_uri, socket.gethostname()
+            )
+        await self._setup_server_nodes()
+        await self.iserver.start()
+        try:
+            host, port = self._get_bind_socket_info()
+            # None for either is what asyncua's own start passes on (create_server takes it).
+            self.bserver = _BinaryServer(self.iserver, host, port, self.limits)  # type: ignore[arg-type]
+            self.bserver.set_policies(self._policies)
+            await self.bserver.start()
+        except Exception:
+            await self.iserver.stop()
+            raise
 
 
 @dataclass(frozen=True)
@@ -381,7 +447,7 @@ class OpcUaPublisher:
                 log.warning("OPC UA: user %r refused (wrong password or locked)", username)
                 return None
 
-        server = Server(user_manager=Users())  # type: ignore[arg-type]
+        server = _Server(user_manager=Users())  # type: ignore[arg-type]
         server.iserver.bind_condition_methods = True  # ConditionRefresh replays retained conditions
         server.iserver.max_connections = MAX_CONNECTIONS
         await server.init()

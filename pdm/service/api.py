@@ -88,6 +88,7 @@ from urllib.parse import unquote, urlsplit
 
 from pdm import __version__
 from pdm.alarms.state import check_operator_text
+from pdm.core.jsonkeys import unique_keys
 from pdm.core.net import is_loopback_ip
 from pdm.errors import ConfigError
 from pdm.secrets import api_token  # also here: the service's callers have always found it here
@@ -124,6 +125,8 @@ _DRAIN_MAX = 1 << 20
 _MIN_TOKEN = 16
 _TOKEN = re.compile(rf"^[\x21-\x7e]{{{_MIN_TOKEN},}}$")
 _ACK_KEYS = {"by", "comment"}
+
+
 _MODEL_ACTIONS = {
     "promote": "POST",
     "rollback": "POST",
@@ -529,11 +532,16 @@ class _Handler(GuardedHandler):
                     pass
 
     def _content_length(self) -> int:
-        """The declared body length; -1 when it cannot be parsed."""
-        raw = self.headers.get("Content-Length")
-        if raw is None:
+        """The declared body length; -1 when it cannot be parsed, or when the request
+        declares it twice with different values (which one a proxy in front used is
+        unknown: RFC 9112 section 6.3 says reject)."""
+        given = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not given:
             return 0
-        raw = raw.strip()
+        raw = given.pop()
+        if given:
+            self.close_connection = True
+            return -1
         return int(raw) if raw.isdigit() and raw.isascii() else -1
 
     @staticmethod
@@ -615,9 +623,12 @@ class _Handler(GuardedHandler):
             self._error(400, "the body ended early")
             return None
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, object_pairs_hook=unique_keys)
         except (ValueError, UnicodeDecodeError) as exc:
             self._error(400, f"the body is not JSON: {exc}")
+            return None
+        except RecursionError:  # '[' x 30000 fits in 64 KiB and overflows json's C stack guard
+            self._error(400, "the body is not JSON this API takes: nested too deep")
             return None
         if not isinstance(body, dict):
             self._error(400, 'the body must be a JSON object {"by": ..., "comment": ...}')

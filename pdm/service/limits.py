@@ -19,8 +19,8 @@ follow the pipelines:
 What still bounds a hostile peer is unchanged: the frame size, the bytes of incomplete
 frames across connections, a frame's own deadline, and — because idle connections are
 what a longer first-frame deadline lets through — a new connection that finds every slot
-taken pushes out the oldest that has sent nothing yet (the supervisor's door did so
-already).
+taken pushes out the oldest that has sent nothing yet, else the oldest that has not
+completed a frame yet (the supervisor's door did so already).
 """
 
 from __future__ import annotations

@@ -391,7 +391,8 @@ class Frame:
             return self.data.astype(np.float32)  # native order, and the frame's buffer is reused
         out = self.data.astype(np.float64)
         if self.scale is not None:
-            out *= self.scale
+            with np.errstate(over="ignore"):  # ±inf: read as NaN and counted (to_chunk)
+                out *= self.scale
         return out
 
     def to_chunk(self, received: float | None = None) -> Chunk:

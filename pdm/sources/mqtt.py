@@ -58,7 +58,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from pdm.core.jsonkeys import unique_keys
 from pdm.core.net import is_loopback
+from pdm.core.text import INVISIBLE_CHARS
 from pdm.errors import ConfigError, InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.secrets import redact_url, secret_bytes
@@ -81,6 +83,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
     "KEY_FILE_ENV",
+    "MAX_JSON_BYTES",
     "MAX_PAYLOAD_BYTES",
     "PASSWORD_ENV",
     "SESSION_EXPIRY_S",
@@ -101,6 +104,15 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 #: Largest message accepted (either format); a larger one is rejected.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Largest JSON message: parsing holds the interpreter lock from start to end (16 MiB of
+#: rows took 1.3 s, during which the service's processing thread could not run); 1 MiB is
+#: ~50-75 ms, and 50 000 values or more: a low-rate sensor's block. Larger blocks: frames.
+MAX_JSON_BYTES = 1024 * 1024
+#: The share of one core the subscriber's thread may spend on messages, over time (with a
+#: burst of ``_WORK_BURST_S``): past it, the thread waits (the broker keeps the rest) so that
+#: a publisher flooding the topic cannot starve the processing thread of its process.
+_WORK_SHARE = 0.25
+_WORK_BURST_S = 0.25
 #: MQTT 5: how long the broker keeps the session (subscription and queued messages) while
 #: the appliance is away. MQTT 3.1.1 has no expiry: the broker decides (mosquitto: never).
 SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -122,6 +134,9 @@ _MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES + 65_536 + 16
 
 _LOG_INTERVAL_S = 60.0  # a topic's rejections are logged at most this often
 _LOG_TOPICS = 1024  # topics remembered by that limit
+# Lines for all topics together a minute: topics are the publisher's to choose, so a flood
+# over many topics (pdm/x0/samples, pdm/x1/samples, ...) was a line a topic.
+_LOG_LINES_PER_INTERVAL = 10
 _RECENT_PER_SENSOR = 64  # chunks remembered per sensor, to drop redelivered duplicates
 _RECENT_SENSORS = 4096
 _TOPIC_SHOWN = 200  # characters of a topic shown in a message
@@ -251,7 +266,9 @@ def parse_mqtt_url(url: str, *, wildcards: bool = True, what: str = "MQTT URL") 
     if qmark:
         key, eq, value = query.partition("=")
         if key != "protocol" or not eq or "&" in value:
-            raise bad(f"unknown option {query!r}; the only one is ?protocol=3.1.1 (or 5)")
+            # The names only: a value may be a password (it was echoed whole).
+            names = "&".join(part.partition("=")[0] for part in query.split("&"))
+            raise bad(f"unknown option {names!r}; the only one is ?protocol=3.1.1 (or 5)")
         if value not in ("5", "3.1.1"):
             raise bad(f"protocol {value!r}: expected 5 (the default) or 3.1.1")
         protocol = cast(MqttVersion, value)
@@ -424,6 +441,11 @@ def decode_payload(payload: bytes, received: float | None = None) -> tuple[str, 
     if n > MAX_PAYLOAD_BYTES:
         raise InputError(f"message is {n} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     if payload.lstrip(b" \t\r\n")[:1] == b"{":
+        if n > MAX_JSON_BYTES:
+            raise InputError(
+                f"a JSON message is {n} bytes; the limit is {MAX_JSON_BYTES} "
+                f"(send a larger block as a PDMS frame, up to {MAX_PAYLOAD_BYTES})"
+            )
         return _decode_json(payload, received)
     return _decode_frame(payload, received)
 
@@ -457,15 +479,6 @@ def _decode_frame(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     return frame.sensor_id, frame.to_chunk(received)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InputError(f"JSON: key {key!r} appears twice")
-        out[key] = value
-    return out
-
-
 def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -476,7 +489,7 @@ def _decode_json(payload: bytes, received: float | None) -> tuple[str, Chunk]:
     except UnicodeDecodeError as exc:
         raise InputError(f"JSON: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(text, object_pairs_hook=unique_keys)
     except InputError:
         raise
     except ValueError as exc:  # JSONDecodeError; an integer over Python's 4300 digits too
@@ -537,7 +550,7 @@ def _t0_ns(t0: object) -> int:
     """JSON ``t0`` -> int ns since the epoch."""
     if isinstance(t0, int) and not isinstance(t0, bool):
         if not _I64_MIN <= t0 <= _I64_MAX:
-            raise InputError(f"JSON: t0 {t0} does not fit in int64 ns")
+            raise InputError(f"JSON: t0 {_shorten(str(t0), 32)} does not fit in int64 ns")
         if t0 < _T0_NS_PLAUSIBLE:
             raise InputError(
                 f"JSON: t0 {t0} as ns since the epoch is before 1973: seconds, milliseconds or "
@@ -621,7 +634,7 @@ def _json_type(v: object) -> str:
 
 
 def _shorten(text: str, limit: int = 64) -> str:
-    text = BAD_NAME_CHARS.sub("?", text)
+    text = INVISIBLE_CHARS.sub("?", BAD_NAME_CHARS.sub("?", text))  # shown in one-line logs
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -738,6 +751,12 @@ class MqttSource:
         self._warned_outage = False  # until the subscription is back
         self._connect_detail = ""
         self._log_limit = LogLimiter(_LOG_INTERVAL_S, max_keys=_LOG_TOPICS)
+        self._log_told: deque[float] = deque(maxlen=_LOG_LINES_PER_INTERVAL)
+        self._work_debt = 0.0  # s of CPU on messages not yet paid back (see _pace)
+        self._work_at = time.monotonic()
+        #: Seconds the subscriber waited to keep its CPU share (a flood of heavy messages).
+        self.paced_s = 0.0
+        self._log_unsaid = 0  # rejections not logged for want of lines (other topics)
         self._recent: dict[str, deque[tuple[float, int, bytes]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -927,10 +946,29 @@ class MqttSource:
     # ------------------------------------------------------------------ messages
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        started = time.thread_time()
         try:
             self._message(msg)
         except Exception:  # a bug here must not kill the network thread
             log.exception("MQTT input: handling a message failed")
+        self._pace(time.thread_time() - started)
+
+    def _pace(self, spent_s: float) -> None:
+        """Keep this thread's CPU on messages within ``_WORK_SHARE`` of a core over time: a
+        leaky bucket of the seconds spent, drained at that share; past the burst, wait
+        (paho reads nothing meanwhile, so the broker holds the rest). Red team, 2026-12-07:
+        16 MiB JSON messages back to back (to a sensor nobody watches) starved the
+        processing thread until healthy machines' relays dropped, behind real time."""
+        now = time.monotonic()
+        debt = max(0.0, self._work_debt - (now - self._work_at) * _WORK_SHARE) + spent_s
+        self._work_at = now
+        if debt > _WORK_BURST_S and not self._stopping:
+            wait = min((debt - _WORK_BURST_S) / _WORK_SHARE, 2.0)
+            self.paced_s += wait
+            time.sleep(wait)
+            debt -= wait * _WORK_SHARE
+            self._work_at = time.monotonic()
+        self._work_debt = debt
 
     def _message(self, msg: paho.MQTTMessage) -> None:
         self.messages += 1
@@ -941,7 +979,7 @@ class MqttSource:
         if msg.retain:
             # Sent because we (re)subscribed, not because a sensor just published.
             self.retained += 1
-            if self._log_limit.check(f"retained {topic}", time.monotonic()) is not None:
+            if self._may_log(f"retained {topic}") is not None:
                 log.info("MQTT input: mqtt %s: stale retained message ignored", topic)
             return
         payload = msg.payload
@@ -972,12 +1010,32 @@ class MqttSource:
             recent = self._recent[sensor] = deque(maxlen=_RECENT_PER_SENSOR)
         recent.append(key)
 
+    def _may_log(self, key: str) -> int | None:
+        """Whether to log a line of ``key`` now (None: no): at most one a minute per key and
+        :data:`_LOG_LINES_PER_INTERVAL` a minute in all. The value: how many of ``key`` were
+        held back since its last line."""
+        now = time.monotonic()
+        told = self._log_told
+        if len(told) == told.maxlen and now - told[0] < _LOG_INTERVAL_S:
+            self._log_unsaid += 1
+            return None
+        held = self._log_limit.check(key, now)
+        if held is not None:
+            told.append(now)
+        return held
+
     def _reject(self, topic: str, reason: str, *, with_traceback: bool = False) -> None:
         self.rejected += 1
         detail = f"mqtt {topic}: {reason}"
-        held = self._log_limit.check(topic, time.monotonic())
+        held = self._may_log(topic)
         if held is not None:
             more = f" ({held} more from this topic since the last report)" if held else ""
+            if self._log_unsaid:
+                more += (
+                    f" ({self._log_unsaid} rejection(s) not logged meanwhile: more than "
+                    f"{_LOG_LINES_PER_INTERVAL} lines a minute; all are counted)"
+                )
+                self._log_unsaid = 0
             log.warning(
                 "MQTT input: %s%s; further rejections from this topic are logged at most once "
                 "a minute",

@@ -492,9 +492,9 @@ class TcpStreamServer:
         host = peer_host(peer)
         cause = ""
         if len(self._conns) >= self.max_connections:
-            self._push_out_silent(sel)
+            self._push_out_unproven(sel)
         if self._per_host.get(host, 0) >= self.max_per_peer:
-            self._push_out_silent(sel, host)
+            self._push_out_unproven(sel, host)
         if len(self._conns) >= self.max_connections:
             cause, why = "too_many", f"{len(self._conns)} connections open (the maximum)"
         elif self._per_host.get(host, 0) >= self.max_per_peer:
@@ -520,24 +520,34 @@ class TcpStreamServer:
         self._event("connected", f"{peer}: connected", log_level=logging.INFO)
         return conn
 
-    def _push_out_silent(self, sel: selectors.BaseSelector, host: str | None = None) -> None:
+    def _push_out_unproven(self, sel: selectors.BaseSelector, host: str | None = None) -> None:
         """Every slot taken (``host``: every slot of that address): close the oldest
-        connection (from ``host``) that has sent nothing yet, so that idle connections can
-        never keep a sensor out (none: the newcomer is refused)."""
-        silent = [c for c in self._conns if not c.received and host in (None, c.host)]
-        if silent:
-            oldest = min(silent, key=lambda c: c.connected)
+        connection (from ``host``) that has sent nothing yet or, when none is silent, the
+        oldest that has not completed a frame yet, so that neither idle connections nor ones
+        trickling a first frame (slowloris) can keep a sensor out; a connection that has
+        delivered a frame is never pushed out (none: the newcomer is refused). A sender
+        writes its frame at once, so its own first frame is complete within milliseconds."""
+        mine = [c for c in self._conns if host in (None, c.host)]
+        silent = [c for c in mine if not c.received]
+        unproven = silent or [c for c in mine if not c.frames]
+        if unproven:
+            oldest = min(unproven, key=lambda c: c.connected)
             limit = (
                 f"{self.max_connections} connections"
                 if host is None
                 else f"{self.max_per_peer} connections from {host}"
+            )
+            what = (
+                "had sent nothing"
+                if not oldest.received
+                else f"had not completed a frame ({oldest.held} bytes received)"
             )
             self._close(
                 sel,
                 oldest,
                 "refused",
                 f"{oldest.peer}: closed, every one of {limit} taken "
-                f"and this one had sent nothing for {time.monotonic() - oldest.connected:.1f} s",
+                f"and this one {what} for {time.monotonic() - oldest.connected:.1f} s",
                 cause="too_many" if host is None else "per_peer",
             )
 

@@ -6,7 +6,12 @@ asyncua's own client. The whole service from outside is tests/publish/test_publi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -283,6 +288,9 @@ def test_the_service_config_reads_publish_and_flags_replace_its_urls(tmp_path: P
         ({"publish": "http://h"}, "--publish"),
         ({"publish": "mqtt://u:pw@h"}, "password"),
         ({"opcua": "opc.tcp://h"}, "--opcua"),
+        ({"opcua": "opc.tcp://h:4840?x=1"}, "--opcua"),
+        # Red team: taken, and the password printed in the start line and the endpoint.
+        ({"opcua": "opc.tcp://ana:pw@h:4840"}, r"'opc.tcp://ana:\*\*\*@h:4840': .* no user"),
         ({"modbus": "h"}, "--modbus-server"),
     ):
         with pytest.raises(ConfigError, match=why):
@@ -403,21 +411,40 @@ def test_the_register_map_serves_the_snapshot_and_refuses_writes(modbus_map: Any
     assert modbus_map.refused >= 5
 
 
-def _flood(host: str, port: int, n: int) -> list[bool]:
-    """Open ``n`` TCP connections at once, hold them, and say which the server closed."""
-    import socket
+def _read_request(tid: int = 1, protocol: int = 0) -> bytes:
+    """A raw Modbus TCP request: read holding registers 0..1 of unit 1."""
+    return struct.pack(">HHHBBHH", tid, protocol, 6, 1, 3, 0, 2)
 
-    held = [socket.create_connection((host, port), 5) for _ in range(n)]
+
+def _closed_by_server(socks: list[socket.socket]) -> list[bool]:
+    """Which of ``socks`` the server has closed (the rest still open, waiting)."""
+    closed = []
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            closed.append(s.recv(1) == b"")
+        except TimeoutError:
+            closed.append(False)
+        except ConnectionResetError:
+            closed.append(True)
+    return closed
+
+
+def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
+    """Open ``n`` TCP connections one after another (each sending a read first when
+    ``ask``), hold them, and say which the server closed."""
+    held = []
+    for _ in range(n):
+        s = socket.create_connection((host, port), 5)
+        if ask:
+            s.sendall(_read_request())
+            s.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                s.recv(64)  # the answer (or the close of one turned away)
+        held.append(s)
     try:
         time.sleep(0.5)  # the extra ones are closed as soon as the server sees them
-        closed = []
-        for s in held:
-            s.settimeout(0.05)
-            try:
-                closed.append(s.recv(1) == b"")
-            except TimeoutError:
-                closed.append(False)  # still open, waiting for a request
-        return closed
+        return _closed_by_server(held)
     finally:
         for s in held:
             s.close()
@@ -426,18 +453,71 @@ def _flood(host: str, port: int, n: int) -> list[bool]:
 
 @pytest.mark.relay
 def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any) -> None:
-    """A client opening connections in a loop gets MAX_CONNECTIONS of them; each one more is
-    closed at once, and the map still answers once they are gone."""
+    """A client opening connections in a loop that poll gets MAX_CONNECTIONS of them; each
+    one more is closed at once, and the map still answers once they are gone."""
     from pdm.publish.modbus import MAX_CONNECTIONS
 
-    closed = _flood("127.0.0.1", modbus_map.port, 40)
+    closed = _flood("127.0.0.1", modbus_map.port, 40, ask=True)
     assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
-    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS
+    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS and modbus_map.pushed_out == 0
 
     async def read(c: Any) -> Any:
         return (await c.read_holding_registers(0, count=2, device_id=1)).registers
 
     assert _modbus(modbus_map.port, read) == [1, 2]
+
+
+@pytest.mark.relay
+def test_idle_connections_cannot_hold_the_register_map_shut(modbus_map: Any) -> None:
+    """Red team: 32 connections that never asked anything held every slot for as long as
+    they stayed open, and the PLC was turned away. A newcomer now pushes out the connection
+    quiet longest, when it has asked nothing for QUIET_S or nothing at all."""
+    from pdm.publish.modbus import MAX_CONNECTIONS
+
+    idle = [socket.create_connection(("127.0.0.1", modbus_map.port), 5) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+
+        async def read(c: Any) -> Any:
+            return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+        assert _modbus(modbus_map.port, read) == [1, 2]  # the PLC gets in, and an answer
+    finally:
+        for s in idle:
+            s.close()
+    assert modbus_map.turned_away == 0
+    assert modbus_map.pushed_out == 40 + 1 - MAX_CONNECTIONS
+
+
+@pytest.mark.relay
+def test_protocol_errors_from_a_client_are_one_log_line_a_minute(
+    modbus_map: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: each request with a bad protocol id logged pymodbus's error with the last
+    20 frames appended (3 lines a request, 903 lines for 300): any client could flood the
+    service's log. Now one line a minute per kind of error, the frames left out."""
+    caplog.set_level(logging.INFO)
+    bad = [socket.create_connection(("127.0.0.1", modbus_map.port), 5) for _ in range(20)]
+    try:
+        for k, s in enumerate(bad):
+            s.sendall(_read_request(protocol=100 + k))  # never answered
+
+        async def read(c: Any) -> Any:
+            return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+        assert _modbus(modbus_map.port, read) == [1, 2]
+    finally:
+        for s in bad:
+            s.close()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("pymodbus")]
+
+    deadline = time.monotonic() + 5
+    while not lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = lines()  # the first error; the rest held back
+    assert re.fullmatch(r"pymodbus: Invalid Modbus protocol id: 1\d\d", line), line
 
 
 # -- MQTT -----------------------------------------------------------------------------------------
@@ -536,26 +616,41 @@ def test_mqtt_publishes_the_retained_tree_events_and_discovery_and_again_after_a
         pub.close()
 
 
-@pytest.mark.mqtt
-def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credentials(
-    mosquitto: Any,
-) -> None:
+def _recording_ack() -> tuple[list[tuple[str, str, str]], Callable[[str, str, str], str]]:
+    """An acknowledge callback that records its calls, and the list it records them in."""
     acks: list[tuple[str, str, str]] = []
 
     def ack(machine: str, by: str, comment: str) -> str:
         acks.append((machine, by, comment))
         return f"{machine}: acknowledged"
 
+    return acks, ack
+
+
+def _commanded(
+    mosquitto: Any, ack: Callable[[str, str, str], str], topic: str
+) -> tuple[Any, Subscriber]:
+    """A started publisher taking signed commands, connected and subscribed, and a
+    subscriber to ``topic``."""
+    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
+    pub.start([PUMP])
+    sub = Subscriber(mosquitto.port, topic)
+    wait_for(lambda: pub.connected, "the connection")
+    time.sleep(0.3)  # the publisher's subscription
+    return pub, sub
+
+
+@pytest.mark.mqtt
+def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credentials(
+    mosquitto: Any,
+) -> None:
+    acks, ack = _recording_ack()
     with pytest.raises(ConfigError, match="user and password"):
         _mqtt(mosquitto, commands=True, command_key=KEY, ack=ack)
     with pytest.raises(ConfigError, match="command_key_file"):
         _mqtt(mosquitto, user="edge", password=b"pw", commands=True, ack=ack)
-    pub = _mqtt(mosquitto, user="edge", password=b"pw", commands=True, command_key=KEY, ack=ack)
-    pub.start([PUMP])
-    sub = Subscriber(mosquitto.port, "plant/edge-1/pump-01/cmd/result")
+    pub, sub = _commanded(mosquitto, ack, "plant/edge-1/pump-01/cmd/result")
     try:
-        wait_for(lambda: pub.connected, "the connection")
-        time.sleep(0.3)  # the publisher's subscription
         good = sign(
             KEY,
             "edge-1",
@@ -586,6 +681,33 @@ def test_mqtt_commands_are_carried_out_only_when_signed_and_need_broker_credenti
     assert acks == [("pump-01", "M. Keller", "checked")]
     assert [r["ok"] for r in results] == [True, False, False]
     assert "already used" in results[1]["message"] and "bad signature" in results[2]["message"]
+
+
+@pytest.mark.mqtt
+def test_a_command_with_an_absurd_timestamp_is_refused_and_commands_go_on(mosquitto: Any) -> None:
+    """Red team: a command whose ts was an integer of 400 digits raised OverflowError out of
+    paho's on_message, which ended the publisher's network thread: no state, event or
+    command result went out after it. It is now refused like any bad command."""
+    acks, ack = _recording_ack()
+    pub, sub = _commanded(mosquitto, ack, "plant/edge-1/pump-01/#")
+    try:
+        huge = b'{"by": "a", "comment": "", "ts": 1' + b"0" * 400
+        huge += b', "nonce": "nonce-0001", "sig": "' + b"0" * 64 + b'"}'
+        sub.publish("plant/edge-1/pump-01/cmd/ack", huge)
+        good = sign(
+            KEY, "edge-1", "pump-01", by="ana", comment="", ts=int(time.time()), nonce="nonce-0002"
+        )
+        sub.publish("plant/edge-1/pump-01/cmd/ack", good)
+        topic = "plant/edge-1/pump-01/cmd/result"
+        wait_for(lambda: sum(t == topic for t, _, _ in sub.msgs) == 2, "two results")
+        pub.publish_state(snap(state="alert"))
+        wait_for(lambda: sub.last("plant/edge-1/pump-01/state") == b"alert", "the next state")
+    finally:
+        sub.close()
+        pub.close()
+    results = [json.loads(p) for t, p, _ in sub.msgs if t.endswith("/cmd/result")]
+    assert [r["ok"] for r in results] == [False, True]
+    assert "ts" in results[0]["message"] and acks == [("pump-01", "ana", "")]
 
 
 # -- OPC UA ---------------------------------------------------------------------------------------
@@ -743,23 +865,40 @@ def test_opcua_serves_stable_node_ids_read_only_and_acknowledge_to_operators(
     assert (tmp_path / "opcua" / "server-cert.der").read_bytes() == cert_bytes
 
 
-def test_opcua_turns_away_connections_past_its_bound(opcua: Any, tmp_path: Path) -> None:
-    """Connections opened in a loop get MAX_CONNECTIONS; each one more is closed at once, and
-    a real client connects again once they are gone."""
+def test_opcua_idle_connections_cannot_hold_the_server_shut(opcua: Any, tmp_path: Path) -> None:
+    """At most MAX_CONNECTIONS are open at once. Red team: 40 connections that never opened a
+    session held the server shut (a real client timed out) for the 30 s of asyncua's
+    activation watchdog, again with each new wave. A newcomer now pushes out the oldest
+    connection without an activated session: a client with a session keeps its slot, and a
+    real client gets in while the idle ones are still open."""
     from pdm.publish.opcua import MAX_CONNECTIONS, parse_opcua_url
 
     p, _ = opcua
     host, port = parse_opcua_url(p.settings.url)
-    closed = _flood(host, port, 40)
-    assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
 
-    async def read() -> Any:
-        c = await _client(p, tmp_path)
-        async with c:
-            ns = await c.get_namespace_index("urn:pdm-edge")
-            return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
+    async def read(c: Any) -> Any:
+        ns = await c.get_namespace_index("urn:pdm-edge")
+        return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
 
-    assert asyncio.run(read()) == "edge-1"
+    async def scenario() -> tuple[Any, ...]:
+        first = await _client(p, tmp_path)
+        async with first:  # a session, then 40 idle connections
+            idle = [socket.create_connection((host, port), 5) for _ in range(40)]
+            try:
+                await asyncio.sleep(0.5)
+                newcomer = await _client(p, tmp_path)
+                async with newcomer:
+                    got = await read(newcomer), await read(first)
+                closed = _closed_by_server(idle)
+            finally:
+                for sock in idle:
+                    sock.close()
+        return (*got, closed)
+
+    newcomer_read, first_read, closed = asyncio.run(scenario())
+    assert newcomer_read == first_read == "edge-1"
+    # the session, 31 idle, then each newcomer pushes out the oldest idle: 9 idle closed
+    assert closed == [True] * (40 + 2 - MAX_CONNECTIONS) + [False] * (MAX_CONNECTIONS - 2)
 
 
 def test_opcua_reports_each_machine_as_an_alarm_condition_to_server_event_subscribers(

@@ -522,6 +522,13 @@ def test_ack_happy_path(client: httpx.Client, service: FakeService) -> None:
         (b'{"by": "ana", "comment": "x\\u0007y"}', 400, "'comment' contains a control"),
         (b'{"by": "ana", "comment": "x\\u2028y"}', 400, "line break"),
         (b'{"by": "ana", "force": true}', 400, "unknown key"),  # force: promote only
+        # Red team: a nesting bomb within 64 KiB was a RecursionError and a 500; a repeated
+        # key recorded the last name where a log in front may have read the first.
+        (b"[" * 30000 + b"]" * 30000, 400, "nested too deep"),
+        (b'{"by": "ana", "by": "bob"}', 400, "key 'by' appears twice"),
+        # Red team: a text-direction override made "\u202enomis" read as "simon" in the log.
+        (b'{"by": "\\u202enomis"}', 400, "'by' contains an invisible or text-direction"),
+        (b'{"by": "ana", "comment": "ok\\u200b"}', 400, "'comment' contains an invisible"),
     ],
 )
 def test_ack_bad_bodies(
@@ -586,6 +593,13 @@ def test_malformed_requests_get_json_errors(api: ControlAPI) -> None:
     )
     status, _, body = raw(api.port, req)
     assert status == 411 and "Content-Length" in json.loads(body)["error"]
+    # Red team: two different lengths were taken (the first); a proxy in front may use the other.
+    req = (
+        b"POST /ack/pump-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 13\r\nContent-Length: 99\r\n\r\n{"by": "ana"}'
+    )
+    status, _, body = raw(api.port, req)
+    assert status == 400 and json.loads(body) == {"error": "bad Content-Length"}
 
 
 def test_foreign_host_header_is_refused_without_token(client: httpx.Client) -> None:

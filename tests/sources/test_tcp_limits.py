@@ -80,13 +80,15 @@ def test_idle_connections_are_cut_at_the_first_byte_timeout_and_the_sensor_gets_
 
 
 def test_a_full_receiver_of_busy_connections_refuses_the_newcomer() -> None:
+    """Connections that have delivered a frame (a sensor streaming) are never pushed out."""
     col = Collector()
     srv = start_server(col, max_connections=4, max_per_peer=16)
     held = [connect(srv.port) for _ in range(4)]
     try:
-        for s in held:
-            s.sendall(frame(0)[:10])  # started: not idle, never pushed out
-        until(lambda: srv.connections == 4 and srv.bytes_received >= 40)
+        for k, s in enumerate(held):
+            s.sendall(frame(k) + frame(k)[:10])  # a frame delivered, the next one started
+        col.wait(lambda c: len(c.chunks) == 4)
+        until(lambda: srv.connections == 4)
         assert_refused(srv.port, "127.0.0.2")
     finally:
         for s in held:
@@ -95,18 +97,52 @@ def test_a_full_receiver_of_busy_connections_refuses_the_newcomer() -> None:
     assert srv.refused.get("too_many") == 1
 
 
+@pytest.mark.parametrize("per_peer", [False, True], ids=["total", "per_peer"])
+def test_connections_trickling_a_first_frame_cannot_keep_a_sensor_out(per_peer: bool) -> None:
+    """Red team: every slot filled with connections that sent a few bytes of a header and
+    then nothing (slowloris) refused every newcomer — a sensor reconnecting after a network
+    blip — for the frame timeout (30 s), again with each new wave. A connection that has not
+    completed a frame yet is now pushed out like a silent one (the oldest first); one that
+    has delivered a frame stays."""
+    col = Collector()
+    limits = {"max_connections": 16, "max_per_peer": 4} if per_peer else {"max_connections": 4}
+    srv = start_server(col, frame_timeout_s=30, **limits)
+    with connect(srv.port) as streaming:
+        streaming.sendall(frame(0))
+        col.wait(lambda c: len(c.chunks) == 1)
+        slow = [connect(srv.port) for _ in range(3)]
+        try:
+            for s in slow:
+                s.sendall(frame(0)[:5])  # magic and version, then silence
+            until(lambda: srv.connections == 4 and srv.bytes_received >= len(frame(0)) + 15)
+            with connect(srv.port) as sensor:  # every slot taken
+                sensor.sendall(frame(1))
+                col.wait(lambda c: len(c.chunks) == 2)
+            wait_closed_by_peer(slow[0])  # the oldest trickler pushed out
+            streaming.sendall(frame(2))  # the streaming sensor kept its slot
+            col.wait(lambda c: len(c.chunks) == 3)
+        finally:
+            for s in slow:
+                s.close()
+            srv.stop()
+    cause = "per_peer" if per_peer else "too_many"
+    assert srv.refused == {cause: 1}
+    assert any("had not completed a frame (5 bytes received)" in d for _, d in col.events)
+
+
 def test_connections_per_peer_address_are_capped() -> None:
     col = Collector()
     srv = start_server(col, max_per_peer=3)
     held = [connect(srv.port) for _ in range(3)]
     try:
-        for s in held:
-            s.sendall(frame(0)[:10])  # started, so no first-byte timeout meanwhile
+        for k, s in enumerate(held):
+            s.sendall(frame(k))  # streaming: never pushed out
+        col.wait(lambda c: len(c.chunks) == 3)
         until(lambda: srv.connections == 3)
         assert_refused(srv.port)
         with connect_from(srv.port, "127.0.0.3") as other:  # another address: served
-            other.sendall(frame(2))
-            col.wait(lambda c: len(c.chunks) == 1)
+            other.sendall(frame(3))
+            col.wait(lambda c: len(c.chunks) == 4)
     finally:
         for s in held:
             s.close()

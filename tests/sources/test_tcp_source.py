@@ -155,6 +155,22 @@ def server(col: Collector) -> Iterator[TcpStreamServer]:
 # --------------------------------------------------------------------------------------------
 
 
+def test_an_int16_scale_that_overflows_gives_bad_samples_and_no_warning() -> None:
+    """Red team: scale 1e308 × 32767 overflows float64. The receiver printed numpy's
+    RuntimeWarning (two stray lines with a source path) to the service's stderr; the
+    overflowed samples are ±inf, read as NaN and counted, as the protocol says."""
+    data = np.array([[32767, 1], [-32768, 0]], np.int16)
+    raw = encode_frame(
+        "s", data, fs=100.0, t0_ns=T0_NS, channels=("x", "y"), dtype="int16", scale=1e308
+    )
+    (frame,) = FrameDecoder("peer").feed(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunk = frame.to_chunk()
+    assert chunk.bad_samples == 2
+    np.testing.assert_array_equal(chunk.data, [[np.nan, 1e308], [np.nan, 0.0]])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int16"])
 def test_round_trip_is_bit_exact(dtype: str) -> None:
     rng = np.random.default_rng(1)
