@@ -54,6 +54,7 @@ import json
 import logging
 import math
 import random
+import socket
 import ssl
 import threading
 import time
@@ -112,6 +113,11 @@ ResultCallback = Callable[[str, str, int, str], None]
 _RETRY_4XX = frozenset({401, 403, 404, 405, 408, 425, 429})
 # How much of a refusing receiver's answer is kept with the rejected event (bytes).
 _EXCERPT_BYTES = 300
+# A whole attempt (connect, TLS, the request, the answer's headers and excerpt) is cut at this
+# many times ``timeout_s``: httpx's timeouts are per read, so a receiver trickling a byte
+# within each would hold the sender (and every alarm behind the head event) for as long as
+# it likes, and no outage would ever be reported.
+_DEADLINE_TIMEOUTS = 3.0
 _TEAMS_COLOR = {"alarm": "D32F2F", "warning": "F9A825", "info": "2E7D32"}
 
 _warned_lock = threading.Lock()
@@ -132,7 +138,8 @@ class WebhookSettings:
     secret : the HMAC key (from :func:`webhook_secret`, never from the pipeline file);
         hidden from ``repr``
     format : ``json``, ``slack`` or ``teams`` (see the module docstring)
-    timeout_s : connect, read, write and pool timeout of one request, s
+    timeout_s : connect, read, write and pool timeout of one request, s; a whole attempt is
+        cut at 3 × ``timeout_s`` however its bytes trickle
     backoff_min_s, backoff_max_s : bounds of the retry back-off, s
     verify_tls : must stay True: TLS certificates are always verified; trust a private
         CA with ``ca_file`` instead
@@ -367,6 +374,59 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
+class _Deadline:
+    """One attempt's whole deadline: when the connection is made (httpcore's trace event,
+    in the sender thread), a timer is armed that shuts the socket down at ``seconds`` after
+    the attempt began, which ends a read or write blocked on it at once (close alone would
+    not wake it). ``cancel`` when the attempt is over, however it ended."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._done = False
+        self.cut = False
+
+    def trace(self, name: str, info: Mapping[str, Any]) -> None:
+        if name != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            if self._done:
+                return
+            left = max(0.0, self._end - time.monotonic())
+            self._timer = threading.Timer(left, self._cut, (sock,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _cut(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.cut = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed: the attempt ended as the timer fired
+            pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+
+    def detail(self) -> str:
+        return (
+            f"timed out: the whole attempt took over {self.seconds:g} s "
+            "(a receiver trickling its answer)"
+        )
+
+
 @dataclass(slots=True)
 class _Answer:
     outcome: Literal["ok", "retry", "reject"]
@@ -427,7 +487,10 @@ class WebhookSender:
             timeout=httpx.Timeout(s.timeout_s),
             verify=verify_tls,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            # No connection kept between attempts: each attempt connects, which is where its
+            # whole-attempt deadline takes hold of the socket (_Deadline). Alarm events are
+            # few; a connection each costs nothing that matters.
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
             transport=transport,
         )
         self._rng = random.Random()
@@ -600,8 +663,11 @@ class WebhookSender:
         except (ValueError, TypeError) as exc:  # a field JSON cannot carry: would never succeed
             return _Answer("reject", 0, f"cannot render the {s.format} body: {exc}")
         headers = signed_headers(s.secret, event.id, body, int(time.time()))
+        deadline = _Deadline(_DEADLINE_TIMEOUTS * s.timeout_s)
         try:
-            with self._http.stream("POST", s.url, content=body, headers=headers) as resp:
+            with self._http.stream(
+                "POST", s.url, content=body, headers=headers, extensions={"trace": deadline.trace}
+            ) as resp:
                 status = resp.status_code
                 # A bounded read: enough for the audit detail, and a short answer read to the
                 # end leaves the connection reusable. A huge answer is cut off, not buffered.
@@ -614,7 +680,13 @@ class WebhookSender:
         except httpx.TimeoutException as exc:
             return _Answer("retry", 0, f"timed out after {s.timeout_s:g} s ({type(exc).__name__})")
         except httpx.HTTPError as exc:
+            if deadline.cut:
+                return _Answer("retry", 0, deadline.detail())
             return _Answer("retry", 0, f"{type(exc).__name__}: {exc}")
+        finally:
+            deadline.cancel()
+        if deadline.cut:  # the answer was complete, but past the deadline: not trusted
+            return _Answer("retry", 0, deadline.detail())
         text = " ".join(excerpt[:_EXCERPT_BYTES].decode("utf-8", "replace").split())
         if 200 <= status < 300:
             return _Answer("ok", status, f"HTTP {status}")

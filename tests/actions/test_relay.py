@@ -512,9 +512,11 @@ def test_bad_urls_raise_one_line_naming_the_url(url: str, says: str) -> None:
     with pytest.raises(ConfigError) as err:
         relay_from_url(url)
     message = str(err.value)
-    assert message.startswith(f"relay URL {url!r}: "), message
+    shown = url.replace(":pw@", ":***@")  # a password in a refused URL is never printed
+    assert message.startswith(f"relay URL {shown!r}: "), message
     assert says in message, message
     assert "\n" not in message
+    assert ":pw@" not in message
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -428,6 +429,88 @@ def test_retry_after_is_capped_at_backoff_max(tmp_path: Path) -> None:
             assert tx.drain(5)
     assert 0.18 <= seen[1] - seen[0] < 1.0
     assert res.calls[0][3] == "HTTP 429; next attempt in 0.20 s"
+
+
+class Trickler:
+    """A hostile receiver on a real loopback socket: its first answer (a 200) goes out a byte
+    every ``gap_s``, each byte well inside the sender's per-read timeout; later connections
+    are answered at once."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.connections = 0
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._srv.getsockname()[1]}/hook"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self._srv.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._srv.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            with conn:
+                self._answer(conn, trickle=self.connections == 1)
+
+    def _answer(self, conn: socket.socket, trickle: bool) -> None:
+        conn.settimeout(5.0)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                h.split(b":")[1]
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length")
+            )
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"." * 60 + b"\r\nContent-Length: 2\r\n\r\nok"
+        try:
+            for i in range(len(answer)) if trickle else [0]:
+                conn.sendall(answer[i : i + 1] if trickle else answer)
+                if trickle:
+                    if self._stop.wait(self.gap_s):
+                        return
+        except OSError:  # the sender cut the connection
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._srv.close()
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_whole_attempt_deadline(
+    tmp_path: Path,
+) -> None:
+    """httpx's timeouts are per read: a receiver sending a byte every 0.1 s would hold the
+    sender for the ~9 s its 90-byte answer takes (for ever, with a longer answer), every
+    alarm waiting behind it and no outage reported. The attempt is cut at 3 × timeout_s and
+    retried; the answer that then comes at once delivers the event."""
+    rx = Trickler(gap_s=0.1)
+    res = Results()
+    try:
+        with (
+            Outbox(tmp_path / "o.db") as ob,
+            WebhookSender(fast(rx.url, timeout_s=0.5), ob, on_result=res) as tx,
+        ):
+            tx.enqueue(event(0))
+            assert tx.drain(20)
+    finally:
+        rx.close()
+    assert [c[1:3] for c in res.calls] == [("retrying", 1), ("ok", 2)]
+    assert "the whole attempt took over 1.5 s" in res.calls[0][3]
+    assert rx.connections == 2
 
 
 # -- delivery to a real receiver --------------------------------------------------------------
