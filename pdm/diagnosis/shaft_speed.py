@@ -7,10 +7,15 @@ import math
 
 import numpy as np
 
-from pdm.diagnosis.lines import F64
+from pdm.diagnosis.lines import F64, line_threshold_db
 from pdm.diagnosis.rules import Rules
 
-__all__ = ["median", "refine_speed"]
+__all__ = ["SPEED_P_FALSE", "median", "refine_speed"]
+
+#: Probability that an order's search range of averaged noise alone holds a bin over the
+#: threshold :func:`refine_speed` takes a line at (noise's 10⁻³ level: 10.0 dB over the
+#: median in one window, one bin searched — the threshold before it depended on ``k_eff``).
+SPEED_P_FALSE = 1e-3
 
 
 def median(a: F64) -> float:
@@ -28,16 +33,22 @@ def median(a: F64) -> float:
     return float((s[h - 1] + s[h]) / 2.0)
 
 
-def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules()) -> float:
+def refine_speed(
+    acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules(), k_eff: float = 1.0
+) -> float:
     """The running speed (Hz) read off the averaged acceleration spectra, near ``shaft_hz``.
 
     A speed given as a number (a nameplate, a setpoint) is rarely the running speed: an
     induction motor slips by a few per cent with its load, and lines at high orders move
     by that times the order. The 1×, 2× and 3× lines are looked for within
     ± ``order_tolerance`` of where ``shaft_hz`` puts them in the sum of the channels'
-    averaged power; each that stands out (at least 10 dB over the median of its
-    neighbourhood) is interpolated and divided by its order, and the speed is the *median*
-    of those estimates. Not the most prominent one alone: at a few bins per order another
+    averaged power; each that stands out is interpolated and divided by its order, and the
+    speed is the *median* of those estimates. Stands out: its strongest bin passes the
+    level that the average of ``k_eff`` independent windows of noise passes with
+    probability :data:`SPEED_P_FALSE` anywhere in the bins searched, over the median of its
+    neighbourhood (:func:`~pdm.diagnosis.lines.line_threshold_db`: a gamma of shape
+    ``k_eff``; 10.0 dB for one window and one bin, 10.6 for one window and 3 bins, 4.1 for
+    9.4 windows and 3 bins, 1.7 for 63). Not the most prominent one alone: at a few bins per order another
     line of the machine within a bin or two (an electrical line beside 2×, a structural
     one) merges with one harmonic's main lobe and pulls its interpolated peak by up to half
     a bin — the healthy CWRU recording's 2× merges with a line at 58.2 Hz and read 1776
@@ -49,6 +60,7 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
     acc_power : (C, n) averaged acceleration amplitude², g²
     df : bin spacing, Hz
     shaft_hz : the speed given or tracked, Hz
+    k_eff : independent windows the averages are worth (1: one window's spectrum)
     """
     p = np.asarray(acc_power, dtype=np.float64).sum(axis=0)
     n = p.shape[0]
@@ -63,7 +75,9 @@ def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rule
         k = lo + int(np.argmax(p[lo : hi + 1]))
         around = p[max(1, k - 24) : k + 25]
         prom = p[k] / max(median(around), 1e-300)
-        if prom <= 10.0:
+        if 10.0 * math.log10(max(prom, 1e-300)) < line_threshold_db(
+            k_eff, hi - lo + 1, SPEED_P_FALSE
+        ):
             continue
         a, b, c = (math.log(max(x, 1e-300)) for x in p[k - 1 : k + 2])
         den = a - 2 * b + c
