@@ -510,7 +510,7 @@ class DiagnosisEngine:
         acc, env = avg.acc, avg.env
         # Lines are placed by the speed the averaged spectra show (a given speed is rarely
         # exactly the running speed), within the order tolerance of the segment's speed.
-        fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules, k_acc)
+        fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
         # The averages are in the shaft orders of the segment's speed (its assumed one, then
         # the median of its first readings: every later window re-indexed by its tracked
         # speed over that), so ``fr`` places lines on them; in hertz the machine ran at that

@@ -4,21 +4,13 @@ the running speed: an induction motor slips with its load)."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import betaincinv, gammaincc, gammaincinv
 
 from pdm.diagnosis.lines import F64
 from pdm.diagnosis.rules import Rules
 
-__all__ = ["SPEED_P_FALSE", "median", "refine_speed", "speed_threshold_db"]
-
-#: Probability that an order's search range of averaged noise alone holds a bin over the
-#: threshold :func:`refine_speed` takes a line at (noise's 10⁻³ level: 10.0 dB over the
-#: median in one window, one bin searched — the threshold before it depended on ``k_eff``).
-SPEED_P_FALSE = 1e-3
+__all__ = ["median", "refine_speed"]
 
 
 def median(a: F64) -> float:
@@ -36,53 +28,16 @@ def median(a: F64) -> float:
     return float((s[h - 1] + s[h]) / 2.0)
 
 
-@lru_cache(maxsize=1024)
-def speed_threshold_db(k_eff: float, bins: int, floor_bins: int, p_false: float) -> float:
-    """Prominence (dB over the median of ``floor_bins`` bins) that the strongest of ``bins``
-    bins of averaged noise passes with probability at most ``p_false``.
-
-    A noise bin averaged over ``k`` independent windows is Gamma(k, 1/k) (mean 1). The floor
-    is the *sample* median of the neighbourhood, not the distribution's: at ``F`` bins its
-    quantile is Beta(r, F + 1 − r), ``r = ⌈F/2⌉``, and a low sample median lets noise pass a
-    fixed ratio more often than the median's own value says (at one window and 49 bins 2.2
-    times as often for a 10 dB threshold). So ``P(X > t·m̂) = E_u[Q(k, t·P⁻¹(k, u))]`` over
-    that Beta, and ``bins · P = p_false`` (the union bound over the bins searched) is solved
-    for ``t``. One window, one bin and a known median give noise's 10⁻³ level: ln 1000 / ln 2,
-    10.0 dB. ``k_eff`` is rounded to a quarter so the cache stays small.
-    """
-    k = max(0.25, math.floor(4.0 * k_eff + 1e-9) / 4.0)
-    m = max(1, floor_bins)
-    r = (m + 1) // 2
-    s = m + 1 - r
-    u = np.linspace(float(betaincinv(r, s, 1e-12)), float(betaincinv(r, s, 1.0 - 1e-12)), 801)
-    log_w = (r - 1) * np.log(u) + (s - 1) * np.log1p(-u)  # the Beta's density, unscaled
-    w = np.exp(log_w - log_w.max())
-    w /= np.trapezoid(w, u)
-    km = gammaincinv(k, u)  # k × the sample median, at each quantile
-
-    def excess(log_t: float) -> float:
-        pf = max(1, bins) * float(np.trapezoid(w * gammaincc(k, math.exp(log_t) * km), u))
-        return math.log(max(pf, 1e-300) / p_false)
-
-    return float(10.0 * brentq(excess, 0.0, math.log(1e3)) / math.log(10.0))
-
-
-def refine_speed(
-    acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules(), k_eff: float = 1.0
-) -> float:
+def refine_speed(acc_power: F64, df: float, shaft_hz: float, rules: Rules = Rules()) -> float:
     """The running speed (Hz) read off the averaged acceleration spectra, near ``shaft_hz``.
 
     A speed given as a number (a nameplate, a setpoint) is rarely the running speed: an
     induction motor slips by a few per cent with its load, and lines at high orders move
     by that times the order. The 1×, 2× and 3× lines are looked for within
     ± ``order_tolerance`` of where ``shaft_hz`` puts them in the sum of the channels'
-    averaged power; each that stands out is interpolated and divided by its order, and the
-    speed is the *median* of those estimates. Stands out: its strongest bin passes the
-    level that the average of ``k_eff`` independent windows of noise passes with
-    probability :data:`SPEED_P_FALSE` anywhere in the bins searched, over the median of its
-    neighbourhood (:func:`speed_threshold_db`: a gamma of shape ``k_eff``, the median of
-    49 bins; 11.3 dB for one window and 3 bins searched, 4.2 for 9.4 windows, 1.8 for 63 —
-    10 dB before, one window's level for one bin whatever the average was worth). Not the most prominent one alone: at a few bins per order another
+    averaged power; each that stands out (at least 10 dB over the median of its
+    neighbourhood) is interpolated and divided by its order, and the speed is the *median*
+    of those estimates. Not the most prominent one alone: at a few bins per order another
     line of the machine within a bin or two (an electrical line beside 2×, a structural
     one) merges with one harmonic's main lobe and pulls its interpolated peak by up to half
     a bin — the healthy CWRU recording's 2× merges with a line at 58.2 Hz and read 1776
@@ -94,7 +49,6 @@ def refine_speed(
     acc_power : (C, n) averaged acceleration amplitude², g²
     df : bin spacing, Hz
     shaft_hz : the speed given or tracked, Hz
-    k_eff : independent windows the averages are worth (1: one window's spectrum)
     """
     p = np.asarray(acc_power, dtype=np.float64).sum(axis=0)
     n = p.shape[0]
@@ -109,8 +63,7 @@ def refine_speed(
         k = lo + int(np.argmax(p[lo : hi + 1]))
         around = p[max(1, k - 24) : k + 25]
         prom = p[k] / max(median(around), 1e-300)
-        thr = speed_threshold_db(k_eff, hi - lo + 1, around.shape[0], SPEED_P_FALSE)
-        if 10.0 * math.log10(max(prom, 1e-300)) < thr:
+        if prom <= 10.0:
             continue
         a, b, c = (math.log(max(x, 1e-300)) for x in p[k - 1 : k + 2])
         den = a - 2 * b + c
