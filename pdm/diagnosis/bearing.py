@@ -148,7 +148,9 @@ def judge_bearing(
     support = clean & ix.may_support
     n_clean = np.add.reduceat(support, fund, axis=1)
     free = ~shared & ~on_comb & ~on_mains
-    train = impact_train(lay, rd.prom[:, :nb], found, support & exact, free, df, rules)
+    train = impact_train(
+        lay, rd.prom[:, :nb], found, support & exact, free, df, rules, f_at, on_mains
+    )
     # The motor's pull is a stationary line with harmonics of its own at the mains comb's
     # spacing, and no modulation at shaft rate: a family whose fundamental sits on a mains
     # line but carries a sideband pair at ± the same shaft order about it (each off the
@@ -166,7 +168,9 @@ def judge_bearing(
     # at 239.1, 358.6 Hz; its BPFI at 4.95 × beside a gear's 5 ×, 2 × at 9.9 ×). The
     # harmonic must be an exact one (at k × the fundamental as found): only then does it
     # measure that line's rate, and not another series' beside it.
-    off = impact_train(lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules)
+    off = impact_train(
+        lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules, f_at, on_mains
+    )
     fund_on_comb = on_comb[:, fund] & ~(train.harmonic | train.pair)
     # A train behind a line of the machine: where the race's fundamental sits within the main
     # lobe of a stronger stationary line, the prominence read there is that line's, and the

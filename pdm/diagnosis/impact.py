@@ -36,12 +36,17 @@ def impact_train(
     free: npt.NDArray[np.bool_],
     df: float,
     rules: Rules,
+    f_at: F64 | None = None,
+    merged: npt.NDArray[np.bool_] | None = None,
 ) -> ImpactTrain:
     """(C, F): whether each family's lines of each row are an impact train, and by which sign.
 
     ``prom``, ``found``, ``support``, ``free`` are (C, nb) over the layout's bearing lines
     (``nb = lay.shaft[0]``): prominence (dB), frequency found (Hz), supporting lines of
-    their family, and lines neither another family's nor on a shaft comb.
+    their family, and lines neither another family's nor on a shaft comb; ``f_at`` (C, nb):
+    the lines' frequencies interpolated between bins, read for every pair's symmetry (the
+    ball's ± FTF pairs too) except about a carrier ``merged`` (C, nb) with a stationary line
+    (on a mains line), whose interpolated reading is that line's.
     """
     ix = lay.train_index
     # What makes a line an impact train: a defect striking at a rate is a train of impulses,
@@ -73,6 +78,13 @@ def impact_train(
     mirror = free & (prom >= rules.min_line_db)
     lo, hi = ix.low, ix.high
     even = np.abs(found[:, lo] + found[:, hi] - 2.0 * found[:, ix.carrier]) <= 1.5 * df
+    if f_at is not None and merged is not None:
+        # Interpolated, each sideband within half a bin and the carrier true: a real
+        # modulation's pair is symmetric to hundredths of a bin; lines of the machine on
+        # bins either side are not. Where a stationary line shares the carrier's lobe (the
+        # motor's pull) the carrier reads that line: the bins found are all there is.
+        sym = np.abs(f_at[:, lo] + f_at[:, hi] - 2.0 * f_at[:, ix.carrier]) <= 1.0 * df
+        even &= sym | merged[:, ix.carrier]
     # The ball's pairs at ± FTF count too: the cage carries the ball through the load zone.
     # A modulation's sidebands are equal: one significant, its mirror standing out of the
     # floor by any line's physical minimum (the statistics' threshold is for a line alone,

@@ -270,6 +270,11 @@ BPFI, BPFO = M6205["bpfi"] * FR, M6205["bpfo"] * FR
         ([(BPFI, 0.02), (BPFI - FR - 4.0, 0.006), (BPFI + FR, 0.006)], "unknown"),
         # a one-sided sideband only
         ([(BPFI, 0.02), (BPFI + FR, 0.006)], "unknown"),
+        # "sidebands" both 0.65 bins up: 1.3 bins askew, interpolated, and symmetric on the
+        # bins found (tones beating in the band: the CWRU fan end's 164 Hz line is 1.5 bins
+        # askew interpolated, 0 on its bins); a real modulation's pair is symmetric to
+        # hundredths of a bin
+        ([(BPFI, 0.02), (BPFI - FR + 0.65 * DF, 0.006), (BPFI + FR + 0.65 * DF, 0.006)], "unknown"),
         # an outer race: its 2nd harmonic as a train makes it
         ([(BPFO, 0.02), (2 * BPFO, 0.012)], "bearing_outer_race"),
         # an outer race with the inner race's line standing out too (within 6 dB): a rolling
@@ -284,6 +289,7 @@ BPFI, BPFO = M6205["bpfi"] * FR, M6205["bpfo"] * FR
         "beat",
         "asymmetric",
         "one-sided",
+        "askew-interpolated",
         "outer",
         "both-races",
         "both-races-far",
