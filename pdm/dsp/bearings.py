@@ -24,7 +24,7 @@ import functools
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -36,6 +36,7 @@ __all__ = [
     "BearingGeometry",
     "BearingTableError",
     "basic_designation",
+    "defect_line_orders",
     "geometry_from_multiples",
     "lookup_bearing",
     "parse_bearing_table",
@@ -96,6 +97,26 @@ class BearingGeometry:
     def defect_frequencies_hz(self, shaft_hz: float) -> dict[str, float]:
         """Defect frequencies in Hz at shaft frequency ``shaft_hz`` (Hz, = rpm/60)."""
         return {k: m * shaft_hz for k, m in self.defect_multiples().items()}
+
+
+def defect_line_orders(
+    multiples: Iterable[Mapping[str, float]], harmonics: int = 3
+) -> tuple[float, ...]:
+    """The shaft orders at which bearings with defect orders ``multiples`` (each a
+    :meth:`BearingGeometry.defect_multiples`) may put a line of their own: BPFO, BPFI, BSF,
+    2×BSF and FTF, each times 1 … ``harmonics`` (the harmonics every defect family is read
+    at; a cage's further ones are a comb of the envelope spectrum, not lines standing out of
+    the acceleration spectrum), sorted. The running-speed readings must not take one of these
+    for a shaft order on its own (docs/diagnosis.md §1, the running speed).
+
+    >>> [round(x, 3) for x in defect_line_orders([BEARINGS["6203"].defect_multiples()], 1)]
+    [0.382, 1.994, 3.053, 3.988, 4.947]
+    """
+    out: list[float] = []
+    for m in multiples:
+        for rate in (m["bpfo"], m["bpfi"], m["bsf"], 2.0 * m["bsf"], m["ftf"]):
+            out.extend(j * rate for j in range(1, harmonics + 1))
+    return tuple(sorted(out))
 
 
 def geometry_from_multiples(
