@@ -25,6 +25,7 @@ import pdm
 from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.dsp.bearings import lookup_bearing
+from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.sources.simulator import FaultSpec, SimSpec, simulate
 
 BEARINGS = ("6203", "6204", "6205", "6309", "NU206", "22205")
@@ -56,6 +57,19 @@ def main() -> None:
                                 seed=7,
                             )  # fmt: skip
                             x = simulate(spec)[:, 0]
+                            # The per-window search alone (16384 samples, 50 % overlap,
+                            # ± 5 %): windows whose speed stood more than half a bin of 3×
+                            # off the shaft's (a measurement, and wrong).
+                            n = 16384
+                            fx = FeatureExtractor(fs, n, [ChannelSpec("a", lookup_bearing(b))],
+                                                  rpm_range=(0.95 * rpm, 1.05 * rpm))  # fmt: skip
+                            wkey = f"{kind} {'1x' if unb else 'no1x'} windows"
+                            for s0 in range(0, x.size - n + 1, n // 2):
+                                fr = fx.extract(x[None, s0 : s0 + n].astype(np.float32))
+                                off = abs(fr.shaft_speed_rpm - rpm) / 60.0 > fs / n / 6
+                                tally[wkey] += 1
+                                tally[wkey + " measured"] += fr.speed_measured
+                                tally[wkey + " measured and off"] += fr.speed_measured and off
                             path = Path(tmp) / "r.csv"
                             head = f"# sample_rate_hz={fs:g}\na"
                             np.savetxt(path, x, fmt="%.6g", header=head, comments="")

@@ -324,7 +324,7 @@ class DiagnosisEngine:
             groups.setdefault(key, ([], mult))[0].append(c)
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
         # Where any named bearing may put a line of its own, in shaft orders: such a line
-        # alone does not read the running speed (:func:`refine_speed`).
+        # alone does not read the running speed (:func:`read_speed`).
         self._defect_orders = defect_line_orders(
             [mult for _rows, mult in groups.values() if mult is not None], self.rules.harmonics
         )
