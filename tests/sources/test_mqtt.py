@@ -513,6 +513,7 @@ BIG = 300_000  # rows of 8 zeros: a JSON payload over 16 MiB
         (b'{"sensor": "pump-01", "fs": 3200}', "missing t0, channels, samples"),
         (json.dumps(good_json(sensor="")).encode(), "sensor id is 0 bytes"),
         (json.dumps(good_json(sensor="a\nb")).encode(), "control character"),
+        (json.dumps(good_json(sensor="pump\u202e7")).encode(), "invisible formatting character"),
         (json.dumps(good_json(sensor=5)).encode(), "sensor must be a string"),
         (json.dumps(good_json(fs=math.nan)).encode(), "fs nan is not a finite number of Hz > 0"),
         (json.dumps(good_json(fs=0)).encode(), "fs 0 is not a finite"),

@@ -241,6 +241,7 @@ def test_timestamps_survive_nanoseconds(t: float) -> None:
     [
         ({"sensor_id": ""}, "sensor id is 0 bytes"),
         ({"sensor_id": "a\nb"}, "control character"),
+        ({"sensor_id": "pump\u202e7"}, "invisible formatting character"),
         ({"channels": ("x", "x")}, "distinct"),
         ({"channels": ("x" * 65, "y")}, "65 bytes"),
         ({"fs": 0.0}, "fs=0.0"),
@@ -385,6 +386,7 @@ VIOLATIONS = [
         "channel 1 name b'\\xc3(' is not valid UTF-8",
     ),
     ("newline", raw_frame(names=(b"a\nb",)), 34, "control character"),
+    ("bidi", raw_frame(names=("a\u2066b".encode(),)), 34, "invisible formatting character"),
     ("duplicate", raw_frame(names=(b"x", b"x")), 37, "repeats channel 0"),
     ("int16 nan scale", raw_frame(code=3, scale=math.nan), 35, "int16 scale nan"),
     ("int16 zero scale", raw_frame(code=3, scale=0.0), 35, "int16 scale 0.0"),
