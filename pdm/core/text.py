@@ -18,9 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-__all__ = ["INVISIBLE_CHARS", "listing"]
+__all__ = ["HIDDEN_CHARS", "INVISIBLE_CHARS", "listing"]
 
 INVISIBLE_CHARS = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+#: What a name or free text from outside may not hold at all: C0 and C1 controls (ESC starts
+#: a terminal escape sequence; NUL, line breaks), the Unicode line and paragraph separators,
+#: and :data:`INVISIBLE_CHARS`.
+HIDDEN_CHARS = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029]|{INVISIBLE_CHARS.pattern}")
 
 
 def listing(names: Collection[str], limit: int = 12, *, quote: bool = True, width: int = 40) -> str:

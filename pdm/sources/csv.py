@@ -55,13 +55,9 @@ from typing import IO, Any, Literal, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from pdm.core.text import INVISIBLE_CHARS, listing
+from pdm.core.text import HIDDEN_CHARS, listing
 from pdm.errors import CsvError, InputError
 from pdm.sources.base import Chunk
-
-#: What a header name may not hold: C0 and C1 controls (ESC starts a terminal escape
-#: sequence) and the invisible formatting characters of :data:`INVISIBLE_CHARS`.
-_HIDDEN = re.compile(rf"[\x00-\x1f\x7f-\x9f]|{INVISIBLE_CHARS.pattern}")
 
 __all__ = ["MAX_CHANNELS", "MAX_LINE_BYTES", "TIME_COLUMN_NAMES", "TIME_RANGE_S", "CsvRecording"]
 
@@ -631,7 +627,7 @@ class CsvRecording:
         for i, name in enumerate(names):
             if name == "":
                 raise CsvError(self.path, self.header_line, None, f"header field {i + 1} is empty")
-            bad = _HIDDEN.search(name)
+            bad = HIDDEN_CHARS.search(name)
             if bad:
                 # A name is printed to terminals, logs and pages: an escape sequence in it
                 # would rewrite the analyst's screen, a direction override reverse the line.
