@@ -569,7 +569,7 @@ def _recording_arg(text: str) -> tuple[Path, float | None]:
             value = float(onset)
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and value >= 0):
+        if not (path and math.isfinite(value) and value >= 0):
             raise ConfigError(
                 f"{text}: expected FILE or FILE@S, S the fault's onset in seconds from the "
                 "recording's start (≥ 0)"
