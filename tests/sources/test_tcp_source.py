@@ -793,6 +793,8 @@ def test_send_stops_when_the_receiver_refuses_the_data(
         (["--to", "localhost"], "expected HOST:PORT"),
         (["--to", "127.0.0.1:1", "--scale", "2"], "only with --dtype int16"),
         (["--to", "127.0.0.1:1", "--speed", "0"], "--speed: must be > 0"),
+        (["--to", "127.0.0.1:1", "--timeout", "1e308"], "--timeout: must be > 0 and <= 86400"),
+        (["--to", "127.0.0.1:1", "--retry-s", "nan"], "--retry-s: must be >= 0"),
         (["--to", "127.0.0.1:1", "--columns", "x,nope"], "column 'nope': not in the header"),
         (["--to", "127.0.0.1:1", "--chunk-samples", "2000000"], "--chunk-samples"),
         (["--to", "127.0.0.1:1", "--fs", "500"], "disagrees|steps by"),
