@@ -886,9 +886,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from pdm.scoring.evaluate import evaluate_cwru, steps, text_table
 
-    detectors = (
-        args.detectors.split(",") if args.detectors else ["mahalanobis", "gmm", "pca", "iforest"]
-    )
+    known = ["mahalanobis", "gmm", "pca", "iforest"]
+    detectors = known if args.detectors is None else [d.strip() for d in args.detectors.split(",")]
+    unknown = [d for d in detectors if d not in known]
+    if unknown or not detectors or len(set(detectors)) < len(detectors):
+        # 'foo' was a pydantic traceback after the first recordings were read
+        raise ConfigError(
+            f"--detectors {args.detectors!r}: expected distinct names among {', '.join(known)}"
+        )
     with tqdm(
         desc="evaluate",
         total=steps(detectors),

@@ -736,6 +736,8 @@ def test_a_bad_option_is_one_line_and_exit_2(
         (["simulate", "--duration", "1e12"], "a recording holds at most 50,000,000"),
         (["simulate", "--fault", "bpfo:1e308"], "amplitude_g=1e+308 must be <= 1e+06"),
         (["simulate", "--dc", "1e7"], "dc_bias_g=1e+07 must be <= 1e+06"),
+        (["evaluate", "--detectors", "foo"], "--detectors 'foo': expected distinct names"),
+        (["evaluate", "--detectors", "gmm,gmm"], "--detectors 'gmm,gmm'"),
     ],
 )
 def test_numbers_out_of_range_are_one_line_before_any_work(
@@ -743,7 +745,8 @@ def test_numbers_out_of_range_are_one_line_before_any_work(
 ) -> None:
     """Odd numbers on the command line were tracebacks (``train --holdout nan``,
     ``--alerts-per-week -1``; ``run --duration nan`` killed the simulator's thread, ``1e308``
-    overflowed; ``simulate --duration 1e12`` asked for 364 PiB), or were taken as given
+    overflowed; ``simulate --duration 1e12`` asked for 364 PiB; ``evaluate --detectors foo``
+    a pydantic traceback), or were taken as given
     (``--alerts-per-week nan`` wrote NaN into model.json; ``--stall-s -1``)."""
     if argv[0] == "train":
         argv = [*argv, "-p", str(DEMO_PIPELINE), "--out", str(tmp_path / "m")]
@@ -751,6 +754,8 @@ def test_numbers_out_of_range_are_one_line_before_any_work(
         argv = [*argv, "-p", str(DEMO_PIPELINE), "--data-dir", str(tmp_path)]
     elif argv[0] == "simulate":
         argv = [*argv, "--out", str(tmp_path / "s.csv")]
+    elif argv[0] == "evaluate":
+        argv = [*argv, "--dataset", str(tmp_path)]
     else:
         argv = [*argv, "--data-dir", str(tmp_path), "--api", "off"]
     assert main(argv) == 2
