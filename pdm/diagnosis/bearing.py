@@ -148,8 +148,9 @@ def judge_bearing(
     support = clean & ix.may_support
     n_clean = np.add.reduceat(support, fund, axis=1)
     free = ~shared & ~on_comb & ~on_mains
+    own, thr_b = rd.line_db[:, :nb], rd.thr[:, :nb]
     train = impact_train(
-        lay, rd.prom[:, :nb], found, support & exact, free, df, rules, f_at, on_mains
+        lay, rd.prom[:, :nb], found, support & exact, free, df, rules, f_at, on_mains, own, thr_b
     )
     # The motor's pull is a stationary line with harmonics of its own at the mains comb's
     # spacing, and no modulation at shaft rate: a family whose fundamental sits on a mains
@@ -169,8 +170,9 @@ def judge_bearing(
     # harmonic must be an exact one (at k × the fundamental as found): only then does it
     # measure that line's rate, and not another series' beside it.
     off = impact_train(
-        lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules, f_at, on_mains
-    )
+        lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules, f_at, on_mains,
+        own, thr_b,
+    )  # fmt: skip
     fund_on_comb = on_comb[:, fund] & ~(train.harmonic | train.pair)
     # A train behind a line of the machine: where the race's fundamental sits within the main
     # lobe of a stronger stationary line, the prominence read there is that line's, and the

@@ -38,6 +38,8 @@ def impact_train(
     rules: Rules,
     f_at: F64 | None = None,
     merged: npt.NDArray[np.bool_] | None = None,
+    line_db: F64 | None = None,
+    thr: F64 | None = None,
 ) -> ImpactTrain:
     """(C, F): whether each family's lines of each row are an impact train, and by which sign.
 
@@ -46,7 +48,10 @@ def impact_train(
     their family, and lines neither another family's nor on a shaft comb; ``f_at`` (C, nb):
     the lines' frequencies interpolated between bins, read for every pair's symmetry (the
     ball's ± FTF pairs too) except about a carrier ``merged`` (C, nb) with a stationary line
-    (on a mains line), whose interpolated reading is that line's.
+    (on a mains line), whose interpolated reading is that line's; ``line_db``, ``thr``
+    (C, nb): each line's own prominence where its bin is a local maximum (0 where it is a
+    skirt, :attr:`pdm.diagnosis.lines.LinesRead.line_db`) and its threshold — a sideband
+    counts in a pair only as a line of its own.
     """
     ix = lay.train_index
     # What makes a line an impact train: a defect striking at a rate is a train of impulses,
@@ -76,6 +81,16 @@ def impact_train(
     if not ix.low.size:
         return ImpactTrain(harmonic, np.zeros_like(harmonic))
     mirror = free & (prom >= rules.min_line_db)
+    sideband = support
+    if line_db is not None and thr is not None:
+        # A sideband is a line: its own bin a local maximum standing out by itself (the
+        # significant one at its threshold, its mirror by any line's minimum). The strongest
+        # bin of a search range may be the skirt of a stronger line just outside it — at the
+        # range's edge, rising out of it, its interpolation clipped to half a bin — and, the
+        # range's strongest bin being what ``prom`` reads, a noise bin beside that skirt
+        # borrows its prominence.
+        mirror = free & (line_db >= rules.min_line_db)
+        sideband = support & (line_db >= thr)
     lo, hi = ix.low, ix.high
     even = np.abs(found[:, lo] + found[:, hi] - 2.0 * found[:, ix.carrier]) <= 1.5 * df
     if f_at is not None and merged is not None:
@@ -89,6 +104,6 @@ def impact_train(
     # A modulation's sidebands are equal: one significant, its mirror standing out of the
     # floor by any line's physical minimum (the statistics' threshold is for a line alone,
     # not for the predicted twin of one found).
-    pair = ((support[:, lo] & mirror[:, hi]) | (support[:, hi] & mirror[:, lo])) & even
+    pair = ((sideband[:, lo] & mirror[:, hi]) | (sideband[:, hi] & mirror[:, lo])) & even
     # (C, P) → (C, F): a family is a train when any of its pairs is.
     return ImpactTrain(harmonic, (pair @ ix.of_family) > 0)

@@ -317,3 +317,35 @@ def test_a_sidebands_mirror_need_only_stand_out_of_the_floor() -> None:
     assert v.label == "bearing_inner_race", v.reasons
     alone = judge_channel(None, _env(lines[:2], DF), DF, FR, M6205, 3.0)
     assert alone.label == "unknown", alone.reasons
+
+
+#: The carrier and the +1× sideband are found on the bins of 135.5 and 160.5 Hz (BPFI at
+#: 270.76 bins of 0.5 Hz, the comb's offset −0.4 %): the bin symmetric to the +1× about the
+#: carrier, 110.5 Hz, is the −1× search range's upper edge (its ± 1.25 bins: the speed known
+#: to 0.5 %). A line 1.3 bins above it puts its Hann skirt on that edge bin, 6 dB over the
+#: floor, rising out of the range: no local maximum, no line of the range's own.
+SKIRTED = 110.5
+BESIDE = (SKIRTED + 1.3 * DF, 0.006)
+
+
+def test_a_sideband_on_the_skirt_of_a_line_beside_its_range_is_no_pair() -> None:
+    """Main took that skirt for the −1× mirror (3 dB, any line's minimum; symmetric on the
+    bins found, interpolated clipped to half a bin: 0.74 bins askew) and named the inner
+    race. A sideband must be a line: a local maximum standing out by itself."""
+    v = judge_channel(
+        None, _env([(BPFI, 0.02), (BPFI + FR, 0.006), BESIDE], DF), DF, FR, M6205, 30.0
+    )
+    inner = v.family("inner_race")
+    assert inner is not None
+    low = next(ln for ln in inner.lines if ln.name == "BPFI 1× − 1×shaft")
+    assert low.found_hz == SKIRTED and low.prominence_db > 3.0 and not low.significant
+    assert v.label == "unknown", v.reasons
+    assert "not an impact train" in v.reasons[0], v.reasons
+
+
+def test_a_real_pair_beside_a_line_is_still_a_pair() -> None:
+    """The same line beside the −1× range, and the real −1× sideband 1.5 bins under it: a
+    local maximum of its own, the pair symmetric — the inner race."""
+    lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006), BESIDE]
+    v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
+    assert v.label == "bearing_inner_race", v.reasons
