@@ -47,8 +47,9 @@ def impact_train(
     (``nb = lay.shaft[0]``): prominence (dB), frequency found (Hz), supporting lines of
     their family, and lines neither another family's nor on a shaft comb; ``f_at`` (C, nb):
     the lines' frequencies interpolated between bins, read for every pair's symmetry (the
-    ball's ± FTF pairs too) except about a carrier ``merged`` (C, nb) with a stationary line
-    (on a mains line), whose interpolated reading is that line's; ``line_db``, ``thr``
+    ball's ± FTF pairs too); about a carrier ``merged`` (C, nb) with a stationary line (on a
+    mains line; with a model, a line of the machine's healthy spectra) the sidebands' midpoint
+    must lie within that line's main lobe; ``line_db``, ``thr``
     (C, nb): each line's own prominence where its bin is a local maximum (0 where it is a
     skirt, :attr:`pdm.diagnosis.lines.LinesRead.line_db`) and its threshold — a sideband
     counts in a pair only as a line of its own.
@@ -96,10 +97,18 @@ def impact_train(
     if f_at is not None and merged is not None:
         # Interpolated, each sideband within half a bin and the carrier true: a real
         # modulation's pair is symmetric to hundredths of a bin; lines of the machine on
-        # bins either side are not. Where a stationary line shares the carrier's lobe (the
-        # motor's pull) the carrier reads that line: the bins found are all there is.
+        # bins either side are not.
         sym = np.abs(f_at[:, lo] + f_at[:, hi] - 2.0 * f_at[:, ix.carrier]) <= 1.0 * df
-        even &= sym | merged[:, ix.carrier]
+        # Where a stationary line shares the carrier's lobe (the motor's pull; with a model, a
+        # line the machine's healthy spectra hold there) neither reading of the carrier is
+        # the train's: interpolated it reads that line, and over the healthy spectra the bin
+        # found is where the train stands most over the line's skirt, pushed away from it.
+        # The carrier is read at its sidebands' midpoint, as a train behind a line of the
+        # machine reads its fundamental: within the main lobe (± 2 bins) of the line found
+        # there, each sideband within half a bin.
+        mid = np.abs(f_at[:, lo] + f_at[:, hi] - 2.0 * f_at[:, ix.carrier]) <= 5.0 * df
+        on_line = merged[:, ix.carrier]
+        even = np.where(on_line, mid, even & sym)
     # The ball's pairs at ± FTF count too: the cage carries the ball through the load zone.
     # A modulation's sidebands are equal: one significant, its mirror standing out of the
     # floor by any line's physical minimum (the statistics' threshold is for a line alone,

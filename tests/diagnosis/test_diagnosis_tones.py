@@ -21,6 +21,7 @@ from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.diagnosis import DiagnosisEngine, judge_channel
 from pdm.diagnosis.shaft_speed import refine_speed
+from pdm.diagnosis.verdict import judge_channels
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream
@@ -349,3 +350,43 @@ def test_a_real_pair_beside_a_line_is_still_a_pair() -> None:
     lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006), BESIDE]
     v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
     assert v.label == "bearing_inner_race", v.reasons
+
+
+def _healthy_env(lines: list[tuple[float, float]]) -> np.ndarray:
+    """The machine's healthy envelope as a model's baseline hands it over: its lines only (no
+    floor), widened by a bin (pdm.diagnosis.baseline)."""
+    p = _env(lines, DF) - 1e-6
+    return np.maximum(p, np.maximum(np.r_[0.0, p[:-1]], np.r_[p[1:], 0.0]))
+
+
+#: A stationary line of the machine 1.6 bins above the BPFI, in its healthy spectra too.
+MACHINE_LINE = [(BPFI + 1.6 * DF, 0.01)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "label"),
+    [
+        # an inner race's carrier merged with the machine's line, its symmetric ± 1× pair
+        ([(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006)], "bearing_inner_race"),
+        # the carrier alone, or with one sideband: no train
+        ([(BPFI, 0.02)], "unknown"),
+        ([(BPFI, 0.02), (BPFI + FR, 0.006)], "unknown"),
+        # the machine's line alone
+        ([], "unknown"),
+    ],
+    ids=["pair", "carrier", "one-sided", "machine"],
+)
+def test_a_carrier_merged_with_a_line_of_the_machine_is_read_at_its_sidebands_midpoint(
+    extra: list[tuple[float, float]], label: str
+) -> None:
+    """Over the healthy spectra the carrier is found where it stands most over the line's
+    skirt, a bin away from it (135.0 Hz, the train at 135.38): on the bins found its pair is
+    2 bins askew, and main called the race a lone line — which it names without the model.
+    Its sidebands' midpoint lies within the line's main lobe: the inner race."""
+    healthy = (None, _healthy_env(MACHINE_LINE)[None])
+    env = _env(MACHINE_LINE + extra, DF)[None]
+    v = judge_channels(None, env, DF, FR, M6205, 30.0, healthy=healthy)[0]
+    assert v.label == label, v.reasons
+    if extra:
+        alone = judge_channels(None, env, DF, FR, M6205, 30.0)[0]
+        assert alone.label == label, alone.reasons
