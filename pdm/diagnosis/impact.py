@@ -49,10 +49,10 @@ def impact_train(
     the lines' frequencies interpolated between bins, read for every pair's symmetry (the
     ball's ± FTF pairs too); about a carrier ``merged`` (C, nb) with a stationary line (on a
     mains line; with a model, a line of the machine's healthy spectra) the sidebands' midpoint
-    must lie within that line's main lobe; ``line_db``, ``thr``
-    (C, nb): each line's own prominence where its bin is a local maximum (0 where it is a
-    skirt, :attr:`pdm.diagnosis.lines.LinesRead.line_db`) and its threshold — a sideband
-    counts in a pair only as a line of its own.
+    must lie within that line's main lobe; ``line_db``, ``thr`` (C, nb): each line's own
+    prominence where its bin is a local maximum (0 where it is a skirt,
+    :attr:`pdm.diagnosis.lines.LinesRead.line_db`) and its threshold — a sideband counts in a
+    pair only as a line of its own.
     """
     ix = lay.train_index
     # What makes a line an impact train: a defect striking at a rate is a train of impulses,
