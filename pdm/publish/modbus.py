@@ -66,6 +66,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from pdm.core.net import quiet_accept_failures
 from pdm.errors import ConfigError
 from pdm.loglimit import LogLimiter
 from pdm.publish.model import STATE_CODES, MachineInfo, Snapshot, TransitionEvent, iso_datetime
@@ -342,6 +343,7 @@ class ModbusPublisher:
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
+        quiet_accept_failures(loop, log, "Modbus register map")
 
         async def serve() -> None:
             try:

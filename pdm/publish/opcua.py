@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pdm import __version__
+from pdm.core.net import quiet_accept_failures
 from pdm.errors import ConfigError
 from pdm.operators import check_pin
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
@@ -341,6 +342,7 @@ class OpcUaPublisher:
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
+        quiet_accept_failures(loop, log, "OPC UA server")
 
         async def boot() -> None:
             try:
