@@ -62,9 +62,6 @@ http = GuardedHTTPServer(("127.0.0.1", 0), Handler, socket.AF_INET,
 threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
 modbus = ModbusPublisher("127.0.0.1", 0)
 modbus.start([MachineInfo("m", "M", ("s",))])
-print(json.dumps({"stream": stream.port, "http": http.server_address[1], "modbus": modbus.port}),
-      flush=True)
-
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 hog = []
 while True:
@@ -72,6 +69,9 @@ while True:
         hog.append(os.open("/dev/null", os.O_RDONLY))
     except OSError:
         break
+# only now: a client connecting earlier would be accepted while descriptors were left
+print(json.dumps({"stream": stream.port, "http": http.server_address[1], "modbus": modbus.port}),
+      flush=True)
 sys.stdin.readline()          # the parent has connected its clients
 time.sleep(3.0)               # every listener readable, no descriptor to accept with
 held = dict(calls)
