@@ -181,11 +181,16 @@ def service_surface_fds(api: str | None, publish: object) -> int:
 
 
 def fit_open_files(
-    limits: InputLimits, pipelines: Sequence[Pipeline], *, others: int, open_files: int
+    limits: InputLimits,
+    pipelines: Sequence[Pipeline],
+    *,
+    others: int,
+    open_files: int,
+    what: str = "stream input: {n} connections asked",
 ) -> tuple[InputLimits, str | None]:
     """``limits`` with the stream input's connections cut to what ``open_files`` holds beside
     the ``others`` surfaces' descriptors and :func:`reserved_fds`; and a line for the log
-    when it was cut (else None).
+    when it was cut (else None), which starts with ``what`` (``{n}``: the connections asked).
 
     Raises
     ------
@@ -208,4 +213,4 @@ def fit_open_files(
     cut = dataclasses.replace(
         limits, max_connections=room, max_per_peer=min(limits.max_per_peer, room)
     )
-    return cut, f"stream input: {limits.max_connections} connections asked, {where}: {room} served"
+    return cut, f"{what.format(n=limits.max_connections)}, {where}: {room} served"

@@ -328,6 +328,7 @@ class Supervisor:
             pipelines,
             others=service_surface_fds(api, publish),
             open_files=raise_open_files_limit(),
+            what="stream input: the door's {n} connections waiting for a first header",
         )
         self.max_waiting = door.max_connections
         self.limits = dataclasses.replace(
