@@ -300,16 +300,34 @@ def _training_set_from_store(args: argparse.Namespace, pipeline: Pipeline) -> An
         )
 
 
+def _model_settings(pipeline: Pipeline, **flags: float | None) -> Any:
+    """The pipeline's ``[model]`` settings with the flags given, checked as the pipeline's own
+    are (``--holdout nan`` was a traceback, ``--alerts-per-week -1`` another, and
+    ``--alerts-per-week nan`` wrote NaN into model.json)."""
+    from pydantic import ValidationError
+
+    from pdm.config.messages import format_errors
+
+    m = pipeline.model
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return m
+    try:
+        return type(m).model_validate({**m.model_dump(), **given})
+    except ValidationError as exc:
+        flag = lambda loc: "--" + str(loc[0]).replace("_", "-")  # noqa: E731
+        raise ConfigError(format_errors(exc, root=type(m), flag_for=flag)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pdm.scoring.train import collect, train
 
     pipeline = _pipeline_from_args(args)
-    m = pipeline.model
+    m = _model_settings(pipeline, alerts_per_week=args.alerts_per_week, holdout=args.holdout)
     detector = args.detector or m.detector
-    alerts = args.alerts_per_week if args.alerts_per_week is not None else m.alerts_per_week
-    holdout = args.holdout if args.holdout is not None else m.holdout
+    alerts, holdout = m.alerts_per_week, m.holdout
     if args.from_store:
         ts = _training_set_from_store(args, pipeline)
         src = ts.files[0]
@@ -569,7 +587,7 @@ def _recording_arg(text: str) -> tuple[Path, float | None]:
             value = float(onset)
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and value >= 0):
+        if not (path and math.isfinite(value) and value >= 0):
             raise ConfigError(
                 f"{text}: expected FILE or FILE@S, S the fault's onset in seconds from the "
                 "recording's start (≥ 0)"
@@ -868,9 +886,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from pdm.scoring.evaluate import evaluate_cwru, steps, text_table
 
-    detectors = (
-        args.detectors.split(",") if args.detectors else ["mahalanobis", "gmm", "pca", "iforest"]
-    )
+    known = ["mahalanobis", "gmm", "pca", "iforest"]
+    detectors = known if args.detectors is None else [d.strip() for d in args.detectors.split(",")]
+    unknown = [d for d in detectors if d not in known]
+    if unknown or not detectors or len(set(detectors)) < len(detectors):
+        # 'foo' was a pydantic traceback after the first recordings were read
+        raise ConfigError(
+            f"--detectors {args.detectors!r}: expected distinct names among {', '.join(known)}"
+        )
     with tqdm(
         desc="evaluate",
         total=steps(detectors),
@@ -939,6 +962,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         recording=Path(args.recording) if args.recording else None,
         pipeline=Path(args.pipeline) if args.pipeline else None,
     )
+
+
+def _seconds(low: float, high: float, *, zero: bool = False) -> Any:
+    """An argparse type: a finite number of seconds, ``> low`` (``>= low`` with ``zero``) and
+    ``<= high`` (``--duration nan`` killed the simulator's thread with a traceback and
+    ``1e308`` overflowed; ``--stall-s -1`` or ``--max-lag-s nan`` were taken as given)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value >= low if zero else value > low) or not value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected seconds {'>=' if zero else '>'} {low:g} and <= {high:g}"
+            )
+        return value
+
+    return parse
 
 
 def _whole(low: int, high: int) -> Any:
@@ -1122,12 +1164,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="default: the pipeline's",
     )
     p.add_argument(
-        "--alerts-per-week", type=float, metavar="R", help="target false alerts per week"
+        "--alerts-per-week", type=float, metavar="R", help="target false alerts per week (0-10000]"
     )
     p.add_argument(
         "--holdout", type=float, metavar="F", help="fraction of each file held out (0.1-0.6)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed of the detector")
+    p.add_argument(
+        "--seed", type=_whole(0, 2**32 - 1), default=0, help="random seed of the detector"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_train)
@@ -1231,7 +1275,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds(0, 86_400, zero=True),
         default=30.0,
         metavar="S",
         help="at the end, wait this long for a down store before leaving rows in the spool (s)",
@@ -1264,7 +1308,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--replay", action="append", metavar="FILE", help="a CSV recording, paced")
     p.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay/simulator pace")
     p.add_argument(
-        "--duration", type=float, metavar="S", help="simulate this long (default: for ever)"
+        "--duration",
+        type=_seconds(0, 10 * 365 * 86_400),
+        metavar="S",
+        help="simulate this long (default: for ever)",
     )
     p.add_argument(
         "--store", metavar="URL", help="history store (default: the pipeline's, else SQLite)"
@@ -1278,10 +1325,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--actions", choices=("live", "dry-run"), default="live")
     p.add_argument(
-        "--silence-s", type=float, default=5.0, metavar="S", help="source silent → sensor_fault"
+        "--silence-s",
+        type=_seconds(0, 86_400),
+        default=5.0,
+        metavar="S",
+        help="source silent → sensor_fault",
     )
-    p.add_argument("--stall-s", type=float, default=5.0, metavar="S", help="watchdog limit")
-    p.add_argument("--max-lag-s", type=float, default=10.0, metavar="S", help="backlog limit")
+    p.add_argument(
+        "--stall-s", type=_seconds(0, 86_400), default=5.0, metavar="S", help="watchdog limit"
+    )
+    p.add_argument(
+        "--max-lag-s", type=_seconds(0, 86_400), default=10.0, metavar="S", help="backlog limit"
+    )
     g = p.add_argument_group("stream input limits (docs/stream-protocol.md, 'Limits')")
     g.add_argument(
         "--max-frame-bytes",

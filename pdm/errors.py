@@ -52,8 +52,9 @@ class CsvError(InputError):
         where = str(path)
         if line is not None:
             where += f":{line}"
-        if column is not None:
-            where += f": column {column!r}"
+        if column is not None:  # a header name from outside: shown in part when long
+            shown = column if len(column) <= 40 else column[:40] + "…"
+            where += f": column {shown!r}"
         super().__init__(f"{where}: {reason}")
         self.path = str(path)
         self.line = line

@@ -341,5 +341,5 @@ def _replay_one(
 
 def check_speed(speed: float | None) -> float | None:
     if speed is not None and not 0 < speed <= 1e6:
-        raise ConfigError(f"--speed: must be > 0 (1.0 = real time), got {speed:g}")
+        raise ConfigError(f"--speed: must be > 0 and <= 1e6 (1.0 = real time), got {speed:g}")
     return speed

@@ -9,11 +9,13 @@ For each channel of each recording (``diagnose``'s quick flags, a 6205 at 1797 r
 * for BPFI / BPFO 1× and BPFI 1× ± 1×shaft as the engine found them: the power at that bin of
   the envelope of the band's sharp tones alone (each window's own complex bins, ± 2 bins
   around each tone, the rest zeroed) against the full envelope's line over its floor, dB;
+* the prominence of BPFI 1× and its ± 1× sidebands as the engine reads them: the search
+  range's strongest bin's, and the bin found's own (0 where it is no local maximum);
 * the inner race's −1×, carrier, +1× as the engine interpolates them
   (``pdm.diagnosis.bearing._interpolated_hz``) and the pair's asymmetry
   ``(f₋ + f₊ − 2 f_c) / df``, interpolated and on the bins found.
 
-    .venv/bin/python scripts/sideband_pair_figures.py FILE FS WINDOW [--offsets -0.3,0,0.1]
+    .venv/bin/python scripts/sideband_pair_figures.py FILE FS WINDOW [--offsets=-0.3,0,0.1]
 """
 
 from __future__ import annotations
@@ -59,13 +61,23 @@ def run(path: str, fs: float, n: int, off: float) -> None:
         seen.append((found.copy(), f.copy(), df))
         return np.asarray(f)
 
+    orig_t: Callable[..., Any] = bearing_mod.impact_train
+    reads: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+
+    def spy_t(lay: Any, prom: np.ndarray, *a: Any, **k: Any) -> Any:
+        if not reads and len(a) >= 8 and a[7] is not None:  # prominence: range's, own bin's
+            reads.append((list(lay.names), prom.copy(), np.asarray(a[7]).copy()))
+        return orig_t(lay, prom, *a, **k)
+
     bearing_mod._interpolated_hz = spy  # type: ignore[assignment]
+    bearing_mod.impact_train = spy_t  # type: ignore[assignment]
     engine_mod.refine_speed = lambda *a, **k: orig_r(*a, **k) * (1.0 + off / 100.0)  # type: ignore[assignment]
     try:
         pl = pipeline_from_flags(nominal_rpm=1797.0, bearing="6205", fs=fs)
         (r,) = diagnose_files([path], pl)
     finally:
         bearing_mod._interpolated_hz = orig_i  # type: ignore[assignment]
+        bearing_mod.impact_train = orig_t  # type: ignore[assignment]
         engine_mod.refine_speed = orig_r  # type: ignore[assignment]
     data = pd.read_csv(path, comment="#")
     d = r.diagnosis
@@ -122,6 +134,15 @@ def run(path: str, fs: float, n: int, off: float) -> None:
                     f"{(want[0] + want[1] - 2 * want[2]) / dfe:+.2f})"
                 )
                 break
+    for names, prom, own in reads[:1]:
+        for row in range(prom.shape[0]):
+            got = [
+                f"{n} {prom[row, i]:+.2f} / {own[row, i]:+.2f}"
+                for i, n in enumerate(names[: prom.shape[1]])
+                if n in LINES[1:]
+            ]
+            print(f"  row {row} prominence, range's strongest bin / the bin found's own (dB): "
+                  + "; ".join(got))  # fmt: skip
 
 
 def main() -> None:

@@ -716,6 +716,55 @@ def test_a_bad_option_is_one_line_and_exit_2(
         assert "unrecognized arguments: --no-such-option" in out.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["train", "fixtures/healthy.csv.gz", "--holdout", "nan"], "--holdout: must be"),
+        (["train", "fixtures/healthy.csv.gz", "--holdout", "0.05"], "--holdout: must be >= 0.1"),
+        (["train", "fixtures/healthy.csv.gz", "--alerts-per-week", "-1"], "must be > 0 (got -1)"),
+        (["train", "fixtures/healthy.csv.gz", "--alerts-per-week", "nan"], "--alerts-per-week"),
+        (["train", "fixtures/healthy.csv.gz", "--seed", "-1"], "--seed: expected a whole number"),
+        (["run", str(DEMO_PIPELINE), "--simulate", "--duration", "nan"], "--duration: expected"),
+        (["run", str(DEMO_PIPELINE), "--simulate", "--duration", "1e308"], "--duration: expected"),
+        (["run", str(DEMO_PIPELINE), "--stall-s", "-1"], "--stall-s: expected seconds > 0"),
+        (["run", str(DEMO_PIPELINE), "--max-lag-s", "inf"], "--max-lag-s: expected seconds"),
+        (["run", str(DEMO_PIPELINE), "--silence-s", "nan"], "--silence-s: expected seconds"),
+        (
+            ["replay", "fixtures/healthy.csv.gz", "--drain-timeout", "nan"],
+            "--drain-timeout: expected seconds >= 0",
+        ),
+        (["simulate", "--duration", "1e12"], "a recording holds at most 50,000,000"),
+        (["simulate", "--fault", "bpfo:1e308"], "amplitude_g=1e+308 must be <= 1e+06"),
+        (["simulate", "--dc", "1e7"], "dc_bias_g=1e+07 must be <= 1e+06"),
+        (["evaluate", "--detectors", "foo"], "--detectors 'foo': expected distinct names"),
+        (["evaluate", "--detectors", "gmm,gmm"], "--detectors 'gmm,gmm'"),
+    ],
+)
+def test_numbers_out_of_range_are_one_line_before_any_work(
+    argv: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Odd numbers on the command line were tracebacks (``train --holdout nan``,
+    ``--alerts-per-week -1``; ``run --duration nan`` killed the simulator's thread, ``1e308``
+    overflowed; ``simulate --duration 1e12`` asked for 364 PiB; ``evaluate --detectors foo``
+    a pydantic traceback), or were taken as given
+    (``--alerts-per-week nan`` wrote NaN into model.json; ``--stall-s -1``)."""
+    if argv[0] == "train":
+        argv = [*argv, "-p", str(DEMO_PIPELINE), "--out", str(tmp_path / "m")]
+    elif argv[0] == "replay":
+        argv = [*argv, "-p", str(DEMO_PIPELINE), "--data-dir", str(tmp_path)]
+    elif argv[0] == "simulate":
+        argv = [*argv, "--out", str(tmp_path / "s.csv")]
+    elif argv[0] == "evaluate":
+        argv = [*argv, "--dataset", str(tmp_path)]
+    else:
+        argv = [*argv, "--data-dir", str(tmp_path), "--api", "off"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pdm-edge: error: "), err
+    assert words in err, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s.csv").exists()
+
+
 def test_simulate_runs_from_the_tree(tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
     proc = ok(run_cli("simulate", "--out", out, "--duration", "0.5", "--fault", "bpfo:0.2"))

@@ -273,10 +273,12 @@ def verify(
     given = _header(headers, HEADER_SIGNATURE)
     if ts_text is None or given is None:
         return False
-    try:
-        ts = int(ts_text.strip())
-    except ValueError:
+    text = ts_text.strip()
+    # Seconds since 1970 in at most 12 ASCII digits: int() takes '٣' and 4000 digits, and a
+    # 400-digit stamp made ``now - ts`` an OverflowError out of a receiver's handler.
+    if not (len(text) <= 12 and text.isascii() and text.isdigit()):
         return False
+    ts = int(text)
     now = time.time() if now is None else now
     if abs(now - ts) > max_age_s:
         return False

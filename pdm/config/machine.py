@@ -34,6 +34,7 @@ from pdm.config.fields import (
     fmt_num,
     invalid,
 )
+from pdm.core.text import HIDDEN_CHARS
 from pdm.dsp.bearings import (
     BearingGeometry,
     lookup_bearing,
@@ -138,6 +139,19 @@ def _iso_group(value: object) -> object:
     return value
 
 
+def _plain_text(value: str) -> str:
+    # Names and locations are shown on the dashboard, in `check`'s and `diagnose`'s output
+    # and in one-line logs: an escape sequence or a direction override would rewrite them.
+    bad = HIDDEN_CHARS.search(value)
+    if bad:
+        reason = f"holds U+{ord(bad.group()):04X}, a control or invisible formatting character"
+        raise PydanticCustomError("pdm_config", "{reason}", {"reason": reason})
+    return value
+
+
+PlainText = Annotated[StrictStr, AfterValidator(_plain_text)]
+
+
 class Machine(BaseModel):
     """The monitored machine, as ISO 10816-3 classifies it."""
 
@@ -147,7 +161,7 @@ class Machine(BaseModel):
         pattern=ID_PATTERN,
         description="Machine identifier (no unit); used in history, alarms and file names.",
     )
-    name: StrictStr = Field(
+    name: PlainText = Field(
         default="", max_length=200, description="Human-readable name (no unit); defaults to the id."
     )
     iso_group: Annotated[Literal[1, 2], BeforeValidator(_iso_group)] = Field(
@@ -235,7 +249,7 @@ class Channel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    column: StrictStr = Field(
+    column: PlainText = Field(
         min_length=1,
         max_length=128,
         description="CSV column / stream channel name (no unit); unique across all sensors.",
@@ -332,6 +346,7 @@ BearingField = Annotated[
     Annotated[
         StrictStr,
         BeforeValidator(_strip),
+        AfterValidator(_plain_text),
         AfterValidator(_known_designation),
         Tag("designation"),
     ]
@@ -357,7 +372,7 @@ class Sensor(BaseModel):
     id: StrictStr = Field(
         pattern=ID_PATTERN, description="Sensor identifier (no unit); unique across sensors."
     )
-    location: StrictStr | None = Field(
+    location: PlainText | None = Field(
         default=None, max_length=200, description="Where the sensor sits, free text (no unit)."
     )
     bearing: BearingField | None = Field(

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdm.config import Pipeline
+from pdm.core.text import listing
 from pdm.dashboard.context import REPO
 from pdm.errors import PdmError
 
@@ -97,8 +98,8 @@ def pipelines_for(path: Path, pipelines: Mapping[str, Pipeline]) -> dict[str, st
             out[mid] = f"{path.name}: the recording cannot be read"
         elif missing:
             out[mid] = (
-                f"{path.name} has no column {', '.join(repr(c) for c in missing)} "
-                f"(it has {', '.join(sorted(have))})"
+                f"{path.name} has no column {listing(missing)} "
+                f"(it has {listing(sorted(have), quote=False)})"
             )
         else:
             out[mid] = ""

@@ -61,12 +61,14 @@ def judge_bearing(
     k_eff: float,
     baseline: bool = False,
     machine_db: F64 | None = None,
+    machine_lobe_db: F64 | None = None,
 ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
     """Every bearing family of every row from its lines as read (``rd``: (C, L) of ``lay``;
     ``env``: the rows' envelope power, for the cage's checks and the lines' interpolated
     frequencies; ``baseline``: the lines were judged over the machine's healthy spectra;
     ``machine_db``: (C, L), with them, how far (dB) those spectra stand over the floor where
-    each line was found).
+    each line was found; ``machine_lobe_db``: (C, L), the most they stand over it within the
+    main lobe, ± 2 bins, of where each line was found).
 
     Returns per row the families' summaries (the usable ones, in BEARING_FAMILIES order)
     and a function that builds a row's evidence objects when they are read.
@@ -148,8 +150,15 @@ def judge_bearing(
     support = clean & ix.may_support
     n_clean = np.add.reduceat(support, fund, axis=1)
     free = ~shared & ~on_comb & ~on_mains
+    own, thr_b = rd.line_db[:, :nb], rd.thr[:, :nb]
+    # A stationary line sharing a line's main lobe: the motor's pull, and with a model a line
+    # the machine's healthy spectra hold within it (standing over the floor by the line's
+    # threshold).
+    merged = on_mains
+    if machine_lobe_db is not None:
+        merged = on_mains | (machine_lobe_db[:, :nb] >= thr_b)
     train = impact_train(
-        lay, rd.prom[:, :nb], found, support & exact, free, df, rules, f_at, on_mains
+        lay, rd.prom[:, :nb], found, support & exact, free, df, rules, f_at, merged, own, thr_b
     )
     # The motor's pull is a stationary line with harmonics of its own at the mains comb's
     # spacing, and no modulation at shaft rate: a family whose fundamental sits on a mains
@@ -169,8 +178,9 @@ def judge_bearing(
     # harmonic must be an exact one (at k × the fundamental as found): only then does it
     # measure that line's rate, and not another series' beside it.
     off = impact_train(
-        lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules, f_at, on_mains
-    )
+        lay, rd.prom[:, :nb], found, support & exact & off_pull, free, df, rules, f_at, merged,
+        own, thr_b,
+    )  # fmt: skip
     fund_on_comb = on_comb[:, fund] & ~(train.harmonic | train.pair)
     # A train behind a line of the machine: where the race's fundamental sits within the main
     # lobe of a stronger stationary line, the prominence read there is that line's, and the

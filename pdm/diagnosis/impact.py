@@ -38,6 +38,8 @@ def impact_train(
     rules: Rules,
     f_at: F64 | None = None,
     merged: npt.NDArray[np.bool_] | None = None,
+    line_db: F64 | None = None,
+    thr: F64 | None = None,
 ) -> ImpactTrain:
     """(C, F): whether each family's lines of each row are an impact train, and by which sign.
 
@@ -45,8 +47,12 @@ def impact_train(
     (``nb = lay.shaft[0]``): prominence (dB), frequency found (Hz), supporting lines of
     their family, and lines neither another family's nor on a shaft comb; ``f_at`` (C, nb):
     the lines' frequencies interpolated between bins, read for every pair's symmetry (the
-    ball's ± FTF pairs too) except about a carrier ``merged`` (C, nb) with a stationary line
-    (on a mains line), whose interpolated reading is that line's.
+    ball's ± FTF pairs too); about a carrier ``merged`` (C, nb) with a stationary line (on a
+    mains line; with a model, a line of the machine's healthy spectra) the sidebands' midpoint
+    must lie within that line's main lobe; ``line_db``, ``thr`` (C, nb): each line's own
+    prominence where its bin is a local maximum (0 where it is a skirt,
+    :attr:`pdm.diagnosis.lines.LinesRead.line_db`) and its threshold — a sideband counts in a
+    pair only as a line of its own.
     """
     ix = lay.train_index
     # What makes a line an impact train: a defect striking at a rate is a train of impulses,
@@ -76,19 +82,37 @@ def impact_train(
     if not ix.low.size:
         return ImpactTrain(harmonic, np.zeros_like(harmonic))
     mirror = free & (prom >= rules.min_line_db)
+    sideband = support
+    if line_db is not None and thr is not None:
+        # A sideband is a line: its own bin a local maximum standing out by itself (the
+        # significant one at its threshold, its mirror by any line's minimum). The strongest
+        # bin of a search range may be the skirt of a stronger line just outside it — at the
+        # range's edge, rising out of it, its interpolation clipped to half a bin — and, the
+        # range's strongest bin being what ``prom`` reads, a noise bin beside that skirt
+        # borrows its prominence.
+        mirror = free & (line_db >= rules.min_line_db)
+        sideband = support & (line_db >= thr)
     lo, hi = ix.low, ix.high
     even = np.abs(found[:, lo] + found[:, hi] - 2.0 * found[:, ix.carrier]) <= 1.5 * df
     if f_at is not None and merged is not None:
         # Interpolated, each sideband within half a bin and the carrier true: a real
         # modulation's pair is symmetric to hundredths of a bin; lines of the machine on
-        # bins either side are not. Where a stationary line shares the carrier's lobe (the
-        # motor's pull) the carrier reads that line: the bins found are all there is.
+        # bins either side are not.
         sym = np.abs(f_at[:, lo] + f_at[:, hi] - 2.0 * f_at[:, ix.carrier]) <= 1.0 * df
-        even &= sym | merged[:, ix.carrier]
+        # Where a stationary line shares the carrier's lobe (the motor's pull; with a model, a
+        # line the machine's healthy spectra hold there) neither reading of the carrier is
+        # the train's: interpolated it reads that line, and over the healthy spectra the bin
+        # found is where the train stands most over the line's skirt, pushed away from it.
+        # The carrier is read at its sidebands' midpoint, as a train behind a line of the
+        # machine reads its fundamental: within the main lobe (± 2 bins) of the line found
+        # there, each sideband within half a bin.
+        mid = np.abs(f_at[:, lo] + f_at[:, hi] - 2.0 * f_at[:, ix.carrier]) <= 5.0 * df
+        on_line = merged[:, ix.carrier]
+        even = np.where(on_line, mid, even & sym)
     # The ball's pairs at ± FTF count too: the cage carries the ball through the load zone.
     # A modulation's sidebands are equal: one significant, its mirror standing out of the
     # floor by any line's physical minimum (the statistics' threshold is for a line alone,
     # not for the predicted twin of one found).
-    pair = ((support[:, lo] & mirror[:, hi]) | (support[:, hi] & mirror[:, lo])) & even
+    pair = ((sideband[:, lo] & mirror[:, hi]) | (sideband[:, hi] & mirror[:, lo])) & even
     # (C, P) → (C, F): a family is a train when any of its pairs is.
     return ImpactTrain(harmonic, (pair @ ix.of_family) > 0)

@@ -67,6 +67,10 @@ class LinesRead:
     prom: F64
     thr: F64
     sig: npt.NDArray[np.bool_]
+    #: The bin found's own prominence (dB) where it is a local maximum — a line —, 0 where it
+    #: is no peak (the skirt of a stronger line beside the range). ``prom`` is the range's
+    #: strongest bin's, which a skirt at the range's edge may be.
+    line_db: F64
 
     def part(self, a: int, b: int) -> LinesRead:
         """Lines ``a … b−1``."""
@@ -77,6 +81,7 @@ class LinesRead:
             self.prom[:, a:b],
             self.thr[:, a:b],
             self.sig[:, a:b],
+            self.line_db[:, a:b],
         )
 
 
@@ -133,6 +138,9 @@ def read_lines(
         ref = floor
         # A peak, not the skirt of a stronger line next to the range: a local maximum.
         local = (peak >= flat.take(kf - 1, mode="clip")) & (peak >= flat.take(kf + 1, mode="clip"))
+        own = flat.take(kf, mode="clip")
+        is_line = (own >= flat.take(kf - 1, mode="clip")) & (own >= flat.take(kf + 1, mode="clip"))
+        line_db = np.where(is_line, over_floor_db(own, floor), 0.0)
     else:
         hflat = healthy.reshape(-1)
 
@@ -153,13 +161,14 @@ def read_lines(
 
         top = peak / ref
         local = (top >= excess(kf - 1)) & (top >= excess(kf + 1))
+        line_db = np.where(local, over_floor_db(peak, ref), 0.0)
     prom = over_floor_db(peak, ref)
     lobe = flat.take(kf[..., None] + np.arange(-2, 3), mode="clip")
     amp = np.sqrt(lobe.sum(axis=-1) / _HANN_LOBE_ENERGY)
     bins = (hi - lo + 1).astype(np.intp)
     thr = np.maximum(_thresholds(k_eff, bins, p_false), min_db)
     found = ((k - base) * df).astype(np.float64)
-    return LinesRead(hz, found, amp, prom, thr, (prom >= thr) & local)
+    return LinesRead(hz, found, amp, prom, thr, (prom >= thr) & local, line_db)
 
 
 def _thresholds(k_eff: F64, bins: npt.NDArray[np.intp], p_false: float) -> F64:

@@ -174,17 +174,22 @@ def judge_channels(
             at: list[int] | slice, off: F64, lines: LinesRead
         ) -> tuple[list[list[BearingSummary]], Callable[[int], list[FamilyEvidence]]]:
             env = p[at, : plan.n_env]
-            machine = None
+            machine = near = None
             if pb is not None:
                 # Where each line was found, how far the machine's healthy spectra stand over
-                # the floor there (dB): a line they hold is the machine's, not the bearing's.
+                # the floor there (dB): a line they hold is the machine's, not the bearing's;
+                # and the most they stand over it within the line's main lobe (± 2 bins).
                 n_lay = lines.found.shape[1]
                 kb = np.clip(np.rint(lines.found / df).astype(np.intp), 0, plan.n_env - 1)
-                healthy_at = np.take_along_axis(pb[at, : plan.n_env], kb, axis=1)
+                ph = pb[at, : plan.n_env]
+                healthy_at = np.take_along_axis(ph, kb, axis=1)
                 machine = over_floor_db(healthy_at, floor[at, :n_lay])
+                lobe = np.clip(kb[..., None] + np.arange(-2, 3), 0, plan.n_env - 1)
+                in_lobe = np.take_along_axis(ph[:, None, :], lobe, axis=2).max(axis=-1)
+                near = over_floor_db(in_lobe, floor[at, :n_lay])
             return judge_bearing(
                 lay, lines, off, df, shaft_hz, rules, env, k_env, baseline=pb is not None,
-                machine_db=machine,
+                machine_db=machine, machine_lobe_db=near,
             )  # fmt: skip
 
         bearing, build = judge(slice(None), offsets, rd.part(0, n_lay))

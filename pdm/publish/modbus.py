@@ -39,11 +39,15 @@ Machine ``k`` (the order of the pipelines given to ``pdm-edge run``) at ``100 + 
       a PLC polling every second sees each of up to four transitions in between, in order
 ====  =================================================================================
 
-At most :data:`MAX_CONNECTIONS` clients are connected at once: a scanner or a misbehaving client
-opening connections in a loop must not take the service's file descriptors. With every slot
-taken, a newcomer pushes out the connection quiet longest if it has asked nothing for
-:data:`QUIET_S` or nothing at all (counted in :attr:`ModbusPublisher.pushed_out`), else it is
-closed as soon as it connects (:attr:`ModbusPublisher.turned_away`).
+At most :data:`MAX_CONNECTIONS` clients are connected at once, at most
+:data:`pdm.publish.slots.PER_PEER` from one address: a scanner or a misbehaving client
+opening connections in a loop must not take the service's file descriptors. A newcomer
+from an address at its cap pushes out that address's connection quiet longest; with every
+slot taken, it pushes out the connection quiet longest if that has asked nothing for
+:data:`QUIET_S` or nothing at all, else the quietest of the address holding the most slots
+when that is at least two more than the newcomer's (counted in
+:attr:`ModbusPublisher.pushed_out`); else it is closed as soon as it connects
+(:attr:`ModbusPublisher.turned_away`). Why this order: pdm/publish/slots.py.
 
 The image is rebuilt by the hub's thread under a lock (a few integer stores per machine);
 the server's loop copies it into the reply of each read, on a thread and event loop of its
@@ -59,15 +63,17 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from pdm.core.net import quiet_accept_failures
 from pdm.errors import ConfigError
 from pdm.loglimit import LogLimiter
+from pdm.publish import slots
 from pdm.publish.model import STATE_CODES, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 
 __all__ = [
@@ -191,8 +197,9 @@ class ModbusPublisher:
         #: :data:`MAX_CONNECTIONS` were (both kept by the server's loop).
         self.connected = 0
         self.turned_away = 0
-        #: Quiet connections closed for a newcomer (see :data:`QUIET_S`).
+        #: Connections closed for a newcomer (pdm/publish/slots.py), in all and by why.
         self.pushed_out = 0
+        self.pushed_out_by: dict[str, int] = {}
 
     # -- the register image (hub's thread) ------------------------------------------------------
     def start(self, machines: Sequence[MachineInfo]) -> None:
@@ -290,33 +297,42 @@ class ModbusPublisher:
             _PYMODBUS_LOG.addFilter(_OneLineAMinute())
 
         owner = self
-        admitted: dict[Any, float] = {}  # handler -> when it last asked (monotonic; 0: never)
+        # handler -> [its peer's address, when it last asked (monotonic; None: never)]
+        admitted: dict[Any, list[Any]] = {}
 
         class Handler(ServerRequestHandler):
             """Counts the connections it lets in (asyncio may make many protocols before the
             first connection_made, so the listener's own list is no count of what is open);
-            with every slot taken, pushes out the one quiet longest if it has asked nothing
-            for :data:`QUIET_S` (or nothing at all), so idle connections cannot hold the map
-            shut for the PLCs."""
+            a newcomer that finds its address at its cap, or every slot taken, pushes out
+            whom :func:`pdm.publish.slots.choose` names (else it is turned away)."""
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
-                if owner.connected >= MAX_CONNECTIONS:
-                    now = time.monotonic()
-                    quiet = min(admitted.items(), key=lambda kv: kv[1], default=None)
-                    if quiet is None or (quiet[1] and now - quiet[1] < QUIET_S):
-                        owner.turned_away += 1
-                        transport.close()
-                        return
+                peer = transport.get_extra_info("peername")
+                host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+                now = time.monotonic()
+                key, why = slots.choose(
+                    (slots.Slot(h, a[0], a[1]) for h, a in admitted.items()),
+                    host,
+                    now=now,
+                    max_slots=MAX_CONNECTIONS,
+                    quiet_s=QUIET_S,
+                )
+                if why == "full":
+                    owner.turned_away += 1
+                    transport.close()
+                    return
+                if key is not None:
                     owner.pushed_out += 1
-                    quiet[0].drop()
-                admitted[self] = 0.0
+                    owner.pushed_out_by[why] = owner.pushed_out_by.get(why, 0) + 1
+                    cast(Handler, key).drop()
+                admitted[self] = [host, None]
                 owner.connected += 1
 
             def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
                 used = int(super().callback_data(data, addr))
                 if self.last_pdu and self in admitted:
-                    admitted[self] = time.monotonic()
+                    admitted[self][1] = time.monotonic()
                 return used
 
             def drop(self) -> None:
@@ -342,6 +358,7 @@ class ModbusPublisher:
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
+        quiet_accept_failures(loop, log, "Modbus register map")
 
         async def serve() -> None:
             try:

@@ -54,6 +54,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pdm import __version__
+from pdm.core.net import quiet_accept_failures
 from pdm.errors import ConfigError
 from pdm.operators import check_pin
+from pdm.publish import slots
 from pdm.publish.model import Acknowledge, MachineInfo, Snapshot, TransitionEvent, iso_datetime
 from pdm.secrets import redact_url
 
@@ -91,10 +94,14 @@ ua: Any = asyncua.ua
 
 NAMESPACE = "urn:pdm-edge"
 #: Clients connected at once (asyncua's default, 1000, is about a process's whole
-#: file-descriptor limit). With every slot taken, a newcomer pushes out the oldest connection
-#: that has not activated a session (else it is closed as soon as it connects); asyncua's own
-#: watchdog closes such a connection after 30 s anyway.
+#: file-descriptor limit). A newcomer whose address holds its share, or that finds every slot
+#: taken, pushes out whom pdm/publish/slots.py names (else it is closed as soon as it
+#: connects); asyncua's own watchdog closes a connection without a session after 30 s anyway.
 MAX_CONNECTIONS = 32
+#: With every slot taken, a session that has sent nothing for this long may be pushed out for
+#: a newcomer (a client with a subscription sends Publish requests all the time; an HMI that
+#: reads on demand may be quiet for a minute).
+QUIET_S = 60.0
 _START_S = 60.0
 _SEVERITY = {"ok": 1, "alert": 400, "danger": 700, "trip": 900, "unknown": 500}
 #: The user whose request is being served: set by the permission check, read by the
@@ -173,25 +180,53 @@ def _activated(conn: OPCUAProtocol) -> bool:
 
 
 class _Protocol(OPCUAProtocol):
-    """asyncua's connection, except that a newcomer that finds every slot taken pushes out
-    the oldest connection that has not activated a session: idle connections (40 of them,
-    red team 2026-12-07) held the server shut for the 30 s of asyncua's activation watchdog,
-    again with each new wave. A client activates its session within a second of connecting."""
+    """asyncua's connection, except that a newcomer whose address holds its share of the
+    slots, or that finds every slot taken, pushes out whom :func:`pdm.publish.slots.choose`
+    names: the oldest connection without an activated session first — idle connections (40
+    of them, red team 2026-12-07) held the server shut for the 30 s of asyncua's activation
+    watchdog, again with each new wave — then a session quiet for :data:`QUIET_S`, then the
+    quietest of the address holding the most slots; and sessions that activate and then
+    sit, from one address or a few, no longer keep the plant's client out (round two). A
+    client activates its session within a second of connecting."""
+
+    last_asked: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if len(self.clients) >= self.iserver.max_connections:
-            idle = next((c for c in self.clients if not _activated(c)), None)  # oldest first
-            if idle is not None:
-                self.clients.remove(idle)  # its connection_lost comes later: free the slot now
-                if idle.transport is not None:
-                    idle.transport.close()
-                _BinaryServer.pushed_out += 1
-        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        key, why = slots.choose(
+            (
+                slots.Slot(c, _peer_host(c), cast(_Protocol, c).last_asked, _activated(c))
+                for c in self.clients
+            ),
+            host,
+            now=time.monotonic(),
+            max_slots=self.iserver.max_connections,
+            quiet_s=QUIET_S,
+        )
+        if key is not None:
+            out = cast(OPCUAProtocol, key)
+            self.clients.remove(out)  # its connection_lost comes later: free the slot now
+            if out.transport is not None:
+                out.transport.close()
+            _BinaryServer.pushed_out += 1
+            _BinaryServer.pushed_out_by[why] = _BinaryServer.pushed_out_by.get(why, 0) + 1
+        super().connection_made(transport)  # still full: asyncua refuses it
+
+    def data_received(self, data: bytes) -> None:
+        self.last_asked = time.monotonic()
+        super().data_received(data)
+
+
+def _peer_host(conn: OPCUAProtocol) -> str:
+    peer = conn.peer_name
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
 class _BinaryServer(BinaryServer):
-    #: Connections pushed out for a newcomer, in this process.
+    #: Connections pushed out for a newcomer, in this process, in all and by why.
     pushed_out = 0
+    pushed_out_by: dict[str, int] = {}  # noqa: RUF012 (one per process, as pushed_out)
 
     def _make_protocol(self) -> OPCUAProtocol:
         return _Protocol(
@@ -341,6 +376,7 @@ class OpcUaPublisher:
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
+        quiet_accept_failures(loop, log, "OPC UA server")
 
         async def boot() -> None:
             try:

@@ -4,6 +4,9 @@ Fitting: the windows of each healthy recording are split by time — the first
 part trains, the last ``holdout`` fraction is held out, and the windows in
 between that share samples with both are dropped (no neighbouring windows on
 both sides). The held-out windows are the card's evaluation of the final model.
+Snapshots — recordings too short to split, a second every ten minutes — are held out
+whole instead: the last ``holdout`` fraction of them in the order given
+(:func:`split_recordings`).
 
 Calibration rests on windows scored by a model that never saw them *nor their
 recording's neighbourhood*, as every window is in service
@@ -73,6 +76,7 @@ __all__ = [
     "cross_validated_excess",
     "direction_note",
     "split_by_time",
+    "split_recordings",
     "train",
     "windows_needed",
 ]
@@ -210,6 +214,46 @@ def split_by_time(
     if n_train < 2:
         return np.arange(0), np.arange(0)
     return np.arange(n_train), np.arange(n_train + gap, n)
+
+
+def split_recordings(
+    per_file: Sequence[npt.NDArray[np.float32]], holdout: float, gap: int
+) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]], dict[str, int]]:
+    """The training and held-out windows of time-ordered recordings, and how they were split.
+
+    A recording long enough is split by time (:func:`split_by_time`). *Snapshots* — recordings
+    too short for that, such as a second of data every ten minutes (one or two windows
+    each) — are held out whole: the last ``holdout`` fraction of them, in the order given
+    (name them in time order), while the others train whole; different files share no
+    sample, so no gap is dropped between them. Split each snapshot instead, and a one-window
+    file gave nothing: 20 snapshots of one window each trained on 0 windows.
+
+    >>> one = np.zeros((1, 2), np.float32)
+    >>> tr, ho, how = split_recordings([one] * 10, 0.3, gap=1)
+    >>> sum(map(len, tr)), sum(map(len, ho)), how
+    (7, 3, {'recordings_split': 0, 'snapshots_trained': 7, 'snapshots_held_out': 3})
+    """
+    train_parts, hold_parts, snapshots = [], [], []
+    for x in per_file:
+        tr, ho = split_by_time(len(x), holdout, gap)
+        if len(tr) and len(ho):
+            train_parts.append(x[tr])
+            hold_parts.append(x[ho])
+        elif len(x):
+            snapshots.append(x)
+    n_hold = round(len(snapshots) * holdout)
+    if snapshots and n_hold == 0 and len(snapshots) >= 2:
+        n_hold = 1
+    cut = len(snapshots) - n_hold
+    train_parts += snapshots[:cut]
+    hold_parts += snapshots[cut:]
+    how = {
+        "recordings_split": len(per_file) - len(snapshots),
+        "snapshots_trained": cut,
+        "snapshots_held_out": n_hold,
+    }
+    empty = np.zeros((0, per_file[0].shape[1] if per_file else 0), np.float32)
+    return train_parts or [empty], hold_parts or [empty], how
 
 
 def calibration_blocks(
@@ -427,11 +471,7 @@ def train(
 
     acq = ts.pipeline.acquisition
     gap = max(0, math.ceil(acq.window_samples / acq.hop_samples) - 1)
-    train_parts, hold_parts = [], []
-    for x in ts.per_file:
-        tr, ho = split_by_time(len(x), holdout, gap)
-        train_parts.append(x[tr])
-        hold_parts.append(x[ho])
+    train_parts, hold_parts, split = split_recordings(ts.per_file, holdout, gap)
     x_train = np.concatenate(train_parts)
     x_hold = np.concatenate(hold_parts)
     d = len(ts.names)
@@ -528,6 +568,7 @@ def train(
             "holdout_windows": len(x_hold),
             "gap_windows_per_file": gap,
             "holdout_fraction": holdout,
+            "split": split,
             "features": d,
         },
         "evaluation": {

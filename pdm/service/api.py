@@ -137,6 +137,10 @@ _MODEL_ACTIONS = {
 _GZIP_TYPES = ("application/gzip", "application/x-gzip")
 
 
+#: Requests served at once (the open-files budget counts them: pdm/service/limits.py).
+DEFAULT_MAX_CONNECTIONS = 32
+
+
 class APIError(Exception):
     """A refusal the client should see: an HTTP status and one line (raised by a backend)."""
 
@@ -804,7 +808,7 @@ class ControlAPI:
         timeout_s: float = 10.0,
         max_body: int = 64 * 1024,
         max_upload: int = 64 * 1024 * 1024,
-        max_connections: int = 32,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         access_log: bool = False,
     ) -> None:
         if not 0 <= port <= 65535:

@@ -14,6 +14,9 @@ clients that are slow on purpose (tests/test_service_api.py):
   deadline for all of it (:class:`HeadDeadline`): a per-read timeout alone let a client that
   sends a header line every few seconds hold its thread for good;
 * every read and write of a connection gives up after ``timeout_s``;
+* accepting that fails for want of descriptors rests the listener :data:`ACCEPT_PAUSE_S`
+  and says so once a minute (``socketserver`` selected the still-readable listener again at
+  once: a core spun, red team 2026-12-07);
 * :meth:`GuardedHTTPServer.finish_requests` stops within a deadline.
 
 Why not an ASGI server (Starlette on uvicorn): uvicorn 0.54 has no request-head deadline and
@@ -32,6 +35,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+
+from pdm.core.net import ACCEPT_PAUSE_S, OUT_OF_RESOURCES
+from pdm.loglimit import LogLimiter
 
 __all__ = ["BodyReader", "GuardedHTTPServer", "GuardedHandler", "HeadDeadline", "Readable"]
 
@@ -76,6 +82,8 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         self._leaving: dict[threading.Thread, socket.socket] = {}  # pushed out, not yet ended
         self._active_lock = threading.Lock()
         self._refused = 0
+        self._closing = threading.Event()  # shutdown() asked: a resting accept ends now
+        self._accept_log = LogLimiter(60.0)
         super().__init__(address, handler)  # type: ignore[arg-type]  # a Unix path too
 
     def server_bind(self) -> None:
@@ -88,6 +96,22 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def get_request(self) -> tuple[Any, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:
+                held = self._accept_log.check("accept")
+                if held is not None:
+                    more = f" ({held} more in the last minute)" if held else ""
+                    log.warning("%s: accept failed: %s%s", self.name, exc.strerror or exc, more)
+                self._closing.wait(ACCEPT_PAUSE_S)
+            raise  # socketserver drops the attempt and selects again
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        super().shutdown()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:

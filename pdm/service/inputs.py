@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import resource
 import socket
 import threading
 import time
@@ -32,7 +31,12 @@ from pdm.history.records import Event
 from pdm.history.writer import HistoryWriter
 from pdm.loglimit import LogLimiter
 from pdm.processing import open_recording
-from pdm.service.limits import InputLimits
+from pdm.service.limits import (
+    InputLimits,
+    fit_open_files,
+    raise_open_files_limit,
+    service_surface_fds,
+)
 from pdm.service.runner import MachineRunner, RunnerPool
 from pdm.sources.base import Chunk, PushSource
 from pdm.sources.codec import FrameRefused, frame_limit
@@ -81,6 +85,9 @@ class InputOptions(Protocol):
     max_input_bytes: int | None
     max_connections: int | None
     max_per_peer: int | None
+    #: The surfaces beside it that take connections (their descriptors are budgeted).
+    api: str | None  # --api HOST:PORT (or a worker's Unix socket)
+    publish: Any  # the [publish] table (OPC UA, Modbus servers), or None
     #: A worker's number, its socket to its supervisor, its siblings' machine and sensor ids.
     worker: int | None
     control_fd: int | None
@@ -117,16 +124,6 @@ def _when(t: float) -> str:
     return f"{t:.4g} s since 1970"
 
 
-def _raise_fd_limit() -> None:
-    """Soft open-files limit up to the hard one: a connection per machine needs descriptors."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-
-
 class ServiceInputs:
     """The inputs of one service process (see the module docstring).
 
@@ -149,6 +146,22 @@ class ServiceInputs:
         self.stop_event = stop_event
         # Read (and checked: ConfigError) before anything starts.
         self.stream_keys = StreamKeys.from_env() if opts.listen else None
+        #: The stream input's limits, within the open-files budget (pdm/service/limits.py).
+        open_files = raise_open_files_limit()
+        self.limits, self._limits_cut = (
+            fit_open_files(
+                InputLimits.sized(
+                    self.pipelines,
+                    max_connections=opts.max_connections,
+                    max_per_peer=opts.max_per_peer,
+                ),
+                self.pipelines,
+                others=service_surface_fds(opts.api, opts.publish),
+                open_files=open_files,
+            )
+            if opts.listen
+            else (InputLimits.sized(self.pipelines), None)
+        )
         # Stream id (a machine id or a sensor id) → its pipeline and columns: looked up for
         # every frame (a scan over the pipelines per frame was most of the network reader's
         # time with a hundred machines). The first pipeline naming an id has it.
@@ -375,10 +388,9 @@ class ServiceInputs:
             else:
                 self.writer.submit(ev)
 
-        _raise_fd_limit()
-        limits = InputLimits.sized(
-            self.pipelines, max_connections=o.max_connections, max_per_peer=o.max_per_peer
-        )
+        limits = self.limits
+        if self._limits_cut is not None:
+            log.warning("%s", self._limits_cut)
         # Read by the processing thread between its rounds (RunnerPool.drive), not by a
         # thread of its own that would contend with it for the interpreter lock. A worker
         # listens on no port: its supervisor hands it the connections.

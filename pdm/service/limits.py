@@ -21,16 +21,42 @@ frames across connections, a frame's own deadline, and — because idle connecti
 what a longer first-frame deadline lets through — a new connection that finds every slot
 taken pushes out the oldest that has sent nothing yet, else the oldest that has not
 completed a frame yet (the supervisor's door did so already).
+
+**File descriptors** (red team 2026-12-07, docs/service.md "Open files"): every connection
+costs one, and a process that runs out of them fails wherever it next opens something —
+an accept (asyncio's servers then logged a traceback per failed accept, 43,667 of them in
+a minute, and /health went unanswered), but as easily the history's SQLite file, the spool,
+the alarm state or a relay's socket. So the service (a) raises its soft open-files limit to
+the hard one at start (:func:`raise_open_files_limit`), (b) keeps :func:`reserved_fds` for its
+own files and peers, never for clients, and (c) caps each listening surface so that the sum
+of their caps stays within the rest (:func:`fit_open_files`): the control API, the OPC UA and
+Modbus servers have fixed caps (:func:`surface_fds`); the stream input gets what is left, at
+most what its limits ask — a stream limit cut to fit is said once at start, and a limit that
+cannot give every configured sensor a connection of its own is a :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pdm.config import Pipeline
+from pdm.errors import ConfigError
 
-__all__ = ["FIRST_FRAME_MIN_S", "InputLimits", "connection_limit", "first_frame_s", "streams"]
+__all__ = [
+    "FIRST_FRAME_MIN_S",
+    "InputLimits",
+    "connection_limit",
+    "first_frame_s",
+    "fit_open_files",
+    "raise_open_files_limit",
+    "reserved_fds",
+    "service_surface_fds",
+    "streams",
+    "surface_fds",
+]
 
 #: The shortest first-frame deadline, s.
 FIRST_FRAME_MIN_S = 30.0
@@ -39,6 +65,12 @@ CONNECTION_MARGIN = 64
 #: The most connections a receiver serves (file descriptors are the real bound; the
 #: service raises its soft limit to the hard one at start).
 MAX_CONNECTIONS = 65536
+#: Descriptors kept for the service's own use whatever the clients do: the history store and
+#: its spool, the alarm state, model files, logs, the MQTT session, webhooks, the selectors
+#: and wake-up pipes of its threads (a 2-machine service holds ~30 once started) ...
+RESERVED_FDS = 64
+#: ... and per machine (its relay's connection, a webhook in flight, a capture being written).
+RESERVED_FDS_PER_MACHINE = 4
 
 
 def streams(pipelines: Sequence[Pipeline]) -> int:
@@ -93,3 +125,92 @@ class InputLimits:
             f"up to {self.max_connections} connections, {self.max_per_peer} from one address, "
             f"a first frame within {self.first_frame_s:g} s"
         )
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft open-files limit (RLIMIT_NOFILE) to the hard one; returns the soft
+    limit now in force (a very large number when unlimited). A Debian shell gives 1024 soft
+    of 1048576 hard, systemd 1024 of 524288: a service sized for its plant needs more than
+    1024, and the hard limit is the administrator's stated bound."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return 1 << 30  # unknown: nothing to fit (the platform has no such limit)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def reserved_fds(machines: int) -> int:
+    """Descriptors never given to network clients (see the module docstring)."""
+    return RESERVED_FDS + RESERVED_FDS_PER_MACHINE * machines
+
+
+def surface_fds(*, api_connections: int | None, opcua: bool, modbus: bool) -> int:
+    """Descriptors the capped surfaces beside the stream input may hold at once: the control
+    API's requests and the pushed-out connections whose threads have not ended yet
+    (guarded_http), the OPC UA and Modbus servers' clients; each with its listener and the
+    newcomer accepted when every slot is taken (closed, or pushing one out, at once)."""
+    n = 0
+    if api_connections is not None:
+        from pdm.service.guarded_http import GuardedHTTPServer
+
+        n += api_connections * (1 + GuardedHTTPServer.LEAVING_PER_SLOT) + 2
+    if opcua:
+        from pdm.publish.opcua import MAX_CONNECTIONS as OPCUA_CONNECTIONS  # (asyncua: heavy)
+
+        n += OPCUA_CONNECTIONS + 2
+    if modbus:
+        from pdm.publish.modbus import MAX_CONNECTIONS as MODBUS_CONNECTIONS
+
+        n += MODBUS_CONNECTIONS + 2
+    return n
+
+
+def service_surface_fds(api: str | None, publish: object) -> int:
+    """:func:`surface_fds` of a service's options: ``--api`` (an address, or None) and its
+    ``[publish]`` table (``PublishTable`` or None; the OPC UA and Modbus servers listen)."""
+    from pdm.service.api import DEFAULT_MAX_CONNECTIONS
+
+    return surface_fds(
+        api_connections=DEFAULT_MAX_CONNECTIONS if api else None,
+        opcua=getattr(publish, "opcua", None) is not None,
+        modbus=getattr(publish, "modbus", None) is not None,
+    )
+
+
+def fit_open_files(
+    limits: InputLimits,
+    pipelines: Sequence[Pipeline],
+    *,
+    others: int,
+    open_files: int,
+    what: str = "stream input: {n} connections asked",
+) -> tuple[InputLimits, str | None]:
+    """``limits`` with the stream input's connections cut to what ``open_files`` holds beside
+    the ``others`` surfaces' descriptors and :func:`reserved_fds`; and a line for the log
+    when it was cut (else None), which starts with ``what`` (``{n}``: the connections asked).
+
+    Raises
+    ------
+    ConfigError
+        Not even one connection per configured sensor fits.
+    """
+    room = open_files - reserved_fds(len(pipelines)) - others - 2  # its listener, a newcomer
+    if limits.max_connections <= room:
+        return limits, None
+    need = streams(pipelines)
+    where = (
+        f"the open-files limit ({open_files}; ulimit -n, systemd LimitNOFILE=) leaves "
+        f"{max(room, 0)} stream connection(s) beside {others} for the control API, OPC UA "
+        f"and Modbus servers and {reserved_fds(len(pipelines))} kept for the service's own files"
+    )
+    if room < need:
+        raise ConfigError(
+            f"{where}; the {need} configured sensor(s) need one each: raise the hard limit"
+        )
+    cut = dataclasses.replace(
+        limits, max_connections=room, max_per_peer=min(limits.max_per_peer, room)
+    )
+    return cut, f"{what.format(n=limits.max_connections)}, {where}: {room} served"

@@ -34,6 +34,7 @@ start: nothing queued for the store is lost when N changes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ import httpx
 from pdm.actions.relay import relay_from_url
 from pdm.appliance import appliance_id
 from pdm.config import Pipeline
+from pdm.core.net import ACCEPT_PAUSE_S, OUT_OF_RESOURCES
 from pdm.errors import ConfigError, InputError
 from pdm.history.spool import Spool
 from pdm.loglimit import LogLimiter
@@ -69,7 +71,12 @@ from pdm.secrets import api_token
 from pdm.service.api import APIError, Readable, health_report
 from pdm.service.app import run_until_stopped, start_control_api
 from pdm.service.inputs import parse_hostport
-from pdm.service.limits import InputLimits
+from pdm.service.limits import (
+    InputLimits,
+    fit_open_files,
+    raise_open_files_limit,
+    service_surface_fds,
+)
 from pdm.sources.codec import PEEK_BYTES, peek_sensor_id
 from pdm.sources.tcp import peer_host, peer_name
 
@@ -312,7 +319,23 @@ class Supervisor:
         self.limits = InputLimits.sized(
             pipelines, max_connections=max_connections, max_per_peer=max_per_peer
         )
-        self.max_waiting = max(MAX_HANDSHAKES, self.limits.max_connections)
+        # Within the open-files budget (pdm/service/limits.py): a connection waiting here is
+        # a descriptor of this process, beside the API's and the publishers' clients.
+        door, cut = fit_open_files(
+            dataclasses.replace(
+                self.limits, max_connections=max(MAX_HANDSHAKES, self.limits.max_connections)
+            ),
+            pipelines,
+            others=service_surface_fds(api, publish),
+            open_files=raise_open_files_limit(),
+            what="stream input: the door's {n} connections waiting for a first header",
+        )
+        self.max_waiting = door.max_connections
+        self.limits = dataclasses.replace(
+            self.limits, max_per_peer=min(self.limits.max_per_peer, self.max_waiting)
+        )
+        #: Said once at start when the open-files limit cut the configured connections.
+        self.limits_cut = cut if self.max_waiting < self.limits.max_connections else None
         self.started = time.monotonic()
         self.rundir = ""
         self._token: str | None = None
@@ -356,6 +379,8 @@ class Supervisor:
             self._listener = lst
             self.port = int(lst.getsockname()[1])
             log.warning("stream input on %s:%d: %s", host, self.port, self.limits.describe())
+            if self.limits_cut is not None:
+                log.warning("%s", self.limits_cut)
         for w in self.workers:
             self._spawn(w)
         deadline = time.monotonic() + 120.0
@@ -597,9 +622,13 @@ class Supervisor:
                 self._refuse(cause, f"{hs.peer if hs else '?'}: refused: {why}")
             conn.close()
 
+        paused_until = 0.0  # accepting failed (out of descriptors): resume then
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
+                if paused_until and now >= paused_until:
+                    paused_until = 0.0
+                    sel.register(self._listener, selectors.EVENT_READ, None)
                 for conn, old in list(waiting.items()):
                     if now >= old.deadline:
                         drop(conn, "no_header", f"no frame header within {wait_s:g} s")
@@ -616,6 +645,10 @@ class Supervisor:
                                 if not self.stop_event.is_set():
                                     why = f"accept failed: {exc.strerror or exc}"
                                     self._refuse("accept", why)
+                                if exc.errno in OUT_OF_RESOURCES:
+                                    # Still readable: selected again at once, it spun a core.
+                                    sel.unregister(self._listener)
+                                    paused_until = time.monotonic() + ACCEPT_PAUSE_S
                                 break
                             peer = peer_name(addr)
                             host = peer_host(peer)

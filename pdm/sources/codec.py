@@ -49,6 +49,7 @@ try:  # the same CRC-32 as zlib's, 8x faster here (carry-less multiply instructi
 except ImportError:  # pragma: no cover - a platform without its wheels
     from zlib import crc32
 
+from pdm.core.text import INVISIBLE_CHARS
 from pdm.errors import InputError
 from pdm.sources.base import Chunk
 from pdm.sources.stream_keys import KEY_ID, MIN_SECRET_BYTES, StreamKeys
@@ -146,6 +147,8 @@ def name_problem(raw: bytes, what: str) -> str | None:
         return f"{what} {raw!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
     if BAD_NAME_CHARS.search(text):
         return f"{what} {text!r} contains a control character or line break"
+    if INVISIBLE_CHARS.search(text):  # shown on the dashboard: 'pump\u202e7' reads reversed
+        return f"{what} {text!r} contains an invisible formatting character"
     return None
 
 

@@ -55,6 +55,7 @@ from typing import IO, Any, Literal, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from pdm.core.text import HIDDEN_CHARS, listing
 from pdm.errors import CsvError, InputError
 from pdm.sources.base import Chunk
 
@@ -626,6 +627,17 @@ class CsvRecording:
         for i, name in enumerate(names):
             if name == "":
                 raise CsvError(self.path, self.header_line, None, f"header field {i + 1} is empty")
+            bad = HIDDEN_CHARS.search(name)
+            if bad:
+                # A name is printed to terminals, logs and pages: an escape sequence in it
+                # would rewrite the analyst's screen, a direction override reverse the line.
+                raise CsvError(
+                    self.path,
+                    self.header_line,
+                    None,
+                    f"header field {i + 1} holds U+{ord(bad.group()):04X}, a control or "
+                    "invisible formatting character; rename the column",
+                )
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             if name in seen:
@@ -658,7 +670,7 @@ class CsvRecording:
                 if wanted.count(c) > 1:
                     raise InputError(f"{self.path}: column {c!r} is requested twice")
                 if c not in names:
-                    header = ", ".join(repr(n) for n in names)
+                    header = listing(names)
                     close = difflib.get_close_matches(c, names, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise CsvError(

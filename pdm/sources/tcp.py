@@ -16,6 +16,7 @@ send``), the stream keys :mod:`pdm.sources.stream_keys`, the silence watch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
-from pdm.core.net import is_loopback
+from pdm.core.net import ACCEPT_PAUSE_S, OUT_OF_RESOURCES, is_loopback
 from pdm.errors import InputError, PdmError
 from pdm.loglimit import LogLimiter
 from pdm.sources.base import OnChunk, OnEvent
@@ -242,6 +243,9 @@ class TcpStreamServer:
         self._started = False
         self._sel: selectors.BaseSelector | None = None  # driven mode: polled by its driver
         self._next_check = 0.0
+        #: Accepting failed (out of descriptors): the listener is out of the selector until
+        #: then (monotonic s; 0: accepting).
+        self._accept_paused_until = 0.0
         self._driver: int | None = None  # the thread that polls a driven receiver
         self._closed = threading.Event()
         self._stopping = threading.Event()
@@ -450,6 +454,10 @@ class TcpStreamServer:
                 self._read(sel, key.data)
         if time.monotonic() >= self._next_check:
             self._next_check = self._check_deadlines(sel)
+        if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            if self._listener is not None and not self._stopping.is_set():
+                sel.register(self._listener, selectors.EVENT_READ, "listen")
 
     def _shut(self, sel: selectors.BaseSelector) -> None:
         for conn in list(self._conns):
@@ -484,7 +492,15 @@ class TcpStreamServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: keep serving what we have
-                self._refuse("accept", f"accept failed: {exc.strerror or exc}", log_only=True)
+                # The listener stays readable while the backlog holds connections: selected
+                # again at once, a failing accept spun the reader at 100 % of a core. Leave it
+                # out of the selector for a while (as asyncio does), say so once a minute.
+                if exc.errno in OUT_OF_RESOURCES:
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(self._listener)
+                    self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
+                    self._next_check = min(self._next_check, self._accept_paused_until)
+                self._refuse("accept", f"accept failed: {exc.strerror or exc}")
                 return
             self._serve(sel, sock, peer_name(addr))
 

@@ -40,7 +40,6 @@ stderr; the summary (frames, samples, seconds, MB/s) is one line on stderr too.
 from __future__ import annotations
 
 import argparse
-import math
 import selectors
 import socket
 import sys
@@ -664,12 +663,16 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"send: {message} (see pdm-edge send --help)")
 
 
-def _positive(what: str, value: float | None, *, allow_zero: bool = False) -> None:
+def _positive(what: str, value: float | None, high: float, *, allow_zero: bool = False) -> None:
+    """``value`` within (0, high] (``[0, high]`` with ``allow_zero``); ``--timeout 1e308``
+    overflowed the socket's deadline with a traceback."""
     if value is None:
         return
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    ok = (value >= 0 if allow_zero else value > 0) and value <= high
     if not ok:
-        raise ConfigError(f"{what}: must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+        raise ConfigError(
+            f"{what}: must be {'>= 0' if allow_zero else '> 0'} and <= {high:g}, got {value:g}"
+        )
 
 
 #: ``pdm-edge send --help``'s description.
@@ -781,11 +784,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             host, port = parse_address(args.to)
             to = args.to
-        _positive("--speed", args.speed)
-        _positive("--fs", args.fs)
-        _positive("--scale", args.scale)
-        _positive("--retry-s", args.retry_s, allow_zero=True)
-        _positive("--timeout", args.timeout)
+        _positive("--speed", args.speed, 1e6)
+        _positive("--fs", args.fs, 10e6)
+        _positive("--scale", args.scale, 1e6)
+        _positive("--retry-s", args.retry_s, 7 * 86_400, allow_zero=True)
+        _positive("--timeout", args.timeout, 86_400)
         signer = None
         if args.key_id is not None:
             if mqtt_url is not None:

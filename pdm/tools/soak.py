@@ -641,6 +641,12 @@ def run_soak(opts: SoakOptions) -> dict[str, Any]:
 
     if opts.machines < 1 or opts.machines > 15:
         raise ConfigError(f"--machines {opts.machines}: 1 to 15 (one Modbus coil each)")
+    if opts.workers != "auto" and not (opts.workers.isdigit() and 1 <= int(opts.workers) <= 64):
+        # checked here as the service checks it: the service would refuse it only after the
+        # soak has trained its model and started its servers
+        raise ConfigError(
+            f"--workers {opts.workers!r}: expected auto or a number of processes, 1 to 64"
+        )
     if opts.cycle_s < 30:
         raise ConfigError(f"--cycle {opts.cycle_s:g}: at least 30 s")
     if not (opts.model / "model.json").is_file():

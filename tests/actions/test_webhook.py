@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -208,6 +209,27 @@ def test_verify_accepts_good_and_rejects_tampered_stale_or_missing() -> None:
     assert not verify(SECRET, {**h, "X-PDM-Timestamp": "soon"}, body, now=now)
     assert not verify(SECRET, {"X-PDM-Timestamp": str(now)}, body, now=now)
     assert not verify(SECRET, {**h, "X-PDM-Signature": "sha256=é"}, body, now=now)
+    # a hostile stamp is a refusal, not an exception out of the receiver's handler: 400
+    # digits overflowed ``now - ts``; int() also reads Arabic-Indic digits
+    for stamp in ("9" * 400, "\u0661\u0667\u0668" + "0" * 7, "+" + str(now), "1e9"):
+        assert not verify(SECRET, {**h, "X-PDM-Timestamp": stamp}, body, now=now), stamp
+
+
+def test_the_receivers_verify_in_the_docs_agrees_and_refuses_hostile_stamps() -> None:
+    """docs/alarms.md gives receivers without pdm-edge a verify() of their own: it must accept
+    what this one accepts and refuse, not raise, on a hostile stamp."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alarms.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (code,) = [b for b in blocks if "def verify(secret: bytes, headers, body: bytes" in b]
+    space: dict[str, Any] = {}
+    exec(code, space)  # the page's own code, as a receiver would paste it
+    doc_verify = space["verify"]
+    body = render_body(full_event())
+    h = signed_headers(SECRET, "id", body, int(time.time()))
+    assert doc_verify(SECRET, h, body) and verify(SECRET, h, body)
+    assert not doc_verify(SECRET, h, body + b" ")
+    for stamp in ("9" * 400, "\u0661\u0667\u0668" + "0" * 7, "soon"):
+        assert not doc_verify(SECRET, {**h, "X-PDM-Timestamp": stamp}, body), stamp
 
 
 # -- bodies -----------------------------------------------------------------------------------

@@ -311,6 +311,29 @@ def test_bad_inline_bearing(tmp_path: Path) -> None:
     assert "smaller than pitch_diameter_mm=39.04 (got 40)" in message
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where", "char"),
+    [
+        ('id = "pump-01"', 'id = "pump-01"\nname = "Pump \\u202e10"', "machine.name", "U+202E"),
+        ('id = "de"', 'id = "de"\nlocation = "DE\\u0000"', "sensors[0].location", "U+0000"),
+        ('bearing = "6205"', 'bearing = "6205\\u001b[2J"', "sensors[0].bearing", "U+001B"),
+        ('column = "DE2_g"', 'column = "DE2\\u200b_g"', "sensors[0].channels[1].column", "U+200B"),
+    ],
+)
+def test_free_text_with_a_control_or_invisible_character_is_refused(
+    tmp_path: Path, old: str, new: str, where: str, char: str
+) -> None:
+    # shown on the dashboard and in terminals: an escape sequence or a direction override
+    # would rewrite what an operator reads
+    message = load_error(tmp_path, MINIMAL.replace(old, new))
+    assert f"{where}: holds {char}, a control or invisible formatting character" in message
+
+
+def test_free_text_may_hold_any_printable_script(tmp_path: Path) -> None:
+    text = MINIMAL.replace('id = "pump-01"', 'id = "pump-01"\nname = "Pumpe Süd ← Ω 泵"')
+    assert load_pipeline(write(tmp_path, text)).machine.name == "Pumpe Süd ← Ω 泵"
+
+
 def test_bad_unit(tmp_path: Path) -> None:
     text = MINIMAL.replace('column = "DE2_g", unit = "g"', 'column = "DE2_g", unit = "mm"')
     message = load_error(tmp_path, text)

@@ -113,6 +113,7 @@ def test_report_from_the_command_line(tmp_path: Path) -> None:
     [
         (["nope.csv", "-p", str(DEMO), "-o", "x.html"], "nope.csv"),
         ([f"{FIXTURES / 'healthy.csv.gz'}@soon", "-p", str(DEMO), "-o", "x.html"], "FILE@S"),
+        (["@3", "-p", str(DEMO), "-o", "x.html"], "@3: expected FILE or FILE@S"),
         ([str(FIXTURES / "healthy.csv.gz"), "-p", str(DEMO), "-o", "/no/such/dir/x.html"], "-o"),
         (
             [str(FIXTURES / "healthy.csv.gz"), "-p", str(DEMO), "-m", "/tmp", "-o", "x.html"],

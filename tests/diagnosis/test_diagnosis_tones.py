@@ -21,6 +21,7 @@ from pdm.config import pipeline_from_flags
 from pdm.diagnose import diagnose_files
 from pdm.diagnosis import DiagnosisEngine, judge_channel
 from pdm.diagnosis.shaft_speed import refine_speed
+from pdm.diagnosis.verdict import judge_channels
 from pdm.dsp.bearings import BEARINGS
 from pdm.dsp.features import ChannelSpec, FeatureExtractor
 from pdm.processing import FeatureStream
@@ -317,3 +318,75 @@ def test_a_sidebands_mirror_need_only_stand_out_of_the_floor() -> None:
     assert v.label == "bearing_inner_race", v.reasons
     alone = judge_channel(None, _env(lines[:2], DF), DF, FR, M6205, 3.0)
     assert alone.label == "unknown", alone.reasons
+
+
+#: The carrier and the +1× sideband are found on the bins of 135.5 and 160.5 Hz (BPFI at
+#: 270.76 bins of 0.5 Hz, the comb's offset −0.4 %): the bin symmetric to the +1× about the
+#: carrier, 110.5 Hz, is the −1× search range's upper edge (its ± 1.25 bins: the speed known
+#: to 0.5 %). A line 1.3 bins above it puts its Hann skirt on that edge bin, 6 dB over the
+#: floor, rising out of the range: no local maximum, no line of the range's own.
+SKIRTED = 110.5
+BESIDE = (SKIRTED + 1.3 * DF, 0.006)
+
+
+def test_a_sideband_on_the_skirt_of_a_line_beside_its_range_is_no_pair() -> None:
+    """Main took that skirt for the −1× mirror (3 dB, any line's minimum; symmetric on the
+    bins found, interpolated clipped to half a bin: 0.74 bins askew) and named the inner
+    race. A sideband must be a line: a local maximum standing out by itself."""
+    v = judge_channel(
+        None, _env([(BPFI, 0.02), (BPFI + FR, 0.006), BESIDE], DF), DF, FR, M6205, 30.0
+    )
+    inner = v.family("inner_race")
+    assert inner is not None
+    low = next(ln for ln in inner.lines if ln.name == "BPFI 1× − 1×shaft")
+    assert low.found_hz == SKIRTED and low.prominence_db > 3.0 and not low.significant
+    assert v.label == "unknown", v.reasons
+    assert "not an impact train" in v.reasons[0], v.reasons
+
+
+def test_a_real_pair_beside_a_line_is_still_a_pair() -> None:
+    """The same line beside the −1× range, and the real −1× sideband 1.5 bins under it: a
+    local maximum of its own, the pair symmetric — the inner race."""
+    lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006), BESIDE]
+    v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
+    assert v.label == "bearing_inner_race", v.reasons
+
+
+def _healthy_env(lines: list[tuple[float, float]]) -> np.ndarray:
+    """The machine's healthy envelope as a model's baseline hands it over: its lines only (no
+    floor), widened by a bin (pdm.diagnosis.baseline)."""
+    p = _env(lines, DF) - 1e-6
+    return np.maximum(p, np.maximum(np.r_[0.0, p[:-1]], np.r_[p[1:], 0.0]))
+
+
+#: A stationary line of the machine 1.6 bins above the BPFI, in its healthy spectra too.
+MACHINE_LINE = [(BPFI + 1.6 * DF, 0.01)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "label"),
+    [
+        # an inner race's carrier merged with the machine's line, its symmetric ± 1× pair
+        ([(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006)], "bearing_inner_race"),
+        # the carrier alone, or with one sideband: no train
+        ([(BPFI, 0.02)], "unknown"),
+        ([(BPFI, 0.02), (BPFI + FR, 0.006)], "unknown"),
+        # the machine's line alone
+        ([], "unknown"),
+    ],
+    ids=["pair", "carrier", "one-sided", "machine"],
+)
+def test_a_carrier_merged_with_a_line_of_the_machine_is_read_at_its_sidebands_midpoint(
+    extra: list[tuple[float, float]], label: str
+) -> None:
+    """Over the healthy spectra the carrier is found where it stands most over the line's
+    skirt, a bin away from it (135.0 Hz, the train at 135.38): on the bins found its pair is
+    2 bins askew, and main called the race a lone line — which it names without the model.
+    Its sidebands' midpoint lies within the line's main lobe: the inner race."""
+    healthy = (None, _healthy_env(MACHINE_LINE)[None])
+    env = _env(MACHINE_LINE + extra, DF)[None]
+    v = judge_channels(None, env, DF, FR, M6205, 30.0, healthy=healthy)[0]
+    assert v.label == label, v.reasons
+    if extra:
+        alone = judge_channels(None, env, DF, FR, M6205, 30.0)[0]
+        assert alone.label == label, alone.reasons

@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -430,12 +430,14 @@ def _closed_by_server(socks: list[socket.socket]) -> list[bool]:
     return closed
 
 
-def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
+def _flood(
+    host: str, port: int, n: int, *, ask: bool = False, sources: Sequence[str] = ("127.0.0.1",)
+) -> list[bool]:
     """Open ``n`` TCP connections one after another (each sending a read first when
-    ``ask``), hold them, and say which the server closed."""
+    ``ask``; from each of ``sources`` in turn), hold them, and say which the server closed."""
     held = []
-    for _ in range(n):
-        s = socket.create_connection((host, port), 5)
+    for i in range(n):
+        s = socket.create_connection((host, port), 5, source_address=(sources[i % len(sources)], 0))
         if ask:
             s.sendall(_read_request())
             s.settimeout(0.5)
@@ -452,14 +454,15 @@ def _flood(host: str, port: int, n: int, *, ask: bool = False) -> list[bool]:
 
 
 @pytest.mark.relay
-def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any) -> None:
-    """A client opening connections in a loop that poll gets MAX_CONNECTIONS of them; each
-    one more is closed at once, and the map still answers once they are gone."""
-    from pdm.publish.modbus import MAX_CONNECTIONS
+def test_one_address_holds_at_most_its_share_of_the_register_map(modbus_map: Any) -> None:
+    """A client opening connections that poll in a loop from one address holds PER_PEER of
+    them: each one more pushes out that address's connection quiet longest (a PLC that
+    reconnects after a cable fault gets in at once), and the map still answers."""
+    from pdm.publish.slots import PER_PEER
 
     closed = _flood("127.0.0.1", modbus_map.port, 40, ask=True)
-    assert closed == [False] * MAX_CONNECTIONS + [True] * (40 - MAX_CONNECTIONS)
-    assert modbus_map.turned_away == 40 - MAX_CONNECTIONS and modbus_map.pushed_out == 0
+    assert closed == [True] * (40 - PER_PEER) + [False] * PER_PEER
+    assert modbus_map.turned_away == 0 and modbus_map.pushed_out_by == {"per_peer": 40 - PER_PEER}
 
     async def read(c: Any) -> Any:
         return (await c.read_holding_registers(0, count=2, device_id=1)).registers
@@ -468,11 +471,56 @@ def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any)
 
 
 @pytest.mark.relay
+def test_the_register_map_turns_away_connections_past_its_bound(modbus_map: Any) -> None:
+    """MAX_CONNECTIONS clients that poll, each from an address of its own, are served; one
+    more from yet another address is closed at once (a swap between equals would let 33
+    addresses push the plant's client out in turn)."""
+    from pdm.publish.modbus import MAX_CONNECTIONS
+
+    sources = [f"127.0.0.{10 + i}" for i in range(MAX_CONNECTIONS + 1)]
+    closed = _flood("127.0.0.1", modbus_map.port, MAX_CONNECTIONS + 1, ask=True, sources=sources)
+    assert closed == [False] * MAX_CONNECTIONS + [True]
+    assert modbus_map.turned_away == 1 and modbus_map.pushed_out == 0
+
+
+@pytest.mark.relay
+def test_clients_that_poll_from_a_few_addresses_cannot_keep_the_plc_out(modbus_map: Any) -> None:
+    """Red team, round two: connections that poll count as busy, so 32 of them (from four
+    addresses, eight each) held every slot and the PLC was turned away. A newcomer now
+    pushes out the quietest connection of the address holding the most slots, when that is
+    at least two more than its own address holds."""
+    from pdm.publish.modbus import MAX_CONNECTIONS
+    from pdm.publish.slots import PER_PEER
+
+    sources = [f"127.0.0.{2 + i}" for i in range(MAX_CONNECTIONS // PER_PEER)]
+    held = []
+    try:
+        for i in range(MAX_CONNECTIONS):
+            s = socket.create_connection(
+                ("127.0.0.1", modbus_map.port), 5, source_address=(sources[i % len(sources)], 0)
+            )
+            s.sendall(_read_request())
+            s.settimeout(5)
+            assert s.recv(64), "each poller is answered"
+            held.append(s)
+
+        async def read(c: Any) -> Any:
+            return (await c.read_holding_registers(0, count=2, device_id=1)).registers
+
+        assert _modbus(modbus_map.port, read) == [1, 2]  # the PLC, from 127.0.0.1
+        assert sum(_closed_by_server(held)) == 1
+    finally:
+        for s in held:
+            s.close()
+    assert modbus_map.turned_away == 0 and modbus_map.pushed_out_by == {"fair_share": 1}
+
+
+@pytest.mark.relay
 def test_idle_connections_cannot_hold_the_register_map_shut(modbus_map: Any) -> None:
     """Red team: 32 connections that never asked anything held every slot for as long as
     they stayed open, and the PLC was turned away. A newcomer now pushes out the connection
     quiet longest, when it has asked nothing for QUIET_S or nothing at all."""
-    from pdm.publish.modbus import MAX_CONNECTIONS
+    from pdm.publish.slots import PER_PEER
 
     idle = [socket.create_connection(("127.0.0.1", modbus_map.port), 5) for _ in range(40)]
     try:
@@ -486,7 +534,8 @@ def test_idle_connections_cannot_hold_the_register_map_shut(modbus_map: Any) -> 
         for s in idle:
             s.close()
     assert modbus_map.turned_away == 0
-    assert modbus_map.pushed_out == 40 + 1 - MAX_CONNECTIONS
+    # (from one address: past PER_PEER each newcomer pushes out that address's quietest)
+    assert modbus_map.pushed_out == 40 + 1 - PER_PEER
 
 
 @pytest.mark.relay
@@ -871,7 +920,8 @@ def test_opcua_idle_connections_cannot_hold_the_server_shut(opcua: Any, tmp_path
     activation watchdog, again with each new wave. A newcomer now pushes out the oldest
     connection without an activated session: a client with a session keeps its slot, and a
     real client gets in while the idle ones are still open."""
-    from pdm.publish.opcua import MAX_CONNECTIONS, parse_opcua_url
+    from pdm.publish.opcua import parse_opcua_url
+    from pdm.publish.slots import PER_PEER
 
     p, _ = opcua
     host, port = parse_opcua_url(p.settings.url)
@@ -897,8 +947,47 @@ def test_opcua_idle_connections_cannot_hold_the_server_shut(opcua: Any, tmp_path
 
     newcomer_read, first_read, closed = asyncio.run(scenario())
     assert newcomer_read == first_read == "edge-1"
-    # the session, 31 idle, then each newcomer pushes out the oldest idle: 9 idle closed
-    assert closed == [True] * (40 + 2 - MAX_CONNECTIONS) + [False] * (MAX_CONNECTIONS - 2)
+    # all from one address: the session, 7 idle, then each newcomer pushes out that
+    # address's oldest idle (a session that has asked something is quieter than none)
+    assert closed == [True] * (40 + 2 - PER_PEER) + [False] * (PER_PEER - 2)
+
+
+def test_opcua_sessions_that_activate_and_sit_cannot_keep_the_plant_client_out(
+    opcua: Any, tmp_path: Path
+) -> None:
+    """Red team, round two: 40 clients that activate a session and then sit (asyncua's Client,
+    from one address) held every slot, and the plant's client was refused. One address now
+    holds at most PER_PEER slots, a newcomer from it pushing out its quietest: the plant's
+    client gets in and reads, the sitting sessions keep PER_PEER - 1 slots between them."""
+    from pdm.publish.opcua import MAX_CONNECTIONS
+    from pdm.publish.slots import PER_PEER
+
+    p, _ = opcua
+
+    async def read(c: Any) -> Any:
+        ns = await c.get_namespace_index("urn:pdm-edge")
+        return await c.get_node(f"ns={ns};s=pdm-edge/ApplianceId").read_value()
+
+    async def scenario() -> tuple[Any, int]:
+        sitting = []
+        try:
+            for _ in range(MAX_CONNECTIONS + 8):
+                c = await _client(p, tmp_path)
+                with contextlib.suppress(Exception):  # pushed out by the next one: fine
+                    await asyncio.wait_for(c.connect(), 20)
+                    sitting.append(c)
+            plant = await _client(p, tmp_path)
+            async with plant:
+                got = await read(plant)
+            return got, len(p._server.bserver.clients)
+        finally:
+            for c in sitting:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(c.disconnect(), 5)
+
+    got, held = asyncio.run(scenario())
+    assert got == "edge-1"
+    assert held <= PER_PEER
 
 
 def test_opcua_reports_each_machine_as_an_alarm_condition_to_server_event_subscribers(

@@ -61,6 +61,42 @@ def test_split_by_time_leaves_a_gap() -> None:
     assert tr[-1] == 66 and ho[0] == 70 and len(ho) == 30
 
 
+def test_snapshots_too_short_to_split_are_held_out_whole(tmp_path: Path) -> None:
+    """A rig that keeps a second every ten minutes gives recordings of one window each:
+    split one by one, they trained on nothing ("24 windows give 0 to train"); held out whole,
+    the last 30 % of them calibrate and the rest train, and a healthy snapshot the model
+    never saw is no alert."""
+    from pdm.sources.simulator import FaultSpec, SimSpec, write_recording
+
+    pl = load_pipeline(small_pipeline(tmp_path))
+    fs = pl.acquisition.sample_rate_hz
+    files = []
+    for seed in range(25):
+        spec = SimSpec(
+            fs=fs,
+            duration_s=4096 / fs,  # one window
+            rpm=1480.0,
+            channels=pl.columns,
+            seed=seed,
+            faults=(FaultSpec("unbalance", 0.05),),
+        )
+        path = tmp_path / f"snap{seed:02d}.csv"
+        write_recording(path, spec)
+        files.append(path)
+    ts = collect(files[:24], pl)
+    assert [len(x) for x in ts.per_file] == [1] * 24
+    card = train(ts, tmp_path / "m", detector="mahalanobis", alerts_per_week=1.0, holdout=0.3)
+    training = card["training"]
+    assert (training["train_windows"], training["holdout_windows"]) == (17, 7)
+    assert training["split"] == {
+        "recordings_split": 0,
+        "snapshots_trained": 17,
+        "snapshots_held_out": 7,
+    }
+    (row,) = score_file(tmp_path / "m", pl, files[24])
+    assert row["state"] == "ok", row
+
+
 def test_model_directory_holds_onnx_and_a_complete_card(trained) -> None:
     out, _, _ = trained
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]

@@ -184,6 +184,33 @@ def test_missing_column(tmp_path: Path) -> None:
     assert "'DE_g', 'FE_g'" in str(exc) and "did you mean 'DE_g'" in str(exc)
 
 
+def test_missing_column_names_a_hostile_header_in_part(tmp_path: Path) -> None:
+    # 5000 columns, one of them a 100 000-character name: the error stays one short line
+    names = [f"c{i}" for i in range(4999)] + ["x" * 100_000]
+    p = write(tmp_path, ",".join(names) + "\n" + ",".join("0" for _ in names) + "\n")
+    exc = csv_error(p, 1, "nope", columns=["nope"], fs=1)
+    text = str(exc)
+    assert len(text) < 500 and "\n" not in text, len(text)
+    assert "'c0', 'c1'" in text and "(5000 in all)" in text
+    # a bad cell under that name names the column in part
+    p = write(tmp_path, "a," + "x" * 100_000 + "\n1,oops\n")
+    with pytest.raises(CsvError) as info:
+        with CsvRecording(p, fs=1) as rec:
+            read(rec)
+    text = str(info.value)
+    assert len(text) < 300 and "'" + "x" * 40 + "…'" in text, text[:300]
+
+
+@pytest.mark.parametrize("name", ["a\x1b[31mred", "b\u202elive", "c\x85d", "e\u200bf"])
+def test_a_header_name_with_a_control_or_invisible_character_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    # names are printed to terminals (an escape sequence) and pages (a direction override)
+    p = write(tmp_path, f'x,"{name}"\n1,2\n')
+    exc = csv_error(p, 1, None, fs=1)
+    assert "header field 2 holds U+" in str(exc) and name not in str(exc)
+
+
 def test_missing_column_even_in_invalidate_mode(tmp_path: Path) -> None:
     p = write(tmp_path, "a,b\n1,2\n")
     csv_error(p, 1, "c", columns=["c"], fs=1, on_bad_data="invalidate")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pdm.errors import ConfigError
-from pdm.tools.soak import parse_duration, schedule
+from pdm.tools.soak import SoakOptions, parse_duration, run_soak, schedule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +27,20 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_are_one_line(text: str) -> None:
     with pytest.raises(ConfigError, match="--duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"), [({"machines": 0}, "--machines 0"), ({"workers": "-1"}, "--workers '-1'")]
+)
+def test_bad_options_are_refused_before_anything_starts(
+    tmp_path: Path, changes: dict[str, object], words: str
+) -> None:
+    """``--workers -1`` was refused by the service only after the soak had trained its model
+    and started its servers."""
+    opts = SoakOptions(duration_s=60.0, work_dir=tmp_path / "w", **changes)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=words):
+        run_soak(opts)
+    assert not (tmp_path / "w").exists()
 
 
 def test_the_schedule_puts_every_fault_in_each_cycle_and_ends_before_the_end() -> None:

@@ -125,5 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (PdmError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"pdm-edge: error: {msg}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from pdm.sources.simulator.signals import (
     simulate,
 )
 from pdm.sources.simulator.specs import (
+    MAX_RECORDING_VALUES,
     SimSpec,
 )
 from pdm.sources.simulator.truth import (
@@ -114,6 +115,14 @@ def write_recording(
         fmt = "csv.gz" if p.name.endswith(".gz") else "csv"
     if fmt not in get_args(CsvFormat):
         raise ConfigError(f"fmt={fmt!r} must be one of {get_args(CsvFormat)}")
+    values = spec.fs * spec.duration_s * len(spec.channels)
+    if not values <= MAX_RECORDING_VALUES:  # --duration 1e12 asked for 364 PiB
+        raise ConfigError(
+            f"duration_s={spec.duration_s:g} at fs={spec.fs:g} on {len(spec.channels)} channel(s) "
+            f"is {values:.3g} values; a recording holds at most {MAX_RECORDING_VALUES:,} "
+            f"({MAX_RECORDING_VALUES / (spec.fs * len(spec.channels)):.4g} s here): write "
+            "less, or stream it with 'pdm-edge run --simulate'"
+        )
     raw = _csv_text(spec, simulate(spec), time_column).encode("ascii")
     try:
         atomic_write(p, _gzip_bytes(raw) if fmt == "csv.gz" else raw)

@@ -27,6 +27,15 @@ MAX_CHUNK_SAMPLES = 2**22
 #: Standard gravity, m/s² per g.
 G0 = 9.80665
 
+#: The largest amplitude, noise or bias a spec may ask for, g: beyond ±1e6 g no accelerometer
+#: reads, and a reader takes such samples for no measurement (README, "Recordings").
+MAX_G = 1e6
+
+#: The most values (samples × channels) one recording file may hold: it is built in memory
+#: (float64 samples, then ~12 bytes of text a value), 50 M ≈ 1 GB at the peak; e.g. 10 min of
+#: three channels at 25.6 kHz is 46 M. Longer runs: several files, or ``run --simulate``.
+MAX_RECORDING_VALUES = 50_000_000
+
 FaultKind = Literal["unbalance", "misalignment", "looseness", "bpfo", "bpfi", "bsf", "ftf"]
 SensorFaultKind = Literal["flatline", "clipping", "dropout"]
 
@@ -75,7 +84,7 @@ class FaultSpec:
     def __post_init__(self) -> None:
         if self.kind not in get_args(FaultKind):
             raise ConfigError(f"fault kind={self.kind!r} must be one of {get_args(FaultKind)}")
-        check_finite("amplitude_g", self.amplitude_g, minimum=0.0)
+        check_finite("amplitude_g", self.amplitude_g, minimum=0.0, maximum=MAX_G)
         check_finite("onset_s", self.onset_s, minimum=0.0)
         check_finite("ramp_s", self.ramp_s, minimum=0.0)
 
@@ -136,7 +145,7 @@ class TransientSpec:
 
     def __post_init__(self) -> None:
         check_finite("time_s", self.time_s, minimum=0.0)
-        check_finite("amplitude_g", self.amplitude_g, minimum=0.0)
+        check_finite("amplitude_g", self.amplitude_g, minimum=0.0, maximum=MAX_G)
 
 
 @dataclass(frozen=True)
@@ -212,21 +221,21 @@ class SimSpec:
         # Accept lists (e.g. from JSON) but store tuples, so a spec stays hashable.
         for name in ("channels", "faults", "sensor_faults", "transients"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        check_finite("fs", self.fs, minimum=0.0, strict=True)
+        check_finite("fs", self.fs, minimum=0.0, strict=True, maximum=10e6)
         if not (self.duration_s > 0 and not math.isnan(self.duration_s)):
             raise ConfigError(f"duration_s={self.duration_s} must be > 0")
-        check_finite("rpm", self.rpm, minimum=0.0, strict=True)
+        check_finite("rpm", self.rpm, minimum=0.0, strict=True, maximum=200_000)
         if not isinstance(self.bearing, BearingGeometry):
             raise ConfigError(f"bearing={self.bearing!r} must be a BearingGeometry")
         if not self.channels or len(set(self.channels)) != len(self.channels):
             raise ConfigError(f"channels={self.channels!r} must be non-empty and unique")
-        check_finite("noise_rms_g", self.noise_rms_g, minimum=0.0)
+        check_finite("noise_rms_g", self.noise_rms_g, minimum=0.0, maximum=MAX_G)
         check_finite("resonance_hz", self.resonance_hz, minimum=0.0, strict=True)
         if self.resonance_hz >= self.fs / 2:
             raise ConfigError(
                 f"resonance_hz={self.resonance_hz} must be below Nyquist ({self.fs / 2} Hz)"
             )
-        check_finite("dc_bias_g", self.dc_bias_g)
+        check_finite("dc_bias_g", self.dc_bias_g, minimum=-MAX_G, maximum=MAX_G)
         check_finite("start_time", self.start_time)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be an int >= 0")
@@ -280,12 +289,19 @@ class SimSpec:
 
 
 def check_finite(
-    name: str, value: float, *, minimum: float | None = None, strict: bool = False
+    name: str,
+    value: float,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    maximum: float | None = None,
 ) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{name}={value!r} must be a finite number")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise ConfigError(f"{name}={value} must be {'>' if strict else '>='} {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value:g} must be <= {maximum:g}")
 
 
 def sample_index(t_s: float, fs: float) -> int:
