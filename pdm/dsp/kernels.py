@@ -651,6 +651,9 @@ _FALSE_LINE = 1e-3
 #: lone 1× and a lone line in the 3× range is read as the 1×, which a shaft always has).
 _MAINS_WEIGHT = 0.5
 _NO_DEFECTS = np.zeros(0, dtype=np.float64)
+#: A 1× this far above its floor, no defect line's, anchors a speed: its suspect lines then
+#: count (noise reaches it at one given bin about once in a thousand windows).
+_ANCHOR_DB = 10.0
 _ORDER_WEIGHT = 0.01
 
 
@@ -768,6 +771,7 @@ def _speeds(  # pragma: no cover - compiled
             ref_hz = speed
             ref_mains = True
             sus_r = 0.0  # the highest of its lines a defect could make
+            anchor = False  # a 1× of its own, clear of noise and of every defect line
             for i in range(n_r):
                 h = ranges[i, 0]
                 best_e = 0.0
@@ -785,15 +789,17 @@ def _speeds(  # pragma: no cover - compiled
                         best_e = e
                         best_r = 10.0 ** (line_db[j] / 10.0)
                         best_sus = line_suspect[j]
+                    if h == 1 and not line_suspect[j] and line_db[j] >= _ANCHOR_DB:
+                        anchor = True
                     # The speed is read off the one of these lines that reads it best
                     # and is not electrical (an electrical one only when all are): an
                     # interpolated peak is off by ~1/√SNR of a bin, divided by h in the
                     # speed, so the line of highest h²·SNR (dB + 20·log10 h).
                     rank = line_db[j] + 20.0 * math.log10(h)
-                    if (ref_mains and not line_mains[j]) or (
-                        ref_mains == line_mains[j] and rank > ref_db
-                    ):
-                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, line_mains[j]
+                    # (Nor one a named bearing's defect could make, where another reads it.)
+                    weak = line_mains[j] or line_suspect[j]
+                    if (ref_mains and not weak) or (ref_mains == weak and rank > ref_db):
+                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, weak
                 score += best_e
                 height += best_r
                 if best_sus:
@@ -802,7 +808,7 @@ def _speeds(  # pragma: no cover - compiled
             # not let a speed stand on its own, nor with a noise bin beside it at another
             # order (a 6 dB line within half a bin of 1× or 2× is common; the lines that
             # agree must stand out of the noise by themselves).
-            if height - sus_r >= admit and score > best_score:
+            if (anchor or height - sus_r >= admit) and height >= admit and score > best_score:
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
