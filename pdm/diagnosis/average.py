@@ -137,6 +137,8 @@ class AverageState:
     ref_shaft_hz, mean_shaft_hz : the segment's reference speed and the windows' mean, Hz
     band : the envelope average's demodulation band, Hz
     segment : :attr:`SpectrumAverage.segments` then
+    searched : the windows' speeds were searched (not given)
+    tracked : windows averaged whose searched speed stood (a measurement)
     """
 
     acc: F64 | None
@@ -150,6 +152,8 @@ class AverageState:
     mean_shaft_hz: float
     band: tuple[float, float] | None
     segment: int
+    searched: bool = False
+    tracked: int = 0
 
 
 class SpectrumAverage:
@@ -220,6 +224,8 @@ class SpectrumAverage:
         self.ref_shaft_hz = math.nan
         self.mean_shaft_hz = math.nan
         self.band: tuple[float, float] | None = None
+        self.searched = False
+        self.tracked = 0
         self._pending_hz = math.nan  # the first speed of a run off the reference
         self._pending_run = 0  # windows in that run
         # The reference speed is confirmed (two measured readings from windows sharing no
@@ -274,6 +280,8 @@ class SpectrumAverage:
             self.mean_shaft_hz,
             self.band,
             self.segments,
+            self.searched,
+            self.tracked,
         )
 
     # -- one window ----------------------------------------------------------------------
@@ -400,6 +408,9 @@ class SpectrumAverage:
                 self._level[1] + w * (le - self._level[1]),
             )
         self.count += 1
+        searched = math.isfinite(nominal_hz)
+        self.searched = self.searched or searched
+        self.tracked += searched and measured
         self.mean_shaft_hz += (shaft_hz - self.mean_shaft_hz) / min(self.count, self.n_mem)
         a_acc = 1.0 / min(self.count, self.n_mem)
         if env is not None:

@@ -52,9 +52,10 @@ from pdm.diagnosis.confidence import confidence
 from pdm.diagnosis.evidence import ChannelVerdict, FamilyEvidence
 from pdm.diagnosis.machine import Transmission, transmitted
 from pdm.diagnosis.rules import Rules
-from pdm.diagnosis.shaft_speed import refine_speed
+from pdm.diagnosis.shaft_speed import read_speed
 from pdm.diagnosis.silence import Signal, Silence
 from pdm.diagnosis.verdict import MIN_INDEPENDENT_WINDOWS, judge_channels, names_bearing_defect
+from pdm.dsp.bearings import defect_line_orders
 from pdm.dsp.features import ChannelSpec, FeatureFrame
 
 __all__ = [
@@ -110,6 +111,11 @@ class ChannelDiagnosis:
     bearing : the designation of the channel's bearing ('' when none or not catalogued)
     transmission : when the channel's bearing verdict is another sensor's fault seen here
         (:mod:`pdm.diagnosis.machine`): where from and why; the label is then ``unknown``
+    shaft_speed_source : what ``shaft_speed_rpm`` rests on: ``"spectrum"`` (the shaft's
+        lines in the averaged spectra read it), ``"tracked"`` (no such line; the windows'
+        searched speeds that stood), ``"given"`` (no such line; the speed given, as given),
+        ``"nominal"`` (searched, and nothing stood out anywhere: the nominal speed — no
+        measurement)
     """
 
     channel: str
@@ -122,6 +128,7 @@ class ChannelDiagnosis:
     k_eff: float
     bearing: str = ""
     transmission: Transmission | None = None
+    shaft_speed_source: str = "given"
 
     @property
     def transmitted_from(self) -> str:
@@ -145,6 +152,7 @@ class ChannelDiagnosis:
         head = (
             f"{self.channel}: {self.windows} windows averaged ({self.k_eff:.1f} independent) "
             f"at {self.shaft_speed_rpm:.1f} r/min"
+            + (" (nominal: no speed measured)" if self.shaft_speed_source == "nominal" else "")
             + (f", envelope {band[0]:.0f}–{band[1]:.0f} Hz" if band is not None else "")
         )
         t = self.transmission
@@ -163,6 +171,7 @@ class ChannelDiagnosis:
             "shaft_speed_rpm": round(self.shaft_speed_rpm, 2)
             if math.isfinite(self.shaft_speed_rpm)
             else None,
+            "shaft_speed_source": self.shaft_speed_source,
             "envelope_band_hz": [round(x, 1) for x in self.envelope_band_hz]
             if self.envelope_band_hz
             else None,
@@ -314,6 +323,11 @@ class DiagnosisEngine:
             key = tuple(mult.values()) if mult is not None else None
             groups.setdefault(key, ([], mult))[0].append(c)
         self._groups = [(np.array(rows), mult) for rows, mult in groups.values()]
+        # Where any named bearing may put a line of its own, in shaft orders: such a line
+        # alone does not read the running speed (:func:`read_speed`).
+        self._defect_orders = defect_line_orders(
+            [mult for _rows, mult in groups.values() if mult is not None], self.rules.harmonics
+        )
         self.judge_every = judge_every or max(
             1, round(ROUTINE_TIME_CONSTANTS * self._average.n_mem)
         )
@@ -531,7 +545,13 @@ class DiagnosisEngine:
         acc, env = avg.acc, avg.env
         # Lines are placed by the speed the averaged spectra show (a given speed is rarely
         # exactly the running speed), within the order tolerance of the segment's speed.
-        fr = refine_speed(acc, avg.df, avg.ref_shaft_hz, self.rules)
+        fr, read = read_speed(acc, avg.df, avg.ref_shaft_hz, self.rules, self._defect_orders)
+        source = (
+            "spectrum" if read
+            else "given" if not avg.searched
+            else "tracked" if avg.tracked
+            else "nominal"
+        )  # fmt: skip
         # The averages are in the shaft orders of the segment's speed (its assumed one, then
         # the median of its first readings: every later window re-indexed by its tracked
         # speed over that), so ``fr`` places lines on them; in hertz the machine ran at that
@@ -609,7 +629,7 @@ class DiagnosisEngine:
                 env_h,
             )  # fmt: skip
         per = [
-            _channel(ch, v, avg, shaft_hz, t)
+            _channel(ch, v, avg, shaft_hz, t, source)
             for ch, v, t in zip(self.channels, verdicts, moved, strict=True)
             if v is not None
         ]
@@ -741,6 +761,7 @@ def _channel(
     avg: AverageState,
     shaft_hz: float,
     moved: Transmission | None,
+    source: str = "given",
 ) -> ChannelDiagnosis:
     d = ChannelDiagnosis(
         ch.name,
@@ -752,6 +773,7 @@ def _channel(
         avg.count,
         avg.k_acc,
         _designation(ch),
+        shaft_speed_source=source,
     )
     if moved is not None:  # another sensor's fault seen here: no fault of this bearing
         d = dataclasses.replace(d, label="unknown", confidence=0.0, transmission=moved)

@@ -24,7 +24,7 @@ import functools
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -36,6 +36,7 @@ __all__ = [
     "BearingGeometry",
     "BearingTableError",
     "basic_designation",
+    "defect_line_orders",
     "geometry_from_multiples",
     "lookup_bearing",
     "parse_bearing_table",
@@ -96,6 +97,33 @@ class BearingGeometry:
     def defect_frequencies_hz(self, shaft_hz: float) -> dict[str, float]:
         """Defect frequencies in Hz at shaft frequency ``shaft_hz`` (Hz, = rpm/60)."""
         return {k: m * shaft_hz for k, m in self.defect_multiples().items()}
+
+
+def defect_line_orders(
+    multiples: Iterable[Mapping[str, float]], harmonics: int = 3
+) -> tuple[float, ...]:
+    """The shaft orders at which bearings with defect orders ``multiples`` (each a
+    :meth:`BearingGeometry.defect_multiples`) may put a line of their own in the acceleration
+    spectrum: BPFO, BPFI, BSF and 2×BSF, each times 1 … ``harmonics`` (the harmonics every
+    defect family is read at), and FTF, sorted. The running-speed readings must not take one
+    of these for a shaft order on its own (docs/diagnosis.md §1, the running speed).
+
+    FTF's harmonics are left out: a cage's rate shows as a modulation (sidebands, and lines
+    of the envelope spectrum), not as a comb of lines standing out of the acceleration
+    spectrum, and its 3rd harmonic (1.1–1.3 × shaft) within the search's range, the slip and
+    half a coarse bin would make the one line every shaft has suspect: a 6203 at 1480 r/min
+    sampled at 51.2 kHz in 16384 samples (8 bins per order), its 1× 35 dB over the floor,
+    then had a searched speed stand in 1 of 24 windows.
+
+    >>> [round(x, 3) for x in defect_line_orders([BEARINGS["6203"].defect_multiples()], 1)]
+    [0.382, 1.994, 3.053, 3.988, 4.947]
+    """
+    out: list[float] = []
+    for m in multiples:
+        for rate in (m["bpfo"], m["bpfi"], m["bsf"], 2.0 * m["bsf"]):
+            out.extend(j * rate for j in range(1, harmonics + 1))
+        out.append(m["ftf"])
+    return tuple(sorted(out))
 
 
 def geometry_from_multiples(

@@ -25,8 +25,10 @@ Features, per channel (acceleration in g throughout; names carry units):
                             harmonic, searched within ± slip tolerance
 ==========================  =====================================================
 
-and per window: ``shaft_speed_rpm`` (given, or found in the spectrum) and the
-envelope band used. ``iso_zone`` (A–D) is derived from ``velocity_rms_mm_s``.
+and per window: ``shaft_speed_rpm`` (given, or found in the spectrum: the speed the order
+and defect features were read at), ``speed_measured`` (False when the speed was searched and
+none stood out: ``shaft_speed_rpm`` is then the strongest harmonic's peak, no measurement)
+and the envelope band used. ``iso_zone`` (A–D) is derived from ``velocity_rms_mm_s``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
-from pdm.dsp.bearings import DEFECTS, BearingGeometry
+from pdm.dsp.bearings import DEFECTS, BearingGeometry, defect_line_orders
 from pdm.dsp.envelope import (
     BandChoice,
     BandSchedule,
@@ -160,7 +162,8 @@ class FeatureFrame:
     nominal_speed_rpm: float = math.nan
 
     def as_dicts(self) -> list[dict[str, float | str | None]]:
-        """One dict per channel: ``channel``, every feature, ``iso_zone``, ``shaft_speed_rpm``."""
+        """One dict per channel: ``channel``, every feature, ``iso_zone``, ``shaft_speed_rpm``,
+        ``speed_measured``."""
         zones = self.iso_zones
         out: list[dict[str, float | str | None]] = []
         for c, ch in enumerate(self.channels):
@@ -171,6 +174,7 @@ class FeatureFrame:
             row["shaft_speed_rpm"] = (
                 self.shaft_speed_rpm if math.isfinite(self.shaft_speed_rpm) else None
             )
+            row["speed_measured"] = self.speed_measured
             row["env_band_lo_hz"], row["env_band_hi_hz"] = self.envelope_band_hz
             out.append(row)
         return out
@@ -429,6 +433,14 @@ class FeatureExtractor:
                 if k_hi >= k_lo:
                     ranges.append((h, k_lo, k_hi))
         self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
+        # Where the channels' bearings may put lines of their own, in shaft orders: one of
+        # these alone lets no searched speed stand (:func:`shaft_speeds_into`).
+        self._defect_orders = np.array(
+            defect_line_orders(
+                ch.bearing.defect_multiples() for ch in self.channels if ch.bearing is not None
+            ),
+            dtype=np.float64,
+        )
         # What decides the numbers of the stages a pass shares (see batch_key). Left out is
         # what each part of a pass brings along: its channels' bearings, its speed (fixed,
         # searched in its own range, or unknown) and what the speed sizes — the envelope's
@@ -923,7 +935,8 @@ class FeatureExtractor:
         of ``h·speed``, each capped at 20 dB (one strong line alone — a 2×LF line, a blade
         pass — cannot outvote two agreeing ones) and halved on an electrical line
         (multiples of 100 and 120 Hz). A proposal stands when noise would rarely make its
-        lines; the best one's speed is read off its agreeing line that reads it best (a
+        lines, the strongest that a defect of the channels' bearings could make left out (an
+        8-element bearing's BPFO at 3.04-3.06 × alone read a speed 1-2 % high); the best one's speed is read off its agreeing line that reads it best (a
         higher harmonic divides the error by its order). None stands: the strongest
         harmonic's peak, and the window's ``measured`` is False (a speed given: True).
         (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
@@ -950,6 +963,7 @@ class FeatureExtractor:
             shaft_speeds_into(
                 spec.view(np.float32), len(self.channels), self._speed_ranges, self.df,
                 (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins, measured,
+                self._defect_orders, self.slip_tolerance,
             )  # fmt: skip
             return
         if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum
