@@ -1326,7 +1326,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--actions", choices=("live", "dry-run"), default="live")
     p.add_argument(
         "--silence-s",
-        type=_seconds(0, 86_400),
+        type=_seconds(0, 30 * 86_400),  # a sensor that sends a block a day, or "never silent"
         default=5.0,
         metavar="S",
         help="source silent → sensor_fault",

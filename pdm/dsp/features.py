@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
-from pdm.dsp.bearings import DEFECTS, BearingGeometry, defect_line_orders
+from pdm.dsp.bearings import DEFECTS, BearingGeometry
 from pdm.dsp.envelope import (
     BandChoice,
     BandSchedule,
@@ -433,14 +433,6 @@ class FeatureExtractor:
                 if k_hi >= k_lo:
                     ranges.append((h, k_lo, k_hi))
         self._speed_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 3)
-        # Where the channels' bearings may put lines of their own, in shaft orders: one of
-        # these alone lets no searched speed stand (:func:`shaft_speeds_into`).
-        self._defect_orders = np.array(
-            defect_line_orders(
-                ch.bearing.defect_multiples() for ch in self.channels if ch.bearing is not None
-            ),
-            dtype=np.float64,
-        )
         # What decides the numbers of the stages a pass shares (see batch_key). Left out is
         # what each part of a pass brings along: its channels' bearings, its speed (fixed,
         # searched in its own range, or unknown) and what the speed sizes — the envelope's
@@ -935,8 +927,7 @@ class FeatureExtractor:
         of ``h·speed``, each capped at 20 dB (one strong line alone — a 2×LF line, a blade
         pass — cannot outvote two agreeing ones) and halved on an electrical line
         (multiples of 100 and 120 Hz). A proposal stands when noise would rarely make its
-        lines, the strongest that a defect of the channels' bearings could make left out (an
-        8-element bearing's BPFO at 3.04-3.06 × alone read a speed 1-2 % high); the best one's speed is read off its agreeing line that reads it best (a
+        lines; the best one's speed is read off its agreeing line that reads it best (a
         higher harmonic divides the error by its order). None stands: the strongest
         harmonic's peak, and the window's ``measured`` is False (a speed given: True).
         (:func:`pdm.dsp.kernels.shaft_speeds_hz`; docs/benchmarks.md.)
@@ -963,7 +954,6 @@ class FeatureExtractor:
             shaft_speeds_into(
                 spec.view(np.float32), len(self.channels), self._speed_ranges, self.df,
                 (lo / 60.0, hi / 60.0), self._nominal_rpm / 60.0, valid, hz, bins, measured,
-                self._defect_orders, self.slip_tolerance,
             )  # fmt: skip
             return
         if self.rpm is None and self.rpm_range is not None:  # no harmonic fits the spectrum

@@ -650,10 +650,6 @@ _FALSE_LINE = 1e-3
 #: (a slight preference for the series whose evidence sits lower: equal evidence from a
 #: lone 1× and a lone line in the 3× range is read as the 1×, which a shaft always has).
 _MAINS_WEIGHT = 0.5
-_NO_DEFECTS = np.zeros(0, dtype=np.float64)
-#: A 1× this far above its floor, no defect line's, anchors a speed: its suspect lines then
-#: count (noise reaches it at one given bin about once in a thousand windows).
-_ANCHOR_DB = 10.0
 _ORDER_WEIGHT = 0.01
 
 
@@ -667,20 +663,12 @@ def _speeds(  # pragma: no cover - compiled
     hi_hz: float,
     nominal_hz: float,
     mains: npt.NDArray[np.float64],
-    defects: npt.NDArray[np.float64],
-    slip: float,
     valid: npt.NDArray[np.bool_],
     out: npt.NDArray[np.float64],
     bins: npt.NDArray[np.float64],
     stood: npt.NDArray[np.bool_],
 ) -> None:
     n_r = ranges.shape[0]
-    # A line a named bearing's defect could make at a speed the search admits (within 2 %
-    # of the range, the defect up to ``slip`` off kinematics, half a bin): it may be that
-    # bearing's and not this order's (an 8-element bearing's BPFO at 3.04-3.06 ×, its BSF
-    # at 1.96-2.0 ×), so a speed must stand without it (below).
-    d_lo = lo_hz * 0.98 * (1.0 - slip)
-    d_hi = hi_hz * 1.02 * (1.0 + slip)
     n_bins = v.shape[1] // 2
     # Each range's floor is the median of its bins and twice as many (at least 24) either
     # side: the main lobes of the shaft's lines (4 bins each) and of any tone near them
@@ -709,7 +697,6 @@ def _speeds(  # pragma: no cover - compiled
     line_h = np.empty(searched, dtype=np.int64)
     line_db = np.empty(searched, dtype=np.float64)
     line_mains = np.empty(searched, dtype=np.bool_)
-    line_suspect = np.empty(searched, dtype=np.bool_)
     for w in range(out.shape[0]):
         if not valid[w]:  # not a measurement: the nominal speed
             out[w] = nominal_hz
@@ -749,10 +736,6 @@ def _speeds(  # pragma: no cover - compiled
                 line_h[n_lines] = h
                 line_db[n_lines] = db
                 line_mains[n_lines] = on
-                sus = False
-                for d in defects:
-                    sus = sus or (d * d_lo - 0.5 * df <= f <= d * d_hi + 0.5 * df)
-                line_suspect[n_lines] = sus
                 n_lines += 1
         # Every line proposes the speed f/h. Per harmonic, the proposal's
         # evidence is its best line within half a bin of h·speed: the line's height
@@ -770,13 +753,10 @@ def _speeds(  # pragma: no cover - compiled
             ref_db = -math.inf
             ref_hz = speed
             ref_mains = True
-            sus_r = 0.0  # the highest of its lines a defect could make
-            anchor = False  # a 1× of its own, clear of noise and of every defect line
             for i in range(n_r):
                 h = ranges[i, 0]
                 best_e = 0.0
                 best_r = 0.0
-                best_sus = False
                 for j in range(n_lines):
                     off = abs(line_hz[j] - h * speed) / df
                     if line_h[j] != h or off >= 0.5:
@@ -788,27 +768,18 @@ def _speeds(  # pragma: no cover - compiled
                     if e > best_e:
                         best_e = e
                         best_r = 10.0 ** (line_db[j] / 10.0)
-                        best_sus = line_suspect[j]
-                    if h == 1 and not line_suspect[j] and line_db[j] >= _ANCHOR_DB:
-                        anchor = True
                     # The speed is read off the one of these lines that reads it best
                     # and is not electrical (an electrical one only when all are): an
                     # interpolated peak is off by ~1/√SNR of a bin, divided by h in the
                     # speed, so the line of highest h²·SNR (dB + 20·log10 h).
                     rank = line_db[j] + 20.0 * math.log10(h)
-                    # (Nor one a named bearing's defect could make, where another reads it.)
-                    weak = line_mains[j] or line_suspect[j]
-                    if (ref_mains and not weak) or (ref_mains == weak and rank > ref_db):
-                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, weak
+                    if (ref_mains and not line_mains[j]) or (
+                        ref_mains == line_mains[j] and rank > ref_db
+                    ):
+                        ref_db, ref_hz, ref_mains = rank, line_hz[j] / h, line_mains[j]
                 score += best_e
                 height += best_r
-                if best_sus:
-                    sus_r = max(sus_r, best_r)
-            # Admitted without its strongest suspect line: a line a defect could make does
-            # not let a speed stand on its own, nor with a noise bin beside it at another
-            # order (a 6 dB line within half a bin of 1× or 2× is common; the lines that
-            # agree must stand out of the noise by themselves).
-            if (anchor or height - sus_r >= admit) and height >= admit and score > best_score:
+            if height >= admit and score > best_score:
                 best_score = score
                 best_hz = ref_hz
         out[w] = best_hz
@@ -907,8 +878,6 @@ def shaft_speeds_hz(
     df: float,
     rpm_range_hz: tuple[float, float],
     nominal_hz: float,
-    defects: npt.NDArray[np.float64] | None = None,
-    slip: float = 0.0,
 ) -> npt.NDArray[np.float64]:
     """The running speed of each window, Hz, from the summed power of its channels'
     spectra (:meth:`pdm.dsp.features.FeatureExtractor._find_speeds_hz` states the method).
@@ -920,10 +889,8 @@ def shaft_speeds_hz(
     df : bin spacing, Hz
     rpm_range_hz : the speed range, Hz; a harmonic's estimate is kept within 2 % of it
     nominal_hz : the speed when no harmonic gives one (no peak within 2 % of the range)
-    defects, slip : as for :func:`shaft_speeds_into`
 
-    A speed stands when the 1×-3× lines that agree on it are unlikely from noise (without
-    the strongest that a named bearing's defect could make: ``defects``), and the
+    A speed stands when the 1×-3× lines that agree on it are unlikely from noise, and the
     best scored (lines capped at 20 dB, electrical ones halved) wins; none stands: the
     strongest harmonic's interpolated peak, as before issue 18.
 
@@ -937,9 +904,7 @@ def shaft_speeds_hz(
     ranges = np.ascontiguousarray(ranges, dtype=np.int64)
     valid = np.ones(n_win, dtype=np.bool_)
     bins = np.empty((n_win * n_ch, 1), dtype=np.float64)
-    shaft_speeds_into(
-        v, n_ch, ranges, df, rpm_range_hz, nominal_hz, valid, out, bins, None, defects, slip
-    )
+    shaft_speeds_into(v, n_ch, ranges, df, rpm_range_hz, nominal_hz, valid, out, bins)
     return out
 
 
@@ -954,8 +919,6 @@ def shaft_speeds_into(
     out: npt.NDArray[np.float64],
     bins: npt.NDArray[np.float64],
     stood: npt.NDArray[np.bool_] | None = None,
-    defects: npt.NDArray[np.float64] | None = None,
-    slip: float = 0.0,
 ) -> None:
     """:func:`shaft_speeds_hz` into arrays the caller holds, the checks left to it (the
     feature extractor's pass: after its FFT, each numpy call it saves ran cold).
@@ -972,17 +935,8 @@ def shaft_speeds_into(
     stood : (n_windows,) bool, or None: receives whether a speed stood in each window (its
         lines unlikely from noise); False where the speed is the strongest peak's or the
         nominal (not a measurement)
-    defects : (m,) float64 or None: shaft orders of the named bearings' defect lines
-        (:func:`pdm.dsp.bearings.defect_line_orders`); a speed's lines are weighed against
-        noise without the strongest of them that one of these could make at a speed within
-        the range (± ``slip``, fraction; ± half a bin): such a line alone lets no speed stand
-    slip : how far a bearing's lines may sit from kinematics, fraction
     """
     lo_hz, hi_hz = rpm_range_hz
     if stood is None:
         stood = np.empty(out.shape[0], dtype=np.bool_)
-    d = _NO_DEFECTS if defects is None else np.ascontiguousarray(defects, dtype=np.float64)
-    _speeds(
-        v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, d, slip, valid, out,
-        bins, stood,
-    )  # fmt: skip
+    _speeds(v, n_ch, ranges, df, lo_hz, hi_hz, nominal_hz, MAINS_BASES_HZ, valid, out, bins, stood)
