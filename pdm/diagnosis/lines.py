@@ -111,8 +111,8 @@ def read_lines(
     n = p.shape[-1]
     centre = hz / df + base
     h = np.maximum(half, 1.0)
-    lo = np.maximum(np.floor(centre - h), lo_b)
-    hi = np.minimum(np.ceil(centre + h), hi_b - 2)
+    lo = np.maximum(np.rint(centre - h), lo_b)
+    hi = np.minimum(np.rint(centre + h), hi_b - 2)
     width = int(np.max(hi - lo)) + 1
     # Flat indices into p: a 1-D take is much cheaper than broadcast 2-D fancy indexing.
     flat = p.reshape(-1)

@@ -321,11 +321,13 @@ def test_a_sidebands_mirror_need_only_stand_out_of_the_floor() -> None:
 
 
 #: The carrier and the +1× sideband are found on the bins of 135.5 and 160.5 Hz (BPFI at
-#: 270.76 bins of 0.5 Hz, the comb's offset −0.4 %): the bin symmetric to the +1× about the
-#: carrier, 110.5 Hz, is the −1× search range's upper edge (its ± 1.25 bins: the speed known
-#: to 0.5 %). A line 1.3 bins above it puts its Hann skirt on that edge bin, 6 dB over the
-#: floor, rising out of the range: no local maximum, no line of the range's own.
-SKIRTED = 110.5
+#: 270.76 bins of 0.5 Hz, the comb's offset +0.06 %): the −1× is expected at 110.46 Hz, its
+#: search range ± 1.25 bins (the speed known to 0.5 %) reaching the bins 110.0–111.0 Hz. A
+#: line 1.3 bins above the range's upper edge puts its Hann skirt on that edge bin, 6 dB over
+#: the floor, rising out of the range: no local maximum, no line of the range's own. (Until
+#: 2026-12-07 the comb's offset was the lowest of its tied run, −0.4 %, and the range
+#: 109.5–110.5 Hz: the edge, and this test's line, were a bin lower.)
+SKIRTED = 111.0
 BESIDE = (SKIRTED + 1.3 * DF, 0.006)
 
 
@@ -348,6 +350,19 @@ def test_a_real_pair_beside_a_line_is_still_a_pair() -> None:
     """The same line beside the −1× range, and the real −1× sideband 1.5 bins under it: a
     local maximum of its own, the pair symmetric — the inner race."""
     lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006), BESIDE]
+    v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
+    assert v.label == "bearing_inner_race", v.reasons
+
+
+@pytest.mark.parametrize("above_bins", [1.6, 1.7, 1.8, 1.9, 2.2, 2.4])
+def test_a_real_pair_with_a_line_two_bins_beside_its_lower_sideband(above_bins: float) -> None:
+    """The real −1× sideband (110.38 Hz) and a line as strong 1.6–2.4 bins above it (beside
+    the symmetric bin 110.5 Hz): the pair is read on its own bins. A line's peak is the bin
+    nearest it, so a range of ± h bins about the expected place is the bins nearest its ends
+    (``np.rint``); taken outwards (floor and ceil) it reached half a bin further, took the
+    neighbour's peak (111.5 Hz) for the −1× and lost the pair."""
+    beside = (SKIRTED - DF + above_bins * DF, 0.006)
+    lines = [(BPFI, 0.02), (BPFI - FR, 0.006), (BPFI + FR, 0.006), beside]
     v = judge_channel(None, _env(lines, DF), DF, FR, M6205, 30.0)
     assert v.label == "bearing_inner_race", v.reasons
 
