@@ -137,6 +137,19 @@ def test_a_healthy_machine_6db_quieter_than_its_training_stays_below_the_alert(
 
 
 @pytest.mark.parametrize("kind", DETECTORS)
+def test_a_healthy_machine_whose_unbalance_fell_stays_below_the_alert(models, kind: str) -> None:
+    """The shaft's 1× down 40 % (0.03 g instead of the training's 0.05 g), the noise as in
+    training: the machine is healthier, but its signal is less a sine and more noise, so its
+    kurtosis rises towards a Gaussian's 3 (2.43 → 2.55 in the issue's probe, z ≈ 17: every
+    window in danger). Kurtosis counts only above 3 (``log_floor``): no alarm."""
+    model = models[kind]
+    for seed in SEEDS:
+        spec = dataclasses.replace(BASE, faults=(FaultSpec("unbalance", 0.03),), seed=seed)
+        s = scores(model, spec)
+        assert len(s) >= 30 and s.max() < 1.0, (kind, seed, float(s.max()))
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
 def test_a_fault_still_scores_as_before(models, kind: str) -> None:
     model = models[kind]
     bpfo = np.concatenate(
