@@ -28,7 +28,10 @@ probability ``p = alerts_per_week / windows_per_week``, from a generalised
 Pareto fit to the upper tail of the calibration scores (peaks over threshold;
 shape bounded to ±0.3, the scale the unbounded fit's), and never below the
 highest calibration score. Danger is the same at a 52× rarer rate (about once
-a year), and at least 1.5 on the normalised scale. The card states the rate,
+a year), and at least 1.5 on the normalised scale. Neither is below the score of
+the machine a little louder all over (:func:`least_alert_window`: every amplitude
+× 1.10 for the alert, × 1.25 for danger): statistics alone put a machine that
+barely moved in training in danger 5 % louder. The card states the rate,
 the data it rests on and what the data alone can support (with n calibration
 windows and no exceedance, a 95 % upper bound of 3/n per window), and warns
 when the data are too few.
@@ -75,6 +78,7 @@ __all__ = [
     "collect",
     "cross_validated_excess",
     "direction_note",
+    "least_alert_window",
     "split_by_time",
     "split_recordings",
     "train",
@@ -91,6 +95,16 @@ DANGER_MIN = 1.5
 CV_BLOCKS = 3
 #: Bound on the generalised Pareto shape fitted to a short tail sample.
 TAIL_SHAPE_BOUND = 0.3
+#: The least change of a machine's vibration amplitudes that is an alert: every amplitude
+#: 10 % above its healthy median — twice an accelerometer's calibration tolerance (±5 %),
+#: the least a change of the machine can be told from one of its sensor. Healthy running
+#: that barely moved during training (simulated snapshots: rms within 0.3 %) otherwise put
+#: the alert at a few per cent: the same machine 5 % louder was in danger on every window.
+LEAST_ALERT_AMPLITUDE_RATIO = 1.10
+#: ... and that is danger: 25 % above (ISO 10816-3's criterion II calls a change of 25 % of
+#: zone B's upper value significant; 25 % of the machine's own level is the stricter reading
+#: for a machine running below zone B).
+LEAST_DANGER_AMPLITUDE_RATIO = 1.25
 
 
 @dataclass
@@ -362,6 +376,22 @@ def tail_quantile(scores: npt.NDArray[np.float64], p: float) -> tuple[float, dic
     }
 
 
+def least_alert_window(
+    x_train: npt.ArrayLike, names: Sequence[str], ratio: float = LEAST_ALERT_AMPLITUDE_RATIO
+) -> npt.NDArray[np.float64]:
+    """The healthy median window with every vibration amplitude (``*_g``, ``*_mm_s``)
+    ``ratio`` times its median, shapes and speeds as they are: the machine a little louder
+    all over — a load, a sensor's sensitivity, a season —, the least change that is an alert
+    (:data:`LEAST_ALERT_AMPLITUDE_RATIO`) or danger. (1, d), raw feature values.
+
+    >>> least_alert_window([[0.1, 3.0, 2.0], [0.3, 3.2, 4.0]], ["x_g.rms_g", "x_g.kurtosis", "x_g.velocity_rms_mm_s"], 1.25)
+    array([[0.25, 3.1 , 3.75]])
+    """
+    x = np.median(np.asarray(x_train, dtype=np.float64), axis=0)
+    amp = np.array([n.endswith(("_g", "_mm_s")) for n in names])
+    return np.where(amp, x * ratio, x)[None, :]
+
+
 def calibrate(
     train_raw: npt.NDArray[np.float64],
     hold_raw: npt.NDArray[np.float64],
@@ -370,6 +400,8 @@ def calibrate(
     window_rate_hz: float,
     raw_sup: float | None = None,
     cal_raw: npt.NDArray[np.float64] | None = None,
+    least_raw: float | None = None,
+    least_danger_raw: float | None = None,
 ) -> dict[str, Any]:
     """Offset, span and thresholds that put the alert at 1.0; what they rest on.
 
@@ -397,8 +429,22 @@ def calibrate(
     alert_raw = max(q_alert, cal_max + 1e-9 * abs(cal_max))
     if alert_raw <= offset:
         alert_raw = offset + max(1e-6, float(np.std(train_raw)))
+    statistical = alert_raw
+    if least_raw is not None and math.isfinite(least_raw) and least_raw > alert_raw:
+        if raw_sup is not None:
+            least_raw = min(least_raw, max(alert_raw, cal_max + 0.5 * (raw_sup - cal_max)))
+        alert_raw = least_raw
     span = alert_raw - offset
-    danger = max(DANGER_MIN, (q_danger - offset) / span)
+    # Danger as far beyond the alert as the statistics put it beyond theirs, and no nearer
+    # than the least danger window.
+    danger = max(DANGER_MIN, (q_danger - offset) / (statistical - offset))
+    danger_floor = -math.inf
+    if least_danger_raw is not None and math.isfinite(least_danger_raw):
+        if raw_sup is not None:
+            least_danger_raw = min(least_danger_raw, cal_max + 0.75 * (raw_sup - cal_max))
+        danger_floor = (least_danger_raw - offset) / span
+    statistical_danger = danger
+    danger = max(danger, danger_floor)
     n = len(cal)
     what = "calibration" if cross_validated else "held-out healthy"
     warnings = []
@@ -443,6 +489,13 @@ def calibrate(
             "holdout_p99_score": float((np.percentile(hold_raw, 99) - offset) / span),
             "holdout_false_alerts": int(np.sum((hold_raw - offset) / span >= 1.0)),
             "supported_alerts_per_week_95": supported,
+            "least_alert": {
+                "amplitude_ratio": LEAST_ALERT_AMPLITUDE_RATIO,
+                "applied": bool(alert_raw > statistical),
+                "statistical_alert_score": float((statistical - offset) / span),
+                "danger_amplitude_ratio": LEAST_DANGER_AMPLITUDE_RATIO,
+                "danger_applied": bool(danger > statistical_danger),
+            },
             "note": "rates are per window before any alarm on-delay; overlapping windows are correlated",
             "warnings": warnings,
         },
@@ -504,6 +557,8 @@ def train(
     hold_raw = raw_scores(det, pre.detector_input(x_hold))
     window_rate = ts.fs / acq.hop_samples
     excess = cross_validated_excess(ts.per_file, ts.names, detector, gap, seed=seed)
+    least = least_alert_window(x_train, ts.names)
+    least_danger = least_alert_window(x_train, ts.names, LEAST_DANGER_AMPLITUDE_RATIO)
     cal = calibrate(
         train_raw,
         hold_raw,
@@ -511,6 +566,8 @@ def train(
         window_rate_hz=window_rate,
         raw_sup=det.params.get("raw_sup"),
         cal_raw=None if excess is None else float(np.median(train_raw)) + excess,
+        least_raw=float(raw_scores(det, pre.detector_input(least))[0]),
+        least_danger_raw=float(raw_scores(det, pre.detector_input(least_danger))[0]),
     )
     cal["calibration"]["direction"] = direction_note(pre)
     model = build_model(

@@ -30,7 +30,7 @@ from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import QUIET_Z, amplitude_mask, below_baseline
 from pdm.scoring.result import WindowScore
 from pdm.scoring.runtime import Model, WindowScorer
-from pdm.scoring.train import collect, train
+from pdm.scoring.train import calibrate, collect, train
 from pdm.scoring.vector import MODEL_FEATURES, direction
 from pdm.sources.simulator import FaultSpec, SimSpec, Simulator
 
@@ -42,7 +42,9 @@ BASE = SimSpec(duration_s=3.0, lsb_g=0.002)  # quantised like the fixtures
 SEEDS = (21, 22, 23)
 
 #: Median fault scores before directions (commit 4cf0a62, same cases, seeds 1–3): a fault
-#: must still score at least half of this.
+#: must still score at least half of this (the isolation forest; the other detectors' scores
+#: are normalised to an alert that the least alert window raised ~22-fold since 2026-12-07,
+#: and are held to 10 × the alert instead).
 TODAY_BPFO = {"gmm": 3040.0, "mahalanobis": 178.0, "pca": 122.0, "iforest": 0.987}
 
 
@@ -149,6 +151,65 @@ def test_a_healthy_machine_whose_unbalance_fell_stays_below_the_alert(models, ki
         assert len(s) >= 30 and s.max() < 1.0, (kind, seed, float(s.max()))
 
 
+def louder(seed: int, factor: float) -> SimSpec:
+    """The demo machine with its noise and vibration scaled by ``factor`` (> 1: louder)."""
+    return quieter(seed, factor)
+
+
+@pytest.mark.parametrize("kind", ["gmm", "mahalanobis", "pca"])
+def test_a_healthy_machine_a_little_louder_all_over_is_no_alert_and_no_danger(
+    models, kind: str
+) -> None:
+    """5 % louder (noise and vibration × 1.05: a sensor's calibration tolerance, a load, a
+    season) is no alert; 20 % louder is no danger — the least alert is 10 % louder all over
+    (``LEAST_ALERT_AMPLITUDE_RATIO``), the least danger 25 % (ISO 10816-3's significant
+    change). Before them, trained on the fixture whose running barely moves, the machine 5 %
+    louder scored 6.2–7.2: danger on every window. (The isolation forest's raw score is
+    bounded, which caps both: docs/models.md.)"""
+    model = models[kind]
+    s = scores(model, louder(SEEDS[0], 1.05))
+    assert len(s) >= 30 and s.max() < 1.0, (kind, float(s.max()))
+    s = scores(model, louder(SEEDS[0], 1.20))
+    assert s.max() < model.danger, (kind, float(s.max()), model.danger)
+
+
+@pytest.mark.parametrize("kind", ["gmm", "mahalanobis", "pca"])
+def test_a_machine_half_again_as_loud_is_in_danger(models, kind: str) -> None:
+    """Every amplitude × 1.6 (4 dB, about one ISO 10816-3 zone's ratio): danger on most
+    windows. (The isolation forest saturates far from the data and is not held to this.)"""
+    s = scores(models[kind], louder(SEEDS[1], 1.6))
+    assert np.mean(s >= models[kind].danger) > 0.9, (kind, float(np.median(s)))
+
+
+def test_calibrate_puts_alert_and_danger_no_lower_than_the_least_windows() -> None:
+    """Known answer: healthy raw scores 0…1 (median 0.5), their tail's alert ≈ 1; the least
+    alert window scores 11, the least danger window 41: the alert is 11 on the raw scale
+    (1.0 normalised), danger 41 (7.0 normalised), and the card says both floors decided."""
+    rng = np.random.default_rng(5)
+    train_raw = rng.uniform(0.0, 1.0, 400)
+    cal = rng.uniform(0.0, 1.0, 300)
+    plain = calibrate(train_raw, cal, alerts_per_week=1.0, window_rate_hz=10.0)
+    got = calibrate(
+        train_raw, cal, alerts_per_week=1.0, window_rate_hz=10.0, least_raw=11.0,
+        least_danger_raw=41.0,
+    )  # fmt: skip
+    assert got["offset"] + got["span"] == pytest.approx(11.0)
+    assert got["offset"] + got["danger"] * got["span"] == pytest.approx(41.0)
+    least = got["calibration"]["least_alert"]
+    assert least["applied"] and least["danger_applied"] and least["amplitude_ratio"] == 1.10
+    stat = plain["offset"] + plain["span"]
+    assert least["statistical_alert_score"] == pytest.approx((stat - got["offset"]) / got["span"])
+    # a least danger window nearer than the statistics' danger changes nothing
+    near = calibrate(
+        train_raw, cal, alerts_per_week=1.0, window_rate_hz=10.0, least_raw=11.0,
+        least_danger_raw=11.5,
+    )  # fmt: skip
+    assert near["danger"] > 1.05 and not near["calibration"]["least_alert"]["danger_applied"]
+    # below the statistics' alert it changes nothing
+    low = calibrate(train_raw, cal, alerts_per_week=1.0, window_rate_hz=10.0, least_raw=0.6)
+    assert low["span"] == plain["span"] and not low["calibration"]["least_alert"]["applied"]
+
+
 @pytest.mark.parametrize("kind", DETECTORS)
 def test_a_fault_still_scores_as_before(models, kind: str) -> None:
     model = models[kind]
@@ -160,7 +221,10 @@ def test_a_fault_still_scores_as_before(models, kind: str) -> None:
             for s in SEEDS
         ]
     )
-    assert np.median(bpfo) >= 0.5 * TODAY_BPFO[kind], (kind, float(np.median(bpfo)))
+    if kind == "iforest":
+        assert np.median(bpfo) >= 0.5 * TODAY_BPFO[kind], (kind, float(np.median(bpfo)))
+    else:  # normalised to an alert the least alert window raised ~22x: still 10x the alert
+        assert np.median(bpfo) >= 10.0, (kind, float(np.median(bpfo)))
     if kind != "iforest":  # the forest saturates far from the data: it did not alert before either
         assert np.min(bpfo) >= model.danger
         for fault in (FaultSpec("bpfi", 0.6), FaultSpec("bpfo", 0.2)):
