@@ -414,6 +414,34 @@ def test_a_malformed_card_is_one_located_line(
 
 
 @pytest.mark.parametrize(
+    ("score", "shown"),
+    [
+        ({"danger": math.nan}, "danger nan"),
+        ({"danger": math.inf}, "danger inf"),
+        ({"danger": -5}, "danger -5"),
+        ({"danger": 1.0}, "danger 1"),
+        ({"danger": 10**400}, "danger inf"),
+        ({"alert": 10**400}, "alert 100000000000..."),
+        ({"alert": math.nan}, "alert nan"),
+        ({"alert": 100.0}, "alert 100"),
+    ],
+    ids=["danger-nan", "danger-inf", "danger-negative", "danger-at-alert", "danger-huge-int", "alert-huge-int",
+         "alert-nan", "alert-above-danger"],
+)  # fmt: skip
+def test_a_card_whose_thresholds_cannot_work_is_refused(
+    tmp_path: Path, score: dict[str, Any], shown: str
+) -> None:
+    """Found by the files red team: these loaded, and a NaN danger never compared true (no
+    window ever reached danger), a negative one made all 147 healthy windows "danger"; only
+    a candidate upload's check refused them."""
+    d = _edit_card(tmp_path, lambda c: c["score"].update(score))
+    with pytest.raises(ModelError) as info:
+        Model.load(d, load_pipeline(DEMO_TOML), 25600.0)
+    msg = str(info.value)
+    assert msg.startswith(f"{d / 'model.json'}: thresholds ") and shown in msg, msg
+
+
+@pytest.mark.parametrize(
     "text", ["[" * 100_000, '{"schema_version": ' + "1" * 5000 + "}", "\xff\xfe"],
     ids=["deep", "huge-int", "not-utf8"],
 )  # fmt: skip
