@@ -207,3 +207,50 @@ def test_a_big_but_physical_sample_stays_a_measurement() -> None:
     x[0, 100] = 5e5
     frame: Any = ex.extract_windows([x])[0]
     assert frame.valid and np.isfinite(frame.values[:, :7]).all()
+
+
+# --------------------------------------------------------------------------- output files
+
+
+def test_an_html_page_replaces_a_link_and_a_directory_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """`score --html page.html`, page.html a symbolic link: the page was written into what it
+    pointed at; --html naming a directory was refused only after every window was scored."""
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    (tmp_path / "page.html").symlink_to(target)
+    args = ["score", FIXTURES / "healthy.csv.gz", "--model", MODEL, "-p", DEMO, "--html"]
+    proc = pdm(*args, "page.html", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert target.read_text() == "precious"
+    page = tmp_path / "page.html"
+    assert not page.is_symlink() and page.read_text().startswith("<!DOCTYPE html>")
+    (tmp_path / "adir.html").mkdir()
+    proc = pdm(*args, "adir.html", cwd=tmp_path)
+    one_line_error(proc, "--html adir.html: is a directory")
+    assert proc.stdout == ""  # refused before the first window was scored
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("stuff", "a directory of other things (no model.json); refusing to replace it"),
+        ("notes.txt", "exists and is not a directory"),
+        (".", "a directory of other things"),
+    ],
+    ids=["directory-of-things", "file", "cwd"],
+)
+def test_train_force_never_replaces_what_is_not_a_model(
+    tmp_path: Path, out: str, says: str
+) -> None:
+    """`train --out DIR --force` moved DIR aside and deleted it, whatever it held."""
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("notes")
+    proc = pdm(
+        "train", FIXTURES / "healthy.csv.gz", "-p", DEMO, "--out", out, "--force", cwd=tmp_path
+    )
+    one_line_error(proc, says)
+    assert (tmp_path / "stuff" / "thesis.tex").read_text() == "years of work"
+    assert (tmp_path / "notes.txt").read_text() == "notes"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["default_data_dir", "fsync_dir"]
+__all__ = ["default_data_dir", "fsync_dir", "output_problem", "write_text_atomic"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -21,3 +24,47 @@ def default_data_dir() -> Path:
     """Where history, spool, captures, checkpoints and operators live: ``$PDM_EDGE_DATA`` or
     ``./var``."""
     return Path(os.environ.get("PDM_EDGE_DATA") or "var")
+
+
+def output_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file cannot be written at ``path`` (a directory, no such parent), or None.
+
+    Asked before a command's work, so that an hour's replay does not end in "Is a directory".
+    """
+    p = Path(path)
+    if p.is_dir():
+        return "is a directory"
+    parent = p.parent
+    if not parent.exists():
+        return f"no such directory {parent}"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    return None
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all: a temporary sibling, fsync,
+    rename.
+
+    A file already at ``path`` is replaced only once the new one is complete (a full disk
+    or a crash leaves it as it was); a symbolic link at ``path`` is replaced by the file,
+    never written through (what it points at is left alone); a directory is refused
+    (``IsADirectoryError``). Other ``OSError`` s propagate; no temporary file is left.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(p))
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it (mkstemp: 0600)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
