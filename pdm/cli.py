@@ -144,7 +144,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pdm.alarms.state import trip_paths
     from pdm.config import check_pipeline, load_pipeline
     from pdm.scoring.card import read_card
-    from pdm.scoring.runtime import LEGACY_DIRECTIONS
+    from pdm.scoring.runtime import LEGACY_DIRECTIONS, Model
+    from pdm.scoring.train import check_model_out
 
     # The service config and the secret and TLS files it names first: one line when bad.
     table = _publish_table(args)
@@ -163,8 +164,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         model_dir = pl.model_dir
         if model_dir is not None and (model_dir / "model.json").exists():
             card = read_card(model_dir)
+            # As run will load it (graph, thresholds, hash, the card against this pipeline,
+            # its reference window): "present" said nothing of a model run then refused.
+            Model.load(model_dir, pl, pl.acquisition.sample_rate_hz)
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
+        elif model_dir is not None and pl.model.teach_in_s:
+            check_model_out(model_dir, force=False)  # where teach-in will write its model
     live = [p for p in map(load_pipeline, args.pipelines) if p.acquisition.sample_rate_hz]
     if live:  # all of them in one service, on this machine (docs/service.md, "Overload")
         from pdm.service.capacity import estimate

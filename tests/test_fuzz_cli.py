@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import resource
 import shutil
@@ -85,6 +86,14 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card = json.loads((bad_model / "model.json").read_text())
     card["onnx"]["file"] = "/dev/zero"
     (bad_model / "model.json").write_text(json.dumps(card))
+    nan_model = d / "nan-model"  # a danger threshold no score ever reaches
+    shutil.copytree(MODEL, nan_model)
+    card = json.loads((nan_model / "model.json").read_text())
+    card["score"]["danger"] = math.nan
+    (nan_model / "model.json").write_text(json.dumps(card))
+    demo = DEMO.read_text()
+    for name, path in (("nan-model.toml", nan_model), ("model-file.toml", d / "garbage.csv")):
+        (d / name).write_text(demo.replace('path = "../models/demo-pump"', f'path = "{path}"'))
     return d
 
 
@@ -106,6 +115,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("check-bigint", ["check", "bigint.toml"], ("bigint.toml:4: TOML value not accepted",)),
     ("check-garbage", ["check", "garbage.toml"], ("garbage.toml",)),
     ("check-directory", ["check", "."], ("cannot read pipeline file",)),
+    # check said "present" / "absent: teach-in learns 60 s first" and exit 0 for these:
+    ("check-model-danger-nan", ["check", "nan-model.toml"], ("nan-model/model.json: thresholds alert 1 / danger nan",)),
+    ("check-model-path-a-file", ["check", "model-file.toml"], ("garbage.csv: exists and is not a directory",)),
 ]  # fmt: skip
 
 
