@@ -442,8 +442,9 @@ def test_a_card_whose_thresholds_cannot_work_is_refused(
 
 
 @pytest.mark.parametrize(
-    "text", ["[" * 100_000, '{"schema_version": ' + "1" * 5000 + "}", "\xff\xfe"],
-    ids=["deep", "huge-int", "not-utf8"],
+    "text", ["[" * 100_000, '{"schema_version": ' + "1" * 5000 + "}", "\xff\xfe",
+             '{"schema_version": 1, "score": {"danger": 1.5, "danger": NaN}}'],
+    ids=["deep", "huge-int", "not-utf8", "duplicate-key"],
 )  # fmt: skip
 def test_a_card_that_is_not_json_is_one_line(tmp_path: Path, text: str) -> None:
     d = tmp_path / "m"
@@ -454,6 +455,8 @@ def test_a_card_that_is_not_json_is_one_line(tmp_path: Path, text: str) -> None:
     with pytest.raises(ModelError) as info:
         read_card(d)
     assert str(info.value).startswith(f"{d / 'model.json'}") and "\n" not in str(info.value)
+    if "danger" in text:
+        assert str(info.value).endswith("not valid JSON: key 'danger' appears twice")
 
 
 def test_a_card_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
