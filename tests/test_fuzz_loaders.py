@@ -509,3 +509,54 @@ def test_a_pipeline_read_stops_at_its_size_cap(path: str) -> None:
 def test_inputerror_is_a_pdmerror() -> None:
     # The CLI prints PdmError as one line and exits 2: the tests above rely on the tree.
     assert issubclass(InputError, PdmError) and issubclass(ModelError, PdmError)
+
+
+# --------------------------------------------------------------------------- secret and key files
+
+
+def _sign_with(key: str) -> None:
+    from pdm.scoring.signing import sign_bundle
+
+    sign_bundle(DEMO_MODEL, key)
+
+
+def _verify_with(key: str) -> None:
+    from pdm.scoring.signing import verify_signature
+
+    verify_signature(DEMO_MODEL, [key])
+
+
+def _api_token_from(path: str) -> None:
+    from pdm.secrets import api_token
+
+    os.environ["PDM_TEST_TOKEN_FILE"] = path
+    try:
+        api_token("PDM_TEST_TOKEN")
+    finally:
+        del os.environ["PDM_TEST_TOKEN_FILE"]
+
+
+def _publish_secret_from(path: str) -> None:
+    from pdm.publish.config import _file_secret
+
+    _file_secret(path, "PDM_TEST_UNSET", "[publish.mqtt] password_file")
+
+
+@pytest.mark.parametrize(
+    ("read", "error"),
+    [(_api_token_from, ConfigError), (_publish_secret_from, ConfigError),
+     (_sign_with, ModelError), (_verify_with, ModelError)],
+    ids=["api-token-file", "publish-secret-file", "private-key", "public-key"],
+)  # fmt: skip
+def test_a_secret_or_key_file_read_stops_at_its_cap(
+    read: Callable[[str], None], error: type[PdmError]
+) -> None:
+    """Found by the files red team: PDM_API_TOKEN_FILE=/dev/zero (a key file, a publish
+    password file) was read until memory ran out. The content is never shown."""
+
+    def load() -> None:
+        with pytest.raises(error, match=r"larger than 65,536 bytes") as info:
+            read("/dev/zero")
+        assert "\x00" not in str(info.value)
+
+    bounded(load, limit=4 << 20)

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["default_data_dir", "fsync_dir", "output_problem", "write_text_atomic"]
+__all__ = ["default_data_dir", "fsync_dir", "output_problem", "read_at_most", "write_text_atomic"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -68,3 +68,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_at_most(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The first ``limit + 1`` bytes of ``path`` at most: more than ``limit`` tells the caller
+    the file is too large, without reading it all (``/dev/zero`` named by mistake)."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)

@@ -37,10 +37,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdm.core.files import fsync_dir
+from pdm.core.files import fsync_dir, read_at_most
 from pdm.errors import ModelError
 from pdm.scoring.card import sha256_file
 from pdm.scoring.runtime import Model
+from pdm.secrets import MAX_SECRET_BYTES
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -139,9 +140,11 @@ def _load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        data = Path(path).read_bytes()
+        data = read_at_most(path, MAX_SECRET_BYTES)
     except OSError as exc:
         raise ModelError(f"{path}: cannot read private key: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SECRET_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_SECRET_BYTES:,} bytes; not a private key")
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
@@ -172,9 +175,11 @@ def _load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
     else:
         where = os.fspath(source)
         try:
-            data = Path(source).read_bytes()
+            data = read_at_most(source, MAX_SECRET_BYTES)
         except OSError as exc:
             raise ModelError(f"{where}: cannot read public key: {exc.strerror or exc}") from exc
+        if len(data) > MAX_SECRET_BYTES:
+            raise ModelError(f"{where}: larger than {MAX_SECRET_BYTES:,} bytes; not a public key")
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
