@@ -266,3 +266,21 @@ def test_train_force_never_replaces_what_is_not_a_model(
     one_line_error(proc, says)
     assert (tmp_path / "stuff" / "thesis.tex").read_text() == "years of work"
     assert (tmp_path / "notes.txt").read_text() == "notes"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[]", '{"mark_ns": "1767225601840000000"}', '{"mark_ns": true, "alarm": null}', "[" * 100_000],
+    ids=["a-list", "mark-a-string", "mark-a-bool", "deep"],
+)
+def test_a_damaged_replay_checkpoint_starts_the_file_over(tmp_path: Path, text: str) -> None:
+    """A replay checkpoint that is not what replay writes was an AttributeError or TypeError
+    traceback on the next replay of the same file."""
+    args = ["replay", FIXTURES / "healthy.csv.gz", "-p", DEMO, "--data-dir", "var"]
+    first = pdm(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (ckpt,) = (tmp_path / "var" / "replay").glob("*.json")
+    ckpt.write_text(text)
+    again = pdm(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(ckpt.read_text())["complete"] is True  # replayed whole, saved anew
