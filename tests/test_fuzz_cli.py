@@ -284,3 +284,22 @@ def test_a_damaged_replay_checkpoint_starts_the_file_over(tmp_path: Path, text: 
     again = pdm(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(ckpt.read_text())["complete"] is True  # replayed whole, saved anew
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ([], "de12k: the CWRU evaluation needs normal_*.csv, IR007_0hp.csv"),
+        (["de12k/normal_0hp.csv"], "de12k: the CWRU evaluation needs IR007_0hp.csv, OR007at6"),
+    ],
+    ids=["empty-de12k", "normal-only"],
+)
+def test_evaluate_on_an_incomplete_dataset_is_one_line_before_any_work(
+    tmp_path: Path, files: list[str], says: str
+) -> None:
+    """An empty de12k/ was a StopIteration traceback; one with the normal recording only
+    trained a model before 'IR007_0hp.csv: cannot read'."""
+    (tmp_path / "ds" / "de12k").mkdir(parents=True)
+    for name in files:
+        (tmp_path / "ds" / name).write_text("DE_g,FE_g\n0.0,0.0\n")
+    one_line_error(pdm("evaluate", "--dataset", "ds", cwd=tmp_path), says)

@@ -47,7 +47,7 @@ from pdm.config import Pipeline, load_pipeline
 from pdm.errors import InputError, ModelError
 from pdm.processing import FeatureStream, open_recording
 from pdm.scoring.card import onnx_file
-from pdm.scoring.evaluate import FAULTS, SETUPS, TRAIN_FRACTION
+from pdm.scoring.evaluate import FAULTS, SETUPS, TRAIN_FRACTION, cwru_normal
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.runtime import Model
 from pdm.scoring.train import TrainingSet, train
@@ -262,11 +262,7 @@ def _cwru(
     out: list[dict[str, Any]] = []
     for rate_dir, (window, overlap) in SETUPS.items():
         folder = dataset / rate_dir
-        normal_path = next(folder.glob("normal_*.csv"), None)
-        missing = [f for f in FAULTS if not (folder / f).is_file()]
-        if normal_path is None or missing:
-            what = ", ".join(missing or ["normal_*.csv"])
-            raise InputError(f"{folder}: the CWRU evaluation needs {what} there (see its README)")
+        normal_path = cwru_normal(folder)
         for detector in detectors:
             data = base.model_dump()
             data["acquisition"].update(window_samples=window, overlap=overlap)
