@@ -560,3 +560,19 @@ def test_a_secret_or_key_file_read_stops_at_its_cap(
         assert "\x00" not in str(info.value)
 
     bounded(load, limit=4 << 20)
+
+
+def test_the_commissioning_page_skips_hostile_cards_in_the_models_folder(tmp_path: Path) -> None:
+    """The dashboard's model list read every models/*/model.json whole with json.loads: a
+    card nested 100,000 deep was a RecursionError on the page, a huge one read whole."""
+    from pdm.dashboard.commissioning_inputs import list_models, training_files
+
+    shutil.copytree(DEMO_MODEL, tmp_path / "good")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "model.json").write_text("[" * 100_000)
+    (tmp_path / "huge").mkdir()
+    with open(tmp_path / "huge" / "model.json", "wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk
+    got = bounded(lambda: list_models(load_pipeline(DEMO_TOML), tmp_path))
+    assert [p.name for p in got if p.parent == tmp_path] == ["good"]
+    assert bounded(lambda: training_files(tmp_path / "deep")) == []

@@ -13,6 +13,7 @@ from pdm.config import Pipeline
 from pdm.core.text import listing
 from pdm.dashboard.context import REPO
 from pdm.errors import PdmError
+from pdm.scoring.card import read_card
 
 __all__ = [
     "FIXTURES",
@@ -51,10 +52,9 @@ def list_models(pipeline: Pipeline, folder: Path = MODELS) -> list[Path]:
         for d in sorted(folder.iterdir()):
             if not (d / "model.json").is_file() or (own and d.resolve() == own.resolve()):
                 continue
-            try:
-                card = json.loads((d / "model.json").read_text())
-                machine = card.get("machine", {}).get("id")
-            except (OSError, ValueError, AttributeError):
+            try:  # read_card: at most 16 MB, checked (a deep or huge file was read whole)
+                machine = read_card(d).get("machine", {}).get("id")
+            except PdmError:
                 continue
             if machine == pipeline.machine.id:
                 out.append(d)
@@ -126,9 +126,9 @@ def training_files(model_dir: Path | None) -> list[str]:
     if model_dir is None:
         return []
     try:
-        card = json.loads((model_dir / "model.json").read_text())
+        card = read_card(model_dir)
         return [
             str(f.get("file")) for f in card.get("training", {}).get("files", []) if f.get("file")
         ]
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (PdmError, AttributeError, TypeError):
         return []
