@@ -576,3 +576,20 @@ def test_the_commissioning_page_skips_hostile_cards_in_the_models_folder(tmp_pat
     got = bounded(lambda: list_models(load_pipeline(DEMO_TOML), tmp_path))
     assert [p.name for p in got if p.parent == tmp_path] == ["good"]
     assert bounded(lambda: training_files(tmp_path / "deep")) == []
+
+
+@pytest.mark.parametrize("side", ["fifo", "deep", "dev-zero"])
+def test_a_hostile_truth_sidecar_is_no_onset(tmp_path: Path, side: str) -> None:
+    """`report FILE` reads FILE's .truth.json: a FIFO there blocked for ever, nesting
+    100,000 deep was a RecursionError, a link to /dev/zero was read until memory ran out."""
+    from pdm.dashboard.commissioning_inputs import truth_onset_s
+
+    path = tmp_path / "rec.csv.gz"
+    sidecar = tmp_path / "rec.truth.json"
+    if side == "fifo":
+        os.mkfifo(sidecar)
+    elif side == "deep":
+        sidecar.write_text('{"faults": ' + "[" * 100_000)
+    else:
+        sidecar.symlink_to("/dev/zero")
+    assert bounded(lambda: truth_onset_s(path)) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -70,8 +71,18 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def read_at_most(path: str | os.PathLike[str], limit: int) -> bytes:
+def read_at_most(path: str | os.PathLike[str], limit: int, *, regular: bool = False) -> bytes:
     """The first ``limit + 1`` bytes of ``path`` at most: more than ``limit`` tells the caller
-    the file is too large, without reading it all (``/dev/zero`` named by mistake)."""
-    with open(path, "rb") as f:
+    the file is too large, without reading it all (``/dev/zero`` named by mistake).
+
+    ``regular``: refuse anything but a regular file (``OSError`` EINVAL "not a regular
+    file"), without blocking on a FIFO that has no writer (opened non-blocking, then fstat).
+    """
+    if not regular:
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         return f.read(limit + 1)

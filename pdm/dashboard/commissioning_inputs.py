@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdm.config import Pipeline
+from pdm.core.files import read_at_most
 from pdm.core.text import listing
 from pdm.dashboard.context import REPO
 from pdm.errors import PdmError
@@ -112,10 +113,10 @@ def truth_onset_s(path: Path) -> float | None:
     writes one); None without a sidecar or when every fault is there from the start."""
     stem = path.name.removesuffix(".gz").removesuffix(".csv")
     side = path.with_name(f"{stem}.truth.json")
-    try:
-        truth = json.loads(side.read_text())
+    try:  # a sidecar is a few kB; a FIFO, /dev/zero or deep nesting is no sidecar
+        truth = json.loads(read_at_most(side, 1 << 20, regular=True).decode("utf-8"))
         onsets = [float(f.get("onset_s", 0.0)) for f in truth.get("faults", [])]
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
         return None
     late = [o for o in onsets if math.isfinite(o) and o > 0]
     return max(late) if late else None
