@@ -52,6 +52,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def _type_name(elem_type: int) -> str:
+    """ONNX's element type as a word (``float``, ``double``, ``int64``)."""
+    from onnx import TensorProto
+
+    try:
+        return TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"type {elem_type}"
+
+
 def _dims(t: Any) -> list[int | str] | None:
     """A tensor type's dims (int, or the symbol's name; "" for an unknown dim), or None."""
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
@@ -124,7 +134,7 @@ def check_graph(data: bytes, n_features: int, *, where: str) -> None:
     if feats[0] != TensorProto.FLOAT or feats[1] is None or len(feats[1]) != 2 or feats[1][1] != d:
         raise ModelError(
             f"{where}: input 'features' must be float32 of (rows, {d}), "
-            f"found type {feats[0]} of {feats[1]}"
+            f"found {_type_name(feats[0])} of {feats[1]}"
         )
     if not isinstance(rows, str) or not rows:
         raise ModelError(f"{where}: input 'features' must take any number of rows, found {rows}")
@@ -132,7 +142,7 @@ def check_graph(data: bytes, n_features: int, *, where: str) -> None:
     for name, want in (("score", [rows]), ("z", [rows, d])):
         got = outputs.get(name)
         if got is None or got[0] != TensorProto.FLOAT or got[1] != want:
-            found = "none" if got is None else f"type {got[0]} of {got[1]}"
+            found = "none" if got is None else f"{_type_name(got[0])} of {got[1]}"
             raise ModelError(
                 f"{where}: output {name!r} must be float32 of {tuple(want)}, found {found}"
             )

@@ -122,7 +122,7 @@ CASES: list[tuple[str, Callable[[], bytes], str]] = [
     ("input-scalar", lambda: _model(_scored(), inputs=[_vi("features", F, [])]),
         "input 'features' must be float32 of (rows, 30)"),
     ("input-float64", lambda: _model(_scored(), inputs=[_vi("features", DBL, ["N", D])]),
-        "input 'features' must be float32"),
+        "input 'features' must be float32 of (rows, 30), found double of ['N', 30]"),
     ("input-one-row", lambda: _model(_scored(), inputs=[_vi("features", F, [1, D])]),
         "must take any number of rows"),
     ("score-renamed", lambda: _model(_scored(), outputs=[_vi("anomaly", F, ["N"]), _vi("z", F, ["N", D])]),
