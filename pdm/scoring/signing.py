@@ -226,8 +226,10 @@ def check_contents(directory: Path, *, signed: bool) -> None:
         raise ModelError(f"{directory}: {', '.join(missing)} missing from the bundle")
     extra = sorted(present - allowed)
     if extra:
+        shown = ", ".join(repr(n) if not n.isprintable() else n for n in extra[:5])
         raise ModelError(
-            f"{directory}: unexpected files in the bundle: {', '.join(extra)} "
+            f"{directory}: unexpected files in the bundle: {shown}"
+            f"{f' (and {len(extra) - 5} more)' if len(extra) > 5 else ''} "
             f"(a bundle holds {', '.join(BUNDLE_FILES)} and {SIGNATURE_FILE} only)"
         )
     for name in sorted(present & allowed):
@@ -279,10 +281,14 @@ def sign_bundle(
 def _read_signature(directory: Path) -> dict[str, Any]:
     path = directory / SIGNATURE_FILE
     try:
-        sig = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_at_most(path, MAX_SECRET_BYTES, regular=True)  # a signature is ~300 bytes
     except OSError as exc:
         raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_SECRET_BYTES:,} bytes; not a model signature")
+    try:
+        sig = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, 5,000 digits, too deep
         raise ModelError(f"{path}: not a model signature (not valid JSON)") from exc
     if not isinstance(sig, dict) or sig.get("schema_version") != SIGNATURE_SCHEMA_VERSION:
         raise ModelError(
