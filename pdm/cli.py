@@ -144,7 +144,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pdm.alarms.state import trip_paths
     from pdm.config import check_pipeline, load_pipeline
     from pdm.scoring.card import read_card
-    from pdm.scoring.runtime import LEGACY_DIRECTIONS
+    from pdm.scoring.runtime import LEGACY_DIRECTIONS, Model
+    from pdm.scoring.train import check_model_out
 
     # The service config and the secret and TLS files it names first: one line when bad.
     table = _publish_table(args)
@@ -163,8 +164,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         model_dir = pl.model_dir
         if model_dir is not None and (model_dir / "model.json").exists():
             card = read_card(model_dir)
+            # As run will load it (graph, thresholds, hash, the card against this pipeline,
+            # its reference window): "present" said nothing of a model run then refused.
+            Model.load(model_dir, pl, pl.acquisition.sample_rate_hz)
             if "direction" not in card.get("preprocess", {}):
                 print(f"  warning: the model {LEGACY_DIRECTIONS}")
+        elif model_dir is not None and pl.model.teach_in_s:
+            check_model_out(model_dir, force=False)  # where teach-in will write its model
     live = [p for p in map(load_pipeline, args.pipelines) if p.acquisition.sample_rate_hz]
     if live:  # all of them in one service, on this machine (docs/service.md, "Overload")
         from pdm.service.capacity import estimate
@@ -177,7 +183,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_html(path: str | None) -> None:
+    """Refuse an --html path that cannot be written before any work is done."""
+    if path:
+        from pdm.plots import check_page
+
+        check_page(path)
+
+
 def cmd_features(args: argparse.Namespace) -> int:
+    _check_html(args.html)
     from pdm.dsp.windows import MAX_ABS_G
     from pdm.plots import Collector
     from pdm.processing import FeatureStream, open_recording, too_short
@@ -322,8 +337,9 @@ def _model_settings(pipeline: Pipeline, **flags: float | None) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pdm.scoring.train import collect, train
+    from pdm.scoring.train import check_model_out, collect, train
 
+    check_model_out(Path(args.out), force=args.force)  # before the work, not after it
     pipeline = _pipeline_from_args(args)
     m = _model_settings(pipeline, alerts_per_week=args.alerts_per_week, holdout=args.holdout)
     detector = args.detector or m.detector
@@ -395,6 +411,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    _check_html(args.html)
     from pdm.processing import FeatureStream, open_recording, too_short
     from pdm.scoring.card import pipeline_from_card, read_card
     from pdm.scoring.stream import ScoreStream
@@ -541,6 +558,7 @@ def _diagnosis_summary(path: str, features: Any, counts: dict[str, int]) -> str:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    _check_html(args.html)
     from pdm.diagnose import diagnose_files, summary_text
 
     window = args.window  # diagnose takes --window with a pipeline file too
@@ -569,12 +587,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.html:
         from pdm.diagnose import sections as sections_of
         from pdm.diagnosis.report import html_page
+        from pdm.plots import write_page
 
         sections = [sec for r in results for sec in sections_of(r)]
-        try:
-            Path(args.html).write_text(html_page("pdm-edge diagnose", sections), encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--html {args.html}: {exc.strerror or exc}") from exc
+        write_page(args.html, html_page("pdm-edge diagnose", sections))
         print(f"{args.html}: {len(sections)} channel(s)", file=sys.stderr)
     return 0
 
@@ -610,9 +626,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else None
     if model is not None and not (model / "model.json").is_file():
         raise ConfigError(f"--model {model}: no model.json there")
+    from pdm.plots import check_page, write_page
+
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"-o {out}: no such directory {out.parent}")
+    check_page(str(out), "-o")
     tests = [_recording_arg(f) for f in args.files]
     healthy = [Path(f) for f in args.healthy or []]
     runs: list[Run] = []
@@ -639,10 +656,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     main = runs[0].res
     setting = configured_setting(main, args.quantity)
     grid = whatif_grid(runs, setting)
-    try:
-        out.write_text(build_report(main, runs=runs, setting=setting, grid=grid), encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"-o {out}: {exc.strerror or exc}") from exc
+    write_page(str(out), build_report(main, runs=runs, setting=setting, grid=grid), "-o")
     for note in main.notes:
         print(f"pdm-edge: warning: {note}", file=sys.stderr)
     diag = main.averaged.label if main.averaged is not None else main.top_diagnosis()
@@ -882,6 +896,7 @@ def _write_rows(out: TextIO, rows: list[dict[str, Any]], teach_in: Path | None =
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_html(args.html)
     from tqdm import tqdm
 
     from pdm.scoring.evaluate import evaluate_cwru, steps, text_table

@@ -57,7 +57,7 @@ def run_demo(
             f"pdm-edge demo: {pl.machine.name} ({pl.machine.id}) ← {recording.name}, "
             f"{rec.sample_rate_hz:g} Hz, channels {', '.join(pl.columns)}; "
             + (
-                f"model {model_dir} ({model.card['model']['detector']}, version {model.version})"
+                f"model {model_dir} ({model.card.get('model', {}).get('detector', 'unknown')}, version {model.version})"
                 if model
                 else "no model"
             ),

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pdm.core.files import default_data_dir
+from pdm.core.files import default_data_dir, read_at_most
 from pdm.errors import ConfigError, PdmError
 
 __all__ = [
@@ -88,6 +88,10 @@ _LOCK_BUSY_S = 10.0  # wait this long for another session's transaction
 _N, _R, _P, _DKLEN = 1 << 14, 8, 1, 32
 _MAXMEM = 64 * 2**20
 _DUMMY_SALT = b"\x00" * 16
+#: scrypt parameters an entry may carry (ours: n 2^14, r 8, p 1): a PIN check stays ~50 ms.
+_MAX_N, _MAX_R, _MAX_P = 1 << 16, 16, 4
+#: An operators file of thousands of names is ~1 MB.
+_MAX_FILE_BYTES = 4 << 20
 
 
 def _path(data_dir: Path) -> Path:
@@ -112,18 +116,22 @@ def _hash(pin: str, salt: bytes, n: int = _N, r: int = _R, p: int = _P) -> bytes
 def _load(data_dir: Path) -> dict[str, Any]:
     path = _path(data_dir)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_at_most(path, _MAX_FILE_BYTES)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the operators file: {exc.strerror or exc}") from exc
     try:
-        data = json.loads(text)
+        if len(raw) > _MAX_FILE_BYTES:
+            raise ValueError(f"larger than {_MAX_FILE_BYTES:,} bytes")
+        # Not UTF-8 (a UnicodeDecodeError) and nested too deep were tracebacks.
+        data = json.loads(raw.decode("utf-8"))
         ops = data["operators"]
         if not isinstance(ops, dict):
             raise TypeError("operators is not an object")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: the operators file is unreadable ({exc})") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:100]
+        raise ConfigError(f"{path}: the operators file is unreadable ({why})") from exc
     return ops
 
 
@@ -322,6 +330,9 @@ def verify_pin(data_dir: Path, name: str, pin: str) -> bool:
             raise ValueError("unknown")
         params = entry.get("scrypt", {})
         n, r, p = int(params.get("n", _N)), int(params.get("r", _R)), int(params.get("p", _P))
+        if not (n <= _MAX_N and r <= _MAX_R and p <= _MAX_P):
+            # maxmem bounds n·r, not p: "p": 1000000 took the dashboard's PIN check for ever.
+            raise ValueError("scrypt parameters out of range")
         salt, want = bytes.fromhex(entry["salt"]), bytes.fromhex(entry["hash"])
     except (ValueError, KeyError, TypeError, AttributeError):
         _hash(pin[:MAX_PIN] if isinstance(pin, str) else "", _DUMMY_SALT)  # the same cost

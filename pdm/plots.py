@@ -258,13 +258,25 @@ def evaluate_page(results: Sequence[dict[str, Any]], table_html: str) -> str:
     return _page("pdm-edge evaluate (CWRU)", body)
 
 
-def write_page(path: str, text: str) -> None:
-    """Write a page; a one-line :class:`ConfigError` naming ``--html`` when it cannot be."""
-    from pathlib import Path
+def check_page(path: str, flag: str = "--html") -> None:
+    """Refuse, before any work, a page path that cannot be written (a directory, no such
+    parent): one-line :class:`ConfigError` naming ``flag``."""
+    from pdm.core.files import output_problem
+    from pdm.errors import ConfigError
 
+    problem = output_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{flag} {path}: {problem}")
+
+
+def write_page(path: str, text: str, flag: str = "--html") -> None:
+    """Write a page whole or not at all (:func:`pdm.core.files.write_text_atomic`: a page
+    already there is kept until the new one is complete, a symbolic link there is replaced,
+    not written through); a one-line :class:`ConfigError` naming ``flag`` when it cannot be."""
+    from pdm.core.files import write_text_atomic
     from pdm.errors import ConfigError
 
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"--html {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from exc

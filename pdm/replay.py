@@ -32,6 +32,7 @@ from typing import Any
 
 from pdm.alarms.state import MachineAlarm
 from pdm.config import Pipeline
+from pdm.core.files import read_at_most
 from pdm.core.time import iso_ns, to_ns
 from pdm.errors import ConfigError
 from pdm.history import open_store, parse_store_url, spool_path
@@ -234,13 +235,17 @@ def _replay_one(
         mark: int | None = None
         alarm_at_mark: MachineAlarm | None = None
         if not opts.restart and ckpt.exists():
+            # A checkpoint that is not what replay writes (damaged, edited: a list, a mark
+            # that is no integer, nesting too deep) is no checkpoint: the file starts over.
             try:
-                state = json.loads(ckpt.read_text())
+                state = json.loads(read_at_most(ckpt, 1 << 20).decode("utf-8"))
                 if not state.get("complete"):
                     mark = state.get("mark_ns")
+                    if mark is not None and (type(mark) is not int or mark < 0):
+                        raise TypeError("mark_ns")
                     if state.get("alarm") is not None:
                         alarm_at_mark = MachineAlarm.from_json(state["alarm"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 mark, alarm_at_mark = None, None
         # Dry run: a re-analysis. It starts from ok (resumed: from the alarm state at its
         # checkpoint; later files: from the previous file's end) and keeps its state apart

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from urllib.parse import unquote_plus
 
+from pdm.core.files import read_at_most
 from pdm.errors import ConfigError
 
-__all__ = ["api_token", "redact_url", "secret_bytes"]
+__all__ = ["MAX_SECRET_BYTES", "api_token", "redact_url", "secret_bytes"]
 
 # Query parameters whose values are secrets in the URLs people paste (InfluxDB's token,
 # webhook signatures, API keys).
@@ -55,6 +55,10 @@ def redact_url(url: str) -> str:
     return head + sep + _PARAM.sub(_hide_secret_param, rest)
 
 
+#: A secret file holds a token, a key or a password: a few hundred bytes (a PEM key ~4 kB).
+MAX_SECRET_BYTES = 1 << 16
+
+
 def secret_bytes(env: str, what: str) -> bytes | None:
     """The secret ``env`` (or the file named by ``{env}_FILE``); None when neither is set.
 
@@ -71,11 +75,18 @@ def secret_bytes(env: str, what: str) -> bytes | None:
     if not path:
         return None
     try:
-        data = Path(path).read_bytes().rstrip(b"\r\n")
+        # At most MAX_SECRET_BYTES: /dev/zero named by mistake was read until memory ran out.
+        # (A FIFO stays allowed: `PDM_API_TOKEN_FILE=<(pass show …)` is a way to hand one over.)
+        data = read_at_most(path, MAX_SECRET_BYTES)
     except OSError as exc:
         raise ConfigError(
             f"{file_var}={path}: cannot read the {what}: {exc.strerror or exc}"
         ) from exc
+    if len(data) > MAX_SECRET_BYTES:  # the content is never shown: it may be the secret
+        raise ConfigError(
+            f"{file_var}={path}: the {what} file is larger than {MAX_SECRET_BYTES:,} bytes"
+        )
+    data = data.rstrip(b"\r\n")
     if not data:
         raise ConfigError(f"{file_var}={path}: the {what} file is empty")
     return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import resource
 import shutil
@@ -85,6 +86,14 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card = json.loads((bad_model / "model.json").read_text())
     card["onnx"]["file"] = "/dev/zero"
     (bad_model / "model.json").write_text(json.dumps(card))
+    nan_model = d / "nan-model"  # a danger threshold no score ever reaches
+    shutil.copytree(MODEL, nan_model)
+    card = json.loads((nan_model / "model.json").read_text())
+    card["score"]["danger"] = math.nan
+    (nan_model / "model.json").write_text(json.dumps(card))
+    demo = DEMO.read_text()
+    for name, path in (("nan-model.toml", nan_model), ("model-file.toml", d / "garbage.csv")):
+        (d / name).write_text(demo.replace('path = "../models/demo-pump"', f'path = "{path}"'))
     return d
 
 
@@ -106,6 +115,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("check-bigint", ["check", "bigint.toml"], ("bigint.toml:4: TOML value not accepted",)),
     ("check-garbage", ["check", "garbage.toml"], ("garbage.toml",)),
     ("check-directory", ["check", "."], ("cannot read pipeline file",)),
+    # check said "present" / "absent: teach-in learns 60 s first" and exit 0 for these:
+    ("check-model-danger-nan", ["check", "nan-model.toml"], ("nan-model/model.json: thresholds alert 1 / danger nan",)),
+    ("check-model-path-a-file", ["check", "model-file.toml"], ("garbage.csv: exists and is not a directory",)),
 ]  # fmt: skip
 
 
@@ -207,3 +219,87 @@ def test_a_big_but_physical_sample_stays_a_measurement() -> None:
     x[0, 100] = 5e5
     frame: Any = ex.extract_windows([x])[0]
     assert frame.valid and np.isfinite(frame.values[:, :7]).all()
+
+
+# --------------------------------------------------------------------------- output files
+
+
+def test_an_html_page_replaces_a_link_and_a_directory_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """`score --html page.html`, page.html a symbolic link: the page was written into what it
+    pointed at; --html naming a directory was refused only after every window was scored."""
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    (tmp_path / "page.html").symlink_to(target)
+    args = ["score", FIXTURES / "healthy.csv.gz", "--model", MODEL, "-p", DEMO, "--html"]
+    proc = pdm(*args, "page.html", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert target.read_text() == "precious"
+    page = tmp_path / "page.html"
+    assert not page.is_symlink() and page.read_text().startswith("<!DOCTYPE html>")
+    (tmp_path / "adir.html").mkdir()
+    proc = pdm(*args, "adir.html", cwd=tmp_path)
+    one_line_error(proc, "--html adir.html: is a directory")
+    assert proc.stdout == ""  # refused before the first window was scored
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("stuff", "a directory of other things (no model.json); refusing to replace it"),
+        ("notes.txt", "exists and is not a directory"),
+        (".", "a directory of other things"),
+    ],
+    ids=["directory-of-things", "file", "cwd"],
+)
+def test_train_force_never_replaces_what_is_not_a_model(
+    tmp_path: Path, out: str, says: str
+) -> None:
+    """`train --out DIR --force` moved DIR aside and deleted it, whatever it held."""
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("notes")
+    proc = pdm(
+        "train", FIXTURES / "healthy.csv.gz", "-p", DEMO, "--out", out, "--force", cwd=tmp_path
+    )
+    one_line_error(proc, says)
+    assert (tmp_path / "stuff" / "thesis.tex").read_text() == "years of work"
+    assert (tmp_path / "notes.txt").read_text() == "notes"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[]", '{"mark_ns": "1767225601840000000"}', '{"mark_ns": true, "alarm": null}', "[" * 100_000],
+    ids=["a-list", "mark-a-string", "mark-a-bool", "deep"],
+)
+def test_a_damaged_replay_checkpoint_starts_the_file_over(tmp_path: Path, text: str) -> None:
+    """A replay checkpoint that is not what replay writes was an AttributeError or TypeError
+    traceback on the next replay of the same file."""
+    args = ["replay", FIXTURES / "healthy.csv.gz", "-p", DEMO, "--data-dir", "var"]
+    first = pdm(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (ckpt,) = (tmp_path / "var" / "replay").glob("*.json")
+    ckpt.write_text(text)
+    again = pdm(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(ckpt.read_text())["complete"] is True  # replayed whole, saved anew
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ([], "de12k: the CWRU evaluation needs normal_*.csv, IR007_0hp.csv"),
+        (["de12k/normal_0hp.csv"], "de12k: the CWRU evaluation needs IR007_0hp.csv, OR007at6"),
+    ],
+    ids=["empty-de12k", "normal-only"],
+)
+def test_evaluate_on_an_incomplete_dataset_is_one_line_before_any_work(
+    tmp_path: Path, files: list[str], says: str
+) -> None:
+    """An empty de12k/ was a StopIteration traceback; one with the normal recording only
+    trained a model before 'IR007_0hp.csv: cannot read'."""
+    (tmp_path / "ds" / "de12k").mkdir(parents=True)
+    for name in files:
+        (tmp_path / "ds" / name).write_text("DE_g,FE_g\n0.0,0.0\n")
+    one_line_error(pdm("evaluate", "--dataset", "ds", cwd=tmp_path), says)

@@ -414,8 +414,37 @@ def test_a_malformed_card_is_one_located_line(
 
 
 @pytest.mark.parametrize(
-    "text", ["[" * 100_000, '{"schema_version": ' + "1" * 5000 + "}", "\xff\xfe"],
-    ids=["deep", "huge-int", "not-utf8"],
+    ("score", "shown"),
+    [
+        ({"danger": math.nan}, "danger nan"),
+        ({"danger": math.inf}, "danger inf"),
+        ({"danger": -5}, "danger -5"),
+        ({"danger": 1.0}, "danger 1"),
+        ({"danger": 10**400}, "danger inf"),
+        ({"alert": 10**400}, "alert 100000000000..."),
+        ({"alert": math.nan}, "alert nan"),
+        ({"alert": 100.0}, "alert 100"),
+    ],
+    ids=["danger-nan", "danger-inf", "danger-negative", "danger-at-alert", "danger-huge-int", "alert-huge-int",
+         "alert-nan", "alert-above-danger"],
+)  # fmt: skip
+def test_a_card_whose_thresholds_cannot_work_is_refused(
+    tmp_path: Path, score: dict[str, Any], shown: str
+) -> None:
+    """Found by the files red team: these loaded, and a NaN danger never compared true (no
+    window ever reached danger), a negative one made all 147 healthy windows "danger"; only
+    a candidate upload's check refused them."""
+    d = _edit_card(tmp_path, lambda c: c["score"].update(score))
+    with pytest.raises(ModelError) as info:
+        Model.load(d, load_pipeline(DEMO_TOML), 25600.0)
+    msg = str(info.value)
+    assert msg.startswith(f"{d / 'model.json'}: thresholds ") and shown in msg, msg
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000, '{"schema_version": ' + "1" * 5000 + "}", "\xff\xfe",
+             '{"schema_version": 1, "score": {"danger": 1.5, "danger": NaN}}'],
+    ids=["deep", "huge-int", "not-utf8", "duplicate-key"],
 )  # fmt: skip
 def test_a_card_that_is_not_json_is_one_line(tmp_path: Path, text: str) -> None:
     d = tmp_path / "m"
@@ -426,6 +455,8 @@ def test_a_card_that_is_not_json_is_one_line(tmp_path: Path, text: str) -> None:
     with pytest.raises(ModelError) as info:
         read_card(d)
     assert str(info.value).startswith(f"{d / 'model.json'}") and "\n" not in str(info.value)
+    if "danger" in text:
+        assert str(info.value).endswith("not valid JSON: key 'danger' appears twice")
 
 
 def test_a_card_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -478,3 +509,87 @@ def test_a_pipeline_read_stops_at_its_size_cap(path: str) -> None:
 def test_inputerror_is_a_pdmerror() -> None:
     # The CLI prints PdmError as one line and exits 2: the tests above rely on the tree.
     assert issubclass(InputError, PdmError) and issubclass(ModelError, PdmError)
+
+
+# --------------------------------------------------------------------------- secret and key files
+
+
+def _sign_with(key: str) -> None:
+    from pdm.scoring.signing import sign_bundle
+
+    sign_bundle(DEMO_MODEL, key)
+
+
+def _verify_with(key: str) -> None:
+    from pdm.scoring.signing import verify_signature
+
+    verify_signature(DEMO_MODEL, [key])
+
+
+def _api_token_from(path: str) -> None:
+    from pdm.secrets import api_token
+
+    os.environ["PDM_TEST_TOKEN_FILE"] = path
+    try:
+        api_token("PDM_TEST_TOKEN")
+    finally:
+        del os.environ["PDM_TEST_TOKEN_FILE"]
+
+
+def _publish_secret_from(path: str) -> None:
+    from pdm.publish.config import _file_secret
+
+    _file_secret(path, "PDM_TEST_UNSET", "[publish.mqtt] password_file")
+
+
+@pytest.mark.parametrize(
+    ("read", "error"),
+    [(_api_token_from, ConfigError), (_publish_secret_from, ConfigError),
+     (_sign_with, ModelError), (_verify_with, ModelError)],
+    ids=["api-token-file", "publish-secret-file", "private-key", "public-key"],
+)  # fmt: skip
+def test_a_secret_or_key_file_read_stops_at_its_cap(
+    read: Callable[[str], None], error: type[PdmError]
+) -> None:
+    """Found by the files red team: PDM_API_TOKEN_FILE=/dev/zero (a key file, a publish
+    password file) was read until memory ran out. The content is never shown."""
+
+    def load() -> None:
+        with pytest.raises(error, match=r"larger than 65,536 bytes") as info:
+            read("/dev/zero")
+        assert "\x00" not in str(info.value)
+
+    bounded(load, limit=4 << 20)
+
+
+def test_the_commissioning_page_skips_hostile_cards_in_the_models_folder(tmp_path: Path) -> None:
+    """The dashboard's model list read every models/*/model.json whole with json.loads: a
+    card nested 100,000 deep was a RecursionError on the page, a huge one read whole."""
+    from pdm.dashboard.commissioning_inputs import list_models, training_files
+
+    shutil.copytree(DEMO_MODEL, tmp_path / "good")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "model.json").write_text("[" * 100_000)
+    (tmp_path / "huge").mkdir()
+    with open(tmp_path / "huge" / "model.json", "wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk
+    got = bounded(lambda: list_models(load_pipeline(DEMO_TOML), tmp_path))
+    assert [p.name for p in got if p.parent == tmp_path] == ["good"]
+    assert bounded(lambda: training_files(tmp_path / "deep")) == []
+
+
+@pytest.mark.parametrize("side", ["fifo", "deep", "dev-zero"])
+def test_a_hostile_truth_sidecar_is_no_onset(tmp_path: Path, side: str) -> None:
+    """`report FILE` reads FILE's .truth.json: a FIFO there blocked for ever, nesting
+    100,000 deep was a RecursionError, a link to /dev/zero was read until memory ran out."""
+    from pdm.dashboard.commissioning_inputs import truth_onset_s
+
+    path = tmp_path / "rec.csv.gz"
+    sidecar = tmp_path / "rec.truth.json"
+    if side == "fifo":
+        os.mkfifo(sidecar)
+    elif side == "deep":
+        sidecar.write_text('{"faults": ' + "[" * 100_000)
+    else:
+        sidecar.symlink_to("/dev/zero")
+    assert bounded(lambda: truth_onset_s(path)) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,6 +136,9 @@ def read_bearing_table(value: object, name: str, text: str) -> dict[str, Bearing
     if not path.is_absolute():
         path = Path(name).parent / path
     try:
+        # A FIFO blocked `check` for ever (no writer); a device or a directory is no table.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{where}: bearing_table: {path} is not a regular file")
         with open(path, "rb") as f:
             raw = f.read(BEARING_TABLE_MAX_BYTES + 1)
     except OSError as exc:
@@ -146,7 +150,9 @@ def read_bearing_table(value: object, name: str, text: str) -> dict[str, Bearing
             f"{where}: bearing_table: {path} is larger than {BEARING_TABLE_MAX_BYTES} bytes"
         )
     try:
-        return parse_bearing_table(raw.decode("utf-8"))
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a BOM, which hid the header's
+        # first column ("header lacks column(s) designation").
+        return parse_bearing_table(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: bearing_table: {path} is not UTF-8 text") from None
     except BearingTableError as exc:

@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdm.config import Pipeline
+from pdm.core.files import read_at_most
 from pdm.core.text import listing
 from pdm.dashboard.context import REPO
 from pdm.errors import PdmError
+from pdm.scoring.card import read_card
 
 __all__ = [
     "FIXTURES",
@@ -51,10 +53,9 @@ def list_models(pipeline: Pipeline, folder: Path = MODELS) -> list[Path]:
         for d in sorted(folder.iterdir()):
             if not (d / "model.json").is_file() or (own and d.resolve() == own.resolve()):
                 continue
-            try:
-                card = json.loads((d / "model.json").read_text())
-                machine = card.get("machine", {}).get("id")
-            except (OSError, ValueError, AttributeError):
+            try:  # read_card: at most 16 MB, checked (a deep or huge file was read whole)
+                machine = read_card(d).get("machine", {}).get("id")
+            except PdmError:
                 continue
             if machine == pipeline.machine.id:
                 out.append(d)
@@ -112,10 +113,10 @@ def truth_onset_s(path: Path) -> float | None:
     writes one); None without a sidecar or when every fault is there from the start."""
     stem = path.name.removesuffix(".gz").removesuffix(".csv")
     side = path.with_name(f"{stem}.truth.json")
-    try:
-        truth = json.loads(side.read_text())
+    try:  # a sidecar is a few kB; a FIFO, /dev/zero or deep nesting is no sidecar
+        truth = json.loads(read_at_most(side, 1 << 20, regular=True).decode("utf-8"))
         onsets = [float(f.get("onset_s", 0.0)) for f in truth.get("faults", [])]
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
         return None
     late = [o for o in onsets if math.isfinite(o) and o > 0]
     return max(late) if late else None
@@ -126,9 +127,9 @@ def training_files(model_dir: Path | None) -> list[str]:
     if model_dir is None:
         return []
     try:
-        card = json.loads((model_dir / "model.json").read_text())
+        card = read_card(model_dir)
         return [
             str(f.get("file")) for f in card.get("training", {}).get("files", []) if f.get("file")
         ]
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (PdmError, AttributeError, TypeError):
         return []

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
+from pdm.core.text import HIDDEN_CHARS
+
 __all__ = [
     "BEARINGS",
     "DEFECTS",
@@ -291,6 +293,13 @@ def parse_bearing_table(text: str) -> dict[str, BearingGeometry]:
         if len(cells) != len(names):
             raise BearingTableError(line_no, f"{len(cells)} fields, the header has {len(names)}")
         raw = {c: cells[i].strip() for c, i in col.items()}
+        bad = HIDDEN_CHARS.search(raw["designation"])
+        if bad:  # shown in check's messages and on the dashboard: no escape sequences
+            raise BearingTableError(
+                line_no,
+                f"designation holds U+{ord(bad.group()):04X}, a control or invisible "
+                "formatting character",
+            )
         name = basic_designation(raw["designation"])
         if not name:
             raise BearingTableError(line_no, "designation is empty")

@@ -38,9 +38,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pdm.config import load_settings
+from pdm.core.files import read_at_most
 from pdm.errors import ConfigError
 from pdm.publish.model import MachineInfo
-from pdm.secrets import secret_bytes
+from pdm.secrets import MAX_SECRET_BYTES, secret_bytes
 
 # The publishers (pdm.publish.mqtt, .opcua, .modbus) are imported where one is configured:
 # paho-mqtt, asyncua and pymodbus take 0.6-1.1 s each to import (python -X importtime), and
@@ -220,9 +221,12 @@ def _file_secret(path: str | None, env: str, what: str) -> bytes | None:
     """A secret from ``path`` (trailing newline dropped), else from ``env`` / ``env_FILE``."""
     if path:
         try:
-            data = Path(path).read_bytes().rstrip(b"\r\n")
+            data = read_at_most(path, MAX_SECRET_BYTES)
         except OSError as exc:
             raise ConfigError(f"{what} {path}: cannot read it: {exc.strerror or exc}") from exc
+        if len(data) > MAX_SECRET_BYTES:  # never shown: it may be the secret
+            raise ConfigError(f"{what} {path}: larger than {MAX_SECRET_BYTES:,} bytes")
+        data = data.rstrip(b"\r\n")
         if not data:
             raise ConfigError(f"{what} {path}: the file is empty")
         return data

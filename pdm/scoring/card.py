@@ -31,6 +31,7 @@ from pydantic import StrictFloat as _F
 from pydantic import StrictInt as _I
 
 from pdm.config import Pipeline
+from pdm.core.jsonkeys import unique_keys
 from pdm.diagnosis.baseline import Baseline
 from pdm.errors import ModelError
 
@@ -296,12 +297,14 @@ def read_card(directory: Path) -> dict[str, Any]:
     if len(raw) > MAX_CARD_BYTES:
         raise ModelError(f"{path}: larger than {MAX_CARD_BYTES:,} bytes; not a model card")
     try:
-        card = json.loads(raw.decode("utf-8"))
+        # A key given twice is refused, not "the last one wins": a signature, a log or a
+        # reviewer may have read the first (a danger of 1.5 before one of NaN, say).
+        card = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
     except UnicodeDecodeError as exc:
         raise ModelError(f"{path}: not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-    except (ValueError, RecursionError) as exc:  # > 4300-digit integers; deep nesting
+    except (ValueError, RecursionError) as exc:  # > 4300-digit integers; deep nesting; a key twice
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
         raise ModelError(f"{path}: not valid JSON: {why}") from exc
     if not isinstance(card, dict):

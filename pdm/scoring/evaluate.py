@@ -38,7 +38,7 @@ from pdm.scoring.runtime import Model, WindowScorer
 from pdm.scoring.train import TrainingSet, train
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
-__all__ = ["evaluate_cwru", "markdown_table", "steps", "text_table"]
+__all__ = ["cwru_normal", "evaluate_cwru", "markdown_table", "steps", "text_table"]
 
 FAULTS = {
     "IR007_0hp.csv": "bearing_inner_race",
@@ -68,6 +68,17 @@ def _windows(
     return frames, pl, rec.sample_rate_hz
 
 
+def cwru_normal(folder: Path) -> Path:
+    """The normal recording of one CWRU rate folder (``de12k``, ``de48k``), once the fault
+    recordings (:data:`FAULTS`) are there too; :class:`InputError` naming what is missing."""
+    normal_path = next(folder.glob("normal_*.csv"), None)
+    missing = [f for f in FAULTS if not (folder / f).is_file()]
+    if normal_path is None or missing:
+        what = ", ".join(([] if normal_path else ["normal_*.csv"]) + missing)
+        raise InputError(f"{folder}: the CWRU evaluation needs {what} there (see its README)")
+    return normal_path
+
+
 def _alerting(row: dict[str, Any]) -> bool:
     """A ``score`` row that alerts: the score at its alert threshold, or a named bearing defect."""
     return row["state"] in ("alert", "danger")
@@ -92,10 +103,12 @@ def evaluate_cwru(
             f"{dataset}: no CWRU recordings here (expected de12k/ and de48k/; see its README)"
         )
     base = load_pipeline(pipeline_file)
+    # Every recording asked for before the first is read (an empty de12k/ was StopIteration).
+    normals = {rate_dir: cwru_normal(dataset / rate_dir) for rate_dir in SETUPS}
     results = []
     for rate_dir, (window, overlap) in SETUPS.items():
         folder = dataset / rate_dir
-        normal_path = next(folder.glob("normal_*.csv"))
+        normal_path = normals[rate_dir]
         for detector in detectors:
             pl0 = _pipeline(base, window, overlap, detector)
             normal, pl, fs = _windows(normal_path, pl0)

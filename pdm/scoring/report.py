@@ -28,6 +28,7 @@ measured where the model works.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import statistics
 import tempfile
@@ -45,7 +46,8 @@ from onnx import TensorProto, numpy_helper
 from pdm.config import Pipeline, load_pipeline
 from pdm.errors import InputError, ModelError
 from pdm.processing import FeatureStream, open_recording
-from pdm.scoring.evaluate import FAULTS, SETUPS, TRAIN_FRACTION
+from pdm.scoring.card import onnx_file
+from pdm.scoring.evaluate import FAULTS, SETUPS, TRAIN_FRACTION, cwru_normal
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.runtime import Model
 from pdm.scoring.train import TrainingSet, train
@@ -260,11 +262,7 @@ def _cwru(
     out: list[dict[str, Any]] = []
     for rate_dir, (window, overlap) in SETUPS.items():
         folder = dataset / rate_dir
-        normal_path = next(folder.glob("normal_*.csv"), None)
-        missing = [f for f in FAULTS if not (folder / f).is_file()]
-        if normal_path is None or missing:
-            what = ", ".join(missing or ["normal_*.csv"])
-            raise InputError(f"{folder}: the CWRU evaluation needs {what} there (see its README)")
+        normal_path = cwru_normal(folder)
         for detector in detectors:
             data = base.model_dump()
             data["acquisition"].update(window_samples=window, overlap=overlap)
@@ -325,7 +323,14 @@ def model_report(
     # reproduces its reference window, is refused here too.
     model = Model.load(model_dir)
     card = model.card
-    model_bytes = (model.directory / str(card["onnx"].get("file", "model.onnx"))).read_bytes()
+    path = onnx_file(model.directory, card)
+    try:
+        model_bytes = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    # The graph the variants below run is the one Model.load checked, not one put there since.
+    if hashlib.sha256(model_bytes).hexdigest() != card["onnx"]["sha256"]:
+        raise ModelError(f"{path}: changed while the report was being made")
     # A session runs a block of calls at ~7 µs or, now and then, ~25 µs (the same session,
     # block to block, on this VM): enough rounds that the median is the usual speed.
     rounds = 5 if quick else 15
@@ -335,7 +340,8 @@ def model_report(
             # The version the runtime reports (ONNX SHA-256, 12 hex digits): which graph
             # the figures are of, once the directory holds a newer one.
             "version": model.version,
-            "detector": card["model"]["detector"],
+            # A card's "model" section is free-form (read_card checks it is an object).
+            "detector": str(card.get("model", {}).get("detector", "unknown")),
             "features": len(card["features"]),
             **_report(model_bytes, _baseline_rows(card), rounds),
         },

@@ -38,6 +38,7 @@ from pdm.errors import ModelError
 from pdm.processing import WindowFeatures
 from pdm.scoring.card import check_card, onnx_file, read_card, sha256_file
 from pdm.scoring.explain import top_features
+from pdm.scoring.graph import check_graph
 from pdm.scoring.preprocess import Preprocess
 from pdm.scoring.quiet import QuietScreen
 from pdm.scoring.result import WindowScore
@@ -65,6 +66,12 @@ LEGACY_DIRECTIONS = (
 
 # The reference window must score the same after loading as when the card was written.
 _REFERENCE_RTOL = 1e-4
+
+
+def _shown(v: float) -> str:
+    """A card's number for a message (a 4,000-digit integer does not become a float)."""
+    return f"{v:g}" if isinstance(v, float) or abs(v) < 10**300 else f"{str(v)[:12]}..."
+
 
 # The session's outputs a scorer reads: built once, not for every window.
 _OUTPUTS = ["score", "z"]
@@ -198,15 +205,25 @@ class Model:
                 fs if fs is not None else card["dsp"]["sample_rate_hz"],
                 where=str(directory / "model.json"),
             )
+        names = tuple(f["name"] for f in card["features"])
+        danger, alert = card["score"]["danger"], card["score"].get("alert", 1.0)
+        try:
+            danger = float(danger)
+        except OverflowError:  # a 400-digit integer
+            danger = math.inf
+        if not (alert == cls.alert and cls.alert < danger < math.inf):
+            # A NaN danger never compared true (no window ever reached danger), one at or
+            # below alert made every alert a danger; the runtime's alert is always 1.0.
+            raise ModelError(
+                f"{directory / 'model.json'}: thresholds alert {_shown(alert)} / danger "
+                f"{_shown(danger)}: the runtime needs alert = {cls.alert:g} and a finite "
+                "danger above it"
+            )
+        # The graph's operators, inputs, outputs and tensor sizes, before onnxruntime
+        # runs anything of it (a hostile graph is one line, not gigabytes or a hang).
+        check_graph(data, len(names), where=str(onnx_path))
         threads = pipeline.model.intra_op_threads if pipeline is not None else 1
         session = shared_session(data, threads=threads, where=str(onnx_path))
-        names = tuple(f["name"] for f in card["features"])
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != "features" or inputs[0].shape[-1] != len(names):
-            raise ModelError(
-                f"{onnx_path}: expected one input 'features' of {len(names)} values, "
-                f"found {[(i.name, i.shape) for i in inputs]}"
-            )
         try:
             preprocess = Preprocess.from_dict(card["preprocess"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -219,7 +236,7 @@ class Model:
             preprocess=preprocess,
             session=session,
             names=names,
-            danger=float(card["score"]["danger"]),
+            danger=danger,
         )
         model._self_check()
         if model.legacy_directions:
@@ -248,7 +265,18 @@ class Model:
     def score(self, x: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
         """Normalised scores (n,) and robust z-scores (n, d) of raw feature rows (n, d)."""
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy of a scorer's own rows
-        score, z = self.session.run(_OUTPUTS, {"features": x})
+        try:
+            score, z = self.session.run(_OUTPUTS, {"features": x})
+        except Exception as exc:  # onnxruntime's own types (Fail, InvalidArgument, ...)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ModelError(
+                f"{self.directory}: onnxruntime cannot score with it: {first or type(exc).__name__}"
+            ) from exc
+        if score.shape != x.shape[:1] or z.shape != x.shape:
+            raise ModelError(
+                f"{self.directory}: the graph gave score {score.shape} and z {z.shape} "
+                f"for {x.shape} features"
+            )
         return score.astype(np.float64), z
 
     def state(self, score: float) -> str:

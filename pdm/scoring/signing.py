@@ -37,10 +37,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdm.core.files import fsync_dir
+from pdm.core.files import fsync_dir, read_at_most
 from pdm.errors import ModelError
 from pdm.scoring.card import sha256_file
 from pdm.scoring.runtime import Model
+from pdm.secrets import MAX_SECRET_BYTES
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -139,9 +140,11 @@ def _load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        data = Path(path).read_bytes()
+        data = read_at_most(path, MAX_SECRET_BYTES)
     except OSError as exc:
         raise ModelError(f"{path}: cannot read private key: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SECRET_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_SECRET_BYTES:,} bytes; not a private key")
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
@@ -172,9 +175,11 @@ def _load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
     else:
         where = os.fspath(source)
         try:
-            data = Path(source).read_bytes()
+            data = read_at_most(source, MAX_SECRET_BYTES)
         except OSError as exc:
             raise ModelError(f"{where}: cannot read public key: {exc.strerror or exc}") from exc
+        if len(data) > MAX_SECRET_BYTES:
+            raise ModelError(f"{where}: larger than {MAX_SECRET_BYTES:,} bytes; not a public key")
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
@@ -221,8 +226,10 @@ def check_contents(directory: Path, *, signed: bool) -> None:
         raise ModelError(f"{directory}: {', '.join(missing)} missing from the bundle")
     extra = sorted(present - allowed)
     if extra:
+        shown = ", ".join(repr(n) if not n.isprintable() else n for n in extra[:5])
         raise ModelError(
-            f"{directory}: unexpected files in the bundle: {', '.join(extra)} "
+            f"{directory}: unexpected files in the bundle: {shown}"
+            f"{f' (and {len(extra) - 5} more)' if len(extra) > 5 else ''} "
             f"(a bundle holds {', '.join(BUNDLE_FILES)} and {SIGNATURE_FILE} only)"
         )
     for name in sorted(present & allowed):
@@ -274,10 +281,14 @@ def sign_bundle(
 def _read_signature(directory: Path) -> dict[str, Any]:
     path = directory / SIGNATURE_FILE
     try:
-        sig = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_at_most(path, MAX_SECRET_BYTES, regular=True)  # a signature is ~300 bytes
     except OSError as exc:
         raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_SECRET_BYTES:,} bytes; not a model signature")
+    try:
+        sig = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, 5,000 digits, too deep
         raise ModelError(f"{path}: not a model signature (not valid JSON)") from exc
     if not isinstance(sig, dict) or sig.get("schema_version") != SIGNATURE_SCHEMA_VERSION:
         raise ModelError(

@@ -51,7 +51,7 @@ from pdm.config import Pipeline
 from pdm.processing import WindowFeatures, iso_time
 from pdm.scoring.runtime import Model
 from pdm.scoring.stationarity import Departure, find_departure, stationary_prefix
-from pdm.scoring.train import TrainingSet, train, windows_needed
+from pdm.scoring.train import TrainingSet, check_model_out, train, windows_needed
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
 __all__ = ["DECISIONS", "NEEDS_DECISION", "TeachIn"]
@@ -94,6 +94,11 @@ class TeachIn:
     _finite: npt.NDArray[np.bool_] | None = None
     _decision: tuple[str, str, str] | None = None
     _notes: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Where the model will go is judged now, not after span_s (up to 30 days) of
+        # learning: a file there, or a directory of other things, was refused only then.
+        check_model_out(self.out, force=False)
 
     # -- the operator ---------------------------------------------------------------------------
     def decide(self, decision: str, by: str, comment: str = "") -> str:

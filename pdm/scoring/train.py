@@ -75,6 +75,7 @@ __all__ = [
     "TrainingSet",
     "calibrate",
     "calibration_blocks",
+    "check_model_out",
     "collect",
     "cross_validated_excess",
     "direction_note",
@@ -678,10 +679,39 @@ def _unit(name: str) -> str:
     return "1"
 
 
-def _write_dir(out: Path, model_bytes: bytes, card: dict[str, Any], *, force: bool) -> None:
-    """Write into a temporary sibling, then swap it in, so a crash never leaves half a model."""
-    if out.exists() and not force:
+def check_model_out(out: Path, *, force: bool) -> Path:
+    """``out`` made absolute, when a model may be written there; :class:`ModelError` if not.
+
+    What ``out`` already is decides: nothing, or an empty directory (made for teach-in), is
+    written; a model directory (one with a ``model.json``) is replaced with ``force``;
+    anything else (a file, a directory of other things, ``--out .`` in a home folder) is
+    refused even with ``force``, since replacing it would delete it. Asked before the work
+    too (``train``, teach-in), so that learning does not end in a refusal.
+    """
+    out = Path(os.path.abspath(out))  # "." has no name to put a sibling beside
+    if not os.path.lexists(out):
+        return out
+    if not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a directory; name a model directory")
+    try:
+        with os.scandir(out) as it:
+            empty = next(it, None) is None
+    except OSError as exc:
+        raise ModelError(f"{out}: cannot read: {exc.strerror or exc}") from exc
+    if not empty and not os.path.lexists(out / "model.json"):
+        raise ModelError(
+            f"{out}: a directory of other things (no model.json); refusing to replace it: "
+            "name a new directory or a model directory"
+        )
+    if not empty and not force:
         raise ModelError(f"{out}: already exists (use --force to replace it)")
+    return out
+
+
+def _write_dir(out: Path, model_bytes: bytes, card: dict[str, Any], *, force: bool) -> None:
+    """Write into a temporary sibling, then swap it in, so a crash never leaves half a model
+    (``out`` as :func:`check_model_out` allows)."""
+    out = check_model_out(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is read by the dashboard too

@@ -76,8 +76,10 @@ class StreamKeys:
                 raise ConfigError(f"{where}:{no}: expected KEY_ID SECRET_HEX [ID,ID,...]")
             kid, hexed = words[0], words[1]
             if not KEY_ID.match(kid):
+                # Not shown: with the columns swapped, the first word is the secret.
                 raise ConfigError(
-                    f"{where}:{no}: key id {kid!r} must be 1-32 characters A-Z a-z 0-9 . _ -"
+                    f"{where}:{no}: the key id (the first word, {len(kid)} characters) must "
+                    "be 1-32 characters A-Z a-z 0-9 . _ -; a line is KEY_ID SECRET_HEX [ID,...]"
                 )
             if kid in keys:
                 raise ConfigError(f"{where}:{no}: key id {kid} given twice")

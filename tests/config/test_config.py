@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -695,6 +696,15 @@ NU 208 ECP,15,11,60,0
 """
 
 
+def test_a_bearing_table_saved_with_a_bom_is_read(tmp_path: Path) -> None:
+    """A spreadsheet's "CSV UTF-8" starts with a BOM: "header lacks column(s) designation"."""
+    (tmp_path / "mine.csv").write_bytes(b"\xef\xbb\xbf" + TABLE.encode())
+    text = MINIMAL.replace('bearing = "6205"', 'bearing = "6309"').replace(
+        "[machine]\n", 'bearing_table = "mine.csv"\n\n[machine]\n'
+    )
+    assert load_pipeline(write(tmp_path, text)).bearing_for("DE_g").pitch_diameter_mm == 72.5  # type: ignore[union-attr]
+
+
 def test_bearing_table_named_in_the_pipeline(tmp_path: Path) -> None:
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "mine.csv").write_text(TABLE)
@@ -720,12 +730,22 @@ def test_bearing_table_named_in_the_pipeline(tmp_path: Path) -> None:
         (TABLE + "6310,eight,17,70,0\n", "mine.csv:4: rolling_elements must be a whole number"),
         (TABLE + "6310,8,80,70,0\n", "mine.csv:4: ball_diameter_mm=80.0 must be > 0 and smaller"),
         (TABLE + "6309,8,17,70,0\n", "mine.csv:4: designation '6309' is listed twice"),
+        # Found by the files red team: `check` blocked for ever on a FIFO; an ESC in a
+        # designation was printed raw in "closest known: ..." (a terminal escape).
+        ("<fifo>", "mine.csv is not a regular file"),
+        ("<dir>", "mine.csv is not a regular file"),
+        (TABLE + "63\x1b[2J10,8,17,70,0\n", "mine.csv:4: designation holds U+001B"),
     ],
+    ids=["missing", "header", "elements", "ball", "twice", "fifo", "directory", "escape"],
 )
 def test_bad_bearing_table_names_file_key_and_line(
     tmp_path: Path, table: str | None, expected: str
 ) -> None:
-    if table is not None:
+    if table == "<fifo>":
+        os.mkfifo(tmp_path / "mine.csv")
+    elif table == "<dir>":
+        (tmp_path / "mine.csv").mkdir()
+    elif table is not None:
         (tmp_path / "mine.csv").write_text(table)
     text = MINIMAL.replace("[machine]\n", 'bearing_table = "mine.csv"\n\n[machine]\n')
     message = load_error(tmp_path, text)

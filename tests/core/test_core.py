@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import ast
+import os
 import random
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
 
 from pdm.core.durable import write_transaction
-from pdm.core.files import fsync_dir
+from pdm.core.files import fsync_dir, output_problem, write_text_atomic
 from pdm.core.net import is_loopback, is_loopback_ip
 from pdm.core.time import iso_ns, iso_time, to_ns
 
@@ -101,3 +103,48 @@ def test_write_transaction_is_all_or_nothing(tmp_path: Path) -> None:
         db.execute("INSERT INTO t VALUES (1)")  # fails: the 2 goes too
     assert not db.in_transaction
     assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_write_text_atomic_replaces_a_link_and_never_writes_through_it(tmp_path: Path) -> None:
+    """`score --html link.html` wrote the page into what link.html pointed at."""
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    link = tmp_path / "page.html"
+    link.symlink_to(target)
+    write_text_atomic(link, "<html>")
+    assert target.read_text() == "precious"
+    assert not link.is_symlink() and link.read_text() == "<html>"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(link.stat().st_mode) == 0o666 & ~umask  # as open() makes a file
+
+
+def test_write_text_atomic_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("old report")
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(page, "half \ud800 a page")  # fails mid-write, as a full disk would
+    assert page.read_text() == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("adir", "is a directory"),
+        ("missing/page.html", "no such directory"),
+        ("afile/page.html", "is not a directory"),
+        ("new.html", None),
+        ("afile", None),
+    ],
+)
+def test_output_problem_names_what_cannot_be_written(
+    tmp_path: Path, name: str, says: str | None
+) -> None:
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    problem = output_problem(tmp_path / name)
+    assert problem == says if says is None else says in str(problem)
+    if says == "is a directory":
+        with pytest.raises(IsADirectoryError):
+            write_text_atomic(tmp_path / name, "x")

@@ -22,7 +22,7 @@ from pdm import operators as pin
 from pdm.config import load_pipeline
 from pdm.dashboard import alarms, commissioning, uploads
 from pdm.dashboard.context import DashboardContext
-from pdm.errors import PdmError
+from pdm.errors import ConfigError, PdmError
 from pdm.history import parse_store_url
 from pdm.history.records import StateChange
 from pdm.service.api import ControlAPI
@@ -135,6 +135,45 @@ def test_pin_set_verify_wrong(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="at least"):
         pin.set_pin(tmp_path, "alice", "12")
     assert not pin.verify_pin(tmp_path / "nowhere", "alice", "999900")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"\xff\xfe{}", "the operators file is unreadable"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"operators": []}', "operators is not an object"),
+    ],
+    ids=["not-utf8", "deep", "operators-a-list"],
+)
+def test_a_damaged_operators_file_is_one_line(tmp_path: Path, data: bytes, says: str) -> None:
+    """Found by the files red team: not UTF-8 and nested too deep were tracebacks of
+    `pdm-edge operators list`; the dashboard's PIN check refuses every PIN."""
+    (tmp_path / "operators.json").write_bytes(data)
+    with pytest.raises(ConfigError, match=says):
+        pin.list_operators(tmp_path)
+    assert not pin.verify_pin(tmp_path, "alice", "471100")
+
+
+def test_an_entry_with_scrypt_parameters_beyond_ours_is_no_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maxmem bounds scrypt's n and r, not p: {"p": 1000000} made each PIN check of the
+    dashboard take ~14 hours of CPU (50 ms a lane). Such an entry matches no PIN, and is
+    never hashed."""
+    pin.set_pin(tmp_path, "alice", "471100")
+    path = tmp_path / "operators.json"
+    doc = json.loads(path.read_text())
+    doc["operators"]["alice"]["scrypt"] = {"n": 1 << 14, "r": 8, "p": 1_000_000}
+    path.write_text(json.dumps(doc))
+    real = pin._hash
+
+    def hash_within_ours(p_in: str, salt: bytes, n: int = 1 << 14, r: int = 8, p: int = 1) -> bytes:
+        assert p <= 4, f"scrypt asked to run {p} lanes"
+        return real(p_in, salt, n, r, p)
+
+    monkeypatch.setattr(pin, "_hash", hash_within_ours)
+    assert not pin.verify_pin(tmp_path, "alice", "471100")
 
 
 def test_pin_same_pin_different_hash(tmp_path: Path) -> None:

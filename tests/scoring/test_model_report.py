@@ -123,3 +123,16 @@ def test_a_cwru_folder_without_its_recordings_is_one_line_naming_them(tmp_path) 
     r = run_report(str(DEMO), "--quick", "--dataset", str(tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "IR007_0hp.csv" in r.stderr and "de12k" in r.stderr
+
+
+def test_a_card_without_a_model_section_is_reported_as_unknown(tmp_path) -> None:
+    """The card's free-form "model" section absent: a KeyError traceback (files red team)."""
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(DEMO, d)
+    card = json.loads((d / "model.json").read_text())
+    del card["model"]
+    (d / "model.json").write_text(json.dumps(card))
+    rep = model_report(d, dataset=tmp_path / "none", quick=True)
+    assert rep["model"]["detector"] == "unknown"

@@ -258,7 +258,7 @@ def truncate_after_signing(d: Path, keys: dict[str, Path]) -> None:
     ("breakage", "message"),
     [
         (truncate_after_signing, r"model.onnx changed since signing"),
-        (truncate_and_resign, r"onnxruntime cannot load it"),
+        (truncate_and_resign, r"model.onnx: not an ONNX model"),
     ],
 )
 def test_a_corrupt_onnx_candidate_is_rejected_before_install(
@@ -502,3 +502,30 @@ def test_cli_errors_are_one_line_and_exit_2(
     assert out.out == ""
     assert out.err.count("\n") == 1 and out.err.startswith("pdm-edge: error: ")
     assert re.search(message, out.err)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[" * 60_000, "not a model signature (not valid JSON)"),
+        ('{"schema_version": ' + "1" * 5000 + "}", "not a model signature (not valid JSON)"),
+        ('{"key_id": "' + "k" * 100_000 + '"}', "larger than 65,536 bytes; not a model signature"),
+    ],
+    ids=["deep", "huge-int", "huge"],
+)
+def test_a_hostile_signature_file_is_one_line(
+    signed: Path, keys: dict[str, Path], text: str, says: str
+) -> None:
+    """Found by the files red team: a model.sig nested 60,000 deep (RecursionError) or with
+    a 5,000-digit number (ValueError) was a traceback of `model verify`; it was read whole."""
+    (signed / "model.sig").write_text(text)
+    with pytest.raises(ModelError) as info:
+        verify_bundle(signed, [keys["a_pub"]])
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_unexpected_file_name_is_shown_escaped(signed: Path, keys: dict[str, Path]) -> None:
+    (signed / "\x1b[2Jx").write_text("x")  # a terminal escape in a file name
+    with pytest.raises(ModelError) as info:
+        verify_bundle(signed, [keys["a_pub"]])
+    assert "\x1b" not in str(info.value) and "'\\x1b[2Jx'" in str(info.value)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pdm.config import Pipeline, load_pipeline
+from pdm.errors import ModelError
 from pdm.processing import FeatureStream
 from pdm.scoring.card import read_card
 from pdm.scoring.stationarity import MIN_CHANGE, find_departure, stationary_prefix
@@ -372,3 +373,26 @@ def test_the_service_shows_the_teach_in_and_takes_a_decision(tmp_path: Path) -> 
             assert c.post("/models/nope/teach-in-restart", json={"by": "a"}).status_code == 404
     finally:
         app.stop()
+
+
+@pytest.mark.parametrize("what", ["file", "directory-of-things"])
+def test_teach_in_refuses_a_model_path_it_could_not_write_before_learning(
+    tmp_path: Path, what: str
+) -> None:
+    """A model path holding a file, or a directory of other things, was learnt into for
+    teach_in_s (up to 30 days) and refused only when the model was written."""
+    pl = pipeline(tmp_path, 5.0)
+    out = tmp_path / "model"
+    if what == "file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("x")
+    with pytest.raises(ModelError, match=r"not a directory|a directory of other things"):
+        ScoreStream(pl, FS, out, FeatureStream(pl, FS).extractor.names)
+
+
+def test_teach_in_learns_into_an_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()  # made by an installer, say
+    stream = ScoreStream(pipeline(tmp_path, 5.0), FS, tmp_path / "model", ())
+    assert stream.learning

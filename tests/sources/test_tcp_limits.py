@@ -336,6 +336,8 @@ def test_the_signer_counts_up_from_its_clock() -> None:
         ("gw-1 zz" + "0" * 32, "not hex"),
         ("gw 1 " + "00" * 16 + " s extra", "expected KEY_ID SECRET_HEX"),
         ("g/w " + "00" * 16, "must be 1-32 characters"),
+        # The columns swapped: the first word is the secret (files red team: it was shown).
+        ("ab" * 32 + " gw-1", "the key id (the first word, 64 characters) must be 1-32"),
         (f"a {'00' * 16}\na {'00' * 16}", "given twice"),
         ("# nothing\n", "no key in the file"),
     ],
@@ -345,7 +347,7 @@ def test_a_bad_key_file_is_one_line_naming_the_line(text: str, words: str) -> No
         StreamKeys.parse(text, "keys.txt")
     msg = str(info.value)
     assert words in msg and msg.startswith("keys.txt") and "\n" not in msg
-    assert "00000000" not in msg  # never a secret
+    assert "00000000" not in msg and "abababab" not in msg  # never a secret
 
 
 def test_a_server_with_keys_serves_signed_frames_and_resets_the_rest(tmp_path) -> None:
