@@ -84,6 +84,15 @@ def judge_bearing(
     nb = lay.shaft[0]  # bearing lines are 0 … nb−1, shaft lines after
     found = rd.found[:, :nb]
     sig: npt.NDArray[np.bool_] = np.asarray(rd.sig[:, :nb], dtype=bool)
+    # A sideband is a line of its own, its spacing away from its carrier. Each is read
+    # within a bin of where slip puts it, so where the spacing is a few bins (2 × BSF ± FTF
+    # at 600 r/min: 2.6 bins) the sideband's search can reach the carrier's own line, or a
+    # line of another series beside it. A "sideband" found nearer its carrier as found than
+    # half its spacing is the carrier's line, no modulation of it: it counts for nothing.
+    sbc = ix.sb_carrier
+    is_sb = sbc >= 0
+    gap = np.abs(found[:, is_sb] - found[:, sbc[is_sb]])
+    sig[:, is_sb] &= gap >= 0.5 * np.abs(lay.delta[:nb][is_sb]) * fr
     fam_b = fam[:nb]
     # Lines on a shaft harmonic where the family's envelope shows a running-speed comb.
     sig_sh = np.asarray(rd.sig[:, nb:], dtype=bool)
@@ -132,7 +141,14 @@ def judge_bearing(
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
     # families that read the same line, the one whose kinematics put it nearer holds it.
-    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(offsets), -1e9)
+    # The offset is that of the line found, interpolated (f_at), from the family's
+    # kinematics: two families reading one line are ranked by where the line is, not by
+    # their combs' offsets, which the harmonics set and the ± 1-bin reading of each line
+    # leaves up to a bin and a half from the line read (a 13-roller bearing's BPFO at
+    # 600 r/min, 0.4 % from its kinematics, read as 2 × BSF 5.6 % off with the comb at +1.2 %).
+    kin_hz = lay.carrier[fund] * fr
+    off_found = f_at[:, fund] / np.maximum(kin_hz, _TINY) - 1.0
+    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(off_found), -1e9)
     strength = strength - 1e-6 * np.arange(n_fam)
     rank = strength[:, fam_b] + 1e6 * exact  # (C, nb): an exact harmonic's family first
     close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
