@@ -260,7 +260,7 @@ def judge_bearing(
     ftf_sb: npt.NDArray[np.bool_] = np.asarray(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
-    cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
+    cage_comb = (support & lay.cage_high[:nb] & ~_ball_beside_cage(lay, found, sig, df)).sum(axis=1)
     # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
     # the family's line is the carrier with the clean sidebands of its first harmonic,
     # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
@@ -369,6 +369,31 @@ def judge_bearing(
         return [out[f] for f, _k, _m in BEARING_FAMILIES if f in out]
 
     return summaries, build
+
+
+def _ball_beside_cage(
+    lay: BearingLayout, found: F64, sig: npt.NDArray[np.bool_], df: float
+) -> npt.NDArray[np.bool_]:
+    """(C, nb): the cage's comb lines that are a ball's own. The cage carries a damaged ball
+    through the load zone, so the odd BSF line (the two races struck unequally) is modulated
+    at FTF like everything the ball does: where that line is significant, lines at BSF and
+    BSF ± FTF (each within 2 bins and 0.5 %, as shared lines) are the ball's. Where BSF is
+    near a whole multiple of FTF (a 6205's is 5.92 ×) they sit on the cage's 5th–7th
+    harmonics, and would make the ball's modulation read as a cage's comb."""
+    nb = found.shape[1]
+    out = np.zeros(found.shape, dtype=bool)
+    if "ball" not in lay.families or "cage" not in lay.families:
+        return out
+    fi = lay.families.index("ball")
+    odd = (lay.fam[:nb] == fi) & (np.array(lay.kinds[:nb]) == "sideband") & (lay.delta[:nb] == 0)
+    if not odd.any():
+        return out
+    i = int(np.flatnonzero(odd)[0])
+    ftf = found[:, lay.spans[lay.families.index("cage")][0]]  # the cage's fundamental as found
+    for j in (-1.0, 0.0, 1.0):
+        at = (found[:, i] + j * ftf)[:, None]
+        out |= np.abs(found - at) <= 2.0 * df + 0.005 * found
+    return out & sig[:, i : i + 1] & lay.cage_high[:nb]
 
 
 def _interpolated_hz(env: F64, found: F64, df: float) -> F64:

@@ -88,3 +88,31 @@ def test_a_real_ball_train_is_still_the_ball() -> None:
              (2 * b - FTF, 0.002), (2 * b + FTF, 0.002), (b / 2, 0.002)]  # fmt: skip
     v = _judge(lines)
     assert v.label == "bearing_ball", v.reasons
+
+
+def test_a_6205_balls_own_lines_are_no_cage_comb() -> None:
+    """A 6205's BSF is 5.92 × FTF: a damaged ball's odd BSF line and its ± FTF sidebands (the
+    cage carries the ball through the load zone) sit on the cage's 5th–7th harmonics, and the
+    load zone's own modulation puts FTF and 2 × FTF in the envelope. Those are the ball's, not
+    a cage's comb. Measured: ``scripts/rig_probe.py``'s CWRU-like 12 kHz ball (×6, 1797 r/min)
+    read ``bearing_ball`` 0.89 on main, whose cage comb sat at −3 % (a tie, §13), and
+    ``bearing_cage`` 0.50 once shared lines were ranked by where they are; ``bearing_ball``
+    with the rule. Before it (54ce543): ``bearing_cage``."""
+    from pdm.dsp.bearings import BEARINGS
+
+    df, fr = 12_000 / 8_192, 1796.7 / 60
+    m = BEARINGS["6205"].defect_multiples()
+    ftf, bsf = m["ftf"] * fr * 0.985, m["bsf"] * fr * 0.985  # the cage and ball slip alike
+    b = 2 * bsf
+    lines = [(b, 0.006), (b - ftf, 0.003), (b + ftf, 0.003), (2 * b, 0.005),
+             (2 * b - ftf, 0.0025), (2 * b + ftf, 0.0025), (bsf, 0.004), (bsf - ftf, 0.0035),
+             (bsf + ftf, 0.0035), (ftf, 0.006), (2 * ftf, 0.004)]  # fmt: skip
+    f = np.array([x for x, _a in lines])
+    amp = np.array([a for _f, a in lines])
+    d = np.arange(1200)[:, None] - f[None, :] / df
+    den = 1.0 - d * d
+    pole = np.abs(den) < 1e-9
+    w = np.where(pole, 0.5, np.sinc(d) / np.where(pole, 1.0, den))
+    env = 1e-6 + ((amp * np.where(np.abs(d) <= 3.5, w, 0.0)) ** 2).sum(axis=1)
+    v = judge_channels(None, env[None], df, fr, m, 12.4)[0]
+    assert v.label == "bearing_ball", v.reasons
