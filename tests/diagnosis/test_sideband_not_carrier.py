@@ -95,9 +95,10 @@ def test_a_6205_balls_own_lines_are_no_cage_comb() -> None:
     cage carries the ball through the load zone) sit on the cage's 5th–7th harmonics, and the
     load zone's own modulation puts FTF and 2 × FTF in the envelope. Those are the ball's, not
     a cage's comb. Measured: ``scripts/rig_probe.py``'s CWRU-like 12 kHz ball (×6, 1797 r/min)
-    read ``bearing_ball`` 0.89 on main, whose cage comb sat at −3 % (a tie, §13), and
-    ``bearing_cage`` 0.50 once shared lines were ranked by where they are; ``bearing_ball``
-    with the rule. Before it (54ce543): ``bearing_cage``."""
+    read ``bearing_ball`` 0.89 on ca9c14f, whose cage comb sat at −3 % (a tie, §13), and
+    ``bearing_cage`` 0.50 once shared lines were ranked by where they are, as on main ca97a09
+    with the comb's ties at their middle; ``bearing_ball`` with the rule.
+    Fails without it (``_ball_beside_cage``): ``bearing_cage``."""
     from pdm.dsp.bearings import BEARINGS
 
     df, fr = 12_000 / 8_192, 1796.7 / 60
