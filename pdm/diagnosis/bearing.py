@@ -84,6 +84,15 @@ def judge_bearing(
     nb = lay.shaft[0]  # bearing lines are 0 … nb−1, shaft lines after
     found = rd.found[:, :nb]
     sig: npt.NDArray[np.bool_] = np.asarray(rd.sig[:, :nb], dtype=bool)
+    # A sideband is a line of its own, its spacing away from its carrier. Each is read
+    # within a bin of where slip puts it, so where the spacing is a few bins (2 × BSF ± FTF
+    # at 600 r/min: 2.6 bins) the sideband's search can reach the carrier's own line, or a
+    # line of another series beside it. A "sideband" found nearer its carrier as found than
+    # half its spacing is the carrier's line, no modulation of it: it counts for nothing.
+    sbc = ix.sb_carrier
+    is_sb = sbc >= 0
+    gap = np.abs(found[:, is_sb] - found[:, sbc[is_sb]])
+    sig[:, is_sb] &= gap >= 0.5 * np.abs(lay.delta[:nb][is_sb]) * fr
     fam_b = fam[:nb]
     # Lines on a shaft harmonic where the family's envelope shows a running-speed comb.
     sig_sh = np.asarray(rd.sig[:, nb:], dtype=bool)
@@ -132,7 +141,14 @@ def judge_bearing(
     fund_sig: npt.NDArray[np.bool_] = sig[:, fund]
     # Ranked by the fundamental's prominence, less 2 dB per 1 % off kinematics: of two
     # families that read the same line, the one whose kinematics put it nearer holds it.
-    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(offsets), -1e9)
+    # The offset is that of the line found, interpolated (f_at), from the family's
+    # kinematics: two families reading one line are ranked by where the line is, not by
+    # their combs' offsets, which the harmonics set and the ± 1-bin reading of each line
+    # leaves up to a bin and a half from the line read (a 13-roller bearing's BPFO at
+    # 600 r/min, 0.4 % from its kinematics, read as 2 × BSF 5.6 % off with the comb at +1.2 %).
+    kin_hz = lay.carrier[fund] * fr
+    off_found = f_at[:, fund] / np.maximum(kin_hz, _TINY) - 1.0
+    strength = np.where(fund_sig, rd.prom[:, fund] - 200.0 * np.abs(off_found), -1e9)
     strength = strength - 1e-6 * np.arange(n_fam)
     rank = strength[:, fam_b] + 1e6 * exact  # (C, nb): an exact harmonic's family first
     close = np.abs(found[:, :, None] - found[:, None, :]) <= (2.0 * df + 0.005 * found)[..., None]
@@ -244,7 +260,7 @@ def judge_bearing(
     ftf_sb: npt.NDArray[np.bool_] = np.asarray(
         np.add.reduceat(support & lay.ftf_sideband[:nb], fund, axis=1) > 0, dtype=bool
     )
-    cage_comb = (support & lay.cage_high[:nb]).sum(axis=1)
+    cage_comb = (support & lay.cage_high[:nb] & ~_ball_beside_cage(lay, found, sig, df)).sum(axis=1)
     # A modulated carrier shares its power with its sidebands (BPFI ± shaft, 2×BSF ± FTF):
     # the family's line is the carrier with the clean sidebands of its first harmonic,
     # 10·log10 of their summed peak/floor ratios. Then 3 dB per supporting line (two).
@@ -353,6 +369,31 @@ def judge_bearing(
         return [out[f] for f, _k, _m in BEARING_FAMILIES if f in out]
 
     return summaries, build
+
+
+def _ball_beside_cage(
+    lay: BearingLayout, found: F64, sig: npt.NDArray[np.bool_], df: float
+) -> npt.NDArray[np.bool_]:
+    """(C, nb): the cage's comb lines that are a ball's own. The cage carries a damaged ball
+    through the load zone, so the odd BSF line (the two races struck unequally) is modulated
+    at FTF like everything the ball does: where that line is significant, lines at BSF and
+    BSF ± FTF (each within 2 bins and 0.5 %, as shared lines) are the ball's. Where BSF is
+    near a whole multiple of FTF (a 6205's is 5.92 ×) they sit on the cage's 5th–7th
+    harmonics, and would make the ball's modulation read as a cage's comb."""
+    nb = found.shape[1]
+    out = np.zeros(found.shape, dtype=bool)
+    if "ball" not in lay.families or "cage" not in lay.families:
+        return out
+    fi = lay.families.index("ball")
+    odd = (lay.fam[:nb] == fi) & (np.array(lay.kinds[:nb]) == "sideband") & (lay.delta[:nb] == 0)
+    if not odd.any():
+        return out
+    i = int(np.flatnonzero(odd)[0])
+    ftf = found[:, lay.spans[lay.families.index("cage")][0]]  # the cage's fundamental as found
+    for j in (-1.0, 0.0, 1.0):
+        at = (found[:, i] + j * ftf)[:, None]
+        out |= np.abs(found - at) <= 2.0 * df + 0.005 * found
+    return out & sig[:, i : i + 1] & lay.cage_high[:nb]
 
 
 def _interpolated_hz(env: F64, found: F64, df: float) -> F64:

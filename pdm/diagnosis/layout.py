@@ -84,6 +84,13 @@ class BearingLayout:
         # (P, F): which family each pair belongs to, to OR the pairs' verdicts per family.
         of_family = np.zeros((len(low), len(self.families)))
         of_family[np.arange(len(low)), fam[low_a]] = 1.0
+        # Each sideband's carrier harmonic line (−1: no sideband, or the ball's BSF line,
+        # which sits on no carrier).
+        sb_carrier = np.full(nb, -1, dtype=np.intp)
+        for i in np.flatnonzero(is_sb & (delta != 0.0)):
+            line = np.flatnonzero(is_harm & (fam == fam[i]) & (carrier == carrier[i]))
+            if line.size:
+                sb_carrier[i] = line[0]
         return TrainIndex(
             fund,
             is_harm,
@@ -95,6 +102,7 @@ class BearingLayout:
             np.array(high, dtype=np.intp),
             np.array(mid, dtype=np.intp),
             of_family,
+            sb_carrier,
         )
 
 
@@ -111,6 +119,7 @@ class TrainIndex(NamedTuple):
     high: npt.NDArray[np.intp]  # (P,) its mirror
     carrier: npt.NDArray[np.intp]  # (P,) the carrier's harmonic line
     of_family: F64  # (P, F) 1 where the pair is of the family
+    sb_carrier: npt.NDArray[np.intp]  # (nb,) each sideband's carrier harmonic line, else −1
 
 
 @lru_cache(maxsize=64)
