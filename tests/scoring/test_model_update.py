@@ -393,7 +393,10 @@ def test_install_and_rollback_keep_one_live_model_and_the_previous(
     assert entries(root) == ["pump", "pump.previous"]
     assert sha(root / "pump" / "model.json") == rep_a.files["model.json"]
     assert sha(root / "pump.previous" / "model.json") == rep_b.files["model.json"]
-    assert check_candidate(root / "pump", pipeline, FS, public_keys=[keys["a_pub"]]).danger == rep_a.danger
+    assert (
+        check_candidate(root / "pump", pipeline, FS, public_keys=[keys["a_pub"]]).danger
+        == rep_a.danger
+    )
 
     # A third install replaces the older previous; still one live directory.
     install_candidate(b, root, "pump", expect=rep_b)
