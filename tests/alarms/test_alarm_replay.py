@@ -63,12 +63,14 @@ def _first_n_of_m(scores: list[float], threshold: float, n: int, m: int, start: 
 
 @pytest.fixture(scope="module")
 def growing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bearing outer-race defect from 2 s, growing linearly to 0.15 g over 16 s."""
+    """A bearing outer-race defect from 2 s, growing linearly to 0.4 g over 16 s (0.15 g until
+    2026-12-07: the demo model regenerated with the least alert and danger, docs/models.md,
+    puts danger at 5.5, which 0.15 g reached on no window)."""
     path = tmp_path_factory.mktemp("rec") / "growing.csv.gz"
     spec = SimSpec(
         duration_s=20.0,
         lsb_g=0.002,
-        faults=(HEALTHY, FaultSpec("bpfo", 0.15, onset_s=2.0, ramp_s=16.0)),
+        faults=(HEALTHY, FaultSpec("bpfo", 0.4, onset_s=2.0, ramp_s=16.0)),
         seed=201,
     )
     write_recording(path, spec)

@@ -48,8 +48,10 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
         collect([REPO / "fixtures" / "healthy.csv.gz"], pl),
         out,
         detector="gmm",
-        alerts_per_week=2.0,  # one Gaussian fits alike whatever the seed: differ by calibration
-        holdout=0.3,
+        alerts_per_week=2.0,
+        # One Gaussian fits alike whatever the seed, and the least alert decides the threshold
+        # of a fixture this steady whatever the rate: differ by the windows trained on.
+        holdout=0.35,
         seed=7,
     )
     return out
