@@ -69,6 +69,7 @@ from pdm.errors import ModelError
 from pdm.processing import FeatureStream, WindowFeatures, iso_time, open_recording, too_short
 from pdm.scoring.card import CARD_SCHEMA_VERSION, dsp_signature, sha256_file, write_card
 from pdm.scoring.preprocess import Preprocess
+from pdm.scoring.quiet import amplitude_mask
 from pdm.scoring.vector import MODEL_FEATURES, FeatureVectorizer, vector_names
 
 __all__ = [
@@ -380,17 +381,18 @@ def tail_quantile(scores: npt.NDArray[np.float64], p: float) -> tuple[float, dic
 def least_alert_window(
     x_train: npt.ArrayLike, names: Sequence[str], ratio: float = LEAST_ALERT_AMPLITUDE_RATIO
 ) -> npt.NDArray[np.float64]:
-    """The healthy median window with every vibration amplitude (``*_g``, ``*_mm_s``)
-    ``ratio`` times its median, shapes and speeds as they are: the machine a little louder
+    """The healthy median window with every vibration amplitude
+    (:func:`~pdm.scoring.quiet.amplitude_mask`: ``*_g``, ``*_mm_s``, not ``mean_g``, a DC
+    offset) ``ratio`` times its median, shapes and speeds as they are: the machine a little louder
     all over — a load, a sensor's sensitivity, a season —, the least change that is an alert
     (:data:`LEAST_ALERT_AMPLITUDE_RATIO`) or danger. (1, d), raw feature values.
 
-    >>> least_alert_window([[0.1, 3.0, 2.0], [0.3, 3.2, 4.0]], ["x_g.rms_g", "x_g.kurtosis", "x_g.velocity_rms_mm_s"], 1.25)
-    array([[0.25, 3.1 , 3.75]])
+    >>> names = ["x_g.rms_g", "x_g.kurtosis", "x_g.velocity_rms_mm_s", "x_g.mean_g"]
+    >>> least_alert_window([[0.1, 3.0, 2.0, 1.0], [0.3, 3.2, 4.0, 1.0]], names, 1.25)
+    array([[0.25, 3.1 , 3.75, 1.  ]])
     """
     x = np.median(np.asarray(x_train, dtype=np.float64), axis=0)
-    amp = np.array([n.endswith(("_g", "_mm_s")) for n in names])
-    return np.where(amp, x * ratio, x)[None, :]
+    return np.where(amplitude_mask(names), x * ratio, x)[None, :]
 
 
 def calibrate(
