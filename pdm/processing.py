@@ -25,6 +25,7 @@ from pdm.diagnosis import (
     names_bearing_defect,
     routine_phase,
 )
+from pdm.diagnosis.resolution import least_window
 from pdm.dsp.envelope import BandSchedule
 from pdm.dsp.features import STANDARD_G, ChannelSpec, FeatureExtractor, FeatureFrame
 from pdm.dsp.windows import StreamEvent, Window, Windower
@@ -40,6 +41,7 @@ __all__ = [
     "longest_stretch",
     "open_recording",
     "too_short",
+    "window_for_diagnosis",
 ]
 
 
@@ -70,10 +72,33 @@ def open_recording(
             pipeline = pipeline.with_columns(list(rec.channels))
         if pipeline.acquisition.sample_rate_hz != rec.sample_rate_hz:
             pipeline = pipeline.with_sample_rate(rec.sample_rate_hz)
+        pipeline = window_for_diagnosis(pipeline)
     except BaseException:
         rec.close()
         raise
     return rec, pipeline
+
+
+def window_for_diagnosis(pipeline: Pipeline) -> Pipeline:
+    """A pipeline from quick flags without ``--window``, with a bearing and a speed, whose
+    default window is too short for the diagnosis to read bearing lines at the lowest speed
+    it may run at (fewer than ``Rules.min_bins_per_order_bearing`` bins per shaft order:
+    the engine would refuse every judgement) gets the shortest window that has them (a model
+    trained so keeps it); any other pipeline is returned as it is. A slow machine's: 600
+    r/min searched ±5 % at 50 kHz needs 32768 samples, not the default 16384.
+    """
+    speed = pipeline.machine.speed
+    fs = pipeline.acquisition.sample_rate_hz
+    if pipeline.window_given or speed is None or fs is None:
+        return pipeline
+    if not any(pipeline.bearing_for(c) is not None for c in pipeline.columns):
+        return pipeline
+    fixed, searched = speed.fixed_rpm, speed.search_rpm
+    lowest_rpm = fixed if fixed is not None else searched[0] if searched is not None else None
+    if lowest_rpm is None or not lowest_rpm > 0:
+        return pipeline
+    n = least_window(fs, lowest_rpm / 60.0, Rules().min_bins_per_order_bearing)
+    return pipeline.with_window(n) if n > pipeline.acquisition.window_samples else pipeline
 
 
 def build_extractor(pipeline: Pipeline, fs: float) -> FeatureExtractor:

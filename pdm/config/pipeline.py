@@ -111,6 +111,8 @@ class Pipeline(BaseModel):
     _bearing_table: dict[str, BearingGeometry] | None = PrivateAttr(default=None)
     # Set when the command line replaced the speed of a model's pipeline (score --model).
     _speed_from_flags: bool = PrivateAttr(default=False)
+    # False for pipelines from quick flags without --window (processing may lengthen it).
+    _window_given: bool = PrivateAttr(default=True)
 
     @field_validator("schema_version", mode="after")
     @classmethod
@@ -338,12 +340,15 @@ class Pipeline(BaseModel):
         *,
         bearing_flag: str,
         pending_bearing: str | BearingSpec | None,
+        window_given: bool = True,
     ) -> Pipeline:
         """Validate ``data`` built from quick flags, remembering which flag named the bearing
         (for messages) and the bearing that :meth:`with_columns` gives its sensor
-        (:func:`~pdm.config.quick.pipeline_from_flags`). Raises pydantic's ``ValidationError``."""
+        (:func:`~pdm.config.quick.pipeline_from_flags`); ``window_given`` False: no
+        ``--window`` (:attr:`window_given`). Raises pydantic's ``ValidationError``."""
         pipeline = cls.model_validate(data)
         pipeline._from_flags = True
+        pipeline._window_given = window_given
         pipeline._bearing_flag = bearing_flag
         pipeline._pending_bearing = pending_bearing
         return pipeline
@@ -374,6 +379,7 @@ class Pipeline(BaseModel):
         self._from_flags = other._from_flags
         self._bearing_table = other._bearing_table
         self._speed_from_flags = other._speed_from_flags
+        self._window_given = other._window_given
 
     def _flag_name(self, loc: Loc) -> str | None:
         return flag_for(loc, self._bearing_flag or "--bearing")
@@ -423,7 +429,16 @@ class Pipeline(BaseModel):
         chooses the window for the resolution the bearing's lines need)."""
         data = self.model_dump()
         data["acquisition"]["window_samples"] = int(n)
-        return self._revalidated(data)
+        new = self._revalidated(data)
+        new._window_given = True
+        return new
+
+    @property
+    def window_given(self) -> bool:
+        """False for a pipeline from quick flags without ``--window``: its window is the
+        default, which a command may lengthen for the resolution the diagnosis needs
+        (:func:`pdm.processing.open_recording`)."""
+        return self._window_given
 
     def with_columns(self, cols: Sequence[str]) -> Pipeline:
         """A copy whose one sensor ``s1`` reads ``cols`` (unit g), for flag-built pipelines.

@@ -153,6 +153,7 @@ def pipeline_from_flags(
             data,
             bearing_flag=bearing_flag,
             pending_bearing=bearing_value if columns is None else None,
+            window_given=window is not None,
         )
     except ValidationError as exc:
         raise ConfigError(

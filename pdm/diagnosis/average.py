@@ -47,6 +47,7 @@ the envelope spectrum the extractor computed, on the bins of the segment's first
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from dataclasses import dataclass
@@ -70,6 +71,17 @@ F32 = npt.NDArray[np.float32]
 ACC_TOP_ORDER = 10.8
 #: A level change of either spectrum's total power by this much (dB) starts a new segment.
 LEVEL_DB = 3.0
+#: Second differences of readings (a window length apart) that estimate the readings' noise.
+READING_PAIRS = 16
+#: Fewer than this estimate no noise (the readings are taken as exact).
+MIN_READING_PAIRS = 5
+#: A change of speed is this many of the readings' standard deviations at least (when that
+#: exceeds the tolerance), and a reading within this many of the segment's speed is not
+#: re-indexed (``NOISE_SIGMAS_CHANGE`` and ``NOISE_SIGMAS_SAME``).
+NOISE_SIGMAS_CHANGE = 3.0
+NOISE_SIGMAS_SAME = 2.0
+#: The readings' noise is believed up to this (relative): noisier readings say nothing.
+MAX_READING_NOISE = 0.05
 
 
 def acc_power_scale(n: int) -> float:
@@ -207,6 +219,15 @@ class SpectrumAverage:
         # Windows apart that share no sample: two readings so far apart are independent.
         self._disjoint = math.ceil(self.n / self.hop)
         self._windows = 0  # windows offered (add calls), for the readings' distance
+        # The speed readings' own noise (module docstring, "Noisy readings"): the recent
+        # measured readings (window, log speed), and the second differences of readings a
+        # window length apart. Kept across segments (a property of the machine and the window),
+        # cleared at a stream reset.
+        self._recent: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=2 * self._disjoint + READING_PAIRS + 1
+        )
+        self._jumps: collections.deque[float] = collections.deque(maxlen=READING_PAIRS)
+        self._last_jump = -(10**9)  # the window of the last difference kept
         self._confirmed_start = False  # the next segment begins at a confirmed speed
         self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
@@ -215,6 +236,49 @@ class SpectrumAverage:
         self.reset()
 
     # -- state ---------------------------------------------------------------------------
+    def restart(self) -> None:
+        """A stream reset (a gap, time going back): a new segment, and the speed readings'
+        noise learnt anew."""
+        self._recent.clear()
+        self._jumps.clear()
+        self._last_jump = -(10**9)
+        self.reset()
+
+    @property
+    def reading_noise(self) -> float:
+        """The relative standard deviation of one window's speed reading (0: not known, or
+        the readings agree): from the median of ``|ln f_i − 2 ln f_j + ln f_k|`` over the
+        last readings, each a window length of new data after the next (independent
+        readings: ``σ = median / (0.6745 · √6)``). A second difference, so that a steady
+        drift of the speed (a ramp, a slow wander) is not taken for noise; the median, so
+        that a real change of speed among them is not either."""
+        if len(self._jumps) < MIN_READING_PAIRS:
+            return 0.0
+        mid = float(np.median(np.fromiter(self._jumps, dtype=np.float64)))
+        return min(mid / (0.6745 * math.sqrt(6.0)), MAX_READING_NOISE)
+
+    def _note_reading(self, shaft_hz: float) -> None:
+        """Keep a measured reading and, once a window length of new data after the last,
+        its second difference with the readings a window length before it and before that
+        (overlapping windows share their noise; a step of speed then spoils two or three of
+        the differences kept, which the median ignores)."""
+        if self._recent and self._recent[-1][0] == self._windows:
+            return  # the same window offered again (a change of level restarted the segment)
+        here = math.log(shaft_hz)
+        self._recent.append((self._windows, here))
+        if self._windows - self._last_jump < self._disjoint:
+            return  # one difference a window length: a step of speed spoils few of them
+        back: list[float] = []
+        edge = self._windows
+        for w, old in list(self._recent)[-2::-1]:
+            if edge - w >= self._disjoint:
+                back.append(old)
+                edge = w
+                if len(back) == 2:
+                    self._jumps.append(abs(here - 2.0 * back[0] + back[1]))
+                    self._last_jump = self._windows
+                    break
+
     def reset(self) -> None:
         """Start a new segment: forget both averages."""
         self.acc: F32 | None = None
@@ -324,13 +388,16 @@ class SpectrumAverage:
         if not (math.isfinite(shaft_hz) and shaft_hz > 0):
             self.skipped += 1
             return False
+        if measured:
+            self._note_reading(shaft_hz)
+        # Readings noisier than the tolerance (a window whose bins are coarse against the
+        # shaft's lines: the speed read to a fraction of a bin) would restart the segment on
+        # their own scatter and smear the lines they re-index: a change of speed must then
+        # stand NOISE_SIGMAS_CHANGE of their deviations clear of the segment's speed.
+        noise = self.reading_noise
+        tolerance = max(self.segment_tolerance, NOISE_SIGMAS_CHANGE * noise)
         ratio = shaft_hz / self.ref_shaft_hz if self.count else 1.0
-        if (
-            self.count
-            and measured
-            and not self._ref_confirmed
-            and abs(ratio - 1.0) <= self.segment_tolerance
-        ):
+        if self.count and measured and not self._ref_confirmed and abs(ratio - 1.0) <= tolerance:
             # The segment's speed so far is assumed or one reading's: this reading is
             # collected and the window taken at the segment's speed, as the windows before
             # it. A reading from a window sharing no sample with the first one's confirms:
@@ -346,11 +413,11 @@ class SpectrumAverage:
                 self._ref_confirmed = True
                 self._readings = []
             ratio = 1.0
-        if abs(ratio - 1.0) > self.segment_tolerance:
+        if abs(ratio - 1.0) > tolerance:
             # Off the segment's speed: skipped (not averaged at a speed it may not be at)
             # until a run of windows agreeing with the run's first confirms a change.
             pending = self._pending_hz
-            if math.isfinite(pending) and abs(shaft_hz / pending - 1.0) <= self.segment_tolerance:
+            if math.isfinite(pending) and abs(shaft_hz / pending - 1.0) <= tolerance:
                 self._pending_run += 1
             else:
                 self._pending_hz, self._pending_run = shaft_hz, 1
@@ -362,6 +429,10 @@ class SpectrumAverage:
                 self.skipped += 1
                 return False
         self._pending_hz, self._pending_run = math.nan, 0
+        if self.count and abs(ratio - 1.0) <= NOISE_SIGMAS_SAME * noise:
+            # Within the readings' noise of the segment's speed: taken at it (re-indexing by
+            # the reading would move its lines by the reading's error, not the shaft's).
+            ratio, shaft_hz = 1.0, self.ref_shaft_hz
         if self.count == 0:
             self.ref_shaft_hz = self.mean_shaft_hz = shaft_hz
             self._ref_confirmed = self._confirmed_start

@@ -368,7 +368,7 @@ class DiagnosisEngine:
     def reset(self) -> None:
         """Forget the averages (a stream reset: a gap, time going back)."""
         self.drain()
-        self._average.reset()
+        self._average.restart()
         self._silence.reset()
         self._last = self._fresh = None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["choose_window", "target_bin_hz"]
+__all__ = ["choose_window", "least_window", "target_bin_hz"]
 
 MIN_WINDOW = 4096
 MAX_WINDOW = 262144
@@ -75,3 +75,18 @@ def choose_window(
         while n > 256 and n > n_samples:
             n //= 2
     return int(n)
+
+
+def least_window(fs: float, shaft_hz: float, bins_per_order: float) -> int:
+    """The shortest power-of-two window (samples, at most :data:`MAX_WINDOW`) whose bins
+    put ``bins_per_order`` of them in a shaft order at ``shaft_hz`` (``n ≥ k·fs/f``): the
+    least a model's window needs for the diagnosis to read bearing lines at all
+    (:attr:`pdm.diagnosis.rules.Rules.min_bins_per_order_bearing`).
+
+    >>> least_window(50000.0, 570 / 60, 3.5), least_window(25600.0, 1425 / 60, 3.5)
+    (32768, 4096)
+    """
+    if not (fs > 0 and shaft_hz > 0 and bins_per_order > 0):
+        raise ValueError(f"{fs=}, {shaft_hz=} and {bins_per_order=} must be > 0")
+    n = 2 ** math.ceil(math.log2(max(bins_per_order * fs / shaft_hz, 1.0)))
+    return int(min(n, MAX_WINDOW))
