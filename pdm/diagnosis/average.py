@@ -50,6 +50,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,6 +229,7 @@ class SpectrumAverage:
         )
         self._jumps: collections.deque[float] = collections.deque(maxlen=READING_PAIRS)
         self._last_jump = -(10**9)  # the window of the last difference kept
+        self._noise = 0.0  # reading_noise, as the differences kept last gave it
         self._confirmed_start = False  # the next segment begins at a confirmed speed
         self._layout = (-1, -1)  # (acc, env) bins of the state buffers: see _lay_out
         self.segments = 0
@@ -242,6 +244,7 @@ class SpectrumAverage:
         self._recent.clear()
         self._jumps.clear()
         self._last_jump = -(10**9)
+        self._noise = 0.0
         self.reset()
 
     @property
@@ -252,10 +255,7 @@ class SpectrumAverage:
         readings: ``σ = median / (0.6745 · √6)``). A second difference, so that a steady
         drift of the speed (a ramp, a slow wander) is not taken for noise; the median, so
         that a real change of speed among them is not either."""
-        if len(self._jumps) < MIN_READING_PAIRS:
-            return 0.0
-        mid = float(np.median(np.fromiter(self._jumps, dtype=np.float64)))
-        return min(mid / (0.6745 * math.sqrt(6.0)), MAX_READING_NOISE)
+        return self._noise
 
     def _note_reading(self, shaft_hz: float) -> None:
         """Keep a measured reading and, once a window length of new data after the last,
@@ -277,6 +277,9 @@ class SpectrumAverage:
                 if len(back) == 2:
                     self._jumps.append(abs(here - 2.0 * back[0] + back[1]))
                     self._last_jump = self._windows
+                    if len(self._jumps) >= MIN_READING_PAIRS:
+                        mid = statistics.median(self._jumps)
+                        self._noise = min(mid / (0.6745 * math.sqrt(6.0)), MAX_READING_NOISE)
                     break
 
     def reset(self) -> None:
