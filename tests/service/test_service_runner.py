@@ -719,3 +719,53 @@ def test_a_round_decides_the_machines_that_must_judge_after_the_others() -> None
     assert [c.runner.machine for c in order] == ["b", "d", "e", "f", "a", "c"]
     calm = [cut("a", False), cut("b", False)]
     assert runner_mod._judging_last(calm) is calm
+
+
+def test_samples_wanted_never_exceeds_what_the_next_window_lacks(tmp_path: Path) -> None:
+    """The network input lets the kernel hold ``samples_wanted()`` samples before it wakes
+    (pdm/sources/tcp.py, ``wanted``): were it ever more than the samples the next window
+    lacks, a window's last frame would wait in the kernel. Chunks of ragged sizes, offered
+    and cut one at a time and several queued at once, a gap in time included: before each
+    cut, the chunks still queued plus the samples wanted never pass the window's end."""
+    rig = _Rig(tmp_path, ["[2000.0, 6000.0]"], pool=True)
+    try:
+        r = rig.runners[0]
+        hop = r.pipeline.acquisition.hop_samples
+        rng = np.random.default_rng(3)
+        t = time.time() - 5.0
+        sizes = [int(s) for s in rng.integers(1, hop // 2, 120)]
+        chunks = []
+        for k, n in enumerate(sizes):
+            if k == 60:
+                t += 0.5  # a gap: the next window needs a whole window again
+            chunks.append(Chunk(np.zeros((n, 2), np.float32), FS, t, ("x_g", "y_g")))
+            t += n / FS
+        checked = 0
+        pending: list[list[int]] = []  # [samples wanted, samples offered since] per look
+        for k in range(0, len(chunks), 3):  # three offered, looked at, then cut
+            group = chunks[k : k + 3]
+            for c in group:
+                r.queue.put_nowait(c)
+            wanted = r.samples_wanted()
+            in_queue = False
+            for c in group:
+                done = r.features.cut(r.queue.get_nowait())
+                for p in pending:
+                    p[1] += c.n_samples
+                if done:
+                    # The frames after each earlier look, through this one, hold at least
+                    # the samples wanted then: the kernel's mark was reached by this frame.
+                    assert all(since >= w for w, since in pending), pending
+                    checked += len(pending)
+                    pending.clear()
+                    in_queue = True
+            if in_queue:
+                assert wanted == 0  # a queued chunk completes a window: nothing may wait
+                checked += 1
+            else:
+                pending.append([wanted, 0])
+        assert checked > 30
+        r.queue.put_nowait(None)
+        assert r.samples_wanted() == 0  # a stop queued: nothing is sure
+    finally:
+        rig.close()
