@@ -169,8 +169,6 @@ class ServiceInputs:
         for p in self.pipelines:
             for key in (p.machine.id, *(s.id for s in p.sensors)):
                 self._by_stream_id.setdefault(key, (p, tuple(p.columns)))
-        #: The stream id each machine's frames came under ("": more than one).
-        self._fed_by: dict[str, str] = {}
         #: The push sources started (the TCP input, if any, first).
         self.push: list[PushSource] = []
         self.tcp: TcpInput | None = None
@@ -293,8 +291,6 @@ class ServiceInputs:
                 f"{acq.max_clock_behind_s:g} s behind to {acq.max_clock_ahead_s:g} s ahead "
                 "([acquisition] max_clock_behind_s, max_clock_ahead_s)",
             )
-        if self._fed_by.setdefault(machine, sensor_id) != sensor_id:
-            self._fed_by[machine] = ""  # fed under two ids: see _start_tcp's wanted
         self.runners[machine].offer(chunk)
         return machine
 
@@ -395,31 +391,13 @@ class ServiceInputs:
         limits = self.limits
         if self._limits_cut is not None:
             log.warning("%s", self._limits_cut)
-
         # Read by the processing thread between its rounds (RunnerPool.drive), not by a
         # thread of its own that would contend with it for the interpreter lock. A worker
         # listens on no port: its supervisor hands it the connections.
-        # The kernel wakes the processing thread when a window's frames are in, not for
-        # each frame (TcpStreamServer.wanted): at most half the silence limit's samples
-        # are left waiting, so a sensor's frames reach the silence watch in time. A machine
-        # fed under two stream ids (machine and sensor id, two connections) gets no mark:
-        # the samples its window lacks may come on the other.
-        def wanted(sensor_id: str) -> int:
-            found = self._by_stream_id.get(sensor_id)
-            if found is None:
-                return 0
-            p = found[0]
-            runner = self.runners.get(p.machine.id)
-            if runner is None or self._fed_by.get(p.machine.id) != sensor_id:
-                return 0  # (fed under another id too: its samples may come from there)
-            cap = 0.5 * o.silence_s * float(p.acquisition.sample_rate_hz or 0.0)
-            return int(min(runner.samples_wanted(), cap)) if o.silence_s > 0 else 0
-
         tcp = self.tcp = TcpInput(
             host,
             port,
             driven=True,
-            wanted=wanted,
             listen=o.control_fd is None,
             max_connections=limits.max_connections,
             max_per_peer=limits.max_per_peer,

@@ -641,23 +641,6 @@ class MachineRunner:
             self.pool.ready.put(self)
         return True
 
-    def samples_wanted(self) -> int:
-        """Samples this machine can take before any of them is due: those its next window
-        still lacks (at most: a window already cut in this segment needs ``hop`` after the
-        last; none yet, or a reset coming, needs more) less the samples queued and not cut
-        yet. 0 when nothing is sure (a stop queued, done). The network input lets the kernel
-        hold that much before it wakes (:attr:`pdm.sources.tcp.TcpStreamServer.wanted`).
-        On the thread that offers and cuts (the pool's)."""
-        if self._done.is_set():
-            return 0
-        need = self.pipeline.acquisition.hop_samples - self.features.tail_samples()
-        with self.queue.mutex:
-            for chunk in self.queue.queue:
-                if chunk is None:
-                    return 0
-                need -= chunk.n_samples
-        return max(0, need)
-
     def start(self) -> MachineRunner:
         if self.pool is not None:
             self.pool.start()

@@ -508,12 +508,6 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
-    def missing(self) -> int:
-        """Bytes the incomplete frame still lacks, once its header has arrived (0 otherwise)."""
-        head = self._head
-        return head.total - len(self._buf) if head is not None and self._buf else 0
-
-    @property
     def error(self) -> InputError | None:
         """The violation that failed this decoder, if any."""
         return self._error

@@ -25,7 +25,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
@@ -57,12 +56,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 # recv_into() buffer of the server's I/O thread (one thread, so one buffer).
 _RECV_BYTES = 256 * 1024
 
-#: A connection with a low-water mark (:attr:`TcpStreamServer.wanted`) not read for this long
-#: has it dropped to one byte, so that what waits in the kernel is read and judged (a frame
-#: started and not finished, ``slow_frame``): the mark saves wake-ups, it never hides a peer.
-#: The connections are looked at every half of it, so a mark lasts 1 to 1.5 times it.
-LOWAT_HOLD_S = 0.5
-
 
 # ---------------------------------------------------------------------- server
 
@@ -79,13 +72,6 @@ class _Conn:
     held: int = 0  # bytes of an incomplete frame held by the decoder
     frame_started: float | None = None  # when the incomplete frame's first byte came
     received: bool = False  # any byte at all
-    #: The socket's SO_RCVLOWAT (1: the kernel wakes the receiver for every byte); see
-    #: :attr:`TcpStreamServer.wanted`.
-    lowat: int = 1
-    #: The newest frame's sensor id and bytes per sample row (channels x sample size); None
-    #: before the first frame, or for good once a frame changed either (no low-water mark).
-    layout: tuple[str, int] | None = None
-    layout_changed: bool = False
 
 
 def peer_name(addr: Any) -> str:
@@ -173,17 +159,6 @@ class TcpStreamServer:
         Take only frames signed with these keys (version 2; see :class:`~pdm.sources.codec.FrameDecoder`).
     log_interval_s : float
         At most one log line per cause per this many seconds.
-    wanted : callable(sensor_id) -> int, optional
-        Samples of a stream that nothing waits for yet (e.g. until its next window is
-        complete; 0: every sample counts at once). After each read, a connection whose
-        frames keep one sensor id and one layout gets a kernel low-water mark
-        (``SO_RCVLOWAT``) of those samples' payload bytes less what its decoder holds: the
-        kernel wakes the receiver when that much has arrived, not for every frame, so the
-        frames of a window are read, decoded and handed on together (one wake-up and one
-        pass instead of one per frame) — and the frame that completes the window is read
-        the moment it is in (its payload alone reaches the mark). A connection not read
-        for :data:`LOWAT_HOLD_S` has its mark dropped (its bytes are read and judged: the
-        frame timeouts hold). Called on the receiver's thread.
 
     Attributes
     ----------
@@ -215,7 +190,6 @@ class TcpStreamServer:
         max_input_bytes: int | None = None,
         keys: StreamKeys | None = None,
         log_interval_s: float = 60.0,
-        wanted: Callable[[str], int] | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(
@@ -258,8 +232,6 @@ class TcpStreamServer:
         self._limiter = LogLimiter(log_interval_s)
         self._on_chunk = on_chunk
         self._on_event = on_event
-        self.wanted = wanted
-        self._streams: dict[str, int] = {}  # sensor id -> connections that sent its frames
         self._conns: set[_Conn] = set()
         self._per_host: dict[str, int] = {}
         self._held = 0  # bytes of incomplete frames across connections
@@ -633,8 +605,6 @@ class TcpStreamServer:
                     return
             if conn.decoder.error is not None:
                 raise conn.decoder.error
-            if self.wanted is not None:
-                self._low_water(conn, frames)
         except InputError as exc:
             self.protocol_errors += 1
             cause = exc.cause if isinstance(exc, FrameRefused) else "protocol"
@@ -642,52 +612,6 @@ class TcpStreamServer:
             return
         if self._held > self.max_input_bytes:
             self._shed(sel)
-
-    def _low_water(self, conn: _Conn, frames: list[Frame]) -> None:
-        """Set ``conn``'s kernel low-water mark from what its stream waits for (:attr:`wanted`).
-
-        The mark counts sample bytes only (no frame head or CRC) at the newest frame's
-        layout, less the bytes the decoder holds, so the frames carrying the samples wanted
-        always reach it: the kernel wakes no later than when the frame completing them is
-        in. A connection whose frames change sensor id or layout (a smaller sample type
-        would carry the samples in fewer bytes) gets no mark from then on."""
-        for frame in frames:
-            layout = (frame.sensor_id, frame.data.shape[1] * frame.data.dtype.itemsize)
-            if conn.layout is None:
-                self._streams[layout[0]] = self._streams.get(layout[0], 0) + 1
-            elif layout != conn.layout:
-                conn.layout_changed = True
-            if not conn.layout_changed:
-                conn.layout = layout
-        mark = 1
-        if (
-            conn.layout is not None
-            and not conn.layout_changed
-            and self.wanted is not None
-            and self._streams.get(conn.layout[0]) == 1  # (two connections of a stream: none)
-        ):
-            sensor_id, row_bytes = conn.layout
-            try:
-                samples = int(self.wanted(sensor_id))
-            except Exception:  # a consumer's bug costs wake-ups, never data
-                log.exception("stream receiver: wanted(%r) failed", sensor_id)
-                conn.layout_changed, samples = True, 0
-            # (the frame begun must be whole before any of its samples count: its missing
-            # bytes are a floor too)
-            need = max(samples * row_bytes - conn.held, conn.decoder.missing)
-            mark = max(1, min(need, _MAX_LOWAT))
-        if mark != conn.lowat:
-            self._set_lowat(conn, mark)
-
-    def _set_lowat(self, conn: _Conn, mark: int) -> None:
-        try:
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
-        except OSError:  # (a platform without it: every byte wakes the receiver, as before)
-            conn.layout_changed = True
-            mark = 1
-        if mark > 1 and conn.lowat == 1:
-            self._next_check = min(self._next_check, conn.last_rx + LOWAT_HOLD_S)
-        conn.lowat = mark
 
     def _hold(self, conn: _Conn, now: float, *, completed: bool) -> None:
         """Account for the bytes of ``conn``'s incomplete frame after a read."""
@@ -758,11 +682,6 @@ class TcpStreamServer:
         now = time.monotonic()
         soonest = now + 1.0
         for conn in list(self._conns):
-            if conn.lowat > 1:
-                if now >= conn.last_rx + LOWAT_HOLD_S:
-                    self._set_lowat(conn, 1)  # read what waits: the deadlines below hold
-                else:  # (looked at again within half the hold, not at each one's own)
-                    soonest = min(soonest, now + LOWAT_HOLD_S / 2)
             if not conn.received:
                 limit = self.first_byte_timeout_s
                 if self.idle_timeout_s is not None:
@@ -843,12 +762,6 @@ class TcpStreamServer:
             self._per_host.pop(conn.host, None)
         self._held -= conn.held
         conn.held = 0
-        if conn.layout is not None:
-            left = self._streams.get(conn.layout[0], 1) - 1
-            if left > 0:
-                self._streams[conn.layout[0]] = left
-            else:
-                self._streams.pop(conn.layout[0], None)
         try:
             sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -889,9 +802,6 @@ class TcpStreamServer:
         except Exception:
             log.exception("stream receiver: on_event(%r) failed", kind)
 
-
-#: The largest low-water mark set (the kernel caps it at half its largest receive buffer).
-_MAX_LOWAT = 4 * 1024 * 1024
 
 #: After a connection that held this much closes, free memory goes back to the system.
 _TRIM_AFTER_BYTES = 1 << 20
