@@ -19,7 +19,8 @@ docs/benchmarks.md ("The service's CPU per window outside the DSP") has the figu
     .venv/bin/python scripts/pool_path_cpu.py MACHINES FRAMES_PER_MACHINE [RIG_DIR] [--together]
 
 ``RIG_DIR`` keeps the trained models and signals between runs (trained there when absent).
-``--together``: every machine's frame of a step is offered before the rounds run, so rounds
+``--sleep-ms=X``: this thread sleeps X ms after each frame's round, as a paced service's
+waits for its next frame (its caches meanwhile go to whatever else runs). ``--together``: every machine's frame of a step is offered before the rounds run, so rounds
 hold up to ``RunnerPool.max_windows`` windows (what gathering makes of them) instead of
 the one a paced service's rounds mostly hold.
 """
@@ -61,7 +62,11 @@ def _rig(folder: Path, machines: list[br.Machine]) -> None:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--together"]
+    sleep_s = 0.0
+    for a in sys.argv[1:]:
+        if a.startswith("--sleep-ms="):
+            sleep_s = float(a.split("=", 1)[1]) / 1e3
+    args = [a for a in sys.argv[1:] if a != "--together" and not a.startswith("--sleep-ms=")]
     together = "--together" in sys.argv[1:]
     n_machines, n_frames = int(args[0]), int(args[1])
     tmp = Path(tempfile.mkdtemp(prefix="pool-path-"))
@@ -147,6 +152,8 @@ def main() -> None:
                     stage["offer"] = stage.get("offer", 0.0) + time.thread_time() - t2
                 if not together:
                     drain()
+                if sleep_s:
+                    time.sleep(sleep_s)  # a paced service's thread waits between frames
             drain()
 
     def drain() -> None:
@@ -167,7 +174,7 @@ def main() -> None:
     per = {k: round(v / w * 1e6) for k, v in sorted(stage.items())}
     print(
         f"machines {n_machines} windows {w}: thread CPU µs/window {cpu / w * 1e6:.0f}, "
-        f"{'(together) ' if together else ''}extraction {ext / w * 1e6:.0f}, the rest {(cpu - ext) / w * 1e6:.0f}; stages {per}"
+        f"{'(together) ' if together else ''}{f'(sleep {sleep_s * 1e3:g} ms) ' if sleep_s else ''}extraction {ext / w * 1e6:.0f}, the rest {(cpu - ext) / w * 1e6:.0f}; stages {per}"
     )
 
 
