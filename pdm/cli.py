@@ -46,7 +46,13 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
         "--fs", type=float, metavar="HZ", help="sample rate, Hz (overrides the pipeline)"
     )
     g.add_argument("--columns", metavar="A,B", help="columns to analyse (default: all)")
-    g.add_argument("--window", type=int, metavar="N", help="window length, samples")
+    g.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="window length, samples (default 16384, longer for a bearing on a shaft too "
+        "slow for its lines to be read: at least 3.5 bins a shaft order)",
+    )
     g.add_argument("--overlap", type=float, metavar="F", help="window overlap, fraction 0..0.95")
     g.add_argument("--rpm", type=float, metavar="R", help="fixed shaft speed, r/min")
     g.add_argument(
